@@ -1,0 +1,154 @@
+//! The heart of flowrt: runs one line of a checked [`Flow`] — nodes start as soon as their
+//! dependencies finish, `activate` and bypass rules decide what runs, a failing node fails the line —
+//! and runs aggregation nodes over the lists of many lines' values.
+//!
+//! It is pure: it opens no files, sockets or processes. Tools are called through a [`ToolInvoker`]
+//! (Python workers, the built-in LLM and prompt tools, or a fake in tests), and progress is reported
+//! to a [`RunObserver`].
+
+mod inputs;
+mod line;
+mod value;
+
+pub use inputs::{prepare_inputs, InputError};
+pub use line::{AggregationResult, Executor, ExecutorOptions, LineResult};
+pub use value::{value_at, ValueError};
+
+use flowrt_flow::{Node, NodeKind};
+use serde::Serialize;
+use serde_json::Value;
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+/// Where a resolved argument came from (LLM tools escape role markers in values that did not come
+/// from a prompt node).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgOrigin {
+    FlowInput,
+    Node(NodeKind),
+}
+
+/// One argument for a tool call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeArg {
+    /// From a reference: pass unchanged.
+    Value { value: Value, origin: ArgOrigin },
+    /// Written in the YAML: the tool converts it to its parameter's type.
+    Literal(Value),
+    /// Read from a node that was bypassed: the parameter's default if it has one, else null.
+    Bypassed,
+}
+
+/// A tool call the executor asks for.
+#[derive(Debug)]
+pub struct Invocation<'a> {
+    pub node: &'a Node,
+    pub args: Vec<(String, NodeArg)>,
+    /// The line number, or `None` for an aggregation call.
+    pub line: Option<usize>,
+}
+
+/// What a node produced.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NodeValue {
+    Value(Value),
+    /// A generator tool's drained chunks, and their concatenation.
+    Generator { chunks: Vec<Value>, joined: String },
+}
+
+impl NodeValue {
+    /// The value another node receives.
+    pub fn as_input(&self) -> Value {
+        match self {
+            NodeValue::Value(v) => v.clone(),
+            NodeValue::Generator { chunks, .. } => Value::Array(chunks.clone()),
+        }
+    }
+}
+
+/// A successful tool call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ToolOutcome {
+    pub output: NodeValue,
+    /// What the tool printed.
+    pub logs: String,
+    /// `log_metric` calls, in order.
+    pub metrics: Vec<(String, Value)>,
+    /// LLM token usage, when the tool called a model.
+    pub usage: Option<Value>,
+}
+
+impl ToolOutcome {
+    pub fn value(v: Value) -> Self {
+        ToolOutcome { output: NodeValue::Value(v), logs: String::new(), metrics: Vec::new(), usage: None }
+    }
+}
+
+/// A failed tool call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ToolFailure {
+    /// `ValueError`, `ToolLoadError`, `WorkerCrashed`, `LlmError`, ...
+    pub error_type: String,
+    pub message: String,
+    pub traceback: Option<String>,
+}
+
+impl ToolFailure {
+    pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
+        ToolFailure { error_type: error_type.into(), message: message.into(), traceback: None }
+    }
+}
+
+/// Calls tools. Implementations may be called concurrently for independent nodes.
+pub trait ToolInvoker: Send + Sync {
+    fn invoke(&self, call: Invocation<'_>) -> impl Future<Output = Result<ToolOutcome, ToolFailure>> + Send;
+}
+
+/// How a node run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum NodeStatus {
+    Completed,
+    Bypassed,
+    Failed,
+    Canceled,
+}
+
+/// The record of one node on one line (or of one aggregation node).
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeRun {
+    pub node: String,
+    pub status: NodeStatus,
+    #[serde(with = "unix_seconds")]
+    pub start: SystemTime,
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ToolFailure>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub logs: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Value>,
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+mod unix_seconds {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0))
+    }
+}
+
+/// Progress events. Every method has a no-op default.
+pub trait RunObserver: Send + Sync {
+    fn node_started(&self, _line: Option<usize>, _node: &str) {}
+    fn node_finished(&self, _line: Option<usize>, _run: &NodeRun) {}
+}
+
+/// An observer that ignores everything.
+pub struct NoObserver;
+impl RunObserver for NoObserver {}

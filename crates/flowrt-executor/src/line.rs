@@ -1,0 +1,495 @@
+//! Running one line through the DAG, and aggregation over many lines.
+
+use crate::value::value_at;
+use crate::{
+    ArgOrigin, Invocation, NodeArg, NodeRun, NodeStatus, NodeValue, RunObserver, ToolFailure, ToolInvoker, ToolOutcome,
+};
+use flowrt_flow::pyvalue::py_eq;
+use flowrt_flow::{Flow, InputValue, Node, RefSource, Reference};
+use futures::stream::{FuturesUnordered, StreamExt};
+use indexmap::IndexMap;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Knobs for running lines.
+#[derive(Clone, Debug, Default)]
+pub struct ExecutorOptions {
+    /// A line still running after this is stopped: its running nodes are marked canceled.
+    pub line_timeout: Option<Duration>,
+}
+
+/// How one line ended.
+#[derive(Clone, Debug, Serialize)]
+pub struct LineResult {
+    pub line_number: usize,
+    pub inputs: IndexMap<String, Value>,
+    pub outputs: IndexMap<String, Value>,
+    /// `None` when the line completed.
+    pub error: Option<ToolFailureAt>,
+    pub node_runs: Vec<NodeRun>,
+    /// For each aggregation node, this line's values of its line-level inputs.
+    #[serde(skip)]
+    pub aggregation_inputs: IndexMap<String, IndexMap<String, Value>>,
+    #[serde(serialize_with = "crate::seconds")]
+    pub duration: Duration,
+}
+
+impl LineResult {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// A line's failure: which node (if any) and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ToolFailureAt {
+    pub node: Option<String>,
+    #[serde(flatten)]
+    pub failure: ToolFailure,
+}
+
+impl std::fmt::Display for ToolFailureAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.node {
+            Some(n) => write!(f, "node '{n}' failed: {}: {}", self.failure.error_type, self.failure.message)?,
+            None => write!(f, "{}: {}", self.failure.error_type, self.failure.message)?,
+        }
+        if let Some(tb) = &self.failure.traceback {
+            if !tb.trim().is_empty() {
+                write!(f, "\n{}", tb.trim_end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The aggregation step's result.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AggregationResult {
+    pub metrics: IndexMap<String, Value>,
+    pub node_runs: Vec<NodeRun>,
+    pub error: Option<ToolFailureAt>,
+}
+
+/// Runs lines of one flow through a [`ToolInvoker`].
+pub struct Executor<I> {
+    flow: Arc<Flow>,
+    invoker: Arc<I>,
+    observer: Arc<dyn RunObserver>,
+    options: ExecutorOptions,
+    /// Nodes read by at least one other node (a generator output of such a node is drained by its
+    /// consumer, so a flow output reading it gets "").
+    consumed: HashSet<String>,
+}
+
+enum State {
+    Pending,
+    Running,
+    Done(NodeValue),
+    Bypassed,
+}
+
+impl<I: ToolInvoker> Executor<I> {
+    pub fn new(flow: Arc<Flow>, invoker: Arc<I>, observer: Arc<dyn RunObserver>, options: ExecutorOptions) -> Self {
+        let consumed = flow.nodes.iter().flat_map(|n| n.dependencies().map(str::to_string)).collect();
+        Executor { flow, invoker, observer, options, consumed }
+    }
+
+    pub fn flow(&self) -> &Arc<Flow> {
+        &self.flow
+    }
+
+    pub fn invoker(&self) -> &Arc<I> {
+        &self.invoker
+    }
+
+    pub fn has_aggregation(&self) -> bool {
+        self.flow.nodes.iter().any(|n| n.aggregation)
+    }
+
+    /// Run one line with already converted inputs (see [`crate::prepare_inputs`]).
+    pub async fn run_line(&self, line_number: usize, inputs: IndexMap<String, Value>) -> LineResult {
+        let started = Instant::now();
+        let deadline = self.options.line_timeout.map(|t| tokio::time::Instant::now() + t);
+        let nodes: Vec<&Node> = self.flow.nodes.iter().filter(|n| !n.aggregation).collect();
+        let mut states: Vec<State> = nodes.iter().map(|_| State::Pending).collect();
+        let mut runs: Vec<NodeRun> = Vec::new();
+        let mut running = FuturesUnordered::new();
+        let mut running_since: IndexMap<usize, (Instant, SystemTime)> = IndexMap::new();
+        let mut error: Option<ToolFailureAt> = None;
+
+        'lines: loop {
+            // Start (or bypass) every node whose dependencies are settled. Nodes are in
+            // topological order, so one pass also settles chains of bypassed nodes.
+            for i in 0..nodes.len() {
+                if !matches!(states[i], State::Pending) {
+                    continue;
+                }
+                let node = nodes[i];
+                let settled = node.dependencies().all(|d| {
+                    nodes
+                        .iter()
+                        .position(|n| n.name == d)
+                        .is_some_and(|j| matches!(states[j], State::Done(_) | State::Bypassed))
+                });
+                if !settled {
+                    continue;
+                }
+                let lookup = |name: &str| -> Option<&State> { nodes.iter().position(|n| n.name == name).map(|j| &states[j]) };
+                match self.should_run(node, &inputs, &lookup) {
+                    Err(failure) => {
+                        error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                        break 'lines;
+                    }
+                    Ok(false) => {
+                        states[i] = State::Bypassed;
+                        runs.push(NodeRun {
+                            node: node.name.clone(),
+                            status: NodeStatus::Bypassed,
+                            start: SystemTime::now(),
+                            duration: Duration::ZERO,
+                            output: None,
+                            error: None,
+                            logs: String::new(),
+                            usage: None,
+                        });
+                    }
+                    Ok(true) => {
+                        let args = match self.resolve_args(node, &inputs, &lookup) {
+                            Ok(a) => a,
+                            Err(failure) => {
+                                error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                                break 'lines;
+                            }
+                        };
+                        states[i] = State::Running;
+                        self.observer.node_started(Some(line_number), &node.name);
+                        running_since.insert(i, (Instant::now(), SystemTime::now()));
+                        let invoker = &self.invoker;
+                        running.push(async move {
+                            let result = invoker.invoke(Invocation { node, args, line: Some(line_number) }).await;
+                            (i, result)
+                        });
+                    }
+                }
+            }
+            if running.is_empty() {
+                break;
+            }
+            let next = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, running.next()).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        let secs = self.options.line_timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
+                        error = Some(ToolFailureAt {
+                            node: None,
+                            failure: ToolFailure::new(
+                                "LineExecutionTimeoutError",
+                                format!("line {line_number} did not finish within {secs} seconds"),
+                            ),
+                        });
+                        break;
+                    }
+                },
+                None => running.next().await,
+            };
+            let Some((i, result)) = next else { break };
+            let (t0, start) = running_since.swap_remove(&i).unwrap_or((Instant::now(), SystemTime::now()));
+            let node = nodes[i];
+            match result {
+                Ok(ToolOutcome { output, logs, metrics: _, usage }) => {
+                    let run = NodeRun {
+                        node: node.name.clone(),
+                        status: NodeStatus::Completed,
+                        start,
+                        duration: t0.elapsed(),
+                        output: Some(match &output {
+                            NodeValue::Value(v) => v.clone(),
+                            NodeValue::Generator { joined, .. } => Value::String(joined.clone()),
+                        }),
+                        error: None,
+                        logs,
+                        usage,
+                    };
+                    self.observer.node_finished(Some(line_number), &run);
+                    runs.push(run);
+                    states[i] = State::Done(output);
+                }
+                Err(failure) => {
+                    let run = NodeRun {
+                        node: node.name.clone(),
+                        status: NodeStatus::Failed,
+                        start,
+                        duration: t0.elapsed(),
+                        output: None,
+                        error: Some(failure.clone()),
+                        logs: String::new(),
+                        usage: None,
+                    };
+                    self.observer.node_finished(Some(line_number), &run);
+                    runs.push(run);
+                    error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                    break;
+                }
+            }
+        }
+        drop(running);
+        // Whatever is still running was stopped by a failure elsewhere or the line timeout.
+        for (i, (t0, start)) in running_since {
+            let run = NodeRun {
+                node: nodes[i].name.clone(),
+                status: NodeStatus::Canceled,
+                start,
+                duration: t0.elapsed(),
+                output: None,
+                error: None,
+                logs: String::new(),
+                usage: None,
+            };
+            self.observer.node_finished(Some(line_number), &run);
+            runs.push(run);
+        }
+
+        let lookup = |name: &str| -> Option<&State> { nodes.iter().position(|n| n.name == name).map(|j| &states[j]) };
+        let mut outputs = IndexMap::new();
+        let mut aggregation_inputs = IndexMap::new();
+        if error.is_none() {
+            match self.collect_outputs(&inputs, &lookup) {
+                Ok(o) => outputs = o,
+                Err(failure) => error = Some(ToolFailureAt { node: None, failure }),
+            }
+        }
+        if error.is_none() {
+            for node in self.flow.nodes.iter().filter(|n| n.aggregation) {
+                let mut values = IndexMap::new();
+                for (name, input) in &node.inputs {
+                    let InputValue::Reference(r) = input else { continue };
+                    if r.node().is_some_and(|n| self.flow.node(n).is_some_and(|n| n.aggregation)) {
+                        continue;
+                    }
+                    match resolve(&self.flow, r, &inputs, &lookup) {
+                        Ok(Resolved::Value(v, _)) => values.insert(name.clone(), v),
+                        Ok(Resolved::Bypassed) => values.insert(name.clone(), Value::Null),
+                        Err(message) => {
+                            error = Some(ToolFailureAt {
+                                node: Some(node.name.clone()),
+                                failure: ToolFailure::new("InvalidReference", format!("input '{name}': {message}")),
+                            });
+                            break;
+                        }
+                    };
+                }
+                aggregation_inputs.insert(node.name.clone(), values);
+            }
+        }
+        LineResult {
+            line_number,
+            inputs,
+            outputs,
+            error,
+            node_runs: runs,
+            aggregation_inputs,
+            duration: started.elapsed(),
+        }
+    }
+
+    /// `activate` and bypass rules: run the node or not.
+    fn should_run<'s>(
+        &self,
+        node: &Node,
+        inputs: &IndexMap<String, Value>,
+        lookup: &impl Fn(&str) -> Option<&'s State>,
+    ) -> Result<bool, ToolFailure> {
+        if let Some(activate) = &node.activate {
+            return match resolve(&self.flow, &activate.when, inputs, lookup) {
+                Ok(Resolved::Bypassed) => Ok(false),
+                Ok(Resolved::Value(v, _)) => Ok(py_eq(&v, &activate.is)),
+                Err(message) => Err(ToolFailure::new("InvalidReference", format!("activate.when: {message}"))),
+            };
+        }
+        let mut deps = node.input_dependencies().peekable();
+        if deps.peek().is_none() {
+            return Ok(true);
+        }
+        Ok(!deps.all(|d| matches!(lookup(d), Some(State::Bypassed))))
+    }
+
+    fn resolve_args<'s>(
+        &self,
+        node: &Node,
+        inputs: &IndexMap<String, Value>,
+        lookup: &impl Fn(&str) -> Option<&'s State>,
+    ) -> Result<Vec<(String, NodeArg)>, ToolFailure> {
+        let mut args = Vec::with_capacity(node.inputs.len());
+        for (name, input) in &node.inputs {
+            let arg = match input {
+                InputValue::Literal(v) => NodeArg::Literal(v.clone()),
+                InputValue::Reference(r) => match resolve(&self.flow, r, inputs, lookup) {
+                    Ok(Resolved::Value(value, origin)) => NodeArg::Value { value, origin },
+                    Ok(Resolved::Bypassed) => NodeArg::Bypassed,
+                    Err(message) => {
+                        return Err(ToolFailure::new("InvalidReference", format!("input '{name}': {message}")));
+                    }
+                },
+            };
+            args.push((name.clone(), arg));
+        }
+        Ok(args)
+    }
+
+    fn collect_outputs<'s>(
+        &self,
+        inputs: &IndexMap<String, Value>,
+        lookup: &impl Fn(&str) -> Option<&'s State>,
+    ) -> Result<IndexMap<String, Value>, ToolFailure> {
+        let mut outputs = IndexMap::with_capacity(self.flow.outputs.len());
+        for (name, out) in &self.flow.outputs {
+            let r = &out.reference;
+            let value = match &r.source {
+                RefSource::FlowInput(i) => {
+                    let root = inputs.get(i).unwrap_or(&Value::Null);
+                    value_at(root, &r.path)
+                        .cloned()
+                        .map_err(|e| ToolFailure::new("InvalidReference", format!("output '{name}' ({r}): {e}")))?
+                }
+                RefSource::Node(n) => {
+                    if self.flow.node(n).is_some_and(|node| node.aggregation) {
+                        continue; // promptflow drops outputs that read aggregation nodes
+                    }
+                    match lookup(n) {
+                        Some(State::Done(NodeValue::Generator { joined, .. })) => {
+                            if self.consumed.contains(n) {
+                                Value::String(String::new())
+                            } else {
+                                Value::String(joined.clone())
+                            }
+                        }
+                        Some(State::Done(NodeValue::Value(v))) => {
+                            let path = if r.bracket_after_output { &[][..] } else { &r.path[..] };
+                            value_at(v, path).cloned().map_err(|e| {
+                                ToolFailure::new("InvalidReference", format!("output '{name}' ({r}): {e}"))
+                            })?
+                        }
+                        _ => Value::Null,
+                    }
+                }
+            };
+            outputs.insert(name.clone(), value);
+        }
+        Ok(outputs)
+    }
+
+    /// Run the aggregation nodes once over the completed lines (in line order).
+    pub async fn run_aggregation(&self, lines: &[&LineResult]) -> AggregationResult {
+        let mut result = AggregationResult::default();
+        let mut done: IndexMap<String, Value> = IndexMap::new();
+        for node in self.flow.nodes.iter().filter(|n| n.aggregation) {
+            let mut args = Vec::with_capacity(node.inputs.len());
+            for (name, input) in &node.inputs {
+                let arg = match input {
+                    InputValue::Literal(v) => NodeArg::Literal(v.clone()),
+                    InputValue::Reference(r) => match r.node().filter(|n| done.contains_key(*n)) {
+                        Some(n) => {
+                            let root = done.get(n).unwrap_or(&Value::Null);
+                            let path = if r.bracket_after_output { &[][..] } else { &r.path[..] };
+                            NodeArg::Value {
+                                value: value_at(root, path).cloned().unwrap_or(Value::Null),
+                                origin: ArgOrigin::Node(node.kind),
+                            }
+                        }
+                        None => NodeArg::Value {
+                            value: Value::Array(
+                                lines
+                                    .iter()
+                                    .map(|l| {
+                                        l.aggregation_inputs
+                                            .get(&node.name)
+                                            .and_then(|m| m.get(name))
+                                            .cloned()
+                                            .unwrap_or(Value::Null)
+                                    })
+                                    .collect(),
+                            ),
+                            origin: ArgOrigin::FlowInput,
+                        },
+                    },
+                };
+                args.push((name.clone(), arg));
+            }
+            self.observer.node_started(None, &node.name);
+            let (t0, start) = (Instant::now(), SystemTime::now());
+            let outcome = self.invoker.invoke(Invocation { node, args, line: None }).await;
+            let mut run = NodeRun {
+                node: node.name.clone(),
+                status: NodeStatus::Completed,
+                start,
+                duration: t0.elapsed(),
+                output: None,
+                error: None,
+                logs: String::new(),
+                usage: None,
+            };
+            match outcome {
+                Ok(o) => {
+                    for (k, v) in o.metrics {
+                        result.metrics.insert(k, v);
+                    }
+                    let value = o.output.as_input();
+                    run.output = Some(value.clone());
+                    run.logs = o.logs;
+                    run.usage = o.usage;
+                    done.insert(node.name.clone(), value);
+                    self.observer.node_finished(None, &run);
+                    result.node_runs.push(run);
+                }
+                Err(failure) => {
+                    run.status = NodeStatus::Failed;
+                    run.error = Some(failure.clone());
+                    self.observer.node_finished(None, &run);
+                    result.node_runs.push(run);
+                    result.error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                    break;
+                }
+            }
+        }
+        result
+    }
+}
+
+enum Resolved {
+    Value(Value, ArgOrigin),
+    Bypassed,
+}
+
+fn resolve<'s>(
+    flow: &Flow,
+    r: &Reference,
+    inputs: &IndexMap<String, Value>,
+    lookup: &impl Fn(&str) -> Option<&'s State>,
+) -> Result<Resolved, String> {
+    match &r.source {
+        RefSource::FlowInput(i) => {
+            let root = inputs.get(i).ok_or_else(|| format!("flow input '{i}' has no value"))?;
+            value_at(root, &r.path)
+                .map(|v| Resolved::Value(v.clone(), ArgOrigin::FlowInput))
+                .map_err(|e| format!("{r}: {e}"))
+        }
+        RefSource::Node(n) => match lookup(n) {
+            Some(State::Bypassed) => Ok(Resolved::Bypassed),
+            Some(State::Done(out)) => {
+                let kind = ArgOrigin::Node(flow.node(n).map_or(flowrt_flow::NodeKind::Python, |x| x.kind));
+                match out {
+                    NodeValue::Value(v) => value_at(v, &r.path)
+                        .map(|v| Resolved::Value(v.clone(), kind))
+                        .map_err(|e| format!("{r}: {e}")),
+                    NodeValue::Generator { .. } => Ok(Resolved::Value(out.as_input(), kind)),
+                }
+            }
+            _ => Err(format!("{r}: node '{n}' has not run")),
+        },
+    }
+}
+

@@ -1,0 +1,146 @@
+//! Flow input types and the conversion of line values to them, following promptflow 1.18.5
+//! (which converts with Python: `int(v)`, `float(v)`, `str(v)`, `json.loads(v)`).
+
+use crate::pyvalue::py_str;
+use serde::{Deserialize, Serialize};
+use serde_json::{Number, Value};
+use std::fmt;
+
+/// The type of a flow input (`type:` in `flow.dag.yaml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    Int,
+    Double,
+    Bool,
+    String,
+    List,
+    Object,
+}
+
+impl ValueType {
+    pub const ALL: [ValueType; 6] =
+        [ValueType::Int, ValueType::Double, ValueType::Bool, ValueType::String, ValueType::List, ValueType::Object];
+
+    pub fn parse(s: &str) -> Option<ValueType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueType::Int => "int",
+            ValueType::Double => "double",
+            ValueType::Bool => "bool",
+            ValueType::String => "string",
+            ValueType::List => "list",
+            ValueType::Object => "object",
+        }
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Convert `value` to `ty` as promptflow does; the error says why (the caller names the input).
+pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
+    let fail = || format!("value {} is not a valid {ty}", crate::pyvalue::py_repr(value));
+    match ty {
+        ValueType::String => Ok(Value::String(py_str(value))),
+        ValueType::Int => match value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(value.clone()),
+            Value::Number(n) => {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                if f.is_finite() {
+                    Ok(Value::from(f.trunc() as i64))
+                } else {
+                    Err(fail())
+                }
+            }
+            Value::Bool(b) => Ok(Value::from(i64::from(*b))),
+            Value::String(s) => parse_python_int(s).map(Value::from).ok_or_else(fail),
+            _ => Err(fail()),
+        },
+        ValueType::Double => match value {
+            Value::Number(n) => n.as_f64().and_then(Number::from_f64).map(Value::Number).ok_or_else(fail),
+            Value::Bool(b) => Ok(Value::from(if *b { 1.0 } else { 0.0 })),
+            Value::String(s) => parse_python_float(s).and_then(Number::from_f64).map(Value::Number).ok_or_else(fail),
+            _ => Err(fail()),
+        },
+        ValueType::Bool => match value {
+            Value::Bool(_) => Ok(value.clone()),
+            Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(Value::Bool(true)),
+            Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(Value::Bool(false)),
+            _ => Err(fail()),
+        },
+        ValueType::List => match value {
+            Value::Array(_) => Ok(value.clone()),
+            Value::String(s) => match serde_json::from_str::<Value>(s) {
+                Ok(v @ Value::Array(_)) => Ok(v),
+                _ => Err(fail()),
+            },
+            _ => Err(fail()),
+        },
+        ValueType::Object => match value {
+            Value::String(s) => Ok(serde_json::from_str::<Value>(s).unwrap_or_else(|_| value.clone())),
+            _ => Ok(value.clone()),
+        },
+    }
+}
+
+/// Python's `int(str)`: optional sign, digits and underscores between digits, surrounding whitespace.
+fn parse_python_int(s: &str) -> Option<i64> {
+    let t = s.trim();
+    let (neg, digits) = match t.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+        return None;
+    }
+    let clean: String = digits.chars().filter(|c| *c != '_').collect();
+    if !clean.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = clean.parse().ok()?;
+    Some(if neg { -n } else { n })
+}
+
+/// Python's `float(str)`.
+fn parse_python_float(s: &str) -> Option<f64> {
+    let t = s.trim().to_ascii_lowercase();
+    match t.trim_start_matches(['+', '-']) {
+        "inf" | "infinity" | "nan" => return None, // not representable in JSON
+        _ => {}
+    }
+    t.replace('_', "").parse::<f64>().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conversions_follow_python() {
+        let ok = |t, v: Value| convert_value(t, &v).unwrap();
+        assert_eq!(ok(ValueType::Int, json!("41")), json!(41));
+        assert_eq!(ok(ValueType::Int, json!(3.7)), json!(3));
+        assert!(convert_value(ValueType::Int, &json!("2.0")).is_err());
+        assert!(convert_value(ValueType::Int, &json!("seven")).is_err());
+        assert_eq!(ok(ValueType::Double, json!(0)), json!(0.0));
+        assert_eq!(ok(ValueType::Double, json!("0.25")), json!(0.25));
+        assert_eq!(ok(ValueType::Bool, json!("False")), json!(false));
+        assert!(convert_value(ValueType::Bool, &json!("yes")).is_err());
+        assert_eq!(ok(ValueType::String, json!(42)), json!("42"));
+        assert_eq!(ok(ValueType::String, json!(true)), json!("True"));
+        assert_eq!(ok(ValueType::String, json!(["a", 1])), json!("['a', 1]"));
+        assert_eq!(ok(ValueType::List, json!("[10, 20]")), json!([10, 20]));
+        assert!(convert_value(ValueType::List, &json!("not a list")).is_err());
+        assert_eq!(ok(ValueType::Object, json!("{\"b\": 1}")), json!({"b": 1}));
+        assert_eq!(ok(ValueType::Object, json!("plain")), json!("plain"));
+        assert_eq!(ok(ValueType::Object, json!([1])), json!([1]));
+    }
+}

@@ -1,0 +1,186 @@
+//! flowrt's vocabulary for flows: parse `flow.dag.yaml` (promptflow 1.18.5's format) into a checked
+//! [`Flow`] whose references, node names, tool files and dependency graph are known to be valid, and
+//! the Python-compatible value rules (input conversion, `str()`, `==`) that running it relies on.
+//!
+//! It reads the flow folder and nothing else: no processes, no network, no async.
+
+mod convert;
+mod error;
+mod load;
+pub mod pyvalue;
+pub mod reference;
+
+pub use convert::{convert_value, ValueType};
+pub use error::{FlowError, Problem};
+pub use load::{load_flow, LoadOptions};
+pub use reference::{parse_reference, PathSeg, RefSource, Reference};
+
+use indexmap::IndexMap;
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// A flow input declaration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowInput {
+    pub ty: ValueType,
+    /// Already converted to `ty`.
+    pub default: Option<Value>,
+    pub description: Option<String>,
+    pub is_chat_input: bool,
+    pub is_chat_history: bool,
+}
+
+/// A flow output: what it reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowOutput {
+    pub reference: Reference,
+    pub ty: Option<String>,
+    pub is_chat_output: bool,
+}
+
+/// The kind of a node (`type:`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Python,
+    Llm,
+    Prompt,
+    /// `custom_llm`: a package tool with a prompt template (`package_with_prompt`).
+    CustomLlm,
+}
+
+impl NodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeKind::Python => "python",
+            NodeKind::Llm => "llm",
+            NodeKind::Prompt => "prompt",
+            NodeKind::CustomLlm => "custom_llm",
+        }
+    }
+}
+
+/// Where a node's tool comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolSource {
+    /// A file in the flow folder (`.py` or a template), relative to it.
+    Code { path: String },
+    /// A package tool id such as `promptflow.tools.embedding.embedding`.
+    Package { tool: String },
+    /// A package tool with a prompt template file (`package_with_prompt`).
+    PackageWithPrompt { tool: String, path: String },
+}
+
+impl ToolSource {
+    /// The flow-relative file this source reads, if any.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            ToolSource::Code { path } | ToolSource::PackageWithPrompt { path, .. } => Some(path),
+            ToolSource::Package { .. } => None,
+        }
+    }
+}
+
+/// A node input: a reference resolved per line, or a literal from the YAML.
+#[derive(Clone, Debug, PartialEq)]
+pub enum InputValue {
+    Reference(Reference),
+    Literal(Value),
+}
+
+/// `activate: {when, is}`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Activate {
+    pub when: Reference,
+    pub is: Value,
+}
+
+/// One node, with its variant already chosen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub kind: NodeKind,
+    pub source: ToolSource,
+    pub inputs: IndexMap<String, InputValue>,
+    pub connection: Option<String>,
+    pub api: Option<String>,
+    pub activate: Option<Activate>,
+    pub aggregation: bool,
+    /// The variant in use, when the node has variants.
+    pub variant: Option<String>,
+    /// The line of `flow.dag.yaml` the node starts on, for messages.
+    pub line: Option<usize>,
+}
+
+impl Node {
+    /// Every node this node needs before it can start: the nodes its inputs and `activate.when` read.
+    pub fn dependencies(&self) -> impl Iterator<Item = &str> {
+        self.input_dependencies().chain(self.activate.as_ref().and_then(|a| a.when.node()))
+    }
+
+    /// The nodes its inputs read (not counting `activate.when`).
+    pub fn input_dependencies(&self) -> impl Iterator<Item = &str> {
+        self.inputs.values().filter_map(|v| match v {
+            InputValue::Reference(r) => r.node(),
+            InputValue::Literal(_) => None,
+        })
+    }
+}
+
+/// `environment:` settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Environment {
+    /// `python_requirements_txt`, relative to the flow folder.
+    pub python_requirements_txt: Option<String>,
+    pub image: Option<String>,
+}
+
+/// A checked flow: every reference resolves, names are unique, tool files exist inside the flow
+/// folder and the nodes form a DAG. `nodes` is in an order where every node follows its dependencies.
+#[derive(Clone, Debug)]
+pub struct Flow {
+    /// The flow folder.
+    pub dir: PathBuf,
+    /// The `flow.dag.yaml` file.
+    pub file: PathBuf,
+    pub inputs: IndexMap<String, FlowInput>,
+    pub outputs: IndexMap<String, FlowOutput>,
+    pub nodes: Vec<Node>,
+    pub environment_variables: IndexMap<String, Value>,
+    pub environment: Environment,
+    pub additional_includes: Vec<String>,
+}
+
+impl Flow {
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// The path of the requirements file the flow asks for, if it exists.
+    pub fn requirements_file(&self) -> Option<PathBuf> {
+        let rel = self.environment.python_requirements_txt.as_deref().unwrap_or("requirements.txt");
+        let path = self.dir.join(rel);
+        path.is_file().then_some(path)
+    }
+
+    /// `environment_variables` as promptflow passes them to tools: scalars as `str(v)`, lists and
+    /// maps as `json.dumps(v)`. `${conn.key}` values are returned as written; see [`env_var_reference`].
+    pub fn environment_strings(&self) -> Vec<(String, String)> {
+        self.environment_variables
+            .iter()
+            .map(|(k, v)| {
+                let s = match v {
+                    Value::Array(_) | Value::Object(_) => pyvalue::py_json_dumps(v),
+                    other => pyvalue::py_str(other),
+                };
+                (k.clone(), s)
+            })
+            .collect()
+    }
+}
+
+/// `${connection.key}` in an environment variable value: `(connection, key)`.
+pub fn env_var_reference(value: &str) -> Option<(&str, &str)> {
+    let body = reference::reference_body(value)?;
+    let (conn, key) = body.split_once('.')?;
+    (!conn.is_empty() && !key.is_empty() && !key.contains('.')).then_some((conn, key))
+}

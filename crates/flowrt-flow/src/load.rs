@@ -1,0 +1,719 @@
+//! Reading `flow.dag.yaml` into a [`Flow`]: YAML syntax, then shape, then meaning (references,
+//! names, files, cycles). Problems of shape and meaning are collected so one run reports them all.
+
+use crate::convert::{convert_value, ValueType};
+use crate::error::{FlowError, Problem};
+use crate::reference::{parse_reference, reference_body, Reference};
+use crate::{Activate, Environment, Flow, FlowInput, FlowOutput, InputValue, Node, NodeKind, ToolSource};
+use indexmap::{IndexMap, IndexSet};
+use serde_json::Value;
+use serde_yaml::Value as Yaml;
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+/// Top-level keys promptflow accepts in `flow.dag.yaml`.
+const TOP_LEVEL_KEYS: &[&str] = &[
+    "$schema",
+    "inputs",
+    "outputs",
+    "nodes",
+    "node_variants",
+    "environment_variables",
+    "additional_includes",
+    "environment",
+    "provider",
+    "module",
+    "tags",
+    "type",
+    "description",
+    "name",
+    "language",
+];
+
+const NODE_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "source",
+    "inputs",
+    "connection",
+    "api",
+    "provider",
+    "module",
+    "activate",
+    "aggregation",
+    "use_variants",
+    "comment",
+    "tool",
+    "enable_kwargs",
+];
+
+/// Choices made when loading.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// `--variant '${node.variant_id}'`: use this variant of this node instead of its default.
+    pub variant: Option<(String, String)>,
+}
+
+impl LoadOptions {
+    /// Parse `${node.variant_id}` as given to `--variant`.
+    pub fn parse_variant(text: &str) -> Result<(String, String), String> {
+        let body = reference_body(text.trim()).unwrap_or(text.trim());
+        match body.split_once('.') {
+            Some((node, variant)) if !node.is_empty() && !variant.is_empty() && !variant.contains('.') => {
+                Ok((node.to_string(), variant.to_string()))
+            }
+            _ => Err(format!("--variant '{text}' must look like '${{node_name.variant_id}}'")),
+        }
+    }
+}
+
+/// Load and check the flow at `path` (a folder holding `flow.dag.yaml`, or that file).
+pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> {
+    let file = if path.is_dir() {
+        ["flow.dag.yaml", "flow.dag.yml"].iter().map(|n| path.join(n)).find(|p| p.is_file())
+    } else if path.is_file() {
+        Some(path.to_path_buf())
+    } else {
+        None
+    };
+    let file = file.ok_or_else(|| FlowError::NotFound { path: path.to_path_buf() })?;
+    let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let text = fs_err::read_to_string(&file).map_err(|e| FlowError::Io { path: file.clone(), source: e })?;
+    let yaml: Yaml = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        let message = e.to_string();
+        // serde_yaml appends " at line L column C"; the prefix already says where.
+        let message = match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        FlowError::Yaml { path: file.clone(), line, column, message }
+    })?;
+    let mut loader = Loader { text: &text, problems: Vec::new() };
+    let flow = loader.flow(&yaml, dir, file.clone(), options);
+    if loader.problems.is_empty() {
+        if let Some(flow) = flow {
+            return Ok(flow);
+        }
+    }
+    Err(FlowError::Invalid { path: file, problems: loader.problems })
+}
+
+struct Loader<'a> {
+    text: &'a str,
+    problems: Vec<Problem>,
+}
+
+/// YAML → JSON for values (keys stringified, YAML 1.2 scalars kept as typed).
+fn to_json(y: &Yaml) -> Value {
+    match y {
+        Yaml::Null => Value::Null,
+        Yaml::Bool(b) => Value::Bool(*b),
+        Yaml::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                n.as_f64().and_then(serde_json::Number::from_f64).map(Value::Number).unwrap_or(Value::Null)
+            }
+        }
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
+        Yaml::Mapping(m) => Value::Object(m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect()),
+        Yaml::Tagged(t) => to_json(&t.value),
+    }
+}
+
+fn key_string(k: &Yaml) -> String {
+    match k {
+        Yaml::String(s) => s.clone(),
+        other => match to_json(other) {
+            Value::String(s) => s,
+            v => v.to_string(),
+        },
+    }
+}
+
+fn as_str(y: &Yaml) -> Option<&str> {
+    match y {
+        Yaml::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+impl Loader<'_> {
+    fn problem(&mut self, line: Option<usize>, message: impl Into<String>) {
+        self.problems.push(Problem::new(line, message));
+    }
+
+    /// The first line (1-based) whose text, without indentation and a leading "- ", is `key: value`
+    /// (quotes around the value allowed), searching from line `from`.
+    fn find_line(&self, from: usize, key: &str, value: Option<&str>) -> Option<usize> {
+        self.text.lines().enumerate().skip(from.saturating_sub(1)).find_map(|(i, line)| {
+            let t = line.trim_start();
+            let t = t.strip_prefix("- ").unwrap_or(t).trim_start();
+            let rest = t.strip_prefix(key)?.strip_prefix(':')?;
+            match value {
+                None => Some(i + 1),
+                Some(v) => {
+                    let r = rest.trim();
+                    let r = r.split(" #").next().unwrap_or(r).trim();
+                    let r = r.trim_matches(|c| c == '"' || c == '\'');
+                    (r == v).then_some(i + 1)
+                }
+            }
+        })
+    }
+
+    fn flow(&mut self, root: &Yaml, dir: PathBuf, file: PathBuf, options: &LoadOptions) -> Option<Flow> {
+        let Some(map) = root.as_mapping() else {
+            self.problem(Some(1), "flow.dag.yaml must be a mapping with inputs, outputs and nodes");
+            return None;
+        };
+        for key in map.keys() {
+            let k = key_string(key);
+            if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
+                let line = self.find_line(1, &k, None);
+                self.problem(
+                    line,
+                    format!("unknown top-level key '{k}'; allowed keys are: {}", TOP_LEVEL_KEYS.join(", ")),
+                );
+            }
+        }
+        let inputs = self.inputs(map.get("inputs"));
+        let variants = self.node_variants(map.get("node_variants"));
+        let nodes = self.nodes(map.get("nodes"), &variants, options);
+        let outputs = self.outputs(map.get("outputs"));
+        let environment_variables = match map.get("environment_variables") {
+            None | Some(Yaml::Null) => IndexMap::new(),
+            Some(Yaml::Mapping(m)) => m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect(),
+            Some(_) => {
+                let line = self.find_line(1, "environment_variables", None);
+                self.problem(line, "environment_variables must be a mapping of NAME: value");
+                IndexMap::new()
+            }
+        };
+        let environment = self.environment(map.get("environment"));
+        let additional_includes = match map.get("additional_includes") {
+            None | Some(Yaml::Null) => Vec::new(),
+            Some(Yaml::Sequence(items)) => items.iter().filter_map(as_str).map(str::to_string).collect(),
+            Some(_) => {
+                let line = self.find_line(1, "additional_includes", None);
+                self.problem(line, "additional_includes must be a list of paths");
+                Vec::new()
+            }
+        };
+        let mut flow = Flow {
+            dir,
+            file,
+            inputs,
+            outputs,
+            nodes,
+            environment_variables,
+            environment,
+            additional_includes,
+        };
+        self.check(&mut flow);
+        Some(flow)
+    }
+
+    fn inputs(&mut self, y: Option<&Yaml>) -> IndexMap<String, FlowInput> {
+        let mut out = IndexMap::new();
+        let Some(y) = y else { return out };
+        let Some(map) = y.as_mapping() else {
+            if !y.is_null() {
+                let line = self.find_line(1, "inputs", None);
+                self.problem(line, "inputs must be a mapping of input name to {type, default}");
+            }
+            return out;
+        };
+        let section = self.find_line(1, "inputs", None).unwrap_or(1);
+        for (k, v) in map {
+            let name = key_string(k);
+            let line = self.find_line(section, &name, None);
+            let decl = v.as_mapping();
+            let ty_text = decl.and_then(|m| m.get("type")).and_then(as_str).unwrap_or("string");
+            let ty = match ValueType::parse(ty_text) {
+                Some(t) => t,
+                None => {
+                    self.problem(
+                        line,
+                        format!(
+                            "input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, string, list, object"
+                        ),
+                    );
+                    ValueType::String
+                }
+            };
+            let get_bool = |key: &str| decl.and_then(|m| m.get(key)).and_then(Yaml::as_bool).unwrap_or(false);
+            let default = match decl.and_then(|m| m.get("default")) {
+                None => None,
+                Some(d) => {
+                    let raw = to_json(d);
+                    match convert_value(ty, &raw) {
+                        Ok(v) => Some(v),
+                        Err(e) => {
+                            self.problem(line, format!("default of input '{name}': {e}"));
+                            None
+                        }
+                    }
+                }
+            };
+            out.insert(
+                name,
+                FlowInput {
+                    ty,
+                    default,
+                    description: decl.and_then(|m| m.get("description")).and_then(as_str).map(str::to_string),
+                    is_chat_input: get_bool("is_chat_input"),
+                    is_chat_history: get_bool("is_chat_history"),
+                },
+            );
+        }
+        out
+    }
+
+    fn outputs(&mut self, y: Option<&Yaml>) -> IndexMap<String, FlowOutput> {
+        let mut out = IndexMap::new();
+        let Some(y) = y else { return out };
+        let Some(map) = y.as_mapping() else {
+            if !y.is_null() {
+                let line = self.find_line(1, "outputs", None);
+                self.problem(line, "outputs must be a mapping of output name to {type, reference}");
+            }
+            return out;
+        };
+        let section = self.find_line(1, "outputs", None).unwrap_or(1);
+        for (k, v) in map {
+            let name = key_string(k);
+            let line = self.find_line(section, &name, None);
+            let decl = v.as_mapping();
+            let Some(text) = decl.and_then(|m| m.get("reference")).and_then(as_str) else {
+                self.problem(line, format!("output '{name}' needs a reference such as ${{node_name.output}}"));
+                continue;
+            };
+            match parse_reference(text) {
+                Ok(reference) => {
+                    out.insert(
+                        name,
+                        FlowOutput {
+                            reference,
+                            ty: decl.and_then(|m| m.get("type")).and_then(as_str).map(str::to_string),
+                            is_chat_output: decl
+                                .and_then(|m| m.get("is_chat_output"))
+                                .and_then(Yaml::as_bool)
+                                .unwrap_or(false),
+                        },
+                    );
+                }
+                Err(e) => self.problem(line, format!("output '{name}': {e}")),
+            }
+        }
+        out
+    }
+
+    fn node_variants(&mut self, y: Option<&Yaml>) -> HashMap<String, (String, IndexMap<String, Yaml>)> {
+        let mut out = HashMap::new();
+        let Some(Yaml::Mapping(map)) = y else { return out };
+        for (k, v) in map {
+            let node = key_string(k);
+            let line = self.find_line(1, &node, None);
+            let default = v.get("default_variant_id").and_then(as_str).map(str::to_string);
+            let mut variants = IndexMap::new();
+            if let Some(Yaml::Mapping(vs)) = v.get("variants") {
+                for (vk, vv) in vs {
+                    match vv.get("node") {
+                        Some(n) => {
+                            variants.insert(key_string(vk), n.clone());
+                        }
+                        None => self.problem(
+                            line,
+                            format!("variant '{}' of node '{node}' has no 'node:' section", key_string(vk)),
+                        ),
+                    }
+                }
+            }
+            let Some(default) = default.or_else(|| variants.keys().next().cloned()) else {
+                self.problem(line, format!("node_variants of '{node}' lists no variants"));
+                continue;
+            };
+            out.insert(node, (default, variants));
+        }
+        out
+    }
+
+    fn nodes(
+        &mut self,
+        y: Option<&Yaml>,
+        variants: &HashMap<String, (String, IndexMap<String, Yaml>)>,
+        options: &LoadOptions,
+    ) -> Vec<Node> {
+        let mut out: Vec<Node> = Vec::new();
+        let Some(y) = y else {
+            self.problem(None, "the flow has no 'nodes' list");
+            return out;
+        };
+        let Some(items) = y.as_sequence() else {
+            let line = self.find_line(1, "nodes", None);
+            self.problem(line, "nodes must be a list of nodes");
+            return out;
+        };
+        let mut seen: IndexSet<String> = IndexSet::new();
+        let mut search_from = self.find_line(1, "nodes", None).unwrap_or(1);
+        if let Some((node, variant)) = &options.variant {
+            match variants.get(node) {
+                None => self.problem(None, format!("--variant names node '{node}', which has no node_variants")),
+                Some((_, vs)) if !vs.contains_key(variant) => self.problem(
+                    None,
+                    format!(
+                        "node '{node}' has no variant '{variant}'; its variants are: {}",
+                        vs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        for item in items {
+            let Some(name) = item.get("name").and_then(as_str).map(str::to_string) else {
+                self.problem(Some(search_from), "a node has no 'name'");
+                continue;
+            };
+            let line = self.find_line(search_from, "name", Some(&name));
+            if let Some(l) = line {
+                search_from = l + 1;
+            }
+            if !seen.insert(name.clone()) {
+                self.problem(line, format!("duplicate node name '{name}': node names must be unique"));
+                continue;
+            }
+            let uses_variants = item.get("use_variants").and_then(Yaml::as_bool).unwrap_or(false);
+            let (body, variant) = if uses_variants {
+                let Some((default, vs)) = variants.get(&name) else {
+                    self.problem(line, format!("node '{name}' has use_variants but node_variants has no entry for it"));
+                    continue;
+                };
+                let chosen = match &options.variant {
+                    Some((n, v)) if n == &name => v.clone(),
+                    _ => default.clone(),
+                };
+                let Some(body) = vs.get(&chosen) else {
+                    self.problem(line, format!("node '{name}': default variant '{chosen}' is not among its variants"));
+                    continue;
+                };
+                (body, Some(chosen))
+            } else {
+                (item, None)
+            };
+            if let Some(map) = item.as_mapping() {
+                for key in map.keys() {
+                    let k = key_string(key);
+                    if !NODE_KEYS.contains(&k.as_str()) {
+                        self.problem(line, format!("node '{name}' has unknown key '{k}'"));
+                    }
+                }
+            }
+            if let Some(node) = self.node(&name, body, line, variant) {
+                out.push(node);
+            }
+        }
+        out
+    }
+
+    fn node(&mut self, name: &str, y: &Yaml, line: Option<usize>, variant: Option<String>) -> Option<Node> {
+        let kind_text = y.get("type").and_then(as_str).unwrap_or("");
+        let kind = match kind_text {
+            "python" => NodeKind::Python,
+            "llm" => NodeKind::Llm,
+            "prompt" => NodeKind::Prompt,
+            "custom_llm" => NodeKind::CustomLlm,
+            "" => {
+                self.problem(line, format!("node '{name}' has no type; use python, llm or prompt"));
+                return None;
+            }
+            other => {
+                self.problem(line, format!("node '{name}' has unknown type '{other}'; use python, llm or prompt"));
+                return None;
+            }
+        };
+        let source = match y.get("source") {
+            Some(src) => {
+                let ty = src.get("type").and_then(as_str).unwrap_or("code");
+                let path = src.get("path").and_then(as_str).map(str::to_string);
+                let tool = src.get("tool").and_then(as_str).map(str::to_string);
+                match (ty, path, tool) {
+                    ("code", Some(path), _) => ToolSource::Code { path },
+                    ("package", _, Some(tool)) => ToolSource::Package { tool },
+                    ("package_with_prompt", Some(path), Some(tool)) => ToolSource::PackageWithPrompt { tool, path },
+                    ("code", None, _) => {
+                        self.problem(line, format!("node '{name}': source of type code needs a 'path'"));
+                        return None;
+                    }
+                    ("package" | "package_with_prompt", _, None) => {
+                        self.problem(line, format!("node '{name}': source of type {ty} needs a 'tool'"));
+                        return None;
+                    }
+                    (other, _, _) => {
+                        self.problem(
+                            line,
+                            format!(
+                                "node '{name}': unknown source type '{other}'; use code, package or package_with_prompt"
+                            ),
+                        );
+                        return None;
+                    }
+                }
+            }
+            None => {
+                self.problem(line, format!("node '{name}' has no 'source' (for example source: {{type: code, path: tool.py}})"));
+                return None;
+            }
+        };
+        let mut inputs = IndexMap::new();
+        match y.get("inputs") {
+            None | Some(Yaml::Null) => {}
+            Some(Yaml::Mapping(m)) => {
+                for (k, v) in m {
+                    let input = key_string(k);
+                    let value = match v {
+                        Yaml::String(s) if reference_body(s).is_some() => match parse_reference(s) {
+                            Ok(r) => InputValue::Reference(r),
+                            Err(e) => {
+                                self.problem(line, format!("node '{name}' input '{input}': {e}"));
+                                continue;
+                            }
+                        },
+                        other => InputValue::Literal(to_json(other)),
+                    };
+                    inputs.insert(input, value);
+                }
+            }
+            Some(_) => self.problem(line, format!("node '{name}': inputs must be a mapping of name: value")),
+        }
+        let activate = match y.get("activate") {
+            None | Some(Yaml::Null) => None,
+            Some(a) => {
+                let when = a.get("when").and_then(as_str);
+                let is = a.get("is").map(to_json);
+                match (when.map(parse_reference), is) {
+                    (Some(Ok(when)), Some(is)) => Some(Activate { when, is }),
+                    (Some(Err(e)), _) => {
+                        self.problem(line, format!("node '{name}' activate.when: {e}"));
+                        None
+                    }
+                    _ => {
+                        self.problem(
+                            line,
+                            format!("node '{name}': activate needs both 'when' (a reference) and 'is' (a value)"),
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let connection = y.get("connection").and_then(as_str).map(str::to_string);
+        let api = y.get("api").and_then(as_str).map(str::to_string);
+        if kind == NodeKind::Llm {
+            if connection.is_none() {
+                self.problem(line, format!("llm node '{name}' needs a 'connection'"));
+            }
+            match api.as_deref() {
+                Some("chat" | "completion") => {}
+                Some(other) => self.problem(line, format!("llm node '{name}': unknown api '{other}'; use chat or completion")),
+                None => self.problem(line, format!("llm node '{name}' needs 'api: chat' or 'api: completion'")),
+            }
+        }
+        Some(Node {
+            name: name.to_string(),
+            kind,
+            source,
+            inputs,
+            connection,
+            api,
+            activate,
+            aggregation: y.get("aggregation").and_then(Yaml::as_bool).unwrap_or(false),
+            variant,
+            line,
+        })
+    }
+
+    fn environment(&mut self, y: Option<&Yaml>) -> Environment {
+        let Some(Yaml::Mapping(m)) = y else { return Environment::default() };
+        Environment {
+            python_requirements_txt: m.get("python_requirements_txt").and_then(as_str).map(str::to_string),
+            image: m.get("image").and_then(as_str).map(str::to_string),
+        }
+    }
+
+    /// Meaning: references, files, cycles, aggregation rules. Reorders `flow.nodes` topologically.
+    fn check(&mut self, flow: &mut Flow) {
+        let names: IndexSet<&str> = flow.nodes.iter().map(|n| n.name.as_str()).collect();
+        let mut found: Vec<Problem> = Vec::new();
+        let check_ref = |r: &Reference, what: &str, line: Option<usize>, found: &mut Vec<Problem>| match &r.source {
+            crate::RefSource::FlowInput(i) if !flow.inputs.contains_key(i) => found.push(Problem::new(
+                line,
+                format!(
+                    "{what} references flow input '{i}', which is not declared; declared inputs: {}",
+                    list_or_none(flow.inputs.keys())
+                ),
+            )),
+            crate::RefSource::Node(n) if !names.contains(n.as_str()) => found.push(Problem::new(
+                line,
+                format!("{what} references node '{n}', which does not exist; nodes: {}", list_or_none(names.iter())),
+            )),
+            _ => {}
+        };
+        for node in &flow.nodes {
+            for (input, value) in &node.inputs {
+                if let InputValue::Reference(r) = value {
+                    check_ref(r, &format!("node '{}' input '{input}'", node.name), node.line, &mut found);
+                    if r.bracket_after_output {
+                        found.push(Problem::new(
+                            node.line,
+                            format!(
+                                "node '{}' input '{input}': '{r}' is not supported: a key or index cannot follow 'output' directly in a node input; read a property first, e.g. ${{{}.output.items[0]}}",
+                                node.name,
+                                r.node().unwrap_or("node")
+                            ),
+                        ));
+                    }
+                    if r.node() == Some(node.name.as_str()) {
+                        found.push(Problem::new(node.line, format!("node '{}' input '{input}' references the node itself", node.name)));
+                    }
+                }
+            }
+            if let Some(a) = &node.activate {
+                check_ref(&a.when, &format!("node '{}' activate.when", node.name), node.line, &mut found);
+            }
+            if let Some(rel) = node.source.path() {
+                if let Some(p) = check_source_path(&flow.dir, rel, &node.name) {
+                    found.push(Problem::new(node.line, p));
+                }
+            }
+            if !node.aggregation {
+                for dep in node.input_dependencies() {
+                    if flow.nodes.iter().any(|n| n.name == dep && n.aggregation) {
+                        found.push(Problem::new(
+                            node.line,
+                            format!(
+                                "node '{}' reads aggregation node '{dep}': only other aggregation nodes can use an aggregation node's output",
+                                node.name
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        for (name, out) in &flow.outputs {
+            let line = self.find_line(self.find_line(1, "outputs", None).unwrap_or(1), name, None);
+            check_ref(&out.reference, &format!("output '{name}'"), line, &mut found);
+        }
+        self.problems.extend(found);
+        if let Some(cycle) = find_cycle(&flow.nodes) {
+            let line = flow.nodes.iter().find(|n| n.name == cycle[0]).and_then(|n| n.line);
+            self.problem(
+                line,
+                format!(
+                    "the nodes form a cycle: {}; a node cannot depend on itself through other nodes",
+                    cycle.join(" -> ")
+                ),
+            );
+            return;
+        }
+        flow.nodes = topological(std::mem::take(&mut flow.nodes));
+    }
+}
+
+fn list_or_none<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String {
+    let v: Vec<String> = items.map(|s| s.as_ref().to_string()).collect();
+    if v.is_empty() {
+        "(none)".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// A tool file must be a relative path that stays in the flow folder and exists.
+fn check_source_path(dir: &Path, rel: &str, node: &str) -> Option<String> {
+    let p = Path::new(rel);
+    if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_))) {
+        return Some(format!(
+            "node '{node}': source path '{rel}' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
+        ));
+    }
+    let full = dir.join(p);
+    if !full.is_file() {
+        return Some(format!("node '{node}': source file '{rel}' does not exist in {}", dir.display()));
+    }
+    // A symlink inside the folder may still point outside it.
+    match (full.canonicalize(), dir.canonicalize()) {
+        (Ok(f), Ok(d)) if !f.starts_with(&d) => Some(format!(
+            "node '{node}': source path '{rel}' resolves to {}, outside the flow folder",
+            f.display()
+        )),
+        _ => None,
+    }
+}
+
+/// A dependency cycle as node names, first node repeated at the end, if there is one.
+fn find_cycle(nodes: &[Node]) -> Option<Vec<String>> {
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    // 0 = unvisited, 1 = on stack, 2 = done
+    let mut state = vec![0u8; nodes.len()];
+    let mut stack: Vec<usize> = Vec::new();
+    fn visit(
+        i: usize,
+        nodes: &[Node],
+        index: &HashMap<&str, usize>,
+        state: &mut [u8],
+        stack: &mut Vec<usize>,
+    ) -> Option<Vec<String>> {
+        state[i] = 1;
+        stack.push(i);
+        for dep in nodes[i].dependencies() {
+            let Some(&j) = index.get(dep) else { continue };
+            if state[j] == 1 {
+                let start = stack.iter().position(|&k| k == j).unwrap_or(0);
+                let mut cycle: Vec<String> = stack[start..].iter().rev().map(|&k| nodes[k].name.clone()).collect();
+                cycle.rotate_right(1);
+                cycle.push(cycle[0].clone());
+                return Some(cycle);
+            }
+            if state[j] == 0 {
+                if let Some(c) = visit(j, nodes, index, state, stack) {
+                    return Some(c);
+                }
+            }
+        }
+        stack.pop();
+        state[i] = 2;
+        None
+    }
+    (0..nodes.len()).find_map(|i| if state[i] == 0 { visit(i, nodes, &index, &mut state, &mut stack) } else { None })
+}
+
+/// Order nodes so each follows its dependencies, keeping declaration order otherwise.
+fn topological(nodes: Vec<Node>) -> Vec<Node> {
+    let mut done: IndexSet<String> = IndexSet::new();
+    let mut remaining = nodes;
+    let mut ordered = Vec::with_capacity(remaining.len());
+    while !remaining.is_empty() {
+        let before = remaining.len();
+        let mut i = 0;
+        while i < remaining.len() {
+            let ready = remaining[i].dependencies().all(|d| done.contains(d));
+            if ready {
+                let n = remaining.remove(i);
+                done.insert(n.name.clone());
+                ordered.push(n);
+            } else {
+                i += 1;
+            }
+        }
+        if remaining.len() == before {
+            // Unknown dependencies were reported already; keep the rest in declaration order.
+            ordered.append(&mut remaining);
+        }
+    }
+    ordered
+}

@@ -1,0 +1,209 @@
+//! References: `${inputs.x}`, `${node}`, `${node.output}`, `${node.output.a['k'][0]}`.
+//!
+//! A string is a reference only when the whole of it is `${...}` with no whitespace inside, as in
+//! promptflow; anything else (`"hello ${inputs.x}"`) is a literal.
+
+use std::fmt;
+
+/// One step into a value: a mapping key or a list index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathSeg {
+    Key(String),
+    Index(i64),
+}
+
+/// Where a reference points.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefSource {
+    /// `${inputs.NAME}`
+    FlowInput(String),
+    /// `${NODE}` or `${NODE.output...}`
+    Node(String),
+}
+
+/// A parsed `${...}` reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reference {
+    pub source: RefSource,
+    /// Steps into the referenced value (after `output` for nodes, after the input name for inputs).
+    pub path: Vec<PathSeg>,
+    /// `${node.output[0]}` / `${node.output['k']}`: a bracket right after `output`. promptflow 1.18.5
+    /// ignores it in flow outputs (the whole output is used) and rejects it in node inputs.
+    pub bracket_after_output: bool,
+    /// The text as written, for messages.
+    pub text: String,
+}
+
+impl fmt::Display for Reference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl Reference {
+    /// The node this reference reads, if any.
+    pub fn node(&self) -> Option<&str> {
+        match &self.source {
+            RefSource::Node(n) => Some(n),
+            RefSource::FlowInput(_) => None,
+        }
+    }
+}
+
+/// If `text` is written as a reference (`${...}` as the whole string), the inside of the braces.
+pub fn reference_body(text: &str) -> Option<&str> {
+    let body = text.strip_prefix("${")?.strip_suffix('}')?;
+    if body.is_empty() {
+        return None;
+    }
+    // Whitespace and braces are allowed only inside quoted keys: `${n.output.m['a key']}`.
+    let mut quote: Option<char> = None;
+    for c in body.chars() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c.is_whitespace() || c == '{' || c == '}' => return None,
+            None => {}
+        }
+    }
+    quote.is_none().then_some(body)
+}
+
+/// Parse the inside of `${...}` (for flows: `inputs.x` or `node.output...`).
+pub fn parse_reference(text: &str) -> Result<Reference, String> {
+    let body = reference_body(text).ok_or_else(|| format!("'{text}' is not a reference"))?;
+    let (head, rest) = split_head(body);
+    if head.is_empty() {
+        return Err(format!("reference '{text}' has no name"));
+    }
+    if head == "inputs" {
+        let rest = rest
+            .strip_prefix('.')
+            .ok_or_else(|| format!("reference '{text}' names no flow input (write ${{inputs.NAME}})"))?;
+        let (name, after) = split_head(rest);
+        if name.is_empty() {
+            return Err(format!("reference '{text}' names no flow input (write ${{inputs.NAME}})"));
+        }
+        let path = parse_path(after).map_err(|e| format!("reference '{text}': {e}"))?;
+        return Ok(Reference {
+            source: RefSource::FlowInput(name.to_string()),
+            path,
+            bracket_after_output: false,
+            text: text.to_string(),
+        });
+    }
+    let source = RefSource::Node(head.to_string());
+    if rest.is_empty() {
+        return Ok(Reference { source, path: Vec::new(), bracket_after_output: false, text: text.to_string() });
+    }
+    let rest = rest.strip_prefix('.').ok_or_else(|| {
+        format!("reference '{text}': write ${{{head}.output...}} to read node '{head}'")
+    })?;
+    let (section, after) = split_head(rest);
+    if section != "output" {
+        return Err(format!(
+            "reference '{text}': unknown section '{section}' of node '{head}' (only 'output' can be referenced)"
+        ));
+    }
+    let path = parse_path(after).map_err(|e| format!("reference '{text}': {e}"))?;
+    Ok(Reference {
+        source,
+        path,
+        bracket_after_output: after.starts_with('['),
+        text: text.to_string(),
+    })
+}
+
+/// Split `name.rest` / `name[..]rest` at the first `.` or `[`.
+fn split_head(s: &str) -> (&str, &str) {
+    match s.find(['.', '[']) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    }
+}
+
+/// Parse `.a.b['k'][0]` into steps.
+pub fn parse_path(mut s: &str) -> Result<Vec<PathSeg>, String> {
+    let mut path = Vec::new();
+    while !s.is_empty() {
+        if let Some(rest) = s.strip_prefix('.') {
+            let (name, after) = split_head(rest);
+            if name.is_empty() {
+                return Err("empty property name".to_string());
+            }
+            path.push(PathSeg::Key(name.to_string()));
+            s = after;
+        } else if let Some(rest) = s.strip_prefix('[') {
+            let close = find_bracket_end(rest).ok_or_else(|| "unclosed '['".to_string())?;
+            let inner = rest[..close].trim();
+            path.push(parse_bracket(inner)?);
+            s = &rest[close + 1..];
+        } else {
+            return Err(format!("unexpected text '{s}'"));
+        }
+    }
+    Ok(path)
+}
+
+fn find_bracket_end(s: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    for (i, c) in s.char_indices() {
+        match quote {
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '\'' || c == '"' => quote = Some(c),
+            None if c == ']' => return Some(i),
+            None => {}
+        }
+    }
+    None
+}
+
+fn parse_bracket(inner: &str) -> Result<PathSeg, String> {
+    for q in ['\'', '"'] {
+        if let Some(key) = inner.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
+            return Ok(PathSeg::Key(key.to_string()));
+        }
+    }
+    inner
+        .parse::<i64>()
+        .map(PathSeg::Index)
+        .map_err(|_| format!("'[{inner}]' is neither a quoted key nor an integer index"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_node_paths() {
+        let r = parse_reference("${n.output.a['k-ey'][1].b}").unwrap();
+        assert_eq!(r.source, RefSource::Node("n".into()));
+        assert_eq!(
+            r.path,
+            vec![
+                PathSeg::Key("a".into()),
+                PathSeg::Key("k-ey".into()),
+                PathSeg::Index(1),
+                PathSeg::Key("b".into())
+            ]
+        );
+        assert!(!r.bracket_after_output);
+        assert!(parse_reference("${n.output[0]}").unwrap().bracket_after_output);
+        assert_eq!(parse_reference("${n}").unwrap().path, vec![]);
+    }
+
+    #[test]
+    fn literals_are_not_references() {
+        assert!(reference_body("hello ${inputs.x}").is_none());
+        assert!(reference_body("${ inputs.x }").is_none());
+        assert!(reference_body("${}").is_none());
+    }
+
+    #[test]
+    fn rejects_other_sections() {
+        assert!(parse_reference("${n.outputs}").is_err());
+        assert!(parse_reference("${inputs}").is_err());
+    }
+}
