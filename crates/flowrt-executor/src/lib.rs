@@ -53,7 +53,10 @@ pub struct Invocation<'a> {
 pub enum NodeValue {
     Value(Value),
     /// A generator tool's drained chunks, and their concatenation.
-    Generator { chunks: Vec<Value>, joined: String },
+    Generator {
+        chunks: Vec<Value>,
+        joined: String,
+    },
 }
 
 impl NodeValue {
@@ -80,7 +83,12 @@ pub struct ToolOutcome {
 
 impl ToolOutcome {
     pub fn value(v: Value) -> Self {
-        ToolOutcome { output: NodeValue::Value(v), logs: String::new(), metrics: Vec::new(), usage: None }
+        ToolOutcome {
+            output: NodeValue::Value(v),
+            logs: String::new(),
+            metrics: Vec::new(),
+            usage: None,
+        }
     }
 }
 
@@ -95,13 +103,20 @@ pub struct ToolFailure {
 
 impl ToolFailure {
     pub fn new(error_type: impl Into<String>, message: impl Into<String>) -> Self {
-        ToolFailure { error_type: error_type.into(), message: message.into(), traceback: None }
+        ToolFailure {
+            error_type: error_type.into(),
+            message: message.into(),
+            traceback: None,
+        }
     }
 }
 
 /// Calls tools. Implementations may be called concurrently for independent nodes.
 pub trait ToolInvoker: Send + Sync {
-    fn invoke(&self, call: Invocation<'_>) -> impl Future<Output = Result<ToolOutcome, ToolFailure>> + Send;
+    fn invoke(
+        &self,
+        call: Invocation<'_>,
+    ) -> impl Future<Output = Result<ToolOutcome, ToolFailure>> + Send;
 }
 
 /// How a node run ended.
@@ -139,7 +154,11 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 mod unix_seconds {
     use std::time::{SystemTime, UNIX_EPOCH};
     pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0))
+        s.serialize_f64(
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+        )
     }
 }
 

@@ -2,7 +2,8 @@
 
 use crate::value::value_at;
 use crate::{
-    ArgOrigin, Invocation, NodeArg, NodeRun, NodeStatus, NodeValue, RunObserver, ToolFailure, ToolInvoker, ToolOutcome,
+    ArgOrigin, Invocation, NodeArg, NodeRun, NodeStatus, NodeValue, RunObserver, ToolFailure,
+    ToolInvoker, ToolOutcome,
 };
 use flowrt_flow::pyvalue::py_eq;
 use flowrt_flow::{Flow, InputValue, Node, RefSource, Reference};
@@ -54,7 +55,11 @@ pub struct ToolFailureAt {
 impl std::fmt::Display for ToolFailureAt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.node {
-            Some(n) => write!(f, "node '{n}' failed: {}: {}", self.failure.error_type, self.failure.message)?,
+            Some(n) => write!(
+                f,
+                "node '{n}' failed: {}: {}",
+                self.failure.error_type, self.failure.message
+            )?,
             None => write!(f, "{}: {}", self.failure.error_type, self.failure.message)?,
         }
         if let Some(tb) = &self.failure.traceback {
@@ -93,9 +98,24 @@ enum State {
 }
 
 impl<I: ToolInvoker> Executor<I> {
-    pub fn new(flow: Arc<Flow>, invoker: Arc<I>, observer: Arc<dyn RunObserver>, options: ExecutorOptions) -> Self {
-        let consumed = flow.nodes.iter().flat_map(|n| n.dependencies().map(str::to_string)).collect();
-        Executor { flow, invoker, observer, options, consumed }
+    pub fn new(
+        flow: Arc<Flow>,
+        invoker: Arc<I>,
+        observer: Arc<dyn RunObserver>,
+        options: ExecutorOptions,
+    ) -> Self {
+        let consumed = flow
+            .nodes
+            .iter()
+            .flat_map(|n| n.dependencies().map(str::to_string))
+            .collect();
+        Executor {
+            flow,
+            invoker,
+            observer,
+            options,
+            consumed,
+        }
     }
 
     pub fn flow(&self) -> &Arc<Flow> {
@@ -111,9 +131,16 @@ impl<I: ToolInvoker> Executor<I> {
     }
 
     /// Run one line with already converted inputs (see [`crate::prepare_inputs`]).
-    pub async fn run_line(&self, line_number: usize, inputs: IndexMap<String, Value>) -> LineResult {
+    pub async fn run_line(
+        &self,
+        line_number: usize,
+        inputs: IndexMap<String, Value>,
+    ) -> LineResult {
         let started = Instant::now();
-        let deadline = self.options.line_timeout.map(|t| tokio::time::Instant::now() + t);
+        let deadline = self
+            .options
+            .line_timeout
+            .map(|t| tokio::time::Instant::now() + t);
         let nodes: Vec<&Node> = self.flow.nodes.iter().filter(|n| !n.aggregation).collect();
         let mut states: Vec<State> = nodes.iter().map(|_| State::Pending).collect();
         let mut runs: Vec<NodeRun> = Vec::new();
@@ -138,10 +165,18 @@ impl<I: ToolInvoker> Executor<I> {
                 if !settled {
                     continue;
                 }
-                let lookup = |name: &str| -> Option<&State> { nodes.iter().position(|n| n.name == name).map(|j| &states[j]) };
+                let lookup = |name: &str| -> Option<&State> {
+                    nodes
+                        .iter()
+                        .position(|n| n.name == name)
+                        .map(|j| &states[j])
+                };
                 match self.should_run(node, &inputs, &lookup) {
                     Err(failure) => {
-                        error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                        error = Some(ToolFailureAt {
+                            node: Some(node.name.clone()),
+                            failure,
+                        });
                         break 'lines;
                     }
                     Ok(false) => {
@@ -161,7 +196,10 @@ impl<I: ToolInvoker> Executor<I> {
                         let args = match self.resolve_args(node, &inputs, &lookup) {
                             Ok(a) => a,
                             Err(failure) => {
-                                error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                                error = Some(ToolFailureAt {
+                                    node: Some(node.name.clone()),
+                                    failure,
+                                });
                                 break 'lines;
                             }
                         };
@@ -170,7 +208,13 @@ impl<I: ToolInvoker> Executor<I> {
                         running_since.insert(i, (Instant::now(), SystemTime::now()));
                         let invoker = &self.invoker;
                         running.push(async move {
-                            let result = invoker.invoke(Invocation { node, args, line: Some(line_number) }).await;
+                            let result = invoker
+                                .invoke(Invocation {
+                                    node,
+                                    args,
+                                    line: Some(line_number),
+                                })
+                                .await;
                             (i, result)
                         });
                     }
@@ -183,7 +227,11 @@ impl<I: ToolInvoker> Executor<I> {
                 Some(d) => match tokio::time::timeout_at(d, running.next()).await {
                     Ok(n) => n,
                     Err(_) => {
-                        let secs = self.options.line_timeout.map(|t| t.as_secs_f64()).unwrap_or(0.0);
+                        let secs = self
+                            .options
+                            .line_timeout
+                            .map(|t| t.as_secs_f64())
+                            .unwrap_or(0.0);
                         error = Some(ToolFailureAt {
                             node: None,
                             failure: ToolFailure::new(
@@ -197,10 +245,17 @@ impl<I: ToolInvoker> Executor<I> {
                 None => running.next().await,
             };
             let Some((i, result)) = next else { break };
-            let (t0, start) = running_since.swap_remove(&i).unwrap_or((Instant::now(), SystemTime::now()));
+            let (t0, start) = running_since
+                .swap_remove(&i)
+                .unwrap_or((Instant::now(), SystemTime::now()));
             let node = nodes[i];
             match result {
-                Ok(ToolOutcome { output, logs, metrics: _, usage }) => {
+                Ok(ToolOutcome {
+                    output,
+                    logs,
+                    metrics: _,
+                    usage,
+                }) => {
                     let run = NodeRun {
                         node: node.name.clone(),
                         status: NodeStatus::Completed,
@@ -231,7 +286,10 @@ impl<I: ToolInvoker> Executor<I> {
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
-                    error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                    error = Some(ToolFailureAt {
+                        node: Some(node.name.clone()),
+                        failure,
+                    });
                     break;
                 }
             }
@@ -253,21 +311,35 @@ impl<I: ToolInvoker> Executor<I> {
             runs.push(run);
         }
 
-        let lookup = |name: &str| -> Option<&State> { nodes.iter().position(|n| n.name == name).map(|j| &states[j]) };
+        let lookup = |name: &str| -> Option<&State> {
+            nodes
+                .iter()
+                .position(|n| n.name == name)
+                .map(|j| &states[j])
+        };
         let mut outputs = IndexMap::new();
         let mut aggregation_inputs = IndexMap::new();
         if error.is_none() {
             match self.collect_outputs(&inputs, &lookup) {
                 Ok(o) => outputs = o,
-                Err(failure) => error = Some(ToolFailureAt { node: None, failure }),
+                Err(failure) => {
+                    error = Some(ToolFailureAt {
+                        node: None,
+                        failure,
+                    })
+                }
             }
         }
         if error.is_none() {
             for node in self.flow.nodes.iter().filter(|n| n.aggregation) {
                 let mut values = IndexMap::new();
                 for (name, input) in &node.inputs {
-                    let InputValue::Reference(r) = input else { continue };
-                    if r.node().is_some_and(|n| self.flow.node(n).is_some_and(|n| n.aggregation)) {
+                    let InputValue::Reference(r) = input else {
+                        continue;
+                    };
+                    if r.node()
+                        .is_some_and(|n| self.flow.node(n).is_some_and(|n| n.aggregation))
+                    {
                         continue;
                     }
                     match resolve(&self.flow, r, &inputs, &lookup) {
@@ -276,7 +348,10 @@ impl<I: ToolInvoker> Executor<I> {
                         Err(message) => {
                             error = Some(ToolFailureAt {
                                 node: Some(node.name.clone()),
-                                failure: ToolFailure::new("InvalidReference", format!("input '{name}': {message}")),
+                                failure: ToolFailure::new(
+                                    "InvalidReference",
+                                    format!("input '{name}': {message}"),
+                                ),
                             });
                             break;
                         }
@@ -307,7 +382,10 @@ impl<I: ToolInvoker> Executor<I> {
             return match resolve(&self.flow, &activate.when, inputs, lookup) {
                 Ok(Resolved::Bypassed) => Ok(false),
                 Ok(Resolved::Value(v, _)) => Ok(py_eq(&v, &activate.is)),
-                Err(message) => Err(ToolFailure::new("InvalidReference", format!("activate.when: {message}"))),
+                Err(message) => Err(ToolFailure::new(
+                    "InvalidReference",
+                    format!("activate.when: {message}"),
+                )),
             };
         }
         let mut deps = node.input_dependencies().peekable();
@@ -331,7 +409,10 @@ impl<I: ToolInvoker> Executor<I> {
                     Ok(Resolved::Value(value, origin)) => NodeArg::Value { value, origin },
                     Ok(Resolved::Bypassed) => NodeArg::Bypassed,
                     Err(message) => {
-                        return Err(ToolFailure::new("InvalidReference", format!("input '{name}': {message}")));
+                        return Err(ToolFailure::new(
+                            "InvalidReference",
+                            format!("input '{name}': {message}"),
+                        ));
                     }
                 },
             };
@@ -351,9 +432,9 @@ impl<I: ToolInvoker> Executor<I> {
             let value = match &r.source {
                 RefSource::FlowInput(i) => {
                     let root = inputs.get(i).unwrap_or(&Value::Null);
-                    value_at(root, &r.path)
-                        .cloned()
-                        .map_err(|e| ToolFailure::new("InvalidReference", format!("output '{name}' ({r}): {e}")))?
+                    value_at(root, &r.path).cloned().map_err(|e| {
+                        ToolFailure::new("InvalidReference", format!("output '{name}' ({r}): {e}"))
+                    })?
                 }
                 RefSource::Node(n) => {
                     if self.flow.node(n).is_some_and(|node| node.aggregation) {
@@ -368,9 +449,16 @@ impl<I: ToolInvoker> Executor<I> {
                             }
                         }
                         Some(State::Done(NodeValue::Value(v))) => {
-                            let path = if r.bracket_after_output { &[][..] } else { &r.path[..] };
+                            let path = if r.bracket_after_output {
+                                &[][..]
+                            } else {
+                                &r.path[..]
+                            };
                             value_at(v, path).cloned().map_err(|e| {
-                                ToolFailure::new("InvalidReference", format!("output '{name}' ({r}): {e}"))
+                                ToolFailure::new(
+                                    "InvalidReference",
+                                    format!("output '{name}' ({r}): {e}"),
+                                )
                             })?
                         }
                         _ => Value::Null,
@@ -394,7 +482,11 @@ impl<I: ToolInvoker> Executor<I> {
                     InputValue::Reference(r) => match r.node().filter(|n| done.contains_key(*n)) {
                         Some(n) => {
                             let root = done.get(n).unwrap_or(&Value::Null);
-                            let path = if r.bracket_after_output { &[][..] } else { &r.path[..] };
+                            let path = if r.bracket_after_output {
+                                &[][..]
+                            } else {
+                                &r.path[..]
+                            };
                             NodeArg::Value {
                                 value: value_at(root, path).cloned().unwrap_or(Value::Null),
                                 origin: ArgOrigin::Node(node.kind),
@@ -421,7 +513,14 @@ impl<I: ToolInvoker> Executor<I> {
             }
             self.observer.node_started(None, &node.name);
             let (t0, start) = (Instant::now(), SystemTime::now());
-            let outcome = self.invoker.invoke(Invocation { node, args, line: None }).await;
+            let outcome = self
+                .invoker
+                .invoke(Invocation {
+                    node,
+                    args,
+                    line: None,
+                })
+                .await;
             let mut run = NodeRun {
                 node: node.name.clone(),
                 status: NodeStatus::Completed,
@@ -450,7 +549,10 @@ impl<I: ToolInvoker> Executor<I> {
                     run.error = Some(failure.clone());
                     self.observer.node_finished(None, &run);
                     result.node_runs.push(run);
-                    result.error = Some(ToolFailureAt { node: Some(node.name.clone()), failure });
+                    result.error = Some(ToolFailureAt {
+                        node: Some(node.name.clone()),
+                        failure,
+                    });
                     break;
                 }
             }
@@ -472,7 +574,9 @@ fn resolve<'s>(
 ) -> Result<Resolved, String> {
     match &r.source {
         RefSource::FlowInput(i) => {
-            let root = inputs.get(i).ok_or_else(|| format!("flow input '{i}' has no value"))?;
+            let root = inputs
+                .get(i)
+                .ok_or_else(|| format!("flow input '{i}' has no value"))?;
             value_at(root, &r.path)
                 .map(|v| Resolved::Value(v.clone(), ArgOrigin::FlowInput))
                 .map_err(|e| format!("{r}: {e}"))
@@ -480,7 +584,10 @@ fn resolve<'s>(
         RefSource::Node(n) => match lookup(n) {
             Some(State::Bypassed) => Ok(Resolved::Bypassed),
             Some(State::Done(out)) => {
-                let kind = ArgOrigin::Node(flow.node(n).map_or(flowrt_flow::NodeKind::Python, |x| x.kind));
+                let kind = ArgOrigin::Node(
+                    flow.node(n)
+                        .map_or(flowrt_flow::NodeKind::Python, |x| x.kind),
+                );
                 match out {
                     NodeValue::Value(v) => value_at(v, &r.path)
                         .map(|v| Resolved::Value(v.clone(), kind))
@@ -492,4 +599,3 @@ fn resolve<'s>(
         },
     }
 }
-

@@ -30,10 +30,12 @@ pub fn value_at<'v>(root: &'v Value, path: &[PathSeg]) -> Result<&'v Value, Valu
     let mut cur = root;
     for seg in path {
         cur = match (seg, cur) {
-            (PathSeg::Key(k), Value::Object(m)) => m.get(k).ok_or_else(|| ValueError::MissingKey {
-                key: k.clone(),
-                available: m.keys().cloned().collect::<Vec<_>>().join(", "),
-            })?,
+            (PathSeg::Key(k), Value::Object(m)) => {
+                m.get(k).ok_or_else(|| ValueError::MissingKey {
+                    key: k.clone(),
+                    available: m.keys().cloned().collect::<Vec<_>>().join(", "),
+                })?
+            }
             (PathSeg::Index(i), Value::Array(items)) => {
                 let len = items.len();
                 let idx = if *i < 0 { *i + len as i64 } else { *i };
@@ -42,16 +44,22 @@ pub fn value_at<'v>(root: &'v Value, path: &[PathSeg]) -> Result<&'v Value, Valu
                     .and_then(|u| items.get(u))
                     .ok_or(ValueError::OutOfRange { index: *i, len })?
             }
-            (PathSeg::Index(i), Value::Object(m)) => m.get(&i.to_string()).ok_or_else(|| ValueError::MissingKey {
-                key: i.to_string(),
-                available: m.keys().cloned().collect::<Vec<_>>().join(", "),
-            })?,
+            (PathSeg::Index(i), Value::Object(m)) => {
+                m.get(&i.to_string())
+                    .ok_or_else(|| ValueError::MissingKey {
+                        key: i.to_string(),
+                        available: m.keys().cloned().collect::<Vec<_>>().join(", "),
+                    })?
+            }
             (seg, other) => {
                 let step = match seg {
                     PathSeg::Key(k) => format!("key '{k}'"),
                     PathSeg::Index(i) => format!("index [{i}]"),
                 };
-                return Err(ValueError::WrongKind { step, kind: kind(other) });
+                return Err(ValueError::WrongKind {
+                    step,
+                    kind: kind(other),
+                });
             }
         };
     }

@@ -2,8 +2,8 @@
 //! timeouts. Tool "code" is a Rust closure keyed by the tool file name.
 
 use flowrt_executor::{
-    prepare_inputs, Executor, ExecutorOptions, Invocation, NoObserver, NodeArg, NodeStatus, NodeValue, ToolFailure,
-    ToolInvoker, ToolOutcome,
+    prepare_inputs, Executor, ExecutorOptions, Invocation, NoObserver, NodeArg, NodeStatus,
+    NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
 };
 use flowrt_flow::{load_flow, LoadOptions};
 use indexmap::IndexMap;
@@ -29,20 +29,38 @@ fn arg_json(a: &NodeArg) -> Value {
 impl ToolInvoker for Fake {
     async fn invoke(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
         self.calls.lock().unwrap().push(call.node.name.clone());
-        let args: IndexMap<String, Value> = call.args.iter().map(|(k, a)| (k.clone(), arg_json(a))).collect();
+        let args: IndexMap<String, Value> = call
+            .args
+            .iter()
+            .map(|(k, a)| (k.clone(), arg_json(a)))
+            .collect();
         let file = call.node.source.path().unwrap_or_default().to_string();
         match file.as_str() {
             "echo.py" => Ok(ToolOutcome::value(serde_json::to_value(&args).unwrap())),
             "sleep.py" => {
                 let ms = args["ms"]["literal"].as_u64().unwrap_or(0);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
-                Ok(ToolOutcome::value(args.get("v").cloned().unwrap_or(Value::Null)))
+                Ok(ToolOutcome::value(
+                    args.get("v").cloned().unwrap_or(Value::Null),
+                ))
             }
             "fail.py" => Err(ToolFailure::new("ValueError", "boom")),
             "gen.py" => {
-                let items = args["items"]["literal"].as_array().cloned().unwrap_or_default();
-                let joined = items.iter().map(|v| v.as_str().unwrap_or("").to_string()).collect();
-                Ok(ToolOutcome { output: NodeValue::Generator { chunks: items, joined }, ..ToolOutcome::value(Value::Null) })
+                let items = args["items"]["literal"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                let joined = items
+                    .iter()
+                    .map(|v| v.as_str().unwrap_or("").to_string())
+                    .collect();
+                Ok(ToolOutcome {
+                    output: NodeValue::Generator {
+                        chunks: items,
+                        joined,
+                    },
+                    ..ToolOutcome::value(Value::Null)
+                })
             }
             "agg.py" => {
                 let n = args["xs"].as_array().map(|a| a.len()).unwrap_or(0);
@@ -70,9 +88,13 @@ fn case(yaml: &str, timeout: Option<Duration>) -> Case {
     let flow = load_flow(dir.path(), &LoadOptions::default()).unwrap_or_else(|e| panic!("{e}"));
     let exec = Executor::new(
         Arc::new(flow),
-        Arc::new(Fake { calls: Mutex::new(Vec::new()) }),
+        Arc::new(Fake {
+            calls: Mutex::new(Vec::new()),
+        }),
         Arc::new(NoObserver),
-        ExecutorOptions { line_timeout: timeout },
+        ExecutorOptions {
+            line_timeout: timeout,
+        },
     );
     Case { _dir: dir, exec }
 }
@@ -133,7 +155,11 @@ async fn activate_and_bypass_rules() {
         serde_json::to_value(&r.outputs).unwrap(),
         json!({"a": null, "b": null, "c": {"x": "<bypassed>"}, "d": null, "e": null})
     );
-    let statuses: IndexMap<_, _> = r.node_runs.iter().map(|n| (n.node.clone(), n.status)).collect();
+    let statuses: IndexMap<_, _> = r
+        .node_runs
+        .iter()
+        .map(|n| (n.node.clone(), n.status))
+        .collect();
     assert_eq!(statuses["a"], NodeStatus::Bypassed);
     assert_eq!(statuses["c"], NodeStatus::Completed);
 
@@ -161,26 +187,36 @@ nodes:
 "#;
     let c = case(yaml, None);
     // `is: false` matches 0 because False == 0 in Python.
-    assert_eq!(run(&c, json!({"n": "0"})).await.outputs["t"], json!({"n": 0}));
+    assert_eq!(
+        run(&c, json!({"n": "0"})).await.outputs["t"],
+        json!({"n": 0})
+    );
     assert_eq!(run(&c, json!({"n": 1})).await.outputs["t"], Value::Null);
 }
 
 #[tokio::test]
 async fn independent_nodes_run_in_parallel() {
-    let mut yaml = String::from("inputs: {}\noutputs:\n  all: {reference: \"${join.output}\"}\nnodes:\n");
+    let mut yaml =
+        String::from("inputs: {}\noutputs:\n  all: {reference: \"${join.output}\"}\nnodes:\n");
     for i in 0..8 {
         yaml.push_str(&format!(
             "- name: s{i}\n  type: python\n  source: {{type: code, path: sleep.py}}\n  inputs: {{ms: 200, v: {i}}}\n"
         ));
     }
-    yaml.push_str("- name: join\n  type: python\n  source: {type: code, path: echo.py}\n  inputs:\n");
+    yaml.push_str(
+        "- name: join\n  type: python\n  source: {type: code, path: echo.py}\n  inputs:\n",
+    );
     for i in 0..8 {
         yaml.push_str(&format!("    x{i}: \"${{s{i}.output}}\"\n"));
     }
     let c = case(&yaml, None);
     let t = Instant::now();
     let r = run(&c, json!({})).await;
-    assert!(t.elapsed() < Duration::from_millis(1200), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1200),
+        "took {:?}",
+        t.elapsed()
+    );
     assert_eq!(r.outputs["all"]["x7"], json!({"literal": 7}));
 }
 
@@ -206,10 +242,17 @@ nodes:
     let c = case(yaml, None);
     let t = Instant::now();
     let r = run(&c, json!({})).await;
-    assert!(t.elapsed() < Duration::from_secs(2), "a failure must cancel the rest of the line");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "a failure must cancel the rest of the line"
+    );
     let e = r.error.expect("line must fail");
     assert_eq!(e.to_string(), "node 'broken' failed: ValueError: boom");
-    let statuses: IndexMap<_, _> = r.node_runs.iter().map(|n| (n.node.clone(), n.status)).collect();
+    let statuses: IndexMap<_, _> = r
+        .node_runs
+        .iter()
+        .map(|n| (n.node.clone(), n.status))
+        .collect();
     assert_eq!(statuses["slow"], NodeStatus::Canceled);
     assert!(!statuses.contains_key("after"));
 }
@@ -334,10 +377,16 @@ nodes:
     let c = case(yaml, None);
     let l0 = run(&c, json!({"x": 1})).await;
     let l1 = run(&c, json!({"x": "2"})).await;
-    assert!(!l0.outputs.contains_key("dropped"), "outputs reading aggregation nodes are dropped");
+    assert!(
+        !l0.outputs.contains_key("dropped"),
+        "outputs reading aggregation nodes are dropped"
+    );
     let agg = c.exec.run_aggregation(&[&l0, &l1]).await;
     assert!(agg.error.is_none());
-    assert_eq!(serde_json::to_value(&agg.metrics).unwrap(), json!({"n": 2, "xs": [1, null]}));
+    assert_eq!(
+        serde_json::to_value(&agg.metrics).unwrap(),
+        json!({"n": 2, "xs": [1, null]})
+    );
 }
 
 #[tokio::test]
@@ -359,7 +408,13 @@ nodes:
     let r = run(&c, json!({"n": "7", "extra": 1})).await;
     assert_eq!(r.outputs["o"], json!({"n": 7, "h": [], "d": 0.0}));
     let err = prepare_inputs(c.exec.flow(), &inputs(json!({}))).unwrap_err();
-    assert_eq!(err.to_string(), "missing required input 'n' (int); pass it with --inputs n=VALUE");
+    assert_eq!(
+        err.to_string(),
+        "missing required input 'n' (int); pass it with --inputs n=VALUE"
+    );
     let err = prepare_inputs(c.exec.flow(), &inputs(json!({"n": "seven"}))).unwrap_err();
-    assert_eq!(err.to_string(), "input 'n': value 'seven' is not a valid int");
+    assert_eq!(
+        err.to_string(),
+        "input 'n': value 'seven' is not a valid int"
+    );
 }

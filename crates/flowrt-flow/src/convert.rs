@@ -19,8 +19,14 @@ pub enum ValueType {
 }
 
 impl ValueType {
-    pub const ALL: [ValueType; 6] =
-        [ValueType::Int, ValueType::Double, ValueType::Bool, ValueType::String, ValueType::List, ValueType::Object];
+    pub const ALL: [ValueType; 6] = [
+        ValueType::Int,
+        ValueType::Double,
+        ValueType::Bool,
+        ValueType::String,
+        ValueType::List,
+        ValueType::Object,
+    ];
 
     pub fn parse(s: &str) -> Option<ValueType> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
@@ -46,7 +52,12 @@ impl fmt::Display for ValueType {
 
 /// Convert `value` to `ty` as promptflow does; the error says why (the caller names the input).
 pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
-    let fail = || format!("value {} is not a valid {ty}", crate::pyvalue::py_repr(value));
+    let fail = || {
+        format!(
+            "value {} is not a valid {ty}",
+            crate::pyvalue::py_repr(value)
+        )
+    };
     match ty {
         ValueType::String => Ok(Value::String(py_str(value))),
         ValueType::Int => match value {
@@ -64,9 +75,16 @@ pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
             _ => Err(fail()),
         },
         ValueType::Double => match value {
-            Value::Number(n) => n.as_f64().and_then(Number::from_f64).map(Value::Number).ok_or_else(fail),
+            Value::Number(n) => n
+                .as_f64()
+                .and_then(Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(fail),
             Value::Bool(b) => Ok(Value::from(if *b { 1.0 } else { 0.0 })),
-            Value::String(s) => parse_python_float(s).and_then(Number::from_f64).map(Value::Number).ok_or_else(fail),
+            Value::String(s) => parse_python_float(s)
+                .and_then(Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(fail),
             _ => Err(fail()),
         },
         ValueType::Bool => match value {
@@ -84,7 +102,9 @@ pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
             _ => Err(fail()),
         },
         ValueType::Object => match value {
-            Value::String(s) => Ok(serde_json::from_str::<Value>(s).unwrap_or_else(|_| value.clone())),
+            Value::String(s) => {
+                Ok(serde_json::from_str::<Value>(s).unwrap_or_else(|_| value.clone()))
+            }
             _ => Ok(value.clone()),
         },
     }
@@ -97,7 +117,11 @@ fn parse_python_int(s: &str) -> Option<i64> {
         Some(rest) => (true, rest),
         None => (false, t.strip_prefix('+').unwrap_or(t)),
     };
-    if digits.is_empty() || digits.starts_with('_') || digits.ends_with('_') || digits.contains("__") {
+    if digits.is_empty()
+        || digits.starts_with('_')
+        || digits.ends_with('_')
+        || digits.contains("__")
+    {
         return None;
     }
     let clean: String = digits.chars().filter(|c| *c != '_').collect();

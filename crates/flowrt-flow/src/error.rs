@@ -13,7 +13,10 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(line: Option<usize>, message: impl Into<String>) -> Self {
-        Problem { line, message: message.into() }
+        Problem {
+            line,
+            message: message.into(),
+        }
     }
 }
 
@@ -28,9 +31,17 @@ pub enum FlowError {
         source: std::io::Error,
     },
     #[error("{}:{line}:{column}: invalid YAML: {message}", path.display())]
-    Yaml { path: PathBuf, line: usize, column: usize, message: String },
+    Yaml {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{}", render_problems(path, problems))]
-    Invalid { path: PathBuf, problems: Vec<Problem> },
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
 }
 
 fn render_problems(path: &std::path::Path, problems: &[Problem]) -> String {

@@ -114,7 +114,8 @@ pub struct Node {
 impl Node {
     /// Every node this node needs before it can start: the nodes its inputs and `activate.when` read.
     pub fn dependencies(&self) -> impl Iterator<Item = &str> {
-        self.input_dependencies().chain(self.activate.as_ref().and_then(|a| a.when.node()))
+        self.input_dependencies()
+            .chain(self.activate.as_ref().and_then(|a| a.when.node()))
     }
 
     /// The nodes its inputs read (not counting `activate.when`).
@@ -157,7 +158,11 @@ impl Flow {
 
     /// The path of the requirements file the flow asks for, if it exists.
     pub fn requirements_file(&self) -> Option<PathBuf> {
-        let rel = self.environment.python_requirements_txt.as_deref().unwrap_or("requirements.txt");
+        let rel = self
+            .environment
+            .python_requirements_txt
+            .as_deref()
+            .unwrap_or("requirements.txt");
         let path = self.dir.join(rel);
         path.is_file().then_some(path)
     }

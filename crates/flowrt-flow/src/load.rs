@@ -4,7 +4,9 @@
 use crate::convert::{convert_value, ValueType};
 use crate::error::{FlowError, Problem};
 use crate::reference::{parse_reference, reference_body, Reference};
-use crate::{Activate, Environment, Flow, FlowInput, FlowOutput, InputValue, Node, NodeKind, ToolSource};
+use crate::{
+    Activate, Environment, Flow, FlowInput, FlowOutput, InputValue, Node, NodeKind, ToolSource,
+};
 use indexmap::{IndexMap, IndexSet};
 use serde_json::Value;
 use serde_yaml::Value as Yaml;
@@ -59,10 +61,14 @@ impl LoadOptions {
     pub fn parse_variant(text: &str) -> Result<(String, String), String> {
         let body = reference_body(text.trim()).unwrap_or(text.trim());
         match body.split_once('.') {
-            Some((node, variant)) if !node.is_empty() && !variant.is_empty() && !variant.contains('.') => {
+            Some((node, variant))
+                if !node.is_empty() && !variant.is_empty() && !variant.contains('.') =>
+            {
                 Ok((node.to_string(), variant.to_string()))
             }
-            _ => Err(format!("--variant '{text}' must look like '${{node_name.variant_id}}'")),
+            _ => Err(format!(
+                "--variant '{text}' must look like '${{node_name.variant_id}}'"
+            )),
         }
     }
 }
@@ -70,38 +76,64 @@ impl LoadOptions {
 /// Load and check the flow at `path` (a folder holding `flow.dag.yaml`, or that file).
 pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> {
     let file = if path.is_dir() {
-        ["flow.dag.yaml", "flow.dag.yml"].iter().map(|n| path.join(n)).find(|p| p.is_file())
+        ["flow.dag.yaml", "flow.dag.yml"]
+            .iter()
+            .map(|n| path.join(n))
+            .find(|p| p.is_file())
     } else if path.is_file() {
         Some(path.to_path_buf())
     } else {
         None
     };
-    let file = file.ok_or_else(|| FlowError::NotFound { path: path.to_path_buf() })?;
-    let dir = file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-    let text = fs_err::read_to_string(&file).map_err(|e| FlowError::Io { path: file.clone(), source: e })?;
-    let yaml: Yaml = serde_yaml::from_str(&text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        let message = e.to_string();
-        // serde_yaml appends " at line L column C"; the prefix already says where.
-        let message = match message.find(" at line ") {
-            Some(i) => message[..i].to_string(),
-            None => message,
-        };
-        FlowError::Yaml { path: file.clone(), line, column, message }
+    let file = file.ok_or_else(|| FlowError::NotFound {
+        path: path.to_path_buf(),
     })?;
-    let mut loader = Loader { text: &text, problems: Vec::new() };
+    let dir = file
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let text = fs_err::read_to_string(&file).map_err(|e| FlowError::Io {
+        path: file.clone(),
+        source: e,
+    })?;
+    let yaml: Yaml = serde_yaml::from_str(&text).map_err(|e| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line(), l.column()))
+            .unwrap_or((0, 0));
+        let message = e.to_string();
+        // serde_yaml says " at line L column C" once for the error itself; the prefix says that.
+        let message = message.replacen(&format!(" at line {line} column {column}"), "", 1);
+        FlowError::Yaml {
+            path: file.clone(),
+            line,
+            column,
+            message,
+        }
+    })?;
+    let mut loader = Loader {
+        text: &text,
+        problems: Vec::new(),
+        declared: IndexSet::new(),
+    };
     let flow = loader.flow(&yaml, dir, file.clone(), options);
     if loader.problems.is_empty() {
         if let Some(flow) = flow {
             return Ok(flow);
         }
     }
-    Err(FlowError::Invalid { path: file, problems: loader.problems })
+    Err(FlowError::Invalid {
+        path: file,
+        problems: loader.problems,
+    })
 }
 
 struct Loader<'a> {
     text: &'a str,
     problems: Vec<Problem>,
+    /// Every node name declared, including nodes too broken to load, so their readers are not
+    /// also reported as reading a missing node.
+    declared: IndexSet<String>,
 }
 
 /// YAML → JSON for values (keys stringified, YAML 1.2 scalars kept as typed).
@@ -115,12 +147,17 @@ fn to_json(y: &Yaml) -> Value {
             } else if let Some(u) = n.as_u64() {
                 Value::from(u)
             } else {
-                n.as_f64().and_then(serde_json::Number::from_f64).map(Value::Number).unwrap_or(Value::Null)
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
             }
         }
         Yaml::String(s) => Value::String(s.clone()),
         Yaml::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
-        Yaml::Mapping(m) => Value::Object(m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect()),
+        Yaml::Mapping(m) => {
+            Value::Object(m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect())
+        }
         Yaml::Tagged(t) => to_json(&t.value),
     }
 }
@@ -150,25 +187,38 @@ impl Loader<'_> {
     /// The first line (1-based) whose text, without indentation and a leading "- ", is `key: value`
     /// (quotes around the value allowed), searching from line `from`.
     fn find_line(&self, from: usize, key: &str, value: Option<&str>) -> Option<usize> {
-        self.text.lines().enumerate().skip(from.saturating_sub(1)).find_map(|(i, line)| {
-            let t = line.trim_start();
-            let t = t.strip_prefix("- ").unwrap_or(t).trim_start();
-            let rest = t.strip_prefix(key)?.strip_prefix(':')?;
-            match value {
-                None => Some(i + 1),
-                Some(v) => {
-                    let r = rest.trim();
-                    let r = r.split(" #").next().unwrap_or(r).trim();
-                    let r = r.trim_matches(|c| c == '"' || c == '\'');
-                    (r == v).then_some(i + 1)
+        self.text
+            .lines()
+            .enumerate()
+            .skip(from.saturating_sub(1))
+            .find_map(|(i, line)| {
+                let t = line.trim_start();
+                let t = t.strip_prefix("- ").unwrap_or(t).trim_start();
+                let rest = t.strip_prefix(key)?.strip_prefix(':')?;
+                match value {
+                    None => Some(i + 1),
+                    Some(v) => {
+                        let r = rest.trim();
+                        let r = r.split(" #").next().unwrap_or(r).trim();
+                        let r = r.trim_matches(|c| c == '"' || c == '\'');
+                        (r == v).then_some(i + 1)
+                    }
                 }
-            }
-        })
+            })
     }
 
-    fn flow(&mut self, root: &Yaml, dir: PathBuf, file: PathBuf, options: &LoadOptions) -> Option<Flow> {
+    fn flow(
+        &mut self,
+        root: &Yaml,
+        dir: PathBuf,
+        file: PathBuf,
+        options: &LoadOptions,
+    ) -> Option<Flow> {
         let Some(map) = root.as_mapping() else {
-            self.problem(Some(1), "flow.dag.yaml must be a mapping with inputs, outputs and nodes");
+            self.problem(
+                Some(1),
+                "flow.dag.yaml must be a mapping with inputs, outputs and nodes",
+            );
             return None;
         };
         for key in map.keys() {
@@ -177,7 +227,10 @@ impl Loader<'_> {
                 let line = self.find_line(1, &k, None);
                 self.problem(
                     line,
-                    format!("unknown top-level key '{k}'; allowed keys are: {}", TOP_LEVEL_KEYS.join(", ")),
+                    format!(
+                        "unknown top-level key '{k}'; allowed keys are: {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    ),
                 );
             }
         }
@@ -190,14 +243,21 @@ impl Loader<'_> {
             Some(Yaml::Mapping(m)) => m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect(),
             Some(_) => {
                 let line = self.find_line(1, "environment_variables", None);
-                self.problem(line, "environment_variables must be a mapping of NAME: value");
+                self.problem(
+                    line,
+                    "environment_variables must be a mapping of NAME: value",
+                );
                 IndexMap::new()
             }
         };
         let environment = self.environment(map.get("environment"));
         let additional_includes = match map.get("additional_includes") {
             None | Some(Yaml::Null) => Vec::new(),
-            Some(Yaml::Sequence(items)) => items.iter().filter_map(as_str).map(str::to_string).collect(),
+            Some(Yaml::Sequence(items)) => items
+                .iter()
+                .filter_map(as_str)
+                .map(str::to_string)
+                .collect(),
             Some(_) => {
                 let line = self.find_line(1, "additional_includes", None);
                 self.problem(line, "additional_includes must be a list of paths");
@@ -224,7 +284,10 @@ impl Loader<'_> {
         let Some(map) = y.as_mapping() else {
             if !y.is_null() {
                 let line = self.find_line(1, "inputs", None);
-                self.problem(line, "inputs must be a mapping of input name to {type, default}");
+                self.problem(
+                    line,
+                    "inputs must be a mapping of input name to {type, default}",
+                );
             }
             return out;
         };
@@ -233,7 +296,10 @@ impl Loader<'_> {
             let name = key_string(k);
             let line = self.find_line(section, &name, None);
             let decl = v.as_mapping();
-            let ty_text = decl.and_then(|m| m.get("type")).and_then(as_str).unwrap_or("string");
+            let ty_text = decl
+                .and_then(|m| m.get("type"))
+                .and_then(as_str)
+                .unwrap_or("string");
             let ty = match ValueType::parse(ty_text) {
                 Some(t) => t,
                 None => {
@@ -246,7 +312,11 @@ impl Loader<'_> {
                     ValueType::String
                 }
             };
-            let get_bool = |key: &str| decl.and_then(|m| m.get(key)).and_then(Yaml::as_bool).unwrap_or(false);
+            let get_bool = |key: &str| {
+                decl.and_then(|m| m.get(key))
+                    .and_then(Yaml::as_bool)
+                    .unwrap_or(false)
+            };
             let default = match decl.and_then(|m| m.get("default")) {
                 None => None,
                 Some(d) => {
@@ -265,7 +335,10 @@ impl Loader<'_> {
                 FlowInput {
                     ty,
                     default,
-                    description: decl.and_then(|m| m.get("description")).and_then(as_str).map(str::to_string),
+                    description: decl
+                        .and_then(|m| m.get("description"))
+                        .and_then(as_str)
+                        .map(str::to_string),
                     is_chat_input: get_bool("is_chat_input"),
                     is_chat_history: get_bool("is_chat_history"),
                 },
@@ -280,7 +353,10 @@ impl Loader<'_> {
         let Some(map) = y.as_mapping() else {
             if !y.is_null() {
                 let line = self.find_line(1, "outputs", None);
-                self.problem(line, "outputs must be a mapping of output name to {type, reference}");
+                self.problem(
+                    line,
+                    "outputs must be a mapping of output name to {type, reference}",
+                );
             }
             return out;
         };
@@ -290,7 +366,10 @@ impl Loader<'_> {
             let line = self.find_line(section, &name, None);
             let decl = v.as_mapping();
             let Some(text) = decl.and_then(|m| m.get("reference")).and_then(as_str) else {
-                self.problem(line, format!("output '{name}' needs a reference such as ${{node_name.output}}"));
+                self.problem(
+                    line,
+                    format!("output '{name}' needs a reference such as ${{node_name.output}}"),
+                );
                 continue;
             };
             match parse_reference(text) {
@@ -299,7 +378,10 @@ impl Loader<'_> {
                         name,
                         FlowOutput {
                             reference,
-                            ty: decl.and_then(|m| m.get("type")).and_then(as_str).map(str::to_string),
+                            ty: decl
+                                .and_then(|m| m.get("type"))
+                                .and_then(as_str)
+                                .map(str::to_string),
                             is_chat_output: decl
                                 .and_then(|m| m.get("is_chat_output"))
                                 .and_then(Yaml::as_bool)
@@ -313,13 +395,21 @@ impl Loader<'_> {
         out
     }
 
-    fn node_variants(&mut self, y: Option<&Yaml>) -> HashMap<String, (String, IndexMap<String, Yaml>)> {
+    fn node_variants(
+        &mut self,
+        y: Option<&Yaml>,
+    ) -> HashMap<String, (String, IndexMap<String, Yaml>)> {
         let mut out = HashMap::new();
-        let Some(Yaml::Mapping(map)) = y else { return out };
+        let Some(Yaml::Mapping(map)) = y else {
+            return out;
+        };
         for (k, v) in map {
             let node = key_string(k);
             let line = self.find_line(1, &node, None);
-            let default = v.get("default_variant_id").and_then(as_str).map(str::to_string);
+            let default = v
+                .get("default_variant_id")
+                .and_then(as_str)
+                .map(str::to_string);
             let mut variants = IndexMap::new();
             if let Some(Yaml::Mapping(vs)) = v.get("variants") {
                 for (vk, vv) in vs {
@@ -329,7 +419,10 @@ impl Loader<'_> {
                         }
                         None => self.problem(
                             line,
-                            format!("variant '{}' of node '{node}' has no 'node:' section", key_string(vk)),
+                            format!(
+                                "variant '{}' of node '{node}' has no 'node:' section",
+                                key_string(vk)
+                            ),
                         ),
                     }
                 }
@@ -363,7 +456,10 @@ impl Loader<'_> {
         let mut search_from = self.find_line(1, "nodes", None).unwrap_or(1);
         if let Some((node, variant)) = &options.variant {
             match variants.get(node) {
-                None => self.problem(None, format!("--variant names node '{node}', which has no node_variants")),
+                None => self.problem(
+                    None,
+                    format!("--variant names node '{node}', which has no node_variants"),
+                ),
                 Some((_, vs)) if !vs.contains_key(variant) => self.problem(
                     None,
                     format!(
@@ -383,14 +479,26 @@ impl Loader<'_> {
             if let Some(l) = line {
                 search_from = l + 1;
             }
+            self.declared.insert(name.clone());
             if !seen.insert(name.clone()) {
-                self.problem(line, format!("duplicate node name '{name}': node names must be unique"));
+                self.problem(
+                    line,
+                    format!("duplicate node name '{name}': node names must be unique"),
+                );
                 continue;
             }
-            let uses_variants = item.get("use_variants").and_then(Yaml::as_bool).unwrap_or(false);
+            let uses_variants = item
+                .get("use_variants")
+                .and_then(Yaml::as_bool)
+                .unwrap_or(false);
             let (body, variant) = if uses_variants {
                 let Some((default, vs)) = variants.get(&name) else {
-                    self.problem(line, format!("node '{name}' has use_variants but node_variants has no entry for it"));
+                    self.problem(
+                        line,
+                        format!(
+                            "node '{name}' has use_variants but node_variants has no entry for it"
+                        ),
+                    );
                     continue;
                 };
                 let chosen = match &options.variant {
@@ -398,7 +506,12 @@ impl Loader<'_> {
                     _ => default.clone(),
                 };
                 let Some(body) = vs.get(&chosen) else {
-                    self.problem(line, format!("node '{name}': default variant '{chosen}' is not among its variants"));
+                    self.problem(
+                        line,
+                        format!(
+                            "node '{name}': default variant '{chosen}' is not among its variants"
+                        ),
+                    );
                     continue;
                 };
                 (body, Some(chosen))
@@ -420,7 +533,13 @@ impl Loader<'_> {
         out
     }
 
-    fn node(&mut self, name: &str, y: &Yaml, line: Option<usize>, variant: Option<String>) -> Option<Node> {
+    fn node(
+        &mut self,
+        name: &str,
+        y: &Yaml,
+        line: Option<usize>,
+        variant: Option<String>,
+    ) -> Option<Node> {
         let kind_text = y.get("type").and_then(as_str).unwrap_or("");
         let kind = match kind_text {
             "python" => NodeKind::Python,
@@ -428,11 +547,17 @@ impl Loader<'_> {
             "prompt" => NodeKind::Prompt,
             "custom_llm" => NodeKind::CustomLlm,
             "" => {
-                self.problem(line, format!("node '{name}' has no type; use python, llm or prompt"));
+                self.problem(
+                    line,
+                    format!("node '{name}' has no type; use python, llm or prompt"),
+                );
                 return None;
             }
             other => {
-                self.problem(line, format!("node '{name}' has unknown type '{other}'; use python, llm or prompt"));
+                self.problem(
+                    line,
+                    format!("node '{name}' has unknown type '{other}'; use python, llm or prompt"),
+                );
                 return None;
             }
         };
@@ -444,13 +569,21 @@ impl Loader<'_> {
                 match (ty, path, tool) {
                     ("code", Some(path), _) => ToolSource::Code { path },
                     ("package", _, Some(tool)) => ToolSource::Package { tool },
-                    ("package_with_prompt", Some(path), Some(tool)) => ToolSource::PackageWithPrompt { tool, path },
+                    ("package_with_prompt", Some(path), Some(tool)) => {
+                        ToolSource::PackageWithPrompt { tool, path }
+                    }
                     ("code", None, _) => {
-                        self.problem(line, format!("node '{name}': source of type code needs a 'path'"));
+                        self.problem(
+                            line,
+                            format!("node '{name}': source of type code needs a 'path'"),
+                        );
                         return None;
                     }
                     ("package" | "package_with_prompt", _, None) => {
-                        self.problem(line, format!("node '{name}': source of type {ty} needs a 'tool'"));
+                        self.problem(
+                            line,
+                            format!("node '{name}': source of type {ty} needs a 'tool'"),
+                        );
                         return None;
                     }
                     (other, _, _) => {
@@ -476,19 +609,27 @@ impl Loader<'_> {
                 for (k, v) in m {
                     let input = key_string(k);
                     let value = match v {
-                        Yaml::String(s) if reference_body(s).is_some() => match parse_reference(s) {
-                            Ok(r) => InputValue::Reference(r),
-                            Err(e) => {
-                                self.problem(line, format!("node '{name}' input '{input}': {e}"));
-                                continue;
+                        Yaml::String(s) if reference_body(s).is_some() => {
+                            match parse_reference(s) {
+                                Ok(r) => InputValue::Reference(r),
+                                Err(e) => {
+                                    self.problem(
+                                        line,
+                                        format!("node '{name}' input '{input}': {e}"),
+                                    );
+                                    continue;
+                                }
                             }
-                        },
+                        }
                         other => InputValue::Literal(to_json(other)),
                     };
                     inputs.insert(input, value);
                 }
             }
-            Some(_) => self.problem(line, format!("node '{name}': inputs must be a mapping of name: value")),
+            Some(_) => self.problem(
+                line,
+                format!("node '{name}': inputs must be a mapping of name: value"),
+            ),
         }
         let activate = match y.get("activate") {
             None | Some(Yaml::Null) => None,
@@ -519,8 +660,14 @@ impl Loader<'_> {
             }
             match api.as_deref() {
                 Some("chat" | "completion") => {}
-                Some(other) => self.problem(line, format!("llm node '{name}': unknown api '{other}'; use chat or completion")),
-                None => self.problem(line, format!("llm node '{name}' needs 'api: chat' or 'api: completion'")),
+                Some(other) => self.problem(
+                    line,
+                    format!("llm node '{name}': unknown api '{other}'; use chat or completion"),
+                ),
+                None => self.problem(
+                    line,
+                    format!("llm node '{name}' needs 'api: chat' or 'api: completion'"),
+                ),
             }
         }
         Some(Node {
@@ -531,25 +678,37 @@ impl Loader<'_> {
             connection,
             api,
             activate,
-            aggregation: y.get("aggregation").and_then(Yaml::as_bool).unwrap_or(false),
+            aggregation: y
+                .get("aggregation")
+                .and_then(Yaml::as_bool)
+                .unwrap_or(false),
             variant,
             line,
         })
     }
 
     fn environment(&mut self, y: Option<&Yaml>) -> Environment {
-        let Some(Yaml::Mapping(m)) = y else { return Environment::default() };
+        let Some(Yaml::Mapping(m)) = y else {
+            return Environment::default();
+        };
         Environment {
-            python_requirements_txt: m.get("python_requirements_txt").and_then(as_str).map(str::to_string),
+            python_requirements_txt: m
+                .get("python_requirements_txt")
+                .and_then(as_str)
+                .map(str::to_string),
             image: m.get("image").and_then(as_str).map(str::to_string),
         }
     }
 
     /// Meaning: references, files, cycles, aggregation rules. Reorders `flow.nodes` topologically.
     fn check(&mut self, flow: &mut Flow) {
-        let names: IndexSet<&str> = flow.nodes.iter().map(|n| n.name.as_str()).collect();
+        let names: IndexSet<&str> = self.declared.iter().map(String::as_str).collect();
         let mut found: Vec<Problem> = Vec::new();
-        let check_ref = |r: &Reference, what: &str, line: Option<usize>, found: &mut Vec<Problem>| match &r.source {
+        let check_ref = |r: &Reference,
+                         what: &str,
+                         line: Option<usize>,
+                         found: &mut Vec<Problem>| {
+            match &r.source {
             crate::RefSource::FlowInput(i) if !flow.inputs.contains_key(i) => found.push(Problem::new(
                 line,
                 format!(
@@ -562,11 +721,17 @@ impl Loader<'_> {
                 format!("{what} references node '{n}', which does not exist; nodes: {}", list_or_none(names.iter())),
             )),
             _ => {}
+        }
         };
         for node in &flow.nodes {
             for (input, value) in &node.inputs {
                 if let InputValue::Reference(r) = value {
-                    check_ref(r, &format!("node '{}' input '{input}'", node.name), node.line, &mut found);
+                    check_ref(
+                        r,
+                        &format!("node '{}' input '{input}'", node.name),
+                        node.line,
+                        &mut found,
+                    );
                     if r.bracket_after_output {
                         found.push(Problem::new(
                             node.line,
@@ -578,12 +743,23 @@ impl Loader<'_> {
                         ));
                     }
                     if r.node() == Some(node.name.as_str()) {
-                        found.push(Problem::new(node.line, format!("node '{}' input '{input}' references the node itself", node.name)));
+                        found.push(Problem::new(
+                            node.line,
+                            format!(
+                                "node '{}' input '{input}' references the node itself",
+                                node.name
+                            ),
+                        ));
                     }
                 }
             }
             if let Some(a) = &node.activate {
-                check_ref(&a.when, &format!("node '{}' activate.when", node.name), node.line, &mut found);
+                check_ref(
+                    &a.when,
+                    &format!("node '{}' activate.when", node.name),
+                    node.line,
+                    &mut found,
+                );
             }
             if let Some(rel) = node.source.path() {
                 if let Some(p) = check_source_path(&flow.dir, rel, &node.name) {
@@ -606,11 +782,20 @@ impl Loader<'_> {
         }
         for (name, out) in &flow.outputs {
             let line = self.find_line(self.find_line(1, "outputs", None).unwrap_or(1), name, None);
-            check_ref(&out.reference, &format!("output '{name}'"), line, &mut found);
+            check_ref(
+                &out.reference,
+                &format!("output '{name}'"),
+                line,
+                &mut found,
+            );
         }
         self.problems.extend(found);
         if let Some(cycle) = find_cycle(&flow.nodes) {
-            let line = flow.nodes.iter().find(|n| n.name == cycle[0]).and_then(|n| n.line);
+            let line = flow
+                .nodes
+                .iter()
+                .find(|n| n.name == cycle[0])
+                .and_then(|n| n.line);
             self.problem(
                 line,
                 format!(
@@ -636,14 +821,20 @@ fn list_or_none<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String
 /// A tool file must be a relative path that stays in the flow folder and exists.
 fn check_source_path(dir: &Path, rel: &str, node: &str) -> Option<String> {
     let p = Path::new(rel);
-    if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::Prefix(_))) {
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
         return Some(format!(
             "node '{node}': source path '{rel}' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
         ));
     }
     let full = dir.join(p);
     if !full.is_file() {
-        return Some(format!("node '{node}': source file '{rel}' does not exist in {}", dir.display()));
+        return Some(format!(
+            "node '{node}': source file '{rel}' does not exist in {}",
+            dir.display()
+        ));
     }
     // A symlink inside the folder may still point outside it.
     match (full.canonicalize(), dir.canonicalize()) {
@@ -657,7 +848,11 @@ fn check_source_path(dir: &Path, rel: &str, node: &str) -> Option<String> {
 
 /// A dependency cycle as node names, first node repeated at the end, if there is one.
 fn find_cycle(nodes: &[Node]) -> Option<Vec<String>> {
-    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
     // 0 = unvisited, 1 = on stack, 2 = done
     let mut state = vec![0u8; nodes.len()];
     let mut stack: Vec<usize> = Vec::new();
@@ -674,7 +869,11 @@ fn find_cycle(nodes: &[Node]) -> Option<Vec<String>> {
             let Some(&j) = index.get(dep) else { continue };
             if state[j] == 1 {
                 let start = stack.iter().position(|&k| k == j).unwrap_or(0);
-                let mut cycle: Vec<String> = stack[start..].iter().rev().map(|&k| nodes[k].name.clone()).collect();
+                let mut cycle: Vec<String> = stack[start..]
+                    .iter()
+                    .rev()
+                    .map(|&k| nodes[k].name.clone())
+                    .collect();
                 cycle.rotate_right(1);
                 cycle.push(cycle[0].clone());
                 return Some(cycle);
@@ -689,7 +888,13 @@ fn find_cycle(nodes: &[Node]) -> Option<Vec<String>> {
         state[i] = 2;
         None
     }
-    (0..nodes.len()).find_map(|i| if state[i] == 0 { visit(i, nodes, &index, &mut state, &mut stack) } else { None })
+    (0..nodes.len()).find_map(|i| {
+        if state[i] == 0 {
+            visit(i, nodes, &index, &mut state, &mut stack)
+        } else {
+            None
+        }
+    })
 }
 
 /// Order nodes so each follows its dependencies, keeping declaration order otherwise.

@@ -13,7 +13,11 @@ pub fn float_repr(f: f64) -> String {
         return if f > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if f.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     // `{:e}` gives the shortest round-trip digits: "1.2345e-5".
     let sci = format!("{f:e}");
@@ -100,7 +104,11 @@ fn write_repr(v: &Value, out: &mut String) {
 
 /// Python's `repr(str)`: single quotes unless the text holds a single quote and no double quote.
 fn write_str_repr(s: &str, out: &mut String) {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -135,7 +143,15 @@ fn write_json(v: &Value, out: &mut String) {
         Value::Number(n) => {
             if n.is_f64() {
                 let f = n.as_f64().unwrap_or(0.0);
-                out.push_str(&if f.is_finite() { float_repr(f) } else if f.is_nan() { "NaN".into() } else if f > 0.0 { "Infinity".into() } else { "-Infinity".into() });
+                out.push_str(&if f.is_finite() {
+                    float_repr(f)
+                } else if f.is_nan() {
+                    "NaN".into()
+                } else if f > 0.0 {
+                    "Infinity".into()
+                } else {
+                    "-Infinity".into()
+                });
             } else {
                 out.push_str(&n.to_string());
             }
@@ -203,7 +219,9 @@ pub fn py_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Null, Value::Null) => true,
         (Value::String(x), Value::String(y)) => x == y,
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| py_eq(p, q))
+        }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len() && x.iter().all(|(k, p)| y.get(k).is_some_and(|q| py_eq(p, q)))
         }
@@ -238,9 +256,15 @@ mod tests {
 
     #[test]
     fn str_and_json_match_python() {
-        assert_eq!(py_str(&json!(["a", 1, true, null, 2.0])), "['a', 1, True, None, 2.0]");
+        assert_eq!(
+            py_str(&json!(["a", 1, true, null, 2.0])),
+            "['a', 1, True, None, 2.0]"
+        );
         assert_eq!(py_str(&json!({"k": "it's"})), "{'k': \"it's\"}");
-        assert_eq!(py_json_dumps(&json!({"a": 1, "b": ["ü", 2.5]})), "{\"a\": 1, \"b\": [\"\\u00fc\", 2.5]}");
+        assert_eq!(
+            py_json_dumps(&json!({"a": 1, "b": ["ü", 2.5]})),
+            "{\"a\": 1, \"b\": [\"\\u00fc\", 2.5]}"
+        );
     }
 
     #[test]

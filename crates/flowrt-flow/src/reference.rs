@@ -78,12 +78,14 @@ pub fn parse_reference(text: &str) -> Result<Reference, String> {
         return Err(format!("reference '{text}' has no name"));
     }
     if head == "inputs" {
-        let rest = rest
-            .strip_prefix('.')
-            .ok_or_else(|| format!("reference '{text}' names no flow input (write ${{inputs.NAME}})"))?;
+        let rest = rest.strip_prefix('.').ok_or_else(|| {
+            format!("reference '{text}' names no flow input (write ${{inputs.NAME}})")
+        })?;
         let (name, after) = split_head(rest);
         if name.is_empty() {
-            return Err(format!("reference '{text}' names no flow input (write ${{inputs.NAME}})"));
+            return Err(format!(
+                "reference '{text}' names no flow input (write ${{inputs.NAME}})"
+            ));
         }
         let path = parse_path(after).map_err(|e| format!("reference '{text}': {e}"))?;
         return Ok(Reference {
@@ -95,7 +97,12 @@ pub fn parse_reference(text: &str) -> Result<Reference, String> {
     }
     let source = RefSource::Node(head.to_string());
     if rest.is_empty() {
-        return Ok(Reference { source, path: Vec::new(), bracket_after_output: false, text: text.to_string() });
+        return Ok(Reference {
+            source,
+            path: Vec::new(),
+            bracket_after_output: false,
+            text: text.to_string(),
+        });
     }
     let rest = rest.strip_prefix('.').ok_or_else(|| {
         format!("reference '{text}': write ${{{head}.output...}} to read node '{head}'")
@@ -190,7 +197,11 @@ mod tests {
             ]
         );
         assert!(!r.bracket_after_output);
-        assert!(parse_reference("${n.output[0]}").unwrap().bracket_after_output);
+        assert!(
+            parse_reference("${n.output[0]}")
+                .unwrap()
+                .bracket_after_output
+        );
         assert_eq!(parse_reference("${n}").unwrap().path, vec![]);
     }
 

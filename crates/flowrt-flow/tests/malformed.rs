@@ -1,0 +1,330 @@
+//! Malformed flows: each gives one exact, actionable message naming the file and line.
+
+use flowrt_flow::{load_flow, LoadOptions};
+use std::path::Path;
+
+const ECHO: &str = "- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${inputs.t}\"}\n";
+
+/// Load `yaml` as a flow in a fresh folder (with echo.py present) and return the error text with
+/// the folder replaced by `FLOW`.
+fn error_of(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.py"), "").unwrap();
+    std::fs::write(dir.path().join("flow.dag.yaml"), yaml).unwrap();
+    error_in(dir.path())
+}
+
+fn error_in(dir: &Path) -> String {
+    match load_flow(dir, &LoadOptions::default()) {
+        Ok(_) => panic!("flow must be rejected"),
+        Err(e) => e.to_string().replace(&dir.display().to_string(), "FLOW"),
+    }
+}
+
+fn flow(nodes: &str) -> String {
+    format!("inputs:\n  t: {{type: string}}\noutputs:\n  o: {{reference: \"${{a.output}}\"}}\nnodes:\n{nodes}")
+}
+
+#[test]
+fn cycle_is_named() {
+    let yaml = flow(
+        "- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${c.output}\"}\n\
+         - name: b\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${a.output}\"}\n\
+         - name: c\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${b.output}\"}\n",
+    );
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: the nodes form a cycle: a -> b -> c -> a; a node cannot depend on itself through other nodes"
+    );
+}
+
+#[test]
+fn self_reference() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${a.output}\"}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references the node itself\n\
+         FLOW/flow.dag.yaml:6: the nodes form a cycle: a -> a; a node cannot depend on itself through other nodes"
+    );
+}
+
+#[test]
+fn unknown_node_in_node_input() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${ghost.output}\"}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references node 'ghost', which does not exist; nodes: a"
+    );
+}
+
+#[test]
+fn unknown_node_in_output() {
+    let yaml =
+        "inputs:\n  t: {type: string}\noutputs:\n  o: {reference: \"${nope.output}\"}\nnodes:\n"
+            .to_string()
+            + ECHO;
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:4: output 'o' references node 'nope', which does not exist; nodes: a"
+    );
+}
+
+#[test]
+fn unknown_flow_input() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${inputs.txet}\"}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references flow input 'txet', which is not declared; declared inputs: t"
+    );
+}
+
+#[test]
+fn duplicate_node_names() {
+    let yaml = flow(&format!("{ECHO}{ECHO}"));
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:10: duplicate node name 'a': node names must be unique"
+    );
+}
+
+#[test]
+fn missing_tool_file() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: nowhere.py}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a': source file 'nowhere.py' does not exist in FLOW"
+    );
+}
+
+#[test]
+fn malformed_yaml_has_line_and_column() {
+    let yaml = "inputs:\n  t: {type: string}\nnodes:\n- name: a\n  source: [type, code\n    path: echo.py\n   inputs: x\n";
+    assert_eq!(
+        error_of(yaml),
+        "FLOW/flow.dag.yaml:6:9: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 5 column 11"
+    );
+}
+
+#[test]
+fn unknown_top_level_key() {
+    let yaml = flow(ECHO) + "nodez: []\n";
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:10: unknown top-level key 'nodez'; allowed keys are: $schema, inputs, outputs, nodes, node_variants, environment_variables, additional_includes, environment, provider, module, tags, type, description, name, language"
+    );
+}
+
+#[test]
+fn source_path_escaping_the_folder() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: ../outside.py}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a': source path '../outside.py' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
+    );
+}
+
+#[test]
+fn absolute_source_path() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: /etc/passwd}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a': source path '/etc/passwd' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn symlink_escaping_the_folder() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("evil.py"), "").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path().join("evil.py"), dir.path().join("link.py")).unwrap();
+    std::fs::write(
+        dir.path().join("flow.dag.yaml"),
+        flow("- name: a\n  type: python\n  source: {type: code, path: link.py}\n"),
+    )
+    .unwrap();
+    let text = error_in(dir.path()).replace(
+        &outside.path().canonicalize().unwrap().display().to_string(),
+        "OUTSIDE",
+    );
+    assert_eq!(text, "FLOW/flow.dag.yaml:6: node 'a': source path 'link.py' resolves to OUTSIDE/evil.py, outside the flow folder");
+}
+
+#[test]
+fn unknown_input_type() {
+    let yaml = "inputs:\n  t: {type: strin}\noutputs:\n  o: {reference: \"${a.output}\"}\nnodes:\n"
+        .to_string()
+        + ECHO;
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:2: input 't' has unknown type 'strin'; use one of: int, double, bool, string, list, object"
+    );
+}
+
+#[test]
+fn unconvertible_default() {
+    let yaml = "inputs:\n  t: {type: string}\n  n: {type: int, default: many}\noutputs:\n  o: {reference: \"${a.output}\"}\nnodes:\n".to_string() + ECHO;
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:3: default of input 'n': value 'many' is not a valid int"
+    );
+}
+
+#[test]
+fn node_without_type() {
+    let yaml = flow("- name: a\n  source: {type: code, path: echo.py}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' has no type; use python, llm or prompt"
+    );
+}
+
+#[test]
+fn unknown_node_type() {
+    let yaml = flow("- name: a\n  type: pyhton\n  source: {type: code, path: echo.py}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' has unknown type 'pyhton'; use python, llm or prompt"
+    );
+}
+
+#[test]
+fn node_without_source() {
+    let yaml = flow("- name: a\n  type: python\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' has no 'source' (for example source: {type: code, path: tool.py})"
+    );
+}
+
+#[test]
+fn code_source_without_path() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a': source of type code needs a 'path'"
+    );
+}
+
+#[test]
+fn llm_node_without_connection_or_api() {
+    let yaml = flow("- name: a\n  type: llm\n  source: {type: code, path: echo.py}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: llm node 'a' needs a 'connection'\n\
+         FLOW/flow.dag.yaml:6: llm node 'a' needs 'api: chat' or 'api: completion'"
+    );
+}
+
+#[test]
+fn llm_node_with_unknown_api() {
+    let yaml = flow("- name: a\n  type: llm\n  connection: c\n  api: chatt\n  source: {type: code, path: echo.py}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: llm node 'a': unknown api 'chatt'; use chat or completion"
+    );
+}
+
+#[test]
+fn output_without_reference() {
+    let yaml =
+        "inputs:\n  t: {type: string}\noutputs:\n  o: {type: string}\nnodes:\n".to_string() + ECHO;
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:4: output 'o' needs a reference such as ${node_name.output}"
+    );
+}
+
+#[test]
+fn reference_to_an_unknown_section() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${inputs.t}\"}\n- name: b\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${a.outputs}\"}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:10: node 'b' input 'x': reference '${a.outputs}': unknown section 'outputs' of node 'a' (only 'output' can be referenced)"
+    );
+}
+
+#[test]
+fn bracket_right_after_output_in_a_node_input() {
+    let yaml = flow(&format!("{ECHO}- name: b\n  type: python\n  source: {{type: code, path: echo.py}}\n  inputs: {{x: \"${{a.output[0]}}\"}}\n"));
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:10: node 'b' input 'x': '${a.output[0]}' is not supported: a key or index cannot follow 'output' directly in a node input; read a property first, e.g. ${a.output.items[0]}"
+    );
+}
+
+#[test]
+fn activate_without_is() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  activate: {when: \"${inputs.t}\"}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a': activate needs both 'when' (a reference) and 'is' (a value)"
+    );
+}
+
+#[test]
+fn activate_on_an_unknown_node() {
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  activate: {when: \"${z.output}\", is: 1}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' activate.when references node 'z', which does not exist; nodes: a"
+    );
+}
+
+#[test]
+fn line_node_reading_an_aggregation_node() {
+    let yaml = flow(&format!(
+        "- name: agg\n  type: python\n  source: {{type: code, path: echo.py}}\n  aggregation: true\n  inputs: {{x: \"${{inputs.t}}\"}}\n{ECHO}  \n- name: b\n  type: python\n  source: {{type: code, path: echo.py}}\n  inputs: {{x: \"${{agg.output}}\"}}\n"
+    ));
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:16: node 'b' reads aggregation node 'agg': only other aggregation nodes can use an aggregation node's output"
+    );
+}
+
+#[test]
+fn use_variants_without_node_variants() {
+    let yaml = flow("- name: a\n  use_variants: true\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' has use_variants but node_variants has no entry for it"
+    );
+}
+
+#[test]
+fn unknown_node_key() {
+    let yaml =
+        flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputz: {}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' has unknown key 'inputz'"
+    );
+}
+
+#[test]
+fn top_level_not_a_mapping() {
+    assert_eq!(
+        error_of("- just\n- a list\n"),
+        "FLOW/flow.dag.yaml:1: flow.dag.yaml must be a mapping with inputs, outputs and nodes"
+    );
+}
+
+#[test]
+fn no_flow_in_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(
+        error_in(dir.path()),
+        "no flow found at FLOW\nhint: a flow is a folder holding flow.dag.yaml (or the path of that file)"
+    );
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let yaml =
+        "inputs:\n  t: {type: strin}\noutputs:\n  o: {reference: \"${nope.output}\"}\nnodes:\n"
+            .to_string()
+            + ECHO;
+    let text = error_of(&yaml);
+    assert_eq!(text.lines().count(), 2, "{text}");
+}

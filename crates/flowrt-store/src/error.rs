@@ -1,0 +1,77 @@
+//! The one error type of this crate. Every variant names what it was working on: a path, a
+//! connection name, a field.
+
+use std::path::PathBuf;
+
+/// Anything that can go wrong reading or writing flowrt's local state.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Filesystem failure; `fs-err` puts the path in the message.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+
+    /// A filesystem failure where the path has to be added by hand.
+    #[error("{action} {path}: {source}")]
+    IoAt {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The connection YAML is not valid YAML (or not a mapping).
+    #[error("{path}: invalid connection YAML: {message}")]
+    Yaml { path: PathBuf, message: String },
+
+    /// `type:` names a kind flowrt does not know.
+    #[error(
+        "{path}: unknown connection type `{found}`; expected one of: open_ai, azure_open_ai, custom, serverless"
+    )]
+    UnknownType { path: PathBuf, found: String },
+
+    /// A required field is absent (or empty).
+    #[error("{path}: missing required field `{field}`")]
+    MissingField { path: PathBuf, field: String },
+
+    /// A field is present but its value is unusable.
+    #[error("{path}: invalid field `{field}`: {reason}")]
+    InvalidField {
+        path: PathBuf,
+        field: String,
+        reason: String,
+    },
+
+    /// A connection name that cannot be used as a file name.
+    #[error(
+        "invalid connection name `{name}`: use only letters, digits, `_`, `-` and `.` (not leading), at most 200 characters"
+    )]
+    InvalidName { name: String },
+
+    /// The key file is readable or writable by group or others.
+    #[error(
+        "secret key file {path} is accessible by group or others (mode {mode:03o}); run `chmod 600 {path}` and retry"
+    )]
+    KeyPermissions { path: PathBuf, mode: u32 },
+
+    /// The key file exists but is not a 32-byte key.
+    #[error("secret key file {path} is corrupt: expected 32 bytes, found {len}")]
+    KeyInvalid { path: PathBuf, len: usize },
+
+    /// A stored secret could not be decrypted: wrong key, or the file was altered.
+    #[error(
+        "cannot decrypt secret `{field}` of connection `{name}`: the secret key does not match or the stored value was altered"
+    )]
+    Decrypt { name: String, field: String },
+
+    /// Encryption failed (should not happen with a valid key).
+    #[error("cannot encrypt secret `{field}` of connection `{name}`")]
+    Encrypt { name: String, field: String },
+
+    /// A stored connection file cannot be read back.
+    #[error("stored connection file {path} is corrupt: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+
+    /// The operating system's random source failed.
+    #[error("cannot obtain random bytes: {0}")]
+    Random(String),
+}

@@ -1,0 +1,296 @@
+//! flowrt's local persistent state under `FLOWRT_HOME` (default `~/.flowrt`).
+//!
+//! For now this crate owns **connections**: it parses promptflow connection YAML
+//! (`pf connection create --file`), and stores each connection as
+//! `<home>/connections/<name>.json` — name, type and configs in plain text, every secret sealed
+//! with ChaCha20-Poly1305 under the 32-byte key in `<home>/secret.key` (created on first use,
+//! mode 0600). Files are written atomically (temp file + rename) with mode 0600; a key file that
+//! group or others can access is refused. [`masked`] renders a connection for display without its
+//! secrets.
+
+mod error;
+mod fsutil;
+mod parse;
+mod secret;
+
+pub use error::StoreError;
+pub use parse::{DEFAULT_AZURE_API_TYPE, DEFAULT_AZURE_API_VERSION};
+
+use flowrt_api::{Connection, ConnectionKind};
+use indexmap::IndexMap;
+use secret::SecretKey;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// What `show`/`list` print in place of a secret value.
+pub const MASK: &str = "******";
+
+/// File name of the secret key under the home directory.
+pub const SECRET_KEY_FILE: &str = "secret.key";
+
+/// Directory of connection files under the home directory.
+pub const CONNECTIONS_DIR: &str = "connections";
+
+const MAX_NAME_LEN: usize = 200;
+const FORMAT_VERSION: u32 = 1;
+
+/// flowrt's home: `$FLOWRT_HOME` if set and non-empty, else `$HOME/.flowrt`
+/// (`%USERPROFILE%\.flowrt` on Windows), else `.flowrt` in the current directory.
+pub fn flowrt_home() -> PathBuf {
+    let non_empty = |var: &str| std::env::var_os(var).filter(|v| !v.is_empty());
+    if let Some(home) = non_empty("FLOWRT_HOME") {
+        return PathBuf::from(home);
+    }
+    match non_empty("HOME").or_else(|| non_empty("USERPROFILE")) {
+        Some(user_home) => PathBuf::from(user_home).join(".flowrt"),
+        None => PathBuf::from(".flowrt"),
+    }
+}
+
+/// Check that `name` is usable as a connection name (and so as a file name): 1–200 characters
+/// from `[A-Za-z0-9_.-]`, not starting with `.`.
+pub fn validate_name(name: &str) -> Result<(), StoreError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidName {
+            name: name.to_string(),
+        })
+    }
+}
+
+/// On-disk form of a connection: secrets sealed, the rest plain.
+#[derive(Serialize, Deserialize)]
+struct StoredConnection {
+    format: u32,
+    name: String,
+    #[serde(rename = "type")]
+    kind: ConnectionKind,
+    configs: IndexMap<String, String>,
+    /// field → base64(nonce || ciphertext || tag)
+    secrets: IndexMap<String, String>,
+}
+
+/// Connections stored under `<home>/connections/`, secrets encrypted with `<home>/secret.key`.
+#[derive(Debug)]
+pub struct ConnectionStore {
+    home: PathBuf,
+    key: OnceLock<SecretKey>,
+}
+
+impl ConnectionStore {
+    /// A store rooted at `home`. Touches nothing on disk: directories and the key are created on
+    /// first write.
+    pub fn open(home: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            home: home.to_path_buf(),
+            key: OnceLock::new(),
+        })
+    }
+
+    /// The home directory this store lives in.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Parse a promptflow connection YAML file (`name`, `type`, and the type's fields).
+    pub fn parse_yaml(path: &Path) -> Result<Connection, StoreError> {
+        let text = fs_err::read_to_string(path)?;
+        parse::parse_str(&text, path)
+    }
+
+    /// Parse a promptflow connection YAML file and store it, replacing any connection of that name.
+    pub fn create_from_file(&self, path: &Path) -> Result<Connection, StoreError> {
+        let conn = Self::parse_yaml(path)?;
+        self.upsert(&conn)?;
+        Ok(conn)
+    }
+
+    /// Create or replace the connection `conn.name`.
+    pub fn upsert(&self, conn: &Connection) -> Result<(), StoreError> {
+        validate_name(&conn.name)?;
+        let mut secrets = IndexMap::new();
+        if !conn.secrets.is_empty() {
+            let key = self.key()?;
+            for (field, value) in &conn.secrets {
+                secrets.insert(field.clone(), key.seal(&conn.name, field, value)?);
+            }
+        }
+        let stored = StoredConnection {
+            format: FORMAT_VERSION,
+            name: conn.name.clone(),
+            kind: conn.kind,
+            configs: conn.configs.clone(),
+            secrets,
+        };
+        let path = self.path_of(&conn.name);
+        let mut bytes = serde_json::to_vec_pretty(&stored).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        bytes.push(b'\n');
+        fsutil::write_private(&path, &bytes)
+    }
+
+    /// The connection `name`, decrypted; `None` if there is none.
+    pub fn get(&self, name: &str) -> Result<Option<Connection>, StoreError> {
+        validate_name(name)?;
+        let path = self.path_of(name);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::IoAt {
+                    action: "cannot read",
+                    path,
+                    source,
+                })
+            }
+        };
+        self.decode(&path, name, &bytes).map(Some)
+    }
+
+    /// Every stored connection, decrypted, sorted by name.
+    pub fn list(&self) -> Result<Vec<Connection>, StoreError> {
+        let dir = self.connections_dir();
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StoreError::IoAt {
+                    action: "cannot list",
+                    path: dir,
+                    source,
+                })
+            }
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::IoAt {
+                action: "cannot list",
+                path: dir.clone(),
+                source,
+            })?;
+            let file_name = entry.file_name();
+            let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".json")) else {
+                continue;
+            };
+            // Skips temp files (`.tmp-*`) and anything else that is not a connection.
+            if validate_name(name).is_ok() {
+                names.push(name.to_string());
+            }
+        }
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            // A file removed between read_dir and get is simply gone.
+            if let Some(conn) = self.get(&name)? {
+                out.push(conn);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete the connection `name`; `false` if there was none.
+    pub fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        validate_name(name)?;
+        let path = self.path_of(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::IoAt {
+                action: "cannot delete",
+                path,
+                source,
+            }),
+        }
+    }
+
+    fn connections_dir(&self) -> PathBuf {
+        self.home.join(CONNECTIONS_DIR)
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.connections_dir().join(format!("{name}.json"))
+    }
+
+    fn key(&self) -> Result<&SecretKey, StoreError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let key = SecretKey::load_or_create(&self.home.join(SECRET_KEY_FILE))?;
+        // If another thread won, its key is the same file's key.
+        Ok(self.key.get_or_init(|| key))
+    }
+
+    fn decode(&self, path: &Path, name: &str, bytes: &[u8]) -> Result<Connection, StoreError> {
+        let stored: StoredConnection =
+            serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })?;
+        if stored.format != FORMAT_VERSION {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("unsupported format version {}", stored.format),
+            });
+        }
+        if stored.name != name {
+            return Err(StoreError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("holds connection `{}`, expected `{name}`", stored.name),
+            });
+        }
+        let mut secrets = IndexMap::new();
+        if !stored.secrets.is_empty() {
+            let key = self.key()?;
+            for (field, sealed) in &stored.secrets {
+                secrets.insert(field.clone(), key.open(name, field, sealed)?);
+            }
+        }
+        Ok(Connection {
+            name: stored.name,
+            kind: stored.kind,
+            configs: stored.configs,
+            secrets,
+        })
+    }
+}
+
+/// A connection for display (`connection show` / `list`), secrets replaced by [`MASK`]:
+/// `{"name", "type", <plain fields flattened, typed kinds only>, "configs": {..}, "secrets": {..}}`.
+/// For typed kinds the flattened fields include `"api_key": "******"`, as promptflow shows it.
+pub fn masked(conn: &Connection) -> Value {
+    let secrets: Map<String, Value> = conn
+        .secrets
+        .keys()
+        .map(|k| (k.clone(), json!(MASK)))
+        .collect();
+    let configs: Map<String, Value> = conn
+        .configs
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let mut out = Map::new();
+    out.insert("name".into(), json!(conn.name));
+    out.insert("type".into(), json!(conn.kind.as_str()));
+    if conn.kind != ConnectionKind::Custom {
+        let flattened = secrets.iter().chain(configs.iter());
+        for (k, v) in flattened {
+            if !matches!(k.as_str(), "name" | "type" | "configs" | "secrets") {
+                out.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+    out.insert("configs".into(), Value::Object(configs));
+    out.insert("secrets".into(), Value::Object(secrets));
+    Value::Object(out)
+}

@@ -1,0 +1,187 @@
+//! promptflow connection YAML (`pf connection create --file x.yaml`) into a [`Connection`].
+
+use crate::error::StoreError;
+use crate::validate_name;
+use flowrt_api::{Connection, ConnectionKind};
+use indexmap::IndexMap;
+use serde_yaml::{Mapping, Value};
+use std::path::Path;
+
+/// Default `api_type` of an `azure_open_ai` connection.
+pub const DEFAULT_AZURE_API_TYPE: &str = "azure";
+/// Default `api_version` of an `azure_open_ai` connection (promptflow's default).
+pub const DEFAULT_AZURE_API_VERSION: &str = "2024-02-01";
+
+/// Top-level keys that describe the document rather than the connection.
+const IGNORED_KEYS: &[&str] = &["$schema", "module", "name", "type"];
+
+pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Connection, StoreError> {
+    let doc: Value = serde_yaml::from_str(text).map_err(|e| StoreError::Yaml {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    let Value::Mapping(map) = doc else {
+        return Err(StoreError::Yaml {
+            path: path.to_path_buf(),
+            message: "expected a mapping at the top level".to_string(),
+        });
+    };
+    let p = Parser { path, map: &map };
+
+    let name = p.required_scalar("name")?;
+    validate_name(&name)?;
+    let ty = p.required_scalar("type")?;
+    let kind = match ty.as_str() {
+        "open_ai" => ConnectionKind::OpenAi,
+        "azure_open_ai" => ConnectionKind::AzureOpenAi,
+        "custom" => ConnectionKind::Custom,
+        "serverless" => ConnectionKind::Serverless,
+        _ => {
+            return Err(StoreError::UnknownType {
+                path: path.to_path_buf(),
+                found: ty,
+            })
+        }
+    };
+
+    let mut configs = IndexMap::new();
+    let mut secrets = IndexMap::new();
+    match kind {
+        ConnectionKind::Custom => {
+            for (key, _) in map.iter() {
+                let key = p.key_str(key)?;
+                if !IGNORED_KEYS.contains(&key.as_str()) && key != "configs" && key != "secrets" {
+                    return Err(p.invalid(
+                        &key,
+                        "unknown field for a custom connection (expected `configs` and `secrets`)",
+                    ));
+                }
+            }
+            configs = p.string_map("configs")?;
+            secrets = p.string_map("secrets")?;
+        }
+        ConnectionKind::OpenAi | ConnectionKind::AzureOpenAi | ConnectionKind::Serverless => {
+            for (key, value) in map.iter() {
+                let key = p.key_str(key)?;
+                if IGNORED_KEYS.contains(&key.as_str()) {
+                    continue;
+                }
+                let Some(value) = p.scalar(&key, value)? else {
+                    continue;
+                };
+                if kind.secret_fields().contains(&key.as_str()) {
+                    secrets.insert(key, value);
+                } else {
+                    configs.insert(key, value);
+                }
+            }
+            if kind == ConnectionKind::AzureOpenAi {
+                configs
+                    .entry("api_type".to_string())
+                    .or_insert_with(|| DEFAULT_AZURE_API_TYPE.to_string());
+                configs
+                    .entry("api_version".to_string())
+                    .or_insert_with(|| DEFAULT_AZURE_API_VERSION.to_string());
+            }
+            // Azure OpenAI with Entra ID (`auth_mode: meid_token`) needs no key.
+            let keyless = kind == ConnectionKind::AzureOpenAi
+                && configs.get("auth_mode").map(String::as_str) == Some("meid_token");
+            if !keyless && secrets.get("api_key").is_none_or(|v| v.is_empty()) {
+                return Err(p.missing("api_key"));
+            }
+            if matches!(
+                kind,
+                ConnectionKind::AzureOpenAi | ConnectionKind::Serverless
+            ) && configs.get("api_base").is_none_or(|v| v.is_empty())
+            {
+                return Err(p.missing("api_base"));
+            }
+        }
+    }
+
+    Ok(Connection {
+        name,
+        kind,
+        configs,
+        secrets,
+    })
+}
+
+struct Parser<'a> {
+    path: &'a Path,
+    map: &'a Mapping,
+}
+
+impl Parser<'_> {
+    fn missing(&self, field: &str) -> StoreError {
+        StoreError::MissingField {
+            path: self.path.to_path_buf(),
+            field: field.to_string(),
+        }
+    }
+
+    fn invalid(&self, field: &str, reason: &str) -> StoreError {
+        StoreError::InvalidField {
+            path: self.path.to_path_buf(),
+            field: field.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn key_str(&self, key: &Value) -> Result<String, StoreError> {
+        match scalar_text(key) {
+            Some(k) => Ok(k),
+            None => Err(self.invalid("?", "mapping keys must be scalars")),
+        }
+    }
+
+    /// A scalar as its text; `None` for null (treated as absent); error for sequences/mappings.
+    fn scalar(&self, field: &str, value: &Value) -> Result<Option<String>, StoreError> {
+        match value {
+            Value::Null => Ok(None),
+            Value::Tagged(t) => self.scalar(field, &t.value),
+            other => match scalar_text(other) {
+                Some(s) => Ok(Some(s)),
+                None => Err(self.invalid(field, "expected a string, number or boolean")),
+            },
+        }
+    }
+
+    fn required_scalar(&self, field: &str) -> Result<String, StoreError> {
+        match self.map.get(field) {
+            None => Err(self.missing(field)),
+            Some(v) => match self.scalar(field, v)? {
+                Some(s) if !s.is_empty() => Ok(s),
+                _ => Err(self.missing(field)),
+            },
+        }
+    }
+
+    /// `configs:` / `secrets:` of a custom connection: a mapping of scalars (absent = empty).
+    fn string_map(&self, field: &str) -> Result<IndexMap<String, String>, StoreError> {
+        let mut out = IndexMap::new();
+        let inner = match self.map.get(field) {
+            None | Some(Value::Null) => return Ok(out),
+            Some(Value::Mapping(m)) => m,
+            Some(_) => return Err(self.invalid(field, "expected a mapping of key: value")),
+        };
+        for (k, v) in inner {
+            let key = self.key_str(k)?;
+            let dotted = format!("{field}.{key}");
+            let value = self.scalar(&dotted, v)?.unwrap_or_default();
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
+
+/// The text of a YAML scalar as promptflow would store it (`3` → "3", `true` → "true").
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Tagged(t) => scalar_text(&t.value),
+        Value::Null | Value::Sequence(_) | Value::Mapping(_) => None,
+    }
+}
