@@ -8,10 +8,12 @@
 
 mod inputs;
 mod line;
+mod mapping;
 mod value;
 
 pub use inputs::{prepare_inputs, InputError};
 pub use line::{AggregationResult, Executor, ExecutorOptions, LineResult};
+pub use mapping::{ColumnMapping, LineSources, MappingError, MappingSource};
 pub use value::{value_at, ValueError};
 
 use flowrt_flow::{Node, NodeKind};

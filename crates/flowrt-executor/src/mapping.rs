@@ -1,0 +1,174 @@
+//! Column mapping for batch and evaluation runs: which value each flow input takes on a line,
+//! from the data row (`${data.col}`), the base run (`${run.outputs.x}`, `${run.inputs.col}`) or a
+//! literal — following promptflow 1.18.5.
+
+use flowrt_flow::reference::reference_body;
+use flowrt_flow::Flow;
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+/// Where a mapped value comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MappingSource {
+    Data(String),
+    RunOutputs(String),
+    RunInputs(String),
+    Literal(String),
+}
+
+/// A checked column mapping (`--column-mapping input='${data.col}'`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ColumnMapping {
+    pub entries: IndexMap<String, MappingSource>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MappingError {
+    #[error("--column-mapping '{0}' must be NAME=VALUE, e.g. question='${{data.question}}'")]
+    Syntax(String),
+    #[error("--column-mapping {input}='{value}': unknown source '{source_name}'; use ${{data.COLUMN}}, ${{run.outputs.NAME}} or ${{run.inputs.COLUMN}}")]
+    UnknownSource {
+        input: String,
+        value: String,
+        source_name: String,
+    },
+    #[error("--column-mapping {input}='{value}' reads the base run, but no base run was given; add --run BASE_RUN")]
+    NoBaseRun { input: String, value: String },
+}
+
+/// One line's sources: its data row and, for evaluation runs, the base run's line.
+pub struct LineSources<'a> {
+    pub data: &'a Map<String, Value>,
+    /// The base run's outputs for this line.
+    pub run_outputs: Option<&'a Map<String, Value>>,
+    /// The base run's data row for this line.
+    pub run_inputs: Option<&'a Map<String, Value>>,
+}
+
+impl ColumnMapping {
+    /// Parse `NAME=VALUE` pairs.
+    pub fn parse<S: AsRef<str>>(pairs: &[S], has_base_run: bool) -> Result<Self, MappingError> {
+        let mut entries = IndexMap::new();
+        for pair in pairs {
+            let pair = pair.as_ref();
+            let (input, value) = pair
+                .split_once('=')
+                .ok_or_else(|| MappingError::Syntax(pair.to_string()))?;
+            let input = input.trim().to_string();
+            if input.is_empty() {
+                return Err(MappingError::Syntax(pair.to_string()));
+            }
+            let source = match reference_body(value) {
+                None => MappingSource::Literal(value.to_string()),
+                Some(body) => {
+                    let (head, rest) = body.split_once('.').unwrap_or((body, ""));
+                    match (head, rest.split_once('.')) {
+                        ("data", _) if !rest.is_empty() => MappingSource::Data(rest.to_string()),
+                        ("run", Some(("outputs", name))) => {
+                            MappingSource::RunOutputs(name.to_string())
+                        }
+                        ("run", Some(("inputs", name))) => {
+                            MappingSource::RunInputs(name.to_string())
+                        }
+                        _ => {
+                            return Err(MappingError::UnknownSource {
+                                input,
+                                value: value.to_string(),
+                                source_name: head.to_string(),
+                            })
+                        }
+                    }
+                }
+            };
+            if matches!(
+                source,
+                MappingSource::RunOutputs(_) | MappingSource::RunInputs(_)
+            ) && !has_base_run
+            {
+                return Err(MappingError::NoBaseRun {
+                    input,
+                    value: value.to_string(),
+                });
+            }
+            entries.insert(input, source);
+        }
+        Ok(ColumnMapping { entries })
+    }
+
+    /// The raw (unconverted) inputs of one line. Mapped inputs read their source; an unmapped
+    /// input with a default is left out (its default applies even when the data has a column of
+    /// that name); an unmapped input without a default reads the same-named column. A source that
+    /// is missing on this line is an error naming it.
+    pub fn line_inputs(
+        &self,
+        flow: &Flow,
+        line: &LineSources<'_>,
+    ) -> Result<IndexMap<String, Value>, String> {
+        let mut out = IndexMap::new();
+        for (input, source) in &self.entries {
+            let value = match source {
+                MappingSource::Literal(s) => Value::String(s.clone()),
+                MappingSource::Data(col) => line.data.get(col).cloned().ok_or_else(|| {
+                    format!("input '{input}': the data has no column '{col}' on this line")
+                })?,
+                MappingSource::RunOutputs(name) => line
+                    .run_outputs
+                    .ok_or_else(|| {
+                        format!("input '{input}': the base run has no completed line here")
+                    })?
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!("input '{input}': the base run has no output '{name}'")
+                    })?,
+                MappingSource::RunInputs(col) => line
+                    .run_inputs
+                    .ok_or_else(|| format!("input '{input}': the base run has no line here"))?
+                    .get(col)
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!("input '{input}': the base run's data has no column '{col}'")
+                    })?,
+            };
+            out.insert(input.clone(), value);
+        }
+        for (name, decl) in &flow.inputs {
+            if out.contains_key(name) || decl.default.is_some() {
+                continue;
+            }
+            if let Some(v) = line.data.get(name) {
+                out.insert(name.clone(), v.clone());
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sources() {
+        let m = ColumnMapping::parse(
+            &[
+                "a=${data.x}",
+                "b=${run.outputs.y}",
+                "c=${run.inputs.z}",
+                "d=plain",
+            ],
+            true,
+        )
+        .unwrap();
+        assert_eq!(m.entries["a"], MappingSource::Data("x".into()));
+        assert_eq!(m.entries["b"], MappingSource::RunOutputs("y".into()));
+        assert_eq!(m.entries["c"], MappingSource::RunInputs("z".into()));
+        assert_eq!(m.entries["d"], MappingSource::Literal("plain".into()));
+        assert_eq!(
+            ColumnMapping::parse(&["a=${run.outputs.y}"], false).unwrap_err().to_string(),
+            "--column-mapping a='${run.outputs.y}' reads the base run, but no base run was given; add --run BASE_RUN"
+        );
+        assert!(ColumnMapping::parse(&["a=${foo.x}"], false).is_err());
+        assert!(ColumnMapping::parse(&["novalue"], false).is_err());
+    }
+}

@@ -1,0 +1,872 @@
+"""flowrt Python tool worker.
+
+Speaks JSON lines on its original stdin/stdout (one request -> one tagged response), runs each
+call on its own thread (async tools on one event loop thread), and captures each call's print()
+output and log_metric() calls separately. Tools' own stdout never reaches the protocol pipe.
+
+Request:  {"id": n, "node": str, "source": {"type": "code", "path": str} | {"type": "package", "tool": str},
+           "args": [[name, {"k": "v"|"l"|"b"|"c", ...}], ...]}
+          {"op": "shutdown"}
+Response: {"id": n, "ok": true, "output": ..., "generator": bool, "chunks": [...], "joined": str,
+           "stdout": str, "metrics": [[key, value], ...]}
+          {"id": n, "ok": false, "kind": "tool"|"load", "error_type": str, "message": str, "traceback": str}
+"""
+
+import asyncio
+import collections.abc
+import contextvars
+import dataclasses
+import datetime
+import enum
+import faulthandler
+import importlib
+import importlib.util
+import inspect
+import io
+import json
+import math
+import os
+import sys
+import threading
+import time
+import traceback
+import types
+import typing
+
+_THIS_FILE = os.path.abspath(__file__)
+_CAPTURE = contextvars.ContextVar("flowrt_capture", default=None)
+_METRICS = contextvars.ContextVar("flowrt_metrics", default=None)
+_CONNECTION_NAMES = ("CustomConnection", "OpenAIConnection", "AzureOpenAIConnection", "ServerlessConnection")
+
+
+class LoadError(Exception):
+    """The tool could not be loaded or bound (file, import, signature, inputs)."""
+
+    def __init__(self, message, tb=""):
+        super().__init__(message)
+        self.tb = tb
+
+
+class InputError(Exception):
+    """A literal input could not be converted to the parameter's annotated type."""
+
+
+# ---------------------------------------------------------------- stdout capture and metrics
+
+
+class _StdoutDispatcher(io.TextIOBase):
+    """sys.stdout replacement: writes go to the current call's buffer (a contextvar), else stderr."""
+
+    def __init__(self, fallback):
+        super().__init__()
+        self._fallback = fallback
+
+    @property
+    def encoding(self):
+        return "utf-8"
+
+    @property
+    def errors(self):
+        return "strict"
+
+    def writable(self):
+        return True
+
+    def isatty(self):
+        return False
+
+    def fileno(self):
+        return 1  # fd 1 is a dup of stderr (the protocol pipe is private)
+
+    def write(self, s):
+        buf = _CAPTURE.get()
+        if buf is None:
+            return self._fallback.write(s)
+        buf.append(s)
+        return len(s)
+
+    def flush(self):
+        if _CAPTURE.get() is None:
+            try:
+                self._fallback.flush()
+            except Exception:
+                pass
+
+
+def _record_metric(key, value, variant_id=None):
+    metrics = _METRICS.get()
+    if metrics is None:
+        sys.stderr.write(f"flowrt: log_metric({key!r}, {value!r}) outside of a tool call ignored\n")
+        return
+    metrics.append([str(key), value])
+
+
+def _install_hooks():
+    hooks = types.ModuleType("_flowrt_hooks")
+    hooks.log_metric = _record_metric
+    sys.modules["_flowrt_hooks"] = hooks
+
+
+_PF_HOOKED = False
+
+
+def _hook_real_promptflow():
+    """Best effort: when the real promptflow is used, register a metric logger with it."""
+    global _PF_HOOKED
+    if _PF_HOOKED:
+        return
+    mod = sys.modules.get("promptflow._core.metric_logger")
+    if mod is None:
+        return
+    _PF_HOOKED = True
+    try:
+        add = getattr(mod, "add_metric_logger", None)
+        if add is not None:
+            add(_record_metric)
+        else:
+            mod.MetricLoggerManager.get_instance().add_metric_logger(_record_metric)
+    except Exception as exc:  # pragma: no cover - depends on promptflow internals
+        sys.stderr.write(f"flowrt: could not hook promptflow log_metric: {exc!r}\n")
+
+
+# ---------------------------------------------------------------- loading tools
+
+_LOCK = threading.RLock()
+_MODULES = {}  # abs path -> module
+_TOOLS = {}  # (kind, key) -> ToolInfo
+_INSTANCES = {}  # (node, id(cls), init key) -> instance
+_MODULE_COUNTER = [0]
+
+
+def _is_tool(obj):
+    return isinstance(obj, types.FunctionType) and (hasattr(obj, "__tool") or hasattr(obj, "__flowrt_tool"))
+
+
+def _is_tool_provider(cls):
+    if not isinstance(cls, type):
+        return False
+    for base in cls.__mro__[1:]:
+        if base.__name__ == "ToolProvider" and str(base.__module__).startswith("promptflow"):
+            return True
+    return False
+
+
+def _load_module(path, node):
+    abspath = os.path.abspath(path)
+    mod = _MODULES.get(abspath)
+    if mod is not None:
+        return mod
+    if not os.path.isfile(abspath):
+        raise LoadError(f"Tool file '{path}' of node '{node}' not found (looked for {abspath})")
+    stem = os.path.splitext(os.path.basename(abspath))[0]
+    name = stem if stem.isidentifier() and stem not in sys.modules else None
+    if name is None:
+        _MODULE_COUNTER[0] += 1
+        name = f"_flowrt_tool_{_MODULE_COUNTER[0]}_{''.join(c if c.isalnum() else '_' for c in stem)}"
+    spec = importlib.util.spec_from_file_location(name, abspath)
+    if spec is None or spec.loader is None:
+        raise LoadError(f"Cannot load tool file '{path}' of node '{node}': not a Python module")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException as exc:
+        sys.modules.pop(name, None)
+        raise LoadError(
+            f"Failed to load tool file '{path}' of node '{node}': {type(exc).__name__}: {exc}", _format_tb(exc)
+        ) from None
+    _MODULES[abspath] = mod
+    _hook_real_promptflow()
+    return mod
+
+
+class ToolInfo:
+    __slots__ = ("func", "cls", "method", "label", "params", "var_kw", "init_params", "init_var_kw", "is_async")
+
+    def __init__(self, label, func=None, cls=None, method=None):
+        self.label = label
+        self.func = func
+        self.cls = cls
+        self.method = method
+        target = func if func is not None else getattr(cls, method)
+        self.params, self.var_kw = _signature(target, skip_self=cls is not None, label=label)
+        if cls is not None:
+            self.init_params, self.init_var_kw = _signature(cls.__init__, skip_self=True, label=label)
+            if cls.__init__ is object.__init__:
+                self.init_params, self.init_var_kw = {}, False
+        else:
+            self.init_params, self.init_var_kw = {}, False
+        original = _original(target)
+        self.is_async = inspect.iscoroutinefunction(original) or inspect.isasyncgenfunction(original)
+
+
+def _original(func):
+    return getattr(func, "__original_function", func)
+
+
+class _Param:
+    __slots__ = ("name", "has_default", "kind")
+
+    def __init__(self, name, has_default, kind):
+        self.name = name
+        self.has_default = has_default
+        self.kind = kind
+
+
+def _signature(func, skip_self, label):
+    target = _original(func)
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError) as exc:
+        raise LoadError(f"Cannot read the signature of tool {label}: {exc}") from None
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    params = {}
+    var_kw = False
+    first = True
+    for p in sig.parameters.values():
+        if skip_self and first and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            first = False
+            continue
+        first = False
+        if p.kind == p.VAR_KEYWORD:
+            var_kw = True
+            continue
+        if p.kind == p.VAR_POSITIONAL:
+            continue
+        ann = hints.get(p.name, p.annotation)
+        params[p.name] = _Param(p.name, p.default is not p.empty, _classify(ann))
+    return params, var_kw
+
+
+def _classify(ann):
+    """Map an annotation to a conversion kind: 'int', 'float', 'bool', 'str', 'list', 'dict',
+    ('conn', (class or class name, ...)) or None (pass unchanged)."""
+    if ann is inspect.Parameter.empty or ann is None:
+        return None
+    if isinstance(ann, str):
+        text = ann.strip().strip("'\"")
+        names = tuple(name for name in _CONNECTION_NAMES if name in text)
+        if names:
+            return ("conn", names)
+        base = text.split("[", 1)[0].strip()
+        if base.startswith("typing."):
+            base = base[len("typing.") :]
+        if base in ("int", "float", "bool", "str", "list", "dict"):
+            return base
+        if base == "List":
+            return "list"
+        if base == "Dict":
+            return "dict"
+        if base == "Optional" and "[" in text:
+            return _classify(text.split("[", 1)[1].rsplit("]", 1)[0])
+        return None
+    simple = _SIMPLE_TYPES.get(ann)
+    if simple is not None:
+        return simple
+    if isinstance(ann, type) and _is_connection_class(ann):
+        return ("conn", (ann,))
+    origin = typing.get_origin(ann)
+    if origin is list:
+        return "list"
+    if origin is dict:
+        return "dict"
+    if origin is typing.Union or (hasattr(types, "UnionType") and origin is types.UnionType):
+        members = [a for a in typing.get_args(ann) if a is not type(None)]
+        conns = tuple(m for m in members if isinstance(m, type) and _is_connection_class(m))
+        if conns:
+            return ("conn", conns)
+        if len(members) == 1:
+            return _classify(members[0])
+    return None
+
+
+_SIMPLE_TYPES = {int: "int", float: "float", bool: "bool", str: "str", list: "list", dict: "dict"}
+
+
+def _is_connection_class(cls):
+    name = getattr(cls, "__name__", "")
+    if name in _CONNECTION_NAMES:
+        return True
+    return name.endswith("Connection") and str(getattr(cls, "__module__", "")).startswith("promptflow")
+
+
+def _find_code_tool(path, node):
+    mod = _load_module(path, node)
+    funcs = []
+    methods = []
+    for _, obj in inspect.getmembers(mod):
+        if _is_tool(obj) and getattr(obj, "__module__", None) == mod.__name__:
+            funcs.append(obj)
+        elif isinstance(obj, type) and obj.__module__ == mod.__name__ and _is_tool_provider(obj):
+            for mname, member in inspect.getmembers(obj):
+                if _is_tool(member):
+                    methods.append((obj, mname))
+    found = len(funcs) + len(methods)
+    if found == 0:
+        raise LoadError(
+            f"NoToolDefined: no function decorated with @tool, and no ToolProvider subclass with an @tool method, "
+            f"found in '{path}' (node '{node}')"
+        )
+    if found > 1:
+        names = [f.__name__ for f in funcs] + [f"{c.__name__}.{m}" for c, m in methods]
+        raise LoadError(f"MultipleToolsDefined: {len(names)} tools found in '{path}' (node '{node}'): {', '.join(names)}")
+    if funcs:
+        return ToolInfo(f"'{funcs[0].__name__}' in '{path}'", func=funcs[0])
+    cls, mname = methods[0]
+    return ToolInfo(f"'{cls.__name__}.{mname}' in '{path}'", cls=cls, method=mname)
+
+
+def _find_package_tool(tool_id, node):
+    parts = tool_id.split(".")
+    last_error = None
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+                last_error = exc
+                continue
+            raise LoadError(
+                f"Failed to import package tool '{tool_id}' of node '{node}': {type(exc).__name__}: {exc}",
+                _format_tb(exc),
+            ) from None
+        except BaseException as exc:
+            raise LoadError(
+                f"Failed to import package tool '{tool_id}' of node '{node}': {type(exc).__name__}: {exc}",
+                _format_tb(exc),
+            ) from None
+        _hook_real_promptflow()
+        rest = parts[cut:]
+        owner = None
+        try:
+            for attr in rest:
+                owner = obj
+                obj = getattr(obj, attr)
+        except AttributeError as exc:
+            raise LoadError(f"Package tool '{tool_id}' of node '{node}' not found: {exc}") from None
+        if isinstance(owner, type) and len(rest) >= 2:
+            return ToolInfo(f"'{tool_id}'", cls=owner, method=rest[-1])
+        if isinstance(obj, type):
+            if callable(getattr(obj, "__call__", None)):
+                return ToolInfo(f"'{tool_id}'", cls=obj, method="__call__")
+        if not callable(obj):
+            raise LoadError(f"Package tool '{tool_id}' of node '{node}' is not callable")
+        return ToolInfo(f"'{tool_id}'", func=obj)
+    raise LoadError(f"Package tool '{tool_id}' of node '{node}' not found: {last_error}")
+
+
+def _resolve(source, node):
+    if source.get("type") == "package":
+        key = ("package", source["tool"])
+    else:
+        key = ("code", os.path.abspath(source["path"]))
+    info = _TOOLS.get(key)
+    if info is not None:
+        return info
+    with _LOCK:
+        info = _TOOLS.get(key)
+        if info is None:
+            if key[0] == "package":
+                info = _find_package_tool(source["tool"], node)
+            else:
+                info = _find_code_tool(source["path"], node)
+            _TOOLS[key] = info
+    return info
+
+
+# ---------------------------------------------------------------- argument conversion
+
+
+def _convert(kind, value, name, node):
+    try:
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            raise ValueError("not a bool")
+        if kind == "str":
+            return str(value)
+        if kind == "list":
+            if isinstance(value, list):
+                return value
+            if isinstance(value, str):
+                try:
+                    parsed = json.loads(value)
+                except ValueError:
+                    parsed = None
+                if isinstance(parsed, list):
+                    return parsed
+            raise ValueError("not a list")
+        if kind == "dict":
+            if isinstance(value, str):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    return value
+            return value
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(
+            f"Input '{name}' for node '{node}' of value {_short_repr(value)} is not type {_type_label(kind)}."
+        ) from None
+    return value
+
+
+def _type_label(kind):
+    return {"float": "double", "dict": "object"}.get(kind, kind)
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _connection_class(candidates, class_name):
+    """The annotated class matching the connection's own class, else the connection's own class."""
+    for cand in candidates:
+        if getattr(cand, "__name__", cand) == class_name and isinstance(cand, type):
+            return cand
+    from promptflow import connections as pf_connections
+
+    return getattr(pf_connections, class_name, None) or pf_connections.CustomConnection
+
+
+def _make_connection(kind, arg):
+    name = arg.get("name")
+    configs = dict(arg.get("configs") or {})
+    secrets = dict(arg.get("secrets") or {})
+    class_name = arg.get("class") or "CustomConnection"
+    cls = _connection_class(kind[1], class_name)
+    if cls.__name__ == "CustomConnection":
+        return cls(configs=configs, secrets=secrets, name=name)
+    kwargs = dict(configs)
+    kwargs.update(secrets)
+    kwargs["name"] = name
+    try:
+        return cls(**kwargs)
+    except TypeError:
+        accepted = inspect.signature(cls).parameters
+        if any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+            raise
+        return cls(**{k: v for k, v in kwargs.items() if k in accepted})
+
+
+def _bind(params, var_kw, args, node, label, into, names_used):
+    """Assemble keyword arguments for one callable from the request args."""
+    for name, arg in args:
+        param = params.get(name)
+        if param is None:
+            continue
+        names_used.add(name)
+        k = arg["k"]
+        if k == "v":
+            into[name] = arg.get("v")
+        elif k == "l":
+            value = arg.get("v")
+            if value is None or value == "":
+                continue
+            into[name] = _convert(param.kind, value, name, node) if param.kind is not None else value
+        elif k == "b":
+            if not param.has_default:
+                into[name] = None
+        elif k == "c":
+            kind = param.kind
+            if isinstance(kind, tuple) and kind[0] == "conn":
+                into[name] = _make_connection(kind, arg)
+            else:
+                into[name] = arg.get("name")
+        else:
+            raise LoadError(f"Unknown argument kind {k!r} for input '{name}' of node '{node}'")
+    missing = [p.name for p in params.values() if not p.has_default and p.name not in into]
+    if missing:
+        raise LoadError(f"Required input(s) {missing} are missing for node '{node}' (tool {label})")
+
+
+def _bind_extra(var_kw, args, node, label, into, names_used):
+    extra = [name for name, _ in args if name not in names_used]
+    if not extra:
+        return
+    if not var_kw:
+        raise LoadError(f"Input(s) {extra} of node '{node}' are not parameters of tool {label}")
+    for name, arg in args:
+        if name in names_used:
+            continue
+        k = arg["k"]
+        if k in ("v", "l"):
+            into[name] = arg.get("v")
+        elif k == "b":
+            into[name] = None
+        elif k == "c":
+            into[name] = arg.get("name")
+
+
+def _init_key(kwargs):
+    try:
+        return json.dumps(kwargs, sort_keys=True, default=repr)
+    except Exception:
+        return repr(sorted(kwargs.items(), key=lambda kv: kv[0]))
+
+
+def _prepare(info, node, args):
+    """Return (callable, kwargs) for a call."""
+    if info.cls is None:
+        kwargs = {}
+        used = set()
+        _bind(info.params, info.var_kw, args, node, info.label, kwargs, used)
+        _bind_extra(info.var_kw, args, node, info.label, kwargs, used)
+        return _original(info.func), kwargs
+    init_kwargs = {}
+    used = set()
+    _bind(info.init_params, info.init_var_kw, args, node, info.label, init_kwargs, used)
+    method_args = [(n, a) for n, a in args if n not in info.init_params]
+    kwargs = {}
+    used_m = set()
+    _bind(info.params, info.var_kw, method_args, node, info.label, kwargs, used_m)
+    _bind_extra(info.var_kw, method_args, node, info.label, kwargs, used_m)
+    key = (node, id(info.cls), _init_key(init_kwargs))
+    instance = _INSTANCES.get(key)
+    if instance is None:
+        with _LOCK:
+            instance = _INSTANCES.get(key)
+            if instance is None:
+                instance = info.cls(**init_kwargs)
+                _INSTANCES[key] = instance
+    method = getattr(info.cls, info.method)
+    return _original(method).__get__(instance, info.cls), kwargs
+
+
+# ---------------------------------------------------------------- running calls
+
+_LOOP = None
+
+
+def _event_loop():
+    global _LOOP
+    if _LOOP is None:
+        with _LOCK:
+            if _LOOP is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name="flowrt-asyncio", daemon=True)
+                thread.start()
+                _LOOP = loop
+    return _LOOP
+
+
+async def _run_async(func, kwargs, buf, metrics):
+    _CAPTURE.set(buf)
+    _METRICS.set(metrics)
+    result = func(**kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    if inspect.isasyncgen(result):
+        chunks = []
+        async for chunk in result:
+            chunks.append(chunk)
+        return _Drained(chunks)
+    return result
+
+
+class _Drained:
+    __slots__ = ("chunks",)
+
+    def __init__(self, chunks):
+        self.chunks = chunks
+
+
+def _is_stream(result):
+    if inspect.isgenerator(result):
+        return True
+    if isinstance(result, (str, bytes, bytearray, dict, list, tuple, io.IOBase)):
+        return False
+    return isinstance(result, collections.abc.Iterator)
+
+
+def _default(obj):
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, (datetime.datetime, datetime.date, datetime.time)):
+        return obj.isoformat()
+    if isinstance(obj, (set, frozenset)):
+        return list(obj)
+    if isinstance(obj, (bytes, bytearray)):
+        return obj.decode("utf-8", errors="replace")
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump()
+        except Exception:
+            pass
+    return str(obj)
+
+
+def _sanitize(obj, depth=0):
+    if depth > 100:
+        return str(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                key = json.dumps(key) if isinstance(key, (int, float, bool)) or key is None else str(key)
+            out[key] = _sanitize(value, depth + 1)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_sanitize(v, depth + 1) for v in obj]
+    return _sanitize(_default(obj), depth + 1)
+
+
+def _format_tb(exc):
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == _THIS_FILE:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _execute(req):
+    rid = req.get("id")
+    node = req.get("node", "")
+    buf = []
+    metrics = []
+    try:
+        info = _resolve(req.get("source") or {}, node)
+        func, kwargs = _prepare(info, node, req.get("args") or [])
+        token_c = _CAPTURE.set(buf)
+        token_m = _METRICS.set(metrics)
+        try:
+            if info.is_async:
+                future = asyncio.run_coroutine_threadsafe(_run_async(func, kwargs, buf, metrics), _event_loop())
+                result = future.result()
+            else:
+                result = func(**kwargs)
+                if inspect.isawaitable(result):
+
+                    async def _await(awaitable=result):
+                        _CAPTURE.set(buf)
+                        _METRICS.set(metrics)
+                        return await awaitable
+
+                    result = asyncio.run_coroutine_threadsafe(_await(), _event_loop()).result()
+            generator = False
+            if isinstance(result, _Drained):
+                chunks = result.chunks
+                generator = True
+            elif _is_stream(result):
+                chunks = list(result)
+                generator = True
+        finally:
+            _CAPTURE.reset(token_c)
+            _METRICS.reset(token_m)
+        resp = {"id": rid, "ok": True}
+        if generator:
+            resp["generator"] = True
+            resp["chunks"] = chunks
+            resp["joined"] = "".join(str(c) for c in chunks)
+        else:
+            resp["output"] = result
+        resp["stdout"] = "".join(buf)
+        resp["metrics"] = metrics
+        return _dumps(resp)
+    except LoadError as exc:
+        return _dumps(
+            {"id": rid, "ok": False, "kind": "load", "error_type": "LoadError", "message": str(exc), "traceback": exc.tb}
+        )
+    except InputError as exc:
+        return _dumps(
+            {"id": rid, "ok": False, "kind": "tool", "error_type": "InputTypeError", "message": str(exc), "traceback": ""}
+        )
+    except BaseException as exc:  # the tool raised (incl. SystemExit, KeyboardInterrupt)
+        message = str(exc)
+        return _dumps(
+            {
+                "id": rid,
+                "ok": False,
+                "kind": "tool",
+                "error_type": type(exc).__name__,
+                "message": message,
+                "traceback": _format_tb(exc),
+            }
+        )
+
+
+def _dumps(obj):
+    try:
+        return json.dumps(obj, ensure_ascii=False, default=_default, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return json.dumps(_sanitize(obj), ensure_ascii=False, default=str, allow_nan=False)
+
+
+def main():
+    faulthandler.enable(file=sys.__stderr__)
+    proto_out = os.fdopen(os.dup(1), "wb")
+    proto_in = os.fdopen(os.dup(0), "rb")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # anything writing to fd 1 directly lands in stderr, never in the protocol
+    sys.stdout = _StdoutDispatcher(sys.stderr)
+
+    flow_dir = os.getcwd()
+    script_dir = os.path.dirname(_THIS_FILE)
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != script_dir]
+    sys.path.insert(0, flow_dir)
+    shim = os.path.join(script_dir, "shim")
+    if importlib.util.find_spec("promptflow") is None:
+        sys.path.append(shim)
+    _install_hooks()
+
+    write_lock = threading.Lock()
+
+    def send(text):
+        data = text.encode("utf-8", errors="surrogatepass") + b"\n"
+        with write_lock:
+            proto_out.write(data)
+            proto_out.flush()
+
+    def run(req):
+        try:
+            text = _execute(req)
+        except BaseException as exc:  # serialization failure or worker bug
+            text = json.dumps(
+                {
+                    "id": req.get("id"),
+                    "ok": False,
+                    "kind": "tool",
+                    "error_type": type(exc).__name__,
+                    "message": f"flowrt worker failed to run the call: {exc}",
+                    "traceback": traceback.format_exc(),
+                }
+            )
+        send(text)
+
+    _Dispatcher(proto_in, run, int(os.environ.get("FLOWRT_WORKER_THREADS", "256"))).serve()
+    try:
+        sys.stderr.flush()
+    finally:
+        os._exit(0)
+
+
+class _Dispatcher:
+    """Runs calls where they are read, and keeps reading while calls block.
+
+    One thread holds the *reader role*: it reads a request, frees the role and runs the call
+    itself (no thread handoff, so sequential calls are cheap). When the call ends and nobody has
+    taken the role, it reads the next request. A monitor thread hands a free role to a parked
+    thread (or a new one, up to `max_threads`) once a call has run for longer than `HANDOFF_S`, so
+    slow or blocking tools never stop other requests from being read and run concurrently.
+    """
+
+    HANDOFF_S = 0.0005
+    ACTIVE_POLL_S = 0.0005
+    IDLE_POLL_S = 0.01
+
+    def __init__(self, proto_in, run, max_threads):
+        self.proto_in = proto_in
+        self.run = run
+        self.max_threads = max(2, max_threads)
+        self.cv = threading.Condition(threading.Lock())
+        self.role_free = False  # True while the role holder runs a call and nobody reads
+        self.busy_since = 0.0
+        self.last_activity = 0.0
+        self.executing = 0
+        self.idle = 0
+        self.handoffs = 0
+        self.threads = 1
+        self.stopped = False
+
+    def serve(self):
+        threading.Thread(target=self.monitor, name="flowrt-monitor", daemon=True).start()
+        self.loop()
+        with self.cv:
+            while self.executing > 0:
+                self.cv.wait()
+
+    def monitor(self):
+        clock = time.monotonic
+        while True:
+            now = clock()
+            with self.cv:
+                if self.stopped:
+                    return
+                if self.role_free and now - self.busy_since >= self.HANDOFF_S:
+                    self.role_free = False
+                    if self.idle > 0:
+                        self.handoffs += 1
+                        self.cv.notify_all()
+                    elif self.threads < self.max_threads:
+                        self.threads += 1
+                        threading.Thread(target=self.loop, name="flowrt-call", daemon=True).start()
+                    else:
+                        self.role_free = True  # every thread is busy: wait for one to finish
+                active = now - self.last_activity < 0.05
+            time.sleep(self.ACTIVE_POLL_S if active else self.IDLE_POLL_S)
+
+    def loop(self):
+        """Runs while holding the reader role; parks when another thread took it over."""
+        clock = time.monotonic
+        while True:
+            line = self.proto_in.readline()
+            if not line:
+                with self.cv:
+                    self.stopped = True
+                    self.threads -= 1
+                    self.cv.notify_all()
+                return
+            req = self.parse(line)
+            if req is None:
+                continue
+            with self.cv:
+                self.role_free = True
+                self.busy_since = self.last_activity = clock()
+                self.executing += 1
+            try:
+                self.run(req)
+            finally:
+                with self.cv:
+                    self.executing -= 1
+                    if self.stopped:
+                        self.threads -= 1
+                        self.cv.notify_all()
+                        return
+                    if self.role_free:
+                        self.role_free = False  # nobody took over: keep reading
+                        continue
+                    self.idle += 1
+                    while self.handoffs == 0 and not self.stopped:
+                        self.cv.wait()
+                    self.idle -= 1
+                    if self.stopped:
+                        self.threads -= 1
+                        self.cv.notify_all()
+                        return
+                    self.handoffs -= 1
+
+    def parse(self, line):
+        line = line.strip()
+        if not line:
+            return None
+        try:
+            req = json.loads(line)
+        except ValueError as exc:
+            sys.stderr.write(f"flowrt worker: bad request line ignored: {exc}\n")
+            return None
+        if req.get("op") == "shutdown":
+            sys.stderr.flush()
+            os._exit(0)
+        return req
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""promptflow.connections compatibility: the connection classes flowrt can inject into tools."""
+
+__all__ = ["AzureOpenAIConnection", "CustomConnection", "OpenAIConnection", "ServerlessConnection"]
+
+
+class _Connection:
+    TYPE = "custom"
+
+    def __init__(self, configs=None, secrets=None, name=None):
+        object.__setattr__(self, "configs", dict(configs or {}))
+        object.__setattr__(self, "secrets", dict(secrets or {}))
+        object.__setattr__(self, "name", name)
+
+    def __getattr__(self, item):
+        d = self.__dict__
+        secrets = d.get("secrets") or {}
+        if item in secrets:
+            return secrets[item]
+        configs = d.get("configs") or {}
+        if item in configs:
+            return configs[item]
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{item}'")
+
+    def __getitem__(self, item):
+        if item in self.secrets:
+            return self.secrets[item]
+        return self.configs[item]
+
+    def __repr__(self):
+        masked = {k: "******" for k in self.secrets}
+        return f"{type(self).__name__}(name={self.name!r}, configs={self.configs!r}, secrets={masked!r})"
+
+
+class CustomConnection(_Connection):
+    TYPE = "custom"
+
+    def __init__(self, secrets=None, configs=None, name=None, **kwargs):
+        configs = dict(configs or {})
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets=secrets, name=name)
+
+
+class _StrongTypeConnection(_Connection):
+    _FIELDS = ()
+
+    def __setattr__(self, key, value):
+        if key in self.secrets:
+            self.secrets[key] = value
+        elif key in self._FIELDS or key in self.configs:
+            self.configs[key] = value
+        else:
+            object.__setattr__(self, key, value)
+
+
+class OpenAIConnection(_StrongTypeConnection):
+    TYPE = "open_ai"
+    _FIELDS = ("organization", "base_url")
+
+    def __init__(self, api_key=None, organization=None, base_url=None, name=None, **kwargs):
+        configs = {"organization": organization, "base_url": base_url}
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class AzureOpenAIConnection(_StrongTypeConnection):
+    TYPE = "azure_open_ai"
+    _FIELDS = ("api_base", "api_type", "api_version", "resource_id")
+
+    def __init__(self, api_key=None, api_base=None, api_type="azure", api_version="2024-02-01", name=None, **kwargs):
+        configs = {"api_base": api_base, "api_type": api_type or "azure", "api_version": api_version or "2024-02-01"}
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class ServerlessConnection(_StrongTypeConnection):
+    TYPE = "serverless"
+    _FIELDS = ("api_base",)
+
+    def __init__(self, api_key=None, api_base=None, name=None, **kwargs):
+        configs = {"api_base": api_base}
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)

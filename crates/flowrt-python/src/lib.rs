@@ -1,0 +1,22 @@
+//! Python environments and the long-lived Python tool worker.
+//!
+//! This crate owns:
+//! - **environments**: [`ensure_env`] builds (once per content key, with `uv`) a virtual environment
+//!   from a flow's `requirements.txt` under `<FLOWRT_HOME>/envs/<key>/` and returns its interpreter;
+//!   [`default_python`] is the interpreter used when a flow has no requirements;
+//! - **the tool worker**: [`WorkerPool`] runs Python tools (`source.type: code` files and package
+//!   tools) in long-lived `python` processes speaking JSON lines, with many concurrent calls per
+//!   process, per-call `print()` capture, `log_metric` collection, literal-input conversion by
+//!   annotation, timeouts and crash recovery;
+//! - the embedded Python sources (`python/`): the worker main loop and a `promptflow` compatibility
+//!   package, so flows run without promptflow installed.
+//!
+//! It does not parse flows, schedule nodes, resolve references or store connections: callers hand
+//! it ready [`ToolCall`]s (with [`flowrt_api::Connection`] values already looked up).
+
+mod embed;
+mod env;
+mod worker;
+
+pub use env::{default_python, ensure_env, EnvError, EnvRequest};
+pub use worker::{Arg, CallError, CallOutput, Output, ToolCall, ToolSource, WorkerPool, WorkerSpec};

@@ -1,0 +1,674 @@
+//! The LLM and embedding HTTP clients: endpoints per connection kind, request bodies, retries.
+
+use crate::chat::{build_chat_messages_for, ChatFlavor, TemplateVar};
+use crate::error::ToolError;
+use crate::params::{chat_body, completion_body, split_inputs};
+use crate::pyfmt::ListStyle;
+use crate::render::render_with;
+use flowrt_api::connection::{Connection, ConnectionKind};
+use futures::Stream;
+use indexmap::IndexMap;
+use serde_json::{json, Value};
+use std::fmt;
+use std::pin::Pin;
+use std::time::Duration;
+
+/// Which OpenAI API an `llm` node calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LlmApi {
+    Chat,
+    Completion,
+}
+
+/// One `llm` node invocation.
+#[derive(Debug)]
+pub struct LlmCall<'a> {
+    pub api: LlmApi,
+    pub connection: &'a Connection,
+    /// The node's prompt template (Jinja2).
+    pub template: &'a str,
+    /// All node inputs: API parameters (`model`, `deployment_name`, `temperature`, `max_tokens`, ...)
+    /// are split off and converted; every other input is a template variable.
+    pub inputs: IndexMap<String, TemplateVar>,
+}
+
+/// Token counts reported by the service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// What an `llm` node returns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmResult {
+    /// The assistant's content (a string, `null` when the reply has none), the completion text, or
+    /// — when functions or tools were passed — the whole message object as promptflow returns it.
+    pub output: Value,
+    pub usage: Option<Usage>,
+}
+
+/// How failed requests are retried: HTTP 429, 5xx (and up to 3 consecutive 422s) and network errors
+/// are retried up to `max_retries` times, waiting what `Retry-After` / `retry-after-ms` says or
+/// else `base_delay * 2^n` with jitter, never longer than `max_delay`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_retries: 8,
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retries at all.
+    pub fn none() -> Self {
+        RetryPolicy {
+            max_retries: 0,
+            base_delay: Duration::ZERO,
+            max_delay: Duration::ZERO,
+        }
+    }
+
+    /// The wait before retry number `retry` (0-based) when the server gave no `Retry-After`:
+    /// exponential, capped, with jitter in `[d/2, d]`.
+    pub fn backoff(&self, retry: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(retry.min(30)));
+        let capped = exp.min(self.max_delay);
+        let jitter = 0.5 + 0.5 * random_unit();
+        capped.mul_f64(jitter)
+    }
+}
+
+fn random_unit() -> f64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0x5eed);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// A stream of content pieces from a streamed LLM reply.
+pub type ContentStream = Pin<Box<dyn Stream<Item = Result<String, ToolError>> + Send>>;
+
+/// The HTTP client for LLM and embedding calls. Cheap to clone; clones share one connection pool.
+#[derive(Clone)]
+pub struct LlmClient {
+    http: reqwest::Client,
+    policy: RetryPolicy,
+}
+
+impl fmt::Debug for LlmClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LlmClient")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl Default for LlmClient {
+    fn default() -> Self {
+        LlmClient::new(RetryPolicy::default())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Chat,
+    Completion,
+    Embedding,
+}
+
+impl Op {
+    fn path(self) -> &'static str {
+        match self {
+            Op::Chat => "chat/completions",
+            Op::Completion => "completions",
+            Op::Embedding => "embeddings",
+        }
+    }
+}
+
+struct Endpoint {
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    secret: Option<String>,
+}
+
+impl Endpoint {
+    /// Remove the API key from text that is about to go into an error.
+    fn redact(&self, text: &str) -> String {
+        match &self.secret {
+            Some(secret) if !secret.is_empty() => text.replace(secret.as_str(), "******"),
+            _ => text.to_string(),
+        }
+    }
+}
+
+fn flavor_of(conn: &Connection, tool: &str) -> Result<ChatFlavor, ToolError> {
+    match conn.kind {
+        ConnectionKind::OpenAi | ConnectionKind::Serverless => Ok(ChatFlavor::OpenAi),
+        ConnectionKind::AzureOpenAi => Ok(ChatFlavor::AzureOpenAi),
+        ConnectionKind::Custom => Err(ToolError::UnsupportedConnection {
+            connection: conn.name.clone(),
+            kind: conn.kind.as_str().to_string(),
+            tool: tool.to_string(),
+        }),
+    }
+}
+
+fn non_empty<'c>(conn: &'c Connection, key: &str) -> Option<&'c str> {
+    conn.get(key).map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn required<'c>(conn: &'c Connection, key: &str) -> Result<&'c str, ToolError> {
+    non_empty(conn, key).ok_or_else(|| ToolError::ConnectionField {
+        connection: conn.name.clone(),
+        field: key.to_string(),
+    })
+}
+
+fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<Endpoint, ToolError> {
+    let api_key = required(conn, "api_key")?.to_string();
+    match conn.kind {
+        ConnectionKind::AzureOpenAi => {
+            let base = required(conn, "api_base")?.trim_end_matches('/');
+            let version = non_empty(conn, "api_version").unwrap_or("2024-02-01");
+            if deployment.is_empty() {
+                return Err(ToolError::bad_param(
+                    "deployment_name",
+                    "is required with an azure_open_ai connection",
+                ));
+            }
+            Ok(Endpoint {
+                url: format!(
+                    "{base}/openai/deployments/{}/{}?api-version={}",
+                    encode_segment(deployment),
+                    op.path(),
+                    encode_segment(version)
+                ),
+                headers: vec![
+                    ("api-key", api_key.clone()),
+                    ("ms-azure-ai-promptflow-called-from", "aoai-tool".into()),
+                ],
+                secret: Some(api_key),
+            })
+        }
+        ConnectionKind::OpenAi => {
+            let base = non_empty(conn, "base_url")
+                .unwrap_or("https://api.openai.com/v1")
+                .trim_end_matches('/');
+            let mut headers = vec![("authorization", format!("Bearer {api_key}"))];
+            if let Some(org) = non_empty(conn, "organization") {
+                headers.push(("openai-organization", org.to_string()));
+            }
+            Ok(Endpoint {
+                url: format!("{base}/{}", op.path()),
+                headers,
+                secret: Some(api_key),
+            })
+        }
+        ConnectionKind::Serverless => {
+            let mut base = required(conn, "api_base")?
+                .trim_end_matches('/')
+                .to_string();
+            if !base.ends_with("/v1") {
+                base.push_str("/v1");
+            }
+            Ok(Endpoint {
+                url: format!("{base}/{}", op.path()),
+                headers: vec![("authorization", format!("Bearer {api_key}"))],
+                secret: Some(api_key),
+            })
+        }
+        ConnectionKind::Custom => Err(ToolError::UnsupportedConnection {
+            connection: conn.name.clone(),
+            kind: conn.kind.as_str().to_string(),
+            tool: "llm".into(),
+        }),
+    }
+}
+
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn excerpt(text: &str, max: usize) -> String {
+    let text = text.trim();
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max).collect();
+    out.push_str("...");
+    out
+}
+
+/// The server's error message (`{"error": {"message": ...}}`), else an excerpt of the body.
+fn error_message(body: &str) -> (String, Option<String>) {
+    if let Ok(v) = serde_json::from_str::<Value>(body) {
+        let err = v.get("error").unwrap_or(&v);
+        let kind = err
+            .get("type")
+            .or_else(|| err.get("code"))
+            .and_then(Value::as_str)
+            .map(String::from);
+        if let Some(msg) = err.get("message").and_then(Value::as_str) {
+            return (msg.to_string(), kind);
+        }
+        if let Some(msg) = err.as_str() {
+            return (msg.to_string(), kind);
+        }
+    }
+    if body.trim().is_empty() {
+        return ("(empty body)".into(), None);
+    }
+    (excerpt(body, 500), None)
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = get("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+        if ms.is_finite() && ms >= 0.0 {
+            return Some(Duration::from_secs_f64(ms / 1000.0));
+        }
+    }
+    let secs = get("retry-after")?.parse::<f64>().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    let mut msg = if err.is_timeout() {
+        "request timed out".to_string()
+    } else if err.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source = std::error::Error::source(err);
+    let mut last = String::new();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if text != last {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        last = text;
+        source = s.source();
+    }
+    msg
+}
+
+fn usage_of(resp: &Value) -> Option<Usage> {
+    let u = resp.get("usage")?;
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: n("prompt_tokens"),
+        completion_tokens: n("completion_tokens"),
+        total_tokens: n("total_tokens"),
+    })
+}
+
+fn first_choice<'v>(resp: &'v Value, url: &str) -> Result<&'v Value, ToolError> {
+    resp.get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or_else(|| ToolError::BadResponse {
+            url: url.to_string(),
+            message: format!("no choices in {}", excerpt(&resp.to_string(), 300)),
+        })
+}
+
+struct Prepared {
+    endpoint: Endpoint,
+    body: Value,
+    whole_message: bool,
+    chat: bool,
+}
+
+impl LlmClient {
+    /// A client with its own connection pool and the given retry policy.
+    pub fn new(policy: RetryPolicy) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        LlmClient { http, policy }
+    }
+
+    /// The retry policy in use.
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    fn prepare(&self, call: LlmCall<'_>, stream: bool) -> Result<Prepared, ToolError> {
+        let flavor = flavor_of(call.connection, "llm")?;
+        let chat = call.api == LlmApi::Chat;
+        let split = split_inputs(call.inputs, flavor, chat)?;
+        let deployment = split
+            .params
+            .get("deployment_name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        let (mut body, whole_message, op) = if chat {
+            let (mut body, whole) = chat_body(&split.params, flavor)?;
+            if stream && whole {
+                return Err(ToolError::bad_param(
+                    "stream",
+                    "function calling is not supported in stream mode",
+                ));
+            }
+            let messages = build_chat_messages_for(call.template, &split.vars, flavor)?;
+            body.insert("messages".into(), Value::Array(messages));
+            (body, whole, Op::Chat)
+        } else {
+            let mut body = completion_body(&split.params, flavor)?;
+            let vars: IndexMap<&str, &Value> = split
+                .vars
+                .iter()
+                .map(|(k, v)| (k.as_str(), &v.value))
+                .collect();
+            let prompt = render_with(
+                call.template,
+                minijinja::Value::from_serialize(&vars),
+                ListStyle::Repr,
+            )?;
+            body.insert("prompt".into(), Value::String(prompt));
+            (body, false, Op::Completion)
+        };
+        if stream {
+            body.insert("stream".into(), json!(true));
+        }
+        Ok(Prepared {
+            endpoint: endpoint(call.connection, op, &deployment)?,
+            body: Value::Object(body),
+            whole_message,
+            chat,
+        })
+    }
+
+    /// Run an `llm` node: render the template, call the chat or completion API, return the reply.
+    pub async fn run_llm(&self, call: LlmCall<'_>) -> Result<LlmResult, ToolError> {
+        let prepared = self.prepare(call, false)?;
+        let resp = self.post_json(&prepared.endpoint, &prepared.body).await?;
+        let choice = first_choice(&resp, &prepared.endpoint.url)?;
+        let output = if prepared.chat {
+            let message = choice.get("message").cloned().unwrap_or(Value::Null);
+            if prepared.whole_message {
+                let mut message = message;
+                if let Value::Object(map) = &mut message {
+                    for key in ["content", "function_call", "tool_calls"] {
+                        map.entry(key).or_insert(Value::Null);
+                    }
+                }
+                message
+            } else {
+                message.get("content").cloned().unwrap_or(Value::Null)
+            }
+        } else {
+            choice.get("text").cloned().unwrap_or_else(|| json!(""))
+        };
+        Ok(LlmResult {
+            output,
+            usage: usage_of(&resp),
+        })
+    }
+
+    /// Run an `llm` node with `stream: true`: the reply's content pieces as they arrive
+    /// (chat: `delta.content`, completion: `text`). Retries apply until the response starts.
+    pub async fn run_llm_stream(&self, call: LlmCall<'_>) -> Result<ContentStream, ToolError> {
+        use futures::StreamExt;
+        let prepared = self.prepare(call, true)?;
+        let resp = self.send(&prepared.endpoint, &prepared.body).await?;
+        let url = prepared.endpoint.url.clone();
+        let chat = prepared.chat;
+        let state = (resp.bytes_stream().boxed(), Vec::<u8>::new(), false);
+        let stream = futures::stream::unfold(state, move |(mut bytes, mut buf, done)| {
+            let url = url.clone();
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buf.drain(..=pos).collect();
+                        let line = String::from_utf8_lossy(&line);
+                        let line = line.trim();
+                        let Some(data) = line.strip_prefix("data:") else {
+                            continue;
+                        };
+                        let data = data.trim();
+                        if data == "[DONE]" {
+                            return None;
+                        }
+                        let piece = match serde_json::from_str::<Value>(data) {
+                            Ok(event) => event
+                                .get("choices")
+                                .and_then(|c| c.get(0))
+                                .and_then(|c| {
+                                    if chat {
+                                        c.get("delta").and_then(|d| d.get("content"))
+                                    } else {
+                                        c.get("text")
+                                    }
+                                })
+                                .and_then(Value::as_str)
+                                .map(String::from),
+                            Err(e) => {
+                                let err = ToolError::BadResponse {
+                                    url: url.clone(),
+                                    message: format!("bad stream event: {e}"),
+                                };
+                                return Some((Err(err), (bytes, buf, true)));
+                            }
+                        };
+                        match piece {
+                            Some(p) => return Some((Ok(p), (bytes, buf, false))),
+                            None => continue,
+                        }
+                    }
+                    match bytes.next().await {
+                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                        Some(Err(e)) => {
+                            let err = ToolError::Network {
+                                url: url.clone(),
+                                message: describe(&e),
+                                attempts: 1,
+                            };
+                            return Some((Err(err), (bytes, buf, true)));
+                        }
+                        None => return None,
+                    }
+                }
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    /// promptflow's `embedding(connection, input, deployment_name, model)`: the embedding vector
+    /// of `input` (a list of floats).
+    pub async fn embedding(
+        &self,
+        connection: &Connection,
+        inputs: &IndexMap<String, Value>,
+    ) -> Result<Value, ToolError> {
+        flavor_of(connection, "embedding")?;
+        let input = match inputs.get("input") {
+            Some(Value::String(s)) => Value::String(s.clone()),
+            Some(Value::Array(a)) => Value::Array(a.clone()),
+            Some(Value::Null) | None => return Err(ToolError::bad_param("input", "is required")),
+            Some(other) => Value::String(other.to_string()),
+        };
+        let text = |key: &str| match inputs.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => String::new(),
+            Some(other) => other.to_string(),
+        };
+        let deployment = text("deployment_name");
+        let model = Some(text("model"))
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "text-embedding-ada-002".into());
+        let endpoint = endpoint(connection, Op::Embedding, &deployment)?;
+        let body = match connection.kind {
+            ConnectionKind::AzureOpenAi => json!({"input": input, "model": deployment}),
+            ConnectionKind::Serverless => {
+                json!({"input": [input], "model": model, "encoding_format": "float"})
+            }
+            _ => json!({"input": input, "model": model}),
+        };
+        let resp = self.post_json(&endpoint, &body).await?;
+        resp.get("data")
+            .and_then(|d| d.get(0))
+            .and_then(|d| d.get("embedding"))
+            .cloned()
+            .ok_or_else(|| ToolError::BadResponse {
+                url: endpoint.url.clone(),
+                message: format!(
+                    "no data[0].embedding in {}",
+                    excerpt(&resp.to_string(), 300)
+                ),
+            })
+    }
+
+    async fn post_json(&self, endpoint: &Endpoint, body: &Value) -> Result<Value, ToolError> {
+        let resp = self.send(endpoint, body).await?;
+        let text = resp.text().await.map_err(|e| ToolError::Network {
+            url: endpoint.url.clone(),
+            message: describe(&e),
+            attempts: 1,
+        })?;
+        serde_json::from_str(&text).map_err(|e| ToolError::BadResponse {
+            url: endpoint.url.clone(),
+            message: format!(
+                "body is not JSON ({e}): {}",
+                endpoint.redact(&excerpt(&text, 300))
+            ),
+        })
+    }
+
+    /// POST with retries; returns the first 2xx response.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        body: &Value,
+    ) -> Result<reqwest::Response, ToolError> {
+        let mut attempts: u32 = 0;
+        let mut consecutive_422: u32 = 0;
+        loop {
+            attempts += 1;
+            let mut req = self.http.post(&endpoint.url).json(body);
+            for (name, value) in &endpoint.headers {
+                req = req.header(*name, value);
+            }
+            let retries_left = attempts <= self.policy.max_retries;
+            let wait = match req.send().await {
+                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let hinted = retry_after(resp.headers());
+                    let text = resp.text().await.unwrap_or_default();
+                    let (message, kind) = error_message(&text);
+                    let quota = kind.as_deref() == Some("insufficient_quota");
+                    consecutive_422 = if status == 422 {
+                        consecutive_422 + 1
+                    } else {
+                        0
+                    };
+                    let retriable = (status == 429 && !quota)
+                        || status >= 500
+                        || (status == 422 && consecutive_422 < 3);
+                    if !retriable || !retries_left {
+                        return Err(ToolError::Http {
+                            url: endpoint.url.clone(),
+                            status,
+                            message: endpoint.redact(&message),
+                            attempts,
+                        });
+                    }
+                    hinted
+                        .map(|d| d.min(self.policy.max_delay))
+                        .unwrap_or_else(|| self.policy.backoff(attempts - 1))
+                }
+                Err(e) => {
+                    if e.is_builder() || !retries_left {
+                        return Err(ToolError::Network {
+                            url: endpoint.url.clone(),
+                            message: endpoint.redact(&describe(&e)),
+                            attempts,
+                        });
+                    }
+                    self.policy.backoff(attempts - 1)
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_exponential_jittered_and_capped() {
+        let policy = RetryPolicy {
+            max_retries: 8,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_millis(1000),
+        };
+        for retry in 0..12 {
+            let full = Duration::from_millis(100 * 2u64.pow(retry.min(20))).min(policy.max_delay);
+            let d = policy.backoff(retry);
+            assert!(
+                d <= full && d >= full / 2,
+                "retry {retry}: {d:?} vs {full:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_headers() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert("retry-after", "2".parse().expect("header"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert("retry-after-ms", "150".parse().expect("header"));
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+        assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn server_error_messages_are_extracted() {
+        assert_eq!(
+            error_message(r#"{"error": {"message": "bad thing", "type": "insufficient_quota"}}"#),
+            (
+                "bad thing".to_string(),
+                Some("insufficient_quota".to_string())
+            )
+        );
+        assert_eq!(error_message("plain text").0, "plain text");
+    }
+}

@@ -1,0 +1,331 @@
+//! The one place that wires tools to the executor: python nodes go to the flow's Python workers,
+//! prompt and llm nodes (and the embedding package tool) to the built-in Rust tools.
+
+use anyhow::{anyhow, bail, Context, Result};
+use flowrt_api::Connection;
+use flowrt_executor::{
+    ArgOrigin, Invocation, NodeArg, NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
+};
+use flowrt_flow::{env_var_reference, Flow, NodeKind, ToolSource};
+use flowrt_python::{Arg, CallError, Output, ToolCall, WorkerPool, WorkerSpec};
+use flowrt_tools::{LlmApi, LlmCall, LlmClient, RetryPolicy, TemplateVar};
+use indexmap::IndexMap;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Package tool ids served by the built-in Rust tools instead of Python.
+const EMBEDDING_TOOL: &str = "promptflow.tools.embedding.embedding";
+
+/// Calls the tools of one flow.
+pub struct FlowInvoker {
+    templates: HashMap<String, String>,
+    connections: HashMap<String, Connection>,
+    pool: Option<WorkerPool>,
+    llm: LlmClient,
+}
+
+/// Does this flow need a Python worker at all?
+pub fn needs_python(flow: &Flow) -> bool {
+    flow.nodes.iter().any(|n| match (&n.kind, &n.source) {
+        (NodeKind::Python, ToolSource::Package { tool }) => tool != EMBEDDING_TOOL,
+        (NodeKind::Python, _) => true,
+        _ => false,
+    })
+}
+
+/// The flow's `environment_variables` as strings, `${conn.key}` resolved from the connections.
+pub fn environment(
+    flow: &Flow,
+    connections: &HashMap<String, Connection>,
+) -> Result<Vec<(String, String)>> {
+    flow.environment_strings()
+        .into_iter()
+        .map(|(k, v)| match env_var_reference(&v) {
+            Some((conn, key)) => {
+                let c = connections.get(conn).ok_or_else(|| {
+                    anyhow!("environment variable {k} reads connection '{conn}', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`")
+                })?;
+                let value = c
+                    .get(key)
+                    .ok_or_else(|| anyhow!("environment variable {k} reads '{key}' of connection '{conn}', which has no such key"))?;
+                Ok((k, value.to_string()))
+            }
+            None => Ok((k, v)),
+        })
+        .collect()
+}
+
+impl FlowInvoker {
+    pub fn new(
+        flow: &Flow,
+        connections: HashMap<String, Connection>,
+        python: Option<WorkerSpec>,
+        workers: usize,
+    ) -> Result<Self> {
+        let mut templates = HashMap::new();
+        for node in &flow.nodes {
+            if matches!(
+                node.kind,
+                NodeKind::Prompt | NodeKind::Llm | NodeKind::CustomLlm
+            ) {
+                let rel = node.source.path().unwrap_or_default();
+                let text = fs_err::read_to_string(flow.dir.join(rel))
+                    .with_context(|| format!("reading the template of node '{}'", node.name))?;
+                templates.insert(node.name.clone(), text);
+            }
+            if let Some(conn) = &node.connection {
+                if !connections.contains_key(conn) {
+                    bail!(
+                        "node '{}' uses connection '{conn}', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`",
+                        node.name
+                    );
+                }
+            }
+        }
+        Ok(FlowInvoker {
+            templates,
+            connections,
+            pool: python.map(|spec| WorkerPool::new(spec, workers.max(1))),
+            llm: LlmClient::new(RetryPolicy::default()),
+        })
+    }
+
+    pub async fn shutdown(&self) {
+        if let Some(pool) = &self.pool {
+            pool.shutdown().await;
+        }
+    }
+
+    fn connection_named(&self, node: &str, name: &str) -> Result<&Connection, ToolFailure> {
+        self.connections.get(name).ok_or_else(|| {
+            ToolFailure::new(
+                "ConnectionNotFound",
+                format!("node '{node}' uses connection '{name}', which does not exist; create it with `flowrt connection create --file CONN.yaml`"),
+            )
+        })
+    }
+
+    async fn python(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let pool = self.pool.as_ref().ok_or_else(|| {
+            ToolFailure::new(
+                "PythonUnavailable",
+                "no Python worker was configured for this flow",
+            )
+        })?;
+        let source = match &call.node.source {
+            ToolSource::Code { path } => flowrt_python::ToolSource::Code { path: path.clone() },
+            ToolSource::Package { tool } | ToolSource::PackageWithPrompt { tool, .. } => {
+                flowrt_python::ToolSource::Package { tool: tool.clone() }
+            }
+        };
+        let args = call
+            .args
+            .into_iter()
+            .map(|(name, arg)| {
+                let arg = match arg {
+                    NodeArg::Value { value, .. } => Arg::Value(value),
+                    NodeArg::Literal(Value::String(s)) if self.connections.contains_key(&s) => {
+                        Arg::Connection(self.connections[&s].clone())
+                    }
+                    NodeArg::Literal(v) => Arg::Literal(v),
+                    NodeArg::Bypassed => Arg::Bypassed,
+                };
+                (name, arg)
+            })
+            .collect();
+        let out = pool
+            .call(ToolCall {
+                node: call.node.name.clone(),
+                source,
+                args,
+                timeout: None,
+            })
+            .await
+            .map_err(python_failure)?;
+        Ok(ToolOutcome {
+            output: match out.output {
+                Output::Value(v) => NodeValue::Value(v),
+                Output::Generator { chunks, joined } => NodeValue::Generator { chunks, joined },
+            },
+            logs: out.stdout,
+            metrics: out.metrics,
+            usage: None,
+        })
+    }
+
+    async fn llm(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let node = call.node;
+        let template = self
+            .templates
+            .get(&node.name)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let conn_name = node.connection.as_deref().unwrap_or_default();
+        let connection = self.connection_named(&node.name, conn_name)?;
+        let api = match node.api.as_deref() {
+            Some("completion") => LlmApi::Completion,
+            _ => LlmApi::Chat,
+        };
+        let inputs = call
+            .args
+            .into_iter()
+            .map(|(k, a)| (k, template_var(a)))
+            .collect();
+        let result = self
+            .llm
+            .run_llm(LlmCall {
+                api,
+                connection,
+                template,
+                inputs,
+            })
+            .await
+            .map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
+        Ok(ToolOutcome {
+            output: NodeValue::Value(result.output),
+            logs: String::new(),
+            metrics: Vec::new(),
+            usage: result.usage.map(|u| {
+                serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+            }),
+        })
+    }
+
+    async fn embedding(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let mut inputs: IndexMap<String, Value> = IndexMap::new();
+        let mut connection = None;
+        for (k, a) in call.args {
+            let v = template_var(a).value;
+            if k == "connection" {
+                let name = v.as_str().unwrap_or_default().to_string();
+                connection = Some(self.connection_named(&call.node.name, &name)?);
+            } else {
+                inputs.insert(k, v);
+            }
+        }
+        let connection = connection.ok_or_else(|| {
+            ToolFailure::new(
+                "MissingInput",
+                format!(
+                    "node '{}': the embedding tool needs a 'connection' input",
+                    call.node.name
+                ),
+            )
+        })?;
+        let v = self
+            .llm
+            .embedding(connection, &inputs)
+            .await
+            .map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
+        Ok(ToolOutcome::value(v))
+    }
+}
+
+fn template_var(arg: NodeArg) -> TemplateVar {
+    match arg {
+        NodeArg::Value { value, origin } => TemplateVar {
+            value,
+            escape_roles: origin != ArgOrigin::Node(NodeKind::Prompt),
+        },
+        NodeArg::Literal(value) => TemplateVar {
+            value,
+            escape_roles: false,
+        },
+        NodeArg::Bypassed => TemplateVar {
+            value: Value::Null,
+            escape_roles: false,
+        },
+    }
+}
+
+fn python_failure(e: CallError) -> ToolFailure {
+    match e {
+        CallError::Tool {
+            error_type,
+            message,
+            traceback,
+        } => ToolFailure {
+            error_type,
+            message,
+            traceback: Some(traceback).filter(|t| !t.is_empty()),
+        },
+        CallError::Load { message } => ToolFailure::new("ToolLoadError", message),
+        CallError::Crashed { detail } => ToolFailure::new("WorkerCrashed", detail),
+        CallError::Timeout { seconds } => ToolFailure::new(
+            "ToolTimeout",
+            format!("the tool did not finish within {seconds} seconds"),
+        ),
+        other => ToolFailure::new("PythonWorkerError", other.to_string()),
+    }
+}
+
+impl ToolInvoker for FlowInvoker {
+    async fn invoke(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        match (&call.node.kind, &call.node.source) {
+            (NodeKind::Prompt, _) => {
+                let template = self
+                    .templates
+                    .get(&call.node.name)
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                let vars = call
+                    .args
+                    .into_iter()
+                    .map(|(k, a)| (k, template_var(a).value))
+                    .collect();
+                flowrt_tools::render_prompt(template, &vars)
+                    .map(|s| ToolOutcome::value(Value::String(s)))
+                    .map_err(|e| ToolFailure::new("TemplateError", e.to_string()))
+            }
+            (NodeKind::Llm, _) => self.llm(call).await,
+            (NodeKind::Python, ToolSource::Package { tool }) if tool == EMBEDDING_TOOL => {
+                self.embedding(call).await
+            }
+            (NodeKind::Python, _) => self.python(call).await,
+            (NodeKind::CustomLlm, _) => Err(ToolFailure::new(
+                "UnsupportedTool",
+                format!(
+                    "node '{}': custom_llm package tools are not supported yet; use an llm node",
+                    call.node.name
+                ),
+            )),
+        }
+    }
+}
+
+/// The worker settings for a flow, or `None` when it has no Python nodes.
+pub fn python_spec(
+    flow: &Flow,
+    home: &Path,
+    env: Vec<(String, String)>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Option<WorkerSpec>> {
+    if !needs_python(flow) {
+        return Ok(None);
+    }
+    let requirements = flow.requirements_file();
+    let python = flowrt_python::ensure_env(
+        flowrt_python::EnvRequest {
+            requirements: requirements.as_deref(),
+            flowrt_home: home,
+        },
+        progress,
+    )?;
+    Ok(Some(WorkerSpec {
+        python,
+        flow_dir: flow.dir.clone(),
+        env,
+        state_dir: home.to_path_buf(),
+    }))
+}
+
+/// Load every stored connection (connections are few; flows name them in many places).
+pub fn load_connections(home: &Path) -> Result<HashMap<String, Connection>> {
+    let store = flowrt_store::ConnectionStore::open(home)?;
+    Ok(store
+        .list()?
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect())
+}

@@ -1,0 +1,150 @@
+//! `flowrt`: the command line. Parses arguments, wires the roles together (flow engine, Python
+//! workers, built-in tools, store) and maps errors to exit codes with `hint:` lines.
+
+mod data;
+mod invoker;
+mod run_cmd;
+mod runs;
+mod test_cmd;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// A prompt flow runtime: runs promptflow flows (flow.dag.yaml) unchanged, fast.
+#[derive(Parser)]
+#[command(name = "flowrt", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Test and check flows.
+    #[command(subcommand)]
+    Flow(FlowCommand),
+    /// Batch and evaluation runs: a flow over every row of a data file.
+    #[command(subcommand)]
+    Run(run_cmd::RunCommand),
+    /// Manage connections: named credentials for OpenAI, Azure OpenAI and custom services.
+    #[command(subcommand)]
+    Connection(ConnectionCommand),
+}
+
+#[derive(Subcommand)]
+enum FlowCommand {
+    /// Run one line of a flow and print its outputs as JSON.
+    ///
+    /// Example: flowrt flow test ./my_flow --inputs question="What is a DAG?" count=3
+    Test(test_cmd::TestArgs),
+    /// Check a flow without running it: YAML, references, tool files, cycles.
+    Validate {
+        /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
+        flow: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConnectionCommand {
+    /// Create or replace a connection from promptflow's connection YAML.
+    ///
+    /// Secrets are encrypted at rest under FLOWRT_HOME and never printed.
+    Create {
+        /// A connection YAML (name, type: open_ai|azure_open_ai|custom|serverless, ...).
+        #[arg(long, short)]
+        file: PathBuf,
+    },
+    /// List connections (secrets masked).
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one connection (secrets masked).
+    Show { name: String },
+    /// Delete a connection.
+    Delete { name: String },
+}
+
+/// A user-facing failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub error: anyhow::Error,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            print_error(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `error: ...` then any `hint: ...` lines the message carries.
+pub fn print_error(e: &anyhow::Error) {
+    let mut text = format!("{e}");
+    for cause in e.chain().skip(1) {
+        text.push_str(&format!("\n  caused by: {cause}"));
+    }
+    eprintln!("error: {text}");
+}
+
+fn run(cli: Cli) -> Result<u8> {
+    match cli.command {
+        Command::Flow(FlowCommand::Test(args)) => test_cmd::run(args),
+        Command::Flow(FlowCommand::Validate { flow }) => {
+            let flow = flowrt_flow::load_flow(&flow, &Default::default())?;
+            println!(
+                "{}: valid flow with {} inputs, {} outputs and {} nodes",
+                flow.file.display(),
+                flow.inputs.len(),
+                flow.outputs.len(),
+                flow.nodes.len()
+            );
+            Ok(0)
+        }
+        Command::Run(cmd) => run_cmd::run(cmd),
+        Command::Connection(cmd) => connection(cmd),
+    }
+}
+
+fn connection(cmd: ConnectionCommand) -> Result<u8> {
+    let store = flowrt_store::ConnectionStore::open(&flowrt_store::flowrt_home())?;
+    match cmd {
+        ConnectionCommand::Create { file } => {
+            let conn = store.create_from_file(&file)?;
+            println!("{}", serde_json::to_string_pretty(&flowrt_store::masked(&conn))?);
+        }
+        ConnectionCommand::List { json } => {
+            let all = store.list()?;
+            if json {
+                let v: Vec<_> = all.iter().map(flowrt_store::masked).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if all.is_empty() {
+                eprintln!("no connections; create one with `flowrt connection create --file CONN.yaml`");
+            } else {
+                println!("{:<32} TYPE", "NAME");
+                for c in all {
+                    println!("{:<32} {}", c.name, c.kind.as_str());
+                }
+            }
+        }
+        ConnectionCommand::Show { name } => match store.get(&name)? {
+            Some(conn) => println!("{}", serde_json::to_string_pretty(&flowrt_store::masked(&conn))?),
+            None => anyhow::bail!("connection '{name}' does not exist\nhint: `flowrt connection list` shows the connections"),
+        },
+        ConnectionCommand::Delete { name } => {
+            if !store.delete(&name)? {
+                anyhow::bail!("connection '{name}' does not exist\nhint: `flowrt connection list` shows the connections");
+            }
+            eprintln!("deleted connection '{name}'");
+        }
+    }
+    Ok(0)
+}

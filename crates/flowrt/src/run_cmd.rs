@@ -1,0 +1,866 @@
+//! `flowrt run ...`: batch and evaluation runs. Lines run concurrently (LLM-bound lines are async
+//! tasks, not threads; Python work spreads over a pool of workers sized to the cores), results are
+//! written in line order as they complete, and a run can be canceled and resumed without losing
+//! finished lines.
+
+use crate::invoker::{self, FlowInvoker};
+use crate::runs::{self, RunMeta, RunStatus};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Args, Subcommand};
+use flowrt_executor::{
+    prepare_inputs, ColumnMapping, Executor, ExecutorOptions, LineResult, LineSources, NodeRun,
+    RunObserver,
+};
+use flowrt_flow::{load_flow, LoadOptions};
+use indexmap::IndexMap;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+#[derive(Subcommand)]
+pub enum RunCommand {
+    /// Run a flow over every row of a data file (a bulk test), or evaluate a base run (--run).
+    ///
+    /// Example: flowrt run create --flow ./qa --data questions.jsonl --column-mapping question='${data.q}'
+    Create(Box<CreateArgs>),
+    /// List runs.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's status and counts.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a table of a run's lines: status, inputs, outputs, errors.
+    ShowDetails {
+        name: String,
+        /// Show at most this many lines.
+        #[arg(long, default_value_t = 50)]
+        max_lines: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run's metrics (from its aggregation nodes' log_metric calls).
+    ShowMetrics { name: String },
+    /// Cancel a running run: finished lines are kept and `--resume-from` continues it.
+    Cancel { name: String },
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    /// The flow folder.
+    #[arg(long)]
+    pub flow: PathBuf,
+    /// The data: .jsonl (one JSON object per line), .csv or .tsv.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Map flow inputs to data: NAME='${data.COLUMN}', '${run.outputs.NAME}', '${run.inputs.COLUMN}' or a literal.
+    /// Unmapped inputs without a default read the column of the same name.
+    #[arg(long, num_args = 1.., action = clap::ArgAction::Append, value_name = "NAME=VALUE")]
+    pub column_mapping: Vec<String>,
+    /// Evaluate this base run: its outputs and data join this run's lines by line number.
+    #[arg(long, value_name = "BASE_RUN")]
+    pub run: Option<String>,
+    /// The run's name (default: the flow folder's name and the time).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Where to write the run folder (default: FLOWRT_HOME/runs/NAME).
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
+    /// Use another variant of a node: '${node_name.variant_id}'.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Re-run only the lines of RUN that did not complete, keeping its completed lines.
+    #[arg(long, value_name = "RUN")]
+    pub resume_from: Option<String>,
+    /// How many lines run at once (default 16: suits LLM-bound flows).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Seconds a line may run before it is stopped and marked failed (default 600, or PF_LINE_TIMEOUT_SEC).
+    #[arg(long)]
+    pub line_timeout: Option<f64>,
+    /// Seconds the whole run may take (default: no limit, or PF_BATCH_TIMEOUT_SEC).
+    #[arg(long)]
+    pub batch_timeout: Option<f64>,
+    /// Seconds between "NODE has been running for N seconds" warnings for a slow node.
+    #[arg(long, default_value_t = 60.0)]
+    pub long_running_interval: f64,
+    /// Print each line's outputs as it completes.
+    #[arg(long)]
+    pub stream: bool,
+}
+
+pub fn run(cmd: RunCommand) -> Result<u8> {
+    let home = flowrt_store::flowrt_home();
+    match cmd {
+        RunCommand::Create(args) => create(*args, &home),
+        RunCommand::List { json } => {
+            let all = runs::list(&home)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else if all.is_empty() {
+                eprintln!("no runs yet; start one with `flowrt run create --flow DIR --data FILE`");
+            } else {
+                println!(
+                    "{:<40} {:<10} {:>8} {:>8} {:>8}  CREATED",
+                    "NAME", "STATUS", "LINES", "DONE", "FAILED"
+                );
+                for r in all {
+                    println!(
+                        "{:<40} {:<10} {:>8} {:>8} {:>8}  {}",
+                        r.name,
+                        format!("{:?}", r.status),
+                        r.total_lines,
+                        r.completed_lines,
+                        r.failed_lines,
+                        r.created
+                    );
+                }
+            }
+            Ok(0)
+        }
+        RunCommand::Show { name, json } => {
+            let meta = runs::load(&home, &name)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&meta)?);
+            } else {
+                println!("name:        {}", meta.name);
+                println!("status:      {:?}", meta.status);
+                println!("flow:        {}", meta.flow.display());
+                println!("data:        {}", meta.data.display());
+                if let Some(b) = &meta.base_run {
+                    println!("base run:    {b}");
+                }
+                println!(
+                    "lines:       {} total, {} completed, {} failed",
+                    meta.total_lines, meta.completed_lines, meta.failed_lines
+                );
+                println!("duration:    {:.2} s", meta.duration_s);
+                println!("concurrency: {}", meta.concurrency);
+                println!("output dir:  {}", meta.output_dir.display());
+                if let Some(e) = &meta.error {
+                    println!("error:       {e}");
+                }
+            }
+            Ok(0)
+        }
+        RunCommand::ShowDetails {
+            name,
+            max_lines,
+            json,
+        } => {
+            let meta = runs::load(&home, &name)?;
+            let records = runs::line_records(&meta.output_dir)?;
+            if json {
+                let v: Vec<Value> = records
+                    .into_values()
+                    .take(max_lines)
+                    .map(|mut r| {
+                        if let Some(o) = r.as_object_mut() {
+                            o.remove("aggregation_inputs");
+                        }
+                        r
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(0);
+            }
+            println!(
+                "{:>6}  {:<10} {:>9}  {:<40}  OUTPUTS / ERROR",
+                "LINE", "STATUS", "SECONDS", "INPUTS"
+            );
+            for r in records.values().take(max_lines) {
+                let detail = match r.get("error").filter(|e| !e.is_null()) {
+                    Some(e) => format!(
+                        "{}: {}",
+                        e["error_type"].as_str().unwrap_or(""),
+                        e["message"].as_str().unwrap_or("")
+                    ),
+                    None => r.get("outputs").map(Value::to_string).unwrap_or_default(),
+                };
+                println!(
+                    "{:>6}  {:<10} {:>9.3}  {:<40}  {}",
+                    r["line_number"],
+                    r["status"].as_str().unwrap_or(""),
+                    r["duration"].as_f64().unwrap_or(0.0),
+                    clip(&r["inputs"].to_string(), 40),
+                    clip(&detail, 100)
+                );
+            }
+            if records.len() > max_lines {
+                println!(
+                    "... {} more lines (--max-lines N)",
+                    records.len() - max_lines
+                );
+            }
+            Ok(0)
+        }
+        RunCommand::ShowMetrics { name } => {
+            let meta = runs::load(&home, &name)?;
+            let text = fs_err::read_to_string(meta.output_dir.join("metrics.json"))
+                .unwrap_or_else(|_| "{}".into());
+            let v: Value = serde_json::from_str(&text)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            Ok(0)
+        }
+        RunCommand::Cancel { name } => {
+            let meta = runs::load(&home, &name)?;
+            if meta.status != RunStatus::Running {
+                bail!("run '{name}' is {:?}, not running", meta.status);
+            }
+            let ok = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(meta.pid.to_string())
+                .status()?
+                .success();
+            if !ok {
+                bail!(
+                    "could not signal run '{name}' (process {} is gone?)",
+                    meta.pid
+                );
+            }
+            eprintln!("cancel requested for run '{name}'; finished lines are kept (resume with --resume-from {name})");
+            Ok(0)
+        }
+    }
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn env_seconds(name: &str) -> Option<f64> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+}
+
+/// Tracks running nodes for the "has been running" warnings and writes the run log.
+struct RunLog {
+    file: Mutex<Option<std::fs::File>>,
+    running: Mutex<HashMap<(usize, String), (Instant, u64)>>,
+    echo: bool,
+}
+
+impl RunLog {
+    fn log(&self, msg: &str) {
+        let line = format!("{} {msg}\n", runs::utc_now());
+        if let Ok(mut f) = self.file.lock() {
+            if let Some(f) = f.as_mut() {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+        if self.echo {
+            eprint!("{line}");
+        }
+    }
+
+    /// Log each node that has run for another whole interval.
+    fn warn_long_running(&self, interval: Duration) {
+        let mut due = Vec::new();
+        if let Ok(mut running) = self.running.lock() {
+            for ((line, node), (start, warned)) in running.iter_mut() {
+                let periods = (start.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64;
+                if periods > *warned {
+                    *warned = periods;
+                    due.push(format!(
+                        "line {line}: {node} has been running for {} seconds",
+                        start.elapsed().as_secs()
+                    ));
+                }
+            }
+        }
+        for d in due {
+            self.log(&d);
+        }
+    }
+}
+
+impl RunObserver for RunLog {
+    fn node_started(&self, line: Option<usize>, node: &str) {
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(
+                (line.unwrap_or(usize::MAX), node.to_string()),
+                (Instant::now(), 0),
+            );
+        }
+    }
+    fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&(line.unwrap_or(usize::MAX), run.node.clone()));
+        }
+        if !run.logs.is_empty() {
+            for l in run.logs.lines() {
+                self.log(&format!(
+                    "line {}: [{}] {l}",
+                    line.map(|l| l.to_string())
+                        .unwrap_or_else(|| "aggregation".into()),
+                    run.node
+                ));
+            }
+        }
+    }
+}
+
+/// One finished line as written to `line_runs.jsonl`.
+fn line_record(r: &LineResult) -> Value {
+    let nodes: Vec<Value> = r
+        .node_runs
+        .iter()
+        .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
+        .collect();
+    json!({
+        "line_number": r.line_number,
+        "status": if r.succeeded() { "Completed" } else { "Failed" },
+        "inputs": r.inputs,
+        "outputs": if r.succeeded() { serde_json::to_value(&r.outputs).unwrap_or(Value::Null) } else { Value::Null },
+        "error": r.error.as_ref().map(|e| json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "traceback": e.failure.traceback})),
+        "duration": r.duration.as_secs_f64(),
+        "nodes": nodes,
+        "aggregation_inputs": r.aggregation_inputs,
+    })
+}
+
+/// A line that failed before it could run (bad mapping or inputs).
+fn failed_record(
+    line: usize,
+    inputs: &IndexMap<String, Value>,
+    error_type: &str,
+    message: String,
+) -> Value {
+    json!({
+        "line_number": line,
+        "status": "Failed",
+        "inputs": inputs,
+        "outputs": null,
+        "error": {"node": null, "error_type": error_type, "message": message, "traceback": null},
+        "duration": 0.0,
+        "nodes": [],
+        "aggregation_inputs": {},
+    })
+}
+
+/// Writes records in line order as lines finish in any order.
+struct OrderedWriter {
+    outputs: std::io::BufWriter<std::fs::File>,
+    records: std::io::BufWriter<std::fs::File>,
+    pending: BTreeMap<usize, Value>,
+    next: usize,
+    total: usize,
+    completed: usize,
+    failed: Vec<Value>,
+    /// Per aggregation node, per input: the completed lines' values in line order.
+    aggregation: Vec<Value>,
+    stream: bool,
+}
+
+impl OrderedWriter {
+    fn push(&mut self, record: Value) -> Result<()> {
+        let n = record["line_number"].as_u64().unwrap_or(0) as usize;
+        self.pending.insert(n, record);
+        while let Some(rec) = self.pending.remove(&self.next) {
+            self.write(rec)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Lines that will never come (canceled) leave gaps: write what is there, in order.
+    fn drain(&mut self) -> Result<()> {
+        let rest = std::mem::take(&mut self.pending);
+        for (_, rec) in rest {
+            self.write(rec)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, mut rec: Value) -> Result<()> {
+        let n = rec["line_number"].clone();
+        if rec["status"] == "Completed" {
+            self.completed += 1;
+            let mut out = Map::new();
+            out.insert("line_number".into(), n);
+            if let Some(o) = rec["outputs"].as_object() {
+                out.extend(o.clone());
+            }
+            let text = serde_json::to_string(&out)?;
+            if self.stream {
+                println!("{text}");
+            }
+            writeln!(self.outputs, "{text}")?;
+            if let Some(a) = rec
+                .get("aggregation_inputs")
+                .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+            {
+                self.aggregation.push(a.clone());
+            }
+        } else if let Some(e) = rec.get("error") {
+            let mut e = e.clone();
+            if let Some(o) = e.as_object_mut() {
+                o.insert("line_number".into(), n);
+            }
+            self.failed.push(e);
+        }
+        if let Some(o) = rec.as_object_mut() {
+            if o.get("aggregation_inputs")
+                .is_some_and(|a| a.as_object().is_some_and(|m| m.is_empty()))
+            {
+                o.remove("aggregation_inputs");
+            }
+        }
+        writeln!(self.records, "{}", serde_json::to_string(&rec)?)?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.outputs.flush()?;
+        self.records.flush()?;
+        Ok(())
+    }
+}
+
+fn default_name(flow: &Path) -> String {
+    let base = flow
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "flow".into());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let stamp = runs::utc_now()
+        .replace([':', '-'], "")
+        .replace('T', "_")
+        .replace('Z', "");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0);
+    format!("{base}_{stamp}_{nanos:06}")
+}
+
+fn create(args: CreateArgs, home: &Path) -> Result<u8> {
+    let started = Instant::now();
+    let name = args
+        .name
+        .clone()
+        .unwrap_or_else(|| default_name(&args.flow));
+    runs::check_name(&name)?;
+    if runs::exists(home, &name) {
+        bail!(
+            "run '{name}' already exists\nhint: pick another --name, or `flowrt run show {name}`"
+        );
+    }
+    let mut options = LoadOptions::default();
+    if let Some(v) = &args.variant {
+        options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow!(e))?);
+    }
+    let flow = Arc::new(load_flow(&args.flow, &options)?);
+    let rows = crate::data::read_rows(&args.data)?;
+    let mapping = ColumnMapping::parse(&args.column_mapping, args.run.is_some())?;
+
+    // Evaluation runs join the base run's outputs and data rows by line number.
+    let (base_outputs, base_rows) = match &args.run {
+        Some(base) => {
+            let meta = runs::load(home, base)?;
+            let outputs = runs::outputs(&meta.output_dir)
+                .with_context(|| format!("reading the outputs of base run '{base}'"))?;
+            let rows =
+                crate::data::read_rows(&meta.output_dir.join("data.jsonl")).unwrap_or_default();
+            (outputs, rows)
+        }
+        None => (BTreeMap::new(), Vec::new()),
+    };
+    // Resumed runs keep the lines that completed.
+    let kept: BTreeMap<usize, Value> = match &args.resume_from {
+        Some(prev) => {
+            let meta = runs::load(home, prev)?;
+            runs::line_records(&meta.output_dir)?
+                .into_iter()
+                .filter(|(n, r)| r["status"] == "Completed" && *n < rows.len())
+                .collect()
+        }
+        None => BTreeMap::new(),
+    };
+
+    let output_dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| runs::runs_dir(home).join(&name));
+    fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
+    copy_snapshot(&flow.dir, &output_dir.join("snapshot"))?;
+    write_jsonl(&output_dir.join("data.jsonl"), &rows)?;
+
+    let concurrency = args.concurrency.unwrap_or(16).max(1);
+    let line_timeout = args
+        .line_timeout
+        .or_else(|| env_seconds("PF_LINE_TIMEOUT_SEC"))
+        .unwrap_or(600.0);
+    let batch_timeout = args
+        .batch_timeout
+        .or_else(|| env_seconds("PF_BATCH_TIMEOUT_SEC"));
+    let mut meta = RunMeta {
+        name: name.clone(),
+        status: RunStatus::Running,
+        flow: flow.dir.canonicalize().unwrap_or_else(|_| flow.dir.clone()),
+        data: args
+            .data
+            .canonicalize()
+            .unwrap_or_else(|_| args.data.clone()),
+        output_dir: output_dir
+            .canonicalize()
+            .unwrap_or_else(|_| output_dir.clone()),
+        base_run: args.run.clone(),
+        resumed_from: args.resume_from.clone(),
+        variant: args.variant.clone(),
+        column_mapping: args
+            .column_mapping
+            .iter()
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        created: runs::utc_now(),
+        finished: None,
+        duration_s: 0.0,
+        total_lines: rows.len(),
+        completed_lines: 0,
+        failed_lines: 0,
+        concurrency,
+        pid: std::process::id(),
+        error: None,
+    };
+    runs::save(home, &meta)?;
+
+    let log = Arc::new(RunLog {
+        file: Mutex::new(Some(std::fs::File::create(output_dir.join("logs.txt"))?)),
+        running: Mutex::new(HashMap::new()),
+        echo: false,
+    });
+    log.log(&format!(
+        "run {name}: flow {}, data {} ({} lines)",
+        flow.dir.display(),
+        args.data.display(),
+        rows.len()
+    ));
+    log.log(&format!("concurrency: {concurrency}"));
+    eprintln!(
+        "run {name}: {} lines, concurrency: {concurrency}",
+        rows.len()
+    );
+    if !kept.is_empty() {
+        log.log(&format!(
+            "resuming from {}: {} completed lines kept",
+            args.resume_from.as_deref().unwrap_or(""),
+            kept.len()
+        ));
+        eprintln!(
+            "resuming: {} of {} lines already completed",
+            kept.len(),
+            rows.len()
+        );
+    }
+
+    let connections = invoker::load_connections(home)?;
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?;
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, workers)?);
+    let executor = Arc::new(Executor::new(
+        flow.clone(),
+        invoker.clone(),
+        log.clone(),
+        ExecutorOptions {
+            line_timeout: Some(Duration::from_secs_f64(line_timeout)),
+        },
+    ));
+
+    let mut writer = OrderedWriter {
+        outputs: std::io::BufWriter::new(std::fs::File::create(
+            output_dir.join("flow_outputs").join("output.jsonl"),
+        )?),
+        records: std::io::BufWriter::new(std::fs::File::create(
+            output_dir.join("line_runs.jsonl"),
+        )?),
+        pending: BTreeMap::new(),
+        next: 0,
+        total: rows.len(),
+        completed: 0,
+        failed: Vec::new(),
+        aggregation: Vec::new(),
+        stream: args.stream,
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = Arc::new(rows);
+    let base_outputs = Arc::new(base_outputs);
+    let base_rows = Arc::new(base_rows);
+    let mapping = Arc::new(mapping);
+    let warn_interval = Duration::from_secs_f64(args.long_running_interval.max(0.01));
+    let outcome: Result<RunStatus> = runtime.block_on(async {
+        for rec in kept.values() {
+            writer.push(rec.clone())?;
+        }
+        let mut todo = (0..rows.len()).filter(|n| !kept.contains_key(n));
+        let mut set: JoinSet<Value> = JoinSet::new();
+        let mut progress = Progress::new(rows.len(), kept.len());
+        let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));
+        let deadline = batch_timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
+        let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let status = loop {
+            while set.len() < concurrency {
+                let Some(n) = todo.next() else { break };
+                let (executor, rows, base_outputs, base_rows, mapping) =
+                    (executor.clone(), rows.clone(), base_outputs.clone(), base_rows.clone(), mapping.clone());
+                set.spawn(async move {
+                    let sources = LineSources {
+                        data: &rows[n],
+                        run_outputs: base_outputs.get(&n),
+                        run_inputs: base_rows.get(n),
+                    };
+                    let raw = match mapping.line_inputs(executor.flow(), &sources) {
+                        Ok(r) => r,
+                        Err(message) => return failed_record(n, &IndexMap::new(), "MappingError", message),
+                    };
+                    match prepare_inputs(executor.flow(), &raw) {
+                        Ok(inputs) => line_record(&executor.run_line(n, inputs).await),
+                        Err(e) => failed_record(n, &raw, "InputError", e.to_string()),
+                    }
+                });
+            }
+            if set.is_empty() {
+                break RunStatus::Completed;
+            }
+            tokio::select! {
+                joined = set.join_next() => {
+                    if let Some(joined) = joined {
+                        let rec = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
+                        progress.record(rec["status"] == "Completed");
+                        if rec["status"] != "Completed" {
+                            log.log(&format!("line {} failed: {}", rec["line_number"], rec["error"]["message"].as_str().unwrap_or("")));
+                        }
+                        writer.push(rec)?;
+                    }
+                }
+                _ = ticker.tick() => {
+                    log.warn_long_running(warn_interval);
+                    if let Some(line) = progress.tick() {
+                        log.log(&line);
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => {
+                    log.log("interrupted: canceling the run");
+                    set.abort_all();
+                    break RunStatus::Canceled;
+                }
+                _ = sigterm.recv() => {
+                    log.log("terminated: canceling the run");
+                    set.abort_all();
+                    break RunStatus::Canceled;
+                }
+                _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                    log.log(&format!("the run exceeded --batch-timeout ({} s): canceling the remaining lines", batch_timeout.unwrap_or(0.0)));
+                    set.abort_all();
+                    break RunStatus::Canceled;
+                }
+            }
+        };
+        progress.finish();
+        writer.drain()?;
+        writer.flush()?;
+
+        if status == RunStatus::Completed && executor.has_aggregation() {
+            let lines: Vec<LineResult> = writer.aggregation.iter().enumerate().map(|(i, a)| LineResult {
+                line_number: i,
+                inputs: IndexMap::new(),
+                outputs: IndexMap::new(),
+                error: None,
+                node_runs: Vec::new(),
+                aggregation_inputs: serde_json::from_value(a.clone()).unwrap_or_default(),
+                duration: Duration::ZERO,
+            }).collect();
+            let refs: Vec<&LineResult> = lines.iter().collect();
+            let agg = executor.run_aggregation(&refs).await;
+            fs_err::write(output_dir.join("metrics.json"), serde_json::to_string_pretty(&agg.metrics)?)?;
+            fs_err::write(output_dir.join("aggregation.json"), serde_json::to_string_pretty(&agg.node_runs)?)?;
+            if let Some(e) = agg.error {
+                log.log(&format!("aggregation failed: {e}"));
+                eprintln!("error: aggregation failed: {e}");
+            }
+        } else if !output_dir.join("metrics.json").exists() {
+            fs_err::write(output_dir.join("metrics.json"), "{}")?;
+        }
+        invoker.shutdown().await;
+        Ok(status)
+    });
+    let status = outcome?;
+    if !writer.failed.is_empty() {
+        fs_err::write(
+            output_dir.join("error.json"),
+            serde_json::to_string_pretty(&writer.failed)?,
+        )?;
+    }
+    meta.status = status;
+    meta.completed_lines = writer.completed;
+    meta.failed_lines = writer.failed.len();
+    meta.finished = Some(runs::utc_now());
+    meta.duration_s = started.elapsed().as_secs_f64();
+    runs::save(home, &meta)?;
+    let _ = writer.total;
+    log.log(&format!(
+        "run {name} {:?}: {} completed, {} failed, {} not run, {:.2} s",
+        status,
+        meta.completed_lines,
+        meta.failed_lines,
+        meta.total_lines - meta.completed_lines - meta.failed_lines,
+        meta.duration_s
+    ));
+    eprintln!(
+        "run {name} {:?}: {} of {} lines completed, {} failed ({:.2} s); outputs in {}",
+        status,
+        meta.completed_lines,
+        meta.total_lines,
+        meta.failed_lines,
+        meta.duration_s,
+        output_dir
+            .join("flow_outputs")
+            .join("output.jsonl")
+            .display()
+    );
+    if meta.failed_lines > 0 {
+        eprintln!("hint: `flowrt run show-details {name}` lists the failed lines; `--resume-from {name}` re-runs them");
+    }
+    println!("{}", serde_json::to_string_pretty(&meta)?);
+    Ok(match status {
+        RunStatus::Completed => 0,
+        RunStatus::Canceled => 130,
+        _ => 1,
+    })
+}
+
+/// Progress: a redrawn bar on a terminal, a plain line every few seconds otherwise.
+struct Progress {
+    total: usize,
+    done: usize,
+    failed: usize,
+    start_done: usize,
+    started: Instant,
+    last_line: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(total: usize, already: usize) -> Self {
+        Progress {
+            total,
+            done: already,
+            failed: 0,
+            start_done: already,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn record(&mut self, ok: bool) {
+        self.done += 1;
+        if !ok {
+            self.failed += 1;
+        }
+    }
+
+    fn text(&self) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-6);
+        let rate = (self.done - self.start_done) as f64 / secs;
+        let eta = if rate > 0.0 {
+            (self.total - self.done) as f64 / rate
+        } else {
+            0.0
+        };
+        format!(
+            "{}/{} lines, {} failed, {:.1} lines/s, ETA {:.0}s",
+            self.done, self.total, self.failed, rate, eta
+        )
+    }
+
+    /// Redraw the bar, or return a periodic plain line for the log.
+    fn tick(&mut self) -> Option<String> {
+        if self.tty {
+            let width = 30;
+            let filled = (self.done * width).checked_div(self.total).unwrap_or(width).min(width);
+            eprint!(
+                "\r[{}{}] {}   ",
+                "#".repeat(filled),
+                ".".repeat(width - filled),
+                self.text()
+            );
+            None
+        } else if self.last_line.elapsed() >= Duration::from_secs(5) {
+            self.last_line = Instant::now();
+            let t = self.text();
+            eprintln!("progress: {t}");
+            Some(format!("progress: {t}"))
+        } else {
+            None
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.tty {
+            eprintln!("\r{}{}", self.text(), " ".repeat(20));
+        }
+    }
+}
+
+fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for r in rows {
+        writeln!(f, "{}", serde_json::to_string(r)?)?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// Copy the flow folder (without bulky or generated folders) so the run records what it ran.
+fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
+    fs_err::create_dir_all(dst)?;
+    for entry in fs_err::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        if n.starts_with('.') || n == "__pycache__" || n == "node_modules" {
+            continue;
+        }
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_snapshot(&entry.path(), &dst.join(&name))?;
+        } else if ty.is_file() {
+            fs_err::copy(entry.path(), dst.join(&name))?;
+        }
+    }
+    Ok(())
+}

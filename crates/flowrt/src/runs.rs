@@ -1,0 +1,178 @@
+//! Run records under FLOWRT_HOME: `runs/<name>.json` points at each run's folder and mirrors its
+//! `run.json`, so `flowrt run list/show` and `--run`/`--resume-from` find runs by name.
+
+use anyhow::{anyhow, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+/// What a run folder's `run.json` holds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub name: String,
+    pub status: RunStatus,
+    pub flow: PathBuf,
+    pub data: PathBuf,
+    pub output_dir: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    pub column_mapping: BTreeMap<String, String>,
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    pub duration_s: f64,
+    pub total_lines: usize,
+    pub completed_lines: usize,
+    pub failed_lines: usize,
+    pub concurrency: usize,
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+pub fn runs_dir(home: &Path) -> PathBuf {
+    home.join("runs")
+}
+
+fn pointer(home: &Path, name: &str) -> PathBuf {
+    runs_dir(home).join(format!("{name}.json"))
+}
+
+/// A run name must be usable as a file name.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(anyhow!(
+            "invalid run name '{name}': use letters, digits, '_', '-' and '.' (not leading)"
+        ))
+    }
+}
+
+pub fn save(home: &Path, meta: &RunMeta) -> Result<()> {
+    let text = serde_json::to_string_pretty(meta)?;
+    for path in [meta.output_dir.join("run.json"), pointer(home, &meta.name)] {
+        if let Some(parent) = path.parent() {
+            fs_err::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        fs_err::write(&tmp, &text)?;
+        fs_err::rename(&tmp, &path)?;
+    }
+    Ok(())
+}
+
+pub fn load(home: &Path, name: &str) -> Result<RunMeta> {
+    check_name(name)?;
+    let path = pointer(home, name);
+    let text = fs_err::read_to_string(&path).map_err(|_| {
+        anyhow!(
+            "run '{name}' does not exist\nhint: `flowrt run list` shows the runs in {}",
+            runs_dir(home).display()
+        )
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+}
+
+pub fn exists(home: &Path, name: &str) -> bool {
+    pointer(home, name).is_file()
+}
+
+pub fn list(home: &Path) -> Result<Vec<RunMeta>> {
+    let mut out = Vec::new();
+    let Ok(entries) = fs_err::read_dir(runs_dir(home)) else {
+        return Ok(out);
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        if let Ok(text) = fs_err::read_to_string(&p) {
+            if let Ok(meta) = serde_json::from_str::<RunMeta>(&text) {
+                out.push(meta);
+            }
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+    Ok(out)
+}
+
+/// Every well-formed record of `line_runs.jsonl`, by line number (a torn last line from a killed
+/// run is skipped).
+pub fn line_records(dir: &Path) -> Result<BTreeMap<usize, Value>> {
+    let path = dir.join("line_runs.jsonl");
+    let mut out = BTreeMap::new();
+    let Ok(file) = std::fs::File::open(&path) else {
+        return Ok(out);
+    };
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if let Some(n) = v.get("line_number").and_then(Value::as_u64) {
+                out.insert(n as usize, v);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The completed lines' outputs of a run, by line number.
+pub fn outputs(dir: &Path) -> Result<BTreeMap<usize, Map<String, Value>>> {
+    let path = dir.join("flow_outputs").join("output.jsonl");
+    let text = fs_err::read_to_string(&path)?;
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(line) {
+            if let Some(n) = m.remove("line_number").and_then(|v| v.as_u64()) {
+                out.insert(n as usize, m);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,118 @@
+//! `flowrt flow test`: one line, embedded (executor and Python worker in this process tree, no server).
+
+use crate::invoker::{self, FlowInvoker};
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NodeRun, RunObserver};
+use flowrt_flow::{load_flow, LoadOptions};
+use indexmap::IndexMap;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct TestArgs {
+    /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
+    pub flow: PathBuf,
+    /// Flow inputs as NAME=VALUE; values are converted to the inputs' declared types.
+    #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+    /// A JSON file holding an object of flow inputs (--inputs given too override its keys).
+    #[arg(long, value_name = "FILE.json")]
+    pub inputs_file: Option<PathBuf>,
+    /// Use another variant of a node: '${node_name.variant_id}'.
+    #[arg(long, value_name = "${NODE.VARIANT}")]
+    pub variant: Option<String>,
+}
+
+/// Prints each node's captured print() output to stderr as it finishes.
+struct LogToStderr;
+impl RunObserver for LogToStderr {
+    fn node_finished(&self, _line: Option<usize>, run: &NodeRun) {
+        for line in run.logs.lines() {
+            eprintln!("[{}] {line}", run.node);
+        }
+    }
+}
+
+fn parse_inputs(args: &TestArgs) -> Result<IndexMap<String, Value>> {
+    let mut inputs: IndexMap<String, Value> = IndexMap::new();
+    if let Some(file) = &args.inputs_file {
+        let text = fs_err::read_to_string(file)?;
+        let v: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not valid JSON", file.display()))?;
+        match v {
+            Value::Object(m) => inputs.extend(m),
+            _ => bail!(
+                "{} must hold a JSON object of flow inputs, e.g. {{\"question\": \"hi\"}}",
+                file.display()
+            ),
+        }
+    }
+    for pair in &args.inputs {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--inputs '{pair}' must be NAME=VALUE"))?;
+        inputs.insert(k.trim().to_string(), Value::String(v.to_string()));
+    }
+    Ok(inputs)
+}
+
+pub fn run(args: TestArgs) -> Result<u8> {
+    let mut options = LoadOptions::default();
+    if let Some(v) = &args.variant {
+        options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow!(e))?);
+    }
+    let flow = Arc::new(load_flow(&args.flow, &options)?);
+    let given = parse_inputs(&args)?;
+    let inputs = prepare_inputs(&flow, &given)?;
+    let home = flowrt_store::flowrt_home();
+    let connections = invoker::load_connections(&home)?;
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = invoker::python_spec(&flow, &home, env, &mut |msg| eprintln!("{msg}"))?;
+    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, 1)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let executor = Executor::new(
+        flow.clone(),
+        invoker.clone(),
+        Arc::new(LogToStderr),
+        ExecutorOptions::default(),
+    );
+    let code = runtime.block_on(async {
+        let line = executor.run_line(0, inputs).await;
+        if let Some(err) = &line.error {
+            eprintln!("error: flow test failed: {err}");
+            invoker.shutdown().await;
+            return 1u8;
+        }
+        if executor.has_aggregation() {
+            let agg = executor.run_aggregation(&[&line]).await;
+            if let Some(err) = &agg.error {
+                eprintln!("error: aggregation failed: {err}");
+                invoker.shutdown().await;
+                return 1;
+            }
+            if !agg.metrics.is_empty() {
+                eprintln!(
+                    "metrics: {}",
+                    serde_json::to_string(&agg.metrics).unwrap_or_default()
+                );
+            }
+        }
+        invoker.shutdown().await;
+        match serde_json::to_string_pretty(&line.outputs) {
+            Ok(s) => {
+                println!("{s}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: cannot print the outputs: {e}");
+                1
+            }
+        }
+    });
+    Ok(code)
+}

@@ -1,0 +1,169 @@
+//! Test fixtures: running the real `flowrt` binary with a private FLOWRT_HOME, and a small
+//! OpenAI-compatible server on 127.0.0.1 that records what it receives.
+
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub struct Env {
+    pub home: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// The last JSON object printed on stdout (what scripts read).
+    pub fn json(&self) -> Value {
+        let start = self.stdout.rfind("\n{").map(|i| i + 1).unwrap_or(0);
+        serde_json::from_str(&self.stdout[start..]).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Env {
+    pub fn new() -> Self {
+        Env {
+            home: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", self.home.path())
+            .env_remove("FLOWRT_SERVER")
+            .output()
+            .expect("flowrt runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Write a connection YAML and create it.
+    pub fn connection(&self, yaml: &str) {
+        let file = self.home.path().join("conn.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        let r = self.run(&["connection", "create", "--file", file.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        std::fs::remove_file(file).unwrap();
+    }
+}
+
+/// A fixture flow folder copied into a temp dir (flows may write into their folder).
+pub fn flow(name: &str) -> (tempfile::TempDir, PathBuf) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/flows")
+        .join(name);
+    let dir = tempfile::tempdir().unwrap();
+    let dst = dir.path().join(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dst.join(entry.file_name())).unwrap();
+    }
+    (dir, dst)
+}
+
+/// A fake OpenAI server: chat answers `echo: <last user message>`, completion answers
+/// `echo: <prompt>`, embeddings return `[0.6, 0.8]`. The first `fail_first` requests get a 429.
+pub struct FakeOpenAi {
+    pub base: String,
+    pub requests: Arc<Mutex<Vec<(String, Value)>>>,
+    pub hits: Arc<AtomicUsize>,
+}
+
+impl FakeOpenAi {
+    pub fn start(fail_first: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let hits = Arc::new(AtomicUsize::new(0));
+        let (reqs, count) = (requests.clone(), hits.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut first = String::new();
+                if reader.read_line(&mut first).is_err() {
+                    continue;
+                }
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut len = 0usize;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; len];
+                let _ = reader.read_exact(&mut body);
+                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                reqs.lock().unwrap().push((path.clone(), body.clone()));
+                let (status, reply) = if n < fail_first {
+                    (
+                        "429 Too Many Requests",
+                        json!({"error": {"message": "slow down"}}),
+                    )
+                } else if path.ends_with("/chat/completions") {
+                    let last = body["messages"]
+                        .as_array()
+                        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+                        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+                        .unwrap_or_default();
+                    (
+                        "200 OK",
+                        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}")}, "finish_reason": "stop"}],
+                                     "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}),
+                    )
+                } else if path.ends_with("/completions") {
+                    let prompt = body["prompt"].as_str().unwrap_or("").to_string();
+                    (
+                        "200 OK",
+                        json!({"choices": [{"index": 0, "text": format!("echo: {prompt}"), "finish_reason": "stop"}]}),
+                    )
+                } else if path.ends_with("/embeddings") {
+                    (
+                        "200 OK",
+                        json!({"data": [{"index": 0, "embedding": [0.6, 0.8]}]}),
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        json!({"error": {"message": "no such route"}}),
+                    )
+                };
+                let text = reply.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nretry-after: 0\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        FakeOpenAi {
+            base,
+            requests,
+            hits,
+        }
+    }
+}
