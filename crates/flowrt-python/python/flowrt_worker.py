@@ -641,21 +641,23 @@ def _execute(req):
     buf = []
     metrics = []
     try:
-        info = _resolve(req.get("source") or {}, node)
-        func, kwargs = _prepare(info, node, req.get("args") or [])
         token_c = _CAPTURE.set(buf)
         token_m = _METRICS.set(metrics)
         try:
+            info = _resolve(req.get("source") or {}, node)
+            func, kwargs = _prepare(info, node, req.get("args") or [])
             if info.is_async:
                 future = asyncio.run_coroutine_threadsafe(_run_async(func, kwargs, buf, metrics), _event_loop())
                 result = future.result()
             else:
                 result = func(**kwargs)
-                if inspect.isawaitable(result):
+                if inspect.isawaitable(result) or inspect.isasyncgen(result):
 
                     async def _await(awaitable=result):
                         _CAPTURE.set(buf)
                         _METRICS.set(metrics)
+                        if inspect.isasyncgen(awaitable):
+                            return _Drained([chunk async for chunk in awaitable])
                         return await awaitable
 
                     result = asyncio.run_coroutine_threadsafe(_await(), _event_loop()).result()
@@ -708,6 +710,27 @@ def _dumps(obj):
         return json.dumps(_sanitize(obj), ensure_ascii=False, default=str, allow_nan=False)
 
 
+def _complete_namespace_promptflow():
+    """With only promptflow-core installed, `promptflow` is a namespace package and
+    `from promptflow import tool` fails; add the classic top-level names (best effort)."""
+    try:
+        import promptflow
+        import promptflow.core as pf_core
+
+        for name in ("tool", "log_metric", "ToolProvider"):
+            if not hasattr(promptflow, name) and hasattr(pf_core, name):
+                setattr(promptflow, name, getattr(pf_core, name))
+        if not hasattr(promptflow, "trace"):
+            try:
+                from promptflow.tracing import trace
+
+                promptflow.trace = trace
+            except Exception:
+                pass
+    except Exception as exc:
+        sys.stderr.write(f"flowrt: cannot complete the promptflow namespace package: {exc!r}\n")
+
+
 def main():
     faulthandler.enable(file=sys.__stderr__)
     proto_out = os.fdopen(os.dup(1), "wb")
@@ -723,8 +746,11 @@ def main():
     sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != script_dir]
     sys.path.insert(0, flow_dir)
     shim = os.path.join(script_dir, "shim")
-    if importlib.util.find_spec("promptflow") is None:
+    spec = importlib.util.find_spec("promptflow")
+    if spec is None:
         sys.path.append(shim)
+    elif spec.origin is None:
+        _complete_namespace_promptflow()
     _install_hooks()
 
     write_lock = threading.Lock()

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 /// (relative path, contents) of every embedded Python file.
 const FILES: &[(&str, &str)] = &[
-    ("flowrt_worker.py", include_str!("../python/flowrt_worker.py")),
+    (
+        "flowrt_worker.py",
+        include_str!("../python/flowrt_worker.py"),
+    ),
     (
         "shim/promptflow/__init__.py",
         include_str!("../python/shim/promptflow/__init__.py"),

@@ -427,7 +427,10 @@ mod tests {
         assert_eq!(r.lines, vec!["six==1.16.0", "requests>=2", "url#egg=foo"]);
         assert_eq!(
             r.index,
-            vec!["-i https://u:p@example/simple", "--extra-index-url=https://x"]
+            vec![
+                "-i https://u:p@example/simple",
+                "--extra-index-url=https://x"
+            ]
         );
     }
 

@@ -19,4 +19,6 @@ mod env;
 mod worker;
 
 pub use env::{default_python, ensure_env, EnvError, EnvRequest};
-pub use worker::{Arg, CallError, CallOutput, Output, ToolCall, ToolSource, WorkerPool, WorkerSpec};
+pub use worker::{
+    Arg, CallError, CallOutput, Output, ToolCall, ToolSource, WorkerPool, WorkerSpec,
+};

@@ -77,7 +77,10 @@ pub struct CallOutput {
 pub enum Output {
     Value(Value),
     /// The tool returned a generator/iterator: drained; `joined` = `"".join(str(c) for c in chunks)`.
-    Generator { chunks: Vec<Value>, joined: String },
+    Generator {
+        chunks: Vec<Value>,
+        joined: String,
+    },
 }
 
 /// Why a call failed.
@@ -531,15 +534,13 @@ async fn read_responses(
         shared.request_kill();
         CallError::Protocol { message }
     } else {
-        let status = match tokio::time::timeout(
-            Duration::from_secs(5),
-            exited.wait_for(|s| s.is_some()),
-        )
-        .await
-        {
-            Ok(Ok(status)) => *status,
-            _ => None,
-        };
+        let status =
+            match tokio::time::timeout(Duration::from_secs(5), exited.wait_for(|s| s.is_some()))
+                .await
+            {
+                Ok(Ok(status)) => *status,
+                _ => None,
+            };
         let _ = tokio::time::timeout(Duration::from_secs(2), stderr_done).await;
         let tail: Vec<String> = lock(&shared.stderr_tail).iter().cloned().collect();
         CallError::Crashed {
@@ -697,7 +698,9 @@ mod tests {
     fn request_encoding_keeps_arg_order() {
         let call = ToolCall {
             node: "n".into(),
-            source: ToolSource::Code { path: "a.py".into() },
+            source: ToolSource::Code {
+                path: "a.py".into(),
+            },
             args: vec![
                 ("z".into(), Arg::Literal(json!("1"))),
                 ("a".into(), Arg::Bypassed),

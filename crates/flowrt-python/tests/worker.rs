@@ -2,7 +2,8 @@
 
 use flowrt_api::{Connection, ConnectionKind};
 use flowrt_python::{
-    default_python, Arg, CallError, CallOutput, Output, ToolCall, ToolSource, WorkerPool, WorkerSpec,
+    default_python, Arg, CallError, CallOutput, Output, ToolCall, ToolSource, WorkerPool,
+    WorkerSpec,
 };
 use indexmap::IndexMap;
 use serde_json::{json, Value};
@@ -16,7 +17,9 @@ struct Fixture {
 }
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join("fixtures")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("fixtures")
 }
 
 fn pool_with(size: usize, env: Vec<(String, String)>) -> Fixture {
@@ -106,24 +109,48 @@ async fn literal_conversion_table() {
         ("s", json!(404), Some(json!(["404", "str"]))),
         ("s", json!(true), Some(json!(["True", "str"]))),
         ("s", json!(["a", 1]), Some(json!(["['a', 1]", "str"]))),
-        ("s", json!("hello ${inputs.x}"), Some(json!(["hello ${inputs.x}", "str"]))),
+        (
+            "s",
+            json!("hello ${inputs.x}"),
+            Some(json!(["hello ${inputs.x}", "str"])),
+        ),
         ("s", json!(""), Some(json!(["default", "str"]))),
         ("s", Value::Null, Some(json!(["default", "str"]))),
-        ("l", json!("[1, \"two\", 3.5]"), Some(json!([[1, "two", 3.5], "list"]))),
+        (
+            "l",
+            json!("[1, \"two\", 3.5]"),
+            Some(json!([[1, "two", 3.5], "list"])),
+        ),
         ("l", json!([1, 2]), Some(json!([[1, 2], "list"]))),
         ("l", json!("{\"a\": 1}"), None),
         ("l", json!("not json"), None),
-        ("d", json!("{\"k\": [1, 2]}"), Some(json!([{"k": [1, 2]}, "dict"]))),
-        ("d", json!("plain words"), Some(json!(["plain words", "str"]))),
+        (
+            "d",
+            json!("{\"k\": [1, 2]}"),
+            Some(json!([{"k": [1, 2]}, "dict"])),
+        ),
+        (
+            "d",
+            json!("plain words"),
+            Some(json!(["plain words", "str"])),
+        ),
         ("d", json!({"x": 1}), Some(json!([{"x": 1}, "dict"]))),
         ("d", json!([1, 2]), Some(json!([[1, 2], "list"]))),
         ("raw", json!("12"), Some(json!(["12", "str"]))),
         ("raw", json!("yes"), Some(json!(["yes", "str"]))),
         ("extra_kw", json!("12"), Some(json!(["12", "str"]))),
-        ("extra_kw", json!([1, true]), Some(json!([[1, true], "list"]))),
+        (
+            "extra_kw",
+            json!([1, true]),
+            Some(json!([[1, true], "list"])),
+        ),
     ];
     for (param, literal, expected) in cases {
-        let call = code("kinds_node", "kinds.py", vec![(param, lit(literal.clone()))]);
+        let call = code(
+            "kinds_node",
+            "kinds.py",
+            vec![(param, lit(literal.clone()))],
+        );
         let result = f.pool.call(call).await;
         match expected {
             Some(expected) => {
@@ -142,7 +169,11 @@ async fn literal_conversion_table() {
     // references are passed unchanged
     let out = f
         .pool
-        .call(code("kinds_node", "kinds.py", vec![("i", val(json!("12")))]))
+        .call(code(
+            "kinds_node",
+            "kinds.py",
+            vec![("i", val(json!("12")))],
+        ))
         .await
         .unwrap();
     assert_eq!(value(out)["i"], json!(["12", "str"]));
@@ -170,7 +201,10 @@ async fn bypassed_arguments() {
         .unwrap_err();
     match &err {
         CallError::Load { message } => {
-            assert!(message.contains("needed") && message.contains("req"), "{message}")
+            assert!(
+                message.contains("needed") && message.contains("req"),
+                "{message}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -379,10 +413,13 @@ fn aoai_conn() -> Connection {
     Connection {
         name: "aoai_conn".into(),
         kind: ConnectionKind::AzureOpenAi,
-        configs: [("api_base", "http://127.0.0.1:9"), ("api_version", "2024-02-01")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        configs: [
+            ("api_base", "http://127.0.0.1:9"),
+            ("api_version", "2024-02-01"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
         secrets: [("api_key".to_string(), "aoai-key".to_string())]
             .into_iter()
             .collect(),
@@ -439,7 +476,12 @@ async fn environment_variables_and_cwd() {
         .call(code(
             "e",
             "env_tool.py",
-            vec![("names", lit(json!("[\"CONF_GREETING\", \"CONF_LIST\", \"CONF_UNSET_X\"]")))],
+            vec![(
+                "names",
+                lit(json!(
+                    "[\"CONF_GREETING\", \"CONF_LIST\", \"CONF_UNSET_X\"]"
+                )),
+            )],
         ))
         .await
         .unwrap();
@@ -448,7 +490,9 @@ async fn environment_variables_and_cwd() {
     assert_eq!(v["CONF_LIST"], json!("[1, 2]"));
     assert_eq!(v["CONF_UNSET_X"], Value::Null);
     assert_eq!(
-        PathBuf::from(v["cwd"].as_str().unwrap()).canonicalize().unwrap(),
+        PathBuf::from(v["cwd"].as_str().unwrap())
+            .canonicalize()
+            .unwrap(),
         fixtures_dir().canonicalize().unwrap()
     );
     f.pool.shutdown().await;
@@ -506,7 +550,10 @@ async fn crashes_are_reported_and_the_worker_replaced() {
         match &err {
             CallError::Crashed { detail } => {
                 assert!(detail.contains(expect), "{detail}");
-                assert!(detail.contains(&format!("about to crash via {how}")), "{detail}");
+                assert!(
+                    detail.contains(&format!("about to crash via {how}")),
+                    "{detail}"
+                );
             }
             other => panic!("{how}: {other:?}"),
         }
@@ -527,7 +574,10 @@ async fn timeout_kills_and_replaces_the_worker() {
     call.timeout = Some(Duration::from_millis(300));
     let started = Instant::now();
     let err = f.pool.call(call).await.unwrap_err();
-    assert!(matches!(err, CallError::Timeout { seconds } if (seconds - 0.3).abs() < 1e-9), "{err:?}");
+    assert!(
+        matches!(err, CallError::Timeout { seconds } if (seconds - 0.3).abs() < 1e-9),
+        "{err:?}"
+    );
     assert!(started.elapsed() < Duration::from_secs(5));
     let mut call = code("s", "sleeper.py", vec![("seconds", val(json!(0.01)))]);
     call.timeout = Some(Duration::from_secs(20));
@@ -549,15 +599,22 @@ async fn concurrent_calls_run_in_parallel() {
     for i in 0..8 {
         let pool = f.pool.clone();
         handles.push(tokio::spawn(async move {
-            pool.call(code(&format!("n{i}"), "sleeper.py", vec![("seconds", val(json!(0.3)))]))
-                .await
+            pool.call(code(
+                &format!("n{i}"),
+                "sleeper.py",
+                vec![("seconds", val(json!(0.3)))],
+            ))
+            .await
         }));
     }
     for h in handles {
         h.await.unwrap().unwrap();
     }
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_millis(1500), "8 x 0.3 s took {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "8 x 0.3 s took {elapsed:?}"
+    );
     f.pool.shutdown().await;
 }
 
