@@ -105,7 +105,13 @@ pub type ContentStream = Pin<Box<dyn Stream<Item = Result<String, ToolError>> + 
 /// The HTTP client for LLM and embedding calls. Cheap to clone; clones share one connection pool.
 #[derive(Clone)]
 pub struct LlmClient {
+    /// For `https` endpoints: keeps connections alive (a TLS handshake costs a round trip or more).
     http: reqwest::Client,
+    /// For plain `http` endpoints, which are local model servers (Ollama, vLLM, llama.cpp, test
+    /// servers): a fresh connection per request. Connecting costs microseconds there, while reusing
+    /// a connection stalls ~40 ms per reply against servers that write headers and body separately
+    /// without TCP_NODELAY (Nagle meeting delayed ACK), as Python's http.server does.
+    http_local: reqwest::Client,
     policy: RetryPolicy,
 }
 
@@ -351,12 +357,22 @@ struct Prepared {
 impl LlmClient {
     /// A client with its own connection pool and the given retry policy.
     pub fn new(policy: RetryPolicy) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(30))
-            .timeout(Duration::from_secs(600))
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(30))
+                .timeout(Duration::from_secs(600))
+                .tcp_nodelay(true)
+        };
+        let http = builder().build().unwrap_or_else(|_| reqwest::Client::new());
+        let http_local = builder()
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        LlmClient { http, policy }
+        LlmClient {
+            http,
+            http_local,
+            policy,
+        }
     }
 
     /// The retry policy in use.
@@ -580,7 +596,12 @@ impl LlmClient {
         let mut consecutive_422: u32 = 0;
         loop {
             attempts += 1;
-            let mut req = self.http.post(&endpoint.url).json(body);
+            let client = if endpoint.url.starts_with("http://") {
+                &self.http_local
+            } else {
+                &self.http
+            };
+            let mut req = client.post(&endpoint.url).json(body);
             for (name, value) in &endpoint.headers {
                 req = req.header(*name, value);
             }
