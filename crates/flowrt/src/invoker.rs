@@ -16,6 +16,9 @@ use std::path::Path;
 
 /// Package tool ids served by the built-in Rust tools instead of Python.
 const EMBEDDING_TOOL: &str = "promptflow.tools.embedding.embedding";
+/// promptflow-tools' unified LLM tool (`type: custom_llm`, `source.type: package_with_prompt`):
+/// its `connection` and `api` arrive as node inputs instead of node fields.
+const LLM_TOOL: &str = "promptflow.tools.llm.llm";
 
 /// Calls the tools of one flow.
 pub struct FlowInvoker {
@@ -161,17 +164,29 @@ impl FlowInvoker {
             .get(&node.name)
             .map(String::as_str)
             .unwrap_or_default();
-        let conn_name = node.connection.as_deref().unwrap_or_default();
-        let connection = self.connection_named(&node.name, conn_name)?;
-        let api = match node.api.as_deref() {
+        let mut conn_name = node.connection.clone().unwrap_or_default();
+        let mut api_name = node.api.clone();
+        let mut inputs = IndexMap::new();
+        for (k, a) in call.args {
+            let var = template_var(a);
+            // The unified llm tool takes its connection and api as inputs.
+            match (k.as_str(), &var.value) {
+                ("connection", Value::String(s)) if node.kind == NodeKind::CustomLlm => {
+                    conn_name = s.clone()
+                }
+                ("api", Value::String(s)) if node.kind == NodeKind::CustomLlm => {
+                    api_name = Some(s.clone())
+                }
+                _ => {
+                    inputs.insert(k, var);
+                }
+            }
+        }
+        let connection = self.connection_named(&node.name, &conn_name)?;
+        let api = match api_name.as_deref() {
             Some("completion") => LlmApi::Completion,
             _ => LlmApi::Chat,
         };
-        let inputs = call
-            .args
-            .into_iter()
-            .map(|(k, a)| (k, template_var(a)))
-            .collect();
         let result = self
             .llm
             .run_llm(LlmCall {
@@ -283,10 +298,13 @@ impl ToolInvoker for FlowInvoker {
                 self.embedding(call).await
             }
             (NodeKind::Python, _) => self.python(call).await,
-            (NodeKind::CustomLlm, _) => Err(ToolFailure::new(
+            (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. }) if tool == LLM_TOOL => {
+                self.llm(call).await
+            }
+            (NodeKind::CustomLlm, source) => Err(ToolFailure::new(
                 "UnsupportedTool",
                 format!(
-                    "node '{}': custom_llm package tools are not supported yet; use an llm node",
+                    "node '{}': custom_llm tool {source:?} is not supported; flowrt runs `{LLM_TOOL}` with a prompt template, or llm nodes",
                     call.node.name
                 ),
             )),

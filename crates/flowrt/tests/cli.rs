@@ -306,3 +306,30 @@ fn version_and_help_teach() {
     assert!(r.stdout.contains("--inputs <NAME=VALUE>"), "{}", r.stdout);
     assert!(r.stdout.contains("--variant"));
 }
+
+#[test]
+fn the_unified_llm_package_tool_runs_as_a_built_in() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_openai\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        server.base
+    ));
+    let (_d, dir) = flow("unified_llm");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "topic=rivers",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"reply": "echo: Tell me about rivers."}));
+    let reqs = server.requests.lock().unwrap();
+    let body = &reqs[0].1;
+    assert_eq!(body["model"], json!("fake-model"));
+    assert!(
+        body.get("connection").is_none() && body.get("api").is_none(),
+        "{body}"
+    );
+}
