@@ -2,6 +2,7 @@
 //! workers, built-in tools, store) and maps errors to exit codes with `hint:` lines.
 
 mod data;
+mod includes;
 mod invoker;
 mod run_cmd;
 mod runs;
@@ -98,11 +99,17 @@ pub fn print_error(e: &anyhow::Error) {
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Flow(FlowCommand::Test(args)) => test_cmd::run(args),
-        Command::Flow(FlowCommand::Validate { flow }) => {
-            let flow = flowrt_flow::load_flow(&flow, &Default::default())?;
+        Command::Flow(FlowCommand::Validate { flow: flow_dir }) => {
+            let merged = includes::Merged::new(&flow_dir, &flowrt_store::flowrt_home())?;
+            let flow = merged.load(&Default::default())?;
             println!(
                 "{}: valid flow with {} inputs, {} outputs and {} nodes",
-                flow.file.display(),
+                if flow_dir.is_file() {
+                    flow_dir.clone()
+                } else {
+                    flow_dir.join(flow.file.file_name().unwrap_or_default())
+                }
+                .display(),
                 flow.inputs.len(),
                 flow.outputs.len(),
                 flow.nodes.len()

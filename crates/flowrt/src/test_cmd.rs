@@ -4,7 +4,7 @@ use crate::invoker::{self, FlowInvoker};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NodeRun, RunObserver};
-use flowrt_flow::{load_flow, LoadOptions};
+use flowrt_flow::LoadOptions;
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -63,10 +63,11 @@ pub fn run(args: TestArgs) -> Result<u8> {
     if let Some(v) = &args.variant {
         options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow!(e))?);
     }
-    let flow = Arc::new(load_flow(&args.flow, &options)?);
+    let home = flowrt_store::flowrt_home();
+    let merged = crate::includes::Merged::new(&args.flow, &home)?;
+    let flow = Arc::new(merged.load(&options)?);
     let given = parse_inputs(&args)?;
     let inputs = prepare_inputs(&flow, &given)?;
-    let home = flowrt_store::flowrt_home();
     let connections = invoker::load_connections(&home)?;
     let env = invoker::environment(&flow, &connections)?;
     let spec = invoker::python_spec(&flow, &home, env, &mut |msg| eprintln!("{msg}"))?;

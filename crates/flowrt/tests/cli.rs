@@ -333,3 +333,50 @@ fn the_unified_llm_package_tool_runs_as_a_built_in() {
         "{body}"
     );
 }
+
+#[test]
+fn additional_includes_are_merged_into_the_flow() {
+    let env = Env::new();
+    let root = tempfile::tempdir().unwrap();
+    let common = root.path().join("common");
+    let flow_dir = root.path().join("flow");
+    std::fs::create_dir_all(common.join("textlib")).unwrap();
+    std::fs::create_dir_all(&flow_dir).unwrap();
+    std::fs::write(
+        common.join("textlib/__init__.py"),
+        "def shout(s):\n    return s.upper()\n",
+    )
+    .unwrap();
+    std::fs::write(
+        common.join("greet.py"),
+        "from promptflow.core import tool\nfrom textlib import shout\n\n@tool\ndef greet(name: str) -> str:\n    return shout('hi ' + name)\n",
+    )
+    .unwrap();
+    std::fs::write(
+        flow_dir.join("flow.dag.yaml"),
+        "additional_includes:\n- ../common/greet.py\n- ../common/textlib\ninputs:\n  name: {type: string}\noutputs:\n  g: {reference: \"${greet.output}\"}\nnodes:\n- name: greet\n  type: python\n  source: {type: code, path: greet.py}\n  inputs: {name: \"${inputs.name}\"}\n",
+    )
+    .unwrap();
+    let r = env.run(&[
+        "flow",
+        "test",
+        flow_dir.to_str().unwrap(),
+        "--inputs",
+        "name=ada",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"g": "HI ADA"}));
+    // The merged copy is temporary.
+    let flows = env.home.path().join("flows");
+    assert!(!flows.exists() || std::fs::read_dir(&flows).unwrap().next().is_none());
+
+    std::fs::remove_file(common.join("greet.py")).unwrap();
+    let r = env.run(&["flow", "validate", flow_dir.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("additional_includes entry '../common/greet.py' does not exist"),
+        "{}",
+        r.stderr
+    );
+}

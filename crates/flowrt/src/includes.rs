@@ -1,0 +1,131 @@
+//! `additional_includes`: files and folders outside the flow folder that promptflow copies into
+//! the flow's snapshot before running it. flowrt does the same: a flow that lists includes runs
+//! from a merged copy under FLOWRT_HOME/flows/, so tools import and reference included files by
+//! their base name, exactly as under promptflow.
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The folder to load the flow from: `flow` itself, or a merged copy when it has includes.
+pub fn materialize(flow: &Path, home: &Path) -> Result<PathBuf> {
+    let (dir, file) = if flow.is_dir() {
+        (flow.to_path_buf(), flow.join("flow.dag.yaml"))
+    } else {
+        (
+            flow.parent().map(Path::to_path_buf).unwrap_or_default(),
+            flow.to_path_buf(),
+        )
+    };
+    let Ok(text) = fs_err::read_to_string(&file) else {
+        return Ok(flow.to_path_buf()); // the loader reports a missing flow with a hint
+    };
+    let includes: Vec<String> = match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+        Ok(v) => v
+            .get("additional_includes")
+            .and_then(|i| i.as_sequence())
+            .map(|s| {
+                s.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Err(_) => return Ok(flow.to_path_buf()), // the loader reports YAML errors with positions
+    };
+    if includes.is_empty() {
+        return Ok(flow.to_path_buf());
+    }
+    let merged = home
+        .join("flows")
+        .join(format!("merged-{}-{}", std::process::id(), unique()));
+    copy_tree(&dir, &merged)?;
+    for inc in &includes {
+        let src = dir.join(inc);
+        let Some(name) = src.file_name() else {
+            bail!(
+                "{}: additional_includes entry '{inc}' names no file or folder",
+                file.display()
+            );
+        };
+        if !src.exists() {
+            bail!(
+                "{}: additional_includes entry '{inc}' does not exist (looked for {})",
+                file.display(),
+                src.display()
+            );
+        }
+        let dst = merged.join(name);
+        if src.is_dir() {
+            copy_tree(&src, &dst)?;
+        } else {
+            fs_err::copy(&src, &dst)
+                .with_context(|| format!("copying additional include '{inc}'"))?;
+        }
+    }
+    Ok(merged)
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    fs_err::create_dir_all(dst)?;
+    for entry in fs_err::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == "__pycache__" || name == ".promptflow" {
+            continue;
+        }
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_tree(&entry.path(), &dst.join(&name))?;
+        } else if ty.is_file() || ty.is_symlink() {
+            fs_err::copy(entry.path(), dst.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// A flow folder ready to load; a merged copy is removed when dropped.
+pub struct Merged {
+    pub dir: PathBuf,
+    original: PathBuf,
+    temporary: bool,
+}
+
+impl Merged {
+    pub fn new(flow: &Path, home: &Path) -> Result<Self> {
+        let dir = materialize(flow, home)?;
+        let temporary = dir != flow;
+        Ok(Merged {
+            dir,
+            original: flow.to_path_buf(),
+            temporary,
+        })
+    }
+
+    /// Load the flow; messages name the user's folder, not the merged copy.
+    pub fn load(&self, options: &flowrt_flow::LoadOptions) -> Result<flowrt_flow::Flow> {
+        flowrt_flow::load_flow(&self.dir, options).map_err(|e| {
+            if self.temporary {
+                anyhow::anyhow!(e.to_string().replace(
+                    &self.dir.display().to_string(),
+                    &self.original.display().to_string()
+                ))
+            } else {
+                e.into()
+            }
+        })
+    }
+}
+
+impl Drop for Merged {
+    fn drop(&mut self) {
+        if self.temporary {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
