@@ -31,6 +31,25 @@ fn build_env(lists: ListStyle) -> Environment<'static> {
     env.add_filter("round", round);
     env.add_filter("replace", replace);
     env.add_filter("tojson", tojson);
+    env.add_filter("wordcount", |v: Value| {
+        // Jinja2 counts runs of word characters (`\w+`).
+        let text = py_str(&v, ListStyle::Repr);
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .count()
+    });
+    env.add_filter("center", |v: Value, width: Option<usize>| {
+        // Python's str.center: extra padding goes to the right when it cannot split evenly.
+        let text = py_str(&v, ListStyle::Repr);
+        let width = width.unwrap_or(80);
+        let len = text.chars().count();
+        if width <= len {
+            return text;
+        }
+        let pad = width - len;
+        let left = pad / 2 + (pad & width & 1);
+        format!("{}{}{}", " ".repeat(left), text, " ".repeat(pad - left))
+    });
     env
 }
 

@@ -193,3 +193,20 @@ fn rendering_errors_fail_with_the_message() {
         "attribute of an undefined value is an error in Jinja2"
     );
 }
+
+#[test]
+fn center_and_wordcount_match_jinja2() {
+    let vars = IndexMap::new();
+    assert_eq!(
+        flowrt_tools::render_prompt(
+            "[{{ 'ab'|center(5) }}][{{ 'abc'|center(4) }}][{{ 'ab'|center(6) }}]",
+            &vars
+        )
+        .unwrap(),
+        "[  ab ][abc ][  ab  ]"
+    );
+    assert_eq!(
+        flowrt_tools::render_prompt("{{ 'hello, wide world_2'|wordcount }}", &vars).unwrap(),
+        "3"
+    );
+}
