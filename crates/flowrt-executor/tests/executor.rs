@@ -287,7 +287,6 @@ outputs:
   last: {reference: "${n.output.x.list[-1]}"}
   key: {reference: "${n.output.x['a b']}"}
   bracket_after_output: {reference: "${n.output['x']}"}
-  input_path: {reference: "${inputs.x.list[0]}"}
 nodes:
 - name: n
   type: python
@@ -300,7 +299,7 @@ nodes:
     let whole = json!({"x": {"list": [1, 2, 3], "a b": "sp"}});
     assert_eq!(
         serde_json::to_value(&r.outputs).unwrap(),
-        json!({"whole": whole, "deep": 2, "last": 3, "key": "sp", "bracket_after_output": whole, "input_path": 1})
+        json!({"whole": whole, "deep": 2, "last": 3, "key": "sp", "bracket_after_output": whole})
     );
 }
 

@@ -78,19 +78,17 @@ pub fn parse_reference(text: &str) -> Result<Reference, String> {
         return Err(format!("reference '{text}' has no name"));
     }
     if head == "inputs" {
-        let rest = rest.strip_prefix('.').ok_or_else(|| {
-            format!("reference '{text}' names no flow input (write ${{inputs.NAME}})")
-        })?;
-        let (name, after) = split_head(rest);
-        if name.is_empty() {
-            return Err(format!(
-                "reference '{text}' names no flow input (write ${{inputs.NAME}})"
-            ));
-        }
-        let path = parse_path(after).map_err(|e| format!("reference '{text}': {e}"))?;
+        // promptflow takes everything after `inputs.` as the input's name: `${inputs.x.a}` names
+        // an input called "x.a" (and fails as undeclared), it does not read key `a` of `x`.
+        let name = rest
+            .strip_prefix('.')
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                format!("reference '{text}' names no flow input (write ${{inputs.NAME}})")
+            })?;
         return Ok(Reference {
             source: RefSource::FlowInput(name.to_string()),
-            path,
+            path: Vec::new(),
             bracket_after_output: false,
             text: text.to_string(),
         });

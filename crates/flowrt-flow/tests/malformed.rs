@@ -328,3 +328,13 @@ fn several_problems_are_reported_together() {
     let text = error_of(&yaml);
     assert_eq!(text.lines().count(), 2, "{text}");
 }
+
+#[test]
+fn a_path_after_a_flow_input_names_an_undeclared_input() {
+    // As in promptflow, `${inputs.t.a}` names an input called "t.a".
+    let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${inputs.t.a}\"}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references flow input 't.a', which is not declared; declared inputs: t"
+    );
+}
