@@ -1,13 +1,25 @@
 //! Content-addressed Python environments built with `uv`.
+//!
+//! This module owns resolving what an environment is (base version, a published custom
+//! environment's requirements merged before the flow's, conflicts reported before any install,
+//! `{private}` feed tokens kept out of keys, files and messages), building it once per key under
+//! `<FLOWRT_HOME>/envs/<key>/`, listing what it holds and garbage-collecting the least recently
+//! used.
 
+use crate::base::{find_base, latest_base, python_satisfies, BaseEnv, BASE_ENVS};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-/// Version of flowrt's base environment; part of every environment key.
-const BASE_VERSION: &str = "1";
 /// Name of the marker file written last into a finished environment.
 const READY_MARKER: &str = ".flowrt-ready";
+/// Touched each time a built environment is handed out; `gc` removes the least recently used.
+const LAST_USED: &str = ".flowrt-last-used";
+/// The merged requirement lines an environment was built from (no index URLs, no tokens).
+const MERGED_REQUIREMENTS: &str = "flowrt-requirements.txt";
+/// The placeholder in an index URL replaced by the session identity's feed token.
+pub const PRIVATE_PLACEHOLDER: &str = "{private}";
 /// How many trailing lines of uv's stderr an error carries.
 const ERROR_TAIL_LINES: usize = 30;
 
@@ -18,6 +30,81 @@ pub struct EnvRequest<'a> {
     pub requirements: Option<&'a Path>,
     /// `FLOWRT_HOME`; environments live in `<flowrt_home>/envs/<key>/`.
     pub flowrt_home: &'a Path,
+}
+
+/// What a session adds to an [`EnvRequest`]; `Default` is the latest base, no custom environment,
+/// no feed token (what `flowrt flow test` uses).
+#[derive(Clone, Copy, Default)]
+pub struct EnvOptions<'a> {
+    /// The base environment version (`1.0.0`); `None` is the latest.
+    pub base_version: Option<&'a str>,
+    /// A published custom environment's requirements, merged before the flow's.
+    pub extra_requirements: Option<ExtraRequirements<'a>>,
+    /// The session identity's feed token, substituted for `{private}` in index URLs at install
+    /// time only.
+    pub private_token: Option<&'a str>,
+}
+
+impl std::fmt::Debug for EnvOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvOptions")
+            .field("base_version", &self.base_version)
+            .field("extra_requirements", &self.extra_requirements)
+            .field("private_token", &self.private_token.map(|_| "****"))
+            .finish()
+    }
+}
+
+/// A custom environment's requirements and the name conflicts report it by.
+#[derive(Clone, Copy, Debug)]
+pub struct ExtraRequirements<'a> {
+    /// `environment myenv@v1`.
+    pub label: &'a str,
+    /// Its requirements file's text.
+    pub text: &'a str,
+}
+
+/// An environment resolved but not necessarily built: what [`ensure_env_with`] would build.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedEnv {
+    /// The base environment.
+    pub base: &'static BaseEnv,
+    /// `None` when there is nothing to install: the default interpreter is used as is.
+    pub key: Option<String>,
+    /// The interpreter the environment runs.
+    pub python: PathBuf,
+    /// The merged requirement lines (base pins, custom environment, flow), normalized.
+    pub lines: Vec<String>,
+    /// Index settings (`-i`, `--extra-index-url`) as written, placeholders unsubstituted.
+    pub index: Vec<String>,
+}
+
+impl ResolvedEnv {
+    /// Whether its folder is built (always true when there is nothing to install).
+    pub fn is_built(&self, flowrt_home: &Path) -> bool {
+        match &self.key {
+            None => true,
+            Some(key) => env_dir(flowrt_home, key).join(READY_MARKER).is_file(),
+        }
+    }
+}
+
+/// A package installed in an environment.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub source: PackageSource,
+}
+
+/// Where an installed package came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageSource {
+    /// The interpreter or base environment (including dependencies of requirements).
+    Base,
+    /// Named by the flow's or the custom environment's requirements.
+    Requirements,
 }
 
 /// Why an environment could not be provided.
@@ -44,6 +131,29 @@ pub enum EnvError {
         requirements: PathBuf,
         stderr_tail: String,
     },
+    #[error("unknown base environment version `{version}`; available: {available}")]
+    UnknownBase { version: String, available: String },
+    #[error("base environment {base} needs Python {needs}, but {} is {found}", python.display())]
+    PythonTooOld {
+        base: String,
+        needs: String,
+        python: PathBuf,
+        found: String,
+    },
+    /// Two sources pin one package to different versions.
+    #[error("{ours_label}: {ours} conflicts with {theirs_label}: {theirs}")]
+    Conflict {
+        ours_label: String,
+        ours: String,
+        theirs_label: String,
+        theirs: String,
+    },
+    #[error(
+        "{source_label}: an index URL uses `{{private}}`, which needs a feed token: start the session with `--identity NAME` naming an identity that has one"
+    )]
+    MissingFeedToken { source_label: String },
+    #[error("cannot list the packages of {}: {message}", python.display())]
+    ListPackages { python: PathBuf, message: String },
 }
 
 /// The interpreter used when a flow has no requirements: `$FLOWRT_PYTHON`, else `python3` on PATH.
@@ -113,11 +223,11 @@ fn strip_comment(line: &str) -> &str {
     line
 }
 
-pub(crate) fn env_key(python_version: &str, req: &Requirements) -> String {
+pub(crate) fn env_key(base_version: &str, python_version: &str, req: &Requirements) -> String {
     let mut hasher = Sha256::new();
     for part in [
         "flowrt-env",
-        BASE_VERSION,
+        base_version,
         python_version.trim(),
         &req.lines.join("\n"),
         &req.index.join("\n"),
@@ -152,33 +262,108 @@ pub(crate) fn mask_secrets(text: &str) -> String {
 }
 
 /// Return the interpreter for the request, building `<flowrt_home>/envs/<key>/` with `uv` when the
-/// flow has requirements. A built key is reused instantly; concurrent builds of one key wait on a
-/// file lock. `progress` receives one-line status messages.
+/// flow has requirements, on the latest base environment. See [`ensure_env_with`].
 pub fn ensure_env(
     req: EnvRequest<'_>,
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, EnvError> {
-    let Some(path) = req.requirements else {
-        return Ok(default_python());
+    ensure_env_with(req, &EnvOptions::default(), progress)
+}
+
+/// Work out which environment a request needs without building anything: the base, the merged
+/// requirements (a custom environment's before the flow's; the flow's pins win over unpinned
+/// entries) and the key. Conflicting pins and a `{private}` index without a token are reported
+/// here, before any install.
+pub fn resolve_env(req: EnvRequest<'_>, opts: &EnvOptions<'_>) -> Result<ResolvedEnv, EnvError> {
+    let base = match opts.base_version {
+        None => latest_base(),
+        Some(v) => find_base(v).ok_or_else(|| EnvError::UnknownBase {
+            version: v.to_string(),
+            available: BASE_ENVS
+                .iter()
+                .map(|b| b.version)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?,
     };
-    if !path.is_file() {
-        return Ok(default_python());
+    let mut sources: Vec<(String, Requirements)> = Vec::new();
+    if !base.pins.is_empty() {
+        sources.push((
+            format!("base environment default@{}", base.version),
+            normalize_requirements(&base.pins.join("\n")),
+        ));
     }
-    let text = fs_err::read_to_string(path).map_err(|source| EnvError::ReadRequirements {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let normalized = normalize_requirements(&text);
-    if normalized.lines.is_empty() {
-        return Ok(default_python());
+    if let Some(extra) = opts.extra_requirements {
+        sources.push((extra.label.to_string(), normalize_requirements(extra.text)));
     }
-    let base_python = default_python();
-    let version = python_version(&base_python)?;
-    let key = env_key(&version, &normalized);
+    if let Some(path) = req.requirements.filter(|p| p.is_file()) {
+        let text = fs_err::read_to_string(path).map_err(|source| EnvError::ReadRequirements {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut flow = normalize_requirements(&text);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        flow.lines = flow.lines.iter().map(|l| absolutize_line(l, dir)).collect();
+        sources.push((requirements_label(path), flow));
+    }
+    let merged = merge_requirements(&sources)?;
+    let python = default_python();
+    if merged.lines.is_empty() {
+        return Ok(ResolvedEnv {
+            base,
+            key: None,
+            python,
+            lines: Vec::new(),
+            index: Vec::new(),
+        });
+    }
+    if opts.private_token.is_none() {
+        for (label, req) in &sources {
+            if req.index.iter().any(|l| l.contains(PRIVATE_PLACEHOLDER)) {
+                return Err(EnvError::MissingFeedToken {
+                    source_label: label.clone(),
+                });
+            }
+        }
+    }
+    let version = python_version(&python)?;
+    if !python_satisfies(base.python, &version) {
+        return Err(EnvError::PythonTooOld {
+            base: format!("default@{}", base.version),
+            needs: base.python.to_string(),
+            python,
+            found: version.split_whitespace().next().unwrap_or("").to_string(),
+        });
+    }
+    let key = env_key(base.version, &version, &merged);
+    Ok(ResolvedEnv {
+        base,
+        key: Some(key),
+        python,
+        lines: merged.lines,
+        index: merged.index,
+    })
+}
+
+/// Return the interpreter for the request, building `<flowrt_home>/envs/<key>/` with `uv` when
+/// there is anything to install (see [`resolve_env`]). A built key is reused instantly;
+/// concurrent builds of one key wait on a file lock. `progress` receives one-line status messages
+/// (never index URLs or tokens).
+pub fn ensure_env_with(
+    req: EnvRequest<'_>,
+    opts: &EnvOptions<'_>,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, EnvError> {
+    let resolved = resolve_env(req, opts)?;
+    let Some(key) = resolved.key.clone() else {
+        return Ok(resolved.python);
+    };
+    let base_python = resolved.python.clone();
     let envs = req.flowrt_home.join("envs");
     let env_dir = envs.join(&key);
     let env_python = env_dir.join("bin").join("python");
     if env_dir.join(READY_MARKER).is_file() {
+        touch_last_used(&env_dir);
         return Ok(env_python);
     }
     fs_err::create_dir_all(&envs).map_err(|source| EnvError::Io {
@@ -188,6 +373,7 @@ pub fn ensure_env(
     let lock_path = envs.join(format!("{key}.lock"));
     let _lock = FileLock::acquire(&lock_path, progress)?;
     if env_dir.join(READY_MARKER).is_file() {
+        touch_last_used(&env_dir);
         return Ok(env_python);
     }
     if env_dir.exists() {
@@ -197,9 +383,11 @@ pub fn ensure_env(
             source,
         })?;
     }
+    let version = python_version(&base_python)?;
     let uv = find_or_install_uv(&base_python, progress)?;
     progress(&format!(
-        "creating environment {key} (python {})",
+        "creating environment {key} (base {}, python {})",
+        resolved.base.version,
         version.split_whitespace().next().unwrap_or(&version)
     ));
     let out = uv
@@ -218,31 +406,41 @@ pub fn ensure_env(
     if !out.status.success() {
         return Err(EnvError::Venv {
             path: env_dir,
-            stderr_tail: tail(&out),
+            stderr_tail: tail(&out, None),
         });
     }
+    let merged_file = env_dir.join(MERGED_REQUIREMENTS);
+    let mut text = resolved.lines.join("\n");
+    text.push('\n');
+    fs_err::write(&merged_file, text).map_err(|source| EnvError::Io {
+        path: merged_file.clone(),
+        source,
+    })?;
+    let label = req
+        .requirements
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| merged_file.clone());
     progress(&format!(
         "installing {} requirement(s) from {}",
-        normalized.lines.len(),
-        path.display()
+        resolved.lines.len(),
+        label.display()
     ));
-    let out = uv
-        .command()
-        .args(["pip", "install", "--python"])
-        .arg(&env_python)
-        .arg("-r")
-        .arg(path)
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| EnvError::Install {
-            requirements: path.to_path_buf(),
-            stderr_tail: format!("cannot run uv: {e}"),
-        })?;
+    let mut cmd = uv.command();
+    install_command(
+        &mut cmd,
+        &env_python,
+        &merged_file,
+        &resolved.index,
+        opts.private_token,
+    );
+    let out = cmd.output().map_err(|e| EnvError::Install {
+        requirements: label.clone(),
+        stderr_tail: format!("cannot run uv: {e}"),
+    })?;
     if !out.status.success() {
         return Err(EnvError::Install {
-            requirements: path.to_path_buf(),
-            stderr_tail: tail(&out),
+            requirements: label,
+            stderr_tail: tail(&out, opts.private_token),
         });
     }
     let marker = env_dir.join(READY_MARKER);
@@ -250,8 +448,349 @@ pub fn ensure_env(
         path: marker,
         source,
     })?;
+    touch_last_used(&env_dir);
     progress(&format!("environment {key} ready"));
     Ok(env_python)
+}
+
+/// Fill `cmd` (a `uv` command) with `pip install --python PY -r FILE`, the index settings passed
+/// through `UV_INDEX_URL` / `UV_EXTRA_INDEX_URL` (not on the command line, where other users could
+/// read a token) with `{private}` replaced by `token`.
+pub(crate) fn install_command(
+    cmd: &mut Command,
+    python: &Path,
+    requirements: &Path,
+    index: &[String],
+    token: Option<&str>,
+) {
+    cmd.args(["pip", "install", "--python"])
+        .arg(python)
+        .arg("-r")
+        .arg(requirements)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .stdin(Stdio::null());
+    let mut default_index = None;
+    let mut extra = Vec::new();
+    for line in index {
+        let Some((is_default, url)) = split_index_line(line) else {
+            continue;
+        };
+        let url = match token {
+            Some(t) => url.replace(PRIVATE_PLACEHOLDER, &percent_encode(t)),
+            None => url.to_string(),
+        };
+        if is_default {
+            default_index = Some(url);
+        } else {
+            extra.push(url);
+        }
+    }
+    if let Some(url) = default_index {
+        cmd.env("UV_INDEX_URL", url);
+    }
+    if !extra.is_empty() {
+        cmd.env("UV_EXTRA_INDEX_URL", extra.join(" "));
+    }
+}
+
+/// `-i URL` / `--index-url=URL` → `(true, URL)`; `--extra-index-url URL` → `(false, URL)`.
+fn split_index_line(line: &str) -> Option<(bool, &str)> {
+    for (flag, is_default) in [
+        ("--extra-index-url", false),
+        ("--index-url", true),
+        ("-i", true),
+    ] {
+        if let Some(rest) = line.strip_prefix(flag) {
+            if rest.starts_with([' ', '\t', '=']) {
+                let url = rest.trim_start_matches([' ', '\t', '=']).trim();
+                return (!url.is_empty()).then_some((is_default, url));
+            }
+        }
+    }
+    None
+}
+
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// How conflicts name the flow's requirements file: its file name (`requirements.txt`).
+fn requirements_label(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Make relative file references in a requirement line (`-r`, `-c`, `-e`, `./pkg`) absolute, as
+/// the merged file lives elsewhere.
+fn absolutize_line(line: &str, dir: &Path) -> String {
+    let join = |p: &str| dir.join(p).display().to_string();
+    for (flag, only_dotted) in [
+        ("-r", false),
+        ("--requirement", false),
+        ("-c", false),
+        ("--constraint", false),
+        ("-e", true),
+        ("--editable", true),
+    ] {
+        if let Some(rest) = line.strip_prefix(flag) {
+            if rest.starts_with([' ', '\t', '=']) {
+                let target = rest.trim_start_matches([' ', '\t', '=']).trim();
+                let relative = !target.contains("://")
+                    && !Path::new(target).is_absolute()
+                    && (!only_dotted || target.starts_with('.'));
+                return if relative {
+                    format!("{flag} {}", join(target))
+                } else {
+                    line.to_string()
+                };
+            }
+        }
+    }
+    if line.starts_with("./") || line.starts_with("../") {
+        return join(line);
+    }
+    line.to_string()
+}
+
+/// A requirement's normalized project name and the exact version it pins, if any.
+type ParsedRequirement = (String, Option<String>);
+
+/// A requirement line's normalized project name and whether it pins one exact version.
+fn parse_requirement(line: &str) -> Option<ParsedRequirement> {
+    if line.starts_with('-')
+        || line.contains("://")
+        || line.starts_with('.')
+        || line.starts_with('/')
+    {
+        return None;
+    }
+    let spec = line.split(';').next().unwrap_or("").trim();
+    let end = spec
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        .unwrap_or(spec.len());
+    let name = &spec[..end];
+    if name.is_empty() {
+        return None;
+    }
+    let mut rest = spec[end..].trim_start();
+    if rest.starts_with('[') {
+        rest = rest
+            .find(']')
+            .map(|i| rest[i + 1..].trim_start())
+            .unwrap_or("");
+    }
+    if rest.starts_with('@') {
+        return None;
+    }
+    let pin = rest
+        .strip_prefix("===")
+        .or_else(|| rest.strip_prefix("=="))
+        .filter(|v| !v.contains(',') && !v.contains('*'))
+        .map(|v| v.trim().to_string());
+    Some((normalize_name(name), pin))
+}
+
+/// PEP 503: lowercase, runs of `-`, `_`, `.` become `-`.
+pub(crate) fn normalize_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut sep = false;
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            sep = true;
+        } else {
+            if sep && !out.is_empty() {
+                out.push('-');
+            }
+            sep = false;
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// Merge requirement sources, earliest first. A later source's entry for a package replaces an
+/// earlier *unpinned* entry; two different exact pins are a conflict naming both sides.
+pub(crate) fn merge_requirements(
+    sources: &[(String, Requirements)],
+) -> Result<Requirements, EnvError> {
+    // (label, line, parsed) of surviving entries
+    let mut kept: Vec<(usize, String, Option<ParsedRequirement>)> = Vec::new();
+    let mut index = Vec::new();
+    for (i, (label, req)) in sources.iter().enumerate() {
+        for line in &req.lines {
+            let parsed = parse_requirement(line);
+            if let Some((name, pin)) = &parsed {
+                let mut duplicate = false;
+                for (j, earlier, earlier_parsed) in &kept {
+                    if let Some((earlier_name, Some(earlier_pin))) = earlier_parsed {
+                        if earlier_name == name {
+                            match pin {
+                                Some(p) if p != earlier_pin => {
+                                    return Err(EnvError::Conflict {
+                                        ours_label: label.clone(),
+                                        ours: line.clone(),
+                                        theirs_label: sources[*j].0.clone(),
+                                        theirs: earlier.clone(),
+                                    })
+                                }
+                                Some(_) => duplicate = true,
+                                None => {}
+                            }
+                        }
+                    }
+                }
+                if duplicate {
+                    continue;
+                }
+                // the later entry wins over earlier unpinned entries of the same package
+                kept.retain(|(j, _, p)| *j == i || !matches!(p, Some((n, None)) if n == name));
+            }
+            kept.push((i, line.clone(), parsed));
+        }
+        for line in &req.index {
+            if !index.contains(line) {
+                index.push(line.clone());
+            }
+        }
+    }
+    Ok(Requirements {
+        lines: kept.into_iter().map(|(_, line, _)| line).collect(),
+        index,
+    })
+}
+
+fn env_dir(flowrt_home: &Path, key: &str) -> PathBuf {
+    flowrt_home.join("envs").join(key)
+}
+
+fn touch_last_used(env_dir: &Path) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    // Best effort: a read-only home only loses LRU precision.
+    let _ = std::fs::write(env_dir.join(LAST_USED), format!("{now}\n"));
+}
+
+/// When an environment folder was last handed out (nanoseconds; 0 when unknown).
+fn last_used(env_dir: &Path) -> u128 {
+    if let Some(n) = std::fs::read_to_string(env_dir.join(LAST_USED))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+    {
+        return n;
+    }
+    std::fs::metadata(env_dir)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Remove all but the `keep` most recently used environments under `<flowrt_home>/envs/`
+/// (unfinished builds count as oldest). An environment whose build lock is held is skipped.
+/// Returns the removed keys, oldest first.
+pub fn gc(flowrt_home: &Path, keep: usize) -> Result<Vec<String>, EnvError> {
+    let envs = flowrt_home.join("envs");
+    let entries = match std::fs::read_dir(&envs) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(EnvError::Io { path: envs, source }),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| EnvError::Io {
+            path: envs.clone(),
+            source,
+        })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) && path.is_dir() {
+            let ready = path.join(READY_MARKER).is_file();
+            found.push((ready, last_used(&path), name));
+        }
+    }
+    // newest first; unfinished builds last
+    found.sort_by_key(|f| std::cmp::Reverse((f.0, f.1)));
+    let mut removed = Vec::new();
+    for (_, _, key) in found.into_iter().skip(keep).rev() {
+        let Some(_lock) = FileLock::try_acquire(&envs.join(format!("{key}.lock")))? else {
+            continue;
+        };
+        let dir = envs.join(&key);
+        fs_err::remove_dir_all(&dir).map_err(|source| EnvError::Io { path: dir, source })?;
+        removed.push(key);
+    }
+    Ok(removed)
+}
+
+/// The packages installed for `python`, each marked as coming from the requirements (named by the
+/// flow's or custom environment's requirements this environment was built from) or the base.
+pub fn installed_packages(python: &Path) -> Result<Vec<Package>, EnvError> {
+    let requested: HashSet<String> = python
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|dir| std::fs::read_to_string(dir.join(MERGED_REQUIREMENTS)).ok())
+        .map(|text| {
+            text.lines()
+                .filter_map(parse_requirement)
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let uv = find_or_install_uv(&default_python(), &mut |_| {})?;
+    let out = uv
+        .command()
+        .args(["pip", "list", "--format", "json", "--python"])
+        .arg(python)
+        .env("UV_PYTHON_DOWNLOADS", "never")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| EnvError::ListPackages {
+            python: python.to_path_buf(),
+            message: format!("cannot run uv: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(EnvError::ListPackages {
+            python: python.to_path_buf(),
+            message: tail(&out, None),
+        });
+    }
+    #[derive(serde::Deserialize)]
+    struct Listed {
+        name: String,
+        version: String,
+    }
+    let listed: Vec<Listed> =
+        serde_json::from_slice(&out.stdout).map_err(|e| EnvError::ListPackages {
+            python: python.to_path_buf(),
+            message: format!("uv printed unexpected JSON: {e}"),
+        })?;
+    Ok(listed
+        .into_iter()
+        .map(|p| {
+            let source = if requested.contains(&normalize_name(&p.name)) {
+                PackageSource::Requirements
+            } else {
+                PackageSource::Base
+            };
+            Package {
+                name: p.name,
+                version: p.version,
+                source,
+            }
+        })
+        .collect())
 }
 
 fn python_version(python: &Path) -> Result<String, EnvError> {
@@ -266,14 +805,15 @@ fn python_version(python: &Path) -> Result<String, EnvError> {
     if !out.status.success() {
         return Err(EnvError::Python {
             python: python.to_path_buf(),
-            message: tail(&out),
+            message: tail(&out, None),
         });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// The last lines of a command's stderr (stdout when stderr is empty), secrets masked.
-fn tail(out: &Output) -> String {
+/// The last lines of a command's stderr (stdout when stderr is empty), secrets masked: URL
+/// credentials, and `token` wherever it appears (plain or percent-encoded).
+fn tail(out: &Output, token: Option<&str>) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let text = if stderr.trim().is_empty() {
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -282,7 +822,12 @@ fn tail(out: &Output) -> String {
     };
     let lines: Vec<&str> = text.lines().collect();
     let start = lines.len().saturating_sub(ERROR_TAIL_LINES);
-    mask_secrets(&lines[start..].join("\n"))
+    let mut text = mask_secrets(&lines[start..].join("\n"));
+    if let Some(token) = token.filter(|t| !t.is_empty()) {
+        text = text.replace(token, "****");
+        text = text.replace(&percent_encode(token), "****");
+    }
+    text
 }
 
 /// How to run uv.
@@ -358,7 +903,7 @@ fn find_or_install_uv(python: &Path, progress: &mut dyn FnMut(&str)) -> Result<U
                 }
                 messages.push("pip succeeded but uv is still not runnable".to_string());
             }
-            Ok(out) => messages.push(tail(&out)),
+            Ok(out) => messages.push(tail(&out, None)),
             Err(e) => messages.push(format!("cannot run {}: {e}", python.display())),
         }
     }
@@ -405,6 +950,29 @@ impl FileLock {
     }
 }
 
+impl FileLock {
+    /// The lock if nobody holds it; `None` when it is held.
+    fn try_acquire(path: &Path) -> Result<Option<FileLock>, EnvError> {
+        use std::os::unix::io::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| EnvError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            Ok(Some(FileLock { file }))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 impl Drop for FileLock {
     fn drop(&mut self) {
         use std::os::unix::io::AsRawFd;
@@ -439,10 +1007,147 @@ mod tests {
         let a = normalize_requirements("six\n");
         let b = normalize_requirements("six\n# comment\n\n");
         let c = normalize_requirements("six\n-i https://mirror/simple\n");
-        assert_eq!(env_key("3.11", &a), env_key("3.11", &b));
-        assert_ne!(env_key("3.11", &a), env_key("3.12", &a));
-        assert_ne!(env_key("3.11", &a), env_key("3.11", &c));
-        assert_eq!(env_key("3.11", &a).len(), 32);
+        assert_eq!(env_key("1.1.0", "3.11", &a), env_key("1.1.0", "3.11", &b));
+        assert_ne!(env_key("1.1.0", "3.11", &a), env_key("1.1.0", "3.12", &a));
+        assert_ne!(env_key("1.1.0", "3.11", &a), env_key("1.1.0", "3.11", &c));
+        assert_ne!(env_key("1.1.0", "3.11", &a), env_key("1.0.0", "3.11", &a));
+        assert_eq!(env_key("1.1.0", "3.11", &a).len(), 32);
+    }
+
+    fn sources(parts: &[(&str, &str)]) -> Vec<(String, Requirements)> {
+        parts
+            .iter()
+            .map(|(label, text)| (label.to_string(), normalize_requirements(text)))
+            .collect()
+    }
+
+    #[test]
+    fn user_pins_win_over_unpinned_entries() {
+        let merged = merge_requirements(&sources(&[
+            (
+                "environment myenv@v1",
+                "numpy
+six==1.16.0
+Requests[socks]>=2
+",
+            ),
+            (
+                "requirements.txt",
+                "numpy==2.0.0
+requests==2.32.3
+six==1.16.0
+pyyaml
+",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(
+            merged.lines,
+            ["six==1.16.0", "numpy==2.0.0", "requests==2.32.3", "pyyaml"]
+        );
+    }
+
+    #[test]
+    fn different_pins_conflict_naming_both_sides() {
+        let err = merge_requirements(&sources(&[
+            (
+                "environment myenv@v1",
+                "numpy==1.26.4
+",
+            ),
+            (
+                "requirements.txt",
+                "NumPy==2.0.0 ; python_version > '3'
+",
+            ),
+        ]))
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "requirements.txt: NumPy==2.0.0 ; python_version > '3' conflicts with environment myenv@v1: numpy==1.26.4"
+        );
+    }
+
+    #[test]
+    fn requirement_names_are_parsed() {
+        assert_eq!(
+            parse_requirement("Foo_Bar.baz[x]==1.0"),
+            Some(("foo-bar-baz".into(), Some("1.0".into())))
+        );
+        assert_eq!(parse_requirement("foo>=1,<2"), Some(("foo".into(), None)));
+        assert_eq!(parse_requirement("foo==1.*"), Some(("foo".into(), None)));
+        assert_eq!(parse_requirement("foo @ https://x/foo.whl"), None);
+        assert_eq!(parse_requirement("-r other.txt"), None);
+        assert_eq!(parse_requirement("./local"), None);
+    }
+
+    #[test]
+    fn relative_file_references_become_absolute() {
+        let dir = Path::new("/flows/a");
+        assert_eq!(
+            absolutize_line("-r other.txt", dir),
+            "-r /flows/a/other.txt"
+        );
+        assert_eq!(absolutize_line("-c=/abs/c.txt", dir), "-c=/abs/c.txt");
+        assert_eq!(absolutize_line("-e ./pkg", dir), "-e /flows/a/./pkg");
+        assert_eq!(
+            absolutize_line("-e git+https://x/y", dir),
+            "-e git+https://x/y"
+        );
+        assert_eq!(absolutize_line("./pkg", dir), "/flows/a/./pkg");
+        assert_eq!(absolutize_line("six", dir), "six");
+    }
+
+    #[test]
+    fn private_token_goes_to_uv_environment_only() {
+        let index = vec![
+            "-i https://{private}@feed.example/simple".to_string(),
+            "--extra-index-url=https://x:{private}@other.example/simple".to_string(),
+            "--extra-index-url https://pypi.org/simple".to_string(),
+        ];
+        let mut cmd = Command::new("uv");
+        install_command(
+            &mut cmd,
+            Path::new("/env/bin/python"),
+            Path::new("/env/req.txt"),
+            &index,
+            Some("t0k/en"),
+        );
+        let envs: std::collections::HashMap<_, _> = cmd
+            .get_envs()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.map(|v| v.to_string_lossy().into_owned()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            envs["UV_INDEX_URL"].as_deref(),
+            Some("https://t0k%2Fen@feed.example/simple")
+        );
+        assert_eq!(
+            envs["UV_EXTRA_INDEX_URL"].as_deref(),
+            Some("https://x:t0k%2Fen@other.example/simple https://pypi.org/simple")
+        );
+        let args: Vec<_> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "pip",
+                "install",
+                "--python",
+                "/env/bin/python",
+                "-r",
+                "/env/req.txt"
+            ]
+        );
+        // the key uses the unsubstituted line
+        let a = normalize_requirements("six\n-i https://{private}@feed.example/simple\n");
+        assert_eq!(a.index, ["-i https://{private}@feed.example/simple"]);
     }
 
     #[test]

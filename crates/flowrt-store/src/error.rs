@@ -74,4 +74,42 @@ pub enum StoreError {
     /// The operating system's random source failed.
     #[error("cannot obtain random bytes: {0}")]
     Random(String),
+
+    /// A database operation failed.
+    #[error("{action}: {source}")]
+    Db {
+        action: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The database schema could not be brought up to date.
+    #[error("cannot migrate the database {path}: {source}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A record with this name already exists.
+    #[error("{what} `{name}` already exists")]
+    Exists { what: &'static str, name: String },
+
+    /// No record with this name or id.
+    #[error("no {what} `{name}`")]
+    NotFound { what: &'static str, name: String },
+
+    /// A stored value that this version of flowrt cannot read.
+    #[error("database column {table}.{column} holds an unknown value `{value}`")]
+    BadValue {
+        table: &'static str,
+        column: &'static str,
+        value: String,
+    },
+
+    /// An identity's feed token could not be decrypted.
+    #[error(
+        "cannot decrypt the feed token of identity `{name}`: the secret key does not match or the stored value was altered"
+    )]
+    IdentitySecret { name: String },
 }

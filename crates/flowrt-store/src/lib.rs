@@ -1,17 +1,31 @@
 //! flowrt's local persistent state under `FLOWRT_HOME` (default `~/.flowrt`).
 //!
-//! For now this crate owns **connections**: it parses promptflow connection YAML
-//! (`pf connection create --file`), and stores each connection as
-//! `<home>/connections/<name>.json` — name, type and configs in plain text, every secret sealed
-//! with ChaCha20-Poly1305 under the 32-byte key in `<home>/secret.key` (created on first use,
-//! mode 0600). Files are written atomically (temp file + rename) with mode 0600; a key file that
-//! group or others can access is refused. [`masked`] renders a connection for display without its
-//! secrets.
+//! It owns two stores, sharing one secret key:
+//! - the **control-plane store** [`Store`]: SQLite at `<home>/flowrt.db` (sqlx, embedded
+//!   migrations) holding users and their token hashes, computes, sessions, published custom
+//!   environments, identities (feed tokens sealed) and runs — see the `control` module;
+//! - **connections** ([`ConnectionStore`]): it parses promptflow connection YAML
+//!   (`pf connection create --file`), and stores each connection as
+//!   `<home>/connections/<name>.json` — name, type and configs in plain text, every secret sealed
+//!   with ChaCha20-Poly1305 under the 32-byte key in `<home>/secret.key` (created on first use,
+//!   mode 0600). Files are written atomically (temp file + rename) with mode 0600; a key file that
+//!   group or others can access is refused. [`masked`] renders a connection for display without
+//!   its secrets.
+//!
+//! It does not run anything: session lifecycles, environment builds and HTTP live elsewhere.
 
+mod control;
 mod error;
 mod fsutil;
 mod parse;
+mod records;
 mod secret;
+
+pub use control::{Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
+pub use records::{
+    Compute, ComputeKind, ComputeStatus, EnvironmentRecord, Identity, NewSession, Role, RunKind,
+    RunRecord, RunStatus, Session, User,
+};
 
 pub use error::StoreError;
 pub use parse::{DEFAULT_AZURE_API_TYPE, DEFAULT_AZURE_API_VERSION};

@@ -2,6 +2,7 @@
 //! workers, built-in tools, store) and maps errors to exit codes with `hint:` lines.
 
 mod data;
+mod env_cmd;
 mod includes;
 mod invoker;
 mod run_cmd;
@@ -32,6 +33,9 @@ enum Command {
     /// Manage connections: named credentials for OpenAI, Azure OpenAI and custom services.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Environments: base versions, published custom environments, the cache.
+    #[command(subcommand)]
+    Env(env_cmd::EnvCommand),
 }
 
 #[derive(Subcommand)]
@@ -118,6 +122,7 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Run(cmd) => run_cmd::run(cmd),
         Command::Connection(cmd) => connection(cmd),
+        Command::Env(cmd) => env_cmd::run(cmd),
     }
 }
 

@@ -1,0 +1,949 @@
+//! The control plane's store: SQLite at `<FLOWRT_HOME>/flowrt.db` (WAL, busy timeout), migrated
+//! on open from the SQL files embedded from `migrations/`. Typed async methods per table: users
+//! (bearer tokens stored as sha256 only), computes, sessions, custom environments, identities (feed
+//! tokens sealed with the connection store's key) and runs. Queries are checked at run time; no
+//! database is needed to build.
+
+use crate::error::StoreError;
+use crate::fsutil;
+use crate::records::*;
+use crate::secret::SecretKey;
+use crate::{MASK, SECRET_KEY_FILE};
+use flowrt_api::{PreparingPhase, SessionSize, SessionStatus};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// File name of the database under the home directory.
+pub const DB_FILE: &str = "flowrt.db";
+/// Prefix of every bearer token.
+pub const TOKEN_PREFIX: &str = "frt_";
+/// Name of the user [`Store::ensure_owner`] creates.
+pub const OWNER_NAME: &str = "owner";
+
+const LOCK_FILE: &str = "flowrt.db.lock";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_CONNECTIONS: u32 = 8;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The control-plane database. Cheap to clone; every clone shares one connection pool. Several
+/// handles (and processes) may open one database at once.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    home: PathBuf,
+    key: Arc<OnceLock<SecretKey>>,
+}
+
+impl Store {
+    /// Open (creating if missing, mode 0600) `<home>/flowrt.db` and apply pending migrations.
+    /// Migrations are serialized across processes by a lock file beside the database.
+    pub async fn open(home: &Path) -> Result<Store, StoreError> {
+        fsutil::ensure_private_dir(home)?;
+        let path = home.join(DB_FILE);
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Db {
+                action: format!("cannot open database {}", path.display()),
+                source,
+            })?;
+        make_private(&path)?;
+        let lock_path = home.join(LOCK_FILE);
+        let lock = tokio::task::spawn_blocking(move || FileLock::acquire(&lock_path))
+            .await
+            .map_err(|e| StoreError::IoAt {
+                action: "cannot lock",
+                path: home.join(LOCK_FILE),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated.map_err(|source| StoreError::Migrate {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Store {
+            pool,
+            home: home.to_path_buf(),
+            key: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// The home directory the database lives in.
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// Close every connection (waits for queries in flight).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- users ----
+
+    /// Create a user with a fresh bearer token; returns the user and the token in plain text,
+    /// which is not stored anywhere (only its sha256 is).
+    pub async fn create_user(&self, name: &str, role: Role) -> Result<(User, String), StoreError> {
+        let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()?));
+        let user = User {
+            id: format!("u-{}", hex::encode(random_bytes::<6>()?)),
+            name: name.to_string(),
+            role,
+            created: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO users (id, name, role, token_sha256, created) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.name)
+        .bind(enc(&user.role))
+        .bind(token_hash(&token))
+        .bind(user.created)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| exists_or(e, "user", name, || format!("cannot create user `{name}`")))?;
+        Ok((user, token))
+    }
+
+    /// Create the owner (named [`OWNER_NAME`]) if no owner exists yet and return its token; `None`
+    /// when an owner already exists. Safe to call concurrently: exactly one caller gets a token.
+    pub async fn ensure_owner(&self) -> Result<Option<String>, StoreError> {
+        let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()?));
+        let id = format!("u-{}", hex::encode(random_bytes::<6>()?));
+        let done = sqlx::query(
+            "INSERT INTO users (id, name, role, token_sha256, created)
+             SELECT ?, ?, 'owner', ?, ?
+             WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'owner')",
+        )
+        .bind(&id)
+        .bind(OWNER_NAME)
+        .bind(token_hash(&token))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| exists_or(e, "user", OWNER_NAME, || "cannot create the owner".into()))?;
+        Ok((done.rows_affected() == 1).then_some(token))
+    }
+
+    /// The user a bearer token belongs to.
+    pub async fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query("SELECT id, name, role, created FROM users WHERE token_sha256 = ?")
+            .bind(token_hash(token))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db("cannot look up a token"))?;
+        row.map(|r| user_from(&r)).transpose()
+    }
+
+    /// Every user, by name.
+    pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        let rows = sqlx::query("SELECT id, name, role, created FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("cannot list users"))?;
+        rows.iter().map(user_from).collect()
+    }
+
+    // ---- computes ----
+
+    /// Create a compute (status `Running`), assigned to `owner` (a user id).
+    pub async fn create_compute(
+        &self,
+        name: &str,
+        kind: ComputeKind,
+        size: SessionSize,
+        owner: &str,
+    ) -> Result<Compute, StoreError> {
+        let compute = Compute {
+            name: name.to_string(),
+            kind,
+            size,
+            owner: owner.to_string(),
+            status: ComputeStatus::Running,
+            created: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO computes (name, kind, size, owner, status, created) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&compute.name)
+        .bind(enc(&compute.kind))
+        .bind(enc(&compute.size))
+        .bind(&compute.owner)
+        .bind(enc(&compute.status))
+        .bind(compute.created)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| exists_or(e, "compute", name, || format!("cannot create compute `{name}`")))?;
+        Ok(compute)
+    }
+
+    /// The compute `name`.
+    pub async fn get_compute(&self, name: &str) -> Result<Option<Compute>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, kind, size, owner, status, created FROM computes WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(format!("cannot read compute `{name}`")))?;
+        row.map(|r| compute_from(&r)).transpose()
+    }
+
+    /// Every compute, by name.
+    pub async fn list_computes(&self) -> Result<Vec<Compute>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, kind, size, owner, status, created FROM computes ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list computes"))?;
+        rows.iter().map(compute_from).collect()
+    }
+
+    /// Start or stop a compute; `false` when there is none.
+    pub async fn set_compute_status(
+        &self,
+        name: &str,
+        status: ComputeStatus,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE computes SET status = ? WHERE name = ?")
+            .bind(enc(&status))
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot update compute `{name}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Delete a compute; `false` when there was none.
+    pub async fn delete_compute(&self, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM computes WHERE name = ?")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot delete compute `{name}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- sessions ----
+
+    /// Insert a new session with a fresh `s-<12 hex>` id, status `NotAvailable`.
+    pub async fn insert_session(&self, new: &NewSession) -> Result<Session, StoreError> {
+        let now = now_ms();
+        let session = Session {
+            id: format!("s-{}", hex::encode(random_bytes::<6>()?)),
+            owner: new.owner.clone(),
+            flow_dir: new.flow_dir.clone(),
+            env_ref: new.env_ref.clone(),
+            env_key: new.env_key.clone(),
+            base_version: new.base_version.clone(),
+            size: new.size,
+            idle_timeout_s: new.idle_timeout_s,
+            identity: new.identity.clone(),
+            compute: new.compute.clone(),
+            status: SessionStatus::NotAvailable,
+            phase: None,
+            reason: None,
+            log_tail: None,
+            agent_pid: None,
+            agent_addr: None,
+            created: now,
+            last_activity: now,
+            updated: now,
+        };
+        sqlx::query(
+            "INSERT INTO sessions (id, owner, flow_dir, env_ref, env_key, base_version, size,
+                 idle_timeout_s, identity, compute, status, created, last_activity, updated)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.owner)
+        .bind(&session.flow_dir)
+        .bind(&session.env_ref)
+        .bind(&session.env_key)
+        .bind(&session.base_version)
+        .bind(enc(&session.size))
+        .bind(to_i64(session.idle_timeout_s))
+        .bind(&session.identity)
+        .bind(&session.compute)
+        .bind(enc(&session.status))
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot create a session"))?;
+        Ok(session)
+    }
+
+    /// The session `id`.
+    pub async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let row = sqlx::query(&format!("{SESSION_SELECT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("cannot read session `{id}`")))?;
+        row.map(|r| session_from(&r)).transpose()
+    }
+
+    /// Sessions of `owner` (a user id), or every session when `None`; oldest first.
+    pub async fn list_sessions(&self, owner: Option<&str>) -> Result<Vec<Session>, StoreError> {
+        let rows = match owner {
+            Some(owner) => {
+                sqlx::query(&format!(
+                    "{SESSION_SELECT} WHERE owner = ? ORDER BY created, id"
+                ))
+                .bind(owner)
+                .fetch_all(&self.pool)
+                .await
+            }
+            None => {
+                sqlx::query(&format!("{SESSION_SELECT} ORDER BY created, id"))
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .map_err(db("cannot list sessions"))?;
+        rows.iter().map(session_from).collect()
+    }
+
+    /// Set a session's status, phase and reason (all three replaced); `false` when there is none.
+    pub async fn update_session_status(
+        &self,
+        id: &str,
+        status: SessionStatus,
+        phase: Option<PreparingPhase>,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET status = ?, phase = ?, reason = ?, updated = ? WHERE id = ?",
+        )
+        .bind(enc(&status))
+        .bind(phase.map(|p| enc(&p)))
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Keep the last lines of a session's log (for `Failed` sessions).
+    pub async fn set_session_log_tail(
+        &self,
+        id: &str,
+        log_tail: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE sessions SET log_tail = ?, updated = ? WHERE id = ?")
+            .bind(log_tail)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Record (or clear) a session's agent process and address.
+    pub async fn update_session_agent(
+        &self,
+        id: &str,
+        agent_pid: Option<u32>,
+        agent_addr: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET agent_pid = ?, agent_addr = ?, updated = ? WHERE id = ?",
+        )
+        .bind(agent_pid.map(i64::from))
+        .bind(agent_addr)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Change a session's size and idle timeout (`session edit`).
+    pub async fn update_session_settings(
+        &self,
+        id: &str,
+        size: SessionSize,
+        idle_timeout_s: u64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET size = ?, idle_timeout_s = ?, updated = ? WHERE id = ?",
+        )
+        .bind(enc(&size))
+        .bind(to_i64(idle_timeout_s))
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Point a session at another environment (`session update`, `install`).
+    pub async fn update_session_env(
+        &self,
+        id: &str,
+        env_ref: &str,
+        env_key: Option<&str>,
+        base_version: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sessions SET env_ref = ?, env_key = ?, base_version = ?, updated = ? WHERE id = ?",
+        )
+        .bind(env_ref)
+        .bind(env_key)
+        .bind(base_version)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Mark activity now (a run started or finished), resetting the idle clock.
+    pub async fn touch_session(&self, id: &str) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let done = sqlx::query("UPDATE sessions SET last_activity = ?, updated = ? WHERE id = ?")
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Delete a session; `false` when there was none. Its runs stay.
+    pub async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot delete session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- environments ----
+
+    /// Publish `name@vN` (N = the next version of `name`, from 1); returns N.
+    pub async fn publish_environment(
+        &self,
+        name: &str,
+        base_version: &str,
+        requirements: &str,
+    ) -> Result<u32, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO environments (name, version, base_version, requirements, created)
+             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM environments WHERE name = ?
+             RETURNING version",
+        )
+        .bind(name)
+        .bind(base_version)
+        .bind(requirements)
+        .bind(now_ms())
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db(format!("cannot publish environment `{name}`")))?;
+        let version: i64 = row
+            .try_get("version")
+            .map_err(db(format!("cannot publish environment `{name}`")))?;
+        u32::try_from(version).map_err(|_| StoreError::BadValue {
+            table: "environments",
+            column: "version",
+            value: version.to_string(),
+        })
+    }
+
+    /// `name@v<version>`, or the latest version of `name` when `version` is `None`.
+    pub async fn get_environment(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<EnvironmentRecord>, StoreError> {
+        let query = match version {
+            Some(v) => sqlx::query(
+                "SELECT name, version, base_version, requirements, created FROM environments
+                 WHERE name = ? AND version = ?",
+            )
+            .bind(name)
+            .bind(i64::from(v)),
+            None => sqlx::query(
+                "SELECT name, version, base_version, requirements, created FROM environments
+                 WHERE name = ? ORDER BY version DESC LIMIT 1",
+            )
+            .bind(name),
+        };
+        let row = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("cannot read environment `{name}`")))?;
+        row.map(|r| environment_from(&r)).transpose()
+    }
+
+    /// Every version of every custom environment, by name then version.
+    pub async fn list_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, version, base_version, requirements, created FROM environments
+             ORDER BY name, version",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list environments"))?;
+        rows.iter().map(environment_from).collect()
+    }
+
+    // ---- identities ----
+
+    /// Create an identity owned by `owner` (a user id), its feed token sealed at rest.
+    pub async fn create_identity(
+        &self,
+        name: &str,
+        owner: &str,
+        feed_token: Option<&str>,
+    ) -> Result<Identity, StoreError> {
+        let sealed = match feed_token {
+            Some(token) => Some(
+                self.key()?
+                    .seal(&identity_aad(name), "feed_token", token)
+                    .map_err(|_| StoreError::IdentitySecret {
+                        name: name.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
+        let identity = Identity {
+            name: name.to_string(),
+            owner: owner.to_string(),
+            feed_token: feed_token.map(|_| MASK.to_string()),
+            created: now_ms(),
+        };
+        sqlx::query(
+            "INSERT INTO identities (name, owner, feed_token_sealed, created) VALUES (?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(owner)
+        .bind(sealed)
+        .bind(identity.created)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| {
+            exists_or(e, "identity", name, || {
+                format!("cannot create identity `{name}`")
+            })
+        })?;
+        Ok(identity)
+    }
+
+    /// Every identity, by name, feed tokens masked.
+    pub async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, owner, feed_token_sealed, created FROM identities ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list identities"))?;
+        rows.iter()
+            .map(|r| {
+                let sealed: Option<String> = get(r, "feed_token_sealed")?;
+                Ok(Identity {
+                    name: get(r, "name")?,
+                    owner: get(r, "owner")?,
+                    feed_token: sealed.map(|_| MASK.to_string()),
+                    created: get(r, "created")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The plain feed token of identity `name`, for substituting `{private}` in index URLs while
+    /// installing an environment — and for nothing else: never log, store or return it to a client.
+    /// `Ok(None)` when the identity has no token; an error when there is no such identity.
+    pub async fn identity_feed_token_for_install(
+        &self,
+        name: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT feed_token_sealed FROM identities WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("cannot read identity `{name}`")))?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                what: "identity",
+                name: name.to_string(),
+            });
+        };
+        let sealed: Option<String> = get(&row, "feed_token_sealed")?;
+        match sealed {
+            None => Ok(None),
+            Some(sealed) => self
+                .key()?
+                .open(&identity_aad(name), "feed_token", &sealed)
+                .map(Some)
+                .map_err(|_| StoreError::IdentitySecret {
+                    name: name.to_string(),
+                }),
+        }
+    }
+
+    // ---- runs ----
+
+    /// Record a run `id` sent to `session_id`, status `Queued`.
+    pub async fn insert_run(
+        &self,
+        id: &str,
+        session_id: &str,
+        kind: RunKind,
+        request: &Value,
+    ) -> Result<RunRecord, StoreError> {
+        let run = RunRecord {
+            id: id.to_string(),
+            session_id: session_id.to_string(),
+            kind,
+            status: RunStatus::Queued,
+            request: request.clone(),
+            result: None,
+            created: now_ms(),
+            finished: None,
+        };
+        sqlx::query(
+            "INSERT INTO runs (id, session_id, kind, status, request, created) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(session_id)
+        .bind(enc(&kind))
+        .bind(enc(&run.status))
+        .bind(request.to_string())
+        .bind(run.created)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| exists_or(e, "run", id, || format!("cannot record run `{id}`")))?;
+        Ok(run)
+    }
+
+    /// Set a run's status (and result); a finished status stamps `finished`.
+    pub async fn update_run(
+        &self,
+        id: &str,
+        status: RunStatus,
+        result: Option<&Value>,
+    ) -> Result<bool, StoreError> {
+        let finished = status.is_finished().then(now_ms);
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, result = COALESCE(?, result), finished = ? WHERE id = ?",
+        )
+        .bind(enc(&status))
+        .bind(result.map(Value::to_string))
+        .bind(finished)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot update run `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The run `id`.
+    pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let row = sqlx::query(&format!("{RUN_SELECT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("cannot read run `{id}`")))?;
+        row.map(|r| run_from(&r)).transpose()
+    }
+
+    /// The runs of a session, oldest first.
+    pub async fn list_runs(&self, session_id: &str) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{RUN_SELECT} WHERE session_id = ? ORDER BY created, id"
+        ))
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db(format!("cannot list runs of session `{session_id}`")))?;
+        rows.iter().map(run_from).collect()
+    }
+
+    /// Every run not finished yet (`Queued` or `Running`), oldest first: what a restarted server
+    /// re-queues.
+    pub async fn list_unfinished_runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "{RUN_SELECT} WHERE finished IS NULL ORDER BY created, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list unfinished runs"))?;
+        rows.iter().map(run_from).collect()
+    }
+
+    fn key(&self) -> Result<&SecretKey, StoreError> {
+        if let Some(key) = self.key.get() {
+            return Ok(key);
+        }
+        let key = SecretKey::load_or_create(&self.home.join(SECRET_KEY_FILE))?;
+        Ok(self.key.get_or_init(|| key))
+    }
+}
+
+const SESSION_SELECT: &str = "SELECT id, owner, flow_dir, env_ref, env_key, base_version, size,
+    idle_timeout_s, identity, compute, status, phase, reason, log_tail, agent_pid, agent_addr,
+    created, last_activity, updated FROM sessions";
+
+const RUN_SELECT: &str =
+    "SELECT id, session_id, kind, status, request, result, created, finished FROM runs";
+
+/// Associated data for identity secrets. `:` cannot occur in a connection name, so an identity's
+/// sealed token never opens as a connection secret or the other way round.
+fn identity_aad(name: &str) -> String {
+    format!("identity:{name}")
+}
+
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
+    let mut bytes = [0u8; N];
+    getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+    Ok(bytes)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// An enum's serde name (`Running`, `small`, `owner`).
+fn enc<T: Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => String::new(),
+    }
+}
+
+fn dec<T: DeserializeOwned>(
+    table: &'static str,
+    column: &'static str,
+    s: String,
+) -> Result<T, StoreError> {
+    serde_json::from_value(Value::String(s.clone())).map_err(|_| StoreError::BadValue {
+        table,
+        column,
+        value: s,
+    })
+}
+
+fn db(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let action = action.into();
+    move |source| StoreError::Db { action, source }
+}
+
+/// A unique-constraint violation becomes [`StoreError::Exists`]; anything else a `Db` error.
+fn exists_or(
+    e: sqlx::Error,
+    what: &'static str,
+    name: &str,
+    action: impl FnOnce() -> String,
+) -> StoreError {
+    let unique = e
+        .as_database_error()
+        .is_some_and(|d| d.is_unique_violation());
+    if unique {
+        StoreError::Exists {
+            what,
+            name: name.to_string(),
+        }
+    } else {
+        StoreError::Db {
+            action: action(),
+            source: e,
+        }
+    }
+}
+
+fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(column).map_err(|source| StoreError::Db {
+        action: format!("cannot read column {column}"),
+        source,
+    })
+}
+
+fn user_from(r: &SqliteRow) -> Result<User, StoreError> {
+    Ok(User {
+        id: get(r, "id")?,
+        name: get(r, "name")?,
+        role: dec("users", "role", get(r, "role")?)?,
+        created: get(r, "created")?,
+    })
+}
+
+fn compute_from(r: &SqliteRow) -> Result<Compute, StoreError> {
+    Ok(Compute {
+        name: get(r, "name")?,
+        kind: dec("computes", "kind", get(r, "kind")?)?,
+        size: dec("computes", "size", get(r, "size")?)?,
+        owner: get(r, "owner")?,
+        status: dec("computes", "status", get(r, "status")?)?,
+        created: get(r, "created")?,
+    })
+}
+
+fn session_from(r: &SqliteRow) -> Result<Session, StoreError> {
+    let phase: Option<String> = get(r, "phase")?;
+    let pid: Option<i64> = get(r, "agent_pid")?;
+    let idle: i64 = get(r, "idle_timeout_s")?;
+    Ok(Session {
+        id: get(r, "id")?,
+        owner: get(r, "owner")?,
+        flow_dir: get(r, "flow_dir")?,
+        env_ref: get(r, "env_ref")?,
+        env_key: get(r, "env_key")?,
+        base_version: get(r, "base_version")?,
+        size: dec("sessions", "size", get(r, "size")?)?,
+        idle_timeout_s: u64::try_from(idle).unwrap_or(0),
+        identity: get(r, "identity")?,
+        compute: get(r, "compute")?,
+        status: dec("sessions", "status", get(r, "status")?)?,
+        phase: phase.map(|p| dec("sessions", "phase", p)).transpose()?,
+        reason: get(r, "reason")?,
+        log_tail: get(r, "log_tail")?,
+        agent_pid: pid.and_then(|p| u32::try_from(p).ok()),
+        agent_addr: get(r, "agent_addr")?,
+        created: get(r, "created")?,
+        last_activity: get(r, "last_activity")?,
+        updated: get(r, "updated")?,
+    })
+}
+
+fn environment_from(r: &SqliteRow) -> Result<EnvironmentRecord, StoreError> {
+    let version: i64 = get(r, "version")?;
+    Ok(EnvironmentRecord {
+        name: get(r, "name")?,
+        version: u32::try_from(version).map_err(|_| StoreError::BadValue {
+            table: "environments",
+            column: "version",
+            value: version.to_string(),
+        })?,
+        base_version: get(r, "base_version")?,
+        requirements: get(r, "requirements")?,
+        created: get(r, "created")?,
+    })
+}
+
+fn run_from(r: &SqliteRow) -> Result<RunRecord, StoreError> {
+    let json = |column: &'static str, text: String| {
+        serde_json::from_str::<Value>(&text).map_err(|_| StoreError::BadValue {
+            table: "runs",
+            column,
+            value: text,
+        })
+    };
+    let result: Option<String> = get(r, "result")?;
+    Ok(RunRecord {
+        id: get(r, "id")?,
+        session_id: get(r, "session_id")?,
+        kind: dec("runs", "kind", get(r, "kind")?)?,
+        status: dec("runs", "status", get(r, "status")?)?,
+        request: json("request", get(r, "request")?)?,
+        result: result.map(|t| json("result", t)).transpose()?,
+        created: get(r, "created")?,
+        finished: get(r, "finished")?,
+    })
+}
+
+#[cfg(unix)]
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|source| {
+        StoreError::IoAt {
+            action: "cannot restrict permissions of",
+            path: path.to_path_buf(),
+            source,
+        }
+    })
+}
+
+#[cfg(not(unix))]
+fn make_private(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// An exclusive `flock(2)` held while migrating, released on drop.
+struct FileLock {
+    file: std::fs::File,
+}
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<FileLock, StoreError> {
+        use std::os::unix::io::AsRawFd;
+        let io_err = |source| StoreError::IoAt {
+            action: "cannot lock",
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err)?;
+        loop {
+            // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(FileLock { file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(io_err(err));
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: unlocking our own descriptor; closing it would release the lock anyway.
+        unsafe {
+            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
+        }
+    }
+}

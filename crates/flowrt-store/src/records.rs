@@ -1,0 +1,181 @@
+//! The records the control-plane store keeps, as plain serde structs, and the enums only the store
+//! and its callers need (session status, phases and sizes come from [`flowrt_api::session`]).
+//! Times are Unix milliseconds.
+
+use flowrt_api::{PreparingPhase, SessionSize, SessionStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What a user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Created on the server's first start; everything.
+    Owner,
+    /// Manages users, computes and environments.
+    Admin,
+    /// Starts sessions and runs flows.
+    User,
+    /// Reads only.
+    Viewer,
+}
+
+/// A user of the control plane. The bearer token is never stored, only its sha256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// `u-<12 hex>`.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created: i64,
+}
+
+/// Where sessions run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeKind {
+    /// Named, long-lived, assigned to one user, started and stopped by hand.
+    Instance,
+    /// Provisioned for a session, released when its last session stops.
+    Serverless,
+}
+
+/// Whether a compute can take sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ComputeStatus {
+    Running,
+    Stopped,
+}
+
+/// A compute instance or a serverless compute.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Compute {
+    pub name: String,
+    pub kind: ComputeKind,
+    pub size: SessionSize,
+    /// The user id it is assigned to.
+    pub owner: String,
+    pub status: ComputeStatus,
+    pub created: i64,
+}
+
+/// What a new session is asked to be; [`crate::Store::insert_session`] adds the id, status and times.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewSession {
+    /// The owning user id.
+    pub owner: String,
+    pub flow_dir: String,
+    /// `default@1.1.0`, `myenv@v2`, ...
+    pub env_ref: String,
+    /// The environment's content key once resolved.
+    pub env_key: Option<String>,
+    pub base_version: String,
+    pub size: SessionSize,
+    /// 0 disables idle shutdown.
+    pub idle_timeout_s: u64,
+    pub identity: Option<String>,
+    pub compute: Option<String>,
+}
+
+/// A compute session as the server keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// `s-<12 hex>`.
+    pub id: String,
+    pub owner: String,
+    pub flow_dir: String,
+    pub env_ref: String,
+    pub env_key: Option<String>,
+    pub base_version: String,
+    pub size: SessionSize,
+    pub idle_timeout_s: u64,
+    pub identity: Option<String>,
+    pub compute: Option<String>,
+    pub status: SessionStatus,
+    /// Set while `Preparing`.
+    pub phase: Option<PreparingPhase>,
+    /// Why it failed or stopped.
+    pub reason: Option<String>,
+    /// The last lines of its log, kept for `Failed` sessions.
+    pub log_tail: Option<String>,
+    pub agent_pid: Option<u32>,
+    /// `127.0.0.1:PORT` of its agent.
+    pub agent_addr: Option<String>,
+    pub created: i64,
+    pub last_activity: i64,
+    pub updated: i64,
+}
+
+/// A published custom environment `name@v<version>`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentRecord {
+    pub name: String,
+    /// 1, 2, ... (`v1`, `v2`).
+    pub version: u32,
+    /// The base environment version it builds on (`1.1.0`).
+    pub base_version: String,
+    /// Its requirements file, as published.
+    pub requirements: String,
+    pub created: i64,
+}
+
+impl EnvironmentRecord {
+    /// `name@vN`.
+    pub fn reference(&self) -> String {
+        format!("{}@v{}", self.name, self.version)
+    }
+}
+
+/// Whom a session acts as. The feed token is never in this record in plain text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub name: String,
+    /// The owning user id.
+    pub owner: String,
+    /// [`crate::MASK`] when a feed token is stored, `None` otherwise.
+    pub feed_token: Option<String>,
+    pub created: i64,
+}
+
+/// An interactive test or a batch run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    Test,
+    Batch,
+}
+
+/// Where a run is in its life. `Queued` and `Running` are unfinished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl RunStatus {
+    /// `Completed`, `Failed` or `Canceled`.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed | RunStatus::Failed | RunStatus::Canceled
+        )
+    }
+}
+
+/// A run sent to a session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub session_id: String,
+    pub kind: RunKind,
+    pub status: RunStatus,
+    /// What was asked (flow, inputs, data, ...), as the API received it.
+    pub request: Value,
+    /// What came out, once finished.
+    pub result: Option<Value>,
+    pub created: i64,
+    pub finished: Option<i64>,
+}

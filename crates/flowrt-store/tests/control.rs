@@ -1,0 +1,391 @@
+//! The control-plane store against real SQLite files in temp dirs.
+
+use flowrt_api::{PreparingPhase, SessionSize, SessionStatus};
+use flowrt_store::{
+    ComputeKind, ComputeStatus, NewSession, Role, RunKind, RunStatus, Store, StoreError, MASK,
+};
+use serde_json::json;
+
+async fn store() -> (tempfile::TempDir, Store) {
+    let home = tempfile::tempdir().unwrap();
+    let store = Store::open(home.path()).await.unwrap();
+    (home, store)
+}
+
+fn new_session(owner: &str) -> NewSession {
+    NewSession {
+        owner: owner.to_string(),
+        flow_dir: "/flows/a".into(),
+        env_ref: "default@1.1.0".into(),
+        env_key: None,
+        base_version: "1.1.0".into(),
+        size: SessionSize::Small,
+        idle_timeout_s: 3600,
+        identity: None,
+        compute: None,
+    }
+}
+
+#[tokio::test]
+async fn owner_is_created_once_and_tokens_resolve() {
+    let (home, store) = store().await;
+    let token = store
+        .ensure_owner()
+        .await
+        .unwrap()
+        .expect("first call creates");
+    assert!(
+        token.starts_with("frt_") && token.len() == 4 + 64,
+        "{token}"
+    );
+    assert_eq!(store.ensure_owner().await.unwrap(), None);
+    let owner = store.user_by_token(&token).await.unwrap().unwrap();
+    assert_eq!((owner.name.as_str(), owner.role), ("owner", Role::Owner));
+    assert!(owner.id.starts_with("u-"));
+    assert_eq!(store.user_by_token("frt_wrong").await.unwrap(), None);
+
+    let (ada, ada_token) = store.create_user("ada", Role::Viewer).await.unwrap();
+    assert_ne!(ada_token, token);
+    assert_eq!(
+        store.user_by_token(&ada_token).await.unwrap(),
+        Some(ada.clone())
+    );
+    let names: Vec<_> = store
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["ada", "owner"]);
+    match store.create_user("ada", Role::User).await {
+        Err(StoreError::Exists { what: "user", name }) => assert_eq!(name, "ada"),
+        other => panic!("{other:?}"),
+    }
+    // only the hash is stored
+    store.close().await;
+    assert!(!file_contains(home.path(), token.as_bytes()));
+    // a reopened store still knows the owner
+    let store = Store::open(home.path()).await.unwrap();
+    assert_eq!(store.ensure_owner().await.unwrap(), None);
+    assert_eq!(store.user_by_token(&token).await.unwrap(), Some(owner));
+}
+
+#[tokio::test]
+async fn computes_round_trip() {
+    let (_home, store) = store().await;
+    let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
+    let c = store
+        .create_compute("ci-1", ComputeKind::Instance, SessionSize::Medium, &ada.id)
+        .await
+        .unwrap();
+    assert_eq!(c.status, ComputeStatus::Running);
+    assert_eq!(store.get_compute("ci-1").await.unwrap(), Some(c.clone()));
+    assert!(matches!(
+        store
+            .create_compute("ci-1", ComputeKind::Serverless, SessionSize::Small, &ada.id)
+            .await,
+        Err(StoreError::Exists { .. })
+    ));
+    assert!(store
+        .set_compute_status("ci-1", ComputeStatus::Stopped)
+        .await
+        .unwrap());
+    assert!(!store
+        .set_compute_status("nope", ComputeStatus::Stopped)
+        .await
+        .unwrap());
+    let all = store.list_computes().await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, ComputeStatus::Stopped);
+    assert_eq!(all[0].size, SessionSize::Medium);
+    assert!(store.delete_compute("ci-1").await.unwrap());
+    assert_eq!(store.get_compute("ci-1").await.unwrap(), None);
+    // an unknown owner is refused
+    assert!(store
+        .create_compute("ci-2", ComputeKind::Instance, SessionSize::Small, "u-ghost")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn sessions_round_trip() {
+    let (_home, store) = store().await;
+    let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
+    let (bob, _) = store.create_user("bob", Role::User).await.unwrap();
+    let s = store.insert_session(&new_session(&ada.id)).await.unwrap();
+    assert!(s.id.starts_with("s-") && s.id.len() == 14, "{}", s.id);
+    assert_eq!(s.status, SessionStatus::NotAvailable);
+    assert_eq!(store.get_session(&s.id).await.unwrap(), Some(s.clone()));
+    let t = store.insert_session(&new_session(&bob.id)).await.unwrap();
+
+    assert!(store
+        .update_session_status(
+            &s.id,
+            SessionStatus::Preparing,
+            Some(PreparingPhase::Installing),
+            None
+        )
+        .await
+        .unwrap());
+    assert!(store
+        .update_session_agent(&s.id, Some(4242), Some("127.0.0.1:9000"))
+        .await
+        .unwrap());
+    assert!(store
+        .update_session_settings(&s.id, SessionSize::Large, 0)
+        .await
+        .unwrap());
+    assert!(store
+        .update_session_env(&s.id, "myenv@v2", Some("abc"), "1.0.0")
+        .await
+        .unwrap());
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    assert!(store.touch_session(&s.id).await.unwrap());
+    let got = store.get_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.status, SessionStatus::Preparing);
+    assert_eq!(got.phase, Some(PreparingPhase::Installing));
+    assert_eq!(got.agent_pid, Some(4242));
+    assert_eq!(got.agent_addr.as_deref(), Some("127.0.0.1:9000"));
+    assert_eq!((got.size, got.idle_timeout_s), (SessionSize::Large, 0));
+    assert_eq!(
+        (
+            got.env_ref.as_str(),
+            got.env_key.as_deref(),
+            got.base_version.as_str()
+        ),
+        ("myenv@v2", Some("abc"), "1.0.0")
+    );
+    assert!(got.last_activity > s.last_activity);
+
+    assert!(store
+        .update_session_status(&s.id, SessionStatus::Failed, None, Some("agent exited"))
+        .await
+        .unwrap());
+    assert!(store
+        .set_session_log_tail(&s.id, Some("line 1\nline 2"))
+        .await
+        .unwrap());
+    let got = store.get_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            got.status,
+            got.phase,
+            got.reason.as_deref(),
+            got.log_tail.as_deref()
+        ),
+        (
+            SessionStatus::Failed,
+            None,
+            Some("agent exited"),
+            Some("line 1\nline 2")
+        )
+    );
+
+    let ids = |v: Vec<flowrt_store::Session>| v.into_iter().map(|s| s.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_sessions(Some(&bob.id)).await.unwrap()),
+        [t.id.as_str()]
+    );
+    assert_eq!(store.list_sessions(None).await.unwrap().len(), 2);
+    assert!(store.delete_session(&s.id).await.unwrap());
+    assert!(!store.delete_session(&s.id).await.unwrap());
+    assert_eq!(store.get_session(&s.id).await.unwrap(), None);
+    assert!(!store.touch_session(&s.id).await.unwrap());
+}
+
+#[tokio::test]
+async fn environment_versions_count_up_per_name() {
+    let (_home, store) = store().await;
+    assert_eq!(
+        store
+            .publish_environment("myenv", "1.0.0", "six\n")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .publish_environment("other", "1.1.0", "")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .publish_environment("myenv", "1.1.0", "six==1.16.0\n")
+            .await
+            .unwrap(),
+        2
+    );
+    let latest = store.get_environment("myenv", None).await.unwrap().unwrap();
+    assert_eq!(
+        (latest.version, latest.reference()),
+        (2, "myenv@v2".to_string())
+    );
+    assert_eq!(latest.requirements, "six==1.16.0\n");
+    let v1 = store
+        .get_environment("myenv", Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (v1.base_version.as_str(), v1.requirements.as_str()),
+        ("1.0.0", "six\n")
+    );
+    assert_eq!(store.get_environment("myenv", Some(3)).await.unwrap(), None);
+    assert_eq!(store.get_environment("ghost", None).await.unwrap(), None);
+    let refs: Vec<_> = store
+        .list_environments()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.reference())
+        .collect();
+    assert_eq!(refs, ["myenv@v1", "myenv@v2", "other@v1"]);
+}
+
+#[tokio::test]
+async fn identity_feed_tokens_are_encrypted_at_rest() {
+    let (home, store) = store().await;
+    let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
+    let secret = "feed-token-0123456789-very-secret";
+    let id = store
+        .create_identity("builder", &ada.id, Some(secret))
+        .await
+        .unwrap();
+    assert_eq!(id.feed_token.as_deref(), Some(MASK));
+    store.create_identity("plain", &ada.id, None).await.unwrap();
+    let listed = store.list_identities().await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].feed_token.as_deref(), Some(MASK));
+    assert_eq!(listed[1].feed_token, None);
+    assert!(!format!("{listed:?}").contains(secret));
+    assert_eq!(
+        store
+            .identity_feed_token_for_install("builder")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(secret)
+    );
+    assert_eq!(
+        store
+            .identity_feed_token_for_install("plain")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(matches!(
+        store.identity_feed_token_for_install("ghost").await,
+        Err(StoreError::NotFound {
+            what: "identity",
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.create_identity("builder", &ada.id, None).await,
+        Err(StoreError::Exists { .. })
+    ));
+    store.close().await;
+    assert!(!file_contains(home.path(), secret.as_bytes()));
+}
+
+#[tokio::test]
+async fn runs_round_trip_and_unfinished_ones_are_listed() {
+    let (_home, store) = store().await;
+    let req = json!({"flow": "/flows/a", "inputs": {"x": 1}});
+    let a = store
+        .insert_run("run-a", "s-1", RunKind::Batch, &req)
+        .await
+        .unwrap();
+    assert_eq!((a.status, a.finished), (RunStatus::Queued, None));
+    store
+        .insert_run("run-b", "s-1", RunKind::Test, &json!({}))
+        .await
+        .unwrap();
+    store
+        .insert_run("run-c", "s-2", RunKind::Batch, &json!({}))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.insert_run("run-a", "s-1", RunKind::Batch, &req).await,
+        Err(StoreError::Exists { what: "run", .. })
+    ));
+    assert!(store
+        .update_run("run-a", RunStatus::Running, None)
+        .await
+        .unwrap());
+    assert!(store
+        .update_run("run-b", RunStatus::Completed, Some(&json!({"out": 2})))
+        .await
+        .unwrap());
+    let b = store.get_run("run-b").await.unwrap().unwrap();
+    assert_eq!(b.result, Some(json!({"out": 2})));
+    assert!(b.finished.is_some());
+    let a = store.get_run("run-a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.status, a.request.clone(), a.finished),
+        (RunStatus::Running, req, None)
+    );
+
+    let ids = |v: Vec<flowrt_store::RunRecord>| v.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_runs("s-1").await.unwrap()),
+        ["run-a", "run-b"]
+    );
+    assert_eq!(
+        ids(store.list_unfinished_runs().await.unwrap()),
+        ["run-a", "run-c"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_handles_share_one_database() {
+    let home = tempfile::tempdir().unwrap();
+    // opened at the same time: migrations are serialized
+    let (a, b) = tokio::join!(Store::open(home.path()), Store::open(home.path()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (ta, tb) = tokio::join!(a.ensure_owner(), b.ensure_owner());
+    assert_eq!(
+        [ta.unwrap().is_some(), tb.unwrap().is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count(),
+        1,
+        "exactly one handle creates the owner"
+    );
+    let writes = (0..20).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tokio::spawn(async move { store.publish_environment("e", "1.1.0", "").await })
+    });
+    let mut versions = Vec::new();
+    for w in writes {
+        versions.push(w.await.unwrap().unwrap());
+    }
+    versions.sort();
+    assert_eq!(versions, (1..=20).collect::<Vec<u32>>());
+    assert_eq!(b.list_environments().await.unwrap().len(), 20);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.path().join("flowrt.db"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{mode:o}");
+    }
+}
+
+/// Whether any file under `dir` contains `needle`.
+fn file_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|e| {
+        let path = e.unwrap().path();
+        if path.is_dir() {
+            file_contains(&path, needle)
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            bytes.windows(needle.len()).any(|w| w == needle)
+        }
+    })
+}

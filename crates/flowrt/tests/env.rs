@@ -1,0 +1,120 @@
+//! `flowrt env`: base and custom environments, publishing, gc — through the real binary.
+
+mod common;
+
+use common::Env;
+
+#[test]
+fn list_shows_bases_then_published_environments() {
+    let env = Env::new();
+    let r = env.run(&["env", "list"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "default@1.0.0\ndefault@1.1.0 (latest)\n");
+
+    let req = env.home.path().join("req.txt");
+    std::fs::write(&req, "six==1.16.0\n").unwrap();
+    let req = req.to_str().unwrap();
+    let r = env.run(&["env", "create", "myenv", "--requirements", req]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "myenv@v1\n"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&[
+        "env",
+        "create",
+        "myenv",
+        "-r",
+        req,
+        "--from",
+        "default@1.0.0",
+    ]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "myenv@v2\n"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["env", "create", "alpha", "-r", req]);
+    assert_eq!(
+        (r.code, r.stdout.as_str()),
+        (0, "alpha@v1\n"),
+        "{}",
+        r.stderr
+    );
+
+    let r = env.run(&["env", "list"]);
+    assert_eq!(
+        r.stdout,
+        "default@1.0.0\ndefault@1.1.0 (latest)\nalpha@v1 (base 1.1.0)\nmyenv@v1 (base 1.1.0)\nmyenv@v2 (base 1.0.0)\n"
+    );
+    let r = env.run(&["env", "list", "--json"]);
+    let v = r.json();
+    assert_eq!(v["base"][1]["ref"], "default@1.1.0");
+    assert_eq!(v["base"][1]["latest"], true);
+    assert_eq!(v["base"][0]["latest"], false);
+    assert_eq!(v["custom"][2]["ref"], "myenv@v2");
+    assert_eq!(v["custom"][2]["requirements"], "six==1.16.0\n");
+}
+
+#[test]
+fn create_rejects_bad_names_and_bases() {
+    let env = Env::new();
+    let req = env.home.path().join("req.txt");
+    std::fs::write(&req, "six\n").unwrap();
+    let req = req.to_str().unwrap();
+    let r = env.run(&["env", "create", "default", "-r", req]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("invalid environment name `default`"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["env", "create", "x", "-r", req, "--from", "default@9.9.9"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("unknown base environment version `9.9.9`; available: 1.0.0, 1.1.0"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["env", "create", "x", "-r", req, "--from", "other@v1"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("--from takes a base environment"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["env", "create", "x", "-r", "/nonexistent/req.txt"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("/nonexistent/req.txt"), "{}", r.stderr);
+    assert_eq!(r.stdout, "");
+}
+
+#[test]
+fn gc_removes_least_recently_used_folders() {
+    let env = Env::new();
+    let envs = env.home.path().join("envs");
+    // fake built environments: gc only looks at the folders, markers and last-used stamps
+    for (key, used) in [("a", 3), ("b", 1), ("c", 2)] {
+        let dir = envs.join(key.repeat(32));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(".flowrt-ready"), "3.11\n").unwrap();
+        std::fs::write(dir.join(".flowrt-last-used"), format!("{used}\n")).unwrap();
+    }
+    let r = env.run(&["env", "gc", "--keep", "1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.stdout,
+        format!("{}\n{}\n", "b".repeat(32), "c".repeat(32))
+    );
+    assert!(
+        r.stderr.contains("removed 2 environment(s)"),
+        "{}",
+        r.stderr
+    );
+    assert!(envs.join("a".repeat(32)).is_dir());
+    let r = env.run(&["env", "gc"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, ""));
+}
