@@ -48,7 +48,15 @@ pub struct Invocation<'a> {
     pub args: Vec<(String, NodeArg)>,
     /// The line number, or `None` for an aggregation call.
     pub line: Option<usize>,
+    /// When the line times out. An invoker that can stop a call (e.g. by replacing the Python
+    /// worker running it) stops it then and fails it with [`DEADLINE_EXCEEDED`]; the executor
+    /// reports that as the line's timeout. Calls still running a little after the deadline are
+    /// abandoned.
+    pub deadline: Option<std::time::Instant>,
 }
+
+/// The `error_type` of a [`ToolFailure`] for a call stopped at its [`Invocation::deadline`].
+pub const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
 
 /// What a node produced.
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,7 @@
 use crate::value::value_at;
 use crate::{
     ArgOrigin, Invocation, NodeArg, NodeRun, NodeStatus, NodeValue, RunObserver, ToolFailure,
-    ToolInvoker, ToolOutcome,
+    ToolInvoker, ToolOutcome, DEADLINE_EXCEEDED,
 };
 use flowrt_flow::pyvalue::py_eq;
 use flowrt_flow::{Flow, InputValue, Node, RefSource, Reference};
@@ -14,6 +14,9 @@ use serde_json::Value;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// How long after a line's deadline calls that were not stopped by their invoker are abandoned.
+const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 
 /// Knobs for running lines.
 #[derive(Clone, Debug, Default)]
@@ -130,6 +133,21 @@ impl<I: ToolInvoker> Executor<I> {
         self.flow.nodes.iter().any(|n| n.aggregation)
     }
 
+    fn line_timeout_error(&self, line_number: usize) -> ToolFailureAt {
+        let secs = self
+            .options
+            .line_timeout
+            .map(|t| t.as_secs_f64())
+            .unwrap_or(0.0);
+        ToolFailureAt {
+            node: None,
+            failure: ToolFailure::new(
+                "LineExecutionTimeoutError",
+                format!("line {line_number} did not finish within {secs} seconds"),
+            ),
+        }
+    }
+
     /// Run one line with already converted inputs (see [`crate::prepare_inputs`]).
     pub async fn run_line(
         &self,
@@ -207,12 +225,14 @@ impl<I: ToolInvoker> Executor<I> {
                         self.observer.node_started(Some(line_number), &node.name);
                         running_since.insert(i, (Instant::now(), SystemTime::now()));
                         let invoker = &self.invoker;
+                        let call_deadline = deadline.map(|d| d.into_std());
                         running.push(async move {
                             let result = invoker
                                 .invoke(Invocation {
                                     node,
                                     args,
                                     line: Some(line_number),
+                                    deadline: call_deadline,
                                 })
                                 .await;
                             (i, result)
@@ -223,25 +243,18 @@ impl<I: ToolInvoker> Executor<I> {
             if running.is_empty() {
                 break;
             }
+            // Invokers stop their calls at the deadline (see `Invocation::deadline`); calls
+            // still running shortly after it are abandoned.
             let next = match deadline {
-                Some(d) => match tokio::time::timeout_at(d, running.next()).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        let secs = self
-                            .options
-                            .line_timeout
-                            .map(|t| t.as_secs_f64())
-                            .unwrap_or(0.0);
-                        error = Some(ToolFailureAt {
-                            node: None,
-                            failure: ToolFailure::new(
-                                "LineExecutionTimeoutError",
-                                format!("line {line_number} did not finish within {secs} seconds"),
-                            ),
-                        });
-                        break;
+                Some(d) => {
+                    match tokio::time::timeout_at(d + DEADLINE_GRACE, running.next()).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            error = Some(self.line_timeout_error(line_number));
+                            break;
+                        }
                     }
-                },
+                }
                 None => running.next().await,
             };
             let Some((i, result)) = next else { break };
@@ -272,6 +285,12 @@ impl<I: ToolInvoker> Executor<I> {
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
                     states[i] = State::Done(output);
+                }
+                Err(failure) if failure.error_type == DEADLINE_EXCEEDED => {
+                    // Stopped at the line's deadline: the line timed out; the node was canceled.
+                    running_since.insert(i, (t0, start));
+                    error = Some(self.line_timeout_error(line_number));
+                    break;
                 }
                 Err(failure) => {
                     let run = NodeRun {
@@ -519,6 +538,7 @@ impl<I: ToolInvoker> Executor<I> {
                     node,
                     args,
                     line: None,
+                    deadline: None,
                 })
                 .await;
             let mut run = NodeRun {

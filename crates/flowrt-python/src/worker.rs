@@ -118,6 +118,8 @@ pub struct WorkerPool {
     next_id: AtomicU64,
     next_worker: AtomicU64,
     script: OnceLock<PathBuf>,
+    /// Set by [`WorkerPool::shutdown`]: calls failing from then on are not retried.
+    closing: AtomicBool,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -138,6 +140,8 @@ struct Shared {
     stderr_tail: Mutex<VecDeque<String>>,
     /// Asks the task owning the child process to kill it.
     kill: Mutex<Option<oneshot::Sender<()>>>,
+    /// How many calls were waiting for an answer when the worker died.
+    orphaned: AtomicUsize,
 }
 
 impl Shared {
@@ -160,6 +164,8 @@ struct Worker {
     shared: Arc<Shared>,
     inflight: AtomicUsize,
     alive: Arc<AtomicBool>,
+    /// Out of the pool: killed as soon as no call is in flight on it.
+    retiring: AtomicBool,
     exited: watch::Receiver<Option<ExitStatus>>,
 }
 
@@ -212,7 +218,11 @@ struct InflightGuard(Arc<Worker>);
 
 impl Drop for InflightGuard {
     fn drop(&mut self) {
-        self.0.inflight.fetch_sub(1, Ordering::SeqCst);
+        if self.0.inflight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.retiring.load(Ordering::SeqCst)
+        {
+            self.0.request_kill();
+        }
     }
 }
 
@@ -238,15 +248,42 @@ impl WorkerPool {
             next_id: AtomicU64::new(1),
             next_worker: AtomicU64::new(1),
             script: OnceLock::new(),
+            closing: AtomicBool::new(false),
         }
     }
 
     /// Run one tool call on the least busy worker.
+    ///
+    /// A worker runs many calls at once, so when it dies with several calls in flight, which one
+    /// killed it is unknown: each of them is then retried once on a worker of its own, where only
+    /// the culprit fails again (with [`CallError::Crashed`]).
     pub async fn call(&self, call: ToolCall) -> Result<CallOutput, CallError> {
+        let started = tokio::time::Instant::now();
         let worker = self.pick_worker()?;
+        let first = self.call_on(worker.clone(), &call, call.timeout).await;
+        let shared_crash = matches!(first, Err(CallError::Crashed { .. }))
+            && worker.shared.orphaned.load(Ordering::SeqCst) > 1
+            && !self.closing.load(Ordering::SeqCst);
+        if !shared_crash {
+            return first;
+        }
+        let timeout = call.timeout.map(|t| t.saturating_sub(started.elapsed()));
+        let solo = Arc::new(self.spawn(&self.script()?)?);
+        solo.retiring.store(true, Ordering::SeqCst);
+        solo.inflight.fetch_add(1, Ordering::SeqCst);
+        self.call_on(solo, &call, timeout).await
+    }
+
+    /// Run a call on `worker`, whose in-flight count already includes it.
+    async fn call_on(
+        &self,
+        worker: Arc<Worker>,
+        call: &ToolCall,
+        timeout: Option<Duration>,
+    ) -> Result<CallOutput, CallError> {
         let guard = InflightGuard(worker.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let line = encode_request(id, &call)?;
+        let line = encode_request(id, call)?;
 
         let (tx, rx) = oneshot::channel();
         {
@@ -284,7 +321,7 @@ impl WorkerPool {
             };
         }
 
-        let reply = match call.timeout {
+        let reply = match timeout {
             Some(limit) => match tokio::time::timeout(limit, rx).await {
                 Ok(r) => r,
                 Err(_) => {
@@ -311,6 +348,7 @@ impl WorkerPool {
 
     /// End all worker processes (in-flight calls fail with [`CallError::Crashed`]).
     pub async fn shutdown(&self) {
+        self.closing.store(true, Ordering::SeqCst);
         let workers: Vec<Arc<Worker>> = lock(&self.slots).drain(..).flatten().collect();
         for worker in &workers {
             worker.request_kill();
@@ -325,14 +363,20 @@ impl WorkerPool {
         }
     }
 
-    /// Kill a worker and remove it from the pool (the next call spawns a fresh one).
+    /// Remove a worker from the pool (the next call spawns a fresh one) and kill it once the
+    /// other calls in flight on it have finished (they are not failed by a neighbour's timeout).
     fn retire(&self, worker: &Arc<Worker>) {
-        worker.request_kill();
-        let mut slots = lock(&self.slots);
-        for slot in slots.iter_mut() {
-            if slot.as_ref().is_some_and(|w| w.id == worker.id) {
-                *slot = None;
+        worker.retiring.store(true, Ordering::SeqCst);
+        {
+            let mut slots = lock(&self.slots);
+            for slot in slots.iter_mut() {
+                if slot.as_ref().is_some_and(|w| w.id == worker.id) {
+                    *slot = None;
+                }
             }
+        }
+        if worker.inflight.load(Ordering::SeqCst) == 0 {
+            worker.request_kill();
         }
     }
 
@@ -416,6 +460,7 @@ impl WorkerPool {
             }),
             stderr_tail: Mutex::new(VecDeque::new()),
             kill: Mutex::new(Some(kill_tx)),
+            orphaned: AtomicUsize::new(0),
         });
         let alive = Arc::new(AtomicBool::new(true));
         let (exit_tx, exit_rx) = watch::channel::<Option<ExitStatus>>(None);
@@ -461,6 +506,7 @@ impl WorkerPool {
             shared,
             inflight: AtomicUsize::new(0),
             alive,
+            retiring: AtomicBool::new(false),
             exited: exit_rx,
         })
     }
@@ -550,6 +596,7 @@ async fn read_responses(
     let calls: Vec<oneshot::Sender<Reply>> = {
         let mut pending = lock(&shared.pending);
         pending.dead = true;
+        shared.orphaned.store(pending.calls.len(), Ordering::SeqCst);
         pending.calls.drain().map(|(_, tx)| tx).collect()
     };
     for tx in calls {

@@ -727,3 +727,52 @@ async fn spawn_failure_is_reported() {
     assert!(matches!(err, CallError::Spawn { .. }), "{err:?}");
     assert!(err.to_string().contains("/nonexistent/python3"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_does_not_fail_other_calls_on_the_same_worker() {
+    let f = pool();
+    let pool = f.pool.clone();
+    let other = tokio::spawn(async move {
+        pool.call(code("a", "sleeper.py", vec![("seconds", val(json!(1.0)))]))
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut stuck = code("b", "sleeper.py", vec![("seconds", val(json!(30)))]);
+    stuck.timeout = Some(Duration::from_millis(300));
+    let err = f.pool.call(stuck).await.unwrap_err();
+    assert!(matches!(err, CallError::Timeout { .. }), "{err:?}");
+    // The retired worker finishes the call it was already running before it is killed.
+    assert_eq!(value(other.await.unwrap().unwrap()), json!(1.0));
+    f.pool.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_fails_only_the_crashing_call_among_those_in_flight() {
+    let f = pool();
+    let mut handles = Vec::new();
+    for i in 0..3 {
+        let pool = f.pool.clone();
+        handles.push(tokio::spawn(async move {
+            pool.call(code(
+                &format!("s{i}"),
+                "sleeper.py",
+                vec![("seconds", val(json!(0.5)))],
+            ))
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let err = f
+        .pool
+        .call(code("crash", "crash.py", vec![("how", val(json!("exit")))]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, CallError::Crashed { detail } if detail.contains("exited with code 3")),
+        "{err:?}"
+    );
+    for h in handles {
+        assert_eq!(value(h.await.unwrap().unwrap()), json!(0.5));
+    }
+    f.pool.shutdown().await;
+}

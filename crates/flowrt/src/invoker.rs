@@ -5,6 +5,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use flowrt_api::Connection;
 use flowrt_executor::{
     ArgOrigin, Invocation, NodeArg, NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
+    DEADLINE_EXCEEDED,
 };
 use flowrt_flow::{env_var_reference, Flow, NodeKind, ToolSource};
 use flowrt_python::{Arg, CallError, Output, ToolCall, WorkerPool, WorkerSpec};
@@ -137,12 +138,16 @@ impl FlowInvoker {
                 (name, arg)
             })
             .collect();
+        // At the line's deadline the pool replaces the worker running the call.
+        let timeout = call
+            .deadline
+            .map(|d| d.saturating_duration_since(std::time::Instant::now()));
         let out = pool
             .call(ToolCall {
                 node: call.node.name.clone(),
                 source,
                 args,
-                timeout: None,
+                timeout,
             })
             .await
             .map_err(python_failure)?;
@@ -267,9 +272,10 @@ fn python_failure(e: CallError) -> ToolFailure {
         },
         CallError::Load { message } => ToolFailure::new("ToolLoadError", message),
         CallError::Crashed { detail } => ToolFailure::new("WorkerCrashed", detail),
+        // Calls carry a timeout only for the line's deadline.
         CallError::Timeout { seconds } => ToolFailure::new(
-            "ToolTimeout",
-            format!("the tool did not finish within {seconds} seconds"),
+            DEADLINE_EXCEEDED,
+            format!("the tool did not finish within {seconds:.3} seconds; its python worker was replaced"),
         ),
         other => ToolFailure::new("PythonWorkerError", other.to_string()),
     }
@@ -277,6 +283,28 @@ fn python_failure(e: CallError) -> ToolFailure {
 
 impl ToolInvoker for FlowInvoker {
     async fn invoke(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let deadline = call.deadline;
+        let python = call.node.kind == NodeKind::Python
+            && !matches!(&call.node.source, ToolSource::Package { tool } if tool == EMBEDDING_TOOL);
+        match deadline {
+            // Python calls are stopped by the worker pool; built-in tools by dropping them.
+            Some(d) if !python => {
+                let d = tokio::time::Instant::from_std(d);
+                match tokio::time::timeout_at(d, self.invoke_tool(call)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ToolFailure::new(
+                        DEADLINE_EXCEEDED,
+                        "the tool did not finish before the line's deadline",
+                    )),
+                }
+            }
+            _ => self.invoke_tool(call).await,
+        }
+    }
+}
+
+impl FlowInvoker {
+    async fn invoke_tool(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
         match (&call.node.kind, &call.node.source) {
             (NodeKind::Prompt, _) => {
                 let template = self

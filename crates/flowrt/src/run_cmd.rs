@@ -11,7 +11,7 @@ use flowrt_executor::{
     prepare_inputs, ColumnMapping, Executor, ExecutorOptions, LineResult, LineSources, NodeRun,
     RunObserver,
 };
-use flowrt_flow::{load_flow, LoadOptions};
+use flowrt_flow::LoadOptions;
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -55,12 +55,13 @@ pub enum RunCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// The flow folder.
-    #[arg(long)]
-    pub flow: PathBuf,
-    /// The data: .jsonl (one JSON object per line), .csv or .tsv.
-    #[arg(long)]
-    pub data: PathBuf,
+    /// The flow folder (with --resume-from: default the resumed run's flow).
+    #[arg(long, required_unless_present = "resume_from")]
+    pub flow: Option<PathBuf>,
+    /// The data: .jsonl (one JSON object per line), .csv or .tsv (with --resume-from: default the
+    /// resumed run's data).
+    #[arg(long, required_unless_present = "resume_from")]
+    pub data: Option<PathBuf>,
     /// Map flow inputs to data: NAME='${data.COLUMN}', '${run.outputs.NAME}', '${run.inputs.COLUMN}' or a literal.
     /// Unmapped inputs without a default read the column of the same name.
     #[arg(long, num_args = 1.., action = clap::ArgAction::Append, value_name = "NAME=VALUE")]
@@ -77,7 +78,8 @@ pub struct CreateArgs {
     /// Use another variant of a node: '${node_name.variant_id}'.
     #[arg(long)]
     pub variant: Option<String>,
-    /// Re-run only the lines of RUN that did not complete, keeping its completed lines.
+    /// Re-run only the lines of RUN that did not complete, keeping its completed lines. The flow,
+    /// data, column mapping, base run and variant default to RUN's.
     #[arg(long, value_name = "RUN")]
     pub resume_from: Option<String>,
     /// How many lines run at once (default 16: suits LLM-bound flows).
@@ -249,6 +251,16 @@ fn env_seconds(name: &str) -> Option<f64> {
         .filter(|v| *v > 0.0)
 }
 
+/// Seconds as people write them: `60`, `0.6`.
+fn seconds(s: f64) -> String {
+    let rounded = (s * 10.0).round() / 10.0;
+    if rounded.fract() == 0.0 {
+        format!("{rounded:.0}")
+    } else {
+        format!("{rounded:.1}")
+    }
+}
+
 /// Tracks running nodes for the "has been running" warnings and writes the run log.
 struct RunLog {
     file: Mutex<Option<std::fs::File>>,
@@ -277,9 +289,14 @@ impl RunLog {
                 let periods = (start.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64;
                 if periods > *warned {
                     *warned = periods;
+                    let line = if *line == usize::MAX {
+                        "aggregation".to_string()
+                    } else {
+                        format!("line {line}")
+                    };
                     due.push(format!(
-                        "line {line}: {node} has been running for {} seconds",
-                        start.elapsed().as_secs()
+                        "{line}: {node} has been running for {} seconds",
+                        seconds(periods as f64 * interval.as_secs_f64())
                     ));
                 }
             }
@@ -460,12 +477,36 @@ fn default_name(flow: &Path) -> String {
     format!("{base}_{stamp}_{nanos:06}")
 }
 
-fn create(args: CreateArgs, home: &Path) -> Result<u8> {
+fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     let started = Instant::now();
-    let name = args
-        .name
-        .clone()
-        .unwrap_or_else(|| default_name(&args.flow));
+    // What is not given again is taken from the run being resumed (its data from the copy in
+    // its folder, so the original file may have moved).
+    let (mut data_file, mut data_shown) = (args.data.clone(), args.data.clone());
+    if let Some(prev) = &args.resume_from {
+        let meta = runs::load(home, prev)?;
+        if data_file.is_none() {
+            data_file = Some(meta.output_dir.join("data.jsonl"));
+            data_shown = Some(meta.data.clone());
+        }
+        if args.flow.is_none() {
+            args.flow = Some(meta.flow.clone());
+            if args.column_mapping.is_empty() {
+                args.column_mapping = meta
+                    .column_mapping
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+            }
+            args.run = args.run.take().or(meta.base_run.clone());
+            args.variant = args.variant.take().or(meta.variant.clone());
+        }
+    }
+    let (Some(flow_dir), Some(data_file), Some(data_shown)) =
+        (args.flow.clone(), data_file, data_shown)
+    else {
+        bail!("--flow and --data are required (unless resuming a run with --resume-from)");
+    };
+    let name = args.name.clone().unwrap_or_else(|| default_name(&flow_dir));
     runs::check_name(&name)?;
     if runs::exists(home, &name) {
         bail!(
@@ -476,8 +517,10 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
     if let Some(v) = &args.variant {
         options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow!(e))?);
     }
-    let flow = Arc::new(load_flow(&args.flow, &options)?);
-    let rows = crate::data::read_rows(&args.data)?;
+    // A flow with additional_includes runs from a merged copy (removed when the run ends).
+    let merged = crate::includes::Merged::new(&flow_dir, home)?;
+    let flow = Arc::new(merged.load(&options)?);
+    let rows = crate::data::read_rows(&data_file)?;
     let mapping = ColumnMapping::parse(&args.column_mapping, args.run.is_some())?;
 
     // Evaluation runs join the base run's outputs and data rows by line number.
@@ -523,11 +566,10 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
     let mut meta = RunMeta {
         name: name.clone(),
         status: RunStatus::Running,
-        flow: flow.dir.canonicalize().unwrap_or_else(|_| flow.dir.clone()),
-        data: args
-            .data
+        flow: flow_dir.canonicalize().unwrap_or_else(|_| flow_dir.clone()),
+        data: data_shown
             .canonicalize()
-            .unwrap_or_else(|_| args.data.clone()),
+            .unwrap_or_else(|_| data_shown.clone()),
         output_dir: output_dir
             .canonicalize()
             .unwrap_or_else(|_| output_dir.clone()),
@@ -559,8 +601,8 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
     });
     log.log(&format!(
         "run {name}: flow {}, data {} ({} lines)",
-        flow.dir.display(),
-        args.data.display(),
+        flow_dir.display(),
+        data_shown.display(),
         rows.len()
     ));
     log.log(&format!("concurrency: {concurrency}"));
@@ -668,6 +710,9 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
                 }
                 _ = ticker.tick() => {
                     log.warn_long_running(warn_interval);
+                    // Finished lines reach the disk within a tick (cheap: one write per tick, not
+                    // per line), so a killed run loses little and can be resumed.
+                    writer.flush()?;
                     if let Some(line) = progress.tick() {
                         log.log(&line);
                     }
@@ -811,7 +856,10 @@ impl Progress {
     fn tick(&mut self) -> Option<String> {
         if self.tty {
             let width = 30;
-            let filled = (self.done * width).checked_div(self.total).unwrap_or(width).min(width);
+            let filled = (self.done * width)
+                .checked_div(self.total)
+                .unwrap_or(width)
+                .min(width);
             eprint!(
                 "\r[{}{}] {}   ",
                 "#".repeat(filled),

@@ -11,6 +11,8 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+
 pub struct Env {
     pub home: tempfile::TempDir,
 }
@@ -55,6 +57,22 @@ impl Env {
         }
     }
 
+    /// Start flowrt in the background (stdout and stderr to files in the home folder, so a
+    /// long run cannot block on a full pipe).
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        let n = SPAWNED.fetch_add(1, Ordering::SeqCst);
+        let out = std::fs::File::create(self.home.path().join(format!("spawn{n}.out"))).unwrap();
+        let err = std::fs::File::create(self.home.path().join(format!("spawn{n}.err"))).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", self.home.path())
+            .env_remove("FLOWRT_SERVER")
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("flowrt starts")
+    }
+
     /// Write a connection YAML and create it.
     pub fn connection(&self, yaml: &str) {
         let file = self.home.path().join("conn.yaml");
@@ -90,6 +108,16 @@ pub struct FakeOpenAi {
 
 impl FakeOpenAi {
     pub fn start(fail_first: usize) -> Self {
+        Self::start_with(fail_first, 0)
+    }
+
+    /// Like [`FakeOpenAi::start`], and besides every `fail_every`-th request (1-based; 0: none)
+    /// gets a 429, as `fake_openai.py --fail-every N` does.
+    pub fn start_failing_every(fail_every: usize) -> Self {
+        Self::start_with(0, fail_every)
+    }
+
+    fn start_with(fail_first: usize, fail_every: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -119,7 +147,9 @@ impl FakeOpenAi {
                 let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 reqs.lock().unwrap().push((path.clone(), body.clone()));
-                let (status, reply) = if n < fail_first {
+                let (status, reply) = if n < fail_first
+                    || (fail_every > 0 && (n + 1) % fail_every == 0)
+                {
                     (
                         "429 Too Many Requests",
                         json!({"error": {"message": "slow down"}}),
