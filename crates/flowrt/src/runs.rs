@@ -91,7 +91,33 @@ pub fn load(home: &Path, name: &str) -> Result<RunMeta> {
             runs_dir(home).display()
         )
     })?;
-    serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+    let meta: RunMeta =
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+    Ok(reconcile(meta))
+}
+
+/// A run recorded as Running whose process is gone (killed, machine restarted) is shown as Failed
+/// with a hint to resume it, rather than Running forever.
+fn reconcile(mut meta: RunMeta) -> RunMeta {
+    if meta.status == RunStatus::Running && !process_alive(meta.pid) {
+        meta.status = RunStatus::Failed;
+        meta.error = Some(format!(
+            "the run's process ({}) is gone; resume it with `flowrt run create --resume-from {}`",
+            meta.pid, meta.name
+        ));
+    }
+    meta
+}
+
+/// Whether `pid` is a live flowrt process (a reused pid running something else does not count).
+fn process_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Field 3 is the state; a zombie has exited.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    matches!(state, Some(s) if s != "Z") && String::from_utf8_lossy(&cmdline).contains("flowrt")
 }
 
 pub fn exists(home: &Path, name: &str) -> bool {
@@ -110,7 +136,7 @@ pub fn list(home: &Path) -> Result<Vec<RunMeta>> {
         }
         if let Ok(text) = fs_err::read_to_string(&p) {
             if let Ok(meta) = serde_json::from_str::<RunMeta>(&text) {
-                out.push(meta);
+                out.push(reconcile(meta));
             }
         }
     }

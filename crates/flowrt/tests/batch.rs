@@ -622,6 +622,17 @@ fn sigkill_mid_run_then_resume_writes_every_line_once() {
     let mut child = start_slow_run(&env, &dir, &data, "killed");
     child.kill().unwrap();
     child.wait().unwrap();
+    // The killed run is not shown as running forever.
+    let shown: serde_json::Value =
+        serde_json::from_str(&env.run(&["run", "show", "killed", "--json"]).stdout).unwrap();
+    assert_eq!(shown["status"], json!("Failed"));
+    assert!(
+        shown["error"]
+            .as_str()
+            .unwrap()
+            .contains("resume it with `flowrt run create --resume-from killed`"),
+        "{shown}"
+    );
     let r = env.run(&[
         "run",
         "create",
