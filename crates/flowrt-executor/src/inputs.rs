@@ -6,7 +6,7 @@ use serde_json::Value;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
-    #[error("missing required input '{name}' ({ty}); pass it with --inputs {name}=VALUE")]
+    #[error("missing required input '{name}' ({ty})")]
     Missing { name: String, ty: String },
     #[error("input '{name}': {message}")]
     Invalid { name: String, message: String },

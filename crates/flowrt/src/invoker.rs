@@ -21,6 +21,19 @@ const EMBEDDING_TOOL: &str = "promptflow.tools.embedding.embedding";
 /// its `connection` and `api` arrive as node inputs instead of node fields.
 const LLM_TOOL: &str = "promptflow.tools.llm.llm";
 
+/// Where a line's streamed LLM replies go: set for the duration of one line with
+/// `STREAM_SINK.scope(...)` (the executor polls node calls on the line's own task, so a task-local
+/// reaches exactly that line's calls, even with many lines sharing one invoker).
+pub struct StreamSink {
+    /// The nodes whose replies are streamed.
+    pub nodes: std::collections::HashSet<String>,
+    pub tx: tokio::sync::mpsc::UnboundedSender<String>,
+}
+
+tokio::task_local! {
+    pub static STREAM_SINK: StreamSink;
+}
+
 /// Calls the tools of one flow.
 pub struct FlowInvoker {
     templates: HashMap<String, String>,
@@ -192,14 +205,22 @@ impl FlowInvoker {
             Some("completion") => LlmApi::Completion,
             _ => LlmApi::Chat,
         };
+        let call = LlmCall {
+            api,
+            connection,
+            template,
+            inputs,
+        };
+        let sink = STREAM_SINK
+            .try_with(|s| s.nodes.contains(&node.name).then(|| s.tx.clone()))
+            .ok()
+            .flatten();
+        if let Some(tx) = sink {
+            return self.llm_streamed(call, tx).await;
+        }
         let result = self
             .llm
-            .run_llm(LlmCall {
-                api,
-                connection,
-                template,
-                inputs,
-            })
+            .run_llm(call)
             .await
             .map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
         Ok(ToolOutcome {
@@ -210,6 +231,28 @@ impl FlowInvoker {
                 serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
             }),
         })
+    }
+
+    /// Stream the reply's pieces to `tx` as they arrive; the node's output is their concatenation.
+    async fn llm_streamed(
+        &self,
+        call: LlmCall<'_>,
+        tx: tokio::sync::mpsc::UnboundedSender<String>,
+    ) -> Result<ToolOutcome, ToolFailure> {
+        use futures::StreamExt;
+        let mut stream = self
+            .llm
+            .run_llm_stream(call)
+            .await
+            .map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
+        let mut whole = String::new();
+        while let Some(piece) = stream.next().await {
+            let piece = piece.map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
+            whole.push_str(&piece);
+            // A client that went away does not stop the node: its output is still the whole reply.
+            let _ = tx.send(piece);
+        }
+        Ok(ToolOutcome::value(Value::String(whole)))
     }
 
     async fn embedding(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {

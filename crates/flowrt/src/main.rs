@@ -7,6 +7,7 @@ mod includes;
 mod invoker;
 mod run_cmd;
 mod runs;
+mod serve_cmd;
 mod test_cmd;
 
 use anyhow::Result;
@@ -44,6 +45,10 @@ enum FlowCommand {
     ///
     /// Example: flowrt flow test ./my_flow --inputs question="What is a DAG?" count=3
     Test(test_cmd::TestArgs),
+    /// Serve a flow over HTTP (promptflow's contract): POST /score, GET /health, /swagger.json.
+    ///
+    /// Example: flowrt flow serve ./my_flow --port 8080
+    Serve(serve_cmd::ServeArgs),
     /// Check a flow without running it: YAML, references, tool files, cycles.
     Validate {
         /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
@@ -103,6 +108,7 @@ pub fn print_error(e: &anyhow::Error) {
 fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Flow(FlowCommand::Test(args)) => test_cmd::run(args),
+        Command::Flow(FlowCommand::Serve(args)) => serve_cmd::run(args),
         Command::Flow(FlowCommand::Validate { flow: flow_dir }) => {
             let merged = includes::Merged::new(&flow_dir, &flowrt_store::flowrt_home())?;
             let flow = merged.load(&Default::default())?;

@@ -3,7 +3,9 @@
 use crate::invoker::{self, FlowInvoker};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NodeRun, RunObserver};
+use flowrt_executor::{
+    prepare_inputs, Executor, ExecutorOptions, InputError, NodeRun, RunObserver,
+};
 use flowrt_flow::LoadOptions;
 use indexmap::IndexMap;
 use serde_json::Value;
@@ -67,7 +69,12 @@ pub fn run(args: TestArgs) -> Result<u8> {
     let merged = crate::includes::Merged::new(&args.flow, &home)?;
     let flow = Arc::new(merged.load(&options)?);
     let given = parse_inputs(&args)?;
-    let inputs = prepare_inputs(&flow, &given)?;
+    let inputs = prepare_inputs(&flow, &given).map_err(|e| match &e {
+        InputError::Missing { name, .. } => {
+            anyhow!("{e}\nhint: pass it with --inputs {name}=VALUE or in --inputs-file")
+        }
+        InputError::Invalid { .. } => anyhow!(e),
+    })?;
     let connections = invoker::load_connections(&home)?;
     let env = invoker::environment(&flow, &connections)?;
     let spec = invoker::python_spec(&flow, &home, env, &mut |msg| eprintln!("{msg}"))?;

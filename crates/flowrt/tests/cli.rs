@@ -59,7 +59,7 @@ fn a_missing_or_bad_input_is_a_usage_error_naming_it() {
     assert_eq!(r.code, 2);
     assert_eq!(
         r.stderr.trim(),
-        "error: missing required input 'text' (string); pass it with --inputs text=VALUE"
+        "error: missing required input 'text' (string)\nhint: pass it with --inputs text=VALUE or in --inputs-file"
     );
     let r = env.run(&[
         "flow",
