@@ -57,7 +57,11 @@ pub struct Connection {
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let masked: IndexMap<&str, &str> = self.secrets.keys().map(|k| (k.as_str(), "******")).collect();
+        let masked: IndexMap<&str, &str> = self
+            .secrets
+            .keys()
+            .map(|k| (k.as_str(), "******"))
+            .collect();
         f.debug_struct("Connection")
             .field("name", &self.name)
             .field("kind", &self.kind)
@@ -70,7 +74,10 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// A config or secret value by key (`${conn.key}` references look both up).
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.secrets.get(key).or_else(|| self.configs.get(key)).map(String::as_str)
+        self.secrets
+            .get(key)
+            .or_else(|| self.configs.get(key))
+            .map(String::as_str)
     }
 
     /// The API key (`api_key` secret), if any.

@@ -64,9 +64,24 @@ impl SessionSize {
     /// Python workers.
     pub fn limits(self) -> SizeLimits {
         match self {
-            SessionSize::Small => SizeLimits { memory_mib: 2048, open_files: 1024, processes: 256, workers: 1 },
-            SessionSize::Medium => SizeLimits { memory_mib: 8192, open_files: 4096, processes: 1024, workers: 2 },
-            SessionSize::Large => SizeLimits { memory_mib: 16384, open_files: 16384, processes: 4096, workers: 4 },
+            SessionSize::Small => SizeLimits {
+                memory_mib: 4096,
+                open_files: 1024,
+                processes: 256,
+                workers: 1,
+            },
+            SessionSize::Medium => SizeLimits {
+                memory_mib: 8192,
+                open_files: 4096,
+                processes: 1024,
+                workers: 2,
+            },
+            SessionSize::Large => SizeLimits {
+                memory_mib: 16384,
+                open_files: 16384,
+                processes: 4096,
+                workers: 4,
+            },
         }
     }
 }

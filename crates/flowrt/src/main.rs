@@ -1,13 +1,16 @@
 //! `flowrt`: the command line. Parses arguments, wires the roles together (flow engine, Python
 //! workers, built-in tools, store) and maps errors to exit codes with `hint:` lines.
 
+mod agent_cmd;
 mod data;
 mod env_cmd;
 mod includes;
 mod invoker;
+mod remote;
 mod run_cmd;
 mod runs;
 mod serve_cmd;
+mod session_cmd;
 mod test_cmd;
 
 use anyhow::Result;
@@ -37,6 +40,26 @@ enum Command {
     /// Environments: base versions, published custom environments, the cache.
     #[command(subcommand)]
     Env(env_cmd::EnvCommand),
+    /// Run the control plane: sessions, computes, environments and users over an authenticated API.
+    Server(session_cmd::ServerArgs),
+    /// Compute sessions on a flowrt server: start, list, show, edit, packages, install, reset,
+    /// update, logs, stop.
+    Session {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: session_cmd::SessionCommand,
+    },
+    /// Compute instances on a flowrt server: named, long-lived, assigned to one user.
+    Compute {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: session_cmd::ComputeCommand,
+    },
+    /// Run as a compute session's agent (started by `flowrt server`, not by hand).
+    #[command(hide = true)]
+    Agent(agent_cmd::AgentArgs),
 }
 
 #[derive(Subcommand)]
@@ -129,6 +152,14 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Run(cmd) => run_cmd::run(cmd),
         Command::Connection(cmd) => connection(cmd),
         Command::Env(cmd) => env_cmd::run(cmd),
+        Command::Agent(args) => agent_cmd::run(args),
+        Command::Server(args) => session_cmd::server(args),
+        Command::Session { server, command } => {
+            session_cmd::session(command, server.server.as_deref())
+        }
+        Command::Compute { server, command } => {
+            session_cmd::compute(command, server.server.as_deref())
+        }
     }
 }
 

@@ -22,6 +22,12 @@ pub struct TestArgs {
     /// A JSON file holding an object of flow inputs (--inputs given too override its keys).
     #[arg(long, value_name = "FILE.json")]
     pub inputs_file: Option<PathBuf>,
+    /// Run the line inside this compute session (on the server at --server / FLOWRT_SERVER).
+    #[arg(long, value_name = "SESSION_ID")]
+    pub session: Option<String>,
+    /// The server's URL, with --session.
+    #[arg(long)]
+    pub server: Option<String>,
     /// Use another variant of a node: '${node_name.variant_id}'.
     #[arg(long, value_name = "${NODE.VARIANT}")]
     pub variant: Option<String>,
@@ -61,6 +67,10 @@ fn parse_inputs(args: &TestArgs) -> Result<IndexMap<String, Value>> {
 }
 
 pub fn run(args: TestArgs) -> Result<u8> {
+    if let Some(id) = &args.session {
+        let inputs = Value::Object(parse_inputs(&args)?.into_iter().collect());
+        return crate::session_cmd::test_in_session(id, inputs, args.server.as_deref());
+    }
     let mut options = LoadOptions::default();
     if let Some(v) = &args.variant {
         options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow!(e))?);

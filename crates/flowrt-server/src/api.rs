@@ -1,0 +1,272 @@
+//! The `/api/v1` routes that read and change the store directly: the caller, users,
+//! environments and computes. Session routes live in `sessions.rs`.
+
+use crate::auth::Caller;
+use crate::error::{ApiErr, ApiResult};
+use crate::AppState;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowrt_api::SessionSize;
+use flowrt_python::{find_base, latest_base, valid_env_name, BASE_ENVS};
+use flowrt_store::{ComputeKind, ComputeStatus, Role};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub fn routes(_state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/me", get(me))
+        .route("/api/v1/users", get(list_users).post(create_user))
+        .route("/api/v1/environments", get(list_envs).post(create_env))
+        .route("/api/v1/computes", get(list_computes).post(create_compute))
+        .route(
+            "/api/v1/computes/{name}",
+            get(show_compute).delete(delete_compute),
+        )
+        .route("/api/v1/computes/{name}/start", post(start_compute))
+        .route("/api/v1/computes/{name}/stop", post(stop_compute))
+}
+
+/// Liveness for load balancers; the only route that needs no token, and it reveals nothing.
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn metrics(State(state): State<AppState>, _caller: Caller) -> ApiResult<String> {
+    let sessions = state.store.list_sessions(None).await?;
+    let mut by_status: std::collections::BTreeMap<String, f64> = Default::default();
+    for s in &sessions {
+        *by_status.entry(s.status.to_string()).or_default() += 1.0;
+    }
+    let computes = state.store.list_computes().await?;
+    let gauges = vec![
+        crate::metrics::Gauge {
+            name: "flowrt_sessions",
+            help: "Compute sessions by status.",
+            samples: by_status
+                .into_iter()
+                .map(|(k, v)| (format!("status=\"{k}\""), v))
+                .collect(),
+        },
+        crate::metrics::Gauge {
+            name: "flowrt_computes",
+            help: "Computes known to the server.",
+            samples: vec![(String::new(), computes.len() as f64)],
+        },
+    ];
+    Ok(state.metrics.render(&gauges))
+}
+
+async fn openapi(_caller: Caller) -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+async fn me(caller: Caller) -> Json<Value> {
+    Json(serde_json::to_value(&caller.0).unwrap_or(Value::Null))
+}
+
+async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    Ok(Json(json!(state.store.list_users().await?)))
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    name: String,
+    role: Role,
+}
+
+/// Creates a user and returns its token once; only its hash is kept.
+async fn create_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<NewUser>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_admin()?;
+    if body.role == Role::Owner {
+        return Err(ApiErr::bad_request(
+            "there is one owner, created on the server's first start; use admin",
+        ));
+    }
+    let (user, token) = state.store.create_user(&body.name, body.role).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": user, "token": token})),
+    ))
+}
+
+async fn list_envs(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+    let latest = latest_base().version;
+    let base: Vec<Value> = BASE_ENVS
+        .iter()
+        .map(|b| json!({"name": "default", "version": b.version, "reference": format!("default@{}", b.version), "python": b.python, "latest": b.version == latest}))
+        .collect();
+    let custom = state.store.list_environments().await?;
+    Ok(Json(json!({"base": base, "custom": custom})))
+}
+
+#[derive(Deserialize)]
+struct NewEnv {
+    name: String,
+    requirements: String,
+    /// `default` or `default@VERSION`.
+    #[serde(default)]
+    from: Option<String>,
+}
+
+async fn create_env(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<NewEnv>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_writer()?;
+    if body.name == "default" || !valid_env_name(&body.name) {
+        return Err(ApiErr::bad_request(format!(
+            "invalid environment name '{}': use letters, digits, '_' and '-', and not 'default'",
+            body.name
+        )));
+    }
+    let base = match body.from.as_deref() {
+        None | Some("default") => latest_base(),
+        Some(r) => {
+            let version = r.strip_prefix("default@").unwrap_or(r);
+            find_base(version).ok_or_else(|| {
+                ApiErr::bad_request(format!(
+                    "unknown base environment '{r}'; `flowrt env list` shows them"
+                ))
+            })?
+        }
+    };
+    let version = state
+        .store
+        .publish_environment(&body.name, base.version, &body.requirements)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(
+            json!({"name": body.name, "version": version, "reference": format!("{}@v{version}", body.name), "base_version": base.version}),
+        ),
+    ))
+}
+
+async fn list_computes(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let all = state.store.list_computes().await?;
+    let visible: Vec<_> = all
+        .into_iter()
+        .filter(|c| caller.may_access(&c.owner))
+        .collect();
+    Ok(Json(json!(visible)))
+}
+
+#[derive(Deserialize)]
+struct NewCompute {
+    name: String,
+    #[serde(default)]
+    size: SessionSize,
+    /// Assign to this user name (admins only); default: the caller.
+    #[serde(default)]
+    user: Option<String>,
+}
+
+async fn create_compute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<NewCompute>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_writer()?;
+    let owner = match &body.user {
+        Some(name) if name != &caller.0.name => {
+            caller.require_admin()?;
+            let users = state.store.list_users().await?;
+            users
+                .into_iter()
+                .find(|u| &u.name == name)
+                .ok_or_else(|| ApiErr::not_found(format!("user '{name}' does not exist")))?
+                .id
+        }
+        _ => caller.0.id.clone(),
+    };
+    let c = state
+        .store
+        .create_compute(&body.name, ComputeKind::Instance, body.size, &owner)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(c))))
+}
+
+async fn owned_compute(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+) -> ApiResult<flowrt_store::Compute> {
+    let c = state
+        .store
+        .get_compute(name)
+        .await?
+        .ok_or_else(|| ApiErr::not_found(format!("compute '{name}' does not exist")))?;
+    if !caller.may_access(&c.owner) {
+        // Compute instances are isolated per user: others cannot even see them.
+        return Err(ApiErr::not_found(format!(
+            "compute '{name}' does not exist"
+        )));
+    }
+    Ok(c)
+}
+
+async fn show_compute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(json!(owned_compute(&state, &caller, &name).await?)))
+}
+
+async fn set_compute(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    status: ComputeStatus,
+) -> ApiResult<Json<Value>> {
+    let c = owned_compute(state, caller, name).await?;
+    if !caller.may_modify(&c.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "compute '{name}' is assigned to another user"
+        )));
+    }
+    state.store.set_compute_status(name, status).await?;
+    Ok(Json(json!(owned_compute(state, caller, name).await?)))
+}
+
+async fn start_compute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_compute(&state, &caller, &name, ComputeStatus::Running).await
+}
+
+async fn stop_compute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<Value>> {
+    set_compute(&state, &caller, &name, ComputeStatus::Stopped).await
+}
+
+async fn delete_compute(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let c = owned_compute(&state, &caller, &name).await?;
+    if !caller.may_modify(&c.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "compute '{name}' is assigned to another user"
+        )));
+    }
+    state.store.delete_compute(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,65 @@
+//! The OpenAPI 3 document served at `/api/v1/openapi.json`, built from one table of operations.
+
+use serde_json::{json, Map, Value};
+
+/// (method, path, summary) of every operation.
+pub const OPERATIONS: &[(&str, &str, &str)] = &[
+    ("get", "/healthz", "Liveness (no token needed)."),
+    ("get", "/metrics", "Prometheus metrics."),
+    ("get", "/api/v1/openapi.json", "This document."),
+    ("get", "/api/v1/me", "The calling user."),
+    ("get", "/api/v1/users", "List users (admin)."),
+    ("post", "/api/v1/users", "Create a user {name, role}; returns its token once (admin)."),
+    ("get", "/api/v1/environments", "Base environment versions and published custom environments."),
+    ("post", "/api/v1/environments", "Publish a custom environment {name, requirements, from}."),
+    ("get", "/api/v1/computes", "List the compute instances you can see."),
+    ("post", "/api/v1/computes", "Create a compute instance {name, size, user}."),
+    ("get", "/api/v1/computes/{name}", "Show a compute instance."),
+    ("delete", "/api/v1/computes/{name}", "Delete a compute instance."),
+    ("post", "/api/v1/computes/{name}/start", "Start a compute instance."),
+    ("post", "/api/v1/computes/{name}/stop", "Stop a compute instance."),
+    ("get", "/api/v1/sessions", "List your sessions."),
+    ("post", "/api/v1/sessions", "Start a session {flow, size, idle_timeout_s, identity, env, compute}; answers at once, then it prepares."),
+    ("get", "/api/v1/sessions/{id}", "Show a session: status, phase, reason, base version, update available."),
+    ("patch", "/api/v1/sessions/{id}", "Edit size and idle timeout."),
+    ("delete", "/api/v1/sessions/{id}", "Stop and forget a session."),
+    ("post", "/api/v1/sessions/{id}/stop", "Stop a session."),
+    ("post", "/api/v1/sessions/{id}/reset", "Recreate a session's agent with the same environment."),
+    ("post", "/api/v1/sessions/{id}/update", "Move a session to the latest base environment."),
+    ("get", "/api/v1/sessions/{id}/packages", "Installed packages and where each came from."),
+    ("post", "/api/v1/sessions/{id}/install", "Save requirements {requirements, save_only} and install them."),
+    ("get", "/api/v1/sessions/{id}/logs", "The session log from ?offset=N."),
+    ("post", "/api/v1/sessions/{id}/test", "Run one line {inputs} in the session, bounded by the request timeout."),
+];
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for (method, path, summary) in OPERATIONS {
+        let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
+        let secured = *path != "/healthz";
+        let mut op = json!({
+            "summary": summary,
+            "responses": {
+                "200": {"description": "OK"},
+                "400": {"description": "Bad request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+                "401": {"description": "Missing or invalid bearer token"},
+                "403": {"description": "The caller's role does not allow it"},
+                "404": {"description": "Not found"}
+            }
+        });
+        if !secured {
+            op["security"] = json!([]);
+        }
+        entry[*method] = op;
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "flowrt control plane", "version": env!("CARGO_PKG_VERSION")},
+        "paths": paths,
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
+        }
+    })
+}

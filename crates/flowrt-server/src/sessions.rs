@@ -1,0 +1,802 @@
+//! Compute sessions in the control plane: the `/api/v1/sessions` routes and the manager behind
+//! them. The manager drives each session through the lifecycle state machine
+//! (`flowrt_session::lifecycle`), builds its environment, starts its agent through the local
+//! backend, watches it (a crash turns the session `Failed` with the reason and the log tail),
+//! stops idle sessions, forwards interactive tests to the agent under the request timeout, and
+//! re-adopts agents that outlived a server restart.
+
+use crate::auth::Caller;
+use crate::error::{ApiErr, ApiResult};
+use crate::AppState;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowrt_api::{SessionSize, SessionStatus};
+use flowrt_python::{EnvOptions, EnvRef, EnvRequest, ExtraRequirements};
+use flowrt_session::backend::{self, describe_exit, log_tail};
+use flowrt_session::{client, idle, AgentHandle, AgentSpec, Event, LocalBackend, State as Life};
+use flowrt_store::{NewSession, Session, Store};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Live agents and the machinery to start and stop them.
+pub struct Manager {
+    store: Store,
+    home: PathBuf,
+    exe: PathBuf,
+    backend: LocalBackend,
+    agents: Mutex<HashMap<String, AgentHandle>>,
+    /// Serializes lifecycle operations per session.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub long_running_interval: f64,
+}
+
+impl Manager {
+    pub fn new(store: Store, home: PathBuf, exe: PathBuf) -> Arc<Self> {
+        Arc::new(Manager {
+            store,
+            home,
+            exe,
+            backend: LocalBackend,
+            agents: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            long_running_interval: 60.0,
+        })
+    }
+
+    fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(id.to_string()).or_default().clone()
+    }
+
+    fn agent(&self, id: &str) -> Option<AgentHandle> {
+        self.agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn set_agent(&self, id: &str, handle: Option<AgentHandle>) {
+        let mut agents = self.agents.lock().unwrap_or_else(|p| p.into_inner());
+        match handle {
+            Some(h) => agents.insert(id.to_string(), h),
+            None => agents.remove(id),
+        };
+    }
+
+    fn workdir(&self, id: &str) -> PathBuf {
+        self.home.join("sessions").join(id)
+    }
+
+    /// Apply a lifecycle event and store the result; an impossible event is an error for the caller.
+    async fn transition(&self, id: &str, event: Event) -> ApiResult<Life> {
+        let s = self.get(id).await?;
+        let now = Life::from_status(s.status, s.phase, s.reason.as_deref());
+        let next = now
+            .apply(&event)
+            .map_err(|e| ApiErr::conflict(e.to_string()))?;
+        let (status, phase) = next.status();
+        let reason = match &next {
+            Life::Failed { reason } => Some(reason.as_str()),
+            _ => None,
+        };
+        self.store
+            .update_session_status(id, status, phase, reason)
+            .await?;
+        Ok(next)
+    }
+
+    async fn get(&self, id: &str) -> ApiResult<Session> {
+        self.store.get_session(id).await?.ok_or_else(|| {
+            ApiErr::not_found(format!(
+                "session '{id}' does not exist; `flowrt session list` shows yours"
+            ))
+        })
+    }
+
+    /// Take a session from NotAvailable/Stopped/Failed to Running. Runs in the background after
+    /// `start` returns; every phase is stored as it begins, so `show` and `start` report it.
+    pub async fn prepare(self: Arc<Self>, id: String) {
+        let lock = self.lock(&id);
+        let _guard = lock.lock().await;
+        if let Err(e) = self.prepare_locked(&id).await {
+            // Only a preparation that began fails the session; a refused start leaves it as it was.
+            let preparing = self
+                .get(&id)
+                .await
+                .is_ok_and(|s| s.status == SessionStatus::Preparing);
+            if preparing {
+                let _ = self
+                    .store
+                    .update_session_status(&id, SessionStatus::Failed, None, Some(&e.message))
+                    .await;
+                let _ = self
+                    .store
+                    .set_session_log_tail(&id, Some(&log_tail(&self.workdir(&id), 20)))
+                    .await;
+            }
+        }
+    }
+
+    async fn prepare_locked(self: &Arc<Self>, id: &str) -> ApiResult<()> {
+        self.transition(id, Event::StartRequested).await?;
+        let s = self.get(id).await?;
+        // Resolving: which environment, and is it built?
+        let flow_dir = PathBuf::from(&s.flow_dir);
+        let flow = flowrt_flow::load_flow(&flow_dir, &Default::default())
+            .map_err(|e| ApiErr::bad_request(format!("the session's flow no longer loads: {e}")))?;
+        let requirements = flow.requirements_file();
+        let custom = match EnvRef::parse(&s.env_ref) {
+            Ok(EnvRef::Custom { name, version }) => {
+                self.store.get_environment(&name, version).await?
+            }
+            _ => None,
+        };
+        let label = custom
+            .as_ref()
+            .map(|c| format!("environment {}@v{}", c.name, c.version))
+            .unwrap_or_default();
+        let token = match &s.identity {
+            Some(identity) => self.store.identity_feed_token_for_install(identity).await?,
+            None => None,
+        };
+        let home = self.home.clone();
+        let base_version = s.base_version.clone();
+        let opts_owned = (base_version, custom.map(|c| c.requirements), label, token);
+        let resolved = {
+            let (base, extra, label, token) = &opts_owned;
+            let opts = EnvOptions {
+                base_version: Some(base.as_str()),
+                extra_requirements: extra
+                    .as_deref()
+                    .map(|text| ExtraRequirements { label, text }),
+                private_token: token.as_deref(),
+            };
+            flowrt_python::resolve_env(
+                EnvRequest {
+                    requirements: requirements.as_deref(),
+                    flowrt_home: &home,
+                },
+                &opts,
+            )
+            .map_err(|e| ApiErr::bad_request(e.to_string()))?
+        };
+        let cached = resolved.is_built(&home);
+        self.store
+            .update_session_env(id, &s.env_ref, resolved.key.as_deref(), &s.base_version)
+            .await?;
+        self.transition(id, Event::EnvResolved { cached }).await?;
+        let python = if cached {
+            resolved.python.clone()
+        } else {
+            // Installing: uv builds the environment once per key; other sessions keep running.
+            let log_path = self.workdir(id).join("agent.log");
+            let _ = std::fs::create_dir_all(self.workdir(id));
+            let home2 = home.clone();
+            let reqs = requirements.clone();
+            let built = tokio::task::spawn_blocking(move || {
+                let (base, extra, label, token) = &opts_owned;
+                let opts = EnvOptions {
+                    base_version: Some(base.as_str()),
+                    extra_requirements: extra
+                        .as_deref()
+                        .map(|text| ExtraRequirements { label, text }),
+                    private_token: token.as_deref(),
+                };
+                let mut log = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)
+                    .ok();
+                flowrt_python::ensure_env_with(
+                    EnvRequest {
+                        requirements: reqs.as_deref(),
+                        flowrt_home: &home2,
+                    },
+                    &opts,
+                    &mut |m| {
+                        if let Some(f) = log.as_mut() {
+                            use std::io::Write;
+                            let _ = writeln!(f, "{m}");
+                        }
+                    },
+                )
+            })
+            .await
+            .map_err(|e| ApiErr::internal("building the environment", e))?;
+            let python = built.map_err(|e| ApiErr::bad_request(e.to_string()))?;
+            self.transition(id, Event::EnvBuilt).await?;
+            python
+        };
+        // Starting: the agent process.
+        let spec = AgentSpec {
+            session_id: id.to_string(),
+            flow_dir,
+            python,
+            workdir: self.workdir(id),
+            size: s.size,
+            flowrt_home: self.home.clone(),
+            exe: self.exe.clone(),
+            long_running_interval: self.long_running_interval,
+        };
+        let (handle, mut child) = self
+            .backend
+            .start(&spec, Duration::from_secs(60))
+            .await
+            .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+        self.store
+            .update_session_agent(id, Some(handle.pid), Some(&handle.addr))
+            .await?;
+        self.set_agent(id, Some(handle.clone()));
+        self.store.touch_session(id).await?;
+        self.transition(id, Event::AgentReady).await?;
+        // Watch the process: an exit nobody asked for fails the session with the reason.
+        let me = self.clone();
+        let sid = id.to_string();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            let reason = status
+                .map(|s| describe_exit(&s))
+                .unwrap_or_else(|e| format!("lost: {e}"));
+            me.agent_exited(&sid, handle.pid, reason).await;
+        });
+        Ok(())
+    }
+
+    /// The agent with `pid` ended: a Running session fails; a Stopping one is stopped.
+    async fn agent_exited(&self, id: &str, pid: u32, reason: String) {
+        if self.agent(id).is_some_and(|h| h.pid == pid) {
+            self.set_agent(id, None);
+        }
+        let Ok(s) = self.get(id).await else { return };
+        if s.agent_pid != Some(pid) {
+            return; // an older agent of a session that was reset
+        }
+        let tail = log_tail(&self.workdir(id), 20);
+        if s.status == SessionStatus::Running {
+            let reason = format!("the agent {reason}");
+            let _ = self.transition(id, Event::AgentExited { reason }).await;
+            let _ = self.store.set_session_log_tail(id, Some(&tail)).await;
+        }
+        let _ = self.store.update_session_agent(id, None, None).await;
+    }
+
+    /// Stop a session (by hand or for idleness).
+    pub async fn stop(&self, id: &str, why: Event) -> ApiResult<()> {
+        let lock = self.lock(id);
+        let _guard = lock.lock().await;
+        let s = self.get(id).await?;
+        let next = self.transition(id, why).await?;
+        if next == Life::Stopped {
+            return Ok(()); // a failed session settles without an agent
+        }
+        if let (Some(pid), Some(addr)) = (s.agent_pid, s.agent_addr.clone()) {
+            self.backend.stop(&AgentHandle { pid, addr }).await;
+        }
+        self.set_agent(id, None);
+        self.store.update_session_agent(id, None, None).await?;
+        self.transition(id, Event::AgentStopped).await?;
+        Ok(())
+    }
+
+    /// Stop idle sessions. Called periodically.
+    pub async fn cull_idle(&self) {
+        let Ok(sessions) = self.store.list_sessions(None).await else {
+            return;
+        };
+        for s in sessions
+            .into_iter()
+            .filter(|s| s.status == SessionStatus::Running)
+        {
+            let Some(addr) = s.agent_addr.clone() else {
+                continue;
+            };
+            let Ok((200, st)) =
+                client::request(&addr, "GET", "/status", None, Duration::from_secs(2)).await
+            else {
+                continue;
+            };
+            let idle_for = Duration::from_secs_f64(st["idle_seconds"].as_f64().unwrap_or(0.0));
+            let running = st["running"].as_u64().unwrap_or(0) as usize;
+            if idle::should_stop(Duration::from_secs(s.idle_timeout_s), idle_for, running)
+                && self.stop(&s.id, Event::IdleTimeout).await.is_ok()
+            {
+                let reason = format!("stopped after {} s idle", s.idle_timeout_s);
+                let _ = self
+                    .store
+                    .update_session_status(&s.id, SessionStatus::Stopped, None, Some(&reason))
+                    .await;
+            }
+        }
+    }
+
+    /// After a server restart: keep agents that still answer for their session, fail the rest,
+    /// and resume sessions that were preparing.
+    pub async fn adopt(self: &Arc<Self>) {
+        let Ok(sessions) = self.store.list_sessions(None).await else {
+            return;
+        };
+        for s in sessions {
+            match s.status {
+                SessionStatus::Running | SessionStatus::Stopping => {
+                    let alive = match (&s.agent_addr, s.agent_pid) {
+                        (Some(addr), Some(pid)) if backend::is_alive(pid) => {
+                            backend::health(addr, &s.id).await.is_some()
+                        }
+                        _ => false,
+                    };
+                    if alive {
+                        let handle = AgentHandle {
+                            pid: s.agent_pid.unwrap_or(0),
+                            addr: s.agent_addr.clone().unwrap_or_default(),
+                        };
+                        self.set_agent(&s.id, Some(handle.clone()));
+                        eprintln!(
+                            "re-adopted the agent of session {} (pid {})",
+                            s.id, handle.pid
+                        );
+                        let me = self.clone();
+                        let id = s.id.clone();
+                        // Not our child any more: poll the pid.
+                        tokio::spawn(async move {
+                            while backend::is_alive(handle.pid) {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
+                            me.agent_exited(&id, handle.pid, "ended".into()).await;
+                        });
+                    } else {
+                        let reason = "its agent was gone when the server restarted; `flowrt session reset` starts it again";
+                        let _ = self
+                            .store
+                            .update_session_status(&s.id, SessionStatus::Failed, None, Some(reason))
+                            .await;
+                        let _ = self.store.update_session_agent(&s.id, None, None).await;
+                    }
+                }
+                SessionStatus::Preparing => {
+                    let _ = self
+                        .store
+                        .update_session_status(
+                            &s.id,
+                            SessionStatus::Stopped,
+                            None,
+                            Some("server restarted"),
+                        )
+                        .await;
+                    tokio::spawn(self.clone().prepare(s.id.clone()));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/sessions", get(list).post(start))
+        .route(
+            "/api/v1/sessions/{id}",
+            get(show).patch(edit).delete(delete),
+        )
+        .route("/api/v1/sessions/{id}/stop", post(stop))
+        .route("/api/v1/sessions/{id}/reset", post(reset))
+        .route("/api/v1/sessions/{id}/update", post(update))
+        .route("/api/v1/sessions/{id}/packages", get(packages))
+        .route("/api/v1/sessions/{id}/install", post(install))
+        .route("/api/v1/sessions/{id}/logs", get(logs))
+        .route("/api/v1/sessions/{id}/test", post(test))
+}
+
+/// A session as the API shows it: the record plus what the manifest says about its base.
+fn view(s: &Session) -> Value {
+    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    let latest = flowrt_python::latest_base().version;
+    if s.base_version != latest && s.env_ref.starts_with("default") {
+        v["update_available"] = json!(latest);
+    }
+    if let Some(p) = s.phase {
+        v["phase"] = json!(flowrt_session::lifecycle::phase_name(p));
+    }
+    v
+}
+
+async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
+    let s = state.sessions.get(id).await?;
+    if !caller.may_access(&s.owner) {
+        return Err(ApiErr::not_found(format!(
+            "session '{id}' does not exist; `flowrt session list` shows yours"
+        )));
+    }
+    Ok(s)
+}
+
+async fn modifiable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
+    let s = visible(state, caller, id).await?;
+    if !caller.may_modify(&s.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "session '{id}' belongs to another user"
+        )));
+    }
+    Ok(s)
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let owner = if caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer {
+        None
+    } else {
+        Some(caller.0.id.as_str())
+    };
+    let all = state.store.list_sessions(owner).await?;
+    Ok(Json(Value::Array(all.iter().map(view).collect())))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(view(&visible(&state, &caller, &id).await?)))
+}
+
+#[derive(Deserialize)]
+struct StartRequest {
+    flow: String,
+    #[serde(default)]
+    size: SessionSize,
+    /// Seconds; default 3600; 0 disables idle shutdown.
+    #[serde(default)]
+    idle_timeout_s: Option<u64>,
+    #[serde(default)]
+    identity: Option<String>,
+    /// `default`, `default@VERSION` or `NAME@vN`; default: the flow's `environment.image`, else `default`.
+    #[serde(default)]
+    env: Option<String>,
+    #[serde(default)]
+    compute: Option<String>,
+}
+
+async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<StartRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_writer()?;
+    let flow_dir = std::fs::canonicalize(&req.flow).map_err(|_| {
+        ApiErr::bad_request(format!("no flow at '{}' on the server's machine", req.flow))
+    })?;
+    let flow = flowrt_flow::load_flow(&flow_dir, &Default::default())
+        .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    let env_text = req
+        .env
+        .clone()
+        .or_else(|| flow.environment.image.clone())
+        .unwrap_or_else(|| "default".into());
+    let (env_ref, base_version) =
+        match EnvRef::parse(&env_text).map_err(|e| ApiErr::bad_request(e.to_string()))? {
+            EnvRef::Base { version } => {
+                let base = match version.as_deref() {
+                    None => flowrt_python::latest_base(),
+                    Some(v) => flowrt_python::find_base(v).ok_or_else(|| {
+                        ApiErr::bad_request(format!(
+                            "unknown base environment 'default@{v}'; `flowrt env list` shows them"
+                        ))
+                    })?,
+                };
+                (
+                    format!("default@{}", base.version),
+                    base.version.to_string(),
+                )
+            }
+            EnvRef::Custom { name, version } => {
+                let rec = state
+                    .store
+                    .get_environment(&name, version)
+                    .await?
+                    .ok_or_else(|| {
+                        let v = version.map(|v| format!("@v{v}")).unwrap_or_default();
+                        ApiErr::bad_request(format!(
+                            "environment '{name}{v}' does not exist; `flowrt env list` shows them"
+                        ))
+                    })?;
+                (format!("{}@v{}", rec.name, rec.version), rec.base_version)
+            }
+        };
+    if let Some(compute) = &req.compute {
+        let c = state
+            .store
+            .get_compute(compute)
+            .await?
+            .filter(|c| caller.may_access(&c.owner))
+            .ok_or_else(|| ApiErr::not_found(format!("compute '{compute}' does not exist")))?;
+        if c.owner != caller.0.id {
+            return Err(ApiErr::forbidden(format!(
+                "compute instance '{compute}' is assigned to another user"
+            )));
+        }
+        if c.status != flowrt_store::ComputeStatus::Running {
+            return Err(ApiErr::conflict(format!("compute instance '{compute}' is stopped; start it with `flowrt compute start {compute}`")));
+        }
+    }
+    if let Some(identity) = &req.identity {
+        let known = state
+            .store
+            .list_identities()
+            .await?
+            .into_iter()
+            .any(|i| &i.name == identity);
+        if !known {
+            return Err(ApiErr::bad_request(format!(
+                "identity '{identity}' does not exist"
+            )));
+        }
+    }
+    let s = state
+        .store
+        .insert_session(&NewSession {
+            owner: caller.0.id.clone(),
+            flow_dir: flow_dir.display().to_string(),
+            env_ref,
+            env_key: None,
+            base_version,
+            size: req.size,
+            idle_timeout_s: req.idle_timeout_s.unwrap_or(3600),
+            identity: req.identity.clone(),
+            compute: req.compute.clone(),
+        })
+        .await?;
+    tokio::spawn(state.sessions.clone().prepare(s.id.clone()));
+    Ok((StatusCode::ACCEPTED, Json(view(&s))))
+}
+
+#[derive(Deserialize)]
+struct EditRequest {
+    #[serde(default)]
+    size: Option<SessionSize>,
+    #[serde(default)]
+    idle_timeout_s: Option<u64>,
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<EditRequest>,
+) -> ApiResult<Json<Value>> {
+    let s = modifiable(&state, &caller, &id).await?;
+    let size = req.size.unwrap_or(s.size);
+    state
+        .store
+        .update_session_settings(&id, size, req.idle_timeout_s.unwrap_or(s.idle_timeout_s))
+        .await?;
+    let mut v = view(&state.sessions.get(&id).await?);
+    if size != s.size && s.status == SessionStatus::Running {
+        v["note"] =
+            json!("the new size applies when the session restarts (`flowrt session reset`)");
+    }
+    Ok(Json(v))
+}
+
+async fn stop(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    modifiable(&state, &caller, &id).await?;
+    state.sessions.stop(&id, Event::StopRequested).await?;
+    Ok(Json(view(&state.sessions.get(&id).await?)))
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let s = modifiable(&state, &caller, &id).await?;
+    if matches!(s.status, SessionStatus::Running | SessionStatus::Preparing) {
+        let _ = state.sessions.stop(&id, Event::StopRequested).await;
+    }
+    state.store.delete_session(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Delete the agent and start it again with the same environment.
+async fn reset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let s = modifiable(&state, &caller, &id).await?;
+    if matches!(s.status, SessionStatus::Running | SessionStatus::Failed) {
+        state.sessions.stop(&id, Event::StopRequested).await?;
+    } else if s.status == SessionStatus::Preparing {
+        return Err(ApiErr::conflict(format!(
+            "session '{id}' is still preparing; wait for it, or stop it first"
+        )));
+    }
+    tokio::spawn(state.sessions.clone().prepare(id.clone()));
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(view(&state.sessions.get(&id).await?)),
+    ))
+}
+
+/// Move to the latest base environment version, then restart.
+async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let s = modifiable(&state, &caller, &id).await?;
+    let latest = flowrt_python::latest_base().version;
+    if !s.env_ref.starts_with("default") {
+        return Err(ApiErr::conflict(format!(
+            "session '{id}' uses custom environment {}; publish a new version of it instead",
+            s.env_ref
+        )));
+    }
+    if s.base_version == latest {
+        return Err(ApiErr::conflict(format!(
+            "session '{id}' already runs the latest base environment ({latest})"
+        )));
+    }
+    state
+        .store
+        .update_session_env(&id, &format!("default@{latest}"), None, latest)
+        .await?;
+    reset(State(state), caller, Path(id)).await
+}
+
+async fn agent_of(s: &Session) -> ApiResult<String> {
+    match (&s.status, &s.agent_addr) {
+        (SessionStatus::Running, Some(addr)) => Ok(addr.clone()),
+        _ => Err(ApiErr::conflict(format!(
+            "session '{}' is {}, not Running{}",
+            s.id,
+            s.status,
+            if s.status == SessionStatus::Failed {
+                "; `flowrt session reset` starts it again"
+            } else {
+                ""
+            }
+        ))),
+    }
+}
+
+/// Listed by the server from the session's environment (`uv pip list`): no user code runs.
+async fn packages(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let s = visible(&state, &caller, &id).await?;
+    let python = match &s.env_key {
+        Some(key) => state
+            .config
+            .home
+            .join("envs")
+            .join(key)
+            .join("bin")
+            .join("python"),
+        None => flowrt_python::default_python(),
+    };
+    let list = tokio::task::spawn_blocking(move || flowrt_python::installed_packages(&python))
+        .await
+        .map_err(|e| ApiErr::internal("listing packages", e))?
+        .map_err(|e| ApiErr::internal("listing packages", e))?;
+    Ok(Json(json!(list)))
+}
+
+#[derive(Deserialize)]
+struct InstallRequest {
+    /// The new requirements.txt text.
+    requirements: String,
+    /// Save only: write the file, install at the next start.
+    #[serde(default)]
+    save_only: bool,
+}
+
+/// Save the flow's requirements and (unless save-only) rebuild and restart the session with them.
+async fn install(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<InstallRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let s = modifiable(&state, &caller, &id).await?;
+    let flow = flowrt_flow::load_flow(std::path::Path::new(&s.flow_dir), &Default::default())
+        .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    let rel = flow
+        .environment
+        .python_requirements_txt
+        .clone()
+        .unwrap_or_else(|| "requirements.txt".into());
+    let path = flow.dir.join(&rel);
+    if !path.starts_with(&flow.dir) || rel.contains("..") {
+        return Err(ApiErr::bad_request(format!(
+            "python_requirements_txt '{rel}' leaves the flow folder"
+        )));
+    }
+    std::fs::write(&path, &req.requirements)
+        .map_err(|e| ApiErr::internal("saving requirements", e))?;
+    if req.save_only {
+        let mut v = view(&s);
+        v["note"] = json!(format!(
+            "saved {}; it is installed at the next start or reset",
+            path.display()
+        ));
+        return Ok((StatusCode::OK, Json(v)));
+    }
+    reset(State(state), caller, Path(id)).await
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
+/// The agent log from `offset` (bytes); `flowrt session logs --follow` polls with the returned offset.
+async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<Value>> {
+    let s = visible(&state, &caller, &id).await?;
+    let path = state.sessions.workdir(&s.id).join("agent.log");
+    let bytes = std::fs::read(&path).unwrap_or_default();
+    let start = (q.offset as usize).min(bytes.len());
+    Ok(Json(
+        json!({"text": String::from_utf8_lossy(&bytes[start..]), "offset": bytes.len(), "status": s.status}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct TestRequest {
+    #[serde(default)]
+    inputs: Value,
+}
+
+/// An interactive test: one line in the session, bounded by the server's request timeout.
+async fn test(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<TestRequest>,
+) -> ApiResult<Json<Value>> {
+    let s = modifiable(&state, &caller, &id).await?;
+    let addr = agent_of(&s).await?;
+    let timeout = state.config.interactive_timeout;
+    let body = json!({"inputs": if req.inputs.is_null() { json!({}) } else { req.inputs }});
+    let result = client::request(&addr, "POST", "/lines", Some(&body), timeout).await;
+    let _ = state.store.touch_session(&id).await;
+    match result {
+        Ok((200, v)) => Ok(Json(v)),
+        Ok((400, v)) => Err(ApiErr::bad_request(v["message"].as_str().unwrap_or("bad inputs").to_string())),
+        Ok((_, v)) => Err(ApiErr::internal("the interactive test", v)),
+        Err(client::ClientError::Timeout { .. }) => Err(ApiErr::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "InteractiveTimeout",
+            format!(
+                "the interactive test did not finish within the server's request timeout ({} s); run it as a batch run (`flowrt run create --session {id} ...`), which has no overall timeout",
+                timeout.as_secs_f64()
+            ),
+        )),
+        Err(e) => Err(ApiErr::internal("the interactive test", e)),
+    }
+}
+
+/// Periodic work: idle shutdown.
+pub async fn watch(manager: Arc<Manager>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        manager.cull_idle().await;
+    }
+}

@@ -1,0 +1,234 @@
+//! Where sessions run. `LocalBackend` starts each session as a `flowrt agent` process on this
+//! machine: its own working folder, its own process group (so it survives a server restart and
+//! can be re-adopted), a scrubbed environment and resource limits for its size.
+
+use crate::client;
+use flowrt_api::{SessionSize, SizeLimits};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+/// What an agent needs to start.
+#[derive(Clone, Debug)]
+pub struct AgentSpec {
+    pub session_id: String,
+    pub flow_dir: PathBuf,
+    pub python: PathBuf,
+    /// `<FLOWRT_HOME>/sessions/<id>/`.
+    pub workdir: PathBuf,
+    pub size: SessionSize,
+    pub flowrt_home: PathBuf,
+    /// The flowrt binary to run as the agent.
+    pub exe: PathBuf,
+    /// Seconds between long-running node warnings.
+    pub long_running_interval: f64,
+}
+
+/// A running agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentHandle {
+    pub pid: u32,
+    pub addr: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("cannot prepare the session folder {}: {source}", path.display())]
+    Workdir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the agent {}: {source}", exe.display())]
+    Spawn {
+        exe: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the agent exited while starting ({status}); last log lines:\n{log_tail}")]
+    Exited { status: String, log_tail: String },
+    #[error("the agent did not become ready within {seconds} s; last log lines:\n{log_tail}")]
+    NotReady { seconds: f64, log_tail: String },
+}
+
+/// Variables an agent may inherit: nothing that could carry the server's secrets.
+const PASSED_ENV: &[&str] = &[
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "TZ",
+    "TMPDIR",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// The last `n` lines of the agent's log.
+pub fn log_tail(workdir: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(workdir.join("agent.log")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Is `pid` a live (not zombie) process?
+pub fn is_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|s| s != "Z")
+}
+
+/// The agent's `/health`, if it answers as the agent of `session_id`.
+pub async fn health(addr: &str, session_id: &str) -> Option<Value> {
+    let (status, v) = client::request(addr, "GET", "/health", None, Duration::from_secs(2))
+        .await
+        .ok()?;
+    (status == 200 && v["session_id"] == session_id).then_some(v)
+}
+
+/// How an agent process ended, in words.
+pub fn describe_exit(status: &std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exited with code {c}"),
+        (None, Some(9)) => "killed by signal 9 (SIGKILL)".into(),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => "ended".into(),
+    }
+}
+
+/// Starts agents as local processes.
+#[derive(Clone, Debug, Default)]
+pub struct LocalBackend;
+
+impl LocalBackend {
+    /// Start the agent and wait until it answers `/health`. The returned child is the caller's to
+    /// wait on (its exit is how a crash is noticed).
+    pub async fn start(
+        &self,
+        spec: &AgentSpec,
+        ready_timeout: Duration,
+    ) -> Result<(AgentHandle, tokio::process::Child), BackendError> {
+        let wd = &spec.workdir;
+        std::fs::create_dir_all(wd).map_err(|e| BackendError::Workdir {
+            path: wd.clone(),
+            source: e,
+        })?;
+        let addr_file = wd.join("agent.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(wd.join("agent.log"))
+            .map_err(|e| BackendError::Workdir {
+                path: wd.clone(),
+                source: e,
+            })?;
+        let log2 = log.try_clone().map_err(|e| BackendError::Workdir {
+            path: wd.clone(),
+            source: e,
+        })?;
+        let limits = spec.size.limits();
+        let mut cmd = tokio::process::Command::new(&spec.exe);
+        cmd.arg("agent")
+            .arg("--session-id")
+            .arg(&spec.session_id)
+            .arg("--flow")
+            .arg(&spec.flow_dir)
+            .arg("--python")
+            .arg(&spec.python)
+            .arg("--workers")
+            .arg(limits.workers.to_string())
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .arg("--long-running-interval")
+            .arg(spec.long_running_interval.to_string())
+            .current_dir(wd)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log2));
+        for key in PASSED_ENV {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.env("HOME", wd).env("FLOWRT_HOME", &spec.flowrt_home);
+        apply_limits(&mut cmd, limits);
+        let mut child = cmd.spawn().map_err(|e| BackendError::Spawn {
+            exe: spec.exe.clone(),
+            source: e,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let started = Instant::now();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(BackendError::Exited {
+                    status: describe_exit(&status),
+                    log_tail: log_tail(wd, 20),
+                });
+            }
+            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+                let addr = text.trim().to_string();
+                if health(&addr, &spec.session_id).await.is_some() {
+                    return Ok((AgentHandle { pid, addr }, child));
+                }
+            }
+            if started.elapsed() > ready_timeout {
+                let _ = child.start_kill();
+                return Err(BackendError::NotReady {
+                    seconds: ready_timeout.as_secs_f64(),
+                    log_tail: log_tail(wd, 20),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Ask the agent to stop, then make sure it did.
+    pub async fn stop(&self, handle: &AgentHandle) {
+        let _ = client::request(
+            &handle.addr,
+            "POST",
+            "/shutdown",
+            None,
+            Duration::from_secs(2),
+        )
+        .await;
+        let t = Instant::now();
+        while is_alive(handle.pid) && t.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if is_alive(handle.pid) {
+            // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
+            unsafe {
+                libc::kill(handle.pid as libc::pid_t, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// Detach the agent into its own session and apply the size's limits in the child before exec.
+fn apply_limits(cmd: &mut tokio::process::Command, limits: SizeLimits) {
+    let memory = limits.memory_mib.saturating_mul(1024 * 1024);
+    let files = limits.open_files;
+    // RLIMIT_NPROC is per user, not per process tree: on a developer's machine it would count
+    // their other processes too, so process counts are left to cgroups.
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // operations are allowed. It calls setsid(2) and setrlimit(2), which are plain system calls
+    // that neither allocate nor take locks, on values computed before the fork; it touches no
+    // shared state of the parent.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            for (resource, value) in [(libc::RLIMIT_AS, memory), (libc::RLIMIT_NOFILE, files)] {
+                let lim = libc::rlimit {
+                    rlim_cur: value as libc::rlim_t,
+                    rlim_max: value as libc::rlim_t,
+                };
+                if libc::setrlimit(resource, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}

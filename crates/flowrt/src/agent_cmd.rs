@@ -1,0 +1,261 @@
+//! `flowrt agent`: one compute session. The control plane starts it as a separate process in the
+//! session's working folder and environment; it loads the flow once, keeps its Python workers warm,
+//! and answers the server on 127.0.0.1 only:
+//! `GET /health`, `GET /status` (activity for idle shutdown), `POST /lines` (one line),
+//! `POST /shutdown`.
+//! User code runs here, never in the server.
+
+use crate::invoker::{self, FlowInvoker};
+use anyhow::{Context, Result};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NodeRun, RunObserver};
+use flowrt_flow::LoadOptions;
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct AgentArgs {
+    /// The session this agent serves (answered by /health so a restarted server can re-adopt it).
+    #[arg(long)]
+    pub session_id: String,
+    /// The flow folder.
+    #[arg(long)]
+    pub flow: PathBuf,
+    /// The environment's Python interpreter.
+    #[arg(long)]
+    pub python: PathBuf,
+    /// How many Python workers to keep.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Where to write the address it listens on (`127.0.0.1:PORT`).
+    #[arg(long)]
+    pub addr_file: PathBuf,
+    /// Seconds between "NODE has been running for N seconds" log lines for a slow node.
+    #[arg(long, default_value_t = 60.0)]
+    pub long_running_interval: f64,
+}
+
+struct Agent {
+    session_id: String,
+    executor: Executor<FlowInvoker>,
+    running: AtomicUsize,
+    runs_total: AtomicU64,
+    last_activity: Mutex<Instant>,
+    shutdown: tokio::sync::Notify,
+}
+
+/// Logs node output and the long-running warnings to the agent log (stderr).
+struct AgentLog {
+    running: Mutex<HashMap<(usize, String), (Instant, u64)>>,
+}
+
+impl RunObserver for AgentLog {
+    fn node_started(&self, line: Option<usize>, node: &str) {
+        if let Ok(mut r) = self.running.lock() {
+            r.insert(
+                (line.unwrap_or(usize::MAX), node.to_string()),
+                (Instant::now(), 0),
+            );
+        }
+    }
+    fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
+        if let Ok(mut r) = self.running.lock() {
+            r.remove(&(line.unwrap_or(usize::MAX), run.node.clone()));
+        }
+        for l in run.logs.lines() {
+            eprintln!("[{}] {l}", run.node);
+        }
+    }
+}
+
+impl AgentLog {
+    fn warn(&self, interval: Duration) {
+        if let Ok(mut r) = self.running.lock() {
+            for ((_, node), (start, warned)) in r.iter_mut() {
+                let periods = (start.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64;
+                if periods > *warned {
+                    *warned = periods;
+                    eprintln!(
+                        "{node} has been running for {} seconds",
+                        start.elapsed().as_secs()
+                    );
+                }
+            }
+        }
+    }
+}
+
+type Shared = Arc<Agent>;
+
+pub fn run(args: AgentArgs) -> Result<u8> {
+    let home = flowrt_store::flowrt_home();
+    let merged = crate::includes::Merged::new(&args.flow, &home)?;
+    let flow = Arc::new(merged.load(&LoadOptions::default())?);
+    let connections = invoker::load_connections(&home)?;
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = invoker::needs_python(&flow).then(|| flowrt_python::WorkerSpec {
+        python: args.python.clone(),
+        flow_dir: flow.dir.clone(),
+        env,
+        state_dir: home.clone(),
+    });
+    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, args.workers)?);
+    let log = Arc::new(AgentLog {
+        running: Mutex::new(HashMap::new()),
+    });
+    let executor = Executor::new(
+        flow.clone(),
+        invoker.clone(),
+        log.clone(),
+        ExecutorOptions::default(),
+    );
+    let agent = Arc::new(Agent {
+        session_id: args.session_id.clone(),
+        executor,
+        running: AtomicUsize::new(0),
+        runs_total: AtomicU64::new(0),
+        last_activity: Mutex::new(Instant::now()),
+        shutdown: tokio::sync::Notify::new(),
+    });
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/lines", post(lines))
+        .route("/shutdown", post(shutdown))
+        .with_state(agent.clone());
+    // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let interval = Duration::from_secs_f64(args.long_running_interval.max(0.05));
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on 127.0.0.1")?;
+        let addr = listener.local_addr()?;
+        // Written last and atomically: the server reads it as "the agent is listening".
+        let tmp = args.addr_file.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{addr}")?;
+        drop(f);
+        std::fs::rename(&tmp, &args.addr_file)?;
+        eprintln!(
+            "agent for session {} listening on {addr} (flow {})",
+            args.session_id,
+            flow.dir.display()
+        );
+        let warn_log = log.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
+            loop {
+                tick.tick().await;
+                warn_log.warn(interval);
+            }
+        });
+        let stop = agent.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let term = async {
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(mut s) => {
+                            s.recv().await;
+                        }
+                        Err(_) => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = stop.shutdown.notified() => {}
+                    _ = term => {}
+                }
+            })
+            .await?;
+        invoker.shutdown().await;
+        eprintln!("agent for session {} stopped", args.session_id);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(merged);
+    Ok(0)
+}
+
+async fn health(State(a): State<Shared>) -> Json<Value> {
+    Json(json!({"status": "ok", "session_id": a.session_id, "pid": std::process::id()}))
+}
+
+async fn status(State(a): State<Shared>) -> Json<Value> {
+    let idle = a
+        .last_activity
+        .lock()
+        .map(|t| t.elapsed().as_secs_f64())
+        .unwrap_or(0.0);
+    Json(json!({
+        "running": a.running.load(Ordering::SeqCst),
+        "idle_seconds": idle,
+        "runs_total": a.runs_total.load(Ordering::SeqCst),
+    }))
+}
+
+#[derive(Deserialize)]
+struct LineRequest {
+    #[serde(default)]
+    inputs: IndexMap<String, Value>,
+}
+
+fn touch(a: &Agent) {
+    if let Ok(mut t) = a.last_activity.lock() {
+        *t = Instant::now();
+    }
+}
+
+/// Counts a run as active while it lives, so idle shutdown never stops a busy session.
+struct Active<'a>(&'a Agent);
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        touch(self.0);
+    }
+}
+
+async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
+    a.running.fetch_add(1, Ordering::SeqCst);
+    a.runs_total.fetch_add(1, Ordering::SeqCst);
+    touch(&a);
+    let _active = Active(&a);
+    let inputs = match prepare_inputs(a.executor.flow(), &req.inputs) {
+        Ok(i) => i,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"code": "BadInputs", "message": e.to_string()})),
+            )
+                .into_response()
+        }
+    };
+    let line = a.executor.run_line(0, inputs).await;
+    let error = line.error.as_ref().map(|e| json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "traceback": e.failure.traceback, "display": e.to_string()}));
+    Json(json!({
+        "outputs": if error.is_none() { serde_json::to_value(&line.outputs).unwrap_or(Value::Null) } else { Value::Null },
+        "error": error,
+        "node_runs": line.node_runs,
+        "duration": line.duration.as_secs_f64(),
+    }))
+    .into_response()
+}
+
+async fn shutdown(State(a): State<Shared>) -> Json<Value> {
+    a.shutdown.notify_one();
+    Json(json!({"status": "stopping"}))
+}

@@ -1,0 +1,498 @@
+//! `flowrt server`, `flowrt session ...` and `flowrt compute ...`: the control plane and its
+//! clients. Sessions exist only on a server; these commands talk to it over its API.
+
+use crate::remote::Remote;
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:7878")]
+    pub addr: std::net::SocketAddr,
+    /// Seconds an interactive test may take before it fails (batch runs have no limit).
+    #[arg(long, default_value_t = 100.0)]
+    pub interactive_timeout: f64,
+    /// Seconds between checks for idle sessions.
+    #[arg(long, default_value_t = 5.0)]
+    pub idle_check_interval: f64,
+}
+
+#[derive(Args)]
+pub struct ServerOpt {
+    /// The server's URL (default: FLOWRT_SERVER, else http://127.0.0.1:7878).
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+}
+
+#[derive(Subcommand)]
+pub enum SessionCommand {
+    /// Start a compute session for a flow; prints its id as the last line.
+    Start {
+        #[arg(long)]
+        flow: PathBuf,
+        /// small, medium or large (resource limits: see README).
+        #[arg(long, default_value = "small")]
+        size: String,
+        /// Stop after this long without runs: 30m, 2h, 90s, 0 = never (default 60m).
+        #[arg(long)]
+        idle_timeout: Option<String>,
+        /// Act as this identity (its feed token unlocks {private} package indexes).
+        #[arg(long)]
+        identity: Option<String>,
+        /// default, default@VERSION or NAME@vN (default: the flow's environment.image, else default).
+        #[arg(long)]
+        env: Option<String>,
+        /// Run on this compute instance (yours, running) instead of serverless compute.
+        #[arg(long)]
+        compute: Option<String>,
+        /// Return at once instead of waiting for Running.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List your sessions.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a session.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a session's size or idle timeout.
+    Edit {
+        id: String,
+        #[arg(long)]
+        size: Option<String>,
+        #[arg(long)]
+        idle_timeout: Option<String>,
+    },
+    /// List the packages installed in a session's environment.
+    Packages {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Save requirements into the session's flow and install them (or --save-only).
+    Install {
+        id: String,
+        #[arg(long)]
+        requirements: PathBuf,
+        #[arg(long)]
+        save_only: bool,
+    },
+    /// Recreate a session's agent with the same environment.
+    Reset { id: String },
+    /// Move a session to the latest base environment.
+    Update { id: String },
+    /// Print a session's log.
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Stop a session (its environment stays cached).
+    Stop { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ComputeCommand {
+    /// Create a compute instance assigned to you (or, for admins, to --user).
+    Create {
+        name: String,
+        #[arg(long, default_value = "small")]
+        size: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub fn server(args: ServerArgs) -> Result<u8> {
+    let home = flowrt_store::flowrt_home();
+    std::fs::create_dir_all(&home)?;
+    let config = flowrt_server::ServerConfig {
+        home,
+        exe: std::env::current_exe()?,
+        idle_check: Duration::from_secs_f64(args.idle_check_interval.max(0.1)),
+        interactive_timeout: Duration::from_secs_f64(args.interactive_timeout.max(0.1)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(flowrt_server::serve(config, args.addr))?;
+    Ok(0)
+}
+
+fn parse_size(s: &str) -> Result<&'static str> {
+    flowrt_api::SessionSize::parse(s)
+        .map(|z| z.as_str())
+        .ok_or_else(|| anyhow!("unknown size '{s}'; use small, medium or large"))
+}
+
+fn parse_idle(s: &str) -> Result<u64> {
+    flowrt_session::idle::parse_duration(s)
+        .map(|d| d.as_secs())
+        .map_err(|e| anyhow!(e))
+}
+
+fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// Poll until the session leaves Preparing, printing each phase as it begins.
+async fn wait_running(remote: &Remote, id: &str) -> Result<Value> {
+    let started = Instant::now();
+    let mut last = String::new();
+    loop {
+        let s = remote
+            .call("GET", &format!("/api/v1/sessions/{id}"), None)
+            .await?;
+        let status = s["status"].as_str().unwrap_or("").to_string();
+        let now = match s["phase"].as_str() {
+            Some(p) => format!("{status} ({p})"),
+            None => status.clone(),
+        };
+        if now != last {
+            eprintln!("{:>6.2}s  {now}", started.elapsed().as_secs_f64());
+            last = now;
+        }
+        match status.as_str() {
+            "Running" => return Ok(s),
+            "Failed" => {
+                let tail = s["log_tail"].as_str().unwrap_or("").trim();
+                bail!(
+                    "session {id} failed: {}{}",
+                    s["reason"].as_str().unwrap_or("unknown reason"),
+                    if tail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("\nlast log lines:\n{tail}")
+                    }
+                );
+            }
+            "Stopped" | "NotAvailable"
+                if started.elapsed() > Duration::from_secs(2) && status == "Stopped" =>
+            {
+                bail!(
+                    "session {id} stopped: {}",
+                    s["reason"].as_str().unwrap_or("")
+                );
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn print_session(s: &Value) {
+    println!("id:            {}", s["id"].as_str().unwrap_or(""));
+    let phase = s["phase"]
+        .as_str()
+        .map(|p| format!(" ({p})"))
+        .unwrap_or_default();
+    println!(
+        "status:        {}{phase}",
+        s["status"].as_str().unwrap_or("")
+    );
+    if let Some(r) = s["reason"].as_str() {
+        println!("reason:        {r}");
+    }
+    println!("flow:          {}", s["flow_dir"].as_str().unwrap_or(""));
+    println!(
+        "environment:   {} (base {})",
+        s["env_ref"].as_str().unwrap_or(""),
+        s["base_version"].as_str().unwrap_or("")
+    );
+    if let Some(u) = s["update_available"].as_str() {
+        println!("update available: {u}");
+    }
+    println!("size:          {}", s["size"].as_str().unwrap_or(""));
+    let idle = s["idle_timeout_s"].as_u64().unwrap_or(0);
+    println!(
+        "idle timeout:  {}",
+        if idle == 0 {
+            "never".to_string()
+        } else {
+            format!("{idle} s")
+        }
+    );
+    if let Some(c) = s["compute"].as_str() {
+        println!("compute:       {c}");
+    }
+    if let Some(i) = s["identity"].as_str() {
+        println!("identity:      {i}");
+    }
+}
+
+pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    block(async move {
+        match cmd {
+            SessionCommand::Start {
+                flow,
+                size,
+                idle_timeout,
+                identity,
+                env,
+                compute,
+                no_wait,
+            } => {
+                let flow = flow
+                    .canonicalize()
+                    .map_err(|_| anyhow!("no flow at {}", flow.display()))?;
+                let mut body = json!({"flow": flow, "size": parse_size(&size)?});
+                if let Some(t) = idle_timeout {
+                    body["idle_timeout_s"] = json!(parse_idle(&t)?);
+                }
+                for (k, v) in [("identity", identity), ("env", env), ("compute", compute)] {
+                    if let Some(v) = v {
+                        body[k] = json!(v);
+                    }
+                }
+                let s = remote.call("POST", "/api/v1/sessions", Some(body)).await?;
+                let id = s["id"].as_str().unwrap_or("").to_string();
+                if !no_wait {
+                    wait_running(&remote, &id).await?;
+                }
+                println!("{id}");
+            }
+            SessionCommand::List { json } => {
+                let all = remote.call("GET", "/api/v1/sessions", None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    println!(
+                        "{:<16} {:<22} {:<7} {:<18} FLOW",
+                        "ID", "STATUS", "SIZE", "ENVIRONMENT"
+                    );
+                    for s in all.as_array().into_iter().flatten() {
+                        let phase = s["phase"]
+                            .as_str()
+                            .map(|p| format!(" ({p})"))
+                            .unwrap_or_default();
+                        println!(
+                            "{:<16} {:<22} {:<7} {:<18} {}",
+                            s["id"].as_str().unwrap_or(""),
+                            format!("{}{phase}", s["status"].as_str().unwrap_or("")),
+                            s["size"].as_str().unwrap_or(""),
+                            s["env_ref"].as_str().unwrap_or(""),
+                            s["flow_dir"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            SessionCommand::Show { id, json } => {
+                let s = remote
+                    .call("GET", &format!("/api/v1/sessions/{id}"), None)
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&s)?);
+                } else {
+                    print_session(&s);
+                }
+            }
+            SessionCommand::Edit {
+                id,
+                size,
+                idle_timeout,
+            } => {
+                let mut body = json!({});
+                if let Some(s) = size {
+                    body["size"] = json!(parse_size(&s)?);
+                }
+                if let Some(t) = idle_timeout {
+                    body["idle_timeout_s"] = json!(parse_idle(&t)?);
+                }
+                let s = remote
+                    .call("PATCH", &format!("/api/v1/sessions/{id}"), Some(body))
+                    .await?;
+                if let Some(n) = s["note"].as_str() {
+                    eprintln!("note: {n}");
+                }
+                print_session(&s);
+            }
+            SessionCommand::Packages { id, json } => {
+                let list = remote
+                    .call("GET", &format!("/api/v1/sessions/{id}/packages"), None)
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    println!("{:<32} {:<16} SOURCE", "NAME", "VERSION");
+                    for p in list.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<32} {:<16} {}",
+                            p["name"].as_str().unwrap_or(""),
+                            p["version"].as_str().unwrap_or(""),
+                            p["source"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            SessionCommand::Install {
+                id,
+                requirements,
+                save_only,
+            } => {
+                let text = std::fs::read_to_string(&requirements)
+                    .map_err(|e| anyhow!("cannot read {}: {e}", requirements.display()))?;
+                let s = remote
+                    .call(
+                        "POST",
+                        &format!("/api/v1/sessions/{id}/install"),
+                        Some(json!({"requirements": text, "save_only": save_only})),
+                    )
+                    .await?;
+                if save_only {
+                    eprintln!("{}", s["note"].as_str().unwrap_or("saved"));
+                } else {
+                    wait_running(&remote, &id).await?;
+                    eprintln!("installed; session {id} is running");
+                }
+            }
+            SessionCommand::Reset { id } => {
+                remote
+                    .call("POST", &format!("/api/v1/sessions/{id}/reset"), None)
+                    .await?;
+                wait_running(&remote, &id).await?;
+            }
+            SessionCommand::Update { id } => {
+                remote
+                    .call("POST", &format!("/api/v1/sessions/{id}/update"), None)
+                    .await?;
+                let s = wait_running(&remote, &id).await?;
+                eprintln!(
+                    "session {id} now runs base environment {}",
+                    s["base_version"].as_str().unwrap_or("")
+                );
+            }
+            SessionCommand::Logs { id, follow } => {
+                let mut offset = 0u64;
+                loop {
+                    let v = remote
+                        .call(
+                            "GET",
+                            &format!("/api/v1/sessions/{id}/logs?offset={offset}"),
+                            None,
+                        )
+                        .await?;
+                    print!("{}", v["text"].as_str().unwrap_or(""));
+                    offset = v["offset"].as_u64().unwrap_or(offset);
+                    let done = !matches!(
+                        v["status"].as_str(),
+                        Some("Running" | "Preparing" | "Stopping")
+                    );
+                    if !follow || done {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            SessionCommand::Stop { id } => {
+                let s = remote
+                    .call("POST", &format!("/api/v1/sessions/{id}/stop"), None)
+                    .await?;
+                eprintln!("session {id} is {}", s["status"].as_str().unwrap_or(""));
+            }
+        }
+        Ok(0)
+    })
+}
+
+pub fn compute(cmd: ComputeCommand, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    block(async move {
+        match cmd {
+            ComputeCommand::Create { name, size, user } => {
+                let mut body = json!({"name": name, "size": parse_size(&size)?});
+                if let Some(u) = user {
+                    body["user"] = json!(u);
+                }
+                let c = remote.call("POST", "/api/v1/computes", Some(body)).await?;
+                println!("{}", c["name"].as_str().unwrap_or(""));
+            }
+            ComputeCommand::List { json } => {
+                let all = remote.call("GET", "/api/v1/computes", None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    println!("{:<24} {:<9} {:<7} OWNER", "NAME", "STATUS", "SIZE");
+                    for c in all.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<24} {:<9} {:<7} {}",
+                            c["name"].as_str().unwrap_or(""),
+                            c["status"].as_str().unwrap_or(""),
+                            c["size"].as_str().unwrap_or(""),
+                            c["owner"].as_str().unwrap_or("")
+                        );
+                    }
+                }
+            }
+            ComputeCommand::Start { name } => {
+                remote
+                    .call("POST", &format!("/api/v1/computes/{name}/start"), None)
+                    .await?;
+            }
+            ComputeCommand::Stop { name } => {
+                remote
+                    .call("POST", &format!("/api/v1/computes/{name}/stop"), None)
+                    .await?;
+            }
+            ComputeCommand::Delete { name } => {
+                remote
+                    .call("DELETE", &format!("/api/v1/computes/{name}"), None)
+                    .await?;
+            }
+        }
+        Ok(0)
+    })
+}
+
+/// `flow test --session ID`: the line runs inside the session.
+pub fn test_in_session(id: &str, inputs: Value, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    block(async move {
+        let r = remote
+            .call(
+                "POST",
+                &format!("/api/v1/sessions/{id}/test"),
+                Some(json!({"inputs": inputs})),
+            )
+            .await?;
+        if let Some(e) = r["error"].as_object() {
+            eprintln!(
+                "error: flow test failed: {}",
+                e.get("display").and_then(Value::as_str).unwrap_or("")
+            );
+            return Ok(1);
+        }
+        for n in r["node_runs"].as_array().into_iter().flatten() {
+            for l in n["logs"].as_str().unwrap_or("").lines() {
+                eprintln!("[{}] {l}", n["node"].as_str().unwrap_or(""));
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&r["outputs"])?);
+        Ok(0)
+    })
+}

@@ -1,0 +1,420 @@
+//! Compute sessions end to end: a real `flowrt server` and real agents on 127.0.0.1, driven through
+//! the CLI and the API as users would.
+
+mod common;
+
+use common::{flow, free_port, http};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Option<Child>,
+    home: PathBuf,
+    url: String,
+    extra_args: Vec<String>,
+    extra_env: Vec<(String, String)>,
+}
+
+impl Server {
+    fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let port = free_port();
+        let mut s = Server {
+            child: None,
+            home: home.to_path_buf(),
+            url: format!("http://127.0.0.1:{port}"),
+            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            extra_env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let addr = self.url.trim_start_matches("http://").to_string();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_flowrt"));
+        cmd.args(["server", "--addr", &addr, "--idle-check-interval", "0.2"])
+            .args(&self.extra_args)
+            .env("FLOWRT_HOME", &self.home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(self.home.join("server.log")).unwrap(),
+            ));
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().unwrap());
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if std::net::TcpStream::connect(&addr).is_ok()
+                && http("GET", &format!("{}/healthz", self.url), &[], "").0 == 200
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "server did not start: {}",
+            std::fs::read_to_string(self.home.join("server.log")).unwrap_or_default()
+        );
+    }
+
+    /// Stop the server process (SIGTERM); agents keep running.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.home.join("owner.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", &self.home)
+            .env("FLOWRT_SERVER", &self.url)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn show(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["session", "show", id, "--json"])).unwrap()
+    }
+
+    fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let t = Instant::now();
+        loop {
+            let s = self.show(id);
+            if s["status"] == status {
+                return s;
+            }
+            assert!(
+                t.elapsed() < within,
+                "session {id} did not become {status}: {s:#}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Start a session for the fixture flow `name`; returns (id, seconds to Running).
+    fn start_session(&self, dir: &Path, extra: &[&str]) -> (String, f64) {
+        let t = Instant::now();
+        let mut args = vec!["session", "start", "--flow", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.ok(&args);
+        let id = out.lines().last().unwrap().trim().to_string();
+        (id, t.elapsed().as_secs_f64())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Stop every agent this server started, then the server.
+        if let Ok(list) = std::fs::read_dir(self.home.join("sessions")) {
+            for e in list.flatten() {
+                if let Ok(addr) = std::fs::read_to_string(e.path().join("agent.addr")) {
+                    // Agents already stopped left their address behind: skip those.
+                    if std::net::TcpStream::connect(addr.trim()).is_ok() {
+                        let _ = http("POST", &format!("http://{}/shutdown", addr.trim()), &[], "");
+                    }
+                }
+            }
+        }
+        self.stop();
+    }
+}
+
+#[test]
+fn full_lifecycle_through_the_cli() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("pipeline");
+    let (id, secs) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    eprintln!("session start to Running: {secs:.3} s");
+    assert!(id.starts_with("s-"), "{id}");
+    let s = server.show(&id);
+    assert_eq!(s["status"], "Running");
+    assert_eq!(
+        s["env_ref"],
+        json!(format!("default@{}", s["base_version"].as_str().unwrap()))
+    );
+
+    let out = server.ok(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "text=a b",
+        "times=2",
+    ]);
+    let outputs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outputs["repeated"], json!("b-b"));
+
+    let listed: Value = serde_json::from_str(&server.ok(&["session", "list", "--json"])).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let text = server.ok(&["session", "show", &id]);
+    assert!(text.contains("status:        Running"), "{text}");
+    let logs = server.ok(&["session", "logs", &id]);
+    assert!(
+        logs.contains(&format!("agent for session {id} listening on 127.0.0.1:")),
+        "{logs}"
+    );
+
+    server.ok(&["session", "stop", &id]);
+    assert_eq!(server.show(&id)["status"], "Stopped");
+    let err = server.cli(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "text=x",
+    ]);
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr)
+        .contains(&format!("session '{id}' is Stopped, not Running")));
+
+    let t = Instant::now();
+    server.ok(&["session", "reset", &id]);
+    eprintln!(
+        "reset (cached environment) to Running: {:.3} s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(server.show(&id)["status"], "Running");
+}
+
+#[test]
+fn requests_without_a_valid_token_get_401() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (status, head, body) = http("GET", &format!("{}/api/v1/sessions", server.url), &[], "");
+    assert_eq!(status, 401);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("www-authenticate: bearer"),
+        "{head}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["code"],
+        "Unauthorized"
+    );
+    let (status, _, _) = http(
+        "GET",
+        &format!("{}/api/v1/sessions", server.url),
+        &[("authorization", "Bearer frt_wrong")],
+        "",
+    );
+    assert_eq!(status, 401);
+    let (status, _, _) = http("GET", &format!("{}/metrics", server.url), &[], "");
+    assert_eq!(status, 401);
+    let auth = format!("Bearer {}", server.token());
+    let (status, _, body) = http(
+        "GET",
+        &format!("{}/api/v1/openapi.json", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["paths"]["/api/v1/sessions/{id}/reset"]
+            .is_object()
+    );
+    let (status, _, body) = http(
+        "GET",
+        &format!("{}/metrics", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(body.contains("flowrt_http_requests_total{method=\"GET\",route=\"/api/v1/sessions\",status=\"401\"} 2"), "{body}");
+    // The owner token file is private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.path().join("owner.token"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn an_idle_session_stops_and_restarts_fast() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "2s"]);
+    let s = server.wait_status(&id, "Stopped", Duration::from_secs(15));
+    assert!(s["reason"].as_str().unwrap().contains("idle"), "{s}");
+    let (id2, secs) = server.start_session(&dir, &[]);
+    eprintln!("second session start (environment cached): {secs:.3} s");
+    assert_eq!(server.show(&id2)["status"], "Running");
+}
+
+#[test]
+fn a_killed_agent_fails_its_session_and_reset_recovers_it() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let pid = server.show(&id)["agent_pid"].as_u64().unwrap();
+    Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let s = server.wait_status(&id, "Failed", Duration::from_secs(10));
+    assert!(
+        s["reason"].as_str().unwrap().contains("killed by signal 9"),
+        "{s}"
+    );
+    server.ok(&["session", "reset", &id]);
+    assert_eq!(server.show(&id)["status"], "Running");
+    let out = server.ok(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "text=ok",
+    ]);
+    assert!(out.contains("\"echo\": \"ok\""), "{out}");
+}
+
+#[test]
+fn a_missing_package_fails_only_its_session_and_names_the_package() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (_d1, good) = flow("pipeline");
+    let (good_id, _) = server.start_session(&good, &["--idle-timeout", "0"]);
+    let (_d2, bad) = flow("bad_reqs");
+    let out = server.cli(&["session", "start", "--flow", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flowrt-no-such-package-xyz"), "{err}");
+    assert_eq!(server.show(&good_id)["status"], "Running");
+}
+
+#[test]
+fn an_interactive_test_past_the_timeout_suggests_a_batch_run() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &["--interactive-timeout", "1"], &[]);
+    let (_d, dir) = flow("slow");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let out = server.cli(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "seconds=3",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("did not finish within the server's request timeout (1 s)"),
+        "{err}"
+    );
+    assert!(err.contains("run it as a batch run"), "{err}");
+}
+
+#[test]
+fn agents_get_no_secrets_and_their_size_limits() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        home.path(),
+        &[],
+        &[("FLOWRT_TOKEN", "supersecret"), ("MY_API_KEY", "k")],
+    );
+    let (_d, dir) = flow("env_probe");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0", "--size", "small"]);
+    let out: Value = serde_json::from_str(&server.ok(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+    ]))
+    .unwrap();
+    let keys: Vec<&str> = out["probe"]["env_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(
+        !keys.contains(&"FLOWRT_TOKEN") && !keys.contains(&"MY_API_KEY"),
+        "{keys:?}"
+    );
+    assert_eq!(out["probe"]["nofile"], json!(1024));
+    assert_eq!(out["probe"]["cwd_is_session"], json!(true));
+}
+
+#[test]
+fn a_server_restart_re_adopts_running_agents() {
+    let home = tempfile::tempdir().unwrap();
+    let mut server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let pid = server.show(&id)["agent_pid"].as_u64().unwrap();
+    server.stop();
+    server.spawn();
+    let s = server.show(&id);
+    assert_eq!(s["status"], "Running", "{s}");
+    assert_eq!(
+        s["agent_pid"].as_u64().unwrap(),
+        pid,
+        "the same agent kept running"
+    );
+    let out = server.ok(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "text=still here",
+    ]);
+    assert!(out.contains("still here"), "{out}");
+}
+
+#[test]
+fn update_moves_a_session_to_the_latest_base() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0", "--env", "default@1.0.0"]);
+    let text = server.ok(&["session", "show", &id]);
+    assert!(text.contains("update available: 1.1.0"), "{text}");
+    server.ok(&["session", "update", &id]);
+    let s = server.show(&id);
+    assert_eq!(s["base_version"], "1.1.0");
+    assert!(s.get("update_available").is_none(), "{s}");
+}
