@@ -30,6 +30,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/sessions/{id}/install", "Save requirements {requirements, save_only} and install them."),
     ("get", "/api/v1/sessions/{id}/logs", "The session log from ?offset=N."),
     ("post", "/api/v1/sessions/{id}/test", "Run one line {inputs} in the session, bounded by the request timeout."),
+    ("post", "/api/v1/sessions/{id}/runs", "Start a batch run {name, args} in the session (no overall timeout)."),
 ];
 
 pub fn document() -> Value {

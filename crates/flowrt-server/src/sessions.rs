@@ -391,6 +391,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/install", post(install))
         .route("/api/v1/sessions/{id}/logs", get(logs))
         .route("/api/v1/sessions/{id}/test", post(test))
+        .route("/api/v1/sessions/{id}/runs", post(batch))
 }
 
 /// A session as the API shows it: the record plus what the manifest says about its base.
@@ -799,4 +800,49 @@ pub async fn watch(manager: Arc<Manager>, every: Duration) {
         tick.tick().await;
         manager.cull_idle().await;
     }
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    name: String,
+    /// `run create` options: --data, --column-mapping, --run, --concurrency, ...
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+/// A batch run in the session: no overall timeout; it runs as the agent's child, so a server
+/// restart does not interrupt it.
+async fn batch(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Json(req): Json<BatchRequest>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let s = modifiable(&state, &caller, &id).await?;
+    let addr = agent_of(&s).await?;
+    if let Some(bad) = req.args.iter().find(|a| {
+        matches!(
+            a.as_str(),
+            "--flow" | "--python" | "--name" | "--session" | "--server"
+        )
+    }) {
+        return Err(ApiErr::bad_request(format!(
+            "'{bad}' is set by the session; leave it out"
+        )));
+    }
+    let body = json!({"name": req.name, "args": req.args});
+    let (status, v) = client::request(
+        &addr,
+        "POST",
+        "/batch",
+        Some(&body),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| ApiErr::internal("starting the batch run", e))?;
+    if status != 200 {
+        return Err(ApiErr::internal("starting the batch run", v));
+    }
+    let _ = state.store.touch_session(&id).await;
+    Ok((StatusCode::ACCEPTED, Json(v)))
 }

@@ -49,6 +49,11 @@ pub struct AgentArgs {
 
 struct Agent {
     session_id: String,
+    /// The flow folder as given (batch runs resolve includes themselves).
+    flow_dir: PathBuf,
+    python: PathBuf,
+    /// Batch runs started in this session, still running.
+    batches: Mutex<Vec<std::process::Child>>,
     executor: Executor<FlowInvoker>,
     running: AtomicUsize,
     runs_total: AtomicU64,
@@ -123,6 +128,9 @@ pub fn run(args: AgentArgs) -> Result<u8> {
     );
     let agent = Arc::new(Agent {
         session_id: args.session_id.clone(),
+        flow_dir: args.flow.clone(),
+        python: args.python.clone(),
+        batches: Mutex::new(Vec::new()),
         executor,
         running: AtomicUsize::new(0),
         runs_total: AtomicU64::new(0),
@@ -133,6 +141,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/lines", post(lines))
+        .route("/batch", post(batch))
         .route("/shutdown", post(shutdown))
         .with_state(agent.clone());
     // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
@@ -253,6 +262,55 @@ async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Respons
         "duration": line.duration.as_secs_f64(),
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    name: String,
+    /// `run create` options after `--flow`, `--name` and `--python` (data, mapping, ...).
+    args: Vec<String>,
+}
+
+/// Start a batch run in this session: `flowrt run create` as the agent's child, in the session's
+/// environment and limits. It outlives a server restart; its records are the run's usual folder.
+async fn batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> Response {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"code": "Spawn", "message": e.to_string()})),
+            )
+                .into_response()
+        }
+    };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("run")
+        .arg("create")
+        .arg("--flow")
+        .arg(&a.flow_dir)
+        .arg("--name")
+        .arg(&req.name)
+        .arg("--python")
+        .arg(&a.python)
+        .args(&req.args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    match cmd.spawn() {
+        Ok(child) => {
+            eprintln!("batch run {} started (pid {})", req.name, child.id());
+            touch(&a);
+            if let Ok(mut b) = a.batches.lock() {
+                b.push(child);
+            }
+            Json(json!({"name": req.name})).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"code": "Spawn", "message": e.to_string()})),
+        )
+            .into_response(),
+    }
 }
 
 async fn shutdown(State(a): State<Shared>) -> Json<Value> {

@@ -56,7 +56,7 @@ pub enum RunCommand {
 #[derive(Args)]
 pub struct CreateArgs {
     /// The flow folder (with --resume-from: default the resumed run's flow).
-    #[arg(long, required_unless_present = "resume_from")]
+    #[arg(long, required_unless_present_any = ["resume_from", "session"])]
     pub flow: Option<PathBuf>,
     /// The data: .jsonl (one JSON object per line), .csv or .tsv (with --resume-from: default the
     /// resumed run's data).
@@ -97,11 +97,24 @@ pub struct CreateArgs {
     /// Print each line's outputs as it completes.
     #[arg(long)]
     pub stream: bool,
+    /// Run the flow's Python tools with this interpreter (a compute session passes its
+    /// environment's) instead of resolving the flow's requirements here.
+    #[arg(long, hide = true)]
+    pub python: Option<PathBuf>,
+    /// Run the batch inside this compute session (on the server at --server / FLOWRT_SERVER).
+    #[arg(long, value_name = "SESSION_ID")]
+    pub session: Option<String>,
+    /// The server's URL, with --session.
+    #[arg(long)]
+    pub server: Option<String>,
 }
 
 pub fn run(cmd: RunCommand) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     match cmd {
+        RunCommand::Create(args) if args.session.is_some() => {
+            crate::session_cmd::batch_in_session(*args)
+        }
         RunCommand::Create(args) => create(*args, &home),
         RunCommand::List { json } => {
             let all = runs::list(&home)?;
@@ -625,7 +638,16 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
 
     let connections = invoker::load_connections(home)?;
     let env = invoker::environment(&flow, &connections)?;
-    let spec = invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?;
+    let spec = match &args.python {
+        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
+            python: python.clone(),
+            flow_dir: flow.dir.clone(),
+            env,
+            state_dir: home.to_path_buf(),
+        }),
+        Some(_) => None,
+        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
+    };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);

@@ -496,3 +496,77 @@ pub fn test_in_session(id: &str, inputs: Value, server: Option<&str>) -> Result<
         Ok(0)
     })
 }
+
+/// `run create --session ID`: the batch runs inside the session (as its agent's child); this
+/// command waits for it and reports like a local run. The run's records are in FLOWRT_HOME/runs.
+pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
+    let home = flowrt_store::flowrt_home();
+    let id = args.session.clone().unwrap_or_default();
+    let remote = Remote::from_env(args.server.as_deref(), &home)?;
+    let name = args.name.clone().unwrap_or_else(|| {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        format!("{id}_{ms}")
+    });
+    let mut forwarded: Vec<String> = Vec::new();
+    if let Some(d) = &args.data {
+        let d = d
+            .canonicalize()
+            .map_err(|_| anyhow!("no data file at {}", d.display()))?;
+        forwarded.extend(["--data".into(), d.display().to_string()]);
+    }
+    for m in &args.column_mapping {
+        forwarded.extend(["--column-mapping".into(), m.clone()]);
+    }
+    let options: [(&str, Option<String>); 6] = [
+        ("--run", args.run.clone()),
+        ("--variant", args.variant.clone()),
+        ("--resume-from", args.resume_from.clone()),
+        ("--concurrency", args.concurrency.map(|c| c.to_string())),
+        ("--line-timeout", args.line_timeout.map(|c| c.to_string())),
+        (
+            "--output-dir",
+            args.output_dir.as_ref().map(|p| p.display().to_string()),
+        ),
+    ];
+    for (flag, value) in options {
+        if let Some(v) = value {
+            forwarded.extend([flag.to_string(), v]);
+        }
+    }
+    block(async {
+        remote
+            .call(
+                "POST",
+                &format!("/api/v1/sessions/{id}/runs"),
+                Some(json!({"name": name, "args": forwarded})),
+            )
+            .await?;
+        eprintln!("batch run {name} started in session {id}; `flowrt run show {name}` follows it");
+        // The run writes its records where local runs do; wait for it to finish there.
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match crate::runs::load(&home, &name) {
+                Ok(meta) if meta.status != crate::runs::RunStatus::Running => {
+                    println!("{}", serde_json::to_string_pretty(&meta)?);
+                    eprintln!(
+                        "run {name} {:?}: {} of {} lines completed, {} failed",
+                        meta.status, meta.completed_lines, meta.total_lines, meta.failed_lines
+                    );
+                    return Ok(if meta.status == crate::runs::RunStatus::Completed {
+                        0
+                    } else {
+                        1
+                    });
+                }
+                Err(_) if started.elapsed() > Duration::from_secs(60) => {
+                    bail!("batch run {name} did not start in session {id}; see `flowrt session logs {id}`");
+                }
+                _ => {}
+            }
+        }
+    })
+}

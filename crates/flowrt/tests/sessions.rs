@@ -418,3 +418,78 @@ fn update_moves_a_session_to_the_latest_base() {
     assert_eq!(s["base_version"], "1.1.0");
     assert!(s.get("update_available").is_none(), "{s}");
 }
+
+#[test]
+fn a_batch_in_a_session_survives_a_server_restart() {
+    let home = tempfile::tempdir().unwrap();
+    let mut server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("slow");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let data = d.path().join("data.jsonl");
+    let rows: String = (0..40).map(|_| "{\"seconds\": 0.1}\n").collect();
+    std::fs::write(&data, rows).unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args([
+            "run",
+            "create",
+            "--session",
+            &id,
+            "--data",
+            data.to_str().unwrap(),
+            "--name",
+            "in_session",
+            "--concurrency",
+            "2",
+            "--column-mapping",
+            "seconds=${data.seconds}",
+        ])
+        .env("FLOWRT_HOME", home.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Restart the server while the batch runs.
+    let out_file = home
+        .path()
+        .join("runs/in_session/flow_outputs/output.jsonl");
+    let t = Instant::now();
+    while std::fs::read_to_string(&out_file)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+        < 4
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the batch did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.stop();
+    let done_before_restart = std::fs::read_to_string(&out_file).unwrap().lines().count();
+    assert!(done_before_restart < 40, "the restart must come mid-batch");
+    server.spawn();
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<u64> = std::fs::read_to_string(&out_file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["line_number"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        (0..40).collect::<Vec<_>>(),
+        "every line exactly once, in order"
+    );
+    let meta: Value =
+        serde_json::from_str(&server.ok(&["run", "show", "in_session", "--json"])).unwrap();
+    assert_eq!(meta["status"], "Completed");
+}
