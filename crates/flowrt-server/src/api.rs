@@ -22,6 +22,10 @@ pub fn routes(_state: AppState) -> Router<AppState> {
         .route("/api/v1/me", get(me))
         .route("/api/v1/users", get(list_users).post(create_user))
         .route("/api/v1/environments", get(list_envs).post(create_env))
+        .route(
+            "/api/v1/identities",
+            get(list_identities).post(create_identity),
+        )
         .route("/api/v1/computes", get(list_computes).post(create_compute))
         .route(
             "/api/v1/computes/{name}",
@@ -269,4 +273,36 @@ async fn delete_compute(
     }
     state.store.delete_compute(&name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_identities(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let all = state.store.list_identities().await?;
+    let visible: Vec<_> = all
+        .into_iter()
+        .filter(|i| caller.may_access(&i.owner))
+        .collect();
+    Ok(Json(json!(visible)))
+}
+
+#[derive(Deserialize)]
+struct NewIdentity {
+    name: String,
+    /// A private package feed's token, substituted for `{private}` in index URLs at install time;
+    /// stored encrypted, never returned.
+    #[serde(default)]
+    feed_token: Option<String>,
+}
+
+/// A managed identity sessions may act as (admins only: it carries a secret).
+async fn create_identity(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<NewIdentity>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_admin()?;
+    let identity = state
+        .store
+        .create_identity(&body.name, &caller.0.id, body.feed_token.as_deref())
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(identity))))
 }

@@ -12,6 +12,8 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/users", "Create a user {name, role}; returns its token once (admin)."),
     ("get", "/api/v1/environments", "Base environment versions and published custom environments."),
     ("post", "/api/v1/environments", "Publish a custom environment {name, requirements, from}."),
+    ("get", "/api/v1/identities", "List identities (feed tokens masked)."),
+    ("post", "/api/v1/identities", "Create an identity {name, feed_token} (admin); the token is stored encrypted."),
     ("get", "/api/v1/computes", "List the compute instances you can see."),
     ("post", "/api/v1/computes", "Create a compute instance {name, size, user}."),
     ("get", "/api/v1/computes/{name}", "Show a compute instance."),

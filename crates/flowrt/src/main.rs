@@ -57,6 +57,13 @@ enum Command {
         #[command(subcommand)]
         command: session_cmd::ComputeCommand,
     },
+    /// Identities sessions may act as (a private package feed's token).
+    Identity {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: session_cmd::IdentityCommand,
+    },
     /// Run as a compute session's agent (started by `flowrt server`, not by hand).
     #[command(hide = true)]
     Agent(agent_cmd::AgentArgs),
@@ -156,6 +163,9 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Server(args) => session_cmd::server(args),
         Command::Session { server, command } => {
             session_cmd::session(command, server.server.as_deref())
+        }
+        Command::Identity { server, command } => {
+            session_cmd::identity(command, server.server.as_deref())
         }
         Command::Compute { server, command } => {
             session_cmd::compute(command, server.server.as_deref())

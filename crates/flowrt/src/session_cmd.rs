@@ -101,6 +101,23 @@ pub enum SessionCommand {
 }
 
 #[derive(Subcommand)]
+pub enum IdentityCommand {
+    /// Create an identity; its feed token (read from an environment variable, so it stays out of
+    /// shell history) unlocks `{private}` package indexes for sessions started with --identity.
+    Create {
+        name: String,
+        /// The environment variable holding the feed token.
+        #[arg(long, value_name = "VAR")]
+        feed_token_env: Option<String>,
+    },
+    /// List identities (tokens masked).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum ComputeCommand {
     /// Create a compute instance assigned to you (or, for admins, to --user).
     Create {
@@ -568,5 +585,49 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
                 _ => {}
             }
         }
+    })
+}
+
+pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    block(async move {
+        match cmd {
+            IdentityCommand::Create {
+                name,
+                feed_token_env,
+            } => {
+                let token = match &feed_token_env {
+                    Some(var) => Some(
+                        std::env::var(var)
+                            .map_err(|_| anyhow!("environment variable {var} is not set"))?,
+                    ),
+                    None => None,
+                };
+                let i = remote
+                    .call(
+                        "POST",
+                        "/api/v1/identities",
+                        Some(json!({"name": name, "feed_token": token})),
+                    )
+                    .await?;
+                println!("{}", i["name"].as_str().unwrap_or(""));
+            }
+            IdentityCommand::List { json } => {
+                let all = remote.call("GET", "/api/v1/identities", None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    println!("{:<24} FEED TOKEN", "NAME");
+                    for i in all.as_array().into_iter().flatten() {
+                        println!(
+                            "{:<24} {}",
+                            i["name"].as_str().unwrap_or(""),
+                            i["feed_token"].as_str().unwrap_or("-")
+                        );
+                    }
+                }
+            }
+        }
+        Ok(0)
     })
 }

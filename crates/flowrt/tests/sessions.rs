@@ -493,3 +493,71 @@ fn a_batch_in_a_session_survives_a_server_restart() {
         serde_json::from_str(&server.ok(&["run", "show", "in_session", "--json"])).unwrap();
     assert_eq!(meta["status"], "Completed");
 }
+
+#[test]
+fn packages_after_an_install_and_identities_stay_secret() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let reqs = d.path().join("requirements.txt");
+    std::fs::write(&reqs, "six==1.16.0\n").unwrap();
+    server.ok(&[
+        "session",
+        "install",
+        &id,
+        "--requirements",
+        reqs.to_str().unwrap(),
+    ]);
+    let s = server.show(&id);
+    assert_eq!(s["status"], "Running");
+    assert!(
+        s["env_key"].is_string(),
+        "the session now has its own environment: {s}"
+    );
+    let packages: Value =
+        serde_json::from_str(&server.ok(&["session", "packages", &id, "--json"])).unwrap();
+    let six = packages
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "six")
+        .expect("six is installed");
+    assert_eq!(six["version"], "1.16.0");
+    assert_eq!(six["source"], "requirements");
+    let text = server.ok(&["session", "packages", &id]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("six ") && l.ends_with("requirements")),
+        "{text}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args([
+            "identity",
+            "create",
+            "feed-reader",
+            "--feed-token-env",
+            "FEED",
+        ])
+        .env("FLOWRT_HOME", home.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .env("FEED", "tok-very-secret-42")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = server.ok(&["identity", "list", "--json"]);
+    assert!(
+        listed.contains("feed-reader") && !listed.contains("tok-very-secret-42"),
+        "{listed}"
+    );
+    let db = std::fs::read(home.path().join("flowrt.db")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&db).contains("tok-very-secret-42"),
+        "the token is stored encrypted"
+    );
+}
