@@ -258,6 +258,7 @@ impl Manager {
         if s.agent_pid != Some(pid) {
             return; // an older agent of a session that was reset
         }
+        self.backend.release(id);
         let tail = log_tail(&self.workdir(id), 20);
         if s.status == SessionStatus::Running {
             let reason = format!("the agent {reason}");

@@ -158,6 +158,17 @@ impl LocalBackend {
             source: e,
         })?;
         let pid = child.id().unwrap_or(0);
+        // Before the agent starts any worker, so its whole process tree is inside.
+        let groups = cgroups::place(&spec.session_id, pid, limits);
+        if !groups.is_empty() {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .open(wd.join("agent.log"))
+            {
+                let _ = writeln!(f, "cgroups: {}", groups.join(", "));
+            }
+        }
         let started = Instant::now();
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -204,6 +215,11 @@ impl LocalBackend {
             }
         }
     }
+
+    /// Remove the session's cgroups once its processes are gone.
+    pub fn release(&self, session_id: &str) {
+        cgroups::remove(session_id);
+    }
 }
 
 /// Detach the agent into its own session and apply the size's limits in the child before exec.
@@ -230,5 +246,74 @@ fn apply_limits(cmd: &mut tokio::process::Command, limits: SizeLimits) {
             }
             Ok(())
         });
+    }
+}
+
+/// Resource control groups, where the machine lets us write them: memory and process limits that,
+/// unlike rlimits, cover the agent's whole process tree. cgroup v2 (unified) or v1 (per
+/// controller); a machine where neither is writable gets rlimits only.
+mod cgroups {
+    use flowrt_api::SizeLimits;
+    use std::path::PathBuf;
+
+    const ROOT: &str = "/sys/fs/cgroup";
+
+    /// (group folder, [(file, value)]) for each hierarchy to use.
+    fn plans(session_id: &str, limits: SizeLimits) -> Vec<(PathBuf, Vec<(&'static str, String)>)> {
+        let memory = (limits.memory_mib * 1024 * 1024).to_string();
+        let pids = limits.processes.to_string();
+        let root = PathBuf::from(ROOT);
+        if root.join("cgroup.controllers").is_file() {
+            // v2 mounted at the root.
+            return vec![(
+                root.join("flowrt").join(session_id),
+                vec![("memory.max", memory), ("pids.max", pids)],
+            )];
+        }
+        vec![
+            (
+                root.join("memory/flowrt").join(session_id),
+                vec![("memory.limit_in_bytes", memory)],
+            ),
+            (
+                root.join("pids/flowrt").join(session_id),
+                vec![("pids.max", pids)],
+            ),
+        ]
+    }
+
+    /// Put `pid` into the session's groups; returns the groups it is in.
+    pub fn place(session_id: &str, pid: u32, limits: SizeLimits) -> Vec<String> {
+        let mut placed = Vec::new();
+        for (dir, files) in plans(session_id, limits) {
+            if std::fs::create_dir_all(&dir).is_err() {
+                continue;
+            }
+            if let Some(parent) = dir.parent() {
+                // v2 needs the controllers enabled for the children of the parent.
+                let _ = std::fs::write(parent.join("cgroup.subtree_control"), "+memory +pids");
+            }
+            for (file, value) in &files {
+                let _ = std::fs::write(dir.join(file), value);
+            }
+            if std::fs::write(dir.join("cgroup.procs"), pid.to_string()).is_ok() {
+                placed.push(dir.display().to_string());
+            }
+        }
+        placed
+    }
+
+    pub fn remove(session_id: &str) {
+        for (dir, _) in plans(
+            session_id,
+            SizeLimits {
+                memory_mib: 0,
+                open_files: 0,
+                processes: 0,
+                workers: 0,
+            },
+        ) {
+            let _ = std::fs::remove_dir(&dir);
+        }
     }
 }

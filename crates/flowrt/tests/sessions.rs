@@ -374,6 +374,22 @@ fn agents_get_no_secrets_and_their_size_limits() {
         "{keys:?}"
     );
     assert_eq!(out["probe"]["nofile"], json!(1024));
+    // Where the machine lets us write cgroups, the agent's tree is in the session's memory group.
+    let memory_v1 = Path::new("/sys/fs/cgroup/memory");
+    let writable = std::fs::create_dir_all(memory_v1.join("flowrt")).is_ok();
+    if writable {
+        let pid = server.show(&id)["agent_pid"].as_u64().unwrap();
+        let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        assert!(groups.contains(&format!("flowrt/{id}")), "{groups}");
+        let limit = std::fs::read_to_string(
+            memory_v1
+                .join("flowrt")
+                .join(&id)
+                .join("memory.limit_in_bytes"),
+        )
+        .unwrap();
+        assert_eq!(limit.trim(), (4096u64 * 1024 * 1024).to_string());
+    }
     assert_eq!(out["probe"]["cwd_is_session"], json!(true));
 }
 
