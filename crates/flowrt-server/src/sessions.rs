@@ -251,6 +251,8 @@ impl Manager {
 
     /// The agent with `pid` ended: a Running session fails; a Stopping one is stopped.
     async fn agent_exited(&self, id: &str, pid: u32, reason: String) {
+        // Whatever the session's state, the process is gone: its groups can go too.
+        self.backend.release(id);
         if self.agent(id).is_some_and(|h| h.pid == pid) {
             self.set_agent(id, None);
         }
@@ -258,7 +260,6 @@ impl Manager {
         if s.agent_pid != Some(pid) {
             return; // an older agent of a session that was reset
         }
-        self.backend.release(id);
         let tail = log_tail(&self.workdir(id), 20);
         if s.status == SessionStatus::Running {
             let reason = format!("the agent {reason}");
