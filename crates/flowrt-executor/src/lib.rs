@@ -8,11 +8,13 @@
 
 mod inputs;
 mod line;
+mod long_running;
 mod mapping;
 mod value;
 
 pub use inputs::{prepare_inputs, InputError};
 pub use line::{AggregationResult, Executor, ExecutorOptions, LineResult};
+pub use long_running::LongRunning;
 pub use mapping::{ColumnMapping, LineSources, MappingError, MappingSource};
 pub use value::{value_at, ValueError};
 

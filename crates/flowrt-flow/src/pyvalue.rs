@@ -102,7 +102,22 @@ fn write_repr(v: &Value, out: &mut String) {
     }
 }
 
-/// Python's `repr(str)`: single quotes unless the text holds a single quote and no double quote.
+/// Python's `repr(str)`.
+pub fn str_repr(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_str_repr(s, &mut out);
+    out
+}
+
+/// A string as Python's `json.dumps` writes it (`ensure_ascii=True`).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    write_json_str(s, &mut out);
+    out
+}
+
+/// Python's `repr(str)`: single quotes unless the text holds a single quote and no double quote;
+/// control characters (C0, DEL and C1) escaped as `\xNN`.
 fn write_str_repr(s: &str, out: &mut String) {
     let quote = if s.contains('\'') && !s.contains('"') {
         '"'
@@ -120,7 +135,7 @@ fn write_str_repr(s: &str, out: &mut String) {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+            c if (c as u32) < 0x20 || (0x7f..0xa0).contains(&(c as u32)) => {
                 let _ = write!(out, "\\x{:02x}", c as u32);
             }
             c => out.push(c),

@@ -128,7 +128,8 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGINT or SIGTERM: every long-running flowrt role stops cleanly on either.
+pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {

@@ -18,7 +18,6 @@ use flowrt_flow::LoadOptions;
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -62,42 +61,19 @@ struct Agent {
 }
 
 /// Logs node output and the long-running warnings to the agent log (stderr).
+#[derive(Default)]
 struct AgentLog {
-    running: Mutex<HashMap<(usize, String), (Instant, u64)>>,
+    running: flowrt_executor::LongRunning,
 }
 
 impl RunObserver for AgentLog {
     fn node_started(&self, line: Option<usize>, node: &str) {
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(
-                (line.unwrap_or(usize::MAX), node.to_string()),
-                (Instant::now(), 0),
-            );
-        }
+        self.running.started(line, node);
     }
     fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
-        if let Ok(mut r) = self.running.lock() {
-            r.remove(&(line.unwrap_or(usize::MAX), run.node.clone()));
-        }
+        self.running.finished(line, &run.node);
         for l in run.logs.lines() {
             eprintln!("[{}] {l}", run.node);
-        }
-    }
-}
-
-impl AgentLog {
-    fn warn(&self, interval: Duration) {
-        if let Ok(mut r) = self.running.lock() {
-            for ((_, node), (start, warned)) in r.iter_mut() {
-                let periods = (start.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64;
-                if periods > *warned {
-                    *warned = periods;
-                    eprintln!(
-                        "{node} has been running for {} seconds",
-                        start.elapsed().as_secs()
-                    );
-                }
-            }
         }
     }
 }
@@ -117,9 +93,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         state_dir: home.clone(),
     });
     let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, args.workers)?);
-    let log = Arc::new(AgentLog {
-        running: Mutex::new(HashMap::new()),
-    });
+    let log = Arc::new(AgentLog::default());
     let executor = Executor::new(
         flow.clone(),
         invoker.clone(),
@@ -171,24 +145,17 @@ pub fn run(args: AgentArgs) -> Result<u8> {
             let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
             loop {
                 tick.tick().await;
-                warn_log.warn(interval);
+                for d in warn_log.running.due(interval) {
+                    eprintln!("{d}");
+                }
             }
         });
         let stop = agent.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let term = async {
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(mut s) => {
-                            s.recv().await;
-                        }
-                        Err(_) => std::future::pending::<()>().await,
-                    }
-                };
                 tokio::select! {
                     _ = stop.shutdown.notified() => {}
-                    _ = term => {}
+                    _ = flowrt_server::shutdown_signal() => {}
                 }
             })
             .await?;

@@ -14,7 +14,7 @@ use flowrt_executor::{
 use flowrt_flow::LoadOptions;
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -264,20 +264,10 @@ fn env_seconds(name: &str) -> Option<f64> {
         .filter(|v| *v > 0.0)
 }
 
-/// Seconds as people write them: `60`, `0.6`.
-fn seconds(s: f64) -> String {
-    let rounded = (s * 10.0).round() / 10.0;
-    if rounded.fract() == 0.0 {
-        format!("{rounded:.0}")
-    } else {
-        format!("{rounded:.1}")
-    }
-}
-
 /// Tracks running nodes for the "has been running" warnings and writes the run log.
 struct RunLog {
     file: Mutex<Option<std::fs::File>>,
-    running: Mutex<HashMap<(usize, String), (Instant, u64)>>,
+    running: flowrt_executor::LongRunning,
     echo: bool,
 }
 
@@ -296,25 +286,7 @@ impl RunLog {
 
     /// Log each node that has run for another whole interval.
     fn warn_long_running(&self, interval: Duration) {
-        let mut due = Vec::new();
-        if let Ok(mut running) = self.running.lock() {
-            for ((line, node), (start, warned)) in running.iter_mut() {
-                let periods = (start.elapsed().as_secs_f64() / interval.as_secs_f64()) as u64;
-                if periods > *warned {
-                    *warned = periods;
-                    let line = if *line == usize::MAX {
-                        "aggregation".to_string()
-                    } else {
-                        format!("line {line}")
-                    };
-                    due.push(format!(
-                        "{line}: {node} has been running for {} seconds",
-                        seconds(periods as f64 * interval.as_secs_f64())
-                    ));
-                }
-            }
-        }
-        for d in due {
+        for d in self.running.due(interval) {
             self.log(&d);
         }
     }
@@ -322,17 +294,10 @@ impl RunLog {
 
 impl RunObserver for RunLog {
     fn node_started(&self, line: Option<usize>, node: &str) {
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(
-                (line.unwrap_or(usize::MAX), node.to_string()),
-                (Instant::now(), 0),
-            );
-        }
+        self.running.started(line, node);
     }
     fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
-        if let Ok(mut r) = self.running.lock() {
-            r.remove(&(line.unwrap_or(usize::MAX), run.node.clone()));
-        }
+        self.running.finished(line, &run.node);
         if !run.logs.is_empty() {
             for l in run.logs.lines() {
                 self.log(&format!(
@@ -609,7 +574,7 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
 
     let log = Arc::new(RunLog {
         file: Mutex::new(Some(std::fs::File::create(output_dir.join("logs.txt"))?)),
-        running: Mutex::new(HashMap::new()),
+        running: flowrt_executor::LongRunning::default(),
         echo: false,
     });
     log.log(&format!(

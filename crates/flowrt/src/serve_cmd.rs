@@ -104,28 +104,13 @@ pub fn run(args: ServeArgs) -> Result<u8> {
             listener.local_addr()?
         );
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(flowrt_server::shutdown_signal())
             .await?;
         invoker.shutdown().await;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(merged);
     Ok(0)
-}
-
-async fn shutdown() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
 }
 
 /// The output promptflow would stream: the whole reply of an LLM node that no other node reads.
