@@ -577,3 +577,167 @@ fn packages_after_an_install_and_identities_stay_secret() {
         "the token is stored encrypted"
     );
 }
+
+#[test]
+fn roles_and_compute_instances_are_isolated_per_user() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let owner = format!("Bearer {}", server.token());
+    let api = |method: &str, path: &str, auth: &str, body: &str| {
+        let (status, _, text) = http(
+            method,
+            &format!("{}{path}", server.url),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        );
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    // The owner creates a user and a viewer; their tokens are shown once.
+    let (status, alice) = api(
+        "POST",
+        "/api/v1/users",
+        &owner,
+        r#"{"name": "alice", "role": "user"}"#,
+    );
+    assert_eq!(status, 201);
+    let alice = format!("Bearer {}", alice["token"].as_str().unwrap());
+    let (_, vera) = api(
+        "POST",
+        "/api/v1/users",
+        &owner,
+        r#"{"name": "vera", "role": "viewer"}"#,
+    );
+    let vera = format!("Bearer {}", vera["token"].as_str().unwrap());
+    // Users cannot create users.
+    assert_eq!(
+        api(
+            "POST",
+            "/api/v1/users",
+            &alice,
+            r#"{"name": "eve", "role": "admin"}"#
+        )
+        .0,
+        403
+    );
+
+    // Alice's compute instance is hers alone: another user can neither see nor touch it.
+    assert_eq!(
+        api(
+            "POST",
+            "/api/v1/computes",
+            &alice,
+            r#"{"name": "alice-box", "size": "small"}"#
+        )
+        .0,
+        201
+    );
+    let (_, bob) = api(
+        "POST",
+        "/api/v1/users",
+        &owner,
+        r#"{"name": "bob", "role": "user"}"#,
+    );
+    let bob = format!("Bearer {}", bob["token"].as_str().unwrap());
+    let (_, bobs) = api("GET", "/api/v1/computes", &bob, "");
+    assert_eq!(bobs, json!([]));
+    assert_eq!(api("GET", "/api/v1/computes/alice-box", &bob, "").0, 404);
+    assert_eq!(
+        api("POST", "/api/v1/computes/alice-box/stop", &bob, "").0,
+        404
+    );
+
+    // Alice starts a session on her instance; Bob can neither see nor use it.
+    let (_d, dir) = flow("pipeline");
+    let body = json!({"flow": dir, "compute": "alice-box", "idle_timeout_s": 0}).to_string();
+    let (status, s) = api("POST", "/api/v1/sessions", &alice, &body);
+    assert_eq!(status, 202, "{s}");
+    let id = s["id"].as_str().unwrap().to_string();
+    server.wait_status(&id, "Running", Duration::from_secs(15));
+    assert_eq!(
+        api("GET", &format!("/api/v1/sessions/{id}"), &bob, "").0,
+        404
+    );
+    assert_eq!(
+        api(
+            "POST",
+            &format!("/api/v1/sessions/{id}/test"),
+            &bob,
+            r#"{"inputs": {"text": "x"}}"#
+        )
+        .0,
+        404
+    );
+    assert_eq!(api("GET", "/api/v1/sessions", &bob, "").1, json!([]));
+    // Bob cannot start a session on Alice's instance either.
+    let body = json!({"flow": dir, "compute": "alice-box"}).to_string();
+    assert_eq!(api("POST", "/api/v1/sessions", &bob, &body).0, 404);
+    // A viewer reads but may not act.
+    assert_eq!(
+        api("GET", &format!("/api/v1/sessions/{id}"), &vera, "").0,
+        200
+    );
+    assert_eq!(
+        api("POST", &format!("/api/v1/sessions/{id}/stop"), &vera, "").0,
+        403
+    );
+    // Alice runs her line.
+    let (status, r) = api(
+        "POST",
+        &format!("/api/v1/sessions/{id}/test"),
+        &alice,
+        r#"{"inputs": {"text": "hi there"}}"#,
+    );
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["outputs"]["first_word"], "hi");
+    // A stopped instance takes no new sessions.
+    assert_eq!(
+        api("POST", "/api/v1/computes/alice-box/stop", &alice, "").0,
+        200
+    );
+    let body = json!({"flow": dir, "compute": "alice-box"}).to_string();
+    let (status, e) = api("POST", "/api/v1/sessions", &alice, &body);
+    assert_eq!(status, 409);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("flowrt compute start alice-box"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_session_on_a_published_custom_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let reqs = home.path().join("env-reqs.txt");
+    std::fs::write(&reqs, "six==1.16.0\n").unwrap();
+    let published = server.ok(&[
+        "env",
+        "create",
+        "withsix",
+        "--requirements",
+        reqs.to_str().unwrap(),
+    ]);
+    assert_eq!(published.trim(), "withsix@v1");
+    let (_d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--env", "withsix@v1", "--idle-timeout", "0"]);
+    let s = server.show(&id);
+    assert_eq!(s["env_ref"], "withsix@v1");
+    let packages: Value =
+        serde_json::from_str(&server.ok(&["session", "packages", &id, "--json"])).unwrap();
+    assert!(
+        packages
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "six"),
+        "{packages}"
+    );
+}
