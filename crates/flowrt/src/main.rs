@@ -28,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Test and check flows.
+    /// Test, serve and check flows.
     #[command(subcommand)]
     Flow(FlowCommand),
     /// Batch and evaluation runs: a flow over every row of a data file.
