@@ -285,11 +285,14 @@ impl FlowInvoker {
     }
 }
 
+/// A template variable. As in promptflow, role markers are escaped only in values that come
+/// straight from flow inputs (`${inputs.x}`): user text cannot add messages, while text produced
+/// by the flow's own nodes is trusted.
 fn template_var(arg: NodeArg) -> TemplateVar {
     match arg {
         NodeArg::Value { value, origin } => TemplateVar {
             value,
-            escape_roles: origin != ArgOrigin::Node(NodeKind::Prompt),
+            escape_roles: origin == ArgOrigin::FlowInput,
         },
         NodeArg::Literal(value) => TemplateVar {
             value,
