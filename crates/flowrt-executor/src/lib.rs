@@ -32,11 +32,33 @@ pub enum ArgOrigin {
     Node(NodeKind),
 }
 
+/// Opaque data a tool attaches to its output for the tools that read that output whole; the
+/// executor carries it and never looks inside (a prompt node's escaped rendering, for instance).
+#[derive(Clone)]
+pub struct Attachment(pub std::sync::Arc<dyn std::any::Any + Send + Sync>);
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Attachment")
+    }
+}
+
+impl PartialEq for Attachment {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// One argument for a tool call.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NodeArg {
     /// From a reference: pass unchanged.
-    Value { value: Value, origin: ArgOrigin },
+    Value {
+        value: Value,
+        origin: ArgOrigin,
+        /// The producing tool's attachment, when this argument reads a node's whole output.
+        attachment: Option<Attachment>,
+    },
     /// Written in the YAML: the tool converts it to its parameter's type.
     Literal(Value),
     /// Read from a node that was bypassed: the parameter's default if it has one, else null.
@@ -91,6 +113,8 @@ pub struct ToolOutcome {
     pub metrics: Vec<(String, Value)>,
     /// LLM token usage, when the tool called a model.
     pub usage: Option<Value>,
+    /// Passed to tools that read this output whole.
+    pub attachment: Option<Attachment>,
 }
 
 impl ToolOutcome {
@@ -100,6 +124,7 @@ impl ToolOutcome {
             logs: String::new(),
             metrics: Vec::new(),
             usage: None,
+            attachment: None,
         }
     }
 }

@@ -96,7 +96,7 @@ pub struct Executor<I> {
 enum State {
     Pending,
     Running,
-    Done(NodeValue),
+    Done(NodeValue, Option<crate::Attachment>),
     Bypassed,
 }
 
@@ -178,7 +178,7 @@ impl<I: ToolInvoker> Executor<I> {
                     nodes
                         .iter()
                         .position(|n| n.name == d)
-                        .is_some_and(|j| matches!(states[j], State::Done(_) | State::Bypassed))
+                        .is_some_and(|j| matches!(states[j], State::Done(..) | State::Bypassed))
                 });
                 if !settled {
                     continue;
@@ -266,6 +266,7 @@ impl<I: ToolInvoker> Executor<I> {
                 Ok(ToolOutcome {
                     output,
                     logs,
+                    attachment,
                     metrics: _,
                     usage,
                 }) => {
@@ -284,7 +285,7 @@ impl<I: ToolInvoker> Executor<I> {
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
-                    states[i] = State::Done(output);
+                    states[i] = State::Done(output, attachment);
                 }
                 Err(failure) if failure.error_type == DEADLINE_EXCEEDED => {
                     // Stopped at the line's deadline: the line timed out; the node was canceled.
@@ -362,7 +363,7 @@ impl<I: ToolInvoker> Executor<I> {
                         continue;
                     }
                     match resolve(&self.flow, r, &inputs, &lookup) {
-                        Ok(Resolved::Value(v, _)) => values.insert(name.clone(), v),
+                        Ok(Resolved::Value(v, ..)) => values.insert(name.clone(), v),
                         Ok(Resolved::Bypassed) => values.insert(name.clone(), Value::Null),
                         Err(message) => {
                             error = Some(ToolFailureAt {
@@ -400,7 +401,7 @@ impl<I: ToolInvoker> Executor<I> {
         if let Some(activate) = &node.activate {
             return match resolve(&self.flow, &activate.when, inputs, lookup) {
                 Ok(Resolved::Bypassed) => Ok(false),
-                Ok(Resolved::Value(v, _)) => Ok(py_eq(&v, &activate.is)),
+                Ok(Resolved::Value(v, ..)) => Ok(py_eq(&v, &activate.is)),
                 Err(message) => Err(ToolFailure::new(
                     "InvalidReference",
                     format!("activate.when: {message}"),
@@ -425,7 +426,11 @@ impl<I: ToolInvoker> Executor<I> {
             let arg = match input {
                 InputValue::Literal(v) => NodeArg::Literal(v.clone()),
                 InputValue::Reference(r) => match resolve(&self.flow, r, inputs, lookup) {
-                    Ok(Resolved::Value(value, origin)) => NodeArg::Value { value, origin },
+                    Ok(Resolved::Value(value, origin, attachment)) => NodeArg::Value {
+                        value,
+                        origin,
+                        attachment,
+                    },
                     Ok(Resolved::Bypassed) => NodeArg::Bypassed,
                     Err(message) => {
                         return Err(ToolFailure::new(
@@ -460,14 +465,14 @@ impl<I: ToolInvoker> Executor<I> {
                         continue; // promptflow drops outputs that read aggregation nodes
                     }
                     match lookup(n) {
-                        Some(State::Done(NodeValue::Generator { joined, .. })) => {
+                        Some(State::Done(NodeValue::Generator { joined, .. }, _)) => {
                             if self.consumed.contains(n) {
                                 Value::String(String::new())
                             } else {
                                 Value::String(joined.clone())
                             }
                         }
-                        Some(State::Done(NodeValue::Value(v))) => {
+                        Some(State::Done(NodeValue::Value(v), _)) => {
                             let path = if r.bracket_after_output {
                                 &[][..]
                             } else {
@@ -508,7 +513,12 @@ impl<I: ToolInvoker> Executor<I> {
                             };
                             NodeArg::Value {
                                 value: value_at(root, path).cloned().unwrap_or(Value::Null),
-                                origin: ArgOrigin::Node(node.kind),
+                                origin: ArgOrigin::Node(
+                                    self.flow
+                                        .node(n)
+                                        .map_or(node.kind, |producer| producer.kind),
+                                ),
+                                attachment: None,
                             }
                         }
                         None => NodeArg::Value {
@@ -525,6 +535,7 @@ impl<I: ToolInvoker> Executor<I> {
                                     .collect(),
                             ),
                             origin: ArgOrigin::FlowInput,
+                            attachment: None,
                         },
                     },
                 };
@@ -582,7 +593,8 @@ impl<I: ToolInvoker> Executor<I> {
 }
 
 enum Resolved {
-    Value(Value, ArgOrigin),
+    /// The value, where it came from, and the producer's attachment when the whole output is read.
+    Value(Value, ArgOrigin, Option<crate::Attachment>),
     Bypassed,
 }
 
@@ -598,21 +610,24 @@ fn resolve<'s>(
                 .get(i)
                 .ok_or_else(|| format!("flow input '{i}' has no value"))?;
             value_at(root, &r.path)
-                .map(|v| Resolved::Value(v.clone(), ArgOrigin::FlowInput))
+                .map(|v| Resolved::Value(v.clone(), ArgOrigin::FlowInput, None))
                 .map_err(|e| format!("{r}: {e}"))
         }
         RefSource::Node(n) => match lookup(n) {
             Some(State::Bypassed) => Ok(Resolved::Bypassed),
-            Some(State::Done(out)) => {
+            Some(State::Done(out, attachment)) => {
                 let kind = ArgOrigin::Node(
                     flow.node(n)
                         .map_or(flowrt_flow::NodeKind::Python, |x| x.kind),
                 );
                 match out {
                     NodeValue::Value(v) => value_at(v, &r.path)
-                        .map(|v| Resolved::Value(v.clone(), kind))
+                        .map(|v| {
+                            let whole = r.path.is_empty();
+                            Resolved::Value(v.clone(), kind, attachment.clone().filter(|_| whole))
+                        })
                         .map_err(|e| format!("{r}: {e}")),
-                    NodeValue::Generator { .. } => Ok(Resolved::Value(out.as_input(), kind)),
+                    NodeValue::Generator { .. } => Ok(Resolved::Value(out.as_input(), kind, None)),
                 }
             }
             _ => Err(format!("{r}: node '{n}' has not run")),

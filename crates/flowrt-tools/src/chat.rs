@@ -8,6 +8,7 @@ use crate::render::render_with;
 use indexmap::IndexMap;
 use regex::Regex;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 use std::sync::OnceLock;
 
 /// The roles the Chat API accepts, in promptflow's order.
@@ -20,6 +21,9 @@ pub struct TemplateVar {
     /// `true` for values that come from flow inputs: role markers inside them are escaped so they
     /// stay inside the message they are rendered into. `false` for values from other nodes.
     pub escape_roles: bool,
+    /// Set when the value is a prompt node's output whose flow-input values carried role markers:
+    /// those markers stay escaped here too (promptflow's `PromptResult`).
+    pub prompt: Option<Arc<PromptEscape>>,
 }
 
 impl TemplateVar {
@@ -28,6 +32,7 @@ impl TemplateVar {
         TemplateVar {
             value,
             escape_roles: true,
+            prompt: None,
         }
     }
 
@@ -36,8 +41,76 @@ impl TemplateVar {
         TemplateVar {
             value,
             escape_roles: false,
+            prompt: None,
         }
     }
+}
+
+/// What promptflow's `PromptResult` adds to a prompt node's text: the same rendering with the role
+/// markers of its flow-input values escaped, and the tokens that undo it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptEscape {
+    escaped: String,
+    dict: EscapeDict,
+}
+
+/// Render a prompt node's template. Besides the text (the node's output), returns the escaped
+/// rendering when flow-input values (or prompt results it reads) carried role markers, so an LLM
+/// node reading this output keeps them inside their message, as promptflow does.
+pub fn render_prompt_result(
+    template: &str,
+    vars: &IndexMap<String, TemplateVar>,
+) -> Result<(String, Option<PromptEscape>), ToolError> {
+    let plain: IndexMap<String, Value> = vars
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone()))
+        .collect();
+    let text = crate::render_prompt(template, &plain)?;
+    let dict = escape_dict(vars, false);
+    if dict.is_empty() {
+        return Ok((text, None));
+    }
+    let ctx = escaped_context(vars, false, &dict);
+    let escaped = render_with(
+        template,
+        minijinja::Value::from_serialize(&ctx),
+        ListStyle::Repr,
+    )?;
+    Ok((text, Some(PromptEscape { escaped, dict })))
+}
+
+/// The escape tokens for these variables: roles found in flow-input values, plus those carried by
+/// prompt results.
+fn escape_dict(vars: &IndexMap<String, TemplateVar>, lists: bool) -> EscapeDict {
+    let mut dict = EscapeDict::new();
+    for var in vars.values() {
+        if let Some(p) = &var.prompt {
+            dict.extend(p.dict.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    for var in vars.values().filter(|v| v.escape_roles) {
+        collect_roles(&var.value, lists, &mut dict);
+    }
+    dict
+}
+
+/// The variables as the template sees them while escaping: flow inputs escaped, prompt results
+/// replaced by their escaped rendering.
+fn escaped_context<'a>(
+    vars: &'a IndexMap<String, TemplateVar>,
+    lists: bool,
+    dict: &EscapeDict,
+) -> IndexMap<&'a str, Value> {
+    vars.iter()
+        .map(|(k, v)| {
+            let value = match &v.prompt {
+                Some(p) => Value::String(p.escaped.clone()),
+                None if v.escape_roles && !dict.is_empty() => escape_value(&v.value, lists, dict),
+                None => v.value.clone(),
+            };
+            (k.as_str(), value)
+        })
+        .collect()
 }
 
 /// Which promptflow tool's chat behaviour to follow. They differ in how list values are treated:
@@ -175,21 +248,8 @@ pub fn build_chat_messages_for(
     flavor: ChatFlavor,
 ) -> Result<Vec<Value>, ToolError> {
     let lists = flavor == ChatFlavor::AzureOpenAi;
-    let mut dict = EscapeDict::new();
-    for var in vars.values().filter(|v| v.escape_roles) {
-        collect_roles(&var.value, lists, &mut dict);
-    }
-    let ctx: IndexMap<&str, Value> = vars
-        .iter()
-        .map(|(k, v)| {
-            let value = if v.escape_roles && !dict.is_empty() {
-                escape_value(&v.value, lists, &dict)
-            } else {
-                v.value.clone()
-            };
-            (k.as_str(), value)
-        })
-        .collect();
+    let dict = escape_dict(vars, lists);
+    let ctx = escaped_context(vars, lists, &dict);
     let style = if lists {
         ListStyle::ChatLines
     } else {

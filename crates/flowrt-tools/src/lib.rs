@@ -23,7 +23,8 @@ mod pylit;
 mod render;
 
 pub use chat::{
-    build_chat_messages, build_chat_messages_for, parse_chat, ChatFlavor, TemplateVar, VALID_ROLES,
+    build_chat_messages, build_chat_messages_for, parse_chat, render_prompt_result, ChatFlavor,
+    PromptEscape, TemplateVar, VALID_ROLES,
 };
 pub use client::{ContentStream, LlmApi, LlmCall, LlmClient, LlmResult, RetryPolicy, Usage};
 pub use error::ToolError;

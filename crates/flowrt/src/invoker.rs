@@ -4,16 +4,17 @@
 use anyhow::{anyhow, bail, Context, Result};
 use flowrt_api::Connection;
 use flowrt_executor::{
-    ArgOrigin, Invocation, NodeArg, NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
+    ArgOrigin, Attachment, Invocation, NodeArg, NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
     DEADLINE_EXCEEDED,
 };
 use flowrt_flow::{env_var_reference, Flow, NodeKind, ToolSource};
 use flowrt_python::{Arg, CallError, Output, ToolCall, WorkerPool, WorkerSpec};
-use flowrt_tools::{LlmApi, LlmCall, LlmClient, RetryPolicy, TemplateVar};
+use flowrt_tools::{LlmApi, LlmCall, LlmClient, PromptEscape, RetryPolicy, TemplateVar};
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 /// Package tool ids served by the built-in Rust tools instead of Python.
 const EMBEDDING_TOOL: &str = "promptflow.tools.embedding.embedding";
@@ -172,6 +173,7 @@ impl FlowInvoker {
             logs: out.stdout,
             metrics: out.metrics,
             usage: None,
+            attachment: None,
         })
     }
 
@@ -230,6 +232,7 @@ impl FlowInvoker {
             usage: result.usage.map(|u| {
                 serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
             }),
+            attachment: None,
         })
     }
 
@@ -290,18 +293,18 @@ impl FlowInvoker {
 /// by the flow's own nodes is trusted.
 fn template_var(arg: NodeArg) -> TemplateVar {
     match arg {
-        NodeArg::Value { value, origin } => TemplateVar {
+        NodeArg::Value {
+            value,
+            origin,
+            attachment,
+        } => TemplateVar {
             value,
             escape_roles: origin == ArgOrigin::FlowInput,
+            // A prompt node's output keeps its flow inputs' role markers escaped.
+            prompt: attachment.and_then(|a| a.0.downcast::<PromptEscape>().ok()),
         },
-        NodeArg::Literal(value) => TemplateVar {
-            value,
-            escape_roles: false,
-        },
-        NodeArg::Bypassed => TemplateVar {
-            value: Value::Null,
-            escape_roles: false,
-        },
+        NodeArg::Literal(value) => TemplateVar::plain(value),
+        NodeArg::Bypassed => TemplateVar::plain(Value::Null),
     }
 }
 
@@ -361,10 +364,13 @@ impl FlowInvoker {
                 let vars = call
                     .args
                     .into_iter()
-                    .map(|(k, a)| (k, template_var(a).value))
+                    .map(|(k, a)| (k, template_var(a)))
                     .collect();
-                flowrt_tools::render_prompt(template, &vars)
-                    .map(|s| ToolOutcome::value(Value::String(s)))
+                flowrt_tools::render_prompt_result(template, &vars)
+                    .map(|(text, escape)| ToolOutcome {
+                        attachment: escape.map(|e| Attachment(Arc::new(e))),
+                        ..ToolOutcome::value(Value::String(text))
+                    })
                     .map_err(|e| ToolFailure::new("TemplateError", e.to_string()))
             }
             (NodeKind::Llm, _) => self.llm(call).await,
