@@ -414,3 +414,22 @@ nodes:
         "input 'n': value 'seven' is not a valid int"
     );
 }
+
+#[tokio::test]
+async fn a_null_default_declares_no_default() {
+    let yaml = r#"
+inputs:
+  o: {type: object, default: null}
+outputs:
+  back: {reference: "${inputs.o}"}
+nodes:
+- name: e
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {o: "${inputs.o}"}
+"#;
+    let c = case(yaml, None);
+    let err = prepare_inputs(c.exec.flow(), &inputs(json!({}))).unwrap_err();
+    assert_eq!(err.to_string(), "missing required input 'o' (object)");
+    assert_eq!(run(&c, json!({"o": "{}"})).await.outputs["back"], json!({}));
+}

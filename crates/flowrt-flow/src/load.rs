@@ -317,8 +317,9 @@ impl Loader<'_> {
                     .and_then(Yaml::as_bool)
                     .unwrap_or(false)
             };
+            // `default: null` declares no default, as in promptflow (the input is required).
             let default = match decl.and_then(|m| m.get("default")) {
-                None => None,
+                None | Some(Yaml::Null) => None,
                 Some(d) => {
                     let raw = to_json(d);
                     match convert_value(ty, &raw) {
