@@ -873,3 +873,48 @@ fn a_batch_run_merges_additional_includes_and_snapshots_them() {
     let meta = show_json(&env, "inc");
     assert_eq!(meta["flow"], json!(flow_dir.canonicalize().unwrap()));
 }
+
+#[test]
+fn stream_prints_each_line_as_it_completes_in_order() {
+    let env = Env::new();
+    let (d, dir) = flow("batch_trivial");
+    let data = d.path().join("data.jsonl");
+    write_jsonl(&data, &(0..5).map(|x| json!({"x": x})).collect::<Vec<_>>());
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(&dir),
+        "--data",
+        s(&data),
+        "--name",
+        "streamed",
+        "--stream",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let streamed: Vec<Value> = r
+        .stdout
+        .lines()
+        .take_while(|l| l.starts_with("{\"line_number\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        streamed,
+        (0..5)
+            .map(|i| json!({"line_number": i, "y": i + 1}))
+            .collect::<Vec<_>>()
+    );
+    // The run's record follows the streamed lines.
+    assert!(
+        r.stdout.contains("\"status\": \"Completed\""),
+        "{}",
+        r.stdout
+    );
+    // Without a terminal, progress is plain text (no carriage-return redraws).
+    assert!(!r.stderr.contains('\r'), "{:?}", r.stderr);
+    assert!(
+        r.stderr.contains("run streamed: 5 lines, concurrency: 16"),
+        "{}",
+        r.stderr
+    );
+}
