@@ -321,6 +321,7 @@ impl Manager {
     /// After a server restart: keep agents that still answer for their session, fail the rest,
     /// and resume sessions that were preparing.
     pub async fn adopt(self: &Arc<Self>) {
+        self.backend.sweep();
         let Ok(sessions) = self.store.list_sessions(None).await else {
             return;
         };

@@ -220,6 +220,13 @@ impl LocalBackend {
     pub fn release(&self, session_id: &str) {
         cgroups::remove(session_id);
     }
+
+    /// Remove the groups of sessions whose processes are all gone (left by a server that stopped
+    /// before its agents did). A group that still holds a process cannot be removed, so running
+    /// agents keep theirs. Call before starting any session.
+    pub fn sweep(&self) {
+        cgroups::sweep();
+    }
 }
 
 /// Detach the agent into its own session and apply the size's limits in the child before exec.
@@ -301,6 +308,24 @@ mod cgroups {
             }
         }
         placed
+    }
+
+    pub fn sweep() {
+        let root = PathBuf::from(ROOT);
+        for parent in [
+            root.join("flowrt"),
+            root.join("memory/flowrt"),
+            root.join("pids/flowrt"),
+        ] {
+            let Ok(entries) = std::fs::read_dir(&parent) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with("s-") {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
     }
 
     pub fn remove(session_id: &str) {

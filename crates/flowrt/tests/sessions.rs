@@ -741,3 +741,17 @@ fn a_session_on_a_published_custom_environment() {
         "{packages}"
     );
 }
+
+#[test]
+fn a_starting_server_sweeps_cgroups_its_agents_left_behind() {
+    let stale = Path::new("/sys/fs/cgroup/memory/flowrt/s-000000000000");
+    if std::fs::create_dir_all(stale).is_err() {
+        return; // this machine gives no writable cgroups: rlimits alone apply
+    }
+    let home = tempfile::tempdir().unwrap();
+    let _server = Server::start(home.path(), &[], &[]);
+    assert!(
+        !stale.exists(),
+        "an empty session cgroup is removed when the server starts"
+    );
+}
