@@ -523,6 +523,14 @@ def _prepare(info, node, args):
         _bind(info.params, info.var_kw, args, node, info.label, kwargs, used)
         _bind_extra(info.var_kw, args, node, info.label, kwargs, used)
         return _original(info.func), kwargs
+    for name, arg in args:
+        # As in promptflow, a class tool is initialized once from literals written in the flow;
+        # a value that varies per line cannot be an __init__ input.
+        if name in info.init_params and arg["k"] == "v":
+            raise LoadError(
+                f"Invalid input for {info.label} of node '{node}': initialization input '{name}' "
+                f"requires a literal value, but a reference was received"
+            )
     init_kwargs = {}
     used = set()
     _bind(info.init_params, info.init_var_kw, args, node, info.label, init_kwargs, used)

@@ -251,6 +251,28 @@ async fn class_tools_cache_instances_per_node_and_init_values() {
 }
 
 #[tokio::test]
+async fn class_tool_init_inputs_must_be_literals() {
+    let f = pool();
+    let err = f
+        .pool
+        .call(code(
+            "a",
+            "counter_cls.py",
+            vec![("start", val(json!(2))), ("text", val(json!("x")))],
+        ))
+        .await
+        .unwrap_err();
+    match err {
+        CallError::Load { message } => assert!(
+            message.ends_with("initialization input 'start' requires a literal value, but a reference was received"),
+            "{message}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    f.pool.shutdown().await;
+}
+
+#[tokio::test]
 async fn plain_class_with_tool_method_is_not_a_tool() {
     let f = pool();
     let err = f
