@@ -262,6 +262,9 @@ def _classify(ann):
             return "dict"
         if base == "Optional" and "[" in text:
             return _classify(text.split("[", 1)[1].rsplit("]", 1)[0])
+        if base == "Union" and "[" in text:
+            first = text.split("[", 1)[1].rsplit("]", 1)[0].split(",")[0].strip()
+            return _classify(first)
         return None
     simple = _SIMPLE_TYPES.get(ann)
     if simple is not None:
@@ -278,7 +281,8 @@ def _classify(ann):
         conns = tuple(m for m in members if isinstance(m, type) and _is_connection_class(m))
         if conns:
             return ("conn", conns)
-        if len(members) == 1:
+        if members:
+            # promptflow types a Union by its first non-None member (Union[int, str] is int).
             return _classify(members[0])
     return None
 

@@ -251,6 +251,30 @@ async fn class_tools_cache_instances_per_node_and_init_values() {
 }
 
 #[tokio::test]
+async fn a_union_annotation_converts_to_its_first_member() {
+    let f = pool();
+    let out = value(
+        f.pool
+            .call(code(
+                "u",
+                "union_tool.py",
+                vec![
+                    ("a", lit(json!("7"))),
+                    ("b", lit(json!("2.5"))),
+                    ("c", lit(json!("TRUE"))),
+                ],
+            ))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        out,
+        json!({"a": [7, "int"], "b": [2.5, "float"], "c": [true, "bool"]})
+    );
+    f.pool.shutdown().await;
+}
+
+#[tokio::test]
 async fn class_tool_init_inputs_must_be_literals() {
     let f = pool();
     let err = f
