@@ -279,7 +279,13 @@ impl Manager {
             return Ok(()); // a failed session settles without an agent
         }
         if let (Some(pid), Some(addr)) = (s.agent_pid, s.agent_addr.clone()) {
-            self.backend.stop(&AgentHandle { pid, addr }).await;
+            self.backend
+                .stop(&AgentHandle {
+                    pid,
+                    addr,
+                    token: backend::read_token(&self.workdir(id)),
+                })
+                .await;
         }
         self.set_agent(id, None);
         self.store.update_session_agent(id, None, None).await?;
@@ -299,8 +305,16 @@ impl Manager {
             let Some(addr) = s.agent_addr.clone() else {
                 continue;
             };
-            let Ok((200, st)) =
-                client::request(&addr, "GET", "/status", None, Duration::from_secs(2)).await
+            let token = backend::read_token(&self.workdir(&s.id));
+            let Ok((200, st)) = client::request(
+                &addr,
+                &token,
+                "GET",
+                "/status",
+                None,
+                Duration::from_secs(2),
+            )
+            .await
             else {
                 continue;
             };
@@ -330,7 +344,8 @@ impl Manager {
                 SessionStatus::Running | SessionStatus::Stopping => {
                     let alive = match (&s.agent_addr, s.agent_pid) {
                         (Some(addr), Some(pid)) if backend::is_alive(pid) => {
-                            backend::health(addr, &s.id).await.is_some()
+                            let token = backend::read_token(&self.workdir(&s.id));
+                            backend::health(addr, &token, &s.id).await.is_some()
                         }
                         _ => false,
                     };
@@ -338,6 +353,7 @@ impl Manager {
                         let handle = AgentHandle {
                             pid: s.agent_pid.unwrap_or(0),
                             addr: s.agent_addr.clone().unwrap_or_default(),
+                            token: backend::read_token(&self.workdir(&s.id)),
                         };
                         self.set_agent(&s.id, Some(handle.clone()));
                         eprintln!(
@@ -778,7 +794,8 @@ async fn test(
     let addr = agent_of(&s).await?;
     let timeout = state.config.interactive_timeout;
     let body = json!({"inputs": if req.inputs.is_null() { json!({}) } else { req.inputs }});
-    let result = client::request(&addr, "POST", "/lines", Some(&body), timeout).await;
+    let token = backend::read_token(&state.sessions.workdir(&id));
+    let result = client::request(&addr, &token, "POST", "/lines", Some(&body), timeout).await;
     let _ = state.store.touch_session(&id).await;
     match result {
         Ok((200, v)) => Ok(Json(v)),
@@ -834,8 +851,10 @@ async fn batch(
         )));
     }
     let body = json!({"name": req.name, "args": req.args});
+    let token = backend::read_token(&state.sessions.workdir(&id));
     let (status, v) = client::request(
         &addr,
+        &token,
         "POST",
         "/batch",
         Some(&body),

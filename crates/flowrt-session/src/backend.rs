@@ -30,6 +30,37 @@ pub struct AgentSpec {
 pub struct AgentHandle {
     pub pid: u32,
     pub addr: String,
+    /// The bearer token the agent requires (from its `agent.token`).
+    pub token: String,
+}
+
+/// The file holding an agent's bearer token (mode 0600, in the session folder).
+pub const TOKEN_FILE: &str = "agent.token";
+
+/// The token of the agent in `workdir` ("" when there is none).
+pub fn read_token(workdir: &Path) -> String {
+    std::fs::read_to_string(workdir.join(TOKEN_FILE))
+        .map(|t| t.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// A fresh random token, written where only this user can read it. Agents listen on 127.0.0.1,
+/// which other local users can reach too: every agent request must carry it.
+fn new_token(workdir: &Path) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let path = workdir.join(TOKEN_FILE);
+    let _ = std::fs::remove_file(&path);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(token.as_bytes())?;
+    Ok(token)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,8 +108,8 @@ pub fn is_alive(pid: u32) -> bool {
 }
 
 /// The agent's `/health`, if it answers as the agent of `session_id`.
-pub async fn health(addr: &str, session_id: &str) -> Option<Value> {
-    let (status, v) = client::request(addr, "GET", "/health", None, Duration::from_secs(2))
+pub async fn health(addr: &str, token: &str, session_id: &str) -> Option<Value> {
+    let (status, v) = client::request(addr, token, "GET", "/health", None, Duration::from_secs(2))
         .await
         .ok()?;
     (status == 200 && v["session_id"] == session_id).then_some(v)
@@ -114,6 +145,10 @@ impl LocalBackend {
         })?;
         let addr_file = wd.join("agent.addr");
         let _ = std::fs::remove_file(&addr_file);
+        let token = new_token(wd).map_err(|e| BackendError::Workdir {
+            path: wd.join(TOKEN_FILE),
+            source: e,
+        })?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -139,6 +174,8 @@ impl LocalBackend {
             .arg(limits.workers.to_string())
             .arg("--addr-file")
             .arg(&addr_file)
+            .arg("--token-file")
+            .arg(wd.join(TOKEN_FILE))
             .arg("--long-running-interval")
             .arg(spec.long_running_interval.to_string())
             .current_dir(wd)
@@ -179,8 +216,8 @@ impl LocalBackend {
             }
             if let Ok(text) = std::fs::read_to_string(&addr_file) {
                 let addr = text.trim().to_string();
-                if health(&addr, &spec.session_id).await.is_some() {
-                    return Ok((AgentHandle { pid, addr }, child));
+                if health(&addr, &token, &spec.session_id).await.is_some() {
+                    return Ok((AgentHandle { pid, addr, token }, child));
                 }
             }
             if started.elapsed() > ready_timeout {
@@ -198,6 +235,7 @@ impl LocalBackend {
     pub async fn stop(&self, handle: &AgentHandle) {
         let _ = client::request(
             &handle.addr,
+            &handle.token,
             "POST",
             "/shutdown",
             None,

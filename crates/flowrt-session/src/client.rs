@@ -16,9 +16,11 @@ pub enum ClientError {
     Malformed { addr: String, message: String },
 }
 
-/// Send `method path` with an optional JSON body; returns the status and the JSON reply.
+/// Send `method path` with an optional JSON body and the agent's token; returns the status and
+/// the JSON reply.
 pub async fn request(
     addr: &str,
+    token: &str,
     method: &str,
     path: &str,
     body: Option<&Value>,
@@ -34,7 +36,7 @@ pub async fn request(
                 })?;
         let payload = body.map(Value::to_string).unwrap_or_default();
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             payload.len()
         );
         stream

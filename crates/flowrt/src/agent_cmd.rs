@@ -41,6 +41,10 @@ pub struct AgentArgs {
     /// Where to write the address it listens on (`127.0.0.1:PORT`).
     #[arg(long)]
     pub addr_file: PathBuf,
+    /// A file holding the bearer token every request must carry (other local users can reach
+    /// 127.0.0.1 too).
+    #[arg(long)]
+    pub token_file: PathBuf,
     /// Seconds between "NODE has been running for N seconds" log lines for a slow node.
     #[arg(long, default_value_t = 60.0)]
     pub long_running_interval: f64,
@@ -48,6 +52,7 @@ pub struct AgentArgs {
 
 struct Agent {
     session_id: String,
+    token: String,
     /// The flow folder as given (batch runs resolve includes themselves).
     flow_dir: PathBuf,
     python: PathBuf,
@@ -81,6 +86,16 @@ impl RunObserver for AgentLog {
 type Shared = Arc<Agent>;
 
 pub fn run(args: AgentArgs) -> Result<u8> {
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("cannot read the agent token {}", args.token_file.display()))?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        anyhow::bail!(
+            "the agent token file {} is empty",
+            args.token_file.display()
+        );
+    }
     let home = flowrt_store::flowrt_home();
     let merged = crate::includes::Merged::new(&args.flow, &home)?;
     let flow = Arc::new(merged.load(&LoadOptions::default())?);
@@ -102,6 +117,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
     );
     let agent = Arc::new(Agent {
         session_id: args.session_id.clone(),
+        token,
         flow_dir: args.flow.clone(),
         python: args.python.clone(),
         batches: Mutex::new(Vec::new()),
@@ -117,6 +133,10 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         .route("/lines", post(lines))
         .route("/batch", post(batch))
         .route("/shutdown", post(shutdown))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            require_token,
+        ))
         .with_state(agent.clone());
     // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -165,6 +185,36 @@ pub fn run(args: AgentArgs) -> Result<u8> {
     })?;
     drop(merged);
     Ok(0)
+}
+
+/// Every request carries the session's token: the agent runs user code as its owner.
+async fn require_token(
+    State(a): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    // Compare in time independent of where the first difference is.
+    let same = given.len() == a.token.len()
+        && given
+            .bytes()
+            .zip(a.token.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0;
+    if !same {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code": "Unauthorized", "message": "this agent answers its server only"})),
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn health(State(a): State<Shared>) -> Json<Value> {

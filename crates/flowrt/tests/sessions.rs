@@ -139,7 +139,15 @@ impl Drop for Server {
                 if let Ok(addr) = std::fs::read_to_string(e.path().join("agent.addr")) {
                     // Agents already stopped left their address behind: skip those.
                     if std::net::TcpStream::connect(addr.trim()).is_ok() {
-                        let _ = http("POST", &format!("http://{}/shutdown", addr.trim()), &[], "");
+                        let token = std::fs::read_to_string(e.path().join("agent.token"))
+                            .unwrap_or_default();
+                        let auth = format!("Bearer {}", token.trim());
+                        let _ = http(
+                            "POST",
+                            &format!("http://{}/shutdown", addr.trim()),
+                            &[("authorization", &auth)],
+                            "",
+                        );
                     }
                 }
             }
@@ -374,6 +382,28 @@ fn agents_get_no_secrets_and_their_size_limits() {
         "{keys:?}"
     );
     assert_eq!(out["probe"]["nofile"], json!(1024));
+    // The agent answers only its server: other local users reach 127.0.0.1 too.
+    let s = server.show(&id);
+    let status_url = format!("http://{}/status", s["agent_addr"].as_str().unwrap());
+    assert_eq!(http("GET", &status_url, &[], "").0, 401);
+    assert_eq!(
+        http("GET", &status_url, &[("authorization", "Bearer wrong")], "").0,
+        401
+    );
+    let token_file = home.path().join("sessions").join(&id).join("agent.token");
+    let auth = format!(
+        "Bearer {}",
+        std::fs::read_to_string(&token_file).unwrap().trim()
+    );
+    assert_eq!(
+        http("GET", &status_url, &[("authorization", &auth)], "").0,
+        200
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     // Where the machine lets us write cgroups, the agent's tree is in the session's memory group.
     let memory_v1 = Path::new("/sys/fs/cgroup/memory");
     let writable = std::fs::create_dir_all(memory_v1.join("flowrt")).is_ok();
