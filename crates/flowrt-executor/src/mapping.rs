@@ -39,10 +39,27 @@ pub enum MappingError {
 /// One line's sources: its data row and, for evaluation runs, the base run's line.
 pub struct LineSources<'a> {
     pub data: &'a Map<String, Value>,
+    /// Every column any row of the data has. promptflow reads data as a table, so a row without a
+    /// column other rows have holds NaN there, which reaches a string input as "nan".
+    pub columns: Option<&'a std::collections::HashSet<String>>,
     /// The base run's outputs for this line.
     pub run_outputs: Option<&'a Map<String, Value>>,
     /// The base run's data row for this line.
     pub run_inputs: Option<&'a Map<String, Value>>,
+}
+
+impl LineSources<'_> {
+    /// A data cell as promptflow's table sees it: the row's value, NaN (as `"nan"`) where the row
+    /// lacks a column that other rows have, nothing where no row has it.
+    fn cell(&self, col: &str) -> Option<Value> {
+        match self.data.get(col) {
+            Some(v) => Some(v.clone()),
+            None if self.columns.is_some_and(|c| c.contains(col)) => {
+                Some(Value::String("nan".into()))
+            }
+            None => None,
+        }
+    }
 }
 
 impl ColumnMapping {
@@ -108,9 +125,9 @@ impl ColumnMapping {
         for (input, source) in &self.entries {
             let value = match source {
                 MappingSource::Literal(s) => Value::String(s.clone()),
-                MappingSource::Data(col) => line.data.get(col).cloned().ok_or_else(|| {
-                    format!("input '{input}': the data has no column '{col}' on this line")
-                })?,
+                MappingSource::Data(col) => line
+                    .cell(col)
+                    .ok_or_else(|| format!("input '{input}': the data has no column '{col}'"))?,
                 MappingSource::RunOutputs(name) => line
                     .run_outputs
                     .ok_or_else(|| {
@@ -136,8 +153,8 @@ impl ColumnMapping {
             if out.contains_key(name) || decl.default.is_some() {
                 continue;
             }
-            if let Some(v) = line.data.get(name) {
-                out.insert(name.clone(), v.clone());
+            if let Some(v) = line.cell(name) {
+                out.insert(name.clone(), v);
             }
         }
         Ok(out)
@@ -170,5 +187,26 @@ mod tests {
         );
         assert!(ColumnMapping::parse(&["a=${foo.x}"], false).is_err());
         assert!(ColumnMapping::parse(&["novalue"], false).is_err());
+    }
+}
+
+#[cfg(test)]
+mod cell_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_row_without_a_column_others_have_holds_nan() {
+        let row = json!({"a": 1}).as_object().cloned().unwrap();
+        let columns: std::collections::HashSet<String> = ["a".to_string(), "b".to_string()].into();
+        let line = LineSources {
+            data: &row,
+            columns: Some(&columns),
+            run_outputs: None,
+            run_inputs: None,
+        };
+        assert_eq!(line.cell("a"), Some(json!(1)));
+        assert_eq!(line.cell("b"), Some(json!("nan")));
+        assert_eq!(line.cell("zz"), None);
     }
 }

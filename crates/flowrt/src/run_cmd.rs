@@ -645,6 +645,8 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let columns: Arc<std::collections::HashSet<String>> =
+        Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
     let rows = Arc::new(rows);
     let base_outputs = Arc::new(base_outputs);
     let base_rows = Arc::new(base_rows);
@@ -663,11 +665,18 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         let status = loop {
             while set.len() < concurrency {
                 let Some(n) = todo.next() else { break };
-                let (executor, rows, base_outputs, base_rows, mapping) =
-                    (executor.clone(), rows.clone(), base_outputs.clone(), base_rows.clone(), mapping.clone());
+                let (executor, rows, columns, base_outputs, base_rows, mapping) = (
+                    executor.clone(),
+                    rows.clone(),
+                    columns.clone(),
+                    base_outputs.clone(),
+                    base_rows.clone(),
+                    mapping.clone(),
+                );
                 set.spawn(async move {
                     let sources = LineSources {
                         data: &rows[n],
+                        columns: Some(columns.as_ref()),
                         run_outputs: base_outputs.get(&n),
                         run_inputs: base_rows.get(n),
                     };

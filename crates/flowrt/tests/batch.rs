@@ -177,20 +177,34 @@ fn mapping_renames_literals_implicit_columns_defaults_and_csv_tsv_conversion() {
         "tag=t",
         "mode=${data.mode}",
     ]);
-    // A line whose mapped column is missing fails with an error naming the column; the rest run.
+    // As in promptflow, which reads the data as a table: a row without a column that other rows
+    // have holds NaN there, which reaches a string input as "nan"; the line runs.
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = outputs(&env, "map_missing");
-    assert_eq!(output_lines(&env, "map_missing"), [0, 2]);
+    assert_eq!(output_lines(&env, "map_missing"), [0, 1, 2]);
     assert_eq!(out[0]["got"]["mode"], json!(["m0", "str"]));
-    let errors = read_json(&run_dir(&env, "map_missing").join("error.json"));
-    assert_eq!(errors.as_array().unwrap().len(), 1, "{errors:#}");
-    assert_eq!(errors[0]["line_number"], 1);
+    assert_eq!(out[1]["got"]["question"], json!(["nan", "str"]));
+
+    // A column that no row has fails every line, naming the input and the column.
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(&dir),
+        "--data",
+        s(&data),
+        "--name",
+        "map_nowhere",
+        "--column-mapping",
+        "question=${data.nope}",
+        "tag=t",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let errors = read_json(&run_dir(&env, "map_nowhere").join("error.json"));
+    assert_eq!(errors.as_array().unwrap().len(), 3, "{errors:#}");
     let message = errors[0]["message"].as_str().unwrap();
-    assert!(
-        message.contains("'question'") && message.contains("no column 'q'"),
-        "{message}"
-    );
-    assert_eq!(show_json(&env, "map_missing")["failed_lines"], 1);
+    assert_eq!(message, "input 'question': the data has no column 'nope'");
+    assert_eq!(show_json(&env, "map_nowhere")["failed_lines"], 3);
 }
 
 #[test]
