@@ -40,6 +40,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<Map<String, Value>>> {
             ),
         }
     }
+    tabulate(rows.iter_mut());
     Ok(rows)
 }
 
@@ -64,4 +65,85 @@ fn read_delimited(path: &Path, delimiter: u8) -> Result<Vec<Map<String, Value>>>
         );
     }
     Ok(rows)
+}
+
+/// Give rows the shape promptflow's table (pandas) gives them, which flows observe:
+/// - a row without a column that other rows have holds NaN there (`"nan"` once it is text);
+/// - a column whose values are all numbers, with some floats or some gaps, holds floats
+///   (`20` becomes `20.0`), and its gaps (null or missing) are NaN;
+/// - other columns keep their values, null included (a string input sees `"None"`).
+pub fn tabulate<'a>(rows: impl IntoIterator<Item = &'a mut Map<String, Value>>) {
+    let mut rows: Vec<&mut Map<String, Value>> = rows.into_iter().collect();
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows.iter() {
+        for k in row.keys() {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    for col in &columns {
+        let (mut numbers, mut others, mut floats, mut gaps) = (0usize, 0usize, false, false);
+        for row in rows.iter() {
+            match row.get(col) {
+                None | Some(Value::Null) => gaps = true,
+                Some(Value::Number(n)) => {
+                    numbers += 1;
+                    floats |= n.is_f64();
+                }
+                Some(_) => others += 1,
+            }
+        }
+        let numeric = numbers > 0 && others == 0;
+        let upcast = numeric && (floats || gaps);
+        for row in rows.iter_mut() {
+            match row.get(col) {
+                None => {
+                    row.insert(col.clone(), Value::String("nan".into()));
+                }
+                Some(Value::Null) if numeric => {
+                    row.insert(col.clone(), Value::String("nan".into()));
+                }
+                Some(Value::Number(n)) if upcast && !n.is_f64() => {
+                    let f = n.as_f64().and_then(serde_json::Number::from_f64);
+                    if let Some(f) = f {
+                        row.insert(col.clone(), Value::Number(f));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rows(v: Value) -> Vec<Map<String, Value>> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_object().unwrap().clone())
+            .collect()
+    }
+
+    #[test]
+    fn tabulate_follows_pandas() {
+        let mut r = rows(json!([
+            {"n": 1, "s": "a", "b": true, "mix": 1, "f": 1, "none": null},
+            {"n": 2, "s": null, "mix": "x", "f": 2.5, "none": null},
+            {"s": "c", "b": false, "n": null, "mix": 3, "f": 3}
+        ]));
+        tabulate(r.iter_mut());
+        assert_eq!(
+            Value::Array(r.into_iter().map(Value::Object).collect()),
+            json!([
+                {"n": 1.0, "s": "a", "b": true, "mix": 1, "f": 1.0, "none": null},
+                {"n": 2.0, "s": null, "mix": "x", "f": 2.5, "none": null, "b": "nan"},
+                {"s": "c", "b": false, "n": "nan", "mix": 3, "f": 3.0, "none": "nan"}
+            ])
+        );
+    }
 }

@@ -505,8 +505,10 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     let (base_outputs, base_rows) = match &args.run {
         Some(base) => {
             let meta = runs::load(home, base)?;
-            let outputs = runs::outputs(&meta.output_dir)
+            let mut outputs = runs::outputs(&meta.output_dir)
                 .with_context(|| format!("reading the outputs of base run '{base}'"))?;
+            // promptflow joins the base run's outputs as a table, with its column types.
+            crate::data::tabulate(outputs.values_mut());
             let rows =
                 crate::data::read_rows(&meta.output_dir.join("data.jsonl")).unwrap_or_default();
             (outputs, rows)
