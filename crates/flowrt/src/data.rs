@@ -40,7 +40,7 @@ fn read_jsonl(path: &Path) -> Result<Vec<Map<String, Value>>> {
             ),
         }
     }
-    tabulate(rows.iter_mut());
+    tabulate(rows.iter_mut(), true);
     Ok(rows)
 }
 
@@ -67,12 +67,17 @@ fn read_delimited(path: &Path, delimiter: u8) -> Result<Vec<Map<String, Value>>>
     Ok(rows)
 }
 
-/// Give rows the shape promptflow's table (pandas) gives them, which flows observe:
+/// Give rows the shape promptflow's pandas tables give them, which flows observe:
 /// - a row without a column that other rows have holds NaN there (`"nan"` once it is text);
-/// - a column whose values are all numbers, with some floats or some gaps, holds floats
-///   (`20` becomes `20.0`), and its gaps (null or missing) are NaN;
-/// - other columns keep their values, null included (a string input sees `"None"`).
-pub fn tabulate<'a>(rows: impl IntoIterator<Item = &'a mut Map<String, Value>>) {
+/// - with `infer_numbers` (JSONL data and a base run's outputs; pandas' JSON reader infers number
+///   columns even where promptflow asks for objects, while CSV/TSV cells stay text): a column whose
+///   values are all numbers, with some floats or some gaps, holds floats (`20` becomes `20.0`), and
+///   its gaps (null or missing) are NaN;
+/// - otherwise values stay as they are, null included (a string input sees `"None"`).
+pub fn tabulate<'a>(
+    rows: impl IntoIterator<Item = &'a mut Map<String, Value>>,
+    infer_numbers: bool,
+) {
     let mut rows: Vec<&mut Map<String, Value>> = rows.into_iter().collect();
     let mut columns: Vec<String> = Vec::new();
     for row in rows.iter() {
@@ -94,7 +99,7 @@ pub fn tabulate<'a>(rows: impl IntoIterator<Item = &'a mut Map<String, Value>>) 
                 Some(_) => others += 1,
             }
         }
-        let numeric = numbers > 0 && others == 0;
+        let numeric = infer_numbers && numbers > 0 && others == 0;
         let upcast = numeric && (floats || gaps);
         for row in rows.iter_mut() {
             match row.get(col) {
@@ -130,13 +135,23 @@ mod tests {
     }
 
     #[test]
-    fn tabulate_follows_pandas() {
+    fn without_inference_only_missing_columns_gain_nan() {
+        let mut r = rows(json!([{"n": 1, "s": null}, {"n": 2.5}]));
+        tabulate(r.iter_mut(), false);
+        assert_eq!(
+            Value::Array(r.into_iter().map(Value::Object).collect()),
+            json!([{"n": 1, "s": null}, {"n": 2.5, "s": "nan"}])
+        );
+    }
+
+    #[test]
+    fn run_outputs_follow_pandas_inference() {
         let mut r = rows(json!([
             {"n": 1, "s": "a", "b": true, "mix": 1, "f": 1, "none": null},
             {"n": 2, "s": null, "mix": "x", "f": 2.5, "none": null},
             {"s": "c", "b": false, "n": null, "mix": 3, "f": 3}
         ]));
-        tabulate(r.iter_mut());
+        tabulate(r.iter_mut(), true);
         assert_eq!(
             Value::Array(r.into_iter().map(Value::Object).collect()),
             json!([

@@ -507,8 +507,8 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
             let meta = runs::load(home, base)?;
             let mut outputs = runs::outputs(&meta.output_dir)
                 .with_context(|| format!("reading the outputs of base run '{base}'"))?;
-            // promptflow joins the base run's outputs as a table, with its column types.
-            crate::data::tabulate(outputs.values_mut());
+            // promptflow reads the base run's outputs with pandas' type inference.
+            crate::data::tabulate(outputs.values_mut(), true);
             let rows =
                 crate::data::read_rows(&meta.output_dir.join("data.jsonl")).unwrap_or_default();
             (outputs, rows)
