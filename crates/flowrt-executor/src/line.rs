@@ -491,6 +491,13 @@ impl<I: ToolInvoker> Executor<I> {
             };
             outputs.insert(name.clone(), value);
         }
+        if self.flow.kind.returns_value() {
+            if let Some(Value::Object(fields)) = outputs.get(flowrt_flow::VALUE_OUTPUT) {
+                if outputs.len() == 1 {
+                    return Ok(fields.clone().into_iter().collect());
+                }
+            }
+        }
         Ok(outputs)
     }
 

@@ -135,10 +135,34 @@ pub struct Environment {
     pub image: Option<String>,
 }
 
+/// Which of promptflow's formats a flow was written in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlowKind {
+    /// `flow.dag.yaml`: named outputs read from nodes.
+    #[default]
+    Dag,
+    /// A single `.prompty` file, loaded as one prompty node.
+    Prompty,
+    /// `flow.flex.yaml`: a Python entry, loaded as one python node.
+    Flex,
+}
+
+impl FlowKind {
+    /// Prompty and flex flows return one value instead of named outputs: the line's outputs are the
+    /// value itself when it is an object, else `{"output": value}` (promptflow's `output.jsonl` shape).
+    pub fn returns_value(self) -> bool {
+        matches!(self, FlowKind::Prompty | FlowKind::Flex)
+    }
+}
+
+/// The output name a value-returning flow (prompty, flex) wraps a non-object value in.
+pub const VALUE_OUTPUT: &str = "output";
+
 /// A checked flow: every reference resolves, names are unique, tool files exist inside the flow
 /// folder and the nodes form a DAG. `nodes` is in an order where every node follows its dependencies.
 #[derive(Clone, Debug)]
 pub struct Flow {
+    pub kind: FlowKind,
     /// The flow folder.
     pub dir: PathBuf,
     /// The `flow.dag.yaml` file.

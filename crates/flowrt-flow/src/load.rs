@@ -265,6 +265,7 @@ impl Loader<'_> {
             }
         };
         let mut flow = Flow {
+            kind: crate::FlowKind::Dag,
             dir,
             file,
             inputs,
