@@ -679,10 +679,11 @@ async fn agent_of(s: &Session) -> ApiResult<String> {
             "session '{}' is {}, not Running{}",
             s.id,
             s.status,
-            if s.status == SessionStatus::Failed {
-                "; `flowrt session reset` starts it again"
-            } else {
-                ""
+            match s.status {
+                SessionStatus::Failed | SessionStatus::Stopped | SessionStatus::NotAvailable =>
+                    format!("\nhint: `flowrt session reset {}` starts it again (with its environment cached, in about a second)", s.id),
+                SessionStatus::Preparing => format!("\nhint: it is still starting; `flowrt session show {}` follows it", s.id),
+                _ => String::new(),
             }
         ))),
     }
