@@ -34,25 +34,13 @@ pub enum MappingError {
     },
     #[error("--column-mapping {input}='{value}' reads the base run, but no base run was given; add --run BASE_RUN")]
     NoBaseRun { input: String, value: String },
-    #[error("--column-mapping {input}='{value}': {place} has no {what} '{name}' on any line; {}", listing(what, known))]
+    /// A source no line has; `detail` says which and lists what there is.
+    #[error("--column-mapping {input}='{value}': {detail}")]
     NoSuchName {
         input: String,
         value: String,
-        /// "the data", "the base run's data", "the base run".
-        place: &'static str,
-        /// "column" or "output".
-        what: &'static str,
-        name: String,
-        known: Vec<String>,
+        detail: String,
     },
-}
-
-fn listing(what: &str, known: &[String]) -> String {
-    if known.is_empty() {
-        format!("it has no {what}s at all")
-    } else {
-        format!("its {what}s are: {}", known.join(", "))
-    }
 }
 
 /// The names each source of a run offers on at least one line, for checking a mapping before any
@@ -158,9 +146,13 @@ impl ColumnMapping {
         for (input, source) in &self.entries {
             let (set, place, what, name, prefix) = match source {
                 MappingSource::Data(c) => (known.data_columns, "the data", "column", c, "data"),
-                MappingSource::RunOutputs(o) => {
-                    (known.base_outputs, "the base run", "output", o, "run.outputs")
-                }
+                MappingSource::RunOutputs(o) => (
+                    known.base_outputs,
+                    "the base run",
+                    "output",
+                    o,
+                    "run.outputs",
+                ),
                 MappingSource::RunInputs(c) => (
                     known.base_data_columns,
                     "the base run's data",
@@ -174,13 +166,15 @@ impl ColumnMapping {
             if !set.contains(name) {
                 let mut names: Vec<String> = set.iter().cloned().collect();
                 names.sort();
+                let listing = if names.is_empty() {
+                    format!("it has no {what}s at all")
+                } else {
+                    format!("its {what}s are: {}", names.join(", "))
+                };
                 return Err(MappingError::NoSuchName {
                     input: input.clone(),
                     value: format!("${{{prefix}.{name}}}"),
-                    place,
-                    what,
-                    name: name.clone(),
-                    known: names,
+                    detail: format!("{place} has no {what} '{name}' on any line; {listing}"),
                 });
             }
         }
@@ -303,13 +297,17 @@ mod check_tests {
                 ..Default::default()
             })
             .expect_err("typo");
-        assert!(err.to_string().contains("the base run has no output 'answr'"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("the base run has no output 'answr'"),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_unclosed_reference_is_flagged_as_a_literal() {
-        let m = ColumnMapping::parse(&["q=${data.q", "r=${data.r}", "s=plain"], false)
-            .expect("parse");
+        let m =
+            ColumnMapping::parse(&["q=${data.q", "r=${data.r}", "s=plain"], false).expect("parse");
         assert_eq!(m.suspicious_literals(), vec![("q", "${data.q")]);
     }
 }

@@ -757,6 +757,7 @@ mod tests {
             max_retries: 8,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(1000),
+            ..RetryPolicy::default()
         };
         for retry in 0..12 {
             let full = Duration::from_millis(100 * 2u64.pow(retry.min(20))).min(policy.max_delay);

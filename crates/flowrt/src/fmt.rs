@@ -38,8 +38,9 @@ pub fn table(header: &[&str], right: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.iter().map(|h| Cell::new(h)));
-    if std::env::var_os("COLUMNS").is_none() && !std::io::IsTerminal::is_terminal(&std::io::stdout())
+        .set_header(header.iter().map(Cell::new));
+    if std::env::var_os("COLUMNS").is_none()
+        && !std::io::IsTerminal::is_terminal(&std::io::stdout())
     {
         // Piped output keeps whole cells; a terminal wraps them to its width.
         t.set_content_arrangement(ContentArrangement::Disabled);

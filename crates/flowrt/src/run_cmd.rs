@@ -131,7 +131,9 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
                 eprintln!("no runs yet; start one with `flowrt run create --flow DIR --data FILE`");
             } else {
                 let mut t = crate::fmt::table(
-                    &["NAME", "STATUS", "LINES", "DONE", "FAILED", "DURATION", "CREATED"],
+                    &[
+                        "NAME", "STATUS", "LINES", "DONE", "FAILED", "DURATION", "CREATED",
+                    ],
                     &["LINES", "DONE", "FAILED", "DURATION"],
                 );
                 for r in all {
@@ -252,12 +254,11 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
             }
             let pid = i32::try_from(meta.pid)
                 .map(nix::unistd::Pid::from_raw)
-                .map_err(|_| anyhow!("run '{name}' records an impossible process id {}", meta.pid))?;
+                .map_err(|_| {
+                    anyhow!("run '{name}' records an impossible process id {}", meta.pid)
+                })?;
             if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
-                bail!(
-                    "could not signal run '{name}' (process {}): {e}",
-                    meta.pid
-                );
+                bail!("could not signal run '{name}' (process {}): {e}", meta.pid);
             }
             eprintln!("cancel requested for run '{name}'; finished lines are kept (resume with --resume-from {name})");
             Ok(0)

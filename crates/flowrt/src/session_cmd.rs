@@ -347,7 +347,14 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                         return Ok(0);
                     }
                     let mut t = crate::fmt::table(
-                        &["ID", "STATUS", "SIZE", "ENVIRONMENT", "IDLE TIMEOUT", "FLOW"],
+                        &[
+                            "ID",
+                            "STATUS",
+                            "SIZE",
+                            "ENVIRONMENT",
+                            "IDLE TIMEOUT",
+                            "FLOW",
+                        ],
                         &[],
                     );
                     for s in sessions {

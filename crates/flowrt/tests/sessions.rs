@@ -156,6 +156,18 @@ impl Drop for Server {
     }
 }
 
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn full_lifecycle_through_the_cli() {
     let home = tempfile::tempdir().unwrap();
@@ -188,6 +200,13 @@ fn full_lifecycle_through_the_cli() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let text = server.ok(&["session", "show", &id]);
     assert!(text.contains("status:        Running"), "{text}");
+    let base = s["base_version"].as_str().unwrap().to_string();
+    let mut settings = common::snapshot_settings(&[(_d.path(), "[TMP]")]);
+    settings.add_filter(&regex_escape(&base), "[BASE]");
+    settings.bind(|| {
+        insta::assert_snapshot!("session_show", text);
+        insta::assert_snapshot!("session_list", server.ok(&["session", "list"]));
+    });
     let logs = server.ok(&["session", "logs", &id]);
     assert!(
         logs.contains(&format!("agent for session {id} listening on 127.0.0.1:")),
@@ -206,8 +225,9 @@ fn full_lifecycle_through_the_cli() {
         "text=x",
     ]);
     assert!(!err.status.success());
-    assert!(String::from_utf8_lossy(&err.stderr)
-        .contains(&format!("session '{id}' is Stopped, not Running")));
+    let stderr = String::from_utf8_lossy(&err.stderr).into_owned();
+    assert!(stderr.contains(&format!("session '{id}' is Stopped, not Running")));
+    settings.bind(|| insta::assert_snapshot!("session_stopped_flow_test", stderr));
 
     let t = Instant::now();
     server.ok(&["session", "reset", &id]);
