@@ -6,6 +6,7 @@
 
 mod convert;
 mod error;
+pub mod limits;
 mod load;
 pub mod pyvalue;
 pub mod reference;
@@ -187,6 +188,10 @@ impl Flow {
             .python_requirements_txt
             .as_deref()
             .unwrap_or("requirements.txt");
+        // The loader refused paths that leave the folder; checked again for flows built by hand.
+        if load::check_inside(&self.dir, rel).is_some() {
+            return None;
+        }
         let path = self.dir.join(rel);
         path.is_file().then_some(path)
     }

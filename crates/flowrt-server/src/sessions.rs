@@ -743,6 +743,15 @@ async fn install(
             "python_requirements_txt '{rel}' leaves the flow folder"
         )));
     }
+    // Never write through a link: it could name any file the server may write.
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink() || !m.is_file())
+    {
+        return Err(ApiErr::bad_request(format!(
+            "the flow's {rel} is a link or not a regular file; flowrt only replaces a regular requirements file"
+        )));
+    }
     std::fs::write(&path, &req.requirements)
         .map_err(|e| ApiErr::internal("saving requirements", e))?;
     if req.save_only {

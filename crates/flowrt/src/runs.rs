@@ -140,7 +140,9 @@ pub fn list(home: &Path) -> Result<Vec<RunMeta>> {
             }
         }
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+    // Oldest first, as they were created (timestamps compared as times, not as text).
+    let when = |m: &RunMeta| m.created.parse::<jiff::Timestamp>().ok();
+    out.sort_by(|a, b| when(a).cmp(&when(b)).then(a.name.cmp(&b.name)));
     Ok(out)
 }
 
@@ -179,9 +181,9 @@ pub fn outputs(dir: &Path) -> Result<BTreeMap<usize, Map<String, Value>>> {
 }
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+/// Now, as RFC 3339 in UTC with microseconds, so records made within one second still sort in the
+/// order they were made.
 pub fn utc_now() -> String {
-    // Whole seconds, RFC 3339 in UTC: what run records and logs have always held.
     let now = jiff::Timestamp::now();
-    let whole = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
-    whole.to_string()
+    now.round(jiff::Unit::Microsecond).unwrap_or(now).to_string()
 }

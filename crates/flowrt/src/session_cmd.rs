@@ -182,7 +182,14 @@ pub enum ComputeCommand {
 
 pub fn server(args: ServerArgs) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
+    // Everything the server and its agents create (database, session folders, logs, tokens) is
+    // the server user's alone: other local users must not read another user's session log.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&home)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    }
     let config = flowrt_server::ServerConfig {
         home,
         exe: std::env::current_exe()?,

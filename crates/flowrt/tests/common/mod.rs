@@ -305,7 +305,7 @@ pub fn snapshot_settings(paths: &[(&Path, &str)]) -> insta::Settings {
         settings.add_filter(&escaped, *label);
     }
     settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
-    settings.add_filter(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\dZ?", "[TIME]");
+    settings.add_filter(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?Z?", "[TIME]");
     settings.add_filter(r"\b\d+(\.\d+)? (ms|s)\b", "[DURATION]");
     settings.add_filter(r"\b\d+m \d\ds\b", "[DURATION]");
     settings.add_filter(r"\bs-[0-9a-z]{6,}\b", "[SESSION]");
