@@ -839,54 +839,63 @@ fn list_or_none<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String
     }
 }
 
+/// Whether `rel`, read lexically, names something outside its folder (absolute, or with `..`).
+fn leaves_lexically(rel: &Path) -> bool {
+    rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+}
+
+/// Where `full` really is, when that is outside `dir` (a symlink inside may point out); `Err` when
+/// it cannot be resolved (a dangling link).
+fn resolves_outside(dir: &Path, full: &Path) -> Result<Option<PathBuf>, ()> {
+    match (full.canonicalize(), dir.canonicalize()) {
+        (Ok(f), Ok(d)) if f.starts_with(&d) => Ok(None),
+        (Ok(f), Ok(_)) => Ok(Some(f)),
+        _ => Err(()),
+    }
+}
+
 /// Why `rel` is not a path inside `dir` (absolute, `..`, or a symlink out), if it is not. A path
 /// that does not exist is inside as far as this check goes.
 pub(crate) fn check_inside(dir: &Path, rel: &str) -> Option<String> {
-    let p = Path::new(rel);
-    if p.is_absolute()
-        || p.components()
-            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
-    {
+    if leaves_lexically(Path::new(rel)) {
         return Some(format!(
             "'{rel}' leaves the flow folder; use a path inside it, relative to the flow file, without '..'"
         ));
     }
-    let full = dir.join(p);
+    let full = dir.join(rel);
     if full.symlink_metadata().is_err() {
         return None;
     }
-    match (full.canonicalize(), dir.canonicalize()) {
-        (Ok(f), Ok(d)) if f.starts_with(&d) => None,
-        (Ok(f), Ok(_)) => Some(format!(
+    match resolves_outside(dir, &full) {
+        Ok(None) => None,
+        Ok(Some(f)) => Some(format!(
             "'{rel}' resolves to {}, outside the flow folder",
             f.display()
         )),
         // A dangling symlink: whatever it names later is not the flow's.
-        _ => Some(format!("'{rel}' is a broken link")),
+        Err(()) => Some(format!("'{rel}' is a broken link")),
     }
 }
 
 /// A tool file must be a relative path that stays in the flow folder and exists.
 fn check_source_path(dir: &Path, rel: &str, node: &str) -> Option<String> {
-    let p = Path::new(rel);
-    if p.is_absolute()
-        || p.components()
-            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
-    {
+    if leaves_lexically(Path::new(rel)) {
         return Some(format!(
             "node '{node}': source path '{rel}' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
         ));
     }
-    let full = dir.join(p);
+    let full = dir.join(rel);
     if !full.is_file() {
         return Some(format!(
             "node '{node}': source file '{rel}' does not exist in {}",
             dir.display()
         ));
     }
-    // A symlink inside the folder may still point outside it.
-    match (full.canonicalize(), dir.canonicalize()) {
-        (Ok(f), Ok(d)) if !f.starts_with(&d) => Some(format!(
+    match resolves_outside(dir, &full) {
+        Ok(Some(f)) => Some(format!(
             "node '{node}': source path '{rel}' resolves to {}, outside the flow folder",
             f.display()
         )),

@@ -185,5 +185,7 @@ pub fn outputs(dir: &Path) -> Result<BTreeMap<usize, Map<String, Value>>> {
 /// order they were made.
 pub fn utc_now() -> String {
     let now = jiff::Timestamp::now();
-    now.round(jiff::Unit::Microsecond).unwrap_or(now).to_string()
+    now.round(jiff::Unit::Microsecond)
+        .unwrap_or(now)
+        .to_string()
 }

@@ -4,14 +4,10 @@
 
 mod common;
 
-use common::{flow, snapshot_settings, Env, Run};
+use common::{flow, s, snapshot_settings, write_jsonl, Env, Run};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// What a terminal shows: stdout then stderr, and the exit code.
 fn screen(r: &Run) -> String {
@@ -19,11 +15,6 @@ fn screen(r: &Run) -> String {
         "exit: {}\n--- stdout\n{}--- stderr\n{}",
         r.code, r.stdout, r.stderr
     )
-}
-
-fn write_rows(path: &Path, rows: &[serde_json::Value]) {
-    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(path, text).unwrap();
 }
 
 #[test]
@@ -59,7 +50,7 @@ fn batch_exit_codes_follow_the_documented_rule() {
     let env = Env::new();
     let (d, dir) = flow("batch_rows");
     let some = d.path().join("some.jsonl");
-    write_rows(
+    write_jsonl(
         &some,
         &[
             json!({"n": 0, "sleep": 0, "mode": ""}),
@@ -67,7 +58,7 @@ fn batch_exit_codes_follow_the_documented_rule() {
         ],
     );
     let all = d.path().join("all.jsonl");
-    write_rows(
+    write_jsonl(
         &all,
         &[
             json!({"n": 0, "sleep": 0, "mode": "fail"}),
@@ -142,7 +133,7 @@ fn a_mapping_to_a_column_no_row_has_fails_before_any_line_runs() {
     let env = Env::new();
     let (d, dir) = flow("batch_trivial");
     let data = d.path().join("data.jsonl");
-    write_rows(&data, &[json!({"value": 1}), json!({"value": 2})]);
+    write_jsonl(&data, &[json!({"value": 1}), json!({"value": 2})]);
     let r = env.run(&[
         "run",
         "create",

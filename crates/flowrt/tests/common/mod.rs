@@ -312,3 +312,14 @@ pub fn snapshot_settings(paths: &[(&Path, &str)]) -> insta::Settings {
     settings.add_filter(r"\(os error \d+\)", "(os error [N])");
     settings
 }
+
+/// A path as the `&str` argument the CLI takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Write `rows` as JSON lines.
+pub fn write_jsonl(path: &Path, rows: &[Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
