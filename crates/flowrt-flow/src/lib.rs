@@ -181,6 +181,28 @@ impl Flow {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// Every name the flow could use as a connection: nodes' `connection`, literal string inputs
+    /// (a python tool's connection parameter, the unified llm tool's `connection`) and
+    /// `${conn.key}` environment variables. A server hands a session only the stored connections
+    /// among these, never the rest.
+    pub fn connection_candidates(&self) -> std::collections::BTreeSet<String> {
+        let mut names = std::collections::BTreeSet::new();
+        for node in &self.nodes {
+            names.extend(node.connection.iter().cloned());
+            for value in node.inputs.values() {
+                if let InputValue::Literal(Value::String(s)) = value {
+                    names.insert(s.clone());
+                }
+            }
+        }
+        for (_, value) in self.environment_strings() {
+            if let Some((conn, _)) = env_var_reference(&value) {
+                names.insert(conn.to_string());
+            }
+        }
+        names
+    }
+
     /// The path of the requirements file the flow asks for, if it exists.
     pub fn requirements_file(&self) -> Option<PathBuf> {
         let rel = self

@@ -34,6 +34,8 @@ pub struct Manager {
     /// Serializes lifecycle operations per session.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     pub long_running_interval: f64,
+    /// Whether agents are sealed (the kernel enforces Landlock here).
+    pub seal: bool,
 }
 
 impl Manager {
@@ -46,6 +48,7 @@ impl Manager {
             agents: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
             long_running_interval: 60.0,
+            seal: flowrt_session::seal::probe() != flowrt_session::seal::SealStatus::None,
         })
     }
 
@@ -70,7 +73,26 @@ impl Manager {
         };
     }
 
-    fn workdir(&self, id: &str) -> PathBuf {
+    /// The stored connections among those the flow names, decrypted, as the JSON list an agent
+    /// reads from its stdin. Nothing else of the store reaches a session.
+    fn connections_for(&self, flow: &flowrt_flow::Flow) -> ApiResult<backend::SecretText> {
+        let store = flowrt_store::ConnectionStore::open(&self.home)
+            .map_err(|e| ApiErr::internal("opening the connections", e))?;
+        let mut used = Vec::new();
+        for name in flow.connection_candidates() {
+            if let Some(c) = store
+                .get(&name)
+                .map_err(|e| ApiErr::internal("reading a connection", e))?
+            {
+                used.push(c);
+            }
+        }
+        serde_json::to_string(&used)
+            .map(backend::SecretText)
+            .map_err(|e| ApiErr::internal("handing over connections", e))
+    }
+
+    pub fn workdir(&self, id: &str) -> PathBuf {
         self.home.join("sessions").join(id)
     }
 
@@ -214,16 +236,35 @@ impl Manager {
             self.transition(id, Event::EnvBuilt).await?;
             python
         };
-        // Starting: the agent process.
+        // Starting: the agent process, on its own copy of the flow (a sealed agent reads nothing
+        // outside its folder, and a tool writing into its flow folder touches no one else's).
+        let workdir = self.workdir(id);
+        let run_flow = workdir.join("flow");
+        let (src, dst) = (flow.dir.clone(), run_flow.clone());
+        tokio::task::spawn_blocking(move || copy_flow(&src, &dst))
+            .await
+            .map_err(|e| ApiErr::internal("copying the flow", e))?
+            .map_err(|e| {
+                ApiErr::bad_request(format!("cannot copy the flow into the session: {e}"))
+            })?;
+        let connections = self.connections_for(&flow)?;
         let spec = AgentSpec {
             session_id: id.to_string(),
-            flow_dir,
+            flow_dir: run_flow,
             python,
-            workdir: self.workdir(id),
+            workdir,
             size: s.size,
-            flowrt_home: self.home.clone(),
             exe: self.exe.clone(),
             long_running_interval: self.long_running_interval,
+            connections,
+            seal: self.seal,
+            // A backstop for an agent whose server is gone: well after the server would have
+            // stopped it.
+            idle_exit_s: if s.idle_timeout_s == 0 {
+                0.0
+            } else {
+                (s.idle_timeout_s as f64) * 2.0 + 60.0
+            },
         };
         let (handle, mut child) = self
             .backend
@@ -410,12 +451,48 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/install", post(install))
         .route("/api/v1/sessions/{id}/logs", get(logs))
         .route("/api/v1/sessions/{id}/test", post(test))
-        .route("/api/v1/sessions/{id}/runs", post(batch))
+        .route(
+            "/api/v1/sessions/{id}/runs",
+            post(batch).layer(axum::extract::DefaultBodyLimit::max(
+                MAX_BATCH_DATA + 1024 * 1024,
+            )),
+        )
+        .route("/api/v1/sessions/{id}/runs/{name}", get(run_status))
 }
 
 /// A session as the API shows it: the record plus what the manifest says about its base.
+/// Copy a flow folder for a session: regular files and folders only (a link could name anything
+/// on this machine), without caches and version-control folders.
+fn copy_flow(src: &std::path::Path, dst: &std::path::Path) -> std::io::Result<()> {
+    if dst.exists() {
+        std::fs::remove_dir_all(dst)?;
+    }
+    std::fs::create_dir_all(dst)?;
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let n = name.to_string_lossy();
+        if n == ".git" || n == "__pycache__" || n == ".runs" || n == "node_modules" {
+            continue;
+        }
+        let ty = entry.file_type()?;
+        if ty.is_dir() {
+            copy_flow(&entry.path(), &dst.join(&name))?;
+        } else if ty.is_file() {
+            std::fs::copy(entry.path(), dst.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
 fn view(s: &Session) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
+    // Where an agent listens and its pid are the server's business: with them, code in one
+    // session could look for another session's agent.
+    if let Some(o) = v.as_object_mut() {
+        o.remove("agent_addr");
+        o.remove("agent_pid");
+    }
     let latest = flowrt_python::latest_base().version;
     if s.base_version != latest && s.env_ref.starts_with("default") {
         v["update_available"] = json!(latest);
@@ -835,9 +912,87 @@ pub async fn watch(manager: Arc<Manager>, every: Duration) {
 #[derive(Deserialize)]
 struct BatchRequest {
     name: String,
-    /// `run create` options: --data, --column-mapping, --run, --concurrency, ...
+    /// `run create` options: --column-mapping, --run, --concurrency, ... (not --data: the data
+    /// travels in the request, since a sealed session reads no file outside its folder).
     #[serde(default)]
     args: Vec<String>,
+    /// The data file's text, and its kind: `jsonl`, `csv` or `tsv`.
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    data_format: Option<String>,
+}
+
+/// The most data one batch request may carry.
+pub const MAX_BATCH_DATA: usize = 256 * 1024 * 1024;
+
+/// A run name is a file name inside the session's folder: nothing that could leave it.
+fn check_run_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiErr::bad_request(format!(
+            "invalid run name '{name}': use letters, digits, '_', '-' and '.' (not leading)"
+        )))
+    }
+}
+
+/// Every line of JSONL batch data must be a JSON object: say which is not, before anything runs.
+fn check_jsonl(text: &str) -> ApiResult<()> {
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(_)) => {}
+            Ok(_) => {
+                return Err(ApiErr::bad_request(format!(
+                    "data line {}: not a JSON object; each line of a .jsonl file is one row, like {{\"question\": \"...\"}}",
+                    i + 1
+                )))
+            }
+            Err(e) => {
+                return Err(ApiErr::bad_request(format!(
+                    "data line {}: not valid JSON: {e}",
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A batch run of this session, as its `run.json` says.
+async fn run_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    visible(&state, &caller, &id).await?;
+    check_run_name(&name)?;
+    let path = state
+        .sessions
+        .workdir(&id)
+        .join("runs")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).map_err(|_| {
+        ApiErr::not_found(format!(
+            "run '{name}' does not exist in session '{id}' (yet); `flowrt session logs {id}` shows the session's log"
+        ))
+    })?;
+    let mut meta: Value =
+        serde_json::from_str(&text).map_err(|e| ApiErr::internal("reading the run's record", e))?;
+    // The session folder's paths mean nothing to a client.
+    if let Some(o) = meta.as_object_mut() {
+        o.remove("pid");
+    }
+    Ok(Json(meta))
 }
 
 /// A batch run in the session: no overall timeout; it runs as the agent's child, so a server
@@ -850,17 +1005,46 @@ async fn batch(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = modifiable(&state, &caller, &id).await?;
     let addr = agent_of(&s).await?;
-    if let Some(bad) = req.args.iter().find(|a| {
+    check_run_name(&req.name)?;
+    let mut args = req.args;
+    if let Some(bad) = args.iter().find(|a| {
+        let flag = a.split('=').next().unwrap_or("");
         matches!(
-            a.as_str(),
-            "--flow" | "--python" | "--name" | "--session" | "--server"
+            flag,
+            "--flow"
+                | "--python"
+                | "--name"
+                | "--session"
+                | "--server"
+                | "--data"
+                | "--output-dir"
+                | "--connections-stdin"
         )
     }) {
         return Err(ApiErr::bad_request(format!(
-            "'{bad}' is set by the session; leave it out"
+            "'{bad}' is set by the session; leave it out (the data travels in the request)"
         )));
     }
-    let body = json!({"name": req.name, "args": req.args});
+    if let Some(data) = req.data {
+        let ext = match req.data_format.as_deref().unwrap_or("jsonl") {
+            f @ ("jsonl" | "csv" | "tsv") => f,
+            other => {
+                return Err(ApiErr::bad_request(format!(
+                    "data_format '{other}' is not one of jsonl, csv, tsv"
+                )))
+            }
+        };
+        if ext == "jsonl" {
+            check_jsonl(&data)?;
+        }
+        let dir = state.sessions.workdir(&id).join("data");
+        let path = dir.join(format!("{}.{ext}", req.name));
+        std::fs::create_dir_all(&dir)
+            .and_then(|_| std::fs::write(&path, data))
+            .map_err(|e| ApiErr::internal("saving the batch data", e))?;
+        args.extend(["--data".to_string(), path.display().to_string()]);
+    }
+    let body = json!({"name": req.name, "args": args});
     let token = backend::read_token(&state.sessions.workdir(&id));
     let (status, v) = client::request(
         &addr,
@@ -872,6 +1056,13 @@ async fn batch(
     )
     .await
     .map_err(|e| ApiErr::internal("starting the batch run", e))?;
+    if status == 400 {
+        return Err(ApiErr::bad_request(
+            v["message"]
+                .as_str()
+                .unwrap_or("the batch run did not start"),
+        ));
+    }
     if status != 200 {
         return Err(ApiErr::internal("starting the batch run", v));
     }

@@ -18,11 +18,26 @@ pub struct AgentSpec {
     /// `<FLOWRT_HOME>/sessions/<id>/`.
     pub workdir: PathBuf,
     pub size: SessionSize,
-    pub flowrt_home: PathBuf,
     /// The flowrt binary to run as the agent.
     pub exe: PathBuf,
     /// Seconds between long-running node warnings.
     pub long_running_interval: f64,
+    /// The connections the flow uses, as a JSON list, written to the agent's stdin.
+    pub connections: SecretText,
+    /// Seal the agent (Landlock) to its folder, its Python and the system.
+    pub seal: bool,
+    /// Seconds without a run after which the agent exits by itself (0: never).
+    pub idle_exit_s: f64,
+}
+
+/// Text that holds secrets: shown as `******` by `Debug`, so a logged spec leaks nothing.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("******")
+    }
 }
 
 /// A running agent.
@@ -87,7 +102,6 @@ const PASSED_ENV: &[&str] = &[
     "LANG",
     "LC_ALL",
     "TZ",
-    "TMPDIR",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 ];
@@ -178,9 +192,12 @@ impl LocalBackend {
             .arg(wd.join(TOKEN_FILE))
             .arg("--long-running-interval")
             .arg(spec.long_running_interval.to_string())
+            .arg("--idle-exit")
+            .arg(spec.idle_exit_s.to_string())
+            .arg("--connections-stdin")
             .current_dir(wd)
             .env_clear()
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log2));
         for key in PASSED_ENV {
@@ -188,12 +205,28 @@ impl LocalBackend {
                 cmd.env(key, v);
             }
         }
-        cmd.env("HOME", wd).env("FLOWRT_HOME", &spec.flowrt_home);
+        if spec.seal {
+            cmd.arg("--seal");
+        }
+        // The session's own folder is its home and its temp: never the server's.
+        let tmp = wd.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| BackendError::Workdir {
+            path: tmp.clone(),
+            source: e,
+        })?;
+        cmd.env("HOME", wd)
+            .env("FLOWRT_HOME", wd)
+            .env("TMPDIR", &tmp);
         apply_limits(&mut cmd, limits);
         let mut child = cmd.spawn().map_err(|e| BackendError::Spawn {
             exe: spec.exe.clone(),
             source: e,
         })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            // A pipe only the server holds: the secrets never touch the session folder.
+            let _ = stdin.write_all(spec.connections.0.as_bytes()).await;
+        }
         let pid = child.id().unwrap_or(0);
         // Before the agent starts any worker, so its whole process tree is inside.
         let groups = cgroups::place(&spec.session_id, pid, limits);

@@ -9,6 +9,7 @@ pub mod backend;
 pub mod client;
 pub mod idle;
 pub mod lifecycle;
+pub mod seal;
 
-pub use backend::{AgentHandle, AgentSpec, BackendError, LocalBackend};
+pub use backend::{AgentHandle, AgentSpec, BackendError, LocalBackend, SecretText};
 pub use lifecycle::{Event, InvalidTransition, State};

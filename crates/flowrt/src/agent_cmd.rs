@@ -48,6 +48,18 @@ pub struct AgentArgs {
     /// Seconds between "NODE has been running for N seconds" log lines for a slow node.
     #[arg(long, default_value_t = 60.0)]
     pub long_running_interval: f64,
+    /// Read the connections the flow uses (a JSON list) from stdin: the server hands them over this
+    /// way, so no secret is written into the session folder.
+    #[arg(long)]
+    pub connections_stdin: bool,
+    /// Seal this agent and everything it starts (Landlock) to its session folder, its Python and
+    /// the system, before any user code is loaded.
+    #[arg(long)]
+    pub seal: bool,
+    /// Exit after this many seconds without a run, or once the session folder is gone, even if no
+    /// server says so (0: only the folder check): the backstop for an agent whose server is gone.
+    #[arg(long, default_value_t = 0.0)]
+    pub idle_exit: f64,
 }
 
 struct Agent {
@@ -56,6 +68,8 @@ struct Agent {
     /// The flow folder as given (batch runs resolve includes themselves).
     flow_dir: PathBuf,
     python: PathBuf,
+    /// The connections the flow uses, handed to each batch run over its stdin.
+    connections_json: String,
     /// Batch runs started in this session, still running.
     batches: Mutex<Vec<std::process::Child>>,
     executor: Executor<FlowInvoker>,
@@ -97,12 +111,31 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         );
     }
     let home = flowrt_store::flowrt_home();
+    let connections = if args.connections_stdin {
+        invoker::connections_from_stdin()?
+    } else {
+        invoker::load_connections(&home)?
+    };
+    let mut python = args.python.clone();
+    if args.seal {
+        // While this process has one thread: a seal covers the calling thread and what it starts.
+        let paths = flowrt_session::seal::python_paths(&args.python)?;
+        python = paths.executable.clone();
+        let mut read_exec = paths.read;
+        read_exec.push(std::env::current_exe()?);
+        let policy = flowrt_session::seal::SealPolicy {
+            read_write: vec![std::env::current_dir()?, home.clone()],
+            read_exec,
+        };
+        let status = flowrt_session::seal::seal_self(&policy)?;
+        eprintln!("session {}: {}", args.session_id, status.describe());
+    }
     let merged = crate::includes::Merged::new(&args.flow, &home)?;
     let flow = Arc::new(merged.load(&LoadOptions::default())?);
-    let connections = invoker::load_connections(&home)?;
+    let connections_json = serde_json::to_string(&connections.values().collect::<Vec<_>>())?;
     let env = invoker::environment(&flow, &connections)?;
     let spec = invoker::needs_python(&flow).then(|| flowrt_python::WorkerSpec {
-        python: args.python.clone(),
+        python: python.clone(),
         flow_dir: flow.dir.clone(),
         env,
         state_dir: home.clone(),
@@ -119,7 +152,8 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         session_id: args.session_id.clone(),
         token,
         flow_dir: args.flow.clone(),
-        python: args.python.clone(),
+        python: python.clone(),
+        connections_json,
         batches: Mutex::new(Vec::new()),
         executor,
         running: AtomicUsize::new(0),
@@ -311,10 +345,44 @@ async fn batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> Respon
         .arg("--python")
         .arg(&a.python)
         .args(&req.args)
-        .stdin(std::process::Stdio::null())
+        .arg("--connections-stdin")
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null());
+    // Its own log, so a run that cannot start says why to whoever started it.
+    let log_path = PathBuf::from(format!("batch-{}.log", req.name));
+    if let Ok(log) = std::fs::File::create(&log_path) {
+        cmd.stderr(log);
+    }
     match cmd.spawn() {
-        Ok(child) => {
+        Ok(mut child) => {
+            if let Some(mut stdin) = child.stdin.take() {
+                // A pipe only this agent holds: the secrets never touch a file.
+                let _ = stdin.write_all(a.connections_json.as_bytes());
+            }
+            // Bad input (data, mapping, flow) fails within moments: answer with the reason.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_millis(1500) {
+                match child.try_wait() {
+                    Ok(Some(status)) if status.code() == Some(2) => {
+                        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                        let reason: Vec<&str> = text
+                            .lines()
+                            .filter(|l| {
+                                l.starts_with("error:")
+                                    || l.starts_with("hint:")
+                                    || l.starts_with("  ")
+                            })
+                            .collect();
+                        return (
+                            StatusCode::BAD_REQUEST,
+                            Json(json!({"code": "BadRun", "message": reason.join("\n")})),
+                        )
+                            .into_response();
+                    }
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
             eprintln!("batch run {} started (pid {})", req.name, child.id());
             touch(&a);
             if let Ok(mut b) = a.batches.lock() {

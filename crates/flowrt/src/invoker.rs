@@ -425,6 +425,23 @@ pub fn python_spec(
 }
 
 /// Load every stored connection (connections are few; flows name them in many places).
+/// Connections handed over stdin as a JSON list (by a server to its agent, by an agent to a batch
+/// run): read to the end, so the writer's close marks the end.
+pub fn connections_from_stdin() -> Result<HashMap<String, Connection>> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::io::stdin()
+        .take(16 * 1024 * 1024)
+        .read_to_string(&mut text)
+        .context("reading connections from stdin")?;
+    if text.trim().is_empty() {
+        return Ok(HashMap::new());
+    }
+    let list: Vec<Connection> =
+        serde_json::from_str(&text).context("the connections on stdin are not a JSON list")?;
+    Ok(list.into_iter().map(|c| (c.name.clone(), c)).collect())
+}
+
 pub fn load_connections(home: &Path) -> Result<HashMap<String, Connection>> {
     let store = flowrt_store::ConnectionStore::open(home)?;
     Ok(store

@@ -108,6 +108,10 @@ pub struct CreateArgs {
     /// environment's) instead of resolving the flow's requirements here.
     #[arg(long, hide = true)]
     pub python: Option<PathBuf>,
+    /// Read the connections from stdin (a JSON list) instead of FLOWRT_HOME: how a session's agent
+    /// hands them to a batch run.
+    #[arg(long, hide = true)]
+    pub connections_stdin: bool,
     /// Run the batch inside this compute session (on the server at --server / FLOWRT_SERVER).
     #[arg(long, value_name = "SESSION_ID")]
     pub session: Option<String>,
@@ -638,7 +642,11 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         );
     }
 
-    let connections = invoker::load_connections(home)?;
+    let connections = if args.connections_stdin {
+        invoker::connections_from_stdin()?
+    } else {
+        invoker::load_connections(home)?
+    };
     let env = invoker::environment(&flow, &connections)?;
     let spec = match &args.python {
         Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {

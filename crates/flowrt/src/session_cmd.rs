@@ -590,25 +590,32 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         format!("{id}_{ms}")
     });
     let mut forwarded: Vec<String> = Vec::new();
-    if let Some(d) = &args.data {
-        let d = d
-            .canonicalize()
-            .map_err(|_| anyhow!("no data file at {}", d.display()))?;
-        forwarded.extend(["--data".into(), d.display().to_string()]);
+    // The data travels with the request: the session cannot read files on this machine.
+    let (data, data_format) = match &args.data {
+        Some(d) => {
+            let text =
+                fs_err::read_to_string(d).map_err(|e| anyhow!("cannot read the data file: {e}"))?;
+            let format = match d.extension().and_then(|e| e.to_str()) {
+                Some("csv") => "csv",
+                Some("tsv") => "tsv",
+                _ => "jsonl",
+            };
+            (Some(text), Some(format))
+        }
+        None => (None, None),
+    };
+    if args.output_dir.is_some() {
+        bail!("--output-dir cannot be used with --session: a session's runs stay in the session\nhint: `flowrt run create --session ID` prints the run's record when it ends");
     }
     for m in &args.column_mapping {
         forwarded.extend(["--column-mapping".into(), m.clone()]);
     }
-    let options: [(&str, Option<String>); 6] = [
+    let options: [(&str, Option<String>); 5] = [
         ("--run", args.run.clone()),
         ("--variant", args.variant.clone()),
         ("--resume-from", args.resume_from.clone()),
         ("--concurrency", args.concurrency.map(|c| c.to_string())),
         ("--line-timeout", args.line_timeout.map(|c| c.to_string())),
-        (
-            "--output-dir",
-            args.output_dir.as_ref().map(|p| p.display().to_string()),
-        ),
     ];
     for (flag, value) in options {
         if let Some(v) = value {
@@ -620,31 +627,36 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
             .call(
                 "POST",
                 &format!("/api/v1/sessions/{id}/runs"),
-                Some(json!({"name": name, "args": forwarded})),
+                Some(json!({"name": name, "args": forwarded, "data": data, "data_format": data_format})),
             )
             .await?;
-        eprintln!("batch run {name} started in session {id}; `flowrt run show {name}` follows it");
-        // The run writes its records where local runs do; wait for it to finish there.
+        eprintln!("batch run {name} started in session {id}");
+        // The run's record lives in the session; follow it through the server.
         let started = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            match crate::runs::load(&home, &name) {
-                Ok(meta) if meta.status != crate::runs::RunStatus::Running => {
+            match remote
+                .call("GET", &format!("/api/v1/sessions/{id}/runs/{name}"), None)
+                .await
+            {
+                Ok(meta) if meta["status"] != "Running" => {
                     println!("{}", serde_json::to_string_pretty(&meta)?);
+                    let status = meta["status"].as_str().unwrap_or("");
                     eprintln!(
-                        "run {name} {:?}: {} of {} lines completed, {} failed",
-                        meta.status, meta.completed_lines, meta.total_lines, meta.failed_lines
+                        "run {name} {status}: {} of {} lines completed, {} failed",
+                        meta["completed_lines"], meta["total_lines"], meta["failed_lines"]
                     );
-                    return Ok(if meta.status == crate::runs::RunStatus::Completed {
-                        0
-                    } else {
-                        1
+                    return Ok(match status {
+                        "Completed" => 0,
+                        "Canceled" => 130,
+                        _ => 1,
                     });
                 }
+                Ok(_) => {}
                 Err(_) if started.elapsed() > Duration::from_secs(60) => {
                     bail!("batch run {name} did not start in session {id}; see `flowrt session logs {id}`");
                 }
-                _ => {}
+                Err(_) => {}
             }
         }
     })

@@ -120,6 +120,29 @@ impl Server {
         }
     }
 
+    /// Where a session's agent listens and its pid, as the server keeps them (views hide both:
+    /// code in one session must not find another session's agent).
+    fn agent(&self, id: &str) -> (String, u64) {
+        let dir = self.home.join("sessions").join(id);
+        let addr = std::fs::read_to_string(dir.join("agent.addr"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let token = std::fs::read_to_string(dir.join("agent.token")).unwrap();
+        let auth = format!("Bearer {}", token.trim());
+        let (status, _, body) = http(
+            "GET",
+            &format!("http://{addr}/health"),
+            &[("authorization", &auth)],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let pid = serde_json::from_str::<Value>(&body).unwrap()["pid"]
+            .as_u64()
+            .unwrap();
+        (addr, pid)
+    }
+
     /// Start a session for the fixture flow `name`; returns (id, seconds to Running).
     fn start_session(&self, dir: &Path, extra: &[&str]) -> (String, f64) {
         let t = Instant::now();
@@ -311,7 +334,7 @@ fn a_killed_agent_fails_its_session_and_reset_recovers_it() {
     let server = Server::start(home.path(), &[], &[]);
     let (_d, dir) = flow("pipeline");
     let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
-    let pid = server.show(&id)["agent_pid"].as_u64().unwrap();
+    let pid = server.agent(&id).1;
     Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -404,7 +427,11 @@ fn agents_get_no_secrets_and_their_size_limits() {
     assert_eq!(out["probe"]["nofile"], json!(1024));
     // The agent answers only its server: other local users reach 127.0.0.1 too.
     let s = server.show(&id);
-    let status_url = format!("http://{}/status", s["agent_addr"].as_str().unwrap());
+    assert!(
+        s.get("agent_addr").is_none() && s.get("agent_pid").is_none(),
+        "{s}"
+    );
+    let status_url = format!("http://{}/status", server.agent(&id).0);
     assert_eq!(http("GET", &status_url, &[], "").0, 401);
     assert_eq!(
         http("GET", &status_url, &[("authorization", "Bearer wrong")], "").0,
@@ -428,7 +455,7 @@ fn agents_get_no_secrets_and_their_size_limits() {
     let memory_v1 = Path::new("/sys/fs/cgroup/memory");
     let writable = std::fs::create_dir_all(memory_v1.join("flowrt")).is_ok();
     if writable {
-        let pid = server.show(&id)["agent_pid"].as_u64().unwrap();
+        let pid = server.agent(&id).1;
         let groups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
         assert!(groups.contains(&format!("flowrt/{id}")), "{groups}");
         let limit = std::fs::read_to_string(
@@ -449,16 +476,12 @@ fn a_server_restart_re_adopts_running_agents() {
     let mut server = Server::start(home.path(), &[], &[]);
     let (_d, dir) = flow("pipeline");
     let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
-    let pid = server.show(&id)["agent_pid"].as_u64().unwrap();
+    let pid = server.agent(&id).1;
     server.stop();
     server.spawn();
     let s = server.show(&id);
     assert_eq!(s["status"], "Running", "{s}");
-    assert_eq!(
-        s["agent_pid"].as_u64().unwrap(),
-        pid,
-        "the same agent kept running"
-    );
+    assert_eq!(server.agent(&id).1, pid, "the same agent kept running");
     let out = server.ok(&[
         "flow",
         "test",
@@ -516,8 +539,11 @@ fn a_batch_in_a_session_survives_a_server_restart() {
         .spawn()
         .unwrap();
     // Restart the server while the batch runs.
+    // The run's folder is in the session's own folder: the session can write nowhere else.
     let out_file = home
         .path()
+        .join("sessions")
+        .join(&id)
         .join("runs/in_session/flow_outputs/output.jsonl");
     let t = Instant::now();
     while std::fs::read_to_string(&out_file)
@@ -555,9 +581,10 @@ fn a_batch_in_a_session_survives_a_server_restart() {
         (0..40).collect::<Vec<_>>(),
         "every line exactly once, in order"
     );
-    let meta: Value =
-        serde_json::from_str(&server.ok(&["run", "show", "in_session", "--json"])).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let meta: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(meta["status"], "Completed");
+    assert_eq!(meta["completed_lines"], 40);
 }
 
 #[test]
@@ -837,4 +864,101 @@ fn session_files_are_private_and_install_never_writes_through_a_symlink() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("requirements.txt"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+}
+
+#[test]
+fn a_session_batch_gets_its_data_in_the_request_and_bad_data_is_named_at_once() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("slow");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let bad = d.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"seconds\": 0}\n{\"seconds\": \n").unwrap();
+    let t = Instant::now();
+    let out = server.cli(&[
+        "run",
+        "create",
+        "--session",
+        &id,
+        "--data",
+        bad.to_str().unwrap(),
+        "--name",
+        "bad",
+    ]);
+    assert!(!out.status.success());
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("data line 2: not valid JSON"), "{stderr}");
+    // Names that would leave the session's folder, and flags that name server paths, are refused.
+    let token = server.token();
+    let auth = format!("Bearer {token}");
+    for body in [
+        json!({"name": "../x", "args": []}),
+        json!({"name": "a/b", "args": []}),
+        json!({"name": "ok", "args": ["--output-dir", "/tmp/x"]}),
+        json!({"name": "ok", "args": ["--data=/etc/passwd"]}),
+    ] {
+        let (status, _, text) = http(
+            "POST",
+            &format!("{}/api/v1/sessions/{id}/runs", server.url),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            &body.to_string(),
+        );
+        assert_eq!(status, 400, "{body}: {text}");
+    }
+}
+
+#[test]
+fn a_sealed_session_touches_nothing_but_its_own_folder() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    // A stored connection, so the key file exists to be attacked.
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(&conn, "name: team_openai\ntype: open_ai\napi_key: sk-team-secret\n").unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    std::fs::remove_file(&conn).unwrap();
+    let (_d1, other_flow) = flow("pipeline");
+    let (other, _) = server.start_session(&other_flow, &["--idle-timeout", "0"]);
+    let (_d2, dir) = flow("seal_probe");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let log = server.ok(&["session", "logs", &id]);
+    assert!(log.contains("sealed (Landlock"), "{log}");
+    let h = home.path();
+    let other_dir = h.join("sessions").join(&other);
+    let targets = json!({
+        "read": [
+            h.join("owner.token"), h.join("secret.key"), h.join("flowrt.db"),
+            other_dir.join("agent.token"), other_dir.join("agent.log"),
+            other_flow.join("flow.dag.yaml"),
+        ],
+        "write": [
+            h.join("pwned.txt"), other_dir.join("pwned.txt"), other_flow.join("pwned.txt"),
+        ],
+        "list": [h.to_path_buf(), h.join("sessions")],
+    });
+    let out = server.ok(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        &format!("targets={targets}"),
+    ]);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    let report = &result["report"];
+    for (path, outcome) in report["attempts"].as_object().unwrap() {
+        assert_eq!(outcome, "PermissionError", "{path}: {report:#}");
+    }
+    assert_eq!(
+        report["attempts"].as_object().unwrap().len(),
+        11,
+        "{report:#}"
+    );
+    // Its own work succeeds: its folder, its temp, its flow copy.
+    assert_eq!(report["own"], json!("ok"), "{report:#}");
+    assert!(!h.join("pwned.txt").exists());
 }

@@ -1,0 +1,42 @@
+import os
+import tempfile
+
+from promptflow.core import tool
+
+
+def attempt(action):
+    try:
+        action()
+        return "ok"
+    except PermissionError:
+        return "PermissionError"
+    except FileNotFoundError:
+        # Not there to be denied: the test names only paths that exist.
+        return "FileNotFoundError"
+    except OSError as e:
+        return f"OSError {e.errno}"
+
+
+def write(path):
+    with open(path, "w") as f:
+        f.write("pwned")
+
+
+@tool
+def probe(targets: dict) -> dict:
+    attempts = {}
+    for path in targets.get("read", []):
+        attempts[f"read {path}"] = attempt(lambda p=path: open(p, "rb").read(1))
+    for path in targets.get("write", []):
+        attempts[f"write {path}"] = attempt(lambda p=path: write(p))
+    for path in targets.get("list", []):
+        attempts[f"list {path}"] = attempt(lambda p=path: os.listdir(p))
+    # What a session may do: its folder (the cwd is its flow copy), its temp dir.
+    try:
+        write("scratch.txt")
+        with tempfile.NamedTemporaryFile("w") as f:
+            f.write("x")
+        own = "ok"
+    except OSError as e:
+        own = f"failed: {e}"
+    return {"attempts": attempts, "own": own}
