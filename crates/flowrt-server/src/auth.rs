@@ -37,6 +37,10 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    pub fn is_owner(&self) -> bool {
+        self.0.role == Role::Owner
+    }
+
     pub fn is_admin(&self) -> bool {
         matches!(self.0.role, Role::Owner | Role::Admin)
     }

@@ -81,3 +81,74 @@ impl IntoResponse for ApiErr {
 }
 
 pub type ApiResult<T> = Result<T, ApiErr>;
+
+/// Every rejection the API gives is JSON `{code, message}`, including those axum's extractors and
+/// router write themselves as plain text (bad JSON, wrong content type, a body too large, an
+/// unknown route or method): clients parse one shape.
+pub async fn json_rejections(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "BadRequest",
+        StatusCode::NOT_FOUND => "NotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
+        StatusCode::UNPROCESSABLE_ENTITY => "InvalidBody",
+        s if s.is_server_error() => "Internal",
+        _ => "Rejected",
+    };
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match (status, text.is_empty()) {
+        (StatusCode::NOT_FOUND, true) => {
+            "no such route; GET /api/v1/openapi.json lists them".to_string()
+        }
+        (StatusCode::METHOD_NOT_ALLOWED, true) => {
+            "this route does not take that method; GET /api/v1/openapi.json lists them".to_string()
+        }
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, _) => {
+            "send a JSON body with content-type: application/json".to_string()
+        }
+        (_, true) => status
+            .canonical_reason()
+            .unwrap_or("request rejected")
+            .to_string(),
+        _ => text,
+    };
+    let mut out = (
+        status,
+        Json(ApiError {
+            code: code.into(),
+            message,
+        }),
+    )
+        .into_response();
+    // Keep what the original response said about retrying or authenticating.
+    for (name, value) in parts.headers.iter() {
+        if name == axum::http::header::WWW_AUTHENTICATE
+            || name == axum::http::header::RETRY_AFTER
+            || name == axum::http::header::ALLOW
+        {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
+}

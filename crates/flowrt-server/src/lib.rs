@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub idle_check: Duration,
     /// Interactive (single-line) tests fail after this; batch runs have no overall limit.
     pub interactive_timeout: Duration,
+    /// Where the kernel cannot seal sessions: let users other than the owner start them anyway.
+    pub allow_unsealed: bool,
 }
 
 /// What every handler can reach.
@@ -63,6 +65,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::count,
         ))
+        .layer(axum::middleware::from_fn(error::json_rejections))
         .with_state(state)
 }
 
@@ -89,6 +92,15 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
         config.home.display()
     );
     let idle_check = config.idle_check;
+    let sealing = flowrt_session::seal::probe();
+    eprintln!("compute sessions: {}", sealing.describe());
+    if sealing == flowrt_session::seal::SealStatus::None {
+        if config.allow_unsealed {
+            eprintln!("warning: --allow-unsealed-sessions-for-everyone: any user's session code can read this server's files, tokens and other sessions");
+        } else {
+            eprintln!("warning: only the owner may start sessions here; --allow-unsealed-sessions-for-everyone lets everyone, at that risk");
+        }
+    }
     let state = AppState::new(store.clone(), config);
     // Agents outlive the server: take back the ones still running before serving.
     state.sessions.adopt().await;

@@ -292,7 +292,9 @@ impl Manager {
 
     /// The agent with `pid` ended: a Running session fails; a Stopping one is stopped.
     async fn agent_exited(&self, id: &str, pid: u32, reason: String) {
-        // Whatever the session's state, the process is gone: its groups can go too.
+        // Whatever the session's state, the process is gone: what it started (batch runs,
+        // workers) goes too, then its cgroups.
+        self.backend.kill_group(pid);
         self.backend.release(id);
         if self.agent(id).is_some_and(|h| h.pid == pid) {
             self.set_agent(id, None);
@@ -564,6 +566,11 @@ async fn start(
     Json(req): Json<StartRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_writer()?;
+    if !state.sessions.seal && !state.config.allow_unsealed && !caller.is_owner() {
+        return Err(ApiErr::forbidden(
+            "this server's kernel cannot seal sessions (no Landlock), so only the owner may start them; the owner can restart the server with --allow-unsealed-sessions-for-everyone to accept the risk",
+        ));
+    }
     let flow_dir = std::fs::canonicalize(&req.flow).map_err(|_| {
         ApiErr::bad_request(format!("no flow at '{}' on the server's machine", req.flow))
     })?;
@@ -878,9 +885,24 @@ async fn test(
     Json(req): Json<TestRequest>,
 ) -> ApiResult<Json<Value>> {
     let s = modifiable(&state, &caller, &id).await?;
+    let inputs = match req.inputs {
+        Value::Null => json!({}),
+        v @ Value::Object(_) => v,
+        other => {
+            return Err(ApiErr::bad_request(format!(
+            "inputs must be a JSON object of flow inputs, like {{\"question\": \"hi\"}}; got {}",
+            match other {
+                Value::Array(_) => "a list",
+                Value::String(_) => "a string",
+                Value::Number(_) => "a number",
+                _ => "a boolean",
+            }
+        )))
+        }
+    };
     let addr = agent_of(&s).await?;
     let timeout = state.config.interactive_timeout;
-    let body = json!({"inputs": if req.inputs.is_null() { json!({}) } else { req.inputs }});
+    let body = json!({ "inputs": inputs });
     let token = backend::read_token(&state.sessions.workdir(&id));
     let result = client::request(&addr, &token, "POST", "/lines", Some(&body), timeout).await;
     let _ = state.store.touch_session(&id).await;

@@ -285,6 +285,23 @@ impl LocalBackend {
                 libc::kill(handle.pid as libc::pid_t, libc::SIGKILL);
             }
         }
+        self.kill_group(handle.pid);
+    }
+
+    /// End whatever is left of an agent's session: its batch runs and Python workers share the
+    /// agent's process group (it called setsid), and outlive a killed agent unless ended here.
+    pub fn kill_group(&self, agent_pid: u32) {
+        let Ok(pgid) = libc::pid_t::try_from(agent_pid) else {
+            return;
+        };
+        if pgid <= 1 {
+            return;
+        }
+        // SAFETY: killpg(2) with a process group id and a signal number has no memory-safety
+        // preconditions; a group that no longer exists gives ESRCH, which is ignored.
+        unsafe {
+            libc::killpg(pgid, libc::SIGKILL);
+        }
     }
 
     /// Remove the session's cgroups once its processes are gone.

@@ -97,6 +97,46 @@ impl RunObserver for AgentLog {
     }
 }
 
+impl Agent {
+    /// Whether a batch run started here is still running (finished ones are reaped).
+    fn batch_running(&self) -> bool {
+        let Ok(mut batches) = self.batches.lock() else {
+            return false;
+        };
+        batches.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        !batches.is_empty()
+    }
+
+    /// A stopping session ends its batch runs: SIGTERM cancels each (finished lines are kept and
+    /// `--resume-from` continues it), then SIGKILL for any that has not ended within 5 s.
+    fn stop_batches(&self) {
+        let Ok(mut batches) = self.batches.lock() else {
+            return;
+        };
+        for child in batches.iter() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5)
+            && batches.iter_mut().any(|c| matches!(c.try_wait(), Ok(None)))
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for child in batches.iter_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+        batches.clear();
+    }
+}
+
 type Shared = Arc<Agent>;
 
 pub fn run(args: AgentArgs) -> Result<u8> {
@@ -204,6 +244,33 @@ pub fn run(args: AgentArgs) -> Result<u8> {
                 }
             }
         });
+        // An agent whose server is gone for good stops by itself: when its session folder is
+        // deleted, or after a long idle spell (well past the server's own idle timeout).
+        let watchdog = agent.clone();
+        let token_file = args.token_file.clone();
+        let idle_exit = args.idle_exit;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(2));
+            loop {
+                tick.tick().await;
+                if !token_file.exists() {
+                    eprintln!("the session folder is gone: stopping");
+                    watchdog.shutdown.notify_one();
+                    return;
+                }
+                let idle = watchdog
+                    .last_activity
+                    .lock()
+                    .map(|t| t.elapsed().as_secs_f64())
+                    .unwrap_or(0.0);
+                let busy = watchdog.running.load(Ordering::SeqCst) > 0 || watchdog.batch_running();
+                if idle_exit > 0.0 && !busy && idle > idle_exit {
+                    eprintln!("idle for {idle:.0} s with no word from the server: stopping");
+                    watchdog.shutdown.notify_one();
+                    return;
+                }
+            }
+        });
         let stop = agent.clone();
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -213,6 +280,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
                 }
             })
             .await?;
+        agent.stop_batches();
         invoker.shutdown().await;
         eprintln!("agent for session {} stopped", args.session_id);
         Ok::<_, anyhow::Error>(())

@@ -643,6 +643,11 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     }
 
     let connections = if args.connections_stdin {
+        // Started by a session's agent: a batch never outlives the session that runs it.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+            bail!("the session that started this run is gone");
+        }
         invoker::connections_from_stdin()?
     } else {
         invoker::load_connections(home)?

@@ -19,6 +19,11 @@ pub struct ServerArgs {
     /// Seconds between checks for idle sessions.
     #[arg(long, default_value_t = 5.0)]
     pub idle_check_interval: f64,
+    /// Let every user start sessions even where this kernel cannot seal them (no Landlock): their
+    /// code could then read the server's files, tokens and other users' sessions. Without this
+    /// flag only the owner may start sessions on such a machine.
+    #[arg(long)]
+    pub allow_unsealed_sessions_for_everyone: bool,
 }
 
 #[derive(Args)]
@@ -195,6 +200,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         exe: std::env::current_exe()?,
         idle_check: Duration::from_secs_f64(args.idle_check_interval.max(0.1)),
         interactive_timeout: Duration::from_secs_f64(args.interactive_timeout.max(0.1)),
+        allow_unsealed: args.allow_unsealed_sessions_for_everyone,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

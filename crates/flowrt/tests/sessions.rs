@@ -917,7 +917,11 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
     let server = Server::start(home.path(), &[], &[]);
     // A stored connection, so the key file exists to be attacked.
     let conn = home.path().join("conn.yaml");
-    std::fs::write(&conn, "name: team_openai\ntype: open_ai\napi_key: sk-team-secret\n").unwrap();
+    std::fs::write(
+        &conn,
+        "name: team_openai\ntype: open_ai\napi_key: sk-team-secret\n",
+    )
+    .unwrap();
     server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
     std::fs::remove_file(&conn).unwrap();
     let (_d1, other_flow) = flow("pipeline");
@@ -961,4 +965,183 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
     // Its own work succeeds: its folder, its temp, its flow copy.
     assert_eq!(report["own"], json!("ok"), "{report:#}");
     assert!(!h.join("pwned.txt").exists());
+}
+
+/// The pids of processes whose command line contains `needle` (ours only: this test's runs).
+fn pids_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().next())
+            == Some("Z");
+        if !zombie
+            && String::from_utf8_lossy(&cmd)
+                .replace('\0', " ")
+                .contains(needle)
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !done() {
+        assert!(t.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn stopping_or_killing_a_session_ends_its_batch_and_workers() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("slow");
+    for how in ["stop", "kill"] {
+        let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+        let data = d.path().join("data.jsonl");
+        let rows: String = (0..200).map(|_| "{\"seconds\": 0.5}\n").collect();
+        std::fs::write(&data, rows).unwrap();
+        let name = format!("long_{how}");
+        let mut run = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args([
+                "run",
+                "create",
+                "--session",
+                &id,
+                "--data",
+                data.to_str().unwrap(),
+                "--name",
+                &name,
+            ])
+            .env("FLOWRT_HOME", home.path())
+            .env("FLOWRT_SERVER", &server.url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let batch = format!("--name {name}");
+        wait_until("the batch starts", Duration::from_secs(20), || {
+            !pids_with(&batch).is_empty()
+        });
+        let (_, agent_pid) = server.agent(&id);
+        match how {
+            "stop" => {
+                server.ok(&["session", "stop", &id]);
+            }
+            _ => {
+                Command::new("kill")
+                    .args(["-KILL", &agent_pid.to_string()])
+                    .status()
+                    .unwrap();
+            }
+        }
+        wait_until(
+            &format!("{how}: the batch run ends"),
+            Duration::from_secs(15),
+            || pids_with(&batch).is_empty(),
+        );
+        let session_dir = home.path().join("sessions").join(&id);
+        let flow_copy = session_dir.join("flow");
+        wait_until(
+            &format!("{how}: the workers end"),
+            Duration::from_secs(15),
+            || {
+                pids_with(flow_copy.to_str().unwrap()).is_empty()
+                    && pids_with("flowrt_worker").iter().all(|p| {
+                        std::fs::read_link(format!("/proc/{p}/cwd"))
+                            .map(|c| !c.starts_with(&session_dir))
+                            .unwrap_or(true)
+                    })
+            },
+        );
+        let _ = run.kill();
+        let _ = run.wait();
+    }
+}
+
+#[test]
+fn an_agent_whose_session_folder_is_deleted_stops_by_itself() {
+    let home = tempfile::tempdir().unwrap();
+    let mut server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let (_, pid) = server.agent(&id);
+    // The server is gone for good, and so is the session's folder.
+    server.stop();
+    std::fs::remove_dir_all(home.path().join("sessions").join(&id)).unwrap();
+    wait_until("the agent exits", Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true)
+    });
+}
+
+#[test]
+fn api_rejections_are_json_with_a_message() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let auth = format!("Bearer {}", server.token());
+    let json_ct = ("content-type", "application/json");
+    // (method, path, headers, body, expected status)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, &'a str, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "POST",
+            format!("/api/v1/sessions/{id}/test"),
+            vec![json_ct],
+            r#"{"inputs": [1, 2]}"#,
+            400,
+        ),
+        (
+            "POST",
+            format!("/api/v1/sessions/{id}/test"),
+            vec![json_ct],
+            "{not json",
+            400,
+        ),
+        (
+            "POST",
+            format!("/api/v1/sessions/{id}/test"),
+            vec![("content-type", "text/plain")],
+            "{}",
+            415,
+        ),
+        (
+            "POST",
+            "/api/v1/sessions".to_string(),
+            vec![json_ct],
+            r#"{"size": "small"}"#,
+            422,
+        ),
+        ("GET", "/api/v1/no/such/route".to_string(), vec![], "", 404),
+        ("DELETE", "/api/v1/sessions".to_string(), vec![], "", 405),
+    ];
+    for (method, path, headers, body, expected) in cases {
+        let mut h = headers.clone();
+        h.push(("authorization", &auth));
+        let (status, head, text) = http(method, &format!("{}{path}", server.url), &h, body);
+        assert_eq!(status, expected, "{method} {path} {body}: {text}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{method} {path}: {head}"
+        );
+        let v: Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"));
+        assert!(
+            v["code"].is_string() && !v["message"].as_str().unwrap_or("").is_empty(),
+            "{text}"
+        );
+    }
 }
