@@ -53,6 +53,18 @@ pub fn materialize(flow: &Path, home: &Path) -> Result<PathBuf> {
                 src.display()
             );
         }
+        // An include holding flowrt's home would copy the home, this merged copy included, into
+        // itself without end.
+        if let (Ok(inc_path), Ok(home_path)) = (src.canonicalize(), home.canonicalize()) {
+            if home_path.starts_with(&inc_path) {
+                let _ = std::fs::remove_dir_all(&merged);
+                bail!(
+                    "{}: additional_includes entry '{inc}' holds flowrt's home folder ({}); include the files the flow needs instead",
+                    file.display(),
+                    home_path.display()
+                );
+            }
+        }
         let dst = merged.join(name);
         if src.is_dir() {
             copy_tree(&src, &dst)?;

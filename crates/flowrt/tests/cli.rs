@@ -384,6 +384,40 @@ fn additional_includes_are_merged_into_the_flow() {
     );
 }
 
+#[test]
+fn an_include_holding_the_home_folder_is_refused() {
+    // The attack: an include of flowrt's home copied the home, merged copy and all, into itself.
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    let flow_dir = root.path().join("flow");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&flow_dir).unwrap();
+    std::fs::write(home.join("owner.token"), "secret").unwrap();
+    std::fs::write(
+        flow_dir.join("t.py"),
+        "from promptflow.core import tool\n\n@tool\ndef t() -> str:\n    return 'x'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        flow_dir.join("flow.dag.yaml"),
+        "additional_includes:\n- ../home\noutputs:\n  o: {reference: \"${t.output}\"}\nnodes:\n- name: t\n  type: python\n  source: {type: code, path: t.py}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["flow", "test", flow_dir.to_str().unwrap()])
+        .env("FLOWRT_HOME", &home)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("additional_includes entry '../home' holds flowrt's home folder"),
+        "{stderr}"
+    );
+    let flows = home.join("flows");
+    assert!(!flows.exists() || std::fs::read_dir(&flows).unwrap().next().is_none());
+}
+
 /// Run a chat fixture flow against a fake model with `question`; the messages the model received.
 fn chat_messages(flow_name: &str, question: &str) -> (Value, Vec<Value>) {
     let server = FakeOpenAi::start(0);
