@@ -8,6 +8,7 @@
 mod api;
 mod auth;
 mod error;
+mod flows;
 mod metrics;
 mod openapi;
 mod sessions;
@@ -61,6 +62,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     api::routes(state.clone())
         .merge(sessions::routes())
+        .merge(flows::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count,

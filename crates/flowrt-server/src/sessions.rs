@@ -494,6 +494,8 @@ fn view(s: &Session) -> Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("agent_addr");
         o.remove("agent_pid");
+        // The snapshot's folder on the server means nothing to a client: the flow's name does.
+        o.remove("flow_dir");
     }
     let latest = flowrt_python::latest_base().version;
     if s.base_version != latest && s.env_ref.starts_with("default") {
@@ -571,11 +573,22 @@ async fn start(
             "this server's kernel cannot seal sessions (no Landlock), so only the owner may start them; the owner can restart the server with --allow-unsealed-sessions-for-everyone to accept the risk",
         ));
     }
-    let flow_dir = std::fs::canonicalize(&req.flow).map_err(|_| {
-        ApiErr::bad_request(format!("no flow at '{}' on the server's machine", req.flow))
-    })?;
-    let flow = flowrt_flow::load_flow(&flow_dir, &Default::default())
-        .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    // The server runs only what was pushed: a path means nothing here.
+    if req.flow.contains('/') {
+        return Err(ApiErr::bad_request(format!(
+            "'{}' looks like a path; the server runs flows pushed to it: `flowrt flow push DIR`, then name the flow (NAME or NAME@vN)",
+            req.flow
+        )));
+    }
+    let rec = crate::flows::resolve(&state, &caller, &req.flow).await?;
+    let (_, flow_dir) = crate::flows::snapshot_dir(&state, &rec);
+    let load_from = flow_dir.clone();
+    let flow = tokio::task::spawn_blocking(move || {
+        flowrt_flow::load_flow(&load_from, &Default::default())
+    })
+    .await
+    .map_err(|e| ApiErr::internal("loading the flow", e))?
+    .map_err(|e| ApiErr::bad_request(e.to_string()))?;
     let env_text = req
         .env
         .clone()
@@ -645,6 +658,7 @@ async fn start(
         .insert_session(&NewSession {
             owner: caller.0.id.clone(),
             flow_dir: flow_dir.display().to_string(),
+            flow_ref: Some(rec.reference()),
             env_ref,
             env_key: None,
             base_version,
@@ -814,35 +828,93 @@ async fn install(
     Json(req): Json<InstallRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = modifiable(&state, &caller, &id).await?;
-    let flow = flowrt_flow::load_flow(std::path::Path::new(&s.flow_dir), &Default::default())
-        .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    if req.requirements.len() > 1024 * 1024 {
+        return Err(ApiErr::bad_request(
+            "requirements larger than 1 MiB; a requirements.txt lists packages",
+        ));
+    }
+    // Snapshots never change: saving requirements makes the next version of the session's flow.
+    let reference = s.flow_ref.clone().ok_or_else(|| {
+        ApiErr::conflict(format!(
+            "session '{id}' runs no workspace flow; start a new session"
+        ))
+    })?;
+    let rec = crate::flows::resolve(&state, &caller, &reference).await?;
+    if !caller.may_modify(&rec.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "flow '{}' belongs to another user; push a copy under your own name and start a session on it",
+            rec.name
+        )));
+    }
+    let (snapshot, load_from) = crate::flows::snapshot_dir(&state, &rec);
+    let loaded = load_from.clone();
+    let flow =
+        tokio::task::spawn_blocking(move || flowrt_flow::load_flow(&loaded, &Default::default()))
+            .await
+            .map_err(|e| ApiErr::internal("loading the flow", e))?
+            .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    // The loader has checked that this path stays inside the flow.
     let rel = flow
         .environment
         .python_requirements_txt
         .clone()
         .unwrap_or_else(|| "requirements.txt".into());
-    let path = flow.dir.join(&rel);
-    if !path.starts_with(&flow.dir) || rel.contains("..") {
-        return Err(ApiErr::bad_request(format!(
-            "python_requirements_txt '{rel}' leaves the flow folder"
-        )));
-    }
-    // Never write through a link: it could name any file the server may write.
-    if path
-        .symlink_metadata()
-        .is_ok_and(|m| m.file_type().is_symlink() || !m.is_file())
-    {
-        return Err(ApiErr::bad_request(format!(
-            "the flow's {rel} is a link or not a regular file; flowrt only replaces a regular requirements file"
-        )));
-    }
-    std::fs::write(&path, &req.requirements)
-        .map_err(|e| ApiErr::internal("saving requirements", e))?;
+    let root = state.config.home.join("snapshots");
+    let tmp = root.join(format!("incoming-{id}-{}", std::process::id()));
+    let requirements = req.requirements.clone();
+    let (tmp2, rel2) = (tmp.clone(), rel.clone());
+    let info = tokio::task::spawn_blocking(
+        move || -> Result<flowrt_store::snapshot::SnapshotInfo, String> {
+            copy_flow(&snapshot, &tmp2).map_err(|e| e.to_string())?;
+            std::fs::write(tmp2.join(&rel2), requirements).map_err(|e| e.to_string())?;
+            let limits = flowrt_store::snapshot::SnapshotLimits::default();
+            let files =
+                flowrt_store::snapshot::collect(&tmp2, &limits).map_err(|e| e.to_string())?;
+            let info = flowrt_store::snapshot::SnapshotInfo {
+                hash: flowrt_store::snapshot::hash_files(&files).map_err(|e| e.to_string())?,
+                files: files.len(),
+                bytes: files
+                    .iter()
+                    .filter_map(|(_, p)| std::fs::metadata(p).ok())
+                    .map(|m| m.len())
+                    .sum(),
+            };
+            let dest = tmp2.with_file_name(info.hash.trim_start_matches("sha256:"));
+            if dest.exists() {
+                let _ = std::fs::remove_dir_all(&tmp2);
+            } else {
+                std::fs::rename(&tmp2, &dest).map_err(|e| e.to_string())?;
+            }
+            Ok(info)
+        },
+    )
+    .await
+    .map_err(|e| ApiErr::internal("saving requirements", e))?
+    .map_err(|e| {
+        let _ = std::fs::remove_dir_all(&tmp);
+        ApiErr::internal("saving requirements", e)
+    })?;
+    let (new_rec, _) = state
+        .store
+        .push_flow(
+            &rec.name,
+            &rec.owner,
+            &info.hash,
+            rec.entry.as_deref(),
+            info.files as u64,
+            info.bytes,
+        )
+        .await?;
+    let (_, new_load) = crate::flows::snapshot_dir(&state, &new_rec);
+    state
+        .store
+        .update_session_flow(&id, &new_load.display().to_string(), &new_rec.reference())
+        .await?;
     if req.save_only {
-        let mut v = view(&s);
+        let mut v = view(&state.sessions.get(&id).await?);
         v["note"] = json!(format!(
-            "saved {}; it is installed at the next start or reset",
-            path.display()
+            "saved {rel} as flow {}; it is installed at the next start or reset",
+            new_rec.reference()
         ));
         return Ok((StatusCode::OK, Json(v)));
     }

@@ -253,6 +253,7 @@ impl Store {
             id: format!("s-{}", hex::encode(random_bytes::<6>()?)),
             owner: new.owner.clone(),
             flow_dir: new.flow_dir.clone(),
+            flow_ref: new.flow_ref.clone(),
             env_ref: new.env_ref.clone(),
             env_key: new.env_key.clone(),
             base_version: new.base_version.clone(),
@@ -271,13 +272,14 @@ impl Store {
             updated: now,
         };
         sqlx::query(
-            "INSERT INTO sessions (id, owner, flow_dir, env_ref, env_key, base_version, size,
-                 idle_timeout_s, identity, compute, status, created, last_activity, updated)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sessions (id, owner, flow_dir, flow_ref, env_ref, env_key, base_version,
+                 size, idle_timeout_s, identity, compute, status, created, last_activity, updated)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&session.id)
         .bind(&session.owner)
         .bind(&session.flow_dir)
+        .bind(&session.flow_ref)
         .bind(&session.env_ref)
         .bind(&session.env_key)
         .bind(&session.base_version)
@@ -424,6 +426,106 @@ impl Store {
         .await
         .map_err(db(format!("cannot update session `{id}`")))?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Point a session at another flow version (`session install` saves requirements as one).
+    pub async fn update_session_flow(
+        &self,
+        id: &str,
+        flow_dir: &str,
+        flow_ref: &str,
+    ) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE sessions SET flow_dir = ?, flow_ref = ?, updated = ? WHERE id = ?")
+                .bind(flow_dir)
+                .bind(flow_ref)
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- flows ----
+
+    /// Record a pushed snapshot as the next version of `name`, unless the latest version already
+    /// is this snapshot: then that version is returned and `false` says nothing changed.
+    pub async fn push_flow(
+        &self,
+        name: &str,
+        owner: &str,
+        hash: &str,
+        entry: Option<&str>,
+        files: u64,
+        bytes: u64,
+    ) -> Result<(FlowRecord, bool), StoreError> {
+        if let Some(latest) = self.get_flow(name, None).await? {
+            if latest.hash == hash && latest.entry.as_deref() == entry {
+                return Ok((latest, false));
+            }
+        }
+        let row = sqlx::query(
+            "INSERT INTO flows (name, version, hash, entry, owner, files, bytes, created)
+             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ? FROM flows WHERE name = ?
+             RETURNING version",
+        )
+        .bind(name)
+        .bind(hash)
+        .bind(entry)
+        .bind(owner)
+        .bind(to_i64(files))
+        .bind(to_i64(bytes))
+        .bind(now_ms())
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db(format!("cannot record flow `{name}`")))?;
+        let version: i64 = row
+            .try_get("version")
+            .map_err(db(format!("cannot record flow `{name}`")))?;
+        let version = u32::try_from(version).map_err(|_| StoreError::BadValue {
+            table: "flows",
+            column: "version",
+            value: version.to_string(),
+        })?;
+        let rec =
+            self.get_flow(name, Some(version))
+                .await?
+                .ok_or_else(|| StoreError::BadValue {
+                    table: "flows",
+                    column: "version",
+                    value: version.to_string(),
+                })?;
+        Ok((rec, true))
+    }
+
+    /// `name@v<version>`, or the latest version of `name` when `version` is `None`.
+    pub async fn get_flow(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<FlowRecord>, StoreError> {
+        let by_version = format!("{FLOW_SELECT} WHERE name = ? AND version = ?");
+        let latest = format!("{FLOW_SELECT} WHERE name = ? ORDER BY version DESC LIMIT 1");
+        let query = match version {
+            Some(v) => sqlx::query(&by_version).bind(name).bind(i64::from(v)),
+            None => sqlx::query(&latest).bind(name),
+        };
+        let row = query
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("cannot read flow `{name}`")))?;
+        row.map(|r| flow_from(&r)).transpose()
+    }
+
+    /// Every version of every flow, by name then version.
+    pub async fn list_flows(&self) -> Result<Vec<FlowRecord>, StoreError> {
+        let rows = sqlx::query(&format!("{FLOW_SELECT} ORDER BY name, version"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("cannot list flows"))?;
+        rows.iter().map(flow_from).collect()
     }
 
     /// Mark activity now (a run started or finished), resetting the idle clock.
@@ -712,7 +814,8 @@ impl Store {
     }
 }
 
-const SESSION_SELECT: &str = "SELECT id, owner, flow_dir, env_ref, env_key, base_version, size,
+const SESSION_SELECT: &str =
+    "SELECT id, owner, flow_dir, flow_ref, env_ref, env_key, base_version, size,
     idle_timeout_s, identity, compute, status, phase, reason, log_tail, agent_pid, agent_addr,
     created, last_activity, updated FROM sessions";
 
@@ -833,6 +936,7 @@ fn session_from(r: &SqliteRow) -> Result<Session, StoreError> {
         id: get(r, "id")?,
         owner: get(r, "owner")?,
         flow_dir: get(r, "flow_dir")?,
+        flow_ref: get(r, "flow_ref")?,
         env_ref: get(r, "env_ref")?,
         env_key: get(r, "env_key")?,
         base_version: get(r, "base_version")?,
@@ -849,6 +953,35 @@ fn session_from(r: &SqliteRow) -> Result<Session, StoreError> {
         created: get(r, "created")?,
         last_activity: get(r, "last_activity")?,
         updated: get(r, "updated")?,
+    })
+}
+
+const FLOW_SELECT: &str =
+    "SELECT name, version, hash, entry, owner, files, bytes, created FROM flows";
+
+fn flow_from(r: &SqliteRow) -> Result<FlowRecord, StoreError> {
+    let number = |column: &'static str| -> Result<u64, StoreError> {
+        let v: i64 = get(r, column)?;
+        u64::try_from(v).map_err(|_| StoreError::BadValue {
+            table: "flows",
+            column,
+            value: v.to_string(),
+        })
+    };
+    let version = u32::try_from(number("version")?).map_err(|_| StoreError::BadValue {
+        table: "flows",
+        column: "version",
+        value: "too large".into(),
+    })?;
+    Ok(FlowRecord {
+        name: get(r, "name")?,
+        version,
+        hash: get(r, "hash")?,
+        entry: get(r, "entry")?,
+        owner: get(r, "owner")?,
+        files: number("files")?,
+        bytes: number("bytes")?,
+        created: get(r, "created")?,
     })
 }
 

@@ -20,11 +20,12 @@ mod fsutil;
 mod parse;
 mod records;
 mod secret;
+pub mod snapshot;
 
 pub use control::{Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
 pub use records::{
-    Compute, ComputeKind, ComputeStatus, EnvironmentRecord, Identity, NewSession, Role, RunKind,
-    RunRecord, RunStatus, Session, User,
+    Compute, ComputeKind, ComputeStatus, EnvironmentRecord, FlowRecord, Identity, NewSession, Role,
+    RunKind, RunRecord, RunStatus, Session, User,
 };
 
 pub use error::StoreError;

@@ -64,7 +64,10 @@ pub struct Compute {
 pub struct NewSession {
     /// The owning user id.
     pub owner: String,
+    /// The snapshot folder the session runs (the server's, never a client's path).
     pub flow_dir: String,
+    /// The workspace flow it runs, `name@vN`.
+    pub flow_ref: Option<String>,
     /// `default@1.1.0`, `myenv@v2`, ...
     pub env_ref: String,
     /// The environment's content key once resolved.
@@ -83,7 +86,10 @@ pub struct Session {
     /// `s-<12 hex>`.
     pub id: String,
     pub owner: String,
+    /// The snapshot folder the session runs (the server's, never a client's path).
     pub flow_dir: String,
+    /// The workspace flow it runs, `name@vN`.
+    pub flow_ref: Option<String>,
     pub env_ref: String,
     pub env_key: Option<String>,
     pub base_version: String,
@@ -104,6 +110,29 @@ pub struct Session {
     pub created: i64,
     pub last_activity: i64,
     pub updated: i64,
+}
+
+/// A flow version in the workspace: `name@v<version>`, naming a content-addressed snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    pub name: String,
+    pub version: u32,
+    /// `sha256:<hex>` of the snapshot's files.
+    pub hash: String,
+    /// The flow file inside the snapshot when it is not the folder itself (a `.prompty`).
+    pub entry: Option<String>,
+    /// The user id that pushed it.
+    pub owner: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub created: i64,
+}
+
+impl FlowRecord {
+    /// `name@vN`.
+    pub fn reference(&self) -> String {
+        format!("{}@v{}", self.name, self.version)
+    }
 }
 
 /// A published custom environment `name@v<version>`.

@@ -16,6 +16,7 @@ fn new_session(owner: &str) -> NewSession {
     NewSession {
         owner: owner.to_string(),
         flow_dir: "/flows/a".into(),
+        flow_ref: Some("a@v1".into()),
         env_ref: "default@1.1.0".into(),
         env_key: None,
         base_version: "1.1.0".into(),
@@ -388,4 +389,50 @@ fn file_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
             bytes.windows(needle.len()).any(|w| w == needle)
         }
     })
+}
+
+#[tokio::test]
+async fn flow_versions_are_numbered_by_name_and_an_unchanged_push_adds_none() {
+    let (_home, store) = store().await;
+    store.ensure_owner().await.unwrap();
+    let owner = store.list_users().await.unwrap()[0].id.clone();
+    let (v1, created) = store
+        .push_flow("qa", &owner, "sha256:aa", None, 2, 10)
+        .await
+        .unwrap();
+    assert!(created);
+    assert_eq!(v1.reference(), "qa@v1");
+    let (same, created) = store
+        .push_flow("qa", &owner, "sha256:aa", None, 2, 10)
+        .await
+        .unwrap();
+    assert!(!created);
+    assert_eq!(same.version, 1);
+    let (v2, _) = store
+        .push_flow("qa", &owner, "sha256:bb", None, 3, 12)
+        .await
+        .unwrap();
+    assert_eq!(v2.reference(), "qa@v2");
+    let (other, _) = store
+        .push_flow("chat", &owner, "sha256:aa", Some("chat.prompty"), 1, 5)
+        .await
+        .unwrap();
+    assert_eq!(other.reference(), "chat@v1");
+    assert_eq!(
+        store.get_flow("qa", None).await.unwrap().unwrap().hash,
+        "sha256:bb"
+    );
+    assert_eq!(
+        store.get_flow("qa", Some(1)).await.unwrap().unwrap().hash,
+        "sha256:aa"
+    );
+    assert!(store.get_flow("qa", Some(9)).await.unwrap().is_none());
+    let all: Vec<String> = store
+        .list_flows()
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.reference())
+        .collect();
+    assert_eq!(all, ["chat@v1", "qa@v1", "qa@v2"]);
 }

@@ -7,6 +7,7 @@ mod env_cmd;
 mod fmt;
 mod includes;
 mod invoker;
+mod push;
 mod remote;
 mod run_cmd;
 mod runs;
@@ -96,6 +97,35 @@ enum FlowCommand {
     ///
     /// Example: flowrt flow serve ./my_flow --port 8080
     Serve(serve_cmd::ServeArgs),
+    /// Upload a flow to a server's workspace as its next version (NAME@vN); prints the reference.
+    ///
+    /// The folder is packed as promptflow packs snapshots: additional_includes merged in,
+    /// .gitignore and .amlignore honoured. A folder unchanged since its latest version uploads
+    /// nothing. Example: flowrt flow push ./qa --name qa
+    Push {
+        /// The flow folder (or a .prompty file).
+        flow: PathBuf,
+        /// The name in the workspace (default: the folder's name).
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+    },
+    /// List the flows in a server's workspace you may see, with their versions.
+    List {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+    },
+    /// Show a workspace flow as JSON: inputs, outputs, nodes and edges (what a UI draws).
+    Show {
+        /// NAME (the latest version) or NAME@vN.
+        reference: String,
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+    },
     /// Check a flow without running it: YAML, references, tool files, cycles.
     Validate {
         /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
@@ -157,6 +187,15 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Flow(FlowCommand::Test(args)) => test_cmd::run(args),
         Command::Flow(FlowCommand::Serve(args)) => serve_cmd::run(args),
         Command::Flow(FlowCommand::Validate { flow: flow_dir }) => validate(&flow_dir),
+        Command::Flow(FlowCommand::Push { flow, name, server }) => {
+            session_cmd::flow_push(&flow, name.as_deref(), server.server.as_deref())
+        }
+        Command::Flow(FlowCommand::List { json, server }) => {
+            session_cmd::flow_list(json, server.server.as_deref())
+        }
+        Command::Flow(FlowCommand::Show { reference, server }) => {
+            session_cmd::flow_show(&reference, server.server.as_deref())
+        }
         Command::Run(cmd) => run_cmd::run(cmd),
         Command::Connection(cmd) => connection(cmd),
         Command::Env(cmd) => env_cmd::run(cmd),

@@ -48,6 +48,22 @@ impl Remote {
         if let Some(b) = body {
             req = req.json(&b);
         }
+        self.send(req).await
+    }
+
+    /// POST raw bytes (a snapshot archive) and read the JSON reply.
+    pub async fn post_bytes(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Value> {
+        let url = format!("{}{path}", self.base);
+        let req = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body);
+        self.send(req).await
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
         let resp = req.send().await.map_err(|e| {
             anyhow!("cannot reach the flowrt server at {}: {e}\nhint: start it with `flowrt server`, or set FLOWRT_SERVER", self.base)
         })?;

@@ -39,7 +39,9 @@ pub enum SessionCommand {
     ///
     /// Example: flowrt session start --flow ./my_flow --size medium --idle-timeout 30m
     Start {
-        /// The flow folder the session runs (its requirements.txt customizes the environment).
+        /// The flow: a folder (pushed to the workspace first, under its folder's name; nothing is
+        /// sent when unchanged) or a workspace flow, NAME or NAME@vN. Its requirements.txt
+        /// customizes the environment.
         #[arg(long)]
         flow: PathBuf,
         /// small, medium or large (resource limits: see README).
@@ -185,6 +187,65 @@ pub enum ComputeCommand {
     },
 }
 
+/// `flowrt flow push`.
+pub fn flow_push(flow: &std::path::Path, name: Option<&str>, server: Option<&str>) -> Result<u8> {
+    let home = flowrt_store::flowrt_home();
+    let remote = Remote::from_env(server, &home)?;
+    let name = name
+        .map(str::to_string)
+        .unwrap_or_else(|| crate::push::default_name(flow));
+    block(async move {
+        let pushed = crate::push::push(&remote, flow, &name, &home).await?;
+        if pushed.unchanged {
+            eprintln!("unchanged since {}: nothing uploaded", pushed.reference);
+        } else {
+            eprintln!("uploaded {} bytes", pushed.bytes_sent);
+        }
+        println!("{}", pushed.reference);
+        Ok(0)
+    })
+}
+
+/// `flowrt flow list`.
+pub fn flow_list(json_out: bool, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    block(async move {
+        let all = remote.call("GET", "/api/v1/flows", None).await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&all)?);
+            return Ok(0);
+        }
+        let flows: Vec<&Value> = all.as_array().into_iter().flatten().collect();
+        if flows.is_empty() {
+            eprintln!("no flows yet; push one with `flowrt flow push DIR`");
+            return Ok(0);
+        }
+        let mut t = crate::fmt::table(&["FLOW", "FILES", "BYTES", "HASH"], &["FILES", "BYTES"]);
+        for f in flows {
+            t.add_row(vec![
+                f["ref"].as_str().unwrap_or("").to_string(),
+                f["files"].to_string(),
+                f["bytes"].to_string(),
+                crate::fmt::clip(f["hash"].as_str().unwrap_or(""), 19),
+            ]);
+        }
+        crate::fmt::print_table(&t);
+        Ok(0)
+    })
+}
+
+/// `flowrt flow show`.
+pub fn flow_show(reference: &str, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    block(async move {
+        let v = remote
+            .call("GET", &format!("/api/v1/flows/{reference}"), None)
+            .await?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(0)
+    })
+}
+
 pub fn server(args: ServerArgs) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     // Everything the server and its agents create (database, session folders, logs, tokens) is
@@ -295,7 +356,7 @@ fn print_session(s: &Value) {
     if let Some(r) = s["reason"].as_str() {
         println!("reason:        {r}");
     }
-    println!("flow:          {}", s["flow_dir"].as_str().unwrap_or(""));
+    println!("flow:          {}", s["flow_ref"].as_str().unwrap_or(""));
     println!(
         "environment:   {} (base {})",
         s["env_ref"].as_str().unwrap_or(""),
@@ -330,10 +391,21 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                 compute,
                 no_wait,
             } => {
-                let flow = flow
-                    .canonicalize()
-                    .map_err(|_| anyhow!("no flow at {}", flow.display()))?;
-                let mut body = json!({"flow": flow, "size": parse_size(&size)?});
+                // A folder here is pushed first (nothing is sent when it is unchanged); anything
+                // else names a workspace flow.
+                let reference = if flow.exists() {
+                    let name = crate::push::default_name(&flow);
+                    let pushed =
+                        crate::push::push(&remote, &flow, &name, &flowrt_store::flowrt_home())
+                            .await?;
+                    if !pushed.unchanged {
+                        eprintln!("pushed {} ({} bytes)", pushed.reference, pushed.bytes_sent);
+                    }
+                    pushed.reference
+                } else {
+                    flow.display().to_string()
+                };
+                let mut body = json!({"flow": reference, "size": parse_size(&size)?});
                 if let Some(t) = idle_timeout {
                     body["idle_timeout_s"] = json!(parse_idle(&t)?);
                 }
@@ -381,7 +453,7 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                             s["size"].as_str().unwrap_or("").to_string(),
                             s["env_ref"].as_str().unwrap_or("").to_string(),
                             idle_text(s["idle_timeout_s"].as_u64().unwrap_or(0)),
-                            s["flow_dir"].as_str().unwrap_or("").to_string(),
+                            s["flow_ref"].as_str().unwrap_or("").to_string(),
                         ]);
                     }
                     crate::fmt::print_table(&t);

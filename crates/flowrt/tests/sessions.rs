@@ -90,6 +90,17 @@ impl Server {
             .unwrap()
     }
 
+    /// The CLI as the user whose API token is `token`.
+    fn cli_as(&self, token: &str, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", &self.home)
+            .env("FLOWRT_SERVER", &self.url)
+            .env("FLOWRT_TOKEN", token)
+            .output()
+            .unwrap()
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
         assert!(
@@ -729,9 +740,21 @@ fn roles_and_compute_instances_are_isolated_per_user() {
         404
     );
 
-    // Alice starts a session on her instance; Bob can neither see nor use it.
+    // Alice pushes a flow and starts a session on her instance; Bob can neither see nor use it.
     let (_d, dir) = flow("pipeline");
-    let body = json!({"flow": dir, "compute": "alice-box", "idle_timeout_s": 0}).to_string();
+    let alice_token = alice.trim_start_matches("Bearer ");
+    let pushed = server.cli_as(alice_token, &["flow", "push", dir.to_str().unwrap()]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&pushed.stdout).trim(),
+        "pipeline@v1"
+    );
+    let body =
+        json!({"flow": "pipeline@v1", "compute": "alice-box", "idle_timeout_s": 0}).to_string();
     let (status, s) = api("POST", "/api/v1/sessions", &alice, &body);
     assert_eq!(status, 202, "{s}");
     let id = s["id"].as_str().unwrap().to_string();
@@ -751,8 +774,26 @@ fn roles_and_compute_instances_are_isolated_per_user() {
         404
     );
     assert_eq!(api("GET", "/api/v1/sessions", &bob, "").1, json!([]));
-    // Bob cannot start a session on Alice's instance either.
-    let body = json!({"flow": dir, "compute": "alice-box"}).to_string();
+    // Bob sees neither Alice's flow nor that its name exists; he pushes his own under another name.
+    let bob_token = bob.trim_start_matches("Bearer ");
+    assert_eq!(api("GET", "/api/v1/flows/pipeline", &bob, "").0, 404);
+    assert_eq!(api("GET", "/api/v1/flows", &bob, "").1, json!([]));
+    let refused = server.cli_as(bob_token, &["flow", "push", dir.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("the name 'pipeline' is taken"));
+    let pushed = server.cli_as(
+        bob_token,
+        &["flow", "push", dir.to_str().unwrap(), "--name", "bobs"],
+    );
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    // Bob cannot start a session on Alice's flow, nor on Alice's instance.
+    let body = json!({"flow": "pipeline@v1"}).to_string();
+    assert_eq!(api("POST", "/api/v1/sessions", &bob, &body).0, 404);
+    let body = json!({"flow": "bobs", "compute": "alice-box"}).to_string();
     assert_eq!(api("POST", "/api/v1/sessions", &bob, &body).0, 404);
     // A viewer reads but may not act.
     assert_eq!(
@@ -777,7 +818,7 @@ fn roles_and_compute_instances_are_isolated_per_user() {
         api("POST", "/api/v1/computes/alice-box/stop", &alice, "").0,
         200
     );
-    let body = json!({"flow": dir, "compute": "alice-box"}).to_string();
+    let body = json!({"flow": "pipeline@v1", "compute": "alice-box"}).to_string();
     let (status, e) = api("POST", "/api/v1/sessions", &alice, &body);
     assert_eq!(status, 409);
     assert!(
@@ -860,10 +901,23 @@ fn session_files_are_private_and_install_never_writes_through_a_symlink() {
         reqs.to_str().unwrap(),
         "--save-only",
     ]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("requirements.txt"), "{stderr}");
+    // The session runs the pushed snapshot, not the folder: the link is never written through,
+    // and the requirements become the flow's next version.
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert_eq!(server.show(&id)["flow_ref"], "pipeline@v2");
+    // Pushing a folder with a link out of it is refused on the client, naming the link.
+    let pushed = server.cli(&["flow", "push", dir.to_str().unwrap()]);
+    assert!(!pushed.status.success());
+    let stderr = String::from_utf8_lossy(&pushed.stderr);
+    assert!(
+        stderr.contains("'requirements.txt' is a link to"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -1144,4 +1198,178 @@ fn api_rejections_are_json_with_a_message() {
             "{text}"
         );
     }
+}
+
+/// A gzip-compressed tar whose entries are written raw, as an attacker would write them.
+fn hostile_archive(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (path, ty, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*ty);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        let name = h.as_old_mut().name.as_mut();
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        tar.append(&h, *data).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+/// POST raw bytes; (status, body).
+fn post_raw(url: &str, token: &str, body: &[u8]) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    use std::io::{Read, Write};
+    let head = format!(
+        "POST /{path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\nauthorization: Bearer {token}\r\ncontent-type: application/gzip\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_string())
+}
+
+#[test]
+fn workspace_flows_upload_once_and_run_after_the_folder_is_gone() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("pipeline");
+    let push = |args: &[&str]| {
+        let mut all = vec!["flow", "push", dir.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = server.cli(&all);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (first, said) = push(&[]);
+    assert_eq!(first, "pipeline@v1");
+    assert!(said.contains("uploaded"), "{said}");
+    // Unchanged: compared by hash, nothing is sent, no new version.
+    let (again, said) = push(&[]);
+    assert_eq!(again, "pipeline@v1");
+    assert!(said.contains("nothing uploaded"), "{said}");
+    // Changed: the next version. Ignored files do not count.
+    std::fs::write(dir.join(".amlignore"), "scratch/\n").unwrap();
+    let (second, _) = push(&[]);
+    assert_eq!(second, "pipeline@v2");
+    std::fs::create_dir_all(dir.join("scratch")).unwrap();
+    std::fs::write(dir.join("scratch/big.txt"), "x".repeat(10_000)).unwrap();
+    assert_eq!(push(&[]).0, "pipeline@v2");
+
+    let list = server.ok(&["flow", "list"]);
+    assert!(
+        list.contains("pipeline@v1") && list.contains("pipeline@v2"),
+        "{list}"
+    );
+    let shown: Value = serde_json::from_str(&server.ok(&["flow", "show", "pipeline@v1"])).unwrap();
+    assert_eq!(shown["ref"], "pipeline@v1");
+    assert_eq!(shown["inputs"]["times"]["type"], "int");
+    assert!(shown["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|n| n["name"] == "stats"));
+    assert!(
+        shown["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["from"] == "inputs"),
+        "{shown:#}"
+    );
+
+    // The folder is gone: the server runs what was uploaded.
+    drop(d);
+    assert!(!dir.exists());
+    let out = server.ok(&[
+        "session",
+        "start",
+        "--flow",
+        "pipeline@v2",
+        "--idle-timeout",
+        "0",
+    ]);
+    let id = out.lines().last().unwrap().trim().to_string();
+    let out = server.ok(&[
+        "flow",
+        "test",
+        "pipeline",
+        "--session",
+        &id,
+        "--inputs",
+        "text=a b",
+        "times=2",
+    ]);
+    let outputs: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(outputs["repeated"], json!("b-b"));
+    // A path is not a flow to the server.
+    let token = server.token();
+    let auth = format!("Bearer {token}");
+    let (status, _, text) = http(
+        "POST",
+        &format!("{}/api/v1/sessions", server.url),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &json!({"flow": "/etc"}).to_string(),
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("looks like a path"), "{text}");
+
+    // Bad uploads get a 4xx that says what and where.
+    let reg = tar::EntryType::Regular;
+    let url = format!("{}/api/v1/flows/evil", server.url);
+    for (upload, says) in [
+        (
+            b"this is not an archive".to_vec(),
+            "not a valid gzip-compressed tar archive",
+        ),
+        (
+            hostile_archive(&[("../x.py", reg, b"x")]),
+            "'../x.py' leaves the flow folder",
+        ),
+        (
+            hostile_archive(&[("/etc/cron.d/x", reg, b"x")]),
+            "'/etc/cron.d/x' is an absolute path",
+        ),
+        (
+            hostile_archive(&[("l", tar::EntryType::Symlink, b"")]),
+            "'l' is a link",
+        ),
+        (
+            hostile_archive(&[("d", tar::EntryType::Block, b"")]),
+            "'d' is a device",
+        ),
+        (
+            hostile_archive(&[("flow.dag.yaml", reg, b"nodes: [")]),
+            "invalid YAML",
+        ),
+    ] {
+        let (status, text) = post_raw(&url, &token, &upload);
+        assert_eq!(status, 400, "{says}: {text}");
+        assert!(text.contains(says), "{says}: {text}");
+    }
+    let (status, text) = post_raw(&format!("{}/api/v1/flows/..%2Fx", server.url), &token, b"");
+    assert!(status == 400 || status == 404, "{status} {text}");
+    assert!(server.show(&id)["status"] == "Running");
 }

@@ -1,0 +1,325 @@
+//! Flows in the workspace: `/api/v1/flows`. A client pushes a flow folder as a snapshot (a
+//! gzip-compressed tar); the server checks and unpacks it under `<FLOWRT_HOME>/snapshots/<hash>/`,
+//! records it as the next version of its name, and from then on runs only what was uploaded.
+//! `GET /api/v1/flows/{ref}` describes a version as a UI draws it: inputs, outputs, nodes, edges.
+
+use crate::auth::Caller;
+use crate::error::{ApiErr, ApiResult};
+use crate::AppState;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowrt_flow::{Flow, InputValue, RefSource};
+use flowrt_store::snapshot::{self, SnapshotLimits};
+use flowrt_store::FlowRecord;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+pub fn routes() -> Router<AppState> {
+    let limit = SnapshotLimits::default().max_total_bytes as usize + 1024 * 1024;
+    Router::new().route("/api/v1/flows", get(list)).route(
+        "/api/v1/flows/{name}",
+        post(push).get(show).layer(DefaultBodyLimit::max(limit)),
+    )
+}
+
+/// A flow name is a folder-like word: it appears in references (`name@v2`) and URLs.
+pub fn check_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiErr::bad_request(format!(
+            "invalid flow name '{name}': use up to 100 letters, digits, '_', '-' and '.' (not leading)"
+        )))
+    }
+}
+
+/// `name` or `name@vN`.
+pub fn parse_ref(reference: &str) -> ApiResult<(String, Option<u32>)> {
+    let (name, version) = match reference.rsplit_once("@v") {
+        Some((n, v)) => {
+            let v: u32 = v.parse().map_err(|_| {
+                ApiErr::bad_request(format!(
+                    "'{reference}' is not a flow reference; use NAME or NAME@vN"
+                ))
+            })?;
+            (n, Some(v))
+        }
+        None => (reference, None),
+    };
+    check_name(name)?;
+    Ok((name.to_string(), version))
+}
+
+/// The snapshot folder of a flow version, and the path to load it from.
+pub fn snapshot_dir(state: &AppState, rec: &FlowRecord) -> (PathBuf, PathBuf) {
+    let dir = state
+        .config
+        .home
+        .join("snapshots")
+        .join(rec.hash.trim_start_matches("sha256:"));
+    let load_from = match &rec.entry {
+        Some(e) => dir.join(e),
+        None => dir.clone(),
+    };
+    (dir, load_from)
+}
+
+/// The flow version `reference` names, if the caller may see it (404 otherwise, so another
+/// user's flow does not show it exists).
+pub async fn resolve(state: &AppState, caller: &Caller, reference: &str) -> ApiResult<FlowRecord> {
+    let (name, version) = parse_ref(reference)?;
+    let rec = state.store.get_flow(&name, version).await?;
+    match rec {
+        Some(r) if caller.may_access(&r.owner) => Ok(r),
+        _ => Err(ApiErr::not_found(format!(
+            "flow '{reference}' does not exist; push it with `flowrt flow push DIR --name {name}` (`flowrt flow list` shows yours)"
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct PushQuery {
+    /// The flow file inside the snapshot, when it is a `.prompty` file rather than the folder.
+    #[serde(default)]
+    entry: Option<String>,
+}
+
+/// Load a snapshot as a flow off the async runtime: parsing is bounded, but it is still work.
+async fn load(dir: PathBuf, name: String) -> ApiResult<Flow> {
+    let shown = dir.display().to_string();
+    tokio::task::spawn_blocking(move || flowrt_flow::load_flow(&dir, &Default::default()))
+        .await
+        .map_err(|e| ApiErr::internal("loading the flow", e))?
+        .map_err(|e| ApiErr::bad_request(e.to_string().replace(&shown, &name)))
+}
+
+async fn push(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<PushQuery>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_writer()?;
+    check_name(&name)?;
+    if let Some(latest) = state.store.get_flow(&name, None).await? {
+        if !caller.may_modify(&latest.owner) {
+            return Err(if caller.may_access(&latest.owner) {
+                ApiErr::forbidden(format!(
+                    "flow '{name}' belongs to another user; push yours under another name (--name)"
+                ))
+            } else {
+                // Taken by someone this caller may not see: say no more than that the name is taken.
+                ApiErr::conflict(format!(
+                    "the name '{name}' is taken; push under another name (--name)"
+                ))
+            });
+        }
+    }
+    let entry = match q.entry {
+        Some(e) => {
+            let p = std::path::Path::new(&e);
+            if p.is_absolute() || p.components().count() != 1 || e.starts_with('.') {
+                return Err(ApiErr::bad_request(format!(
+                    "entry '{e}' must name a file at the top of the snapshot"
+                )));
+            }
+            Some(e)
+        }
+        None => None,
+    };
+    let root = state.config.home.join("snapshots");
+    let tmp = root.join(format!(
+        "incoming-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    let (tmp2, root2) = (tmp.clone(), root.clone());
+    let unpacked = tokio::task::spawn_blocking(move || {
+        let info = snapshot::unpack(&body, &tmp2, &SnapshotLimits::default());
+        let info = match info {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp2);
+                return Err(e);
+            }
+        };
+        let dest = root2.join(info.hash.trim_start_matches("sha256:"));
+        if dest.exists() {
+            let _ = std::fs::remove_dir_all(&tmp2);
+        } else if let Err(source) = std::fs::rename(&tmp2, &dest) {
+            let _ = std::fs::remove_dir_all(&tmp2);
+            return Err(snapshot::SnapshotError::Io {
+                action: "cannot store the snapshot in",
+                path: dest,
+                source,
+            });
+        }
+        Ok(info)
+    })
+    .await
+    .map_err(|e| ApiErr::internal("unpacking the flow", e))?;
+    let info = unpacked.map_err(|e| {
+        if e.is_bad_upload() {
+            ApiErr::bad_request(format!("flow '{name}': {e}"))
+        } else {
+            ApiErr::internal("storing the flow", e)
+        }
+    })?;
+    let dir = root.join(info.hash.trim_start_matches("sha256:"));
+    let load_from = match &entry {
+        Some(e) => dir.join(e),
+        None => dir.clone(),
+    };
+    load(load_from, name.clone()).await?;
+    let (rec, created) = state
+        .store
+        .push_flow(
+            &name,
+            &caller.0.id,
+            &info.hash,
+            entry.as_deref(),
+            info.files as u64,
+            info.bytes,
+        )
+        .await?;
+    let mut v = record_view(&rec);
+    v["unchanged"] = json!(!created);
+    Ok((
+        if created {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        },
+        Json(v),
+    ))
+}
+
+fn record_view(r: &FlowRecord) -> Value {
+    json!({
+        "name": r.name,
+        "version": r.version,
+        "ref": r.reference(),
+        "hash": r.hash,
+        "entry": r.entry,
+        "owner": r.owner,
+        "files": r.files,
+        "bytes": r.bytes,
+        "created": r.created,
+    })
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let all: Vec<Value> = state
+        .store
+        .list_flows()
+        .await?
+        .iter()
+        .filter(|r| caller.may_access(&r.owner))
+        .map(record_view)
+        .collect();
+    Ok(Json(Value::Array(all)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(reference): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let rec = resolve(&state, &caller, &reference).await?;
+    let (_, load_from) = snapshot_dir(&state, &rec);
+    let flow = load(load_from, rec.reference()).await?;
+    let mut v = record_view(&rec);
+    if let (Some(o), Value::Object(graph)) = (v.as_object_mut(), describe(&flow)) {
+        o.extend(graph);
+    }
+    Ok(Json(v))
+}
+
+/// What a UI draws: typed inputs and outputs, nodes with their kind and inputs, and the edges
+/// between them (from a node or `inputs`, to a node or `outputs`).
+pub fn describe(flow: &Flow) -> Value {
+    let inputs: serde_json::Map<String, Value> = flow
+        .inputs
+        .iter()
+        .map(|(k, i)| {
+            (
+                k.clone(),
+                json!({
+                    "type": i.ty.as_str(),
+                    "default": i.default,
+                    "is_chat_input": i.is_chat_input,
+                    "is_chat_history": i.is_chat_history,
+                }),
+            )
+        })
+        .collect();
+    let outputs: serde_json::Map<String, Value> = flow
+        .outputs
+        .iter()
+        .map(|(k, o)| {
+            (
+                k.clone(),
+                json!({"reference": o.reference.to_string(), "type": o.ty, "is_chat_output": o.is_chat_output}),
+            )
+        })
+        .collect();
+    let mut edges: Vec<Value> = Vec::new();
+    let source_of = |s: &RefSource| match s {
+        RefSource::FlowInput(_) => "inputs".to_string(),
+        RefSource::Node(n) => n.clone(),
+    };
+    let nodes: Vec<Value> = flow
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut node_inputs = serde_json::Map::new();
+            for (k, v) in &n.inputs {
+                match v {
+                    InputValue::Reference(r) => {
+                        edges.push(json!({"from": source_of(&r.source), "to": n.name, "input": k}));
+                        node_inputs.insert(k.clone(), json!(r.to_string()));
+                    }
+                    InputValue::Literal(l) => {
+                        node_inputs.insert(k.clone(), l.clone());
+                    }
+                }
+            }
+            if let Some(a) = &n.activate {
+                edges.push(json!({"from": source_of(&a.when.source), "to": n.name, "activate": true}));
+            }
+            json!({
+                "name": n.name,
+                "type": n.kind.as_str(),
+                "source": n.source.path().map(str::to_string).or_else(|| match &n.source {
+                    flowrt_flow::ToolSource::Package { tool } => Some(tool.clone()),
+                    _ => None,
+                }),
+                "connection": n.connection,
+                "api": n.api,
+                "aggregation": n.aggregation,
+                "variant": n.variant,
+                "activate": n.activate.as_ref().map(|a| json!({"when": a.when.to_string(), "is": a.is})),
+                "inputs": node_inputs,
+            })
+        })
+        .collect();
+    for (name, o) in &flow.outputs {
+        edges
+            .push(json!({"from": source_of(&o.reference.source), "to": "outputs", "output": name}));
+    }
+    json!({"inputs": inputs, "outputs": outputs, "nodes": nodes, "edges": edges})
+}
