@@ -10,6 +10,7 @@ mod invoker;
 mod push;
 mod remote;
 mod run_cmd;
+mod run_view;
 mod runs;
 mod serve_cmd;
 mod session_cmd;

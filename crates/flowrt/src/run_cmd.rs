@@ -31,30 +31,56 @@ pub enum RunCommand {
     /// by `run show-details`); 1 the run failed (every line failed), or any line failed with
     /// --strict; 2 bad input (flow, data, mapping); 130 canceled (resume it with --resume-from).
     Create(Box<CreateArgs>),
-    /// List runs.
+    /// List runs: those made here and, with a server configured, those in your sessions.
     List {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// The server whose session runs to list too (default: FLOWRT_SERVER, when set).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Show a run's status and counts.
     Show {
+        /// The run's name (`flowrt run list` shows them).
         name: String,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Show a table of a run's lines: status, inputs, outputs, errors.
     ShowDetails {
+        /// The run's name.
         name: String,
         /// Show at most this many lines.
         #[arg(long, default_value_t = 50)]
         max_lines: usize,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Show a run's metrics (from its aggregation nodes' log_metric calls).
-    ShowMetrics { name: String },
+    ShowMetrics {
+        /// The run's name.
+        name: String,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Cancel a running run: finished lines are kept and `--resume-from` continues it.
-    Cancel { name: String },
+    Cancel {
+        /// The run's name.
+        name: String,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 #[derive(Args)]
@@ -112,6 +138,9 @@ pub struct CreateArgs {
     /// hands them to a batch run.
     #[arg(long, hide = true)]
     pub connections_stdin: bool,
+    /// Python workers to run (default: one per core); a session passes its size's.
+    #[arg(long, hide = true)]
+    pub workers: Option<usize>,
     /// Run the batch inside this compute session (on the server at --server / FLOWRT_SERVER).
     #[arg(long, value_name = "SESSION_ID")]
     pub session: Option<String>,
@@ -127,145 +156,21 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
             crate::session_cmd::batch_in_session(*args)
         }
         RunCommand::Create(args) => create(*args, &home),
-        RunCommand::List { json } => {
-            let all = runs::list(&home)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
-            } else if all.is_empty() {
-                eprintln!("no runs yet; start one with `flowrt run create --flow DIR --data FILE`");
-            } else {
-                let mut t = crate::fmt::table(
-                    &[
-                        "NAME", "STATUS", "LINES", "DONE", "FAILED", "DURATION", "CREATED",
-                    ],
-                    &["LINES", "DONE", "FAILED", "DURATION"],
-                );
-                for r in all {
-                    t.add_row(vec![
-                        r.name.clone(),
-                        format!("{:?}", r.status),
-                        r.total_lines.to_string(),
-                        r.completed_lines.to_string(),
-                        r.failed_lines.to_string(),
-                        if r.status == RunStatus::Running {
-                            "-".into()
-                        } else {
-                            crate::fmt::seconds(r.duration_s)
-                        },
-                        crate::fmt::timestamp(&r.created),
-                    ]);
-                }
-                crate::fmt::print_table(&t);
-            }
-            Ok(0)
-        }
-        RunCommand::Show { name, json } => {
-            let meta = runs::load(&home, &name)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&meta)?);
-            } else {
-                println!("name:        {}", meta.name);
-                println!("status:      {:?}", meta.status);
-                println!("flow:        {}", meta.flow.display());
-                println!("data:        {}", meta.data.display());
-                if let Some(b) = &meta.base_run {
-                    println!("base run:    {b}");
-                }
-                println!(
-                    "lines:       {} total, {} completed, {} failed",
-                    meta.total_lines, meta.completed_lines, meta.failed_lines
-                );
-                println!("created:     {}", crate::fmt::timestamp(&meta.created));
-                if let Some(f) = &meta.finished {
-                    println!("finished:    {}", crate::fmt::timestamp(f));
-                }
-                println!("duration:    {}", crate::fmt::seconds(meta.duration_s));
-                println!("concurrency: {}", meta.concurrency);
-                println!("output dir:  {}", meta.output_dir.display());
-                if let Some(e) = &meta.error {
-                    println!("error:       {e}");
-                }
-            }
-            Ok(0)
+        RunCommand::List { json, server } => crate::run_view::list(json, server.as_deref(), &home),
+        RunCommand::Show { name, json, server } => {
+            crate::run_view::show(&name, json, server.as_deref(), &home)
         }
         RunCommand::ShowDetails {
             name,
             max_lines,
             json,
-        } => {
-            let meta = runs::load(&home, &name)?;
-            let records = runs::line_records(&meta.output_dir)?;
-            if json {
-                let v: Vec<Value> = records
-                    .into_values()
-                    .take(max_lines)
-                    .map(|mut r| {
-                        if let Some(o) = r.as_object_mut() {
-                            o.remove("aggregation_inputs");
-                        }
-                        r
-                    })
-                    .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-                return Ok(0);
-            }
-            let mut t = crate::fmt::table(
-                &["LINE", "STATUS", "DURATION", "INPUTS", "OUTPUTS / ERROR"],
-                &["LINE", "DURATION"],
-            );
-            for r in records.values().take(max_lines) {
-                let detail = match r.get("error").filter(|e| !e.is_null()) {
-                    Some(e) => format!(
-                        "{}: {}",
-                        e["error_type"].as_str().unwrap_or(""),
-                        e["message"].as_str().unwrap_or("")
-                    ),
-                    None => r.get("outputs").map(Value::to_string).unwrap_or_default(),
-                };
-                t.add_row(vec![
-                    r["line_number"].to_string(),
-                    r["status"].as_str().unwrap_or("").to_string(),
-                    match r["duration"].as_f64() {
-                        // Lines that failed before running (mapping, inputs) took no time.
-                        Some(d) if d > 0.0 => crate::fmt::seconds(d),
-                        _ => "-".into(),
-                    },
-                    crate::fmt::clip(&r["inputs"].to_string(), 40),
-                    crate::fmt::clip(&detail, 100),
-                ]);
-            }
-            crate::fmt::print_table(&t);
-            if records.len() > max_lines {
-                println!(
-                    "... {} more lines (--max-lines N)",
-                    records.len() - max_lines
-                );
-            }
-            Ok(0)
+            server,
+        } => crate::run_view::show_details(&name, max_lines, json, server.as_deref(), &home),
+        RunCommand::ShowMetrics { name, server } => {
+            crate::run_view::show_metrics(&name, server.as_deref(), &home)
         }
-        RunCommand::ShowMetrics { name } => {
-            let meta = runs::load(&home, &name)?;
-            let text = fs_err::read_to_string(meta.output_dir.join("metrics.json"))
-                .unwrap_or_else(|_| "{}".into());
-            let v: Value = serde_json::from_str(&text)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            Ok(0)
-        }
-        RunCommand::Cancel { name } => {
-            let meta = runs::load(&home, &name)?;
-            if meta.status != RunStatus::Running {
-                bail!("run '{name}' is {:?}, not running", meta.status);
-            }
-            let pid = i32::try_from(meta.pid)
-                .map(nix::unistd::Pid::from_raw)
-                .map_err(|_| {
-                    anyhow!("run '{name}' records an impossible process id {}", meta.pid)
-                })?;
-            if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
-                bail!("could not signal run '{name}' (process {}): {e}", meta.pid);
-            }
-            eprintln!("cancel requested for run '{name}'; finished lines are kept (resume with --resume-from {name})");
-            Ok(0)
+        RunCommand::Cancel { name, server } => {
+            crate::run_view::cancel(&name, server.as_deref(), &home)
         }
     }
 }
@@ -663,9 +568,11 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         Some(_) => None,
         None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
     };
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
     let retry_log = (log.clone(), retries.clone());
     let invoker = Arc::new(
         FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
