@@ -8,12 +8,16 @@ mod convert;
 mod error;
 pub mod limits;
 mod load;
+mod prompty;
 pub mod pyvalue;
 pub mod reference;
 
 pub use convert::{convert_value, ValueType};
 pub use error::{FlowError, Problem};
 pub use load::{load_flow, LoadOptions};
+pub use prompty::{
+    prompty_flow, split_front_matter, Prompty, PromptyApi, PromptyModel, PromptyResponse,
+};
 pub use reference::{parse_reference, PathSeg, RefSource, Reference};
 
 use indexmap::IndexMap;
@@ -47,6 +51,9 @@ pub enum NodeKind {
     Prompt,
     /// `custom_llm`: a package tool with a prompt template (`package_with_prompt`).
     CustomLlm,
+    /// The one node of a prompty flow: renders the `.prompty` file named by its source and calls
+    /// its model.
+    Prompty,
 }
 
 impl NodeKind {
@@ -56,6 +63,7 @@ impl NodeKind {
             NodeKind::Llm => "llm",
             NodeKind::Prompt => "prompt",
             NodeKind::CustomLlm => "custom_llm",
+            NodeKind::Prompty => "prompty",
         }
     }
 }
@@ -166,7 +174,7 @@ pub struct Flow {
     pub kind: FlowKind,
     /// The flow folder.
     pub dir: PathBuf,
-    /// The `flow.dag.yaml` file.
+    /// The `flow.dag.yaml` (or `.prompty`) file.
     pub file: PathBuf,
     pub inputs: IndexMap<String, FlowInput>,
     pub outputs: IndexMap<String, FlowOutput>,
@@ -174,6 +182,8 @@ pub struct Flow {
     pub environment_variables: IndexMap<String, Value>,
     pub environment: Environment,
     pub additional_includes: Vec<String>,
+    /// Inputs used when a line is given none at all (a prompty's `sample`).
+    pub sample: Option<IndexMap<String, Value>>,
 }
 
 impl Flow {

@@ -51,6 +51,12 @@ pub enum ToolError {
         attempts: u32,
     },
 
+    /// A prompty cannot be run as written or its reply does not fit what it asks for (a
+    /// configuration without an endpoint, a non-JSON reply to `response_format: json_object`, an
+    /// `outputs` key the reply lacks).
+    #[error("{message}")]
+    Prompty { message: String },
+
     /// The service answered 2xx with a body this crate does not understand.
     #[error("unexpected response from {url}: {message}")]
     BadResponse { url: String, message: String },

@@ -121,7 +121,13 @@ fn stream_output(flow: &Flow) -> Option<(String, String)> {
             return None;
         };
         let n = flow.node(node)?;
-        let is_llm = matches!(n.kind, NodeKind::Llm | NodeKind::CustomLlm);
+        let is_llm = match n.kind {
+            NodeKind::Llm | NodeKind::CustomLlm => true,
+            // A prompty streams its text reply when it asks for `stream: true`.
+            NodeKind::Prompty => flowrt_flow::Prompty::load(&flow.file)
+                .is_ok_and(|p| p.model.streams() && !p.model.json_response()),
+            _ => false,
+        };
         (is_llm && out.reference.path.is_empty() && !read_by_nodes.contains(node.as_str()))
             .then(|| (name.clone(), node.clone()))
     })

@@ -1,0 +1,671 @@
+//! `.prompty` files (promptflow 1.18.5's format): a YAML front matter between `---` lines (name,
+//! model, inputs, outputs, sample) followed by a Jinja2 prompt body. [`Prompty::load`] reads one
+//! into a [`Prompty`]; [`prompty_flow`] turns that into a one-node [`Flow`] so the executor, batch
+//! runs and serving treat it like any other flow.
+//!
+//! Loading follows promptflow where it is surprising:
+//! - the file is split at the *first* and the *last* `---` line, so a `---` line inside the body
+//!   makes the front matter hold two YAML documents and loading fails;
+//! - `model.parameters` is required;
+//! - a string that is exactly `${env:NAME}` becomes the variable's value when it is set and stays
+//!   as written otherwise; `${file:path}` becomes the content of that file (JSON and YAML parsed),
+//!   relative to the prompty's folder.
+
+use crate::convert::{convert_value, ValueType};
+use crate::error::{FlowError, Problem};
+use crate::load::to_json;
+use crate::reference::{RefSource, Reference};
+use crate::{Environment, Flow, FlowInput, FlowKind, FlowOutput, InputValue, Node, NodeKind};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+use serde_yaml::Value as Yaml;
+use std::path::{Path, PathBuf};
+
+/// Which OpenAI API a prompty calls (`model.api`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PromptyApi {
+    #[default]
+    Chat,
+    Completion,
+}
+
+/// What a prompty returns (`model.response`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PromptyResponse {
+    /// The first choice's text (or, with `response_format: json_object`, its parsed object).
+    #[default]
+    First,
+    /// The raw completion object as the service returned it.
+    All,
+}
+
+/// `model:` of a prompty.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PromptyModel {
+    pub api: PromptyApi,
+    /// `model.configuration` as written (after `${env:...}` substitution): `type` (`openai` or
+    /// `azure_openai`), `connection`, or inline keys such as `api_key`, `base_url`,
+    /// `azure_endpoint`, `api_version`, `azure_deployment`, `model`.
+    pub configuration: Map<String, Value>,
+    /// `model.parameters`: sent to the API as they are (`max_tokens`, `temperature`, `stop`,
+    /// `response_format`, `stream`, ...).
+    pub parameters: Map<String, Value>,
+    pub response: PromptyResponse,
+}
+
+impl PromptyModel {
+    /// The configuration's `type`, or the one its keys imply (`azure_openai` when it names an
+    /// `azure_endpoint` or `azure_deployment`, else `openai`).
+    pub fn configuration_type(&self) -> &str {
+        match self.configuration.get("type").and_then(Value::as_str) {
+            Some(t) => t,
+            None if self.configuration.contains_key("azure_endpoint")
+                || self.configuration.contains_key("azure_deployment") =>
+            {
+                "azure_openai"
+            }
+            None => "openai",
+        }
+    }
+
+    /// `parameters.stream` is true.
+    pub fn streams(&self) -> bool {
+        matches!(self.parameters.get("stream"), Some(Value::Bool(true)))
+    }
+
+    /// `parameters.response_format.type` is `json_object`.
+    pub fn json_response(&self) -> bool {
+        let format = self.parameters.get("response_format");
+        let ty = match format {
+            Some(Value::Object(m)) => m.get("type").and_then(Value::as_str),
+            Some(Value::String(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        ty == Some("json_object")
+    }
+}
+
+/// A loaded `.prompty` file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prompty {
+    /// The file.
+    pub path: PathBuf,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub model: PromptyModel,
+    /// Declared inputs, defaults already converted to their types.
+    pub inputs: IndexMap<String, FlowInput>,
+    /// The keys `outputs:` selects from a JSON reply (empty: the whole reply).
+    pub outputs: Vec<String>,
+    /// `sample:`: the inputs used when a call passes none.
+    pub sample: Option<IndexMap<String, Value>>,
+    /// The prompt body (Jinja2).
+    pub template: String,
+}
+
+/// Front matter keys promptflow reads; others (`authors`, `tags`, `version`, ...) are ignored.
+const MODEL_KEYS: &[&str] = &["api", "configuration", "parameters", "response"];
+
+/// Split a prompty's text into (front matter, body) the way promptflow does: at the first run of
+/// three or more `-` followed by a newline, and at the *last* such run after it.
+pub fn split_front_matter(text: &str) -> Option<(&str, &str)> {
+    // Positions of every `-{3,}\n`: (start of the dashes that can match, index after the '\n').
+    let bytes = text.as_bytes();
+    let mut runs: Vec<(usize, usize, usize)> = Vec::new(); // (run start, run end = '\n' index)
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'-' {
+            let start = i;
+            while i < bytes.len() && bytes[i] == b'-' {
+                i += 1;
+            }
+            if i - start >= 3 && i < bytes.len() && bytes[i] == b'\n' {
+                runs.push((start, i, i + 1));
+            }
+        } else {
+            i += 1;
+        }
+    }
+    let first = runs.first()?;
+    let front_start = first.2;
+    // The greedy `(.*)` takes everything up to the last `---\n`, whose dashes are its last three.
+    let last = runs.iter().rev().find(|r| r.1 - 3 >= front_start)?;
+    let front_end = last.1 - 3;
+    Some((&text[front_start..front_end], &text[last.2..]))
+}
+
+fn problem(path: &Path, message: impl Into<String>) -> FlowError {
+    FlowError::Invalid {
+        path: path.to_path_buf(),
+        problems: vec![Problem::new(None, message)],
+    }
+}
+
+impl Prompty {
+    /// Read and check a `.prompty` file.
+    pub fn load(path: &Path) -> Result<Prompty, FlowError> {
+        let text = fs_err::read_to_string(path).map_err(|e| FlowError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Prompty::parse(&text, path)
+    }
+
+    /// Parse a prompty's text; `path` names the file in messages and anchors `${file:...}`.
+    pub fn parse(text: &str, path: &Path) -> Result<Prompty, FlowError> {
+        // Python reads text files with universal newlines.
+        let text = text.replace("\r\n", "\n");
+        let Some((front, body)) = split_front_matter(&text) else {
+            return Err(problem(
+                path,
+                "a prompty file must start with its YAML front matter between two '---' lines, followed by the prompt",
+            ));
+        };
+        let front_line = text[..text.len() - body.len() - front.len()]
+            .matches('\n')
+            .count();
+        let yaml = single_document(front, path, front_line)?;
+        let dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let config = match resolve_references(to_json(&yaml), &dir) {
+            Ok(v) => v,
+            Err(message) => return Err(problem(path, message)),
+        };
+        let config = match config {
+            Value::Object(m) => m,
+            Value::Null => Map::new(),
+            _ => {
+                return Err(problem(
+                    path,
+                    "the front matter must be a YAML mapping (name, model, inputs, ...)",
+                ))
+            }
+        };
+        let mut problems = Vec::new();
+        let model = parse_model(config.get("model"), &mut problems);
+        let inputs = parse_inputs(config.get("inputs"), &mut problems);
+        let outputs = match config.get("outputs") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Object(m)) => m.keys().cloned().collect(),
+            Some(_) => {
+                problems.push(Problem::new(
+                    None,
+                    "outputs must be a mapping of output name to {type: ...}",
+                ));
+                Vec::new()
+            }
+        };
+        let sample = match config.get("sample") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(m)) => Some(m.clone().into_iter().collect()),
+            Some(_) => {
+                problems.push(Problem::new(
+                    None,
+                    "sample must be a mapping of input name to value (or ${file:sample.json})",
+                ));
+                None
+            }
+        };
+        if !problems.is_empty() {
+            return Err(FlowError::Invalid {
+                path: path.to_path_buf(),
+                problems,
+            });
+        }
+        let text_of = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
+        Ok(Prompty {
+            path: path.to_path_buf(),
+            name: text_of("name"),
+            description: text_of("description"),
+            model,
+            inputs,
+            outputs,
+            sample,
+            template: body.to_string(),
+        })
+    }
+
+    /// This prompty with its model overridden, as `Prompty.load(source, model={...})` does:
+    /// `configuration` replaces the file's configuration whole (not key by key), `parameters` are
+    /// merged key by key over the file's, `api` and `response` replace the file's.
+    pub fn with_model_override(&self, model: &Map<String, Value>) -> Result<Prompty, String> {
+        let mut out = self.clone();
+        for (k, v) in model {
+            match (k.as_str(), v) {
+                ("configuration", Value::Object(c)) => out.model.configuration = c.clone(),
+                ("parameters", Value::Object(p)) => {
+                    for (pk, pv) in p {
+                        out.model.parameters.insert(pk.clone(), pv.clone());
+                    }
+                }
+                ("api", _) => out.model.api = parse_api(v)?,
+                ("response", _) => out.model.response = parse_response(v)?,
+                ("configuration" | "parameters", other) => {
+                    return Err(format!(
+                        "model override '{k}' must be a mapping, got {}",
+                        crate::pyvalue::py_repr(other)
+                    ))
+                }
+                (other, _) => {
+                    return Err(format!(
+                        "unknown model override '{other}'; use one of: {}",
+                        MODEL_KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The name of the flow node a prompty flow runs: the file's stem.
+    pub fn node_name(&self) -> String {
+        self.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "prompty".into())
+    }
+}
+
+/// The front matter as one YAML document; two documents (a `---` line in the body) fail as they
+/// do in promptflow, with a hint.
+fn single_document(front: &str, path: &Path, offset: usize) -> Result<Yaml, FlowError> {
+    use serde::Deserialize;
+    let yaml_error = |e: serde_yaml::Error| {
+        let (line, column) = e
+            .location()
+            .map(|l| (l.line() + offset, l.column()))
+            .unwrap_or((0, 0));
+        let message = e.to_string();
+        let message = match e.location() {
+            Some(l) => message.replacen(
+                &format!(" at line {} column {}", l.line(), l.column()),
+                "",
+                1,
+            ),
+            None => message,
+        };
+        FlowError::Yaml {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let mut docs = serde_yaml::Deserializer::from_str(front);
+    let first = match docs.next() {
+        Some(doc) => Yaml::deserialize(doc).map_err(yaml_error)?,
+        None => Yaml::Null,
+    };
+    if docs.next().is_some() {
+        return Err(problem(
+            path,
+            "the front matter is not a single YAML document (expected a single document in the stream, but found another document): \
+             a prompty is split at its first and its LAST '---' line, so a '---' line in the prompt body ends the front matter there\n\
+             hint: remove the '---' line from the body, or write the rule differently (e.g. '***')",
+        ));
+    }
+    Ok(first)
+}
+
+/// `${env:NAME}` and `${file:path}` in every string of the front matter.
+fn resolve_references(v: Value, dir: &Path) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) => {
+            if let Some(name) = s.strip_prefix("${env:").and_then(|r| r.strip_suffix('}')) {
+                match std::env::var(name) {
+                    Ok(value) => Value::String(value),
+                    Err(_) => Value::String(s),
+                }
+            } else if let Some(rel) = s.strip_prefix("${file:").and_then(|r| r.strip_suffix('}')) {
+                read_file_reference(dir, rel)?
+            } else {
+                Value::String(s)
+            }
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| resolve_references(i, dir))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| resolve_references(v, dir).map(|v| (k, v)))
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other,
+    })
+}
+
+fn read_file_reference(dir: &Path, rel: &str) -> Result<Value, String> {
+    let file = dir.join(rel.trim());
+    let text = fs_err::read_to_string(&file)
+        .map_err(|e| format!("${{file:{rel}}}: cannot read {}: {e}", file.display()))?;
+    let ext = file
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "json" => serde_json::from_str(&text)
+            .map_err(|e| format!("${{file:{rel}}}: {} is not valid JSON: {e}", file.display())),
+        "yaml" | "yml" => serde_yaml::from_str::<Yaml>(&text)
+            .map(|y| to_json(&y))
+            .map_err(|e| format!("${{file:{rel}}}: {} is not valid YAML: {e}", file.display())),
+        _ => Ok(Value::String(text)),
+    }
+}
+
+fn parse_api(v: &Value) -> Result<PromptyApi, String> {
+    match v.as_str() {
+        Some("chat") => Ok(PromptyApi::Chat),
+        Some("completion") => Ok(PromptyApi::Completion),
+        _ => Err(format!(
+            "model.api {} is not supported; use chat or completion",
+            crate::pyvalue::py_repr(v)
+        )),
+    }
+}
+
+fn parse_response(v: &Value) -> Result<PromptyResponse, String> {
+    match v.as_str() {
+        Some("first") => Ok(PromptyResponse::First),
+        Some("all") => Ok(PromptyResponse::All),
+        _ => Err(format!(
+            "model.response {} is not supported; use first or all",
+            crate::pyvalue::py_repr(v)
+        )),
+    }
+}
+
+fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
+    let mut model = PromptyModel::default();
+    let empty = Map::new();
+    let m = match v {
+        Some(Value::Object(m)) => m,
+        None | Some(Value::Null) => &empty,
+        Some(_) => {
+            problems.push(Problem::new(
+                None,
+                "model must be a mapping with api, configuration and parameters",
+            ));
+            return model;
+        }
+    };
+    if let Some(api) = m.get("api").filter(|v| !v.is_null()) {
+        match parse_api(api) {
+            Ok(a) => model.api = a,
+            Err(e) => problems.push(Problem::new(None, e)),
+        }
+    }
+    if let Some(r) = m.get("response").filter(|v| !v.is_null()) {
+        match parse_response(r) {
+            Ok(r) => model.response = r,
+            Err(e) => problems.push(Problem::new(None, e)),
+        }
+    }
+    match m.get("configuration") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(c)) => model.configuration = c.clone(),
+        Some(_) => problems.push(Problem::new(
+            None,
+            "model.configuration must be a mapping (type: openai or azure_openai, connection or api_key, ...)",
+        )),
+    }
+    match m.get("parameters") {
+        Some(Value::Object(p)) => model.parameters = p.clone(),
+        None | Some(Value::Null) => problems.push(Problem::new(
+            None,
+            "model.parameters is missing: promptflow requires the 'parameters' of the model (TypeError: missing argument 'parameters')\n\
+             hint: add it under model:, for example `parameters: {max_tokens: 256}` (an empty mapping `parameters: {}` is fine)",
+        )),
+        Some(_) => problems.push(Problem::new(
+            None,
+            "model.parameters must be a mapping of API parameters (max_tokens, temperature, ...)",
+        )),
+    }
+    for key in m.keys() {
+        if !MODEL_KEYS.contains(&key.as_str()) {
+            problems.push(Problem::new(
+                None,
+                format!(
+                    "model has unknown key '{key}'; use: {}",
+                    MODEL_KEYS.join(", ")
+                ),
+            ));
+        }
+    }
+    model
+}
+
+fn parse_inputs(v: Option<&Value>, problems: &mut Vec<Problem>) -> IndexMap<String, FlowInput> {
+    let mut out = IndexMap::new();
+    let m = match v {
+        None | Some(Value::Null) => return out,
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            problems.push(Problem::new(
+                None,
+                "inputs must be a mapping of input name to {type, default}",
+            ));
+            return out;
+        }
+    };
+    for (name, decl) in m {
+        let Value::Object(d) = decl else {
+            problems.push(Problem::new(
+                None,
+                format!("input '{name}' must be a mapping such as {{type: string, default: ...}}"),
+            ));
+            continue;
+        };
+        let ty_text = d.get("type").and_then(Value::as_str).unwrap_or("string");
+        let default = d.get("default").filter(|v| !v.is_null()).cloned();
+        let flag = |k: &str| d.get(k).and_then(Value::as_bool).unwrap_or(false);
+        let Some(ty) = ValueType::parse(ty_text) else {
+            problems.push(Problem::new(
+                None,
+                format!("input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, string, list, object"),
+            ));
+            continue;
+        };
+        let default = match default.map(|d| convert_value(ty, &d)) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                problems.push(Problem::new(
+                    None,
+                    format!("default of input '{name}': {e}"),
+                ));
+                None
+            }
+        };
+        out.insert(
+            name.clone(),
+            FlowInput {
+                ty,
+                default,
+                description: d
+                    .get("description")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                is_chat_input: flag("is_chat_input"),
+                is_chat_history: flag("is_chat_history"),
+            },
+        );
+    }
+    out
+}
+
+/// The one-node flow that runs a prompty: its inputs are the prompty's, its single node (of kind
+/// [`NodeKind::Prompty`], named after the file) reads every input, and its output `output` is the
+/// node's result.
+pub fn prompty_flow(prompty: &Prompty) -> Flow {
+    let node_name = prompty.node_name();
+    let inputs: IndexMap<String, InputValue> = prompty
+        .inputs
+        .keys()
+        .map(|k| {
+            (
+                k.clone(),
+                InputValue::Reference(Reference {
+                    source: RefSource::FlowInput(k.clone()),
+                    path: Vec::new(),
+                    bracket_after_output: false,
+                    text: format!("${{inputs.{k}}}"),
+                }),
+            )
+        })
+        .collect();
+    let file_name = prompty
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let node = Node {
+        name: node_name.clone(),
+        kind: NodeKind::Prompty,
+        source: crate::ToolSource::Code { path: file_name },
+        inputs,
+        connection: None,
+        api: Some(
+            match prompty.model.api {
+                PromptyApi::Chat => "chat",
+                PromptyApi::Completion => "completion",
+            }
+            .to_string(),
+        ),
+        activate: None,
+        aggregation: false,
+        variant: None,
+        line: None,
+    };
+    let mut outputs = IndexMap::new();
+    outputs.insert(
+        crate::VALUE_OUTPUT.to_string(),
+        FlowOutput {
+            reference: Reference {
+                text: format!("${{{node_name}.output}}"),
+                source: RefSource::Node(node_name),
+                path: Vec::new(),
+                bracket_after_output: false,
+            },
+            ty: None,
+            is_chat_output: false,
+        },
+    );
+    Flow {
+        kind: FlowKind::Prompty,
+        dir: prompty
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+        file: prompty.path.clone(),
+        inputs: prompty.inputs.clone(),
+        outputs,
+        nodes: vec![node],
+        environment_variables: IndexMap::new(),
+        environment: Environment::default(),
+        additional_includes: Vec::new(),
+        sample: prompty.sample.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_first_and_last_rule() {
+        let (front, body) = split_front_matter("---\nname: x\n---\nbody\n").expect("splits");
+        assert_eq!(front, "name: x\n");
+        assert_eq!(body, "body\n");
+        // A rule in the body moves the split there: the front matter swallows the first body part.
+        let (front, body) =
+            split_front_matter("---\nname: x\n---\nAgenda\n---\nNotes:\n").expect("splits");
+        assert_eq!(front, "name: x\n---\nAgenda\n");
+        assert_eq!(body, "Notes:\n");
+        // Longer runs work; their extra dashes stay with the text before the last one.
+        let (front, body) = split_front_matter("-----\na: 1\n-----\nb").expect("splits");
+        assert_eq!(front, "a: 1\n--");
+        assert_eq!(body, "b");
+    }
+
+    #[test]
+    fn no_front_matter_is_no_split() {
+        assert_eq!(split_front_matter("just text\n"), None);
+        assert_eq!(split_front_matter("---\nonly one rule\n"), None);
+        // The closing rule needs a newline after it.
+        assert_eq!(split_front_matter("---\na: 1\n---"), None);
+    }
+
+    fn parse(text: &str) -> Result<Prompty, FlowError> {
+        Prompty::parse(text, Path::new("/nowhere/t.prompty"))
+    }
+
+    #[test]
+    fn rule_in_body_fails_as_two_documents() {
+        let err =
+            parse("---\nmodel:\n  parameters: {}\n---\nA\n---\nB\n").expect_err("two documents");
+        assert!(err.to_string().contains("single document"), "{err}");
+    }
+
+    #[test]
+    fn parameters_are_required() {
+        let err = parse("---\nmodel:\n  api: chat\n---\nuser:\nhi\n").expect_err("no parameters");
+        assert!(err.to_string().contains("parameters"), "{err}");
+    }
+
+    #[test]
+    fn parses_model_inputs_outputs_sample() {
+        let p = parse(
+            "---\nname: N\nmodel:\n  api: completion\n  response: all\n  configuration:\n    type: openai\n    connection: c\n  parameters:\n    max_tokens: 5\ninputs:\n  n:\n    type: double\n    default: 2\noutputs:\n  a: {type: string}\nsample:\n  n: 3\n---\nbody {{n}}\n",
+        )
+        .expect("parses");
+        assert_eq!(p.name.as_deref(), Some("N"));
+        assert_eq!(p.model.api, PromptyApi::Completion);
+        assert_eq!(p.model.response, PromptyResponse::All);
+        assert_eq!(p.model.configuration_type(), "openai");
+        assert_eq!(p.inputs["n"].default, Some(serde_json::json!(2.0)));
+        assert_eq!(p.outputs, vec!["a".to_string()]);
+        assert_eq!(
+            p.sample.as_ref().map(|s| s["n"].clone()),
+            Some(serde_json::json!(3))
+        );
+        assert_eq!(p.template, "body {{n}}\n");
+    }
+
+    #[test]
+    fn env_references_resolve_when_set() {
+        std::env::set_var("FLOWRT_PROMPTY_TEST_VAR", "http://x");
+        let p = parse(
+            "---\nmodel:\n  configuration:\n    azure_endpoint: ${env:FLOWRT_PROMPTY_TEST_VAR}\n    api_key: ${env:FLOWRT_PROMPTY_UNSET_VAR}\n  parameters: {}\n---\nuser:\nhi\n",
+        )
+        .expect("parses");
+        assert_eq!(p.model.configuration["azure_endpoint"], "http://x");
+        assert_eq!(
+            p.model.configuration["api_key"],
+            "${env:FLOWRT_PROMPTY_UNSET_VAR}"
+        );
+        assert_eq!(p.model.configuration_type(), "azure_openai");
+    }
+
+    #[test]
+    fn model_override_replaces_configuration_whole() {
+        let p = parse(
+            "---\nmodel:\n  configuration:\n    type: azure_openai\n    azure_deployment: d\n  parameters: {max_tokens: 3, temperature: 0}\n---\nuser:\nhi\n",
+        )
+        .expect("parses");
+        let o = serde_json::json!({"configuration": {"connection": "c", "model": "m"}, "parameters": {"max_tokens": 9}, "response": "all"});
+        let q = p
+            .with_model_override(o.as_object().expect("object"))
+            .expect("overrides");
+        assert_eq!(q.model.configuration_type(), "openai");
+        assert!(!q.model.configuration.contains_key("azure_deployment"));
+        assert_eq!(q.model.parameters["max_tokens"], 9);
+        assert_eq!(q.model.parameters["temperature"], 0);
+        assert_eq!(q.model.response, PromptyResponse::All);
+    }
+}

@@ -1,0 +1,364 @@
+//! Running a loaded `.prompty` ([`flowrt_flow::Prompty`]) as promptflow 1.18.5 does: inputs
+//! resolved (sample, defaults), the body rendered (chat: split at role lines with role markers in
+//! inputs escaped; completion: sent unstripped), `model.parameters` sent as written, and the reply
+//! shaped by `model.response`, `response_format` and `outputs`.
+
+use crate::chat::{build_chat_messages_for, ChatFlavor, TemplateVar};
+use crate::client::{endpoint, excerpt, first_choice, sse_pieces, usage_of, LlmClient, Op, Usage};
+use crate::error::ToolError;
+use crate::pyfmt::ListStyle;
+use crate::render::render_with;
+use flowrt_api::connection::{Connection, ConnectionKind};
+use flowrt_flow::pyvalue::py_repr;
+use flowrt_flow::{Prompty, PromptyApi, PromptyResponse};
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+
+/// What running a prompty produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PromptyOutcome {
+    /// See [`execute_prompty`].
+    pub output: Value,
+    pub usage: Option<Usage>,
+}
+
+fn prompty_error(message: impl Into<String>) -> ToolError {
+    ToolError::Prompty {
+        message: message.into(),
+    }
+}
+
+fn file_label(p: &Prompty) -> String {
+    p.path.display().to_string()
+}
+
+/// The connection a prompty's `model.configuration` describes: the stored connection it names
+/// (`connection: NAME`, looked up with `lookup`), else one built from its inline keys —
+/// `type: azure_openai` with `azure_endpoint`, `api_key`, `api_version`; `type: openai` with
+/// `api_key`, `base_url`, `organization`.
+pub fn resolve_prompty_connection(
+    p: &Prompty,
+    lookup: impl Fn(&str) -> Option<Connection>,
+) -> Result<Connection, ToolError> {
+    let config = &p.model.configuration;
+    let text = |k: &str| -> Option<String> {
+        match config.get(k) {
+            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(Value::String(_)) => None,
+            Some(other) => Some(flowrt_flow::pyvalue::py_str(other)),
+        }
+    };
+    if let Some(name) = text("connection") {
+        return lookup(&name).ok_or_else(|| {
+            prompty_error(format!(
+                "{}: model.configuration uses connection '{name}', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`, or write the endpoint and key inline",
+                file_label(p)
+            ))
+        });
+    }
+    let ty = p.model.configuration_type();
+    let (kind, endpoint_key) = match ty {
+        "azure_openai" => (ConnectionKind::AzureOpenAi, "azure_endpoint"),
+        "openai" => (ConnectionKind::OpenAi, "base_url"),
+        other => return Err(prompty_error(format!(
+            "{}: model.configuration type '{other}' is not supported; use openai or azure_openai",
+            file_label(p)
+        ))),
+    };
+    let mut configs = IndexMap::new();
+    let mut secrets = IndexMap::new();
+    match kind {
+        ConnectionKind::AzureOpenAi => {
+            let Some(base) = text(endpoint_key) else {
+                return Err(prompty_error(format!(
+                    "{}: model.configuration of type azure_openai needs 'azure_endpoint' (or 'connection: NAME')",
+                    file_label(p)
+                )));
+            };
+            configs.insert("api_base".to_string(), base);
+            if let Some(v) = text("api_version") {
+                configs.insert("api_version".to_string(), v);
+            }
+        }
+        _ => {
+            if let Some(base) = text(endpoint_key) {
+                configs.insert("base_url".to_string(), base);
+            }
+            if let Some(org) = text("organization") {
+                configs.insert("organization".to_string(), org);
+            }
+        }
+    }
+    match text("api_key") {
+        Some(key) => {
+            secrets.insert("api_key".to_string(), key);
+        }
+        None => {
+            return Err(prompty_error(format!(
+                "{}: model.configuration needs 'api_key' (for example api_key: ${{env:OPENAI_API_KEY}}) or 'connection: NAME'",
+                file_label(p)
+            )))
+        }
+    }
+    Ok(Connection {
+        name: format!("{} model.configuration", file_label(p)),
+        kind,
+        configs,
+        secrets,
+    })
+}
+
+/// The values the prompt is rendered with, as promptflow's `Prompty` resolves them: the `sample`
+/// when no inputs are given, then each declared input from the given values or its default
+/// (undeclared values are dropped). A prompty that declares no inputs renders with the values as
+/// they are. Values are not type-converted here (the flow layer converts).
+pub fn resolve_prompty_inputs(
+    p: &Prompty,
+    given: &IndexMap<String, Value>,
+) -> Result<IndexMap<String, Value>, ToolError> {
+    let given = match &p.sample {
+        Some(sample) if given.is_empty() => sample,
+        _ => given,
+    };
+    if p.inputs.is_empty() {
+        return Ok(given.clone());
+    }
+    let mut out = IndexMap::new();
+    let mut missing = Vec::new();
+    for (name, decl) in &p.inputs {
+        match given.get(name).or(decl.default.as_ref()) {
+            Some(v) => {
+                out.insert(name.clone(), v.clone());
+            }
+            None => missing.push(name.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(prompty_error(format!(
+            "{}: missing required inputs: {}; pass them or give them a default under inputs:",
+            file_label(p),
+            missing.join(", ")
+        )));
+    }
+    Ok(out)
+}
+
+/// The deployment (azure) or model (openai) to call.
+fn model_name(p: &Prompty, conn: &Connection) -> String {
+    let config = &p.model.configuration;
+    let get = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
+    let from_params = p.model.parameters.get("model").and_then(Value::as_str);
+    match conn.kind {
+        ConnectionKind::AzureOpenAi => get("azure_deployment")
+            .or_else(|| get("deployment_name"))
+            .or_else(|| get("model"))
+            .or_else(|| from_params.map(str::to_string))
+            .unwrap_or_default(),
+        _ => get("model")
+            .or_else(|| from_params.map(str::to_string))
+            .unwrap_or_default(),
+    }
+}
+
+/// Render the prompty's body with `inputs`: chat messages, or the completion prompt.
+pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<Value, ToolError> {
+    match p.model.api {
+        PromptyApi::Chat => {
+            let vars: IndexMap<String, TemplateVar> = inputs
+                .iter()
+                .map(|(k, v)| (k.clone(), TemplateVar::escaped(v.clone())))
+                .collect();
+            build_chat_messages_for(&p.template, &vars, ChatFlavor::OpenAi).map(Value::Array)
+        }
+        PromptyApi::Completion => {
+            let ctx = minijinja::Value::from_serialize(inputs);
+            render_with(&p.template, ctx, ListStyle::Repr).map(Value::String)
+        }
+    }
+}
+
+/// Run a loaded prompty once with `inputs` (see [`resolve_prompty_inputs`]) over `connection`
+/// (see [`resolve_prompty_connection`]) and return what promptflow's `Prompty.__call__` returns,
+/// as JSON:
+/// - `response: first` (the default): the first choice's text (chat content or completion text),
+///   streamed pieces joined when `parameters.stream` is true; with
+///   `response_format: {type: json_object}` the reply parsed as JSON, reduced to the keys listed
+///   under `outputs` when there are any; the whole message object when the model called a
+///   function or tool;
+/// - `response: all`: the raw completion object the service returned.
+///
+/// Errors name the prompty file and say what to change. To apply a caller's model (as
+/// `Prompty.load(source, model={...})` does), pass `p.with_model_override(...)`.
+pub async fn execute_prompty(
+    client: &LlmClient,
+    p: &Prompty,
+    inputs: &IndexMap<String, Value>,
+    connection: &Connection,
+) -> Result<Value, ToolError> {
+    execute_prompty_streamed(client, p, inputs, connection, None)
+        .await
+        .map(|o| o.output)
+}
+
+/// [`execute_prompty`] that also reports token usage, and, when `parameters.stream` is true and
+/// `pieces` is given, sends each piece of the reply there as it arrives.
+pub async fn execute_prompty_streamed(
+    client: &LlmClient,
+    p: &Prompty,
+    inputs: &IndexMap<String, Value>,
+    connection: &Connection,
+    pieces: Option<tokio::sync::mpsc::UnboundedSender<String>>,
+) -> Result<PromptyOutcome, ToolError> {
+    if connection.kind == ConnectionKind::Custom {
+        return Err(ToolError::UnsupportedConnection {
+            connection: connection.name.clone(),
+            kind: connection.kind.as_str().to_string(),
+            tool: format!("prompty {}", file_label(p)),
+        });
+    }
+    let values = resolve_prompty_inputs(p, inputs)?;
+    let rendered = render_prompty(p, &values)?;
+    let model = model_name(p, connection);
+    if connection.kind == ConnectionKind::AzureOpenAi && model.is_empty() {
+        return Err(prompty_error(format!(
+            "{}: an azure_openai model.configuration needs 'azure_deployment' (the deployment to call)",
+            file_label(p)
+        )));
+    }
+    let chat = p.model.api == PromptyApi::Chat;
+    let op = if chat { Op::Chat } else { Op::Completion };
+    let ep = endpoint(connection, op, &model)?;
+    let mut body = Map::new();
+    body.insert("model".into(), Value::String(model));
+    body.insert(if chat { "messages" } else { "prompt" }.into(), rendered);
+    for (k, v) in &p.model.parameters {
+        body.insert(k.clone(), v.clone());
+    }
+    let body = Value::Object(body);
+    if p.model.streams() {
+        use futures::StreamExt;
+        let resp = client.send(&ep, &body).await?;
+        let mut stream = sse_pieces(resp, ep.url.clone(), chat);
+        let mut whole = String::new();
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            if let Some(tx) = &pieces {
+                // A listener that went away does not stop the call.
+                let _ = tx.send(piece.clone());
+            }
+            whole.push_str(&piece);
+        }
+        let output = if p.model.json_response() {
+            select_outputs(p, parse_json_reply(p, &whole)?)?
+        } else {
+            Value::String(whole)
+        };
+        return Ok(PromptyOutcome {
+            output,
+            usage: None,
+        });
+    }
+    let resp = client.post_json(&ep, &body).await?;
+    let usage = usage_of(&resp);
+    if p.model.response == PromptyResponse::All {
+        return Ok(PromptyOutcome {
+            output: resp,
+            usage,
+        });
+    }
+    let choice = first_choice(&resp, &ep.url)?;
+    let output = if chat {
+        let message = choice.get("message").cloned().unwrap_or(Value::Null);
+        let called = ["function_call", "tool_calls"]
+            .iter()
+            .any(|k| message.get(k).is_some_and(|v| !v.is_null()));
+        if called {
+            message
+        } else {
+            format_choice(p, message.get("content").cloned().unwrap_or(Value::Null))?
+        }
+    } else {
+        format_choice(
+            p,
+            choice
+                .get("text")
+                .cloned()
+                .unwrap_or_else(|| Value::String(String::new())),
+        )?
+    };
+    Ok(PromptyOutcome { output, usage })
+}
+
+/// The reply text as the caller gets it: as it is, or parsed and reduced to `outputs`.
+fn format_choice(p: &Prompty, text: Value) -> Result<Value, ToolError> {
+    if !p.model.json_response() {
+        return Ok(text);
+    }
+    let Value::String(text) = text else {
+        return Err(prompty_error(format!(
+            "{}: response_format is json_object but the reply has no text (the JSON object must be str, bytes or bytearray, not {})",
+            file_label(p),
+            if text.is_null() { "NoneType".to_string() } else { py_repr(&text) }
+        )));
+    };
+    select_outputs(p, parse_json_reply(p, &text)?)
+}
+
+/// `json.loads` of the reply, with Python's error wording.
+fn parse_json_reply(p: &Prompty, text: &str) -> Result<Value, ToolError> {
+    serde_json::from_str::<Value>(text).map_err(|e| {
+        let (line, column) = (e.line(), e.column());
+        let char_index: usize = text
+            .split('\n')
+            .take(line.saturating_sub(1))
+            .map(|l| l.chars().count() + 1)
+            .sum::<usize>()
+            + column.saturating_sub(1);
+        let detail = e.to_string();
+        let what = if detail.starts_with("trailing characters") {
+            "Extra data"
+        } else if detail.starts_with("expected value") || detail.starts_with("EOF while parsing a value") {
+            "Expecting value"
+        } else {
+            detail.split(" at line ").next().unwrap_or(&detail)
+        };
+        prompty_error(format!(
+            "{}: response_format is json_object but the reply is not JSON ({what}: line {line} column {column} (char {char_index})); the reply was: {}\nhint: ask the model for a JSON object in the prompt, or remove response_format",
+            file_label(p),
+            excerpt(text, 300)
+        ))
+    })
+}
+
+/// Only the keys listed under `outputs`, when there are any.
+fn select_outputs(p: &Prompty, reply: Value) -> Result<Value, ToolError> {
+    if p.outputs.is_empty() {
+        return Ok(reply);
+    }
+    let Value::Object(fields) = &reply else {
+        return Err(prompty_error(format!(
+            "{}: outputs lists {} but the reply is not a JSON object: {}",
+            file_label(p),
+            p.outputs.join(", "),
+            excerpt(&reply.to_string(), 300)
+        )));
+    };
+    let mut out = Map::new();
+    for key in &p.outputs {
+        match fields.get(key) {
+            Some(v) => {
+                out.insert(key.clone(), v.clone());
+            }
+            None => {
+                let keys: Vec<Value> = fields.keys().cloned().map(Value::String).collect();
+                return Err(prompty_error(format!(
+                    "{}: Cannot find {key} in response {}\nhint: list only keys the model returns under outputs:",
+                    file_label(p),
+                    py_repr(&Value::Array(keys))
+                )));
+            }
+        }
+    }
+    Ok(Value::Object(out))
+}
