@@ -73,15 +73,46 @@ impl PromptyModel {
         matches!(self.parameters.get("stream"), Some(Value::Bool(true)))
     }
 
-    /// `parameters.response_format.type` is `json_object`.
+    /// `parameters.response_format` is `{type: json_object}`.
     pub fn json_response(&self) -> bool {
-        let format = self.parameters.get("response_format");
-        let ty = match format {
-            Some(Value::Object(m)) => m.get("type").and_then(Value::as_str),
-            Some(Value::String(s)) => Some(s.as_str()),
-            _ => None,
-        };
-        ty == Some("json_object")
+        match self.parameters.get("response_format") {
+            Some(Value::Object(m)) => m.get("type").and_then(Value::as_str) == Some("json_object"),
+            _ => false,
+        }
+    }
+
+    /// The deployment (azure) or model (openai) to call: `azure_deployment`, else `model`.
+    pub fn model_name(&self) -> Option<&str> {
+        ["azure_deployment", "model"].iter().find_map(|k| {
+            self.configuration
+                .get(*k)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+        })
+    }
+
+    /// A configuration names a stored `connection` or writes the endpoint inline, not both.
+    pub fn check_configuration(&self) -> Result<(), String> {
+        let named = self
+            .configuration
+            .get("connection")
+            .is_some_and(|v| !v.is_null() && v.as_str() != Some(""));
+        let inline: Vec<&str> = self
+            .configuration
+            .iter()
+            .filter(|(k, v)| {
+                !["type", "connection", "model", "azure_deployment"].contains(&k.as_str())
+                    && truthy(v)
+            })
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if named && !inline.is_empty() {
+            return Err(format!(
+                "Cannot configure model config and connection in configuration at the same time: model.configuration names a connection and also sets {}\nhint: keep either `connection:` (plus model or azure_deployment) or the inline keys",
+                inline.join(", ")
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -132,6 +163,18 @@ pub fn split_front_matter(text: &str) -> Option<(&str, &str)> {
     let last = runs.iter().rev().find(|r| r.1 - 3 >= front_start)?;
     let front_end = last.1 - 3;
     Some((&text[front_start..front_end], &text[last.2..]))
+}
+
+/// Python truthiness of a JSON value.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
 }
 
 fn problem(path: &Path, message: impl Into<String>) -> FlowError {
@@ -256,6 +299,7 @@ impl Prompty {
                 }
             }
         }
+        out.model.check_configuration()?;
         Ok(out)
     }
 
@@ -406,8 +450,17 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
         }
     }
     match m.get("configuration") {
-        None | Some(Value::Null) => {}
-        Some(Value::Object(c)) => model.configuration = c.clone(),
+        None | Some(Value::Null) => problems.push(Problem::new(
+            None,
+            "model.configuration is missing: promptflow requires the 'configuration' of the model (TypeError: missing argument 'configuration')\n\
+             hint: add it under model:, for example `configuration: {type: openai, connection: my_conn, model: gpt-4o-mini}`",
+        )),
+        Some(Value::Object(c)) => {
+            model.configuration = c.clone();
+            if let Err(e) = model.check_configuration() {
+                problems.push(Problem::new(None, e));
+            }
+        }
         Some(_) => problems.push(Problem::new(
             None,
             "model.configuration must be a mapping (type: openai or azure_openai, connection or api_key, ...)",

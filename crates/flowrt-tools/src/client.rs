@@ -202,7 +202,7 @@ impl Op {
 
 pub(crate) struct Endpoint {
     pub(crate) url: String,
-    headers: Vec<(&'static str, String)>,
+    pub(crate) headers: Vec<(&'static str, String)>,
     secret: Option<String>,
 }
 

@@ -3,7 +3,7 @@
 //! inputs escaped; completion: sent unstripped), `model.parameters` sent as written, and the reply
 //! shaped by `model.response`, `response_format` and `outputs`.
 
-use crate::chat::{build_chat_messages_for, ChatFlavor, TemplateVar};
+use crate::chat::{build_messages_with, TemplateVar, Walk};
 use crate::client::{endpoint, excerpt, first_choice, sse_pieces, usage_of, LlmClient, Op, Usage};
 use crate::error::ToolError;
 use crate::pyfmt::ListStyle;
@@ -58,45 +58,65 @@ pub fn resolve_prompty_connection(
         });
     }
     let ty = p.model.configuration_type();
-    let (kind, endpoint_key) = match ty {
-        "azure_openai" => (ConnectionKind::AzureOpenAi, "azure_endpoint"),
-        "openai" => (ConnectionKind::OpenAi, "base_url"),
+    let kind = match ty {
+        "azure_openai" | "azure_open_ai" => ConnectionKind::AzureOpenAi,
+        "openai" | "open_ai" => ConnectionKind::OpenAi,
         other => return Err(prompty_error(format!(
             "{}: model.configuration type '{other}' is not supported; use openai or azure_openai",
             file_label(p)
         ))),
     };
+    // A configuration with nothing but the model comes from the environment, as promptflow's
+    // `from_env()` connections do.
+    let only_model = p.model.configuration.iter().all(|(k, v)| {
+        ["type", "model", "azure_deployment"].contains(&k.as_str())
+            || v.is_null()
+            || v.as_str() == Some("")
+    });
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let pick = |key: &str, var: &str| {
+        if only_model {
+            env(var)
+        } else {
+            text(key)
+        }
+    };
     let mut configs = IndexMap::new();
     let mut secrets = IndexMap::new();
+    let (key_var, endpoint_var) = match kind {
+        ConnectionKind::AzureOpenAi => ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"),
+        _ => ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
+    };
     match kind {
         ConnectionKind::AzureOpenAi => {
-            let Some(base) = text(endpoint_key) else {
+            let base = pick("azure_endpoint", endpoint_var).or_else(|| text("api_base"));
+            let Some(base) = base else {
                 return Err(prompty_error(format!(
-                    "{}: model.configuration of type azure_openai needs 'azure_endpoint' (or 'connection: NAME')",
+                    "{}: model.configuration of type azure_openai needs 'azure_endpoint' (or 'connection: NAME'; with neither, {endpoint_var} is read from the environment)",
                     file_label(p)
                 )));
             };
             configs.insert("api_base".to_string(), base);
-            if let Some(v) = text("api_version") {
+            if let Some(v) = pick("api_version", "OPENAI_API_VERSION") {
                 configs.insert("api_version".to_string(), v);
             }
         }
         _ => {
-            if let Some(base) = text(endpoint_key) {
+            if let Some(base) = pick("base_url", endpoint_var) {
                 configs.insert("base_url".to_string(), base);
             }
-            if let Some(org) = text("organization") {
+            if let Some(org) = pick("organization", "OPENAI_ORG_ID") {
                 configs.insert("organization".to_string(), org);
             }
         }
     }
-    match text("api_key") {
+    match pick("api_key", key_var) {
         Some(key) => {
             secrets.insert("api_key".to_string(), key);
         }
         None => {
             return Err(prompty_error(format!(
-                "{}: model.configuration needs 'api_key' (for example api_key: ${{env:OPENAI_API_KEY}}) or 'connection: NAME'",
+                "{}: model.configuration needs 'api_key' (for example api_key: ${{env:{key_var}}}) or 'connection: NAME'",
                 file_label(p)
             )))
         }
@@ -144,23 +164,6 @@ pub fn resolve_prompty_inputs(
     Ok(out)
 }
 
-/// The deployment (azure) or model (openai) to call.
-fn model_name(p: &Prompty, conn: &Connection) -> String {
-    let config = &p.model.configuration;
-    let get = |k: &str| config.get(k).and_then(Value::as_str).map(str::to_string);
-    let from_params = p.model.parameters.get("model").and_then(Value::as_str);
-    match conn.kind {
-        ConnectionKind::AzureOpenAi => get("azure_deployment")
-            .or_else(|| get("deployment_name"))
-            .or_else(|| get("model"))
-            .or_else(|| from_params.map(str::to_string))
-            .unwrap_or_default(),
-        _ => get("model")
-            .or_else(|| from_params.map(str::to_string))
-            .unwrap_or_default(),
-    }
-}
-
 /// Render the prompty's body with `inputs`: chat messages, or the completion prompt.
 pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<Value, ToolError> {
     match p.model.api {
@@ -169,11 +172,12 @@ pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<V
                 .iter()
                 .map(|(k, v)| (k.clone(), TemplateVar::escaped(v.clone())))
                 .collect();
-            build_chat_messages_for(&p.template, &vars, ChatFlavor::OpenAi).map(Value::Array)
+            build_messages_with(&p.template, &vars, Walk::PROMPTY, ListStyle::ChatLines)
+                .map(Value::Array)
         }
         PromptyApi::Completion => {
             let ctx = minijinja::Value::from_serialize(inputs);
-            render_with(&p.template, ctx, ListStyle::Repr).map(Value::String)
+            render_with(&p.template, ctx, ListStyle::ChatLines).map(Value::String)
         }
     }
 }
@@ -219,7 +223,7 @@ pub async fn execute_prompty_streamed(
     }
     let values = resolve_prompty_inputs(p, inputs)?;
     let rendered = render_prompty(p, &values)?;
-    let model = model_name(p, connection);
+    let model = p.model.model_name().unwrap_or_default().to_string();
     if connection.kind == ConnectionKind::AzureOpenAi && model.is_empty() {
         return Err(prompty_error(format!(
             "{}: an azure_openai model.configuration needs 'azure_deployment' (the deployment to call)",
@@ -228,7 +232,12 @@ pub async fn execute_prompty_streamed(
     }
     let chat = p.model.api == PromptyApi::Chat;
     let op = if chat { Op::Chat } else { Op::Completion };
-    let ep = endpoint(connection, op, &model)?;
+    let mut ep = endpoint(connection, op, &model)?;
+    for (name, value) in &mut ep.headers {
+        if *name == "ms-azure-ai-promptflow-called-from" {
+            *value = "promptflow-core".into();
+        }
+    }
     let mut body = Map::new();
     body.insert("model".into(), Value::String(model));
     body.insert(if chat { "messages" } else { "prompt" }.into(), rendered);
