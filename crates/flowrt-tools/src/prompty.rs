@@ -61,10 +61,12 @@ pub fn resolve_prompty_connection(
     let kind = match ty {
         "azure_openai" | "azure_open_ai" => ConnectionKind::AzureOpenAi,
         "openai" | "open_ai" => ConnectionKind::OpenAi,
-        other => return Err(prompty_error(format!(
+        other => {
+            return Err(prompty_error(format!(
             "{}: model.configuration type '{other}' is not supported; use openai or azure_openai",
             file_label(p)
-        ))),
+        )))
+        }
     };
     // A configuration with nothing but the model comes from the environment, as promptflow's
     // `from_env()` connections do.
