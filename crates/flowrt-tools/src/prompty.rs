@@ -22,8 +22,9 @@ pub struct PromptyOutcome {
     pub usage: Option<Usage>,
 }
 
-fn prompty_error(message: impl Into<String>) -> ToolError {
+fn prompty_error(kind: &'static str, message: impl Into<String>) -> ToolError {
     ToolError::Prompty {
+        kind,
         message: message.into(),
     }
 }
@@ -51,7 +52,8 @@ pub fn resolve_prompty_connection(
     };
     if let Some(name) = text("connection") {
         return lookup(&name).ok_or_else(|| {
-            prompty_error(format!(
+            prompty_error(
+"ConnectionNotFound", format!(
                 "{}: model.configuration uses connection '{name}', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`, or write the endpoint and key inline",
                 file_label(p)
             ))
@@ -62,10 +64,13 @@ pub fn resolve_prompty_connection(
         "azure_openai" | "azure_open_ai" => ConnectionKind::AzureOpenAi,
         "openai" | "open_ai" => ConnectionKind::OpenAi,
         other => {
-            return Err(prompty_error(format!(
+            return Err(prompty_error(
+                "UnknownConnectionType",
+                format!(
             "{}: model.configuration type '{other}' is not supported; use openai or azure_openai",
             file_label(p)
-        )))
+        ),
+            ))
         }
     };
     // A configuration with nothing but the model comes from the environment, as promptflow's
@@ -93,7 +98,8 @@ pub fn resolve_prompty_connection(
         ConnectionKind::AzureOpenAi => {
             let base = pick("azure_endpoint", endpoint_var).or_else(|| text("api_base"));
             let Some(base) = base else {
-                return Err(prompty_error(format!(
+                return Err(prompty_error(
+"InvalidConnectionError", format!(
                     "{}: model.configuration of type azure_openai needs 'azure_endpoint' (or 'connection: NAME'; with neither, {endpoint_var} is read from the environment)",
                     file_label(p)
                 )));
@@ -117,7 +123,8 @@ pub fn resolve_prompty_connection(
             secrets.insert("api_key".to_string(), key);
         }
         None => {
-            return Err(prompty_error(format!(
+            return Err(prompty_error(
+"InvalidConnectionError", format!(
                 "{}: model.configuration needs 'api_key' (for example api_key: ${{env:{key_var}}}) or 'connection: NAME'",
                 file_label(p)
             )))
@@ -157,11 +164,14 @@ pub fn resolve_prompty_inputs(
         }
     }
     if !missing.is_empty() {
-        return Err(prompty_error(format!(
-            "{}: missing required inputs: {}; pass them or give them a default under inputs:",
-            file_label(p),
-            missing.join(", ")
-        )));
+        return Err(prompty_error(
+            "MissingRequiredInputError",
+            format!(
+                "{}: Missing required inputs: {}\nhint: pass them, or give them a default under inputs:",
+                file_label(p),
+                py_repr(&Value::Array(missing.into_iter().map(Value::String).collect()))
+            ),
+        ));
     }
     Ok(out)
 }
@@ -227,7 +237,8 @@ pub async fn execute_prompty_streamed(
     let rendered = render_prompty(p, &values)?;
     let model = p.model.model_name().unwrap_or_default().to_string();
     if connection.kind == ConnectionKind::AzureOpenAi && model.is_empty() {
-        return Err(prompty_error(format!(
+        return Err(prompty_error(
+"InvalidConnectionError", format!(
             "{}: an azure_openai model.configuration needs 'azure_deployment' (the deployment to call)",
             file_label(p)
         )));
@@ -307,7 +318,8 @@ fn format_choice(p: &Prompty, text: Value) -> Result<Value, ToolError> {
         return Ok(text);
     }
     let Value::String(text) = text else {
-        return Err(prompty_error(format!(
+        return Err(prompty_error(
+"TypeError", format!(
             "{}: response_format is json_object but the reply has no text (the JSON object must be str, bytes or bytearray, not {})",
             file_label(p),
             if text.is_null() { "NoneType".to_string() } else { py_repr(&text) }
@@ -334,7 +346,8 @@ fn parse_json_reply(p: &Prompty, text: &str) -> Result<Value, ToolError> {
         } else {
             detail.split(" at line ").next().unwrap_or(&detail)
         };
-        prompty_error(format!(
+        prompty_error(
+"JSONDecodeError", format!(
             "{}: response_format is json_object but the reply is not JSON ({what}: line {line} column {column} (char {char_index})); the reply was: {}\nhint: ask the model for a JSON object in the prompt, or remove response_format",
             file_label(p),
             excerpt(text, 300)
@@ -348,12 +361,15 @@ fn select_outputs(p: &Prompty, reply: Value) -> Result<Value, ToolError> {
         return Ok(reply);
     }
     let Value::Object(fields) = &reply else {
-        return Err(prompty_error(format!(
-            "{}: outputs lists {} but the reply is not a JSON object: {}",
-            file_label(p),
-            p.outputs.join(", "),
-            excerpt(&reply.to_string(), 300)
-        )));
+        return Err(prompty_error(
+            "InvalidOutputKeyError",
+            format!(
+                "{}: outputs lists {} but the reply is not a JSON object: {}",
+                file_label(p),
+                p.outputs.join(", "),
+                excerpt(&reply.to_string(), 300)
+            ),
+        ));
     };
     let mut out = Map::new();
     for key in &p.outputs {
@@ -363,7 +379,8 @@ fn select_outputs(p: &Prompty, reply: Value) -> Result<Value, ToolError> {
             }
             None => {
                 let keys: Vec<Value> = fields.keys().cloned().map(Value::String).collect();
-                return Err(prompty_error(format!(
+                return Err(prompty_error(
+"InvalidOutputKeyError", format!(
                     "{}: Cannot find {key} in response {}\nhint: list only keys the model returns under outputs:",
                     file_label(p),
                     py_repr(&Value::Array(keys))
@@ -372,4 +389,99 @@ fn select_outputs(p: &Prompty, reply: Value) -> Result<Value, ToolError> {
         }
     }
     Ok(Value::Object(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn load(text: &str) -> Prompty {
+        Prompty::parse(text, Path::new("/p/t.prompty")).expect("parses")
+    }
+
+    const HEAD: &str = "---\nmodel:\n  configuration: {type: openai, connection: c, model: m}\n";
+
+    #[test]
+    fn inputs_come_from_the_sample_then_defaults() {
+        let p = load(&format!(
+            "{HEAD}  parameters: {{}}\ninputs:\n  a: {{type: string}}\n  b: {{type: int, default: 2}}\nsample:\n  a: s\n  zz: dropped\n---\nuser:\n{{{{a}}}}\n"
+        ));
+        let none = IndexMap::new();
+        let got = resolve_prompty_inputs(&p, &none).expect("sample");
+        assert_eq!(
+            serde_json::to_value(&got).ok(),
+            Some(serde_json::json!({"a": "s", "b": 2}))
+        );
+        let mut given = IndexMap::new();
+        given.insert("b".to_string(), Value::from(5));
+        let err = resolve_prompty_inputs(&p, &given).expect_err("a is missing");
+        assert!(
+            err.to_string().contains("Missing required inputs: ['a']"),
+            "{err}"
+        );
+        assert_eq!(err.python_type(), Some("MissingRequiredInputError"));
+    }
+
+    #[test]
+    fn a_prompty_without_inputs_renders_its_sample_as_is() {
+        let p = load(&format!(
+            "{HEAD}  parameters: {{}}\nsample:\n  x: 1\n---\nuser:\n{{{{x}}}}\n"
+        ));
+        let got = resolve_prompty_inputs(&p, &IndexMap::new()).expect("sample");
+        assert_eq!(got.get("x"), Some(&Value::from(1)));
+        let messages = render_prompty(&p, &got).expect("renders");
+        assert_eq!(
+            messages,
+            serde_json::json!([{"role": "user", "content": "1"}])
+        );
+    }
+
+    #[test]
+    fn json_replies_are_parsed_and_reduced_to_outputs() {
+        let p = load(&format!(
+            "{HEAD}  parameters:\n    response_format: {{type: json_object}}\noutputs:\n  a: {{type: string}}\n---\nuser:\nhi\n"
+        ));
+        let ok = format_choice(&p, Value::String(r#"{"a": 1, "b": 2}"#.into())).expect("json");
+        assert_eq!(ok, serde_json::json!({"a": 1}));
+        let err = format_choice(&p, Value::String(r#"{"b": 2}"#.into())).expect_err("no a");
+        assert!(
+            err.to_string().contains("Cannot find a in response ['b']"),
+            "{err}"
+        );
+        let err = format_choice(&p, Value::String("echo: hi".into())).expect_err("not json");
+        assert!(
+            err.to_string()
+                .contains("Expecting value: line 1 column 1 (char 0)"),
+            "{err}"
+        );
+        assert_eq!(err.python_type(), Some("JSONDecodeError"));
+    }
+
+    #[test]
+    fn completion_bodies_keep_their_whitespace() {
+        let p = load("---\nmodel:\n  api: completion\n  configuration: {type: openai, connection: c, model: m}\n  parameters: {}\n---\n  Hi {{ n }}\n\n");
+        let mut inputs = IndexMap::new();
+        inputs.insert("n".to_string(), Value::from("x"));
+        assert_eq!(
+            render_prompty(&p, &inputs).expect("renders"),
+            Value::String("  Hi x\n\n".into())
+        );
+    }
+
+    #[test]
+    fn inline_configurations_become_connections() {
+        let p = load("---\nmodel:\n  configuration:\n    type: azure_openai\n    azure_endpoint: https://x\n    api_key: k\n    azure_deployment: d\n  parameters: {}\n---\nuser:\nhi\n");
+        let c = resolve_prompty_connection(&p, |_| None).expect("inline");
+        assert_eq!(c.kind, ConnectionKind::AzureOpenAi);
+        assert_eq!(c.config("api_base"), Some("https://x"));
+        assert_eq!(c.api_key(), Some("k"));
+        let p = load(&format!("{HEAD}  parameters: {{}}\n---\nuser:\nhi\n"));
+        let err = resolve_prompty_connection(&p, |_| None).expect_err("unknown connection");
+        assert!(
+            err.to_string()
+                .contains("connection 'c', which does not exist"),
+            "{err}"
+        );
+    }
 }

@@ -297,7 +297,9 @@ impl FlowInvoker {
         let outcome =
             flowrt_tools::execute_prompty_streamed(&self.llm, prompty, &inputs, connection, sink)
                 .await
-                .map_err(|e| ToolFailure::new("PromptyError", e.to_string()))?;
+                .map_err(|e| {
+                    ToolFailure::new(e.python_type().unwrap_or("PromptyError"), e.to_string())
+                })?;
         if prompty.model.response == PromptyResponse::All {
             // promptflow returns the SDK's ChatCompletion object, which a flow cannot output.
             return Err(ToolFailure::new(
