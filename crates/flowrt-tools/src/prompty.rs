@@ -265,6 +265,10 @@ pub async fn execute_prompty_streamed(
         let mut whole = String::new();
         while let Some(piece) = stream.next().await {
             let piece = piece?;
+            // promptflow yields only chunks with content.
+            if piece.is_empty() {
+                continue;
+            }
             if let Some(tx) = &pieces {
                 // A listener that went away does not stop the call.
                 let _ = tx.send(piece.clone());

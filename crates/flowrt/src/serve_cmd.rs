@@ -320,9 +320,13 @@ fn swagger(flow: &Flow) -> Value {
             ValueType::Object => "object",
         }
     }
-    let name = flow
-        .dir
-        .file_name()
+    // A prompty flow is named after its file, a folder flow after its folder.
+    let named_by = if flow.kind == flowrt_flow::FlowKind::Prompty {
+        flow.file.file_stem()
+    } else {
+        flow.dir.file_name()
+    };
+    let name = named_by
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "flow".into());
     let mut props = Map::new();

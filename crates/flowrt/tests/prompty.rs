@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Env, FakeOpenAi};
+use common::{free_port, http, Env, FakeOpenAi};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -456,4 +456,81 @@ user:
         with_history.1["messages"][2],
         json!({"role": "assistant", "content": "Hello"})
     );
+}
+
+/// `flowrt flow serve X.prompty`, killed when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_served_prompty_answers_score_and_streams_its_reply() {
+    let server = FakeOpenAi::start(0);
+    let env = with_openai(&server);
+    let (_d, file) = prompty(
+        "echoer.prompty",
+        "---
+model:
+  configuration: {type: openai, connection: oai, model: m}
+  parameters: {stream: true}
+inputs:
+  text: {type: string}
+---
+user:
+{{ text }}
+",
+    );
+    let port = free_port();
+    let _served = Served(env.spawn(&["flow", "serve", s(&file), "--port", &port.to_string()]));
+    let base = format!("http://127.0.0.1:{port}");
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed().as_secs() < 30, "flow serve did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let json = [("content-type", "application/json")];
+    let (status, _, body) = http(
+        "POST",
+        &format!("{base}/score"),
+        &json,
+        r#"{"text": "a  b"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"output": "echo: a  b"})
+    );
+
+    let (status, head, body) = http(
+        "POST",
+        &format!("{base}/score"),
+        &[
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+        ],
+        r#"{"text": "x y"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("text/event-stream"), "{head}");
+    let pieces: Vec<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| {
+            serde_json::from_str::<Value>(d).unwrap()["output"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(pieces.concat(), "echo: x y");
+    assert!(pieces.len() > 1, "{pieces:?}");
+
+    let (_, _, swagger) = http("GET", &format!("{base}/swagger.json"), &[], "");
+    let swagger: Value = serde_json::from_str(&swagger).unwrap();
+    assert_eq!(swagger["info"]["x-flow-name"], "echoer");
 }
