@@ -235,7 +235,12 @@ pub async fn execute_prompty_streamed(
     }
     let values = resolve_prompty_inputs(p, inputs)?;
     let rendered = render_prompty(p, &values)?;
-    let model = p.model.model_name().unwrap_or_default().to_string();
+    let model = p
+        .model
+        .model_name()
+        .or_else(|| p.model.parameters.get("model").and_then(Value::as_str))
+        .unwrap_or_default()
+        .to_string();
     if connection.kind == ConnectionKind::AzureOpenAi && model.is_empty() {
         return Err(prompty_error(
 "InvalidConnectionError", format!(
@@ -252,11 +257,12 @@ pub async fn execute_prompty_streamed(
         }
     }
     let mut body = Map::new();
-    body.insert("model".into(), Value::String(model));
-    body.insert(if chat { "messages" } else { "prompt" }.into(), rendered);
     for (k, v) in &p.model.parameters {
         body.insert(k.clone(), v.clone());
     }
+    // The configuration's model (or deployment) and the rendered prompt win over parameters.
+    body.insert("model".into(), Value::String(model));
+    body.insert(if chat { "messages" } else { "prompt" }.into(), rendered);
     let body = Value::Object(body);
     if p.model.streams() {
         use futures::StreamExt;

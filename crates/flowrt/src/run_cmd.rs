@@ -59,7 +59,7 @@ pub enum RunCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// The flow folder (with --resume-from: default the resumed run's flow).
+    /// The flow folder or .prompty file (with --resume-from: default the resumed run's flow).
     #[arg(long, required_unless_present_any = ["resume_from", "session"])]
     pub flow: Option<PathBuf>,
     /// The data: .jsonl (one JSON object per line), .csv or .tsv (with --resume-from: default the
@@ -454,7 +454,15 @@ fn default_name(flow: &Path) -> String {
     let base = flow
         .canonicalize()
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| {
+            // A .prompty (or flow.dag.yaml) file: named after the file, or its folder.
+            let name = match p.extension() {
+                _ if !p.is_file() => p.file_name(),
+                Some(e) if e.eq_ignore_ascii_case("prompty") => p.file_stem(),
+                _ => p.parent().and_then(Path::file_name),
+            };
+            name.map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "flow".into());
     let base: String = base
         .chars()

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The flow folder.
+    /// The flow folder, or a .prompty file.
     pub flow: PathBuf,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,

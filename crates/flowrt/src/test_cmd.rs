@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct TestArgs {
-    /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
+    /// The flow folder (holding flow.dag.yaml), the flow.dag.yaml file, or a .prompty file.
     pub flow: PathBuf,
     /// Flow inputs as NAME=VALUE; values are converted to the inputs' declared types.
     #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
