@@ -243,10 +243,27 @@ impl Prompty {
         let sample = match config.get("sample") {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m.clone().into_iter().collect()),
+            // `sample: sample.json`: a JSON file next to the prompty.
+            Some(Value::String(f)) if f.to_ascii_lowercase().ends_with(".json") => {
+                match read_file_reference(&dir, f) {
+                    Ok(Value::Object(m)) => Some(m.into_iter().collect()),
+                    Ok(_) => {
+                        problems.push(Problem::new(
+                            None,
+                            format!("sample file '{f}' must hold a JSON object of input values"),
+                        ));
+                        None
+                    }
+                    Err(e) => {
+                        problems.push(Problem::new(None, format!("sample: {e}")));
+                        None
+                    }
+                }
+            }
             Some(_) => {
                 problems.push(Problem::new(
                     None,
-                    "sample must be a mapping of input name to value (or ${file:sample.json})",
+                    "sample must be a mapping of input name to value, or a .json file (sample: ${file:sample.json})",
                 ));
                 None
             }
@@ -506,12 +523,24 @@ fn parse_inputs(v: Option<&Value>, problems: &mut Vec<Problem>) -> IndexMap<Stri
         }
     };
     for (name, decl) in m {
-        let Value::Object(d) = decl else {
-            problems.push(Problem::new(
-                None,
-                format!("input '{name}' must be a mapping such as {{type: string, default: ...}}"),
-            ));
-            continue;
+        // `name: value` (not a mapping) declares an input of the value's type defaulting to it.
+        let shorthand;
+        let d = match decl {
+            Value::Object(d) => d,
+            value => {
+                let ty = match value {
+                    Value::Bool(_) => "bool",
+                    Value::Number(n) if n.is_i64() || n.is_u64() => "int",
+                    Value::Number(_) => "double",
+                    Value::Array(_) => "list",
+                    _ => "string",
+                };
+                let mut m = Map::new();
+                m.insert("type".into(), Value::String(ty.into()));
+                m.insert("default".into(), value.clone());
+                shorthand = m;
+                &shorthand
+            }
         };
         let ty_text = d.get("type").and_then(Value::as_str).unwrap_or("string");
         let default = d.get("default").filter(|v| !v.is_null()).cloned();
@@ -688,6 +717,17 @@ mod tests {
             Some(serde_json::json!(3))
         );
         assert_eq!(p.template, "body {{n}}\n");
+    }
+
+    #[test]
+    fn an_input_written_as_a_value_defaults_to_it() {
+        let p = parse(
+            "---\nmodel:\n  configuration: {}\n  parameters: {}\ninputs:\n  n: 3\n  q: hi\n---\nuser:\nhi\n",
+        )
+        .expect("parses");
+        assert_eq!(p.inputs["n"].ty, ValueType::Int);
+        assert_eq!(p.inputs["n"].default, Some(serde_json::json!(3)));
+        assert_eq!(p.inputs["q"].default, Some(serde_json::json!("hi")));
     }
 
     #[test]
