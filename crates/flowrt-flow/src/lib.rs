@@ -1,6 +1,7 @@
 //! flowrt's vocabulary for flows: parse `flow.dag.yaml` (promptflow 1.18.5's format) into a checked
 //! [`Flow`] whose references, node names, tool files and dependency graph are known to be valid, and
 //! the Python-compatible value rules (input conversion, `str()`, `==`) that running it relies on.
+//! A `.prompty` file loads into a [`Prompty`] and, through [`prompty_flow`], into a one-node flow.
 //!
 //! It reads the flow folder and nothing else: no processes, no network, no async.
 
