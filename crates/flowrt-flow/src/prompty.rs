@@ -108,7 +108,10 @@ impl PromptyModel {
             .collect();
         if named && !inline.is_empty() {
             return Err(format!(
-                "Cannot configure model config and connection in configuration at the same time: model.configuration names a connection and also sets {}\nhint: keep either `connection:` (plus model or azure_deployment) or the inline keys",
+                "Cannot configure model config and connection in \
+                configuration at the same time: model.configuration names a \
+                connection and also sets {}\nhint: keep either `connection:` \
+                (plus model or azure_deployment) or the inline keys",
                 inline.join(", ")
             ));
         }
@@ -201,7 +204,8 @@ impl Prompty {
         let Some((front, body)) = split_front_matter(&text) else {
             return Err(problem(
                 path,
-                "a prompty file must start with its YAML front matter between two '---' lines, followed by the prompt",
+                "a prompty file must start with its YAML front matter between \
+                two '---' lines, followed by the prompt",
             ));
         };
         let front_line = text[..text.len() - body.len() - front.len()]
@@ -222,7 +226,8 @@ impl Prompty {
             _ => {
                 return Err(problem(
                     path,
-                    "the front matter must be a YAML mapping (name, model, inputs, ...)",
+                    "the front matter must be a YAML mapping (name, model, \
+                    inputs, ...)",
                 ))
             }
         };
@@ -263,7 +268,8 @@ impl Prompty {
             Some(_) => {
                 problems.push(Problem::new(
                     None,
-                    "sample must be a mapping of input name to value, or a .json file (sample: ${file:sample.json})",
+                    "sample must be a mapping of input name to value, or a .json \
+                    file (sample: ${file:sample.json})",
                 ));
                 None
             }
@@ -362,9 +368,10 @@ fn single_document(front: &str, path: &Path, offset: usize) -> Result<Yaml, Flow
     if docs.next().is_some() {
         return Err(problem(
             path,
-            "the front matter is not a single YAML document (expected a single document in the stream, but found another document): \
-             a prompty is split at its first and its LAST '---' line, so a '---' line in the prompt body ends the front matter there\n\
-             hint: remove the '---' line from the body, or write the rule differently (e.g. '***')",
+            "the front matter is not a single YAML document (expected a single document in the \
+             stream, but found another document): a prompty is split at its first and its LAST \
+             '---' line, so a '---' line in the prompt body ends the front matter there\n\
+            hint: remove the '---' line from the body, or write the rule differently (e.g. '***')",
         ));
     }
     Ok(first)
@@ -469,8 +476,10 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
     match m.get("configuration") {
         None | Some(Value::Null) => problems.push(Problem::new(
             None,
-            "model.configuration is missing: promptflow requires the 'configuration' of the model (TypeError: missing argument 'configuration')\n\
-             hint: add it under model:, for example `configuration: {type: openai, connection: my_conn, model: gpt-4o-mini}`",
+            "model.configuration is missing: promptflow requires the 'configuration' of the model \
+             (TypeError: missing argument 'configuration')\n\
+             hint: add it under model:, for example \
+             `configuration: {type: openai, connection: my_conn, model: gpt-4o-mini}`",
         )),
         Some(Value::Object(c)) => {
             model.configuration = c.clone();
@@ -480,19 +489,23 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
         }
         Some(_) => problems.push(Problem::new(
             None,
-            "model.configuration must be a mapping (type: openai or azure_openai, connection or api_key, ...)",
+            "model.configuration must be a mapping (type: openai or \
+            azure_openai, connection or api_key, ...)",
         )),
     }
     match m.get("parameters") {
         Some(Value::Object(p)) => model.parameters = p.clone(),
         None | Some(Value::Null) => problems.push(Problem::new(
             None,
-            "model.parameters is missing: promptflow requires the 'parameters' of the model (TypeError: missing argument 'parameters')\n\
-             hint: add it under model:, for example `parameters: {max_tokens: 256}` (an empty mapping `parameters: {}` is fine)",
+            "model.parameters is missing: promptflow requires the 'parameters' of the model \
+             (TypeError: missing argument 'parameters')\n\
+             hint: add it under model:, for example `parameters: {max_tokens: 256}` \
+             (an empty mapping `parameters: {}` is fine)",
         )),
         Some(_) => problems.push(Problem::new(
             None,
-            "model.parameters must be a mapping of API parameters (max_tokens, temperature, ...)",
+            "model.parameters must be a mapping of API parameters \
+            (max_tokens, temperature, ...)",
         )),
     }
     for key in m.keys() {
@@ -548,7 +561,10 @@ fn parse_inputs(v: Option<&Value>, problems: &mut Vec<Problem>) -> IndexMap<Stri
         let Some(ty) = ValueType::parse(ty_text) else {
             problems.push(Problem::new(
                 None,
-                format!("input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, string, list, object"),
+                format!(
+                    "input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, \
+                     string, list, object"
+                ),
             ));
             continue;
         };

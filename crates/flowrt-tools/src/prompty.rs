@@ -22,10 +22,11 @@ pub struct PromptyOutcome {
     pub usage: Option<Usage>,
 }
 
-fn prompty_error(kind: &'static str, message: impl Into<String>) -> ToolError {
+/// A failure of prompty `p`: `kind` is promptflow's exception name, `message` follows the file.
+fn fail(p: &Prompty, kind: &'static str, message: String) -> ToolError {
     ToolError::Prompty {
         kind,
-        message: message.into(),
+        message: format!("{}: {message}", p.path.display()),
     }
 }
 
@@ -52,11 +53,15 @@ pub fn resolve_prompty_connection(
     };
     if let Some(name) = text("connection") {
         return lookup(&name).ok_or_else(|| {
-            prompty_error(
-"ConnectionNotFound", format!(
-                "{}: model.configuration uses connection '{name}', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`, or write the endpoint and key inline",
-                file_label(p)
-            ))
+            fail(
+                p,
+                "ConnectionNotFound",
+                format!(
+                    "model.configuration uses connection '{name}', which does not exist\nhint: \
+                    create it with `flowrt connection create --file CONN.yaml`, or write the \
+                    endpoint and key inline",
+                ),
+            )
         });
     }
     let ty = p.model.configuration_type();
@@ -64,12 +69,13 @@ pub fn resolve_prompty_connection(
         "azure_openai" | "azure_open_ai" => ConnectionKind::AzureOpenAi,
         "openai" | "open_ai" => ConnectionKind::OpenAi,
         other => {
-            return Err(prompty_error(
+            return Err(fail(
+                p,
                 "UnknownConnectionType",
                 format!(
-            "{}: model.configuration type '{other}' is not supported; use openai or azure_openai",
-            file_label(p)
-        ),
+                    "model.configuration type '{other}' is not supported; use \
+                    openai or azure_openai",
+                ),
             ))
         }
     };
@@ -98,11 +104,15 @@ pub fn resolve_prompty_connection(
         ConnectionKind::AzureOpenAi => {
             let base = pick("azure_endpoint", endpoint_var).or_else(|| text("api_base"));
             let Some(base) = base else {
-                return Err(prompty_error(
-"InvalidConnectionError", format!(
-                    "{}: model.configuration of type azure_openai needs 'azure_endpoint' (or 'connection: NAME'; with neither, {endpoint_var} is read from the environment)",
-                    file_label(p)
-                )));
+                return Err(fail(
+                    p,
+                    "InvalidConnectionError",
+                    format!(
+                        "model.configuration of type azure_openai needs 'azure_endpoint' (or \
+                        'connection: NAME'; with neither, {endpoint_var} is read from the \
+                        environment)",
+                    ),
+                ));
             };
             configs.insert("api_base".to_string(), base);
             if let Some(v) = pick("api_version", "OPENAI_API_VERSION") {
@@ -123,11 +133,14 @@ pub fn resolve_prompty_connection(
             secrets.insert("api_key".to_string(), key);
         }
         None => {
-            return Err(prompty_error(
-"InvalidConnectionError", format!(
-                "{}: model.configuration needs 'api_key' (for example api_key: ${{env:{key_var}}}) or 'connection: NAME'",
-                file_label(p)
-            )))
+            return Err(fail(
+                p,
+                "InvalidConnectionError",
+                format!(
+                    "model.configuration needs 'api_key' (for example api_key: \
+                    ${{env:{key_var}}}) or 'connection: NAME'",
+                ),
+            ))
         }
     }
     Ok(Connection {
@@ -164,12 +177,15 @@ pub fn resolve_prompty_inputs(
         }
     }
     if !missing.is_empty() {
-        return Err(prompty_error(
+        return Err(fail(
+            p,
             "MissingRequiredInputError",
             format!(
-                "{}: Missing required inputs: {}\nhint: pass them, or give them a default under inputs:",
-                file_label(p),
-                py_repr(&Value::Array(missing.into_iter().map(Value::String).collect()))
+                "Missing required inputs: {}\nhint: pass them, or give them a \
+                default under inputs:",
+                py_repr(&Value::Array(
+                    missing.into_iter().map(Value::String).collect()
+                ))
             ),
         ));
     }
@@ -242,11 +258,13 @@ pub async fn execute_prompty_streamed(
         .unwrap_or_default()
         .to_string();
     if connection.kind == ConnectionKind::AzureOpenAi && model.is_empty() {
-        return Err(prompty_error(
-"InvalidConnectionError", format!(
-            "{}: an azure_openai model.configuration needs 'azure_deployment' (the deployment to call)",
-            file_label(p)
-        )));
+        return Err(fail(
+            p,
+            "InvalidConnectionError",
+            "an azure_openai model.configuration needs 'azure_deployment' (the deployment to \
+             call)"
+                .to_string(),
+        ));
     }
     let chat = p.model.api == PromptyApi::Chat;
     let op = if chat { Op::Chat } else { Op::Completion };
@@ -328,12 +346,19 @@ fn format_choice(p: &Prompty, text: Value) -> Result<Value, ToolError> {
         return Ok(text);
     }
     let Value::String(text) = text else {
-        return Err(prompty_error(
-"TypeError", format!(
-            "{}: response_format is json_object but the reply has no text (the JSON object must be str, bytes or bytearray, not {})",
-            file_label(p),
-            if text.is_null() { "NoneType".to_string() } else { py_repr(&text) }
-        )));
+        return Err(fail(
+            p,
+            "TypeError",
+            format!(
+                "response_format is json_object but the reply has no text (the JSON object \
+                must be str, bytes or bytearray, not {})",
+                if text.is_null() {
+                    "NoneType".to_string()
+                } else {
+                    py_repr(&text)
+                }
+            ),
+        ));
     };
     select_outputs(p, parse_json_reply(p, &text)?)
 }
@@ -351,17 +376,23 @@ fn parse_json_reply(p: &Prompty, text: &str) -> Result<Value, ToolError> {
         let detail = e.to_string();
         let what = if detail.starts_with("trailing characters") {
             "Extra data"
-        } else if detail.starts_with("expected value") || detail.starts_with("EOF while parsing a value") {
+        } else if detail.starts_with("expected value")
+            || detail.starts_with("EOF while parsing a value")
+        {
             "Expecting value"
         } else {
             detail.split(" at line ").next().unwrap_or(&detail)
         };
-        prompty_error(
-"JSONDecodeError", format!(
-            "{}: response_format is json_object but the reply is not JSON ({what}: line {line} column {column} (char {char_index})); the reply was: {}\nhint: ask the model for a JSON object in the prompt, or remove response_format",
-            file_label(p),
-            excerpt(text, 300)
-        ))
+        fail(
+            p,
+            "JSONDecodeError",
+            format!(
+                "response_format is json_object but the reply is not JSON ({what}: line \
+                {line} column {column} (char {char_index})); the reply was: {}\nhint: ask \
+                the model for a JSON object in the prompt, or remove response_format",
+                excerpt(text, 300)
+            ),
+        )
     })
 }
 
@@ -371,11 +402,11 @@ fn select_outputs(p: &Prompty, reply: Value) -> Result<Value, ToolError> {
         return Ok(reply);
     }
     let Value::Object(fields) = &reply else {
-        return Err(prompty_error(
+        return Err(fail(
+            p,
             "InvalidOutputKeyError",
             format!(
-                "{}: outputs lists {} but the reply is not a JSON object: {}",
-                file_label(p),
+                "outputs lists {} but the reply is not a JSON object: {}",
                 p.outputs.join(", "),
                 excerpt(&reply.to_string(), 300)
             ),
@@ -389,12 +420,15 @@ fn select_outputs(p: &Prompty, reply: Value) -> Result<Value, ToolError> {
             }
             None => {
                 let keys: Vec<Value> = fields.keys().cloned().map(Value::String).collect();
-                return Err(prompty_error(
-"InvalidOutputKeyError", format!(
-                    "{}: Cannot find {key} in response {}\nhint: list only keys the model returns under outputs:",
-                    file_label(p),
-                    py_repr(&Value::Array(keys))
-                )));
+                return Err(fail(
+                    p,
+                    "InvalidOutputKeyError",
+                    format!(
+                        "Cannot find {key} in response {}\nhint: list only keys the \
+                        model returns under outputs:",
+                        py_repr(&Value::Array(keys))
+                    ),
+                ));
             }
         }
     }
