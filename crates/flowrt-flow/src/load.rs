@@ -98,9 +98,9 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
     } else {
         None
     };
-    let file = file.ok_or_else(|| FlowError::NotFound {
-        path: path.to_path_buf(),
-    })?;
+    let Some(file) = file else {
+        return Err(not_found(path));
+    };
     let dir = file
         .parent()
         .map(Path::to_path_buf)
@@ -147,6 +147,31 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
         path: file,
         problems: loader.problems,
     })
+}
+
+/// No flow at `path`; a folder holding `.prompty` files says which to pass.
+fn not_found(path: &Path) -> FlowError {
+    let mut files: Vec<String> = fs_err::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_prompty(p))
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        FlowError::NotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        FlowError::PromptyInFolder {
+            path: path.to_path_buf(),
+            files,
+        }
+    }
 }
 
 /// A `.prompty` file (by its extension).

@@ -534,3 +534,24 @@ user:
     let swagger: Value = serde_json::from_str(&swagger).unwrap();
     assert_eq!(swagger["info"]["x-flow-name"], "echoer");
 }
+
+#[test]
+fn a_folder_holding_a_prompty_names_the_file_to_pass() {
+    let env = Env::new();
+    let (d, _file) = prompty("greeter.prompty", GREETER);
+    let r = env.run(&["flow", "test", s(d.path())]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("it holds greeter.prompty"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(&format!(
+            "hint: a .prompty flow is run by its file, e.g. {}",
+            s(&d.path().join("greeter.prompty"))
+        )),
+        "{}",
+        r.stderr
+    );
+}
