@@ -221,7 +221,31 @@ pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<V
 /// - `response: all`: the raw completion object the service returned.
 ///
 /// Errors name the prompty file and say what to change. To apply a caller's model (as
-/// `Prompty.load(source, model={...})` does), pass `p.with_model_override(...)`.
+/// `Prompty.load(source, model={...})` does), pass `p.with_model_override(...)`:
+///
+/// ```no_run
+/// # async fn demo(
+/// #     connections: std::collections::HashMap<String, flowrt_api::Connection>,
+/// # ) -> Result<(), Box<dyn std::error::Error>> {
+/// use flowrt_flow::Prompty;
+/// use flowrt_tools::{execute_prompty, resolve_prompty_connection, LlmClient};
+///
+/// let prompty = Prompty::load(std::path::Path::new("chat.prompty"))?;
+/// // `configuration` replaces the file's whole; `parameters` merge key by key.
+/// let model = serde_json::json!({
+///     "configuration": {"type": "openai", "connection": "oai_conn", "model": "gpt-4o-mini"},
+///     "parameters": {"max_tokens": 64},
+///     "response": "all",
+/// });
+/// let prompty = prompty.with_model_override(model.as_object().ok_or("not an object")?)?;
+/// let connection = resolve_prompty_connection(&prompty, |name| connections.get(name).cloned())?;
+/// let mut inputs = indexmap::IndexMap::new();
+/// inputs.insert("question".to_string(), serde_json::json!("What is a DAG?"));
+/// let completion = execute_prompty(&LlmClient::default(), &prompty, &inputs, &connection).await?;
+/// println!("{}", completion["usage"]["prompt_tokens"]);
+/// # Ok(())
+/// # }
+/// ```
 pub async fn execute_prompty(
     client: &LlmClient,
     p: &Prompty,
