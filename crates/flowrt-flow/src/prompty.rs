@@ -211,6 +211,25 @@ impl Prompty {
         let front_line = text[..text.len() - body.len() - front.len()]
             .matches('\n')
             .count();
+        // The front matter is untrusted YAML: bounded before it reaches the parser.
+        if text.len() > crate::limits::MAX_YAML_BYTES {
+            return Err(problem(
+                path,
+                format!(
+                    "the file is {} bytes; flowrt reads prompty files of at most {} bytes",
+                    text.len(),
+                    crate::limits::MAX_YAML_BYTES
+                ),
+            ));
+        }
+        if let Err((line, message)) = crate::limits::check_yaml_limits(front) {
+            return Err(FlowError::Yaml {
+                path: path.to_path_buf(),
+                line: line + front_line,
+                column: 1,
+                message,
+            });
+        }
         let yaml = single_document(front, path, front_line)?;
         let dir = path
             .parent()
@@ -708,6 +727,17 @@ mod tests {
         let err =
             parse("---\nmodel:\n  parameters: {}\n---\nA\n---\nB\n").expect_err("two documents");
         assert!(err.to_string().contains("single document"), "{err}");
+    }
+
+    #[test]
+    fn deeply_nested_front_matter_is_refused_before_parsing() {
+        let text = format!(
+            "---\nmodel:\n  parameters: {}{}\n---\nuser:\nhi\n",
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        let err = parse(&text).expect_err("too deep");
+        assert!(err.to_string().contains("t.prompty:3:"), "{err}");
     }
 
     #[test]

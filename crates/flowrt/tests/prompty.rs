@@ -357,7 +357,7 @@ fn loading_errors_name_the_problem() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
         r.stdout
-            .contains("valid flow with 3 inputs, 1 outputs and 1 nodes"),
+            .contains("valid flow with 3 inputs, 1 output and 1 node"),
         "{}",
         r.stdout
     );
