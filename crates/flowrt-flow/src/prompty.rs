@@ -54,6 +54,27 @@ pub struct PromptyModel {
 }
 
 impl PromptyModel {
+    /// The model as the mapping a front matter would write.
+    pub fn to_map(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let api = match self.api {
+            PromptyApi::Chat => "chat",
+            PromptyApi::Completion => "completion",
+        };
+        let response = match self.response {
+            PromptyResponse::First => "first",
+            PromptyResponse::All => "all",
+        };
+        m.insert("api".into(), Value::String(api.into()));
+        m.insert(
+            "configuration".into(),
+            Value::Object(self.configuration.clone()),
+        );
+        m.insert("parameters".into(), Value::Object(self.parameters.clone()));
+        m.insert("response".into(), Value::String(response.into()));
+        m
+    }
+
     /// The configuration's `type`, or the one its keys imply (`azure_openai` when it names an
     /// `azure_endpoint` or `azure_deployment`, else `openai`).
     pub fn configuration_type(&self) -> &str {
@@ -312,37 +333,49 @@ impl Prompty {
         })
     }
 
-    /// This prompty with its model overridden, as `Prompty.load(source, model={...})` does:
-    /// `configuration` replaces the file's configuration whole (not key by key), `parameters` are
-    /// merged key by key over the file's, `api` and `response` replace the file's.
+    /// This prompty with its model overridden, as `Prompty.load(source, model={...})` does with
+    /// a dict: merged recursively over the file's `model` (a mapping merges key by key, anything
+    /// else replaces), after `${env:...}`/`${file:...}` references in it are resolved. A model
+    /// configuration *object* (`OpenAIModelConfiguration(...)`) is not a dict and replaces the
+    /// file's configuration whole: pass it to [`Prompty::with_configuration`] instead.
     pub fn with_model_override(&self, model: &Map<String, Value>) -> Result<Prompty, String> {
-        let mut out = self.clone();
-        for (k, v) in model {
-            match (k.as_str(), v) {
-                ("configuration", Value::Object(c)) => out.model.configuration = c.clone(),
-                ("parameters", Value::Object(p)) => {
-                    for (pk, pv) in p {
-                        out.model.parameters.insert(pk.clone(), pv.clone());
-                    }
-                }
-                ("api", _) => out.model.api = parse_api(v)?,
-                ("response", _) => out.model.response = parse_response(v)?,
-                ("configuration" | "parameters", other) => {
-                    return Err(format!(
-                        "model override '{k}' must be a mapping, got {}",
-                        crate::pyvalue::py_repr(other)
-                    ))
-                }
-                (other, _) => {
-                    return Err(format!(
-                        "unknown model override '{other}'; use one of: {}",
-                        MODEL_KEYS.join(", ")
-                    ))
-                }
-            }
+        let dir = self.dir();
+        let overrides = match resolve_references(Value::Object(model.clone()), &dir)? {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let merged = merge_recursively(self.model.to_map(), &overrides);
+        let mut problems = Vec::new();
+        let parsed = parse_model(Some(&Value::Object(merged)), &mut problems);
+        if !problems.is_empty() {
+            let text: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
+            return Err(text.join("\n"));
         }
+        let mut out = self.clone();
+        out.model = parsed;
+        Ok(out)
+    }
+
+    /// This prompty with `configuration` (a model configuration object's fields, e.g.
+    /// `{"type": "openai", "connection": "oai_conn", "model": "gpt-4o-mini"}`) replacing the
+    /// file's configuration whole.
+    pub fn with_configuration(&self, configuration: Map<String, Value>) -> Result<Prompty, String> {
+        let configuration = match resolve_references(Value::Object(configuration), &self.dir())? {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        let mut out = self.clone();
+        out.model.configuration = configuration;
         out.model.check_configuration()?;
         Ok(out)
+    }
+
+    /// The folder of the prompty file (`${file:...}` references are relative to it).
+    pub fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."))
     }
 
     /// The name of the flow node a prompty flow runs: the file's stem.
@@ -352,6 +385,24 @@ impl Prompty {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "prompty".into())
     }
+}
+
+/// promptflow's `update_dict_recursively`: mappings merge key by key, other values replace.
+fn merge_recursively(
+    mut base: Map<String, Value>,
+    overrides: &Map<String, Value>,
+) -> Map<String, Value> {
+    for (k, v) in overrides {
+        let merged = match (base.remove(k), v) {
+            (Some(Value::Object(old)), Value::Object(new)) => {
+                Value::Object(merge_recursively(old, new))
+            }
+            (_, Value::Object(new)) => Value::Object(merge_recursively(Map::new(), new)),
+            (_, other) => other.clone(),
+        };
+        base.insert(k.clone(), merged);
+    }
+    base
 }
 
 /// The front matter as one YAML document; two documents (a `---` line in the body) fail as they
@@ -399,18 +450,14 @@ fn single_document(front: &str, path: &Path, offset: usize) -> Result<Yaml, Flow
 /// `${env:NAME}` and `${file:path}` in every string of the front matter.
 fn resolve_references(v: Value, dir: &Path) -> Result<Value, String> {
     Ok(match v {
-        Value::String(s) => {
-            if let Some(name) = s.strip_prefix("${env:").and_then(|r| r.strip_suffix('}')) {
-                match std::env::var(name) {
-                    Ok(value) => Value::String(value),
-                    Err(_) => Value::String(s),
-                }
-            } else if let Some(rel) = s.strip_prefix("${file:").and_then(|r| r.strip_suffix('}')) {
-                read_file_reference(dir, rel)?
-            } else {
-                Value::String(s)
-            }
-        }
+        Value::String(s) => match reference_parts(&s) {
+            Some(("env", name)) => match std::env::var(name) {
+                Ok(value) => Value::String(value),
+                Err(_) => Value::String(s),
+            },
+            Some(("file", rel)) => read_file_reference(dir, rel)?,
+            _ => Value::String(s),
+        },
         Value::Array(items) => Value::Array(
             items
                 .into_iter()
@@ -424,6 +471,21 @@ fn resolve_references(v: Value, dir: &Path) -> Result<Value, String> {
         ),
         other => other,
     })
+}
+
+/// `${type:value}` as promptflow's `re.match(r"\$\{(\w+):(.*)\}", s)` reads it: anchored at the
+/// start only, `value` running to the *last* `}` (so `${env:BASE}/v1` reads the variable `BASE`,
+/// and what follows the `}` is dropped, as in promptflow).
+fn reference_parts(s: &str) -> Option<(&str, &str)> {
+    let rest = s.strip_prefix("${")?;
+    let colon = rest.find(':')?;
+    let ty = &rest[..colon];
+    if ty.is_empty() || !ty.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        return None;
+    }
+    let after = &rest[colon + 1..];
+    let close = after.rfind('}')?;
+    Some((ty, &after[..close]))
 }
 
 fn read_file_reference(dir: &Path, rel: &str) -> Result<Value, String> {
@@ -792,19 +854,43 @@ mod tests {
     }
 
     #[test]
-    fn model_override_replaces_configuration_whole() {
+    fn model_overrides_merge_and_configuration_objects_replace() {
+        std::env::set_var("FLOWRT_PROMPTY_OVERRIDE_VAR", "k2");
         let p = parse(
-            "---\nmodel:\n  configuration:\n    type: azure_openai\n    azure_deployment: d\n  parameters: {max_tokens: 3, temperature: 0}\n---\nuser:\nhi\n",
+            "---\nmodel:\n  configuration:\n    type: azure_openai\n    azure_deployment: d\n    azure_endpoint: https://x\n    api_key: k\n  parameters: {max_tokens: 3, temperature: 0, response_format: {type: text}}\n---\nuser:\nhi\n",
         )
         .expect("parses");
-        let o = serde_json::json!({"configuration": {"connection": "c", "model": "m"}, "parameters": {"max_tokens": 9}, "response": "all"});
+        // A dict merges recursively, references resolved.
+        let o = serde_json::json!({"configuration": {"api_key": "${env:FLOWRT_PROMPTY_OVERRIDE_VAR}"}, "parameters": {"max_tokens": 9, "response_format": {"type": "json_object"}}, "response": "all"});
         let q = p
             .with_model_override(o.as_object().expect("object"))
             .expect("overrides");
-        assert_eq!(q.model.configuration_type(), "openai");
-        assert!(!q.model.configuration.contains_key("azure_deployment"));
+        assert_eq!(q.model.configuration["azure_deployment"], "d");
+        assert_eq!(q.model.configuration["api_key"], "k2");
         assert_eq!(q.model.parameters["max_tokens"], 9);
         assert_eq!(q.model.parameters["temperature"], 0);
+        assert!(q.model.json_response());
         assert_eq!(q.model.response, PromptyResponse::All);
+        // A configuration object replaces the file's whole.
+        let c = serde_json::json!({"connection": "c", "model": "m"});
+        let r = p
+            .with_configuration(c.as_object().expect("object").clone())
+            .expect("replaces");
+        assert_eq!(r.model.configuration_type(), "openai");
+        assert!(!r.model.configuration.contains_key("azure_deployment"));
+        // Unknown model keys fail as promptflow's dataclass does.
+        let bad = serde_json::json!({"temperature": 1});
+        let err = p
+            .with_model_override(bad.as_object().expect("object"))
+            .expect_err("unknown key");
+        assert!(err.contains("unknown key 'temperature'"), "{err}");
+    }
+
+    #[test]
+    fn references_read_to_the_last_brace_like_promptflow() {
+        assert_eq!(reference_parts("${env:BASE}/v1"), Some(("env", "BASE")));
+        assert_eq!(reference_parts("${file:a.json}"), Some(("file", "a.json")));
+        assert_eq!(reference_parts("x${env:BASE}"), None);
+        assert_eq!(reference_parts("${env:BASE"), None);
     }
 }

@@ -153,8 +153,9 @@ pub fn resolve_prompty_connection(
 
 /// The values the prompt is rendered with, as promptflow's `Prompty` resolves them: the `sample`
 /// when no inputs are given, then each declared input from the given values or its default
-/// (undeclared values are dropped). A prompty that declares no inputs renders with the values as
-/// they are. Values are not type-converted here (the flow layer converts).
+/// (undeclared values are dropped). A prompty that declares no inputs takes the sample's keys as
+/// its inputs (none without a sample). Values are not type-converted here (the flow layer
+/// converts).
 pub fn resolve_prompty_inputs(
     p: &Prompty,
     given: &IndexMap<String, Value>,
@@ -163,13 +164,20 @@ pub fn resolve_prompty_inputs(
         Some(sample) if given.is_empty() => sample,
         _ => given,
     };
-    if p.inputs.is_empty() {
-        return Ok(given.clone());
-    }
+    // Without declared inputs, the sample's keys are the inputs (without defaults).
+    let sample_keys: Vec<(&String, Option<&Value>)> = match (&p.sample, p.inputs.is_empty()) {
+        (Some(sample), true) => sample.keys().map(|k| (k, None)).collect(),
+        _ => Vec::new(),
+    };
+    let declared = p
+        .inputs
+        .iter()
+        .map(|(k, d)| (k, d.default.as_ref()))
+        .chain(sample_keys);
     let mut out = IndexMap::new();
     let mut missing = Vec::new();
-    for (name, decl) in &p.inputs {
-        match given.get(name).or(decl.default.as_ref()) {
+    for (name, default) in declared {
+        match given.get(name).or(default) {
             Some(v) => {
                 out.insert(name.clone(), v.clone());
             }
@@ -221,7 +229,8 @@ pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<V
 /// - `response: all`: the raw completion object the service returned.
 ///
 /// Errors name the prompty file and say what to change. To apply a caller's model (as
-/// `Prompty.load(source, model={...})` does), pass `p.with_model_override(...)`:
+/// `Prompty.load(source, model={...})` does), pass `p.with_model_override(...)` (a dict) or
+/// `p.with_configuration(...)` (a model configuration object):
 ///
 /// ```no_run
 /// # async fn demo(
@@ -231,13 +240,12 @@ pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<V
 /// use flowrt_tools::{execute_prompty, resolve_prompty_connection, LlmClient};
 ///
 /// let prompty = Prompty::load(std::path::Path::new("chat.prompty"))?;
-/// // `configuration` replaces the file's whole; `parameters` merge key by key.
-/// let model = serde_json::json!({
-///     "configuration": {"type": "openai", "connection": "oai_conn", "model": "gpt-4o-mini"},
-///     "parameters": {"max_tokens": 64},
-///     "response": "all",
-/// });
+/// // `model={"parameters": ..., "response": ...}` merges over the file's model, key by key...
+/// let model = serde_json::json!({"parameters": {"max_tokens": 64}, "response": "all"});
 /// let prompty = prompty.with_model_override(model.as_object().ok_or("not an object")?)?;
+/// // ...while a configuration object (`OpenAIModelConfiguration(...)`) replaces it whole.
+/// let configuration = serde_json::json!({"type": "openai", "connection": "oai_conn", "model": "gpt-4o-mini"});
+/// let prompty = prompty.with_configuration(configuration.as_object().ok_or("not an object")?.clone())?;
 /// let connection = resolve_prompty_connection(&prompty, |name| connections.get(name).cloned())?;
 /// let mut inputs = indexmap::IndexMap::new();
 /// inputs.insert("question".to_string(), serde_json::json!("What is a DAG?"));
@@ -496,6 +504,10 @@ mod tests {
         let p = load(&format!(
             "{HEAD}  parameters: {{}}\nsample:\n  x: 1\n---\nuser:\n{{{{x}}}}\n"
         ));
+        let mut given = IndexMap::new();
+        given.insert("y".to_string(), Value::from(2));
+        let err = resolve_prompty_inputs(&p, &given).expect_err("x is an input now");
+        assert!(err.to_string().contains("['x']"), "{err}");
         let got = resolve_prompty_inputs(&p, &IndexMap::new()).expect("sample");
         assert_eq!(got.get("x"), Some(&Value::from(1)));
         let messages = render_prompty(&p, &got).expect("renders");
