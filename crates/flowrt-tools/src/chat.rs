@@ -136,10 +136,10 @@ impl Walk {
         lists: false,
         objects: true,
     };
-    /// A `.prompty` turns lists into `ChatInputList`s (printed line by line) like the Azure OpenAI
-    /// tool, but escapes only strings and list items, not the values inside dicts.
+    /// A `.prompty` (promptflow-core's `Escaper`) escapes top-level strings only: values inside
+    /// lists and dicts are left as they are.
     pub(crate) const PROMPTY: Walk = Walk {
-        lists: true,
+        lists: false,
         objects: false,
     };
 }

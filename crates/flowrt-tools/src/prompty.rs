@@ -6,6 +6,7 @@
 use crate::chat::{build_messages_with, TemplateVar, Walk};
 use crate::client::{endpoint, excerpt, first_choice, sse_pieces, usage_of, LlmClient, Op, Usage};
 use crate::error::ToolError;
+use crate::params::{function_call, tool_choice, validate_functions, validate_tools};
 use crate::pyfmt::ListStyle;
 use crate::render::render_with;
 use flowrt_api::connection::{Connection, ConnectionKind};
@@ -208,12 +209,12 @@ pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<V
                 .iter()
                 .map(|(k, v)| (k.clone(), TemplateVar::escaped(v.clone())))
                 .collect();
-            build_messages_with(&p.template, &vars, Walk::PROMPTY, ListStyle::ChatLines)
+            build_messages_with(&p.template, &vars, Walk::PROMPTY, ListStyle::Repr)
                 .map(Value::Array)
         }
         PromptyApi::Completion => {
             let ctx = minijinja::Value::from_serialize(inputs);
-            render_with(&p.template, ctx, ListStyle::ChatLines).map(Value::String)
+            render_with(&p.template, ctx, ListStyle::Repr).map(Value::String)
         }
     }
 }
@@ -310,6 +311,20 @@ pub async fn execute_prompty_streamed(
     for (k, v) in &p.model.parameters {
         body.insert(k.clone(), v.clone());
     }
+    // Tools win over the deprecated functions; both are checked and their choice defaults to auto.
+    if let Some(tools) = p.model.parameters.get("tools") {
+        validate_tools(tools)?;
+        body.insert(
+            "tool_choice".into(),
+            tool_choice(p.model.parameters.get("tool_choice"))?,
+        );
+    } else if let Some(functions) = p.model.parameters.get("functions") {
+        validate_functions(functions)?;
+        body.insert(
+            "function_call".into(),
+            function_call(p.model.parameters.get("function_call"))?,
+        );
+    }
     // The configuration's model (or deployment) and the rendered prompt win over parameters.
     body.insert("model".into(), Value::String(model));
     body.insert(if chat { "messages" } else { "prompt" }.into(), rendered);
@@ -352,14 +367,17 @@ pub async fn execute_prompty_streamed(
     let choice = first_choice(&resp, &ep.url)?;
     let output = if chat {
         let message = choice.get("message").cloned().unwrap_or(Value::Null);
-        let called = ["function_call", "tool_calls"]
-            .iter()
-            .any(|k| message.get(k).is_some_and(|v| !v.is_null()));
-        if called {
+        // A tool or function call returns the whole message, as promptflow does.
+        let called = matches!(
+            choice.get("finish_reason").and_then(Value::as_str),
+            Some("tool_calls" | "function_calls")
+        );
+        let reply = if called {
             message
         } else {
-            format_choice(p, message.get("content").cloned().unwrap_or(Value::Null))?
-        }
+            message.get("content").cloned().unwrap_or(Value::Null)
+        };
+        format_choice(p, reply)?
     } else {
         format_choice(
             p,
@@ -536,6 +554,29 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.python_type(), Some("JSONDecodeError"));
+    }
+
+    #[test]
+    fn lists_print_as_python_lists_and_only_top_level_strings_are_escaped() {
+        let p = load(&format!(
+            "{HEAD}  parameters: {{}}\n---\nuser:\n{{{{ items }}}} {{{{ text }}}}\n{{{{ turn.content }}}}\n"
+        ));
+        let mut inputs = IndexMap::new();
+        inputs.insert("items".to_string(), serde_json::json!(["a", 1]));
+        inputs.insert("text".to_string(), serde_json::json!("x\nsystem:\ny"));
+        inputs.insert(
+            "turn".to_string(),
+            serde_json::json!({"content": "assistant:\nhi"}),
+        );
+        let messages = render_prompty(&p, &inputs).expect("renders");
+        // The string input keeps its role line; the dict's value opens a message, as in promptflow.
+        assert_eq!(
+            messages,
+            serde_json::json!([
+                {"role": "user", "content": "['a', 1] x\nsystem:\ny"},
+                {"role": "assistant", "content": "hi"}
+            ])
+        );
     }
 
     #[test]
