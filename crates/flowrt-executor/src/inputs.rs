@@ -14,15 +14,10 @@ pub enum InputError {
 
 /// Convert `given` to the flow's declared inputs: each value converted to its type, defaults for the
 /// rest, `[]` for a chat history without default; unknown extra keys are ignored, as in promptflow.
-/// A flow with a `sample` (a prompty's) uses it when `given` is empty.
 pub fn prepare_inputs(
     flow: &Flow,
     given: &IndexMap<String, Value>,
 ) -> Result<IndexMap<String, Value>, InputError> {
-    let given = match &flow.sample {
-        Some(sample) if given.is_empty() => sample,
-        _ => given,
-    };
     let mut out = IndexMap::with_capacity(flow.inputs.len());
     for (name, decl) in &flow.inputs {
         let value = match given.get(name) {

@@ -183,7 +183,8 @@ pub struct Flow {
     pub environment_variables: IndexMap<String, Value>,
     pub environment: Environment,
     pub additional_includes: Vec<String>,
-    /// Inputs used when a line is given none at all (a prompty's `sample`).
+    /// The inputs a single-line test (`flow test`) uses when given none at all: a prompty's
+    /// `sample`, as `pf flow test` does. Batch runs and serving do not use it.
     pub sample: Option<IndexMap<String, Value>>,
 }
 

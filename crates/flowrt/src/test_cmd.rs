@@ -78,7 +78,13 @@ pub fn run(args: TestArgs) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     let merged = crate::includes::Merged::new(&args.flow, &home)?;
     let flow = Arc::new(merged.load(&options)?);
-    let given = parse_inputs(&args)?;
+    let mut given = parse_inputs(&args)?;
+    // Like `pf flow test`, a prompty tested without inputs runs its sample.
+    if given.is_empty() {
+        if let Some(sample) = &flow.sample {
+            given = sample.clone();
+        }
+    }
     let inputs = prepare_inputs(&flow, &given).map_err(|e| match &e {
         InputError::Missing { name, .. } => {
             anyhow!("{e}\nhint: pass it with --inputs {name}=VALUE or in --inputs-file")

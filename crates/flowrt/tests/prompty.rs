@@ -555,3 +555,49 @@ fn a_folder_holding_a_prompty_names_the_file_to_pass() {
         r.stderr
     );
 }
+
+#[test]
+fn only_a_single_line_test_falls_back_to_the_sample() {
+    let server = FakeOpenAi::start(0);
+    let env = with_openai(&server);
+    let (d, file) = prompty(
+        "defaults.prompty",
+        "---
+model:
+  configuration: {type: openai, connection: oai, model: m}
+  parameters: {}
+inputs:
+  who: {type: string, default: world}
+sample:
+  who: sample
+---
+user:
+hello {{ who }}
+",
+    );
+    let r = test_with(&env, &file, json!({}));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "echo: hello sample"}));
+
+    // A batch line with no mapped inputs takes the defaults, as promptflow's executor does.
+    let data = d.path().join("rows.jsonl");
+    std::fs::write(&data, "{\"other\": 1}\n").unwrap();
+    let out = d.path().join("out");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(&file),
+        "--data",
+        s(&data),
+        "--output-dir",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(out.join("flow_outputs/output.jsonl")).unwrap();
+    let line: Value = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        line,
+        json!({"line_number": 0, "output": "echo: hello world"})
+    );
+}
