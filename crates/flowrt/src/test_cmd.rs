@@ -86,6 +86,12 @@ pub fn run(args: TestArgs) -> Result<u8> {
         }
     }
     let inputs = prepare_inputs(&flow, &given).map_err(|e| match &e {
+        // promptflow words this "The value for flow input 'x' is not provided"; prompty users
+        // see that wording, and where a default would go.
+        InputError::Missing { name, ty } if flow.kind == flowrt_flow::FlowKind::Prompty => anyhow!(
+            "flow input '{name}' ({ty}) is not provided\nhint: pass it with --inputs {name}=VALUE or in --inputs-file, or give it a default under inputs: in {}",
+            flow.file.display()
+        ),
         InputError::Missing { name, .. } => {
             anyhow!("{e}\nhint: pass it with --inputs {name}=VALUE or in --inputs-file")
         }

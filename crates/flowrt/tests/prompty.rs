@@ -109,8 +109,14 @@ fn no_inputs_use_the_sample_and_a_missing_input_or_bad_value_fails() {
     );
 
     let r = test_with(&env, &file, json!({"guest": "Bo"}));
-    assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("'question'"), "{}", r.stderr);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("flow input 'question' (string) is not provided"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("greeter.prompty"), "{}", r.stderr);
 
     let r = test_with(&env, &file, json!({"question": "q", "visits": "many"}));
     assert_ne!(r.code, 0);
