@@ -707,7 +707,14 @@ pub fn prompty_flow(prompty: &Prompty) -> Flow {
         kind: NodeKind::Prompty,
         source: crate::ToolSource::Code { path: file_name },
         inputs,
-        connection: None,
+        // The stored connection it names, so a session is handed it (`connection_candidates`).
+        connection: prompty
+            .model
+            .configuration
+            .get("connection")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
         api: Some(
             match prompty.model.api {
                 PromptyApi::Chat => "chat",
@@ -836,6 +843,18 @@ mod tests {
         assert_eq!(p.inputs["n"].ty, ValueType::Int);
         assert_eq!(p.inputs["n"].default, Some(serde_json::json!(3)));
         assert_eq!(p.inputs["q"].default, Some(serde_json::json!("hi")));
+    }
+
+    #[test]
+    fn a_prompty_flow_names_its_connection() {
+        let p = parse(
+            "---\nmodel:\n  configuration: {type: openai, connection: my_conn, model: m}\n  parameters: {}\n---\nuser:\nhi\n",
+        )
+        .expect("parses");
+        let flow = prompty_flow(&p);
+        assert!(flow.connection_candidates().contains("my_conn"));
+        assert_eq!(flow.nodes[0].kind, NodeKind::Prompty);
+        assert_eq!(flow.outputs.keys().collect::<Vec<_>>(), vec!["output"]);
     }
 
     #[test]
