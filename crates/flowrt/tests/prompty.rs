@@ -357,8 +357,17 @@ fn loading_errors_name_the_problem() {
         r.stderr
     );
 
-    // A valid prompty validates.
+    // validate checks the stored connection a prompty names, too.
     let (_d, file) = prompty("greeter.prompty", GREETER);
+    let r = env.run(&["flow", "validate", s(&file)]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("uses connection 'oai', which does not exist"),
+        "{}",
+        r.stderr
+    );
+    env.connection("name: oai\ntype: open_ai\napi_key: k\n");
     let r = env.run(&["flow", "validate", s(&file)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
