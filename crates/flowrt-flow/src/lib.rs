@@ -1,6 +1,7 @@
 //! flowrt's vocabulary for flows: parse `flow.dag.yaml` (promptflow 1.18.5's format) into a checked
 //! [`Flow`] whose references, node names, tool files and dependency graph are known to be valid, and
 //! the Python-compatible value rules (input conversion, `str()`, `==`) that running it relies on.
+//! A `.prompty` file loads into a [`Prompty`] and, through [`prompty_flow`], into a one-node flow.
 //!
 //! It reads the flow folder and nothing else: no processes, no network, no async.
 
@@ -8,12 +9,16 @@ mod convert;
 mod error;
 pub mod limits;
 mod load;
+mod prompty;
 pub mod pyvalue;
 pub mod reference;
 
 pub use convert::{convert_value, ValueType};
 pub use error::{FlowError, Problem};
 pub use load::{load_flow, LoadOptions};
+pub use prompty::{
+    prompty_flow, split_front_matter, Prompty, PromptyApi, PromptyModel, PromptyResponse,
+};
 pub use reference::{parse_reference, PathSeg, RefSource, Reference};
 
 use indexmap::IndexMap;
@@ -47,6 +52,9 @@ pub enum NodeKind {
     Prompt,
     /// `custom_llm`: a package tool with a prompt template (`package_with_prompt`).
     CustomLlm,
+    /// The one node of a prompty flow: renders the `.prompty` file named by its source and calls
+    /// its model.
+    Prompty,
 }
 
 impl NodeKind {
@@ -56,6 +64,7 @@ impl NodeKind {
             NodeKind::Llm => "llm",
             NodeKind::Prompt => "prompt",
             NodeKind::CustomLlm => "custom_llm",
+            NodeKind::Prompty => "prompty",
         }
     }
 }
@@ -166,7 +175,7 @@ pub struct Flow {
     pub kind: FlowKind,
     /// The flow folder.
     pub dir: PathBuf,
-    /// The `flow.dag.yaml` file.
+    /// The `flow.dag.yaml` (or `.prompty`) file.
     pub file: PathBuf,
     pub inputs: IndexMap<String, FlowInput>,
     pub outputs: IndexMap<String, FlowOutput>,
@@ -174,6 +183,9 @@ pub struct Flow {
     pub environment_variables: IndexMap<String, Value>,
     pub environment: Environment,
     pub additional_includes: Vec<String>,
+    /// The inputs a single-line test (`flow test`) uses when given none at all: a prompty's
+    /// `sample`, as `pf flow test` does. Batch runs and serving do not use it.
+    pub sample: Option<IndexMap<String, Value>>,
 }
 
 impl Flow {

@@ -73,8 +73,21 @@ impl LoadOptions {
     }
 }
 
-/// Load and check the flow at `path` (a folder holding `flow.dag.yaml`, or that file).
+/// Load and check the flow at `path` (a folder holding `flow.dag.yaml`, or that file, or a
+/// `.prompty` file).
 pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> {
+    if path.is_file() && is_prompty(path) {
+        if let Some((node, _)) = &options.variant {
+            return Err(FlowError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![Problem::new(
+                    None,
+                    format!("--variant names node '{node}', but a prompty flow has no variants"),
+                )],
+            });
+        }
+        return crate::prompty::Prompty::load(path).map(|p| crate::prompty::prompty_flow(&p));
+    }
     let file = if path.is_dir() {
         ["flow.dag.yaml", "flow.dag.yml"]
             .iter()
@@ -85,9 +98,9 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
     } else {
         None
     };
-    let file = file.ok_or_else(|| FlowError::NotFound {
-        path: path.to_path_buf(),
-    })?;
+    let Some(file) = file else {
+        return Err(not_found(path));
+    };
     let dir = file
         .parent()
         .map(Path::to_path_buf)
@@ -136,6 +149,37 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
     })
 }
 
+/// No flow at `path`; a folder holding `.prompty` files says which to pass.
+fn not_found(path: &Path) -> FlowError {
+    let mut files: Vec<String> = fs_err::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_prompty(p))
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        FlowError::NotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        FlowError::PromptyInFolder {
+            path: path.to_path_buf(),
+            files,
+        }
+    }
+}
+
+/// A `.prompty` file (by its extension).
+pub(crate) fn is_prompty(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("prompty"))
+}
+
 struct Loader<'a> {
     text: &'a str,
     problems: Vec<Problem>,
@@ -145,7 +189,7 @@ struct Loader<'a> {
 }
 
 /// YAML → JSON for values (keys stringified, YAML 1.2 scalars kept as typed).
-fn to_json(y: &Yaml) -> Value {
+pub(crate) fn to_json(y: &Yaml) -> Value {
     match y {
         Yaml::Null => Value::Null,
         Yaml::Bool(b) => Value::Bool(*b),
@@ -282,6 +326,7 @@ impl Loader<'_> {
             environment_variables,
             environment,
             additional_includes,
+            sample: None,
         };
         self.check(&mut flow);
         Some(flow)

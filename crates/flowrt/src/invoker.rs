@@ -7,7 +7,7 @@ use flowrt_executor::{
     ArgOrigin, Attachment, Invocation, NodeArg, NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
     DEADLINE_EXCEEDED,
 };
-use flowrt_flow::{env_var_reference, Flow, NodeKind, ToolSource};
+use flowrt_flow::{env_var_reference, Flow, NodeKind, Prompty, PromptyResponse, ToolSource};
 use flowrt_python::{Arg, CallError, Output, ToolCall, WorkerPool, WorkerSpec};
 use flowrt_tools::{LlmApi, LlmCall, LlmClient, PromptEscape, RetryPolicy, TemplateVar};
 use indexmap::IndexMap;
@@ -38,6 +38,8 @@ tokio::task_local! {
 /// Calls the tools of one flow.
 pub struct FlowInvoker {
     templates: HashMap<String, String>,
+    /// Prompty nodes: the loaded file and the connection its configuration resolves to.
+    prompties: HashMap<String, (Arc<Prompty>, Connection)>,
     connections: HashMap<String, Connection>,
     pool: Option<WorkerPool>,
     llm: LlmClient,
@@ -82,7 +84,16 @@ impl FlowInvoker {
         workers: usize,
     ) -> Result<Self> {
         let mut templates = HashMap::new();
+        let mut prompties = HashMap::new();
         for node in &flow.nodes {
+            if node.kind == NodeKind::Prompty {
+                let rel = node.source.path().unwrap_or_default();
+                let prompty = Prompty::load(&flow.dir.join(rel))?;
+                let conn = flowrt_tools::resolve_prompty_connection(&prompty, |name| {
+                    connections.get(name).cloned()
+                })?;
+                prompties.insert(node.name.clone(), (Arc::new(prompty), conn));
+            }
             if matches!(
                 node.kind,
                 NodeKind::Prompt | NodeKind::Llm | NodeKind::CustomLlm
@@ -103,6 +114,7 @@ impl FlowInvoker {
         }
         Ok(FlowInvoker {
             templates,
+            prompties,
             connections,
             pool: python.map(|spec| WorkerPool::new(spec, workers.max(1))),
             llm: LlmClient::new(RetryPolicy::default()),
@@ -264,6 +276,49 @@ impl FlowInvoker {
         Ok(ToolOutcome::value(Value::String(whole)))
     }
 
+    /// A prompty flow's node: render the file with the line's inputs and call its model.
+    async fn prompty(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let node = call.node;
+        let (prompty, connection) = self.prompties.get(&node.name).ok_or_else(|| {
+            ToolFailure::new(
+                "PromptyNotLoaded",
+                format!("node '{}': its .prompty file was not loaded", node.name),
+            )
+        })?;
+        let inputs: IndexMap<String, Value> = call
+            .args
+            .into_iter()
+            .map(|(k, a)| (k, template_var(a).value))
+            .collect();
+        let sink = STREAM_SINK
+            .try_with(|s| s.nodes.contains(&node.name).then(|| s.tx.clone()))
+            .ok()
+            .flatten();
+        let outcome =
+            flowrt_tools::execute_prompty_streamed(&self.llm, prompty, &inputs, connection, sink)
+                .await
+                .map_err(|e| {
+                    ToolFailure::new(e.python_type().unwrap_or("PromptyError"), e.to_string())
+                })?;
+        if prompty.model.response == PromptyResponse::All {
+            // promptflow returns the SDK's ChatCompletion object, which a flow cannot output.
+            return Err(ToolFailure::new(
+                "TypeError",
+                format!(
+                    "Object of type {} is not JSON serializable: {} has `response: all`, which returns the raw completion; a flow output must be JSON\nhint: use `response: first` (the default) to output the reply's text",
+                    if prompty.model.api == flowrt_flow::PromptyApi::Chat { "ChatCompletion" } else { "Completion" },
+                    prompty.path.display()
+                ),
+            ));
+        }
+        Ok(ToolOutcome {
+            usage: outcome.usage.map(|u| {
+                serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+            }),
+            ..ToolOutcome::value(outcome.output)
+        })
+    }
+
     async fn embedding(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
         let mut inputs: IndexMap<String, Value> = IndexMap::new();
         let mut connection = None;
@@ -380,6 +435,7 @@ impl FlowInvoker {
                     .map_err(|e| ToolFailure::new("TemplateError", e.to_string()))
             }
             (NodeKind::Llm, _) => self.llm(call).await,
+            (NodeKind::Prompty, _) => self.prompty(call).await,
             (NodeKind::Python, ToolSource::Package { tool }) if tool == EMBEDDING_TOOL => {
                 self.embedding(call).await
             }

@@ -98,7 +98,7 @@ enum FlowCommand {
     Serve(serve_cmd::ServeArgs),
     /// Check a flow without running it: YAML, references, tool files, cycles.
     Validate {
-        /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
+        /// The flow folder (holding flow.dag.yaml), the flow.dag.yaml file, or a .prompty file.
         flow: PathBuf,
     },
 }

@@ -59,7 +59,7 @@ pub enum RunCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// The flow folder (with --resume-from: default the resumed run's flow).
+    /// The flow folder or .prompty file (with --resume-from: default the resumed run's flow).
     #[arg(long, required_unless_present_any = ["resume_from", "session"])]
     pub flow: Option<PathBuf>,
     /// The data: .jsonl (one JSON object per line), .csv or .tsv (with --resume-from: default the
@@ -454,7 +454,15 @@ fn default_name(flow: &Path) -> String {
     let base = flow
         .canonicalize()
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| {
+            // A .prompty (or flow.dag.yaml) file: named after the file, or its folder.
+            let name = match p.extension() {
+                _ if !p.is_file() => p.file_name(),
+                Some(e) if e.eq_ignore_ascii_case("prompty") => p.file_stem(),
+                _ => p.parent().and_then(Path::file_name),
+            };
+            name.map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "flow".into());
     let base: String = base
         .chars()
@@ -569,7 +577,20 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         .clone()
         .unwrap_or_else(|| runs::runs_dir(home).join(&name));
     fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
-    copy_snapshot(&flow.dir, &output_dir.join("snapshot"))?;
+    // The output folder may lie inside the flow folder (`--output-dir out` next to a .prompty):
+    // the snapshot leaves it out.
+    let skip = output_dir.canonicalize().ok();
+    if flow.kind == flowrt_flow::FlowKind::Prompty {
+        // A .prompty is self-contained; its folder may be anything (the current directory).
+        let snapshot = output_dir.join("snapshot");
+        fs_err::create_dir_all(&snapshot)?;
+        fs_err::copy(
+            &flow.file,
+            snapshot.join(flow.file.file_name().unwrap_or_default()),
+        )?;
+    } else {
+        copy_snapshot(&flow.dir, &output_dir.join("snapshot"), skip.as_deref())?;
+    }
     write_jsonl(&output_dir.join("data.jsonl"), &rows)?;
 
     let concurrency = args.concurrency.unwrap_or(16).max(1);
@@ -1018,8 +1039,9 @@ fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
     Ok(())
 }
 
-/// Copy the flow folder (without bulky or generated folders) so the run records what it ran.
-fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
+/// Copy the flow folder (without bulky or generated folders, and without `skip`, the run's own
+/// output folder) so the run records what it ran.
+fn copy_snapshot(src: &Path, dst: &Path, skip: Option<&Path>) -> Result<()> {
     fs_err::create_dir_all(dst)?;
     for entry in fs_err::read_dir(src)? {
         let entry = entry?;
@@ -1030,7 +1052,10 @@ fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
         }
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            copy_snapshot(&entry.path(), &dst.join(&name))?;
+            if skip.is_some() && entry.path().canonicalize().ok().as_deref() == skip {
+                continue;
+            }
+            copy_snapshot(&entry.path(), &dst.join(&name), skip)?;
         } else if ty.is_file() {
             fs_err::copy(entry.path(), dst.join(&name))?;
         }

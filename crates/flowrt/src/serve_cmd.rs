@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The flow folder.
+    /// The flow folder, or a .prompty file.
     pub flow: PathBuf,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
@@ -121,7 +121,13 @@ fn stream_output(flow: &Flow) -> Option<(String, String)> {
             return None;
         };
         let n = flow.node(node)?;
-        let is_llm = matches!(n.kind, NodeKind::Llm | NodeKind::CustomLlm);
+        let is_llm = match n.kind {
+            NodeKind::Llm | NodeKind::CustomLlm => true,
+            // A prompty streams its text reply when it asks for `stream: true`.
+            NodeKind::Prompty => flowrt_flow::Prompty::load(&flow.file)
+                .is_ok_and(|p| p.model.streams() && !p.model.json_response()),
+            _ => false,
+        };
         (is_llm && out.reference.path.is_empty() && !read_by_nodes.contains(node.as_str()))
             .then(|| (name.clone(), node.clone()))
     })
@@ -314,9 +320,13 @@ fn swagger(flow: &Flow) -> Value {
             ValueType::Object => "object",
         }
     }
-    let name = flow
-        .dir
-        .file_name()
+    // A prompty flow is named after its file, a folder flow after its folder.
+    let named_by = if flow.kind == flowrt_flow::FlowKind::Prompty {
+        flow.file.file_stem()
+    } else {
+        flow.dir.file_name()
+    };
+    let name = named_by
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "flow".into());
     let mut props = Map::new();

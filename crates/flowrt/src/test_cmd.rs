@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct TestArgs {
-    /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
+    /// The flow folder (holding flow.dag.yaml), the flow.dag.yaml file, or a .prompty file.
     pub flow: PathBuf,
     /// Flow inputs as NAME=VALUE; values are converted to the inputs' declared types.
     #[arg(long, num_args = 1.., value_name = "NAME=VALUE")]
@@ -78,8 +78,20 @@ pub fn run(args: TestArgs) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     let merged = crate::includes::Merged::new(&args.flow, &home)?;
     let flow = Arc::new(merged.load(&options)?);
-    let given = parse_inputs(&args)?;
+    let mut given = parse_inputs(&args)?;
+    // Like `pf flow test`, a prompty tested without inputs runs its sample.
+    if given.is_empty() {
+        if let Some(sample) = &flow.sample {
+            given = sample.clone();
+        }
+    }
     let inputs = prepare_inputs(&flow, &given).map_err(|e| match &e {
+        // promptflow words this "The value for flow input 'x' is not provided"; prompty users
+        // see that wording, and where a default would go.
+        InputError::Missing { name, ty } if flow.kind == flowrt_flow::FlowKind::Prompty => anyhow!(
+            "flow input '{name}' ({ty}) is not provided\nhint: pass it with --inputs {name}=VALUE or in --inputs-file, or give it a default under inputs: in {}",
+            flow.file.display()
+        ),
         InputError::Missing { name, .. } => {
             anyhow!("{e}\nhint: pass it with --inputs {name}=VALUE or in --inputs-file")
         }
