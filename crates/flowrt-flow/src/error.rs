@@ -22,7 +22,7 @@ impl Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
-    #[error("no flow found at {}\nhint: a flow is a folder holding flow.dag.yaml (or the path of that file)", path.display())]
+    #[error("no flow found at {}\nhint: a flow is a folder holding flow.dag.yaml or flow.flex.yaml (or the path of that file)", path.display())]
     NotFound { path: PathBuf },
     #[error("cannot read {}: {source}", path.display())]
     Io {

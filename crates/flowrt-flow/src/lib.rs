@@ -6,12 +6,14 @@
 
 mod convert;
 mod error;
+mod flex;
 mod load;
 pub mod pyvalue;
 pub mod reference;
 
 pub use convert::{convert_value, ValueType};
 pub use error::{FlowError, Problem};
+pub use flex::{complete_flex, EntryPort, EntrySignature, FlexSpec, InitInput, AGGREGATE_NODE};
 pub use load::{load_flow, LoadOptions};
 pub use reference::{parse_reference, PathSeg, RefSource, Reference};
 
@@ -68,6 +70,9 @@ pub enum ToolSource {
     Package { tool: String },
     /// A package tool with a prompt template file (`package_with_prompt`).
     PackageWithPrompt { tool: String, path: String },
+    /// A flex flow's entry (`module:function` or `module:Class`); `aggregate` calls the class's
+    /// `__aggregate__` instead of the entry itself.
+    Entry { entry: String, aggregate: bool },
 }
 
 impl ToolSource {
@@ -75,7 +80,7 @@ impl ToolSource {
     pub fn path(&self) -> Option<&str> {
         match self {
             ToolSource::Code { path } | ToolSource::PackageWithPrompt { path, .. } => Some(path),
-            ToolSource::Package { .. } => None,
+            ToolSource::Package { .. } | ToolSource::Entry { .. } => None,
         }
     }
 }
@@ -165,7 +170,7 @@ pub struct Flow {
     pub kind: FlowKind,
     /// The flow folder.
     pub dir: PathBuf,
-    /// The `flow.dag.yaml` file.
+    /// The `flow.dag.yaml` (or `flow.flex.yaml`) file.
     pub file: PathBuf,
     pub inputs: IndexMap<String, FlowInput>,
     pub outputs: IndexMap<String, FlowOutput>,
@@ -173,6 +178,8 @@ pub struct Flow {
     pub environment_variables: IndexMap<String, Value>,
     pub environment: Environment,
     pub additional_includes: Vec<String>,
+    /// What a flex flow's `flow.flex.yaml` says beyond inputs (`kind` is [`FlowKind::Flex`]).
+    pub flex: Option<FlexSpec>,
 }
 
 impl Flow {
