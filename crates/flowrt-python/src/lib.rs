@@ -32,5 +32,6 @@ pub use env::{
     PRIVATE_PLACEHOLDER,
 };
 pub use worker::{
-    Arg, CallError, CallOutput, Output, ToolCall, ToolSource, WorkerPool, WorkerSpec,
+    Arg, CallError, CallOutput, CallbackFuture, HostCallbacks, Output, ToolCall, ToolSource,
+    WorkerPool, WorkerSpec,
 };

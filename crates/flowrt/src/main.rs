@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod data;
 mod env_cmd;
+mod flex;
 mod includes;
 mod invoker;
 mod remote;
