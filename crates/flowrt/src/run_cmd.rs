@@ -82,6 +82,10 @@ pub struct CreateArgs {
     /// data, column mapping, base run and variant default to RUN's.
     #[arg(long, value_name = "RUN")]
     pub resume_from: Option<String>,
+    /// A flex flow's class entry: a JSON file holding an object of constructor kwargs (default:
+    /// the flow's sample.init; with --resume-from: the resumed run's).
+    #[arg(long, value_name = "FILE.json")]
+    pub init: Option<PathBuf>,
     /// How many lines run at once (default 16: suits LLM-bound flows).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -460,8 +464,12 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     // What is not given again is taken from the run being resumed (its data from the copy in
     // its folder, so the original file may have moved).
     let (mut data_file, mut data_shown) = (args.data.clone(), args.data.clone());
+    let mut init = crate::flex::read_init(args.init.as_deref())?;
     if let Some(prev) = &args.resume_from {
         let meta = runs::load(home, prev)?;
+        if init.is_none() {
+            init = meta.init.clone();
+        }
         if data_file.is_none() {
             data_file = Some(meta.output_dir.join("data.jsonl"));
             data_shown = Some(meta.data.clone());
@@ -497,7 +505,32 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     }
     // A flow with additional_includes runs from a merged copy (removed when the run ends).
     let merged = crate::includes::Merged::new(&flow_dir, home)?;
-    let flow = Arc::new(merged.load(&options)?);
+    let mut flow = merged.load(&options)?;
+    let connections = invoker::load_connections(home)?;
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = match &args.python {
+        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
+            python: python.clone(),
+            flow_dir: flow.dir.clone(),
+            env,
+            state_dir: home.to_path_buf(),
+        }),
+        Some(_) => None,
+        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
+    };
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, workers)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // A flex flow is typed by its entry's signature before any line runs.
+    if let Err(e) = runtime.block_on(crate::flex::finish(&mut flow, &invoker, init.as_ref())) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    let flow = Arc::new(flow);
     let rows = crate::data::read_rows(&data_file)?;
     let mapping = ColumnMapping::parse(&args.column_mapping, args.run.is_some())?;
 
@@ -556,6 +589,7 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         base_run: args.run.clone(),
         resumed_from: args.resume_from.clone(),
         variant: args.variant.clone(),
+        init: init.clone(),
         column_mapping: args
             .column_mapping
             .iter()
@@ -603,22 +637,6 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         );
     }
 
-    let connections = invoker::load_connections(home)?;
-    let env = invoker::environment(&flow, &connections)?;
-    let spec = match &args.python {
-        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
-            python: python.clone(),
-            flow_dir: flow.dir.clone(),
-            env,
-            state_dir: home.to_path_buf(),
-        }),
-        Some(_) => None,
-        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
-    };
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, workers)?);
     let executor = Arc::new(Executor::new(
         flow.clone(),
         invoker.clone(),
@@ -644,9 +662,6 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         stream: args.stream,
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let columns: Arc<std::collections::HashSet<String>> =
         Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
     let rows = Arc::new(rows);
