@@ -148,3 +148,20 @@ pub fn test_inputs(flow: &Flow, given: Map<String, Value>) -> Map<String, Value>
         _ => given,
     }
 }
+
+/// `flow validate` of a flex flow: import the entry in a worker and check its signature against
+/// the YAML (without running it).
+pub fn check_entry(flow: &mut Flow, home: &Path) -> Result<()> {
+    let connections = crate::invoker::load_connections(home)?;
+    let env = crate::invoker::environment(flow, &connections)?;
+    let spec = crate::invoker::python_spec(flow, home, env, &mut |m| eprintln!("{m}"))?;
+    let invoker = FlowInvoker::new(flow, connections, spec, 1)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let result = finish(flow, &invoker, None).await;
+        invoker.shutdown().await;
+        result
+    })
+}

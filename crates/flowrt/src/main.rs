@@ -82,7 +82,8 @@ enum FlowCommand {
     Serve(serve_cmd::ServeArgs),
     /// Check a flow without running it: YAML, references, tool files, cycles.
     Validate {
-        /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
+        /// The flow folder (holding flow.dag.yaml or flow.flex.yaml) or that file. A flex flow's
+        /// entry is imported (in a Python worker) to check its signature.
         flow: PathBuf,
     },
 }
@@ -141,8 +142,12 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Flow(FlowCommand::Test(args)) => test_cmd::run(args),
         Command::Flow(FlowCommand::Serve(args)) => serve_cmd::run(args),
         Command::Flow(FlowCommand::Validate { flow: flow_dir }) => {
-            let merged = includes::Merged::new(&flow_dir, &flowrt_store::flowrt_home())?;
-            let flow = merged.load(&Default::default())?;
+            let home = flowrt_store::flowrt_home();
+            let merged = includes::Merged::new(&flow_dir, &home)?;
+            let mut flow = merged.load(&Default::default())?;
+            if flow.kind == flowrt_flow::FlowKind::Flex {
+                flex::check_entry(&mut flow, &home)?;
+            }
             println!(
                 "{}: valid flow with {} inputs, {} outputs and {} nodes",
                 if flow_dir.is_file() {
