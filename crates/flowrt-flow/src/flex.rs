@@ -15,6 +15,8 @@ use serde_json::{Map, Value};
 use serde_yaml::Value as Yaml;
 use std::path::{Path, PathBuf};
 
+type Object = Map<String, Value>;
+
 /// The node running a class entry's `__aggregate__` over a batch's results.
 pub const AGGREGATE_NODE: &str = "__aggregate__";
 
@@ -34,6 +36,9 @@ const FLEX_KEYS: &[&str] = &[
     "name",
     "tags",
     "language",
+    "type",
+    "version",
+    "properties",
 ];
 
 /// An `init:` declaration of a class entry's constructor keyword argument.
@@ -408,11 +413,7 @@ impl Loader<'_> {
     }
 
     /// `sample:` as a mapping, or `${file:sample.json}` naming a JSON/YAML file next to the flow.
-    fn sample(
-        &mut self,
-        y: Option<&Yaml>,
-        dir: &Path,
-    ) -> (Option<Map<String, Value>>, Option<Map<String, Value>>) {
+    fn sample(&mut self, y: Option<&Yaml>, dir: &Path) -> (Option<Object>, Option<Object>) {
         let line = self.find_line(1, "sample", None);
         let value = match y {
             None | Some(Yaml::Null) => return (None, None),

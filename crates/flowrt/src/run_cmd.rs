@@ -117,6 +117,9 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     match cmd {
         RunCommand::Create(args) if args.session.is_some() => {
+            if args.init.is_some() {
+                bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the batch locally to pass constructor kwargs");
+            }
             crate::session_cmd::batch_in_session(*args)
         }
         RunCommand::Create(args) => create(*args, &home),

@@ -72,6 +72,9 @@ fn parse_inputs(args: &TestArgs) -> Result<IndexMap<String, Value>> {
 
 pub fn run(args: TestArgs) -> Result<u8> {
     if let Some(id) = &args.session {
+        if args.init.is_some() {
+            bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the flow locally to pass constructor kwargs");
+        }
         let inputs = Value::Object(parse_inputs(&args)?.into_iter().collect());
         return crate::session_cmd::test_in_session(id, inputs, args.server.as_deref());
     }
