@@ -909,6 +909,14 @@ fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
     Ok(())
 }
 
+/// Is `path` the folder `dir` or inside it (both resolved)?
+fn is_within(path: &Path, dir: &Path) -> bool {
+    match (path.canonicalize(), dir.canonicalize()) {
+        (Ok(p), Ok(d)) => p.starts_with(d),
+        _ => path.starts_with(dir),
+    }
+}
+
 /// Copy the flow folder (without bulky or generated folders) so the run records what it ran.
 fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
     fs_err::create_dir_all(dst)?;
@@ -920,6 +928,10 @@ fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
             continue;
         }
         let ty = entry.file_type()?;
+        // An --output-dir inside the flow folder is not part of the flow (nor copied into itself).
+        if ty.is_dir() && is_within(dst, &entry.path()) {
+            continue;
+        }
         if ty.is_dir() {
             copy_snapshot(&entry.path(), &dst.join(&name))?;
         } else if ty.is_file() {
