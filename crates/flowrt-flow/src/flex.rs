@@ -127,6 +127,10 @@ pub struct EntrySignature {
     pub is_class: bool,
     #[serde(default)]
     pub has_aggregate: bool,
+    /// The outputs the return annotation implies (dataclass or TypedDict fields, else `output`);
+    /// none when the entry is unannotated.
+    #[serde(default)]
+    pub outputs: Option<Vec<String>>,
 }
 
 fn names<'a>(items: impl Iterator<Item = &'a String>) -> String {
@@ -172,6 +176,19 @@ pub fn complete_flex(flow: &mut Flow, signature: &EntrySignature) -> Result<(), 
                 "{file}: Provided signature of init does not match the entry '{entry}': the YAML declares {}, __init__ takes {}\nhint: list exactly the constructor's keyword arguments under `init:`",
                 names(spec.init.keys()),
                 names(signature.init.iter().map(|p| &p.name))
+            ));
+        }
+    }
+    if let (Some(declared), Some(wanted)) = (&spec.outputs, &signature.outputs) {
+        let mut declared: Vec<&String> = declared.keys().collect();
+        let mut wanted: Vec<&String> = wanted.iter().collect();
+        declared.sort();
+        wanted.sort();
+        if declared != wanted {
+            return Err(format!(
+                "{file}: Provided signature of outputs does not match the entry '{entry}': the YAML declares {}, the return annotation gives {}\nhint: list the fields of the returned dataclass/TypedDict under `outputs:` (`output` for a str), or remove `outputs:`",
+                names(declared.into_iter()),
+                names(wanted.into_iter())
             ));
         }
     }
@@ -570,12 +587,35 @@ mod tests {
             init: vec![port("tolerance", Some("double"), Some(json!(0.0)))],
             is_class: true,
             has_aggregate: true,
+            outputs: None,
         };
         complete_flex(&mut flow, &sig).unwrap();
         assert_eq!(flow.inputs["x"].ty, ValueType::Int);
         assert_eq!(flow.inputs["x"].default, Some(json!(2)));
         assert_eq!(flow.nodes.len(), 2);
         assert!(flow.nodes[1].aggregation);
+    }
+
+    #[test]
+    fn outputs_must_match_the_return_annotation() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "flow.flex.yaml",
+            "entry: m:f\noutputs:\n  answer:\n    type: string\n",
+        );
+        let mut flow = load_flow(dir.path(), &Default::default()).unwrap();
+        let mut sig = EntrySignature {
+            outputs: Some(vec!["answer".into(), "score".into()]),
+            ..Default::default()
+        };
+        let e = complete_flex(&mut flow.clone(), &sig).unwrap_err();
+        assert!(
+            e.contains("Provided signature of outputs does not match"),
+            "{e}"
+        );
+        sig.outputs = None; // unannotated: nothing to check
+        complete_flex(&mut flow, &sig).unwrap();
     }
 
     #[test]

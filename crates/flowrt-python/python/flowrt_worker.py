@@ -684,7 +684,23 @@ class EntryInfo:
             "init": self.init_params,
             "is_class": self.cls is not None,
             "has_aggregate": self.has_aggregate,
+            "outputs": _output_ports(self.returns),
         }
+
+
+def _output_ports(ann):
+    """The output names a return annotation implies (fields of a dataclass or TypedDict, else the
+    single `output`), or None when the entry is unannotated."""
+    if ann is inspect.Signature.empty or ann is None:
+        return None
+    if isinstance(ann, type) and dataclasses.is_dataclass(ann):
+        return [f.name for f in dataclasses.fields(ann)]
+    if _is_typed_dict(ann):
+        try:
+            return list(typing.get_type_hints(ann))
+        except Exception:
+            return list(getattr(ann, "__annotations__", {}))
+    return ["output"]
 
 
 def _hints(func):

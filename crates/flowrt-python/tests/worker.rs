@@ -862,7 +862,7 @@ async fn flex_entry_signature() {
         .unwrap();
     assert_eq!(
         value(out),
-        json!({"name": "greet", "is_class": false, "has_aggregate": false, "init": [], "inputs": [
+        json!({"name": "greet", "is_class": false, "has_aggregate": false, "init": [], "outputs": ["output"], "inputs": [
             {"name": "name", "type": "string", "has_default": false},
             {"name": "times", "type": "int", "has_default": true, "default": 2},
             {"name": "tags", "type": null, "has_default": true, "default": null},
@@ -883,6 +883,7 @@ async fn flex_entry_signature() {
     let v = value(out);
     assert_eq!(v["is_class"], json!(true));
     assert_eq!(v["has_aggregate"], json!(true));
+    assert_eq!(v["outputs"], json!(["word", "size"]));
     assert_eq!(
         v["inputs"],
         json!([{"name": "word", "type": "string", "has_default": false}])

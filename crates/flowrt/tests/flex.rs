@@ -451,3 +451,40 @@ fn post(port: u16, path: &str, body: &str) -> Option<String> {
     let (_, body) = text.split_once("\r\n\r\n")?;
     Some(body.to_string())
 }
+
+#[test]
+fn generator_class_batch_keeps_outputs_and_aggregates_joined_text() {
+    let env = Env::new();
+    let dir = flex_dir(&[
+        ("flow.flex.yaml", "entry: g:Shout\n"),
+        (
+            "g.py",
+            "class Shout:\n    def __call__(self, word: str):\n        for c in word:\n            yield c.upper()\n\n    def __aggregate__(self, results):\n        return {'joined': '|'.join(results)}\n",
+        ),
+        ("data.jsonl", "{\"word\": \"ab\"}\n{\"word\": \"cd\"}\n"),
+    ]);
+    let out = dir.path().join("out");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(dir.path()),
+        "--data",
+        s(&dir.path().join("data.jsonl")),
+        "--name",
+        "shout",
+        "--output-dir",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        read_jsonl(&out.join("flow_outputs/output.jsonl")),
+        vec![
+            json!({"line_number": 0, "output": "AB"}),
+            json!({"line_number": 1, "output": "CD"}),
+        ]
+    );
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics, json!({"joined": "AB|CD"}));
+}
