@@ -1,6 +1,8 @@
 //! flowrt's vocabulary for flows: parse `flow.dag.yaml` (promptflow 1.18.5's format) into a checked
 //! [`Flow`] whose references, node names, tool files and dependency graph are known to be valid, and
 //! the Python-compatible value rules (input conversion, `str()`, `==`) that running it relies on.
+//! `flow.flex.yaml` loads into a one-node flow that [`complete_flex`] finishes from the entry's
+//! signature (which the caller gets from Python).
 //!
 //! It reads the flow folder and nothing else: no processes, no network, no async.
 
