@@ -604,7 +604,14 @@ impl Host {
         let callbacks = self.callbacks.clone();
         tokio::spawn(async move {
             let result = match &callbacks {
-                Some(cb) => cb.call(&request.op, request.args).await,
+                // On a task of its own, so a handler that panics still gets the caller an answer.
+                Some(cb) => match tokio::spawn(cb.call(&request.op, request.args)).await {
+                    Ok(result) => result,
+                    Err(e) => Err(format!(
+                        "host callback '{}' failed inside flowrt: {e}",
+                        request.op
+                    )),
+                },
                 None => Err(format!(
                     "host callback '{}' is not available: this worker pool was created without host callbacks",
                     request.op

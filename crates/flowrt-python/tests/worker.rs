@@ -1134,3 +1134,73 @@ async fn python_calls_back_into_the_host() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Answers `connection` and `prompty` like the flowrt host, echoing the prompty request.
+struct FakePrompty;
+
+impl flowrt_python::HostCallbacks for FakePrompty {
+    fn call(&self, op: &str, args: Value) -> flowrt_python::CallbackFuture {
+        let op = op.to_string();
+        Box::pin(async move {
+            match op.as_str() {
+                "connection" => Ok(json!({"name": args["name"], "type": "open_ai"})),
+                "prompty" => {
+                    assert!(args["source"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("flex_ask.prompty"));
+                    assert_eq!(
+                        args["model"]["configuration"],
+                        json!({"type": "openai", "model": "m1", "connection": "conn"})
+                    );
+                    let text = format!("echo: {}", args["inputs"]["question"].as_str().unwrap());
+                    if args["model"]["response"] == "all" {
+                        Ok(json!({"raw": true, "output": {
+                            "model": "m1",
+                            "usage": {"prompt_tokens": 7},
+                            "choices": [{"message": {"role": "assistant", "content": text}}],
+                        }}))
+                    } else {
+                        Ok(json!({"output": text}))
+                    }
+                }
+                _ => Err(format!("no such op {op}")),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompty_calls_reach_the_host_and_raw_replies_have_attributes() {
+    let state = tempfile::tempdir().unwrap();
+    let spec = WorkerSpec {
+        python: default_python(),
+        flow_dir: fixtures_dir(),
+        env: vec![],
+        state_dir: state.path().to_path_buf(),
+    };
+    let host = WorkerPool::new(spec, 1).with_callbacks(Arc::new(FakePrompty));
+    let out = host
+        .call(entry_call(
+            "flex_entry:uses_prompty",
+            None,
+            false,
+            vec![("question", json!("hi"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(value(out), json!("echo: hi"));
+    let out = host
+        .call(entry_call(
+            "flex_entry:uses_prompty",
+            None,
+            false,
+            vec![("question", json!("hi")), ("response", json!("all"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        value(out),
+        json!({"model": "m1", "prompt_tokens": 7, "content": "echo: hi"})
+    );
+}
