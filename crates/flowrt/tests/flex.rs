@@ -488,3 +488,31 @@ fn generator_class_batch_keeps_outputs_and_aggregates_joined_text() {
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics, json!({"joined": "AB|CD"}));
 }
+
+#[test]
+fn additional_includes_reach_a_flex_entry() {
+    let env = Env::new();
+    let root = tempfile::tempdir().unwrap();
+    let common = root.path().join("common");
+    let dir = root.path().join("flow");
+    std::fs::create_dir_all(&common).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        common.join("shared_words.py"),
+        "def shout(t):\n    return t.upper() + '!'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flow.flex.yaml"),
+        "entry: main:run\nadditional_includes:\n- ../common/shared_words.py\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("main.py"),
+        "from shared_words import shout\n\ndef run(text: str) -> str:\n    return shout(text)\n",
+    )
+    .unwrap();
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "text=hey"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "HEY!"}));
+}
