@@ -784,14 +784,23 @@ def _model_config(type_name, value):
 
 
 def _init_value(info, name, value, init_types):
-    """Model configurations given as dicts are built (their connection looked up); the rest is passed as is."""
-    if not isinstance(value, dict):
-        return value
+    """Model configurations given as dicts are built (their connection looked up), connection names
+    for connection-typed kwargs become connection objects; the rest is passed as is."""
     ann = info.init_hints.get(name)
     names = [str(init_types.get(name) or ""), getattr(ann, "__name__", "") or str(ann or "")]
-    for type_name in names:
-        if any(n in type_name for n in _MODEL_CONFIG_NAMES):
-            return _model_config(type_name, value)
+    if isinstance(value, dict):
+        for type_name in names:
+            if any(n in type_name for n in _MODEL_CONFIG_NAMES):
+                return _model_config(type_name, value)
+        return value
+    if isinstance(value, str):
+        kind = _classify(ann) if ann is not None else None
+        if not (isinstance(kind, tuple) and kind[0] == "conn"):
+            conns = tuple(n for n in _CONNECTION_NAMES if n in names[0])
+            kind = ("conn", conns) if conns else None
+        if kind is not None:
+            record = _HOST.call("connection", {"name": value})
+            return _make_connection(kind, record)
     return value
 
 

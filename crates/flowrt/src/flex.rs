@@ -63,7 +63,14 @@ impl HostCallbacks for FlexHost {
             "connection" => {
                 let name = args["name"].as_str().unwrap_or_default().to_string();
                 let answer = match self.connections.get(&name) {
-                    Some(c) => Ok(json!({"name": c.name, "type": c.kind.as_str()})),
+                    // The whole record: a connection-typed init kwarg becomes a connection object.
+                    Some(c) => Ok(json!({
+                        "name": c.name,
+                        "type": c.kind.as_str(),
+                        "class": c.kind.python_class(),
+                        "configs": c.configs,
+                        "secrets": c.secrets,
+                    })),
                     None => {
                         let mut known: Vec<&str> =
                             self.connections.keys().map(String::as_str).collect();

@@ -516,3 +516,27 @@ fn additional_includes_reach_a_flex_entry() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json(), json!({"output": "HEY!"}));
 }
+
+#[test]
+fn connection_typed_init_kwargs_become_connections() {
+    let env = Env::new();
+    env.connection("name: cc\ntype: custom\nconfigs:\n  region: north\nsecrets:\n  token: t0k\n");
+    let (_t, dir) = flow("flex_model");
+    std::fs::write(dir.join("flow.flex.yaml"), "entry: conn_user:Region\n").unwrap();
+    let init = write_json(
+        dir.parent().unwrap(),
+        "i.json",
+        json!({"conn": "cc", "suffix": "!"}),
+    );
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "key=region",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "CustomConnection:north!:t0k"}));
+}
