@@ -21,10 +21,14 @@ pub type PromptyHandler = Arc<dyn Fn(Value) -> CallbackFuture + Send + Sync>;
 
 /// The handler used until the Rust prompty runner is wired in.
 fn prompty_not_wired() -> PromptyHandler {
-    // TODO(prompty merge): call the prompty runner of `flowrt-tools` (the public async fn that runs
-    // a loaded prompty with overrides) here: load `source`, apply `model` (a `configuration`
-    // replaces the file's whole configuration; connections by name from `FlexHost::connections`),
-    // render with `inputs`, call the model and answer {"output", "raw"}.
+    // TODO(prompty merge): wire the Rust prompty runner of the `prompty` branch here, in
+    // `FlexHost::new` (it has the connections; the invoker's `LlmClient` can be shared):
+    //   let p = flowrt_flow::Prompty::load(Path::new(source))?
+    //       .with_model_override(request["model"].as_object())?;   // configuration replaces
+    //   let conn = flowrt_tools::resolve_prompty_connection(&p, |n| connections.get(n).cloned())?;
+    //   let output = flowrt_tools::execute_prompty(&client, &p, &request["inputs"], &conn).await?;
+    //   Ok(json!({"output": output, "raw": p.model.response == PromptyResponse::All}))
+    // with errors turned into strings (the Python caller raises them).
     Arc::new(|request: Value| {
         let source = request["source"].as_str().unwrap_or("").to_string();
         Box::pin(async move {
