@@ -34,6 +34,22 @@ pub enum MappingError {
     },
     #[error("--column-mapping {input}='{value}' reads the base run, but no base run was given; add --run BASE_RUN")]
     NoBaseRun { input: String, value: String },
+    /// A source no line has; `detail` says which and lists what there is.
+    #[error("--column-mapping {input}='{value}': {detail}")]
+    NoSuchName {
+        input: String,
+        value: String,
+        detail: String,
+    },
+}
+
+/// The names each source of a run offers on at least one line, for checking a mapping before any
+/// line runs.
+#[derive(Debug, Default)]
+pub struct KnownNames<'a> {
+    pub data_columns: Option<&'a std::collections::HashSet<String>>,
+    pub base_outputs: Option<&'a std::collections::HashSet<String>>,
+    pub base_data_columns: Option<&'a std::collections::HashSet<String>>,
 }
 
 /// One line's sources: its data row and, for evaluation runs, the base run's line.
@@ -112,6 +128,59 @@ impl ColumnMapping {
         Ok(ColumnMapping { entries })
     }
 
+    /// Literal values that look like a reference but do not parse as one (`'${data.q'`): every line
+    /// would get the text itself, which is rarely what was meant. `(input, value)` pairs.
+    pub fn suspicious_literals(&self) -> Vec<(&str, &str)> {
+        self.entries
+            .iter()
+            .filter_map(|(input, source)| match source {
+                MappingSource::Literal(v) if v.contains("${") => Some((input.as_str(), v.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Fail before any line runs when a mapping reads a column or output that no line has (a typo
+    /// would otherwise fail every line, one by one). Sources given as `None` are not checked.
+    pub fn check_names(&self, known: &KnownNames<'_>) -> Result<(), MappingError> {
+        for (input, source) in &self.entries {
+            let (set, place, what, name, prefix) = match source {
+                MappingSource::Data(c) => (known.data_columns, "the data", "column", c, "data"),
+                MappingSource::RunOutputs(o) => (
+                    known.base_outputs,
+                    "the base run",
+                    "output",
+                    o,
+                    "run.outputs",
+                ),
+                MappingSource::RunInputs(c) => (
+                    known.base_data_columns,
+                    "the base run's data",
+                    "column",
+                    c,
+                    "run.inputs",
+                ),
+                MappingSource::Literal(_) => continue,
+            };
+            let Some(set) = set else { continue };
+            if !set.contains(name) {
+                let mut names: Vec<String> = set.iter().cloned().collect();
+                names.sort();
+                let listing = if names.is_empty() {
+                    format!("it has no {what}s at all")
+                } else {
+                    format!("its {what}s are: {}", names.join(", "))
+                };
+                return Err(MappingError::NoSuchName {
+                    input: input.clone(),
+                    value: format!("${{{prefix}.{name}}}"),
+                    detail: format!("{place} has no {what} '{name}' on any line; {listing}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The raw (unconverted) inputs of one line. Mapped inputs read their source; an unmapped
     /// input with a default is left out (its default applies even when the data has a column of
     /// that name); an unmapped input without a default reads the same-named column. A source that
@@ -187,6 +256,59 @@ mod tests {
         );
         assert!(ColumnMapping::parse(&["a=${foo.x}"], false).is_err());
         assert!(ColumnMapping::parse(&["novalue"], false).is_err());
+    }
+}
+
+#[cfg(test)]
+mod check_tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn a_column_no_row_has_is_named_with_the_columns_there_are() {
+        let m = ColumnMapping::parse(&["q=${data.qestion}", "n=3"], false).expect("parse");
+        let cols: HashSet<String> = ["question".to_string(), "answer".to_string()].into();
+        let err = m
+            .check_names(&KnownNames {
+                data_columns: Some(&cols),
+                ..Default::default()
+            })
+            .expect_err("typo");
+        assert_eq!(
+            err.to_string(),
+            "--column-mapping q='${data.qestion}': the data has no column 'qestion' on any line; its columns are: answer, question"
+        );
+        let ok = ColumnMapping::parse(&["q=${data.question}"], false).expect("parse");
+        assert!(ok
+            .check_names(&KnownNames {
+                data_columns: Some(&cols),
+                ..Default::default()
+            })
+            .is_ok());
+    }
+
+    #[test]
+    fn base_run_outputs_are_checked_too() {
+        let m = ColumnMapping::parse(&["a=${run.outputs.answr}"], true).expect("parse");
+        let outs: HashSet<String> = ["answer".to_string()].into();
+        let err = m
+            .check_names(&KnownNames {
+                base_outputs: Some(&outs),
+                ..Default::default()
+            })
+            .expect_err("typo");
+        assert!(
+            err.to_string()
+                .contains("the base run has no output 'answr'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unclosed_reference_is_flagged_as_a_literal() {
+        let m =
+            ColumnMapping::parse(&["q=${data.q", "r=${data.r}", "s=plain"], false).expect("parse");
+        assert_eq!(m.suspicious_literals(), vec![("q", "${data.q")]);
     }
 }
 

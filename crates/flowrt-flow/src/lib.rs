@@ -9,6 +9,7 @@
 mod convert;
 mod error;
 mod flex;
+pub mod limits;
 mod load;
 pub mod pyvalue;
 pub mod reference;
@@ -196,6 +197,10 @@ impl Flow {
             .python_requirements_txt
             .as_deref()
             .unwrap_or("requirements.txt");
+        // The loader refused paths that leave the folder; checked again for flows built by hand.
+        if load::check_inside(&self.dir, rel).is_some() {
+            return None;
+        }
         let path = self.dir.join(rel);
         path.is_file().then_some(path)
     }

@@ -112,6 +112,14 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
         path: file.clone(),
         source: e,
     })?;
+    if let Err((line, message)) = crate::limits::check_yaml_limits(&text) {
+        return Err(FlowError::Yaml {
+            path: file.clone(),
+            line,
+            column: 1,
+            message,
+        });
+    }
     let yaml: Yaml = serde_yaml::from_str(&text).map_err(|e| {
         let (line, column) = e
             .location()
@@ -733,6 +741,17 @@ impl Loader<'_> {
 
     /// Meaning: references, files, cycles, aggregation rules. Reorders `flow.nodes` topologically.
     fn check(&mut self, flow: &mut Flow) {
+        // The requirements file is read by whoever builds the environment (the server, for a
+        // session): it must be the flow's own file, not a path to anyone else's.
+        if let Some(rel) = flow.environment.python_requirements_txt.clone() {
+            if let Some(message) = check_inside(&flow.dir, &rel) {
+                let line = self.find_line(1, "python_requirements_txt", None);
+                self.problem(
+                    line,
+                    format!("environment.python_requirements_txt {message}"),
+                );
+            }
+        }
         let names: IndexSet<&str> = self.declared.iter().map(String::as_str).collect();
         let mut found: Vec<Problem> = Vec::new();
         let check_ref = |r: &Reference,
@@ -846,6 +865,33 @@ fn list_or_none<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String
         "(none)".to_string()
     } else {
         v.join(", ")
+    }
+}
+
+/// Why `rel` is not a path inside `dir` (absolute, `..`, or a symlink out), if it is not. A path
+/// that does not exist is inside as far as this check goes.
+pub(crate) fn check_inside(dir: &Path, rel: &str) -> Option<String> {
+    let p = Path::new(rel);
+    if p.is_absolute()
+        || p.components()
+            .any(|c| matches!(c, Component::ParentDir | Component::Prefix(_)))
+    {
+        return Some(format!(
+            "'{rel}' leaves the flow folder; use a path inside it, relative to the flow file, without '..'"
+        ));
+    }
+    let full = dir.join(p);
+    if full.symlink_metadata().is_err() {
+        return None;
+    }
+    match (full.canonicalize(), dir.canonicalize()) {
+        (Ok(f), Ok(d)) if f.starts_with(&d) => None,
+        (Ok(f), Ok(_)) => Some(format!(
+            "'{rel}' resolves to {}, outside the flow folder",
+            f.display()
+        )),
+        // A dangling symlink: whatever it names later is not the flow's.
+        _ => Some(format!("'{rel}' is a broken link")),
     }
 }
 

@@ -338,3 +338,48 @@ fn a_path_after_a_flow_input_names_an_undeclared_input() {
         "FLOW/flow.dag.yaml:6: node 'a' input 'x' references flow input 't.a', which is not declared; declared inputs: t"
     );
 }
+
+#[test]
+fn requirements_outside_the_flow_are_refused() {
+    // The attack: a session's server reads this file as requirements, and the token it points at
+    // ends up in the session's failure reason and in a package index request.
+    for (rel, expected) in [
+        ("../home/owner.token", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '../home/owner.token' leaves the flow folder; use a path inside it, relative to the flow file, without '..'"),
+        ("/etc/passwd", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '/etc/passwd' leaves the flow folder; use a path inside it, relative to the flow file, without '..'"),
+    ] {
+        let yaml = format!("{}environment:\n  python_requirements_txt: {rel}\n", flow(ECHO));
+        assert_eq!(error_of(&yaml), expected);
+    }
+    // ... and through a symlink inside the folder.
+    let dir = tempfile::tempdir().unwrap();
+    let secret = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(dir.path().join("echo.py"), "").unwrap();
+    std::os::unix::fs::symlink(secret.path(), dir.path().join("requirements.txt")).unwrap();
+    std::fs::write(
+        dir.path().join("flow.dag.yaml"),
+        format!(
+            "{}environment:\n  python_requirements_txt: requirements.txt\n",
+            flow(ECHO)
+        ),
+    )
+    .unwrap();
+    let err = error_in(dir.path());
+    assert!(err.contains("'requirements.txt' resolves to"), "{err}");
+    assert!(err.contains("outside the flow folder"), "{err}");
+}
+
+#[test]
+fn deeply_nested_yaml_is_refused_quickly() {
+    let yaml = format!("{}extra: {}\n", flow(ECHO), "[".repeat(100_000));
+    let started = std::time::Instant::now();
+    let err = error_of(&yaml);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        err,
+        "FLOW/flow.dag.yaml:10:1: invalid YAML: collections nested more than 64 deep"
+    );
+}

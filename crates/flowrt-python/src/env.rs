@@ -912,49 +912,14 @@ fn find_or_install_uv(python: &Path, progress: &mut dyn FnMut(&str)) -> Result<U
     })
 }
 
-/// An exclusive `flock(2)` on a file, released on drop.
+/// An exclusive lock on a file: the open file holds it, and closing it (drop) releases it.
 struct FileLock {
-    file: std::fs::File,
+    _file: std::fs::File,
 }
 
 impl FileLock {
-    fn acquire(path: &Path, progress: &mut dyn FnMut(&str)) -> Result<FileLock, EnvError> {
-        use std::os::unix::io::AsRawFd;
-        let io_err = |source| EnvError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err)?;
-        let fd = file.as_raw_fd();
-        // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
-        if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            progress("waiting for another build of the same environment");
-            loop {
-                // SAFETY: as above.
-                if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
-                    break;
-                }
-                let err = std::io::Error::last_os_error();
-                if err.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(io_err(err));
-                }
-            }
-        }
-        Ok(FileLock { file })
-    }
-}
-
-impl FileLock {
-    /// The lock if nobody holds it; `None` when it is held.
-    fn try_acquire(path: &Path) -> Result<Option<FileLock>, EnvError> {
-        use std::os::unix::io::AsRawFd;
-        let file = std::fs::OpenOptions::new()
+    fn open(path: &Path) -> Result<std::fs::File, EnvError> {
+        std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
@@ -963,22 +928,37 @@ impl FileLock {
             .map_err(|source| EnvError::Io {
                 path: path.to_path_buf(),
                 source,
-            })?;
-        // SAFETY: flock on a file descriptor we own for the lifetime of `file`.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            Ok(Some(FileLock { file }))
-        } else {
-            Ok(None)
-        }
+            })
     }
-}
 
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: unlocking our own descriptor; closing it would release the lock anyway.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
+    /// Wait for the lock, saying so when someone else holds it.
+    fn acquire(path: &Path, progress: &mut dyn FnMut(&str)) -> Result<FileLock, EnvError> {
+        let file = Self::open(path)?;
+        let io_err = |source| EnvError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                progress("waiting for another build of the same environment");
+                file.lock().map_err(io_err)?;
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
+        }
+        Ok(FileLock { _file: file })
+    }
+
+    /// The lock if nobody holds it; `None` when it is held.
+    fn try_acquire(path: &Path) -> Result<Option<FileLock>, EnvError> {
+        let file = Self::open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(FileLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(source)) => Err(EnvError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
     }
 }

@@ -679,10 +679,11 @@ async fn agent_of(s: &Session) -> ApiResult<String> {
             "session '{}' is {}, not Running{}",
             s.id,
             s.status,
-            if s.status == SessionStatus::Failed {
-                "; `flowrt session reset` starts it again"
-            } else {
-                ""
+            match s.status {
+                SessionStatus::Failed | SessionStatus::Stopped | SessionStatus::NotAvailable =>
+                    format!("\nhint: `flowrt session reset {}` starts it again (with its environment cached, in about a second)", s.id),
+                SessionStatus::Preparing => format!("\nhint: it is still starting; `flowrt session show {}` follows it", s.id),
+                _ => String::new(),
             }
         ))),
     }
@@ -740,6 +741,15 @@ async fn install(
     if !path.starts_with(&flow.dir) || rel.contains("..") {
         return Err(ApiErr::bad_request(format!(
             "python_requirements_txt '{rel}' leaves the flow folder"
+        )));
+    }
+    // Never write through a link: it could name any file the server may write.
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink() || !m.is_file())
+    {
+        return Err(ApiErr::bad_request(format!(
+            "the flow's {rel} is a link or not a regular file; flowrt only replaces a regular requirements file"
         )));
     }
     std::fs::write(&path, &req.requirements)

@@ -905,14 +905,14 @@ fn make_private(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// An exclusive `flock(2)` held while migrating, released on drop.
+/// An exclusive lock on a file, held while migrating: the open file holds it and closing it
+/// (drop) releases it.
 struct FileLock {
-    file: std::fs::File,
+    _file: std::fs::File,
 }
 
 impl FileLock {
     fn acquire(path: &Path) -> Result<FileLock, StoreError> {
-        use std::os::unix::io::AsRawFd;
         let io_err = |source| StoreError::IoAt {
             action: "cannot lock",
             path: path.to_path_buf(),
@@ -925,25 +925,7 @@ impl FileLock {
             .write(true)
             .open(path)
             .map_err(io_err)?;
-        loop {
-            // SAFETY: flock on a descriptor owned by `file`, which outlives the call.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(FileLock { file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(io_err(err));
-            }
-        }
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        use std::os::unix::io::AsRawFd;
-        // SAFETY: unlocking our own descriptor; closing it would release the lock anyway.
-        unsafe {
-            libc::flock(self.file.as_raw_fd(), libc::LOCK_UN);
-        }
+        file.lock().map_err(io_err)?;
+        Ok(FileLock { _file: file })
     }
 }

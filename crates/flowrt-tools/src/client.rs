@@ -11,6 +11,7 @@ use indexmap::IndexMap;
 use serde_json::{json, Value};
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which OpenAI API an `llm` node calls.
@@ -49,14 +50,18 @@ pub struct LlmResult {
     pub usage: Option<Usage>,
 }
 
-/// How failed requests are retried: HTTP 429, 5xx (and up to 3 consecutive 422s) and network errors
-/// are retried up to `max_retries` times, waiting what `Retry-After` / `retry-after-ms` says or
-/// else `base_delay * 2^n` with jitter, never longer than `max_delay`.
+/// How failed requests are retried: HTTP 429, 5xx (and up to 3 consecutive 422s) and timeouts are
+/// retried up to `max_retries` times, waiting what `Retry-After` / `retry-after-ms` says or else
+/// `base_delay * 2^n` with jitter, never longer than `max_delay`. A request that never reached a
+/// server (connection refused, no such host) is tried only `max_connect_retries` more times, after
+/// `connect_delay`: a dead endpoint stays dead, and waiting minutes for it helps nobody.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     pub max_retries: u32,
     pub base_delay: Duration,
     pub max_delay: Duration,
+    pub max_connect_retries: u32,
+    pub connect_delay: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -65,6 +70,8 @@ impl Default for RetryPolicy {
             max_retries: 8,
             base_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
+            max_connect_retries: 2,
+            connect_delay: Duration::from_millis(250),
         }
     }
 }
@@ -76,6 +83,8 @@ impl RetryPolicy {
             max_retries: 0,
             base_delay: Duration::ZERO,
             max_delay: Duration::ZERO,
+            max_connect_retries: 0,
+            connect_delay: Duration::ZERO,
         }
     }
 
@@ -99,6 +108,50 @@ fn random_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
+/// Why a request is being retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryCause {
+    /// HTTP 429: the service asked us to slow down.
+    RateLimited,
+    /// 5xx or 422: the service failed this time.
+    ServerError,
+    /// The request never reached a server (refused, no such host).
+    Unreachable,
+    /// The request timed out or broke off mid-way.
+    Network,
+}
+
+/// One retry about to happen: what failed and how long the client waits before the next attempt.
+/// URLs are redacted (no keys in query strings).
+#[derive(Clone, Debug)]
+pub struct RetryEvent {
+    pub url: String,
+    pub cause: RetryCause,
+    /// What failed, e.g. `HTTP 429: Rate limit reached` or `connection refused`.
+    pub failure: String,
+    /// The attempt that just failed (1-based) and the most attempts this cause allows.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub wait: Duration,
+}
+
+impl fmt::Display for RetryEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} failed (attempt {} of {}): {}; retrying in {:.1} s",
+            self.url,
+            self.attempt,
+            self.max_attempts,
+            self.failure,
+            self.wait.as_secs_f64()
+        )
+    }
+}
+
+/// Told about every retry, so a CLI can say what it is waiting for instead of going silent.
+pub type RetryListener = Arc<dyn Fn(&RetryEvent) + Send + Sync>;
+
 /// A stream of content pieces from a streamed LLM reply.
 pub type ContentStream = Pin<Box<dyn Stream<Item = Result<String, ToolError>> + Send>>;
 
@@ -113,6 +166,7 @@ pub struct LlmClient {
     /// without TCP_NODELAY (Nagle meeting delayed ACK), as Python's http.server does.
     http_local: reqwest::Client,
     policy: RetryPolicy,
+    listener: Option<RetryListener>,
 }
 
 impl fmt::Debug for LlmClient {
@@ -372,7 +426,14 @@ impl LlmClient {
             http,
             http_local,
             policy,
+            listener: None,
         }
+    }
+
+    /// The same client, telling `listener` about every retry before it waits.
+    pub fn with_retry_listener(mut self, listener: RetryListener) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     /// The retry policy in use.
@@ -606,7 +667,7 @@ impl LlmClient {
                 req = req.header(*name, value);
             }
             let retries_left = attempts <= self.policy.max_retries;
-            let wait = match req.send().await {
+            let (wait, cause, failure, max_attempts) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => return Ok(resp),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
@@ -630,21 +691,57 @@ impl LlmClient {
                             attempts,
                         });
                     }
-                    hinted
+                    let wait = hinted
                         .map(|d| d.min(self.policy.max_delay))
-                        .unwrap_or_else(|| self.policy.backoff(attempts - 1))
+                        .unwrap_or_else(|| self.policy.backoff(attempts - 1));
+                    let cause = if status == 429 {
+                        RetryCause::RateLimited
+                    } else {
+                        RetryCause::ServerError
+                    };
+                    let failure = format!(
+                        "HTTP {status}: {}",
+                        excerpt(&endpoint.redact(&message), 200)
+                    );
+                    (wait, cause, failure, self.policy.max_retries + 1)
                 }
                 Err(e) => {
-                    if e.is_builder() || !retries_left {
+                    // Refused or unresolvable: no server is there to recover. Timeouts and
+                    // connections cut mid-reply get the full policy.
+                    let unreachable = e.is_connect() && !e.is_timeout();
+                    let allowed = if unreachable {
+                        self.policy.max_connect_retries.min(self.policy.max_retries)
+                    } else {
+                        self.policy.max_retries
+                    };
+                    if e.is_builder() || attempts > allowed {
                         return Err(ToolError::Network {
                             url: endpoint.url.clone(),
                             message: endpoint.redact(&describe(&e)),
                             attempts,
                         });
                     }
-                    self.policy.backoff(attempts - 1)
+                    let (wait, cause) = if unreachable {
+                        (
+                            self.policy.connect_delay.saturating_mul(attempts),
+                            RetryCause::Unreachable,
+                        )
+                    } else {
+                        (self.policy.backoff(attempts - 1), RetryCause::Network)
+                    };
+                    (wait, cause, endpoint.redact(&describe(&e)), allowed + 1)
                 }
             };
+            if let Some(listener) = &self.listener {
+                listener(&RetryEvent {
+                    url: endpoint.redact(&endpoint.url),
+                    cause,
+                    failure,
+                    attempt: attempts,
+                    max_attempts,
+                    wait,
+                });
+            }
             tokio::time::sleep(wait).await;
         }
     }
@@ -660,6 +757,7 @@ mod tests {
             max_retries: 8,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_millis(1000),
+            ..RetryPolicy::default()
         };
         for retry in 0..12 {
             let full = Duration::from_millis(100 * 2u64.pow(retry.min(20))).min(policy.max_delay);

@@ -26,7 +26,10 @@ pub use chat::{
     build_chat_messages, build_chat_messages_for, parse_chat, render_prompt_result, ChatFlavor,
     PromptEscape, TemplateVar, VALID_ROLES,
 };
-pub use client::{ContentStream, LlmApi, LlmCall, LlmClient, LlmResult, RetryPolicy, Usage};
+pub use client::{
+    ContentStream, LlmApi, LlmCall, LlmClient, LlmResult, RetryCause, RetryEvent, RetryListener,
+    RetryPolicy, Usage,
+};
 pub use error::ToolError;
 pub use pyfmt::py_float_repr;
 pub use render::render_prompt;

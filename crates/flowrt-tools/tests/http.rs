@@ -1,7 +1,9 @@
 //! The LLM/embedding clients against a local HTTP server that records requests.
 
 use flowrt_api::connection::{Connection, ConnectionKind};
-use flowrt_tools::{LlmApi, LlmCall, LlmClient, RetryPolicy, TemplateVar, ToolError};
+use flowrt_tools::{
+    LlmApi, LlmCall, LlmClient, RetryCause, RetryEvent, RetryPolicy, TemplateVar, ToolError,
+};
 use futures::StreamExt;
 use indexmap::IndexMap;
 use serde_json::{json, Value};
@@ -197,6 +199,8 @@ fn fast_client(max_retries: u32) -> LlmClient {
         max_retries,
         base_delay: Duration::from_millis(1),
         max_delay: Duration::from_millis(20),
+        max_connect_retries: max_retries,
+        connect_delay: Duration::from_millis(1),
     })
 }
 
@@ -420,6 +424,7 @@ async fn retries_429_honouring_retry_after() {
         max_retries: 3,
         base_delay: Duration::from_secs(30),
         max_delay: Duration::from_secs(60),
+        ..RetryPolicy::default()
     });
     let result = tokio::time::timeout(Duration::from_secs(10), client.run_llm(simple_call(&c)))
         .await
@@ -517,6 +522,76 @@ async fn connection_refused_is_retried_then_names_the_url() {
         "{text}"
     );
     assert!(!text.contains(KEY));
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_fails_fast_and_every_retry_is_announced() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let c = conn(
+        ConnectionKind::OpenAi,
+        &[("base_url", &format!("http://{addr}/v1"))],
+    );
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<RetryEvent>::new()));
+    let sink = heard.clone();
+    // The default policy: 8 retries for a 429, but a refused connection is not a 429.
+    let client = LlmClient::new(RetryPolicy::default()).with_retry_listener(std::sync::Arc::new(
+        move |e: &RetryEvent| sink.lock().expect("lock").push(e.clone()),
+    ));
+    let started = std::time::Instant::now();
+    let err = client
+        .run_llm(simple_call(&c))
+        .await
+        .expect_err("must fail");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.attempts(), 3, "{err}");
+    let events = heard.lock().expect("lock").clone();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.cause, RetryCause::Unreachable);
+        assert_eq!(e.attempt, i as u32 + 1);
+        assert_eq!(e.max_attempts, 3);
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("http://{addr}/v1/chat/completions")),
+            "{text}"
+        );
+        assert!(text.contains("retrying in"), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_are_announced_with_their_wait() {
+    let server = Server::start(vec![Reply::json(
+        429,
+        json!({"error": {"message": "slow down", "type": "rate_limit_exceeded"}}),
+    )
+    .header("Retry-After", "0")])
+    .await;
+    let c = conn(
+        ConnectionKind::OpenAi,
+        &[("base_url", &format!("{}/v1", server.base))],
+    );
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<RetryEvent>::new()));
+    let sink = heard.clone();
+    let client = fast_client(3).with_retry_listener(std::sync::Arc::new(move |e: &RetryEvent| {
+        sink.lock().expect("lock").push(e.clone())
+    }));
+    client.run_llm(simple_call(&c)).await.expect("chat");
+    let events = heard.lock().expect("lock").clone();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].cause, RetryCause::RateLimited);
+    assert!(events[0].failure.contains("429"), "{}", events[0].failure);
+    assert!(
+        events[0].failure.contains("slow down"),
+        "{}",
+        events[0].failure
+    );
 }
 
 #[tokio::test]

@@ -162,6 +162,12 @@ impl FlowInvoker {
             .with_context(|| format!("the python worker's signature of the flex entry '{entry}'"))
     }
 
+    /// Tell `listener` about every LLM retry (what failed, how long the wait is).
+    pub fn with_retry_listener(mut self, listener: flowrt_tools::RetryListener) -> Self {
+        self.llm = self.llm.with_retry_listener(listener);
+        self
+    }
+
     pub async fn shutdown(&self) {
         if let Some(pool) = &self.pool {
             pool.shutdown().await;

@@ -5,6 +5,7 @@ mod agent_cmd;
 mod data;
 mod env_cmd;
 mod flex;
+mod fmt;
 mod includes;
 mod invoker;
 mod remote;
@@ -19,9 +20,25 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+const AFTER_HELP: &str = "\
+Environment:
+  FLOWRT_HOME    where state lives: connections (secrets encrypted), environments, runs,
+                 the server's database (default ~/.flowrt)
+  FLOWRT_SERVER  the server for session, compute and identity commands (default http://127.0.0.1:7878)
+  FLOWRT_TOKEN   the API token for that server (default: the local owner token)
+  FLOWRT_PYTHON  the Python for flows without a requirements.txt (default python3 on PATH)
+
+Exit codes:
+  0    success (a batch run that completed, even if some lines failed; see `run create --help`)
+  1    the flow ran and failed: a node failed, or every line of a batch failed
+  2    bad input: the flow, its inputs, the data, a mapping, or the command line
+  130  canceled (Ctrl-C); a canceled batch resumes with `run create --resume-from NAME`
+
+Start with: flowrt flow test DIR --inputs NAME=VALUE";
+
 /// A prompt flow runtime: runs promptflow flows (flow.dag.yaml) unchanged, fast.
 #[derive(Parser)]
-#[command(name = "flowrt", version, about, long_about = None, propagate_version = true)]
+#[command(name = "flowrt", version, about, long_about = None, propagate_version = true, after_help = AFTER_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -141,27 +158,7 @@ fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Flow(FlowCommand::Test(args)) => test_cmd::run(args),
         Command::Flow(FlowCommand::Serve(args)) => serve_cmd::run(args),
-        Command::Flow(FlowCommand::Validate { flow: flow_dir }) => {
-            let home = flowrt_store::flowrt_home();
-            let merged = includes::Merged::new(&flow_dir, &home)?;
-            let mut flow = merged.load(&Default::default())?;
-            if flow.kind == flowrt_flow::FlowKind::Flex {
-                flex::check_entry(&mut flow, &home)?;
-            }
-            println!(
-                "{}: valid flow with {} inputs, {} outputs and {} nodes",
-                if flow_dir.is_file() {
-                    flow_dir.clone()
-                } else {
-                    flow_dir.join(flow.file.file_name().unwrap_or_default())
-                }
-                .display(),
-                flow.inputs.len(),
-                flow.outputs.len(),
-                flow.nodes.len()
-            );
-            Ok(0)
-        }
+        Command::Flow(FlowCommand::Validate { flow: flow_dir }) => validate(&flow_dir),
         Command::Run(cmd) => run_cmd::run(cmd),
         Command::Connection(cmd) => connection(cmd),
         Command::Env(cmd) => env_cmd::run(cmd),
@@ -179,6 +176,81 @@ fn run(cli: Cli) -> Result<u8> {
     }
 }
 
+/// `1 input`, `2 inputs`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// `flowrt flow validate`: everything that can be checked without running: the YAML, references,
+/// tool files, cycles, and that the connections the flow names exist here.
+fn validate(flow_dir: &std::path::Path) -> Result<u8> {
+    let home = flowrt_store::flowrt_home();
+    let merged = includes::Merged::new(flow_dir, &home)?;
+    let mut flow = merged.load(&Default::default())?;
+    let file = if flow_dir.is_file() {
+        flow_dir.to_path_buf()
+    } else {
+        flow_dir.join(flow.file.file_name().unwrap_or_default())
+    };
+    let connections = invoker::load_connections(&home)?;
+    let mut missing: Vec<String> = Vec::new();
+    for node in &flow.nodes {
+        let named = node.connection.iter().chain(
+            // The unified llm tool names its connection as an input.
+            node.inputs
+                .get("connection")
+                .and_then(|v| match v {
+                    flowrt_flow::InputValue::Literal(serde_json::Value::String(s)) => Some(s),
+                    _ => None,
+                })
+                .filter(|_| node.kind == flowrt_flow::NodeKind::CustomLlm),
+        );
+        for conn in named {
+            if !connections.contains_key(conn) {
+                let at = node.line.map(|l| format!(":{l}")).unwrap_or_default();
+                missing.push(format!(
+                    "{}{at}: node '{}' uses connection '{conn}', which does not exist",
+                    file.display(),
+                    node.name
+                ));
+            }
+        }
+    }
+    for (var, value) in flow.environment_strings() {
+        if let Some((conn, _)) = flowrt_flow::env_var_reference(&value) {
+            if !connections.contains_key(conn) {
+                missing.push(format!(
+                    "{}: environment variable {var} reads connection '{conn}', which does not exist",
+                    file.display()
+                ));
+            }
+        }
+    }
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{}\nhint: create connections with `flowrt connection create --file CONN.yaml`; `flowrt connection list` shows those in {}",
+            missing.join("\n"),
+            home.display()
+        );
+    }
+    // A flex flow's entry is imported to check its signature against the YAML.
+    if flow.kind == flowrt_flow::FlowKind::Flex {
+        flex::check_entry(&mut flow, &home)?;
+    }
+    println!(
+        "{}: valid flow with {}, {} and {}",
+        file.display(),
+        count(flow.inputs.len(), "input"),
+        count(flow.outputs.len(), "output"),
+        count(flow.nodes.len(), "node")
+    );
+    Ok(0)
+}
+
 fn connection(cmd: ConnectionCommand) -> Result<u8> {
     let store = flowrt_store::ConnectionStore::open(&flowrt_store::flowrt_home())?;
     match cmd {
@@ -194,10 +266,11 @@ fn connection(cmd: ConnectionCommand) -> Result<u8> {
             } else if all.is_empty() {
                 eprintln!("no connections; create one with `flowrt connection create --file CONN.yaml`");
             } else {
-                println!("{:<32} TYPE", "NAME");
+                let mut t = fmt::table(&["NAME", "TYPE"], &[]);
                 for c in all {
-                    println!("{:<32} {}", c.name, c.kind.as_str());
+                    t.add_row(vec![c.name.as_str(), c.kind.as_str()]);
                 }
+                fmt::print_table(&t);
             }
         }
         ConnectionCommand::Show { name } => match store.get(&name)? {

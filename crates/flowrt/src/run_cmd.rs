@@ -26,6 +26,10 @@ pub enum RunCommand {
     /// Run a flow over every row of a data file (a bulk test), or evaluate a base run (--run).
     ///
     /// Example: flowrt run create --flow ./qa --data questions.jsonl --column-mapping question='${data.q}'
+    ///
+    /// Exit codes: 0 the run completed (lines that failed are counted on the status line and listed
+    /// by `run show-details`); 1 the run failed (every line failed), or any line failed with
+    /// --strict; 2 bad input (flow, data, mapping); 130 canceled (resume it with --resume-from).
     Create(Box<CreateArgs>),
     /// List runs.
     List {
@@ -101,6 +105,9 @@ pub struct CreateArgs {
     /// Print each line's outputs as it completes.
     #[arg(long)]
     pub stream: bool,
+    /// Exit 1 when any line fails (for CI), not only when every line fails.
+    #[arg(long)]
+    pub strict: bool,
     /// Run the flow's Python tools with this interpreter (a compute session passes its
     /// environment's) instead of resolving the flow's requirements here.
     #[arg(long, hide = true)]
@@ -130,21 +137,28 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
             } else if all.is_empty() {
                 eprintln!("no runs yet; start one with `flowrt run create --flow DIR --data FILE`");
             } else {
-                println!(
-                    "{:<40} {:<10} {:>8} {:>8} {:>8}  CREATED",
-                    "NAME", "STATUS", "LINES", "DONE", "FAILED"
+                let mut t = crate::fmt::table(
+                    &[
+                        "NAME", "STATUS", "LINES", "DONE", "FAILED", "DURATION", "CREATED",
+                    ],
+                    &["LINES", "DONE", "FAILED", "DURATION"],
                 );
                 for r in all {
-                    println!(
-                        "{:<40} {:<10} {:>8} {:>8} {:>8}  {}",
-                        r.name,
+                    t.add_row(vec![
+                        r.name.clone(),
                         format!("{:?}", r.status),
-                        r.total_lines,
-                        r.completed_lines,
-                        r.failed_lines,
-                        r.created
-                    );
+                        r.total_lines.to_string(),
+                        r.completed_lines.to_string(),
+                        r.failed_lines.to_string(),
+                        if r.status == RunStatus::Running {
+                            "-".into()
+                        } else {
+                            crate::fmt::seconds(r.duration_s)
+                        },
+                        crate::fmt::timestamp(&r.created),
+                    ]);
                 }
+                crate::fmt::print_table(&t);
             }
             Ok(0)
         }
@@ -164,7 +178,11 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
                     "lines:       {} total, {} completed, {} failed",
                     meta.total_lines, meta.completed_lines, meta.failed_lines
                 );
-                println!("duration:    {:.2} s", meta.duration_s);
+                println!("created:     {}", crate::fmt::timestamp(&meta.created));
+                if let Some(f) = &meta.finished {
+                    println!("finished:    {}", crate::fmt::timestamp(f));
+                }
+                println!("duration:    {}", crate::fmt::seconds(meta.duration_s));
                 println!("concurrency: {}", meta.concurrency);
                 println!("output dir:  {}", meta.output_dir.display());
                 if let Some(e) = &meta.error {
@@ -194,9 +212,9 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
             }
-            println!(
-                "{:>6}  {:<10} {:>9}  {:<40}  OUTPUTS / ERROR",
-                "LINE", "STATUS", "SECONDS", "INPUTS"
+            let mut t = crate::fmt::table(
+                &["LINE", "STATUS", "DURATION", "INPUTS", "OUTPUTS / ERROR"],
+                &["LINE", "DURATION"],
             );
             for r in records.values().take(max_lines) {
                 let detail = match r.get("error").filter(|e| !e.is_null()) {
@@ -207,15 +225,19 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
                     ),
                     None => r.get("outputs").map(Value::to_string).unwrap_or_default(),
                 };
-                println!(
-                    "{:>6}  {:<10} {:>9.3}  {:<40}  {}",
-                    r["line_number"],
-                    r["status"].as_str().unwrap_or(""),
-                    r["duration"].as_f64().unwrap_or(0.0),
-                    clip(&r["inputs"].to_string(), 40),
-                    clip(&detail, 100)
-                );
+                t.add_row(vec![
+                    r["line_number"].to_string(),
+                    r["status"].as_str().unwrap_or("").to_string(),
+                    match r["duration"].as_f64() {
+                        // Lines that failed before running (mapping, inputs) took no time.
+                        Some(d) if d > 0.0 => crate::fmt::seconds(d),
+                        _ => "-".into(),
+                    },
+                    crate::fmt::clip(&r["inputs"].to_string(), 40),
+                    crate::fmt::clip(&detail, 100),
+                ]);
             }
+            crate::fmt::print_table(&t);
             if records.len() > max_lines {
                 println!(
                     "... {} more lines (--max-lines N)",
@@ -237,30 +259,17 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
             if meta.status != RunStatus::Running {
                 bail!("run '{name}' is {:?}, not running", meta.status);
             }
-            let ok = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(meta.pid.to_string())
-                .status()?
-                .success();
-            if !ok {
-                bail!(
-                    "could not signal run '{name}' (process {} is gone?)",
-                    meta.pid
-                );
+            let pid = i32::try_from(meta.pid)
+                .map(nix::unistd::Pid::from_raw)
+                .map_err(|_| {
+                    anyhow!("run '{name}' records an impossible process id {}", meta.pid)
+                })?;
+            if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+                bail!("could not signal run '{name}' (process {}): {e}", meta.pid);
             }
             eprintln!("cancel requested for run '{name}'; finished lines are kept (resume with --resume-from {name})");
             Ok(0)
         }
-    }
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
-        t.push('…');
-        t
     }
 }
 
@@ -271,11 +280,12 @@ fn env_seconds(name: &str) -> Option<f64> {
         .filter(|v| *v > 0.0)
 }
 
-/// Tracks running nodes for the "has been running" warnings and writes the run log.
+/// Tracks running nodes for the "has been running" warnings and writes the run log. Warnings (slow
+/// nodes, retries) also reach the terminal, above the progress bar when there is one.
 struct RunLog {
     file: Mutex<Option<std::fs::File>>,
     running: flowrt_executor::LongRunning,
-    echo: bool,
+    terminal: indicatif::ProgressBar,
 }
 
 impl RunLog {
@@ -286,15 +296,23 @@ impl RunLog {
                 let _ = f.write_all(line.as_bytes());
             }
         }
-        if self.echo {
-            eprint!("{line}");
+    }
+
+    /// Log `msg` and print it on the terminal as `warning: msg`.
+    fn warn(&self, msg: &str) {
+        self.log(msg);
+        let text = format!("warning: {msg}");
+        if self.terminal.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            self.terminal.println(text);
         }
     }
 
-    /// Log each node that has run for another whole interval.
+    /// Warn about each node that has run for another whole interval.
     fn warn_long_running(&self, interval: Duration) {
         for d in self.running.due(interval) {
-            self.log(&d);
+            self.warn(&d);
         }
     }
 }
@@ -451,15 +469,11 @@ fn default_name(flow: &Path) -> String {
             }
         })
         .collect();
-    let stamp = runs::utc_now()
-        .replace([':', '-'], "")
-        .replace('T', "_")
-        .replace('Z', "");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_micros())
-        .unwrap_or(0);
-    format!("{base}_{stamp}_{nanos:06}")
+    // promptflow's shape: NAME_YYYYMMDD_HHMMSS_micros, in UTC.
+    let now = jiff::Timestamp::now();
+    let stamp = now.strftime("%Y%m%d_%H%M%S");
+    let micros = now.subsec_microsecond();
+    format!("{base}_{stamp}_{micros:06}")
 }
 
 fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
@@ -524,7 +538,19 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, workers)?);
+    let retry_slot: Arc<std::sync::OnceLock<(Arc<RunLog>, Arc<RetryCounts>)>> =
+        Arc::new(std::sync::OnceLock::new());
+    let slot = retry_slot.clone();
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
+            move |e| {
+                if let Some((log, retries)) = slot.get() {
+                    retries.record(e);
+                    log.warn(&e.to_string());
+                }
+            },
+        )),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -551,6 +577,25 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         }
         None => (BTreeMap::new(), Vec::new()),
     };
+    // A mapping that reads a column or output no line has would fail every line: say so now.
+    let data_columns: std::collections::HashSet<String> =
+        rows.iter().flat_map(|r| r.keys().cloned()).collect();
+    let base_output_names: std::collections::HashSet<String> = base_outputs
+        .values()
+        .flat_map(|o| o.keys().cloned())
+        .collect();
+    let base_data_columns: std::collections::HashSet<String> =
+        base_rows.iter().flat_map(|r| r.keys().cloned()).collect();
+    mapping.check_names(&flowrt_executor::KnownNames {
+        data_columns: Some(&data_columns),
+        base_outputs: (!base_outputs.is_empty()).then_some(&base_output_names),
+        base_data_columns: (!base_rows.is_empty()).then_some(&base_data_columns),
+    })?;
+    for (input, value) in mapping.suspicious_literals() {
+        eprintln!(
+            "warning: --column-mapping {input}='{value}' is not a reference (they look like '${{data.COLUMN}}'), so every line gets this text as it is"
+        );
+    }
     // Resumed runs keep the lines that completed.
     let kept: BTreeMap<usize, Value> = match &args.resume_from {
         Some(prev) => {
@@ -611,11 +656,13 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     };
     runs::save(home, &meta)?;
 
+    let bar = Progress::bar(rows.len());
     let log = Arc::new(RunLog {
         file: Mutex::new(Some(std::fs::File::create(output_dir.join("logs.txt"))?)),
         running: flowrt_executor::LongRunning::default(),
-        echo: false,
+        terminal: bar.clone(),
     });
+    let retries = Arc::new(RetryCounts::default());
     log.log(&format!(
         "run {name}: flow {}, data {} ({} lines)",
         flow_dir.display(),
@@ -640,6 +687,9 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         );
     }
 
+    // The invoker exists before the run log (a flex flow needs its worker for the signature):
+    // its retries reach the log once there is one.
+    let _ = retry_slot.set((log.clone(), retries.clone()));
     let executor = Arc::new(Executor::new(
         flow.clone(),
         invoker.clone(),
@@ -678,7 +728,7 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         }
         let mut todo = (0..rows.len()).filter(|n| !kept.contains_key(n));
         let mut set: JoinSet<Value> = JoinSet::new();
-        let mut progress = Progress::new(rows.len(), kept.len());
+        let mut progress = Progress::new(bar, rows.len(), kept.len(), retries.clone());
         let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));
         let deadline = batch_timeout.map(|s| tokio::time::Instant::now() + Duration::from_secs_f64(s));
         let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -778,7 +828,24 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         invoker.shutdown().await;
         Ok(status)
     });
-    let status = outcome?;
+    let mut status = outcome?;
+    // A run none of whose lines succeeded produced nothing: it failed, whatever the reason.
+    if status == RunStatus::Completed && writer.completed == 0 && meta.total_lines > 0 {
+        status = RunStatus::Failed;
+        let first = writer
+            .failed
+            .first()
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or("no line ran");
+        meta.error = Some(format!(
+            "every line failed; line {}: {first}",
+            writer
+                .failed
+                .first()
+                .map(|e| e["line_number"].to_string())
+                .unwrap_or_else(|| "0".into())
+        ));
+    }
     if !writer.failed.is_empty() {
         fs_err::write(
             output_dir.join("error.json"),
@@ -801,49 +868,100 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         meta.duration_s
     ));
     eprintln!(
-        "run {name} {:?}: {} of {} lines completed, {} failed ({:.2} s); outputs in {}",
+        "run {name} {:?}: {} of {} lines completed, {} failed ({}); outputs in {}",
         status,
         meta.completed_lines,
         meta.total_lines,
         meta.failed_lines,
-        meta.duration_s,
+        crate::fmt::seconds(meta.duration_s),
         output_dir
             .join("flow_outputs")
             .join("output.jsonl")
             .display()
     );
+    if let Some(e) = &meta.error {
+        eprintln!("error: {e}");
+    }
     if meta.failed_lines > 0 {
         eprintln!("hint: `flowrt run show-details {name}` lists the failed lines; `--resume-from {name}` re-runs them");
     }
     println!("{}", serde_json::to_string_pretty(&meta)?);
-    Ok(match status {
-        RunStatus::Completed => 0,
-        RunStatus::Canceled => 130,
-        _ => 1,
-    })
+    Ok(exit_code(status, meta.failed_lines, args.strict))
 }
 
-/// Progress: a redrawn bar on a terminal, a plain line every few seconds otherwise.
+/// Retries the LLM client made during a run, for the progress line.
+#[derive(Default)]
+struct RetryCounts {
+    retries: std::sync::atomic::AtomicU64,
+    rate_limited: std::sync::atomic::AtomicU64,
+}
+
+impl RetryCounts {
+    fn record(&self, e: &flowrt_tools::RetryEvent) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.retries.fetch_add(1, Relaxed);
+        if e.cause == flowrt_tools::RetryCause::RateLimited {
+            self.rate_limited.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+/// The documented rule (README, `run create --help`): 0 when the run completed, even if some of its
+/// lines failed (promptflow's `pf run create` does the same, and the counts are on the status line);
+/// 1 when it failed (every line failed, or it could not finish), or with `--strict` when any line
+/// failed; 130 when it was canceled. Bad input never gets this far: it exits 2.
+fn exit_code(status: RunStatus, failed_lines: usize, strict: bool) -> u8 {
+    match status {
+        RunStatus::Completed if strict && failed_lines > 0 => 1,
+        RunStatus::Completed => 0,
+        RunStatus::Canceled => 130,
+        RunStatus::Failed | RunStatus::Running => 1,
+    }
+}
+
+/// Progress: an indicatif bar on a terminal, a plain line every few seconds otherwise (CI logs).
 struct Progress {
+    bar: indicatif::ProgressBar,
     total: usize,
     done: usize,
     failed: usize,
     start_done: usize,
     started: Instant,
     last_line: Instant,
-    tty: bool,
+    retries: Arc<RetryCounts>,
 }
 
 impl Progress {
-    fn new(total: usize, already: usize) -> Self {
+    /// A bar drawn on stderr when it is a terminal, else hidden.
+    fn bar(total: usize) -> indicatif::ProgressBar {
+        if !std::io::stderr().is_terminal() {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(total as u64);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} lines, {msg}")
+        {
+            bar.set_style(style.progress_chars("#>."));
+        }
+        bar
+    }
+
+    fn new(
+        bar: indicatif::ProgressBar,
+        total: usize,
+        already: usize,
+        retries: Arc<RetryCounts>,
+    ) -> Self {
+        bar.set_position(already as u64);
         Progress {
+            bar,
             total,
             done: already,
             failed: 0,
             start_done: already,
             started: Instant::now(),
             last_line: Instant::now(),
-            tty: std::io::stderr().is_terminal(),
+            retries,
         }
     }
 
@@ -852,36 +970,39 @@ impl Progress {
         if !ok {
             self.failed += 1;
         }
+        self.bar.set_position(self.done as u64);
     }
 
-    fn text(&self) -> String {
+    /// Everything but the line counts: failures, speed, time left, retries.
+    fn details(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
         let secs = self.started.elapsed().as_secs_f64().max(1e-6);
         let rate = (self.done - self.start_done) as f64 / secs;
         let eta = if rate > 0.0 {
-            (self.total - self.done) as f64 / rate
+            format!("{:.0}s", (self.total - self.done) as f64 / rate)
         } else {
-            0.0
+            "unknown".to_string()
         };
-        format!(
-            "{}/{} lines, {} failed, {:.1} lines/s, ETA {:.0}s",
-            self.done, self.total, self.failed, rate, eta
-        )
+        let mut text = format!("{} failed, {rate:.1} lines/s, ETA {eta}", self.failed);
+        let retries = self.retries.retries.load(Relaxed);
+        if retries > 0 {
+            let limited = self.retries.rate_limited.load(Relaxed);
+            text.push_str(&format!(
+                ", {retries} LLM {} ({limited} rate-limited)",
+                if retries == 1 { "retry" } else { "retries" }
+            ));
+        }
+        text
+    }
+
+    fn text(&self) -> String {
+        format!("{}/{} lines, {}", self.done, self.total, self.details())
     }
 
     /// Redraw the bar, or return a periodic plain line for the log.
     fn tick(&mut self) -> Option<String> {
-        if self.tty {
-            let width = 30;
-            let filled = (self.done * width)
-                .checked_div(self.total)
-                .unwrap_or(width)
-                .min(width);
-            eprint!(
-                "\r[{}{}] {}   ",
-                "#".repeat(filled),
-                ".".repeat(width - filled),
-                self.text()
-            );
+        if !self.bar.is_hidden() {
+            self.bar.set_message(self.details());
             None
         } else if self.last_line.elapsed() >= Duration::from_secs(5) {
             self.last_line = Instant::now();
@@ -894,8 +1015,8 @@ impl Progress {
     }
 
     fn finish(&mut self) {
-        if self.tty {
-            eprintln!("\r{}{}", self.text(), " ".repeat(20));
+        if !self.bar.is_hidden() {
+            self.bar.finish_and_clear();
         }
     }
 }

@@ -143,7 +143,9 @@ pub fn list(home: &Path) -> Result<Vec<RunMeta>> {
             }
         }
     }
-    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.name.cmp(&b.name)));
+    // Oldest first, as they were created (timestamps compared as times, not as text).
+    let when = |m: &RunMeta| m.created.parse::<jiff::Timestamp>().ok();
+    out.sort_by(|a, b| when(a).cmp(&when(b)).then(a.name.cmp(&b.name)));
     Ok(out)
 }
 
@@ -182,26 +184,11 @@ pub fn outputs(dir: &Path) -> Result<BTreeMap<usize, Map<String, Value>>> {
 }
 
 /// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
+/// Now, as RFC 3339 in UTC with microseconds, so records made within one second still sort in the
+/// order they were made.
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let now = jiff::Timestamp::now();
+    now.round(jiff::Unit::Microsecond)
+        .unwrap_or(now)
+        .to_string()
 }

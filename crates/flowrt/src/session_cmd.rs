@@ -31,7 +31,10 @@ pub struct ServerOpt {
 #[derive(Subcommand)]
 pub enum SessionCommand {
     /// Start a compute session for a flow; prints its id as the last line.
+    ///
+    /// Example: flowrt session start --flow ./my_flow --size medium --idle-timeout 30m
     Start {
+        /// The flow folder the session runs (its requirements.txt customizes the environment).
         #[arg(long)]
         flow: PathBuf,
         /// small, medium or large (resource limits: see README).
@@ -55,49 +58,71 @@ pub enum SessionCommand {
     },
     /// List your sessions.
     List {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Show a session.
     Show {
+        /// The session's id (`flowrt session list` shows them).
         id: String,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Change a session's size or idle timeout.
     Edit {
+        /// The session's id.
         id: String,
+        /// small, medium or large; takes effect at the next `session reset`.
         #[arg(long)]
         size: Option<String>,
+        /// Stop after this long without runs: 30m, 2h, 90s, 0 = never.
         #[arg(long)]
         idle_timeout: Option<String>,
     },
     /// List the packages installed in a session's environment.
     Packages {
+        /// The session's id.
         id: String,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
     /// Save requirements into the session's flow and install them (or --save-only).
     Install {
+        /// The session's id.
         id: String,
+        /// A requirements.txt (pip's format) to become the session flow's requirements.
         #[arg(long)]
         requirements: PathBuf,
+        /// Save the requirements without installing; the next `session reset` installs them.
         #[arg(long)]
         save_only: bool,
     },
-    /// Recreate a session's agent with the same environment.
-    Reset { id: String },
+    /// Recreate a session's agent with the same environment; starts a stopped or failed session again.
+    Reset {
+        /// The session's id.
+        id: String,
+    },
     /// Move a session to the latest base environment.
-    Update { id: String },
+    Update {
+        /// The session's id.
+        id: String,
+    },
     /// Print a session's log.
     Logs {
+        /// The session's id.
         id: String,
+        /// Keep printing as the log grows (Ctrl-C to stop).
         #[arg(long, short)]
         follow: bool,
     },
-    /// Stop a session (its environment stays cached).
-    Stop { id: String },
+    /// Stop a session (its environment stays cached; `session reset` starts it again).
+    Stop {
+        /// The session's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -105,6 +130,7 @@ pub enum IdentityCommand {
     /// Create an identity; its feed token (read from an environment variable, so it stays out of
     /// shell history) unlocks `{private}` package indexes for sessions started with --identity.
     Create {
+        /// The identity's name (sessions name it with --identity).
         name: String,
         /// The environment variable holding the feed token.
         #[arg(long, value_name = "VAR")]
@@ -112,6 +138,7 @@ pub enum IdentityCommand {
     },
     /// List identities (tokens masked).
     List {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
@@ -121,30 +148,48 @@ pub enum IdentityCommand {
 pub enum ComputeCommand {
     /// Create a compute instance assigned to you (or, for admins, to --user).
     Create {
+        /// The instance's name.
         name: String,
+        /// small, medium or large: the size of the sessions it runs.
         #[arg(long, default_value = "small")]
         size: String,
+        /// Assign it to this user (admins and owners only).
         #[arg(long)]
         user: Option<String>,
     },
+    /// List the compute instances you may see.
     List {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
     },
+    /// Start a stopped compute instance.
     Start {
+        /// The instance's name.
         name: String,
     },
+    /// Stop a compute instance (and the sessions on it).
     Stop {
+        /// The instance's name.
         name: String,
     },
+    /// Delete a compute instance.
     Delete {
+        /// The instance's name.
         name: String,
     },
 }
 
 pub fn server(args: ServerArgs) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
+    // Everything the server and its agents create (database, session folders, logs, tokens) is
+    // the server user's alone: other local users must not read another user's session log.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     std::fs::create_dir_all(&home)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs_err::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
+    }
     let config = flowrt_server::ServerConfig {
         home,
         exe: std::env::current_exe()?,
@@ -222,6 +267,15 @@ async fn wait_running(remote: &Remote, id: &str) -> Result<Value> {
     }
 }
 
+/// An idle timeout for people: `never`, `30m 00s`, `2h 00m`.
+fn idle_text(seconds: u64) -> String {
+    if seconds == 0 {
+        "never".to_string()
+    } else {
+        crate::fmt::seconds(seconds as f64)
+    }
+}
+
 fn print_session(s: &Value) {
     println!("id:            {}", s["id"].as_str().unwrap_or(""));
     let phase = s["phase"]
@@ -245,14 +299,9 @@ fn print_session(s: &Value) {
         println!("update available: {u}");
     }
     println!("size:          {}", s["size"].as_str().unwrap_or(""));
-    let idle = s["idle_timeout_s"].as_u64().unwrap_or(0);
     println!(
         "idle timeout:  {}",
-        if idle == 0 {
-            "never".to_string()
-        } else {
-            format!("{idle} s")
-        }
+        idle_text(s["idle_timeout_s"].as_u64().unwrap_or(0))
     );
     if let Some(c) = s["compute"].as_str() {
         println!("compute:       {c}");
@@ -299,24 +348,37 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&all)?);
                 } else {
-                    println!(
-                        "{:<16} {:<22} {:<7} {:<18} FLOW",
-                        "ID", "STATUS", "SIZE", "ENVIRONMENT"
+                    let sessions: Vec<&Value> = all.as_array().into_iter().flatten().collect();
+                    if sessions.is_empty() {
+                        eprintln!("no sessions; start one with `flowrt session start --flow DIR`");
+                        return Ok(0);
+                    }
+                    let mut t = crate::fmt::table(
+                        &[
+                            "ID",
+                            "STATUS",
+                            "SIZE",
+                            "ENVIRONMENT",
+                            "IDLE TIMEOUT",
+                            "FLOW",
+                        ],
+                        &[],
                     );
-                    for s in all.as_array().into_iter().flatten() {
+                    for s in sessions {
                         let phase = s["phase"]
                             .as_str()
                             .map(|p| format!(" ({p})"))
                             .unwrap_or_default();
-                        println!(
-                            "{:<16} {:<22} {:<7} {:<18} {}",
-                            s["id"].as_str().unwrap_or(""),
+                        t.add_row(vec![
+                            s["id"].as_str().unwrap_or("").to_string(),
                             format!("{}{phase}", s["status"].as_str().unwrap_or("")),
-                            s["size"].as_str().unwrap_or(""),
-                            s["env_ref"].as_str().unwrap_or(""),
-                            s["flow_dir"].as_str().unwrap_or("")
-                        );
+                            s["size"].as_str().unwrap_or("").to_string(),
+                            s["env_ref"].as_str().unwrap_or("").to_string(),
+                            idle_text(s["idle_timeout_s"].as_u64().unwrap_or(0)),
+                            s["flow_dir"].as_str().unwrap_or("").to_string(),
+                        ]);
                     }
+                    crate::fmt::print_table(&t);
                 }
             }
             SessionCommand::Show { id, json } => {
@@ -356,15 +418,15 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&list)?);
                 } else {
-                    println!("{:<32} {:<16} SOURCE", "NAME", "VERSION");
+                    let mut t = crate::fmt::table(&["NAME", "VERSION", "SOURCE"], &[]);
                     for p in list.as_array().into_iter().flatten() {
-                        println!(
-                            "{:<32} {:<16} {}",
+                        t.add_row(vec![
                             p["name"].as_str().unwrap_or(""),
                             p["version"].as_str().unwrap_or(""),
-                            p["source"].as_str().unwrap_or("")
-                        );
+                            p["source"].as_str().unwrap_or(""),
+                        ]);
                     }
+                    crate::fmt::print_table(&t);
                 }
             }
             SessionCommand::Install {
@@ -454,16 +516,16 @@ pub fn compute(cmd: ComputeCommand, server: Option<&str>) -> Result<u8> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&all)?);
                 } else {
-                    println!("{:<24} {:<9} {:<7} OWNER", "NAME", "STATUS", "SIZE");
+                    let mut t = crate::fmt::table(&["NAME", "STATUS", "SIZE", "OWNER"], &[]);
                     for c in all.as_array().into_iter().flatten() {
-                        println!(
-                            "{:<24} {:<9} {:<7} {}",
+                        t.add_row(vec![
                             c["name"].as_str().unwrap_or(""),
                             c["status"].as_str().unwrap_or(""),
                             c["size"].as_str().unwrap_or(""),
-                            c["owner"].as_str().unwrap_or("")
-                        );
+                            c["owner"].as_str().unwrap_or(""),
+                        ]);
                     }
+                    crate::fmt::print_table(&t);
                 }
             }
             ComputeCommand::Start { name } => {
@@ -617,14 +679,14 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&all)?);
                 } else {
-                    println!("{:<24} FEED TOKEN", "NAME");
+                    let mut t = crate::fmt::table(&["NAME", "FEED TOKEN"], &[]);
                     for i in all.as_array().into_iter().flatten() {
-                        println!(
-                            "{:<24} {}",
+                        t.add_row(vec![
                             i["name"].as_str().unwrap_or(""),
-                            i["feed_token"].as_str().unwrap_or("-")
-                        );
+                            i["feed_token"].as_str().unwrap_or("-"),
+                        ]);
                     }
+                    crate::fmt::print_table(&t);
                 }
             }
         }

@@ -90,7 +90,11 @@ pub fn run(args: TestArgs) -> Result<u8> {
     let connections = invoker::load_connections(&home)?;
     let env = invoker::environment(&flow, &connections)?;
     let spec = invoker::python_spec(&flow, &home, env, &mut |msg| eprintln!("{msg}"))?;
-    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, 1)?);
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections, spec, 1)?.with_retry_listener(Arc::new(|e| {
+            eprintln!("warning: {e}");
+        })),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -185,7 +185,7 @@ fn mapping_renames_literals_implicit_columns_defaults_and_csv_tsv_conversion() {
     assert_eq!(out[0]["got"]["mode"], json!(["m0", "str"]));
     assert_eq!(out[1]["got"]["question"], json!(["nan", "str"]));
 
-    // A column that no row has fails every line, naming the input and the column.
+    // A column that no row has would fail every line, naming the input and the column ...
     let r = env.run(&[
         "run",
         "create",
@@ -199,12 +199,14 @@ fn mapping_renames_literals_implicit_columns_defaults_and_csv_tsv_conversion() {
         "question=${data.nope}",
         "tag=t",
     ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let errors = read_json(&run_dir(&env, "map_nowhere").join("error.json"));
-    assert_eq!(errors.as_array().unwrap().len(), 3, "{errors:#}");
-    let message = errors[0]["message"].as_str().unwrap();
-    assert_eq!(message, "input 'question': the data has no column 'nope'");
-    assert_eq!(show_json(&env, "map_nowhere")["failed_lines"], 3);
+    // ... is caught before any line runs: exit 2, the columns there are listed, no run is left.
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: --column-mapping question='${data.nope}': the data has no column 'nope' on any line; its columns are: count, mode, q, question, ratio"
+    );
+    assert!(!run_dir(&env, "map_nowhere").exists());
+    assert_eq!(env.run(&["run", "show", "map_nowhere"]).code, 2);
 }
 
 #[test]

@@ -232,7 +232,10 @@ fn connections_are_listed_and_shown_masked_and_deleted() {
     );
     env.connection("name: a0\ntype: azure_open_ai\napi_key: azure-secret-key\napi_base: https://example.invalid\n");
     let list = env.run(&["connection", "list"]);
-    assert_eq!(list.stdout, "NAME                             TYPE\na0                               azure_open_ai\nc1                               custom\n");
+    assert_eq!(
+        list.stdout,
+        "NAME  TYPE\na0    azure_open_ai\nc1    custom\n"
+    );
     let show = env.run(&["connection", "show", "c1"]);
     assert_eq!(show.code, 0);
     let shown: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();

@@ -402,7 +402,7 @@ fn entry_problems_are_reported_before_running() {
     let r = env.run(&["flow", "validate", s(&dir)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout.contains("valid flow with 1 inputs"),
+        r.stdout.contains("valid flow with 1 input, 1 output and 2 nodes"),
         "{}",
         r.stdout
     );

@@ -156,6 +156,18 @@ impl Drop for Server {
     }
 }
 
+fn regex_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_string()
+            } else {
+                format!("\\{c}")
+            }
+        })
+        .collect()
+}
+
 #[test]
 fn full_lifecycle_through_the_cli() {
     let home = tempfile::tempdir().unwrap();
@@ -188,6 +200,13 @@ fn full_lifecycle_through_the_cli() {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let text = server.ok(&["session", "show", &id]);
     assert!(text.contains("status:        Running"), "{text}");
+    let base = s["base_version"].as_str().unwrap().to_string();
+    let mut settings = common::snapshot_settings(&[(_d.path(), "[TMP]")]);
+    settings.add_filter(&regex_escape(&base), "[BASE]");
+    settings.bind(|| {
+        insta::assert_snapshot!("session_show", text);
+        insta::assert_snapshot!("session_list", server.ok(&["session", "list"]));
+    });
     let logs = server.ok(&["session", "logs", &id]);
     assert!(
         logs.contains(&format!("agent for session {id} listening on 127.0.0.1:")),
@@ -206,8 +225,9 @@ fn full_lifecycle_through_the_cli() {
         "text=x",
     ]);
     assert!(!err.status.success());
-    assert!(String::from_utf8_lossy(&err.stderr)
-        .contains(&format!("session '{id}' is Stopped, not Running")));
+    let stderr = String::from_utf8_lossy(&err.stderr).into_owned();
+    assert!(stderr.contains(&format!("session '{id}' is Stopped, not Running")));
+    settings.bind(|| insta::assert_snapshot!("session_stopped_flow_test", stderr));
 
     let t = Instant::now();
     server.ok(&["session", "reset", &id]);
@@ -784,4 +804,37 @@ fn a_starting_server_sweeps_cgroups_its_agents_left_behind() {
         !stale.exists(),
         "an empty session cgroup is removed when the server starts"
     );
+}
+
+#[test]
+fn session_files_are_private_and_install_never_writes_through_a_symlink() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("pipeline");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    // Other local users read nothing of the server's: not its home, not a session's log.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(home.path()), 0o700);
+    let session_dir = home.path().join("sessions").join(&id);
+    assert_eq!(mode(&session_dir) & 0o077, 0, "{:o}", mode(&session_dir));
+    assert_eq!(mode(&session_dir.join("agent.log")) & 0o077, 0);
+    // The attack: the flow's requirements.txt becomes a link to a file the server can write.
+    let victim = d.path().join("victim.txt");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("requirements.txt")).unwrap();
+    let reqs = d.path().join("new-requirements.txt");
+    std::fs::write(&reqs, "six\n").unwrap();
+    let out = server.cli(&[
+        "session",
+        "install",
+        &id,
+        "--requirements",
+        reqs.to_str().unwrap(),
+        "--save-only",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("requirements.txt"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
 }

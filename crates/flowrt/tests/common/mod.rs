@@ -283,3 +283,32 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// insta settings that replace run-to-run noise (temp paths, ports, times, durations, ids) with
+/// stable placeholders, so snapshots hold only what users see. `paths` are replaced first, in
+/// order, by their labels.
+pub fn snapshot_settings(paths: &[(&Path, &str)]) -> insta::Settings {
+    let mut settings = insta::Settings::clone_current();
+    settings.set_prepend_module_to_snapshot(false);
+    for (path, label) in paths {
+        let text = path.to_str().unwrap();
+        let escaped: String = text
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '/' || c == '_' {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect();
+        settings.add_filter(&escaped, *label);
+    }
+    settings.add_filter(r"127\.0\.0\.1:\d+", "127.0.0.1:[PORT]");
+    settings.add_filter(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(\.\d+)?Z?", "[TIME]");
+    settings.add_filter(r"\b\d+(\.\d+)? (ms|s)\b", "[DURATION]");
+    settings.add_filter(r"\b\d+m \d\ds\b", "[DURATION]");
+    settings.add_filter(r"\bs-[0-9a-z]{6,}\b", "[SESSION]");
+    settings.add_filter(r"\(os error \d+\)", "(os error [N])");
+    settings
+}
