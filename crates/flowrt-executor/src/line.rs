@@ -367,7 +367,7 @@ impl<I: ToolInvoker> Executor<I> {
                     }
                     // A value-returning flow aggregates its lines' values: a generator's is
                     // its joined text, as in the line's outputs.
-                    let joined = match r.node().and_then(|n| lookup(n)) {
+                    let joined = match r.node().and_then(&lookup) {
                         Some(State::Done(NodeValue::Generator { joined, .. }, _))
                             if self.flow.kind.returns_value() && r.path.is_empty() =>
                         {

@@ -402,7 +402,8 @@ fn entry_problems_are_reported_before_running() {
     let r = env.run(&["flow", "validate", s(&dir)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout.contains("valid flow with 1 input, 1 output and 2 nodes"),
+        r.stdout
+            .contains("valid flow with 1 input, 1 output and 2 nodes"),
         "{}",
         r.stdout
     );
