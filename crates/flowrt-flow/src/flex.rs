@@ -447,7 +447,19 @@ impl Loader<'_> {
                     );
                     return (None, None);
                 };
-                let path = dir.join(rel);
+                let rel_path = Path::new(rel);
+                if rel_path.is_absolute()
+                    || rel_path
+                        .components()
+                        .any(|c| matches!(c, std::path::Component::ParentDir))
+                {
+                    self.problem(
+                        line,
+                        format!("sample file '{rel}' leaves the flow folder; name a file next to flow.flex.yaml"),
+                    );
+                    return (None, None);
+                }
+                let path = dir.join(rel_path);
                 let text = match std::fs::read_to_string(&path) {
                     Ok(t) => t,
                     Err(e) => {
@@ -458,6 +470,13 @@ impl Loader<'_> {
                         return (None, None);
                     }
                 };
+                if let Err((at, message)) = crate::limits::check_yaml_limits(&text) {
+                    self.problem(
+                        line,
+                        format!("the sample file {}:{at}: {message}", path.display()),
+                    );
+                    return (None, None);
+                }
                 match serde_yaml::from_str::<Yaml>(&text) {
                     Ok(v) => to_json(&v),
                     Err(e) => {
@@ -616,6 +635,20 @@ mod tests {
         );
         sig.outputs = None; // unannotated: nothing to check
         complete_flex(&mut flow, &sig).unwrap();
+    }
+
+    #[test]
+    fn sample_file_stays_in_the_flow_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "flow.flex.yaml",
+            "entry: m:f\nsample: ${file:../secret.json}\n",
+        );
+        let e = load_flow(dir.path(), &Default::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("leaves the flow folder"), "{e}");
     }
 
     #[test]
