@@ -825,6 +825,16 @@ def _entry_instance(info, source):
     return instance
 
 
+def _rebuild(cls, value):
+    """A line's dataclass result again (it crossed the host as a dict of its fields)."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return cls(**value)
+    except TypeError:
+        return value
+
+
 def _prepare_entry(info, source, args):
     """Return (callable, kwargs, label) for an entry (or __aggregate__) call."""
     values = {name: arg.get("v") for name, arg in args if arg.get("k") == "v"}
@@ -833,7 +843,7 @@ def _prepare_entry(info, source, args):
         results = values.get("results") or []
         ret = info.returns
         if isinstance(ret, type) and dataclasses.is_dataclass(ret):
-            results = [ret(**r) if isinstance(r, dict) else r for r in results]
+            results = [_rebuild(ret, r) for r in results]
         return (lambda: instance.__aggregate__(results)), {}, f"{info.name}.__aggregate__"
     known = {p["name"] for p in info.params}
     kwargs = {k: v for k, v in values.items() if k in known}
