@@ -756,6 +756,7 @@ pub fn prompty_flow(prompty: &Prompty) -> Flow {
         environment: Environment::default(),
         additional_includes: Vec::new(),
         sample: prompty.sample.clone(),
+        flex: None,
     }
 }
 

@@ -17,7 +17,17 @@ pub fn materialize(flow: &Path, home: &Path) -> Result<PathBuf> {
         return Ok(flow.to_path_buf());
     }
     let (dir, file) = if flow.is_dir() {
-        (flow.to_path_buf(), flow.join("flow.dag.yaml"))
+        let file = [
+            "flow.dag.yaml",
+            "flow.dag.yml",
+            "flow.flex.yaml",
+            "flow.flex.yml",
+        ]
+        .iter()
+        .map(|n| flow.join(n))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| flow.join("flow.dag.yaml"));
+        (flow.to_path_buf(), file)
     } else {
         (
             flow.parent().map(Path::to_path_buf).unwrap_or_default(),

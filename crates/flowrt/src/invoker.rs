@@ -43,6 +43,10 @@ pub struct FlowInvoker {
     connections: HashMap<String, Connection>,
     pool: Option<WorkerPool>,
     llm: LlmClient,
+    /// A flex class entry's constructor kwargs (set once the flow is completed).
+    flex_init: std::sync::RwLock<Option<serde_json::Map<String, Value>>>,
+    /// `init:` types of a flex flow, by name.
+    flex_init_types: serde_json::Map<String, Value>,
 }
 
 /// Does this flow need a Python worker at all?
@@ -112,13 +116,62 @@ impl FlowInvoker {
                 }
             }
         }
+        let callbacks: Arc<dyn flowrt_python::HostCallbacks> =
+            Arc::new(crate::flex::FlexHost::new(connections.clone()));
         Ok(FlowInvoker {
             templates,
             prompties,
             connections,
-            pool: python.map(|spec| WorkerPool::new(spec, workers.max(1))),
+            pool: python
+                .map(|spec| WorkerPool::new(spec, workers.max(1)).with_callbacks(callbacks)),
             llm: LlmClient::new(RetryPolicy::default()),
+            flex_init: std::sync::RwLock::new(None),
+            flex_init_types: flow
+                .flex
+                .as_ref()
+                .map(|f| f.init_types())
+                .unwrap_or_default(),
         })
+    }
+
+    /// The constructor kwargs a flex class entry is built with.
+    pub fn set_flex_init(&self, init: serde_json::Map<String, Value>) {
+        *self.flex_init.write().unwrap_or_else(|e| e.into_inner()) = Some(init);
+    }
+
+    /// Import a flex flow's entry in a worker and read its signature.
+    pub async fn flex_signature(&self, entry: &str) -> Result<flowrt_flow::EntrySignature> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| anyhow!("no Python worker was configured for this flex flow"))?;
+        let out = pool
+            .call(ToolCall {
+                node: entry.to_string(),
+                source: flowrt_python::ToolSource::Signature {
+                    entry: entry.to_string(),
+                },
+                args: Vec::new(),
+                timeout: Some(std::time::Duration::from_secs(600)),
+            })
+            .await
+            .map_err(|e| match e {
+                CallError::Load { message } => anyhow!(message),
+                CallError::Tool {
+                    error_type,
+                    message,
+                    traceback,
+                } => anyhow!("{error_type}: {message}\n{traceback}"),
+                other => anyhow!(other),
+            })?;
+        let value = match out.output {
+            Output::Value(v) => v,
+            Output::Generator { .. } => {
+                bail!("the python worker answered a generator for the signature of '{entry}'")
+            }
+        };
+        serde_json::from_value(value)
+            .with_context(|| format!("the python worker's signature of the flex entry '{entry}'"))
     }
 
     /// Tell `listener` about every LLM retry (what failed, how long the wait is).
@@ -154,7 +207,25 @@ impl FlowInvoker {
             ToolSource::Package { tool } | ToolSource::PackageWithPrompt { tool, .. } => {
                 flowrt_python::ToolSource::Package { tool: tool.clone() }
             }
+            ToolSource::Entry { entry, aggregate } => flowrt_python::ToolSource::Entry {
+                entry: entry.clone(),
+                init: self
+                    .flex_init
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+                init_types: self.flex_init_types.clone(),
+                aggregate: *aggregate,
+            },
         };
+        // `__aggregate__`'s dict is the run's metrics, as it is.
+        let aggregate = matches!(
+            call.node.source,
+            ToolSource::Entry {
+                aggregate: true,
+                ..
+            }
+        );
         let args = call
             .args
             .into_iter()
@@ -183,13 +254,28 @@ impl FlowInvoker {
             })
             .await
             .map_err(python_failure)?;
+        let mut metrics = out.metrics;
+        if aggregate {
+            match &out.output {
+                Output::Value(Value::Object(m)) => {
+                    metrics.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())))
+                }
+                Output::Value(Value::Null) => {}
+                other => {
+                    return Err(ToolFailure::new(
+                        "AggregationError",
+                        format!("__aggregate__ must return a dict of metrics, got {other:?}"),
+                    ))
+                }
+            }
+        }
         Ok(ToolOutcome {
             output: match out.output {
                 Output::Value(v) => NodeValue::Value(v),
                 Output::Generator { chunks, joined } => NodeValue::Generator { chunks, joined },
             },
             logs: out.stdout,
-            metrics: out.metrics,
+            metrics,
             usage: None,
             attachment: None,
         })

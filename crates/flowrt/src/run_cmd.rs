@@ -86,6 +86,10 @@ pub struct CreateArgs {
     /// data, column mapping, base run and variant default to RUN's.
     #[arg(long, value_name = "RUN")]
     pub resume_from: Option<String>,
+    /// A flex flow's class entry: a JSON file holding an object of constructor kwargs (default:
+    /// the flow's sample.init; with --resume-from: the resumed run's).
+    #[arg(long, value_name = "FILE.json")]
+    pub init: Option<PathBuf>,
     /// How many lines run at once (default 16: suits LLM-bound flows).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -124,6 +128,9 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     match cmd {
         RunCommand::Create(args) if args.session.is_some() => {
+            if args.init.is_some() {
+                bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the batch locally to pass constructor kwargs");
+            }
             crate::session_cmd::batch_in_session(*args)
         }
         RunCommand::Create(args) => create(*args, &home),
@@ -486,8 +493,12 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     // What is not given again is taken from the run being resumed (its data from the copy in
     // its folder, so the original file may have moved).
     let (mut data_file, mut data_shown) = (args.data.clone(), args.data.clone());
+    let mut init = crate::flex::read_init(args.init.as_deref())?;
     if let Some(prev) = &args.resume_from {
         let meta = runs::load(home, prev)?;
+        if init.is_none() {
+            init = meta.init.clone();
+        }
         if data_file.is_none() {
             data_file = Some(meta.output_dir.join("data.jsonl"));
             data_shown = Some(meta.data.clone());
@@ -523,7 +534,53 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     }
     // A flow with additional_includes runs from a merged copy (removed when the run ends).
     let merged = crate::includes::Merged::new(&flow_dir, home)?;
-    let flow = Arc::new(merged.load(&options)?);
+    let mut flow = merged.load(&options)?;
+    let connections = if args.connections_stdin {
+        // Started by a session's agent: a batch never outlives the session that runs it.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+            bail!("the session that started this run is gone");
+        }
+        invoker::connections_from_stdin()?
+    } else {
+        invoker::load_connections(home)?
+    };
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = match &args.python {
+        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
+            python: python.clone(),
+            flow_dir: flow.dir.clone(),
+            env,
+            state_dir: home.to_path_buf(),
+        }),
+        Some(_) => None,
+        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
+    };
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let retry_slot: Arc<std::sync::OnceLock<(Arc<RunLog>, Arc<RetryCounts>)>> =
+        Arc::new(std::sync::OnceLock::new());
+    let slot = retry_slot.clone();
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
+            move |e| {
+                if let Some((log, retries)) = slot.get() {
+                    retries.record(e);
+                    log.warn(&e.to_string());
+                }
+            },
+        )),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // A flex flow is typed by its entry's signature before any line runs.
+    if let Err(e) = runtime.block_on(crate::flex::finish(&mut flow, &invoker, init.as_ref())) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    let flow = Arc::new(flow);
     let rows = crate::data::read_rows(&data_file)?;
     let mapping = ColumnMapping::parse(&args.column_mapping, args.run.is_some())?;
 
@@ -614,6 +671,7 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         base_run: args.run.clone(),
         resumed_from: args.resume_from.clone(),
         variant: args.variant.clone(),
+        init: init.clone(),
         column_mapping: args
             .column_mapping
             .iter()
@@ -663,39 +721,9 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         );
     }
 
-    let connections = if args.connections_stdin {
-        // Started by a session's agent: a batch never outlives the session that runs it.
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-            bail!("the session that started this run is gone");
-        }
-        invoker::connections_from_stdin()?
-    } else {
-        invoker::load_connections(home)?
-    };
-    let env = invoker::environment(&flow, &connections)?;
-    let spec = match &args.python {
-        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
-            python: python.clone(),
-            flow_dir: flow.dir.clone(),
-            env,
-            state_dir: home.to_path_buf(),
-        }),
-        Some(_) => None,
-        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
-    };
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let retry_log = (log.clone(), retries.clone());
-    let invoker = Arc::new(
-        FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
-            move |e| {
-                retry_log.1.record(e);
-                retry_log.0.warn(&e.to_string());
-            },
-        )),
-    );
+    // The invoker exists before the run log (a flex flow needs its worker for the signature):
+    // its retries reach the log once there is one.
+    let _ = retry_slot.set((log.clone(), retries.clone()));
     let executor = Arc::new(Executor::new(
         flow.clone(),
         invoker.clone(),
@@ -721,9 +749,6 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         stream: args.stream,
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let columns: Arc<std::collections::HashSet<String>> =
         Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
     let rows = Arc::new(rows);
