@@ -1149,10 +1149,13 @@ impl flowrt_python::HostCallbacks for FakePrompty {
                         .as_str()
                         .unwrap()
                         .ends_with("flex_ask.prompty"));
+                    // A configuration object goes apart from the model dict: it replaces the
+                    // file's configuration whole.
                     assert_eq!(
-                        args["model"]["configuration"],
+                        args["configuration"],
                         json!({"type": "openai", "model": "m1", "connection": "conn"})
                     );
+                    assert_eq!(args["model"].get("configuration"), None);
                     let text = format!("echo: {}", args["inputs"]["question"].as_str().unwrap());
                     if args["model"]["response"] == "all" {
                         Ok(json!({"raw": true, "output": {

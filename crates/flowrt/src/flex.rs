@@ -5,38 +5,98 @@
 use crate::invoker::FlowInvoker;
 use anyhow::{anyhow, bail, Context, Result};
 use flowrt_api::Connection;
-use flowrt_flow::{Flow, FlowKind};
+use flowrt_flow::{Flow, FlowKind, Prompty, PromptyResponse};
 use flowrt_python::{CallbackFuture, HostCallbacks};
+use flowrt_tools::LlmClient;
+use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
 /// Runs a prompty for Python's `Prompty.__call__`: the request is
-/// `{"source": <absolute .prompty path>, "model": {configuration?, parameters?, response?, api?},
-/// "overrides": {...}, "inputs": {...}}` and the answer `{"output": <value>, "raw": <bool>}` (`raw`
-/// when the value is the model's whole reply, `response: all`, which Python wraps for attribute
-/// access).
+/// `{"source": <absolute .prompty path>, "model": {parameters?, response?, api?, configuration?},
+/// "configuration": <a model configuration object's fields with "type">|null, "overrides": {...},
+/// "inputs": {...}}` and the answer `{"output": <value>, "raw": <bool>}` (`raw` when the value is
+/// the model's whole reply, `response: all`, which Python wraps for attribute access).
 pub type PromptyHandler = Arc<dyn Fn(Value) -> CallbackFuture + Send + Sync>;
 
-/// The handler used until the Rust prompty runner is wired in.
-fn prompty_not_wired() -> PromptyHandler {
-    // TODO(prompty merge): wire the Rust prompty runner of the `prompty` branch here, in
-    // `FlexHost::new` (it has the connections; the invoker's `LlmClient` can be shared):
-    //   let p = flowrt_flow::Prompty::load(Path::new(source))?
-    //       .with_model_override(request["model"].as_object())?;   // configuration replaces
-    //   let conn = flowrt_tools::resolve_prompty_connection(&p, |n| connections.get(n).cloned())?;
-    //   let output = flowrt_tools::execute_prompty(&client, &p, &request["inputs"], &conn).await?;
-    //   Ok(json!({"output": output, "raw": p.model.response == PromptyResponse::All}))
-    // with errors turned into strings (the Python caller raises them).
-    Arc::new(|request: Value| {
-        let source = request["source"].as_str().unwrap_or("").to_string();
-        Box::pin(async move {
-            Err(format!(
-                "prompty callback not wired: flowrt cannot run '{source}' from Python yet (Prompty.load/__call__ needs the Rust prompty runner)"
-            ))
-        })
+/// The handler that runs prompties in Rust: the file is loaded, the `model` dict merged over its
+/// model key by key, a configuration object (`OpenAIModelConfiguration(...)`, sent apart as
+/// `configuration`) replacing its configuration whole, then its connection is resolved from
+/// `connections` and the model called with `client`. Errors become the message Python raises.
+pub fn prompty_handler(
+    connections: Arc<HashMap<String, Connection>>,
+    client: LlmClient,
+) -> PromptyHandler {
+    Arc::new(move |request: Value| {
+        let connections = connections.clone();
+        let client = client.clone();
+        Box::pin(async move { run_prompty(&request, &connections, &client).await })
     })
+}
+
+async fn run_prompty(
+    request: &Value,
+    connections: &HashMap<String, Connection>,
+    client: &LlmClient,
+) -> Result<Value, String> {
+    let source = request["source"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or("a Prompty call needs the path of its .prompty file")?;
+    if let Some(keys) = request["overrides"].as_object().filter(|m| !m.is_empty()) {
+        let names: Vec<&str> = keys.keys().map(String::as_str).collect();
+        return Err(format!(
+            "Prompty.load({source}, {}=...): flowrt overrides only `model=` of a prompty\nhint: write the other keys in the .prompty file",
+            names.join("=..., ")
+        ));
+    }
+    let mut prompty = Prompty::load(Path::new(source)).map_err(|e| e.to_string())?;
+    match &request["model"] {
+        Value::Object(model) if !model.is_empty() => {
+            prompty = prompty.with_model_override(model)?;
+        }
+        Value::Object(_) | Value::Null => {}
+        other => {
+            return Err(format!(
+                "Prompty.load(model=...) must be a dict, not {other}"
+            ))
+        }
+    }
+    match &request["configuration"] {
+        Value::Object(configuration) => {
+            prompty = prompty.with_configuration(configuration.clone())?;
+        }
+        Value::Null => {}
+        other => {
+            return Err(format!(
+                "a model configuration must be an object, not {other}"
+            ))
+        }
+    }
+    let connection =
+        flowrt_tools::resolve_prompty_connection(&prompty, |n| connections.get(n).cloned())
+            .map_err(|e| tool_message(&e))?;
+    let inputs: IndexMap<String, Value> = match &request["inputs"] {
+        Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        _ => IndexMap::new(),
+    };
+    let output = flowrt_tools::execute_prompty(client, &prompty, &inputs, &connection)
+        .await
+        .map_err(|e| tool_message(&e))?;
+    Ok(json!({
+        "output": output,
+        "raw": prompty.model.response == PromptyResponse::All,
+    }))
+}
+
+/// A prompty failure as Python sees it: promptflow's exception name first, when there is one.
+fn tool_message(e: &flowrt_tools::ToolError) -> String {
+    match e.python_type() {
+        Some(kind) => format!("{kind}: {e}"),
+        None => e.to_string(),
+    }
 }
 
 /// Answers the Python workers' host callbacks for one flow.
@@ -46,18 +106,13 @@ pub struct FlexHost {
 }
 
 impl FlexHost {
-    pub fn new(connections: HashMap<String, Connection>) -> Self {
+    /// Callbacks answered from `connections`; `Prompty.__call__` runs in Rust with `client`.
+    pub fn new(connections: HashMap<String, Connection>, client: LlmClient) -> Self {
+        let connections = Arc::new(connections);
         FlexHost {
-            connections: Arc::new(connections),
-            prompty: prompty_not_wired(),
+            prompty: prompty_handler(connections.clone(), client),
+            connections,
         }
-    }
-
-    /// Use `handler` for `Prompty.__call__`.
-    #[allow(dead_code)] // wired at the prompty merge
-    pub fn with_prompty(mut self, handler: PromptyHandler) -> Self {
-        self.prompty = handler;
-        self
     }
 }
 

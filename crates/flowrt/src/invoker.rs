@@ -116,15 +116,16 @@ impl FlowInvoker {
                 }
             }
         }
+        let llm = LlmClient::new(RetryPolicy::default());
         let callbacks: Arc<dyn flowrt_python::HostCallbacks> =
-            Arc::new(crate::flex::FlexHost::new(connections.clone()));
+            Arc::new(crate::flex::FlexHost::new(connections.clone(), llm.clone()));
         Ok(FlowInvoker {
             templates,
             prompties,
             connections,
             pool: python
                 .map(|spec| WorkerPool::new(spec, workers.max(1)).with_callbacks(callbacks)),
-            llm: LlmClient::new(RetryPolicy::default()),
+            llm,
             flex_init: std::sync::RwLock::new(None),
             flex_init_types: flow
                 .flex

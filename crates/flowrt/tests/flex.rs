@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{flow, Env};
+use common::{flow, Env, FakeOpenAi};
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -285,8 +285,12 @@ fn generator_entry_is_joined() {
 
 #[test]
 fn model_configuration_connections_and_the_prompty_callback() {
+    let server = FakeOpenAi::start(0);
     let env = Env::new();
-    env.connection("name: conn\ntype: open_ai\napi_key: k\nbase_url: http://127.0.0.1:9/v1\n");
+    env.connection(&format!(
+        "name: conn\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        server.base
+    ));
     let (_t, dir) = flow("flex_model");
     let tmp = dir.parent().unwrap();
     let init = write_json(
@@ -330,7 +334,7 @@ fn model_configuration_connections_and_the_prompty_callback() {
         "{}",
         r.stderr
     );
-    // Prompty.__call__ asks the host; until the Rust prompty runner is wired it says so.
+    // Prompty.__call__ runs in the host: the configuration object's model is the one called.
     let r = env.run(&[
         "flow",
         "test",
@@ -341,9 +345,131 @@ fn model_configuration_connections_and_the_prompty_callback() {
         "--init",
         &init,
     ]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "echo: q"}));
+    let requests = server.requests.lock().unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].1["model"], "m1");
+}
+
+const ASK_PROMPTY: &str = "---
+name: Ask
+model:
+  api: chat
+  configuration:
+    type: openai
+    connection: from_the_file
+    model: file-model
+  parameters:
+    max_tokens: 10
+inputs:
+  question:
+    type: string
+  tone:
+    type: string
+    default: plain
+---
+system:
+Answer in a {{tone}} tone.
+
+user:
+{{ question }}
+";
+
+const ASK_PY: &str = r#"from pathlib import Path
+
+from promptflow.core import OpenAIModelConfiguration, Prompty
+
+HERE = Path(__file__).parent
+
+
+def ask(question: str, base: str, connection: str = "oai"):
+    # A configuration object replaces the file's configuration whole: its inline endpoint is not
+    # mixed with the file's `connection:` (which would be refused).
+    config = OpenAIModelConfiguration(model="gpt-object", base_url=base + "/v1", api_key="sk-inline")
+    first = Prompty.load(source=HERE / "ask.prompty", model={"configuration": config})(question=question)
+    # A dict merges key by key: the file's type and max_tokens stay.
+    raw = Prompty.load(
+        source=HERE / "ask.prompty",
+        model={
+            "configuration": {"connection": connection, "model": "gpt-dict"},
+            "parameters": {"temperature": 0},
+            "response": "all",
+        },
+    )(question=question, tone="warm")
+    return {
+        "first": first,
+        "content": raw.choices[0].message.content,
+        "prompt_tokens": raw.usage.prompt_tokens,
+        "finish": raw.choices[0].finish_reason,
+    }
+"#;
+
+#[test]
+fn a_flex_entry_runs_a_prompty_through_the_host() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: oai\ntype: open_ai\napi_key: sk-stored\nbase_url: {}/v1\n",
+        server.base
+    ));
+    let dir = flex_dir(&[
+        ("flow.flex.yaml", "entry: ask:ask\n"),
+        ("ask.py", ASK_PY),
+        ("ask.prompty", ASK_PROMPTY),
+    ]);
+    let base = format!("base={}", server.base);
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(dir.path()),
+        "--inputs",
+        "question=Late checkout?",
+        &base,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({
+            "first": "echo: Late checkout?",
+            "content": "echo: Late checkout?",
+            "prompt_tokens": 5,
+            "finish": "stop",
+        })
+    );
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let (path, first) = &requests[0];
+    assert!(path.ends_with("/v1/chat/completions"), "{path}");
+    assert_eq!(first["model"], "gpt-object");
+    assert_eq!(first["max_tokens"], 10);
+    assert_eq!(
+        first["messages"],
+        json!([
+            {"role": "system", "content": "Answer in a plain tone."},
+            {"role": "user", "content": "Late checkout?"},
+        ])
+    );
+    let second = &requests[1].1;
+    assert_eq!(second["model"], "gpt-dict");
+    assert_eq!(second["max_tokens"], 10);
+    assert_eq!(second["temperature"], 0);
+    assert_eq!(second["messages"][0]["content"], "Answer in a warm tone.");
+    drop(requests);
+
+    // A connection the override names that does not exist fails the line, naming it.
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(dir.path()),
+        "--inputs",
+        "question=q",
+        &base,
+        "connection=no_such_conn",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
     assert!(
-        r.stderr.contains("prompty callback not wired"),
+        r.stderr.contains("ConnectionNotFound") && r.stderr.contains("no_such_conn"),
         "{}",
         r.stderr
     );

@@ -54,13 +54,22 @@ def _plain(value):
 
 class Prompty:
     """A loaded prompty; `Prompty.load(source, model={...})` overrides parts of the file's `model:`
-    (a `configuration` replaces the file's configuration as a whole)."""
+    (merged key by key; a configuration *object* replaces the file's configuration as a whole)."""
 
     def __init__(self, path, model=None, **kwargs):
         self._path = os.path.abspath(os.fspath(path))
         if not os.path.isfile(self._path):
             raise FileNotFoundError(f"prompty file '{path}' does not exist (looked for {self._path})")
-        self._model = _plain(model or {})
+        model = dict(model or {})
+        # A configuration object replaces the file's configuration whole, where a dict merges
+        # into it key by key: it goes to the host apart from the rest of the model.
+        configuration = model.get("configuration")
+        if isinstance(configuration, ModelConfiguration):
+            del model["configuration"]
+            self._configuration = configuration.to_dict()
+        else:
+            self._configuration = None
+        self._model = _plain(model)
         self._overrides = _plain(kwargs)
 
     @classmethod
@@ -70,7 +79,13 @@ class Prompty:
     def _request(self, args, kwargs):
         if args:
             raise TypeError("Prompty can only be called with keyword arguments, e.g. prompty(question=...)")
-        return {"source": self._path, "model": self._model, "overrides": self._overrides, "inputs": kwargs}
+        return {
+            "source": self._path,
+            "model": self._model,
+            "configuration": self._configuration,
+            "overrides": self._overrides,
+            "inputs": kwargs,
+        }
 
     @staticmethod
     def _result(reply):
