@@ -248,9 +248,21 @@ impl Manager {
                 ApiErr::bad_request(format!("cannot copy the flow into the session: {e}"))
             })?;
         let connections = self.connections_for(&flow)?;
+        // A prompty flow is a file in its snapshot: the agent loads that file of its copy.
+        let entry = std::path::Path::new(&s.flow_dir)
+            .is_file()
+            .then(|| {
+                std::path::Path::new(&s.flow_dir)
+                    .file_name()
+                    .map(|n| n.to_owned())
+            })
+            .flatten();
         let spec = AgentSpec {
             session_id: id.to_string(),
-            flow_dir: run_flow,
+            flow_dir: match entry {
+                Some(e) => run_flow.join(e),
+                None => run_flow,
+            },
             python,
             workdir,
             size: s.size,

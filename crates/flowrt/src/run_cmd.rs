@@ -85,7 +85,7 @@ pub enum RunCommand {
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// The flow folder (with --resume-from: default the resumed run's flow).
+    /// The flow folder or .prompty file (with --resume-from: default the resumed run's flow).
     #[arg(long, required_unless_present_any = ["resume_from", "session"])]
     pub flow: Option<PathBuf>,
     /// The data: .jsonl (one JSON object per line), .csv or .tsv (with --resume-from: default the
@@ -112,6 +112,10 @@ pub struct CreateArgs {
     /// data, column mapping, base run and variant default to RUN's.
     #[arg(long, value_name = "RUN")]
     pub resume_from: Option<String>,
+    /// A flex flow's class entry: a JSON file holding an object of constructor kwargs (default:
+    /// the flow's sample.init; with --resume-from: the resumed run's).
+    #[arg(long, value_name = "FILE.json")]
+    pub init: Option<PathBuf>,
     /// How many lines run at once (default 16: suits LLM-bound flows).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -153,6 +157,9 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     match cmd {
         RunCommand::Create(args) if args.session.is_some() => {
+            if args.init.is_some() {
+                bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the batch locally to pass constructor kwargs");
+            }
             crate::session_cmd::batch_in_session(*args)
         }
         RunCommand::Create(args) => create(*args, &home),
@@ -359,7 +366,15 @@ fn default_name(flow: &Path) -> String {
     let base = flow
         .canonicalize()
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| {
+            // A .prompty (or flow.dag.yaml) file: named after the file, or its folder.
+            let name = match p.extension() {
+                _ if !p.is_file() => p.file_name(),
+                Some(e) if e.eq_ignore_ascii_case("prompty") => p.file_stem(),
+                _ => p.parent().and_then(Path::file_name),
+            };
+            name.map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "flow".into());
     let base: String = base
         .chars()
@@ -383,8 +398,12 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     // What is not given again is taken from the run being resumed (its data from the copy in
     // its folder, so the original file may have moved).
     let (mut data_file, mut data_shown) = (args.data.clone(), args.data.clone());
+    let mut init = crate::flex::read_init(args.init.as_deref())?;
     if let Some(prev) = &args.resume_from {
         let meta = runs::load(home, prev)?;
+        if init.is_none() {
+            init = meta.init.clone();
+        }
         if data_file.is_none() {
             data_file = Some(meta.output_dir.join("data.jsonl"));
             data_shown = Some(meta.data.clone());
@@ -420,7 +439,55 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     }
     // A flow with additional_includes runs from a merged copy (removed when the run ends).
     let merged = crate::includes::Merged::new(&flow_dir, home)?;
-    let flow = Arc::new(merged.load(&options)?);
+    let mut flow = merged.load(&options)?;
+    let connections = if args.connections_stdin {
+        // Started by a session's agent: a batch never outlives the session that runs it.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+            bail!("the session that started this run is gone");
+        }
+        invoker::connections_from_stdin()?
+    } else {
+        invoker::load_connections(home)?
+    };
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = match &args.python {
+        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
+            python: python.clone(),
+            flow_dir: flow.dir.clone(),
+            env,
+            state_dir: home.to_path_buf(),
+        }),
+        Some(_) => None,
+        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
+    };
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let retry_slot: Arc<std::sync::OnceLock<(Arc<RunLog>, Arc<RetryCounts>)>> =
+        Arc::new(std::sync::OnceLock::new());
+    let slot = retry_slot.clone();
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
+            move |e| {
+                if let Some((log, retries)) = slot.get() {
+                    retries.record(e);
+                    log.warn(&e.to_string());
+                }
+            },
+        )),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // A flex flow is typed by its entry's signature before any line runs.
+    if let Err(e) = runtime.block_on(crate::flex::finish(&mut flow, &invoker, init.as_ref())) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    let flow = Arc::new(flow);
     let rows = crate::data::read_rows(&data_file)?;
     let mapping = ColumnMapping::parse(&args.column_mapping, args.run.is_some())?;
 
@@ -474,7 +541,20 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         .clone()
         .unwrap_or_else(|| runs::runs_dir(home).join(&name));
     fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
-    copy_snapshot(&flow.dir, &output_dir.join("snapshot"))?;
+    // The output folder may lie inside the flow folder (`--output-dir out` next to a .prompty):
+    // the snapshot leaves it out.
+    let skip = output_dir.canonicalize().ok();
+    if flow.kind == flowrt_flow::FlowKind::Prompty {
+        // A .prompty is self-contained; its folder may be anything (the current directory).
+        let snapshot = output_dir.join("snapshot");
+        fs_err::create_dir_all(&snapshot)?;
+        fs_err::copy(
+            &flow.file,
+            snapshot.join(flow.file.file_name().unwrap_or_default()),
+        )?;
+    } else {
+        copy_snapshot(&flow.dir, &output_dir.join("snapshot"), skip.as_deref())?;
+    }
     write_jsonl(&output_dir.join("data.jsonl"), &rows)?;
 
     let concurrency = args.concurrency.unwrap_or(16).max(1);
@@ -498,6 +578,7 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         base_run: args.run.clone(),
         resumed_from: args.resume_from.clone(),
         variant: args.variant.clone(),
+        init: init.clone(),
         column_mapping: args
             .column_mapping
             .iter()
@@ -547,41 +628,9 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         );
     }
 
-    let connections = if args.connections_stdin {
-        // Started by a session's agent: a batch never outlives the session that runs it.
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-            bail!("the session that started this run is gone");
-        }
-        invoker::connections_from_stdin()?
-    } else {
-        invoker::load_connections(home)?
-    };
-    let env = invoker::environment(&flow, &connections)?;
-    let spec = match &args.python {
-        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
-            python: python.clone(),
-            flow_dir: flow.dir.clone(),
-            env,
-            state_dir: home.to_path_buf(),
-        }),
-        Some(_) => None,
-        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
-    };
-    let workers = args.workers.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-    });
-    let retry_log = (log.clone(), retries.clone());
-    let invoker = Arc::new(
-        FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
-            move |e| {
-                retry_log.1.record(e);
-                retry_log.0.warn(&e.to_string());
-            },
-        )),
-    );
+    // The invoker exists before the run log (a flex flow needs its worker for the signature):
+    // its retries reach the log once there is one.
+    let _ = retry_slot.set((log.clone(), retries.clone()));
     let executor = Arc::new(Executor::new(
         flow.clone(),
         invoker.clone(),
@@ -607,9 +656,6 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         stream: args.stream,
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     let columns: Arc<std::collections::HashSet<String>> =
         Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
     let rows = Arc::new(rows);
@@ -925,8 +971,9 @@ fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
     Ok(())
 }
 
-/// Copy the flow folder (without bulky or generated folders) so the run records what it ran.
-fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
+/// Copy the flow folder (without bulky or generated folders, and without `skip`, the run's own
+/// output folder) so the run records what it ran.
+fn copy_snapshot(src: &Path, dst: &Path, skip: Option<&Path>) -> Result<()> {
     fs_err::create_dir_all(dst)?;
     for entry in fs_err::read_dir(src)? {
         let entry = entry?;
@@ -937,7 +984,10 @@ fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
         }
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            copy_snapshot(&entry.path(), &dst.join(&name))?;
+            if skip.is_some() && entry.path().canonicalize().ok().as_deref() == skip {
+                continue;
+            }
+            copy_snapshot(&entry.path(), &dst.join(&name), skip)?;
         } else if ty.is_file() {
             fs_err::copy(entry.path(), dst.join(&name))?;
         }
