@@ -28,7 +28,7 @@ fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
 
 /// Where a run's records are.
 enum Found {
-    Local(runs::RunMeta),
+    Local(Box<runs::RunMeta>),
     Remote { remote: Remote, record: Value },
 }
 
@@ -43,7 +43,7 @@ impl Found {
 
 fn find(name: &str, server: Option<&str>, home: &Path) -> Result<Found> {
     match runs::load(home, name) {
-        Ok(meta) => Ok(Found::Local(meta)),
+        Ok(meta) => Ok(Found::Local(Box::new(meta))),
         Err(local) => {
             let Some(remote) = configured_server(server, home) else {
                 return Err(local);
