@@ -142,6 +142,18 @@ async fn create(
             args.extend([flag.to_string(), r.clone()]);
         }
     }
+    // An evaluation reads its base run, which usually ran in another session (the base flow's):
+    // a sealed session reads only its own folder, so the base run's outputs are copied in.
+    if let Some(base) = &req.run {
+        if !workdir.join("runs").join(format!("{base}.json")).exists() {
+            let found = find(&state, &caller, base, &Which { session: None }).await?;
+            let (from, into, name) = (found.dir.clone(), workdir.clone(), base.clone());
+            tokio::task::spawn_blocking(move || import_base_run(&from, &into, &name))
+                .await
+                .map_err(|e| ApiErr::internal("copying the base run", e))?
+                .map_err(|e| ApiErr::internal("copying the base run", e))?;
+        }
+    }
     if let Some(v) = &req.variant {
         args.extend(["--variant".into(), v.clone()]);
     }
@@ -217,6 +229,30 @@ async fn create(
         StatusCode::ACCEPTED,
         Json(json!({"name": req.name, "session": id})),
     ))
+}
+
+/// Copy what an evaluation reads of a base run (its record, outputs and data) from its folder
+/// `from` into session folder `into`, as a run of that session.
+fn import_base_run(
+    from: &std::path::Path,
+    into: &std::path::Path,
+    name: &str,
+) -> std::io::Result<()> {
+    let dest = into.join("runs").join(name);
+    std::fs::create_dir_all(dest.join("flow_outputs"))?;
+    for file in ["flow_outputs/output.jsonl", "data.jsonl", "line_runs.jsonl"] {
+        let src = from.join(file);
+        if src.is_file() {
+            std::fs::copy(&src, dest.join(file))?;
+        }
+    }
+    let pointer = from.with_extension("json");
+    let mut record: Value = serde_json::from_slice(&std::fs::read(&pointer)?)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", pointer.display())))?;
+    record["output_dir"] = json!(dest);
+    let text = serde_json::to_string_pretty(&record).map_err(std::io::Error::other)?;
+    std::fs::write(dest.join("run.json"), &text)?;
+    std::fs::write(into.join("runs").join(format!("{name}.json")), text)
 }
 
 #[derive(Deserialize)]

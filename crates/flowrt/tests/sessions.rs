@@ -1494,3 +1494,203 @@ fn workspace_flows_upload_once_and_run_after_the_folder_is_gone() {
     assert!(status == 400 || status == 404, "{status} {text}");
     assert!(server.show(&id)["status"] == "Running");
 }
+
+/// The story, as a user on another machine would live it: a CLI with its own HOME and
+/// FLOWRT_HOME, flows pushed and then deleted, and everything else through the server.
+#[test]
+fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() {
+    let server_home = tempfile::tempdir().unwrap();
+    let server = Server::start(server_home.path(), &[], &[]);
+    let client = tempfile::tempdir().unwrap();
+    let token = server.token();
+    let cli = |args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("HOME", client.path())
+            .env("FLOWRT_HOME", client.path())
+            .env("FLOWRT_SERVER", &server.url)
+            .env("FLOWRT_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| -> String {
+        let out = cli(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // Push, then delete the folders: the server has what it needs.
+    let mut sessions = Vec::new();
+    for name in ["batch_base", "batch_eval", "slow"] {
+        let (d, dir) = flow(name);
+        assert_eq!(
+            ok(&["flow", "push", dir.to_str().unwrap()]).trim(),
+            format!("{name}@v1")
+        );
+        drop(d);
+        let out = ok(&["session", "start", "--flow", name, "--idle-timeout", "0"]);
+        sessions.push(out.lines().last().unwrap().trim().to_string());
+    }
+    let (base, eval, slow) = (&sessions[0], &sessions[1], &sessions[2]);
+    let test: Value = serde_json::from_str(&ok(&[
+        "flow",
+        "test",
+        "x",
+        "--session",
+        base,
+        "--inputs",
+        "q=hi",
+    ]))
+    .unwrap();
+    assert_eq!(test, json!({"answer": "HI"}));
+
+    // A 1,000-line batch, then an evaluation over it in another session.
+    let data = client.path().join("qa.jsonl");
+    let rows: String = (0..1000)
+        .map(|i| {
+            format!(
+                "{{\"q\": \"q{i}\", \"expected\": \"{}\"}}\n",
+                if i % 4 == 0 { "wrong" } else { "" }
+            )
+        })
+        .map(|l| l.replace("\"expected\": \"\"", "\"expected\": \"PLACEHOLDER\""))
+        .collect();
+    let rows: String = rows
+        .lines()
+        .enumerate()
+        .map(|(i, l)| format!("{}\n", l.replace("PLACEHOLDER", &format!("Q{i}"))))
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    ok(&[
+        "run",
+        "create",
+        "--session",
+        base,
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "answers",
+    ]);
+    ok(&[
+        "run",
+        "create",
+        "--session",
+        eval,
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "graded",
+        "--run",
+        "answers",
+        "--column-mapping",
+        "answer=${run.outputs.answer}",
+        "--column-mapping",
+        "expected=${data.expected}",
+        "--column-mapping",
+        "source=${run.inputs.q}",
+    ]);
+    let shown: Value = serde_json::from_str(&ok(&["run", "show", "graded", "--json"])).unwrap();
+    assert_eq!(shown["status"], "Completed", "{shown}");
+    assert_eq!(shown["completed_lines"], 1000);
+    let metrics: Value = serde_json::from_str(&ok(&["run", "show-metrics", "graded"])).unwrap();
+    assert_eq!(metrics, json!({"accuracy": 0.75, "graded": 1000}));
+    let details = ok(&["run", "show-details", "graded", "--max-lines", "3"]);
+    assert!(
+        details.contains("\"correct\":true") && details.contains("997 more lines"),
+        "{details}"
+    );
+    let auth = format!("Bearer {token}");
+    let (status, _, logs) = http(
+        "GET",
+        &format!("{}/api/v1/runs/graded/logs", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(logs.contains("run graded"), "{logs}");
+
+    // Cancel a long batch, then resume it: every line exactly once.
+    let slow_data = client.path().join("slow.jsonl");
+    std::fs::write(
+        &slow_data,
+        (0..200)
+            .map(|_| "{\"seconds\": 0.05}\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let mut long = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args([
+            "run",
+            "create",
+            "--session",
+            slow,
+            "--data",
+            slow_data.to_str().unwrap(),
+            "--name",
+            "long",
+            "--concurrency",
+            "2",
+        ])
+        .env("HOME", client.path())
+        .env("FLOWRT_HOME", client.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .env("FLOWRT_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("some lines finish", Duration::from_secs(30), || {
+        cli(&["run", "show", "long", "--json"]).status.success()
+            && serde_json::from_slice::<Value>(
+                &cli(&["run", "show-details", "long", "--json"]).stdout,
+            )
+            .map(|v| v.as_array().map(|a| a.len()).unwrap_or(0) >= 10)
+            .unwrap_or(false)
+    });
+    ok(&["run", "cancel", "long"]);
+    let out = long.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canceled: Value = serde_json::from_str(&ok(&["run", "show", "long", "--json"])).unwrap();
+    assert_eq!(canceled["status"], "Canceled");
+    let done_before = canceled["completed_lines"].as_u64().unwrap();
+    assert!(done_before < 200, "the cancel must come mid-run");
+    ok(&[
+        "run",
+        "create",
+        "--session",
+        slow,
+        "--resume-from",
+        "long",
+        "--name",
+        "long2",
+    ]);
+    let (status, _, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/long2/lines?limit=1000", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let numbers: Vec<u64> = v["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        numbers,
+        (0..200).collect::<Vec<_>>(),
+        "every line exactly once"
+    );
+    // The client's own home holds nothing of the runs: they live on the server.
+    assert!(!client.path().join("runs").exists());
+}
