@@ -1549,19 +1549,16 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
 
     // A 1,000-line batch, then an evaluation over it in another session.
     let data = client.path().join("qa.jsonl");
+    // Every fourth expected answer is wrong: accuracy 0.75.
     let rows: String = (0..1000)
         .map(|i| {
-            format!(
-                "{{\"q\": \"q{i}\", \"expected\": \"{}\"}}\n",
-                if i % 4 == 0 { "wrong" } else { "" }
-            )
+            let expected = if i % 4 == 0 {
+                "wrong".to_string()
+            } else {
+                format!("Q{i}")
+            };
+            format!("{}\n", json!({"q": format!("q{i}"), "expected": expected}))
         })
-        .map(|l| l.replace("\"expected\": \"\"", "\"expected\": \"PLACEHOLDER\""))
-        .collect();
-    let rows: String = rows
-        .lines()
-        .enumerate()
-        .map(|(i, l)| format!("{}\n", l.replace("PLACEHOLDER", &format!("Q{i}"))))
         .collect();
     std::fs::write(&data, rows).unwrap();
     ok(&[
@@ -1614,14 +1611,13 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
 
     // Cancel a long batch, then resume it: every line exactly once.
     let slow_data = client.path().join("slow.jsonl");
+    // 400 lines of 0.1 s, two at a time: about 20 s, far longer than it takes to cancel.
     std::fs::write(
         &slow_data,
-        (0..200)
-            .map(|_| "{\"seconds\": 0.05}\n")
-            .collect::<String>(),
+        (0..400).map(|_| "{\"seconds\": 0.1}\n").collect::<String>(),
     )
     .unwrap();
-    let mut long = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+    let long = Command::new(env!("CARGO_BIN_EXE_flowrt"))
         .args([
             "run",
             "create",
@@ -1633,6 +1629,9 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
             "long",
             "--concurrency",
             "2",
+            // An input with a default ignores a same-named column unless mapped (promptflow's rule).
+            "--column-mapping",
+            "seconds=${data.seconds}",
         ])
         .env("HOME", client.path())
         .env("FLOWRT_HOME", client.path())
@@ -1661,7 +1660,7 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
     let canceled: Value = serde_json::from_str(&ok(&["run", "show", "long", "--json"])).unwrap();
     assert_eq!(canceled["status"], "Canceled");
     let done_before = canceled["completed_lines"].as_u64().unwrap();
-    assert!(done_before < 200, "the cancel must come mid-run");
+    assert!(done_before < 400, "the cancel must come mid-run");
     ok(&[
         "run",
         "create",
@@ -1688,7 +1687,7 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
         .collect();
     assert_eq!(
         numbers,
-        (0..200).collect::<Vec<_>>(),
+        (0..400).collect::<Vec<_>>(),
         "every line exactly once"
     );
     // The client's own home holds nothing of the runs: they live on the server.
