@@ -8,6 +8,7 @@ mod convert;
 mod error;
 pub mod limits;
 mod load;
+pub mod nonfinite;
 pub mod pyvalue;
 pub mod reference;
 

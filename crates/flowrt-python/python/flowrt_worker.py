@@ -621,11 +621,34 @@ def _default(obj):
     return str(obj)
 
 
+# JSON has no NaN or infinities: they travel as {"__flowrt_float__": "nan" | "inf" | "-inf"}, which
+# flowrt prints as promptflow does (NaN, Infinity, -Infinity) and sends back to tools as floats.
+_NONFINITE_KEY = "__flowrt_float__"
+_NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _nonfinite_marker(value):
+    if math.isnan(value):
+        return {_NONFINITE_KEY: "nan"}
+    return {_NONFINITE_KEY: "inf" if value > 0 else "-inf"}
+
+
+def _revive(obj):
+    """Turn marker objects of a request back into floats."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and isinstance(obj.get(_NONFINITE_KEY), str) and obj[_NONFINITE_KEY] in _NONFINITE:
+            return _NONFINITE[obj[_NONFINITE_KEY]]
+        return {k: _revive(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_revive(v) for v in obj]
+    return obj
+
+
 def _sanitize(obj, depth=0):
     if depth > 100:
         return str(obj)
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return obj if math.isfinite(obj) else _nonfinite_marker(obj)
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     if isinstance(obj, dict):
@@ -903,6 +926,8 @@ class _Dispatcher:
         if req.get("op") == "shutdown":
             sys.stderr.flush()
             os._exit(0)
+        if _NONFINITE_KEY.encode() in line:
+            req = _revive(req)
         return req
 
 

@@ -414,7 +414,8 @@ impl OrderedWriter {
             if let Some(o) = rec["outputs"].as_object() {
                 out.extend(o.clone());
             }
-            let text = serde_json::to_string(&out)?;
+            // NaN and the infinities written as promptflow writes them (`NaN`, `Infinity`).
+            let text = flowrt_flow::nonfinite::to_json_line(&Value::Object(out));
             if self.stream {
                 println!("{text}");
             }
