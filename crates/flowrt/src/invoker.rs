@@ -208,6 +208,13 @@ impl FlowInvoker {
                 }
             }
         }
+        // As in promptflow, where the template is bound to the tool's `prompt` parameter before
+        // the node's inputs: a `prompt` input replaces the template file (it is still rendered
+        // as a template, with the other inputs).
+        let prompt_input = inputs
+            .shift_remove("prompt")
+            .map(|v| flowrt_flow::pyvalue::py_str(&v.value));
+        let template = prompt_input.as_deref().unwrap_or(template);
         let connection = self.connection_named(&node.name, &conn_name)?;
         let api = match api_name.as_deref() {
             Some("completion") => LlmApi::Completion,

@@ -45,3 +45,31 @@ fn nan_and_infinities_are_printed_as_promptflow_prints_them() {
 }"#;
     assert_eq!(r.stdout.trim(), expected, "{}", r.stderr);
 }
+
+#[test]
+fn an_llm_nodes_prompt_input_replaces_its_template() {
+    let server = common::FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_openai\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        server.base
+    ));
+    let (_d, dir) = flow("compat_llm_prompt");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "text=hello",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"answer": "echo: Say hello."}));
+    let reqs = server.requests.lock().unwrap();
+    // The prompt node left `{{mood}}` in its text; the llm node rendered it with its own inputs.
+    assert_eq!(
+        reqs[0].1["messages"],
+        json!([{"role": "system", "content": "You are cheerful."},
+               {"role": "user", "content": "Say hello."}])
+    );
+    assert!(reqs[0].1.get("mood").is_none() && reqs[0].1.get("prompt").is_none());
+}
