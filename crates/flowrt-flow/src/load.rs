@@ -257,6 +257,15 @@ impl Loader<'_> {
                 );
             }
         }
+        if let Some(language) = map.get("language").and_then(as_str) {
+            if !language.eq_ignore_ascii_case("python") {
+                let line = self.find_line(1, "language", None);
+                self.problem(
+                    line,
+                    format!("language '{language}' is not supported: flowrt runs Python flows (language: python)"),
+                );
+            }
+        }
         let inputs = self.inputs(map.get("inputs"));
         let variants = self.node_variants(map.get("node_variants"));
         let nodes = self.nodes(map.get("nodes"), &variants, options);
@@ -587,6 +596,16 @@ impl Loader<'_> {
                 self.problem(
                     line,
                     format!("node '{name}' has no type; use python, llm or prompt"),
+                );
+                return None;
+            }
+            // Tool types promptflow knows but flowrt does not run.
+            other @ ("csharp" | "typescript" | "action") => {
+                self.problem(
+                    line,
+                    format!(
+                        "node '{name}' has type '{other}', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
+                    ),
                 );
                 return None;
             }

@@ -395,3 +395,17 @@ fn empty_output_reference() {
         "FLOW/flow.dag.yaml:4: output 'o' needs a reference such as ${node_name.output}"
     );
 }
+
+#[test]
+fn csharp_nodes_and_flows_are_not_supported() {
+    let yaml = flow("- name: a\n  type: csharp\n  source: {type: package, tool: (Basic)Basic.Flow.HelloWorld}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' has type 'csharp', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
+    );
+    let yaml = format!("language: csharp\n{}", flow(ECHO));
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:1: language 'csharp' is not supported: flowrt runs Python flows (language: python)"
+    );
+}
