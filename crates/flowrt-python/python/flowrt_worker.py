@@ -435,6 +435,14 @@ def _convert(kind, value, name, node):
     return value
 
 
+def _unknown_connection(node, name, value, label, kind):
+    return (
+        f"Node '{node}' input '{name}': connection {_short_repr(value)} does not exist "
+        f"(tool {label} takes a {_conn_label(kind)} there); create it with "
+        f"`flowrt connection create --file CONN.yaml` or name an existing connection"
+    )
+
+
 def _conn_label(kind):
     names = [getattr(c, "__name__", str(c)) for c in kind[1]]
     return " or ".join(names) if names else "connection"
@@ -522,11 +530,7 @@ def _bind(params, var_kw, args, node, label, into, names_used):
             if isinstance(param.kind, tuple) and param.kind[0] == "conn":
                 # flowrt sends a literal naming a stored connection as that connection; any
                 # other literal for a connection parameter names one that does not exist.
-                raise LoadError(
-                    f"Node '{node}' input '{name}': connection {_short_repr(value)} does not exist "
-                    f"(tool {label} takes a {_conn_label(param.kind)} there); create it with "
-                    f"`flowrt connection create --file CONN.yaml` or name an existing connection"
-                )
+                raise LoadError(_unknown_connection(node, name, value, label, param.kind))
             into[name] = _convert(param.kind, value, name, node) if param.kind is not None else value
         elif k == "b":
             if not param.has_default:
@@ -747,7 +751,40 @@ def _format_tb(exc):
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+def _check(req):
+    """Before any line runs (promptflow resolves tools when it loads a flow): a literal given to a
+    connection-typed parameter must name a connection. Tools that cannot be loaded are reported by
+    their first call, as before."""
+    rid = req.get("id")
+    node = req.get("node", "")
+    buf = []
+    token = _CAPTURE.set(buf)  # what loading the tool prints is the node's, as in a call
+    try:
+        info = _resolve(req.get("source") or {}, node)
+    except Exception:
+        info = None
+    finally:
+        _CAPTURE.reset(token)
+    ok = _dumps({"id": rid, "ok": True, "output": None, "stdout": "".join(buf), "metrics": []})
+    if info is None:
+        return ok
+    params = dict(info.params)
+    params.update(info.init_params)
+    for name, arg in req.get("args") or []:
+        param = params.get(name)
+        kind = param.kind if param is not None else None
+        value = arg.get("v")
+        if arg.get("k") == "l" and isinstance(kind, tuple) and kind[0] == "conn" and value not in (None, ""):
+            message = _unknown_connection(node, name, value, info.label, kind)
+            return _dumps(
+                {"id": rid, "ok": False, "kind": "load", "error_type": "LoadError", "message": message, "traceback": ""}
+            )
+    return ok
+
+
 def _execute(req):
+    if req.get("check"):
+        return _check(req)
     rid = req.get("id")
     node = req.get("node", "")
     buf = []

@@ -115,6 +115,64 @@ impl FlowInvoker {
         self
     }
 
+    /// What promptflow checks when it loads a flow and flowrt can only learn from the tools'
+    /// signatures: a literal given to a python tool's connection-typed parameter must name a
+    /// stored connection. Run before any line, so the flow fails at once, naming node and
+    /// connection, instead of each line failing (or the tool getting a plain string).
+    pub async fn preflight(&self, flow: &Flow) -> Result<()> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        for node in &flow.nodes {
+            let source = match &node.source {
+                ToolSource::Package { tool } if tool == EMBEDDING_TOOL => continue,
+                _ if node.kind != NodeKind::Python => continue,
+                ToolSource::Code { path } => flowrt_python::ToolSource::Code { path: path.clone() },
+                ToolSource::Package { tool } | ToolSource::PackageWithPrompt { tool, .. } => {
+                    flowrt_python::ToolSource::Package { tool: tool.clone() }
+                }
+            };
+            // Only literal strings that name no stored connection can be a missing connection.
+            let args: Vec<(String, Arg)> = node
+                .inputs
+                .iter()
+                .filter_map(|(name, input)| match input {
+                    flowrt_flow::InputValue::Literal(Value::String(s))
+                        if !s.is_empty() && !self.connections.contains_key(s) =>
+                    {
+                        Some((name.clone(), Arg::Literal(Value::String(s.clone()))))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if args.is_empty() {
+                continue;
+            }
+            let check = pool.check(ToolCall {
+                node: node.name.clone(),
+                source,
+                args,
+                timeout: None,
+            });
+            match check.await {
+                Ok(printed) => {
+                    for line in printed.lines() {
+                        eprintln!("[{}] {line}", node.name);
+                    }
+                }
+                Err(CallError::Load { message }) => problems.push(message),
+                // Anything else (a tool that does not load, a crash) is reported by its call.
+                Err(_) => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("{}", problems.join("\n")))
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Some(pool) = &self.pool {
             pool.shutdown().await;

@@ -704,6 +704,17 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    // A flow promptflow would refuse to load fails the run before any line runs.
+    if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
+        runtime.block_on(invoker.shutdown());
+        log.log(&format!("the flow cannot run: {e}"));
+        meta.status = RunStatus::Failed;
+        meta.error = Some(e.to_string());
+        meta.finished = Some(runs::utc_now());
+        meta.duration_s = started.elapsed().as_secs_f64();
+        runs::save(home, &meta)?;
+        return Err(e);
+    }
     let columns: Arc<std::collections::HashSet<String>> =
         Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
     let rows = Arc::new(rows);

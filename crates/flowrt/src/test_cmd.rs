@@ -103,6 +103,10 @@ pub fn run(args: TestArgs) -> Result<u8> {
         Arc::new(LogToStderr),
         ExecutorOptions::default(),
     );
+    if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
     let code = runtime.block_on(async {
         let line = executor.run_line(0, inputs).await;
         if let Some(err) = &line.error {

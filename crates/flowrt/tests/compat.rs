@@ -73,3 +73,42 @@ fn an_llm_nodes_prompt_input_replaces_its_template() {
     );
     assert!(reqs[0].1.get("mood").is_none() && reqs[0].1.get("prompt").is_none());
 }
+
+const MISSING_CONN: &str = "error: Node 'use' input 'conn': connection 'my_missing_conn' does not exist (tool 'use_conn' in 'use_conn.py' takes a CustomConnection there); create it with `flowrt connection create --file CONN.yaml` or name an existing connection";
+
+#[test]
+fn a_missing_connection_of_a_python_tool_fails_the_flow_before_any_line_runs() {
+    let env = Env::new();
+    let (_d, dir) = flow("compat_missing_conn");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.trim(), MISSING_CONN);
+    assert_eq!(r.stdout, "");
+
+    // A batch run fails as a whole, marked failed, and no line runs.
+    let data = dir.join("data.jsonl");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "missing_conn",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.trim().ends_with(MISSING_CONN), "{}", r.stderr);
+    assert!(!r.stderr.contains("the tool ran"), "{}", r.stderr);
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(env.home.path().join("runs/missing_conn/run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(meta["status"], json!("Failed"));
+
+    // With the connection created, the tool gets a connection object.
+    env.connection("name: my_missing_conn\ntype: custom\nconfigs: {a: b}\nsecrets: {k: v}\n");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"out": "hi: CustomConnection"}));
+}
