@@ -206,7 +206,10 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
                         r
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!(
+                    "{}",
+                    flowrt_flow::nonfinite::to_json_pretty(&Value::Array(v))
+                );
                 return Ok(0);
             }
             let mut t = crate::fmt::table(
@@ -220,7 +223,10 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
                         e["error_type"].as_str().unwrap_or(""),
                         e["message"].as_str().unwrap_or("")
                     ),
-                    None => r.get("outputs").map(Value::to_string).unwrap_or_default(),
+                    None => r
+                        .get("outputs")
+                        .map(flowrt_flow::nonfinite::to_json_line)
+                        .unwrap_or_default(),
                 };
                 t.add_row(vec![
                     r["line_number"].to_string(),

@@ -112,3 +112,42 @@ fn a_missing_connection_of_a_python_tool_fails_the_flow_before_any_line_runs() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json(), json!({"out": "hi: CustomConnection"}));
 }
+
+#[test]
+fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
+    let env = Env::new();
+    let (d, dir) = flow("compat_nonfinite");
+    let data = d.path().join("data.jsonl");
+    std::fs::write(&data, "{\"unused\": 1}\n").unwrap();
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "nonfinite",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(
+        env.home
+            .path()
+            .join("runs/nonfinite/flow_outputs/output.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        text.starts_with(
+            r#"{"line_number":0,"values":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,"one":1.5},"#
+        ),
+        "{text}"
+    );
+    // flowrt reads its own output back (for `run show-details` and evaluation runs).
+    let r = env.run(&["run", "show-details", "nonfinite"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(r#"{"values":{"nan":NaN,"inf":Infinity,"#),
+        "{}",
+        r.stdout
+    );
+}
