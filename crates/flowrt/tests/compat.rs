@@ -26,9 +26,10 @@ fn a_failing_aggregation_node_is_reported_and_the_outputs_still_printed() {
 fn nan_and_infinities_are_printed_as_promptflow_prints_them() {
     let env = Env::new();
     let (_d, dir) = flow("compat_nonfinite");
-    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    let r = env.run(&["flow", "test", dir.to_str().unwrap(), "--inputs", "d=-inf"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let expected = r#"{
+  "d": -Infinity,
   "values": {
     "nan": NaN,
     "inf": Infinity,
@@ -44,6 +45,18 @@ fn nan_and_infinities_are_printed_as_promptflow_prints_them() {
   }
 }"#;
     assert_eq!(r.stdout.trim(), expected, "{}", r.stderr);
+    // An inputs file may hold NaN, as Python's json reads it.
+    let inputs = dir.join("inputs.json");
+    std::fs::write(&inputs, r#"{"d": NaN}"#).unwrap();
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs-file",
+        inputs.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("{\n  \"d\": NaN,\n"), "{}", r.stdout);
 }
 
 #[test]
@@ -138,7 +151,7 @@ fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
     .unwrap();
     assert!(
         text.starts_with(
-            r#"{"line_number":0,"values":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,"one":1.5},"#
+            r#"{"line_number":0,"d":0.5,"values":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,"one":1.5},"#
         ),
         "{text}"
     );
@@ -146,7 +159,7 @@ fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
     let r = env.run(&["run", "show-details", "nonfinite"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stdout.contains(r#"{"values":{"nan":NaN,"inf":Infinity,"#),
+        r.stdout.contains(r#""values":{"nan":NaN,"inf":Infinity,"#),
         "{}",
         r.stdout
     );
