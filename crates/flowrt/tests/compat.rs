@@ -131,7 +131,8 @@ fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
     let env = Env::new();
     let (d, dir) = flow("compat_nonfinite");
     let data = d.path().join("data.jsonl");
-    std::fs::write(&data, "{\"unused\": 1}\n").unwrap();
+    // Data files may hold NaN too (promptflow reads them with pandas).
+    std::fs::write(&data, "{\"d\": NaN}\n").unwrap();
     let r = env.run(&[
         "run",
         "create",
@@ -141,6 +142,8 @@ fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
         data.to_str().unwrap(),
         "--name",
         "nonfinite",
+        "--column-mapping",
+        "d=${data.d}",
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let text = std::fs::read_to_string(
@@ -151,7 +154,7 @@ fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
     .unwrap();
     assert!(
         text.starts_with(
-            r#"{"line_number":0,"d":0.5,"values":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,"one":1.5},"#
+            r#"{"line_number":0,"d":NaN,"values":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,"one":1.5},"#
         ),
         "{text}"
     );
