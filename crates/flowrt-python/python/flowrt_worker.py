@@ -159,14 +159,22 @@ def _load_module(path, node):
     if not os.path.isfile(abspath):
         raise LoadError(f"Tool file '{path}' of node '{node}' not found (looked for {abspath})")
     # As promptflow does, a tool file runs as a module named "__pf_main__" (so its
-    # `if __name__ == "__main__":` block does not run) that is not registered in sys.modules.
+    # `if __name__ == "__main__":` block does not run). Unlike promptflow, the module being
+    # loaded is also sys.modules["__pf_main__"], so a dataclass in a tool file that uses
+    # `from __future__ import annotations` can be defined (promptflow fails to load such files).
     spec = importlib.util.spec_from_file_location(_PF_MAIN, abspath)
     if spec is None or spec.loader is None:
         raise LoadError(f"Cannot load tool file '{path}' of node '{node}': not a Python module")
     mod = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(_PF_MAIN)
+    sys.modules[_PF_MAIN] = mod
     try:
         spec.loader.exec_module(mod)
     except BaseException as exc:
+        if previous is None:
+            sys.modules.pop(_PF_MAIN, None)
+        else:
+            sys.modules[_PF_MAIN] = previous
         raise LoadError(
             f"Failed to load tool file '{path}' of node '{node}': {type(exc).__name__}: {exc}", _format_tb(exc)
         ) from None

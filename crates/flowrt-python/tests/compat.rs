@@ -69,6 +69,21 @@ async fn tool_files_run_as_pf_main() {
         value(&f, code("pf_main.py", vec![])).await,
         json!("__pf_main__")
     );
+    // Another tool file is a module of its own (of the same name); a dataclass in it can use
+    // postponed annotations.
+    let out = value(
+        &f,
+        code(
+            "future_dataclass.py",
+            vec![("text", Arg::Value(json!("hi")))],
+        ),
+    )
+    .await;
+    assert_eq!(out, json!({"text": "hi", "score": 0.5}));
+    assert_eq!(
+        value(&f, code("pf_main.py", vec![])).await,
+        json!("__pf_main__")
+    );
 }
 
 #[tokio::test]
