@@ -92,7 +92,23 @@ impl FlowInvoker {
                     .with_context(|| format!("reading the template of node '{}'", node.name))?;
                 templates.insert(node.name.clone(), text);
             }
-            if let Some(conn) = &node.connection {
+            // The unified llm tool and the embedding tool take their connection as an input.
+            let input_connection = match (&node.kind, &node.source) {
+                (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. })
+                    if tool == LLM_TOOL =>
+                {
+                    true
+                }
+                (NodeKind::Python, ToolSource::Package { tool }) => tool == EMBEDDING_TOOL,
+                _ => false,
+            };
+            let named = match node.inputs.get("connection") {
+                Some(flowrt_flow::InputValue::Literal(Value::String(s))) if input_connection => {
+                    Some(s)
+                }
+                _ => None,
+            };
+            if let Some(conn) = node.connection.as_ref().or(named) {
                 if !connections.contains_key(conn) {
                     bail!(
                         "node '{}' uses connection '{conn}', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`",

@@ -167,3 +167,15 @@ fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
         r.stdout
     );
 }
+
+#[test]
+fn a_missing_connection_of_the_unified_llm_tool_fails_at_load() {
+    let env = Env::new();
+    let (_d, dir) = flow("unified_llm");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap(), "--inputs", "topic=x"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: node 'ask' uses connection 'test_openai', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`"
+    );
+}
