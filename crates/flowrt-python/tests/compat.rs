@@ -165,3 +165,28 @@ async fn a_connection_parameter_given_an_unknown_name_fails_naming_node_and_conn
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_openai_connection_has_base_url_and_no_api_base_as_in_promptflow() {
+    // promptflow 1.18.5's OpenAIConnection has `base_url` (AzureOpenAIConnection has `api_base`).
+    let f = pool();
+    let conn = Connection {
+        name: "oai".into(),
+        kind: ConnectionKind::OpenAi,
+        configs: [("base_url".to_string(), "http://127.0.0.1:9/v1".to_string())]
+            .into_iter()
+            .collect(),
+        secrets: [("api_key".to_string(), "sk".to_string())]
+            .into_iter()
+            .collect(),
+    };
+    let out = value(
+        &f,
+        code("openai_attrs.py", vec![("conn", Arg::Connection(conn))]),
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"base_url": "http://127.0.0.1:9/v1", "api_key": "sk", "has_api_base": false})
+    );
+}
