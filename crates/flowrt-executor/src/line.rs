@@ -107,9 +107,12 @@ impl<I: ToolInvoker> Executor<I> {
         observer: Arc<dyn RunObserver>,
         options: ExecutorOptions,
     ) -> Self {
+        // A value-returning flow's aggregation (a flex class's `__aggregate__`) reads the line's
+        // value after the line: it does not drain a generator the output reads.
         let consumed = flow
             .nodes
             .iter()
+            .filter(|n| !(flow.kind.returns_value() && n.aggregation))
             .flat_map(|n| n.dependencies().map(str::to_string))
             .collect();
         Executor {
@@ -360,6 +363,20 @@ impl<I: ToolInvoker> Executor<I> {
                     if r.node()
                         .is_some_and(|n| self.flow.node(n).is_some_and(|n| n.aggregation))
                     {
+                        continue;
+                    }
+                    // A value-returning flow aggregates its lines' values: a generator's is
+                    // its joined text, as in the line's outputs.
+                    let joined = match r.node().and_then(&lookup) {
+                        Some(State::Done(NodeValue::Generator { joined, .. }, _))
+                            if self.flow.kind.returns_value() && r.path.is_empty() =>
+                        {
+                            Some(Value::String(joined.clone()))
+                        }
+                        _ => None,
+                    };
+                    if let Some(v) = joined {
+                        values.insert(name.clone(), v);
                         continue;
                     }
                     match resolve(&self.flow, r, &inputs, &lookup) {

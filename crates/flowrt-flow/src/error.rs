@@ -22,8 +22,11 @@ impl Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FlowError {
-    #[error("no flow found at {}\nhint: a flow is a folder holding flow.dag.yaml (or the path of that file)", path.display())]
+    #[error("no flow found at {}\nhint: a flow is a folder holding flow.dag.yaml or flow.flex.yaml (or the path of that file), or a .prompty file", path.display())]
     NotFound { path: PathBuf },
+    /// A folder without `flow.dag.yaml` that holds `.prompty` files (which run by their path).
+    #[error("no flow.dag.yaml in {}; it holds {}\nhint: a .prompty flow is run by its file, e.g. {}", path.display(), files.join(", "), path.join(files.first().map(String::as_str).unwrap_or("NAME.prompty")).display())]
+    PromptyInFolder { path: PathBuf, files: Vec<String> },
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -1,20 +1,29 @@
 //! flowrt's vocabulary for flows: parse `flow.dag.yaml` (promptflow 1.18.5's format) into a checked
 //! [`Flow`] whose references, node names, tool files and dependency graph are known to be valid, and
 //! the Python-compatible value rules (input conversion, `str()`, `==`) that running it relies on.
+//! A `.prompty` file loads into a [`Prompty`] and, through [`prompty_flow`], into a one-node flow.
+//! `flow.flex.yaml` loads into a one-node flow that [`complete_flex`] finishes from the entry's
+//! signature (which the caller gets from Python).
 //!
 //! It reads the flow folder and nothing else: no processes, no network, no async.
 
 mod convert;
 mod error;
+mod flex;
 pub mod limits;
 mod load;
 pub mod nonfinite;
+mod prompty;
 pub mod pyvalue;
 pub mod reference;
 
 pub use convert::{convert_value, ValueType};
 pub use error::{FlowError, Problem};
+pub use flex::{complete_flex, EntryPort, EntrySignature, FlexSpec, InitInput, AGGREGATE_NODE};
 pub use load::{load_flow, LoadOptions};
+pub use prompty::{
+    prompty_flow, split_front_matter, Prompty, PromptyApi, PromptyModel, PromptyResponse,
+};
 pub use reference::{parse_reference, PathSeg, RefSource, Reference};
 
 use indexmap::IndexMap;
@@ -48,6 +57,9 @@ pub enum NodeKind {
     Prompt,
     /// `custom_llm`: a package tool with a prompt template (`package_with_prompt`).
     CustomLlm,
+    /// The one node of a prompty flow: renders the `.prompty` file named by its source and calls
+    /// its model.
+    Prompty,
 }
 
 impl NodeKind {
@@ -57,6 +69,7 @@ impl NodeKind {
             NodeKind::Llm => "llm",
             NodeKind::Prompt => "prompt",
             NodeKind::CustomLlm => "custom_llm",
+            NodeKind::Prompty => "prompty",
         }
     }
 }
@@ -70,6 +83,9 @@ pub enum ToolSource {
     Package { tool: String },
     /// A package tool with a prompt template file (`package_with_prompt`).
     PackageWithPrompt { tool: String, path: String },
+    /// A flex flow's entry (`module:function` or `module:Class`); `aggregate` calls the class's
+    /// `__aggregate__` instead of the entry itself.
+    Entry { entry: String, aggregate: bool },
 }
 
 impl ToolSource {
@@ -77,7 +93,7 @@ impl ToolSource {
     pub fn path(&self) -> Option<&str> {
         match self {
             ToolSource::Code { path } | ToolSource::PackageWithPrompt { path, .. } => Some(path),
-            ToolSource::Package { .. } => None,
+            ToolSource::Package { .. } | ToolSource::Entry { .. } => None,
         }
     }
 }
@@ -167,7 +183,7 @@ pub struct Flow {
     pub kind: FlowKind,
     /// The flow folder.
     pub dir: PathBuf,
-    /// The `flow.dag.yaml` file.
+    /// The `flow.dag.yaml`, `flow.flex.yaml` or `.prompty` file.
     pub file: PathBuf,
     pub inputs: IndexMap<String, FlowInput>,
     pub outputs: IndexMap<String, FlowOutput>,
@@ -175,6 +191,11 @@ pub struct Flow {
     pub environment_variables: IndexMap<String, Value>,
     pub environment: Environment,
     pub additional_includes: Vec<String>,
+    /// The inputs a single-line test (`flow test`) uses when given none at all: a prompty's
+    /// `sample`, as `pf flow test` does. Batch runs and serving do not use it.
+    pub sample: Option<IndexMap<String, Value>>,
+    /// What a flex flow's `flow.flex.yaml` says beyond inputs (`kind` is [`FlowKind::Flex`]).
+    pub flex: Option<FlexSpec>,
 }
 
 impl Flow {

@@ -88,10 +88,38 @@ impl LoadOptions {
     }
 }
 
-/// Load and check the flow at `path` (a folder holding `flow.dag.yaml`, or that file).
+/// The flow files a folder is searched for, in order.
+const FLOW_FILES: &[&str] = &[
+    "flow.dag.yaml",
+    "flow.dag.yml",
+    "flow.flex.yaml",
+    "flow.flex.yml",
+];
+
+/// Is this the file of a flex flow (`flow.flex.yaml`)?
+fn is_flex_file(file: &Path) -> bool {
+    file.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".flex.yaml") || n.ends_with(".flex.yml"))
+}
+
+/// Load and check the flow at `path`: a folder holding `flow.dag.yaml` (or `flow.flex.yaml`), or
+/// that file, or a `.prompty` file.
 pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> {
+    if path.is_file() && is_prompty(path) {
+        if let Some((node, _)) = &options.variant {
+            return Err(FlowError::Invalid {
+                path: path.to_path_buf(),
+                problems: vec![Problem::new(
+                    None,
+                    format!("--variant names node '{node}', but a prompty flow has no variants"),
+                )],
+            });
+        }
+        return crate::prompty::Prompty::load(path).map(|p| crate::prompty::prompty_flow(&p));
+    }
     let file = if path.is_dir() {
-        ["flow.dag.yaml", "flow.dag.yml"]
+        FLOW_FILES
             .iter()
             .map(|n| path.join(n))
             .find(|p| p.is_file())
@@ -100,9 +128,9 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
     } else {
         None
     };
-    let file = file.ok_or_else(|| FlowError::NotFound {
-        path: path.to_path_buf(),
-    })?;
+    let Some(file) = file else {
+        return Err(not_found(path));
+    };
     let dir = file
         .parent()
         .map(Path::to_path_buf)
@@ -139,7 +167,11 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
         problems: Vec::new(),
         declared: IndexSet::new(),
     };
-    let flow = loader.flow(&yaml, dir, file.clone(), options);
+    let flow = if is_flex_file(&file) {
+        loader.flex_flow(&yaml, dir, file.clone())
+    } else {
+        loader.flow(&yaml, dir, file.clone(), options)
+    };
     if loader.problems.is_empty() {
         if let Some(flow) = flow {
             return Ok(flow);
@@ -151,16 +183,47 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
     })
 }
 
-struct Loader<'a> {
-    text: &'a str,
-    problems: Vec<Problem>,
+/// No flow at `path`; a folder holding `.prompty` files says which to pass.
+fn not_found(path: &Path) -> FlowError {
+    let mut files: Vec<String> = fs_err::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_prompty(p))
+                .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        FlowError::NotFound {
+            path: path.to_path_buf(),
+        }
+    } else {
+        FlowError::PromptyInFolder {
+            path: path.to_path_buf(),
+            files,
+        }
+    }
+}
+
+/// A `.prompty` file (by its extension).
+pub(crate) fn is_prompty(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("prompty"))
+}
+
+pub(crate) struct Loader<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) problems: Vec<Problem>,
     /// Every node name declared, including nodes too broken to load, so their readers are not
     /// also reported as reading a missing node.
     declared: IndexSet<String>,
 }
 
 /// YAML → JSON for values (keys stringified, YAML 1.2 scalars kept as typed).
-fn to_json(y: &Yaml) -> Value {
+pub(crate) fn to_json(y: &Yaml) -> Value {
     match y {
         Yaml::Null => Value::Null,
         Yaml::Bool(b) => Value::Bool(*b),
@@ -185,7 +248,7 @@ fn to_json(y: &Yaml) -> Value {
     }
 }
 
-fn key_string(k: &Yaml) -> String {
+pub(crate) fn key_string(k: &Yaml) -> String {
     match k {
         Yaml::String(s) => s.clone(),
         other => match to_json(other) {
@@ -195,7 +258,7 @@ fn key_string(k: &Yaml) -> String {
     }
 }
 
-fn as_str(y: &Yaml) -> Option<&str> {
+pub(crate) fn as_str(y: &Yaml) -> Option<&str> {
     match y {
         Yaml::String(s) => Some(s),
         _ => None,
@@ -203,13 +266,13 @@ fn as_str(y: &Yaml) -> Option<&str> {
 }
 
 impl Loader<'_> {
-    fn problem(&mut self, line: Option<usize>, message: impl Into<String>) {
+    pub(crate) fn problem(&mut self, line: Option<usize>, message: impl Into<String>) {
         self.problems.push(Problem::new(line, message));
     }
 
     /// The first line (1-based) whose text, without indentation and a leading "- ", is `key: value`
     /// (quotes around the value allowed), searching from line `from`.
-    fn find_line(&self, from: usize, key: &str, value: Option<&str>) -> Option<usize> {
+    pub(crate) fn find_line(&self, from: usize, key: &str, value: Option<&str>) -> Option<usize> {
         self.text
             .lines()
             .enumerate()
@@ -270,32 +333,9 @@ impl Loader<'_> {
         let variants = self.node_variants(map.get("node_variants"));
         let nodes = self.nodes(map.get("nodes"), &variants, options);
         let outputs = self.outputs(map.get("outputs"));
-        let environment_variables = match map.get("environment_variables") {
-            None | Some(Yaml::Null) => IndexMap::new(),
-            Some(Yaml::Mapping(m)) => m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect(),
-            Some(_) => {
-                let line = self.find_line(1, "environment_variables", None);
-                self.problem(
-                    line,
-                    "environment_variables must be a mapping of NAME: value",
-                );
-                IndexMap::new()
-            }
-        };
+        let environment_variables = self.environment_variables(map.get("environment_variables"));
         let environment = self.environment(map.get("environment"));
-        let additional_includes = match map.get("additional_includes") {
-            None | Some(Yaml::Null) => Vec::new(),
-            Some(Yaml::Sequence(items)) => items
-                .iter()
-                .filter_map(as_str)
-                .map(str::to_string)
-                .collect(),
-            Some(_) => {
-                let line = self.find_line(1, "additional_includes", None);
-                self.problem(line, "additional_includes must be a list of paths");
-                Vec::new()
-            }
-        };
+        let additional_includes = self.additional_includes(map.get("additional_includes"));
         let mut flow = Flow {
             kind: crate::FlowKind::Dag,
             dir,
@@ -306,12 +346,14 @@ impl Loader<'_> {
             environment_variables,
             environment,
             additional_includes,
+            sample: None,
+            flex: None,
         };
         self.check(&mut flow);
         Some(flow)
     }
 
-    fn inputs(&mut self, y: Option<&Yaml>) -> IndexMap<String, FlowInput> {
+    pub(crate) fn inputs(&mut self, y: Option<&Yaml>) -> IndexMap<String, FlowInput> {
         let mut out = IndexMap::new();
         let Some(y) = y else { return out };
         let Some(map) = y.as_mapping() else {
@@ -751,7 +793,38 @@ impl Loader<'_> {
         })
     }
 
-    fn environment(&mut self, y: Option<&Yaml>) -> Environment {
+    pub(crate) fn environment_variables(&mut self, y: Option<&Yaml>) -> IndexMap<String, Value> {
+        match y {
+            None | Some(Yaml::Null) => IndexMap::new(),
+            Some(Yaml::Mapping(m)) => m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect(),
+            Some(_) => {
+                let line = self.find_line(1, "environment_variables", None);
+                self.problem(
+                    line,
+                    "environment_variables must be a mapping of NAME: value",
+                );
+                IndexMap::new()
+            }
+        }
+    }
+
+    pub(crate) fn additional_includes(&mut self, y: Option<&Yaml>) -> Vec<String> {
+        match y {
+            None | Some(Yaml::Null) => Vec::new(),
+            Some(Yaml::Sequence(items)) => items
+                .iter()
+                .filter_map(as_str)
+                .map(str::to_string)
+                .collect(),
+            Some(_) => {
+                let line = self.find_line(1, "additional_includes", None);
+                self.problem(line, "additional_includes must be a list of paths");
+                Vec::new()
+            }
+        }
+    }
+
+    pub(crate) fn environment(&mut self, y: Option<&Yaml>) -> Environment {
         let Some(Yaml::Mapping(m)) = y else {
             return Environment::default();
         };

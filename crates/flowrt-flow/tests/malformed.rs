@@ -315,7 +315,7 @@ fn no_flow_in_the_folder() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         error_in(dir.path()),
-        "no flow found at FLOW\nhint: a flow is a folder holding flow.dag.yaml (or the path of that file)"
+        "no flow found at FLOW\nhint: a flow is a folder holding flow.dag.yaml or flow.flex.yaml (or the path of that file), or a .prompty file"
     );
 }
 

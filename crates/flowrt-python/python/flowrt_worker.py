@@ -6,10 +6,17 @@ output and log_metric() calls separately. Tools' own stdout never reaches the pr
 
 Request:  {"id": n, "node": str, "source": {"type": "code", "path": str} | {"type": "package", "tool": str},
            "args": [[name, {"k": "v"|"l"|"b"|"c", ...}], ...]}
+          flex entries: "source": {"type": "entry", "entry": "module:attr", "init": {...} | null,
+           "init_types": {name: type}, "aggregate": bool} (args are the converted flow inputs), or
+          {"type": "signature", "entry": "module:attr"} (answers the entry's signature as the output)
           {"op": "shutdown"}
 Response: {"id": n, "ok": true, "output": ..., "generator": bool, "chunks": [...], "joined": str,
            "stdout": str, "metrics": [[key, value], ...]}
           {"id": n, "ok": false, "kind": "tool"|"load", "error_type": str, "message": str, "traceback": str}
+
+Host callbacks (the worker asks, the host answers; used by Prompty and model configurations):
+  worker -> host  {"cb": n, "op": str, "args": {...}}   (on the protocol stdout, between responses)
+  host -> worker  {"cb": n, "ok": true, "result": ...} | {"cb": n, "ok": false, "message": str}
 """
 
 import asyncio
@@ -101,9 +108,57 @@ def _record_metric(key, value, variant_id=None):
     metrics.append([str(key), value])
 
 
+class HostCallError(Exception):
+    """The host answered a callback with an error."""
+
+
+class _HostChannel:
+    """Requests from the worker to the host, answered on stdin; a calling thread blocks for its answer."""
+
+    def __init__(self):
+        self.send = None  # set by main(): writes one protocol line
+        self.lock = threading.Lock()
+        self.next_id = 0
+        self.waiting = {}  # cb id -> [Event, reply]
+
+    def call(self, op, args):
+        if self.send is None:
+            raise HostCallError("no flowrt host is attached to this worker")
+        event = threading.Event()
+        with self.lock:
+            self.next_id += 1
+            cb = self.next_id
+            self.waiting[cb] = [event, None]
+        try:
+            self.send(json.dumps({"cb": cb, "op": op, "args": args}, ensure_ascii=False, default=_default))
+            event.wait()
+            reply = self.waiting[cb][1]
+        finally:
+            with self.lock:
+                self.waiting.pop(cb, None)
+        if not isinstance(reply, dict) or not reply.get("ok"):
+            message = reply.get("message") if isinstance(reply, dict) else "the host closed the channel"
+            raise HostCallError(message or f"host callback '{op}' failed")
+        return reply.get("result")
+
+    def deliver(self, reply):
+        with self.lock:
+            slot = self.waiting.get(reply.get("cb"))
+        if slot is None:
+            sys.stderr.write(f"flowrt worker: answer to unknown host callback {reply.get('cb')!r} ignored\n")
+            return
+        slot[1] = reply
+        slot[0].set()
+
+
+_HOST = _HostChannel()
+
+
 def _install_hooks():
     hooks = types.ModuleType("_flowrt_hooks")
     hooks.log_metric = _record_metric
+    hooks.host_call = _HOST.call
+    hooks.HostCallError = HostCallError
     sys.modules["_flowrt_hooks"] = hooks
 
 
@@ -617,6 +672,249 @@ def _prepare(info, node, args):
     return _original(method).__get__(instance, info.cls), kwargs
 
 
+
+# ---------------------------------------------------------------- flex flow entries
+
+_ENTRIES = {}  # entry -> EntryInfo
+_ENTRY_INSTANCES = {}  # (entry, init key) -> instance
+_MODEL_CONFIG_NAMES = ("OpenAIModelConfiguration", "AzureOpenAIModelConfiguration")
+
+
+class EntryInitError(Exception):
+    """The entry class's constructor failed."""
+
+
+class EntryInfo:
+    __slots__ = ("entry", "name", "cls", "func", "params", "init_params", "init_hints", "is_async",
+                 "returns", "has_aggregate")
+
+    def __init__(self, entry):
+        self.entry = entry
+        module_name, _, attr = entry.partition(":")
+        module_name, attr = module_name.strip(), attr.strip()
+        try:
+            mod = importlib.import_module(module_name)
+        except BaseException as exc:
+            raise LoadError(
+                f"Failed to load python module '{module_name}' of the flow entry '{entry}': "
+                f"{type(exc).__name__}: {exc}\nhint: the module is a .py file (or package) in the flow folder, "
+                f"named without .py",
+                _format_tb(exc),
+            ) from None
+        _hook_real_promptflow()
+        obj = mod
+        try:
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except AttributeError:
+            raise LoadError(
+                f"Failed to load the flow entry '{entry}': module '{module_name}' has no attribute '{attr}'"
+            ) from None
+        self.cls = obj if isinstance(obj, type) else None
+        self.func = None if self.cls is not None else obj
+        if self.cls is not None:
+            if self.cls.__call__ is type.__call__ or not callable(getattr(self.cls, "__call__", None)):
+                raise LoadError(f"The flow entry class '{entry}' has no __call__ method; define __call__(self, ...)")
+            target = self.cls.__call__
+            self.name = self.cls.__name__
+        elif callable(obj):
+            target = obj
+            self.name = getattr(obj, "__name__", attr)
+        else:
+            raise LoadError(f"The flow entry '{entry}' is not a function or a class")
+        self.params = _entry_ports(target, skip_self=self.cls is not None, entry=entry)
+        if self.cls is not None and self.cls.__init__ is not object.__init__:
+            self.init_params = _entry_ports(self.cls.__init__, skip_self=True, entry=entry)
+            self.init_hints = _hints(self.cls.__init__)
+        else:
+            self.init_params, self.init_hints = [], {}
+        original = _original(target)
+        self.is_async = inspect.iscoroutinefunction(original) or inspect.isasyncgenfunction(original)
+        self.returns = _hints(target).get("return", inspect.Signature.empty)
+        if self.returns is inspect.Signature.empty:
+            try:
+                self.returns = inspect.signature(original).return_annotation
+            except (TypeError, ValueError):
+                self.returns = inspect.Signature.empty
+        _check_return(self.returns, entry)
+        self.has_aggregate = self.cls is not None and callable(getattr(self.cls, "__aggregate__", None))
+
+    def signature(self):
+        return {
+            "name": self.name,
+            "inputs": self.params,
+            "init": self.init_params,
+            "is_class": self.cls is not None,
+            "has_aggregate": self.has_aggregate,
+            "outputs": _output_ports(self.returns),
+        }
+
+
+def _output_ports(ann):
+    """The output names a return annotation implies (fields of a dataclass or TypedDict, else the
+    single `output`), or None when the entry is unannotated."""
+    if ann is inspect.Signature.empty or ann is None:
+        return None
+    if isinstance(ann, type) and dataclasses.is_dataclass(ann):
+        return [f.name for f in dataclasses.fields(ann)]
+    if _is_typed_dict(ann):
+        try:
+            return list(typing.get_type_hints(ann))
+        except Exception:
+            return list(getattr(ann, "__annotations__", {}))
+    return ["output"]
+
+
+def _hints(func):
+    try:
+        return typing.get_type_hints(_original(func))
+    except Exception:
+        return getattr(_original(func), "__annotations__", {}) or {}
+
+
+def _is_typed_dict(ann):
+    return isinstance(ann, type) and issubclass(ann, dict) and hasattr(ann, "__annotations__") and hasattr(ann, "__total__")
+
+
+def _check_return(ann, entry):
+    if ann is inspect.Signature.empty or ann is None or ann is str:
+        return
+    if isinstance(ann, type) and (dataclasses.is_dataclass(ann) or _is_typed_dict(ann)):
+        return
+    origin = typing.get_origin(ann)
+    if origin in (collections.abc.Iterator, collections.abc.Generator, collections.abc.AsyncIterator,
+                  collections.abc.AsyncGenerator, collections.abc.Iterable):
+        return
+    shown = getattr(ann, "__name__", None) or str(ann)
+    raise LoadError(
+        f"The return annotation '{shown}' of the flow entry '{entry}' is not supported: annotate it with a "
+        f"dataclass, a TypedDict or str, or remove the annotation"
+    )
+
+
+_FLOW_TYPES = {"int": "int", "float": "double", "bool": "bool", "str": "string", "list": "list", "dict": "object"}
+
+
+def _entry_ports(func, skip_self, entry):
+    target = _original(func)
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError) as exc:
+        raise LoadError(f"Cannot read the signature of the flow entry '{entry}': {exc}") from None
+    hints = _hints(func)
+    ports = []
+    first = True
+    for p in sig.parameters.values():
+        if skip_self and first and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            first = False
+            continue
+        first = False
+        if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+            continue
+        ann = hints.get(p.name, p.annotation)
+        kind = _classify(ann)
+        if kind is None and _is_typed_dict(ann):
+            kind = "dict"
+        port = {"name": p.name, "type": _FLOW_TYPES.get(kind) if isinstance(kind, str) else None,
+                "has_default": p.default is not p.empty}
+        if p.default is not p.empty:
+            try:
+                json.dumps(p.default)
+                port["default"] = p.default
+            except (TypeError, ValueError):
+                port["default"] = None
+        ports.append(port)
+    return ports
+
+
+def _entry(entry):
+    info = _ENTRIES.get(entry)
+    if info is None:
+        with _LOCK:
+            info = _ENTRIES.get(entry)
+            if info is None:
+                info = EntryInfo(entry)
+                _ENTRIES[entry] = info
+    return info
+
+
+def _model_config(type_name, value):
+    from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
+
+    cls = AzureOpenAIModelConfiguration if "Azure" in type_name else OpenAIModelConfiguration
+    return cls(**value)
+
+
+def _init_value(info, name, value, init_types):
+    """Model configurations given as dicts are built (their connection looked up), connection names
+    for connection-typed kwargs become connection objects; the rest is passed as is."""
+    ann = info.init_hints.get(name)
+    names = [str(init_types.get(name) or ""), getattr(ann, "__name__", "") or str(ann or "")]
+    if isinstance(value, dict):
+        for type_name in names:
+            if any(n in type_name for n in _MODEL_CONFIG_NAMES):
+                return _model_config(type_name, value)
+        return value
+    if isinstance(value, str):
+        kind = _classify(ann) if ann is not None else None
+        if not (isinstance(kind, tuple) and kind[0] == "conn"):
+            conns = tuple(n for n in _CONNECTION_NAMES if n in names[0])
+            kind = ("conn", conns) if conns else None
+        if kind is not None:
+            record = _HOST.call("connection", {"name": value})
+            return _make_connection(kind, record)
+    return value
+
+
+def _entry_instance(info, source):
+    init = source.get("init") or {}
+    key = (info.entry, _init_key(init))
+    instance = _ENTRY_INSTANCES.get(key)
+    if instance is not None:
+        return instance
+    with _LOCK:
+        instance = _ENTRY_INSTANCES.get(key)
+        if instance is None:
+            try:
+                init_types = source.get("init_types") or {}
+                kwargs = {k: _init_value(info, k, v, init_types) for k, v in init.items()}
+                instance = info.cls(**kwargs)
+            except BaseException as exc:
+                err = EntryInitError(f"Failed to initialize flow entry with '{init!r}', ex:'{exc}'")
+                err.tb = _format_tb(exc)
+                raise err from None
+            _ENTRY_INSTANCES[key] = instance
+    return instance
+
+
+def _rebuild(cls, value):
+    """A line's dataclass result again (it crossed the host as a dict of its fields)."""
+    if not isinstance(value, dict):
+        return value
+    try:
+        return cls(**value)
+    except TypeError:
+        return value
+
+
+def _prepare_entry(info, source, args):
+    """Return (callable, kwargs, label) for an entry (or __aggregate__) call."""
+    values = {name: arg.get("v") for name, arg in args if arg.get("k") == "v"}
+    if source.get("aggregate"):
+        instance = _entry_instance(info, source)
+        results = values.get("results") or []
+        ret = info.returns
+        if isinstance(ret, type) and dataclasses.is_dataclass(ret):
+            results = [_rebuild(ret, r) for r in results]
+        return (lambda: instance.__aggregate__(results)), {}, f"{info.name}.__aggregate__"
+    known = {p["name"] for p in info.params}
+    kwargs = {k: v for k, v in values.items() if k in known}
+    if info.cls is None:
+        return _original(info.func), kwargs, info.name
+    instance = _entry_instance(info, source)
+    return instance.__call__, kwargs, f"{info.name}.__call__"
+
+
 # ---------------------------------------------------------------- running calls
 
 _LOOP = None
@@ -790,6 +1088,54 @@ def _check(req):
     return ok
 
 
+def _call(func, kwargs, is_async, buf, metrics):
+    """Call a tool or entry; awaitables are awaited on the event loop thread, generators drained."""
+    if is_async:
+        future = asyncio.run_coroutine_threadsafe(_run_async(func, kwargs, buf, metrics), _event_loop())
+        result = future.result()
+    else:
+        result = func(**kwargs)
+        if inspect.isawaitable(result) or inspect.isasyncgen(result):
+
+            async def _await(awaitable=result):
+                _CAPTURE.set(buf)
+                _METRICS.set(metrics)
+                if inspect.isasyncgen(awaitable):
+                    return _Drained([chunk async for chunk in awaitable])
+                return await awaitable
+
+            result = asyncio.run_coroutine_threadsafe(_await(), _event_loop()).result()
+    if isinstance(result, _Drained):
+        return True, result.chunks
+    if _is_stream(result):
+        return True, list(result)
+    return False, result
+
+
+class _EntryFailure(Exception):
+    def __init__(self, error_type, message, tb):
+        super().__init__(message)
+        self.error_type = error_type
+        self.tb = tb
+
+
+def _run_entry(source, args, buf, metrics):
+    if source.get("type") == "signature":
+        return False, _entry(source.get("entry") or "").signature()
+    info = _entry(source.get("entry") or "")
+    func, kwargs, label = _prepare_entry(info, source, args)
+    is_async = info.is_async and not source.get("aggregate")
+    try:
+        return _call(func, kwargs, is_async, buf, metrics)
+    except BaseException as exc:
+        # promptflow's wording: sync entries name the function, async ones only the exception.
+        if is_async:
+            message = f"{type(exc).__name__}: {exc}"
+        else:
+            message = f"Execution failure in '{label}': ({type(exc).__name__}) {exc}"
+        raise _EntryFailure(type(exc).__name__, message, _format_tb(exc)) from None
+
+
 def _execute(req):
     if req.get("check"):
         return _check(req)
@@ -801,40 +1147,23 @@ def _execute(req):
         token_c = _CAPTURE.set(buf)
         token_m = _METRICS.set(metrics)
         try:
-            info = _resolve(req.get("source") or {}, node)
-            func, kwargs = _prepare(info, node, req.get("args") or [])
-            if info.is_async:
-                future = asyncio.run_coroutine_threadsafe(_run_async(func, kwargs, buf, metrics), _event_loop())
-                result = future.result()
+            source = req.get("source") or {}
+            if source.get("type") in ("entry", "signature"):
+                generator, result = _run_entry(source, req.get("args") or [], buf, metrics)
             else:
-                result = func(**kwargs)
-                if inspect.isawaitable(result) or inspect.isasyncgen(result):
-
-                    async def _await(awaitable=result):
-                        _CAPTURE.set(buf)
-                        _METRICS.set(metrics)
-                        if inspect.isasyncgen(awaitable):
-                            return _Drained([chunk async for chunk in awaitable])
-                        return await awaitable
-
-                    result = asyncio.run_coroutine_threadsafe(_await(), _event_loop()).result()
-            generator = False
-            if isinstance(result, _Drained):
-                chunks = result.chunks
-                generator = True
-            elif _is_stream(result):
-                chunks = list(result)
-                generator = True
-            else:
-                result = _join_nested_streams(result, buf, metrics)
+                info = _resolve(source, node)
+                func, kwargs = _prepare(info, node, req.get("args") or [])
+                generator, result = _call(func, kwargs, info.is_async, buf, metrics)
+                if not generator:
+                    result = _join_nested_streams(result, buf, metrics)
         finally:
             _CAPTURE.reset(token_c)
             _METRICS.reset(token_m)
         resp = {"id": rid, "ok": True}
         if generator:
             resp["generator"] = True
-            resp["chunks"] = chunks
-            resp["joined"] = "".join(str(c) for c in chunks)
+            resp["chunks"] = result
+            resp["joined"] = "".join(str(c) for c in result)
         else:
             resp["output"] = result
         resp["stdout"] = "".join(buf)
@@ -847,6 +1176,16 @@ def _execute(req):
     except InputError as exc:
         return _dumps(
             {"id": rid, "ok": False, "kind": "tool", "error_type": "InputTypeError", "message": str(exc), "traceback": ""}
+        )
+    except EntryInitError as exc:
+        return _dumps(
+            {"id": rid, "ok": False, "kind": "tool", "error_type": "FlowEntryInitializationError",
+             "message": str(exc), "traceback": getattr(exc, "tb", ""), "stdout": "".join(buf)}
+        )
+    except _EntryFailure as exc:
+        return _dumps(
+            {"id": rid, "ok": False, "kind": "tool", "error_type": exc.error_type, "message": str(exc),
+             "traceback": exc.tb, "stdout": "".join(buf)}
         )
     except BaseException as exc:  # the tool raised (incl. SystemExit, KeyboardInterrupt)
         message = str(exc)
@@ -919,6 +1258,8 @@ def main():
         with write_lock:
             proto_out.write(data)
             proto_out.flush()
+
+    _HOST.send = send
 
     def run(req):
         try:
@@ -1050,6 +1391,9 @@ class _Dispatcher:
         if req.get("op") == "shutdown":
             sys.stderr.flush()
             os._exit(0)
+        if "cb" in req:
+            _HOST.deliver(req)
+            return None
         if _NONFINITE_KEY.encode() in line:
             req = _revive(req)
         return req

@@ -18,6 +18,18 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../python/shim/promptflow/core/__init__.py"),
     ),
     (
+        "shim/promptflow/core/_host.py",
+        include_str!("../python/shim/promptflow/core/_host.py"),
+    ),
+    (
+        "shim/promptflow/core/_model_configuration.py",
+        include_str!("../python/shim/promptflow/core/_model_configuration.py"),
+    ),
+    (
+        "shim/promptflow/core/_prompty.py",
+        include_str!("../python/shim/promptflow/core/_prompty.py"),
+    ),
+    (
         "shim/promptflow/tracing/__init__.py",
         include_str!("../python/shim/promptflow/tracing/__init__.py"),
     ),

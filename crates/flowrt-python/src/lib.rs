@@ -10,7 +10,9 @@
 //! - **the tool worker**: [`WorkerPool`] runs Python tools (`source.type: code` files and package
 //!   tools) in long-lived `python` processes speaking JSON lines, with many concurrent calls per
 //!   process, per-call `print()` capture, `log_metric` collection, literal-input conversion by
-//!   annotation, timeouts and crash recovery;
+//!   annotation, timeouts and crash recovery; flex flow entries (`ToolSource::Entry`: import,
+//!   signature, class instances with init kwargs, `__aggregate__`); and callbacks from Python to
+//!   the host ([`HostCallbacks`], used by `Prompty` and model configurations in the shim);
 //! - the embedded Python sources (`python/`): the worker main loop and a `promptflow` compatibility
 //!   package, so flows run without promptflow installed.
 //!
@@ -32,5 +34,6 @@ pub use env::{
     PRIVATE_PLACEHOLDER,
 };
 pub use worker::{
-    Arg, CallError, CallOutput, Output, ToolCall, ToolSource, WorkerPool, WorkerSpec,
+    Arg, CallError, CallOutput, CallbackFuture, HostCallbacks, Output, ToolCall, ToolSource,
+    WorkerPool, WorkerSpec,
 };

@@ -3,7 +3,9 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -47,6 +49,33 @@ pub enum ToolSource {
     Code { path: String },
     /// A package tool id: `module.path.function` or `module.path.Class.method`.
     Package { tool: String },
+    /// A flex flow's entry (`module:function` or `module:Class`, imported with the flow folder on
+    /// `sys.path`), called with the already converted flow inputs as keyword arguments. A class is
+    /// constructed once per worker and `init` (kwargs passed unconverted; dicts for parameters typed
+    /// as model configurations, by annotation or `init_types`, become configurations).
+    /// `aggregate` calls the instance's `__aggregate__` with the `results` argument instead
+    /// (dicts are rebuilt into the entry's dataclass return type).
+    Entry {
+        entry: String,
+        init: Option<Map<String, Value>>,
+        init_types: Map<String, Value>,
+        aggregate: bool,
+    },
+    /// Import the entry and answer its signature as the output (see `flowrt_flow::EntrySignature`);
+    /// an unsupported return annotation or a missing module is a [`CallError::Load`].
+    Signature { entry: String },
+}
+
+/// The future a [`HostCallbacks`] handler returns: the result, or a message the Python caller
+/// raises as an exception.
+pub type CallbackFuture = Pin<Box<dyn Future<Output = Result<Value, String>> + Send>>;
+
+/// Requests from Python code back to the host (`Prompty.__call__`, model configurations looking a
+/// connection up). The worker writes `{"cb": n, "op": ..., "args": ...}` on its protocol pipe; the
+/// pool calls [`HostCallbacks::call`] and writes `{"cb": n, "ok": true, "result": ...}` (or
+/// `{"cb": n, "ok": false, "message": ...}`) to the worker's stdin while the Python call waits.
+pub trait HostCallbacks: Send + Sync {
+    fn call(&self, op: &str, args: Value) -> CallbackFuture;
 }
 
 /// One argument value and how it must be passed.
@@ -120,6 +149,7 @@ pub struct WorkerPool {
     script: OnceLock<PathBuf>,
     /// Set by [`WorkerPool::shutdown`]: calls failing from then on are not retried.
     closing: AtomicBool,
+    callbacks: Option<Arc<dyn HostCallbacks>>,
 }
 
 impl std::fmt::Debug for WorkerPool {
@@ -160,7 +190,7 @@ struct Pending {
 struct Worker {
     id: u64,
     pid: Option<u32>,
-    stdin: tokio::sync::Mutex<ChildStdin>,
+    stdin: Arc<tokio::sync::Mutex<ChildStdin>>,
     shared: Arc<Shared>,
     inflight: AtomicUsize,
     alive: Arc<AtomicBool>,
@@ -249,7 +279,15 @@ impl WorkerPool {
             next_worker: AtomicU64::new(1),
             script: OnceLock::new(),
             closing: AtomicBool::new(false),
+            callbacks: None,
         }
+    }
+
+    /// Answer the workers' host callbacks with `callbacks` (without them, every callback fails
+    /// with a message saying so).
+    pub fn with_callbacks(mut self, callbacks: Arc<dyn HostCallbacks>) -> Self {
+        self.callbacks = Some(callbacks);
+        self
     }
 
     /// Run one tool call on the least busy worker.
@@ -471,7 +509,9 @@ impl WorkerPool {
             python: spec.python.clone(),
             message: format!("the worker's {what} pipe is missing"),
         };
-        let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
+        let stdin = Arc::new(tokio::sync::Mutex::new(
+            child.stdin.take().ok_or_else(|| missing("stdin"))?,
+        ));
         let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
         let stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
         let pid = child.id();
@@ -511,6 +551,10 @@ impl WorkerPool {
         let shared_out = shared.clone();
         let alive_out = alive.clone();
         let exit_rx_out = exit_rx.clone();
+        let host = Host {
+            stdin: stdin.clone(),
+            callbacks: self.callbacks.clone(),
+        };
         tokio::spawn(async move {
             read_responses(
                 stdout,
@@ -519,6 +563,7 @@ impl WorkerPool {
                 exit_rx_out,
                 stderr_done_rx,
                 pid,
+                host,
             )
             .await;
         });
@@ -526,7 +571,7 @@ impl WorkerPool {
         Ok(Worker {
             id: self.next_worker.fetch_add(1, Ordering::Relaxed),
             pid,
-            stdin: tokio::sync::Mutex::new(stdin),
+            stdin,
             shared,
             inflight: AtomicUsize::new(0),
             alive,
@@ -559,6 +604,59 @@ async fn wait_child(
     let _ = exit_tx.send(status.ok());
 }
 
+/// What a worker's reader needs to answer host callbacks.
+struct Host {
+    stdin: Arc<tokio::sync::Mutex<ChildStdin>>,
+    callbacks: Option<Arc<dyn HostCallbacks>>,
+}
+
+#[derive(Deserialize)]
+struct CallbackRequest {
+    cb: u64,
+    op: String,
+    #[serde(default)]
+    args: Value,
+}
+
+impl Host {
+    /// Answer one callback line from the worker on a task of its own (the handler may take long,
+    /// e.g. an LLM call, while other responses keep flowing).
+    fn answer(&self, text: &str) -> Result<(), String> {
+        let request: CallbackRequest = serde_json::from_str(text)
+            .map_err(|e| format!("invalid host callback from the python worker ({e})"))?;
+        let stdin = self.stdin.clone();
+        let callbacks = self.callbacks.clone();
+        tokio::spawn(async move {
+            let result = match &callbacks {
+                // On a task of its own, so a handler that panics still gets the caller an answer.
+                Some(cb) => match tokio::spawn(cb.call(&request.op, request.args)).await {
+                    Ok(result) => result,
+                    Err(e) => Err(format!(
+                        "host callback '{}' failed inside flowrt: {e}",
+                        request.op
+                    )),
+                },
+                None => Err(format!(
+                    "host callback '{}' is not available: this worker pool was created without host callbacks",
+                    request.op
+                )),
+            };
+            let reply = match result {
+                Ok(result) => json!({"cb": request.cb, "ok": true, "result": result}),
+                Err(message) => json!({"cb": request.cb, "ok": false, "message": message}),
+            };
+            let mut line = reply.to_string();
+            line.push('\n');
+            let mut stdin = stdin.lock().await;
+            // A worker that went away fails its pending calls through the reader.
+            if stdin.write_all(line.as_bytes()).await.is_ok() {
+                let _ = stdin.flush().await;
+            }
+        });
+        Ok(())
+    }
+}
+
 async fn read_responses(
     stdout: tokio::process::ChildStdout,
     shared: Arc<Shared>,
@@ -566,6 +664,7 @@ async fn read_responses(
     mut exited: watch::Receiver<Option<ExitStatus>>,
     stderr_done: oneshot::Receiver<()>,
     pid: Option<u32>,
+    host: Host,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, stdout);
     let mut buf = String::new();
@@ -582,6 +681,13 @@ async fn read_responses(
         }
         let text = buf.trim();
         if text.is_empty() {
+            continue;
+        }
+        if text.starts_with("{\"cb\"") {
+            if let Err(message) = host.answer(text) {
+                protocol_error = Some(message);
+                break;
+            }
             continue;
         }
         match parse_response(text) {
@@ -725,6 +831,15 @@ fn encode_request_as(id: u64, call: &ToolCall, check: bool) -> Result<String, Ca
     let source = match &call.source {
         ToolSource::Code { path } => json!({"type": "code", "path": path}),
         ToolSource::Package { tool } => json!({"type": "package", "tool": tool}),
+        ToolSource::Entry {
+            entry,
+            init,
+            init_types,
+            aggregate,
+        } => {
+            json!({"type": "entry", "entry": entry, "init": init, "init_types": init_types, "aggregate": aggregate})
+        }
+        ToolSource::Signature { entry } => json!({"type": "signature", "entry": entry}),
     };
     let args: Vec<Value> = call
         .args

@@ -823,3 +823,388 @@ async fn a_crash_fails_only_the_crashing_call_among_those_in_flight() {
     }
     f.pool.shutdown().await;
 }
+
+fn entry_call(
+    entry: &str,
+    init: Option<Value>,
+    aggregate: bool,
+    args: Vec<(&str, Value)>,
+) -> ToolCall {
+    ToolCall {
+        node: "entry".into(),
+        source: ToolSource::Entry {
+            entry: entry.into(),
+            init: init.map(|v| v.as_object().unwrap().clone()),
+            init_types: serde_json::Map::new(),
+            aggregate,
+        },
+        args: args
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), Arg::Value(v)))
+            .collect(),
+        timeout: None,
+    }
+}
+
+#[tokio::test]
+async fn flex_entry_signature() {
+    let f = pool();
+    let out = f
+        .pool
+        .call(ToolCall {
+            node: "sig".into(),
+            source: ToolSource::Signature {
+                entry: "flex_entry:greet".into(),
+            },
+            args: vec![],
+            timeout: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        value(out),
+        json!({"name": "greet", "is_class": false, "has_aggregate": false, "init": [], "outputs": ["output"], "inputs": [
+            {"name": "name", "type": "string", "has_default": false},
+            {"name": "times", "type": "int", "has_default": true, "default": 2},
+            {"name": "tags", "type": null, "has_default": true, "default": null},
+        ]})
+    );
+    let out = f
+        .pool
+        .call(ToolCall {
+            node: "sig".into(),
+            source: ToolSource::Signature {
+                entry: "flex_entry:Counter".into(),
+            },
+            args: vec![],
+            timeout: None,
+        })
+        .await
+        .unwrap();
+    let v = value(out);
+    assert_eq!(v["is_class"], json!(true));
+    assert_eq!(v["has_aggregate"], json!(true));
+    assert_eq!(v["outputs"], json!(["word", "size"]));
+    assert_eq!(
+        v["inputs"],
+        json!([{"name": "word", "type": "string", "has_default": false}])
+    );
+    assert_eq!(
+        v["init"][1],
+        json!({"name": "step", "type": null, "has_default": true, "default": 1})
+    );
+    for (entry, needle) in [
+        ("flex_entry:returns_dict", "return annotation 'dict'"),
+        (
+            "no_such_module:f",
+            "Failed to load python module 'no_such_module'",
+        ),
+        ("flex_entry:nothing", "has no attribute 'nothing'"),
+    ] {
+        let e = f
+            .pool
+            .call(ToolCall {
+                node: "sig".into(),
+                source: ToolSource::Signature {
+                    entry: entry.into(),
+                },
+                args: vec![],
+                timeout: None,
+            })
+            .await
+            .unwrap_err();
+        match e {
+            CallError::Load { message } => assert!(message.contains(needle), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn flex_entry_calls_and_errors() {
+    let f = pool();
+    let out = f
+        .pool
+        .call(entry_call(
+            "flex_entry:greet",
+            None,
+            false,
+            vec![
+                ("name", json!("al")),
+                ("times", json!(1)),
+                ("unknown", json!(0)),
+            ],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(value(out), json!("hi al"));
+    let out = f
+        .pool
+        .call(entry_call(
+            "flex_entry:agreet",
+            None,
+            false,
+            vec![("name", json!("x"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(value(out), json!({"hello": "x"}));
+    match f
+        .pool
+        .call(entry_call(
+            "flex_entry:agreet",
+            None,
+            false,
+            vec![("name", json!("bad"))],
+        ))
+        .await
+    {
+        Err(CallError::Tool {
+            error_type,
+            message,
+            ..
+        }) => {
+            assert_eq!(error_type, "ValueError");
+            assert_eq!(message, "ValueError: bad name");
+        }
+        other => panic!("{other:?}"),
+    }
+    match f
+        .pool
+        .call(entry_call(
+            "flex_entry:greet",
+            None,
+            false,
+            vec![("name", json!(1)), ("times", json!("x"))],
+        ))
+        .await
+    {
+        Err(CallError::Tool { message, .. }) => {
+            assert!(
+                message.starts_with("Execution failure in 'greet': (TypeError)"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn flex_class_entry_keeps_its_instance_and_aggregates_dataclasses() {
+    let f = pool();
+    let init = Some(json!({"start": 10}));
+    let mut rows = Vec::new();
+    for word in ["a", "b"] {
+        let out = f
+            .pool
+            .call(entry_call(
+                "flex_entry:Counter",
+                init.clone(),
+                false,
+                vec![("word", json!(word))],
+            ))
+            .await
+            .unwrap();
+        rows.push(value(out));
+    }
+    // One instance per (entry, init): the count goes on; the dataclass arrives as its fields.
+    assert_eq!(
+        rows,
+        vec![
+            json!({"word": "a", "size": 11}),
+            json!({"word": "b", "size": 12})
+        ]
+    );
+    let out = f
+        .pool
+        .call(entry_call(
+            "flex_entry:Counter",
+            init.clone(),
+            true,
+            vec![("results", json!(rows))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(value(out), json!({"types": ["Row"], "total": 23}));
+    match f
+        .pool
+        .call(entry_call(
+            "flex_entry:Counter",
+            Some(json!({"step": 1})),
+            false,
+            vec![("word", json!("a"))],
+        ))
+        .await
+    {
+        Err(CallError::Tool {
+            error_type,
+            message,
+            ..
+        }) => {
+            assert_eq!(error_type, "FlowEntryInitializationError");
+            assert!(
+                message.starts_with("Failed to initialize flow entry with '{'step': 1}', ex:'"),
+                "{message}"
+            );
+            assert!(message.contains("start"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+struct Upper;
+
+impl flowrt_python::HostCallbacks for Upper {
+    fn call(&self, op: &str, args: Value) -> flowrt_python::CallbackFuture {
+        let op = op.to_string();
+        Box::pin(async move {
+            match op.as_str() {
+                "upper" => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    Ok(json!(args["text"].as_str().unwrap_or("").to_uppercase()))
+                }
+                _ => Err(format!("no such op {op}")),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_calls_back_into_the_host() {
+    let state = tempfile::tempdir().unwrap();
+    let spec = WorkerSpec {
+        python: default_python(),
+        flow_dir: fixtures_dir(),
+        env: vec![],
+        state_dir: state.path().to_path_buf(),
+    };
+    let host = Arc::new(WorkerPool::new(spec, 1).with_callbacks(Arc::new(Upper)));
+    // Several calls wait for their callbacks at once on one worker.
+    let calls: Vec<_> = (0..8)
+        .map(|i| {
+            let host = host.clone();
+            tokio::spawn(async move {
+                host.call(entry_call(
+                    "flex_entry:asks_host",
+                    None,
+                    false,
+                    vec![("text", json!(format!("w{i}")))],
+                ))
+                .await
+            })
+        })
+        .collect();
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(value(call.await.unwrap().unwrap()), json!(format!("W{i}")));
+    }
+    match host
+        .call(entry_call(
+            "flex_entry:asks_host_error",
+            None,
+            false,
+            vec![("text", json!("x"))],
+        ))
+        .await
+    {
+        Err(CallError::Tool { message, .. }) => {
+            assert!(
+                message.contains("(HostCallError) no such op fail"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    // Without callbacks the Python side gets an error saying so.
+    let f = pool();
+    match f
+        .pool
+        .call(entry_call(
+            "flex_entry:asks_host",
+            None,
+            false,
+            vec![("text", json!("x"))],
+        ))
+        .await
+    {
+        Err(CallError::Tool { message, .. }) => {
+            assert!(
+                message.contains("created without host callbacks"),
+                "{message}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Answers `connection` and `prompty` like the flowrt host, echoing the prompty request.
+struct FakePrompty;
+
+impl flowrt_python::HostCallbacks for FakePrompty {
+    fn call(&self, op: &str, args: Value) -> flowrt_python::CallbackFuture {
+        let op = op.to_string();
+        Box::pin(async move {
+            match op.as_str() {
+                "connection" => Ok(json!({"name": args["name"], "type": "open_ai"})),
+                "prompty" => {
+                    assert!(args["source"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("flex_ask.prompty"));
+                    // A configuration object goes apart from the model dict: it replaces the
+                    // file's configuration whole.
+                    assert_eq!(
+                        args["configuration"],
+                        json!({"type": "openai", "model": "m1", "connection": "conn"})
+                    );
+                    assert_eq!(args["model"].get("configuration"), None);
+                    let text = format!("echo: {}", args["inputs"]["question"].as_str().unwrap());
+                    if args["model"]["response"] == "all" {
+                        Ok(json!({"raw": true, "output": {
+                            "model": "m1",
+                            "usage": {"prompt_tokens": 7},
+                            "choices": [{"message": {"role": "assistant", "content": text}}],
+                        }}))
+                    } else {
+                        Ok(json!({"output": text}))
+                    }
+                }
+                _ => Err(format!("no such op {op}")),
+            }
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompty_calls_reach_the_host_and_raw_replies_have_attributes() {
+    let state = tempfile::tempdir().unwrap();
+    let spec = WorkerSpec {
+        python: default_python(),
+        flow_dir: fixtures_dir(),
+        env: vec![],
+        state_dir: state.path().to_path_buf(),
+    };
+    let host = WorkerPool::new(spec, 1).with_callbacks(Arc::new(FakePrompty));
+    let out = host
+        .call(entry_call(
+            "flex_entry:uses_prompty",
+            None,
+            false,
+            vec![("question", json!("hi"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(value(out), json!("echo: hi"));
+    let out = host
+        .call(entry_call(
+            "flex_entry:uses_prompty",
+            None,
+            false,
+            vec![("question", json!("hi")), ("response", json!("all"))],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        value(out),
+        json!({"model": "m1", "prompt_tokens": 7, "content": "echo: hi"})
+    );
+}

@@ -11,6 +11,7 @@ mod error;
 mod flows;
 mod metrics;
 mod openapi;
+mod runs;
 mod sessions;
 
 pub use auth::Caller;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     api::routes(state.clone())
         .merge(sessions::routes())
         .merge(flows::routes())
+        .merge(runs::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count,

@@ -32,7 +32,17 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/sessions/{id}/install", "Save requirements {requirements, save_only} and install them."),
     ("get", "/api/v1/sessions/{id}/logs", "The session log from ?offset=N."),
     ("post", "/api/v1/sessions/{id}/test", "Run one line {inputs} in the session, bounded by the request timeout."),
-    ("post", "/api/v1/sessions/{id}/runs", "Start a batch run {name, args} in the session (no overall timeout)."),
+    ("get", "/api/v1/flows", "List the workspace's flows you may see, every version."),
+    ("post", "/api/v1/flows/{name}", "Push a snapshot (a gzip-compressed tar of the flow folder; ?entry=FILE.prompty) as the next version of name."),
+    ("get", "/api/v1/flows/{name}", "Show a flow version (NAME or NAME@vN): inputs, outputs, nodes and edges."),
+    ("get", "/api/v1/runs", "List the runs in your sessions."),
+    ("post", "/api/v1/runs", "Start a batch or evaluation run {session, name, data, data_format, column_mapping, run, variant, resume_from, line_timeout, concurrency} in a session (no overall timeout)."),
+    ("get", "/api/v1/runs/{name}", "Show a run (?session=ID when several sessions have one of that name)."),
+    ("get", "/api/v1/runs/{name}/lines", "A run's per-line records (?offset, limit, status)."),
+    ("get", "/api/v1/runs/{name}/lines/{line}", "One line's record: inputs, outputs, error, node runs with timings and token usage."),
+    ("get", "/api/v1/runs/{name}/metrics", "A run's metrics."),
+    ("get", "/api/v1/runs/{name}/logs", "A run's log from ?offset=N (poll with the returned offset to follow it)."),
+    ("post", "/api/v1/runs/{name}/cancel", "Cancel a running run; finished lines are kept for --resume-from."),
 ];
 
 pub fn document() -> Value {

@@ -248,9 +248,21 @@ impl Manager {
                 ApiErr::bad_request(format!("cannot copy the flow into the session: {e}"))
             })?;
         let connections = self.connections_for(&flow)?;
+        // A prompty flow is a file in its snapshot: the agent loads that file of its copy.
+        let entry = std::path::Path::new(&s.flow_dir)
+            .is_file()
+            .then(|| {
+                std::path::Path::new(&s.flow_dir)
+                    .file_name()
+                    .map(|n| n.to_owned())
+            })
+            .flatten();
         let spec = AgentSpec {
             session_id: id.to_string(),
-            flow_dir: run_flow,
+            flow_dir: match entry {
+                Some(e) => run_flow.join(e),
+                None => run_flow,
+            },
             python,
             workdir,
             size: s.size,
@@ -453,13 +465,6 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/install", post(install))
         .route("/api/v1/sessions/{id}/logs", get(logs))
         .route("/api/v1/sessions/{id}/test", post(test))
-        .route(
-            "/api/v1/sessions/{id}/runs",
-            post(batch).layer(axum::extract::DefaultBodyLimit::max(
-                MAX_BATCH_DATA + 1024 * 1024,
-            )),
-        )
-        .route("/api/v1/sessions/{id}/runs/{name}", get(run_status))
 }
 
 /// A session as the API shows it: the record plus what the manifest says about its base.
@@ -507,7 +512,7 @@ fn view(s: &Session) -> Value {
     v
 }
 
-async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
+pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
     let s = state.sessions.get(id).await?;
     if !caller.may_access(&s.owner) {
         return Err(ApiErr::not_found(format!(
@@ -517,7 +522,7 @@ async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Sessi
     Ok(s)
 }
 
-async fn modifiable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
+pub async fn modifiable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
     let s = visible(state, caller, id).await?;
     if !caller.may_modify(&s.owner) {
         return Err(ApiErr::forbidden(format!(
@@ -770,7 +775,7 @@ async fn update(
     reset(State(state), caller, Path(id)).await
 }
 
-async fn agent_of(s: &Session) -> ApiResult<String> {
+pub async fn agent_of(s: &Session) -> ApiResult<String> {
     match (&s.status, &s.agent_addr) {
         (SessionStatus::Running, Some(addr)) => Ok(addr.clone()),
         _ => Err(ApiErr::conflict(format!(
@@ -1001,165 +1006,4 @@ pub async fn watch(manager: Arc<Manager>, every: Duration) {
         tick.tick().await;
         manager.cull_idle().await;
     }
-}
-
-#[derive(Deserialize)]
-struct BatchRequest {
-    name: String,
-    /// `run create` options: --column-mapping, --run, --concurrency, ... (not --data: the data
-    /// travels in the request, since a sealed session reads no file outside its folder).
-    #[serde(default)]
-    args: Vec<String>,
-    /// The data file's text, and its kind: `jsonl`, `csv` or `tsv`.
-    #[serde(default)]
-    data: Option<String>,
-    #[serde(default)]
-    data_format: Option<String>,
-}
-
-/// The most data one batch request may carry.
-pub const MAX_BATCH_DATA: usize = 256 * 1024 * 1024;
-
-/// A run name is a file name inside the session's folder: nothing that could leave it.
-fn check_run_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiErr::bad_request(format!(
-            "invalid run name '{name}': use letters, digits, '_', '-' and '.' (not leading)"
-        )))
-    }
-}
-
-/// Every line of JSONL batch data must be a JSON object: say which is not, before anything runs.
-fn check_jsonl(text: &str) -> ApiResult<()> {
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(_)) => {}
-            Ok(_) => {
-                return Err(ApiErr::bad_request(format!(
-                    "data line {}: not a JSON object; each line of a .jsonl file is one row, like {{\"question\": \"...\"}}",
-                    i + 1
-                )))
-            }
-            Err(e) => {
-                return Err(ApiErr::bad_request(format!(
-                    "data line {}: not valid JSON: {e}",
-                    i + 1
-                )))
-            }
-        }
-    }
-    Ok(())
-}
-
-/// A batch run of this session, as its `run.json` says.
-async fn run_status(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path((id, name)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    visible(&state, &caller, &id).await?;
-    check_run_name(&name)?;
-    let path = state
-        .sessions
-        .workdir(&id)
-        .join("runs")
-        .join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&path).map_err(|_| {
-        ApiErr::not_found(format!(
-            "run '{name}' does not exist in session '{id}' (yet); `flowrt session logs {id}` shows the session's log"
-        ))
-    })?;
-    let mut meta: Value =
-        serde_json::from_str(&text).map_err(|e| ApiErr::internal("reading the run's record", e))?;
-    // The session folder's paths mean nothing to a client.
-    if let Some(o) = meta.as_object_mut() {
-        o.remove("pid");
-    }
-    Ok(Json(meta))
-}
-
-/// A batch run in the session: no overall timeout; it runs as the agent's child, so a server
-/// restart does not interrupt it.
-async fn batch(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    Json(req): Json<BatchRequest>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let s = modifiable(&state, &caller, &id).await?;
-    let addr = agent_of(&s).await?;
-    check_run_name(&req.name)?;
-    let mut args = req.args;
-    if let Some(bad) = args.iter().find(|a| {
-        let flag = a.split('=').next().unwrap_or("");
-        matches!(
-            flag,
-            "--flow"
-                | "--python"
-                | "--name"
-                | "--session"
-                | "--server"
-                | "--data"
-                | "--output-dir"
-                | "--connections-stdin"
-        )
-    }) {
-        return Err(ApiErr::bad_request(format!(
-            "'{bad}' is set by the session; leave it out (the data travels in the request)"
-        )));
-    }
-    if let Some(data) = req.data {
-        let ext = match req.data_format.as_deref().unwrap_or("jsonl") {
-            f @ ("jsonl" | "csv" | "tsv") => f,
-            other => {
-                return Err(ApiErr::bad_request(format!(
-                    "data_format '{other}' is not one of jsonl, csv, tsv"
-                )))
-            }
-        };
-        if ext == "jsonl" {
-            check_jsonl(&data)?;
-        }
-        let dir = state.sessions.workdir(&id).join("data");
-        let path = dir.join(format!("{}.{ext}", req.name));
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::write(&path, data))
-            .map_err(|e| ApiErr::internal("saving the batch data", e))?;
-        args.extend(["--data".to_string(), path.display().to_string()]);
-    }
-    let body = json!({"name": req.name, "args": args});
-    let token = backend::read_token(&state.sessions.workdir(&id));
-    let (status, v) = client::request(
-        &addr,
-        &token,
-        "POST",
-        "/batch",
-        Some(&body),
-        Duration::from_secs(10),
-    )
-    .await
-    .map_err(|e| ApiErr::internal("starting the batch run", e))?;
-    if status == 400 {
-        return Err(ApiErr::bad_request(
-            v["message"]
-                .as_str()
-                .unwrap_or("the batch run did not start"),
-        ));
-    }
-    if status != 200 {
-        return Err(ApiErr::internal("starting the batch run", v));
-    }
-    let _ = state.store.touch_session(&id).await;
-    Ok((StatusCode::ACCEPTED, Json(v)))
 }

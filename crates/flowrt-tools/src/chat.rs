@@ -66,11 +66,11 @@ pub fn render_prompt_result(
         .map(|(k, v)| (k.clone(), v.value.clone()))
         .collect();
     let text = crate::render_prompt(template, &plain)?;
-    let dict = escape_dict(vars, false);
+    let dict = escape_dict(vars, Walk::OPEN_AI);
     if dict.is_empty() {
         return Ok((text, None));
     }
-    let ctx = escaped_context(vars, false, &dict);
+    let ctx = escaped_context(vars, Walk::OPEN_AI, &dict);
     let escaped = render_with(
         template,
         minijinja::Value::from_serialize(&ctx),
@@ -81,7 +81,7 @@ pub fn render_prompt_result(
 
 /// The escape tokens for these variables: roles found in flow-input values, plus those carried by
 /// prompt results.
-fn escape_dict(vars: &IndexMap<String, TemplateVar>, lists: bool) -> EscapeDict {
+fn escape_dict(vars: &IndexMap<String, TemplateVar>, walk: Walk) -> EscapeDict {
     let mut dict = EscapeDict::new();
     for var in vars.values() {
         if let Some(p) = &var.prompt {
@@ -89,7 +89,7 @@ fn escape_dict(vars: &IndexMap<String, TemplateVar>, lists: bool) -> EscapeDict 
         }
     }
     for var in vars.values().filter(|v| v.escape_roles) {
-        collect_roles(&var.value, lists, &mut dict);
+        collect_roles(&var.value, walk, &mut dict);
     }
     dict
 }
@@ -98,14 +98,14 @@ fn escape_dict(vars: &IndexMap<String, TemplateVar>, lists: bool) -> EscapeDict 
 /// replaced by their escaped rendering.
 fn escaped_context<'a>(
     vars: &'a IndexMap<String, TemplateVar>,
-    lists: bool,
+    walk: Walk,
     dict: &EscapeDict,
 ) -> IndexMap<&'a str, Value> {
     vars.iter()
         .map(|(k, v)| {
             let value = match &v.prompt {
                 Some(p) => Value::String(p.escaped.clone()),
-                None if v.escape_roles && !dict.is_empty() => escape_value(&v.value, lists, dict),
+                None if v.escape_roles && !dict.is_empty() => escape_value(&v.value, walk, dict),
                 None => v.value.clone(),
             };
             (k.as_str(), value)
@@ -122,6 +122,38 @@ pub enum ChatFlavor {
     #[default]
     OpenAi,
     AzureOpenAi,
+}
+
+/// Which containers role escaping looks into.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Walk {
+    lists: bool,
+    objects: bool,
+}
+
+impl Walk {
+    const OPEN_AI: Walk = Walk {
+        lists: false,
+        objects: true,
+    };
+    /// A `.prompty` (promptflow-core's `Escaper`) escapes top-level strings only: values inside
+    /// lists and dicts are left as they are.
+    pub(crate) const PROMPTY: Walk = Walk {
+        lists: false,
+        objects: false,
+    };
+}
+
+impl ChatFlavor {
+    fn walk(self) -> Walk {
+        match self {
+            ChatFlavor::OpenAi => Walk::OPEN_AI,
+            ChatFlavor::AzureOpenAi => Walk {
+                lists: true,
+                objects: true,
+            },
+        }
+    }
 }
 
 fn cached(cell: &'static OnceLock<Option<Regex>>, pattern: &str) -> Option<&'static Regex> {
@@ -185,7 +217,7 @@ fn new_token() -> String {
     )
 }
 
-fn collect_roles(value: &Value, lists: bool, dict: &mut EscapeDict) {
+fn collect_roles(value: &Value, walk: Walk, dict: &mut EscapeDict) {
     match value {
         Value::String(s) => {
             let Some(re) = separator_re() else { return };
@@ -198,13 +230,17 @@ fn collect_roles(value: &Value, lists: bool, dict: &mut EscapeDict) {
                 }
             }
         }
-        Value::Object(map) => map.values().for_each(|v| collect_roles(v, lists, dict)),
-        Value::Array(items) if lists => items.iter().for_each(|v| collect_roles(v, lists, dict)),
+        Value::Object(map) if walk.objects => {
+            map.values().for_each(|v| collect_roles(v, walk, dict))
+        }
+        Value::Array(items) if walk.lists => {
+            items.iter().for_each(|v| collect_roles(v, walk, dict))
+        }
         _ => {}
     }
 }
 
-fn escape_value(value: &Value, lists: bool, dict: &EscapeDict) -> Value {
+fn escape_value(value: &Value, walk: Walk, dict: &EscapeDict) -> Value {
     match value {
         Value::String(s) => {
             let mut s = s.clone();
@@ -213,13 +249,13 @@ fn escape_value(value: &Value, lists: bool, dict: &EscapeDict) -> Value {
             }
             Value::String(s)
         }
-        Value::Object(map) => Value::Object(
+        Value::Object(map) if walk.objects => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), escape_value(v, lists, dict)))
+                .map(|(k, v)| (k.clone(), escape_value(v, walk, dict)))
                 .collect(),
         ),
-        Value::Array(items) if lists => {
-            Value::Array(items.iter().map(|v| escape_value(v, lists, dict)).collect())
+        Value::Array(items) if walk.lists => {
+            Value::Array(items.iter().map(|v| escape_value(v, walk, dict)).collect())
         }
         other => other.clone(),
     }
@@ -247,14 +283,23 @@ pub fn build_chat_messages_for(
     vars: &IndexMap<String, TemplateVar>,
     flavor: ChatFlavor,
 ) -> Result<Vec<Value>, ToolError> {
-    let lists = flavor == ChatFlavor::AzureOpenAi;
-    let dict = escape_dict(vars, lists);
-    let ctx = escaped_context(vars, lists, &dict);
-    let style = if lists {
-        ListStyle::ChatLines
-    } else {
-        ListStyle::Repr
+    let style = match flavor {
+        ChatFlavor::OpenAi => ListStyle::Repr,
+        ChatFlavor::AzureOpenAi => ListStyle::ChatLines,
     };
+    build_messages_with(template, vars, flavor.walk(), style)
+}
+
+/// Render and split a chat template, escaping role markers in the containers `walk` names and
+/// printing lists in `style`.
+pub(crate) fn build_messages_with(
+    template: &str,
+    vars: &IndexMap<String, TemplateVar>,
+    walk: Walk,
+    style: ListStyle,
+) -> Result<Vec<Value>, ToolError> {
+    let dict = escape_dict(vars, walk);
+    let ctx = escaped_context(vars, walk, &dict);
     let rendered = render_with(template, minijinja::Value::from_serialize(&ctx), style).map_err(
         |e| match e {
             ToolError::Template { message, line } => ToolError::Template {

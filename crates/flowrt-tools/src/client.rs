@@ -184,7 +184,7 @@ impl Default for LlmClient {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
+pub(crate) enum Op {
     Chat,
     Completion,
     Embedding,
@@ -200,9 +200,9 @@ impl Op {
     }
 }
 
-struct Endpoint {
-    url: String,
-    headers: Vec<(&'static str, String)>,
+pub(crate) struct Endpoint {
+    pub(crate) url: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
     secret: Option<String>,
 }
 
@@ -239,7 +239,7 @@ fn required<'c>(conn: &'c Connection, key: &str) -> Result<&'c str, ToolError> {
     })
 }
 
-fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<Endpoint, ToolError> {
+pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<Endpoint, ToolError> {
     let api_key = required(conn, "api_key")?.to_string();
     match conn.kind {
         ConnectionKind::AzureOpenAi => {
@@ -312,7 +312,7 @@ fn encode_segment(s: &str) -> String {
     out
 }
 
-fn excerpt(text: &str, max: usize) -> String {
+pub(crate) fn excerpt(text: &str, max: usize) -> String {
     let text = text.trim();
     if text.chars().count() <= max {
         return text.to_string();
@@ -382,7 +382,7 @@ fn describe(err: &reqwest::Error) -> String {
     msg
 }
 
-fn usage_of(resp: &Value) -> Option<Usage> {
+pub(crate) fn usage_of(resp: &Value) -> Option<Usage> {
     let u = resp.get("usage")?;
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     Some(Usage {
@@ -392,7 +392,7 @@ fn usage_of(resp: &Value) -> Option<Usage> {
     })
 }
 
-fn first_choice<'v>(resp: &'v Value, url: &str) -> Result<&'v Value, ToolError> {
+pub(crate) fn first_choice<'v>(resp: &'v Value, url: &str) -> Result<&'v Value, ToolError> {
     resp.get("choices")
         .and_then(|c| c.get(0))
         .ok_or_else(|| ToolError::BadResponse {
@@ -518,72 +518,13 @@ impl LlmClient {
     /// Run an `llm` node with `stream: true`: the reply's content pieces as they arrive
     /// (chat: `delta.content`, completion: `text`). Retries apply until the response starts.
     pub async fn run_llm_stream(&self, call: LlmCall<'_>) -> Result<ContentStream, ToolError> {
-        use futures::StreamExt;
         let prepared = self.prepare(call, true)?;
         let resp = self.send(&prepared.endpoint, &prepared.body).await?;
-        let url = prepared.endpoint.url.clone();
-        let chat = prepared.chat;
-        let state = (resp.bytes_stream().boxed(), Vec::<u8>::new(), false);
-        let stream = futures::stream::unfold(state, move |(mut bytes, mut buf, done)| {
-            let url = url.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                loop {
-                    if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buf.drain(..=pos).collect();
-                        let line = String::from_utf8_lossy(&line);
-                        let line = line.trim();
-                        let Some(data) = line.strip_prefix("data:") else {
-                            continue;
-                        };
-                        let data = data.trim();
-                        if data == "[DONE]" {
-                            return None;
-                        }
-                        let piece = match serde_json::from_str::<Value>(data) {
-                            Ok(event) => event
-                                .get("choices")
-                                .and_then(|c| c.get(0))
-                                .and_then(|c| {
-                                    if chat {
-                                        c.get("delta").and_then(|d| d.get("content"))
-                                    } else {
-                                        c.get("text")
-                                    }
-                                })
-                                .and_then(Value::as_str)
-                                .map(String::from),
-                            Err(e) => {
-                                let err = ToolError::BadResponse {
-                                    url: url.clone(),
-                                    message: format!("bad stream event: {e}"),
-                                };
-                                return Some((Err(err), (bytes, buf, true)));
-                            }
-                        };
-                        match piece {
-                            Some(p) => return Some((Ok(p), (bytes, buf, false))),
-                            None => continue,
-                        }
-                    }
-                    match bytes.next().await {
-                        Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
-                        Some(Err(e)) => {
-                            let err = ToolError::Network {
-                                url: url.clone(),
-                                message: describe(&e),
-                                attempts: 1,
-                            };
-                            return Some((Err(err), (bytes, buf, true)));
-                        }
-                        None => return None,
-                    }
-                }
-            }
-        });
-        Ok(Box::pin(stream))
+        Ok(sse_pieces(
+            resp,
+            prepared.endpoint.url.clone(),
+            prepared.chat,
+        ))
     }
 
     /// promptflow's `embedding(connection, input, deployment_name, model)`: the embedding vector
@@ -631,7 +572,11 @@ impl LlmClient {
             })
     }
 
-    async fn post_json(&self, endpoint: &Endpoint, body: &Value) -> Result<Value, ToolError> {
+    pub(crate) async fn post_json(
+        &self,
+        endpoint: &Endpoint,
+        body: &Value,
+    ) -> Result<Value, ToolError> {
         let resp = self.send(endpoint, body).await?;
         let text = resp.text().await.map_err(|e| ToolError::Network {
             url: endpoint.url.clone(),
@@ -648,7 +593,7 @@ impl LlmClient {
     }
 
     /// POST with retries; returns the first 2xx response.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         endpoint: &Endpoint,
         body: &Value,
@@ -745,6 +690,73 @@ impl LlmClient {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+/// The content pieces of a server-sent-events reply (chat: `delta.content`, completion: `text`),
+/// until `[DONE]` or the end of the body.
+pub(crate) fn sse_pieces(resp: reqwest::Response, url: String, chat: bool) -> ContentStream {
+    use futures::StreamExt;
+    let state = (resp.bytes_stream().boxed(), Vec::<u8>::new(), false);
+    let stream = futures::stream::unfold(state, move |(mut bytes, mut buf, done)| {
+        let url = url.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    let line = line.trim();
+                    let Some(data) = line.strip_prefix("data:") else {
+                        continue;
+                    };
+                    let data = data.trim();
+                    if data == "[DONE]" {
+                        return None;
+                    }
+                    let piece = match serde_json::from_str::<Value>(data) {
+                        Ok(event) => event
+                            .get("choices")
+                            .and_then(|c| c.get(0))
+                            .and_then(|c| {
+                                if chat {
+                                    c.get("delta").and_then(|d| d.get("content"))
+                                } else {
+                                    c.get("text")
+                                }
+                            })
+                            .and_then(Value::as_str)
+                            .map(String::from),
+                        Err(e) => {
+                            let err = ToolError::BadResponse {
+                                url: url.clone(),
+                                message: format!("bad stream event: {e}"),
+                            };
+                            return Some((Err(err), (bytes, buf, true)));
+                        }
+                    };
+                    match piece {
+                        Some(p) => return Some((Ok(p), (bytes, buf, false))),
+                        None => continue,
+                    }
+                }
+                match bytes.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => {
+                        let err = ToolError::Network {
+                            url: url.clone(),
+                            message: describe(&e),
+                            attempts: 1,
+                        };
+                        return Some((Err(err), (bytes, buf, true)));
+                    }
+                    None => return None,
+                }
+            }
+        }
+    });
+    Box::pin(stream)
 }
 
 #[cfg(test)]

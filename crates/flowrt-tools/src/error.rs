@@ -51,6 +51,16 @@ pub enum ToolError {
         attempts: u32,
     },
 
+    /// A prompty cannot be run as written or its reply does not fit what it asks for (a
+    /// configuration without an endpoint, a non-JSON reply to `response_format: json_object`, an
+    /// `outputs` key the reply lacks).
+    #[error("{message}")]
+    Prompty {
+        /// promptflow's name for the failure (`InvalidOutputKeyError`, `JSONDecodeError`, ...).
+        kind: &'static str,
+        message: String,
+    },
+
     /// The service answered 2xx with a body this crate does not understand.
     #[error("unexpected response from {url}: {message}")]
     BadResponse { url: String, message: String },
@@ -78,6 +88,24 @@ impl ToolError {
         match self {
             ToolError::Http { attempts, .. } | ToolError::Network { attempts, .. } => *attempts,
             _ => 0,
+        }
+    }
+
+    /// The exception promptflow raises for this failure, for a run's `error_type`:
+    /// `ChatAPIInvalidRoleError` for a chat prompt without valid role lines, `JSONDecodeError`
+    /// for a non-JSON reply to a JSON prompty, and so on; `None` when there is no specific one.
+    pub fn python_type(&self) -> Option<&'static str> {
+        match self {
+            ToolError::Prompty { kind, .. } => Some(kind),
+            ToolError::ChatFormat { message } if message.contains("function role") => {
+                Some("ChatAPIFunctionRoleInvalidFormatError")
+            }
+            ToolError::ChatFormat { message } if message.contains("tool role") => {
+                Some("ChatAPIToolRoleInvalidFormatError")
+            }
+            ToolError::ChatFormat { .. } => Some("ChatAPIInvalidRoleError"),
+            ToolError::Template { .. } => Some("JinjaTemplateError"),
+            _ => None,
         }
     }
 

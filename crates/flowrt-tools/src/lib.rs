@@ -9,7 +9,9 @@
 //!   `name:`/`tool_call_id:`/`tool_calls:` sections, and escaping of role markers inside flow inputs;
 //! - the LLM and embedding HTTP clients ([`LlmClient`]) for `open_ai`, `azure_open_ai` and
 //!   `serverless` connections, with promptflow's parameter handling and retries that honour
-//!   `Retry-After`.
+//!   `Retry-After`;
+//! - `.prompty` files ([`execute_prompty`]): render a loaded [`flowrt_flow::Prompty`], call its
+//!   model and shape the reply as promptflow's `Prompty` does.
 //!
 //! It does not own flow parsing, scheduling, connection storage or Python tools: the executor decides
 //! what to call and passes connections in.
@@ -18,6 +20,7 @@ mod chat;
 mod client;
 mod error;
 mod params;
+mod prompty;
 mod pyfmt;
 mod pylit;
 mod render;
@@ -31,5 +34,9 @@ pub use client::{
     RetryPolicy, Usage,
 };
 pub use error::ToolError;
+pub use prompty::{
+    execute_prompty, execute_prompty_streamed, render_prompty, resolve_prompty_connection,
+    resolve_prompty_inputs, PromptyOutcome,
+};
 pub use pyfmt::py_float_repr;
 pub use render::render_prompt;

@@ -349,7 +349,7 @@ pub(crate) fn completion_body(
     Ok(body)
 }
 
-fn function_call(value: Option<&Value>) -> Result<Value, ToolError> {
+pub(crate) fn function_call(value: Option<&Value>) -> Result<Value, ToolError> {
     match value {
         None | Some(Value::Null) => Ok(json!("auto")),
         Some(Value::String(s)) if s == "auto" || s == "none" => Ok(json!(s)),
@@ -365,7 +365,7 @@ fn function_call(value: Option<&Value>) -> Result<Value, ToolError> {
     }
 }
 
-fn tool_choice(value: Option<&Value>) -> Result<Value, ToolError> {
+pub(crate) fn tool_choice(value: Option<&Value>) -> Result<Value, ToolError> {
     match value {
         None | Some(Value::Null) => Ok(json!("auto")),
         Some(Value::String(s)) if s == "auto" || s == "none" || s == "required" => Ok(json!(s)),
@@ -420,7 +420,7 @@ fn validate_function(param: &str, i: usize, f: &Value) -> Result<(), ToolError> 
     Ok(())
 }
 
-fn validate_functions(functions: &Value) -> Result<(), ToolError> {
+pub(crate) fn validate_functions(functions: &Value) -> Result<(), ToolError> {
     let Value::Array(items) = functions else {
         return Err(ToolError::bad_param("functions", "must be a list"));
     };
@@ -430,7 +430,7 @@ fn validate_functions(functions: &Value) -> Result<(), ToolError> {
     Ok(())
 }
 
-fn validate_tools(tools: &Value) -> Result<(), ToolError> {
+pub(crate) fn validate_tools(tools: &Value) -> Result<(), ToolError> {
     let Value::Array(items) = tools else {
         return Err(ToolError::bad_param("tools", "must be a list"));
     };

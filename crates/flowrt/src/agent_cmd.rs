@@ -171,7 +171,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         eprintln!("session {}: {}", args.session_id, status.describe());
     }
     let merged = crate::includes::Merged::new(&args.flow, &home)?;
-    let flow = Arc::new(merged.load(&LoadOptions::default())?);
+    let mut flow = merged.load(&LoadOptions::default())?;
     let connections_json = serde_json::to_string(&connections.values().collect::<Vec<_>>())?;
     let env = invoker::environment(&flow, &connections)?;
     let spec = invoker::needs_python(&flow).then(|| flowrt_python::WorkerSpec {
@@ -181,6 +181,17 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         state_dir: home.clone(),
     });
     let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, args.workers)?);
+    // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // A flex flow is typed by its entry's signature (a class entry uses its sample.init).
+    if let Err(e) = runtime.block_on(crate::flex::finish(&mut flow, &invoker, None)) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    let flow = Arc::new(flow);
     let log = Arc::new(AgentLog::default());
     let executor = Executor::new(
         flow.clone(),
@@ -212,11 +223,6 @@ pub fn run(args: AgentArgs) -> Result<u8> {
             require_token,
         ))
         .with_state(agent.clone());
-    // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
     let interval = Duration::from_secs_f64(args.long_running_interval.max(0.05));
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -8,8 +8,26 @@ use std::path::{Path, PathBuf};
 
 /// The folder to load the flow from: `flow` itself, or a merged copy when it has includes.
 pub fn materialize(flow: &Path, home: &Path) -> Result<PathBuf> {
+    // A .prompty file is self-contained: it has no additional_includes.
+    if flow.is_file()
+        && flow
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("prompty"))
+    {
+        return Ok(flow.to_path_buf());
+    }
     let (dir, file) = if flow.is_dir() {
-        (flow.to_path_buf(), flow.join("flow.dag.yaml"))
+        let file = [
+            "flow.dag.yaml",
+            "flow.dag.yml",
+            "flow.flex.yaml",
+            "flow.flex.yml",
+        ]
+        .iter()
+        .map(|n| flow.join(n))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| flow.join("flow.dag.yaml"));
+        (flow.to_path_buf(), file)
     } else {
         (
             flow.parent().map(Path::to_path_buf).unwrap_or_default(),

@@ -7,7 +7,7 @@ use flowrt_executor::{
     ArgOrigin, Attachment, Invocation, NodeArg, NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
     DEADLINE_EXCEEDED,
 };
-use flowrt_flow::{env_var_reference, Flow, NodeKind, ToolSource};
+use flowrt_flow::{env_var_reference, Flow, NodeKind, Prompty, PromptyResponse, ToolSource};
 use flowrt_python::{Arg, CallError, Output, ToolCall, WorkerPool, WorkerSpec};
 use flowrt_tools::{LlmApi, LlmCall, LlmClient, PromptEscape, RetryPolicy, TemplateVar};
 use indexmap::IndexMap;
@@ -38,9 +38,15 @@ tokio::task_local! {
 /// Calls the tools of one flow.
 pub struct FlowInvoker {
     templates: HashMap<String, String>,
+    /// Prompty nodes: the loaded file and the connection its configuration resolves to.
+    prompties: HashMap<String, (Arc<Prompty>, Connection)>,
     connections: HashMap<String, Connection>,
     pool: Option<WorkerPool>,
     llm: LlmClient,
+    /// A flex class entry's constructor kwargs (set once the flow is completed).
+    flex_init: std::sync::RwLock<Option<serde_json::Map<String, Value>>>,
+    /// `init:` types of a flex flow, by name.
+    flex_init_types: serde_json::Map<String, Value>,
 }
 
 /// Does this flow need a Python worker at all?
@@ -82,7 +88,16 @@ impl FlowInvoker {
         workers: usize,
     ) -> Result<Self> {
         let mut templates = HashMap::new();
+        let mut prompties = HashMap::new();
         for node in &flow.nodes {
+            if node.kind == NodeKind::Prompty {
+                let rel = node.source.path().unwrap_or_default();
+                let prompty = Prompty::load(&flow.dir.join(rel))?;
+                let conn = flowrt_tools::resolve_prompty_connection(&prompty, |name| {
+                    connections.get(name).cloned()
+                })?;
+                prompties.insert(node.name.clone(), (Arc::new(prompty), conn));
+            }
             if matches!(
                 node.kind,
                 NodeKind::Prompt | NodeKind::Llm | NodeKind::CustomLlm
@@ -117,12 +132,63 @@ impl FlowInvoker {
                 }
             }
         }
+        let llm = LlmClient::new(RetryPolicy::default());
+        let callbacks: Arc<dyn flowrt_python::HostCallbacks> =
+            Arc::new(crate::flex::FlexHost::new(connections.clone(), llm.clone()));
         Ok(FlowInvoker {
             templates,
+            prompties,
             connections,
-            pool: python.map(|spec| WorkerPool::new(spec, workers.max(1))),
-            llm: LlmClient::new(RetryPolicy::default()),
+            pool: python
+                .map(|spec| WorkerPool::new(spec, workers.max(1)).with_callbacks(callbacks)),
+            llm,
+            flex_init: std::sync::RwLock::new(None),
+            flex_init_types: flow
+                .flex
+                .as_ref()
+                .map(|f| f.init_types())
+                .unwrap_or_default(),
         })
+    }
+
+    /// The constructor kwargs a flex class entry is built with.
+    pub fn set_flex_init(&self, init: serde_json::Map<String, Value>) {
+        *self.flex_init.write().unwrap_or_else(|e| e.into_inner()) = Some(init);
+    }
+
+    /// Import a flex flow's entry in a worker and read its signature.
+    pub async fn flex_signature(&self, entry: &str) -> Result<flowrt_flow::EntrySignature> {
+        let pool = self
+            .pool
+            .as_ref()
+            .ok_or_else(|| anyhow!("no Python worker was configured for this flex flow"))?;
+        let out = pool
+            .call(ToolCall {
+                node: entry.to_string(),
+                source: flowrt_python::ToolSource::Signature {
+                    entry: entry.to_string(),
+                },
+                args: Vec::new(),
+                timeout: Some(std::time::Duration::from_secs(600)),
+            })
+            .await
+            .map_err(|e| match e {
+                CallError::Load { message } => anyhow!(message),
+                CallError::Tool {
+                    error_type,
+                    message,
+                    traceback,
+                } => anyhow!("{error_type}: {message}\n{traceback}"),
+                other => anyhow!(other),
+            })?;
+        let value = match out.output {
+            Output::Value(v) => v,
+            Output::Generator { .. } => {
+                bail!("the python worker answered a generator for the signature of '{entry}'")
+            }
+        };
+        serde_json::from_value(value)
+            .with_context(|| format!("the python worker's signature of the flex entry '{entry}'"))
     }
 
     /// Tell `listener` about every LLM retry (what failed, how long the wait is).
@@ -143,6 +209,8 @@ impl FlowInvoker {
         for node in &flow.nodes {
             let source = match &node.source {
                 ToolSource::Package { tool } if tool == EMBEDDING_TOOL => continue,
+                // A flex entry's inputs are the flow's inputs (its init is checked by flex).
+                ToolSource::Entry { .. } => continue,
                 _ if node.kind != NodeKind::Python => continue,
                 ToolSource::Code { path } => flowrt_python::ToolSource::Code { path: path.clone() },
                 ToolSource::Package { tool } | ToolSource::PackageWithPrompt { tool, .. } => {
@@ -216,7 +284,25 @@ impl FlowInvoker {
             ToolSource::Package { tool } | ToolSource::PackageWithPrompt { tool, .. } => {
                 flowrt_python::ToolSource::Package { tool: tool.clone() }
             }
+            ToolSource::Entry { entry, aggregate } => flowrt_python::ToolSource::Entry {
+                entry: entry.clone(),
+                init: self
+                    .flex_init
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+                init_types: self.flex_init_types.clone(),
+                aggregate: *aggregate,
+            },
         };
+        // `__aggregate__`'s dict is the run's metrics, as it is.
+        let aggregate = matches!(
+            call.node.source,
+            ToolSource::Entry {
+                aggregate: true,
+                ..
+            }
+        );
         let args = call
             .args
             .into_iter()
@@ -245,13 +331,28 @@ impl FlowInvoker {
             })
             .await
             .map_err(python_failure)?;
+        let mut metrics = out.metrics;
+        if aggregate {
+            match &out.output {
+                Output::Value(Value::Object(m)) => {
+                    metrics.extend(m.iter().map(|(k, v)| (k.clone(), v.clone())))
+                }
+                Output::Value(Value::Null) => {}
+                other => {
+                    return Err(ToolFailure::new(
+                        "AggregationError",
+                        format!("__aggregate__ must return a dict of metrics, got {other:?}"),
+                    ))
+                }
+            }
+        }
         Ok(ToolOutcome {
             output: match out.output {
                 Output::Value(v) => NodeValue::Value(v),
                 Output::Generator { chunks, joined } => NodeValue::Generator { chunks, joined },
             },
             logs: out.stdout,
-            metrics: out.metrics,
+            metrics,
             usage: None,
             attachment: None,
         })
@@ -343,6 +444,49 @@ impl FlowInvoker {
             let _ = tx.send(piece);
         }
         Ok(ToolOutcome::value(Value::String(whole)))
+    }
+
+    /// A prompty flow's node: render the file with the line's inputs and call its model.
+    async fn prompty(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let node = call.node;
+        let (prompty, connection) = self.prompties.get(&node.name).ok_or_else(|| {
+            ToolFailure::new(
+                "PromptyNotLoaded",
+                format!("node '{}': its .prompty file was not loaded", node.name),
+            )
+        })?;
+        let inputs: IndexMap<String, Value> = call
+            .args
+            .into_iter()
+            .map(|(k, a)| (k, template_var(a).value))
+            .collect();
+        let sink = STREAM_SINK
+            .try_with(|s| s.nodes.contains(&node.name).then(|| s.tx.clone()))
+            .ok()
+            .flatten();
+        let outcome =
+            flowrt_tools::execute_prompty_streamed(&self.llm, prompty, &inputs, connection, sink)
+                .await
+                .map_err(|e| {
+                    ToolFailure::new(e.python_type().unwrap_or("PromptyError"), e.to_string())
+                })?;
+        if prompty.model.response == PromptyResponse::All {
+            // promptflow returns the SDK's ChatCompletion object, which a flow cannot output.
+            return Err(ToolFailure::new(
+                "TypeError",
+                format!(
+                    "Object of type {} is not JSON serializable: {} has `response: all`, which returns the raw completion; a flow output must be JSON\nhint: use `response: first` (the default) to output the reply's text",
+                    if prompty.model.api == flowrt_flow::PromptyApi::Chat { "ChatCompletion" } else { "Completion" },
+                    prompty.path.display()
+                ),
+            ));
+        }
+        Ok(ToolOutcome {
+            usage: outcome.usage.map(|u| {
+                serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
+            }),
+            ..ToolOutcome::value(outcome.output)
+        })
     }
 
     async fn embedding(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
@@ -461,6 +605,7 @@ impl FlowInvoker {
                     .map_err(|e| ToolFailure::new("TemplateError", e.to_string()))
             }
             (NodeKind::Llm, _) => self.llm(call).await,
+            (NodeKind::Prompty, _) => self.prompty(call).await,
             (NodeKind::Python, ToolSource::Package { tool }) if tool == EMBEDDING_TOOL => {
                 self.embedding(call).await
             }

@@ -4,12 +4,14 @@
 mod agent_cmd;
 mod data;
 mod env_cmd;
+mod flex;
 mod fmt;
 mod includes;
 mod invoker;
 mod push;
 mod remote;
 mod run_cmd;
+mod run_view;
 mod runs;
 mod serve_cmd;
 mod session_cmd;
@@ -128,7 +130,8 @@ enum FlowCommand {
     },
     /// Check a flow without running it: YAML, references, tool files, cycles.
     Validate {
-        /// The flow folder (holding flow.dag.yaml) or the flow.dag.yaml file.
+        /// The flow folder (holding flow.dag.yaml or flow.flex.yaml), that file, or a .prompty
+        /// file. A flex flow's entry is imported (in a Python worker) to check its signature.
         flow: PathBuf,
     },
 }
@@ -227,7 +230,7 @@ fn count(n: usize, noun: &str) -> String {
 fn validate(flow_dir: &std::path::Path) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     let merged = includes::Merged::new(flow_dir, &home)?;
-    let flow = merged.load(&Default::default())?;
+    let mut flow = merged.load(&Default::default())?;
     let file = if flow_dir.is_file() {
         flow_dir.to_path_buf()
     } else {
@@ -273,6 +276,10 @@ fn validate(flow_dir: &std::path::Path) -> Result<u8> {
             missing.join("\n"),
             home.display()
         );
+    }
+    // A flex flow's entry is imported to check its signature against the YAML.
+    if flow.kind == flowrt_flow::FlowKind::Flex {
+        flex::check_entry(&mut flow, &home)?;
     }
     println!(
         "{}: valid flow with {}, {} and {}",

@@ -31,35 +31,61 @@ pub enum RunCommand {
     /// by `run show-details`); 1 the run failed (every line failed), or any line failed with
     /// --strict; 2 bad input (flow, data, mapping); 130 canceled (resume it with --resume-from).
     Create(Box<CreateArgs>),
-    /// List runs.
+    /// List runs: those made here and, with a server configured, those in your sessions.
     List {
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// The server whose session runs to list too (default: FLOWRT_SERVER, when set).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Show a run's status and counts.
     Show {
+        /// The run's name (`flowrt run list` shows them).
         name: String,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Show a table of a run's lines: status, inputs, outputs, errors.
     ShowDetails {
+        /// The run's name.
         name: String,
         /// Show at most this many lines.
         #[arg(long, default_value_t = 50)]
         max_lines: usize,
+        /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Show a run's metrics (from its aggregation nodes' log_metric calls).
-    ShowMetrics { name: String },
+    ShowMetrics {
+        /// The run's name.
+        name: String,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+    },
     /// Cancel a running run: finished lines are kept and `--resume-from` continues it.
-    Cancel { name: String },
+    Cancel {
+        /// The run's name.
+        name: String,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+    },
 }
 
 #[derive(Args)]
 pub struct CreateArgs {
-    /// The flow folder (with --resume-from: default the resumed run's flow).
+    /// The flow folder or .prompty file (with --resume-from: default the resumed run's flow).
     #[arg(long, required_unless_present_any = ["resume_from", "session"])]
     pub flow: Option<PathBuf>,
     /// The data: .jsonl (one JSON object per line), .csv or .tsv (with --resume-from: default the
@@ -86,6 +112,10 @@ pub struct CreateArgs {
     /// data, column mapping, base run and variant default to RUN's.
     #[arg(long, value_name = "RUN")]
     pub resume_from: Option<String>,
+    /// A flex flow's class entry: a JSON file holding an object of constructor kwargs (default:
+    /// the flow's sample.init; with --resume-from: the resumed run's).
+    #[arg(long, value_name = "FILE.json")]
+    pub init: Option<PathBuf>,
     /// How many lines run at once (default 16: suits LLM-bound flows).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -112,6 +142,9 @@ pub struct CreateArgs {
     /// hands them to a batch run.
     #[arg(long, hide = true)]
     pub connections_stdin: bool,
+    /// Python workers to run (default: one per core); a session passes its size's.
+    #[arg(long, hide = true)]
+    pub workers: Option<usize>,
     /// Run the batch inside this compute session (on the server at --server / FLOWRT_SERVER).
     #[arg(long, value_name = "SESSION_ID")]
     pub session: Option<String>,
@@ -124,154 +157,27 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
     let home = flowrt_store::flowrt_home();
     match cmd {
         RunCommand::Create(args) if args.session.is_some() => {
+            if args.init.is_some() {
+                bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the batch locally to pass constructor kwargs");
+            }
             crate::session_cmd::batch_in_session(*args)
         }
         RunCommand::Create(args) => create(*args, &home),
-        RunCommand::List { json } => {
-            let all = runs::list(&home)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&all)?);
-            } else if all.is_empty() {
-                eprintln!("no runs yet; start one with `flowrt run create --flow DIR --data FILE`");
-            } else {
-                let mut t = crate::fmt::table(
-                    &[
-                        "NAME", "STATUS", "LINES", "DONE", "FAILED", "DURATION", "CREATED",
-                    ],
-                    &["LINES", "DONE", "FAILED", "DURATION"],
-                );
-                for r in all {
-                    t.add_row(vec![
-                        r.name.clone(),
-                        format!("{:?}", r.status),
-                        r.total_lines.to_string(),
-                        r.completed_lines.to_string(),
-                        r.failed_lines.to_string(),
-                        if r.status == RunStatus::Running {
-                            "-".into()
-                        } else {
-                            crate::fmt::seconds(r.duration_s)
-                        },
-                        crate::fmt::timestamp(&r.created),
-                    ]);
-                }
-                crate::fmt::print_table(&t);
-            }
-            Ok(0)
-        }
-        RunCommand::Show { name, json } => {
-            let meta = runs::load(&home, &name)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&meta)?);
-            } else {
-                println!("name:        {}", meta.name);
-                println!("status:      {:?}", meta.status);
-                println!("flow:        {}", meta.flow.display());
-                println!("data:        {}", meta.data.display());
-                if let Some(b) = &meta.base_run {
-                    println!("base run:    {b}");
-                }
-                println!(
-                    "lines:       {} total, {} completed, {} failed",
-                    meta.total_lines, meta.completed_lines, meta.failed_lines
-                );
-                println!("created:     {}", crate::fmt::timestamp(&meta.created));
-                if let Some(f) = &meta.finished {
-                    println!("finished:    {}", crate::fmt::timestamp(f));
-                }
-                println!("duration:    {}", crate::fmt::seconds(meta.duration_s));
-                println!("concurrency: {}", meta.concurrency);
-                println!("output dir:  {}", meta.output_dir.display());
-                if let Some(e) = &meta.error {
-                    println!("error:       {e}");
-                }
-            }
-            Ok(0)
+        RunCommand::List { json, server } => crate::run_view::list(json, server.as_deref(), &home),
+        RunCommand::Show { name, json, server } => {
+            crate::run_view::show(&name, json, server.as_deref(), &home)
         }
         RunCommand::ShowDetails {
             name,
             max_lines,
             json,
-        } => {
-            let meta = runs::load(&home, &name)?;
-            let records = runs::line_records(&meta.output_dir)?;
-            if json {
-                let v: Vec<Value> = records
-                    .into_values()
-                    .take(max_lines)
-                    .map(|mut r| {
-                        if let Some(o) = r.as_object_mut() {
-                            o.remove("aggregation_inputs");
-                        }
-                        r
-                    })
-                    .collect();
-                println!(
-                    "{}",
-                    flowrt_flow::nonfinite::to_json_pretty(&Value::Array(v))
-                );
-                return Ok(0);
-            }
-            let mut t = crate::fmt::table(
-                &["LINE", "STATUS", "DURATION", "INPUTS", "OUTPUTS / ERROR"],
-                &["LINE", "DURATION"],
-            );
-            for r in records.values().take(max_lines) {
-                let detail = match r.get("error").filter(|e| !e.is_null()) {
-                    Some(e) => format!(
-                        "{}: {}",
-                        e["error_type"].as_str().unwrap_or(""),
-                        e["message"].as_str().unwrap_or("")
-                    ),
-                    None => r
-                        .get("outputs")
-                        .map(flowrt_flow::nonfinite::to_json_line)
-                        .unwrap_or_default(),
-                };
-                t.add_row(vec![
-                    r["line_number"].to_string(),
-                    r["status"].as_str().unwrap_or("").to_string(),
-                    match r["duration"].as_f64() {
-                        // Lines that failed before running (mapping, inputs) took no time.
-                        Some(d) if d > 0.0 => crate::fmt::seconds(d),
-                        _ => "-".into(),
-                    },
-                    crate::fmt::clip(&r["inputs"].to_string(), 40),
-                    crate::fmt::clip(&detail, 100),
-                ]);
-            }
-            crate::fmt::print_table(&t);
-            if records.len() > max_lines {
-                println!(
-                    "... {} more lines (--max-lines N)",
-                    records.len() - max_lines
-                );
-            }
-            Ok(0)
+            server,
+        } => crate::run_view::show_details(&name, max_lines, json, server.as_deref(), &home),
+        RunCommand::ShowMetrics { name, server } => {
+            crate::run_view::show_metrics(&name, server.as_deref(), &home)
         }
-        RunCommand::ShowMetrics { name } => {
-            let meta = runs::load(&home, &name)?;
-            let text = fs_err::read_to_string(meta.output_dir.join("metrics.json"))
-                .unwrap_or_else(|_| "{}".into());
-            let v: Value = serde_json::from_str(&text)?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
-            Ok(0)
-        }
-        RunCommand::Cancel { name } => {
-            let meta = runs::load(&home, &name)?;
-            if meta.status != RunStatus::Running {
-                bail!("run '{name}' is {:?}, not running", meta.status);
-            }
-            let pid = i32::try_from(meta.pid)
-                .map(nix::unistd::Pid::from_raw)
-                .map_err(|_| {
-                    anyhow!("run '{name}' records an impossible process id {}", meta.pid)
-                })?;
-            if let Err(e) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
-                bail!("could not signal run '{name}' (process {}): {e}", meta.pid);
-            }
-            eprintln!("cancel requested for run '{name}'; finished lines are kept (resume with --resume-from {name})");
-            Ok(0)
+        RunCommand::Cancel { name, server } => {
+            crate::run_view::cancel(&name, server.as_deref(), &home)
         }
     }
 }
@@ -461,7 +367,15 @@ fn default_name(flow: &Path) -> String {
     let base = flow
         .canonicalize()
         .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .and_then(|p| {
+            // A .prompty (or flow.dag.yaml) file: named after the file, or its folder.
+            let name = match p.extension() {
+                _ if !p.is_file() => p.file_name(),
+                Some(e) if e.eq_ignore_ascii_case("prompty") => p.file_stem(),
+                _ => p.parent().and_then(Path::file_name),
+            };
+            name.map(|n| n.to_string_lossy().into_owned())
+        })
         .unwrap_or_else(|| "flow".into());
     let base: String = base
         .chars()
@@ -485,8 +399,12 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     // What is not given again is taken from the run being resumed (its data from the copy in
     // its folder, so the original file may have moved).
     let (mut data_file, mut data_shown) = (args.data.clone(), args.data.clone());
+    let mut init = crate::flex::read_init(args.init.as_deref())?;
     if let Some(prev) = &args.resume_from {
         let meta = runs::load(home, prev)?;
+        if init.is_none() {
+            init = meta.init.clone();
+        }
         if data_file.is_none() {
             data_file = Some(meta.output_dir.join("data.jsonl"));
             data_shown = Some(meta.data.clone());
@@ -522,7 +440,61 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     }
     // A flow with additional_includes runs from a merged copy (removed when the run ends).
     let merged = crate::includes::Merged::new(&flow_dir, home)?;
-    let flow = Arc::new(merged.load(&options)?);
+    let mut flow = merged.load(&options)?;
+    let connections = if args.connections_stdin {
+        // Started by a session's agent: a batch never outlives the session that runs it.
+        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
+        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+            bail!("the session that started this run is gone");
+        }
+        invoker::connections_from_stdin()?
+    } else {
+        invoker::load_connections(home)?
+    };
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = match &args.python {
+        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
+            python: python.clone(),
+            flow_dir: flow.dir.clone(),
+            env,
+            state_dir: home.to_path_buf(),
+        }),
+        Some(_) => None,
+        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
+    };
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let retry_slot: Arc<std::sync::OnceLock<(Arc<RunLog>, Arc<RetryCounts>)>> =
+        Arc::new(std::sync::OnceLock::new());
+    let slot = retry_slot.clone();
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
+            move |e| {
+                if let Some((log, retries)) = slot.get() {
+                    retries.record(e);
+                    log.warn(&e.to_string());
+                }
+            },
+        )),
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // A flex flow is typed by its entry's signature before any line runs.
+    if let Err(e) = runtime.block_on(crate::flex::finish(&mut flow, &invoker, init.as_ref())) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    // A flow promptflow would refuse to load (a tool's connection that does not exist) fails
+    // before any line runs.
+    if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    let flow = Arc::new(flow);
     let rows = crate::data::read_rows(&data_file)?;
     let mapping = ColumnMapping::parse(&args.column_mapping, args.run.is_some())?;
 
@@ -576,7 +548,20 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         .clone()
         .unwrap_or_else(|| runs::runs_dir(home).join(&name));
     fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
-    copy_snapshot(&flow.dir, &output_dir.join("snapshot"))?;
+    // The output folder may lie inside the flow folder (`--output-dir out` next to a .prompty):
+    // the snapshot leaves it out.
+    let skip = output_dir.canonicalize().ok();
+    if flow.kind == flowrt_flow::FlowKind::Prompty {
+        // A .prompty is self-contained; its folder may be anything (the current directory).
+        let snapshot = output_dir.join("snapshot");
+        fs_err::create_dir_all(&snapshot)?;
+        fs_err::copy(
+            &flow.file,
+            snapshot.join(flow.file.file_name().unwrap_or_default()),
+        )?;
+    } else {
+        copy_snapshot(&flow.dir, &output_dir.join("snapshot"), skip.as_deref())?;
+    }
     write_jsonl(&output_dir.join("data.jsonl"), &rows)?;
 
     let concurrency = args.concurrency.unwrap_or(16).max(1);
@@ -600,6 +585,7 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         base_run: args.run.clone(),
         resumed_from: args.resume_from.clone(),
         variant: args.variant.clone(),
+        init: init.clone(),
         column_mapping: args
             .column_mapping
             .iter()
@@ -649,39 +635,9 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         );
     }
 
-    let connections = if args.connections_stdin {
-        // Started by a session's agent: a batch never outlives the session that runs it.
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-            bail!("the session that started this run is gone");
-        }
-        invoker::connections_from_stdin()?
-    } else {
-        invoker::load_connections(home)?
-    };
-    let env = invoker::environment(&flow, &connections)?;
-    let spec = match &args.python {
-        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
-            python: python.clone(),
-            flow_dir: flow.dir.clone(),
-            env,
-            state_dir: home.to_path_buf(),
-        }),
-        Some(_) => None,
-        None => invoker::python_spec(&flow, home, env, &mut |m| eprintln!("{m}"))?,
-    };
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    let retry_log = (log.clone(), retries.clone());
-    let invoker = Arc::new(
-        FlowInvoker::new(&flow, connections, spec, workers)?.with_retry_listener(Arc::new(
-            move |e| {
-                retry_log.1.record(e);
-                retry_log.0.warn(&e.to_string());
-            },
-        )),
-    );
+    // The invoker exists before the run log (a flex flow needs its worker for the signature):
+    // its retries reach the log once there is one.
+    let _ = retry_slot.set((log.clone(), retries.clone()));
     let executor = Arc::new(Executor::new(
         flow.clone(),
         invoker.clone(),
@@ -707,20 +663,6 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         stream: args.stream,
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    // A flow promptflow would refuse to load fails the run before any line runs.
-    if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
-        runtime.block_on(invoker.shutdown());
-        log.log(&format!("the flow cannot run: {e}"));
-        meta.status = RunStatus::Failed;
-        meta.error = Some(e.to_string());
-        meta.finished = Some(runs::utc_now());
-        meta.duration_s = started.elapsed().as_secs_f64();
-        runs::save(home, &meta)?;
-        return Err(e);
-    }
     let columns: Arc<std::collections::HashSet<String>> =
         Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
     let rows = Arc::new(rows);
@@ -1036,8 +978,9 @@ fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
     Ok(())
 }
 
-/// Copy the flow folder (without bulky or generated folders) so the run records what it ran.
-fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
+/// Copy the flow folder (without bulky or generated folders, and without `skip`, the run's own
+/// output folder) so the run records what it ran.
+fn copy_snapshot(src: &Path, dst: &Path, skip: Option<&Path>) -> Result<()> {
     fs_err::create_dir_all(dst)?;
     for entry in fs_err::read_dir(src)? {
         let entry = entry?;
@@ -1048,7 +991,10 @@ fn copy_snapshot(src: &Path, dst: &Path) -> Result<()> {
         }
         let ty = entry.file_type()?;
         if ty.is_dir() {
-            copy_snapshot(&entry.path(), &dst.join(&name))?;
+            if skip.is_some() && entry.path().canonicalize().ok().as_deref() == skip {
+                continue;
+            }
+            copy_snapshot(&entry.path(), &dst.join(&name), skip)?;
         } else if ty.is_file() {
             fs_err::copy(entry.path(), dst.join(&name))?;
         }

@@ -30,6 +30,9 @@ pub struct RunMeta {
     pub resumed_from: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// A flex class entry's `--init` kwargs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Map<String, Value>>,
     pub column_mapping: BTreeMap<String, String>,
     pub created: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// The flow folder.
+    /// The flow folder, or a .prompty file.
     pub flow: PathBuf,
     #[arg(long, default_value_t = 8080)]
     pub port: u16,
@@ -36,6 +36,10 @@ pub struct ServeArgs {
     /// Use another variant of a node: '${node_name.variant_id}'.
     #[arg(long)]
     pub variant: Option<String>,
+    /// A flex flow's class entry: a JSON file holding an object of constructor kwargs (default:
+    /// the flow's sample.init).
+    #[arg(long, value_name = "FILE.json")]
+    pub init: Option<PathBuf>,
 }
 
 struct Served {
@@ -56,7 +60,8 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow::anyhow!(e))?);
     }
     let merged = crate::includes::Merged::new(&args.flow, &home)?;
-    let flow = Arc::new(merged.load(&options)?);
+    let mut flow = merged.load(&options)?;
+    let init = crate::flex::read_init(args.init.as_deref())?;
     let connections = invoker::load_connections(&home)?;
     let env = invoker::environment(&flow, &connections)?;
     let spec = invoker::python_spec(&flow, &home, env, &mut |m| eprintln!("{m}"))?;
@@ -64,6 +69,14 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         .map(|n| n.get())
         .unwrap_or(2);
     let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, workers)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    if let Err(e) = runtime.block_on(crate::flex::finish(&mut flow, &invoker, init.as_ref())) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    let flow = Arc::new(flow);
     let executor = Executor::new(
         flow.clone(),
         invoker.clone(),
@@ -90,9 +103,6 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         .route("/version", get(version))
         .route("/swagger.json", get(swagger_json))
         .with_state(served);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
     runtime.block_on(async {
         let addr = format!("{}:{}", args.host, args.port);
         let listener = tokio::net::TcpListener::bind(&addr)
@@ -121,7 +131,13 @@ fn stream_output(flow: &Flow) -> Option<(String, String)> {
             return None;
         };
         let n = flow.node(node)?;
-        let is_llm = matches!(n.kind, NodeKind::Llm | NodeKind::CustomLlm);
+        let is_llm = match n.kind {
+            NodeKind::Llm | NodeKind::CustomLlm => true,
+            // A prompty streams its text reply when it asks for `stream: true`.
+            NodeKind::Prompty => flowrt_flow::Prompty::load(&flow.file)
+                .is_ok_and(|p| p.model.streams() && !p.model.json_response()),
+            _ => false,
+        };
         (is_llm && out.reference.path.is_empty() && !read_by_nodes.contains(node.as_str()))
             .then(|| (name.clone(), node.clone()))
     })
@@ -314,9 +330,13 @@ fn swagger(flow: &Flow) -> Value {
             ValueType::Object => "object",
         }
     }
-    let name = flow
-        .dir
-        .file_name()
+    // A prompty flow is named after its file, a folder flow after its folder.
+    let named_by = if flow.kind == flowrt_flow::FlowKind::Prompty {
+        flow.file.file_stem()
+    } else {
+        flow.dir.file_name()
+    };
+    let name = named_by
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "flow".into());
     let mut props = Map::new();

@@ -667,7 +667,6 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
             .unwrap_or(0);
         format!("{id}_{ms}")
     });
-    let mut forwarded: Vec<String> = Vec::new();
     // The data travels with the request: the session cannot read files on this machine.
     let (data, data_format) = match &args.data {
         Some(d) => {
@@ -683,38 +682,37 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         None => (None, None),
     };
     if args.output_dir.is_some() {
-        bail!("--output-dir cannot be used with --session: a session's runs stay in the session\nhint: `flowrt run create --session ID` prints the run's record when it ends");
+        bail!("--output-dir cannot be used with --session: a session's runs stay in the session\nhint: `flowrt run show NAME` reads it through the server");
     }
+    let mut mapping = serde_json::Map::new();
     for m in &args.column_mapping {
-        forwarded.extend(["--column-mapping".into(), m.clone()]);
+        let (k, v) = m
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--column-mapping '{m}' must be NAME=VALUE"))?;
+        mapping.insert(k.trim().to_string(), json!(v));
     }
-    let options: [(&str, Option<String>); 5] = [
-        ("--run", args.run.clone()),
-        ("--variant", args.variant.clone()),
-        ("--resume-from", args.resume_from.clone()),
-        ("--concurrency", args.concurrency.map(|c| c.to_string())),
-        ("--line-timeout", args.line_timeout.map(|c| c.to_string())),
-    ];
-    for (flag, value) in options {
-        if let Some(v) = value {
-            forwarded.extend([flag.to_string(), v]);
-        }
-    }
+    let request = json!({
+        "session": id,
+        "name": name,
+        "data": data,
+        "data_format": data_format,
+        "column_mapping": mapping,
+        "run": args.run,
+        "variant": args.variant,
+        "resume_from": args.resume_from,
+        "line_timeout": args.line_timeout,
+        "concurrency": args.concurrency,
+    });
+    let strict = args.strict;
     block(async {
-        remote
-            .call(
-                "POST",
-                &format!("/api/v1/sessions/{id}/runs"),
-                Some(json!({"name": name, "args": forwarded, "data": data, "data_format": data_format})),
-            )
-            .await?;
+        remote.call("POST", "/api/v1/runs", Some(request)).await?;
         eprintln!("batch run {name} started in session {id}");
         // The run's record lives in the session; follow it through the server.
         let started = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
             match remote
-                .call("GET", &format!("/api/v1/sessions/{id}/runs/{name}"), None)
+                .call("GET", &format!("/api/v1/runs/{name}?session={id}"), None)
                 .await
             {
                 Ok(meta) if meta["status"] != "Running" => {
@@ -724,7 +722,9 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
                         "run {name} {status}: {} of {} lines completed, {} failed",
                         meta["completed_lines"], meta["total_lines"], meta["failed_lines"]
                     );
+                    let failed = meta["failed_lines"].as_u64().unwrap_or(0);
                     return Ok(match status {
+                        "Completed" if strict && failed > 0 => 1,
                         "Completed" => 0,
                         "Canceled" => 130,
                         _ => 1,

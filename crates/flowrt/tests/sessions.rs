@@ -943,18 +943,22 @@ fn a_session_batch_gets_its_data_in_the_request_and_bad_data_is_named_at_once() 
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("data line 2: not valid JSON"), "{stderr}");
-    // Names that would leave the session's folder, and flags that name server paths, are refused.
+    // The typed run API takes no command line: names that would leave the session's folder,
+    // bad mappings and numbers are refused, and so is another user's session.
     let token = server.token();
     let auth = format!("Bearer {token}");
     for body in [
-        json!({"name": "../x", "args": []}),
-        json!({"name": "a/b", "args": []}),
-        json!({"name": "ok", "args": ["--output-dir", "/tmp/x"]}),
-        json!({"name": "ok", "args": ["--data=/etc/passwd"]}),
+        json!({"session": id, "name": "../x", "data": "{}"}),
+        json!({"session": id, "name": "a/b", "data": "{}"}),
+        json!({"session": id, "name": "ok", "data": "{}", "run": "../other"}),
+        json!({"session": id, "name": "ok", "data": "{}", "column_mapping": {"a=b": "c"}}),
+        json!({"session": id, "name": "ok", "data": "{}", "concurrency": 0}),
+        json!({"session": id, "name": "ok"}),
+        json!({"session": id, "name": "ok", "data": "[1]"}),
     ] {
         let (status, _, text) = http(
             "POST",
-            &format!("{}/api/v1/sessions/{id}/runs", server.url),
+            &format!("{}/api/v1/runs", server.url),
             &[
                 ("authorization", &auth),
                 ("content-type", "application/json"),
@@ -963,6 +967,123 @@ fn a_session_batch_gets_its_data_in_the_request_and_bad_data_is_named_at_once() 
         );
         assert_eq!(status, 400, "{body}: {text}");
     }
+    let (status, _, text) = http(
+        "POST",
+        &format!("{}/api/v1/runs", server.url),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &json!({"session": id, "name": "ok", "args": ["--output-dir", "/tmp/x"], "data": "{}"})
+            .to_string(),
+    );
+    // Unknown fields are not a back door: there is no argv to pass.
+    assert!(status == 202 || status == 400 || status == 422, "{text}");
+    assert!(!Path::new("/tmp/x").exists());
+}
+
+#[test]
+fn session_runs_read_through_the_server_like_local_ones() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("slow");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let data = d.path().join("data.jsonl");
+    std::fs::write(
+        &data,
+        "{\"seconds\": 0}\n{\"seconds\": \"nope\"}\n{\"seconds\": 0}\n",
+    )
+    .unwrap();
+    let out = server.cli(&[
+        "run",
+        "create",
+        "--session",
+        &id,
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "remote",
+        "--column-mapping",
+        "seconds=${data.seconds}",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The client has no record of it: every command reads it through the server.
+    let client_home = tempfile::tempdir().unwrap();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", client_home.path())
+            .env("FLOWRT_SERVER", &server.url)
+            .env("FLOWRT_TOKEN", server.token())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown: Value = serde_json::from_str(&cli(&["run", "show", "remote", "--json"])).unwrap();
+    assert_eq!(shown["status"], "Completed");
+    assert_eq!(shown["session"], id.as_str());
+    assert_eq!(
+        (
+            shown["completed_lines"].as_u64(),
+            shown["failed_lines"].as_u64()
+        ),
+        (Some(2), Some(1))
+    );
+    assert!(
+        shown.get("output_dir").is_none() && shown.get("pid").is_none(),
+        "{shown}"
+    );
+    let list = cli(&["run", "list"]);
+    assert!(list.contains("remote") && list.contains(&id), "{list}");
+    let details = cli(&["run", "show-details", "remote"]);
+    assert!(
+        details.contains("Failed") && details.contains("nope"),
+        "{details}"
+    );
+    let failed: Value =
+        serde_json::from_str(&server.ok(&["run", "show-details", "remote", "--json"])).unwrap();
+    assert_eq!(failed.as_array().unwrap().len(), 3);
+    assert_eq!(cli(&["run", "show-metrics", "remote"]).trim(), "{}");
+    // Lines, one line and logs through the API, as a UI reads them.
+    let auth = format!("Bearer {}", server.token());
+    let (status, _, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/remote/lines?status=Failed", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["total"], 1);
+    assert_eq!(v["lines"][0]["line_number"], 1);
+    let (status, _, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/remote/lines/0", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["outputs"]["slept"],
+        0.0
+    );
+    let (status, _, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/remote/logs", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("concurrency"), "{text}");
 }
 
 #[test]

@@ -44,10 +44,16 @@ impl Env {
     }
 
     pub fn run(&self, args: &[&str]) -> Run {
+        self.run_with_env(args, &[])
+    }
+
+    /// [`Env::run`] with extra environment variables for the process.
+    pub fn run_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
         let out: Output = Command::new(env!("CARGO_BIN_EXE_flowrt"))
             .args(args)
             .env("FLOWRT_HOME", self.home.path())
             .env_remove("FLOWRT_SERVER")
+            .envs(vars.iter().copied())
             .output()
             .expect("flowrt runs");
         Run {
@@ -98,8 +104,9 @@ pub fn flow(name: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, dst)
 }
 
-/// A fake OpenAI server: chat answers `echo: <last user message>`, completion answers
-/// `echo: <prompt>`, embeddings return `[0.6, 0.8]`. The first `fail_first` requests get a 429.
+/// A fake OpenAI server: chat answers `echo: <last user message>` (or, when that message contains
+/// `[[json]]`, the JSON text `{"echo": <message>}`), completion answers `echo: <prompt>`,
+/// embeddings return `[0.6, 0.8]`. The first `fail_first` requests get a 429.
 pub struct FakeOpenAi {
     pub base: String,
     pub requests: Arc<Mutex<Vec<(String, Value)>>>,
@@ -132,6 +139,8 @@ impl FakeOpenAi {
                     continue;
                 }
                 let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                // Routes are matched without the query (Azure's `?api-version=`).
+                let route = path.split('?').next().unwrap_or("").to_string();
                 let mut len = 0usize;
                 loop {
                     let mut h = String::new();
@@ -148,7 +157,7 @@ impl FakeOpenAi {
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 reqs.lock().unwrap().push((path.clone(), body.clone()));
                 if body["stream"] == json!(true)
-                    && path.ends_with("/chat/completions")
+                    && route.ends_with("/chat/completions")
                     && n >= fail_first
                 {
                     // Streamed chat: the reply word by word as server-sent events.
@@ -178,24 +187,29 @@ impl FakeOpenAi {
                         "429 Too Many Requests",
                         json!({"error": {"message": "slow down"}}),
                     )
-                } else if path.ends_with("/chat/completions") {
+                } else if route.ends_with("/chat/completions") {
                     let last = body["messages"]
                         .as_array()
                         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
                         .map(|m| m["content"].as_str().unwrap_or("").to_string())
                         .unwrap_or_default();
+                    let content = if last.contains("[[json]]") {
+                        json!({ "echo": last }).to_string()
+                    } else {
+                        format!("echo: {last}")
+                    };
                     (
                         "200 OK",
-                        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}")}, "finish_reason": "stop"}],
+                        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
                                      "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}),
                     )
-                } else if path.ends_with("/completions") {
+                } else if route.ends_with("/completions") {
                     let prompt = body["prompt"].as_str().unwrap_or("").to_string();
                     (
                         "200 OK",
                         json!({"choices": [{"index": 0, "text": format!("echo: {prompt}"), "finish_reason": "stop"}]}),
                     )
-                } else if path.ends_with("/embeddings") {
+                } else if route.ends_with("/embeddings") {
                     (
                         "200 OK",
                         json!({"data": [{"index": 0, "embedding": [0.6, 0.8]}]}),

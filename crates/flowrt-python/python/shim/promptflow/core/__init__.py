@@ -1,8 +1,19 @@
-"""promptflow.core compatibility: tool, ToolProvider, log_metric."""
+"""promptflow.core compatibility: tool, ToolProvider, log_metric, model configurations and Prompty."""
 
 import sys
 
-__all__ = ["ToolProvider", "log_metric", "tool"]
+from promptflow.core._model_configuration import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
+from promptflow.core._prompty import AsyncPrompty, Prompty
+
+__all__ = [
+    "AsyncPrompty",
+    "AzureOpenAIModelConfiguration",
+    "OpenAIModelConfiguration",
+    "Prompty",
+    "ToolProvider",
+    "log_metric",
+    "tool",
+]
 
 
 def tool(func=None, *, name=None, description=None, type=None, input_settings=None, streaming_option_parameter=None, **kwargs):
@@ -32,5 +43,3 @@ def log_metric(key, value, variant_id=None):
     hooks = sys.modules.get("_flowrt_hooks")
     if hooks is not None:
         hooks.log_metric(key, value, variant_id)
-
-

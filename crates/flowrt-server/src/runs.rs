@@ -1,0 +1,495 @@
+//! Batch and evaluation runs on the server: `/api/v1/runs`. A run executes inside one of the
+//! caller's sessions (sealed, writing only its session folder); it is started from a typed request
+//! (no command-line passthrough) and its records are read back from that folder for its owner.
+
+use crate::auth::Caller;
+use crate::error::{ApiErr, ApiResult};
+use crate::AppState;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowrt_session::{backend, client};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The most data one run request may carry.
+pub const MAX_RUN_DATA: usize = 256 * 1024 * 1024;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/api/v1/runs",
+            get(list)
+                .post(create)
+                .layer(DefaultBodyLimit::max(MAX_RUN_DATA + 1024 * 1024)),
+        )
+        .route("/api/v1/runs/{name}", get(show))
+        .route("/api/v1/runs/{name}/lines", get(lines))
+        .route("/api/v1/runs/{name}/lines/{line}", get(line))
+        .route("/api/v1/runs/{name}/metrics", get(metrics))
+        .route("/api/v1/runs/{name}/logs", get(logs))
+        .route("/api/v1/runs/{name}/cancel", post(cancel))
+}
+
+/// A run name is a file name inside a session's folder: nothing that could leave it.
+pub fn check_run_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiErr::bad_request(format!(
+            "invalid run name '{name}': use letters, digits, '_', '-' and '.' (not leading)"
+        )))
+    }
+}
+
+/// Every line of JSONL batch data must be a JSON object: say which is not, before anything runs.
+pub fn check_jsonl(text: &str) -> ApiResult<()> {
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(_)) => {}
+            Ok(_) => {
+                return Err(ApiErr::bad_request(format!(
+                    "data line {}: not a JSON object; each line of a .jsonl file is one row, like {{\"question\": \"...\"}}",
+                    i + 1
+                )))
+            }
+            Err(e) => {
+                return Err(ApiErr::bad_request(format!(
+                    "data line {}: not valid JSON: {e}",
+                    i + 1
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/runs`: what a batch or evaluation run is.
+#[derive(Deserialize)]
+struct CreateRun {
+    /// The session to run in (the flow is the session's).
+    session: String,
+    name: String,
+    /// The data file's text, and its kind: `jsonl` (default), `csv` or `tsv`. Without data, a
+    /// resumed run reuses its predecessor's.
+    #[serde(default)]
+    data: Option<String>,
+    #[serde(default)]
+    data_format: Option<String>,
+    /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a literal.
+    #[serde(default)]
+    column_mapping: BTreeMap<String, String>,
+    /// The base run of an evaluation (a run of the same session).
+    #[serde(default)]
+    run: Option<String>,
+    /// `${node.variant_id}`.
+    #[serde(default)]
+    variant: Option<String>,
+    #[serde(default)]
+    resume_from: Option<String>,
+    #[serde(default)]
+    line_timeout: Option<f64>,
+    #[serde(default)]
+    concurrency: Option<usize>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<CreateRun>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let s = crate::sessions::modifiable(&state, &caller, &req.session).await?;
+    let addr = crate::sessions::agent_of(&s).await?;
+    let id = s.id.clone();
+    check_run_name(&req.name)?;
+    let workdir = state.sessions.workdir(&id);
+    if workdir
+        .join("runs")
+        .join(format!("{}.json", req.name))
+        .exists()
+    {
+        return Err(ApiErr::conflict(format!(
+            "run '{}' already exists in session '{id}'; pick another name",
+            req.name
+        )));
+    }
+    let mut args: Vec<String> = Vec::new();
+    for (input, value) in &req.column_mapping {
+        if input.is_empty() || input.contains('=') {
+            return Err(ApiErr::bad_request(format!(
+                "column_mapping key '{input}' is not a flow input name"
+            )));
+        }
+        args.extend(["--column-mapping".into(), format!("{input}={value}")]);
+    }
+    for (flag, run) in [("--run", &req.run), ("--resume-from", &req.resume_from)] {
+        if let Some(r) = run {
+            check_run_name(r)?;
+            args.extend([flag.to_string(), r.clone()]);
+        }
+    }
+    if let Some(v) = &req.variant {
+        args.extend(["--variant".into(), v.clone()]);
+    }
+    if let Some(t) = req.line_timeout {
+        if !(t.is_finite() && t > 0.0) {
+            return Err(ApiErr::bad_request(
+                "line_timeout must be a positive number of seconds",
+            ));
+        }
+        args.extend(["--line-timeout".into(), t.to_string()]);
+    }
+    if let Some(c) = req.concurrency {
+        if c == 0 || c > 1024 {
+            return Err(ApiErr::bad_request(
+                "concurrency must be between 1 and 1024",
+            ));
+        }
+        args.extend(["--concurrency".into(), c.to_string()]);
+    }
+    // A session runs as many Python workers as its size allows, however many lines run at once.
+    args.extend(["--workers".into(), s.size.limits().workers.to_string()]);
+    match req.data {
+        Some(data) => {
+            let ext = match req.data_format.as_deref().unwrap_or("jsonl") {
+                f @ ("jsonl" | "csv" | "tsv") => f,
+                other => {
+                    return Err(ApiErr::bad_request(format!(
+                        "data_format '{other}' is not one of jsonl, csv, tsv"
+                    )))
+                }
+            };
+            if ext == "jsonl" {
+                check_jsonl(&data)?;
+            }
+            let dir = workdir.join("data");
+            let path = dir.join(format!("{}.{ext}", req.name));
+            std::fs::create_dir_all(&dir)
+                .and_then(|_| std::fs::write(&path, data))
+                .map_err(|e| ApiErr::internal("saving the batch data", e))?;
+            args.extend(["--data".to_string(), path.display().to_string()]);
+        }
+        None if req.resume_from.is_none() => {
+            return Err(ApiErr::bad_request(
+                "a run needs data (the data file's text in 'data'), unless it resumes another",
+            ))
+        }
+        None => {}
+    }
+    let body = json!({"name": req.name, "args": args});
+    let token = backend::read_token(&workdir);
+    let (status, v) = client::request(
+        &addr,
+        &token,
+        "POST",
+        "/batch",
+        Some(&body),
+        Duration::from_secs(10),
+    )
+    .await
+    .map_err(|e| ApiErr::internal("starting the batch run", e))?;
+    if status == 400 {
+        return Err(ApiErr::bad_request(
+            v["message"]
+                .as_str()
+                .unwrap_or("the batch run did not start"),
+        ));
+    }
+    if status != 200 {
+        return Err(ApiErr::internal("starting the batch run", v));
+    }
+    let _ = state.store.touch_session(&id).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"name": req.name, "session": id})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct Which {
+    /// Which session's run, when several of the caller's sessions have one of this name.
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// A run the caller may see: its folder and record (with its session's id added).
+struct Found {
+    dir: PathBuf,
+    record: Value,
+    pid: Option<u32>,
+}
+
+/// The sessions whose runs the caller may see.
+async fn visible_sessions(
+    state: &AppState,
+    caller: &Caller,
+) -> ApiResult<Vec<flowrt_store::Session>> {
+    let owner = if caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer {
+        None
+    } else {
+        Some(caller.0.id.as_str())
+    };
+    Ok(state.store.list_sessions(owner).await?)
+}
+
+fn read_record(state: &AppState, session: &str, name: &str) -> Option<Found> {
+    let pointer = state
+        .sessions
+        .workdir(session)
+        .join("runs")
+        .join(format!("{name}.json"));
+    let text = std::fs::read_to_string(pointer).ok()?;
+    let mut record: Value = serde_json::from_str(&text).ok()?;
+    let pid = record["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
+    let dir = state.sessions.workdir(session).join("runs").join(name);
+    if let Some(o) = record.as_object_mut() {
+        // Paths inside the session folder and the process id are the server's business.
+        for key in ["pid", "output_dir", "flow", "data"] {
+            o.remove(key);
+        }
+        o.insert("session".into(), json!(session));
+        // A run whose process is gone while it says Running did not finish.
+        if o.get("status").and_then(Value::as_str) == Some("Running")
+            && !pid.is_some_and(backend::is_alive)
+        {
+            o.insert("status".into(), json!("Failed"));
+            o.insert(
+                "error".into(),
+                json!(format!("the run's process is gone; resume it with `flowrt run create --session {session} --resume-from {name}`")),
+            );
+        }
+    }
+    Some(Found { dir, record, pid })
+}
+
+async fn find(state: &AppState, caller: &Caller, name: &str, which: &Which) -> ApiResult<Found> {
+    check_run_name(name)?;
+    let sessions = visible_sessions(state, caller).await?;
+    let mut found: Vec<Found> = sessions
+        .iter()
+        .filter(|s| which.session.as_deref().is_none_or(|w| w == s.id))
+        .filter_map(|s| read_record(state, &s.id, name))
+        .collect();
+    match found.len() {
+        0 => Err(ApiErr::not_found(format!(
+            "run '{name}' does not exist in your sessions; `flowrt run list` shows them"
+        ))),
+        1 => Ok(found.remove(0)),
+        _ => Err(ApiErr::conflict(format!(
+            "run '{name}' exists in several of your sessions ({}); say which with ?session=ID",
+            found
+                .iter()
+                .map(|f| f.record["session"].as_str().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    let mut all = Vec::new();
+    for s in visible_sessions(&state, &caller).await? {
+        let runs = state.sessions.workdir(&s.id).join("runs");
+        let Ok(entries) = std::fs::read_dir(&runs) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            if let Some(name) = file.strip_suffix(".json") {
+                if let Some(f) = read_record(&state, &s.id, name) {
+                    all.push(f.record);
+                }
+            }
+        }
+    }
+    all.sort_by(|a, b| {
+        a["created"]
+            .as_str()
+            .cmp(&b["created"].as_str())
+            .then(a["name"].as_str().cmp(&b["name"].as_str()))
+    });
+    Ok(Json(Value::Array(all)))
+}
+
+async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(which): Query<Which>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(find(&state, &caller, &name, &which).await?.record))
+}
+
+#[derive(Deserialize)]
+struct LinesQuery {
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    /// `Completed` or `Failed`.
+    #[serde(default)]
+    status: Option<String>,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// The run's per-line records in line order (a torn last line of a killed run is skipped).
+fn line_records(dir: &std::path::Path) -> BTreeMap<u64, Value> {
+    let mut out = BTreeMap::new();
+    let Ok(file) = std::fs::File::open(dir.join("line_runs.jsonl")) else {
+        return out;
+    };
+    for l in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+        if let Ok(mut v) = serde_json::from_str::<Value>(&l) {
+            if let Some(n) = v["line_number"].as_u64() {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("aggregation_inputs");
+                }
+                out.insert(n, v);
+            }
+        }
+    }
+    out
+}
+
+async fn lines(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<LinesQuery>,
+) -> ApiResult<Json<Value>> {
+    if let Some(s) = &q.status {
+        if s != "Completed" && s != "Failed" {
+            return Err(ApiErr::bad_request("status must be Completed or Failed"));
+        }
+    }
+    let which = Which {
+        session: q.session.clone(),
+    };
+    let found = find(&state, &caller, &name, &which).await?;
+    let limit = q.limit.min(10_000);
+    let dir = found.dir.clone();
+    let records = tokio::task::spawn_blocking(move || line_records(&dir))
+        .await
+        .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
+    let matching: Vec<Value> = records
+        .into_values()
+        .filter(|r| q.status.as_deref().is_none_or(|s| r["status"] == s))
+        .collect();
+    let total = matching.len();
+    let page: Vec<Value> = matching.into_iter().skip(q.offset).take(limit).collect();
+    Ok(Json(
+        json!({"total": total, "offset": q.offset, "lines": page}),
+    ))
+}
+
+async fn line(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((name, n)): Path<(String, u64)>,
+    Query(which): Query<Which>,
+) -> ApiResult<Json<Value>> {
+    let found = find(&state, &caller, &name, &which).await?;
+    let dir = found.dir.clone();
+    let mut records = tokio::task::spawn_blocking(move || line_records(&dir))
+        .await
+        .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
+    records
+        .remove(&n)
+        .map(Json)
+        .ok_or_else(|| ApiErr::not_found(format!("run '{name}' has no finished line {n} (yet)")))
+}
+
+async fn metrics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(which): Query<Which>,
+) -> ApiResult<Json<Value>> {
+    let found = find(&state, &caller, &name, &which).await?;
+    let text =
+        std::fs::read_to_string(found.dir.join("metrics.json")).unwrap_or_else(|_| "{}".into());
+    Ok(Json(
+        serde_json::from_str(&text).unwrap_or_else(|_| json!({})),
+    ))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    #[serde(default)]
+    session: Option<String>,
+    #[serde(default)]
+    offset: u64,
+}
+
+/// The run's `logs.txt` from `offset` (bytes): poll with the returned offset to follow it.
+async fn logs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> ApiResult<Json<Value>> {
+    let which = Which {
+        session: q.session.clone(),
+    };
+    let found = find(&state, &caller, &name, &which).await?;
+    let bytes = std::fs::read(found.dir.join("logs.txt")).unwrap_or_default();
+    let start = usize::try_from(q.offset)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    // At most 1 MiB a call; the offset says where to go on.
+    let end = (start + 1024 * 1024).min(bytes.len());
+    Ok(Json(json!({
+        "text": String::from_utf8_lossy(&bytes[start..end]),
+        "offset": end,
+        "status": found.record["status"],
+    })))
+}
+
+async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(which): Query<Which>,
+) -> ApiResult<Json<Value>> {
+    let found = find(&state, &caller, &name, &which).await?;
+    let session = found.record["session"].as_str().unwrap_or("").to_string();
+    crate::sessions::modifiable(&state, &caller, &session).await?;
+    if found.record["status"] != "Running" {
+        return Err(ApiErr::conflict(format!(
+            "run '{name}' is {}, not running",
+            found.record["status"].as_str().unwrap_or("finished")
+        )));
+    }
+    let Some(pid) = found.pid.filter(|p| backend::is_alive(*p)) else {
+        return Err(ApiErr::conflict(format!(
+            "run '{name}' has no live process"
+        )));
+    };
+    // SIGTERM: the run stops taking lines, keeps every finished one and can be resumed.
+    backend::terminate(pid);
+    Ok(Json(json!({
+        "name": name,
+        "session": session,
+        "status": "Canceling",
+        "hint": format!("finished lines are kept; `flowrt run create --session {session} --resume-from {name} --name NEW` continues it"),
+    })))
+}

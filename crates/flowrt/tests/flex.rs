@@ -1,0 +1,669 @@
+//! Flex flows (`flow.flex.yaml`) as users see them: `flow test`, `run create`, `flow validate`
+//! and `flow serve` on the real binary with real Python workers.
+
+mod common;
+
+use common::{flow, Env, FakeOpenAi};
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn write_json(dir: &Path, name: &str, v: Value) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, v.to_string()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+fn read_jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A flex flow folder written on the fly.
+fn flex_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn function_entry_typed_by_the_yaml() {
+    let env = Env::new();
+    let (_t, dir) = flow("flex_fn");
+    // "2.5" → 2.5 (double), "true" → True, the YAML default zone B beats the code's A, and
+    // environment_variables reach os.environ as str().
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "weight=2.5",
+        "express=true",
+        "extra=ignored",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({"total": 10.0, "weight_type": "float", "zone": "B", "currency": "EUR", "factor": "2"})
+    );
+    assert!(r.stderr.contains("pricing 2.5 in B"), "{}", r.stderr);
+    // The flow file itself works too; an int becomes a float for a double input.
+    let inputs = write_json(
+        dir.parent().unwrap(),
+        "in.json",
+        json!({"weight": 3, "zone": "A"}),
+    );
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir.join("flow.flex.yaml")),
+        "--inputs-file",
+        &inputs,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["total"], json!(3.0));
+    assert_eq!(r.json()["weight_type"], json!("float"));
+}
+
+#[test]
+fn function_entry_errors() {
+    let env = Env::new();
+    let (_t, dir) = flow("flex_fn");
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "weight=-1"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "Execution failure in 'price': (ValueError) weight must be positive, got -1.0"
+        ),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "weight=1", "zone=Z"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("(KeyError)") && r.stderr.contains("no zone Z"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "weight=heavy"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("input 'weight'"), "{}", r.stderr);
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "express=true"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("missing required input 'weight'"),
+        "{}",
+        r.stderr
+    );
+    // --init is for class entries.
+    let init = write_json(dir.parent().unwrap(), "init.json", json!({"x": 1}));
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "weight=1",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("is a function"), "{}", r.stderr);
+}
+
+#[test]
+fn class_entry_init_sample_and_dataclass_output() {
+    let env = Env::new();
+    let (_t, dir) = flow("flex_cls");
+    let tmp = dir.parent().unwrap();
+    // The YAML default times=1 beats the code default 3.
+    let init = write_json(tmp, "init.json", json!({"prefix": "P"}));
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "word=hi",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"text": "P:hi", "length": 4}));
+    // No init: sample.init (from sample.json); no inputs: sample.inputs.
+    let r = env.run(&["flow", "test", s(&dir)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"text": "S:sample-S:sample", "length": 17}));
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "word=x"]);
+    assert_eq!(r.json(), json!({"text": "S:x-S:x", "length": 7}));
+    // Init values are not converted: "2" stays a string, and str * str fails in the entry.
+    let init = write_json(tmp, "init2.json", json!({"prefix": "P", "times": "2"}));
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "word=hi",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("can't multiply sequence"), "{}", r.stderr);
+    // A missing constructor argument is an initialization error naming it.
+    let init = write_json(tmp, "init3.json", json!({"times": 2}));
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "word=hi",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Failed to initialize flow entry with") && r.stderr.contains("prefix"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn class_entry_batch_aggregates_successful_lines() {
+    let env = Env::new();
+    let (_t, dir) = flow("flex_cls");
+    let tmp = dir.parent().unwrap();
+    let data = tmp.join("data.jsonl");
+    std::fs::write(
+        &data,
+        "{\"w\": \"a\"}\n{\"w\": \"boom\"}\n{\"w\": \"ccc\"}\n",
+    )
+    .unwrap();
+    let init = write_json(tmp, "init.json", json!({"prefix": "B", "times": 2}));
+    let out = tmp.join("out");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(&dir),
+        "--data",
+        s(&data),
+        "--column-mapping",
+        "word=${data.w}",
+        "--init",
+        &init,
+        "--name",
+        "labels1",
+        "--output-dir",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        read_jsonl(&out.join("flow_outputs/output.jsonl")),
+        vec![
+            json!({"line_number": 0, "text": "B:a-B:a", "length": 7}),
+            json!({"line_number": 2, "text": "B:ccc-B:ccc", "length": 11}),
+        ]
+    );
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(
+        metrics,
+        json!({"count": 2, "longest": 11, "texts": ["B:a-B:a", "B:ccc-B:ccc"]})
+    );
+    // Resuming re-runs the failed line with the same init.
+    std::fs::write(&data, "{\"w\": \"a\"}\n{\"w\": \"dd\"}\n{\"w\": \"ccc\"}\n").unwrap();
+    let r = env.run(&[
+        "run",
+        "create",
+        "--resume-from",
+        "labels1",
+        "--data",
+        s(&data),
+        "--name",
+        "labels2",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let rows = read_jsonl(
+        &env.home
+            .path()
+            .join("runs/labels2/flow_outputs/output.jsonl"),
+    );
+    assert_eq!(
+        rows[1],
+        json!({"line_number": 1, "text": "B:dd-B:dd", "length": 9})
+    );
+}
+
+#[test]
+fn async_entry_typed_by_annotations() {
+    let env = Env::new();
+    let (_t, dir) = flow("flex_async");
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "values=[1, 2, 3]",
+        "offset=1",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"doubled": [4, 6, 8], "total": 18}));
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "values=[]"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("values must not be empty"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "values=[1]",
+        "offset=x",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("input 'offset'"), "{}", r.stderr);
+}
+
+#[test]
+fn generator_entry_is_joined() {
+    let env = Env::new();
+    let (_t, dir) = flow("flex_gen");
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "word=abc"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "A.B.C"}));
+}
+
+#[test]
+fn model_configuration_connections_and_the_prompty_callback() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: conn\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        server.base
+    ));
+    let (_t, dir) = flow("flex_model");
+    let tmp = dir.parent().unwrap();
+    let init = write_json(
+        tmp,
+        "i.json",
+        json!({"config": {"connection": "conn", "model": "m1"}}),
+    );
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "question=q",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({"output": "OpenAIModelConfiguration:conn:m1:q"})
+    );
+    // An unknown connection fails the constructor, through the host callback.
+    let bad = write_json(
+        tmp,
+        "b.json",
+        json!({"config": {"connection": "nope", "model": "m"}}),
+    );
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "question=q",
+        "--init",
+        &bad,
+    ]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("Failed to initialize flow entry")
+            && r.stderr.contains("Connection 'nope' is not found"),
+        "{}",
+        r.stderr
+    );
+    // Prompty.__call__ runs in the host: the configuration object's model is the one called.
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "question=q",
+        "use_prompty=true",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "echo: q"}));
+    let requests = server.requests.lock().unwrap();
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].1["model"], "m1");
+}
+
+const ASK_PROMPTY: &str = "---
+name: Ask
+model:
+  api: chat
+  configuration:
+    type: openai
+    connection: from_the_file
+    model: file-model
+  parameters:
+    max_tokens: 10
+inputs:
+  question:
+    type: string
+  tone:
+    type: string
+    default: plain
+---
+system:
+Answer in a {{tone}} tone.
+
+user:
+{{ question }}
+";
+
+const ASK_PY: &str = r#"from pathlib import Path
+
+from promptflow.core import OpenAIModelConfiguration, Prompty
+
+HERE = Path(__file__).parent
+
+
+def ask(question: str, base: str, connection: str = "oai"):
+    # A configuration object replaces the file's configuration whole: its inline endpoint is not
+    # mixed with the file's `connection:` (which would be refused).
+    config = OpenAIModelConfiguration(model="gpt-object", base_url=base + "/v1", api_key="sk-inline")
+    first = Prompty.load(source=HERE / "ask.prompty", model={"configuration": config})(question=question)
+    # A dict merges key by key: the file's type and max_tokens stay.
+    raw = Prompty.load(
+        source=HERE / "ask.prompty",
+        model={
+            "configuration": {"connection": connection, "model": "gpt-dict"},
+            "parameters": {"temperature": 0},
+            "response": "all",
+        },
+    )(question=question, tone="warm")
+    return {
+        "first": first,
+        "content": raw.choices[0].message.content,
+        "prompt_tokens": raw.usage.prompt_tokens,
+        "finish": raw.choices[0].finish_reason,
+    }
+"#;
+
+#[test]
+fn a_flex_entry_runs_a_prompty_through_the_host() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: oai\ntype: open_ai\napi_key: sk-stored\nbase_url: {}/v1\n",
+        server.base
+    ));
+    let dir = flex_dir(&[
+        ("flow.flex.yaml", "entry: ask:ask\n"),
+        ("ask.py", ASK_PY),
+        ("ask.prompty", ASK_PROMPTY),
+    ]);
+    let base = format!("base={}", server.base);
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(dir.path()),
+        "--inputs",
+        "question=Late checkout?",
+        &base,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({
+            "first": "echo: Late checkout?",
+            "content": "echo: Late checkout?",
+            "prompt_tokens": 5,
+            "finish": "stop",
+        })
+    );
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let (path, first) = &requests[0];
+    assert!(path.ends_with("/v1/chat/completions"), "{path}");
+    assert_eq!(first["model"], "gpt-object");
+    assert_eq!(first["max_tokens"], 10);
+    assert_eq!(
+        first["messages"],
+        json!([
+            {"role": "system", "content": "Answer in a plain tone."},
+            {"role": "user", "content": "Late checkout?"},
+        ])
+    );
+    let second = &requests[1].1;
+    assert_eq!(second["model"], "gpt-dict");
+    assert_eq!(second["max_tokens"], 10);
+    assert_eq!(second["temperature"], 0);
+    assert_eq!(second["messages"][0]["content"], "Answer in a warm tone.");
+    drop(requests);
+
+    // A connection the override names that does not exist fails the line, naming it.
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(dir.path()),
+        "--inputs",
+        "question=q",
+        &base,
+        "connection=no_such_conn",
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("ConnectionNotFound") && r.stderr.contains("no_such_conn"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn entry_problems_are_reported_before_running() {
+    let env = Env::new();
+    let missing = flex_dir(&[
+        ("flow.flex.yaml", "entry: not_here:main\n"),
+        (
+            "helpers.py",
+            "def main(text: str) -> str:\n    return text\n",
+        ),
+    ]);
+    let r = env.run(&["flow", "test", s(missing.path()), "--inputs", "text=hi"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("Failed to load python module 'not_here'"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run(&["flow", "validate", s(missing.path())]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not_here"), "{}", r.stderr);
+
+    let dict_return = flex_dir(&[
+        ("flow.flex.yaml", "entry: m:f\n"),
+        ("m.py", "def f(x: int) -> dict:\n    return {'x': x}\n"),
+    ]);
+    let r = env.run(&["flow", "test", s(dict_return.path()), "--inputs", "x=1"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("return annotation 'dict'"),
+        "{}",
+        r.stderr
+    );
+
+    let mismatch = flex_dir(&[
+        (
+            "flow.flex.yaml",
+            "entry: m:f\ninputs:\n  y:\n    type: int\n",
+        ),
+        ("m.py", "def f(x: int):\n    return x\n"),
+    ]);
+    let r = env.run(&["flow", "test", s(mismatch.path()), "--inputs", "y=1"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("Provided signature of inputs does not match the entry"),
+        "{}",
+        r.stderr
+    );
+
+    let (_t, dir) = flow("flex_cls");
+    let r = env.run(&["flow", "validate", s(&dir)]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout
+            .contains("valid flow with 1 input, 1 output and 2 nodes"),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn serve_answers_a_flex_flow() {
+    let env = Env::new();
+    let (_t, dir) = flow("flex_fn");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = env.spawn(&["flow", "serve", s(&dir), "--port", &port.to_string()]);
+    let url = format!("http://127.0.0.1:{port}/score");
+    let body = r#"{"weight": "2"}"#;
+    let mut answer = None;
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Some(reply) = post(port, "/score", body) {
+            answer = Some(reply);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let reply = answer.unwrap_or_else(|| panic!("no answer from {url}"));
+    let v: Value = serde_json::from_str(&reply).unwrap();
+    assert_eq!(v["total"], json!(4.0), "{reply}");
+    assert_eq!(v["zone"], json!("B"), "{reply}");
+}
+
+/// A minimal HTTP POST; `None` while the server is not listening yet.
+fn post(port: u16, path: &str, body: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    Some(body.to_string())
+}
+
+#[test]
+fn generator_class_batch_keeps_outputs_and_aggregates_joined_text() {
+    let env = Env::new();
+    let dir = flex_dir(&[
+        ("flow.flex.yaml", "entry: g:Shout\n"),
+        (
+            "g.py",
+            "class Shout:\n    def __call__(self, word: str):\n        for c in word:\n            yield c.upper()\n\n    def __aggregate__(self, results):\n        return {'joined': '|'.join(results)}\n",
+        ),
+        ("data.jsonl", "{\"word\": \"ab\"}\n{\"word\": \"cd\"}\n"),
+    ]);
+    let out = dir.path().join("out");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(dir.path()),
+        "--data",
+        s(&dir.path().join("data.jsonl")),
+        "--name",
+        "shout",
+        "--output-dir",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        read_jsonl(&out.join("flow_outputs/output.jsonl")),
+        vec![
+            json!({"line_number": 0, "output": "AB"}),
+            json!({"line_number": 1, "output": "CD"}),
+        ]
+    );
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics, json!({"joined": "AB|CD"}));
+}
+
+#[test]
+fn additional_includes_reach_a_flex_entry() {
+    let env = Env::new();
+    let root = tempfile::tempdir().unwrap();
+    let common = root.path().join("common");
+    let dir = root.path().join("flow");
+    std::fs::create_dir_all(&common).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        common.join("shared_words.py"),
+        "def shout(t):\n    return t.upper() + '!'\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("flow.flex.yaml"),
+        "entry: main:run\nadditional_includes:\n- ../common/shared_words.py\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("main.py"),
+        "from shared_words import shout\n\ndef run(text: str) -> str:\n    return shout(text)\n",
+    )
+    .unwrap();
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "text=hey"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "HEY!"}));
+}
+
+#[test]
+fn connection_typed_init_kwargs_become_connections() {
+    let env = Env::new();
+    env.connection("name: cc\ntype: custom\nconfigs:\n  region: north\nsecrets:\n  token: t0k\n");
+    let (_t, dir) = flow("flex_model");
+    std::fs::write(dir.join("flow.flex.yaml"), "entry: conn_user:Region\n").unwrap();
+    let init = write_json(
+        dir.parent().unwrap(),
+        "i.json",
+        json!({"conn": "cc", "suffix": "!"}),
+    );
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "key=region",
+        "--init",
+        &init,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "CustomConnection:north!:t0k"}));
+}
