@@ -119,6 +119,11 @@ fn a_missing_connection_of_a_python_tool_fails_the_flow_before_any_line_runs() {
         .join("runs/missing_conn/flow_outputs")
         .exists());
 
+    // Nor is it served.
+    let r = env.run(&["flow", "serve", dir.to_str().unwrap(), "--port", "0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.trim(), MISSING_CONN);
+
     // With the connection created, the tool gets a connection object.
     env.connection("name: my_missing_conn\ntype: custom\nconfigs: {a: b}\nsecrets: {k: v}\n");
     let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
