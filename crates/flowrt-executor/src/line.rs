@@ -471,6 +471,7 @@ impl<I: ToolInvoker> Executor<I> {
         for (name, out) in &self.flow.outputs {
             let r = &out.reference;
             let value = match &r.source {
+                RefSource::Literal(v) => v.clone(),
                 RefSource::FlowInput(i) => {
                     let root = inputs.get(i).unwrap_or(&Value::Null);
                     value_at(root, &r.path).cloned().map_err(|e| {
@@ -629,6 +630,7 @@ fn resolve<'s>(
     lookup: &impl Fn(&str) -> Option<&'s State>,
 ) -> Result<Resolved, String> {
     match &r.source {
+        RefSource::Literal(v) => Ok(Resolved::Value(v.clone(), ArgOrigin::FlowInput, None)),
         RefSource::FlowInput(i) => {
             let root = inputs
                 .get(i)

@@ -433,3 +433,44 @@ nodes:
     assert_eq!(err.to_string(), "missing required input 'o' (object)");
     assert_eq!(run(&c, json!({"o": "{}"})).await.outputs["back"], json!({}));
 }
+
+#[tokio::test]
+async fn outputs_and_activate_accept_promptflow_literals_and_the_flow_prefix() {
+    // promptflow's contract: an output `reference` that is not `${...}` is the value itself,
+    // `${flow.x}` reads input x, and `activate.when: dummy` / `is: dummy` always runs the node
+    // (even though every node it reads was bypassed).
+    let yaml = r#"
+inputs:
+  q: {type: string}
+outputs:
+  text: {reference: "fixed text"}
+  number: {reference: 42}
+  old_prefix: {reference: "${flow.q}"}
+  always: {reference: "${always.output}"}
+  never: {reference: "${never.output}"}
+nodes:
+- name: off
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {q: "${flow.q}"}
+  activate: {when: "${inputs.q}", is: "other"}
+- name: always
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {x: "${off.output}"}
+  activate: {when: dummy, is: dummy}
+- name: never
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {x: "${inputs.q}"}
+  activate: {when: 1, is: 2}
+"#;
+    let c = case(yaml, None);
+    let r = run(&c, json!({"q": "hi"})).await;
+    assert!(r.succeeded(), "{:?}", r.error);
+    assert_eq!(
+        serde_json::to_value(&r.outputs).unwrap(),
+        json!({"text": "fixed text", "number": 42, "old_prefix": "hi",
+               "always": {"x": "<bypassed>"}, "never": null})
+    );
+}

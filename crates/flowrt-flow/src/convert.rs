@@ -81,10 +81,14 @@ pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
                 .map(Value::Number)
                 .ok_or_else(fail),
             Value::Bool(b) => Ok(Value::from(if *b { 1.0 } else { 0.0 })),
+            // `float("nan")`, `float("inf")`: kept as flowrt carries such floats.
             Value::String(s) => parse_python_float(s)
-                .and_then(Number::from_f64)
-                .map(Value::Number)
+                .map(|f| match Number::from_f64(f) {
+                    Some(n) => Value::Number(n),
+                    None => crate::nonfinite::nonfinite_value(f),
+                })
                 .ok_or_else(fail),
+            other if crate::nonfinite::as_nonfinite(other).is_some() => Ok(other.clone()),
             _ => Err(fail()),
         },
         ValueType::Bool => match value {
@@ -135,10 +139,7 @@ fn parse_python_int(s: &str) -> Option<i64> {
 /// Python's `float(str)`.
 fn parse_python_float(s: &str) -> Option<f64> {
     let t = s.trim().to_ascii_lowercase();
-    match t.trim_start_matches(['+', '-']) {
-        "inf" | "infinity" | "nan" => return None, // not representable in JSON
-        _ => {}
-    }
+    // `inf`, `infinity`, `nan` (signed) parse as in Python; see `crate::nonfinite`.
     t.replace('_', "").parse::<f64>().ok()
 }
 
@@ -156,6 +157,16 @@ mod tests {
         assert!(convert_value(ValueType::Int, &json!("seven")).is_err());
         assert_eq!(ok(ValueType::Double, json!(0)), json!(0.0));
         assert_eq!(ok(ValueType::Double, json!("0.25")), json!(0.25));
+        let inf = crate::nonfinite::nonfinite_value(f64::INFINITY);
+        assert_eq!(
+            ok(ValueType::Double, json!("-Infinity")),
+            crate::nonfinite::nonfinite_value(f64::NEG_INFINITY)
+        );
+        assert_eq!(ok(ValueType::Double, json!(" inf ")), inf);
+        assert_eq!(ok(ValueType::Double, inf.clone()), inf);
+        assert_eq!(ok(ValueType::String, json!(["nan"])), json!("['nan']"));
+        assert_eq!(ok(ValueType::String, inf.clone()), json!("inf"));
+        assert!(convert_value(ValueType::Int, &inf).is_err());
         assert_eq!(ok(ValueType::Bool, json!("False")), json!(false));
         assert!(convert_value(ValueType::Bool, &json!("yes")).is_err());
         assert_eq!(ok(ValueType::String, json!(42)), json!("42"));

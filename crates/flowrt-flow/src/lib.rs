@@ -12,6 +12,7 @@ mod error;
 mod flex;
 pub mod limits;
 mod load;
+pub mod nonfinite;
 mod prompty;
 pub mod pyvalue;
 pub mod reference;

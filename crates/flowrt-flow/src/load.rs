@@ -14,24 +14,34 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 /// Top-level keys promptflow accepts in `flow.dag.yaml`.
+/// Top-level keys promptflow accepts in `flow.dag.yaml`: what its flow contract reads (`id`, `name`,
+/// `message_format`, `tools`, ...) and what its flow schema declares (`display_name`, `tags`, ...).
+/// Keys flowrt has no use for are accepted and ignored, as promptflow does.
 const TOP_LEVEL_KEYS: &[&str] = &[
     "$schema",
+    "id",
+    "name",
+    "display_name",
+    "version",
+    "description",
+    "tags",
+    "type",
+    "language",
+    "message_format",
     "inputs",
     "outputs",
     "nodes",
     "node_variants",
+    "tools",
     "environment_variables",
     "additional_includes",
     "environment",
     "provider",
     "module",
-    "tags",
-    "type",
-    "description",
-    "name",
-    "language",
 ];
 
+/// Node keys promptflow reads (`reduce` is its old name of `aggregation`; `skip` is an old
+/// setting it no longer acts on) or that flow editors write (`comment`, `description`).
 const NODE_KEYS: &[&str] = &[
     "name",
     "type",
@@ -43,10 +53,15 @@ const NODE_KEYS: &[&str] = &[
     "module",
     "activate",
     "aggregation",
+    "reduce",
     "use_variants",
+    "enable_cache",
     "comment",
+    "description",
+    "display_name",
     "tool",
     "enable_kwargs",
+    "skip",
 ];
 
 /// Choices made when loading.
@@ -305,6 +320,15 @@ impl Loader<'_> {
                 );
             }
         }
+        if let Some(language) = map.get("language").and_then(as_str) {
+            if !language.eq_ignore_ascii_case("python") {
+                let line = self.find_line(1, "language", None);
+                self.problem(
+                    line,
+                    format!("language '{language}' is not supported: flowrt runs Python flows (language: python)"),
+                );
+            }
+        }
         let inputs = self.inputs(map.get("inputs"));
         let variants = self.node_variants(map.get("node_variants"));
         let nodes = self.nodes(map.get("nodes"), &variants, options);
@@ -417,14 +441,26 @@ impl Loader<'_> {
             let name = key_string(k);
             let line = self.find_line(section, &name, None);
             let decl = v.as_mapping();
-            let Some(text) = decl.and_then(|m| m.get("reference")).and_then(as_str) else {
+            // As in promptflow, a value that is not `${...}` is the output's value itself.
+            let parsed = match decl.and_then(|m| m.get("reference")) {
+                None => None,
+                Some(Yaml::String(text)) if text.is_empty() => None,
+                Some(Yaml::String(text)) if reference_body(text).is_some() => {
+                    Some(parse_reference(text))
+                }
+                Some(other) => Some(Ok(Reference::literal(
+                    to_json(other),
+                    as_str(other).map_or_else(|| to_json(other).to_string(), str::to_string),
+                ))),
+            };
+            let Some(parsed) = parsed else {
                 self.problem(
                     line,
                     format!("output '{name}' needs a reference such as ${{node_name.output}}"),
                 );
                 continue;
             };
-            match parse_reference(text) {
+            match parsed {
                 Ok(reference) => {
                     out.insert(
                         name,
@@ -605,6 +641,16 @@ impl Loader<'_> {
                 );
                 return None;
             }
+            // Tool types promptflow knows but flowrt does not run.
+            other @ ("csharp" | "typescript" | "action") => {
+                self.problem(
+                    line,
+                    format!(
+                        "node '{name}' has type '{other}', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
+                    ),
+                );
+                return None;
+            }
             other => {
                 self.problem(
                     line,
@@ -686,9 +732,17 @@ impl Loader<'_> {
         let activate = match y.get("activate") {
             None | Some(Yaml::Null) => None,
             Some(a) => {
-                let when = a.get("when").and_then(as_str);
+                // promptflow compares a `when` that is not `${...}` as written: `when: dummy`
+                // with `is: dummy` always runs the node.
+                let when = a.get("when").map(|w| match w {
+                    Yaml::String(s) if reference_body(s).is_some() => parse_reference(s),
+                    other => Ok(Reference::literal(
+                        to_json(other),
+                        as_str(other).map_or_else(|| to_json(other).to_string(), str::to_string),
+                    )),
+                });
                 let is = a.get("is").map(to_json);
-                match (when.map(parse_reference), is) {
+                match (when, is) {
                     (Some(Ok(when)), Some(is)) => Some(Activate { when, is }),
                     (Some(Err(e)), _) => {
                         self.problem(line, format!("node '{name}' activate.when: {e}"));
@@ -697,7 +751,7 @@ impl Loader<'_> {
                     _ => {
                         self.problem(
                             line,
-                            format!("node '{name}': activate needs both 'when' (a reference) and 'is' (a value)"),
+                            format!("node '{name}': activate needs both 'when' (usually a reference) and 'is' (a value)"),
                         );
                         None
                     }
@@ -730,10 +784,10 @@ impl Loader<'_> {
             connection,
             api,
             activate,
-            aggregation: y
-                .get("aggregation")
-                .and_then(Yaml::as_bool)
-                .unwrap_or(false),
+            // `reduce` is promptflow's older name for `aggregation`; either makes one.
+            aggregation: ["aggregation", "reduce"]
+                .iter()
+                .any(|k| y.get(*k).and_then(Yaml::as_bool).unwrap_or(false)),
             variant,
             line,
         })

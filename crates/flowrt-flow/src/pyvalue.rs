@@ -71,6 +71,10 @@ pub fn py_repr(v: &Value) -> String {
 }
 
 fn write_repr(v: &Value, out: &mut String) {
+    if let Some(f) = crate::nonfinite::as_nonfinite(v) {
+        out.push_str(&float_repr(f));
+        return;
+    }
     match v {
         Value::Null => out.push_str("None"),
         Value::Bool(true) => out.push_str("True"),
@@ -152,6 +156,10 @@ pub fn py_json_dumps(v: &Value) -> String {
 }
 
 fn write_json(v: &Value, out: &mut String) {
+    if let Some(f) = crate::nonfinite::as_nonfinite(v) {
+        out.push_str(crate::nonfinite::json_token(f));
+        return;
+    }
     match v {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -225,12 +233,15 @@ fn as_number(v: &Value) -> Option<f64> {
     match v {
         Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         Value::Number(n) => n.as_f64(),
-        _ => None,
+        other => crate::nonfinite::as_nonfinite(other),
     }
 }
 
 /// Python's `a == b` for JSON values: `False == 0`, `2 == 2.0`, `"2" != 2`.
 pub fn py_eq(a: &Value, b: &Value) -> bool {
+    if let (Some(x), Some(y)) = (as_number(a), as_number(b)) {
+        return x == y; // NaN is unequal to everything, itself included
+    }
     match (a, b) {
         (Value::Null, Value::Null) => true,
         (Value::String(x), Value::String(y)) => x == y,
@@ -288,5 +299,17 @@ mod tests {
         assert!(py_eq(&json!(2), &json!(2.0)));
         assert!(!py_eq(&json!("2"), &json!(2)));
         assert!(!py_eq(&json!(true), &json!("true")));
+    }
+
+    #[test]
+    fn nonfinite_floats_like_python() {
+        use crate::nonfinite::nonfinite_value;
+        let nan = nonfinite_value(f64::NAN);
+        let inf = nonfinite_value(f64::INFINITY);
+        assert_eq!(py_str(&json!([nan, inf])), "[nan, inf]");
+        assert_eq!(py_json_dumps(&json!({"x": nan})), r#"{"x": NaN}"#);
+        assert!(!py_eq(&nan, &nan));
+        assert!(py_eq(&inf, &nonfinite_value(f64::INFINITY)));
+        assert!(!py_eq(&inf, &json!(1)));
     }
 }

@@ -19,6 +19,9 @@ pub enum RefSource {
     FlowInput(String),
     /// `${NODE}` or `${NODE.output...}`
     Node(String),
+    /// A value written where a reference usually stands (a flow output's `reference: 42`, an
+    /// `activate.when: dummy`): promptflow uses the value itself.
+    Literal(serde_json::Value),
 }
 
 /// A parsed `${...}` reference.
@@ -42,10 +45,20 @@ impl fmt::Display for Reference {
 
 impl Reference {
     /// The node this reference reads, if any.
+    /// A value used as it is, written as `text` in the flow.
+    pub fn literal(value: serde_json::Value, text: impl Into<String>) -> Self {
+        Reference {
+            source: RefSource::Literal(value),
+            path: Vec::new(),
+            bracket_after_output: false,
+            text: text.into(),
+        }
+    }
+
     pub fn node(&self) -> Option<&str> {
         match &self.source {
             RefSource::Node(n) => Some(n),
-            RefSource::FlowInput(_) => None,
+            RefSource::FlowInput(_) | RefSource::Literal(_) => None,
         }
     }
 }
@@ -77,7 +90,8 @@ pub fn parse_reference(text: &str) -> Result<Reference, String> {
     if head.is_empty() {
         return Err(format!("reference '{text}' has no name"));
     }
-    if head == "inputs" {
+    // `${flow.x}` is promptflow's older spelling of `${inputs.x}` (it still accepts both).
+    if head == "inputs" || head == "flow" {
         // promptflow takes everything after `inputs.` as the input's name: `${inputs.x.a}` names
         // an input called "x.a" (and fails as undeclared), it does not read key `a` of `x`.
         let name = rest
@@ -208,6 +222,13 @@ mod tests {
         assert!(reference_body("hello ${inputs.x}").is_none());
         assert!(reference_body("${ inputs.x }").is_none());
         assert!(reference_body("${}").is_none());
+    }
+
+    #[test]
+    fn flow_prefix_reads_a_flow_input() {
+        let r = parse_reference("${flow.question}").unwrap();
+        assert_eq!(r.source, RefSource::FlowInput("question".into()));
+        assert_eq!(r.text, "${flow.question}");
     }
 
     #[test]

@@ -110,7 +110,7 @@ fn unknown_top_level_key() {
     let yaml = flow(ECHO) + "nodez: []\n";
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:10: unknown top-level key 'nodez'; allowed keys are: $schema, inputs, outputs, nodes, node_variants, environment_variables, additional_includes, environment, provider, module, tags, type, description, name, language"
+        "FLOW/flow.dag.yaml:10: unknown top-level key 'nodez'; allowed keys are: $schema, id, name, display_name, version, description, tags, type, language, message_format, inputs, outputs, nodes, node_variants, tools, environment_variables, additional_includes, environment, provider, module"
     );
 }
 
@@ -259,7 +259,7 @@ fn activate_without_is() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  activate: {when: \"${inputs.t}\"}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a': activate needs both 'when' (a reference) and 'is' (a value)"
+        "FLOW/flow.dag.yaml:6: node 'a': activate needs both 'when' (usually a reference) and 'is' (a value)"
     );
 }
 
@@ -381,5 +381,31 @@ fn deeply_nested_yaml_is_refused_quickly() {
     assert_eq!(
         err,
         "FLOW/flow.dag.yaml:10:1: invalid YAML: collections nested more than 64 deep"
+    );
+}
+
+#[test]
+fn empty_output_reference() {
+    // promptflow refuses an empty reference too (EmptyOutputReference).
+    let yaml = format!(
+        "inputs:\n  t: {{type: string}}\noutputs:\n  o: {{reference: \"\"}}\nnodes:\n{ECHO}"
+    );
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:4: output 'o' needs a reference such as ${node_name.output}"
+    );
+}
+
+#[test]
+fn csharp_nodes_and_flows_are_not_supported() {
+    let yaml = flow("- name: a\n  type: csharp\n  source: {type: package, tool: (Basic)Basic.Flow.HelloWorld}\n");
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:6: node 'a' has type 'csharp', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
+    );
+    let yaml = format!("language: csharp\n{}", flow(ECHO));
+    assert_eq!(
+        error_of(&yaml),
+        "FLOW/flow.dag.yaml:1: language 'csharp' is not supported: flowrt runs Python flows (language: python)"
     );
 }

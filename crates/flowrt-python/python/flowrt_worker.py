@@ -190,7 +190,7 @@ _LOCK = threading.RLock()
 _MODULES = {}  # abs path -> module
 _TOOLS = {}  # (kind, key) -> ToolInfo
 _INSTANCES = {}  # (node, id(cls), init key) -> instance
-_MODULE_COUNTER = [0]
+_PF_MAIN = "__pf_main__"
 
 
 def _is_tool(obj):
@@ -213,20 +213,23 @@ def _load_module(path, node):
         return mod
     if not os.path.isfile(abspath):
         raise LoadError(f"Tool file '{path}' of node '{node}' not found (looked for {abspath})")
-    stem = os.path.splitext(os.path.basename(abspath))[0]
-    name = stem if stem.isidentifier() and stem not in sys.modules else None
-    if name is None:
-        _MODULE_COUNTER[0] += 1
-        name = f"_flowrt_tool_{_MODULE_COUNTER[0]}_{''.join(c if c.isalnum() else '_' for c in stem)}"
-    spec = importlib.util.spec_from_file_location(name, abspath)
+    # As promptflow does, a tool file runs as a module named "__pf_main__" (so its
+    # `if __name__ == "__main__":` block does not run). Unlike promptflow, the module being
+    # loaded is also sys.modules["__pf_main__"], so a dataclass in a tool file that uses
+    # `from __future__ import annotations` can be defined (promptflow fails to load such files).
+    spec = importlib.util.spec_from_file_location(_PF_MAIN, abspath)
     if spec is None or spec.loader is None:
         raise LoadError(f"Cannot load tool file '{path}' of node '{node}': not a Python module")
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
+    previous = sys.modules.get(_PF_MAIN)
+    sys.modules[_PF_MAIN] = mod
     try:
         spec.loader.exec_module(mod)
     except BaseException as exc:
-        sys.modules.pop(name, None)
+        if previous is None:
+            sys.modules.pop(_PF_MAIN, None)
+        else:
+            sys.modules[_PF_MAIN] = previous
         raise LoadError(
             f"Failed to load tool file '{path}' of node '{node}': {type(exc).__name__}: {exc}", _format_tb(exc)
         ) from None
@@ -324,6 +327,8 @@ def _classify(ann):
     simple = _SIMPLE_TYPES.get(ann)
     if simple is not None:
         return simple
+    if isinstance(ann, type) and ann.__name__ == "AssistantDefinition":
+        return "assistant_definition"
     if isinstance(ann, type) and _is_connection_class(ann):
         return ("conn", (ann,))
     origin = typing.get_origin(ann)
@@ -349,7 +354,19 @@ def _is_connection_class(cls):
     name = getattr(cls, "__name__", "")
     if name in _CONNECTION_NAMES:
         return True
-    return name.endswith("Connection") and str(getattr(cls, "__module__", "")).startswith("promptflow")
+    if name.endswith("Connection") and str(getattr(cls, "__module__", "")).startswith("promptflow"):
+        return True
+    # A tool's own connection class: `class MyConnection(CustomStrongTypeConnection)`.
+    return _is_strong_custom(cls)
+
+
+def _is_strong_custom(cls):
+    if not isinstance(cls, type):
+        return False
+    return any(
+        base.__name__ == "CustomStrongTypeConnection" and str(base.__module__).startswith("promptflow")
+        for base in cls.__mro__[1:]
+    )
 
 
 def _find_code_tool(path, node):
@@ -465,6 +482,8 @@ def _convert(kind, value, name, node):
                 if isinstance(parsed, list):
                     return parsed
             raise ValueError("not a list")
+        if kind == "assistant_definition":
+            return _load_assistant_definition(value, name, node) if isinstance(value, str) else value
         if kind == "dict":
             if isinstance(value, str):
                 try:
@@ -479,6 +498,39 @@ def _convert(kind, value, name, node):
     return value
 
 
+def _unknown_connection(node, name, value, label, kind):
+    return (
+        f"Node '{node}' input '{name}': connection {_short_repr(value)} does not exist "
+        f"(tool {label} takes a {_conn_label(kind)} there); create it with "
+        f"`flowrt connection create --file CONN.yaml` or name an existing connection"
+    )
+
+
+def _conn_label(kind):
+    names = [getattr(c, "__name__", str(c)) for c in kind[1]]
+    return " or ".join(names) if names else "connection"
+
+
+def _load_assistant_definition(value, name, node):
+    """A literal for an `AssistantDefinition` parameter names a YAML file in the flow folder."""
+    path = os.path.join(os.getcwd(), str(value))
+    if not os.path.isfile(path):
+        raise InputError(
+            f"Input '{name}' for node '{node}': assistant definition file '{value}' does not exist in the flow folder."
+        )
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        import yaml
+
+        data = yaml.safe_load(text)
+    except ImportError:
+        data = json.loads(text)  # JSON is YAML too; without PyYAML only that form can be read
+    from promptflow.contracts.types import AssistantDefinition
+
+    return AssistantDefinition.deserialize(data or {})
+
+
 def _type_label(kind):
     return {"float": "double", "dict": "object"}.get(kind, kind)
 
@@ -489,10 +541,16 @@ def _short_repr(value):
 
 
 def _connection_class(candidates, class_name):
-    """The annotated class matching the connection's own class, else the connection's own class."""
+    """The annotated class matching the connection's own class, else the connection's own class.
+    A custom connection given to a parameter annotated with a custom strong-type connection class
+    becomes that class, as in promptflow."""
     for cand in candidates:
         if getattr(cand, "__name__", cand) == class_name and isinstance(cand, type):
             return cand
+    if class_name == "CustomConnection":
+        for cand in candidates:
+            if _is_strong_custom(cand):
+                return cand
     from promptflow import connections as pf_connections
 
     return getattr(pf_connections, class_name, None) or pf_connections.CustomConnection
@@ -504,7 +562,7 @@ def _make_connection(kind, arg):
     secrets = dict(arg.get("secrets") or {})
     class_name = arg.get("class") or "CustomConnection"
     cls = _connection_class(kind[1], class_name)
-    if cls.__name__ == "CustomConnection":
+    if cls.__name__ == "CustomConnection" or _is_strong_custom(cls):
         return cls(configs=configs, secrets=secrets, name=name)
     kwargs = dict(configs)
     kwargs.update(secrets)
@@ -532,6 +590,10 @@ def _bind(params, var_kw, args, node, label, into, names_used):
             value = arg.get("v")
             if value is None or value == "":
                 continue
+            if isinstance(param.kind, tuple) and param.kind[0] == "conn":
+                # flowrt sends a literal naming a stored connection as that connection; any
+                # other literal for a connection parameter names one that does not exist.
+                raise LoadError(_unknown_connection(node, name, value, label, param.kind))
             into[name] = _convert(param.kind, value, name, node) if param.kind is not None else value
         elif k == "b":
             if not param.has_default:
@@ -899,6 +961,33 @@ def _is_stream(result):
     return isinstance(result, collections.abc.Iterator)
 
 
+def _join_nested_streams(value, buf, metrics, depth=0):
+    """Generators inside a dict or list output are joined into strings, as promptflow joins a
+    generator flow output (`return {"answer": stream, ...}` read as `${node.output.answer}`)."""
+    if depth > 100:
+        return value
+    if isinstance(value, dict):
+        if not any(isinstance(v, (dict, list)) or _is_stream(v) or inspect.isasyncgen(v) for v in value.values()):
+            return value
+        return {k: _join_nested_streams(v, buf, metrics, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        if not any(isinstance(v, (dict, list)) or _is_stream(v) or inspect.isasyncgen(v) for v in value):
+            return value
+        return [_join_nested_streams(v, buf, metrics, depth + 1) for v in value]
+    if inspect.isasyncgen(value):
+
+        async def _drain(agen=value):
+            _CAPTURE.set(buf)
+            _METRICS.set(metrics)
+            return [chunk async for chunk in agen]
+
+        chunks = asyncio.run_coroutine_threadsafe(_drain(), _event_loop()).result()
+        return "".join(str(c) for c in chunks)
+    if _is_stream(value):
+        return "".join(str(c) for c in value)
+    return value
+
+
 def _default(obj):
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
@@ -919,11 +1008,34 @@ def _default(obj):
     return str(obj)
 
 
+# JSON has no NaN or infinities: they travel as {"__flowrt_float__": "nan" | "inf" | "-inf"}, which
+# flowrt prints as promptflow does (NaN, Infinity, -Infinity) and sends back to tools as floats.
+_NONFINITE_KEY = "__flowrt_float__"
+_NONFINITE = {"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf")}
+
+
+def _nonfinite_marker(value):
+    if math.isnan(value):
+        return {_NONFINITE_KEY: "nan"}
+    return {_NONFINITE_KEY: "inf" if value > 0 else "-inf"}
+
+
+def _revive(obj):
+    """Turn marker objects of a request back into floats."""
+    if isinstance(obj, dict):
+        if len(obj) == 1 and isinstance(obj.get(_NONFINITE_KEY), str) and obj[_NONFINITE_KEY] in _NONFINITE:
+            return _NONFINITE[obj[_NONFINITE_KEY]]
+        return {k: _revive(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_revive(v) for v in obj]
+    return obj
+
+
 def _sanitize(obj, depth=0):
     if depth > 100:
         return str(obj)
     if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+        return obj if math.isfinite(obj) else _nonfinite_marker(obj)
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     if isinstance(obj, dict):
@@ -943,6 +1055,37 @@ def _format_tb(exc):
     while tb is not None and tb.tb_frame.f_code.co_filename == _THIS_FILE:
         tb = tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _check(req):
+    """Before any line runs (promptflow resolves tools when it loads a flow): a literal given to a
+    connection-typed parameter must name a connection. Tools that cannot be loaded are reported by
+    their first call, as before."""
+    rid = req.get("id")
+    node = req.get("node", "")
+    buf = []
+    token = _CAPTURE.set(buf)  # what loading the tool prints is the node's, as in a call
+    try:
+        info = _resolve(req.get("source") or {}, node)
+    except Exception:
+        info = None
+    finally:
+        _CAPTURE.reset(token)
+    ok = _dumps({"id": rid, "ok": True, "output": None, "stdout": "".join(buf), "metrics": []})
+    if info is None:
+        return ok
+    params = dict(info.params)
+    params.update(info.init_params)
+    for name, arg in req.get("args") or []:
+        param = params.get(name)
+        kind = param.kind if param is not None else None
+        value = arg.get("v")
+        if arg.get("k") == "l" and isinstance(kind, tuple) and kind[0] == "conn" and value not in (None, ""):
+            message = _unknown_connection(node, name, value, info.label, kind)
+            return _dumps(
+                {"id": rid, "ok": False, "kind": "load", "error_type": "LoadError", "message": message, "traceback": ""}
+            )
+    return ok
 
 
 def _call(func, kwargs, is_async, buf, metrics):
@@ -994,6 +1137,8 @@ def _run_entry(source, args, buf, metrics):
 
 
 def _execute(req):
+    if req.get("check"):
+        return _check(req)
     rid = req.get("id")
     node = req.get("node", "")
     buf = []
@@ -1009,6 +1154,8 @@ def _execute(req):
                 info = _resolve(source, node)
                 func, kwargs = _prepare(info, node, req.get("args") or [])
                 generator, result = _call(func, kwargs, info.is_async, buf, metrics)
+                if not generator:
+                    result = _join_nested_streams(result, buf, metrics)
         finally:
             _CAPTURE.reset(token_c)
             _METRICS.reset(token_m)
@@ -1247,6 +1394,8 @@ class _Dispatcher:
         if "cb" in req:
             _HOST.deliver(req)
             return None
+        if _NONFINITE_KEY.encode() in line:
+            req = _revive(req)
         return req
 
 

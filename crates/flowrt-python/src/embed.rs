@@ -49,6 +49,14 @@ const FILES: &[(&str, &str)] = &[
         "shim/promptflow/entities/__init__.py",
         include_str!("../python/shim/promptflow/entities/__init__.py"),
     ),
+    (
+        "shim/promptflow/_core/__init__.py",
+        include_str!("../python/shim/promptflow/_core/__init__.py"),
+    ),
+    (
+        "shim/promptflow/_core/tool.py",
+        include_str!("../python/shim/promptflow/_core/tool.py"),
+    ),
 ];
 
 /// Short hash of all embedded files (paths and contents).
@@ -125,5 +133,29 @@ mod tests {
             .unwrap()
             .join("shim/promptflow/core/__init__.py")
             .is_file());
+    }
+
+    #[test]
+    fn every_python_file_is_embedded() {
+        fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, root, out);
+                } else if path.extension().is_some_and(|e| e == "py") {
+                    let rel = path.strip_prefix(root).unwrap();
+                    out.push(rel.to_string_lossy().replace('\\', "/"));
+                }
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+        let mut found = Vec::new();
+        walk(&root, &root, &mut found);
+        for rel in found {
+            assert!(
+                FILES.iter().any(|(p, _)| *p == rel),
+                "python/{rel} is not in embed.rs FILES"
+            );
+        }
     }
 }

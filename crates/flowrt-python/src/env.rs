@@ -390,19 +390,44 @@ pub fn ensure_env_with(
         resolved.base.version,
         version.split_whitespace().next().unwrap_or(&version)
     ));
-    let out = uv
-        .command()
-        .arg("venv")
-        .arg("--python")
-        .arg(&base_python)
-        .arg(&env_dir)
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| EnvError::Venv {
-            path: env_dir.clone(),
-            stderr_tail: format!("cannot run uv: {e}"),
-        })?;
+    // `--seed` puts pip in the environment, as in promptflow's (virtualenv or conda)
+    // environments: some tools shell out to `pip` or `python -m pip`.
+    let venv = |seed: bool| {
+        let mut cmd = uv.command();
+        cmd.arg("venv");
+        if seed {
+            cmd.arg("--seed");
+        }
+        cmd.arg("--python")
+            .arg(&base_python)
+            .arg(&env_dir)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| EnvError::Venv {
+                path: env_dir.clone(),
+                stderr_tail: format!("cannot run uv: {e}"),
+            })
+    };
+    let mut out = venv(true)?;
+    if !out.status.success() {
+        // Seeding needs pip from the index or uv's cache; without them, pip comes from the
+        // Python's own bundled copy (ensurepip) when it has one.
+        progress("could not seed pip into the environment; creating it without pip");
+        if env_dir.exists() {
+            let _ = fs_err::remove_dir_all(&env_dir);
+        }
+        out = venv(false)?;
+        if out.status.success() {
+            let ensurepip = Command::new(&env_python)
+                .args(["-m", "ensurepip", "--default-pip"])
+                .stdin(Stdio::null())
+                .output();
+            if !ensurepip.is_ok_and(|o| o.status.success()) {
+                progress("warning: the environment has no pip (ensurepip is not available)");
+            }
+        }
+    }
     if !out.status.success() {
         return Err(EnvError::Venv {
             path: env_dir,

@@ -312,6 +312,18 @@ impl WorkerPool {
         self.call_on(solo, &call, timeout).await
     }
 
+    /// Check a call before any line runs, as promptflow checks a flow's tools when it loads it:
+    /// a literal given to a connection-typed parameter must name a stored connection (literals
+    /// that do are sent as [`Arg::Connection`]). The tool is loaded but not called; a tool that
+    /// cannot be loaded passes here and fails on its first call. Returns what loading the tool
+    /// printed.
+    pub async fn check(&self, call: ToolCall) -> Result<String, CallError> {
+        let worker = self.pick_worker()?;
+        self.send_on(worker, &call, call.timeout, true)
+            .await
+            .map(|out| out.stdout)
+    }
+
     /// Run a call on `worker`, whose in-flight count already includes it.
     async fn call_on(
         &self,
@@ -319,9 +331,21 @@ impl WorkerPool {
         call: &ToolCall,
         timeout: Option<Duration>,
     ) -> Result<CallOutput, CallError> {
+        self.send_on(worker, call, timeout, false).await
+    }
+
+    /// Send a call (or, with `check`, a check of it) to `worker`, whose in-flight count already
+    /// includes it, and wait for the answer.
+    async fn send_on(
+        &self,
+        worker: Arc<Worker>,
+        call: &ToolCall,
+        timeout: Option<Duration>,
+        check: bool,
+    ) -> Result<CallOutput, CallError> {
         let guard = InflightGuard(worker.clone());
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let line = encode_request(id, call)?;
+        let line = encode_request_as(id, call, check)?;
 
         let (tx, rx) = oneshot::channel();
         {
@@ -797,7 +821,13 @@ fn finish(response: Response) -> Result<CallOutput, CallError> {
     }
 }
 
+#[cfg(test)]
 fn encode_request(id: u64, call: &ToolCall) -> Result<String, CallError> {
+    encode_request_as(id, call, false)
+}
+
+/// The request line for `call`; with `check`, a request to check it without calling the tool.
+fn encode_request_as(id: u64, call: &ToolCall, check: bool) -> Result<String, CallError> {
     let source = match &call.source {
         ToolSource::Code { path } => json!({"type": "code", "path": path}),
         ToolSource::Package { tool } => json!({"type": "package", "tool": tool}),
@@ -833,7 +863,10 @@ fn encode_request(id: u64, call: &ToolCall) -> Result<String, CallError> {
             json!([name, encoded])
         })
         .collect();
-    let request = json!({"id": id, "node": call.node, "source": source, "args": args});
+    let mut request = json!({"id": id, "node": call.node, "source": source, "args": args});
+    if check {
+        request["check"] = Value::Bool(true);
+    }
     let mut line = serde_json::to_string(&request).map_err(|e| CallError::Protocol {
         message: format!("cannot encode the request for node '{}': {e}", call.node),
     })?;

@@ -74,6 +74,22 @@ fn builds_a_venv_once_and_reuses_it() {
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1.16.0");
+    // pip is there too (promptflow flows sometimes shell out to it), as the env's own module.
+    let out = std::process::Command::new(&python_a)
+        .args(["-m", "pip", "--version"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&env_dir.display().to_string()),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(env_dir.join("bin").join("pip").is_file());
 
     // reuse: instant, no progress messages
     let started = Instant::now();

@@ -278,9 +278,11 @@ pub fn describe(flow: &Flow) -> Value {
         })
         .collect();
     let mut edges: Vec<Value> = Vec::new();
+    // A literal (an output or `activate.when` written as a value) reads nothing: no edge.
     let source_of = |s: &RefSource| match s {
-        RefSource::FlowInput(_) => "inputs".to_string(),
-        RefSource::Node(n) => n.clone(),
+        RefSource::FlowInput(_) => Some("inputs".to_string()),
+        RefSource::Node(n) => Some(n.clone()),
+        RefSource::Literal(_) => None,
     };
     let nodes: Vec<Value> = flow
         .nodes
@@ -290,7 +292,9 @@ pub fn describe(flow: &Flow) -> Value {
             for (k, v) in &n.inputs {
                 match v {
                     InputValue::Reference(r) => {
-                        edges.push(json!({"from": source_of(&r.source), "to": n.name, "input": k}));
+                        if let Some(from) = source_of(&r.source) {
+                            edges.push(json!({"from": from, "to": n.name, "input": k}));
+                        }
                         node_inputs.insert(k.clone(), json!(r.to_string()));
                     }
                     InputValue::Literal(l) => {
@@ -298,8 +302,8 @@ pub fn describe(flow: &Flow) -> Value {
                     }
                 }
             }
-            if let Some(a) = &n.activate {
-                edges.push(json!({"from": source_of(&a.when.source), "to": n.name, "activate": true}));
+            if let Some(from) = n.activate.as_ref().and_then(|a| source_of(&a.when.source)) {
+                edges.push(json!({"from": from, "to": n.name, "activate": true}));
             }
             json!({
                 "name": n.name,
@@ -318,8 +322,9 @@ pub fn describe(flow: &Flow) -> Value {
         })
         .collect();
     for (name, o) in &flow.outputs {
-        edges
-            .push(json!({"from": source_of(&o.reference.source), "to": "outputs", "output": name}));
+        if let Some(from) = source_of(&o.reference.source) {
+            edges.push(json!({"from": from, "to": "outputs", "output": name}));
+        }
     }
     json!({"inputs": inputs, "outputs": outputs, "nodes": nodes, "edges": edges})
 }

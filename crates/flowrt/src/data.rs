@@ -29,7 +29,8 @@ fn read_jsonl(path: &Path) -> Result<Vec<Map<String, Value>>> {
         if line.trim().is_empty() {
             continue;
         }
-        let v: Value = serde_json::from_str(line)
+        // NaN and Infinity are read as promptflow (pandas) reads them.
+        let v: Value = flowrt_flow::nonfinite::from_json_text(line)
             .with_context(|| format!("{}:{}: not a JSON object", path.display(), i + 1))?;
         match v {
             Value::Object(m) => rows.push(m),

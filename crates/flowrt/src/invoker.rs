@@ -107,7 +107,23 @@ impl FlowInvoker {
                     .with_context(|| format!("reading the template of node '{}'", node.name))?;
                 templates.insert(node.name.clone(), text);
             }
-            if let Some(conn) = &node.connection {
+            // The unified llm tool and the embedding tool take their connection as an input.
+            let input_connection = match (&node.kind, &node.source) {
+                (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. })
+                    if tool == LLM_TOOL =>
+                {
+                    true
+                }
+                (NodeKind::Python, ToolSource::Package { tool }) => tool == EMBEDDING_TOOL,
+                _ => false,
+            };
+            let named = match node.inputs.get("connection") {
+                Some(flowrt_flow::InputValue::Literal(Value::String(s))) if input_connection => {
+                    Some(s)
+                }
+                _ => None,
+            };
+            if let Some(conn) = node.connection.as_ref().or(named) {
                 if !connections.contains_key(conn) {
                     bail!(
                         "node '{}' uses connection '{conn}', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`",
@@ -179,6 +195,66 @@ impl FlowInvoker {
     pub fn with_retry_listener(mut self, listener: flowrt_tools::RetryListener) -> Self {
         self.llm = self.llm.with_retry_listener(listener);
         self
+    }
+
+    /// What promptflow checks when it loads a flow and flowrt can only learn from the tools'
+    /// signatures: a literal given to a python tool's connection-typed parameter must name a
+    /// stored connection. Run before any line, so the flow fails at once, naming node and
+    /// connection, instead of each line failing (or the tool getting a plain string).
+    pub async fn preflight(&self, flow: &Flow) -> Result<()> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let mut problems = Vec::new();
+        for node in &flow.nodes {
+            let source = match &node.source {
+                ToolSource::Package { tool } if tool == EMBEDDING_TOOL => continue,
+                // A flex entry's inputs are the flow's inputs (its init is checked by flex).
+                ToolSource::Entry { .. } => continue,
+                _ if node.kind != NodeKind::Python => continue,
+                ToolSource::Code { path } => flowrt_python::ToolSource::Code { path: path.clone() },
+                ToolSource::Package { tool } | ToolSource::PackageWithPrompt { tool, .. } => {
+                    flowrt_python::ToolSource::Package { tool: tool.clone() }
+                }
+            };
+            // Only literal strings that name no stored connection can be a missing connection.
+            let args: Vec<(String, Arg)> = node
+                .inputs
+                .iter()
+                .filter_map(|(name, input)| match input {
+                    flowrt_flow::InputValue::Literal(Value::String(s))
+                        if !s.is_empty() && !self.connections.contains_key(s) =>
+                    {
+                        Some((name.clone(), Arg::Literal(Value::String(s.clone()))))
+                    }
+                    _ => None,
+                })
+                .collect();
+            if args.is_empty() {
+                continue;
+            }
+            let check = pool.check(ToolCall {
+                node: node.name.clone(),
+                source,
+                args,
+                timeout: None,
+            });
+            match check.await {
+                Ok(printed) => {
+                    for line in printed.lines() {
+                        eprintln!("[{}] {line}", node.name);
+                    }
+                }
+                Err(CallError::Load { message }) => problems.push(message),
+                // Anything else (a tool that does not load, a crash) is reported by its call.
+                Err(_) => {}
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("{}", problems.join("\n")))
+        }
     }
 
     pub async fn shutdown(&self) {
@@ -307,6 +383,13 @@ impl FlowInvoker {
                 }
             }
         }
+        // As in promptflow, where the template is bound to the tool's `prompt` parameter before
+        // the node's inputs: a `prompt` input replaces the template file (it is still rendered
+        // as a template, with the other inputs).
+        let prompt_input = inputs
+            .shift_remove("prompt")
+            .map(|v| flowrt_flow::pyvalue::py_str(&v.value));
+        let template = prompt_input.as_deref().unwrap_or(template);
         let connection = self.connection_named(&node.name, &conn_name)?;
         let api = match api_name.as_deref() {
             Some("completion") => LlmApi::Completion,

@@ -326,7 +326,8 @@ impl OrderedWriter {
             if let Some(o) = rec["outputs"].as_object() {
                 out.extend(o.clone());
             }
-            let text = serde_json::to_string(&out)?;
+            // NaN and the infinities written as promptflow writes them (`NaN`, `Infinity`).
+            let text = flowrt_flow::nonfinite::to_json_line(&Value::Object(out));
             if self.stream {
                 println!("{text}");
             }
@@ -484,6 +485,12 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
         .build()?;
     // A flex flow is typed by its entry's signature before any line runs.
     if let Err(e) = runtime.block_on(crate::flex::finish(&mut flow, &invoker, init.as_ref())) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    // A flow promptflow would refuse to load (a tool's connection that does not exist) fails
+    // before any line runs.
+    if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
         runtime.block_on(invoker.shutdown());
         return Err(e);
     }

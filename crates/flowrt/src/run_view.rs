@@ -192,8 +192,12 @@ pub fn show_details(
             (v["lines"].as_array().cloned().unwrap_or_default(), total)
         }
     };
+    // NaN and the infinities are printed as promptflow prints them (`NaN`, `Infinity`).
     if json {
-        println!("{}", serde_json::to_string_pretty(&records)?);
+        println!(
+            "{}",
+            flowrt_flow::nonfinite::to_json_pretty(&Value::Array(records))
+        );
         return Ok(0);
     }
     let mut t = crate::fmt::table(
@@ -207,7 +211,10 @@ pub fn show_details(
                 e["error_type"].as_str().unwrap_or(""),
                 e["message"].as_str().unwrap_or("")
             ),
-            None => r.get("outputs").map(Value::to_string).unwrap_or_default(),
+            None => r
+                .get("outputs")
+                .map(flowrt_flow::nonfinite::to_json_line)
+                .unwrap_or_default(),
         };
         t.add_row(vec![
             r["line_number"].to_string(),

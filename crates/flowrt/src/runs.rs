@@ -174,7 +174,7 @@ pub fn outputs(dir: &Path) -> Result<BTreeMap<usize, Map<String, Value>>> {
     let text = fs_err::read_to_string(&path)?;
     let mut out = BTreeMap::new();
     for line in text.lines() {
-        if let Ok(Value::Object(mut m)) = serde_json::from_str::<Value>(line) {
+        if let Ok(Value::Object(mut m)) = flowrt_flow::nonfinite::from_json_text(line) {
             if let Some(n) = m.remove("line_number").and_then(|v| v.as_u64()) {
                 out.insert(n as usize, m);
             }

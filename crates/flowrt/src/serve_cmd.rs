@@ -76,6 +76,11 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         runtime.block_on(invoker.shutdown());
         return Err(e);
     }
+    // As `pf flow serve`, refuse to serve a flow whose tools name connections that do not exist.
+    if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
     let flow = Arc::new(flow);
     let executor = Executor::new(
         flow.clone(),

@@ -649,7 +649,7 @@ pub fn test_in_session(id: &str, inputs: Value, server: Option<&str>) -> Result<
                 eprintln!("[{}] {l}", n["node"].as_str().unwrap_or(""));
             }
         }
-        println!("{}", serde_json::to_string_pretty(&r["outputs"])?);
+        println!("{}", flowrt_flow::nonfinite::to_json_pretty(&r["outputs"]));
         Ok(0)
     })
 }

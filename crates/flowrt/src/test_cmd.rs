@@ -51,7 +51,8 @@ fn parse_inputs(args: &TestArgs) -> Result<IndexMap<String, Value>> {
     let mut inputs: IndexMap<String, Value> = IndexMap::new();
     if let Some(file) = &args.inputs_file {
         let text = fs_err::read_to_string(file)?;
-        let v: Value = serde_json::from_str(&text)
+        // Python's json (promptflow's) also reads NaN and Infinity.
+        let v: Value = flowrt_flow::nonfinite::from_json_text(&text)
             .with_context(|| format!("{} is not valid JSON", file.display()))?;
         match v {
             Value::Object(m) => inputs.extend(m),
@@ -133,6 +134,10 @@ pub fn run(args: TestArgs) -> Result<u8> {
         Arc::new(LogToStderr),
         ExecutorOptions::default(),
     );
+    if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
     let code = runtime.block_on(async {
         let line = executor.run_line(0, inputs).await;
         if let Some(err) = &line.error {
@@ -156,10 +161,10 @@ pub fn run(args: TestArgs) -> Result<u8> {
         // A flex flow's __aggregate__ runs for batches only.
         if executor.has_aggregation() && !flex {
             let agg = executor.run_aggregation(&[&line]).await;
+            // As in `pf flow test`, a failing aggregation node is reported but does not fail
+            // the test: the line's outputs are still printed and the exit code is 0.
             if let Some(err) = &agg.error {
                 eprintln!("error: aggregation failed: {err}");
-                invoker.shutdown().await;
-                return 1;
             }
             if !agg.metrics.is_empty() {
                 eprintln!(
@@ -169,16 +174,10 @@ pub fn run(args: TestArgs) -> Result<u8> {
             }
         }
         invoker.shutdown().await;
-        match serde_json::to_string_pretty(&line.outputs) {
-            Ok(s) => {
-                println!("{s}");
-                0
-            }
-            Err(e) => {
-                eprintln!("error: cannot print the outputs: {e}");
-                1
-            }
-        }
+        // NaN and the infinities are printed as promptflow prints them (`NaN`, `Infinity`).
+        let outputs = Value::Object(line.outputs.into_iter().collect());
+        println!("{}", flowrt_flow::nonfinite::to_json_pretty(&outputs));
+        0
     });
     Ok(code)
 }

@@ -1,6 +1,12 @@
 """promptflow.connections compatibility: the connection classes flowrt can inject into tools."""
 
-__all__ = ["AzureOpenAIConnection", "CustomConnection", "OpenAIConnection", "ServerlessConnection"]
+__all__ = [
+    "AzureOpenAIConnection",
+    "CustomConnection",
+    "CustomStrongTypeConnection",
+    "OpenAIConnection",
+    "ServerlessConnection",
+]
 
 
 class _Connection:
@@ -24,7 +30,16 @@ class _Connection:
     def __getitem__(self, item):
         if item in self.secrets:
             return self.secrets[item]
-        return self.configs[item]
+        if item in self.configs:
+            return self.configs[item]
+        raise KeyError(f"Key {item!r} not found in connection {self.name!r}.")
+
+    def keys(self):
+        """The connection's config then secret keys (so `dict(conn)` and `**conn` work)."""
+        return list(self.configs.keys()) + list(self.secrets.keys())
+
+    def is_secret(self, item):
+        return item in self.secrets
 
     def __repr__(self):
         masked = {k: "******" for k in self.secrets}
@@ -80,3 +95,50 @@ class ServerlessConnection(_StrongTypeConnection):
         configs = {"api_base": api_base}
         configs.update(kwargs)
         super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class CustomStrongTypeConnection(_Connection):
+    """Base of a custom connection with declared fields:
+
+        class MyConnection(CustomStrongTypeConnection):
+            api_key: Secret
+            api_base: str
+
+    Fields annotated `Secret` are read from the secrets, the others from the configs (a class
+    default is used only when the connection has no such key)."""
+
+    TYPE = "custom"
+
+    def __init__(self, secrets=None, configs=None, name=None, **kwargs):
+        super().__init__(configs=configs, secrets=secrets, name=name)
+        object.__setattr__(self, "custom_type", type(self).__name__)
+        object.__setattr__(self, "module", kwargs.get("module", type(self).__module__))
+
+    @classmethod
+    def _fields(cls):
+        fields = {}
+        for klass in reversed(cls.__mro__):
+            fields.update(getattr(klass, "__annotations__", {}) or {})
+        return fields
+
+    @staticmethod
+    def _is_secret_type(annotation):
+        return getattr(annotation, "__name__", annotation) == "Secret"
+
+    def __getattribute__(self, item):
+        if not item.startswith("_"):
+            fields = type(self)._fields()
+            if item in fields:
+                d = object.__getattribute__(self, "__dict__")
+                store = d["secrets"] if type(self)._is_secret_type(fields[item]) else d["configs"]
+                if item in store:
+                    return store[item]
+        return object.__getattribute__(self, item)
+
+    def __setattr__(self, key, value):
+        fields = type(self)._fields()
+        if key in fields:
+            store = self.secrets if type(self)._is_secret_type(fields[key]) else self.configs
+            store[key] = value
+        else:
+            object.__setattr__(self, key, value)

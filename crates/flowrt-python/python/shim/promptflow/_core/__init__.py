@@ -1,0 +1,1 @@
+"""promptflow._core compatibility: the module paths older tools import from."""

@@ -1,0 +1,186 @@
+//! promptflow's behaviours that its own flows rely on, as users of `flowrt` see them.
+
+mod common;
+
+use common::{flow, Env};
+use serde_json::json;
+
+#[test]
+fn a_failing_aggregation_node_is_reported_and_the_outputs_still_printed() {
+    // `pf flow test` runs aggregation with errors recorded, not raised: exit 0, outputs printed.
+    let env = Env::new();
+    let (_d, dir) = flow("compat_agg_fails");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap(), "--inputs", "x=4"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"doubled": 8}));
+    assert!(
+        r.stderr.contains(
+            "error: aggregation failed: node 'summarize' failed: ValueError: cannot summarize 1 value(s)"
+        ),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn nan_and_infinities_are_printed_as_promptflow_prints_them() {
+    let env = Env::new();
+    let (_d, dir) = flow("compat_nonfinite");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap(), "--inputs", "d=-inf"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let expected = r#"{
+  "d": -Infinity,
+  "values": {
+    "nan": NaN,
+    "inf": Infinity,
+    "ninf": -Infinity,
+    "one": 1.5
+  },
+  "checked": {
+    "nan": "float:nan",
+    "inf": "float:inf",
+    "ninf": "float:-inf",
+    "one": "float:1.5",
+    "is_nan": true
+  }
+}"#;
+    assert_eq!(r.stdout.trim(), expected, "{}", r.stderr);
+    // An inputs file may hold NaN, as Python's json reads it.
+    let inputs = dir.join("inputs.json");
+    std::fs::write(&inputs, r#"{"d": NaN}"#).unwrap();
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs-file",
+        inputs.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.starts_with("{\n  \"d\": NaN,\n"), "{}", r.stdout);
+}
+
+#[test]
+fn an_llm_nodes_prompt_input_replaces_its_template() {
+    let server = common::FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_openai\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        server.base
+    ));
+    let (_d, dir) = flow("compat_llm_prompt");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "text=hello",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"answer": "echo: Say hello."}));
+    let reqs = server.requests.lock().unwrap();
+    // The prompt node left `{{mood}}` in its text; the llm node rendered it with its own inputs.
+    assert_eq!(
+        reqs[0].1["messages"],
+        json!([{"role": "system", "content": "You are cheerful."},
+               {"role": "user", "content": "Say hello."}])
+    );
+    assert!(reqs[0].1.get("mood").is_none() && reqs[0].1.get("prompt").is_none());
+}
+
+const MISSING_CONN: &str = "error: Node 'use' input 'conn': connection 'my_missing_conn' does not exist (tool 'use_conn' in 'use_conn.py' takes a CustomConnection there); create it with `flowrt connection create --file CONN.yaml` or name an existing connection";
+
+#[test]
+fn a_missing_connection_of_a_python_tool_fails_the_flow_before_any_line_runs() {
+    let env = Env::new();
+    let (_d, dir) = flow("compat_missing_conn");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.trim(), MISSING_CONN);
+    assert_eq!(r.stdout, "");
+
+    // A batch run fails before any line runs.
+    let data = dir.join("data.jsonl");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "missing_conn",
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.trim().ends_with(MISSING_CONN), "{}", r.stderr);
+    assert!(!r.stderr.contains("the tool ran"), "{}", r.stderr);
+    assert!(!env
+        .home
+        .path()
+        .join("runs/missing_conn/flow_outputs")
+        .exists());
+
+    // Nor is it served.
+    let r = env.run(&["flow", "serve", dir.to_str().unwrap(), "--port", "0"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.stderr.trim(), MISSING_CONN);
+
+    // With the connection created, the tool gets a connection object.
+    env.connection("name: my_missing_conn\ntype: custom\nconfigs: {a: b}\nsecrets: {k: v}\n");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"out": "hi: CustomConnection"}));
+}
+
+#[test]
+fn a_batch_runs_output_jsonl_writes_nan_as_promptflow_does() {
+    let env = Env::new();
+    let (d, dir) = flow("compat_nonfinite");
+    let data = d.path().join("data.jsonl");
+    // Data files may hold NaN too (promptflow reads them with pandas).
+    std::fs::write(&data, "{\"d\": NaN}\n").unwrap();
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "nonfinite",
+        "--column-mapping",
+        "d=${data.d}",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let text = std::fs::read_to_string(
+        env.home
+            .path()
+            .join("runs/nonfinite/flow_outputs/output.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        text.starts_with(
+            r#"{"line_number":0,"d":NaN,"values":{"nan":NaN,"inf":Infinity,"ninf":-Infinity,"one":1.5},"#
+        ),
+        "{text}"
+    );
+    // flowrt reads its own output back (for `run show-details` and evaluation runs).
+    let r = env.run(&["run", "show-details", "nonfinite"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.contains(r#""values":{"nan":NaN,"inf":Infinity,"#),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_missing_connection_of_the_unified_llm_tool_fails_at_load() {
+    let env = Env::new();
+    let (_d, dir) = flow("unified_llm");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap(), "--inputs", "topic=x"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(
+        r.stderr.trim(),
+        "error: node 'ask' uses connection 'test_openai', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`"
+    );
+}
