@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use flowrt_session::{backend, client};
+use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -34,6 +35,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/runs/{name}/metrics", get(metrics))
         .route("/api/v1/runs/{name}/logs", get(logs))
         .route("/api/v1/runs/{name}/cancel", post(cancel))
+        .route("/api/v1/runs/{name}/events", get(events))
 }
 
 /// A run name is a file name inside a session's folder: nothing that could leave it.
@@ -528,4 +530,133 @@ async fn cancel(
         "status": "Canceling",
         "hint": format!("finished lines are kept; `flowrt run create --session {session} --resume-from {name} --name NEW` continues it"),
     })))
+}
+
+/// What `events` has sent so far.
+struct Tail {
+    dir: PathBuf,
+    pointer: PathBuf,
+    offset: u64,
+    done: u64,
+    failed: u64,
+    total: u64,
+    started: std::time::Instant,
+    ended: bool,
+}
+
+impl Tail {
+    /// Lines finished since the last look (whole lines only: a line being written waits).
+    fn new_lines(&mut self) -> Vec<Value> {
+        use std::io::{Read, Seek, SeekFrom};
+        let Ok(mut f) = std::fs::File::open(self.dir.join("line_runs.jsonl")) else {
+            return Vec::new();
+        };
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return Vec::new();
+        }
+        let mut buf = Vec::new();
+        if f.take(8 * 1024 * 1024).read_to_end(&mut buf).is_err() {
+            return Vec::new();
+        }
+        let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        self.offset += end as u64 + 1;
+        buf[..end]
+            .split(|b| *b == b'\n')
+            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+            .collect()
+    }
+
+    fn status(&self) -> (String, u64) {
+        let record: Value = std::fs::read(&self.pointer)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        (
+            record["status"].as_str().unwrap_or("Running").to_string(),
+            record["total_lines"].as_u64().unwrap_or(0),
+        )
+    }
+}
+
+/// `GET /api/v1/runs/{name}/events`: server-sent events while a run goes on. `line` for each
+/// finished line (number, status, duration, and its nodes with their status and timings),
+/// `progress` with counts, rate and time left at most every half second, and `end` with the
+/// final status, after which the stream closes.
+async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Query(which): Query<Which>,
+) -> ApiResult<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let found = find(&state, &caller, &name, &which).await?;
+    let tail = Tail {
+        pointer: found.dir.with_extension("json"),
+        dir: found.dir,
+        offset: 0,
+        done: 0,
+        failed: 0,
+        total: found.record["total_lines"].as_u64().unwrap_or(0),
+        started: std::time::Instant::now(),
+        ended: false,
+    };
+    let stream = futures::stream::unfold(tail, |mut t| async move {
+        if t.ended {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The status first: lines written before a run says it ended are all read below.
+        let (status, total) = t.status();
+        let mut out: Vec<Event> = Vec::new();
+        for rec in t.new_lines() {
+            t.done += 1;
+            if rec["status"] != "Completed" {
+                t.failed += 1;
+            }
+            let nodes: Vec<Value> = rec["nodes"]
+                .as_array()
+                .map(|ns| {
+                    ns.iter()
+                        .map(|n| json!({"node": n["node"], "status": n["status"], "start": n["start"], "duration": n["duration"]}))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let line = json!({
+                "line_number": rec["line_number"],
+                "status": rec["status"],
+                "duration": rec["duration"],
+                "nodes": nodes,
+            });
+            out.push(Event::default().event("line").data(line.to_string()));
+        }
+        if total > 0 {
+            t.total = total;
+        }
+        let secs = t.started.elapsed().as_secs_f64().max(1e-3);
+        let rate = t.done as f64 / secs;
+        let left = t.total.saturating_sub(t.done);
+        out.push(Event::default().event("progress").data(
+            json!({
+                "done": t.done,
+                "failed": t.failed,
+                "total": t.total,
+                "lines_per_second": rate,
+                "eta_seconds": if rate > 0.0 { Some(left as f64 / rate) } else { None },
+            })
+            .to_string(),
+        ));
+        if status != "Running" {
+            t.ended = true;
+            out.push(Event::default().event("end").data(json!({"status": status}).to_string()));
+        }
+        Some((futures::stream::iter(out.into_iter().map(Ok)), t))
+    })
+    .flat_map(|events| events);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }

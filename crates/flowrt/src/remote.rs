@@ -63,6 +63,54 @@ impl Remote {
         self.send(req).await
     }
 
+    /// Follow a server-sent event stream, calling `on_event(event, data)` for each event, until
+    /// the stream ends or `on_event` returns `false`.
+    pub async fn events(
+        &self,
+        path: &str,
+        mut on_event: impl FnMut(&str, &Value) -> bool,
+    ) -> Result<()> {
+        use futures::StreamExt;
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| anyhow!("cannot follow {path}: {e}"))?;
+        if !resp.status().is_success() {
+            bail!("cannot follow {path}: HTTP {}", resp.status());
+        }
+        let mut body = resp.bytes_stream();
+        let mut pending = String::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| anyhow!("the event stream broke off: {e}"))?;
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let mut event = "message".to_string();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(e) = line.strip_prefix("event:") {
+                        event = e.trim().to_string();
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let value: Value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+                if !on_event(&event, &value) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value> {
         let resp = req.send().await.map_err(|e| {
             anyhow!("cannot reach the flowrt server at {}: {e}\nhint: start it with `flowrt server`, or set FLOWRT_SERVER", self.base)

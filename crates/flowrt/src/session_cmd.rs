@@ -707,7 +707,34 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
     block(async {
         remote.call("POST", "/api/v1/runs", Some(request)).await?;
         eprintln!("batch run {name} started in session {id}");
-        // The run's record lives in the session; follow it through the server.
+        // Progress as the session reports it (a plain line every few seconds), then the record.
+        let mut last = Instant::now();
+        let followed = remote
+            .events(
+                &format!("/api/v1/runs/{name}/events?session={id}"),
+                |event, v| {
+                    if event == "progress" && last.elapsed() >= Duration::from_secs(5) {
+                        last = Instant::now();
+                        let eta = v["eta_seconds"]
+                            .as_f64()
+                            .map(|s| format!("{s:.0}s"))
+                            .unwrap_or_else(|| "unknown".into());
+                        eprintln!(
+                            "progress: {}/{} lines, {} failed, {:.1} lines/s, ETA {eta}",
+                            v["done"],
+                            v["total"],
+                            v["failed"],
+                            v["lines_per_second"].as_f64().unwrap_or(0.0)
+                        );
+                    }
+                    event != "end"
+                },
+            )
+            .await;
+        if let Err(e) = followed {
+            eprintln!("warning: {e}; waiting for the run to end");
+        }
+        // The run's record lives in the session; read it through the server.
         let started = Instant::now();
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1084,6 +1084,28 @@ fn session_runs_read_through_the_server_like_local_ones() {
     );
     assert_eq!(status, 200, "{text}");
     assert!(text.contains("concurrency"), "{text}");
+    // Events: every line, progress counts, then the end; the stream closes by itself.
+    let (status, head, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/remote/events", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        head.to_ascii_lowercase().contains("text/event-stream"),
+        "{head}"
+    );
+    assert_eq!(text.matches("event: line").count(), 3, "{text}");
+    assert!(
+        text.contains("event: progress") && text.contains("\"done\":3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("event: end") && text.contains("\"status\":\"Completed\""),
+        "{text}"
+    );
+    assert!(text.contains("\"node\":\"nap\""), "{text}");
 }
 
 #[test]
