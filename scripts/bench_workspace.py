@@ -8,7 +8,7 @@ embedded, in one run; single-line tests on a warm session; pushing an unchanged 
 Prints medians (with min-max) and the session/embedded throughput ratio. Every measurement runs the
 real binary with its own FLOWRT_HOME and its own `flowrt server` on 127.0.0.1.
 """
-import argparse, os, shutil, socket, statistics, subprocess, tempfile, time, urllib.request
+import argparse, json, os, shutil, socket, statistics, subprocess, tempfile, time, urllib.request
 
 
 def free_port():
@@ -24,6 +24,7 @@ def main():
     ap.add_argument("--test-input", action="append", default=[], help="NAME=VALUE for flow test")
     ap.add_argument("--tests", type=int, default=50)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--size", default="medium", help="the session's size (medium: 2 Python workers, as many as embedded runs use on 2 cores)")
     a = ap.parse_args()
     exe = os.path.abspath(a.flowrt)
     lines = sum(1 for l in open(a.data) if l.strip())
@@ -45,8 +46,8 @@ def main():
         def run(*args):
             return subprocess.run([exe, *args], env=env, capture_output=True, text=True, check=True)
 
-        sid = run("session", "start", "--flow", flow, "--idle-timeout", "0", "--size", "large").stdout.strip().splitlines()[-1]
-        embedded, session = [], []
+        sid = run("session", "start", "--flow", flow, "--idle-timeout", "0", "--size", a.size).stdout.strip().splitlines()[-1]
+        embedded, session, engine = [], [], []
         for i in range(a.repeats):
             t = time.perf_counter()
             run("run", "create", "--flow", flow, "--data", a.data, "--name", f"emb{i}", *mapping)
@@ -54,6 +55,8 @@ def main():
             t = time.perf_counter()
             run("run", "create", "--session", sid, "--data", a.data, "--name", f"ses{i}", *mapping)
             session.append(lines / (time.perf_counter() - t))
+            rec = json.loads(run("run", "show", f"ses{i}", "--json").stdout)
+            engine.append(lines / rec["duration_s"])
         inputs = [x for kv in a.test_input for x in ("--inputs", kv)]
         run("flow", "test", flow, "--session", sid, *inputs)  # warm
         tests = []
@@ -67,6 +70,7 @@ def main():
         print(f"| measure | value |\n|---|---|")
         print(f"| embedded run create, {lines} lines | {fmt(embedded, 'lines/s')} |")
         print(f"| run create --session (server + sealed session), {lines} lines | {fmt(session, 'lines/s')} |")
+        print(f"| the same, the session's engine alone (run.json duration) | {fmt(engine, 'lines/s')} |")
         print(f"| session / embedded throughput | {statistics.median(session) / statistics.median(embedded):.2f} |")
         print(f"| flow test --session, warm, median of {a.tests} (CLI process included) | {fmt(tests, 'ms', 1000)} |")
         print(f"| push, first time | {first.stderr.strip().splitlines()[-1]} |")

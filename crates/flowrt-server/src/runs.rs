@@ -582,7 +582,7 @@ impl Tail {
 
 /// `GET /api/v1/runs/{name}/events`: server-sent events while a run goes on. `line` for each
 /// finished line (number, status, duration, and its nodes with their status and timings),
-/// `progress` with counts, rate and time left at most every half second, and `end` with the
+/// `progress` with counts, rate and time left every 100 ms, and `end` with the
 /// final status, after which the stream closes.
 async fn events(
     State(state): State<AppState>,
@@ -610,7 +610,7 @@ async fn events(
         if t.ended {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         // The status first: lines written before a run says it ended are all read below.
         let (status, total) = t.status();
         let mut out: Vec<Event> = Vec::new();

@@ -433,9 +433,11 @@ async fn batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> Respon
                 // A pipe only this agent holds: the secrets never touch a file.
                 let _ = stdin.write_all(a.connections_json.as_bytes());
             }
-            // Bad input (data, mapping, flow) fails within moments: answer with the reason.
+            // Bad input (data, mapping, flow) fails within moments, before the run records
+            // itself: answer with the reason, or as soon as the run's record says it started.
+            let record = PathBuf::from("runs").join(format!("{}.json", req.name));
             let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(1500) {
+            while t.elapsed() < Duration::from_secs(10) && !record.exists() {
                 match child.try_wait() {
                     Ok(Some(status)) if status.code() == Some(2) => {
                         let text = std::fs::read_to_string(&log_path).unwrap_or_default();

@@ -736,8 +736,13 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         }
         // The run's record lives in the session; read it through the server.
         let started = Instant::now();
+        let mut first = true;
         loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Right away after the end event; a moment later when the stream could not tell.
+            if !first {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            first = false;
             match remote
                 .call("GET", &format!("/api/v1/runs/{name}?session={id}"), None)
                 .await
