@@ -44,6 +44,9 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
     pub sessions: Arc<sessions::Manager>,
+    /// Set when the server begins to shut down: long-lived responses (event streams) end, so a
+    /// restart does not wait for the runs their clients follow.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
@@ -55,6 +58,7 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::default()),
             sessions,
+            stopping: Arc::default(),
         }
     }
 }
@@ -109,9 +113,13 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
     // Agents outlive the server: take back the ones still running before serving.
     state.sessions.adopt().await;
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));
+    let stopping = state.stopping.clone();
     let app = router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        })
         .await
         .map_err(|e| ServeError::Bind(local, e))?;
     store.close().await;

@@ -596,6 +596,7 @@ async fn events(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let found = find(&state, &caller, &name, &which).await?;
+    let stopping = state.stopping.clone();
     let tail = Tail {
         pointer: found.dir.with_extension("json"),
         dir: found.dir,
@@ -606,8 +607,11 @@ async fn events(
         started: std::time::Instant::now(),
         ended: false,
     };
-    let stream = futures::stream::unfold(tail, |mut t| async move {
-        if t.ended {
+    let stream = futures::stream::unfold(tail, move |mut t| {
+        let stopping = stopping.clone();
+        async move {
+        // A stopping server ends the stream: the client reads the record when it is back.
+        if t.ended || stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -656,6 +660,7 @@ async fn events(
             out.push(Event::default().event("end").data(json!({"status": status}).to_string()));
         }
         Some((futures::stream::iter(out.into_iter().map(Ok)), t))
+        }
     })
     .flat_map(|events| events);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
