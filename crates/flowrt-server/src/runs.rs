@@ -573,10 +573,13 @@ impl Tail {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
-        (
-            record["status"].as_str().unwrap_or("Running").to_string(),
-            record["total_lines"].as_u64().unwrap_or(0),
-        )
+        let mut status = record["status"].as_str().unwrap_or("Running").to_string();
+        // A run whose process is gone will never say it ended: it failed.
+        let pid = record["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
+        if status == "Running" && !pid.is_some_and(backend::is_alive) {
+            status = "Failed".into();
+        }
+        (status, record["total_lines"].as_u64().unwrap_or(0))
     }
 }
 

@@ -1217,6 +1217,8 @@ fn stopping_or_killing_a_session_ends_its_batch_and_workers() {
                 data.to_str().unwrap(),
                 "--name",
                 &name,
+                "--column-mapping",
+                "seconds=${data.seconds}",
             ])
             .env("FLOWRT_HOME", home.path())
             .env("FLOWRT_SERVER", &server.url)
@@ -1224,7 +1226,8 @@ fn stopping_or_killing_a_session_ends_its_batch_and_workers() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let batch = format!("--name {name}");
+        // The batch run inside the session (not this test's client, which names it too).
+        let batch = format!("--name {name} --python");
         wait_until("the batch starts", Duration::from_secs(20), || {
             !pids_with(&batch).is_empty()
         });
@@ -1259,8 +1262,14 @@ fn stopping_or_killing_a_session_ends_its_batch_and_workers() {
                     })
             },
         );
-        let _ = run.kill();
-        let _ = run.wait();
+        // The client that started it hears the run ended, and says so with its exit code.
+        wait_until(
+            &format!("{how}: the client returns"),
+            Duration::from_secs(15),
+            || matches!(run.try_wait(), Ok(Some(_))),
+        );
+        let code = run.wait().unwrap().code();
+        assert!(matches!(code, Some(1) | Some(130)), "{how}: exit {code:?}");
     }
 }
 
