@@ -85,12 +85,32 @@ struct NewUser {
 }
 
 /// Creates a user and returns its token once; only its hash is kept.
+/// User and compute names appear in URLs, tables and messages: a word of letters, digits, '_', '-'
+/// and '.', at most 64 long, not starting with '.' or '-'.
+fn check_name(what: &str, name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiErr::bad_request(format!(
+            "invalid {what} name '{}': use up to 64 letters, digits, '_', '-' and '.' (not leading)",
+            name.chars().take(80).collect::<String>().escape_debug()
+        )))
+    }
+}
+
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
     Json(body): Json<NewUser>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_admin()?;
+    check_name("user", &body.name)?;
     if body.role == Role::Owner {
         return Err(ApiErr::bad_request(
             "there is one owner, created on the server's first start; use admin",
@@ -182,6 +202,7 @@ async fn create_compute(
     Json(body): Json<NewCompute>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_writer()?;
+    check_name("compute", &body.name)?;
     let owner = match &body.user {
         Some(name) if name != &caller.0.name => {
             caller.require_admin()?;

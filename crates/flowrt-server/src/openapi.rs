@@ -46,21 +46,72 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), progress (counts, rate, time left), end."),
 ];
 
+/// The query parameters each route reads.
+fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'static str)] {
+    match (method, path) {
+        ("get", "/api/v1/sessions/{id}/logs") | ("get", "/api/v1/runs/{name}/logs") => {
+            &[("offset", "integer"), ("session", "string")]
+        }
+        ("get", "/api/v1/runs/{name}/lines") => &[
+            ("offset", "integer"),
+            ("limit", "integer"),
+            ("status", "string"),
+            ("session", "string"),
+        ],
+        ("post", "/api/v1/flows/{name}") => &[("entry", "string")],
+        (_, p) if p.starts_with("/api/v1/runs/{name}") => &[("session", "string")],
+        _ => &[],
+    }
+}
+
+/// Every operation in the table, with its path parameters (from the `{name}` segments), query
+/// parameters, request body and the error responses every route can give (`{code, message}`).
 pub fn document() -> Value {
+    let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
     let mut paths = Map::new();
     for (method, path, summary) in OPERATIONS {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         let secured = *path != "/healthz";
-        let mut op = json!({
-            "summary": summary,
-            "responses": {
-                "200": {"description": "OK"},
-                "400": {"description": "Bad request", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-                "401": {"description": "Missing or invalid bearer token"},
-                "403": {"description": "The caller's role does not allow it"},
-                "404": {"description": "Not found"}
-            }
-        });
+        let mut parameters: Vec<Value> = path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+            .map(|name| {
+                let ty = if name == "line" { "integer" } else { "string" };
+                json!({"name": name, "in": "path", "required": true, "schema": {"type": ty}})
+            })
+            .collect();
+        for (name, ty) in query_parameters(method, path) {
+            parameters.push(
+                json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}}),
+            );
+        }
+        let mut responses =
+            json!({"200": {"description": "OK", "content": {"application/json": {"schema": {}}}}});
+        for (code, what) in [
+            ("400", "Bad request: what is wrong and how to fix it"),
+            ("401", "Missing or invalid bearer token"),
+            ("403", "The caller's role does not allow it"),
+            ("404", "Not found (or not visible to the caller)"),
+            ("405", "The route does not take this method"),
+            ("409", "Conflicts with the resource's state"),
+            ("413", "The body is too large"),
+            ("415", "Not a JSON body"),
+            ("422", "The JSON does not have the expected fields"),
+            (
+                "500",
+                "An internal failure (details are in the server's log, not here)",
+            ),
+        ] {
+            responses[code] = json!({"description": what, "content": error});
+        }
+        let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
+        if *method == "post" || *method == "patch" {
+            op["requestBody"] = if *path == "/api/v1/flows/{name}" {
+                json!({"required": true, "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}})
+            } else {
+                json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}})
+            };
+        }
         if !secured {
             op["security"] = json!([]);
         }

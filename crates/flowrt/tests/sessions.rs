@@ -1724,3 +1724,96 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
     // The client's own home holds nothing of the runs: they live on the server.
     assert!(!client.path().join("runs").exists());
 }
+
+/// Every operation the OpenAPI document lists is routed (never the unknown-route fallback), and
+/// junk sent to each (no body, wrong types, broken and deep JSON, huge values, odd parameters)
+/// gets a JSON answer and never a 5xx.
+#[test]
+fn every_documented_operation_is_routed_and_answers_junk_with_json_4xx() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let auth = format!("Bearer {}", server.token());
+    let (status, _, doc) = http(
+        "GET",
+        &format!("{}/api/v1/openapi.json", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200);
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let long = format!("{{\"name\": \"{}\"}}", "x".repeat(200_000));
+    let bodies: Vec<&str> = vec![
+        "",
+        "{}",
+        "[]",
+        "\"just a string\"",
+        "{\"name\":",
+        "null",
+        "{\"name\": 1e309, \"size\": -1, \"flow\": [], \"inputs\": 7, \"session\": {}}",
+        "{\"name\": \"../../etc\", \"flow\": \"/etc\", \"session\": \"s-000000000000\", \"data\": \"{\"}",
+        &deep,
+        &long,
+    ];
+    let params = ["zzz", "0", "..%2F..%2Fetc", "%00", &"a".repeat(300)];
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let m = method.to_uppercase();
+            for param in params {
+                let concrete: String = path
+                    .split('/')
+                    .map(|seg| if seg.starts_with('{') { param } else { seg })
+                    .collect::<Vec<_>>()
+                    .join("/");
+                let url = format!(
+                    "{}{concrete}?offset=-1&limit=abc&session=%2E%2E",
+                    server.url
+                );
+                let sent_bodies: &[&str] = if m == "GET" || m == "DELETE" {
+                    &[""]
+                } else {
+                    &bodies
+                };
+                for body in sent_bodies {
+                    let (status, head, text) = http(
+                        &m,
+                        &url,
+                        &[
+                            ("authorization", &auth),
+                            ("content-type", "application/json"),
+                        ],
+                        body,
+                    );
+                    let what = format!(
+                        "{m} {concrete} {}",
+                        &body.chars().take(60).collect::<String>()
+                    );
+                    assert!(status < 500, "{what}: {status} {text}");
+                    assert_ne!(status, 405, "{what}: documented but not routed: {text}");
+                    assert!(!text.contains("no such route"), "{what}: {text}");
+                    let head = head.to_ascii_lowercase();
+                    let plain = path == "/metrics"
+                        || path == "/healthz"
+                        || op["summary"]
+                            .as_str()
+                            .unwrap_or("")
+                            .starts_with("Server-sent");
+                    if status >= 400 || (!plain && status != 204) {
+                        assert!(
+                            head.contains("content-type: application/json"),
+                            "{what}: {status} {head}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked > 300, "{checked}");
+    // And the server is still fine.
+    assert_eq!(
+        http("GET", &format!("{}/healthz", server.url), &[], "").0,
+        200
+    );
+}
