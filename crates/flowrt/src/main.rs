@@ -8,6 +8,7 @@ mod flex;
 mod fmt;
 mod includes;
 mod invoker;
+mod otel;
 mod push;
 mod remote;
 mod run_cmd;

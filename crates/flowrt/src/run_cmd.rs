@@ -670,7 +670,36 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
     let base_rows = Arc::new(base_rows);
     let mapping = Arc::new(mapping);
     let warn_interval = Duration::from_secs_f64(args.long_running_interval.max(0.01));
+    // Tracing, only when a collector is configured: spans leave in batches from one task.
+    let tracer = crate::otel::Exporter::from_env("flowrt");
+    let batch_run_id = Arc::new(name.clone());
     let outcome: Result<RunStatus> = runtime.block_on(async {
+        let (span_tx, flusher) = match tracer.clone() {
+            Some(exporter) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Value>>();
+                let task = tokio::spawn(async move {
+                    let mut batch: Vec<Value> = Vec::new();
+                    loop {
+                        let tick = tokio::time::sleep(Duration::from_millis(200));
+                        tokio::select! {
+                            got = rx.recv() => match got {
+                                Some(spans) => {
+                                    batch.extend(spans);
+                                    if batch.len() >= 2000 {
+                                        exporter.export(std::mem::take(&mut batch)).await;
+                                    }
+                                }
+                                None => break,
+                            },
+                            _ = tick => exporter.export(std::mem::take(&mut batch)).await,
+                        }
+                    }
+                    exporter.export(batch).await;
+                });
+                (Some(tx), Some(task))
+            }
+            None => (None, None),
+        };
         for rec in kept.values() {
             writer.push(rec.clone())?;
         }
@@ -691,6 +720,7 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
                     base_rows.clone(),
                     mapping.clone(),
                 );
+                let (span_tx, batch_run_id) = (span_tx.clone(), batch_run_id.clone());
                 set.spawn(async move {
                     let sources = LineSources {
                         data: &rows[n],
@@ -703,7 +733,13 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
                         Err(message) => return failed_record(n, &IndexMap::new(), "MappingError", message),
                     };
                     match prepare_inputs(executor.flow(), &raw) {
-                        Ok(inputs) => line_record(&executor.run_line(n, inputs).await),
+                        Ok(inputs) => {
+                            let line = executor.run_line(n, inputs).await;
+                            if let Some(tx) = &span_tx {
+                                let _ = tx.send(crate::otel::line_spans(executor.flow(), &line, Some(&batch_run_id)));
+                            }
+                            line_record(&line)
+                        }
                         Err(e) => failed_record(n, &raw, "InputError", e.to_string()),
                     }
                 });
@@ -774,6 +810,10 @@ fn create(mut args: CreateArgs, home: &Path) -> Result<u8> {
             fs_err::write(output_dir.join("metrics.json"), "{}")?;
         }
         invoker.shutdown().await;
+        drop(span_tx);
+        if let Some(task) = flusher {
+            let _ = task.await;
+        }
         Ok(status)
     });
     let mut status = outcome?;

@@ -140,6 +140,11 @@ pub fn run(args: TestArgs) -> Result<u8> {
     }
     let code = runtime.block_on(async {
         let line = executor.run_line(0, inputs).await;
+        if let Some(exporter) = crate::otel::Exporter::from_env("flowrt") {
+            exporter
+                .export(crate::otel::line_spans(executor.flow(), &line, None))
+                .await;
+        }
         if let Some(err) = &line.error {
             if flex {
                 // The message names the entry (promptflow's wording); no node to speak of.

@@ -1,0 +1,212 @@
+//! Tracing as a collector sees it: a batch with an llm node exports OTLP/HTTP JSON spans to the
+//! endpoint in OTEL_EXPORTER_OTLP_ENDPOINT, one trace per line: the flow span, and under it the
+//! node's LLM span with its token counts; the flow span carries the cumulative counts.
+
+mod common;
+
+use common::{flow, s, write_jsonl, Env, FakeOpenAi};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+/// A collector on 127.0.0.1 that keeps every POSTed JSON body.
+fn collector() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let sink = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let mut length = 0usize;
+            let mut first = true;
+            let mut path_ok = false;
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if first {
+                    path_ok = line.starts_with("POST /v1/traces ");
+                    first = false;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; length];
+            reader.read_exact(&mut body).unwrap();
+            if path_ok {
+                if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                    sink.lock().unwrap().push(v);
+                }
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}",
+            );
+        }
+    });
+    (base, got)
+}
+
+fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
+    span["attributes"]
+        .as_array()?
+        .iter()
+        .find(|a| a["key"] == key)
+        .map(|a| &a["value"])
+}
+
+#[test]
+fn a_batch_line_becomes_a_flow_span_with_its_llm_span_and_token_counts() {
+    let model = FakeOpenAi::start(0);
+    let (endpoint, got) = collector();
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_openai\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        model.base
+    ));
+    let (d, dir) = flow("chat");
+    let data = d.path().join("data.jsonl");
+    write_jsonl(
+        &data,
+        &[json!({"question": "one"}), json!({"question": "two"})],
+    );
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--name",
+            "traced",
+        ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bodies = got.lock().unwrap().clone();
+    let spans: Vec<Value> = bodies
+        .iter()
+        .flat_map(|b| {
+            b["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(
+        spans.len(),
+        4,
+        "two lines, a flow span and an LLM span each: {spans:#?}"
+    );
+    assert_eq!(
+        bodies[0]["resourceSpans"][0]["resource"]["attributes"][0],
+        json!({"key": "service.name", "value": {"stringValue": "flowrt"}})
+    );
+    for line in [0, 1] {
+        let of_line: Vec<&Value> = spans
+            .iter()
+            .filter(|s| attribute(s, "line_number") == Some(&json!({"intValue": line.to_string()})))
+            .collect();
+        assert_eq!(of_line.len(), 2, "line {line}");
+        let root = of_line
+            .iter()
+            .find(|s| s.get("parentSpanId").is_none())
+            .unwrap();
+        let llm = of_line
+            .iter()
+            .find(|s| s.get("parentSpanId").is_some())
+            .unwrap();
+        assert_eq!(llm["parentSpanId"], root["spanId"]);
+        assert_eq!(llm["traceId"], root["traceId"]);
+        assert_eq!(
+            attribute(root, "span_type"),
+            Some(&json!({"stringValue": "Flow"}))
+        );
+        assert_eq!(
+            attribute(root, "batch_run_id"),
+            Some(&json!({"stringValue": "traced"}))
+        );
+        assert_eq!(
+            attribute(root, "line_run_id"),
+            Some(&json!({"stringValue": format!("traced_{line}")}))
+        );
+        assert_eq!(
+            attribute(llm, "span_type"),
+            Some(&json!({"stringValue": "LLM"}))
+        );
+        assert_eq!(
+            attribute(llm, "node_name"),
+            Some(&json!({"stringValue": "chat"}))
+        );
+        assert_eq!(
+            attribute(llm, "gen_ai.request.model"),
+            Some(&json!({"stringValue": "fake-model"}))
+        );
+        // The fake model reports 5 prompt and 3 completion tokens a call.
+        assert_eq!(
+            attribute(llm, "llm.usage.prompt_tokens"),
+            Some(&json!({"intValue": "5"}))
+        );
+        assert_eq!(
+            attribute(llm, "llm.usage.completion_tokens"),
+            Some(&json!({"intValue": "3"}))
+        );
+        assert_eq!(
+            attribute(llm, "llm.usage.total_tokens"),
+            Some(&json!({"intValue": "8"}))
+        );
+        assert_eq!(
+            attribute(llm, "gen_ai.usage.input_tokens"),
+            Some(&json!({"intValue": "5"}))
+        );
+        assert_eq!(
+            attribute(root, "__computed__.cumulative_token_count.total"),
+            Some(&json!({"intValue": "8"}))
+        );
+        assert_eq!(root["status"]["code"], 1);
+        // Inputs and outputs travel as events.
+        let events: Vec<&str> = root["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            events,
+            ["promptflow.function.inputs", "promptflow.function.output"]
+        );
+        let start: u128 = root["startTimeUnixNano"].as_str().unwrap().parse().unwrap();
+        let end: u128 = root["endTimeUnixNano"].as_str().unwrap().parse().unwrap();
+        assert!(end >= start);
+    }
+}
+
+#[test]
+fn a_dead_trace_collector_costs_a_warning_not_the_line() {
+    let model = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_openai\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        model.base
+    ));
+    let (_d, dir) = flow("chat");
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let r = env.run_with_env(
+        &["flow", "test", s(&dir), "--inputs", "question=hi"],
+        &[(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://127.0.0.1:{port}"),
+        )],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot export traces"), "{}", r.stderr);
+    assert_eq!(r.json()["answer"], "echo: hi");
+}
