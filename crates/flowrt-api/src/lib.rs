@@ -1,7 +1,8 @@
-//! Vocabulary shared by every role: connection records, session status and sizes, API errors.
-//! serde only: no IO, no async.
+//! Vocabulary shared by every role: connection records, session status and sizes, API errors, and
+//! the API's request bodies (with their OpenAPI schemas). No IO, no async.
 
 pub mod connection;
+pub mod requests;
 pub mod session;
 
 pub use connection::{Connection, ConnectionKind};

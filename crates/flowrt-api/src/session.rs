@@ -33,7 +33,7 @@ pub enum PreparingPhase {
 }
 
 /// A session's size: the resource limits its agent runs under.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionSize {
     #[default]

@@ -46,6 +46,18 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), progress (counts, rate, time left), end."),
 ];
 
+/// The typed request body a route reads, by its schema's name (generated from `flowrt-api`).
+fn body_schema(method: &str, path: &str) -> Option<&'static str> {
+    match (method, path) {
+        ("post", "/api/v1/sessions") => Some("StartSession"),
+        ("patch", "/api/v1/sessions/{id}") => Some("EditSession"),
+        ("post", "/api/v1/sessions/{id}/install") => Some("InstallRequirements"),
+        ("post", "/api/v1/sessions/{id}/test") => Some("TestLine"),
+        ("post", "/api/v1/runs") => Some("CreateRun"),
+        _ => None,
+    }
+}
+
 /// The query parameters each route reads.
 fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'static str)] {
     match (method, path) {
@@ -106,16 +118,31 @@ pub fn document() -> Value {
         }
         let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
         if *method == "post" || *method == "patch" {
-            op["requestBody"] = if *path == "/api/v1/flows/{name}" {
-                json!({"required": true, "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}})
-            } else {
-                json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}})
+            op["requestBody"] = match (*path, body_schema(method, path)) {
+                ("/api/v1/flows/{name}", _) => {
+                    json!({"required": true, "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}})
+                }
+                (_, Some(name)) => {
+                    json!({"required": true, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}})
+                }
+                (_, None) => {
+                    json!({"required": false, "content": {"application/json": {"schema": {"type": "object"}}}})
+                }
             };
         }
         if !secured {
             op["security"] = json!([]);
         }
         entry[*method] = op;
+    }
+    let mut schemas = Map::new();
+    schemas.insert(
+        "Error".into(),
+        json!({"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}),
+    );
+    for (name, schema) in flowrt_api::requests::schemas() {
+        // utoipa names referenced types by their Rust name; the document keeps them under it.
+        schemas.insert(name.into(), schema);
     }
     json!({
         "openapi": "3.0.3",
@@ -124,7 +151,7 @@ pub fn document() -> Value {
         "security": [{"bearer": []}],
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": {"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}
+            "schemas": schemas
         }
     })
 }

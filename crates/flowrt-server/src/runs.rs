@@ -80,39 +80,10 @@ pub fn check_jsonl(text: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// `POST /api/v1/runs`: what a batch or evaluation run is.
-#[derive(Deserialize)]
-struct CreateRun {
-    /// The session to run in (the flow is the session's).
-    session: String,
-    name: String,
-    /// The data file's text, and its kind: `jsonl` (default), `csv` or `tsv`. Without data, a
-    /// resumed run reuses its predecessor's.
-    #[serde(default)]
-    data: Option<String>,
-    #[serde(default)]
-    data_format: Option<String>,
-    /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a literal.
-    #[serde(default)]
-    column_mapping: BTreeMap<String, String>,
-    /// The base run of an evaluation (a run of the same session).
-    #[serde(default)]
-    run: Option<String>,
-    /// `${node.variant_id}`.
-    #[serde(default)]
-    variant: Option<String>,
-    #[serde(default)]
-    resume_from: Option<String>,
-    #[serde(default)]
-    line_timeout: Option<f64>,
-    #[serde(default)]
-    concurrency: Option<usize>,
-}
-
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Json(req): Json<CreateRun>,
+    Json(req): Json<flowrt_api::requests::CreateRun>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = crate::sessions::modifiable(&state, &caller, &req.session).await?;
     let addr = crate::sessions::agent_of(&s).await?;

@@ -12,7 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use flowrt_api::{SessionSize, SessionStatus};
+use flowrt_api::SessionStatus;
 use flowrt_python::{EnvOptions, EnvRef, EnvRequest, ExtraRequirements};
 use flowrt_session::backend::{self, describe_exit, log_tail};
 use flowrt_session::{client, idle, AgentHandle, AgentSpec, Event, LocalBackend, State as Life};
@@ -550,27 +550,10 @@ async fn show(
     Ok(Json(view(&visible(&state, &caller, &id).await?)))
 }
 
-#[derive(Deserialize)]
-struct StartRequest {
-    flow: String,
-    #[serde(default)]
-    size: SessionSize,
-    /// Seconds; default 3600; 0 disables idle shutdown.
-    #[serde(default)]
-    idle_timeout_s: Option<u64>,
-    #[serde(default)]
-    identity: Option<String>,
-    /// `default`, `default@VERSION` or `NAME@vN`; default: the flow's `environment.image`, else `default`.
-    #[serde(default)]
-    env: Option<String>,
-    #[serde(default)]
-    compute: Option<String>,
-}
-
 async fn start(
     State(state): State<AppState>,
     caller: Caller,
-    Json(req): Json<StartRequest>,
+    Json(req): Json<flowrt_api::requests::StartSession>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require_writer()?;
     if !state.sessions.seal && !state.config.allow_unsealed && !caller.is_owner() {
@@ -677,19 +660,11 @@ async fn start(
     Ok((StatusCode::ACCEPTED, Json(view(&s))))
 }
 
-#[derive(Deserialize)]
-struct EditRequest {
-    #[serde(default)]
-    size: Option<SessionSize>,
-    #[serde(default)]
-    idle_timeout_s: Option<u64>,
-}
-
 async fn edit(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(req): Json<EditRequest>,
+    Json(req): Json<flowrt_api::requests::EditSession>,
 ) -> ApiResult<Json<Value>> {
     let s = modifiable(&state, &caller, &id).await?;
     let size = req.size.unwrap_or(s.size);
@@ -816,21 +791,12 @@ async fn packages(
     Ok(Json(json!(list)))
 }
 
-#[derive(Deserialize)]
-struct InstallRequest {
-    /// The new requirements.txt text.
-    requirements: String,
-    /// Save only: write the file, install at the next start.
-    #[serde(default)]
-    save_only: bool,
-}
-
 /// Save the flow's requirements and (unless save-only) rebuild and restart the session with them.
 async fn install(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(req): Json<InstallRequest>,
+    Json(req): Json<flowrt_api::requests::InstallRequirements>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let s = modifiable(&state, &caller, &id).await?;
     if req.requirements.len() > 1024 * 1024 {
@@ -948,18 +914,12 @@ async fn logs(
     ))
 }
 
-#[derive(Deserialize)]
-struct TestRequest {
-    #[serde(default)]
-    inputs: Value,
-}
-
 /// An interactive test: one line in the session, bounded by the server's request timeout.
 async fn test(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Json(req): Json<TestRequest>,
+    Json(req): Json<flowrt_api::requests::TestLine>,
 ) -> ApiResult<Json<Value>> {
     let s = modifiable(&state, &caller, &id).await?;
     let inputs = match req.inputs {

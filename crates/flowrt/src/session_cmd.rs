@@ -270,6 +270,16 @@ pub fn server(args: ServerArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// A typed request body as the JSON the client sends.
+fn to_body<T: serde::Serialize>(body: &T) -> Result<Value> {
+    serde_json::to_value(body).map_err(|e| anyhow!("cannot encode the request: {e}"))
+}
+
+fn size_of(s: &str) -> Result<flowrt_api::SessionSize> {
+    flowrt_api::SessionSize::parse(s)
+        .ok_or_else(|| anyhow!("unknown size '{s}'; use small, medium or large"))
+}
+
 fn parse_size(s: &str) -> Result<&'static str> {
     flowrt_api::SessionSize::parse(s)
         .map(|z| z.as_str())
@@ -405,16 +415,17 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                 } else {
                     flow.display().to_string()
                 };
-                let mut body = json!({"flow": reference, "size": parse_size(&size)?});
-                if let Some(t) = idle_timeout {
-                    body["idle_timeout_s"] = json!(parse_idle(&t)?);
-                }
-                for (k, v) in [("identity", identity), ("env", env), ("compute", compute)] {
-                    if let Some(v) = v {
-                        body[k] = json!(v);
-                    }
-                }
-                let s = remote.call("POST", "/api/v1/sessions", Some(body)).await?;
+                let body = flowrt_api::requests::StartSession {
+                    flow: reference,
+                    size: size_of(&size)?,
+                    idle_timeout_s: idle_timeout.map(|t| parse_idle(&t)).transpose()?,
+                    identity,
+                    env,
+                    compute,
+                };
+                let s = remote
+                    .call("POST", "/api/v1/sessions", Some(to_body(&body)?))
+                    .await?;
                 let id = s["id"].as_str().unwrap_or("").to_string();
                 if !no_wait {
                     wait_running(&remote, &id).await?;
@@ -474,15 +485,16 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                 size,
                 idle_timeout,
             } => {
-                let mut body = json!({});
-                if let Some(s) = size {
-                    body["size"] = json!(parse_size(&s)?);
-                }
-                if let Some(t) = idle_timeout {
-                    body["idle_timeout_s"] = json!(parse_idle(&t)?);
-                }
+                let body = flowrt_api::requests::EditSession {
+                    size: size.map(|s| size_of(&s)).transpose()?,
+                    idle_timeout_s: idle_timeout.map(|t| parse_idle(&t)).transpose()?,
+                };
                 let s = remote
-                    .call("PATCH", &format!("/api/v1/sessions/{id}"), Some(body))
+                    .call(
+                        "PATCH",
+                        &format!("/api/v1/sessions/{id}"),
+                        Some(to_body(&body)?),
+                    )
                     .await?;
                 if let Some(n) = s["note"].as_str() {
                     eprintln!("note: {n}");
@@ -518,7 +530,10 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                     .call(
                         "POST",
                         &format!("/api/v1/sessions/{id}/install"),
-                        Some(json!({"requirements": text, "save_only": save_only})),
+                        Some(to_body(&flowrt_api::requests::InstallRequirements {
+                            requirements: text,
+                            save_only,
+                        })?),
                     )
                     .await?;
                 if save_only {
@@ -634,7 +649,7 @@ pub fn test_in_session(id: &str, inputs: Value, server: Option<&str>) -> Result<
             .call(
                 "POST",
                 &format!("/api/v1/sessions/{id}/test"),
-                Some(json!({"inputs": inputs})),
+                Some(to_body(&flowrt_api::requests::TestLine { inputs })?),
             )
             .await?;
         if let Some(e) = r["error"].as_object() {
@@ -684,25 +699,25 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
     if args.output_dir.is_some() {
         bail!("--output-dir cannot be used with --session: a session's runs stay in the session\nhint: `flowrt run show NAME` reads it through the server");
     }
-    let mut mapping = serde_json::Map::new();
+    let mut column_mapping = std::collections::BTreeMap::new();
     for m in &args.column_mapping {
         let (k, v) = m
             .split_once('=')
             .ok_or_else(|| anyhow!("--column-mapping '{m}' must be NAME=VALUE"))?;
-        mapping.insert(k.trim().to_string(), json!(v));
+        column_mapping.insert(k.trim().to_string(), v.to_string());
     }
-    let request = json!({
-        "session": id,
-        "name": name,
-        "data": data,
-        "data_format": data_format,
-        "column_mapping": mapping,
-        "run": args.run,
-        "variant": args.variant,
-        "resume_from": args.resume_from,
-        "line_timeout": args.line_timeout,
-        "concurrency": args.concurrency,
-    });
+    let request = to_body(&flowrt_api::requests::CreateRun {
+        session: id.clone(),
+        name: name.clone(),
+        data,
+        data_format: data_format.map(str::to_string),
+        column_mapping,
+        run: args.run.clone(),
+        variant: args.variant.clone(),
+        resume_from: args.resume_from.clone(),
+        line_timeout: args.line_timeout,
+        concurrency: args.concurrency,
+    })?;
     let strict = args.strict;
     block(async {
         remote.call("POST", "/api/v1/runs", Some(request)).await?;

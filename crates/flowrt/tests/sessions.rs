@@ -1741,6 +1741,31 @@ fn every_documented_operation_is_routed_and_answers_junk_with_json_4xx() {
     );
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&doc).unwrap();
+    // Request bodies are described by schemas generated from the API's types.
+    assert_eq!(
+        doc["paths"]["/api/v1/runs"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/CreateRun"
+    );
+    let create_run = &doc["components"]["schemas"]["CreateRun"];
+    for field in [
+        "session",
+        "name",
+        "data",
+        "column_mapping",
+        "resume_from",
+        "concurrency",
+    ] {
+        assert!(
+            create_run["properties"][field].is_object(),
+            "CreateRun.{field}: {create_run:#}"
+        );
+    }
+    assert_eq!(create_run["required"], json!(["session", "name"]));
+    assert_eq!(
+        doc["paths"]["/api/v1/runs/{name}/lines/{line}"]["get"]["parameters"][1],
+        json!({"name": "line", "in": "path", "required": true, "schema": {"type": "integer"}})
+    );
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     let long = format!("{{\"name\": \"{}\"}}", "x".repeat(200_000));
     let bodies: Vec<&str> = vec![

@@ -1,0 +1,105 @@
+//! The request bodies of the control plane's API, typed once: the server deserializes them, the
+//! CLI builds them, and the OpenAPI document's schemas are generated from them.
+
+use crate::session::SessionSize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// `POST /api/v1/sessions`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StartSession {
+    /// A workspace flow: `NAME` (its latest version) or `NAME@vN`. Never a path.
+    pub flow: String,
+    #[serde(default)]
+    pub size: SessionSize,
+    /// Seconds without runs before the session stops; default 3600; 0 never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+    /// An identity the session acts as (its feed token unlocks `{private}` package indexes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// `default`, `default@VERSION` or `NAME@vN`; default: the flow's `environment.image`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    /// A compute instance of the caller's to run on, instead of serverless compute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
+}
+
+/// `PATCH /api/v1/sessions/{id}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EditSession {
+    /// Takes effect at the next reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<SessionSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_s: Option<u64>,
+}
+
+/// `POST /api/v1/sessions/{id}/install`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstallRequirements {
+    /// The new requirements.txt text (at most 1 MiB); saved as the flow's next version.
+    pub requirements: String,
+    /// Save only: install at the next start or reset.
+    #[serde(default)]
+    pub save_only: bool,
+}
+
+/// `POST /api/v1/sessions/{id}/test`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TestLine {
+    /// The flow inputs, an object (missing or null: none).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Value,
+}
+
+/// `POST /api/v1/runs`: a batch or evaluation run in a session.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreateRun {
+    /// The session to run in; the flow is the session's.
+    pub session: String,
+    /// Letters, digits, `_`, `-` and `.`; unique in the session.
+    pub name: String,
+    /// The data file's text. Without data, a resumed run reuses its predecessor's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    /// `jsonl` (default), `csv` or `tsv`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_format: Option<String>,
+    /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a literal.
+    #[serde(default)]
+    pub column_mapping: BTreeMap<String, String>,
+    /// The base run of an evaluation (in any of the caller's sessions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// `${node.variant_id}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Re-run only the lines of this run (of the same session) that did not complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<String>,
+    /// Seconds a line may take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_timeout: Option<f64>,
+    /// Lines at once (1 to 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+}
+
+/// The schemas of every request body, by name, for the OpenAPI document.
+pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
+    fn one<T: utoipa::PartialSchema>(name: &'static str) -> (&'static str, serde_json::Value) {
+        (name, serde_json::to_value(T::schema()).unwrap_or_default())
+    }
+    vec![
+        one::<StartSession>("StartSession"),
+        one::<EditSession>("EditSession"),
+        one::<InstallRequirements>("InstallRequirements"),
+        one::<TestLine>("TestLine"),
+        one::<CreateRun>("CreateRun"),
+        one::<SessionSize>("SessionSize"),
+    ]
+}

@@ -1,0 +1,585 @@
+#!/usr/bin/env python3
+"""Side-by-side: run promptflow's own test and example flows under promptflow and flowrt, compare.
+
+Python 3 stdlib only. YAML is parsed by a small driver run with promptflow's Python (it has PyYAML);
+the same driver runs promptflow through its public SDK (what `pf flow test` does).
+
+  python3 scripts/side_by_side.py --repo /tmp/pfrepo --pf /tmp/pfvenv/bin/pf \
+      --flowrt target/release/flowrt --fake-openai /work/shared/tools/fake_openai.py \
+      [--only SUBSTRING] [--timeout 60] [--jobs 2] [--out results.json]
+
+Flows: folders with flow.dag.yaml (dag) or flow.flex.yaml (flex), and .prompty files (prompty), under
+src/promptflow/tests/test_configs and examples/flows. Inputs: the declared defaults (when every input
+has one, `{}` is passed), else samples.json / the `sample:` of a prompty or flex flow, else the first
+line of data.jsonl (or inputs.jsonl), else the flow is skipped ("no inputs").
+
+Each runtime gets its own copy of the flow tree (so relative paths outside a flow folder still work
+and files a runtime writes don't leak into the other's run), and a fresh HOME / PF_HOME_DIRECTORY /
+FLOWRT_HOME per script run. Connections commonly referenced by the flows are created in both
+runtimes, pointed at the fake OpenAI server, all with key `fake-key`.
+
+Classification per flow: skipped (no inputs), pf_failed (excluded from the denominator), identical,
+different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+ROOTS = ["src/promptflow/tests/test_configs", "examples/flows"]
+REL_TOL = 1e-6
+
+OPENAI_NAMES = ["open_ai_connection", "your_open_ai_connection", "new_ai_connection", "test_llm_connection",
+                "openai_connection", "oai_connection"]
+AZURE_NAMES = ["azure_open_ai_connection", "aoai_connection", "aoai_gpt4v_connection", "aoai_assistant_connection",
+               "azure_openai", "azure_openai_connection", "gpt4v_connection"]
+CUSTOM_NAMES = ["custom_connection", "custom_connection_2", "custom_connection_3", "basic_custom_connection",
+                "serp_connection", "azure_ai_language", "azure_ai_translator", "custom_strong_type_connection",
+                "azure_content_safety_connection", "bing_connection"]
+
+# ----------------------------------------------------------------------------------------------------
+# driver, run with promptflow's Python
+# ----------------------------------------------------------------------------------------------------
+PF_DRIVER = r'''
+import argparse, dataclasses, json, os, sys, types
+from collections.abc import Mapping
+
+
+def setup_home():
+    home = os.environ["SBS_HOME"]
+    os.environ["HOME"] = home
+    pf_home = os.path.join(home, ".promptflow")
+    os.environ["PF_HOME_DIRECTORY"] = pf_home
+    os.makedirs(pf_home, exist_ok=True)
+    cfg = os.path.join(pf_home, "pf.yaml")
+    if not os.path.exists(cfg):
+        with open(cfg, "w") as f:
+            f.write("telemetry:\n  enabled: 'false'\ntrace:\n  destination: none\n")
+
+
+def plain(value):
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)) or (
+        hasattr(value, "__next__") and hasattr(value, "__iter__") and not isinstance(value, (str, bytes, dict, list))
+    ):
+        return "".join(str(chunk) for chunk in value)
+    return value
+
+
+def as_outputs(value):
+    if isinstance(value, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    return {"output": value}
+
+
+def yaml_load(text):
+    try:
+        import yaml
+        return yaml.safe_load(text)
+    except ImportError:
+        from ruamel.yaml import YAML
+        return YAML(typ="safe", pure=True).load(text)
+
+
+def read_yaml(path):
+    with open(path, encoding="utf-8") as f:
+        return yaml_load(f.read()) or {}
+
+
+def prompty_front(path):
+    text = open(path, encoding="utf-8").read()
+    if not text.lstrip().startswith("---"):
+        return {}
+    body = text.lstrip()[3:]
+    end = body.find("\n---")
+    return yaml_load(body[:end]) or {}
+
+
+def load_sample_value(base, value):
+    if isinstance(value, str):
+        p = os.path.join(base, value)
+        if os.path.isfile(p):
+            if p.endswith(".jsonl"):
+                with open(p, encoding="utf-8") as f:
+                    for line in f:
+                        if line.strip():
+                            return json.loads(line)
+                return None
+            with open(p, encoding="utf-8") as f:
+                return json.load(f)
+        return None
+    return value
+
+
+def first_line(path):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                return json.loads(line)
+    return None
+
+
+def pick(path, fmt):
+    """{"inputs": {...}, "init": {...}|None} or {"skip": reason}."""
+    folder = path if fmt != "prompty" else os.path.dirname(path)
+    if fmt == "dag":
+        doc = read_yaml(os.path.join(path, "flow.dag.yaml"))
+    elif fmt == "flex":
+        doc = read_yaml(os.path.join(path, "flow.flex.yaml"))
+    else:
+        doc = prompty_front(path)
+    declared = doc.get("inputs") or {}
+    if not isinstance(declared, dict):
+        declared = {}
+    init = None
+    sample = None
+    if fmt in ("flex", "prompty") and doc.get("sample") is not None:
+        sample = load_sample_value(folder, doc.get("sample"))
+        if fmt == "flex" and isinstance(sample, dict) and ("inputs" in sample or "init" in sample) and \
+                all(k in ("inputs", "init") for k in sample):
+            init = sample.get("init")
+            sample = sample.get("inputs")
+    if fmt == "flex" and init is None:
+        # a class entry whose __init__ needs kwargs without defaults: take init defaults from the yaml
+        init_decl = doc.get("init") or {}
+        if isinstance(init_decl, dict) and init_decl and all(isinstance(v, dict) and "default" in v for v in init_decl.values()):
+            init = None  # defaults apply in both runtimes
+    def has_default(spec):
+        return isinstance(spec, dict) and "default" in spec
+    if all(has_default(spec) for spec in declared.values()):
+        return {"inputs": {}, "init": init, "source": "defaults" if declared else "no declared inputs"}
+    if isinstance(sample, dict):
+        return {"inputs": sample, "init": init, "source": "sample"}
+    if fmt == "dag":
+        for name in ("samples.json", "sample.json"):
+            p = os.path.join(folder, name)
+            if os.path.isfile(p):
+                with open(p, encoding="utf-8") as f:
+                    value = json.load(f)
+                if isinstance(value, list) and value:
+                    value = value[0]
+                if isinstance(value, dict):
+                    return {"inputs": value, "init": init, "source": name}
+    for name in ("data.jsonl", "inputs.jsonl", "data/data.jsonl", "data/inputs.jsonl"):
+        p = os.path.join(folder, name)
+        if os.path.isfile(p):
+            try:
+                value = first_line(p)
+            except Exception:
+                continue
+            if isinstance(value, dict):
+                if declared:
+                    value = {k: v for k, v in value.items() if k in declared}
+                return {"inputs": value, "init": init, "source": name}
+    return {"skip": "no inputs"}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("plan")
+    p.add_argument("--flows", required=True)
+    p = sub.add_parser("connection")
+    p.add_argument("--file", required=True)
+    p = sub.add_parser("test")
+    p.add_argument("--flow", required=True)
+    p.add_argument("--inputs", required=True)
+    p.add_argument("--init", default=None)
+    args = parser.parse_args()
+    if args.command == "plan":
+        with open(args.flows, encoding="utf-8") as f:
+            flows = json.load(f)
+        out = []
+        for item in flows:
+            try:
+                item.update(pick(item["abs"], item["format"]))
+            except Exception as e:
+                item["skip"] = f"cannot read flow: {type(e).__name__}: {e}"
+            out.append(item)
+        print(json.dumps(out, default=str))
+        return
+    setup_home()
+    from promptflow.client import PFClient
+    pf = PFClient()
+    try:
+        if args.command == "connection":
+            from promptflow._sdk._load_functions import load_connection
+            c = load_connection(source=args.file)
+            pf.connections.create_or_update(c)
+            print(json.dumps({"created": c.name}))
+        else:
+            with open(args.inputs, encoding="utf-8") as f:
+                inputs = json.load(f)
+            init = None
+            if args.init:
+                with open(args.init, encoding="utf-8") as f:
+                    init = json.load(f)
+            if init is None:
+                outputs = pf.test(flow=args.flow, inputs=inputs)
+            else:
+                outputs = pf.test(flow=args.flow, inputs=inputs, init=init)
+            outputs = {k: plain(v) for k, v in as_outputs(plain(outputs)).items()}
+            sys.stdout.flush()
+            print(json.dumps(outputs, default=str))
+    except SystemExit:
+        raise
+    except BaseException as e:
+        print(f"ERROR {type(e).__name__}: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------
+def short(value, limit=100):
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def diff(expected, actual, path="$"):
+    if is_number(expected) and is_number(actual):
+        if isinstance(expected, float) and isinstance(actual, float) and math.isnan(expected) and math.isnan(actual):
+            return None
+        if expected == actual or math.isclose(expected, actual, rel_tol=REL_TOL, abs_tol=1e-12):
+            return None
+        return f"at {path}: pf {short(expected)} flowrt {short(actual)}"
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        missing = [k for k in expected if k not in actual]
+        extra = [k for k in actual if k not in expected]
+        if missing or extra:
+            return f"at {path}: keys only in pf {missing[:5]}, only in flowrt {extra[:5]}"
+        for k in expected:
+            d = diff(expected[k], actual[k], f"{path}.{k}")
+            if d:
+                return d
+        return None
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return f"at {path}: pf {len(expected)} items, flowrt {len(actual)}"
+        for i, (e, a) in enumerate(zip(expected, actual)):
+            d = diff(e, a, f"{path}[{i}]")
+            if d:
+                return d
+        return None
+    if type(expected) is type(actual) and expected == actual:
+        return None
+    return f"at {path}: pf {short(expected)} flowrt {short(actual)}"
+
+
+def last_json_object(text):
+    decoder = json.JSONDecoder()
+    found, pos = None, 0
+    while True:
+        start = text.find("{", pos)
+        if start < 0:
+            return found
+        try:
+            value, end = decoder.raw_decode(text, start)
+        except ValueError:
+            pos = start + 1
+            continue
+        if isinstance(value, dict):
+            found = value
+        pos = end
+
+
+def run_command(argv, env, timeout, cwd=None):
+    """(returncode, stdout, stderr, seconds); returncode None on timeout (process group killed)."""
+    t0 = time.time()
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    except OSError as e:
+        return 127, "", f"cannot start {argv[0]}: {e}", 0.0
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        rc = proc.returncode
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        out, err = proc.communicate()
+        rc = None
+    return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), time.time() - t0
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def first_error_line(out, err, prefer=("error", "Error", "ERROR", "Exception", "failed")):
+    """A one-line reason from a failed command's output."""
+    text = ANSI.sub("", err + "\n" + out)
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    for l in lines:
+        if l.startswith("ERROR ") or l.startswith("error:") or l.startswith("Error:"):
+            return l[:240]
+    for l in reversed(lines):
+        if any(p in l for p in prefer) and not l.startswith("Traceback"):
+            return l[:240]
+    return (lines[-1] if lines else "(no output)")[:240]
+
+
+class FakeServer:
+    def __init__(self, script):
+        self.proc = subprocess.Popen([sys.executable, script, "--port", "0"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (\d+)", line or "")
+        if not m:
+            self.stop()
+            raise SystemExit(f"fake OpenAI server did not start: {line!r}")
+        self.base = f"http://127.0.0.1:{m.group(1)}"
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def find_flows(repo, only):
+    flows = []
+    for root in ROOTS:
+        top = os.path.join(repo, root)
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames[:] = sorted(d for d in dirnames if d not in (".promptflow", "__pycache__", ".runs"))
+            rel_dir = os.path.relpath(dirpath, repo)
+            if "flow.dag.yaml" in filenames:
+                flows.append({"path": rel_dir, "format": "dag"})
+            if "flow.flex.yaml" in filenames:
+                flows.append({"path": rel_dir, "format": "flex"})
+            for name in sorted(filenames):
+                if name.endswith(".prompty"):
+                    flows.append({"path": os.path.join(rel_dir, name), "format": "prompty"})
+    if only:
+        flows = [f for f in flows if any(o in f["path"] for o in only)]
+    return flows
+
+
+def connection_yamls(base):
+    docs = {}
+    for n in OPENAI_NAMES:
+        docs[n] = f"name: {n}\ntype: open_ai\napi_key: fake-key\nbase_url: {base}/v1\n"
+    for n in AZURE_NAMES:
+        docs[n] = (f"name: {n}\ntype: azure_open_ai\napi_key: fake-key\napi_base: {base}\napi_type: azure\n"
+                   f"api_version: \"2024-02-01\"\n")
+    for n in CUSTOM_NAMES:
+        docs[n] = (f"name: {n}\ntype: custom\nconfigs:\n  endpoint: {base}\n  api_base: {base}\n"
+                   f"secrets:\n  api_key: fake-key\n  key: fake-key\n")
+    return docs
+
+
+# ----------------------------------------------------------------------------------------------------
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repo", required=True, help="a promptflow checkout (work tree)")
+    ap.add_argument("--pf", default="/tmp/pfvenv/bin/pf", help="promptflow's pf; its sibling python runs the SDK driver")
+    ap.add_argument("--pf-python", default=None, help="default: the python next to --pf")
+    ap.add_argument("--flowrt", default="flowrt")
+    ap.add_argument("--fake-openai", required=True)
+    ap.add_argument("--only", action="append", default=[], help="substring of the flow path (repeatable)")
+    ap.add_argument("--timeout", type=float, default=60)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", default="results.json")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args()
+
+    repo = os.path.abspath(args.repo)
+    pf_python = args.pf_python or os.path.join(os.path.dirname(os.path.abspath(args.pf)), "python")
+    flowrt = os.path.abspath(args.flowrt) if os.path.sep in args.flowrt else args.flowrt
+    work = tempfile.mkdtemp(prefix="side_by_side.")
+    print(f"work folder {work}", file=sys.stderr)
+    driver = os.path.join(work, "pf_driver.py")
+    with open(driver, "w") as f:
+        f.write(PF_DRIVER)
+
+    # two private copies of the flow tree
+    trees = {}
+    for who in ("pf", "flowrt"):
+        trees[who] = os.path.join(work, "tree_" + who)
+        for root in ROOTS:
+            src = os.path.join(repo, root)
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(trees[who], root), symlinks=True)
+
+    flows = find_flows(repo, args.only)
+    for f in flows:
+        f["abs"] = os.path.join(repo, f["path"])
+    flows_file = os.path.join(work, "flows.json")
+    with open(flows_file, "w") as fh:
+        json.dump(flows, fh)
+
+    server = FakeServer(args.fake_openai)
+    base = server.base
+    pf_home = os.path.join(work, "pf_home")
+    flowrt_home = os.path.join(work, "flowrt_home")
+    os.makedirs(pf_home)
+    os.makedirs(flowrt_home)
+    common = dict(os.environ)
+    for k in list(common):
+        if k.startswith(("OPENAI_", "AZURE_OPENAI_", "PF_", "FLOWRT_")):
+            del common[k]
+    common.update({
+        "FAKE_OPENAI_BASE": base,
+        "OPENAI_API_KEY": "fake-key", "OPENAI_BASE_URL": base + "/v1",
+        "AZURE_OPENAI_API_KEY": "fake-key", "AZURE_OPENAI_ENDPOINT": base,
+        "AZURE_OPENAI_API_VERSION": "2024-02-01", "AZURE_OPENAI_DEPLOYMENT": "gpt-35-turbo",
+        "PYTHONUNBUFFERED": "1",
+    })
+    pf_env = dict(common, SBS_HOME=pf_home, HOME=pf_home, PF_HOME_DIRECTORY=os.path.join(pf_home, ".promptflow"),
+                  PF_BATCH_METHOD="spawn", PF_DISABLE_TRACING="true")
+    fr_env = dict(common, FLOWRT_HOME=flowrt_home, HOME=flowrt_home)
+
+    try:
+        rc, out, err, _ = run_command([pf_python, driver, "plan", "--flows", flows_file], pf_env, 300)
+        if rc != 0:
+            raise SystemExit(f"planning failed: {err[-2000:]}")
+        plan = json.loads(out.strip().splitlines()[-1])
+
+        # connections
+        conn_dir = os.path.join(work, "connections")
+        os.makedirs(conn_dir)
+        conn_problems = []
+        for name, text in connection_yamls(base).items():
+            p = os.path.join(conn_dir, name + ".yaml")
+            with open(p, "w") as fh:
+                fh.write(text)
+            rc, out, err, _ = run_command([pf_python, driver, "connection", "--file", p], pf_env, 120)
+            if rc != 0:
+                conn_problems.append(f"pf {name}: {first_error_line(out, err)}")
+            rc, out, err, _ = run_command([flowrt, "connection", "create", "--file", p], fr_env, 60)
+            if rc != 0:
+                conn_problems.append(f"flowrt {name}: {first_error_line(out, err)}")
+        for line in conn_problems:
+            print("connection: " + line, file=sys.stderr)
+
+        results = []
+        lock = threading.Lock()
+        inputs_dir = os.path.join(work, "inputs")
+        os.makedirs(inputs_dir)
+        # prompty and flex first (few), then dag; partial results then cover all formats
+        order = {"prompty": 0, "flex": 1, "dag": 2}
+        plan.sort(key=lambda f: (order[f["format"]], f["path"]))
+        total = len(plan)
+
+        def save():
+            with open(args.out, "w") as fh:
+                json.dump({"finished": len(results) == total, "total": total, "fake_openai": base,
+                           "connection_problems": conn_problems,
+                           "results": sorted(results, key=lambda r: (r["format"], r["path"]))},
+                          fh, indent=1, ensure_ascii=False, default=str)
+
+        def one(index, item):
+            res = {"path": item["path"], "format": item["format"]}
+            if "skip" in item:
+                res.update(status="skipped", reason=item["skip"])
+                return res
+            res["inputs"] = item["inputs"]
+            res["inputs_source"] = item.get("source")
+            stem = os.path.join(inputs_dir, str(index))
+            with open(stem + ".inputs.json", "w") as fh:
+                json.dump(item["inputs"], fh, ensure_ascii=False)
+            init_args_pf, init_args_fr = [], []
+            if item.get("init") is not None:
+                res["init"] = item["init"]
+                with open(stem + ".init.json", "w") as fh:
+                    json.dump(item["init"], fh, ensure_ascii=False)
+                init_args_pf = ["--init", stem + ".init.json"]
+                init_args_fr = ["--init", stem + ".init.json"]
+            pf_flow = os.path.join(trees["pf"], item["path"])
+            fr_flow = os.path.join(trees["flowrt"], item["path"])
+            cwd_pf = pf_flow if item["format"] != "prompty" else os.path.dirname(pf_flow)
+            cwd_fr = fr_flow if item["format"] != "prompty" else os.path.dirname(fr_flow)
+            rc, out, err, secs = run_command([pf_python, driver, "test", "--flow", pf_flow, "--inputs",
+                                              stem + ".inputs.json"] + init_args_pf, pf_env, args.timeout, cwd_pf)
+            res["pf_rc"], res["pf_seconds"] = rc, round(secs, 2)
+            pf_out = last_json_object(out) if rc == 0 else None
+            if rc != 0 or pf_out is None:
+                res.update(status="pf_failed",
+                           reason=("timeout" if rc is None else first_error_line(out, err)))
+                return res
+            res["pf_outputs"] = pf_out
+            rc, out, err, secs = run_command([flowrt, "flow", "test", fr_flow, "--inputs-file",
+                                              stem + ".inputs.json"] + init_args_fr, fr_env, args.timeout, cwd_fr)
+            res["flowrt_rc"], res["flowrt_seconds"] = rc, round(secs, 2)
+            fr_out = last_json_object(out) if rc == 0 else None
+            if rc != 0 or fr_out is None:
+                reason = "timeout" if rc is None else (first_error_line(out, err) if rc != 0
+                                                       else "no JSON object printed")
+                res.update(status="flowrt_failed", reason=reason, flowrt_stderr_tail=ANSI.sub("", err)[-1500:])
+                return res
+            res["flowrt_outputs"] = fr_out
+            d = diff(pf_out, fr_out)
+            if d:
+                res.update(status="different", reason=d)
+            else:
+                res["status"] = "identical"
+            return res
+
+        def task(index, item):
+            try:
+                res = one(index, item)
+            except Exception as e:  # a bug here must not lose the run
+                res = {"path": item["path"], "format": item["format"], "status": "error",
+                       "reason": f"side_by_side: {type(e).__name__}: {e}"}
+            with lock:
+                results.append(res)
+                print(f"[{len(results)}/{total}] {res['status']:13} {res['format']:7} {res['path']}"
+                      + (f"  -- {res.get('reason')}" if res.get("reason") else ""), file=sys.stderr, flush=True)
+                save()
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for i, item in enumerate(plan):
+                pool.submit(task, i, item)
+        save()
+        report(results, total)
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def report(results, total):
+    print()
+    print(f"{len(results)} of {total} flows finished")
+    print(f"{'format':8} {'found':>6} {'skipped':>8} {'pf-failed':>10} {'runs-under-pf':>14} {'identical':>10} {'%':>7}")
+    for fmt in ("dag", "prompty", "flex"):
+        rs = [r for r in results if r["format"] == fmt]
+        n_skip = sum(r["status"] == "skipped" for r in rs)
+        n_pff = sum(r["status"] in ("pf_failed", "error") for r in rs)
+        runs = [r for r in rs if r["status"] in ("identical", "different", "flowrt_failed")]
+        ident = sum(r["status"] == "identical" for r in runs)
+        pct = f"{100.0 * ident / len(runs):.1f}" if runs else "-"
+        print(f"{fmt:8} {len(rs):6} {n_skip:8} {n_pff:10} {len(runs):14} {ident:10} {pct:>7}")
+    for fmt in ("dag", "prompty", "flex"):
+        bad = [r for r in results if r["format"] == fmt and r["status"] in ("different", "flowrt_failed")]
+        if bad:
+            print(f"\n{fmt}: not identical ({len(bad)})")
+            for r in sorted(bad, key=lambda r: r["path"]):
+                print(f"  {r['status']:13} {r['path']}: {r['reason']}")
+
+
+if __name__ == "__main__":
+    main()
