@@ -106,6 +106,11 @@ def prompty_front(path):
 
 
 def load_sample_value(base, value):
+    if isinstance(value, str) and value.startswith("${file:") and value.endswith("}"):
+        value = value[len("${file:"):-1]
+    if isinstance(value, dict):
+        return {k: load_sample_value(base, v) if isinstance(v, str) and v.startswith("${file:") else v
+                for k, v in value.items()}
     if isinstance(value, str):
         p = os.path.join(base, value)
         if os.path.isfile(p):
@@ -149,15 +154,16 @@ def pick(path, fmt):
                 all(k in ("inputs", "init") for k in sample):
             init = sample.get("init")
             sample = sample.get("inputs")
-    if fmt == "flex" and init is None:
-        # a class entry whose __init__ needs kwargs without defaults: take init defaults from the yaml
-        init_decl = doc.get("init") or {}
-        if isinstance(init_decl, dict) and init_decl and all(isinstance(v, dict) and "default" in v for v in init_decl.values()):
-            init = None  # defaults apply in both runtimes
+    if fmt == "flex" and init is None and os.path.isfile(os.path.join(folder, "init.json")):
+        # a class entry's constructor kwargs kept next to the flow (what the tests pass as init)
+        with open(os.path.join(folder, "init.json"), encoding="utf-8") as f:
+            init = json.load(f)
     def has_default(spec):
         return isinstance(spec, dict) and "default" in spec
-    if all(has_default(spec) for spec in declared.values()):
-        return {"inputs": {}, "init": init, "source": "defaults" if declared else "no declared inputs"}
+    if declared and all(has_default(spec) for spec in declared.values()):
+        return {"inputs": {}, "init": init, "source": "defaults"}
+    if not declared and fmt == "dag":
+        return {"inputs": {}, "init": init, "source": "no declared inputs"}
     if isinstance(sample, dict):
         return {"inputs": sample, "init": init, "source": "sample"}
     if fmt == "dag":
@@ -181,6 +187,8 @@ def pick(path, fmt):
                 if declared:
                     value = {k: v for k, v in value.items() if k in declared}
                 return {"inputs": value, "init": init, "source": name}
+    if not declared:  # a flex entry or prompty without an inputs section: its signature decides
+        return {"inputs": {}, "init": init, "source": "no declared inputs"}
     return {"skip": "no inputs"}
 
 
@@ -444,7 +452,8 @@ def main():
     common.update({
         "FAKE_OPENAI_BASE": base,
         "OPENAI_API_KEY": "fake-key", "OPENAI_BASE_URL": base + "/v1",
-        "AZURE_OPENAI_API_KEY": "fake-key", "AZURE_OPENAI_ENDPOINT": base,
+        "AZURE_OPENAI_API_KEY": "fake-key", "AZURE_OPENAI_ENDPOINT": base, "AZURE_OPENAI_API_BASE": base,
+        "AZURE_OPENAI_API_TYPE": "azure", "OPENAI_API_VERSION": "2024-02-01", "OPENAI_API_BASE": base + "/v1",
         "AZURE_OPENAI_API_VERSION": "2024-02-01", "AZURE_OPENAI_DEPLOYMENT": "gpt-35-turbo",
         "PYTHONUNBUFFERED": "1",
     })

@@ -69,6 +69,9 @@ pub struct CreateRun {
     /// `jsonl` (default), `csv` or `tsv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_format: Option<String>,
+    /// Data uploaded before (`POST /api/v1/data`, `flowrt data push`): `data:sha256:HEX.EXT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_ref: Option<String>,
     /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a literal.
     #[serde(default)]
     pub column_mapping: BTreeMap<String, String>,

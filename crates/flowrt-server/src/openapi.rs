@@ -35,6 +35,8 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/flows", "List the workspace's flows you may see, every version."),
     ("post", "/api/v1/flows/{name}", "Push a snapshot (a gzip-compressed tar of the flow folder; ?entry=FILE.prompty) as the next version of name."),
     ("get", "/api/v1/flows/{name}", "Show a flow version (NAME or NAME@vN): inputs, outputs, nodes and edges."),
+    ("post", "/api/v1/data", "Upload batch data (?format=jsonl|csv|tsv; JSONL checked line by line), stored by its content's hash; returns its reference."),
+    ("get", "/api/v1/data/{reference}", "Whether you have uploaded this data (data:sha256:HEX.EXT)."),
     ("get", "/api/v1/runs", "List the runs in your sessions."),
     ("post", "/api/v1/runs", "Start a batch or evaluation run {session, name, data, data_format, column_mapping, run, variant, resume_from, line_timeout, concurrency} in a session (no overall timeout)."),
     ("get", "/api/v1/runs/{name}", "Show a run (?session=ID when several sessions have one of that name)."),
@@ -71,6 +73,7 @@ fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'stat
             ("session", "string"),
         ],
         ("post", "/api/v1/flows/{name}") => &[("entry", "string")],
+        ("post", "/api/v1/data") => &[("format", "string")],
         (_, p) if p.starts_with("/api/v1/runs/{name}") => &[("session", "string")],
         _ => &[],
     }
@@ -119,6 +122,9 @@ pub fn document() -> Value {
         let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
         if *method == "post" || *method == "patch" {
             op["requestBody"] = match (*path, body_schema(method, path)) {
+                ("/api/v1/data", _) => {
+                    json!({"required": true, "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}})
+                }
                 ("/api/v1/flows/{name}", _) => {
                     json!({"required": true, "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}})
                 }

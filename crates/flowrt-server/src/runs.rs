@@ -30,6 +30,11 @@ pub fn routes() -> Router<AppState> {
                 .layer(DefaultBodyLimit::max(MAX_RUN_DATA + 1024 * 1024)),
         )
         .route("/api/v1/runs/{name}", get(show))
+        .route(
+            "/api/v1/data",
+            post(push_data).layer(DefaultBodyLimit::max(MAX_RUN_DATA)),
+        )
+        .route("/api/v1/data/{reference}", get(data_exists))
         .route("/api/v1/runs/{name}/lines", get(lines))
         .route("/api/v1/runs/{name}/lines/{line}", get(line))
         .route("/api/v1/runs/{name}/metrics", get(metrics))
@@ -148,7 +153,28 @@ async fn create(
     }
     // A session runs as many Python workers as its size allows, however many lines run at once.
     args.extend(["--workers".into(), s.size.limits().workers.to_string()]);
-    match req.data {
+    let data = match (&req.data, &req.data_ref) {
+        (Some(_), Some(_)) => {
+            return Err(ApiErr::bad_request("give data or data_ref, not both"));
+        }
+        (None, Some(reference)) => {
+            let (hash, ext) = parse_data_ref(reference)?;
+            let stored = data_path(&state, &caller.0.id, &hash, ext);
+            let dir = workdir.join("data");
+            let path = dir.join(format!("{}.{ext}", req.name));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| ApiErr::internal("preparing the batch data", e))?;
+            std::fs::copy(&stored, &path).map_err(|_| {
+                ApiErr::not_found(format!(
+                    "no data {reference} of yours; push it with `flowrt data push FILE`"
+                ))
+            })?;
+            args.extend(["--data".to_string(), path.display().to_string()]);
+            None
+        }
+        (data, None) => data.clone(),
+    };
+    match data {
         Some(data) => {
             let ext = match req.data_format.as_deref().unwrap_or("jsonl") {
                 f @ ("jsonl" | "csv" | "tsv") => f,
@@ -168,9 +194,9 @@ async fn create(
                 .map_err(|e| ApiErr::internal("saving the batch data", e))?;
             args.extend(["--data".to_string(), path.display().to_string()]);
         }
-        None if req.resume_from.is_none() => {
+        None if req.resume_from.is_none() && req.data_ref.is_none() => {
             return Err(ApiErr::bad_request(
-                "a run needs data (the data file's text in 'data'), unless it resumes another",
+                "a run needs data ('data' with the file's text, or 'data_ref' from `flowrt data push`), unless it resumes another",
             ))
         }
         None => {}
@@ -638,4 +664,110 @@ async fn events(
     })
     .flat_map(|events| events);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+struct DataQuery {
+    /// `jsonl` (default), `csv` or `tsv`.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn data_format(format: Option<&str>) -> ApiResult<&'static str> {
+    match format.unwrap_or("jsonl") {
+        "jsonl" => Ok("jsonl"),
+        "csv" => Ok("csv"),
+        "tsv" => Ok("tsv"),
+        other => Err(ApiErr::bad_request(format!(
+            "data format '{other}' is not one of jsonl, csv, tsv"
+        ))),
+    }
+}
+
+/// Where a user's uploaded data lives: content-addressed, per user, so a hash names only the
+/// caller's own data.
+fn data_path(state: &AppState, owner: &str, hash: &str, ext: &str) -> PathBuf {
+    state
+        .config
+        .home
+        .join("data")
+        .join(owner)
+        .join(format!("{hash}.{ext}"))
+}
+
+/// `data:sha256:<hex>.<ext>` → (hex, ext), checked.
+fn parse_data_ref(reference: &str) -> ApiResult<(String, &'static str)> {
+    let bad = || {
+        ApiErr::bad_request(format!(
+            "'{reference}' is not a data reference; `flowrt data push FILE` prints one (data:sha256:HEX.jsonl)"
+        ))
+    };
+    let rest = reference.strip_prefix("data:sha256:").ok_or_else(bad)?;
+    let (hex, ext) = rest.rsplit_once('.').ok_or_else(bad)?;
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    Ok((hex.to_ascii_lowercase(), data_format(Some(ext))?))
+}
+
+/// `POST /api/v1/data?format=jsonl`: upload batch data once, checked (a bad JSONL line is named),
+/// stored by the hash of its content. The same file again stores nothing new.
+async fn push_data(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<DataQuery>,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require_writer()?;
+    let ext = data_format(q.format.as_deref())?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| ApiErr::bad_request(format!("the data is not UTF-8 text: {e}")))?;
+    if ext == "jsonl" {
+        check_jsonl(text)?;
+    }
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(&body));
+    let path = data_path(&state, &caller.0.id, &hash, ext);
+    let existed = path.exists();
+    if !existed {
+        let tmp = path.with_extension(format!("{ext}.tmp"));
+        std::fs::create_dir_all(path.parent().unwrap_or(&state.config.home))
+            .and_then(|_| std::fs::write(&tmp, &body))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| ApiErr::internal("storing the data", e))?;
+    }
+    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    Ok((
+        if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        },
+        Json(json!({
+            "ref": format!("data:sha256:{hash}.{ext}"),
+            "format": ext,
+            "lines": lines,
+            "bytes": body.len(),
+            "unchanged": existed,
+        })),
+    ))
+}
+
+/// `GET /api/v1/data/{ref}`: whether the caller has uploaded this data (so a client can skip
+/// sending it again).
+async fn data_exists(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(reference): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let (hash, ext) = parse_data_ref(&reference)?;
+    let path = data_path(&state, &caller.0.id, &hash, ext);
+    let meta = std::fs::metadata(&path).map_err(|_| {
+        ApiErr::not_found(format!(
+            "no data {reference} of yours; push it with `flowrt data push FILE`"
+        ))
+    })?;
+    Ok(Json(
+        json!({"ref": reference, "format": ext, "bytes": meta.len()}),
+    ))
 }

@@ -58,6 +58,9 @@ enum Command {
     /// Manage connections: named credentials for OpenAI, Azure OpenAI and custom services.
     #[command(subcommand)]
     Connection(ConnectionCommand),
+    /// Batch data on a flowrt server: uploaded once, checked, named by its content's hash.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Environments: base versions, published custom environments, the cache.
     #[command(subcommand)]
     Env(env_cmd::EnvCommand),
@@ -138,6 +141,18 @@ enum FlowCommand {
 }
 
 #[derive(Subcommand)]
+enum DataCommand {
+    /// Upload a .jsonl, .csv or .tsv file; prints its reference (data:sha256:HEX.EXT). A bad JSONL
+    /// line is named; a file the server already has is not sent again.
+    Push {
+        /// The data file.
+        file: PathBuf,
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConnectionCommand {
     /// Create or replace a connection from promptflow's connection YAML.
     ///
@@ -202,6 +217,9 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Run(cmd) => run_cmd::run(cmd),
         Command::Connection(cmd) => connection(cmd),
+        Command::Data(DataCommand::Push { file, server }) => {
+            session_cmd::data_push(&file, server.server.as_deref())
+        }
         Command::Env(cmd) => env_cmd::run(cmd),
         Command::Agent(args) => agent_cmd::run(args),
         Command::Server(args) => session_cmd::server(args),

@@ -270,6 +270,48 @@ pub fn server(args: ServerArgs) -> Result<u8> {
     Ok(0)
 }
 
+/// Upload a data file (unless the server has it already): its reference, and whether it was sent.
+pub async fn push_data(remote: &Remote, file: &std::path::Path) -> Result<(String, bool)> {
+    use sha2::Digest;
+    let bytes = fs_err::read(file).map_err(|e| anyhow!("cannot read the data file: {e}"))?;
+    let format = match file.extension().and_then(|e| e.to_str()) {
+        Some("csv") => "csv",
+        Some("tsv") => "tsv",
+        _ => "jsonl",
+    };
+    let reference = format!(
+        "data:sha256:{}.{format}",
+        hex::encode(sha2::Sha256::digest(&bytes))
+    );
+    if remote
+        .call("GET", &format!("/api/v1/data/{reference}"), None)
+        .await
+        .is_ok()
+    {
+        return Ok((reference, false));
+    }
+    let v = remote
+        .post_bytes(
+            &format!("/api/v1/data?format={format}"),
+            "application/octet-stream",
+            bytes,
+        )
+        .await
+        .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    Ok((v["ref"].as_str().unwrap_or(&reference).to_string(), true))
+}
+
+/// `flowrt data push FILE`.
+pub fn data_push(file: &std::path::Path, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    let (reference, sent) = block(push_data(&remote, file))?;
+    if !sent {
+        eprintln!("the server has this data already: nothing uploaded");
+    }
+    println!("{reference}");
+    Ok(0)
+}
+
 /// A typed request body as the JSON the client sends.
 fn to_body<T: serde::Serialize>(body: &T) -> Result<Value> {
     serde_json::to_value(body).map_err(|e| anyhow!("cannot encode the request: {e}"))
@@ -683,18 +725,10 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         format!("{id}_{ms}")
     });
     // The data travels with the request: the session cannot read files on this machine.
-    let (data, data_format) = match &args.data {
-        Some(d) => {
-            let text =
-                fs_err::read_to_string(d).map_err(|e| anyhow!("cannot read the data file: {e}"))?;
-            let format = match d.extension().and_then(|e| e.to_str()) {
-                Some("csv") => "csv",
-                Some("tsv") => "tsv",
-                _ => "jsonl",
-            };
-            (Some(text), Some(format))
-        }
-        None => (None, None),
+    // The data goes up once, by its hash: a file the server already has is not sent again.
+    let data_ref = match &args.data {
+        Some(d) => Some(block(push_data(&remote, d))?.0),
+        None => None,
     };
     if args.output_dir.is_some() {
         bail!("--output-dir cannot be used with --session: a session's runs stay in the session\nhint: `flowrt run show NAME` reads it through the server");
@@ -709,8 +743,9 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
     let request = to_body(&flowrt_api::requests::CreateRun {
         session: id.clone(),
         name: name.clone(),
-        data,
-        data_format: data_format.map(str::to_string),
+        data: None,
+        data_format: None,
+        data_ref,
         column_mapping,
         run: args.run.clone(),
         variant: args.variant.clone(),

@@ -1842,3 +1842,64 @@ fn every_documented_operation_is_routed_and_answers_junk_with_json_4xx() {
         200
     );
 }
+
+#[test]
+fn data_is_uploaded_once_checked_and_private_to_its_owner() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, _) = flow("slow");
+    let data = d.path().join("rows.jsonl");
+    std::fs::write(&data, "{\"seconds\": 0}\n{\"seconds\": 0}\n").unwrap();
+    let first = server.cli(&["data", "push", data.to_str().unwrap()]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let reference = String::from_utf8_lossy(&first.stdout).trim().to_string();
+    assert!(
+        reference.starts_with("data:sha256:") && reference.ends_with(".jsonl"),
+        "{reference}"
+    );
+    let again = server.cli(&["data", "push", data.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout).trim(), reference);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("nothing uploaded"));
+    // A bad line is named at upload.
+    let bad = d.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"a\": 1}\n[1, 2]\n").unwrap();
+    let out = server.cli(&["data", "push", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("data line 2: not a JSON object"));
+    // Another user cannot name it.
+    let owner = format!("Bearer {}", server.token());
+    let (status, _, body) = http(
+        "POST",
+        &format!("{}/api/v1/users", server.url),
+        &[
+            ("authorization", &owner),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name": "eve2", "role": "user"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let eve = format!(
+        "Bearer {}",
+        serde_json::from_str::<Value>(&body).unwrap()["token"]
+            .as_str()
+            .unwrap()
+    );
+    let (status, _, _) = http(
+        "GET",
+        &format!("{}/api/v1/data/{reference}", server.url),
+        &[("authorization", &eve)],
+        "",
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = http(
+        "GET",
+        &format!("{}/api/v1/data/{reference}", server.url),
+        &[("authorization", &owner)],
+        "",
+    );
+    assert_eq!(status, 200);
+}
