@@ -31,7 +31,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/sessions/{id}/packages", "Installed packages and where each came from."),
     ("post", "/api/v1/sessions/{id}/install", "Save requirements {requirements, save_only} and install them."),
     ("get", "/api/v1/sessions/{id}/logs", "The session log from ?offset=N."),
-    ("post", "/api/v1/sessions/{id}/test", "Run one line {inputs} in the session, bounded by the request timeout."),
+    ("post", "/api/v1/sessions/{id}/test", "Run one line {inputs} in the session, bounded by the request timeout; with Accept: text/event-stream, chunk events stream the LLM reply, then a result event."),
     ("get", "/api/v1/flows", "List the workspace's flows you may see, every version."),
     ("post", "/api/v1/flows/{name}", "Push a snapshot (a gzip-compressed tar of the flow folder; ?entry=FILE.prompty) as the next version of name."),
     ("get", "/api/v1/flows/{name}", "Show a flow version (NAME or NAME@vN): inputs, outputs, nodes and edges."),

@@ -919,8 +919,9 @@ async fn test(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     Json(req): Json<flowrt_api::requests::TestLine>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<axum::response::Response> {
     let s = modifiable(&state, &caller, &id).await?;
     let inputs = match req.inputs {
         Value::Null => json!({}),
@@ -941,10 +942,33 @@ async fn test(
     let timeout = state.config.interactive_timeout;
     let body = json!({ "inputs": inputs });
     let token = backend::read_token(&state.sessions.workdir(&id));
+    let wants_stream = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    if wants_stream {
+        // The agent's events, relayed as they come: reply chunks, then the result.
+        let resp = client::stream(&addr, &token, "/lines/stream", &body, timeout)
+            .await
+            .map_err(|e| ApiErr::internal("the interactive test", e))?;
+        let _ = state.store.touch_session(&id).await;
+        if resp.status().as_u16() == 400 {
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(ApiErr::bad_request(
+                v["message"].as_str().unwrap_or("bad inputs").to_string(),
+            ));
+        }
+        return axum::response::Response::builder()
+            .status(StatusCode::OK)
+            .header(axum::http::header::CONTENT_TYPE, "text/event-stream")
+            .header(axum::http::header::CACHE_CONTROL, "no-cache")
+            .body(axum::body::Body::from_stream(resp.bytes_stream()))
+            .map_err(|e| ApiErr::internal("relaying the interactive test", e));
+    }
     let result = client::request(&addr, &token, "POST", "/lines", Some(&body), timeout).await;
     let _ = state.store.touch_session(&id).await;
     match result {
-        Ok((200, v)) => Ok(Json(v)),
+        Ok((200, v)) => Ok(axum::response::IntoResponse::into_response(Json(v))),
         Ok((400, v)) => Err(ApiErr::bad_request(v["message"].as_str().unwrap_or("bad inputs").to_string())),
         Ok((_, v)) => Err(ApiErr::internal("the interactive test", v)),
         Err(client::ClientError::Timeout { .. }) => Err(ApiErr::new(

@@ -74,3 +74,35 @@ pub async fn request(
     };
     Ok((status, value))
 }
+
+/// POST a JSON body and hand back the agent's streamed reply (server-sent events) as it comes;
+/// `timeout` bounds the whole exchange, body included.
+pub async fn stream(
+    addr: &str,
+    token: &str,
+    path: &str,
+    body: &Value,
+    timeout: Duration,
+) -> Result<reqwest::Response, ClientError> {
+    http()
+        .post(format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .timeout(timeout)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                ClientError::Timeout {
+                    addr: addr.into(),
+                    seconds: timeout.as_secs_f64(),
+                }
+            } else {
+                ClientError::Connect {
+                    addr: addr.into(),
+                    message: e.to_string(),
+                }
+            }
+        })
+}

@@ -216,6 +216,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/lines", post(lines))
+        .route("/lines/stream", post(lines_stream))
         .route("/batch", post(batch))
         .route("/shutdown", post(shutdown))
         .layer(axum::middleware::from_fn_with_state(
@@ -387,6 +388,80 @@ async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Respons
         "duration": line.duration.as_secs_f64(),
     }))
     .into_response()
+}
+
+/// `POST /lines/stream`: one line as server-sent events: `chunk` events carry the streamed LLM
+/// reply as it arrives (`{"output", "text"}`), then one `result` event with what `/lines` answers
+/// (outputs, error, node runs with their logs and timings, duration).
+async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
+    let inputs = match prepare_inputs(a.executor.flow(), &req.inputs) {
+        Ok(i) => i,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"code": "BadInputs", "message": e.to_string()})),
+            )
+                .into_response()
+        }
+    };
+    let (events_tx, mut events_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<axum::body::Bytes, std::io::Error>>();
+    let event = |name: &str, v: &Value| {
+        Ok(axum::body::Bytes::from(format!(
+            "event: {name}\ndata: {}\n\n",
+            flowrt_flow::pyvalue::py_json_dumps(v)
+        )))
+    };
+    let target = crate::serve_cmd::stream_output(a.executor.flow());
+    let agent = a.clone();
+    tokio::spawn(async move {
+        agent.running.fetch_add(1, Ordering::SeqCst);
+        agent.runs_total.fetch_add(1, Ordering::SeqCst);
+        touch(&agent);
+        let _active = Active(&agent);
+        let line = match &target {
+            Some((output, node)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let sink = crate::invoker::StreamSink {
+                    nodes: std::collections::HashSet::from([node.clone()]),
+                    tx,
+                };
+                let forward = events_tx.clone();
+                let output = output.clone();
+                let relay = tokio::spawn(async move {
+                    while let Some(text) = rx.recv().await {
+                        if forward
+                            .send(event("chunk", &json!({"output": output, "text": text})))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let line = crate::invoker::STREAM_SINK
+                    .scope(sink, agent.executor.run_line(0, inputs))
+                    .await;
+                let _ = relay.await;
+                line
+            }
+            None => agent.executor.run_line(0, inputs).await,
+        };
+        let error = line.error.as_ref().map(|e| json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "display": e.to_string()}));
+        let result = json!({
+            "outputs": if error.is_none() { serde_json::to_value(&line.outputs).unwrap_or(Value::Null) } else { Value::Null },
+            "error": error,
+            "node_runs": line.node_runs,
+            "duration": line.duration.as_secs_f64(),
+        });
+        let _ = events_tx.send(event("result", &result));
+    });
+    let stream = futures::stream::poll_fn(move |cx| events_rx.poll_recv(cx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, "text/event-stream")
+        .header(axum::http::header::CACHE_CONTROL, "no-cache")
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 #[derive(Deserialize)]

@@ -129,7 +129,7 @@ pub fn run(args: ServeArgs) -> Result<u8> {
 }
 
 /// The output promptflow would stream: the whole reply of an LLM node that no other node reads.
-fn stream_output(flow: &Flow) -> Option<(String, String)> {
+pub(crate) fn stream_output(flow: &Flow) -> Option<(String, String)> {
     let read_by_nodes: HashSet<&str> = flow.nodes.iter().flat_map(|n| n.dependencies()).collect();
     flow.outputs.iter().find_map(|(name, out)| {
         let RefSource::Node(node) = &out.reference.source else {

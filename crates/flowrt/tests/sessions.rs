@@ -1903,3 +1903,73 @@ fn data_is_uploaded_once_checked_and_private_to_its_owner() {
     );
     assert_eq!(status, 200);
 }
+
+#[test]
+fn a_single_line_test_through_a_session_streams_the_reply_then_the_result() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let model = common::FakeOpenAi::start(0);
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!(
+            "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            model.base
+        ),
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    let (_d, dir) = flow("chat");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let auth = format!("Bearer {}", server.token());
+    let (status, head, text) = http(
+        "POST",
+        &format!("{}/api/v1/sessions/{id}/test", server.url),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("accept", "text/event-stream"),
+        ],
+        r#"{"inputs": {"question": "hello there"}}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert!(
+        head.to_ascii_lowercase().contains("text/event-stream"),
+        "{head}"
+    );
+    let chunks: Vec<String> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: chunk"))
+        .map(|e| {
+            let data = e.split_once("data: ").unwrap().1;
+            serde_json::from_str::<Value>(data).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(chunks.len() >= 2, "the reply arrives in pieces: {text}");
+    assert_eq!(chunks.concat(), "echo: hello there");
+    let result = text
+        .split("\n\n")
+        .find(|e| e.starts_with("event: result"))
+        .expect(&text);
+    let result: Value = serde_json::from_str(result.split_once("data: ").unwrap().1).unwrap();
+    assert_eq!(result["outputs"]["answer"], "echo: hello there");
+    assert_eq!(result["node_runs"][0]["node"], "chat");
+    // Without the header: the plain JSON answer, as before.
+    let (status, _, text) = http(
+        "POST",
+        &format!("{}/api/v1/sessions/{id}/test", server.url),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        r#"{"inputs": {"question": "hi"}}"#,
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["outputs"]["answer"],
+        "echo: hi"
+    );
+}
