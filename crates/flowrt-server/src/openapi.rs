@@ -22,6 +22,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("post", "/api/v1/computes/{name}/stop", "Stop a compute instance."),
     ("get", "/api/v1/sessions", "List your sessions."),
     ("post", "/api/v1/sessions", "Start a session {flow, size, idle_timeout_s, identity, env, compute}; answers at once, then it prepares."),
+    ("get", "/api/v1/sessions/events", "Server-sent events: a session event with a session's view each time one of yours changes (status, phase, reason, settings), and once for each at the start."),
     ("get", "/api/v1/sessions/{id}", "Show a session: status, phase, reason, base version, update available."),
     ("patch", "/api/v1/sessions/{id}", "Edit size and idle timeout."),
     ("delete", "/api/v1/sessions/{id}", "Stop and forget a session."),

@@ -36,6 +36,8 @@ pub struct Manager {
     pub long_running_interval: f64,
     /// Whether agents are sealed (the kernel enforces Landlock here).
     pub seal: bool,
+    /// The id of every session whose state just changed, for the event streams.
+    pub changes: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Manager {
@@ -49,6 +51,7 @@ impl Manager {
             locks: Mutex::new(HashMap::new()),
             long_running_interval: 60.0,
             seal: flowrt_session::seal::probe() != flowrt_session::seal::SealStatus::None,
+            changes: tokio::sync::broadcast::channel(1024).0,
         })
     }
 
@@ -111,6 +114,7 @@ impl Manager {
         self.store
             .update_session_status(id, status, phase, reason)
             .await?;
+        let _ = self.changes.send(id.to_string());
         Ok(next)
     }
 
@@ -454,6 +458,7 @@ impl Manager {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/sessions", get(list).post(start))
+        .route("/api/v1/sessions/events", get(session_events))
         .route(
             "/api/v1/sessions/{id}",
             get(show).patch(edit).delete(delete),
@@ -672,6 +677,7 @@ async fn edit(
         .store
         .update_session_settings(&id, size, req.idle_timeout_s.unwrap_or(s.idle_timeout_s))
         .await?;
+    let _ = state.sessions.changes.send(id.clone());
     let mut v = view(&state.sessions.get(&id).await?);
     if size != s.size && s.status == SessionStatus::Running {
         v["note"] =
@@ -881,6 +887,7 @@ async fn install(
         .store
         .update_session_flow(&id, &new_load.display().to_string(), &new_rec.reference())
         .await?;
+    let _ = state.sessions.changes.send(id.clone());
     if req.save_only {
         let mut v = view(&state.sessions.get(&id).await?);
         v["note"] = json!(format!(
@@ -990,4 +997,63 @@ pub async fn watch(manager: Arc<Manager>, every: Duration) {
         tick.tick().await;
         manager.cull_idle().await;
     }
+}
+
+/// `GET /api/v1/sessions/events`: server-sent events as the caller's sessions change: a
+/// `session` event with the session's view whenever its status, phase, reason, size, flow or
+/// idle timeout changes (and once for each at the start), so a page shows starts, failures and
+/// stops live without reloading.
+async fn session_events(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<
+    axum::response::sse::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+    let owner = if caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer {
+        None
+    } else {
+        Some(caller.0.id.clone())
+    };
+    let stopping = state.stopping.clone();
+    let rx = state.sessions.changes.subscribe();
+    // First every visible session as it is, then each change as it happens (a lagging reader
+    // gets everything again rather than missing a change).
+    let stream = futures::stream::unfold((state, rx, true), move |(state, mut rx, first)| {
+        let owner = owner.clone();
+        let stopping = stopping.clone();
+        async move {
+            let visible = |s: &flowrt_store::Session| owner.as_deref().is_none_or(|o| o == s.owner);
+            let sessions: Vec<flowrt_store::Session> = if first {
+                state.store.list_sessions(owner.as_deref()).await.ok()?
+            } else {
+                loop {
+                    if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                        return None;
+                    }
+                    match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
+                        Ok(Ok(id)) => match state.store.get_session(&id).await {
+                            Ok(Some(s)) if visible(&s) => break vec![s],
+                            _ => continue,
+                        },
+                        Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
+                            break state.store.list_sessions(owner.as_deref()).await.ok()?;
+                        }
+                        Ok(Err(_)) => return None,
+                        Err(_) => continue, // no change: look at the stop flag again
+                    }
+                }
+            };
+            let out: Vec<Result<Event, std::convert::Infallible>> = sessions
+                .iter()
+                .map(|s| Ok(Event::default().event("session").data(view(s).to_string())))
+                .collect();
+            Some((futures::stream::iter(out), (state, rx, false)))
+        }
+    })
+    .flat_map(|events| events);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
