@@ -189,6 +189,19 @@ def pick(path, fmt):
                 return {"inputs": value, "init": init, "source": name}
     if not declared:  # a flex entry or prompty without an inputs section: its signature decides
         return {"inputs": {}, "init": init, "source": "no declared inputs"}
+    if os.environ.get("SBS_SYNTHESIZE") == "1":
+        # opt-in (--synthesize): a placeholder per input without a default, chosen by its declared type
+        placeholders = {"string": "hello", "int": 1, "double": 1.5, "float": 1.5, "bool": True, "list": [],
+                        "object": {}, "dict": {}}
+        values = {}
+        for name, spec in declared.items():
+            if has_default(spec):
+                continue
+            kind = str((spec or {}).get("type", "string")).lower() if isinstance(spec, dict) else "string"
+            if kind not in placeholders:
+                return {"skip": f"no inputs (cannot synthesize type {kind!r})"}
+            values[name] = [] if "history" in name else placeholders[kind]
+        return {"inputs": values, "init": init, "source": "synthesized"}
     return {"skip": "no inputs"}
 
 
@@ -338,8 +351,12 @@ def first_error_line(out, err, prefer=("error", "Error", "ERROR", "Exception", "
     """A one-line reason from a failed command's output."""
     text = ANSI.sub("", err + "\n" + out)
     lines = [l.strip() for l in text.splitlines() if l.strip()]
-    for l in lines:
+    for i, l in enumerate(lines):
         if l.startswith("ERROR ") or l.startswith("error:") or l.startswith("Error:"):
+            # flowrt prints `error: <what>` then `caused by: <why>` lines: the innermost cause says most
+            causes = [c for c in lines[i + 1:i + 6] if c.startswith("caused by:")]
+            if causes:
+                return (l[:120] + " / " + causes[-1])[:300]
             return l[:240]
     for l in reversed(lines):
         if any(p in l for p in prefer) and not l.startswith("Traceback"):
@@ -394,8 +411,8 @@ def connection_yamls(base):
         docs[n] = (f"name: {n}\ntype: azure_open_ai\napi_key: fake-key\napi_base: {base}\napi_type: azure\n"
                    f"api_version: \"2024-02-01\"\n")
     for n in CUSTOM_NAMES:
-        docs[n] = (f"name: {n}\ntype: custom\nconfigs:\n  endpoint: {base}\n  api_base: {base}\n"
-                   f"secrets:\n  api_key: fake-key\n  key: fake-key\n")
+        docs[n] = (f"name: {n}\ntype: custom\nconfigs:\n  endpoint: {base}\n  api_base: {base}\n  key1: test1\n"
+                   f"secrets:\n  api_key: fake-key\n  key: fake-key\n  key2: test2\n")
     return docs
 
 
@@ -412,6 +429,9 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="results.json")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--synthesize", action="store_true",
+                    help="instead of skipping a flow with no inputs, pass a placeholder per input without a "
+                         "default (by declared type); such results are marked inputs_source=synthesized")
     args = ap.parse_args()
 
     repo = os.path.abspath(args.repo)
@@ -460,6 +480,18 @@ def main():
     pf_env = dict(common, SBS_HOME=pf_home, HOME=pf_home, PF_HOME_DIRECTORY=os.path.join(pf_home, ".promptflow"),
                   PF_BATCH_METHOD="spawn", PF_DISABLE_TRACING="true")
     fr_env = dict(common, FLOWRT_HOME=flowrt_home, HOME=flowrt_home)
+    if args.synthesize:
+        pf_env["SBS_SYNTHESIZE"] = "1"
+
+    def normalize(value, who):
+        """The two runtimes run private copies of the tree: the copy's path is not a difference."""
+        if isinstance(value, str):
+            return value.replace(trees[who], "<TREE>")
+        if isinstance(value, list):
+            return [normalize(v, who) for v in value]
+        if isinstance(value, dict):
+            return {normalize(k, who): normalize(v, who) for k, v in value.items()}
+        return value
 
     try:
         rc, out, err, _ = run_command([pf_python, driver, "plan", "--flows", flows_file], pf_env, 300)
@@ -524,7 +556,7 @@ def main():
             rc, out, err, secs = run_command([pf_python, driver, "test", "--flow", pf_flow, "--inputs",
                                               stem + ".inputs.json"] + init_args_pf, pf_env, args.timeout, cwd_pf)
             res["pf_rc"], res["pf_seconds"] = rc, round(secs, 2)
-            pf_out = last_json_object(out) if rc == 0 else None
+            pf_out = normalize(last_json_object(out), "pf") if rc == 0 else None
             if rc != 0 or pf_out is None:
                 res.update(status="pf_failed",
                            reason=("timeout" if rc is None else first_error_line(out, err)))
@@ -533,7 +565,7 @@ def main():
             rc, out, err, secs = run_command([flowrt, "flow", "test", fr_flow, "--inputs-file",
                                               stem + ".inputs.json"] + init_args_fr, fr_env, args.timeout, cwd_fr)
             res["flowrt_rc"], res["flowrt_seconds"] = rc, round(secs, 2)
-            fr_out = last_json_object(out) if rc == 0 else None
+            fr_out = normalize(last_json_object(out), "flowrt") if rc == 0 else None
             if rc != 0 or fr_out is None:
                 reason = "timeout" if rc is None else (first_error_line(out, err) if rc != 0
                                                        else "no JSON object printed")
@@ -548,9 +580,9 @@ def main():
             # is promptflow itself deterministic here? run it once more
             rc, out, err, secs = run_command([pf_python, driver, "test", "--flow", pf_flow, "--inputs",
                                               stem + ".inputs.json"] + init_args_pf, pf_env, args.timeout, cwd_pf)
-            pf_again = last_json_object(out) if rc == 0 else None
+            pf_again = normalize(last_json_object(out), "pf") if rc == 0 else None
             if pf_again is not None and diff(pf_out, pf_again):
-                res["pf_nondeterministic"] = diff(pf_out, pf_again)
+                res["pf_nondeterministic"] = diff(pf_out, pf_again).replace(" flowrt ", " pf(2nd run) ")
                 stable = {k: v for k, v in pf_out.items() if k in pf_again and not diff(v, pf_again[k])}
                 fr_stable = {k: v for k, v in fr_out.items() if k in stable}
                 d2 = diff(stable, fr_stable) if set(fr_out) == set(pf_out) else d

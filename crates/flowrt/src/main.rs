@@ -1,19 +1,16 @@
 //! `flowrt`: the command line. Parses arguments, wires the roles together (flow engine, Python
 //! workers, built-in tools, store) and maps errors to exit codes with `hint:` lines.
 
+// The runtime the roles share, under the names the commands use.
+use flowrt_runtime::{data, flex, includes, invoker, otel, runs};
+
 mod agent_cmd;
-mod data;
 mod env_cmd;
-mod flex;
 mod fmt;
-mod includes;
-mod invoker;
-mod otel;
 mod push;
 mod remote;
 mod run_cmd;
 mod run_view;
-mod runs;
 mod serve_cmd;
 mod session_cmd;
 mod test_cmd;
