@@ -180,7 +180,12 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         env,
         state_dir: home.clone(),
     });
-    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, args.workers)?);
+    // Every LLM retry says what failed and how long it waits (on stderr: the server's or the
+    // session's log).
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections, spec, args.workers)?
+            .with_retry_listener(Arc::new(|e| eprintln!("warning: {e}"))),
+    );
     // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

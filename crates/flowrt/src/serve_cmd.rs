@@ -68,7 +68,12 @@ pub fn run(args: ServeArgs) -> Result<u8> {
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
-    let invoker = Arc::new(FlowInvoker::new(&flow, connections, spec, workers)?);
+    // Every LLM retry says what failed and how long it waits (on stderr: the server's or the
+    // session's log).
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections, spec, workers)?
+            .with_retry_listener(Arc::new(|e| eprintln!("warning: {e}"))),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
