@@ -2,6 +2,7 @@
 //! the API's request bodies (with their OpenAPI schemas). No IO, no async.
 
 pub mod connection;
+pub mod names;
 pub mod requests;
 pub mod session;
 

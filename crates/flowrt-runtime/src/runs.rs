@@ -57,19 +57,7 @@ fn pointer(home: &Path, name: &str) -> PathBuf {
 
 /// A run name must be usable as a file name.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(anyhow!(
-            "invalid run name '{name}': use letters, digits, '_', '-' and '.' (not leading)"
-        ))
-    }
+    flowrt_api::names::check("run", name, flowrt_api::names::RUN_NAME_MAX).map_err(|e| anyhow!(e))
 }
 
 pub fn save(home: &Path, meta: &RunMeta) -> Result<()> {

@@ -88,20 +88,8 @@ struct NewUser {
 /// User and compute names appear in URLs, tables and messages: a word of letters, digits, '_', '-'
 /// and '.', at most 64 long, not starting with '.' or '-'.
 fn check_name(what: &str, name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiErr::bad_request(format!(
-            "invalid {what} name '{}': use up to 64 letters, digits, '_', '-' and '.' (not leading)",
-            name.chars().take(80).collect::<String>().escape_debug()
-        )))
-    }
+    flowrt_api::names::check(what, name, flowrt_api::names::USER_NAME_MAX)
+        .map_err(ApiErr::bad_request)
 }
 
 async fn create_user(

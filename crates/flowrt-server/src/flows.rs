@@ -28,19 +28,8 @@ pub fn routes() -> Router<AppState> {
 
 /// A flow name is a folder-like word: it appears in references (`name@v2`) and URLs.
 pub fn check_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with(['.', '-'])
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiErr::bad_request(format!(
-            "invalid flow name '{name}': use up to 100 letters, digits, '_', '-' and '.' (not leading)"
-        )))
-    }
+    flowrt_api::names::check("flow", name, flowrt_api::names::FLOW_NAME_MAX)
+        .map_err(ApiErr::bad_request)
 }
 
 /// `name` or `name@vN`.

@@ -45,19 +45,8 @@ pub fn routes() -> Router<AppState> {
 
 /// A run name is a file name inside a session's folder: nothing that could leave it.
 pub fn check_run_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiErr::bad_request(format!(
-            "invalid run name '{name}': use letters, digits, '_', '-' and '.' (not leading)"
-        )))
-    }
+    flowrt_api::names::check("run", name, flowrt_api::names::RUN_NAME_MAX)
+        .map_err(ApiErr::bad_request)
 }
 
 /// Every line of JSONL batch data must be a JSON object: say which is not, before anything runs.
