@@ -684,9 +684,54 @@ pub fn compute(cmd: ComputeCommand, server: Option<&str>) -> Result<u8> {
 }
 
 /// `flow test --session ID`: the line runs inside the session.
-pub fn test_in_session(id: &str, inputs: Value, server: Option<&str>) -> Result<u8> {
+/// When `flow` is a folder whose files are not what the session runs, say so: the session runs
+/// the version it was started on, so the user knows which code answered.
+async fn warn_if_changed(remote: &Remote, id: &str, flow: &std::path::Path) {
+    if !flow.exists() {
+        return;
+    }
+    let Ok(session) = remote
+        .call("GET", &format!("/api/v1/sessions/{id}"), None)
+        .await
+    else {
+        return;
+    };
+    let Some(running) = session["flow_ref"].as_str() else {
+        return;
+    };
+    let Ok(described) = remote
+        .call("GET", &format!("/api/v1/flows/{running}"), None)
+        .await
+    else {
+        return;
+    };
+    let home = flowrt_store::flowrt_home();
+    let Ok(merged) = crate::includes::Merged::new(flow, &home) else {
+        return;
+    };
+    let limits = flowrt_store::snapshot::SnapshotLimits::default();
+    let local = flowrt_store::snapshot::collect(&merged.dir, &limits)
+        .and_then(|files| flowrt_store::snapshot::hash_files(&files));
+    if let Ok(hash) = local {
+        if described["hash"].as_str() != Some(hash.as_str()) {
+            eprintln!(
+                "note: session {id} runs {running}, and {} has changed since; `flowrt session start --flow {}` starts a session on the new version",
+                flow.display(),
+                flow.display()
+            );
+        }
+    }
+}
+
+pub fn test_in_session(
+    id: &str,
+    inputs: Value,
+    server: Option<&str>,
+    flow: &std::path::Path,
+) -> Result<u8> {
     let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
     block(async move {
+        warn_if_changed(&remote, id, flow).await;
         let r = remote
             .call(
                 "POST",

@@ -77,7 +77,7 @@ pub fn run(args: TestArgs) -> Result<u8> {
             bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the flow locally to pass constructor kwargs");
         }
         let inputs = Value::Object(parse_inputs(&args)?.into_iter().collect());
-        return crate::session_cmd::test_in_session(id, inputs, args.server.as_deref());
+        return crate::session_cmd::test_in_session(id, inputs, args.server.as_deref(), &args.flow);
     }
     let mut options = LoadOptions::default();
     if let Some(v) = &args.variant {

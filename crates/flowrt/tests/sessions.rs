@@ -229,6 +229,26 @@ fn full_lifecycle_through_the_cli() {
     ]);
     let outputs: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(outputs["repeated"], json!("b-b"));
+    // The folder changes: the session still runs the version it started on, and says so.
+    let yaml = dir.join("flow.dag.yaml");
+    let text = std::fs::read_to_string(&yaml).unwrap();
+    std::fs::write(&yaml, format!("{text}\n# edited\n")).unwrap();
+    let out = server.cli(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "text=a b",
+    ]);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("runs pipeline@v1") && said.contains("has changed since"),
+        "{said}"
+    );
+    std::fs::write(&yaml, text).unwrap();
 
     let listed: Value = serde_json::from_str(&server.ok(&["session", "list", "--json"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
