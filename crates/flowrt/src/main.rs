@@ -36,7 +36,7 @@ Exit codes:
 
 Start with: flowrt flow test DIR --inputs NAME=VALUE";
 
-/// A prompt flow runtime: runs promptflow flows (flow.dag.yaml) unchanged, fast.
+/// A prompt flow runtime: runs promptflow flows (flow.dag.yaml, .prompty, flow.flex.yaml) unchanged, fast.
 #[derive(Parser)]
 #[command(name = "flowrt", version, about, long_about = None, propagate_version = true, after_help = AFTER_HELP)]
 struct Cli {
