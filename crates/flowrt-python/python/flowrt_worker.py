@@ -966,6 +966,13 @@ def _join_nested_streams(value, buf, metrics, depth=0):
     generator flow output (`return {"answer": stream, ...}` read as `${node.output.answer}`)."""
     if depth > 100:
         return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # A dataclass output is written as its fields; a stream among them is joined first
+        # (asdict would try to copy the generator and fail).
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        if not any(_is_stream(v) or inspect.isasyncgen(v) for v in fields.values()):
+            return value
+        return {k: _join_nested_streams(v, buf, metrics, depth + 1) for k, v in fields.items()}
     if isinstance(value, dict):
         if not any(isinstance(v, (dict, list)) or _is_stream(v) or inspect.isasyncgen(v) for v in value.values()):
             return value
@@ -1150,6 +1157,9 @@ def _execute(req):
             source = req.get("source") or {}
             if source.get("type") in ("entry", "signature"):
                 generator, result = _run_entry(source, req.get("args") or [], buf, metrics)
+                if not generator and source.get("type") == "entry" and not source.get("aggregate"):
+                    # promptflow joins a flex entry's streams inside its dict or dataclass output.
+                    result = _join_nested_streams(result, buf, metrics)
             else:
                 info = _resolve(source, node)
                 func, kwargs = _prepare(info, node, req.get("args") or [])

@@ -284,6 +284,24 @@ fn generator_entry_is_joined() {
 }
 
 #[test]
+fn streams_inside_a_dict_or_dataclass_output_are_joined() {
+    let env = Env::new();
+    let dir = flex_dir(&[
+        ("flow.flex.yaml", "entry: streams:run\n"),
+        (
+            "streams.py",
+            "from dataclasses import dataclass\nfrom typing import Any\n\n@dataclass\nclass Out:\n    text: Any\n    n: int\n\ndef run(kind: str):\n    if kind == 'dict':\n        return {'digits': (str(i) for i in range(4)), 'n': 4}\n    return Out(text=(c for c in 'abc'), n=3)\n",
+        ),
+    ]);
+    let r = env.run(&["flow", "test", s(dir.path()), "--inputs", "kind=dict"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"digits": "0123", "n": 4}));
+    let r = env.run(&["flow", "test", s(dir.path()), "--inputs", "kind=dataclass"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"text": "abc", "n": 3}));
+}
+
+#[test]
 fn model_configuration_connections_and_the_prompty_callback() {
     let server = FakeOpenAi::start(0);
     let env = Env::new();
