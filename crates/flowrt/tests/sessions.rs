@@ -2080,3 +2080,55 @@ fn session_changes_arrive_as_events_without_polling() {
     );
     assert!(!theirs.contains(&id), "{theirs}");
 }
+
+#[test]
+fn prompty_and_flex_flows_run_in_sessions() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let model = common::FakeOpenAi::start(0);
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!(
+            "name: oai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            model.base
+        ),
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    // A .prompty file: pushed as the entry of its folder's snapshot.
+    let folder = tempfile::tempdir().unwrap();
+    let prompty = folder.path().join("hello.prompty");
+    std::fs::write(
+        &prompty,
+        "---\nname: Hello\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    connection: oai\n    model: m\n  parameters:\n    max_tokens: 16\ninputs:\n  who:\n    type: string\n---\nuser:\nhello {{who}}\n",
+    )
+    .unwrap();
+    let (id, _) = server.start_session(&prompty, &["--idle-timeout", "0"]);
+    assert_eq!(server.show(&id)["flow_ref"], "hello@v1");
+    let out = server.ok(&[
+        "flow",
+        "test",
+        prompty.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "who=ada",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, json!({"output": "echo: hello ada"}));
+    // A flex flow.
+    let (_d, flex) = flow("flex_gen");
+    let (fid, _) = server.start_session(&flex, &["--idle-timeout", "0"]);
+    let out = server.ok(&[
+        "flow",
+        "test",
+        flex.to_str().unwrap(),
+        "--session",
+        &fid,
+        "--inputs",
+        "word=abc",
+    ]);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v, json!({"output": "A.B.C"}));
+}
