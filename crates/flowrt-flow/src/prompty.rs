@@ -256,9 +256,23 @@ impl Prompty {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        let config = match resolve_references(to_json(&yaml), &dir) {
+        // `sample` is only a fallback for a test without inputs: a sample file that cannot be
+        // read leaves the prompty without one (promptflow reads it only when it needs it), while
+        // every other reference must resolve.
+        let mut front_json = to_json(&yaml);
+        let sample_raw = front_json.as_object_mut().and_then(|m| m.remove("sample"));
+        let config = match resolve_references(front_json, &dir) {
             Ok(v) => v,
             Err(message) => return Err(problem(path, message)),
+        };
+        let config = match (config, sample_raw) {
+            (Value::Object(mut m), Some(raw)) => {
+                if let Ok(sample) = resolve_references(raw, &dir) {
+                    m.insert("sample".into(), sample);
+                }
+                Value::Object(m)
+            }
+            (other, _) => other,
         };
         let config = match config {
             Value::Object(m) => m,

@@ -616,3 +616,21 @@ hello {{ who }}
         json!({"line_number": 0, "output": "echo: hello world"})
     );
 }
+
+#[test]
+fn a_sample_file_that_is_missing_matters_only_without_inputs() {
+    // promptflow reads `sample: ${file:...}` only when a test gives no inputs.
+    let server = FakeOpenAi::start(0);
+    let env = with_openai(&server);
+    let text = GREETER.replace(
+        "sample:\n  question: Where is breakfast?\n  visits: 6\n",
+        "sample: ${file:missing.json}\n",
+    );
+    let (_d, file) = prompty("nosample.prompty", &text);
+    let r = test_with(&env, &file, json!({"question": "hi"}));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"output": "echo: Ada (visit 2) asks: hi"}));
+    let r = test_with(&env, &file, json!({}));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("question"), "{}", r.stderr);
+}
