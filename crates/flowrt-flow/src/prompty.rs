@@ -313,10 +313,9 @@ impl Prompty {
                         ));
                         None
                     }
-                    Err(e) => {
-                        problems.push(Problem::new(None, format!("sample: {e}")));
-                        None
-                    }
+                    // Read only when a test has no inputs, as promptflow does: a missing file
+                    // just means there is no sample.
+                    Err(_) => None,
                 }
             }
             Some(_) => {

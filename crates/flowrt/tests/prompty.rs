@@ -633,4 +633,12 @@ fn a_sample_file_that_is_missing_matters_only_without_inputs() {
     let r = test_with(&env, &file, json!({}));
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("question"), "{}", r.stderr);
+    // The plain form, `sample: FILE.json`, too.
+    let text = GREETER.replace(
+        "sample:\n  question: Where is breakfast?\n  visits: 6\n",
+        "sample: missing.json\n",
+    );
+    let (_d2, file) = prompty("plain.prompty", &text);
+    let r = test_with(&env, &file, json!({"question": "hi"}));
+    assert_eq!(r.code, 0, "{}", r.stderr);
 }
