@@ -320,7 +320,13 @@ impl Loader<'_> {
             }
         };
         let inputs_declared = map.get("inputs").is_some_and(Yaml::is_mapping);
-        let inputs = self.inputs(map.get("inputs"));
+        let mut inputs = self.inputs(map.get("inputs"));
+        // promptflow reads a flex flow's `default: ""` as no default at all: the code's applies.
+        for decl in inputs.values_mut() {
+            if decl.default.as_ref().is_some_and(|d| d == "") {
+                decl.default = None;
+            }
+        }
         let init = self.init(map.get("init"));
         let init_declared = map.get("init").is_some_and(Yaml::is_mapping);
         let outputs = match map.get("outputs") {
@@ -420,9 +426,10 @@ impl Loader<'_> {
                         .and_then(|m| m.get("type"))
                         .and_then(as_str)
                         .map(str::to_string),
+                    // `default: ""` is no default, as for inputs.
                     default: decl
                         .and_then(|m| m.get("default"))
-                        .filter(|d| !d.is_null())
+                        .filter(|d| !d.is_null() && d.as_str() != Some(""))
                         .map(to_json),
                 },
             );

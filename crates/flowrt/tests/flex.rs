@@ -302,6 +302,25 @@ fn streams_inside_a_dict_or_dataclass_output_are_joined() {
 }
 
 #[test]
+fn an_empty_string_default_in_the_yaml_is_no_default() {
+    // promptflow reads `default: ""` as none given: the code's default (here None) applies.
+    let env = Env::new();
+    let dir = flex_dir(&[
+        (
+            "flow.flex.yaml",
+            "entry: probe:Probe\ninputs:\n  a:\n    type: string\n  b:\n    type: string\n    default: \"\"\ninit:\n  c:\n    type: string\n    default: \"\"\n",
+        ),
+        (
+            "probe.py",
+            "class Probe:\n    def __init__(self, c: str = None):\n        self.c = c\n\n    def __call__(self, a: str, b: str = None):\n        return {'a': a, 'b': b, 'c': self.c}\n",
+        ),
+    ]);
+    let r = env.run(&["flow", "test", s(dir.path()), "--inputs", "a=x"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"a": "x", "b": null, "c": null}));
+}
+
+#[test]
 fn model_configuration_connections_and_the_prompty_callback() {
     let server = FakeOpenAi::start(0);
     let env = Env::new();
