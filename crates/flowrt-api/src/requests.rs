@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 
 /// `POST /api/v1/sessions`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StartSession {
     /// A workspace flow: `NAME` (its latest version) or `NAME@vN`. Never a path.
     pub flow: String,
@@ -29,6 +30,7 @@ pub struct StartSession {
 
 /// `PATCH /api/v1/sessions/{id}`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct EditSession {
     /// Takes effect at the next reset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -39,6 +41,7 @@ pub struct EditSession {
 
 /// `POST /api/v1/sessions/{id}/install`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InstallRequirements {
     /// The new requirements.txt text (at most 1 MiB); saved as the flow's next version.
     pub requirements: String,
@@ -49,6 +52,7 @@ pub struct InstallRequirements {
 
 /// `POST /api/v1/sessions/{id}/test`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TestLine {
     /// The flow inputs, an object (missing or null: none).
     #[serde(default)]
@@ -58,6 +62,7 @@ pub struct TestLine {
 
 /// `POST /api/v1/runs`: a batch or evaluation run in a session.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRun {
     /// The session to run in; the flow is the session's.
     pub session: String,
