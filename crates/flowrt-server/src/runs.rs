@@ -114,8 +114,13 @@ async fn create(
     if let Some(base) = &req.run {
         if !workdir.join("runs").join(format!("{base}.json")).exists() {
             let found = find(&state, &caller, base, &Which { session: None }).await?;
-            let (from, into, name) = (found.dir.clone(), workdir.clone(), base.clone());
-            tokio::task::spawn_blocking(move || import_base_run(&from, &into, &name))
+            let (from, pointer, into, name) = (
+                found.dir.clone(),
+                found.pointer.clone(),
+                workdir.clone(),
+                base.clone(),
+            );
+            tokio::task::spawn_blocking(move || import_base_run(&from, &pointer, &into, &name))
                 .await
                 .map_err(|e| ApiErr::internal("copying the base run", e))?
                 .map_err(|e| ApiErr::internal("copying the base run", e))?;
@@ -220,9 +225,10 @@ async fn create(
 }
 
 /// Copy what an evaluation reads of a base run (its record, outputs and data) from its folder
-/// `from` into session folder `into`, as a run of that session.
+/// `from` (and its record `pointer`) into session folder `into`, as a run of that session.
 fn import_base_run(
     from: &std::path::Path,
+    pointer: &std::path::Path,
     into: &std::path::Path,
     name: &str,
 ) -> std::io::Result<()> {
@@ -234,8 +240,7 @@ fn import_base_run(
             std::fs::copy(&src, dest.join(file))?;
         }
     }
-    let pointer = from.with_extension("json");
-    let mut record: Value = serde_json::from_slice(&std::fs::read(&pointer)?)
+    let mut record: Value = serde_json::from_slice(&std::fs::read(pointer)?)
         .map_err(|e| std::io::Error::other(format!("{}: {e}", pointer.display())))?;
     record["output_dir"] = json!(dest);
     let text = serde_json::to_string_pretty(&record).map_err(std::io::Error::other)?;
@@ -253,6 +258,8 @@ struct Which {
 /// A run the caller may see: its folder and record (with its session's id added).
 struct Found {
     dir: PathBuf,
+    /// `runs/NAME.json`: the run's record (not derived from `dir`, as a name may hold dots).
+    pointer: PathBuf,
     record: Value,
     pid: Option<u32>,
 }
@@ -276,7 +283,7 @@ fn read_record(state: &AppState, session: &str, name: &str) -> Option<Found> {
         .workdir(session)
         .join("runs")
         .join(format!("{name}.json"));
-    let text = std::fs::read_to_string(pointer).ok()?;
+    let text = std::fs::read_to_string(&pointer).ok()?;
     let mut record: Value = serde_json::from_str(&text).ok()?;
     let pid = record["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
     let dir = state.sessions.workdir(session).join("runs").join(name);
@@ -297,7 +304,12 @@ fn read_record(state: &AppState, session: &str, name: &str) -> Option<Found> {
             );
         }
     }
-    Some(Found { dir, record, pid })
+    Some(Found {
+        dir,
+        pointer,
+        record,
+        pid,
+    })
 }
 
 async fn find(state: &AppState, caller: &Caller, name: &str, which: &Which) -> ApiResult<Found> {
@@ -587,7 +599,7 @@ async fn events(
     let found = find(&state, &caller, &name, &which).await?;
     let stopping = state.stopping.clone();
     let tail = Tail {
-        pointer: found.dir.with_extension("json"),
+        pointer: found.pointer.clone(),
         dir: found.dir,
         offset: 0,
         done: 0,

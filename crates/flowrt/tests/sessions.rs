@@ -1006,6 +1006,7 @@ fn a_session_batch_gets_its_data_in_the_request_and_bad_data_is_named_at_once() 
 
 #[test]
 fn session_runs_read_through_the_server_like_local_ones() {
+    // The run's name holds a dot: its record is runs/remote.v1.json, not a file derived from it.
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let (d, dir) = flow("slow");
@@ -1024,7 +1025,7 @@ fn session_runs_read_through_the_server_like_local_ones() {
         "--data",
         data.to_str().unwrap(),
         "--name",
-        "remote",
+        "remote.v1",
         "--column-mapping",
         "seconds=${data.seconds}",
     ]);
@@ -1050,7 +1051,7 @@ fn session_runs_read_through_the_server_like_local_ones() {
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    let shown: Value = serde_json::from_str(&cli(&["run", "show", "remote", "--json"])).unwrap();
+    let shown: Value = serde_json::from_str(&cli(&["run", "show", "remote.v1", "--json"])).unwrap();
     assert_eq!(shown["status"], "Completed");
     assert_eq!(shown["session"], id.as_str());
     assert_eq!(
@@ -1065,21 +1066,21 @@ fn session_runs_read_through_the_server_like_local_ones() {
         "{shown}"
     );
     let list = cli(&["run", "list"]);
-    assert!(list.contains("remote") && list.contains(&id), "{list}");
-    let details = cli(&["run", "show-details", "remote"]);
+    assert!(list.contains("remote.v1") && list.contains(&id), "{list}");
+    let details = cli(&["run", "show-details", "remote.v1"]);
     assert!(
         details.contains("Failed") && details.contains("nope"),
         "{details}"
     );
     let failed: Value =
-        serde_json::from_str(&server.ok(&["run", "show-details", "remote", "--json"])).unwrap();
+        serde_json::from_str(&server.ok(&["run", "show-details", "remote.v1", "--json"])).unwrap();
     assert_eq!(failed.as_array().unwrap().len(), 3);
-    assert_eq!(cli(&["run", "show-metrics", "remote"]).trim(), "{}");
+    assert_eq!(cli(&["run", "show-metrics", "remote.v1"]).trim(), "{}");
     // Lines, one line and logs through the API, as a UI reads them.
     let auth = format!("Bearer {}", server.token());
     let (status, _, text) = http(
         "GET",
-        &format!("{}/api/v1/runs/remote/lines?status=Failed", server.url),
+        &format!("{}/api/v1/runs/remote.v1/lines?status=Failed", server.url),
         &[("authorization", &auth)],
         "",
     );
@@ -1089,7 +1090,7 @@ fn session_runs_read_through_the_server_like_local_ones() {
     assert_eq!(v["lines"][0]["line_number"], 1);
     let (status, _, text) = http(
         "GET",
-        &format!("{}/api/v1/runs/remote/lines/0", server.url),
+        &format!("{}/api/v1/runs/remote.v1/lines/0", server.url),
         &[("authorization", &auth)],
         "",
     );
@@ -1100,7 +1101,7 @@ fn session_runs_read_through_the_server_like_local_ones() {
     );
     let (status, _, text) = http(
         "GET",
-        &format!("{}/api/v1/runs/remote/logs", server.url),
+        &format!("{}/api/v1/runs/remote.v1/logs", server.url),
         &[("authorization", &auth)],
         "",
     );
@@ -1109,7 +1110,7 @@ fn session_runs_read_through_the_server_like_local_ones() {
     // Events: every line, progress counts, then the end; the stream closes by itself.
     let (status, head, text) = http(
         "GET",
-        &format!("{}/api/v1/runs/remote/events", server.url),
+        &format!("{}/api/v1/runs/remote.v1/events", server.url),
         &[("authorization", &auth)],
         "",
     );
