@@ -1,10 +1,12 @@
 //! Vocabulary shared by every role: connection records, session status and sizes, API errors, and
-//! the API's request bodies (with their OpenAPI schemas). No IO, no async.
+//! the API's request and response bodies (with their OpenAPI schemas). No IO, no async.
 
 pub mod connection;
 pub mod names;
 pub mod requests;
+pub mod responses;
 pub mod session;
+pub mod workspace;
 
 pub use connection::{Connection, ConnectionKind};
 pub use session::{ApiError, PreparingPhase, SessionSize, SessionStatus, SizeLimits};

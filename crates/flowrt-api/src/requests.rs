@@ -97,6 +97,52 @@ pub struct CreateRun {
     pub concurrency: Option<usize>,
 }
 
+/// `POST /api/v1/users` (admins).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Letters, digits, `_`, `-` and `.`, at most 64.
+    pub name: String,
+    /// `admin`, `user` or `viewer` (there is one owner).
+    pub role: crate::workspace::Role,
+}
+
+/// `POST /api/v1/environments`: publish the next version of a custom environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PublishEnvironment {
+    /// Letters, digits, `_` and `-`; not `default`.
+    pub name: String,
+    /// Its requirements.txt text.
+    pub requirements: String,
+    /// `default` (the latest base) or `default@VERSION`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+}
+
+/// `POST /api/v1/computes`: a compute instance, assigned to one user.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateCompute {
+    pub name: String,
+    #[serde(default)]
+    pub size: SessionSize,
+    /// Assign to this user name (admins only); default: the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// `POST /api/v1/identities` (admins).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateIdentity {
+    pub name: String,
+    /// A private package feed's token, put in for `{private}` in index URLs at install time;
+    /// stored encrypted, never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_token: Option<String>,
+}
+
 /// The schemas of every request body, by name, for the OpenAPI document.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     fn one<T: utoipa::PartialSchema>(name: &'static str) -> (&'static str, serde_json::Value) {
@@ -108,6 +154,9 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<InstallRequirements>("InstallRequirements"),
         one::<TestLine>("TestLine"),
         one::<CreateRun>("CreateRun"),
-        one::<SessionSize>("SessionSize"),
+        one::<CreateUser>("CreateUser"),
+        one::<PublishEnvironment>("PublishEnvironment"),
+        one::<CreateCompute>("CreateCompute"),
+        one::<CreateIdentity>("CreateIdentity"),
     ]
 }

@@ -3,41 +3,45 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use flowrt_api::SessionSize;
+use axum::Json;
+use flowrt_api::requests::{CreateCompute, CreateIdentity, CreateUser, PublishEnvironment};
+use flowrt_api::responses::{
+    BaseEnvironment, ComputeView, CreatedUser, CustomEnvironment, Environments, Health,
+    IdentityView, PublishedEnvironment, UserView,
+};
 use flowrt_python::{find_base, latest_base, valid_env_name, BASE_ENVS};
 use flowrt_store::{ComputeKind, ComputeStatus, Role};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-pub fn routes(_state: AppState) -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/openapi.json", get(openapi))
-        .route("/api/v1/me", get(me))
-        .route("/api/v1/users", get(list_users).post(create_user))
-        .route("/api/v1/environments", get(list_envs).post(create_env))
-        .route(
-            "/api/v1/identities",
-            get(list_identities).post(create_identity),
-        )
-        .route("/api/v1/computes", get(list_computes).post(create_compute))
-        .route(
-            "/api/v1/computes/{name}",
-            get(show_compute).delete(delete_compute),
-        )
-        .route("/api/v1/computes/{name}/start", post(start_compute))
-        .route("/api/v1/computes/{name}/stop", post(stop_compute))
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get("/healthz", healthz)
+        .get("/metrics", metrics)
+        .get("/api/v1/openapi.json", openapi)
+        .get("/api/v1/me", me)
+        .get("/api/v1/users", list_users)
+        .post("/api/v1/users", create_user)
+        .get("/api/v1/environments", list_envs)
+        .post("/api/v1/environments", create_env)
+        .get("/api/v1/identities", list_identities)
+        .post("/api/v1/identities", create_identity)
+        .get("/api/v1/computes", list_computes)
+        .post("/api/v1/computes", create_compute)
+        .get("/api/v1/computes/{name}", show_compute)
+        .delete("/api/v1/computes/{name}", delete_compute)
+        .post("/api/v1/computes/{name}/start", start_compute)
+        .post("/api/v1/computes/{name}/stop", stop_compute)
 }
 
 /// Liveness for load balancers; the only route that needs no token, and it reveals nothing.
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 async fn metrics(State(state): State<AppState>, _caller: Caller) -> ApiResult<String> {
@@ -69,19 +73,17 @@ async fn openapi(_caller: Caller) -> Json<Value> {
     Json(crate::openapi::document())
 }
 
-async fn me(caller: Caller) -> Json<Value> {
-    Json(serde_json::to_value(&caller.0).unwrap_or(Value::Null))
+async fn me(caller: Caller) -> Json<UserView> {
+    Json(UserView::from(&caller.0))
 }
 
-async fn list_users(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list_users(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<UserView>>> {
     caller.require_admin()?;
-    Ok(Json(json!(state.store.list_users().await?)))
-}
-
-#[derive(Deserialize)]
-struct NewUser {
-    name: String,
-    role: Role,
+    let users = state.store.list_users().await?;
+    Ok(Json(users.iter().map(UserView::from).collect()))
 }
 
 /// Creates a user and returns its token once; only its hash is kept.
@@ -95,8 +97,8 @@ fn check_name(what: &str, name: &str) -> ApiResult<()> {
 async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<NewUser>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Json(body): Json<CreateUser>,
+) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
     caller.require_admin()?;
     check_name("user", &body.name)?;
     if body.role == Role::Owner {
@@ -107,34 +109,40 @@ async fn create_user(
     let (user, token) = state.store.create_user(&body.name, body.role).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"user": user, "token": token})),
+        Json(CreatedUser {
+            user: UserView::from(&user),
+            token,
+        }),
     ))
 }
 
-async fn list_envs(State(state): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
+async fn list_envs(
+    State(state): State<AppState>,
+    _caller: Caller,
+) -> ApiResult<Json<Environments>> {
     let latest = latest_base().version;
-    let base: Vec<Value> = BASE_ENVS
+    let base = BASE_ENVS
         .iter()
-        .map(|b| json!({"name": "default", "version": b.version, "reference": format!("default@{}", b.version), "python": b.python, "latest": b.version == latest}))
+        .map(|b| BaseEnvironment {
+            name: "default".into(),
+            version: b.version.into(),
+            reference: format!("default@{}", b.version),
+            python: b.python.into(),
+            latest: b.version == latest,
+        })
         .collect();
     let custom = state.store.list_environments().await?;
-    Ok(Json(json!({"base": base, "custom": custom})))
-}
-
-#[derive(Deserialize)]
-struct NewEnv {
-    name: String,
-    requirements: String,
-    /// `default` or `default@VERSION`.
-    #[serde(default)]
-    from: Option<String>,
+    Ok(Json(Environments {
+        base,
+        custom: custom.iter().map(CustomEnvironment::from).collect(),
+    }))
 }
 
 async fn create_env(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<NewEnv>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Json(body): Json<PublishEnvironment>,
+) -> ApiResult<(StatusCode, Json<PublishedEnvironment>)> {
     caller.require_writer()?;
     if body.name == "default" || !valid_env_name(&body.name) {
         return Err(ApiErr::bad_request(format!(
@@ -159,36 +167,33 @@ async fn create_env(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(
-            json!({"name": body.name, "version": version, "reference": format!("{}@v{version}", body.name), "base_version": base.version}),
-        ),
+        Json(PublishedEnvironment {
+            reference: format!("{}@v{version}", body.name),
+            name: body.name,
+            version,
+            base_version: base.version.into(),
+        }),
     ))
 }
 
-async fn list_computes(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list_computes(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<ComputeView>>> {
     let all = state.store.list_computes().await?;
-    let visible: Vec<_> = all
-        .into_iter()
-        .filter(|c| caller.may_access(&c.owner))
-        .collect();
-    Ok(Json(json!(visible)))
-}
-
-#[derive(Deserialize)]
-struct NewCompute {
-    name: String,
-    #[serde(default)]
-    size: SessionSize,
-    /// Assign to this user name (admins only); default: the caller.
-    #[serde(default)]
-    user: Option<String>,
+    Ok(Json(
+        all.iter()
+            .filter(|c| caller.may_access(&c.owner))
+            .map(ComputeView::from)
+            .collect(),
+    ))
 }
 
 async fn create_compute(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<NewCompute>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Json(body): Json<CreateCompute>,
+) -> ApiResult<(StatusCode, Json<ComputeView>)> {
     caller.require_writer()?;
     check_name("compute", &body.name)?;
     let owner = match &body.user {
@@ -207,7 +212,7 @@ async fn create_compute(
         .store
         .create_compute(&body.name, ComputeKind::Instance, body.size, &owner)
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(c))))
+    Ok((StatusCode::CREATED, Json(ComputeView::from(&c))))
 }
 
 async fn owned_compute(
@@ -233,8 +238,10 @@ async fn show_compute(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(json!(owned_compute(&state, &caller, &name).await?)))
+) -> ApiResult<Json<ComputeView>> {
+    Ok(Json(ComputeView::from(
+        &owned_compute(&state, &caller, &name).await?,
+    )))
 }
 
 async fn set_compute(
@@ -242,7 +249,7 @@ async fn set_compute(
     caller: &Caller,
     name: &str,
     status: ComputeStatus,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ComputeView>> {
     let c = owned_compute(state, caller, name).await?;
     if !caller.may_modify(&c.owner) {
         return Err(ApiErr::forbidden(format!(
@@ -250,14 +257,16 @@ async fn set_compute(
         )));
     }
     state.store.set_compute_status(name, status).await?;
-    Ok(Json(json!(owned_compute(state, caller, name).await?)))
+    Ok(Json(ComputeView::from(
+        &owned_compute(state, caller, name).await?,
+    )))
 }
 
 async fn start_compute(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ComputeView>> {
     set_compute(&state, &caller, &name, ComputeStatus::Running).await
 }
 
@@ -265,7 +274,7 @@ async fn stop_compute(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<ComputeView>> {
     set_compute(&state, &caller, &name, ComputeStatus::Stopped).await
 }
 
@@ -284,34 +293,29 @@ async fn delete_compute(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn list_identities(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list_identities(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<IdentityView>>> {
     let all = state.store.list_identities().await?;
-    let visible: Vec<_> = all
-        .into_iter()
-        .filter(|i| caller.may_access(&i.owner))
-        .collect();
-    Ok(Json(json!(visible)))
-}
-
-#[derive(Deserialize)]
-struct NewIdentity {
-    name: String,
-    /// A private package feed's token, substituted for `{private}` in index URLs at install time;
-    /// stored encrypted, never returned.
-    #[serde(default)]
-    feed_token: Option<String>,
+    Ok(Json(
+        all.iter()
+            .filter(|i| caller.may_access(&i.owner))
+            .map(IdentityView::from)
+            .collect(),
+    ))
 }
 
 /// A managed identity sessions may act as (admins only: it carries a secret).
 async fn create_identity(
     State(state): State<AppState>,
     caller: Caller,
-    Json(body): Json<NewIdentity>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+    Json(body): Json<CreateIdentity>,
+) -> ApiResult<(StatusCode, Json<IdentityView>)> {
     caller.require_admin()?;
     let identity = state
         .store
         .create_identity(&body.name, &caller.0.id, body.feed_token.as_deref())
         .await?;
-    Ok((StatusCode::CREATED, Json(json!(identity))))
+    Ok((StatusCode::CREATED, Json(IdentityView::from(&identity))))
 }

@@ -5,25 +5,33 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use flowrt_api::responses::{
+    ActivateView, FlowDetail, FlowEdge, FlowInputView, FlowNodeView, FlowOutputView, FlowVersion,
+    PushedFlow,
+};
 use flowrt_flow::{Flow, InputValue, RefSource};
 use flowrt_store::snapshot::{self, SnapshotLimits};
 use flowrt_store::FlowRecord;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> ApiRoutes {
     let limit = SnapshotLimits::default().max_total_bytes as usize + 1024 * 1024;
-    Router::new().route("/api/v1/flows", get(list)).route(
-        "/api/v1/flows/{name}",
-        post(push).get(show).layer(DefaultBodyLimit::max(limit)),
-    )
+    ApiRoutes::default()
+        .get("/api/v1/flows", list)
+        .post(
+            "/api/v1/flows/{name}",
+            push.layer(DefaultBodyLimit::max(limit)),
+        )
+        .get("/api/v1/flows/{name}", show)
 }
 
 /// A flow name is a folder-like word: it appears in references (`name@v2`) and URLs.
@@ -98,7 +106,7 @@ async fn push(
     Path(name): Path<String>,
     Query(q): Query<PushQuery>,
     body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<PushedFlow>)> {
     caller.require_writer()?;
     check_name(&name)?;
     if let Some(latest) = state.store.get_flow(&name, None).await? {
@@ -185,8 +193,10 @@ async fn push(
             info.bytes,
         )
         .await?;
-    let mut v = record_view(&rec);
-    v["unchanged"] = json!(!created);
+    let v = PushedFlow {
+        flow: FlowVersion::from(&rec),
+        unchanged: !created,
+    };
     Ok((
         if created {
             StatusCode::CREATED
@@ -197,94 +207,90 @@ async fn push(
     ))
 }
 
-fn record_view(r: &FlowRecord) -> Value {
-    json!({
-        "name": r.name,
-        "version": r.version,
-        "ref": r.reference(),
-        "hash": r.hash,
-        "entry": r.entry,
-        "owner": r.owner,
-        "files": r.files,
-        "bytes": r.bytes,
-        "created": r.created,
-    })
-}
-
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
-    let all: Vec<Value> = state
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<FlowVersion>>> {
+    let all: Vec<FlowVersion> = state
         .store
         .list_flows()
         .await?
         .iter()
         .filter(|r| caller.may_access(&r.owner))
-        .map(record_view)
+        .map(FlowVersion::from)
         .collect();
-    Ok(Json(Value::Array(all)))
+    Ok(Json(all))
 }
 
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(reference): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<FlowDetail>> {
     let rec = resolve(&state, &caller, &reference).await?;
     let (_, load_from) = snapshot_dir(&state, &rec);
     let flow = load(load_from, rec.reference()).await?;
-    let mut v = record_view(&rec);
-    if let (Some(o), Value::Object(graph)) = (v.as_object_mut(), describe(&flow)) {
-        o.extend(graph);
-    }
-    Ok(Json(v))
+    Ok(Json(describe(FlowVersion::from(&rec), &flow)))
 }
 
 /// What a UI draws: typed inputs and outputs, nodes with their kind and inputs, and the edges
 /// between them (from a node or `inputs`, to a node or `outputs`).
-pub fn describe(flow: &Flow) -> Value {
-    let inputs: serde_json::Map<String, Value> = flow
+pub fn describe(version: FlowVersion, flow: &Flow) -> FlowDetail {
+    let inputs = flow
         .inputs
         .iter()
         .map(|(k, i)| {
             (
                 k.clone(),
-                json!({
-                    "type": i.ty.as_str(),
-                    "default": i.default,
-                    "is_chat_input": i.is_chat_input,
-                    "is_chat_history": i.is_chat_history,
-                }),
+                FlowInputView {
+                    ty: i.ty.as_str().to_string(),
+                    default: i.default.clone(),
+                    is_chat_input: i.is_chat_input,
+                    is_chat_history: i.is_chat_history,
+                },
             )
         })
         .collect();
-    let outputs: serde_json::Map<String, Value> = flow
+    let outputs = flow
         .outputs
         .iter()
         .map(|(k, o)| {
             (
                 k.clone(),
-                json!({"reference": o.reference.to_string(), "type": o.ty, "is_chat_output": o.is_chat_output}),
+                FlowOutputView {
+                    reference: o.reference.to_string(),
+                    ty: o.ty.clone(),
+                    is_chat_output: o.is_chat_output,
+                },
             )
         })
         .collect();
-    let mut edges: Vec<Value> = Vec::new();
+    let mut edges: Vec<FlowEdge> = Vec::new();
+    let edge = |from: String, to: &str| FlowEdge {
+        from,
+        to: to.to_string(),
+        input: None,
+        output: None,
+        activate: None,
+    };
     // A literal (an output or `activate.when` written as a value) reads nothing: no edge.
     let source_of = |s: &RefSource| match s {
         RefSource::FlowInput(_) => Some("inputs".to_string()),
         RefSource::Node(n) => Some(n.clone()),
         RefSource::Literal(_) => None,
     };
-    let nodes: Vec<Value> = flow
+    let nodes = flow
         .nodes
         .iter()
         .map(|n| {
-            let mut node_inputs = serde_json::Map::new();
+            let mut node_inputs = std::collections::BTreeMap::new();
             for (k, v) in &n.inputs {
                 match v {
                     InputValue::Reference(r) => {
                         if let Some(from) = source_of(&r.source) {
-                            edges.push(json!({"from": from, "to": n.name, "input": k}));
+                            edges.push(FlowEdge {
+                                input: Some(k.clone()),
+                                ..edge(from, &n.name)
+                            });
                         }
-                        node_inputs.insert(k.clone(), json!(r.to_string()));
+                        node_inputs.insert(k.clone(), Value::String(r.to_string()));
                     }
                     InputValue::Literal(l) => {
                         node_inputs.insert(k.clone(), l.clone());
@@ -292,28 +298,47 @@ pub fn describe(flow: &Flow) -> Value {
                 }
             }
             if let Some(from) = n.activate.as_ref().and_then(|a| source_of(&a.when.source)) {
-                edges.push(json!({"from": from, "to": n.name, "activate": true}));
+                edges.push(FlowEdge {
+                    activate: Some(true),
+                    ..edge(from, &n.name)
+                });
             }
-            json!({
-                "name": n.name,
-                "type": n.kind.as_str(),
-                "source": n.source.path().map(str::to_string).or_else(|| match &n.source {
-                    flowrt_flow::ToolSource::Package { tool } => Some(tool.clone()),
-                    _ => None,
+            FlowNodeView {
+                name: n.name.clone(),
+                ty: n.kind.as_str().to_string(),
+                source: n
+                    .source
+                    .path()
+                    .map(str::to_string)
+                    .or_else(|| match &n.source {
+                        flowrt_flow::ToolSource::Package { tool } => Some(tool.clone()),
+                        _ => None,
+                    }),
+                connection: n.connection.clone(),
+                api: n.api.clone(),
+                aggregation: n.aggregation,
+                variant: n.variant.clone(),
+                activate: n.activate.as_ref().map(|a| ActivateView {
+                    when: a.when.to_string(),
+                    is: a.is.clone(),
                 }),
-                "connection": n.connection,
-                "api": n.api,
-                "aggregation": n.aggregation,
-                "variant": n.variant,
-                "activate": n.activate.as_ref().map(|a| json!({"when": a.when.to_string(), "is": a.is})),
-                "inputs": node_inputs,
-            })
+                inputs: node_inputs,
+            }
         })
         .collect();
     for (name, o) in &flow.outputs {
         if let Some(from) = source_of(&o.reference.source) {
-            edges.push(json!({"from": from, "to": "outputs", "output": name}));
+            edges.push(FlowEdge {
+                output: Some(name.clone()),
+                ..edge(from, "outputs")
+            });
         }
     }
-    json!({"inputs": inputs, "outputs": outputs, "nodes": nodes, "edges": edges})
+    FlowDetail {
+        flow: version,
+        inputs,
+        outputs,
+        nodes,
+        edges,
+    }
 }

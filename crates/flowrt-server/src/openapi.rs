@@ -49,6 +49,104 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), progress (counts, rate, time left), end."),
 ];
 
+/// What a successful answer carries.
+enum Body {
+    /// A JSON body of the named schema (generated from `flowrt_api::responses`).
+    Json(&'static str),
+    /// A JSON array of the named schema.
+    List(&'static str),
+    /// A JSON object with no fixed fields (metrics, this document).
+    Object,
+    /// Server-sent events.
+    Events,
+    /// Prometheus text.
+    Text,
+    /// No body.
+    Empty,
+}
+
+/// The status and body of each operation's success; a route with two (a push that stored
+/// something or found it unchanged) lists both.
+fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
+    use Body::*;
+    let one = |code, body| vec![(code, body)];
+    match (method, path) {
+        ("get", "/healthz") => one("200", Json("Health")),
+        ("get", "/metrics") => one("200", Text),
+        ("get", "/api/v1/openapi.json") => one("200", Object),
+        ("get", "/api/v1/me") => one("200", Json("UserView")),
+        ("get", "/api/v1/users") => one("200", List("UserView")),
+        ("post", "/api/v1/users") => one("201", Json("CreatedUser")),
+        ("get", "/api/v1/environments") => one("200", Json("Environments")),
+        ("post", "/api/v1/environments") => one("201", Json("PublishedEnvironment")),
+        ("get", "/api/v1/identities") => one("200", List("IdentityView")),
+        ("post", "/api/v1/identities") => one("201", Json("IdentityView")),
+        ("get", "/api/v1/computes") => one("200", List("ComputeView")),
+        ("post", "/api/v1/computes") => one("201", Json("ComputeView")),
+        ("delete", "/api/v1/computes/{name}") | ("delete", "/api/v1/sessions/{id}") => {
+            one("204", Empty)
+        }
+        (_, p) if p.starts_with("/api/v1/computes/") => one("200", Json("ComputeView")),
+        ("get", "/api/v1/sessions") => one("200", List("SessionView")),
+        ("post", "/api/v1/sessions")
+        | ("post", "/api/v1/sessions/{id}/reset")
+        | ("post", "/api/v1/sessions/{id}/update") => one("202", Json("SessionView")),
+        ("post", "/api/v1/sessions/{id}/install") => {
+            vec![("202", Json("SessionView")), ("200", Json("SessionView"))]
+        }
+        ("get", "/api/v1/sessions/events") | ("get", "/api/v1/runs/{name}/events") => {
+            one("200", Events)
+        }
+        ("get", "/api/v1/sessions/{id}/packages") => one("200", List("PackageView")),
+        ("get", "/api/v1/sessions/{id}/logs") | ("get", "/api/v1/runs/{name}/logs") => {
+            one("200", Json("LogChunk"))
+        }
+        ("post", "/api/v1/sessions/{id}/test") => one("200", Json("LineResult")),
+        (_, "/api/v1/sessions/{id}") | ("post", "/api/v1/sessions/{id}/stop") => {
+            one("200", Json("SessionView"))
+        }
+        ("get", "/api/v1/flows") => one("200", List("FlowVersion")),
+        ("post", "/api/v1/flows/{name}") => {
+            vec![("201", Json("PushedFlow")), ("200", Json("PushedFlow"))]
+        }
+        ("get", "/api/v1/flows/{name}") => one("200", Json("FlowDetail")),
+        ("post", "/api/v1/data") => {
+            vec![("201", Json("UploadedData")), ("200", Json("UploadedData"))]
+        }
+        ("get", "/api/v1/data/{reference}") => one("200", Json("DataInfo")),
+        ("get", "/api/v1/runs") => one("200", List("RunView")),
+        ("post", "/api/v1/runs") => one("202", Json("RunStarted")),
+        ("get", "/api/v1/runs/{name}") => one("200", Json("RunView")),
+        ("get", "/api/v1/runs/{name}/lines") => one("200", Json("LinePage")),
+        ("get", "/api/v1/runs/{name}/lines/{line}") => one("200", Json("LineRecord")),
+        ("get", "/api/v1/runs/{name}/metrics") => one("200", Object),
+        ("post", "/api/v1/runs/{name}/cancel") => one("200", Json("CancelingRun")),
+        _ => Vec::new(),
+    }
+}
+
+fn success_response(body: &Body) -> Value {
+    let schema = |name: &str| json!({"$ref": format!("#/components/schemas/{name}")});
+    match body {
+        Body::Json(name) => {
+            json!({"description": "OK", "content": {"application/json": {"schema": schema(name)}}})
+        }
+        Body::List(name) => {
+            json!({"description": "OK", "content": {"application/json": {"schema": {"type": "array", "items": schema(name)}}}})
+        }
+        Body::Object => {
+            json!({"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}})
+        }
+        Body::Events => {
+            json!({"description": "A stream of server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}})
+        }
+        Body::Text => {
+            json!({"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}})
+        }
+        Body::Empty => json!({"description": "Done; no body"}),
+    }
+}
+
 /// The typed request body a route reads, by its schema's name (generated from `flowrt-api`).
 fn body_schema(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
@@ -57,6 +155,10 @@ fn body_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/sessions/{id}/install") => Some("InstallRequirements"),
         ("post", "/api/v1/sessions/{id}/test") => Some("TestLine"),
         ("post", "/api/v1/runs") => Some("CreateRun"),
+        ("post", "/api/v1/users") => Some("CreateUser"),
+        ("post", "/api/v1/environments") => Some("PublishEnvironment"),
+        ("post", "/api/v1/computes") => Some("CreateCompute"),
+        ("post", "/api/v1/identities") => Some("CreateIdentity"),
         _ => None,
     }
 }
@@ -101,8 +203,10 @@ pub fn document() -> Value {
                 json!({"name": name, "in": "query", "required": false, "schema": {"type": ty}}),
             );
         }
-        let mut responses =
-            json!({"200": {"description": "OK", "content": {"application/json": {"schema": {}}}}});
+        let mut responses = json!({});
+        for (code, body) in successes(method, path) {
+            responses[code] = success_response(&body);
+        }
         for (code, what) in [
             ("400", "Bad request: what is wrong and how to fix it"),
             ("401", "Missing or invalid bearer token"),
@@ -147,12 +251,16 @@ pub fn document() -> Value {
         "Error".into(),
         json!({"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}),
     );
-    for (name, schema) in flowrt_api::requests::schemas() {
+    for (name, schema) in flowrt_api::requests::schemas()
+        .into_iter()
+        .chain(flowrt_api::responses::schemas())
+    {
         // utoipa names referenced types by their Rust name; the document keeps them under it.
         schemas.insert(name.into(), schema);
     }
     json!({
-        "openapi": "3.0.3",
+        // The schemas are generated as JSON Schema 2020-12 (`type: [T, "null"]`): OpenAPI 3.1.
+        "openapi": "3.1.0",
         "info": {"title": "flowrt control plane", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
         "security": [{"bearer": []}],

@@ -4,11 +4,15 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::handler::Handler;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use flowrt_api::responses::{
+    CancelingRun, DataInfo, LinePage, LineRecord, LogChunk, RunStarted, RunView, UploadedData,
+};
 use flowrt_session::{backend, client};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -21,26 +25,25 @@ use std::time::Duration;
 /// The most data one run request may carry.
 pub const MAX_RUN_DATA: usize = 256 * 1024 * 1024;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get("/api/v1/runs", list)
+        .post(
             "/api/v1/runs",
-            get(list)
-                .post(create)
-                .layer(DefaultBodyLimit::max(MAX_RUN_DATA + 1024 * 1024)),
+            create.layer(DefaultBodyLimit::max(MAX_RUN_DATA + 1024 * 1024)),
         )
-        .route("/api/v1/runs/{name}", get(show))
-        .route(
+        .get("/api/v1/runs/{name}", show)
+        .post(
             "/api/v1/data",
-            post(push_data).layer(DefaultBodyLimit::max(MAX_RUN_DATA)),
+            push_data.layer(DefaultBodyLimit::max(MAX_RUN_DATA)),
         )
-        .route("/api/v1/data/{reference}", get(data_exists))
-        .route("/api/v1/runs/{name}/lines", get(lines))
-        .route("/api/v1/runs/{name}/lines/{line}", get(line))
-        .route("/api/v1/runs/{name}/metrics", get(metrics))
-        .route("/api/v1/runs/{name}/logs", get(logs))
-        .route("/api/v1/runs/{name}/cancel", post(cancel))
-        .route("/api/v1/runs/{name}/events", get(events))
+        .get("/api/v1/data/{reference}", data_exists)
+        .get("/api/v1/runs/{name}/lines", lines)
+        .get("/api/v1/runs/{name}/lines/{line}", line)
+        .get("/api/v1/runs/{name}/metrics", metrics)
+        .get("/api/v1/runs/{name}/logs", logs)
+        .post("/api/v1/runs/{name}/cancel", cancel)
+        .get("/api/v1/runs/{name}/events", events)
 }
 
 /// A run name is a file name inside a session's folder: nothing that could leave it.
@@ -78,7 +81,7 @@ async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Json(req): Json<flowrt_api::requests::CreateRun>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<RunStarted>)> {
     let s = crate::sessions::modifiable(&state, &caller, &req.session).await?;
     let addr = crate::sessions::agent_of(&s).await?;
     let id = s.id.clone();
@@ -220,7 +223,10 @@ async fn create(
     let _ = state.store.touch_session(&id).await;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"name": req.name, "session": id})),
+        Json(RunStarted {
+            name: req.name,
+            session: id,
+        }),
     ))
 }
 
@@ -336,7 +342,12 @@ async fn find(state: &AppState, caller: &Caller, name: &str, which: &Which) -> A
     }
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+/// What clients see of a run's record.
+fn run_view(record: &Value) -> ApiResult<RunView> {
+    serde_json::from_value(record.clone()).map_err(|e| ApiErr::internal("reading a run record", e))
+}
+
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<RunView>>> {
     let mut all = Vec::new();
     for s in visible_sessions(&state, &caller).await? {
         let runs = state.sessions.workdir(&s.id).join("runs");
@@ -358,7 +369,8 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
             .cmp(&b["created"].as_str())
             .then(a["name"].as_str().cmp(&b["name"].as_str()))
     });
-    Ok(Json(Value::Array(all)))
+    // A record this server cannot read (torn by a crash) is left out of the list, not fatal.
+    Ok(Json(all.iter().filter_map(|r| run_view(r).ok()).collect()))
 }
 
 async fn show(
@@ -366,8 +378,10 @@ async fn show(
     caller: Caller,
     Path(name): Path<String>,
     Query(which): Query<Which>,
-) -> ApiResult<Json<Value>> {
-    Ok(Json(find(&state, &caller, &name, &which).await?.record))
+) -> ApiResult<Json<RunView>> {
+    Ok(Json(run_view(
+        &find(&state, &caller, &name, &which).await?.record,
+    )?))
 }
 
 #[derive(Deserialize)]
@@ -388,19 +402,16 @@ fn default_limit() -> usize {
 }
 
 /// The run's per-line records in line order (a torn last line of a killed run is skipped).
-fn line_records(dir: &std::path::Path) -> BTreeMap<u64, Value> {
+fn line_records(dir: &std::path::Path) -> BTreeMap<u64, LineRecord> {
     let mut out = BTreeMap::new();
     let Ok(file) = std::fs::File::open(dir.join("line_runs.jsonl")) else {
         return out;
     };
     for l in std::io::BufReader::new(file).lines().map_while(Result::ok) {
-        if let Ok(mut v) = serde_json::from_str::<Value>(&l) {
-            if let Some(n) = v["line_number"].as_u64() {
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("aggregation_inputs");
-                }
-                out.insert(n, v);
-            }
+        if let Ok(mut record) = serde_json::from_str::<LineRecord>(&l) {
+            // What an aggregation node reads is the run's business, not the line's.
+            record.more.remove("aggregation_inputs");
+            out.insert(record.line_number, record);
         }
     }
     out
@@ -411,7 +422,7 @@ async fn lines(
     caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<LinesQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LinePage>> {
     if let Some(s) = &q.status {
         if s != "Completed" && s != "Failed" {
             return Err(ApiErr::bad_request("status must be Completed or Failed"));
@@ -426,15 +437,17 @@ async fn lines(
     let records = tokio::task::spawn_blocking(move || line_records(&dir))
         .await
         .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
-    let matching: Vec<Value> = records
+    let matching: Vec<LineRecord> = records
         .into_values()
-        .filter(|r| q.status.as_deref().is_none_or(|s| r["status"] == s))
+        .filter(|r| q.status.as_deref().is_none_or(|s| r.status == s))
         .collect();
     let total = matching.len();
-    let page: Vec<Value> = matching.into_iter().skip(q.offset).take(limit).collect();
-    Ok(Json(
-        json!({"total": total, "offset": q.offset, "lines": page}),
-    ))
+    let lines = matching.into_iter().skip(q.offset).take(limit).collect();
+    Ok(Json(LinePage {
+        total,
+        offset: q.offset,
+        lines,
+    }))
 }
 
 async fn line(
@@ -442,7 +455,7 @@ async fn line(
     caller: Caller,
     Path((name, n)): Path<(String, u64)>,
     Query(which): Query<Which>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LineRecord>> {
     let found = find(&state, &caller, &name, &which).await?;
     let dir = found.dir.clone();
     let mut records = tokio::task::spawn_blocking(move || line_records(&dir))
@@ -482,7 +495,7 @@ async fn logs(
     caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LogChunk>> {
     let which = Which {
         session: q.session.clone(),
     };
@@ -493,11 +506,11 @@ async fn logs(
         .min(bytes.len());
     // At most 1 MiB a call; the offset says where to go on.
     let end = (start + 1024 * 1024).min(bytes.len());
-    Ok(Json(json!({
-        "text": String::from_utf8_lossy(&bytes[start..end]),
-        "offset": end,
-        "status": found.record["status"],
-    })))
+    Ok(Json(LogChunk {
+        text: String::from_utf8_lossy(&bytes[start..end]).into_owned(),
+        offset: end as u64,
+        status: found.record["status"].as_str().unwrap_or("").to_string(),
+    }))
 }
 
 async fn cancel(
@@ -505,7 +518,7 @@ async fn cancel(
     caller: Caller,
     Path(name): Path<String>,
     Query(which): Query<Which>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<CancelingRun>> {
     let found = find(&state, &caller, &name, &which).await?;
     let session = found.record["session"].as_str().unwrap_or("").to_string();
     crate::sessions::modifiable(&state, &caller, &session).await?;
@@ -522,12 +535,12 @@ async fn cancel(
     };
     // SIGTERM: the run stops taking lines, keeps every finished one and can be resumed.
     backend::terminate(pid);
-    Ok(Json(json!({
-        "name": name,
-        "session": session,
-        "status": "Canceling",
-        "hint": format!("finished lines are kept; `flowrt run create --session {session} --resume-from {name} --name NEW` continues it"),
-    })))
+    Ok(Json(CancelingRun {
+        hint: format!("finished lines are kept; `flowrt run create --session {session} --resume-from {name} --name NEW` continues it"),
+        name,
+        session,
+        status: "Canceling".into(),
+    }))
 }
 
 /// What `events` has sent so far.
@@ -718,7 +731,7 @@ async fn push_data(
     caller: Caller,
     Query(q): Query<DataQuery>,
     body: axum::body::Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<UploadedData>)> {
     caller.require_writer()?;
     let ext = data_format(q.format.as_deref())?;
     let text = std::str::from_utf8(&body)
@@ -744,13 +757,13 @@ async fn push_data(
         } else {
             StatusCode::CREATED
         },
-        Json(json!({
-            "ref": format!("data:sha256:{hash}.{ext}"),
-            "format": ext,
-            "lines": lines,
-            "bytes": body.len(),
-            "unchanged": existed,
-        })),
+        Json(UploadedData {
+            reference: format!("data:sha256:{hash}.{ext}"),
+            format: ext.to_string(),
+            lines,
+            bytes: body.len(),
+            unchanged: existed,
+        }),
     ))
 }
 
@@ -760,7 +773,7 @@ async fn data_exists(
     State(state): State<AppState>,
     caller: Caller,
     Path(reference): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<DataInfo>> {
     let (hash, ext) = parse_data_ref(&reference)?;
     let path = data_path(&state, &caller.0.id, &hash, ext);
     let meta = std::fs::metadata(&path).map_err(|_| {
@@ -768,7 +781,9 @@ async fn data_exists(
             "no data {reference} of yours; push it with `flowrt data push FILE`"
         ))
     })?;
-    Ok(Json(
-        json!({"ref": reference, "format": ext, "bytes": meta.len()}),
-    ))
+    Ok(Json(DataInfo {
+        format: ext.to_string(),
+        bytes: meta.len(),
+        reference,
+    }))
 }

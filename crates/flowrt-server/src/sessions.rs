@@ -7,11 +7,12 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
+use flowrt_api::responses::{LogChunk, PackageOrigin, PackageView, SessionView};
 use flowrt_api::SessionStatus;
 use flowrt_python::{EnvOptions, EnvRef, EnvRequest, ExtraRequirements};
 use flowrt_session::backend::{self, describe_exit, log_tail};
@@ -455,21 +456,21 @@ impl Manager {
     }
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/sessions", get(list).post(start))
-        .route("/api/v1/sessions/events", get(session_events))
-        .route(
-            "/api/v1/sessions/{id}",
-            get(show).patch(edit).delete(delete),
-        )
-        .route("/api/v1/sessions/{id}/stop", post(stop))
-        .route("/api/v1/sessions/{id}/reset", post(reset))
-        .route("/api/v1/sessions/{id}/update", post(update))
-        .route("/api/v1/sessions/{id}/packages", get(packages))
-        .route("/api/v1/sessions/{id}/install", post(install))
-        .route("/api/v1/sessions/{id}/logs", get(logs))
-        .route("/api/v1/sessions/{id}/test", post(test))
+pub fn routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get("/api/v1/sessions", list)
+        .post("/api/v1/sessions", start)
+        .get("/api/v1/sessions/events", session_events)
+        .get("/api/v1/sessions/{id}", show)
+        .patch("/api/v1/sessions/{id}", edit)
+        .delete("/api/v1/sessions/{id}", delete)
+        .post("/api/v1/sessions/{id}/stop", stop)
+        .post("/api/v1/sessions/{id}/reset", reset)
+        .post("/api/v1/sessions/{id}/update", update)
+        .get("/api/v1/sessions/{id}/packages", packages)
+        .post("/api/v1/sessions/{id}/install", install)
+        .get("/api/v1/sessions/{id}/logs", logs)
+        .post("/api/v1/sessions/{id}/test", test)
 }
 
 /// A session as the API shows it: the record plus what the manifest says about its base.
@@ -497,24 +498,30 @@ fn copy_flow(src: &std::path::Path, dst: &std::path::Path) -> std::io::Result<()
     Ok(())
 }
 
-fn view(s: &Session) -> Value {
-    let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
-    // Where an agent listens and its pid are the server's business: with them, code in one
-    // session could look for another session's agent.
-    if let Some(o) = v.as_object_mut() {
-        o.remove("agent_addr");
-        o.remove("agent_pid");
-        // The snapshot's folder on the server means nothing to a client: the flow's name does.
-        o.remove("flow_dir");
-    }
+fn view(s: &Session) -> SessionView {
     let latest = flowrt_python::latest_base().version;
-    if s.base_version != latest && s.env_ref.starts_with("default") {
-        v["update_available"] = json!(latest);
+    SessionView {
+        id: s.id.clone(),
+        owner: s.owner.clone(),
+        flow_ref: s.flow_ref.clone(),
+        env_ref: s.env_ref.clone(),
+        env_key: s.env_key.clone(),
+        base_version: s.base_version.clone(),
+        size: s.size,
+        idle_timeout_s: s.idle_timeout_s,
+        identity: s.identity.clone(),
+        compute: s.compute.clone(),
+        status: s.status,
+        phase: s.phase,
+        reason: s.reason.clone(),
+        log_tail: s.log_tail.clone(),
+        created: s.created,
+        last_activity: s.last_activity,
+        updated: s.updated,
+        update_available: (s.base_version != latest && s.env_ref.starts_with("default"))
+            .then(|| latest.to_string()),
+        note: None,
     }
-    if let Some(p) = s.phase {
-        v["phase"] = json!(flowrt_session::lifecycle::phase_name(p));
-    }
-    v
 }
 
 pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
@@ -537,21 +544,21 @@ pub async fn modifiable(state: &AppState, caller: &Caller, id: &str) -> ApiResul
     Ok(s)
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<SessionView>>> {
     let owner = if caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer {
         None
     } else {
         Some(caller.0.id.as_str())
     };
     let all = state.store.list_sessions(owner).await?;
-    Ok(Json(Value::Array(all.iter().map(view).collect())))
+    Ok(Json(all.iter().map(view).collect()))
 }
 
 async fn show(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionView>> {
     Ok(Json(view(&visible(&state, &caller, &id).await?)))
 }
 
@@ -559,7 +566,7 @@ async fn start(
     State(state): State<AppState>,
     caller: Caller,
     Json(req): Json<flowrt_api::requests::StartSession>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SessionView>)> {
     caller.require_writer()?;
     if !state.sessions.seal && !state.config.allow_unsealed && !caller.is_owner() {
         return Err(ApiErr::forbidden(
@@ -670,7 +677,7 @@ async fn edit(
     caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<flowrt_api::requests::EditSession>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionView>> {
     let s = modifiable(&state, &caller, &id).await?;
     let size = req.size.unwrap_or(s.size);
     state
@@ -680,8 +687,8 @@ async fn edit(
     let _ = state.sessions.changes.send(id.clone());
     let mut v = view(&state.sessions.get(&id).await?);
     if size != s.size && s.status == SessionStatus::Running {
-        v["note"] =
-            json!("the new size applies when the session restarts (`flowrt session reset`)");
+        v.note =
+            Some("the new size applies when the session restarts (`flowrt session reset`)".into());
     }
     Ok(Json(v))
 }
@@ -690,7 +697,7 @@ async fn stop(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<SessionView>> {
     modifiable(&state, &caller, &id).await?;
     state.sessions.stop(&id, Event::StopRequested).await?;
     Ok(Json(view(&state.sessions.get(&id).await?)))
@@ -714,7 +721,7 @@ async fn reset(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SessionView>)> {
     let s = modifiable(&state, &caller, &id).await?;
     if matches!(s.status, SessionStatus::Running | SessionStatus::Failed) {
         state.sessions.stop(&id, Event::StopRequested).await?;
@@ -735,7 +742,7 @@ async fn update(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SessionView>)> {
     let s = modifiable(&state, &caller, &id).await?;
     let latest = flowrt_python::latest_base().version;
     if !s.env_ref.starts_with("default") {
@@ -778,7 +785,7 @@ async fn packages(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<Vec<PackageView>>> {
     let s = visible(&state, &caller, &id).await?;
     let python = match &s.env_key {
         Some(key) => state
@@ -794,7 +801,18 @@ async fn packages(
         .await
         .map_err(|e| ApiErr::internal("listing packages", e))?
         .map_err(|e| ApiErr::internal("listing packages", e))?;
-    Ok(Json(json!(list)))
+    Ok(Json(
+        list.into_iter()
+            .map(|p| PackageView {
+                name: p.name,
+                version: p.version,
+                source: match p.source {
+                    flowrt_python::PackageSource::Base => PackageOrigin::Base,
+                    flowrt_python::PackageSource::Requirements => PackageOrigin::Requirements,
+                },
+            })
+            .collect(),
+    ))
 }
 
 /// Save the flow's requirements and (unless save-only) rebuild and restart the session with them.
@@ -803,7 +821,7 @@ async fn install(
     caller: Caller,
     Path(id): Path<String>,
     Json(req): Json<flowrt_api::requests::InstallRequirements>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<(StatusCode, Json<SessionView>)> {
     let s = modifiable(&state, &caller, &id).await?;
     if req.requirements.len() > 1024 * 1024 {
         return Err(ApiErr::bad_request(
@@ -890,7 +908,7 @@ async fn install(
     let _ = state.sessions.changes.send(id.clone());
     if req.save_only {
         let mut v = view(&state.sessions.get(&id).await?);
-        v["note"] = json!(format!(
+        v.note = Some(format!(
             "saved {rel} as flow {}; it is installed at the next start or reset",
             new_rec.reference()
         ));
@@ -911,14 +929,16 @@ async fn logs(
     caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<LogQuery>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<Json<LogChunk>> {
     let s = visible(&state, &caller, &id).await?;
     let path = state.sessions.workdir(&s.id).join("agent.log");
     let bytes = std::fs::read(&path).unwrap_or_default();
     let start = (q.offset as usize).min(bytes.len());
-    Ok(Json(
-        json!({"text": String::from_utf8_lossy(&bytes[start..]), "offset": bytes.len(), "status": s.status}),
-    ))
+    Ok(Json(LogChunk {
+        text: String::from_utf8_lossy(&bytes[start..]).into_owned(),
+        offset: bytes.len() as u64,
+        status: s.status.to_string(),
+    }))
 }
 
 /// An interactive test: one line in the session, bounded by the server's request timeout.
@@ -1049,7 +1069,10 @@ async fn session_events(
             };
             let out: Vec<Result<Event, std::convert::Infallible>> = sessions
                 .iter()
-                .map(|s| Ok(Event::default().event("session").data(view(s).to_string())))
+                .map(|s| {
+                    let data = serde_json::to_string(&view(s)).unwrap_or_default();
+                    Ok(Event::default().event("session").data(data))
+                })
                 .collect();
             Some((futures::stream::iter(out), (state, rx, false)))
         }

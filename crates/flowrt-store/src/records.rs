@@ -2,23 +2,10 @@
 //! and its callers need (session status, phases and sizes come from [`flowrt_api::session`]).
 //! Times are Unix milliseconds.
 
+pub use flowrt_api::workspace::{ComputeKind, ComputeStatus, Role};
 use flowrt_api::{PreparingPhase, SessionSize, SessionStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-
-/// What a user may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Created on the server's first start; everything.
-    Owner,
-    /// Manages users, computes and environments.
-    Admin,
-    /// Starts sessions and runs flows.
-    User,
-    /// Reads only.
-    Viewer,
-}
 
 /// A user of the control plane. The bearer token is never stored, only its sha256.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,23 +15,6 @@ pub struct User {
     pub name: String,
     pub role: Role,
     pub created: i64,
-}
-
-/// Where sessions run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ComputeKind {
-    /// Named, long-lived, assigned to one user, started and stopped by hand.
-    Instance,
-    /// Provisioned for a session, released when its last session stops.
-    Serverless,
-}
-
-/// Whether a compute can take sessions.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ComputeStatus {
-    Running,
-    Stopped,
 }
 
 /// A compute instance or a serverless compute.
@@ -207,4 +177,70 @@ pub struct RunRecord {
     pub result: Option<Value>,
     pub created: i64,
     pub finished: Option<i64>,
+}
+
+// What clients see of each record: the API's response types, built here so that a field added
+// to a record is a decision about whether clients see it.
+
+impl From<&User> for flowrt_api::responses::UserView {
+    fn from(u: &User) -> Self {
+        flowrt_api::responses::UserView {
+            id: u.id.clone(),
+            name: u.name.clone(),
+            role: u.role,
+            created: u.created,
+        }
+    }
+}
+
+impl From<&Compute> for flowrt_api::responses::ComputeView {
+    fn from(c: &Compute) -> Self {
+        flowrt_api::responses::ComputeView {
+            name: c.name.clone(),
+            kind: c.kind,
+            size: c.size,
+            owner: c.owner.clone(),
+            status: c.status,
+            created: c.created,
+        }
+    }
+}
+
+impl From<&Identity> for flowrt_api::responses::IdentityView {
+    fn from(i: &Identity) -> Self {
+        flowrt_api::responses::IdentityView {
+            name: i.name.clone(),
+            owner: i.owner.clone(),
+            feed_token: i.feed_token.clone(),
+            created: i.created,
+        }
+    }
+}
+
+impl From<&EnvironmentRecord> for flowrt_api::responses::CustomEnvironment {
+    fn from(e: &EnvironmentRecord) -> Self {
+        flowrt_api::responses::CustomEnvironment {
+            name: e.name.clone(),
+            version: e.version,
+            base_version: e.base_version.clone(),
+            requirements: e.requirements.clone(),
+            created: e.created,
+        }
+    }
+}
+
+impl From<&FlowRecord> for flowrt_api::responses::FlowVersion {
+    fn from(r: &FlowRecord) -> Self {
+        flowrt_api::responses::FlowVersion {
+            name: r.name.clone(),
+            version: r.version,
+            reference: r.reference(),
+            hash: r.hash.clone(),
+            entry: r.entry.clone(),
+            owner: r.owner.clone(),
+            files: r.files,
+            bytes: r.bytes,
+            created: r.created,
+        }
+    }
 }

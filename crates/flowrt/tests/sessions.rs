@@ -2135,3 +2135,225 @@ fn prompty_and_flex_flows_run_in_sessions() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v, json!({"output": "A.B.C"}));
 }
+
+/// Every answer a client gets — successes and errors — matches the schema the OpenAPI document
+/// gives for its operation and status, on a real server with a real session and batch run.
+#[test]
+fn every_answer_matches_the_schema_the_document_gives_it() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let auth = format!("Bearer {}", server.token());
+    let (_, _, doc) = http(
+        "GET",
+        &format!("{}/api/v1/openapi.json", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    let (_d, dir) = flow("batch_base");
+    let (session, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let mut checked: Vec<String> = Vec::new();
+    // Call `method path` (a concrete URL path matching `template`) and check the answer against
+    // the document; returns the JSON body.
+    let mut call = |method: &str, template: &str, path: &str, body: &str| -> Value {
+        let (status, head, text) = http(
+            &method.to_uppercase(),
+            &format!("{}{path}", server.url),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        );
+        let op = &doc["paths"][template][method];
+        assert!(op.is_object(), "{method} {template} is not documented");
+        let response = &op["responses"][status.to_string()];
+        assert!(
+            response.is_object(),
+            "{method} {path}: status {status} is not documented: {text}"
+        );
+        if status == 204 {
+            checked.push(format!("{method} {template} {status}"));
+            return Value::Null;
+        }
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{method} {path}: {head}"
+        );
+        let value: Value = serde_json::from_str(&text).unwrap();
+        // Resolve the document's `#/components/...` references from the schema itself.
+        let rooted = json!({"allOf": [schema], "components": doc["components"]});
+        let validator = jsonschema::validator_for(&rooted).unwrap();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status} does not match its schema: {errors:#?}\n{value:#}"
+        );
+        checked.push(format!("{method} {template} {status}"));
+        value
+    };
+
+    call("get", "/healthz", "/healthz", "");
+    call("get", "/api/v1/me", "/api/v1/me", "");
+    let user = call(
+        "post",
+        "/api/v1/users",
+        "/api/v1/users",
+        r#"{"name": "ann", "role": "user"}"#,
+    );
+    assert!(user["token"].as_str().is_some_and(|t| !t.is_empty()));
+    call("get", "/api/v1/users", "/api/v1/users", "");
+    call(
+        "post",
+        "/api/v1/environments",
+        "/api/v1/environments",
+        r#"{"name": "teamenv", "requirements": ""}"#,
+    );
+    call("get", "/api/v1/environments", "/api/v1/environments", "");
+    call(
+        "post",
+        "/api/v1/identities",
+        "/api/v1/identities",
+        r#"{"name": "feed", "feed_token": "s3cret"}"#,
+    );
+    let ids = call("get", "/api/v1/identities", "/api/v1/identities", "");
+    assert!(!ids.to_string().contains("s3cret"), "{ids}");
+    call(
+        "post",
+        "/api/v1/computes",
+        "/api/v1/computes",
+        r#"{"name": "box"}"#,
+    );
+    call("get", "/api/v1/computes", "/api/v1/computes", "");
+    for action in ["stop", "start"] {
+        call(
+            "post",
+            &format!("/api/v1/computes/{{name}}/{action}"),
+            &format!("/api/v1/computes/box/{action}"),
+            "",
+        );
+    }
+    call("get", "/api/v1/computes/{name}", "/api/v1/computes/box", "");
+    call(
+        "delete",
+        "/api/v1/computes/{name}",
+        "/api/v1/computes/box",
+        "",
+    );
+    // Errors have their schema too.
+    call("get", "/api/v1/computes/{name}", "/api/v1/computes/box", "");
+    call("post", "/api/v1/users", "/api/v1/users", r#"{"nmae": "x"}"#);
+
+    call("get", "/api/v1/flows", "/api/v1/flows", "");
+    call(
+        "get",
+        "/api/v1/flows/{name}",
+        "/api/v1/flows/batch_base",
+        "",
+    );
+    call("get", "/api/v1/sessions", "/api/v1/sessions", "");
+    let sid = format!("/api/v1/sessions/{session}");
+    call("get", "/api/v1/sessions/{id}", &sid, "");
+    call(
+        "patch",
+        "/api/v1/sessions/{id}",
+        &sid,
+        r#"{"size": "medium"}"#,
+    );
+    call(
+        "get",
+        "/api/v1/sessions/{id}/packages",
+        &format!("{sid}/packages"),
+        "",
+    );
+    call(
+        "get",
+        "/api/v1/sessions/{id}/logs",
+        &format!("{sid}/logs"),
+        "",
+    );
+    let line = call(
+        "post",
+        "/api/v1/sessions/{id}/test",
+        &format!("{sid}/test"),
+        r#"{"inputs": {"q": "hi"}}"#,
+    );
+    assert_eq!(line["outputs"]["answer"], "HI", "{line}");
+
+    let rows: String = (0..20).map(|i| format!("{{\"q\": \"q{i}\"}}\n")).collect();
+    let pushed = call("post", "/api/v1/data", "/api/v1/data?format=jsonl", &rows);
+    let data_ref = pushed["ref"].as_str().unwrap().to_string();
+    call(
+        "get",
+        "/api/v1/data/{reference}",
+        &format!("/api/v1/data/{data_ref}"),
+        "",
+    );
+    call(
+        "post",
+        "/api/v1/runs",
+        "/api/v1/runs",
+        &json!({"session": session, "name": "twenty", "data_ref": data_ref}).to_string(),
+    );
+    let t = Instant::now();
+    loop {
+        let run = call("get", "/api/v1/runs/{name}", "/api/v1/runs/twenty", "");
+        if run["status"] != "Running" {
+            assert_eq!(run["status"], "Completed", "{run:#}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "{run:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    call("get", "/api/v1/runs", "/api/v1/runs", "");
+    let page = call(
+        "get",
+        "/api/v1/runs/{name}/lines",
+        "/api/v1/runs/twenty/lines?limit=5",
+        "",
+    );
+    assert_eq!(page["total"], 20);
+    call(
+        "get",
+        "/api/v1/runs/{name}/lines/{line}",
+        "/api/v1/runs/twenty/lines/3",
+        "",
+    );
+    call(
+        "get",
+        "/api/v1/runs/{name}/metrics",
+        "/api/v1/runs/twenty/metrics",
+        "",
+    );
+    call(
+        "get",
+        "/api/v1/runs/{name}/logs",
+        "/api/v1/runs/twenty/logs",
+        "",
+    );
+    // A finished run cannot be canceled: a 409 with its schema.
+    call(
+        "post",
+        "/api/v1/runs/{name}/cancel",
+        "/api/v1/runs/twenty/cancel",
+        "",
+    );
+    call(
+        "post",
+        "/api/v1/sessions/{id}/stop",
+        &format!("{sid}/stop"),
+        "",
+    );
+    call("delete", "/api/v1/sessions/{id}", &sid, "");
+    call("get", "/api/v1/sessions/{id}", &sid, "");
+    assert!(checked.len() >= 35, "{checked:#?}");
+    // The check itself can fail: a session without its fields is not a SessionView.
+    let rooted = json!({"allOf": [{"$ref": "#/components/schemas/SessionView"}], "components": doc["components"]});
+    let validator = jsonschema::validator_for(&rooted).unwrap();
+    assert!(!validator.is_valid(&json!({"id": 1})));
+}

@@ -1,0 +1,433 @@
+//! The response bodies of the control plane's API, typed once: the server builds them, and the
+//! OpenAPI document's response schemas are generated from them, so the two cannot drift.
+//!
+//! Records the server passes through from a session's run folder (a run's line records, its
+//! metrics, a single-line test's result) are open objects: their schemas name the fields flowrt
+//! writes, and further fields (a flow's own outputs) are allowed.
+
+use crate::session::{PreparingPhase, SessionSize, SessionStatus};
+use crate::workspace::{ComputeKind, ComputeStatus, Role};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// `GET /healthz`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` while the server answers.
+    pub status: String,
+}
+
+/// A user (`GET /api/v1/me`, `GET /api/v1/users`). Tokens are never part of it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserView {
+    /// `u-<12 hex>`.
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    /// Unix milliseconds.
+    pub created: i64,
+}
+
+/// `POST /api/v1/users`: the new user and its token, shown this once (only its hash is kept).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedUser {
+    pub user: UserView,
+    pub token: String,
+}
+
+/// A version of the built-in base environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BaseEnvironment {
+    /// Always `default`.
+    pub name: String,
+    pub version: String,
+    /// `default@VERSION`.
+    pub reference: String,
+    /// The Python it asks for.
+    pub python: String,
+    /// Whether it is the newest base version.
+    pub latest: bool,
+}
+
+/// A published custom environment `name@vN`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CustomEnvironment {
+    pub name: String,
+    pub version: u32,
+    /// The base environment version it builds on.
+    pub base_version: String,
+    /// Its requirements file, as published.
+    pub requirements: String,
+    /// Unix milliseconds.
+    pub created: i64,
+}
+
+/// `GET /api/v1/environments`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Environments {
+    pub base: Vec<BaseEnvironment>,
+    pub custom: Vec<CustomEnvironment>,
+}
+
+/// `POST /api/v1/environments`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PublishedEnvironment {
+    pub name: String,
+    pub version: u32,
+    /// `name@vN`.
+    pub reference: String,
+    pub base_version: String,
+}
+
+/// A compute instance (or serverless compute).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ComputeView {
+    pub name: String,
+    pub kind: ComputeKind,
+    pub size: SessionSize,
+    /// The id of the user it is assigned to.
+    pub owner: String,
+    pub status: ComputeStatus,
+    /// Unix milliseconds.
+    pub created: i64,
+}
+
+/// An identity sessions may act as. Its feed token is never returned, only whether one is set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct IdentityView {
+    pub name: String,
+    /// The id of the user that created it.
+    pub owner: String,
+    /// A mask (`******`) when a feed token is stored.
+    pub feed_token: Option<String>,
+    /// Unix milliseconds.
+    pub created: i64,
+}
+
+/// A compute session as clients see it. Where its agent listens and its process id are not
+/// part of it: with them, code in one session could look for another's agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SessionView {
+    /// `s-<12 hex>`.
+    pub id: String,
+    /// The id of the user that started it.
+    pub owner: String,
+    /// The workspace flow it runs, `name@vN`.
+    pub flow_ref: Option<String>,
+    /// `default@VERSION` or `NAME@vN`.
+    pub env_ref: String,
+    /// The environment's content key once resolved.
+    pub env_key: Option<String>,
+    pub base_version: String,
+    pub size: SessionSize,
+    /// Seconds without runs before it stops; 0: never.
+    pub idle_timeout_s: u64,
+    pub identity: Option<String>,
+    /// The compute instance it runs on; none: serverless.
+    pub compute: Option<String>,
+    pub status: SessionStatus,
+    /// Set while `Preparing`.
+    pub phase: Option<PreparingPhase>,
+    /// Why it failed or stopped.
+    pub reason: Option<String>,
+    /// The last lines of its log, kept for `Failed` sessions.
+    pub log_tail: Option<String>,
+    /// Unix milliseconds.
+    pub created: i64,
+    /// Unix milliseconds of the last test or run.
+    pub last_activity: i64,
+    /// Unix milliseconds of the last change.
+    pub updated: i64,
+    /// The newest base version, when the session runs an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_available: Option<String>,
+    /// What the request changed that is not visible yet (a size applies at the next reset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Where an installed package came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageOrigin {
+    /// The interpreter or base environment (including dependencies of requirements).
+    Base,
+    /// Named by the flow's or the custom environment's requirements.
+    Requirements,
+}
+
+/// One installed package of a session's environment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PackageView {
+    pub name: String,
+    pub version: String,
+    pub source: PackageOrigin,
+}
+
+/// A piece of a log from a byte offset: poll again from `offset` to follow it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LogChunk {
+    pub text: String,
+    /// Where the next call goes on.
+    pub offset: u64,
+    /// The session's (or run's) status when read.
+    pub status: String,
+}
+
+/// A single-line test's result, as the session's agent returns it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LineResult {
+    /// The flow's outputs by name.
+    #[schema(value_type = Object)]
+    pub outputs: Value,
+}
+
+/// A flow version in the workspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowVersion {
+    pub name: String,
+    pub version: u32,
+    /// `name@vN`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// `sha256:<hex>` of its files.
+    pub hash: String,
+    /// The flow file inside the snapshot when it is not the folder itself (a `.prompty`).
+    pub entry: Option<String>,
+    /// The id of the user that pushed it.
+    pub owner: String,
+    pub files: u64,
+    pub bytes: u64,
+    /// Unix milliseconds.
+    pub created: i64,
+}
+
+/// `POST /api/v1/flows/{name}`: the version the push made, or the existing one it matched.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PushedFlow {
+    #[serde(flatten)]
+    pub flow: FlowVersion,
+    /// The snapshot matched the latest version: nothing new was stored.
+    pub unchanged: bool,
+}
+
+/// A flow input as a UI draws it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowInputView {
+    /// `string`, `int`, `double`, `bool`, `list`, `object`, ...
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub default: Option<Value>,
+    pub is_chat_input: bool,
+    pub is_chat_history: bool,
+}
+
+/// A flow output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowOutputView {
+    /// `${node.output}` or `${inputs.name}`.
+    pub reference: String,
+    #[serde(rename = "type")]
+    pub ty: Option<String>,
+    pub is_chat_output: bool,
+}
+
+/// A node's `activate` condition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ActivateView {
+    pub when: String,
+    pub is: Value,
+}
+
+/// A node of a DAG flow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowNodeView {
+    pub name: String,
+    /// `python`, `llm`, `prompt`, ...
+    #[serde(rename = "type")]
+    pub ty: String,
+    /// Its source file, or a package tool's name.
+    pub source: Option<String>,
+    pub connection: Option<String>,
+    pub api: Option<String>,
+    pub aggregation: bool,
+    pub variant: Option<String>,
+    pub activate: Option<ActivateView>,
+    /// Each input's reference (`${...}`) or literal value.
+    pub inputs: BTreeMap<String, Value>,
+}
+
+/// An edge of the graph: from `inputs` or a node, to a node or `outputs`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowEdge {
+    pub from: String,
+    pub to: String,
+    /// The node input it feeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
+    /// The flow output it feeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// It is the node's activate condition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activate: Option<bool>,
+}
+
+/// `GET /api/v1/flows/{name}`: a version and its graph.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowDetail {
+    #[serde(flatten)]
+    pub flow: FlowVersion,
+    pub inputs: BTreeMap<String, FlowInputView>,
+    pub outputs: BTreeMap<String, FlowOutputView>,
+    pub nodes: Vec<FlowNodeView>,
+    pub edges: Vec<FlowEdge>,
+}
+
+/// `POST /api/v1/data`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UploadedData {
+    /// `data:sha256:HEX.EXT`: what a run's `data_ref` names.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// `jsonl`, `csv` or `tsv`.
+    pub format: String,
+    pub lines: usize,
+    pub bytes: usize,
+    /// It was uploaded before: nothing new was stored.
+    pub unchanged: bool,
+}
+
+/// `GET /api/v1/data/{reference}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DataInfo {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub format: String,
+    pub bytes: u64,
+}
+
+/// `POST /api/v1/runs`: the run was handed to its session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunStarted {
+    pub name: String,
+    pub session: String,
+}
+
+/// A batch or evaluation run in a session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunView {
+    pub name: String,
+    /// The session it runs in.
+    pub session: String,
+    /// `Running`, `Completed`, `Failed` or `Canceled`.
+    pub status: String,
+    /// The run an evaluation reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_run: Option<String>,
+    /// The run whose unfinished lines this one re-runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// A flex class entry's constructor kwargs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<serde_json::Map<String, Value>>,
+    #[serde(default)]
+    pub column_mapping: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished: Option<String>,
+    pub duration_s: f64,
+    pub total_lines: usize,
+    pub completed_lines: usize,
+    pub failed_lines: usize,
+    pub concurrency: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One line's record (`line_runs.jsonl`): inputs, outputs, error and node runs. Open: a flow's
+/// own fields come along.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LineRecord {
+    pub line_number: u64,
+    /// `Completed` or `Failed`.
+    pub status: String,
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    #[serde(default)]
+    pub output: Option<Value>,
+    #[serde(default)]
+    pub error: Option<Value>,
+    /// Timings, node runs, token counts: passed through as the run folder has them.
+    #[serde(flatten)]
+    #[schema(ignore)]
+    pub more: serde_json::Map<String, Value>,
+}
+
+/// `GET /api/v1/runs/{name}/lines`: a page of line records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LinePage {
+    /// How many lines match the filter.
+    pub total: usize,
+    pub offset: usize,
+    pub lines: Vec<LineRecord>,
+}
+
+/// `POST /api/v1/runs/{name}/cancel`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CancelingRun {
+    pub name: String,
+    pub session: String,
+    /// `Canceling`: lines in flight finish or stop; the rest do not start.
+    pub status: String,
+    pub hint: String,
+}
+
+/// The schemas of every response body, by name, for the OpenAPI document.
+pub fn schemas() -> Vec<(&'static str, Value)> {
+    fn one<T: utoipa::PartialSchema>(name: &'static str) -> (&'static str, Value) {
+        (name, serde_json::to_value(T::schema()).unwrap_or_default())
+    }
+    vec![
+        one::<Health>("Health"),
+        one::<UserView>("UserView"),
+        one::<CreatedUser>("CreatedUser"),
+        one::<BaseEnvironment>("BaseEnvironment"),
+        one::<CustomEnvironment>("CustomEnvironment"),
+        one::<Environments>("Environments"),
+        one::<PublishedEnvironment>("PublishedEnvironment"),
+        one::<ComputeView>("ComputeView"),
+        one::<IdentityView>("IdentityView"),
+        one::<SessionView>("SessionView"),
+        one::<PackageOrigin>("PackageOrigin"),
+        one::<PackageView>("PackageView"),
+        one::<LogChunk>("LogChunk"),
+        one::<LineResult>("LineResult"),
+        one::<FlowVersion>("FlowVersion"),
+        one::<PushedFlow>("PushedFlow"),
+        one::<FlowInputView>("FlowInputView"),
+        one::<FlowOutputView>("FlowOutputView"),
+        one::<ActivateView>("ActivateView"),
+        one::<FlowNodeView>("FlowNodeView"),
+        one::<FlowEdge>("FlowEdge"),
+        one::<FlowDetail>("FlowDetail"),
+        one::<UploadedData>("UploadedData"),
+        one::<DataInfo>("DataInfo"),
+        one::<RunStarted>("RunStarted"),
+        one::<RunView>("RunView"),
+        one::<LineRecord>("LineRecord"),
+        one::<LinePage>("LinePage"),
+        one::<CancelingRun>("CancelingRun"),
+        one::<Role>("Role"),
+        one::<ComputeKind>("ComputeKind"),
+        one::<ComputeStatus>("ComputeStatus"),
+        one::<SessionStatus>("SessionStatus"),
+        one::<PreparingPhase>("PreparingPhase"),
+        one::<SessionSize>("SessionSize"),
+    ]
+}
