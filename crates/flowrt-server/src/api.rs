@@ -44,7 +44,10 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-async fn metrics(State(state): State<AppState>, _caller: Caller) -> ApiResult<String> {
+/// Counts over every user's sessions and requests: the workspace's admins' to read (a scraper
+/// uses an admin token).
+async fn metrics(State(state): State<AppState>, caller: Caller) -> ApiResult<String> {
+    caller.require_admin()?;
     let sessions = state.store.list_sessions(None).await?;
     let mut by_status: std::collections::BTreeMap<String, f64> = Default::default();
     for s in &sessions {

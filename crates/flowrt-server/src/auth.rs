@@ -74,6 +74,13 @@ impl Caller {
         self.is_admin() || self.0.id == owner || self.0.role == Role::Viewer
     }
 
+    /// Sessions are private. A compute instance's sessions (with their runs, logs and packages)
+    /// are seen only by the user it is assigned to; a serverless session by its owner and the
+    /// workspace's admins, who manage it. Viewers see their own, which is none: they start none.
+    pub fn may_see_session(&self, s: &flowrt_store::Session) -> bool {
+        s.owner == self.0.id || (s.compute.is_none() && self.is_admin())
+    }
+
     /// May the caller change something owned by `owner`?
     pub fn may_modify(&self, owner: &str) -> bool {
         self.is_admin() || (self.0.id == owner && self.0.role != Role::Viewer)

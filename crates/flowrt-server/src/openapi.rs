@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 /// (method, path, summary) of every operation.
 pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/healthz", "Liveness (no token needed)."),
-    ("get", "/metrics", "Prometheus metrics."),
+    ("get", "/metrics", "Prometheus metrics (admins)."),
     ("get", "/api/v1/openapi.json", "This document."),
     ("get", "/api/v1/me", "The calling user."),
     ("get", "/api/v1/users", "List users (admin)."),

@@ -275,12 +275,11 @@ async fn visible_sessions(
     state: &AppState,
     caller: &Caller,
 ) -> ApiResult<Vec<flowrt_store::Session>> {
-    let owner = if caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer {
-        None
-    } else {
-        Some(caller.0.id.as_str())
-    };
-    Ok(state.store.list_sessions(owner).await?)
+    let all = state.store.list_sessions(None).await?;
+    Ok(all
+        .into_iter()
+        .filter(|s| caller.may_see_session(s))
+        .collect())
 }
 
 fn read_record(state: &AppState, session: &str, name: &str) -> Option<Found> {

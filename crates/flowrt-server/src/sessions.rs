@@ -252,7 +252,21 @@ impl Manager {
             .map_err(|e| {
                 ApiErr::bad_request(format!("cannot copy the flow into the session: {e}"))
             })?;
-        let connections = self.connections_for(&flow)?;
+        // The server's connections were made on its machine by its owner (`flowrt connection
+        // create` with this FLOWRT_HOME): they are the owner's, and reach only the owner's
+        // sessions. Another user's flow naming one gets none: its node says the connection does
+        // not exist rather than handing the owner's secret to someone else's code.
+        let owners_session = self
+            .store
+            .list_users()
+            .await?
+            .iter()
+            .any(|u| u.id == s.owner && u.role == flowrt_store::Role::Owner);
+        let connections = if owners_session {
+            self.connections_for(&flow)?
+        } else {
+            backend::SecretText("[]".into())
+        };
         // A prompty flow is a file in its snapshot: the agent loads that file of its copy.
         let entry = std::path::Path::new(&s.flow_dir)
             .is_file()
@@ -525,13 +539,16 @@ fn view(s: &Session) -> SessionView {
 }
 
 pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
-    let s = state.sessions.get(id).await?;
-    if !caller.may_access(&s.owner) {
-        return Err(ApiErr::not_found(format!(
-            "session '{id}' does not exist; `flowrt session list` shows yours"
-        )));
+    // A session the caller may not see answers exactly as one that does not exist.
+    let hidden = || {
+        ApiErr::not_found(format!(
+            "session '{id}' does not exist, or is not yours (a compute instance's sessions are seen only by the user it is assigned to); `flowrt session list` shows yours, `flowrt session start` starts your own"
+        ))
+    };
+    match state.store.get_session(id).await? {
+        Some(s) if caller.may_see_session(&s) => Ok(s),
+        _ => Err(hidden()),
     }
-    Ok(s)
 }
 
 pub async fn modifiable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
@@ -545,13 +562,13 @@ pub async fn modifiable(state: &AppState, caller: &Caller, id: &str) -> ApiResul
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<SessionView>>> {
-    let owner = if caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer {
-        None
-    } else {
-        Some(caller.0.id.as_str())
-    };
-    let all = state.store.list_sessions(owner).await?;
-    Ok(Json(all.iter().map(view).collect()))
+    let all = state.store.list_sessions(None).await?;
+    Ok(Json(
+        all.iter()
+            .filter(|s| caller.may_see_session(s))
+            .map(view)
+            .collect(),
+    ))
 }
 
 async fn show(
@@ -1033,22 +1050,25 @@ async fn session_events(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     use futures::StreamExt;
-    let owner = if caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer {
-        None
-    } else {
-        Some(caller.0.id.clone())
-    };
+    let caller = Arc::new(caller);
     let stopping = state.stopping.clone();
     let rx = state.sessions.changes.subscribe();
     // First every visible session as it is, then each change as it happens (a lagging reader
     // gets everything again rather than missing a change).
     let stream = futures::stream::unfold((state, rx, true), move |(state, mut rx, first)| {
-        let owner = owner.clone();
+        let caller = caller.clone();
         let stopping = stopping.clone();
         async move {
-            let visible = |s: &flowrt_store::Session| owner.as_deref().is_none_or(|o| o == s.owner);
+            let all_visible = |state: AppState, caller: Arc<Caller>| async move {
+                let all = state.store.list_sessions(None).await.ok()?;
+                Some(
+                    all.into_iter()
+                        .filter(|s| caller.may_see_session(s))
+                        .collect::<Vec<_>>(),
+                )
+            };
             let sessions: Vec<flowrt_store::Session> = if first {
-                state.store.list_sessions(owner.as_deref()).await.ok()?
+                all_visible(state.clone(), caller.clone()).await?
             } else {
                 loop {
                     if stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -1056,11 +1076,11 @@ async fn session_events(
                     }
                     match tokio::time::timeout(Duration::from_millis(500), rx.recv()).await {
                         Ok(Ok(id)) => match state.store.get_session(&id).await {
-                            Ok(Some(s)) if visible(&s) => break vec![s],
+                            Ok(Some(s)) if caller.may_see_session(&s) => break vec![s],
                             _ => continue,
                         },
                         Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {
-                            break state.store.list_sessions(owner.as_deref()).await.ok()?;
+                            break all_visible(state.clone(), caller.clone()).await?;
                         }
                         Ok(Err(_)) => return None,
                         Err(_) => continue, // no change: look at the stop flag again

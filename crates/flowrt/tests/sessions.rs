@@ -778,7 +778,12 @@ fn roles_and_compute_instances_are_isolated_per_user() {
     let (status, s) = api("POST", "/api/v1/sessions", &alice, &body);
     assert_eq!(status, 202, "{s}");
     let id = s["id"].as_str().unwrap().to_string();
-    server.wait_status(&id, "Running", Duration::from_secs(15));
+    let t = Instant::now();
+    // Only Alice may see her instance's session, so she is the one to wait for it.
+    while api("GET", &format!("/api/v1/sessions/{id}"), &alice, "").1["status"] != "Running" {
+        assert!(t.elapsed() < Duration::from_secs(15), "not Running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert_eq!(
         api("GET", &format!("/api/v1/sessions/{id}"), &bob, "").0,
         404
@@ -815,15 +820,63 @@ fn roles_and_compute_instances_are_isolated_per_user() {
     assert_eq!(api("POST", "/api/v1/sessions", &bob, &body).0, 404);
     let body = json!({"flow": "bobs", "compute": "alice-box"}).to_string();
     assert_eq!(api("POST", "/api/v1/sessions", &bob, &body).0, 404);
-    // A viewer reads but may not act.
-    assert_eq!(
-        api("GET", &format!("/api/v1/sessions/{id}"), &vera, "").0,
-        200
+    // A compute instance's sessions, with their logs, packages and runs, are seen only by the
+    // user it is assigned to: not by a viewer, an admin or the owner either, and each answer is
+    // the one a session that does not exist gets (so its existence does not leak).
+    let (_, ada) = api(
+        "POST",
+        "/api/v1/users",
+        &owner,
+        r#"{"name": "ada", "role": "admin"}"#,
     );
-    assert_eq!(
-        api("POST", &format!("/api/v1/sessions/{id}/stop"), &vera, "").0,
-        403
+    let ada = format!("Bearer {}", ada["token"].as_str().unwrap());
+    let rows = "{\"text\": \"one two\"}\n".repeat(3);
+    let run = json!({"session": id, "name": "alices-run", "data": rows}).to_string();
+    assert_eq!(api("POST", "/api/v1/runs", &alice, &run).0, 202);
+    let missing = api("GET", "/api/v1/sessions/s-000000000000", &bob, "").1;
+    for (who, auth) in [
+        ("viewer", &vera),
+        ("admin", &ada),
+        ("owner", &owner),
+        ("user", &bob),
+    ] {
+        for (method, path) in [
+            ("GET", format!("/api/v1/sessions/{id}")),
+            ("GET", format!("/api/v1/sessions/{id}/logs")),
+            ("GET", format!("/api/v1/sessions/{id}/packages")),
+            ("POST", format!("/api/v1/sessions/{id}/test")),
+            ("POST", format!("/api/v1/sessions/{id}/stop")),
+            ("GET", "/api/v1/runs/alices-run".to_string()),
+            ("GET", "/api/v1/runs/alices-run/lines".to_string()),
+        ] {
+            let (status, e) = api(method, &path, auth, r#"{"inputs": {}}"#);
+            assert_eq!(status, 404, "{who}: {method} {path}: {e}");
+            if path.starts_with("/api/v1/sessions/") {
+                assert_eq!(
+                    e["message"],
+                    missing["message"]
+                        .as_str()
+                        .unwrap()
+                        .replace("s-000000000000", &id),
+                    "{who}: {path}"
+                );
+            }
+        }
+        let (_, sessions) = api("GET", "/api/v1/sessions", auth, "");
+        assert_eq!(sessions, json!([]), "{who}");
+        let (_, runs) = api("GET", "/api/v1/runs", auth, "");
+        assert_eq!(runs, json!([]), "{who}");
+    }
+    assert!(
+        missing["message"]
+            .as_str()
+            .unwrap()
+            .contains("starts your own"),
+        "{missing}"
     );
+    // Counts over everyone's sessions are for admins.
+    assert_eq!(api("GET", "/metrics", &alice, "").0, 403);
+    assert_eq!(api("GET", "/metrics", &ada, "").0, 200);
     // Alice runs her line.
     let (status, r) = api(
         "POST",
@@ -2356,4 +2409,77 @@ fn every_answer_matches_the_schema_the_document_gives_it() {
     let rooted = json!({"allOf": [{"$ref": "#/components/schemas/SessionView"}], "components": doc["components"]});
     let validator = jsonschema::validator_for(&rooted).unwrap();
     assert!(!validator.is_valid(&json!({"id": 1})));
+}
+
+/// The server's connections are its owner's: another user's flow that names one does not get
+/// it, so it cannot return the owner's secret (found by probing as a plain user).
+#[test]
+fn another_users_flow_does_not_receive_the_owners_connections() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let file = home.path().join("conn.yaml");
+    std::fs::write(
+        &file,
+        "name: team_key\ntype: custom\nconfigs: {region: north}\nsecrets: {key: owners-secret-value}\n",
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    let (_d, dir) = flow("conn_reader");
+    // The owner's own session gets it.
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let mine: Value =
+        serde_json::from_str(&server.ok(&["flow", "test", "x", "--session", &id])).unwrap();
+    assert_eq!(mine["secret"], "owners-secret-value");
+    // A plain user's does not.
+    let (status, _, user) = http(
+        "POST",
+        &format!("{}/api/v1/users", server.url),
+        &[
+            ("authorization", &format!("Bearer {}", server.token())),
+            ("content-type", "application/json"),
+        ],
+        r#"{"name": "mallory", "role": "user"}"#,
+    );
+    assert_eq!(status, 201);
+    let token = serde_json::from_str::<Value>(&user).unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pushed = server.cli_as(
+        &token,
+        &["flow", "push", dir.to_str().unwrap(), "--name", "mine"],
+    );
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let started = server.cli_as(
+        &token,
+        &["session", "start", "--flow", "mine", "--idle-timeout", "0"],
+    );
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let theirs = String::from_utf8_lossy(&started.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let out = server.cli_as(&token, &["flow", "test", "x", "--session", &theirs]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(!all.contains("owners-secret-value"), "{all}");
+    assert!(all.contains("team_key"), "{all}");
+    let log = std::fs::read_to_string(home.path().join("sessions").join(&theirs).join("agent.log"))
+        .unwrap_or_default();
+    assert!(!log.contains("owners-secret-value"), "{log}");
 }
