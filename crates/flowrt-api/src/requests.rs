@@ -141,6 +141,18 @@ pub struct CreateIdentity {
     /// stored encrypted, never returned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed_token: Option<String>,
+    /// The hosts the token may be sent to (`feed.example.com`); a `{private}` index URL on any
+    /// other host is refused, so a requirements file cannot send the token where it likes.
+    #[serde(default)]
+    pub feed_hosts: Vec<String>,
+}
+
+/// `POST /api/v1/identities/{name}/grants`: let a user start sessions acting as the identity.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantIdentity {
+    /// The user's name.
+    pub user: String,
 }
 
 /// The schemas of every request body, by name, for the OpenAPI document.
@@ -158,5 +170,6 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<PublishEnvironment>("PublishEnvironment"),
         one::<CreateCompute>("CreateCompute"),
         one::<CreateIdentity>("CreateIdentity"),
+        one::<GrantIdentity>("GrantIdentity"),
     ]
 }

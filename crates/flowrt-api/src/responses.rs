@@ -102,6 +102,10 @@ pub struct IdentityView {
     pub owner: String,
     /// A mask (`******`) when a feed token is stored.
     pub feed_token: Option<String>,
+    /// The hosts its token may be sent to: `{private}` index URLs on other hosts are refused.
+    pub feed_hosts: Vec<String>,
+    /// The ids of the users besides its owner who may start sessions acting as it.
+    pub granted: Vec<String>,
     /// Unix milliseconds.
     pub created: i64,
 }

@@ -43,6 +43,9 @@ pub struct EnvOptions<'a> {
     /// The session identity's feed token, substituted for `{private}` in index URLs at install
     /// time only.
     pub private_token: Option<&'a str>,
+    /// The hosts the identity lets its token go to: a `{private}` index URL on any other host is
+    /// refused, so a requirements file cannot send the token to a server of its writer's choice.
+    pub private_hosts: &'a [String],
 }
 
 impl std::fmt::Debug for EnvOptions<'_> {
@@ -51,6 +54,7 @@ impl std::fmt::Debug for EnvOptions<'_> {
             .field("base_version", &self.base_version)
             .field("extra_requirements", &self.extra_requirements)
             .field("private_token", &self.private_token.map(|_| "****"))
+            .field("private_hosts", &self.private_hosts)
             .finish()
     }
 }
@@ -152,6 +156,12 @@ pub enum EnvError {
         "{source_label}: an index URL uses `{{private}}`, which needs a feed token: start the session with `--identity NAME` naming an identity that has one"
     )]
     MissingFeedToken { source_label: String },
+    #[error("{source_label}: the index URL host `{host}` is not one the identity's feed token may go to ({}); an admin names the feed's host when creating the identity (`flowrt identity create NAME --feed-host HOST`)", if allowed.is_empty() { "it names none".to_string() } else { format!("it allows {}", allowed.join(", ")) })]
+    PrivateHostRefused {
+        source_label: String,
+        host: String,
+        allowed: Vec<String>,
+    },
     #[error("cannot list the packages of {}: {message}", python.display())]
     ListPackages { python: PathBuf, message: String },
 }
@@ -316,6 +326,29 @@ pub fn resolve_env(req: EnvRequest<'_>, opts: &EnvOptions<'_>) -> Result<Resolve
             lines: Vec::new(),
             index: Vec::new(),
         });
+    }
+    if opts.private_token.is_some() {
+        for (label, req) in &sources {
+            for line in req.index.iter().filter(|l| l.contains(PRIVATE_PLACEHOLDER)) {
+                let host = split_index_line(line)
+                    .and_then(|(_, url)| {
+                        url::Url::parse(&url.replace(PRIVATE_PLACEHOLDER, "token")).ok()
+                    })
+                    .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                    .unwrap_or_default();
+                if !opts
+                    .private_hosts
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(&host))
+                {
+                    return Err(EnvError::PrivateHostRefused {
+                        source_label: label.clone(),
+                        host,
+                        allowed: opts.private_hosts.to_vec(),
+                    });
+                }
+            }
+        }
     }
     if opts.private_token.is_none() {
         for (label, req) in &sources {

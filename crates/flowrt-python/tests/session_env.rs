@@ -118,9 +118,29 @@ fn private_feed_token_needed_used_and_never_kept() {
     assert!(err.to_string().contains("--identity"), "{err}");
 
     let token = "sekrit-feed-token-5150";
+    // A token goes only to the hosts its identity names.
+    let err = resolve_env(
+        request(home.path(), &req),
+        &EnvOptions {
+            private_token: Some(token),
+            private_hosts: &["pkgs.example.com".to_string()],
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, EnvError::PrivateHostRefused { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("`127.0.0.1`") && !err.to_string().contains(token),
+        "{err}"
+    );
+    let hosts = ["127.0.0.1".to_string()];
     let mut messages = Vec::new();
     let opts = EnvOptions {
         private_token: Some(token),
+        private_hosts: &hosts,
         ..Default::default()
     };
     let err = ensure_env_with(request(home.path(), &req), &opts, &mut |m| {
@@ -137,6 +157,7 @@ fn private_feed_token_needed_used_and_never_kept() {
         request(home.path(), &req),
         &EnvOptions {
             private_token: Some("other"),
+            private_hosts: &hosts,
             ..Default::default()
         },
     )

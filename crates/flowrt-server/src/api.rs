@@ -8,7 +8,9 @@ use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use flowrt_api::requests::{CreateCompute, CreateIdentity, CreateUser, PublishEnvironment};
+use flowrt_api::requests::{
+    CreateCompute, CreateIdentity, CreateUser, GrantIdentity, PublishEnvironment,
+};
 use flowrt_api::responses::{
     BaseEnvironment, ComputeView, CreatedUser, CustomEnvironment, Environments, Health,
     IdentityView, PublishedEnvironment, UserView,
@@ -29,6 +31,7 @@ pub fn routes() -> ApiRoutes {
         .post("/api/v1/environments", create_env)
         .get("/api/v1/identities", list_identities)
         .post("/api/v1/identities", create_identity)
+        .post("/api/v1/identities/{name}/grants", grant_identity)
         .get("/api/v1/computes", list_computes)
         .post("/api/v1/computes", create_compute)
         .get("/api/v1/computes/{name}", show_compute)
@@ -164,9 +167,24 @@ async fn create_env(
             })?
         }
     };
+    // A name is its first publisher's: another user cannot publish a new version over it.
+    if let Some(existing) = state.store.get_environment(&body.name, None).await? {
+        let theirs = existing.owner.as_deref() != Some(caller.0.id.as_str());
+        if theirs && !caller.is_admin() {
+            return Err(ApiErr::forbidden(format!(
+                "environment '{}' belongs to another user; publish yours under another name",
+                body.name
+            )));
+        }
+    }
     let version = state
         .store
-        .publish_environment(&body.name, base.version, &body.requirements)
+        .publish_environment(
+            &body.name,
+            Some(&caller.0.id),
+            base.version,
+            &body.requirements,
+        )
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -316,9 +334,70 @@ async fn create_identity(
     Json(body): Json<CreateIdentity>,
 ) -> ApiResult<(StatusCode, Json<IdentityView>)> {
     caller.require_admin()?;
+    check_name("identity", &body.name)?;
+    let mut hosts = Vec::new();
+    for host in &body.feed_hosts {
+        let h = host.trim().to_ascii_lowercase();
+        let plain = !h.is_empty()
+            && h.len() <= 253
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+        if !plain {
+            return Err(ApiErr::bad_request(format!(
+                "feed host '{host}' is not a host name; give the feed's host alone, like pkgs.example.com"
+            )));
+        }
+        hosts.push(h);
+    }
+    if body.feed_token.is_some() && hosts.is_empty() {
+        return Err(ApiErr::bad_request(
+            "an identity with a feed token needs the hosts the token may go to: add feed_hosts (`--feed-host HOST`)",
+        ));
+    }
     let identity = state
         .store
-        .create_identity(&body.name, &caller.0.id, body.feed_token.as_deref())
+        .create_identity(&body.name, &caller.0.id, body.feed_token.as_deref(), &hosts)
         .await?;
     Ok((StatusCode::CREATED, Json(IdentityView::from(&identity))))
+}
+
+/// Let another user start sessions acting as an identity (its owner or an admin).
+async fn grant_identity(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    Json(body): Json<GrantIdentity>,
+) -> ApiResult<Json<IdentityView>> {
+    let missing = || ApiErr::not_found(format!("identity '{name}' does not exist"));
+    let identity = state
+        .store
+        .list_identities()
+        .await?
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(missing)?;
+    if !caller.may_access(&identity.owner) {
+        return Err(missing());
+    }
+    if !caller.may_modify(&identity.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "identity '{name}' belongs to another user; its owner grants it"
+        )));
+    }
+    let user = state
+        .store
+        .list_users()
+        .await?
+        .into_iter()
+        .find(|u| u.name == body.user)
+        .ok_or_else(|| ApiErr::not_found(format!("user '{}' does not exist", body.user)))?;
+    state.store.grant_identity(&name, &user.id).await?;
+    let updated = state
+        .store
+        .list_identities()
+        .await?
+        .into_iter()
+        .find(|i| i.name == name)
+        .ok_or_else(missing)?;
+    Ok(Json(IdentityView::from(&updated)))
 }

@@ -13,7 +13,8 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/environments", "Base environment versions and published custom environments."),
     ("post", "/api/v1/environments", "Publish a custom environment {name, requirements, from}."),
     ("get", "/api/v1/identities", "List identities (feed tokens masked)."),
-    ("post", "/api/v1/identities", "Create an identity {name, feed_token} (admin); the token is stored encrypted."),
+    ("post", "/api/v1/identities", "Create an identity {name, feed_token, feed_hosts} (admin); the token is stored encrypted and goes only to the named hosts."),
+    ("post", "/api/v1/identities/{name}/grants", "Let a user {user} start sessions acting as the identity (its owner or an admin)."),
     ("get", "/api/v1/computes", "List the compute instances you can see."),
     ("post", "/api/v1/computes", "Create a compute instance {name, size, user}."),
     ("get", "/api/v1/computes/{name}", "Show a compute instance."),
@@ -81,6 +82,7 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
         ("post", "/api/v1/environments") => one("201", Json("PublishedEnvironment")),
         ("get", "/api/v1/identities") => one("200", List("IdentityView")),
         ("post", "/api/v1/identities") => one("201", Json("IdentityView")),
+        ("post", "/api/v1/identities/{name}/grants") => one("200", Json("IdentityView")),
         ("get", "/api/v1/computes") => one("200", List("ComputeView")),
         ("post", "/api/v1/computes") => one("201", Json("ComputeView")),
         ("delete", "/api/v1/computes/{name}") | ("delete", "/api/v1/sessions/{id}") => {
@@ -159,6 +161,7 @@ fn body_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/environments") => Some("PublishEnvironment"),
         ("post", "/api/v1/computes") => Some("CreateCompute"),
         ("post", "/api/v1/identities") => Some("CreateIdentity"),
+        ("post", "/api/v1/identities/{name}/grants") => Some("GrantIdentity"),
         _ => None,
     }
 }

@@ -169,21 +169,41 @@ impl Manager {
             .as_ref()
             .map(|c| format!("environment {}@v{}", c.name, c.version))
             .unwrap_or_default();
-        let token = match &s.identity {
-            Some(identity) => self.store.identity_feed_token_for_install(identity).await?,
-            None => None,
+        let (token, hosts) = match &s.identity {
+            Some(identity) => {
+                let hosts = self
+                    .store
+                    .list_identities()
+                    .await?
+                    .into_iter()
+                    .find(|i| &i.name == identity)
+                    .map(|i| i.feed_hosts)
+                    .unwrap_or_default();
+                (
+                    self.store.identity_feed_token_for_install(identity).await?,
+                    hosts,
+                )
+            }
+            None => (None, Vec::new()),
         };
         let home = self.home.clone();
         let base_version = s.base_version.clone();
-        let opts_owned = (base_version, custom.map(|c| c.requirements), label, token);
+        let opts_owned = (
+            base_version,
+            custom.map(|c| c.requirements),
+            label,
+            token,
+            hosts,
+        );
         let resolved = {
-            let (base, extra, label, token) = &opts_owned;
+            let (base, extra, label, token, hosts) = &opts_owned;
             let opts = EnvOptions {
                 base_version: Some(base.as_str()),
                 extra_requirements: extra
                     .as_deref()
                     .map(|text| ExtraRequirements { label, text }),
                 private_token: token.as_deref(),
+                private_hosts: hosts,
             };
             flowrt_python::resolve_env(
                 EnvRequest {
@@ -208,13 +228,14 @@ impl Manager {
             let home2 = home.clone();
             let reqs = requirements.clone();
             let built = tokio::task::spawn_blocking(move || {
-                let (base, extra, label, token) = &opts_owned;
+                let (base, extra, label, token, hosts) = &opts_owned;
                 let opts = EnvOptions {
                     base_version: Some(base.as_str()),
                     extra_requirements: extra
                         .as_deref()
                         .map(|text| ExtraRequirements { label, text }),
                     private_token: token.as_deref(),
+                    private_hosts: hosts,
                 };
                 let mut log = std::fs::OpenOptions::new()
                     .create(true)
@@ -658,16 +679,27 @@ async fn start(
         }
     }
     if let Some(identity) = &req.identity {
-        let known = state
+        let found = state
             .store
             .list_identities()
             .await?
             .into_iter()
-            .any(|i| &i.name == identity);
-        if !known {
-            return Err(ApiErr::bad_request(format!(
-                "identity '{identity}' does not exist"
-            )));
+            .find(|i| &i.name == identity);
+        match found {
+            None => {
+                return Err(ApiErr::bad_request(format!(
+                    "identity '{identity}' does not exist"
+                )))
+            }
+            // Acting as an identity hands its feed token to the session's installs: only its
+            // owner and the users it is granted to may.
+            Some(i) if i.owner != caller.0.id && !i.granted.contains(&caller.0.id) => {
+                return Err(ApiErr::forbidden(format!(
+                    "identity '{identity}' is not granted to you; its owner can grant it: `flowrt identity grant {identity} {}`",
+                    caller.0.name
+                )))
+            }
+            Some(_) => {}
         }
     }
     let s = state

@@ -557,15 +557,17 @@ impl Store {
     pub async fn publish_environment(
         &self,
         name: &str,
+        owner: Option<&str>,
         base_version: &str,
         requirements: &str,
     ) -> Result<u32, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO environments (name, version, base_version, requirements, created)
-             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ? FROM environments WHERE name = ?
+            "INSERT INTO environments (name, version, owner, base_version, requirements, created)
+             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ? FROM environments WHERE name = ?
              RETURNING version",
         )
         .bind(name)
+        .bind(owner)
         .bind(base_version)
         .bind(requirements)
         .bind(now_ms())
@@ -591,13 +593,13 @@ impl Store {
     ) -> Result<Option<EnvironmentRecord>, StoreError> {
         let query = match version {
             Some(v) => sqlx::query(
-                "SELECT name, version, base_version, requirements, created FROM environments
+                "SELECT name, version, owner, base_version, requirements, created FROM environments
                  WHERE name = ? AND version = ?",
             )
             .bind(name)
             .bind(i64::from(v)),
             None => sqlx::query(
-                "SELECT name, version, base_version, requirements, created FROM environments
+                "SELECT name, version, owner, base_version, requirements, created FROM environments
                  WHERE name = ? ORDER BY version DESC LIMIT 1",
             )
             .bind(name),
@@ -612,7 +614,7 @@ impl Store {
     /// Every version of every custom environment, by name then version.
     pub async fn list_environments(&self) -> Result<Vec<EnvironmentRecord>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, version, base_version, requirements, created FROM environments
+            "SELECT name, version, owner, base_version, requirements, created FROM environments
              ORDER BY name, version",
         )
         .fetch_all(&self.pool)
@@ -629,6 +631,7 @@ impl Store {
         name: &str,
         owner: &str,
         feed_token: Option<&str>,
+        feed_hosts: &[String],
     ) -> Result<Identity, StoreError> {
         let sealed = match feed_token {
             Some(token) => Some(
@@ -644,14 +647,23 @@ impl Store {
             name: name.to_string(),
             owner: owner.to_string(),
             feed_token: feed_token.map(|_| MASK.to_string()),
+            feed_hosts: feed_hosts.to_vec(),
+            granted: Vec::new(),
             created: now_ms(),
         };
+        let hosts = serde_json::to_string(feed_hosts).map_err(|e| StoreError::BadValue {
+            table: "identities",
+            column: "feed_hosts",
+            value: e.to_string(),
+        })?;
         sqlx::query(
-            "INSERT INTO identities (name, owner, feed_token_sealed, created) VALUES (?, ?, ?, ?)",
+            "INSERT INTO identities (name, owner, feed_token_sealed, feed_hosts, created)
+             VALUES (?, ?, ?, ?, ?)",
         )
         .bind(name)
         .bind(owner)
         .bind(sealed)
+        .bind(hosts)
         .bind(identity.created)
         .execute(&self.pool)
         .await
@@ -666,11 +678,25 @@ impl Store {
     /// Every identity, by name, feed tokens masked.
     pub async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, owner, feed_token_sealed, created FROM identities ORDER BY name",
+            "SELECT name, owner, feed_token_sealed, feed_hosts, created,
+                    (SELECT json_group_array(user_id) FROM identity_grants g
+                     WHERE g.identity = identities.name) AS granted
+             FROM identities ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await
         .map_err(db("cannot list identities"))?;
+        let list = |r: &SqliteRow, column: &'static str| -> Result<Vec<String>, StoreError> {
+            let text: Option<String> = get(r, column)?;
+            match text {
+                None => Ok(Vec::new()),
+                Some(t) => serde_json::from_str(&t).map_err(|_| StoreError::BadValue {
+                    table: "identities",
+                    column,
+                    value: t,
+                }),
+            }
+        };
         rows.iter()
             .map(|r| {
                 let sealed: Option<String> = get(r, "feed_token_sealed")?;
@@ -678,10 +704,23 @@ impl Store {
                     name: get(r, "name")?,
                     owner: get(r, "owner")?,
                     feed_token: sealed.map(|_| MASK.to_string()),
+                    feed_hosts: list(r, "feed_hosts")?,
+                    granted: list(r, "granted")?,
                     created: get(r, "created")?,
                 })
             })
             .collect()
+    }
+
+    /// Let `user_id` start sessions acting as identity `name` (granting twice is no error).
+    pub async fn grant_identity(&self, name: &str, user_id: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO identity_grants (identity, user_id) VALUES (?, ?)")
+            .bind(name)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot grant identity `{name}`")))?;
+        Ok(())
     }
 
     /// The plain feed token of identity `name`, for substituting `{private}` in index URLs while
@@ -994,6 +1033,7 @@ fn environment_from(r: &SqliteRow) -> Result<EnvironmentRecord, StoreError> {
             column: "version",
             value: version.to_string(),
         })?,
+        owner: get(r, "owner")?,
         base_version: get(r, "base_version")?,
         requirements: get(r, "requirements")?,
         created: get(r, "created")?,

@@ -111,6 +111,8 @@ pub struct EnvironmentRecord {
     pub name: String,
     /// 1, 2, ... (`v1`, `v2`).
     pub version: u32,
+    /// The user id that published it (`None`: published on the server's machine by its owner).
+    pub owner: Option<String>,
     /// The base environment version it builds on (`1.1.0`).
     pub base_version: String,
     /// Its requirements file, as published.
@@ -133,6 +135,10 @@ pub struct Identity {
     pub owner: String,
     /// [`crate::MASK`] when a feed token is stored, `None` otherwise.
     pub feed_token: Option<String>,
+    /// The hosts its feed token may be sent to (in `{private}` index URLs).
+    pub feed_hosts: Vec<String>,
+    /// The ids of the users besides its owner who may start sessions acting as it.
+    pub granted: Vec<String>,
     pub created: i64,
 }
 
@@ -212,6 +218,8 @@ impl From<&Identity> for flowrt_api::responses::IdentityView {
             name: i.name.clone(),
             owner: i.owner.clone(),
             feed_token: i.feed_token.clone(),
+            feed_hosts: i.feed_hosts.clone(),
+            granted: i.granted.clone(),
             created: i.created,
         }
     }

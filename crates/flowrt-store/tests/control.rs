@@ -200,21 +200,21 @@ async fn environment_versions_count_up_per_name() {
     let (_home, store) = store().await;
     assert_eq!(
         store
-            .publish_environment("myenv", "1.0.0", "six\n")
+            .publish_environment("myenv", None, "1.0.0", "six\n")
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .publish_environment("other", "1.1.0", "")
+            .publish_environment("other", None, "1.1.0", "")
             .await
             .unwrap(),
         1
     );
     assert_eq!(
         store
-            .publish_environment("myenv", "1.1.0", "six==1.16.0\n")
+            .publish_environment("myenv", None, "1.1.0", "six==1.16.0\n")
             .await
             .unwrap(),
         2
@@ -252,11 +252,19 @@ async fn identity_feed_tokens_are_encrypted_at_rest() {
     let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
     let secret = "feed-token-0123456789-very-secret";
     let id = store
-        .create_identity("builder", &ada.id, Some(secret))
+        .create_identity(
+            "builder",
+            &ada.id,
+            Some(secret),
+            &["pkgs.example.com".to_string()],
+        )
         .await
         .unwrap();
     assert_eq!(id.feed_token.as_deref(), Some(MASK));
-    store.create_identity("plain", &ada.id, None).await.unwrap();
+    store
+        .create_identity("plain", &ada.id, None, &[])
+        .await
+        .unwrap();
     let listed = store.list_identities().await.unwrap();
     assert_eq!(listed.len(), 2);
     assert_eq!(listed[0].feed_token.as_deref(), Some(MASK));
@@ -285,7 +293,7 @@ async fn identity_feed_tokens_are_encrypted_at_rest() {
         })
     ));
     assert!(matches!(
-        store.create_identity("builder", &ada.id, None).await,
+        store.create_identity("builder", &ada.id, None, &[]).await,
         Err(StoreError::Exists { .. })
     ));
     store.close().await;
@@ -358,7 +366,7 @@ async fn two_handles_share_one_database() {
     );
     let writes = (0..20).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
-        tokio::spawn(async move { store.publish_environment("e", "1.1.0", "").await })
+        tokio::spawn(async move { store.publish_environment("e", None, "1.1.0", "").await })
     });
     let mut versions = Vec::new();
     for w in writes {

@@ -113,7 +113,7 @@ pub fn run(cmd: EnvCommand) -> Result<u8> {
             let version = block_on(async {
                 let store = flowrt_store::Store::open(&home).await?;
                 let v = store
-                    .publish_environment(&name, &base_version, &text)
+                    .publish_environment(&name, None, &base_version, &text)
                     .await?;
                 store.close().await;
                 anyhow::Ok(v)

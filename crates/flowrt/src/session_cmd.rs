@@ -142,6 +142,17 @@ pub enum IdentityCommand {
         /// The environment variable holding the feed token.
         #[arg(long, value_name = "VAR")]
         feed_token_env: Option<String>,
+        /// A host the token may be sent to (repeat for several): `{private}` index URLs on any
+        /// other host are refused, so a requirements file cannot send the token elsewhere.
+        #[arg(long = "feed-host", value_name = "HOST")]
+        feed_hosts: Vec<String>,
+    },
+    /// Let another user start sessions acting as an identity (its owner or an admin).
+    Grant {
+        /// The identity's name.
+        name: String,
+        /// The user's name.
+        user: String,
     },
     /// List identities (tokens masked).
     List {
@@ -874,6 +885,7 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
             IdentityCommand::Create {
                 name,
                 feed_token_env,
+                feed_hosts,
             } => {
                 let token = match &feed_token_env {
                     Some(var) => Some(
@@ -886,21 +898,35 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
                     .call(
                         "POST",
                         "/api/v1/identities",
-                        Some(json!({"name": name, "feed_token": token})),
+                        Some(json!({"name": name, "feed_token": token, "feed_hosts": feed_hosts})),
                     )
                     .await?;
                 println!("{}", i["name"].as_str().unwrap_or(""));
+            }
+            IdentityCommand::Grant { name, user } => {
+                let path = format!("/api/v1/identities/{name}/grants");
+                remote
+                    .call("POST", &path, Some(json!({"user": user})))
+                    .await?;
+                eprintln!("{user} may now start sessions with --identity {name}");
             }
             IdentityCommand::List { json } => {
                 let all = remote.call("GET", "/api/v1/identities", None).await?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&all)?);
                 } else {
-                    let mut t = crate::fmt::table(&["NAME", "FEED TOKEN"], &[]);
+                    let mut t = crate::fmt::table(&["NAME", "FEED TOKEN", "FEED HOSTS"], &[]);
                     for i in all.as_array().into_iter().flatten() {
+                        let hosts: Vec<&str> = i["feed_hosts"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(Value::as_str)
+                            .collect();
                         t.add_row(vec![
                             i["name"].as_str().unwrap_or(""),
                             i["feed_token"].as_str().unwrap_or("-"),
+                            &hosts.join(", "),
                         ]);
                     }
                     crate::fmt::print_table(&t);

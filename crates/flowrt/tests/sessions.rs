@@ -669,6 +669,28 @@ fn packages_after_an_install_and_identities_stay_secret() {
         .env("FEED", "tok-very-secret-42")
         .output()
         .unwrap();
+    // A token must say where it may go.
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--feed-host"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args([
+            "identity",
+            "create",
+            "feed-reader",
+            "--feed-token-env",
+            "FEED",
+            "--feed-host",
+            "feed.example.com",
+        ])
+        .env("FLOWRT_HOME", home.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .env("FEED", "tok-very-secret-42")
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -2272,10 +2294,17 @@ fn every_answer_matches_the_schema_the_document_gives_it() {
         "post",
         "/api/v1/identities",
         "/api/v1/identities",
-        r#"{"name": "feed", "feed_token": "s3cret"}"#,
+        r#"{"name": "feed", "feed_token": "s3cret", "feed_hosts": ["pkgs.example.com"]}"#,
+    );
+    call(
+        "post",
+        "/api/v1/identities/{name}/grants",
+        "/api/v1/identities/feed/grants",
+        r#"{"user": "ann"}"#,
     );
     let ids = call("get", "/api/v1/identities", "/api/v1/identities", "");
     assert!(!ids.to_string().contains("s3cret"), "{ids}");
+    assert_eq!(ids[0]["granted"].as_array().map(Vec::len), Some(1), "{ids}");
     call(
         "post",
         "/api/v1/computes",
@@ -2482,4 +2511,149 @@ fn another_users_flow_does_not_receive_the_owners_connections() {
     let log = std::fs::read_to_string(home.path().join("sessions").join(&theirs).join("agent.log"))
         .unwrap_or_default();
     assert!(!log.contains("owners-secret-value"), "{log}");
+}
+
+/// Identities and environments have owners (found by probing as a plain user): a user may not
+/// act as an identity that is not granted to them, an identity's token goes only to the hosts it
+/// names, and one user cannot publish a version over another's environment.
+#[test]
+fn identities_are_granted_their_tokens_go_only_to_their_hosts_and_environments_are_owned() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let owner = format!("Bearer {}", server.token());
+    let api = |method: &str, path: &str, auth: &str, body: &str| {
+        let (status, _, text) = http(
+            method,
+            &format!("{}{path}", server.url),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        );
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let mut tokens = Vec::new();
+    for name in ["alice", "bob"] {
+        let (status, u) = api(
+            "POST",
+            "/api/v1/users",
+            &owner,
+            &json!({"name": name, "role": "user"}).to_string(),
+        );
+        assert_eq!(status, 201, "{u}");
+        tokens.push(u["token"].as_str().unwrap().to_string());
+    }
+    let (alice, bob) = (
+        format!("Bearer {}", tokens[0]),
+        format!("Bearer {}", tokens[1]),
+    );
+    let secret = "feed-token-do-not-leak-7731";
+    let body = json!({"name": "builder", "feed_token": secret, "feed_hosts": ["pkgs.example.com"]});
+    assert_eq!(
+        api("POST", "/api/v1/identities", &owner, &body.to_string()).0,
+        201
+    );
+
+    // Alice's flow installs from a "private" index on a host of her choosing.
+    let (_d, dir) = flow("batch_base");
+    std::fs::write(
+        dir.join("requirements.txt"),
+        "-i http://collector.invalid/{private}/simple\nsix\n",
+    )
+    .unwrap();
+    let pushed = server.cli_as(
+        &tokens[0],
+        &["flow", "push", dir.to_str().unwrap(), "--name", "hers"],
+    );
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let start = json!({"flow": "hers", "identity": "builder", "idle_timeout_s": 0}).to_string();
+    // Not granted to her: refused, saying who can grant it.
+    let (status, e) = api("POST", "/api/v1/sessions", &alice, &start);
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("flowrt identity grant builder alice"),
+        "{e}"
+    );
+    // A user cannot grant someone else's identity, even to themselves.
+    assert_eq!(
+        api(
+            "POST",
+            "/api/v1/identities/builder/grants",
+            &alice,
+            r#"{"user": "alice"}"#
+        )
+        .0,
+        404
+    );
+    let granted = server.ok(&["identity", "grant", "builder", "alice"]);
+    assert!(granted.is_empty(), "{granted}");
+    let (status, s) = api("POST", "/api/v1/sessions", &alice, &start);
+    assert_eq!(status, 202, "{s}");
+    let id = s["id"].as_str().unwrap().to_string();
+    // Granted, but the index's host is not one the token may go to: the session fails before
+    // anything is sent, and says why.
+    let t = Instant::now();
+    let failed = loop {
+        let (_, s) = api("GET", &format!("/api/v1/sessions/{id}"), &alice, "");
+        if s["status"] == "Failed" {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "{s:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("collector.invalid") && reason.contains("pkgs.example.com"),
+        "{reason}"
+    );
+    // Bob is not granted it.
+    let (status, _) = api("POST", "/api/v1/sessions", &bob, &start);
+    assert!(status == 403 || status == 404, "{status}");
+    // The token is nowhere a user or the disk can read it.
+    let (_, listed) = api("GET", "/api/v1/identities", &owner, "");
+    assert_eq!(listed[0]["feed_hosts"], json!(["pkgs.example.com"]));
+    let mut seen = listed.to_string() + &failed.to_string();
+    for entry in walk(home.path()) {
+        seen.push_str(&String::from_utf8_lossy(
+            &std::fs::read(entry).unwrap_or_default(),
+        ));
+    }
+    assert!(!seen.contains(secret), "the feed token leaked");
+
+    // Environments belong to whoever published them first.
+    let env = r#"{"name": "teamenv", "requirements": "six\n"}"#;
+    assert_eq!(api("POST", "/api/v1/environments", &alice, env).0, 201);
+    let (status, e) = api("POST", "/api/v1/environments", &bob, env);
+    assert_eq!(status, 403, "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("another name"),
+        "{e}"
+    );
+    let (status, v) = api("POST", "/api/v1/environments", &alice, env);
+    assert_eq!((status, v["reference"].as_str()), (201, Some("teamenv@v2")));
+}
+
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }
