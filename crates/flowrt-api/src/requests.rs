@@ -105,6 +105,29 @@ pub struct CreateUser {
     pub name: String,
     /// `admin`, `user` or `viewer` (there is one owner).
     pub role: crate::workspace::Role,
+    /// A service principal (a pipeline's identity) rather than a person.
+    #[serde(default)]
+    pub service: bool,
+}
+
+/// `POST /api/v1/tokens`: a new API token.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// The user or service principal it acts as (admins); default: the caller.
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_user: Option<String>,
+    /// Seconds until it is refused; default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<u64>,
+}
+
+/// `POST /api/v1/users/{name}/roles`: grant a role (`roleAssignments/write`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRole {
+    /// `admin`, `user` or `viewer` replace the user's role; `access-admin` is held besides it.
+    pub role: crate::workspace::Role,
 }
 
 /// `POST /api/v1/environments`: publish the next version of a custom environment.
@@ -167,6 +190,8 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<TestLine>("TestLine"),
         one::<CreateRun>("CreateRun"),
         one::<CreateUser>("CreateUser"),
+        one::<CreateToken>("CreateToken"),
+        one::<AssignRole>("AssignRole"),
         one::<PublishEnvironment>("PublishEnvironment"),
         one::<CreateCompute>("CreateCompute"),
         one::<CreateIdentity>("CreateIdentity"),

@@ -26,8 +26,51 @@ pub struct UserView {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// Roles held besides `role` (`access-admin`).
+    pub extra_roles: Vec<Role>,
+    /// A disabled user's requests get 401.
+    pub disabled: bool,
+    /// A service principal (a pipeline's identity), not a person.
+    pub service: bool,
     /// Unix milliseconds.
     pub created: i64,
+}
+
+/// An API token's record; the token itself is shown once, when created.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TokenView {
+    /// `t-<12 hex>`.
+    pub id: String,
+    /// The name of the user it acts as.
+    pub user: String,
+    /// Unix milliseconds.
+    pub created: i64,
+    /// Unix milliseconds after which it is refused.
+    pub expires: Option<i64>,
+    /// Unix milliseconds when it was revoked.
+    pub revoked: Option<i64>,
+}
+
+/// `POST /api/v1/tokens`: the token, shown this once.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub record: TokenView,
+    pub token: String,
+}
+
+/// One state-changing request of the audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditView {
+    pub seq: i64,
+    /// Unix milliseconds.
+    pub at: i64,
+    /// The caller's name (none: the request had no valid token).
+    pub user: Option<String>,
+    pub method: String,
+    pub path: String,
+    /// The answer's HTTP status.
+    pub status: u16,
 }
 
 /// `POST /api/v1/users`: the new user and its token, shown this once (only its hash is kept).
@@ -400,6 +443,10 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
     vec![
         one::<Health>("Health"),
         one::<UserView>("UserView"),
+        one::<TokenView>("TokenView"),
+        one::<CreatedToken>("CreatedToken"),
+        one::<AuditView>("AuditView"),
+        one::<crate::workspace::Permission>("Permission"),
         one::<CreatedUser>("CreatedUser"),
         one::<BaseEnvironment>("BaseEnvironment"),
         one::<CustomEnvironment>("CustomEnvironment"),

@@ -15,29 +15,58 @@ use flowrt_api::responses::{
     BaseEnvironment, ComputeView, CreatedUser, CustomEnvironment, Environments, Health,
     IdentityView, PublishedEnvironment, UserView,
 };
+use flowrt_api::workspace::Permission;
 use flowrt_python::{find_base, latest_base, valid_env_name, BASE_ENVS};
 use flowrt_store::{ComputeKind, ComputeStatus, Role};
 use serde_json::Value;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/healthz", healthz)
-        .get("/metrics", metrics)
-        .get("/api/v1/openapi.json", openapi)
-        .get("/api/v1/me", me)
-        .get("/api/v1/users", list_users)
-        .post("/api/v1/users", create_user)
-        .get("/api/v1/environments", list_envs)
-        .post("/api/v1/environments", create_env)
-        .get("/api/v1/identities", list_identities)
-        .post("/api/v1/identities", create_identity)
-        .post("/api/v1/identities/{name}/grants", grant_identity)
-        .get("/api/v1/computes", list_computes)
-        .post("/api/v1/computes", create_compute)
-        .get("/api/v1/computes/{name}", show_compute)
-        .delete("/api/v1/computes/{name}", delete_compute)
-        .post("/api/v1/computes/{name}/start", start_compute)
-        .post("/api/v1/computes/{name}/stop", stop_compute)
+        .get("/healthz", Permission::Public, healthz)
+        .get("/metrics", Permission::AuditRead, metrics)
+        .get("/api/v1/openapi.json", Permission::Read, openapi)
+        .get("/api/v1/me", Permission::Read, me)
+        .get("/api/v1/users", Permission::UsersWrite, list_users)
+        .post("/api/v1/users", Permission::UsersWrite, create_user)
+        .get("/api/v1/environments", Permission::Read, list_envs)
+        .post(
+            "/api/v1/environments",
+            Permission::EnvironmentsWrite,
+            create_env,
+        )
+        .get("/api/v1/identities", Permission::Read, list_identities)
+        .post(
+            "/api/v1/identities",
+            Permission::IdentitiesWrite,
+            create_identity,
+        )
+        .post(
+            "/api/v1/identities/{name}/grants",
+            Permission::IdentitiesWrite,
+            grant_identity,
+        )
+        .get("/api/v1/computes", Permission::Read, list_computes)
+        .post(
+            "/api/v1/computes",
+            Permission::ComputesWrite,
+            create_compute,
+        )
+        .get("/api/v1/computes/{name}", Permission::Read, show_compute)
+        .delete(
+            "/api/v1/computes/{name}",
+            Permission::ComputesWrite,
+            delete_compute,
+        )
+        .post(
+            "/api/v1/computes/{name}/start",
+            Permission::ComputesWrite,
+            start_compute,
+        )
+        .post(
+            "/api/v1/computes/{name}/stop",
+            Permission::ComputesWrite,
+            stop_compute,
+        )
 }
 
 /// Liveness for load balancers; the only route that needs no token, and it reveals nothing.
@@ -107,12 +136,23 @@ async fn create_user(
 ) -> ApiResult<(StatusCode, Json<CreatedUser>)> {
     caller.require_admin()?;
     check_name("user", &body.name)?;
-    if body.role == Role::Owner {
-        return Err(ApiErr::bad_request(
-            "there is one owner, created on the server's first start; use admin",
-        ));
+    match body.role {
+        Role::Owner => {
+            return Err(ApiErr::bad_request(
+                "there is one owner, created on the server's first start; use admin",
+            ))
+        }
+        Role::AccessAdmin => {
+            return Err(ApiErr::bad_request(
+                "access-admin is held besides a role: create the user as user or viewer, then `flowrt role assign NAME access-admin`",
+            ))
+        }
+        _ => {}
     }
-    let (user, token) = state.store.create_user(&body.name, body.role).await?;
+    let (user, token) = state
+        .store
+        .create_user_as(&body.name, body.role, body.service)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedUser {

@@ -1,10 +1,20 @@
 //! Authentication (bearer tokens looked up by hash in the store) and authorization (roles).
 
 use crate::error::ApiErr;
+use crate::routing::Required;
 use crate::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use flowrt_store::{Role, User};
+
+/// `user`, or `user, access-admin`: what a message says the caller holds.
+fn roles_of(user: &User) -> String {
+    std::iter::once(user.role)
+        .chain(user.extra_roles.iter().copied())
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// The authenticated caller. Extracting it rejects requests without a valid bearer token.
 pub struct Caller(pub User);
@@ -29,10 +39,25 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiErr::unauthorized("the Authorization header must be 'Bearer <token>'")
             })?;
-        match state.store.user_by_token(token).await? {
-            Some(user) => Ok(Caller(user)),
-            None => Err(ApiErr::unauthorized("invalid token")),
+        let Some(user) = state.store.user_by_token(token).await? else {
+            return Err(ApiErr::unauthorized(
+                "invalid token: it is unknown, revoked or expired, or its user is disabled",
+            ));
+        };
+        // The route table names the permission each route needs; a caller whose roles lack it
+        // never reaches the handler.
+        if let Some(Required(p)) = parts.extensions.get::<Required>().copied() {
+            if !user.has(p) {
+                return Err(ApiErr::forbidden(format!(
+                    "user '{}' ({}) lacks the `{}` permission this needs; an owner or access admin grants roles: `flowrt role assign {} ROLE`",
+                    user.name,
+                    roles_of(&user),
+                    p.as_str(),
+                    user.name
+                )));
+            }
         }
+        Ok(Caller(user))
     }
 }
 

@@ -16,6 +16,7 @@ use flowrt_api::responses::{
     ActivateView, FlowDetail, FlowEdge, FlowInputView, FlowNodeView, FlowOutputView, FlowVersion,
     PushedFlow,
 };
+use flowrt_api::workspace::Permission;
 use flowrt_flow::{Flow, InputValue, RefSource};
 use flowrt_store::snapshot::{self, SnapshotLimits};
 use flowrt_store::FlowRecord;
@@ -26,12 +27,13 @@ use std::path::PathBuf;
 pub fn routes() -> ApiRoutes {
     let limit = SnapshotLimits::default().max_total_bytes as usize + 1024 * 1024;
     ApiRoutes::default()
-        .get("/api/v1/flows", list)
+        .get("/api/v1/flows", Permission::Read, list)
         .post(
             "/api/v1/flows/{name}",
+            Permission::SessionsWrite,
             push.layer(DefaultBodyLimit::max(limit)),
         )
-        .get("/api/v1/flows/{name}", show)
+        .get("/api/v1/flows/{name}", Permission::Read, show)
 }
 
 /// A flow name is a folder-like word: it appears in references (`name@v2`) and URLs.

@@ -14,6 +14,7 @@ mod openapi;
 mod routing;
 mod runs;
 mod sessions;
+mod team;
 
 pub use auth::Caller;
 pub use error::{ApiErr, ApiResult};
@@ -64,18 +65,32 @@ impl AppState {
     }
 }
 
-/// Every API operation, as served: the OpenAPI document is held to this list by a test.
-fn api_routes() -> routing::ApiRoutes {
+/// Every API operation, as served, with the permission it needs: the OpenAPI document is held
+/// to this list by a test.
+pub(crate) fn api_routes() -> routing::ApiRoutes {
     api::routes()
         .merge(sessions::routes())
         .merge(flows::routes())
         .merge(runs::routes())
+        .merge(team::routes())
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// The whole HTTP app.
 pub fn router(state: AppState) -> Router {
     api_routes()
         .into_router()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            team::audit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count,
@@ -186,7 +201,7 @@ mod tests {
         let served: BTreeSet<(String, String)> = super::api_routes()
             .served()
             .iter()
-            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .map(|op| (op.method.to_string(), op.path.to_string()))
             .collect();
         let documented: BTreeSet<(String, String)> = super::openapi::OPERATIONS
             .iter()
@@ -245,6 +260,25 @@ mod tests {
             }
         }
         assert!(refs.len() > 40, "only {} schema references", refs.len());
+    }
+
+    /// The route table itself: which permission each operation needs. A change to it shows
+    /// up here, for review, before it reaches anyone's server.
+    #[test]
+    fn the_permission_each_route_needs() {
+        let table: String = super::api_routes()
+            .served()
+            .iter()
+            .map(|op| {
+                format!(
+                    "{:<7} {:<40} {}\n",
+                    op.method.to_uppercase(),
+                    op.path,
+                    op.permission.as_str()
+                )
+            })
+            .collect();
+        insta::assert_snapshot!(table);
     }
 
     fn collect_refs(v: &serde_json::Value, out: &mut Vec<String>) {

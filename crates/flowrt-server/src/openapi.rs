@@ -10,6 +10,14 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/me", "The calling user."),
     ("get", "/api/v1/users", "List users (admin)."),
     ("post", "/api/v1/users", "Create a user {name, role}; returns its token once (admin)."),
+    ("post", "/api/v1/users/{name}/disable", "Disable a user: its tokens get 401 (users/write)."),
+    ("post", "/api/v1/users/{name}/enable", "Enable a disabled user again (users/write)."),
+    ("post", "/api/v1/users/{name}/roles", "Assign a role {role}: admin, user or viewer replace the user's role, access-admin is held besides it (roleAssignments/write)."),
+    ("delete", "/api/v1/users/{name}/roles/{role}", "Remove a role (the user's own role falls back to viewer)."),
+    ("get", "/api/v1/tokens", "Your API tokens (with users/write, everyone's); never the tokens themselves."),
+    ("post", "/api/v1/tokens", "Create an API token {for, expires_in_s}; it is shown once, only its hash is kept."),
+    ("delete", "/api/v1/tokens/{id}", "Revoke a token: its next request gets 401."),
+    ("get", "/api/v1/audit", "The audit log, newest first (?before=SEQ, limit): every state-changing request, who, when and its status (audit/read)."),
     ("get", "/api/v1/environments", "Base environment versions and published custom environments."),
     ("post", "/api/v1/environments", "Publish a custom environment {name, requirements, from}."),
     ("get", "/api/v1/identities", "List identities (feed tokens masked)."),
@@ -78,6 +86,11 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
         ("get", "/api/v1/me") => one("200", Json("UserView")),
         ("get", "/api/v1/users") => one("200", List("UserView")),
         ("post", "/api/v1/users") => one("201", Json("CreatedUser")),
+        (_, p) if p.starts_with("/api/v1/users/{name}/") => one("200", Json("UserView")),
+        ("get", "/api/v1/tokens") => one("200", List("TokenView")),
+        ("post", "/api/v1/tokens") => one("201", Json("CreatedToken")),
+        ("delete", "/api/v1/tokens/{id}") => one("204", Empty),
+        ("get", "/api/v1/audit") => one("200", List("AuditView")),
         ("get", "/api/v1/environments") => one("200", Json("Environments")),
         ("post", "/api/v1/environments") => one("201", Json("PublishedEnvironment")),
         ("get", "/api/v1/identities") => one("200", List("IdentityView")),
@@ -158,6 +171,8 @@ fn body_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/sessions/{id}/test") => Some("TestLine"),
         ("post", "/api/v1/runs") => Some("CreateRun"),
         ("post", "/api/v1/users") => Some("CreateUser"),
+        ("post", "/api/v1/tokens") => Some("CreateToken"),
+        ("post", "/api/v1/users/{name}/roles") => Some("AssignRole"),
         ("post", "/api/v1/environments") => Some("PublishEnvironment"),
         ("post", "/api/v1/computes") => Some("CreateCompute"),
         ("post", "/api/v1/identities") => Some("CreateIdentity"),
@@ -180,6 +195,7 @@ fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'stat
         ],
         ("post", "/api/v1/flows/{name}") => &[("entry", "string")],
         ("post", "/api/v1/data") => &[("format", "string")],
+        ("get", "/api/v1/audit") => &[("before", "integer"), ("limit", "integer")],
         (_, p) if p.starts_with("/api/v1/runs/{name}") => &[("session", "string")],
         _ => &[],
     }
@@ -188,6 +204,11 @@ fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'stat
 /// Every operation in the table, with its path parameters (from the `{name}` segments), query
 /// parameters, request body and the error responses every route can give (`{code, message}`).
 pub fn document() -> Value {
+    let permissions: std::collections::HashMap<(&str, &str), &str> = crate::api_routes()
+        .served()
+        .iter()
+        .map(|op| ((op.method, op.path), op.permission.as_str()))
+        .collect();
     let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
     let mut paths = Map::new();
     for (method, path, summary) in OPERATIONS {
@@ -228,6 +249,10 @@ pub fn document() -> Value {
             responses[code] = json!({"description": what, "content": error});
         }
         let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
+        // What the caller's roles must hold (see `Role::permissions`).
+        if let Some(p) = permissions.get(&(*method, *path)) {
+            op["x-permission"] = json!(p);
+        }
         if *method == "post" || *method == "patch" {
             op["requestBody"] = match (*path, body_schema(method, path)) {
                 ("/api/v1/data", _) => {

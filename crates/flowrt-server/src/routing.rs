@@ -1,19 +1,32 @@
-//! Routes that know what they serve: every API route is added through [`ApiRoutes`], which
-//! records its method and path, so a test can hold the router to the OpenAPI document (an
-//! undocumented route, or a documented one nobody serves, fails it).
+//! The route table: every API route is added through [`ApiRoutes`] with the permission it needs.
+//! The permission travels with the request (an extension the [`crate::Caller`] extractor reads),
+//! so a handler cannot be reached by a caller whose roles lack it; and the table records each
+//! (method, path, permission), so tests hold the router to the OpenAPI document and walk every
+//! route with every role.
 
 use crate::AppState;
 use axum::handler::Handler;
 use axum::routing::MethodRouter;
-use axum::Router;
+use axum::{Extension, Router};
+use flowrt_api::workspace::Permission;
 
-/// An axum router plus the (method, path) of every operation it serves.
+/// The permission the matched route needs, put on the request by its route.
+#[derive(Clone, Copy, Debug)]
+pub struct Required(pub Permission);
+
+/// One served operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operation {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub permission: Permission,
+}
+
+/// An axum router plus the operations it serves.
 #[derive(Default)]
 pub struct ApiRoutes {
     router: Router<AppState>,
-    // Read by the test that holds the router to the OpenAPI document.
-    #[cfg_attr(not(test), allow(dead_code))]
-    served: Vec<(&'static str, &'static str)>,
+    served: Vec<Operation>,
 }
 
 impl ApiRoutes {
@@ -21,28 +34,55 @@ impl ApiRoutes {
         mut self,
         method: &'static str,
         path: &'static str,
+        permission: Permission,
         route: MethodRouter<AppState>,
     ) -> Self {
-        // axum merges method routers given for the same path.
-        self.router = self.router.route(path, route);
-        self.served.push((method, path));
+        // axum merges method routers given for the same path; each keeps its own layer.
+        self.router = self
+            .router
+            .route(path, route.layer(Extension(Required(permission))));
+        self.served.push(Operation {
+            method,
+            path,
+            permission,
+        });
         self
     }
 
-    pub fn get<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
-        self.add("get", path, axum::routing::get(h))
+    pub fn get<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        permission: Permission,
+        h: H,
+    ) -> Self {
+        self.add("get", path, permission, axum::routing::get(h))
     }
 
-    pub fn post<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
-        self.add("post", path, axum::routing::post(h))
+    pub fn post<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        permission: Permission,
+        h: H,
+    ) -> Self {
+        self.add("post", path, permission, axum::routing::post(h))
     }
 
-    pub fn patch<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
-        self.add("patch", path, axum::routing::patch(h))
+    pub fn patch<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        permission: Permission,
+        h: H,
+    ) -> Self {
+        self.add("patch", path, permission, axum::routing::patch(h))
     }
 
-    pub fn delete<H: Handler<T, AppState>, T: 'static>(self, path: &'static str, h: H) -> Self {
-        self.add("delete", path, axum::routing::delete(h))
+    pub fn delete<H: Handler<T, AppState>, T: 'static>(
+        self,
+        path: &'static str,
+        permission: Permission,
+        h: H,
+    ) -> Self {
+        self.add("delete", path, permission, axum::routing::delete(h))
     }
 
     pub fn merge(mut self, other: ApiRoutes) -> Self {
@@ -51,8 +91,7 @@ impl ApiRoutes {
         self
     }
 
-    #[cfg(test)]
-    pub fn served(&self) -> &[(&'static str, &'static str)] {
+    pub fn served(&self) -> &[Operation] {
         &self.served
     }
 

@@ -13,6 +13,7 @@ use axum::Json;
 use flowrt_api::responses::{
     CancelingRun, DataInfo, LinePage, LineRecord, LogChunk, RunStarted, RunView, UploadedData,
 };
+use flowrt_api::workspace::Permission;
 use flowrt_session::{backend, client};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -27,23 +28,29 @@ pub const MAX_RUN_DATA: usize = 256 * 1024 * 1024;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/runs", list)
+        .get("/api/v1/runs", Permission::Read, list)
         .post(
             "/api/v1/runs",
+            Permission::SessionsWrite,
             create.layer(DefaultBodyLimit::max(MAX_RUN_DATA + 1024 * 1024)),
         )
-        .get("/api/v1/runs/{name}", show)
+        .get("/api/v1/runs/{name}", Permission::Read, show)
         .post(
             "/api/v1/data",
+            Permission::SessionsWrite,
             push_data.layer(DefaultBodyLimit::max(MAX_RUN_DATA)),
         )
-        .get("/api/v1/data/{reference}", data_exists)
-        .get("/api/v1/runs/{name}/lines", lines)
-        .get("/api/v1/runs/{name}/lines/{line}", line)
-        .get("/api/v1/runs/{name}/metrics", metrics)
-        .get("/api/v1/runs/{name}/logs", logs)
-        .post("/api/v1/runs/{name}/cancel", cancel)
-        .get("/api/v1/runs/{name}/events", events)
+        .get("/api/v1/data/{reference}", Permission::Read, data_exists)
+        .get("/api/v1/runs/{name}/lines", Permission::Read, lines)
+        .get("/api/v1/runs/{name}/lines/{line}", Permission::Read, line)
+        .get("/api/v1/runs/{name}/metrics", Permission::Read, metrics)
+        .get("/api/v1/runs/{name}/logs", Permission::Read, logs)
+        .post(
+            "/api/v1/runs/{name}/cancel",
+            Permission::SessionsWrite,
+            cancel,
+        )
+        .get("/api/v1/runs/{name}/events", Permission::Read, events)
 }
 
 /// A run name is a file name inside a session's folder: nothing that could leave it.

@@ -13,6 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use flowrt_api::responses::{LogChunk, PackageOrigin, PackageView, SessionView};
+use flowrt_api::workspace::Permission;
 use flowrt_api::SessionStatus;
 use flowrt_python::{EnvOptions, EnvRef, EnvRequest, ExtraRequirements};
 use flowrt_session::backend::{self, describe_exit, log_tail};
@@ -493,19 +494,39 @@ impl Manager {
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/sessions", list)
-        .post("/api/v1/sessions", start)
-        .get("/api/v1/sessions/events", session_events)
-        .get("/api/v1/sessions/{id}", show)
-        .patch("/api/v1/sessions/{id}", edit)
-        .delete("/api/v1/sessions/{id}", delete)
-        .post("/api/v1/sessions/{id}/stop", stop)
-        .post("/api/v1/sessions/{id}/reset", reset)
-        .post("/api/v1/sessions/{id}/update", update)
-        .get("/api/v1/sessions/{id}/packages", packages)
-        .post("/api/v1/sessions/{id}/install", install)
-        .get("/api/v1/sessions/{id}/logs", logs)
-        .post("/api/v1/sessions/{id}/test", test)
+        .get("/api/v1/sessions", Permission::Read, list)
+        .post("/api/v1/sessions", Permission::SessionsWrite, start)
+        .get("/api/v1/sessions/events", Permission::Read, session_events)
+        .get("/api/v1/sessions/{id}", Permission::Read, show)
+        .patch("/api/v1/sessions/{id}", Permission::SessionsWrite, edit)
+        .delete("/api/v1/sessions/{id}", Permission::SessionsWrite, delete)
+        .post(
+            "/api/v1/sessions/{id}/stop",
+            Permission::SessionsWrite,
+            stop,
+        )
+        .post(
+            "/api/v1/sessions/{id}/reset",
+            Permission::SessionsWrite,
+            reset,
+        )
+        .post(
+            "/api/v1/sessions/{id}/update",
+            Permission::SessionsWrite,
+            update,
+        )
+        .get("/api/v1/sessions/{id}/packages", Permission::Read, packages)
+        .post(
+            "/api/v1/sessions/{id}/install",
+            Permission::SessionsWrite,
+            install,
+        )
+        .get("/api/v1/sessions/{id}/logs", Permission::Read, logs)
+        .post(
+            "/api/v1/sessions/{id}/test",
+            Permission::SessionsWrite,
+            test,
+        )
 }
 
 /// A session as the API shows it: the record plus what the manifest says about its base.

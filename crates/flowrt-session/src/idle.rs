@@ -18,12 +18,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: f64 = num
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}' is not a duration; use e.g. 30m, 2h, 90s or 0"))?;
+        .map_err(|_| format!("'{s}' is not a duration; use e.g. 30m, 2h, 90s, 7d or 0"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("'{s}': unknown unit '{unit}'; use s, m or h")),
+        "d" => n * 86400.0,
+        _ => return Err(format!("'{s}': unknown unit '{unit}'; use s, m, h or d")),
     };
     if !(0.0..=1e9).contains(&secs) {
         return Err(format!("'{s}' is out of range"));
@@ -51,6 +52,7 @@ mod tests {
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert!(parse_duration("soon").is_err());
-        assert!(parse_duration("3d").is_err());
+        assert_eq!(parse_duration("3d"), Ok(Duration::from_secs(3 * 86400)));
+        assert!(parse_duration("3w").is_err());
     }
 }

@@ -103,32 +103,60 @@ impl Store {
     /// Create a user with a fresh bearer token; returns the user and the token in plain text,
     /// which is not stored anywhere (only its sha256 is).
     pub async fn create_user(&self, name: &str, role: Role) -> Result<(User, String), StoreError> {
-        let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()?));
+        self.create_user_as(name, role, false).await
+    }
+
+    /// [`Store::create_user`], for a person or (`service`) a service principal.
+    pub async fn create_user_as(
+        &self,
+        name: &str,
+        role: Role,
+        service: bool,
+    ) -> Result<(User, String), StoreError> {
+        let token = new_token()?;
         let user = User {
             id: format!("u-{}", hex::encode(random_bytes::<6>()?)),
             name: name.to_string(),
             role,
+            extra_roles: Vec::new(),
+            disabled: false,
+            service,
             created: now_ms(),
         };
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot create a user"))?;
         sqlx::query(
-            "INSERT INTO users (id, name, role, token_sha256, created) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, name, role, token_sha256, service, created)
+             VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(&user.id)
         .bind(&user.name)
-        .bind(enc(&user.role))
+        .bind(role.as_str())
         .bind(token_hash(&token))
+        .bind(service)
         .bind(user.created)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| exists_or(e, "user", name, || format!("cannot create user `{name}`")))?;
+        insert_token(&mut tx, &user.id, &token, user.created, None).await?;
+        tx.commit().await.map_err(db("cannot create a user"))?;
         Ok((user, token))
     }
 
     /// Create the owner (named [`OWNER_NAME`]) if no owner exists yet and return its token; `None`
     /// when an owner already exists. Safe to call concurrently: exactly one caller gets a token.
     pub async fn ensure_owner(&self) -> Result<Option<String>, StoreError> {
-        let token = format!("{TOKEN_PREFIX}{}", hex::encode(random_bytes::<32>()?));
+        let token = new_token()?;
         let id = format!("u-{}", hex::encode(random_bytes::<6>()?));
+        let created = now_ms();
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot create the owner"))?;
         let done = sqlx::query(
             "INSERT INTO users (id, name, role, token_sha256, created)
              SELECT ?, ?, 'owner', ?, ?
@@ -137,30 +165,211 @@ impl Store {
         .bind(&id)
         .bind(OWNER_NAME)
         .bind(token_hash(&token))
-        .bind(now_ms())
-        .execute(&self.pool)
+        .bind(created)
+        .execute(&mut *tx)
         .await
         .map_err(|e| exists_or(e, "user", OWNER_NAME, || "cannot create the owner".into()))?;
-        Ok((done.rows_affected() == 1).then_some(token))
+        if done.rows_affected() != 1 {
+            return Ok(None);
+        }
+        insert_token(&mut tx, &id, &token, created, None).await?;
+        tx.commit().await.map_err(db("cannot create the owner"))?;
+        Ok(Some(token))
     }
 
-    /// The user a bearer token belongs to.
+    /// The user a bearer token belongs to, if the token is live (not revoked, not expired) and
+    /// its user is not disabled.
     pub async fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
-        let row = sqlx::query("SELECT id, name, role, created FROM users WHERE token_sha256 = ?")
-            .bind(token_hash(token))
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db("cannot look up a token"))?;
+        let row = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.sha256 = ? AND t.revoked IS NULL AND (t.expires IS NULL OR t.expires > ?)
+               AND u.disabled = 0"
+        ))
+        .bind(token_hash(token))
+        .bind(now_ms())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot look up a token"))?;
         row.map(|r| user_from(&r)).transpose()
     }
 
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        let rows = sqlx::query("SELECT id, name, role, created FROM users ORDER BY name")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db("cannot list users"))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM users u ORDER BY u.name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list users"))?;
         rows.iter().map(user_from).collect()
+    }
+
+    /// Disable (or enable again) user `id`: a disabled user's tokens are refused.
+    pub async fn set_user_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ? AND role != 'owner'")
+            .bind(disabled)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot disable a user"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Replace user `id`'s own role (never the owner's, nor to owner).
+    pub async fn set_user_role(&self, id: &str, role: Role) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET role = ? WHERE id = ? AND role != 'owner'")
+            .bind(role.as_str())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot assign a role"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Let user `id` hold `role` besides its own (granting twice is no error).
+    pub async fn add_role(&self, id: &str, role: Role) -> Result<(), StoreError> {
+        sqlx::query("INSERT OR IGNORE INTO role_assignments (user_id, role) VALUES (?, ?)")
+            .bind(id)
+            .bind(role.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot assign a role"))?;
+        Ok(())
+    }
+
+    /// Take an extra role from user `id`; whether it held it.
+    pub async fn remove_role(&self, id: &str, role: Role) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM role_assignments WHERE user_id = ? AND role = ?")
+            .bind(id)
+            .bind(role.as_str())
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot remove a role"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- tokens ----
+
+    /// A new token for user `user_id`, refused after `expires` (Unix ms) when given. Returns
+    /// its record and the token in plain text, which is kept nowhere (only its sha256 is).
+    pub async fn create_token(
+        &self,
+        user_id: &str,
+        expires: Option<i64>,
+    ) -> Result<(TokenRecord, String), StoreError> {
+        let token = new_token()?;
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(db("cannot create a token"))?;
+        let id = insert_token(&mut tx, user_id, &token, now_ms(), expires).await?;
+        tx.commit().await.map_err(db("cannot create a token"))?;
+        let record = self
+            .get_token(&id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "token",
+                name: id.clone(),
+            })?;
+        Ok((record, token))
+    }
+
+    pub async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT t.id, t.user_id, u.name AS user, t.created, t.expires, t.revoked
+             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot read a token"))?;
+        row.map(|r| token_from(&r)).transpose()
+    }
+
+    /// The tokens of user `user_id` (every user's when `None`), oldest first.
+    pub async fn list_tokens(&self, user_id: Option<&str>) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.user_id, u.name AS user, t.created, t.expires, t.revoked
+             FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE ? IS NULL OR t.user_id = ? ORDER BY t.created, t.id",
+        )
+        .bind(user_id)
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list tokens"))?;
+        rows.iter().map(token_from).collect()
+    }
+
+    /// Revoke token `id`: its next request gets 401. Whether it was live.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_tokens SET revoked = ? WHERE id = ? AND revoked IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db("cannot revoke a token"))?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    // ---- audit ----
+
+    /// Record one state-changing request.
+    pub async fn record_audit(
+        &self,
+        user: Option<&User>,
+        method: &str,
+        path: &str,
+        status: u16,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO audit (at, user_id, user, method, path, status) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now_ms())
+        .bind(user.map(|u| u.id.as_str()))
+        .bind(user.map(|u| u.name.as_str()))
+        .bind(method)
+        .bind(path)
+        .bind(i64::from(status))
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot write the audit log"))?;
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries before sequence number `before` (all when `None`),
+    /// newest first.
+    pub async fn list_audit(
+        &self,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, user_id, user, method, path, status FROM audit
+             WHERE ? IS NULL OR seq < ? ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(before)
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot read the audit log"))?;
+        rows.iter()
+            .map(|r| {
+                let status: i64 = get(r, "status")?;
+                Ok(AuditEntry {
+                    seq: get(r, "seq")?,
+                    at: get(r, "at")?,
+                    user_id: get(r, "user_id")?,
+                    user: get(r, "user")?,
+                    method: get(r, "method")?,
+                    path: get(r, "path")?,
+                    status: u16::try_from(status).unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     // ---- computes ----
@@ -947,13 +1156,79 @@ where
     })
 }
 
+/// The columns `user_from` reads, from `users u`: its extra roles come as a JSON list.
+const USER_COLUMNS: &str = "u.id, u.name, u.role, u.disabled, u.service, u.created,
+    (SELECT json_group_array(role) FROM role_assignments a WHERE a.user_id = u.id) AS extra_roles";
+
 fn user_from(r: &SqliteRow) -> Result<User, StoreError> {
+    let extra: String = get(r, "extra_roles")?;
+    let extra: Vec<String> = serde_json::from_str(&extra).map_err(|_| StoreError::BadValue {
+        table: "role_assignments",
+        column: "role",
+        value: extra.clone(),
+    })?;
+    let role: String = get(r, "role")?;
+    let parse = |table: &'static str, column: &'static str, text: &str| {
+        Role::parse(text).ok_or_else(|| StoreError::BadValue {
+            table,
+            column,
+            value: text.to_string(),
+        })
+    };
     Ok(User {
         id: get(r, "id")?,
         name: get(r, "name")?,
-        role: dec("users", "role", get(r, "role")?)?,
+        role: parse("users", "role", &role)?,
+        extra_roles: extra
+            .iter()
+            .map(|t| parse("role_assignments", "role", t))
+            .collect::<Result<_, _>>()?,
+        disabled: get(r, "disabled")?,
+        service: get(r, "service")?,
         created: get(r, "created")?,
     })
+}
+
+fn token_from(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: get(r, "id")?,
+        user_id: get(r, "user_id")?,
+        user: get(r, "user")?,
+        created: get(r, "created")?,
+        expires: get(r, "expires")?,
+        revoked: get(r, "revoked")?,
+    })
+}
+
+/// A fresh bearer token: the prefix (so scanners recognise leaked ones) and 32 random bytes.
+fn new_token() -> Result<String, StoreError> {
+    Ok(format!(
+        "{TOKEN_PREFIX}{}",
+        hex::encode(random_bytes::<32>()?)
+    ))
+}
+
+/// Keep `token`'s hash for `user_id`; returns the token's id.
+async fn insert_token(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    user_id: &str,
+    token: &str,
+    created: i64,
+    expires: Option<i64>,
+) -> Result<String, StoreError> {
+    let id = format!("t-{}", hex::encode(random_bytes::<6>()?));
+    sqlx::query(
+        "INSERT INTO api_tokens (id, user_id, sha256, created, expires) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(user_id)
+    .bind(token_hash(token))
+    .bind(created)
+    .bind(expires)
+    .execute(&mut **tx)
+    .await
+    .map_err(db("cannot store a token"))?;
+    Ok(id)
 }
 
 fn compute_from(r: &SqliteRow) -> Result<Compute, StoreError> {

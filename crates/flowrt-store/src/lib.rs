@@ -24,8 +24,8 @@ pub mod snapshot;
 
 pub use control::{Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
 pub use records::{
-    Compute, ComputeKind, ComputeStatus, EnvironmentRecord, FlowRecord, Identity, NewSession, Role,
-    RunKind, RunRecord, RunStatus, Session, User,
+    AuditEntry, Compute, ComputeKind, ComputeStatus, EnvironmentRecord, FlowRecord, Identity,
+    NewSession, Role, RunKind, RunRecord, RunStatus, Session, TokenRecord, User,
 };
 
 pub use error::StoreError;

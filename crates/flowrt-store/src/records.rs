@@ -14,7 +14,50 @@ pub struct User {
     pub id: String,
     pub name: String,
     pub role: Role,
+    /// Roles held besides `role` (`access-admin`).
+    #[serde(default)]
+    pub extra_roles: Vec<Role>,
+    /// A disabled user's tokens are refused.
+    #[serde(default)]
+    pub disabled: bool,
+    /// A service principal (a pipeline's identity), not a person.
+    #[serde(default)]
+    pub service: bool,
     pub created: i64,
+}
+
+impl User {
+    /// Whether any of the user's roles holds `p`.
+    pub fn has(&self, p: flowrt_api::workspace::Permission) -> bool {
+        std::iter::once(self.role)
+            .chain(self.extra_roles.iter().copied())
+            .any(|r| r.permissions().contains(&p))
+    }
+}
+
+/// An API token as kept: never the token itself, only what it is for and whether it still works.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// `t-<12 hex>`: what `token revoke` names.
+    pub id: String,
+    pub user_id: String,
+    pub user: String,
+    pub created: i64,
+    pub expires: Option<i64>,
+    pub revoked: Option<i64>,
+}
+
+/// One state-changing request, as the audit log keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// Unix ms.
+    pub at: i64,
+    pub user_id: Option<String>,
+    pub user: Option<String>,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
 }
 
 /// A compute instance or a serverless compute.
@@ -194,6 +237,9 @@ impl From<&User> for flowrt_api::responses::UserView {
             id: u.id.clone(),
             name: u.name.clone(),
             role: u.role,
+            extra_roles: u.extra_roles.clone(),
+            disabled: u.disabled,
+            service: u.service,
             created: u.created,
         }
     }

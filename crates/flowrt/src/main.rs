@@ -13,6 +13,7 @@ mod run_cmd;
 mod run_view;
 mod serve_cmd;
 mod session_cmd;
+mod team_cmd;
 mod test_cmd;
 
 use anyhow::Result;
@@ -84,6 +85,34 @@ enum Command {
         server: session_cmd::ServerOpt,
         #[command(subcommand)]
         command: session_cmd::IdentityCommand,
+    },
+    /// Users and service principals of a flowrt server (admins).
+    User {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: team_cmd::UserCommand,
+    },
+    /// API tokens: create (shown once), list, revoke.
+    Token {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: team_cmd::TokenCommand,
+    },
+    /// Role assignments: who may do what (owners and access admins assign).
+    Role {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: team_cmd::RoleCommand,
+    },
+    /// The audit log of every state-changing request (owners and admins).
+    Audit {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: team_cmd::AuditCommand,
     },
     /// Run as a compute session's agent (started by `flowrt server`, not by hand).
     #[command(hide = true)]
@@ -229,6 +258,10 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Compute { server, command } => {
             session_cmd::compute(command, server.server.as_deref())
         }
+        Command::User { server, command } => team_cmd::user(command, server.server.as_deref()),
+        Command::Token { server, command } => team_cmd::token(command, server.server.as_deref()),
+        Command::Role { server, command } => team_cmd::role(command, server.server.as_deref()),
+        Command::Audit { server, command } => team_cmd::audit(command, server.server.as_deref()),
     }
 }
 

@@ -872,8 +872,14 @@ fn roles_and_compute_instances_are_isolated_per_user() {
             ("GET", "/api/v1/runs/alices-run/lines".to_string()),
         ] {
             let (status, e) = api(method, &path, auth, r#"{"inputs": {}}"#);
-            assert_eq!(status, 404, "{who}: {method} {path}: {e}");
-            if path.starts_with("/api/v1/sessions/") {
+            // A viewer may not act on any session, so it learns nothing from a 403 either.
+            let expected = if who == "viewer" && method == "POST" {
+                403
+            } else {
+                404
+            };
+            assert_eq!(status, expected, "{who}: {method} {path}: {e}");
+            if expected == 404 && path.starts_with("/api/v1/sessions/") {
                 assert_eq!(
                     e["message"],
                     missing["message"]
@@ -2585,7 +2591,7 @@ fn identities_are_granted_their_tokens_go_only_to_their_hosts_and_environments_a
             .contains("flowrt identity grant builder alice"),
         "{e}"
     );
-    // A user cannot grant someone else's identity, even to themselves.
+    // A user cannot grant identities at all (not even someone else's to themselves).
     assert_eq!(
         api(
             "POST",
@@ -2594,7 +2600,7 @@ fn identities_are_granted_their_tokens_go_only_to_their_hosts_and_environments_a
             r#"{"user": "alice"}"#
         )
         .0,
-        404
+        403
     );
     let granted = server.ok(&["identity", "grant", "builder", "alice"]);
     assert!(granted.is_empty(), "{granted}");
@@ -2656,4 +2662,319 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Users, tokens, roles and the audit log, as an admin and a user drive them from the CLI.
+#[test]
+fn tokens_expire_and_revoke_users_disable_roles_assign_and_everything_is_audited() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let as_user = |token: &str, args: &[&str]| -> (bool, String, String) {
+        let out = server.cli_as(token, args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let owner = server.token();
+    let created = |name: &str, extra: &[&str]| -> String {
+        let mut args = vec!["user", "create", name];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = as_user(&owner, &args);
+        assert!(ok, "{err}");
+        assert!(err.contains("shown once"), "{err}");
+        out.trim().to_string()
+    };
+    let ana = created("ana", &["--role", "user"]);
+    let vic = created("vic", &["--role", "viewer"]);
+    created("bob", &[]);
+    let (ok, _, _) = as_user(&ana, &["session", "list"]);
+    assert!(ok);
+
+    // A token that expires, and one that is revoked.
+    let (ok, short, err) = as_user(&ana, &["token", "create", "--expires", "2s"]);
+    assert!(ok && err.contains("until 20"), "{err}");
+    let (ok, second, err) = as_user(&ana, &["token", "create"]);
+    assert!(ok && err.contains("until revoked"), "{err}");
+    let (short, second) = (short.trim().to_string(), second.trim().to_string());
+    let (_, listed, _) = as_user(&ana, &["token", "list", "--json"]);
+    let listed: Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed:#}");
+    assert!(
+        !listed.to_string().contains(&second),
+        "token list shows no token"
+    );
+    let second_id = listed[2]["id"].as_str().unwrap().to_string();
+    assert!(as_user(&second, &["session", "list"]).0);
+    assert!(as_user(&ana, &["token", "revoke", &second_id]).0);
+    let (ok, _, err) = as_user(&second, &["session", "list"]);
+    assert!(!ok && err.contains("revoked"), "{err}");
+    std::thread::sleep(Duration::from_millis(2100));
+    let (ok, _, err) = as_user(&short, &["session", "list"]);
+    assert!(!ok && err.contains("expired"), "{err}");
+    // Another user's token cannot be revoked by a user: it does not exist for them.
+    let (_, all, _) = as_user(&owner, &["token", "list", "--json"]);
+    let owners_id = serde_json::from_str::<Value>(&all).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (ok, _, err) = as_user(&ana, &["token", "revoke", &owners_id]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+
+    // A service principal's token, made by an admin; a user cannot make tokens for others.
+    created("ci", &["--service"]);
+    let (ok, ci, err) = as_user(
+        &owner,
+        &["token", "create", "--for", "ci", "--expires", "30d"],
+    );
+    assert!(ok, "{err}");
+    assert!(as_user(ci.trim(), &["flow", "list"]).0);
+    let (ok, _, err) = as_user(&ana, &["token", "create", "--for", "ci"]);
+    assert!(!ok && err.contains("users/write"), "{err}");
+
+    // A disabled user's tokens are refused until it is enabled.
+    assert!(as_user(&owner, &["user", "disable", "ana"]).0);
+    let (ok, _, err) = as_user(&ana, &["session", "list"]);
+    assert!(!ok && err.contains("disabled"), "{err}");
+    assert!(as_user(&owner, &["user", "enable", "ana"]).0);
+    assert!(as_user(&ana, &["session", "list"]).0);
+    let (_, users, _) = as_user(&owner, &["user", "list"]);
+    assert!(
+        users
+            .lines()
+            .any(|l| l.starts_with("ci ") && l.contains("service")),
+        "{users}"
+    );
+
+    // Roles: a user cannot grant them; an access admin (a viewer besides) grants user and
+    // viewer but not admin, and still may not start sessions.
+    let (ok, _, err) = as_user(&ana, &["role", "assign", "bob", "admin"]);
+    assert!(!ok && err.contains("roleAssignments/write"), "{err}");
+    let (ok, _, err) = as_user(&owner, &["role", "assign", "vic", "access-admin"]);
+    assert!(ok && err.contains("viewer, access-admin"), "{err}");
+    let (ok, _, err) = as_user(&vic, &["role", "assign", "bob", "viewer"]);
+    assert!(ok && err.contains("bob: viewer"), "{err}");
+    let (ok, _, err) = as_user(&vic, &["role", "assign", "bob", "admin"]);
+    assert!(!ok && err.contains("only an owner or admin"), "{err}");
+    let (_td, d) = flow("batch_base");
+    let (ok, _, err) = as_user(&vic, &["flow", "push", d.to_str().unwrap()]);
+    assert!(!ok && err.contains("sessions/write"), "{err}");
+    let (_, table, _) = as_user(&owner, &["role", "list"]);
+    assert!(
+        table.contains("access-admin") && table.contains("roleAssignments/write"),
+        "{table}"
+    );
+    assert!(as_user(&vic, &["role", "remove", "vic", "access-admin"]).0);
+    let (ok, _, err) = as_user(&vic, &["role", "assign", "bob", "user"]);
+    assert!(!ok && err.contains("roleAssignments/write"), "{err}");
+
+    // The audit log has every state-changing request, refused ones too; only admins read it.
+    let (ok, _, err) = as_user(&ana, &["audit", "list"]);
+    assert!(!ok && err.contains("audit/read"), "{err}");
+    let (ok, audit, err) = as_user(&owner, &["audit", "list", "--limit", "500", "--json"]);
+    assert!(ok, "{err}");
+    let audit: Value = serde_json::from_str(&audit).unwrap();
+    let has = |user: &str, method: &str, path: &str, status: u64| {
+        audit.as_array().unwrap().iter().any(|e| {
+            e["user"] == user && e["method"] == method && e["path"] == path && e["status"] == status
+        })
+    };
+    assert!(has("ana", "POST", "/api/v1/tokens", 201), "{audit:#}");
+    assert!(has(
+        "ana",
+        "DELETE",
+        &format!("/api/v1/tokens/{second_id}"),
+        204
+    ));
+    assert!(has("owner", "POST", "/api/v1/users/ana/disable", 200));
+    assert!(has("vic", "POST", "/api/v1/users/bob/roles", 403));
+    assert!(
+        !audit.to_string().contains(&second),
+        "no token in the audit log"
+    );
+    let (_, text, _) = as_user(&owner, &["audit", "list"]);
+    assert!(text.contains("POST /api/v1/users/bob/roles"), "{text}");
+}
+
+/// The route table, walked: every documented operation × every role gets 403 exactly when the
+/// role lacks the operation's permission; and on a serverless session, its owner reaches it, an
+/// admin too, and another user or a viewer gets 404.
+#[test]
+fn every_route_with_every_role_gets_the_status_its_permission_says() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let owner = format!("Bearer {}", server.token());
+    let api = |method: &str, path: &str, auth: &str, body: &str| {
+        let (status, _, text) = http(
+            method,
+            &format!("{}{path}", server.url),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        );
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let mut users: Vec<(&str, Vec<&str>, String)> = vec![("owner", vec!["owner"], owner.clone())];
+    for (name, role) in [
+        ("adm", "admin"),
+        ("usr", "user"),
+        ("vwr", "viewer"),
+        ("acc", "viewer"),
+    ] {
+        let (status, u) = api(
+            "POST",
+            "/api/v1/users",
+            &owner,
+            &json!({"name": name, "role": role}).to_string(),
+        );
+        assert_eq!(status, 201, "{u}");
+        users.push((
+            name,
+            vec![role],
+            format!("Bearer {}", u["token"].as_str().unwrap()),
+        ));
+    }
+    assert_eq!(
+        api(
+            "POST",
+            "/api/v1/users/acc/roles",
+            &owner,
+            r#"{"role": "access-admin"}"#
+        )
+        .0,
+        200
+    );
+    users[4].1.push("access-admin");
+    let (_, doc) = api("GET", "/api/v1/openapi.json", &owner, "");
+    let permissions_of = |roles: &[&str]| -> Vec<String> {
+        // What each role holds, as documented in `role list` (and Role::permissions).
+        let table: &[(&str, &[&str])] = &[
+            (
+                "owner",
+                &[
+                    "read",
+                    "sessions/write",
+                    "computes/write",
+                    "environments/write",
+                    "identities/write",
+                    "users/write",
+                    "roleAssignments/write",
+                    "audit/read",
+                ],
+            ),
+            (
+                "admin",
+                &[
+                    "read",
+                    "sessions/write",
+                    "computes/write",
+                    "environments/write",
+                    "identities/write",
+                    "users/write",
+                    "audit/read",
+                ],
+            ),
+            (
+                "user",
+                &[
+                    "read",
+                    "sessions/write",
+                    "computes/write",
+                    "environments/write",
+                ],
+            ),
+            ("viewer", &["read"]),
+            ("access-admin", &["read", "roleAssignments/write"]),
+        ];
+        table
+            .iter()
+            .filter(|(r, _)| roles.contains(r))
+            .flat_map(|(_, p)| p.iter().map(|s| s.to_string()))
+            .collect()
+    };
+    let mut walked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for (method, op) in ops.as_object().unwrap() {
+            let permission = op["x-permission"].as_str().unwrap_or("");
+            assert!(
+                !permission.is_empty(),
+                "{method} {path} names no permission"
+            );
+            if permission == "public" || path.ends_with("/events") {
+                continue; // no token needed; event streams do not end by themselves
+            }
+            let concrete = path
+                .replace("{line}", "0")
+                .replace('{', "zz-")
+                .replace('}', "");
+            for (who, roles, auth) in &users {
+                let (status, e) = api(&method.to_uppercase(), &concrete, auth, "{}");
+                let lacks = e["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("lacks the `"));
+                let held = permissions_of(roles).iter().any(|p| p == permission);
+                assert_eq!(
+                    lacks, !held,
+                    "{who} ({roles:?}) {method} {concrete} (needs {permission}): {status} {e}"
+                );
+                if !held {
+                    assert_eq!(status, 403, "{who} {method} {concrete}");
+                }
+                assert!(status < 500, "{who} {method} {concrete}: {status} {e}");
+                walked += 1;
+            }
+        }
+    }
+    assert!(walked > 200, "{walked}");
+
+    // Owner of the resource or not: usr's serverless session.
+    let (_d, dir) = flow("batch_base");
+    let usr_token = users[2].2.trim_start_matches("Bearer ").to_string();
+    let pushed = server.cli_as(&usr_token, &["flow", "push", dir.to_str().unwrap()]);
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let (status, s) = api(
+        "POST",
+        "/api/v1/sessions",
+        &users[2].2,
+        r#"{"flow": "batch_base", "idle_timeout_s": 0}"#,
+    );
+    assert_eq!(status, 202, "{s}");
+    let id = s["id"].as_str().unwrap().to_string();
+    let (_, other) = api(
+        "POST",
+        "/api/v1/users",
+        &owner,
+        r#"{"name": "usr2", "role": "user"}"#,
+    );
+    let other = format!("Bearer {}", other["token"].as_str().unwrap());
+    for (method, path) in [
+        ("GET", format!("/api/v1/sessions/{id}")),
+        ("GET", format!("/api/v1/sessions/{id}/logs")),
+        ("GET", format!("/api/v1/sessions/{id}/packages")),
+        ("PATCH", format!("/api/v1/sessions/{id}")),
+    ] {
+        for (who, auth, expected) in [
+            ("its owner", &users[2].2, 200),
+            ("an admin", &users[1].2, 200),
+            ("another user", &other, 404),
+            (
+                "a viewer",
+                &users[3].2,
+                if method == "GET" { 404 } else { 403 },
+            ),
+        ] {
+            let (status, e) = api(method, &path, auth, "{}");
+            assert_eq!(status, expected, "{who}: {method} {path}: {e}");
+        }
+    }
 }
