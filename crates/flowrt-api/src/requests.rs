@@ -110,6 +110,17 @@ pub struct CreateUser {
     pub service: bool,
 }
 
+/// `POST /api/v1/connections`: create or replace one of the caller's workspace connections.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateConnection {
+    /// promptflow's connection YAML (`name`, `type` and the type's fields), at most 64 KiB.
+    pub yaml: String,
+    /// Let every data scientist's flows use it, not only the caller's.
+    #[serde(default)]
+    pub shared: bool,
+}
+
 /// `POST /api/v1/tokens`: a new API token.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -191,6 +202,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<CreateRun>("CreateRun"),
         one::<CreateUser>("CreateUser"),
         one::<CreateToken>("CreateToken"),
+        one::<CreateConnection>("CreateConnection"),
         one::<AssignRole>("AssignRole"),
         one::<PublishEnvironment>("PublishEnvironment"),
         one::<CreateCompute>("CreateCompute"),

@@ -36,6 +36,25 @@ pub struct UserView {
     pub created: i64,
 }
 
+/// A workspace connection, its secrets masked: they are never returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ConnectionView {
+    pub name: String,
+    /// `open_ai`, `azure_open_ai`, `custom`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The name of the user it belongs to.
+    pub owner: String,
+    /// Every data scientist's flows may use it.
+    pub shared: bool,
+    /// Its plain fields (endpoints, API versions, a custom connection's configs).
+    pub configs: BTreeMap<String, String>,
+    /// Each secret field, as `******`.
+    pub secrets: BTreeMap<String, String>,
+    /// Unix milliseconds.
+    pub created: i64,
+}
+
 /// An API token's record; the token itself is shown once, when created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
@@ -444,6 +463,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<Health>("Health"),
         one::<UserView>("UserView"),
         one::<TokenView>("TokenView"),
+        one::<ConnectionView>("ConnectionView"),
         one::<CreatedToken>("CreatedToken"),
         one::<AuditView>("AuditView"),
         one::<crate::workspace::Permission>("Permission"),

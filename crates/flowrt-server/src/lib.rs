@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod connections;
 mod error;
 mod flows;
 mod metrics;
@@ -73,6 +74,7 @@ pub(crate) fn api_routes() -> routing::ApiRoutes {
         .merge(flows::routes())
         .merge(runs::routes())
         .merge(team::routes())
+        .merge(connections::routes())
 }
 
 /// Now, in Unix milliseconds.

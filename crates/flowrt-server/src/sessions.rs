@@ -78,25 +78,6 @@ impl Manager {
         };
     }
 
-    /// The stored connections among those the flow names, decrypted, as the JSON list an agent
-    /// reads from its stdin. Nothing else of the store reaches a session.
-    fn connections_for(&self, flow: &flowrt_flow::Flow) -> ApiResult<backend::SecretText> {
-        let store = flowrt_store::ConnectionStore::open(&self.home)
-            .map_err(|e| ApiErr::internal("opening the connections", e))?;
-        let mut used = Vec::new();
-        for name in flow.connection_candidates() {
-            if let Some(c) = store
-                .get(&name)
-                .map_err(|e| ApiErr::internal("reading a connection", e))?
-            {
-                used.push(c);
-            }
-        }
-        serde_json::to_string(&used)
-            .map(backend::SecretText)
-            .map_err(|e| ApiErr::internal("handing over connections", e))
-    }
-
     pub fn workdir(&self, id: &str) -> PathBuf {
         self.home.join("sessions").join(id)
     }
@@ -284,11 +265,19 @@ impl Manager {
             .await?
             .iter()
             .any(|u| u.id == s.owner && u.role == flowrt_store::Role::Owner);
-        let connections = if owners_session {
-            self.connections_for(&flow)?
-        } else {
-            backend::SecretText("[]".into())
-        };
+        // Of the connections the flow names, only those its owner may use reach the session,
+        // decrypted, over the agent's stdin: nothing else of the store does.
+        let used = crate::connections::for_session(
+            &self.store,
+            &self.home,
+            &s.owner,
+            owners_session,
+            &flow.connection_candidates().into_iter().collect::<Vec<_>>(),
+        )
+        .await?;
+        let connections = serde_json::to_string(&used)
+            .map(backend::SecretText)
+            .map_err(|e| ApiErr::internal("handing over connections", e))?;
         // A prompty flow is a file in its snapshot: the agent loads that file of its copy.
         let entry = std::path::Path::new(&s.flow_dir)
             .is_file()

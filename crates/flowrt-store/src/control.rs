@@ -248,6 +248,70 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    // ---- workspace connections ----
+
+    /// Record (or update) that `owner` has connection `name`, shared or not.
+    pub async fn put_connection(
+        &self,
+        owner: &str,
+        name: &str,
+        kind: &str,
+        shared: bool,
+    ) -> Result<ConnectionRecord, StoreError> {
+        sqlx::query(
+            "INSERT INTO connections (owner, name, kind, shared, created) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (owner, name) DO UPDATE SET kind = excluded.kind, shared = excluded.shared",
+        )
+        .bind(owner)
+        .bind(name)
+        .bind(kind)
+        .bind(shared)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot record connection `{name}`")))?;
+        self.list_connections()
+            .await?
+            .into_iter()
+            .find(|c| c.owner == owner && c.name == name)
+            .ok_or_else(|| StoreError::NotFound {
+                what: "connection",
+                name: name.to_string(),
+            })
+    }
+
+    /// Every workspace connection, oldest first.
+    pub async fn list_connections(&self) -> Result<Vec<ConnectionRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT owner, name, kind, shared, created FROM connections ORDER BY created, name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db("cannot list connections"))?;
+        rows.iter()
+            .map(|r| {
+                Ok(ConnectionRecord {
+                    owner: get(r, "owner")?,
+                    name: get(r, "name")?,
+                    kind: get(r, "kind")?,
+                    shared: get(r, "shared")?,
+                    created: get(r, "created")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Forget `owner`'s connection `name`; whether there was one.
+    pub async fn delete_connection(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM connections WHERE owner = ? AND name = ?")
+            .bind(owner)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot delete connection `{name}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     // ---- tokens ----
 
     /// A new token for user `user_id`, refused after `expires` (Unix ms) when given. Returns

@@ -24,8 +24,9 @@ pub mod snapshot;
 
 pub use control::{Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
 pub use records::{
-    AuditEntry, Compute, ComputeKind, ComputeStatus, EnvironmentRecord, FlowRecord, Identity,
-    NewSession, Role, RunKind, RunRecord, RunStatus, Session, TokenRecord, User,
+    AuditEntry, Compute, ComputeKind, ComputeStatus, ConnectionRecord, EnvironmentRecord,
+    FlowRecord, Identity, NewSession, Role, RunKind, RunRecord, RunStatus, Session, TokenRecord,
+    User,
 };
 
 pub use error::StoreError;
@@ -98,6 +99,8 @@ struct StoredConnection {
 #[derive(Debug)]
 pub struct ConnectionStore {
     home: PathBuf,
+    /// Where the connection files are: `<home>/connections`, or a workspace user's folder.
+    dir: PathBuf,
     key: OnceLock<SecretKey>,
 }
 
@@ -107,8 +110,25 @@ impl ConnectionStore {
     pub fn open(home: &Path) -> Result<Self, StoreError> {
         Ok(Self {
             home: home.to_path_buf(),
+            dir: home.join(CONNECTIONS_DIR),
             key: OnceLock::new(),
         })
+    }
+
+    /// The connections a workspace user created on a server under `home`: their own folder
+    /// (`<home>/workspace/connections/<user id>`), sealed with the same key.
+    pub fn for_user(home: &Path, user_id: &str) -> Result<Self, StoreError> {
+        validate_name(user_id)?;
+        Ok(Self {
+            home: home.to_path_buf(),
+            dir: home.join("workspace").join(CONNECTIONS_DIR).join(user_id),
+            key: OnceLock::new(),
+        })
+    }
+
+    /// Parse promptflow connection YAML text; `origin` names it in errors.
+    pub fn parse_yaml_text(text: &str, origin: &str) -> Result<Connection, StoreError> {
+        parse::parse_str(text, Path::new(origin))
     }
 
     /// The home directory this store lives in.
@@ -230,7 +250,7 @@ impl ConnectionStore {
     }
 
     fn connections_dir(&self) -> PathBuf {
-        self.home.join(CONNECTIONS_DIR)
+        self.dir.clone()
     }
 
     fn path_of(&self, name: &str) -> PathBuf {

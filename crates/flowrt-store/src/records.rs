@@ -298,3 +298,17 @@ impl From<&FlowRecord> for flowrt_api::responses::FlowVersion {
         }
     }
 }
+
+/// Whose a workspace connection is, and whether the workspace may use it. Its fields and sealed
+/// secrets are in the owner's connection folder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionRecord {
+    /// The owning user id.
+    pub owner: String,
+    pub name: String,
+    /// `open_ai`, `azure_open_ai`, `custom`, ...
+    pub kind: String,
+    /// Every data scientist's flows may use it, not only its owner's.
+    pub shared: bool,
+    pub created: i64,
+}

@@ -182,22 +182,50 @@ enum DataCommand {
 enum ConnectionCommand {
     /// Create or replace a connection from promptflow's connection YAML.
     ///
-    /// Secrets are encrypted at rest under FLOWRT_HOME and never printed.
+    /// Secrets are encrypted at rest under FLOWRT_HOME and never printed. With --workspace the
+    /// connection goes to the server's workspace instead: yours, for your sessions' flows (and,
+    /// with --shared, every data scientist's).
     Create {
         /// A connection YAML (name, type: open_ai|azure_open_ai|custom|serverless, ...).
         #[arg(long, short)]
         file: PathBuf,
+        #[command(flatten)]
+        place: WorkspaceOpt,
+        /// With --workspace: let every data scientist's flows use it.
+        #[arg(long, requires = "workspace")]
+        shared: bool,
     },
     /// List connections (secrets masked).
     List {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        place: WorkspaceOpt,
     },
     /// Show one connection (secrets masked).
-    Show { name: String },
+    Show {
+        name: String,
+        #[command(flatten)]
+        place: WorkspaceOpt,
+    },
     /// Delete a connection.
-    Delete { name: String },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        place: WorkspaceOpt,
+    },
+}
+
+/// Where a connection command acts: this machine (default) or a server's workspace.
+#[derive(clap::Args)]
+struct WorkspaceOpt {
+    /// The server's workspace (--server, else FLOWRT_SERVER) instead of this machine.
+    #[arg(long)]
+    workspace: bool,
+    /// The server's URL (with --workspace).
+    #[arg(long, requires = "workspace")]
+    server: Option<String>,
 }
 
 /// A user-facing failure with the exit code it maps to.
@@ -341,13 +369,39 @@ fn validate(flow_dir: &std::path::Path) -> Result<u8> {
 }
 
 fn connection(cmd: ConnectionCommand) -> Result<u8> {
+    let place = match &cmd {
+        ConnectionCommand::Create { place, .. }
+        | ConnectionCommand::List { place, .. }
+        | ConnectionCommand::Show { place, .. }
+        | ConnectionCommand::Delete { place, .. } => place,
+    };
+    if place.workspace {
+        let server = place.server.clone();
+        return session_cmd::workspace_connection(
+            match cmd {
+                ConnectionCommand::Create { file, shared, .. } => {
+                    session_cmd::ConnectionAction::Create { file, shared }
+                }
+                ConnectionCommand::List { json, .. } => {
+                    session_cmd::ConnectionAction::List { json }
+                }
+                ConnectionCommand::Show { name, .. } => {
+                    session_cmd::ConnectionAction::Show { name }
+                }
+                ConnectionCommand::Delete { name, .. } => {
+                    session_cmd::ConnectionAction::Delete { name }
+                }
+            },
+            server.as_deref(),
+        );
+    }
     let store = flowrt_store::ConnectionStore::open(&flowrt_store::flowrt_home())?;
     match cmd {
-        ConnectionCommand::Create { file } => {
+        ConnectionCommand::Create { file, .. } => {
             let conn = store.create_from_file(&file)?;
             println!("{}", serde_json::to_string_pretty(&flowrt_store::masked(&conn))?);
         }
-        ConnectionCommand::List { json } => {
+        ConnectionCommand::List { json, .. } => {
             let all = store.list()?;
             if json {
                 let v: Vec<_> = all.iter().map(flowrt_store::masked).collect();
@@ -362,11 +416,11 @@ fn connection(cmd: ConnectionCommand) -> Result<u8> {
                 fmt::print_table(&t);
             }
         }
-        ConnectionCommand::Show { name } => match store.get(&name)? {
+        ConnectionCommand::Show { name, .. } => match store.get(&name)? {
             Some(conn) => println!("{}", serde_json::to_string_pretty(&flowrt_store::masked(&conn))?),
             None => anyhow::bail!("connection '{name}' does not exist\nhint: `flowrt connection list` shows the connections"),
         },
-        ConnectionCommand::Delete { name } => {
+        ConnectionCommand::Delete { name, .. } => {
             if !store.delete(&name)? {
                 anyhow::bail!("connection '{name}' does not exist\nhint: `flowrt connection list` shows the connections");
             }

@@ -345,6 +345,65 @@ fn parse_idle(s: &str) -> Result<u64> {
         .map_err(|e| anyhow!(e))
 }
 
+/// A connection command against a server's workspace.
+pub enum ConnectionAction {
+    Create { file: PathBuf, shared: bool },
+    List { json: bool },
+    Show { name: String },
+    Delete { name: String },
+}
+
+pub fn workspace_connection(action: ConnectionAction, server: Option<&str>) -> Result<u8> {
+    let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
+    block(async move {
+        match action {
+            ConnectionAction::Create { file, shared } => {
+                // Parse here first: a bad file is named with its path, and nothing is sent.
+                flowrt_store::ConnectionStore::parse_yaml(&file)?;
+                let yaml = fs_err::read_to_string(&file)?;
+                let v = remote
+                    .call(
+                        "POST",
+                        "/api/v1/connections",
+                        Some(json!({"yaml": yaml, "shared": shared})),
+                    )
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            ConnectionAction::List { json } => {
+                let all = remote.call("GET", "/api/v1/connections", None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&all)?);
+                } else {
+                    let mut t = crate::fmt::table(&["NAME", "TYPE", "OWNER", "SHARED"], &[]);
+                    for c in all.as_array().into_iter().flatten() {
+                        t.add_row(vec![
+                            c["name"].as_str().unwrap_or(""),
+                            c["type"].as_str().unwrap_or(""),
+                            c["owner"].as_str().unwrap_or(""),
+                            if c["shared"] == true { "yes" } else { "no" },
+                        ]);
+                    }
+                    crate::fmt::print_table(&t);
+                }
+            }
+            ConnectionAction::Show { name } => {
+                let v = remote
+                    .call("GET", &format!("/api/v1/connections/{name}"), None)
+                    .await?;
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            ConnectionAction::Delete { name } => {
+                remote
+                    .call("DELETE", &format!("/api/v1/connections/{name}"), None)
+                    .await?;
+                eprintln!("deleted connection '{name}' from the workspace");
+            }
+        }
+        Ok(0)
+    })
+}
+
 fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -2337,6 +2337,53 @@ fn every_answer_matches_the_schema_the_document_gives_it() {
     call("get", "/api/v1/computes/{name}", "/api/v1/computes/box", "");
     call("post", "/api/v1/users", "/api/v1/users", r#"{"nmae": "x"}"#);
 
+    let yaml = "name: c1\ntype: custom\nconfigs: {a: b}\nsecrets: {k: hidden-value}\n";
+    let created = call(
+        "post",
+        "/api/v1/connections",
+        "/api/v1/connections",
+        &json!({"yaml": yaml, "shared": true}).to_string(),
+    );
+    assert_eq!(created["secrets"]["k"], "******");
+    call("get", "/api/v1/connections", "/api/v1/connections", "");
+    call(
+        "get",
+        "/api/v1/connections/{name}",
+        "/api/v1/connections/c1",
+        "",
+    );
+    call(
+        "delete",
+        "/api/v1/connections/{name}",
+        "/api/v1/connections/c1",
+        "",
+    );
+    call("get", "/api/v1/tokens", "/api/v1/tokens", "");
+    call(
+        "post",
+        "/api/v1/tokens",
+        "/api/v1/tokens",
+        r#"{"expires_in_s": 60}"#,
+    );
+    call("get", "/api/v1/audit", "/api/v1/audit?limit=5", "");
+    call(
+        "post",
+        "/api/v1/users/{name}/roles",
+        "/api/v1/users/ann/roles",
+        r#"{"role": "access-admin"}"#,
+    );
+    call(
+        "delete",
+        "/api/v1/users/{name}/roles/{role}",
+        "/api/v1/users/ann/roles/access-admin",
+        "",
+    );
+    call(
+        "post",
+        "/api/v1/users/{name}/disable",
+        "/api/v1/users/ann/disable",
+        "",
+    );
     call("get", "/api/v1/flows", "/api/v1/flows", "");
     call(
         "get",
@@ -2977,4 +3024,118 @@ fn every_route_with_every_role_gets_the_status_its_permission_says() {
             assert_eq!(status, expected, "{who}: {method} {path}: {e}");
         }
     }
+}
+
+/// Connections on the server: a user's own reach only that user's sessions until shared; a
+/// secret is in no response, log or file in plain text; only its owner deletes one.
+#[test]
+fn workspace_connections_are_their_creators_until_shared_and_their_secrets_never_show() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let mut tokens = Vec::new();
+    for name in ["mia", "ann"] {
+        let out = server.ok(&["user", "create", name]);
+        tokens.push(out.trim().to_string());
+    }
+    let (mia, ann) = (tokens[0].clone(), tokens[1].clone());
+    let run = |token: &str, args: &[&str]| -> (bool, String) {
+        let out = server.cli_as(token, args);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let secret = "mias-secret-value-90210";
+    let file = home.path().join("conn.yaml");
+    std::fs::write(
+        &file,
+        format!("name: team_key\ntype: custom\nconfigs: {{region: north}}\nsecrets: {{key: {secret}}}\n"),
+    )
+    .unwrap();
+    let (ok, shown) = run(
+        &mia,
+        &[
+            "connection",
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+            "--workspace",
+        ],
+    );
+    assert!(ok, "{shown}");
+    assert!(
+        shown.contains("\"owner\": \"mia\"") && shown.contains("******"),
+        "{shown}"
+    );
+    assert!(!shown.contains(secret));
+    let (_d, dir) = flow("conn_reader");
+    for (token, name) in [(&mia, "mias"), (&ann, "anns")] {
+        let (ok, out) = run(
+            token,
+            &["flow", "push", dir.to_str().unwrap(), "--name", name],
+        );
+        assert!(ok, "{out}");
+    }
+    let start = |token: &str, flow: &str| -> String {
+        let out = server.cli_as(
+            token,
+            &["session", "start", "--flow", flow, "--idle-timeout", "0"],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        stdout.lines().last().unwrap().trim().to_string()
+    };
+    let test = |token: &str, id: &str| run(token, &["flow", "test", "x", "--session", id]);
+    // Mia's session gets her connection; Ann's gets none: it is not shared.
+    let (ok, out) = test(&mia, &start(&mia, "mias"));
+    assert!(ok && out.contains(secret), "{out}");
+    let (ok, out) = test(&ann, &start(&ann, "anns"));
+    assert!(
+        !ok && out.contains("team_key") && !out.contains(secret),
+        "{out}"
+    );
+    let (ok, out) = run(&ann, &["connection", "list", "--workspace", "--json"]);
+    assert!(ok && out.trim() == "[]", "{out}");
+    // Shared, it reaches Ann's next session; she sees it masked and cannot delete it.
+    let (ok, out) = run(
+        &mia,
+        &[
+            "connection",
+            "create",
+            "--file",
+            file.to_str().unwrap(),
+            "--workspace",
+            "--shared",
+        ],
+    );
+    assert!(ok, "{out}");
+    let (ok, out) = test(&ann, &start(&ann, "anns"));
+    assert!(ok && out.contains(secret), "{out}");
+    let (ok, out) = run(&ann, &["connection", "show", "team_key", "--workspace"]);
+    assert!(
+        ok && out.contains("\"shared\": true") && !out.contains(secret),
+        "{out}"
+    );
+    let (ok, out) = run(&ann, &["connection", "delete", "team_key", "--workspace"]);
+    assert!(!ok && out.contains("only its owner"), "{out}");
+    // The secret is sealed on disk and in no log (the YAML it came from aside).
+    std::fs::remove_file(&file).unwrap();
+    for path in walk(home.path()) {
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+        assert!(
+            !text.contains(secret),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+    let (ok, out) = run(&mia, &["connection", "delete", "team_key", "--workspace"]);
+    assert!(ok, "{out}");
 }
