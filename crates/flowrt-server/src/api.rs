@@ -244,7 +244,7 @@ async fn list_computes(
     let all = state.store.list_computes().await?;
     Ok(Json(
         all.iter()
-            .filter(|c| caller.may_access(&c.owner))
+            .filter(|c| c.owner == caller.0.id || caller.is_admin())
             .map(ComputeView::from)
             .collect(),
     ))
@@ -281,18 +281,33 @@ async fn owned_compute(
     caller: &Caller,
     name: &str,
 ) -> ApiResult<flowrt_store::Compute> {
-    let c = state
-        .store
-        .get_compute(name)
-        .await?
-        .ok_or_else(|| ApiErr::not_found(format!("compute '{name}' does not exist")))?;
-    if !caller.may_access(&c.owner) {
-        // Compute instances are isolated per user: others cannot even see them.
-        return Err(ApiErr::not_found(format!(
-            "compute '{name}' does not exist"
-        )));
+    // Names are each user's own: the caller's compute of that name, else (for admins, who
+    // manage everyone's) the one other user's. Others cannot even see that one exists.
+    let missing = || {
+        ApiErr::not_found(format!(
+            "compute '{name}' does not exist; `flowrt compute list` shows yours"
+        ))
+    };
+    if let Some(c) = state.store.get_compute(&caller.0.id, name).await? {
+        return Ok(c);
     }
-    Ok(c)
+    if !caller.is_admin() {
+        return Err(missing());
+    }
+    let mut named: Vec<_> = state
+        .store
+        .list_computes()
+        .await?
+        .into_iter()
+        .filter(|c| c.name == name)
+        .collect();
+    match named.len() {
+        0 => Err(missing()),
+        1 => Ok(named.remove(0)),
+        _ => Err(ApiErr::conflict(format!(
+            "several users have a compute instance named '{name}'; ask its user to act on it"
+        ))),
+    }
 }
 
 async fn show_compute(
@@ -317,10 +332,16 @@ async fn set_compute(
             "compute '{name}' is assigned to another user"
         )));
     }
-    state.store.set_compute_status(name, status).await?;
-    Ok(Json(ComputeView::from(
-        &owned_compute(state, caller, name).await?,
-    )))
+    state
+        .store
+        .set_compute_status(&c.owner, name, status)
+        .await?;
+    let updated = state
+        .store
+        .get_compute(&c.owner, name)
+        .await?
+        .ok_or_else(|| ApiErr::not_found(format!("compute '{name}' does not exist")))?;
+    Ok(Json(ComputeView::from(&updated)))
 }
 
 async fn start_compute(
@@ -350,7 +371,7 @@ async fn delete_compute(
             "compute '{name}' is assigned to another user"
         )));
     }
-    state.store.delete_compute(&name).await?;
+    state.store.delete_compute(&c.owner, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -673,17 +673,16 @@ async fn start(
             }
         };
     if let Some(compute) = &req.compute {
+        // Only the caller's own compute instances take their sessions.
         let c = state
             .store
-            .get_compute(compute)
+            .get_compute(&caller.0.id, compute)
             .await?
-            .filter(|c| caller.may_access(&c.owner))
-            .ok_or_else(|| ApiErr::not_found(format!("compute '{compute}' does not exist")))?;
-        if c.owner != caller.0.id {
-            return Err(ApiErr::forbidden(format!(
-                "compute instance '{compute}' is assigned to another user"
-            )));
-        }
+            .ok_or_else(|| {
+                ApiErr::not_found(format!(
+                    "you have no compute instance '{compute}'; `flowrt compute list` shows yours, `flowrt compute create {compute}` makes one"
+                ))
+            })?;
         if c.status != flowrt_store::ComputeStatus::Running {
             return Err(ApiErr::conflict(format!("compute instance '{compute}' is stopped; start it with `flowrt compute start {compute}`")));
         }

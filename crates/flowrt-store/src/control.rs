@@ -469,11 +469,17 @@ impl Store {
         Ok(compute)
     }
 
-    /// The compute `name`.
-    pub async fn get_compute(&self, name: &str) -> Result<Option<Compute>, StoreError> {
+    /// User `owner`'s compute `name` (names are each user's own).
+    pub async fn get_compute(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<Option<Compute>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, kind, size, owner, status, created FROM computes WHERE name = ?",
+            "SELECT name, kind, size, owner, status, created FROM computes
+             WHERE owner = ? AND name = ?",
         )
+        .bind(owner)
         .bind(name)
         .fetch_optional(&self.pool)
         .await
@@ -484,7 +490,7 @@ impl Store {
     /// Every compute, by name.
     pub async fn list_computes(&self) -> Result<Vec<Compute>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, kind, size, owner, status, created FROM computes ORDER BY name",
+            "SELECT name, kind, size, owner, status, created FROM computes ORDER BY name, owner",
         )
         .fetch_all(&self.pool)
         .await
@@ -495,11 +501,13 @@ impl Store {
     /// Start or stop a compute; `false` when there is none.
     pub async fn set_compute_status(
         &self,
+        owner: &str,
         name: &str,
         status: ComputeStatus,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE computes SET status = ? WHERE name = ?")
+        let done = sqlx::query("UPDATE computes SET status = ? WHERE owner = ? AND name = ?")
             .bind(enc(&status))
+            .bind(owner)
             .bind(name)
             .execute(&self.pool)
             .await
@@ -508,8 +516,9 @@ impl Store {
     }
 
     /// Delete a compute; `false` when there was none.
-    pub async fn delete_compute(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM computes WHERE name = ?")
+    pub async fn delete_compute(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM computes WHERE owner = ? AND name = ?")
+            .bind(owner)
             .bind(name)
             .execute(&self.pool)
             .await

@@ -81,7 +81,10 @@ async fn computes_round_trip() {
         .await
         .unwrap();
     assert_eq!(c.status, ComputeStatus::Running);
-    assert_eq!(store.get_compute("ci-1").await.unwrap(), Some(c.clone()));
+    assert_eq!(
+        store.get_compute(&ada.id, "ci-1").await.unwrap(),
+        Some(c.clone())
+    );
     assert!(matches!(
         store
             .create_compute("ci-1", ComputeKind::Serverless, SessionSize::Small, &ada.id)
@@ -89,19 +92,19 @@ async fn computes_round_trip() {
         Err(StoreError::Exists { .. })
     ));
     assert!(store
-        .set_compute_status("ci-1", ComputeStatus::Stopped)
+        .set_compute_status(&ada.id, "ci-1", ComputeStatus::Stopped)
         .await
         .unwrap());
     assert!(!store
-        .set_compute_status("nope", ComputeStatus::Stopped)
+        .set_compute_status(&ada.id, "nope", ComputeStatus::Stopped)
         .await
         .unwrap());
     let all = store.list_computes().await.unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!(all[0].status, ComputeStatus::Stopped);
     assert_eq!(all[0].size, SessionSize::Medium);
-    assert!(store.delete_compute("ci-1").await.unwrap());
-    assert_eq!(store.get_compute("ci-1").await.unwrap(), None);
+    assert!(store.delete_compute(&ada.id, "ci-1").await.unwrap());
+    assert_eq!(store.get_compute(&ada.id, "ci-1").await.unwrap(), None);
     // an unknown owner is refused
     assert!(store
         .create_compute("ci-2", ComputeKind::Instance, SessionSize::Small, "u-ghost")

@@ -3139,3 +3139,67 @@ fn workspace_connections_are_their_creators_until_shared_and_their_secrets_never
     let (ok, out) = run(&mia, &["connection", "delete", "team_key", "--workspace"]);
     assert!(ok, "{out}");
 }
+
+/// Compute names are each user's own, so creating one tells nothing of anyone else's (found by
+/// probing: a 409 on create leaked that a colleague had one); bad user and compute names are
+/// refused, naming the rule.
+#[test]
+fn compute_names_are_per_user_and_bad_names_are_refused() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let owner = format!("Bearer {}", server.token());
+    let api = |method: &str, path: &str, auth: &str, body: &str| {
+        let (status, _, text) = http(
+            method,
+            &format!("{}{path}", server.url),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        );
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let mut users = Vec::new();
+    for name in ["alice", "bob"] {
+        let (_, u) = api(
+            "POST",
+            "/api/v1/users",
+            &owner,
+            &json!({"name": name, "role": "user"}).to_string(),
+        );
+        users.push(format!("Bearer {}", u["token"].as_str().unwrap()));
+    }
+    let (alice, bob) = (&users[0], &users[1]);
+    let body = r#"{"name": "box", "size": "small"}"#;
+    assert_eq!(api("POST", "/api/v1/computes", alice, body).0, 201);
+    // Bob's "box" is his own: no 409 tells him Alice has one.
+    let (status, b) = api("POST", "/api/v1/computes", bob, body);
+    assert_eq!(status, 201, "{b}");
+    assert_eq!(api("POST", "/api/v1/computes/box/stop", bob, "").0, 200);
+    let (_, a) = api("GET", "/api/v1/computes/box", alice, "");
+    assert_eq!(a["status"], "Running", "Bob stopped only his own: {a}");
+    // Creating a second one of the same name is the creator's own conflict.
+    let (status, e) = api("POST", "/api/v1/computes", alice, body);
+    assert_eq!(status, 409, "{e}");
+    for bad in ["", "a/b", "a\u{0}b", &"x".repeat(5000), "..", "-x"] {
+        let (status, e) = api(
+            "POST",
+            "/api/v1/computes",
+            alice,
+            &json!({"name": bad}).to_string(),
+        );
+        assert_eq!(status, 400, "compute {bad:?}: {e}");
+        let (status, e) = api(
+            "POST",
+            "/api/v1/users",
+            &owner,
+            &json!({"name": bad, "role": "user"}).to_string(),
+        );
+        assert_eq!(status, 400, "user {bad:?}: {e}");
+        assert!(e["message"].as_str().unwrap().contains("letters"), "{e}");
+    }
+}
