@@ -3,7 +3,8 @@
 //!
 //! Handlers are thin: they authorize, call the store or the session manager, and map errors to
 //! `{code, message}`. The server never runs user code: sessions are separate agent processes.
-//! `router(state)` builds the whole app so tests can call it without a socket.
+//! `router(state)` builds the whole app so tests can call it without a socket. It also serves the
+//! web UI's assets (`ui.rs`), which hold no data: every page reads the authenticated API.
 
 mod api;
 mod auth;
@@ -13,6 +14,8 @@ mod metrics;
 mod openapi;
 mod runs;
 mod sessions;
+mod ui;
+mod ui_api;
 
 pub use auth::Caller;
 pub use error::{ApiErr, ApiResult};
@@ -69,6 +72,8 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(flows::routes())
         .merge(runs::routes())
+        .merge(ui_api::routes())
+        .merge(ui::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::count,
