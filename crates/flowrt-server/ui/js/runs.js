@@ -4,7 +4,8 @@
 import { auth, get, post, follow } from './api.js';
 import { h, clear, fmtDur, fmtJson, badge, field, button, table, act, download } from './dom.js';
 
-const q = (name, session) => `${encodeURIComponent(name)}${session ? `?session=${encodeURIComponent(session)}` : ''}`;
+// A run's name, then an optional sub-resource, then which session's run it is.
+const q = (name, session, sub = '') => `${encodeURIComponent(name)}${sub}${session ? `?session=${encodeURIComponent(session)}` : ''}`;
 const runHref = (r) => `#/runs/${q(r.name, r.session)}`;
 
 function progressText(p) {
@@ -38,7 +39,7 @@ export async function list({ main, signal }) {
       r.duration_s ? ` · ${((r.completed_lines + r.failed_lines) / Math.max(r.duration_s, 0.001)).toFixed(1)} lines/s` : '');
     const st = h('td', {}, badge(r.status));
     if (r.status === 'Running') {
-      follow(`/api/v1/runs/${q(r.name, r.session)}/events`, signal, (name, data) => {
+      follow(`/api/v1/runs/${q(r.name, r.session, '/events')}`, signal, (name, data) => {
         if (name === 'progress') clear(prog, progressBar(data), ' ', progressText(data));
         if (name === 'end') clear(st, badge(data.status));
       });
@@ -108,7 +109,7 @@ async function submitForm(sessions, runs) {
       if (base.value) body.run = base.value;
       if (concurrency.value) body.concurrency = Number(concurrency.value);
       const r = await post('/api/v1/runs', body);
-      location.hash = `#/runs/${q(r.name, r.session)}`;
+      location.hash = `#/runs/${q(r.name, r.session)}&new=1`;
     } catch (e) {
       err.textContent = `${e.code}: ${e.message}`;
     }
@@ -149,7 +150,19 @@ function toCsv(lines) {
 export async function page({ main, params, query, signal }) {
   const name = params[0];
   const session = query.get('session');
-  let run = await get(`/api/v1/runs/${q(name, session)}`);
+  // A run just submitted has no record until its process has started: wait for it a little.
+  const fresh = query.get('new');
+  let run = null;
+  for (const t0 = Date.now(); !run;) {
+    try {
+      run = await get(`/api/v1/runs/${q(name, session)}`);
+    } catch (e) {
+      if (!fresh || e.status !== 404 || Date.now() - t0 > 20000 || signal.aborted) throw e;
+      clear(main, h('p', { class: 'muted', role: 'status' }, `Starting run ${name}…`));
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  clear(main);
   const sess = run.session;
   const head = h('div', { class: 'bar' });
   const prog = h('p', { class: 'progress', id: 'run-progress', role: 'status' });
@@ -161,10 +174,10 @@ export async function page({ main, params, query, signal }) {
   const drawHead = () => {
     clear(head, h('h1', {}, 'Run ', h('code', {}, run.name)), h('span', { id: 'run-status' }, badge(run.status)),
       h('span', { class: 'muted' }, `session `, h('a', { href: `#/sessions/${sess}` }, sess), run.base_run ? [' · base run ', h('a', { href: `#/runs/${encodeURIComponent(run.base_run)}` }, run.base_run)] : null, run.variant ? ` · variant ${run.variant}` : ''),
-      auth.mayModify(auth.me.id) && run.status === 'Running' ? button('Cancel', (e) => act(e.target, () => post(`/api/v1/runs/${q(run.name, sess)}/cancel`))) : null,
+      auth.mayModify(auth.me.id) && run.status === 'Running' ? button('Cancel', (e) => act(e.target, () => post(`/api/v1/runs/${q(run.name, sess, '/cancel')}`))) : null,
       auth.writer && run.status !== 'Running' && (run.failed_lines > 0 || run.status !== 'Completed') ? button('Resume (re-run failed lines)', (e) => act(e.target, async () => {
         const r = await post('/api/v1/runs', { session: sess, name: `${run.name}-resume-${Date.now() % 100000}`, resume_from: run.name, column_mapping: {} });
-        location.hash = `#/runs/${q(r.name, r.session)}`;
+        location.hash = `#/runs/${q(r.name, r.session)}&new=1`;
       })) : null,
       button('Download JSONL', () => download(`${run.name}.jsonl`, lines.map((l) => JSON.stringify({ line_number: l.line_number, ...(l.outputs || {}) })).join('\n') + '\n', 'application/x-ndjson')),
       button('Download CSV', () => download(`${run.name}.csv`, toCsv(lines), 'text/csv')));
@@ -172,7 +185,7 @@ export async function page({ main, params, query, signal }) {
     if (run.status !== 'Running') prog.textContent = `${run.completed_lines}/${run.total_lines} completed · ${run.failed_lines} failed · ${fmtDur(run.duration_s)}${run.duration_s ? ` · ${((run.completed_lines + run.failed_lines) / run.duration_s).toFixed(1)} lines/s` : ''}`;
   };
   const drawMetrics = async () => {
-    const m = await get(`/api/v1/runs/${q(run.name, sess)}/metrics`);
+    const m = await get(`/api/v1/runs/${q(run.name, sess, '/metrics')}`);
     const entries = Object.entries(m);
     clear(metricsBox, h('h2', { id: 'm-h' }, 'Metrics'), entries.length
       ? table(['Metric', 'Value'], entries.map(([k, v]) => h('tr', {}, h('td', {}, k), h('td', {}, fmtJson(v)))), { id: 'metrics' })
@@ -236,7 +249,7 @@ export async function page({ main, params, query, signal }) {
   await reload();
   await drawMetrics();
   if (run.status === 'Running') {
-    follow(`/api/v1/runs/${q(run.name, sess)}/events`, signal, async (ev, data) => {
+    follow(`/api/v1/runs/${q(run.name, sess, '/events')}`, signal, async (ev, data) => {
       if (ev === 'progress') clear(prog, progressBar(data), ' ', progressText(data));
       if (ev === 'line') {
         lines.push({ ...data, inputs: undefined, outputs: undefined });

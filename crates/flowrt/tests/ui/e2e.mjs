@@ -48,7 +48,8 @@ function assert(cond, what) {
 // A fresh context per user: its own sessionStorage, so tokens never mix.
 async function signedIn(token, viewport = { width: 1440, height: 900 }) {
   const ctx = await browser.newContext({ viewport });
-  await ctx.addInitScript((t) => { if (t) sessionStorage.setItem('flowrt.token', t); }, token);
+  // about:blank has no sessionStorage: only the UI's origin gets the token.
+  await ctx.addInitScript((t) => { if (t && location.protocol === 'http:') sessionStorage.setItem('flowrt.token', t); }, token);
   const page = await ctx.newPage();
   page.on('pageerror', (e) => console.log(`     page error: ${e.message}`));
   return { ctx, page };
@@ -149,7 +150,9 @@ try {
     const text = form.locator('input[data-input="text"]');
     await text.waitFor();
     await page.waitForFunction(() => document.querySelector('input[data-input="text"]')?.value === '${data.text}');
-    if (times) await form.locator('input[data-input="times"]').fill('${data.times}');
+    // The form maps every input to the data column of its name; the first run keeps the flow's
+    // default for times (2), the second reads 3 from the data, so 'repeated' differs on every line.
+    await form.locator('input[data-input="times"]').fill(times ? '${data.times}' : '');
     await form.getByRole('button', { name: 'Submit' }).click();
     await page.locator('#run-status').waitFor();
   };
