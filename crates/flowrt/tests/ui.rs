@@ -206,6 +206,38 @@ fn the_web_ui_in_headless_chromium() {
         "{}",
         String::from_utf8_lossy(&pushed.stderr)
     );
+    // A chat flow whose llm node talks to a fake OpenAI server that streams its replies.
+    let model = common::FakeOpenAi::start(0);
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!(
+            "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            model.base
+        ),
+    )
+    .unwrap();
+    let (_c, chat) = flow("chat");
+    // And a flow whose requirements name a package that does not exist: its session fails.
+    let (_b, bad) = flow("bad_reqs");
+    for args in [
+        vec!["connection", "create", "--file", conn.to_str().unwrap()],
+        vec!["flow", "push", chat.to_str().unwrap()],
+        vec!["flow", "push", bad.to_str().unwrap()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(&args)
+            .env("FLOWRT_HOME", home.path())
+            .env("FLOWRT_SERVER", &server.url)
+            .env("FLOWRT_TOKEN", &alice)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     fifty_sessions(home.path(), &perf_id);
 
     let data = home.path().join("lines.jsonl");
@@ -224,6 +256,7 @@ fn the_web_ui_in_headless_chromium() {
         .env("TOKEN_BOB", &bob)
         .env("TOKEN_VIEWER", &viewer)
         .env("TOKEN_PERF", &perf)
+        .env("TOKEN_OWNER", server.owner())
         .env("DATA_FILE", &data)
         .env("SCREENSHOTS", &shots)
         .env("CHROMIUM", CHROMIUM)

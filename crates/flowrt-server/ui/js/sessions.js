@@ -37,11 +37,14 @@ function phaseView(s) {
   }));
 }
 
-// The line of a failed session's log tail that says what went wrong (a pip error, a missing module).
+// The line that says what went wrong (the pip/uv error, the missing module), from the failure's
+// reason (uv's stderr tail) and the log tail: the most specific cause, else the last error line.
 export function failingLine(s) {
-  const lines = String(s.log_tail || '').split('\n').map((l) => l.trim()).filter(Boolean);
-  const hit = [...lines].reverse().find((l) => /error|not found|no matching|no solution|because|failed|cannot|exception/i.test(l));
-  return hit || lines[lines.length - 1] || '';
+  const lines = `${String(s.reason || '').split('\n').slice(1).join('\n')}\n${s.log_tail || ''}`
+    .split('\n').map((l) => l.trim()).filter(Boolean);
+  const last = (re) => [...lines].reverse().find((l) => re.test(l));
+  return last(/because|not found|no matching|no module named|modulenotfounderror|importerror|permission denied/i)
+    || last(/error|failed|cannot|exception|traceback/i) || lines[lines.length - 1] || '';
 }
 
 function timeLeft(s) {
@@ -88,7 +91,8 @@ export async function list({ main, signal }) {
     }
     const status = h('td', { class: 'status' }, badge(s.status), ' ', phaseView(s));
     if (s.status === 'Failed') {
-      status.append(h('div', { class: 'reason' }, s.reason || ''), h('code', { class: 'failing' }, failingLine(s)));
+      const summary = String(s.reason || '').split('\n')[0];
+      status.append(h('div', { class: 'reason', title: s.reason || '' }, summary), h('code', { class: 'failing' }, failingLine(s)));
     }
     const left = h('td', { class: 'left' }, `${s.idle_timeout_s ? fmtDur(s.idle_timeout_s).replace(/\.\d+/, '') : 'never'} · `, h('span', {}, timeLeft(s)));
     const tr = h('tr', { 'data-id': s.id, 'data-status': s.status },
@@ -219,7 +223,7 @@ export async function detail({ main, params, signal }) {
       s.flow_ref ? h('a', { href: `#/flows/${encodeURIComponent(s.flow_ref)}` }, `Open flow ${s.flow_ref}`) : null,
       may && s.status !== 'Preparing' ? button(s.status === 'Running' ? 'Reset' : 'Start', (e) => act(e.target, () => post(`/api/v1/sessions/${id}/reset`))) : null,
       may && (s.status === 'Running' || s.status === 'Preparing') ? button('Stop', (e) => act(e.target, () => post(`/api/v1/sessions/${id}/stop`))) : null);
-    if (s.status === 'Failed') head.append(h('p', { class: 'error wide' }, s.reason || 'failed', ' ', h('code', { class: 'failing' }, failingLine(s))));
+    if (s.status === 'Failed') head.append(h('div', { class: 'error wide' }, h('pre', { class: 'log' }, s.reason || 'failed'), h('code', { class: 'failing' }, failingLine(s))));
   };
   const drawEnv = () => {
     const checkOut = h('span', { role: 'status', class: 'muted' });

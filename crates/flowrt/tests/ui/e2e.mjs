@@ -15,7 +15,7 @@ const env = (k) => {
 const BASE = env('FLOWRT_URL');
 const SHOTS = env('SCREENSHOTS');
 const DATA = env('DATA_FILE');
-const T = { alice: env('TOKEN_ALICE'), bob: env('TOKEN_BOB'), viewer: env('TOKEN_VIEWER'), perf: env('TOKEN_PERF') };
+const T = { alice: env('TOKEN_ALICE'), bob: env('TOKEN_BOB'), viewer: env('TOKEN_VIEWER'), perf: env('TOKEN_PERF'), owner: env('TOKEN_OWNER') };
 const metrics = { page_weights_bytes: {}, steps: {} };
 const started = Date.now();
 
@@ -81,7 +81,6 @@ try {
     const stored = await page.evaluate(() => sessionStorage.getItem('flowrt.token'));
     assert(stored === T.alice, 'the token is kept in sessionStorage');
     assert(!page.url().includes(T.alice), 'the token is not in the URL');
-    await weigh(page, 'sessions');
   });
 
   await step('start a session with advanced settings and watch it reach Running without a reload', async () => {
@@ -111,6 +110,21 @@ try {
     await shot(page, 'sessions');
   });
 
+  await step("a failing session shows its failing log line in the list", async () => {
+    await page.getByRole('button', { name: 'Start session…' }).click();
+    const dlg = page.getByRole('dialog');
+    await dlg.getByLabel('Flow').selectOption('bad_reqs@v1');
+    await dlg.getByRole('button', { name: 'Start', exact: true }).click();
+    await dlg.waitFor({ state: 'detached' });
+    const row = page.locator('#sessions tbody tr[data-status="Failed"]', { hasText: 'bad_reqs@v1' });
+    await row.waitFor({ timeout: 60000 });
+    const failing = await row.locator('code.failing').innerText();
+    assert(failing.includes('flowrt-no-such-package-xyz'), `the failing line names the package: ${failing}`);
+    const phases = await row.locator('.phases li').allTextContents();
+    console.log(`     phases: ${phases.join(' → ')}; failing line: ${failing.slice(0, 120)}`);
+    await shot(page, 'session-failed');
+  });
+
   await step('open the flow page, pick the session, test one line and read its output', async () => {
     await page.goto(`${BASE}/#/flows`);
     await page.locator('#flows a', { hasText: 'pipeline' }).first().click();
@@ -128,7 +142,6 @@ try {
     assert(await page.locator('svg.dag g.node.s-completed').count() >= 3, 'nodes are coloured by their state');
     assert(await page.locator('svg.dag g.node.s-bypassed').count() === 1, 'the inactive node is bypassed');
     await page.getByText(/Interactive tests stop after \d+ s/).waitFor();
-    await weigh(page, 'flow');
     await shot(page, 'flow');
   });
 
@@ -139,6 +152,34 @@ try {
     const detail = await page.locator('#span-detail').innerText();
     assert(detail.includes('stats') && detail.includes('Output'), `span details: ${detail.slice(0, 200)}`);
     await shot(page, 'trace-test');
+  });
+
+  await step('chat with a chat flow: the reply streams in, and its trace shows the LLM call', async () => {
+    await page.goto(`${BASE}/#/sessions`);
+    await page.getByRole('button', { name: 'Start session…' }).click();
+    const dlg = page.getByRole('dialog');
+    await dlg.getByLabel('Flow').selectOption('chat@v1');
+    await dlg.getByRole('button', { name: 'Start', exact: true }).click();
+    await dlg.waitFor({ state: 'detached' });
+    const row = page.locator('#sessions tbody tr', { hasText: 'chat@v1' });
+    await row.and(page.locator('[data-status="Running"]')).waitFor({ timeout: 60000 });
+    const chatId = await row.getAttribute('data-id');
+    await page.goto(`${BASE}/#/flows/chat`);
+    await page.locator('svg.dag g.node.t-llm[data-node="chat"]').waitFor();
+    await page.locator('#session-select').selectOption(chatId);
+    await page.getByLabel('question (string)').fill('hello there');
+    await page.getByRole('button', { name: 'Run line' }).click();
+    await page.locator('ol.chat li.assistant:not(.streaming)', { hasText: 'echo: hello there' }).waitFor({ timeout: 30000 });
+    await page.getByLabel('question (string)').fill('and again');
+    await page.getByRole('button', { name: 'Run line' }).click();
+    await page.locator('ol.chat li.assistant:not(.streaming)', { hasText: 'echo: and again' }).waitFor({ timeout: 30000 });
+    assert(await page.locator('ol.chat li').count() === 4, 'two questions and two replies');
+    await shot(page, 'chat');
+    await page.locator('#trace-link').click();
+    await page.locator('#spans .span-row.child[data-span="chat"]').click();
+    const detail = await page.locator('#span-detail').innerText();
+    assert(detail.includes('LLM') && detail.includes('Parameters'), `the LLM span: ${detail.slice(0, 300)}`);
+    await shot(page, 'trace-chat');
   });
 
   const submit = async (name, times) => {
@@ -177,7 +218,6 @@ try {
     assert(await page.locator('#lines tbody tr').count() === 0, 'no failed lines');
     await page.getByLabel('Status').selectOption('all');
     await page.locator('#lines th button', { hasText: 'Duration' }).click();
-    await weigh(page, 'run');
     await shot(page, 'run');
   });
 
@@ -186,7 +226,6 @@ try {
     await page.locator('#spans .span-row[data-span="repeat"]').waitFor();
     const rows = await page.locator('#spans .span-row').count();
     assert(rows >= 4, `the span tree has the flow and its nodes (${rows})`);
-    await weigh(page, 'trace');
     await shot(page, 'trace-line');
   });
 
@@ -202,7 +241,6 @@ try {
     assert(changed >= 20, `the changed 'repeated' cells are highlighted (${changed})`);
     const summary = await page.locator('#compare-summary').innerText();
     assert(summary.startsWith('20 of 20 lines differ'), summary);
-    await weigh(page, 'compare');
     await shot(page, 'compare');
   });
 
@@ -220,7 +258,6 @@ try {
     assert(text.includes('1.16.0') && text.includes('requirements'), `six is listed from requirements: ${text}`);
     await page.getByLabel('Filter packages').fill('six');
     await page.getByText('Every requirement is installed as pinned.').waitFor();
-    await weigh(page, 'session-details');
     await shot(page, 'session-details');
   });
 
@@ -228,6 +265,19 @@ try {
     await page.goto(`${BASE}/#/team`);
     await page.getByText('Only owners and admins manage the team.').waitFor();
     assert(await page.locator('#nav-team').isHidden(), 'a user sees no Team link');
+  });
+
+  await step('the owner manages the team: users, roles, compute instances and assignees', async () => {
+    const { page: o, ctx } = await signedIn(T.owner);
+    await o.goto(`${BASE}/#/team`);
+    await o.locator('#computes tr', { hasText: 'alice-box' }).waitFor();
+    assert((await o.locator('#computes tr', { hasText: 'alice-box' }).innerText()).includes('alice'), 'alice-box is assigned to alice');
+    await o.getByLabel('Name', { exact: true }).first().fill('carol');
+    await o.getByLabel('Role', { exact: true }).selectOption('viewer');
+    await o.getByRole('button', { name: 'Create user' }).click();
+    await o.locator('.token-out code').waitFor();
+    await shot(o, 'team');
+    await ctx.close();
   });
 
   await step('a viewer sees no start button and gets an error when forcing the request', async () => {
@@ -260,6 +310,23 @@ try {
     await b.goto(`${BASE}/#/sessions/${sessionId}`);
     await b.getByText(/NotFound: session .* does not exist/).waitFor();
     await ctx.close();
+  });
+
+  await step('each page weighs under 100 KB before data (fresh load)', async () => {
+    const routes = {
+      sessions: '#/sessions', 'session-details': `#/sessions/${sessionId}`, flows: '#/flows', flow: '#/flows/pipeline',
+      runs: '#/runs', run: '#/runs/batch-a', trace: '#/runs/batch-a/lines/3/trace', compare: '#/compare?runs=batch-a,batch-b',
+    };
+    // A new context per page: an empty cache, so every asset the page needs is counted.
+    for (const [name, hash] of Object.entries(routes)) {
+      const { page: w, ctx } = await signedIn(T.alice);
+      await w.goto(`${BASE}/${hash}`);
+      await w.locator('main h1').first().waitFor();
+      await w.waitForTimeout(300);
+      await weigh(w, name);
+      await ctx.close();
+    }
+    console.log(`     ${Object.entries(metrics.page_weights_bytes).map(([k, v]) => `${k} ${(v / 1024).toFixed(1)} KB`).join(', ')}`);
   });
 
   await step('draw a list of 50 sessions (time from navigation)', async () => {
