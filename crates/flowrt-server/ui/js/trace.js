@@ -6,19 +6,38 @@ import { h, clear, fmtDur, pre, badge } from './dom.js';
 
 const LLM = new Set(['llm', 'prompty', 'embedding']);
 
+// Resolve a node input as the flow wrote it (`${inputs.x}`, `${node.output.a[0]}`, a literal)
+// against this line's inputs and node outputs: what the node was actually given.
+function resolve(value, line, outputs) {
+  const m = typeof value === 'string' && value.match(/^\$\{([^}]+)\}$/);
+  if (!m) return value;
+  const parts = m[1].match(/[^.[\]]+/g) || [];
+  let v;
+  if (parts[0] === 'inputs') v = line.inputs || {};
+  else if (outputs.has(parts[0]) && parts[1] === 'output') { v = outputs.get(parts[0]); parts.shift(); } else return value;
+  for (const p of parts.slice(1)) {
+    if (v === null || v === undefined) return undefined;
+    const i = /^-?\d+$/.test(p) ? Number(p) : p;
+    v = Array.isArray(v) && typeof i === 'number' ? v[i < 0 ? v.length + i : i] : v[i];
+  }
+  return v;
+}
+
 function spans(line, flow) {
   const nodes = (line.node_runs || line.nodes || []).slice().sort((a, b) => a.start - b.start);
   const start = nodes.length ? Math.min(...nodes.map((n) => n.start)) : 0;
   const defs = new Map(((flow && flow.nodes) || []).map((n) => [n.name, n]));
   let cumulative = 0;
+  const outputs = new Map(nodes.map((n) => [n.node, n.output]));
   const children = nodes.map((n) => {
     const def = defs.get(n.node) || {};
+    const given = def.inputs ? Object.fromEntries(Object.entries(def.inputs).map(([k, v]) => [k, resolve(v, line, outputs)])) : undefined;
     const tokens = n.usage ? (n.usage.total_tokens || (n.usage.prompt_tokens || 0) + (n.usage.completion_tokens || 0)) : 0;
     cumulative += tokens;
     return {
       name: n.node, kind: LLM.has(def.type) || n.usage ? 'LLM' : 'Function', type: def.type, status: n.status,
       offset: n.start - start, duration: n.duration, output: n.output, error: n.error, logs: n.logs,
-      usage: n.usage, cumulative, params: def.inputs, connection: def.connection, api: def.api, source: def.source,
+      usage: n.usage, cumulative, params: def.inputs, inputs: given, connection: def.connection, api: def.api, source: def.source,
     };
   });
   const total = Math.max(line.duration || 0, ...children.map((c) => c.offset + c.duration), 0.001);
@@ -36,8 +55,9 @@ function detailOf(span) {
     u ? [h('h3', {}, 'Tokens'), h('dl', { class: 'tokens' },
       h('dt', {}, 'Prompt'), h('dd', {}, u.prompt_tokens ?? '–'), h('dt', {}, 'Completion'), h('dd', {}, u.completion_tokens ?? '–'),
       h('dt', {}, 'Total'), h('dd', {}, u.total_tokens ?? '–'), h('dt', {}, 'Cumulative (line so far)'), h('dd', {}, span.cumulative))] : null,
-    span.kind === 'LLM' && span.params ? [h('h3', {}, 'Parameters and messages (as the flow defines them)'), pre(span.params)] : null,
-    span.inputs ? [h('h3', {}, 'Inputs'), pre(span.inputs)] : null,
+    span.kind === 'LLM' && span.source ? [h('h3', {}, 'Prompt template'), h('p', {}, h('code', {}, span.source), ' rendered with the inputs below')] : null,
+    span.inputs ? [h('h3', {}, span.kind === 'LLM' ? 'Parameters and message inputs (resolved for this line)' : 'Inputs (resolved for this line)'), pre(span.inputs)] : null,
+    span.params && span.kind !== 'Flow' ? [h('h3', {}, 'As the flow defines them'), pre(span.params)] : null,
     span.output !== undefined ? [h('h3', {}, 'Output'), pre(span.output)] : null,
     span.error ? [h('h3', {}, 'Error'), pre(span.error)] : null,
     span.logs ? [h('h3', {}, 'Logs'), h('pre', { class: 'log' }, span.logs)] : null];
@@ -60,7 +80,7 @@ function render(main, title, line, flow) {
     return h('li', {}, b);
   });
   const tokens = children.reduce((a, c) => a + (c.usage ? c.usage.total_tokens || 0 : 0), 0);
-  main.append(h('div', { class: 'bar' }, h('h1', {}, title), badge(root.status), h('span', { class: 'muted' }, `${fmtDur(total)} · ${children.length} spans · ${tokens} tokens`)),
+  main.append(h('div', { class: 'bar' }, h('h1', {}, title), badge(root.status), h('span', { class: 'muted' }, `${fmtDur(total)} · ${children.length} span${children.length === 1 ? '' : 's'} · ${tokens} tokens`)),
     h('div', { class: 'trace-grid' },
       h('section', { class: 'card', 'aria-label': 'span tree and waterfall' }, h('ol', { class: 'spans', id: 'spans' }, rows)),
       detail));

@@ -178,7 +178,7 @@ try {
     await page.locator('#trace-link').click();
     await page.locator('#spans .span-row.child[data-span="chat"]').click();
     const detail = await page.locator('#span-detail').innerText();
-    assert(detail.includes('LLM') && detail.includes('Parameters'), `the LLM span: ${detail.slice(0, 300)}`);
+    assert(detail.includes('LLM') && detail.includes('Parameters') && detail.includes('"question": "and again"'), `the LLM span: ${detail.slice(0, 300)}`);
     await shot(page, 'trace-chat');
   });
 
@@ -211,6 +211,7 @@ try {
     await page.locator('#run-status', { hasText: 'Completed' }).waitFor({ timeout: 5000 });
     await page.locator('#run-progress', { hasText: '20/20 completed' }).waitFor();
     console.log(`     progress seen: ${[...seen].slice(0, 4).join(' | ')}`);
+    assert([...seen].some((p) => /^\s*([1-9]|1[0-9])\/20 done/.test(p)), 'progress was drawn while the run went on');
     await page.locator('#lines tbody tr').nth(19).waitFor();
     assert(await page.locator('#lines tbody tr').count() === 20, 'the per-line table has 20 lines');
     await page.locator('#timeline li').first().waitFor();
