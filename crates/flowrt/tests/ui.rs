@@ -193,7 +193,7 @@ fn the_web_ui_in_headless_chromium() {
     assert_eq!(status, 201, "{v}");
 
     // Alice pushes the flow the scenarios use; its first node takes a moment, so that a batch's
-    // progress can be watched while it goes (two workers: about 1.5 s for 20 lines).
+    // progress can be watched while it goes (one line at a time: about 2 s for 20 lines).
     let (_d, dir) = flow("pipeline");
     let stats = std::fs::read_to_string(dir.join("stats.py")).unwrap();
     std::fs::write(
@@ -202,7 +202,7 @@ fn the_web_ui_in_headless_chromium() {
             .replace("from promptflow", "import time\nfrom promptflow")
             .replace(
                 "    words = text.split()",
-                "    time.sleep(0.15)\n    words = text.split()",
+                "    time.sleep(0.1)\n    words = text.split()",
             ),
     )
     .unwrap();

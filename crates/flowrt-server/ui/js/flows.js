@@ -154,7 +154,7 @@ export async function page({ main, params, query, signal }) {
     clear(sessionSel, h('option', { value: '' }, mine.length ? 'choose a session' : 'no session for this flow'),
       mine.map((s) => h('option', { value: s.id, selected: s.id === keep, disabled: s.status !== 'Running' },
         `${s.id} · ${s.flow_ref} · ${s.status}${s.phase ? ` (${s.phase})` : ''}`)));
-    runBtn.disabled = !sessionSel.value;
+    runBtn.disabled = !sessionSel.value || !auth.writer;
   };
   const detail = h('aside', { class: 'card node-detail', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Select a node to see its settings.'));
   const showNode = (n) => {
@@ -198,7 +198,8 @@ export async function page({ main, params, query, signal }) {
     controls.set(name, [c, spec]);
     form.append(field(`${name} (${spec.type})`, c));
   }
-  form.append(h('div', { class: 'actions' }, runBtn), result);
+  form.append(h('div', { class: 'actions' }, runBtn,
+    auth.writer ? null : h('span', { class: 'muted' }, 'Viewers read flows; running a line needs the user role.')), result);
   main.append(form);
 
   const run = async () => {
@@ -258,11 +259,11 @@ export async function page({ main, params, query, signal }) {
       clear(result, h('p', { class: 'error' }, `${e.code || 'Error'}: ${e.message}`));
     } finally {
       clearInterval(tick);
-      runBtn.disabled = !sessionSel.value;
+      runBtn.disabled = !sessionSel.value || !auth.writer;
     }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); notify(null); run(); });
-  sessionSel.addEventListener('change', () => { runBtn.disabled = !sessionSel.value; });
+  sessionSel.addEventListener('change', () => { runBtn.disabled = !sessionSel.value || !auth.writer; });
   follow('/api/v1/sessions/events', signal, (name, s) => {
     if (name !== 'session') return;
     sessions.set(s.id, s);

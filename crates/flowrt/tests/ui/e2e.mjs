@@ -194,6 +194,8 @@ try {
     // The form maps every input to the data column of its name; the first run keeps the flow's
     // default for times (2), the second reads 3 from the data, so 'repeated' differs on every line.
     await form.locator('input[data-input="times"]').fill(times ? '${data.times}' : '');
+    // One line at a time for the first run (about 2 s), so its progress is seen as it goes.
+    if (!times) await form.getByLabel('Concurrency').fill('1');
     await form.getByRole('button', { name: 'Submit' }).click();
     await page.locator('#run-status').waitFor();
   };
