@@ -9,6 +9,21 @@ if ! command -v uv >/dev/null 2>&1 && ! python3 -m uv --version >/dev/null 2>&1 
   python3 -m pip install --quiet --user uv
 fi
 
+# The web UI's end-to-end tests drive Debian's Chromium with playwright-core (pinned in
+# crates/flowrt/tests/ui/package-lock.json); browsers are never downloaded by npm.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "==> installing chromium (apt-get)"
+  if [ "$(id -u)" -eq 0 ]; then
+    apt-get update && apt-get install -y chromium
+  else
+    sudo apt-get update && sudo apt-get install -y chromium
+  fi
+fi
+if [ ! -d crates/flowrt/tests/ui/node_modules/playwright-core ]; then
+  echo "==> installing playwright-core (npm ci)"
+  (cd crates/flowrt/tests/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

@@ -55,6 +55,25 @@ pub struct ConnectionView {
     pub created: i64,
 }
 
+/// `GET /api/v1/limits`: what the server bounds, as a page tells its users.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Limits {
+    /// An interactive (single-line) test fails after this many seconds.
+    pub interactive_timeout_s: f64,
+}
+
+/// `GET /api/v1/sessions/{id}/requirements`: a session's requirements file, as saved in the
+/// snapshot it runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Requirements {
+    /// The file's path inside the flow (`requirements.txt` unless the flow names another).
+    pub path: String,
+    /// Its text; empty when the flow has none.
+    pub text: String,
+    /// The flow version it was read from (`name@vN`).
+    pub flow_ref: Option<String>,
+}
+
 /// An API token's record; the token itself is shown once, when created.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TokenView {
@@ -463,6 +482,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<Health>("Health"),
         one::<UserView>("UserView"),
         one::<TokenView>("TokenView"),
+        one::<Limits>("Limits"),
+        one::<Requirements>("Requirements"),
         one::<ConnectionView>("ConnectionView"),
         one::<CreatedToken>("CreatedToken"),
         one::<AuditView>("AuditView"),

@@ -3,7 +3,8 @@
 //!
 //! Handlers are thin: they authorize, call the store or the session manager, and map errors to
 //! `{code, message}`. The server never runs user code: sessions are separate agent processes.
-//! `router(state)` builds the whole app so tests can call it without a socket.
+//! `router(state)` builds the whole app so tests can call it without a socket. It also serves the
+//! web UI's assets (`ui.rs`), which hold no data: every page reads the authenticated API.
 
 mod api;
 mod auth;
@@ -16,6 +17,8 @@ mod routing;
 mod runs;
 mod sessions;
 mod team;
+mod ui;
+mod ui_api;
 
 pub use auth::Caller;
 pub use error::{ApiErr, ApiResult};
@@ -75,6 +78,7 @@ pub(crate) fn api_routes() -> routing::ApiRoutes {
         .merge(runs::routes())
         .merge(team::routes())
         .merge(connections::routes())
+        .merge(ui_api::routes())
 }
 
 /// Now, in Unix milliseconds.
@@ -85,10 +89,11 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// The whole HTTP app.
+/// The whole HTTP app: the API, and the web UI's assets (which hold no data).
 pub fn router(state: AppState) -> Router {
     api_routes()
         .into_router()
+        .merge(ui::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             team::audit,

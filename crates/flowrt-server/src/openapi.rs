@@ -60,6 +60,8 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{name}/logs", "A run's log from ?offset=N (poll with the returned offset to follow it)."),
     ("post", "/api/v1/runs/{name}/cancel", "Cancel a running run; finished lines are kept for --resume-from."),
     ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), progress (counts, rate, time left), end."),
+    ("get", "/api/v1/sessions/{id}/requirements", "A session's saved requirements file {path, text, flow_ref} (what the web UI edits)."),
+    ("get", "/api/v1/limits", "The server's limits a page states: {interactive_timeout_s}."),
 ];
 
 /// What a successful answer carries.
@@ -92,6 +94,8 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
         ("post", "/api/v1/users") => one("201", Json("CreatedUser")),
         (_, p) if p.starts_with("/api/v1/users/{name}/") => one("200", Json("UserView")),
         ("get", "/api/v1/tokens") => one("200", List("TokenView")),
+        ("get", "/api/v1/limits") => one("200", Json("Limits")),
+        ("get", "/api/v1/sessions/{id}/requirements") => one("200", Json("Requirements")),
         ("get", "/api/v1/connections") => one("200", List("ConnectionView")),
         ("post", "/api/v1/connections") => one("201", Json("ConnectionView")),
         ("get", "/api/v1/connections/{name}") => one("200", Json("ConnectionView")),

@@ -129,6 +129,8 @@ impl Manager {
                     .store
                     .set_session_log_tail(&id, Some(&log_tail(&self.workdir(&id), 20)))
                     .await;
+                // Event streams show the failure and its log tail as it happens, not at the next change.
+                let _ = self.changes.send(id.clone());
             }
         }
     }
@@ -350,6 +352,8 @@ impl Manager {
             let reason = format!("the agent {reason}");
             let _ = self.transition(id, Event::AgentExited { reason }).await;
             let _ = self.store.set_session_log_tail(id, Some(&tail)).await;
+            // Again, now with the tail: a watcher sees what the agent said before it died.
+            let _ = self.changes.send(id.to_string());
         }
         let _ = self.store.update_session_agent(id, None, None).await;
     }

@@ -1,0 +1,116 @@
+// The authenticated API: every call sends the token from sessionStorage as a Bearer header.
+// Event streams are read with fetch() and a ReadableStream rather than EventSource, because
+// EventSource cannot send headers and a token must never travel in a URL.
+
+const KEY = 'flowrt.token';
+
+export const auth = {
+  get token() { return sessionStorage.getItem(KEY); },
+  set token(t) { if (t) sessionStorage.setItem(KEY, t); else sessionStorage.removeItem(KEY); },
+  me: null,
+  get writer() { return !!this.me && this.me.role !== 'viewer'; },
+  get admin() { return !!this.me && (this.me.role === 'owner' || this.me.role === 'admin'); },
+  // Mirrors the server's may_modify: admins, or the owner when not a viewer.
+  mayModify(owner) { return this.admin || (this.writer && this.me.id === owner); },
+};
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function fail(resp) {
+  let code = `HTTP${resp.status}`;
+  let message = resp.statusText || 'request failed';
+  try {
+    const body = await resp.json();
+    if (body && body.message) ({ code, message } = body);
+  } catch (_) { /* not JSON: keep the status line */ }
+  if (resp.status === 401) window.dispatchEvent(new CustomEvent('flowrt:unauthorized'));
+  throw new ApiError(resp.status, code, message);
+}
+
+function headers(extra) {
+  const h = { ...extra };
+  if (auth.token) h.Authorization = `Bearer ${auth.token}`;
+  return h;
+}
+
+export async function api(method, path, body, opts = {}) {
+  const init = { method, headers: headers(opts.headers), signal: opts.signal };
+  if (body !== undefined) {
+    if (typeof body === 'string' || body instanceof Blob) {
+      init.body = body;
+    } else {
+      init.body = JSON.stringify(body);
+      init.headers['Content-Type'] = 'application/json';
+    }
+  }
+  const resp = await fetch(path, init);
+  if (!resp.ok) await fail(resp);
+  if (resp.status === 204) return null;
+  const type = resp.headers.get('content-type') || '';
+  return type.includes('json') ? resp.json() : resp.text();
+}
+
+export const get = (path, opts) => api('GET', path, undefined, opts);
+export const post = (path, body, opts) => api('POST', path, body ?? {}, opts);
+
+// Read a server-sent event stream, calling onEvent(name, data) for each event (data parsed as
+// JSON when it is). Resolves when the stream ends; rejects with ApiError when refused.
+export async function sse(path, { method = 'GET', body, signal, onEvent }) {
+  const init = { method, signal, headers: headers({ Accept: 'text/event-stream' }) };
+  if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers['Content-Type'] = 'application/json';
+  }
+  const resp = await fetch(path, init);
+  if (!resp.ok) await fail(resp);
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = '';
+  let name = 'message';
+  let data = [];
+  const dispatch = () => {
+    if (data.length) {
+      const text = data.join('\n');
+      let value = text;
+      try { value = JSON.parse(text); } catch (_) { /* plain text data */ }
+      onEvent(name, value);
+    }
+    name = 'message';
+    data = [];
+  };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    let nl;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl).replace(/\r$/, '');
+      buf = buf.slice(nl + 1);
+      if (line === '') dispatch();
+      else if (line.startsWith(':')) continue;
+      else if (line.startsWith('event:')) name = line.slice(6).trim();
+      else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+    }
+  }
+  dispatch();
+}
+
+// Follow a stream for as long as the page lives, reconnecting after a drop (not after a refusal).
+export function follow(path, signal, onEvent) {
+  const loop = async () => {
+    while (!signal.aborted) {
+      try {
+        await sse(path, { signal, onEvent });
+      } catch (e) {
+        if (signal.aborted || (e instanceof ApiError && e.status < 500)) return;
+      }
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  };
+  loop();
+}

@@ -1,0 +1,394 @@
+//! The web UI end to end: a real `flowrt server` (with real session agents) on 127.0.0.1, and
+//! `tests/ui/e2e.mjs` driving Debian's headless Chromium through playwright-core as users would:
+//! sign in, start a session with advanced settings, install a package, test a line and read its
+//! trace, submit and watch a batch, compare runs, and check what a viewer and another user see.
+//! Screenshots go to `target/ui-screenshots/`; `./scripts/test.sh` installs Chromium and
+//! playwright-core when they are missing.
+
+mod common;
+
+use common::{flow, free_port, http};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn ui_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
+}
+
+/// A server process whose agents are shut down with it.
+struct Server {
+    child: Child,
+    home: PathBuf,
+    url: String,
+}
+
+impl Server {
+    fn start(home: &Path) -> Server {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(["server", "--addr", &addr, "--idle-check-interval", "0.5"])
+            // Where the kernel cannot seal sessions, the test users start them anyway.
+            .arg("--allow-unsealed-sessions-for-everyone")
+            .env("FLOWRT_HOME", home)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(home.join("server.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let url = format!("http://{addr}");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err()
+            || http("GET", &format!("{url}/healthz"), &[], "").0 != 200
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            home: home.to_path_buf(),
+            url,
+        }
+    }
+
+    fn owner(&self) -> String {
+        std::fs::read_to_string(self.home.join("owner.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn api(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
+        let auth = format!("Bearer {token}");
+        let text = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (status, _, resp) = http(
+            method,
+            &format!("{}{path}", self.url),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            &text,
+        );
+        (status, serde_json::from_str(&resp).unwrap_or(Value::Null))
+    }
+
+    fn user(&self, name: &str, role: &str) -> (String, String) {
+        let (status, v) = self.api(
+            "POST",
+            "/api/v1/users",
+            &self.owner(),
+            &json!({"name": name, "role": role}),
+        );
+        assert_eq!(status, 201, "{v}");
+        (
+            v["user"]["id"].as_str().unwrap().to_string(),
+            v["token"].as_str().unwrap().to_string(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Stop every agent this server started, then the server.
+        if let Ok(list) = std::fs::read_dir(self.home.join("sessions")) {
+            for e in list.flatten() {
+                let Ok(addr) = std::fs::read_to_string(e.path().join("agent.addr")) else {
+                    continue;
+                };
+                if std::net::TcpStream::connect(addr.trim()).is_ok() {
+                    let token =
+                        std::fs::read_to_string(e.path().join("agent.token")).unwrap_or_default();
+                    let auth = format!("Bearer {}", token.trim());
+                    let _ = http(
+                        "POST",
+                        &format!("http://{}/shutdown", addr.trim()),
+                        &[("authorization", &auth)],
+                        "",
+                    );
+                }
+            }
+        }
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fifty sessions for one user, written straight into the store as they would be after starts
+/// and stops, so the list's drawing time is measured without fifty agents on a small machine.
+fn fifty_sessions(home: &Path, owner: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = flowrt_store::Store::open(home).await.unwrap();
+        for i in 0..50u64 {
+            let s = store
+                .insert_session(&flowrt_store::NewSession {
+                    owner: owner.to_string(),
+                    flow_dir: home.join("snapshots/none").display().to_string(),
+                    flow_ref: Some(format!("perf-flow-{}@v1", i % 7)),
+                    env_ref: "default".into(),
+                    env_key: None,
+                    base_version: "2026.1".into(),
+                    size: flowrt_api::SessionSize::Small,
+                    idle_timeout_s: 600 + i * 60,
+                    identity: None,
+                    compute: None,
+                })
+                .await
+                .unwrap();
+            if i % 3 == 0 {
+                store
+                    .update_session_status(
+                        &s.id,
+                        flowrt_api::SessionStatus::Stopped,
+                        None,
+                        Some("stopped by its owner"),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }
+        store.close().await;
+    });
+}
+
+#[test]
+fn the_web_ui_in_headless_chromium() {
+    let playwright = ui_dir().join("node_modules/playwright-core");
+    assert!(
+        Path::new(CHROMIUM).exists() && playwright.exists(),
+        "the UI tests need {CHROMIUM} and {}: run ./scripts/test.sh, which installs both (apt-get install chromium; npm ci in crates/flowrt/tests/ui)",
+        playwright.display()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let (_, alice) = server.user("alice", "user");
+    let (_, bob) = server.user("bob", "user");
+    let (_, viewer) = server.user("vera", "viewer");
+    let (perf_id, perf) = server.user("perf", "user");
+    let (status, v) = server.api(
+        "POST",
+        "/api/v1/computes",
+        &server.owner(),
+        &json!({"name": "alice-box", "size": "medium", "user": "alice"}),
+    );
+    assert_eq!(status, 201, "{v}");
+
+    // Alice pushes the flow the scenarios use; its first node takes a moment, so that a batch's
+    // progress can be watched while it goes (one line at a time: about 2 s for 20 lines).
+    let (_d, dir) = flow("pipeline");
+    let stats = std::fs::read_to_string(dir.join("stats.py")).unwrap();
+    std::fs::write(
+        dir.join("stats.py"),
+        stats
+            .replace("from promptflow", "import time\nfrom promptflow")
+            .replace(
+                "    words = text.split()",
+                "    time.sleep(0.1)\n    words = text.split()",
+            ),
+    )
+    .unwrap();
+    let pushed = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["flow", "push", dir.to_str().unwrap()])
+        .env("FLOWRT_HOME", home.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .env("FLOWRT_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    // A chat flow whose llm node talks to a fake OpenAI server that streams its replies.
+    let model = common::FakeOpenAi::start(0);
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!(
+            "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            model.base
+        ),
+    )
+    .unwrap();
+    let (_c, chat) = flow("chat");
+    // And a flow whose requirements name a package that does not exist: its session fails.
+    let (_b, bad) = flow("bad_reqs");
+    for args in [
+        // Alice's connection, in the workspace: it reaches her sessions only.
+        vec![
+            "connection",
+            "create",
+            "--file",
+            conn.to_str().unwrap(),
+            "--workspace",
+        ],
+        vec!["flow", "push", chat.to_str().unwrap()],
+        vec!["flow", "push", bad.to_str().unwrap()],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(&args)
+            .env("FLOWRT_HOME", home.path())
+            .env("FLOWRT_SERVER", &server.url)
+            .env("FLOWRT_TOKEN", &alice)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    fifty_sessions(home.path(), &perf_id);
+
+    let data = home.path().join("lines.jsonl");
+    let rows: Vec<Value> = (0..20)
+        .map(|i| json!({"text": format!("line {i} of the batch"), "times": 3}))
+        .collect();
+    common::write_jsonl(&data, &rows);
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let t = Instant::now();
+    let mut node = Command::new("node")
+        .arg(ui_dir().join("e2e.mjs"))
+        .env("FLOWRT_URL", &server.url)
+        .env("TOKEN_ALICE", &alice)
+        .env("TOKEN_BOB", &bob)
+        .env("TOKEN_VIEWER", &viewer)
+        .env("TOKEN_PERF", &perf)
+        .env("TOKEN_OWNER", server.owner())
+        .env("DATA_FILE", &data)
+        .env("SCREENSHOTS", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (install it with apt-get install nodejs)");
+    let status = loop {
+        if let Some(s) = node.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > Duration::from_secs(240) {
+            let _ = node.kill();
+            panic!("the UI scenarios took more than 4 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "the UI scenarios failed (see the steps above, the screenshots in {} and the server log below)\n{}",
+        shots.display(),
+        std::fs::read_to_string(home.path().join("server.log"))
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn ui_assets_are_served_with_strict_headers_and_revalidate() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let (status, head, body) = http("GET", &format!("{}/", server.url), &[], "");
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("content-type: text/html"), "{head}");
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+    assert!(body.contains("/ui/js/app.js"));
+    let (status, head, _) = http("GET", &format!("{}/ui/js/app.js", server.url), &[], "");
+    assert_eq!(status, 200);
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: text/javascript"));
+    let etag = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("etag:")
+                .then(|| l[5..].trim().to_string())
+        })
+        .expect("an ETag");
+    let (status, _, body) = http(
+        "GET",
+        &format!("{}/ui/js/app.js", server.url),
+        &[("if-none-match", &etag)],
+        "",
+    );
+    assert_eq!((status, body.as_str()), (304, ""));
+    assert_eq!(
+        http("GET", &format!("{}/ui/nope.js", server.url), &[], "").0,
+        404
+    );
+    // The assets need no token, but the data behind them does.
+    assert_eq!(
+        http("GET", &format!("{}/api/v1/limits", server.url), &[], "").0,
+        401
+    );
+    let owner = server.owner();
+    let (status, v) = server.api("GET", "/api/v1/limits", &owner, &Value::Null);
+    assert_eq!(status, 200);
+    assert!(v["interactive_timeout_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_sessions_requirements_are_read_for_its_viewers_only() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let (_, alice) = server.user("alice", "user");
+    let (_, bob) = server.user("bob", "user");
+    let (d, dir) = flow("pipeline");
+    std::fs::write(dir.join("requirements.txt"), "six==1.16.0\n").unwrap();
+    let _ = d;
+    // A session record is enough: the file is read from the snapshot it runs.
+    let pushed = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["flow", "push", dir.to_str().unwrap()])
+        .env("FLOWRT_HOME", home.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .env("FLOWRT_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(pushed.status.success());
+    let (status, s) = server.api(
+        "POST",
+        "/api/v1/sessions",
+        &alice,
+        &json!({"flow": "pipeline@v1", "idle_timeout_s": 0}),
+    );
+    assert_eq!(status, 202, "{s}");
+    let id = s["id"].as_str().unwrap();
+    let path = format!("/api/v1/sessions/{id}/requirements");
+    let (status, v) = server.api("GET", &path, &alice, &Value::Null);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["text"], "six==1.16.0\n");
+    assert_eq!(v["path"], "requirements.txt");
+    assert_eq!(v["flow_ref"], "pipeline@v1");
+    let (status, v) = server.api("GET", &path, &bob, &Value::Null);
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["code"], "NotFound");
+}
