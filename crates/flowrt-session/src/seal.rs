@@ -171,5 +171,16 @@ pub fn python_paths(python: &Path) -> Result<PythonPaths, SealError> {
         .ok_or_else(|| SealError(format!("{} did not say where it is", python.display())))?;
     let mut read: Vec<PathBuf> = lines.collect();
     read.push(executable.clone());
+    // A venv's own folder (its pyvenv.cfg and site-packages): with -S (so that no .pth file of
+    // the user's packages runs here, in the server) sys.prefix is the base Python's, not the
+    // venv's, so look for the venv where `site` does: beside the executable or one folder up.
+    if let Some(bin) = executable.parent() {
+        for dir in [Some(bin), bin.parent()].into_iter().flatten() {
+            if dir.join("pyvenv.cfg").is_file() {
+                read.push(dir.to_path_buf());
+                break;
+            }
+        }
+    }
     Ok(PythonPaths { executable, read })
 }

@@ -639,6 +639,19 @@ fn packages_after_an_install_and_identities_stay_secret() {
         s["env_key"].is_string(),
         "the session now has its own environment: {s}"
     );
+    // Its sealed workers read their new environment (its pyvenv.cfg and site-packages): the
+    // flow's Python tools still run after the install.
+    let line: Value = serde_json::from_str(&server.ok(&[
+        "flow",
+        "test",
+        "x",
+        "--session",
+        &id,
+        "--inputs",
+        "text=hello world",
+    ]))
+    .unwrap();
+    assert_eq!(line["first_word"], "hello", "{line}");
     let packages: Value =
         serde_json::from_str(&server.ok(&["session", "packages", &id, "--json"])).unwrap();
     let six = packages
