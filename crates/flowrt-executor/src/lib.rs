@@ -113,6 +113,8 @@ pub struct ToolOutcome {
     pub metrics: Vec<(String, Value)>,
     /// LLM token usage, when the tool called a model.
     pub usage: Option<Value>,
+    /// The request sent to the model (messages, parameters), when the tool called one.
+    pub llm_request: Option<Value>,
     /// Passed to tools that read this output whole.
     pub attachment: Option<Attachment>,
 }
@@ -124,6 +126,7 @@ impl ToolOutcome {
             logs: String::new(),
             metrics: Vec::new(),
             usage: None,
+            llm_request: None,
             attachment: None,
         }
     }
@@ -182,6 +185,9 @@ pub struct NodeRun {
     pub logs: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Value>,
+    /// The request an LLM node sent (messages or prompt, model, parameters), for its trace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm_request: Option<Value>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -211,6 +211,7 @@ impl<I: ToolInvoker> Executor<I> {
                             error: None,
                             logs: String::new(),
                             usage: None,
+                            llm_request: None,
                         });
                     }
                     Ok(true) => {
@@ -272,6 +273,7 @@ impl<I: ToolInvoker> Executor<I> {
                     attachment,
                     metrics: _,
                     usage,
+                    llm_request,
                 }) => {
                     let run = NodeRun {
                         node: node.name.clone(),
@@ -285,6 +287,7 @@ impl<I: ToolInvoker> Executor<I> {
                         error: None,
                         logs,
                         usage,
+                        llm_request,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -306,6 +309,7 @@ impl<I: ToolInvoker> Executor<I> {
                         error: Some(failure.clone()),
                         logs: String::new(),
                         usage: None,
+                        llm_request: None,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -329,6 +333,7 @@ impl<I: ToolInvoker> Executor<I> {
                 error: None,
                 logs: String::new(),
                 usage: None,
+                llm_request: None,
             };
             self.observer.node_finished(Some(line_number), &run);
             runs.push(run);
@@ -586,6 +591,7 @@ impl<I: ToolInvoker> Executor<I> {
                 error: None,
                 logs: String::new(),
                 usage: None,
+                llm_request: None,
             };
             match outcome {
                 Ok(o) => {
@@ -596,6 +602,7 @@ impl<I: ToolInvoker> Executor<I> {
                     run.output = Some(value.clone());
                     run.logs = o.logs;
                     run.usage = o.usage;
+                    run.llm_request = o.llm_request;
                     done.insert(node.name.clone(), value);
                     self.observer.node_finished(None, &run);
                     result.node_runs.push(run);

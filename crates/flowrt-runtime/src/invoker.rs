@@ -354,6 +354,7 @@ impl FlowInvoker {
             logs: out.stdout,
             metrics,
             usage: None,
+            llm_request: None,
             attachment: None,
         })
     }
@@ -420,6 +421,7 @@ impl FlowInvoker {
             usage: result.usage.map(|u| {
                 serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
             }),
+            llm_request: Some(result.request),
             attachment: None,
         })
     }
@@ -431,9 +433,9 @@ impl FlowInvoker {
         tx: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<ToolOutcome, ToolFailure> {
         use futures::StreamExt;
-        let mut stream = self
+        let (mut stream, request) = self
             .llm
-            .run_llm_stream(call)
+            .run_llm_stream_traced(call)
             .await
             .map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
         let mut whole = String::new();
@@ -443,7 +445,10 @@ impl FlowInvoker {
             // A client that went away does not stop the node: its output is still the whole reply.
             let _ = tx.send(piece);
         }
-        Ok(ToolOutcome::value(Value::String(whole)))
+        Ok(ToolOutcome {
+            llm_request: Some(request),
+            ..ToolOutcome::value(Value::String(whole))
+        })
     }
 
     /// A prompty flow's node: render the file with the line's inputs and call its model.
@@ -485,6 +490,7 @@ impl FlowInvoker {
             usage: outcome.usage.map(|u| {
                 serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
             }),
+            llm_request: Some(outcome.request),
             ..ToolOutcome::value(outcome.output)
         })
     }

@@ -48,6 +48,9 @@ pub struct LlmResult {
     /// — when functions or tools were passed — the whole message object as promptflow returns it.
     pub output: Value,
     pub usage: Option<Usage>,
+    /// The request body sent (model, messages or prompt, parameters): what a trace shows of the
+    /// call. It holds no credential (those travel in headers).
+    pub request: Value,
 }
 
 /// How failed requests are retried: HTTP 429, 5xx (and up to 3 consecutive 422s) and timeouts are
@@ -512,19 +515,25 @@ impl LlmClient {
         Ok(LlmResult {
             output,
             usage: usage_of(&resp),
+            request: prepared.body.clone(),
         })
     }
 
     /// Run an `llm` node with `stream: true`: the reply's content pieces as they arrive
     /// (chat: `delta.content`, completion: `text`). Retries apply until the response starts.
     pub async fn run_llm_stream(&self, call: LlmCall<'_>) -> Result<ContentStream, ToolError> {
+        Ok(self.run_llm_stream_traced(call).await?.0)
+    }
+
+    /// [`LlmClient::run_llm_stream`], with the request body it sent (for the call's trace).
+    pub async fn run_llm_stream_traced(
+        &self,
+        call: LlmCall<'_>,
+    ) -> Result<(ContentStream, Value), ToolError> {
         let prepared = self.prepare(call, true)?;
         let resp = self.send(&prepared.endpoint, &prepared.body).await?;
-        Ok(sse_pieces(
-            resp,
-            prepared.endpoint.url.clone(),
-            prepared.chat,
-        ))
+        let stream = sse_pieces(resp, prepared.endpoint.url.clone(), prepared.chat);
+        Ok((stream, prepared.body))
     }
 
     /// promptflow's `embedding(connection, input, deployment_name, model)`: the embedding vector

@@ -21,6 +21,9 @@ pub struct PromptyOutcome {
     /// See [`execute_prompty`].
     pub output: Value,
     pub usage: Option<Usage>,
+    /// The request body sent to the model (model, messages or prompt, parameters): what a trace
+    /// shows of the call. It holds no credential (those travel in headers).
+    pub request: Value,
 }
 
 /// A failure of prompty `p`: `kind` is promptflow's exception name, `message` follows the file.
@@ -354,6 +357,7 @@ pub async fn execute_prompty_streamed(
         return Ok(PromptyOutcome {
             output,
             usage: None,
+            request: body,
         });
     }
     let resp = client.post_json(&ep, &body).await?;
@@ -362,6 +366,7 @@ pub async fn execute_prompty_streamed(
         return Ok(PromptyOutcome {
             output: resp,
             usage,
+            request: body,
         });
     }
     let choice = first_choice(&resp, &ep.url)?;
@@ -387,7 +392,11 @@ pub async fn execute_prompty_streamed(
                 .unwrap_or_else(|| Value::String(String::new())),
         )?
     };
-    Ok(PromptyOutcome { output, usage })
+    Ok(PromptyOutcome {
+        output,
+        usage,
+        request: body,
+    })
 }
 
 /// The reply text as the caller gets it: as it is, or parsed and reduced to `outputs`.

@@ -38,6 +38,7 @@ function spans(line, flow) {
       name: n.node, kind: LLM.has(def.type) || n.usage ? 'LLM' : 'Function', type: def.type, status: n.status,
       offset: n.start - start, duration: n.duration, output: n.output, error: n.error, logs: n.logs,
       usage: n.usage, cumulative, params: def.inputs, inputs: given, connection: def.connection, api: def.api, source: def.source,
+      request: n.llm_request,
     };
   });
   const total = Math.max(line.duration || 0, ...children.map((c) => c.offset + c.duration), 0.001);
@@ -45,6 +46,20 @@ function spans(line, flow) {
     root: { name: flow ? flow.name || flow.ref : 'flow', kind: 'Flow', status: line.status || (line.error ? 'Failed' : 'Completed'), offset: 0, duration: total, inputs: line.inputs, output: line.outputs, error: line.error, cumulative },
     children, total,
   };
+}
+
+// The messages an LLM call sent (or its prompt), and the call's parameters: everything in the
+// request body but the messages.
+function requestOf(request) {
+  if (!request || typeof request !== 'object') return null;
+  const { messages, prompt, ...params } = request;
+  const text = (c) => (typeof c === 'string' ? h('pre', { class: 'message' }, c) : pre(c));
+  return [
+    Array.isArray(messages) ? [h('h3', {}, `Messages (${messages.length})`),
+      h('ol', { class: 'messages' }, messages.map((m) => h('li', { class: `role-${m.role}` }, h('strong', {}, m.role), text(m.content))))] : null,
+    prompt !== undefined ? [h('h3', {}, 'Prompt'), text(prompt)] : null,
+    [h('h3', {}, 'Call parameters'), pre(params)],
+  ];
 }
 
 function detailOf(span) {
@@ -55,6 +70,7 @@ function detailOf(span) {
     u ? [h('h3', {}, 'Tokens'), h('dl', { class: 'tokens' },
       h('dt', {}, 'Prompt'), h('dd', {}, u.prompt_tokens ?? '–'), h('dt', {}, 'Completion'), h('dd', {}, u.completion_tokens ?? '–'),
       h('dt', {}, 'Total'), h('dd', {}, u.total_tokens ?? '–'), h('dt', {}, 'Cumulative (line so far)'), h('dd', {}, span.cumulative))] : null,
+    requestOf(span.request),
     span.kind === 'LLM' && span.source ? [h('h3', {}, 'Prompt template'), h('p', {}, h('code', {}, span.source), ' rendered with the inputs below')] : null,
     span.inputs ? [h('h3', {}, span.kind === 'LLM' ? 'Parameters and message inputs (resolved for this line)' : 'Inputs (resolved for this line)'), pre(span.inputs)] : null,
     span.params && span.kind !== 'Flow' ? [h('h3', {}, 'As the flow defines them'), pre(span.params)] : null,

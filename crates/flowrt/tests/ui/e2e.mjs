@@ -179,6 +179,8 @@ try {
     await page.locator('#spans .span-row.child[data-span="chat"]').click();
     const detail = await page.locator('#span-detail').innerText();
     assert(detail.includes('LLM') && detail.includes('Parameters') && detail.includes('"question": "and again"'), `the LLM span: ${detail.slice(0, 300)}`);
+    // The messages the call sent, as the model got them: the chat history and the new question.
+    assert(detail.includes('Messages') && detail.includes('and again') && detail.includes('"stream": true'), `the LLM call's messages: ${detail.slice(0, 600)}`);
     await shot(page, 'trace-chat');
   });
 
