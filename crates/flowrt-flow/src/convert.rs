@@ -16,16 +16,20 @@ pub enum ValueType {
     String,
     List,
     Object,
+    /// promptflow's `image`: a path, URL or data URI, or a `{"data:image/<format>;path|url|base64":
+    /// value}` dict; Python tools receive an `Image`.
+    Image,
 }
 
 impl ValueType {
-    pub const ALL: [ValueType; 6] = [
+    pub const ALL: [ValueType; 7] = [
         ValueType::Int,
         ValueType::Double,
         ValueType::Bool,
         ValueType::String,
         ValueType::List,
         ValueType::Object,
+        ValueType::Image,
     ];
 
     pub fn parse(s: &str) -> Option<ValueType> {
@@ -40,6 +44,7 @@ impl ValueType {
             ValueType::String => "string",
             ValueType::List => "list",
             ValueType::Object => "object",
+            ValueType::Image => "image",
         }
     }
 }
@@ -105,6 +110,14 @@ pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
             },
             _ => Err(fail()),
         },
+        ValueType::Image => match value {
+            Value::String(s) => Ok(image_reference(s)),
+            Value::Object(o) if is_multimedia_dict(o) => Ok(value.clone()),
+            _ => Err(format!(
+                "value {} is not a valid image: give a path, a URL, a data URI or a {{\"data:image/<format>;path\": ...}} dict",
+                crate::pyvalue::py_repr(value)
+            )),
+        },
         ValueType::Object => match value {
             Value::String(s) => {
                 Ok(serde_json::from_str::<Value>(s).unwrap_or_else(|_| value.clone()))
@@ -112,6 +125,42 @@ pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
             _ => Ok(value.clone()),
         },
     }
+}
+
+/// promptflow's multimedia dict: one key `data:image/<format>;path|base64|url`.
+pub fn is_multimedia_dict(o: &serde_json::Map<String, Value>) -> bool {
+    o.len() == 1
+        && o.keys().all(|k| {
+            k.strip_prefix("data:image/")
+                .and_then(|rest| rest.rsplit_once(';'))
+                .is_some_and(|(_, kind)| matches!(kind, "path" | "base64" | "url"))
+        })
+}
+
+/// A string given for an image, as the dict promptflow would read it as: a data URI, a URL, or
+/// a path (relative to the flow's folder).
+fn image_reference(s: &str) -> Value {
+    let mut o = serde_json::Map::new();
+    if let Some((head, data)) = s.split_once(',') {
+        if let Some(mime) = head
+            .strip_prefix("data:")
+            .and_then(|h| h.strip_suffix(";base64"))
+            .filter(|m| m.starts_with("image/"))
+        {
+            o.insert(
+                format!("data:{mime};base64"),
+                Value::String(data.to_string()),
+            );
+            return Value::Object(o);
+        }
+    }
+    let kind = if s.starts_with("http://") || s.starts_with("https://") {
+        "url"
+    } else {
+        "path"
+    };
+    o.insert(format!("data:image/*;{kind}"), Value::String(s.to_string()));
+    Value::Object(o)
 }
 
 /// Python's `int(str)`: optional sign, digits and underscores between digits, surrounding whitespace.

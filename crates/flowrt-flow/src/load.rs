@@ -381,7 +381,7 @@ impl Loader<'_> {
                     self.problem(
                         line,
                         format!(
-                            "input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, string, list, object"
+                            "input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, string, list, object, image"
                         ),
                     );
                     ValueType::String

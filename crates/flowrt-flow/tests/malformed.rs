@@ -158,7 +158,7 @@ fn unknown_input_type() {
         + ECHO;
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:2: input 't' has unknown type 'strin'; use one of: int, double, bool, string, list, object"
+        "FLOW/flow.dag.yaml:2: input 't' has unknown type 'strin'; use one of: int, double, bool, string, list, object, image"
     );
 }
 

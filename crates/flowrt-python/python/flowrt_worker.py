@@ -20,6 +20,7 @@ Host callbacks (the worker asks, the host answers; used by Prompty and model con
 """
 
 import asyncio
+import base64
 import collections.abc
 import contextvars
 import dataclasses
@@ -33,6 +34,7 @@ import io
 import json
 import math
 import os
+import re
 import sys
 import threading
 import time
@@ -304,6 +306,8 @@ def _classify(ann):
     ('conn', (class or class name, ...)) or None (pass unchanged)."""
     if ann is inspect.Parameter.empty or ann is None:
         return None
+    if _is_image_type(ann):
+        return "image"
     if isinstance(ann, str):
         text = ann.strip().strip("'\"")
         names = tuple(name for name in _CONNECTION_NAMES if name in text)
@@ -457,7 +461,80 @@ def _resolve(source, node):
 # ---------------------------------------------------------------- argument conversion
 
 
+# ---------------------------------------------------------------- images
+
+_IMAGE_MARKER = "__flowrt_image__"
+_MULTIMEDIA_KEY = re.compile(r"^data:image/(.*);(path|base64|url)$")
+
+
+def _is_image_type(ann):
+    if isinstance(ann, str):
+        return ann.strip().strip("'\"").split(".")[-1] in ("Image", "PFBytes")
+    return isinstance(ann, type) and ann.__name__ in ("Image", "PFBytes") and "multimedia" in (ann.__module__ or "")
+
+
+def _image_from_dict(d):
+    """An Image from flowrt's marker or promptflow's ``data:image/...`` dict, else None."""
+    from promptflow.contracts.multimedia import Image
+
+    if len(d) != 1:
+        return None
+    key, value = next(iter(d.items()))
+    if key == _IMAGE_MARKER and isinstance(value, dict):
+        return Image(base64.b64decode(value.get("base64", "")), mime_type=value.get("mime"))
+    match = _MULTIMEDIA_KEY.match(key) if isinstance(key, str) else None
+    if not match or not isinstance(value, str):
+        return None
+    # `image/*` (a path or URL given as a plain string): the type comes from the bytes.
+    mime = None if match.group(1) == "*" else f"image/{match.group(1)}"
+    resource = match.group(2)
+    if resource == "path":
+        with open(value, "rb") as f:
+            return Image(f.read(), mime_type=mime)
+    if resource == "base64":
+        return Image(base64.b64decode(value.split(",")[-1]), mime_type=mime)
+    return _image_from_url(value, mime)
+
+
+def _image_from_url(url, mime=None):
+    from promptflow.contracts.multimedia import Image
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        return Image(resp.read(), mime_type=mime, source_url=url)
+
+
+def _image_from_string(value):
+    """promptflow's reading of a string given for an image: a data URI or bare base64, a URL,
+    else a file path (relative to the flow's folder)."""
+    from promptflow.contracts.multimedia import Image
+
+    head, _, tail = value.partition(",")
+    if tail and re.match(r"^data:image/(.*);base64$", head):
+        return Image(base64.b64decode(tail), mime_type=head[5:].split(";")[0])
+    if re.match(r"^https?://", value):
+        return _image_from_url(value)
+    with open(value, "rb") as f:
+        return Image(f.read())
+
+
+def _load_images(value):
+    """Images in a value that crossed from flowrt, recursively, as Image objects."""
+    if isinstance(value, dict):
+        image = _image_from_dict(value)
+        if image is not None:
+            return image
+        return {k: _load_images(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_load_images(v) for v in value]
+    return value
+
+
 def _convert(kind, value, name, node):
+    if kind == "image":
+        if isinstance(value, str):
+            return _image_from_string(value)
+        return _load_images(value)
     try:
         if kind == "int":
             return int(value)
@@ -585,7 +662,10 @@ def _bind(params, var_kw, args, node, label, into, names_used):
         names_used.add(name)
         k = arg["k"]
         if k == "v":
-            into[name] = arg.get("v")
+            value = _load_images(arg.get("v"))
+            if param.kind == "image" and isinstance(value, str):
+                value = _image_from_string(value)
+            into[name] = value
         elif k == "l":
             value = arg.get("v")
             if value is None or value == "":
@@ -996,6 +1076,10 @@ def _join_nested_streams(value, buf, metrics, depth=0):
 
 
 def _default(obj):
+    mime = getattr(obj, "_mime_type", None)
+    if isinstance(obj, bytes) and isinstance(mime, str):
+        # An Image (PFBytes) crosses to flowrt marked, so it is saved as promptflow saves images.
+        return {_IMAGE_MARKER: {"mime": mime, "base64": base64.b64encode(obj).decode("ascii")}}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return dataclasses.asdict(obj)
     if isinstance(obj, enum.Enum):

@@ -46,6 +46,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../python/shim/promptflow/contracts/types.py"),
     ),
     (
+        "shim/promptflow/contracts/multimedia.py",
+        include_str!("../python/shim/promptflow/contracts/multimedia.py"),
+    ),
+    (
         "shim/promptflow/entities/__init__.py",
         include_str!("../python/shim/promptflow/entities/__init__.py"),
     ),

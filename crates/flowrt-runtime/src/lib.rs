@@ -9,6 +9,7 @@
 
 pub mod data;
 pub mod flex;
+pub mod images;
 pub mod includes;
 pub mod invoker;
 pub mod otel;

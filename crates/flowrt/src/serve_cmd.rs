@@ -337,7 +337,7 @@ fn swagger(flow: &Flow) -> Value {
             ValueType::Bool => "boolean",
             ValueType::String => "string",
             ValueType::List => "array",
-            ValueType::Object => "object",
+            ValueType::Object | ValueType::Image => "object",
         }
     }
     // A prompty flow is named after its file, a folder flow after its folder.

@@ -180,7 +180,23 @@ pub fn run(args: TestArgs) -> Result<u8> {
         }
         invoker.shutdown().await;
         // NaN and the infinities are printed as promptflow prints them (`NaN`, `Infinity`).
-        let outputs = Value::Object(line.outputs.into_iter().collect());
+        let mut outputs = Value::Object(line.outputs.into_iter().collect());
+        // Images are saved as `pf flow test` saves them: under the flow's .promptflow/output,
+        // referenced by absolute path.
+        if flowrt_runtime::images::has_images(&outputs) {
+            let base = std::fs::canonicalize(&flow.dir).unwrap_or_else(|_| flow.dir.clone());
+            let dir = base.join(".promptflow").join("output");
+            match flowrt_runtime::images::persist_images(&outputs, &dir, None) {
+                Ok(saved) => outputs = saved,
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot save the line's images in {}: {e}",
+                        dir.display()
+                    );
+                    return 1;
+                }
+            }
+        }
         println!("{}", flowrt_flow::nonfinite::to_json_pretty(&outputs));
         0
     });

@@ -184,3 +184,64 @@ fn a_missing_connection_of_the_unified_llm_tool_fails_at_load() {
         "error: node 'ask' uses connection 'test_openai', which does not exist\nhint: create it with `flowrt connection create --file CONN.yaml`"
     );
 }
+
+/// The smallest valid PNG (1×1, one white pixel).
+const DOT_PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x02, 0x00, 0x00, 0x00, 0x90, 0x77, 0x53,
+    0xde, 0x00, 0x00, 0x00, 0x0c, 0x49, 0x44, 0x41, 0x54, 0x08, 0xd7, 0x63, 0xf8, 0xff, 0xff, 0x3f,
+    0x00, 0x05, 0xfe, 0x02, 0xfe, 0xdc, 0xcc, 0x59, 0xe7, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e,
+    0x44, 0xae, 0x42, 0x60, 0x82,
+];
+
+#[test]
+fn image_inputs_reach_tools_as_images_and_image_outputs_are_saved_as_promptflow_saves_them() {
+    let env = Env::new();
+    let (_d, dir) = flow("compat_image");
+    std::fs::write(dir.join("dot.png"), DOT_PNG).unwrap();
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = r.json();
+    // `Image(<sha1[:8]>)`, its type guessed from its bytes, as promptflow's Image prints.
+    let text = out["described"].as_str().unwrap();
+    assert!(
+        text.starts_with("Image(") && text.ends_with(") image/png 69 bytes"),
+        "{text}"
+    );
+    let saved_dir = std::fs::canonicalize(&dir)
+        .unwrap()
+        .join(".promptflow/output");
+    let check = |reference: &serde_json::Value| {
+        let path = reference["data:image/png;path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not an image reference: {reference}"));
+        assert!(
+            path.starts_with(saved_dir.to_str().unwrap()) && path.ends_with(".png"),
+            "{path}"
+        );
+        assert_eq!(std::fs::read(path).unwrap(), DOT_PNG);
+    };
+    check(&out["same"]);
+    check(&out["both"][0]);
+    check(&out["both"][1]);
+    // A data URI works as well as a path, and something that is no image says so.
+    let uri = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVQI12P4//8/AAX+Av7czFnnAAAAAElFTkSuQmCC";
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        &format!("picture={uri}"),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    check(&r.json()["same"]);
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "picture=missing.png",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("missing.png"), "{}", r.stderr);
+}
