@@ -472,31 +472,20 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/sessions/{id}/test", post(test))
 }
 
-/// A session as the API shows it: the record plus what the manifest says about its base.
 /// Copy a flow folder for a session: regular files and folders only (a link could name anything
 /// on this machine), without caches and version-control folders.
 fn copy_flow(src: &std::path::Path, dst: &std::path::Path) -> std::io::Result<()> {
     if dst.exists() {
         std::fs::remove_dir_all(dst)?;
     }
-    std::fs::create_dir_all(dst)?;
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let n = name.to_string_lossy();
-        if n == ".git" || n == "__pycache__" || n == ".runs" || n == "node_modules" {
-            continue;
-        }
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            copy_flow(&entry.path(), &dst.join(&name))?;
-        } else if ty.is_file() {
-            std::fs::copy(entry.path(), dst.join(&name))?;
-        }
-    }
-    Ok(())
+    let filter = flowrt_store::fsutil::CopyFilter {
+        skip_names: &[".git", "__pycache__", ".runs", "node_modules"],
+        ..Default::default()
+    };
+    flowrt_store::fsutil::copy_tree(src, dst, &filter)
 }
 
+/// A session as the API shows it: the record plus what the manifest says about its base.
 fn view(s: &Session) -> Value {
     let mut v = serde_json::to_value(s).unwrap_or(Value::Null);
     // Where an agent listens and its pid are the server's business: with them, code in one

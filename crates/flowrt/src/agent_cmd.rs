@@ -417,7 +417,7 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
             flowrt_flow::pyvalue::py_json_dumps(v)
         )))
     };
-    let target = crate::serve_cmd::stream_output(a.executor.flow());
+    let target = crate::invoker::stream_output(a.executor.flow());
     let agent = a.clone();
     tokio::spawn(async move {
         agent.running.fetch_add(1, Ordering::SeqCst);
