@@ -1,10 +1,13 @@
 //! Compute sessions: the lifecycle state machine (`lifecycle`, pure), idle-shutdown decisions
 //! (`idle`, pure), and the local backend that runs each session as a `flowrt agent` process with
 //! its own folder, a scrubbed environment and resource limits (`backend`), plus the small HTTP
-//! client the control plane uses to talk to agents (`client`).
+//! client the control plane uses to talk to agents (`client`), and the agent itself (`agent`: the
+//! process that is a session, running lines and batch runs through `flowrt-runtime`).
 //!
-//! It does not store anything or serve the API: the server (`flowrt-server`) drives it.
+//! It does not store anything or serve the API: the server (`flowrt-server`) drives it, through
+//! `backend` and `client` only (never `agent`, which runs in the session's own process).
 
+pub mod agent;
 pub mod backend;
 pub mod client;
 pub mod idle;
