@@ -100,7 +100,19 @@ impl Manager {
     }
 
     /// Apply a lifecycle event and store the result; an impossible event is an error for the caller.
+    /// Every status change of a session goes through here.
     async fn transition(&self, id: &str, event: Event) -> ApiResult<Life> {
+        self.transition_noted(id, event, None).await
+    }
+
+    /// [`Self::transition`], storing `note` as the reason of a state that has none of its own
+    /// (why a session stopped).
+    async fn transition_noted(
+        &self,
+        id: &str,
+        event: Event,
+        note: Option<&str>,
+    ) -> ApiResult<Life> {
         let s = self.get(id).await?;
         let now = Life::from_status(s.status, s.phase, s.reason.as_deref());
         let next = now
@@ -109,7 +121,7 @@ impl Manager {
         let (status, phase) = next.status();
         let reason = match &next {
             Life::Failed { reason } => Some(reason.as_str()),
-            _ => None,
+            _ => note,
         };
         self.store
             .update_session_status(id, status, phase, reason)
@@ -138,10 +150,8 @@ impl Manager {
                 .await
                 .is_ok_and(|s| s.status == SessionStatus::Preparing);
             if preparing {
-                let _ = self
-                    .store
-                    .update_session_status(&id, SessionStatus::Failed, None, Some(&e.message))
-                    .await;
+                let reason = e.message.clone();
+                let _ = self.transition(&id, Event::PrepareFailed { reason }).await;
                 let _ = self
                     .store
                     .set_session_log_tail(&id, Some(&log_tail(&self.workdir(&id), 20)))
@@ -333,6 +343,9 @@ impl Manager {
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         let s = self.get(id).await?;
+        // Why it stopped, when it was not asked to.
+        let note = matches!(why, Event::IdleTimeout)
+            .then(|| format!("stopped after {} s idle", s.idle_timeout_s));
         let next = self.transition(id, why).await?;
         if next == Life::Stopped {
             return Ok(()); // a failed session settles without an agent
@@ -348,7 +361,8 @@ impl Manager {
         }
         self.set_agent(id, None);
         self.store.update_session_agent(id, None, None).await?;
-        self.transition(id, Event::AgentStopped).await?;
+        self.transition_noted(id, Event::AgentStopped, note.as_deref())
+            .await?;
         Ok(())
     }
 
@@ -379,14 +393,8 @@ impl Manager {
             };
             let idle_for = Duration::from_secs_f64(st["idle_seconds"].as_f64().unwrap_or(0.0));
             let running = st["running"].as_u64().unwrap_or(0) as usize;
-            if idle::should_stop(Duration::from_secs(s.idle_timeout_s), idle_for, running)
-                && self.stop(&s.id, Event::IdleTimeout).await.is_ok()
-            {
-                let reason = format!("stopped after {} s idle", s.idle_timeout_s);
-                let _ = self
-                    .store
-                    .update_session_status(&s.id, SessionStatus::Stopped, None, Some(&reason))
-                    .await;
+            if idle::should_stop(Duration::from_secs(s.idle_timeout_s), idle_for, running) {
+                let _ = self.stop(&s.id, Event::IdleTimeout).await;
             }
         }
     }
@@ -429,21 +437,16 @@ impl Manager {
                             me.agent_exited(&id, handle.pid, "ended".into()).await;
                         });
                     } else {
-                        let reason = "its agent was gone when the server restarted; `flowrt session reset` starts it again";
-                        let _ = self
-                            .store
-                            .update_session_status(&s.id, SessionStatus::Failed, None, Some(reason))
-                            .await;
+                        let reason = "its agent was gone when the server restarted; `flowrt session reset` starts it again".to_string();
+                        let _ = self.transition(&s.id, Event::AgentExited { reason }).await;
                         let _ = self.store.update_session_agent(&s.id, None, None).await;
                     }
                 }
                 SessionStatus::Preparing => {
                     let _ = self
-                        .store
-                        .update_session_status(
+                        .transition_noted(
                             &s.id,
-                            SessionStatus::Stopped,
-                            None,
+                            Event::PrepareInterrupted,
                             Some("server restarted"),
                         )
                         .await;
