@@ -163,22 +163,6 @@ impl Agent {
 
 type Shared = Arc<Agent>;
 
-/// SIGTERM or Ctrl-C.
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
-}
-
 /// Run the agent until it is told to stop (`POST /shutdown`, SIGTERM), its session folder
 /// disappears, or it has been idle for its idle exit.
 pub fn run(config: AgentConfig) -> Result<()> {
@@ -315,7 +299,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = stop.shutdown.notified() => {}
-                    _ = shutdown_signal() => {}
+                    _ = crate::shutdown_signal() => {}
                 }
             })
             .await?;
@@ -422,45 +406,67 @@ impl Drop for Active<'_> {
     }
 }
 
-async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
-    a.running.fetch_add(1, Ordering::SeqCst);
-    a.runs_total.fetch_add(1, Ordering::SeqCst);
-    touch(&a);
-    let _active = Active(&a);
-    let inputs = match prepare_inputs(a.executor.flow(), &req.inputs) {
-        Ok(i) => i,
-        Err(e) => {
-            return (
+impl<'a> Active<'a> {
+    /// Count a line run from now until the guard drops.
+    fn begin(a: &'a Agent) -> Self {
+        a.running.fetch_add(1, Ordering::SeqCst);
+        a.runs_total.fetch_add(1, Ordering::SeqCst);
+        touch(a);
+        Active(a)
+    }
+}
+
+/// A line request's inputs checked against the flow, or the 400 that says why not.
+fn line_inputs(a: &Agent, req: &LineRequest) -> Result<IndexMap<String, Value>, Box<Response>> {
+    prepare_inputs(a.executor.flow(), &req.inputs).map_err(|e| {
+        Box::new(
+            (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"code": "BadInputs", "message": e.to_string()})),
             )
-                .into_response()
+                .into_response(),
+        )
+    })
+}
+
+/// What a line run answers: outputs, error, node runs with their logs and timings, duration.
+fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> Value {
+    let error = line.error.as_ref().map(|e| {
+        let mut v = serde_json::Map::new();
+        v.insert("node".into(), json!(e.node));
+        v.insert("error_type".into(), json!(e.failure.error_type));
+        v.insert("message".into(), json!(e.failure.message));
+        if traceback {
+            v.insert("traceback".into(), json!(e.failure.traceback));
         }
-    };
-    let line = a.executor.run_line(0, inputs).await;
-    let error = line.error.as_ref().map(|e| json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "traceback": e.failure.traceback, "display": e.to_string()}));
-    Json(json!({
+        v.insert("display".into(), json!(e.to_string()));
+        Value::Object(v)
+    });
+    json!({
         "outputs": if error.is_none() { serde_json::to_value(&line.outputs).unwrap_or(Value::Null) } else { Value::Null },
         "error": error,
         "node_runs": line.node_runs,
         "duration": line.duration.as_secs_f64(),
-    }))
-    .into_response()
+    })
+}
+
+async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
+    let _active = Active::begin(&a);
+    let inputs = match line_inputs(&a, &req) {
+        Ok(i) => i,
+        Err(response) => return *response,
+    };
+    let line = a.executor.run_line(0, inputs).await;
+    Json(line_reply(&line, true)).into_response()
 }
 
 /// `POST /lines/stream`: one line as server-sent events: `chunk` events carry the streamed LLM
 /// reply as it arrives (`{"output", "text"}`), then one `result` event with what `/lines` answers
 /// (outputs, error, node runs with their logs and timings, duration).
 async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
-    let inputs = match prepare_inputs(a.executor.flow(), &req.inputs) {
+    let inputs = match line_inputs(&a, &req) {
         Ok(i) => i,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"code": "BadInputs", "message": e.to_string()})),
-            )
-                .into_response()
-        }
+        Err(response) => return *response,
     };
     let (events_tx, mut events_rx) =
         tokio::sync::mpsc::unbounded_channel::<Result<axum::body::Bytes, std::io::Error>>();
@@ -473,10 +479,7 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
     let target = invoker::stream_output(a.executor.flow());
     let agent = a.clone();
     tokio::spawn(async move {
-        agent.running.fetch_add(1, Ordering::SeqCst);
-        agent.runs_total.fetch_add(1, Ordering::SeqCst);
-        touch(&agent);
-        let _active = Active(&agent);
+        let _active = Active::begin(&agent);
         let line = match &target {
             Some((output, node)) => {
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -504,13 +507,7 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
             }
             None => agent.executor.run_line(0, inputs).await,
         };
-        let error = line.error.as_ref().map(|e| json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "display": e.to_string()}));
-        let result = json!({
-            "outputs": if error.is_none() { serde_json::to_value(&line.outputs).unwrap_or(Value::Null) } else { Value::Null },
-            "error": error,
-            "node_runs": line.node_runs,
-            "duration": line.duration.as_secs_f64(),
-        });
+        let result = line_reply(&line, false);
         let _ = events_tx.send(event("result", &result));
     });
     let stream = futures::stream::poll_fn(move |cx| events_rx.poll_recv(cx));

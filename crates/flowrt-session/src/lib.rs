@@ -16,3 +16,20 @@ pub mod seal;
 
 pub use backend::{AgentHandle, AgentSpec, BackendError, LocalBackend, SecretText};
 pub use lifecycle::{Event, InvalidTransition, State};
+
+/// Resolves on SIGINT or SIGTERM: every long-running flowrt role (the server, an agent, serving)
+/// stops cleanly on either.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
