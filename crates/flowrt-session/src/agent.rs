@@ -60,7 +60,14 @@ pub struct AgentConfig {
 /// A batch run going on in this session.
 struct Batch {
     cancel: Cancel,
-    task: tokio::task::JoinHandle<()>,
+    /// Set when its thread has finished with it.
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Batch {
+    fn is_finished(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
 }
 
 struct Agent {
@@ -134,13 +141,13 @@ impl Agent {
         let Ok(mut batches) = self.batches.lock() else {
             return false;
         };
-        batches.retain(|_, b| !b.task.is_finished());
+        batches.retain(|_, b| !b.is_finished());
         !batches.is_empty()
     }
 
     /// A stopping session ends its batch runs: each is canceled (finished lines are kept and
-    /// `--resume-from` continues it, its workers are stopped), and any not ended within 5 s is
-    /// dropped.
+    /// `--resume-from` continues it, its workers are stopped), waiting up to 5 s for them (what
+    /// is left then ends with the process).
     async fn stop_batches(&self) {
         let batches: Vec<Batch> = match self.batches.lock() {
             Ok(mut b) => b.drain().map(|(_, b)| b).collect(),
@@ -149,14 +156,9 @@ impl Agent {
         for b in &batches {
             b.cancel.cancel("the session is stopping");
         }
-        for b in batches {
-            let abort = b.task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), b.task)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) && batches.iter().any(|b| !b.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }
@@ -536,7 +538,7 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
     let name = req.name.clone();
     if a.batches
         .lock()
-        .is_ok_and(|b| b.get(&name).is_some_and(|b| !b.task.is_finished()))
+        .is_ok_and(|b| b.get(&name).is_some_and(|b| !b.is_finished()))
     {
         return (
             StatusCode::CONFLICT,
@@ -577,27 +579,49 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
     let agent = a.clone();
     let run_name = name.clone();
     let run_cancel = cancel.clone();
-    let task = tokio::spawn(async move {
-        let home = agent.home.clone();
-        match batch::create(request, compute, &home, reporter, run_cancel).await {
-            Ok(outcome) => {
-                let m = outcome.meta;
-                eprintln!(
-                    "batch run {run_name} {:?}: {} of {} lines completed, {} failed",
-                    m.status, m.completed_lines, m.total_lines, m.failed_lines
-                );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    // A batch runs on its own thread and runtime, as an embedded `run create` does: its line
+    // loop and writer neither compete with this agent's request handling on the agent's two
+    // runtime threads nor hold it up (it reads and writes files as it goes).
+    let thread = std::thread::Builder::new()
+        .name(format!("batch {name}"))
+        .spawn(move || {
+            let ran = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    let home = agent.home.clone();
+                    rt.block_on(batch::create(request, compute, &home, reporter, run_cancel))
+                });
+            match ran {
+                Ok(outcome) => {
+                    let m = outcome.meta;
+                    eprintln!(
+                        "batch run {run_name} {:?}: {} of {} lines completed, {} failed",
+                        m.status, m.completed_lines, m.total_lines, m.failed_lines
+                    );
+                }
+                Err(e) => {
+                    let text = reason(&e);
+                    eprintln!("batch run {run_name}: {text}");
+                    let _ = failed_tx.send(text);
+                }
             }
-            Err(e) => {
-                let text = reason(&e);
-                eprintln!("batch run {run_name}: {text}");
-                let _ = failed_tx.send(text);
-            }
-        }
-        touch(&agent);
-    });
+            touch(&agent);
+            finished.store(true, Ordering::SeqCst);
+        });
+    if let Err(e) = thread {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"code": "BatchFailed", "message": format!("cannot start run '{name}': {e}")})),
+        )
+            .into_response();
+    }
     touch(&a);
     if let Ok(mut b) = a.batches.lock() {
-        b.insert(name.clone(), Batch { cancel, task });
+        b.insert(name.clone(), Batch { cancel, done });
     }
     // Within moments a run has either recorded itself or failed on bad input; one still opening
     // its flow after that is answered as started (the server's request does not wait longer).
@@ -624,7 +648,7 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
 async fn cancel_batch(State(a): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
     let found = a.batches.lock().ok().and_then(|b| {
         b.get(&name)
-            .filter(|b| !b.task.is_finished())
+            .filter(|b| !b.is_finished())
             .map(|b| b.cancel.clone())
     });
     match found {
