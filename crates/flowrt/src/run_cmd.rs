@@ -125,17 +125,6 @@ pub struct CreateArgs {
     /// Exit 1 when any line fails (for CI), not only when every line fails.
     #[arg(long)]
     pub strict: bool,
-    /// Run the flow's Python tools with this interpreter (a compute session passes its
-    /// environment's) instead of resolving the flow's requirements here.
-    #[arg(long, hide = true)]
-    pub python: Option<PathBuf>,
-    /// Read the connections from stdin (a JSON list) instead of FLOWRT_HOME: how a session's agent
-    /// hands them to a batch run.
-    #[arg(long, hide = true)]
-    pub connections_stdin: bool,
-    /// Python workers to run (default: one per core); a session passes its size's.
-    #[arg(long, hide = true)]
-    pub workers: Option<usize>,
     /// Run the batch inside this compute session (on the server at --server / FLOWRT_SERVER).
     #[arg(long, value_name = "SESSION_ID")]
     pub session: Option<String>,
@@ -176,24 +165,13 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
 /// `run create` embedded: the batch engine runs here, its progress on the terminal.
 fn create(args: CreateArgs, home: &Path) -> Result<u8> {
     let init = crate::flex::read_init(args.init.as_deref())?;
-    let connections = if args.connections_stdin {
-        // Started by a session's agent: a batch never outlives the session that runs it.
-        let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
-        if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
-            bail!("the session that started this run is gone");
-        }
-        invoker::connections_from_stdin()?
-    } else {
-        invoker::load_connections(home)?
-    };
+    // Python tools run in the flow's own environment, one worker per core.
     let compute = batch::Compute {
-        python: args.python.clone(),
-        connections,
-        workers: args.workers.unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        }),
+        python: None,
+        connections: invoker::load_connections(home)?,
+        workers: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
     };
     let request = batch::BatchRequest {
         flow: args.flow.clone(),
