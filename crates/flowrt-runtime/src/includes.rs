@@ -101,22 +101,14 @@ fn unique() -> u128 {
         .unwrap_or(0)
 }
 
+/// A flow folder's files for a merged copy: links followed (an include may be one), caches left out.
 fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
-    fs_err::create_dir_all(dst)?;
-    for entry in fs_err::read_dir(src)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name == "__pycache__" || name == ".promptflow" {
-            continue;
-        }
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            copy_tree(&entry.path(), &dst.join(&name))?;
-        } else if ty.is_file() || ty.is_symlink() {
-            fs_err::copy(entry.path(), dst.join(&name))?;
-        }
-    }
-    Ok(())
+    let filter = flowrt_store::fsutil::CopyFilter {
+        skip_names: &["__pycache__", ".promptflow"],
+        symlinks: true,
+        ..Default::default()
+    };
+    Ok(flowrt_store::fsutil::copy_tree(src, dst, &filter)?)
 }
 
 /// A flow folder ready to load; a merged copy is removed when dropped.

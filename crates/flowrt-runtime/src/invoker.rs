@@ -7,12 +7,14 @@ use flowrt_executor::{
     ArgOrigin, Attachment, Invocation, NodeArg, NodeValue, ToolFailure, ToolInvoker, ToolOutcome,
     DEADLINE_EXCEEDED,
 };
-use flowrt_flow::{env_var_reference, Flow, NodeKind, Prompty, PromptyResponse, ToolSource};
+use flowrt_flow::{
+    env_var_reference, Flow, NodeKind, Prompty, PromptyResponse, RefSource, ToolSource,
+};
 use flowrt_python::{Arg, CallError, Output, ToolCall, WorkerPool, WorkerSpec};
 use flowrt_tools::{LlmApi, LlmCall, LlmClient, PromptEscape, RetryPolicy, TemplateVar};
 use indexmap::IndexMap;
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -33,6 +35,26 @@ pub struct StreamSink {
 
 tokio::task_local! {
     pub static STREAM_SINK: StreamSink;
+}
+
+/// The output promptflow would stream: the whole reply of an LLM node that no other node reads.
+pub fn stream_output(flow: &Flow) -> Option<(String, String)> {
+    let read_by_nodes: HashSet<&str> = flow.nodes.iter().flat_map(|n| n.dependencies()).collect();
+    flow.outputs.iter().find_map(|(name, out)| {
+        let RefSource::Node(node) = &out.reference.source else {
+            return None;
+        };
+        let n = flow.node(node)?;
+        let is_llm = match n.kind {
+            NodeKind::Llm | NodeKind::CustomLlm => true,
+            // A prompty streams its text reply when it asks for `stream: true`.
+            NodeKind::Prompty => flowrt_flow::Prompty::load(&flow.file)
+                .is_ok_and(|p| p.model.streams() && !p.model.json_response()),
+            _ => false,
+        };
+        (is_llm && out.reference.path.is_empty() && !read_by_nodes.contains(node.as_str()))
+            .then(|| (name.clone(), node.clone()))
+    })
 }
 
 /// Calls the tools of one flow.

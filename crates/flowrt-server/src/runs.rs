@@ -104,20 +104,23 @@ async fn create(
             req.name
         )));
     }
-    let mut args: Vec<String> = Vec::new();
+    let mut batch = client::BatchRequest {
+        name: req.name.clone(),
+        run: req.run.clone(),
+        resume_from: req.resume_from.clone(),
+        variant: req.variant.clone(),
+        ..Default::default()
+    };
     for (input, value) in &req.column_mapping {
         if input.is_empty() || input.contains('=') {
             return Err(ApiErr::bad_request(format!(
                 "column_mapping key '{input}' is not a flow input name"
             )));
         }
-        args.extend(["--column-mapping".into(), format!("{input}={value}")]);
+        batch.column_mapping.push(format!("{input}={value}"));
     }
-    for (flag, run) in [("--run", &req.run), ("--resume-from", &req.resume_from)] {
-        if let Some(r) = run {
-            check_run_name(r)?;
-            args.extend([flag.to_string(), r.clone()]);
-        }
+    for r in [&req.run, &req.resume_from].into_iter().flatten() {
+        check_run_name(r)?;
     }
     // An evaluation reads its base run, which usually ran in another session (the base flow's):
     // a sealed session reads only its own folder, so the base run's outputs are copied in.
@@ -136,16 +139,13 @@ async fn create(
                 .map_err(|e| ApiErr::internal("copying the base run", e))?;
         }
     }
-    if let Some(v) = &req.variant {
-        args.extend(["--variant".into(), v.clone()]);
-    }
     if let Some(t) = req.line_timeout {
         if !(t.is_finite() && t > 0.0) {
             return Err(ApiErr::bad_request(
                 "line_timeout must be a positive number of seconds",
             ));
         }
-        args.extend(["--line-timeout".into(), t.to_string()]);
+        batch.line_timeout = Some(t);
     }
     if let Some(c) = req.concurrency {
         if c == 0 || c > 1024 {
@@ -153,10 +153,10 @@ async fn create(
                 "concurrency must be between 1 and 1024",
             ));
         }
-        args.extend(["--concurrency".into(), c.to_string()]);
+        batch.concurrency = Some(c);
     }
     // A session runs as many Python workers as its size allows, however many lines run at once.
-    args.extend(["--workers".into(), s.size.limits().workers.to_string()]);
+    batch.workers = Some(s.size.limits().workers);
     let data = match (&req.data, &req.data_ref) {
         (Some(_), Some(_)) => {
             return Err(ApiErr::bad_request("give data or data_ref, not both"));
@@ -173,7 +173,7 @@ async fn create(
                     "no data {reference} of yours; push it with `flowrt data push FILE`"
                 ))
             })?;
-            args.extend(["--data".to_string(), path.display().to_string()]);
+            batch.data = Some(path);
             None
         }
         (data, None) => data.clone(),
@@ -196,7 +196,7 @@ async fn create(
             std::fs::create_dir_all(&dir)
                 .and_then(|_| std::fs::write(&path, data))
                 .map_err(|e| ApiErr::internal("saving the batch data", e))?;
-            args.extend(["--data".to_string(), path.display().to_string()]);
+            batch.data = Some(path);
         }
         None if req.resume_from.is_none() && req.data_ref.is_none() => {
             return Err(ApiErr::bad_request(
@@ -205,7 +205,8 @@ async fn create(
         }
         None => {}
     }
-    let body = json!({"name": req.name, "args": args});
+    let body =
+        serde_json::to_value(&batch).map_err(|e| ApiErr::internal("starting the batch run", e))?;
     let token = backend::read_token(&workdir);
     let (status, v) = client::request(
         &addr,
@@ -527,20 +528,30 @@ async fn cancel(
 ) -> ApiResult<Json<CancelingRun>> {
     let found = find(&state, &caller, &name, &which).await?;
     let session = found.record["session"].as_str().unwrap_or("").to_string();
-    crate::sessions::modifiable(&state, &caller, &session).await?;
+    let s = crate::sessions::modifiable(&state, &caller, &session).await?;
     if found.record["status"] != "Running" {
         return Err(ApiErr::conflict(format!(
             "run '{name}' is {}, not running",
             found.record["status"].as_str().unwrap_or("finished")
         )));
     }
-    let Some(pid) = found.pid.filter(|p| backend::is_alive(*p)) else {
-        return Err(ApiErr::conflict(format!(
-            "run '{name}' has no live process"
-        )));
-    };
-    // SIGTERM: the run stops taking lines, keeps every finished one and can be resumed.
-    backend::terminate(pid);
+    let no_process = || ApiErr::conflict(format!("run '{name}' has no live process"));
+    if !found.pid.is_some_and(backend::is_alive) {
+        return Err(no_process());
+    }
+    // The run runs in its session's agent: it stops taking lines, stops those running (and their
+    // workers), keeps every finished one and can be resumed.
+    let addr = crate::sessions::agent_of(&s)
+        .await
+        .map_err(|_| no_process())?;
+    let token = backend::read_token(&state.sessions.workdir(&session));
+    let path = format!("/batch/{name}/cancel");
+    let (status, _) = client::request(&addr, &token, "POST", &path, None, Duration::from_secs(10))
+        .await
+        .map_err(|e| ApiErr::internal("canceling the run", e))?;
+    if status != 200 {
+        return Err(no_process());
+    }
     Ok(Json(CancelingRun {
         hint: format!("finished lines are kept; `flowrt run create --session {session} --resume-from {name} --name NEW` continues it"),
         name,

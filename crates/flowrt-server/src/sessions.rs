@@ -83,7 +83,19 @@ impl Manager {
     }
 
     /// Apply a lifecycle event and store the result; an impossible event is an error for the caller.
+    /// Every status change of a session goes through here.
     async fn transition(&self, id: &str, event: Event) -> ApiResult<Life> {
+        self.transition_noted(id, event, None).await
+    }
+
+    /// [`Self::transition`], storing `note` as the reason of a state that has none of its own
+    /// (why a session stopped).
+    async fn transition_noted(
+        &self,
+        id: &str,
+        event: Event,
+        note: Option<&str>,
+    ) -> ApiResult<Life> {
         let s = self.get(id).await?;
         let now = Life::from_status(s.status, s.phase, s.reason.as_deref());
         let next = now
@@ -92,7 +104,7 @@ impl Manager {
         let (status, phase) = next.status();
         let reason = match &next {
             Life::Failed { reason } => Some(reason.as_str()),
-            _ => None,
+            _ => note,
         };
         self.store
             .update_session_status(id, status, phase, reason)
@@ -121,10 +133,8 @@ impl Manager {
                 .await
                 .is_ok_and(|s| s.status == SessionStatus::Preparing);
             if preparing {
-                let _ = self
-                    .store
-                    .update_session_status(&id, SessionStatus::Failed, None, Some(&e.message))
-                    .await;
+                let reason = e.message.clone();
+                let _ = self.transition(&id, Event::PrepareFailed { reason }).await;
                 let _ = self
                     .store
                     .set_session_log_tail(&id, Some(&log_tail(&self.workdir(&id), 20)))
@@ -363,6 +373,9 @@ impl Manager {
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         let s = self.get(id).await?;
+        // Why it stopped, when it was not asked to.
+        let note = matches!(why, Event::IdleTimeout)
+            .then(|| format!("stopped after {} s idle", s.idle_timeout_s));
         let next = self.transition(id, why).await?;
         if next == Life::Stopped {
             return Ok(()); // a failed session settles without an agent
@@ -378,7 +391,8 @@ impl Manager {
         }
         self.set_agent(id, None);
         self.store.update_session_agent(id, None, None).await?;
-        self.transition(id, Event::AgentStopped).await?;
+        self.transition_noted(id, Event::AgentStopped, note.as_deref())
+            .await?;
         Ok(())
     }
 
@@ -409,14 +423,8 @@ impl Manager {
             };
             let idle_for = Duration::from_secs_f64(st["idle_seconds"].as_f64().unwrap_or(0.0));
             let running = st["running"].as_u64().unwrap_or(0) as usize;
-            if idle::should_stop(Duration::from_secs(s.idle_timeout_s), idle_for, running)
-                && self.stop(&s.id, Event::IdleTimeout).await.is_ok()
-            {
-                let reason = format!("stopped after {} s idle", s.idle_timeout_s);
-                let _ = self
-                    .store
-                    .update_session_status(&s.id, SessionStatus::Stopped, None, Some(&reason))
-                    .await;
+            if idle::should_stop(Duration::from_secs(s.idle_timeout_s), idle_for, running) {
+                let _ = self.stop(&s.id, Event::IdleTimeout).await;
             }
         }
     }
@@ -459,21 +467,16 @@ impl Manager {
                             me.agent_exited(&id, handle.pid, "ended".into()).await;
                         });
                     } else {
-                        let reason = "its agent was gone when the server restarted; `flowrt session reset` starts it again";
-                        let _ = self
-                            .store
-                            .update_session_status(&s.id, SessionStatus::Failed, None, Some(reason))
-                            .await;
+                        let reason = "its agent was gone when the server restarted; `flowrt session reset` starts it again".to_string();
+                        let _ = self.transition(&s.id, Event::AgentExited { reason }).await;
                         let _ = self.store.update_session_agent(&s.id, None, None).await;
                     }
                 }
                 SessionStatus::Preparing => {
                     let _ = self
-                        .store
-                        .update_session_status(
+                        .transition_noted(
                             &s.id,
-                            SessionStatus::Stopped,
-                            None,
+                            Event::PrepareInterrupted,
                             Some("server restarted"),
                         )
                         .await;
@@ -522,31 +525,20 @@ pub fn routes() -> ApiRoutes {
         )
 }
 
-/// A session as the API shows it: the record plus what the manifest says about its base.
 /// Copy a flow folder for a session: regular files and folders only (a link could name anything
 /// on this machine), without caches and version-control folders.
 fn copy_flow(src: &std::path::Path, dst: &std::path::Path) -> std::io::Result<()> {
     if dst.exists() {
         std::fs::remove_dir_all(dst)?;
     }
-    std::fs::create_dir_all(dst)?;
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let name = entry.file_name();
-        let n = name.to_string_lossy();
-        if n == ".git" || n == "__pycache__" || n == ".runs" || n == "node_modules" {
-            continue;
-        }
-        let ty = entry.file_type()?;
-        if ty.is_dir() {
-            copy_flow(&entry.path(), &dst.join(&name))?;
-        } else if ty.is_file() {
-            std::fs::copy(entry.path(), dst.join(&name))?;
-        }
-    }
-    Ok(())
+    let filter = flowrt_store::fsutil::CopyFilter {
+        skip_names: &[".git", "__pycache__", ".runs", "node_modules"],
+        ..Default::default()
+    };
+    flowrt_store::fsutil::copy_tree(src, dst, &filter)
 }
 
+/// A session as the API shows it: the record plus what the manifest says about its base.
 fn view(s: &Session) -> SessionView {
     let latest = flowrt_python::latest_base().version;
     SessionView {

@@ -121,19 +121,6 @@ pub fn is_alive(pid: u32) -> bool {
         .is_some_and(|s| s != "Z")
 }
 
-/// Ask process `pid` to stop (SIGTERM).
-pub fn terminate(pid: u32) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    if pid > 1 {
-        // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-    }
-}
-
 /// The agent's `/health`, if it answers as the agent of `session_id`.
 pub async fn health(addr: &str, token: &str, session_id: &str) -> Option<Value> {
     let (status, v) = client::request(addr, token, "GET", "/health", None, Duration::from_secs(2))

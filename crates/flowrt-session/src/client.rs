@@ -1,9 +1,39 @@
 //! The control plane's client for its agents: JSON requests with the agent's bearer token, over
 //! one shared reqwest connection pool.
 
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::Duration;
+
+/// `POST /batch` to an agent: a batch run in its session, typed (no command line passes through).
+/// Paths are inside the session's folder, where the server put them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRequest {
+    pub name: String,
+    /// The data file (absent: the resumed run's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<std::path::PathBuf>,
+    /// `INPUT=VALUE` pairs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub column_mapping: Vec<String>,
+    /// An evaluation's base run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line_timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<usize>,
+    /// Python workers (the session's size's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -37,6 +37,9 @@ pub enum Event {
     StopRequested,
     IdleTimeout,
     AgentStopped,
+    /// The server restarted while the session was preparing: it settles as stopped, to be
+    /// prepared again.
+    PrepareInterrupted,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -104,6 +107,7 @@ impl State {
             }
             (State::Preparing(Installing), Event::EnvBuilt) => Some(State::Preparing(Starting)),
             (State::Preparing(Starting), Event::AgentReady) => Some(State::Running),
+            (State::Preparing(_), Event::PrepareInterrupted) => Some(State::Stopped),
             (State::Preparing(_), Event::PrepareFailed { reason }) => Some(State::Failed {
                 reason: reason.clone(),
             }),
@@ -155,6 +159,7 @@ fn event_name(e: &Event) -> &'static str {
         Event::StopRequested => "stop",
         Event::IdleTimeout => "idle timeout",
         Event::AgentStopped => "agent stopped",
+        Event::PrepareInterrupted => "prepare interrupted",
     }
 }
 
@@ -188,6 +193,20 @@ mod tests {
         assert_eq!(run(&stopped), Ok(State::Stopped));
         let restarted = [&stopped[..], &[Event::StartRequested]].concat();
         assert_eq!(run(&restarted), Ok(State::Preparing(Resolving)));
+    }
+
+    #[test]
+    fn an_interrupted_preparation_settles_stopped_and_starts_again() {
+        let interrupted = [
+            Event::StartRequested,
+            Event::EnvResolved { cached: false },
+            Event::PrepareInterrupted,
+        ];
+        assert_eq!(run(&interrupted), Ok(State::Stopped));
+        let again = [&interrupted[..], &[Event::StartRequested]].concat();
+        assert_eq!(run(&again), Ok(State::Preparing(Resolving)));
+        // Only a preparation can be interrupted.
+        assert!(State::Running.apply(&Event::PrepareInterrupted).is_err());
     }
 
     #[test]

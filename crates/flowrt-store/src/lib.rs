@@ -16,7 +16,7 @@
 
 mod control;
 mod error;
-mod fsutil;
+pub mod fsutil;
 mod parse;
 mod records;
 mod secret;

@@ -2,7 +2,7 @@
 //! workers, built-in tools, store) and maps errors to exit codes with `hint:` lines.
 
 // The runtime the roles share, under the names the commands use.
-use flowrt_runtime::{data, flex, includes, invoker, otel, runs};
+use flowrt_runtime::{flex, includes, invoker, otel, runs};
 
 mod agent_cmd;
 mod env_cmd;

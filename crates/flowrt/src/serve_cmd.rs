@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use clap::Args;
 use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NoObserver};
 use flowrt_flow::pyvalue::py_json_dumps;
-use flowrt_flow::{Flow, LoadOptions, NodeKind, RefSource, ValueType};
+use flowrt_flow::{Flow, LoadOptions, ValueType};
 use indexmap::IndexMap;
 use serde_json::{json, Map, Value};
 use std::collections::HashSet;
@@ -101,7 +101,7 @@ pub fn run(args: ServeArgs) -> Result<u8> {
         eprintln!("warning: serving on {} without authentication; set FLOWRT_SERVE_TOKEN to require a bearer token", args.host);
     }
     let served = Arc::new(Served {
-        stream: stream_output(&flow),
+        stream: invoker::stream_output(&flow),
         swagger: swagger(&flow),
         flow: flow.clone(),
         executor,
@@ -131,26 +131,6 @@ pub fn run(args: ServeArgs) -> Result<u8> {
     })?;
     drop(merged);
     Ok(0)
-}
-
-/// The output promptflow would stream: the whole reply of an LLM node that no other node reads.
-pub(crate) fn stream_output(flow: &Flow) -> Option<(String, String)> {
-    let read_by_nodes: HashSet<&str> = flow.nodes.iter().flat_map(|n| n.dependencies()).collect();
-    flow.outputs.iter().find_map(|(name, out)| {
-        let RefSource::Node(node) = &out.reference.source else {
-            return None;
-        };
-        let n = flow.node(node)?;
-        let is_llm = match n.kind {
-            NodeKind::Llm | NodeKind::CustomLlm => true,
-            // A prompty streams its text reply when it asks for `stream: true`.
-            NodeKind::Prompty => flowrt_flow::Prompty::load(&flow.file)
-                .is_ok_and(|p| p.model.streams() && !p.model.json_response()),
-            _ => false,
-        };
-        (is_llm && out.reference.path.is_empty() && !read_by_nodes.contains(node.as_str()))
-            .then(|| (name.clone(), node.clone()))
-    })
 }
 
 fn error_response(status: StatusCode, code: &str, message: String) -> Response {

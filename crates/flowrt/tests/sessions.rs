@@ -1343,10 +1343,12 @@ fn stopping_or_killing_a_session_ends_its_batch_and_workers() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // The batch run inside the session (not this test's client, which names it too).
-        let batch = format!("--name {name} --python");
+        // The batch runs inside the session's agent: started once its lines are being written.
+        let session_dir = home.path().join("sessions").join(&id);
+        let run_dir = session_dir.join("runs").join(&name);
         wait_until("the batch starts", Duration::from_secs(20), || {
-            !pids_with(&batch).is_empty()
+            std::fs::read_to_string(run_dir.join("line_runs.jsonl"))
+                .is_ok_and(|t| !t.trim().is_empty())
         });
         let (_, agent_pid) = server.agent(&id);
         match how {
@@ -1360,12 +1362,21 @@ fn stopping_or_killing_a_session_ends_its_batch_and_workers() {
                     .unwrap();
             }
         }
+        // The agent ends, and the batch run with it.
         wait_until(
             &format!("{how}: the batch run ends"),
             Duration::from_secs(15),
-            || pids_with(&batch).is_empty(),
+            || {
+                std::fs::read_to_string(format!("/proc/{agent_pid}/stat"))
+                    .map(|s| s.contains(") Z"))
+                    .unwrap_or(true)
+            },
         );
-        let session_dir = home.path().join("sessions").join(&id);
+        if how == "stop" {
+            // A stopped session cancels its run: finished lines are kept for a resume.
+            let record = std::fs::read_to_string(run_dir.join("run.json")).unwrap();
+            assert!(record.contains("\"Canceled\""), "{record}");
+        }
         let flow_copy = session_dir.join("flow");
         wait_until(
             &format!("{how}: the workers end"),
@@ -1406,6 +1417,72 @@ fn an_agent_whose_session_folder_is_deleted_stops_by_itself() {
                 .map(|s| s.contains(") Z"))
                 .unwrap_or(true)
     });
+}
+
+/// `flowrt agent` on its own, without a server: it exits after `--idle-exit` seconds without a
+/// run, and (with no idle exit at all) once its session folder is gone.
+#[test]
+fn an_agent_alone_exits_when_idle_or_when_its_folder_goes() {
+    let (_d, dir) = flow("pipeline");
+    let python = String::from_utf8(
+        Command::new("sh")
+            .args(["-c", "command -v python3"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    for (how, idle_exit) in [("idle", "1"), ("folder", "0")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let folder = tmp.path().join("session");
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("agent.token"), "secret-token\n").unwrap();
+        let started = Instant::now();
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(["agent", "--session-id", "s-alone", "--flow"])
+            .arg(&dir)
+            .args(["--python", python.trim(), "--addr-file"])
+            .arg(folder.join("agent.addr"))
+            .arg("--token-file")
+            .arg(folder.join("agent.token"))
+            .args(["--idle-exit", idle_exit])
+            .current_dir(&folder)
+            .env("FLOWRT_HOME", &folder)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_until(
+            &format!("{how}: the agent listens"),
+            Duration::from_secs(20),
+            || folder.join("agent.addr").exists(),
+        );
+        if how == "folder" {
+            // Without an idle exit it would run on: only the folder's going stops it.
+            std::thread::sleep(Duration::from_secs(3));
+            assert!(matches!(agent.try_wait(), Ok(None)), "it exited by itself");
+            std::fs::remove_dir_all(&folder).unwrap();
+        }
+        wait_until(
+            &format!("{how}: the agent exits"),
+            Duration::from_secs(15),
+            || matches!(agent.try_wait(), Ok(Some(_))),
+        );
+        let out = agent.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{how}: {log}");
+        let why = match how {
+            "idle" => "with no word from the server: stopping",
+            _ => "the session folder is gone: stopping",
+        };
+        assert!(log.contains(why), "{how}: {log}");
+        if how == "idle" {
+            assert!(
+                started.elapsed() >= Duration::from_secs(1),
+                "{how}: exited before its idle exit"
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,0 +1,1114 @@
+//! The batch engine: a flow over every row of a data file, as `run create` (embedded) and a
+//! session's agent (in-process) run it. It owns the line loop (bounded concurrency, the per-line
+//! timeout, the batch timeout, cancel), resume (lines that completed in the run resumed are kept
+//! and not run again), the ordered writer (outputs in line order whatever order lines finish in)
+//! and the run folder (`run.json`, `flow_outputs/output.jsonl`, `line_runs.jsonl`, `logs.txt`,
+//! `metrics.json`, `error.json`, `data.jsonl`, `snapshot/`).
+//!
+//! It prints nothing: progress, warnings and streamed outputs go to a [`Reporter`] (the CLI draws
+//! a progress line; an agent writes its session log). Stopping is asked through [`Cancel`] (the
+//! CLI on Ctrl-C or SIGTERM, an agent when its session stops or the run is canceled).
+//!
+//! [`create`] is the whole of a run from a [`BatchRequest`]: it opens the flow with its
+//! connections and environment and then calls [`execute`], the loop proper, which is generic over
+//! the [`ToolInvoker`] so its tests drive it with a fake one.
+
+use crate::invoker::{self, FlowInvoker};
+use crate::runs::{self, RunMeta, RunStatus};
+use anyhow::{anyhow, bail, Context, Result};
+use flowrt_api::Connection;
+use flowrt_executor::{
+    prepare_inputs, ColumnMapping, Executor, ExecutorOptions, LineResult, LineSources, NodeRun,
+    RunObserver, ToolInvoker,
+};
+use flowrt_flow::{Flow, LoadOptions};
+use indexmap::IndexMap;
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// What a run is asked to do: `run create`'s options, or what a session's agent was sent.
+#[derive(Clone, Debug, Default)]
+pub struct BatchRequest {
+    /// The flow folder or `.prompty` file (default: the resumed run's flow).
+    pub flow: Option<PathBuf>,
+    /// The data file (default: the resumed run's copy of its data).
+    pub data: Option<PathBuf>,
+    /// `NAME=VALUE` pairs.
+    pub column_mapping: Vec<String>,
+    /// The base run of an evaluation.
+    pub run: Option<String>,
+    /// The run's name (default: the flow's name and the time).
+    pub name: Option<String>,
+    /// The run folder (default: `FLOWRT_HOME/runs/NAME`).
+    pub output_dir: Option<PathBuf>,
+    pub variant: Option<String>,
+    pub resume_from: Option<String>,
+    /// A flex class entry's constructor kwargs (default: the resumed run's, else `sample.init`).
+    pub init: Option<Map<String, Value>>,
+    pub concurrency: Option<usize>,
+    /// Seconds (default: `PF_LINE_TIMEOUT_SEC`, else 600).
+    pub line_timeout: Option<f64>,
+    /// Seconds (default: `PF_BATCH_TIMEOUT_SEC`, else none).
+    pub batch_timeout: Option<f64>,
+    /// Seconds between "NODE has been running for N seconds" warnings.
+    pub long_running_interval: f64,
+    /// Report each completed line's outputs ([`Reporter::output`]).
+    pub stream: bool,
+}
+
+/// Where the lines run: the interpreter, the connections and how many Python workers.
+pub struct Compute {
+    /// An environment's interpreter (a session's); `None` resolves the flow's requirements here.
+    pub python: Option<PathBuf>,
+    pub connections: HashMap<String, Connection>,
+    pub workers: usize,
+}
+
+/// How the line loop runs.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub concurrency: usize,
+    pub line_timeout: Option<Duration>,
+    pub batch_timeout: Option<Duration>,
+    pub long_running_interval: Duration,
+    pub stream: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            concurrency: 16,
+            line_timeout: Some(Duration::from_secs(600)),
+            batch_timeout: None,
+            long_running_interval: Duration::from_secs(60),
+            stream: false,
+        }
+    }
+}
+
+/// What each line reads: its data row (and the columns of all rows), an evaluation's base run,
+/// and the lines kept from a resumed run.
+#[derive(Default)]
+pub struct Lines {
+    pub rows: Vec<Map<String, Value>>,
+    pub mapping: ColumnMapping,
+    pub base_outputs: BTreeMap<usize, Map<String, Value>>,
+    pub base_rows: Vec<Map<String, Value>>,
+    /// Completed line records (as in `line_runs.jsonl`) of the resumed run, by line number.
+    pub kept: BTreeMap<usize, Value>,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct BatchOutcome {
+    /// The final record (as saved in `run.json`).
+    pub meta: RunMeta,
+}
+
+/// Counts for a progress line.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub total: usize,
+    /// Lines finished, including those kept from a resumed run.
+    pub done: usize,
+    pub failed: usize,
+    /// Lines kept from a resumed run.
+    pub kept: usize,
+    pub elapsed: Duration,
+    /// LLM retries, and how many of them waited out a rate limit.
+    pub retries: u64,
+    pub rate_limited: u64,
+}
+
+impl Progress {
+    /// Everything but the line counts: failures, speed, time left, retries.
+    pub fn details(&self) -> String {
+        let secs = self.elapsed.as_secs_f64().max(1e-6);
+        let rate = (self.done - self.kept.min(self.done)) as f64 / secs;
+        let eta = if rate > 0.0 {
+            format!(
+                "{:.0}s",
+                (self.total.saturating_sub(self.done)) as f64 / rate
+            )
+        } else {
+            "unknown".to_string()
+        };
+        let mut text = format!("{} failed, {rate:.1} lines/s, ETA {eta}", self.failed);
+        if self.retries > 0 {
+            text.push_str(&format!(
+                ", {} LLM {} ({} rate-limited)",
+                self.retries,
+                if self.retries == 1 {
+                    "retry"
+                } else {
+                    "retries"
+                },
+                self.rate_limited
+            ));
+        }
+        text
+    }
+
+    /// `DONE/TOTAL lines, ...details`.
+    pub fn text(&self) -> String {
+        format!("{}/{} lines, {}", self.done, self.total, self.details())
+    }
+}
+
+/// Where a run's progress goes. Every method has a no-op default; all may be called from any
+/// thread.
+pub trait Reporter: Send + Sync {
+    /// A message on the way (an environment being built).
+    fn note(&self, _msg: &str) {}
+    /// A warning (a slow node, an LLM retry, a suspicious mapping); already in the run's log.
+    fn warn(&self, _msg: &str) {}
+    /// An error that does not stop the run (a failed aggregation); already in the run's log.
+    fn error(&self, _msg: &str) {}
+    /// The run has recorded itself (`run.json` says Running) and its lines start.
+    fn started(&self, _meta: &RunMeta, _progress: &Progress) {}
+    /// A line finished.
+    fn line_finished(&self, _progress: &Progress) {}
+    /// A few times a second while lines run.
+    fn tick(&self, _progress: &Progress) {}
+    /// A completed line's outputs as a JSON line (with [`EngineOptions::stream`]).
+    fn output(&self, _line: &str) {}
+    /// No line runs any more (before aggregation and the final record).
+    fn lines_done(&self, _progress: &Progress) {}
+}
+
+/// A reporter that drops everything.
+pub struct Quiet;
+impl Reporter for Quiet {}
+
+/// Asks a run to stop: lines still running are stopped, finished ones are kept, and the run
+/// ends Canceled (resumable). Cheap to clone; every clone cancels the same run.
+#[derive(Clone)]
+pub struct Cancel(Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Cancel(Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancel, saying why (`interrupted`, `terminated`, ...) for the run's log. The first reason
+    /// wins.
+    pub fn cancel(&self, reason: &str) {
+        self.0.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason.to_string());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn is_canceled(&self) -> bool {
+        self.0.borrow().is_some()
+    }
+
+    /// Resolves with the reason once canceled.
+    pub async fn canceled(&self) -> String {
+        let mut rx = self.0.subscribe();
+        loop {
+            if let Some(r) = rx.borrow_and_update().clone() {
+                return r;
+            }
+            // The sender lives in `self`, so this only ends by a change.
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}
+
+/// Counts the LLM client's retries and puts each in the run's log and the reporter. The invoker
+/// exists before the run log does (a flex flow needs its worker for the signature): retries reach
+/// the log once [`execute`] has one.
+#[derive(Default)]
+pub struct RetryHub {
+    sink: OnceLock<(Arc<RunLog>, Arc<dyn Reporter>)>,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+}
+
+impl RetryHub {
+    /// The listener to give the LLM client.
+    pub fn listener(self: &Arc<Self>) -> flowrt_tools::RetryListener {
+        let hub = self.clone();
+        Arc::new(move |e| hub.record(e))
+    }
+
+    fn record(&self, e: &flowrt_tools::RetryEvent) {
+        if let Some((log, reporter)) = self.sink.get() {
+            self.retries.fetch_add(1, Relaxed);
+            if e.cause == flowrt_tools::RetryCause::RateLimited {
+                self.rate_limited.fetch_add(1, Relaxed);
+            }
+            log.log(&e.to_string());
+            reporter.warn(&e.to_string());
+        }
+    }
+}
+
+/// A run's `logs.txt`, and the running nodes for the "has been running" warnings.
+pub struct RunLog {
+    file: Mutex<Option<std::fs::File>>,
+    running: flowrt_executor::LongRunning,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl RunLog {
+    fn log(&self, msg: &str) {
+        let line = format!("{} {msg}\n", runs::utc_now());
+        if let Ok(mut f) = self.file.lock() {
+            if let Some(f) = f.as_mut() {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+    }
+
+    fn warn(&self, msg: &str) {
+        self.log(msg);
+        self.reporter.warn(msg);
+    }
+}
+
+impl RunObserver for RunLog {
+    fn node_started(&self, line: Option<usize>, node: &str) {
+        self.running.started(line, node);
+    }
+    fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
+        self.running.finished(line, &run.node);
+        for l in run.logs.lines() {
+            self.log(&format!(
+                "line {}: [{}] {l}",
+                line.map(|l| l.to_string())
+                    .unwrap_or_else(|| "aggregation".into()),
+                run.node
+            ));
+        }
+    }
+}
+
+fn env_seconds(name: &str) -> Option<f64> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|v| *v > 0.0)
+}
+
+/// promptflow's default run name: `FLOW_YYYYMMDD_HHMMSS_micros`, in UTC.
+pub fn default_name(flow: &Path) -> String {
+    let base = flow
+        .canonicalize()
+        .ok()
+        .and_then(|p| {
+            // A .prompty (or flow.dag.yaml) file: named after the file, or its folder.
+            let name = match p.extension() {
+                _ if !p.is_file() => p.file_name(),
+                Some(e) if e.eq_ignore_ascii_case("prompty") => p.file_stem(),
+                _ => p.parent().and_then(Path::file_name),
+            };
+            name.map(|n| n.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "flow".into());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let now = jiff::Timestamp::now();
+    let stamp = now.strftime("%Y%m%d_%H%M%S");
+    let micros = now.subsec_microsecond();
+    format!("{base}_{stamp}_{micros:06}")
+}
+
+/// A whole run: what is not given is taken from the run resumed (its data from the copy in its
+/// folder, so the original file may have moved); the flow is opened with its connections and
+/// environment; bad input (flow, data, mapping) fails here, before the run records itself.
+pub async fn create(
+    mut req: BatchRequest,
+    compute: Compute,
+    home: &Path,
+    reporter: Arc<dyn Reporter>,
+    cancel: Cancel,
+) -> Result<BatchOutcome> {
+    let (mut data_file, mut data_shown) = (req.data.clone(), req.data.clone());
+    if let Some(prev) = &req.resume_from {
+        let meta = runs::load(home, prev)?;
+        if req.init.is_none() {
+            req.init = meta.init.clone();
+        }
+        if data_file.is_none() {
+            data_file = Some(meta.output_dir.join("data.jsonl"));
+            data_shown = Some(meta.data.clone());
+        }
+        if req.flow.is_none() {
+            req.flow = Some(meta.flow.clone());
+            if req.column_mapping.is_empty() {
+                req.column_mapping = meta
+                    .column_mapping
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+            }
+            req.run = req.run.take().or(meta.base_run.clone());
+            req.variant = req.variant.take().or(meta.variant.clone());
+        }
+    }
+    let (Some(flow_dir), Some(data_file), Some(data_shown)) =
+        (req.flow.clone(), data_file, data_shown)
+    else {
+        bail!("--flow and --data are required (unless resuming a run with --resume-from)");
+    };
+    let name = req.name.clone().unwrap_or_else(|| default_name(&flow_dir));
+    runs::check_name(&name)?;
+    if runs::exists(home, &name) {
+        bail!(
+            "run '{name}' already exists\nhint: pick another --name, or `flowrt run show {name}`"
+        );
+    }
+    let mut options = LoadOptions::default();
+    if let Some(v) = &req.variant {
+        options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow!(e))?);
+    }
+    // A flow with additional_includes runs from a merged copy (removed when the run ends).
+    let merged = crate::includes::Merged::new(&flow_dir, home)?;
+    let mut flow = merged.load(&options)?;
+    let env = invoker::environment(&flow, &compute.connections)?;
+    let spec = match &compute.python {
+        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
+            python: python.clone(),
+            flow_dir: flow.dir.clone(),
+            env,
+            state_dir: home.to_path_buf(),
+        }),
+        Some(_) => None,
+        None => invoker::python_spec(&flow, home, env, &mut |m| reporter.note(m))?,
+    };
+    let retries = Arc::new(RetryHub::default());
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, compute.connections, spec, compute.workers)?
+            .with_retry_listener(retries.listener()),
+    );
+    // The invoker's workers end with the run, however it ends.
+    let opened = async {
+        // A flex flow is typed by its entry's signature before any line runs.
+        crate::flex::finish(&mut flow, &invoker, req.init.as_ref()).await?;
+        // A flow promptflow would refuse to load (a tool's connection that does not exist)
+        // fails before any line runs.
+        invoker.preflight(&flow).await?;
+        let lines = read_lines(&req, &data_file, home, reporter.as_ref())?;
+        Ok::<_, anyhow::Error>(lines)
+    }
+    .await;
+    let lines = match opened {
+        Ok(lines) => lines,
+        Err(e) => {
+            invoker.shutdown().await;
+            return Err(e);
+        }
+    };
+    let flow = Arc::new(flow);
+    let output_dir = req
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| runs::runs_dir(home).join(&name));
+    let prepared = prepare_folder(&output_dir, &flow, &lines.rows);
+    let concurrency = req.concurrency.unwrap_or(16).max(1);
+    let line_timeout = req
+        .line_timeout
+        .or_else(|| env_seconds("PF_LINE_TIMEOUT_SEC"))
+        .unwrap_or(600.0);
+    let batch_timeout = req
+        .batch_timeout
+        .or_else(|| env_seconds("PF_BATCH_TIMEOUT_SEC"));
+    let meta = RunMeta {
+        name: name.clone(),
+        status: RunStatus::Running,
+        flow: flow_dir.canonicalize().unwrap_or_else(|_| flow_dir.clone()),
+        data: data_shown
+            .canonicalize()
+            .unwrap_or_else(|_| data_shown.clone()),
+        output_dir: output_dir
+            .canonicalize()
+            .unwrap_or_else(|_| output_dir.clone()),
+        base_run: req.run.clone(),
+        resumed_from: req.resume_from.clone(),
+        variant: req.variant.clone(),
+        init: req.init.clone(),
+        column_mapping: req
+            .column_mapping
+            .iter()
+            .filter_map(|p| p.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        created: runs::utc_now(),
+        finished: None,
+        duration_s: 0.0,
+        total_lines: lines.rows.len(),
+        completed_lines: 0,
+        failed_lines: 0,
+        concurrency,
+        pid: std::process::id(),
+        error: None,
+    };
+    let engine = EngineOptions {
+        concurrency,
+        line_timeout: Some(Duration::from_secs_f64(line_timeout)),
+        batch_timeout: batch_timeout.map(Duration::from_secs_f64),
+        long_running_interval: Duration::from_secs_f64(req.long_running_interval.max(0.01)),
+        stream: req.stream,
+    };
+    let outcome = match prepared {
+        Ok(()) => {
+            execute(
+                flow,
+                invoker.clone(),
+                lines,
+                meta,
+                home,
+                engine,
+                reporter,
+                cancel,
+                retries,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    invoker.shutdown().await;
+    drop(merged);
+    outcome
+}
+
+/// The data rows, the mapping (checked against the columns and base outputs there are), the base
+/// run of an evaluation and the lines kept from a resumed run.
+fn read_lines(
+    req: &BatchRequest,
+    data_file: &Path,
+    home: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Lines> {
+    let rows = crate::data::read_rows(data_file)?;
+    let mapping = ColumnMapping::parse(&req.column_mapping, req.run.is_some())?;
+    // Evaluation runs join the base run's outputs and data rows by line number.
+    let (base_outputs, base_rows) = match &req.run {
+        Some(base) => {
+            let meta = runs::load(home, base)?;
+            let mut outputs = runs::outputs(&meta.output_dir)
+                .with_context(|| format!("reading the outputs of base run '{base}'"))?;
+            // promptflow reads the base run's outputs with pandas' type inference.
+            crate::data::tabulate(outputs.values_mut(), true);
+            let rows =
+                crate::data::read_rows(&meta.output_dir.join("data.jsonl")).unwrap_or_default();
+            (outputs, rows)
+        }
+        None => (BTreeMap::new(), Vec::new()),
+    };
+    // A mapping that reads a column or output no line has would fail every line: say so now.
+    let data_columns: HashSet<String> = rows.iter().flat_map(|r| r.keys().cloned()).collect();
+    let base_output_names: HashSet<String> = base_outputs
+        .values()
+        .flat_map(|o| o.keys().cloned())
+        .collect();
+    let base_data_columns: HashSet<String> =
+        base_rows.iter().flat_map(|r| r.keys().cloned()).collect();
+    mapping.check_names(&flowrt_executor::KnownNames {
+        data_columns: Some(&data_columns),
+        base_outputs: (!base_outputs.is_empty()).then_some(&base_output_names),
+        base_data_columns: (!base_rows.is_empty()).then_some(&base_data_columns),
+    })?;
+    for (input, value) in mapping.suspicious_literals() {
+        reporter.warn(&format!(
+            "--column-mapping {input}='{value}' is not a reference (they look like '${{data.COLUMN}}'), so every line gets this text as it is"
+        ));
+    }
+    // Resumed runs keep the lines that completed.
+    let kept: BTreeMap<usize, Value> = match &req.resume_from {
+        Some(prev) => {
+            let meta = runs::load(home, prev)?;
+            runs::line_records(&meta.output_dir)?
+                .into_iter()
+                .filter(|(n, r)| r["status"] == "Completed" && *n < rows.len())
+                .collect()
+        }
+        None => BTreeMap::new(),
+    };
+    Ok(Lines {
+        rows,
+        mapping,
+        base_outputs,
+        base_rows,
+        kept,
+    })
+}
+
+/// The run folder's inputs: a snapshot of the flow (so the run records what it ran) and the data
+/// as read (`data.jsonl`, what a resume and an evaluation read back).
+fn prepare_folder(output_dir: &Path, flow: &Flow, rows: &[Map<String, Value>]) -> Result<()> {
+    fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
+    let snapshot = output_dir.join("snapshot");
+    if flow.kind == flowrt_flow::FlowKind::Prompty {
+        // A .prompty is self-contained; its folder may be anything (the current directory).
+        fs_err::create_dir_all(&snapshot)?;
+        fs_err::copy(
+            &flow.file,
+            snapshot.join(flow.file.file_name().unwrap_or_default()),
+        )?;
+    } else {
+        // The output folder may lie inside the flow folder (`--output-dir out` next to a
+        // .prompty): the snapshot leaves it out, with bulky and generated folders.
+        let skip = output_dir.canonicalize().ok();
+        let filter = flowrt_store::fsutil::CopyFilter {
+            skip_names: &["__pycache__", "node_modules"],
+            skip_hidden: true,
+            skip_dir: skip.as_deref(),
+            symlinks: false,
+        };
+        flowrt_store::fsutil::copy_tree(&flow.dir, &snapshot, &filter)?;
+    }
+    write_jsonl(&output_dir.join("data.jsonl"), rows)
+}
+
+fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
+    let mut f = std::io::BufWriter::new(fs_err::File::create(path)?);
+    for r in rows {
+        writeln!(f, "{}", serde_json::to_string(r)?)?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// One finished line as written to `line_runs.jsonl`.
+fn line_record(r: &LineResult) -> Value {
+    let nodes: Vec<Value> = r
+        .node_runs
+        .iter()
+        .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
+        .collect();
+    json!({
+        "line_number": r.line_number,
+        "status": if r.succeeded() { "Completed" } else { "Failed" },
+        "inputs": r.inputs,
+        "outputs": if r.succeeded() { serde_json::to_value(&r.outputs).unwrap_or(Value::Null) } else { Value::Null },
+        "error": r.error.as_ref().map(|e| json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "traceback": e.failure.traceback})),
+        "duration": r.duration.as_secs_f64(),
+        "nodes": nodes,
+        "aggregation_inputs": r.aggregation_inputs,
+    })
+}
+
+/// A line that failed before it could run (bad mapping or inputs).
+fn failed_record(
+    line: usize,
+    inputs: &IndexMap<String, Value>,
+    error_type: &str,
+    message: String,
+) -> Value {
+    json!({
+        "line_number": line,
+        "status": "Failed",
+        "inputs": inputs,
+        "outputs": null,
+        "error": {"node": null, "error_type": error_type, "message": message, "traceback": null},
+        "duration": 0.0,
+        "nodes": [],
+        "aggregation_inputs": {},
+    })
+}
+
+/// Writes records in line order as lines finish in any order.
+struct OrderedWriter {
+    outputs: std::io::BufWriter<fs_err::File>,
+    records: std::io::BufWriter<fs_err::File>,
+    pending: BTreeMap<usize, Value>,
+    next: usize,
+    completed: usize,
+    failed: Vec<Value>,
+    /// Per aggregation node, per input: the completed lines' values in line order.
+    aggregation: Vec<Value>,
+    stream: bool,
+    reporter: Arc<dyn Reporter>,
+}
+
+impl OrderedWriter {
+    fn open(output_dir: &Path, stream: bool, reporter: Arc<dyn Reporter>) -> Result<Self> {
+        Ok(OrderedWriter {
+            outputs: std::io::BufWriter::new(fs_err::File::create(
+                output_dir.join("flow_outputs").join("output.jsonl"),
+            )?),
+            records: std::io::BufWriter::new(fs_err::File::create(
+                output_dir.join("line_runs.jsonl"),
+            )?),
+            pending: BTreeMap::new(),
+            next: 0,
+            completed: 0,
+            failed: Vec::new(),
+            aggregation: Vec::new(),
+            stream,
+            reporter,
+        })
+    }
+
+    fn push(&mut self, record: Value) -> Result<()> {
+        let n = record["line_number"].as_u64().unwrap_or(0) as usize;
+        self.pending.insert(n, record);
+        while let Some(rec) = self.pending.remove(&self.next) {
+            self.write(rec)?;
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    /// Lines that will never come (canceled) leave gaps: write what is there, in order.
+    fn drain(&mut self) -> Result<()> {
+        let rest = std::mem::take(&mut self.pending);
+        for (_, rec) in rest {
+            self.write(rec)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, mut rec: Value) -> Result<()> {
+        let n = rec["line_number"].clone();
+        if rec["status"] == "Completed" {
+            self.completed += 1;
+            let mut out = Map::new();
+            out.insert("line_number".into(), n);
+            if let Some(o) = rec["outputs"].as_object() {
+                out.extend(o.clone());
+            }
+            // NaN and the infinities written as promptflow writes them (`NaN`, `Infinity`).
+            let text = flowrt_flow::nonfinite::to_json_line(&Value::Object(out));
+            if self.stream {
+                self.reporter.output(&text);
+            }
+            writeln!(self.outputs, "{text}")?;
+            if let Some(a) = rec
+                .get("aggregation_inputs")
+                .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
+            {
+                self.aggregation.push(a.clone());
+            }
+        } else if let Some(e) = rec.get("error") {
+            let mut e = e.clone();
+            if let Some(o) = e.as_object_mut() {
+                o.insert("line_number".into(), n);
+            }
+            self.failed.push(e);
+        }
+        if let Some(o) = rec.as_object_mut() {
+            if o.get("aggregation_inputs")
+                .is_some_and(|a| a.as_object().is_some_and(|m| m.is_empty()))
+            {
+                o.remove("aggregation_inputs");
+            }
+        }
+        writeln!(self.records, "{}", serde_json::to_string(&rec)?)?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.outputs.flush()?;
+        self.records.flush()?;
+        Ok(())
+    }
+}
+
+/// The counts the reporter sees.
+struct Counter {
+    progress: Progress,
+    started: Instant,
+    last_logged: Instant,
+    retries: Arc<RetryHub>,
+}
+
+impl Counter {
+    fn snapshot(&mut self) -> &Progress {
+        self.progress.elapsed = self.started.elapsed();
+        self.progress.retries = self.retries.retries.load(Relaxed);
+        self.progress.rate_limited = self.retries.rate_limited.load(Relaxed);
+        &self.progress
+    }
+}
+
+/// Run the lines of a prepared run folder and record the run: `run.json` says Running first and
+/// the final status last; lines run at most `concurrency` at a time, each stopped at its timeout;
+/// kept lines are written as they were and not run; a cancel (or the batch timeout) stops the
+/// lines still running and ends the run Canceled.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute<I: ToolInvoker + 'static>(
+    flow: Arc<Flow>,
+    invoker: Arc<I>,
+    lines: Lines,
+    mut meta: RunMeta,
+    home: &Path,
+    options: EngineOptions,
+    reporter: Arc<dyn Reporter>,
+    cancel: Cancel,
+    retries: Arc<RetryHub>,
+) -> Result<BatchOutcome> {
+    let started = Instant::now();
+    let output_dir = meta.output_dir.clone();
+    fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
+    meta.status = RunStatus::Running;
+    meta.total_lines = lines.rows.len();
+    runs::save(home, &meta)?;
+    let log = Arc::new(RunLog {
+        file: Mutex::new(Some(
+            fs_err::File::create(output_dir.join("logs.txt"))?
+                .into_parts()
+                .0,
+        )),
+        running: flowrt_executor::LongRunning::default(),
+        reporter: reporter.clone(),
+    });
+    let _ = retries.sink.set((log.clone(), reporter.clone()));
+    let name = meta.name.clone();
+    let total = lines.rows.len();
+    log.log(&format!(
+        "run {name}: flow {}, data {} ({total} lines)",
+        meta.flow.display(),
+        meta.data.display(),
+    ));
+    log.log(&format!("concurrency: {}", options.concurrency));
+    if !lines.kept.is_empty() {
+        log.log(&format!(
+            "resuming from {}: {} completed lines kept",
+            meta.resumed_from.as_deref().unwrap_or(""),
+            lines.kept.len()
+        ));
+    }
+    let mut counter = Counter {
+        progress: Progress {
+            total,
+            done: lines.kept.len(),
+            kept: lines.kept.len(),
+            ..Progress::default()
+        },
+        started: Instant::now(),
+        last_logged: Instant::now(),
+        retries: retries.clone(),
+    };
+    reporter.started(&meta, counter.snapshot());
+    let executor = Arc::new(Executor::new(
+        flow.clone(),
+        invoker,
+        log.clone(),
+        ExecutorOptions {
+            line_timeout: options.line_timeout,
+        },
+    ));
+    let mut writer = OrderedWriter::open(&output_dir, options.stream, reporter.clone())?;
+    let status = run_lines(
+        &executor,
+        lines,
+        &options,
+        &mut writer,
+        &mut counter,
+        &log,
+        &cancel,
+        &name,
+    )
+    .await;
+    reporter.lines_done(counter.snapshot());
+    // What finished is written whatever else went wrong.
+    let written = writer.drain().and_then(|_| writer.flush());
+    let ended = match (status, written) {
+        (Ok(status), Ok(())) => {
+            record_end(
+                &executor,
+                &mut writer,
+                status,
+                &mut meta,
+                home,
+                &log,
+                started,
+            )
+            .await
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+    };
+    match ended {
+        Ok(()) => Ok(BatchOutcome { meta }),
+        Err(e) => {
+            // The record says how it ended, so it does not stay Running.
+            log.log(&format!("run {name} failed: {e:#}"));
+            meta.status = RunStatus::Failed;
+            meta.error = Some(format!("{e:#}"));
+            meta.finished = Some(runs::utc_now());
+            let _ = runs::save(home, &meta);
+            Err(e)
+        }
+    }
+}
+
+/// After the lines: aggregation (`metrics.json`, `aggregation.json`), `error.json`, and the final
+/// record.
+async fn record_end<I: ToolInvoker + 'static>(
+    executor: &Executor<I>,
+    writer: &mut OrderedWriter,
+    status: RunStatus,
+    meta: &mut RunMeta,
+    home: &Path,
+    log: &RunLog,
+    started: Instant,
+) -> Result<()> {
+    let output_dir = meta.output_dir.clone();
+    let name = meta.name.clone();
+    let reporter = &log.reporter;
+    if status == RunStatus::Completed && executor.has_aggregation() {
+        let agg_lines: Vec<LineResult> = writer
+            .aggregation
+            .iter()
+            .enumerate()
+            .map(|(i, a)| LineResult {
+                line_number: i,
+                inputs: IndexMap::new(),
+                outputs: IndexMap::new(),
+                error: None,
+                node_runs: Vec::new(),
+                aggregation_inputs: serde_json::from_value(a.clone()).unwrap_or_default(),
+                duration: Duration::ZERO,
+            })
+            .collect();
+        let refs: Vec<&LineResult> = agg_lines.iter().collect();
+        let agg = executor.run_aggregation(&refs).await;
+        fs_err::write(
+            output_dir.join("metrics.json"),
+            serde_json::to_string_pretty(&agg.metrics)?,
+        )?;
+        fs_err::write(
+            output_dir.join("aggregation.json"),
+            serde_json::to_string_pretty(&agg.node_runs)?,
+        )?;
+        if let Some(e) = agg.error {
+            log.log(&format!("aggregation failed: {e}"));
+            reporter.error(&format!("aggregation failed: {e}"));
+        }
+    } else if !output_dir.join("metrics.json").exists() {
+        fs_err::write(output_dir.join("metrics.json"), "{}")?;
+    }
+    let mut status = status;
+    // A run none of whose lines succeeded produced nothing: it failed, whatever the reason.
+    if status == RunStatus::Completed && writer.completed == 0 && meta.total_lines > 0 {
+        status = RunStatus::Failed;
+        let first = writer
+            .failed
+            .first()
+            .and_then(|e| e["message"].as_str())
+            .unwrap_or("no line ran");
+        meta.error = Some(format!(
+            "every line failed; line {}: {first}",
+            writer
+                .failed
+                .first()
+                .map(|e| e["line_number"].to_string())
+                .unwrap_or_else(|| "0".into())
+        ));
+    }
+    if !writer.failed.is_empty() {
+        fs_err::write(
+            output_dir.join("error.json"),
+            serde_json::to_string_pretty(&writer.failed)?,
+        )?;
+    }
+    meta.status = status;
+    meta.completed_lines = writer.completed;
+    meta.failed_lines = writer.failed.len();
+    meta.finished = Some(runs::utc_now());
+    meta.duration_s = started.elapsed().as_secs_f64();
+    runs::save(home, meta)?;
+    log.log(&format!(
+        "run {name} {:?}: {} completed, {} failed, {} not run, {:.2} s",
+        status,
+        meta.completed_lines,
+        meta.failed_lines,
+        meta.total_lines - meta.completed_lines - meta.failed_lines,
+        meta.duration_s
+    ));
+    Ok(())
+}
+
+/// The line loop: keeps `concurrency` lines running until none is left or the run is canceled.
+#[allow(clippy::too_many_arguments)]
+async fn run_lines<I: ToolInvoker + 'static>(
+    executor: &Arc<Executor<I>>,
+    lines: Lines,
+    options: &EngineOptions,
+    writer: &mut OrderedWriter,
+    counter: &mut Counter,
+    log: &Arc<RunLog>,
+    cancel: &Cancel,
+    name: &str,
+) -> Result<RunStatus> {
+    // Tracing, only when a collector is configured: spans leave in batches from one task.
+    let (span_tx, flusher) = match crate::otel::Exporter::from_env("flowrt") {
+        Some(exporter) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Value>>();
+            (Some(tx), Some(tokio::spawn(export_spans(exporter, rx))))
+        }
+        None => (None, None),
+    };
+    let Lines {
+        rows,
+        mapping,
+        base_outputs,
+        base_rows,
+        kept,
+    } = lines;
+    for rec in kept.values() {
+        writer.push(rec.clone())?;
+    }
+    let columns: Arc<HashSet<String>> =
+        Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
+    let total = rows.len();
+    let (rows, base_outputs, base_rows, mapping) = (
+        Arc::new(rows),
+        Arc::new(base_outputs),
+        Arc::new(base_rows),
+        Arc::new(mapping),
+    );
+    let batch_run_id: Arc<str> = Arc::from(name);
+    let mut todo = (0..total).filter(|n| !kept.contains_key(n));
+    let mut set: JoinSet<Value> = JoinSet::new();
+    let warn_interval = options.long_running_interval;
+    let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));
+    let deadline = options
+        .batch_timeout
+        .map(|d| tokio::time::Instant::now() + d);
+    let concurrency = options.concurrency.max(1);
+    let status = loop {
+        while set.len() < concurrency {
+            let Some(n) = todo.next() else { break };
+            let (executor, rows, columns, base_outputs, base_rows, mapping) = (
+                executor.clone(),
+                rows.clone(),
+                columns.clone(),
+                base_outputs.clone(),
+                base_rows.clone(),
+                mapping.clone(),
+            );
+            let (span_tx, batch_run_id) = (span_tx.clone(), batch_run_id.clone());
+            set.spawn(async move {
+                let sources = LineSources {
+                    data: &rows[n],
+                    columns: Some(columns.as_ref()),
+                    run_outputs: base_outputs.get(&n),
+                    run_inputs: base_rows.get(n),
+                };
+                let raw = match mapping.line_inputs(executor.flow(), &sources) {
+                    Ok(r) => r,
+                    Err(message) => {
+                        return failed_record(n, &IndexMap::new(), "MappingError", message)
+                    }
+                };
+                match prepare_inputs(executor.flow(), &raw) {
+                    Ok(inputs) => {
+                        let line = executor.run_line(n, inputs).await;
+                        if let Some(tx) = &span_tx {
+                            let _ = tx.send(crate::otel::line_spans(
+                                executor.flow(),
+                                &line,
+                                Some(&batch_run_id),
+                            ));
+                        }
+                        line_record(&line)
+                    }
+                    Err(e) => failed_record(n, &raw, "InputError", e.to_string()),
+                }
+            });
+        }
+        if set.is_empty() {
+            break RunStatus::Completed;
+        }
+        tokio::select! {
+            joined = set.join_next() => {
+                if let Some(joined) = joined {
+                    let rec = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
+                    counter.progress.done += 1;
+                    if rec["status"] != "Completed" {
+                        counter.progress.failed += 1;
+                        log.log(&format!("line {} failed: {}", rec["line_number"], rec["error"]["message"].as_str().unwrap_or("")));
+                    }
+                    writer.push(rec)?;
+                    log.reporter.line_finished(counter.snapshot());
+                }
+            }
+            _ = ticker.tick() => {
+                for d in log.running.due(warn_interval) {
+                    log.warn(&d);
+                }
+                // Finished lines reach the disk within a tick (cheap: one write per tick, not
+                // per line), so a killed run loses little and can be resumed.
+                writer.flush()?;
+                log.reporter.tick(counter.snapshot());
+                if counter.last_logged.elapsed() >= Duration::from_secs(5) {
+                    counter.last_logged = Instant::now();
+                    let text = counter.snapshot().text();
+                    log.log(&format!("progress: {text}"));
+                }
+            }
+            reason = cancel.canceled() => {
+                log.log(&format!("{reason}: canceling the run"));
+                set.abort_all();
+                break RunStatus::Canceled;
+            }
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                log.log(&format!("the run exceeded --batch-timeout ({} s): canceling the remaining lines", options.batch_timeout.map(|d| d.as_secs_f64()).unwrap_or(0.0)));
+                set.abort_all();
+                break RunStatus::Canceled;
+            }
+        }
+    };
+    // Aborted lines are gone before the run records itself: nothing of theirs runs on.
+    while set.join_next().await.is_some() {}
+    drop(span_tx);
+    if let Some(task) = flusher {
+        let _ = task.await;
+    }
+    Ok(status)
+}
+
+/// Sends spans in batches: every 200 ms, or at 2,000 spans.
+async fn export_spans(
+    exporter: crate::otel::Exporter,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Value>>,
+) {
+    let mut batch: Vec<Value> = Vec::new();
+    loop {
+        let tick = tokio::time::sleep(Duration::from_millis(200));
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some(spans) => {
+                    batch.extend(spans);
+                    if batch.len() >= 2000 {
+                        exporter.export(std::mem::take(&mut batch)).await;
+                    }
+                }
+                None => break,
+            },
+            _ = tick => exporter.export(std::mem::take(&mut batch)).await,
+        }
+    }
+    exporter.export(batch).await;
+}

@@ -1,0 +1,671 @@
+//! The agent: one compute session's process. The control plane starts it in the session's
+//! folder and environment (`flowrt agent`); it loads the flow once, keeps its Python workers warm,
+//! runs batch runs in-process through the shared engine (`flowrt_runtime::batch`), and answers the
+//! server on 127.0.0.1 only: `GET /health`, `GET /status` (activity for idle shutdown),
+//! `POST /lines` and `/lines/stream` (one line), `POST /batch` (start a run),
+//! `POST /batch/{name}/cancel`, `POST /shutdown`. User code runs here, never in the server.
+//!
+//! It stops by itself when its session folder disappears or, with an idle exit, after that long
+//! without a run: the backstop for an agent whose server is gone for good.
+
+use crate::client::BatchRequest;
+use anyhow::{Context, Result};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NodeRun, RunObserver};
+use flowrt_flow::LoadOptions;
+use flowrt_runtime::batch::{self, Cancel};
+use flowrt_runtime::invoker::{self, FlowInvoker};
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How the agent was started (`flowrt agent`'s arguments).
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The session this agent serves (answered by /health so a restarted server can re-adopt it).
+    pub session_id: String,
+    /// The flow folder.
+    pub flow: PathBuf,
+    /// The environment's Python interpreter.
+    pub python: PathBuf,
+    /// How many Python workers to keep.
+    pub workers: usize,
+    /// Where to write the address it listens on (`127.0.0.1:PORT`).
+    pub addr_file: PathBuf,
+    /// A file holding the bearer token every request must carry; its disappearance means the
+    /// session folder is gone.
+    pub token_file: PathBuf,
+    /// Seconds between "NODE has been running for N seconds" log lines for a slow node.
+    pub long_running_interval: f64,
+    /// Read the connections the flow uses (a JSON list) from stdin, not from FLOWRT_HOME.
+    pub connections_stdin: bool,
+    /// Seal this agent and everything it starts (Landlock) before any user code is loaded.
+    pub seal: bool,
+    /// Exit after this many seconds without a run (0: only when the session folder is gone).
+    pub idle_exit: f64,
+    /// How often the watchdog looks at the folder and the idle time.
+    pub watch_interval: Duration,
+}
+
+/// A batch run going on in this session.
+struct Batch {
+    cancel: Cancel,
+    /// Set when its thread has finished with it.
+    done: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Batch {
+    fn is_finished(&self) -> bool {
+        self.done.load(Ordering::SeqCst)
+    }
+}
+
+struct Agent {
+    session_id: String,
+    token: String,
+    home: PathBuf,
+    /// The flow folder as given (batch runs resolve includes themselves).
+    flow_dir: PathBuf,
+    python: PathBuf,
+    workers: usize,
+    /// The connections the flow uses, given to each batch run.
+    connections: HashMap<String, flowrt_api::Connection>,
+    /// Batch runs started in this session, by name (finished ones are reaped).
+    batches: Mutex<HashMap<String, Batch>>,
+    executor: Executor<FlowInvoker>,
+    running: AtomicUsize,
+    runs_total: AtomicU64,
+    last_activity: Mutex<Instant>,
+    shutdown: tokio::sync::Notify,
+}
+
+/// Logs node output and the long-running warnings to the agent log (stderr).
+#[derive(Default)]
+struct AgentLog {
+    running: flowrt_executor::LongRunning,
+}
+
+impl RunObserver for AgentLog {
+    fn node_started(&self, line: Option<usize>, node: &str) {
+        self.running.started(line, node);
+    }
+    fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
+        self.running.finished(line, &run.node);
+        for l in run.logs.lines() {
+            eprintln!("[{}] {l}", run.node);
+        }
+    }
+}
+
+/// A batch run's reports: its warnings go to the session log (which the server serves), and its
+/// start is told to the request that started it.
+struct BatchLog {
+    name: String,
+    started: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+impl batch::Reporter for BatchLog {
+    fn note(&self, msg: &str) {
+        eprintln!("run {}: {msg}", self.name);
+    }
+    fn warn(&self, msg: &str) {
+        eprintln!("run {}: warning: {msg}", self.name);
+    }
+    fn error(&self, msg: &str) {
+        eprintln!("run {}: error: {msg}", self.name);
+    }
+    fn started(&self, meta: &flowrt_runtime::runs::RunMeta, progress: &batch::Progress) {
+        eprintln!(
+            "batch run {} started: {} lines ({} kept), concurrency: {}",
+            self.name, meta.total_lines, progress.kept, meta.concurrency
+        );
+        if let Some(tx) = self.started.lock().ok().and_then(|mut s| s.take()) {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Agent {
+    /// Whether a batch run started here is still running (finished ones are reaped).
+    fn batch_running(&self) -> bool {
+        let Ok(mut batches) = self.batches.lock() else {
+            return false;
+        };
+        batches.retain(|_, b| !b.is_finished());
+        !batches.is_empty()
+    }
+
+    /// A stopping session ends its batch runs: each is canceled (finished lines are kept and
+    /// `--resume-from` continues it, its workers are stopped), waiting up to 5 s for them (what
+    /// is left then ends with the process).
+    async fn stop_batches(&self) {
+        let batches: Vec<Batch> = match self.batches.lock() {
+            Ok(mut b) => b.drain().map(|(_, b)| b).collect(),
+            Err(_) => return,
+        };
+        for b in &batches {
+            b.cancel.cancel("the session is stopping");
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) && batches.iter().any(|b| !b.is_finished()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+type Shared = Arc<Agent>;
+
+/// Run the agent until it is told to stop (`POST /shutdown`, SIGTERM), its session folder
+/// disappears, or it has been idle for its idle exit.
+pub fn run(config: AgentConfig) -> Result<()> {
+    let token = std::fs::read_to_string(&config.token_file)
+        .with_context(|| {
+            format!(
+                "cannot read the agent token {}",
+                config.token_file.display()
+            )
+        })?
+        .trim()
+        .to_string();
+    if token.is_empty() {
+        anyhow::bail!(
+            "the agent token file {} is empty",
+            config.token_file.display()
+        );
+    }
+    let home = flowrt_store::flowrt_home();
+    let connections = if config.connections_stdin {
+        invoker::connections_from_stdin()?
+    } else {
+        invoker::load_connections(&home)?
+    };
+    let mut python = config.python.clone();
+    if config.seal {
+        // While this process has one thread: a seal covers the calling thread and what it starts.
+        let paths = crate::seal::python_paths(&config.python)?;
+        python = paths.executable.clone();
+        let mut read_exec = paths.read;
+        read_exec.push(std::env::current_exe()?);
+        let policy = crate::seal::SealPolicy {
+            read_write: vec![std::env::current_dir()?, home.clone()],
+            read_exec,
+        };
+        let status = crate::seal::seal_self(&policy)?;
+        eprintln!("session {}: {}", config.session_id, status.describe());
+    }
+    let merged = flowrt_runtime::includes::Merged::new(&config.flow, &home)?;
+    let mut flow = merged.load(&LoadOptions::default())?;
+    let env = invoker::environment(&flow, &connections)?;
+    let spec = invoker::needs_python(&flow).then(|| flowrt_python::WorkerSpec {
+        python: python.clone(),
+        flow_dir: flow.dir.clone(),
+        env,
+        state_dir: home.clone(),
+    });
+    // Every LLM retry says what failed and how long it waits (on stderr: the session's log).
+    let invoker = Arc::new(
+        FlowInvoker::new(&flow, connections.clone(), spec, config.workers)?
+            .with_retry_listener(Arc::new(|e| eprintln!("warning: {e}"))),
+    );
+    // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    // A flex flow is typed by its entry's signature (a class entry uses its sample.init).
+    if let Err(e) = runtime.block_on(flowrt_runtime::flex::finish(&mut flow, &invoker, None)) {
+        runtime.block_on(invoker.shutdown());
+        return Err(e);
+    }
+    let flow = Arc::new(flow);
+    let log = Arc::new(AgentLog::default());
+    let executor = Executor::new(
+        flow.clone(),
+        invoker.clone(),
+        log.clone(),
+        ExecutorOptions::default(),
+    );
+    let agent = Arc::new(Agent {
+        session_id: config.session_id.clone(),
+        token,
+        home,
+        flow_dir: config.flow.clone(),
+        python,
+        workers: config.workers,
+        connections,
+        batches: Mutex::new(HashMap::new()),
+        executor,
+        running: AtomicUsize::new(0),
+        runs_total: AtomicU64::new(0),
+        last_activity: Mutex::new(Instant::now()),
+        shutdown: tokio::sync::Notify::new(),
+    });
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/lines", post(lines))
+        .route("/lines/stream", post(lines_stream))
+        .route("/batch", post(start_batch))
+        .route("/batch/{name}/cancel", post(cancel_batch))
+        .route("/shutdown", post(shutdown))
+        .layer(axum::middleware::from_fn_with_state(
+            agent.clone(),
+            require_token,
+        ))
+        .with_state(agent.clone());
+    let interval = Duration::from_secs_f64(config.long_running_interval.max(0.05));
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("cannot listen on 127.0.0.1")?;
+        let addr = listener.local_addr()?;
+        // Written last and atomically: the server reads it as "the agent is listening".
+        let tmp = config.addr_file.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        writeln!(f, "{addr}")?;
+        drop(f);
+        std::fs::rename(&tmp, &config.addr_file)?;
+        eprintln!(
+            "agent for session {} listening on {addr} (flow {})",
+            config.session_id,
+            flow.dir.display()
+        );
+        let warn_log = log.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
+            loop {
+                tick.tick().await;
+                for d in warn_log.running.due(interval) {
+                    eprintln!("{d}");
+                }
+            }
+        });
+        tokio::spawn(watchdog(
+            agent.clone(),
+            config.token_file.clone(),
+            config.idle_exit,
+            config.watch_interval,
+        ));
+        let stop = agent.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    _ = stop.shutdown.notified() => {}
+                    _ = crate::shutdown_signal() => {}
+                }
+            })
+            .await?;
+        agent.stop_batches().await;
+        invoker.shutdown().await;
+        eprintln!("agent for session {} stopped", config.session_id);
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(merged);
+    Ok(())
+}
+
+/// An agent whose server is gone for good stops by itself: when its session folder is deleted
+/// (its token file goes with it), or after `idle_exit` seconds without a run (well past the
+/// server's own idle timeout).
+async fn watchdog(agent: Shared, token_file: PathBuf, idle_exit: f64, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        if !token_file.exists() {
+            eprintln!("the session folder is gone: stopping");
+            agent.shutdown.notify_one();
+            return;
+        }
+        let idle = agent
+            .last_activity
+            .lock()
+            .map(|t| t.elapsed().as_secs_f64())
+            .unwrap_or(0.0);
+        let busy = agent.running.load(Ordering::SeqCst) > 0 || agent.batch_running();
+        if idle_exit > 0.0 && !busy && idle > idle_exit {
+            eprintln!("idle for {idle:.0} s with no word from the server: stopping");
+            agent.shutdown.notify_one();
+            return;
+        }
+    }
+}
+
+/// Every request carries the session's token: the agent runs user code as its owner.
+async fn require_token(
+    State(a): State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    // Compare in time independent of where the first difference is.
+    let same = given.len() == a.token.len()
+        && given
+            .bytes()
+            .zip(a.token.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0;
+    if !same {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"code": "Unauthorized", "message": "this agent answers its server only"})),
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+async fn health(State(a): State<Shared>) -> Json<Value> {
+    Json(json!({"status": "ok", "session_id": a.session_id, "pid": std::process::id()}))
+}
+
+async fn status(State(a): State<Shared>) -> Json<Value> {
+    let idle = a
+        .last_activity
+        .lock()
+        .map(|t| t.elapsed().as_secs_f64())
+        .unwrap_or(0.0);
+    Json(json!({
+        "running": a.running.load(Ordering::SeqCst),
+        "idle_seconds": idle,
+        "runs_total": a.runs_total.load(Ordering::SeqCst),
+    }))
+}
+
+#[derive(Deserialize)]
+struct LineRequest {
+    #[serde(default)]
+    inputs: IndexMap<String, Value>,
+}
+
+fn touch(a: &Agent) {
+    if let Ok(mut t) = a.last_activity.lock() {
+        *t = Instant::now();
+    }
+}
+
+/// Counts a run as active while it lives, so idle shutdown never stops a busy session.
+struct Active<'a>(&'a Agent);
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        touch(self.0);
+    }
+}
+
+impl<'a> Active<'a> {
+    /// Count a line run from now until the guard drops.
+    fn begin(a: &'a Agent) -> Self {
+        a.running.fetch_add(1, Ordering::SeqCst);
+        a.runs_total.fetch_add(1, Ordering::SeqCst);
+        touch(a);
+        Active(a)
+    }
+}
+
+/// A line request's inputs checked against the flow, or the 400 that says why not.
+fn line_inputs(a: &Agent, req: &LineRequest) -> Result<IndexMap<String, Value>, Box<Response>> {
+    prepare_inputs(a.executor.flow(), &req.inputs).map_err(|e| {
+        Box::new(
+            (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"code": "BadInputs", "message": e.to_string()})),
+            )
+                .into_response(),
+        )
+    })
+}
+
+/// What a line run answers: outputs, error, node runs with their logs and timings, duration.
+fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> Value {
+    let error = line.error.as_ref().map(|e| {
+        let mut v = serde_json::Map::new();
+        v.insert("node".into(), json!(e.node));
+        v.insert("error_type".into(), json!(e.failure.error_type));
+        v.insert("message".into(), json!(e.failure.message));
+        if traceback {
+            v.insert("traceback".into(), json!(e.failure.traceback));
+        }
+        v.insert("display".into(), json!(e.to_string()));
+        Value::Object(v)
+    });
+    json!({
+        "outputs": if error.is_none() { serde_json::to_value(&line.outputs).unwrap_or(Value::Null) } else { Value::Null },
+        "error": error,
+        "node_runs": line.node_runs,
+        "duration": line.duration.as_secs_f64(),
+    })
+}
+
+async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
+    let _active = Active::begin(&a);
+    let inputs = match line_inputs(&a, &req) {
+        Ok(i) => i,
+        Err(response) => return *response,
+    };
+    let line = a.executor.run_line(0, inputs).await;
+    Json(line_reply(&line, true)).into_response()
+}
+
+/// `POST /lines/stream`: one line as server-sent events: `chunk` events carry the streamed LLM
+/// reply as it arrives (`{"output", "text"}`), then one `result` event with what `/lines` answers
+/// (outputs, error, node runs with their logs and timings, duration).
+async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
+    let inputs = match line_inputs(&a, &req) {
+        Ok(i) => i,
+        Err(response) => return *response,
+    };
+    let (events_tx, mut events_rx) =
+        tokio::sync::mpsc::unbounded_channel::<Result<axum::body::Bytes, std::io::Error>>();
+    let event = |name: &str, v: &Value| {
+        Ok(axum::body::Bytes::from(format!(
+            "event: {name}\ndata: {}\n\n",
+            flowrt_flow::pyvalue::py_json_dumps(v)
+        )))
+    };
+    let target = invoker::stream_output(a.executor.flow());
+    let agent = a.clone();
+    tokio::spawn(async move {
+        let _active = Active::begin(&agent);
+        let line = match &target {
+            Some((output, node)) => {
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let sink = invoker::StreamSink {
+                    nodes: std::collections::HashSet::from([node.clone()]),
+                    tx,
+                };
+                let forward = events_tx.clone();
+                let output = output.clone();
+                let relay = tokio::spawn(async move {
+                    while let Some(text) = rx.recv().await {
+                        if forward
+                            .send(event("chunk", &json!({"output": output, "text": text})))
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let line = invoker::STREAM_SINK
+                    .scope(sink, agent.executor.run_line(0, inputs))
+                    .await;
+                let _ = relay.await;
+                line
+            }
+            None => agent.executor.run_line(0, inputs).await,
+        };
+        let result = line_reply(&line, false);
+        let _ = events_tx.send(event("result", &result));
+    });
+    let stream = futures::stream::poll_fn(move |cx| events_rx.poll_recv(cx));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(axum::http::header::CONTENT_TYPE, "text/event-stream")
+        .header(axum::http::header::CACHE_CONTROL, "no-cache")
+        .body(axum::body::Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// `error: ...` with any `hint:` lines and causes, as the CLI prints a run that cannot start.
+fn reason(e: &anyhow::Error) -> String {
+    let mut text = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        text.push_str(&format!("\n  caused by: {cause}"));
+    }
+    text
+}
+
+/// Start a batch run in this session, in-process: its lines run on this agent's runtime with
+/// their own Python workers (in the session's environment and limits), its records in the
+/// run's usual folder under the session's. Bad input (data, mapping, flow) is answered with the
+/// reason; otherwise the answer comes once the run has recorded itself.
+async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> Response {
+    let name = req.name.clone();
+    if a.batches
+        .lock()
+        .is_ok_and(|b| b.get(&name).is_some_and(|b| !b.is_finished()))
+    {
+        return (
+            StatusCode::CONFLICT,
+            Json(
+                json!({"code": "Conflict", "message": format!("run '{name}' is already running")}),
+            ),
+        )
+            .into_response();
+    }
+    let request = batch::BatchRequest {
+        flow: Some(a.flow_dir.clone()),
+        data: req.data.clone(),
+        column_mapping: req.column_mapping.clone(),
+        run: req.run.clone(),
+        name: Some(name.clone()),
+        output_dir: None,
+        variant: req.variant.clone(),
+        resume_from: req.resume_from.clone(),
+        init: None,
+        concurrency: req.concurrency,
+        line_timeout: req.line_timeout,
+        batch_timeout: None,
+        long_running_interval: 60.0,
+        stream: false,
+    };
+    let compute = batch::Compute {
+        python: Some(a.python.clone()),
+        connections: a.connections.clone(),
+        workers: req.workers.unwrap_or(a.workers).max(1),
+    };
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let reporter = Arc::new(BatchLog {
+        name: name.clone(),
+        started: Mutex::new(Some(started_tx)),
+    });
+    let cancel = Cancel::new();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<String>();
+    let agent = a.clone();
+    let run_name = name.clone();
+    let run_cancel = cancel.clone();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    // A batch runs on its own thread and runtime, as an embedded `run create` does: its line
+    // loop and writer neither compete with this agent's request handling on the agent's two
+    // runtime threads nor hold it up (it reads and writes files as it goes).
+    let thread = std::thread::Builder::new()
+        .name(format!("batch {name}"))
+        .spawn(move || {
+            let ran = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| {
+                    let home = agent.home.clone();
+                    rt.block_on(batch::create(request, compute, &home, reporter, run_cancel))
+                });
+            match ran {
+                Ok(outcome) => {
+                    let m = outcome.meta;
+                    eprintln!(
+                        "batch run {run_name} {:?}: {} of {} lines completed, {} failed",
+                        m.status, m.completed_lines, m.total_lines, m.failed_lines
+                    );
+                }
+                Err(e) => {
+                    let text = reason(&e);
+                    eprintln!("batch run {run_name}: {text}");
+                    let _ = failed_tx.send(text);
+                }
+            }
+            touch(&agent);
+            finished.store(true, Ordering::SeqCst);
+        });
+    if let Err(e) = thread {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"code": "BatchFailed", "message": format!("cannot start run '{name}': {e}")})),
+        )
+            .into_response();
+    }
+    touch(&a);
+    if let Ok(mut b) = a.batches.lock() {
+        b.insert(name.clone(), Batch { cancel, done });
+    }
+    // Within moments a run has either recorded itself or failed on bad input; one still opening
+    // its flow after that is answered as started (the server's request does not wait longer).
+    match tokio::time::timeout(Duration::from_secs(8), started_rx).await {
+        Ok(Ok(())) | Err(_) => return Json(json!({"name": name})).into_response(),
+        Ok(Err(_)) => {}
+    }
+    // The run ended before it started: its reason follows.
+    match failed_rx.await {
+        Ok(message) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"code": "BadRun", "message": message})),
+        )
+            .into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"code": "BatchFailed", "message": format!("run '{name}' ended before it started")})),
+        )
+            .into_response(),
+    }
+}
+
+/// Cancel a batch run of this session: its lines and workers stop, finished lines are kept.
+async fn cancel_batch(State(a): State<Shared>, UrlPath(name): UrlPath<String>) -> Response {
+    let found = a.batches.lock().ok().and_then(|b| {
+        b.get(&name)
+            .filter(|b| !b.is_finished())
+            .map(|b| b.cancel.clone())
+    });
+    match found {
+        Some(cancel) => {
+            cancel.cancel("canceled");
+            eprintln!("batch run {name}: canceling");
+            Json(json!({"name": name, "status": "Canceling"})).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": "NotFound", "message": format!("run '{name}' is not running in this session")})),
+        )
+            .into_response(),
+    }
+}
+
+async fn shutdown(State(a): State<Shared>) -> Json<Value> {
+    a.shutdown.notify_one();
+    Json(json!({"status": "stopping"}))
+}
