@@ -648,6 +648,8 @@ struct OrderedWriter {
     aggregation: Vec<Value>,
     stream: bool,
     reporter: Arc<dyn Reporter>,
+    /// Where images in a line's record are saved (`flow_outputs`, as promptflow saves them).
+    images_dir: std::path::PathBuf,
 }
 
 impl OrderedWriter {
@@ -666,6 +668,7 @@ impl OrderedWriter {
             aggregation: Vec::new(),
             stream,
             reporter,
+            images_dir: output_dir.join("flow_outputs"),
         })
     }
 
@@ -689,6 +692,14 @@ impl OrderedWriter {
     }
 
     fn write(&mut self, mut rec: Value) -> Result<()> {
+        if crate::images::has_images(&rec) {
+            // An image is written as promptflow writes it in a batch: a file in flow_outputs,
+            // referenced by its name there.
+            rec = crate::images::persist_images(&rec, &self.images_dir, Some(&self.images_dir))
+                .with_context(|| {
+                    format!("saving a line's images in {}", self.images_dir.display())
+                })?;
+        }
         let n = rec["line_number"].clone();
         if rec["status"] == "Completed" {
             self.completed += 1;

@@ -244,4 +244,43 @@ fn image_inputs_reach_tools_as_images_and_image_outputs_are_saved_as_promptflow_
     ]);
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("missing.png"), "{}", r.stderr);
+
+    // In a batch, images are files in flow_outputs named in output.jsonl by their file name.
+    let data = dir.join("data.jsonl");
+    std::fs::write(
+        &data,
+        "{\"picture\": {\"data:image/png;path\": \"dot.png\"}}\n{}\n",
+    )
+    .unwrap();
+    let out_dir = dir.join("run-out");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--column-mapping",
+        "picture=${data.picture}",
+        "--name",
+        "pictures",
+        "--output-dir",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let outputs = std::fs::read_to_string(out_dir.join("flow_outputs/output.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(outputs.lines().next().unwrap()).unwrap();
+    let name = first["same"]["data:image/png;path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(!name.contains('/') && name.ends_with(".png"), "{name}");
+    assert_eq!(
+        std::fs::read(out_dir.join("flow_outputs").join(name)).unwrap(),
+        DOT_PNG
+    );
+    let records = std::fs::read_to_string(out_dir.join("line_runs.jsonl")).unwrap();
+    assert!(
+        !records.contains("__flowrt_image__"),
+        "images are saved, not inlined"
+    );
 }
