@@ -127,14 +127,23 @@ pub fn convert_value(ty: ValueType, value: &Value) -> Result<Value, String> {
     }
 }
 
-/// promptflow's multimedia dict: one key `data:image/<format>;path|base64|url`.
+/// promptflow's multimedia dicts: one key `data:image/<format>;path|base64|url`, or (the
+/// `openai-vision` format) `{"type": "image_url", "image_url": {"url"}}` /
+/// `{"type": "image_file", "image_file": {"path"}}`.
 pub fn is_multimedia_dict(o: &serde_json::Map<String, Value>) -> bool {
-    o.len() == 1
+    let basic = o.len() == 1
         && o.keys().all(|k| {
             k.strip_prefix("data:image/")
                 .and_then(|rest| rest.rsplit_once(';'))
                 .is_some_and(|(_, kind)| matches!(kind, "path" | "base64" | "url"))
-        })
+        });
+    let vision = o.len() == 2
+        && match o.get("type").and_then(Value::as_str) {
+            Some("image_url") => o["image_url"].get("url").is_some(),
+            Some("image_file") => o.get("image_file").is_some_and(|f| f.get("path").is_some()),
+            _ => false,
+        };
+    basic || vision
 }
 
 /// A string given for an image, as the dict promptflow would read it as: a data URI, a URL, or

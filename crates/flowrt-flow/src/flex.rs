@@ -401,6 +401,7 @@ impl Loader<'_> {
                 sample_init,
                 is_class: false,
             }),
+            message_format: crate::MessageFormat::Basic,
         })
     }
 

@@ -196,6 +196,18 @@ pub struct Flow {
     pub sample: Option<IndexMap<String, Value>>,
     /// What a flex flow's `flow.flex.yaml` says beyond inputs (`kind` is [`FlowKind::Flex`]).
     pub flex: Option<FlexSpec>,
+    /// How images are written in the flow's values (`message_format:`).
+    pub message_format: MessageFormat,
+}
+
+/// promptflow's `message_format`: the shape of an image reference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MessageFormat {
+    /// `{"data:image/png;path": PATH}`.
+    #[default]
+    Basic,
+    /// `{"type": "image_file", "image_file": {"path": PATH}}` (`openai-vision`).
+    OpenaiVision,
 }
 
 impl Flow {

@@ -348,6 +348,10 @@ impl Loader<'_> {
             additional_includes,
             sample: None,
             flex: None,
+            message_format: match map.get("message_format").and_then(as_str) {
+                Some("openai-vision") => crate::MessageFormat::OpenaiVision,
+                _ => crate::MessageFormat::Basic,
+            },
         };
         self.check(&mut flow);
         Some(flow)

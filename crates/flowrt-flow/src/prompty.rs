@@ -770,6 +770,7 @@ pub fn prompty_flow(prompty: &Prompty) -> Flow {
         additional_includes: Vec::new(),
         sample: prompty.sample.clone(),
         flex: None,
+        message_format: crate::MessageFormat::Basic,
     }
 }
 

@@ -477,6 +477,18 @@ def _image_from_dict(d):
     """An Image from flowrt's marker or promptflow's ``data:image/...`` dict, else None."""
     from promptflow.contracts.multimedia import Image
 
+    if len(d) == 2 and d.get("type") in ("image_url", "image_file"):
+        # openai-vision's form.
+        inner = d.get(d["type"])
+        if not isinstance(inner, dict):
+            return None
+        if d["type"] == "image_file" and isinstance(inner.get("path"), str):
+            with open(inner["path"], "rb") as f:
+                return Image(f.read())
+        url = inner.get("url")
+        if isinstance(url, str):
+            return _image_from_string(url) if url.startswith("data:") else _image_from_url(url)
+        return None
     if len(d) != 1:
         return None
     key, value = next(iter(d.items()))

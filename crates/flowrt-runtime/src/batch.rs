@@ -650,10 +650,17 @@ struct OrderedWriter {
     reporter: Arc<dyn Reporter>,
     /// Where images in a line's record are saved (`flow_outputs`, as promptflow saves them).
     images_dir: std::path::PathBuf,
+    /// How their references are written (the flow's `message_format`).
+    image_format: crate::images::MessageFormat,
 }
 
 impl OrderedWriter {
-    fn open(output_dir: &Path, stream: bool, reporter: Arc<dyn Reporter>) -> Result<Self> {
+    fn open(
+        output_dir: &Path,
+        stream: bool,
+        reporter: Arc<dyn Reporter>,
+        image_format: crate::images::MessageFormat,
+    ) -> Result<Self> {
         Ok(OrderedWriter {
             outputs: std::io::BufWriter::new(fs_err::File::create(
                 output_dir.join("flow_outputs").join("output.jsonl"),
@@ -669,6 +676,7 @@ impl OrderedWriter {
             stream,
             reporter,
             images_dir: output_dir.join("flow_outputs"),
+            image_format,
         })
     }
 
@@ -695,10 +703,13 @@ impl OrderedWriter {
         if crate::images::has_images(&rec) {
             // An image is written as promptflow writes it in a batch: a file in flow_outputs,
             // referenced by its name there.
-            rec = crate::images::persist_images(&rec, &self.images_dir, Some(&self.images_dir))
-                .with_context(|| {
-                    format!("saving a line's images in {}", self.images_dir.display())
-                })?;
+            rec = crate::images::persist_images(
+                &rec,
+                &self.images_dir,
+                Some(&self.images_dir),
+                self.image_format,
+            )
+            .with_context(|| format!("saving a line's images in {}", self.images_dir.display()))?;
         }
         let n = rec["line_number"].clone();
         if rec["status"] == "Completed" {
@@ -829,7 +840,12 @@ pub async fn execute<I: ToolInvoker + 'static>(
             line_timeout: options.line_timeout,
         },
     ));
-    let mut writer = OrderedWriter::open(&output_dir, options.stream, reporter.clone())?;
+    let mut writer = OrderedWriter::open(
+        &output_dir,
+        options.stream,
+        reporter.clone(),
+        flow.message_format,
+    )?;
     let status = run_lines(
         &executor,
         lines,

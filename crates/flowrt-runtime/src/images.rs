@@ -4,6 +4,7 @@
 //! reference `{"data:<mime>;path": PATH}`.
 
 use base64::Engine;
+pub use flowrt_flow::MessageFormat;
 use serde_json::{Map, Value};
 use std::path::Path;
 
@@ -26,6 +27,7 @@ pub fn persist_images(
     value: &Value,
     dir: &Path,
     relative_to: Option<&Path>,
+    format: MessageFormat,
 ) -> std::io::Result<Value> {
     Ok(match value {
         Value::Object(o) => match image_of(o) {
@@ -45,19 +47,26 @@ pub fn persist_images(
                     Some(rel) => rel.to_string_lossy().into_owned(),
                     None => path.to_string_lossy().into_owned(),
                 };
-                let mut r = Map::new();
-                r.insert(format!("data:{mime};path"), Value::String(shown));
-                Value::Object(r)
+                match format {
+                    MessageFormat::Basic => {
+                        let mut r = Map::new();
+                        r.insert(format!("data:{mime};path"), Value::String(shown));
+                        Value::Object(r)
+                    }
+                    MessageFormat::OpenaiVision => {
+                        serde_json::json!({"type": "image_file", "image_file": {"path": shown}})
+                    }
+                }
             }
             None => Value::Object(
                 o.iter()
-                    .map(|(k, v)| Ok((k.clone(), persist_images(v, dir, relative_to)?)))
+                    .map(|(k, v)| Ok((k.clone(), persist_images(v, dir, relative_to, format)?)))
                     .collect::<std::io::Result<_>>()?,
             ),
         },
         Value::Array(a) => Value::Array(
             a.iter()
-                .map(|v| persist_images(v, dir, relative_to))
+                .map(|v| persist_images(v, dir, relative_to, format))
                 .collect::<std::io::Result<_>>()?,
         ),
         other => other.clone(),
@@ -88,7 +97,7 @@ mod tests {
         let out = dir.path().join("output");
         let value = json!({"pic": {IMAGE_MARKER: {"mime": "image/png", "base64": "aGk="}}, "n": [1, {IMAGE_MARKER: {"mime": "image/*", "base64": "aGk="}}]});
         assert!(has_images(&value));
-        let saved = persist_images(&value, &out, None).expect("saved");
+        let saved = persist_images(&value, &out, None, MessageFormat::Basic).expect("saved");
         let path = saved["pic"]["data:image/png;path"]
             .as_str()
             .expect("a png reference");
@@ -103,14 +112,21 @@ mod tests {
         // `image/*` names no extension, so the file has none.
         assert!(!any.rsplit('/').next().unwrap().contains('.'), "{any}");
         assert!(!has_images(&saved));
-        let relative = persist_images(&value, &out, Some(dir.path())).expect("saved");
+        let relative =
+            persist_images(&value, &out, Some(dir.path()), MessageFormat::Basic).expect("saved");
         assert!(relative["pic"]["data:image/png;path"]
             .as_str()
             .unwrap()
             .starts_with("output/"));
+        let vision = persist_images(&value, &out, None, MessageFormat::OpenaiVision).unwrap();
+        assert_eq!(vision["pic"]["type"], "image_file");
+        assert!(vision["pic"]["image_file"]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(".png"));
         // A value without images is left alone.
         assert_eq!(
-            persist_images(&json!({"a": 1}), &out, None).unwrap(),
+            persist_images(&json!({"a": 1}), &out, None, MessageFormat::Basic).unwrap(),
             json!({"a": 1})
         );
     }

@@ -186,7 +186,8 @@ pub fn run(args: TestArgs) -> Result<u8> {
         if flowrt_runtime::images::has_images(&outputs) {
             let base = std::fs::canonicalize(&flow.dir).unwrap_or_else(|_| flow.dir.clone());
             let dir = base.join(".promptflow").join("output");
-            match flowrt_runtime::images::persist_images(&outputs, &dir, None) {
+            match flowrt_runtime::images::persist_images(&outputs, &dir, None, flow.message_format)
+            {
                 Ok(saved) => outputs = saved,
                 Err(e) => {
                     eprintln!(
