@@ -95,12 +95,22 @@ struct AgentLog {
     running: flowrt_executor::LongRunning,
 }
 
+tokio::task_local! {
+    /// Where a streamed single-line test wants its nodes' starts and ends (`node` events), so a
+    /// page colours each node as it runs.
+    static NODE_EVENTS: tokio::sync::mpsc::UnboundedSender<Value>;
+}
+
 impl RunObserver for AgentLog {
     fn node_started(&self, line: Option<usize>, node: &str) {
         self.running.started(line, node);
+        let _ = NODE_EVENTS.try_with(|tx| tx.send(json!({"node": node, "status": "Running"})));
     }
     fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
         self.running.finished(line, &run.node);
+        let _ = NODE_EVENTS.try_with(|tx| {
+            tx.send(json!({"node": run.node, "status": run.status, "duration": run.duration.as_secs_f64()}))
+        });
         for l in run.logs.lines() {
             eprintln!("[{}] {l}", run.node);
         }
@@ -462,9 +472,10 @@ async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Respons
     Json(line_reply(&line, true)).into_response()
 }
 
-/// `POST /lines/stream`: one line as server-sent events: `chunk` events carry the streamed LLM
-/// reply as it arrives (`{"output", "text"}`), then one `result` event with what `/lines` answers
-/// (outputs, error, node runs with their logs and timings, duration).
+/// `POST /lines/stream`: one line as server-sent events: `node` events as each node starts and
+/// ends (`{"node", "status", "duration"}`), `chunk` events with the streamed LLM reply as it
+/// arrives (`{"output", "text"}`), then one `result` event with what `/lines` answers (outputs,
+/// error, node runs with their logs and timings, duration).
 async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
     let inputs = match line_inputs(&a, &req) {
         Ok(i) => i,
@@ -482,33 +493,47 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
     let agent = a.clone();
     tokio::spawn(async move {
         let _active = Active::begin(&agent);
-        let line = match &target {
-            Some((output, node)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-                let sink = invoker::StreamSink {
-                    nodes: std::collections::HashSet::from([node.clone()]),
-                    tx,
-                };
-                let forward = events_tx.clone();
-                let output = output.clone();
-                let relay = tokio::spawn(async move {
-                    while let Some(text) = rx.recv().await {
-                        if forward
-                            .send(event("chunk", &json!({"output": output, "text": text})))
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-                let line = invoker::STREAM_SINK
-                    .scope(sink, agent.executor.run_line(0, inputs))
-                    .await;
-                let _ = relay.await;
-                line
+        let (nodes_tx, mut nodes_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        let forward = events_tx.clone();
+        let node_relay = tokio::spawn(async move {
+            while let Some(v) = nodes_rx.recv().await {
+                if forward.send(event("node", &v)).is_err() {
+                    break;
+                }
             }
-            None => agent.executor.run_line(0, inputs).await,
+        });
+        let run = async {
+            match &target {
+                Some((output, node)) => {
+                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                    let sink = invoker::StreamSink {
+                        nodes: std::collections::HashSet::from([node.clone()]),
+                        tx,
+                    };
+                    let forward = events_tx.clone();
+                    let output = output.clone();
+                    let relay = tokio::spawn(async move {
+                        while let Some(text) = rx.recv().await {
+                            if forward
+                                .send(event("chunk", &json!({"output": output, "text": text})))
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                    let line = invoker::STREAM_SINK
+                        .scope(sink, agent.executor.run_line(0, inputs))
+                        .await;
+                    let _ = relay.await;
+                    line
+                }
+                None => agent.executor.run_line(0, inputs).await,
+            }
         };
+        // The sender goes with the scope, so the relay ends once the line has.
+        let line = NODE_EVENTS.scope(nodes_tx, run).await;
+        let _ = node_relay.await;
         let result = line_reply(&line, false);
         let _ = events_tx.send(event("result", &result));
     });

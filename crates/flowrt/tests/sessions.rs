@@ -2154,6 +2154,29 @@ fn a_single_line_test_through_a_session_streams_the_reply_then_the_result() {
     let result: Value = serde_json::from_str(result.split_once("data: ").unwrap().1).unwrap();
     assert_eq!(result["outputs"]["answer"], "echo: hello there");
     assert_eq!(result["node_runs"][0]["node"], "chat");
+    // Each node's start and end arrive as they happen, before the result: the start before
+    // the reply's first piece, the end after its last.
+    let events: Vec<&str> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .collect();
+    let at = |needle: &str| {
+        events
+            .iter()
+            .position(|e| {
+                e.starts_with(needle.split('|').next().unwrap())
+                    && e.contains(needle.split('|').nth(1).unwrap_or(""))
+            })
+            .unwrap_or_else(|| panic!("no {needle} in {text}"))
+    };
+    let started = at("event: node|\"Running\"");
+    let finished = at("event: node|\"Completed\"");
+    let first_chunk = at("event: chunk|");
+    let result_at = at("event: result|");
+    assert!(
+        started < first_chunk && first_chunk < finished && finished < result_at,
+        "{text}"
+    );
     // Without the header: the plain JSON answer, as before.
     let (status, _, text) = http(
         "POST",

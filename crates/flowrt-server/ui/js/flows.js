@@ -116,6 +116,14 @@ export function colourDag(svg, nodeRuns, running) {
   }
 }
 
+// One node's state as the line goes (the stream's `node` events).
+export function colourNode(svg, node, status) {
+  const g = svg.querySelector(`g.node[data-node="${CSS.escape(node)}"]`);
+  if (!g) return;
+  g.classList.remove('s-running', 's-completed', 's-failed', 's-bypassed', 's-canceled');
+  g.classList.add(`s-${String(status).toLowerCase()}`);
+}
+
 function inputControl(name, spec) {
   const def = spec.default;
   switch (spec.type) {
@@ -227,12 +235,14 @@ export async function page({ main, params, query, signal }) {
     const timer = h('span', { class: 'muted' }, 'running…');
     clear(result, timer, chatIn ? null : live);
     const tick = setInterval(() => { timer.textContent = `running… ${fmtDur((performance.now() - t0) / 1000)} of ${limits.interactive_timeout_s} s`; }, 200);
-    colourDag(svg, [], true);
+    // Nodes colour one by one as the line's node events arrive.
+    colourDag(svg, [], false);
     runBtn.disabled = true;
     let final = null;
     try {
       await sse(`/api/v1/sessions/${id}/test`, { method: 'POST', body: { inputs }, signal, onEvent: (name, data) => {
         if (name === 'chunk') (bubble || live).append(data.text);
+        if (name === 'node') colourNode(svg, data.node, data.status);
         if (name === 'result') final = data;
       } });
       if (!final) throw new Error('the stream ended without a result');
