@@ -4,7 +4,7 @@
 use crate::remote::Remote;
 use anyhow::{anyhow, bail, Result};
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -324,18 +324,12 @@ pub fn data_push(file: &std::path::Path, server: Option<&str>) -> Result<u8> {
 }
 
 /// A typed request body as the JSON the client sends.
-fn to_body<T: serde::Serialize>(body: &T) -> Result<Value> {
+pub(crate) fn to_body<T: serde::Serialize>(body: &T) -> Result<Value> {
     serde_json::to_value(body).map_err(|e| anyhow!("cannot encode the request: {e}"))
 }
 
 fn size_of(s: &str) -> Result<flowrt_api::SessionSize> {
     flowrt_api::SessionSize::parse(s)
-        .ok_or_else(|| anyhow!("unknown size '{s}'; use small, medium or large"))
-}
-
-fn parse_size(s: &str) -> Result<&'static str> {
-    flowrt_api::SessionSize::parse(s)
-        .map(|z| z.as_str())
         .ok_or_else(|| anyhow!("unknown size '{s}'; use small, medium or large"))
 }
 
@@ -365,7 +359,10 @@ pub fn workspace_connection(action: ConnectionAction, server: Option<&str>) -> R
                     .call(
                         "POST",
                         "/api/v1/connections",
-                        Some(json!({"yaml": yaml, "shared": shared})),
+                        Some(to_body(&flowrt_api::requests::CreateConnection {
+                            yaml,
+                            shared,
+                        })?),
                     )
                     .await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
@@ -709,11 +706,14 @@ pub fn compute(cmd: ComputeCommand, server: Option<&str>) -> Result<u8> {
     block(async move {
         match cmd {
             ComputeCommand::Create { name, size, user } => {
-                let mut body = json!({"name": name, "size": parse_size(&size)?});
-                if let Some(u) = user {
-                    body["user"] = json!(u);
-                }
-                let c = remote.call("POST", "/api/v1/computes", Some(body)).await?;
+                let body = flowrt_api::requests::CreateCompute {
+                    name,
+                    size: size_of(&size)?,
+                    user,
+                };
+                let c = remote
+                    .call("POST", "/api/v1/computes", Some(to_body(&body)?))
+                    .await?;
                 println!("{}", c["name"].as_str().unwrap_or(""));
             }
             ComputeCommand::List { json } => {
@@ -957,7 +957,11 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
                     .call(
                         "POST",
                         "/api/v1/identities",
-                        Some(json!({"name": name, "feed_token": token, "feed_hosts": feed_hosts})),
+                        Some(to_body(&flowrt_api::requests::CreateIdentity {
+                            name,
+                            feed_token: token,
+                            feed_hosts,
+                        })?),
                     )
                     .await?;
                 println!("{}", i["name"].as_str().unwrap_or(""));
@@ -965,7 +969,13 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
             IdentityCommand::Grant { name, user } => {
                 let path = format!("/api/v1/identities/{name}/grants");
                 remote
-                    .call("POST", &path, Some(json!({"user": user})))
+                    .call(
+                        "POST",
+                        &path,
+                        Some(to_body(&flowrt_api::requests::GrantIdentity {
+                            user: user.clone(),
+                        })?),
+                    )
                     .await?;
                 eprintln!("{user} may now start sessions with --identity {name}");
             }

@@ -5,7 +5,8 @@
 use crate::remote::Remote;
 use anyhow::{anyhow, Result};
 use clap::Subcommand;
-use serde_json::{json, Value};
+use flowrt_api::workspace::Role;
+use serde_json::Value;
 
 #[derive(Subcommand)]
 pub enum UserCommand {
@@ -85,6 +86,14 @@ pub enum AuditCommand {
     },
 }
 
+use crate::session_cmd::to_body;
+
+fn parse_role(text: &str) -> Result<Role> {
+    Role::parse(text).ok_or_else(|| {
+        anyhow!("unknown role '{text}'; roles are admin, user, viewer and access-admin (`flowrt role list` says what each may do)")
+    })
+}
+
 fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -131,12 +140,13 @@ pub fn user(cmd: UserCommand, server: Option<&str>) -> Result<u8> {
                 role,
                 service,
             } => {
+                let body = flowrt_api::requests::CreateUser {
+                    name: name.clone(),
+                    role: parse_role(&role)?,
+                    service,
+                };
                 let v = remote
-                    .call(
-                        "POST",
-                        "/api/v1/users",
-                        Some(json!({"name": name, "role": role, "service": service})),
-                    )
+                    .call("POST", "/api/v1/users", Some(to_body(&body)?))
                     .await?;
                 eprintln!(
                     "created {} '{name}' ({role}); its token, shown once:",
@@ -201,14 +211,13 @@ pub fn token(cmd: TokenCommand, server: Option<&str>) -> Result<u8> {
                     ),
                     None => None,
                 };
-                let mut body = json!({});
-                if let Some(u) = &for_user {
-                    body["for"] = json!(u);
-                }
-                if let Some(s) = expires_in_s {
-                    body["expires_in_s"] = json!(s);
-                }
-                let v = remote.call("POST", "/api/v1/tokens", Some(body)).await?;
+                let body = flowrt_api::requests::CreateToken {
+                    for_user,
+                    expires_in_s,
+                };
+                let v = remote
+                    .call("POST", "/api/v1/tokens", Some(to_body(&body)?))
+                    .await?;
                 let until = match v["expires"].as_i64() {
                     Some(_) => format!("until {} UTC", when(&v["expires"])),
                     None => "until revoked".into(),
@@ -265,7 +274,9 @@ pub fn role(cmd: RoleCommand, server: Option<&str>) -> Result<u8> {
                     .call(
                         "POST",
                         &format!("/api/v1/users/{user}/roles"),
-                        Some(json!({"role": role})),
+                        Some(to_body(&flowrt_api::requests::AssignRole {
+                            role: parse_role(&role)?,
+                        })?),
                     )
                     .await?;
                 eprintln!("{user}: {}", roles(&u));
