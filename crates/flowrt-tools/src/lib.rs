@@ -21,6 +21,7 @@ mod client;
 mod error;
 mod params;
 mod prompty;
+mod prompty_images;
 mod pyfmt;
 mod pylit;
 mod render;

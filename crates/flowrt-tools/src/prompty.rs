@@ -208,12 +208,21 @@ pub fn resolve_prompty_inputs(
 pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<Value, ToolError> {
     match p.model.api {
         PromptyApi::Chat => {
+            let dir = p.path.parent().unwrap_or(std::path::Path::new("."));
+            let (inputs, images) = crate::prompty_images::take_images(inputs, dir);
             let vars: IndexMap<String, TemplateVar> = inputs
                 .iter()
                 .map(|(k, v)| (k.clone(), TemplateVar::escaped(v.clone())))
                 .collect();
-            build_messages_with(&p.template, &vars, Walk::PROMPTY, ListStyle::Repr)
-                .map(Value::Array)
+            if images.is_empty() {
+                return build_messages_with(&p.template, &vars, Walk::PROMPTY, ListStyle::Repr)
+                    .map(Value::Array);
+            }
+            let template = crate::prompty_images::image_lines(&p.template);
+            let messages = build_messages_with(&template, &vars, Walk::PROMPTY, ListStyle::Repr)?;
+            Ok(Value::Array(crate::prompty_images::with_image_parts(
+                messages, &images,
+            )))
         }
         PromptyApi::Completion => {
             let ctx = minijinja::Value::from_serialize(inputs);
