@@ -263,11 +263,47 @@ impl RetryHub {
     }
 }
 
-/// A run's `logs.txt`, and the running nodes for the "has been running" warnings.
+/// A run's `logs.txt`, its `node_events.jsonl` (each node's start and end, for a page that
+/// follows the run), and the running nodes for the "has been running" warnings.
 pub struct RunLog {
     file: Mutex<Option<std::fs::File>>,
     running: flowrt_executor::LongRunning,
     reporter: Arc<dyn Reporter>,
+    nodes: Mutex<NodeEvents>,
+}
+
+/// Buffered node events, flushed at most every 50 ms (and at the end) so that a run of many
+/// short lines does not pay a write per node, while a long node's start still shows at once.
+struct NodeEvents {
+    out: Option<std::io::BufWriter<std::fs::File>>,
+    flushed: std::time::Instant,
+}
+
+impl NodeEvents {
+    fn open(path: &Path) -> Self {
+        NodeEvents {
+            out: std::fs::File::create(path)
+                .ok()
+                .map(std::io::BufWriter::new),
+            flushed: std::time::Instant::now(),
+        }
+    }
+
+    fn write(&mut self, event: &Value) {
+        if let Some(out) = self.out.as_mut() {
+            let _ = writeln!(out, "{event}");
+            if self.flushed.elapsed() >= std::time::Duration::from_millis(50) {
+                let _ = out.flush();
+                self.flushed = std::time::Instant::now();
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = self.out.as_mut() {
+            let _ = out.flush();
+        }
+    }
 }
 
 impl RunLog {
@@ -286,12 +322,29 @@ impl RunLog {
     }
 }
 
+impl RunLog {
+    fn node_event(&self, event: Value) {
+        if let Ok(mut n) = self.nodes.lock() {
+            n.write(&event);
+        }
+    }
+
+    /// Write out the node events still buffered (the run is ending).
+    fn flush_node_events(&self) {
+        if let Ok(mut n) = self.nodes.lock() {
+            n.flush();
+        }
+    }
+}
+
 impl RunObserver for RunLog {
     fn node_started(&self, line: Option<usize>, node: &str) {
         self.running.started(line, node);
+        self.node_event(json!({"line_number": line, "node": node, "status": "Running"}));
     }
     fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
         self.running.finished(line, &run.node);
+        self.node_event(json!({"line_number": line, "node": run.node, "status": run.status, "duration": run.duration.as_secs_f64()}));
         for l in run.logs.lines() {
             self.log(&format!(
                 "line {}: [{}] {l}",
@@ -803,6 +856,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
         )),
         running: flowrt_executor::LongRunning::default(),
         reporter: reporter.clone(),
+        nodes: Mutex::new(NodeEvents::open(&output_dir.join("node_events.jsonl"))),
     });
     let _ = retries.sink.set((log.clone(), reporter.clone()));
     let name = meta.name.clone();
@@ -859,6 +913,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
     .await;
     reporter.lines_done(counter.snapshot());
     // What finished is written whatever else went wrong.
+    log.flush_node_events();
     let written = writer.drain().and_then(|_| writer.flush());
     let ended = match (status, written) {
         (Ok(status), Ok(())) => {

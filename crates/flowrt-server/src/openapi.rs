@@ -59,7 +59,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{name}/metrics", "A run's metrics."),
     ("get", "/api/v1/runs/{name}/logs", "A run's log from ?offset=N (poll with the returned offset to follow it)."),
     ("post", "/api/v1/runs/{name}/cancel", "Cancel a running run; finished lines are kept for --resume-from."),
-    ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), progress (counts, rate, time left), end."),
+    ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), with ?nodes=true node (each node's start and end), progress (counts, rate, time left), end."),
     ("get", "/api/v1/sessions/{id}/requirements", "A session's saved requirements file {path, text, flow_ref} (what the web UI edits)."),
     ("get", "/api/v1/limits", "The server's limits a page states: {interactive_timeout_s}."),
 ];
@@ -209,6 +209,7 @@ fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'stat
         ("post", "/api/v1/flows/{name}") => &[("entry", "string")],
         ("post", "/api/v1/data") => &[("format", "string")],
         ("get", "/api/v1/audit") => &[("before", "integer"), ("limit", "integer")],
+        ("get", "/api/v1/runs/{name}/events") => &[("session", "string"), ("nodes", "boolean")],
         (_, p) if p.starts_with("/api/v1/runs/{name}") => &[("session", "string")],
         _ => &[],
     }

@@ -565,6 +565,8 @@ struct Tail {
     dir: PathBuf,
     pointer: PathBuf,
     offset: u64,
+    /// Where `node_events.jsonl` was read to; `None`: the client did not ask for node events.
+    node_offset: Option<u64>,
     done: u64,
     failed: u64,
     total: u64,
@@ -572,28 +574,41 @@ struct Tail {
     ended: bool,
 }
 
+/// The whole JSON lines `file` has past `offset` (a line being written waits), moving `offset`.
+fn read_new_lines(file: &std::path::Path, offset: &mut u64) -> Vec<Value> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(file) else {
+        return Vec::new();
+    };
+    if f.seek(SeekFrom::Start(*offset)).is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    if f.take(8 * 1024 * 1024).read_to_end(&mut buf).is_err() {
+        return Vec::new();
+    }
+    let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
+        return Vec::new();
+    };
+    *offset += end as u64 + 1;
+    buf[..end]
+        .split(|b| *b == b'\n')
+        .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
+        .collect()
+}
+
 impl Tail {
-    /// Lines finished since the last look (whole lines only: a line being written waits).
+    /// Lines finished since the last look.
     fn new_lines(&mut self) -> Vec<Value> {
-        use std::io::{Read, Seek, SeekFrom};
-        let Ok(mut f) = std::fs::File::open(self.dir.join("line_runs.jsonl")) else {
-            return Vec::new();
-        };
-        if f.seek(SeekFrom::Start(self.offset)).is_err() {
-            return Vec::new();
+        read_new_lines(&self.dir.join("line_runs.jsonl"), &mut self.offset)
+    }
+
+    /// Nodes started or finished since the last look, when asked for.
+    fn new_node_events(&mut self) -> Vec<Value> {
+        match self.node_offset.as_mut() {
+            Some(offset) => read_new_lines(&self.dir.join("node_events.jsonl"), offset),
+            None => Vec::new(),
         }
-        let mut buf = Vec::new();
-        if f.take(8 * 1024 * 1024).read_to_end(&mut buf).is_err() {
-            return Vec::new();
-        }
-        let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
-            return Vec::new();
-        };
-        self.offset += end as u64 + 1;
-        buf[..end]
-            .split(|b| *b == b'\n')
-            .filter_map(|l| serde_json::from_slice::<Value>(l).ok())
-            .collect()
     }
 
     fn status(&self) -> (String, u64) {
@@ -611,27 +626,39 @@ impl Tail {
     }
 }
 
+#[derive(Deserialize)]
+struct EventsQuery {
+    #[serde(default)]
+    session: Option<String>,
+    /// Also send a `node` event as each node of a line starts and ends.
+    #[serde(default)]
+    nodes: bool,
+}
+
 /// `GET /api/v1/runs/{name}/events`: server-sent events while a run goes on. `line` for each
 /// finished line (number, status, duration, and its nodes with their status and timings),
-/// `progress` with counts, rate and time left every 100 ms, and `end` with the
+/// with `?nodes=true` a `node` event as each node starts and ends (`{line_number, node, status,
+/// duration}`), `progress` with counts, rate and time left every 100 ms, and `end` with the
 /// final status, after which the stream closes.
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(which): Query<Which>,
+    Query(q): Query<EventsQuery>,
 ) -> ApiResult<
     axum::response::sse::Sse<
         impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
     >,
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
+    let which = Which { session: q.session };
     let found = find(&state, &caller, &name, &which).await?;
     let stopping = state.stopping.clone();
     let tail = Tail {
         pointer: found.pointer.clone(),
         dir: found.dir,
         offset: 0,
+        node_offset: q.nodes.then_some(0),
         done: 0,
         failed: 0,
         total: found.record["total_lines"].as_u64().unwrap_or(0),
@@ -649,6 +676,9 @@ async fn events(
         // The status first: lines written before a run says it ended are all read below.
         let (status, total) = t.status();
         let mut out: Vec<Event> = Vec::new();
+        for ev in t.new_node_events() {
+            out.push(Event::default().event("node").data(ev.to_string()));
+        }
         for rec in t.new_lines() {
             t.done += 1;
             if rec["status"] != "Completed" {

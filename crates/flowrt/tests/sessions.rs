@@ -1223,6 +1223,39 @@ fn session_runs_read_through_the_server_like_local_ones() {
         "{text}"
     );
     assert!(text.contains("\"node\":\"nap\""), "{text}");
+    assert!(
+        !text.contains("event: node"),
+        "node events only when asked: {text}"
+    );
+    // With ?nodes=true, each node's start and end as well, for every line.
+    let (status, _, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/remote.v1/events?nodes=true", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let node_events: Vec<Value> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: node"))
+        .map(|e| serde_json::from_str(e.split_once("data: ").unwrap().1).unwrap())
+        .collect();
+    // Line 1's input is no int: it fails before any node runs, so it has no node events.
+    assert!(
+        !node_events.iter().any(|e| e["line_number"] == 1),
+        "{node_events:?}"
+    );
+    for line in [0, 2] {
+        let of = |status: &str| {
+            node_events
+                .iter()
+                .any(|e| e["line_number"] == line && e["node"] == "nap" && e["status"] == status)
+        };
+        assert!(
+            of("Running") && of("Completed"),
+            "line {line}: {node_events:?}"
+        );
+    }
 }
 
 #[test]
