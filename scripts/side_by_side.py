@@ -19,7 +19,10 @@ FLOWRT_HOME per script run. Connections commonly referenced by the flows are cre
 runtimes, pointed at the fake OpenAI server, all with key `fake-key`.
 
 Classification per flow: skipped (no inputs), pf_failed (excluded from the denominator), identical,
-different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not).
+different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not). A
+different flow is run under promptflow once more: when promptflow's own two runs differ (random
+choices, generated image file names) and every output that is the same in both matches flowrt's,
+it counts as "matching" (a second column beside "identical").
 """
 import argparse
 import json
@@ -586,6 +589,7 @@ def main():
                 stable = {k: v for k, v in pf_out.items() if k in pf_again and not diff(v, pf_again[k])}
                 fr_stable = {k: v for k, v in fr_out.items() if k in stable}
                 d2 = diff(stable, fr_stable) if set(fr_out) == set(pf_out) else d
+                res["stable_match"] = not d2
                 res["reason"] = ("promptflow itself differs between two runs (" + res["pf_nondeterministic"]
                                  + "); " + ("the outputs that are stable match" if not d2 else "also " + d2))
             return res
@@ -616,15 +620,20 @@ def main():
 def report(results, total):
     print()
     print(f"{len(results)} of {total} flows finished")
-    print(f"{'format':8} {'found':>6} {'skipped':>8} {'pf-failed':>10} {'runs-under-pf':>14} {'identical':>10} {'%':>7}")
+    # "matching": identical, or promptflow's own two runs differ (random choices, generated file
+    # names) and every output that is the same in both of them matches flowrt's.
+    print(f"{'format':8} {'found':>6} {'skipped':>8} {'pf-failed':>10} {'runs-under-pf':>14} {'identical':>10} {'%':>7}"
+          f" {'matching':>9} {'%':>7}")
     for fmt in ("dag", "prompty", "flex"):
         rs = [r for r in results if r["format"] == fmt]
         n_skip = sum(r["status"] == "skipped" for r in rs)
         n_pff = sum(r["status"] in ("pf_failed", "error") for r in rs)
         runs = [r for r in rs if r["status"] in ("identical", "different", "flowrt_failed")]
         ident = sum(r["status"] == "identical" for r in runs)
+        matching = ident + sum(r["status"] == "different" and r.get("stable_match") for r in runs)
         pct = f"{100.0 * ident / len(runs):.1f}" if runs else "-"
-        print(f"{fmt:8} {len(rs):6} {n_skip:8} {n_pff:10} {len(runs):14} {ident:10} {pct:>7}")
+        mpct = f"{100.0 * matching / len(runs):.1f}" if runs else "-"
+        print(f"{fmt:8} {len(rs):6} {n_skip:8} {n_pff:10} {len(runs):14} {ident:10} {pct:>7} {matching:9} {mpct:>7}")
     for fmt in ("dag", "prompty", "flex"):
         bad = [r for r in results if r["format"] == fmt and r["status"] in ("different", "flowrt_failed")]
         if bad:
