@@ -40,6 +40,7 @@ import threading
 import time
 import traceback
 import types
+import uuid
 import typing
 
 _THIS_FILE = os.path.abspath(__file__)
@@ -1193,6 +1194,7 @@ def _check(req):
 
 def _call(func, kwargs, is_async, buf, metrics):
     """Call a tool or entry; awaitables are awaited on the event loop thread, generators drained."""
+    _enter_operation_context()
     if is_async:
         future = asyncio.run_coroutine_threadsafe(_run_async(func, kwargs, buf, metrics), _event_loop())
         result = future.result()
@@ -1237,6 +1239,19 @@ def _run_entry(source, args, buf, metrics):
         else:
             message = f"Execution failure in '{label}': ({type(exc).__name__}) {exc}"
         raise _EntryFailure(type(exc).__name__, message, _format_tb(exc)) from None
+
+
+def _enter_operation_context():
+    """Fill promptflow's operation context for the call about to run (when a tool uses it)."""
+    module = sys.modules.get("promptflow.tracing._operation_context")
+    if module is None:
+        return
+    try:
+        ctx = module.OperationContext.get_instance()
+        ctx.setdefault("flow_id", "default_flow_id")
+        ctx["root_run_id"] = str(uuid.uuid4())
+    except Exception:  # the real promptflow's context, or a changed one: leave it be
+        pass
 
 
 def _execute(req):

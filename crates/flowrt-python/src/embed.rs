@@ -34,6 +34,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../python/shim/promptflow/tracing/__init__.py"),
     ),
     (
+        "shim/promptflow/tracing/_operation_context.py",
+        include_str!("../python/shim/promptflow/tracing/_operation_context.py"),
+    ),
+    (
         "shim/promptflow/connections/__init__.py",
         include_str!("../python/shim/promptflow/connections/__init__.py"),
     ),

@@ -704,3 +704,23 @@ fn connection_typed_init_kwargs_become_connections() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json(), json!({"output": "CustomConnection:north!:t0k"}));
 }
+
+/// promptflow's operation context, as a flex entry reads it: the local flow id, and a fresh
+/// root run id for each line.
+#[test]
+fn a_flex_entry_reads_promptflows_operation_context() {
+    let env = Env::new();
+    let (_d, dir) = flow("flex_context");
+    let ids: Vec<serde_json::Value> = (0..2)
+        .map(|_| {
+            let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            r.json()
+        })
+        .collect();
+    for v in &ids {
+        assert_eq!(v["flow_id"], "default_flow_id", "{v}");
+        assert_eq!(v["root_run_id"].as_str().unwrap().len(), 36, "{v}");
+    }
+    assert_ne!(ids[0]["root_run_id"], ids[1]["root_run_id"]);
+}
