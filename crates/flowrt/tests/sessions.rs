@@ -112,6 +112,24 @@ impl Server {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `method path` with bearer `auth` (`Bearer TOKEN`) and a JSON `body`: the status and the
+    /// answer parsed (`null` when it is no JSON).
+    fn api(&self, method: &str, path: &str, auth: &str, body: &str) -> (u16, Value) {
+        let (status, _, text) = http(
+            method,
+            &format!("{}{path}", self.url),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        );
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    }
+
     fn show(&self, id: &str) -> Value {
         serde_json::from_str(&self.ok(&["session", "show", id, "--json"])).unwrap()
     }
@@ -726,21 +744,8 @@ fn roles_and_compute_instances_are_isolated_per_user() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
-    let api = |method: &str, path: &str, auth: &str, body: &str| {
-        let (status, _, text) = http(
-            method,
-            &format!("{}{path}", server.url),
-            &[
-                ("authorization", auth),
-                ("content-type", "application/json"),
-            ],
-            body,
-        );
-        (
-            status,
-            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
-        )
-    };
+    let api =
+        |method: &str, path: &str, auth: &str, body: &str| server.api(method, path, auth, body);
     // The owner creates a user and a viewer; their tokens are shown once.
     let (status, alice) = api(
         "POST",
@@ -2720,21 +2725,8 @@ fn identities_are_granted_their_tokens_go_only_to_their_hosts_and_environments_a
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
-    let api = |method: &str, path: &str, auth: &str, body: &str| {
-        let (status, _, text) = http(
-            method,
-            &format!("{}{path}", server.url),
-            &[
-                ("authorization", auth),
-                ("content-type", "application/json"),
-            ],
-            body,
-        );
-        (
-            status,
-            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
-        )
-    };
+    let api =
+        |method: &str, path: &str, auth: &str, body: &str| server.api(method, path, auth, body);
     let mut tokens = Vec::new();
     for name in ["alice", "bob"] {
         let (status, u) = api(
@@ -2998,21 +2990,8 @@ fn every_route_with_every_role_gets_the_status_its_permission_says() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
-    let api = |method: &str, path: &str, auth: &str, body: &str| {
-        let (status, _, text) = http(
-            method,
-            &format!("{}{path}", server.url),
-            &[
-                ("authorization", auth),
-                ("content-type", "application/json"),
-            ],
-            body,
-        );
-        (
-            status,
-            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
-        )
-    };
+    let api =
+        |method: &str, path: &str, auth: &str, body: &str| server.api(method, path, auth, body);
     let mut users: Vec<(&str, Vec<&str>, String)> = vec![("owner", vec!["owner"], owner.clone())];
     for (name, role) in [
         ("adm", "admin"),
@@ -3294,21 +3273,8 @@ fn compute_names_are_per_user_and_bad_names_are_refused() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
-    let api = |method: &str, path: &str, auth: &str, body: &str| {
-        let (status, _, text) = http(
-            method,
-            &format!("{}{path}", server.url),
-            &[
-                ("authorization", auth),
-                ("content-type", "application/json"),
-            ],
-            body,
-        );
-        (
-            status,
-            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
-        )
-    };
+    let api =
+        |method: &str, path: &str, auth: &str, body: &str| server.api(method, path, auth, body);
     let mut users = Vec::new();
     for name in ["alice", "bob"] {
         let (_, u) = api(
