@@ -115,6 +115,9 @@ pub struct ToolOutcome {
     pub usage: Option<Value>,
     /// The request sent to the model (messages, parameters), when the tool called one.
     pub llm_request: Option<Value>,
+    /// The spans `@trace`d functions recorded during the call (id, parent, name, start, end,
+    /// inputs, output or error).
+    pub spans: Vec<Value>,
     /// Passed to tools that read this output whole.
     pub attachment: Option<Attachment>,
 }
@@ -127,6 +130,7 @@ impl ToolOutcome {
             metrics: Vec::new(),
             usage: None,
             llm_request: None,
+            spans: Vec::new(),
             attachment: None,
         }
     }
@@ -188,6 +192,9 @@ pub struct NodeRun {
     /// The request an LLM node sent (messages or prompt, model, parameters), for its trace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm_request: Option<Value>,
+    /// What `@trace`d Python functions recorded during the node, as child spans of it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<Value>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

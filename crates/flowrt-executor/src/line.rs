@@ -212,6 +212,7 @@ impl<I: ToolInvoker> Executor<I> {
                             logs: String::new(),
                             usage: None,
                             llm_request: None,
+                            spans: Vec::new(),
                         });
                     }
                     Ok(true) => {
@@ -274,6 +275,7 @@ impl<I: ToolInvoker> Executor<I> {
                     metrics: _,
                     usage,
                     llm_request,
+                    spans,
                 }) => {
                     let run = NodeRun {
                         node: node.name.clone(),
@@ -288,6 +290,7 @@ impl<I: ToolInvoker> Executor<I> {
                         logs,
                         usage,
                         llm_request,
+                        spans,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -310,6 +313,7 @@ impl<I: ToolInvoker> Executor<I> {
                         logs: String::new(),
                         usage: None,
                         llm_request: None,
+                        spans: Vec::new(),
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -334,6 +338,7 @@ impl<I: ToolInvoker> Executor<I> {
                 logs: String::new(),
                 usage: None,
                 llm_request: None,
+                spans: Vec::new(),
             };
             self.observer.node_finished(Some(line_number), &run);
             runs.push(run);
@@ -592,6 +597,7 @@ impl<I: ToolInvoker> Executor<I> {
                 logs: String::new(),
                 usage: None,
                 llm_request: None,
+                spans: Vec::new(),
             };
             match outcome {
                 Ok(o) => {
@@ -603,6 +609,7 @@ impl<I: ToolInvoker> Executor<I> {
                     run.logs = o.logs;
                     run.usage = o.usage;
                     run.llm_request = o.llm_request;
+                    run.spans = o.spans;
                     done.insert(node.name.clone(), value);
                     self.observer.node_finished(None, &run);
                     result.node_runs.push(run);

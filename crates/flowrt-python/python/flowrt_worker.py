@@ -45,6 +45,14 @@ import typing
 
 _THIS_FILE = os.path.abspath(__file__)
 _CAPTURE = contextvars.ContextVar("flowrt_capture", default=None)
+
+
+class _Capture(list):
+    """A call's printed output; ``spans`` holds what ``@trace`` recorded during it."""
+
+    def __init__(self):
+        super().__init__()
+        self.spans = []
 _METRICS = contextvars.ContextVar("flowrt_metrics", default=None)
 _CONNECTION_NAMES = ("CustomConnection", "OpenAIConnection", "AzureOpenAIConnection", "ServerlessConnection")
 
@@ -1167,7 +1175,7 @@ def _check(req):
     their first call, as before."""
     rid = req.get("id")
     node = req.get("node", "")
-    buf = []
+    buf = _Capture()
     token = _CAPTURE.set(buf)  # what loading the tool prints is the node's, as in a call
     try:
         info = _resolve(req.get("source") or {}, node)
@@ -1259,7 +1267,7 @@ def _execute(req):
         return _check(req)
     rid = req.get("id")
     node = req.get("node", "")
-    buf = []
+    buf = _Capture()
     metrics = []
     try:
         token_c = _CAPTURE.set(buf)
@@ -1289,6 +1297,8 @@ def _execute(req):
             resp["output"] = result
         resp["stdout"] = "".join(buf)
         resp["metrics"] = metrics
+        if buf.spans:
+            resp["spans"] = buf.spans
         return _dumps(resp)
     except LoadError as exc:
         return _dumps(
@@ -1368,6 +1378,14 @@ def main():
     spec = importlib.util.find_spec("promptflow")
     if spec is None:
         sys.path.append(shim)
+        # flowrt's @trace records spans into the current call's capture.
+        try:
+            import promptflow.tracing as pf_tracing
+
+            if getattr(pf_tracing, "_FLOWRT_SHIM", False):
+                pf_tracing._flowrt_capture = _CAPTURE
+        except Exception:
+            pass
     elif spec.origin is None:
         _complete_namespace_promptflow()
     _install_hooks()

@@ -99,6 +99,8 @@ pub struct CallOutput {
     pub stdout: String,
     /// `log_metric(key, value)` calls made during this call, in order.
     pub metrics: Vec<(String, Value)>,
+    /// Spans `@trace`d functions recorded during this call.
+    pub spans: Vec<Value>,
 }
 
 /// The tool's return value.
@@ -228,6 +230,8 @@ struct Response {
     stdout: String,
     #[serde(default)]
     metrics: Vec<(String, Value)>,
+    #[serde(default)]
+    spans: Vec<Value>,
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
@@ -802,6 +806,7 @@ fn finish(response: Response) -> Result<CallOutput, CallError> {
             output,
             stdout: response.stdout,
             metrics: response.metrics,
+            spans: response.spans,
         });
     }
     let message = response.message.unwrap_or_default();

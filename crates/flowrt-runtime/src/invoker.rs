@@ -377,6 +377,7 @@ impl FlowInvoker {
             metrics,
             usage: None,
             llm_request: None,
+            spans: out.spans,
             attachment: None,
         })
     }
@@ -444,6 +445,7 @@ impl FlowInvoker {
                 serde_json::json!({"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.total_tokens})
             }),
             llm_request: Some(result.request),
+            spans: Vec::new(),
             attachment: None,
         })
     }

@@ -145,7 +145,10 @@ pub fn line_spans(flow: &Flow, line: &LineResult, batch_run_id: Option<&str>) ->
     let mut spans = Vec::with_capacity(line.node_runs.len() + 1);
     let (mut prompt, mut completion, mut total) = (0u64, 0u64, 0u64);
     for run in &line.node_runs {
-        spans.push(node_span(flow, run, &trace_id, &root_id, &common));
+        let span = node_span(flow, run, &trace_id, &root_id, &common);
+        let node_id = span["spanId"].as_str().unwrap_or_default().to_string();
+        spans.push(span);
+        spans.extend(traced_spans(run, &trace_id, &node_id, &common));
         if let Some(u) = &run.usage {
             let (p, c, t) = usage_numbers(u);
             prompt += p;
@@ -199,6 +202,60 @@ pub fn line_spans(flow: &Flow, line: &LineResult, batch_run_id: Option<&str>) ->
         }),
     );
     spans
+}
+
+/// The spans `@trace`d Python functions recorded in a node, under the node's span (or under the
+/// traced function that called them).
+fn traced_spans(run: &NodeRun, trace_id: &str, node_id: &str, common: &[Value]) -> Vec<Value> {
+    let at = |v: &Value| {
+        let secs = v.as_f64().unwrap_or(0.0).max(0.0);
+        UNIX_EPOCH + std::time::Duration::from_secs_f64(secs)
+    };
+    let ids: std::collections::HashMap<u64, String> = run
+        .spans
+        .iter()
+        .filter_map(|s| s["id"].as_u64())
+        .map(|id| (id, new_id(8)))
+        .collect();
+    run.spans
+        .iter()
+        .filter_map(|s| {
+            let id = ids.get(&s["id"].as_u64()?)?;
+            let parent = s["parent"]
+                .as_u64()
+                .and_then(|p| ids.get(&p))
+                .map(String::as_str)
+                .unwrap_or(node_id);
+            let (start, end) = (at(&s["start"]), at(&s["end"]));
+            let name = s["name"].as_str().unwrap_or("function");
+            let mut attributes = common.to_vec();
+            attributes.extend([
+                attr("span_type", json!("Function")),
+                attr("function", json!(name)),
+                attr("node_name", json!(run.node)),
+            ]);
+            let mut events = vec![event("promptflow.function.inputs", &s["inputs"], start)];
+            let status = match s.get("error").and_then(Value::as_str) {
+                Some(e) => json!({"code": 2, "message": e}),
+                None => {
+                    events.push(event("promptflow.function.output", &s["output"], end));
+                    json!({"code": 1})
+                }
+            };
+            Some(json!({
+                "traceId": trace_id,
+                "spanId": id,
+                "parentSpanId": parent,
+                "name": name,
+                "kind": 1,
+                "startTimeUnixNano": nanos(start),
+                "endTimeUnixNano": nanos(end),
+                "attributes": attributes,
+                "events": events,
+                "status": status,
+            }))
+        })
+        .collect()
 }
 
 fn node_span(flow: &Flow, run: &NodeRun, trace_id: &str, parent: &str, common: &[Value]) -> Value {

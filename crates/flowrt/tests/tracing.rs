@@ -210,3 +210,91 @@ fn a_dead_trace_collector_costs_a_warning_not_the_line() {
     assert!(r.stderr.contains("cannot export traces"), "{}", r.stderr);
     assert_eq!(r.json()["answer"], "echo: hi");
 }
+
+/// `@trace`d Python functions become spans under their node (nested as they called each
+/// other), with their inputs and output, in the export and in the run's line records.
+#[test]
+fn traced_python_functions_are_spans_under_their_node() {
+    let (endpoint, got) = collector();
+    let env = Env::new();
+    let (_d, dir) = flow("traced");
+    let data = dir.join("data.jsonl");
+    write_jsonl(&data, &[json!({"x": 3})]);
+    let out = dir.join("out");
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--column-mapping",
+            "x=${data.x}",
+            "--name",
+            "traced",
+            "--output-dir",
+            s(&out),
+        ],
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t = std::time::Instant::now();
+    let spans: Vec<Value> = loop {
+        let spans: Vec<Value> = got
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                b["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        if spans.len() >= 4 || t.elapsed() > std::time::Duration::from_secs(10) {
+            break spans;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let named = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("no span {n}: {spans:#?}"))
+    };
+    let node = named("calc");
+    let plus = named("plus_one");
+    let square = named("square");
+    assert_eq!(plus["parentSpanId"], node["spanId"]);
+    assert_eq!(
+        square["parentSpanId"], plus["spanId"],
+        "square was called by plus_one"
+    );
+    assert_eq!(
+        attribute(square, "span_type").unwrap()["stringValue"],
+        "Function"
+    );
+    let payload = |span: &Value, event: &str| {
+        span["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == event)
+            .map(|e| {
+                e["attributes"][0]["value"]["stringValue"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(payload(square, "promptflow.function.inputs"), r#"{"n":3}"#);
+    assert_eq!(payload(square, "promptflow.function.output"), "9");
+    assert_eq!(payload(plus, "promptflow.function.output"), "10");
+    // The line's record keeps them, for the UI's trace.
+    let records = std::fs::read_to_string(out.join("line_runs.jsonl")).unwrap();
+    let rec: Value = serde_json::from_str(records.lines().next().unwrap()).unwrap();
+    let kept = &rec["nodes"][0]["spans"];
+    assert_eq!(kept.as_array().map(Vec::len), Some(2), "{rec:#}");
+}

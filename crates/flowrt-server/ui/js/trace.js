@@ -29,7 +29,7 @@ function spans(line, flow) {
   const defs = new Map(((flow && flow.nodes) || []).map((n) => [n.name, n]));
   let cumulative = 0;
   const outputs = new Map(nodes.map((n) => [n.node, n.output]));
-  const children = nodes.map((n) => {
+  const nodeSpans = nodes.map((n) => {
     const def = defs.get(n.node) || {};
     const given = def.inputs ? Object.fromEntries(Object.entries(def.inputs).map(([k, v]) => [k, resolve(v, line, outputs)])) : undefined;
     const tokens = n.usage ? (n.usage.total_tokens || (n.usage.prompt_tokens || 0) + (n.usage.completion_tokens || 0)) : 0;
@@ -38,9 +38,24 @@ function spans(line, flow) {
       name: n.node, kind: LLM.has(def.type) || n.usage ? 'LLM' : 'Function', type: def.type, status: n.status,
       offset: n.start - start, duration: n.duration, output: n.output, error: n.error, logs: n.logs,
       usage: n.usage, cumulative, params: def.inputs, inputs: given, connection: def.connection, api: def.api, source: def.source,
-      request: n.llm_request,
+      request: n.llm_request, traced: n.spans || [],
     };
   });
+  // Each node, then the functions it @trace'd, nested as they called each other.
+  const children = [];
+  for (const node of nodeSpans) {
+    children.push(node);
+    const depth = new Map();
+    for (const t of node.traced) {
+      const d = (t.parent && depth.has(t.parent) ? depth.get(t.parent) : 0) + 1;
+      depth.set(t.id, d);
+      children.push({
+        name: t.name, kind: 'Function', type: 'trace', status: t.error ? 'Failed' : 'Completed', depth: d,
+        offset: t.start - start, duration: Math.max(0, (t.end || t.start) - t.start),
+        inputs: t.inputs, output: t.output, error: t.error, cumulative: node.cumulative,
+      });
+    }
+  }
   const total = Math.max(line.duration || 0, ...children.map((c) => c.offset + c.duration), 0.001);
   return {
     root: { name: flow ? flow.name || flow.ref : 'flow', kind: 'Flow', status: line.status || (line.error ? 'Failed' : 'Completed'), offset: 0, duration: total, inputs: line.inputs, output: line.outputs, error: line.error, cumulative },
@@ -87,12 +102,14 @@ function render(main, title, line, flow) {
     const bar = h('span', { class: `bar k-${s.kind.toLowerCase()} st-${String(s.status).toLowerCase()}` });
     bar.style.marginLeft = `${(s.offset / total) * 100}%`;
     bar.style.width = `${Math.max(0.4, (s.duration / total) * 100)}%`;
-    const b = h('button', { type: 'button', class: `span-row${i ? ' child' : ''}`, 'data-span': s.name, onclick: () => {
+    const b = h('button', { type: 'button', class: `span-row${i ? ' child' : ''}${s.depth ? ' traced' : ''}`, 'data-span': s.name, onclick: () => {
       for (const x of main.querySelectorAll('.span-row')) x.removeAttribute('aria-pressed');
       b.setAttribute('aria-pressed', 'true');
       clear(detail, detailOf(s));
     } },
     h('span', { class: 'label' }, h('span', { class: 'kind' }, s.kind), ' ', s.name), h('span', { class: 'track' }, bar), h('span', { class: 'dur' }, fmtDur(s.duration)));
+    // A traced function sits under its node, one step further in for each caller.
+    if (s.depth) b.querySelector('.label').style.paddingLeft = `${s.depth * 1.2}rem`;
     return h('li', {}, b);
   });
   const tokens = children.reduce((a, c) => a + (c.usage ? c.usage.total_tokens || 0 : 0), 0);
