@@ -47,7 +47,7 @@ pub struct Store {
 
 impl Store {
     /// Open (creating if missing, mode 0600) `<home>/flowrt.db` and apply pending migrations.
-    /// Migrations are serialized across processes by a lock file beside the database.
+    /// Opening and migrating are serialized across processes by a lock file beside the database.
     pub async fn open(home: &Path) -> Result<Store, StoreError> {
         fsutil::ensure_private_dir(home)?;
         let path = home.join(DB_FILE);
@@ -58,6 +58,17 @@ impl Store {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
+        // Opening (which switches the file to WAL) and migrating are serialized across handles
+        // and processes: two doing it at once could get "database is locked" at once, whatever
+        // the busy timeout, when both try to take the write lock a read has already begun.
+        let lock_path = home.join(LOCK_FILE);
+        let lock = tokio::task::spawn_blocking(move || FileLock::acquire(&lock_path))
+            .await
+            .map_err(|e| StoreError::IoAt {
+                action: "cannot lock",
+                path: home.join(LOCK_FILE),
+                source: std::io::Error::other(e.to_string()),
+            })??;
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .connect_with(options)
@@ -67,14 +78,6 @@ impl Store {
                 source,
             })?;
         make_private(&path)?;
-        let lock_path = home.join(LOCK_FILE);
-        let lock = tokio::task::spawn_blocking(move || FileLock::acquire(&lock_path))
-            .await
-            .map_err(|e| StoreError::IoAt {
-                action: "cannot lock",
-                path: home.join(LOCK_FILE),
-                source: std::io::Error::other(e.to_string()),
-            })??;
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
         migrated.map_err(|source| StoreError::Migrate {
