@@ -98,18 +98,28 @@ struct AgentLog {
 tokio::task_local! {
     /// Where a streamed single-line test wants its nodes' starts and ends (`node` events), so a
     /// page colours each node as it runs.
-    static NODE_EVENTS: tokio::sync::mpsc::UnboundedSender<Value>;
+    static NODE_EVENTS: tokio::sync::mpsc::UnboundedSender<String>;
+}
+
+/// Node events share the channel of the reply's pieces, so the stream keeps the order they
+/// happened in (a node's end after its last piece); they are told apart by a leading SOH, which
+/// no piece of text a model sends starts with and also parses as a node event.
+const NODE_EVENT_MARK: char = '\u{1}';
+
+fn node_event(v: &Value) -> String {
+    format!("{NODE_EVENT_MARK}{v}")
 }
 
 impl RunObserver for AgentLog {
     fn node_started(&self, line: Option<usize>, node: &str) {
         self.running.started(line, node);
-        let _ = NODE_EVENTS.try_with(|tx| tx.send(json!({"node": node, "status": "Running"})));
+        let _ = NODE_EVENTS
+            .try_with(|tx| tx.send(node_event(&json!({"node": node, "status": "Running"}))));
     }
     fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
         self.running.finished(line, &run.node);
         let _ = NODE_EVENTS.try_with(|tx| {
-            tx.send(json!({"node": run.node, "status": run.status, "duration": run.duration.as_secs_f64()}))
+            tx.send(node_event(&json!({"node": run.node, "status": run.status, "duration": run.duration.as_secs_f64()})))
         });
         for l in run.logs.lines() {
             eprintln!("[{}] {l}", run.node);
@@ -493,47 +503,44 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
     let agent = a.clone();
     tokio::spawn(async move {
         let _active = Active::begin(&agent);
-        let (nodes_tx, mut nodes_rx) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        // One channel for the reply's pieces and the nodes' starts and ends, relayed in order.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let forward = events_tx.clone();
-        let node_relay = tokio::spawn(async move {
-            while let Some(v) = nodes_rx.recv().await {
-                if forward.send(event("node", &v)).is_err() {
+        let output = target.as_ref().map(|(o, _)| o.clone());
+        let relay = tokio::spawn(async move {
+            while let Some(text) = rx.recv().await {
+                let node = text
+                    .strip_prefix(NODE_EVENT_MARK)
+                    .and_then(|t| serde_json::from_str::<Value>(t).ok())
+                    .filter(|v| v.get("node").is_some());
+                let sent = match node {
+                    Some(v) => forward.send(event("node", &v)),
+                    None => forward.send(event("chunk", &json!({"output": output, "text": text}))),
+                };
+                if sent.is_err() {
                     break;
                 }
             }
         });
-        let run = async {
+        let sink_tx = tx.clone();
+        let runner = agent.clone();
+        let run = async move {
             match &target {
-                Some((output, node)) => {
-                    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+                Some((_, node)) => {
                     let sink = invoker::StreamSink {
                         nodes: std::collections::HashSet::from([node.clone()]),
-                        tx,
+                        tx: sink_tx,
                     };
-                    let forward = events_tx.clone();
-                    let output = output.clone();
-                    let relay = tokio::spawn(async move {
-                        while let Some(text) = rx.recv().await {
-                            if forward
-                                .send(event("chunk", &json!({"output": output, "text": text})))
-                                .is_err()
-                            {
-                                break;
-                            }
-                        }
-                    });
-                    let line = invoker::STREAM_SINK
-                        .scope(sink, agent.executor.run_line(0, inputs))
-                        .await;
-                    let _ = relay.await;
-                    line
+                    invoker::STREAM_SINK
+                        .scope(sink, runner.executor.run_line(0, inputs))
+                        .await
                 }
-                None => agent.executor.run_line(0, inputs).await,
+                None => runner.executor.run_line(0, inputs).await,
             }
         };
-        // The sender goes with the scope, so the relay ends once the line has.
-        let line = NODE_EVENTS.scope(nodes_tx, run).await;
-        let _ = node_relay.await;
+        // Every sender goes with the line (the scope's and the sink's), so the relay ends then.
+        let line = NODE_EVENTS.scope(tx, run).await;
+        let _ = relay.await;
         let result = line_reply(&line, false);
         let _ = events_tx.send(event("result", &result));
     });
