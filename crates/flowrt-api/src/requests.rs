@@ -26,6 +26,10 @@ pub struct StartSession {
     /// A compute instance of the caller's to run on, instead of serverless compute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<String>,
+    /// Share this serverless session with the workspace: every data scientist may see it and
+    /// run flows on it (a pipeline's service principal, say); only its owner and admins change it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shared: bool,
 }
 
 /// `PATCH /api/v1/sessions/{id}`.

@@ -212,6 +212,8 @@ pub struct SessionView {
     pub identity: Option<String>,
     /// The compute instance it runs on; none: serverless.
     pub compute: Option<String>,
+    /// Shared with the workspace: every data scientist may see it and run flows on it.
+    pub shared: bool,
     pub status: SessionStatus,
     /// Set while `Preparing`.
     pub phase: Option<PreparingPhase>,

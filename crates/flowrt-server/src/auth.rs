@@ -101,9 +101,9 @@ impl Caller {
 
     /// Sessions are private. A compute instance's sessions (with their runs, logs and packages)
     /// are seen only by the user it is assigned to; a serverless session by its owner and the
-    /// workspace's admins, who manage it. Viewers see their own, which is none: they start none.
+    /// workspace's admins, who manage it, and by everyone when its owner shared it.
     pub fn may_see_session(&self, s: &flowrt_store::Session) -> bool {
-        s.owner == self.0.id || (s.compute.is_none() && self.is_admin())
+        s.owner == self.0.id || (s.compute.is_none() && (self.is_admin() || s.shared))
     }
 
     /// May the caller change something owned by `owner`?

@@ -89,7 +89,7 @@ async fn create(
     caller: Caller,
     Json(req): Json<flowrt_api::requests::CreateRun>,
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
-    let s = crate::sessions::modifiable(&state, &caller, &req.session).await?;
+    let s = crate::sessions::usable(&state, &caller, &req.session).await?;
     let addr = crate::sessions::agent_of(&s).await?;
     let id = s.id.clone();
     check_run_name(&req.name)?;

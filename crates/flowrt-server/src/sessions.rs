@@ -552,6 +552,7 @@ fn view(s: &Session) -> SessionView {
         idle_timeout_s: s.idle_timeout_s,
         identity: s.identity.clone(),
         compute: s.compute.clone(),
+        shared: s.shared,
         status: s.status,
         phase: s.phase,
         reason: s.reason.clone(),
@@ -576,6 +577,18 @@ pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<S
         Some(s) if caller.may_see_session(&s) => Ok(s),
         _ => Err(hidden()),
     }
+}
+
+/// A session the caller may run lines and batches on: one they may change, or one shared with
+/// the workspace (the route has already checked they may run flows at all).
+pub async fn usable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
+    let s = visible(state, caller, id).await?;
+    if s.shared || caller.may_modify(&s.owner) {
+        return Ok(s);
+    }
+    Err(ApiErr::forbidden(format!(
+        "session '{id}' belongs to another user; its owner can share it (`flowrt session start --shared`)"
+    )))
 }
 
 pub async fn modifiable(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
@@ -615,6 +628,11 @@ async fn start(
     if !state.sessions.seal && !state.config.allow_unsealed && !caller.is_owner() {
         return Err(ApiErr::forbidden(
             "this server's kernel cannot seal sessions (no Landlock), so only the owner may start them; the owner can restart the server with --allow-unsealed-sessions-for-everyone to accept the risk",
+        ));
+    }
+    if req.shared && req.compute.is_some() {
+        return Err(ApiErr::bad_request(
+            "a compute instance's sessions are its user's alone; share a serverless session (leave out compute)",
         ));
     }
     // The server runs only what was pushed: a path means nothing here.
@@ -720,6 +738,7 @@ async fn start(
             idle_timeout_s: req.idle_timeout_s.unwrap_or(3600),
             identity: req.identity.clone(),
             compute: req.compute.clone(),
+            shared: req.shared,
         })
         .await?;
     tokio::spawn(state.sessions.clone().prepare(s.id.clone()));
@@ -1003,7 +1022,7 @@ async fn test(
     headers: axum::http::HeaderMap,
     Json(req): Json<flowrt_api::requests::TestLine>,
 ) -> ApiResult<axum::response::Response> {
-    let s = modifiable(&state, &caller, &id).await?;
+    let s = usable(&state, &caller, &id).await?;
     let inputs = match req.inputs {
         Value::Null => json!({}),
         v @ Value::Object(_) => v,

@@ -546,6 +546,7 @@ impl Store {
             idle_timeout_s: new.idle_timeout_s,
             identity: new.identity.clone(),
             compute: new.compute.clone(),
+            shared: new.shared,
             status: SessionStatus::NotAvailable,
             phase: None,
             reason: None,
@@ -558,8 +559,9 @@ impl Store {
         };
         sqlx::query(
             "INSERT INTO sessions (id, owner, flow_dir, flow_ref, env_ref, env_key, base_version,
-                 size, idle_timeout_s, identity, compute, status, created, last_activity, updated)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 size, idle_timeout_s, identity, compute, shared, status, created, last_activity,
+                 updated)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&session.id)
         .bind(&session.owner)
@@ -572,6 +574,7 @@ impl Store {
         .bind(to_i64(session.idle_timeout_s))
         .bind(&session.identity)
         .bind(&session.compute)
+        .bind(session.shared)
         .bind(enc(&session.status))
         .bind(now)
         .bind(now)
@@ -1140,8 +1143,8 @@ impl Store {
 
 const SESSION_SELECT: &str =
     "SELECT id, owner, flow_dir, flow_ref, env_ref, env_key, base_version, size,
-    idle_timeout_s, identity, compute, status, phase, reason, log_tail, agent_pid, agent_addr,
-    created, last_activity, updated FROM sessions";
+    idle_timeout_s, identity, compute, shared, status, phase, reason, log_tail, agent_pid,
+    agent_addr, created, last_activity, updated FROM sessions";
 
 const RUN_SELECT: &str =
     "SELECT id, session_id, kind, status, request, result, created, finished FROM runs";
@@ -1334,6 +1337,7 @@ fn session_from(r: &SqliteRow) -> Result<Session, StoreError> {
         idle_timeout_s: u64::try_from(idle).unwrap_or(0),
         identity: get(r, "identity")?,
         compute: get(r, "compute")?,
+        shared: get(r, "shared")?,
         status: dec("sessions", "status", get(r, "status")?)?,
         phase: phase.map(|p| dec("sessions", "phase", p)).transpose()?,
         reason: get(r, "reason")?,

@@ -91,6 +91,8 @@ pub struct NewSession {
     pub idle_timeout_s: u64,
     pub identity: Option<String>,
     pub compute: Option<String>,
+    /// Shared with the workspace: every data scientist may see it and run flows on it.
+    pub shared: bool,
 }
 
 /// A compute session as the server keeps it.
@@ -110,6 +112,9 @@ pub struct Session {
     pub idle_timeout_s: u64,
     pub identity: Option<String>,
     pub compute: Option<String>,
+    /// Shared with the workspace (see [`NewSession::shared`]).
+    #[serde(default)]
+    pub shared: bool,
     pub status: SessionStatus,
     /// Set while `Preparing`.
     pub phase: Option<PreparingPhase>,

@@ -24,6 +24,7 @@ fn new_session(owner: &str) -> NewSession {
         idle_timeout_s: 3600,
         identity: None,
         compute: None,
+        shared: false,
     }
 }
 

@@ -59,6 +59,10 @@ pub enum SessionCommand {
         /// Run on this compute instance (yours, running) instead of serverless compute.
         #[arg(long)]
         compute: Option<String>,
+        /// Share this (serverless) session with the workspace: every data scientist may see it
+        /// and run flows on it, e.g. a pipeline's service principal; only you and admins change it.
+        #[arg(long, conflicts_with = "compute")]
+        shared: bool,
         /// Return at once instead of waiting for Running.
         #[arg(long)]
         no_wait: bool,
@@ -508,6 +512,7 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                 identity,
                 env,
                 compute,
+                shared,
                 no_wait,
             } => {
                 // A folder here is pushed first (nothing is sent when it is unchanged); anything
@@ -531,6 +536,7 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                     identity,
                     env,
                     compute,
+                    shared,
                 };
                 let s = remote
                     .call("POST", "/api/v1/sessions", Some(to_body(&body)?))

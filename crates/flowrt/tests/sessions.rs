@@ -3315,3 +3315,117 @@ fn compute_names_are_per_user_and_bad_names_are_refused() {
         assert!(e["message"].as_str().unwrap().contains("letters"), "{e}");
     }
 }
+
+/// A serverless session shared with the workspace: every data scientist sees it and runs lines
+/// and batches on it (a pipeline's service principal, say); only its owner and admins change it;
+/// a viewer still runs nothing; compute-instance sessions cannot be shared.
+#[test]
+fn a_shared_session_runs_everyones_lines_but_only_its_owner_changes_it() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let owner = format!("Bearer {}", server.token());
+    let mut auth = Vec::new();
+    for (name, role, service) in [
+        ("ana", "user", false),
+        ("ci", "user", true),
+        ("vic", "viewer", false),
+    ] {
+        let (status, u) = server.api(
+            "POST",
+            "/api/v1/users",
+            &owner,
+            &json!({"name": name, "role": role, "service": service}).to_string(),
+        );
+        assert_eq!(status, 201, "{u}");
+        auth.push(format!("Bearer {}", u["token"].as_str().unwrap()));
+    }
+    let (ana, ci, vic) = (&auth[0], &auth[1], &auth[2]);
+    let (_d, dir) = flow("batch_base");
+    let pushed = server.cli_as(
+        ana.trim_start_matches("Bearer "),
+        &["flow", "push", dir.to_str().unwrap()],
+    );
+    assert!(
+        pushed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
+    let start = |shared: bool| {
+        let body = json!({"flow": "batch_base", "idle_timeout_s": 0, "shared": shared}).to_string();
+        let (status, s) = server.api("POST", "/api/v1/sessions", ana, &body);
+        assert_eq!(status, 202, "{s}");
+        s["id"].as_str().unwrap().to_string()
+    };
+    let (private, shared) = (start(false), start(true));
+    let t = Instant::now();
+    while [&private, &shared].iter().any(|id| {
+        server
+            .api("GET", &format!("/api/v1/sessions/{id}"), ana, "")
+            .1["status"]
+            != "Running"
+    }) {
+        assert!(t.elapsed() < Duration::from_secs(20), "not Running");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The pipeline sees only the shared one, and runs a line and a batch on it.
+    let (_, listed) = server.api("GET", "/api/v1/sessions", ci, "");
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [shared.as_str()], "{listed}");
+    assert_eq!(listed[0]["shared"], true);
+    let line = r#"{"inputs": {"q": "hi"}}"#;
+    let (status, r) = server.api("POST", &format!("/api/v1/sessions/{shared}/test"), ci, line);
+    assert_eq!(
+        (status, &r["outputs"]["answer"]),
+        (200, &json!("HI")),
+        "{r}"
+    );
+    let run = json!({"session": shared, "name": "ci-run", "data": "{\"q\": \"a\"}\n"}).to_string();
+    assert_eq!(server.api("POST", "/api/v1/runs", ci, &run).0, 202);
+    assert_eq!(
+        server
+            .api(
+                "POST",
+                &format!("/api/v1/sessions/{private}/test"),
+                ci,
+                line
+            )
+            .0,
+        404
+    );
+    // It may not change it; its owner may.
+    let (status, e) = server.api("POST", &format!("/api/v1/sessions/{shared}/stop"), ci, "");
+    assert_eq!(status, 403, "{e}");
+    // A viewer sees it but runs nothing on it.
+    assert_eq!(
+        server
+            .api("GET", &format!("/api/v1/sessions/{shared}"), vic, "")
+            .0,
+        200
+    );
+    assert_eq!(
+        server
+            .api(
+                "POST",
+                &format!("/api/v1/sessions/{shared}/test"),
+                vic,
+                line
+            )
+            .0,
+        403
+    );
+    // A compute instance's sessions stay their user's.
+    let body = json!({"flow": "batch_base", "compute": "box", "shared": true}).to_string();
+    let (status, e) = server.api("POST", "/api/v1/sessions", ana, &body);
+    assert_eq!(status, 400, "{e}");
+    assert_eq!(
+        server
+            .api("POST", &format!("/api/v1/sessions/{shared}/stop"), ana, "")
+            .0,
+        200
+    );
+}

@@ -151,6 +151,7 @@ fn fifty_sessions(home: &Path, owner: &str) {
                     idle_timeout_s: 600 + i * 60,
                     identity: None,
                     compute: None,
+                    shared: false,
                 })
                 .await
                 .unwrap();
