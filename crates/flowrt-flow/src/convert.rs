@@ -146,6 +146,31 @@ pub fn is_multimedia_dict(o: &serde_json::Map<String, Value>) -> bool {
     basic || vision
 }
 
+/// The first image in `value` (anywhere inside it) that names a file rather than carrying its
+/// data or a URL: a `;path` dict, an openai-vision `image_file`, or a prompty's
+/// `data:image/<fmt>;path: FILE` string. Where inputs come from someone other than the flow's
+/// author (a served flow's HTTP clients), such a reference would read a file of the server's.
+pub fn file_image_reference(value: &Value) -> Option<String> {
+    match value {
+        Value::Object(o) if is_multimedia_dict(o) => {
+            let path = o
+                .iter()
+                .find(|(k, _)| k.ends_with(";path"))
+                .map(|(_, v)| v)
+                .or_else(|| o.get("image_file").and_then(|f| f.get("path")));
+            path.map(|p| {
+                p.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| p.to_string())
+            })
+        }
+        Value::Object(o) => o.values().find_map(file_image_reference),
+        Value::Array(a) => a.iter().find_map(file_image_reference),
+        Value::String(s) if s.starts_with("data:image/") && s.contains(";path:") => Some(s.clone()),
+        _ => None,
+    }
+}
+
 /// A string given for an image, as the dict promptflow would read it as: a data URI, a URL, or
 /// a path (relative to the flow's folder).
 fn image_reference(s: &str) -> Value {

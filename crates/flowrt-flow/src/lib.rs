@@ -17,7 +17,7 @@ mod prompty;
 pub mod pyvalue;
 pub mod reference;
 
-pub use convert::{convert_value, ValueType};
+pub use convert::{convert_value, file_image_reference, ValueType};
 pub use error::{FlowError, Problem};
 pub use flex::{complete_flex, EntryPort, EntrySignature, FlexSpec, InitInput, AGGREGATE_NODE};
 pub use load::{load_flow, LoadOptions};

@@ -195,6 +195,20 @@ async fn score(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         Ok(i) => i,
         Err(e) => return error_response(StatusCode::BAD_REQUEST, "UserError", e.to_string()),
     };
+    // A request's image is its data or a URL: a file path would read a file of this machine's
+    // for whoever sends the request (a default path written in the flow itself is the author's).
+    for (name, value) in &given {
+        let converted = inputs.get(name).unwrap_or(value);
+        if let Some(path) = flowrt_flow::file_image_reference(converted) {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                "UserError",
+                format!(
+                    "input '{name}' names the image file '{path}'; a served flow takes images as a URL or as base64 data (\"data:image/png;base64,...\" or {{\"data:image/png;base64\": \"...\"}}), never a path on the server"
+                ),
+            );
+        }
+    }
     let wants_stream = headers
         .get(header::ACCEPT)
         .and_then(|h| h.to_str().ok())

@@ -213,3 +213,33 @@ fn an_llm_reply_streams_as_server_sent_events() {
         json!({"answer": "echo: tell me more"})
     );
 }
+
+/// A served flow's clients cannot make it read a file of the server's through an image input:
+/// a path (as a string, a `;path` dict, nested in an object, or openai-vision's `image_file`)
+/// gets a 400 naming the input, and nothing is read; base64 data still works.
+#[test]
+fn a_served_flow_refuses_image_paths_from_requests() {
+    let env = Env::new();
+    let (_d, dir) = common::flow("compat_image");
+    std::fs::write(dir.join("dot.png"), b"\x89PNG\r\n\x1a\nnot-really").unwrap();
+    let server = serve(&env, &dir);
+    for body in [
+        r#"{"picture": "/etc/hostname"}"#,
+        r#"{"picture": {"data:image/png;path": "/etc/hostname"}}"#,
+        r#"{"picture": {"type": "image_file", "image_file": {"path": "/etc/hostname"}}}"#,
+        r#"{"picture": "data:image/png;base64,aGk=", "extra": {"x": [{"data:image/png;path": "../../etc/hostname"}]}}"#,
+    ] {
+        let (status, v) = post(&server, body);
+        assert_eq!(status, 400, "{body}: {v}");
+        let message = v.to_string();
+        assert!(
+            message.contains("never a path on the server"),
+            "{body}: {message}"
+        );
+    }
+    let (status, v) = post(
+        &server,
+        r#"{"picture": "data:image/png;base64,iVBORw0KGgo="}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+}
