@@ -172,6 +172,18 @@ pub enum NodeStatus {
     Canceled,
 }
 
+impl NodeStatus {
+    /// As it is serialized: `Completed`, `Bypassed`, `Failed`, `Canceled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Completed => "Completed",
+            NodeStatus::Bypassed => "Bypassed",
+            NodeStatus::Failed => "Failed",
+            NodeStatus::Canceled => "Canceled",
+        }
+    }
+}
+
 /// The record of one node on one line (or of one aggregation node).
 #[derive(Clone, Debug, Serialize)]
 pub struct NodeRun {

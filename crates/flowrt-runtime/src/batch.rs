@@ -272,6 +272,16 @@ pub struct RunLog {
     nodes: Mutex<NodeEvents>,
 }
 
+/// One node's start (no status yet: `Running`, no duration) or end.
+#[derive(serde::Serialize)]
+struct NodeEvent<'a> {
+    line_number: Option<usize>,
+    node: &'a str,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<f64>,
+}
+
 /// Buffered node events, flushed at most every 50 ms (and at the end) so that a run of many
 /// short lines does not pay a write per node, while a long node's start still shows at once.
 struct NodeEvents {
@@ -289,9 +299,11 @@ impl NodeEvents {
         }
     }
 
-    fn write(&mut self, event: &Value) {
+    fn write(&mut self, event: &NodeEvent<'_>) {
         if let Some(out) = self.out.as_mut() {
-            let _ = writeln!(out, "{event}");
+            // Serialized straight into the buffer: no JSON value is built per node.
+            let _ = serde_json::to_writer(&mut *out, event);
+            let _ = out.write_all(b"\n");
             if self.flushed.elapsed() >= std::time::Duration::from_millis(50) {
                 let _ = out.flush();
                 self.flushed = std::time::Instant::now();
@@ -323,7 +335,7 @@ impl RunLog {
 }
 
 impl RunLog {
-    fn node_event(&self, event: Value) {
+    fn node_event(&self, event: NodeEvent<'_>) {
         if let Ok(mut n) = self.nodes.lock() {
             n.write(&event);
         }
@@ -340,11 +352,21 @@ impl RunLog {
 impl RunObserver for RunLog {
     fn node_started(&self, line: Option<usize>, node: &str) {
         self.running.started(line, node);
-        self.node_event(json!({"line_number": line, "node": node, "status": "Running"}));
+        self.node_event(NodeEvent {
+            line_number: line,
+            node,
+            status: "Running",
+            duration: None,
+        });
     }
     fn node_finished(&self, line: Option<usize>, run: &NodeRun) {
         self.running.finished(line, &run.node);
-        self.node_event(json!({"line_number": line, "node": run.node, "status": run.status, "duration": run.duration.as_secs_f64()}));
+        self.node_event(NodeEvent {
+            line_number: line,
+            node: &run.node,
+            status: run.status.as_str(),
+            duration: Some(run.duration.as_secs_f64()),
+        });
         for l in run.logs.lines() {
             self.log(&format!(
                 "line {}: [{}] {l}",
