@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every crate's tests.
-# Installs what the tests need (uv, for the Python-environment tests) when it is missing.
+# Installs what the tests need when it is missing: uv (Python environments), Chromium and
+# playwright-core (the web UI's tests), PostgreSQL (the store's second backend).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +23,14 @@ fi
 if [ ! -d crates/flowrt/tests/ui/node_modules/playwright-core ]; then
   echo "==> installing playwright-core (npm ci)"
   (cd crates/flowrt/tests/ui && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
+
+# The store's tests, and the server's on Postgres, run against a throwaway PostgreSQL on
+# 127.0.0.1 (installed with apt-get when missing, started in a temp folder).
+if [ -z "${FLOWRT_TEST_POSTGRES:-}" ]; then
+  echo "==> starting PostgreSQL for the tests"
+  FLOWRT_TEST_POSTGRES=$(./scripts/postgres.sh)
+  export FLOWRT_TEST_POSTGRES
 fi
 
 echo "==> cargo fmt --check"

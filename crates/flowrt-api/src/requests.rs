@@ -96,9 +96,14 @@ pub struct CreateRun {
     /// Seconds a line may take.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line_timeout: Option<f64>,
-    /// Lines at once (1 to 1024).
+    /// Lines at once (1 to 1024), in each session the run is spread over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
+    /// More sessions (of the same flow) to spread the lines over: the lines are cut into chunks
+    /// that each session's server claims and runs; the run's record is in `session`'s folder,
+    /// as if it ran there alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_sessions: Vec<String>,
 }
 
 /// `POST /api/v1/users` (admins).

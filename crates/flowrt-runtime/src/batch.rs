@@ -60,6 +60,12 @@ pub struct BatchRequest {
     pub long_running_interval: f64,
     /// Report each completed line's outputs ([`Reporter::output`]).
     pub stream: bool,
+    /// Run only lines `start..end` of the data: one chunk of a run spread over several sessions.
+    /// Only those lines are run and written, and there is no aggregation (it needs every line).
+    pub lines: Option<(usize, usize)>,
+    /// Line records (as in `line_runs.jsonl`) kept as they are, whatever their status, and not
+    /// run: the chunks of a spread run, which this run gathers, aggregates and records.
+    pub prior_records: Option<PathBuf>,
 }
 
 /// Where the lines run: the interpreter, the connections and how many Python workers.
@@ -102,6 +108,8 @@ pub struct Lines {
     pub base_rows: Vec<Map<String, Value>>,
     /// Completed line records (as in `line_runs.jsonl`) of the resumed run, by line number.
     pub kept: BTreeMap<usize, Value>,
+    /// Only these lines run (a chunk of a spread run); `None`: every line.
+    pub range: Option<std::ops::Range<usize>>,
 }
 
 /// How a run ended.
@@ -617,16 +625,28 @@ fn read_lines(
             "--column-mapping {input}='{value}' is not a reference (they look like '${{data.COLUMN}}'), so every line gets this text as it is"
         ));
     }
-    // Resumed runs keep the lines that completed.
-    let kept: BTreeMap<usize, Value> = match &req.resume_from {
-        Some(prev) => {
+    // Resumed runs keep the lines that completed; a spread run's gathering keeps every line.
+    let kept: BTreeMap<usize, Value> = match (&req.prior_records, &req.resume_from) {
+        (Some(file), _) => runs::read_line_records(file)?
+            .into_iter()
+            .filter(|(n, _)| *n < rows.len())
+            .collect(),
+        (None, Some(prev)) => {
             let meta = runs::load(home, prev)?;
             runs::line_records(&meta.output_dir)?
                 .into_iter()
                 .filter(|(n, r)| r["status"] == "Completed" && *n < rows.len())
                 .collect()
         }
-        None => BTreeMap::new(),
+        (None, None) => BTreeMap::new(),
+    };
+    let range = match req.lines {
+        Some((start, end)) if start < end && end <= rows.len() => Some(start..end),
+        Some((start, end)) => bail!(
+            "lines {start}..{end} are not within the data's {} lines",
+            rows.len()
+        ),
+        None => None,
     };
     Ok(Lines {
         rows,
@@ -634,6 +654,7 @@ fn read_lines(
         base_outputs,
         base_rows,
         kept,
+        range,
     })
 }
 
@@ -868,7 +889,8 @@ pub async fn execute<I: ToolInvoker + 'static>(
     let output_dir = meta.output_dir.clone();
     fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
     meta.status = RunStatus::Running;
-    meta.total_lines = lines.rows.len();
+    let chunk = lines.range.clone();
+    meta.total_lines = chunk.as_ref().map_or(lines.rows.len(), |r| r.len());
     runs::save(home, &meta)?;
     let log = Arc::new(RunLog {
         file: Mutex::new(Some(
@@ -882,7 +904,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
     });
     let _ = retries.sink.set((log.clone(), reporter.clone()));
     let name = meta.name.clone();
-    let total = lines.rows.len();
+    let total = meta.total_lines;
     log.log(&format!(
         "run {name}: flow {}, data {} ({total} lines)",
         meta.flow.display(),
@@ -901,6 +923,11 @@ pub async fn execute<I: ToolInvoker + 'static>(
             total,
             done: lines.kept.len(),
             kept: lines.kept.len(),
+            failed: lines
+                .kept
+                .values()
+                .filter(|r| r["status"] != "Completed")
+                .count(),
             ..Progress::default()
         },
         started: Instant::now(),
@@ -922,6 +949,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
         reporter.clone(),
         flow.message_format,
     )?;
+    writer.next = chunk.as_ref().map_or(0, |r| r.start);
     let status = run_lines(
         &executor,
         lines,
@@ -947,6 +975,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
                 home,
                 &log,
                 started,
+                chunk.is_none(),
             )
             .await
         }
@@ -966,8 +995,9 @@ pub async fn execute<I: ToolInvoker + 'static>(
     }
 }
 
-/// After the lines: aggregation (`metrics.json`, `aggregation.json`), `error.json`, and the final
-/// record.
+/// After the lines: aggregation (`metrics.json`, `aggregation.json`; not for a chunk of a spread
+/// run), `error.json`, and the final record.
+#[allow(clippy::too_many_arguments)]
 async fn record_end<I: ToolInvoker + 'static>(
     executor: &Executor<I>,
     writer: &mut OrderedWriter,
@@ -976,11 +1006,12 @@ async fn record_end<I: ToolInvoker + 'static>(
     home: &Path,
     log: &RunLog,
     started: Instant,
+    aggregate: bool,
 ) -> Result<()> {
     let output_dir = meta.output_dir.clone();
     let name = meta.name.clone();
     let reporter = &log.reporter;
-    if status == RunStatus::Completed && executor.has_aggregation() {
+    if aggregate && status == RunStatus::Completed && executor.has_aggregation() {
         let agg_lines: Vec<LineResult> = writer
             .aggregation
             .iter()
@@ -1079,13 +1110,13 @@ async fn run_lines<I: ToolInvoker + 'static>(
         base_outputs,
         base_rows,
         kept,
+        range,
     } = lines;
     for rec in kept.values() {
         writer.push(rec.clone())?;
     }
     let columns: Arc<HashSet<String>> =
         Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
-    let total = rows.len();
     let (rows, base_outputs, base_rows, mapping) = (
         Arc::new(rows),
         Arc::new(base_outputs),
@@ -1093,7 +1124,9 @@ async fn run_lines<I: ToolInvoker + 'static>(
         Arc::new(mapping),
     );
     let batch_run_id: Arc<str> = Arc::from(name);
-    let mut todo = (0..total).filter(|n| !kept.contains_key(n));
+    let mut todo = range
+        .unwrap_or(0..rows.len())
+        .filter(|n| !kept.contains_key(n));
     let mut set: JoinSet<Value> = JoinSet::new();
     let warn_interval = options.long_running_interval;
     let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));

@@ -140,9 +140,14 @@ pub fn list(home: &Path) -> Result<Vec<RunMeta>> {
 /// Every well-formed record of `line_runs.jsonl`, by line number (a torn last line from a killed
 /// run is skipped).
 pub fn line_records(dir: &Path) -> Result<BTreeMap<usize, Value>> {
-    let path = dir.join("line_runs.jsonl");
+    read_line_records(&dir.join("line_runs.jsonl"))
+}
+
+/// The records of a `line_runs.jsonl` file by line number (none if it is absent; a torn line is
+/// skipped).
+pub fn read_line_records(path: &Path) -> Result<BTreeMap<usize, Value>> {
     let mut out = BTreeMap::new();
-    let Ok(file) = std::fs::File::open(&path) else {
+    let Ok(file) = std::fs::File::open(path) else {
         return Ok(out);
     };
     for line in std::io::BufReader::new(file).lines() {
@@ -174,6 +179,13 @@ pub fn outputs(dir: &Path) -> Result<BTreeMap<usize, Map<String, Value>>> {
 /// UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 /// Now, as RFC 3339 in UTC with microseconds, so records made within one second still sort in the
 /// order they were made.
+/// Unix milliseconds as run records write times.
+pub fn utc_from_ms(ms: i64) -> Option<String> {
+    jiff::Timestamp::from_millisecond(ms)
+        .ok()
+        .map(|t| t.to_string())
+}
+
 pub fn utc_now() -> String {
     let now = jiff::Timestamp::now();
     now.round(jiff::Unit::Microsecond)

@@ -16,6 +16,7 @@ mod openapi;
 mod routing;
 mod runs;
 mod sessions;
+mod spread;
 mod team;
 mod ui;
 mod ui_api;
@@ -41,6 +42,30 @@ pub struct ServerConfig {
     pub interactive_timeout: Duration,
     /// Where the kernel cannot seal sessions: let users other than the owner start them anyway.
     pub allow_unsealed: bool,
+    /// `postgres://…` to share state with other servers; `None`: SQLite under `home`.
+    pub database: Option<String>,
+    /// This server's name in the leases it holds (sessions it manages, chunks it runs). A server
+    /// restarted under the same name takes its sessions back at once.
+    pub server_id: String,
+    /// How long a lease holds unrenewed: a dead server's work moves on after about this long.
+    pub lease: Duration,
+}
+
+impl ServerConfig {
+    /// Settings for a server with its state under `home`, its agents running `exe`, and
+    /// defaults for the rest (SQLite, 100 s interactive timeout, 15 s leases).
+    pub fn new(home: PathBuf, exe: PathBuf) -> Self {
+        ServerConfig {
+            home,
+            exe,
+            idle_check: Duration::from_secs(5),
+            interactive_timeout: Duration::from_secs(100),
+            allow_unsealed: false,
+            database: None,
+            server_id: "local".into(),
+            lease: Duration::from_secs(15),
+        }
+    }
 }
 
 /// What every handler can reach.
@@ -50,6 +75,8 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
     pub sessions: Arc<sessions::Manager>,
+    /// The spread-run workers this server runs.
+    pub workers: Arc<spread::Workers>,
     /// Set when the server begins to shut down: long-lived responses (event streams) end, so a
     /// restart does not wait for the runs their clients follow.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
@@ -57,13 +84,19 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> Self {
-        let sessions =
-            sessions::Manager::new(store.clone(), config.home.clone(), config.exe.clone());
+        let sessions = sessions::Manager::new(
+            store.clone(),
+            config.home.clone(),
+            config.exe.clone(),
+            config.server_id.clone(),
+            config.lease,
+        );
         AppState {
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::default()),
             sessions,
+            workers: Arc::default(),
             stopping: Arc::default(),
         }
     }
@@ -109,7 +142,7 @@ pub fn router(state: AppState) -> Router {
 /// Open the store, make sure an owner exists (writing its token to `owner.token`, mode 0600, on the
 /// first start), and serve until SIGINT/SIGTERM.
 pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(), ServeError> {
-    let store = Store::open(&config.home).await?;
+    let store = Store::open_database(&config.home, config.database.as_deref()).await?;
     if let Some(token) = store.ensure_owner().await? {
         let path = config.home.join("owner.token");
         write_private(&path, &token).map_err(|e| ServeError::Io(path.clone(), e))?;
@@ -125,8 +158,16 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
         .local_addr()
         .map_err(|e| ServeError::Bind(addr, e))?;
     eprintln!(
-        "flowrt server listening on http://{local} (state in {})",
-        config.home.display()
+        "flowrt server listening on http://{local} (state in {}{})",
+        config.home.display(),
+        match &config.database {
+            Some(url) => format!(
+                ", database {} as server '{}'",
+                flowrt_store::redact_url(url),
+                config.server_id
+            ),
+            None => String::new(),
+        }
     );
     let idle_check = config.idle_check;
     let sealing = flowrt_session::seal::probe();
@@ -142,6 +183,7 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
     // Agents outlive the server: take back the ones still running before serving.
     state.sessions.adopt().await;
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));
+    tokio::spawn(spread::supervise(state.clone()));
     let stopping = state.stopping.clone();
     let app = router(state);
     axum::serve(listener, app)

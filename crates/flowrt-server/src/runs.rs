@@ -205,6 +205,9 @@ async fn create(
         }
         None => {}
     }
+    if !req.more_sessions.is_empty() {
+        return crate::spread::start(&state, &caller, &s, &req.more_sessions, batch).await;
+    }
     let body =
         serde_json::to_value(&batch).map_err(|e| ApiErr::internal("starting the batch run", e))?;
     let token = backend::read_token(&workdir);
@@ -306,8 +309,10 @@ fn read_record(state: &AppState, session: &str, name: &str) -> Option<Found> {
             o.remove(key);
         }
         o.insert("session".into(), json!(session));
-        // A run whose process is gone while it says Running did not finish.
+        // A run whose process is gone while it says Running did not finish (a spread run's
+        // placeholder has no process: its chunks run wherever their sessions are).
         if o.get("status").and_then(Value::as_str) == Some("Running")
+            && !o.contains_key("spread")
             && !pid.is_some_and(backend::is_alive)
         {
             o.insert("status".into(), json!("Failed"));
@@ -534,6 +539,9 @@ async fn cancel(
             "run '{name}' is {}, not running",
             found.record["status"].as_str().unwrap_or("finished")
         )));
+    }
+    if found.record.get("spread").is_some() {
+        return crate::spread::cancel(&state, &session, &name, &found.pointer).await;
     }
     let no_process = || ApiErr::conflict(format!("run '{name}' has no live process"));
     if !found.pid.is_some_and(backend::is_alive) {

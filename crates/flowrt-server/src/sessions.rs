@@ -40,14 +40,25 @@ pub struct Manager {
     pub seal: bool,
     /// The id of every session whose state just changed, for the event streams.
     pub changes: tokio::sync::broadcast::Sender<String>,
+    /// This server's name in session leases, and how long they hold.
+    server_id: String,
+    lease: Duration,
 }
 
 impl Manager {
-    pub fn new(store: Store, home: PathBuf, exe: PathBuf) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        home: PathBuf,
+        exe: PathBuf,
+        server_id: String,
+        lease: Duration,
+    ) -> Arc<Self> {
         Arc::new(Manager {
             store,
             home,
             exe,
+            server_id,
+            lease,
             backend: LocalBackend,
             agents: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -145,7 +156,22 @@ impl Manager {
         }
     }
 
+    /// Until when a lease taken now holds.
+    fn lease_until(&self) -> i64 {
+        crate::now_ms() + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
+    }
+
     async fn prepare_locked(self: &Arc<Self>, id: &str) -> ApiResult<()> {
+        // The server that prepares a session manages it from then on.
+        if !self
+            .store
+            .claim_session(id, &self.server_id, self.lease_until())
+            .await?
+        {
+            return Err(ApiErr::conflict(format!(
+                "session '{id}' is managed by another server sharing this database; try again there, or once that server is gone"
+            )));
+        }
         self.transition(id, Event::StartRequested).await?;
         let s = self.get(id).await?;
         // Resolving: which environment, and is it built?
@@ -401,10 +427,10 @@ impl Manager {
         let Ok(sessions) = self.store.list_sessions(None).await else {
             return;
         };
-        for s in sessions
-            .into_iter()
-            .filter(|s| s.status == SessionStatus::Running)
-        {
+        // Each server stops the idle sessions it manages (not those of another server).
+        for s in sessions.into_iter().filter(|s| {
+            s.status == SessionStatus::Running && s.manager.as_deref() == Some(&*self.server_id)
+        }) {
             let Some(addr) = s.agent_addr.clone() else {
                 continue;
             };
@@ -437,6 +463,54 @@ impl Manager {
             return;
         };
         for s in sessions {
+            self.adopt_one(s).await;
+        }
+    }
+
+    /// Take over the sessions of servers whose leases ended (they died): their agents outlive
+    /// them, so they are adopted as a restarted server adopts its own.
+    pub async fn take_over_orphans(self: &Arc<Self>) {
+        let Ok(sessions) = self.store.list_sessions(None).await else {
+            return;
+        };
+        let now = crate::now_ms();
+        for s in sessions {
+            let orphaned = s.manager.is_some()
+                && s.manager.as_deref() != Some(&*self.server_id)
+                && s.manager_lease.is_some_and(|t| t < now)
+                && matches!(
+                    s.status,
+                    SessionStatus::Running | SessionStatus::Stopping | SessionStatus::Preparing
+                );
+            if orphaned {
+                eprintln!(
+                    "taking over session {} from server '{}', whose lease ended",
+                    s.id,
+                    s.manager.as_deref().unwrap_or("")
+                );
+                self.adopt_one(s).await;
+            }
+        }
+    }
+
+    /// Manage session `s` if no other live server does, taking back its agent if it still runs.
+    async fn adopt_one(self: &Arc<Self>, s: Session) {
+        let lifecycle = matches!(
+            s.status,
+            SessionStatus::Running | SessionStatus::Stopping | SessionStatus::Preparing
+        );
+        if !lifecycle {
+            return;
+        }
+        match self
+            .store
+            .claim_session(&s.id, &self.server_id, self.lease_until())
+            .await
+        {
+            Ok(true) => {}
+            _ => return, // another live server manages it
+        }
+        {
             match s.status {
                 SessionStatus::Running | SessionStatus::Stopping => {
                     let alive = match (&s.agent_addr, s.agent_pid) {

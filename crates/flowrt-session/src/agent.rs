@@ -595,6 +595,8 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
         batch_timeout: None,
         long_running_interval: 60.0,
         stream: false,
+        lines: req.lines,
+        prior_records: req.prior_records.clone(),
     };
     let compute = batch::Compute {
         python: Some(a.python.clone()),
@@ -624,7 +626,10 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
                 .build()
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| {
-                    let home = agent.home.clone();
+                    let home = match request.lines {
+                        Some(_) => agent.home.join(crate::client::CHUNKS_DIR),
+                        None => agent.home.clone(),
+                    };
                     rt.block_on(batch::create(request, compute, &home, reporter, run_cancel))
                 });
             match ran {

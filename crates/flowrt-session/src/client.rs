@@ -33,7 +33,19 @@ pub struct BatchRequest {
     /// Python workers (the session's size's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workers: Option<usize>,
+    /// Run only lines `start..end`: one chunk of a run spread over several sessions. Its folder
+    /// is under the session's `chunks/`, not among its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lines: Option<(usize, usize)>,
+    /// A `line_runs.jsonl` of a spread run's chunks, gathered by the server: kept as they are, not
+    /// run; the run aggregates them and records itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior_records: Option<std::path::PathBuf>,
 }
+
+/// Where an agent runs a chunk of a spread run: `<session folder>/chunks`, a home of its own so
+/// chunks are not listed among the session's runs.
+pub const CHUNKS_DIR: &str = "chunks";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

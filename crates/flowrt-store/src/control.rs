@@ -14,10 +14,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
-};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::AnyPool;
+use sqlx::ConnectOptions;
 use sqlx::Row;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -31,16 +31,34 @@ pub const TOKEN_PREFIX: &str = "frt_";
 pub const OWNER_NAME: &str = "owner";
 
 const LOCK_FILE: &str = "flowrt.db.lock";
-const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Set on every SQLite connection: wait for a writer up to 30 s rather than fail, and sync at
+/// checkpoints only (WAL makes that safe against corruption; a crash loses at most the last
+/// commits, never the file).
+const SQLITE_PRAGMAS: &str =
+    "PRAGMA busy_timeout = 30000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 const MAX_CONNECTIONS: u32 = 8;
+/// Postgres serves many connections well; each server keeps its own pool.
+const PG_MAX_CONNECTIONS: u32 = 16;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database a [`Store`] is on. The SQL is shared but for the few places the two differ
+/// (aggregating into JSON, row locks), which ask this.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `<home>/flowrt.db`: one server on one machine.
+    Sqlite,
+    /// A PostgreSQL database: several servers share it.
+    Postgres,
+}
 
 /// The control-plane database. Cheap to clone; every clone shares one connection pool. Several
 /// handles (and processes) may open one database at once.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pub(crate) pool: AnyPool,
+    pub(crate) backend: Backend,
     home: PathBuf,
     key: Arc<OnceLock<SecretKey>>,
 }
@@ -49,15 +67,19 @@ impl Store {
     /// Open (creating if missing, mode 0600) `<home>/flowrt.db` and apply pending migrations.
     /// Opening and migrating are serialized across processes by a lock file beside the database.
     pub async fn open(home: &Path) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
         fsutil::ensure_private_dir(home)?;
         let path = home.join(DB_FILE);
-        let options = SqliteConnectOptions::new()
+        // Through the Any driver only the file and its open mode survive from these options
+        // (its URL carries nothing else): the pragmas are set on every connection below.
+        let url = SqliteConnectOptions::new()
             .filename(&path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
+            .to_url_lossy();
+        let options = AnyConnectOptions::from_url(&url).map_err(|source| StoreError::Db {
+            action: format!("cannot open database {}", path.display()),
+            source,
+        })?;
         // Opening (which switches the file to WAL) and migrating are serialized across handles
         // and processes: two doing it at once could get "database is locked" at once, whatever
         // the busy timeout, when both try to take the write lock a read has already begun.
@@ -69,16 +91,30 @@ impl Store {
                 path: home.join(LOCK_FILE),
                 source: std::io::Error::other(e.to_string()),
             })??;
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *conn, SQLITE_PRAGMAS).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Db {
                 action: format!("cannot open database {}", path.display()),
                 source,
             })?;
+        // WAL is a property of the file: set once, under the lock.
+        sqlx::raw_sql("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await
+            .map_err(|source| StoreError::Db {
+                action: format!("cannot open database {}", path.display()),
+                source,
+            })?;
         make_private(&path)?;
-        let migrated = MIGRATOR.run(&pool).await;
+        let migrated = SQLITE_MIGRATIONS.run(&pool).await;
         drop(lock);
         migrated.map_err(|source| StoreError::Migrate {
             path: path.clone(),
@@ -86,9 +122,66 @@ impl Store {
         })?;
         Ok(Store {
             pool,
+            backend: Backend::Sqlite,
             home: home.to_path_buf(),
             key: Arc::new(OnceLock::new()),
         })
+    }
+
+    /// Open the PostgreSQL database at `url` (`postgres://USER:PASSWORD@HOST:PORT/DB`) and apply
+    /// pending migrations (Postgres serializes concurrent migrators itself, with an advisory
+    /// lock). `home` still holds what is not in the database: the secret key and the files.
+    /// Several servers may open one database at once; each passes the same `home` contents
+    /// (a shared volume) so every server reads the same key and folders.
+    pub async fn open_postgres(home: &Path, url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        fsutil::ensure_private_dir(home)?;
+        let shown = redact_url(url);
+        let options: AnyConnectOptions = url.parse().map_err(|source| StoreError::Db {
+            action: format!("cannot open database {shown}"),
+            source,
+        })?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(PG_MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Db {
+                action: format!("cannot open database {shown}"),
+                source,
+            })?;
+        POSTGRES_MIGRATIONS
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate {
+                path: PathBuf::from(shown),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            backend: Backend::Postgres,
+            home: home.to_path_buf(),
+            key: Arc::new(OnceLock::new()),
+        })
+    }
+
+    /// Open the store a server names: `postgres://…` (or `postgresql://…`) for PostgreSQL,
+    /// else SQLite under `home`.
+    pub async fn open_database(home: &Path, database: Option<&str>) -> Result<Store, StoreError> {
+        match database {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Store::open_postgres(home, url).await
+            }
+            Some(other) => Err(StoreError::UnknownDatabase {
+                given: redact_url(other),
+            }),
+            None => Store::open(home).await,
+        }
+    }
+
+    /// Which database this store is on.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// The home directory the database lives in.
@@ -133,7 +226,7 @@ impl Store {
             .map_err(db("cannot create a user"))?;
         sqlx::query(
             "INSERT INTO users (id, name, role, token_sha256, service, created)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&user.id)
         .bind(&user.name)
@@ -162,7 +255,7 @@ impl Store {
             .map_err(db("cannot create the owner"))?;
         let done = sqlx::query(
             "INSERT INTO users (id, name, role, token_sha256, created)
-             SELECT ?, ?, 'owner', ?, ?
+             SELECT $1, $2, 'owner', $3, $4
              WHERE NOT EXISTS (SELECT 1 FROM users WHERE role = 'owner')",
         )
         .bind(&id)
@@ -170,8 +263,13 @@ impl Store {
         .bind(token_hash(&token))
         .bind(created)
         .execute(&mut *tx)
-        .await
-        .map_err(|e| exists_or(e, "user", OWNER_NAME, || "cannot create the owner".into()))?;
+        .await;
+        let done = match done {
+            // Another server created it at the same moment (Postgres reads before either
+            // commits): it exists, which is all this asks.
+            Err(e) if is_unique_violation(&e) => return Ok(None),
+            done => done.map_err(db("cannot create the owner"))?,
+        };
         if done.rows_affected() != 1 {
             return Ok(None);
         }
@@ -184,9 +282,10 @@ impl Store {
     /// its user is not disabled.
     pub async fn user_by_token(&self, token: &str) -> Result<Option<User>, StoreError> {
         let row = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM api_tokens t JOIN users u ON u.id = t.user_id
-             WHERE t.sha256 = ? AND t.revoked IS NULL AND (t.expires IS NULL OR t.expires > ?)
-               AND u.disabled = 0"
+            "SELECT {} FROM api_tokens t JOIN users u ON u.id = t.user_id
+             WHERE t.sha256 = $1 AND t.revoked IS NULL AND (t.expires IS NULL OR t.expires > $2)
+               AND NOT u.disabled",
+            user_columns(self.backend)
         ))
         .bind(token_hash(token))
         .bind(now_ms())
@@ -199,7 +298,8 @@ impl Store {
     /// Every user, by name.
     pub async fn list_users(&self) -> Result<Vec<User>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {USER_COLUMNS} FROM users u ORDER BY u.name"
+            "SELECT {} FROM users u ORDER BY u.name",
+            user_columns(self.backend)
         ))
         .fetch_all(&self.pool)
         .await
@@ -209,7 +309,7 @@ impl Store {
 
     /// Disable (or enable again) user `id`: a disabled user's tokens are refused.
     pub async fn set_user_disabled(&self, id: &str, disabled: bool) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET disabled = ? WHERE id = ? AND role != 'owner'")
+        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2 AND role != 'owner'")
             .bind(disabled)
             .bind(id)
             .execute(&self.pool)
@@ -220,7 +320,7 @@ impl Store {
 
     /// Replace user `id`'s own role (never the owner's, nor to owner).
     pub async fn set_user_role(&self, id: &str, role: Role) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET role = ? WHERE id = ? AND role != 'owner'")
+        let done = sqlx::query("UPDATE users SET role = $1 WHERE id = $2 AND role != 'owner'")
             .bind(role.as_str())
             .bind(id)
             .execute(&self.pool)
@@ -231,18 +331,20 @@ impl Store {
 
     /// Let user `id` hold `role` besides its own (granting twice is no error).
     pub async fn add_role(&self, id: &str, role: Role) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO role_assignments (user_id, role) VALUES (?, ?)")
-            .bind(id)
-            .bind(role.as_str())
-            .execute(&self.pool)
-            .await
-            .map_err(db("cannot assign a role"))?;
+        sqlx::query(
+            "INSERT INTO role_assignments (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(role.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db("cannot assign a role"))?;
         Ok(())
     }
 
     /// Take an extra role from user `id`; whether it held it.
     pub async fn remove_role(&self, id: &str, role: Role) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM role_assignments WHERE user_id = ? AND role = ?")
+        let done = sqlx::query("DELETE FROM role_assignments WHERE user_id = $1 AND role = $2")
             .bind(id)
             .bind(role.as_str())
             .execute(&self.pool)
@@ -262,7 +364,7 @@ impl Store {
         shared: bool,
     ) -> Result<ConnectionRecord, StoreError> {
         sqlx::query(
-            "INSERT INTO connections (owner, name, kind, shared, created) VALUES (?, ?, ?, ?, ?)
+            "INSERT INTO connections (owner, name, kind, shared, created) VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (owner, name) DO UPDATE SET kind = excluded.kind, shared = excluded.shared",
         )
         .bind(owner)
@@ -297,7 +399,7 @@ impl Store {
                     owner: get(r, "owner")?,
                     name: get(r, "name")?,
                     kind: get(r, "kind")?,
-                    shared: get(r, "shared")?,
+                    shared: get_bool(r, "shared")?,
                     created: get(r, "created")?,
                 })
             })
@@ -306,7 +408,7 @@ impl Store {
 
     /// Forget `owner`'s connection `name`; whether there was one.
     pub async fn delete_connection(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM connections WHERE owner = ? AND name = ?")
+        let done = sqlx::query("DELETE FROM connections WHERE owner = $1 AND name = $2")
             .bind(owner)
             .bind(name)
             .execute(&self.pool)
@@ -345,7 +447,7 @@ impl Store {
     pub async fn get_token(&self, id: &str) -> Result<Option<TokenRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT t.id, t.user_id, u.name AS user, t.created, t.expires, t.revoked
-             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = ?",
+             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -359,7 +461,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT t.id, t.user_id, u.name AS user, t.created, t.expires, t.revoked
              FROM api_tokens t JOIN users u ON u.id = t.user_id
-             WHERE ? IS NULL OR t.user_id = ? ORDER BY t.created, t.id",
+             WHERE $1 IS NULL OR t.user_id = $2 ORDER BY t.created, t.id",
         )
         .bind(user_id)
         .bind(user_id)
@@ -372,7 +474,7 @@ impl Store {
     /// Revoke token `id`: its next request gets 401. Whether it was live.
     pub async fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
         let done =
-            sqlx::query("UPDATE api_tokens SET revoked = ? WHERE id = ? AND revoked IS NULL")
+            sqlx::query("UPDATE api_tokens SET revoked = $1 WHERE id = $2 AND revoked IS NULL")
                 .bind(now_ms())
                 .bind(id)
                 .execute(&self.pool)
@@ -392,7 +494,7 @@ impl Store {
         status: u16,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO audit (at, user_id, user, method, path, status) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit (at, user_id, \"user\", method, path, status) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(now_ms())
         .bind(user.map(|u| u.id.as_str()))
@@ -414,8 +516,8 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError> {
         let rows = sqlx::query(
-            "SELECT seq, at, user_id, user, method, path, status FROM audit
-             WHERE ? IS NULL OR seq < ? ORDER BY seq DESC LIMIT ?",
+            "SELECT seq, at, user_id, \"user\", method, path, status FROM audit
+             WHERE $1 IS NULL OR seq < $2 ORDER BY seq DESC LIMIT $3",
         )
         .bind(before)
         .bind(before)
@@ -458,7 +560,7 @@ impl Store {
             created: now_ms(),
         };
         sqlx::query(
-            "INSERT INTO computes (name, kind, size, owner, status, created) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO computes (name, kind, size, owner, status, created) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&compute.name)
         .bind(enc(&compute.kind))
@@ -480,7 +582,7 @@ impl Store {
     ) -> Result<Option<Compute>, StoreError> {
         let row = sqlx::query(
             "SELECT name, kind, size, owner, status, created FROM computes
-             WHERE owner = ? AND name = ?",
+             WHERE owner = $1 AND name = $2",
         )
         .bind(owner)
         .bind(name)
@@ -508,7 +610,7 @@ impl Store {
         name: &str,
         status: ComputeStatus,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE computes SET status = ? WHERE owner = ? AND name = ?")
+        let done = sqlx::query("UPDATE computes SET status = $1 WHERE owner = $2 AND name = $3")
             .bind(enc(&status))
             .bind(owner)
             .bind(name)
@@ -520,7 +622,7 @@ impl Store {
 
     /// Delete a compute; `false` when there was none.
     pub async fn delete_compute(&self, owner: &str, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM computes WHERE owner = ? AND name = ?")
+        let done = sqlx::query("DELETE FROM computes WHERE owner = $1 AND name = $2")
             .bind(owner)
             .bind(name)
             .execute(&self.pool)
@@ -556,12 +658,14 @@ impl Store {
             created: now,
             last_activity: now,
             updated: now,
+            manager: None,
+            manager_lease: None,
         };
         sqlx::query(
             "INSERT INTO sessions (id, owner, flow_dir, flow_ref, env_ref, env_key, base_version,
                  size, idle_timeout_s, identity, compute, shared, status, created, last_activity,
                  updated)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         )
         .bind(&session.id)
         .bind(&session.owner)
@@ -587,7 +691,7 @@ impl Store {
 
     /// The session `id`.
     pub async fn get_session(&self, id: &str) -> Result<Option<Session>, StoreError> {
-        let row = sqlx::query(&format!("{SESSION_SELECT} WHERE id = ?"))
+        let row = sqlx::query(&format!("{SESSION_SELECT} WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -600,7 +704,7 @@ impl Store {
         let rows = match owner {
             Some(owner) => {
                 sqlx::query(&format!(
-                    "{SESSION_SELECT} WHERE owner = ? ORDER BY created, id"
+                    "{SESSION_SELECT} WHERE owner = $1 ORDER BY created, id"
                 ))
                 .bind(owner)
                 .fetch_all(&self.pool)
@@ -625,7 +729,7 @@ impl Store {
         reason: Option<&str>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET status = ?, phase = ?, reason = ?, updated = ? WHERE id = ?",
+            "UPDATE sessions SET status = $1, phase = $2, reason = $3, updated = $4 WHERE id = $5",
         )
         .bind(enc(&status))
         .bind(phase.map(|p| enc(&p)))
@@ -644,7 +748,7 @@ impl Store {
         id: &str,
         log_tail: Option<&str>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE sessions SET log_tail = ?, updated = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE sessions SET log_tail = $1, updated = $2 WHERE id = $3")
             .bind(log_tail)
             .bind(now_ms())
             .bind(id)
@@ -662,7 +766,7 @@ impl Store {
         agent_addr: Option<&str>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET agent_pid = ?, agent_addr = ?, updated = ? WHERE id = ?",
+            "UPDATE sessions SET agent_pid = $1, agent_addr = $2, updated = $3 WHERE id = $4",
         )
         .bind(agent_pid.map(i64::from))
         .bind(agent_addr)
@@ -682,7 +786,7 @@ impl Store {
         idle_timeout_s: u64,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET size = ?, idle_timeout_s = ?, updated = ? WHERE id = ?",
+            "UPDATE sessions SET size = $1, idle_timeout_s = $2, updated = $3 WHERE id = $4",
         )
         .bind(enc(&size))
         .bind(to_i64(idle_timeout_s))
@@ -703,7 +807,7 @@ impl Store {
         base_version: &str,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE sessions SET env_ref = ?, env_key = ?, base_version = ?, updated = ? WHERE id = ?",
+            "UPDATE sessions SET env_ref = $1, env_key = $2, base_version = $3, updated = $4 WHERE id = $5",
         )
         .bind(env_ref)
         .bind(env_key)
@@ -723,15 +827,16 @@ impl Store {
         flow_dir: &str,
         flow_ref: &str,
     ) -> Result<bool, StoreError> {
-        let done =
-            sqlx::query("UPDATE sessions SET flow_dir = ?, flow_ref = ?, updated = ? WHERE id = ?")
-                .bind(flow_dir)
-                .bind(flow_ref)
-                .bind(now_ms())
-                .bind(id)
-                .execute(&self.pool)
-                .await
-                .map_err(db(format!("cannot update session `{id}`")))?;
+        let done = sqlx::query(
+            "UPDATE sessions SET flow_dir = $1, flow_ref = $2, updated = $3 WHERE id = $4",
+        )
+        .bind(flow_dir)
+        .bind(flow_ref)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot update session `{id}`")))?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -753,22 +858,29 @@ impl Store {
                 return Ok((latest, false));
             }
         }
-        let row = sqlx::query(
-            "INSERT INTO flows (name, version, hash, entry, owner, files, bytes, created)
-             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, ?, ? FROM flows WHERE name = ?
-             RETURNING version",
-        )
-        .bind(name)
-        .bind(hash)
-        .bind(entry)
-        .bind(owner)
-        .bind(to_i64(files))
-        .bind(to_i64(bytes))
-        .bind(now_ms())
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db(format!("cannot record flow `{name}`")))?;
+        // Two servers on Postgres may number the same version at once: the loser retries.
+        let mut attempt = 0;
+        let row = loop {
+            let done = sqlx::query(
+                "INSERT INTO flows (name, version, hash, entry, owner, files, bytes, created)
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM flows WHERE name = $8
+                 RETURNING version",
+            )
+            .bind(name)
+            .bind(hash)
+            .bind(entry)
+            .bind(owner)
+            .bind(to_i64(files))
+            .bind(to_i64(bytes))
+            .bind(now_ms())
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await;
+            match done {
+                Err(e) if is_unique_violation(&e) && attempt < VERSION_RETRIES => attempt += 1,
+                done => break done.map_err(db(format!("cannot record flow `{name}`")))?,
+            }
+        };
         let version: i64 = row
             .try_get("version")
             .map_err(db(format!("cannot record flow `{name}`")))?;
@@ -794,8 +906,8 @@ impl Store {
         name: &str,
         version: Option<u32>,
     ) -> Result<Option<FlowRecord>, StoreError> {
-        let by_version = format!("{FLOW_SELECT} WHERE name = ? AND version = ?");
-        let latest = format!("{FLOW_SELECT} WHERE name = ? ORDER BY version DESC LIMIT 1");
+        let by_version = format!("{FLOW_SELECT} WHERE name = $1 AND version = $2");
+        let latest = format!("{FLOW_SELECT} WHERE name = $1 ORDER BY version DESC LIMIT 1");
         let query = match version {
             Some(v) => sqlx::query(&by_version).bind(name).bind(i64::from(v)),
             None => sqlx::query(&latest).bind(name),
@@ -819,19 +931,20 @@ impl Store {
     /// Mark activity now (a run started or finished), resetting the idle clock.
     pub async fn touch_session(&self, id: &str) -> Result<bool, StoreError> {
         let now = now_ms();
-        let done = sqlx::query("UPDATE sessions SET last_activity = ?, updated = ? WHERE id = ?")
-            .bind(now)
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db(format!("cannot update session `{id}`")))?;
+        let done =
+            sqlx::query("UPDATE sessions SET last_activity = $1, updated = $2 WHERE id = $3")
+                .bind(now)
+                .bind(now)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(db(format!("cannot update session `{id}`")))?;
         Ok(done.rows_affected() == 1)
     }
 
     /// Delete a session; `false` when there was none. Its runs stay.
     pub async fn delete_session(&self, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE id = ?")
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await
@@ -849,20 +962,26 @@ impl Store {
         base_version: &str,
         requirements: &str,
     ) -> Result<u32, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO environments (name, version, owner, base_version, requirements, created)
-             SELECT ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ? FROM environments WHERE name = ?
-             RETURNING version",
-        )
-        .bind(name)
-        .bind(owner)
-        .bind(base_version)
-        .bind(requirements)
-        .bind(now_ms())
-        .bind(name)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db(format!("cannot publish environment `{name}`")))?;
+        let mut attempt = 0;
+        let row = loop {
+            let done = sqlx::query(
+                "INSERT INTO environments (name, version, owner, base_version, requirements, created)
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM environments WHERE name = $6
+                 RETURNING version",
+            )
+            .bind(name)
+            .bind(owner)
+            .bind(base_version)
+            .bind(requirements)
+            .bind(now_ms())
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await;
+            match done {
+                Err(e) if is_unique_violation(&e) && attempt < VERSION_RETRIES => attempt += 1,
+                done => break done.map_err(db(format!("cannot publish environment `{name}`")))?,
+            }
+        };
         let version: i64 = row
             .try_get("version")
             .map_err(db(format!("cannot publish environment `{name}`")))?;
@@ -882,13 +1001,13 @@ impl Store {
         let query = match version {
             Some(v) => sqlx::query(
                 "SELECT name, version, owner, base_version, requirements, created FROM environments
-                 WHERE name = ? AND version = ?",
+                 WHERE name = $1 AND version = $2",
             )
             .bind(name)
             .bind(i64::from(v)),
             None => sqlx::query(
                 "SELECT name, version, owner, base_version, requirements, created FROM environments
-                 WHERE name = ? ORDER BY version DESC LIMIT 1",
+                 WHERE name = $1 ORDER BY version DESC LIMIT 1",
             )
             .bind(name),
         };
@@ -946,7 +1065,7 @@ impl Store {
         })?;
         sqlx::query(
             "INSERT INTO identities (name, owner, feed_token_sealed, feed_hosts, created)
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(name)
         .bind(owner)
@@ -965,16 +1084,17 @@ impl Store {
 
     /// Every identity, by name, feed tokens masked.
     pub async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT name, owner, feed_token_sealed, feed_hosts, created,
-                    (SELECT json_group_array(user_id) FROM identity_grants g
+                    (SELECT {} FROM identity_grants g
                      WHERE g.identity = identities.name) AS granted
              FROM identities ORDER BY name",
-        )
+            json_list(self.backend, "user_id")
+        ))
         .fetch_all(&self.pool)
         .await
         .map_err(db("cannot list identities"))?;
-        let list = |r: &SqliteRow, column: &'static str| -> Result<Vec<String>, StoreError> {
+        let list = |r: &AnyRow, column: &'static str| -> Result<Vec<String>, StoreError> {
             let text: Option<String> = get(r, column)?;
             match text {
                 None => Ok(Vec::new()),
@@ -1002,7 +1122,7 @@ impl Store {
 
     /// Let `user_id` start sessions acting as identity `name` (granting twice is no error).
     pub async fn grant_identity(&self, name: &str, user_id: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT OR IGNORE INTO identity_grants (identity, user_id) VALUES (?, ?)")
+        sqlx::query("INSERT INTO identity_grants (identity, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
             .bind(name)
             .bind(user_id)
             .execute(&self.pool)
@@ -1018,7 +1138,7 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT feed_token_sealed FROM identities WHERE name = ?")
+        let row = sqlx::query("SELECT feed_token_sealed FROM identities WHERE name = $1")
             .bind(name)
             .fetch_optional(&self.pool)
             .await
@@ -1063,7 +1183,7 @@ impl Store {
             finished: None,
         };
         sqlx::query(
-            "INSERT INTO runs (id, session_id, kind, status, request, created) VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (id, session_id, kind, status, request, created) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id)
         .bind(session_id)
@@ -1086,7 +1206,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let finished = status.is_finished().then(now_ms);
         let done = sqlx::query(
-            "UPDATE runs SET status = ?, result = COALESCE(?, result), finished = ? WHERE id = ?",
+            "UPDATE runs SET status = $1, result = COALESCE($2, result), finished = $3 WHERE id = $4",
         )
         .bind(enc(&status))
         .bind(result.map(Value::to_string))
@@ -1100,7 +1220,7 @@ impl Store {
 
     /// The run `id`.
     pub async fn get_run(&self, id: &str) -> Result<Option<RunRecord>, StoreError> {
-        let row = sqlx::query(&format!("{RUN_SELECT} WHERE id = ?"))
+        let row = sqlx::query(&format!("{RUN_SELECT} WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -1111,7 +1231,7 @@ impl Store {
     /// The runs of a session, oldest first.
     pub async fn list_runs(&self, session_id: &str) -> Result<Vec<RunRecord>, StoreError> {
         let rows = sqlx::query(&format!(
-            "{RUN_SELECT} WHERE session_id = ? ORDER BY created, id"
+            "{RUN_SELECT} WHERE session_id = $1 ORDER BY created, id"
         ))
         .bind(session_id)
         .fetch_all(&self.pool)
@@ -1144,7 +1264,7 @@ impl Store {
 const SESSION_SELECT: &str =
     "SELECT id, owner, flow_dir, flow_ref, env_ref, env_key, base_version, size,
     idle_timeout_s, identity, compute, shared, status, phase, reason, log_tail, agent_pid,
-    agent_addr, created, last_activity, updated FROM sessions";
+    agent_addr, created, last_activity, updated, manager, manager_lease FROM sessions";
 
 const RUN_SELECT: &str =
     "SELECT id, session_id, kind, status, request, result, created, finished FROM runs";
@@ -1165,14 +1285,14 @@ fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     Ok(bytes)
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
 }
 
-fn to_i64(v: u64) -> i64 {
+pub(crate) fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
@@ -1197,9 +1317,17 @@ fn dec<T: DeserializeOwned>(
     })
 }
 
-fn db(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+pub(crate) fn db(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
     let action = action.into();
     move |source| StoreError::Db { action, source }
+}
+
+/// How often numbering a new version is retried when another writer took that number first.
+const VERSION_RETRIES: u32 = 20;
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.is_unique_violation())
 }
 
 /// A unique-constraint violation becomes [`StoreError::Exists`]; anything else a `Db` error.
@@ -1225,9 +1353,9 @@ fn exists_or(
     }
 }
 
-fn get<'r, T>(row: &'r SqliteRow, column: &'static str) -> Result<T, StoreError>
+pub(crate) fn get<'r, T>(row: &'r AnyRow, column: &'static str) -> Result<T, StoreError>
 where
-    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
 {
     row.try_get(column).map_err(|source| StoreError::Db {
         action: format!("cannot read column {column}"),
@@ -1235,11 +1363,46 @@ where
     })
 }
 
-/// The columns `user_from` reads, from `users u`: its extra roles come as a JSON list.
-const USER_COLUMNS: &str = "u.id, u.name, u.role, u.disabled, u.service, u.created,
-    (SELECT json_group_array(role) FROM role_assignments a WHERE a.user_id = u.id) AS extra_roles";
+/// The aggregate that collects `expr` over a subquery's rows as a JSON list (text; `[]` for none).
+fn json_list(backend: Backend, expr: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("json_group_array({expr})"),
+        Backend::Postgres => format!("COALESCE(json_agg({expr}), '[]'::json)::text"),
+    }
+}
 
-fn user_from(r: &SqliteRow) -> Result<User, StoreError> {
+/// The columns `user_from` reads, from `users u`: its extra roles come as a JSON list.
+fn user_columns(backend: Backend) -> String {
+    format!(
+        "u.id, u.name, u.role, u.disabled, u.service, u.created,
+        (SELECT {} FROM role_assignments a WHERE a.user_id = u.id) AS extra_roles",
+        json_list(backend, "role")
+    )
+}
+
+/// A boolean column: SQLite keeps 0 and 1 (read as integers), Postgres a `boolean`.
+fn get_bool(row: &AnyRow, column: &'static str) -> Result<bool, StoreError> {
+    match row.try_get::<bool, _>(column) {
+        Ok(b) => Ok(b),
+        Err(_) => get::<i64>(row, column).map(|v| v != 0),
+    }
+}
+
+/// `url` without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn user_from(r: &AnyRow) -> Result<User, StoreError> {
     let extra: String = get(r, "extra_roles")?;
     let extra: Vec<String> = serde_json::from_str(&extra).map_err(|_| StoreError::BadValue {
         table: "role_assignments",
@@ -1262,13 +1425,13 @@ fn user_from(r: &SqliteRow) -> Result<User, StoreError> {
             .iter()
             .map(|t| parse("role_assignments", "role", t))
             .collect::<Result<_, _>>()?,
-        disabled: get(r, "disabled")?,
-        service: get(r, "service")?,
+        disabled: get_bool(r, "disabled")?,
+        service: get_bool(r, "service")?,
         created: get(r, "created")?,
     })
 }
 
-fn token_from(r: &SqliteRow) -> Result<TokenRecord, StoreError> {
+fn token_from(r: &AnyRow) -> Result<TokenRecord, StoreError> {
     Ok(TokenRecord {
         id: get(r, "id")?,
         user_id: get(r, "user_id")?,
@@ -1289,7 +1452,7 @@ fn new_token() -> Result<String, StoreError> {
 
 /// Keep `token`'s hash for `user_id`; returns the token's id.
 async fn insert_token(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     user_id: &str,
     token: &str,
     created: i64,
@@ -1297,7 +1460,7 @@ async fn insert_token(
 ) -> Result<String, StoreError> {
     let id = format!("t-{}", hex::encode(random_bytes::<6>()?));
     sqlx::query(
-        "INSERT INTO api_tokens (id, user_id, sha256, created, expires) VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO api_tokens (id, user_id, sha256, created, expires) VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(&id)
     .bind(user_id)
@@ -1310,7 +1473,7 @@ async fn insert_token(
     Ok(id)
 }
 
-fn compute_from(r: &SqliteRow) -> Result<Compute, StoreError> {
+fn compute_from(r: &AnyRow) -> Result<Compute, StoreError> {
     Ok(Compute {
         name: get(r, "name")?,
         kind: dec("computes", "kind", get(r, "kind")?)?,
@@ -1321,7 +1484,7 @@ fn compute_from(r: &SqliteRow) -> Result<Compute, StoreError> {
     })
 }
 
-fn session_from(r: &SqliteRow) -> Result<Session, StoreError> {
+fn session_from(r: &AnyRow) -> Result<Session, StoreError> {
     let phase: Option<String> = get(r, "phase")?;
     let pid: Option<i64> = get(r, "agent_pid")?;
     let idle: i64 = get(r, "idle_timeout_s")?;
@@ -1337,7 +1500,7 @@ fn session_from(r: &SqliteRow) -> Result<Session, StoreError> {
         idle_timeout_s: u64::try_from(idle).unwrap_or(0),
         identity: get(r, "identity")?,
         compute: get(r, "compute")?,
-        shared: get(r, "shared")?,
+        shared: get_bool(r, "shared")?,
         status: dec("sessions", "status", get(r, "status")?)?,
         phase: phase.map(|p| dec("sessions", "phase", p)).transpose()?,
         reason: get(r, "reason")?,
@@ -1347,13 +1510,15 @@ fn session_from(r: &SqliteRow) -> Result<Session, StoreError> {
         created: get(r, "created")?,
         last_activity: get(r, "last_activity")?,
         updated: get(r, "updated")?,
+        manager: get(r, "manager")?,
+        manager_lease: get(r, "manager_lease")?,
     })
 }
 
 const FLOW_SELECT: &str =
     "SELECT name, version, hash, entry, owner, files, bytes, created FROM flows";
 
-fn flow_from(r: &SqliteRow) -> Result<FlowRecord, StoreError> {
+fn flow_from(r: &AnyRow) -> Result<FlowRecord, StoreError> {
     let number = |column: &'static str| -> Result<u64, StoreError> {
         let v: i64 = get(r, column)?;
         u64::try_from(v).map_err(|_| StoreError::BadValue {
@@ -1379,7 +1544,7 @@ fn flow_from(r: &SqliteRow) -> Result<FlowRecord, StoreError> {
     })
 }
 
-fn environment_from(r: &SqliteRow) -> Result<EnvironmentRecord, StoreError> {
+fn environment_from(r: &AnyRow) -> Result<EnvironmentRecord, StoreError> {
     let version: i64 = get(r, "version")?;
     Ok(EnvironmentRecord {
         name: get(r, "name")?,
@@ -1395,7 +1560,7 @@ fn environment_from(r: &SqliteRow) -> Result<EnvironmentRecord, StoreError> {
     })
 }
 
-fn run_from(r: &SqliteRow) -> Result<RunRecord, StoreError> {
+fn run_from(r: &AnyRow) -> Result<RunRecord, StoreError> {
     let json = |column: &'static str, text: String| {
         serde_json::from_str::<Value>(&text).map_err(|_| StoreError::BadValue {
             table: "runs",

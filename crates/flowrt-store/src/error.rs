@@ -91,6 +91,12 @@ pub enum StoreError {
         source: sqlx::migrate::MigrateError,
     },
 
+    /// `--database` names something other than a PostgreSQL URL.
+    #[error(
+        "unsupported database `{given}`: give a PostgreSQL URL (postgres://USER:PASSWORD@HOST:PORT/DB), or leave --database out for SQLite under FLOWRT_HOME"
+    )]
+    UnknownDatabase { given: String },
+
     /// A record with this name already exists.
     #[error("{what} `{name}` already exists")]
     Exists { what: &'static str, name: String },

@@ -21,8 +21,11 @@ mod parse;
 mod records;
 mod secret;
 pub mod snapshot;
+mod spread;
 
-pub use control::{Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
+pub use spread::{ChunkClaim, SpreadProgress, SpreadRun};
+
+pub use control::{redact_url, Backend, Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
 pub use records::{
     AuditEntry, Compute, ComputeKind, ComputeStatus, ConnectionRecord, EnvironmentRecord,
     FlowRecord, Identity, NewSession, Role, RunKind, RunRecord, RunStatus, Session, TokenRecord,
@@ -328,4 +331,64 @@ pub fn masked(conn: &Connection) -> Value {
     out.insert("configs".into(), Value::Object(configs));
     out.insert("secrets".into(), Value::Object(secrets));
     Value::Object(out)
+}
+
+pub mod testing {
+    //! For tests of flowrt's crates that run against PostgreSQL: the server `./scripts/test.sh`
+    //! starts is named by `FLOWRT_TEST_POSTGRES`; each test makes a database of its own in it.
+
+    use sqlx::{Connection, Executor, Row};
+
+    /// The test server's URL: `FLOWRT_TEST_POSTGRES`. Under CI (`CI` set) its absence is an
+    /// error, so the Postgres half of a test cannot pass by being skipped.
+    pub fn postgres_url() -> Option<String> {
+        match std::env::var("FLOWRT_TEST_POSTGRES") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var_os("CI").is_some() => panic!(
+                "FLOWRT_TEST_POSTGRES is not set; run the tests with ./scripts/test.sh, which starts PostgreSQL"
+            ),
+            _ => None,
+        }
+    }
+
+    /// A new, empty database on the test server; returns its URL.
+    pub async fn fresh_database(admin_url: &str) -> Result<String, sqlx::Error> {
+        let mut bytes = [0u8; 6];
+        getrandom::getrandom(&mut bytes).map_err(|e| sqlx::Error::Protocol(e.to_string()))?;
+        let name = format!("flowrt_test_{}", hex::encode(bytes));
+        let mut conn = sqlx::PgConnection::connect(admin_url).await?;
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        conn.close().await?;
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(admin_url);
+        Ok(format!("{base}/{name}"))
+    }
+
+    /// Whether any row of any table of the database at `url` holds `needle` in its text form:
+    /// what a test of "no secret in the database in plain text" reads.
+    pub async fn database_contains(url: &str, needle: &str) -> Result<bool, sqlx::Error> {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let tables: Vec<String> =
+            sqlx::query("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                .fetch_all(&mut conn)
+                .await?
+                .iter()
+                .map(|r| r.get::<String, _>(0))
+                .collect();
+        for table in tables {
+            let hit = sqlx::query(&format!(
+                "SELECT 1 FROM \"{table}\" t WHERE strpos(t::text, $1) > 0 LIMIT 1"
+            ))
+            .bind(needle)
+            .fetch_optional(&mut conn)
+            .await?;
+            if hit.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
 }

@@ -128,6 +128,12 @@ pub struct Session {
     pub created: i64,
     pub last_activity: i64,
     pub updated: i64,
+    /// The server managing it (its lifecycle and agent), and until when (Unix ms) its lease
+    /// holds; `None` on a session no server has claimed.
+    #[serde(default)]
+    pub manager: Option<String>,
+    #[serde(default)]
+    pub manager_lease: Option<i64>,
 }
 
 /// A flow version in the workspace: `name@v<version>`, naming a content-addressed snapshot.

@@ -1,4 +1,5 @@
-//! The control-plane store against real SQLite files in temp dirs.
+//! The control-plane store against real SQLite files in temp dirs, and every test again against
+//! a fresh database on the PostgreSQL server `./scripts/test.sh` starts (`FLOWRT_TEST_POSTGRES`).
 
 use flowrt_api::{PreparingPhase, SessionSize, SessionStatus};
 use flowrt_store::{
@@ -6,10 +7,58 @@ use flowrt_store::{
 };
 use serde_json::json;
 
-async fn store() -> (tempfile::TempDir, Store) {
-    let home = tempfile::tempdir().unwrap();
-    let store = Store::open(home.path()).await.unwrap();
-    (home, store)
+/// One backend a test runs on: its home folder, and its Postgres database if any.
+struct Db {
+    home: tempfile::TempDir,
+    postgres: Option<String>,
+}
+
+impl Db {
+    async fn open(&self) -> Store {
+        match &self.postgres {
+            Some(url) => Store::open_postgres(self.home.path(), url).await.unwrap(),
+            None => Store::open(self.home.path()).await.unwrap(),
+        }
+    }
+
+    /// Whether `needle` is anywhere at rest: a file under the home, or a row of the database.
+    async fn holds(&self, needle: &str) -> bool {
+        file_contains(self.home.path(), needle.as_bytes())
+            || match &self.postgres {
+                Some(url) => flowrt_store::testing::database_contains(url, needle)
+                    .await
+                    .unwrap(),
+                None => false,
+            }
+    }
+}
+
+/// SQLite, and Postgres when the test server is there.
+async fn backends() -> Vec<Db> {
+    let mut all = vec![Db {
+        home: tempfile::tempdir().unwrap(),
+        postgres: None,
+    }];
+    if let Some(admin) = flowrt_store::testing::postgres_url() {
+        all.push(Db {
+            home: tempfile::tempdir().unwrap(),
+            postgres: Some(flowrt_store::testing::fresh_database(&admin).await.unwrap()),
+        });
+    }
+    all
+}
+
+/// A test body run once per backend.
+macro_rules! on_every_backend {
+    ($name:ident, $body:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            for db in backends().await {
+                let store = db.open().await;
+                $body(&db, store).await;
+            }
+        }
+    };
 }
 
 fn new_session(owner: &str) -> NewSession {
@@ -28,9 +77,11 @@ fn new_session(owner: &str) -> NewSession {
     }
 }
 
-#[tokio::test]
-async fn owner_is_created_once_and_tokens_resolve() {
-    let (home, store) = store().await;
+on_every_backend!(
+    owner_is_created_once_and_tokens_resolve,
+    owner_is_created_once_and_tokens_resolve_on
+);
+async fn owner_is_created_once_and_tokens_resolve_on(db: &Db, store: Store) {
     let token = store
         .ensure_owner()
         .await
@@ -66,16 +117,15 @@ async fn owner_is_created_once_and_tokens_resolve() {
     }
     // only the hash is stored
     store.close().await;
-    assert!(!file_contains(home.path(), token.as_bytes()));
+    assert!(!db.holds(&token).await);
     // a reopened store still knows the owner
-    let store = Store::open(home.path()).await.unwrap();
+    let store = db.open().await;
     assert_eq!(store.ensure_owner().await.unwrap(), None);
     assert_eq!(store.user_by_token(&token).await.unwrap(), Some(owner));
 }
 
-#[tokio::test]
-async fn computes_round_trip() {
-    let (_home, store) = store().await;
+on_every_backend!(computes_round_trip, computes_round_trip_on);
+async fn computes_round_trip_on(_db: &Db, store: Store) {
     let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
     let c = store
         .create_compute("ci-1", ComputeKind::Instance, SessionSize::Medium, &ada.id)
@@ -113,9 +163,8 @@ async fn computes_round_trip() {
         .is_err());
 }
 
-#[tokio::test]
-async fn sessions_round_trip() {
-    let (_home, store) = store().await;
+on_every_backend!(sessions_round_trip, sessions_round_trip_on);
+async fn sessions_round_trip_on(_db: &Db, store: Store) {
     let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
     let (bob, _) = store.create_user("bob", Role::User).await.unwrap();
     let s = store.insert_session(&new_session(&ada.id)).await.unwrap();
@@ -199,9 +248,11 @@ async fn sessions_round_trip() {
     assert!(!store.touch_session(&s.id).await.unwrap());
 }
 
-#[tokio::test]
-async fn environment_versions_count_up_per_name() {
-    let (_home, store) = store().await;
+on_every_backend!(
+    environment_versions_count_up_per_name,
+    environment_versions_count_up_per_name_on
+);
+async fn environment_versions_count_up_per_name_on(_db: &Db, store: Store) {
     assert_eq!(
         store
             .publish_environment("myenv", None, "1.0.0", "six\n")
@@ -250,9 +301,11 @@ async fn environment_versions_count_up_per_name() {
     assert_eq!(refs, ["myenv@v1", "myenv@v2", "other@v1"]);
 }
 
-#[tokio::test]
-async fn identity_feed_tokens_are_encrypted_at_rest() {
-    let (home, store) = store().await;
+on_every_backend!(
+    identity_feed_tokens_are_encrypted_at_rest,
+    identity_feed_tokens_are_encrypted_at_rest_on
+);
+async fn identity_feed_tokens_are_encrypted_at_rest_on(db: &Db, store: Store) {
     let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
     let secret = "feed-token-0123456789-very-secret";
     let id = store
@@ -301,12 +354,14 @@ async fn identity_feed_tokens_are_encrypted_at_rest() {
         Err(StoreError::Exists { .. })
     ));
     store.close().await;
-    assert!(!file_contains(home.path(), secret.as_bytes()));
+    assert!(!db.holds(secret).await);
 }
 
-#[tokio::test]
-async fn runs_round_trip_and_unfinished_ones_are_listed() {
-    let (_home, store) = store().await;
+on_every_backend!(
+    runs_round_trip_and_unfinished_ones_are_listed,
+    runs_round_trip_and_unfinished_ones_are_listed_on
+);
+async fn runs_round_trip_and_unfinished_ones_are_listed_on(_db: &Db, store: Store) {
     let req = json!({"flow": "/flows/a", "inputs": {"x": 1}});
     let a = store
         .insert_run("run-a", "s-1", RunKind::Batch, &req)
@@ -353,12 +408,17 @@ async fn runs_round_trip_and_unfinished_ones_are_listed() {
     );
 }
 
+/// Two handles (on Postgres: as two servers have) opened at once: migrations are serialized,
+/// exactly one creates the owner, and versions numbered at once by both are all distinct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_handles_share_one_database() {
-    let home = tempfile::tempdir().unwrap();
-    // opened at the same time: migrations are serialized
-    let (a, b) = tokio::join!(Store::open(home.path()), Store::open(home.path()));
-    let (a, b) = (a.unwrap(), b.unwrap());
+    for db in backends().await {
+        two_handles_on(&db).await;
+    }
+}
+
+async fn two_handles_on(db: &Db) {
+    let (a, b) = tokio::join!(db.open(), db.open());
     let (ta, tb) = tokio::join!(a.ensure_owner(), b.ensure_owner());
     assert_eq!(
         [ta.unwrap().is_some(), tb.unwrap().is_some()]
@@ -382,7 +442,10 @@ async fn two_handles_share_one_database() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(home.path().join("flowrt.db"))
+        if db.postgres.is_some() {
+            return;
+        }
+        let mode = std::fs::metadata(db.home.path().join("flowrt.db"))
             .unwrap()
             .permissions()
             .mode();
@@ -403,9 +466,14 @@ fn file_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
     })
 }
 
-#[tokio::test]
-async fn flow_versions_are_numbered_by_name_and_an_unchanged_push_adds_none() {
-    let (_home, store) = store().await;
+on_every_backend!(
+    flow_versions_are_numbered_by_name_and_an_unchanged_push_adds_none,
+    flow_versions_are_numbered_by_name_and_an_unchanged_push_adds_none_on
+);
+async fn flow_versions_are_numbered_by_name_and_an_unchanged_push_adds_none_on(
+    _db: &Db,
+    store: Store,
+) {
     store.ensure_owner().await.unwrap();
     let owner = store.list_users().await.unwrap()[0].id.clone();
     let (v1, created) = store
@@ -447,4 +515,116 @@ async fn flow_versions_are_numbered_by_name_and_an_unchanged_push_adds_none() {
         .map(|f| f.reference())
         .collect();
     assert_eq!(all, ["chat@v1", "qa@v1", "qa@v2"]);
+}
+
+on_every_backend!(
+    spread_run_chunks_are_claimed_once_and_reclaimed_after_their_lease,
+    spread_chunks_on
+);
+async fn spread_chunks_on(_db: &Db, store: Store) {
+    use flowrt_store::SpreadRun;
+    let run = SpreadRun {
+        session_id: "s-1".into(),
+        name: "big".into(),
+        owner: "u-1".into(),
+        sessions: vec!["s-1".into(), "s-2".into()],
+        request: json!({"name": "big"}),
+        total: 10,
+        status: "Running".into(),
+        error: None,
+        created: 1,
+    };
+    store.create_spread_run(&run, 4).await.unwrap();
+    assert!(matches!(
+        store.create_spread_run(&run, 4).await,
+        Err(StoreError::Exists { what: "run", .. })
+    ));
+    let got = store.get_spread_run("s-1", "big").await.unwrap().unwrap();
+    assert_eq!(got.sessions, run.sessions);
+    let far = i64::MAX / 2;
+    // Two servers claim at once: different chunks, in order.
+    let (a, b) = tokio::join!(
+        store.claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX),
+        store.claim_chunk("s-1", "big", "srv-b", "s-2", far, i64::MAX)
+    );
+    let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
+    let mut ranges = [(a.first, a.end), (b.first, b.end)];
+    ranges.sort();
+    assert_eq!(ranges, [(0, 4), (4, 8)]);
+    // The last line chunk is short; the gathering step waits for every chunk.
+    let c = store
+        .claim_chunk("s-1", "big", "srv-a", "s-1", 0, i64::MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((c.first, c.end, c.is_gathering()), (8, 10, false));
+    // srv-a's lease on c has ended (until 0): srv-b claims it again, and srv-a's late
+    // completion of it is refused.
+    let again = store
+        .claim_chunk("s-1", "big", "srv-b", "s-2", far, i64::MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.id, again.attempt), (c.id, c.attempt + 1));
+    assert!(!store.complete_chunk(&c, "srv-a", "late").await.unwrap());
+    assert_eq!(
+        store
+            .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX)
+            .await
+            .unwrap(),
+        None,
+        "nothing to claim while chunks run"
+    );
+    for (claim, holder, text) in [
+        (&a, if a.first == 0 { "srv-a" } else { "srv-b" }, "A"),
+        (&b, if b.first == 0 { "srv-a" } else { "srv-b" }, "B"),
+    ] {
+        let holder = if claim.id == a.id { "srv-a" } else { holder };
+        let holder = if claim.id == b.id { "srv-b" } else { holder };
+        assert!(store.complete_chunk(claim, holder, text).await.unwrap());
+    }
+    let progress = store.spread_progress("s-1", "big").await.unwrap();
+    assert_eq!(
+        (progress.chunks, progress.chunks_done, progress.lines_done),
+        (3, 2, 8)
+    );
+    assert!(store.complete_chunk(&again, "srv-b", "C").await.unwrap());
+    let gather = store
+        .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gather.is_gathering());
+    let mut results = store.chunk_results("s-1", "big").await.unwrap();
+    let expected_first = if a.first == 0 { "A" } else { "B" };
+    assert_eq!(results.remove(0), expected_first);
+    assert_eq!(results.pop().as_deref(), Some("C"));
+    store
+        .finish_spread_run("s-1", "big", "Completed", None)
+        .await
+        .unwrap();
+    assert!(store.running_spread_runs().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+on_every_backend!(a_session_is_managed_by_one_server_at_a_time, managers_on);
+async fn managers_on(_db: &Db, store: Store) {
+    let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
+    let s = store.insert_session(&new_session(&ada.id)).await.unwrap();
+    let far = i64::MAX / 2;
+    assert!(store.claim_session(&s.id, "srv-a", far).await.unwrap());
+    assert!(!store.claim_session(&s.id, "srv-b", far).await.unwrap());
+    // srv-a's lease ends (renewed into the past): srv-b takes it over.
+    store.renew_leases("srv-a", 0).await.unwrap();
+    assert!(store.claim_session(&s.id, "srv-b", far).await.unwrap());
+    let got = store.get_session(&s.id).await.unwrap().unwrap();
+    assert_eq!(got.manager.as_deref(), Some("srv-b"));
+    store.release_session(&s.id, "srv-b").await.unwrap();
+    assert!(store.claim_session(&s.id, "srv-a", far).await.unwrap());
 }

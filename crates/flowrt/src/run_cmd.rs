@@ -128,6 +128,16 @@ pub struct CreateArgs {
     /// Run the batch inside this compute session (on the server at --server / FLOWRT_SERVER).
     #[arg(long, value_name = "SESSION_ID")]
     pub session: Option<String>,
+    /// With --session: spread the lines over these sessions too (of the same flow; on any
+    /// server sharing the database). The lines are cut into chunks that each session's server
+    /// claims; the run's record is in --session's, as if it ran there alone.
+    #[arg(
+        long,
+        value_name = "SESSION_ID",
+        value_delimiter = ',',
+        requires = "session"
+    )]
+    pub also_on: Vec<String>,
     /// The server's URL, with --session.
     #[arg(long)]
     pub server: Option<String>,
@@ -188,6 +198,8 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
         batch_timeout: args.batch_timeout,
         long_running_interval: args.long_running_interval,
         stream: args.stream,
+        lines: None,
+        prior_records: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

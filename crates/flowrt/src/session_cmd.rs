@@ -24,6 +24,20 @@ pub struct ServerArgs {
     /// flag only the owner may start sessions on such a machine.
     #[arg(long)]
     pub allow_unsealed_sessions_for_everyone: bool,
+    /// Keep the control plane's state in PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB)
+    /// rather than SQLite under FLOWRT_HOME, so several servers share it: start each with the
+    /// same --database and the same FLOWRT_HOME contents (a shared volume: the secret key,
+    /// flows and session folders).
+    #[arg(long, env = "FLOWRT_DATABASE")]
+    pub database: Option<String>,
+    /// This server's name among the servers sharing a database (default: HOSTNAME:PORT). One
+    /// restarted under the same name takes its sessions back at once.
+    #[arg(long)]
+    pub server_id: Option<String>,
+    /// Seconds a server's leases (its sessions, the chunks of spread runs it runs) hold without
+    /// renewal: after about this long, another server takes a dead one's work over.
+    #[arg(long, default_value_t = 15.0)]
+    pub lease_seconds: f64,
 }
 
 #[derive(Args)]
@@ -271,12 +285,30 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         use std::os::unix::fs::PermissionsExt;
         fs_err::set_permissions(&home, std::fs::Permissions::from_mode(0o700))?;
     }
+    let server_id = match (&args.server_id, &args.database) {
+        (Some(id), _) => id.clone(),
+        // On SQLite there is one server per home: a fixed name.
+        (None, None) => "local".to_string(),
+        (None, Some(_)) => format!(
+            "{}:{}",
+            nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "server".into()),
+            args.addr.port()
+        ),
+    };
+    if !(args.lease_seconds.is_finite() && args.lease_seconds >= 1.0) {
+        bail!("--lease-seconds must be at least 1");
+    }
     let config = flowrt_server::ServerConfig {
-        home,
-        exe: std::env::current_exe()?,
         idle_check: Duration::from_secs_f64(args.idle_check_interval.max(0.1)),
         interactive_timeout: Duration::from_secs_f64(args.interactive_timeout.max(0.1)),
         allow_unsealed: args.allow_unsealed_sessions_for_everyone,
+        database: args.database.clone(),
+        server_id,
+        lease: Duration::from_secs_f64(args.lease_seconds),
+        ..flowrt_server::ServerConfig::new(home, std::env::current_exe()?)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -873,35 +905,49 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         resume_from: args.resume_from.clone(),
         line_timeout: args.line_timeout,
         concurrency: args.concurrency,
+        more_sessions: args.also_on.clone(),
     })?;
     let strict = args.strict;
+    let spread = !args.also_on.is_empty();
     block(async {
         remote.call("POST", "/api/v1/runs", Some(request)).await?;
-        eprintln!("batch run {name} started in session {id}");
+        if spread {
+            eprintln!(
+                "batch run {name} started, spread over sessions {id},{}",
+                args.also_on.join(",")
+            );
+        } else {
+            eprintln!("batch run {name} started in session {id}");
+        }
         // Progress as the session reports it (a plain line every few seconds), then the record.
         let mut last = Instant::now();
-        let followed = remote
-            .events(
-                &format!("/api/v1/runs/{name}/events?session={id}"),
-                |event, v| {
-                    if event == "progress" && last.elapsed() >= Duration::from_secs(5) {
-                        last = Instant::now();
-                        let eta = v["eta_seconds"]
-                            .as_f64()
-                            .map(|s| format!("{s:.0}s"))
-                            .unwrap_or_else(|| "unknown".into());
-                        eprintln!(
-                            "progress: {}/{} lines, {} failed, {:.1} lines/s, ETA {eta}",
-                            v["done"],
-                            v["total"],
-                            v["failed"],
-                            v["lines_per_second"].as_f64().unwrap_or(0.0)
-                        );
-                    }
-                    event != "end"
-                },
-            )
-            .await;
+        // A spread run's progress is in its chunks, not one session's log: its record is polled.
+        let followed = if spread {
+            Ok(())
+        } else {
+            remote
+                .events(
+                    &format!("/api/v1/runs/{name}/events?session={id}"),
+                    |event, v| {
+                        if event == "progress" && last.elapsed() >= Duration::from_secs(5) {
+                            last = Instant::now();
+                            let eta = v["eta_seconds"]
+                                .as_f64()
+                                .map(|s| format!("{s:.0}s"))
+                                .unwrap_or_else(|| "unknown".into());
+                            eprintln!(
+                                "progress: {}/{} lines, {} failed, {:.1} lines/s, ETA {eta}",
+                                v["done"],
+                                v["total"],
+                                v["failed"],
+                                v["lines_per_second"].as_f64().unwrap_or(0.0)
+                            );
+                        }
+                        event != "end"
+                    },
+                )
+                .await
+        };
         if let Err(e) = followed {
             eprintln!("warning: {e}; waiting for the run to end");
         }
@@ -911,7 +957,7 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         loop {
             // Right away after the end event; a moment later when the stream could not tell.
             if !first {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(if spread { 1000 } else { 200 })).await;
             }
             first = false;
             match remote

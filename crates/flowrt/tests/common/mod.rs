@@ -337,3 +337,38 @@ pub fn write_jsonl(path: &Path, rows: &[Value]) {
     let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(path, text).unwrap();
 }
+
+/// A fresh, empty database on the PostgreSQL server `./scripts/test.sh` starts
+/// (`FLOWRT_TEST_POSTGRES`), made with `psql`; its URL. `None` when no server is named, which
+/// under CI is an error: the Postgres half of a test must not pass by being skipped.
+#[allow(dead_code)]
+pub fn fresh_postgres() -> Option<String> {
+    let admin = match std::env::var("FLOWRT_TEST_POSTGRES") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("FLOWRT_TEST_POSTGRES is not set; run the tests with ./scripts/test.sh")
+        }
+        _ => return None,
+    };
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "flowrt_cli_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    let out = std::process::Command::new("psql")
+        .args([&admin, "-q", "-c", &format!("CREATE DATABASE {name}")])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "CREATE DATABASE failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+    Some(format!("{base}/{name}"))
+}
