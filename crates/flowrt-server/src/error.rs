@@ -54,7 +54,9 @@ impl From<flowrt_store::StoreError> for ApiErr {
         match e {
             E::Exists { .. } => ApiErr::conflict(e.to_string()),
             E::NotFound { .. } => ApiErr::not_found(e.to_string()),
-            E::InvalidName { .. } | E::BadValue { .. } => ApiErr::bad_request(e.to_string()),
+            E::InvalidName { .. } | E::BadValue { .. } | E::NulInText { .. } => {
+                ApiErr::bad_request(e.to_string())
+            }
             other => ApiErr::internal("the store", other),
         }
     }

@@ -1319,7 +1319,21 @@ fn dec<T: DeserializeOwned>(
 
 pub(crate) fn db(action: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
     let action = action.into();
-    move |source| StoreError::Db { action, source }
+    move |source| {
+        if is_nul_in_text(&source) {
+            StoreError::NulInText { action }
+        } else {
+            StoreError::Db { action, source }
+        }
+    }
+}
+
+/// Postgres refuses a NUL in text (SQLite keeps it): that is bad input, not a failing store.
+fn is_nul_in_text(e: &sqlx::Error) -> bool {
+    // 22021: character_not_in_repertoire ("invalid byte sequence for encoding UTF8: 0x00").
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == "22021")
 }
 
 /// How often numbering a new version is retried when another writer took that number first.
@@ -1345,6 +1359,8 @@ fn exists_or(
             what,
             name: name.to_string(),
         }
+    } else if is_nul_in_text(&e) {
+        StoreError::NulInText { action: action() }
     } else {
         StoreError::Db {
             action: action(),

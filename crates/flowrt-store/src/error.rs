@@ -97,6 +97,10 @@ pub enum StoreError {
     )]
     UnknownDatabase { given: String },
 
+    /// Text the database cannot hold (PostgreSQL refuses NUL characters in text).
+    #[error("{action}: a value holds a NUL character (\\0), which names and ids cannot contain")]
+    NulInText { action: String },
+
     /// A record with this name already exists.
     #[error("{what} `{name}` already exists")]
     Exists { what: &'static str, name: String },

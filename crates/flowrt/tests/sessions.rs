@@ -9,6 +9,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+thread_local! {
+    /// The database the servers this test thread starts use: `None` for SQLite under their home.
+    static DATABASE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Run a story against a server on SQLite, then again on a fresh Postgres database (the one
+/// `./scripts/test.sh` starts), as `flowrt server --database postgres://…` serves it.
+fn on_both_stores(story: fn()) {
+    story();
+    if let Some(url) = common::fresh_postgres() {
+        DATABASE.with(|d| *d.borrow_mut() = Some(url));
+        story();
+        DATABASE.with(|d| *d.borrow_mut() = None);
+    }
+}
+
 struct Server {
     child: Option<Child>,
     home: PathBuf,
@@ -20,11 +36,15 @@ struct Server {
 impl Server {
     fn start(home: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let port = free_port();
+        let mut extra_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        if let Some(url) = DATABASE.with(|d| d.borrow().clone()) {
+            extra_args.extend(["--database".to_string(), url]);
+        }
         let mut s = Server {
             child: None,
             home: home.to_path_buf(),
             url: format!("http://127.0.0.1:{port}"),
-            extra_args: args.iter().map(|a| a.to_string()).collect(),
+            extra_args,
             extra_env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -220,8 +240,13 @@ fn regex_escape(text: &str) -> String {
         .collect()
 }
 
+/// On SQLite, then on Postgres.
 #[test]
 fn full_lifecycle_through_the_cli() {
+    on_both_stores(full_lifecycle_through_the_cli_story);
+}
+
+fn full_lifecycle_through_the_cli_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let (_d, dir) = flow("pipeline");
@@ -739,8 +764,13 @@ fn packages_after_an_install_and_identities_stay_secret() {
     );
 }
 
+/// On SQLite, then on Postgres.
 #[test]
 fn roles_and_compute_instances_are_isolated_per_user() {
+    on_both_stores(roles_and_compute_instances_are_isolated_per_user_story);
+}
+
+fn roles_and_compute_instances_are_isolated_per_user_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
@@ -1960,8 +1990,13 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
 /// Every operation the OpenAPI document lists is routed (never the unknown-route fallback), and
 /// junk sent to each (no body, wrong types, broken and deep JSON, huge values, odd parameters)
 /// gets a JSON answer and never a 5xx.
+/// On SQLite, then on Postgres.
 #[test]
 fn every_documented_operation_is_routed_and_answers_junk_with_json_4xx() {
+    on_both_stores(every_documented_operation_is_routed_and_answers_junk_with_json_4xx_story);
+}
+
+fn every_documented_operation_is_routed_and_answers_junk_with_json_4xx_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let auth = format!("Bearer {}", server.token());
@@ -2370,8 +2405,13 @@ fn prompty_and_flex_flows_run_in_sessions() {
 
 /// Every answer a client gets — successes and errors — matches the schema the OpenAPI document
 /// gives for its operation and status, on a real server with a real session and batch run.
+/// On SQLite, then on Postgres.
 #[test]
 fn every_answer_matches_the_schema_the_document_gives_it() {
+    on_both_stores(every_answer_matches_the_schema_the_document_gives_it_story);
+}
+
+fn every_answer_matches_the_schema_the_document_gives_it_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let auth = format!("Bearer {}", server.token());
@@ -2720,8 +2760,15 @@ fn another_users_flow_does_not_receive_the_owners_connections() {
 /// Identities and environments have owners (found by probing as a plain user): a user may not
 /// act as an identity that is not granted to them, an identity's token goes only to the hosts it
 /// names, and one user cannot publish a version over another's environment.
+/// On SQLite, then on Postgres.
 #[test]
 fn identities_are_granted_their_tokens_go_only_to_their_hosts_and_environments_are_owned() {
+    on_both_stores(
+        identities_are_granted_their_tokens_go_only_to_their_hosts_and_environments_are_owned_story,
+    );
+}
+
+fn identities_are_granted_their_tokens_go_only_to_their_hosts_and_environments_are_owned_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
@@ -2850,8 +2897,15 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Users, tokens, roles and the audit log, as an admin and a user drive them from the CLI.
+/// On SQLite, then on Postgres.
 #[test]
 fn tokens_expire_and_revoke_users_disable_roles_assign_and_everything_is_audited() {
+    on_both_stores(
+        tokens_expire_and_revoke_users_disable_roles_assign_and_everything_is_audited_story,
+    );
+}
+
+fn tokens_expire_and_revoke_users_disable_roles_assign_and_everything_is_audited_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let as_user = |token: &str, args: &[&str]| -> (bool, String, String) {
@@ -2985,8 +3039,13 @@ fn tokens_expire_and_revoke_users_disable_roles_assign_and_everything_is_audited
 /// The route table, walked: every documented operation × every role gets 403 exactly when the
 /// role lacks the operation's permission; and on a serverless session, its owner reaches it, an
 /// admin too, and another user or a viewer gets 404.
+/// On SQLite, then on Postgres.
 #[test]
 fn every_route_with_every_role_gets_the_status_its_permission_says() {
+    on_both_stores(every_route_with_every_role_gets_the_status_its_permission_says_story);
+}
+
+fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
@@ -3153,8 +3212,15 @@ fn every_route_with_every_role_gets_the_status_its_permission_says() {
 
 /// Connections on the server: a user's own reach only that user's sessions until shared; a
 /// secret is in no response, log or file in plain text; only its owner deletes one.
+/// On SQLite, then on Postgres.
 #[test]
 fn workspace_connections_are_their_creators_until_shared_and_their_secrets_never_show() {
+    on_both_stores(
+        workspace_connections_are_their_creators_until_shared_and_their_secrets_never_show_story,
+    );
+}
+
+fn workspace_connections_are_their_creators_until_shared_and_their_secrets_never_show_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let mut tokens = Vec::new();
