@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """API throughput: requests per second for the session list and a run's status at 32 connections,
-measured with wrk against a real server (the release build) on 127.0.0.1 with its SQLite store.
+measured with wrk against a real server (the release build) on 127.0.0.1, on its SQLite store or,
+with --database, on PostgreSQL.
 
   python3 scripts/bench_api.py [--flowrt target/release/flowrt] [--sessions 10] [--seconds 10]
+  python3 scripts/bench_api.py --database "$(scripts/postgres.sh)"   # a fresh database in it
 
 Needs wrk (Debian's `wrk`). Starts its own server in a temporary FLOWRT_HOME, starts the sessions
 and one 100-line batch, then runs wrk for each endpoint and prints the rates.
@@ -35,6 +37,7 @@ def main():
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--database", help="a PostgreSQL server's URL: the bench makes a database in it")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed (apt-get install wrk)")
@@ -42,7 +45,12 @@ def main():
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = dict(os.environ, FLOWRT_HOME=home, FLOWRT_SERVER=url)
-    server = subprocess.Popen([args.flowrt, "server", "--addr", f"127.0.0.1:{port}"], env=env,
+    extra = []
+    if args.database:
+        name = f"bench_api_{os.getpid()}_{int(time.time())}"
+        subprocess.run(["psql", args.database, "-q", "-c", f"CREATE DATABASE {name}"], check=True)
+        extra = ["--database", args.database.rsplit("/", 1)[0] + "/" + name]
+    server = subprocess.Popen([args.flowrt, "server", "--addr", f"127.0.0.1:{port}", *extra], env=env,
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(home, "server.log"), "w"))
     try:
         for _ in range(300):
@@ -75,7 +83,8 @@ def main():
             results[label] = rate
             print(f"{label:14} {path:22} {rate:10.0f} req/s at {args.connections} connections"
                   + (f"  ({non2xx.group(1)} non-2xx!)" if non2xx else ""))
-        print(json.dumps({"sessions": args.sessions, "connections": args.connections, **results}))
+        print(json.dumps({"store": "postgres" if args.database else "sqlite", "sessions": args.sessions,
+                          "connections": args.connections, **results}))
     finally:
         subprocess.run([args.flowrt, "session", "list"], env=env, capture_output=True)
         for sid in ids if "ids" in dir() else []:
