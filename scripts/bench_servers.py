@@ -117,7 +117,10 @@ def main():
         for proc, _ in servers:
             proc.terminate()
             proc.wait(timeout=30)
-        shutil.rmtree(home, ignore_errors=True)
+        if os.environ.get("KEEP"):
+            print(f"kept {home}")
+        else:
+            shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

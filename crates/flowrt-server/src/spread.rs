@@ -39,6 +39,8 @@ pub fn chunk_size(total: u64, sessions: usize) -> u64 {
 #[derive(Default)]
 pub struct Workers {
     running: Mutex<HashSet<(String, String, String)>>,
+    /// Rung when a spread run starts here: its workers start at once, not at the next tick.
+    pub wake: tokio::sync::Notify,
 }
 
 impl Workers {
@@ -77,7 +79,10 @@ pub async fn supervise(state: AppState) {
     let mut tick = tokio::time::interval(TICK);
     let mut last_renewal = tokio::time::Instant::now() - state.config.lease;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = state.workers.wake.notified() => {}
+        }
         if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -171,7 +176,8 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
                     Ok(Some(r)) if r.status == "Running" => {}
                     _ => return,
                 }
-                tokio::time::sleep(TICK).await;
+                // Soon the last chunk is done and the gathering step can be claimed.
+                tokio::time::sleep(POLL).await;
                 continue;
             }
             Err(e) => {
@@ -570,6 +576,7 @@ pub async fn start(
         .and_then(|_| std::fs::write(&pointer, record.to_string()))
         .map_err(|e| ApiErr::internal("recording the run", e))?;
     let _ = state.store.touch_session(&home.id).await;
+    state.workers.wake.notify_one();
     Ok((
         axum::http::StatusCode::ACCEPTED,
         axum::Json(flowrt_api::responses::RunStarted {

@@ -957,7 +957,7 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         loop {
             // Right away after the end event; a moment later when the stream could not tell.
             if !first {
-                tokio::time::sleep(Duration::from_millis(if spread { 1000 } else { 200 })).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             first = false;
             match remote
