@@ -1,4 +1,5 @@
-//! The flowrt control plane: an HTTP + JSON API under `/api/v1` over the SQLite store, with bearer
+//! The flowrt control plane: an HTTP + JSON API under `/api/v1` over the store (SQLite, or
+//! PostgreSQL shared with other servers: `spread.rs` holds what they share), with bearer
 //! token authentication and roles, an OpenAPI document, `GET /healthz` and Prometheus `GET /metrics`.
 //!
 //! Handlers are thin: they authorize, call the store or the session manager, and map errors to

@@ -1,5 +1,6 @@
-//! The control plane's store: SQLite at `<FLOWRT_HOME>/flowrt.db` (WAL, busy timeout), migrated
-//! on open from the SQL files embedded from `migrations/`. Typed async methods per table: users
+//! The control plane's store: SQLite at `<FLOWRT_HOME>/flowrt.db` (WAL, busy timeout), or a
+//! PostgreSQL database that several servers share, through sqlx's Any driver; migrated on open
+//! from the SQL files embedded from `migrations/sqlite` or `migrations/postgres`. Typed async methods per table: users
 //! (bearer tokens stored as sha256 only), computes, sessions, custom environments, identities (feed
 //! tokens sealed with the connection store's key) and runs. Queries are checked at run time; no
 //! database is needed to build.
