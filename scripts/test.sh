@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: formatting, lints, then every crate's tests.
 # Installs what the tests need when it is missing: uv (Python environments), Chromium and
-# playwright-core (the web UI's tests), PostgreSQL (the store's second backend).
+# playwright-core (the web UI's tests), PostgreSQL (the store's second backend), Ray (the Ray
+# backend's test).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,6 +32,19 @@ if [ -z "${FLOWRT_TEST_POSTGRES:-}" ]; then
   echo "==> starting PostgreSQL for the tests"
   FLOWRT_TEST_POSTGRES=$(./scripts/postgres.sh)
   export FLOWRT_TEST_POSTGRES
+fi
+
+# The Ray backend's test starts a real two-node Ray cluster (in a network namespace of its own):
+# Ray goes into a venv of its own, once.
+ray_venv=${FLOWRT_RAY_VENV:-$HOME/.cache/flowrt/ray-venv}
+if [ -z "${FLOWRT_TEST_RAY:-}" ]; then
+  if [ ! -x "$ray_venv/bin/ray" ]; then
+    echo "==> installing ray[default] into $ray_venv (pip)"
+    mkdir -p "$(dirname "$ray_venv")"
+    python3 -m venv "$ray_venv"
+    "$ray_venv/bin/pip" install --quiet "ray[default]==2.60.0"
+  fi
+  export FLOWRT_TEST_RAY="$ray_venv"
 fi
 
 echo "==> cargo fmt --check"

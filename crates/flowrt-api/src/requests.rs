@@ -104,6 +104,11 @@ pub struct CreateRun {
     /// as if it ran there alone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_sessions: Vec<String>,
+    /// Spread the lines over this many sessions (1 to 64): `session` and as many more started
+    /// like it (same flow, environment and size; on Ray, each where Ray finds room), which stop
+    /// after 5 idle minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u32>,
 }
 
 /// `POST /api/v1/users` (admins).

@@ -50,6 +50,10 @@ pub struct ServerConfig {
     pub server_id: String,
     /// How long a lease holds unrenewed: a dead server's work moves on after about this long.
     pub lease: Duration,
+    /// `http://HEAD:8265`: sessions run as jobs on this Ray cluster, not on this machine.
+    pub ray_address: Option<String>,
+    /// The URL a Ray session's agent dials to join this server (default: the listening address).
+    pub advertise_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -65,6 +69,8 @@ impl ServerConfig {
             database: None,
             server_id: "local".into(),
             lease: Duration::from_secs(15),
+            ray_address: None,
+            advertise_url: None,
         }
     }
 }
@@ -127,6 +133,10 @@ pub(crate) fn now_ms() -> i64 {
 pub fn router(state: AppState) -> Router {
     api_routes()
         .into_router()
+        .route(
+            "/api/v1/agents/join",
+            axum::routing::post(sessions::agent_join),
+        )
         .merge(ui::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -180,7 +190,25 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
             eprintln!("warning: only the owner may start sessions here; --allow-unsealed-sessions-for-everyone lets everyone, at that risk");
         }
     }
-    let state = AppState::new(store.clone(), config);
+    let mut state = AppState::new(store.clone(), config.clone());
+    if let Some(address) = &config.ray_address {
+        let ray = flowrt_session::ray::RayBackend::new(address);
+        ray.check()
+            .await
+            .map_err(|e| ServeError::Ray(e.to_string()))?;
+        let manager = Arc::get_mut(&mut state.sessions).ok_or(ServeError::Ray(
+            "the session manager is shared before the server starts".into(),
+        ))?;
+        manager.ray = Some(Arc::new(ray));
+        manager.join_url = config
+            .advertise_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        eprintln!(
+            "compute sessions run as jobs on the Ray cluster at {address}; their agents join at {}",
+            manager.join_url
+        );
+    }
     // Agents outlive the server: take back the ones still running before serving.
     state.sessions.adopt().await;
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));
@@ -206,6 +234,8 @@ pub enum ServeError {
     Bind(std::net::SocketAddr, #[source] std::io::Error),
     #[error("cannot write {path}: {source}", path = .0.display(), source = .1)]
     Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Ray(String),
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {

@@ -205,8 +205,16 @@ async fn create(
         }
         None => {}
     }
-    if !req.more_sessions.is_empty() {
-        return crate::spread::start(&state, &caller, &s, &req.more_sessions, batch).await;
+    let mut more = req.more_sessions.clone();
+    match req.nodes {
+        Some(n) if n == 0 || n > 64 => {
+            return Err(ApiErr::bad_request("nodes must be between 1 and 64"));
+        }
+        Some(n) => more.extend(crate::spread::start_helpers(&state, &caller, &s, n - 1).await?),
+        None => {}
+    }
+    if !more.is_empty() {
+        return crate::spread::start(&state, &caller, &s, &more, batch).await;
     }
     let body =
         serde_json::to_value(&batch).map_err(|e| ApiErr::internal("starting the batch run", e))?;

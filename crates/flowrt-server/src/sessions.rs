@@ -43,7 +43,25 @@ pub struct Manager {
     /// This server's name in session leases, and how long they hold.
     server_id: String,
     lease: Duration,
+    /// Where sessions run when not on this machine: a Ray cluster.
+    pub ray: Option<Arc<flowrt_session::ray::RayBackend>>,
+    /// The URL Ray sessions' agents dial to join this server.
+    pub join_url: String,
+    /// Agents started on Ray that have not joined yet, by session.
+    joins: Mutex<HashMap<String, PendingJoin>>,
 }
+
+/// A Ray session's agent this server waits for.
+struct PendingJoin {
+    /// sha256 of its one-time join token.
+    token_sha256: String,
+    /// What it receives when it joins: its flow's connections.
+    connections: backend::SecretText,
+    addr: tokio::sync::oneshot::Sender<String>,
+}
+
+/// The file in a Ray session's folder naming its job.
+const RAY_JOB_FILE: &str = "ray.job";
 
 impl Manager {
     pub fn new(
@@ -59,6 +77,9 @@ impl Manager {
             exe,
             server_id,
             lease,
+            ray: None,
+            join_url: String::new(),
+            joins: Mutex::new(HashMap::new()),
             backend: LocalBackend,
             agents: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -346,6 +367,9 @@ impl Manager {
                 (s.idle_timeout_s as f64) * 2.0 + 60.0
             },
         };
+        if let Some(ray) = self.ray.clone() {
+            return self.start_on_ray(&ray, spec).await;
+        }
         let (handle, mut child) = self
             .backend
             .start(&spec, Duration::from_secs(60))
@@ -368,6 +392,152 @@ impl Manager {
             me.agent_exited(&sid, handle.pid, reason).await;
         });
         Ok(())
+    }
+
+    /// Start the session's agent as a Ray job and wait until it has joined and answers. Ray's
+    /// own reason fails the start when the job does not run (no node with room, a lost node).
+    async fn start_on_ray(
+        self: &Arc<Self>,
+        ray: &flowrt_session::ray::RayBackend,
+        spec: AgentSpec,
+    ) -> ApiResult<()> {
+        let id = spec.session_id.clone();
+        let wd = spec.workdir.clone();
+        std::fs::create_dir_all(&wd).map_err(|e| ApiErr::internal("preparing the session", e))?;
+        let token =
+            backend::new_token(&wd).map_err(|e| ApiErr::internal("preparing the session", e))?;
+        let join_token = flowrt_session::backend::random_hex(32)
+            .map_err(|e| ApiErr::internal("preparing the session", e))?;
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        self.joins.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            id.clone(),
+            PendingJoin {
+                token_sha256: sha256_hex(&join_token),
+                connections: spec.connections.clone(),
+                addr: tx,
+            },
+        );
+        let attempt = crate::now_ms();
+        let submitted = ray
+            .submit(&spec, &self.join_url, &join_token, attempt as u32)
+            .await;
+        let job = match submitted {
+            Ok(job) => job,
+            Err(e) => {
+                self.joins
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                return Err(ApiErr::bad_request(e.to_string()));
+            }
+        };
+        let _ = std::fs::write(wd.join(RAY_JOB_FILE), &job);
+        let started = std::time::Instant::now();
+        let addr = loop {
+            tokio::select! {
+                joined = &mut rx => match joined {
+                    Ok(addr) => break addr,
+                    Err(_) => return Err(ApiErr::internal("starting the session", "the join was dropped")),
+                },
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    let state = ray.state(&job).await.ok();
+                    let failed = state.as_ref().filter(|s| s.is_terminal());
+                    if failed.is_some() || started.elapsed() > Duration::from_secs(180) {
+                        self.joins.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        ray.stop(&job).await;
+                        return Err(ApiErr::bad_request(format!(
+                            "the session's Ray job {job} {}; last log lines:\n{}",
+                            match failed {
+                                Some(s) => format!("is {}: {}", s.status, s.message),
+                                None => "did not join within 180 s".into(),
+                            },
+                            log_tail(&wd, 20)
+                        )));
+                    }
+                }
+            }
+        };
+        // Joined: it answers once its flow is loaded.
+        let ready = loop {
+            if backend::health(&addr, &token, &id).await.is_some() {
+                break true;
+            }
+            if started.elapsed() > Duration::from_secs(180) {
+                break false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if !ready {
+            ray.stop(&job).await;
+            return Err(ApiErr::bad_request(format!(
+                "the session's agent joined from {addr} but did not answer; last log lines:\n{}",
+                log_tail(&wd, 20)
+            )));
+        }
+        // Ray agents have no process of this machine's: pid 0 says so.
+        self.store
+            .update_session_agent(&id, Some(0), Some(&addr))
+            .await?;
+        self.set_agent(
+            &id,
+            Some(AgentHandle {
+                pid: 0,
+                addr,
+                token,
+            }),
+        );
+        self.store.touch_session(&id).await?;
+        self.transition(&id, Event::AgentReady).await?;
+        self.watch_ray_job(id, job);
+        Ok(())
+    }
+
+    /// Follow a Ray session's job: when Ray says it ended (its node lost, stopped), the session
+    /// fails with Ray's reason.
+    fn watch_ray_job(self: &Arc<Self>, id: String, job: String) {
+        let (me, Some(ray)) = (self.clone(), self.ray.clone()) else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let current =
+                    std::fs::read_to_string(me.workdir(&id).join(RAY_JOB_FILE)).unwrap_or_default();
+                if current.trim() != job {
+                    return; // the session was reset: another job is watched
+                }
+                match ray.state(&job).await {
+                    Ok(state) if state.is_terminal() => {
+                        let reason =
+                            format!("Ray job {job} is {}: {}", state.status, state.message);
+                        me.agent_exited(&id, 0, reason).await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// A Ray session's agent dials in: `token` must be the one its job was given (it is spent).
+    /// Returns the connections to hand it.
+    pub fn complete_join(
+        &self,
+        id: &str,
+        token: &str,
+        addr: String,
+    ) -> Option<backend::SecretText> {
+        let mut joins = self.joins.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = joins.get(id)?;
+        if !constant_time_eq(
+            pending.token_sha256.as_bytes(),
+            sha256_hex(token).as_bytes(),
+        ) {
+            return None;
+        }
+        let pending = joins.remove(id)?;
+        let _ = pending.addr.send(addr);
+        Some(pending.connections)
     }
 
     /// The agent with `pid` ended: a Running session fails; a Stopping one is stopped.
@@ -407,13 +577,28 @@ impl Manager {
             return Ok(()); // a failed session settles without an agent
         }
         if let (Some(pid), Some(addr)) = (s.agent_pid, s.agent_addr.clone()) {
-            self.backend
-                .stop(&AgentHandle {
-                    pid,
-                    addr,
-                    token: backend::read_token(&self.workdir(id)),
-                })
-                .await;
+            let handle = AgentHandle {
+                pid,
+                addr,
+                token: backend::read_token(&self.workdir(id)),
+            };
+            match (&self.ray, pid) {
+                (Some(ray), 0) => {
+                    let _ = client::request(
+                        &handle.addr,
+                        &handle.token,
+                        "POST",
+                        "/shutdown",
+                        None,
+                        Duration::from_secs(2),
+                    )
+                    .await;
+                    if let Ok(job) = std::fs::read_to_string(self.workdir(id).join(RAY_JOB_FILE)) {
+                        ray.stop(job.trim()).await;
+                    }
+                }
+                _ => self.backend.stop(&handle).await,
+            }
         }
         self.set_agent(id, None);
         self.store.update_session_agent(id, None, None).await?;
@@ -514,6 +699,11 @@ impl Manager {
             match s.status {
                 SessionStatus::Running | SessionStatus::Stopping => {
                     let alive = match (&s.agent_addr, s.agent_pid) {
+                        // A Ray session's agent (pid 0) is not this machine's: it answers, or not.
+                        (Some(addr), Some(0)) => {
+                            let token = backend::read_token(&self.workdir(&s.id));
+                            backend::health(addr, &token, &s.id).await.is_some()
+                        }
                         (Some(addr), Some(pid)) if backend::is_alive(pid) => {
                             let token = backend::read_token(&self.workdir(&s.id));
                             backend::health(addr, &token, &s.id).await.is_some()
@@ -533,6 +723,15 @@ impl Manager {
                         );
                         let me = self.clone();
                         let id = s.id.clone();
+                        if handle.pid == 0 {
+                            // On Ray: Ray says when its job ends.
+                            if let Ok(job) =
+                                std::fs::read_to_string(self.workdir(&id).join(RAY_JOB_FILE))
+                            {
+                                self.watch_ray_job(id, job.trim().to_string());
+                            }
+                            return;
+                        }
                         // Not our child any more: poll the pid.
                         tokio::spawn(async move {
                             while backend::is_alive(handle.pid) {
@@ -559,6 +758,50 @@ impl Manager {
                 _ => {}
             }
         }
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinRequest {
+    session_id: String,
+    addr: String,
+}
+
+/// `POST /api/v1/agents/join`: a Ray session's agent, with its one-time join token, says where it
+/// listens and receives its flow's connections. Not a user route: the token is the only key.
+pub async fn agent_join(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    Json(req): Json<JoinRequest>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if req.addr.parse::<std::net::SocketAddr>().is_err() {
+        return ApiErr::bad_request("addr must be IP:PORT").into_response();
+    }
+    match state
+        .sessions
+        .complete_join(&req.session_id, token, req.addr)
+    {
+        Some(connections) => {
+            let list: Value = serde_json::from_str(&connections.0).unwrap_or(json!([]));
+            Json(json!({"connections": list})).into_response()
+        }
+        None => ApiErr::unauthorized("unknown or spent join token").into_response(),
     }
 }
 

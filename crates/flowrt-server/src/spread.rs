@@ -238,10 +238,61 @@ async fn finish_chunk(
                 "run {}: chunk {} in session {executor} did not finish: {why}",
                 run.name, claim.seq
             );
-            let _ = state.store.release_chunk(claim, &me).await;
+            // Lines it finished before it stopped are kept (its records are written in line
+            // order, so they are a prefix of the chunk); the rest is to do again.
+            let (done_until, records) = finished_prefix(state, run, executor, claim);
+            let kept = done_until > claim.first
+                && matches!(
+                    state
+                        .store
+                        .split_chunk(claim, &me, done_until, &records)
+                        .await,
+                    Ok(true)
+                );
+            if kept {
+                eprintln!(
+                    "run {}: kept lines {}..{done_until} of chunk {}; lines {done_until}..{} run again",
+                    run.name, claim.first, claim.seq, claim.end
+                );
+            } else {
+                let _ = state.store.release_chunk(claim, &me).await;
+            }
             false
         }
     }
+}
+
+/// The records a chunk run wrote before it stopped: the whole lines from the chunk's first on,
+/// up to a torn or missing one. Their end, and their text.
+fn finished_prefix(
+    state: &AppState,
+    run: &SpreadRun,
+    executor: &str,
+    claim: &ChunkClaim,
+) -> (u64, String) {
+    if claim.is_gathering() {
+        return (claim.first, String::new());
+    }
+    let path = chunk_dir(state, executor)
+        .join(chunk_name(&run.name, claim))
+        .join("line_runs.jsonl");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut next = claim.first;
+    let mut kept = String::new();
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break; // torn
+        }
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            break;
+        };
+        if v["line_number"].as_u64() != Some(next) || next >= claim.end {
+            break;
+        }
+        kept.push_str(line);
+        next += 1;
+    }
+    (next, kept)
 }
 
 enum ChunkEnd {
@@ -486,6 +537,38 @@ pub fn placeholder_record(run: &SpreadRun, created: &str) -> Value {
     })
 }
 
+/// Start `count` sessions like `home` (its flow, environment and size) for a run spread over
+/// `--nodes`: they run their share once Running, and stop after 5 idle minutes.
+pub async fn start_helpers(
+    state: &AppState,
+    caller: &crate::Caller,
+    home: &Session,
+    count: u32,
+) -> crate::ApiResult<Vec<String>> {
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        let s = state
+            .store
+            .insert_session(&flowrt_store::NewSession {
+                owner: caller.0.id.clone(),
+                flow_dir: home.flow_dir.clone(),
+                flow_ref: home.flow_ref.clone(),
+                env_ref: home.env_ref.clone(),
+                env_key: None,
+                base_version: home.base_version.clone(),
+                size: home.size,
+                idle_timeout_s: 300,
+                identity: home.identity.clone(),
+                compute: None,
+                shared: false,
+            })
+            .await?;
+        tokio::spawn(state.sessions.clone().prepare(s.id.clone()));
+        ids.push(s.id);
+    }
+    Ok(ids)
+}
+
 /// `POST /api/v1/runs` with `more_sessions`: record the run and its chunks, give every session a
 /// copy of the data, and show the placeholder record until the run is gathered.
 pub async fn start(
@@ -510,8 +593,12 @@ pub async fn start(
             continue;
         }
         let s = crate::sessions::usable(state, caller, id).await?;
-        crate::sessions::agent_of(&s).await?;
-        if s.flow_ref != home.flow_ref || s.env_key != home.env_key {
+        let starting = s.status == flowrt_api::SessionStatus::Preparing
+            || s.status == flowrt_api::SessionStatus::NotAvailable;
+        if !starting {
+            crate::sessions::agent_of(&s).await?;
+        }
+        if s.flow_ref != home.flow_ref || (!starting && s.env_key != home.env_key) {
             return Err(ApiErr::bad_request(format!(
                 "session '{}' runs {} in environment {}, but session '{}' runs {} in {}: a run is spread only over sessions of the same flow and environment",
                 s.id,

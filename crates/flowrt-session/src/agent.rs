@@ -55,6 +55,86 @@ pub struct AgentConfig {
     pub idle_exit: f64,
     /// How often the watchdog looks at the folder and the idle time.
     pub watch_interval: Duration,
+    /// Where to listen (`127.0.0.1:0`; a Ray session's agent listens where its server reaches it).
+    pub bind: String,
+    /// Dial the server to join it (a Ray session's agent): say where this agent listens and
+    /// receive the connections its flow uses, with a one-time token.
+    pub join: Option<Join>,
+}
+
+/// How an agent started away from its server (on a Ray node) reaches it.
+#[derive(Clone)]
+pub struct Join {
+    /// The server's URL, as its nodes reach it.
+    pub url: String,
+    /// Spent by the first call.
+    pub token: String,
+}
+
+impl std::fmt::Debug for Join {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Join {{ url: {:?}, token: ****** }}", self.url)
+    }
+}
+
+/// Dial the server at `join.url`: this agent of `session_id` listens at `addr`. The server
+/// answers with the connections the flow uses (they never pass through Ray).
+fn join_server(
+    join: &Join,
+    session_id: &str,
+    addr: &str,
+) -> Result<HashMap<String, flowrt_api::Connection>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let resp = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()?
+            .post(format!(
+                "{}/api/v1/agents/join",
+                join.url.trim_end_matches('/')
+            ))
+            .bearer_auth(&join.token)
+            .json(&json!({"session_id": session_id, "addr": addr}))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the server at {}", join.url))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            anyhow::bail!(
+                "the server at {} refused this agent ({status}): {}",
+                join.url,
+                v["message"].as_str().unwrap_or("")
+            );
+        }
+        let list: Vec<flowrt_api::Connection> =
+            serde_json::from_value(v["connections"].clone()).unwrap_or_default();
+        Ok(list.into_iter().map(|c| (c.name.clone(), c)).collect())
+    })
+}
+
+/// The address to tell the server: the bound one, or, bound to every interface, the local
+/// address this machine reaches `server_url` from (the interface its nodes share).
+fn advertised(bound: std::net::SocketAddr, server_url: &str) -> String {
+    if !bound.ip().is_unspecified() {
+        return bound.to_string();
+    }
+    let host = server_url
+        .split("://")
+        .nth(1)
+        .unwrap_or(server_url)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let ip = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|u| u.connect(host).map(|_| u))
+        .and_then(|u| u.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+    std::net::SocketAddr::new(ip, bound.port()).to_string()
 }
 
 /// A batch run going on in this session.
@@ -204,8 +284,14 @@ pub fn run(config: AgentConfig) -> Result<()> {
         );
     }
     let home = flowrt_store::flowrt_home();
-    let connections = if config.connections_stdin {
+    // Bound before anything else: a joining agent tells the server this address.
+    let std_listener = std::net::TcpListener::bind(&config.bind)
+        .with_context(|| format!("cannot listen on {}", config.bind))?;
+    std_listener.set_nonblocking(true)?;
+    let mut connections = if config.connections_stdin {
         invoker::connections_from_stdin()?
+    } else if config.join.is_some() {
+        HashMap::new()
     } else {
         invoker::load_connections(&home)?
     };
@@ -222,6 +308,14 @@ pub fn run(config: AgentConfig) -> Result<()> {
         };
         let status = crate::seal::seal_self(&policy)?;
         eprintln!("session {}: {}", config.session_id, status.describe());
+    }
+    if let Some(join) = &config.join {
+        let addr = advertised(std_listener.local_addr()?, &join.url);
+        connections = join_server(join, &config.session_id, &addr)?;
+        eprintln!(
+            "session {}: joined the server at {} as {addr}",
+            config.session_id, join.url
+        );
     }
     let merged = flowrt_runtime::includes::Merged::new(&config.flow, &home)?;
     let mut flow = merged.load(&LoadOptions::default())?;
@@ -285,9 +379,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
         .with_state(agent.clone());
     let interval = Duration::from_secs_f64(config.long_running_interval.max(0.05));
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("cannot listen on 127.0.0.1")?;
+        let listener = tokio::net::TcpListener::from_std(std_listener).context("cannot listen")?;
         let addr = listener.local_addr()?;
         // Written last and atomically: the server reads it as "the agent is listening".
         let tmp = config.addr_file.with_extension("tmp");

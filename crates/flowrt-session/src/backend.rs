@@ -59,9 +59,17 @@ pub fn read_token(workdir: &Path) -> String {
         .unwrap_or_default()
 }
 
+/// `n` random bytes as hex (from the kernel).
+pub fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// A fresh random token, written where only this user can read it. Agents listen on 127.0.0.1,
 /// which other local users can reach too: every agent request must carry it.
-fn new_token(workdir: &Path) -> std::io::Result<String> {
+pub fn new_token(workdir: &Path) -> std::io::Result<String> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = [0u8; 32];
@@ -94,10 +102,13 @@ pub enum BackendError {
     Exited { status: String, log_tail: String },
     #[error("the agent did not become ready within {seconds} s; last log lines:\n{log_tail}")]
     NotReady { seconds: f64, log_tail: String },
+    /// The Ray cluster refused or failed the session's job (its reason as Ray gives it).
+    #[error("{0}")]
+    Ray(String),
 }
 
 /// Variables an agent may inherit: nothing that could carry the server's secrets.
-const PASSED_ENV: &[&str] = &[
+pub(crate) const PASSED_ENV: &[&str] = &[
     "PATH",
     "LANG",
     "LC_ALL",

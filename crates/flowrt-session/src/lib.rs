@@ -14,6 +14,8 @@ pub mod idle;
 pub mod lifecycle;
 pub mod seal;
 
+pub mod ray;
+
 pub use backend::{AgentHandle, AgentSpec, BackendError, LocalBackend, SecretText};
 pub use lifecycle::{Event, InvalidTransition, State};
 

@@ -361,6 +361,51 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Complete the first lines of a claimed chunk, `claim.first..done_until`, with their records,
+    /// and put the rest back as a new chunk to do: what a session lost mid-chunk had finished
+    /// is kept, not run again. `false` when the claim is no longer this one.
+    pub async fn split_chunk(
+        &self,
+        claim: &ChunkClaim,
+        holder: &str,
+        done_until: u64,
+        result: &str,
+    ) -> Result<bool, StoreError> {
+        let action = "cannot keep a chunk's finished lines";
+        let mut tx = self.pool.begin().await.map_err(db(action))?;
+        let done = sqlx::query(
+            "UPDATE run_chunks SET state = 'done', result = $1, lease_until = NULL, end_line = $2
+             WHERE id = $3 AND holder = $4 AND attempt = $5 AND state = 'claimed'",
+        )
+        .bind(result)
+        .bind(to_i64(done_until))
+        .bind(claim.id)
+        .bind(holder)
+        .bind(claim.attempt)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(action))?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO run_chunks (session_id, name, seq, first_line, end_line, state)
+             SELECT session_id, name,
+                    (SELECT MAX(seq) + 1 FROM run_chunks o
+                     WHERE o.session_id = c.session_id AND o.name = c.name),
+                    $1, $2, 'todo'
+             FROM run_chunks c WHERE c.id = $3",
+        )
+        .bind(to_i64(done_until))
+        .bind(to_i64(claim.end))
+        .bind(claim.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(db(action))?;
+        tx.commit().await.map_err(db(action))?;
+        Ok(true)
+    }
+
     /// Hand a claimed chunk back (its session could not run it): it is to do again at once.
     pub async fn release_chunk(&self, claim: &ChunkClaim, holder: &str) -> Result<(), StoreError> {
         sqlx::query(
@@ -386,7 +431,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT result FROM run_chunks
              WHERE session_id = $1 AND name = $2 AND seq >= 0 AND state = 'done'
-             ORDER BY seq",
+             ORDER BY first_line",
         )
         .bind(session_id)
         .bind(name)

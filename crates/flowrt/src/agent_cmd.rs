@@ -42,6 +42,10 @@ pub struct AgentArgs {
     /// server says so (0: only the folder check): the backstop for an agent whose server is gone.
     #[arg(long, default_value_t = 0.0)]
     pub idle_exit: f64,
+    /// Where to listen. A Ray session's agent listens on every interface (FLOWRT_AGENT_BIND) and
+    /// tells its server the address it reaches it by.
+    #[arg(long, env = "FLOWRT_AGENT_BIND", default_value = "127.0.0.1:0")]
+    pub bind: String,
 }
 
 pub fn run(args: AgentArgs) -> Result<u8> {
@@ -57,6 +61,18 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         seal: args.seal,
         idle_exit: args.idle_exit,
         watch_interval: Duration::from_secs(2),
+        bind: args.bind.clone(),
+        // A Ray session's agent: its server put where to dial, and a one-time token, in the
+        // job's environment.
+        join: match (
+            std::env::var("FLOWRT_JOIN_URL"),
+            std::env::var("FLOWRT_JOIN_TOKEN"),
+        ) {
+            (Ok(url), Ok(token)) if !url.is_empty() && !token.is_empty() => {
+                Some(flowrt_session::agent::Join { url, token })
+            }
+            _ => None,
+        },
     })?;
     Ok(0)
 }

@@ -138,6 +138,10 @@ pub struct CreateArgs {
         requires = "session"
     )]
     pub also_on: Vec<String>,
+    /// With --session: spread the lines over N sessions, starting N-1 more like it (on a Ray
+    /// backend each lands where Ray finds room; they stop after 5 idle minutes).
+    #[arg(long, value_name = "N", requires = "session")]
+    pub nodes: Option<u32>,
     /// The server's URL, with --session.
     #[arg(long)]
     pub server: Option<String>,

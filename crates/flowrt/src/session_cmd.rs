@@ -38,6 +38,17 @@ pub struct ServerArgs {
     /// renewal: after about this long, another server takes a dead one's work over.
     #[arg(long, default_value_t = 15.0)]
     pub lease_seconds: f64,
+    /// Where compute sessions run: `local` (agent processes on this machine) or `ray` (jobs on
+    /// the Ray cluster at --ray-address, placed by Ray on a node with room for their size).
+    #[arg(long, value_parser = ["local", "ray"], default_value = "local")]
+    pub backend: String,
+    /// The Ray cluster's dashboard (Jobs API), e.g. http://HEAD:8265, with --backend ray.
+    #[arg(long, env = "FLOWRT_RAY_ADDRESS")]
+    pub ray_address: Option<String>,
+    /// The URL Ray sessions' agents dial to join this server (default: http://--addr). Nodes
+    /// must reach it; FLOWRT_HOME must be on a volume they share with the server.
+    #[arg(long)]
+    pub advertise_url: Option<String>,
 }
 
 #[derive(Args)]
@@ -298,6 +309,14 @@ pub fn server(args: ServerArgs) -> Result<u8> {
             args.addr.port()
         ),
     };
+    let ray_address = match (args.backend.as_str(), &args.ray_address) {
+        ("ray", Some(a)) => Some(a.clone()),
+        ("ray", None) => bail!(
+            "--backend ray needs --ray-address http://HEAD:8265 (the Ray dashboard's address)"
+        ),
+        (_, Some(_)) => bail!("--ray-address is for --backend ray"),
+        _ => None,
+    };
     if !(args.lease_seconds.is_finite() && args.lease_seconds >= 1.0) {
         bail!("--lease-seconds must be at least 1");
     }
@@ -308,6 +327,8 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         database: args.database.clone(),
         server_id,
         lease: Duration::from_secs_f64(args.lease_seconds),
+        ray_address,
+        advertise_url: args.advertise_url.clone(),
         ..flowrt_server::ServerConfig::new(home, std::env::current_exe()?)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -906,12 +927,15 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
         line_timeout: args.line_timeout,
         concurrency: args.concurrency,
         more_sessions: args.also_on.clone(),
+        nodes: args.nodes,
     })?;
     let strict = args.strict;
-    let spread = !args.also_on.is_empty();
+    let spread = !args.also_on.is_empty() || args.nodes.is_some_and(|n| n > 1);
     block(async {
         remote.call("POST", "/api/v1/runs", Some(request)).await?;
-        if spread {
+        if let Some(n) = args.nodes.filter(|n| *n > 1) {
+            eprintln!("batch run {name} started, spread over {n} sessions like {id}");
+        } else if spread {
             eprintln!(
                 "batch run {name} started, spread over sessions {id},{}",
                 args.also_on.join(",")

@@ -1,0 +1,475 @@
+//! Sessions on a real two-node Ray cluster: a head and a second node on loopback inside a network
+//! namespace of the test's own (Ray binds to the machine's external interface otherwise), a
+//! `flowrt server --backend ray` in it, a session as a Ray job, a flow test through it, and a
+//! 2,000-line batch spread over both nodes (`run create --nodes 2`) during which the second node
+//! is killed with SIGKILL: the batch completes, every line exactly once.
+//!
+//! Needs root (for `ip netns`) and Ray: `./scripts/test.sh` installs it into a venv of its own
+//! and names it in FLOWRT_TEST_RAY.
+
+mod common;
+
+use common::flow;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const LINES: usize = 2000;
+const WORKER_NODE_MANAGER_PORT: u16 = 6390;
+
+/// A network namespace with its loopback up; everything in it is killed and it is deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("flowrt-t{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
+        run_ok(Command::new("ip").args(["netns", "exec", &name, "ip", "link", "set", "lo", "up"]));
+        Netns { name }
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    fn get(&self, url: &str) -> Option<Value> {
+        let out = self
+            .cmd("curl")
+            .args(["-sf", "-m", "5", url])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for _ in 0..3 {
+            for pid in self.pids() {
+                // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `ray start` in the namespace, head or worker, on ports that do not collide (both nodes share
+/// the namespace's loopback).
+fn ray_start(ns: &Netns, venv: &Path, tmp: &Path, head: bool) {
+    let ray = venv.join("bin/ray");
+    let path = format!(
+        "{}:{}",
+        venv.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = ns.cmd("setsid");
+    c.arg(&ray)
+        .arg("start")
+        .args(["--disable-usage-stats", "--node-ip-address=127.0.0.1"]);
+    if head {
+        c.args([
+            "--head",
+            "--port=6379",
+            "--node-manager-port=6380",
+            "--object-manager-port=6381",
+            "--dashboard-host=127.0.0.1",
+            "--dashboard-port=8265",
+            "--dashboard-agent-listen-port=52365",
+            "--dashboard-agent-grpc-port=6382",
+            "--runtime-env-agent-port=6383",
+            "--metrics-export-port=6384",
+            "--ray-client-server-port=10001",
+            "--min-worker-port=10002",
+            "--max-worker-port=10999",
+        ])
+        .arg(format!("--temp-dir={}", tmp.display()));
+    } else {
+        c.args([
+            "--address=127.0.0.1:6379",
+            &format!("--node-manager-port={WORKER_NODE_MANAGER_PORT}"),
+            "--object-manager-port=6391",
+            "--dashboard-agent-listen-port=52366",
+            "--dashboard-agent-grpc-port=6392",
+            "--runtime-env-agent-port=6393",
+            "--metrics-export-port=6394",
+            "--min-worker-port=11000",
+            "--max-worker-port=11999",
+        ]);
+    }
+    // One CPU a node: each small session takes a node's CPU, so two land on two nodes.
+    c.args(["--num-cpus=1", "--object-store-memory=200000000"])
+        .env("PATH", path)
+        .env("RAY_USAGE_STATS_ENABLED", "0")
+        // A lost node is noticed in seconds, not the default half minute.
+        .env("RAY_health_check_period_ms", "1000")
+        .env("RAY_health_check_failure_threshold", "3")
+        .env("RAY_health_check_timeout_ms", "1000")
+        .stdin(Stdio::null());
+    run_ok(&mut c);
+}
+
+fn alive_nodes(ns: &Netns) -> usize {
+    ns.get("http://127.0.0.1:8265/api/v0/nodes")
+        .and_then(|v| {
+            v["data"]["result"]["result"]
+                .as_array()
+                .map(|nodes| nodes.iter().filter(|n| n["state"] == "ALIVE").count())
+        })
+        .unwrap_or(0)
+}
+
+/// Every process of the second node: its raylet's session (it was started under setsid) and
+/// the raylet's descendants (job entrypoints run in sessions of their own).
+fn worker_node_pids(ns: &Netns) -> Vec<i32> {
+    let cmdline = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default()
+    };
+    let stat_field = |pid: i32, i: usize| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = stat.rsplit_once(") ")?.1;
+        after.split_whitespace().nth(i)?.parse().ok()
+    };
+    let all = ns.pids();
+    let port = format!("--node_manager_port={WORKER_NODE_MANAGER_PORT}");
+    let Some(raylet) = all
+        .iter()
+        .copied()
+        .find(|p| cmdline(*p).contains("raylet") && cmdline(*p).contains(&port))
+    else {
+        return Vec::new();
+    };
+    let sid = stat_field(raylet, 3); // session id: field 6 of stat, 4th after the name
+    let mut out: Vec<i32> = all
+        .iter()
+        .copied()
+        .filter(|p| stat_field(*p, 3) == sid)
+        .collect();
+    // Descendants of the raylet, by parent pid, to a fixed point.
+    loop {
+        let before = out.len();
+        for p in &all {
+            if !out.contains(p) && stat_field(*p, 1).is_some_and(|pp| out.contains(&pp)) {
+                out.push(*p);
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    out
+}
+
+struct Cli<'a> {
+    ns: &'a Netns,
+    home: PathBuf,
+    url: String,
+}
+
+impl Cli<'_> {
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.ns.cmd(env!("CARGO_BIN_EXE_flowrt"));
+        c.args(args)
+            .env("FLOWRT_HOME", &self.home)
+            .env("FLOWRT_SERVER", &self.url);
+        c
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.cmd(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?} failed:\n{}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.home.join("server.log")).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn status(&self, id: &str) -> Value {
+        serde_json::from_str(&self.ok(&["session", "show", id, "--json"])).unwrap()
+    }
+}
+
+/// Completed line numbers in each session's chunk runs of `run`.
+fn lines_by_session(home: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
+    let mut out = BTreeMap::new();
+    for s in std::fs::read_dir(home.join("sessions")).unwrap().flatten() {
+        let id = s.file_name().to_string_lossy().into_owned();
+        let mut lines = Vec::new();
+        for e in std::fs::read_dir(s.path().join("chunks/runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && name.starts_with(&format!("{run}.c")) {
+                let text =
+                    std::fs::read_to_string(e.path().join("line_runs.jsonl")).unwrap_or_default();
+                for l in text.lines() {
+                    if let Ok(v) = serde_json::from_str::<Value>(l) {
+                        if v["status"] == "Completed" {
+                            lines.push(v["line_number"].as_u64().unwrap());
+                        }
+                    }
+                }
+            }
+        }
+        if !lines.is_empty() {
+            out.insert(id, lines);
+        }
+    }
+    out
+}
+
+#[test]
+fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node() {
+    let venv = match std::env::var("FLOWRT_TEST_RAY") {
+        Ok(v) if !v.is_empty() => PathBuf::from(v),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("FLOWRT_TEST_RAY is not set; run the tests with ./scripts/test.sh, which installs Ray")
+        }
+        _ => {
+            eprintln!("skipped: FLOWRT_TEST_RAY (a venv with ray[default]) is not set");
+            return;
+        }
+    };
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the Ray test needs root for its network namespace"
+        );
+        eprintln!("skipped: the Ray test needs root for its network namespace");
+        return;
+    }
+    let ns = Netns::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let ray_tmp = PathBuf::from(format!("/tmp/ray-flowrt-t{}", std::process::id()));
+    let t = Instant::now();
+    ray_start(&ns, &venv, &ray_tmp, true);
+    ray_start(&ns, &venv, &ray_tmp, false);
+    while alive_nodes(&ns) < 2 || ns.get("http://127.0.0.1:8265/api/jobs/").is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the Ray cluster did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!(
+        "ray cluster of two nodes up in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let home = scratch.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let log = std::fs::File::create(home.join("server.log")).unwrap();
+    let mut server = ns
+        .cmd(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["server", "--addr", "127.0.0.1:7878", "--backend", "ray"])
+        .args([
+            "--ray-address",
+            "http://127.0.0.1:8265",
+            "--lease-seconds",
+            "3",
+        ])
+        .env("FLOWRT_HOME", &home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let cli = Cli {
+        ns: &ns,
+        home: home.clone(),
+        url: "http://127.0.0.1:7878".into(),
+    };
+    let t = Instant::now();
+    while ns.get("http://127.0.0.1:7878/healthz").is_none() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "server did not start: {}",
+            std::fs::read_to_string(home.join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let (_flow_dir, flow_path) = flow("slow_double");
+    // The batch must outlast the second session's start and the node's loss: 20 ms a line.
+    let tool = flow_path.join("double.py");
+    let code = std::fs::read_to_string(&tool)
+        .unwrap()
+        .replace("time.sleep(0.005)", "time.sleep(0.02)");
+    std::fs::write(&tool, code).unwrap();
+    let flow = flow_path.to_str().unwrap();
+    let t = Instant::now();
+    let a = cli
+        .ok(&["session", "start", "--flow", flow])
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let shown = cli.status(&a);
+    assert_eq!(shown["status"], "Running", "{shown:#}");
+    eprintln!(
+        "first session on Ray (flowrt uploaded, environment built) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let out = cli.ok(&["flow", "test", flow, "--session", &a, "--inputs", "x=21"]);
+    assert!(out.contains("42"), "{out}");
+
+    let data = scratch.path().join("lines.jsonl");
+    let rows: String = (0..LINES).map(|i| format!("{{\"x\": {i}}}\n")).collect();
+    std::fs::write(&data, rows).unwrap();
+    let started = Instant::now();
+    let client = cli
+        .cmd(&["run", "create", "--session", &a, "--nodes", "2"])
+        .args([
+            "--data",
+            data.to_str().unwrap(),
+            "--name",
+            "big",
+            "--concurrency",
+            "8",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the second session has finished a chunk on the second node, that node dies.
+    let second = loop {
+        let by_session = lines_by_session(&home, "big");
+        if let Some((id, _)) = by_session.iter().find(|(id, l)| **id != a && !l.is_empty()) {
+            break id.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the second session ran no chunk: {}",
+            std::fs::read_to_string(home.join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let jobs = ns.get("http://127.0.0.1:8265/api/jobs/").unwrap();
+    let node_of = |session: &str| -> String {
+        jobs.as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["metadata"]["flowrt_session"] == session && j["status"] == "RUNNING")
+            .and_then(|j| j["driver_node_id"].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (node_a, node_b) = (node_of(&a), node_of(&second));
+    assert!(
+        !node_a.is_empty() && !node_b.is_empty() && node_a != node_b,
+        "the two sessions run on two nodes: {node_a} and {node_b}"
+    );
+    let victims = worker_node_pids(&ns);
+    assert!(
+        !victims.is_empty(),
+        "the second node's processes were found"
+    );
+    for pid in &victims {
+        // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
+        unsafe {
+            libc::kill(*pid, libc::SIGKILL);
+        }
+    }
+    let killed_at = started.elapsed();
+    let out = client.wait_with_output().unwrap();
+    let elapsed = started.elapsed();
+    let server_log = std::fs::read_to_string(home.join("server.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the run did not complete:\n{}\n{}\nserver log:\n{server_log}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["status"], "Completed", "{record:#}");
+    assert_eq!(record["completed_lines"], LINES, "{record:#}");
+    // The second session failed with Ray's reason.
+    let lost = cli.status(&second);
+    assert_eq!(lost["status"], "Failed", "{lost:#}");
+    assert!(
+        lost["reason"].as_str().unwrap_or("").contains("Ray job"),
+        "{lost:#}"
+    );
+
+    let outputs = std::fs::read_to_string(
+        home.join("sessions")
+            .join(&a)
+            .join("runs/big/flow_outputs/output.jsonl"),
+    )
+    .unwrap();
+    let outputs: Vec<Value> = outputs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(outputs.len(), LINES);
+    for (i, o) in outputs.iter().enumerate() {
+        assert_eq!(o["line_number"], i, "{o}");
+        assert_eq!(o["y"], 2 * i, "{o}");
+    }
+    // Lines ran on both nodes, and each to its end once.
+    let by_session = lines_by_session(&home, "big");
+    let mut count: BTreeMap<u64, u32> = BTreeMap::new();
+    for l in by_session.values().flatten() {
+        *count.entry(*l).or_default() += 1;
+    }
+    let on_a = by_session.get(&a).map_or(0, Vec::len);
+    let on_b = by_session.get(&second).map_or(0, Vec::len);
+    assert!(
+        on_a > 0 && on_b > 0,
+        "{on_a} lines on {node_a}, {on_b} on {node_b}"
+    );
+    assert_eq!(count.len(), LINES, "every line ran");
+    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "lines run more than once: {twice:?}");
+    eprintln!(
+        "{LINES} lines in {:.1} s over two Ray nodes, the second killed at {:.1} s: {on_a} on the head's session, {on_b} on the second node's",
+        elapsed.as_secs_f64(),
+        killed_at.as_secs_f64()
+    );
+    let _ = cli.cmd(&["session", "stop", &a]).output();
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&ray_tmp);
+}
