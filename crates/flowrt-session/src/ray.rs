@@ -162,6 +162,9 @@ impl RayBackend {
             ("HOME", wd.display().to_string()),
             ("FLOWRT_HOME", wd.display().to_string()),
             ("TMPDIR", tmp.display().to_string()),
+            // The server reaches the agent from another machine: it listens on every interface
+            // (every request needs its token) and says which address it dialled out from.
+            ("FLOWRT_AGENT_BIND", "0.0.0.0:0".to_string()),
             ("FLOWRT_JOIN_URL", join_url.to_string()),
             // One-time: spent by the agent's first call, so Ray showing it to its users gives
             // them nothing.
