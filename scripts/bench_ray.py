@@ -152,7 +152,10 @@ def main():
         time.sleep(0.5)
         subprocess.run(["ip", "netns", "del", NS])
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+        if os.environ.get("KEEP"):
+            print(f"kept {scratch}")
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
