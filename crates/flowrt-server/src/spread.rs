@@ -158,6 +158,12 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
             return;
         }
         let stale_before = crate::now_ms() - lease_ms(state);
+        // The run's own session gathers it; if that session is gone, any other does.
+        let home_gone = executor != run.session_id
+            && !matches!(
+                state.store.get_session(&run.session_id).await,
+                Ok(Some(h)) if h.status == flowrt_api::SessionStatus::Running
+            );
         let claim = match state
             .store
             .claim_chunk(
@@ -167,6 +173,7 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
                 executor,
                 until(state),
                 stale_before,
+                home_gone,
             )
             .await
         {
@@ -440,6 +447,8 @@ async fn gather(
 ) -> Result<ChunkEnd, String> {
     let workdir = state.sessions.workdir(executor);
     let pointer = workdir.join("runs").join(format!("{}.json", run.name));
+    let home_dir = state.sessions.workdir(&run.session_id);
+    let home_pointer = home_dir.join("runs").join(format!("{}.json", run.name));
     let started = tokio::fs::read_to_string(&pointer)
         .await
         .ok()
@@ -463,8 +472,15 @@ async fn gather(
         tokio::fs::write(&gathered, results.concat())
             .await
             .map_err(|e| e.to_string())?;
-        // The placeholder record goes: the run proper writes its own.
+        // The placeholder record goes: the run proper writes its own (where it gathers; moved
+        // into the run's session below if that is another).
         let _ = tokio::fs::remove_file(&pointer).await;
+        if executor != run.session_id {
+            eprintln!(
+                "run {}: its session {} is gone; session {executor} gathers it",
+                run.name, run.session_id
+            );
+        }
         let mut req = request_for(state, run, executor);
         req.prior_records = Some(gathered);
         let body = serde_json::to_value(&req).map_err(|e| e.to_string())?;
@@ -493,11 +509,25 @@ async fn gather(
             }
             record["duration_s"] = json!(duration);
             record["spread_over"] = json!(run.sessions);
+            let mut folder = workdir.join("runs").join(&run.name);
+            if executor != run.session_id {
+                // Gathered in another session: the run's folder moves into its own session's
+                // (the server's to do; a sealed session reads only its own folder).
+                let dest = home_dir.join("runs").join(&run.name);
+                let _ = tokio::fs::remove_dir_all(&dest).await;
+                if tokio::fs::rename(&folder, &dest).await.is_ok() {
+                    folder = dest;
+                    record["output_dir"] = json!(folder);
+                    let _ = tokio::fs::remove_file(&pointer).await;
+                }
+            }
             let text = serde_json::to_string_pretty(&record).unwrap_or_default();
-            for path in [
-                pointer.clone(),
-                workdir.join("runs").join(&run.name).join("run.json"),
-            ] {
+            let pointer_now = if folder.starts_with(&home_dir) {
+                home_pointer.clone()
+            } else {
+                pointer.clone()
+            };
+            for path in [pointer_now, folder.join("run.json")] {
                 let tmp = path.with_extension("json.tmp");
                 if tokio::fs::write(&tmp, &text).await.is_ok() {
                     let _ = tokio::fs::rename(&tmp, &path).await;

@@ -234,7 +234,8 @@ impl Store {
     /// A chunk whose lease ended is claimed again only if it ended before `stale_before`: the
     /// grace in between lets the server that takes over the chunk's session adopt the chunk run
     /// still going there ([`Store::adopt_chunk`]) rather than run its lines twice. The gathering
-    /// step is claimed only for the run's own session.
+    /// step is claimed only for the run's own session, unless `any_gatherer` (that session is
+    /// gone: another gathers, and its server moves the run's folder into the run's session).
     #[allow(clippy::too_many_arguments)]
     pub async fn claim_chunk(
         &self,
@@ -244,6 +245,7 @@ impl Store {
         executor: &str,
         until: i64,
         stale_before: i64,
+        any_gatherer: bool,
     ) -> Result<Option<ChunkClaim>, StoreError> {
         let lock = match self.backend {
             Backend::Postgres => "FOR UPDATE SKIP LOCKED",
@@ -260,7 +262,7 @@ impl Store {
                   AND (c.state = 'todo' OR (c.state = 'claimed' AND c.lease_until < $6))
                   AND EXISTS (SELECT 1 FROM spread_runs r WHERE r.session_id = c.session_id
                               AND r.name = c.name AND r.status = 'Running')
-                  AND (c.seq >= 0 OR (c.session_id = $2 AND NOT EXISTS (
+                  AND (c.seq >= 0 OR ((c.session_id = $2 OR $7) AND NOT EXISTS (
                         SELECT 1 FROM run_chunks o WHERE o.session_id = c.session_id
                           AND o.name = c.name AND o.seq >= 0 AND o.state <> 'done')))
                 ORDER BY c.seq < 0, c.seq
@@ -274,6 +276,7 @@ impl Store {
             .bind(session_id)
             .bind(name)
             .bind(stale_before.min(now_ms()))
+            .bind(any_gatherer)
             .fetch_optional(&self.pool)
             .await
             .map_err(db(format!("cannot claim a chunk of run `{name}`")))?;

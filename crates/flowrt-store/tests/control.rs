@@ -544,8 +544,8 @@ async fn spread_chunks_on(_db: &Db, store: Store) {
     let far = i64::MAX / 2;
     // Two servers claim at once: different chunks, in order.
     let (a, b) = tokio::join!(
-        store.claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX),
-        store.claim_chunk("s-1", "big", "srv-b", "s-2", far, i64::MAX)
+        store.claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX, false),
+        store.claim_chunk("s-1", "big", "srv-b", "s-2", far, i64::MAX, false)
     );
     let (a, b) = (a.unwrap().unwrap(), b.unwrap().unwrap());
     let mut ranges = [(a.first, a.end), (b.first, b.end)];
@@ -553,7 +553,7 @@ async fn spread_chunks_on(_db: &Db, store: Store) {
     assert_eq!(ranges, [(0, 4), (4, 8)]);
     // The last line chunk is short; the gathering step waits for every chunk.
     let c = store
-        .claim_chunk("s-1", "big", "srv-a", "s-1", 0, i64::MAX)
+        .claim_chunk("s-1", "big", "srv-a", "s-1", 0, i64::MAX, false)
         .await
         .unwrap()
         .unwrap();
@@ -561,7 +561,7 @@ async fn spread_chunks_on(_db: &Db, store: Store) {
     // srv-a's lease on c has ended (until 0): srv-b claims it again, and srv-a's late
     // completion of it is refused.
     let again = store
-        .claim_chunk("s-1", "big", "srv-b", "s-2", far, i64::MAX)
+        .claim_chunk("s-1", "big", "srv-b", "s-2", far, i64::MAX, false)
         .await
         .unwrap()
         .unwrap();
@@ -569,7 +569,7 @@ async fn spread_chunks_on(_db: &Db, store: Store) {
     assert!(!store.complete_chunk(&c, "srv-a", "late").await.unwrap());
     assert_eq!(
         store
-            .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX)
+            .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX, false)
             .await
             .unwrap(),
         None,
@@ -590,7 +590,7 @@ async fn spread_chunks_on(_db: &Db, store: Store) {
     );
     assert!(store.complete_chunk(&again, "srv-b", "C").await.unwrap());
     let gather = store
-        .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX)
+        .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX, false)
         .await
         .unwrap()
         .unwrap();
@@ -606,7 +606,7 @@ async fn spread_chunks_on(_db: &Db, store: Store) {
     assert!(store.running_spread_runs().await.unwrap().is_empty());
     assert_eq!(
         store
-            .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX)
+            .claim_chunk("s-1", "big", "srv-a", "s-1", far, i64::MAX, false)
             .await
             .unwrap(),
         None

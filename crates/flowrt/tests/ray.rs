@@ -354,6 +354,14 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
     );
     let out = cli.ok(&["flow", "test", flow, "--session", &a, "--inputs", "x=21"]);
     assert!(out.contains("42"), "{out}");
+    // The lifecycle works as on the local backend: logs and packages here, reset and stop below.
+    let logs = cli.ok(&["session", "logs", &a]);
+    assert!(logs.contains("joined the server"), "{logs}");
+    let packages = cli.ok(&["session", "packages", &a]);
+    assert!(
+        packages.to_lowercase().contains("pip") || !packages.trim().is_empty(),
+        "{packages}"
+    );
 
     let data = scratch.path().join("lines.jsonl");
     let rows: String = (0..LINES).map(|i| format!("{{\"x\": {i}}}\n")).collect();
@@ -401,6 +409,23 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
         !node_a.is_empty() && !node_b.is_empty() && node_a != node_b,
         "the two sessions run on two nodes: {node_a} and {node_b}"
     );
+    // The second node dies: whichever of the two sessions Ray put there.
+    let worker_node = ns
+        .get("http://127.0.0.1:8265/api/v0/nodes")
+        .and_then(|v| {
+            v["data"]["result"]["result"].as_array().and_then(|nodes| {
+                nodes
+                    .iter()
+                    .find(|n| n["is_head_node"] == false)
+                    .and_then(|n| n["node_id"].as_str().map(str::to_string))
+            })
+        })
+        .unwrap_or_default();
+    let (lost, survivor) = if node_a == worker_node {
+        (a.clone(), second.clone())
+    } else {
+        (second.clone(), a.clone())
+    };
     let victims = worker_node_pids(&ns);
     assert!(
         !victims.is_empty(),
@@ -425,12 +450,12 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["status"], "Completed", "{record:#}");
     assert_eq!(record["completed_lines"], LINES, "{record:#}");
-    // The second session failed with Ray's reason.
-    let lost = cli.status(&second);
-    assert_eq!(lost["status"], "Failed", "{lost:#}");
+    // The session on the lost node failed with Ray's reason.
+    let shown = cli.status(&lost);
+    assert_eq!(shown["status"], "Failed", "{shown:#}");
     assert!(
-        lost["reason"].as_str().unwrap_or("").contains("Ray job"),
-        "{lost:#}"
+        shown["reason"].as_str().unwrap_or("").contains("Ray job"),
+        "{shown:#}"
     );
 
     let outputs = std::fs::read_to_string(
@@ -464,11 +489,59 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
     let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "lines run more than once: {twice:?}");
     eprintln!(
-        "{LINES} lines in {:.1} s over two Ray nodes, the second killed at {:.1} s: {on_a} on the head's session, {on_b} on the second node's",
+        "{LINES} lines in {:.1} s over two Ray nodes, the second killed at {:.1} s: {on_a} in the run's session, {on_b} in the one --nodes started; {lost} was on the lost node",
         elapsed.as_secs_f64(),
         killed_at.as_secs_f64()
     );
-    let _ = cli.cmd(&["session", "stop", &a]).output();
+    // Reset: a new job, started in about a second now that flowrt and the environment are
+    // cached; then stop, which ends the job.
+    let t = Instant::now();
+    cli.ok(&["session", "reset", &survivor]);
+    loop {
+        let s = cli.status(&survivor);
+        if s["status"] == "Running" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "reset did not finish: {s:#}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "session reset on Ray (cached) in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
+    let out = cli.ok(&[
+        "flow",
+        "test",
+        flow,
+        "--session",
+        &survivor,
+        "--inputs",
+        "x=4",
+    ]);
+    assert!(out.contains('8'), "{out}");
+    let a = survivor;
+    cli.ok(&["session", "stop", &a]);
+    assert_eq!(cli.status(&a)["status"], "Stopped");
+    let t = Instant::now();
+    loop {
+        let jobs = ns.get("http://127.0.0.1:8265/api/jobs/").unwrap();
+        let running = jobs
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["metadata"]["flowrt_session"] == a.as_str() && j["status"] == "RUNNING");
+        if !running {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the stopped session's job still runs"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&ray_tmp);

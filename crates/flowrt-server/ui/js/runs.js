@@ -71,6 +71,7 @@ async function submitForm(sessions, runs) {
   const variant = h('input', { name: 'variant', placeholder: '${node.variant_1}' });
   const base = h('select', { name: 'base' }, h('option', { value: '' }, 'none'), runs.map((r) => h('option', { value: r.name }, r.name)));
   const concurrency = h('input', { type: 'number', name: 'concurrency', min: 1, max: 1024, placeholder: '16' });
+  const nodes = h('input', { type: 'number', name: 'nodes', min: 1, max: 64, placeholder: '1' });
   const err = h('p', { class: 'error', role: 'alert' });
   let data = null;
   let format = 'jsonl';
@@ -108,6 +109,7 @@ async function submitForm(sessions, runs) {
       if (variant.value.trim()) body.variant = variant.value.trim();
       if (base.value) body.run = base.value;
       if (concurrency.value) body.concurrency = Number(concurrency.value);
+      if (Number(nodes.value) > 1) body.nodes = Number(nodes.value);
       const r = await post('/api/v1/runs', body);
       location.hash = `#/runs/${q(r.name, r.session)}&new=1`;
     } catch (e) {
@@ -118,6 +120,7 @@ async function submitForm(sessions, runs) {
   running.length ? null : h('p', { class: 'error' }, 'Start a compute session first: runs execute inside one.'),
   field('Session', session), field('Run name', name), field('Data (.jsonl, .csv, .tsv)', file), cols, mapping,
   field('Variant', variant, 'optional: ${node.variant_id}'), field('Base run (evaluation)', base), field('Concurrency', concurrency),
+  field('Sessions', nodes, 'optional: spread the lines over this many sessions like the chosen one (on Ray, each where Ray finds room)'),
   err, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Submit'), h('a', { href: '#/runs', class: 'button' }, 'Cancel')));
   if (running.length) drawMapping();
   return form;
