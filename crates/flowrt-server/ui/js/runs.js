@@ -120,7 +120,7 @@ async function submitForm(sessions, runs) {
   running.length ? null : h('p', { class: 'error' }, 'Start a compute session first: runs execute inside one.'),
   field('Session', session), field('Run name', name), field('Data (.jsonl, .csv, .tsv)', file), cols, mapping,
   field('Variant', variant, 'optional: ${node.variant_id}'), field('Base run (evaluation)', base), field('Concurrency', concurrency),
-  field('Sessions', nodes, 'optional: spread the lines over this many sessions like the chosen one (on Ray, each where Ray finds room)'),
+  field('Nodes', nodes, 'optional: spread the lines over this many sessions like the chosen one (on Ray, each where Ray finds room)'),
   err, h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary' }, 'Submit'), h('a', { href: '#/runs', class: 'button' }, 'Cancel')));
   if (running.length) drawMapping();
   return form;
