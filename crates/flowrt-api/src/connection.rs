@@ -15,6 +15,19 @@ pub enum ConnectionKind {
     AzureOpenAi,
     Custom,
     Serverless,
+    /// SerpAPI (`api_key`): the `serpapi` tool's.
+    Serp,
+    /// Vector stores (`api_key`, `api_base`).
+    Qdrant,
+    Weaviate,
+    /// Azure AI Search (`api_key`, `api_base`, `api_version`).
+    CognitiveSearch,
+    /// Azure AI services (`api_key`, `endpoint`).
+    AzureAiServices,
+    /// Azure AI Content Safety and Document Intelligence (`api_key`, `endpoint`, `api_version`,
+    /// `api_type`).
+    AzureContentSafety,
+    FormRecognizer,
 }
 
 impl ConnectionKind {
@@ -25,7 +38,76 @@ impl ConnectionKind {
             ConnectionKind::AzureOpenAi => "azure_open_ai",
             ConnectionKind::Custom => "custom",
             ConnectionKind::Serverless => "serverless",
+            ConnectionKind::Serp => "serp",
+            ConnectionKind::Qdrant => "qdrant",
+            ConnectionKind::Weaviate => "weaviate",
+            ConnectionKind::CognitiveSearch => "cognitive_search",
+            ConnectionKind::AzureAiServices => "azure_ai_services",
+            ConnectionKind::AzureContentSafety => "azure_content_safety",
+            ConnectionKind::FormRecognizer => "form_recognizer",
         }
+    }
+
+    /// Every kind, for parsing and for messages that list them.
+    pub const ALL: [ConnectionKind; 11] = [
+        ConnectionKind::OpenAi,
+        ConnectionKind::AzureOpenAi,
+        ConnectionKind::Custom,
+        ConnectionKind::Serverless,
+        ConnectionKind::Serp,
+        ConnectionKind::Qdrant,
+        ConnectionKind::Weaviate,
+        ConnectionKind::CognitiveSearch,
+        ConnectionKind::AzureAiServices,
+        ConnectionKind::AzureContentSafety,
+        ConnectionKind::FormRecognizer,
+    ];
+
+    /// The kind promptflow's YAML `type:` names.
+    pub fn parse(text: &str) -> Option<ConnectionKind> {
+        ConnectionKind::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+
+    /// The plain fields a connection of this kind must have, besides `api_key`.
+    pub fn required_fields(self) -> &'static [&'static str] {
+        match self {
+            ConnectionKind::AzureOpenAi
+            | ConnectionKind::Serverless
+            | ConnectionKind::Qdrant
+            | ConnectionKind::Weaviate
+            | ConnectionKind::CognitiveSearch => &["api_base"],
+            ConnectionKind::AzureAiServices
+            | ConnectionKind::AzureContentSafety
+            | ConnectionKind::FormRecognizer => &["endpoint"],
+            ConnectionKind::OpenAi | ConnectionKind::Custom | ConnectionKind::Serp => &[],
+        }
+    }
+
+    /// Plain fields promptflow fills in when the YAML leaves them out.
+    pub fn defaults(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            ConnectionKind::AzureOpenAi => &[("api_type", "azure"), ("api_version", "2024-02-01")],
+            ConnectionKind::CognitiveSearch => &[("api_version", "2023-11-01")],
+            ConnectionKind::AzureContentSafety => &[
+                ("api_version", "2023-10-01"),
+                ("api_type", "Content Safety"),
+            ],
+            ConnectionKind::FormRecognizer => &[
+                ("api_version", "2023-07-31"),
+                ("api_type", "Form Recognizer"),
+            ],
+            _ => &[],
+        }
+    }
+
+    /// Whether Entra ID (`auth_mode: meid_token`) can stand in for the key, as promptflow allows.
+    pub fn allows_keyless(self) -> bool {
+        matches!(
+            self,
+            ConnectionKind::AzureOpenAi
+                | ConnectionKind::CognitiveSearch
+                | ConnectionKind::AzureAiServices
+        )
     }
 
     /// The promptflow class a Python tool sees (`OpenAIConnection`, ...).
@@ -35,6 +117,13 @@ impl ConnectionKind {
             ConnectionKind::AzureOpenAi => "AzureOpenAIConnection",
             ConnectionKind::Custom => "CustomConnection",
             ConnectionKind::Serverless => "ServerlessConnection",
+            ConnectionKind::Serp => "SerpConnection",
+            ConnectionKind::Qdrant => "QdrantConnection",
+            ConnectionKind::Weaviate => "WeaviateConnection",
+            ConnectionKind::CognitiveSearch => "CognitiveSearchConnection",
+            ConnectionKind::AzureAiServices => "AzureAIServicesConnection",
+            ConnectionKind::AzureContentSafety => "AzureContentSafetyConnection",
+            ConnectionKind::FormRecognizer => "FormRecognizerConnection",
         }
     }
 

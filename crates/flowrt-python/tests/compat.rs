@@ -190,3 +190,60 @@ async fn an_openai_connection_has_base_url_and_no_api_base_as_in_promptflow() {
         json!({"base_url": "http://127.0.0.1:9/v1", "api_key": "sk", "has_api_base": false})
     );
 }
+
+#[tokio::test]
+async fn promptflows_service_connection_types_reach_tools_as_their_classes() {
+    let f = pool();
+    let conn = |name: &str, kind: ConnectionKind, configs: &[(&str, &str)]| Connection {
+        name: name.into(),
+        kind,
+        configs: configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        secrets: [("api_key".to_string(), format!("{name}-key"))]
+            .into_iter()
+            .collect(),
+    };
+    let out = value(
+        &f,
+        code(
+            "service_conns.py",
+            vec![
+                (
+                    "serp",
+                    Arg::Connection(conn("serp", ConnectionKind::Serp, &[])),
+                ),
+                (
+                    "search",
+                    Arg::Connection(conn(
+                        "search",
+                        ConnectionKind::CognitiveSearch,
+                        &[("api_base", "https://s"), ("api_version", "2023-11-01")],
+                    )),
+                ),
+                (
+                    "forms",
+                    Arg::Connection(conn(
+                        "forms",
+                        ConnectionKind::FormRecognizer,
+                        &[
+                            ("endpoint", "https://f"),
+                            ("api_version", "2023-07-31"),
+                            ("api_type", "Form Recognizer"),
+                        ],
+                    )),
+                ),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({
+            "serp": ["SerpConnection", "serp-key"],
+            "search": ["CognitiveSearchConnection", "https://s", "2023-11-01", "search-key"],
+            "forms": ["FormRecognizerConnection", "https://f", "Form Recognizer", "2023-07-31"],
+        })
+    );
+}

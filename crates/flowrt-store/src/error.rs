@@ -25,7 +25,7 @@ pub enum StoreError {
 
     /// `type:` names a kind flowrt does not know.
     #[error(
-        "{path}: unknown connection type `{found}`; expected one of: open_ai, azure_open_ai, custom, serverless"
+        "{path}: unknown connection type `{found}`; expected one of: open_ai, azure_open_ai, custom, serverless, serp, qdrant, weaviate, cognitive_search, azure_ai_services, azure_content_safety, form_recognizer"
     )]
     UnknownType { path: PathBuf, found: String },
 

@@ -31,17 +31,11 @@ pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Connection, StoreErro
     let name = p.required_scalar("name")?;
     validate_name(&name)?;
     let ty = p.required_scalar("type")?;
-    let kind = match ty.as_str() {
-        "open_ai" => ConnectionKind::OpenAi,
-        "azure_open_ai" => ConnectionKind::AzureOpenAi,
-        "custom" => ConnectionKind::Custom,
-        "serverless" => ConnectionKind::Serverless,
-        _ => {
-            return Err(StoreError::UnknownType {
-                path: path.to_path_buf(),
-                found: ty,
-            })
-        }
+    let Some(kind) = ConnectionKind::parse(&ty) else {
+        return Err(StoreError::UnknownType {
+            path: path.to_path_buf(),
+            found: ty,
+        });
     };
 
     let mut configs = IndexMap::new();
@@ -60,7 +54,7 @@ pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Connection, StoreErro
             configs = p.string_map("configs")?;
             secrets = p.string_map("secrets")?;
         }
-        ConnectionKind::OpenAi | ConnectionKind::AzureOpenAi | ConnectionKind::Serverless => {
+        _ => {
             for (key, value) in map.iter() {
                 let key = p.key_str(key)?;
                 if IGNORED_KEYS.contains(&key.as_str()) {
@@ -75,26 +69,21 @@ pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Connection, StoreErro
                     configs.insert(key, value);
                 }
             }
-            if kind == ConnectionKind::AzureOpenAi {
+            for (field, value) in kind.defaults() {
                 configs
-                    .entry("api_type".to_string())
-                    .or_insert_with(|| DEFAULT_AZURE_API_TYPE.to_string());
-                configs
-                    .entry("api_version".to_string())
-                    .or_insert_with(|| DEFAULT_AZURE_API_VERSION.to_string());
+                    .entry(field.to_string())
+                    .or_insert_with(|| value.to_string());
             }
-            // Azure OpenAI with Entra ID (`auth_mode: meid_token`) needs no key.
-            let keyless = kind == ConnectionKind::AzureOpenAi
+            // Azure connections with Entra ID (`auth_mode: meid_token`) need no key.
+            let keyless = kind.allows_keyless()
                 && configs.get("auth_mode").map(String::as_str) == Some("meid_token");
             if !keyless && secrets.get("api_key").is_none_or(|v| v.is_empty()) {
                 return Err(p.missing("api_key"));
             }
-            if matches!(
-                kind,
-                ConnectionKind::AzureOpenAi | ConnectionKind::Serverless
-            ) && configs.get("api_base").is_none_or(|v| v.is_empty())
-            {
-                return Err(p.missing("api_base"));
+            for field in kind.required_fields() {
+                if configs.get(*field).is_none_or(|v| v.is_empty()) {
+                    return Err(p.missing(field));
+                }
             }
         }
     }

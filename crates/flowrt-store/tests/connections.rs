@@ -133,6 +133,63 @@ fn parses_serverless() {
     assert_eq!(c.secrets, map(&[("api_key", "k")]));
 }
 
+/// promptflow's other strongly typed connections: their required fields, their defaults, and
+/// the key always a secret.
+#[test]
+fn parses_the_other_promptflow_connection_types() {
+    let c = parse("name: s\ntype: serp\napi_key: k\n").unwrap();
+    assert_eq!(
+        (c.kind, c.kind.python_class()),
+        (ConnectionKind::Serp, "SerpConnection")
+    );
+    assert_eq!(c.secrets, map(&[("api_key", "k")]));
+    let c = parse("name: q\ntype: qdrant\napi_key: k\napi_base: https://q\n").unwrap();
+    assert_eq!(c.configs, map(&[("api_base", "https://q")]));
+    let c = parse("name: w\ntype: weaviate\napi_key: k\napi_base: https://w\n").unwrap();
+    assert_eq!(c.kind, ConnectionKind::Weaviate);
+    let c = parse("name: cs\ntype: cognitive_search\napi_key: k\napi_base: https://s\n").unwrap();
+    assert_eq!(
+        c.configs,
+        map(&[("api_base", "https://s"), ("api_version", "2023-11-01")])
+    );
+    let c = parse("name: cs\ntype: cognitive_search\napi_base: https://s\nauth_mode: meid_token\n")
+        .unwrap();
+    assert!(c.secrets.is_empty(), "Entra ID needs no key");
+    let c = parse("name: fr\ntype: form_recognizer\napi_key: k\nendpoint: https://f\n").unwrap();
+    assert_eq!(
+        c.configs,
+        map(&[
+            ("endpoint", "https://f"),
+            ("api_version", "2023-07-31"),
+            ("api_type", "Form Recognizer")
+        ])
+    );
+    let c = parse(
+        "name: cs\ntype: azure_content_safety\napi_key: k\nendpoint: https://c\napi_version: 2024-01-01\n",
+    )
+    .unwrap();
+    assert_eq!(
+        c.configs,
+        map(&[
+            ("endpoint", "https://c"),
+            ("api_version", "2024-01-01"),
+            ("api_type", "Content Safety")
+        ])
+    );
+    let c = parse("name: ai\ntype: azure_ai_services\napi_key: k\nendpoint: https://a\n").unwrap();
+    assert_eq!(c.kind.python_class(), "AzureAIServicesConnection");
+    let (msg, path) = parse_err("name: fr\ntype: form_recognizer\napi_key: k\n");
+    assert_eq!(
+        msg,
+        format!("{}: missing required field `endpoint`", path.display())
+    );
+    let (msg, path) = parse_err("name: w\ntype: weaviate\napi_base: https://w\n");
+    assert_eq!(
+        msg,
+        format!("{}: missing required field `api_key`", path.display())
+    );
+}
+
 #[test]
 fn parses_custom_with_scalars_as_text() {
     let c = parse(
@@ -164,7 +221,7 @@ fn unknown_type_lists_valid_types() {
     assert_eq!(
         msg,
         format!(
-            "{}: unknown connection type `cosmos`; expected one of: open_ai, azure_open_ai, custom, serverless",
+            "{}: unknown connection type `cosmos`; expected one of: open_ai, azure_open_ai, custom, serverless, serp, qdrant, weaviate, cognitive_search, azure_ai_services, azure_content_safety, form_recognizer",
             path.display()
         )
     );

@@ -223,7 +223,8 @@ fn flavor_of(conn: &Connection, tool: &str) -> Result<ChatFlavor, ToolError> {
     match conn.kind {
         ConnectionKind::OpenAi | ConnectionKind::Serverless => Ok(ChatFlavor::OpenAi),
         ConnectionKind::AzureOpenAi => Ok(ChatFlavor::AzureOpenAi),
-        ConnectionKind::Custom => Err(ToolError::UnsupportedConnection {
+        // Not a model endpoint: a search, a vector store, a custom service.
+        _ => Err(ToolError::UnsupportedConnection {
             connection: conn.name.clone(),
             kind: conn.kind.as_str().to_string(),
             tool: tool.to_string(),
@@ -295,7 +296,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                 secret: Some(api_key),
             })
         }
-        ConnectionKind::Custom => Err(ToolError::UnsupportedConnection {
+        _ => Err(ToolError::UnsupportedConnection {
             connection: conn.name.clone(),
             kind: conn.kind.as_str().to_string(),
             tool: "llm".into(),

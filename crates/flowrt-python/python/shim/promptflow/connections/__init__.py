@@ -1,11 +1,18 @@
 """promptflow.connections compatibility: the connection classes flowrt can inject into tools."""
 
 __all__ = [
+    "AzureAIServicesConnection",
+    "AzureContentSafetyConnection",
     "AzureOpenAIConnection",
+    "CognitiveSearchConnection",
     "CustomConnection",
     "CustomStrongTypeConnection",
+    "FormRecognizerConnection",
     "OpenAIConnection",
+    "QdrantConnection",
+    "SerpConnection",
     "ServerlessConnection",
+    "WeaviateConnection",
 ]
 
 
@@ -95,6 +102,72 @@ class ServerlessConnection(_StrongTypeConnection):
         configs = {"api_base": api_base}
         configs.update(kwargs)
         super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class SerpConnection(_StrongTypeConnection):
+    TYPE = "serp"
+
+    def __init__(self, api_key=None, name=None, **kwargs):
+        super().__init__(configs=dict(kwargs), secrets={"api_key": api_key}, name=name)
+
+
+class _EmbeddingStoreConnection(_StrongTypeConnection):
+    _FIELDS = ("api_base",)
+
+    def __init__(self, api_key=None, api_base=None, name=None, **kwargs):
+        configs = {"api_base": api_base}
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class QdrantConnection(_EmbeddingStoreConnection):
+    TYPE = "qdrant"
+
+
+class WeaviateConnection(_EmbeddingStoreConnection):
+    TYPE = "weaviate"
+
+
+class CognitiveSearchConnection(_StrongTypeConnection):
+    TYPE = "cognitive_search"
+    _FIELDS = ("api_base", "api_version")
+
+    def __init__(self, api_key=None, api_base=None, api_version="2023-11-01", name=None, **kwargs):
+        configs = {"api_base": api_base, "api_version": api_version or "2023-11-01"}
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class AzureAIServicesConnection(_StrongTypeConnection):
+    TYPE = "azure_ai_services"
+    _FIELDS = ("endpoint",)
+
+    def __init__(self, api_key=None, endpoint=None, name=None, **kwargs):
+        configs = {"endpoint": endpoint}
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class AzureContentSafetyConnection(_StrongTypeConnection):
+    TYPE = "azure_content_safety"
+    _FIELDS = ("endpoint", "api_version", "api_type")
+    _DEFAULT_VERSION = "2023-10-01"
+    _DEFAULT_TYPE = "Content Safety"
+
+    def __init__(self, api_key=None, endpoint=None, api_version=None, api_type=None, name=None, **kwargs):
+        configs = {
+            "endpoint": endpoint,
+            "api_version": api_version or self._DEFAULT_VERSION,
+            "api_type": api_type or self._DEFAULT_TYPE,
+        }
+        configs.update(kwargs)
+        super().__init__(configs=configs, secrets={"api_key": api_key}, name=name)
+
+
+class FormRecognizerConnection(AzureContentSafetyConnection):
+    TYPE = "form_recognizer"
+    _DEFAULT_VERSION = "2023-07-31"
+    _DEFAULT_TYPE = "Form Recognizer"
 
 
 class CustomStrongTypeConnection(_Connection):
