@@ -14,6 +14,30 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../python/shim/promptflow/__init__.py"),
     ),
     (
+        "shim/promptflow/tools/__init__.py",
+        include_str!("../python/shim/promptflow/tools/__init__.py"),
+    ),
+    (
+        "shim/promptflow/tools/_llm.py",
+        include_str!("../python/shim/promptflow/tools/_llm.py"),
+    ),
+    (
+        "shim/promptflow/tools/openai.py",
+        include_str!("../python/shim/promptflow/tools/openai.py"),
+    ),
+    (
+        "shim/promptflow/tools/aoai.py",
+        include_str!("../python/shim/promptflow/tools/aoai.py"),
+    ),
+    (
+        "shim/promptflow/_sdk/__init__.py",
+        include_str!("../python/shim/promptflow/_sdk/__init__.py"),
+    ),
+    (
+        "shim/promptflow/_sdk/entities/__init__.py",
+        include_str!("../python/shim/promptflow/_sdk/entities/__init__.py"),
+    ),
+    (
         "shim/promptflow/core/__init__.py",
         include_str!("../python/shim/promptflow/core/__init__.py"),
     ),

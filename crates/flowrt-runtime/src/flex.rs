@@ -103,6 +103,7 @@ fn tool_message(e: &flowrt_tools::ToolError) -> String {
 pub struct FlexHost {
     connections: Arc<HashMap<String, Connection>>,
     prompty: PromptyHandler,
+    client: LlmClient,
 }
 
 impl FlexHost {
@@ -110,8 +111,9 @@ impl FlexHost {
     pub fn new(connections: HashMap<String, Connection>, client: LlmClient) -> Self {
         let connections = Arc::new(connections);
         FlexHost {
-            prompty: prompty_handler(connections.clone(), client),
+            prompty: prompty_handler(connections.clone(), client.clone()),
             connections,
+            client,
         }
     }
 }
@@ -143,12 +145,68 @@ impl HostCallbacks for FlexHost {
                 Box::pin(async move { answer })
             }
             "prompty" => (self.prompty)(args),
+            "llm" => {
+                let client = self.client.clone();
+                Box::pin(async move { run_llm_callback(&args, &client).await })
+            }
             other => {
                 let message = format!("unknown host callback '{other}' from the python worker");
                 Box::pin(async move { Err(message) })
             }
         }
     }
+}
+
+/// `promptflow.tools.openai.chat(...)` / `promptflow.tools.aoai.chat(...)` called from Python: the
+/// connection object the code built, the prompt template and the other arguments (API parameters
+/// and template variables) run as an `llm` node runs, in Rust.
+async fn run_llm_callback(request: &Value, client: &LlmClient) -> Result<Value, String> {
+    let record = &request["connection"];
+    let kind_text = record["type"].as_str().unwrap_or("");
+    let kind = flowrt_api::ConnectionKind::parse(kind_text).ok_or_else(|| {
+        format!("the llm tool needs an OpenAI or Azure OpenAI connection, not `{kind_text}`")
+    })?;
+    let strings = |v: &Value| -> indexmap::IndexMap<String, String> {
+        v.as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k.clone(), s.clone())),
+                Value::Null => None,
+                other => Some((k.clone(), other.to_string())),
+            })
+            .collect()
+    };
+    let connection = Connection {
+        name: record["name"].as_str().unwrap_or("inline").to_string(),
+        kind,
+        configs: strings(&record["configs"]),
+        secrets: strings(&record["secrets"]),
+    };
+    let api = match request["api"].as_str() {
+        Some("completion") => flowrt_tools::LlmApi::Completion,
+        _ => flowrt_tools::LlmApi::Chat,
+    };
+    let template = request["prompt"]
+        .as_str()
+        .ok_or("the llm tool needs a prompt (a Jinja2 template)")?;
+    let inputs = request["inputs"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), flowrt_tools::TemplateVar::plain(v.clone())))
+        .collect();
+    let result = client
+        .run_llm(flowrt_tools::LlmCall {
+            api,
+            connection: &connection,
+            template,
+            inputs,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(json!({"output": result.output}))
 }
 
 /// Read `--init FILE.json`: a JSON object of constructor kwargs.

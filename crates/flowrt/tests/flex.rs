@@ -724,3 +724,52 @@ fn a_flex_entry_reads_promptflows_operation_context() {
     }
     assert_ne!(ids[0]["root_run_id"], ids[1]["root_run_id"]);
 }
+
+const BUILTIN_CALL_PY: &str = r#"
+from promptflow._sdk.entities import OpenAIConnection
+from promptflow.tools.openai import chat
+
+
+def entry(question: str, base: str) -> str:
+    # As promptflow's `builtin_llm` flow does: a connection built in code, and the built-in
+    # chat tool called as a function.
+    connection = OpenAIConnection(api_key="sk-code", base_url=base + "/v1")
+    return chat(connection=connection, prompt="system:\nBe brief.\nuser:\n{{question}}", model="m",
+                max_tokens=16, question=question)
+"#;
+
+#[test]
+fn python_code_calls_the_builtin_chat_tool_which_runs_in_the_host() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    let dir = flex_dir(&[
+        ("flow.flex.yaml", "entry: builtin_call:entry\n"),
+        ("builtin_call.py", BUILTIN_CALL_PY),
+    ]);
+    let base = format!("base={}", server.base);
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(dir.path()),
+        "--inputs",
+        "question=Late checkout?",
+        &base,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A function returning text gives the flow output `output`, as in promptflow.
+    assert_eq!(r.json(), json!({"output": "echo: Late checkout?"}));
+    let requests = server.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let (path, body) = &requests[0];
+    assert!(path.ends_with("/v1/chat/completions"), "{path}");
+    assert_eq!(body["model"], "m", "{body}");
+    assert_eq!(body["max_tokens"], 16, "{body}");
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Late checkout?"}
+        ]),
+        "{body}"
+    );
+}

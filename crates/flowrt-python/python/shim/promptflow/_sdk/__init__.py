@@ -1,0 +1,1 @@
+"""promptflow._sdk compatibility: only what flows import from it (`_sdk.entities`' connections)."""
