@@ -584,15 +584,7 @@ impl Manager {
             };
             match (&self.ray, pid) {
                 (Some(ray), 0) => {
-                    let _ = client::request(
-                        &handle.addr,
-                        &handle.token,
-                        "POST",
-                        "/shutdown",
-                        None,
-                        Duration::from_secs(2),
-                    )
-                    .await;
+                    backend::ask_to_stop(&handle).await;
                     if let Ok(job) = std::fs::read_to_string(self.workdir(id).join(RAY_JOB_FILE)) {
                         ray.stop(job.trim()).await;
                     }

@@ -131,6 +131,9 @@ fn lease_ms(state: &AppState) -> i64 {
 /// One session's share of a spread run: claim, run, complete, until nothing is left.
 async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
     let me = state.config.server_id.clone();
+    // While others hold every chunk left, look again soon (the gathering step comes at once),
+    // then less often: an idle worker should not query the database ten times a second.
+    let mut idle = POLL;
     loop {
         // First what this session was running for a manager that died: its chunk run goes on
         // (or has finished) in the session, so it is waited for, not run again. Asked each time
@@ -183,8 +186,8 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
                     Ok(Some(r)) if r.status == "Running" => {}
                     _ => return,
                 }
-                // Soon the last chunk is done and the gathering step can be claimed.
-                tokio::time::sleep(POLL).await;
+                tokio::time::sleep(idle).await;
+                idle = (idle * 2).min(TICK);
                 continue;
             }
             Err(e) => {
@@ -193,6 +196,7 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
                 continue;
             }
         };
+        idle = POLL;
         if !finish_chunk(state, run, executor, &claim, false).await {
             return;
         }
@@ -356,20 +360,7 @@ async fn run_chunk(
         let mut req = request_for(state, run, executor);
         req.name = name.clone();
         req.lines = Some((claim.first as usize, claim.end as usize));
-        let body = serde_json::to_value(&req).map_err(|e| e.to_string())?;
-        let (status, v) = client::request(
-            &addr,
-            &token,
-            "POST",
-            "/batch",
-            Some(&body),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!("the agent refused the chunk ({status}): {v}"));
-        }
+        start_batch(&addr, &token, &req, "run the chunk").await?;
     }
     match wait_for_record(state, run, executor, &addr, &token, &name, &pointer).await? {
         Some(record) => {
@@ -394,6 +385,30 @@ async fn run_chunk(
         }
         None => Ok(ChunkEnd::Canceled),
     }
+}
+
+/// Have the agent at `addr` start the batch `req` (`what` it is asked, for the error).
+async fn start_batch(
+    addr: &str,
+    token: &str,
+    req: &client::BatchRequest,
+    what: &str,
+) -> Result<(), String> {
+    let body = serde_json::to_value(req).map_err(|e| e.to_string())?;
+    let (status, v) = client::request(
+        addr,
+        token,
+        "POST",
+        "/batch",
+        Some(&body),
+        Duration::from_secs(30),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("the agent refused to {what} ({status}): {v}"));
+    }
+    Ok(())
 }
 
 /// Wait until the run record at `pointer` no longer says Running. `None` if the spread run was
@@ -483,22 +498,7 @@ async fn gather(
         }
         let mut req = request_for(state, run, executor);
         req.prior_records = Some(gathered);
-        let body = serde_json::to_value(&req).map_err(|e| e.to_string())?;
-        let (status, v) = client::request(
-            &addr,
-            &token,
-            "POST",
-            "/batch",
-            Some(&body),
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-        if status != 200 {
-            return Err(format!(
-                "the agent refused to gather the run ({status}): {v}"
-            ));
-        }
+        start_batch(&addr, &token, &req, "gather the run").await?;
     }
     match wait_for_record(state, run, executor, &addr, &token, &run.name, &pointer).await? {
         Some(mut record) => {

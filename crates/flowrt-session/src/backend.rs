@@ -152,6 +152,19 @@ pub fn describe_exit(status: &std::process::ExitStatus) -> String {
 }
 
 /// Starts agents as local processes.
+/// Ask an agent to stop (its runs end, finished lines kept); it exits by itself.
+pub async fn ask_to_stop(handle: &AgentHandle) {
+    let _ = client::request(
+        &handle.addr,
+        &handle.token,
+        "POST",
+        "/shutdown",
+        None,
+        Duration::from_secs(2),
+    )
+    .await;
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LocalBackend;
 
@@ -277,15 +290,7 @@ impl LocalBackend {
 
     /// Ask the agent to stop, then make sure it did.
     pub async fn stop(&self, handle: &AgentHandle) {
-        let _ = client::request(
-            &handle.addr,
-            &handle.token,
-            "POST",
-            "/shutdown",
-            None,
-            Duration::from_secs(2),
-        )
-        .await;
+        ask_to_stop(handle).await;
         let t = Instant::now();
         while is_alive(handle.pid) && t.elapsed() < Duration::from_secs(5) {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -54,6 +54,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// What a claim's `SELECT … LIMIT 1` ends with so that servers claiming at once take
+    /// different rows without waiting on each other. SQLite has one writer at a time: nothing.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+}
+
 /// The control-plane database. Cheap to clone; every clone shares one connection pool. Several
 /// handles (and processes) may open one database at once.
 #[derive(Clone, Debug)]
@@ -859,10 +870,8 @@ impl Store {
                 return Ok((latest, false));
             }
         }
-        // Two servers on Postgres may number the same version at once: the loser retries.
-        let mut attempt = 0;
-        let row = loop {
-            let done = sqlx::query(
+        let row = next_version(|| {
+            sqlx::query(
                 "INSERT INTO flows (name, version, hash, entry, owner, files, bytes, created)
                  SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM flows WHERE name = $8
                  RETURNING version",
@@ -876,12 +885,9 @@ impl Store {
             .bind(now_ms())
             .bind(name)
             .fetch_one(&self.pool)
-            .await;
-            match done {
-                Err(e) if is_unique_violation(&e) && attempt < VERSION_RETRIES => attempt += 1,
-                done => break done.map_err(db(format!("cannot record flow `{name}`")))?,
-            }
-        };
+        })
+        .await
+        .map_err(db(format!("cannot record flow `{name}`")))?;
         let version: i64 = row
             .try_get("version")
             .map_err(db(format!("cannot record flow `{name}`")))?;
@@ -963,9 +969,8 @@ impl Store {
         base_version: &str,
         requirements: &str,
     ) -> Result<u32, StoreError> {
-        let mut attempt = 0;
-        let row = loop {
-            let done = sqlx::query(
+        let row = next_version(|| {
+            sqlx::query(
                 "INSERT INTO environments (name, version, owner, base_version, requirements, created)
                  SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM environments WHERE name = $6
                  RETURNING version",
@@ -977,12 +982,9 @@ impl Store {
             .bind(now_ms())
             .bind(name)
             .fetch_one(&self.pool)
-            .await;
-            match done {
-                Err(e) if is_unique_violation(&e) && attempt < VERSION_RETRIES => attempt += 1,
-                done => break done.map_err(db(format!("cannot publish environment `{name}`")))?,
-            }
-        };
+        })
+        .await
+        .map_err(db(format!("cannot publish environment `{name}`")))?;
         let version: i64 = row
             .try_get("version")
             .map_err(db(format!("cannot publish environment `{name}`")))?;
@@ -1339,6 +1341,22 @@ fn is_nul_in_text(e: &sqlx::Error) -> bool {
 
 /// How often numbering a new version is retried when another writer took that number first.
 const VERSION_RETRIES: u32 = 20;
+
+/// Run `insert` (which numbers a new version `MAX + 1`) until it does not collide: two servers on
+/// Postgres may number the same version at once, and the loser tries again.
+async fn next_version<F, Fut>(mut insert: F) -> Result<AnyRow, sqlx::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<AnyRow, sqlx::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        match insert().await {
+            Err(e) if is_unique_violation(&e) && attempt < VERSION_RETRIES => attempt += 1,
+            done => return done,
+        }
+    }
+}
 
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     e.as_database_error()

@@ -9,7 +9,7 @@
 //! transaction has locked (`FOR UPDATE SKIP LOCKED`), so servers never wait on each other; SQLite
 //! has one writer at a time, so its single-statement claim is atomic as it is.
 
-use crate::control::{db, get, now_ms, to_i64, Backend, Store};
+use crate::control::{db, get, now_ms, to_i64, Store};
 use crate::error::StoreError;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -247,10 +247,7 @@ impl Store {
         stale_before: i64,
         any_gatherer: bool,
     ) -> Result<Option<ChunkClaim>, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.backend.skip_locked();
         // A chunk: to do, or claimed under a lease that has ended. The gathering step only when
         // no line chunk is left undone.
         let sql = format!(
@@ -293,10 +290,7 @@ impl Store {
         executor: &str,
         until: i64,
     ) -> Result<Option<ChunkClaim>, StoreError> {
-        let lock = match self.backend {
-            Backend::Postgres => "FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
+        let lock = self.backend.skip_locked();
         let sql = format!(
             "UPDATE run_chunks SET holder = $1, lease_until = $2
              WHERE id = (

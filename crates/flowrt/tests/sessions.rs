@@ -3495,3 +3495,34 @@ fn a_shared_session_runs_everyones_lines_but_only_its_owner_changes_it() {
         200
     );
 }
+
+/// The join route is the one route a user's token does not open: only the one-time token a Ray
+/// session's job was given. Guessed, missing or malformed, it gets a JSON 4xx and registers
+/// nothing, so no one can point the server at an address of their choosing.
+#[test]
+fn the_agent_join_route_refuses_anything_but_a_pending_join_token() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let owner = format!("Bearer {}", server.token());
+    let join = r#"{"session_id": "s-000000000000", "addr": "127.0.0.1:9"}"#;
+    for (auth, body, want) in [
+        ("Bearer guessed", join, 401),
+        ("", join, 401),
+        // A user's own API token is no join token.
+        (owner.as_str(), join, 401),
+        (
+            "Bearer guessed",
+            r#"{"session_id": "s-1", "addr": "evil.example:80"}"#,
+            400,
+        ),
+        ("Bearer guessed", r#"{"session_id": "s-1"}"#, 422),
+        ("Bearer guessed", "not json", 400),
+    ] {
+        let (status, v) = server.api("POST", "/api/v1/agents/join", auth, body);
+        assert_eq!(status, want, "{auth} {body}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}: {v}"
+        );
+    }
+}
