@@ -177,6 +177,12 @@ impl Manager {
         }
     }
 
+    /// The other live server managing `s`, if one does (its lease has not ended).
+    pub fn managed_elsewhere(&self, s: &Session) -> Option<String> {
+        let live = s.manager_lease.is_some_and(|t| t >= crate::now_ms());
+        s.manager.clone().filter(|m| live && *m != self.server_id)
+    }
+
     /// Until when a lease taken now holds.
     fn lease_until(&self) -> i64 {
         crate::now_ms() + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
@@ -1105,6 +1111,13 @@ async fn reset(
     Path(id): Path<String>,
 ) -> ApiResult<(StatusCode, Json<SessionView>)> {
     let s = modifiable(&state, &caller, &id).await?;
+    // Only its managing server restarts a session: another would stop it and then not be let
+    // start it again.
+    if let Some(other) = state.sessions.managed_elsewhere(&s) {
+        return Err(ApiErr::conflict(format!(
+            "session '{id}' is managed by server '{other}', which shares this database; reset it through that server (or wait until its lease ends, if that server is gone)"
+        )));
+    }
     if matches!(s.status, SessionStatus::Running | SessionStatus::Failed) {
         state.sessions.stop(&id, Event::StopRequested).await?;
     } else if s.status == SessionStatus::Preparing {

@@ -179,6 +179,16 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
     assert!(out.contains("42"), "{out}");
     let listed = first.ok(home, &["session", "list"]);
     assert!(listed.contains(&a) && listed.contains(&b), "{listed}");
+    // A lifecycle request for a session another live server manages is refused, saying where
+    // to send it; the session runs on.
+    let out = second.cli(home, &["session", "reset", &a]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("session '{a}' is managed by server 'first'")),
+        "{err}"
+    );
+    wait_running(&first, home, &a);
 
     let data = home.join("lines.jsonl");
     let rows: String = (0..LINES).map(|i| format!("{{\"x\": {i}}}\n")).collect();
