@@ -9,10 +9,10 @@ use crate::convert::{convert_value, ValueType};
 use crate::load::{as_str, key_string, to_json, Loader};
 use crate::reference::parse_reference;
 use crate::{Flow, FlowInput, FlowKind, FlowOutput, InputValue, Node, NodeKind, ToolSource};
+use flowrt_yaml::{Node as Yaml, Value as Y};
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use serde_yaml::Value as Yaml;
 use std::path::{Path, PathBuf};
 
 type Object = Map<String, Value>;
@@ -277,7 +277,7 @@ fn node_name(entry: &str) -> String {
     }
 }
 
-impl Loader<'_> {
+impl Loader {
     pub(crate) fn flex_flow(&mut self, root: &Yaml, dir: PathBuf, file: PathBuf) -> Option<Flow> {
         let Some(map) = root.as_mapping() else {
             self.problem(
@@ -286,12 +286,11 @@ impl Loader<'_> {
             );
             return None;
         };
-        for key in map.keys() {
+        for (key, _) in map {
             let k = key_string(key);
             if !FLEX_KEYS.contains(&k.as_str()) {
-                let line = self.find_line(1, &k, None);
                 self.problem(
-                    line,
+                    Some(key.line),
                     format!(
                         "unknown top-level key '{k}' in a flex flow; allowed keys are: {}",
                         FLEX_KEYS.join(", ")
@@ -299,8 +298,8 @@ impl Loader<'_> {
                 );
             }
         }
-        let entry_line = self.find_line(1, "entry", None);
-        let entry = match map.get("entry").and_then(as_str).map(str::trim) {
+        let entry_line = root.get("entry").map(|e| e.line);
+        let entry = match root.get("entry").and_then(as_str).map(str::trim) {
             Some(e) => match e.split_once(':') {
                 Some((m, a)) if !m.trim().is_empty() && !a.trim().is_empty() => e.to_string(),
                 _ => {
@@ -319,33 +318,30 @@ impl Loader<'_> {
                 return None;
             }
         };
-        let inputs_declared = map.get("inputs").is_some_and(Yaml::is_mapping);
-        let mut inputs = self.inputs(map.get("inputs"));
+        let inputs_declared = root.get("inputs").is_some_and(Yaml::is_mapping);
+        let mut inputs = self.inputs(root.get("inputs"));
         // promptflow reads a flex flow's `default: ""` as no default at all: the code's applies.
         for decl in inputs.values_mut() {
             if decl.default.as_ref().is_some_and(|d| d == "") {
                 decl.default = None;
             }
         }
-        let init = self.init(map.get("init"));
-        let init_declared = map.get("init").is_some_and(Yaml::is_mapping);
-        let outputs = match map.get("outputs") {
-            Some(Yaml::Mapping(m)) => Some(
-                m.iter()
-                    .map(|(k, v)| {
-                        (
-                            key_string(k),
-                            v.get("type").and_then(as_str).map(str::to_string),
-                        )
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        };
-        let (sample_inputs, sample_init) = self.sample(map.get("sample"), &dir);
-        let environment_variables = self.environment_variables(map.get("environment_variables"));
-        let environment = self.environment(map.get("environment"));
-        let additional_includes = self.additional_includes(map.get("additional_includes"));
+        let init = self.init(root.get("init"));
+        let init_declared = root.get("init").is_some_and(Yaml::is_mapping);
+        let outputs = root.get("outputs").and_then(Yaml::as_mapping).map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        key_string(k),
+                        v.get("type").and_then(as_str).map(str::to_string),
+                    )
+                })
+                .collect()
+        });
+        let (sample_inputs, sample_init) = self.sample(root.get("sample"), &dir);
+        let environment_variables = self.environment_variables(root.get("environment_variables"));
+        let environment = self.environment(root.get("environment"));
+        let additional_includes = self.additional_includes(root.get("additional_includes"));
         let name = node_name(&entry);
         let reference = match parse_reference(&format!("${{{name}.output}}")) {
             Ok(r) => r,
@@ -410,26 +406,21 @@ impl Loader<'_> {
         let Some(y) = y else { return out };
         let Some(map) = y.as_mapping() else {
             if !y.is_null() {
-                let line = self.find_line(1, "init", None);
                 self.problem(
-                    line,
+                    Some(y.line),
                     "init must be a mapping of constructor argument to {type, default}",
                 );
             }
             return out;
         };
-        for (k, v) in map {
-            let decl = v.as_mapping();
+        for (k, decl) in map {
             out.insert(
                 key_string(k),
                 InitInput {
-                    ty: decl
-                        .and_then(|m| m.get("type"))
-                        .and_then(as_str)
-                        .map(str::to_string),
+                    ty: decl.get("type").and_then(as_str).map(str::to_string),
                     // `default: ""` is no default, as for inputs.
                     default: decl
-                        .and_then(|m| m.get("default"))
+                        .get("default")
                         .filter(|d| !d.is_null() && d.as_str() != Some(""))
                         .map(to_json),
                 },
@@ -440,10 +431,10 @@ impl Loader<'_> {
 
     /// `sample:` as a mapping, or `${file:sample.json}` naming a JSON/YAML file next to the flow.
     fn sample(&mut self, y: Option<&Yaml>, dir: &Path) -> (Option<Object>, Option<Object>) {
-        let line = self.find_line(1, "sample", None);
-        let value = match y {
-            None | Some(Yaml::Null) => return (None, None),
-            Some(Yaml::String(s)) => {
+        let line = y.map(|v| v.line);
+        let value = match y.map(|v| (v, &v.value)) {
+            None | Some((_, Y::Null)) => return (None, None),
+            Some((_, Y::String(s))) => {
                 let body = s.trim();
                 let Some(rel) = body
                     .strip_prefix("${file:")
@@ -479,25 +470,24 @@ impl Loader<'_> {
                         return (None, None);
                     }
                 };
-                if let Err((at, message)) = crate::limits::check_yaml_limits(&text) {
-                    self.problem(
-                        line,
-                        format!("the sample file {}:{at}: {message}", path.display()),
-                    );
-                    return (None, None);
-                }
-                match serde_yaml::from_str::<Yaml>(&text) {
+                // JSON is YAML: one parser reads either, with the same bounds as a flow file.
+                match flowrt_yaml::parse(&text) {
                     Ok(v) => to_json(&v),
                     Err(e) => {
                         self.problem(
                             line,
-                            format!("the sample file {} is not valid JSON: {e}", path.display()),
+                            format!(
+                                "the sample file {}:{}: {}",
+                                path.display(),
+                                e.line,
+                                e.message
+                            ),
                         );
                         return (None, None);
                     }
                 }
             }
-            Some(other) => to_json(other),
+            Some((other, _)) => to_json(other),
         };
         let Value::Object(map) = value else {
             self.problem(
@@ -668,5 +658,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("module:function"), "{e}");
+    }
+
+    #[test]
+    fn problems_point_at_the_lines_of_their_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "flow.flex.yaml",
+            "$schema: x\ninputs:\n  q:\n    type: strin\nentri: m:f\nentry: just_a_module\n",
+        );
+        let e = load_flow(dir.path(), &Default::default())
+            .unwrap_err()
+            .to_string()
+            .replace(&dir.path().display().to_string(), "FLOW");
+        assert!(
+            e.contains("FLOW/flow.flex.yaml:5: unknown top-level key 'entri'"),
+            "{e}"
+        );
+        assert!(
+            e.contains("FLOW/flow.flex.yaml:6: entry 'just_a_module'"),
+            "{e}"
+        );
     }
 }

@@ -10,7 +10,7 @@
 mod convert;
 mod error;
 mod flex;
-pub mod limits;
+
 mod load;
 pub mod nonfinite;
 mod prompty;

@@ -7,9 +7,9 @@ use crate::reference::{parse_reference, reference_body, Reference};
 use crate::{
     Activate, Environment, Flow, FlowInput, FlowOutput, InputValue, Node, NodeKind, ToolSource,
 };
+use flowrt_yaml::{Node as Yaml, Value as Y};
 use indexmap::{IndexMap, IndexSet};
 use serde_json::Value;
-use serde_yaml::Value as Yaml;
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
@@ -139,34 +139,13 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
         path: file.clone(),
         source: e,
     })?;
-    if let Err((line, message)) = crate::limits::check_yaml_limits(&text) {
-        return Err(FlowError::Yaml {
-            path: file.clone(),
-            line,
-            column: 1,
-            message,
-        });
-    }
-    let yaml: Yaml = serde_yaml::from_str(&text).map_err(|e| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
-        let message = e.to_string();
-        // serde_yaml says " at line L column C" once for the error itself; the prefix says that.
-        let message = message.replacen(&format!(" at line {line} column {column}"), "", 1);
-        FlowError::Yaml {
-            path: file.clone(),
-            line,
-            column,
-            message,
-        }
+    let yaml = flowrt_yaml::parse(&text).map_err(|e| FlowError::Yaml {
+        path: file.clone(),
+        line: e.line,
+        column: e.column,
+        message: e.message,
     })?;
-    let mut loader = Loader {
-        text: &text,
-        problems: Vec::new(),
-        declared: IndexSet::new(),
-    };
+    let mut loader = Loader::default();
     let flow = if is_flex_file(&file) {
         loader.flex_flow(&yaml, dir, file.clone())
     } else {
@@ -214,83 +193,39 @@ pub(crate) fn is_prompty(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("prompty"))
 }
 
-pub(crate) struct Loader<'a> {
-    pub(crate) text: &'a str,
+/// Reads one parsed flow file, collecting every problem with the line of the setting it is about.
+#[derive(Default)]
+pub(crate) struct Loader {
     pub(crate) problems: Vec<Problem>,
     /// Every node name declared, including nodes too broken to load, so their readers are not
     /// also reported as reading a missing node.
     declared: IndexSet<String>,
+    /// Where settings checked after loading were written, so those problems point at them:
+    /// (node, input) → the input's value, node → its `activate.when` and its `source.path`,
+    /// output → its `reference`.
+    input_lines: HashMap<(String, String), usize>,
+    activate_lines: HashMap<String, usize>,
+    source_lines: HashMap<String, usize>,
+    output_lines: HashMap<String, usize>,
+    requirements_line: Option<usize>,
 }
 
 /// YAML → JSON for values (keys stringified, YAML 1.2 scalars kept as typed).
 pub(crate) fn to_json(y: &Yaml) -> Value {
-    match y {
-        Yaml::Null => Value::Null,
-        Yaml::Bool(b) => Value::Bool(*b),
-        Yaml::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                n.as_f64()
-                    .and_then(serde_json::Number::from_f64)
-                    .map(Value::Number)
-                    .unwrap_or(Value::Null)
-            }
-        }
-        Yaml::String(s) => Value::String(s.clone()),
-        Yaml::Sequence(items) => Value::Array(items.iter().map(to_json).collect()),
-        Yaml::Mapping(m) => {
-            Value::Object(m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect())
-        }
-        Yaml::Tagged(t) => to_json(&t.value),
-    }
+    y.to_json()
 }
 
 pub(crate) fn key_string(k: &Yaml) -> String {
-    match k {
-        Yaml::String(s) => s.clone(),
-        other => match to_json(other) {
-            Value::String(s) => s,
-            v => v.to_string(),
-        },
-    }
+    k.key_string()
 }
 
 pub(crate) fn as_str(y: &Yaml) -> Option<&str> {
-    match y {
-        Yaml::String(s) => Some(s),
-        _ => None,
-    }
+    y.as_str()
 }
 
-impl Loader<'_> {
+impl Loader {
     pub(crate) fn problem(&mut self, line: Option<usize>, message: impl Into<String>) {
         self.problems.push(Problem::new(line, message));
-    }
-
-    /// The first line (1-based) whose text, without indentation and a leading "- ", is `key: value`
-    /// (quotes around the value allowed), searching from line `from`.
-    pub(crate) fn find_line(&self, from: usize, key: &str, value: Option<&str>) -> Option<usize> {
-        self.text
-            .lines()
-            .enumerate()
-            .skip(from.saturating_sub(1))
-            .find_map(|(i, line)| {
-                let t = line.trim_start();
-                let t = t.strip_prefix("- ").unwrap_or(t).trim_start();
-                let rest = t.strip_prefix(key)?.strip_prefix(':')?;
-                match value {
-                    None => Some(i + 1),
-                    Some(v) => {
-                        let r = rest.trim();
-                        let r = r.split(" #").next().unwrap_or(r).trim();
-                        let r = r.trim_matches(|c| c == '"' || c == '\'');
-                        (r == v).then_some(i + 1)
-                    }
-                }
-            })
     }
 
     fn flow(
@@ -307,12 +242,11 @@ impl Loader<'_> {
             );
             return None;
         };
-        for key in map.keys() {
+        for (key, _) in map {
             let k = key_string(key);
             if !TOP_LEVEL_KEYS.contains(&k.as_str()) {
-                let line = self.find_line(1, &k, None);
                 self.problem(
-                    line,
+                    Some(key.line),
                     format!(
                         "unknown top-level key '{k}'; allowed keys are: {}",
                         TOP_LEVEL_KEYS.join(", ")
@@ -320,22 +254,22 @@ impl Loader<'_> {
                 );
             }
         }
-        if let Some(language) = map.get("language").and_then(as_str) {
+        if let Some(language_node) = root.get("language") {
+            let language = language_node.as_str().unwrap_or_default();
             if !language.eq_ignore_ascii_case("python") {
-                let line = self.find_line(1, "language", None);
                 self.problem(
-                    line,
+                    Some(language_node.line),
                     format!("language '{language}' is not supported: flowrt runs Python flows (language: python)"),
                 );
             }
         }
-        let inputs = self.inputs(map.get("inputs"));
-        let variants = self.node_variants(map.get("node_variants"));
-        let nodes = self.nodes(map.get("nodes"), &variants, options);
-        let outputs = self.outputs(map.get("outputs"));
-        let environment_variables = self.environment_variables(map.get("environment_variables"));
-        let environment = self.environment(map.get("environment"));
-        let additional_includes = self.additional_includes(map.get("additional_includes"));
+        let inputs = self.inputs(root.get("inputs"));
+        let variants = self.node_variants(root.get("node_variants"));
+        let nodes = self.nodes(root.get("nodes"), &variants, options);
+        let outputs = self.outputs(root.get("outputs"));
+        let environment_variables = self.environment_variables(root.get("environment_variables"));
+        let environment = self.environment(root.get("environment"));
+        let additional_includes = self.additional_includes(root.get("additional_includes"));
         let mut flow = Flow {
             kind: crate::FlowKind::Dag,
             dir,
@@ -348,7 +282,7 @@ impl Loader<'_> {
             additional_includes,
             sample: None,
             flex: None,
-            message_format: match map.get("message_format").and_then(as_str) {
+            message_format: match root.get("message_format").and_then(as_str) {
                 Some("openai-vision") => crate::MessageFormat::OpenaiVision,
                 _ => crate::MessageFormat::Basic,
             },
@@ -362,28 +296,23 @@ impl Loader<'_> {
         let Some(y) = y else { return out };
         let Some(map) = y.as_mapping() else {
             if !y.is_null() {
-                let line = self.find_line(1, "inputs", None);
                 self.problem(
-                    line,
+                    Some(y.line),
                     "inputs must be a mapping of input name to {type, default}",
                 );
             }
             return out;
         };
-        let section = self.find_line(1, "inputs", None).unwrap_or(1);
-        for (k, v) in map {
+        for (k, decl) in map {
             let name = key_string(k);
-            let line = self.find_line(section, &name, None);
-            let decl = v.as_mapping();
-            let ty_text = decl
-                .and_then(|m| m.get("type"))
-                .and_then(as_str)
-                .unwrap_or("string");
+            let line = Some(k.line);
+            let ty_node = decl.get("type");
+            let ty_text = ty_node.and_then(as_str).unwrap_or("string");
             let ty = match ValueType::parse(ty_text) {
                 Some(t) => t,
                 None => {
                     self.problem(
-                        line,
+                        ty_node.map(|t| t.line).or(line),
                         format!(
                             "input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, string, list, object, image"
                         ),
@@ -391,20 +320,17 @@ impl Loader<'_> {
                     ValueType::String
                 }
             };
-            let get_bool = |key: &str| {
-                decl.and_then(|m| m.get(key))
-                    .and_then(Yaml::as_bool)
-                    .unwrap_or(false)
-            };
+            let get_bool = |key: &str| decl.get(key).and_then(Yaml::as_bool).unwrap_or(false);
             // `default: null` declares no default, as in promptflow (the input is required).
-            let default = match decl.and_then(|m| m.get("default")) {
-                None | Some(Yaml::Null) => None,
+            let default = match decl.get("default") {
+                None => None,
+                Some(d) if d.is_null() => None,
                 Some(d) => {
                     let raw = to_json(d);
                     match convert_value(ty, &raw) {
                         Ok(v) => Some(v),
                         Err(e) => {
-                            self.problem(line, format!("default of input '{name}': {e}"));
+                            self.problem(Some(d.line), format!("default of input '{name}': {e}"));
                             None
                         }
                     }
@@ -415,10 +341,7 @@ impl Loader<'_> {
                 FlowInput {
                     ty,
                     default,
-                    description: decl
-                        .and_then(|m| m.get("description"))
-                        .and_then(as_str)
-                        .map(str::to_string),
+                    description: decl.get("description").and_then(as_str).map(str::to_string),
                     is_chat_input: get_bool("is_chat_input"),
                     is_chat_history: get_bool("is_chat_history"),
                 },
@@ -432,27 +355,28 @@ impl Loader<'_> {
         let Some(y) = y else { return out };
         let Some(map) = y.as_mapping() else {
             if !y.is_null() {
-                let line = self.find_line(1, "outputs", None);
                 self.problem(
-                    line,
+                    Some(y.line),
                     "outputs must be a mapping of output name to {type, reference}",
                 );
             }
             return out;
         };
-        let section = self.find_line(1, "outputs", None).unwrap_or(1);
-        for (k, v) in map {
+        for (k, decl) in map {
             let name = key_string(k);
-            let line = self.find_line(section, &name, None);
-            let decl = v.as_mapping();
+            let reference_node = decl.get("reference");
+            // Problems point at the reference itself, or at the output's name when it has none.
+            let line = Some(reference_node.map_or(k.line, |r| r.line));
+            self.output_lines
+                .insert(name.clone(), reference_node.map_or(k.line, |r| r.line));
             // As in promptflow, a value that is not `${...}` is the output's value itself.
-            let parsed = match decl.and_then(|m| m.get("reference")) {
+            let parsed = match reference_node.map(|r| (r, &r.value)) {
                 None => None,
-                Some(Yaml::String(text)) if text.is_empty() => None,
-                Some(Yaml::String(text)) if reference_body(text).is_some() => {
+                Some((_, Y::String(text))) if text.is_empty() => None,
+                Some((_, Y::String(text))) if reference_body(text).is_some() => {
                     Some(parse_reference(text))
                 }
-                Some(other) => Some(Ok(Reference::literal(
+                Some((other, _)) => Some(Ok(Reference::literal(
                     to_json(other),
                     as_str(other).map_or_else(|| to_json(other).to_string(), str::to_string),
                 ))),
@@ -470,12 +394,9 @@ impl Loader<'_> {
                         name,
                         FlowOutput {
                             reference,
-                            ty: decl
-                                .and_then(|m| m.get("type"))
-                                .and_then(as_str)
-                                .map(str::to_string),
+                            ty: decl.get("type").and_then(as_str).map(str::to_string),
                             is_chat_output: decl
-                                .and_then(|m| m.get("is_chat_output"))
+                                .get("is_chat_output")
                                 .and_then(Yaml::as_bool)
                                 .unwrap_or(false),
                         },
@@ -492,25 +413,25 @@ impl Loader<'_> {
         y: Option<&Yaml>,
     ) -> HashMap<String, (String, IndexMap<String, Yaml>)> {
         let mut out = HashMap::new();
-        let Some(Yaml::Mapping(map)) = y else {
+        let Some(map) = y.and_then(Yaml::as_mapping) else {
             return out;
         };
         for (k, v) in map {
             let node = key_string(k);
-            let line = self.find_line(1, &node, None);
+            let line = Some(k.line);
             let default = v
                 .get("default_variant_id")
                 .and_then(as_str)
                 .map(str::to_string);
             let mut variants = IndexMap::new();
-            if let Some(Yaml::Mapping(vs)) = v.get("variants") {
+            if let Some(vs) = v.get("variants").and_then(Yaml::as_mapping) {
                 for (vk, vv) in vs {
                     match vv.get("node") {
                         Some(n) => {
                             variants.insert(key_string(vk), n.clone());
                         }
                         None => self.problem(
-                            line,
+                            Some(vk.line),
                             format!(
                                 "variant '{}' of node '{node}' has no 'node:' section",
                                 key_string(vk)
@@ -540,12 +461,10 @@ impl Loader<'_> {
             return out;
         };
         let Some(items) = y.as_sequence() else {
-            let line = self.find_line(1, "nodes", None);
-            self.problem(line, "nodes must be a list of nodes");
+            self.problem(Some(y.line), "nodes must be a list of nodes");
             return out;
         };
         let mut seen: IndexSet<String> = IndexSet::new();
-        let mut search_from = self.find_line(1, "nodes", None).unwrap_or(1);
         if let Some((node, variant)) = &options.variant {
             match variants.get(node) {
                 None => self.problem(
@@ -564,13 +483,10 @@ impl Loader<'_> {
         }
         for item in items {
             let Some(name) = item.get("name").and_then(as_str).map(str::to_string) else {
-                self.problem(Some(search_from), "a node has no 'name'");
+                self.problem(Some(item.line), "a node has no 'name'");
                 continue;
             };
-            let line = self.find_line(search_from, "name", Some(&name));
-            if let Some(l) = line {
-                search_from = l + 1;
-            }
+            let line = item.get("name").map(|n| n.line);
             self.declared.insert(name.clone());
             if !seen.insert(name.clone()) {
                 self.problem(
@@ -611,10 +527,13 @@ impl Loader<'_> {
                 (item, None)
             };
             if let Some(map) = item.as_mapping() {
-                for key in map.keys() {
+                for (key, _) in map {
                     let k = key_string(key);
                     if !NODE_KEYS.contains(&k.as_str()) {
-                        self.problem(line, format!("node '{name}' has unknown key '{k}'"));
+                        self.problem(
+                            Some(key.line),
+                            format!("node '{name}' has unknown key '{k}'"),
+                        );
                     }
                 }
             }
@@ -632,6 +551,8 @@ impl Loader<'_> {
         line: Option<usize>,
         variant: Option<String>,
     ) -> Option<Node> {
+        // A problem with one setting points at that setting's line, else at the node's name.
+        let at = |key: &str| y.get(key).map(|v| v.line).or(line);
         let kind_text = y.get("type").and_then(as_str).unwrap_or("");
         let kind = match kind_text {
             "python" => NodeKind::Python,
@@ -640,7 +561,7 @@ impl Loader<'_> {
             "custom_llm" => NodeKind::CustomLlm,
             "" => {
                 self.problem(
-                    line,
+                    at("type"),
                     format!("node '{name}' has no type; use python, llm or prompt"),
                 );
                 return None;
@@ -648,7 +569,7 @@ impl Loader<'_> {
             // Tool types promptflow knows but flowrt does not run.
             other @ ("csharp" | "typescript" | "action") => {
                 self.problem(
-                    line,
+                    at("type"),
                     format!(
                         "node '{name}' has type '{other}', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
                     ),
@@ -657,7 +578,7 @@ impl Loader<'_> {
             }
             other => {
                 self.problem(
-                    line,
+                    at("type"),
                     format!("node '{name}' has unknown type '{other}'; use python, llm or prompt"),
                 );
                 return None;
@@ -665,6 +586,8 @@ impl Loader<'_> {
         };
         let source = match y.get("source") {
             Some(src) => {
+                let path_line = src.get("path").map_or(src.line, |p| p.line);
+                self.source_lines.insert(name.to_string(), path_line);
                 let ty = src.get("type").and_then(as_str).unwrap_or("code");
                 let path = src.get("path").and_then(as_str).map(str::to_string);
                 let tool = src.get("tool").and_then(as_str).map(str::to_string);
@@ -676,21 +599,21 @@ impl Loader<'_> {
                     }
                     ("code", None, _) => {
                         self.problem(
-                            line,
+                            at("source"),
                             format!("node '{name}': source of type code needs a 'path'"),
                         );
                         return None;
                     }
                     ("package" | "package_with_prompt", _, None) => {
                         self.problem(
-                            line,
+                            at("source"),
                             format!("node '{name}': source of type {ty} needs a 'tool'"),
                         );
                         return None;
                     }
                     (other, _, _) => {
                         self.problem(
-                            line,
+                            at("source"),
                             format!(
                                 "node '{name}': unknown source type '{other}'; use code, package or package_with_prompt"
                             ),
@@ -705,56 +628,59 @@ impl Loader<'_> {
             }
         };
         let mut inputs = IndexMap::new();
-        match y.get("inputs") {
-            None | Some(Yaml::Null) => {}
-            Some(Yaml::Mapping(m)) => {
+        match y.get("inputs").map(|i| (i, &i.value)) {
+            None | Some((_, Y::Null)) => {}
+            Some((_, Y::Map(m))) => {
                 for (k, v) in m {
                     let input = key_string(k);
-                    let value = match v {
-                        Yaml::String(s) if reference_body(s).is_some() => {
-                            match parse_reference(s) {
-                                Ok(r) => InputValue::Reference(r),
-                                Err(e) => {
-                                    self.problem(
-                                        line,
-                                        format!("node '{name}' input '{input}': {e}"),
-                                    );
-                                    continue;
-                                }
+                    self.input_lines
+                        .insert((name.to_string(), input.clone()), v.line);
+                    let value = match &v.value {
+                        Y::String(s) if reference_body(s).is_some() => match parse_reference(s) {
+                            Ok(r) => InputValue::Reference(r),
+                            Err(e) => {
+                                self.problem(
+                                    Some(v.line),
+                                    format!("node '{name}' input '{input}': {e}"),
+                                );
+                                continue;
                             }
-                        }
-                        other => InputValue::Literal(to_json(other)),
+                        },
+                        _ => InputValue::Literal(to_json(v)),
                     };
                     inputs.insert(input, value);
                 }
             }
             Some(_) => self.problem(
-                line,
+                at("inputs"),
                 format!("node '{name}': inputs must be a mapping of name: value"),
             ),
         }
         let activate = match y.get("activate") {
-            None | Some(Yaml::Null) => None,
+            None => None,
+            Some(a) if a.is_null() => None,
             Some(a) => {
+                let when_line = a.get("when").map_or(a.line, |w| w.line);
+                self.activate_lines.insert(name.to_string(), when_line);
                 // promptflow compares a `when` that is not `${...}` as written: `when: dummy`
                 // with `is: dummy` always runs the node.
-                let when = a.get("when").map(|w| match w {
-                    Yaml::String(s) if reference_body(s).is_some() => parse_reference(s),
-                    other => Ok(Reference::literal(
-                        to_json(other),
-                        as_str(other).map_or_else(|| to_json(other).to_string(), str::to_string),
+                let when = a.get("when").map(|w| match &w.value {
+                    Y::String(s) if reference_body(s).is_some() => parse_reference(s),
+                    _ => Ok(Reference::literal(
+                        to_json(w),
+                        as_str(w).map_or_else(|| to_json(w).to_string(), str::to_string),
                     )),
                 });
                 let is = a.get("is").map(to_json);
                 match (when, is) {
                     (Some(Ok(when)), Some(is)) => Some(Activate { when, is }),
                     (Some(Err(e)), _) => {
-                        self.problem(line, format!("node '{name}' activate.when: {e}"));
+                        self.problem(Some(when_line), format!("node '{name}' activate.when: {e}"));
                         None
                     }
                     _ => {
                         self.problem(
-                            line,
+                            Some(a.line),
                             format!("node '{name}': activate needs both 'when' (usually a reference) and 'is' (a value)"),
                         );
                         None
@@ -771,7 +697,7 @@ impl Loader<'_> {
             match api.as_deref() {
                 Some("chat" | "completion") => {}
                 Some(other) => self.problem(
-                    line,
+                    at("api"),
                     format!("llm node '{name}': unknown api '{other}'; use chat or completion"),
                 ),
                 None => self.problem(
@@ -791,20 +717,19 @@ impl Loader<'_> {
             // `reduce` is promptflow's older name for `aggregation`; either makes one.
             aggregation: ["aggregation", "reduce"]
                 .iter()
-                .any(|k| y.get(*k).and_then(Yaml::as_bool).unwrap_or(false)),
+                .any(|k| y.get(k).and_then(Yaml::as_bool).unwrap_or(false)),
             variant,
             line,
         })
     }
 
     pub(crate) fn environment_variables(&mut self, y: Option<&Yaml>) -> IndexMap<String, Value> {
-        match y {
-            None | Some(Yaml::Null) => IndexMap::new(),
-            Some(Yaml::Mapping(m)) => m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect(),
-            Some(_) => {
-                let line = self.find_line(1, "environment_variables", None);
+        match y.map(|v| (v, &v.value)) {
+            None | Some((_, Y::Null)) => IndexMap::new(),
+            Some((_, Y::Map(m))) => m.iter().map(|(k, v)| (key_string(k), to_json(v))).collect(),
+            Some((v, _)) => {
                 self.problem(
-                    line,
+                    Some(v.line),
                     "environment_variables must be a mapping of NAME: value",
                 );
                 IndexMap::new()
@@ -813,25 +738,27 @@ impl Loader<'_> {
     }
 
     pub(crate) fn additional_includes(&mut self, y: Option<&Yaml>) -> Vec<String> {
-        match y {
-            None | Some(Yaml::Null) => Vec::new(),
-            Some(Yaml::Sequence(items)) => items
+        match y.map(|v| (v, &v.value)) {
+            None | Some((_, Y::Null)) => Vec::new(),
+            Some((_, Y::Seq(items))) => items
                 .iter()
                 .filter_map(as_str)
                 .map(str::to_string)
                 .collect(),
-            Some(_) => {
-                let line = self.find_line(1, "additional_includes", None);
-                self.problem(line, "additional_includes must be a list of paths");
+            Some((v, _)) => {
+                self.problem(Some(v.line), "additional_includes must be a list of paths");
                 Vec::new()
             }
         }
     }
 
     pub(crate) fn environment(&mut self, y: Option<&Yaml>) -> Environment {
-        let Some(Yaml::Mapping(m)) = y else {
+        let Some(m) = y.filter(|m| m.is_mapping()) else {
             return Environment::default();
         };
+        if let Some(r) = m.get("python_requirements_txt") {
+            self.requirements_line = Some(r.line);
+        }
         Environment {
             python_requirements_txt: m
                 .get("python_requirements_txt")
@@ -847,9 +774,8 @@ impl Loader<'_> {
         // session): it must be the flow's own file, not a path to anyone else's.
         if let Some(rel) = flow.environment.python_requirements_txt.clone() {
             if let Some(message) = check_inside(&flow.dir, &rel) {
-                let line = self.find_line(1, "python_requirements_txt", None);
                 self.problem(
-                    line,
+                    self.requirements_line,
                     format!("environment.python_requirements_txt {message}"),
                 );
             }
@@ -878,15 +804,20 @@ impl Loader<'_> {
         for node in &flow.nodes {
             for (input, value) in &node.inputs {
                 if let InputValue::Reference(r) = value {
+                    let line = self
+                        .input_lines
+                        .get(&(node.name.clone(), input.clone()))
+                        .copied()
+                        .or(node.line);
                     check_ref(
                         r,
                         &format!("node '{}' input '{input}'", node.name),
-                        node.line,
+                        line,
                         &mut found,
                     );
                     if r.bracket_after_output {
                         found.push(Problem::new(
-                            node.line,
+                            line,
                             format!(
                                 "node '{}' input '{input}': '{r}' is not supported: a key or index cannot follow 'output' directly in a node input; read a property first, e.g. ${{{}.output.items[0]}}",
                                 node.name,
@@ -896,7 +827,7 @@ impl Loader<'_> {
                     }
                     if r.node() == Some(node.name.as_str()) {
                         found.push(Problem::new(
-                            node.line,
+                            line,
                             format!(
                                 "node '{}' input '{input}' references the node itself",
                                 node.name
@@ -909,13 +840,14 @@ impl Loader<'_> {
                 check_ref(
                     &a.when,
                     &format!("node '{}' activate.when", node.name),
-                    node.line,
+                    self.activate_lines.get(&node.name).copied().or(node.line),
                     &mut found,
                 );
             }
             if let Some(rel) = node.source.path() {
                 if let Some(p) = check_source_path(&flow.dir, rel, &node.name) {
-                    found.push(Problem::new(node.line, p));
+                    let line = self.source_lines.get(&node.name).copied().or(node.line);
+                    found.push(Problem::new(line, p));
                 }
             }
             if !node.aggregation {
@@ -933,7 +865,7 @@ impl Loader<'_> {
             }
         }
         for (name, out) in &flow.outputs {
-            let line = self.find_line(self.find_line(1, "outputs", None).unwrap_or(1), name, None);
+            let line = self.output_lines.get(name).copied();
             check_ref(
                 &out.reference,
                 &format!("output '{name}'"),

@@ -16,9 +16,9 @@ use crate::error::{FlowError, Problem};
 use crate::load::to_json;
 use crate::reference::{RefSource, Reference};
 use crate::{Environment, Flow, FlowInput, FlowKind, FlowOutput, InputValue, Node, NodeKind};
+use flowrt_yaml::Node as Yaml;
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
-use serde_yaml::Value as Yaml;
 use std::path::{Path, PathBuf};
 
 /// Which OpenAI API a prompty calls (`model.api`).
@@ -232,26 +232,22 @@ impl Prompty {
         let front_line = text[..text.len() - body.len() - front.len()]
             .matches('\n')
             .count();
-        // The front matter is untrusted YAML: bounded before it reaches the parser.
-        if text.len() > crate::limits::MAX_YAML_BYTES {
+        // The front matter is untrusted YAML, bounded by the parser; the body is bounded here.
+        if text.len() > flowrt_yaml::limits::MAX_YAML_BYTES {
             return Err(problem(
                 path,
                 format!(
                     "the file is {} bytes; flowrt reads prompty files of at most {} bytes",
                     text.len(),
-                    crate::limits::MAX_YAML_BYTES
+                    flowrt_yaml::limits::MAX_YAML_BYTES
                 ),
             ));
         }
-        if let Err((line, message)) = crate::limits::check_yaml_limits(front) {
-            return Err(FlowError::Yaml {
-                path: path.to_path_buf(),
-                line: line + front_line,
-                column: 1,
-                message,
-            });
-        }
         let yaml = single_document(front, path, front_line)?;
+        let lines = Lines {
+            root: Some(&yaml),
+            offset: front_line,
+        };
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -286,14 +282,14 @@ impl Prompty {
             }
         };
         let mut problems = Vec::new();
-        let model = parse_model(config.get("model"), &mut problems);
-        let inputs = parse_inputs(config.get("inputs"), &mut problems);
+        let model = parse_model(config.get("model"), &lines, &mut problems);
+        let inputs = parse_inputs(config.get("inputs"), &lines, &mut problems);
         let outputs = match config.get("outputs") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Object(m)) => m.keys().cloned().collect(),
             Some(_) => {
                 problems.push(Problem::new(
-                    None,
+                    lines.at(&["outputs"]),
                     "outputs must be a mapping of output name to {type: ...}",
                 ));
                 Vec::new()
@@ -308,7 +304,7 @@ impl Prompty {
                     Ok(Value::Object(m)) => Some(m.into_iter().collect()),
                     Ok(_) => {
                         problems.push(Problem::new(
-                            None,
+                            lines.at(&["sample"]),
                             format!("sample file '{f}' must hold a JSON object of input values"),
                         ));
                         None
@@ -320,7 +316,7 @@ impl Prompty {
             }
             Some(_) => {
                 problems.push(Problem::new(
-                    None,
+                    lines.at(&["sample"]),
                     "sample must be a mapping of input name to value, or a .json \
                     file (sample: ${file:sample.json})",
                 ));
@@ -359,7 +355,11 @@ impl Prompty {
         };
         let merged = merge_recursively(self.model.to_map(), &overrides);
         let mut problems = Vec::new();
-        let parsed = parse_model(Some(&Value::Object(merged)), &mut problems);
+        let no_lines = Lines {
+            root: None,
+            offset: 0,
+        };
+        let parsed = parse_model(Some(&Value::Object(merged)), &no_lines, &mut problems);
         if !problems.is_empty() {
             let text: Vec<String> = problems.iter().map(|p| p.message.clone()).collect();
             return Err(text.join("\n"));
@@ -418,37 +418,32 @@ fn merge_recursively(
     base
 }
 
+/// Lines of the front matter's settings in the file, for problems found after it is read as
+/// JSON.
+struct Lines<'a> {
+    /// None for settings given in code (`Prompty.load(..., model={...})`), which have no lines.
+    root: Option<&'a Yaml>,
+    /// Lines of the file before the front matter.
+    offset: usize,
+}
+
+impl Lines<'_> {
+    /// The file line of the setting at `path` (or of the deepest part of it that is written).
+    fn at(&self, path: &[&str]) -> Option<usize> {
+        self.root?.line_at(path).map(|l| l + self.offset)
+    }
+}
+
 /// The front matter as one YAML document; two documents (a `---` line in the body) fail as they
 /// do in promptflow, with a hint.
 fn single_document(front: &str, path: &Path, offset: usize) -> Result<Yaml, FlowError> {
-    use serde::Deserialize;
-    let yaml_error = |e: serde_yaml::Error| {
-        let (line, column) = e
-            .location()
-            .map(|l| (l.line() + offset, l.column()))
-            .unwrap_or((0, 0));
-        let message = e.to_string();
-        let message = match e.location() {
-            Some(l) => message.replacen(
-                &format!(" at line {} column {}", l.line(), l.column()),
-                "",
-                1,
-            ),
-            None => message,
-        };
-        FlowError::Yaml {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
-    };
-    let mut docs = serde_yaml::Deserializer::from_str(front);
-    let first = match docs.next() {
-        Some(doc) => Yaml::deserialize(doc).map_err(yaml_error)?,
-        None => Yaml::Null,
-    };
-    if docs.next().is_some() {
+    let mut docs = flowrt_yaml::parse_documents(front).map_err(|e| FlowError::Yaml {
+        path: path.to_path_buf(),
+        line: e.line + offset,
+        column: e.column,
+        message: e.message,
+    })?;
+    if docs.len() > 1 {
         return Err(problem(
             path,
             "the front matter is not a single YAML document (expected a single document in the \
@@ -457,7 +452,11 @@ fn single_document(front: &str, path: &Path, offset: usize) -> Result<Yaml, Flow
             hint: remove the '---' line from the body, or write the rule differently (e.g. '***')",
         ));
     }
-    Ok(first)
+    Ok(docs.pop().unwrap_or(Yaml {
+        value: flowrt_yaml::Value::Null,
+        line: 1,
+        column: 1,
+    }))
 }
 
 /// `${env:NAME}` and `${file:path}` in every string of the front matter.
@@ -512,7 +511,7 @@ fn read_file_reference(dir: &Path, rel: &str) -> Result<Value, String> {
     match ext.as_str() {
         "json" => serde_json::from_str(&text)
             .map_err(|e| format!("${{file:{rel}}}: {} is not valid JSON: {e}", file.display())),
-        "yaml" | "yml" => serde_yaml::from_str::<Yaml>(&text)
+        "yaml" | "yml" => flowrt_yaml::parse(&text)
             .map(|y| to_json(&y))
             .map_err(|e| format!("${{file:{rel}}}: {} is not valid YAML: {e}", file.display())),
         _ => Ok(Value::String(text)),
@@ -541,7 +540,7 @@ fn parse_response(v: &Value) -> Result<PromptyResponse, String> {
     }
 }
 
-fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
+fn parse_model(v: Option<&Value>, lines: &Lines, problems: &mut Vec<Problem>) -> PromptyModel {
     let mut model = PromptyModel::default();
     let empty = Map::new();
     let m = match v {
@@ -549,7 +548,7 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
         None | Some(Value::Null) => &empty,
         Some(_) => {
             problems.push(Problem::new(
-                None,
+                lines.at(&["model"]),
                 "model must be a mapping with api, configuration and parameters",
             ));
             return model;
@@ -558,18 +557,18 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
     if let Some(api) = m.get("api").filter(|v| !v.is_null()) {
         match parse_api(api) {
             Ok(a) => model.api = a,
-            Err(e) => problems.push(Problem::new(None, e)),
+            Err(e) => problems.push(Problem::new(lines.at(&["model", "api"]), e)),
         }
     }
     if let Some(r) = m.get("response").filter(|v| !v.is_null()) {
         match parse_response(r) {
             Ok(r) => model.response = r,
-            Err(e) => problems.push(Problem::new(None, e)),
+            Err(e) => problems.push(Problem::new(lines.at(&["model", "response"]), e)),
         }
     }
     match m.get("configuration") {
         None | Some(Value::Null) => problems.push(Problem::new(
-            None,
+            lines.at(&["model", "configuration"]),
             "model.configuration is missing: promptflow requires the 'configuration' of the model \
              (TypeError: missing argument 'configuration')\n\
              hint: add it under model:, for example \
@@ -578,11 +577,11 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
         Some(Value::Object(c)) => {
             model.configuration = c.clone();
             if let Err(e) = model.check_configuration() {
-                problems.push(Problem::new(None, e));
+                problems.push(Problem::new(lines.at(&["model", "configuration"]), e));
             }
         }
         Some(_) => problems.push(Problem::new(
-            None,
+            lines.at(&["model", "configuration"]),
             "model.configuration must be a mapping (type: openai or \
             azure_openai, connection or api_key, ...)",
         )),
@@ -590,14 +589,14 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
     match m.get("parameters") {
         Some(Value::Object(p)) => model.parameters = p.clone(),
         None | Some(Value::Null) => problems.push(Problem::new(
-            None,
+            lines.at(&["model", "parameters"]),
             "model.parameters is missing: promptflow requires the 'parameters' of the model \
              (TypeError: missing argument 'parameters')\n\
              hint: add it under model:, for example `parameters: {max_tokens: 256}` \
              (an empty mapping `parameters: {}` is fine)",
         )),
         Some(_) => problems.push(Problem::new(
-            None,
+            lines.at(&["model", "parameters"]),
             "model.parameters must be a mapping of API parameters \
             (max_tokens, temperature, ...)",
         )),
@@ -605,7 +604,7 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
     for key in m.keys() {
         if !MODEL_KEYS.contains(&key.as_str()) {
             problems.push(Problem::new(
-                None,
+                lines.at(&["model", key]),
                 format!(
                     "model has unknown key '{key}'; use: {}",
                     MODEL_KEYS.join(", ")
@@ -616,14 +615,18 @@ fn parse_model(v: Option<&Value>, problems: &mut Vec<Problem>) -> PromptyModel {
     model
 }
 
-fn parse_inputs(v: Option<&Value>, problems: &mut Vec<Problem>) -> IndexMap<String, FlowInput> {
+fn parse_inputs(
+    v: Option<&Value>,
+    lines: &Lines,
+    problems: &mut Vec<Problem>,
+) -> IndexMap<String, FlowInput> {
     let mut out = IndexMap::new();
     let m = match v {
         None | Some(Value::Null) => return out,
         Some(Value::Object(m)) => m,
         Some(_) => {
             problems.push(Problem::new(
-                None,
+                lines.at(&["inputs"]),
                 "inputs must be a mapping of input name to {type, default}",
             ));
             return out;
@@ -654,7 +657,7 @@ fn parse_inputs(v: Option<&Value>, problems: &mut Vec<Problem>) -> IndexMap<Stri
         let flag = |k: &str| d.get(k).and_then(Value::as_bool).unwrap_or(false);
         let Some(ty) = ValueType::parse(ty_text) else {
             problems.push(Problem::new(
-                None,
+                lines.at(&["inputs", name, "type"]),
                 format!(
                     "input '{name}' has unknown type '{ty_text}'; use one of: int, double, bool, \
                      string, list, object"
@@ -667,7 +670,7 @@ fn parse_inputs(v: Option<&Value>, problems: &mut Vec<Problem>) -> IndexMap<Stri
             Some(Ok(v)) => Some(v),
             Some(Err(e)) => {
                 problems.push(Problem::new(
-                    None,
+                    lines.at(&["inputs", name, "default"]),
                     format!("default of input '{name}': {e}"),
                 ));
                 None
@@ -822,6 +825,21 @@ mod tests {
         );
         let err = parse(&text).expect_err("too deep");
         assert!(err.to_string().contains("t.prompty:3:"), "{err}");
+    }
+
+    #[test]
+    fn each_problem_names_the_line_of_its_setting_in_the_file() {
+        let err = parse(
+            "---\nname: N\nmodel:\n  api: chatty\n  configuration:\n    type: openai\n    connection: c\n  parameters: {}\n  temprature: 1\ninputs:\n  n:\n    type: number\n---\nuser:\n{{n}}\n",
+        )
+        .expect_err("three problems");
+        let text = err.to_string().replace("/nowhere/", "");
+        assert_eq!(
+            text,
+            "t.prompty:4: model.api 'chatty' is not supported; use chat or completion\n\
+             t.prompty:9: model has unknown key 'temprature'; use: api, configuration, parameters, response\n\
+             t.prompty:12: input 'n' has unknown type 'number'; use one of: int, double, bool, string, list, object"
+        );
     }
 
     #[test]

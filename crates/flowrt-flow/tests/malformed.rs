@@ -43,7 +43,7 @@ fn self_reference() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${a.output}\"}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references the node itself\n\
+        "FLOW/flow.dag.yaml:9: node 'a' input 'x' references the node itself\n\
          FLOW/flow.dag.yaml:6: the nodes form a cycle: a -> a; a node cannot depend on itself through other nodes"
     );
 }
@@ -53,7 +53,7 @@ fn unknown_node_in_node_input() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${ghost.output}\"}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references node 'ghost', which does not exist; nodes: a"
+        "FLOW/flow.dag.yaml:9: node 'a' input 'x' references node 'ghost', which does not exist; nodes: a"
     );
 }
 
@@ -74,7 +74,7 @@ fn unknown_flow_input() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${inputs.txet}\"}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references flow input 'txet', which is not declared; declared inputs: t"
+        "FLOW/flow.dag.yaml:9: node 'a' input 'x' references flow input 'txet', which is not declared; declared inputs: t"
     );
 }
 
@@ -92,7 +92,7 @@ fn missing_tool_file() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: nowhere.py}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a': source file 'nowhere.py' does not exist in FLOW"
+        "FLOW/flow.dag.yaml:8: node 'a': source file 'nowhere.py' does not exist in FLOW"
     );
 }
 
@@ -101,7 +101,7 @@ fn malformed_yaml_has_line_and_column() {
     let yaml = "inputs:\n  t: {type: string}\nnodes:\n- name: a\n  source: [type, code\n    path: echo.py\n   inputs: x\n";
     assert_eq!(
         error_of(yaml),
-        "FLOW/flow.dag.yaml:6:9: invalid YAML: did not find expected ',' or ']', while parsing a flow sequence at line 5 column 11"
+        "FLOW/flow.dag.yaml:6:9: invalid YAML: illegal placement of ':' indicator, inside the '[' opened at line 5 column 11 (is its ']' missing?)"
     );
 }
 
@@ -119,7 +119,7 @@ fn source_path_escaping_the_folder() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: ../outside.py}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a': source path '../outside.py' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
+        "FLOW/flow.dag.yaml:8: node 'a': source path '../outside.py' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
     );
 }
 
@@ -128,7 +128,7 @@ fn absolute_source_path() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: /etc/passwd}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a': source path '/etc/passwd' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
+        "FLOW/flow.dag.yaml:8: node 'a': source path '/etc/passwd' leaves the flow folder; tool files must be inside it (use a path relative to flow.dag.yaml without '..')"
     );
 }
 
@@ -148,7 +148,7 @@ fn symlink_escaping_the_folder() {
         &outside.path().canonicalize().unwrap().display().to_string(),
         "OUTSIDE",
     );
-    assert_eq!(text, "FLOW/flow.dag.yaml:6: node 'a': source path 'link.py' resolves to OUTSIDE/evil.py, outside the flow folder");
+    assert_eq!(text, "FLOW/flow.dag.yaml:8: node 'a': source path 'link.py' resolves to OUTSIDE/evil.py, outside the flow folder");
 }
 
 #[test]
@@ -185,7 +185,7 @@ fn unknown_node_type() {
     let yaml = flow("- name: a\n  type: pyhton\n  source: {type: code, path: echo.py}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' has unknown type 'pyhton'; use python, llm or prompt"
+        "FLOW/flow.dag.yaml:7: node 'a' has unknown type 'pyhton'; use python, llm or prompt"
     );
 }
 
@@ -203,7 +203,7 @@ fn code_source_without_path() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a': source of type code needs a 'path'"
+        "FLOW/flow.dag.yaml:8: node 'a': source of type code needs a 'path'"
     );
 }
 
@@ -222,7 +222,7 @@ fn llm_node_with_unknown_api() {
     let yaml = flow("- name: a\n  type: llm\n  connection: c\n  api: chatt\n  source: {type: code, path: echo.py}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: llm node 'a': unknown api 'chatt'; use chat or completion"
+        "FLOW/flow.dag.yaml:9: llm node 'a': unknown api 'chatt'; use chat or completion"
     );
 }
 
@@ -241,7 +241,7 @@ fn reference_to_an_unknown_section() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${inputs.t}\"}\n- name: b\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${a.outputs}\"}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:10: node 'b' input 'x': reference '${a.outputs}': unknown section 'outputs' of node 'a' (only 'output' can be referenced)"
+        "FLOW/flow.dag.yaml:13: node 'b' input 'x': reference '${a.outputs}': unknown section 'outputs' of node 'a' (only 'output' can be referenced)"
     );
 }
 
@@ -250,7 +250,7 @@ fn bracket_right_after_output_in_a_node_input() {
     let yaml = flow(&format!("{ECHO}- name: b\n  type: python\n  source: {{type: code, path: echo.py}}\n  inputs: {{x: \"${{a.output[0]}}\"}}\n"));
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:10: node 'b' input 'x': '${a.output[0]}' is not supported: a key or index cannot follow 'output' directly in a node input; read a property first, e.g. ${a.output.items[0]}"
+        "FLOW/flow.dag.yaml:13: node 'b' input 'x': '${a.output[0]}' is not supported: a key or index cannot follow 'output' directly in a node input; read a property first, e.g. ${a.output.items[0]}"
     );
 }
 
@@ -259,7 +259,7 @@ fn activate_without_is() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  activate: {when: \"${inputs.t}\"}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a': activate needs both 'when' (usually a reference) and 'is' (a value)"
+        "FLOW/flow.dag.yaml:9: node 'a': activate needs both 'when' (usually a reference) and 'is' (a value)"
     );
 }
 
@@ -268,7 +268,7 @@ fn activate_on_an_unknown_node() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  activate: {when: \"${z.output}\", is: 1}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' activate.when references node 'z', which does not exist; nodes: a"
+        "FLOW/flow.dag.yaml:9: node 'a' activate.when references node 'z', which does not exist; nodes: a"
     );
 }
 
@@ -298,7 +298,7 @@ fn unknown_node_key() {
         flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputz: {}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' has unknown key 'inputz'"
+        "FLOW/flow.dag.yaml:9: node 'a' has unknown key 'inputz'"
     );
 }
 
@@ -335,7 +335,7 @@ fn a_path_after_a_flow_input_names_an_undeclared_input() {
     let yaml = flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputs: {x: \"${inputs.t.a}\"}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' input 'x' references flow input 't.a', which is not declared; declared inputs: t"
+        "FLOW/flow.dag.yaml:9: node 'a' input 'x' references flow input 't.a', which is not declared; declared inputs: t"
     );
 }
 
@@ -401,11 +401,37 @@ fn csharp_nodes_and_flows_are_not_supported() {
     let yaml = flow("- name: a\n  type: csharp\n  source: {type: package, tool: (Basic)Basic.Flow.HelloWorld}\n");
     assert_eq!(
         error_of(&yaml),
-        "FLOW/flow.dag.yaml:6: node 'a' has type 'csharp', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
+        "FLOW/flow.dag.yaml:7: node 'a' has type 'csharp', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
     );
     let yaml = format!("language: csharp\n{}", flow(ECHO));
     assert_eq!(
         error_of(&yaml),
         "FLOW/flow.dag.yaml:1: language 'csharp' is not supported: flowrt runs Python flows (language: python)"
+    );
+}
+
+#[test]
+fn each_problem_points_at_the_line_of_its_own_setting() {
+    // Several problems in one file: each is reported on the line of the key or value at fault,
+    // not on the line of the node or section that holds it.
+    let yaml = "inputs:\n  t:\n    type: strnig\n  n:\n    type: int\n    default: many\noutputs:\n  o:\n    type: string\n    reference: ${a.output.x}\n  p:\n    reference: ${ghost.output}\nnodes:\n- name: a\n  type: python\n  source:\n    type: code\n    path: echo.py\n  inputs:\n    x: ${inputs.t}\n    y: ${inputs.nope}\n";
+    assert_eq!(
+        error_of(yaml),
+        "FLOW/flow.dag.yaml:3: input 't' has unknown type 'strnig'; use one of: int, double, bool, string, list, object, image\n\
+         FLOW/flow.dag.yaml:6: default of input 'n': value 'many' is not a valid int\n\
+         FLOW/flow.dag.yaml:21: node 'a' input 'y' references flow input 'nope', which is not declared; declared inputs: t, n\n\
+         FLOW/flow.dag.yaml:12: output 'p' references node 'ghost', which does not exist; nodes: a"
+    );
+}
+
+#[test]
+fn a_repeated_key_is_refused_on_the_line_of_its_second_writing() {
+    let yaml = flow(ECHO) + "outputs:\n  q: {reference: \"${a.output}\"}\n";
+    let error = error_of(&yaml);
+    assert!(
+        error.starts_with(
+            "FLOW/flow.dag.yaml:10:1: invalid YAML: 'outputs' is written twice in one mapping"
+        ),
+        "{error}"
     );
 }

@@ -37,10 +37,10 @@ pub fn materialize(flow: &Path, home: &Path) -> Result<PathBuf> {
     let Ok(text) = fs_err::read_to_string(&file) else {
         return Ok(flow.to_path_buf()); // the loader reports a missing flow with a hint
     };
-    let includes: Vec<String> = match serde_yaml::from_str::<serde_yaml::Value>(&text) {
+    let includes: Vec<String> = match flowrt_yaml::parse(&text) {
         Ok(v) => v
             .get("additional_includes")
-            .and_then(|i| i.as_sequence())
+            .and_then(flowrt_yaml::Node::as_sequence)
             .map(|s| {
                 s.iter()
                     .filter_map(|x| x.as_str().map(str::to_string))

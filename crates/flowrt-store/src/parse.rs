@@ -3,8 +3,8 @@
 use crate::error::StoreError;
 use crate::validate_name;
 use flowrt_api::{Connection, ConnectionKind};
+use flowrt_yaml::{Node, Value};
 use indexmap::IndexMap;
-use serde_yaml::{Mapping, Value};
 use std::path::Path;
 
 /// Default `api_type` of an `azure_open_ai` connection.
@@ -16,17 +16,17 @@ pub const DEFAULT_AZURE_API_VERSION: &str = "2024-02-01";
 const IGNORED_KEYS: &[&str] = &["$schema", "module", "name", "type"];
 
 pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Connection, StoreError> {
-    let doc: Value = serde_yaml::from_str(text).map_err(|e| StoreError::Yaml {
+    let doc = flowrt_yaml::parse(text).map_err(|e| StoreError::Yaml {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    let Value::Mapping(map) = doc else {
+    let Value::Map(map) = &doc.value else {
         return Err(StoreError::Yaml {
             path: path.to_path_buf(),
             message: "expected a mapping at the top level".to_string(),
         });
     };
-    let p = Parser { path, map: &map };
+    let p = Parser { path, doc: &doc };
 
     let name = p.required_scalar("name")?;
     validate_name(&name)?;
@@ -98,7 +98,7 @@ pub(crate) fn parse_str(text: &str, path: &Path) -> Result<Connection, StoreErro
 
 struct Parser<'a> {
     path: &'a Path,
-    map: &'a Mapping,
+    doc: &'a Node,
 }
 
 impl Parser<'_> {
@@ -117,7 +117,7 @@ impl Parser<'_> {
         }
     }
 
-    fn key_str(&self, key: &Value) -> Result<String, StoreError> {
+    fn key_str(&self, key: &Node) -> Result<String, StoreError> {
         match scalar_text(key) {
             Some(k) => Ok(k),
             None => Err(self.invalid("?", "mapping keys must be scalars")),
@@ -125,11 +125,10 @@ impl Parser<'_> {
     }
 
     /// A scalar as its text; `None` for null (treated as absent); error for sequences/mappings.
-    fn scalar(&self, field: &str, value: &Value) -> Result<Option<String>, StoreError> {
-        match value {
+    fn scalar(&self, field: &str, value: &Node) -> Result<Option<String>, StoreError> {
+        match &value.value {
             Value::Null => Ok(None),
-            Value::Tagged(t) => self.scalar(field, &t.value),
-            other => match scalar_text(other) {
+            _ => match scalar_text(value) {
                 Some(s) => Ok(Some(s)),
                 None => Err(self.invalid(field, "expected a string, number or boolean")),
             },
@@ -137,7 +136,7 @@ impl Parser<'_> {
     }
 
     fn required_scalar(&self, field: &str) -> Result<String, StoreError> {
-        match self.map.get(field) {
+        match self.doc.get(field) {
             None => Err(self.missing(field)),
             Some(v) => match self.scalar(field, v)? {
                 Some(s) if !s.is_empty() => Ok(s),
@@ -149,9 +148,9 @@ impl Parser<'_> {
     /// `configs:` / `secrets:` of a custom connection: a mapping of scalars (absent = empty).
     fn string_map(&self, field: &str) -> Result<IndexMap<String, String>, StoreError> {
         let mut out = IndexMap::new();
-        let inner = match self.map.get(field) {
+        let inner = match self.doc.get(field).map(|v| &v.value) {
             None | Some(Value::Null) => return Ok(out),
-            Some(Value::Mapping(m)) => m,
+            Some(Value::Map(m)) => m,
             Some(_) => return Err(self.invalid(field, "expected a mapping of key: value")),
         };
         for (k, v) in inner {
@@ -165,12 +164,16 @@ impl Parser<'_> {
 }
 
 /// The text of a YAML scalar as promptflow would store it (`3` → "3", `true` → "true").
-fn scalar_text(value: &Value) -> Option<String> {
-    match value {
+fn scalar_text(node: &Node) -> Option<String> {
+    match &node.value {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Int(i) => Some(i.to_string()),
+        // `1.0` stays "1.0" (Rust alone would print "1"), as promptflow reads it.
+        Value::Float(f) if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e16 => {
+            Some(format!("{f:.1}"))
+        }
+        Value::Float(f) => Some(f.to_string()),
         Value::Bool(b) => Some(b.to_string()),
-        Value::Tagged(t) => scalar_text(&t.value),
-        Value::Null | Value::Sequence(_) | Value::Mapping(_) => None,
+        Value::Null | Value::Seq(_) | Value::Map(_) => None,
     }
 }
