@@ -199,6 +199,7 @@ async fn run_llm_callback(request: &Value, client: &LlmClient) -> Result<Value, 
         .collect();
     let result = client
         .run_llm(flowrt_tools::LlmCall {
+            vision: None,
             api,
             connection: &connection,
             template,

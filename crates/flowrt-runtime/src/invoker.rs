@@ -23,6 +23,18 @@ const EMBEDDING_TOOL: &str = "promptflow.tools.embedding.embedding";
 /// promptflow-tools' unified LLM tool (`type: custom_llm`, `source.type: package_with_prompt`):
 /// its `connection` and `api` arrive as node inputs instead of node fields.
 const LLM_TOOL: &str = "promptflow.tools.llm.llm";
+/// promptflow-tools' vision chat tools (`type: custom_llm`): a chat call whose template may hold
+/// images, with the connection (and the deployment or model) as node inputs. They run as the
+/// unified tool's chat does.
+const VISION_CHAT_TOOLS: &[&str] = &[
+    "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
+    "promptflow.tools.openai_gpt4v.OpenAI.chat",
+];
+
+/// A custom_llm tool that the built-in LLM call serves.
+fn is_builtin_chat_tool(tool: &str) -> bool {
+    tool == LLM_TOOL || VISION_CHAT_TOOLS.contains(&tool)
+}
 
 /// Where a line's streamed LLM replies go: set for the duration of one line with
 /// `STREAM_SINK.scope(...)` (the executor polls node calls on the line's own task, so a task-local
@@ -69,6 +81,8 @@ pub struct FlowInvoker {
     flex_init: std::sync::RwLock<Option<serde_json::Map<String, Value>>>,
     /// `init:` types of a flex flow, by name.
     flex_init_types: serde_json::Map<String, Value>,
+    /// Where the flow's relative image paths are read from.
+    flow_dir: std::path::PathBuf,
 }
 
 /// Does this flow need a Python worker at all?
@@ -132,7 +146,7 @@ impl FlowInvoker {
             // The unified llm tool and the embedding tool take their connection as an input.
             let input_connection = match (&node.kind, &node.source) {
                 (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. })
-                    if tool == LLM_TOOL =>
+                    if is_builtin_chat_tool(tool) =>
                 {
                     true
                 }
@@ -170,6 +184,7 @@ impl FlowInvoker {
                 .as_ref()
                 .map(|f| f.init_types())
                 .unwrap_or_default(),
+            flow_dir: flow.dir.clone(),
         })
     }
 
@@ -419,11 +434,20 @@ impl FlowInvoker {
             Some("completion") => LlmApi::Completion,
             _ => LlmApi::Chat,
         };
+        let vision = match &node.source {
+            ToolSource::PackageWithPrompt { tool, .. }
+                if VISION_CHAT_TOOLS.contains(&tool.as_str()) =>
+            {
+                Some(self.flow_dir.as_path())
+            }
+            _ => None,
+        };
         let call = LlmCall {
             api,
             connection,
             template,
             inputs,
+            vision,
         };
         let sink = STREAM_SINK
             .try_with(|s| s.nodes.contains(&node.name).then(|| s.tx.clone()))
@@ -640,14 +664,18 @@ impl FlowInvoker {
                 self.embedding(call).await
             }
             (NodeKind::Python, _) => self.python(call).await,
-            (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. }) if tool == LLM_TOOL => {
+            (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. })
+                if is_builtin_chat_tool(tool) =>
+            {
                 self.llm(call).await
             }
             (NodeKind::CustomLlm, source) => Err(ToolFailure::new(
                 "UnsupportedTool",
                 format!(
-                    "node '{}': custom_llm tool {source:?} is not supported; flowrt runs `{LLM_TOOL}` with a prompt template, or llm nodes",
-                    call.node.name
+                    "node '{}': custom_llm tool {source:?} is not supported; flowrt runs `{LLM_TOOL}`, `{}` and `{}` with a prompt template, or llm nodes",
+                    call.node.name,
+                    VISION_CHAT_TOOLS[0],
+                    VISION_CHAT_TOOLS[1],
                 ),
             )),
         }

@@ -145,7 +145,7 @@ impl Walk {
 }
 
 impl ChatFlavor {
-    fn walk(self) -> Walk {
+    pub(crate) fn walk(self) -> Walk {
         match self {
             ChatFlavor::OpenAi => Walk::OPEN_AI,
             ChatFlavor::AzureOpenAi => Walk {

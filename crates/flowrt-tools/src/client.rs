@@ -31,6 +31,11 @@ pub struct LlmCall<'a> {
     /// All node inputs: API parameters (`model`, `deployment_name`, `temperature`, `max_tokens`, ...)
     /// are split off and converted; every other input is a template variable.
     pub inputs: IndexMap<String, TemplateVar>,
+    /// Set for promptflow-tools' vision chat tools (`aoai_gpt4v`, `openai_gpt4v`): image inputs
+    /// (promptflow's `{"data:image/<fmt>;path|url|base64": ...}` values, alone or in lists) are
+    /// sent as image parts of their message, lists render one item a line, and `path` images
+    /// are read from this folder (the flow's).
+    pub vision: Option<&'a std::path::Path>,
 }
 
 /// Token counts reported by the service.
@@ -463,7 +468,12 @@ impl LlmClient {
                     "function calling is not supported in stream mode",
                 ));
             }
-            let messages = build_chat_messages_for(call.template, &split.vars, flavor)?;
+            let messages = match call.vision {
+                None => build_chat_messages_for(call.template, &split.vars, flavor)?,
+                Some(dir) => {
+                    crate::prompty_images::vision_messages(call.template, split.vars, flavor, dir)?
+                }
+            };
             body.insert("messages".into(), Value::Array(messages));
             (body, whole, Op::Chat)
         } else {

@@ -37,25 +37,11 @@ pub fn take_images(
     for (name, value) in inputs {
         let url = value.as_str().and_then(|s| {
             let m = pattern.captures(s)?;
-            let mime = format!("image/{}", &m[1]);
-            let content = m[3].trim();
-            match &m[2] {
-                "url" => Some(content.to_string()),
-                "base64" => Some(format!("data:{mime};base64,{content}")),
-                _ => {
-                    let path = dir.join(content);
-                    let bytes = std::fs::read(&path).ok()?;
-                    let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
-                    Some(format!("data:{mime};base64,{encoded}"))
-                }
-            }
+            image_url(&m[1], &m[2], m[3].trim(), dir)
         });
         match url {
             Some(url) => {
-                let digest = Sha256::digest(url.as_bytes());
-                let placeholder = format!("Image({})", &hex_of(&digest)[..8]);
-                out.insert(name.clone(), Value::String(placeholder.clone()));
-                images.urls.insert(placeholder, url);
+                out.insert(name.clone(), Value::String(images.add(url)));
             }
             None => {
                 out.insert(name.clone(), value.clone());
@@ -63,6 +49,87 @@ pub fn take_images(
         }
     }
     (out, images)
+}
+
+impl PromptImages {
+    /// Keep `url` and return the placeholder the template renders in its place: promptflow's
+    /// `str(Image)`, `Image(` and the first 8 hex digits of a hash `)`.
+    fn add(&mut self, url: String) -> String {
+        let digest = Sha256::digest(url.as_bytes());
+        let placeholder = format!("Image({})", &hex_of(&digest)[..8]);
+        self.urls.insert(placeholder.clone(), url);
+        placeholder
+    }
+}
+
+/// The URL the model receives for an image given as `format`, `kind` (path, url or base64) and
+/// its content; `None` when a path cannot be read.
+fn image_url(format: &str, kind: &str, content: &str, dir: &Path) -> Option<String> {
+    let mime = format!("image/{format}");
+    match kind {
+        "url" => Some(content.to_string()),
+        "base64" => Some(format!("data:{mime};base64,{content}")),
+        _ => {
+            let bytes = std::fs::read(dir.join(content)).ok()?;
+            let encoded = base64::engine::general_purpose::STANDARD.encode(&bytes);
+            Some(format!("data:{mime};base64,{encoded}"))
+        }
+    }
+}
+
+/// A flow's image value, `{"data:image/<format>;path|url|base64": content}`, as its URL.
+fn image_value_url(value: &Value, dir: &Path) -> Option<String> {
+    let map = value.as_object().filter(|m| m.len() == 1)?;
+    let (key, content) = map.iter().next()?;
+    let (format, kind) = key.strip_prefix("data:image/")?.split_once(';')?;
+    if !matches!(kind, "path" | "url" | "base64") {
+        return None;
+    }
+    image_url(format, kind, content.as_str()?.trim(), dir)
+}
+
+/// A value with every image in it (alone, or an item of a list) replaced by its placeholder.
+fn replace_images(value: Value, dir: &Path, images: &mut PromptImages) -> Value {
+    if let Some(url) = image_value_url(&value, dir) {
+        return Value::String(images.add(url));
+    }
+    match value {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| replace_images(i, dir, images))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
+/// The messages of a vision chat tool's call (promptflow-tools' `aoai_gpt4v` / `openai_gpt4v`):
+/// images in the inputs become placeholders, lists render one item a line (promptflow's
+/// `ChatInputList`), `![image]({{x}})` puts an image on a line of its own, and a message with an
+/// image line is sent as content parts.
+pub(crate) fn vision_messages(
+    template: &str,
+    vars: IndexMap<String, crate::chat::TemplateVar>,
+    flavor: crate::chat::ChatFlavor,
+    dir: &Path,
+) -> Result<Vec<Value>, crate::ToolError> {
+    let mut images = PromptImages::default();
+    let vars: IndexMap<String, crate::chat::TemplateVar> = vars
+        .into_iter()
+        .map(|(name, mut var)| {
+            var.value = replace_images(var.value, dir, &mut images);
+            (name, var)
+        })
+        .collect();
+    let template = image_lines(template);
+    let messages = crate::chat::build_messages_with(
+        &template,
+        &vars,
+        flavor.walk(),
+        crate::pyfmt::ListStyle::ChatLines,
+    )?;
+    Ok(with_image_parts(messages, &images))
 }
 
 fn hex_of(bytes: &[u8]) -> String {
@@ -143,6 +210,39 @@ mod tests {
         assert_eq!(
             out[1]["content"][1],
             json!({"type": "image_url", "image_url": {"url": "data:image/png;base64,cG5nLWJ5dGVz", "detail": "auto"}})
+        );
+    }
+
+    #[test]
+    fn a_vision_chat_sends_image_values_in_lists_as_parts_one_item_a_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("logo.png"), b"png-bytes").expect("write");
+        let vars = IndexMap::from([(
+            "question".to_string(),
+            crate::chat::TemplateVar::escaped(json!([
+                {"data:image/png;url": "https://example.com/a.png"},
+                "How many colors?",
+                {"data:image/png;path": "logo.png"}
+            ])),
+        )]);
+        let messages = vision_messages(
+            "# system:\nbe brief\n# user:\n{{question}}\n",
+            vars,
+            crate::chat::ChatFlavor::AzureOpenAi,
+            dir.path(),
+        )
+        .expect("renders");
+        assert_eq!(
+            messages[0],
+            json!({"role": "system", "content": "be brief"})
+        );
+        assert_eq!(
+            messages[1]["content"],
+            json!([
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png", "detail": "auto"}},
+                {"type": "text", "text": "How many colors?"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,cG5nLWJ5dGVz", "detail": "auto"}}
+            ])
         );
     }
 }

@@ -224,6 +224,7 @@ async fn openai_chat_request_and_parameter_conversion() {
         ],
     );
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &c,
         template: CHAT,
@@ -282,6 +283,7 @@ async fn azure_chat_uses_deployment_url_and_api_key_header() {
         ],
     );
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &c,
         template:
@@ -315,6 +317,7 @@ async fn completion_sends_the_prompt_unstripped() {
         &[("base_url", &format!("{}/v1", server.base))],
     );
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Completion,
         connection: &c,
         template: "Write one sentence.\n{{ body }}\nSentence:\n",
@@ -345,6 +348,7 @@ async fn serverless_chat_appends_v1() {
     let server = Server::start(vec![]).await;
     let c = conn(ConnectionKind::Serverless, &[("api_base", &server.base)]);
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &c,
         template: "user:\nhi",
@@ -400,6 +404,7 @@ async fn embeddings_openai_and_azure() {
 
 fn simple_call(c: &Connection) -> LlmCall<'_> {
     LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: c,
         template: "user:\nping",
@@ -608,6 +613,7 @@ async fn tool_calls_reply_returns_the_message_object() {
     );
     let tools = r#"[{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]"#;
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &c,
         template: "user:\nweather in Oslo?",
@@ -635,6 +641,7 @@ async fn bad_parameters_and_connections_are_named() {
         &[("base_url", "http://127.0.0.1:9/v1")],
     );
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &c,
         template: "user:\nx",
@@ -646,6 +653,7 @@ async fn bad_parameters_and_connections_are_named() {
     }
     let mut azure = conn(ConnectionKind::AzureOpenAi, &[]);
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &azure,
         template: "user:\nx",
@@ -659,6 +667,7 @@ async fn bad_parameters_and_connections_are_named() {
         .configs
         .insert("api_base".into(), "http://127.0.0.1:9".into());
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &azure,
         template: "user:\nx",
@@ -683,6 +692,7 @@ async fn streamed_chat_yields_content_pieces() {
         &[("base_url", &format!("{}/v1", server.base))],
     );
     let call = LlmCall {
+        vision: None,
         api: LlmApi::Chat,
         connection: &c,
         template: "user:\nhello",

@@ -338,6 +338,40 @@ fn the_unified_llm_package_tool_runs_as_a_built_in() {
 }
 
 #[test]
+fn the_vision_chat_tool_sends_images_as_parts_of_the_message() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: vision_conn\ntype: azure_open_ai\napi_key: k\napi_base: {}\n",
+        server.base
+    ));
+    let (_d, dir) = flow("vision_chat");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let reqs = server.requests.lock().unwrap();
+    let (path, body) = &reqs[0];
+    assert!(
+        path.starts_with("/openai/deployments/gpt-4v/chat/completions"),
+        "{path}"
+    );
+    assert_eq!(body["max_tokens"], json!(512));
+    assert_eq!(
+        body["messages"],
+        json!([
+            {"role": "system", "content": "You describe images."},
+            {"role": "user", "content": [
+                // base64 of the fixture's logo.png, read from the flow folder
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90LXJlYWxseS1hLXBuZw==", "detail": "auto"}},
+                {"type": "text", "text": "How many colors can you see?"}
+            ]}
+        ])
+    );
+    for key in ["connection", "deployment_name", "question", "chat_history"] {
+        assert!(body.get(key).is_none(), "{key} leaked into {body}");
+    }
+}
+
+#[test]
 fn additional_includes_are_merged_into_the_flow() {
     let env = Env::new();
     let root = tempfile::tempdir().unwrap();
