@@ -29,7 +29,16 @@ const LLM_TOOL: &str = "promptflow.tools.llm.llm";
 const VISION_CHAT_TOOLS: &[&str] = &[
     "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
     "promptflow.tools.openai_gpt4v.OpenAI.chat",
+    "promptflow.tools.llm_vision.llm_vision",
 ];
+/// promptflow-tools' SerpAPI search (`type: python`, `source.type: package`), served in Rust: the
+/// `serpapi` Python client it needs is not in flowrt's environments.
+const SERPAPI_TOOL: &str = "promptflow.tools.serpapi.SerpAPI.search";
+
+/// Package tools of `type: python` that the host serves without a Python worker.
+fn is_host_package_tool(tool: &str) -> bool {
+    tool == EMBEDDING_TOOL || tool == SERPAPI_TOOL
+}
 
 /// A custom_llm tool that the built-in LLM call serves.
 fn is_builtin_chat_tool(tool: &str) -> bool {
@@ -88,7 +97,7 @@ pub struct FlowInvoker {
 /// Does this flow need a Python worker at all?
 pub fn needs_python(flow: &Flow) -> bool {
     flow.nodes.iter().any(|n| match (&n.kind, &n.source) {
-        (NodeKind::Python, ToolSource::Package { tool }) => tool != EMBEDDING_TOOL,
+        (NodeKind::Python, ToolSource::Package { tool }) => !is_host_package_tool(tool),
         (NodeKind::Python, _) => true,
         _ => false,
     })
@@ -150,7 +159,7 @@ impl FlowInvoker {
                 {
                     true
                 }
-                (NodeKind::Python, ToolSource::Package { tool }) => tool == EMBEDDING_TOOL,
+                (NodeKind::Python, ToolSource::Package { tool }) => is_host_package_tool(tool),
                 _ => false,
             };
             let named = match node.inputs.get("connection") {
@@ -245,7 +254,7 @@ impl FlowInvoker {
         let mut problems = Vec::new();
         for node in &flow.nodes {
             let source = match &node.source {
-                ToolSource::Package { tool } if tool == EMBEDDING_TOOL => continue,
+                ToolSource::Package { tool } if is_host_package_tool(tool) => continue,
                 // A flex entry's inputs are the flow's inputs (its init is checked by flex).
                 ToolSource::Entry { .. } => continue,
                 _ if node.kind != NodeKind::Python => continue,
@@ -543,6 +552,43 @@ impl FlowInvoker {
         })
     }
 
+    async fn serpapi(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let mut inputs: IndexMap<String, Value> = IndexMap::new();
+        let mut connection = None;
+        for (k, a) in call.args {
+            let v = template_var(a).value;
+            if k == "connection" {
+                let name = v.as_str().unwrap_or_default().to_string();
+                connection = Some(self.connection_named(&call.node.name, &name)?);
+            } else {
+                inputs.insert(k, v);
+            }
+        }
+        let connection = connection.ok_or_else(|| {
+            ToolFailure::new(
+                "MissingInput",
+                format!(
+                    "node '{}': the serpapi tool needs a 'connection' input naming a serp connection",
+                    call.node.name
+                ),
+            )
+        })?;
+        let v = self
+            .llm
+            .serpapi_search(connection, &inputs)
+            .await
+            .map_err(|e| {
+                let kind = match &e {
+                    flowrt_tools::ToolError::Http { status, .. } if *status < 500 => {
+                        "SerpAPIUserError"
+                    }
+                    _ => "SerpAPISystemError",
+                };
+                ToolFailure::new(kind, e.to_string())
+            })?;
+        Ok(ToolOutcome::value(v))
+    }
+
     async fn embedding(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
         let mut inputs: IndexMap<String, Value> = IndexMap::new();
         let mut connection = None;
@@ -662,6 +708,9 @@ impl FlowInvoker {
             (NodeKind::Prompty, _) => self.prompty(call).await,
             (NodeKind::Python, ToolSource::Package { tool }) if tool == EMBEDDING_TOOL => {
                 self.embedding(call).await
+            }
+            (NodeKind::Python, ToolSource::Package { tool }) if tool == SERPAPI_TOOL => {
+                self.serpapi(call).await
             }
             (NodeKind::Python, _) => self.python(call).await,
             (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. })

@@ -547,6 +547,112 @@ impl LlmClient {
         Ok((stream, prepared.body))
     }
 
+    /// promptflow-tools' `SerpAPI.search(connection, query, location, safe, num, engine)`: the
+    /// search's JSON as SerpAPI returns it. The endpoint is `https://serpapi.com/search`, or the
+    /// connection's `api_base` (a proxy, or a test server) followed by `/search`.
+    pub async fn serpapi_search(
+        &self,
+        connection: &Connection,
+        inputs: &IndexMap<String, Value>,
+    ) -> Result<Value, ToolError> {
+        if connection.kind != ConnectionKind::Serp {
+            return Err(ToolError::UnsupportedConnection {
+                connection: connection.name.clone(),
+                kind: connection.kind.as_str().to_string(),
+                tool: "serpapi".to_string(),
+            });
+        }
+        let api_key = connection.api_key().unwrap_or_default().to_string();
+        let text = |key: &str| match inputs.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        };
+        let query = text("query").ok_or_else(|| ToolError::bad_param("query", "is required"))?;
+        let engine = text("engine").unwrap_or_else(|| "google".to_string());
+        let google = engine.eq_ignore_ascii_case("google");
+        let mut params: Vec<(&str, String)> = vec![("q", query), ("engine", engine.clone())];
+        if let Some(location) = text("location") {
+            params.push(("location", location));
+        }
+        // As promptflow-tools: only `safe: active` is sent; google and bing name it differently.
+        if text("safe").is_some_and(|s| s.eq_ignore_ascii_case("active")) {
+            params.push(if google {
+                ("safe", "Active".to_string())
+            } else {
+                ("safeSearch", "Strict".to_string())
+            });
+        }
+        let num = match inputs.get("num") {
+            None | Some(Value::Null) => 10,
+            // Python's `int(num)`: an integer, a float (truncated) or an integer's text.
+            Some(v) => v
+                .as_i64()
+                .or_else(|| v.as_f64().map(|f| f as i64))
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                .ok_or_else(|| ToolError::bad_param("num", format!("value {v} is not an int")))?,
+        };
+        if num > 0 {
+            params.push((if google { "num" } else { "count" }, num.to_string()));
+        }
+        params.push(("output", "json".to_string()));
+        params.push(("api_key", api_key.clone()));
+        let base = connection
+            .configs
+            .get("api_base")
+            .map(|b| b.trim_end_matches('/').to_string())
+            .unwrap_or_else(|| "https://serpapi.com".to_string());
+        let url = format!("{base}/search");
+        let redact = |text: &str| {
+            if api_key.is_empty() {
+                text.to_string()
+            } else {
+                text.replace(&api_key, "***")
+            }
+        };
+        let client = if url.starts_with("http://") {
+            &self.http_local
+        } else {
+            &self.http
+        };
+        let resp =
+            client
+                .get(&url)
+                .query(&params)
+                .send()
+                .await
+                .map_err(|e| ToolError::Network {
+                    url: url.clone(),
+                    message: redact(&describe(&e)),
+                    attempts: 1,
+                })?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| ToolError::Network {
+            url: url.clone(),
+            message: redact(&describe(&e)),
+            attempts: 1,
+        })?;
+        if !(200..300).contains(&status) {
+            // SerpAPI says what went wrong in `error` (a rejected key, a bad parameter).
+            let message = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
+                .unwrap_or_else(|| {
+                    format!("SerpAPI search request failed: {}", excerpt(&body, 300))
+                });
+            return Err(ToolError::Http {
+                url,
+                status,
+                message: redact(&message),
+                attempts: 1,
+            });
+        }
+        serde_json::from_str(&body).map_err(|e| ToolError::BadResponse {
+            url,
+            message: format!("not JSON: {e}"),
+        })
+    }
+
     /// promptflow's `embedding(connection, input, deployment_name, model)`: the embedding vector
     /// of `input` (a list of floats).
     pub async fn embedding(

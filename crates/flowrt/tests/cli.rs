@@ -372,6 +372,59 @@ fn the_vision_chat_tool_sends_images_as_parts_of_the_message() {
 }
 
 #[test]
+fn the_serpapi_package_tool_searches_without_python_and_never_shows_its_key() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: serp\ntype: serp\napi_key: serp-key\napi_base: {}\n",
+        server.base
+    ));
+    let (_d, dir) = flow("serp_search");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "question=rust yaml",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({"results": {"organic_results": [{"title": "echo"}]}})
+    );
+    {
+        let reqs = server.requests.lock().unwrap();
+        let path = &reqs[0].0;
+        // bing names the result count `count` and safe search `safeSearch`, as promptflow sends.
+        for part in [
+            "q=rust+yaml",
+            "engine=bing",
+            "safeSearch=Strict",
+            "count=3",
+            "output=json",
+        ] {
+            assert!(path.contains(part), "{part} missing from {path}");
+        }
+    }
+    // A refused key: SerpAPI's own message, as a user error, without the key.
+    env.connection(&format!(
+        "name: serp\ntype: serp\napi_key: wrong-key-123\napi_base: {}\n",
+        server.base
+    ));
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "question=q",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("SerpAPIUserError"), "{}", r.stderr);
+    assert!(r.stderr.contains("Invalid API key."), "{}", r.stderr);
+    assert!(!r.stderr.contains("wrong-key-123"), "{}", r.stderr);
+}
+
+#[test]
 fn additional_includes_are_merged_into_the_flow() {
     let env = Env::new();
     let root = tempfile::tempdir().unwrap();

@@ -106,7 +106,8 @@ pub fn flow(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// A fake OpenAI server: chat answers `echo: <last user message>` (or, when that message contains
 /// `[[json]]`, the JSON text `{"echo": <message>}`), completion answers `echo: <prompt>`,
-/// embeddings return `[0.6, 0.8]`. The first `fail_first` requests get a 429.
+/// embeddings return `[0.6, 0.8]`, and `GET /search` answers as SerpAPI does. The first
+/// `fail_first` requests get a 429.
 pub struct FakeOpenAi {
     pub base: String,
     pub requests: Arc<Mutex<Vec<(String, Value)>>>,
@@ -214,6 +215,13 @@ impl FakeOpenAi {
                         "200 OK",
                         json!({"data": [{"index": 0, "embedding": [0.6, 0.8]}]}),
                     )
+                } else if route == "/search" {
+                    // SerpAPI: a key other than `serp-key` is refused as SerpAPI refuses it.
+                    if path.contains("api_key=serp-key") {
+                        ("200 OK", json!({"organic_results": [{"title": "echo"}]}))
+                    } else {
+                        ("401 Unauthorized", json!({"error": "Invalid API key."}))
+                    }
                 } else {
                     (
                         "404 Not Found",
