@@ -34,10 +34,12 @@ const VISION_CHAT_TOOLS: &[&str] = &[
 /// promptflow-tools' SerpAPI search (`type: python`, `source.type: package`), served in Rust: the
 /// `serpapi` Python client it needs is not in flowrt's environments.
 const SERPAPI_TOOL: &str = "promptflow.tools.serpapi.SerpAPI.search";
+/// promptflow-tools' Azure AI Content Safety text check, served in Rust (one HTTP call).
+const CONTENT_SAFETY_TOOL: &str = "promptflow.tools.azure_content_safety.analyze_text";
 
 /// Package tools of `type: python` that the host serves without a Python worker.
 fn is_host_package_tool(tool: &str) -> bool {
-    tool == EMBEDDING_TOOL || tool == SERPAPI_TOOL
+    [EMBEDDING_TOOL, SERPAPI_TOOL, CONTENT_SAFETY_TOOL].contains(&tool)
 }
 
 /// A custom_llm tool that the built-in LLM call serves.
@@ -552,7 +554,13 @@ impl FlowInvoker {
         })
     }
 
-    async fn serpapi(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+    /// A host-served package tool's `connection` input and its other inputs.
+    fn connection_and_inputs<'a>(
+        &'a self,
+        call: Invocation<'_>,
+        tool: &str,
+        kind: &str,
+    ) -> Result<(&'a Connection, IndexMap<String, Value>), ToolFailure> {
         let mut inputs: IndexMap<String, Value> = IndexMap::new();
         let mut connection = None;
         for (k, a) in call.args {
@@ -568,48 +576,44 @@ impl FlowInvoker {
             ToolFailure::new(
                 "MissingInput",
                 format!(
-                    "node '{}': the serpapi tool needs a 'connection' input naming a serp connection",
+                    "node '{}': the {tool} tool needs a 'connection' input naming {kind} connection",
                     call.node.name
                 ),
             )
         })?;
+        Ok((connection, inputs))
+    }
+
+    async fn serpapi(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let (connection, inputs) = self.connection_and_inputs(call, "serpapi", "a serp")?;
         let v = self
             .llm
             .serpapi_search(connection, &inputs)
             .await
+            .map_err(|e| service_failure(e, "SerpAPIUserError", "SerpAPISystemError"))?;
+        Ok(ToolOutcome::value(v))
+    }
+
+    async fn content_safety(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        let (connection, inputs) =
+            self.connection_and_inputs(call, "azure_content_safety", "an azure_content_safety")?;
+        let v = self
+            .llm
+            .content_safety_analyze_text(connection, &inputs)
+            .await
             .map_err(|e| {
-                let kind = match &e {
-                    flowrt_tools::ToolError::Http { status, .. } if *status < 500 => {
-                        "SerpAPIUserError"
-                    }
-                    _ => "SerpAPISystemError",
-                };
-                ToolFailure::new(kind, e.to_string())
+                service_failure(
+                    e,
+                    "AzureContentSafetyInputValueError",
+                    "AzureContentSafetySystemError",
+                )
             })?;
         Ok(ToolOutcome::value(v))
     }
 
     async fn embedding(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
-        let mut inputs: IndexMap<String, Value> = IndexMap::new();
-        let mut connection = None;
-        for (k, a) in call.args {
-            let v = template_var(a).value;
-            if k == "connection" {
-                let name = v.as_str().unwrap_or_default().to_string();
-                connection = Some(self.connection_named(&call.node.name, &name)?);
-            } else {
-                inputs.insert(k, v);
-            }
-        }
-        let connection = connection.ok_or_else(|| {
-            ToolFailure::new(
-                "MissingInput",
-                format!(
-                    "node '{}': the embedding tool needs a 'connection' input",
-                    call.node.name
-                ),
-            )
-        })?;
+        let (connection, inputs) =
+            self.connection_and_inputs(call, "embedding", "an open_ai or azure_open_ai")?;
         let v = self
             .llm
             .embedding(connection, &inputs)
@@ -617,6 +621,18 @@ impl FlowInvoker {
             .map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
         Ok(ToolOutcome::value(v))
     }
+}
+
+/// A service tool's error under promptflow-tools' exception names: the caller's fault (a bad
+/// parameter, a refused key or request) or the service's.
+fn service_failure(e: flowrt_tools::ToolError, user: &str, system: &str) -> ToolFailure {
+    let kind = match &e {
+        flowrt_tools::ToolError::Http { status, .. } if *status < 500 => user,
+        flowrt_tools::ToolError::BadParameter { .. }
+        | flowrt_tools::ToolError::UnsupportedConnection { .. } => user,
+        _ => system,
+    };
+    ToolFailure::new(kind, e.to_string())
 }
 
 /// A template variable. As in promptflow, role markers are escaped only in values that come
@@ -711,6 +727,9 @@ impl FlowInvoker {
             }
             (NodeKind::Python, ToolSource::Package { tool }) if tool == SERPAPI_TOOL => {
                 self.serpapi(call).await
+            }
+            (NodeKind::Python, ToolSource::Package { tool }) if tool == CONTENT_SAFETY_TOOL => {
+                self.content_safety(call).await
             }
             (NodeKind::Python, _) => self.python(call).await,
             (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. })

@@ -547,6 +547,119 @@ impl LlmClient {
         Ok((stream, prepared.body))
     }
 
+    /// promptflow-tools' `analyze_text(connection, text, hate_category, sexual_category,
+    /// self_harm_category, violence_category)`: Azure AI Content Safety's verdict on `text`, as
+    /// `{"suggested_action": "Accept"|"Reject", "action_by_category": {"Hate": ..., "SelfHarm":
+    /// ..., "Sexual": ..., "Violence": ...}}`. A category is rejected when its severity reaches
+    /// the threshold of its sensitivity (low 6, medium 4 (the default), high 2; `disable` never);
+    /// any rejection or blocklist match rejects the text.
+    pub async fn content_safety_analyze_text(
+        &self,
+        connection: &Connection,
+        inputs: &IndexMap<String, Value>,
+    ) -> Result<Value, ToolError> {
+        if connection.kind != ConnectionKind::AzureContentSafety {
+            return Err(ToolError::UnsupportedConnection {
+                connection: connection.name.clone(),
+                kind: connection.kind.as_str().to_string(),
+                tool: "azure_content_safety".to_string(),
+            });
+        }
+        let text = match inputs.get("text") {
+            Some(Value::String(s)) => s.clone(),
+            None | Some(Value::Null) => return Err(ToolError::bad_param("text", "is required")),
+            Some(other) => other.to_string(),
+        };
+        // (promptflow's category name, the input that sets its sensitivity, the response keys of
+        // the 2023-10-01 API and of the older ones)
+        const CATEGORIES: [(&str, &str, &str); 4] = [
+            ("Hate", "hate_category", "hateResult"),
+            ("SelfHarm", "self_harm_category", "selfHarmResult"),
+            ("Sexual", "sexual_category", "sexualResult"),
+            ("Violence", "violence_category", "violenceResult"),
+        ];
+        let mut thresholds = Vec::new();
+        for (category, input, _) in CATEGORIES {
+            let sensitivity = match inputs.get(input) {
+                None | Some(Value::Null) => "medium_sensitivity".to_string(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            };
+            let threshold: i64 = match sensitivity.as_str() {
+                "disable" => -1,
+                "low_sensitivity" => 6,
+                "medium_sensitivity" => 4,
+                "high_sensitivity" => 2,
+                other => {
+                    return Err(ToolError::bad_param(
+                        input,
+                        format!("sensitivity '{other}' is not supported; use disable, low_sensitivity, medium_sensitivity or high_sensitivity"),
+                    ))
+                }
+            };
+            thresholds.push((category, threshold));
+        }
+        let api_key = connection.api_key().unwrap_or_default().to_string();
+        let base = required(connection, "endpoint")?.trim_end_matches('/');
+        let version = non_empty(connection, "api_version").unwrap_or("2023-10-01");
+        let endpoint = Endpoint {
+            url: format!(
+                "{base}/contentsafety/text:analyze?api-version={}",
+                encode_segment(version)
+            ),
+            headers: vec![
+                ("ocp-apim-subscription-key", api_key.clone()),
+                ("ms-azure-ai-sender", "prompt_flow".into()),
+            ],
+            secret: Some(api_key),
+        };
+        let detection = self
+            .post_json(&endpoint, &json!({"text": text, "blocklistNames": []}))
+            .await?;
+        let latest = version == "2023-10-01";
+        let mut by_category = serde_json::Map::new();
+        let mut rejected = false;
+        for ((category, threshold), (_, _, old_key)) in thresholds.into_iter().zip(CATEGORIES) {
+            let result = if latest {
+                detection
+                    .get("categoriesAnalysis")
+                    .and_then(Value::as_array)
+                    .and_then(|all| all.iter().find(|r| r["category"] == category))
+            } else {
+                detection.get(old_key)
+            };
+            let severity = result
+                .and_then(|r| r.get("severity"))
+                .and_then(Value::as_i64)
+                .ok_or_else(|| ToolError::BadResponse {
+                    url: endpoint.url.clone(),
+                    message: format!("no severity for category {category}"),
+                })?;
+            let reject = threshold != -1 && severity >= threshold;
+            rejected |= reject;
+            by_category.insert(
+                category.to_string(),
+                json!(if reject { "Reject" } else { "Accept" }),
+            );
+        }
+        let blocklist_key = if latest {
+            "blocklistsMatch"
+        } else {
+            "blocklistsMatchResults"
+        };
+        if detection
+            .get(blocklist_key)
+            .and_then(Value::as_array)
+            .is_some_and(|m| !m.is_empty())
+        {
+            rejected = true;
+        }
+        Ok(json!({
+            "suggested_action": if rejected { "Reject" } else { "Accept" },
+            "action_by_category": by_category,
+        }))
+    }
+
     /// promptflow-tools' `SerpAPI.search(connection, query, location, safe, num, engine)`: the
     /// search's JSON as SerpAPI returns it. The endpoint is `https://serpapi.com/search`, or the
     /// connection's `api_base` (a proxy, or a test server) followed by `/search`.

@@ -425,6 +425,50 @@ fn the_serpapi_package_tool_searches_without_python_and_never_shows_its_key() {
 }
 
 #[test]
+fn the_content_safety_package_tool_gives_promptflows_verdict() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: safety_conn\ntype: azure_content_safety\napi_key: cs-key\nendpoint: {}\n",
+        server.base
+    ));
+    let (_d, dir) = flow("content_safety");
+    let verdict = |text: &str| {
+        let r = env.run(&[
+            "flow",
+            "test",
+            dir.to_str().unwrap(),
+            "--inputs",
+            &format!("text={text}"),
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        r.json()["verdict"].clone()
+    };
+    let accept_all =
+        json!({"Hate": "Accept", "SelfHarm": "Accept", "Sexual": "Accept", "Violence": "Accept"});
+    assert_eq!(
+        verdict("hello"),
+        json!({"suggested_action": "Accept", "action_by_category": accept_all})
+    );
+    // Severity 4 reaches medium sensitivity's threshold (4).
+    assert_eq!(
+        verdict("a fight"),
+        json!({"suggested_action": "Reject", "action_by_category": {"Hate": "Accept", "SelfHarm": "Accept", "Sexual": "Accept", "Violence": "Reject"}})
+    );
+    // A blocklist match rejects the text whatever the categories say.
+    assert_eq!(verdict("blocked")["suggested_action"], json!("Reject"));
+    let reqs = server.requests.lock().unwrap();
+    assert!(
+        reqs[0]
+            .0
+            .ends_with("/contentsafety/text:analyze?api-version=2023-10-01"),
+        "{}",
+        reqs[0].0
+    );
+    assert_eq!(reqs[0].1, json!({"text": "hello", "blocklistNames": []}));
+}
+
+#[test]
 fn additional_includes_are_merged_into_the_flow() {
     let env = Env::new();
     let root = tempfile::tempdir().unwrap();

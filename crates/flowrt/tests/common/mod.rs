@@ -106,7 +106,8 @@ pub fn flow(name: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// A fake OpenAI server: chat answers `echo: <last user message>` (or, when that message contains
 /// `[[json]]`, the JSON text `{"echo": <message>}`), completion answers `echo: <prompt>`,
-/// embeddings return `[0.6, 0.8]`, and `GET /search` answers as SerpAPI does. The first
+/// embeddings return `[0.6, 0.8]`, `GET /search` answers as SerpAPI does and
+/// `/contentsafety/text:analyze` as Azure AI Content Safety does. The first
 /// `fail_first` requests get a 429.
 pub struct FakeOpenAi {
     pub base: String,
@@ -214,6 +215,30 @@ impl FakeOpenAi {
                     (
                         "200 OK",
                         json!({"data": [{"index": 0, "embedding": [0.6, 0.8]}]}),
+                    )
+                } else if route == "/contentsafety/text:analyze" {
+                    // Content Safety (2023-10-01): severity 4 for Violence when the text says
+                    // "fight", 0 otherwise; "blocked" matches a blocklist.
+                    let text = body["text"].as_str().unwrap_or("");
+                    let severity = |c: &str| {
+                        if c == "Violence" && text.contains("fight") {
+                            4
+                        } else {
+                            0
+                        }
+                    };
+                    let blocklist: Vec<Value> = if text.contains("blocked") {
+                        vec![json!({"blocklistName": "b", "blocklistItemText": "blocked"})]
+                    } else {
+                        Vec::new()
+                    };
+                    let analysis: Vec<Value> = ["Hate", "SelfHarm", "Sexual", "Violence"]
+                        .iter()
+                        .map(|c| json!({"category": c, "severity": severity(c)}))
+                        .collect();
+                    (
+                        "200 OK",
+                        json!({"blocklistsMatch": blocklist, "categoriesAnalysis": analysis}),
                     )
                 } else if route == "/search" {
                     // SerpAPI: a key other than `serp-key` is refused as SerpAPI refuses it.
