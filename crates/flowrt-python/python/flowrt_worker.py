@@ -1175,6 +1175,10 @@ def _check(req):
     their first call, as before."""
     rid = req.get("id")
     node = req.get("node", "")
+    source = req.get("source") or {}
+    if not (source.get("tool") or source.get("path")):
+        # The host's readiness probe (a batch warming its workers): nothing to load.
+        return _dumps({"id": rid, "ok": True, "output": None, "stdout": "", "metrics": []})
     buf = _Capture()
     token = _CAPTURE.set(buf)  # what loading the tool prints is the node's, as in a call
     try:

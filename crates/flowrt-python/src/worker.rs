@@ -328,6 +328,40 @@ impl WorkerPool {
             .map(|out| out.stdout)
     }
 
+    /// Start up to `workers` workers (never more than the pool's size) and wait until each
+    /// answers, as promptflow starts its processes before a batch's first line: a line's time
+    /// then starts when a running worker can take it, so on a busy machine the first lines do not
+    /// pay for Python's start-up against their timeout. A worker that fails to start is left to
+    /// the calls that need it.
+    pub async fn warm(&self, workers: usize) {
+        let Ok(script) = self.script() else { return };
+        let ready: Vec<Arc<Worker>> = {
+            let mut slots = lock(&self.slots);
+            slots.retain(|s| s.as_ref().is_some_and(|w| w.alive.load(Ordering::SeqCst)));
+            while slots.len() < workers.min(self.size) {
+                match self.spawn(&script) {
+                    Ok(w) => slots.push(Some(Arc::new(w))),
+                    Err(_) => break,
+                }
+            }
+            slots.iter().flatten().cloned().collect()
+        };
+        // A check of no tool: the worker answers once it reads requests, and loads nothing.
+        let probe = ToolCall {
+            node: String::new(),
+            source: ToolSource::Package {
+                tool: String::new(),
+            },
+            args: Vec::new(),
+            timeout: Some(Duration::from_secs(60)),
+        };
+        let probes = ready.iter().map(|worker| {
+            worker.inflight.fetch_add(1, Ordering::SeqCst);
+            self.send_on(worker.clone(), &probe, probe.timeout, true)
+        });
+        futures::future::join_all(probes).await;
+    }
+
     /// Run a call on `worker`, whose in-flight count already includes it.
     async fn call_on(
         &self,

@@ -305,6 +305,14 @@ impl FlowInvoker {
         }
     }
 
+    /// Start up to `workers` Python workers and wait until they answer (see
+    /// [`WorkerPool::warm`]); nothing for a flow without Python.
+    pub async fn warm(&self, workers: usize) {
+        if let Some(pool) = &self.pool {
+            pool.warm(workers).await;
+        }
+    }
+
     pub async fn shutdown(&self) {
         if let Some(pool) = &self.pool {
             pool.shutdown().await;
