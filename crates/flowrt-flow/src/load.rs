@@ -146,7 +146,10 @@ pub fn load_flow(path: &Path, options: &LoadOptions) -> Result<Flow, FlowError> 
         message: e.message,
     })?;
     let mut loader = Loader::default();
-    let flow = if is_flex_file(&file) {
+    // promptflow reads a flow.dag.yaml that names an `entry` and no `nodes` as a flex flow (its
+    // older "eager flow" spelling).
+    let written_as_flex = yaml.get("entry").is_some() && yaml.get("nodes").is_none();
+    let flow = if is_flex_file(&file) || written_as_flex {
         loader.flex_flow(&yaml, dir, file.clone())
     } else {
         loader.flow(&yaml, dir, file.clone(), options)

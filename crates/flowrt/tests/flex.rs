@@ -74,6 +74,22 @@ fn function_entry_typed_by_the_yaml() {
 }
 
 #[test]
+fn a_flex_flow_written_as_flow_dag_yaml_runs_as_flex() {
+    // promptflow's older spelling: a flow.dag.yaml holding `entry:` and no nodes is a flex flow.
+    let env = Env::new();
+    let dir = flex_dir(&[
+        ("flow.dag.yaml", "entry: echo:my_flow"),
+        (
+            "echo.py",
+            "def my_flow(text: str = 'hi'):\n    print(f'got {text}')\n    return {'said': text}\n",
+        ),
+    ]);
+    let r = env.run(&["flow", "test", s(dir.path()), "--inputs", "text=hello"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"said": "hello"}));
+}
+
+#[test]
 fn function_entry_errors() {
     let env = Env::new();
     let (_t, dir) = flow("flex_fn");
