@@ -9,9 +9,19 @@ the same driver runs promptflow through its public SDK (what `pf flow test` does
       [--only SUBSTRING] [--timeout 60] [--jobs 2] [--out results.json]
 
 Flows: folders with flow.dag.yaml (dag) or flow.flex.yaml (flex), and .prompty files (prompty), under
-src/promptflow/tests/test_configs and examples/flows. Inputs: the declared defaults (when every input
-has one, `{}` is passed), else samples.json / the `sample:` of a prompty or flex flow, else the first
-line of data.jsonl (or inputs.jsonl), else the flow is skipped ("no inputs").
+src/promptflow/tests/test_configs and examples/flows. Inputs: the `sample:` of a prompty or flex flow,
+else the declared defaults (when every input has one, `{}` is passed), else samples.json, else the
+first line of data.jsonl (or inputs.jsonl). Every input still without a value or a default is then
+synthesized from its declared type (string "hello", int 1, double 1.5, bool true, list [], object {},
+a chat history [], an image: the smallest image file in the flow folder, else a 1x1 PNG data URI);
+such flows are marked inputs_source "...synthesized" (`--no-synthesize` skips them, "no inputs").
+A flex entry's inputs and init kwargs are read from flow.flex.yaml and from the entry's signature
+(ast, the code is not imported); an init kwarg without a value (sample `init:`, init.json) is
+synthesized the same way, a model configuration naming the connections this script creates
+(AzureOpenAIModelConfiguration: azure_open_ai_connection, OpenAIModelConfiguration:
+open_ai_connection) and a connection-typed one the connection's name. An image input whose value is a
+web address (there is no network here) gets the local image instead. Both runtimes always get the
+same inputs and init.
 
 Each runtime gets its own copy of the flow tree (so relative paths outside a flow folder still work
 and files a runtime writes don't leak into the other's run), and a fresh HOME / PF_HOME_DIRECTORY /
@@ -19,12 +29,18 @@ FLOWRT_HOME per script run. Connections commonly referenced by the flows are cre
 runtimes, pointed at the fake OpenAI server, all with key `fake-key`.
 
 Classification per flow: skipped (no inputs), pf_failed (excluded from the denominator), identical,
-different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not). A
-different flow is run under promptflow once more: when promptflow's own two runs differ (random
-choices, generated image file names) and every output that is the same in both matches flowrt's,
-it counts as "matching" (a second column beside "identical").
+different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not). A file
+either runtime writes under `.promptflow/output/<uuid>.<ext>` (generated images) is compared by its
+path with the random uuid stem replaced by <UUID> (folder and extension still count) and by a digest
+of its bytes, so a wrong extension or content is a difference and a random file name is not. A
+different flow is run under promptflow up to 4 more times: when one of those runs gives exactly
+flowrt's outputs (a flow that picks at random), it counts as identical (identical_to_pf_run says
+which run); when promptflow's own runs differ (random choices, `id(self)`) but none is flowrt's and
+every output that is the same in all of them matches flowrt's, it counts as "matching" (a second
+column beside "identical"), listed with the reason "promptflow itself differs between its runs".
 """
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -40,6 +56,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOTS = ["src/promptflow/tests/test_configs", "examples/flows"]
 REL_TOL = 1e-6
+PF_RERUNS = 4  # extra promptflow runs of a flow whose outputs differ from flowrt's
 
 OPENAI_NAMES = ["open_ai_connection", "your_open_ai_connection", "new_ai_connection", "test_llm_connection",
                 "openai_connection", "oai_connection"]
@@ -53,8 +70,11 @@ CUSTOM_NAMES = ["custom_connection", "custom_connection_2", "custom_connection_3
 # driver, run with promptflow's Python
 # ----------------------------------------------------------------------------------------------------
 PF_DRIVER = r'''
-import argparse, dataclasses, json, os, sys, types
+import argparse, dataclasses, json, os, re, sys, types
 from collections.abc import Mapping
+
+OPENAI_NAMES = json.loads(os.environ.get("SBS_OPENAI_NAMES", "[]"))
+AZURE_NAMES = json.loads(os.environ.get("SBS_AZURE_NAMES", "[]"))
 
 
 def setup_home():
@@ -137,8 +157,154 @@ def first_line(path):
     return None
 
 
+# placeholders by declared type (flow.dag.yaml / prompty `type:`, or a Python annotation's name)
+PLACEHOLDERS = {"string": "hello", "str": "hello", "int": 1, "double": 1.5, "float": 1.5, "bool": True,
+                "list": [], "object": {}, "dict": {}, "chat_history": [], "any": "hello"}
+AZURE_CONN, OPENAI_CONN, CUSTOM_CONN = "azure_open_ai_connection", "open_ai_connection", "custom_connection"
+# a 1x1 PNG, for an image input when the flow folder holds no image file
+TINY_PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAA"
+            "AABJRU5ErkJggg==")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp")
+
+
+def find_image(folder):
+    """A small image file in the flow folder (or below it), as a path relative to the folder."""
+    best = None
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if d not in (".promptflow", "__pycache__", ".runs"))
+        for name in sorted(filenames):
+            if name.lower().endswith(IMAGE_EXTS):
+                p = os.path.join(dirpath, name)
+                size = os.path.getsize(p)
+                if size and (best is None or size < best[0]):
+                    best = (size, os.path.relpath(p, folder))
+        if best:
+            break  # prefer the shallowest folder that has one
+    return best[1] if best else None
+
+
+def annotation_name(node):
+    """'str', 'List', 'AzureOpenAIModelConfiguration', ... of an ast annotation (None when absent)."""
+    import ast
+    if node is None:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        try:
+            node = ast.parse(node.value, mode="eval").body
+        except SyntaxError:
+            return node.value
+    if isinstance(node, ast.Subscript):
+        base = annotation_name(node.value)
+        if base in ("Optional", "Union"):
+            inner = node.slice
+            if isinstance(inner, ast.Tuple):
+                inner = inner.elts[0]
+            return annotation_name(inner)
+        return base
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.BinOp):  # `str | None`
+        return annotation_name(node.left)
+    return None
+
+
+def signature_params(fn):
+    """[(name, annotation name, has default)] of a def (self/cls, *args, **kwargs left out)."""
+    a = fn.args
+    pos = list(a.posonlyargs) + list(a.args)
+    defaults = [None] * (len(pos) - len(a.defaults)) + list(a.defaults)
+    out = []
+    for i, (arg, d) in enumerate(zip(pos, defaults)):
+        if i == 0 and arg.arg in ("self", "cls"):
+            continue
+        out.append((arg.arg, annotation_name(arg.annotation), d is not None))
+    for arg, d in zip(a.kwonlyargs, a.kw_defaults):
+        out.append((arg.arg, annotation_name(arg.annotation), d is not None))
+    return out
+
+
+def entry_signatures(folder, entry, code=None):
+    """(call params, init params or None) of a flex entry `module:function` / `module:Class`, read with ast
+    (the user's code is not imported). None when the source cannot be found."""
+    import ast
+    if not isinstance(entry, str) or ":" not in entry:
+        return None
+    module, attr = entry.split(":", 1)
+    base = os.path.join(folder, code) if code else folder
+    candidates = [os.path.join(base, *module.split(".")) + ".py",
+                  os.path.join(base, *module.split("."), "__init__.py")]
+    src = next((c for c in candidates if os.path.isfile(c)), None)
+    if src is None:
+        return None
+    with open(src, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == attr:
+            return signature_params(node), None
+        if isinstance(node, ast.ClassDef) and node.name == attr:
+            call = init = None
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    if item.name == "__call__":
+                        call = signature_params(item)
+                    elif item.name == "__init__":
+                        init = signature_params(item)
+            return call or [], init or []
+    return None
+
+
+def placeholder(name, kind, folder):
+    """(value, ok) for one input or init kwarg without a value, by its declared type."""
+    k = str(kind or "string")
+    low = k.lower()
+    if k == "AzureOpenAIModelConfiguration":
+        return {"connection": AZURE_CONN, "azure_deployment": "gpt-35-turbo"}, True
+    if k == "OpenAIModelConfiguration":
+        return {"connection": OPENAI_CONN, "model": "gpt-35-turbo"}, True
+    if k in ("AzureOpenAIConnection",):
+        return AZURE_CONN, True
+    if k in ("OpenAIConnection",):
+        return OPENAI_CONN, True
+    if k.endswith("Connection"):
+        return CUSTOM_CONN, True
+    if low == "image" or k in ("Image", "PFBytes"):
+        img = find_image(folder)
+        return (img if img else TINY_PNG), True
+    if "history" in name and low in ("list", "chat_history", "string", "any"):
+        return [], True
+    if low in ("list", "sequence", "tuple", "set"):
+        return [], True
+    if low in ("dict", "mapping", "object", "typeddict"):
+        return {}, True
+    if low in PLACEHOLDERS:
+        return PLACEHOLDERS[low], True
+    return None, False
+
+
+def declared_kind(spec):
+    if isinstance(spec, dict):
+        return spec.get("type", "string")
+    return "string"
+
+
+def has_default(spec):
+    return isinstance(spec, dict) and "default" in spec
+
+
+def init_synth_needed(declared_init, init):
+    return any(not has_default(spec) and not (isinstance(init, dict) and name in init)
+               for name, spec in declared_init.items())
+
+
 def pick(path, fmt):
-    """{"inputs": {...}, "init": {...}|None} or {"skip": reason}."""
+    """{"inputs": {...}, "init": {...}|None, "source": ...} or {"skip": reason}.
+
+    Values come from, in order: declared defaults, the `sample:` (prompty/flex), samples.json, the first line
+    of data.jsonl / inputs.jsonl; every input (and flex init kwarg) still without a value or a default is
+    synthesized from its declared type. A flex entry's parameters come from flow.flex.yaml and from the entry's
+    signature (read with ast), so inputs a flex yaml does not declare are filled too."""
     folder = path if fmt != "prompty" else os.path.dirname(path)
     if fmt == "dag":
         doc = read_yaml(os.path.join(path, "flow.dag.yaml"))
@@ -149,27 +315,58 @@ def pick(path, fmt):
     declared = doc.get("inputs") or {}
     if not isinstance(declared, dict):
         declared = {}
+    declared = dict(declared)
+    declared_init = doc.get("init") if isinstance(doc.get("init"), dict) else {}
+    declared_init = dict(declared_init)
+    # a flex entry (and a flow.dag.yaml that names an `entry:`, the older eager format): its signature
+    if doc.get("entry"):
+        try:
+            sig = entry_signatures(folder, doc.get("entry"), doc.get("code"))
+        except Exception:
+            sig = None
+        if sig:
+            call, init_params = sig
+            for name, ann, dflt in call:
+                if name not in declared:
+                    declared[name] = {"type": ann or "string", **({"default": None} if dflt else {})}
+                elif isinstance(declared[name], dict) and dflt and "default" not in declared[name]:
+                    declared[name] = dict(declared[name], default=None)
+            for name, ann, dflt in init_params or []:
+                spec = declared_init.get(name)
+                if not isinstance(spec, dict):
+                    declared_init[name] = {"type": ann or "string", **({"default": None} if dflt else {})}
+                else:
+                    # the annotation says more than the yaml's `type` (a model configuration, a connection)
+                    if ann and (ann.endswith("Configuration") or ann.endswith("Connection")):
+                        spec = dict(spec, type=ann)
+                    if dflt and "default" not in spec:
+                        spec = dict(spec, default=None)
+                    declared_init[name] = spec
     init = None
     sample = None
+    sources = []
     if fmt in ("flex", "prompty") and doc.get("sample") is not None:
         sample = load_sample_value(folder, doc.get("sample"))
         if fmt == "flex" and isinstance(sample, dict) and ("inputs" in sample or "init" in sample) and \
                 all(k in ("inputs", "init") for k in sample):
             init = sample.get("init")
+            if init is not None:
+                sources.append("sample init")
             sample = sample.get("inputs")
     if fmt == "flex" and init is None and os.path.isfile(os.path.join(folder, "init.json")):
         # a class entry's constructor kwargs kept next to the flow (what the tests pass as init)
         with open(os.path.join(folder, "init.json"), encoding="utf-8") as f:
             init = json.load(f)
-    def has_default(spec):
-        return isinstance(spec, dict) and "default" in spec
-    if declared and all(has_default(spec) for spec in declared.values()):
-        return {"inputs": {}, "init": init, "source": "defaults"}
-    if not declared and fmt == "dag":
-        return {"inputs": {}, "init": init, "source": "no declared inputs"}
+        sources.append("init.json")
+
+    values = None
     if isinstance(sample, dict):
-        return {"inputs": sample, "init": init, "source": "sample"}
-    if fmt == "dag":
+        values, src = dict(sample), "sample"
+    elif declared and all(has_default(spec) for spec in declared.values()):
+        values, src = {}, "defaults"
+    elif not declared and fmt == "dag":
+        values, src = {}, "no declared inputs"
+    if values is None and fmt == "dag":
         for name in ("samples.json", "sample.json"):
             p = os.path.join(folder, name)
             if os.path.isfile(p):
@@ -178,34 +375,112 @@ def pick(path, fmt):
                 if isinstance(value, list) and value:
                     value = value[0]
                 if isinstance(value, dict):
-                    return {"inputs": value, "init": init, "source": name}
-    for name in ("data.jsonl", "inputs.jsonl", "data/data.jsonl", "data/inputs.jsonl"):
-        p = os.path.join(folder, name)
-        if os.path.isfile(p):
-            try:
-                value = first_line(p)
-            except Exception:
-                continue
-            if isinstance(value, dict):
-                if declared:
-                    value = {k: v for k, v in value.items() if k in declared}
-                return {"inputs": value, "init": init, "source": name}
-    if not declared:  # a flex entry or prompty without an inputs section: its signature decides
-        return {"inputs": {}, "init": init, "source": "no declared inputs"}
-    if os.environ.get("SBS_SYNTHESIZE") == "1":
-        # opt-in (--synthesize): a placeholder per input without a default, chosen by its declared type
-        placeholders = {"string": "hello", "int": 1, "double": 1.5, "float": 1.5, "bool": True, "list": [],
-                        "object": {}, "dict": {}}
-        values = {}
-        for name, spec in declared.items():
-            if has_default(spec):
-                continue
-            kind = str((spec or {}).get("type", "string")).lower() if isinstance(spec, dict) else "string"
-            if kind not in placeholders:
-                return {"skip": f"no inputs (cannot synthesize type {kind!r})"}
-            values[name] = [] if "history" in name else placeholders[kind]
-        return {"inputs": values, "init": init, "source": "synthesized"}
-    return {"skip": "no inputs"}
+                    values, src = dict(value), name
+                    break
+    if values is None:
+        for name in ("data.jsonl", "inputs.jsonl", "data/data.jsonl", "data/inputs.jsonl"):
+            p = os.path.join(folder, name)
+            if os.path.isfile(p):
+                try:
+                    value = first_line(p)
+                except Exception:
+                    continue
+                if isinstance(value, dict):
+                    if declared:
+                        value = {k: v for k, v in value.items() if k in declared}
+                    values, src = value, name
+                    break
+    if values is None:
+        values, src = {}, (None if declared else "no declared inputs")
+    # an image given by a web address cannot be fetched here (no network): a local image instead, for an
+    # image-typed input's value and for `data:image/<fmt>;url` entries inside any input's value
+    def local_image_dict():
+        img = find_image(folder)
+        if img:
+            ext = img.rsplit(".", 1)[-1].lower()
+            return {f"data:image/{'jpeg' if ext == 'jpg' else ext};path": img}
+        return {"data:image/png;base64": TINY_PNG.split(",", 1)[1]}
+
+    def without_urls(value):
+        if isinstance(value, dict):
+            if len(value) == 1:
+                (k, v), = value.items()
+                if re.match(r"^data:image/[^;]*;url$", k) and isinstance(v, str) and v.startswith(("http://", "https://")):
+                    return local_image_dict(), True
+            changed = False
+            out = {}
+            for k, v in value.items():
+                out[k], c = without_urls(v)
+                changed = changed or c
+            return out, changed
+        if isinstance(value, list):
+            items = [without_urls(v) for v in value]
+            return [v for v, _ in items], any(c for _, c in items)
+        return value, False
+
+    for name, spec in declared.items():
+        current = values.get(name, spec.get("default") if isinstance(spec, dict) else None)
+        if str(declared_kind(spec)).lower() == "image" and isinstance(current, str) and \
+                current.startswith(("http://", "https://")):
+            img = find_image(folder)
+            values[name] = img if img else TINY_PNG
+            sources.append(f"{name}: local image for a web address")
+            continue
+        replaced, changed = without_urls(current)
+        if changed:
+            values[name] = replaced
+            sources.append(f"{name}: local image for a web address")
+    synthesized = []
+    for name, spec in declared.items():
+        if name in values or has_default(spec):
+            continue
+        value, ok = placeholder(name, declared_kind(spec), folder)
+        if not ok:
+            return {"skip": f"no inputs (cannot synthesize type {declared_kind(spec)!r} of {name!r})"}
+        values[name] = value
+        synthesized.append(name)
+    if (synthesized or init_synth_needed(declared_init, init)) and os.environ.get("SBS_NO_SYNTHESIZE") == "1":
+        return {"skip": "no inputs"}
+    if synthesized:
+        src = "synthesized" if src in (None, "no declared inputs") else f"{src}+synthesized"
+    # a model configuration given (init.json) with a connection of the other kind than its annotation says
+    # (an OpenAI connection for an AzureOpenAIModelConfiguration) fails in promptflow before the flow runs:
+    # name the script's connection of the annotated kind instead
+    for name, spec in declared_init.items():
+        kind = declared_kind(spec)
+        given = init.get(name) if isinstance(init, dict) else None
+        if not isinstance(given, dict) or not isinstance(given.get("connection"), str):
+            continue
+        conn = given["connection"]
+        if kind == "AzureOpenAIModelConfiguration" and conn in OPENAI_NAMES:
+            init = dict(init, **{name: dict(given, connection=AZURE_CONN)})
+            sources.append(f"init {name}: an Azure OpenAI connection for {conn!r}")
+        elif kind == "OpenAIModelConfiguration" and conn in AZURE_NAMES:
+            init = dict(init, **{name: dict(given, connection=OPENAI_CONN)})
+            sources.append(f"init {name}: an OpenAI connection for {conn!r}")
+    # init kwargs without a value or default
+    init_synth = []
+    for name, spec in declared_init.items():
+        if (isinstance(init, dict) and name in init) or has_default(spec):
+            continue
+        value, ok = placeholder(name, declared_kind(spec), folder)
+        if not ok:
+            return {"skip": f"no init (cannot synthesize type {declared_kind(spec)!r} of {name!r})"}
+        init = dict(init or {})
+        init[name] = value
+        init_synth.append(name)
+    if init_synth:
+        sources.append("init synthesized")
+    if src is None:
+        src = "synthesized"
+    if sources:
+        src = src + " (" + ", ".join(sources) + ")"
+    res = {"inputs": values, "init": init, "source": src}
+    if synthesized:
+        res["synthesized"] = synthesized
+    if init_synth:
+        res["init_synthesized"] = init_synth
+    return res
 
 
 def main():
@@ -347,6 +622,8 @@ def run_command(argv, env, timeout, cwd=None):
     return rc, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), time.time() - t0
 
 
+OUTPUT_FILE = re.compile(r"^(?P<pre>.*/\.promptflow/output/)[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                         r"[0-9a-fA-F]{4}-[0-9a-fA-F]{12}(?P<ext>\.[A-Za-z0-9]+)?$")
 ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -432,9 +709,9 @@ def main():
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="results.json")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--synthesize", action="store_true",
-                    help="instead of skipping a flow with no inputs, pass a placeholder per input without a "
-                         "default (by declared type); such results are marked inputs_source=synthesized")
+    ap.add_argument("--no-synthesize", action="store_true",
+                    help="skip a flow (\"no inputs\") instead of passing a placeholder, by declared type, for each "
+                         "input or init kwarg that has no value from defaults/samples/data lines")
     args = ap.parse_args()
 
     repo = os.path.abspath(args.repo)
@@ -483,12 +760,24 @@ def main():
     pf_env = dict(common, SBS_HOME=pf_home, HOME=pf_home, PF_HOME_DIRECTORY=os.path.join(pf_home, ".promptflow"),
                   PF_BATCH_METHOD="spawn", PF_DISABLE_TRACING="true")
     fr_env = dict(common, FLOWRT_HOME=flowrt_home, HOME=flowrt_home)
-    if args.synthesize:
-        pf_env["SBS_SYNTHESIZE"] = "1"
+    pf_env["SBS_OPENAI_NAMES"] = json.dumps(OPENAI_NAMES)
+    pf_env["SBS_AZURE_NAMES"] = json.dumps(AZURE_NAMES)
+    if args.no_synthesize:
+        pf_env["SBS_NO_SYNTHESIZE"] = "1"
 
     def normalize(value, who):
-        """The two runtimes run private copies of the tree: the copy's path is not a difference."""
+        """The two runtimes run private copies of the tree: the copy's path is not a difference. A file a
+        flow wrote under .promptflow/output/ is named by a random uuid: compared by the path with that stem
+        replaced by <UUID> (the folder and the extension still count) and by a digest of its bytes."""
         if isinstance(value, str):
+            m = OUTPUT_FILE.match(value)
+            if m and value.startswith(trees[who]):
+                try:
+                    with open(value, "rb") as fh:
+                        digest = "sha256:" + hashlib.sha256(fh.read()).hexdigest()[:16]
+                except OSError:
+                    digest = "missing"
+                value = f"{m.group('pre')}<UUID>{m.group('ext') or ''} [{digest}]"
             return value.replace(trees[who], "<TREE>")
         if isinstance(value, list):
             return [normalize(v, who) for v in value]
@@ -542,6 +831,9 @@ def main():
                 return res
             res["inputs"] = item["inputs"]
             res["inputs_source"] = item.get("source")
+            for key in ("synthesized", "init_synthesized"):
+                if item.get(key):
+                    res[key] = item[key]
             stem = os.path.join(inputs_dir, str(index))
             with open(stem + ".inputs.json", "w") as fh:
                 json.dump(item["inputs"], fh, ensure_ascii=False)
@@ -580,18 +872,36 @@ def main():
                 res["status"] = "identical"
                 return res
             res.update(status="different", reason=d)
-            # is promptflow itself deterministic here? run it once more
-            rc, out, err, secs = run_command([pf_python, driver, "test", "--flow", pf_flow, "--inputs",
-                                              stem + ".inputs.json"] + init_args_pf, pf_env, args.timeout, cwd_pf)
-            pf_again = normalize(last_json_object(out), "pf") if rc == 0 else None
-            if pf_again is not None and diff(pf_out, pf_again):
-                res["pf_nondeterministic"] = diff(pf_out, pf_again).replace(" flowrt ", " pf(2nd run) ")
-                stable = {k: v for k, v in pf_out.items() if k in pf_again and not diff(v, pf_again[k])}
+            # is promptflow itself deterministic here? run it again (up to PF_RERUNS times): when one of its
+            # own runs gives exactly flowrt's outputs (a flow that picks at random), flowrt is identical to
+            # that run; when promptflow's runs differ but none is flowrt's, the outputs that are the same in
+            # all of promptflow's runs decide "matching"
+            again = []
+            for n in range(PF_RERUNS):
+                rc, out, err, secs = run_command([pf_python, driver, "test", "--flow", pf_flow, "--inputs",
+                                                  stem + ".inputs.json"] + init_args_pf, pf_env, args.timeout,
+                                                 cwd_pf)
+                value = normalize(last_json_object(out), "pf") if rc == 0 else None
+                if value is None:
+                    continue
+                again.append(value)
+                if not diff(value, fr_out):
+                    res.update(status="identical", identical_to_pf_run=n + 2,
+                               pf_nondeterministic=diff(pf_out, value).replace(" flowrt ", f" pf(run {n + 2}) "),
+                               reason=None, different_from_first_pf_run=d)
+                    res["pf_outputs_matching_run"] = value
+                    return res
+            varying = next((v for v in again if diff(pf_out, v)), None)
+            if varying is not None:
+                res["pf_nondeterministic"] = diff(pf_out, varying).replace(" flowrt ", " pf(another run) ")
+                stable = {k: v for k, v in pf_out.items()
+                          if all(k in o and not diff(v, o[k]) for o in again)}
                 fr_stable = {k: v for k, v in fr_out.items() if k in stable}
                 d2 = diff(stable, fr_stable) if set(fr_out) == set(pf_out) else d
                 res["stable_match"] = not d2
-                res["reason"] = ("promptflow itself differs between two runs (" + res["pf_nondeterministic"]
-                                 + "); " + ("the outputs that are stable match" if not d2 else "also " + d2))
+                res["reason"] = (f"promptflow itself differs between its {len(again) + 1} runs ("
+                                 + res["pf_nondeterministic"] + "); "
+                                 + ("the outputs that are stable match" if not d2 else "also " + d2))
             return res
 
         def task(index, item):
