@@ -2,7 +2,8 @@
 """Side-by-side: run promptflow's own test and example flows under promptflow and flowrt, compare.
 
 Python 3 stdlib only. YAML is parsed by a small driver run with promptflow's Python (it has PyYAML);
-the same driver runs promptflow through its public SDK (what `pf flow test` does).
+the same driver runs promptflow through its SDK as `pf flow test` does (`flows.test` with
+stream_output and allow_generator_output off, so an LLM reply is not streamed into the outputs).
 
   python3 scripts/side_by_side.py --repo /tmp/pfrepo --pf /tmp/pfvenv/bin/pf \
       --flowrt target/release/flowrt --fake-openai /work/shared/tools/fake_openai.py \
@@ -38,6 +39,10 @@ flowrt's outputs (a flow that picks at random), it counts as identical (identica
 which run); when promptflow's own runs differ (random choices, `id(self)`) but none is flowrt's and
 every output that is the same in all of them matches flowrt's, it counts as "matching" (a second
 column beside "identical"), listed with the reason "promptflow itself differs between its runs".
+A value that is different in every one of promptflow's 5 runs (a truly random value: `id(self)`, a
+fresh uuid run id) has no reproducible content: it is compared by its kind (JSON type; for a string
+its text with uuids, hex addresses and numbers blanked), and a flow identical apart from such values,
+whose flowrt values have the same kind, counts as identical; the report lists these flows and paths.
 """
 import argparse
 import hashlib
@@ -523,10 +528,10 @@ def main():
             if args.init:
                 with open(args.init, encoding="utf-8") as f:
                     init = json.load(f)
-            if init is None:
-                outputs = pf.test(flow=args.flow, inputs=inputs)
-            else:
-                outputs = pf.test(flow=args.flow, inputs=inputs, init=init)
+            # as `pf flow test` (standard mode) calls it: no streaming, generators read to the end
+            # (PFClient.test's defaults stream an LLM node's reply into the outputs instead)
+            outputs = pf.flows.test(flow=args.flow, inputs=inputs, init=init, allow_generator_output=False,
+                                    stream_output=False)
             outputs = {k: plain(v) for k, v in as_outputs(plain(outputs)).items()}
             sys.stdout.flush()
             print(json.dumps(outputs, default=str))
@@ -582,6 +587,50 @@ def diff(expected, actual, path="$"):
     if type(expected) is type(actual) and expected == actual:
         return None
     return f"at {path}: pf {short(expected)} flowrt {short(actual)}"
+
+
+UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def kind(value):
+    """What stays of a value that is new in every run: its JSON type, and for a string its text with
+    uuids, hex addresses and numbers blanked."""
+    if isinstance(value, str):
+        text = UUID_RE.sub("<UUID>", value)
+        text = re.sub(r"0x[0-9a-fA-F]+", "<HEX>", text)
+        return "str:" + re.sub(r"\d+", "<N>", text)
+    if is_number(value):
+        return "int" if isinstance(value, int) else "float"
+    return type(value).__name__
+
+
+def random_compare(runs, actual, path, random_paths):
+    """None when `actual` equals promptflow's outputs wherever all of promptflow's `runs` agree, and has
+    the same kind wherever they are all different from one another (a truly random value: `id(self)`,
+    a uuid run id); else the first difference. Paths compared by kind are added to random_paths."""
+    first = runs[0]
+    if all(not diff(first, r) for r in runs[1:]):
+        return diff(first, actual, path)
+    if all(isinstance(r, dict) for r in runs) and isinstance(actual, dict) and \
+            all(set(r) == set(first) for r in runs) and set(actual) == set(first):
+        for k in first:
+            d = random_compare([r[k] for r in runs], actual[k], f"{path}.{k}", random_paths)
+            if d:
+                return d
+        return None
+    if all(isinstance(r, list) for r in runs) and isinstance(actual, list) and \
+            all(len(r) == len(first) for r in runs) and len(actual) == len(first):
+        for i in range(len(first)):
+            d = random_compare([r[i] for r in runs], actual[i], f"{path}[{i}]", random_paths)
+            if d:
+                return d
+        return None
+    texts = [json.dumps(r, sort_keys=True, default=str) for r in runs]
+    kinds = {kind(r) for r in runs}
+    if len(set(texts)) == len(texts) and len(kinds) == 1 and kind(actual) in kinds:
+        random_paths.append(path)
+        return None
+    return f"at {path}: promptflow's own runs differ and flowrt's {short(actual)} is not one of them"
 
 
 def last_json_object(text):
@@ -703,7 +752,7 @@ def main():
     ap.add_argument("--pf", default="/tmp/pfvenv/bin/pf", help="promptflow's pf; its sibling python runs the SDK driver")
     ap.add_argument("--pf-python", default=None, help="default: the python next to --pf")
     ap.add_argument("--flowrt", default="flowrt")
-    ap.add_argument("--fake-openai", required=True)
+    ap.add_argument("--fake-openai", required=False, help="required unless --report")
     ap.add_argument("--only", action="append", default=[], help="substring of the flow path (repeatable)")
     ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--jobs", type=int, default=2)
@@ -712,7 +761,13 @@ def main():
     ap.add_argument("--no-synthesize", action="store_true",
                     help="skip a flow (\"no inputs\") instead of passing a placeholder, by declared type, for each "
                          "input or init kwarg that has no value from defaults/samples/data lines")
+    ap.add_argument("--report", metavar="RESULTS_JSON", help="print the table of a saved results file and exit")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report, encoding="utf-8") as fh:
+            saved = json.load(fh)
+        report(saved["results"], saved["total"])
+        return
 
     repo = os.path.abspath(args.repo)
     pf_python = args.pf_python or os.path.join(os.path.dirname(os.path.abspath(args.pf)), "python")
@@ -892,6 +947,15 @@ def main():
                     res["pf_outputs_matching_run"] = value
                     return res
             varying = next((v for v in again if diff(pf_out, v)), None)
+            random_paths = []
+            if varying is not None and len(again) == PF_RERUNS and \
+                    random_compare([pf_out] + again, fr_out, "$", random_paths) is None and random_paths:
+                # every difference is in a value promptflow never repeats (id(self), a fresh run id):
+                # flowrt's has the same kind, and everything else is identical
+                res.update(status="identical", random_compared_by_kind=random_paths, different_from_first_pf_run=d,
+                           reason=None,
+                           pf_nondeterministic=diff(pf_out, varying).replace(" flowrt ", " pf(another run) "))
+                return res
             if varying is not None:
                 res["pf_nondeterministic"] = diff(pf_out, varying).replace(" flowrt ", " pf(another run) ")
                 stable = {k: v for k, v in pf_out.items()
@@ -940,10 +1004,22 @@ def report(results, total):
         n_pff = sum(r["status"] in ("pf_failed", "error") for r in rs)
         runs = [r for r in rs if r["status"] in ("identical", "different", "flowrt_failed")]
         ident = sum(r["status"] == "identical" for r in runs)
-        matching = ident + sum(r["status"] == "different" and r.get("stable_match") for r in runs)
+        matching = ident + sum(bool(r["status"] == "different" and r.get("stable_match")) for r in runs)
         pct = f"{100.0 * ident / len(runs):.1f}" if runs else "-"
         mpct = f"{100.0 * matching / len(runs):.1f}" if runs else "-"
         print(f"{fmt:8} {len(rs):6} {n_skip:8} {n_pff:10} {len(runs):14} {ident:10} {pct:>7} {matching:9} {mpct:>7}")
+    special = [r for r in results if r["status"] == "identical"
+               and (r.get("identical_to_pf_run") or r.get("random_compared_by_kind"))]
+    if special:
+        print(f"\nidentical only allowing for promptflow's own randomness ({len(special)})")
+        for r in sorted(special, key=lambda r: (r["format"], r["path"])):
+            if r.get("identical_to_pf_run"):
+                why = (f"equal to promptflow's run {r['identical_to_pf_run']} (its runs differ: "
+                       f"{r.get('pf_nondeterministic')})")
+            else:
+                why = ("values new in each of promptflow's runs compared by kind: "
+                       + ", ".join(r["random_compared_by_kind"]))
+            print(f"  {r['format']:7} {r['path']}: {why}"[:400])
     for fmt in ("dag", "prompty", "flex"):
         bad = [r for r in results if r["format"] == fmt and r["status"] in ("different", "flowrt_failed")]
         if bad:
