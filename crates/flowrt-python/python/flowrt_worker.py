@@ -176,9 +176,31 @@ def _install_hooks():
 _PF_HOOKED = False
 
 
+_PF_CONNECTIONS_HOOKED = False
+# promptflow's connection TYPE by the class name the host reports
+_PF_CONNECTION_TYPES = {"AzureOpenAIConnection": "AzureOpenAI", "OpenAIConnection": "OpenAI"}
+
+
+def _host_connection_by_name(connection_name):
+    """promptflow.core's get_connection_by_name, answered by flowrt: (the connection's fields, its TYPE)."""
+    record = _HOST.call("connection", {"name": connection_name})
+    value = dict(record.get("configs") or {})
+    value.update(record.get("secrets") or {})
+    cls = record.get("class") or "CustomConnection"
+    kind = _PF_CONNECTION_TYPES.get(cls) or (cls[: -len("Connection")] if cls.endswith("Connection") else cls)
+    return value, kind
+
+
 def _hook_real_promptflow():
-    """Best effort: when the real promptflow is used, register a metric logger with it."""
-    global _PF_HOOKED
+    """Best effort, when the real promptflow is used (a flow's requirements install it, so it shadows
+    flowrt's shim): its Prompty looks connections up in flowrt's connections, not in promptflow's own
+    local store (which is empty here), and a metric logger is registered with it."""
+    global _PF_HOOKED, _PF_CONNECTIONS_HOOKED
+    utils = sys.modules.get("promptflow.core._prompty_utils")
+    if utils is not None and not _PF_CONNECTIONS_HOOKED:
+        _PF_CONNECTIONS_HOOKED = True
+        if hasattr(utils, "get_connection_by_name"):
+            utils.get_connection_by_name = _host_connection_by_name
     if _PF_HOOKED:
         return
     mod = sys.modules.get("promptflow._core.metric_logger")
@@ -779,6 +801,7 @@ def _prepare(info, node, args):
 _ENTRIES = {}  # entry -> EntryInfo
 _ENTRY_INSTANCES = {}  # (entry, init key) -> instance
 _MODEL_CONFIG_NAMES = ("OpenAIModelConfiguration", "AzureOpenAIModelConfiguration")
+_AZURE_API_VERSION = "2024-02-01"  # an Azure OpenAI connection's api_version when it names none
 
 
 class EntryInitError(Exception):
@@ -940,10 +963,31 @@ def _entry(entry):
 
 
 def _model_config(type_name, value):
+    """A model configuration init kwarg given as a dict. As promptflow does when it builds a flex entry, a
+    configuration that names a connection is resolved right away: the entry gets the connection's
+    endpoint, version and key, and `connection` is None (the flow sees no connection name)."""
     from promptflow.core import AzureOpenAIModelConfiguration, OpenAIModelConfiguration
 
-    cls = AzureOpenAIModelConfiguration if "Azure" in type_name else OpenAIModelConfiguration
-    return cls(**value)
+    azure = "Azure" in type_name
+    cls = AzureOpenAIModelConfiguration if azure else OpenAIModelConfiguration
+    config = cls(**value)
+    name = getattr(config, "connection", None)
+    if not name:
+        return config
+    record = _HOST.call("connection", {"name": name})
+    fields = dict(record.get("configs") or {})
+    fields.update(record.get("secrets") or {})
+    shown = record.get("class") or "CustomConnection"
+    # promptflow reads the fields off the connection object: one of the other kind has none of them
+    if azure and shown != "AzureOpenAIConnection":
+        raise AttributeError(f"'{shown}' object has no attribute 'api_base'")
+    if not azure and shown != "OpenAIConnection":
+        raise AttributeError(f"'{shown}' object has no attribute 'base_url'")
+    if azure:
+        return cls(azure_deployment=config.azure_deployment, azure_endpoint=fields.get("api_base"),
+                   api_version=fields.get("api_version") or _AZURE_API_VERSION, api_key=fields.get("api_key"))
+    return cls(model=config.model, base_url=fields.get("base_url"), api_key=fields.get("api_key"),
+               organization=fields.get("organization"))
 
 
 def _init_value(info, name, value, init_types):

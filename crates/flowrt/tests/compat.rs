@@ -284,3 +284,30 @@ fn image_inputs_reach_tools_as_images_and_image_outputs_are_saved_as_promptflow_
         "images are saved, not inlined"
     );
 }
+
+#[test]
+fn compat_promptflows_own_prompty_finds_flowrts_connections() {
+    // A flow whose requirements install the real promptflow runs its Prompty, which looks a
+    // connection up with promptflow.core._prompty_utils.get_connection_by_name in promptflow's own
+    // local store: flowrt answers that lookup from its connections. (A stand-in module plays the
+    // real one here.)
+    let env = Env::new();
+    env.connection("name: az\ntype: azure_open_ai\napi_key: az-key\napi_base: http://az.example\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flow.dag.yaml"),
+        "inputs: {}\noutputs:\n  found: {reference: \"${look.output}\"}\nnodes:\n- name: look\n  type: python\n  source: {type: code, path: look.py}\n  inputs: {}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("look.py"),
+        "import sys\nimport types\n\nfrom promptflow.core import tool\n\nutils = types.ModuleType('promptflow.core._prompty_utils')\n\n\ndef get_connection_by_name(name):\n    raise LookupError(f'Connection {name!r} is not found.')\n\n\nutils.get_connection_by_name = get_connection_by_name\nsys.modules['promptflow.core._prompty_utils'] = utils\n\n\n@tool\ndef look() -> dict:\n    value, kind = sys.modules['promptflow.core._prompty_utils'].get_connection_by_name('az')\n    return {'kind': kind, 'api_base': value['api_base'], 'api_key': value['api_key']}\n",
+    )
+    .unwrap();
+    let r = env.run(&["flow", "test", dir.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({"found": {"kind": "AzureOpenAI", "api_base": "http://az.example", "api_key": "az-key"}})
+    );
+}

@@ -361,9 +361,11 @@ fn model_configuration_connections_and_the_prompty_callback() {
         &init,
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // As promptflow builds a flex entry: a configuration naming a connection reaches the entry with
+    // the connection's base_url and key instead, and no connection name.
     assert_eq!(
         r.json(),
-        json!({"output": "OpenAIModelConfiguration:conn:m1:q"})
+        json!({"output": format!("OpenAIModelConfiguration:None:m1:{}/v1:k:q", server.base)})
     );
     // An unknown connection fails the constructor, through the host callback.
     let bad = write_json(
@@ -403,6 +405,48 @@ fn model_configuration_connections_and_the_prompty_callback() {
     let requests = server.requests.lock().unwrap();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].1["model"], "m1");
+}
+
+#[test]
+fn compat_an_azure_model_configuration_is_resolved_from_its_connection_at_init() {
+    // promptflow resolves a model configuration that names a connection before it builds the entry:
+    // the entry sees the connection's api_base, api_version and key, and `connection` is None; an
+    // Azure configuration naming an OpenAI connection fails the constructor as promptflow's does.
+    let env = Env::new();
+    env.connection("name: az\ntype: azure_open_ai\napi_key: az-key\napi_base: http://az.example\napi_version: \"2024-05-01\"\n");
+    env.connection("name: oa\ntype: open_ai\napi_key: k\n");
+    let dir = flex_dir(&[
+        ("flow.flex.yaml", "entry: cfg:Show\n"),
+        (
+            "cfg.py",
+            "from promptflow.core import AzureOpenAIModelConfiguration\n\n\nclass Show:\n    def __init__(self, config: AzureOpenAIModelConfiguration):\n        self.c = config\n\n    def __call__(self):\n        c = self.c\n        return {'deployment': c.azure_deployment, 'endpoint': c.azure_endpoint, 'version': c.api_version, 'key': c.api_key, 'connection': c.connection}\n",
+        ),
+    ]);
+    let init = write_json(
+        dir.path(),
+        "i.json",
+        json!({"config": {"connection": "az", "azure_deployment": "gpt"}}),
+    );
+    let r = env.run(&["flow", "test", s(dir.path()), "--init", &init]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({"deployment": "gpt", "endpoint": "http://az.example", "version": "2024-05-01", "key": "az-key", "connection": null})
+    );
+    let init = write_json(
+        dir.path(),
+        "wrong.json",
+        json!({"config": {"connection": "oa", "azure_deployment": "gpt"}}),
+    );
+    let r = env.run(&["flow", "test", s(dir.path()), "--init", &init]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("Failed to initialize flow entry")
+            && r.stderr
+                .contains("'OpenAIConnection' object has no attribute 'api_base'"),
+        "{}",
+        r.stderr
+    );
 }
 
 const ASK_PROMPTY: &str = "---

@@ -11,4 +11,5 @@ class Asker:
         if use_prompty:
             prompty = Prompty.load(Path(__file__).parent / "ask.prompty", model={"configuration": self.config})
             return prompty(question=question)
-        return f"{type(self.config).__name__}:{self.config.connection}:{self.config.model}:{question}"
+        c = self.config
+        return f"{type(c).__name__}:{c.connection}:{c.model}:{c.base_url}:{c.api_key}:{question}"
