@@ -34,15 +34,18 @@ different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt
 either runtime writes under `.promptflow/output/<uuid>.<ext>` (generated images) is compared by its
 path with the random uuid stem replaced by <UUID> (folder and extension still count) and by a digest
 of its bytes, so a wrong extension or content is a difference and a random file name is not. A
-different flow is run under promptflow up to 4 more times: when one of those runs gives exactly
+different flow is run under promptflow up to 6 more times: when one of those runs gives exactly
 flowrt's outputs (a flow that picks at random), it counts as identical (identical_to_pf_run says
 which run); when promptflow's own runs differ (random choices, `id(self)`) but none is flowrt's and
 every output that is the same in all of them matches flowrt's, it counts as "matching" (a second
 column beside "identical"), listed with the reason "promptflow itself differs between its runs".
-A value that is different in every one of promptflow's 5 runs (a truly random value: `id(self)`, a
+A value that is different in every one of promptflow's 7 runs (a truly random value: `id(self)`, a
 fresh uuid run id) has no reproducible content: it is compared by its kind (JSON type; for a string
 its text with uuids, hex addresses and numbers blanked), and a flow identical apart from such values,
 whose flowrt values have the same kind, counts as identical; the report lists these flows and paths.
+Likewise a flow whose own code fails at random: when flowrt fails where promptflow succeeded with an
+exception the flow's code raised, and one of promptflow's reruns fails with the same exception type
+and message, flowrt's outcome is one of promptflow's (listed as identical to that run).
 """
 import argparse
 import hashlib
@@ -61,7 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOTS = ["src/promptflow/tests/test_configs", "examples/flows"]
 REL_TOL = 1e-6
-PF_RERUNS = 4  # extra promptflow runs of a flow whose outputs differ from flowrt's
+PF_RERUNS = 6  # extra promptflow runs of a flow whose outputs differ from flowrt's (or that fails only in flowrt)
 
 OPENAI_NAMES = ["open_ai_connection", "your_open_ai_connection", "new_ai_connection", "test_llm_connection",
                 "openai_connection", "oai_connection"]
@@ -633,6 +636,19 @@ def random_compare(runs, actual, path, random_paths):
     return f"at {path}: promptflow's own runs differ and flowrt's {short(actual)} is not one of them"
 
 
+def tool_error(line):
+    """(exception type, message) a flow's own code raised, from promptflow's error line
+    (`... Execution failure in 'node': (ValueError) Random failure`) or flowrt's
+    (`... node 'node' failed: ValueError: Random failure`); None for any other failure."""
+    m = re.search(r"Execution failure in '[^']*': \((\w+)\) (.*)$", line or "")
+    if m:
+        return m.group(1), m.group(2).strip()
+    m = re.search(r"node '[^']*' failed: (\w+): (.*)$", line or "")
+    if m and m.group(1) not in ("ToolLoadError", "UnsupportedTool", "WorkerCrashed", "LlmError"):
+        return m.group(1), m.group(2).strip()
+    return None
+
+
 def last_json_object(text):
     decoder = json.JSONDecoder()
     found, pos = None, 0
@@ -811,6 +827,9 @@ def main():
         "AZURE_OPENAI_API_TYPE": "azure", "OPENAI_API_VERSION": "2024-02-01", "OPENAI_API_BASE": base + "/v1",
         "AZURE_OPENAI_API_VERSION": "2024-02-01", "AZURE_OPENAI_DEPLOYMENT": "gpt-35-turbo",
         "PYTHONUNBUFFERED": "1",
+        # test_configs/prompty/prompty_with_env.prompty reads its whole configuration from these
+        "MOCK_AZURE_DEVELOPMENT": "gpt-35-turbo", "MOCK_AZURE_API_KEY": "fake-key",
+        "MOCK_AZURE_API_VERSION": "2024-02-01", "MOCK_AZURE_ENDPOINT": base,
     })
     pf_env = dict(common, SBS_HOME=pf_home, HOME=pf_home, PF_HOME_DIRECTORY=os.path.join(pf_home, ".promptflow"),
                   PF_BATCH_METHOD="spawn", PF_DISABLE_TRACING="true")
@@ -920,6 +939,20 @@ def main():
                 reason = "timeout" if rc is None else (first_error_line(out, err) if rc != 0
                                                        else "no JSON object printed")
                 res.update(status="flowrt_failed", reason=reason, flowrt_stderr_tail=ANSI.sub("", err)[-1500:])
+                # a flow that fails at random (its own code raises): flowrt's failure is one of promptflow's
+                # outcomes when a rerun of promptflow fails with the same exception type and message
+                fr_error = tool_error(reason)
+                if rc is not None and fr_error:
+                    for n in range(PF_RERUNS):
+                        rc2, out2, err2, _ = run_command([pf_python, driver, "test", "--flow", pf_flow, "--inputs",
+                                                          stem + ".inputs.json"] + init_args_pf, pf_env,
+                                                         args.timeout, cwd_pf)
+                        if rc2 not in (0, None) and tool_error(first_error_line(out2, err2)) == fr_error:
+                            res.update(status="identical", identical_to_pf_run=n + 2, flowrt_failed_as=reason,
+                                       reason=None,
+                                       pf_nondeterministic=f"promptflow's run {n + 2} failed the same way: "
+                                                           + first_error_line(out2, err2)[:200])
+                            break
                 return res
             res["flowrt_outputs"] = fr_out
             d = diff(pf_out, fr_out)
@@ -1013,7 +1046,9 @@ def report(results, total):
     if special:
         print(f"\nidentical only allowing for promptflow's own randomness ({len(special)})")
         for r in sorted(special, key=lambda r: (r["format"], r["path"])):
-            if r.get("identical_to_pf_run"):
+            if r.get("flowrt_failed_as"):
+                why = f"flowrt failed ({r['flowrt_failed_as']}); {r.get('pf_nondeterministic')}"
+            elif r.get("identical_to_pf_run"):
                 why = (f"equal to promptflow's run {r['identical_to_pf_run']} (its runs differ: "
                        f"{r.get('pf_nondeterministic')})")
             else:
