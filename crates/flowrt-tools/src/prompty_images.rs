@@ -14,6 +14,8 @@ use std::path::Path;
 #[derive(Default)]
 pub struct PromptImages {
     urls: IndexMap<String, String>,
+    /// The image parts' `detail` (`low`, `high`; `auto` when unset).
+    detail: Option<String>,
 }
 
 impl PromptImages {
@@ -77,10 +79,16 @@ fn image_url(format: &str, kind: &str, content: &str, dir: &Path) -> Option<Stri
     }
 }
 
-/// A flow's image value, `{"data:image/<format>;path|url|base64": content}`, as its URL.
+/// A flow's image value as its URL: promptflow's `{"data:image/<format>;path|url|base64":
+/// content}`, or a Python tool's `Image` output (`{"__flowrt_image__": {"mime", "base64"}}`).
 fn image_value_url(value: &Value, dir: &Path) -> Option<String> {
     let map = value.as_object().filter(|m| m.len() == 1)?;
     let (key, content) = map.iter().next()?;
+    if key == "__flowrt_image__" {
+        let mime = content.get("mime")?.as_str()?;
+        let data = content.get("base64")?.as_str()?;
+        return Some(format!("data:{mime};base64,{data}"));
+    }
     let (format, kind) = key.strip_prefix("data:image/")?.split_once(';')?;
     if !matches!(kind, "path" | "url" | "base64") {
         return None;
@@ -107,14 +115,19 @@ fn replace_images(value: Value, dir: &Path, images: &mut PromptImages) -> Value 
 /// The messages of a vision chat tool's call (promptflow-tools' `aoai_gpt4v` / `openai_gpt4v`):
 /// images in the inputs become placeholders, lists render one item a line (promptflow's
 /// `ChatInputList`), `![image]({{x}})` puts an image on a line of its own, and a message with an
-/// image line is sent as content parts.
+/// image line is sent as content parts, with the tool's `detail` input.
 pub(crate) fn vision_messages(
     template: &str,
-    vars: IndexMap<String, crate::chat::TemplateVar>,
+    mut vars: IndexMap<String, crate::chat::TemplateVar>,
     flavor: crate::chat::ChatFlavor,
     dir: &Path,
 ) -> Result<Vec<Value>, crate::ToolError> {
-    let mut images = PromptImages::default();
+    let mut images = PromptImages {
+        detail: vars
+            .shift_remove("detail")
+            .and_then(|v| v.value.as_str().map(str::to_string)),
+        ..PromptImages::default()
+    };
     let vars: IndexMap<String, crate::chat::TemplateVar> = vars
         .into_iter()
         .map(|(name, mut var)| {
@@ -158,7 +171,8 @@ pub fn with_image_parts(messages: Vec<Value>, images: &PromptImages) -> Vec<Valu
                 match images.urls.get(line.trim()) {
                     Some(url) => {
                         has_image = true;
-                        parts.push(json!({"type": "image_url", "image_url": {"url": url, "detail": "auto"}}));
+                        let detail = images.detail.as_deref().unwrap_or("auto");
+                        parts.push(json!({"type": "image_url", "image_url": {"url": url, "detail": detail}}));
                     }
                     None if line.trim().is_empty() => {}
                     None => parts.push(json!({"type": "text", "text": line})),

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{flow, Env};
+use common::{flow, Env, FakeOpenAi};
 use serde_json::json;
 
 #[test]
@@ -284,6 +284,48 @@ fn image_inputs_reach_tools_as_images_and_image_outputs_are_saved_as_promptflow_
         "images are saved, not inlined"
     );
 }
+
+#[test]
+fn compat_the_vision_chat_tool_sends_images_as_content_parts() {
+    // promptflow.tools.aoai_gpt4v.AzureOpenAI.chat: `![image]({{x}})` puts an image on a line of its
+    // own, an image inside a list input is one of the list's lines, and every such line becomes an
+    // `image_url` part (with the node's `detail`) of its message; the other lines are text parts.
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_azure\ntype: azure_open_ai\napi_key: k\napi_base: {}\napi_version: \"2024-02-01\"\n",
+        server.base
+    ));
+    let (_d, dir) = flow("compat_vision");
+    std::fs::write(dir.join("dot.png"), DOT_PNG).unwrap();
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let reqs = server.requests.lock().unwrap();
+    assert_eq!(reqs.len(), 1);
+    let (path, body) = &reqs[0];
+    assert!(
+        path.contains("/deployments/gpt-4v/chat/completions"),
+        "{path}"
+    );
+    let dot = json!({"type": "image_url", "image_url": {"url": format!("data:image/png;base64,{DOT_PNG_BASE64}"), "detail": "low"}});
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "Describe images."})
+    );
+    assert_eq!(
+        body["messages"][1]["content"],
+        json!([{"type": "text", "text": "what is it"}, dot, dot, {"type": "text", "text": "how many colors?"}]),
+        "{body}"
+    );
+    assert_eq!(body["max_tokens"], json!(64));
+    assert!(
+        body.get("detail").is_none() && body.get("connection").is_none(),
+        "{body}"
+    );
+}
+
+const DOT_PNG_BASE64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVQI12P4//8/AAX+Av7czFnnAAAAAElFTkSuQmCC";
 
 #[test]
 fn compat_promptflows_own_prompty_finds_flowrts_connections() {
