@@ -27,7 +27,10 @@ same inputs and init.
 Each runtime gets its own copy of the flow tree (so relative paths outside a flow folder still work
 and files a runtime writes don't leak into the other's run), and a fresh HOME / PF_HOME_DIRECTORY /
 FLOWRT_HOME per script run. Connections commonly referenced by the flows are created in both
-runtimes, pointed at the fake OpenAI server, all with key `fake-key`.
+runtimes, pointed at the fake OpenAI server, all with key `fake-key`. Flows without a
+requirements.txt run on promptflow's venv under pf and on `--flowrt-python` (or python3) under
+flowrt: give that interpreter the packages promptflow's venv brings (`openai`), or flows that import
+them fail under flowrt only.
 
 Classification per flow: skipped (no inputs), pf_failed (excluded from the denominator), identical,
 different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not). A file
@@ -768,6 +771,10 @@ def main():
     ap.add_argument("--pf", default="/tmp/pfvenv/bin/pf", help="promptflow's pf; its sibling python runs the SDK driver")
     ap.add_argument("--pf-python", default=None, help="default: the python next to --pf")
     ap.add_argument("--flowrt", default="flowrt")
+    ap.add_argument("--flowrt-python", default=None,
+                    help="the interpreter flowrt runs flows without requirements.txt on (FLOWRT_PYTHON): give it "
+                         "the third-party packages promptflow's environment has (openai, ...) so both runtimes "
+                         "see the same packages; default: python3 on PATH")
     ap.add_argument("--fake-openai", required=False, help="required unless --report")
     ap.add_argument("--only", action="append", default=[], help="substring of the flow path (repeatable)")
     ap.add_argument("--timeout", type=float, default=60)
@@ -834,6 +841,8 @@ def main():
     pf_env = dict(common, SBS_HOME=pf_home, HOME=pf_home, PF_HOME_DIRECTORY=os.path.join(pf_home, ".promptflow"),
                   PF_BATCH_METHOD="spawn", PF_DISABLE_TRACING="true")
     fr_env = dict(common, FLOWRT_HOME=flowrt_home, HOME=flowrt_home)
+    if args.flowrt_python:
+        fr_env["FLOWRT_PYTHON"] = os.path.abspath(args.flowrt_python)
     pf_env["SBS_OPENAI_NAMES"] = json.dumps(OPENAI_NAMES)
     pf_env["SBS_AZURE_NAMES"] = json.dumps(AZURE_NAMES)
     if args.no_synthesize:
