@@ -42,6 +42,10 @@ fn is_host_package_tool(tool: &str) -> bool {
     [EMBEDDING_TOOL, SERPAPI_TOOL, CONTENT_SAFETY_TOOL].contains(&tool)
 }
 
+/// promptflow-tools' Open Model LLM tool (`type: custom_llm`): a prompt sent to an Azure ML
+/// online or serverless endpoint in its model family's request shape.
+const OPEN_MODEL_TOOL: &str = "promptflow.tools.open_model_llm.OpenModelLLM.call";
+
 /// A custom_llm tool that the built-in LLM call serves.
 fn is_builtin_chat_tool(tool: &str) -> bool {
     tool == LLM_TOOL || VISION_CHAT_TOOLS.contains(&tool)
@@ -562,6 +566,104 @@ impl FlowInvoker {
         })
     }
 
+    /// promptflow-tools' Open Model LLM call: the node's template rendered with its other inputs,
+    /// sent to the endpoint its `endpoint_name` (or its endpoint inputs) name.
+    async fn open_model(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
+        const PARAMS: &[&str] = &[
+            "api",
+            "endpoint_name",
+            "deployment_name",
+            "temperature",
+            "max_new_tokens",
+            "top_p",
+            "model_kwargs",
+            "endpoint_url",
+            "endpoint_api_key",
+            "model_family",
+        ];
+        let node = call.node;
+        let user_error = |m: String| ToolFailure::new("OpenModelLLMUserError", m);
+        let mut params: IndexMap<String, Value> = IndexMap::new();
+        let mut vars: IndexMap<String, Value> = IndexMap::new();
+        for (k, a) in call.args {
+            let v = template_var(a).value;
+            if PARAMS.contains(&k.as_str()) {
+                params.insert(k, v);
+            } else {
+                vars.insert(k, v);
+            }
+        }
+        let text = |k: &str| params.get(k).and_then(Value::as_str).map(str::trim);
+        let chat = match text("api") {
+            Some("chat") => true,
+            Some("completion") => false,
+            other => {
+                return Err(user_error(format!(
+                    "node '{}': api must be chat or completion, got {other:?}",
+                    node.name
+                )))
+            }
+        };
+        let given: Vec<&str> = ["endpoint_url", "endpoint_api_key", "model_family"]
+            .into_iter()
+            .filter(|k| params.contains_key(*k))
+            .collect();
+        let endpoint = if given.len() == 3 {
+            flowrt_tools::OpenModelEndpoint {
+                url: text("endpoint_url").unwrap_or_default().to_string(),
+                api_key: text("endpoint_api_key").unwrap_or_default().to_string(),
+                family: flowrt_tools::ModelFamily::parse(text("model_family").unwrap_or_default())
+                    .map_err(|e| user_error(e.to_string()))?,
+            }
+        } else if !given.is_empty() {
+            return Err(user_error(
+                "Endpoint connection via inputs not fully set: endpoint_url, endpoint_api_key and model_family must all be set".to_string(),
+            ));
+        } else {
+            let name = text("endpoint_name").unwrap_or_default();
+            let (kind, conn) = name.split_once('/').unwrap_or((name, ""));
+            match kind.to_ascii_lowercase().as_str() {
+                "localconnection" | "connection" => {
+                    flowrt_tools::OpenModelEndpoint::from_connection(self.connection_named(&node.name, conn)?)
+                        .map_err(|e| user_error(e.to_string()))?
+                }
+                "onlineendpoint" | "serverlessendpoint" => {
+                    return Err(user_error(format!(
+                        "node '{}': endpoint '{name}' is looked up through Azure Resource Manager, which flowrt does not reach; store the endpoint in a custom connection (configs endpoint_url and model_family, secret endpoint_api_key) and name it as localConnection/NAME",
+                        node.name
+                    )))
+                }
+                _ => {
+                    return Err(user_error(format!(
+                        "node '{}': invalid endpoint connection type in '{name}'; use localConnection/NAME (a custom connection)",
+                        node.name
+                    )))
+                }
+            }
+        };
+        // An empty deployment, or "default", is the endpoint's default deployment.
+        let deployment = text("deployment_name").filter(|d| !d.is_empty() && *d != "default");
+        let template = self
+            .templates
+            .get(&node.name)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let prompt = flowrt_tools::render_prompt(template, &vars)
+            .map_err(|e| ToolFailure::new("TemplateError", e.to_string()))?;
+        let output = self
+            .llm
+            .open_model_llm(&endpoint, chat, &prompt, deployment, &params)
+            .await
+            .map_err(|e| {
+                service_failure(
+                    e,
+                    "OpenModelLLMUserError",
+                    "OpenModelLLMOnlineEndpointError",
+                )
+            })?;
+        Ok(ToolOutcome::value(output))
+    }
+
     /// A host-served package tool's `connection` input and its other inputs.
     fn connection_and_inputs<'a>(
         &'a self,
@@ -744,6 +846,11 @@ impl FlowInvoker {
                 if is_builtin_chat_tool(tool) =>
             {
                 self.llm(call).await
+            }
+            (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. })
+                if tool == OPEN_MODEL_TOOL =>
+            {
+                self.open_model(call).await
             }
             (NodeKind::CustomLlm, source) => Err(ToolFailure::new(
                 "UnsupportedTool",

@@ -211,7 +211,7 @@ impl Op {
 pub(crate) struct Endpoint {
     pub(crate) url: String,
     pub(crate) headers: Vec<(&'static str, String)>,
-    secret: Option<String>,
+    pub(crate) secret: Option<String>,
 }
 
 impl Endpoint {

@@ -19,6 +19,7 @@
 mod chat;
 mod client;
 mod error;
+mod open_model;
 mod params;
 mod prompty;
 mod prompty_images;
@@ -35,6 +36,7 @@ pub use client::{
     RetryPolicy, Usage,
 };
 pub use error::ToolError;
+pub use open_model::{ModelFamily, OpenModelEndpoint};
 pub use prompty::{
     execute_prompty, execute_prompty_streamed, render_prompty, resolve_prompty_connection,
     resolve_prompty_inputs, PromptyOutcome,

@@ -469,6 +469,56 @@ fn the_content_safety_package_tool_gives_promptflows_verdict() {
 }
 
 #[test]
+fn the_open_model_llm_tool_calls_the_endpoint_its_custom_connection_names() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: llama_local\ntype: custom\nconfigs:\n  endpoint_url: {}/score\n  model_family: LLaMa\nsecrets:\n  endpoint_api_key: endpoint-key-77\n",
+        server.base
+    ));
+    let (_d, dir) = flow("open_model");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "question=Capital of France?",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"answer": "echo: Capital of France?"}));
+    let reqs = server.requests.lock().unwrap();
+    // LLaMa's chat shape: the role lines as messages, promptflow's parameters over model_kwargs.
+    assert_eq!(
+        reqs[0].1,
+        json!({"input_data": {
+            "input_string": [
+                {"role": "system", "content": "You answer in one word."},
+                {"role": "user", "content": "Capital of France?"}
+            ],
+            "parameters": {"seed": 7, "top_p": 1.0, "temperature": 1.0, "max_new_tokens": 20, "do_sample": true}
+        }})
+    );
+    drop(reqs);
+    // An endpoint promptflow looks up through Azure says what to do instead.
+    let yaml = std::fs::read_to_string(dir.join("flow.dag.yaml")).unwrap();
+    std::fs::write(
+        dir.join("flow.dag.yaml"),
+        yaml.replace("localConnection/llama_local", "onlineEndpoint/llama-ep"),
+    )
+    .unwrap();
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "question=q",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("OpenModelLLMUserError"), "{}", r.stderr);
+    assert!(r.stderr.contains("localConnection/NAME"), "{}", r.stderr);
+}
+
+#[test]
 fn additional_includes_are_merged_into_the_flow() {
     let env = Env::new();
     let root = tempfile::tempdir().unwrap();

@@ -216,6 +216,25 @@ impl FakeOpenAi {
                         "200 OK",
                         json!({"data": [{"index": 0, "embedding": [0.6, 0.8]}]}),
                     )
+                } else if route == "/score" {
+                    // An Azure ML online endpoint: LLaMa chat answers `output`, the rest `[{"0"}]`.
+                    let input = &body["input_data"]["input_string"];
+                    match input[0].get("content").and_then(Value::as_str) {
+                        Some(_) => {
+                            let last = input
+                                .as_array()
+                                .and_then(|m| m.last())
+                                .map(|m| m["content"].clone());
+                            (
+                                "200 OK",
+                                json!({"output": format!("echo: {}", last.unwrap_or_default().as_str().unwrap_or(""))}),
+                            )
+                        }
+                        None => (
+                            "200 OK",
+                            json!([{"0": format!("echo: {}", input[0].as_str().unwrap_or(""))}]),
+                        ),
+                    }
                 } else if route == "/contentsafety/text:analyze" {
                     // Content Safety (2023-10-01): severity 4 for Violence when the text says
                     // "fight", 0 otherwise; "blocked" matches a blocklist.
