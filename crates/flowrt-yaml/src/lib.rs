@@ -79,6 +79,9 @@ pub fn parse(text: &str) -> Result<Node, Error> {
 }
 
 /// Parse every document of a YAML stream, after the bounds of [`limits::check_yaml_limits`].
+///
+/// A text that fails only because lines inside a flow collection are not indented past their
+/// block (which libyaml, and so promptflow, accepts) is read as promptflow reads it.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, Error> {
     if let Err((line, message)) = limits::check_yaml_limits(text) {
         return Err(Error {
@@ -87,6 +90,15 @@ pub fn parse_documents(text: &str) -> Result<Vec<Node>, Error> {
             message,
         });
     }
+    let strict = parse_checked(text);
+    match (&strict, limits::indent_flow_lines(text)) {
+        (Err(_), Some(lenient)) => parse_checked(&lenient).or(strict),
+        _ => strict,
+    }
+}
+
+/// Parse a text already within the bounds.
+fn parse_checked(text: &str) -> Result<Vec<Node>, Error> {
     let mut loader = saphyr::YamlLoader::<MarkedYaml>::default();
     loader.alias_limit(ALIAS_NODE_BUDGET);
     let mut parser = saphyr_parser::Parser::new_from_str(text);
@@ -379,6 +391,23 @@ mod tests {
             "{e:?}"
         );
         assert!(parse("a: *nowhere\n").is_err());
+    }
+
+    #[test]
+    fn a_flow_collection_closed_under_its_key_reads_as_promptflow_reads_it() {
+        // As promptflow's own prompty files write a default list.
+        let text = "inputs:\n  history:\n    type: list\n    default: [\n        {\n          \"role\": \"user\"\n        }\n    ]\n  q: 1\n";
+        let doc = parse(text).expect("parses");
+        assert_eq!(
+            doc.get("inputs").map(Node::to_json),
+            Some(
+                serde_json::json!({"history": {"type": "list", "default": [{"role": "user"}]}, "q": 1})
+            )
+        );
+        // Lines keep their numbers.
+        assert_eq!(doc.line_at(&["inputs", "q"]), Some(9));
+        // A text that is broken otherwise still reports its own error.
+        assert!(parse("a: [\n  1,\nb: 2\n").is_err());
     }
 
     #[test]

@@ -24,7 +24,8 @@ pub fn check_yaml_limits(text: &str) -> Result<(), (usize, String)> {
     let mut depth = 0usize;
     let mut refused = None;
     walk(text, |event| match event {
-        Walk::Line { line, indent } => {
+        Walk::Line { quoted: true, .. } => true,
+        Walk::Line { line, indent, .. } => {
             // Two spaces a level is the usual YAML style; one space a level is the worst case.
             if indent / 2 > MAX_YAML_DEPTH * 2 {
                 refused = Some((
@@ -79,10 +80,62 @@ pub fn unclosed_bracket_at(text: &str, line: usize, column: usize) -> Option<(ch
     open.pop()
 }
 
+/// `text` with the lines inside a flow collection (`[ ... ]`, `{ ... }` over several lines)
+/// indented past the line that opened it, when some are not; `None` when none needs it.
+///
+/// YAML wants such lines indented more than the block they sit in, and saphyr holds to that,
+/// while libyaml (PyYAML, and so promptflow) reads `default: [` ... `]` with the closing bracket
+/// under the key. promptflow's own test prompty files are written so. Only the leading spaces of
+/// those lines change, so every line keeps its number.
+pub fn indent_flow_lines(text: &str) -> Option<String> {
+    let lines: Vec<&str> = text.split('\n').collect();
+    let indent_of = |l: &str| l.len() - l.trim_start_matches(' ').len();
+    let mut depth = 0usize;
+    let mut opener_indent: Option<usize> = None;
+    let mut pad: Vec<usize> = vec![0; lines.len()];
+    walk(text, |event| {
+        match event {
+            Walk::Line { line, indent, .. } => {
+                if let (Some(base), Some(l)) = (opener_indent, lines.get(line - 1)) {
+                    if depth > 0 && !l.trim().is_empty() && indent <= base {
+                        pad[line - 1] = base + 1 - indent;
+                    }
+                }
+            }
+            Walk::Open { line, .. } => {
+                if depth == 0 {
+                    opener_indent = lines.get(line - 1).map(|l| indent_of(l));
+                }
+                depth += 1;
+            }
+            Walk::Close => {
+                depth = depth.saturating_sub(1);
+                if depth == 0 {
+                    opener_indent = None;
+                }
+            }
+        }
+        true
+    });
+    if pad.iter().all(|p| *p == 0) {
+        return None;
+    }
+    let out: Vec<String> = lines
+        .iter()
+        .zip(pad)
+        .map(|(l, p)| format!("{}{l}", " ".repeat(p)))
+        .collect();
+    Some(out.join("\n"))
+}
+
 /// What [`walk`] reports, in text order.
 enum Walk {
-    /// A line starts, outside any quoted scalar, indented this many spaces.
-    Line { line: usize, indent: usize },
+    /// A line starts, indented this many spaces; `quoted` when it continues a quoted scalar.
+    Line {
+        line: usize,
+        indent: usize,
+        quoted: bool,
+    },
     /// `[` or `{` outside quotes and comments (1-based position).
     Open {
         bracket: char,
@@ -102,7 +155,12 @@ fn walk(text: &str, mut visit: impl FnMut(Walk) -> bool) {
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
         let indent = raw.len() - raw.trim_start_matches(' ').len();
-        if !single && !double && !visit(Walk::Line { line, indent }) {
+        let quoted = single || double;
+        if !visit(Walk::Line {
+            line,
+            indent,
+            quoted,
+        }) {
             return;
         }
         let mut prev = ' ';
@@ -178,6 +236,21 @@ mod tests {
         assert_eq!(unclosed_bracket_at(text, 3, 5), Some(('{', 3, 4)));
         assert_eq!(unclosed_bracket_at(text, 3, 4), Some(('[', 1, 4)));
         assert_eq!(unclosed_bracket_at("a: [1]\nb: 2\n", 2, 3), None);
+    }
+
+    #[test]
+    fn lines_of_a_flow_collection_are_indented_past_their_opener_when_they_are_not() {
+        let text = "a:\n  b: [\n      1,\n    2\n  ]\n  c: {x: 1}\n";
+        assert_eq!(
+            indent_flow_lines(text).as_deref(),
+            Some("a:\n  b: [\n      1,\n    2\n   ]\n  c: {x: 1}\n")
+        );
+        assert_eq!(indent_flow_lines("a: [1,\n  2]\n"), None);
+        // A quoted scalar's continuation inside the collection is a line of it too.
+        assert_eq!(
+            indent_flow_lines("k:\n  v: [\"a\n b\"\n  ]\n").as_deref(),
+            Some("k:\n  v: [\"a\n   b\"\n   ]\n")
+        );
     }
 
     #[test]
