@@ -943,26 +943,38 @@ fn find_or_install_uv(python: &Path, progress: &mut dyn FnMut(&str)) -> Result<U
         return Ok(uv);
     }
     progress("uv not found; installing it with `python3 -m pip install --user uv`");
-    let run = |user: bool| {
-        let mut cmd = Command::new(python);
+    let run = |installer: &Path, user: bool| {
+        let mut cmd = Command::new(installer);
         cmd.args(["-m", "pip", "install", "--disable-pip-version-check", "-q"]);
         if user {
             cmd.arg("--user");
         }
         cmd.arg("uv").stdin(Stdio::null()).output()
     };
+    // The flow's interpreter first; a venv made without pip (`uv venv`) falls back to the
+    // python3 on PATH, whose `--user` uv is found the same way.
+    let mut installers = vec![python.to_path_buf()];
+    if let Some(system) = find_on_path("python3").filter(|p| p != python) {
+        installers.push(system);
+    }
     let mut messages = Vec::new();
-    for user in [true, false] {
-        match run(user) {
-            Ok(out) if out.status.success() => {
-                if let Some(uv) = locate_uv(python) {
-                    progress("uv installed");
-                    return Ok(uv);
+    for installer in &installers {
+        for user in [true, false] {
+            match run(installer, user) {
+                Ok(out) if out.status.success() => {
+                    let found = locate_uv(python).or_else(|| {
+                        let module = Uv::Module(installer.clone());
+                        module.works().then_some(module)
+                    });
+                    if let Some(uv) = found {
+                        progress("uv installed");
+                        return Ok(uv);
+                    }
+                    messages.push("pip succeeded but uv is still not runnable".to_string());
                 }
-                messages.push("pip succeeded but uv is still not runnable".to_string());
+                Ok(out) => messages.push(tail(&out, None)),
+                Err(e) => messages.push(format!("cannot run {}: {e}", installer.display())),
             }
-            Ok(out) => messages.push(tail(&out, None)),
-            Err(e) => messages.push(format!("cannot run {}: {e}", python.display())),
         }
     }
     Err(EnvError::UvMissing {
