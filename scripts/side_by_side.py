@@ -29,8 +29,9 @@ and files a runtime writes don't leak into the other's run), and a fresh HOME / 
 FLOWRT_HOME per script run. Connections commonly referenced by the flows are created in both
 runtimes, pointed at the fake OpenAI server, all with key `fake-key`. Flows without a
 requirements.txt run on promptflow's venv under pf and on `--flowrt-python` (or python3) under
-flowrt: give that interpreter the packages promptflow's venv brings (`openai`), or flows that import
-them fail under flowrt only.
+flowrt: give that interpreter the packages promptflow's venv brings, promptflow excepted
+(`pip freeze | grep -vi '^promptflow'`), or flows that import `openai` or `dotenv` fail under
+flowrt only.
 
 Classification per flow: skipped (no inputs), pf_failed (excluded from the denominator), identical,
 different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not). A file
