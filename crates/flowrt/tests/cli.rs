@@ -369,6 +369,27 @@ fn the_vision_chat_tool_sends_images_as_parts_of_the_message() {
     for key in ["connection", "deployment_name", "question", "chat_history"] {
         assert!(body.get(key).is_none(), "{key} leaked into {body}");
     }
+    let first_messages = body["messages"].clone();
+    drop(reqs);
+    // The unified vision tool takes its api as an input too, and sends the same messages.
+    let yaml = std::fs::read_to_string(dir.join("flow.dag.yaml")).unwrap();
+    let unified = yaml
+        .replace(
+            "promptflow.tools.aoai_gpt4v.AzureOpenAI.chat",
+            "promptflow.tools.llm_vision.llm_vision",
+        )
+        .replace(
+            "    connection: vision_conn\n",
+            "    connection: vision_conn\n    api: chat\n",
+        );
+    assert_ne!(unified, yaml);
+    std::fs::write(dir.join("flow.dag.yaml"), unified).unwrap();
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let reqs = server.requests.lock().unwrap();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[1].1["messages"], first_messages);
+    assert!(reqs[1].1.get("api").is_none(), "{}", reqs[1].1);
 }
 
 #[test]
