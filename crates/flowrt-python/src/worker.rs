@@ -328,13 +328,17 @@ impl WorkerPool {
             .map(|out| out.stdout)
     }
 
-    /// Start up to `workers` workers (never more than the pool's size) and wait until each
-    /// answers, as promptflow starts its processes before a batch's first line: a line's time
-    /// then starts when a running worker can take it, so on a busy machine the first lines do not
-    /// pay for Python's start-up against their timeout. A worker that fails to start is left to
-    /// the calls that need it.
-    pub async fn warm(&self, workers: usize) {
-        let Ok(script) = self.script() else { return };
+    /// Start up to `workers` workers (never more than the pool's size) and have each load the
+    /// tools of `loads` (checks, as [`WorkerPool::check`]), as promptflow starts its processes
+    /// and loads a flow's tools before a batch's first line: a line's time then starts when a
+    /// ready worker can take it, so Python's start-up and the tools' imports are not counted
+    /// against the first lines' timeout. With no tools, each worker answers a probe that loads
+    /// nothing. Returns, per node, what loading its tool printed (once, not once per worker).
+    /// Failures are left to the calls that meet them.
+    pub async fn warm(&self, workers: usize, loads: &[ToolCall]) -> Vec<(String, String)> {
+        let Ok(script) = self.script() else {
+            return Vec::new();
+        };
         let ready: Vec<Arc<Worker>> = {
             let mut slots = lock(&self.slots);
             slots.retain(|s| s.as_ref().is_some_and(|w| w.alive.load(Ordering::SeqCst)));
@@ -347,19 +351,34 @@ impl WorkerPool {
             slots.iter().flatten().cloned().collect()
         };
         // A check of no tool: the worker answers once it reads requests, and loads nothing.
-        let probe = ToolCall {
+        let probe = [ToolCall {
             node: String::new(),
             source: ToolSource::Package {
                 tool: String::new(),
             },
             args: Vec::new(),
             timeout: Some(Duration::from_secs(60)),
-        };
-        let probes = ready.iter().map(|worker| {
-            worker.inflight.fetch_add(1, Ordering::SeqCst);
-            self.send_on(worker.clone(), &probe, probe.timeout, true)
+        }];
+        let calls = if loads.is_empty() { &probe[..] } else { loads };
+        let sent = ready.iter().flat_map(|worker| {
+            calls.iter().map(move |call| {
+                worker.inflight.fetch_add(1, Ordering::SeqCst);
+                self.send_on(worker.clone(), call, call.timeout, true)
+            })
         });
-        futures::future::join_all(probes).await;
+        let answers = futures::future::join_all(sent).await;
+        // The answers come worker by worker, each in `calls` order.
+        let mut printed: Vec<(String, String)> = Vec::new();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let node = &calls[i % calls.len()].node;
+            match answer {
+                Ok(out) if !out.stdout.is_empty() && !printed.iter().any(|(n, _)| n == node) => {
+                    printed.push((node.clone(), out.stdout));
+                }
+                _ => {}
+            }
+        }
+        printed
     }
 
     /// Run a call on `worker`, whose in-flight count already includes it.

@@ -517,10 +517,13 @@ pub async fn create(
         .unwrap_or_else(|| runs::runs_dir(home).join(&name));
     let prepared = prepare_folder(&output_dir, &flow, &lines.rows);
     let concurrency = req.concurrency.unwrap_or(16).max(1);
-    // The workers start before the first line's clock does, as promptflow starts its processes
-    // before it runs lines.
+    // The workers start, with the flow's tools loaded, before the first line's clock does, as
+    // promptflow starts its processes and loads the tools before it runs lines.
     invoker
-        .warm(concurrency.min(compute.workers).min(lines.rows.len()))
+        .warm(
+            &flow,
+            concurrency.min(compute.workers).min(lines.rows.len()),
+        )
         .await;
     let line_timeout = req
         .line_timeout

@@ -309,11 +309,37 @@ impl FlowInvoker {
         }
     }
 
-    /// Start up to `workers` Python workers and wait until they answer (see
-    /// [`WorkerPool::warm`]); nothing for a flow without Python.
-    pub async fn warm(&self, workers: usize) {
-        if let Some(pool) = &self.pool {
-            pool.warm(workers).await;
+    /// Start up to `workers` Python workers with the flow's tools loaded (see
+    /// [`WorkerPool::warm`]); nothing for a flow without Python. What loading a tool printed goes
+    /// to stderr under its node's name, as [`FlowInvoker::preflight`] prints it.
+    pub async fn warm(&self, flow: &Flow, workers: usize) {
+        let Some(pool) = &self.pool else { return };
+        let loads: Vec<ToolCall> = flow
+            .nodes
+            .iter()
+            .filter_map(|node| {
+                let source = match &node.source {
+                    _ if node.kind != NodeKind::Python => return None,
+                    ToolSource::Code { path } => {
+                        flowrt_python::ToolSource::Code { path: path.clone() }
+                    }
+                    ToolSource::Package { tool } if !is_host_package_tool(tool) => {
+                        flowrt_python::ToolSource::Package { tool: tool.clone() }
+                    }
+                    _ => return None,
+                };
+                Some(ToolCall {
+                    node: node.name.clone(),
+                    source,
+                    args: Vec::new(),
+                    timeout: Some(std::time::Duration::from_secs(600)),
+                })
+            })
+            .collect();
+        for (node, printed) in pool.warm(workers, &loads).await {
+            for line in printed.lines() {
+                eprintln!("[{node}] {line}");
+            }
         }
     }
 

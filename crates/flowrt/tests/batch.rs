@@ -477,6 +477,49 @@ fn failed_lines_do_not_fail_the_run_and_resume_reruns_only_them() {
 }
 
 #[test]
+fn a_tools_import_time_is_not_counted_against_the_first_lines_timeout() {
+    // promptflow loads a flow's tools before its first line; a tool that takes 1.5 s to import
+    // must not make the first lines miss a 1 s line timeout.
+    let env = Env::new();
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(
+        d.path().join("slow_import.py"),
+        "import time\nfrom promptflow.core import tool\n\ntime.sleep(1.5)\nprint('slow_import loaded')\n\n\n@tool\ndef double(n: int) -> int:\n    return n * 2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.path().join("flow.dag.yaml"),
+        "inputs:\n  n: {type: int}\noutputs:\n  out: {reference: \"${double.output}\"}\nnodes:\n- name: double\n  type: python\n  source: {type: code, path: slow_import.py}\n  inputs: {n: \"${inputs.n}\"}\n",
+    )
+    .unwrap();
+    let data = d.path().join("data.jsonl");
+    write_jsonl(&data, &[json!({"n": 1}), json!({"n": 2}), json!({"n": 3})]);
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(d.path()),
+        "--data",
+        s(&data),
+        "--name",
+        "slow_import",
+        "--line-timeout",
+        "1",
+        "--concurrency",
+        "2",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(output_lines(&env, "slow_import"), [0, 1, 2]);
+    // What the import printed is shown once, under its node's name.
+    assert_eq!(
+        r.stderr.matches("[double] slow_import loaded").count(),
+        1,
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
 fn a_line_timeout_fails_that_line_and_the_run_goes_on() {
     let env = Env::new();
     let (d, dir) = flow("batch_rows");
