@@ -623,9 +623,15 @@ impl FlowInvoker {
         let chat = match text("api") {
             Some("chat") => true,
             Some("completion") => false,
-            other => {
+            Some(other) => {
                 return Err(user_error(format!(
-                    "node '{}': api must be chat or completion, got {other:?}",
+                    "node '{}': api '{other}' is not supported; set its input api to chat or completion",
+                    node.name
+                )))
+            }
+            None => {
+                return Err(user_error(format!(
+                    "node '{}' needs an input api: chat or completion",
                     node.name
                 )))
             }

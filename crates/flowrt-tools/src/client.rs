@@ -233,6 +233,7 @@ fn flavor_of(conn: &Connection, tool: &str) -> Result<ChatFlavor, ToolError> {
             connection: conn.name.clone(),
             kind: conn.kind.as_str().to_string(),
             tool: tool.to_string(),
+            expected: "open_ai, azure_open_ai or serverless".into(),
         }),
     }
 }
@@ -305,6 +306,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
             connection: conn.name.clone(),
             kind: conn.kind.as_str().to_string(),
             tool: "llm".into(),
+            expected: "open_ai, azure_open_ai or serverless".into(),
         }),
     }
 }
@@ -319,6 +321,23 @@ fn encode_segment(s: &str) -> String {
         }
     }
     out
+}
+
+/// A service tool's connection must be of the kind the tool reads.
+pub(crate) fn require_kind(
+    connection: &Connection,
+    kind: ConnectionKind,
+    tool: &str,
+) -> Result<(), ToolError> {
+    if connection.kind == kind {
+        return Ok(());
+    }
+    Err(ToolError::UnsupportedConnection {
+        connection: connection.name.clone(),
+        kind: connection.kind.as_str().to_string(),
+        tool: tool.to_string(),
+        expected: kind.as_str().to_string(),
+    })
 }
 
 pub(crate) fn excerpt(text: &str, max: usize) -> String {
@@ -558,13 +577,11 @@ impl LlmClient {
         connection: &Connection,
         inputs: &IndexMap<String, Value>,
     ) -> Result<Value, ToolError> {
-        if connection.kind != ConnectionKind::AzureContentSafety {
-            return Err(ToolError::UnsupportedConnection {
-                connection: connection.name.clone(),
-                kind: connection.kind.as_str().to_string(),
-                tool: "azure_content_safety".to_string(),
-            });
-        }
+        require_kind(
+            connection,
+            ConnectionKind::AzureContentSafety,
+            "azure_content_safety",
+        )?;
         let text = match inputs.get("text") {
             Some(Value::String(s)) => s.clone(),
             None | Some(Value::Null) => return Err(ToolError::bad_param("text", "is required")),
@@ -668,13 +685,7 @@ impl LlmClient {
         connection: &Connection,
         inputs: &IndexMap<String, Value>,
     ) -> Result<Value, ToolError> {
-        if connection.kind != ConnectionKind::Serp {
-            return Err(ToolError::UnsupportedConnection {
-                connection: connection.name.clone(),
-                kind: connection.kind.as_str().to_string(),
-                tool: "serpapi".to_string(),
-            });
-        }
+        require_kind(connection, ConnectionKind::Serp, "serpapi")?;
         let api_key = connection.api_key().unwrap_or_default().to_string();
         let text = |key: &str| match inputs.get(key) {
             None | Some(Value::Null) => None,

@@ -27,11 +27,13 @@ pub enum ToolError {
     ConnectionField { connection: String, field: String },
 
     /// The connection kind cannot serve this tool.
-    #[error("connection '{connection}' of type '{kind}' is not supported by {tool}; use open_ai, azure_open_ai or serverless")]
+    #[error("connection '{connection}' of type '{kind}' is not supported by {tool}; use a connection of type {expected}")]
     UnsupportedConnection {
         connection: String,
         kind: String,
         tool: String,
+        /// The connection types the tool reads, as the hint names them.
+        expected: String,
     },
 
     /// The service answered with an error status.

@@ -62,13 +62,11 @@ pub struct OpenModelEndpoint {
 impl OpenModelEndpoint {
     /// A custom connection's endpoint: `endpoint_url`, `model_family`, secret `endpoint_api_key`.
     pub fn from_connection(connection: &Connection) -> Result<Self, ToolError> {
-        if connection.kind != ConnectionKind::Custom {
-            return Err(ToolError::UnsupportedConnection {
-                connection: connection.name.clone(),
-                kind: connection.kind.as_str().to_string(),
-                tool: "open_model_llm (it reads a custom connection)".to_string(),
-            });
-        }
+        crate::client::require_kind(
+            connection,
+            ConnectionKind::Custom,
+            "open_model_llm (it reads a custom connection)",
+        )?;
         let field = |key: &str| {
             connection
                 .get(key)

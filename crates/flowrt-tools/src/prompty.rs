@@ -292,6 +292,7 @@ pub async fn execute_prompty_streamed(
             connection: connection.name.clone(),
             kind: connection.kind.as_str().to_string(),
             tool: format!("prompty {}", file_label(p)),
+            expected: "open_ai, azure_open_ai or serverless".into(),
         });
     }
     let values = resolve_prompty_inputs(p, inputs)?;

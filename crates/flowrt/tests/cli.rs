@@ -443,6 +443,21 @@ fn the_serpapi_package_tool_searches_without_python_and_never_shows_its_key() {
     assert!(r.stderr.contains("SerpAPIUserError"), "{}", r.stderr);
     assert!(r.stderr.contains("Invalid API key."), "{}", r.stderr);
     assert!(!r.stderr.contains("wrong-key-123"), "{}", r.stderr);
+    // A connection of another kind is refused, naming the kind the tool reads.
+    env.connection("name: serp\ntype: open_ai\napi_key: k\n");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "question=q",
+    ]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("connection 'serp' of type 'open_ai' is not supported by serpapi; use a connection of type serp"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]
