@@ -70,7 +70,11 @@ pub struct TestLine {
 pub struct CreateRun {
     /// The session to run in; the flow is the session's.
     pub session: String,
-    /// Letters, digits, `_`, `-` and `.`; unique in the session.
+    /// The workspace flow (`NAME` or `NAME@vN`) the caller means to run: refused, naming both,
+    /// when it is not the session's flow (a session runs its own flow, never another).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
+    /// Letters, digits, `_`, `-` and `.`; unique in the workspace.
     pub name: String,
     /// The data file's text. Without data, a resumed run reuses its predecessor's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -84,13 +88,14 @@ pub struct CreateRun {
     /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a literal.
     #[serde(default)]
     pub column_mapping: BTreeMap<String, String>,
-    /// The base run of an evaluation (in any of the caller's sessions).
+    /// The base run of an evaluation (a workspace run of the caller's, whichever session ran it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,
     /// `${node.variant_id}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
-    /// Re-run only the lines of this run (of the same session) that did not complete.
+    /// Re-run only the lines of this workspace run that did not complete (its mapping, base run
+    /// and variant unless given again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_from: Option<String>,
     /// Seconds a line may take.

@@ -403,12 +403,15 @@ pub struct RunStarted {
     pub session: String,
 }
 
-/// A batch or evaluation run in a session.
+/// A batch or evaluation run: a workspace record, whichever session executed it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RunView {
     pub name: String,
-    /// The session it runs in.
+    /// The session that executes (or executed) it; the run outlives it.
     pub session: String,
+    /// The workspace flow it runs (`NAME@vN`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<String>,
     /// `Running`, `Completed`, `Failed` or `Canceled`.
     pub status: String,
     /// The run an evaluation reads.

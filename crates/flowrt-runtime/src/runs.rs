@@ -111,6 +111,20 @@ fn process_alive(pid: u32) -> bool {
     matches!(state, Some(s) if s != "Z") && String::from_utf8_lossy(&cmdline).contains("flowrt")
 }
 
+/// Delete run `meta`: its record under `home` and its folder, when that folder is the run's (its
+/// `run.json` names the run: a folder the user pointed `--output-dir` at is checked, not trusted).
+pub fn delete(home: &Path, meta: &RunMeta) -> Result<()> {
+    let own = fs_err::read_to_string(meta.output_dir.join("run.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<RunMeta>(&t).ok())
+        .is_some_and(|m| m.name == meta.name);
+    if own {
+        fs_err::remove_dir_all(&meta.output_dir)?;
+    }
+    fs_err::remove_file(pointer(home, &meta.name))?;
+    Ok(())
+}
+
 pub fn exists(home: &Path, name: &str) -> bool {
     pointer(home, name).is_file()
 }

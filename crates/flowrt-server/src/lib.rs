@@ -21,6 +21,7 @@ mod spread;
 mod team;
 mod ui;
 mod ui_api;
+mod workspace_runs;
 
 pub use auth::Caller;
 pub use error::{ApiErr, ApiResult};
@@ -84,6 +85,8 @@ pub struct AppState {
     pub sessions: Arc<sessions::Manager>,
     /// The spread-run workers this server runs.
     pub workers: Arc<spread::Workers>,
+    /// The runs this server follows in their sessions, keeping them in the workspace.
+    pub followers: Arc<workspace_runs::Followers>,
     /// Set when the server begins to shut down: long-lived responses (event streams) end, so a
     /// restart does not wait for the runs their clients follow.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
@@ -104,6 +107,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             sessions,
             workers: Arc::default(),
+            followers: Arc::default(),
             stopping: Arc::default(),
         }
     }

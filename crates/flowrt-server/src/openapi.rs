@@ -51,9 +51,12 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/flows/{name}", "Show a flow version (NAME or NAME@vN): inputs, outputs, nodes and edges."),
     ("post", "/api/v1/data", "Upload batch data (?format=jsonl|csv|tsv; JSONL checked line by line), stored by its content's hash; returns its reference."),
     ("get", "/api/v1/data/{reference}", "Whether you have uploaded this data (data:sha256:HEX.EXT)."),
-    ("get", "/api/v1/runs", "List the runs in your sessions."),
-    ("post", "/api/v1/runs", "Start a batch or evaluation run {session, name, data, data_format, column_mapping, run, variant, resume_from, line_timeout, concurrency} in a session (no overall timeout)."),
-    ("get", "/api/v1/runs/{name}", "Show a run (?session=ID when several sessions have one of that name)."),
+    ("get", "/api/v1/runs", "List the workspace's runs you may see: yours (admins: everyone's), whichever session ran them (?archived=true: archived ones too)."),
+    ("post", "/api/v1/runs", "Start a batch or evaluation run {session, flow, name, data, data_format, column_mapping, run, variant, resume_from, line_timeout, concurrency} in a session (no overall timeout); its name is the workspace's."),
+    ("get", "/api/v1/runs/{name}", "Show a workspace run (?session=ID: only if that session ran it)."),
+    ("delete", "/api/v1/runs/{name}", "Delete a finished run: its record, lines, outputs, logs and metrics."),
+    ("post", "/api/v1/runs/{name}/archive", "Archive a run: the list leaves it out unless ?archived=true."),
+    ("post", "/api/v1/runs/{name}/restore", "Restore an archived run to the list."),
     ("get", "/api/v1/runs/{name}/lines", "A run's per-line records (?offset, limit, status)."),
     ("get", "/api/v1/runs/{name}/lines/{line}", "One line's record: inputs, outputs, error, node runs with timings and token usage."),
     ("get", "/api/v1/runs/{name}/metrics", "A run's metrics."),
@@ -148,6 +151,10 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
         ("get", "/api/v1/runs/{name}/lines/{line}") => one("200", Json("LineRecord")),
         ("get", "/api/v1/runs/{name}/metrics") => one("200", Object),
         ("post", "/api/v1/runs/{name}/cancel") => one("200", Json("CancelingRun")),
+        ("delete", "/api/v1/runs/{name}") => one("204", Empty),
+        ("post", "/api/v1/runs/{name}/archive") | ("post", "/api/v1/runs/{name}/restore") => {
+            one("200", Json("RunView"))
+        }
         _ => Vec::new(),
     }
 }
@@ -210,6 +217,10 @@ fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'stat
         ("post", "/api/v1/data") => &[("format", "string")],
         ("get", "/api/v1/audit") => &[("before", "integer"), ("limit", "integer")],
         ("get", "/api/v1/runs/{name}/events") => &[("session", "string"), ("nodes", "boolean")],
+        ("get", "/api/v1/runs") => &[("archived", "boolean")],
+        ("delete", "/api/v1/runs/{name}")
+        | ("post", "/api/v1/runs/{name}/archive")
+        | ("post", "/api/v1/runs/{name}/restore") => &[],
         (_, p) if p.starts_with("/api/v1/runs/{name}") => &[("session", "string")],
         _ => &[],
     }

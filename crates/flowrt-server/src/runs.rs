@@ -1,10 +1,12 @@
-//! Batch and evaluation runs on the server: `/api/v1/runs`. A run executes inside one of the
-//! caller's sessions (sealed, writing only its session folder); it is started from a typed request
-//! (no command-line passthrough) and its records are read back from that folder for its owner.
+//! Batch and evaluation runs on the server: `/api/v1/runs`. A run is a workspace record (see
+//! `workspace_runs`): started from a typed request (no command-line passthrough) in one of the
+//! caller's sessions, which executes it in its sealed folder, and read from the workspace, never
+//! from that folder, for its owner and the workspace's admins.
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::routing::ApiRoutes;
+use crate::workspace_runs;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::handler::Handler;
@@ -35,6 +37,17 @@ pub fn routes() -> ApiRoutes {
             create.layer(DefaultBodyLimit::max(MAX_RUN_DATA + 1024 * 1024)),
         )
         .get("/api/v1/runs/{name}", Permission::Read, show)
+        .delete("/api/v1/runs/{name}", Permission::SessionsWrite, delete)
+        .post(
+            "/api/v1/runs/{name}/archive",
+            Permission::SessionsWrite,
+            archive,
+        )
+        .post(
+            "/api/v1/runs/{name}/restore",
+            Permission::SessionsWrite,
+            restore,
+        )
         .post(
             "/api/v1/data",
             Permission::SessionsWrite,
@@ -53,7 +66,8 @@ pub fn routes() -> ApiRoutes {
         .get("/api/v1/runs/{name}/events", Permission::Read, events)
 }
 
-/// A run name is a file name inside a session's folder: nothing that could leave it.
+/// A run name is a file name in the workspace's and a session's folders: nothing that could
+/// leave them.
 pub fn check_run_name(name: &str) -> ApiResult<()> {
     flowrt_api::names::check("run", name, flowrt_api::names::RUN_NAME_MAX)
         .map_err(ApiErr::bad_request)
@@ -84,6 +98,9 @@ pub fn check_jsonl(text: &str) -> ApiResult<()> {
     Ok(())
 }
 
+/// The most seconds a line may be given (a week): past that a timeout means none.
+const MAX_LINE_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,17 +110,13 @@ async fn create(
     let addr = crate::sessions::agent_of(&s).await?;
     let id = s.id.clone();
     check_run_name(&req.name)?;
-    let workdir = state.sessions.workdir(&id);
-    if workdir
-        .join("runs")
-        .join(format!("{}.json", req.name))
-        .exists()
-    {
-        return Err(ApiErr::conflict(format!(
-            "run '{}' already exists in session '{id}'; pick another name",
-            req.name
-        )));
+    if let Some(asked) = &req.flow {
+        check_flow(&state, &caller, &s, asked).await?;
     }
+    if state.store.get_workspace_run(&req.name).await?.is_some() {
+        return Err(taken(&req.name));
+    }
+    let token = backend::read_token(&state.sessions.workdir(&id));
     let mut batch = client::BatchRequest {
         name: req.name.clone(),
         run: req.run.clone(),
@@ -122,28 +135,51 @@ async fn create(
     for r in [&req.run, &req.resume_from].into_iter().flatten() {
         check_run_name(r)?;
     }
-    // An evaluation reads its base run, which usually ran in another session (the base flow's):
-    // a sealed session reads only its own folder, so the base run's outputs are copied in.
-    if let Some(base) = &req.run {
-        if !workdir.join("runs").join(format!("{base}.json")).exists() {
-            let found = find(&state, &caller, base, &Which { session: None }).await?;
-            let (from, pointer, into, name) = (
-                found.dir.clone(),
-                found.pointer.clone(),
-                workdir.clone(),
-                base.clone(),
-            );
-            tokio::task::spawn_blocking(move || import_base_run(&from, &pointer, &into, &name))
-                .await
-                .map_err(|e| ApiErr::internal("copying the base run", e))?
-                .map_err(|e| ApiErr::internal("copying the base run", e))?;
+    // A resume and an evaluation read workspace runs, whichever session ran them: the server
+    // gives them to this session's agent from the workspace's copy.
+    if let Some(prev) = &req.resume_from {
+        let prev_run = finished_run(&state, &caller, prev, "resume").await?;
+        // What the resumed run was asked, unless this request says otherwise.
+        if batch.column_mapping.is_empty() {
+            if let Some(m) = prev_run.record["column_mapping"].as_object() {
+                for (k, v) in m {
+                    batch
+                        .column_mapping
+                        .push(format!("{k}={}", v.as_str().unwrap_or_default()));
+                }
+            }
         }
+        if batch.run.is_none() {
+            batch.run = prev_run.record["base_run"].as_str().map(str::to_string);
+        }
+        if batch.variant.is_none() {
+            batch.variant = prev_run.record["variant"].as_str().map(str::to_string);
+        }
+        workspace_runs::send_to_session(
+            &state,
+            &prev_run,
+            &addr,
+            &token,
+            &["line_runs.jsonl", "data.jsonl", "flow_outputs/output.jsonl"],
+        )
+        .await?;
+    }
+    if let Some(base) = &batch.run.clone() {
+        let base_run = finished_run(&state, &caller, base, "evaluate").await?;
+        workspace_runs::send_to_session(
+            &state,
+            &base_run,
+            &addr,
+            &token,
+            &["data.jsonl", "flow_outputs/output.jsonl"],
+        )
+        .await?;
     }
     if let Some(t) = req.line_timeout {
-        if !(t.is_finite() && t > 0.0) {
-            return Err(ApiErr::bad_request(
-                "line_timeout must be a positive number of seconds",
-            ));
+        if !(t.is_finite() && t > 0.0 && t <= MAX_LINE_TIMEOUT_S) {
+            return Err(ApiErr::bad_request(format!(
+                "line_timeout is {t}: give seconds between 0 and {MAX_LINE_TIMEOUT_S} (a week)"
+            )));
         }
         batch.line_timeout = Some(t);
     }
@@ -157,69 +193,96 @@ async fn create(
     }
     // A session runs as many Python workers as its size allows, however many lines run at once.
     batch.workers = Some(s.size.limits().workers);
-    let data = match (&req.data, &req.data_ref) {
+    // The data is the workspace's (stored by its hash, per user); the session's agent gets a copy
+    // over its channel and keeps it in its own folder.
+    let stored = match (&req.data, &req.data_ref) {
         (Some(_), Some(_)) => {
             return Err(ApiErr::bad_request("give data or data_ref, not both"));
         }
         (None, Some(reference)) => {
             let (hash, ext) = parse_data_ref(reference)?;
-            let stored = data_path(&state, &caller.0.id, &hash, ext);
-            let dir = workdir.join("data");
-            let path = dir.join(format!("{}.{ext}", req.name));
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| ApiErr::internal("preparing the batch data", e))?;
-            std::fs::copy(&stored, &path).map_err(|_| {
-                ApiErr::not_found(format!(
+            let path = data_path(&state, &caller.0.id, &hash, ext);
+            if !path.is_file() {
+                return Err(ApiErr::not_found(format!(
                     "no data {reference} of yours; push it with `flowrt data push FILE`"
-                ))
-            })?;
-            batch.data = Some(path);
-            None
-        }
-        (data, None) => data.clone(),
-    };
-    match data {
-        Some(data) => {
-            let ext = match req.data_format.as_deref().unwrap_or("jsonl") {
-                f @ ("jsonl" | "csv" | "tsv") => f,
-                other => {
-                    return Err(ApiErr::bad_request(format!(
-                        "data_format '{other}' is not one of jsonl, csv, tsv"
-                    )))
-                }
-            };
-            if ext == "jsonl" {
-                check_jsonl(&data)?;
+                )));
             }
-            let dir = workdir.join("data");
-            let path = dir.join(format!("{}.{ext}", req.name));
-            std::fs::create_dir_all(&dir)
-                .and_then(|_| std::fs::write(&path, data))
-                .map_err(|e| ApiErr::internal("saving the batch data", e))?;
-            batch.data = Some(path);
+            Some((path, format!("{hash}.{ext}")))
         }
-        None if req.resume_from.is_none() && req.data_ref.is_none() => {
+        (Some(data), None) => {
+            let ext = data_format(req.data_format.as_deref())?;
+            if ext == "jsonl" {
+                check_jsonl(data)?;
+            }
+            let (path, hash) = store_data(&state, &caller.0.id, ext, data.as_bytes())?;
+            Some((path, format!("{hash}.{ext}")))
+        }
+        (None, None) if req.resume_from.is_none() => {
             return Err(ApiErr::bad_request(
                 "a run needs data ('data' with the file's text, or 'data_ref' from `flowrt data push`), unless it resumes another",
             ))
         }
-        None => {}
-    }
+        (None, None) => None,
+    };
     let mut more = req.more_sessions.clone();
-    match req.nodes {
-        Some(n) if n == 0 || n > 64 => {
+    if let Some(n) = req.nodes {
+        if n == 0 || n > 64 {
             return Err(ApiErr::bad_request("nodes must be between 1 and 64"));
         }
-        Some(n) => more.extend(crate::spread::start_helpers(&state, &caller, &s, n - 1).await?),
-        None => {}
     }
-    if !more.is_empty() {
-        return crate::spread::start(&state, &caller, &s, &more, batch).await;
+    let spread = !more.is_empty() || req.nodes.is_some_and(|n| n > 1);
+    let mut record = workspace_runs::initial_record(&req.name, &id, s.flow_ref.as_deref(), &batch);
+    if let Some(compute) = &s.compute {
+        // What runs on a compute instance is seen by the user it is assigned to alone.
+        record["compute_instance"] = json!(compute);
     }
-    let body =
-        serde_json::to_value(&batch).map_err(|e| ApiErr::internal("starting the batch run", e))?;
-    let token = backend::read_token(&workdir);
-    let (status, v) = client::request(
+    if spread {
+        // The run is recorded before its helper sessions start, so its name is taken at once.
+        record["spread"] = json!([id]);
+        batch.data = stored.map(|(path, _)| path);
+        state
+            .store
+            .insert_workspace_run(&req.name, &caller.0.id, &id, &record)
+            .await
+            .map_err(|e| exists_as_taken(e, &req.name))?;
+        if let Some(n) = req.nodes {
+            match crate::spread::start_helpers(&state, &caller, &s, n - 1).await {
+                Ok(ids) => more.extend(ids),
+                Err(e) => {
+                    let _ = state.store.delete_workspace_run(&req.name).await;
+                    return Err(e);
+                }
+            }
+        }
+        let started = crate::spread::start(&state, &caller, &s, &more, batch).await;
+        if started.is_err() {
+            let _ = state.store.delete_workspace_run(&req.name).await;
+        }
+        return started;
+    }
+    if let Some((path, file)) = stored {
+        let read = move || std::fs::read(&path);
+        batch.data = Some(
+            client::ensure_data(&addr, &token, &file, read)
+                .await
+                .map_err(|e| ApiErr::internal("giving the batch data to the session", e))?,
+        );
+    }
+    // The name is the workspace's from here on; a run the agent refuses gives it back.
+    state
+        .store
+        .insert_workspace_run(&req.name, &caller.0.id, &id, &record)
+        .await
+        .map_err(|e| exists_as_taken(e, &req.name))?;
+    let refused = |e: ApiErr| async {
+        let _ = state.store.delete_workspace_run(&req.name).await;
+        e
+    };
+    let body = match serde_json::to_value(&batch) {
+        Ok(b) => b,
+        Err(e) => return Err(refused(ApiErr::internal("starting the batch run", e)).await),
+    };
+    let answer = client::request(
         &addr,
         &token,
         "POST",
@@ -227,18 +290,21 @@ async fn create(
         Some(&body),
         Duration::from_secs(10),
     )
-    .await
-    .map_err(|e| ApiErr::internal("starting the batch run", e))?;
-    if status == 400 {
-        return Err(ApiErr::bad_request(
-            v["message"]
-                .as_str()
-                .unwrap_or("the batch run did not start"),
-        ));
+    .await;
+    match answer {
+        Ok((200, _)) => {}
+        Ok((400, v)) => {
+            return Err(refused(ApiErr::bad_request(
+                v["message"]
+                    .as_str()
+                    .unwrap_or("the batch run did not start"),
+            ))
+            .await)
+        }
+        Ok((_, v)) => return Err(refused(ApiErr::internal("starting the batch run", v)).await),
+        Err(e) => return Err(refused(ApiErr::internal("starting the batch run", e)).await),
     }
-    if status != 200 {
-        return Err(ApiErr::internal("starting the batch run", v));
-    }
+    workspace_runs::follow(&state, &req.name);
     let _ = state.store.touch_session(&id).await;
     Ok((
         StatusCode::ACCEPTED,
@@ -249,148 +315,120 @@ async fn create(
     ))
 }
 
-/// Copy what an evaluation reads of a base run (its record, outputs and data) from its folder
-/// `from` (and its record `pointer`) into session folder `into`, as a run of that session.
-fn import_base_run(
-    from: &std::path::Path,
-    pointer: &std::path::Path,
-    into: &std::path::Path,
-    name: &str,
-) -> std::io::Result<()> {
-    let dest = into.join("runs").join(name);
-    std::fs::create_dir_all(dest.join("flow_outputs"))?;
-    for file in ["flow_outputs/output.jsonl", "data.jsonl", "line_runs.jsonl"] {
-        let src = from.join(file);
-        if src.is_file() {
-            std::fs::copy(&src, dest.join(file))?;
-        }
+fn taken(name: &str) -> ApiErr {
+    ApiErr::conflict(format!(
+        "a run named '{name}' already exists in the workspace; pick another name (`flowrt run list` shows yours)"
+    ))
+}
+
+fn exists_as_taken(e: flowrt_store::StoreError, name: &str) -> ApiErr {
+    match e {
+        flowrt_store::StoreError::Exists { .. } => taken(name),
+        other => other.into(),
     }
-    let mut record: Value = serde_json::from_slice(&std::fs::read(pointer)?)
-        .map_err(|e| std::io::Error::other(format!("{}: {e}", pointer.display())))?;
-    record["output_dir"] = json!(dest);
-    let text = serde_json::to_string_pretty(&record).map_err(std::io::Error::other)?;
-    std::fs::write(dest.join("run.json"), &text)?;
-    std::fs::write(into.join("runs").join(format!("{name}.json")), text)
+}
+
+/// A session runs its own flow: a request that names another is refused, naming both.
+async fn check_flow(
+    state: &AppState,
+    caller: &Caller,
+    s: &flowrt_store::Session,
+    asked: &str,
+) -> ApiResult<()> {
+    let wanted = crate::flows::resolve(state, caller, asked).await?;
+    let wanted_ref = format!("{}@v{}", wanted.name, wanted.version);
+    let runs = s
+        .flow_ref
+        .as_deref()
+        .unwrap_or("a flow outside the workspace");
+    if s.flow_ref.as_deref() == Some(wanted_ref.as_str()) {
+        return Ok(());
+    }
+    Err(ApiErr::bad_request(format!(
+        "session '{}' runs {runs}, not {wanted_ref}: a session runs its own flow\nhint: start a session on {wanted_ref} (`flowrt session start --flow DIR`) and give the run that one with --session",
+        s.id
+    )))
+}
+
+/// Workspace run `name` for a resume or an evaluation (`what`): the caller's to see, and ended.
+async fn finished_run(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    what: &str,
+) -> ApiResult<flowrt_store::WorkspaceRun> {
+    let run = find(state, caller, name, &Which { session: None }).await?;
+    if run.status == "Running" {
+        return Err(ApiErr::conflict(format!(
+            "run '{name}' is still running; wait for it (`flowrt run show {name}`) before you {what} it"
+        )));
+    }
+    Ok(run)
 }
 
 #[derive(Deserialize)]
 struct Which {
-    /// Which session's run, when several of the caller's sessions have one of this name.
+    /// Only the run executed by this session (an older client's way to pick among sessions).
     #[serde(default)]
     session: Option<String>,
 }
 
-/// A run the caller may see: its folder and record (with its session's id added).
-struct Found {
-    dir: PathBuf,
-    /// `runs/NAME.json`: the run's record (not derived from `dir`, as a name may hold dots).
-    pointer: PathBuf,
-    record: Value,
-    pid: Option<u32>,
+/// May the caller see `run`? Runs are their creators': admins see them all but those run on a
+/// compute instance (seen by the user it is assigned to alone, as its sessions are); sharing a
+/// session shares the compute, not its owner's history.
+fn may_see_run(caller: &Caller, run: &flowrt_store::WorkspaceRun) -> bool {
+    caller.0.id == run.owner || (caller.is_admin() && run.record.get("compute_instance").is_none())
 }
 
-/// The sessions whose runs the caller may see.
-async fn visible_sessions(
+/// The workspace run `name`, if the caller may see it (one they may not answers as one that
+/// does not exist).
+async fn find(
     state: &AppState,
     caller: &Caller,
-) -> ApiResult<Vec<flowrt_store::Session>> {
-    let all = state.store.list_sessions(None).await?;
-    Ok(all
-        .into_iter()
-        .filter(|s| caller.may_see_session(s))
-        .collect())
-}
-
-fn read_record(state: &AppState, session: &str, name: &str) -> Option<Found> {
-    let pointer = state
-        .sessions
-        .workdir(session)
-        .join("runs")
-        .join(format!("{name}.json"));
-    let text = std::fs::read_to_string(&pointer).ok()?;
-    let mut record: Value = serde_json::from_str(&text).ok()?;
-    let pid = record["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
-    let dir = state.sessions.workdir(session).join("runs").join(name);
-    if let Some(o) = record.as_object_mut() {
-        // Paths inside the session folder and the process id are the server's business.
-        for key in ["pid", "output_dir", "flow", "data"] {
-            o.remove(key);
-        }
-        o.insert("session".into(), json!(session));
-        // A run whose process is gone while it says Running did not finish (a spread run's
-        // placeholder has no process: its chunks run wherever their sessions are).
-        if o.get("status").and_then(Value::as_str) == Some("Running")
-            && !o.contains_key("spread")
-            && !pid.is_some_and(backend::is_alive)
-        {
-            o.insert("status".into(), json!("Failed"));
-            o.insert(
-                "error".into(),
-                json!(format!("the run's process is gone; resume it with `flowrt run create --session {session} --resume-from {name}`")),
-            );
-        }
-    }
-    Some(Found {
-        dir,
-        pointer,
-        record,
-        pid,
-    })
-}
-
-async fn find(state: &AppState, caller: &Caller, name: &str, which: &Which) -> ApiResult<Found> {
+    name: &str,
+    which: &Which,
+) -> ApiResult<flowrt_store::WorkspaceRun> {
     check_run_name(name)?;
-    let sessions = visible_sessions(state, caller).await?;
-    let mut found: Vec<Found> = sessions
-        .iter()
-        .filter(|s| which.session.as_deref().is_none_or(|w| w == s.id))
-        .filter_map(|s| read_record(state, &s.id, name))
-        .collect();
-    match found.len() {
-        0 => Err(ApiErr::not_found(format!(
-            "run '{name}' does not exist in your sessions; `flowrt run list` shows them"
-        ))),
-        1 => Ok(found.remove(0)),
-        _ => Err(ApiErr::conflict(format!(
-            "run '{name}' exists in several of your sessions ({}); say which with ?session=ID",
-            found
-                .iter()
-                .map(|f| f.record["session"].as_str().unwrap_or(""))
-                .collect::<Vec<_>>()
-                .join(", ")
+    match state.store.get_workspace_run(name).await? {
+        Some(run)
+            if may_see_run(caller, &run)
+                && which.session.as_deref().is_none_or(|w| w == run.session_id) =>
+        {
+            Ok(run)
+        }
+        _ => Err(ApiErr::not_found(format!(
+            "run '{name}' does not exist in the workspace, or is not yours; `flowrt run list` shows yours"
         ))),
     }
 }
 
 /// What clients see of a run's record.
-fn run_view(record: &Value) -> ApiResult<RunView> {
-    serde_json::from_value(record.clone()).map_err(|e| ApiErr::internal("reading a run record", e))
+fn run_view(run: &flowrt_store::WorkspaceRun) -> ApiResult<RunView> {
+    let mut record = run.record.clone();
+    record["name"] = json!(run.name);
+    record["session"] = json!(run.session_id);
+    serde_json::from_value(record).map_err(|e| ApiErr::internal("reading a run record", e))
 }
 
-async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<RunView>>> {
-    let mut all = Vec::new();
-    for s in visible_sessions(&state, &caller).await? {
-        let runs = state.sessions.workdir(&s.id).join("runs");
-        let Ok(entries) = std::fs::read_dir(&runs) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let file = e.file_name().to_string_lossy().into_owned();
-            if let Some(name) = file.strip_suffix(".json") {
-                if let Some(f) = read_record(&state, &s.id, name) {
-                    all.push(f.record);
-                }
-            }
-        }
-    }
-    all.sort_by(|a, b| {
-        a["created"]
-            .as_str()
-            .cmp(&b["created"].as_str())
-            .then(a["name"].as_str().cmp(&b["name"].as_str()))
-    });
-    // A record this server cannot read (torn by a crash) is left out of the list, not fatal.
-    Ok(Json(all.iter().filter_map(|r| run_view(r).ok()).collect()))
+#[derive(Deserialize)]
+struct ListQuery {
+    /// Also list archived runs.
+    #[serde(default)]
+    archived: bool,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<RunView>>> {
+    let all = state.store.list_workspace_runs().await?;
+    Ok(Json(
+        all.iter()
+            .filter(|r| may_see_run(&caller, r) && (q.archived || !r.archived))
+            .filter_map(|r| run_view(r).ok())
+            .collect(),
+    ))
 }
 
 async fn show(
@@ -400,8 +438,69 @@ async fn show(
     Query(which): Query<Which>,
 ) -> ApiResult<Json<RunView>> {
     Ok(Json(run_view(
-        &find(&state, &caller, &name, &which).await?.record,
+        &find(&state, &caller, &name, &which).await?,
     )?))
+}
+
+/// `DELETE /api/v1/runs/{name}`: the run's record and blobs go (its creator's or an admin's to
+/// do). A running run is canceled first.
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
+    let run = find(&state, &caller, &name, &Which { session: None }).await?;
+    if !caller.may_modify(&run.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "run '{name}' belongs to another user"
+        )));
+    }
+    if run.status == "Running" {
+        return Err(ApiErr::conflict(format!(
+            "run '{name}' is running; cancel it first (`flowrt run cancel {name}`)"
+        )));
+    }
+    state.store.delete_workspace_run(&name).await?;
+    let dir = workspace_runs::blob_dir(&state.config.home, &name);
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/runs/{name}/archive` and `/restore`: an archived run is left out of the list
+/// (`?archived=true` lists it), as promptflow's `pf run archive`.
+async fn archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    set_archived(&state, &caller, &name, true).await
+}
+
+async fn restore(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> ApiResult<Json<RunView>> {
+    set_archived(&state, &caller, &name, false).await
+}
+
+async fn set_archived(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    archived: bool,
+) -> ApiResult<Json<RunView>> {
+    let run = find(state, caller, name, &Which { session: None }).await?;
+    if !caller.may_modify(&run.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "run '{name}' belongs to another user"
+        )));
+    }
+    state
+        .store
+        .set_workspace_run_archived(name, archived)
+        .await?;
+    Ok(Json(run_view(&run)?))
 }
 
 #[derive(Deserialize)]
@@ -421,7 +520,7 @@ fn default_limit() -> usize {
     100
 }
 
-/// The run's per-line records in line order (a torn last line of a killed run is skipped).
+/// The run's per-line records in line order (a torn last line is skipped).
 fn line_records(dir: &std::path::Path) -> BTreeMap<u64, LineRecord> {
     let mut out = BTreeMap::new();
     let Ok(file) = std::fs::File::open(dir.join("line_runs.jsonl")) else {
@@ -435,6 +534,10 @@ fn line_records(dir: &std::path::Path) -> BTreeMap<u64, LineRecord> {
         }
     }
     out
+}
+
+fn blobs(state: &AppState, run: &flowrt_store::WorkspaceRun) -> PathBuf {
+    workspace_runs::blob_dir(&state.config.home, &run.name)
 }
 
 async fn lines(
@@ -451,9 +554,9 @@ async fn lines(
     let which = Which {
         session: q.session.clone(),
     };
-    let found = find(&state, &caller, &name, &which).await?;
+    let run = find(&state, &caller, &name, &which).await?;
     let limit = q.limit.min(10_000);
-    let dir = found.dir.clone();
+    let dir = blobs(&state, &run);
     let records = tokio::task::spawn_blocking(move || line_records(&dir))
         .await
         .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
@@ -476,8 +579,8 @@ async fn line(
     Path((name, n)): Path<(String, u64)>,
     Query(which): Query<Which>,
 ) -> ApiResult<Json<LineRecord>> {
-    let found = find(&state, &caller, &name, &which).await?;
-    let dir = found.dir.clone();
+    let run = find(&state, &caller, &name, &which).await?;
+    let dir = blobs(&state, &run);
     let mut records = tokio::task::spawn_blocking(move || line_records(&dir))
         .await
         .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
@@ -493,9 +596,10 @@ async fn metrics(
     Path(name): Path<String>,
     Query(which): Query<Which>,
 ) -> ApiResult<Json<Value>> {
-    let found = find(&state, &caller, &name, &which).await?;
-    let text =
-        std::fs::read_to_string(found.dir.join("metrics.json")).unwrap_or_else(|_| "{}".into());
+    let run = find(&state, &caller, &name, &which).await?;
+    let text = tokio::fs::read_to_string(blobs(&state, &run).join("metrics.json"))
+        .await
+        .unwrap_or_else(|_| "{}".into());
     Ok(Json(
         serde_json::from_str(&text).unwrap_or_else(|_| json!({})),
     ))
@@ -516,20 +620,29 @@ async fn logs(
     Path(name): Path<String>,
     Query(q): Query<LogsQuery>,
 ) -> ApiResult<Json<LogChunk>> {
+    use std::io::{Read, Seek, SeekFrom};
     let which = Which {
         session: q.session.clone(),
     };
-    let found = find(&state, &caller, &name, &which).await?;
-    let bytes = std::fs::read(found.dir.join("logs.txt")).unwrap_or_default();
-    let start = usize::try_from(q.offset)
-        .unwrap_or(usize::MAX)
-        .min(bytes.len());
+    let run = find(&state, &caller, &name, &which).await?;
+    let path = blobs(&state, &run).join("logs.txt");
+    let offset = q.offset;
     // At most 1 MiB a call; the offset says where to go on.
-    let end = (start + 1024 * 1024).min(bytes.len());
+    let bytes = tokio::task::spawn_blocking(move || -> Vec<u8> {
+        let mut buf = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = f.take(1024 * 1024).read_to_end(&mut buf);
+            }
+        }
+        buf
+    })
+    .await
+    .map_err(|e| ApiErr::internal("reading the run's log", e))?;
     Ok(Json(LogChunk {
-        text: String::from_utf8_lossy(&bytes[start..end]).into_owned(),
-        offset: end as u64,
-        status: found.record["status"].as_str().unwrap_or("").to_string(),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        offset: offset + bytes.len() as u64,
+        status: run.status.clone(),
     }))
 }
 
@@ -539,28 +652,28 @@ async fn cancel(
     Path(name): Path<String>,
     Query(which): Query<Which>,
 ) -> ApiResult<Json<CancelingRun>> {
-    let found = find(&state, &caller, &name, &which).await?;
-    let session = found.record["session"].as_str().unwrap_or("").to_string();
-    let s = crate::sessions::modifiable(&state, &caller, &session).await?;
-    if found.record["status"] != "Running" {
-        return Err(ApiErr::conflict(format!(
-            "run '{name}' is {}, not running",
-            found.record["status"].as_str().unwrap_or("finished")
+    let run = find(&state, &caller, &name, &which).await?;
+    if !caller.may_modify(&run.owner) {
+        return Err(ApiErr::forbidden(format!(
+            "run '{name}' belongs to another user"
         )));
     }
-    if found.record.get("spread").is_some() {
-        return crate::spread::cancel(&state, &session, &name, &found.pointer).await;
+    let session = run.session_id.clone();
+    if run.status != "Running" {
+        return Err(ApiErr::conflict(format!(
+            "run '{name}' is {}, not running",
+            run.status
+        )));
+    }
+    if run.record.get("spread").is_some() {
+        return crate::spread::cancel(&state, &session, &name).await;
     }
     let no_process = || ApiErr::conflict(format!("run '{name}' has no live process"));
-    if !found.pid.is_some_and(backend::is_alive) {
-        return Err(no_process());
-    }
     // The run runs in its session's agent: it stops taking lines, stops those running (and their
     // workers), keeps every finished one and can be resumed.
-    let addr = crate::sessions::agent_of(&s)
+    let (addr, token) = workspace_runs::agent(&state, &session)
         .await
         .map_err(|_| no_process())?;
-    let token = backend::read_token(&state.sessions.workdir(&session));
     let path = format!("/batch/{name}/cancel");
     let (status, _) = client::request(&addr, &token, "POST", &path, None, Duration::from_secs(10))
         .await
@@ -578,8 +691,9 @@ async fn cancel(
 
 /// What `events` has sent so far.
 struct Tail {
+    state: AppState,
+    name: String,
     dir: PathBuf,
-    pointer: PathBuf,
     offset: u64,
     /// Where `node_events.jsonl` was read to; `None`: the client did not ask for node events.
     node_offset: Option<u64>,
@@ -627,18 +741,15 @@ impl Tail {
         }
     }
 
-    fn status(&self) -> (String, u64) {
-        let record: Value = std::fs::read(&self.pointer)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(Value::Null);
-        let mut status = record["status"].as_str().unwrap_or("Running").to_string();
-        // A run whose process is gone will never say it ended: it failed.
-        let pid = record["pid"].as_u64().and_then(|p| u32::try_from(p).ok());
-        if status == "Running" && !pid.is_some_and(backend::is_alive) {
-            status = "Failed".into();
+    /// The run's status and size as the workspace has them (a run deleted meanwhile has ended).
+    async fn status(&self) -> (String, u64) {
+        match self.state.store.get_workspace_run(&self.name).await {
+            Ok(Some(run)) => (
+                run.status.clone(),
+                run.record["total_lines"].as_u64().unwrap_or(0),
+            ),
+            _ => ("Failed".into(), 0),
         }
-        (status, record["total_lines"].as_u64().unwrap_or(0))
     }
 }
 
@@ -668,16 +779,17 @@ async fn events(
 > {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let which = Which { session: q.session };
-    let found = find(&state, &caller, &name, &which).await?;
+    let run = find(&state, &caller, &name, &which).await?;
     let stopping = state.stopping.clone();
     let tail = Tail {
-        pointer: found.pointer.clone(),
-        dir: found.dir,
+        dir: blobs(&state, &run),
+        state: state.clone(),
+        name: run.name.clone(),
         offset: 0,
         node_offset: q.nodes.then_some(0),
         done: 0,
         failed: 0,
-        total: found.record["total_lines"].as_u64().unwrap_or(0),
+        total: run.record["total_lines"].as_u64().unwrap_or(0),
         started: std::time::Instant::now(),
         ended: false,
     };
@@ -689,8 +801,8 @@ async fn events(
             return None;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        // The status first: lines written before a run says it ended are all read below.
-        let (status, total) = t.status();
+        // The status first: lines kept before a run says it ended are all read below.
+        let (status, total) = t.status().await;
         let mut out: Vec<Event> = Vec::new();
         for ev in t.new_node_events() {
             out.push(Event::default().event("node").data(ev.to_string()));
@@ -787,6 +899,26 @@ fn parse_data_ref(reference: &str) -> ApiResult<(String, &'static str)> {
     Ok((hex.to_ascii_lowercase(), data_format(Some(ext))?))
 }
 
+/// Keep `bytes` as data of `owner`'s, by the hash of its content: its path and hash.
+fn store_data(
+    state: &AppState,
+    owner: &str,
+    ext: &str,
+    bytes: &[u8],
+) -> ApiResult<(PathBuf, String)> {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(bytes));
+    let path = data_path(state, owner, &hash, ext);
+    if !path.exists() {
+        let tmp = path.with_extension(format!("{ext}.tmp"));
+        std::fs::create_dir_all(path.parent().unwrap_or(&state.config.home))
+            .and_then(|_| std::fs::write(&tmp, bytes))
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| ApiErr::internal("storing the data", e))?;
+    }
+    Ok((path, hash))
+}
+
 /// `POST /api/v1/data?format=jsonl`: upload batch data once, checked (a bad JSONL line is named),
 /// stored by the hash of its content. The same file again stores nothing new.
 async fn push_data(
@@ -804,14 +936,9 @@ async fn push_data(
     }
     use sha2::Digest;
     let hash = hex::encode(sha2::Sha256::digest(&body));
-    let path = data_path(&state, &caller.0.id, &hash, ext);
-    let existed = path.exists();
+    let existed = data_path(&state, &caller.0.id, &hash, ext).exists();
     if !existed {
-        let tmp = path.with_extension(format!("{ext}.tmp"));
-        std::fs::create_dir_all(path.parent().unwrap_or(&state.config.home))
-            .and_then(|_| std::fs::write(&tmp, &body))
-            .and_then(|_| std::fs::rename(&tmp, &path))
-            .map_err(|e| ApiErr::internal("storing the data", e))?;
+        store_data(&state, &caller.0.id, ext, &body)?;
     }
     let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
     Ok((

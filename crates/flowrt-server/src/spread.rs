@@ -3,11 +3,14 @@
 //! A spread run's lines are cut into chunks in the database ([`flowrt_store::SpreadRun`]). Every
 //! server looks, twice a second, for spread runs one of whose sessions it manages, and runs a
 //! worker for each such session: it claims a chunk (with a lease its heartbeat renews), has the
-//! session's agent run those lines as a chunk run (in the session's `chunks/` folder), and
-//! completes the chunk with their records, which the database keeps only if the claim is still
-//! its own. Once every chunk is done, a worker of the run's own session claims the gathering
-//! step: its agent runs the run proper over the gathered records (nothing runs again), which
-//! aggregates and writes the run's folder as if the run had been one session's.
+//! session's agent run those lines as a chunk run (in the session's `chunks/` folder), reads
+//! their records over the agent's channel as they come, and completes the chunk with them, which
+//! the database keeps only if the claim is still its own. Once every chunk is done, a worker of
+//! the run's own session claims the gathering step: its agent runs the run proper over the
+//! gathered records (nothing runs again), which aggregates and records itself as if the run had
+//! been one session's, and the server keeps that run in the workspace. Sessions get the run's
+//! data and gathered records from the server over their channel; the server never opens a path
+//! in a session's folder.
 //!
 //! A server that dies stops renewing its leases. Another takes over its sessions (their agents
 //! outlive it), and with them the chunks they were running: a chunk run that finished is
@@ -16,11 +19,11 @@
 //! grace period (for that takeover) has passed.
 
 use crate::AppState;
-use flowrt_session::{backend, client};
+use flowrt_session::client;
 use flowrt_store::{ChunkClaim, Session, SpreadRun};
 use serde_json::{json, Value};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -65,14 +68,6 @@ fn chunk_name(run: &str, claim: &ChunkClaim) -> String {
     format!("{run}.c{}.a{}", claim.seq, claim.attempt)
 }
 
-fn chunk_dir(state: &AppState, session: &str) -> PathBuf {
-    state
-        .sessions
-        .workdir(session)
-        .join(client::CHUNKS_DIR)
-        .join("runs")
-}
-
 /// Heartbeat and supervisor: renews this server's leases, takes over sessions whose server is
 /// gone, and starts a worker for every spread run of a session this server manages.
 pub async fn supervise(state: AppState) {
@@ -98,6 +93,9 @@ pub async fn supervise(state: AppState) {
                 last_renewal = tokio::time::Instant::now();
             }
             state.sessions.take_over_orphans().await;
+            // Runs of the sessions this server manages (taken over, or after a restart) are
+            // followed into the workspace from here.
+            crate::workspace_runs::adopt(&state).await;
         }
         let Ok(runs) = state.store.running_spread_runs().await else {
             continue;
@@ -217,10 +215,12 @@ async fn finish_chunk(
     adopted: bool,
 ) -> bool {
     let me = state.config.server_id.clone();
+    // The chunk's line records as the server has seen them come: what is kept if it stops.
+    let mut seen = String::new();
     let outcome = if claim.is_gathering() {
         gather(state, run, executor, claim, adopted).await
     } else {
-        run_chunk(state, run, executor, claim, adopted).await
+        run_chunk(state, run, executor, claim, adopted, &mut seen).await
     };
     match outcome {
         Ok(ChunkEnd::Records(records)) => {
@@ -251,7 +251,7 @@ async fn finish_chunk(
             );
             // Lines it finished before it stopped are kept (its records are written in line
             // order, so they are a prefix of the chunk); the rest is to do again.
-            let (done_until, records) = finished_prefix(state, run, executor, claim);
+            let (done_until, records) = finished_prefix(claim, &seen);
             let kept = done_until > claim.first
                 && matches!(
                     state
@@ -273,24 +273,16 @@ async fn finish_chunk(
     }
 }
 
-/// The records a chunk run wrote before it stopped: the whole lines from the chunk's first on,
-/// up to a torn or missing one. Their end, and their text.
-fn finished_prefix(
-    state: &AppState,
-    run: &SpreadRun,
-    executor: &str,
-    claim: &ChunkClaim,
-) -> (u64, String) {
+/// The records a chunk run wrote before it stopped, as far as the server saw them (`seen`, the
+/// chunk's `line_runs.jsonl` as the agent sent it): the whole lines from the chunk's first on, up
+/// to a torn or missing one. Their end, and their text.
+fn finished_prefix(claim: &ChunkClaim, seen: &str) -> (u64, String) {
     if claim.is_gathering() {
         return (claim.first, String::new());
     }
-    let path = chunk_dir(state, executor)
-        .join(chunk_name(&run.name, claim))
-        .join("line_runs.jsonl");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut next = claim.first;
     let mut kept = String::new();
-    for line in text.split_inclusive('\n') {
+    for line in seen.split_inclusive('\n') {
         if !line.ends_with('\n') {
             break; // torn
         }
@@ -320,29 +312,31 @@ enum ChunkEnd {
 
 /// The agent's address and token, if its session is running.
 async fn agent(state: &AppState, executor: &str) -> Result<(String, String), String> {
-    let s: Session = state
-        .store
-        .get_session(executor)
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("session {executor} is gone"))?;
-    match (&s.status, &s.agent_addr) {
-        (flowrt_api::SessionStatus::Running, Some(addr)) => Ok((
-            addr.clone(),
-            backend::read_token(&state.sessions.workdir(executor)),
-        )),
-        _ => Err(format!("session {executor} is {}", s.status)),
-    }
+    crate::workspace_runs::agent(state, executor).await
 }
 
-/// The batch request stored with the run, for `executor`: its data path in that session's folder.
-fn request_for(state: &AppState, run: &SpreadRun, executor: &str) -> client::BatchRequest {
+/// The batch request stored with the run, for `executor`: the run's data (the workspace's, by
+/// its hash) given to that session's agent, which keeps it in its own folder.
+async fn request_for(
+    run: &SpreadRun,
+    addr: &str,
+    token: &str,
+) -> Result<client::BatchRequest, String> {
     let mut req: client::BatchRequest =
-        serde_json::from_value(run.request.clone()).unwrap_or_default();
-    if let Some(file) = req.data.as_ref().and_then(|d| d.file_name()) {
-        req.data = Some(state.sessions.workdir(executor).join("data").join(file));
+        serde_json::from_value(run.request.clone()).map_err(|e| e.to_string())?;
+    if let Some(data) = req.data.clone() {
+        let file = data
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let read = move || std::fs::read(&data);
+        req.data = Some(
+            client::ensure_data(addr, token, &file, read)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
-    req
+    Ok(req)
 }
 
 async fn run_chunk(
@@ -351,29 +345,26 @@ async fn run_chunk(
     executor: &str,
     claim: &ChunkClaim,
     adopted: bool,
+    seen: &mut String,
 ) -> Result<ChunkEnd, String> {
     let name = chunk_name(&run.name, claim);
-    let dir = chunk_dir(state, executor);
-    let pointer = dir.join(format!("{name}.json"));
     let (addr, token) = agent(state, executor).await?;
-    if !(adopted && pointer.exists()) {
-        let mut req = request_for(state, run, executor);
+    let recorded = adopted && record_of(&addr, &token, &name, true).await?.is_some();
+    if !recorded {
+        let mut req = request_for(run, &addr, &token).await?;
         req.name = name.clone();
         req.lines = Some((claim.first as usize, claim.end as usize));
         start_batch(&addr, &token, &req, "run the chunk").await?;
     }
-    match wait_for_record(state, run, executor, &addr, &token, &name, &pointer).await? {
+    let waited = wait_for_record(state, run, executor, &addr, &token, &name, true, seen).await?;
+    match waited {
         Some(record) => {
             if record["status"] == "Running" {
                 return Err("the chunk run was left running".into());
             }
-            let lines = dir.join(&name).join("line_runs.jsonl");
-            let text = tokio::fs::read_to_string(&lines)
-                .await
-                .map_err(|e| format!("{}: {e}", lines.display()))?;
             // A chunk stopped short (its agent's workers died) keeps no partial records: it
             // runs again whole.
-            let count = text.lines().filter(|l| !l.trim().is_empty()).count() as u64;
+            let count = seen.lines().filter(|l| !l.trim().is_empty()).count() as u64;
             if count != claim.end - claim.first {
                 return Err(format!(
                     "the chunk run ended {} with {count} of {} lines",
@@ -381,10 +372,28 @@ async fn run_chunk(
                     claim.end - claim.first
                 ));
             }
-            Ok(ChunkEnd::Records(text))
+            Ok(ChunkEnd::Records(std::mem::take(seen)))
         }
         None => Ok(ChunkEnd::Canceled),
     }
+}
+
+/// The agent's record of its run `name` (`chunk`: a chunk run), if it has recorded itself.
+async fn record_of(
+    addr: &str,
+    token: &str,
+    name: &str,
+    chunk: bool,
+) -> Result<Option<Value>, String> {
+    let req = client::TailRequest {
+        name: name.to_string(),
+        chunk,
+        ..Default::default()
+    };
+    client::tail(addr, token, &req)
+        .await
+        .map(|r| r.record)
+        .map_err(|e| e.to_string())
 }
 
 /// Have the agent at `addr` start the batch `req` (`what` it is asked, for the error).
@@ -411,8 +420,10 @@ async fn start_batch(
     Ok(())
 }
 
-/// Wait until the run record at `pointer` no longer says Running. `None` if the spread run was
-/// canceled meanwhile (the chunk run is canceled too); an error if the session's agent is gone.
+/// Wait until the agent's record of run `name` no longer says Running, reading its line records
+/// into `seen` as they come. `None` if the spread run was canceled meanwhile (the chunk run is
+/// canceled too); an error if the session's agent is gone.
+#[allow(clippy::too_many_arguments)]
 async fn wait_for_record(
     state: &AppState,
     run: &SpreadRun,
@@ -420,15 +431,38 @@ async fn wait_for_record(
     addr: &str,
     token: &str,
     name: &str,
-    pointer: &Path,
+    chunk: bool,
+    seen: &mut String,
 ) -> Result<Option<Value>, String> {
     let mut checks = 0u32;
     loop {
-        if let Ok(text) = tokio::fs::read_to_string(pointer).await {
-            if let Ok(record) = serde_json::from_str::<Value>(&text) {
-                if record["status"] != "Running" && record.get("spread").is_none() {
-                    return Ok(Some(record));
+        let mut req = client::TailRequest {
+            name: name.to_string(),
+            chunk,
+            ..Default::default()
+        };
+        if chunk {
+            req.offsets
+                .insert("line_runs.jsonl".into(), seen.len() as u64);
+        }
+        match client::tail(addr, token, &req).await {
+            Ok(reply) => {
+                if let Some(piece) = reply.files.get("line_runs.jsonl") {
+                    seen.push_str(&piece.text);
                 }
+                let more = reply.is_full();
+                if let Some(record) = reply.record {
+                    if record["status"] != "Running" && !more {
+                        return Ok(Some(record));
+                    }
+                }
+                if more {
+                    continue;
+                }
+            }
+            Err(e) => {
+                agent(state, executor).await?;
+                return Err(e.to_string());
             }
         }
         tokio::time::sleep(POLL).await;
@@ -451,8 +485,9 @@ async fn wait_for_record(
     }
 }
 
-/// The gathering step, in the run's own session: the chunks' records in line order become a
-/// run of this session that keeps them all and runs nothing again, then aggregates and records.
+/// The gathering step, in the run's own session (or, that one gone, another): the chunks'
+/// records in line order become a run of that session that keeps them all and runs nothing
+/// again, then aggregates and records; the server keeps it in the workspace.
 async fn gather(
     state: &AppState,
     run: &SpreadRun,
@@ -460,111 +495,73 @@ async fn gather(
     _claim: &ChunkClaim,
     adopted: bool,
 ) -> Result<ChunkEnd, String> {
-    let workdir = state.sessions.workdir(executor);
-    let pointer = workdir.join("runs").join(format!("{}.json", run.name));
-    let home_dir = state.sessions.workdir(&run.session_id);
-    let home_pointer = home_dir.join("runs").join(format!("{}.json", run.name));
-    let started = tokio::fs::read_to_string(&pointer)
-        .await
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .is_some_and(|r| r.get("spread").is_none());
     let (addr, token) = agent(state, executor).await?;
-    if !(adopted && started) {
+    let started = adopted && record_of(&addr, &token, &run.name, false).await?.is_some();
+    if !started {
         let results = state
             .store
             .chunk_results(&run.session_id, &run.name)
             .await
-            .map_err(|e| e.to_string())?;
-        let gathered = workdir
-            .join(client::CHUNKS_DIR)
-            .join(format!("{}.gathered.jsonl", run.name));
-        if let Some(parent) = gathered.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        tokio::fs::write(&gathered, results.concat())
-            .await
-            .map_err(|e| e.to_string())?;
-        // The placeholder record goes: the run proper writes its own (where it gathers; moved
-        // into the run's session below if that is another).
-        let _ = tokio::fs::remove_file(&pointer).await;
+            .map_err(|e| e.to_string())?
+            .concat();
         if executor != run.session_id {
             eprintln!(
                 "run {}: its session {} is gone; session {executor} gathers it",
                 run.name, run.session_id
             );
         }
-        let mut req = request_for(state, run, executor);
+        use sha2::Digest;
+        let file = format!(
+            "gathered-{}.jsonl",
+            hex::encode(sha2::Sha256::digest(results.as_bytes()))
+        );
+        let gathered = client::ensure_data(&addr, &token, &file, move || Ok(results.into_bytes()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req = request_for(run, &addr, &token).await?;
         req.prior_records = Some(gathered);
         start_batch(&addr, &token, &req, "gather the run").await?;
     }
-    match wait_for_record(state, run, executor, &addr, &token, &run.name, &pointer).await? {
-        Some(mut record) => {
-            // The record tells the whole run's time, not the gathering's.
-            let duration = (crate::now_ms() - run.created) as f64 / 1000.0;
-            if let Some(created) = created_at(run.created) {
-                record["created"] = json!(created);
-            }
-            record["duration_s"] = json!(duration);
-            record["spread_over"] = json!(run.sessions);
-            let mut folder = workdir.join("runs").join(&run.name);
-            if executor != run.session_id {
-                // Gathered in another session: the run's folder moves into its own session's
-                // (the server's to do; a sealed session reads only its own folder).
-                let dest = home_dir.join("runs").join(&run.name);
-                let _ = tokio::fs::remove_dir_all(&dest).await;
-                if tokio::fs::rename(&folder, &dest).await.is_ok() {
-                    folder = dest;
-                    record["output_dir"] = json!(folder);
-                    let _ = tokio::fs::remove_file(&pointer).await;
-                }
-            }
-            let text = serde_json::to_string_pretty(&record).unwrap_or_default();
-            let pointer_now = if folder.starts_with(&home_dir) {
-                home_pointer.clone()
-            } else {
-                pointer.clone()
-            };
-            for path in [pointer_now, folder.join("run.json")] {
-                let tmp = path.with_extension("json.tmp");
-                if tokio::fs::write(&tmp, &text).await.is_ok() {
-                    let _ = tokio::fs::rename(&tmp, &path).await;
-                }
-            }
-            Ok(ChunkEnd::Gathered {
-                status: record["status"].as_str().unwrap_or("Failed").to_string(),
-                error: record["error"].as_str().map(str::to_string),
-            })
-        }
-        None => Ok(ChunkEnd::Canceled),
+    let mut seen = String::new();
+    let waited = wait_for_record(
+        state, run, executor, &addr, &token, &run.name, false, &mut seen,
+    )
+    .await?;
+    let Some(_) = waited else {
+        return Ok(ChunkEnd::Canceled);
+    };
+    // The gathered run goes into the workspace: its records, outputs, log and metrics.
+    let dir = crate::workspace_runs::blob_dir(&state.config.home, &run.name);
+    let engine = crate::workspace_runs::pull(&addr, &token, &run.name, false, &dir, true)
+        .await?
+        .unwrap_or(Value::Null);
+    let Ok(Some(ws)) = state.store.get_workspace_run(&run.name).await else {
+        return Err(format!("run {} is no longer in the workspace", run.name));
+    };
+    let mut record = crate::workspace_runs::view_of(&engine, &ws);
+    // The record tells the whole run's time, not the gathering's.
+    if let Some(created) = created_at(run.created) {
+        record["created"] = json!(created);
     }
+    record["duration_s"] = json!((crate::now_ms() - run.created) as f64 / 1000.0);
+    record["spread_over"] = json!(run.sessions);
+    if let Some(o) = record.as_object_mut() {
+        o.remove("spread");
+    }
+    state
+        .store
+        .update_workspace_run(&run.name, &record)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(ChunkEnd::Gathered {
+        status: record["status"].as_str().unwrap_or("Failed").to_string(),
+        error: record["error"].as_str().map(str::to_string),
+    })
 }
 
 /// Unix ms as a run record writes its times (RFC 3339, UTC).
 fn created_at(ms: i64) -> Option<String> {
     flowrt_runtime::runs::utc_from_ms(ms)
-}
-
-/// The record a spread run shows until it is gathered: Running, its sessions, its size.
-pub fn placeholder_record(run: &SpreadRun, created: &str) -> Value {
-    json!({
-        "name": run.name,
-        "status": "Running",
-        "spread": run.sessions,
-        "flow": "",
-        "data": "",
-        "output_dir": "",
-        "created": created,
-        "finished": null,
-        "duration_s": 0.0,
-        "total_lines": run.total,
-        "completed_lines": 0,
-        "failed_lines": 0,
-        "concurrency": run.request["concurrency"].as_u64().unwrap_or(16),
-        "error": null,
-    })
 }
 
 /// Start `count` sessions like `home` (its flow, environment and size) for a run spread over
@@ -599,8 +596,8 @@ pub async fn start_helpers(
     Ok(ids)
 }
 
-/// `POST /api/v1/runs` with `more_sessions`: record the run and its chunks, give every session a
-/// copy of the data, and show the placeholder record until the run is gathered.
+/// `POST /api/v1/runs` with `more_sessions` (the workspace has recorded the run): record its
+/// chunks; each session gets the data from its worker when it claims its first chunk.
 pub async fn start(
     state: &AppState,
     caller: &crate::Caller,
@@ -653,13 +650,6 @@ pub async fn start(
     if total == 0 {
         return Err(ApiErr::bad_request("the batch data has no lines"));
     }
-    let file = data.file_name().map(PathBuf::from).unwrap_or_default();
-    for id in &sessions[1..] {
-        let dir = state.sessions.workdir(id).join("data");
-        std::fs::create_dir_all(&dir)
-            .and_then(|_| std::fs::copy(&data, dir.join(&file)).map(|_| ()))
-            .map_err(|e| ApiErr::internal("copying the batch data to a session", e))?;
-    }
     let run = SpreadRun {
         session_id: home.id.clone(),
         name: batch.name.clone(),
@@ -672,11 +662,6 @@ pub async fn start(
         error: None,
         created: crate::now_ms(),
     };
-    let pointer = state
-        .sessions
-        .workdir(&home.id)
-        .join("runs")
-        .join(format!("{}.json", run.name));
     state
         .store
         .create_spread_run(&run, chunk_size(total, run.sessions.len()))
@@ -688,10 +673,13 @@ pub async fn start(
             )),
             other => other.into(),
         })?;
-    let record = placeholder_record(&run, &flowrt_runtime::runs::utc_now());
-    std::fs::create_dir_all(pointer.parent().unwrap_or(Path::new(".")))
-        .and_then(|_| std::fs::write(&pointer, record.to_string()))
-        .map_err(|e| ApiErr::internal("recording the run", e))?;
+    // Until it is gathered, the workspace's record says where it runs and how big it is.
+    if let Ok(Some(ws)) = state.store.get_workspace_run(&run.name).await {
+        let mut record = ws.record.clone();
+        record["spread"] = json!(run.sessions);
+        record["total_lines"] = json!(total);
+        state.store.update_workspace_run(&run.name, &record).await?;
+    }
     let _ = state.store.touch_session(&home.id).await;
     state.workers.wake.notify_one();
     Ok((
@@ -709,23 +697,20 @@ pub async fn cancel(
     state: &AppState,
     session: &str,
     name: &str,
-    pointer: &Path,
 ) -> crate::ApiResult<axum::Json<flowrt_api::responses::CancelingRun>> {
     state
         .store
         .finish_spread_run(session, name, "Canceled", Some("canceled"))
         .await?;
-    if let Ok(text) = std::fs::read_to_string(pointer) {
-        if let Ok(mut record) = serde_json::from_str::<Value>(&text) {
-            if record.get("spread").is_some() {
-                record["status"] = json!("Canceled");
-                record["error"] = json!("canceled");
-                let _ = std::fs::write(pointer, record.to_string());
-            }
-        }
+    if let Ok(Some(ws)) = state.store.get_workspace_run(name).await {
+        let mut record = ws.record.clone();
+        record["status"] = json!("Canceled");
+        record["error"] = json!("canceled");
+        record["finished"] = json!(flowrt_runtime::runs::utc_now());
+        state.store.update_workspace_run(name, &record).await?;
     }
     Ok(axum::Json(flowrt_api::responses::CancelingRun {
-        hint: "its chunks stop; lines that finished are in the sessions' chunks folders".into(),
+        hint: "its chunks stop; the lines they finished are not kept in the workspace".into(),
         name: name.to_string(),
         session: session.to_string(),
         status: "Canceling".into(),

@@ -3,14 +3,16 @@
 //! runs batch runs in-process through the shared engine (`flowrt_runtime::batch`), and answers the
 //! server on 127.0.0.1 only: `GET /health`, `GET /status` (activity for idle shutdown),
 //! `POST /lines` and `/lines/stream` (one line), `POST /batch` (start a run),
-//! `POST /batch/{name}/cancel`, `POST /shutdown`. User code runs here, never in the server.
+//! `POST /batch/{name}/cancel`, `POST /shutdown`, and what moves runs between the session and
+//! the workspace (`POST /runs/tail`, `POST /runs/import`, `GET|PUT /data/{file}`; see
+//! `run_files`). User code runs here, never in the server.
 //!
 //! It stops by itself when its session folder disappears or, with an idle exit, after that long
 //! without a run: the backstop for an agent whose server is gone for good.
 
 use crate::client::BatchRequest;
 use anyhow::{Context, Result};
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -371,6 +373,17 @@ pub fn run(config: AgentConfig) -> Result<()> {
         .route("/lines/stream", post(lines_stream))
         .route("/batch", post(start_batch))
         .route("/batch/{name}/cancel", post(cancel_batch))
+        .route("/runs/tail", post(tail_run))
+        .route(
+            "/runs/import",
+            post(import_run).layer(DefaultBodyLimit::max(MAX_TRANSFER)),
+        )
+        .route(
+            "/data/{file}",
+            get(has_data)
+                .put(put_data)
+                .layer(DefaultBodyLimit::max(MAX_TRANSFER)),
+        )
         .route("/shutdown", post(shutdown))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
@@ -791,6 +804,76 @@ async fn cancel_batch(State(a): State<Shared>, UrlPath(name): UrlPath<String>) -
             Json(json!({"code": "NotFound", "message": format!("run '{name}' is not running in this session")})),
         )
             .into_response(),
+    }
+}
+
+/// The most one data file or imported run may hold (the server's own limit on run data).
+const MAX_TRANSFER: usize = 300 * 1024 * 1024;
+
+fn files_error(e: crate::run_files::RunFilesError) -> Response {
+    use crate::run_files::RunFilesError as E;
+    let status = match e {
+        E::BadName(_) | E::BadFile(_) => StatusCode::BAD_REQUEST,
+        E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (
+        status,
+        Json(json!({"code": "RunFiles", "message": e.to_string()})),
+    )
+        .into_response()
+}
+
+/// What is new in one of this session's runs, for the server that keeps it in the workspace.
+async fn tail_run(
+    State(a): State<Shared>,
+    Json(req): Json<crate::client::TailRequest>,
+) -> Response {
+    let home = a.home.clone();
+    match tokio::task::spawn_blocking(move || crate::run_files::tail(&home, &req)).await {
+        Ok(Ok(reply)) => Json(reply).into_response(),
+        Ok(Err(e)) => files_error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A workspace run an evaluation or a resume here reads, written into this session's runs.
+async fn import_run(
+    State(a): State<Shared>,
+    Json(req): Json<crate::client::ImportRun>,
+) -> Response {
+    let (home, flow) = (a.home.clone(), a.flow_dir.clone());
+    match tokio::task::spawn_blocking(move || crate::run_files::import(&home, &flow, &req)).await {
+        Ok(Ok(())) => Json(json!({"status": "imported"})).into_response(),
+        Ok(Err(e)) => files_error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// Whether this session has data file `file`, and where (data files are named by their hash).
+async fn has_data(State(a): State<Shared>, UrlPath(file): UrlPath<String>) -> Response {
+    match crate::run_files::data_file(&a.home, &file) {
+        Some(path) => Json(json!({"path": path})).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"code": "NotFound", "message": format!("no data file '{file}' here")})),
+        )
+            .into_response(),
+    }
+}
+
+/// Keep data file `file` the server sends, for a batch run here.
+async fn put_data(
+    State(a): State<Shared>,
+    UrlPath(file): UrlPath<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let home = a.home.clone();
+    match tokio::task::spawn_blocking(move || crate::run_files::save_data(&home, &file, &body))
+        .await
+    {
+        Ok(Ok(path)) => Json(json!({"path": path})).into_response(),
+        Ok(Err(e)) => files_error(e),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
 

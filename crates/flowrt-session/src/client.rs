@@ -47,6 +47,91 @@ pub struct BatchRequest {
 /// chunks are not listed among the session's runs.
 pub const CHUNKS_DIR: &str = "chunks";
 
+/// The files of a run's folder that an agent streams back as they grow (the server appends them
+/// to the workspace's copy of the run): line records, node events, the log, the outputs, and the
+/// data as the run read it.
+pub const TAILED_FILES: [&str; 5] = [
+    "line_runs.jsonl",
+    "node_events.jsonl",
+    "logs.txt",
+    "flow_outputs/output.jsonl",
+    "data.jsonl",
+];
+
+/// The small files of a run's folder sent whole once the run has ended.
+pub const FINAL_FILES: [&str; 2] = ["metrics.json", "error.json"];
+
+/// The most of one file an agent sends in one [`TailReply`]: the server asks again at once for
+/// the rest.
+pub const TAIL_CHUNK: u64 = 4 * 1024 * 1024;
+
+/// `POST /runs/tail` to an agent: what is new in one of its runs since `offsets`. The server
+/// reads a session's runs only this way, never from the session's folder, which the session's
+/// own code can change (a link there could point anywhere the server may read).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailRequest {
+    pub name: String,
+    /// A chunk of a spread run (under the session's `chunks/`), not one of its runs.
+    #[serde(default)]
+    pub chunk: bool,
+    /// Bytes of each of [`TAILED_FILES`] the server already has.
+    #[serde(default)]
+    pub offsets: std::collections::BTreeMap<String, u64>,
+    /// Also send these of [`FINAL_FILES`] whole.
+    #[serde(default)]
+    pub whole: Vec<String>,
+}
+
+/// What is new in a run: its record (`run.json`, absent while the run has not recorded itself)
+/// and each file's next piece (whole lines only for JSON lines files).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TailReply {
+    #[serde(default)]
+    pub record: Option<Value>,
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, FilePiece>,
+}
+
+/// Part of a run file: its text from the requested offset, and the offset after it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FilePiece {
+    pub text: String,
+    pub offset: u64,
+}
+
+impl TailReply {
+    /// Whether a file's piece filled the chunk: there is more to ask for at once.
+    pub fn is_full(&self) -> bool {
+        self.files
+            .values()
+            .any(|p| p.text.len() as u64 >= TAIL_CHUNK / 2)
+    }
+}
+
+/// `POST /runs/import` to an agent: a workspace run an evaluation or a resume in this session
+/// reads (its record and files, from the server's copy), written into the session's folder by
+/// the agent itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRun {
+    pub name: String,
+    /// The run's record as the workspace keeps it.
+    pub record: Value,
+    /// `line_runs.jsonl`, `flow_outputs/output.jsonl` and `data.jsonl`, as text.
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+/// Whether `name` may name a file an agent keeps for the server (`data/NAME`): one plain name.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the agent at {addr}: {message}")]
@@ -55,6 +140,12 @@ pub enum ClientError {
     Timeout { addr: String, seconds: f64 },
     #[error("the agent at {addr} sent a malformed reply: {message}")]
     Malformed { addr: String, message: String },
+    #[error("the agent at {addr} answered {status}: {message}")]
+    Refused {
+        addr: String,
+        status: u16,
+        message: String,
+    },
 }
 
 fn http() -> &'static reqwest::Client {
@@ -146,5 +237,109 @@ pub async fn stream(
                     message: e.to_string(),
                 }
             }
+        })
+}
+
+/// A typed call to an agent: the reply decoded as `T` when the agent answers 200, else its
+/// status and reply as the error.
+async fn typed<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    timeout: Duration,
+) -> Result<T, ClientError> {
+    let (status, v) = request(addr, token, method, path, body, timeout).await?;
+    if status != 200 {
+        return Err(ClientError::Refused {
+            addr: addr.into(),
+            status,
+            message: v["message"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    serde_json::from_value(v).map_err(|e| ClientError::Malformed {
+        addr: addr.into(),
+        message: e.to_string(),
+    })
+}
+
+/// What is new in a run of the agent's session (`POST /runs/tail`).
+pub async fn tail(addr: &str, token: &str, req: &TailRequest) -> Result<TailReply, ClientError> {
+    let body = serde_json::to_value(req).unwrap_or(Value::Null);
+    typed(
+        addr,
+        token,
+        "POST",
+        "/runs/tail",
+        Some(&body),
+        Duration::from_secs(30),
+    )
+    .await
+}
+
+/// Give the agent's session a workspace run to read (`POST /runs/import`).
+pub async fn import(addr: &str, token: &str, req: &ImportRun) -> Result<(), ClientError> {
+    let body = serde_json::to_value(req).unwrap_or(Value::Null);
+    let _: Value = typed(
+        addr,
+        token,
+        "POST",
+        "/runs/import",
+        Some(&body),
+        Duration::from_secs(300),
+    )
+    .await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct DataPath {
+    path: std::path::PathBuf,
+}
+
+/// Make sure the agent's session has data file `name` (named by its content's hash, so one it
+/// has is the same), sending `read()`'s bytes only when it does not. Where the agent keeps it.
+pub async fn ensure_data(
+    addr: &str,
+    token: &str,
+    name: &str,
+    read: impl FnOnce() -> std::io::Result<Vec<u8>>,
+) -> Result<std::path::PathBuf, ClientError> {
+    let path = format!("/data/{name}");
+    if let Ok(found) =
+        typed::<DataPath>(addr, token, "GET", &path, None, Duration::from_secs(10)).await
+    {
+        return Ok(found.path);
+    }
+    let bytes = read().map_err(|e| ClientError::Malformed {
+        addr: addr.into(),
+        message: format!("cannot read data {name}: {e}"),
+    })?;
+    let resp = http()
+        .put(format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .timeout(Duration::from_secs(300))
+        .body(bytes)
+        .send()
+        .await
+        .map_err(|e| ClientError::Connect {
+            addr: addr.into(),
+            message: e.to_string(),
+        })?;
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if status != 200 {
+        return Err(ClientError::Refused {
+            addr: addr.into(),
+            status,
+            message: v["message"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    serde_json::from_value::<DataPath>(v)
+        .map(|d| d.path)
+        .map_err(|e| ClientError::Malformed {
+            addr: addr.into(),
+            message: e.to_string(),
         })
 }

@@ -2,7 +2,8 @@
 //! (`idle`, pure), and the local backend that runs each session as a `flowrt agent` process with
 //! its own folder, a scrubbed environment and resource limits (`backend`), plus the small HTTP
 //! client the control plane uses to talk to agents (`client`), and the agent itself (`agent`: the
-//! process that is a session, running lines and batch runs through `flowrt-runtime`).
+//! process that is a session, running lines and batch runs through `flowrt-runtime`; `run_files`:
+//! what it reads and writes in its folder for the server, which never opens a path there).
 //!
 //! It does not store anything or serve the API: the server (`flowrt-server`) drives it, through
 //! `backend` and `client` only (never `agent`, which runs in the session's own process).
@@ -12,6 +13,7 @@ pub mod backend;
 pub mod client;
 pub mod idle;
 pub mod lifecycle;
+pub mod run_files;
 pub mod seal;
 
 pub mod ray;

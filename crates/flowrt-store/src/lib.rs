@@ -3,7 +3,8 @@
 //! It owns two stores, sharing one secret key:
 //! - the **control-plane store** [`Store`]: SQLite at `<home>/flowrt.db` (sqlx, embedded
 //!   migrations) holding users and their token hashes, computes, sessions, published custom
-//!   environments, identities (feed tokens sealed) and runs — see the `control` module;
+//!   environments, identities (feed tokens sealed), runs — see the `control` module — and the workspace's
+//!   batch and evaluation runs (`workspace_runs`);
 //! - **connections** ([`ConnectionStore`]): it parses promptflow connection YAML
 //!   (`pf connection create --file`), and stores each connection as
 //!   `<home>/connections/<name>.json` — name, type and configs in plain text, every secret sealed
@@ -22,8 +23,10 @@ mod records;
 mod secret;
 pub mod snapshot;
 mod spread;
+mod workspace_runs;
 
 pub use spread::{ChunkClaim, SpreadProgress, SpreadRun};
+pub use workspace_runs::WorkspaceRun;
 
 pub use control::{redact_url, Backend, Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
 pub use records::{

@@ -408,6 +408,74 @@ async fn runs_round_trip_and_unfinished_ones_are_listed_on(_db: &Db, store: Stor
     );
 }
 
+on_every_backend!(
+    workspace_runs_have_one_name_and_outlive_their_session,
+    workspace_runs_have_one_name_and_outlive_their_session_on
+);
+async fn workspace_runs_have_one_name_and_outlive_their_session_on(_db: &Db, store: Store) {
+    let ana = store.create_user("ana", Role::User).await.unwrap().0;
+    let s = store.insert_session(&new_session(&ana.id)).await.unwrap();
+    let record = json!({"name": "wc1", "status": "Running", "session": s.id});
+    let run = store
+        .insert_workspace_run("wc1", &ana.id, &s.id, &record)
+        .await
+        .unwrap();
+    assert_eq!((run.status.as_str(), run.archived), ("Running", false));
+    // One name in the workspace, whoever asks and whichever session.
+    let bob = store.create_user("bob", Role::User).await.unwrap().0;
+    assert!(matches!(
+        store
+            .insert_workspace_run("wc1", &bob.id, "s-other", &record)
+            .await,
+        Err(StoreError::Exists { what: "run", .. })
+    ));
+    store
+        .insert_workspace_run(
+            "wc1-eval",
+            &ana.id,
+            "s-other",
+            &json!({"status": "Running"}),
+        )
+        .await
+        .unwrap();
+    let names =
+        |v: Vec<flowrt_store::WorkspaceRun>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(
+        names(store.list_running_workspace_runs().await.unwrap()),
+        ["wc1", "wc1-eval"]
+    );
+    let done = json!({"name": "wc1", "status": "Completed", "session": s.id, "total_lines": 3});
+    assert!(store.update_workspace_run("wc1", &done).await.unwrap());
+    assert!(!store.update_workspace_run("ghost", &done).await.unwrap());
+    assert_eq!(
+        names(store.list_running_workspace_runs().await.unwrap()),
+        ["wc1-eval"]
+    );
+    // Deleting the session that ran it leaves the run.
+    assert!(store.delete_session(&s.id).await.unwrap());
+    let kept = store.get_workspace_run("wc1").await.unwrap().unwrap();
+    assert_eq!((kept.status.as_str(), kept.record), ("Completed", done));
+    assert!(store.set_workspace_run_archived("wc1", true).await.unwrap());
+    assert!(
+        store
+            .get_workspace_run("wc1")
+            .await
+            .unwrap()
+            .unwrap()
+            .archived
+    );
+    assert_eq!(
+        names(store.list_workspace_runs().await.unwrap()),
+        ["wc1", "wc1-eval"]
+    );
+    assert!(store.delete_workspace_run("wc1").await.unwrap());
+    assert!(!store.delete_workspace_run("wc1").await.unwrap());
+    assert_eq!(
+        names(store.list_workspace_runs().await.unwrap()),
+        ["wc1-eval"]
+    );
+}
+
 /// Two handles (on Postgres: as two servers have) opened at once: migrations are serialized,
 /// exactly one creates the owner, and versions numbered at once by both are all distinct.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -22,11 +22,14 @@ pub enum RunCommand {
     /// by `run show-details`); 1 the run failed (every line failed), or any line failed with
     /// --strict; 2 bad input (flow, data, mapping); 130 canceled (resume it with --resume-from).
     Create(Box<CreateArgs>),
-    /// List runs: those made here and, with a server configured, those in your sessions.
+    /// List runs: those made here and, with a server configured, the workspace's runs you may see.
     List {
         /// Print JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Also list archived workspace runs.
+        #[arg(long)]
+        archived: bool,
         /// The server whose session runs to list too (default: FLOWRT_SERVER, when set).
         #[arg(long)]
         server: Option<String>,
@@ -61,6 +64,31 @@ pub enum RunCommand {
         /// The run's name.
         name: String,
         /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Delete a finished run: its record and everything it wrote (a workspace run: on the server,
+    /// audited; a running one is refused, cancel it first).
+    Delete {
+        /// The run's name.
+        name: String,
+        /// The server to ask when the run was not made here (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Archive a workspace run: `run list` leaves it out unless --archived; `run restore` undoes it.
+    Archive {
+        /// The run's name.
+        name: String,
+        /// The server the run is on (default: FLOWRT_SERVER).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Restore an archived workspace run to `run list`.
+    Restore {
+        /// The run's name.
+        name: String,
+        /// The server the run is on (default: FLOWRT_SERVER).
         #[arg(long)]
         server: Option<String>,
     },
@@ -157,7 +185,11 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
             crate::session_cmd::batch_in_session(*args)
         }
         RunCommand::Create(args) => create(*args, &home),
-        RunCommand::List { json, server } => crate::run_view::list(json, server.as_deref(), &home),
+        RunCommand::List {
+            json,
+            archived,
+            server,
+        } => crate::run_view::list(json, archived, server.as_deref(), &home),
         RunCommand::Show { name, json, server } => {
             crate::run_view::show(&name, json, server.as_deref(), &home)
         }
@@ -172,6 +204,15 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
         }
         RunCommand::Cancel { name, server } => {
             crate::run_view::cancel(&name, server.as_deref(), &home)
+        }
+        RunCommand::Delete { name, server } => {
+            crate::run_view::delete(&name, server.as_deref(), &home)
+        }
+        RunCommand::Archive { name, server } => {
+            crate::run_view::archive(&name, true, server.as_deref(), &home)
+        }
+        RunCommand::Restore { name, server } => {
+            crate::run_view::archive(&name, false, server.as_deref(), &home)
         }
     }
 }

@@ -57,14 +57,19 @@ fn find(name: &str, server: Option<&str>, home: &Path) -> Result<Found> {
     }
 }
 
-/// `run list`: runs made here, then (with a server configured) runs in your sessions.
-pub fn list(json: bool, server: Option<&str>, home: &Path) -> Result<u8> {
+/// `run list`: runs made here, then (with a server configured) the workspace's runs.
+pub fn list(json: bool, archived: bool, server: Option<&str>, home: &Path) -> Result<u8> {
     let mut all: Vec<Value> = runs::list(home)?
         .iter()
         .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
         .collect();
     if let Some(remote) = configured_server(server, home) {
-        match block(remote.call("GET", "/api/v1/runs", None)) {
+        let path = if archived {
+            "/api/v1/runs?archived=true"
+        } else {
+            "/api/v1/runs"
+        };
+        match block(remote.call("GET", path, None)) {
             Ok(Value::Array(remote_runs)) => all.extend(remote_runs),
             Ok(_) => {}
             Err(e) => eprintln!("warning: cannot list the server's runs: {e}"),
@@ -181,11 +186,10 @@ pub fn show_details(
                 .collect();
             (page, total)
         }
-        Found::Remote { remote, record } => {
-            let session = record["session"].as_str().unwrap_or("").to_string();
+        Found::Remote { remote, .. } => {
             let v = block(remote.call(
                 "GET",
-                &format!("/api/v1/runs/{name}/lines?session={session}&limit={max_lines}"),
+                &format!("/api/v1/runs/{name}/lines?limit={max_lines}"),
                 None,
             ))?;
             let total = v["total"].as_u64().unwrap_or(0) as usize;
@@ -243,13 +247,8 @@ pub fn show_metrics(name: &str, server: Option<&str>, home: &Path) -> Result<u8>
                 .unwrap_or_else(|_| "{}".into());
             serde_json::from_str(&text)?
         }
-        Found::Remote { remote, record } => {
-            let session = record["session"].as_str().unwrap_or("").to_string();
-            block(remote.call(
-                "GET",
-                &format!("/api/v1/runs/{name}/metrics?session={session}"),
-                None,
-            ))?
+        Found::Remote { remote, .. } => {
+            block(remote.call("GET", &format!("/api/v1/runs/{name}/metrics"), None))?
         }
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
@@ -275,16 +274,52 @@ pub fn cancel(name: &str, server: Option<&str>, home: &Path) -> Result<u8> {
         }
         Found::Remote { remote, record } => {
             let session = record["session"].as_str().unwrap_or("").to_string();
-            let v = block(remote.call(
-                "POST",
-                &format!("/api/v1/runs/{name}/cancel?session={session}"),
-                None,
-            ))?;
+            let v = block(remote.call("POST", &format!("/api/v1/runs/{name}/cancel"), None))?;
             eprintln!(
                 "cancel requested for run '{name}' in session {session}; {}",
                 v["hint"].as_str().unwrap_or("finished lines are kept")
             );
         }
     }
+    Ok(0)
+}
+
+/// `run delete`: a run made here loses its folder; a workspace run its record and blobs (on the
+/// server, audited). A running run is refused: cancel it first.
+pub fn delete(name: &str, server: Option<&str>, home: &Path) -> Result<u8> {
+    match find(name, server, home)? {
+        Found::Local(meta) => {
+            if meta.status == RunStatus::Running {
+                bail!("run '{name}' is running; cancel it first (`flowrt run cancel {name}`)");
+            }
+            runs::delete(home, &meta)?;
+            eprintln!(
+                "deleted run '{name}' and its folder {}",
+                meta.output_dir.display()
+            );
+        }
+        Found::Remote { remote, .. } => {
+            block(remote.call("DELETE", &format!("/api/v1/runs/{name}"), None))?;
+            eprintln!("deleted run '{name}' from the workspace");
+        }
+    }
+    Ok(0)
+}
+
+/// `run archive` / `run restore`: a workspace run left out of `run list` (or back in it).
+pub fn archive(name: &str, archived: bool, server: Option<&str>, home: &Path) -> Result<u8> {
+    let remote = configured_server(server, home).ok_or_else(|| {
+        anyhow!("archiving is for workspace runs: name the server with --server or FLOWRT_SERVER")
+    })?;
+    let action = if archived { "archive" } else { "restore" };
+    block(remote.call("POST", &format!("/api/v1/runs/{name}/{action}"), None))?;
+    eprintln!(
+        "run '{name}' {}",
+        if archived {
+            "archived; `flowrt run list --archived` still lists it"
+        } else {
+            "restored"
+        }
+    );
     Ok(0)
 }

@@ -914,8 +914,24 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
             .ok_or_else(|| anyhow!("--column-mapping '{m}' must be NAME=VALUE"))?;
         column_mapping.insert(k.trim().to_string(), v.to_string());
     }
+    // A --flow here says which flow the caller means: a folder is pushed first (nothing is sent
+    // when it is unchanged), and the server refuses the run, naming both, when the session runs
+    // another.
+    let flow_ref = match &args.flow {
+        Some(flow) if flow.exists() => {
+            let flow_name = crate::push::default_name(flow);
+            let pushed = block(crate::push::push(&remote, flow, &flow_name, &home))?;
+            if !pushed.unchanged {
+                eprintln!("pushed {} ({} bytes)", pushed.reference, pushed.bytes_sent);
+            }
+            Some(pushed.reference)
+        }
+        Some(flow) => Some(flow.display().to_string()),
+        None => None,
+    };
     let request = to_body(&flowrt_api::requests::CreateRun {
         session: id.clone(),
+        flow: flow_ref,
         name: name.clone(),
         data: None,
         data_format: None,
@@ -950,26 +966,23 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
             Ok(())
         } else {
             remote
-                .events(
-                    &format!("/api/v1/runs/{name}/events?session={id}"),
-                    |event, v| {
-                        if event == "progress" && last.elapsed() >= Duration::from_secs(5) {
-                            last = Instant::now();
-                            let eta = v["eta_seconds"]
-                                .as_f64()
-                                .map(|s| format!("{s:.0}s"))
-                                .unwrap_or_else(|| "unknown".into());
-                            eprintln!(
-                                "progress: {}/{} lines, {} failed, {:.1} lines/s, ETA {eta}",
-                                v["done"],
-                                v["total"],
-                                v["failed"],
-                                v["lines_per_second"].as_f64().unwrap_or(0.0)
-                            );
-                        }
-                        event != "end"
-                    },
-                )
+                .events(&format!("/api/v1/runs/{name}/events"), |event, v| {
+                    if event == "progress" && last.elapsed() >= Duration::from_secs(5) {
+                        last = Instant::now();
+                        let eta = v["eta_seconds"]
+                            .as_f64()
+                            .map(|s| format!("{s:.0}s"))
+                            .unwrap_or_else(|| "unknown".into());
+                        eprintln!(
+                            "progress: {}/{} lines, {} failed, {:.1} lines/s, ETA {eta}",
+                            v["done"],
+                            v["total"],
+                            v["failed"],
+                            v["lines_per_second"].as_f64().unwrap_or(0.0)
+                        );
+                    }
+                    event != "end"
+                })
                 .await
         };
         if let Err(e) = followed {
@@ -985,7 +998,7 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
             }
             first = false;
             match remote
-                .call("GET", &format!("/api/v1/runs/{name}?session={id}"), None)
+                .call("GET", &format!("/api/v1/runs/{name}"), None)
                 .await
             {
                 Ok(meta) if meta["status"] != "Running" => {

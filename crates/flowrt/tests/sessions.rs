@@ -1349,6 +1349,86 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
     assert!(!h.join("pwned.txt").exists());
 }
 
+/// The server never opens a path in a session's folder. A session's code that replaces its run's
+/// files with links to the server's token, or plants a link where the next run's data will go,
+/// gets nothing of the token back through the API, and nothing is written through the link.
+#[test]
+fn links_a_session_plants_in_its_folder_lead_the_server_nowhere() {
+    use sha2::Digest;
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("link_attack");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let h = home.path();
+    let owner_token = server.token();
+    let token_file = h.join("owner.token");
+    let pwned = h.join("pwned.txt");
+    // The next run's data, whose name in the session's folder is its hash.
+    let next_data = "{\"links\": {}}\n";
+    let next_file = format!(
+        "data/{}.jsonl",
+        hex::encode(sha2::Sha256::digest(next_data))
+    );
+    let mut links = json!({
+        "runs/attack/logs.txt": token_file,
+        "runs/attack/line_runs.jsonl": token_file,
+        "runs/attack/node_events.jsonl": token_file,
+        "runs/attack/flow_outputs/output.jsonl": token_file,
+    });
+    links[next_file.as_str()] = json!(pwned);
+    let data = d.path().join("attack.jsonl");
+    std::fs::write(&data, format!("{}\n", json!({"links": links})).repeat(3)).unwrap();
+    server.ok(&[
+        "run",
+        "create",
+        "--session",
+        &id,
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "attack",
+    ]);
+    let auth = format!("Bearer {owner_token}");
+    for path in [
+        "/api/v1/runs/attack",
+        "/api/v1/runs/attack/logs",
+        "/api/v1/runs/attack/lines",
+        "/api/v1/runs/attack/metrics",
+        "/api/v1/runs/attack/events",
+        "/api/v1/runs",
+    ] {
+        let (status, _, text) = http(
+            "GET",
+            &format!("{}{path}", server.url),
+            &[("authorization", &auth)],
+            "",
+        );
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(
+            !text.contains(&owner_token),
+            "{path} leaks the owner's token: {text}"
+        );
+    }
+    // The next run's data goes to the session over its channel: the planted link is replaced,
+    // not written through.
+    let next = d.path().join("next.jsonl");
+    std::fs::write(&next, next_data).unwrap();
+    server.ok(&[
+        "run",
+        "create",
+        "--session",
+        &id,
+        "--data",
+        next.to_str().unwrap(),
+        "--name",
+        "after-attack",
+    ]);
+    assert!(!pwned.exists(), "the server wrote through a session's link");
+    let shown: Value =
+        serde_json::from_str(&server.ok(&["run", "show", "after-attack", "--json"])).unwrap();
+    assert_eq!(shown["completed_lines"], 1, "{shown}");
+}
+
 /// The pids of processes whose command line contains `needle` (ours only: this test's runs).
 fn pids_with(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
@@ -1902,6 +1982,83 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
     assert_eq!(status, 200);
     assert!(logs.contains("run graded"), "{logs}");
 
+    // A run names the flow it means: an evaluation flow asked of the base flow's session is
+    // refused before anything runs, naming both flows (never the session's flow run instead,
+    // with the mapping dropped, and reported as a success).
+    let out = cli(&[
+        "run",
+        "create",
+        "--session",
+        base,
+        "--flow",
+        "batch_eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        "answers",
+        "--column-mapping",
+        "answer=${run.outputs.answer}",
+        "--name",
+        "graded-in-base",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("batch_base@v1") && err.contains("batch_eval@v1"),
+        "{err}"
+    );
+    assert!(!cli(&["run", "show", "graded-in-base"]).status.success());
+    // The same flow, named: accepted.
+    ok(&[
+        "run",
+        "create",
+        "--session",
+        eval,
+        "--flow",
+        "batch_eval",
+        "--data",
+        data.to_str().unwrap(),
+        "--run",
+        "answers",
+        "--column-mapping",
+        "answer=${run.outputs.answer}",
+        "--column-mapping",
+        "expected=${data.expected}",
+        "--column-mapping",
+        "source=${run.inputs.q}",
+        "--name",
+        "graded-again",
+    ]);
+    // Every run once in the workspace, attributed to the session and flow that ran it: the
+    // evaluation's session read the base run without making it a run of its own.
+    let listed: Vec<Value> = serde_json::from_str(&ok(&["run", "list", "--json"])).unwrap();
+    let named = |n: &str| -> Vec<&Value> { listed.iter().filter(|r| r["name"] == n).collect() };
+    assert_eq!(named("answers").len(), 1, "{listed:#?}");
+    assert_eq!(named("graded").len(), 1, "{listed:#?}");
+    assert_eq!(named("answers")[0]["session"], base.as_str());
+    assert_eq!(named("answers")[0]["flow"], "batch_base@v1");
+    assert_eq!(named("graded")[0]["flow"], "batch_eval@v1");
+    assert_eq!(named("graded")[0]["base_run"], "answers");
+    let answers: Value = serde_json::from_str(&ok(&["run", "show", "answers", "--json"])).unwrap();
+    assert_eq!(answers["session"], base.as_str());
+    // A name is the workspace's: another session cannot take it.
+    let out = cli(&[
+        "run",
+        "create",
+        "--session",
+        slow,
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "answers",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("already exists in the workspace"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // Cancel a long batch, then resume it: every line exactly once.
     let slow_data = client.path().join("slow.jsonl");
     // 400 lines of 0.1 s, two at a time: about 20 s, far longer than it takes to cancel.
@@ -1985,6 +2142,64 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
     );
     // The client's own home holds nothing of the runs: they live on the server.
     assert!(!client.path().join("runs").exists());
+
+    // Sessions are disposable: deleting every one keeps every run, its lines, metrics and log.
+    for id in [base, eval, slow] {
+        let (status, _, text) = http(
+            "DELETE",
+            &format!("{}/api/v1/sessions/{id}", server.url),
+            &[("authorization", &auth)],
+            "",
+        );
+        assert_eq!(status, 204, "{text}");
+    }
+    let listed: Vec<Value> = serde_json::from_str(&ok(&["run", "list", "--json"])).unwrap();
+    let names: Vec<&str> = listed.iter().filter_map(|r| r["name"].as_str()).collect();
+    for n in ["answers", "graded", "graded-again", "long", "long2"] {
+        assert_eq!(
+            names.iter().filter(|x| **x == n).count(),
+            1,
+            "{n}: {names:?}"
+        );
+    }
+    let shown: Value = serde_json::from_str(&ok(&["run", "show", "graded", "--json"])).unwrap();
+    assert_eq!(
+        (shown["status"].as_str(), shown["completed_lines"].as_u64()),
+        (Some("Completed"), Some(1000))
+    );
+    let metrics: Value = serde_json::from_str(&ok(&["run", "show-metrics", "graded"])).unwrap();
+    assert_eq!(metrics, json!({"accuracy": 0.75, "graded": 1000}));
+    let (status, _, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/answers/lines/999", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["outputs"]["answer"],
+        "Q999"
+    );
+    let (status, _, logs) = http(
+        "GET",
+        &format!("{}/api/v1/runs/graded/logs", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200);
+    assert!(logs.contains("run graded"), "{logs}");
+    // A finished run can be archived (left out of the list), restored and deleted.
+    ok(&["run", "archive", "graded-again"]);
+    let listed = ok(&["run", "list", "--json"]);
+    assert!(!listed.contains("graded-again"), "{listed}");
+    assert!(ok(&["run", "list", "--json", "--archived"]).contains("graded-again"));
+    ok(&["run", "restore", "graded-again"]);
+    ok(&["run", "delete", "graded-again"]);
+    assert!(!cli(&["run", "show", "graded-again"]).status.success());
+    assert!(!server_home
+        .path()
+        .join("workspace/runs/graded-again")
+        .exists());
 }
 
 /// Every operation the OpenAPI document lists is routed (never the unknown-route fallback), and

@@ -1,0 +1,334 @@
+//! The workspace's runs: each batch or evaluation run is a record in the store (one name in the
+//! workspace, its owner, the session that executes it, its status and what clients see of it)
+//! and a folder of blobs the server alone writes (`FLOWRT_HOME/workspace/runs/NAME`: line records,
+//! node events, log, outputs, the data as read, metrics and errors).
+//!
+//! A session executes a run in its own folder; the server follows it over the agent's channel
+//! (`POST /runs/tail`), appending what is new to the run's blobs, and never opens a path inside a
+//! session's folder, which the session's code may fill with links. A run is read the same way
+//! whichever session ran it, and stays when that session is stopped, reset or deleted. An
+//! evaluation or a resume in another session gets the runs it reads from here, sent to its agent
+//! (`POST /runs/import`): no session reads another's folder, and no copy becomes a run of its own.
+
+use crate::error::{ApiErr, ApiResult};
+use crate::AppState;
+use flowrt_session::client::{self, ImportRun, TailReply, TailRequest, FINAL_FILES, TAILED_FILES};
+use flowrt_store::WorkspaceRun;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often a running run is asked for what is new.
+const FOLLOW_EVERY: Duration = Duration::from_millis(150);
+/// How long a run's agent may stay unreachable before the run is taken as lost.
+const AGENT_GRACE: Duration = Duration::from_secs(20);
+
+/// The runs this server follows, so each is followed once.
+#[derive(Default)]
+pub struct Followers(Mutex<HashSet<String>>);
+
+impl Followers {
+    fn begin(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string())
+    }
+
+    fn end(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+}
+
+/// The folder of run `name`'s blobs (the name is checked by the caller: a plain file name).
+pub fn blob_dir(home: &Path, name: &str) -> PathBuf {
+    home.join("workspace").join("runs").join(name)
+}
+
+/// The agent of session `id`: its address and token, if it is Running.
+pub async fn agent(state: &AppState, id: &str) -> Result<(String, String), String> {
+    let s = state
+        .store
+        .get_session(id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("session {id} is gone"))?;
+    match (&s.status, &s.agent_addr) {
+        (flowrt_api::SessionStatus::Running, Some(addr)) => Ok((
+            addr.clone(),
+            flowrt_session::backend::read_token(&state.sessions.workdir(id)),
+        )),
+        _ => Err(format!("session {id} is {}", s.status)),
+    }
+}
+
+/// What clients see of a run the engine recorded (`run.json`): the engine's paths and process id
+/// are the session's business; the workspace adds the session, flow and owner.
+pub fn view_of(engine: &Value, run: &WorkspaceRun) -> Value {
+    let mut view = run.record.clone();
+    if let (Some(view), Some(engine)) = (view.as_object_mut(), engine.as_object()) {
+        for (k, v) in engine {
+            if !matches!(k.as_str(), "pid" | "output_dir" | "flow" | "data" | "name") {
+                view.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    view
+}
+
+/// Append a file's new piece to the run's blob of that name.
+fn append(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
+    let path = dir.join(file);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// How much of each tailed file the server already has: the size of its blob.
+fn offsets(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    TAILED_FILES
+        .iter()
+        .map(|f| {
+            let len = std::fs::metadata(dir.join(f)).map(|m| m.len()).unwrap_or(0);
+            (f.to_string(), len)
+        })
+        .collect()
+}
+
+/// Ask the agent for everything new in its run `name` (`chunk`: a spread run's chunk) and append
+/// it to `dir`, until caught up. The agent's latest record of the run.
+pub async fn pull(
+    addr: &str,
+    token: &str,
+    name: &str,
+    chunk: bool,
+    dir: &Path,
+    whole: bool,
+) -> Result<Option<Value>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    loop {
+        let req = TailRequest {
+            name: name.to_string(),
+            chunk,
+            offsets: offsets(dir),
+            whole: if whole {
+                FINAL_FILES.iter().map(|s| s.to_string()).collect()
+            } else {
+                Vec::new()
+            },
+        };
+        let reply: TailReply = client::tail(addr, token, &req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let more = reply.is_full();
+        let dir2 = dir.to_path_buf();
+        let files = reply.files.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for (file, piece) in &files {
+                if FINAL_FILES.contains(&file.as_str()) {
+                    let path = dir2.join(file);
+                    std::fs::write(&path, &piece.text)?;
+                } else if !piece.text.is_empty() {
+                    append(&dir2, file, &piece.text)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("writing the run's records: {e}"))?;
+        if !more {
+            return Ok(reply.record);
+        }
+    }
+}
+
+/// Follow run `name` in its session until it ends, keeping its blobs and record in the
+/// workspace. Spawned when the run starts, and again by whichever server manages its session
+/// after a restart or a takeover; a run already followed here is left alone.
+pub fn follow(state: &AppState, name: &str) {
+    if !state.followers.begin(name) {
+        return;
+    }
+    let (state, name) = (state.clone(), name.to_string());
+    tokio::spawn(async move {
+        if let Err(e) = follow_until_done(&state, &name).await {
+            eprintln!("warning: run {name}: {e}");
+        }
+        state.followers.end(&name);
+    });
+}
+
+async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
+    let dir = blob_dir(&state.config.home, name);
+    let mut unreachable_since: Option<Instant> = None;
+    loop {
+        if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let Some(run) = state
+            .store
+            .get_workspace_run(name)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(()); // deleted meanwhile
+        };
+        if run.status != "Running" || run.record.get("spread").is_some() {
+            return Ok(());
+        }
+        let pulled = match agent(state, &run.session_id).await {
+            Ok((addr, token)) => pull(&addr, &token, name, false, &dir, false).await,
+            Err(e) => Err(e),
+        };
+        match pulled {
+            Ok(record) => {
+                unreachable_since = None;
+                if let Some(engine) = record {
+                    let ended = engine["status"].as_str().is_some_and(|s| s != "Running");
+                    if ended {
+                        // Everything written before the record said it ended, and the final
+                        // files, then the record.
+                        let (addr, token) = agent(state, &run.session_id).await?;
+                        pull(&addr, &token, name, false, &dir, true).await?;
+                    }
+                    let view = view_of(&engine, &run);
+                    if view != run.record {
+                        state
+                            .store
+                            .update_workspace_run(name, &view)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    if ended {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(why) => {
+                let since = *unreachable_since.get_or_insert_with(Instant::now);
+                let session_gone = !matches!(
+                    state.store.get_session(&run.session_id).await,
+                    Ok(Some(s)) if s.status == flowrt_api::SessionStatus::Running
+                        || s.status == flowrt_api::SessionStatus::Preparing
+                );
+                if session_gone || since.elapsed() > AGENT_GRACE {
+                    let mut view = run.record.clone();
+                    view["status"] = json!("Failed");
+                    view["error"] = json!(format!(
+                        "the session that ran it stopped before it ended ({why}); its finished lines are kept: `flowrt run create --session ID --resume-from {name} --name NEW` runs the rest"
+                    ));
+                    if view["finished"].is_null() {
+                        view["finished"] = json!(flowrt_runtime::runs::utc_now());
+                    }
+                    state
+                        .store
+                        .update_workspace_run(name, &view)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
+            }
+        }
+        tokio::time::sleep(FOLLOW_EVERY).await;
+    }
+}
+
+/// Start following every running run of a session this server manages that is not followed
+/// yet: after a restart, or when this server took a dead one's sessions over.
+pub async fn adopt(state: &AppState) {
+    let Ok(runs) = state.store.list_running_workspace_runs().await else {
+        return;
+    };
+    for run in runs {
+        if run.record.get("spread").is_some() {
+            continue;
+        }
+        if let Ok(Some(s)) = state.store.get_session(&run.session_id).await {
+            if s.manager.as_deref() != Some(state.config.server_id.as_str()) {
+                continue;
+            }
+        }
+        follow(state, &run.name);
+    }
+}
+
+/// Give session `session`'s agent the workspace run `run` to read: `files` of its blobs.
+pub async fn send_to_session(
+    state: &AppState,
+    run: &WorkspaceRun,
+    addr: &str,
+    token: &str,
+    files: &[&str],
+) -> ApiResult<()> {
+    let dir = blob_dir(&state.config.home, &run.name);
+    let names: Vec<String> = files.iter().map(|s| s.to_string()).collect();
+    let read = tokio::task::spawn_blocking(move || {
+        names
+            .into_iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(dir.join(&f)).unwrap_or_default();
+                (f, text)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    })
+    .await
+    .map_err(|e| ApiErr::internal("reading a run", e))?;
+    let req = ImportRun {
+        name: run.name.clone(),
+        record: run.record.clone(),
+        files: read,
+    };
+    client::import(addr, token, &req)
+        .await
+        .map_err(|e| ApiErr::internal(&format!("giving run '{}' to the session", run.name), e))
+}
+
+/// The first record of a run just started: Running, nothing done yet.
+pub fn initial_record(
+    name: &str,
+    session: &str,
+    flow: Option<&str>,
+    req: &client::BatchRequest,
+) -> Value {
+    let mapping: serde_json::Map<String, Value> = req
+        .column_mapping
+        .iter()
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let mut record = json!({
+        "name": name,
+        "session": session,
+        "status": "Running",
+        "column_mapping": mapping,
+        "created": flowrt_runtime::runs::utc_now(),
+        "duration_s": 0.0,
+        "total_lines": 0,
+        "completed_lines": 0,
+        "failed_lines": 0,
+        "concurrency": req.concurrency.unwrap_or(16),
+    });
+    for (key, value) in [
+        ("flow", flow),
+        ("base_run", req.run.as_deref()),
+        ("resumed_from", req.resume_from.as_deref()),
+        ("variant", req.variant.as_deref()),
+    ] {
+        if let Some(v) = value {
+            record[key] = json!(v);
+        }
+    }
+    record
+}
