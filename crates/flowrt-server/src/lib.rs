@@ -12,6 +12,7 @@ mod auth;
 mod connections;
 mod error;
 mod flows;
+pub mod listen;
 mod metrics;
 mod openapi;
 mod routing;
@@ -55,6 +56,8 @@ pub struct ServerConfig {
     pub ray_address: Option<String>,
     /// The URL a Ray session's agent dials to join this server (default: the listening address).
     pub advertise_url: Option<String>,
+    /// Header and body timeouts, and connection caps per client and in all.
+    pub connection_limits: listen::ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -72,6 +75,7 @@ impl ServerConfig {
             lease: Duration::from_secs(15),
             ray_address: None,
             advertise_url: None,
+            connection_limits: listen::ConnectionLimits::default(),
         }
     }
 }
@@ -219,13 +223,12 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
     tokio::spawn(spread::supervise(state.clone()));
     let stopping = state.stopping.clone();
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        })
-        .await
-        .map_err(|e| ServeError::Bind(local, e))?;
+    listen::serve(listener, app, config.connection_limits, async move {
+        shutdown_signal().await;
+        stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+    })
+    .await
+    .map_err(|e| ServeError::Bind(local, e))?;
     store.close().await;
     Ok(())
 }

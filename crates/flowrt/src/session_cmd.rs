@@ -49,6 +49,17 @@ pub struct ServerArgs {
     /// must reach it; FLOWRT_HOME must be on a volume they share with the server.
     #[arg(long)]
     pub advertise_url: Option<String>,
+    /// Seconds a client has to send a request's headers, and the longest a kept-alive
+    /// connection may idle between requests; a connection past it is closed.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub header_timeout: f64,
+    /// Connections one client address may hold at once; more are closed as they arrive (other
+    /// clients, agents and health checks keep their room).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_connections_per_client: usize,
+    /// Connections the server holds at once, from every client.
+    #[arg(long, default_value_t = 8192, value_name = "N")]
+    pub max_connections: usize,
 }
 
 #[derive(Args)]
@@ -320,6 +331,21 @@ pub fn server(args: ServerArgs) -> Result<u8> {
     if !(args.lease_seconds.is_finite() && args.lease_seconds >= 1.0) {
         bail!("--lease-seconds must be at least 1");
     }
+    if !(args.header_timeout.is_finite() && (0.1..=3600.0).contains(&args.header_timeout)) {
+        bail!("--header-timeout must be between 0.1 and 3600 seconds");
+    }
+    if args.max_connections_per_client == 0
+        || args.max_connections < args.max_connections_per_client
+    {
+        bail!("--max-connections-per-client must be at least 1, and --max-connections at least as many");
+    }
+    let defaults = flowrt_server::listen::ConnectionLimits::default();
+    let connection_limits = flowrt_server::listen::ConnectionLimits {
+        header_timeout: Duration::from_secs_f64(args.header_timeout),
+        per_client: args.max_connections_per_client,
+        total: args.max_connections,
+        ..defaults
+    };
     let config = flowrt_server::ServerConfig {
         idle_check: Duration::from_secs_f64(args.idle_check_interval.max(0.1)),
         interactive_timeout: Duration::from_secs_f64(args.interactive_timeout.max(0.1)),
@@ -329,6 +355,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         lease: Duration::from_secs_f64(args.lease_seconds),
         ray_address,
         advertise_url: args.advertise_url.clone(),
+        connection_limits,
         ..flowrt_server::ServerConfig::new(home, std::env::current_exe()?)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -1429,6 +1429,77 @@ fn links_a_session_plants_in_its_folder_lead_the_server_nowhere() {
     assert_eq!(shown["completed_lines"], 1, "{shown}");
 }
 
+/// One client cannot take the server down: thousands of connections from one address that send
+/// a request line and never finish their headers leave `/healthz` and the API answering at once
+/// (that client holds only its share), and are closed after the header timeout.
+#[test]
+fn half_open_connections_from_one_client_leave_the_server_answering() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        home.path(),
+        &[
+            "--header-timeout",
+            "2",
+            "--max-connections-per-client",
+            "200",
+        ],
+        &[],
+    );
+    let addr: std::net::SocketAddr = server.url.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // The attacker dials from 127.0.0.2, the rest of the world from 127.0.0.1.
+    let mut held = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..3000 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(mut stream) = socket.connect(addr).await {
+                let _ = stream.write_all(b"GET / HTTP/1.1\r\n").await;
+                held.push(stream);
+            }
+        }
+        held
+    });
+    assert!(held.len() > 2000, "only {} connected", held.len());
+    let auth = format!("Bearer {}", server.token());
+    for (path, headers) in [
+        ("/healthz", vec![]),
+        ("/api/v1/sessions", vec![("authorization", auth.as_str())]),
+    ] {
+        let t = Instant::now();
+        let (status, _, text) = http("GET", &format!("{}{path}", server.url), &headers, "");
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "{path} took {:?}",
+            t.elapsed()
+        );
+    }
+    // Past the header timeout, every one of them is closed by the server.
+    std::thread::sleep(Duration::from_secs(4));
+    let open = rt.block_on(async {
+        let mut open = 0;
+        for stream in &mut held {
+            let mut buf = [0u8; 64];
+            match tokio::time::timeout(Duration::from_millis(5), stream.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => {}
+                // An answer (a 408) and then the close would do too; silence would not.
+                Ok(Ok(_)) => {}
+                Err(_) => open += 1,
+            }
+        }
+        open
+    });
+    assert_eq!(
+        open, 0,
+        "half-open connections still held after the header timeout"
+    );
+}
+
 /// The pids of processes whose command line contains `needle` (ours only: this test's runs).
 fn pids_with(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
