@@ -154,3 +154,60 @@ pub async fn json_rejections(
     }
     out
 }
+
+/// Request bodies of the API are JSON objects (or nothing): a body that starts with anything but
+/// `{` is refused before a handler reads it, also on routes that take no body, so a JSON array
+/// or text is never taken for the object a route documents. The body is looked at only up to
+/// its first character that is not white space; the rest streams on to the handler. Raw uploads
+/// (flow snapshots, batch data) are not JSON and pass as they are.
+pub async fn object_bodies(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use axum::http::Method;
+    use futures::StreamExt;
+    let path = req.uri().path();
+    let raw_upload = path == "/api/v1/data"
+        || (req.method() == Method::POST && path.starts_with("/api/v1/flows/"));
+    if !matches!(*req.method(), Method::POST | Method::PATCH | Method::PUT)
+        || !path.starts_with("/api/v1/")
+        || raw_upload
+    {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut seen: Vec<axum::body::Bytes> = Vec::new();
+    let mut first = None;
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else {
+            return ApiErr::bad_request("the request body could not be read").into_response();
+        };
+        first = chunk.iter().copied().find(|b| !b.is_ascii_whitespace());
+        seen.push(chunk);
+        let read: usize = seen.iter().map(|c| c.len()).sum();
+        if first.is_some() || read > 64 * 1024 {
+            break;
+        }
+    }
+    match first {
+        None | Some(b'{') => {}
+        Some(_) => {
+            return ApiErr::bad_request(
+                "the request body must be a JSON object ({...}), or empty where the route takes none; GET /api/v1/openapi.json shows each route's body",
+            )
+            .into_response()
+        }
+    }
+    let rest = futures::stream::iter(seen.into_iter().map(Ok::<_, axum::Error>)).chain(stream);
+    let body = axum::body::Body::from_stream(rest);
+    next.run(axum::extract::Request::from_parts(parts, body))
+        .await
+}
+
+/// Every answer says its content type is what it is: browsers must not sniff it into something
+/// else (an uploaded text rendered as HTML).
+pub async fn no_sniff(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .entry(axum::http::header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(axum::http::HeaderValue::from_static("nosniff"));
+    resp
+}

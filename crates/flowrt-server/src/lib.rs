@@ -154,7 +154,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::count,
         ))
+        .layer(axum::middleware::from_fn(error::object_bodies))
         .layer(axum::middleware::from_fn(error::json_rejections))
+        .layer(axum::middleware::from_fn(error::no_sniff))
         .with_state(state)
 }
 

@@ -106,10 +106,23 @@ async fn create(
     caller: Caller,
     Json(req): Json<flowrt_api::requests::CreateRun>,
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
+    // The request's own bounds first: they do not depend on the session.
+    check_run_name(&req.name)?;
+    if let Some(t) = req.line_timeout {
+        if !(t.is_finite() && t > 0.0 && t <= MAX_LINE_TIMEOUT_S) {
+            return Err(ApiErr::bad_request(format!(
+                "line_timeout is {t}: give seconds between 0 and {MAX_LINE_TIMEOUT_S} (a week)"
+            )));
+        }
+    }
+    if req.concurrency.is_some_and(|c| c == 0 || c > 1024) {
+        return Err(ApiErr::bad_request(
+            "concurrency must be between 1 and 1024",
+        ));
+    }
     let s = crate::sessions::usable(&state, &caller, &req.session).await?;
     let addr = crate::sessions::agent_of(&s).await?;
     let id = s.id.clone();
-    check_run_name(&req.name)?;
     if let Some(asked) = &req.flow {
         check_flow(&state, &caller, &s, asked).await?;
     }
@@ -175,22 +188,8 @@ async fn create(
         )
         .await?;
     }
-    if let Some(t) = req.line_timeout {
-        if !(t.is_finite() && t > 0.0 && t <= MAX_LINE_TIMEOUT_S) {
-            return Err(ApiErr::bad_request(format!(
-                "line_timeout is {t}: give seconds between 0 and {MAX_LINE_TIMEOUT_S} (a week)"
-            )));
-        }
-        batch.line_timeout = Some(t);
-    }
-    if let Some(c) = req.concurrency {
-        if c == 0 || c > 1024 {
-            return Err(ApiErr::bad_request(
-                "concurrency must be between 1 and 1024",
-            ));
-        }
-        batch.concurrency = Some(c);
-    }
+    batch.line_timeout = req.line_timeout;
+    batch.concurrency = req.concurrency;
     // A session runs as many Python workers as its size allows, however many lines run at once.
     batch.workers = Some(s.size.limits().workers);
     // The data is the workspace's (stored by its hash, per user); the session's agent gets a copy

@@ -1050,7 +1050,7 @@ async fn start(
             env_key: None,
             base_version,
             size: req.size,
-            idle_timeout_s: req.idle_timeout_s.unwrap_or(3600),
+            idle_timeout_s: check_idle_timeout(req.idle_timeout_s)?.unwrap_or(3600),
             identity: req.identity.clone(),
             compute: req.compute.clone(),
             shared: req.shared,
@@ -1060,6 +1060,18 @@ async fn start(
     Ok((StatusCode::ACCEPTED, Json(view(&s))))
 }
 
+/// The longest idle timeout a session may have: a year (0 means none).
+const MAX_IDLE_TIMEOUT_S: u64 = 365 * 24 * 3600;
+
+fn check_idle_timeout(t: Option<u64>) -> ApiResult<Option<u64>> {
+    match t {
+        Some(t) if t > MAX_IDLE_TIMEOUT_S => Err(ApiErr::bad_request(format!(
+            "idle_timeout_s is {t}: give seconds between 0 (never) and {MAX_IDLE_TIMEOUT_S} (a year)"
+        ))),
+        t => Ok(t),
+    }
+}
+
 async fn edit(
     State(state): State<AppState>,
     caller: Caller,
@@ -1067,10 +1079,11 @@ async fn edit(
     Json(req): Json<flowrt_api::requests::EditSession>,
 ) -> ApiResult<Json<SessionView>> {
     let s = modifiable(&state, &caller, &id).await?;
+    let idle_timeout_s = check_idle_timeout(req.idle_timeout_s)?;
     let size = req.size.unwrap_or(s.size);
     state
         .store
-        .update_session_settings(&id, size, req.idle_timeout_s.unwrap_or(s.idle_timeout_s))
+        .update_session_settings(&id, size, idle_timeout_s.unwrap_or(s.idle_timeout_s))
         .await?;
     let _ = state.sessions.changes.send(id.clone());
     let mut v = view(&state.sessions.get(&id).await?);

@@ -1745,6 +1745,78 @@ fn api_rejections_are_json_with_a_message() {
         ),
         ("GET", "/api/v1/no/such/route".to_string(), vec![], "", 404),
         ("DELETE", "/api/v1/sessions".to_string(), vec![], "", 405),
+        // Numbers past their documented range are named, not a 500 or a silent overflow.
+        (
+            "POST",
+            "/api/v1/runs".to_string(),
+            vec![json_ct],
+            r#"{"session": "s-x", "name": "r", "data": "{}", "line_timeout": 1e308}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/runs".to_string(),
+            vec![json_ct],
+            r#"{"session": "s-x", "name": "r", "data": "{}", "line_timeout": 1.8446744073709552e19}"#,
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/sessions".to_string(),
+            vec![json_ct],
+            r#"{"flow": "pipeline", "idle_timeout_s": 18446744073709551615}"#,
+            400,
+        ),
+        (
+            "PATCH",
+            format!("/api/v1/sessions/{id}"),
+            vec![json_ct],
+            r#"{"idle_timeout_s": 9223372036854775808}"#,
+            400,
+        ),
+        // A JSON array, or text, where an object (or nothing) is documented.
+        (
+            "PATCH",
+            format!("/api/v1/sessions/{id}"),
+            vec![json_ct],
+            "[]",
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/tokens".to_string(),
+            vec![json_ct],
+            "[]",
+            400,
+        ),
+        (
+            "POST",
+            format!("/api/v1/sessions/{id}/reset"),
+            vec![json_ct],
+            "[1]",
+            400,
+        ),
+        (
+            "POST",
+            format!("/api/v1/sessions/{id}/stop"),
+            vec![json_ct],
+            "[]",
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/computes/box/start".to_string(),
+            vec![json_ct],
+            "[]",
+            400,
+        ),
+        (
+            "POST",
+            "/api/v1/computes/box/stop".to_string(),
+            vec![("content-type", "text/plain")],
+            "stop it",
+            400,
+        ),
     ];
     for (method, path, headers, body, expected) in cases {
         let mut h = headers.clone();
@@ -1762,7 +1834,23 @@ fn api_rejections_are_json_with_a_message() {
             v["code"].is_string() && !v["message"].as_str().unwrap_or("").is_empty(),
             "{text}"
         );
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("x-content-type-options: nosniff"),
+            "{method} {path}: {head}"
+        );
     }
+    let (_, _, text) = http(
+        "POST",
+        &format!("{}/api/v1/runs", server.url),
+        &[json_ct, ("authorization", &auth)],
+        r#"{"session": "s-x", "name": "r", "data": "{}", "line_timeout": 1e308}"#,
+    );
+    assert!(text.contains("line_timeout"), "{text}");
+    // The session is untouched by the refused requests.
+    let shown: Value =
+        serde_json::from_str(&server.ok(&["session", "show", &id, "--json"])).unwrap();
+    assert_eq!(shown["status"], "Running", "{shown}");
 }
 
 /// A gzip-compressed tar whose entries are written raw, as an attacker would write them.
