@@ -16,7 +16,7 @@ use flowrt_api::responses::{
     CancelingRun, DataInfo, LinePage, LineRecord, LogChunk, RunStarted, RunView, UploadedData,
 };
 use flowrt_api::workspace::Permission;
-use flowrt_session::{backend, client};
+use flowrt_session::client;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -129,7 +129,7 @@ async fn create(
     if state.store.get_workspace_run(&req.name).await?.is_some() {
         return Err(taken(&req.name));
     }
-    let token = backend::read_token(&state.sessions.workdir(&id));
+    let token = state.sessions.agent_token(&id).await;
     let mut batch = client::BatchRequest {
         name: req.name.clone(),
         run: req.run.clone(),

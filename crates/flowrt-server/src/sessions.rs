@@ -114,6 +114,16 @@ impl Manager {
         self.home.join("sessions").join(id)
     }
 
+    /// The bearer token of session `id`'s agent, as the server keeps it (sealed in the store):
+    /// never read back from the session's folder, but for an agent started before the server
+    /// kept its agents' tokens (and then without following a link).
+    pub async fn agent_token(&self, id: &str) -> String {
+        match self.store.agent_token(id).await {
+            Ok(Some(token)) => token,
+            _ => backend::read_token(&self.workdir(id)),
+        }
+    }
+
     /// Apply a lifecycle event and store the result; an impossible event is an error for the caller.
     /// Every status change of a session goes through here.
     async fn transition(&self, id: &str, event: Event) -> ApiResult<Life> {
@@ -284,11 +294,11 @@ impl Manager {
                     private_token: token.as_deref(),
                     private_hosts: hosts,
                 };
-                let mut log = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)
-                    .ok();
+                let mut log = flowrt_session::session_files::append(
+                    log_path.parent().unwrap_or(std::path::Path::new(".")),
+                    "agent.log",
+                )
+                .ok();
                 flowrt_python::ensure_env_with(
                     EnvRequest {
                         requirements: reqs.as_deref(),
@@ -381,6 +391,7 @@ impl Manager {
             .start(&spec, Duration::from_secs(60))
             .await
             .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+        self.store.set_agent_token(id, Some(&handle.token)).await?;
         self.store
             .update_session_agent(id, Some(handle.pid), Some(&handle.addr))
             .await?;
@@ -412,6 +423,7 @@ impl Manager {
         std::fs::create_dir_all(&wd).map_err(|e| ApiErr::internal("preparing the session", e))?;
         let token =
             backend::new_token(&wd).map_err(|e| ApiErr::internal("preparing the session", e))?;
+        self.store.set_agent_token(&id, Some(&token)).await?;
         let join_token = flowrt_session::backend::random_hex(32)
             .map_err(|e| ApiErr::internal("preparing the session", e))?;
         let (tx, mut rx) = tokio::sync::oneshot::channel();
@@ -437,7 +449,7 @@ impl Manager {
                 return Err(ApiErr::bad_request(e.to_string()));
             }
         };
-        let _ = std::fs::write(wd.join(RAY_JOB_FILE), &job);
+        let _ = flowrt_session::session_files::replace(&wd, RAY_JOB_FILE, &job);
         let started = std::time::Instant::now();
         let addr = loop {
             tokio::select! {
@@ -508,7 +520,8 @@ impl Manager {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let current =
-                    std::fs::read_to_string(me.workdir(&id).join(RAY_JOB_FILE)).unwrap_or_default();
+                    flowrt_session::session_files::read_small(&me.workdir(&id), RAY_JOB_FILE, 1024)
+                        .unwrap_or_default();
                 if current.trim() != job {
                     return; // the session was reset: another job is watched
                 }
@@ -586,12 +599,16 @@ impl Manager {
             let handle = AgentHandle {
                 pid,
                 addr,
-                token: backend::read_token(&self.workdir(id)),
+                token: self.agent_token(id).await,
             };
             match (&self.ray, pid) {
                 (Some(ray), 0) => {
                     backend::ask_to_stop(&handle).await;
-                    if let Ok(job) = std::fs::read_to_string(self.workdir(id).join(RAY_JOB_FILE)) {
+                    if let Ok(job) = flowrt_session::session_files::read_small(
+                        &self.workdir(id),
+                        RAY_JOB_FILE,
+                        1024,
+                    ) {
                         ray.stop(job.trim()).await;
                     }
                 }
@@ -617,7 +634,7 @@ impl Manager {
             let Some(addr) = s.agent_addr.clone() else {
                 continue;
             };
-            let token = backend::read_token(&self.workdir(&s.id));
+            let token = self.agent_token(&s.id).await;
             let Ok((200, st)) = client::request(
                 &addr,
                 &token,
@@ -699,11 +716,11 @@ impl Manager {
                     let alive = match (&s.agent_addr, s.agent_pid) {
                         // A Ray session's agent (pid 0) is not this machine's: it answers, or not.
                         (Some(addr), Some(0)) => {
-                            let token = backend::read_token(&self.workdir(&s.id));
+                            let token = self.agent_token(&s.id).await;
                             backend::health(addr, &token, &s.id).await.is_some()
                         }
                         (Some(addr), Some(pid)) if backend::is_alive(pid) => {
-                            let token = backend::read_token(&self.workdir(&s.id));
+                            let token = self.agent_token(&s.id).await;
                             backend::health(addr, &token, &s.id).await.is_some()
                         }
                         _ => false,
@@ -712,7 +729,7 @@ impl Manager {
                         let handle = AgentHandle {
                             pid: s.agent_pid.unwrap_or(0),
                             addr: s.agent_addr.clone().unwrap_or_default(),
-                            token: backend::read_token(&self.workdir(&s.id)),
+                            token: self.agent_token(&s.id).await,
                         };
                         self.set_agent(&s.id, Some(handle.clone()));
                         eprintln!(
@@ -723,9 +740,11 @@ impl Manager {
                         let id = s.id.clone();
                         if handle.pid == 0 {
                             // On Ray: Ray says when its job ends.
-                            if let Ok(job) =
-                                std::fs::read_to_string(self.workdir(&id).join(RAY_JOB_FILE))
-                            {
+                            if let Ok(job) = flowrt_session::session_files::read_small(
+                                &self.workdir(&id),
+                                RAY_JOB_FILE,
+                                1024,
+                            ) {
                                 self.watch_ray_job(id, job.trim().to_string());
                             }
                             return;
@@ -1339,12 +1358,17 @@ async fn logs(
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<LogChunk>> {
     let s = visible(&state, &caller, &id).await?;
-    let path = state.sessions.workdir(&s.id).join("agent.log");
-    let bytes = std::fs::read(&path).unwrap_or_default();
-    let start = (q.offset as usize).min(bytes.len());
+    // The log is in the session's folder: read without following a link, 1 MiB at a time.
+    let bytes = flowrt_session::session_files::read_from(
+        &state.sessions.workdir(&s.id),
+        "agent.log",
+        q.offset,
+        1024 * 1024,
+    )
+    .unwrap_or_default();
     Ok(Json(LogChunk {
-        text: String::from_utf8_lossy(&bytes[start..]).into_owned(),
-        offset: bytes.len() as u64,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+        offset: q.offset + bytes.len() as u64,
         status: s.status.to_string(),
     }))
 }
@@ -1376,7 +1400,7 @@ async fn test(
     let addr = agent_of(&s).await?;
     let timeout = state.config.interactive_timeout;
     let body = json!({ "inputs": inputs });
-    let token = backend::read_token(&state.sessions.workdir(&id));
+    let token = state.sessions.agent_token(&id).await;
     let wants_stream = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|h| h.to_str().ok())

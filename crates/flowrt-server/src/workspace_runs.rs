@@ -60,10 +60,9 @@ pub async fn agent(state: &AppState, id: &str) -> Result<(String, String), Strin
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("session {id} is gone"))?;
     match (&s.status, &s.agent_addr) {
-        (flowrt_api::SessionStatus::Running, Some(addr)) => Ok((
-            addr.clone(),
-            flowrt_session::backend::read_token(&state.sessions.workdir(id)),
-        )),
+        (flowrt_api::SessionStatus::Running, Some(addr)) => {
+            Ok((addr.clone(), state.sessions.agent_token(id).await))
+        }
         _ => Err(format!("session {id} is {}", s.status)),
     }
 }
@@ -331,4 +330,113 @@ pub fn initial_record(
         }
     }
     record
+}
+
+/// Marks a home whose sessions' runs have been imported into the workspace.
+const IMPORTED_MARK: &str = ".imported-session-runs";
+
+/// The most of one file of an old run that is imported.
+const IMPORT_MAX: u64 = 1024 * 1024 * 1024;
+
+/// A home from before runs were workspace records keeps its runs in its sessions' folders: bring
+/// each into the workspace, once, as a run of the session's owner. Read without following any
+/// link (a session's code may have planted them); a name the workspace already has is left.
+pub async fn import_existing(state: &AppState) {
+    let root = state.config.home.join("workspace");
+    if root.join(IMPORTED_MARK).exists() {
+        return;
+    }
+    let Ok(sessions) = state.store.list_sessions(None).await else {
+        return;
+    };
+    let mut imported = 0;
+    for s in sessions {
+        let folder = state.sessions.workdir(&s.id);
+        let names = {
+            let folder = folder.clone();
+            tokio::task::spawn_blocking(move || {
+                flowrt_session::session_files::list_beneath(&folder, "runs").unwrap_or_default()
+            })
+            .await
+            .unwrap_or_default()
+        };
+        for file in names {
+            let Some(name) = file.strip_suffix(".json") else {
+                continue;
+            };
+            if crate::runs::check_run_name(name).is_err()
+                || matches!(state.store.get_workspace_run(name).await, Ok(Some(_)))
+            {
+                continue;
+            }
+            match import_one(state, &s, &folder, name).await {
+                Ok(()) => imported += 1,
+                Err(e) => eprintln!("warning: run {name} of session {}: not imported: {e}", s.id),
+            }
+        }
+    }
+    if imported > 0 {
+        eprintln!("imported {imported} runs from the sessions' folders into the workspace");
+    }
+    let _ = std::fs::create_dir_all(&root);
+    let _ = std::fs::write(root.join(IMPORTED_MARK), "");
+}
+
+async fn import_one(
+    state: &AppState,
+    s: &flowrt_store::Session,
+    folder: &Path,
+    name: &str,
+) -> Result<(), String> {
+    use std::io::Read;
+    let dir = blob_dir(&state.config.home, name);
+    let (folder2, name2, dir2) = (folder.to_path_buf(), name.to_string(), dir.clone());
+    let engine = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let mut text = String::new();
+        flowrt_session::session_files::open_file_beneath(&folder2, &format!("runs/{name2}.json"))
+            .and_then(|f| f.take(1024 * 1024).read_to_string(&mut text))
+            .map_err(|e| e.to_string())?;
+        let record: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(dir2.join("flow_outputs")).map_err(|e| e.to_string())?;
+        for file in TAILED_FILES.iter().chain(FINAL_FILES.iter()) {
+            let rel = format!("runs/{name2}/{file}");
+            let Ok(f) = flowrt_session::session_files::open_file_beneath(&folder2, &rel) else {
+                continue;
+            };
+            let mut out = std::fs::File::create(dir2.join(file)).map_err(|e| e.to_string())?;
+            std::io::copy(&mut f.take(IMPORT_MAX), &mut out).map_err(|e| e.to_string())?;
+        }
+        Ok(record)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    let base = json!({
+        "name": name,
+        "session": s.id,
+        "flow": s.flow_ref,
+        "status": "Failed",
+    });
+    let placeholder = WorkspaceRun {
+        name: name.to_string(),
+        owner: s.owner.clone(),
+        session_id: s.id.clone(),
+        status: "Failed".into(),
+        record: base,
+        created: 0,
+        archived: false,
+    };
+    let mut view = view_of(&engine, &placeholder);
+    if view["status"] == "Running" {
+        // Its process ended with the server that ran it.
+        view["status"] = json!("Failed");
+        view["error"] = json!(format!(
+            "it was running when this workspace last stopped; `flowrt run create --session ID --resume-from {name} --name NEW` runs the lines it did not finish"
+        ));
+    }
+    state
+        .store
+        .insert_workspace_run(name, &s.owner, &s.id, &view)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(())
 }

@@ -52,9 +52,10 @@ pub struct AgentHandle {
 /// The file holding an agent's bearer token (mode 0600, in the session folder).
 pub const TOKEN_FILE: &str = "agent.token";
 
-/// The token of the agent in `workdir` ("" when there is none).
+/// The token of the agent in `workdir` ("" when there is none), read without following a link:
+/// only for an agent started before the server kept its agents' tokens itself.
 pub fn read_token(workdir: &Path) -> String {
-    std::fs::read_to_string(workdir.join(TOKEN_FILE))
+    crate::session_files::read_small(workdir, TOKEN_FILE, 256)
         .map(|t| t.trim().to_string())
         .unwrap_or_default()
 }
@@ -119,7 +120,10 @@ pub(crate) const PASSED_ENV: &[&str] = &[
 
 /// The last `n` lines of the agent's log.
 pub fn log_tail(workdir: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(workdir.join("agent.log")).unwrap_or_default();
+    // The log is in the session's folder: read without following a link, and only its end.
+    let text = crate::session_files::read_tail(workdir, "agent.log", 256 * 1024)
+        .map(|(bytes, _)| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
@@ -187,11 +191,8 @@ impl LocalBackend {
             path: wd.join(TOKEN_FILE),
             source: e,
         })?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(wd.join("agent.log"))
-            .map_err(|e| BackendError::Workdir {
+        let log =
+            crate::session_files::append(wd, "agent.log").map_err(|e| BackendError::Workdir {
                 path: wd.clone(),
                 source: e,
             })?;
@@ -256,10 +257,7 @@ impl LocalBackend {
         let groups = cgroups::place(&spec.session_id, pid, limits);
         if !groups.is_empty() {
             use std::io::Write;
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .append(true)
-                .open(wd.join("agent.log"))
-            {
+            if let Ok(mut f) = crate::session_files::append(wd, "agent.log") {
                 let _ = writeln!(f, "cgroups: {}", groups.join(", "));
             }
         }
@@ -271,7 +269,7 @@ impl LocalBackend {
                     log_tail: log_tail(wd, 20),
                 });
             }
-            if let Ok(text) = std::fs::read_to_string(&addr_file) {
+            if let Ok(text) = crate::session_files::read_small(wd, "agent.addr", 256) {
                 let addr = text.trim().to_string();
                 if health(&addr, &token, &spec.session_id).await.is_some() {
                     return Ok((AgentHandle { pid, addr, token }, child));

@@ -15,6 +15,7 @@ pub mod idle;
 pub mod lifecycle;
 pub mod run_files;
 pub mod seal;
+pub mod session_files;
 
 pub mod ray;
 

@@ -790,6 +790,44 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Keep (or, `None`, forget) the bearer token of session `id`'s agent, sealed.
+    pub async fn set_agent_token(&self, id: &str, token: Option<&str>) -> Result<(), StoreError> {
+        let sealed = match token {
+            Some(t) => Some(self.key()?.seal(&agent_aad(id), "agent_token", t)?),
+            None => None,
+        };
+        sqlx::query("UPDATE sessions SET agent_token_sealed = $1 WHERE id = $2")
+            .bind(sealed)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db(format!("cannot update session `{id}`")))?;
+        Ok(())
+    }
+
+    /// The bearer token of session `id`'s agent, if the server keeps one.
+    pub async fn agent_token(&self, id: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT agent_token_sealed FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("cannot read session `{id}`")))?;
+        let Some(row) = row else { return Ok(None) };
+        let sealed: Option<String> = get(&row, "agent_token_sealed")?;
+        match sealed {
+            None => Ok(None),
+            Some(sealed) => self
+                .key()?
+                .open(&agent_aad(id), "agent_token", &sealed)
+                .map(Some)
+                .map_err(|_| StoreError::BadValue {
+                    table: "sessions",
+                    column: "agent_token_sealed",
+                    value: "(sealed)".into(),
+                }),
+        }
+    }
+
     /// Change a session's size and idle timeout (`session edit`).
     pub async fn update_session_settings(
         &self,
@@ -1276,6 +1314,11 @@ const RUN_SELECT: &str =
 /// sealed token never opens as a connection secret or the other way round.
 fn identity_aad(name: &str) -> String {
     format!("identity:{name}")
+}
+
+/// Associated data for an agent's token: a sealed token opens only as its own session's.
+fn agent_aad(session: &str) -> String {
+    format!("agent:{session}")
 }
 
 fn token_hash(token: &str) -> String {
