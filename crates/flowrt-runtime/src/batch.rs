@@ -1196,6 +1196,9 @@ async fn run_lines<I: ToolInvoker + 'static>(
                         log.log(&format!("line {} failed: {}", rec["line_number"], rec["error"]["message"].as_str().unwrap_or("")));
                     }
                     writer.push(rec)?;
+                    // A finished line is on disk at once: a session streams its records to the
+                    // server from there, and what a killed agent had not sent runs again.
+                    writer.flush()?;
                     log.reporter.line_finished(counter.snapshot());
                 }
             }
@@ -1203,9 +1206,6 @@ async fn run_lines<I: ToolInvoker + 'static>(
                 for d in log.running.due(warn_interval) {
                     log.warn(&d);
                 }
-                // Finished lines reach the disk within a tick (cheap: one write per tick, not
-                // per line), so a killed run loses little and can be resumed.
-                writer.flush()?;
                 log.reporter.tick(counter.snapshot());
                 if counter.last_logged.elapsed() >= Duration::from_secs(5) {
                     counter.last_logged = Instant::now();

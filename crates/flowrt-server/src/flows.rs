@@ -7,7 +7,6 @@ use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::routing::ApiRoutes;
 use crate::AppState;
-use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
@@ -93,6 +92,53 @@ struct PushQuery {
     entry: Option<String>,
 }
 
+/// Paths removed when the request that made them ends, however it ends.
+struct RemoveOnDrop(Vec<PathBuf>);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_dir_all(p).or_else(|_| std::fs::remove_file(p));
+        }
+    }
+}
+
+/// Write an upload's body to `path` as it arrives (never whole in memory), within the snapshot
+/// size limit.
+async fn spool(body: axum::body::Body, path: &std::path::Path) -> ApiResult<()> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let limit = SnapshotLimits::default().max_total_bytes + 1024 * 1024;
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| ApiErr::internal("receiving the flow", e))?;
+    }
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| ApiErr::internal("receiving the flow", e))?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiErr::bad_request(format!("the upload was cut off: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiErr::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("a flow upload may be at most {limit} bytes"),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| ApiErr::internal("receiving the flow", e))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| ApiErr::internal("receiving the flow", e))
+}
+
 /// Load a snapshot as a flow off the async runtime: parsing is bounded, but it is still work.
 async fn load(dir: PathBuf, name: String) -> ApiResult<Flow> {
     let shown = dir.display().to_string();
@@ -107,7 +153,7 @@ async fn push(
     caller: Caller,
     Path(name): Path<String>,
     Query(q): Query<PushQuery>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<PushedFlow>)> {
     caller.require_writer()?;
     check_name(&name)?;
@@ -137,37 +183,40 @@ async fn push(
         }
         None => None,
     };
+    // A few uploads unpack at once; the rest wait their turn, their bodies not yet read.
+    let _permit = state
+        .uploads
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| ApiErr::internal("waiting to unpack the flow", e))?;
     let root = state.config.home.join("snapshots");
-    let tmp = root.join(format!(
+    let stamp = format!(
         "incoming-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0)
-    ));
-    let (tmp2, root2) = (tmp.clone(), root.clone());
+    );
+    let tmp = root.join(&stamp);
+    let archive = root.join(format!("{stamp}.tar.gz"));
+    // Whatever happens from here, nothing of a refused upload is kept.
+    let _cleanup = RemoveOnDrop(vec![tmp.clone(), archive.clone()]);
+    spool(body, &archive).await?;
+    let (tmp2, archive2) = (tmp.clone(), archive.clone());
     let unpacked = tokio::task::spawn_blocking(move || {
-        let info = snapshot::unpack(&body, &tmp2, &SnapshotLimits::default());
-        let info = match info {
-            Ok(i) => i,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&tmp2);
-                return Err(e);
-            }
-        };
-        let dest = root2.join(info.hash.trim_start_matches("sha256:"));
-        if dest.exists() {
-            let _ = std::fs::remove_dir_all(&tmp2);
-        } else if let Err(source) = std::fs::rename(&tmp2, &dest) {
-            let _ = std::fs::remove_dir_all(&tmp2);
-            return Err(snapshot::SnapshotError::Io {
-                action: "cannot store the snapshot in",
-                path: dest,
+        let file =
+            std::fs::File::open(&archive2).map_err(|source| snapshot::SnapshotError::Io {
+                action: "cannot read the upload",
+                path: archive2.clone(),
                 source,
-            });
-        }
-        Ok(info)
+            })?;
+        snapshot::unpack(
+            std::io::BufReader::new(file),
+            &tmp2,
+            &SnapshotLimits::default(),
+        )
     })
     .await
     .map_err(|e| ApiErr::internal("unpacking the flow", e))?;
@@ -178,12 +227,16 @@ async fn push(
             ApiErr::internal("storing the flow", e)
         }
     })?;
-    let dir = root.join(info.hash.trim_start_matches("sha256:"));
+    // Checked where it was unpacked: only a flow that loads is stored.
     let load_from = match &entry {
-        Some(e) => dir.join(e),
-        None => dir.clone(),
+        Some(e) => tmp.join(e),
+        None => tmp.clone(),
     };
     load(load_from, name.clone()).await?;
+    let dir = root.join(info.hash.trim_start_matches("sha256:"));
+    if !dir.exists() {
+        std::fs::rename(&tmp, &dir).map_err(|e| ApiErr::internal("storing the flow", e))?;
+    }
     let (rec, created) = state
         .store
         .push_flow(

@@ -91,6 +91,8 @@ pub struct AppState {
     pub workers: Arc<spread::Workers>,
     /// The runs this server follows in their sessions, keeping them in the workspace.
     pub followers: Arc<workspace_runs::Followers>,
+    /// Flow uploads unpacked at once (the others wait, their bodies unread).
+    pub uploads: Arc<tokio::sync::Semaphore>,
     /// Set when the server begins to shut down: long-lived responses (event streams) end, so a
     /// restart does not wait for the runs their clients follow.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
@@ -112,6 +114,7 @@ impl AppState {
             sessions,
             workers: Arc::default(),
             followers: Arc::default(),
+            uploads: Arc::new(tokio::sync::Semaphore::new(4)),
             stopping: Arc::default(),
         }
     }
@@ -219,6 +222,8 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
             manager.join_url
         );
     }
+    // Runs kept in sessions' folders by an older flowrt become workspace runs (once).
+    workspace_runs::import_existing(&state).await;
     // Agents outlive the server: take back the ones still running before serving.
     state.sessions.adopt().await;
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));

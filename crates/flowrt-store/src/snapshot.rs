@@ -242,7 +242,7 @@ fn checked_path(raw: &Path) -> Result<PathBuf, SnapshotError> {
 /// Check and unpack an uploaded snapshot into `dest` (which must not exist yet), returning what
 /// it holds with its hash computed here, never taken from the client.
 pub fn unpack(
-    upload: &[u8],
+    upload: impl Read,
     dest: &Path,
     limits: &SnapshotLimits,
 ) -> Result<SnapshotInfo, SnapshotError> {
@@ -304,23 +304,31 @@ pub fn unpack(
                     }
                 }
             })?;
-        // Bounded by what is read, not by what the header claims.
-        let mut limited = (&mut entry).take(limits.max_file_bytes + 1);
-        let mut buf = Vec::new();
-        limited.read_to_end(&mut buf).map_err(malformed)?;
-        if buf.len() as u64 > limits.max_file_bytes {
-            return Err(SnapshotError::FileTooLarge {
-                path: rel_text,
-                limit: limits.max_file_bytes,
-            });
+        // Bounded by what is read, not by what the header claims, and streamed: an entry is
+        // never held whole in memory (a small compressed upload can inflate a great deal).
+        let mut buf = [0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = entry.read(&mut buf).map_err(malformed)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            total += n as u64;
+            if size > limits.max_file_bytes {
+                return Err(SnapshotError::FileTooLarge {
+                    path: rel_text,
+                    limit: limits.max_file_bytes,
+                });
+            }
+            if total > limits.max_total_bytes {
+                return Err(SnapshotError::TooLarge {
+                    limit: limits.max_total_bytes,
+                });
+            }
+            file.write_all(&buf[..n])
+                .map_err(io("cannot write", &target))?;
         }
-        total += buf.len() as u64;
-        if total > limits.max_total_bytes {
-            return Err(SnapshotError::TooLarge {
-                limit: limits.max_total_bytes,
-            });
-        }
-        file.write_all(&buf).map_err(io("cannot write", &target))?;
         written.push((rel_text, target));
     }
     written.sort_by(|a, b| a.0.cmp(&b.0));
@@ -377,8 +385,12 @@ mod tests {
         let (upload, info) = pack(dir.path(), &SnapshotLimits::default()).expect("pack");
         assert_eq!(info.files, 3, "{info:?}"); // flow.dag.yaml, lib/a.py, .amlignore
         let out = tempfile::tempdir().expect("tmp");
-        let unpacked =
-            unpack(&upload, &out.path().join("s"), &SnapshotLimits::default()).expect("unpack");
+        let unpacked = unpack(
+            &upload[..],
+            &out.path().join("s"),
+            &SnapshotLimits::default(),
+        )
+        .expect("unpack");
         assert_eq!(unpacked, info);
         assert!(out.path().join("s/lib/a.py").is_file());
         assert!(!out.path().join("s/outputs").exists());

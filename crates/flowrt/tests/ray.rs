@@ -453,20 +453,25 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["status"], "Completed", "{record:#}");
     assert_eq!(record["completed_lines"], LINES, "{record:#}");
-    // The session on the lost node failed with Ray's reason.
-    let shown = cli.status(&lost);
+    // The session on the lost node fails with Ray's reason (once Ray has noticed the node is
+    // gone, which may be after the run has finished on the other).
+    let t = Instant::now();
+    let shown = loop {
+        let shown = cli.status(&lost);
+        if shown["status"] == "Failed" || t.elapsed() > Duration::from_secs(90) {
+            break shown;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
     assert_eq!(shown["status"], "Failed", "{shown:#}");
     assert!(
         shown["reason"].as_str().unwrap_or("").contains("Ray job"),
         "{shown:#}"
     );
 
-    let outputs = std::fs::read_to_string(
-        home.join("sessions")
-            .join(&a)
-            .join("runs/big/flow_outputs/output.jsonl"),
-    )
-    .unwrap();
+    // The run is the workspace's, wherever it was gathered.
+    let outputs =
+        std::fs::read_to_string(home.join("workspace/runs/big/flow_outputs/output.jsonl")).unwrap();
     let outputs: Vec<Value> = outputs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -489,12 +494,24 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
         "{on_a} lines on {node_a}, {on_b} on {node_b}"
     );
     assert_eq!(count.len(), LINES, "every line ran");
-    let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "lines run more than once: {twice:?}");
+    // The nodes share no disk with the server: a line the lost node finished but had not yet
+    // sent (its last moments) runs again elsewhere, and is recorded once (the outputs above).
+    // Nothing else runs twice.
+    let twice: Vec<u64> = count
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(l, _)| *l)
+        .collect();
+    let lost_lines = by_session.get(&lost).cloned().unwrap_or_default();
+    assert!(
+        twice.iter().all(|l| lost_lines.contains(l)) && twice.len() <= 50,
+        "lines run more than once beyond the lost node's unsent ones: {twice:?}"
+    );
     eprintln!(
-        "{LINES} lines in {:.1} s over two Ray nodes, the second killed at {:.1} s: {on_a} in the run's session, {on_b} in the one --nodes started; {lost} was on the lost node",
+        "{LINES} lines in {:.1} s over two Ray nodes, the second killed at {:.1} s: {on_a} in the run's session, {on_b} in the one --nodes started; {lost} was on the lost node; {} lines it finished but had not sent ran again",
         elapsed.as_secs_f64(),
-        killed_at.as_secs_f64()
+        killed_at.as_secs_f64(),
+        twice.len()
     );
     // Reset: a new job, started in about a second now that flowrt and the environment are
     // cached; then stop, which ends the job.

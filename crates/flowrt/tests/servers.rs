@@ -232,12 +232,9 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
     );
 
     // The run's outputs: every line once, in order, right.
-    let outputs = std::fs::read_to_string(
-        home.join("sessions")
-            .join(&a)
-            .join("runs/big/flow_outputs/output.jsonl"),
-    )
-    .unwrap();
+    // The run's outputs, as the workspace keeps them.
+    let outputs =
+        std::fs::read_to_string(home.join("workspace/runs/big/flow_outputs/output.jsonl")).unwrap();
     let outputs: Vec<Value> = outputs
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

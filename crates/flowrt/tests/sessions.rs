@@ -1374,6 +1374,8 @@ fn links_a_session_plants_in_its_folder_lead_the_server_nowhere() {
         "runs/attack/line_runs.jsonl": token_file,
         "runs/attack/node_events.jsonl": token_file,
         "runs/attack/flow_outputs/output.jsonl": token_file,
+        "agent.log": token_file,
+        "agent.token": token_file,
     });
     links[next_file.as_str()] = json!(pwned);
     let data = d.path().join("attack.jsonl");
@@ -1427,6 +1429,119 @@ fn links_a_session_plants_in_its_folder_lead_the_server_nowhere() {
     let shown: Value =
         serde_json::from_str(&server.ok(&["run", "show", "after-attack", "--json"])).unwrap();
     assert_eq!(shown["completed_lines"], 1, "{shown}");
+    // The session's log and its agent's token are the server's to keep, not to read back.
+    for path in [
+        format!("/api/v1/sessions/{id}/logs"),
+        format!("/api/v1/sessions/{id}"),
+    ] {
+        let (status, _, text) = http(
+            "GET",
+            &format!("{}{path}", server.url),
+            &[("authorization", &auth)],
+            "",
+        );
+        assert_eq!(status, 200, "{path}: {text}");
+        assert!(
+            !text.contains(&owner_token),
+            "{path} leaks the owner's token: {text}"
+        );
+    }
+    let out = server.ok(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        "links={}",
+    ]);
+    assert!(out.contains("linked"), "{out}");
+    // A reset starts the agent afresh: the links are replaced, not written through.
+    server.ok(&["session", "reset", &id]);
+    wait_until("the session runs again", Duration::from_secs(60), || {
+        server
+            .ok(&["session", "show", &id, "--json"])
+            .contains("\"Running\"")
+    });
+    assert_eq!(
+        std::fs::read_to_string(&token_file).unwrap().trim(),
+        owner_token
+    );
+    let (_, _, log) = http(
+        "GET",
+        &format!("{}/api/v1/sessions/{id}/logs", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert!(
+        !log.contains(&owner_token) && log.contains("listening"),
+        "{log}"
+    );
+}
+
+/// A home from before runs were workspace records keeps its runs in its sessions' folders: the
+/// server imports them at start, once, read without following a link a session planted.
+#[test]
+fn runs_kept_in_session_folders_by_an_older_flowrt_are_imported_at_start() {
+    let home = tempfile::tempdir().unwrap();
+    let mut server = Server::start(home.path(), &[], &[]);
+    let (d, dir) = flow("slow");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let data = d.path().join("data.jsonl");
+    std::fs::write(&data, "{\"seconds\": 0}\n{\"seconds\": 0}\n").unwrap();
+    server.ok(&[
+        "run",
+        "create",
+        "--session",
+        &id,
+        "--data",
+        data.to_str().unwrap(),
+        "--name",
+        "old-run",
+        "--column-mapping",
+        "seconds=${data.seconds}",
+    ]);
+    server.ok(&["session", "stop", &id]);
+    server.stop();
+    // As an older flowrt left it: no workspace records, the runs in the session's folder, and
+    // a record the session's code replaced with a link to the owner's token.
+    let h = home.path();
+    std::fs::remove_dir_all(h.join("workspace")).unwrap();
+    let forget = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('DELETE FROM workspace_runs'); c.commit()",
+            h.join("flowrt.db").to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(forget.success());
+    let runs = h.join("sessions").join(&id).join("runs");
+    std::os::unix::fs::symlink(h.join("owner.token"), runs.join("evil.json")).unwrap();
+    server.spawn();
+    let listed: Vec<Value> = serde_json::from_str(&server.ok(&["run", "list", "--json"])).unwrap();
+    let names: Vec<&str> = listed.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["old-run"], "{listed:#?}");
+    let shown: Value =
+        serde_json::from_str(&server.ok(&["run", "show", "old-run", "--json"])).unwrap();
+    assert_eq!(
+        (
+            shown["status"].as_str(),
+            shown["completed_lines"].as_u64(),
+            shown["session"].as_str()
+        ),
+        (Some("Completed"), Some(2), Some(id.as_str())),
+        "{shown}"
+    );
+    assert_eq!(shown["flow"], "slow@v1");
+    let details: Value =
+        serde_json::from_str(&server.ok(&["run", "show-details", "old-run", "--json"])).unwrap();
+    assert_eq!(details.as_array().unwrap().len(), 2, "{details}");
+    // Once: a run deleted afterwards does not come back at the next start.
+    server.ok(&["run", "delete", "old-run"]);
+    server.stop();
+    server.spawn();
+    assert!(!server.ok(&["run", "list", "--json"]).contains("old-run"));
 }
 
 /// One client cannot take the server down: thousands of connections from one address that send
@@ -1892,6 +2007,71 @@ fn post_raw(url: &str, token: &str, body: &[u8]) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, body.to_string())
+}
+
+/// The server's peak resident memory (VmHWM), in bytes.
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+/// Uploads are bounded as they arrive: a small archive that inflates to more than a file may
+/// hold is refused without the server holding it in memory, and an upload refused after it was
+/// unpacked (a flow that does not load) leaves nothing on disk.
+#[test]
+fn refused_uploads_cost_little_memory_and_leave_nothing_behind() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let token = server.token();
+    let pid = server.child.as_ref().unwrap().id();
+    // 64 MiB and one byte of zeros: about 64 KiB compressed.
+    let zeros = vec![0u8; 64 * 1024 * 1024 + 1];
+    let bomb = hostile_archive(&[("big.bin", tar::EntryType::Regular, &zeros)]);
+    drop(zeros);
+    assert!(bomb.len() < 1024 * 1024, "{}", bomb.len());
+    let before = peak_memory(pid);
+    let threads: Vec<_> = (0..12)
+        .map(|i| {
+            let (url, token, bomb) = (server.url.clone(), token.clone(), bomb.clone());
+            std::thread::spawn(move || {
+                post_raw(&format!("{url}/api/v1/flows/bomb{i}"), &token, &bomb)
+            })
+        })
+        .collect();
+    for t in threads {
+        let (status, text) = t.join().unwrap();
+        assert_eq!(status, 400, "{text}");
+        assert!(text.contains("big.bin"), "{text}");
+    }
+    let grew = peak_memory(pid).saturating_sub(before);
+    assert!(
+        grew < 64 * 1024 * 1024,
+        "12 inflating uploads raised the server's peak memory by {} MiB",
+        grew / (1024 * 1024)
+    );
+    // A flow whose flow.dag.yaml does not load, a hundred times: nothing of it is kept.
+    let broken = hostile_archive(&[(
+        "flow.dag.yaml",
+        tar::EntryType::Regular,
+        b"nodes: [unclosed",
+    )]);
+    for i in 0..100 {
+        let (status, text) = post_raw(
+            &format!("{}/api/v1/flows/broken{i}", server.url),
+            &token,
+            &broken,
+        );
+        assert_eq!(status, 400, "{text}");
+    }
+    let left: Vec<_> = std::fs::read_dir(home.path().join("snapshots"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "refused uploads left {left:?}");
 }
 
 #[test]
