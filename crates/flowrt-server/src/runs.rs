@@ -372,11 +372,13 @@ struct Which {
     session: Option<String>,
 }
 
-/// May the caller see `run`? Runs are their creators': admins see them all but those run on a
-/// compute instance (seen by the user it is assigned to alone, as its sessions are); sharing a
+/// May the caller see `run`? Runs are their creators'. Admins, and viewers (who read the
+/// workspace's assets, as they read its flows), see the others' too, but not those run on a
+/// compute instance (seen by the user it is assigned to alone, as its sessions are). Sharing a
 /// session shares the compute, not its owner's history.
 fn may_see_run(caller: &Caller, run: &flowrt_store::WorkspaceRun) -> bool {
-    caller.0.id == run.owner || (caller.is_admin() && run.record.get("compute_instance").is_none())
+    let reader = caller.is_admin() || caller.0.role == flowrt_store::Role::Viewer;
+    caller.0.id == run.owner || (reader && run.record.get("compute_instance").is_none())
 }
 
 /// The workspace run `name`, if the caller may see it (one they may not answers as one that

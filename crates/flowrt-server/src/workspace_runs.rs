@@ -81,6 +81,17 @@ pub fn view_of(engine: &Value, run: &WorkspaceRun) -> Value {
     view
 }
 
+/// A run's error as the engine wrote it names paths in the session's folder, which is the
+/// server's business: they are shown relative to that folder.
+fn hide_paths(view: &mut Value, session_folder: &Path) {
+    let prefix = format!("{}/", session_folder.display());
+    if let Some(Value::String(e)) = view.get_mut("error") {
+        if e.contains(&prefix) {
+            *e = e.replace(&prefix, "");
+        }
+    }
+}
+
 /// Append a file's new piece to the run's blob of that name.
 fn append(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
     let path = dir.join(file);
@@ -202,7 +213,8 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                         let (addr, token) = agent(state, &run.session_id).await?;
                         pull(&addr, &token, name, false, &dir, true).await?;
                     }
-                    let view = view_of(&engine, &run);
+                    let mut view = view_of(&engine, &run);
+                    hide_paths(&mut view, &state.sessions.workdir(&run.session_id));
                     if view != run.record {
                         state
                             .store

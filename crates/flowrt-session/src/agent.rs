@@ -299,6 +299,12 @@ pub fn run(config: AgentConfig) -> Result<()> {
     };
     let mut python = config.python.clone();
     if config.seal {
+        // Its own PID namespace and /proc first: a sealed process may no longer mount.
+        let view = crate::isolate::enter_own_pid_namespace()
+            .context("cannot give the session a PID namespace of its own")?;
+        eprintln!("session {}: {}", config.session_id, view.describe());
+    }
+    if config.seal {
         // While this process has one thread: a seal covers the calling thread and what it starts.
         let paths = crate::seal::python_paths(&config.python)?;
         python = paths.executable.clone();
@@ -496,7 +502,7 @@ async fn require_token(
 }
 
 async fn health(State(a): State<Shared>) -> Json<Value> {
-    Json(json!({"status": "ok", "session_id": a.session_id, "pid": std::process::id()}))
+    Json(json!({"status": "ok", "session_id": a.session_id, "pid": crate::isolate::visible_pid()}))
 }
 
 async fn status(State(a): State<Shared>) -> Json<Value> {

@@ -247,19 +247,20 @@ impl LocalBackend {
             exe: spec.exe.clone(),
             source: e,
         })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            use tokio::io::AsyncWriteExt;
-            // A pipe only the server holds: the secrets never touch the session folder.
-            let _ = stdin.write_all(spec.connections.0.as_bytes()).await;
-        }
         let pid = child.id().unwrap_or(0);
-        // Before the agent starts any worker, so its whole process tree is inside.
+        // Before the agent starts any process (it waits for its connections on stdin first), so
+        // its whole process tree is inside.
         let groups = cgroups::place(&spec.session_id, pid, limits);
         if !groups.is_empty() {
             use std::io::Write;
             if let Ok(mut f) = crate::session_files::append(wd, "agent.log") {
                 let _ = writeln!(f, "cgroups: {}", groups.join(", "));
             }
+        }
+        if let Some(mut stdin) = child.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            // A pipe only the server holds: the secrets never touch the session folder.
+            let _ = stdin.write_all(spec.connections.0.as_bytes()).await;
         }
         let started = Instant::now();
         loop {
@@ -318,9 +319,14 @@ impl LocalBackend {
         }
     }
 
-    /// Remove the session's cgroups once its processes are gone.
+    /// Remove the session's cgroups once its processes are gone: what is left in them is killed
+    /// (`cgroup.kill`) and the groups removed as soon as they are empty, off the caller's thread
+    /// (a killed agent's workers take a moment to die).
     pub fn release(&self, session_id: &str) {
-        cgroups::remove(session_id);
+        let id = session_id.to_string();
+        let _ = std::thread::Builder::new()
+            .name(format!("release {id}"))
+            .spawn(move || cgroups::remove(&id));
     }
 
     /// Remove the groups of sessions whose processes are all gone (left by a server that stopped
@@ -430,17 +436,26 @@ mod cgroups {
         }
     }
 
+    /// Kill what is left in the session's groups and remove them once empty (within 5 s).
     pub fn remove(session_id: &str) {
-        for (dir, _) in plans(
-            session_id,
-            SizeLimits {
-                memory_mib: 0,
-                open_files: 0,
-                processes: 0,
-                workers: 0,
-            },
-        ) {
-            let _ = std::fs::remove_dir(&dir);
+        let none = SizeLimits {
+            memory_mib: 0,
+            open_files: 0,
+            processes: 0,
+            workers: 0,
+        };
+        for (dir, _) in plans(session_id, none) {
+            if !dir.is_dir() {
+                continue;
+            }
+            // v2 (5.14+): one write ends every process of the group.
+            let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+            for _ in 0..50 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
         }
     }
 }

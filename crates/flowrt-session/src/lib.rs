@@ -12,6 +12,7 @@ pub mod agent;
 pub mod backend;
 pub mod client;
 pub mod idle;
+pub mod isolate;
 pub mod lifecycle;
 pub mod run_files;
 pub mod seal;

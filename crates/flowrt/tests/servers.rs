@@ -118,12 +118,14 @@ fn executed(home: &Path, session: &str, run: &str, into: &mut BTreeMap<u64, u32>
     lines
 }
 
-fn chunks_completed(home: &Path, run: &str) -> usize {
+/// The chunks of `run` completed in session `session`'s folder.
+fn chunks_completed(home: &Path, session: &str, run: &str) -> usize {
     let mut n = 0;
     for s in std::fs::read_dir(home.join("sessions"))
         .into_iter()
         .flatten()
         .flatten()
+        .filter(|s| s.file_name().to_string_lossy() == session)
     {
         for e in std::fs::read_dir(s.path().join("chunks/runs"))
             .into_iter()
@@ -203,8 +205,9 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Mid-run: once a chunk is done somewhere, the first server dies without a word.
-    while chunks_completed(home, "big") == 0 {
+    // Mid-run: once the first server's session has finished a chunk (so it is working, with
+    // more to claim), the first server dies without a word.
+    while chunks_completed(home, &a, "big") == 0 {
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no chunk completed: {}",

@@ -409,6 +409,16 @@ fn a_killed_agent_fails_its_session_and_reset_recovers_it() {
     let (_d, dir) = flow("pipeline");
     let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
     let pid = server.agent(&id).1;
+    // Where the machine gives sessions cgroups, the killed agent's go with it (not at the reset).
+    let groups: Vec<PathBuf> = [
+        "/sys/fs/cgroup/flowrt",
+        "/sys/fs/cgroup/memory/flowrt",
+        "/sys/fs/cgroup/pids/flowrt",
+    ]
+    .iter()
+    .map(|root| Path::new(root).join(&id))
+    .filter(|g| g.is_dir())
+    .collect();
     Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status()
@@ -417,6 +427,11 @@ fn a_killed_agent_fails_its_session_and_reset_recovers_it() {
     assert!(
         s["reason"].as_str().unwrap().contains("killed by signal 9"),
         "{s}"
+    );
+    wait_until(
+        "the killed agent's cgroups go",
+        Duration::from_secs(10),
+        || groups.iter().all(|g| !g.exists()),
     );
     server.ok(&["session", "reset", &id]);
     assert_eq!(server.show(&id)["status"], "Running");
@@ -1347,6 +1362,51 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
     // Its own work succeeds: its folder, its temp, its flow copy.
     assert_eq!(report["own"], json!("ok"), "{report:#}");
     assert!(!h.join("pwned.txt").exists());
+
+    // The machine's processes: a session sees its own only, so the server's environment and
+    // command line (a database URL, a cloud key) and other sessions' agents are not there to
+    // read. Where the server runs as root (as CI does) the kernel gives each session a PID
+    // namespace; elsewhere the session's log says that processes are shared.
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(log.contains("processes: shared"), "{log}");
+        return;
+    }
+    let log = server.ok(&["session", "logs", &id]);
+    assert!(log.contains("a PID namespace of its own"), "{log}");
+    let server_pid = server.child.as_ref().unwrap().id();
+    let (_, other_agent) = server.agent(&other);
+    let targets = json!({
+        "read": [
+            format!("/proc/{server_pid}/environ"), format!("/proc/{server_pid}/cmdline"),
+            format!("/proc/{other_agent}/environ"), format!("/proc/{other_agent}/cmdline"),
+        ],
+    });
+    let out = server.ok(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--session",
+        &id,
+        "--inputs",
+        &format!("targets={targets}"),
+    ]);
+    let report = serde_json::from_str::<Value>(&out).unwrap()["report"].clone();
+    for (path, outcome) in report["attempts"].as_object().unwrap() {
+        assert_ne!(outcome, "ok", "{path}: {report:#}");
+    }
+    let pids: Vec<u64> = report["pids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect();
+    assert!(
+        !pids.contains(&u64::from(server_pid)) && !pids.contains(&other_agent),
+        "the session sees {pids:?}"
+    );
+    // Its own agent is its PID 1, its worker beside it, and little else.
+    assert!(pids.contains(&1) && pids.len() < 10, "{pids:?}");
 }
 
 /// The server never opens a path in a session's folder. A session's code that replaces its run's
@@ -4004,8 +4064,31 @@ fn a_shared_session_runs_everyones_lines_but_only_its_owner_changes_it() {
         (200, &json!("HI")),
         "{r}"
     );
+    // Its owner's runs on it stay hers: sharing the compute does not share its history.
+    let run =
+        json!({"session": shared, "name": "ana-run", "data": "{\"q\": \"secret\"}\n"}).to_string();
+    assert_eq!(server.api("POST", "/api/v1/runs", ana, &run).0, 202);
     let run = json!({"session": shared, "name": "ci-run", "data": "{\"q\": \"a\"}\n"}).to_string();
     assert_eq!(server.api("POST", "/api/v1/runs", ci, &run).0, 202);
+    let names = |who: &str| -> Vec<String> {
+        server
+            .api("GET", "/api/v1/runs", who, "")
+            .1
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(ci), ["ci-run"]);
+    assert_eq!(
+        server.api("GET", "/api/v1/runs/ana-run/lines", ci, "").0,
+        404
+    );
+    // A viewer reads the workspace's runs, as it reads its flows.
+    assert_eq!(names(vic), ["ana-run", "ci-run"]);
+    assert_eq!(server.api("GET", "/api/v1/runs/ana-run", vic, "").0, 200);
+    assert_eq!(server.api("DELETE", "/api/v1/runs/ana-run", vic, "").0, 403);
     assert_eq!(
         server
             .api(

@@ -39,4 +39,6 @@ def probe(targets: dict) -> dict:
         own = "ok"
     except OSError as e:
         own = f"failed: {e}"
-    return {"attempts": attempts, "own": own}
+    # The processes this session can see at all.
+    pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    return {"attempts": attempts, "own": own, "pids": pids}
