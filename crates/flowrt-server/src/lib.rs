@@ -93,6 +93,8 @@ pub struct AppState {
     pub followers: Arc<workspace_runs::Followers>,
     /// Flow uploads unpacked at once (the others wait, their bodies unread).
     pub uploads: Arc<tokio::sync::Semaphore>,
+    /// The name of each workspace run whose record just changed: event streams wake at once.
+    pub run_changes: tokio::sync::broadcast::Sender<String>,
     /// Set when the server begins to shut down: long-lived responses (event streams) end, so a
     /// restart does not wait for the runs their clients follow.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
@@ -115,6 +117,7 @@ impl AppState {
             workers: Arc::default(),
             followers: Arc::default(),
             uploads: Arc::new(tokio::sync::Semaphore::new(4)),
+            run_changes: tokio::sync::broadcast::channel(256).0,
             stopping: Arc::default(),
         }
     }

@@ -558,6 +558,30 @@ async fn lines(
     let run = find(&state, &caller, &name, &which).await?;
     let limit = q.limit.min(10_000);
     let dir = blobs(&state, &run);
+    if q.status.is_none() {
+        // A page is read through the run's index: the lines before it are not read at all.
+        let (d, offset) = (dir.clone(), q.offset);
+        let page =
+            tokio::task::spawn_blocking(move || workspace_runs::page_of_lines(&d, offset, limit))
+                .await
+                .map_err(|e| ApiErr::internal("reading the run's lines", e))?
+                .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
+        if let Some((total, texts)) = page {
+            let lines = texts
+                .iter()
+                .filter_map(|t| serde_json::from_str::<LineRecord>(t).ok())
+                .map(|mut r| {
+                    r.more.remove("aggregation_inputs");
+                    r
+                })
+                .collect();
+            return Ok(Json(LinePage {
+                total,
+                offset: q.offset,
+                lines,
+            }));
+        }
+    }
     let records = tokio::task::spawn_blocking(move || line_records(&dir))
         .await
         .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
@@ -582,6 +606,20 @@ async fn line(
 ) -> ApiResult<Json<LineRecord>> {
     let run = find(&state, &caller, &name, &which).await?;
     let dir = blobs(&state, &run);
+    // Records are in line order: line n is the n-th record, read through the index.
+    let (d, at) = (dir.clone(), usize::try_from(n).unwrap_or(usize::MAX));
+    let indexed = tokio::task::spawn_blocking(move || workspace_runs::page_of_lines(&d, at, 1))
+        .await
+        .map_err(|e| ApiErr::internal("reading the run's lines", e))?
+        .ok()
+        .flatten()
+        .and_then(|(_, texts)| texts.first().cloned())
+        .and_then(|t| serde_json::from_str::<LineRecord>(&t).ok())
+        .filter(|r| r.line_number == n);
+    if let Some(mut record) = indexed {
+        record.more.remove("aggregation_inputs");
+        return Ok(Json(record));
+    }
     let mut records = tokio::task::spawn_blocking(move || line_records(&dir))
         .await
         .map_err(|e| ApiErr::internal("reading the run's lines", e))?;
@@ -703,6 +741,19 @@ struct Tail {
     total: u64,
     started: std::time::Instant,
     ended: bool,
+    /// Names of runs whose record changed (this one's wakes the stream at once).
+    changes: tokio::sync::broadcast::Receiver<String>,
+}
+
+/// Until run `name`'s record changes (or the channel lags or closes).
+async fn changed(changes: &mut tokio::sync::broadcast::Receiver<String>, name: &str) {
+    loop {
+        match changes.recv().await {
+            Ok(n) if n == name => return,
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// The whole JSON lines `file` has past `offset` (a line being written waits), moving `offset`.
@@ -715,7 +766,7 @@ fn read_new_lines(file: &std::path::Path, offset: &mut u64) -> Vec<Value> {
         return Vec::new();
     }
     let mut buf = Vec::new();
-    if f.take(8 * 1024 * 1024).read_to_end(&mut buf).is_err() {
+    if f.take(1024 * 1024).read_to_end(&mut buf).is_err() {
         return Vec::new();
     }
     let Some(end) = buf.iter().rposition(|b| *b == b'\n') else {
@@ -793,6 +844,7 @@ async fn events(
         total: run.record["total_lines"].as_u64().unwrap_or(0),
         started: std::time::Instant::now(),
         ended: false,
+        changes: state.run_changes.subscribe(),
     };
     let stream = futures::stream::unfold(tail, move |mut t| {
         let stopping = stopping.clone();
@@ -801,7 +853,12 @@ async fn events(
         if t.ended || stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return None;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Every 100 ms, or at once when the run's record changes (it ended).
+        let name = t.name.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = changed(&mut t.changes, &name) => {}
+        }
         // The status first: lines kept before a run says it ended are all read below.
         let (status, total) = t.status().await;
         let mut out: Vec<Event> = Vec::new();

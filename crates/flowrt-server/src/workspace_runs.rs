@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How often a running run is asked for what is new.
-const FOLLOW_EVERY: Duration = Duration::from_millis(150);
+const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 /// How long a run's agent may stay unreachable before the run is taken as lost.
 const AGENT_GRACE: Duration = Duration::from_secs(20);
 
@@ -105,6 +105,69 @@ fn append(dir: &Path, file: &str, text: &str) -> std::io::Result<()> {
     f.write_all(text.as_bytes())
 }
 
+/// A run's line records, one JSON object a line, in line order.
+pub const LINE_RECORDS: &str = "line_runs.jsonl";
+/// Where each record of [`LINE_RECORDS`] starts (a little-endian u64 a line), so a page of lines
+/// is read without reading the lines before it.
+pub const LINE_INDEX: &str = "line_runs.idx";
+
+/// Append whole line records to the run's blob and where each starts to its index (records
+/// first: a reader never finds an index entry whose record is not there yet).
+fn index_lines(dir: &Path, text: &str) -> std::io::Result<()> {
+    let start = std::fs::metadata(dir.join(LINE_RECORDS))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    append(dir, LINE_RECORDS, text)?;
+    let mut index = Vec::with_capacity(8 * 64);
+    let mut at = start;
+    for line in text.split_inclusive('\n') {
+        index.extend_from_slice(&at.to_le_bytes());
+        at += line.len() as u64;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(LINE_INDEX))?;
+    f.write_all(&index)
+}
+
+/// Records `offset..offset + limit` of a run's line records, read through its index, with how
+/// many it has; `None` when the run has no index (a run imported from an older home).
+pub fn page_of_lines(
+    dir: &Path,
+    offset: usize,
+    limit: usize,
+) -> std::io::Result<Option<(usize, Vec<String>)>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut index) = std::fs::File::open(dir.join(LINE_INDEX)) else {
+        return Ok(None);
+    };
+    let total = (index.metadata()?.len() / 8) as usize;
+    if offset >= total || limit == 0 {
+        return Ok(Some((total, Vec::new())));
+    }
+    let end = (offset + limit).min(total);
+    index.seek(SeekFrom::Start(offset as u64 * 8))?;
+    let mut raw = vec![0u8; (end - offset) * 8];
+    index.read_exact(&mut raw)?;
+    let first = u64::from_le_bytes(raw[..8].try_into().unwrap_or([0; 8]));
+    let mut records = std::fs::File::open(dir.join(LINE_RECORDS))?;
+    // The page ends where the next record starts, or at the end of the file.
+    let stop = if end < total {
+        let mut next = [0u8; 8];
+        index.read_exact(&mut next)?;
+        u64::from_le_bytes(next)
+    } else {
+        records.metadata()?.len()
+    };
+    records.seek(SeekFrom::Start(first))?;
+    let mut text = String::new();
+    records
+        .take(stop.saturating_sub(first))
+        .read_to_string(&mut text)?;
+    Ok(Some((total, text.lines().map(str::to_string).collect())))
+}
+
 /// How much of each tailed file the server already has: the size of its blob.
 fn offsets(dir: &Path) -> std::collections::BTreeMap<String, u64> {
     TAILED_FILES
@@ -150,7 +213,11 @@ pub async fn pull(
                     let path = dir2.join(file);
                     std::fs::write(&path, &piece.text)?;
                 } else if !piece.text.is_empty() {
-                    append(&dir2, file, &piece.text)?;
+                    if file == LINE_RECORDS {
+                        index_lines(&dir2, &piece.text)?;
+                    } else {
+                        append(&dir2, file, &piece.text)?;
+                    }
                 }
             }
             Ok(())
@@ -221,6 +288,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                             .update_workspace_run(name, &view)
                             .await
                             .map_err(|e| e.to_string())?;
+                        let _ = state.run_changes.send(name.to_string());
                     }
                     if ended {
                         return Ok(());
@@ -248,6 +316,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                         .update_workspace_run(name, &view)
                         .await
                         .map_err(|e| e.to_string())?;
+                    let _ = state.run_changes.send(name.to_string());
                     return Ok(());
                 }
             }
@@ -415,6 +484,16 @@ async fn import_one(
             let Ok(f) = flowrt_session::session_files::open_file_beneath(&folder2, &rel) else {
                 continue;
             };
+            if *file == LINE_RECORDS {
+                // Whole lines only, indexed as the server indexes a run it follows.
+                let mut text = String::new();
+                f.take(IMPORT_MAX)
+                    .read_to_string(&mut text)
+                    .map_err(|e| e.to_string())?;
+                let whole = text.rfind('\n').map_or(0, |i| i + 1);
+                index_lines(&dir2, &text[..whole]).map_err(|e| e.to_string())?;
+                continue;
+            }
             let mut out = std::fs::File::create(dir2.join(file)).map_err(|e| e.to_string())?;
             std::io::copy(&mut f.take(IMPORT_MAX), &mut out).map_err(|e| e.to_string())?;
         }
@@ -451,4 +530,32 @@ async fn import_one(
         .await
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_of_lines_is_read_through_the_index_as_pieces_arrive() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |n: usize| format!("{{\"line_number\":{n},\"status\":\"Completed\"}}\n");
+        // Pieces as an agent sends them: whole lines, several at a time.
+        for chunk in [0..3, 3..4, 4..10] {
+            let text: String = chunk.map(record).collect();
+            index_lines(dir.path(), &text).unwrap();
+        }
+        let (total, page) = page_of_lines(dir.path(), 4, 3).unwrap().unwrap();
+        assert_eq!(total, 10);
+        assert_eq!(page, [4, 5, 6].map(|n| record(n).trim_end().to_string()));
+        let (_, last) = page_of_lines(dir.path(), 8, 100).unwrap().unwrap();
+        assert_eq!(last.len(), 2);
+        assert!(page_of_lines(dir.path(), 10, 5)
+            .unwrap()
+            .unwrap()
+            .1
+            .is_empty());
+        let none = tempfile::tempdir().unwrap();
+        assert!(page_of_lines(none.path(), 0, 5).unwrap().is_none());
+    }
 }

@@ -63,7 +63,7 @@ pub const FINAL_FILES: [&str; 2] = ["metrics.json", "error.json"];
 
 /// The most of one file an agent sends in one [`TailReply`]: the server asks again at once for
 /// the rest.
-pub const TAIL_CHUNK: u64 = 4 * 1024 * 1024;
+pub const TAIL_CHUNK: u64 = 1024 * 1024;
 
 /// `POST /runs/tail` to an agent: what is new in one of its runs since `offsets`. The server
 /// reads a session's runs only this way, never from the session's folder, which the session's

@@ -179,7 +179,7 @@ export async function page({ main, params, query, signal }) {
   let lines = [];
   const drawHead = () => {
     clear(head, h('h1', {}, 'Run ', h('code', {}, run.name)), h('span', { id: 'run-status' }, badge(run.status)),
-      h('span', { class: 'muted' }, `session `, h('a', { href: `#/sessions/${sess}` }, sess), run.base_run ? [' · base run ', h('a', { href: `#/runs/${encodeURIComponent(run.base_run)}` }, run.base_run)] : null, run.variant ? ` · variant ${run.variant}` : ''),
+      h('span', { class: 'muted' }, run.flow ? ['flow ', h('a', { href: `#/flows/${encodeURIComponent(run.flow)}` }, run.flow), ' · '] : null, `session `, h('a', { href: `#/sessions/${sess}` }, sess), run.base_run ? [' · base run ', h('a', { href: `#/runs/${encodeURIComponent(run.base_run)}` }, run.base_run)] : null, run.variant ? ` · variant ${run.variant}` : ''),
       mayAct && run.status === 'Running' ? button('Cancel', (e) => act(e.target, () => post(`/api/v1/runs/${q(run.name, sess, '/cancel')}`))) : null,
       mayAct && run.status !== 'Running' && (run.failed_lines > 0 || run.status !== 'Completed') ? button('Resume (re-run failed lines)', (e) => act(e.target, async () => {
         const r = await post('/api/v1/runs', { session: sess, name: `${run.name}-resume-${Date.now() % 100000}`, resume_from: run.name, column_mapping: {} });
