@@ -88,6 +88,7 @@ pub fn list(json: bool, archived: bool, server: Option<&str>, home: &Path) -> Re
         "NAME", "STATUS", "LINES", "DONE", "FAILED", "DURATION", "CREATED",
     ];
     if with_sessions {
+        header.push("FLOW");
         header.push("SESSION");
     }
     let mut t = crate::fmt::table(&header, &["LINES", "DONE", "FAILED", "DURATION"]);
@@ -107,6 +108,12 @@ pub fn list(json: bool, archived: bool, server: Option<&str>, home: &Path) -> Re
             crate::fmt::timestamp(r["created"].as_str().unwrap_or("")),
         ];
         if with_sessions {
+            // A workspace run names its flow version; a run made here, its folder.
+            let flow = match (r["session"].is_string(), r["flow"].as_str()) {
+                (true, Some(f)) => f.to_string(),
+                _ => "-".to_string(),
+            };
+            row.push(flow);
             row.push(r["session"].as_str().unwrap_or("-").to_string());
         }
         t.add_row(row);
