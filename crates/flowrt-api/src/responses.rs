@@ -449,8 +449,9 @@ pub struct LineRecord {
     pub status: String,
     #[schema(value_type = Object)]
     pub inputs: Value,
+    /// The flow's outputs (a completed line; `null` for a failed one), as the engine writes them.
     #[serde(default)]
-    pub output: Option<Value>,
+    pub outputs: Option<Value>,
     #[serde(default)]
     pub error: Option<Value>,
     /// Timings, node runs, token counts: passed through as the run folder has them.

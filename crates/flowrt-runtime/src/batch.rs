@@ -102,7 +102,8 @@ impl Default for EngineOptions {
 /// and the lines kept from a resumed run.
 #[derive(Default)]
 pub struct Lines {
-    pub rows: Vec<Map<String, Value>>,
+    /// Read as lines run, not held: memory does not grow with the data.
+    pub rows: crate::data::Rows,
     pub mapping: ColumnMapping,
     pub base_outputs: BTreeMap<usize, Map<String, Value>>,
     pub base_rows: Vec<Map<String, Value>>,
@@ -599,7 +600,7 @@ fn read_lines(
     home: &Path,
     reporter: &dyn Reporter,
 ) -> Result<Lines> {
-    let rows = crate::data::read_rows(data_file)?;
+    let rows = crate::data::Rows::open(data_file)?;
     let mapping = ColumnMapping::parse(&req.column_mapping, req.run.is_some())?;
     // Evaluation runs join the base run's outputs and data rows by line number.
     let (base_outputs, base_rows) = match &req.run {
@@ -616,7 +617,7 @@ fn read_lines(
         None => (BTreeMap::new(), Vec::new()),
     };
     // A mapping that reads a column or output no line has would fail every line: say so now.
-    let data_columns: HashSet<String> = rows.iter().flat_map(|r| r.keys().cloned()).collect();
+    let data_columns: HashSet<String> = rows.columns();
     let base_output_names: HashSet<String> = base_outputs
         .values()
         .flat_map(|o| o.keys().cloned())
@@ -668,7 +669,7 @@ fn read_lines(
 
 /// The run folder's inputs: a snapshot of the flow (so the run records what it ran) and the data
 /// as read (`data.jsonl`, what a resume and an evaluation read back).
-fn prepare_folder(output_dir: &Path, flow: &Flow, rows: &[Map<String, Value>]) -> Result<()> {
+fn prepare_folder(output_dir: &Path, flow: &Flow, rows: &crate::data::Rows) -> Result<()> {
     fs_err::create_dir_all(output_dir.join("flow_outputs"))?;
     let snapshot = output_dir.join("snapshot");
     if flow.kind == flowrt_flow::FlowKind::Prompty {
@@ -693,10 +694,10 @@ fn prepare_folder(output_dir: &Path, flow: &Flow, rows: &[Map<String, Value>]) -
     write_jsonl(&output_dir.join("data.jsonl"), rows)
 }
 
-fn write_jsonl(path: &Path, rows: &[Map<String, Value>]) -> Result<()> {
+fn write_jsonl(path: &Path, rows: &crate::data::Rows) -> Result<()> {
     let mut f = std::io::BufWriter::new(fs_err::File::create(path)?);
-    for r in rows {
-        writeln!(f, "{}", serde_json::to_string(r)?)?;
+    for r in rows.iter()? {
+        writeln!(f, "{}", serde_json::to_string(&r?)?)?;
     }
     f.flush()?;
     Ok(())
@@ -1123,10 +1124,8 @@ async fn run_lines<I: ToolInvoker + 'static>(
     for rec in kept.values() {
         writer.push(rec.clone())?;
     }
-    let columns: Arc<HashSet<String>> =
-        Arc::new(rows.iter().flat_map(|r| r.keys().cloned()).collect());
-    let (rows, base_outputs, base_rows, mapping) = (
-        Arc::new(rows),
+    let columns: Arc<HashSet<String>> = Arc::new(rows.columns());
+    let (base_outputs, base_rows, mapping) = (
         Arc::new(base_outputs),
         Arc::new(base_rows),
         Arc::new(mapping),
@@ -1135,6 +1134,16 @@ async fn run_lines<I: ToolInvoker + 'static>(
     let mut todo = range
         .unwrap_or(0..rows.len())
         .filter(|n| !kept.contains_key(n));
+    // Rows are read in order as their lines start (lines start in line order).
+    let mut reader = rows.iter()?.enumerate();
+    let mut row_at = |n: usize| -> Result<Map<String, Value>> {
+        for (i, row) in reader.by_ref() {
+            if i == n {
+                return row;
+            }
+        }
+        bail!("the data has no line {n}")
+    };
     let mut set: JoinSet<Value> = JoinSet::new();
     let warn_interval = options.long_running_interval;
     let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));
@@ -1145,9 +1154,9 @@ async fn run_lines<I: ToolInvoker + 'static>(
     let status = loop {
         while set.len() < concurrency {
             let Some(n) = todo.next() else { break };
-            let (executor, rows, columns, base_outputs, base_rows, mapping) = (
+            let row = row_at(n)?;
+            let (executor, columns, base_outputs, base_rows, mapping) = (
                 executor.clone(),
-                rows.clone(),
                 columns.clone(),
                 base_outputs.clone(),
                 base_rows.clone(),
@@ -1156,7 +1165,7 @@ async fn run_lines<I: ToolInvoker + 'static>(
             let (span_tx, batch_run_id) = (span_tx.clone(), batch_run_id.clone());
             set.spawn(async move {
                 let sources = LineSources {
-                    data: &rows[n],
+                    data: &row,
                     columns: Some(columns.as_ref()),
                     run_outputs: base_outputs.get(&n),
                     run_inputs: base_rows.get(n),

@@ -191,7 +191,7 @@ async fn lines_run_with_bounded_concurrency_and_are_written_in_line_order() {
     });
     // Later lines finish first: each sleeps less than the one before it.
     let lines = Lines {
-        rows: rows(|n| (20 - n as u64) * 15, 20),
+        rows: rows(|n| (20 - n as u64) * 15, 20).into(),
         ..Lines::default()
     };
     let mut opts = options(4);
@@ -257,7 +257,7 @@ async fn a_line_past_its_timeout_fails_and_the_others_complete() {
     let s = setup();
     let fake = Arc::new(Fake::default());
     let lines = Lines {
-        rows: rows(|n| if n == 2 { 60_000 } else { 10 }, 5),
+        rows: rows(|n| if n == 2 { 60_000 } else { 10 }, 5).into(),
         ..Lines::default()
     };
     let mut opts = options(5);
@@ -281,7 +281,7 @@ async fn cancel_stops_promptly_and_marks_the_run_canceled() {
     let s = setup();
     let fake = Arc::new(Fake::default());
     let lines = Lines {
-        rows: rows(|_| 30_000, 10),
+        rows: rows(|_| 30_000, 10).into(),
         ..Lines::default()
     };
     let cancel = Cancel::new();
@@ -310,7 +310,7 @@ async fn the_batch_timeout_cancels_the_remaining_lines() {
     let s = setup();
     let fake = Arc::new(Fake::default());
     let lines = Lines {
-        rows: rows(|n| if n == 0 { 10 } else { 30_000 }, 4),
+        rows: rows(|n| if n == 0 { 10 } else { 30_000 }, 4).into(),
         ..Lines::default()
     };
     let mut opts = options(4);
@@ -341,7 +341,7 @@ async fn resume_runs_only_the_lines_that_did_not_complete() {
         watcher.cancel("interrupted");
     });
     let lines = Lines {
-        rows: rows(slow, 12),
+        rows: rows(slow, 12).into(),
         ..Lines::default()
     };
     let (meta, _) = run(&s, &first, "first", lines, options(12), cancel, None).await;
@@ -357,7 +357,7 @@ async fn resume_runs_only_the_lines_that_did_not_complete() {
     assert_eq!(kept.len(), 7);
     let second = Arc::new(Fake::default());
     let lines = Lines {
-        rows: rows(|_| 5, 12),
+        rows: rows(|_| 5, 12).into(),
         kept,
         ..Lines::default()
     };

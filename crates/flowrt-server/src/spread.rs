@@ -642,7 +642,8 @@ pub async fn start(
         return Err(ApiErr::bad_request("a spread run needs data"));
     };
     let counted = data.clone();
-    let total = tokio::task::spawn_blocking(move || flowrt_runtime::data::read_rows(&counted))
+    // Counted (and checked) as it is read, not held.
+    let total = tokio::task::spawn_blocking(move || flowrt_runtime::data::Rows::open(&counted))
         .await
         .map_err(|e| ApiErr::internal("reading the batch data", e))?
         .map_err(|e| ApiErr::bad_request(format!("the batch data: {e:#}")))?
