@@ -76,26 +76,24 @@ pub fn check_run_name(name: &str) -> ApiResult<()> {
 /// Every line of JSONL batch data must be a JSON object: say which is not, before anything runs.
 pub fn check_jsonl(text: &str) -> ApiResult<()> {
     for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(_)) => {}
-            Ok(_) => {
-                return Err(ApiErr::bad_request(format!(
-                    "data line {}: not a JSON object; each line of a .jsonl file is one row, like {{\"question\": \"...\"}}",
-                    i + 1
-                )))
-            }
-            Err(e) => {
-                return Err(ApiErr::bad_request(format!(
-                    "data line {}: not valid JSON: {e}",
-                    i + 1
-                )))
-            }
+        if !line.trim().is_empty() {
+            check_jsonl_line(line, i + 1)?;
         }
     }
     Ok(())
+}
+
+/// Line `n` of JSONL batch data is a JSON object, or the 400 that says why not.
+fn check_jsonl_line(line: &str, n: usize) -> ApiResult<()> {
+    match serde_json::from_str::<Value>(line) {
+        Ok(Value::Object(_)) => Ok(()),
+        Ok(_) => Err(ApiErr::bad_request(format!(
+            "data line {n}: not a JSON object; each line of a .jsonl file is one row, like {{\"question\": \"...\"}}"
+        ))),
+        Err(e) => Err(ApiErr::bad_request(format!(
+            "data line {n}: not valid JSON: {e}"
+        ))),
+    }
 }
 
 /// The most seconds a line may be given (a week): past that a timeout means none.
@@ -260,9 +258,8 @@ async fn create(
         return started;
     }
     if let Some((path, file)) = stored {
-        let read = move || std::fs::read(&path);
         batch.data = Some(
-            client::ensure_data(&addr, &token, &file, read)
+            client::ensure_data(&addr, &token, &file, client::Upload::File(path))
                 .await
                 .map_err(|e| ApiErr::internal("giving the batch data to the session", e))?,
         );
@@ -978,27 +975,77 @@ fn store_data(
 }
 
 /// `POST /api/v1/data?format=jsonl`: upload batch data once, checked (a bad JSONL line is named),
-/// stored by the hash of its content. The same file again stores nothing new.
+/// stored by the hash of its content. The same file again stores nothing new. The body is
+/// written to disk, hashed and checked line by line as it arrives: never held whole in memory.
 async fn push_data(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<DataQuery>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> ApiResult<(StatusCode, Json<UploadedData>)> {
+    use futures::StreamExt;
+    use sha2::Digest;
+    use tokio::io::AsyncWriteExt;
     caller.require_writer()?;
     let ext = data_format(q.format.as_deref())?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|e| ApiErr::bad_request(format!("the data is not UTF-8 text: {e}")))?;
-    if ext == "jsonl" {
-        check_jsonl(text)?;
+    let dir = state.config.home.join("data").join(&caller.0.id);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiErr::internal("storing the data", e))?;
+    let tmp = dir.join(format!(
+        ".incoming-{}-{}",
+        std::process::id(),
+        crate::now_ms()
+    ));
+    let mut out = tokio::fs::File::create(&tmp)
+        .await
+        .map_err(|e| ApiErr::internal("storing the data", e))?;
+    // Removed however the request ends, unless moved into place.
+    let cleanup = scopeguard_path(tmp.clone());
+    let mut hasher = sha2::Sha256::new();
+    let mut lines = LineChecker::new(ext == "jsonl");
+    let mut bytes = 0usize;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            if e.to_string().contains("length limit") {
+                ApiErr::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
+                    format!("batch data may be at most {MAX_RUN_DATA} bytes"),
+                )
+            } else {
+                ApiErr::bad_request(format!("the upload was cut off: {e}"))
+            }
+        })?;
+        bytes += chunk.len();
+        if bytes > MAX_RUN_DATA {
+            return Err(ApiErr::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PayloadTooLarge",
+                format!("batch data may be at most {MAX_RUN_DATA} bytes"),
+            ));
+        }
+        hasher.update(&chunk);
+        lines.feed(&chunk)?;
+        out.write_all(&chunk)
+            .await
+            .map_err(|e| ApiErr::internal("storing the data", e))?;
     }
-    use sha2::Digest;
-    let hash = hex::encode(sha2::Sha256::digest(&body));
-    let existed = data_path(&state, &caller.0.id, &hash, ext).exists();
+    let lines = lines.finish()?;
+    out.flush()
+        .await
+        .map_err(|e| ApiErr::internal("storing the data", e))?;
+    drop(out);
+    let hash = hex::encode(hasher.finalize());
+    let path = data_path(&state, &caller.0.id, &hash, ext);
+    let existed = path.exists();
     if !existed {
-        store_data(&state, &caller.0.id, ext, &body)?;
+        tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| ApiErr::internal("storing the data", e))?;
     }
-    let lines = text.lines().filter(|l| !l.trim().is_empty()).count();
+    drop(cleanup);
     Ok((
         if existed {
             StatusCode::OK
@@ -1009,10 +1056,82 @@ async fn push_data(
             reference: format!("data:sha256:{hash}.{ext}"),
             format: ext.to_string(),
             lines,
-            bytes: body.len(),
+            bytes,
             unchanged: existed,
         }),
     ))
+}
+
+/// A path removed when this is dropped (a moved or missing file is no error).
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn scopeguard_path(path: PathBuf) -> RemoveOnDrop {
+    RemoveOnDrop(path)
+}
+
+/// Checks uploaded data a piece at a time: UTF-8 text, and for JSONL every line a JSON object
+/// (the first bad one is named); counts the non-blank lines.
+struct LineChecker {
+    jsonl: bool,
+    partial: Vec<u8>,
+    line: usize,
+    count: usize,
+}
+
+impl LineChecker {
+    fn new(jsonl: bool) -> Self {
+        LineChecker {
+            jsonl,
+            partial: Vec::new(),
+            line: 0,
+            count: 0,
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> ApiResult<()> {
+        let mut rest = chunk;
+        while let Some(nl) = rest.iter().position(|b| *b == b'\n') {
+            self.partial.extend_from_slice(&rest[..nl]);
+            let line = std::mem::take(&mut self.partial);
+            self.check(&line)?;
+            rest = &rest[nl + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    fn check(&mut self, line: &[u8]) -> ApiResult<()> {
+        self.line += 1;
+        let text = std::str::from_utf8(line).map_err(|e| {
+            ApiErr::bad_request(format!(
+                "data line {}: the data is not UTF-8 text: {e}",
+                self.line
+            ))
+        })?;
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        self.count += 1;
+        if self.jsonl {
+            check_jsonl_line(text, self.line)?;
+        }
+        Ok(())
+    }
+
+    /// The last line (without a newline), and how many lines there were.
+    fn finish(mut self) -> ApiResult<usize> {
+        if !self.partial.is_empty() {
+            let line = std::mem::take(&mut self.partial);
+            self.check(&line)?;
+        }
+        Ok(self.count)
+    }
 }
 
 /// `GET /api/v1/data/{ref}`: whether the caller has uploaded this data (so a client can skip

@@ -329,9 +329,8 @@ async fn request_for(
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let read = move || std::fs::read(&data);
         req.data = Some(
-            client::ensure_data(addr, token, &file, read)
+            client::ensure_data(addr, token, &file, client::Upload::File(data))
                 .await
                 .map_err(|e| e.to_string())?,
         );
@@ -515,9 +514,14 @@ async fn gather(
             "gathered-{}.jsonl",
             hex::encode(sha2::Sha256::digest(results.as_bytes()))
         );
-        let gathered = client::ensure_data(&addr, &token, &file, move || Ok(results.into_bytes()))
-            .await
-            .map_err(|e| e.to_string())?;
+        let gathered = client::ensure_data(
+            &addr,
+            &token,
+            &file,
+            client::Upload::Bytes(results.into_bytes()),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let mut req = request_for(run, &addr, &token).await?;
         req.prior_records = Some(gathered);
         start_batch(&addr, &token, &req, "gather the run").await?;

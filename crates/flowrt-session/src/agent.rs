@@ -867,19 +867,48 @@ async fn has_data(State(a): State<Shared>, UrlPath(file): UrlPath<String>) -> Re
     }
 }
 
-/// Keep data file `file` the server sends, for a batch run here.
+/// Keep data file `file` the server sends, for a batch run here: written as it arrives (a large
+/// file is never held in memory), then moved into place.
 async fn put_data(
     State(a): State<Shared>,
     UrlPath(file): UrlPath<String>,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
-    let home = a.home.clone();
-    match tokio::task::spawn_blocking(move || crate::run_files::save_data(&home, &file, &body))
-        .await
-    {
-        Ok(Ok(path)) => Json(json!({"path": path})).into_response(),
-        Ok(Err(e)) => files_error(e),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let (tmp, path) = match crate::run_files::data_target(&a.home, &file) {
+        Ok(t) => t,
+        Err(e) => return files_error(e),
+    };
+    let failed = |e: String| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"code": "RunFiles", "message": format!("{}: {e}", path.display())})),
+        )
+            .into_response()
+    };
+    let mut out = match tokio::fs::File::create(&tmp).await {
+        Ok(f) => f,
+        Err(e) => return failed(e.to_string()),
+    };
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let written = match chunk {
+            Ok(bytes) => out.write_all(&bytes).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = written {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return failed(e);
+        }
+    }
+    if let Err(e) = out.flush().await {
+        return failed(e.to_string());
+    }
+    drop(out);
+    match tokio::fs::rename(&tmp, &path).await {
+        Ok(()) => Json(json!({"path": path})).into_response(),
+        Err(e) => failed(e.to_string()),
     }
 }
 

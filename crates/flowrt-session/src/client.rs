@@ -298,13 +298,19 @@ struct DataPath {
     path: std::path::PathBuf,
 }
 
+/// What to send as a data file: a file of the server's, streamed, or bytes in hand.
+pub enum Upload {
+    File(std::path::PathBuf),
+    Bytes(Vec<u8>),
+}
+
 /// Make sure the agent's session has data file `name` (named by its content's hash, so one it
-/// has is the same), sending `read()`'s bytes only when it does not. Where the agent keeps it.
+/// has is the same), sending `upload` only when it does not. Where the agent keeps it.
 pub async fn ensure_data(
     addr: &str,
     token: &str,
     name: &str,
-    read: impl FnOnce() -> std::io::Result<Vec<u8>>,
+    upload: Upload,
 ) -> Result<std::path::PathBuf, ClientError> {
     let path = format!("/data/{name}");
     if let Ok(found) =
@@ -312,15 +318,24 @@ pub async fn ensure_data(
     {
         return Ok(found.path);
     }
-    let bytes = read().map_err(|e| ClientError::Malformed {
-        addr: addr.into(),
-        message: format!("cannot read data {name}: {e}"),
-    })?;
+    let body = match upload {
+        Upload::Bytes(bytes) => reqwest::Body::from(bytes),
+        // Streamed from disk: a large data file is never held in memory.
+        Upload::File(file) => {
+            let f = tokio::fs::File::open(&file)
+                .await
+                .map_err(|e| ClientError::Malformed {
+                    addr: addr.into(),
+                    message: format!("cannot read data {name}: {e}"),
+                })?;
+            reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(f))
+        }
+    };
     let resp = http()
         .put(format!("http://{addr}{path}"))
         .bearer_auth(token)
-        .timeout(Duration::from_secs(300))
-        .body(bytes)
+        .timeout(Duration::from_secs(1800))
+        .body(body)
         .send()
         .await
         .map_err(|e| ClientError::Connect {

@@ -172,16 +172,21 @@ pub fn import(home: &Path, flow_dir: &Path, req: &ImportRun) -> Result<(), RunFi
     Ok(())
 }
 
-/// Keep `bytes` as data file `name` of this session (`data/NAME`), replacing one of that name.
-/// The path the batch engine reads it from.
-pub fn save_data(home: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, RunFilesError> {
+/// Where data file `name` of this session is written first and where it then goes (`data/NAME`);
+/// the folder is made if missing.
+pub fn data_target(home: &Path, name: &str) -> Result<(PathBuf, PathBuf), RunFilesError> {
     if !is_plain_file_name(name) {
         return Err(RunFilesError::BadFile(name.to_string()));
     }
     let dir = home.join(DATA_DIR);
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let path = dir.join(name);
-    let tmp = dir.join(format!(".{name}.tmp"));
+    Ok((dir.join(format!(".{name}.tmp")), dir.join(name)))
+}
+
+/// Keep `bytes` as data file `name` of this session (`data/NAME`), replacing one of that name.
+/// The path the batch engine reads it from.
+pub fn save_data(home: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, RunFilesError> {
+    let (tmp, path) = data_target(home, name)?;
     std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(io(&path))?;
     Ok(path)
