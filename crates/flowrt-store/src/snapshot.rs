@@ -177,12 +177,28 @@ pub fn collect(
 /// the same files give the same hash on any machine, whatever their times or modes.
 pub fn hash_files(files: &[(String, PathBuf)]) -> Result<String, SnapshotError> {
     let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
     for (rel, path) in files {
-        let data = std::fs::read(path).map_err(io("cannot read", path))?;
+        // Read a piece at a time: a large file is hashed without being held in memory.
+        let mut f = std::fs::File::open(path).map_err(io("cannot read", path))?;
+        let len = f.metadata().map_err(io("cannot read", path))?.len();
         h.update(rel.as_bytes());
         h.update([0u8]);
-        h.update((data.len() as u64).to_le_bytes());
-        h.update(&data);
+        h.update(len.to_le_bytes());
+        let mut read = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(io("cannot read", path))?;
+            if n == 0 {
+                break;
+            }
+            read += n as u64;
+            h.update(&buf[..n]);
+        }
+        if read != len {
+            return Err(SnapshotError::Malformed {
+                message: format!("'{rel}' changed while it was read"),
+            });
+        }
     }
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }

@@ -75,11 +75,16 @@ async function submitForm(sessions, runs) {
   const err = h('p', { class: 'error', role: 'alert' });
   let data = null;
   let format = 'jsonl';
+  // The session and the file each redraw the mapping; only the latest drawing lands (two at once
+  // would otherwise both append their fields).
+  let drawing = 0;
   const drawMapping = async () => {
+    const mine = ++drawing;
     const s = running.find((x) => x.id === session.value);
-    clear(mapping);
-    if (!s || !s.flow_ref) return;
+    if (!s || !s.flow_ref) { clear(mapping); return; }
     const flow = await get(`/api/v1/flows/${encodeURIComponent(s.flow_ref)}`);
+    if (mine !== drawing) return;
+    clear(mapping);
     const have = data ? columnsOf(data, format) : [];
     mapping.append(h('h3', {}, `Column mapping: inputs of ${flow.ref}`));
     for (const [input, spec] of Object.entries(flow.inputs)) {
