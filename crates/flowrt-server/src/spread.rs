@@ -552,11 +552,7 @@ async fn gather(
     if let Some(o) = record.as_object_mut() {
         o.remove("spread");
     }
-    state
-        .store
-        .update_workspace_run(&run.name, &record)
-        .await
-        .map_err(|e| e.to_string())?;
+    crate::workspace_runs::set_record(state, &run.name, &record).await?;
     Ok(ChunkEnd::Gathered {
         status: record["status"].as_str().unwrap_or("Failed").to_string(),
         error: record["error"].as_str().map(str::to_string),
@@ -712,7 +708,9 @@ pub async fn cancel(
         record["status"] = json!("Canceled");
         record["error"] = json!("canceled");
         record["finished"] = json!(flowrt_runtime::runs::utc_now());
-        state.store.update_workspace_run(name, &record).await?;
+        crate::workspace_runs::set_record(state, name, &record)
+            .await
+            .map_err(|e| crate::ApiErr::internal("canceling the run", e))?;
     }
     Ok(axum::Json(flowrt_api::responses::CancelingRun {
         hint: "its chunks stop; the lines they finished are not kept in the workspace".into(),

@@ -283,12 +283,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                     let mut view = view_of(&engine, &run);
                     hide_paths(&mut view, &state.sessions.workdir(&run.session_id));
                     if view != run.record {
-                        state
-                            .store
-                            .update_workspace_run(name, &view)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        let _ = state.run_changes.send(name.to_string());
+                        set_record(state, name, &view).await?;
                     }
                     if ended {
                         return Ok(());
@@ -311,18 +306,24 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                     if view["finished"].is_null() {
                         view["finished"] = json!(flowrt_runtime::runs::utc_now());
                     }
-                    state
-                        .store
-                        .update_workspace_run(name, &view)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let _ = state.run_changes.send(name.to_string());
+                    set_record(state, name, &view).await?;
                     return Ok(());
                 }
             }
         }
         tokio::time::sleep(FOLLOW_EVERY).await;
     }
+}
+
+/// Replace run `name`'s record in the store and wake its event streams.
+pub async fn set_record(state: &AppState, name: &str, view: &Value) -> Result<(), String> {
+    state
+        .store
+        .update_workspace_run(name, view)
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = state.run_changes.send(name.to_string());
+    Ok(())
 }
 
 /// Start following every running run of a session this server manages that is not followed
