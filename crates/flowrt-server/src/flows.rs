@@ -227,6 +227,11 @@ async fn push(
             ApiErr::internal("storing the flow", e)
         }
     })?;
+    // A new version counts against its pusher's quota (the same files again add none).
+    let latest = state.store.get_flow(&name, None).await?;
+    if latest.is_none_or(|l| l.hash != info.hash) {
+        crate::quota::check(&state, &caller.0.id, info.bytes).await?;
+    }
     // Checked where it was unpacked: only a flow that loads is stored.
     let load_from = match &entry {
         Some(e) => tmp.join(e),

@@ -15,6 +15,7 @@ mod flows;
 pub mod listen;
 mod metrics;
 mod openapi;
+mod quota;
 mod routing;
 mod runs;
 mod sessions;
@@ -58,6 +59,8 @@ pub struct ServerConfig {
     pub advertise_url: Option<String>,
     /// Header and body timeouts, and connection caps per client and in all.
     pub connection_limits: listen::ConnectionLimits,
+    /// What each user's flow versions, data and runs may take on disk, in bytes.
+    pub user_quota_bytes: u64,
 }
 
 impl ServerConfig {
@@ -76,6 +79,7 @@ impl ServerConfig {
             ray_address: None,
             advertise_url: None,
             connection_limits: listen::ConnectionLimits::default(),
+            user_quota_bytes: 20 * 1024 * 1024 * 1024,
         }
     }
 }

@@ -267,6 +267,10 @@ pub fn document() -> Value {
             ("415", "Not a JSON body"),
             ("422", "The JSON does not have the expected fields"),
             (
+                "507",
+                "The caller's storage quota is used up (what uses it is said)",
+            ),
+            (
                 "500",
                 "An internal failure (details are in the server's log, not here)",
             ),

@@ -121,6 +121,8 @@ async fn create(
     let s = crate::sessions::usable(&state, &caller, &req.session).await?;
     let addr = crate::sessions::agent_of(&s).await?;
     let id = s.id.clone();
+    // A run's records take space: a user past their quota runs nothing more until they free some.
+    crate::quota::check(&state, &caller.0.id, 0).await?;
     if let Some(asked) = &req.flow {
         check_flow(&state, &caller, &s, asked).await?;
     }
@@ -1041,6 +1043,8 @@ async fn push_data(
     let path = data_path(&state, &caller.0.id, &hash, ext);
     let existed = path.exists();
     if !existed {
+        // The upload is on disk already (counted in the user's data): within the quota, or gone.
+        crate::quota::check(&state, &caller.0.id, 0).await?;
         tokio::fs::rename(&tmp, &path)
             .await
             .map_err(|e| ApiErr::internal("storing the data", e))?;

@@ -60,6 +60,10 @@ pub struct ServerArgs {
     /// Connections the server holds at once, from every client.
     #[arg(long, default_value_t = 8192, value_name = "N")]
     pub max_connections: usize,
+    /// What each user's flow versions, uploaded data and runs may take on this server's disk, in
+    /// MiB; an upload or a run past it is refused (507) with what uses the space.
+    #[arg(long, default_value_t = 20480, value_name = "MIB")]
+    pub user_quota_mib: u64,
 }
 
 #[derive(Args)]
@@ -356,6 +360,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         ray_address,
         advertise_url: args.advertise_url.clone(),
         connection_limits,
+        user_quota_bytes: args.user_quota_mib.saturating_mul(1024 * 1024),
         ..flowrt_server::ServerConfig::new(home, std::env::current_exe()?)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -2064,6 +2064,70 @@ fn post_raw(url: &str, token: &str, body: &[u8]) -> (u16, String) {
     (status, body.to_string())
 }
 
+/// Each user's flow versions, data and runs share a storage quota: an upload that would pass it
+/// is refused with 507, naming what uses the space, and keeps nothing; other users are not
+/// affected.
+#[test]
+fn a_users_storage_quota_refuses_what_would_pass_it() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &["--user-quota-mib", "1"], &[]);
+    let token = server.token();
+    let auth = format!("Bearer {token}");
+    let rows = |tag: &str| -> String {
+        (0..18000)
+            .map(|i| format!("{{\"q\": \"{tag} question number {i:>6}\"}}\n"))
+            .collect()
+    };
+    let upload = |auth: &str, body: &str| {
+        http(
+            "POST",
+            &format!("{}/api/v1/data?format=jsonl", server.url),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/octet-stream"),
+            ],
+            body,
+        )
+    };
+    let first = rows("a");
+    assert!(
+        first.len() > 400_000 && first.len() < 700_000,
+        "{}",
+        first.len()
+    );
+    let (status, _, text) = upload(&auth, &first);
+    assert_eq!(status, 201, "{text}");
+    // A second one passes the quota: refused, saying what uses the space, and kept nowhere.
+    let (status, _, text) = upload(&auth, &rows("b"));
+    assert_eq!(status, 507, "{text}");
+    let e: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(e["code"], "QuotaExceeded");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.contains("storage quota of 1.0 MiB") && message.contains("your data"),
+        "{message}"
+    );
+    let owner_data = std::fs::read_dir(home.path().join("data"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert_eq!(std::fs::read_dir(&owner_data).unwrap().count(), 1);
+    // The same data again stores nothing, so it is not refused.
+    assert_eq!(upload(&auth, &first).0, 200);
+    // Another user has a quota of their own.
+    let (status, u) = server.api(
+        "POST",
+        "/api/v1/users",
+        &auth,
+        r#"{"name": "ana", "role": "user"}"#,
+    );
+    assert_eq!(status, 201, "{u}");
+    let ana = format!("Bearer {}", u["token"].as_str().unwrap());
+    assert_eq!(upload(&ana, &rows("c")).0, 201);
+}
+
 /// The server's peak resident memory (VmHWM), in bytes.
 fn peak_memory(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
