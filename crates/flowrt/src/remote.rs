@@ -63,6 +63,45 @@ impl Remote {
         self.send(req).await
     }
 
+    /// POST a file's bytes as a stream (never whole in memory) and read the JSON reply.
+    pub async fn post_file(
+        &self,
+        path: &str,
+        content_type: &str,
+        file: &std::path::Path,
+    ) -> Result<Value> {
+        use futures::StreamExt;
+        use tokio::io::AsyncReadExt;
+        let f = tokio::fs::File::open(file)
+            .await
+            .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
+        let len = f.metadata().await.map(|m| m.len()).ok();
+        // 256 KiB pieces, read as the request is sent.
+        let pieces = futures::stream::unfold(f, |mut f| async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(buf), f))
+                }
+                Err(e) => Some((Err(e), f)),
+            }
+        })
+        .boxed();
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .post(&url)
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(reqwest::Body::wrap_stream(pieces));
+        if let Some(len) = len {
+            req = req.header(reqwest::header::CONTENT_LENGTH, len);
+        }
+        self.send(req).await
+    }
+
     /// Follow a server-sent event stream, calling `on_event(event, data)` for each event, until
     /// the stream ends or `on_event` returns `false`.
     pub async fn events(

@@ -373,16 +373,26 @@ pub fn server(args: ServerArgs) -> Result<u8> {
 /// Upload a data file (unless the server has it already): its reference, and whether it was sent.
 pub async fn push_data(remote: &Remote, file: &std::path::Path) -> Result<(String, bool)> {
     use sha2::Digest;
-    let bytes = fs_err::read(file).map_err(|e| anyhow!("cannot read the data file: {e}"))?;
+    use std::io::Read;
+    // Hashed, then sent, a piece at a time: a large data file is never held in memory.
+    let mut hasher = sha2::Sha256::new();
+    let mut f = fs_err::File::open(file).map_err(|e| anyhow!("cannot read the data file: {e}"))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| anyhow!("cannot read the data file: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
     let format = match file.extension().and_then(|e| e.to_str()) {
         Some("csv") => "csv",
         Some("tsv") => "tsv",
         _ => "jsonl",
     };
-    let reference = format!(
-        "data:sha256:{}.{format}",
-        hex::encode(sha2::Sha256::digest(&bytes))
-    );
+    let reference = format!("data:sha256:{}.{format}", hex::encode(hasher.finalize()));
     if remote
         .call("GET", &format!("/api/v1/data/{reference}"), None)
         .await
@@ -391,10 +401,10 @@ pub async fn push_data(remote: &Remote, file: &std::path::Path) -> Result<(Strin
         return Ok((reference, false));
     }
     let v = remote
-        .post_bytes(
+        .post_file(
             &format!("/api/v1/data?format={format}"),
             "application/octet-stream",
-            bytes,
+            file,
         )
         .await
         .map_err(|e| anyhow!("{}: {e}", file.display()))?;
