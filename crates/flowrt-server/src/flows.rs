@@ -7,8 +7,7 @@ use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::routing::ApiRoutes;
 use crate::AppState;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::handler::Handler;
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use flowrt_api::responses::{
@@ -24,14 +23,10 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 pub fn routes() -> ApiRoutes {
-    let limit = SnapshotLimits::default().max_total_bytes as usize + 1024 * 1024;
+    // The upload streams to disk: `spool` enforces its size as it arrives.
     ApiRoutes::default()
         .get("/api/v1/flows", Permission::Read, list)
-        .post(
-            "/api/v1/flows/{name}",
-            Permission::SessionsWrite,
-            push.layer(DefaultBodyLimit::max(limit)),
-        )
+        .post("/api/v1/flows/{name}", Permission::SessionsWrite, push)
         .get("/api/v1/flows/{name}", Permission::Read, show)
 }
 
@@ -92,8 +87,9 @@ struct PushQuery {
     entry: Option<String>,
 }
 
-/// Paths removed when the request that made them ends, however it ends.
-struct RemoveOnDrop(Vec<PathBuf>);
+/// Paths removed when the request that made them ends, however it ends (one moved into place
+/// meanwhile is simply not there any more).
+pub(crate) struct RemoveOnDrop(pub Vec<PathBuf>);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

@@ -48,11 +48,8 @@ pub fn routes() -> ApiRoutes {
             Permission::SessionsWrite,
             restore,
         )
-        .post(
-            "/api/v1/data",
-            Permission::SessionsWrite,
-            push_data.layer(DefaultBodyLimit::max(MAX_RUN_DATA)),
-        )
+        // Streamed to disk: push_data enforces MAX_RUN_DATA as the body arrives.
+        .post("/api/v1/data", Permission::SessionsWrite, push_data)
         .get("/api/v1/data/{reference}", Permission::Read, data_exists)
         .get("/api/v1/runs/{name}/lines", Permission::Read, lines)
         .get("/api/v1/runs/{name}/lines/{line}", Permission::Read, line)
@@ -1003,23 +1000,14 @@ async fn push_data(
         .await
         .map_err(|e| ApiErr::internal("storing the data", e))?;
     // Removed however the request ends, unless moved into place.
-    let cleanup = scopeguard_path(tmp.clone());
+    let cleanup = crate::flows::RemoveOnDrop(vec![tmp.clone()]);
     let mut hasher = sha2::Sha256::new();
     let mut lines = LineChecker::new(ext == "jsonl");
     let mut bytes = 0usize;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            if e.to_string().contains("length limit") {
-                ApiErr::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "PayloadTooLarge",
-                    format!("batch data may be at most {MAX_RUN_DATA} bytes"),
-                )
-            } else {
-                ApiErr::bad_request(format!("the upload was cut off: {e}"))
-            }
-        })?;
+        let chunk =
+            chunk.map_err(|e| ApiErr::bad_request(format!("the upload was cut off: {e}")))?;
         bytes += chunk.len();
         if bytes > MAX_RUN_DATA {
             return Err(ApiErr::new(
@@ -1064,19 +1052,6 @@ async fn push_data(
             unchanged: existed,
         }),
     ))
-}
-
-/// A path removed when this is dropped (a moved or missing file is no error).
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn scopeguard_path(path: PathBuf) -> RemoveOnDrop {
-    RemoveOnDrop(path)
 }
 
 /// Checks uploaded data a piece at a time: UTF-8 text, and for JSONL every line a JSON object

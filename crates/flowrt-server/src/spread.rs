@@ -543,6 +543,7 @@ async fn gather(
         return Err(format!("run {} is no longer in the workspace", run.name));
     };
     let mut record = crate::workspace_runs::view_of(&engine, &ws);
+    crate::workspace_runs::hide_paths(&mut record, &state.sessions.workdir(executor));
     // The record tells the whole run's time, not the gathering's.
     if let Some(created) = created_at(run.created) {
         record["created"] = json!(created);

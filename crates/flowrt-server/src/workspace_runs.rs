@@ -83,7 +83,7 @@ pub fn view_of(engine: &Value, run: &WorkspaceRun) -> Value {
 
 /// A run's error as the engine wrote it names paths in the session's folder, which is the
 /// server's business: they are shown relative to that folder.
-fn hide_paths(view: &mut Value, session_folder: &Path) {
+pub fn hide_paths(view: &mut Value, session_folder: &Path) {
     let prefix = format!("{}/", session_folder.display());
     if let Some(Value::String(e)) = view.get_mut("error") {
         if e.contains(&prefix) {

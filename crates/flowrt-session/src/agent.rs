@@ -384,12 +384,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             "/runs/import",
             post(import_run).layer(DefaultBodyLimit::max(MAX_TRANSFER)),
         )
-        .route(
-            "/data/{file}",
-            get(has_data)
-                .put(put_data)
-                .layer(DefaultBodyLimit::max(MAX_TRANSFER)),
-        )
+        .route("/data/{file}", get(has_data).put(put_data))
         .route("/shutdown", post(shutdown))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
@@ -813,7 +808,7 @@ async fn cancel_batch(State(a): State<Shared>, UrlPath(name): UrlPath<String>) -
     }
 }
 
-/// The most one data file or imported run may hold (the server's own limit on run data).
+/// The most an imported run may hold (data files stream to disk instead; the server bounds them).
 const MAX_TRANSFER: usize = 300 * 1024 * 1024;
 
 fn files_error(e: crate::run_files::RunFilesError) -> Response {

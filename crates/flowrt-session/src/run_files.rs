@@ -1,6 +1,6 @@
 //! The agent's side of moving runs between a session and the workspace: reading what is new in a
 //! run's folder for the server ([`tail`]), writing a workspace run an evaluation or a resume reads
-//! ([`import`]), and keeping batch data the server sends ([`save_data`]). The agent does this in
+//! ([`import`]), and where batch data the server sends is kept ([`data_target`]). The agent does this in
 //! its own (sealed) folder, so the server never opens a path there: whatever the session's code
 //! has put in its folder, the server only ever receives bytes over the agent's channel.
 
@@ -183,15 +183,6 @@ pub fn data_target(home: &Path, name: &str) -> Result<(PathBuf, PathBuf), RunFil
     Ok((dir.join(format!(".{name}.tmp")), dir.join(name)))
 }
 
-/// Keep `bytes` as data file `name` of this session (`data/NAME`), replacing one of that name.
-/// The path the batch engine reads it from.
-pub fn save_data(home: &Path, name: &str, bytes: &[u8]) -> Result<PathBuf, RunFilesError> {
-    let (tmp, path) = data_target(home, name)?;
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    Ok(path)
-}
-
 /// Data file `name` of this session, if the agent has it.
 pub fn data_file(home: &Path, name: &str) -> Option<PathBuf> {
     if !is_plain_file_name(name) {
@@ -254,8 +245,11 @@ mod tests {
             tail(home.path(), &req),
             Err(RunFilesError::BadName(_))
         ));
-        assert!(save_data(home.path(), "../x.jsonl", b"").is_err());
-        assert!(save_data(home.path(), ".hidden", b"").is_err());
+        assert!(data_target(home.path(), "../x.jsonl").is_err());
+        assert!(data_target(home.path(), ".hidden").is_err());
+        let (tmp, path) = data_target(home.path(), "abc.jsonl").unwrap();
+        assert_eq!(path, home.path().join("data/abc.jsonl"));
+        assert_eq!(tmp.parent(), path.parent());
     }
 
     #[test]
