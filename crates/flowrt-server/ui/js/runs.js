@@ -46,7 +46,7 @@ export async function list({ main, signal }) {
     }
     return h('tr', { 'data-run': r.name },
       h('td', {}, cb), h('td', {}, h('a', { href: runHref(r) }, r.name)), st, prog,
-      h('td', {}, flowOf.get(r.session) || '–'), h('td', {}, h('a', { href: `#/sessions/${r.session}` }, r.session)),
+      h('td', {}, r.flow || flowOf.get(r.session) || '–'), h('td', {}, h('a', { href: `#/sessions/${r.session}` }, r.session)),
       h('td', {}, r.base_run ? h('a', { href: `#/runs/${encodeURIComponent(r.base_run)}` }, r.base_run) : ''),
       h('td', {}, r.variant || ''), h('td', {}, r.created ? r.created.replace('T', ' ').slice(0, 19) : ''));
   });
