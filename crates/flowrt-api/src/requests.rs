@@ -208,6 +208,31 @@ pub struct GrantIdentity {
     pub user: String,
 }
 
+/// `POST /api/v1/agents/join`: a Ray session's agent proves it is the job the server submitted.
+/// No user token opens this route; the proof is the secret whose hash the job wrote first in
+/// its Ray log, sent from the node Ray placed the job on.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentJoin {
+    /// The session whose agent this is.
+    pub session_id: String,
+    /// `IP:PORT` the agent listens on; the IP must be its node's.
+    pub addr: String,
+    /// 64 hex digits whose SHA-256 the job's log starts with.
+    pub secret: String,
+    /// 64 hex digits: the bearer token the server will call the agent with.
+    pub token: String,
+}
+
+impl std::fmt::Debug for AgentJoin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentJoin")
+            .field("session_id", &self.session_id)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The schemas of every request body, by name, for the OpenAPI document.
 pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
     fn one<T: utoipa::PartialSchema>(name: &'static str) -> (&'static str, serde_json::Value) {
@@ -227,5 +252,6 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<CreateCompute>("CreateCompute"),
         one::<CreateIdentity>("CreateIdentity"),
         one::<GrantIdentity>("GrantIdentity"),
+        one::<AgentJoin>("AgentJoin"),
     ]
 }

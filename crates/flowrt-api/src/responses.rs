@@ -479,6 +479,14 @@ pub struct CancelingRun {
     pub hint: String,
 }
 
+/// `POST /api/v1/agents/join`, once the agent is verified: the connections its flow uses, with
+/// their secrets (they never pass through Ray).
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentJoined {
+    #[schema(value_type = Vec<Object>)]
+    pub connections: Vec<crate::Connection>,
+}
+
 /// The schemas of every response body, by name, for the OpenAPI document.
 pub fn schemas() -> Vec<(&'static str, Value)> {
     fn one<T: utoipa::PartialSchema>(name: &'static str) -> (&'static str, Value) {
@@ -486,6 +494,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
     }
     vec![
         one::<Health>("Health"),
+        one::<AgentJoined>("AgentJoined"),
         one::<UserView>("UserView"),
         one::<TokenView>("TokenView"),
         one::<Limits>("Limits"),

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     pub ray_address: Option<String>,
     /// The URL a Ray session's agent dials to join this server (default: the listening address).
     pub advertise_url: Option<String>,
+    /// Control-plane ports of the Ray cluster sessions may not reach, besides those it reports.
+    pub ray_control_ports: Vec<u16>,
     /// Header and body timeouts, and connection caps per client and in all.
     pub connection_limits: listen::ConnectionLimits,
     /// What each user's flow versions, data and runs may take on disk, in bytes.
@@ -78,6 +80,7 @@ impl ServerConfig {
             lease: Duration::from_secs(15),
             ray_address: None,
             advertise_url: None,
+            ray_control_ports: Vec::new(),
             connection_limits: listen::ConnectionLimits::default(),
             user_quota_bytes: 20 * 1024 * 1024 * 1024,
         }
@@ -151,10 +154,6 @@ pub(crate) fn now_ms() -> i64 {
 pub fn router(state: AppState) -> Router {
     api_routes()
         .into_router()
-        .route(
-            "/api/v1/agents/join",
-            axum::routing::post(sessions::agent_join),
-        )
         .merge(ui::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -220,6 +219,7 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
             "the session manager is shared before the server starts".into(),
         ))?;
         manager.ray = Some(Arc::new(ray));
+        manager.ray_control_ports = config.ray_control_ports.clone();
         manager.join_url = config
             .advertise_url
             .clone()

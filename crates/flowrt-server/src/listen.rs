@@ -132,7 +132,12 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let service = hyper::service::service_fn({
             let app = app.clone();
-            move |req: hyper::Request<hyper::body::Incoming>| app.clone().oneshot(req)
+            // Handlers that must know the caller's address (an agent's join) read it here.
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(req)
+            }
         });
         let builder = builder.clone();
         let conn = builder

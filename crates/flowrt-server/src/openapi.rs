@@ -65,6 +65,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), with ?nodes=true node (each node's start and end), progress (counts, rate, time left), end."),
     ("get", "/api/v1/sessions/{id}/requirements", "A session's saved requirements file {path, text, flow_ref} (what the web UI edits)."),
     ("get", "/api/v1/limits", "The server's limits a page states: {interactive_timeout_s}."),
+    ("post", "/api/v1/agents/join", "A Ray session's agent joins its server: it proves it is the job the server submitted (the first line of that job's Ray log is the SHA-256 of its secret, and it calls from, and listens on, the node Ray placed the job on) and receives its flow's connections. No user token opens it."),
 ];
 
 /// What a successful answer carries.
@@ -98,6 +99,7 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
         (_, p) if p.starts_with("/api/v1/users/{name}/") => one("200", Json("UserView")),
         ("get", "/api/v1/tokens") => one("200", List("TokenView")),
         ("get", "/api/v1/limits") => one("200", Json("Limits")),
+        ("post", "/api/v1/agents/join") => one("200", Json("AgentJoined")),
         ("get", "/api/v1/sessions/{id}/requirements") => one("200", Json("Requirements")),
         ("get", "/api/v1/connections") => one("200", List("ConnectionView")),
         ("post", "/api/v1/connections") => one("201", Json("ConnectionView")),
@@ -197,6 +199,7 @@ fn body_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/computes") => Some("CreateCompute"),
         ("post", "/api/v1/identities") => Some("CreateIdentity"),
         ("post", "/api/v1/identities/{name}/grants") => Some("GrantIdentity"),
+        ("post", "/api/v1/agents/join") => Some("AgentJoin"),
         _ => None,
     }
 }
@@ -238,7 +241,7 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     for (method, path, summary) in OPERATIONS {
         let entry = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        let secured = *path != "/healthz";
+        let secured = !matches!(*path, "/healthz" | "/api/v1/agents/join");
         let mut parameters: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))

@@ -49,15 +49,38 @@ pub struct Manager {
     pub join_url: String,
     /// Agents started on Ray that have not joined yet, by session.
     joins: Mutex<HashMap<String, PendingJoin>>,
+    /// Joins are checked one at a time.
+    pub join_checks: tokio::sync::Mutex<()>,
+    /// Ports of the Ray cluster's control plane besides those it reports (`--ray-control-ports`).
+    pub ray_control_ports: Vec<u16>,
 }
 
 /// A Ray session's agent this server waits for.
 struct PendingJoin {
-    /// sha256 of its one-time join token.
-    token_sha256: String,
+    /// The Ray job it runs as: the agent proves itself through this job's log.
+    job: String,
     /// What it receives when it joins: its flow's connections.
     connections: backend::SecretText,
-    addr: tokio::sync::oneshot::Sender<String>,
+    joined: tokio::sync::oneshot::Sender<Joined>,
+}
+
+/// A verified agent: where it listens and the token it is called with.
+struct Joined {
+    addr: String,
+    token: String,
+}
+
+/// Why a join is refused. The caller hears only that it was refused; the server's log says why.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinRefused {
+    #[error("no session is waiting for its agent")]
+    NotPending,
+    #[error("its job wrote no join commitment, or another one")]
+    Commitment,
+    #[error("it did not come from the node Ray placed its job on ({0})")]
+    WrongNode(String),
+    #[error("Ray could not say where the job runs: {0}")]
+    Ray(String),
 }
 
 /// The file in a Ray session's folder naming its job.
@@ -80,6 +103,8 @@ impl Manager {
             ray: None,
             join_url: String::new(),
             joins: Mutex::new(HashMap::new()),
+            join_checks: tokio::sync::Mutex::new(()),
+            ray_control_ports: Vec::new(),
             backend: LocalBackend,
             agents: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -421,41 +446,43 @@ impl Manager {
         let id = spec.session_id.clone();
         let wd = spec.workdir.clone();
         std::fs::create_dir_all(&wd).map_err(|e| ApiErr::internal("preparing the session", e))?;
-        let token =
-            backend::new_token(&wd).map_err(|e| ApiErr::internal("preparing the session", e))?;
-        self.store.set_agent_token(&id, Some(&token)).await?;
-        let join_token = flowrt_session::backend::random_hex(32)
-            .map_err(|e| ApiErr::internal("preparing the session", e))?;
+        // No token file for a Ray agent: it draws its token and hands it over when it joins.
+        let _ = std::fs::remove_file(wd.join(backend::TOKEN_FILE));
+        let control_ports = ray
+            .control_ports(&self.ray_control_ports)
+            .await
+            .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+        let job = format!("flowrt-{id}-{}", crate::now_ms());
         let (tx, mut rx) = tokio::sync::oneshot::channel();
         self.joins.lock().unwrap_or_else(|p| p.into_inner()).insert(
             id.clone(),
             PendingJoin {
-                token_sha256: sha256_hex(&join_token),
+                job: job.clone(),
                 connections: spec.connections.clone(),
-                addr: tx,
+                joined: tx,
             },
         );
-        let attempt = crate::now_ms();
-        let submitted = ray
-            .submit(&spec, &self.join_url, &join_token, attempt as u32)
-            .await;
-        let job = match submitted {
-            Ok(job) => job,
-            Err(e) => {
-                self.joins
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                return Err(ApiErr::bad_request(e.to_string()));
-            }
-        };
+        if let Err(e) = ray
+            .submit(&spec, &self.join_url, &job, &control_ports)
+            .await
+        {
+            self.joins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+            return Err(ApiErr::bad_request(e.to_string()));
+        }
         let _ = flowrt_session::session_files::replace(&wd, RAY_JOB_FILE, &job);
         let started = std::time::Instant::now();
-        let addr = loop {
+        let Joined { addr, token } = loop {
             tokio::select! {
                 joined = &mut rx => match joined {
-                    Ok(addr) => break addr,
-                    Err(_) => return Err(ApiErr::internal("starting the session", "the join was dropped")),
+                    Ok(joined) => break joined,
+                    // Stopped or deleted while it waited.
+                    Err(_) => {
+                        ray.stop(&job).await;
+                        return Err(ApiErr::conflict("the session was stopped before its agent joined"));
+                    }
                 },
                 _ = tokio::time::sleep(Duration::from_millis(500)) => {
                     let state = ray.state(&job).await.ok();
@@ -475,6 +502,7 @@ impl Manager {
                 }
             }
         };
+        self.store.set_agent_token(&id, Some(&token)).await?;
         // Joined: it answers once its flow is loaded.
         let ready = loop {
             if backend::health(&addr, &token, &id).await.is_some() {
@@ -538,25 +566,78 @@ impl Manager {
         });
     }
 
-    /// A Ray session's agent dials in: `token` must be the one its job was given (it is spent).
-    /// Returns the connections to hand it.
-    pub fn complete_join(
+    /// A Ray session's agent dials in from `peer`. It is the job this server submitted when the
+    /// first line of that job's log is the SHA-256 of `req.secret` (a reader of Ray's job list
+    /// sees only the hash), and when it calls from, and listens on, the node Ray placed the job
+    /// on. Only then is the join spent: the agent's address and token go to the waiting start,
+    /// and its connections are returned.
+    pub async fn complete_join(
         &self,
-        id: &str,
-        token: &str,
-        addr: String,
-    ) -> Option<backend::SecretText> {
-        let mut joins = self.joins.lock().unwrap_or_else(|p| p.into_inner());
-        let pending = joins.get(id)?;
-        if !constant_time_eq(
-            pending.token_sha256.as_bytes(),
-            sha256_hex(token).as_bytes(),
-        ) {
-            return None;
+        req: &flowrt_api::requests::AgentJoin,
+        addr: std::net::SocketAddr,
+        peer: std::net::IpAddr,
+    ) -> Result<backend::SecretText, JoinRefused> {
+        let ray = self.ray.as_ref().ok_or(JoinRefused::NotPending)?;
+        let job = self
+            .joins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&req.session_id)
+            .map(|p| p.job.clone())
+            .ok_or(JoinRefused::NotPending)?;
+        // The agent wrote its commitment before it called; Ray may take a moment to show it.
+        let mut commitment = None;
+        let mut node = None;
+        for _ in 0..10 {
+            let state = ray
+                .state(&job)
+                .await
+                .map_err(|e| JoinRefused::Ray(e.to_string()))?;
+            node = state.node;
+            commitment = ray
+                .join_commitment(&job)
+                .await
+                .map_err(|e| JoinRefused::Ray(e.to_string()))?;
+            if commitment.is_some() && node.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let pending = joins.remove(id)?;
-        let _ = pending.addr.send(addr);
-        Some(pending.connections)
+        let Some(commitment) = commitment else {
+            return Err(JoinRefused::Commitment);
+        };
+        if !constant_time_eq(commitment.as_bytes(), sha256_hex(&req.secret).as_bytes()) {
+            return Err(JoinRefused::Commitment);
+        }
+        let node = node.ok_or_else(|| JoinRefused::Ray(format!("job {job} has no node")))?;
+        let nodes = ray
+            .nodes()
+            .await
+            .map_err(|e| JoinRefused::Ray(e.to_string()))?;
+        let ip = nodes
+            .iter()
+            .find(|n| n.id == node)
+            .map(|n| n.ip)
+            .ok_or_else(|| JoinRefused::Ray(format!("node {node} is not in the cluster")))?;
+        if peer != ip || addr.ip() != ip {
+            return Err(JoinRefused::WrongNode(format!(
+                "called from {peer}, listens on {}, node {node} is {ip}",
+                addr.ip()
+            )));
+        }
+        let mut joins = self.joins.lock().unwrap_or_else(|p| p.into_inner());
+        // Still this job's join (not a reset's newer one), spent now.
+        if joins.get(&req.session_id).map(|p| p.job.as_str()) != Some(job.as_str()) {
+            return Err(JoinRefused::NotPending);
+        }
+        let pending = joins
+            .remove(&req.session_id)
+            .ok_or(JoinRefused::NotPending)?;
+        let _ = pending.joined.send(Joined {
+            addr: addr.to_string(),
+            token: req.token.clone(),
+        });
+        Ok(pending.connections)
     }
 
     /// The agent with `pid` ended: a Running session fails; a Stopping one is stopped.
@@ -585,6 +666,12 @@ impl Manager {
 
     /// Stop a session (by hand or for idleness).
     pub async fn stop(&self, id: &str, why: Event) -> ApiResult<()> {
+        // A Ray session waiting for its agent (a job Ray has not placed yet) holds its lock while
+        // it waits: end the wait first, and the start gives up (stopping the job).
+        self.joins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
         let lock = self.lock(id);
         let _guard = lock.lock().await;
         let s = self.get(id).await?;
@@ -787,38 +874,40 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JoinRequest {
-    session_id: String,
-    addr: String,
-}
-
-/// `POST /api/v1/agents/join`: a Ray session's agent, with its one-time join token, says where it
-/// listens and receives its flow's connections. Not a user route: the token is the only key.
+/// `POST /api/v1/agents/join`: a Ray session's agent proves it is the job this server submitted
+/// (see [`Manager::complete_join`]) and receives its flow's connections. Not a user route: no
+/// token opens it, only the proof.
 pub async fn agent_join(
     State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    Json(req): Json<JoinRequest>,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if req.addr.parse::<std::net::SocketAddr>().is_err() {
-        return ApiErr::bad_request("addr must be IP:PORT").into_response();
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    Json(req): Json<flowrt_api::requests::AgentJoin>,
+) -> ApiResult<Json<flowrt_api::responses::AgentJoined>> {
+    let hex64 = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let Ok(addr) = req.addr.parse::<std::net::SocketAddr>() else {
+        return Err(ApiErr::bad_request("addr must be IP:PORT"));
+    };
+    if !hex64(&req.secret) || !hex64(&req.token) {
+        return Err(ApiErr::bad_request(
+            "secret and token must each be 64 hex digits",
+        ));
     }
-    match state
-        .sessions
-        .complete_join(&req.session_id, token, req.addr)
-    {
-        Some(connections) => {
-            let list: Value = serde_json::from_str(&connections.0).unwrap_or(json!([]));
-            Json(json!({"connections": list})).into_response()
+    // One check at a time: each costs calls to Ray, and nobody unverified may make many.
+    let _turn = state.sessions.join_checks.lock().await;
+    match state.sessions.complete_join(&req, addr, peer.ip()).await {
+        Ok(connections) => {
+            let connections = serde_json::from_str(&connections.0)
+                .map_err(|e| ApiErr::internal("handing over connections", e))?;
+            Ok(Json(flowrt_api::responses::AgentJoined { connections }))
         }
-        None => ApiErr::unauthorized("unknown or spent join token").into_response(),
+        Err(why) => {
+            eprintln!(
+                "refused a join for session {:?} from {peer}: {why}",
+                req.session_id
+            );
+            Err(ApiErr::unauthorized(
+                "join refused: this is not the agent Ray started for a pending session",
+            ))
+        }
     }
 }
 
@@ -857,6 +946,7 @@ pub fn routes() -> ApiRoutes {
             Permission::SessionsWrite,
             test,
         )
+        .post("/api/v1/agents/join", Permission::Public, agent_join)
 }
 
 /// Copy a flow folder for a session: regular files and folders only (a link could name anything

@@ -45,14 +45,17 @@ pub struct AgentConfig {
     /// Where to write the address it listens on (`127.0.0.1:PORT`).
     pub addr_file: PathBuf,
     /// A file holding the bearer token every request must carry; its disappearance means the
-    /// session folder is gone.
-    pub token_file: PathBuf,
+    /// session folder is gone. A joining agent has none: it draws its token and hands it over.
+    pub token_file: Option<PathBuf>,
     /// Seconds between "NODE has been running for N seconds" log lines for a slow node.
     pub long_running_interval: f64,
     /// Read the connections the flow uses (a JSON list) from stdin, not from FLOWRT_HOME.
     pub connections_stdin: bool,
     /// Seal this agent and everything it starts (Landlock) before any user code is loaded.
     pub seal: bool,
+    /// With `seal`: TCP ports no process of the session may connect to (a Ray cluster's control
+    /// plane).
+    pub deny_connect_ports: Vec<u16>,
     /// Exit after this many seconds without a run (0: only when the session folder is gone).
     pub idle_exit: f64,
     /// How often the watchdog looks at the folder and the idle time.
@@ -64,27 +67,38 @@ pub struct AgentConfig {
     pub join: Option<Join>,
 }
 
-/// How an agent started away from its server (on a Ray node) reaches it.
-#[derive(Clone)]
+/// How an agent started away from its server (on a Ray node) reaches it: only the server's URL,
+/// which is no secret (see `crate::ray` for how the join is proved).
+#[derive(Clone, Debug)]
 pub struct Join {
     /// The server's URL, as its nodes reach it.
     pub url: String,
-    /// Spent by the first call.
-    pub token: String,
 }
 
-impl std::fmt::Debug for Join {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Join {{ url: {:?}, token: ****** }}", self.url)
-    }
+/// Write the join commitment, `sha256(secret)`, as the first line of the job's log (this
+/// process's stdout), where the server reads it from Ray.
+fn commit_to_join(secret: &str) -> Result<()> {
+    use sha2::Digest;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}{}",
+        crate::ray::COMMITMENT_PREFIX,
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
-/// Dial the server at `join.url`: this agent of `session_id` listens at `addr`. The server
-/// answers with the connections the flow uses (they never pass through Ray).
+/// Dial the server at `join.url`: this agent of `session_id` listens at `addr`, proves it is the
+/// job Ray started with `secret`, and hands over the token the server must call it with. The
+/// server answers with the connections the flow uses (they never pass through Ray).
 fn join_server(
     join: &Join,
     session_id: &str,
     addr: &str,
+    secret: &str,
+    token: &str,
 ) -> Result<HashMap<String, flowrt_api::Connection>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -98,8 +112,12 @@ fn join_server(
                 "{}/api/v1/agents/join",
                 join.url.trim_end_matches('/')
             ))
-            .bearer_auth(&join.token)
-            .json(&json!({"session_id": session_id, "addr": addr}))
+            .json(&flowrt_api::requests::AgentJoin {
+                session_id: session_id.to_string(),
+                addr: addr.to_string(),
+                secret: secret.to_string(),
+                token: token.to_string(),
+            })
             .send()
             .await
             .with_context(|| format!("cannot reach the server at {}", join.url))?;
@@ -112,9 +130,13 @@ fn join_server(
                 v["message"].as_str().unwrap_or("")
             );
         }
-        let list: Vec<flowrt_api::Connection> =
-            serde_json::from_value(v["connections"].clone()).unwrap_or_default();
-        Ok(list.into_iter().map(|c| (c.name.clone(), c)).collect())
+        let joined: flowrt_api::responses::AgentJoined = serde_json::from_value(v)
+            .with_context(|| format!("the server at {} answered the join oddly", join.url))?;
+        Ok(joined
+            .connections
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect())
     })
 }
 
@@ -270,20 +292,17 @@ type Shared = Arc<Agent>;
 /// Run the agent until it is told to stop (`POST /shutdown`, SIGTERM), its session folder
 /// disappears, or it has been idle for its idle exit.
 pub fn run(config: AgentConfig) -> Result<()> {
-    let token = std::fs::read_to_string(&config.token_file)
-        .with_context(|| {
-            format!(
-                "cannot read the agent token {}",
-                config.token_file.display()
-            )
-        })?
-        .trim()
-        .to_string();
+    let token = match (&config.token_file, &config.join) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the agent token {}", file.display()))?
+            .trim()
+            .to_string(),
+        // A joining agent draws its own token and gives it to the server once it is verified.
+        (None, Some(_)) => crate::backend::random_hex(32)?,
+        (None, None) => anyhow::bail!("an agent needs --token-file unless it joins a server"),
+    };
     if token.is_empty() {
-        anyhow::bail!(
-            "the agent token file {} is empty",
-            config.token_file.display()
-        );
+        anyhow::bail!("the agent token file is empty");
     }
     let home = flowrt_store::flowrt_home();
     // Bound before anything else: a joining agent tells the server this address.
@@ -313,17 +332,33 @@ pub fn run(config: AgentConfig) -> Result<()> {
         let policy = crate::seal::SealPolicy {
             read_write: vec![std::env::current_dir()?, home.clone()],
             read_exec,
+            deny_connect_ports: config.deny_connect_ports.clone(),
         };
-        let status = crate::seal::seal_self(&policy)?;
-        eprintln!("session {}: {}", config.session_id, status.describe());
+        let sealed = crate::seal::seal_self(&policy)?;
+        eprintln!("session {}: {}", config.session_id, sealed.describe());
+        if !policy.deny_connect_ports.is_empty() {
+            let ports = policy.deny_connect_ports.len();
+            if crate::seal::filters_connections() {
+                eprintln!(
+                    "session {}: connections to the cluster's {ports} control ports are refused",
+                    config.session_id
+                );
+            } else {
+                eprintln!(
+                    "session {}: warning: this kernel cannot filter connections (Landlock before Linux 6.7): the session's code can reach the cluster's {ports} control ports",
+                    config.session_id
+                );
+            }
+        }
+    } else if !config.deny_connect_ports.is_empty() {
+        anyhow::bail!("--deny-connect-ports needs --seal: only a sealed agent can deny ports");
     }
     if let Some(join) = &config.join {
         let addr = advertised(std_listener.local_addr()?, &join.url);
-        connections = join_server(join, &config.session_id, &addr)?;
-        eprintln!(
-            "session {}: joined the server at {} as {addr}",
-            config.session_id, join.url
-        );
+        let secret = crate::backend::random_hex(32)?;
+        commit_to_join(&secret)?;
+        connections = join_server(join, &config.session_id, &addr, &secret, &token)?;
+        eprintln!("session {}: joined its server", config.session_id);
     }
     let merged = flowrt_runtime::includes::Merged::new(&config.flow, &home)?;
     let mut flow = merged.load(&LoadOptions::default())?;
@@ -401,11 +436,8 @@ pub fn run(config: AgentConfig) -> Result<()> {
         writeln!(f, "{addr}")?;
         drop(f);
         std::fs::rename(&tmp, &config.addr_file)?;
-        eprintln!(
-            "agent for session {} listening on {addr} (flow {})",
-            config.session_id,
-            flow.dir.display()
-        );
+        // The session log is its owner's to read: no address or server path in it.
+        eprintln!("agent for session {} is ready", config.session_id);
         let warn_log = log.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
@@ -418,7 +450,11 @@ pub fn run(config: AgentConfig) -> Result<()> {
         });
         tokio::spawn(watchdog(
             agent.clone(),
-            config.token_file.clone(),
+            // Either file goes with the session folder; a joining agent has no token file.
+            config
+                .token_file
+                .clone()
+                .unwrap_or_else(|| config.addr_file.clone()),
             config.idle_exit,
             config.watch_interval,
         ));

@@ -254,7 +254,12 @@ impl LocalBackend {
         if !groups.is_empty() {
             use std::io::Write;
             if let Ok(mut f) = crate::session_files::append(wd, "agent.log") {
-                let _ = writeln!(f, "cgroups: {}", groups.join(", "));
+                // What is enforced, not where: the log is the session owner's to read.
+                let _ = writeln!(
+                    f,
+                    "limits: {} MiB of memory, {} processes (kernel cgroups)",
+                    limits.memory_mib, limits.processes
+                );
             }
         }
         if let Some(mut stdin) = child.stdin.take() {

@@ -5,14 +5,26 @@
 //! How flowrt reaches a node: the server uploads its own binary to the cluster once, as a Ray
 //! package (`PUT /api/packages/gcs/_ray_pkg_<hash>.zip`, named by the binary's content hash), and
 //! every session job names it as its `working_dir`; Ray unpacks it on the node the job lands on.
-//! A node needs nothing but Ray. The agent then dials the server (the URL and a one-time join
-//! token are in the job's environment) to say where it listens and to receive its connections,
-//! which never pass through Ray.
+//! A node needs nothing but Ray.
+//!
+//! How an agent joins without a secret Ray could show: everyone who can read the cluster's job
+//! list sees each job's entrypoint and environment, so neither holds anything usable. The agent
+//! draws a one-time join secret and its own agent token, writes `sha256(secret)` (a commitment)
+//! as the first line of its job's log, then dials the server with the secret. The server reads
+//! the commitment from the log of the job it submitted (only that job's process writes there)
+//! and checks that the call comes from, and names an address on, the node Ray placed the job
+//! on. Only then does it hand over the connections and keep the agent's token; a reader of the
+//! job list holds a hash it cannot invert and a job it cannot write to.
+//!
+//! User code must not reach the cluster's control endpoints either (the dashboard and its job
+//! API, GCS, the raylets' and agents' ports, Ray Client): each job is told the ports the cluster
+//! reports, and a sealed agent denies TCP connections to them with Landlock's network rules
+//! where the kernel has them (Linux 6.7+).
 //!
 //! The session's folder is FLOWRT_HOME's on a volume the nodes share with the server, as servers
 //! sharing a database share it.
 
-use crate::backend::{AgentSpec, BackendError, PASSED_ENV, TOKEN_FILE};
+use crate::backend::{AgentSpec, BackendError, PASSED_ENV};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -118,35 +130,40 @@ impl RayBackend {
             .cloned()
     }
 
-    /// Submit the agent of `spec` as a job (its id is the session's); the agent dials `join_url`
-    /// with `join_token`.
+    /// Submit the agent of `spec` as job `submission_id`; the agent dials `join_url` and may not
+    /// connect to `control_ports`.
     pub async fn submit(
         &self,
         spec: &AgentSpec,
         join_url: &str,
-        join_token: &str,
-        attempt: u32,
+        submission_id: &str,
+        control_ports: &[u16],
     ) -> Result<String, BackendError> {
         let package = self.package(&spec.exe).await?;
         let limits = spec.size.limits();
         let wd = &spec.workdir;
         let q = |p: &Path| shell_quote(&p.display().to_string());
         let mut agent = format!(
-            "exec \"$pkg/flowrt\" agent --session-id {} --flow {} --python {} --workers {} --addr-file {} --token-file {} --long-running-interval {} --idle-exit {}",
+            "exec \"$pkg/flowrt\" agent --session-id {} --flow {} --python {} --workers {} --addr-file {} --long-running-interval {} --idle-exit {}",
             shell_quote(&spec.session_id),
             q(&spec.flow_dir),
             q(&spec.python),
             limits.workers,
             q(&wd.join("agent.addr")),
-            q(&wd.join(TOKEN_FILE)),
             spec.long_running_interval,
             spec.idle_exit_s,
         );
         if spec.seal {
             agent.push_str(" --seal");
+            if !control_ports.is_empty() {
+                let ports: Vec<String> = control_ports.iter().map(u16::to_string).collect();
+                agent.push_str(&format!(" --deny-connect-ports {}", ports.join(",")));
+            }
         }
-        // `exec`: the agent is the job's process, so it dies with its node's raylet.
-        let entrypoint = format!("pkg=\"$PWD\"; cd {} && {agent} >>agent.log 2>&1", q(wd));
+        // `exec`: the agent is the job's process, so it dies with its node's raylet. Its stdout
+        // is the job's log, where it writes its join commitment; everything else goes to the
+        // session log.
+        let entrypoint = format!("pkg=\"$PWD\"; cd {} && {agent} 2>>agent.log", q(wd));
         let mut env = serde_json::Map::new();
         for key in PASSED_ENV {
             if let Ok(v) = std::env::var(key) {
@@ -166,15 +183,12 @@ impl RayBackend {
             // (every request needs its token) and says which address it dialled out from.
             ("FLOWRT_AGENT_BIND", "0.0.0.0:0".to_string()),
             ("FLOWRT_JOIN_URL", join_url.to_string()),
-            // One-time: spent by the agent's first call, so Ray showing it to its users gives
-            // them nothing.
-            ("FLOWRT_JOIN_TOKEN", join_token.to_string()),
         ] {
             env.insert(k.into(), json!(v));
         }
         let body = json!({
             "entrypoint": entrypoint,
-            "submission_id": format!("flowrt-{}-{attempt}", spec.session_id),
+            "submission_id": submission_id,
             "entrypoint_num_cpus": limits.workers,
             "entrypoint_memory": limits.memory_mib * 1024 * 1024,
             "runtime_env": {"working_dir": package, "env_vars": env},
@@ -220,12 +234,124 @@ impl RayBackend {
         })
     }
 
+    /// The first join commitment in a job's log (`flowrt-join-commitment HEX`), if it wrote one.
+    pub async fn join_commitment(&self, job: &str) -> Result<Option<String>, BackendError> {
+        let v: Value = self
+            .http
+            .get(format!("{}/api/jobs/{job}/logs", self.address))
+            .send()
+            .await
+            .map_err(|e| ray_err("asking Ray for a job's log", e))?
+            .json()
+            .await
+            .map_err(|e| ray_err("Ray's answer", e))?;
+        Ok(v["logs"].as_str().and_then(first_commitment))
+    }
+
+    /// The cluster's nodes: id, address and the ports Ray's own services listen on.
+    pub async fn nodes(&self) -> Result<Vec<RayNode>, BackendError> {
+        let v: Value = self
+            .http
+            .get(format!("{}/nodes?view=summary", self.address))
+            .send()
+            .await
+            .map_err(|e| ray_err("asking Ray for its nodes", e))?
+            .json()
+            .await
+            .map_err(|e| ray_err("Ray's answer", e))?;
+        Ok(v["data"]["summary"]
+            .as_array()
+            .map(|nodes| nodes.iter().filter_map(RayNode::from_summary).collect())
+            .unwrap_or_default())
+    }
+
+    /// Every port of the cluster's control plane that user code must not reach: the dashboard's
+    /// (from the address flowrt talks to), GCS, each node's raylet, object manager, dashboard
+    /// agent, runtime-env agent and metrics ports, Ray Client's, and `extra` the operator names.
+    pub async fn control_ports(&self, extra: &[u16]) -> Result<Vec<u16>, BackendError> {
+        let mut ports: Vec<u16> = extra.to_vec();
+        ports.push(DEFAULT_RAY_CLIENT_PORT);
+        if let Some(port) = self
+            .address
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+        {
+            ports.push(port);
+        }
+        for node in self.nodes().await? {
+            ports.extend(node.ports);
+        }
+        ports.retain(|p| *p != 0);
+        ports.sort_unstable();
+        ports.dedup();
+        Ok(ports)
+    }
+
     pub async fn stop(&self, job: &str) {
         let _ = self
             .http
             .post(format!("{}/api/jobs/{job}/stop", self.address))
             .send()
             .await;
+    }
+}
+
+/// Ray Client's port unless the cluster was started with another (`--ray-control-ports` adds it).
+const DEFAULT_RAY_CLIENT_PORT: u16 = 10001;
+
+/// The line an agent starts its job's log with.
+pub const COMMITMENT_PREFIX: &str = "flowrt-join-commitment ";
+
+/// The commitment of the first line that holds one: later lines (anything the job printed after
+/// joining) cannot replace it.
+fn first_commitment(log: &str) -> Option<String> {
+    log.lines()
+        .find_map(|l| l.trim().strip_prefix(COMMITMENT_PREFIX))
+        .map(|c| c.trim().to_string())
+}
+
+/// One node of the cluster, as its dashboard reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RayNode {
+    pub id: String,
+    /// The address its raylet (and the jobs it runs) use.
+    pub ip: std::net::IpAddr,
+    /// Ports of Ray's services on it (GCS's on the head).
+    pub ports: Vec<u16>,
+}
+
+impl RayNode {
+    fn from_summary(v: &Value) -> Option<RayNode> {
+        let raylet = &v["raylet"];
+        let id = raylet["nodeId"].as_str()?.to_string();
+        let ip = raylet["nodeManagerAddress"]
+            .as_str()
+            .or(v["ip"].as_str())?
+            .parse()
+            .ok()?;
+        let mut ports: Vec<u16> = [
+            "nodeManagerPort",
+            "objectManagerPort",
+            "metricsExportPort",
+            "metricsAgentPort",
+            "runtimeEnvAgentPort",
+            "dashboardAgentListenPort",
+        ]
+        .iter()
+        .filter_map(|k| raylet[*k].as_u64())
+        .filter_map(|p| u16::try_from(p).ok())
+        .collect();
+        // GCS listens where the head's gcs_server was told to.
+        if let Some(args) = v["gcs"]["cmdline"].as_array() {
+            ports.extend(
+                args.iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|a| a.strip_prefix("--gcs_server_port="))
+                    .filter_map(|p| p.parse::<u16>().ok()),
+            );
+        }
+        Some(RayNode { id, ip, ports })
     }
 }
 
@@ -258,4 +384,36 @@ fn package_zip(exe: &Path) -> Result<(String, Vec<u8>), BackendError> {
     let zip = buf.into_inner();
     let hash = hex::encode(&Sha256::digest(&zip)[..20]);
     Ok((format!("_ray_pkg_{hash}.zip"), zip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_first_commitment_of_a_job_log_counts() {
+        let log = "\nflowrt-join-commitment abc123\nuser output\nflowrt-join-commitment evil\n";
+        assert_eq!(first_commitment(log).as_deref(), Some("abc123"));
+        assert_eq!(first_commitment("nothing here\n"), None);
+    }
+
+    #[test]
+    fn a_node_summary_gives_its_address_and_the_ports_of_rays_services() {
+        let v = json!({
+            "ip": "10.0.0.9",
+            "raylet": {
+                "nodeId": "n1", "nodeManagerAddress": "10.0.0.5", "nodeManagerPort": 6380,
+                "objectManagerPort": 6381, "metricsExportPort": 6384, "metricsAgentPort": 6382,
+                "runtimeEnvAgentPort": 6383, "dashboardAgentListenPort": 52365
+            },
+            "gcs": {"cmdline": ["gcs_server", "--gcs_server_port=6379", "--x=1"]}
+        });
+        let node = RayNode::from_summary(&v).unwrap();
+        assert_eq!(node.id, "n1");
+        assert_eq!(node.ip.to_string(), "10.0.0.5");
+        let mut ports = node.ports;
+        ports.sort_unstable();
+        assert_eq!(ports, vec![6379, 6380, 6381, 6382, 6383, 6384, 52365]);
+        assert_eq!(RayNode::from_summary(&json!({"raylet": {}})), None);
+    }
 }

@@ -2,11 +2,15 @@
 //! touch to its own session folder (read and write), and to the system, its Python and its
 //! environment (read and execute). Not the server's home, its database, key file or tokens, not
 //! other sessions' folders. Landlock needs no privileges and also binds root; once applied to a
-//! process it cannot be lifted, and children inherit it.
+//! process it cannot be lifted, and children inherit it (it also sets `no_new_privs`).
+//!
+//! Where the kernel has them, a seal also scopes signals and abstract unix sockets to the
+//! session (it can signal or connect to no process outside it: not the server, not another
+//! session), and may deny TCP connections to named ports (a Ray cluster's control plane).
 
 use landlock::{
-    path_beneath_rules, Access, AccessFs, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-    ABI,
+    path_beneath_rules, Access, AccessFs, AccessNet, NetPort, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 use std::path::{Path, PathBuf};
 
@@ -38,6 +42,9 @@ pub struct SealPolicy {
     pub read_write: Vec<PathBuf>,
     /// Read and execute: the interpreter's prefix, the environment, the flowrt binary.
     pub read_exec: Vec<PathBuf>,
+    /// TCP ports no process of the session may connect to, on any host (Landlock filters ports,
+    /// not addresses). Empty: connections are not filtered.
+    pub deny_connect_ports: Vec<u16>,
 }
 
 /// How far the kernel enforced a seal.
@@ -85,6 +92,11 @@ pub fn probe() -> SealStatus {
     }
 }
 
+/// Whether this kernel's Landlock can deny TCP connections by port (ABI 4, Linux 6.7+).
+pub fn filters_connections() -> bool {
+    landlock_abi() >= 4
+}
+
 /// The kernel's Landlock ABI version (0: none).
 fn landlock_abi() -> i64 {
     // SAFETY: landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION) reads no memory
@@ -113,9 +125,20 @@ pub fn seal_self(policy: &SealPolicy) -> Result<SealStatus, SealError> {
     let rx: Vec<PathBuf> = existing(&mut policy.read_exec.iter().cloned());
     let rw: Vec<PathBuf> = existing(&mut policy.read_write.iter().cloned());
     let err = |e: landlock::RulesetError| SealError(e.to_string());
-    let status = Ruleset::default()
+    let mut ruleset = Ruleset::default()
         .handle_access(all)
         .map_err(err)?
+        .scope(Scope::from_all(ABI::V6))
+        .map_err(err)?;
+    if !policy.deny_connect_ports.is_empty() {
+        ruleset = ruleset.handle_access(AccessNet::ConnectTcp).map_err(err)?;
+    }
+    // Landlock's network rules are an allow-list: every port but the denied ones.
+    let allowed = (1..=u16::MAX)
+        .filter(|p| !policy.deny_connect_ports.contains(p))
+        .filter(|_| !policy.deny_connect_ports.is_empty())
+        .map(|p| NetPort::new(p, AccessNet::ConnectTcp));
+    let status = ruleset
         .create()
         .map_err(err)?
         .add_rules(path_beneath_rules(&system, read_exec))
@@ -125,6 +148,8 @@ pub fn seal_self(policy: &SealPolicy) -> Result<SealStatus, SealError> {
         .add_rules(path_beneath_rules(&devices, all))
         .map_err(err)?
         .add_rules(path_beneath_rules(&rw, all))
+        .map_err(err)?
+        .add_rules(allowed.map(Ok::<_, landlock::RulesetError>))
         .map_err(err)?
         .restrict_self()
         .map_err(err)?;

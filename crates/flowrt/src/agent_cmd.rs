@@ -24,9 +24,9 @@ pub struct AgentArgs {
     #[arg(long)]
     pub addr_file: PathBuf,
     /// A file holding the bearer token every request must carry (other local users can reach
-    /// 127.0.0.1 too).
+    /// 127.0.0.1 too). An agent that joins its server (FLOWRT_JOIN_URL) draws its own.
     #[arg(long)]
-    pub token_file: PathBuf,
+    pub token_file: Option<PathBuf>,
     /// Seconds between "NODE has been running for N seconds" log lines for a slow node.
     #[arg(long, default_value_t = 60.0)]
     pub long_running_interval: f64,
@@ -38,6 +38,10 @@ pub struct AgentArgs {
     /// the system, before any user code is loaded.
     #[arg(long)]
     pub seal: bool,
+    /// With --seal: TCP ports that no process of the session may connect to, on any host (a Ray
+    /// cluster's control plane: its server names them). Needs Linux 6.7+ to be enforced.
+    #[arg(long, value_delimiter = ',', requires = "seal")]
+    pub deny_connect_ports: Vec<u16>,
     /// Exit after this many seconds without a run, or once the session folder is gone, even if no
     /// server says so (0: only the folder check): the backstop for an agent whose server is gone.
     #[arg(long, default_value_t = 0.0)]
@@ -59,18 +63,14 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         long_running_interval: args.long_running_interval,
         connections_stdin: args.connections_stdin,
         seal: args.seal,
+        deny_connect_ports: args.deny_connect_ports,
         idle_exit: args.idle_exit,
         watch_interval: Duration::from_secs(2),
         bind: args.bind.clone(),
-        // A Ray session's agent: its server put where to dial, and a one-time token, in the
-        // job's environment.
-        join: match (
-            std::env::var("FLOWRT_JOIN_URL"),
-            std::env::var("FLOWRT_JOIN_TOKEN"),
-        ) {
-            (Ok(url), Ok(token)) if !url.is_empty() && !token.is_empty() => {
-                Some(flowrt_session::agent::Join { url, token })
-            }
+        // A Ray session's agent: its server put where to dial in the job's environment (no
+        // secret: the agent proves itself through its job's log).
+        join: match std::env::var("FLOWRT_JOIN_URL") {
+            Ok(url) if !url.is_empty() => Some(flowrt_session::agent::Join { url }),
             _ => None,
         },
     })?;

@@ -49,6 +49,11 @@ pub struct ServerArgs {
     /// must reach it; FLOWRT_HOME must be on a volume they share with the server.
     #[arg(long)]
     pub advertise_url: Option<String>,
+    /// With --backend ray: more TCP ports of the cluster's control plane that sessions' code may
+    /// not connect to, besides those Ray reports (dashboard, GCS, raylets, agents) and Ray
+    /// Client's 10001; e.g. a Ray Client server started on another port.
+    #[arg(long, value_delimiter = ',', value_name = "PORTS")]
+    pub ray_control_ports: Vec<u16>,
     /// Seconds a client has to send a request's headers, and the longest a kept-alive
     /// connection may idle between requests; a connection past it is closed.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -171,6 +176,12 @@ pub enum SessionCommand {
     },
     /// Stop a session (its environment stays cached; `session reset` starts it again).
     Stop {
+        /// The session's id.
+        id: String,
+    },
+    /// Stop a session and forget it. Its runs stay in the workspace (`run list`): a session is
+    /// the compute, not the history.
+    Delete {
         /// The session's id.
         id: String,
     },
@@ -332,6 +343,9 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         (_, Some(_)) => bail!("--ray-address is for --backend ray"),
         _ => None,
     };
+    if ray_address.is_none() && !args.ray_control_ports.is_empty() {
+        bail!("--ray-control-ports is for --backend ray: local sessions run on no cluster");
+    }
     if !(args.lease_seconds.is_finite() && args.lease_seconds >= 1.0) {
         bail!("--lease-seconds must be at least 1");
     }
@@ -359,6 +373,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         lease: Duration::from_secs_f64(args.lease_seconds),
         ray_address,
         advertise_url: args.advertise_url.clone(),
+        ray_control_ports: args.ray_control_ports.clone(),
         connection_limits,
         user_quota_bytes: args.user_quota_mib.saturating_mul(1024 * 1024),
         ..flowrt_server::ServerConfig::new(home, std::env::current_exe()?)
@@ -796,6 +811,12 @@ pub fn session(cmd: SessionCommand, server: Option<&str>) -> Result<u8> {
                     .call("POST", &format!("/api/v1/sessions/{id}/stop"), None)
                     .await?;
                 eprintln!("session {id} is {}", s["status"].as_str().unwrap_or(""));
+            }
+            SessionCommand::Delete { id } => {
+                remote
+                    .call("DELETE", &format!("/api/v1/sessions/{id}"), None)
+                    .await?;
+                eprintln!("session {id} is deleted; its runs stay in the workspace");
             }
         }
         Ok(0)

@@ -259,6 +259,159 @@ fn lines_by_session(home: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
     out
 }
 
+/// The owner's API call through curl in the namespace: (status, body).
+fn owner_api(cli: &Cli, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let token = std::fs::read_to_string(cli.home.join("owner.token")).unwrap();
+    let out = cli
+        .ns
+        .cmd("curl")
+        .args([
+            "-s",
+            "-m",
+            "30",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            method,
+        ])
+        .args(["-H", &format!("authorization: Bearer {}", token.trim())])
+        .args(["-H", "content-type: application/json"])
+        .args(["--data-binary", body])
+        .arg(format!("{}{path}", cli.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+/// The Ray job of `session` as the cluster's job list shows it, once it is there.
+fn job_of(ns: &Netns, session: &str) -> Value {
+    let t = Instant::now();
+    loop {
+        if let Some(job) = ns.get("http://127.0.0.1:8265/api/jobs/").and_then(|jobs| {
+            jobs.as_array()?
+                .iter()
+                .find(|j| j["metadata"]["flowrt_session"] == session)
+                .cloned()
+        }) {
+            return job;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no Ray job for {session}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue 19's Ray attack. A victim's session waits for its agent: its job cannot be placed
+/// (a medium session needs two CPUs, the nodes have one), so the join stays open. The job list
+/// shows nothing usable: no secret in its environment. An attacker's sealed session cannot reach
+/// the cluster's control ports at all (it could not read that list), and given everything the
+/// list shows it still cannot join as the victim's agent: every try is a 401 without
+/// connections, and the server never dials the address it named.
+fn attack_a_pending_join(ns: &Netns, cli: &Cli, dir: &Path) {
+    let (status, started) = owner_api(
+        cli,
+        "POST",
+        "/api/v1/sessions",
+        r#"{"flow": "slow_double", "size": "medium"}"#,
+    );
+    assert_eq!(status, 202, "{started:#}");
+    let victim = started["id"].as_str().unwrap().to_string();
+    let job = job_of(ns, &victim);
+    let env = job["runtime_env"]["env_vars"].clone();
+    let hex64 = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| s.len() >= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    assert!(
+        env.as_object().unwrap().values().all(|v| !hex64(v))
+            && !job["entrypoint"].as_str().unwrap_or("").contains("token"),
+        "the job list shows a secret: {job:#}"
+    );
+
+    let (_attack_dir, attack_flow) = flow("ray_attack");
+    let attacker = cli
+        .ok(&["session", "start", "--flow", attack_flow.to_str().unwrap()])
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    std::fs::create_dir_all(dir).unwrap();
+    let probe = serde_json::json!({"probe": {
+        "victim": victim,
+        "job_env": env,
+        "join_url": format!("{}/api/v1/agents/join", cli.url),
+        // The dashboard, GCS, the head's raylet and dashboard agent, Ray Client.
+        "control_ports": [8265, 6379, 6380, 52365, 10001],
+        "server_port": 7878,
+    }});
+    let inputs = dir.join("probe.json");
+    std::fs::write(&inputs, probe.to_string()).unwrap();
+    let out = cli.ok(&[
+        "flow",
+        "test",
+        attack_flow.to_str().unwrap(),
+        "--session",
+        &attacker,
+        "--inputs-file",
+        inputs.to_str().unwrap(),
+    ]);
+    let start = out.find('{').unwrap_or(0);
+    let result: Value =
+        serde_json::from_str(&out[start..]).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let report = &result["report"];
+    for (port, what) in report["ports"].as_object().unwrap() {
+        assert!(
+            what.as_str().unwrap().contains("errno 13"),
+            "port {port} of the cluster was reachable from a session: {report:#}"
+        );
+    }
+    assert_eq!(report["server"], "connected", "{report:#}");
+    let joins = report["joins"].as_array().unwrap();
+    assert!(joins.len() >= 2, "{report:#}");
+    for j in joins {
+        assert_eq!(j[0], 401, "{report:#}");
+        assert!(
+            !j[1].as_str().unwrap().contains("connections"),
+            "{report:#}"
+        );
+    }
+    assert_eq!(report["dialled"], false, "{report:#}");
+    let log = std::fs::read_to_string(cli.home.join("server.log")).unwrap_or_default();
+    assert!(
+        log.contains(&format!("refused a join for session \"{victim}\"")),
+        "{log}"
+    );
+
+    // The victim's session is still waiting for its own agent. Deleting it ends the wait at
+    // once (not after the start's three minutes) and stops its job; nothing of it ever ran.
+    assert_eq!(cli.status(&victim)["status"], "Preparing");
+    let t = Instant::now();
+    cli.ok(&["session", "delete", &victim]);
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    // Ray leaves a job it never placed PENDING when asked to stop it; it never ran.
+    let id = job["submission_id"].as_str().unwrap().to_string();
+    let status = ns
+        .get(&format!("http://127.0.0.1:8265/api/jobs/{id}"))
+        .map(|j| j["status"].clone())
+        .unwrap_or(Value::Null);
+    assert!(
+        ["PENDING", "STOPPED", "FAILED"].contains(&status.as_str().unwrap_or("")),
+        "job {id} is {status}"
+    );
+    // The attacker's node goes back to the batch below.
+    cli.ok(&["session", "delete", &attacker]);
+}
+
 #[test]
 fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node() {
     let venv = match std::env::var("FLOWRT_TEST_RAY") {
@@ -356,7 +509,12 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
     assert!(out.contains("42"), "{out}");
     // The lifecycle works as on the local backend: logs and packages here, reset and stop below.
     let logs = cli.ok(&["session", "logs", &a]);
-    assert!(logs.contains("joined the server"), "{logs}");
+    assert!(logs.contains("joined its server"), "{logs}");
+    assert!(
+        logs.contains("connections to the cluster's") && logs.contains("control ports are refused"),
+        "{logs}"
+    );
+    attack_a_pending_join(&ns, &cli, &scratch.path().join("attack"));
     let packages = cli.ok(&["session", "packages", &a]);
     // The environment flowrt built for the session, pip in it.
     assert!(

@@ -306,9 +306,13 @@ fn full_lifecycle_through_the_cli_story() {
     });
     let logs = server.ok(&["session", "logs", &id]);
     assert!(
-        logs.contains(&format!("agent for session {id} listening on 127.0.0.1:")),
+        logs.contains(&format!("agent for session {id} is ready")),
         "{logs}"
     );
+    // The log is its user's to read: it names no address the agent listens on and no path of
+    // the server's.
+    assert!(!logs.contains("127.0.0.1:"), "{logs}");
+    assert!(!logs.contains(&home.path().display().to_string()), "{logs}");
 
     server.ok(&["session", "stop", &id]);
     assert_eq!(server.show(&id)["status"], "Stopped");
@@ -1529,7 +1533,7 @@ fn links_a_session_plants_in_its_folder_lead_the_server_nowhere() {
         "",
     );
     assert!(
-        !log.contains(&owner_token) && log.contains("listening"),
+        !log.contains(&owner_token) && log.contains("is ready"),
         "{log}"
     );
 }
@@ -4192,26 +4196,30 @@ fn a_shared_session_runs_everyones_lines_but_only_its_owner_changes_it() {
     );
 }
 
-/// The join route is the one route a user's token does not open: only the one-time token a Ray
-/// session's job was given. Guessed, missing or malformed, it gets a JSON 4xx and registers
-/// nothing, so no one can point the server at an address of their choosing.
+/// The join route is the one route a user's token does not open: only the proof a Ray session's
+/// job can give (its log's commitment, from its node). Guessed, missing or malformed, it gets a
+/// JSON 4xx and registers nothing, so no one can point the server at an address of their choosing.
 #[test]
-fn the_agent_join_route_refuses_anything_but_a_pending_join_token() {
+fn the_agent_join_route_refuses_anything_but_a_pending_jobs_proof() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
-    let join = r#"{"session_id": "s-000000000000", "addr": "127.0.0.1:9"}"#;
+    let hex = "ab".repeat(32);
+    let join =
+        json!({"session_id": "s-000000000000", "addr": "127.0.0.1:9", "secret": hex, "token": hex})
+            .to_string();
+    let evil = json!({"session_id": "s-1", "addr": "evil.example:80", "secret": hex, "token": hex})
+        .to_string();
+    let short = json!({"session_id": "s-1", "addr": "127.0.0.1:9", "secret": "ab", "token": hex})
+        .to_string();
     for (auth, body, want) in [
-        ("Bearer guessed", join, 401),
-        ("", join, 401),
-        // A user's own API token is no join token.
-        (owner.as_str(), join, 401),
-        (
-            "Bearer guessed",
-            r#"{"session_id": "s-1", "addr": "evil.example:80"}"#,
-            400,
-        ),
-        ("Bearer guessed", r#"{"session_id": "s-1"}"#, 422),
+        ("Bearer guessed", join.as_str(), 401),
+        ("", join.as_str(), 401),
+        // A user's own API token proves nothing.
+        (owner.as_str(), join.as_str(), 401),
+        ("", evil.as_str(), 400),
+        ("", short.as_str(), 400),
+        ("", r#"{"session_id": "s-1", "addr": "127.0.0.1:9"}"#, 422),
         ("Bearer guessed", "not json", 400),
     ] {
         let (status, v) = server.api("POST", "/api/v1/agents/join", auth, body);
