@@ -317,6 +317,10 @@ pub fn run(config: AgentConfig) -> Result<()> {
         invoker::load_connections(&home)?
     };
     let mut python = config.python.clone();
+    // The agent holds its session's connections: no other session's code may read its memory.
+    if let Err(e) = crate::isolate::hide_from_same_user() {
+        eprintln!("warning: cannot hide the agent's memory: {e}");
+    }
     if config.seal {
         // Its own PID namespace and /proc first: a sealed process may no longer mount.
         let view = crate::isolate::enter_own_pid_namespace()

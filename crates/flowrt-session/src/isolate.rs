@@ -12,6 +12,22 @@
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
+/// Make this process's memory and environment unreadable to other processes of the same user:
+/// a non-dumpable process's `/proc/PID/environ`, `mem`, `maps` and `fd` pass only a caller with
+/// `CAP_SYS_PTRACE`, so a session's code (the same user when the server is not root, or no PID
+/// namespace) cannot read the server's environment or an agent's memory. Reset by `execve`, so
+/// the processes this one starts (user code) are not affected.
+pub fn hide_from_same_user() -> std::io::Result<()> {
+    // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes integer arguments only and changes a flag of the
+    // calling process; no memory is passed.
+    let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// How the agent's processes are seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessView {

@@ -313,6 +313,23 @@ pub fn flow_show(reference: &str, server: Option<&str>) -> Result<u8> {
 }
 
 pub fn server(args: ServerArgs) -> Result<u8> {
+    // Sessions' code (the same user when the server is not root) cannot read this process's
+    // environment or memory through /proc.
+    if let Err(e) = flowrt_session::isolate::hide_from_same_user() {
+        eprintln!("warning: cannot hide the server's memory from other processes: {e}");
+    }
+    // The database URL may hold a password. Read (clap has it), it leaves the environment, so
+    // nothing this server starts (environment builds, their packages' build scripts) inherits
+    // it. Still one thread here, so no other thread reads the environment meanwhile.
+    std::env::remove_var("FLOWRT_DATABASE");
+    if args
+        .database
+        .as_deref()
+        .is_some_and(|url| flowrt_store::redact_url(url) != url)
+        && std::env::args().any(|a| a.starts_with("--database"))
+    {
+        eprintln!("warning: --database carries a password on the command line, which every process of this machine can read in /proc; set FLOWRT_DATABASE instead");
+    }
     let home = flowrt_store::flowrt_home();
     // Everything the server and its agents create (database, session folders, logs, tokens) is
     // the server user's alone: other local users must not read another user's session log.

@@ -4230,3 +4230,73 @@ fn the_agent_join_route_refuses_anything_but_a_pending_jobs_proof() {
         );
     }
 }
+
+/// Issue 19: a server not running as root shares its user with every session's code, which could
+/// read `/proc/<server>/environ` (a database password, a cloud key). The server makes itself
+/// non-dumpable, so only a process with CAP_SYS_PTRACE reads it; a plain process of the same user
+/// (the control below) is readable, so this test fails where the protection is missing.
+#[test]
+fn the_servers_environment_is_unreadable_to_processes_of_its_own_user() {
+    use std::os::unix::fs::chown;
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to run the server as another user");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let scratch = tempfile::tempdir().unwrap();
+    let home = scratch.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    chown(scratch.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    let port = free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["server", "--addr", &format!("127.0.0.1:{port}")])
+        .env("FLOWRT_HOME", &home)
+        .env("FLOWRT_TEST_SECRET", "hunter2")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30) && server.try_wait().unwrap().is_none(),
+            "the server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut control = Command::new("sleep")
+        .arg("30")
+        .env("FLOWRT_TEST_SECRET", "hunter2")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .spawn()
+        .unwrap();
+    let read_as_nobody = |pid: u32| {
+        Command::new("cat")
+            .arg(format!("/proc/{pid}/environ"))
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .unwrap()
+    };
+    let of_control = read_as_nobody(control.id());
+    let of_server = read_as_nobody(server.id());
+    let _ = control.kill();
+    let _ = server.kill();
+    let _ = control.wait();
+    let _ = server.wait();
+    assert!(
+        String::from_utf8_lossy(&of_control.stdout).contains("hunter2"),
+        "the control process should be readable: {of_control:?}"
+    );
+    assert!(
+        !of_server.status.success()
+            && !String::from_utf8_lossy(&of_server.stdout).contains("hunter2"),
+        "the server's environment was readable: {of_server:?}"
+    );
+}
