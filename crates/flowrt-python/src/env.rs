@@ -46,6 +46,11 @@ pub struct EnvOptions<'a> {
     /// The hosts the identity lets its token go to: a `{private}` index URL on any other host is
     /// refused, so a requirements file cannot send the token to a server of its writer's choice.
     pub private_hosts: &'a [String],
+    /// Install sealed: the flowrt binary whose `seal-exec` runs the install confined (Landlock)
+    /// to the environment being built, uv's cache and a temporary folder, with only the
+    /// environment variables an install needs. A server sets it: a requirement's build script is
+    /// its user's code and must not reach the server's files or secrets.
+    pub sandbox: Option<&'a Path>,
 }
 
 impl std::fmt::Debug for EnvOptions<'_> {
@@ -55,6 +60,7 @@ impl std::fmt::Debug for EnvOptions<'_> {
             .field("extra_requirements", &self.extra_requirements)
             .field("private_token", &self.private_token.map(|_| "****"))
             .field("private_hosts", &self.private_hosts)
+            .field("sandbox", &self.sandbox)
             .finish()
     }
 }
@@ -491,7 +497,18 @@ pub fn ensure_env_with(
         &resolved.index,
         opts.private_token,
     );
-    let out = cmd.output().map_err(|e| EnvError::Install {
+    let build_tmp = envs.join(format!("{key}.tmp"));
+    if let Some(exe) = opts.sandbox {
+        let _ = fs_err::remove_dir_all(&build_tmp);
+        fs_err::create_dir_all(&build_tmp).map_err(|source| EnvError::Io {
+            path: build_tmp.clone(),
+            source,
+        })?;
+        cmd = sealed_install(exe, &cmd, &base_python, &env_dir, &build_tmp);
+    }
+    let out = cmd.output();
+    let _ = fs_err::remove_dir_all(&build_tmp);
+    let out = out.map_err(|e| EnvError::Install {
         requirements: label.clone(),
         stderr_tail: format!("cannot run uv: {e}"),
     })?;
@@ -509,6 +526,100 @@ pub fn ensure_env_with(
     touch_last_used(&env_dir);
     progress(&format!("environment {key} ready"));
     Ok(env_python)
+}
+
+/// Environment variables an install may see: where programs and certificates are, the proxy, and
+/// the operator's own uv and pip settings (indexes, find-links). Nothing else of the server's.
+fn install_env_passes(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "PATH",
+        "HOME",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "all_proxy",
+        "XDG_CACHE_HOME",
+    ];
+    NAMES.contains(&name) || name.starts_with("UV_") || name.starts_with("PIP_")
+}
+
+/// uv's cache folder, as uv finds it.
+fn uv_cache_dir() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("UV_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("uv")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache").join("uv")))
+}
+
+/// `inner` (a uv install) run through `exe seal-exec`: read-write only the environment, uv's
+/// cache and `tmp`; read the system, the base Python and uv; the environment scrubbed to what
+/// [`install_env_passes`] lets through plus what `inner` sets.
+fn sealed_install(
+    exe: &Path,
+    inner: &Command,
+    base_python: &Path,
+    env_dir: &Path,
+    tmp: &Path,
+) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.arg("seal-exec")
+        .arg("--python")
+        .arg(base_python)
+        .arg("--rw")
+        .arg(env_dir)
+        .arg("--rw")
+        .arg(tmp);
+    let cache = uv_cache_dir();
+    if let Some(cache) = &cache {
+        let _ = fs_err::create_dir_all(cache);
+        cmd.arg("--rw").arg(cache);
+    }
+    let program = Path::new(inner.get_program());
+    if program.is_absolute() {
+        cmd.arg("--rx").arg(program);
+    }
+    // uv run as a module of some Python: that Python's prefix too.
+    if program
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+    {
+        cmd.arg("--python").arg(program);
+    }
+    cmd.arg("--")
+        .arg(inner.get_program())
+        .args(inner.get_args());
+    cmd.env_clear();
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(install_env_passes) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("TMPDIR", tmp);
+    if let Some(cache) = &cache {
+        cmd.env("UV_CACHE_DIR", cache);
+    }
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.stdin(Stdio::null());
+    cmd
 }
 
 /// Fill `cmd` (a `uv` command) with `pip install --python PY -r FILE`, the index settings passed

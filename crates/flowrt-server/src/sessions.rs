@@ -286,6 +286,7 @@ impl Manager {
                     .map(|text| ExtraRequirements { label, text }),
                 private_token: token.as_deref(),
                 private_hosts: hosts,
+                sandbox: None,
             };
             flowrt_python::resolve_env(
                 EnvRequest {
@@ -309,6 +310,9 @@ impl Manager {
             let _ = std::fs::create_dir_all(self.workdir(id));
             let home2 = home.clone();
             let reqs = requirements.clone();
+            // Sealed sessions' installs are sealed too: build scripts are user code.
+            let seal_installs = self.seal;
+            let exe = self.exe.clone();
             let built = tokio::task::spawn_blocking(move || {
                 let (base, extra, label, token, hosts) = &opts_owned;
                 let opts = EnvOptions {
@@ -318,6 +322,7 @@ impl Manager {
                         .map(|text| ExtraRequirements { label, text }),
                     private_token: token.as_deref(),
                     private_hosts: hosts,
+                    sandbox: seal_installs.then_some(exe.as_path()),
                 };
                 let mut log = flowrt_session::session_files::append(
                     log_path.parent().unwrap_or(std::path::Path::new(".")),

@@ -76,3 +76,43 @@ pub fn run(args: AgentArgs) -> Result<u8> {
     })?;
     Ok(0)
 }
+
+#[derive(Args)]
+pub struct SealExecArgs {
+    /// Folders the program may read, write and run from.
+    #[arg(long)]
+    pub rw: Vec<PathBuf>,
+    /// Files or folders it may read and run (besides the system's).
+    #[arg(long)]
+    pub rx: Vec<PathBuf>,
+    /// Python interpreters it runs: their prefixes become readable.
+    #[arg(long)]
+    pub python: Vec<PathBuf>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// Seal this process to `args`' folders, then become the program: nothing it or its children do
+/// reaches beyond them. Where the kernel has no Landlock, it runs unsealed and says so.
+pub fn seal_exec(args: SealExecArgs) -> Result<u8> {
+    use std::os::unix::process::CommandExt;
+    let mut read_exec = args.rx.clone();
+    for python in &args.python {
+        read_exec.extend(flowrt_session::seal::python_paths(python)?.read);
+    }
+    let policy = flowrt_session::seal::SealPolicy {
+        read_write: args.rw.clone(),
+        read_exec,
+        deny_connect_ports: Vec::new(),
+    };
+    let status = flowrt_session::seal::seal_self(&policy)?;
+    if status == flowrt_session::seal::SealStatus::None {
+        eprintln!("warning: {}", status.describe());
+    }
+    let Some((program, rest)) = args.command.split_first() else {
+        anyhow::bail!("seal-exec needs a program after --");
+    };
+    let err = std::process::Command::new(program).args(rest).exec();
+    anyhow::bail!("cannot run {}: {err}", program.to_string_lossy())
+}

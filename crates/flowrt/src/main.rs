@@ -117,6 +117,10 @@ enum Command {
     /// Run as a compute session's agent (started by `flowrt server`, not by hand).
     #[command(hide = true)]
     Agent(agent_cmd::AgentArgs),
+    /// Run a program sealed (Landlock) to the given folders: how a server runs a session's
+    /// package installs, whose build scripts are its user's code.
+    #[command(hide = true)]
+    SealExec(agent_cmd::SealExecArgs),
 }
 
 #[derive(Subcommand)]
@@ -276,6 +280,7 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Env(cmd) => env_cmd::run(cmd),
         Command::Agent(args) => agent_cmd::run(args),
+        Command::SealExec(args) => agent_cmd::seal_exec(args),
         Command::Server(args) => session_cmd::server(args),
         Command::Session { server, command } => {
             session_cmd::session(command, server.server.as_deref())

@@ -4300,3 +4300,106 @@ fn the_servers_environment_is_unreadable_to_processes_of_its_own_user() {
         "the server's environment was readable: {of_server:?}"
     );
 }
+
+/// Issue 19: installing a session's requirements runs code its user chose (a source package's
+/// build backend). That code runs sealed, with a scrubbed environment: it cannot read the
+/// server's token, write into the server's home, or see the server's environment. The package
+/// is served by a local index, its in-tree build backend probes and fails the install with what
+/// it found, which the session's reason shows.
+#[test]
+fn a_requirements_build_script_cannot_reach_the_servers_files_or_environment() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[("FLOWRT_TEST_SECRET", "hunter2")]);
+    let index = tempfile::tempdir().unwrap();
+    let token_path = home.path().join("owner.token");
+    let planted = home.path().join("planted-by-a-build");
+    let backend = format!(
+        r#"import json, os
+def _probe():
+    found = {{}}
+    try:
+        found["token"] = open({token:?}).read()[:12]
+    except OSError as e:
+        found["token"] = "denied " + e.__class__.__name__
+    try:
+        open({planted:?}, "w").write("x")
+        found["write"] = "written"
+    except OSError as e:
+        found["write"] = "denied " + e.__class__.__name__
+    found["env"] = os.environ.get("FLOWRT_TEST_SECRET", "absent")
+    raise RuntimeError("PROBE " + json.dumps(found, sort_keys=True))
+def get_requires_for_build_wheel(config_settings=None):
+    _probe()
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    _probe()
+"#,
+        token = token_path.display().to_string(),
+        planted = planted.display().to_string(),
+    );
+    let src = index.path().join("src/evilpkg-1.0");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("pyproject.toml"),
+        "[build-system]\nrequires = []\nbuild-backend = \"probe_backend\"\nbackend-path = [\".\"]\n\n[project]\nname = \"evilpkg\"\nversion = \"1.0\"\n",
+    )
+    .unwrap();
+    std::fs::write(src.join("probe_backend.py"), backend).unwrap();
+    std::fs::write(
+        src.join("PKG-INFO"),
+        "Metadata-Version: 2.1\nName: evilpkg\nVersion: 1.0\n",
+    )
+    .unwrap();
+    let served = index.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let tar = Command::new("tar")
+        .args(["-czf"])
+        .arg(served.join("evilpkg-1.0.tar.gz"))
+        .arg("-C")
+        .arg(index.path().join("src"))
+        .arg("evilpkg-1.0")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let port = free_port();
+    let mut http_server = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1"])
+        .arg(port.to_string())
+        .arg("--directory")
+        .arg(&served)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < Duration::from_secs(10), "index did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (_d, dir) = flow("batch_base");
+    std::fs::write(
+        dir.join("requirements.txt"),
+        format!("--no-index\n--find-links http://127.0.0.1:{port}/\nevilpkg==1.0\n"),
+    )
+    .unwrap();
+    let out = server.cli(&["session", "start", "--flow", dir.to_str().unwrap()]);
+    let _ = http_server.kill();
+    let _ = http_server.wait();
+    assert!(!out.status.success(), "the install should fail");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let probe = stderr
+        .lines()
+        .find_map(|l| l.split_once("PROBE {").map(|(_, p)| format!("{{{p}")))
+        .unwrap_or_else(|| panic!("the build backend did not run: {stderr}"));
+    let found: Value =
+        serde_json::from_str(probe.trim()).unwrap_or_else(|e| panic!("{e}: {probe}"));
+    assert!(
+        found["token"].as_str().unwrap().starts_with("denied"),
+        "{found}"
+    );
+    assert!(
+        found["write"].as_str().unwrap().starts_with("denied"),
+        "{found}"
+    );
+    assert_eq!(found["env"], "absent", "{found}");
+    assert!(!planted.exists());
+}
