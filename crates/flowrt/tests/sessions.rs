@@ -4261,14 +4261,7 @@ fn the_servers_environment_is_unreadable_to_processes_of_its_own_user() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30) && server.try_wait().unwrap().is_none(),
-            "the server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, &mut server, "the server");
     let mut control = Command::new("sleep")
         .arg("30")
         .env("FLOWRT_TEST_SECRET", "hunter2")
@@ -4370,11 +4363,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "index did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, &mut http_server, "the package index");
     let (_d, dir) = flow("batch_base");
     std::fs::write(
         dir.join("requirements.txt"),
@@ -4402,4 +4391,16 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     );
     assert_eq!(found["env"], "absent", "{found}");
     assert!(!planted.exists());
+}
+
+/// Wait until `child` listens on `port` on 127.0.0.1; it must not exit first.
+fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30) && child.try_wait().unwrap().is_none(),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
