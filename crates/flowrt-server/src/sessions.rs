@@ -338,14 +338,15 @@ impl Manager {
                     &mut |m| {
                         if let Some(f) = log.as_mut() {
                             use std::io::Write;
-                            let _ = writeln!(f, "{m}");
+                            let _ = writeln!(f, "{}", without_home(m, &home2));
                         }
                     },
                 )
             })
             .await
             .map_err(|e| ApiErr::internal("building the environment", e))?;
-            let python = built.map_err(|e| ApiErr::bad_request(e.to_string()))?;
+            let python =
+                built.map_err(|e| ApiErr::bad_request(without_home(&e.to_string(), &home)))?;
             self.transition(id, Event::EnvBuilt).await?;
             python
         };
@@ -868,6 +869,12 @@ impl Manager {
             }
         }
     }
+}
+
+/// `text` with the server's home folder left out (paths under it become relative): what an
+/// environment build says reaches the session's log and its user.
+fn without_home(text: &str, home: &std::path::Path) -> String {
+    text.replace(&format!("{}/", home.display()), "")
 }
 
 fn sha256_hex(text: &str) -> String {

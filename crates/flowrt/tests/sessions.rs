@@ -4391,6 +4391,11 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     );
     assert_eq!(found["env"], "absent", "{found}");
     assert!(!planted.exists());
+    // What the failed install says names no folder of the server's.
+    assert!(
+        !stderr.contains(&home.path().display().to_string()),
+        "{stderr}"
+    );
 }
 
 /// Wait until `child` listens on `port` on 127.0.0.1; it must not exit first.
