@@ -480,14 +480,10 @@ pub fn ensure_env_with(
         path: merged_file.clone(),
         source,
     })?;
-    // The file's name, not where it lives: messages reach a session's log and its user, who
-    // has no business with the server's folders.
     let label = req
         .requirements
-        .unwrap_or(&merged_file)
-        .file_name()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(MERGED_REQUIREMENTS));
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| merged_file.clone());
     progress(&format!(
         "installing {} requirement(s) from {}",
         resolved.lines.len(),
