@@ -1,7 +1,9 @@
 //! A session's own view of the machine's processes: the agent moves into a new PID namespace with
 //! its own mount of `/proc`, so its code (and every Python worker under it) sees only the
 //! session's processes. `/proc/<server pid>/environ` or `cmdline` (a database URL, a cloud key),
-//! and other sessions' agents, are not there to be read; Landlock does not cover `/proc`.
+//! and other sessions' agents, are not there to be read; Landlock does not cover `/proc`. The
+//! same step gives it an IPC namespace and a `/dev/shm` of its own, so no session reaches
+//! another's shared memory.
 //!
 //! The agent calls [`enter_own_pid_namespace`] while it has one thread, after it has read what
 //! the server hands it on stdin and before it seals itself (a sealed process cannot mount). The
@@ -31,8 +33,9 @@ pub fn hide_from_same_user() -> std::io::Result<()> {
 /// How the agent's processes are seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessView {
-    /// In a PID namespace of its own, with its own `/proc`.
-    Own,
+    /// In a PID namespace of its own, with its own `/proc`, and an IPC namespace and
+    /// `/dev/shm` of its own (`false`: the machine's `/dev/shm`, the tmpfs mount was refused).
+    Own { private_shm: bool },
     /// As every process of the machine (the kernel refused a namespace), with the reason.
     Shared(i32),
 }
@@ -40,7 +43,8 @@ pub enum ProcessView {
 impl ProcessView {
     pub fn describe(self) -> String {
         match self {
-            ProcessView::Own => "processes: a PID namespace of its own (other processes unseen)".into(),
+            ProcessView::Own { private_shm: true } => "processes: a PID namespace of its own (other processes unseen), with its own IPC namespace and /dev/shm".into(),
+            ProcessView::Own { private_shm: false } => "processes: a PID namespace of its own (other processes unseen), with its own IPC namespace; /dev/shm is the machine's (a tmpfs could not be mounted)".into(),
             ProcessView::Shared(errno) => format!(
                 "processes: shared with the machine (no PID namespace: {}; run the server as root to isolate sessions' processes)",
                 std::io::Error::from_raw_os_error(errno)
@@ -80,7 +84,8 @@ extern "C" fn forward(sig: libc::c_int) {
 /// kernel refuses.
 pub fn enter_own_pid_namespace() -> std::io::Result<ProcessView> {
     // SAFETY: unshare(2) takes flags only. The caller has one thread, as CLONE_NEWNS requires.
-    if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS) } != 0 {
+    // The IPC namespace keeps System V IPC and POSIX message queues to the session.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC) } != 0 {
         let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
         return Ok(ProcessView::Shared(errno));
     }
@@ -123,7 +128,24 @@ pub fn enter_own_pid_namespace() -> std::io::Result<ProcessView> {
             return Err(std::io::Error::last_os_error());
         }
     }
-    Ok(ProcessView::Own)
+    // POSIX shared memory and semaphores (multiprocessing's) are files in /dev/shm, which every
+    // session may write: a tmpfs of its own keeps one session's out of another's reach. Its pages
+    // are charged to the session's memory cgroup.
+    let shm = c"/dev/shm";
+    let tmpfs = c"tmpfs";
+    let options = c"mode=1777";
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+    let private_shm = std::path::Path::new("/dev/shm").is_dir()
+        && unsafe {
+            libc::mount(
+                tmpfs.as_ptr(),
+                shm.as_ptr(),
+                tmpfs.as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV,
+                options.as_ptr().cast(),
+            )
+        } == 0;
+    Ok(ProcessView::Own { private_shm })
 }
 
 /// The waiter: forward SIGTERM, SIGINT and SIGHUP to the agent, and exit as it exits.

@@ -1378,12 +1378,17 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
     }
     let log = server.ok(&["session", "logs", &id]);
     assert!(log.contains("a PID namespace of its own"), "{log}");
+    assert!(log.contains("its own IPC namespace and /dev/shm"), "{log}");
     let server_pid = server.child.as_ref().unwrap().id();
     let (_, other_agent) = server.agent(&other);
+    // Shared memory another session (or anything on the machine) left in /dev/shm.
+    let shm = PathBuf::from(format!("/dev/shm/flowrt-test-{}", std::process::id()));
+    std::fs::write(&shm, "someone else's shared memory").unwrap();
     let targets = json!({
         "read": [
             format!("/proc/{server_pid}/environ"), format!("/proc/{server_pid}/cmdline"),
             format!("/proc/{other_agent}/environ"), format!("/proc/{other_agent}/cmdline"),
+            shm,
         ],
     });
     let out = server.ok(&[
@@ -1395,6 +1400,7 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
         "--inputs",
         &format!("targets={targets}"),
     ]);
+    let _ = std::fs::remove_file(&shm);
     let report = serde_json::from_str::<Value>(&out).unwrap()["report"].clone();
     for (path, outcome) in report["attempts"].as_object().unwrap() {
         assert_ne!(outcome, "ok", "{path}: {report:#}");
