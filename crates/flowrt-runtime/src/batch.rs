@@ -133,6 +133,20 @@ pub struct Progress {
     /// LLM retries, and how many of them waited out a rate limit.
     pub retries: u64,
     pub rate_limited: u64,
+    /// The model endpoint whose quota paces this run, when one does.
+    pub quota: Option<QuotaPace>,
+}
+
+/// A quota pacing a run's model calls (see `flowrt_tools::RateStatus`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QuotaPace {
+    pub endpoint: String,
+    /// Requests a second the endpoint's governor lets through.
+    pub pace: f64,
+    /// This run's calls to it a line, so far.
+    pub calls_per_line: f64,
+    /// How long this run's calls waited for their turn there, on average.
+    pub wait_per_call: Duration,
 }
 
 impl Progress {
@@ -140,7 +154,15 @@ impl Progress {
     pub fn details(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-6);
         let rate = (self.done - self.kept.min(self.done)) as f64 / secs;
-        let eta = if rate > 0.0 {
+        let left = self.total.saturating_sub(self.done) as f64;
+        // Paced by a quota, the time left is the calls left at the quota's pace.
+        let eta = if let Some(q) = self
+            .quota
+            .as_ref()
+            .filter(|q| q.pace > 0.0 && q.calls_per_line > 0.0)
+        {
+            format!("{:.0}s", left * q.calls_per_line / q.pace)
+        } else if rate > 0.0 {
             format!(
                 "{:.0}s",
                 (self.total.saturating_sub(self.done)) as f64 / rate
@@ -159,6 +181,14 @@ impl Progress {
                     "retries"
                 },
                 self.rate_limited
+            ));
+        }
+        if let Some(q) = &self.quota {
+            text.push_str(&format!(
+                "; paced to {:.1} requests/s by the quota of {} (a call waits {:.2} s for its turn)",
+                q.pace,
+                q.endpoint,
+                q.wait_per_call.as_secs_f64()
             ));
         }
         text
@@ -867,6 +897,9 @@ struct Counter {
     started: Instant,
     last_logged: Instant,
     retries: Arc<RetryHub>,
+    /// Each endpoint's (requests, 429s, time waited) when the run started: the process may have
+    /// sent others (a session's earlier runs and tests).
+    calls_before: HashMap<String, (u64, u64, Duration)>,
 }
 
 impl Counter {
@@ -874,6 +907,30 @@ impl Counter {
         self.progress.elapsed = self.started.elapsed();
         self.progress.retries = self.retries.retries.load(Relaxed);
         self.progress.rate_limited = self.retries.rate_limited.load(Relaxed);
+        let ran = self.progress.done.saturating_sub(self.progress.kept);
+        self.progress.quota = flowrt_tools::rate_statuses().into_iter().find_map(|st| {
+            let pace = st.pace?;
+            let (requests, limited, waited) = self
+                .calls_before
+                .get(&st.endpoint)
+                .copied()
+                .unwrap_or_default();
+            let served = st
+                .requests
+                .saturating_sub(requests)
+                .saturating_sub(st.rate_limited.saturating_sub(limited));
+            (served > 0).then(|| QuotaPace {
+                endpoint: st.endpoint.clone(),
+                pace,
+                calls_per_line: if ran > 0 {
+                    served as f64 / ran as f64
+                } else {
+                    0.0
+                },
+                wait_per_call: st.waited.saturating_sub(waited)
+                    / u32::try_from(served).unwrap_or(u32::MAX).max(1),
+            })
+        });
         &self.progress
     }
 }
@@ -927,7 +984,12 @@ pub async fn execute<I: ToolInvoker + 'static>(
             lines.kept.len()
         ));
     }
+    let calls_before = flowrt_tools::rate_statuses()
+        .into_iter()
+        .map(|st| (st.endpoint, (st.requests, st.rate_limited, st.waited)))
+        .collect();
     let mut counter = Counter {
+        calls_before,
         progress: Progress {
             total,
             done: lines.kept.len(),

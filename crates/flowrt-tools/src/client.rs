@@ -70,6 +70,10 @@ pub struct RetryPolicy {
     pub max_delay: Duration,
     pub max_connect_retries: u32,
     pub connect_delay: Duration,
+    /// How long one request may keep getting HTTP 429 before it fails. A 429 is the quota
+    /// speaking, not a failure: it does not count against `max_retries`, and the endpoint's
+    /// governor paces every request after it.
+    pub rate_limit_budget: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -80,6 +84,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(60),
             max_connect_retries: 2,
             connect_delay: Duration::from_millis(250),
+            rate_limit_budget: Duration::from_secs(600),
         }
     }
 }
@@ -93,6 +98,7 @@ impl RetryPolicy {
             max_delay: Duration::ZERO,
             max_connect_retries: 0,
             connect_delay: Duration::ZERO,
+            rate_limit_budget: Duration::ZERO,
         }
     }
 
@@ -137,7 +143,8 @@ pub struct RetryEvent {
     pub cause: RetryCause,
     /// What failed, e.g. `HTTP 429: Rate limit reached` or `connection refused`.
     pub failure: String,
-    /// The attempt that just failed (1-based) and the most attempts this cause allows.
+    /// The attempt that just failed (1-based) and the most attempts this cause allows (0 for a
+    /// 429: rate limits are bounded by time, `RetryPolicy::rate_limit_budget`).
     pub attempt: u32,
     pub max_attempts: u32,
     pub wait: Duration,
@@ -145,6 +152,16 @@ pub struct RetryEvent {
 
 impl fmt::Display for RetryEvent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.max_attempts == 0 {
+            return write!(
+                f,
+                "{} is over its quota (attempt {}): {}; requests there are paced to it, retrying in {:.1} s or when its turn comes",
+                self.url,
+                self.attempt,
+                self.failure,
+                self.wait.as_secs_f64()
+            );
+        }
         write!(
             f,
             "{} failed (attempt {} of {}): {}; retrying in {:.1} s",
@@ -212,6 +229,8 @@ pub(crate) struct Endpoint {
     pub(crate) url: String,
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) secret: Option<String>,
+    /// The requests-a-minute quota its connection declares (`rpm`), the governor's start.
+    pub(crate) declared_rpm: Option<f64>,
 }
 
 impl Endpoint {
@@ -236,6 +255,13 @@ fn flavor_of(conn: &Connection, tool: &str) -> Result<ChatFlavor, ToolError> {
             expected: "open_ai, azure_open_ai or serverless".into(),
         }),
     }
+}
+
+/// The requests-a-minute quota a connection declares (`rpm: 1200`), if any.
+fn declared_rpm(conn: &Connection) -> Option<f64> {
+    non_empty(conn, "rpm")
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|r| r.is_finite() && *r > 0.0)
 }
 
 fn non_empty<'c>(conn: &'c Connection, key: &str) -> Option<&'c str> {
@@ -273,6 +299,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                     ("ms-azure-ai-promptflow-called-from", "aoai-tool".into()),
                 ],
                 secret: Some(api_key),
+                declared_rpm: declared_rpm(conn),
             })
         }
         ConnectionKind::OpenAi => {
@@ -287,6 +314,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                 url: format!("{base}/{}", op.path()),
                 headers,
                 secret: Some(api_key),
+                declared_rpm: declared_rpm(conn),
             })
         }
         ConnectionKind::Serverless => {
@@ -300,6 +328,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                 url: format!("{base}/{}", op.path()),
                 headers: vec![("authorization", format!("Bearer {api_key}"))],
                 secret: Some(api_key),
+                declared_rpm: declared_rpm(conn),
             })
         }
         _ => Err(ToolError::UnsupportedConnection {
@@ -629,6 +658,7 @@ impl LlmClient {
                 ("ms-azure-ai-sender", "prompt_flow".into()),
             ],
             secret: Some(api_key),
+            declared_rpm: declared_rpm(connection),
         };
         let detection = self
             .post_json(&endpoint, &json!({"text": text, "blocklistNames": []}))
@@ -849,9 +879,18 @@ impl LlmClient {
         body: &Value,
     ) -> Result<reqwest::Response, ToolError> {
         let mut attempts: u32 = 0;
+        // Failures other than 429: what `max_retries` counts.
+        let mut failures: u32 = 0;
         let mut consecutive_422: u32 = 0;
+        let mut first_429: Option<std::time::Instant> = None;
+        let model = body.get("model").and_then(Value::as_str).unwrap_or("");
+        let governor = crate::governor::governor(
+            &format!("{} {model}", endpoint.redact(&endpoint.url)),
+            endpoint.declared_rpm,
+        );
         loop {
             attempts += 1;
+            governor.admit().await;
             let client = if endpoint.url.starts_with("http://") {
                 &self.http_local
             } else {
@@ -861,23 +900,56 @@ impl LlmClient {
             for (name, value) in &endpoint.headers {
                 req = req.header(*name, value);
             }
-            let retries_left = attempts <= self.policy.max_retries;
+            let retries_left = failures < self.policy.max_retries;
             let (wait, cause, failure, max_attempts) = match req.send().await {
-                Ok(resp) if resp.status().is_success() => return Ok(resp),
+                Ok(resp) if resp.status().is_success() => {
+                    governor.succeeded();
+                    return Ok(resp);
+                }
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let hinted = retry_after(resp.headers());
                     let text = resp.text().await.unwrap_or_default();
                     let (message, kind) = error_message(&text);
                     let quota = kind.as_deref() == Some("insufficient_quota");
+                    if status == 429 && !quota {
+                        governor.rate_limited(hinted);
+                        let since = *first_429.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= self.policy.rate_limit_budget {
+                            return Err(ToolError::Http {
+                                url: endpoint.url.clone(),
+                                status,
+                                message: format!(
+                                    "{} (rate limited for {:.0} s, the budget of one request: the deployment's quota is used up by this run and whatever else shares it; raise the quota, lower --concurrency, or resume later with --resume-from)",
+                                    endpoint.redact(&message),
+                                    since.elapsed().as_secs_f64()
+                                ),
+                                attempts,
+                            });
+                        }
+                        if let Some(listener) = &self.listener {
+                            listener(&RetryEvent {
+                                url: endpoint.redact(&endpoint.url),
+                                cause: RetryCause::RateLimited,
+                                failure: format!(
+                                    "HTTP 429: {}",
+                                    excerpt(&endpoint.redact(&message), 200)
+                                ),
+                                attempt: attempts,
+                                max_attempts: 0,
+                                wait: hinted.unwrap_or_default(),
+                            });
+                        }
+                        // The governor holds this request (and every other) back.
+                        continue;
+                    }
+                    failures += 1;
                     consecutive_422 = if status == 422 {
                         consecutive_422 + 1
                     } else {
                         0
                     };
-                    let retriable = (status == 429 && !quota)
-                        || status >= 500
-                        || (status == 422 && consecutive_422 < 3);
+                    let retriable = status >= 500 || (status == 422 && consecutive_422 < 3);
                     if !retriable || !retries_left {
                         return Err(ToolError::Http {
                             url: endpoint.url.clone(),
@@ -888,12 +960,8 @@ impl LlmClient {
                     }
                     let wait = hinted
                         .map(|d| d.min(self.policy.max_delay))
-                        .unwrap_or_else(|| self.policy.backoff(attempts - 1));
-                    let cause = if status == 429 {
-                        RetryCause::RateLimited
-                    } else {
-                        RetryCause::ServerError
-                    };
+                        .unwrap_or_else(|| self.policy.backoff(failures - 1));
+                    let cause = RetryCause::ServerError;
                     let failure = format!(
                         "HTTP {status}: {}",
                         excerpt(&endpoint.redact(&message), 200)
@@ -901,6 +969,7 @@ impl LlmClient {
                     (wait, cause, failure, self.policy.max_retries + 1)
                 }
                 Err(e) => {
+                    failures += 1;
                     // Refused or unresolvable: no server is there to recover. Timeouts and
                     // connections cut mid-reply get the full policy.
                     let unreachable = e.is_connect() && !e.is_timeout();
@@ -909,7 +978,7 @@ impl LlmClient {
                     } else {
                         self.policy.max_retries
                     };
-                    if e.is_builder() || attempts > allowed {
+                    if e.is_builder() || failures > allowed {
                         return Err(ToolError::Network {
                             url: endpoint.url.clone(),
                             message: endpoint.redact(&describe(&e)),
@@ -918,11 +987,11 @@ impl LlmClient {
                     }
                     let (wait, cause) = if unreachable {
                         (
-                            self.policy.connect_delay.saturating_mul(attempts),
+                            self.policy.connect_delay.saturating_mul(failures),
                             RetryCause::Unreachable,
                         )
                     } else {
-                        (self.policy.backoff(attempts - 1), RetryCause::Network)
+                        (self.policy.backoff(failures - 1), RetryCause::Network)
                     };
                     (wait, cause, endpoint.redact(&describe(&e)), allowed + 1)
                 }

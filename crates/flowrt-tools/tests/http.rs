@@ -201,6 +201,7 @@ fn fast_client(max_retries: u32) -> LlmClient {
         max_delay: Duration::from_millis(20),
         max_connect_retries: max_retries,
         connect_delay: Duration::from_millis(1),
+        rate_limit_budget: Duration::from_secs(5),
     })
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{flow, s, write_jsonl, Env, FakeOpenAi};
+use common::{flow, s, write_jsonl, Env, FakeOpenAi, QuotaOpenAi};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -967,4 +967,98 @@ fn stream_prints_each_line_as_it_completes_in_order() {
         "{}",
         r.stderr
     );
+}
+
+/// The quota tests' deployment: its latency, and the average tokens of the `two_calls` flow's
+/// requests (prompt words plus `max_tokens`: 35 for the draft, 37 for the polish).
+const QUOTA_LATENCY: Duration = Duration::from_millis(50);
+const TOKENS_PER_CALL: f64 = 36.0;
+
+/// Run `runs` 200-line batches of `two_calls` at once (separate processes: as many sessions each
+/// with its own governor) against one deployment, at the default concurrency. Returns the wall
+/// time and the server's counts; every line of every run must complete.
+fn batches_against_a_quota(server: &QuotaOpenAi, runs: usize) -> (Duration, common::QuotaStats) {
+    let env = Env::new();
+    env.connection(&format!(
+        "name: quota_openai\ntype: open_ai\napi_key: sk-test\nbase_url: {}/v1\n",
+        server.base
+    ));
+    let (d, dir) = flow("two_calls");
+    let data = d.path().join("data.jsonl");
+    let rows: Vec<Value> = (0..200)
+        .map(|i| json!({"question": format!("question number {i}")}))
+        .collect();
+    write_jsonl(&data, &rows);
+    let t = Instant::now();
+    let children: Vec<_> = (0..runs)
+        .map(|i| {
+            env.spawn(&[
+                "run",
+                "create",
+                "--flow",
+                s(&dir),
+                "--data",
+                s(&data),
+                "--name",
+                &format!("q{i}"),
+            ])
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success());
+    }
+    let wall = t.elapsed();
+    for i in 0..runs {
+        let meta = show_json(&env, &format!("q{i}"));
+        assert_eq!(meta["completed_lines"], 200, "{meta:#}");
+        assert_eq!(meta["status"], "Completed", "{meta:#}");
+    }
+    (wall, server.stats())
+}
+
+/// Issue 20: lines share one governor per deployment, so a quota paces them instead of failing
+/// them. Fewer than 10% of the requests get 429, and the batch takes at most 1.15 times what the
+/// quota allows (`ideal`).
+fn assert_quota_kept(wall: Duration, stats: &common::QuotaStats, ideal: Duration) {
+    let refused = stats.rate_limited as f64 / stats.requests as f64;
+    eprintln!(
+        "wall {:.2} s, ideal {:.2} s ({:.2}x), {} requests, {} got 429 ({:.1}%)",
+        wall.as_secs_f64(),
+        ideal.as_secs_f64(),
+        wall.as_secs_f64() / ideal.as_secs_f64(),
+        stats.requests,
+        stats.rate_limited,
+        100.0 * refused
+    );
+    assert!(refused < 0.10, "{stats:?}");
+    assert!(
+        wall.as_secs_f64() <= 1.15 * ideal.as_secs_f64(),
+        "{wall:?} against an ideal of {ideal:?}"
+    );
+}
+
+#[test]
+fn a_batch_against_a_requests_quota_completes_every_line_at_the_quotas_pace() {
+    // 3,000 requests a minute: 50 a second, so 400 calls take 8 s at best.
+    let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
+    let (wall, stats) = batches_against_a_quota(&server, 1);
+    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
+}
+
+#[test]
+fn a_batch_against_a_tokens_quota_completes_every_line_at_the_quotas_pace() {
+    // 108,000 tokens a minute at 36 a call: 50 calls a second again.
+    let tpm = 50.0 * 60.0 * TOKENS_PER_CALL;
+    let server = QuotaOpenAi::start(None, Some(tpm), QUOTA_LATENCY);
+    let (wall, stats) = batches_against_a_quota(&server, 1);
+    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
+}
+
+#[test]
+fn two_batches_sharing_one_deployments_quota_both_complete_at_its_pace() {
+    // Two processes (as two sessions), each learning the quota from its 429s: 800 calls at 50 a
+    // second.
+    let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
+    let (wall, stats) = batches_against_a_quota(&server, 2);
+    assert_quota_kept(wall, &stats, Duration::from_secs_f64(800.0 / 50.0));
 }

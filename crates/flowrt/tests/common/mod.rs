@@ -427,3 +427,153 @@ pub fn fresh_postgres() -> Option<String> {
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     Some(format!("{base}/{name}"))
 }
+
+/// A model deployment with a quota, as Azure OpenAI enforces one: requests (`rpm`) and tokens
+/// (`tpm`, a request costing its prompt's words plus its `max_tokens`) a minute, each a token
+/// bucket holding one second's worth. A request over either gets 429 with `Retry-After` and
+/// `retry-after-ms` (the time until the bucket has room). Every reply waits `latency`. Chat
+/// answers `echo: <last user message>`. Connections are served concurrently.
+pub struct QuotaOpenAi {
+    pub base: String,
+    pub stats: Arc<Mutex<QuotaStats>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct QuotaStats {
+    pub requests: usize,
+    pub rate_limited: usize,
+}
+
+struct Bucket {
+    per_s: f64,
+    level: f64,
+    at: std::time::Instant,
+}
+
+impl Bucket {
+    fn new(per_minute: f64) -> Bucket {
+        let per_s = per_minute / 60.0;
+        Bucket {
+            per_s,
+            level: per_s.max(1.0),
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Take `cost`; else the seconds until there is room.
+    fn take(&mut self, cost: f64) -> Option<f64> {
+        let now = std::time::Instant::now();
+        let cap = self.per_s.max(cost);
+        self.level = (self.level + now.duration_since(self.at).as_secs_f64() * self.per_s).min(cap);
+        self.at = now;
+        if self.level >= cost {
+            self.level -= cost;
+            None
+        } else {
+            Some((cost - self.level) / self.per_s)
+        }
+    }
+}
+
+impl QuotaOpenAi {
+    pub fn start(rpm: Option<f64>, tpm: Option<f64>, latency: std::time::Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let stats = Arc::new(Mutex::new(QuotaStats::default()));
+        let buckets = Arc::new(Mutex::new((rpm.map(Bucket::new), tpm.map(Bucket::new))));
+        let counted = stats.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (stats, buckets) = (counted.clone(), buckets.clone());
+                std::thread::spawn(move || quota_reply(stream, &stats, &buckets, latency));
+            }
+        });
+        QuotaOpenAi { base, stats }
+    }
+
+    pub fn stats(&self) -> QuotaStats {
+        self.stats.lock().unwrap().clone()
+    }
+}
+
+fn quota_reply(
+    mut stream: std::net::TcpStream,
+    stats: &Mutex<QuotaStats>,
+    buckets: &Mutex<(Option<Bucket>, Option<Bucket>)>,
+    latency: std::time::Duration,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut first = String::new();
+    if reader.read_line(&mut first).is_err() {
+        return;
+    }
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    let _ = reader.read_exact(&mut body);
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+        .map(|m| m["content"].as_str().unwrap_or("").to_string())
+        .unwrap_or_default();
+    let tokens =
+        last.split_whitespace().count() as f64 + body["max_tokens"].as_f64().unwrap_or(16.0);
+    let refused = {
+        let mut b = buckets.lock().unwrap();
+        let mut s = stats.lock().unwrap();
+        s.requests += 1;
+        // Both quotas must have room; neither is charged for a refused request.
+        let wait_r = b.0.as_mut().and_then(|r| r.take(1.0));
+        let wait_t = match wait_r {
+            Some(_) => None,
+            None => b.1.as_mut().and_then(|t| t.take(tokens)),
+        };
+        if let (None, Some(_)) = (wait_r, wait_t) {
+            // Give back the request taken above: the request was not served.
+            if let Some(r) = b.0.as_mut() {
+                r.level += 1.0;
+            }
+        }
+        let wait = wait_r.or(wait_t);
+        if wait.is_some() {
+            s.rate_limited += 1;
+        }
+        wait
+    };
+    let (status, reply, extra) = match refused {
+        Some(wait) => (
+            "429 Too Many Requests",
+            json!({"error": {"message": "Requests to this deployment have exceeded its rate limit.", "type": "rate_limit_exceeded", "code": "429"}}),
+            format!(
+                "retry-after: {}\r\nretry-after-ms: {}\r\n",
+                wait.ceil().max(1.0),
+                (wait * 1000.0) as u64 + 1
+            ),
+        ),
+        None => {
+            std::thread::sleep(latency);
+            (
+                "200 OK",
+                json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}")}, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}),
+                String::new(),
+            )
+        }
+    };
+    let text = reply.to_string();
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{text}",
+        text.len()
+    );
+}

@@ -1,0 +1,254 @@
+//! One rate governor per model endpoint (URL and model), shared by every request this process
+//! sends there: every line of a run, every run and test of a session.
+//!
+//! Without it, concurrent lines that get HTTP 429 each sleep what the server said and wake
+//! together, one gets through and the rest are refused again: the quota is spent on refusals and
+//! lines fail after their retries. With it, requests start on a shared pace:
+//!
+//! - unpaced until the first 429 (a deployment with room is never slowed);
+//! - at the first 429, the pace becomes the rate that succeeded over the last second, a little
+//!   below it; each later 429 (at most one cut a second) lowers it by a tenth, and every success
+//!   raises it slowly (additive increase, multiplicative decrease), so the pace settles just under
+//!   the quota and follows it when it changes or when other clients share it;
+//! - a 429's `Retry-After` / `retry-after-ms` holds every request back until then (a coordinated
+//!   wait), and starts after it are spaced and jittered so they do not arrive together;
+//! - a quota the user declares (a connection's `rpm`) is the starting pace.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How fast the pace grows back after a cut: this share of itself a second (each success adds
+/// this much, and successes come at the pace). Fast enough to take back a cut in two seconds,
+/// and to find the room another client leaves.
+const INCREASE_PER_S: f64 = 0.05;
+/// The share of the pace kept at each 429 after the first.
+const DECREASE: f64 = 0.9;
+/// 429s closer together than this after a cut belong to the same overload: one cut.
+const CUT_COOLDOWN: Duration = Duration::from_secs(1);
+/// The slowest pace: one request every 10 s.
+const MIN_RATE: f64 = 0.1;
+
+/// What a governor has seen, for progress lines.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RateStatus {
+    /// The endpoint (URL, and the model for endpoints that serve several).
+    pub endpoint: String,
+    /// The pace in requests a second; `None` while unpaced (no 429 yet, no declared quota).
+    pub pace: Option<f64>,
+    /// Requests sent, and how many got 429.
+    pub requests: u64,
+    pub rate_limited: u64,
+    /// Total time requests waited for their turn.
+    pub waited: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Requests a second; 0: unpaced.
+    rate: f64,
+    /// When the next request may start.
+    next_start: Instant,
+    /// Successes of the last second.
+    successes: VecDeque<Instant>,
+    last_cut: Option<Instant>,
+    requests: u64,
+    rate_limited: u64,
+    waited: Duration,
+}
+
+/// The pace of one endpoint.
+#[derive(Debug)]
+pub struct Governor {
+    endpoint: String,
+    state: Mutex<State>,
+}
+
+fn registry() -> &'static Mutex<HashMap<String, Arc<Governor>>> {
+    static GOVERNORS: OnceLock<Mutex<HashMap<String, Arc<Governor>>>> = OnceLock::new();
+    GOVERNORS.get_or_init(Default::default)
+}
+
+/// The governor of `endpoint` in this process (made on first use), starting from `declared_rpm`
+/// when the connection declares a quota.
+pub fn governor(endpoint: &str, declared_rpm: Option<f64>) -> Arc<Governor> {
+    let mut all = registry().lock().unwrap_or_else(|p| p.into_inner());
+    all.entry(endpoint.to_string())
+        .or_insert_with(|| {
+            Arc::new(Governor {
+                endpoint: endpoint.to_string(),
+                state: Mutex::new(State {
+                    rate: declared_rpm
+                        .filter(|r| r.is_finite() && *r > 0.0)
+                        .map_or(0.0, |r| (r / 60.0).max(MIN_RATE)),
+                    next_start: Instant::now(),
+                    successes: VecDeque::new(),
+                    last_cut: None,
+                    requests: 0,
+                    rate_limited: 0,
+                    waited: Duration::ZERO,
+                }),
+            })
+        })
+        .clone()
+}
+
+/// What every governor of this process has seen, busiest first.
+pub fn rate_statuses() -> Vec<RateStatus> {
+    let all: Vec<Arc<Governor>> = registry()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    let mut out: Vec<RateStatus> = all.iter().map(|g| g.status()).collect();
+    out.sort_by_key(|s| std::cmp::Reverse(s.requests));
+    out
+}
+
+impl Governor {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for this request's turn.
+    pub async fn admit(&self) {
+        let start = {
+            let mut s = self.lock();
+            let now = Instant::now();
+            s.requests += 1;
+            let start = s.next_start.max(now);
+            if s.rate > 0.0 {
+                // Jitter within a tenth of the spacing: evenly paced clients that share a quota
+                // do not stay in lock-step.
+                let spacing = 1.0 / s.rate;
+                s.next_start = start + Duration::from_secs_f64(spacing * (0.95 + 0.1 * unit()));
+            }
+            let wait = start - now;
+            s.waited += wait;
+            start
+        };
+        tokio::time::sleep_until(start.into()).await;
+    }
+
+    /// The request succeeded: the pace may grow.
+    pub fn succeeded(&self) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.successes.push_back(now);
+        while s
+            .successes
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
+        {
+            s.successes.pop_front();
+        }
+        if s.rate > 0.0 {
+            // d(rate)/dt = INCREASE_PER_S * rate, with one success every 1/rate seconds.
+            s.rate += INCREASE_PER_S;
+        }
+    }
+
+    /// The request got 429: hold everyone back for what the server said, and slow the pace.
+    pub fn rate_limited(&self, retry_after: Option<Duration>) {
+        let mut s = self.lock();
+        let now = Instant::now();
+        s.rate_limited += 1;
+        if let Some(wait) = retry_after {
+            let until = now + wait.min(Duration::from_secs(60));
+            s.next_start = s.next_start.max(until);
+        }
+        if s.last_cut
+            .is_some_and(|t| now.duration_since(t) < CUT_COOLDOWN)
+        {
+            return;
+        }
+        s.last_cut = Some(now);
+        s.rate = if s.rate > 0.0 {
+            s.rate * DECREASE
+        } else {
+            // The first 429: what got through over the last second is what the quota allows,
+            // less the burst a quota lets through at first, hence a little below it.
+            s.successes.len() as f64 * DECREASE
+        }
+        .max(MIN_RATE);
+    }
+
+    pub fn status(&self) -> RateStatus {
+        let s = self.lock();
+        RateStatus {
+            endpoint: self.endpoint.clone(),
+            pace: (s.rate > 0.0).then_some(s.rate),
+            requests: s.requests,
+            rate_limited: s.rate_limited,
+            waited: s.waited,
+        }
+    }
+}
+
+fn unit() -> f64 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = RandomState::new().build_hasher();
+    h.write_u64(0x9ace);
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh(name: &str, rpm: Option<f64>) -> Arc<Governor> {
+        governor(&format!("test://{name}/{:?}", Instant::now()), rpm)
+    }
+
+    #[test]
+    fn unpaced_until_the_first_429_then_just_under_what_got_through() {
+        let g = fresh("first", None);
+        assert_eq!(g.status().pace, None);
+        for _ in 0..20 {
+            g.succeeded();
+        }
+        g.rate_limited(Some(Duration::from_millis(50)));
+        let pace = g.status().pace.unwrap();
+        assert!((pace - 18.0).abs() < 1e-9, "{pace}");
+        // Another 429 in the same second is the same overload: no second cut.
+        g.rate_limited(None);
+        assert_eq!(g.status().pace, Some(pace));
+        assert_eq!(g.status().rate_limited, 2);
+    }
+
+    #[test]
+    fn successes_raise_the_pace_slowly_and_a_declared_quota_is_the_start() {
+        let g = fresh("declared", Some(1200.0));
+        assert_eq!(g.status().pace, Some(20.0));
+        for _ in 0..20 {
+            g.succeeded();
+        }
+        // Twenty successes at 20/s: about a second, so 5% more.
+        let pace = g.status().pace.unwrap();
+        assert!((pace - 21.0).abs() < 1e-9, "{pace}");
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_holds_every_request_back_and_starts_are_spaced() {
+        let g = fresh("spaced", Some(600.0));
+        g.rate_limited(Some(Duration::from_millis(200)));
+        let t = Instant::now();
+        g.admit().await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(190),
+            "{:?}",
+            t.elapsed()
+        );
+        // 600/min cut to 540/min: 9 a second, about 111 ms apart.
+        let t = Instant::now();
+        g.admit().await;
+        g.admit().await;
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(190) && took < Duration::from_millis(400),
+            "{took:?}"
+        );
+    }
+}
