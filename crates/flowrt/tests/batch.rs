@@ -978,9 +978,18 @@ const TOKENS_PER_CALL: f64 = 36.0;
 /// with its own governor) against one deployment, at the default concurrency. Returns the wall
 /// time and the server's counts; every line of every run must complete.
 fn batches_against_a_quota(server: &QuotaOpenAi, runs: usize) -> (Duration, common::QuotaStats) {
+    batches_against_a_declared_quota(server, runs, "")
+}
+
+/// [`batches_against_a_quota`] with `extra` lines in the connection's YAML.
+fn batches_against_a_declared_quota(
+    server: &QuotaOpenAi,
+    runs: usize,
+    extra: &str,
+) -> (Duration, common::QuotaStats) {
     let env = Env::new();
     env.connection(&format!(
-        "name: quota_openai\ntype: open_ai\napi_key: sk-test\nbase_url: {}/v1\n",
+        "name: quota_openai\ntype: open_ai\napi_key: sk-test\nbase_url: {}/v1\n{extra}",
         server.base
     ));
     let (d, dir) = flow("two_calls");
@@ -1043,6 +1052,7 @@ fn a_batch_against_a_requests_quota_completes_every_line_at_the_quotas_pace() {
     let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
     let (wall, stats) = batches_against_a_quota(&server, 1);
     assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
+    eprintln!("first refused: {:?}", stats.first_refused);
 }
 
 #[test]
@@ -1061,4 +1071,17 @@ fn two_batches_sharing_one_deployments_quota_both_complete_at_its_pace() {
     let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
     let (wall, stats) = batches_against_a_quota(&server, 2);
     assert_quota_kept(wall, &stats, Duration::from_secs_f64(800.0 / 50.0));
+}
+
+#[test]
+fn a_quota_the_connection_declares_is_the_pace_from_the_first_call() {
+    // Declared, the quota paces the run from its start (no opening burst of refusals); later
+    // 429s are the governor probing for room above it.
+    let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
+    let (wall, stats) = batches_against_a_declared_quota(&server, 1, "rpm: 3000\n");
+    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
+    assert!(stats.rate_limited * 20 < stats.requests, "{stats:?}");
+    // Undeclared, the first 429 comes as the quota's first second of burst runs out (after
+    // about 60 requests here); declared, not before the pace has grown well past it.
+    assert!(stats.first_refused.is_none_or(|n| n > 150), "{stats:?}");
 }

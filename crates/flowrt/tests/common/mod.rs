@@ -442,6 +442,8 @@ pub struct QuotaOpenAi {
 pub struct QuotaStats {
     pub requests: usize,
     pub rate_limited: usize,
+    /// The number (1-based) of the first request refused.
+    pub first_refused: Option<usize>,
 }
 
 struct Bucket {
@@ -547,6 +549,7 @@ fn quota_reply(
         let wait = wait_r.or(wait_t);
         if wait.is_some() {
             s.rate_limited += 1;
+            s.first_refused = s.first_refused.or(Some(s.requests));
         }
         wait
     };
