@@ -135,27 +135,12 @@ impl FakeOpenAi {
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut first = String::new();
-                if reader.read_line(&mut first).is_err() {
+                let Some((first, body)) = read_json_request(&stream) else {
                     continue;
-                }
+                };
                 let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
                 // Routes are matched without the query (Azure's `?api-version=`).
                 let route = path.split('?').next().unwrap_or("").to_string();
-                let mut len = 0usize;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0; len];
-                let _ = reader.read_exact(&mut body);
-                let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 reqs.lock().unwrap().push((path.clone(), body.clone()));
                 if body["stream"] == json!(true)
@@ -428,6 +413,26 @@ pub fn fresh_postgres() -> Option<String> {
     Some(format!("{base}/{name}"))
 }
 
+/// Read one HTTP request from `stream`: its request line and its JSON body (`null` if none).
+fn read_json_request(stream: &std::net::TcpStream) -> Option<(String, Value)> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut first = String::new();
+    reader.read_line(&mut first).ok()?;
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; len];
+    let _ = reader.read_exact(&mut body);
+    Some((first, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
 /// A model deployment with a quota, as Azure OpenAI enforces one: requests (`rpm`) and tokens
 /// (`tpm`, a request costing its prompt's words plus its `max_tokens`) a minute, each a token
 /// bucket holding one second's worth. A request over either gets 429 with `Retry-After` and
@@ -505,24 +510,9 @@ fn quota_reply(
     buckets: &Mutex<(Option<Bucket>, Option<Bucket>)>,
     latency: std::time::Duration,
 ) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut first = String::new();
-    if reader.read_line(&mut first).is_err() {
+    let Some((_, body)) = read_json_request(&stream) else {
         return;
-    }
-    let mut len = 0usize;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-            break;
-        }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; len];
-    let _ = reader.read_exact(&mut body);
-    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    };
     let last = body["messages"]
         .as_array()
         .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
