@@ -58,6 +58,13 @@ pub struct LlmResult {
     pub request: Value,
 }
 
+/// How long a plain-`http` (local) endpoint may take to accept a connection before it is asked
+/// again. A small server's full accept queue drops the attempt, and the kernel would only resend
+/// it after a second: asking again at once costs nothing.
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_millis(300);
+/// How many times in a row a request re-asks for a connection that was not accepted in time.
+const LOCAL_CONNECT_REASKS: u32 = 5;
+
 /// How failed requests are retried: HTTP 429, 5xx (and up to 3 consecutive 422s) and timeouts are
 /// retried up to `max_retries` times, waiting what `Retry-After` / `retry-after-ms` says or else
 /// `base_delay * 2^n` with jitter, never longer than `max_delay`. A request that never reached a
@@ -190,6 +197,9 @@ pub struct LlmClient {
     /// a connection stalls ~40 ms per reply against servers that write headers and body separately
     /// without TCP_NODELAY (Nagle meeting delayed ACK), as Python's http.server does.
     http_local: reqwest::Client,
+    /// The same with the usual connect timeout: for a plain-`http` endpoint that is far away
+    /// after all (it did not accept within `LOCAL_CONNECT_TIMEOUT`, again and again).
+    http_far: reqwest::Client,
     policy: RetryPolicy,
     listener: Option<RetryListener>,
 }
@@ -477,11 +487,17 @@ impl LlmClient {
         let http = builder().build().unwrap_or_else(|_| reqwest::Client::new());
         let http_local = builder()
             .pool_max_idle_per_host(0)
+            .connect_timeout(LOCAL_CONNECT_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let http_far = builder()
+            .pool_max_idle_per_host(0)
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
         LlmClient {
             http,
             http_local,
+            http_far,
             policy,
             listener: None,
         }
@@ -765,7 +781,7 @@ impl LlmClient {
             }
         };
         let client = if url.starts_with("http://") {
-            &self.http_local
+            &self.http_far
         } else {
             &self.http
         };
@@ -883,6 +899,8 @@ impl LlmClient {
         let mut failures: u32 = 0;
         let mut consecutive_422: u32 = 0;
         let mut first_429: Option<std::time::Instant> = None;
+        // Connection attempts a local server did not accept in time, asked again at once.
+        let mut reasks: u32 = 0;
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         let governor = crate::governor::governor(
             &format!("{} {model}", endpoint.redact(&endpoint.url)),
@@ -891,10 +909,10 @@ impl LlmClient {
         loop {
             attempts += 1;
             governor.admit().await;
-            let client = if endpoint.url.starts_with("http://") {
-                &self.http_local
-            } else {
-                &self.http
+            let client = match (endpoint.url.starts_with("http://"), reasks) {
+                (true, n) if n < LOCAL_CONNECT_REASKS => &self.http_local,
+                (true, _) => &self.http_far,
+                (false, _) => &self.http,
             };
             let mut req = client.post(&endpoint.url).json(body);
             for (name, value) in &endpoint.headers {
@@ -967,6 +985,15 @@ impl LlmClient {
                         excerpt(&endpoint.redact(&message), 200)
                     );
                     (wait, cause, failure, self.policy.max_retries + 1)
+                }
+                Err(e)
+                    if e.is_connect()
+                        && e.is_timeout()
+                        && endpoint.url.starts_with("http://")
+                        && reasks < LOCAL_CONNECT_REASKS =>
+                {
+                    reasks += 1;
+                    continue;
                 }
                 Err(e) => {
                     failures += 1;

@@ -5,7 +5,8 @@
 //! together, one gets through and the rest are refused again: the quota is spent on refusals and
 //! lines fail after their retries. With it, requests start on a shared pace:
 //!
-//! - unpaced until the first 429 (a deployment with room is never slowed);
+//! - unpaced until the first 429 (a deployment with room is never slowed), but for a cold
+//!   endpoint's first requests, which start a millisecond apart rather than all at once;
 //! - at the first 429, the pace becomes the rate that succeeded over the last second, a little
 //!   below it; each later 429 (at most one cut a second) lowers it by a tenth, and every success
 //!   raises it slowly (additive increase, multiplicative decrease), so the pace settles just under
@@ -28,6 +29,12 @@ const DECREASE: f64 = 0.9;
 const CUT_COOLDOWN: Duration = Duration::from_secs(1);
 /// The slowest pace: one request every 10 s.
 const MIN_RATE: f64 = 0.1;
+/// A cold endpoint's first requests start this far apart, even unpaced: a batch's first wave of
+/// lines would otherwise open all its connections in the same instant, more than a small
+/// server's accept queue holds (Python's `http.server` keeps 5), and a dropped connection
+/// attempt costs the kernel's one-second retransmit.
+const WARMUP_SPACING: Duration = Duration::from_millis(1);
+const WARMUP_REQUESTS: u64 = 64;
 
 /// What a governor has seen, for progress lines.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -123,6 +130,8 @@ impl Governor {
                 // do not stay in lock-step.
                 let spacing = 1.0 / s.rate;
                 s.next_start = start + Duration::from_secs_f64(spacing * (0.95 + 0.1 * unit()));
+            } else if s.requests <= WARMUP_REQUESTS {
+                s.next_start = start + WARMUP_SPACING;
             }
             let wait = start - now;
             s.waited += wait;
