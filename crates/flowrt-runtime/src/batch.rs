@@ -137,8 +137,9 @@ pub struct Progress {
     pub quota: Option<QuotaPace>,
 }
 
-/// A quota pacing a run's model calls (see `flowrt_tools::RateStatus`).
-#[derive(Clone, Debug, Default, PartialEq)]
+/// A quota pacing a run's model calls (see `flowrt_tools::RateStatus`). Written each second
+/// to the run folder's [`PACE_FILE`] while one paces it, for whoever follows the run.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QuotaPace {
     pub endpoint: String,
     /// Requests a second the endpoint's governor lets through.
@@ -147,6 +148,17 @@ pub struct QuotaPace {
     pub calls_per_line: f64,
     /// How long this run's calls waited for their turn there, on average.
     pub wait_per_call: Duration,
+}
+
+/// The run folder's file holding its current [`QuotaPace`].
+pub const PACE_FILE: &str = "pace.json";
+
+impl QuotaPace {
+    /// Seconds left for `lines` more lines at this pace.
+    pub fn seconds_for(&self, lines: usize) -> Option<f64> {
+        (self.pace > 0.0 && self.calls_per_line > 0.0)
+            .then(|| lines as f64 * self.calls_per_line / self.pace)
+    }
 }
 
 impl Progress {
@@ -896,6 +908,9 @@ struct Counter {
     progress: Progress,
     started: Instant,
     last_logged: Instant,
+    /// When the run folder's pace file was last written, and the folder.
+    last_paced: Instant,
+    dir: PathBuf,
     retries: Arc<RetryHub>,
     /// Each endpoint's (requests, 429s, time waited) when the run started: the process may have
     /// sent others (a session's earlier runs and tests).
@@ -1003,6 +1018,8 @@ pub async fn execute<I: ToolInvoker + 'static>(
         },
         started: Instant::now(),
         last_logged: Instant::now(),
+        last_paced: Instant::now(),
+        dir: output_dir.clone(),
         retries: retries.clone(),
     };
     reporter.started(&meta, counter.snapshot());
@@ -1278,6 +1295,12 @@ async fn run_lines<I: ToolInvoker + 'static>(
                     log.warn(&d);
                 }
                 log.reporter.tick(counter.snapshot());
+                if counter.last_paced.elapsed() >= Duration::from_secs(1) {
+                    counter.last_paced = Instant::now();
+                    if let Some(q) = &counter.progress.quota {
+                        write_pace(&counter.dir, q);
+                    }
+                }
                 if counter.last_logged.elapsed() >= Duration::from_secs(5) {
                     counter.last_logged = Instant::now();
                     let text = counter.snapshot().text();
@@ -1303,6 +1326,16 @@ async fn run_lines<I: ToolInvoker + 'static>(
         let _ = task.await;
     }
     Ok(status)
+}
+
+/// Replace the run folder's pace file (written aside, then renamed: a reader never sees half).
+fn write_pace(dir: &Path, pace: &QuotaPace) {
+    let tmp = dir.join(format!("{PACE_FILE}.tmp"));
+    if let Ok(text) = serde_json::to_string(pace) {
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, dir.join(PACE_FILE));
+        }
+    }
 }
 
 /// Sends spans in batches: every 200 ms, or at 2,000 spans.

@@ -62,7 +62,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/runs/{name}/metrics", "A run's metrics."),
     ("get", "/api/v1/runs/{name}/logs", "A run's log from ?offset=N (poll with the returned offset to follow it)."),
     ("post", "/api/v1/runs/{name}/cancel", "Cancel a running run; finished lines are kept for --resume-from."),
-    ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), with ?nodes=true node (each node's start and end), progress (counts, rate, time left), end."),
+    ("get", "/api/v1/runs/{name}/events", "Server-sent events while a run goes on: line (each finished line with its nodes), with ?nodes=true node (each node's start and end), progress (counts, rate, time left, and the quota pacing its model calls: endpoint, requests a second, calls a line, wait a call), end."),
     ("get", "/api/v1/sessions/{id}/requirements", "A session's saved requirements file {path, text, flow_ref} (what the web UI edits)."),
     ("get", "/api/v1/limits", "The server's limits a page states: {interactive_timeout_s}."),
     ("post", "/api/v1/agents/join", "A Ray session's agent joins its server: it proves it is the job the server submitted (the first line of that job's Ray log is the SHA-256 of its secret, and it calls from, and listens on, the node Ray placed the job on) and receives its flow's connections. No user token opens it."),

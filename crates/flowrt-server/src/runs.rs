@@ -813,8 +813,10 @@ struct EventsQuery {
 /// `GET /api/v1/runs/{name}/events`: server-sent events while a run goes on. `line` for each
 /// finished line (number, status, duration, and its nodes with their status and timings),
 /// with `?nodes=true` a `node` event as each node starts and ends (`{line_number, node, status,
-/// duration}`), `progress` with counts, rate and time left every 100 ms, and `end` with the
-/// final status, after which the stream closes.
+/// duration}`), `progress` with counts, rate and time left every 100 ms (with `quota`: the
+/// endpoint, pace, calls a line and wait a call, while a quota paces the run's model calls; the
+/// time left then comes from the pace), and `end` with the final status, after which the stream
+/// closes.
 async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -888,13 +890,28 @@ async fn events(
         let secs = t.started.elapsed().as_secs_f64().max(1e-3);
         let rate = t.done as f64 / secs;
         let left = t.total.saturating_sub(t.done);
+        // A quota pacing the run's model calls: its pace sets the time left.
+        let pace: Option<flowrt_runtime::batch::QuotaPace> =
+            std::fs::read(t.dir.join(flowrt_runtime::batch::PACE_FILE))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        let eta = pace
+            .as_ref()
+            .and_then(|p| p.seconds_for(left as usize))
+            .or_else(|| (rate > 0.0).then(|| left as f64 / rate));
         out.push(Event::default().event("progress").data(
             json!({
                 "done": t.done,
                 "failed": t.failed,
                 "total": t.total,
                 "lines_per_second": rate,
-                "eta_seconds": if rate > 0.0 { Some(left as f64 / rate) } else { None },
+                "eta_seconds": eta,
+                "quota": pace.map(|p| json!({
+                    "endpoint": p.endpoint,
+                    "requests_per_second": p.pace,
+                    "calls_per_line": p.calls_per_line,
+                    "wait_per_call_seconds": p.wait_per_call.as_secs_f64(),
+                })),
             })
             .to_string(),
         ));

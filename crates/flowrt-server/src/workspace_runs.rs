@@ -207,7 +207,13 @@ pub async fn pull(
         let more = reply.is_full();
         let dir2 = dir.to_path_buf();
         let files = reply.files.clone();
+        let pace = reply.pace.clone();
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(pace) = &pace {
+                // What paces the run now, for its event stream (the server's own copy).
+                let path = dir2.join(flowrt_runtime::batch::PACE_FILE);
+                std::fs::write(&path, serde_json::to_vec(pace).unwrap_or_default())?;
+            }
             for (file, piece) in &files {
                 if FINAL_FILES.contains(&file.as_str()) {
                     let path = dir2.join(file);

@@ -91,6 +91,9 @@ pub struct TailReply {
     pub record: Option<Value>,
     #[serde(default)]
     pub files: std::collections::BTreeMap<String, FilePiece>,
+    /// The quota pacing the run's model calls, while one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace: Option<flowrt_runtime::batch::QuotaPace>,
 }
 
 /// Part of a run file: its text from the requested offset, and the offset after it.

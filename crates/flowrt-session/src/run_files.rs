@@ -82,7 +82,14 @@ pub fn tail(home: &Path, req: &TailRequest) -> Result<TailReply, RunFilesError> 
             }
         }
     }
-    Ok(TailReply { record, files })
+    let pace = std::fs::read(dir.join(flowrt_runtime::batch::PACE_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    Ok(TailReply {
+        record,
+        files,
+        pace,
+    })
 }
 
 /// `path`'s bytes from `offset`, at most [`TAIL_CHUNK`]; for JSON lines, up to the last whole

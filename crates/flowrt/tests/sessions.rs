@@ -102,12 +102,16 @@ impl Server {
     }
 
     fn cli(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(args)
+        self.cmd(args).output().unwrap()
+    }
+
+    /// The CLI as the owner, not started yet.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_flowrt"));
+        c.args(args)
             .env("FLOWRT_HOME", &self.home)
-            .env("FLOWRT_SERVER", &self.url)
-            .output()
-            .unwrap()
+            .env("FLOWRT_SERVER", &self.url);
+        c
     }
 
     /// The CLI as the user whose API token is `token`.
@@ -4414,4 +4418,79 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Issue 20: a session's batch against a quota completes every line, and its event stream says
+/// which endpoint's quota paces it, at what pace, with the time left computed from it.
+#[test]
+fn a_session_run_paced_by_a_quota_says_so_in_its_events() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let model = common::QuotaOpenAi::start(Some(1200.0), None, Duration::from_millis(20));
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!(
+            "name: quota_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            model.base
+        ),
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    let (d, dir) = flow("two_calls");
+    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let data = d.path().join("rows.jsonl");
+    let rows: String = (0..60)
+        .map(|i| format!("{{\"question\": \"question {i}\"}}\n"))
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let client = server
+        .cmd(&["run", "create", "--session", &id])
+        .args(["--data", data.to_str().unwrap(), "--name", "paced"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The stream, from a moment after the start until the run ends.
+    std::thread::sleep(Duration::from_millis(1500));
+    let auth = format!("Bearer {}", server.token());
+    let (status, _, text) = http(
+        "GET",
+        &format!("{}/api/v1/runs/paced/events", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{text}");
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["completed_lines"], 60, "{record:#}");
+    let paced: Vec<Value> = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("event: progress"))
+        .filter_map(|e| serde_json::from_str::<Value>(e.split_once("data: ")?.1).ok())
+        .filter(|p| !p["quota"].is_null())
+        .collect();
+    let last = paced
+        .last()
+        .unwrap_or_else(|| panic!("no paced progress in {text}"));
+    let quota = &last["quota"];
+    assert!(
+        quota["endpoint"].as_str().unwrap().contains(&model.base),
+        "{last}"
+    );
+    let pace = quota["requests_per_second"].as_f64().unwrap();
+    assert!(
+        pace > 5.0 && pace < 40.0,
+        "1,200 a minute is 20 a second: {last}"
+    );
+    assert!(
+        (quota["calls_per_line"].as_f64().unwrap() - 2.0).abs() < 0.5,
+        "{last}"
+    );
+    assert!(last["eta_seconds"].as_f64().is_some(), "{last}");
 }
