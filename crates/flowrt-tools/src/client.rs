@@ -427,6 +427,58 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs))
 }
 
+/// When a successful reply says the quota is spent (`x-ratelimit-remaining-requests` or
+/// `-tokens` is 0), how long until it has room again (`x-ratelimit-reset-requests` / `-tokens`,
+/// as OpenAI writes them: `1s`, `6m0s`, `20ms`), else a second.
+fn quota_spent(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    ["requests", "tokens"].iter().find_map(|what| {
+        let left: f64 = get(&format!("x-ratelimit-remaining-{what}"))?
+            .parse()
+            .ok()?;
+        (left <= 0.0).then(|| {
+            get(&format!("x-ratelimit-reset-{what}"))
+                .and_then(parse_reset)
+                .unwrap_or(Duration::from_secs(1))
+        })
+    })
+}
+
+/// `6m0s`, `1.5s`, `20ms`, `1h2m` or plain seconds.
+fn parse_reset(text: &str) -> Option<Duration> {
+    if let Ok(secs) = text.parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let mut total = 0.0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return None;
+        };
+        total += value * unit;
+        rest = &rest[len..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
 fn describe(err: &reqwest::Error) -> String {
     let mut msg = if err.is_timeout() {
         "request timed out".to_string()
@@ -922,6 +974,11 @@ impl LlmClient {
             let (wait, cause, failure, max_attempts) = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     governor.succeeded();
+                    if let Some(reset) = quota_spent(resp.headers()) {
+                        // The server says the next request would be refused: wait it out
+                        // together instead of spending a 429 on it.
+                        governor.quota_spent(reset);
+                    }
                     return Ok(resp);
                 }
                 Ok(resp) => {
@@ -1135,6 +1192,24 @@ mod tests {
         h.insert("retry-after-ms", "150".parse().expect("header"));
         assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
         assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_spent_quota_is_read_from_the_rate_limit_headers() {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            "3".parse().expect("header"),
+        );
+        assert_eq!(quota_spent(&h), None);
+        h.insert("x-ratelimit-remaining-tokens", "0".parse().expect("header"));
+        assert_eq!(quota_spent(&h), Some(Duration::from_secs(1)));
+        h.insert("x-ratelimit-reset-tokens", "6m0s".parse().expect("header"));
+        assert_eq!(quota_spent(&h), Some(Duration::from_secs(360)));
+        assert_eq!(parse_reset("20ms"), Some(Duration::from_millis(20)));
+        assert_eq!(parse_reset("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_reset("0.25"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_reset("soon"), None);
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!   the quota and follows it when it changes or when other clients share it;
 //! - a 429's `Retry-After` / `retry-after-ms` holds every request back until then (a coordinated
 //!   wait), and starts after it are spaced and jittered so they do not arrive together;
+//! - a reply whose `x-ratelimit-remaining-requests` or `-tokens` is 0 is read as a 429 before
+//!   it happens: everyone waits for its `x-ratelimit-reset-*`, and the pace slows;
 //! - a quota the user declares (a connection's `rpm`) is the starting pace.
 
 use std::collections::{HashMap, VecDeque};
@@ -160,9 +162,18 @@ impl Governor {
 
     /// The request got 429: hold everyone back for what the server said, and slow the pace.
     pub fn rate_limited(&self, retry_after: Option<Duration>) {
+        self.lock().rate_limited += 1;
+        self.slow_down(retry_after);
+    }
+
+    /// A reply said the quota is spent until `reset`: the same as a 429, without the refusal.
+    pub fn quota_spent(&self, reset: Duration) {
+        self.slow_down(Some(reset));
+    }
+
+    fn slow_down(&self, retry_after: Option<Duration>) {
         let mut s = self.lock();
         let now = Instant::now();
-        s.rate_limited += 1;
         if let Some(wait) = retry_after {
             let until = now + wait.min(Duration::from_secs(60));
             s.next_start = s.next_start.max(until);

@@ -704,3 +704,30 @@ async fn streamed_chat_yields_content_pieces() {
     assert_eq!(pieces.concat(), "echo: hello");
     assert_eq!(server.requests()[0].body["stream"], json!(true));
 }
+
+/// Issue 20: a reply that says the quota is spent (`x-ratelimit-remaining-requests: 0`) holds the
+/// endpoint's next request until its reset, instead of spending a 429 on it.
+#[tokio::test]
+async fn a_reply_that_spends_the_quota_holds_the_next_request_until_its_reset() {
+    let spent = Reply::json(
+        200,
+        json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "echo: ping"}, "finish_reason": "stop"}]}),
+    )
+    .header("x-ratelimit-remaining-requests", "0")
+    .header("x-ratelimit-reset-requests", "400ms");
+    let server = Server::start(vec![spent]).await;
+    let c = conn(
+        ConnectionKind::OpenAi,
+        &[("base_url", &format!("{}/v1", server.base))],
+    );
+    let client = fast_client(1);
+    client.run_llm(simple_call(&c)).await.expect("first");
+    let t = std::time::Instant::now();
+    client.run_llm(simple_call(&c)).await.expect("second");
+    assert!(
+        t.elapsed() >= Duration::from_millis(380),
+        "the second request started after {:?}",
+        t.elapsed()
+    );
+    assert_eq!(server.requests().len(), 2);
+}
