@@ -239,8 +239,8 @@ pub(crate) struct Endpoint {
     pub(crate) url: String,
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) secret: Option<String>,
-    /// The requests-a-minute quota its connection declares (`rpm`), the governor's start.
-    pub(crate) declared_rpm: Option<f64>,
+    /// The quota its connection declares (`rpm`, `tpm`), the governor's start.
+    pub(crate) declared: crate::governor::Declared,
 }
 
 impl Endpoint {
@@ -267,11 +267,40 @@ fn flavor_of(conn: &Connection, tool: &str) -> Result<ChatFlavor, ToolError> {
     }
 }
 
-/// The requests-a-minute quota a connection declares (`rpm: 1200`), if any.
-fn declared_rpm(conn: &Connection) -> Option<f64> {
-    non_empty(conn, "rpm")
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|r| r.is_finite() && *r > 0.0)
+/// The quota a connection declares: requests (`rpm: 1200`) and tokens (`tpm: 120000`) a minute.
+fn declared(conn: &Connection) -> crate::governor::Declared {
+    let per_minute = |key: &str| {
+        non_empty(conn, key)
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|r| r.is_finite() && *r > 0.0)
+    };
+    crate::governor::Declared {
+        rpm: per_minute("rpm"),
+        tpm: per_minute("tpm"),
+    }
+}
+
+/// The tokens a quota counts for a request, as Azure estimates them at admission: its prompt's
+/// text at four characters a token, plus the `max_tokens` it may generate.
+fn request_tokens(body: &Value) -> f64 {
+    fn chars(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.len(),
+            Value::Array(items) => items.iter().map(chars).sum(),
+            Value::Object(m) => m.values().map(chars).sum(),
+            _ => 0,
+        }
+    }
+    let prompt = body
+        .get("messages")
+        .or_else(|| body.get("prompt"))
+        .or_else(|| body.get("input"))
+        .map_or(0, chars);
+    prompt as f64 / 4.0
+        + body
+            .get("max_tokens")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
 }
 
 fn non_empty<'c>(conn: &'c Connection, key: &str) -> Option<&'c str> {
@@ -309,7 +338,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                     ("ms-azure-ai-promptflow-called-from", "aoai-tool".into()),
                 ],
                 secret: Some(api_key),
-                declared_rpm: declared_rpm(conn),
+                declared: declared(conn),
             })
         }
         ConnectionKind::OpenAi => {
@@ -324,7 +353,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                 url: format!("{base}/{}", op.path()),
                 headers,
                 secret: Some(api_key),
-                declared_rpm: declared_rpm(conn),
+                declared: declared(conn),
             })
         }
         ConnectionKind::Serverless => {
@@ -338,7 +367,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                 url: format!("{base}/{}", op.path()),
                 headers: vec![("authorization", format!("Bearer {api_key}"))],
                 secret: Some(api_key),
-                declared_rpm: declared_rpm(conn),
+                declared: declared(conn),
             })
         }
         _ => Err(ToolError::UnsupportedConnection {
@@ -726,7 +755,7 @@ impl LlmClient {
                 ("ms-azure-ai-sender", "prompt_flow".into()),
             ],
             secret: Some(api_key),
-            declared_rpm: declared_rpm(connection),
+            declared: declared(connection),
         };
         let detection = self
             .post_json(&endpoint, &json!({"text": text, "blocklistNames": []}))
@@ -956,11 +985,12 @@ impl LlmClient {
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         let governor = crate::governor::governor(
             &format!("{} {model}", endpoint.redact(&endpoint.url)),
-            endpoint.declared_rpm,
+            endpoint.declared,
         );
+        let tokens = request_tokens(body);
         loop {
             attempts += 1;
-            governor.admit().await;
+            governor.admit(tokens).await;
             let client = match (endpoint.url.starts_with("http://"), reasks) {
                 (true, n) if n < LOCAL_CONNECT_REASKS => &self.http_local,
                 (true, _) => &self.http_far,

@@ -15,7 +15,8 @@
 //!   wait), and starts after it are spaced and jittered so they do not arrive together;
 //! - a reply whose `x-ratelimit-remaining-requests` or `-tokens` is 0 is read as a 429 before
 //!   it happens: everyone waits for its `x-ratelimit-reset-*`, and the pace slows;
-//! - a quota the user declares (a connection's `rpm`) is the starting pace.
+//! - a quota the user declares is the starting pace (a connection's `rpm`), and a declared `tpm`
+//!   spaces requests by their tokens (prompt at four characters a token, plus `max_tokens`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -52,8 +53,19 @@ pub struct RateStatus {
     pub waited: Duration,
 }
 
+/// The quota a connection declares, a minute.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Declared {
+    pub rpm: Option<f64>,
+    pub tpm: Option<f64>,
+}
+
 #[derive(Debug)]
 struct State {
+    /// Declared tokens a second; 0: none.
+    tokens_per_s: f64,
+    /// When the declared token budget has room for the next request.
+    tokens_free_at: Instant,
     /// Requests a second; 0: unpaced.
     rate: f64,
     /// When the next request may start.
@@ -78,16 +90,19 @@ fn registry() -> &'static Mutex<HashMap<String, Arc<Governor>>> {
     GOVERNORS.get_or_init(Default::default)
 }
 
-/// The governor of `endpoint` in this process (made on first use), starting from `declared_rpm`
-/// when the connection declares a quota.
-pub fn governor(endpoint: &str, declared_rpm: Option<f64>) -> Arc<Governor> {
+/// The governor of `endpoint` in this process (made on first use), starting from what the
+/// connection declares.
+pub fn governor(endpoint: &str, declared: Declared) -> Arc<Governor> {
     let mut all = registry().lock().unwrap_or_else(|p| p.into_inner());
     all.entry(endpoint.to_string())
         .or_insert_with(|| {
             Arc::new(Governor {
                 endpoint: endpoint.to_string(),
                 state: Mutex::new(State {
-                    rate: declared_rpm
+                    tokens_per_s: declared.tpm.map_or(0.0, |t| t / 60.0),
+                    tokens_free_at: Instant::now(),
+                    rate: declared
+                        .rpm
                         .filter(|r| r.is_finite() && *r > 0.0)
                         .map_or(0.0, |r| (r / 60.0).max(MIN_RATE)),
                     next_start: Instant::now(),
@@ -120,13 +135,17 @@ impl Governor {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait for this request's turn.
-    pub async fn admit(&self) {
+    /// Wait for the turn of a request that counts `tokens` against a token quota.
+    pub async fn admit(&self, tokens: f64) {
         let start = {
             let mut s = self.lock();
             let now = Instant::now();
             s.requests += 1;
-            let start = s.next_start.max(now);
+            let mut start = s.next_start.max(now);
+            if s.tokens_per_s > 0.0 {
+                start = start.max(s.tokens_free_at);
+                s.tokens_free_at = start + Duration::from_secs_f64(tokens / s.tokens_per_s);
+            }
             if s.rate > 0.0 {
                 // Jitter within a tenth of the spacing: evenly paced clients that share a quota
                 // do not stay in lock-step.
@@ -219,7 +238,11 @@ mod tests {
     use super::*;
 
     fn fresh(name: &str, rpm: Option<f64>) -> Arc<Governor> {
-        governor(&format!("test://{name}/{:?}", Instant::now()), rpm)
+        fresh_declared(name, Declared { rpm, tpm: None })
+    }
+
+    fn fresh_declared(name: &str, declared: Declared) -> Arc<Governor> {
+        governor(&format!("test://{name}/{:?}", Instant::now()), declared)
     }
 
     #[test]
@@ -255,7 +278,7 @@ mod tests {
         let g = fresh("spaced", Some(600.0));
         g.rate_limited(Some(Duration::from_millis(200)));
         let t = Instant::now();
-        g.admit().await;
+        g.admit(0.0).await;
         assert!(
             t.elapsed() >= Duration::from_millis(190),
             "{:?}",
@@ -263,11 +286,32 @@ mod tests {
         );
         // 600/min cut to 540/min: 9 a second, about 111 ms apart.
         let t = Instant::now();
-        g.admit().await;
-        g.admit().await;
+        g.admit(0.0).await;
+        g.admit(0.0).await;
         let took = t.elapsed();
         assert!(
             took >= Duration::from_millis(190) && took < Duration::from_millis(400),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_declared_token_quota_spaces_requests_by_their_tokens() {
+        // 60,000 tokens a minute is 1,000 a second: 100-token requests 100 ms apart.
+        let g = fresh_declared(
+            "tpm",
+            Declared {
+                rpm: None,
+                tpm: Some(60_000.0),
+            },
+        );
+        let t = Instant::now();
+        for _ in 0..4 {
+            g.admit(100.0).await;
+        }
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_millis(450),
             "{took:?}"
         );
     }

@@ -248,7 +248,7 @@ impl LlmClient {
             url: url.clone(),
             headers,
             secret: Some(endpoint.api_key.clone()),
-            declared_rpm: None,
+            declared: crate::governor::Declared::default(),
         };
         let body = request_body(endpoint, chat, prompt, model_kwargs)?;
         let reply = self.post_json(&target, &body).await?;

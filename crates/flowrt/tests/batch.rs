@@ -1085,3 +1085,13 @@ fn a_quota_the_connection_declares_is_the_pace_from_the_first_call() {
     // about 60 requests here); declared, not before the pace has grown well past it.
     assert!(stats.first_refused.is_none_or(|n| n > 150), "{stats:?}");
 }
+
+#[test]
+fn a_token_quota_the_connection_declares_spaces_calls_by_their_tokens() {
+    let tpm = 50.0 * 60.0 * TOKENS_PER_CALL;
+    let server = QuotaOpenAi::start(None, Some(tpm), QUOTA_LATENCY);
+    let (wall, stats) = batches_against_a_declared_quota(&server, 1, &format!("tpm: {tpm}\n"));
+    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
+    // Spaced by their tokens from the first call, the calls never outrun the quota's burst.
+    assert!(stats.first_refused.is_none_or(|n| n > 150), "{stats:?}");
+}
