@@ -7,8 +7,9 @@
 //!
 //! - unpaced until the first 429 (a deployment with room is never slowed), but for a cold
 //!   endpoint's first requests, which start a millisecond apart rather than all at once;
-//! - at the first 429, the pace becomes the rate that succeeded over the last second, a little
-//!   below it; each later 429 (at most one cut a second) lowers it by a tenth, and every success
+//! - at the first 429, the pace becomes the rate the server accepted over the last second
+//!   (requests started less those refused), somewhat below it; each later 429 (at most one cut
+//!   per ten requests at the pace) lowers it by a tenth, and every success
 //!   raises it slowly (additive increase, multiplicative decrease), so the pace settles just under
 //!   the quota and follows it when it changes or when other clients share it;
 //! - a 429's `Retry-After` / `retry-after-ms` holds every request back until then (a coordinated
@@ -28,10 +29,17 @@ use std::time::{Duration, Instant};
 const INCREASE_PER_S: f64 = 0.05;
 /// The share of the pace kept at each 429 after the first.
 const DECREASE: f64 = 0.9;
-/// 429s closer together than this after a cut belong to the same overload: one cut.
-const CUT_COOLDOWN: Duration = Duration::from_secs(1);
+/// 429s within this many requests at the new pace after a cut belong to the same overload: one
+/// cut (kept between 0.1 and 1 s, so a fast pace converges in a fraction of a second).
+const CUT_COOLDOWN_REQUESTS: f64 = 10.0;
+/// The share of what the server accepted lately that the first pace takes: the quota's opening
+/// burst, and replies still on their way, make that count high.
+const FIRST_SHARE: f64 = 0.8;
 /// The slowest pace: one request every 10 s.
 const MIN_RATE: f64 = 0.1;
+/// The first pace is never below this: a quota that let nothing through in the last second
+/// (every request refused) says little about its rate, and growing from a crawl takes minutes.
+const FIRST_RATE_FLOOR: f64 = 1.0;
 /// A cold endpoint's first requests start this far apart, even unpaced: a batch's first wave of
 /// lines would otherwise open all its connections in the same instant, more than a small
 /// server's accept queue holds (Python's `http.server` keeps 5), and a dropped connection
@@ -70,8 +78,10 @@ struct State {
     rate: f64,
     /// When the next request may start.
     next_start: Instant,
-    /// Successes of the last second.
-    successes: VecDeque<Instant>,
+    /// Starts and 429s of the last second: what the server accepted lately is the difference
+    /// (successes would lag by the model's latency: the first 429s come before any reply).
+    starts: VecDeque<Instant>,
+    refusals: VecDeque<Instant>,
     last_cut: Option<Instant>,
     requests: u64,
     rate_limited: u64,
@@ -106,7 +116,8 @@ pub fn governor(endpoint: &str, declared: Declared) -> Arc<Governor> {
                         .filter(|r| r.is_finite() && *r > 0.0)
                         .map_or(0.0, |r| (r / 60.0).max(MIN_RATE)),
                     next_start: Instant::now(),
-                    successes: VecDeque::new(),
+                    starts: VecDeque::new(),
+                    refusals: VecDeque::new(),
                     last_cut: None,
                     requests: 0,
                     rate_limited: 0,
@@ -156,6 +167,8 @@ impl Governor {
             }
             let wait = start - now;
             s.waited += wait;
+            s.starts.push_back(start);
+            trim(&mut s.starts, now);
             start
         };
         tokio::time::sleep_until(start.into()).await;
@@ -164,15 +177,6 @@ impl Governor {
     /// The request succeeded: the pace may grow.
     pub fn succeeded(&self) {
         let mut s = self.lock();
-        let now = Instant::now();
-        s.successes.push_back(now);
-        while s
-            .successes
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(1))
-        {
-            s.successes.pop_front();
-        }
         if s.rate > 0.0 {
             // d(rate)/dt = INCREASE_PER_S * rate, with one success every 1/rate seconds.
             s.rate += INCREASE_PER_S;
@@ -181,7 +185,13 @@ impl Governor {
 
     /// The request got 429: hold everyone back for what the server said, and slow the pace.
     pub fn rate_limited(&self, retry_after: Option<Duration>) {
-        self.lock().rate_limited += 1;
+        {
+            let mut s = self.lock();
+            let now = Instant::now();
+            s.rate_limited += 1;
+            s.refusals.push_back(now);
+            trim(&mut s.refusals, now);
+        }
         self.slow_down(retry_after);
     }
 
@@ -197,18 +207,24 @@ impl Governor {
             let until = now + wait.min(Duration::from_secs(60));
             s.next_start = s.next_start.max(until);
         }
-        if s.last_cut
-            .is_some_and(|t| now.duration_since(t) < CUT_COOLDOWN)
-        {
+        let cooldown = if s.rate > 0.0 {
+            Duration::from_secs_f64((CUT_COOLDOWN_REQUESTS / s.rate).clamp(0.1, 1.0))
+        } else {
+            Duration::ZERO
+        };
+        if s.last_cut.is_some_and(|t| now.duration_since(t) < cooldown) {
             return;
         }
         s.last_cut = Some(now);
         s.rate = if s.rate > 0.0 {
             s.rate * DECREASE
         } else {
-            // The first 429: what got through over the last second is what the quota allows,
-            // less the burst a quota lets through at first, hence a little below it.
-            s.successes.len() as f64 * DECREASE
+            // The first 429: what the server accepted over the last second is what the quota
+            // allows, plus the burst a quota lets through at first, hence well below it.
+            trim(&mut s.starts, now);
+            trim(&mut s.refusals, now);
+            let accepted = s.starts.len().saturating_sub(s.refusals.len());
+            (accepted as f64 * FIRST_SHARE).max(FIRST_RATE_FLOOR)
         }
         .max(MIN_RATE);
     }
@@ -222,6 +238,16 @@ impl Governor {
             rate_limited: s.rate_limited,
             waited: s.waited,
         }
+    }
+}
+
+/// Drop the instants more than a second before `now`.
+fn trim(times: &mut VecDeque<Instant>, now: Instant) {
+    while times
+        .front()
+        .is_some_and(|t| now.saturating_duration_since(*t) > Duration::from_secs(1))
+    {
+        times.pop_front();
     }
 }
 
@@ -245,17 +271,18 @@ mod tests {
         governor(&format!("test://{name}/{:?}", Instant::now()), declared)
     }
 
-    #[test]
-    fn unpaced_until_the_first_429_then_just_under_what_got_through() {
+    #[tokio::test]
+    async fn unpaced_until_the_first_429_then_just_under_what_got_through() {
         let g = fresh("first", None);
         assert_eq!(g.status().pace, None);
-        for _ in 0..20 {
-            g.succeeded();
+        // 21 requests start (no reply yet: the model is slow), the 21st is refused.
+        for _ in 0..21 {
+            g.admit(0.0).await;
         }
         g.rate_limited(Some(Duration::from_millis(50)));
         let pace = g.status().pace.unwrap();
-        assert!((pace - 18.0).abs() < 1e-9, "{pace}");
-        // Another 429 in the same second is the same overload: no second cut.
+        assert!((pace - 16.0).abs() < 1e-9, "{pace}");
+        // Another 429 within ten requests at that pace is the same overload: no second cut.
         g.rate_limited(None);
         assert_eq!(g.status().pace, Some(pace));
         assert_eq!(g.status().rate_limited, 2);
