@@ -49,8 +49,8 @@ pub struct Manager {
     pub join_url: String,
     /// Agents started on Ray that have not joined yet, by session.
     joins: Mutex<HashMap<String, PendingJoin>>,
-    /// Joins are checked one at a time.
-    pub join_checks: tokio::sync::Mutex<()>,
+    /// Joins checked at once (each asks Ray a few things).
+    pub join_checks: tokio::sync::Semaphore,
     /// Ports of the Ray cluster's control plane besides those it reports (`--ray-control-ports`).
     pub ray_control_ports: Vec<u16>,
 }
@@ -103,7 +103,7 @@ impl Manager {
             ray: None,
             join_url: String::new(),
             joins: Mutex::new(HashMap::new()),
-            join_checks: tokio::sync::Mutex::new(()),
+            join_checks: tokio::sync::Semaphore::new(8),
             ray_control_ports: Vec::new(),
             backend: LocalBackend,
             agents: Mutex::new(HashMap::new()),
@@ -591,20 +591,39 @@ impl Manager {
             .get(&req.session_id)
             .map(|p| p.job.clone())
             .ok_or(JoinRefused::NotPending)?;
+        let ray_err = |e: flowrt_session::backend::BackendError| JoinRefused::Ray(e.to_string());
+        // Where Ray placed the job, first: a caller elsewhere (or a job not running yet) is
+        // refused at once, so no false join makes the checks below wait. The job runs before
+        // its agent can call; Ray may take a moment to say so.
+        let mut node = None;
+        for _ in 0..5 {
+            node = ray.state(&job).await.map_err(ray_err)?.node;
+            if node.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let node =
+            node.ok_or_else(|| JoinRefused::Ray(format!("job {job} runs on no node yet")))?;
+        let ip = ray
+            .nodes()
+            .await
+            .map_err(ray_err)?
+            .into_iter()
+            .find(|n| n.id == node)
+            .map(|n| n.ip)
+            .ok_or_else(|| JoinRefused::Ray(format!("node {node} is not in the cluster")))?;
+        if peer != ip || addr.ip() != ip {
+            return Err(JoinRefused::WrongNode(format!(
+                "called from {peer}, listens on {}, node {node} is {ip}",
+                addr.ip()
+            )));
+        }
         // The agent wrote its commitment before it called; Ray may take a moment to show it.
         let mut commitment = None;
-        let mut node = None;
         for _ in 0..10 {
-            let state = ray
-                .state(&job)
-                .await
-                .map_err(|e| JoinRefused::Ray(e.to_string()))?;
-            node = state.node;
-            commitment = ray
-                .join_commitment(&job)
-                .await
-                .map_err(|e| JoinRefused::Ray(e.to_string()))?;
-            if commitment.is_some() && node.is_some() {
+            commitment = ray.join_commitment(&job).await.map_err(ray_err)?;
+            if commitment.is_some() {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -614,22 +633,6 @@ impl Manager {
         };
         if !constant_time_eq(commitment.as_bytes(), sha256_hex(&req.secret).as_bytes()) {
             return Err(JoinRefused::Commitment);
-        }
-        let node = node.ok_or_else(|| JoinRefused::Ray(format!("job {job} has no node")))?;
-        let nodes = ray
-            .nodes()
-            .await
-            .map_err(|e| JoinRefused::Ray(e.to_string()))?;
-        let ip = nodes
-            .iter()
-            .find(|n| n.id == node)
-            .map(|n| n.ip)
-            .ok_or_else(|| JoinRefused::Ray(format!("node {node} is not in the cluster")))?;
-        if peer != ip || addr.ip() != ip {
-            return Err(JoinRefused::WrongNode(format!(
-                "called from {peer}, listens on {}, node {node} is {ip}",
-                addr.ip()
-            )));
         }
         let mut joins = self.joins.lock().unwrap_or_else(|p| p.into_inner());
         // Still this job's join (not a reset's newer one), spent now.
@@ -903,8 +906,13 @@ pub async fn agent_join(
             "secret and token must each be 64 hex digits",
         ));
     }
-    // One check at a time: each costs calls to Ray, and nobody unverified may make many.
-    let _turn = state.sessions.join_checks.lock().await;
+    // A few checks at a time: each costs calls to Ray, and nobody unverified may make many.
+    let Ok(_turn) = state.sessions.join_checks.acquire().await else {
+        return Err(ApiErr::internal(
+            "checking a join",
+            "the server is stopping",
+        ));
+    };
     match state.sessions.complete_join(&req, addr, peer.ip()).await {
         Ok(connections) => {
             let connections = serde_json::from_str(&connections.0)
