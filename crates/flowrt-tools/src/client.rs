@@ -267,7 +267,8 @@ fn flavor_of(conn: &Connection, tool: &str) -> Result<ChatFlavor, ToolError> {
     }
 }
 
-/// The quota a connection declares: requests (`rpm: 1200`) and tokens (`tpm: 120000`) a minute.
+/// The quota a connection declares: requests (`rpm: 1200`) and tokens (`tpm: 120000`) a minute,
+/// and how long a call may keep meeting it (`rate_limit_budget_s: 1800`).
 fn declared(conn: &Connection) -> crate::governor::Declared {
     let per_minute = |key: &str| {
         non_empty(conn, key)
@@ -277,6 +278,7 @@ fn declared(conn: &Connection) -> crate::governor::Declared {
     crate::governor::Declared {
         rpm: per_minute("rpm"),
         tpm: per_minute("tpm"),
+        rate_limit_budget: per_minute("rate_limit_budget_s").map(Duration::from_secs_f64),
     }
 }
 
@@ -1020,12 +1022,16 @@ impl LlmClient {
                     if status == 429 && !quota {
                         governor.rate_limited(hinted);
                         let since = *first_429.get_or_insert_with(std::time::Instant::now);
-                        if since.elapsed() >= self.policy.rate_limit_budget {
+                        let budget = endpoint
+                            .declared
+                            .rate_limit_budget
+                            .unwrap_or(self.policy.rate_limit_budget);
+                        if since.elapsed() >= budget {
                             return Err(ToolError::Http {
                                 url: endpoint.url.clone(),
                                 status,
                                 message: format!(
-                                    "{} (rate limited for {:.0} s, the budget of one request: the deployment's quota is used up by this run and whatever else shares it; raise the quota, lower --concurrency, or resume later with --resume-from)",
+                                    "{} (rate limited for {:.0} s, the budget of one request: the deployment's quota is used up by this run and whatever else shares it; raise the quota, lower --concurrency, give the connection a longer rate_limit_budget_s, or resume later with --resume-from)",
                                     endpoint.redact(&message),
                                     since.elapsed().as_secs_f64()
                                 ),

@@ -61,11 +61,13 @@ pub struct RateStatus {
     pub waited: Duration,
 }
 
-/// The quota a connection declares, a minute.
+/// The quota a connection declares, a minute, and how long one call may wait it out.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Declared {
     pub rpm: Option<f64>,
     pub tpm: Option<f64>,
+    /// `rate_limit_budget_s`: replaces `RetryPolicy::rate_limit_budget` for this endpoint.
+    pub rate_limit_budget: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -264,7 +266,13 @@ mod tests {
     use super::*;
 
     fn fresh(name: &str, rpm: Option<f64>) -> Arc<Governor> {
-        fresh_declared(name, Declared { rpm, tpm: None })
+        fresh_declared(
+            name,
+            Declared {
+                rpm,
+                ..Declared::default()
+            },
+        )
     }
 
     fn fresh_declared(name: &str, declared: Declared) -> Arc<Governor> {
@@ -328,8 +336,8 @@ mod tests {
         let g = fresh_declared(
             "tpm",
             Declared {
-                rpm: None,
                 tpm: Some(60_000.0),
+                ..Declared::default()
             },
         );
         let t = Instant::now();

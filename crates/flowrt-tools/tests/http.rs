@@ -731,3 +731,40 @@ async fn a_reply_that_spends_the_quota_holds_the_next_request_until_its_reset() 
     );
     assert_eq!(server.requests().len(), 2);
 }
+
+/// A 429 is not a failure until the call's rate-limit budget is spent; a connection may set that
+/// budget (`rate_limit_budget_s`), and the failure says what to do.
+#[tokio::test]
+async fn a_call_fails_on_rate_limits_only_after_its_budget_with_what_to_do() {
+    let refused = Reply::json(
+        429,
+        json!({"error": {"message": "over quota", "type": "rate_limit_exceeded"}}),
+    )
+    .header("retry-after-ms", "50");
+    let server = Server::start(vec![refused; 40]).await;
+    let c = conn(
+        ConnectionKind::OpenAi,
+        &[
+            ("base_url", &format!("{}/v1", server.base)),
+            ("rate_limit_budget_s", "0.3"),
+        ],
+    );
+    // Far more retries than the budget allows: the budget, not max_retries, ends it.
+    let t = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(10),
+        LlmClient::default().run_llm(simple_call(&c)),
+    )
+    .await
+    .expect("the budget ends the call")
+    .expect_err("must fail");
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(err.status(), Some(429));
+    let text = err.to_string();
+    assert!(text.contains("rate_limit_budget_s"), "{text}");
+    assert!(text.contains("over quota"), "{text}");
+}
