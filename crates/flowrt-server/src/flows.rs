@@ -187,14 +187,7 @@ async fn push(
         .await
         .map_err(|e| ApiErr::internal("waiting to unpack the flow", e))?;
     let root = state.config.home.join("snapshots");
-    let stamp = format!(
-        "incoming-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let stamp = crate::unique_name("incoming");
     let tmp = root.join(&stamp);
     let archive = root.join(format!("{stamp}.tar.gz"));
     // Whatever happens from here, nothing of a refused upload is kept.

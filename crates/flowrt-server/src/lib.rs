@@ -142,6 +142,19 @@ pub(crate) fn api_routes() -> routing::ApiRoutes {
         .merge(ui_api::routes())
 }
 
+/// A name for a temporary file no other request of this server (nor another server sharing the
+/// folder) picks at the same time: process, time and a counter, so two uploads in the same
+/// millisecond do not write into one file.
+pub(crate) fn unique_name(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}-{}",
+        std::process::id(),
+        now_ms(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

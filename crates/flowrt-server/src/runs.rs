@@ -981,7 +981,7 @@ fn store_data(
     let hash = hex::encode(sha2::Sha256::digest(bytes));
     let path = data_path(state, owner, &hash, ext);
     if !path.exists() {
-        let tmp = path.with_extension(format!("{ext}.tmp"));
+        let tmp = path.with_file_name(crate::unique_name(".storing"));
         std::fs::create_dir_all(path.parent().unwrap_or(&state.config.home))
             .and_then(|_| std::fs::write(&tmp, bytes))
             .and_then(|_| std::fs::rename(&tmp, &path))
@@ -1008,11 +1008,7 @@ async fn push_data(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiErr::internal("storing the data", e))?;
-    let tmp = dir.join(format!(
-        ".incoming-{}-{}",
-        std::process::id(),
-        crate::now_ms()
-    ));
+    let tmp = dir.join(crate::unique_name(".incoming"));
     let mut out = tokio::fs::File::create(&tmp)
         .await
         .map_err(|e| ApiErr::internal("storing the data", e))?;

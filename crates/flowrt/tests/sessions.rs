@@ -4494,3 +4494,89 @@ fn a_session_run_paced_by_a_quota_says_so_in_its_events() {
     );
     assert!(last["eta_seconds"].as_f64().is_some(), "{last}");
 }
+
+/// Issue 20's acceptance with sessions: two sessions on one deployment each learn their share of
+/// its quota from their own 429s. Both 200-line two-call batches complete every line, under 10%
+/// of the requests are refused, and together they take at most 1.15x of the quota's ideal.
+#[test]
+fn two_sessions_sharing_one_deployments_quota_both_complete_at_its_pace() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    // 3,000 a minute: 50 a second, so 800 calls take 16 s at best.
+    let model = common::QuotaOpenAi::start(Some(3000.0), None, Duration::from_millis(50));
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!(
+            "name: quota_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            model.base
+        ),
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    let (d, dir) = flow("two_calls");
+    let (first, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let (second, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let data = d.path().join("rows.jsonl");
+    let rows: String = (0..200)
+        .map(|i| format!("{{\"question\": \"question number {i}\"}}\n"))
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let t = Instant::now();
+    let runs: Vec<_> = [(&first, "shared-a"), (&second, "shared-b")]
+        .into_iter()
+        .map(|(session, name)| {
+            server
+                .cmd(&["run", "create", "--session", session])
+                .args(["--data", data.to_str().unwrap(), "--name", name])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for run in runs {
+        let out = run.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(record["completed_lines"], 200, "{record:#}");
+    }
+    let wall = t.elapsed();
+    let stats = model.stats();
+    eprintln!(
+        "two sessions: {:.2} s against an ideal of 16 s, {} requests, {} refused",
+        wall.as_secs_f64(),
+        stats.requests,
+        stats.rate_limited
+    );
+    assert!(stats.rate_limited * 10 < stats.requests, "{stats:?}");
+    assert!(wall <= Duration::from_secs_f64(16.0 * 1.15), "{wall:?}");
+}
+
+/// Found by two sessions' runs pushing the same data at once: uploads in the same millisecond
+/// wrote into one temporary file, and one of them failed with "storing the data failed". Every
+/// one of many simultaneous uploads of the same (and of different) data succeeds.
+#[test]
+fn simultaneous_uploads_of_data_all_succeed() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let auth = format!("Bearer {}", server.token());
+    let url = format!("{}/api/v1/data?format=jsonl", server.url);
+    let uploads: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, auth) = (url.clone(), auth.clone());
+            std::thread::spawn(move || {
+                let body = format!("{{\"x\": {}}}\n", i % 2).repeat(2000);
+                http("POST", &url, &[("authorization", &auth)], &body)
+            })
+        })
+        .collect();
+    for u in uploads {
+        let (status, _, text) = u.join().unwrap();
+        assert!(status == 200 || status == 201, "{status} {text}");
+    }
+}
