@@ -4420,32 +4420,60 @@ fn wait_listening(port: u16, child: &mut Child, what: &str) {
     }
 }
 
+/// A server whose sessions run `two_calls` against a quota server (`rpm`, `latency`), with
+/// `lines` rows of data to run.
+struct QuotaSessions {
+    _home: tempfile::TempDir,
+    _flow: tempfile::TempDir,
+    server: Server,
+    model: common::QuotaOpenAi,
+    sessions: Vec<String>,
+    data: PathBuf,
+}
+
+impl QuotaSessions {
+    fn start(rpm: f64, latency: Duration, sessions: usize, lines: usize) -> QuotaSessions {
+        let home = tempfile::tempdir().unwrap();
+        let server = Server::start(home.path(), &[], &[]);
+        let model = common::QuotaOpenAi::start(Some(rpm), None, latency);
+        let conn = home.path().join("conn.yaml");
+        std::fs::write(
+            &conn,
+            format!(
+                "name: quota_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+                model.base
+            ),
+        )
+        .unwrap();
+        server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+        let (d, dir) = flow("two_calls");
+        let sessions = (0..sessions)
+            .map(|_| server.start_session(&dir, &["--idle-timeout", "0"]).0)
+            .collect();
+        let data = d.path().join("rows.jsonl");
+        let rows: String = (0..lines)
+            .map(|i| format!("{{\"question\": \"question number {i}\"}}\n"))
+            .collect();
+        std::fs::write(&data, rows).unwrap();
+        QuotaSessions {
+            _home: home,
+            _flow: d,
+            server,
+            model,
+            sessions,
+            data,
+        }
+    }
+}
+
 /// Issue 20: a session's batch against a quota completes every line, and its event stream says
 /// which endpoint's quota paces it, at what pace, with the time left computed from it.
 #[test]
 fn a_session_run_paced_by_a_quota_says_so_in_its_events() {
-    let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path(), &[], &[]);
-    let model = common::QuotaOpenAi::start(Some(1200.0), None, Duration::from_millis(20));
-    let conn = home.path().join("conn.yaml");
-    std::fs::write(
-        &conn,
-        format!(
-            "name: quota_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
-            model.base
-        ),
-    )
-    .unwrap();
-    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
-    let (d, dir) = flow("two_calls");
-    let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
-    let data = d.path().join("rows.jsonl");
-    let rows: String = (0..60)
-        .map(|i| format!("{{\"question\": \"question {i}\"}}\n"))
-        .collect();
-    std::fs::write(&data, rows).unwrap();
+    let q = QuotaSessions::start(1200.0, Duration::from_millis(20), 1, 60);
+    let (server, model, data, id) = (&q.server, &q.model, &q.data, &q.sessions[0]);
     let client = server
-        .cmd(&["run", "create", "--session", &id])
+        .cmd(&["run", "create", "--session", id])
         .args(["--data", data.to_str().unwrap(), "--name", "paced"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -4500,30 +4528,12 @@ fn a_session_run_paced_by_a_quota_says_so_in_its_events() {
 /// of the requests are refused, and together they take at most 1.15x of the quota's ideal.
 #[test]
 fn two_sessions_sharing_one_deployments_quota_both_complete_at_its_pace() {
-    let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path(), &[], &[]);
     // 3,000 a minute: 50 a second, so 800 calls take 16 s at best.
-    let model = common::QuotaOpenAi::start(Some(3000.0), None, Duration::from_millis(50));
-    let conn = home.path().join("conn.yaml");
-    std::fs::write(
-        &conn,
-        format!(
-            "name: quota_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
-            model.base
-        ),
-    )
-    .unwrap();
-    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
-    let (d, dir) = flow("two_calls");
-    let (first, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
-    let (second, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
-    let data = d.path().join("rows.jsonl");
-    let rows: String = (0..200)
-        .map(|i| format!("{{\"question\": \"question number {i}\"}}\n"))
-        .collect();
-    std::fs::write(&data, rows).unwrap();
+    let q = QuotaSessions::start(3000.0, Duration::from_millis(50), 2, 200);
+    let (server, model, data) = (&q.server, &q.model, &q.data);
+    let (first, second) = (&q.sessions[0], &q.sessions[1]);
     let t = Instant::now();
-    let runs: Vec<_> = [(&first, "shared-a"), (&second, "shared-b")]
+    let runs: Vec<_> = [(first, "shared-a"), (second, "shared-b")]
         .into_iter()
         .map(|(session, name)| {
             server
