@@ -975,8 +975,8 @@ const QUOTA_LATENCY: Duration = Duration::from_millis(50);
 const TOKENS_PER_CALL: f64 = 36.0;
 
 /// Run `runs` 200-line batches of `two_calls` at once (separate processes: as many sessions each
-/// with its own governor) against one deployment, at the default concurrency. Returns the wall
-/// time and the server's counts; every line of every run must complete.
+/// with its own governor) against one deployment, at the default concurrency. Returns the
+/// longest run's own duration and the server's counts; every line of every run must complete.
 fn batches_against_a_quota(server: &QuotaOpenAi, runs: usize) -> (Duration, common::QuotaStats) {
     batches_against_a_declared_quota(server, runs, "")
 }
@@ -998,7 +998,6 @@ fn batches_against_a_declared_quota(
         .map(|i| json!({"question": format!("question number {i}")}))
         .collect();
     write_jsonl(&data, &rows);
-    let t = Instant::now();
     let children: Vec<_> = (0..runs)
         .map(|i| {
             env.spawn(&[
@@ -1016,13 +1015,15 @@ fn batches_against_a_declared_quota(
     for mut child in children {
         assert!(child.wait().unwrap().success());
     }
-    let wall = t.elapsed();
+    // The runs' own time (not the processes' start), the longest: they ran side by side.
+    let mut longest = 0.0f64;
     for i in 0..runs {
         let meta = show_json(&env, &format!("q{i}"));
         assert_eq!(meta["completed_lines"], 200, "{meta:#}");
         assert_eq!(meta["status"], "Completed", "{meta:#}");
+        longest = longest.max(meta["duration_s"].as_f64().unwrap());
     }
-    (wall, server.stats())
+    (Duration::from_secs_f64(longest), server.stats())
 }
 
 /// Issue 20: lines share one governor per deployment, so a quota paces them instead of failing

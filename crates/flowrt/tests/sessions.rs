@@ -4532,7 +4532,6 @@ fn two_sessions_sharing_one_deployments_quota_both_complete_at_its_pace() {
     let q = QuotaSessions::start(3000.0, Duration::from_millis(50), 2, 200);
     let (server, model, data) = (&q.server, &q.model, &q.data);
     let (first, second) = (&q.sessions[0], &q.sessions[1]);
-    let t = Instant::now();
     let runs: Vec<_> = [(first, "shared-a"), (second, "shared-b")]
         .into_iter()
         .map(|(session, name)| {
@@ -4545,6 +4544,10 @@ fn two_sessions_sharing_one_deployments_quota_both_complete_at_its_pace() {
                 .unwrap()
         })
         .collect();
+    // How long the runs themselves took (not the CLI's upload or the server's hand-off, which a
+    // busy test machine slows and the quota has nothing to do with): they ran side by side, so
+    // the longer one is the time the two took together.
+    let mut longest = 0.0f64;
     for run in runs {
         let out = run.wait_with_output().unwrap();
         assert!(
@@ -4554,17 +4557,15 @@ fn two_sessions_sharing_one_deployments_quota_both_complete_at_its_pace() {
         );
         let record: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(record["completed_lines"], 200, "{record:#}");
+        longest = longest.max(record["duration_s"].as_f64().unwrap());
     }
-    let wall = t.elapsed();
     let stats = model.stats();
     eprintln!(
-        "two sessions: {:.2} s against an ideal of 16 s, {} requests, {} refused",
-        wall.as_secs_f64(),
-        stats.requests,
-        stats.rate_limited
+        "two sessions: {longest:.2} s against an ideal of 16 s, {} requests, {} refused",
+        stats.requests, stats.rate_limited
     );
     assert!(stats.rate_limited * 10 < stats.requests, "{stats:?}");
-    assert!(wall <= Duration::from_secs_f64(16.0 * 1.15), "{wall:?}");
+    assert!(longest <= 16.0 * 1.15, "{longest} s");
 }
 
 /// Found by two sessions' runs pushing the same data at once: uploads in the same millisecond
