@@ -46,11 +46,20 @@ pub struct EnvOptions<'a> {
     /// The hosts the identity lets its token go to: a `{private}` index URL on any other host is
     /// refused, so a requirements file cannot send the token to a server of its writer's choice.
     pub private_hosts: &'a [String],
-    /// Install sealed: the flowrt binary whose `seal-exec` runs the install confined (Landlock)
-    /// to the environment being built, uv's cache and a temporary folder, with only the
-    /// environment variables an install needs. A server sets it: a requirement's build script is
-    /// its user's code and must not reach the server's files or secrets.
-    pub sandbox: Option<&'a Path>,
+    /// Install sealed (a server sets it: a requirement's build script is its user's code and
+    /// must not reach the server's files or secrets).
+    pub sandbox: Option<Sandbox<'a>>,
+}
+
+/// How a sealed install runs: `exe seal-exec` confines it (Landlock) to the environment being
+/// built, `cache` and a temporary folder, with only the environment variables an install needs.
+/// `cache` is uv's cache for this install alone, not the machine's: a build script may write
+/// anything there, and uv links cached files into the environments it builds, so a cache shared
+/// with other users' installs would let one user plant code in another's environment.
+#[derive(Clone, Copy, Debug)]
+pub struct Sandbox<'a> {
+    pub exe: &'a Path,
+    pub cache: &'a Path,
 }
 
 impl std::fmt::Debug for EnvOptions<'_> {
@@ -498,13 +507,13 @@ pub fn ensure_env_with(
         opts.private_token,
     );
     let build_tmp = envs.join(format!("{key}.tmp"));
-    if let Some(exe) = opts.sandbox {
+    if let Some(sandbox) = opts.sandbox {
         let _ = fs_err::remove_dir_all(&build_tmp);
         fs_err::create_dir_all(&build_tmp).map_err(|source| EnvError::Io {
             path: build_tmp.clone(),
             source,
         })?;
-        cmd = sealed_install(exe, &cmd, &base_python, &env_dir, &build_tmp);
+        cmd = sealed_install(sandbox, &cmd, &base_python, &env_dir, &build_tmp);
     }
     let out = cmd.output();
     let _ = fs_err::remove_dir_all(&build_tmp);
@@ -553,29 +562,17 @@ fn install_env_passes(name: &str) -> bool {
     NAMES.contains(&name) || name.starts_with("UV_") || name.starts_with("PIP_")
 }
 
-/// uv's cache folder, as uv finds it.
-fn uv_cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    var("UV_CACHE_DIR")
-        .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("uv")))
-        .or_else(|| var("HOME").map(|h| h.join(".cache").join("uv")))
-}
-
-/// `inner` (a uv install) run through `exe seal-exec`: read-write only the environment, uv's
-/// cache and `tmp`; read the system, the base Python and uv; the environment scrubbed to what
+/// `inner` (a uv install) run through `seal-exec`: read-write only the environment, the
+/// sandbox's cache and `tmp`; read the system, the base Python and uv; the environment scrubbed to what
 /// [`install_env_passes`] lets through plus what `inner` sets.
 fn sealed_install(
-    exe: &Path,
+    sandbox: Sandbox<'_>,
     inner: &Command,
     base_python: &Path,
     env_dir: &Path,
     tmp: &Path,
 ) -> Command {
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(sandbox.exe);
     cmd.arg("seal-exec")
         .arg("--python")
         .arg(base_python)
@@ -583,11 +580,8 @@ fn sealed_install(
         .arg(env_dir)
         .arg("--rw")
         .arg(tmp);
-    let cache = uv_cache_dir();
-    if let Some(cache) = &cache {
-        let _ = fs_err::create_dir_all(cache);
-        cmd.arg("--rw").arg(cache);
-    }
+    let _ = fs_err::create_dir_all(sandbox.cache);
+    cmd.arg("--rw").arg(sandbox.cache);
     let program = Path::new(inner.get_program());
     if program.is_absolute() {
         cmd.arg("--rx").arg(program);
@@ -608,10 +602,7 @@ fn sealed_install(
             cmd.env(k, v);
         }
     }
-    cmd.env("TMPDIR", tmp);
-    if let Some(cache) = &cache {
-        cmd.env("UV_CACHE_DIR", cache);
-    }
+    cmd.env("TMPDIR", tmp).env("UV_CACHE_DIR", sandbox.cache);
     for (k, v) in inner.get_envs() {
         match v {
             Some(v) => cmd.env(k, v),

@@ -30,7 +30,7 @@ pub use base::{
 };
 pub use env::{
     default_python, ensure_env, ensure_env_with, gc, installed_packages, resolve_env, EnvError,
-    EnvOptions, EnvRequest, ExtraRequirements, Package, PackageSource, ResolvedEnv,
+    EnvOptions, EnvRequest, ExtraRequirements, Package, PackageSource, ResolvedEnv, Sandbox,
     PRIVATE_PLACEHOLDER,
 };
 pub use worker::{

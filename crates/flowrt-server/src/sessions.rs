@@ -313,6 +313,8 @@ impl Manager {
             // Sealed sessions' installs are sealed too: build scripts are user code.
             let seal_installs = self.seal;
             let exe = self.exe.clone();
+            // uv's cache for this owner's installs alone (see flowrt_python::Sandbox).
+            let install_cache = home.join("uv-cache").join(&s.owner);
             let built = tokio::task::spawn_blocking(move || {
                 let (base, extra, label, token, hosts) = &opts_owned;
                 let opts = EnvOptions {
@@ -322,7 +324,10 @@ impl Manager {
                         .map(|text| ExtraRequirements { label, text }),
                     private_token: token.as_deref(),
                     private_hosts: hosts,
-                    sandbox: seal_installs.then_some(exe.as_path()),
+                    sandbox: seal_installs.then_some(flowrt_python::Sandbox {
+                        exe: &exe,
+                        cache: &install_cache,
+                    }),
                 };
                 let mut log = flowrt_session::session_files::append(
                     log_path.parent().unwrap_or(std::path::Path::new(".")),

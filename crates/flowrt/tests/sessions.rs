@@ -4316,6 +4316,13 @@ fn a_requirements_build_script_cannot_reach_the_servers_files_or_environment() {
     let index = tempfile::tempdir().unwrap();
     let token_path = home.path().join("owner.token");
     let planted = home.path().join("planted-by-a-build");
+    // The machine's uv cache, which every user's installs would share: a file planted there
+    // could end up in another user's environment.
+    let shared_cache = std::env::var_os("UV_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/uv"));
+    std::fs::create_dir_all(&shared_cache).unwrap();
+    let in_cache = shared_cache.join(format!("planted-by-a-build-{}", std::process::id()));
     let backend = format!(
         r#"import json, os
 def _probe():
@@ -4329,6 +4336,11 @@ def _probe():
         found["write"] = "written"
     except OSError as e:
         found["write"] = "denied " + e.__class__.__name__
+    try:
+        open({in_cache:?}, "w").write("x")
+        found["cache"] = "written"
+    except OSError as e:
+        found["cache"] = "denied " + e.__class__.__name__
     found["env"] = os.environ.get("FLOWRT_TEST_SECRET", "absent")
     raise RuntimeError("PROBE " + json.dumps(found, sort_keys=True))
 def get_requires_for_build_wheel(config_settings=None):
@@ -4338,6 +4350,7 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 "#,
         token = token_path.display().to_string(),
         planted = planted.display().to_string(),
+        in_cache = in_cache.display().to_string(),
     );
     let src = index.path().join("src/evilpkg-1.0");
     std::fs::create_dir_all(&src).unwrap();
@@ -4401,6 +4414,11 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     );
     assert_eq!(found["env"], "absent", "{found}");
     assert!(!planted.exists());
+    assert!(
+        found["cache"].as_str().unwrap().starts_with("denied"),
+        "{found}"
+    );
+    assert!(!in_cache.exists());
     // What the failed install says names no folder of the server's.
     assert!(
         !stderr.contains(&home.path().display().to_string()),
