@@ -480,11 +480,47 @@ pub struct CancelingRun {
 }
 
 /// `POST /api/v1/agents/join`, once the agent is verified: the connections its flow uses, with
-/// their secrets (they never pass through Ray).
+/// their secrets (they never pass through Ray), and the flow itself with what its environment is
+/// built from: a Ray node shares no disk with its server.
 #[derive(Clone, Serialize, Deserialize, ToSchema)]
 pub struct AgentJoined {
     #[schema(value_type = Vec<Object>)]
     pub connections: Vec<crate::Connection>,
+    pub flow: AgentFlow,
+}
+
+/// A session's flow as its agent receives it: the snapshot and the environment's recipe. The
+/// agent unpacks the one and builds the other on its own node's disk.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct AgentFlow {
+    /// The snapshot's files as a gzip-compressed tar, base64-encoded.
+    pub archive_base64: String,
+    /// The snapshot's content hash (`sha256:...`), which the agent checks after unpacking.
+    pub hash: String,
+    /// A prompty flow: its file inside the snapshot.
+    pub entry: Option<String>,
+    /// The session owner's name: environments are cached per owner on a node, so one user's
+    /// build scripts never write into what another user's sessions run.
+    pub owner: String,
+    /// The base environment version (`1.0.0`).
+    pub base_version: String,
+    /// A custom environment's requirements, merged before the flow's, and how to name them.
+    pub extra_requirements: Option<String>,
+    pub extra_label: String,
+    /// The session identity's feed token for `{private}` index URLs, and the hosts it may go to.
+    pub private_token: Option<String>,
+    pub private_hosts: Vec<String>,
+}
+
+impl std::fmt::Debug for AgentFlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentFlow")
+            .field("hash", &self.hash)
+            .field("entry", &self.entry)
+            .field("owner", &self.owner)
+            .field("base_version", &self.base_version)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The schemas of every response body, by name, for the OpenAPI document.
@@ -495,6 +531,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
     vec![
         one::<Health>("Health"),
         one::<AgentJoined>("AgentJoined"),
+        one::<AgentFlow>("AgentFlow"),
         one::<UserView>("UserView"),
         one::<TokenView>("TokenView"),
         one::<Limits>("Limits"),

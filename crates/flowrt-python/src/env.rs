@@ -60,6 +60,8 @@ pub struct EnvOptions<'a> {
 pub struct Sandbox<'a> {
     pub exe: &'a Path,
     pub cache: &'a Path,
+    /// TCP ports the install may not connect to (a Ray cluster's control plane).
+    pub deny_connect_ports: &'a [u16],
 }
 
 impl std::fmt::Debug for EnvOptions<'_> {
@@ -582,6 +584,14 @@ fn sealed_install(
         .arg(tmp);
     let _ = fs_err::create_dir_all(sandbox.cache);
     cmd.arg("--rw").arg(sandbox.cache);
+    if !sandbox.deny_connect_ports.is_empty() {
+        let ports: Vec<String> = sandbox
+            .deny_connect_ports
+            .iter()
+            .map(u16::to_string)
+            .collect();
+        cmd.arg("--deny-connect-ports").arg(ports.join(","));
+    }
     let program = Path::new(inner.get_program());
     if program.is_absolute() {
         cmd.arg("--rx").arg(program);
@@ -894,20 +904,9 @@ pub fn gc(flowrt_home: &Path, keep: usize) -> Result<Vec<String>, EnvError> {
     Ok(removed)
 }
 
-/// The packages installed for `python`, each marked as coming from the requirements (named by the
-/// flow's or custom environment's requirements this environment was built from) or the base.
+/// The packages installed in the environment of `python`, as `uv pip list` reports them; each
+/// marked as the flow's requirement or the base's.
 pub fn installed_packages(python: &Path) -> Result<Vec<Package>, EnvError> {
-    let requested: HashSet<String> = python
-        .parent()
-        .and_then(Path::parent)
-        .and_then(|dir| std::fs::read_to_string(dir.join(MERGED_REQUIREMENTS)).ok())
-        .map(|text| {
-            text.lines()
-                .filter_map(parse_requirement)
-                .map(|(name, _)| name)
-                .collect()
-        })
-        .unwrap_or_default();
     let uv = find_or_install_uv(&default_python(), &mut |_| {})?;
     let out = uv
         .command()
@@ -920,12 +919,54 @@ pub fn installed_packages(python: &Path) -> Result<Vec<Package>, EnvError> {
             python: python.to_path_buf(),
             message: format!("cannot run uv: {e}"),
         })?;
+    packages_from_listing(python, &out, "uv")
+}
+
+/// The same list, asked of the environment's own interpreter (`importlib.metadata`): for a
+/// sealed session, which may run its Python and nothing else.
+pub fn installed_packages_by_python(python: &Path) -> Result<Vec<Package>, EnvError> {
+    const LIST: &str = r#"import importlib.metadata as m, json, sys
+seen = {}
+for d in m.distributions():
+    name = d.metadata["Name"]
+    if name and name.lower() not in seen:
+        seen[name.lower()] = {"name": name, "version": d.version}
+json.dump(sorted(seen.values(), key=lambda p: p["name"].lower()), sys.stdout)
+"#;
+    let out = Command::new(python)
+        .args(["-I", "-c", LIST])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| EnvError::ListPackages {
+            python: python.to_path_buf(),
+            message: format!("cannot run it: {e}"),
+        })?;
+    packages_from_listing(python, &out, "python")
+}
+
+/// `[{name, version}]` printed by `lister`, each marked as requested or the base's.
+fn packages_from_listing(
+    python: &Path,
+    out: &std::process::Output,
+    lister: &str,
+) -> Result<Vec<Package>, EnvError> {
     if !out.status.success() {
         return Err(EnvError::ListPackages {
             python: python.to_path_buf(),
-            message: tail(&out, None),
+            message: tail(out, None),
         });
     }
+    let requested: HashSet<String> = python
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|dir| std::fs::read_to_string(dir.join(MERGED_REQUIREMENTS)).ok())
+        .map(|text| {
+            text.lines()
+                .filter_map(parse_requirement)
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default();
     #[derive(serde::Deserialize)]
     struct Listed {
         name: String,
@@ -934,7 +975,7 @@ pub fn installed_packages(python: &Path) -> Result<Vec<Package>, EnvError> {
     let listed: Vec<Listed> =
         serde_json::from_slice(&out.stdout).map_err(|e| EnvError::ListPackages {
             python: python.to_path_buf(),
-            message: format!("uv printed unexpected JSON: {e}"),
+            message: format!("{lister} printed unexpected JSON: {e}"),
         })?;
     Ok(listed
         .into_iter()

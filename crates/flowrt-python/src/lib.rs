@@ -29,9 +29,9 @@ pub use base::{
     BASE_ENVS, DEFAULT_ENV,
 };
 pub use env::{
-    default_python, ensure_env, ensure_env_with, gc, installed_packages, resolve_env, EnvError,
-    EnvOptions, EnvRequest, ExtraRequirements, Package, PackageSource, ResolvedEnv, Sandbox,
-    PRIVATE_PLACEHOLDER,
+    default_python, ensure_env, ensure_env_with, gc, installed_packages,
+    installed_packages_by_python, resolve_env, EnvError, EnvOptions, EnvRequest, ExtraRequirements,
+    Package, PackageSource, ResolvedEnv, Sandbox, PRIVATE_PLACEHOLDER,
 };
 pub use worker::{
     Arg, CallError, CallOutput, CallbackFuture, HostCallbacks, Output, ToolCall, ToolSource,

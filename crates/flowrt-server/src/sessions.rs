@@ -12,7 +12,8 @@ use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use flowrt_api::responses::{LogChunk, PackageOrigin, PackageView, SessionView};
+use base64::Engine as _;
+use flowrt_api::responses::{AgentFlow, LogChunk, PackageOrigin, PackageView, SessionView};
 use flowrt_api::workspace::Permission;
 use flowrt_api::SessionStatus;
 use flowrt_python::{EnvOptions, EnvRef, EnvRequest, ExtraRequirements};
@@ -59,10 +60,15 @@ pub struct Manager {
 struct PendingJoin {
     /// The Ray job it runs as: the agent proves itself through this job's log.
     job: String,
-    /// What it receives when it joins: its flow's connections.
+    /// What it receives when it joins: its flow's connections, and the flow with its
+    /// environment's recipe.
     connections: backend::SecretText,
+    flow: AgentFlow,
     joined: tokio::sync::oneshot::Sender<Joined>,
 }
+
+/// How long a joined Ray agent may take to build its environment on its node and load its flow.
+const RAY_PREPARE_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// A verified agent: where it listens and the token it is called with.
 struct Joined {
@@ -297,7 +303,10 @@ impl Manager {
             )
             .map_err(|e| ApiErr::bad_request(e.to_string()))?
         };
-        let cached = resolved.is_built(&home);
+        // A Ray session's node builds its own environment (it shares no disk with this server).
+        let cached = resolved.is_built(&home) || self.ray.is_some();
+        // What a Ray agent receives when it joins: the recipe of its environment.
+        let recipe = opts_owned.clone();
         self.store
             .update_session_env(id, &s.env_ref, resolved.key.as_deref(), &s.base_version)
             .await?;
@@ -327,6 +336,7 @@ impl Manager {
                     sandbox: seal_installs.then_some(flowrt_python::Sandbox {
                         exe: &exe,
                         cache: &install_cache,
+                        deny_connect_ports: &[],
                     }),
                 };
                 let mut log = flowrt_session::session_files::append(
@@ -356,16 +366,19 @@ impl Manager {
             python
         };
         // Starting: the agent process, on its own copy of the flow (a sealed agent reads nothing
-        // outside its folder, and a tool writing into its flow folder touches no one else's).
+        // outside its folder, and a tool writing into its flow folder touches no one else's). A
+        // Ray agent receives the snapshot when it joins and unpacks it on its node.
         let workdir = self.workdir(id);
         let run_flow = workdir.join("flow");
-        let (src, dst) = (flow.dir.clone(), run_flow.clone());
-        tokio::task::spawn_blocking(move || copy_flow(&src, &dst))
-            .await
-            .map_err(|e| ApiErr::internal("copying the flow", e))?
-            .map_err(|e| {
-                ApiErr::bad_request(format!("cannot copy the flow into the session: {e}"))
-            })?;
+        if self.ray.is_none() {
+            let (src, dst) = (flow.dir.clone(), run_flow.clone());
+            tokio::task::spawn_blocking(move || copy_flow(&src, &dst))
+                .await
+                .map_err(|e| ApiErr::internal("copying the flow", e))?
+                .map_err(|e| {
+                    ApiErr::bad_request(format!("cannot copy the flow into the session: {e}"))
+                })?;
+        }
         // The server's connections were made on its machine by its owner (`flowrt connection
         // create` with this FLOWRT_HOME): they are the owner's, and reach only the owner's
         // sessions. Another user's flow naming one gets none: its node says the connection does
@@ -398,6 +411,7 @@ impl Manager {
                     .map(|n| n.to_owned())
             })
             .flatten();
+        let entry_name = entry.as_ref().map(|e| e.to_string_lossy().into_owned());
         let spec = AgentSpec {
             session_id: id.to_string(),
             flow_dir: match entry {
@@ -420,7 +434,30 @@ impl Manager {
             },
         };
         if let Some(ray) = self.ray.clone() {
-            return self.start_on_ray(&ray, spec).await;
+            let src = flow.dir.clone();
+            let archive = tokio::task::spawn_blocking(move || {
+                flowrt_store::snapshot::pack(
+                    &src,
+                    &flowrt_store::snapshot::SnapshotLimits::default(),
+                )
+            })
+            .await
+            .map_err(|e| ApiErr::internal("packing the flow", e))?
+            .map_err(|e| ApiErr::bad_request(format!("cannot pack the session's flow: {e}")))?;
+            let (base_version, extra_requirements, extra_label, private_token, private_hosts) =
+                recipe;
+            let flow = AgentFlow {
+                archive_base64: base64::engine::general_purpose::STANDARD.encode(&archive.0),
+                hash: archive.1.hash,
+                entry: entry_name,
+                owner: s.owner.clone(),
+                base_version,
+                extra_requirements,
+                extra_label,
+                private_token,
+                private_hosts,
+            };
+            return self.start_on_ray(&ray, spec, flow).await;
         }
         let (handle, mut child) = self
             .backend
@@ -453,6 +490,7 @@ impl Manager {
         self: &Arc<Self>,
         ray: &flowrt_session::ray::RayBackend,
         spec: AgentSpec,
+        flow: AgentFlow,
     ) -> ApiResult<()> {
         let id = spec.session_id.clone();
         let wd = spec.workdir.clone();
@@ -470,6 +508,7 @@ impl Manager {
             PendingJoin {
                 job: job.clone(),
                 connections: spec.connections.clone(),
+                flow,
                 joined: tx,
             },
         );
@@ -501,35 +540,50 @@ impl Manager {
                     if failed.is_some() || started.elapsed() > Duration::from_secs(180) {
                         self.joins.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
                         ray.stop(&job).await;
+                        // Ray's message holds the end of the job's log, where an agent that
+                        // stops says why.
                         return Err(ApiErr::bad_request(format!(
-                            "the session's Ray job {job} {}; last log lines:\n{}",
+                            "the session's Ray job {job} {}",
                             match failed {
                                 Some(s) => format!("is {}: {}", s.status, s.message),
                                 None => "did not join within 180 s".into(),
                             },
-                            log_tail(&wd, 20)
                         )));
                     }
                 }
             }
         };
         self.store.set_agent_token(&id, Some(&token)).await?;
-        // Joined: it answers once its flow is loaded.
-        let ready = loop {
+        // Joined: it answers once its node has built its environment and loaded its flow. An
+        // install may take a while; a job that ends meanwhile says why in Ray's message.
+        let joined_at = std::time::Instant::now();
+        let mut last_look = joined_at;
+        let failed = loop {
             if backend::health(&addr, &token, &id).await.is_some() {
-                break true;
+                break None;
             }
-            if started.elapsed() > Duration::from_secs(180) {
-                break false;
+            if joined_at.elapsed() > RAY_PREPARE_LIMIT {
+                break Some(format!(
+                    "joined from {addr} but was not ready within {} minutes",
+                    RAY_PREPARE_LIMIT.as_secs() / 60
+                ));
+            }
+            if last_look.elapsed() > Duration::from_secs(1) {
+                last_look = std::time::Instant::now();
+                if let Ok(state) = ray.state(&job).await {
+                    if state.is_terminal() {
+                        break Some(format!(
+                            "joined from {addr}, then its Ray job {job} became {}: {}",
+                            state.status, state.message
+                        ));
+                    }
+                }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
-        if !ready {
+        if let Some(why) = failed {
             ray.stop(&job).await;
-            return Err(ApiErr::bad_request(format!(
-                "the session's agent joined from {addr} but did not answer; last log lines:\n{}",
-                log_tail(&wd, 20)
-            )));
+            return Err(ApiErr::bad_request(format!("the session's agent {why}")));
         }
         // Ray agents have no process of this machine's: pid 0 says so.
         self.store
@@ -587,7 +641,7 @@ impl Manager {
         req: &flowrt_api::requests::AgentJoin,
         addr: std::net::SocketAddr,
         peer: std::net::IpAddr,
-    ) -> Result<backend::SecretText, JoinRefused> {
+    ) -> Result<(backend::SecretText, AgentFlow), JoinRefused> {
         let ray = self.ray.as_ref().ok_or(JoinRefused::NotPending)?;
         let job = self
             .joins
@@ -651,7 +705,7 @@ impl Manager {
             addr: addr.to_string(),
             token: req.token.clone(),
         });
-        Ok(pending.connections)
+        Ok((pending.connections, pending.flow))
     }
 
     /// The agent with `pid` ended: a Running session fails; a Stopping one is stopped.
@@ -919,10 +973,13 @@ pub async fn agent_join(
         ));
     };
     match state.sessions.complete_join(&req, addr, peer.ip()).await {
-        Ok(connections) => {
+        Ok((connections, flow)) => {
             let connections = serde_json::from_str(&connections.0)
                 .map_err(|e| ApiErr::internal("handing over connections", e))?;
-            Ok(Json(flowrt_api::responses::AgentJoined { connections }))
+            Ok(Json(flowrt_api::responses::AgentJoined {
+                connections,
+                flow,
+            }))
         }
         Err(why) => {
             eprintln!(
@@ -1329,6 +1386,35 @@ async fn packages(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<PackageView>>> {
     let s = visible(&state, &caller, &id).await?;
+    if state.sessions.ray.is_some() {
+        // The environment is on the session's node: its agent lists it.
+        let addr = agent_of(&s).await.map_err(|_| {
+            ApiErr::conflict(format!(
+                "session '{id}' is {}: its environment is on the Ray node that runs it, so its packages are listed while it runs\nhint: `flowrt session reset {id}` starts it",
+                s.status
+            ))
+        })?;
+        let token = state.sessions.agent_token(&s.id).await;
+        let (status, reply) = client::request(
+            &addr,
+            &token,
+            "GET",
+            "/packages",
+            None,
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| ApiErr::conflict(e.to_string()))?;
+        if status != 200 {
+            return Err(ApiErr::conflict(format!(
+                "the session's agent could not list its packages: {}",
+                reply["message"].as_str().unwrap_or("")
+            )));
+        }
+        let list: Vec<flowrt_python::Package> = serde_json::from_value(reply)
+            .map_err(|e| ApiErr::conflict(format!("the agent's package list: {e}")))?;
+        return Ok(Json(list.into_iter().map(package_view).collect()));
+    }
     let python = match &s.env_key {
         Some(key) => state
             .config
@@ -1343,18 +1429,18 @@ async fn packages(
         .await
         .map_err(|e| ApiErr::internal("listing packages", e))?
         .map_err(|e| ApiErr::internal("listing packages", e))?;
-    Ok(Json(
-        list.into_iter()
-            .map(|p| PackageView {
-                name: p.name,
-                version: p.version,
-                source: match p.source {
-                    flowrt_python::PackageSource::Base => PackageOrigin::Base,
-                    flowrt_python::PackageSource::Requirements => PackageOrigin::Requirements,
-                },
-            })
-            .collect(),
-    ))
+    Ok(Json(list.into_iter().map(package_view).collect()))
+}
+
+fn package_view(p: flowrt_python::Package) -> PackageView {
+    PackageView {
+        name: p.name,
+        version: p.version,
+        source: match p.source {
+            flowrt_python::PackageSource::Base => PackageOrigin::Base,
+            flowrt_python::PackageSource::Requirements => PackageOrigin::Requirements,
+        },
+    }
 }
 
 /// Save the flow's requirements and (unless save-only) rebuild and restart the session with them.
@@ -1473,6 +1559,35 @@ async fn logs(
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<LogChunk>> {
     let s = visible(&state, &caller, &id).await?;
+    if state.sessions.ray.is_some() {
+        // The log is on the session's node: its agent reads it out, while it runs.
+        let text = match agent_of(&s).await {
+            Ok(addr) => {
+                let token = state.sessions.agent_token(&s.id).await;
+                let path = format!("/log?offset={}", q.offset);
+                match client::request(&addr, &token, "GET", &path, None, Duration::from_secs(30))
+                    .await
+                {
+                    Ok((200, reply)) => {
+                        return Ok(Json(LogChunk {
+                            text: reply["text"].as_str().unwrap_or("").to_string(),
+                            offset: reply["offset"].as_u64().unwrap_or(q.offset),
+                            status: s.status.to_string(),
+                        }))
+                    }
+                    _ => String::new(),
+                }
+            }
+            // What the server kept of it: the tail it saw when the session ended.
+            Err(_) if q.offset == 0 => s.log_tail.clone().unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        return Ok(Json(LogChunk {
+            offset: q.offset + text.len() as u64,
+            text,
+            status: s.status.to_string(),
+        }));
+    }
     // The log is in the session's folder: read without following a link, 1 MiB at a time.
     let bytes = flowrt_session::session_files::read_from(
         &state.sessions.workdir(&s.id),

@@ -36,10 +36,8 @@ use std::time::{Duration, Instant};
 pub struct AgentConfig {
     /// The session this agent serves (answered by /health so a restarted server can re-adopt it).
     pub session_id: String,
-    /// The flow folder.
-    pub flow: PathBuf,
-    /// The environment's Python interpreter.
-    pub python: PathBuf,
+    /// Where its flow and environment come from.
+    pub source: FlowSource,
     /// How many Python workers to keep.
     pub workers: usize,
     /// Where to write the address it listens on (`127.0.0.1:PORT`).
@@ -65,6 +63,17 @@ pub struct AgentConfig {
     /// Dial the server to join it (a Ray session's agent): say where this agent listens and
     /// receive the connections its flow uses, with a one-time token.
     pub join: Option<Join>,
+}
+
+/// Where an agent's flow and environment come from.
+#[derive(Clone, Debug)]
+pub enum FlowSource {
+    /// A flow folder (or `.prompty` file) and an environment's interpreter on this machine.
+    Local { flow: PathBuf, python: PathBuf },
+    /// Received from the server when the agent joins it (a Ray node shares no disk with its
+    /// server): the snapshot is unpacked into the agent's folder, and the environment built under
+    /// this node-local cache folder, per session owner.
+    FromServer { node_cache: PathBuf },
 }
 
 /// How an agent started away from its server (on a Ray node) reaches it: only the server's URL,
@@ -99,7 +108,7 @@ fn join_server(
     addr: &str,
     secret: &str,
     token: &str,
-) -> Result<HashMap<String, flowrt_api::Connection>> {
+) -> Result<flowrt_api::responses::AgentJoined> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -130,14 +139,84 @@ fn join_server(
                 v["message"].as_str().unwrap_or("")
             );
         }
-        let joined: flowrt_api::responses::AgentJoined = serde_json::from_value(v)
-            .with_context(|| format!("the server at {} answered the join oddly", join.url))?;
-        Ok(joined
-            .connections
-            .into_iter()
-            .map(|c| (c.name.clone(), c))
-            .collect())
+        serde_json::from_value(v)
+            .with_context(|| format!("the server at {} answered the join oddly", join.url))
     })
+}
+
+/// Unpack the flow the server sent into `dest` (checked as any upload is, its hash compared)
+/// and build its environment under `node_cache/OWNER` (sealed to that cache and `tmp` when
+/// `seal`). Returns the flow's path (a prompty flow's file) and the environment's interpreter.
+fn receive_flow(
+    flow: &flowrt_api::responses::AgentFlow,
+    dest: &std::path::Path,
+    node_cache: &std::path::Path,
+    seal: Option<&[u16]>,
+) -> Result<(PathBuf, PathBuf)> {
+    use base64::Engine as _;
+    let archive = base64::engine::general_purpose::STANDARD
+        .decode(flow.archive_base64.as_bytes())
+        .context("the server sent a flow that is not base64")?;
+    let _ = std::fs::remove_dir_all(dest);
+    let info = flowrt_store::snapshot::unpack(
+        archive.as_slice(),
+        dest,
+        &flowrt_store::snapshot::SnapshotLimits::default(),
+    )
+    .context("cannot unpack the flow the server sent")?;
+    if info.hash != flow.hash {
+        anyhow::bail!(
+            "the flow arrived damaged: its files hash to {}, the server sent {}",
+            info.hash,
+            flow.hash
+        );
+    }
+    let flow_path = match &flow.entry {
+        Some(entry) => {
+            // A file of the snapshot's top folder, by name only.
+            let mut parts = std::path::Path::new(entry).components();
+            match (parts.next(), parts.next()) {
+                (Some(std::path::Component::Normal(name)), None) => dest.join(name),
+                _ => anyhow::bail!("the server named the flow file '{entry}', not a file name"),
+            }
+        }
+        None => dest.to_path_buf(),
+    };
+    // The owner names a folder of the node's cache: a plain name, never a path.
+    flowrt_api::names::check("owner", &flow.owner, flowrt_api::names::USER_NAME_MAX)
+        .map_err(anyhow::Error::msg)?;
+    let cache = node_cache.join(&flow.owner);
+    let requirements = flowrt_flow::load_flow(&flow_path, &LoadOptions::default())
+        .context("the session's flow does not load")?
+        .requirements_file();
+    let exe = std::env::current_exe()?;
+    let uv_cache = cache.join("uv-cache");
+    let opts = flowrt_python::EnvOptions {
+        base_version: Some(flow.base_version.as_str()),
+        extra_requirements: flow.extra_requirements.as_deref().map(|text| {
+            flowrt_python::ExtraRequirements {
+                label: &flow.extra_label,
+                text,
+            }
+        }),
+        private_token: flow.private_token.as_deref(),
+        private_hosts: &flow.private_hosts,
+        sandbox: seal.map(|deny_connect_ports| flowrt_python::Sandbox {
+            exe: &exe,
+            cache: &uv_cache,
+            deny_connect_ports,
+        }),
+    };
+    let python = flowrt_python::ensure_env_with(
+        flowrt_python::EnvRequest {
+            requirements: requirements.as_deref(),
+            flowrt_home: &cache,
+        },
+        &opts,
+        &mut |m| eprintln!("{m}"),
+    )
+    .map_err(|e| anyhow::anyhow!("cannot build the session's environment: {e}"))?;
+    Ok((flow_path, python))
 }
 
 /// The address to tell the server: the bound one, or, bound to every interface, the local
@@ -181,6 +260,8 @@ struct Agent {
     /// The flow folder as given (batch runs resolve includes themselves).
     flow_dir: PathBuf,
     python: PathBuf,
+    /// The session log (this process's stderr), which the server reads through `GET /log`.
+    log_file: PathBuf,
     workers: usize,
     /// The connections the flow uses, given to each batch run.
     connections: HashMap<String, flowrt_api::Connection>,
@@ -316,7 +397,6 @@ pub fn run(config: AgentConfig) -> Result<()> {
     } else {
         invoker::load_connections(&home)?
     };
-    let mut python = config.python.clone();
     // The agent holds its session's connections: no other session's code may read its memory.
     if let Err(e) = crate::isolate::hide_from_same_user() {
         eprintln!("warning: cannot hide the agent's memory: {e}");
@@ -327,9 +407,45 @@ pub fn run(config: AgentConfig) -> Result<()> {
             .context("cannot give the session a PID namespace of its own")?;
         eprintln!("session {}: {}", config.session_id, view.describe());
     }
+    // A joining agent (Ray) dials its server before anything of the session's runs: it receives
+    // the connections and, when the node shares no disk with the server, the flow itself.
+    let mut received = None;
+    if let Some(join) = &config.join {
+        let addr = advertised(std_listener.local_addr()?, &join.url);
+        let secret = crate::backend::random_hex(32)?;
+        commit_to_join(&secret)?;
+        let joined = join_server(join, &config.session_id, &addr, &secret, &token)?;
+        connections = joined
+            .connections
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect();
+        received = Some(joined.flow);
+        eprintln!("session {}: joined its server", config.session_id);
+    }
+    let (flow_path, mut python) = match (&config.source, received) {
+        (FlowSource::Local { flow, python }, _) => (flow.clone(), python.clone()),
+        (FlowSource::FromServer { node_cache }, Some(flow)) => {
+            eprintln!(
+                "session {}: received flow {}; preparing its environment on this node",
+                config.session_id, flow.hash
+            );
+            // Installs run sealed, as the session will: a build script is its user's code.
+            let deny = config.deny_connect_ports.clone();
+            receive_flow(
+                &flow,
+                &std::env::current_dir()?.join("flow"),
+                node_cache,
+                config.seal.then_some(deny.as_slice()),
+            )?
+        }
+        (FlowSource::FromServer { .. }, None) => {
+            anyhow::bail!("--flow-from-server needs a server to join (FLOWRT_JOIN_URL)")
+        }
+    };
     if config.seal {
         // While this process has one thread: a seal covers the calling thread and what it starts.
-        let paths = crate::seal::python_paths(&config.python)?;
+        let paths = crate::seal::python_paths(&python)?;
         python = paths.executable.clone();
         let mut read_exec = paths.read;
         read_exec.push(std::env::current_exe()?);
@@ -357,14 +473,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
     } else if !config.deny_connect_ports.is_empty() {
         anyhow::bail!("--deny-connect-ports needs --seal: only a sealed agent can deny ports");
     }
-    if let Some(join) = &config.join {
-        let addr = advertised(std_listener.local_addr()?, &join.url);
-        let secret = crate::backend::random_hex(32)?;
-        commit_to_join(&secret)?;
-        connections = join_server(join, &config.session_id, &addr, &secret, &token)?;
-        eprintln!("session {}: joined its server", config.session_id);
-    }
-    let merged = flowrt_runtime::includes::Merged::new(&config.flow, &home)?;
+    let merged = flowrt_runtime::includes::Merged::new(&flow_path, &home)?;
     let mut flow = merged.load(&LoadOptions::default())?;
     let env = invoker::environment(&flow, &connections)?;
     let spec = invoker::needs_python(&flow).then(|| flowrt_python::WorkerSpec {
@@ -400,7 +509,8 @@ pub fn run(config: AgentConfig) -> Result<()> {
         session_id: config.session_id.clone(),
         token,
         home,
-        flow_dir: config.flow.clone(),
+        flow_dir: flow_path.clone(),
+        log_file: std::env::current_dir()?.join("agent.log"),
         python,
         workers: config.workers,
         connections,
@@ -424,6 +534,8 @@ pub fn run(config: AgentConfig) -> Result<()> {
             post(import_run).layer(DefaultBodyLimit::max(MAX_TRANSFER)),
         )
         .route("/data/{file}", get(has_data).put(put_data))
+        .route("/log", get(read_log))
+        .route("/packages", get(packages))
         .route("/shutdown", post(shutdown))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
@@ -534,6 +646,67 @@ async fn require_token(
             .into_response();
     }
     next.run(req).await
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    #[serde(default)]
+    offset: u64,
+}
+
+/// The session log from `offset`, at most 1 MiB: `{text, offset}` with the offset to ask next.
+/// The server reads it here, not from a disk it shares with this node.
+async fn read_log(
+    State(a): State<Shared>,
+    axum::extract::Query(q): axum::extract::Query<LogQuery>,
+) -> Response {
+    use std::io::{Read, Seek};
+    let path = a.log_file.clone();
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        f.seek(std::io::SeekFrom::Start(q.offset))?;
+        let mut bytes = Vec::new();
+        f.take(1024 * 1024).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    })
+    .await;
+    match read {
+        Ok(Ok(bytes)) => Json(json!({
+            "text": String::from_utf8_lossy(&bytes),
+            "offset": q.offset + bytes.len() as u64,
+        }))
+        .into_response(),
+        Ok(Err(e)) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "Log", &e.to_string()),
+        Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "Log", &e.to_string()),
+    }
+}
+
+/// The packages installed in the session's environment (built on this node).
+async fn packages(State(a): State<Shared>) -> Response {
+    let python = a.python.clone();
+    match tokio::task::spawn_blocking(move || flowrt_python::installed_packages_by_python(&python))
+        .await
+    {
+        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Err(e)) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Packages",
+            &e.to_string(),
+        ),
+        Err(e) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Packages",
+            &e.to_string(),
+        ),
+    }
+}
+
+fn error_reply(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({"code": code, "message": message}))).into_response()
 }
 
 async fn health(State(a): State<Shared>) -> Json<Value> {

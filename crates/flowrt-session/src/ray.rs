@@ -21,8 +21,10 @@
 //! reports, and a sealed agent denies TCP connections to them with Landlock's network rules
 //! where the kernel has them (Linux 6.7+).
 //!
-//! The session's folder is FLOWRT_HOME's on a volume the nodes share with the server, as servers
-//! sharing a database share it.
+//! A node shares no disk with its server: the agent's folder is a fresh one under the node's
+//! temporary folder, it receives its flow's snapshot and its environment's recipe when it joins,
+//! builds the environment in a node-local cache (per session owner, keyed by the environment's
+//! hash), and everything the server keeps (run records, logs, packages) comes over its channel.
 
 use crate::backend::{AgentSpec, BackendError, PASSED_ENV};
 use serde_json::{json, Value};
@@ -141,15 +143,10 @@ impl RayBackend {
     ) -> Result<String, BackendError> {
         let package = self.package(&spec.exe).await?;
         let limits = spec.size.limits();
-        let wd = &spec.workdir;
-        let q = |p: &Path| shell_quote(&p.display().to_string());
         let mut agent = format!(
-            "exec \"$pkg/flowrt\" agent --session-id {} --flow {} --python {} --workers {} --addr-file {} --long-running-interval {} --idle-exit {}",
+            "exec \"$pkg/flowrt\" agent --session-id {} --flow-from-server \"$node\" --workers {} --addr-file agent.addr --long-running-interval {} --idle-exit {}",
             shell_quote(&spec.session_id),
-            q(&spec.flow_dir),
-            q(&spec.python),
             limits.workers,
-            q(&wd.join("agent.addr")),
             spec.long_running_interval,
             spec.idle_exit_s,
         );
@@ -160,25 +157,21 @@ impl RayBackend {
                 agent.push_str(&format!(" --deny-connect-ports {}", ports.join(",")));
             }
         }
-        // `exec`: the agent is the job's process, so it dies with its node's raylet. Its stdout
-        // is the job's log, where it writes its join commitment; everything else goes to the
-        // session log.
-        let entrypoint = format!("pkg=\"$PWD\"; cd {} && {agent} 2>>agent.log", q(wd));
+        // The session's folder is the node's: a fresh one (mode 0700) under its temporary folder,
+        // its environment cache beside it. `exec`: the agent is the job's process, so it dies
+        // with its node's raylet. Its stdout is the job's log, where it writes its join
+        // commitment; everything else goes to the session log, which the server reads from it.
+        let session_dir = shell_quote(&format!("flowrt-session-{}-XXXXXX", spec.session_id));
+        let entrypoint = format!(
+            "pkg=\"$PWD\"; node=\"${{TMPDIR:-/tmp}}/flowrt-node\"; mkdir -p \"$node\" && chmod 700 \"$node\" && wd=$(mktemp -d \"$node\"/{session_dir}) && cd \"$wd\" && mkdir tmp && export HOME=\"$wd\" FLOWRT_HOME=\"$wd\" TMPDIR=\"$wd/tmp\" && {agent} 2>>agent.log"
+        );
         let mut env = serde_json::Map::new();
         for key in PASSED_ENV {
             if let Ok(v) = std::env::var(key) {
                 env.insert(key.to_string(), json!(v));
             }
         }
-        let tmp = wd.join("tmp");
-        std::fs::create_dir_all(&tmp).map_err(|e| BackendError::Workdir {
-            path: tmp.clone(),
-            source: e,
-        })?;
         for (k, v) in [
-            ("HOME", wd.display().to_string()),
-            ("FLOWRT_HOME", wd.display().to_string()),
-            ("TMPDIR", tmp.display().to_string()),
             // The server reaches the agent from another machine: it listens on every interface
             // (every request needs its token) and says which address it dialled out from.
             ("FLOWRT_AGENT_BIND", "0.0.0.0:0".to_string()),

@@ -11,12 +11,16 @@ pub struct AgentArgs {
     /// The session this agent serves (answered by /health so a restarted server can re-adopt it).
     #[arg(long)]
     pub session_id: String,
-    /// The flow folder.
-    #[arg(long)]
-    pub flow: PathBuf,
+    /// The flow folder (or .prompty file).
+    #[arg(long, required_unless_present = "flow_from_server")]
+    pub flow: Option<PathBuf>,
     /// The environment's Python interpreter.
-    #[arg(long)]
-    pub python: PathBuf,
+    #[arg(long, required_unless_present = "flow_from_server")]
+    pub python: Option<PathBuf>,
+    /// Receive the flow from the server when joining it (FLOWRT_JOIN_URL) and build its
+    /// environment under this node-local cache folder: a Ray node shares no disk with its server.
+    #[arg(long, conflicts_with_all = ["flow", "python"])]
+    pub flow_from_server: Option<PathBuf>,
     /// How many Python workers to keep.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
@@ -53,10 +57,18 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> Result<u8> {
-    flowrt_session::agent::run(flowrt_session::agent::AgentConfig {
+    let from_server = args.flow_from_server.is_some();
+    let result = flowrt_session::agent::run(flowrt_session::agent::AgentConfig {
         session_id: args.session_id,
-        flow: args.flow,
-        python: args.python,
+        source: match (args.flow_from_server, args.flow, args.python) {
+            (Some(node_cache), _, _) => {
+                flowrt_session::agent::FlowSource::FromServer { node_cache }
+            }
+            (None, Some(flow), Some(python)) => {
+                flowrt_session::agent::FlowSource::Local { flow, python }
+            }
+            _ => anyhow::bail!("the agent needs --flow and --python, or --flow-from-server"),
+        },
         workers: args.workers,
         addr_file: args.addr_file,
         token_file: args.token_file,
@@ -73,7 +85,15 @@ pub fn run(args: AgentArgs) -> Result<u8> {
             Ok(url) if !url.is_empty() => Some(flowrt_session::agent::Join { url }),
             _ => None,
         },
-    })?;
+    });
+    if let (Err(e), true) = (&result, from_server) {
+        // A Ray agent's session log is on its node, out of the server's reach once the agent is
+        // gone: the job's own log (its stdout) carries why it stopped, and Ray's job status shows
+        // it. One line, without the details the session log holds.
+        let why: String = format!("{e}").chars().take(300).collect();
+        println!("flowrt agent stopped: {why}");
+    }
+    result?;
     Ok(0)
 }
 
@@ -88,6 +108,10 @@ pub struct SealExecArgs {
     /// Python interpreters it runs: their prefixes become readable.
     #[arg(long)]
     pub python: Vec<PathBuf>,
+    /// TCP ports it may not connect to, on any host (a Ray cluster's control plane). Needs
+    /// Linux 6.7+ to be enforced.
+    #[arg(long, value_delimiter = ',')]
+    pub deny_connect_ports: Vec<u16>,
     /// The program and its arguments.
     #[arg(last = true, required = true)]
     pub command: Vec<std::ffi::OsString>,
@@ -104,7 +128,7 @@ pub fn seal_exec(args: SealExecArgs) -> Result<u8> {
     let policy = flowrt_session::seal::SealPolicy {
         read_write: args.rw.clone(),
         read_exec,
-        deny_connect_ports: Vec::new(),
+        deny_connect_ports: args.deny_connect_ports.clone(),
     };
     let status = flowrt_session::seal::seal_self(&policy)?;
     if status == flowrt_session::seal::SealStatus::None {

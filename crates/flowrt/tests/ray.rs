@@ -4,6 +4,10 @@
 //! 2,000-line batch spread over both nodes (`run create --nodes 2`) during which the second node
 //! is killed with SIGKILL: the batch completes, every line exactly once.
 //!
+//! The nodes share no disk with the server: each runs in a mount namespace of its own in which
+//! the server's folder (its FLOWRT_HOME) is an empty tmpfs, and keeps its sessions under a
+//! temporary folder of its own. Everything reaches them over the network.
+//!
 //! Needs root (for `ip netns`) and Ray: `./scripts/test.sh` installs it into a venv of its own
 //! and names it in FLOWRT_TEST_RAY.
 
@@ -90,15 +94,22 @@ fn run_ok(cmd: &mut Command) -> Output {
 
 /// `ray start` in the namespace, head or worker, on ports that do not collide (both nodes share
 /// the namespace's loopback).
-fn ray_start(ns: &Netns, venv: &Path, tmp: &Path, head: bool) {
+/// The node runs in a mount namespace of its own where `hidden` (the server's folder) is an
+/// empty tmpfs, with `node_tmp` as its temporary folder.
+fn ray_start(ns: &Netns, venv: &Path, tmp: &Path, head: bool, hidden: &Path, node_tmp: &Path) {
     let ray = venv.join("bin/ray");
     let path = format!(
         "{}:{}",
         venv.join("bin").display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut c = ns.cmd("setsid");
-    c.arg(&ray)
+    std::fs::create_dir_all(node_tmp).unwrap();
+    let mut c = ns.cmd("unshare");
+    c.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount -t tmpfs tmpfs "$1" && shift && exec setsid "$@""#)
+        .arg("sh")
+        .arg(hidden)
+        .arg(&ray)
         .arg("start")
         .args(["--disable-usage-stats", "--node-ip-address=127.0.0.1"]);
     if head {
@@ -134,6 +145,7 @@ fn ray_start(ns: &Netns, venv: &Path, tmp: &Path, head: bool) {
     // One CPU a node: each small session takes a node's CPU, so two land on two nodes.
     c.args(["--num-cpus=1", "--object-store-memory=200000000"])
         .env("PATH", path)
+        .env("TMPDIR", node_tmp)
         .env("RAY_USAGE_STATS_ENABLED", "0")
         // A lost node is noticed in seconds, not the default half minute.
         .env("RAY_health_check_period_ms", "1000")
@@ -228,13 +240,33 @@ impl Cli<'_> {
     }
 }
 
-/// Completed line numbers in each session's chunk runs of `run`.
-fn lines_by_session(home: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
-    let mut out = BTreeMap::new();
-    for s in std::fs::read_dir(home.join("sessions")).unwrap().flatten() {
-        let id = s.file_name().to_string_lossy().into_owned();
+/// The session folders on the nodes (each node's `TMPDIR/flowrt-node/flowrt-session-ID-XXXXXX`
+/// under `nodes`), by session id.
+fn node_session_dirs(nodes: &Path) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    for node in std::fs::read_dir(nodes).into_iter().flatten().flatten() {
+        for s in std::fs::read_dir(node.path().join("flowrt-node"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = s.file_name().to_string_lossy().into_owned();
+            if let Some(rest) = name.strip_prefix("flowrt-session-") {
+                if rest.len() > 7 {
+                    out.push((rest[..rest.len() - 7].to_string(), s.path()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Completed line numbers in each session's chunk runs of `run`, read from the nodes' disks.
+fn lines_by_session(nodes: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
+    let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (id, dir) in node_session_dirs(nodes) {
         let mut lines = Vec::new();
-        for e in std::fs::read_dir(s.path().join("chunks/runs"))
+        for e in std::fs::read_dir(dir.join("chunks/runs"))
             .into_iter()
             .flatten()
             .flatten()
@@ -253,7 +285,7 @@ fn lines_by_session(home: &Path, run: &str) -> BTreeMap<String, Vec<u64>> {
             }
         }
         if !lines.is_empty() {
-            out.insert(id, lines);
+            out.entry(id).or_default().extend(lines);
         }
     }
     out
@@ -436,9 +468,20 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
     let ns = Netns::new();
     let scratch = tempfile::tempdir().unwrap();
     let ray_tmp = PathBuf::from(format!("/tmp/ray-flowrt-t{}", std::process::id()));
+    // The server's folder, which the nodes cannot see, and each node's own temporary folder.
+    let server_dir = scratch.path().join("server");
+    let nodes = scratch.path().join("nodes");
+    std::fs::create_dir_all(&server_dir).unwrap();
     let t = Instant::now();
-    ray_start(&ns, &venv, &ray_tmp, true);
-    ray_start(&ns, &venv, &ray_tmp, false);
+    ray_start(&ns, &venv, &ray_tmp, true, &server_dir, &nodes.join("head"));
+    ray_start(
+        &ns,
+        &venv,
+        &ray_tmp,
+        false,
+        &server_dir,
+        &nodes.join("worker"),
+    );
     while alive_nodes(&ns) < 2 || ns.get("http://127.0.0.1:8265/api/jobs/").is_none() {
         assert!(
             t.elapsed() < Duration::from_secs(120),
@@ -451,7 +494,7 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
         t.elapsed().as_secs_f64()
     );
 
-    let home = scratch.path().join("home");
+    let home = server_dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
     let log = std::fs::File::create(home.join("server.log")).unwrap();
     let mut server = ns
@@ -507,9 +550,42 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
     );
     let out = cli.ok(&["flow", "test", flow, "--session", &a, "--inputs", "x=21"]);
     assert!(out.contains("42"), "{out}");
+    // The session's agent sees none of the server's folder: it received its flow when it
+    // joined and keeps it, its environment and its log on its node.
+    let agent_pid = ns
+        .pids()
+        .into_iter()
+        .find(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|b| String::from_utf8_lossy(&b).contains(&format!("agent\0--session-id\0{a}")))
+                .unwrap_or(false)
+        })
+        .expect("the session's agent runs in the namespace");
+    assert!(home.join("owner.token").exists());
+    assert!(
+        !Path::new(&format!("/proc/{agent_pid}/root"))
+            .join(home.strip_prefix("/").unwrap())
+            .join("owner.token")
+            .exists(),
+        "the agent's node sees the server's folder"
+    );
+    let server_side = home.join("sessions").join(&a);
+    for name in ["flow", "agent.log", "agent.token"] {
+        assert!(
+            !server_side.join(name).exists(),
+            "the server's folder holds the session's {name}"
+        );
+    }
+    let on_node = node_session_dirs(&nodes);
+    let (_, node_dir) = on_node
+        .iter()
+        .find(|(id, _)| *id == a)
+        .expect("the session's folder is on its node");
+    assert!(node_dir.join("flow/flow.dag.yaml").is_file());
     // The lifecycle works as on the local backend: logs and packages here, reset and stop below.
     let logs = cli.ok(&["session", "logs", &a]);
     assert!(logs.contains("joined its server"), "{logs}");
+    assert!(logs.contains("received flow sha256:"), "{logs}");
     assert!(
         logs.contains("connections to the cluster's") && logs.contains("control ports are refused"),
         "{logs}"
@@ -544,7 +620,7 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
         .unwrap();
     // Once the second session has finished a chunk on the second node, that node dies.
     let second = loop {
-        let by_session = lines_by_session(&home, "big");
+        let by_session = lines_by_session(&nodes, "big");
         if let Some((id, _)) = by_session.iter().find(|(id, l)| **id != a && !l.is_empty()) {
             break id.clone();
         }
@@ -640,7 +716,7 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
         assert_eq!(o["y"], 2 * i, "{o}");
     }
     // Lines ran on both nodes, and each to its end once.
-    let by_session = lines_by_session(&home, "big");
+    let by_session = lines_by_session(&nodes, "big");
     let mut count: BTreeMap<u64, u32> = BTreeMap::new();
     for l in by_session.values().flatten() {
         *count.entry(*l).or_default() += 1;
