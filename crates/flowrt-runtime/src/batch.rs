@@ -105,12 +105,114 @@ pub struct Lines {
     /// Read as lines run, not held: memory does not grow with the data.
     pub rows: crate::data::Rows,
     pub mapping: ColumnMapping,
-    pub base_outputs: BTreeMap<usize, Map<String, Value>>,
-    pub base_rows: Vec<Map<String, Value>>,
+    /// An evaluation's base run, read as lines need it too.
+    pub base: Option<BaseRun>,
     /// Completed line records (as in `line_runs.jsonl`) of the resumed run, by line number.
     pub kept: BTreeMap<usize, Value>,
     /// Only these lines run (a chunk of a spread run); `None`: every line.
     pub range: Option<std::ops::Range<usize>>,
+}
+
+/// An evaluation's base run: its outputs (`flow_outputs/output.jsonl`, shaped as promptflow's
+/// pandas reading shapes them) and its data rows, read in line order as the evaluation's lines
+/// start, so a million-line evaluation holds one line of each at a time.
+pub struct BaseRun {
+    outputs: crate::data::Rows,
+    rows: crate::data::Rows,
+    /// Output names any line has (`line_number` aside).
+    output_names: HashSet<String>,
+}
+
+impl BaseRun {
+    /// Open the base run whose folder is `dir`: its outputs must be in line order, as every run
+    /// writes them.
+    pub fn open(dir: &Path) -> Result<BaseRun> {
+        let path = dir.join("flow_outputs").join("output.jsonl");
+        let outputs = crate::data::Rows::open(&path)?;
+        let mut last = None;
+        for row in outputs.iter()? {
+            let n = row?.get("line_number").and_then(Value::as_u64);
+            let Some(n) = n else {
+                bail!("{}: a record without its line_number", path.display());
+            };
+            if last.is_some_and(|l| n <= l) {
+                bail!(
+                    "{}: line {n} comes after line {}; a run writes its outputs in line order",
+                    path.display(),
+                    last.unwrap_or(0)
+                );
+            }
+            last = Some(n);
+        }
+        let mut output_names = outputs.columns();
+        output_names.remove("line_number");
+        let data = dir.join("data.jsonl");
+        let rows = if data.is_file() {
+            crate::data::Rows::open(&data)?
+        } else {
+            crate::data::Rows::default()
+        };
+        Ok(BaseRun {
+            outputs,
+            rows,
+            output_names,
+        })
+    }
+
+    /// A reader that hands out line `n`'s outputs and data row, for ascending `n`.
+    fn cursor(&self) -> Result<BaseCursor> {
+        Ok(BaseCursor {
+            outputs: self.outputs.iter()?.peekable(),
+            rows: self.rows.iter()?.enumerate(),
+        })
+    }
+}
+
+struct BaseCursor {
+    outputs: std::iter::Peekable<crate::data::RowIter>,
+    rows: std::iter::Enumerate<crate::data::RowIter>,
+}
+
+type BaseLine = (Option<Map<String, Value>>, Option<Map<String, Value>>);
+
+impl BaseCursor {
+    /// Line `n`'s outputs (none when it failed in the base run) and data row.
+    fn at(&mut self, n: usize) -> Result<BaseLine> {
+        let line_of = |r: &Result<Map<String, Value>>| {
+            r.as_ref()
+                .ok()
+                .and_then(|m| m.get("line_number"))
+                .and_then(Value::as_u64)
+                .map(|l| l as usize)
+        };
+        let mut outputs = None;
+        while let Some(next) = self.outputs.peek() {
+            match line_of(next) {
+                Some(l) if l < n => {
+                    self.outputs.next();
+                }
+                Some(l) if l == n => {
+                    let mut m = self.outputs.next().transpose()?.unwrap_or_default();
+                    m.remove("line_number");
+                    outputs = Some(m);
+                    break;
+                }
+                Some(_) => break,
+                None => {
+                    // A read error: surface it.
+                    self.outputs.next().transpose()?;
+                }
+            }
+        }
+        let mut row = None;
+        for (i, r) in self.rows.by_ref() {
+            if i == n {
+                row = Some(r?);
+                break;
+            }
+        }
+        Ok((outputs, row))
+    }
 }
 
 /// How a run ended.
@@ -645,31 +747,30 @@ fn read_lines(
     let rows = crate::data::Rows::open(data_file)?;
     let mapping = ColumnMapping::parse(&req.column_mapping, req.run.is_some())?;
     // Evaluation runs join the base run's outputs and data rows by line number.
-    let (base_outputs, base_rows) = match &req.run {
+    let base = match &req.run {
         Some(base) => {
             let meta = runs::load(home, base)?;
-            let mut outputs = runs::outputs(&meta.output_dir)
-                .with_context(|| format!("reading the outputs of base run '{base}'"))?;
-            // promptflow reads the base run's outputs with pandas' type inference.
-            crate::data::tabulate(outputs.values_mut(), true);
-            let rows =
-                crate::data::read_rows(&meta.output_dir.join("data.jsonl")).unwrap_or_default();
-            (outputs, rows)
+            Some(
+                BaseRun::open(&meta.output_dir)
+                    .with_context(|| format!("reading the outputs of base run '{base}'"))?,
+            )
         }
-        None => (BTreeMap::new(), Vec::new()),
+        None => None,
     };
     // A mapping that reads a column or output no line has would fail every line: say so now.
     let data_columns: HashSet<String> = rows.columns();
-    let base_output_names: HashSet<String> = base_outputs
-        .values()
-        .flat_map(|o| o.keys().cloned())
-        .collect();
     let base_data_columns: HashSet<String> =
-        base_rows.iter().flat_map(|r| r.keys().cloned()).collect();
+        base.as_ref().map(|b| b.rows.columns()).unwrap_or_default();
     mapping.check_names(&flowrt_executor::KnownNames {
         data_columns: Some(&data_columns),
-        base_outputs: (!base_outputs.is_empty()).then_some(&base_output_names),
-        base_data_columns: (!base_rows.is_empty()).then_some(&base_data_columns),
+        base_outputs: base
+            .as_ref()
+            .filter(|b| !b.outputs.is_empty())
+            .map(|b| &b.output_names),
+        base_data_columns: base
+            .as_ref()
+            .filter(|b| !b.rows.is_empty())
+            .map(|_| &base_data_columns),
     })?;
     for (input, value) in mapping.suspicious_literals() {
         reporter.warn(&format!(
@@ -702,8 +803,7 @@ fn read_lines(
     Ok(Lines {
         rows,
         mapping,
-        base_outputs,
-        base_rows,
+        base,
         kept,
         range,
     })
@@ -1195,8 +1295,7 @@ async fn run_lines<I: ToolInvoker + 'static>(
     let Lines {
         rows,
         mapping,
-        base_outputs,
-        base_rows,
+        base,
         kept,
         range,
     } = lines;
@@ -1204,11 +1303,8 @@ async fn run_lines<I: ToolInvoker + 'static>(
         writer.push(rec.clone())?;
     }
     let columns: Arc<HashSet<String>> = Arc::new(rows.columns());
-    let (base_outputs, base_rows, mapping) = (
-        Arc::new(base_outputs),
-        Arc::new(base_rows),
-        Arc::new(mapping),
-    );
+    let mapping = Arc::new(mapping);
+    let mut base = base.as_ref().map(BaseRun::cursor).transpose()?;
     let batch_run_id: Arc<str> = Arc::from(name);
     let mut todo = range
         .unwrap_or(0..rows.len())
@@ -1234,20 +1330,18 @@ async fn run_lines<I: ToolInvoker + 'static>(
         while set.len() < concurrency {
             let Some(n) = todo.next() else { break };
             let row = row_at(n)?;
-            let (executor, columns, base_outputs, base_rows, mapping) = (
-                executor.clone(),
-                columns.clone(),
-                base_outputs.clone(),
-                base_rows.clone(),
-                mapping.clone(),
-            );
+            let (base_outputs, base_row) = match base.as_mut() {
+                Some(cursor) => cursor.at(n)?,
+                None => (None, None),
+            };
+            let (executor, columns, mapping) = (executor.clone(), columns.clone(), mapping.clone());
             let (span_tx, batch_run_id) = (span_tx.clone(), batch_run_id.clone());
             set.spawn(async move {
                 let sources = LineSources {
                     data: &row,
                     columns: Some(columns.as_ref()),
-                    run_outputs: base_outputs.get(&n),
-                    run_inputs: base_rows.get(n),
+                    run_outputs: base_outputs.as_ref(),
+                    run_inputs: base_row.as_ref(),
                 };
                 let raw = match mapping.line_inputs(executor.flow(), &sources) {
                     Ok(r) => r,

@@ -802,6 +802,66 @@ fn ten_thousand_lines_run_in_constant_memory() {
     );
 }
 
+/// An evaluation reads its base run's outputs and data rows as its lines run: its memory does
+/// not grow with the base run's size either.
+#[test]
+fn an_evaluation_reads_its_base_run_in_constant_memory() {
+    let env = Env::new();
+    let (d, dir) = flow("batch_trivial");
+    let text = "a row's long text, carried along by the base run's data. ".repeat(40);
+    let mut peaks = Vec::new();
+    for count in [2_000usize, 20_000] {
+        let data = d.path().join(format!("data{count}.jsonl"));
+        let rows: Vec<Value> = (0..count).map(|x| json!({"x": x, "text": text})).collect();
+        write_jsonl(&data, &rows);
+        let base = format!("base{count}");
+        let r = env.run(&[
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--name",
+            &base,
+        ]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        // Each evaluation line reads its base line's output: y = x + 1, then + 1 again.
+        let name = format!("eval{count}");
+        let peak = peak_rss_kb(
+            &env,
+            &[
+                "run",
+                "create",
+                "--flow",
+                s(&dir),
+                "--data",
+                s(&data),
+                "--run",
+                &base,
+                "--column-mapping",
+                "x=${run.outputs.y}",
+                "--name",
+                &name,
+            ],
+        );
+        eprintln!("evaluation of {count} lines: peak RSS {peak} kB");
+        let out = outputs(&env, &name);
+        assert_eq!(out.len(), count);
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, o)| o == &json!({"line_number": i, "y": i + 2})));
+        peaks.push(peak);
+    }
+    assert!(
+        (peaks[1] as f64) < peaks[0] as f64 * 1.2 + 10_000.0,
+        "an evaluation's peak RSS grew from {} kB (2,000 lines) to {} kB (20,000 lines)",
+        peaks[0],
+        peaks[1]
+    );
+}
+
 #[test]
 fn a_batch_timeout_cancels_the_run_and_keeps_finished_lines() {
     let env = Env::new();
