@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub connection_limits: listen::ConnectionLimits,
     /// What each user's flow versions, data and runs may take on disk, in bytes.
     pub user_quota_bytes: u64,
+    /// User ids for sessions (the server runs as root): each session's processes run as one of
+    /// these, with its folder. `None`: as the server's user.
+    pub session_uids: Option<std::ops::RangeInclusive<u32>>,
 }
 
 impl ServerConfig {
@@ -83,6 +86,7 @@ impl ServerConfig {
             ray_control_ports: Vec::new(),
             connection_limits: listen::ConnectionLimits::default(),
             user_quota_bytes: 20 * 1024 * 1024 * 1024,
+            session_uids: None,
         }
     }
 }
@@ -223,6 +227,17 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
         }
     }
     let mut state = AppState::new(store.clone(), config.clone());
+    if let Some(uids) = &config.session_uids {
+        let manager = Arc::get_mut(&mut state.sessions).ok_or(ServeError::Ray(
+            "the session manager is shared before the server starts".into(),
+        ))?;
+        manager.session_uids = Some(uids.clone());
+        eprintln!(
+            "compute sessions: each runs as a user of its own, from {} to {}",
+            uids.start(),
+            uids.end()
+        );
+    }
     if let Some(address) = &config.ray_address {
         let ray = flowrt_session::ray::RayBackend::new(address);
         ray.check()

@@ -54,6 +54,9 @@ pub struct Manager {
     pub join_checks: tokio::sync::Semaphore,
     /// Ports of the Ray cluster's control plane besides those it reports (`--ray-control-ports`).
     pub ray_control_ports: Vec<u16>,
+    /// User ids sessions run as (`--session-uids`), and which session holds which.
+    pub session_uids: Option<std::ops::RangeInclusive<u32>>,
+    uids: Mutex<HashMap<String, u32>>,
 }
 
 /// A Ray session's agent this server waits for.
@@ -111,6 +114,8 @@ impl Manager {
             joins: Mutex::new(HashMap::new()),
             join_checks: tokio::sync::Semaphore::new(8),
             ray_control_ports: Vec::new(),
+            session_uids: None,
+            uids: Mutex::new(HashMap::new()),
             backend: LocalBackend,
             agents: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
@@ -118,6 +123,50 @@ impl Manager {
             seal: flowrt_session::seal::probe() != flowrt_session::seal::SealStatus::None,
             changes: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// The user session `id` runs as: the one it holds, else a free one of the range, starting
+    /// from a place its id picks (so ids spread over the range). `None` without `--session-uids`.
+    fn uid_for(&self, id: &str) -> ApiResult<Option<u32>> {
+        let Some(range) = &self.session_uids else {
+            return Ok(None);
+        };
+        let mut uids = self.uids.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(uid) = uids.get(id) {
+            return Ok(Some(*uid));
+        }
+        let (start, len) = (*range.start(), u64::from(range.end() - range.start()) + 1);
+        let taken: std::collections::HashSet<u32> = uids.values().copied().collect();
+        let first = u64::from_str_radix(&sha256_hex(id)[..12], 16).unwrap_or(0) % len;
+        let free = (0..len)
+            .map(|i| start + ((first + i) % len) as u32)
+            .find(|uid| !taken.contains(uid))
+            .ok_or_else(|| {
+                ApiErr::conflict(format!(
+                    "every user id of --session-uids ({} sessions) is held by a session; delete sessions or give the server a wider range",
+                    len
+                ))
+            })?;
+        uids.insert(id.to_string(), free);
+        Ok(Some(free))
+    }
+
+    /// Session `id` (re-adopted) runs as `uid`: no other session is given it.
+    fn hold_uid(&self, id: &str, uid: u32) {
+        if self.session_uids.as_ref().is_some_and(|r| r.contains(&uid)) {
+            self.uids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.to_string(), uid);
+        }
+    }
+
+    /// Session `id` is gone: its user id is free again.
+    pub fn release_uid(&self, id: &str) {
+        self.uids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -432,7 +481,18 @@ impl Manager {
             } else {
                 (s.idle_timeout_s as f64) * 2.0 + 60.0
             },
+            uid: match self.ray {
+                Some(_) => None,
+                None => self.uid_for(id)?,
+            },
         };
+        if spec.uid.is_some() {
+            let (home, python) = (self.home.clone(), spec.python.clone());
+            tokio::task::spawn_blocking(move || open_to_session_users(&home, &python))
+                .await
+                .map_err(|e| ApiErr::internal("opening the environment to the session", e))?
+                .map_err(|e| ApiErr::internal("opening the environment to the session", e))?;
+        }
         if let Some(ray) = self.ray.clone() {
             let src = flow.dir.clone();
             let archive = tokio::task::spawn_blocking(move || {
@@ -881,6 +941,11 @@ impl Manager {
                         _ => false,
                     };
                     if alive {
+                        // Its user is the owner of its folder.
+                        if let Ok(meta) = std::fs::symlink_metadata(self.workdir(&s.id)) {
+                            use std::os::unix::fs::MetadataExt;
+                            self.hold_uid(&s.id, meta.uid());
+                        }
                         let handle = AgentHandle {
                             pid: s.agent_pid.unwrap_or(0),
                             addr: s.agent_addr.clone().unwrap_or_default(),
@@ -935,6 +1000,50 @@ impl Manager {
 
 /// `text` with the server's home folder left out (paths under it become relative): what an
 /// environment build says reaches the session's log and its user.
+/// What a session running as a user of its own must reach of the server's folder, which is
+/// otherwise the server user's alone: a way through FLOWRT_HOME and `sessions/` to its own
+/// folder (0711: passable, not listable), and its environment under `envs/`, readable and
+/// runnable by everyone (an environment holds packages, no secret; its feed token is used at
+/// install time only). Nothing else of the folder opens.
+fn open_to_session_users(home: &std::path::Path, python: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let passable = std::fs::Permissions::from_mode(0o711);
+    let sessions = home.join("sessions");
+    std::fs::create_dir_all(&sessions)?;
+    std::fs::set_permissions(home, passable.clone())?;
+    std::fs::set_permissions(&sessions, passable.clone())?;
+    let envs = home.join("envs");
+    let Ok(rel) = python.strip_prefix(&envs) else {
+        // Not an environment of the server's (the default interpreter): the operator's to open.
+        return Ok(());
+    };
+    let Some(key) = rel.components().next() else {
+        return Ok(());
+    };
+    std::fs::set_permissions(&envs, passable)?;
+    let env = envs.join(key);
+    // Opened once: a built environment does not change.
+    if std::fs::metadata(&env)?.permissions().mode() & 0o005 == 0o005 {
+        return Ok(());
+    }
+    fn open_tree(path: &std::path::Path) -> std::io::Result<()> {
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        let mode = meta.permissions().mode();
+        // Readable by all; runnable (or passable) by all where its owner may run it.
+        let open = mode | 0o444 | if mode & 0o100 != 0 { 0o111 } else { 0 };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                open_tree(&entry?.path())?;
+            }
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(open & 0o7777))
+    }
+    open_tree(&env)
+}
+
 fn without_home(text: &str, home: &std::path::Path) -> String {
     text.replace(&format!("{}/", home.display()), "")
 }
@@ -1305,6 +1414,7 @@ async fn delete(
         let _ = state.sessions.stop(&id, Event::StopRequested).await;
     }
     state.store.delete_session(&id).await?;
+    state.sessions.release_uid(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

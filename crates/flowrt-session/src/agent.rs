@@ -51,6 +51,10 @@ pub struct AgentConfig {
     pub connections_stdin: bool,
     /// Seal this agent and everything it starts (Landlock) before any user code is loaded.
     pub seal: bool,
+    /// Run as this user (and group) of its own, dropped to once the agent has done what needs
+    /// the server's privileges (reading its token, entering its namespaces); its folder is that
+    /// user's.
+    pub run_as_uid: Option<u32>,
     /// With `seal`: TCP ports no process of the session may connect to (a Ray cluster's control
     /// plane).
     pub deny_connect_ports: Vec<u16>,
@@ -406,6 +410,18 @@ pub fn run(config: AgentConfig) -> Result<()> {
         let view = crate::isolate::enter_own_pid_namespace()
             .context("cannot give the session a PID namespace of its own")?;
         eprintln!("session {}: {}", config.session_id, view.describe());
+    }
+    if let Some(uid) = config.run_as_uid {
+        crate::isolate::become_user(uid)
+            .with_context(|| format!("cannot run the session as user {uid}"))?;
+        // A change of user makes a process dumpable again.
+        if let Err(e) = crate::isolate::hide_from_same_user() {
+            eprintln!("warning: cannot hide the agent's memory: {e}");
+        }
+        eprintln!(
+            "session {}: runs as user {uid} of its own",
+            config.session_id
+        );
     }
     // A joining agent (Ray) dials its server before anything of the session's runs: it receives
     // the connections and, when the node shares no disk with the server, the flow itself.

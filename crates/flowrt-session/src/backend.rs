@@ -28,6 +28,9 @@ pub struct AgentSpec {
     pub seal: bool,
     /// Seconds without a run after which the agent exits by itself (0: never).
     pub idle_exit_s: f64,
+    /// The user the session runs as (its folder is handed to it), when the server gives each
+    /// session one of its own.
+    pub uid: Option<u32>,
 }
 
 /// Text that holds secrets: shown as `******` by `Debug`, so a logged spec leaks nothing.
@@ -51,6 +54,26 @@ pub struct AgentHandle {
 
 /// The file holding an agent's bearer token (mode 0600, in the session folder).
 pub const TOKEN_FILE: &str = "agent.token";
+
+/// Give `dir` and everything in it (links themselves, never what they point to) to user and
+/// group `uid`, all but the agent's token file; `dir` itself only its owner may enter.
+pub fn hand_over(dir: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fn walk(path: &Path, uid: u32, token: &Path) -> std::io::Result<()> {
+        if path == token {
+            return Ok(());
+        }
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
+        if std::fs::symlink_metadata(path)?.is_dir() {
+            for entry in std::fs::read_dir(path)? {
+                walk(&entry?.path(), uid, token)?;
+            }
+        }
+        Ok(())
+    }
+    walk(dir, uid, &dir.join(TOKEN_FILE))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
 
 /// The token of the agent in `workdir` ("" when there is none), read without following a link:
 /// only for an agent started before the server kept its agents' tokens itself.
@@ -242,6 +265,15 @@ impl LocalBackend {
         cmd.env("HOME", wd)
             .env("FLOWRT_HOME", wd)
             .env("TMPDIR", &tmp);
+        if let Some(uid) = spec.uid {
+            // The folder becomes the session user's, all but the agent's token, which the agent
+            // reads before it becomes that user: its code never can.
+            hand_over(wd, uid).map_err(|e| BackendError::Workdir {
+                path: wd.clone(),
+                source: e,
+            })?;
+            cmd.arg("--run-as-uid").arg(uid.to_string());
+        }
         apply_limits(&mut cmd, limits);
         let mut child = cmd.spawn().map_err(|e| BackendError::Spawn {
             exe: spec.exe.clone(),

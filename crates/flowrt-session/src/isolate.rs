@@ -30,6 +30,42 @@ pub fn hide_from_same_user() -> std::io::Result<()> {
     }
 }
 
+/// Become user and group `uid` for good, with no supplementary groups: a session's processes then
+/// hold none of the server's file permissions (its folder is handed to `uid`), whether or not
+/// the kernel can seal them. Changing credentials makes the process dumpable again: call
+/// [`hide_from_same_user`] after it.
+pub fn become_user(uid: u32) -> std::io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // SAFETY: setgroups(2) with a count of 0 reads no memory; setresgid(2) and setresuid(2) take
+    // integers only. Groups first: once the user id is dropped, the groups can no longer change.
+    unsafe {
+        check(libc::setgroups(0, std::ptr::null()))?;
+        check(libc::setresgid(uid, uid, uid))?;
+        check(libc::setresuid(uid, uid, uid))?;
+    }
+    // SAFETY: getuid(2), geteuid(2), getgid(2) and getegid(2) have no preconditions.
+    let (ruid, euid, rgid, egid) = unsafe {
+        (
+            libc::getuid(),
+            libc::geteuid(),
+            libc::getgid(),
+            libc::getegid(),
+        )
+    };
+    if (ruid, euid, rgid, egid) != (uid, uid, uid, uid) {
+        return Err(std::io::Error::other(format!(
+            "asked to become user {uid}, still uid {ruid}/{euid}, gid {rgid}/{egid}"
+        )));
+    }
+    Ok(())
+}
+
 /// How the agent's processes are seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProcessView {

@@ -46,6 +46,10 @@ pub struct AgentArgs {
     /// cluster's control plane: its server names them). Needs Linux 6.7+ to be enforced.
     #[arg(long, value_delimiter = ',', requires = "seal")]
     pub deny_connect_ports: Vec<u16>,
+    /// Run as this user and group (a server started as root with --session-uids gives each
+    /// session one of its own); the agent drops to it before any of the session's code runs.
+    #[arg(long)]
+    pub run_as_uid: Option<u32>,
     /// Exit after this many seconds without a run, or once the session folder is gone, even if no
     /// server says so (0: only the folder check): the backstop for an agent whose server is gone.
     #[arg(long, default_value_t = 0.0)]
@@ -75,6 +79,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         long_running_interval: args.long_running_interval,
         connections_stdin: args.connections_stdin,
         seal: args.seal,
+        run_as_uid: args.run_as_uid,
         deny_connect_ports: args.deny_connect_ports,
         idle_exit: args.idle_exit,
         watch_interval: Duration::from_secs(2),

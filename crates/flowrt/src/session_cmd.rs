@@ -54,6 +54,13 @@ pub struct ServerArgs {
     /// Client's 10001; e.g. a Ray Client server started on another port.
     #[arg(long, value_delimiter = ',', value_name = "PORTS")]
     pub ray_control_ports: Vec<u16>,
+    /// Run each local session as a user of its own, taken from this range of user ids (e.g.
+    /// 200000-299999; ids no account of this machine uses): its processes then hold none of the
+    /// server's file permissions, even where the kernel cannot seal them. Needs a server running
+    /// as root, a FLOWRT_HOME other users can pass through (its parent folders o+x) and a Python
+    /// they can run (FLOWRT_PYTHON or python3 on PATH, not under /root).
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub session_uids: Option<String>,
     /// Seconds a client has to send a request's headers, and the longest a kept-alive
     /// connection may idle between requests; a connection past it is closed.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -360,6 +367,13 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         (_, Some(_)) => bail!("--ray-address is for --backend ray"),
         _ => None,
     };
+    let session_uids = match &args.session_uids {
+        None => None,
+        Some(_) if ray_address.is_some() => {
+            bail!("--session-uids is for local sessions: a Ray session runs as its node's Ray user")
+        }
+        Some(text) => Some(session_uid_range(text, &home)?),
+    };
     if ray_address.is_none() && !args.ray_control_ports.is_empty() {
         bail!("--ray-control-ports is for --backend ray: local sessions run on no cluster");
     }
@@ -393,6 +407,7 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         ray_control_ports: args.ray_control_ports.clone(),
         connection_limits,
         user_quota_bytes: args.user_quota_mib.saturating_mul(1024 * 1024),
+        session_uids,
         ..flowrt_server::ServerConfig::new(home, std::env::current_exe()?)
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1173,4 +1188,37 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
         }
         Ok(0)
     })
+}
+
+/// `--session-uids FIRST-LAST`, checked: a range of ordinary user ids, a server that may hand
+/// them out (root), and a FLOWRT_HOME their sessions can reach their folders through.
+fn session_uid_range(text: &str, home: &std::path::Path) -> Result<std::ops::RangeInclusive<u32>> {
+    let parsed = text
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse::<u32>().ok()?, b.trim().parse::<u32>().ok()?)));
+    let Some((first, last)) = parsed else {
+        bail!("--session-uids {text}: give a range of user ids, FIRST-LAST (e.g. 200000-299999)");
+    };
+    if first < 1000 || first > last || last >= 0xFFFF_FFFE {
+        bail!("--session-uids {text}: the range must start at 1000 or above (system accounts lie below), end at or after its start, and below 4294967294");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("--session-uids needs the server to run as root: only root can start a process as another user");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for dir in home.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(dir) else {
+            continue;
+        };
+        if meta.permissions().mode() & 0o001 == 0 {
+            bail!(
+                "--session-uids: FLOWRT_HOME {} is inside {}, which other users cannot pass (mode {:o}): sessions running as users of their own could not reach their folders; choose a FLOWRT_HOME elsewhere or `chmod o+x {}`",
+                home.display(),
+                dir.display(),
+                meta.permissions().mode() & 0o7777,
+                dir.display()
+            );
+        }
+    }
+    Ok(first..=last)
 }

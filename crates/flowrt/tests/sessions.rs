@@ -4426,6 +4426,119 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     );
 }
 
+/// A Python every user of the machine may run (not one under /root, which is 0700), for the
+/// sessions that run as users of their own.
+fn python_for_everyone() -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    ["/usr/bin/python3", "/usr/local/bin/python3"]
+        .iter()
+        .filter_map(|p| std::fs::canonicalize(p).ok())
+        .find(|p| {
+            p.ancestors()
+                .skip(1)
+                .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+                && std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o005 == 0o005)
+        })
+}
+
+/// With `--session-uids`, each session's processes run as a user of its own: they hold none of
+/// the server's file permissions (its token, its database, other sessions' folders), whatever
+/// Landlock does, and their folder is theirs, all but the agent's token.
+#[test]
+fn with_session_uids_each_session_runs_as_a_user_of_its_own() {
+    // SAFETY: geteuid(2) has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(std::env::var_os("CI").is_none(), "CI runs as root");
+        eprintln!("skipped: only root can run sessions as other users");
+        return;
+    }
+    let Some(python) = python_for_everyone() else {
+        eprintln!("skipped: no Python here that other users may run");
+        return;
+    };
+    let refused = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["server", "--session-uids", "300-200"])
+        .env("FLOWRT_HOME", tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("the range must start at 1000 or above"),
+        "{err}"
+    );
+
+    let home = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let server = Server::start(
+        home.path(),
+        &["--session-uids", "250000-250099"],
+        &[("FLOWRT_PYTHON", python.to_str().unwrap())],
+    );
+    let (_d, dir) = flow("seal_probe");
+    let (a, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let (b, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+    let h = home.path();
+    let probe = |id: &str, other: &str| -> Value {
+        let other_dir = h.join("sessions").join(other);
+        let targets = json!({
+            "read": [
+                h.join("owner.token"), h.join("flowrt.db"), h.join("server.log"),
+                other_dir.join("agent.log"), h.join("sessions").join(id).join("agent.token"),
+            ],
+            "write": [other_dir.join("pwned.txt")],
+            "list": [h.join("sessions"), other_dir],
+        });
+        let out = server.ok(&[
+            "flow",
+            "test",
+            dir.to_str().unwrap(),
+            "--session",
+            id,
+            "--inputs",
+            &format!("targets={targets}"),
+        ]);
+        serde_json::from_str::<Value>(&out).unwrap()["report"].clone()
+    };
+    let (ra, rb) = (probe(&a, &b), probe(&b, &a));
+    let mut uids = Vec::new();
+    for (id, report) in [(&a, &ra), (&b, &rb)] {
+        for (path, outcome) in report["attempts"].as_object().unwrap() {
+            assert_eq!(outcome, "PermissionError", "{path}: {report:#}");
+        }
+        assert_eq!(report["own"], "ok", "{report:#}");
+        let uid = report["uid"].as_u64().unwrap();
+        assert!((250000..=250099).contains(&uid), "{report:#}");
+        assert_eq!(report["gid"], uid, "{report:#}");
+        uids.push(uid);
+        let log = server.ok(&["session", "logs", id]);
+        assert!(
+            log.contains(&format!("runs as user {uid} of its own")),
+            "{log}"
+        );
+        // Its folder is its user's, but for the token the agent read before it became that
+        // user.
+        use std::os::unix::fs::MetadataExt;
+        let folder = h.join("sessions").join(id);
+        assert_eq!(std::fs::metadata(&folder).unwrap().uid() as u64, uid);
+        assert_eq!(
+            std::fs::metadata(folder.join("flow")).unwrap().uid() as u64,
+            uid
+        );
+        assert_eq!(
+            std::fs::metadata(folder.join("agent.token")).unwrap().uid(),
+            0
+        );
+    }
+    assert_ne!(uids[0], uids[1], "two sessions share a user");
+    // A session deleted frees its user; the folders go with the sessions.
+    server.ok(&["session", "delete", &a]);
+    server.ok(&["session", "delete", &b]);
+}
+
 /// Wait until `child` listens on `port` on 127.0.0.1; it must not exit first.
 fn wait_listening(port: u16, child: &mut Child, what: &str) {
     let t = Instant::now();
