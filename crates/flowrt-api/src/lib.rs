@@ -1,6 +1,7 @@
 //! Vocabulary shared by every role: connection records, session status and sizes, API errors, and
 //! the API's request and response bodies (with their OpenAPI schemas). No IO, no async.
 
+pub mod agent;
 pub mod connection;
 pub mod names;
 pub mod requests;

@@ -263,12 +263,37 @@ pub struct LogChunk {
     pub status: String,
 }
 
-/// A single-line test's result, as the session's agent returns it.
+/// A single-line test's result, as the session's agent returns it (`POST /lines` of the agent
+/// protocol, passed through by the server).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LineResult {
-    /// The flow's outputs by name.
+    /// The flow's outputs by name (`null` when the line failed).
     #[schema(value_type = Object)]
     pub outputs: Value,
+    /// Why the line failed, when it did.
+    #[serde(default)]
+    pub error: Option<LineFailure>,
+    /// Each node's run: its status, timing and output.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub node_runs: Value,
+    /// Seconds the line took.
+    #[serde(default)]
+    pub duration: f64,
+}
+
+/// The error of a failed line: the node it failed in and the tool's error.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LineFailure {
+    pub node: Option<String>,
+    /// `ValueError`, `ToolLoadError`, `LlmError`, ...
+    pub error_type: String,
+    pub message: String,
+    /// The Python traceback, where one was asked for and there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// The whole error as one text, as `flowrt flow test` prints it.
+    pub display: String,
 }
 
 /// A flow version in the workspace.
@@ -552,6 +577,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<PackageView>("PackageView"),
         one::<LogChunk>("LogChunk"),
         one::<LineResult>("LineResult"),
+        one::<LineFailure>("LineFailure"),
         one::<FlowVersion>("FlowVersion"),
         one::<PushedFlow>("PushedFlow"),
         one::<FlowInputView>("FlowInputView"),

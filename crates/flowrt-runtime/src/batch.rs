@@ -239,29 +239,11 @@ pub struct Progress {
     pub quota: Option<QuotaPace>,
 }
 
-/// A quota pacing a run's model calls (see `flowrt_tools::RateStatus`). Written each second
-/// to the run folder's [`PACE_FILE`] while one paces it, for whoever follows the run.
-#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct QuotaPace {
-    pub endpoint: String,
-    /// Requests a second the endpoint's governor lets through.
-    pub pace: f64,
-    /// This run's calls to it a line, so far.
-    pub calls_per_line: f64,
-    /// How long this run's calls waited for their turn there, on average.
-    pub wait_per_call: Duration,
-}
+/// A quota pacing a run's model calls: part of the agent protocol (it travels with a run's tail).
+pub use flowrt_api::agent::QuotaPace;
 
 /// The run folder's file holding its current [`QuotaPace`].
 pub const PACE_FILE: &str = "pace.json";
-
-impl QuotaPace {
-    /// Seconds left for `lines` more lines at this pace.
-    pub fn seconds_for(&self, lines: usize) -> Option<f64> {
-        (self.pace > 0.0 && self.calls_per_line > 0.0)
-            .then(|| lines as f64 * self.calls_per_line / self.pace)
-    }
-}
 
 impl Progress {
     /// Everything but the line counts: failures, speed, time left, retries.

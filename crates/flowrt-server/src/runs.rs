@@ -273,30 +273,13 @@ async fn create(
         let _ = state.store.delete_workspace_run(&req.name).await;
         e
     };
-    let body = match serde_json::to_value(&batch) {
-        Ok(b) => b,
-        Err(e) => return Err(refused(ApiErr::internal("starting the batch run", e)).await),
-    };
-    let answer = client::request(
-        &addr,
-        &token,
-        "POST",
-        "/batch",
-        Some(&body),
-        Duration::from_secs(10),
-    )
-    .await;
-    match answer {
-        Ok((200, _)) => {}
-        Ok((400, v)) => {
-            return Err(refused(ApiErr::bad_request(
-                v["message"]
-                    .as_str()
-                    .unwrap_or("the batch run did not start"),
-            ))
-            .await)
-        }
-        Ok((_, v)) => return Err(refused(ApiErr::internal("starting the batch run", v)).await),
+    match client::start_batch(&addr, &token, &batch, Duration::from_secs(10)).await {
+        Ok(_) => {}
+        Err(client::ClientError::Refused {
+            status: 400,
+            message,
+            ..
+        }) => return Err(refused(ApiErr::bad_request(message)).await),
         Err(e) => return Err(refused(ApiErr::internal("starting the batch run", e)).await),
     }
     workspace_runs::follow(&state, &req.name);
@@ -709,12 +692,10 @@ async fn cancel(
     let (addr, token) = workspace_runs::agent(&state, &session)
         .await
         .map_err(|_| no_process())?;
-    let path = format!("/batch/{name}/cancel");
-    let (status, _) = client::request(&addr, &token, "POST", &path, None, Duration::from_secs(10))
-        .await
-        .map_err(|e| ApiErr::internal("canceling the run", e))?;
-    if status != 200 {
-        return Err(no_process());
+    match client::cancel_batch(&addr, &token, &name, Duration::from_secs(10)).await {
+        Ok(()) => {}
+        Err(client::ClientError::Refused { .. }) => return Err(no_process()),
+        Err(e) => return Err(ApiErr::internal("canceling the run", e)),
     }
     Ok(Json(CancelingRun {
         hint: format!("finished lines are kept; `flowrt run create --session {session} --resume-from {name} --name NEW` continues it"),

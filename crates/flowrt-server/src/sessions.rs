@@ -850,20 +850,11 @@ impl Manager {
                 continue;
             };
             let token = self.agent_token(&s.id).await;
-            let Ok((200, st)) = client::request(
-                &addr,
-                &token,
-                "GET",
-                "/status",
-                None,
-                Duration::from_secs(2),
-            )
-            .await
-            else {
+            let Ok(st) = client::status(&addr, &token).await else {
                 continue;
             };
-            let idle_for = Duration::from_secs_f64(st["idle_seconds"].as_f64().unwrap_or(0.0));
-            let running = st["running"].as_u64().unwrap_or(0) as usize;
+            let idle_for = Duration::from_secs_f64(st.idle_seconds.max(0.0));
+            let running = st.running;
             if idle::should_stop(Duration::from_secs(s.idle_timeout_s), idle_for, running) {
                 let _ = self.stop(&s.id, Event::IdleTimeout).await;
             }
@@ -1505,25 +1496,12 @@ async fn packages(
             ))
         })?;
         let token = state.sessions.agent_token(&s.id).await;
-        let (status, reply) = client::request(
-            &addr,
-            &token,
-            "GET",
-            "/packages",
-            None,
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| ApiErr::conflict(e.to_string()))?;
-        if status != 200 {
-            return Err(ApiErr::conflict(format!(
-                "the session's agent could not list its packages: {}",
-                reply["message"].as_str().unwrap_or("")
-            )));
-        }
-        let list: Vec<flowrt_python::Package> = serde_json::from_value(reply)
-            .map_err(|e| ApiErr::conflict(format!("the agent's package list: {e}")))?;
-        return Ok(Json(list.into_iter().map(package_view).collect()));
+        let list = client::packages(&addr, &token).await.map_err(|e| {
+            ApiErr::conflict(format!(
+                "the session's agent could not list its packages: {e}"
+            ))
+        })?;
+        return Ok(Json(list));
     }
     let python = match &s.env_key {
         Some(key) => state
@@ -1674,18 +1652,15 @@ async fn logs(
         let text = match agent_of(&s).await {
             Ok(addr) => {
                 let token = state.sessions.agent_token(&s.id).await;
-                let path = format!("/log?offset={}", q.offset);
-                match client::request(&addr, &token, "GET", &path, None, Duration::from_secs(30))
-                    .await
-                {
-                    Ok((200, reply)) => {
+                match client::log(&addr, &token, q.offset).await {
+                    Ok(piece) => {
                         return Ok(Json(LogChunk {
-                            text: reply["text"].as_str().unwrap_or("").to_string(),
-                            offset: reply["offset"].as_u64().unwrap_or(q.offset),
+                            text: piece.text,
+                            offset: piece.offset,
                             status: s.status.to_string(),
                         }))
                     }
-                    _ => String::new(),
+                    Err(_) => String::new(),
                 }
             }
             // What the server kept of it: the tail it saw when the session ended.
@@ -1739,7 +1714,12 @@ async fn test(
     };
     let addr = agent_of(&s).await?;
     let timeout = state.config.interactive_timeout;
-    let body = json!({ "inputs": inputs });
+    let line = client::LineRequest {
+        inputs: match inputs {
+            Value::Object(map) => map.into_iter().collect(),
+            _ => Default::default(),
+        },
+    };
     let token = state.sessions.agent_token(&id).await;
     let wants_stream = headers
         .get(axum::http::header::ACCEPT)
@@ -1747,7 +1727,7 @@ async fn test(
         .is_some_and(|a| a.contains("text/event-stream"));
     if wants_stream {
         // The agent's events, relayed as they come: reply chunks, then the result.
-        let resp = client::stream(&addr, &token, "/lines/stream", &body, timeout)
+        let resp = client::stream_line(&addr, &token, &line, timeout)
             .await
             .map_err(|e| ApiErr::internal("the interactive test", e))?;
         let _ = state.store.touch_session(&id).await;
@@ -1764,12 +1744,13 @@ async fn test(
             .body(axum::body::Body::from_stream(resp.bytes_stream()))
             .map_err(|e| ApiErr::internal("relaying the interactive test", e));
     }
-    let result = client::request(&addr, &token, "POST", "/lines", Some(&body), timeout).await;
+    let result = client::run_line(&addr, &token, &line, timeout).await;
     let _ = state.store.touch_session(&id).await;
     match result {
-        Ok((200, v)) => Ok(axum::response::IntoResponse::into_response(Json(v))),
-        Ok((400, v)) => Err(ApiErr::bad_request(v["message"].as_str().unwrap_or("bad inputs").to_string())),
-        Ok((_, v)) => Err(ApiErr::internal("the interactive test", v)),
+        Ok(reply) => Ok(axum::response::IntoResponse::into_response(Json(reply))),
+        Err(client::ClientError::Refused { status: 400, message, .. }) => {
+            Err(ApiErr::bad_request(message))
+        }
         Err(client::ClientError::Timeout { .. }) => Err(ApiErr::new(
             StatusCode::GATEWAY_TIMEOUT,
             "InteractiveTimeout",

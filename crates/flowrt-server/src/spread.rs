@@ -402,20 +402,9 @@ async fn start_batch(
     req: &client::BatchRequest,
     what: &str,
 ) -> Result<(), String> {
-    let body = serde_json::to_value(req).map_err(|e| e.to_string())?;
-    let (status, v) = client::request(
-        addr,
-        token,
-        "POST",
-        "/batch",
-        Some(&body),
-        Duration::from_secs(30),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!("the agent refused to {what} ({status}): {v}"));
-    }
+    client::start_batch(addr, token, req, Duration::from_secs(30))
+        .await
+        .map_err(|e| format!("the agent refused to {what}: {e}"))?;
     Ok(())
 }
 
@@ -471,10 +460,7 @@ async fn wait_for_record(
             match state.store.get_spread_run(&run.session_id, &run.name).await {
                 Ok(Some(r)) if r.status == "Running" => {}
                 Ok(_) => {
-                    let path = format!("/batch/{name}/cancel");
-                    let _ =
-                        client::request(addr, token, "POST", &path, None, Duration::from_secs(5))
-                            .await;
+                    let _ = client::cancel_batch(addr, token, name, Duration::from_secs(5)).await;
                     return Ok(None);
                 }
                 Err(_) => {}

@@ -10,13 +10,17 @@
 //! It stops by itself when its session folder disappears or, with an idle exit, after that long
 //! without a run: the backstop for an agent whose server is gone for good.
 
-use crate::client::BatchRequest;
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use flowrt_api::agent::{
+    AgentError, AgentHealth, AgentStatus, BatchRequest, BatchStarted, DataKept, LineRequest,
+    LogPiece,
+};
+use flowrt_api::responses::{LineFailure, LineResult, PackageOrigin, PackageView};
 use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NodeRun, RunObserver};
 use flowrt_flow::LoadOptions;
 use flowrt_runtime::batch::{self, Cancel};
@@ -655,11 +659,11 @@ async fn require_token(
             .fold(0u8, |acc, (x, y)| acc | (x ^ y))
             == 0;
     if !same {
-        return (
+        return error_reply(
             StatusCode::UNAUTHORIZED,
-            Json(json!({"code": "Unauthorized", "message": "this agent answers its server only"})),
-        )
-            .into_response();
+            "Unauthorized",
+            "this agent answers its server only",
+        );
     }
     next.run(req).await
 }
@@ -691,10 +695,10 @@ async fn read_log(
     })
     .await;
     match read {
-        Ok(Ok(bytes)) => Json(json!({
-            "text": String::from_utf8_lossy(&bytes),
-            "offset": q.offset + bytes.len() as u64,
-        }))
+        Ok(Ok(bytes)) => Json(LogPiece {
+            text: String::from_utf8_lossy(&bytes).into_owned(),
+            offset: q.offset + bytes.len() as u64,
+        })
         .into_response(),
         Ok(Err(e)) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "Log", &e.to_string()),
         Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "Log", &e.to_string()),
@@ -707,7 +711,19 @@ async fn packages(State(a): State<Shared>) -> Response {
     match tokio::task::spawn_blocking(move || flowrt_python::installed_packages_by_python(&python))
         .await
     {
-        Ok(Ok(list)) => Json(list).into_response(),
+        Ok(Ok(list)) => Json(
+            list.into_iter()
+                .map(|p| PackageView {
+                    name: p.name,
+                    version: p.version,
+                    source: match p.source {
+                        flowrt_python::PackageSource::Base => PackageOrigin::Base,
+                        flowrt_python::PackageSource::Requirements => PackageOrigin::Requirements,
+                    },
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
         Ok(Err(e)) => error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Packages",
@@ -721,31 +737,30 @@ async fn packages(State(a): State<Shared>) -> Response {
     }
 }
 
+/// A refusal, as the agent protocol has them ([`AgentError`]).
 fn error_reply(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"code": code, "message": message}))).into_response()
+    (status, Json(AgentError::new(code, message))).into_response()
 }
 
-async fn health(State(a): State<Shared>) -> Json<Value> {
-    Json(json!({"status": "ok", "session_id": a.session_id, "pid": crate::isolate::visible_pid()}))
+async fn health(State(a): State<Shared>) -> Json<AgentHealth> {
+    Json(AgentHealth {
+        status: "ok".into(),
+        session_id: a.session_id.clone(),
+        pid: crate::isolate::visible_pid(),
+    })
 }
 
-async fn status(State(a): State<Shared>) -> Json<Value> {
+async fn status(State(a): State<Shared>) -> Json<AgentStatus> {
     let idle = a
         .last_activity
         .lock()
         .map(|t| t.elapsed().as_secs_f64())
         .unwrap_or(0.0);
-    Json(json!({
-        "running": a.running.load(Ordering::SeqCst),
-        "idle_seconds": idle,
-        "runs_total": a.runs_total.load(Ordering::SeqCst),
-    }))
-}
-
-#[derive(Deserialize)]
-struct LineRequest {
-    #[serde(default)]
-    inputs: IndexMap<String, Value>,
+    Json(AgentStatus {
+        running: a.running.load(Ordering::SeqCst),
+        idle_seconds: idle,
+        runs_total: a.runs_total.load(Ordering::SeqCst),
+    })
 }
 
 fn touch(a: &Agent) {
@@ -776,35 +791,32 @@ impl<'a> Active<'a> {
 /// A line request's inputs checked against the flow, or the 400 that says why not.
 fn line_inputs(a: &Agent, req: &LineRequest) -> Result<IndexMap<String, Value>, Box<Response>> {
     prepare_inputs(a.executor.flow(), &req.inputs).map_err(|e| {
-        Box::new(
-            (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"code": "BadInputs", "message": e.to_string()})),
-            )
-                .into_response(),
-        )
+        Box::new(error_reply(
+            StatusCode::BAD_REQUEST,
+            "BadInputs",
+            &e.to_string(),
+        ))
     })
 }
 
 /// What a line run answers: outputs, error, node runs with their logs and timings, duration.
-fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> Value {
-    let error = line.error.as_ref().map(|e| {
-        let mut v = serde_json::Map::new();
-        v.insert("node".into(), json!(e.node));
-        v.insert("error_type".into(), json!(e.failure.error_type));
-        v.insert("message".into(), json!(e.failure.message));
-        if traceback {
-            v.insert("traceback".into(), json!(e.failure.traceback));
-        }
-        v.insert("display".into(), json!(e.to_string()));
-        Value::Object(v)
+fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> LineResult {
+    let error = line.error.as_ref().map(|e| LineFailure {
+        node: e.node.clone(),
+        error_type: e.failure.error_type.clone(),
+        message: e.failure.message.clone(),
+        traceback: e.failure.traceback.clone().filter(|_| traceback),
+        display: e.to_string(),
     });
-    json!({
-        "outputs": if error.is_none() { serde_json::to_value(&line.outputs).unwrap_or(Value::Null) } else { Value::Null },
-        "error": error,
-        "node_runs": line.node_runs,
-        "duration": line.duration.as_secs_f64(),
-    })
+    LineResult {
+        outputs: match error {
+            None => serde_json::to_value(&line.outputs).unwrap_or(Value::Null),
+            Some(_) => Value::Null,
+        },
+        error,
+        node_runs: serde_json::to_value(&line.node_runs).unwrap_or(Value::Null),
+        duration: line.duration.as_secs_f64(),
+    }
 }
 
 async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
@@ -876,7 +888,7 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
         // Every sender goes with the line (the scope's and the sink's), so the relay ends then.
         let line = NODE_EVENTS.scope(tx, run).await;
         let _ = relay.await;
-        let result = line_reply(&line, false);
+        let result = serde_json::to_value(line_reply(&line, false)).unwrap_or(Value::Null);
         let _ = events_tx.send(event("result", &result));
     });
     let stream = futures::stream::poll_fn(move |cx| events_rx.poll_recv(cx));
@@ -907,13 +919,11 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
         .lock()
         .is_ok_and(|b| b.get(&name).is_some_and(|b| !b.is_finished()))
     {
-        return (
+        return error_reply(
             StatusCode::CONFLICT,
-            Json(
-                json!({"code": "Conflict", "message": format!("run '{name}' is already running")}),
-            ),
-        )
-            .into_response();
+            "Conflict",
+            &format!("run '{name}' is already running"),
+        );
     }
     let request = batch::BatchRequest {
         flow: Some(a.flow_dir.clone()),
@@ -985,11 +995,11 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
             finished.store(true, Ordering::SeqCst);
         });
     if let Err(e) = thread {
-        return (
+        return error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"code": "BatchFailed", "message": format!("cannot start run '{name}': {e}")})),
-        )
-            .into_response();
+            "BatchFailed",
+            &format!("cannot start run '{name}': {e}"),
+        );
     }
     touch(&a);
     if let Ok(mut b) = a.batches.lock() {
@@ -998,21 +1008,17 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
     // Within moments a run has either recorded itself or failed on bad input; one still opening
     // its flow after that is answered as started (the server's request does not wait longer).
     match tokio::time::timeout(Duration::from_secs(8), started_rx).await {
-        Ok(Ok(())) | Err(_) => return Json(json!({"name": name})).into_response(),
+        Ok(Ok(())) | Err(_) => return Json(BatchStarted { name }).into_response(),
         Ok(Err(_)) => {}
     }
     // The run ended before it started: its reason follows.
     match failed_rx.await {
-        Ok(message) => (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"code": "BadRun", "message": message})),
-        )
-            .into_response(),
-        Err(_) => (
+        Ok(message) => error_reply(StatusCode::BAD_REQUEST, "BadRun", &message),
+        Err(_) => error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"code": "BatchFailed", "message": format!("run '{name}' ended before it started")})),
-        )
-            .into_response(),
+            "BatchFailed",
+            &format!("run '{name}' ended before it started"),
+        ),
     }
 }
 
@@ -1029,11 +1035,11 @@ async fn cancel_batch(State(a): State<Shared>, UrlPath(name): UrlPath<String>) -
             eprintln!("batch run {name}: canceling");
             Json(json!({"name": name, "status": "Canceling"})).into_response()
         }
-        None => (
+        None => error_reply(
             StatusCode::NOT_FOUND,
-            Json(json!({"code": "NotFound", "message": format!("run '{name}' is not running in this session")})),
-        )
-            .into_response(),
+            "NotFound",
+            &format!("run '{name}' is not running in this session"),
+        ),
     }
 }
 
@@ -1046,11 +1052,7 @@ fn files_error(e: crate::run_files::RunFilesError) -> Response {
         E::BadName(_) | E::BadFile(_) => StatusCode::BAD_REQUEST,
         E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (
-        status,
-        Json(json!({"code": "RunFiles", "message": e.to_string()})),
-    )
-        .into_response()
+    error_reply(status, "RunFiles", &e.to_string())
 }
 
 /// What is new in one of this session's runs, for the server that keeps it in the workspace.
@@ -1082,12 +1084,12 @@ async fn import_run(
 /// Whether this session has data file `file`, and where (data files are named by their hash).
 async fn has_data(State(a): State<Shared>, UrlPath(file): UrlPath<String>) -> Response {
     match crate::run_files::data_file(&a.home, &file) {
-        Some(path) => Json(json!({"path": path})).into_response(),
-        None => (
+        Some(path) => Json(DataKept { path }).into_response(),
+        None => error_reply(
             StatusCode::NOT_FOUND,
-            Json(json!({"code": "NotFound", "message": format!("no data file '{file}' here")})),
-        )
-            .into_response(),
+            "NotFound",
+            &format!("no data file '{file}' here"),
+        ),
     }
 }
 
@@ -1105,11 +1107,11 @@ async fn put_data(
         Err(e) => return files_error(e),
     };
     let failed = |e: String| {
-        (
+        error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"code": "RunFiles", "message": format!("{}: {e}", path.display())})),
+            "RunFiles",
+            &format!("{}: {e}", path.display()),
         )
-            .into_response()
     };
     let mut out = match tokio::fs::File::create(&tmp).await {
         Ok(f) => f,
@@ -1131,7 +1133,7 @@ async fn put_data(
     }
     drop(out);
     match tokio::fs::rename(&tmp, &path).await {
-        Ok(()) => Json(json!({"path": path})).into_response(),
+        Ok(()) => Json(DataKept { path }).into_response(),
         Err(e) => failed(e.to_string()),
     }
 }

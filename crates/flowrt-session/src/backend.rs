@@ -4,7 +4,6 @@
 
 use crate::client;
 use flowrt_api::{SessionSize, SizeLimits};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -160,11 +159,11 @@ pub fn is_alive(pid: u32) -> bool {
 }
 
 /// The agent's `/health`, if it answers as the agent of `session_id`.
-pub async fn health(addr: &str, token: &str, session_id: &str) -> Option<Value> {
-    let (status, v) = client::request(addr, token, "GET", "/health", None, Duration::from_secs(2))
+pub async fn health(addr: &str, token: &str, session_id: &str) -> Option<client::AgentHealth> {
+    client::health(addr, token)
         .await
-        .ok()?;
-    (status == 200 && v["session_id"] == session_id).then_some(v)
+        .ok()
+        .filter(|h| h.session_id == session_id)
 }
 
 /// How an agent process ended, in words.
@@ -181,15 +180,7 @@ pub fn describe_exit(status: &std::process::ExitStatus) -> String {
 /// Starts agents as local processes.
 /// Ask an agent to stop (its runs end, finished lines kept); it exits by itself.
 pub async fn ask_to_stop(handle: &AgentHandle) {
-    let _ = client::request(
-        &handle.addr,
-        &handle.token,
-        "POST",
-        "/shutdown",
-        None,
-        Duration::from_secs(2),
-    )
-    .await;
+    let _ = client::shutdown(&handle.addr, &handle.token).await;
 }
 
 #[derive(Clone, Debug, Default)]

@@ -1,139 +1,12 @@
-//! The control plane's client for its agents: JSON requests with the agent's bearer token, over
-//! one shared reqwest connection pool.
+//! The control plane's client for its agents: one typed function per call of the agent protocol
+//! ([`flowrt_api::agent`], re-exported here), each a JSON request with the agent's bearer token
+//! over one shared reqwest connection pool.
 
-use serde::{Deserialize, Serialize};
+pub use flowrt_api::agent::*;
+use flowrt_api::responses::{LineResult, PackageView};
 use serde_json::Value;
 use std::sync::OnceLock;
 use std::time::Duration;
-
-/// `POST /batch` to an agent: a batch run in its session, typed (no command line passes through).
-/// Paths are inside the session's folder, where the server put them.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchRequest {
-    pub name: String,
-    /// The data file (absent: the resumed run's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<std::path::PathBuf>,
-    /// `INPUT=VALUE` pairs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub column_mapping: Vec<String>,
-    /// An evaluation's base run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resume_from: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// Seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line_timeout: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub concurrency: Option<usize>,
-    /// Python workers (the session's size's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub workers: Option<usize>,
-    /// Run only lines `start..end`: one chunk of a run spread over several sessions. Its folder
-    /// is under the session's `chunks/`, not among its runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lines: Option<(usize, usize)>,
-    /// A `line_runs.jsonl` of a spread run's chunks, gathered by the server: kept as they are, not
-    /// run; the run aggregates them and records itself.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prior_records: Option<std::path::PathBuf>,
-}
-
-/// Where an agent runs a chunk of a spread run: `<session folder>/chunks`, a home of its own so
-/// chunks are not listed among the session's runs.
-pub const CHUNKS_DIR: &str = "chunks";
-
-/// The files of a run's folder that an agent streams back as they grow (the server appends them
-/// to the workspace's copy of the run): line records, node events, the log, the outputs, and the
-/// data as the run read it.
-pub const TAILED_FILES: [&str; 5] = [
-    "line_runs.jsonl",
-    "node_events.jsonl",
-    "logs.txt",
-    "flow_outputs/output.jsonl",
-    "data.jsonl",
-];
-
-/// The small files of a run's folder sent whole once the run has ended.
-pub const FINAL_FILES: [&str; 2] = ["metrics.json", "error.json"];
-
-/// The most of one file an agent sends in one [`TailReply`]: the server asks again at once for
-/// the rest.
-pub const TAIL_CHUNK: u64 = 1024 * 1024;
-
-/// `POST /runs/tail` to an agent: what is new in one of its runs since `offsets`. The server
-/// reads a session's runs only this way, never from the session's folder, which the session's
-/// own code can change (a link there could point anywhere the server may read).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TailRequest {
-    pub name: String,
-    /// A chunk of a spread run (under the session's `chunks/`), not one of its runs.
-    #[serde(default)]
-    pub chunk: bool,
-    /// Bytes of each of [`TAILED_FILES`] the server already has.
-    #[serde(default)]
-    pub offsets: std::collections::BTreeMap<String, u64>,
-    /// Also send these of [`FINAL_FILES`] whole.
-    #[serde(default)]
-    pub whole: Vec<String>,
-}
-
-/// What is new in a run: its record (`run.json`, absent while the run has not recorded itself)
-/// and each file's next piece (whole lines only for JSON lines files).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TailReply {
-    #[serde(default)]
-    pub record: Option<Value>,
-    #[serde(default)]
-    pub files: std::collections::BTreeMap<String, FilePiece>,
-    /// The quota pacing the run's model calls, while one does.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pace: Option<flowrt_runtime::batch::QuotaPace>,
-}
-
-/// Part of a run file: its text from the requested offset, and the offset after it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct FilePiece {
-    pub text: String,
-    pub offset: u64,
-}
-
-impl TailReply {
-    /// Whether a file's piece filled the chunk: there is more to ask for at once.
-    pub fn is_full(&self) -> bool {
-        self.files
-            .values()
-            .any(|p| p.text.len() as u64 >= TAIL_CHUNK / 2)
-    }
-}
-
-/// `POST /runs/import` to an agent: a workspace run an evaluation or a resume in this session
-/// reads (its record and files, from the server's copy), written into the session's folder by
-/// the agent itself.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImportRun {
-    pub name: String,
-    /// The run's record as the workspace keeps it.
-    pub record: Value,
-    /// `line_runs.jsonl`, `flow_outputs/output.jsonl` and `data.jsonl`, as text.
-    pub files: std::collections::BTreeMap<String, String>,
-}
-
-/// Whether `name` may name a file an agent keeps for the server (`data/NAME`): one plain name.
-pub fn is_plain_file_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -166,7 +39,7 @@ fn http() -> &'static reqwest::Client {
 
 /// Send `method path` with an optional JSON body and the agent's token; returns the status and
 /// the JSON reply (`null` for an empty body).
-pub async fn request(
+async fn request(
     addr: &str,
     token: &str,
     method: &str,
@@ -211,21 +84,20 @@ pub async fn request(
     Ok((status, value))
 }
 
-/// POST a JSON body and hand back the agent's streamed reply (server-sent events) as it comes;
-/// `timeout` bounds the whole exchange, body included.
-pub async fn stream(
+/// `POST /lines/stream`: one line, the agent's streamed reply (server-sent events: reply chunks,
+/// then the result) handed back as it comes; `timeout` bounds the whole exchange, body included.
+pub async fn stream_line(
     addr: &str,
     token: &str,
-    path: &str,
-    body: &Value,
+    req: &LineRequest,
     timeout: Duration,
 ) -> Result<reqwest::Response, ClientError> {
     http()
-        .post(format!("http://{addr}{path}"))
+        .post(format!("http://{addr}/lines/stream"))
         .bearer_auth(token)
         .header(reqwest::header::ACCEPT, "text/event-stream")
         .timeout(timeout)
-        .json(body)
+        .json(req)
         .send()
         .await
         .map_err(|e| {
@@ -267,6 +139,86 @@ async fn typed<T: serde::de::DeserializeOwned>(
     })
 }
 
+fn body<T: serde::Serialize>(req: &T) -> Value {
+    serde_json::to_value(req).unwrap_or(Value::Null)
+}
+
+/// `GET /health`: the agent's answer, when it answers.
+pub async fn health(addr: &str, token: &str) -> Result<AgentHealth, ClientError> {
+    typed(addr, token, "GET", "/health", None, Duration::from_secs(2)).await
+}
+
+/// `GET /status`: how busy and how idle the agent is.
+pub async fn status(addr: &str, token: &str) -> Result<AgentStatus, ClientError> {
+    typed(addr, token, "GET", "/status", None, Duration::from_secs(2)).await
+}
+
+/// `POST /lines`: run one line; bad inputs are [`ClientError::Refused`] with status 400.
+pub async fn run_line(
+    addr: &str,
+    token: &str,
+    req: &LineRequest,
+    timeout: Duration,
+) -> Result<LineResult, ClientError> {
+    typed(addr, token, "POST", "/lines", Some(&body(req)), timeout).await
+}
+
+/// `POST /batch`: start a batch run in the session; a run refused on its inputs is
+/// [`ClientError::Refused`] with status 400 and the reason.
+pub async fn start_batch(
+    addr: &str,
+    token: &str,
+    req: &BatchRequest,
+    timeout: Duration,
+) -> Result<BatchStarted, ClientError> {
+    typed(addr, token, "POST", "/batch", Some(&body(req)), timeout).await
+}
+
+/// `POST /batch/{name}/cancel`: stop a batch run, keeping its finished lines.
+pub async fn cancel_batch(
+    addr: &str,
+    token: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let path = format!("/batch/{name}/cancel");
+    let _: Value = typed(addr, token, "POST", &path, None, timeout).await?;
+    Ok(())
+}
+
+/// `POST /shutdown`: ask the agent to stop.
+pub async fn shutdown(addr: &str, token: &str) -> Result<(), ClientError> {
+    let _: Value = typed(
+        addr,
+        token,
+        "POST",
+        "/shutdown",
+        None,
+        Duration::from_secs(2),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `GET /log?offset=N`: the session log from `offset`.
+pub async fn log(addr: &str, token: &str, offset: u64) -> Result<LogPiece, ClientError> {
+    let path = format!("/log?offset={offset}");
+    typed(addr, token, "GET", &path, None, Duration::from_secs(30)).await
+}
+
+/// `GET /packages`: the packages of the session's environment, listed where it is.
+pub async fn packages(addr: &str, token: &str) -> Result<Vec<PackageView>, ClientError> {
+    typed(
+        addr,
+        token,
+        "GET",
+        "/packages",
+        None,
+        Duration::from_secs(60),
+    )
+    .await
+}
+
 /// What is new in a run of the agent's session (`POST /runs/tail`).
 pub async fn tail(addr: &str, token: &str, req: &TailRequest) -> Result<TailReply, ClientError> {
     let body = serde_json::to_value(req).unwrap_or(Value::Null);
@@ -296,11 +248,6 @@ pub async fn import(addr: &str, token: &str, req: &ImportRun) -> Result<(), Clie
     Ok(())
 }
 
-#[derive(Deserialize)]
-struct DataPath {
-    path: std::path::PathBuf,
-}
-
 /// What to send as a data file: a file of the server's, streamed, or bytes in hand.
 pub enum Upload {
     File(std::path::PathBuf),
@@ -317,7 +264,7 @@ pub async fn ensure_data(
 ) -> Result<std::path::PathBuf, ClientError> {
     let path = format!("/data/{name}");
     if let Ok(found) =
-        typed::<DataPath>(addr, token, "GET", &path, None, Duration::from_secs(10)).await
+        typed::<DataKept>(addr, token, "GET", &path, None, Duration::from_secs(10)).await
     {
         return Ok(found.path);
     }
@@ -354,7 +301,7 @@ pub async fn ensure_data(
             message: v["message"].as_str().unwrap_or("").to_string(),
         });
     }
-    serde_json::from_value::<DataPath>(v)
+    serde_json::from_value::<DataKept>(v)
         .map(|d| d.path)
         .map_err(|e| ClientError::Malformed {
             addr: addr.into(),
