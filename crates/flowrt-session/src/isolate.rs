@@ -30,6 +30,12 @@ pub fn hide_from_same_user() -> std::io::Result<()> {
     }
 }
 
+/// Whether this process runs as root (and may so give a session's processes another user).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// Become user and group `uid` for good, with no supplementary groups: a session's processes then
 /// hold none of the server's file permissions (its folder is handed to `uid`), whether or not
 /// the kernel can seal them. Changing credentials makes the process dumpable again: call
