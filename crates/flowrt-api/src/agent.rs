@@ -103,9 +103,10 @@ pub struct BatchRequest {
     /// The data file (absent: the resumed run's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<std::path::PathBuf>,
-    /// `INPUT=VALUE` pairs.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub column_mapping: Vec<String>,
+    /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a
+    /// literal.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub column_mapping: IndexMap<String, String>,
     /// An evaluation's base run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,

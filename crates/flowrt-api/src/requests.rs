@@ -3,7 +3,6 @@
 
 use crate::session::SessionSize;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
 /// `POST /api/v1/sessions`.
@@ -87,7 +86,8 @@ pub struct CreateRun {
     pub data_ref: Option<String>,
     /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a literal.
     #[serde(default)]
-    pub column_mapping: BTreeMap<String, String>,
+    #[schema(value_type = std::collections::HashMap<String, String>)]
+    pub column_mapping: indexmap::IndexMap<String, String>,
     /// The base run of an evaluation (a workspace run of the caller's, whichever session ran it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run: Option<String>,

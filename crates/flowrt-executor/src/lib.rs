@@ -15,7 +15,9 @@ mod value;
 pub use inputs::{prepare_inputs, InputError};
 pub use line::{AggregationResult, Executor, ExecutorOptions, LineResult};
 pub use long_running::LongRunning;
-pub use mapping::{ColumnMapping, KnownNames, LineSources, MappingError, MappingSource};
+pub use mapping::{
+    parse_mapping_pairs, ColumnMapping, KnownNames, LineSources, MappingError, MappingSource,
+};
 pub use value::{value_at, ValueError};
 
 use flowrt_flow::{Node, NodeKind};

@@ -78,18 +78,43 @@ impl LineSources<'_> {
     }
 }
 
+/// `NAME=VALUE` pairs (`--column-mapping`) as a map in their order; a pair without `=` or with
+/// no name is refused, naming it.
+pub fn parse_mapping_pairs<S: AsRef<str>>(
+    pairs: &[S],
+) -> Result<IndexMap<String, String>, MappingError> {
+    let mut map = IndexMap::new();
+    for pair in pairs {
+        let pair = pair.as_ref();
+        let (input, value) = pair
+            .split_once('=')
+            .ok_or_else(|| MappingError::Syntax(pair.to_string()))?;
+        let input = input.trim();
+        if input.is_empty() {
+            return Err(MappingError::Syntax(pair.to_string()));
+        }
+        map.insert(input.to_string(), value.to_string());
+    }
+    Ok(map)
+}
+
 impl ColumnMapping {
-    /// Parse `NAME=VALUE` pairs.
+    /// Parse `NAME=VALUE` pairs (as `--column-mapping` gives them).
     pub fn parse<S: AsRef<str>>(pairs: &[S], has_base_run: bool) -> Result<Self, MappingError> {
+        Self::from_map(&parse_mapping_pairs(pairs)?, has_base_run)
+    }
+
+    /// A mapping from flow input to `${data.COLUMN}`, `${run.outputs.NAME}`,
+    /// `${run.inputs.COLUMN}` or a literal, as a request carries it.
+    pub fn from_map(
+        map: &IndexMap<String, String>,
+        has_base_run: bool,
+    ) -> Result<Self, MappingError> {
         let mut entries = IndexMap::new();
-        for pair in pairs {
-            let pair = pair.as_ref();
-            let (input, value) = pair
-                .split_once('=')
-                .ok_or_else(|| MappingError::Syntax(pair.to_string()))?;
-            let input = input.trim().to_string();
-            if input.is_empty() {
-                return Err(MappingError::Syntax(pair.to_string()));
+        for (input, value) in map {
+            let (input, value) = (input.clone(), value.as_str());
+            if input.is_empty() || input.contains('=') {
+                return Err(MappingError::Syntax(format!("{input}={value}")));
             }
             let source = match reference_body(value) {
                 None => MappingSource::Literal(value.to_string()),

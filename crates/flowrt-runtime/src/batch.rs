@@ -39,8 +39,9 @@ pub struct BatchRequest {
     pub flow: Option<PathBuf>,
     /// The data file (default: the resumed run's copy of its data).
     pub data: Option<PathBuf>,
-    /// `NAME=VALUE` pairs.
-    pub column_mapping: Vec<String>,
+    /// Flow input → `${data.COLUMN}`, `${run.outputs.NAME}`, `${run.inputs.COLUMN}` or a
+    /// literal: the request's map, parsed once by the engine.
+    pub column_mapping: IndexMap<String, String>,
     /// The base run of an evaluation.
     pub run: Option<String>,
     /// The run's name (default: the flow's name and the time).
@@ -577,7 +578,7 @@ pub async fn create(
                 req.column_mapping = meta
                     .column_mapping
                     .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
             }
             req.run = req.run.take().or(meta.base_run.clone());
@@ -676,8 +677,7 @@ pub async fn create(
         column_mapping: req
             .column_mapping
             .iter()
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
         created: runs::utc_now(),
         finished: None,
@@ -727,7 +727,7 @@ fn read_lines(
     reporter: &dyn Reporter,
 ) -> Result<Lines> {
     let rows = crate::data::Rows::open(data_file)?;
-    let mapping = ColumnMapping::parse(&req.column_mapping, req.run.is_some())?;
+    let mapping = ColumnMapping::from_map(&req.column_mapping, req.run.is_some())?;
     // Evaluation runs join the base run's outputs and data rows by line number.
     let base = match &req.run {
         Some(base) => {

@@ -227,7 +227,10 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
         }
     }
     let mut state = AppState::new(store.clone(), config.clone());
-    if flowrt_session::isolate::is_root() && config.session_uids.is_none() && config.ray_address.is_none() {
+    if flowrt_session::isolate::is_root()
+        && config.session_uids.is_none()
+        && config.ray_address.is_none()
+    {
         eprintln!("note: sessions run as this server's user (root), kept from its files by their seal alone; --session-uids FIRST-LAST gives each session a user of its own");
     }
     if let Some(uids) = &config.session_uids {

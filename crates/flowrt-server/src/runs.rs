@@ -140,7 +140,7 @@ async fn create(
                 "column_mapping key '{input}' is not a flow input name"
             )));
         }
-        batch.column_mapping.push(format!("{input}={value}"));
+        batch.column_mapping.insert(input.clone(), value.clone());
     }
     for r in [&req.run, &req.resume_from].into_iter().flatten() {
         check_run_name(r)?;
@@ -155,7 +155,7 @@ async fn create(
                 for (k, v) in m {
                     batch
                         .column_mapping
-                        .push(format!("{k}={}", v.as_str().unwrap_or_default()));
+                        .insert(k.clone(), v.as_str().unwrap_or_default().to_string());
                 }
             }
         }

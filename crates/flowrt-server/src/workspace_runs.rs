@@ -392,8 +392,7 @@ pub fn initial_record(
     let mapping: serde_json::Map<String, Value> = req
         .column_mapping
         .iter()
-        .filter_map(|p| p.split_once('='))
-        .map(|(k, v)| (k.to_string(), json!(v)))
+        .map(|(k, v)| (k.clone(), json!(v)))
         .collect();
     let mut record = json!({
         "name": name,

@@ -231,7 +231,7 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
     let request = batch::BatchRequest {
         flow: args.flow.clone(),
         data: args.data.clone(),
-        column_mapping: args.column_mapping.clone(),
+        column_mapping: flowrt_executor::parse_mapping_pairs(&args.column_mapping)?,
         run: args.run.clone(),
         name: args.name.clone(),
         output_dir: args.output_dir.clone(),

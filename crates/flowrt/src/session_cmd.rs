@@ -1002,13 +1002,7 @@ pub fn batch_in_session(args: crate::run_cmd::CreateArgs) -> Result<u8> {
     if args.output_dir.is_some() {
         bail!("--output-dir cannot be used with --session: a session's runs stay in the session\nhint: `flowrt run show NAME` reads it through the server");
     }
-    let mut column_mapping = std::collections::BTreeMap::new();
-    for m in &args.column_mapping {
-        let (k, v) = m
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--column-mapping '{m}' must be NAME=VALUE"))?;
-        column_mapping.insert(k.trim().to_string(), v.to_string());
-    }
+    let column_mapping = flowrt_executor::parse_mapping_pairs(&args.column_mapping)?;
     // A --flow here says which flow the caller means: a folder is pushed first (nothing is sent
     // when it is unchanged), and the server refuses the run, naming both, when the session runs
     // another.
