@@ -1,20 +1,17 @@
 //! Compute sessions: the lifecycle state machine (`lifecycle`, pure), idle-shutdown decisions
 //! (`idle`, pure), and the local backend that runs each session as a `flowrt agent` process with
-//! its own folder, a scrubbed environment and resource limits (`backend`), plus the small HTTP
-//! client the control plane uses to talk to agents (`client`), and the agent itself (`agent`: the
-//! process that is a session, running lines and batch runs through `flowrt-runtime`; `run_files`:
-//! what it reads and writes in its folder for the server, which never opens a path there).
+//! its own folder, a scrubbed environment and resource limits (`backend`), the Ray backend
+//! (`ray`), what seals a session (`seal`, `isolate`), and the client the control plane talks to
+//! agents with (`client`, over the protocol typed in `flowrt_api::agent`). The agent itself is
+//! the `flowrt-agent` crate, which the server does not depend on.
 //!
-//! It does not store anything or serve the API: the server (`flowrt-server`) drives it, through
-//! `backend` and `client` only (never `agent`, which runs in the session's own process).
+//! It does not store anything or serve the API: the server (`flowrt-server`) drives it.
 
-pub mod agent;
 pub mod backend;
 pub mod client;
 pub mod idle;
 pub mod isolate;
 pub mod lifecycle;
-pub mod run_files;
 pub mod seal;
 pub mod session_files;
 

@@ -1,5 +1,5 @@
 //! `flowrt agent`: the arguments of a compute session's agent. The agent itself (serving the
-//! server, lines, in-process batch runs, idle exit) is `flowrt_session::agent`.
+//! server, lines, in-process batch runs, idle exit) is the `flowrt-agent` crate.
 
 use anyhow::Result;
 use clap::Args;
@@ -62,15 +62,11 @@ pub struct AgentArgs {
 
 pub fn run(args: AgentArgs) -> Result<u8> {
     let from_server = args.flow_from_server.is_some();
-    let result = flowrt_session::agent::run(flowrt_session::agent::AgentConfig {
+    let result = flowrt_agent::run(flowrt_agent::AgentConfig {
         session_id: args.session_id,
         source: match (args.flow_from_server, args.flow, args.python) {
-            (Some(node_cache), _, _) => {
-                flowrt_session::agent::FlowSource::FromServer { node_cache }
-            }
-            (None, Some(flow), Some(python)) => {
-                flowrt_session::agent::FlowSource::Local { flow, python }
-            }
+            (Some(node_cache), _, _) => flowrt_agent::FlowSource::FromServer { node_cache },
+            (None, Some(flow), Some(python)) => flowrt_agent::FlowSource::Local { flow, python },
             _ => anyhow::bail!("the agent needs --flow and --python, or --flow-from-server"),
         },
         workers: args.workers,
@@ -87,7 +83,7 @@ pub fn run(args: AgentArgs) -> Result<u8> {
         // A Ray session's agent: its server put where to dial in the job's environment (no
         // secret: the agent proves itself through its job's log).
         join: match std::env::var("FLOWRT_JOIN_URL") {
-            Ok(url) if !url.is_empty() => Some(flowrt_session::agent::Join { url }),
+            Ok(url) if !url.is_empty() => Some(flowrt_agent::Join { url }),
             _ => None,
         },
     });

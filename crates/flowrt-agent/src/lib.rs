@@ -1,4 +1,4 @@
-//! The agent: one compute session's process. The control plane starts it in the session's
+//! The agent: one compute session's process (`flowrt agent`). The control plane starts it in the session's
 //! folder and environment (`flowrt agent`); it loads the flow once, keeps its Python workers warm,
 //! runs batch runs in-process through the shared engine (`flowrt_runtime::batch`), and answers the
 //! server on 127.0.0.1 only: `GET /health`, `GET /status` (activity for idle shutdown),
@@ -9,6 +9,8 @@
 //!
 //! It stops by itself when its session folder disappears or, with an idle exit, after that long
 //! without a run: the backstop for an agent whose server is gone for good.
+
+mod run_files;
 
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
@@ -85,7 +87,7 @@ pub enum FlowSource {
 }
 
 /// How an agent started away from its server (on a Ray node) reaches it: only the server's URL,
-/// which is no secret (see `crate::ray` for how the join is proved).
+/// which is no secret (see `flowrt_session::ray` for how the join is proved).
 #[derive(Clone, Debug)]
 pub struct Join {
     /// The server's URL, as its nodes reach it.
@@ -100,7 +102,7 @@ fn commit_to_join(secret: &str) -> Result<()> {
     writeln!(
         out,
         "{}{}",
-        crate::ray::COMMITMENT_PREFIX,
+        flowrt_session::ray::COMMITMENT_PREFIX,
         hex::encode(sha2::Sha256::digest(secret.as_bytes()))
     )?;
     out.flush()?;
@@ -387,7 +389,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             .trim()
             .to_string(),
         // A joining agent draws its own token and gives it to the server once it is verified.
-        (None, Some(_)) => crate::backend::random_hex(32)?,
+        (None, Some(_)) => flowrt_session::backend::random_hex(32)?,
         (None, None) => anyhow::bail!("an agent needs --token-file unless it joins a server"),
     };
     if token.is_empty() {
@@ -406,20 +408,20 @@ pub fn run(config: AgentConfig) -> Result<()> {
         invoker::load_connections(&home)?
     };
     // The agent holds its session's connections: no other session's code may read its memory.
-    if let Err(e) = crate::isolate::hide_from_same_user() {
+    if let Err(e) = flowrt_session::isolate::hide_from_same_user() {
         eprintln!("warning: cannot hide the agent's memory: {e}");
     }
     if config.seal {
         // Its own PID namespace and /proc first: a sealed process may no longer mount.
-        let view = crate::isolate::enter_own_pid_namespace()
+        let view = flowrt_session::isolate::enter_own_pid_namespace()
             .context("cannot give the session a PID namespace of its own")?;
         eprintln!("session {}: {}", config.session_id, view.describe());
     }
     if let Some(uid) = config.run_as_uid {
-        crate::isolate::become_user(uid)
+        flowrt_session::isolate::become_user(uid)
             .with_context(|| format!("cannot run the session as user {uid}"))?;
         // A change of user makes a process dumpable again.
-        if let Err(e) = crate::isolate::hide_from_same_user() {
+        if let Err(e) = flowrt_session::isolate::hide_from_same_user() {
             eprintln!("warning: cannot hide the agent's memory: {e}");
         }
         eprintln!(
@@ -432,7 +434,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
     let mut received = None;
     if let Some(join) = &config.join {
         let addr = advertised(std_listener.local_addr()?, &join.url);
-        let secret = crate::backend::random_hex(32)?;
+        let secret = flowrt_session::backend::random_hex(32)?;
         commit_to_join(&secret)?;
         let joined = join_server(join, &config.session_id, &addr, &secret, &token)?;
         connections = joined
@@ -465,20 +467,20 @@ pub fn run(config: AgentConfig) -> Result<()> {
     };
     if config.seal {
         // While this process has one thread: a seal covers the calling thread and what it starts.
-        let paths = crate::seal::python_paths(&python)?;
+        let paths = flowrt_session::seal::python_paths(&python)?;
         python = paths.executable.clone();
         let mut read_exec = paths.read;
         read_exec.push(std::env::current_exe()?);
-        let policy = crate::seal::SealPolicy {
+        let policy = flowrt_session::seal::SealPolicy {
             read_write: vec![std::env::current_dir()?, home.clone()],
             read_exec,
             deny_connect_ports: config.deny_connect_ports.clone(),
         };
-        let sealed = crate::seal::seal_self(&policy)?;
+        let sealed = flowrt_session::seal::seal_self(&policy)?;
         eprintln!("session {}: {}", config.session_id, sealed.describe());
         if !policy.deny_connect_ports.is_empty() {
             let ports = policy.deny_connect_ports.len();
-            if crate::seal::filters_connections() {
+            if flowrt_session::seal::filters_connections() {
                 eprintln!(
                     "session {}: connections to the cluster's {ports} control ports are refused",
                     config.session_id
@@ -599,7 +601,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     _ = stop.shutdown.notified() => {}
-                    _ = crate::shutdown_signal() => {}
+                    _ = flowrt_session::shutdown_signal() => {}
                 }
             })
             .await?;
@@ -746,7 +748,7 @@ async fn health(State(a): State<Shared>) -> Json<AgentHealth> {
     Json(AgentHealth {
         status: "ok".into(),
         session_id: a.session_id.clone(),
-        pid: crate::isolate::visible_pid(),
+        pid: flowrt_session::isolate::visible_pid(),
     })
 }
 
@@ -972,7 +974,7 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
                 .map_err(anyhow::Error::from)
                 .and_then(|rt| {
                     let home = match request.lines {
-                        Some(_) => agent.home.join(crate::client::CHUNKS_DIR),
+                        Some(_) => agent.home.join(flowrt_session::client::CHUNKS_DIR),
                         None => agent.home.clone(),
                     };
                     rt.block_on(batch::create(request, compute, &home, reporter, run_cancel))
@@ -1058,7 +1060,7 @@ fn files_error(e: crate::run_files::RunFilesError) -> Response {
 /// What is new in one of this session's runs, for the server that keeps it in the workspace.
 async fn tail_run(
     State(a): State<Shared>,
-    Json(req): Json<crate::client::TailRequest>,
+    Json(req): Json<flowrt_session::client::TailRequest>,
 ) -> Response {
     let home = a.home.clone();
     match tokio::task::spawn_blocking(move || crate::run_files::tail(&home, &req)).await {
@@ -1071,7 +1073,7 @@ async fn tail_run(
 /// A workspace run an evaluation or a resume here reads, written into this session's runs.
 async fn import_run(
     State(a): State<Shared>,
-    Json(req): Json<crate::client::ImportRun>,
+    Json(req): Json<flowrt_session::client::ImportRun>,
 ) -> Response {
     let (home, flow) = (a.home.clone(), a.flow_dir.clone());
     match tokio::task::spawn_blocking(move || crate::run_files::import(&home, &flow, &req)).await {

@@ -4,7 +4,7 @@
 //! its own (sealed) folder, so the server never opens a path there: whatever the session's code
 //! has put in its folder, the server only ever receives bytes over the agent's channel.
 
-use crate::client::{
+use flowrt_api::agent::{
     is_plain_file_name, FilePiece, ImportRun, TailReply, TailRequest, FINAL_FILES, TAILED_FILES,
     TAIL_CHUNK,
 };
@@ -37,7 +37,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunFilesError + '_ {
 
 fn runs_home(home: &Path, chunk: bool) -> PathBuf {
     let home = if chunk {
-        home.join(crate::client::CHUNKS_DIR)
+        home.join(flowrt_session::client::CHUNKS_DIR)
     } else {
         home.to_path_buf()
     };
