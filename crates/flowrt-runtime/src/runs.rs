@@ -16,6 +16,37 @@ pub enum RunStatus {
     Canceled,
 }
 
+impl RunStatus {
+    /// The status a record names (`"Running"`, ...), if it is one.
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        serde_json::from_value(Value::String(text.to_string())).ok()
+    }
+
+    pub fn is_terminal(self) -> bool {
+        self != RunStatus::Running
+    }
+
+    /// A run's status lifecycle, pure: a run is `Running` until it ends, and an ended run stays
+    /// as it ended (its record may still be completed, say with its metrics). A late or replayed
+    /// record (a follower that lagged, an agent back after its run was declared lost) can neither
+    /// bring an ended run back to `Running` nor end it another way.
+    pub fn next(self, proposed: RunStatus) -> Result<RunStatus, InvalidRunTransition> {
+        match (self, proposed) {
+            (RunStatus::Running, to) => Ok(to),
+            (from, to) if from == to => Ok(to),
+            (from, to) => Err(InvalidRunTransition { from, to }),
+        }
+    }
+}
+
+/// A status change the run lifecycle refuses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a run that is {from:?} stays {from:?}; it cannot become {to:?}")]
+pub struct InvalidRunTransition {
+    pub from: RunStatus,
+    pub to: RunStatus,
+}
+
 /// What a run folder's `run.json` holds.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunMeta {
@@ -205,4 +236,28 @@ pub fn utc_now() -> String {
     now.round(jiff::Unit::Microsecond)
         .unwrap_or(now)
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RunStatus::{self, *};
+
+    #[test]
+    fn a_running_run_may_end_any_way_and_an_ended_one_stays_as_it_ended() {
+        for to in [Running, Completed, Failed, Canceled] {
+            assert_eq!(Running.next(to), Ok(to));
+        }
+        for from in [Completed, Failed, Canceled] {
+            assert!(from.is_terminal());
+            assert_eq!(from.next(from), Ok(from));
+            for to in [Running, Completed, Failed, Canceled] {
+                if to != from {
+                    let refused = from.next(to).unwrap_err();
+                    assert_eq!((refused.from, refused.to), (from, to));
+                }
+            }
+        }
+        assert_eq!(RunStatus::parse("Canceled"), Some(Canceled));
+        assert_eq!(RunStatus::parse("Paused"), None);
+    }
 }

@@ -666,7 +666,9 @@ pub async fn start(
         let mut record = ws.record.clone();
         record["spread"] = json!(run.sessions);
         record["total_lines"] = json!(total);
-        state.store.update_workspace_run(&run.name, &record).await?;
+        crate::workspace_runs::set_record(state, &run.name, &record)
+            .await
+            .map_err(|e| ApiErr::internal("recording the spread run", e))?;
     }
     let _ = state.store.touch_session(&home.id).await;
     state.workers.wake.notify_one();

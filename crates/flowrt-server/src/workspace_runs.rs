@@ -322,14 +322,48 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
 }
 
 /// Replace run `name`'s record in the store and wake its event streams.
+///
+/// The run lifecycle ([`flowrt_runtime::runs::RunStatus::next`]) decides whether the record's status may follow the
+/// stored one, and the store replaces the record only if that stored status still holds: an
+/// ended run stays as it ended, whoever writes late.
 pub async fn set_record(state: &AppState, name: &str, view: &Value) -> Result<(), String> {
-    state
-        .store
-        .update_workspace_run(name, view)
-        .await
-        .map_err(|e| e.to_string())?;
-    let _ = state.run_changes.send(name.to_string());
-    Ok(())
+    use flowrt_runtime::runs::RunStatus;
+    let proposed = view["status"]
+        .as_str()
+        .and_then(RunStatus::parse)
+        .ok_or_else(|| {
+            format!(
+                "run {name}: a record without a run status: {}",
+                view["status"]
+            )
+        })?;
+    // A writer that lost a race reads again; a few rounds settle it.
+    for _ in 0..5 {
+        let Some(run) = state
+            .store
+            .get_workspace_run(name)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(()); // deleted meanwhile
+        };
+        let current = RunStatus::parse(&run.status).unwrap_or(RunStatus::Running);
+        current
+            .next(proposed)
+            .map_err(|e| format!("run {name}: {e}"))?;
+        if state
+            .store
+            .update_workspace_run_from(name, &run.status, view)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            let _ = state.run_changes.send(name.to_string());
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "run {name}: its record kept changing under this writer"
+    ))
 }
 
 /// Start following every running run of a session this server manages that is not followed

@@ -109,6 +109,28 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Replace run `name`'s record only while its status is still `expected` (compare and
+    /// set: two writers cannot both move a run on from one status). Whether it was replaced.
+    pub async fn update_workspace_run_from(
+        &self,
+        name: &str,
+        expected: &str,
+        record: &Value,
+    ) -> Result<bool, StoreError> {
+        let status = record["status"].as_str().unwrap_or("Running");
+        let done = sqlx::query(
+            "UPDATE workspace_runs SET status = $1, record = $2 WHERE name = $3 AND status = $4",
+        )
+        .bind(status)
+        .bind(record.to_string())
+        .bind(name)
+        .bind(expected)
+        .execute(&self.pool)
+        .await
+        .map_err(db(format!("cannot update run `{name}`")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Archive (or restore) run `name`. Whether it exists.
     pub async fn set_workspace_run_archived(
         &self,

@@ -445,6 +445,25 @@ async fn workspace_runs_have_one_name_and_outlive_their_session_on(_db: &Db, sto
         ["wc1", "wc1-eval"]
     );
     let done = json!({"name": "wc1", "status": "Completed", "session": s.id, "total_lines": 3});
+    // Compare and set: a record replaces the stored one only from the status its writer saw.
+    assert!(store
+        .update_workspace_run_from("wc1", "Running", &done)
+        .await
+        .unwrap());
+    let late = json!({"name": "wc1", "status": "Running", "session": s.id, "total_lines": 3});
+    assert!(!store
+        .update_workspace_run_from("wc1", "Running", &late)
+        .await
+        .unwrap());
+    assert_eq!(
+        store
+            .get_workspace_run("wc1")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        "Completed"
+    );
     assert!(store.update_workspace_run("wc1", &done).await.unwrap());
     assert!(!store.update_workspace_run("ghost", &done).await.unwrap());
     assert_eq!(
