@@ -764,35 +764,29 @@ fn peak_rss_kb(env: &Env, args: &[&str]) -> u64 {
 fn ten_thousand_lines_run_in_constant_memory() {
     let env = Env::new();
     let (d, dir) = flow("batch_trivial");
-    let mut peaks = Vec::new();
-    for count in [1_000usize, 10_000] {
-        let data = d.path().join(format!("data{count}.jsonl"));
-        let rows: Vec<Value> = (0..count).map(|x| json!({"x": x})).collect();
-        write_jsonl(&data, &rows);
-        let name = format!("big{count}");
-        let t0 = Instant::now();
-        let peak = peak_rss_kb(
-            &env,
-            &[
-                "run",
-                "create",
-                "--flow",
-                s(&dir),
-                "--data",
-                s(&data),
-                "--name",
-                &name,
-            ],
-        );
-        eprintln!("{count} lines: {:?}, peak RSS {peak} kB", t0.elapsed());
-        let out = outputs(&env, &name);
-        assert_eq!(out.len(), count);
-        assert!(out
-            .iter()
-            .enumerate()
-            .all(|(i, o)| o == &json!({"line_number": i, "y": i + 1})));
-        peaks.push(peak);
-    }
+    let peaks = peaks_over_sizes(
+        &env,
+        d.path(),
+        [1_000, 10_000],
+        &json!({}),
+        |data, count| {
+            let name = format!("big{count}");
+            let peak = peak_rss_kb(
+                &env,
+                &[
+                    "run",
+                    "create",
+                    "--flow",
+                    s(&dir),
+                    "--data",
+                    s(data),
+                    "--name",
+                    &name,
+                ],
+            );
+            (name, peak, 1)
+        },
+    );
     assert!(peaks[0] > 0, "could not read VmHWM");
     assert!(
         (peaks[1] as f64) < peaks[0] as f64 * 1.5 + 20_000.0,
@@ -802,6 +796,44 @@ fn ten_thousand_lines_run_in_constant_memory() {
     );
 }
 
+/// For each of `counts`: rows `{"x": i, ...extra}` written to a data file, `run(data, count)`
+/// measured (the run's name, its peak RSS, and what its flow adds to x), its outputs checked to be
+/// `y = x + added` on every line in order. The peaks, in order.
+fn peaks_over_sizes(
+    env: &Env,
+    dir: &Path,
+    counts: [usize; 2],
+    extra: &Value,
+    run: impl Fn(&Path, usize) -> (String, u64, usize),
+) -> Vec<u64> {
+    let mut peaks = Vec::new();
+    for count in counts {
+        let data = dir.join(format!("data{count}.jsonl"));
+        let rows: Vec<Value> = (0..count)
+            .map(|x| {
+                let mut row = extra.clone();
+                row["x"] = json!(x);
+                row
+            })
+            .collect();
+        write_jsonl(&data, &rows);
+        let t0 = Instant::now();
+        let (name, peak, added) = run(&data, count);
+        eprintln!(
+            "{name}: {count} lines in {:?}, peak RSS {peak} kB",
+            t0.elapsed()
+        );
+        let out = outputs(env, &name);
+        assert_eq!(out.len(), count);
+        assert!(out
+            .iter()
+            .enumerate()
+            .all(|(i, o)| o == &json!({"line_number": i, "y": i + added})));
+        peaks.push(peak);
+    }
+    peaks
+}
+
 /// An evaluation reads its base run's outputs and data rows as its lines run: its memory does
 /// not grow with the base run's size either.
 #[test]
@@ -809,51 +841,46 @@ fn an_evaluation_reads_its_base_run_in_constant_memory() {
     let env = Env::new();
     let (d, dir) = flow("batch_trivial");
     let text = "a row's long text, carried along by the base run's data. ".repeat(40);
-    let mut peaks = Vec::new();
-    for count in [2_000usize, 20_000] {
-        let data = d.path().join(format!("data{count}.jsonl"));
-        let rows: Vec<Value> = (0..count).map(|x| json!({"x": x, "text": text})).collect();
-        write_jsonl(&data, &rows);
-        let base = format!("base{count}");
-        let r = env.run(&[
-            "run",
-            "create",
-            "--flow",
-            s(&dir),
-            "--data",
-            s(&data),
-            "--name",
-            &base,
-        ]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
-        // Each evaluation line reads its base line's output: y = x + 1, then + 1 again.
-        let name = format!("eval{count}");
-        let peak = peak_rss_kb(
-            &env,
-            &[
+    let peaks = peaks_over_sizes(
+        &env,
+        d.path(),
+        [2_000, 20_000],
+        &json!({"text": text}),
+        |data, count| {
+            let base = format!("base{count}");
+            let r = env.run(&[
                 "run",
                 "create",
                 "--flow",
                 s(&dir),
                 "--data",
-                s(&data),
-                "--run",
-                &base,
-                "--column-mapping",
-                "x=${run.outputs.y}",
+                s(data),
                 "--name",
-                &name,
-            ],
-        );
-        eprintln!("evaluation of {count} lines: peak RSS {peak} kB");
-        let out = outputs(&env, &name);
-        assert_eq!(out.len(), count);
-        assert!(out
-            .iter()
-            .enumerate()
-            .all(|(i, o)| o == &json!({"line_number": i, "y": i + 2})));
-        peaks.push(peak);
-    }
+                &base,
+            ]);
+            assert_eq!(r.code, 0, "{}", r.stderr);
+            // Each evaluation line reads its base line's output: y = x + 1, then + 1 again.
+            let name = format!("eval{count}");
+            let peak = peak_rss_kb(
+                &env,
+                &[
+                    "run",
+                    "create",
+                    "--flow",
+                    s(&dir),
+                    "--data",
+                    s(data),
+                    "--run",
+                    &base,
+                    "--column-mapping",
+                    "x=${run.outputs.y}",
+                    "--name",
+                    &name,
+                ],
+            );
+            (name, peak, 2)
+        },
+    );
     assert!(
         (peaks[1] as f64) < peaks[0] as f64 * 1.2 + 10_000.0,
         "an evaluation's peak RSS grew from {} kB (2,000 lines) to {} kB (20,000 lines)",
