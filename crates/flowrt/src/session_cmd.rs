@@ -46,7 +46,7 @@ pub struct ServerArgs {
     #[arg(long, env = "FLOWRT_RAY_ADDRESS")]
     pub ray_address: Option<String>,
     /// The URL Ray sessions' agents dial to join this server (default: http://--addr). Nodes
-    /// must reach it; FLOWRT_HOME must be on a volume they share with the server.
+    /// must reach it (over https, the agents verify it); they share no disk with the server.
     #[arg(long)]
     pub advertise_url: Option<String>,
     /// With --backend ray: more TCP ports of the cluster's control plane that sessions' code may
