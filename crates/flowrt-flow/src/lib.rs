@@ -26,6 +26,16 @@ pub use prompty::{
 };
 pub use reference::{parse_reference, PathSeg, RefSource, Reference};
 
+/// Text as Python reads a file in text mode (universal newlines, as promptflow reads templates and
+/// prompty files): `\r\n` and a lone `\r` both become `\n`, so a template saved on Windows renders
+/// as the same template saved anywhere else.
+pub fn universal_newlines(text: &str) -> String {
+    if !text.contains('\r') {
+        return text.to_string();
+    }
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
 use indexmap::IndexMap;
 use serde_json::Value;
 use std::path::PathBuf;

@@ -221,7 +221,7 @@ impl Prompty {
     /// Parse a prompty's text; `path` names the file in messages and anchors `${file:...}`.
     pub fn parse(text: &str, path: &Path) -> Result<Prompty, FlowError> {
         // Python reads text files with universal newlines.
-        let text = text.replace("\r\n", "\n");
+        let text = crate::universal_newlines(text);
         let Some((front, body)) = split_front_matter(&text) else {
             return Err(problem(
                 path,

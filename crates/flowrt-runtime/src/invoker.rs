@@ -156,7 +156,8 @@ impl FlowInvoker {
                 let rel = node.source.path().unwrap_or_default();
                 let text = fs_err::read_to_string(flow.dir.join(rel))
                     .with_context(|| format!("reading the template of node '{}'", node.name))?;
-                templates.insert(node.name.clone(), text);
+                // promptflow reads a template with Python's universal newlines.
+                templates.insert(node.name.clone(), flowrt_flow::universal_newlines(&text));
             }
             // The unified llm tool and the embedding tool take their connection as an input.
             let input_connection = match (&node.kind, &node.source) {

@@ -353,3 +353,31 @@ fn compat_promptflows_own_prompty_finds_flowrts_connections() {
         json!({"found": {"kind": "AzureOpenAI", "api_base": "http://az.example", "api_key": "az-key"}})
     );
 }
+
+/// A template saved with Windows line endings (or old Mac ones) renders as promptflow renders it:
+/// Python reads templates and prompty files with universal newlines.
+#[test]
+fn templates_saved_with_windows_line_endings_render_without_carriage_returns() {
+    let env = Env::new();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(
+        dir.join("flow.dag.yaml"),
+        "inputs:\n  name:\n    type: string\noutputs:\n  text:\n    type: string\n    reference: ${greet.output}\nnodes:\n- name: greet\n  type: prompt\n  source:\n    type: code\n    path: greet.jinja2\n  inputs:\n    name: ${inputs.name}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("greet.jinja2"),
+        "Hello {{name}}!\r\nSee you.\rBye.\r\n",
+    )
+    .unwrap();
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "name=Ada",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"text": "Hello Ada!\nSee you.\nBye.\n"}));
+}
