@@ -54,23 +54,12 @@ pub struct AgentHandle {
 /// The file holding an agent's bearer token (mode 0600, in the session folder).
 pub const TOKEN_FILE: &str = "agent.token";
 
-/// Give `dir` and everything in it (links themselves, never what they point to) to user and
-/// group `uid`, all but the agent's token file; `dir` itself only its owner may enter.
+/// Give session folder `dir` and everything in it to user and group `uid` (links themselves,
+/// never what they point to), all but the agent's token file; `dir` itself only its owner may
+/// enter.
 pub fn hand_over(dir: &Path, uid: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    fn walk(path: &Path, uid: u32, token: &Path) -> std::io::Result<()> {
-        if path == token {
-            return Ok(());
-        }
-        std::os::unix::fs::lchown(path, Some(uid), Some(uid))?;
-        if std::fs::symlink_metadata(path)?.is_dir() {
-            for entry in std::fs::read_dir(path)? {
-                walk(&entry?.path(), uid, token)?;
-            }
-        }
-        Ok(())
-    }
-    walk(dir, uid, &dir.join(TOKEN_FILE))?;
+    crate::session_files::hand_over(dir, uid, TOKEN_FILE)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 

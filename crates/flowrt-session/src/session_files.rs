@@ -151,9 +151,102 @@ pub fn list_beneath(folder: &Path, rel: &str) -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Give session folder `folder` and everything in it to user and group `uid`, all but its top
+/// entry `keep`, walking by file descriptor: no link is followed, and a folder replaced by a
+/// link while the walk runs is not entered (the folder's old user may still write in it).
+pub fn hand_over(folder: &Path, uid: u32, keep: &str) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Uid};
+    use std::os::fd::AsFd;
+    let (owner, group) = (Some(Uid::from_raw(uid)), Some(Gid::from_raw(uid)));
+    let dir_flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    fn walk(
+        dir: std::os::fd::OwnedFd,
+        owner: Option<Uid>,
+        group: Option<Gid>,
+        keep: Option<&str>,
+        flags: OFlags,
+    ) -> std::io::Result<()> {
+        rustix::fs::fchown(&dir, owner, group)?;
+        let mut subdirs = Vec::new();
+        for entry in rustix::fs::Dir::read_from(dir.as_fd())? {
+            let entry = entry?;
+            let name = entry.file_name().to_owned();
+            let bytes = name.to_bytes();
+            if bytes == b"." || bytes == b".." || keep.is_some_and(|k| k.as_bytes() == bytes) {
+                continue;
+            }
+            rustix::fs::chownat(
+                &dir,
+                name.as_c_str(),
+                owner,
+                group,
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+            if entry.file_type() == FileType::Directory {
+                subdirs.push(name);
+            }
+        }
+        for name in subdirs {
+            // Opened with O_NOFOLLOW: if it became a link meanwhile, it is not entered.
+            match rustix::fs::openat(&dir, name.as_c_str(), flags, Mode::empty()) {
+                Ok(sub) => walk(sub, owner, group, None, flags)?,
+                Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+    let root = rustix::fs::open(folder, dir_flags, Mode::empty())?;
+    walk(root, owner, group, Some(keep), dir_flags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handing_a_folder_over_never_follows_a_link_out_of_it() {
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: only root can give files away");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("passwd"), "root:x:0:0").unwrap();
+        let folder = d.path().join("session");
+        std::fs::create_dir_all(folder.join("flow/sub")).unwrap();
+        std::fs::write(folder.join("flow/sub/tool.py"), "x").unwrap();
+        std::fs::write(folder.join("agent.token"), "t").unwrap();
+        std::os::unix::fs::symlink(&outside, folder.join("flow/escape")).unwrap();
+        std::os::unix::fs::symlink(outside.join("passwd"), folder.join("passwd")).unwrap();
+        hand_over(&folder, 250_777, "agent.token").unwrap();
+        for mine in ["", "flow", "flow/sub", "flow/sub/tool.py"] {
+            let m = std::fs::symlink_metadata(folder.join(mine)).unwrap();
+            assert_eq!((m.uid(), m.gid()), (250_777, 250_777), "{mine}");
+        }
+        // The links themselves are the session's; what they point to is not touched.
+        for link in ["flow/escape", "passwd"] {
+            assert_eq!(
+                std::fs::symlink_metadata(folder.join(link)).unwrap().uid(),
+                250_777
+            );
+        }
+        for theirs in [
+            outside.clone(),
+            outside.join("passwd"),
+            folder.join("agent.token"),
+        ] {
+            assert_eq!(
+                std::fs::metadata(&theirs).unwrap().uid(),
+                0,
+                "{}",
+                theirs.display()
+            );
+        }
+    }
 
     #[test]
     fn a_link_in_place_of_a_file_is_refused_or_replaced_never_followed() {
