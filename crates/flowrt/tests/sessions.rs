@@ -4287,7 +4287,17 @@ fn the_servers_environment_is_unreadable_to_processes_of_its_own_user() {
             .output()
             .unwrap()
     };
-    let of_control = read_as_nobody(control.id());
+    // `spawn` returns once the control's exec has begun; the kernel makes the new program's
+    // memory readable to its user a moment later (under load, after the first read): ask until
+    // it is, or 10 s.
+    let t = Instant::now();
+    let of_control = loop {
+        let out = read_as_nobody(control.id());
+        if out.status.success() || t.elapsed() > Duration::from_secs(10) {
+            break out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let of_server = read_as_nobody(server.id());
     let _ = control.kill();
     let _ = server.kill();
