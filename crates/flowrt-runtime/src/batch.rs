@@ -997,6 +997,8 @@ struct Counter {
     /// Each endpoint's (requests, 429s, time waited) when the run started: the process may have
     /// sent others (a session's earlier runs and tests).
     calls_before: HashMap<String, (u64, u64, Duration)>,
+    /// Model calls answered to the lines that finished (each line counts its own).
+    answered_to_finished_lines: u64,
 }
 
 impl Counter {
@@ -1020,7 +1022,7 @@ impl Counter {
                 endpoint: st.endpoint.clone(),
                 pace,
                 calls_per_line: if ran > 0 {
-                    served as f64 / ran as f64
+                    self.answered_to_finished_lines as f64 / ran as f64
                 } else {
                     0.0
                 },
@@ -1087,6 +1089,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
         .collect();
     let mut counter = Counter {
         calls_before,
+        answered_to_finished_lines: 0,
         progress: Progress {
             total,
             done: lines.kept.len(),
@@ -1301,7 +1304,8 @@ async fn run_lines<I: ToolInvoker + 'static>(
         }
         bail!("the data has no line {n}")
     };
-    let mut set: JoinSet<Value> = JoinSet::new();
+    // Each line's record, and the model calls answered to it.
+    let mut set: JoinSet<(Value, u64)> = JoinSet::new();
     let warn_interval = options.long_running_interval;
     let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));
     let deadline = options
@@ -1318,7 +1322,7 @@ async fn run_lines<I: ToolInvoker + 'static>(
             };
             let (executor, columns, mapping) = (executor.clone(), columns.clone(), mapping.clone());
             let (span_tx, batch_run_id) = (span_tx.clone(), batch_run_id.clone());
-            set.spawn(async move {
+            set.spawn(flowrt_tools::counting_answers(async move {
                 let sources = LineSources {
                     data: &row,
                     columns: Some(columns.as_ref()),
@@ -1345,7 +1349,7 @@ async fn run_lines<I: ToolInvoker + 'static>(
                     }
                     Err(e) => failed_record(n, &raw, "InputError", e.to_string()),
                 }
-            });
+            }));
         }
         if set.is_empty() {
             break RunStatus::Completed;
@@ -1353,8 +1357,9 @@ async fn run_lines<I: ToolInvoker + 'static>(
         tokio::select! {
             joined = set.join_next() => {
                 if let Some(joined) = joined {
-                    let rec = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
+                    let (rec, answered) = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
                     counter.progress.done += 1;
+                    counter.answered_to_finished_lines += answered;
                     if rec["status"] != "Completed" {
                         counter.progress.failed += 1;
                         log.log(&format!("line {} failed: {}", rec["line_number"], rec["error"]["message"].as_str().unwrap_or("")));
@@ -1397,6 +1402,10 @@ async fn run_lines<I: ToolInvoker + 'static>(
     };
     // Aborted lines are gone before the run records itself: nothing of theirs runs on.
     while set.join_next().await.is_some() {}
+    // The pace as the run ended: the last a reader of the run folder sees.
+    if let Some(q) = counter.snapshot().quota.clone() {
+        write_pace(&counter.dir, &q);
+    }
     drop(span_tx);
     if let Some(task) = flusher {
         let _ = task.await;

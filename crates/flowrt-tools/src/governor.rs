@@ -19,7 +19,9 @@
 //! - a quota the user declares is the starting pace (a connection's `rpm`), and a declared `tpm`
 //!   spaces requests by their tokens (prompt at four characters a token, plus `max_tokens`).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -130,6 +132,23 @@ pub fn governor(endpoint: &str, declared: Declared) -> Arc<Governor> {
         .clone()
 }
 
+tokio::task_local! {
+    /// Model calls answered on this task so far (see [`counting_answers`]).
+    static ANSWERED_ON_TASK: Cell<u64>;
+}
+
+/// Run `work` and count the model calls answered (not refused) on its task: a batch line's own
+/// calls. A process-wide count would also hold the first calls of lines still running, or
+/// requests still waiting their turn, and over-state the calls a line makes.
+pub async fn counting_answers<F: Future>(work: F) -> (F::Output, u64) {
+    ANSWERED_ON_TASK
+        .scope(Cell::new(0), async {
+            let out = work.await;
+            (out, ANSWERED_ON_TASK.with(Cell::get))
+        })
+        .await
+}
+
 /// What every governor of this process has seen, busiest first.
 pub fn rate_statuses() -> Vec<RateStatus> {
     let all: Vec<Arc<Governor>> = registry()
@@ -178,6 +197,8 @@ impl Governor {
 
     /// The request succeeded: the pace may grow.
     pub fn succeeded(&self) {
+        // Outside a counted task (a single test), there is nothing to count.
+        let _ = ANSWERED_ON_TASK.try_with(|n| n.set(n.get() + 1));
         let mut s = self.lock();
         if s.rate > 0.0 {
             // d(rate)/dt = INCREASE_PER_S * rate, with one success every 1/rate seconds.
@@ -277,6 +298,28 @@ mod tests {
 
     fn fresh_declared(name: &str, declared: Declared) -> Arc<Governor> {
         governor(&format!("test://{name}/{:?}", Instant::now()), declared)
+    }
+
+    #[tokio::test]
+    async fn each_task_counts_only_the_answers_it_got() {
+        let g = fresh("counting", None);
+        let line = |calls: usize, refused: usize| {
+            let g = g.clone();
+            tokio::spawn(counting_answers(async move {
+                for _ in 0..refused {
+                    g.rate_limited(Some(Duration::ZERO));
+                }
+                for _ in 0..calls {
+                    tokio::task::yield_now().await;
+                    g.succeeded();
+                }
+            }))
+        };
+        let (two, three) = (line(2, 1), line(3, 0));
+        assert_eq!(two.await.unwrap().1, 2, "a 429 is not an answer");
+        assert_eq!(three.await.unwrap().1, 3);
+        // Outside a counting task, an answer is counted by no one and harms nothing.
+        g.succeeded();
     }
 
     #[tokio::test]

@@ -37,7 +37,7 @@ pub use client::{
     RetryPolicy, Usage,
 };
 pub use error::ToolError;
-pub use governor::{rate_statuses, RateStatus};
+pub use governor::{counting_answers, rate_statuses, RateStatus};
 pub use open_model::{ModelFamily, OpenModelEndpoint};
 pub use prompty::{
     execute_prompty, execute_prompty_streamed, render_prompty, resolve_prompty_connection,
