@@ -31,9 +31,24 @@ pub fn routes() -> ApiRoutes {
         )
 }
 
-fn user_store(state: &AppState, owner: &str) -> ApiResult<ConnectionStore> {
-    ConnectionStore::for_user(&state.config.home, owner)
-        .map_err(|e| ApiErr::internal("opening the connections", e))
+/// User `owner`'s connections, as the workspace stores them (fetched into this server's home
+/// when another server stores the workspace's files).
+async fn user_store(state: &AppState, owner: &str) -> ApiResult<ConnectionStore> {
+    synced_store(&state.blobs, &state.config.home, owner).await
+}
+
+async fn synced_store(
+    blobs: &flowrt_store::Blobs,
+    home: &std::path::Path,
+    owner: &str,
+) -> ApiResult<ConnectionStore> {
+    let store = ConnectionStore::for_user(home, owner)
+        .map_err(|e| ApiErr::internal("opening the connections", e))?;
+    blobs
+        .sync_dir(&store.connections_dir(), true)
+        .await
+        .map_err(|e| ApiErr::internal("reading the connections", e))?;
+    Ok(store)
 }
 
 async fn user_names(state: &AppState) -> ApiResult<std::collections::HashMap<String, String>> {
@@ -73,7 +88,8 @@ fn may_see(caller: &Caller, rec: &ConnectionRecord) -> bool {
 
 async fn load_view(state: &AppState, rec: &ConnectionRecord) -> ApiResult<Option<ConnectionView>> {
     let names = user_names(state).await?;
-    let conn = user_store(state, &rec.owner)?
+    let conn = user_store(state, &rec.owner)
+        .await?
         .get(&rec.name)
         .map_err(|e| ApiErr::internal("reading a connection", e))?;
     Ok(conn.map(|c| {
@@ -118,12 +134,21 @@ async fn create(
     .await
     .map_err(|e| ApiErr::internal("reading the connection", e))?
     .map_err(|e| ApiErr::bad_request(e.to_string()))?;
-    let store = user_store(&state, &caller.0.id)?;
+    let store = user_store(&state, &caller.0.id).await?;
+    let file = store.path_of(&conn.name);
     let to_store = conn.clone();
+    // Written and stored for every server before another request here mirrors the folder.
+    let guard = state.blobs.guard().await;
     tokio::task::spawn_blocking(move || store.upsert(&to_store))
         .await
         .map_err(|e| ApiErr::internal("storing the connection", e))?
         .map_err(|e| ApiErr::bad_request(e.to_string()))?;
+    state
+        .blobs
+        .publish_file(&file)
+        .await
+        .map_err(|e| ApiErr::internal("storing the connection", e))?;
+    drop(guard);
     let rec = state
         .store
         .put_connection(&caller.0.id, &conn.name, conn.kind.as_str(), req.shared)
@@ -169,11 +194,17 @@ async fn delete(
             "connection '{name}' belongs to another user; only its owner deletes it"
         )));
     }
-    let store = user_store(&state, &caller.0.id)?;
+    let store = user_store(&state, &caller.0.id).await?;
+    let file = store.path_of(&name);
     let n = name.clone();
     tokio::task::spawn_blocking(move || store.delete(&n))
         .await
         .map_err(|e| ApiErr::internal("deleting the connection", e))?
+        .map_err(|e| ApiErr::internal("deleting the connection", e))?;
+    state
+        .blobs
+        .delete_file(&file)
+        .await
         .map_err(|e| ApiErr::internal("deleting the connection", e))?;
     state.store.delete_connection(&caller.0.id, &name).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -183,6 +214,7 @@ async fn delete(
 /// else a shared one; for the server's owner, also the ones made on the server's machine.
 pub async fn for_session(
     state_store: &flowrt_store::Store,
+    blobs: &flowrt_store::Blobs,
     home: &std::path::Path,
     owner: &str,
     owner_is_server_owner: bool,
@@ -196,8 +228,9 @@ pub async fn for_session(
             .find(|r| &r.name == name && r.owner == owner)
             .or_else(|| all.iter().find(|r| &r.name == name && r.shared));
         let found = match rec {
-            Some(r) => ConnectionStore::for_user(home, &r.owner)
-                .and_then(|s| s.get(name))
+            Some(r) => synced_store(blobs, home, &r.owner)
+                .await?
+                .get(name)
                 .map_err(|e| ApiErr::internal("reading a connection", e))?,
             None if owner_is_server_owner => ConnectionStore::open(home)
                 .and_then(|s| s.get(name))

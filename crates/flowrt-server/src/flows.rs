@@ -53,8 +53,26 @@ pub fn parse_ref(reference: &str) -> ApiResult<(String, Option<u32>)> {
     Ok((name.to_string(), version))
 }
 
-/// The snapshot folder of a flow version, and the path to load it from.
-pub fn snapshot_dir(state: &AppState, rec: &FlowRecord) -> (PathBuf, PathBuf) {
+/// The snapshot folder of a flow version, and the path to load it from, in this server's home:
+/// fetched from the workspace's files when another server stored it.
+pub async fn snapshot_dir(state: &AppState, rec: &FlowRecord) -> ApiResult<(PathBuf, PathBuf)> {
+    let (dir, load_from) = snapshot_paths(state, rec);
+    if !state
+        .blobs
+        .fetch_tree(&dir)
+        .await
+        .map_err(|e| ApiErr::internal("fetching the flow", e))?
+    {
+        return Err(ApiErr::internal(
+            "finding the flow",
+            format!("the files of flow {} are gone", rec.reference()),
+        ));
+    }
+    Ok((dir, load_from))
+}
+
+/// Where a flow version's snapshot is in this server's home, fetched or not.
+fn snapshot_paths(state: &AppState, rec: &FlowRecord) -> (PathBuf, PathBuf) {
     let dir = state
         .config
         .home
@@ -231,6 +249,12 @@ async fn push(
     if !dir.exists() {
         std::fs::rename(&tmp, &dir).map_err(|e| ApiErr::internal("storing the flow", e))?;
     }
+    // Stored for every server before the version that names it exists.
+    state
+        .blobs
+        .publish_tree(&dir)
+        .await
+        .map_err(|e| ApiErr::internal("storing the flow", e))?;
     let (rec, created) = state
         .store
         .push_flow(
@@ -274,7 +298,7 @@ async fn show(
     Path(reference): Path<String>,
 ) -> ApiResult<Json<FlowDetail>> {
     let rec = resolve(&state, &caller, &reference).await?;
-    let (_, load_from) = snapshot_dir(&state, &rec);
+    let (_, load_from) = snapshot_dir(&state, &rec).await?;
     let flow = load(load_from, rec.reference()).await?;
     Ok(Json(describe(FlowVersion::from(&rec), &flow)))
 }

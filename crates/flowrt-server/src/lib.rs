@@ -48,6 +48,11 @@ pub struct ServerConfig {
     pub allow_unsealed: bool,
     /// `postgres://…` to share state with other servers; `None`: SQLite under `home`.
     pub database: Option<String>,
+    /// Where the workspace's files are: in `home` only, or in the database (every server's
+    /// `home` a cache of it), so servers share nothing but the database.
+    pub blobs: flowrt_store::BlobMode,
+    /// The key secrets are sealed with, when the operator gives one (else `home/secret.key`).
+    pub secret_key_file: Option<PathBuf>,
     /// This server's name in the leases it holds (sessions it manages, chunks it runs). A server
     /// restarted under the same name takes its sessions back at once.
     pub server_id: String,
@@ -79,6 +84,8 @@ impl ServerConfig {
             interactive_timeout: Duration::from_secs(100),
             allow_unsealed: false,
             database: None,
+            blobs: flowrt_store::BlobMode::Folder,
+            secret_key_file: None,
             server_id: "local".into(),
             lease: Duration::from_secs(15),
             ray_address: None,
@@ -95,6 +102,8 @@ impl ServerConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The workspace's files: flow snapshots, data, runs' records, connections.
+    pub blobs: flowrt_store::Blobs,
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
     pub sessions: Arc<sessions::Manager>,
@@ -113,15 +122,21 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(store: Store, config: ServerConfig) -> Self {
+        let blobs = match config.blobs {
+            flowrt_store::BlobMode::Folder => flowrt_store::Blobs::folder(&config.home),
+            flowrt_store::BlobMode::Database => flowrt_store::Blobs::database(&store, &config.home),
+        };
         let sessions = sessions::Manager::new(
             store.clone(),
             config.home.clone(),
             config.exe.clone(),
             config.server_id.clone(),
             config.lease,
+            blobs.clone(),
         );
         AppState {
             store,
+            blobs,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::default()),
             sessions,
@@ -159,6 +174,33 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     )
 }
 
+/// Where this server's `home` has a file another server recorded by its path in that server's
+/// home (`/srv/a/data/u-1/x.jsonl`): the same path under `area` (`data`, `snapshots`) here.
+/// `None` when the path has no such part, or climbs out of it.
+pub(crate) fn rebase(
+    home: &std::path::Path,
+    stored: &std::path::Path,
+    area: &str,
+) -> Option<PathBuf> {
+    use std::path::Component;
+    let parts: Vec<Component> = stored.components().collect();
+    let at = parts
+        .iter()
+        .rposition(|c| matches!(c, Component::Normal(n) if *n == std::ffi::OsStr::new(area)))?;
+    let mut out = home.join(area);
+    let rest = &parts[at + 1..];
+    if rest.is_empty() {
+        return None;
+    }
+    for c in rest {
+        match c {
+            Component::Normal(n) => out.push(n),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -189,7 +231,11 @@ pub fn router(state: AppState) -> Router {
 /// Open the store, make sure an owner exists (writing its token to `owner.token`, mode 0600, on the
 /// first start), and serve until SIGINT/SIGTERM.
 pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(), ServeError> {
+    if let Some(key) = &config.secret_key_file {
+        flowrt_store::use_secret_key_file(key)?;
+    }
     let store = Store::open_database(&config.home, config.database.as_deref()).await?;
+    agree_with_other_servers(&store, &config).await?;
     if let Some(token) = store.ensure_owner().await? {
         let path = config.home.join("owner.token");
         write_private(&path, &token).map_err(|e| ServeError::Io(path.clone(), e))?;
@@ -291,6 +337,88 @@ pub enum ServeError {
     Io(PathBuf, std::io::Error),
     #[error("{0}")]
     Ray(String),
+    /// This server's settings disagree with those of the servers already on its database.
+    #[error("{0}")]
+    Disagrees(String),
+}
+
+/// The name of `home` among the homes of servers sharing a database (`home/.home-id`, made on
+/// first use): servers started on one shared home have the same.
+fn home_id(home: &std::path::Path) -> Result<String, ServeError> {
+    let path = home.join(".home-id");
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        return Ok(id.trim().to_string());
+    }
+    let id = unique_name("home");
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, id.as_bytes()));
+    match created {
+        Ok(()) => Ok(id),
+        // Another server on this home made it first: theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => std::fs::read_to_string(&path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| ServeError::Io(path, e)),
+        Err(e) => Err(ServeError::Io(path, e)),
+    }
+}
+
+/// Check, before serving, that this server keeps the workspace's files where the servers already
+/// on its database do, and seals secrets with their key; a home switching to `--blobs database`
+/// moves its files into the database first.
+async fn agree_with_other_servers(store: &Store, config: &ServerConfig) -> Result<(), ServeError> {
+    use flowrt_store::BlobMode;
+    if config.blobs == BlobMode::Database && config.database.is_none() {
+        return Err(ServeError::Disagrees(
+            "--blobs database shares the workspace's files through a PostgreSQL database: give it with --database postgres://…; on SQLite the files stay in FLOWRT_HOME".into(),
+        ));
+    }
+    let fingerprint = store.secret_key_fingerprint()?;
+    let agreed = store.agree_on("secret_key", &fingerprint).await?;
+    if agreed != fingerprint {
+        return Err(ServeError::Disagrees(format!(
+            "this server's secret key (fingerprint {fingerprint}, {}) is not the key the database's secrets are sealed with (fingerprint {agreed}): give every server the same key with --secret-key-file PATH (a copy of the first server's FLOWRT_HOME/secret.key, mode 0600)",
+            match &config.secret_key_file {
+                Some(p) => p.display().to_string(),
+                None => config.home.join(flowrt_store::SECRET_KEY_FILE).display().to_string(),
+            }
+        )));
+    }
+    let here = format!("folder:{}", home_id(&config.home)?);
+    let wanted = match config.blobs {
+        BlobMode::Folder => here.clone(),
+        BlobMode::Database => "database".to_string(),
+    };
+    let agreed = store.agree_on("blobs", &wanted).await?;
+    if agreed == wanted {
+        return Ok(());
+    }
+    match (config.blobs, agreed.as_str()) {
+        (BlobMode::Folder, "database") => Err(ServeError::Disagrees(
+            "the servers on this database keep the workspace's files in it: start this server with --blobs database too".into(),
+        )),
+        (BlobMode::Database, stored) if stored == here => {
+            // This home kept the files so far: they move into the database, then every server
+            // reads them there.
+            let blobs = flowrt_store::Blobs::database(store, &config.home);
+            let moved = blobs
+                .publish_missing(&[
+                    config.home.join("snapshots"),
+                    config.home.join("data"),
+                    config.home.join("workspace"),
+                ])
+                .await?;
+            store.replace_setting("blobs", &here, "database").await?;
+            eprintln!("moved {moved} files of this home into the database (--blobs database)");
+            Ok(())
+        }
+        _ => Err(ServeError::Disagrees(format!(
+            "the workspace's files of this database are in another server's FLOWRT_HOME ({}): start this server on that home, or start that server once with --blobs database to move them into the database, then every server with --blobs database",
+            agreed.trim_start_matches("folder:")
+        ))),
+    }
 }
 
 fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {

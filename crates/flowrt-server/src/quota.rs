@@ -5,7 +5,6 @@
 use crate::error::{ApiErr, ApiResult};
 use crate::AppState;
 use axum::http::StatusCode;
-use std::path::Path;
 
 /// What a user's things take, in bytes.
 #[derive(Clone, Copy, Debug, Default)]
@@ -22,20 +21,6 @@ impl Usage {
 }
 
 /// The bytes of every file under `dir` (links are not followed; a missing folder is empty).
-fn folder_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => folder_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
-}
-
 /// What user `owner`'s flow versions, data and runs take.
 pub async fn usage(state: &AppState, owner: &str) -> ApiResult<Usage> {
     let flows = state
@@ -54,17 +39,22 @@ pub async fn usage(state: &AppState, owner: &str) -> ApiResult<Usage> {
         .filter(|r| r.owner == owner)
         .map(|r| r.name)
         .collect();
-    let (home, owner) = (state.config.home.clone(), owner.to_string());
-    let (data, runs) = tokio::task::spawn_blocking(move || {
-        let data = folder_bytes(&home.join("data").join(&owner));
-        let runs = runs
-            .iter()
-            .map(|r| folder_bytes(&crate::workspace_runs::blob_dir(&home, r)))
-            .sum();
-        (data, runs)
-    })
-    .await
-    .map_err(|e| ApiErr::internal("measuring storage", e))?;
+    let home = &state.config.home;
+    let measuring = |e| ApiErr::internal("measuring storage", e);
+    let data = state
+        .blobs
+        .bytes_under(&home.join("data").join(owner))
+        .await
+        .map_err(measuring)?;
+    let mut run_bytes = 0;
+    for r in &runs {
+        run_bytes += state
+            .blobs
+            .bytes_under(&crate::workspace_runs::blob_dir(home, r))
+            .await
+            .map_err(measuring)?;
+    }
+    let runs = run_bytes;
     Ok(Usage { flows, data, runs })
 }
 

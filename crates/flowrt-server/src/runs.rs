@@ -198,7 +198,12 @@ async fn create(
         (None, Some(reference)) => {
             let (hash, ext) = parse_data_ref(reference)?;
             let path = data_path(&state, &caller.0.id, &hash, ext);
-            if !path.is_file() {
+            let here = state
+                .blobs
+                .fetch_file(&path)
+                .await
+                .map_err(|e| ApiErr::internal("fetching the data", e))?;
+            if !here {
                 return Err(ApiErr::not_found(format!(
                     "no data {reference} of yours; push it with `flowrt data push FILE`"
                 )));
@@ -210,7 +215,7 @@ async fn create(
             if ext == "jsonl" {
                 check_jsonl(data)?;
             }
-            let (path, hash) = store_data(&state, &caller.0.id, ext, data.as_bytes())?;
+            let (path, hash) = store_data(&state, &caller.0.id, ext, data.as_bytes()).await?;
             Some((path, format!("{hash}.{ext}")))
         }
         (None, None) if req.resume_from.is_none() => {
@@ -442,7 +447,11 @@ async fn delete(
     }
     state.store.delete_workspace_run(&name).await?;
     let dir = workspace_runs::blob_dir(&state.config.home, &name);
-    let _ = tokio::fs::remove_dir_all(&dir).await;
+    state
+        .blobs
+        .delete_dir(&dir)
+        .await
+        .map_err(|e| ApiErr::internal("deleting the run's records", e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -516,10 +525,6 @@ fn line_records(dir: &std::path::Path) -> BTreeMap<u64, LineRecord> {
     out
 }
 
-fn blobs(state: &AppState, run: &flowrt_store::WorkspaceRun) -> PathBuf {
-    workspace_runs::blob_dir(&state.config.home, &run.name)
-}
-
 async fn lines(
     State(state): State<AppState>,
     caller: Caller,
@@ -536,7 +541,7 @@ async fn lines(
     };
     let run = find(&state, &caller, &name, &which).await?;
     let limit = q.limit.min(10_000);
-    let dir = blobs(&state, &run);
+    let dir = workspace_runs::run_dir(&state, &run).await?;
     if q.status.is_none() {
         // A page is read through the run's index: the lines before it are not read at all.
         let (d, offset) = (dir.clone(), q.offset);
@@ -584,7 +589,7 @@ async fn line(
     Query(which): Query<Which>,
 ) -> ApiResult<Json<LineRecord>> {
     let run = find(&state, &caller, &name, &which).await?;
-    let dir = blobs(&state, &run);
+    let dir = workspace_runs::run_dir(&state, &run).await?;
     // Records are in line order: line n is the n-th record, read through the index.
     let (d, at) = (dir.clone(), usize::try_from(n).unwrap_or(usize::MAX));
     let indexed = tokio::task::spawn_blocking(move || workspace_runs::page_of_lines(&d, at, 1))
@@ -615,9 +620,13 @@ async fn metrics(
     Query(which): Query<Which>,
 ) -> ApiResult<Json<Value>> {
     let run = find(&state, &caller, &name, &which).await?;
-    let text = tokio::fs::read_to_string(blobs(&state, &run).join("metrics.json"))
-        .await
-        .unwrap_or_else(|_| "{}".into());
+    let text = tokio::fs::read_to_string(
+        workspace_runs::run_dir(&state, &run)
+            .await?
+            .join("metrics.json"),
+    )
+    .await
+    .unwrap_or_else(|_| "{}".into());
     Ok(Json(
         serde_json::from_str(&text).unwrap_or_else(|_| json!({})),
     ))
@@ -643,7 +652,9 @@ async fn logs(
         session: q.session.clone(),
     };
     let run = find(&state, &caller, &name, &which).await?;
-    let path = blobs(&state, &run).join("logs.txt");
+    let path = workspace_runs::run_dir(&state, &run)
+        .await?
+        .join("logs.txt");
     let offset = q.offset;
     // At most 1 MiB a call; the offset says where to go on.
     let bytes = tokio::task::spawn_blocking(move || -> Vec<u8> {
@@ -813,7 +824,7 @@ async fn events(
     let run = find(&state, &caller, &name, &which).await?;
     let stopping = state.stopping.clone();
     let tail = Tail {
-        dir: blobs(&state, &run),
+        dir: workspace_runs::run_dir(&state, &run).await?,
         state: state.clone(),
         name: run.name.clone(),
         offset: 0,
@@ -825,8 +836,10 @@ async fn events(
         ended: false,
         changes: state.run_changes.subscribe(),
     };
+    let shared_files = state.blobs.mode() == flowrt_store::BlobMode::Database;
     let stream = futures::stream::unfold(tail, move |mut t| {
         let stopping = stopping.clone();
+        let run = run.clone();
         async move {
         // A stopping server ends the stream: the client reads the record when it is back.
         if t.ended || stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -840,6 +853,12 @@ async fn events(
         }
         // The status first: lines kept before a run says it ended are all read below.
         let (status, total) = t.status().await;
+        if shared_files {
+            // What the server that follows the run stored since.
+            if let Err(e) = workspace_runs::run_dir(&t.state, &run).await {
+                eprintln!("warning: run {}: {}", run.name, e.message);
+            }
+        }
         let mut out: Vec<Event> = Vec::new();
         for ev in t.new_node_events() {
             out.push(Event::default().event("node").data(ev.to_string()));
@@ -952,7 +971,7 @@ fn parse_data_ref(reference: &str) -> ApiResult<(String, &'static str)> {
 }
 
 /// Keep `bytes` as data of `owner`'s, by the hash of its content: its path and hash.
-fn store_data(
+async fn store_data(
     state: &AppState,
     owner: &str,
     ext: &str,
@@ -968,6 +987,11 @@ fn store_data(
             .and_then(|_| std::fs::rename(&tmp, &path))
             .map_err(|e| ApiErr::internal("storing the data", e))?;
     }
+    state
+        .blobs
+        .publish_file(&path)
+        .await
+        .map_err(|e| ApiErr::internal("storing the data", e))?;
     Ok((path, hash))
 }
 
@@ -1023,11 +1047,26 @@ async fn push_data(
     drop(out);
     let hash = hex::encode(hasher.finalize());
     let path = data_path(&state, &caller.0.id, &hash, ext);
-    let existed = path.exists();
+    let existed = state
+        .blobs
+        .file_len(&path)
+        .await
+        .map_err(|e| ApiErr::internal("storing the data", e))?
+        .is_some();
     if !existed {
-        // The upload is on disk already (counted in the user's data): within the quota, or gone.
-        crate::quota::check(&state, &caller.0.id, 0).await?;
+        // The upload is on disk here already (counted in the user's data when the home keeps
+        // the files): within the quota, or gone.
+        let adding = match state.blobs.mode() {
+            flowrt_store::BlobMode::Folder => 0,
+            flowrt_store::BlobMode::Database => bytes as u64,
+        };
+        crate::quota::check(&state, &caller.0.id, adding).await?;
         tokio::fs::rename(&tmp, &path)
+            .await
+            .map_err(|e| ApiErr::internal("storing the data", e))?;
+        state
+            .blobs
+            .publish_file(&path)
             .await
             .map_err(|e| ApiErr::internal("storing the data", e))?;
     }
@@ -1116,14 +1155,19 @@ async fn data_exists(
 ) -> ApiResult<Json<DataInfo>> {
     let (hash, ext) = parse_data_ref(&reference)?;
     let path = data_path(&state, &caller.0.id, &hash, ext);
-    let meta = std::fs::metadata(&path).map_err(|_| {
-        ApiErr::not_found(format!(
-            "no data {reference} of yours; push it with `flowrt data push FILE`"
-        ))
-    })?;
+    let bytes = state
+        .blobs
+        .file_len(&path)
+        .await
+        .map_err(|e| ApiErr::internal("reading the data", e))?
+        .ok_or_else(|| {
+            ApiErr::not_found(format!(
+                "no data {reference} of yours; push it with `flowrt data push FILE`"
+            ))
+        })?;
     Ok(Json(DataInfo {
         format: ext.to_string(),
-        bytes: meta.len(),
+        bytes,
         reference,
     }))
 }

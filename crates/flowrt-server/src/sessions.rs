@@ -57,6 +57,8 @@ pub struct Manager {
     /// User ids sessions run as (`--session-uids`), and which session holds which.
     pub session_uids: Option<std::ops::RangeInclusive<u32>>,
     uids: Mutex<HashMap<String, u32>>,
+    /// The workspace's files (flow snapshots, connections), cached in `home`.
+    pub blobs: flowrt_store::Blobs,
 }
 
 /// A Ray session's agent this server waits for.
@@ -102,8 +104,10 @@ impl Manager {
         exe: PathBuf,
         server_id: String,
         lease: Duration,
+        blobs: flowrt_store::Blobs,
     ) -> Arc<Self> {
         Arc::new(Manager {
+            blobs,
             store,
             home,
             exe,
@@ -123,6 +127,32 @@ impl Manager {
             seal: flowrt_session::seal::probe() != flowrt_session::seal::SealStatus::None,
             changes: tokio::sync::broadcast::channel(1024).0,
         })
+    }
+
+    /// Where this server has the flow snapshot a session's record names (`flow_dir`, a path in
+    /// the home of the server that started it): in this server's own home, fetched from the
+    /// workspace's files when another server stored it.
+    pub async fn local_flow_dir(&self, stored: &str) -> ApiResult<PathBuf> {
+        let not_a_snapshot = || {
+            ApiErr::internal(
+                "finding the session's flow",
+                format!("{stored} is not a flow snapshot"),
+            )
+        };
+        let here = crate::rebase(&self.home, std::path::Path::new(stored), "snapshots")
+            .ok_or_else(not_a_snapshot)?;
+        let root = self.home.join("snapshots");
+        let snapshot = here
+            .strip_prefix(&root)
+            .ok()
+            .and_then(|rel| rel.components().next())
+            .map(|hash| root.join(hash))
+            .ok_or_else(not_a_snapshot)?;
+        self.blobs
+            .fetch_tree(&snapshot)
+            .await
+            .map_err(|e| ApiErr::internal("fetching the session's flow", e))?;
+        Ok(here)
     }
 
     /// The user session `id` runs as: the one it holds, else a free one of the range, starting
@@ -292,7 +322,7 @@ impl Manager {
         self.transition(id, Event::StartRequested).await?;
         let s = self.get(id).await?;
         // Resolving: which environment, and is it built?
-        let flow_dir = PathBuf::from(&s.flow_dir);
+        let flow_dir = self.local_flow_dir(&s.flow_dir).await?;
         let flow = flowrt_flow::load_flow(&flow_dir, &Default::default())
             .map_err(|e| ApiErr::bad_request(format!("the session's flow no longer loads: {e}")))?;
         let requirements = flow.requirements_file();
@@ -442,6 +472,7 @@ impl Manager {
         // decrypted, over the agent's stdin: nothing else of the store does.
         let used = crate::connections::for_session(
             &self.store,
+            &self.blobs,
             &self.home,
             &s.owner,
             owners_session,
@@ -452,13 +483,9 @@ impl Manager {
             .map(backend::SecretText)
             .map_err(|e| ApiErr::internal("handing over connections", e))?;
         // A prompty flow is a file in its snapshot: the agent loads that file of its copy.
-        let entry = std::path::Path::new(&s.flow_dir)
+        let entry = flow_dir
             .is_file()
-            .then(|| {
-                std::path::Path::new(&s.flow_dir)
-                    .file_name()
-                    .map(|n| n.to_owned())
-            })
+            .then(|| flow_dir.file_name().map(|n| n.to_owned()))
             .flatten();
         let entry_name = entry.as_ref().map(|e| e.to_string_lossy().into_owned());
         let spec = AgentSpec {
@@ -1249,7 +1276,7 @@ async fn start(
         )));
     }
     let rec = crate::flows::resolve(&state, &caller, &req.flow).await?;
-    let (_, flow_dir) = crate::flows::snapshot_dir(&state, &rec);
+    let (_, flow_dir) = crate::flows::snapshot_dir(&state, &rec).await?;
     let load_from = flow_dir.clone();
     let flow = tokio::task::spawn_blocking(move || {
         flowrt_flow::load_flow(&load_from, &Default::default())
@@ -1557,7 +1584,7 @@ async fn install(
             rec.name
         )));
     }
-    let (snapshot, load_from) = crate::flows::snapshot_dir(&state, &rec);
+    let (snapshot, load_from) = crate::flows::snapshot_dir(&state, &rec).await?;
     let loaded = load_from.clone();
     let flow =
         tokio::task::spawn_blocking(move || flowrt_flow::load_flow(&loaded, &Default::default()))
@@ -1605,6 +1632,11 @@ async fn install(
         let _ = std::fs::remove_dir_all(&tmp);
         ApiErr::internal("saving requirements", e)
     })?;
+    state
+        .blobs
+        .publish_tree(&root.join(info.hash.trim_start_matches("sha256:")))
+        .await
+        .map_err(|e| ApiErr::internal("saving requirements", e))?;
     let (new_rec, _) = state
         .store
         .push_flow(
@@ -1616,7 +1648,7 @@ async fn install(
             info.bytes,
         )
         .await?;
-    let (_, new_load) = crate::flows::snapshot_dir(&state, &new_rec);
+    let (_, new_load) = crate::flows::snapshot_dir(&state, &new_rec).await?;
     state
         .store
         .update_session_flow(&id, &new_load.display().to_string(), &new_rec.reference())

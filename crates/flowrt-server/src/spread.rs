@@ -318,13 +318,26 @@ async fn agent(state: &AppState, executor: &str) -> Result<(String, String), Str
 /// The batch request stored with the run, for `executor`: the run's data (the workspace's, by
 /// its hash) given to that session's agent, which keeps it in its own folder.
 async fn request_for(
+    state: &AppState,
     run: &SpreadRun,
     addr: &str,
     token: &str,
 ) -> Result<client::BatchRequest, String> {
     let mut req: client::BatchRequest =
         serde_json::from_value(run.request.clone()).map_err(|e| e.to_string())?;
-    if let Some(data) = req.data.clone() {
+    if let Some(stored) = req.data.clone() {
+        // The path is in the home of the server that started the run: this server has the
+        // same data under its own home (fetched when the workspace's files are shared).
+        let data = crate::rebase(&state.config.home, &stored, "data")
+            .ok_or_else(|| format!("the run's data {} is not workspace data", stored.display()))?;
+        if !state
+            .blobs
+            .fetch_file(&data)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Err(format!("the run's data {} is gone", data.display()));
+        }
         let file = data
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
@@ -350,7 +363,7 @@ async fn run_chunk(
     let (addr, token) = agent(state, executor).await?;
     let recorded = adopted && record_of(&addr, &token, &name, true).await?.is_some();
     if !recorded {
-        let mut req = request_for(run, &addr, &token).await?;
+        let mut req = request_for(state, run, &addr, &token).await?;
         req.name = name.clone();
         req.lines = Some((claim.first as usize, claim.end as usize));
         start_batch(&addr, &token, &req, "run the chunk").await?;
@@ -508,7 +521,7 @@ async fn gather(
         )
         .await
         .map_err(|e| e.to_string())?;
-        let mut req = request_for(run, &addr, &token).await?;
+        let mut req = request_for(state, run, &addr, &token).await?;
         req.prior_records = Some(gathered);
         start_batch(&addr, &token, &req, "gather the run").await?;
     }
@@ -521,10 +534,14 @@ async fn gather(
         return Ok(ChunkEnd::Canceled);
     };
     // The gathered run goes into the workspace: its records, outputs, log and metrics.
-    let dir = crate::workspace_runs::blob_dir(&state.config.home, &run.name);
-    let engine = crate::workspace_runs::pull(&addr, &token, &run.name, false, &dir, true)
-        .await?
-        .unwrap_or(Value::Null);
+    let Ok(Some(ws)) = state.store.get_workspace_run(&run.name).await else {
+        return Err(format!("run {} is no longer in the workspace", run.name));
+    };
+    let dir = crate::workspace_runs::catch_up(state, &ws).await?;
+    let engine =
+        crate::workspace_runs::pull(&state.blobs, &addr, &token, &run.name, false, &dir, true)
+            .await?
+            .unwrap_or(Value::Null);
     let Ok(Some(ws)) = state.store.get_workspace_run(&run.name).await else {
         return Err(format!("run {} is no longer in the workspace", run.name));
     };

@@ -42,7 +42,7 @@ async fn requirements(
         }));
     };
     let rec = crate::flows::resolve(&state, &caller, &reference).await?;
-    let (snapshot, load_from) = crate::flows::snapshot_dir(&state, &rec);
+    let (snapshot, load_from) = crate::flows::snapshot_dir(&state, &rec).await?;
     let (path, text) = tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
         let flow =
             flowrt_flow::load_flow(&load_from, &Default::default()).map_err(|e| e.to_string())?;

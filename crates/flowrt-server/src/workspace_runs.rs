@@ -38,6 +38,13 @@ impl Followers {
             .insert(name.to_string())
     }
 
+    fn contains(&self, name: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(name)
+    }
+
     fn end(&self, name: &str) {
         self.0
             .lock()
@@ -49,6 +56,53 @@ impl Followers {
 /// The folder of run `name`'s blobs (the name is checked by the caller: a plain file name).
 pub fn blob_dir(home: &Path, name: &str) -> PathBuf {
     home.join("workspace").join("runs").join(name)
+}
+
+/// Names the run a cached run folder holds (its creation time): a folder left from an older run
+/// of the same name is not taken for the new one's.
+const CACHE_OF: &str = ".cache-of";
+
+/// Run `run`'s folder in this server's home, with everything the workspace stores of it: in a
+/// home that caches the workspace's files, what other servers stored is fetched first. A run this
+/// server follows is written here, and current.
+pub async fn run_dir(state: &AppState, run: &WorkspaceRun) -> ApiResult<PathBuf> {
+    if state.followers.contains(&run.name) {
+        return Ok(blob_dir(&state.config.home, &run.name));
+    }
+    catch_up(state, run)
+        .await
+        .map_err(|e| ApiErr::internal("reading the run", e))
+}
+
+/// Bring run `run`'s cached folder up to date with what is stored of it (a folder cached from
+/// an older run of the same name goes first).
+pub(crate) async fn catch_up(state: &AppState, run: &WorkspaceRun) -> Result<PathBuf, String> {
+    let dir = blob_dir(&state.config.home, &run.name);
+    if state.blobs.mode() == flowrt_store::BlobMode::Folder {
+        return Ok(dir);
+    }
+    let stamp = run.created.to_string();
+    let marker = dir.join(CACHE_OF);
+    match std::fs::read_to_string(&marker) {
+        Ok(cached) if cached == stamp => {}
+        Ok(_) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            write_marker(&dir, &stamp)?;
+        }
+        Err(_) => write_marker(&dir, &stamp)?,
+    }
+    state
+        .blobs
+        .sync_dir(&dir, false)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn write_marker(dir: &Path, stamp: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::write(dir.join(CACHE_OF), stamp))
+        .map_err(|e| format!("{}: {e}", dir.display()))
 }
 
 /// The agent of session `id`: its address and token, if it is Running.
@@ -182,6 +236,7 @@ fn offsets(dir: &Path) -> std::collections::BTreeMap<String, u64> {
 /// Ask the agent for everything new in its run `name` (`chunk`: a spread run's chunk) and append
 /// it to `dir`, until caught up. The agent's latest record of the run.
 pub async fn pull(
+    blobs: &flowrt_store::Blobs,
     addr: &str,
     token: &str,
     name: &str,
@@ -231,6 +286,24 @@ pub async fn pull(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("writing the run's records: {e}"))?;
+        // What every server reads of the run (in a home that caches the workspace's files).
+        if blobs.mode() == flowrt_store::BlobMode::Database {
+            for (file, piece) in &reply.files {
+                let published = if FINAL_FILES.contains(&file.as_str()) {
+                    blobs.publish_file(&dir.join(file)).await
+                } else if piece.text.is_empty() {
+                    Ok(())
+                } else if file == LINE_RECORDS {
+                    match blobs.publish_tail(&dir.join(file)).await {
+                        Ok(()) => blobs.publish_tail(&dir.join(LINE_INDEX)).await,
+                        e => e,
+                    }
+                } else {
+                    blobs.publish_tail(&dir.join(file)).await
+                };
+                published.map_err(|e| format!("storing the run's records: {e}"))?;
+            }
+        }
         if !more {
             return Ok(reply.record);
         }
@@ -255,6 +328,15 @@ pub fn follow(state: &AppState, name: &str) {
 
 async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
     let dir = blob_dir(&state.config.home, name);
+    // Taken over from another server: go on from what it stored.
+    if let Some(run) = state
+        .store
+        .get_workspace_run(name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        catch_up(state, &run).await?;
+    }
     let mut unreachable_since: Option<Instant> = None;
     loop {
         if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
@@ -272,7 +354,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
             return Ok(());
         }
         let pulled = match agent(state, &run.session_id).await {
-            Ok((addr, token)) => pull(&addr, &token, name, false, &dir, false).await,
+            Ok((addr, token)) => pull(&state.blobs, &addr, &token, name, false, &dir, false).await,
             Err(e) => Err(e),
         };
         match pulled {
@@ -284,7 +366,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                         // Everything written before the record said it ended, and the final
                         // files, then the record.
                         let (addr, token) = agent(state, &run.session_id).await?;
-                        pull(&addr, &token, name, false, &dir, true).await?;
+                        pull(&state.blobs, &addr, &token, name, false, &dir, true).await?;
                     }
                     let mut view = view_of(&engine, &run);
                     hide_paths(&mut view, &state.sessions.workdir(&run.session_id));
@@ -393,7 +475,7 @@ pub async fn send_to_session(
     token: &str,
     files: &[&str],
 ) -> ApiResult<()> {
-    let dir = blob_dir(&state.config.home, &run.name);
+    let dir = run_dir(state, run).await?;
     let names: Vec<String> = files.iter().map(|s| s.to_string()).collect();
     let read = tokio::task::spawn_blocking(move || {
         names
@@ -541,6 +623,11 @@ async fn import_one(
     })
     .await
     .map_err(|e| e.to_string())??;
+    state
+        .blobs
+        .publish_missing(std::slice::from_ref(&dir))
+        .await
+        .map_err(|e| e.to_string())?;
     let base = json!({
         "name": name,
         "session": s.id,

@@ -9,7 +9,7 @@ use crate::error::StoreError;
 use crate::fsutil;
 use crate::records::*;
 use crate::secret::SecretKey;
-use crate::{MASK, SECRET_KEY_FILE};
+use crate::MASK;
 use flowrt_api::{PreparingPhase, SessionSize, SessionStatus};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -1297,7 +1297,7 @@ impl Store {
         if let Some(key) = self.key.get() {
             return Ok(key);
         }
-        let key = SecretKey::load_or_create(&self.home.join(SECRET_KEY_FILE))?;
+        let key = crate::secret::load_key(&self.home)?;
         Ok(self.key.get_or_init(|| key))
     }
 }

@@ -15,16 +15,20 @@
 //!
 //! It does not run anything: session lifecycles, environment builds and HTTP live elsewhere.
 
+pub mod blobs;
 mod control;
 mod error;
 pub mod fsutil;
 mod parse;
 mod records;
 mod secret;
+mod settings;
 pub mod snapshot;
 mod spread;
 mod workspace_runs;
 
+pub use blobs::{BlobMode, Blobs};
+pub use secret::use_key_file as use_secret_key_file;
 pub use spread::{ChunkClaim, SpreadProgress, SpreadRun};
 pub use workspace_runs::WorkspaceRun;
 
@@ -255,11 +259,13 @@ impl ConnectionStore {
         }
     }
 
-    fn connections_dir(&self) -> PathBuf {
+    /// The folder this store keeps its connection files in.
+    pub fn connections_dir(&self) -> PathBuf {
         self.dir.clone()
     }
 
-    fn path_of(&self, name: &str) -> PathBuf {
+    /// The file connection `name` is kept in (whether it exists or not).
+    pub fn path_of(&self, name: &str) -> PathBuf {
         self.connections_dir().join(format!("{name}.json"))
     }
 
@@ -267,7 +273,7 @@ impl ConnectionStore {
         if let Some(key) = self.key.get() {
             return Ok(key);
         }
-        let key = SecretKey::load_or_create(&self.home.join(SECRET_KEY_FILE))?;
+        let key = crate::secret::load_key(&self.home)?;
         // If another thread won, its key is the same file's key.
         Ok(self.key.get_or_init(|| key))
     }

@@ -10,7 +10,36 @@ use base64::Engine as _;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A key file the operator gives this process (`flowrt server --secret-key-file`), in place of
+/// `<home>/secret.key`: several servers on one database must seal with one key.
+static OPERATOR_KEY_FILE: OnceLock<PathBuf> = OnceLock::new();
+
+/// Seal and open secrets with the key in `path` from now on, in this whole process (set once,
+/// before the first secret is read; a second call with another path is refused).
+pub fn use_key_file(path: &Path) -> Result<(), StoreError> {
+    let path = path.to_path_buf();
+    let set = OPERATOR_KEY_FILE.get_or_init(|| path.clone());
+    if *set == path {
+        Ok(())
+    } else {
+        Err(StoreError::IoAt {
+            action: "a secret key file is already in use; refusing",
+            path,
+            source: io::Error::from(io::ErrorKind::AlreadyExists),
+        })
+    }
+}
+
+/// The key to seal with: the operator's file, else `home`'s own (created on first use).
+pub(crate) fn load_key(home: &Path) -> Result<SecretKey, StoreError> {
+    match OPERATOR_KEY_FILE.get() {
+        Some(path) => SecretKey::load(path),
+        None => SecretKey::load_or_create(&home.join(crate::SECRET_KEY_FILE)),
+    }
+}
 
 pub(crate) const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
@@ -18,6 +47,7 @@ const NONCE_LEN: usize = 12;
 /// The store's symmetric key. `Debug` does not print it.
 pub(crate) struct SecretKey {
     cipher: ChaCha20Poly1305,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -64,9 +94,20 @@ impl SecretKey {
     }
 
     fn from_bytes(bytes: &[u8]) -> Self {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(b"flowrt secret key fingerprint\0");
+        h.update(bytes);
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(bytes)),
+            fingerprint: hex::encode(&h.finalize()[..8]),
         }
+    }
+
+    /// Names the key without revealing it (a hash of it, domain-separated): servers compare
+    /// theirs with the one their database's secrets were sealed with.
+    pub(crate) fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     pub(crate) fn seal(&self, conn: &str, field: &str, plain: &str) -> Result<String, StoreError> {

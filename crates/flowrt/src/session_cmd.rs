@@ -25,11 +25,23 @@ pub struct ServerArgs {
     #[arg(long)]
     pub allow_unsealed_sessions_for_everyone: bool,
     /// Keep the control plane's state in PostgreSQL (postgres://USER:PASSWORD@HOST:PORT/DB)
-    /// rather than SQLite under FLOWRT_HOME, so several servers share it: start each with the
-    /// same --database and the same FLOWRT_HOME contents (a shared volume: the secret key,
-    /// flows and session folders).
+    /// rather than SQLite under FLOWRT_HOME, so several servers share it. With --blobs database
+    /// they share nothing else: each keeps its own FLOWRT_HOME.
     #[arg(long, env = "FLOWRT_DATABASE")]
     pub database: Option<String>,
+    /// Where the workspace's files (flow versions, data, runs' records and logs, connections)
+    /// are kept: `folder` (this FLOWRT_HOME; servers sharing a database then mount one home) or
+    /// `database` (in the --database PostgreSQL, each server's FLOWRT_HOME a cache of it: servers
+    /// on different machines share nothing but the database). A home switching to `database`
+    /// moves its files there at start; every server of a database must say the same.
+    #[arg(long, value_parser = ["folder", "database"], default_value = "folder")]
+    pub blobs: String,
+    /// The 32-byte key secrets (connections' keys, feed tokens, agents' tokens) are sealed with,
+    /// instead of FLOWRT_HOME/secret.key (mode 0600). Servers sharing a database need the same
+    /// key: a server whose key is not the one the database's secrets were sealed with is
+    /// refused at start (they are compared by fingerprint).
+    #[arg(long, env = "FLOWRT_SECRET_KEY_FILE", value_name = "PATH")]
+    pub secret_key_file: Option<std::path::PathBuf>,
     /// This server's name among the servers sharing a database (default: HOSTNAME:PORT). One
     /// restarted under the same name takes its sessions back at once.
     #[arg(long)]
@@ -400,6 +412,8 @@ pub fn server(args: ServerArgs) -> Result<u8> {
         interactive_timeout: Duration::from_secs_f64(args.interactive_timeout.max(0.1)),
         allow_unsealed: args.allow_unsealed_sessions_for_everyone,
         database: args.database.clone(),
+        blobs: flowrt_store::BlobMode::parse(&args.blobs).unwrap_or(flowrt_store::BlobMode::Folder),
+        secret_key_file: args.secret_key_file.clone(),
         server_id,
         lease: Duration::from_secs_f64(args.lease_seconds),
         ray_address,

@@ -266,3 +266,479 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
         second.ok(home, &["session", "stop", id]);
     }
 }
+
+/// A server on `home` that sees none of `hidden` (each an empty tmpfs in a mount namespace of its
+/// own, when this test runs as root; else in plain folders that share nothing but the database).
+fn start_private(
+    home: &Path,
+    hidden: &[&Path],
+    database: &str,
+    name: &str,
+    key: &Path,
+    blobs: &str,
+) -> Result<Server, String> {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = home.with_extension(format!("{name}.log"));
+    std::fs::create_dir_all(home).unwrap();
+    let exe = env!("CARGO_BIN_EXE_flowrt");
+    let mut cmd = if nix::unistd::Uid::effective().is_root() {
+        let mut c = Command::new("unshare");
+        let mounts: String = (0..hidden.len())
+            .map(|i| format!("mount -t tmpfs tmpfs \"${}\" && ", i + 1))
+            .collect();
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{mounts}shift {} && exec \"$@\"", hidden.len()))
+            .arg("sh")
+            .args(hidden)
+            .arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let mut child = cmd
+        .args(["server", "--addr", &addr, "--database", database])
+        .args([
+            "--server-id",
+            name,
+            "--lease-seconds",
+            "2",
+            "--blobs",
+            blobs,
+        ])
+        .arg("--secret-key-file")
+        .arg(key)
+        .env("FLOWRT_HOME", home)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let url = format!("http://{addr}");
+    let t = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err()
+        || http("GET", &format!("{url}/healthz"), &[], "").0 != 200
+    {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "server {name} did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(Server { child, url, log })
+}
+
+/// Issue 18: servers that share only PostgreSQL (`--blobs database`), each with a private
+/// FLOWRT_HOME the others cannot see. A flow pushed and a connection made through one are used
+/// through the other; a 2,000-line batch spread over a session on each survives the SIGKILL of
+/// one server mid-run, every line once; then a third server, started afterwards on an empty home,
+/// reads the run, its lines and log, runs an evaluation over it, and keeps every record after
+/// both sessions are deleted. A server whose secret key is not the database's is refused.
+#[test]
+fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
+    let Some(database) = fresh_postgres() else {
+        eprintln!("skipped: FLOWRT_TEST_POSTGRES is not set (./scripts/test.sh sets it)");
+        return;
+    };
+    let root_dir = tempfile::tempdir().unwrap();
+    let root = root_dir.path();
+    let (home_a, home_b, home_c, client) = (
+        root.join("a"),
+        root.join("b"),
+        root.join("c"),
+        root.join("client"),
+    );
+    for d in [&home_a, &home_b, &home_c, &client] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    // The operator's key, outside every home.
+    let key = root.join("secret.key");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap();
+        f.write_all(&[7u8; 32]).unwrap();
+    }
+    let mut first = start_private(
+        &home_a,
+        &[&home_b, &home_c, &client],
+        &database,
+        "first",
+        &key,
+        "database",
+    )
+    .expect("the first server starts");
+    let second = start_private(
+        &home_b,
+        &[&home_a, &home_c, &client],
+        &database,
+        "second",
+        &key,
+        "database",
+    )
+    .expect("the second server starts");
+    // A server with another key is refused before it serves, saying why.
+    let other_key = root.join("other.key");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&other_key)
+            .unwrap();
+        f.write_all(&[9u8; 32]).unwrap();
+    }
+    let refused = start_private(
+        &root.join("d"),
+        &[&home_a],
+        &database,
+        "d",
+        &other_key,
+        "database",
+    )
+    .err()
+    .expect("a server with another key is refused");
+    assert!(refused.contains("fingerprint"), "{refused}");
+    // So is one that would keep the files in its own folder.
+    let refused = start_private(&root.join("e"), &[&home_a], &database, "e", &key, "folder")
+        .err()
+        .expect("a server keeping its own files is refused");
+    assert!(refused.contains("--blobs database too"), "{refused}");
+
+    let token = std::fs::read_to_string(home_a.join("owner.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let cli = |server: &Server, args: &[&str]| -> Output {
+        Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", &client)
+            .env("FLOWRT_SERVER", &server.url)
+            .env("FLOWRT_TOKEN", &token)
+            .output()
+            .unwrap()
+    };
+    let ok = |server: &Server, args: &[&str]| -> String {
+        let out = cli(server, args);
+        assert!(
+            out.status.success(),
+            "{args:?} failed:\n{}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&server.log).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let session_of = |server: &Server| -> String {
+        let id = ok(server, &["session", "start", "--flow", "sd"])
+            .trim()
+            .lines()
+            .last()
+            .unwrap()
+            .to_string();
+        let t = Instant::now();
+        loop {
+            let s: Value =
+                serde_json::from_str(&ok(server, &["session", "show", &id, "--json"])).unwrap();
+            if s["status"] == "Running" {
+                return id;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "session {id} did not start: {s:#}\n{}",
+                std::fs::read_to_string(&server.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // Pushed through the first, started through both.
+    let (_flow_dir, flow_path) = flow("slow_double");
+    ok(
+        &first,
+        &["flow", "push", flow_path.to_str().unwrap(), "--name", "sd"],
+    );
+    let conn = client.join("conn.yaml");
+    std::fs::write(
+        &conn,
+        "name: shared_conn\ntype: custom\nconfigs:\n  region: eu\nsecrets:\n  api_key: s3cret-value\n",
+    )
+    .unwrap();
+    ok(
+        &first,
+        &[
+            "connection",
+            "create",
+            "--file",
+            conn.to_str().unwrap(),
+            "--workspace",
+        ],
+    );
+    let shown = ok(
+        &second,
+        &["connection", "show", "shared_conn", "--workspace"],
+    );
+    assert!(shown.contains("eu") && !shown.contains("s3cret"), "{shown}");
+    let a = session_of(&first);
+    let b = session_of(&second);
+
+    let data = client.join("lines.jsonl");
+    let rows: String = (0..LINES).map(|i| format!("{{\"x\": {i}}}\n")).collect();
+    std::fs::write(&data, rows).unwrap();
+    let started = Instant::now();
+    let run = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["run", "create", "--session", &a, "--also-on", &b])
+        .args(["--data", data.to_str().unwrap(), "--name", "big"])
+        .env("FLOWRT_HOME", &client)
+        .env("FLOWRT_SERVER", &second.url)
+        .env("FLOWRT_TOKEN", &token)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Mid-run (the first server's session has finished a chunk), the first server dies.
+    while chunks_completed(&home_a, &a, "big") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no chunk completed: {}",
+            std::fs::read_to_string(&second.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    first.kill();
+    let out = run.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the run did not complete:\n{}\n{}\nsecond server:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&second.log).unwrap_or_default()
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["completed_lines"], LINES, "{record:#}");
+    let mut ran = BTreeMap::new();
+    let on_a = executed(&home_a, &a, "big", &mut ran);
+    let on_b = executed(&home_b, &b, "big", &mut ran);
+    assert!(on_a > 0 && on_b > 0, "lines on {a}: {on_a}, on {b}: {on_b}");
+    assert_eq!(ran.len(), LINES, "every line ran");
+    assert!(ran.values().all(|n| *n == 1), "a line ran twice");
+    let log = std::fs::read_to_string(&second.log).unwrap();
+    assert!(
+        log.contains(&format!("taking over session {a}")),
+        "the second server took over the first one's session:\n{log}"
+    );
+
+    // A third server, on an empty home, started now: the run is the workspace's.
+    let third = start_private(
+        &home_c,
+        &[&home_a, &home_b, &client],
+        &database,
+        "third",
+        &key,
+        "database",
+    )
+    .expect("the third server starts");
+    let auth = format!("Bearer {token}");
+    let lines = |server: &Server, run: &str| -> Vec<Value> {
+        let (status, _, body) = http(
+            "GET",
+            &format!("{}/api/v1/runs/{run}/lines?limit=10000", server.url),
+            &[("authorization", &auth)],
+            "",
+        );
+        assert_eq!(status, 200, "{body}");
+        let page: Value = serde_json::from_str(&body).unwrap();
+        page["lines"].as_array().unwrap().clone()
+    };
+    let big = lines(&third, "big");
+    assert_eq!(big.len(), LINES);
+    for (i, l) in big.iter().enumerate() {
+        assert_eq!(l["line_number"], i, "{l}");
+        assert_eq!(l["outputs"]["y"], 2 * i, "{l}");
+    }
+    let (status, _, log) = http(
+        "GET",
+        &format!("{}/api/v1/runs/big/logs", third.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{log}");
+    assert!(!log.trim().is_empty());
+    // An evaluation over it, through the third server, in the second server's session.
+    let eval = ok(
+        &third,
+        &[
+            "run",
+            "create",
+            "--session",
+            &b,
+            "--run",
+            "big",
+            "--column-mapping",
+            "x=${run.outputs.y}",
+            "--name",
+            "big-eval",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+    );
+    let eval: Value = serde_json::from_str(&eval).unwrap();
+    assert_eq!(eval["completed_lines"], LINES, "{eval:#}");
+    let evaluated = lines(&third, "big-eval");
+    assert_eq!(evaluated[7]["outputs"]["y"], 28, "{}", evaluated[7]);
+    // Sessions go (through the server that manages both now); every record stays, read
+    // through either live server.
+    for id in [&a, &b] {
+        ok(&second, &["session", "delete", id]);
+    }
+    for server in [&second, &third] {
+        let listed = ok(server, &["run", "list"]);
+        assert_eq!(listed.matches("big-eval").count(), 1, "{listed}");
+        assert_eq!(lines(server, "big").len(), LINES);
+        assert_eq!(lines(server, "big-eval").len(), LINES);
+    }
+}
+
+/// A team that ran one server on a home of its own moves to servers sharing only the database:
+/// restarted with `--blobs database`, the server moves its files into the database, and a new
+/// server on an empty home runs what the old one stored. SQLite cannot share them, and says so.
+#[test]
+fn a_home_moves_its_files_into_the_database_when_asked() {
+    let Some(database) = fresh_postgres() else {
+        eprintln!("skipped: FLOWRT_TEST_POSTGRES is not set (./scripts/test.sh sets it)");
+        return;
+    };
+    let root_dir = tempfile::tempdir().unwrap();
+    let root = root_dir.path();
+    let (old_home, new_home, client) = (root.join("old"), root.join("new"), root.join("client"));
+    std::fs::create_dir_all(&client).unwrap();
+    let key = root.join("secret.key");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key)
+            .unwrap();
+        f.write_all(&[3u8; 32]).unwrap();
+    }
+    let mut old = start_private(&old_home, &[], &database, "old", &key, "folder").unwrap();
+    let token = std::fs::read_to_string(old_home.join("owner.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ok = |server: &Server, args: &[&str]| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", &client)
+            .env("FLOWRT_SERVER", &server.url)
+            .env("FLOWRT_TOKEN", &token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&server.log).unwrap_or_default()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (_flow_dir, flow_path) = flow("slow_double");
+    ok(
+        &old,
+        &["flow", "push", flow_path.to_str().unwrap(), "--name", "sd"],
+    );
+    let data = client.join("d.jsonl");
+    std::fs::write(&data, "{\"x\": 4}\n").unwrap();
+    let pushed = ok(&old, &["data", "push", data.to_str().unwrap()]);
+    let reference = pushed
+        .split_whitespace()
+        .find(|w| w.starts_with("data:sha256:"))
+        .unwrap_or_else(|| panic!("no reference in {pushed}"))
+        .to_string();
+    // Another home cannot join while the files are in the old one's folder.
+    let refused = start_private(&new_home, &[&old_home], &database, "new", &key, "database")
+        .err()
+        .expect("refused while the files are in another home");
+    assert!(
+        refused.contains("another server's FLOWRT_HOME"),
+        "{refused}"
+    );
+    old.kill();
+    // Restarted to share its files, then a server on another home runs what it stored.
+    let _old = start_private(&old_home, &[], &database, "old", &key, "database").unwrap();
+    let log = std::fs::read_to_string(&_old.log).unwrap();
+    assert!(
+        log.contains("files of this home into the database"),
+        "{log}"
+    );
+    let new = start_private(&new_home, &[&old_home], &database, "new", &key, "database").unwrap();
+    let id = ok(&new, &["session", "start", "--flow", "sd"])
+        .trim()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    // The data the old home kept is the new server's too: nothing is sent again.
+    let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["data", "push", data.to_str().unwrap()])
+        .env("FLOWRT_HOME", &client)
+        .env("FLOWRT_SERVER", &new.url)
+        .env("FLOWRT_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("has this data already"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), reference);
+    let t = Instant::now();
+    loop {
+        let s: Value =
+            serde_json::from_str(&ok(&new, &["session", "show", &id, "--json"])).unwrap();
+        if s["status"] == "Running" {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{s:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = ok(
+        &new,
+        &[
+            "run",
+            "create",
+            "--session",
+            &id,
+            "--data",
+            data.to_str().unwrap(),
+            "--name",
+            "moved",
+        ],
+    );
+    let record: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(record["completed_lines"], 1, "{record:#}");
+    ok(&new, &["session", "delete", &id]);
+
+    // On SQLite the files stay in the home.
+    let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["server", "--addr", "127.0.0.1:0", "--blobs", "database"])
+        .env("FLOWRT_HOME", root.join("lone"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--database postgres://"), "{err}");
+}
