@@ -13,7 +13,7 @@
 mod run_files;
 
 use anyhow::{Context, Result};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -551,10 +551,8 @@ pub fn run(config: AgentConfig) -> Result<()> {
         .route("/batch", post(start_batch))
         .route("/batch/{name}/cancel", post(cancel_batch))
         .route("/runs/tail", post(tail_run))
-        .route(
-            "/runs/import",
-            post(import_run).layer(DefaultBodyLimit::max(MAX_TRANSFER)),
-        )
+        // An import names data files sent before (streamed): its body is small.
+        .route("/runs/import", post(import_run))
         .route("/data/{file}", get(has_data).put(put_data))
         .route("/log", get(read_log))
         .route("/packages", get(packages))
@@ -1044,9 +1042,6 @@ async fn cancel_batch(State(a): State<Shared>, UrlPath(name): UrlPath<String>) -
         ),
     }
 }
-
-/// The most an imported run may hold (data files stream to disk instead; the server bounds them).
-const MAX_TRANSFER: usize = 300 * 1024 * 1024;
 
 fn files_error(e: crate::run_files::RunFilesError) -> Response {
     use crate::run_files::RunFilesError as E;

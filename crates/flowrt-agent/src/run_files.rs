@@ -131,12 +131,15 @@ pub fn import(home: &Path, flow_dir: &Path, req: &ImportRun) -> Result<(), RunFi
     }
     let outputs = dir.join("flow_outputs");
     std::fs::create_dir_all(&outputs).map_err(io(&outputs))?;
-    for (file, text) in &req.files {
+    for (file, data_name) in &req.data_files {
         if !TAILED_FILES.contains(&file.as_str()) {
             return Err(RunFilesError::BadFile(file.clone()));
         }
+        let source =
+            data_file(home, data_name).ok_or_else(|| RunFilesError::BadFile(data_name.clone()))?;
+        // A copy: the run's files stay as they were whatever reads or resumes them here.
         let path = dir.join(file);
-        std::fs::write(&path, text).map_err(io(&path))?;
+        std::fs::copy(&source, &path).map_err(io(&path))?;
     }
     let r = &req.record;
     let count = |key: &str| r[key].as_u64().unwrap_or(0);
@@ -263,17 +266,24 @@ mod tests {
     fn an_imported_run_reads_back_as_a_finished_run() {
         let home = tempfile::tempdir().unwrap();
         let mut files = std::collections::BTreeMap::new();
-        files.insert(
-            "flow_outputs/output.jsonl".to_string(),
-            "{\"line_number\":0,\"category\":\"App\"}\n".to_string(),
-        );
-        files.insert("data.jsonl".to_string(), "{\"url\":\"u\"}\n".to_string());
+        for (file, name, text) in [
+            (
+                "flow_outputs/output.jsonl",
+                "base-1-wc1-outputs",
+                "{\"line_number\":0,\"category\":\"App\"}\n",
+            ),
+            ("data.jsonl", "base-1-wc1-data", "{\"url\":\"u\"}\n"),
+        ] {
+            let (_, path) = data_target(home.path(), name).unwrap();
+            std::fs::write(path, text).unwrap();
+            files.insert(file.to_string(), name.to_string());
+        }
         let req = ImportRun {
             name: "wc1".into(),
             record: json!({"name": "wc1", "status": "Completed", "created": "2026-12-06T00:00:00Z",
                 "total_lines": 1, "completed_lines": 1, "failed_lines": 0, "concurrency": 4,
                 "column_mapping": {"url": "${data.url}"}, "duration_s": 1.5}),
-            files,
+            data_files: files,
         };
         import(home.path(), Path::new("/flow"), &req).unwrap();
         let meta = flowrt_runtime::runs::load(home.path(), "wc1").unwrap();

@@ -210,8 +210,10 @@ pub struct ImportRun {
     pub name: String,
     /// The run's record as the workspace keeps it.
     pub record: Value,
-    /// `line_runs.jsonl`, `flow_outputs/output.jsonl` and `data.jsonl`, as text.
-    pub files: std::collections::BTreeMap<String, String>,
+    /// Its files (`line_runs.jsonl`, `flow_outputs/output.jsonl`, `data.jsonl`), each as the name
+    /// of a data file the session was given beforehand (`PUT /data/NAME`, streamed from disk): a
+    /// large run never travels in one request, nor is held in memory on either side.
+    pub data_files: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether `name` may name a file an agent keeps for the server (`data/NAME`): one plain name.

@@ -476,22 +476,31 @@ pub async fn send_to_session(
     files: &[&str],
 ) -> ApiResult<()> {
     let dir = run_dir(state, run).await?;
-    let names: Vec<String> = files.iter().map(|s| s.to_string()).collect();
-    let read = tokio::task::spawn_blocking(move || {
-        names
-            .into_iter()
-            .map(|f| {
-                let text = std::fs::read_to_string(dir.join(&f)).unwrap_or_default();
-                (f, text)
-            })
-            .collect::<std::collections::BTreeMap<_, _>>()
-    })
-    .await
-    .map_err(|e| ApiErr::internal("reading a run", e))?;
+    let mut data_files = std::collections::BTreeMap::new();
+    for file in files {
+        let path = dir.join(file);
+        if !path.is_file() {
+            continue;
+        }
+        // Named by the run and its creation: the same files of the same run are sent once.
+        use sha2::Digest;
+        let name = format!(
+            "base-{}-{}-{}",
+            run.created,
+            &hex::encode(sha2::Sha256::digest(run.name.as_bytes()))[..16],
+            file.replace(['/', '.'], "-")
+        );
+        client::ensure_data(addr, token, &name, client::Upload::File(path))
+            .await
+            .map_err(|e| {
+                ApiErr::internal(&format!("giving run '{}' to the session", run.name), e)
+            })?;
+        data_files.insert(file.to_string(), name);
+    }
     let req = ImportRun {
         name: run.name.clone(),
         record: run.record.clone(),
-        files: read,
+        data_files,
     };
     client::import(addr, token, &req)
         .await

@@ -4733,3 +4733,96 @@ fn simultaneous_uploads_of_data_all_succeed() {
         assert!(status == 200 || status == 201, "{status} {text}");
     }
 }
+
+/// Issue 18: an evaluation in a session gets its base run's files streamed from disk to the
+/// session (as data files), never whole in one request: the server's memory does not grow with
+/// the base run (here 2 x 40 MB of data and outputs), and the evaluation reads every line.
+#[test]
+fn an_evaluation_in_a_session_gets_its_base_run_streamed() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let pid = server.child.as_ref().unwrap().id();
+    let flows = tempfile::tempdir().unwrap();
+    let dir = flows.path().join("echo_text");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("flow.dag.yaml"),
+        "inputs:\n  text:\n    type: string\noutputs:\n  out:\n    type: string\n    reference: ${echo.output}\n  size:\n    type: int\n    reference: ${size.output}\nnodes:\n- name: echo\n  type: python\n  source:\n    type: code\n    path: echo.py\n  inputs:\n    text: ${inputs.text}\n- name: size\n  type: python\n  source:\n    type: code\n    path: size.py\n  inputs:\n    text: ${inputs.text}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("echo.py"),
+        "from promptflow import tool\n\n@tool\ndef echo(text: str) -> str:\n    return text\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("size.py"),
+        "from promptflow import tool\n\n@tool\ndef size(text: str) -> int:\n    return len(text)\n",
+    )
+    .unwrap();
+    let (id, _) = server.start_session(&dir, &[]);
+    // 2,000 lines of 20,000 characters each.
+    let data = flows.path().join("big.jsonl");
+    let rows: String = (0..2000)
+        .map(|i| {
+            format!(
+                "{{\"text\": \"{}\"}}\n",
+                char::from(b'a' + (i % 26) as u8).to_string().repeat(20_000)
+            )
+        })
+        .collect();
+    std::fs::write(&data, rows).unwrap();
+    let data = data.to_str().unwrap();
+    let base: Value = serde_json::from_str(&server.ok(&[
+        "run",
+        "create",
+        "--session",
+        &id,
+        "--data",
+        data,
+        "--name",
+        "base",
+    ]))
+    .unwrap();
+    assert_eq!(base["completed_lines"], 2000, "{base:#}");
+    let before = peak_memory(pid);
+    let eval: Value = serde_json::from_str(&server.ok(&[
+        "run",
+        "create",
+        "--session",
+        &id,
+        "--run",
+        "base",
+        "--data",
+        data,
+        "--column-mapping",
+        "text=${run.outputs.out}",
+        "--name",
+        "base-eval",
+    ]))
+    .unwrap();
+    assert_eq!(eval["completed_lines"], 2000, "{eval:#}");
+    let grew = peak_memory(pid).saturating_sub(before);
+    eprintln!(
+        "the evaluation raised the server's peak memory by {:.1} MiB",
+        grew as f64 / (1024.0 * 1024.0)
+    );
+    assert!(
+        grew < 24 * 1024 * 1024,
+        "giving the session an 80 MB base run raised the server's peak memory by {} MiB",
+        grew / (1024 * 1024)
+    );
+    let auth = format!("Bearer {}", server.token());
+    let (status, _, body) = http(
+        "GET",
+        &format!(
+            "{}/api/v1/runs/base-eval/lines?offset=1999&limit=1",
+            server.url
+        ),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["lines"][0]["outputs"]["size"], 20_000, "{page}");
+}
