@@ -816,6 +816,7 @@ fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> LineResult
         error,
         node_runs: serde_json::to_value(&line.node_runs).unwrap_or(Value::Null),
         duration: line.duration.as_secs_f64(),
+        bare_output: line.bare_output,
     }
 }
 

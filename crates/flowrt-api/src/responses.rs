@@ -280,6 +280,10 @@ pub struct LineResult {
     /// Seconds the line took.
     #[serde(default)]
     pub duration: f64,
+    /// A prompty or flex flow returned a value other than a dict: `outputs` is
+    /// `{"output": value}`, and the value itself is the flow's result.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bare_output: bool,
 }
 
 /// The error of a failed line: the node it failed in and the tool's error.

@@ -34,6 +34,11 @@ pub struct LineResult {
     /// `None` when the line completed.
     pub error: Option<ToolFailureAt>,
     pub node_runs: Vec<NodeRun>,
+    /// A prompty or flex flow returned a value that is not a dict (a string, a number, a list):
+    /// the outputs are `{"output": value}`, and promptflow shows the value itself (`pf flow test`
+    /// prints it, `pf flow serve` answers it).
+    #[serde(skip)]
+    pub bare_output: bool,
     /// For each aggregation node, this line's values of its line-level inputs.
     #[serde(skip)]
     pub aggregation_inputs: IndexMap<String, IndexMap<String, Value>>,
@@ -351,10 +356,11 @@ impl<I: ToolInvoker> Executor<I> {
                 .map(|j| &states[j])
         };
         let mut outputs = IndexMap::new();
+        let mut bare_output = false;
         let mut aggregation_inputs = IndexMap::new();
         if error.is_none() {
             match self.collect_outputs(&inputs, &lookup) {
-                Ok(o) => outputs = o,
+                Ok((o, bare)) => (outputs, bare_output) = (o, bare),
                 Err(failure) => {
                     error = Some(ToolFailureAt {
                         node: None,
@@ -413,6 +419,7 @@ impl<I: ToolInvoker> Executor<I> {
             outputs,
             error,
             node_runs: runs,
+            bare_output,
             aggregation_inputs,
             duration: started.elapsed(),
         }
@@ -472,11 +479,12 @@ impl<I: ToolInvoker> Executor<I> {
         Ok(args)
     }
 
+    /// The line's outputs, and whether they wrap a value-returning flow's non-dict value.
     fn collect_outputs<'s>(
         &self,
         inputs: &IndexMap<String, Value>,
         lookup: &impl Fn(&str) -> Option<&'s State>,
-    ) -> Result<IndexMap<String, Value>, ToolFailure> {
+    ) -> Result<(IndexMap<String, Value>, bool), ToolFailure> {
         let mut outputs = IndexMap::with_capacity(self.flow.outputs.len());
         for (name, out) in &self.flow.outputs {
             let r = &out.reference;
@@ -519,14 +527,16 @@ impl<I: ToolInvoker> Executor<I> {
             };
             outputs.insert(name.clone(), value);
         }
-        if self.flow.kind.returns_value() {
-            if let Some(Value::Object(fields)) = outputs.get(flowrt_flow::VALUE_OUTPUT) {
-                if outputs.len() == 1 {
-                    return Ok(fields.clone().into_iter().collect());
+        if self.flow.kind.returns_value() && outputs.len() == 1 {
+            match outputs.get(flowrt_flow::VALUE_OUTPUT) {
+                Some(Value::Object(fields)) => {
+                    return Ok((fields.clone().into_iter().collect(), false))
                 }
+                Some(_) => return Ok((outputs, true)),
+                None => {}
             }
         }
-        Ok(outputs)
+        Ok((outputs, false))
     }
 
     /// Run the aggregation nodes once over the completed lines (in line order).

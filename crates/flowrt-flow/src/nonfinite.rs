@@ -50,14 +50,22 @@ pub(crate) fn json_token(f: f64) -> &'static str {
 /// `-Infinity`, as promptflow prints them.
 pub fn to_json_pretty(v: &Value) -> String {
     let mut out = String::new();
-    write(v, Some(0), &mut out);
+    write(v, Some(0), 2, &mut out);
+    out
+}
+
+/// Python's `json.dumps(v, indent=4, ensure_ascii=False)`, as `pf flow test` prints a result:
+/// four spaces a level, `NaN` and the infinities as Python writes them.
+pub fn to_json_indent4(v: &Value) -> String {
+    let mut out = String::new();
+    write(v, Some(0), 4, &mut out);
     out
 }
 
 /// `serde_json::to_string` (one line), with marker objects written as `NaN` and the infinities.
 pub fn to_json_line(v: &Value) -> String {
     let mut out = String::new();
-    write(v, None, &mut out);
+    write(v, None, 0, &mut out);
     out
 }
 
@@ -108,21 +116,23 @@ fn markers_for_tokens(text: &str) -> String {
     out
 }
 
+/// A new line, then `indent` spaces (none when writing one line).
 fn newline(indent: Option<usize>, out: &mut String) {
-    if let Some(level) = indent {
+    if let Some(spaces) = indent {
         out.push('\n');
-        for _ in 0..level {
-            out.push_str("  ");
+        for _ in 0..spaces {
+            out.push(' ');
         }
     }
 }
 
-fn write(v: &Value, indent: Option<usize>, out: &mut String) {
+/// `v` at `indent` spaces (`None`: on one line), each level `step` spaces further in.
+fn write(v: &Value, indent: Option<usize>, step: usize, out: &mut String) {
     if let Some(f) = as_nonfinite(v) {
         out.push_str(json_token(f));
         return;
     }
-    let inner = indent.map(|l| l + 1);
+    let inner = indent.map(|l| l + step);
     let colon = if indent.is_some() { ": " } else { ":" };
     match v {
         Value::Array(items) if !items.is_empty() => {
@@ -132,7 +142,7 @@ fn write(v: &Value, indent: Option<usize>, out: &mut String) {
                     out.push(',');
                 }
                 newline(inner, out);
-                write(item, inner, out);
+                write(item, inner, step, out);
             }
             newline(indent, out);
             out.push(']');
@@ -145,7 +155,7 @@ fn write(v: &Value, indent: Option<usize>, out: &mut String) {
                 }
                 newline(inner, out);
                 let _ = write!(out, "{}{colon}", Value::String(k.clone()));
-                write(item, inner, out);
+                write(item, inner, step, out);
             }
             newline(indent, out);
             out.push('}');

@@ -63,6 +63,17 @@ pub fn py_str(v: &Value) -> String {
     }
 }
 
+/// What `pf flow test` prints for a line's `outputs`: `print(result)`. A prompty or flex flow
+/// that returned a value other than a dict (`bare`: its outputs are `{"output": value}`) prints
+/// Python's `str()` of that value (a string bare, a list as Python writes it); any other result
+/// prints as `json.dumps(result, indent=4, ensure_ascii=False)`.
+pub fn flow_test_text(outputs: &Value, bare: bool) -> String {
+    match outputs.get(crate::VALUE_OUTPUT) {
+        Some(value) if bare => py_str(value),
+        _ => crate::nonfinite::to_json_indent4(outputs),
+    }
+}
+
 /// Python's `repr(value)`.
 pub fn py_repr(v: &Value) -> String {
     let mut out = String::new();

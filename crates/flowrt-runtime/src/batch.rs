@@ -1195,6 +1195,7 @@ async fn record_end<I: ToolInvoker + 'static>(
                 outputs: IndexMap::new(),
                 error: None,
                 node_runs: Vec::new(),
+                bare_output: false,
                 aggregation_inputs: serde_json::from_value(a.clone()).unwrap_or_default(),
                 duration: Duration::ZERO,
             })

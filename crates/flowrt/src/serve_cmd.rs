@@ -221,6 +221,17 @@ async fn score(State(s): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
             let line = s.executor.run_line(0, inputs).await;
             match &line.error {
                 Some(err) => error_response(StatusCode::BAD_REQUEST, "UserError", err.to_string()),
+                // A prompty's or flex flow's plain value is answered as it is, as
+                // `pf flow serve` answers it; other results are their outputs.
+                None if line.bare_output => {
+                    let mut outputs = line.outputs;
+                    Json(
+                        outputs
+                            .shift_remove(flowrt_flow::VALUE_OUTPUT)
+                            .unwrap_or(Value::Null),
+                    )
+                    .into_response()
+                }
                 None => Json(Value::Object(
                     line.outputs.into_iter().collect::<Map<_, _>>(),
                 ))

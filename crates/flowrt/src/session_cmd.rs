@@ -966,6 +966,7 @@ pub fn test_in_session(
     inputs: Value,
     server: Option<&str>,
     flow: &std::path::Path,
+    json: bool,
 ) -> Result<u8> {
     let remote = Remote::from_env(server, &flowrt_store::flowrt_home())?;
     block(async move {
@@ -989,7 +990,14 @@ pub fn test_in_session(
                 eprintln!("[{}] {l}", n["node"].as_str().unwrap_or(""));
             }
         }
-        println!("{}", flowrt_flow::nonfinite::to_json_pretty(&r["outputs"]));
+        println!(
+            "{}",
+            crate::test_cmd::result_text(
+                &r["outputs"],
+                r["bare_output"].as_bool().unwrap_or(false),
+                json
+            )
+        );
         Ok(0)
     })
 }

@@ -35,6 +35,20 @@ pub struct TestArgs {
     /// the flow's sample.init; `init:` defaults fill in the rest).
     #[arg(long, value_name = "FILE.json")]
     pub init: Option<PathBuf>,
+    /// Print the outputs as one JSON object whatever the flow returned (a prompty's or flex
+    /// flow's plain value as {"output": VALUE}), for scripts. Without it the result prints as
+    /// `pf flow test` prints it: a plain value bare, a dict as indented JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The line's outputs as `flow test` prints them (see [`TestArgs::json`]).
+pub fn result_text(outputs: &Value, bare: bool, json: bool) -> String {
+    if json {
+        flowrt_flow::nonfinite::to_json_indent4(outputs)
+    } else {
+        flowrt_flow::pyvalue::flow_test_text(outputs, bare)
+    }
 }
 
 /// Prints each node's captured print() output to stderr as it finishes.
@@ -77,7 +91,13 @@ pub fn run(args: TestArgs) -> Result<u8> {
             bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the flow locally to pass constructor kwargs");
         }
         let inputs = Value::Object(parse_inputs(&args)?.into_iter().collect());
-        return crate::session_cmd::test_in_session(id, inputs, args.server.as_deref(), &args.flow);
+        return crate::session_cmd::test_in_session(
+            id,
+            inputs,
+            args.server.as_deref(),
+            &args.flow,
+            args.json,
+        );
     }
     let mut options = LoadOptions::default();
     if let Some(v) = &args.variant {
@@ -198,7 +218,8 @@ pub fn run(args: TestArgs) -> Result<u8> {
                 }
             }
         }
-        println!("{}", flowrt_flow::nonfinite::to_json_pretty(&outputs));
+        // As `pf flow test` prints it: a prompty's or flex flow's plain value bare.
+        println!("{}", result_text(&outputs, line.bare_output, args.json));
         0
     });
     Ok(code)

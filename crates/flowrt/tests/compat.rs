@@ -24,25 +24,26 @@ fn a_failing_aggregation_node_is_reported_and_the_outputs_still_printed() {
 
 #[test]
 fn nan_and_infinities_are_printed_as_promptflow_prints_them() {
+    // `pf flow test` prints json.dumps(result, indent=4): four spaces a level.
     let env = Env::new();
     let (_d, dir) = flow("compat_nonfinite");
     let r = env.run(&["flow", "test", dir.to_str().unwrap(), "--inputs", "d=-inf"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let expected = r#"{
-  "d": -Infinity,
-  "values": {
-    "nan": NaN,
-    "inf": Infinity,
-    "ninf": -Infinity,
-    "one": 1.5
-  },
-  "checked": {
-    "nan": "float:nan",
-    "inf": "float:inf",
-    "ninf": "float:-inf",
-    "one": "float:1.5",
-    "is_nan": true
-  }
+    "d": -Infinity,
+    "values": {
+        "nan": NaN,
+        "inf": Infinity,
+        "ninf": -Infinity,
+        "one": 1.5
+    },
+    "checked": {
+        "nan": "float:nan",
+        "inf": "float:inf",
+        "ninf": "float:-inf",
+        "one": "float:1.5",
+        "is_nan": true
+    }
 }"#;
     assert_eq!(r.stdout.trim(), expected, "{}", r.stderr);
     // An inputs file may hold NaN, as Python's json reads it.
@@ -56,7 +57,7 @@ fn nan_and_infinities_are_printed_as_promptflow_prints_them() {
         inputs.to_str().unwrap(),
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stdout.starts_with("{\n  \"d\": NaN,\n"), "{}", r.stdout);
+    assert!(r.stdout.starts_with("{\n    \"d\": NaN,\n"), "{}", r.stdout);
 }
 
 #[test]

@@ -296,7 +296,76 @@ fn generator_entry_is_joined() {
     let (_t, dir) = flow("flex_gen");
     let r = env.run(&["flow", "test", s(&dir), "--inputs", "word=abc"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "A.B.C"}));
+    // `pf flow test` prints a plain result bare.
+    assert_eq!(r.stdout.trim_end(), "A.B.C");
+}
+
+/// Issue 21: a flex entry's result that is not a dict is printed by `flow test` as `pf flow
+/// test` prints it (Python's `print(result)`), answered by `/score` as the value itself, and
+/// written to a run's outputs under `output`; a dict is printed as `json.dumps(indent=4)`, even
+/// one whose only key is `output`. (Expected texts taken from promptflow 1.18.5.)
+#[test]
+fn results_that_are_not_dicts_show_as_promptflow_shows_them() {
+    let env = Env::new();
+    let dir = flex_dir(&[(
+        "entry.py",
+        "def as_str(x: str = 'hi'):\n    return 'got ' + x\n\n\
+         def as_int(x: str = 'hi'):\n    return len(x)\n\n\
+         def as_float(x: str = 'hi'):\n    return len(x) / 4\n\n\
+         def as_list(x: str = 'hi'):\n    return [x, x.upper(), 1, None, {'k': \"it's\"}]\n\n\
+         def as_none(x: str = 'hi'):\n    return None\n\n\
+         def as_bool(x: str = 'hi'):\n    return True\n\n\
+         def as_output_dict(x: str = 'hi'):\n    return {'output': len(x)}\n",
+    )]);
+    let cases = [
+        ("as_str", "got abc"),
+        ("as_int", "3"),
+        ("as_float", "0.75"),
+        ("as_list", "['abc', 'ABC', 1, None, {'k': \"it's\"}]"),
+        ("as_none", "None"),
+        ("as_bool", "True"),
+        ("as_output_dict", "{\n    \"output\": 3\n}"),
+    ];
+    for (entry, printed) in cases {
+        std::fs::write(
+            dir.path().join("flow.flex.yaml"),
+            format!("entry: entry:{entry}\n"),
+        )
+        .unwrap();
+        let r = env.run(&["flow", "test", s(dir.path()), "--inputs", "x=abc"]);
+        assert_eq!(r.code, 0, "{entry}: {}", r.stderr);
+        assert_eq!(r.stdout.trim_end(), printed, "{entry}");
+    }
+    // For scripts, --json prints one JSON object whatever the result.
+    std::fs::write(dir.path().join("flow.flex.yaml"), "entry: entry:as_list\n").unwrap();
+    let r = env.run(&["flow", "test", s(dir.path()), "--inputs", "x=abc", "--json"]);
+    assert_eq!(
+        r.json(),
+        json!({"output": ["abc", "ABC", 1, null, {"k": "it's"}]})
+    );
+    // A run's outputs keep promptflow's shape: the value under `output`.
+    std::fs::write(dir.path().join("flow.flex.yaml"), "entry: entry:as_str\n").unwrap();
+    let data = write_json(dir.path(), "data.jsonl", json!({"x": "abc"}));
+    let out = dir.path().join("out");
+    let r = env.run(&[
+        "run",
+        "create",
+        "--flow",
+        s(dir.path()),
+        "--data",
+        &data,
+        "--column-mapping",
+        "x=${data.x}",
+        "--name",
+        "bare",
+        "--output-dir",
+        s(&out),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        read_jsonl(&out.join("flow_outputs/output.jsonl")),
+        vec![json!({"line_number": 0, "output": "got abc"})]
+    );
 }
 
 #[test]
@@ -364,8 +433,8 @@ fn model_configuration_connections_and_the_prompty_callback() {
     // As promptflow builds a flex entry: a configuration naming a connection reaches the entry with
     // the connection's base_url and key instead, and no connection name.
     assert_eq!(
-        r.json(),
-        json!({"output": format!("OpenAIModelConfiguration:None:m1:{}/v1:k:q", server.base)})
+        r.stdout.trim_end(),
+        format!("OpenAIModelConfiguration:None:m1:{}/v1:k:q", server.base)
     );
     // An unknown connection fails the constructor, through the host callback.
     let bad = write_json(
@@ -401,7 +470,7 @@ fn model_configuration_connections_and_the_prompty_callback() {
         &init,
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "echo: q"}));
+    assert_eq!(r.stdout.trim_end(), "echo: q");
     let requests = server.requests.lock().unwrap();
     assert_eq!(requests.len(), 1);
     assert_eq!(requests[0].1["model"], "m1");
@@ -738,7 +807,7 @@ fn additional_includes_reach_a_flex_entry() {
     .unwrap();
     let r = env.run(&["flow", "test", s(&dir), "--inputs", "text=hey"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "HEY!"}));
+    assert_eq!(r.stdout.trim_end(), "HEY!");
 }
 
 #[test]
@@ -762,7 +831,7 @@ fn connection_typed_init_kwargs_become_connections() {
         &init,
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "CustomConnection:north!:t0k"}));
+    assert_eq!(r.stdout.trim_end(), "CustomConnection:north!:t0k");
 }
 
 /// promptflow's operation context, as a flex entry reads it: the local flow id, and a fresh
@@ -817,7 +886,7 @@ fn python_code_calls_the_builtin_chat_tool_which_runs_in_the_host() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // A function returning text gives the flow output `output`, as in promptflow.
-    assert_eq!(r.json(), json!({"output": "echo: Late checkout?"}));
+    assert_eq!(r.stdout.trim_end(), "echo: Late checkout?");
     let requests = server.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 1, "{requests:?}");
     let (path, body) = &requests[0];

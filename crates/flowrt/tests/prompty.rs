@@ -82,8 +82,8 @@ fn a_chat_prompty_renders_its_inputs_and_returns_the_reply() {
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
-        r.json(),
-        json!({"output": "echo: Ada (visit 5) asks: Late checkout?"})
+        r.stdout.trim_end(),
+        "echo: Ada (visit 5) asks: Late checkout?"
     );
     let (path, body) = last_request(&server);
     assert_eq!(path, "/v1/chat/completions");
@@ -104,8 +104,8 @@ fn no_inputs_use_the_sample_and_a_missing_input_or_bad_value_fails() {
     let r = test_with(&env, &file, json!({}));
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(
-        r.json(),
-        json!({"output": "echo: Ada (visit 7) asks: Where is breakfast?"})
+        r.stdout.trim_end(),
+        "echo: Ada (visit 7) asks: Where is breakfast?"
     );
 
     let r = test_with(&env, &file, json!({"guest": "Bo"}));
@@ -176,7 +176,8 @@ Budget {{ \"%.2f\" | format(budget) }}
     let r = test_with(&env, &file, json!({"budget": "7.5"}));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let prompt = "List:\n1. Tea\n2. Milk\nBudget 7.50\n";
-    assert_eq!(r.json(), json!({ "output": format!("echo: {prompt}") }));
+    // Printed bare, as `pf flow test` prints it: the reply's own trailing newline included.
+    assert_eq!(r.stdout, format!("echo: {prompt}\n"));
     let (path, body) = last_request(&server);
     assert_eq!(path, "/v1/completions");
     assert_eq!(
@@ -282,7 +283,7 @@ Sort tickets.
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "echo: Blinking light"}));
+    assert_eq!(r.stdout.trim_end(), "echo: Blinking light");
     let (path, body) = last_request(&server);
     assert_eq!(
         path,
@@ -311,7 +312,7 @@ user:
     );
     let r = test_with(&env, &file, json!({"text": "one  two\tthree"}));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "echo: one  two\tthree"}));
+    assert_eq!(r.stdout.trim_end(), "echo: one  two\tthree");
     assert_eq!(last_request(&server).1["stream"], json!(true));
 }
 
@@ -516,9 +517,10 @@ user:
         r#"{"text": "a  b"}"#,
     );
     assert_eq!(status, 200, "{body}");
+    // `pf flow serve` answers a prompty's text reply as the value itself.
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
-        json!({"output": "echo: a  b"})
+        json!("echo: a  b")
     );
 
     let (status, head, body) = http(
@@ -592,7 +594,7 @@ hello {{ who }}
     );
     let r = test_with(&env, &file, json!({}));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "echo: hello sample"}));
+    assert_eq!(r.stdout.trim_end(), "echo: hello sample");
 
     // A batch line with no mapped inputs takes the defaults, as promptflow's executor does.
     let data = d.path().join("rows.jsonl");
@@ -629,7 +631,7 @@ fn a_sample_file_that_is_missing_matters_only_without_inputs() {
     let (_d, file) = prompty("nosample.prompty", &text);
     let r = test_with(&env, &file, json!({"question": "hi"}));
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"output": "echo: Ada (visit 2) asks: hi"}));
+    assert_eq!(r.stdout.trim_end(), "echo: Ada (visit 2) asks: hi");
     let r = test_with(&env, &file, json!({}));
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("question"), "{}", r.stderr);

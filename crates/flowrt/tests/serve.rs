@@ -243,3 +243,19 @@ fn a_served_flow_refuses_image_paths_from_requests() {
     );
     assert_eq!(status, 200, "{v}");
 }
+
+/// Issue 21: `/score` answers a flex flow's plain result as the value itself, as `pf flow serve`
+/// does, and a dict as the dict.
+#[test]
+fn a_plain_result_is_answered_as_the_value() {
+    let env = Env::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("entry.py"),
+        "def shout(x: str):\n    return [x.upper(), len(x)]\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("flow.flex.yaml"), "entry: entry:shout\n").unwrap();
+    let s = serve(&env, dir.path());
+    assert_eq!(post(&s, r#"{"x": "hey"}"#), (200, json!(["HEY", 3])));
+}
