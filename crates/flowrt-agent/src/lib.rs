@@ -817,6 +817,7 @@ fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> LineResult
         node_runs: serde_json::to_value(&line.node_runs).unwrap_or(Value::Null),
         duration: line.duration.as_secs_f64(),
         bare_output: line.bare_output,
+        result_repr: line.result_repr.clone(),
     }
 }
 

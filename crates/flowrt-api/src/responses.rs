@@ -284,6 +284,9 @@ pub struct LineResult {
     /// `{"output": value}`, and the value itself is the flow's result.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub bare_output: bool,
+    /// A flex entry returned a dataclass: Python's `repr()` of it (`outputs` holds its fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_repr: Option<String>,
 }
 
 /// The error of a failed line: the node it failed in and the tool's error.

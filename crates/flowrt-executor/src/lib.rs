@@ -122,6 +122,8 @@ pub struct ToolOutcome {
     pub spans: Vec<Value>,
     /// Passed to tools that read this output whole.
     pub attachment: Option<Attachment>,
+    /// A flex entry's dataclass result as Python writes it (`repr()`), for `flow test`.
+    pub repr: Option<String>,
 }
 
 impl ToolOutcome {
@@ -134,6 +136,7 @@ impl ToolOutcome {
             llm_request: None,
             spans: Vec::new(),
             attachment: None,
+            repr: None,
         }
     }
 }
@@ -209,6 +212,10 @@ pub struct NodeRun {
     /// What `@trace`d Python functions recorded during the node, as child spans of it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spans: Vec<Value>,
+    /// A flex entry's dataclass result as Python writes it (not recorded: `output` holds its
+    /// fields).
+    #[serde(skip)]
+    pub repr: Option<String>,
 }
 
 fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -39,6 +39,10 @@ pub struct LineResult {
     /// prints it, `pf flow serve` answers it).
     #[serde(skip)]
     pub bare_output: bool,
+    /// A flex entry returned a dataclass: Python's `repr()` of it, which `pf flow test` prints
+    /// (the outputs are its fields).
+    #[serde(skip)]
+    pub result_repr: Option<String>,
     /// For each aggregation node, this line's values of its line-level inputs.
     #[serde(skip)]
     pub aggregation_inputs: IndexMap<String, IndexMap<String, Value>>,
@@ -218,6 +222,7 @@ impl<I: ToolInvoker> Executor<I> {
                             usage: None,
                             llm_request: None,
                             spans: Vec::new(),
+                            repr: None,
                         });
                     }
                     Ok(true) => {
@@ -281,6 +286,7 @@ impl<I: ToolInvoker> Executor<I> {
                     usage,
                     llm_request,
                     spans,
+                    repr,
                 }) => {
                     let run = NodeRun {
                         node: node.name.clone(),
@@ -296,6 +302,7 @@ impl<I: ToolInvoker> Executor<I> {
                         usage,
                         llm_request,
                         spans,
+                        repr,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -319,6 +326,7 @@ impl<I: ToolInvoker> Executor<I> {
                         usage: None,
                         llm_request: None,
                         spans: Vec::new(),
+                        repr: None,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -344,6 +352,7 @@ impl<I: ToolInvoker> Executor<I> {
                 usage: None,
                 llm_request: None,
                 spans: Vec::new(),
+                repr: None,
             };
             self.observer.node_finished(Some(line_number), &run);
             runs.push(run);
@@ -413,6 +422,12 @@ impl<I: ToolInvoker> Executor<I> {
                 aggregation_inputs.insert(node.name.clone(), values);
             }
         }
+        let result_repr = match self.flow.kind {
+            flowrt_flow::FlowKind::Flex if error.is_none() => {
+                runs.iter().find_map(|r| r.repr.clone())
+            }
+            _ => None,
+        };
         LineResult {
             line_number,
             inputs,
@@ -420,6 +435,7 @@ impl<I: ToolInvoker> Executor<I> {
             error,
             node_runs: runs,
             bare_output,
+            result_repr,
             aggregation_inputs,
             duration: started.elapsed(),
         }
@@ -608,6 +624,7 @@ impl<I: ToolInvoker> Executor<I> {
                 usage: None,
                 llm_request: None,
                 spans: Vec::new(),
+                repr: None,
             };
             match outcome {
                 Ok(o) => {

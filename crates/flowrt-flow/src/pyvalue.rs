@@ -65,9 +65,13 @@ pub fn py_str(v: &Value) -> String {
 
 /// What `pf flow test` prints for a line's `outputs`: `print(result)`. A prompty or flex flow
 /// that returned a value other than a dict (`bare`: its outputs are `{"output": value}`) prints
-/// Python's `str()` of that value (a string bare, a list as Python writes it); any other result
-/// prints as `json.dumps(result, indent=4, ensure_ascii=False)`.
-pub fn flow_test_text(outputs: &Value, bare: bool) -> String {
+/// Python's `str()` of that value (a string bare, a list as Python writes it), a flex entry's
+/// dataclass its `repr` (as Python wrote it); any other result prints as
+/// `json.dumps(result, indent=4, ensure_ascii=False)`.
+pub fn flow_test_text(outputs: &Value, bare: bool, repr: Option<&str>) -> String {
+    if let Some(repr) = repr {
+        return repr.to_string();
+    }
     match outputs.get(crate::VALUE_OUTPUT) {
         Some(value) if bare => py_str(value),
         _ => crate::nonfinite::to_json_indent4(outputs),

@@ -11,7 +11,7 @@ Request:  {"id": n, "node": str, "source": {"type": "code", "path": str} | {"typ
           {"type": "signature", "entry": "module:attr"} (answers the entry's signature as the output)
           {"op": "shutdown"}
 Response: {"id": n, "ok": true, "output": ..., "generator": bool, "chunks": [...], "joined": str,
-           "stdout": str, "metrics": [[key, value], ...]}
+           "stdout": str, "metrics": [[key, value], ...], "repr": str (a flex entry's dataclass result)}
           {"id": n, "ok": false, "kind": "tool"|"load", "error_type": str, "message": str, "traceback": str}
 
 Host callbacks (the worker asks, the host answers; used by Prompty and model configurations):
@@ -1337,6 +1337,9 @@ def _execute(req):
             _CAPTURE.reset(token_c)
             _METRICS.reset(token_m)
         resp = {"id": rid, "ok": True}
+        if source.get("type") == "entry" and dataclasses.is_dataclass(result) and not isinstance(result, type):
+            # `pf flow test` prints a flex entry's dataclass result as Python writes it.
+            resp["repr"] = repr(result)
         if generator:
             resp["generator"] = True
             resp["chunks"] = result

@@ -101,6 +101,8 @@ pub struct CallOutput {
     pub metrics: Vec<(String, Value)>,
     /// Spans `@trace`d functions recorded during this call.
     pub spans: Vec<Value>,
+    /// A flex entry's dataclass result as Python's `repr()` writes it (`output` holds its fields).
+    pub repr: Option<String>,
 }
 
 /// The tool's return value.
@@ -232,6 +234,8 @@ struct Response {
     metrics: Vec<(String, Value)>,
     #[serde(default)]
     spans: Vec<Value>,
+    #[serde(default)]
+    repr: Option<String>,
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
@@ -860,6 +864,7 @@ fn finish(response: Response) -> Result<CallOutput, CallError> {
             stdout: response.stdout,
             metrics: response.metrics,
             spans: response.spans,
+            repr: response.repr,
         });
     }
     let message = response.message.unwrap_or_default();

@@ -1196,6 +1196,7 @@ async fn record_end<I: ToolInvoker + 'static>(
                 error: None,
                 node_runs: Vec::new(),
                 bare_output: false,
+                result_repr: None,
                 aggregation_inputs: serde_json::from_value(a.clone()).unwrap_or_default(),
                 duration: Duration::ZERO,
             })

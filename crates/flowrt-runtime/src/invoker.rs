@@ -444,6 +444,7 @@ impl FlowInvoker {
             llm_request: None,
             spans: out.spans,
             attachment: None,
+            repr: out.repr,
         })
     }
 
@@ -521,6 +522,7 @@ impl FlowInvoker {
             llm_request: Some(result.request),
             spans: Vec::new(),
             attachment: None,
+            repr: None,
         })
     }
 

@@ -995,6 +995,7 @@ pub fn test_in_session(
             crate::test_cmd::result_text(
                 &r["outputs"],
                 r["bare_output"].as_bool().unwrap_or(false),
+                r["result_repr"].as_str(),
                 json
             )
         );

@@ -43,11 +43,11 @@ pub struct TestArgs {
 }
 
 /// The line's outputs as `flow test` prints them (see [`TestArgs::json`]).
-pub fn result_text(outputs: &Value, bare: bool, json: bool) -> String {
+pub fn result_text(outputs: &Value, bare: bool, repr: Option<&str>, json: bool) -> String {
     if json {
         flowrt_flow::nonfinite::to_json_indent4(outputs)
     } else {
-        flowrt_flow::pyvalue::flow_test_text(outputs, bare)
+        flowrt_flow::pyvalue::flow_test_text(outputs, bare, repr)
     }
 }
 
@@ -219,7 +219,15 @@ pub fn run(args: TestArgs) -> Result<u8> {
             }
         }
         // As `pf flow test` prints it: a prompty's or flex flow's plain value bare.
-        println!("{}", result_text(&outputs, line.bare_output, args.json));
+        println!(
+            "{}",
+            result_text(
+                &outputs,
+                line.bare_output,
+                line.result_repr.as_deref(),
+                args.json
+            )
+        );
         0
     });
     Ok(code)

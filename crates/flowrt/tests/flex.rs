@@ -151,12 +151,28 @@ fn class_entry_init_sample_and_dataclass_output() {
         &init,
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), json!({"text": "P:hi", "length": 4}));
+    // A dataclass result prints as Python writes it, as `pf flow test` prints it; --json gives
+    // its fields.
+    assert_eq!(r.stdout.trim_end(), "Label(text='P:hi', length=4)");
+    let json_args = [
+        "flow",
+        "test",
+        s(&dir),
+        "--inputs",
+        "word=hi",
+        "--init",
+        &init,
+        "--json",
+    ];
+    assert_eq!(
+        env.run(&json_args).json(),
+        json!({"text": "P:hi", "length": 4})
+    );
     // No init: sample.init (from sample.json); no inputs: sample.inputs.
-    let r = env.run(&["flow", "test", s(&dir)]);
+    let r = env.run(&["flow", "test", s(&dir), "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json(), json!({"text": "S:sample-S:sample", "length": 17}));
-    let r = env.run(&["flow", "test", s(&dir), "--inputs", "word=x"]);
+    let r = env.run(&["flow", "test", s(&dir), "--inputs", "word=x", "--json"]);
     assert_eq!(r.json(), json!({"text": "S:x-S:x", "length": 7}));
     // Init values are not converted: "2" stays a string, and str * str fails in the entry.
     let init = write_json(tmp, "init2.json", json!({"prefix": "P", "times": "2"}));

@@ -20,32 +20,40 @@ impl Drop for Server {
 }
 
 fn serve(env: &Env, dir: &std::path::Path) -> Server {
-    let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args([
-            "flow",
-            "serve",
-            dir.to_str().unwrap(),
-            "--port",
-            &port.to_string(),
-        ])
-        .env("FLOWRT_HOME", env.home.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(30) {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http("GET", &format!("{base}/health"), &[], "").0 == 200
-        {
-            return Server { child, base };
+    // A free port may be taken by another test's server before this one binds it: then this
+    // server exits, and the health check would reach the other one. Try again on another port.
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args([
+                "flow",
+                "serve",
+                dir.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+            ])
+            .env("FLOWRT_HOME", env.home.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // the port was taken
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+                && http("GET", &format!("{base}/health"), &[], "").0 == 200
+                && child.try_wait().is_ok_and(|s| s.is_none())
+            {
+                return Server { child, base };
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
     panic!("flow serve did not become healthy");
 }
 
