@@ -359,7 +359,12 @@ def _classify(ann):
             first = text.split("[", 1)[1].rsplit("]", 1)[0].split(",")[0].strip()
             return _classify(first)
         return None
-    simple = _SIMPLE_TYPES.get(ann)
+    try:
+        simple = _SIMPLE_TYPES.get(ann)
+    except TypeError:
+        # A value written as an annotation (`filter: {} = None`): promptflow passes the argument
+        # as it is.
+        return None
     if simple is not None:
         return simple
     if isinstance(ann, type) and ann.__name__ == "AssistantDefinition":

@@ -382,3 +382,14 @@ fn templates_saved_with_windows_line_endings_render_without_carriage_returns() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json(), json!({"text": "Hello Ada!\nSee you.\nBye.\n"}));
 }
+
+/// Issue 21: a python tool whose parameter is annotated with a value (`filter: {} = None`) runs
+/// as in promptflow, which passes such arguments unchanged (output checked against pf 1.18.5).
+#[test]
+fn a_value_used_as_an_annotation_is_no_error() {
+    let env = Env::new();
+    let (_d, dir) = flow("compat_literal_annotation");
+    let r = env.run(&["flow", "test", dir.to_str().unwrap(), "--inputs", "q=hi"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"out": "hi|{'a': 1}|x"}));
+}
