@@ -83,21 +83,12 @@ pub fn resolve_prompty_connection(
             ))
         }
     };
-    // A configuration with nothing but the model comes from the environment, as promptflow's
-    // `from_env()` connections do.
-    let only_model = p.model.configuration.iter().all(|(k, v)| {
-        ["type", "model", "azure_deployment"].contains(&k.as_str())
-            || v.is_null()
-            || v.as_str() == Some("")
-    });
+    // What the configuration leaves out comes from the environment, as the openai client
+    // promptflow builds reads it (`AZURE_OPENAI_ENDPOINT`, `OPENAI_BASE_URL`, the keys, the API
+    // version), whatever else the configuration names; one with nothing but the model is
+    // promptflow's `from_env()` connection, which reads the same variables.
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let pick = |key: &str, var: &str| {
-        if only_model {
-            env(var)
-        } else {
-            text(key)
-        }
-    };
+    let pick = |key: &str, var: &str| text(key).or_else(|| env(var));
     let mut configs = IndexMap::new();
     let mut secrets = IndexMap::new();
     let (key_var, endpoint_var) = match kind {
@@ -106,7 +97,9 @@ pub fn resolve_prompty_connection(
     };
     match kind {
         ConnectionKind::AzureOpenAi => {
-            let base = pick("azure_endpoint", endpoint_var).or_else(|| text("api_base"));
+            let base = text("azure_endpoint")
+                .or_else(|| text("api_base"))
+                .or_else(|| env(endpoint_var));
             let Some(base) = base else {
                 return Err(fail(
                     p,

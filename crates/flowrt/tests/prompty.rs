@@ -293,6 +293,46 @@ Sort tickets.
     assert_eq!(body["stop"], json!(["###"]));
 }
 
+/// Issue 21: a configuration that leaves the endpoint out reads `AZURE_OPENAI_ENDPOINT` (and a
+/// missing version `OPENAI_API_VERSION`) from the environment even when it names its key, as the
+/// openai client promptflow builds does.
+#[test]
+fn an_azure_configuration_without_an_endpoint_reads_it_from_the_environment() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    let (_d, file) = prompty(
+        "triage.prompty",
+        "---
+model:
+  configuration:
+    type: azure_openai
+    azure_deployment: triage-dep
+    api_key: k
+  parameters:
+    max_tokens: 10
+inputs:
+  ticket:
+    type: string
+---
+# user:
+{{ ticket }}
+",
+    );
+    let r = env.run_with_env(
+        &["flow", "test", s(&file), "--inputs", "ticket=Hum"],
+        &[
+            ("AZURE_OPENAI_ENDPOINT", server.base.as_str()),
+            ("OPENAI_API_VERSION", "2024-10-21"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim_end(), "echo: Hum");
+    assert_eq!(
+        last_request(&server).0,
+        "/openai/deployments/triage-dep/chat/completions?api-version=2024-10-21"
+    );
+}
+
 #[test]
 fn a_streamed_reply_is_joined() {
     let server = FakeOpenAi::start(0);
