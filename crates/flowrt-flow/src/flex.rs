@@ -398,6 +398,7 @@ impl Loader {
                 is_class: false,
             }),
             message_format: crate::MessageFormat::Basic,
+            warnings: Vec::new(),
         })
     }
 

@@ -208,6 +208,9 @@ pub struct Flow {
     pub flex: Option<FlexSpec>,
     /// How images are written in the flow's values (`message_format:`).
     pub message_format: MessageFormat,
+    /// What the file holds that promptflow accepts and ignores (a node key it does not know):
+    /// reported, with its line, and the flow runs on.
+    pub warnings: Vec<Problem>,
 }
 
 /// promptflow's `message_format`: the shape of an image reference.

@@ -200,6 +200,8 @@ pub(crate) fn is_prompty(path: &Path) -> bool {
 #[derive(Default)]
 pub(crate) struct Loader {
     pub(crate) problems: Vec<Problem>,
+    /// What promptflow ignores, reported beside the flow.
+    pub(crate) warnings: Vec<Problem>,
     /// Every node name declared, including nodes too broken to load, so their readers are not
     /// also reported as reading a missing node.
     declared: IndexSet<String>,
@@ -289,6 +291,7 @@ impl Loader {
                 Some("openai-vision") => crate::MessageFormat::OpenaiVision,
                 _ => crate::MessageFormat::Basic,
             },
+            warnings: std::mem::take(&mut self.warnings),
         };
         self.check(&mut flow);
         Some(flow)
@@ -332,6 +335,19 @@ impl Loader {
                     let raw = to_json(d);
                     match convert_value(ty, &raw) {
                         Ok(v) => Some(v),
+                        // promptflow keeps a list's or object's default text as it is and
+                        // parses it only when the input is not given (failing then): the flow
+                        // runs whenever the input is given.
+                        Err(e)
+                            if raw.is_string()
+                                && matches!(ty, ValueType::List | ValueType::Object) =>
+                        {
+                            self.warnings.push(Problem::new(
+                                Some(d.line),
+                                format!("default of input '{name}': {e}; the input must be given"),
+                            ));
+                            None
+                        }
                         Err(e) => {
                             self.problem(Some(d.line), format!("default of input '{name}': {e}"));
                             None
@@ -533,10 +549,12 @@ impl Loader {
                 for (key, _) in map {
                     let k = key_string(key);
                     if !NODE_KEYS.contains(&k.as_str()) {
-                        self.problem(
+                        // promptflow loads the node and ignores the key (a stray `variants:`
+                        // or `outputs:`, a misspelling): so does flowrt, and says so.
+                        self.warnings.push(Problem::new(
                             Some(key.line),
-                            format!("node '{name}' has unknown key '{k}'"),
-                        );
+                            format!("node '{name}' has unknown key '{k}', which is ignored"),
+                        ));
                     }
                 }
             }

@@ -774,6 +774,7 @@ pub fn prompty_flow(prompty: &Prompty) -> Flow {
         sample: prompty.sample.clone(),
         flex: None,
         message_format: crate::MessageFormat::Basic,
+        warnings: Vec::new(),
     }
 }
 

@@ -292,13 +292,24 @@ fn use_variants_without_node_variants() {
     );
 }
 
+/// Issue 21: promptflow loads a node with a key it does not know (a misspelling, a stray
+/// `variants:`) and ignores the key: so does flowrt, with a warning naming the line.
 #[test]
-fn unknown_node_key() {
-    let yaml =
-        flow("- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputz: {}\n");
+fn an_unknown_node_key_is_a_warning() {
+    let yaml = flow(
+        "- name: a\n  type: python\n  source: {type: code, path: echo.py}\n  inputz: {}\n  variants: {}\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.py"), "").unwrap();
+    std::fs::write(dir.path().join("flow.dag.yaml"), yaml).unwrap();
+    let flow = load_flow(dir.path(), &LoadOptions::default()).expect("the flow loads");
+    let warnings: Vec<String> = flow.warnings.iter().map(|w| w.to_string()).collect();
     assert_eq!(
-        error_of(&yaml),
-        "FLOW/flow.dag.yaml:9: node 'a' has unknown key 'inputz'"
+        warnings,
+        [
+            "line 9: node 'a' has unknown key 'inputz', which is ignored",
+            "line 10: node 'a' has unknown key 'variants', which is ignored"
+        ]
     );
 }
 

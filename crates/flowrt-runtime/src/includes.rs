@@ -129,9 +129,23 @@ impl Merged {
         })
     }
 
-    /// Load the flow; messages name the user's folder, not the merged copy.
+    /// Load the flow; messages name the user's folder, not the merged copy. What promptflow
+    /// would ignore in it is a warning on stderr, with its file and line.
     pub fn load(&self, options: &flowrt_flow::LoadOptions) -> Result<flowrt_flow::Flow> {
-        flowrt_flow::load_flow(&self.dir, options).map_err(|e| {
+        let loaded = flowrt_flow::load_flow(&self.dir, options);
+        if let Ok(flow) = &loaded {
+            let file = flow.file.display().to_string().replace(
+                &self.dir.display().to_string(),
+                &self.original.display().to_string(),
+            );
+            for w in &flow.warnings {
+                match w.line {
+                    Some(line) => eprintln!("warning: {file}:{line}: {}", w.message),
+                    None => eprintln!("warning: {file}: {}", w.message),
+                }
+            }
+        }
+        loaded.map_err(|e| {
             if self.temporary {
                 anyhow::anyhow!(e.to_string().replace(
                     &self.dir.display().to_string(),

@@ -393,3 +393,34 @@ fn a_value_used_as_an_annotation_is_no_error() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json(), json!({"out": "hi|{'a': 1}|x"}));
 }
+
+/// Issue 21: what promptflow accepts and ignores loads in flowrt too, with a warning naming the
+/// line: keys a node does not have (a misspelt `inputz:`, a stray `variants:`), and a list input
+/// whose default is text that is no list (promptflow parses it only when the input is missing).
+/// Given its inputs, the flow gives promptflow 1.18.5's output.
+#[test]
+fn what_promptflow_ignores_is_a_warning() {
+    let env = Env::new();
+    let (_d, dir) = flow("compat_lenient");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "items=[1,2]",
+        "obj={\"a\":1}",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"out": "[1, 2]|{'a': 1}|x"}));
+    for warning in [
+        "flow.dag.yaml:4: default of input 'items': value '' is not a valid list; the input must be given",
+        "flow.dag.yaml:25: node 'echo' has unknown key 'inputz', which is ignored",
+        "flow.dag.yaml:26: node 'echo' has unknown key 'variants', which is ignored",
+    ] {
+        assert!(r.stderr.contains(warning), "{warning}: {}", r.stderr);
+    }
+    // Without the input there is no default to use: an error, as in promptflow.
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("'items'"), "{}", r.stderr);
+}
