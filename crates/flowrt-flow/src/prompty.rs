@@ -218,8 +218,33 @@ impl Prompty {
         Prompty::parse(&text, path)
     }
 
+    /// Read a `.prompty` file as `Prompty.load(source, model=...)` does: `model` (a dict) merged
+    /// over the file's `model` key by key, and `configuration` (a model configuration object's
+    /// fields) replacing its configuration whole, before anything is checked: a file that
+    /// lacks its parameters or configuration loads when they are given here.
+    pub fn load_overridden(
+        path: &Path,
+        model: Option<&Map<String, Value>>,
+        configuration: Option<&Map<String, Value>>,
+    ) -> Result<Prompty, FlowError> {
+        let text = fs_err::read_to_string(path).map_err(|e| FlowError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        Prompty::parse_overridden(&text, path, model, configuration)
+    }
+
     /// Parse a prompty's text; `path` names the file in messages and anchors `${file:...}`.
     pub fn parse(text: &str, path: &Path) -> Result<Prompty, FlowError> {
+        Prompty::parse_overridden(text, path, None, None)
+    }
+
+    fn parse_overridden(
+        text: &str,
+        path: &Path,
+        model_override: Option<&Map<String, Value>>,
+        configuration: Option<&Map<String, Value>>,
+    ) -> Result<Prompty, FlowError> {
         // Python reads text files with universal newlines.
         let text = crate::universal_newlines(text);
         let Some((front, body)) = split_front_matter(&text) else {
@@ -270,7 +295,7 @@ impl Prompty {
             }
             (other, _) => other,
         };
-        let config = match config {
+        let mut config = match config {
             Value::Object(m) => m,
             Value::Null => Map::new(),
             _ => {
@@ -281,6 +306,29 @@ impl Prompty {
                 ))
             }
         };
+        if model_override.is_some() || configuration.is_some() {
+            let resolved =
+                |m: Option<&Map<String, Value>>| -> Result<Option<Map<String, Value>>, FlowError> {
+                    match m.map(|m| resolve_references(Value::Object(m.clone()), &dir)) {
+                        None => Ok(None),
+                        Some(Ok(Value::Object(m))) => Ok(Some(m)),
+                        Some(Ok(_)) => Ok(Some(Map::new())),
+                        Some(Err(message)) => Err(problem(path, message)),
+                    }
+                };
+            let file_model = match config.remove("model") {
+                Some(Value::Object(m)) => m,
+                _ => Map::new(),
+            };
+            let mut model = match resolved(model_override)? {
+                Some(o) => merge_recursively(file_model, &o),
+                None => file_model,
+            };
+            if let Some(c) = resolved(configuration)? {
+                model.insert("configuration".into(), Value::Object(c));
+            }
+            config.insert("model".into(), Value::Object(model));
+        }
         let mut problems = Vec::new();
         let model = parse_model(config.get("model"), &lines, &mut problems);
         let inputs = parse_inputs(config.get("inputs"), &lines, &mut problems);

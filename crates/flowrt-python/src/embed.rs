@@ -42,6 +42,14 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../python/shim/promptflow/core/__init__.py"),
     ),
     (
+        "shim/promptflow/core/_connection.py",
+        include_str!("../python/shim/promptflow/core/_connection.py"),
+    ),
+    (
+        "shim/promptflow/core/_flow.py",
+        include_str!("../python/shim/promptflow/core/_flow.py"),
+    ),
+    (
         "shim/promptflow/core/_host.py",
         include_str!("../python/shim/promptflow/core/_host.py"),
     ),

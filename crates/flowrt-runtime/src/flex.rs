@@ -52,29 +52,28 @@ async fn run_prompty(
             names.join("=..., ")
         ));
     }
-    let mut prompty = Prompty::load(Path::new(source)).map_err(|e| e.to_string())?;
-    match &request["model"] {
-        Value::Object(model) if !model.is_empty() => {
-            prompty = prompty.with_model_override(model)?;
-        }
-        Value::Object(_) | Value::Null => {}
+    // The file is checked with what `model=` gives it: a file may leave its parameters or
+    // configuration to the caller, as promptflow allows.
+    let model = match &request["model"] {
+        Value::Object(model) if !model.is_empty() => Some(model),
+        Value::Object(_) | Value::Null => None,
         other => {
             return Err(format!(
                 "Prompty.load(model=...) must be a dict, not {other}"
             ))
         }
-    }
-    match &request["configuration"] {
-        Value::Object(configuration) => {
-            prompty = prompty.with_configuration(configuration.clone())?;
-        }
-        Value::Null => {}
+    };
+    let configuration = match &request["configuration"] {
+        Value::Object(configuration) => Some(configuration),
+        Value::Null => None,
         other => {
             return Err(format!(
                 "a model configuration must be an object, not {other}"
             ))
         }
-    }
+    };
+    let prompty = Prompty::load_overridden(Path::new(source), model, configuration)
+        .map_err(|e| e.to_string())?;
     let connection =
         flowrt_tools::resolve_prompty_connection(&prompty, |n| connections.get(n).cloned())
             .map_err(|e| tool_message(&e))?;

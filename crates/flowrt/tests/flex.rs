@@ -918,3 +918,38 @@ fn python_code_calls_the_builtin_chat_tool_which_runs_in_the_host() {
         "{body}"
     );
 }
+
+/// Issue 21: flows import promptflow's private modules (`promptflow.core._flow` for Prompty,
+/// `promptflow.core._connection` for the connection classes), and `Prompty.load(source,
+/// model={...})` checks the file with the model it is given: a file without its parameters or
+/// configuration runs when the caller supplies them, as in promptflow 1.18.5.
+#[test]
+fn prompty_from_private_modules_with_the_model_given_at_load() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    let entry = format!(
+        "from pathlib import Path\n\
+         from promptflow.core._flow import Prompty\n\
+         from promptflow.core._connection import CustomConnection, _Connection\n\n\
+         def ask(question: str = 'hi'):\n\
+         \x20   assert issubclass(CustomConnection, _Connection)\n\
+         \x20   p = Prompty.load(\n\
+         \x20       source=Path(__file__).parent / 'bare.prompty',\n\
+         \x20       model={{'configuration': {{'type': 'openai', 'api_key': 'k', 'base_url': '{}/v1', 'model': 'm'}},\n\
+         \x20              'parameters': {{'max_tokens': 20}}}},\n\
+         \x20   )\n\
+         \x20   return p(question=question)\n",
+        server.base
+    );
+    let dir = flex_dir(&[
+        ("entry.py", &entry),
+        ("flow.flex.yaml", "entry: entry:ask\n"),
+        (
+            "bare.prompty",
+            "---\nname: bare\ninputs:\n  question:\n    type: string\n---\nuser:\n{{question}}\n",
+        ),
+    ]);
+    let r = env.run(&["flow", "test", s(dir.path()), "--inputs", "question=why"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim_end(), "echo: why");
+}
