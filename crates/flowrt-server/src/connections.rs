@@ -34,21 +34,7 @@ pub fn routes() -> ApiRoutes {
 /// User `owner`'s connections, as the workspace stores them (fetched into this server's home
 /// when another server stores the workspace's files).
 async fn user_store(state: &AppState, owner: &str) -> ApiResult<ConnectionStore> {
-    synced_store(&state.blobs, &state.config.home, owner).await
-}
-
-async fn synced_store(
-    blobs: &flowrt_store::Blobs,
-    home: &std::path::Path,
-    owner: &str,
-) -> ApiResult<ConnectionStore> {
-    let store = ConnectionStore::for_user(home, owner)
-        .map_err(|e| ApiErr::internal("opening the connections", e))?;
-    blobs
-        .sync_dir(&store.connections_dir(), true)
-        .await
-        .map_err(|e| ApiErr::internal("reading the connections", e))?;
-    Ok(store)
+    Ok(flowrt_session::manager::synced_store(&state.blobs, &state.config.home, owner).await?)
 }
 
 async fn user_names(state: &AppState) -> ApiResult<std::collections::HashMap<String, String>> {
@@ -208,36 +194,4 @@ async fn delete(
         .map_err(|e| ApiErr::internal("deleting the connection", e))?;
     state.store.delete_connection(&caller.0.id, &name).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// The connections a session of `owner`'s may receive, of those named `names`: `owner`'s own,
-/// else a shared one; for the server's owner, also the ones made on the server's machine.
-pub async fn for_session(
-    state_store: &flowrt_store::Store,
-    blobs: &flowrt_store::Blobs,
-    home: &std::path::Path,
-    owner: &str,
-    owner_is_server_owner: bool,
-    names: &[String],
-) -> ApiResult<Vec<Connection>> {
-    let all = state_store.list_connections().await?;
-    let mut out = Vec::new();
-    for name in names {
-        let rec = all
-            .iter()
-            .find(|r| &r.name == name && r.owner == owner)
-            .or_else(|| all.iter().find(|r| &r.name == name && r.shared));
-        let found = match rec {
-            Some(r) => synced_store(blobs, home, &r.owner)
-                .await?
-                .get(name)
-                .map_err(|e| ApiErr::internal("reading a connection", e))?,
-            None if owner_is_server_owner => ConnectionStore::open(home)
-                .and_then(|s| s.get(name))
-                .map_err(|e| ApiErr::internal("reading a connection", e))?,
-            None => None,
-        };
-        out.extend(found);
-    }
-    Ok(out)
 }

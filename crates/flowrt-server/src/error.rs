@@ -62,6 +62,22 @@ impl From<flowrt_store::StoreError> for ApiErr {
     }
 }
 
+/// The session manager's refusals and failures, as the API answers them (an internal failure was
+/// logged where it happened).
+impl From<flowrt_session::manager::ManageError> for ApiErr {
+    fn from(e: flowrt_session::manager::ManageError) -> Self {
+        use flowrt_session::manager::ErrorKind as K;
+        let (status, code) = match e.kind {
+            K::BadRequest => (StatusCode::BAD_REQUEST, "BadRequest"),
+            K::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
+            K::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
+            K::Conflict => (StatusCode::CONFLICT, "Conflict"),
+            K::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
+        };
+        ApiErr::new(status, code, e.message)
+    }
+}
+
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let mut resp = (

@@ -174,33 +174,6 @@ pub(crate) fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// Where this server's `home` has a file another server recorded by its path in that server's
-/// home (`/srv/a/data/u-1/x.jsonl`): the same path under `area` (`data`, `snapshots`) here.
-/// `None` when the path has no such part, or climbs out of it.
-pub(crate) fn rebase(
-    home: &std::path::Path,
-    stored: &std::path::Path,
-    area: &str,
-) -> Option<PathBuf> {
-    use std::path::Component;
-    let parts: Vec<Component> = stored.components().collect();
-    let at = parts
-        .iter()
-        .rposition(|c| matches!(c, Component::Normal(n) if *n == std::ffi::OsStr::new(area)))?;
-    let mut out = home.join(area);
-    let rest = &parts[at + 1..];
-    if rest.is_empty() {
-        return None;
-    }
-    for c in rest {
-        match c {
-            Component::Normal(n) => out.push(n),
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 /// Now, in Unix milliseconds.
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -328,7 +328,7 @@ async fn request_for(
     if let Some(stored) = req.data.clone() {
         // The path is in the home of the server that started the run: this server has the
         // same data under its own home (fetched when the workspace's files are shared).
-        let data = crate::rebase(&state.config.home, &stored, "data")
+        let data = flowrt_store::blobs::rebase(&state.config.home, &stored, "data")
             .ok_or_else(|| format!("the run's data {} is not workspace data", stored.display()))?;
         if !state
             .blobs

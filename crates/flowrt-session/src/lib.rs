@@ -2,16 +2,19 @@
 //! (`idle`, pure), and the local backend that runs each session as a `flowrt agent` process with
 //! its own folder, a scrubbed environment and resource limits (`backend`), the Ray backend
 //! (`ray`), what seals a session (`seal`, `isolate`), and the client the control plane talks to
-//! agents with (`client`, over the protocol typed in `flowrt_api::agent`). The agent itself is
-//! the `flowrt-agent` crate, which the server does not depend on.
+//! agents with (`client`, over the protocol typed in `flowrt_api::agent`), and the session
+//! manager that drives them all from the store (`manager`). The agent itself is the
+//! `flowrt-agent` crate, which the server does not depend on.
 //!
-//! It does not store anything or serve the API: the server (`flowrt-server`) drives it.
+//! It serves no API: the server's routes (`flowrt-server`) call the manager and answer in the
+//! API's shapes.
 
 pub mod backend;
 pub mod client;
 pub mod idle;
 pub mod isolate;
 pub mod lifecycle;
+pub mod manager;
 pub mod seal;
 pub mod session_files;
 

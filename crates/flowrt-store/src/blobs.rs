@@ -419,6 +419,29 @@ impl Blobs {
     }
 }
 
+/// Where `home` has a file another server recorded by its path in that server's
+/// home (`/srv/a/data/u-1/x.jsonl`): the same path under `area` (`data`, `snapshots`) here.
+/// `None` when the path has no such part, or climbs out of it.
+pub fn rebase(home: &std::path::Path, stored: &std::path::Path, area: &str) -> Option<PathBuf> {
+    use std::path::Component;
+    let parts: Vec<Component> = stored.components().collect();
+    let at = parts
+        .iter()
+        .rposition(|c| matches!(c, Component::Normal(n) if *n == std::ffi::OsStr::new(area)))?;
+    let mut out = home.join(area);
+    let rest = &parts[at + 1..];
+    if rest.is_empty() {
+        return None;
+    }
+    for c in rest {
+        match c {
+            Component::Normal(n) => out.push(n),
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// A name for a file or folder being fetched, unique in this process and among processes.
 fn fetching_name() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
