@@ -81,12 +81,35 @@ async fn run_prompty(
         Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         _ => IndexMap::new(),
     };
+    let raw = prompty.model.response == PromptyResponse::All;
+    if prompty.model.streams() && !raw {
+        // A streamed reply reaches Python as the model's own chunks, which promptflow's Prompty
+        // yields one by one (a caller counting or showing them sees the same pieces).
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let outcome = flowrt_tools::execute_prompty_streamed(
+            client,
+            &prompty,
+            &inputs,
+            &connection,
+            Some(tx),
+        )
+        .await
+        .map_err(|e| tool_message(&e))?;
+        let mut chunks = Vec::new();
+        while let Ok(piece) = rx.try_recv() {
+            chunks.push(piece);
+        }
+        if outcome.output.is_string() {
+            return Ok(json!({"output": outcome.output, "chunks": chunks, "raw": false}));
+        }
+        return Ok(json!({"output": outcome.output, "raw": false}));
+    }
     let output = flowrt_tools::execute_prompty(client, &prompty, &inputs, &connection)
         .await
         .map_err(|e| tool_message(&e))?;
     Ok(json!({
         "output": output,
-        "raw": prompty.model.response == PromptyResponse::All,
+        "raw": raw,
     }))
 }
 

@@ -953,3 +953,56 @@ fn prompty_from_private_modules_with_the_model_given_at_load() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.trim_end(), "echo: why");
 }
+
+/// Issue 21: a prompty called with `stream: true` from a flex entry yields the model's own chunks
+/// (here one a word), as promptflow 1.18.5's Prompty does; the entry's count is promptflow's, not
+/// one a character. (An AsyncPrompty's stream fails in promptflow 1.18.5 however it is iterated;
+/// flowrt gives it as the same plain generator.)
+#[test]
+fn a_streamed_prompty_yields_the_models_chunks() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    let prompty = format!(
+        "---\nname: s\nmodel:\n  api: chat\n  configuration:\n    type: openai\n    api_key: k\n    base_url: {}/v1\n    model: m\n  parameters:\n    stream: true\ninputs:\n  question:\n    type: string\n---\nuser:\n{{{{question}}}}\n",
+        server.base
+    );
+    let dir = flex_dir(&[
+        ("s.prompty", &prompty),
+        (
+            "entry.py",
+            "from pathlib import Path\n\
+             from promptflow.core import AsyncPrompty, Prompty\n\n\
+             def count(question: str):\n\
+             \x20   p = Prompty.load(source=Path(__file__).parent / 's.prompty')\n\
+             \x20   return {'chunks': [c for c in p(question=question)]}\n\n\
+             async def count_async(question: str):\n\
+             \x20   p = AsyncPrompty.load(source=Path(__file__).parent / 's.prompty')\n\
+             \x20   return {'chunks': [c for c in await p(question=question)]}\n",
+        ),
+        ("flow.flex.yaml", "entry: entry:count\n"),
+    ]);
+    let expected = json!({"chunks": ["echo: ", "tides ", "turn"]});
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(dir.path()),
+        "--inputs",
+        "question=tides turn",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), expected);
+    std::fs::write(
+        dir.path().join("flow.flex.yaml"),
+        "entry: entry:count_async\n",
+    )
+    .unwrap();
+    let r = env.run(&[
+        "flow",
+        "test",
+        s(dir.path()),
+        "--inputs",
+        "question=tides turn",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), expected);
+}

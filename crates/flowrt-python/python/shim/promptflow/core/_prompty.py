@@ -91,6 +91,9 @@ class Prompty:
     def _result(reply):
         if isinstance(reply, dict) and reply.get("raw"):
             return _wrap(reply.get("output"))
+        if isinstance(reply, dict) and isinstance(reply.get("chunks"), list):
+            # A streamed reply: the model's chunks, one by one, as promptflow yields them.
+            return (chunk for chunk in reply["chunks"])
         return reply.get("output") if isinstance(reply, dict) else reply
 
     def __call__(self, *args, **kwargs):
@@ -101,4 +104,6 @@ class AsyncPrompty(Prompty):
     async def __call__(self, *args, **kwargs):
         request = self._request(args, kwargs)
         reply = await asyncio.get_running_loop().run_in_executor(None, host_call, "prompty", request)
+        # A streamed reply is the same plain generator (promptflow 1.18.5's async stream cannot
+        # be iterated at all).
         return self._result(reply)
