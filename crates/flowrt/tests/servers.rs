@@ -267,6 +267,21 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
     }
 }
 
+/// A 32-byte secret key file (mode 0600) filled with `byte`, as an operator provides one.
+fn operator_key(root: &Path, name: &str, byte: u8) -> PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = root.join(name);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap();
+    f.write_all(&[byte; 32]).unwrap();
+    path
+}
+
 /// A server on `home` that sees none of `hidden` (each an empty tmpfs in a mount namespace of its
 /// own, when this test runs as root; else in plain folders that share nothing but the database).
 fn start_private(
@@ -355,18 +370,7 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
         std::fs::create_dir_all(d).unwrap();
     }
     // The operator's key, outside every home.
-    let key = root.join("secret.key");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key)
-            .unwrap();
-        f.write_all(&[7u8; 32]).unwrap();
-    }
+    let key = operator_key(root, "secret.key", 7);
     let mut first = start_private(
         &home_a,
         &[&home_b, &home_c, &client],
@@ -386,18 +390,7 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
     )
     .expect("the second server starts");
     // A server with another key is refused before it serves, saying why.
-    let other_key = root.join("other.key");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&other_key)
-            .unwrap();
-        f.write_all(&[9u8; 32]).unwrap();
-    }
+    let other_key = operator_key(root, "other.key", 9);
     let refused = start_private(
         &root.join("d"),
         &[&home_a],
@@ -622,18 +615,7 @@ fn a_home_moves_its_files_into_the_database_when_asked() {
     let root = root_dir.path();
     let (old_home, new_home, client) = (root.join("old"), root.join("new"), root.join("client"));
     std::fs::create_dir_all(&client).unwrap();
-    let key = root.join("secret.key");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key)
-            .unwrap();
-        f.write_all(&[3u8; 32]).unwrap();
-    }
+    let key = operator_key(root, "secret.key", 3);
     let mut old = start_private(&old_home, &[], &database, "old", &key, "folder").unwrap();
     let token = std::fs::read_to_string(old_home.join("owner.token"))
         .unwrap()
