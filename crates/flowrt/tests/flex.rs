@@ -981,28 +981,24 @@ fn a_streamed_prompty_yields_the_models_chunks() {
         ),
         ("flow.flex.yaml", "entry: entry:count\n"),
     ]);
-    let expected = json!({"chunks": ["echo: ", "tides ", "turn"]});
-    let r = env.run(&[
-        "flow",
-        "test",
-        s(dir.path()),
-        "--inputs",
-        "question=tides turn",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), expected);
-    std::fs::write(
-        dir.path().join("flow.flex.yaml"),
-        "entry: entry:count_async\n",
-    )
-    .unwrap();
-    let r = env.run(&[
-        "flow",
-        "test",
-        s(dir.path()),
-        "--inputs",
-        "question=tides turn",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json(), expected);
+    for entry in ["count", "count_async"] {
+        std::fs::write(
+            dir.path().join("flow.flex.yaml"),
+            format!("entry: entry:{entry}\n"),
+        )
+        .unwrap();
+        let r = env.run(&[
+            "flow",
+            "test",
+            s(dir.path()),
+            "--inputs",
+            "question=tides turn",
+        ]);
+        assert_eq!(r.code, 0, "{entry}: {}", r.stderr);
+        assert_eq!(
+            r.json(),
+            json!({"chunks": ["echo: ", "tides ", "turn"]}),
+            "{entry}"
+        );
+    }
 }

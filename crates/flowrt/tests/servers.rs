@@ -33,17 +33,9 @@ impl Server {
             .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
             .spawn()
             .unwrap();
-        let url = format!("http://{addr}");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err()
-            || http("GET", &format!("{url}/healthz"), &[], "").0 != 200
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "server {name} did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        let (mut child, url) = (child, format!("http://{addr}"));
+        if let Err(log) = wait_healthy(&mut child, &addr, &log, name) {
+            panic!("server {name} exited: {log}");
         }
         Server { child, url, log }
     }
@@ -267,6 +259,25 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
     }
 }
 
+/// Wait until the server at `addr` answers `/healthz`; its log when it exits first.
+fn wait_healthy(child: &mut Child, addr: &str, log: &Path, name: &str) -> Result<(), String> {
+    let t = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err()
+        || http("GET", &format!("http://{addr}/healthz"), &[], "").0 != 200
+    {
+        if let Ok(Some(_)) = child.try_wait() {
+            return Err(std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "server {name} did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// A 32-byte secret key file (mode 0600) filled with `byte`, as an operator provides one.
 fn operator_key(root: &Path, name: &str, byte: u8) -> PathBuf {
     use std::io::Write;
@@ -328,21 +339,8 @@ fn start_private(
         .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
         .spawn()
         .unwrap();
+    wait_healthy(&mut child, &addr, &log, name)?;
     let url = format!("http://{addr}");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err()
-        || http("GET", &format!("{url}/healthz"), &[], "").0 != 200
-    {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Err(std::fs::read_to_string(&log).unwrap_or_default());
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "server {name} did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Ok(Server { child, url, log })
 }
 
