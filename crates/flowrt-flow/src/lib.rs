@@ -38,7 +38,7 @@ pub fn universal_newlines(text: &str) -> String {
 
 use indexmap::IndexMap;
 use serde_json::Value;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// A flow input declaration.
 #[derive(Clone, Debug, PartialEq)]
@@ -183,6 +183,26 @@ impl FlowKind {
     }
 }
 
+/// Whether `rel` (a path a flow file names) leaves the flow folder: `..` or absolute.
+pub fn leaves_folder(rel: &str) -> bool {
+    load::leaves_lexically(Path::new(rel))
+}
+
+/// Where a flow's `python_requirements_txt` is inside its folder: the path itself, or for a file
+/// outside the folder (`../requirements.txt`, one file for a repository's flows), its name at
+/// the folder's root, where flowrt takes it in (as promptflow's `additional_includes` would)
+/// when it runs or pushes the flow from its folder.
+pub fn requirements_in_folder(rel: &str) -> String {
+    if leaves_folder(rel) {
+        Path::new(rel)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| rel.to_string())
+    } else {
+        rel.to_string()
+    }
+}
+
 /// The output name a value-returning flow (prompty, flex) wraps a non-object value in.
 pub const VALUE_OUTPUT: &str = "output";
 
@@ -250,19 +270,28 @@ impl Flow {
         names
     }
 
-    /// The path of the requirements file the flow asks for, if it exists.
+    /// The path of the requirements file the flow asks for, if it exists: inside the flow
+    /// folder, where a file named outside it (`../requirements.txt`) is taken in under its own
+    /// name (see [`requirements_in_folder`]). Nothing outside the folder is ever named.
     pub fn requirements_file(&self) -> Option<PathBuf> {
-        let rel = self
-            .environment
-            .python_requirements_txt
-            .as_deref()
-            .unwrap_or("requirements.txt");
+        let rel = self.requirements_rel();
         // The loader refused paths that leave the folder; checked again for flows built by hand.
-        if load::check_inside(&self.dir, rel).is_some() {
+        if load::check_inside(&self.dir, &rel).is_some() {
             return None;
         }
         let path = self.dir.join(rel);
         path.is_file().then_some(path)
+    }
+
+    /// The requirements file's path inside the flow folder, found or not (`requirements.txt` when
+    /// the flow names none): read or write the flow's requirements only here.
+    pub fn requirements_rel(&self) -> String {
+        requirements_in_folder(
+            self.environment
+                .python_requirements_txt
+                .as_deref()
+                .unwrap_or("requirements.txt"),
+        )
     }
 
     /// `environment_variables` as promptflow passes them to tools: scalars as `str(v)`, lists and

@@ -794,7 +794,15 @@ impl Loader {
         // The requirements file is read by whoever builds the environment (the server, for a
         // session): it must be the flow's own file, not a path to anyone else's.
         if let Some(rel) = flow.environment.python_requirements_txt.clone() {
-            if let Some(message) = check_inside(&flow.dir, &rel) {
+            let inside = crate::requirements_in_folder(&rel);
+            if inside != rel && !flow.dir.join(&inside).is_file() {
+                self.problem(
+                    self.requirements_line,
+                    format!(
+                        "environment.python_requirements_txt '{rel}' leaves the flow folder, and no copy named '{inside}' is in it; run or push the flow from its folder (flowrt takes the file in), or put the file inside"
+                    ),
+                );
+            } else if let Some(message) = check_inside(&flow.dir, &inside) {
                 self.problem(
                     self.requirements_line,
                     format!("environment.python_requirements_txt {message}"),
@@ -924,7 +932,7 @@ fn list_or_none<'a>(items: impl Iterator<Item = impl AsRef<str> + 'a>) -> String
 }
 
 /// Whether `rel`, read lexically, names something outside its folder (absolute, or with `..`).
-fn leaves_lexically(rel: &Path) -> bool {
+pub(crate) fn leaves_lexically(rel: &Path) -> bool {
     rel.is_absolute()
         || rel
             .components()

@@ -351,16 +351,36 @@ fn a_path_after_a_flow_input_names_an_undeclared_input() {
 }
 
 #[test]
-fn requirements_outside_the_flow_are_refused() {
+fn requirements_outside_the_flow_are_never_read_there() {
     // The attack: a session's server reads this file as requirements, and the token it points at
-    // ends up in the session's failure reason and in a package index request.
+    // ends up in the session's failure reason and in a package index request. A path leaving the
+    // folder names only the copy taken into it under its own name (issue 21: flows share one
+    // requirements file), which a snapshot holds or lacks.
     for (rel, expected) in [
-        ("../home/owner.token", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '../home/owner.token' leaves the flow folder; use a path inside it, relative to the flow file, without '..'"),
-        ("/etc/passwd", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '/etc/passwd' leaves the flow folder; use a path inside it, relative to the flow file, without '..'"),
+        ("../home/owner.token", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '../home/owner.token' leaves the flow folder, and no copy named 'owner.token' is in it; run or push the flow from its folder (flowrt takes the file in), or put the file inside"),
+        ("/etc/passwd", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '/etc/passwd' leaves the flow folder, and no copy named 'passwd' is in it; run or push the flow from its folder (flowrt takes the file in), or put the file inside"),
     ] {
         let yaml = format!("{}environment:\n  python_requirements_txt: {rel}\n", flow(ECHO));
         assert_eq!(error_of(&yaml), expected);
     }
+    // With the copy inside, the flow loads and reads the copy, never the path it names.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.py"), "").unwrap();
+    std::fs::write(dir.path().join("owner.token"), "requests\n").unwrap();
+    std::fs::write(
+        dir.path().join("flow.dag.yaml"),
+        format!(
+            "{}environment:\n  python_requirements_txt: ../home/owner.token\n",
+            flow(ECHO)
+        ),
+    )
+    .unwrap();
+    let loaded = load_flow(dir.path(), &LoadOptions::default()).expect("the flow loads");
+    assert_eq!(
+        loaded.requirements_file(),
+        Some(dir.path().join("owner.token"))
+    );
+    assert_eq!(loaded.requirements_rel(), "owner.token");
     // ... and through a symlink inside the folder.
     let dir = tempfile::tempdir().unwrap();
     let secret = tempfile::NamedTempFile::new().unwrap();

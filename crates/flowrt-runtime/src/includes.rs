@@ -37,18 +37,32 @@ pub fn materialize(flow: &Path, home: &Path) -> Result<PathBuf> {
     let Ok(text) = fs_err::read_to_string(&file) else {
         return Ok(flow.to_path_buf()); // the loader reports a missing flow with a hint
     };
-    let includes: Vec<String> = match flowrt_yaml::parse(&text) {
-        Ok(v) => v
-            .get("additional_includes")
-            .and_then(flowrt_yaml::Node::as_sequence)
-            .map(|s| {
-                s.iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Err(_) => return Ok(flow.to_path_buf()), // the loader reports YAML errors with positions
-    };
+    let (mut includes, requirements): (Vec<String>, Option<String>) =
+        match flowrt_yaml::parse(&text) {
+            Ok(v) => (
+                v.get("additional_includes")
+                    .and_then(flowrt_yaml::Node::as_sequence)
+                    .map(|s| {
+                        s.iter()
+                            .filter_map(|x| x.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                v.get("environment")
+                    .and_then(|e| e.get("python_requirements_txt"))
+                    .and_then(flowrt_yaml::Node::as_str)
+                    .map(str::to_string),
+            ),
+            Err(_) => return Ok(flow.to_path_buf()), // the loader reports YAML errors with positions
+        };
+    // A requirements file outside the folder (one file for a repository's flows) is taken in
+    // as an include is, under its own name: the loader finds it there, and a pushed snapshot
+    // holds it.
+    if let Some(rel) = requirements.filter(|r| flowrt_flow::leaves_folder(r)) {
+        if dir.join(&rel).is_file() {
+            includes.push(rel);
+        }
+    }
     if includes.is_empty() {
         return Ok(flow.to_path_buf());
     }

@@ -526,12 +526,9 @@ async fn install(
             .await
             .map_err(|e| ApiErr::internal("loading the flow", e))?
             .map_err(|e| ApiErr::bad_request(e.to_string()))?;
-    // The loader has checked that this path stays inside the flow.
-    let rel = flow
-        .environment
-        .python_requirements_txt
-        .clone()
-        .unwrap_or_else(|| "requirements.txt".into());
+    // Inside the flow (a file named outside it was taken in under its own name); the loader has
+    // checked that this path stays there.
+    let rel = flow.requirements_rel();
     let root = state.config.home.join("snapshots");
     let tmp = root.join(format!("incoming-{id}-{}", std::process::id()));
     let requirements = req.requirements.clone();

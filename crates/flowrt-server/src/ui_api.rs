@@ -46,11 +46,8 @@ async fn requirements(
     let (path, text) = tokio::task::spawn_blocking(move || -> Result<(String, String), String> {
         let flow =
             flowrt_flow::load_flow(&load_from, &Default::default()).map_err(|e| e.to_string())?;
-        // The loader has checked that this path stays inside the snapshot.
-        let rel = flow
-            .environment
-            .python_requirements_txt
-            .unwrap_or_else(|| "requirements.txt".into());
+        // Inside the snapshot: the loader has checked that this path stays there.
+        let rel = flow.requirements_rel();
         let text = std::fs::read_to_string(snapshot.join(&rel)).unwrap_or_default();
         Ok((rel, text))
     })

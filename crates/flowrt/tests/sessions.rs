@@ -4825,3 +4825,59 @@ fn an_evaluation_in_a_session_gets_its_base_run_streamed() {
     let page: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(page["lines"][0]["outputs"]["size"], 20_000, "{page}");
 }
+
+/// Issue 21: a flow naming a requirements file outside its folder (one file for a repository's
+/// flows, `../requirements.txt`) runs embedded as in promptflow, and `flow push` takes the file
+/// into the snapshot under its own name, where the session's environment reads it: the server
+/// never reads outside the snapshot.
+#[test]
+fn a_requirements_file_outside_the_flow_is_taken_in() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let repo = tempfile::tempdir().unwrap();
+    let (_d, dir) = flow("batch_trivial");
+    let flow_dir = repo.path().join("flows").join("trivial");
+    std::fs::create_dir_all(&flow_dir).unwrap();
+    for f in ["flow.dag.yaml", "inc.py"] {
+        std::fs::copy(dir.join(f), flow_dir.join(f)).unwrap();
+    }
+    let yaml = std::fs::read_to_string(flow_dir.join("flow.dag.yaml")).unwrap();
+    std::fs::write(
+        flow_dir.join("flow.dag.yaml"),
+        format!("environment:\n  python_requirements_txt: ../../requirements.txt\n{yaml}"),
+    )
+    .unwrap();
+    let shared = "# one file for every flow of the repository\n";
+    std::fs::write(repo.path().join("requirements.txt"), shared).unwrap();
+    let out = server.ok(&[
+        "flow",
+        "test",
+        flow_dir.to_str().unwrap(),
+        "--inputs",
+        "x=1",
+    ]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"y": 2})
+    );
+    server.ok(&[
+        "flow",
+        "push",
+        flow_dir.to_str().unwrap(),
+        "--name",
+        "trivial",
+    ]);
+    let (id, _) = server.start_session(Path::new("trivial"), &["--idle-timeout", "0"]);
+    server.wait_status(&id, "Running", Duration::from_secs(120));
+    let auth = format!("Bearer {}", server.token());
+    let (status, _, body) = http(
+        "GET",
+        &format!("{}/api/v1/sessions/{id}/requirements", server.url),
+        &[("authorization", &auth)],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["path"], "requirements.txt", "{v}");
+    assert_eq!(v["text"], shared, "{v}");
+}
