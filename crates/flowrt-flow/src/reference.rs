@@ -125,6 +125,8 @@ pub fn parse_reference(text: &str) -> Result<Reference, String> {
             "reference '{text}': unknown section '{section}' of node '{head}' (only 'output' can be referenced)"
         ));
     }
+    // promptflow reads `${node.output.}` as the whole output (its property is then empty).
+    let after = if after == "." { "" } else { after };
     let path = parse_path(after).map_err(|e| format!("reference '{text}': {e}"))?;
     Ok(Reference {
         source,
@@ -215,6 +217,10 @@ mod tests {
                 .bracket_after_output
         );
         assert_eq!(parse_reference("${n}").unwrap().path, vec![]);
+        // As promptflow reads it (issue 21, checked with pf 1.18.5): a trailing `.` after
+        // `output` is the whole output; anywhere else an empty name is an error.
+        assert_eq!(parse_reference("${n.output.}").unwrap().path, vec![]);
+        assert!(parse_reference("${n.output..a}").is_err());
     }
 
     #[test]
