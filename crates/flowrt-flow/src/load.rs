@@ -799,7 +799,7 @@ impl Loader {
                 self.problem(
                     self.requirements_line,
                     format!(
-                        "environment.python_requirements_txt '{rel}' leaves the flow folder, and no copy named '{inside}' is in it; run or push the flow from its folder (flowrt takes the file in), or put the file inside"
+                        "environment.python_requirements_txt '{rel}' leaves the flow folder, and no copy named '{inside}' is in it: flowrt copies the file in when it runs or pushes the flow from its folder, so check that '{rel}' exists there, or put the file inside the folder"
                     ),
                 );
             } else if let Some(message) = check_inside(&flow.dir, &inside) {

@@ -357,8 +357,8 @@ fn requirements_outside_the_flow_are_never_read_there() {
     // folder names only the copy taken into it under its own name (issue 21: flows share one
     // requirements file), which a snapshot holds or lacks.
     for (rel, expected) in [
-        ("../home/owner.token", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '../home/owner.token' leaves the flow folder, and no copy named 'owner.token' is in it; run or push the flow from its folder (flowrt takes the file in), or put the file inside"),
-        ("/etc/passwd", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '/etc/passwd' leaves the flow folder, and no copy named 'passwd' is in it; run or push the flow from its folder (flowrt takes the file in), or put the file inside"),
+        ("../home/owner.token", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '../home/owner.token' leaves the flow folder, and no copy named 'owner.token' is in it: flowrt copies the file in when it runs or pushes the flow from its folder, so check that '../home/owner.token' exists there, or put the file inside the folder"),
+        ("/etc/passwd", "FLOW/flow.dag.yaml:11: environment.python_requirements_txt '/etc/passwd' leaves the flow folder, and no copy named 'passwd' is in it: flowrt copies the file in when it runs or pushes the flow from its folder, so check that '/etc/passwd' exists there, or put the file inside the folder"),
     ] {
         let yaml = format!("{}environment:\n  python_requirements_txt: {rel}\n", flow(ECHO));
         assert_eq!(error_of(&yaml), expected);

@@ -92,10 +92,6 @@ impl Blobs {
         }
     }
 
-    pub fn home(&self) -> &Path {
-        &self.home
-    }
-
     /// The key of `path`: its path under the home, `/`-separated. Anything else (outside the home,
     /// `..`) is refused: a key is never a way out of the cache.
     fn key(&self, path: &Path) -> Result<String, StoreError> {
@@ -342,7 +338,27 @@ impl Blobs {
             }
         }
         if mirror {
-            remove_unstored(dir, &self.home, &stored)?;
+            self.remove_unstored(dir, &stored)?;
+        }
+        Ok(())
+    }
+
+    /// Remove the cached files under `dir` that are not stored (hidden working files aside).
+    fn remove_unstored(
+        &self,
+        dir: &Path,
+        stored: &BTreeMap<String, Stored>,
+    ) -> Result<(), StoreError> {
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        for path in files_under(dir)? {
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if !hidden && !stored.contains_key(&self.key(&path)?) {
+                let _ = std::fs::remove_file(&path);
+            }
         }
         Ok(())
     }
@@ -620,28 +636,4 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Remove the cached files under `dir` that are not stored (hidden working files aside).
-fn remove_unstored(
-    dir: &Path,
-    home: &Path,
-    stored: &BTreeMap<String, Stored>,
-) -> Result<(), StoreError> {
-    if !dir.is_dir() {
-        return Ok(());
-    }
-    for path in files_under(dir)? {
-        let hidden = path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
-        let key = path
-            .strip_prefix(home)
-            .map(|r| r.to_string_lossy().replace('\\', "/"))
-            .unwrap_or_default();
-        if !hidden && !stored.contains_key(&key) {
-            let _ = std::fs::remove_file(&path);
-        }
-    }
-    Ok(())
 }
