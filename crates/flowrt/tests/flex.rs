@@ -141,7 +141,7 @@ fn class_entry_init_sample_and_dataclass_output() {
     let tmp = dir.parent().unwrap();
     // The YAML default times=1 beats the code default 3.
     let init = write_json(tmp, "init.json", json!({"prefix": "P"}));
-    let r = env.run(&[
+    let args = [
         "flow",
         "test",
         s(&dir),
@@ -149,23 +149,14 @@ fn class_entry_init_sample_and_dataclass_output() {
         "word=hi",
         "--init",
         &init,
-    ]);
+    ];
+    let r = env.run(&args);
     assert_eq!(r.code, 0, "{}", r.stderr);
     // A dataclass result prints as Python writes it, as `pf flow test` prints it; --json gives
     // its fields.
     assert_eq!(r.stdout.trim_end(), "Label(text='P:hi', length=4)");
-    let json_args = [
-        "flow",
-        "test",
-        s(&dir),
-        "--inputs",
-        "word=hi",
-        "--init",
-        &init,
-        "--json",
-    ];
     assert_eq!(
-        env.run(&json_args).json(),
+        env.run(&[&args[..], &["--json"]].concat()).json(),
         json!({"text": "P:hi", "length": 4})
     );
     // No init: sample.init (from sample.json); no inputs: sample.inputs.

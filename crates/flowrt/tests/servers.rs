@@ -136,6 +136,63 @@ fn chunks_completed(home: &Path, session: &str, run: &str) -> usize {
     n
 }
 
+/// Once session `a` (managed by `victim`, its folder under `a_home`) has finished a chunk of the
+/// spread run `big` (so it is working, with more to claim), SIGKILL `victim`; the run's client
+/// must then see `survivor` finish it, taking `a` over. The run's final record.
+fn kill_mid_run(
+    victim: &mut Server,
+    a_home: &Path,
+    a: &str,
+    client: Child,
+    survivor: &Server,
+) -> Value {
+    let started = Instant::now();
+    while chunks_completed(a_home, a, "big") == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no chunk completed: {}",
+            std::fs::read_to_string(&survivor.log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    victim.kill();
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the run did not complete:\n{}\n{}\nsurviving server:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&survivor.log).unwrap_or_default()
+    );
+    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["status"], "Completed", "{record:#}");
+    assert_eq!(record["completed_lines"], LINES, "{record:#}");
+    let log = std::fs::read_to_string(&survivor.log).unwrap();
+    assert!(
+        log.contains(&format!("taking over session {a}")),
+        "the surviving server took over the dead one's session:\n{log}"
+    );
+    record
+}
+
+/// Where the lines of run `big` ran: on both sessions (each `(home, session)`), each line to its
+/// end exactly once. How many ran on each.
+fn each_line_ran_once(a: (&Path, &str), b: (&Path, &str)) -> (usize, usize) {
+    let mut runs = BTreeMap::new();
+    let on_a = executed(a.0, a.1, "big", &mut runs);
+    let on_b = executed(b.0, b.1, "big", &mut runs);
+    assert!(
+        on_a > 0 && on_b > 0,
+        "lines on {}: {on_a}, on {}: {on_b}",
+        a.1,
+        b.1
+    );
+    assert_eq!(runs.len(), LINES, "every line ran");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "lines run more than once: {twice:?}");
+    (on_a, on_b)
+}
+
 #[test]
 fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
     let Some(database) = fresh_postgres() else {
@@ -197,34 +254,9 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Mid-run: once the first server's session has finished a chunk (so it is working, with
-    // more to claim), the first server dies without a word.
-    while chunks_completed(home, &a, "big") == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no chunk completed: {}",
-            std::fs::read_to_string(&second.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    first.kill();
-    let out = client.wait_with_output().unwrap();
+    // Mid-run, the first server dies without a word.
+    kill_mid_run(&mut first, home, &a, client, &second);
     let elapsed = started.elapsed();
-    assert!(
-        out.status.success(),
-        "the run did not complete:\n{}\n{}\nsecond server:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&second.log).unwrap_or_default()
-    );
-    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(record["status"], "Completed", "{record:#}");
-    assert_eq!(record["completed_lines"], LINES, "{record:#}");
-    let log = std::fs::read_to_string(&second.log).unwrap();
-    assert!(
-        log.contains(&format!("taking over session {a}")),
-        "the second server took over the first one's session:\n{log}"
-    );
 
     // The run's outputs: every line once, in order, right.
     // The run's outputs, as the workspace keeps them.
@@ -240,13 +272,7 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
         assert_eq!(o["y"], 2 * i, "{o}");
     }
     // Where the lines ran: on both sessions, each line to its end exactly once.
-    let mut runs = BTreeMap::new();
-    let on_a = executed(home, &a, "big", &mut runs);
-    let on_b = executed(home, &b, "big", &mut runs);
-    assert!(on_a > 0 && on_b > 0, "lines on {a}: {on_a}, on {b}: {on_b}");
-    assert_eq!(runs.len(), LINES, "every line ran");
-    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(twice.is_empty(), "lines run more than once: {twice:?}");
+    let (on_a, on_b) = each_line_ran_once((home, &a), (home, &b));
     eprintln!(
         "{LINES} lines in {:.1} s over two servers (one killed mid-run): {on_a} in {a}, {on_b} in {b}",
         elapsed.as_secs_f64()
@@ -486,7 +512,6 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
     let data = client.join("lines.jsonl");
     let rows: String = (0..LINES).map(|i| format!("{{\"x\": {i}}}\n")).collect();
     std::fs::write(&data, rows).unwrap();
-    let started = Instant::now();
     let run = Command::new(env!("CARGO_BIN_EXE_flowrt"))
         .args(["run", "create", "--session", &a, "--also-on", &b])
         .args(["--data", data.to_str().unwrap(), "--name", "big"])
@@ -497,37 +522,9 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Mid-run (the first server's session has finished a chunk), the first server dies.
-    while chunks_completed(&home_a, &a, "big") == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no chunk completed: {}",
-            std::fs::read_to_string(&second.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    first.kill();
-    let out = run.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the run did not complete:\n{}\n{}\nsecond server:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&second.log).unwrap_or_default()
-    );
-    let record: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(record["completed_lines"], LINES, "{record:#}");
-    let mut ran = BTreeMap::new();
-    let on_a = executed(&home_a, &a, "big", &mut ran);
-    let on_b = executed(&home_b, &b, "big", &mut ran);
-    assert!(on_a > 0 && on_b > 0, "lines on {a}: {on_a}, on {b}: {on_b}");
-    assert_eq!(ran.len(), LINES, "every line ran");
-    assert!(ran.values().all(|n| *n == 1), "a line ran twice");
-    let log = std::fs::read_to_string(&second.log).unwrap();
-    assert!(
-        log.contains(&format!("taking over session {a}")),
-        "the second server took over the first one's session:\n{log}"
-    );
+    // Mid-run, the first server dies; the second finishes the run, every line once.
+    kill_mid_run(&mut first, &home_a, &a, run, &second);
+    each_line_ran_once((&home_a, &a), (&home_b, &b));
 
     // A third server, on an empty home, started now: the run is the workspace's.
     let third = start_private(
