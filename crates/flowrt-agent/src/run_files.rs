@@ -286,6 +286,26 @@ mod tests {
             data_files: files,
         };
         import(home.path(), Path::new("/flow"), &req).unwrap();
+        // An import names only data files this session was given: a name that is a path, or
+        // a run file it does not keep, is refused before anything is copied.
+        let secret = home.path().join("owner.token");
+        std::fs::write(&secret, "t0k").unwrap();
+        for (file, name) in [
+            ("data.jsonl", "../owner.token"),
+            ("data.jsonl", "/etc/passwd"),
+            ("data.jsonl", "never-sent"),
+            ("../../x.jsonl", "base-1-wc1-data"),
+        ] {
+            let bad = ImportRun {
+                name: "wc2".into(),
+                record: req.record.clone(),
+                data_files: [(file.to_string(), name.to_string())].into_iter().collect(),
+            };
+            assert!(
+                import(home.path(), Path::new("/flow"), &bad).is_err(),
+                "{file} <- {name}"
+            );
+        }
         let meta = flowrt_runtime::runs::load(home.path(), "wc1").unwrap();
         assert_eq!(meta.status, flowrt_runtime::runs::RunStatus::Completed);
         assert_eq!(meta.total_lines, 1);
