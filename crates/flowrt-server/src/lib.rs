@@ -1,8 +1,9 @@
 //! The flowrt control plane: an HTTP + JSON API under `/api/v1` over the store (SQLite, or
-//! PostgreSQL shared with other servers: `spread.rs` holds what they share), with bearer
+//! PostgreSQL shared with other servers), with bearer
 //! token authentication and roles, an OpenAPI document, `GET /healthz` and Prometheus `GET /metrics`.
 //!
-//! Handlers are thin: they authorize, call the store or the session manager, and map errors to
+//! Handlers are thin: they authorize, call the store, the session manager or the workspace's
+//! runs (`flowrt-workspace`: following runs in sessions, spreading them), and map errors to
 //! `{code, message}`. The server never runs user code: sessions are separate agent processes.
 //! `router(state)` builds the whole app so tests can call it without a socket. It also serves the
 //! web UI's assets (`ui.rs`), which hold no data: every page reads the authenticated API.
@@ -19,11 +20,9 @@ mod quota;
 mod routing;
 mod runs;
 mod sessions;
-mod spread;
 mod team;
 mod ui;
 mod ui_api;
-mod workspace_runs;
 
 pub use auth::Caller;
 pub use error::{ApiErr, ApiResult};
@@ -107,32 +106,34 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     pub metrics: Arc<metrics::Metrics>,
     pub sessions: Arc<sessions::Manager>,
-    /// The spread-run workers this server runs.
-    pub workers: Arc<spread::Workers>,
-    /// The runs this server follows in their sessions, keeping them in the workspace.
-    pub followers: Arc<workspace_runs::Followers>,
+    /// The workspace's runs: followed in their sessions, spread over several.
+    pub runs: Arc<flowrt_workspace::Workspace>,
     /// Flow uploads unpacked at once (the others wait, their bodies unread).
     pub uploads: Arc<tokio::sync::Semaphore>,
-    /// The name of each workspace run whose record just changed: event streams wake at once.
-    pub run_changes: tokio::sync::broadcast::Sender<String>,
     /// Set when the server begins to shut down: long-lived responses (event streams) end, so a
     /// restart does not wait for the runs their clients follow.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
-    pub fn new(store: Store, config: ServerConfig) -> Self {
-        let blobs = match config.blobs {
-            flowrt_store::BlobMode::Folder => flowrt_store::Blobs::folder(&config.home),
-            flowrt_store::BlobMode::Database => flowrt_store::Blobs::database(&store, &config.home),
-        };
-        let sessions = sessions::Manager::new(
+    /// The state of a server with its session manager set up (`session_manager`).
+    pub fn new(
+        store: Store,
+        config: ServerConfig,
+        blobs: flowrt_store::Blobs,
+        sessions: Arc<sessions::Manager>,
+    ) -> Self {
+        let stopping = Arc::<std::sync::atomic::AtomicBool>::default();
+        let runs = flowrt_workspace::Workspace::new(
             store.clone(),
-            config.home.clone(),
-            config.exe.clone(),
-            config.server_id.clone(),
-            config.lease,
             blobs.clone(),
+            sessions.clone(),
+            flowrt_workspace::Config {
+                home: config.home.clone(),
+                server_id: config.server_id.clone(),
+                lease: config.lease,
+            },
+            stopping.clone(),
         );
         AppState {
             store,
@@ -140,13 +141,35 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::default()),
             sessions,
-            workers: Arc::default(),
-            followers: Arc::default(),
+            runs,
             uploads: Arc::new(tokio::sync::Semaphore::new(4)),
-            run_changes: tokio::sync::broadcast::channel(256).0,
-            stopping: Arc::default(),
+            stopping,
         }
     }
+}
+
+/// The workspace's files as `config` keeps them.
+pub fn blobs_for(store: &Store, config: &ServerConfig) -> flowrt_store::Blobs {
+    match config.blobs {
+        flowrt_store::BlobMode::Folder => flowrt_store::Blobs::folder(&config.home),
+        flowrt_store::BlobMode::Database => flowrt_store::Blobs::database(store, &config.home),
+    }
+}
+
+/// A session manager for a server with `config` (not shared yet: the caller may still set it up).
+pub fn session_manager(
+    store: &Store,
+    config: &ServerConfig,
+    blobs: &flowrt_store::Blobs,
+) -> Arc<sessions::Manager> {
+    sessions::Manager::new(
+        store.clone(),
+        config.home.clone(),
+        config.exe.clone(),
+        config.server_id.clone(),
+        config.lease,
+        blobs.clone(),
+    )
 }
 
 /// Every API operation, as served, with the permission it needs: the OpenAPI document is held
@@ -245,7 +268,8 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
             eprintln!("warning: only the owner may start sessions here; --allow-unsealed-sessions-for-everyone lets everyone, at that risk");
         }
     }
-    let mut state = AppState::new(store.clone(), config.clone());
+    let blobs = blobs_for(&store, &config);
+    let mut manager = session_manager(&store, &config, &blobs);
     if flowrt_session::isolate::is_root()
         && config.session_uids.is_none()
         && config.ray_address.is_none()
@@ -253,7 +277,7 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
         eprintln!("note: sessions run as this server's user (root), kept from its files by their seal alone; --session-uids FIRST-LAST gives each session a user of its own");
     }
     if let Some(uids) = &config.session_uids {
-        let manager = Arc::get_mut(&mut state.sessions).ok_or(ServeError::Ray(
+        let manager = Arc::get_mut(&mut manager).ok_or(ServeError::Ray(
             "the session manager is shared before the server starts".into(),
         ))?;
         manager.session_uids = Some(uids.clone());
@@ -268,7 +292,7 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
         ray.check()
             .await
             .map_err(|e| ServeError::Ray(e.to_string()))?;
-        let manager = Arc::get_mut(&mut state.sessions).ok_or(ServeError::Ray(
+        let manager = Arc::get_mut(&mut manager).ok_or(ServeError::Ray(
             "the session manager is shared before the server starts".into(),
         ))?;
         manager.ray = Some(Arc::new(ray));
@@ -282,12 +306,13 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
             manager.join_url
         );
     }
+    let state = AppState::new(store.clone(), config.clone(), blobs, manager);
     // Runs kept in sessions' folders by an older flowrt become workspace runs (once).
-    workspace_runs::import_existing(&state).await;
+    flowrt_workspace::runs::import_existing(&state.runs).await;
     // Agents outlive the server: take back the ones still running before serving.
     state.sessions.adopt().await;
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));
-    tokio::spawn(spread::supervise(state.clone()));
+    tokio::spawn(flowrt_workspace::spread::supervise(state.runs.clone()));
     let stopping = state.stopping.clone();
     let app = router(state);
     listen::serve(listener, app, config.connection_limits, async move {

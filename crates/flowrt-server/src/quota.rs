@@ -50,7 +50,7 @@ pub async fn usage(state: &AppState, owner: &str) -> ApiResult<Usage> {
     for r in &runs {
         run_bytes += state
             .blobs
-            .bytes_under(&crate::workspace_runs::blob_dir(home, r))
+            .bytes_under(&flowrt_workspace::runs::blob_dir(home, r))
             .await
             .map_err(measuring)?;
     }

@@ -1,12 +1,11 @@
 //! Batch and evaluation runs on the server: `/api/v1/runs`. A run is a workspace record (see
-//! `workspace_runs`): started from a typed request (no command-line passthrough) in one of the
+//! `flowrt_workspace::runs`): started from a typed request (no command-line passthrough) in one of the
 //! caller's sessions, which executes it in its sealed folder, and read from the workspace, never
 //! from that folder, for its owner and the workspace's admins.
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::routing::ApiRoutes;
-use crate::workspace_runs;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::handler::Handler;
@@ -17,6 +16,7 @@ use flowrt_api::responses::{
 };
 use flowrt_api::workspace::Permission;
 use flowrt_session::client;
+use flowrt_workspace::runs as workspace_runs;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -96,6 +96,31 @@ fn check_jsonl_line(line: &str, n: usize) -> ApiResult<()> {
 /// The most seconds a line may be given (a week): past that a timeout means none.
 const MAX_LINE_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 
+/// Spread `batch` over `home` and the sessions `more` names, each of which the caller may use and
+/// which is Running or still starting.
+async fn spread_over(
+    state: &AppState,
+    caller: &Caller,
+    home: &flowrt_store::Session,
+    more: &[String],
+    batch: client::BatchRequest,
+) -> ApiResult<RunStarted> {
+    let mut sessions = Vec::new();
+    for id in more {
+        if *id == home.id {
+            continue;
+        }
+        let s = crate::sessions::usable(state, caller, id).await?;
+        let starting = s.status == flowrt_api::SessionStatus::Preparing
+            || s.status == flowrt_api::SessionStatus::NotAvailable;
+        if !starting {
+            crate::sessions::agent_of(&s).await?;
+        }
+        sessions.push(s);
+    }
+    Ok(flowrt_workspace::spread::start(&state.runs, &caller.0.id, home, &sessions, batch).await?)
+}
+
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -166,7 +191,7 @@ async fn create(
             batch.variant = prev_run.record["variant"].as_str().map(str::to_string);
         }
         workspace_runs::send_to_session(
-            &state,
+            &state.runs,
             &prev_run,
             &addr,
             &token,
@@ -177,7 +202,7 @@ async fn create(
     if let Some(base) = &batch.run.clone() {
         let base_run = finished_run(&state, &caller, base, "evaluate").await?;
         workspace_runs::send_to_session(
-            &state,
+            &state.runs,
             &base_run,
             &addr,
             &token,
@@ -247,19 +272,21 @@ async fn create(
             .await
             .map_err(|e| exists_as_taken(e, &req.name))?;
         if let Some(n) = req.nodes {
-            match crate::spread::start_helpers(&state, &caller, &s, n - 1).await {
+            match flowrt_workspace::spread::start_helpers(&state.runs, &caller.0.id, &s, n - 1)
+                .await
+            {
                 Ok(ids) => more.extend(ids),
                 Err(e) => {
                     let _ = state.store.delete_workspace_run(&req.name).await;
-                    return Err(e);
+                    return Err(e.into());
                 }
             }
         }
-        let started = crate::spread::start(&state, &caller, &s, &more, batch).await;
+        let started = spread_over(&state, &caller, &s, &more, batch).await;
         if started.is_err() {
             let _ = state.store.delete_workspace_run(&req.name).await;
         }
-        return started;
+        return started.map(|started| (StatusCode::ACCEPTED, Json(started)));
     }
     if let Some((path, file)) = stored {
         batch.data = Some(
@@ -287,7 +314,7 @@ async fn create(
         }) => return Err(refused(ApiErr::bad_request(message)).await),
         Err(e) => return Err(refused(ApiErr::internal("starting the batch run", e)).await),
     }
-    workspace_runs::follow(&state, &req.name);
+    workspace_runs::follow(&state.runs, &req.name);
     let _ = state.store.touch_session(&id).await;
     Ok((
         StatusCode::ACCEPTED,
@@ -541,7 +568,7 @@ async fn lines(
     };
     let run = find(&state, &caller, &name, &which).await?;
     let limit = q.limit.min(10_000);
-    let dir = workspace_runs::run_dir(&state, &run).await?;
+    let dir = workspace_runs::run_dir(&state.runs, &run).await?;
     if q.status.is_none() {
         // A page is read through the run's index: the lines before it are not read at all.
         let (d, offset) = (dir.clone(), q.offset);
@@ -589,7 +616,7 @@ async fn line(
     Query(which): Query<Which>,
 ) -> ApiResult<Json<LineRecord>> {
     let run = find(&state, &caller, &name, &which).await?;
-    let dir = workspace_runs::run_dir(&state, &run).await?;
+    let dir = workspace_runs::run_dir(&state.runs, &run).await?;
     // Records are in line order: line n is the n-th record, read through the index.
     let (d, at) = (dir.clone(), usize::try_from(n).unwrap_or(usize::MAX));
     let indexed = tokio::task::spawn_blocking(move || workspace_runs::page_of_lines(&d, at, 1))
@@ -621,7 +648,7 @@ async fn metrics(
 ) -> ApiResult<Json<Value>> {
     let run = find(&state, &caller, &name, &which).await?;
     let text = tokio::fs::read_to_string(
-        workspace_runs::run_dir(&state, &run)
+        workspace_runs::run_dir(&state.runs, &run)
             .await?
             .join("metrics.json"),
     )
@@ -652,7 +679,7 @@ async fn logs(
         session: q.session.clone(),
     };
     let run = find(&state, &caller, &name, &which).await?;
-    let path = workspace_runs::run_dir(&state, &run)
+    let path = workspace_runs::run_dir(&state.runs, &run)
         .await?
         .join("logs.txt");
     let offset = q.offset;
@@ -695,12 +722,14 @@ async fn cancel(
         )));
     }
     if run.record.get("spread").is_some() {
-        return crate::spread::cancel(&state, &session, &name).await;
+        return Ok(Json(
+            flowrt_workspace::spread::cancel(&state.runs, &session, &name).await?,
+        ));
     }
     let no_process = || ApiErr::conflict(format!("run '{name}' has no live process"));
     // The run runs in its session's agent: it stops taking lines, stops those running (and their
     // workers), keeps every finished one and can be resumed.
-    let (addr, token) = workspace_runs::agent(&state, &session)
+    let (addr, token) = workspace_runs::agent(&state.runs, &session)
         .await
         .map_err(|_| no_process())?;
     match client::cancel_batch(&addr, &token, &name, Duration::from_secs(10)).await {
@@ -824,7 +853,7 @@ async fn events(
     let run = find(&state, &caller, &name, &which).await?;
     let stopping = state.stopping.clone();
     let tail = Tail {
-        dir: workspace_runs::run_dir(&state, &run).await?,
+        dir: workspace_runs::run_dir(&state.runs, &run).await?,
         state: state.clone(),
         name: run.name.clone(),
         offset: 0,
@@ -834,7 +863,7 @@ async fn events(
         total: run.record["total_lines"].as_u64().unwrap_or(0),
         started: std::time::Instant::now(),
         ended: false,
-        changes: state.run_changes.subscribe(),
+        changes: state.runs.run_changes.subscribe(),
     };
     let shared_files = state.blobs.mode() == flowrt_store::BlobMode::Database;
     let stream = futures::stream::unfold(tail, move |mut t| {
@@ -855,7 +884,7 @@ async fn events(
         let (status, total) = t.status().await;
         if shared_files {
             // What the server that follows the run stored since.
-            if let Err(e) = workspace_runs::run_dir(&t.state, &run).await {
+            if let Err(e) = workspace_runs::run_dir(&t.state.runs, &run).await {
                 eprintln!("warning: run {}: {}", run.name, e.message);
             }
         }

@@ -18,13 +18,14 @@
 //! an agent that is gone too are claimed again by any session once their lease has ended and a
 //! grace period (for that takeover) has passed.
 
-use crate::AppState;
+use crate::Workspace;
 use flowrt_session::client;
 use flowrt_store::{ChunkClaim, Session, SpreadRun};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 
-use std::sync::Mutex;
+use flowrt_session::manager::{ManageError, ManageResult};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often a server looks for spread work, and polls the chunk runs it waits for.
@@ -40,7 +41,7 @@ pub fn chunk_size(total: u64, sessions: usize) -> u64 {
 
 /// The workers this server runs: (run's session, run, executing session).
 #[derive(Default)]
-pub struct Workers {
+pub(crate) struct Workers {
     running: Mutex<HashSet<(String, String, String)>>,
     /// Rung when a spread run starts here: its workers start at once, not at the next tick.
     pub wake: tokio::sync::Notify,
@@ -70,65 +71,65 @@ fn chunk_name(run: &str, claim: &ChunkClaim) -> String {
 
 /// Heartbeat and supervisor: renews this server's leases, takes over sessions whose server is
 /// gone, and starts a worker for every spread run of a session this server manages.
-pub async fn supervise(state: AppState) {
+pub async fn supervise(workspace: Arc<Workspace>) {
     let mut tick = tokio::time::interval(TICK);
-    let mut last_renewal = tokio::time::Instant::now() - state.config.lease;
+    let mut last_renewal = tokio::time::Instant::now() - workspace.config.lease;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = state.workers.wake.notified() => {}
+            _ = workspace.workers.wake.notified() => {}
         }
-        if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        if workspace.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return;
         }
-        if last_renewal.elapsed() >= state.config.lease / 3 {
-            let until = crate::now_ms() + lease_ms(&state);
-            if let Err(e) = state
+        if last_renewal.elapsed() >= workspace.config.lease / 3 {
+            let until = crate::now_ms() + lease_ms(&workspace);
+            if let Err(e) = workspace
                 .store
-                .renew_leases(&state.config.server_id, until)
+                .renew_leases(&workspace.config.server_id, until)
                 .await
             {
                 eprintln!("warning: cannot renew this server's leases: {e}");
             } else {
                 last_renewal = tokio::time::Instant::now();
             }
-            state.sessions.take_over_orphans().await;
+            workspace.sessions.take_over_orphans().await;
             // Runs of the sessions this server manages (taken over, or after a restart) are
             // followed into the workspace from here.
-            crate::workspace_runs::adopt(&state).await;
+            crate::runs::adopt(&workspace).await;
         }
-        let Ok(runs) = state.store.running_spread_runs().await else {
+        let Ok(runs) = workspace.store.running_spread_runs().await else {
             continue;
         };
         for run in runs {
             for executor in run.sessions.clone() {
-                let Ok(Some(s)) = state.store.get_session(&executor).await else {
+                let Ok(Some(s)) = workspace.store.get_session(&executor).await else {
                     continue;
                 };
-                if s.manager.as_deref() != Some(state.config.server_id.as_str()) {
+                if s.manager.as_deref() != Some(workspace.config.server_id.as_str()) {
                     continue;
                 }
                 let key = (run.session_id.clone(), run.name.clone(), executor.clone());
-                if !state.workers.begin(&key) {
+                if !workspace.workers.begin(&key) {
                     continue;
                 }
-                let (state, run) = (state.clone(), run.clone());
+                let (workspace, run) = (workspace.clone(), run.clone());
                 tokio::spawn(async move {
-                    work(&state, &run, &executor).await;
-                    state.workers.end(&key);
+                    work(&workspace, &run, &executor).await;
+                    workspace.workers.end(&key);
                 });
             }
         }
     }
 }
 
-fn lease_ms(state: &AppState) -> i64 {
-    i64::try_from(state.config.lease.as_millis()).unwrap_or(i64::MAX)
+fn lease_ms(workspace: &Workspace) -> i64 {
+    i64::try_from(workspace.config.lease.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// One session's share of a spread run: claim, run, complete, until nothing is left.
-async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
-    let me = state.config.server_id.clone();
+async fn work(workspace: &Workspace, run: &SpreadRun, executor: &str) {
+    let me = workspace.config.server_id.clone();
     // While others hold every chunk left, look again soon (the gathering step comes at once),
     // then less often: an idle worker should not query the database ten times a second.
     let mut idle = POLL;
@@ -136,21 +137,21 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
         // First what this session was running for a manager that died: its chunk run goes on
         // (or has finished) in the session, so it is waited for, not run again. Asked each time
         // round: that chunk's lease may end a little after the session's.
-        if let Ok(Some(claim)) = state
+        if let Ok(Some(claim)) = workspace
             .store
-            .adopt_chunk(&run.session_id, &run.name, &me, executor, until(state))
+            .adopt_chunk(&run.session_id, &run.name, &me, executor, until(workspace))
             .await
         {
             eprintln!(
                 "run {}: took over chunk {} in session {executor}",
                 run.name, claim.seq
             );
-            if !finish_chunk(state, run, executor, &claim, true).await {
+            if !finish_chunk(workspace, run, executor, &claim, true).await {
                 return;
             }
             continue;
         }
-        let Ok(Some(s)) = state.store.get_session(executor).await else {
+        let Ok(Some(s)) = workspace.store.get_session(executor).await else {
             return;
         };
         if s.manager.as_deref() != Some(me.as_str())
@@ -158,21 +159,21 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
         {
             return;
         }
-        let stale_before = crate::now_ms() - lease_ms(state);
+        let stale_before = crate::now_ms() - lease_ms(workspace);
         // The run's own session gathers it; if that session is gone, any other does.
         let home_gone = executor != run.session_id
             && !matches!(
-                state.store.get_session(&run.session_id).await,
+                workspace.store.get_session(&run.session_id).await,
                 Ok(Some(h)) if h.status == flowrt_api::SessionStatus::Running
             );
-        let claim = match state
+        let claim = match workspace
             .store
             .claim_chunk(
                 &run.session_id,
                 &run.name,
                 &me,
                 executor,
-                until(state),
+                until(workspace),
                 stale_before,
                 home_gone,
             )
@@ -180,7 +181,11 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
         {
             Ok(Some(c)) => c,
             Ok(None) => {
-                match state.store.get_spread_run(&run.session_id, &run.name).await {
+                match workspace
+                    .store
+                    .get_spread_run(&run.session_id, &run.name)
+                    .await
+                {
                     Ok(Some(r)) if r.status == "Running" => {}
                     _ => return,
                 }
@@ -195,36 +200,36 @@ async fn work(state: &AppState, run: &SpreadRun, executor: &str) {
             }
         };
         idle = POLL;
-        if !finish_chunk(state, run, executor, &claim, false).await {
+        if !finish_chunk(workspace, run, executor, &claim, false).await {
             return;
         }
     }
 }
 
-fn until(state: &AppState) -> i64 {
-    crate::now_ms() + lease_ms(state)
+fn until(workspace: &Workspace) -> i64 {
+    crate::now_ms() + lease_ms(workspace)
 }
 
 /// Run (or, `adopted`, wait for the run already going of) one claimed chunk, and complete it.
 /// `false` when this session can run no more (its agent is gone).
 async fn finish_chunk(
-    state: &AppState,
+    workspace: &Workspace,
     run: &SpreadRun,
     executor: &str,
     claim: &ChunkClaim,
     adopted: bool,
 ) -> bool {
-    let me = state.config.server_id.clone();
+    let me = workspace.config.server_id.clone();
     // The chunk's line records as the server has seen them come: what is kept if it stops.
     let mut seen = String::new();
     let outcome = if claim.is_gathering() {
-        gather(state, run, executor, claim, adopted).await
+        gather(workspace, run, executor, claim, adopted).await
     } else {
-        run_chunk(state, run, executor, claim, adopted, &mut seen).await
+        run_chunk(workspace, run, executor, claim, adopted, &mut seen).await
     };
     match outcome {
         Ok(ChunkEnd::Records(records)) => {
-            match state.store.complete_chunk(claim, &me, &records).await {
+            match workspace.store.complete_chunk(claim, &me, &records).await {
                 Ok(true) => {}
                 Ok(false) => eprintln!(
                     "run {}: chunk {} was claimed again meanwhile; its records here are dropped",
@@ -235,8 +240,8 @@ async fn finish_chunk(
             true
         }
         Ok(ChunkEnd::Gathered { status, error }) => {
-            let _ = state.store.complete_chunk(claim, &me, "").await;
-            let _ = state
+            let _ = workspace.store.complete_chunk(claim, &me, "").await;
+            let _ = workspace
                 .store
                 .finish_spread_run(&run.session_id, &run.name, &status, error.as_deref())
                 .await;
@@ -254,7 +259,7 @@ async fn finish_chunk(
             let (done_until, records) = finished_prefix(claim, &seen);
             let kept = done_until > claim.first
                 && matches!(
-                    state
+                    workspace
                         .store
                         .split_chunk(claim, &me, done_until, &records)
                         .await,
@@ -266,7 +271,7 @@ async fn finish_chunk(
                     run.name, claim.first, claim.seq, claim.end
                 );
             } else {
-                let _ = state.store.release_chunk(claim, &me).await;
+                let _ = workspace.store.release_chunk(claim, &me).await;
             }
             false
         }
@@ -311,14 +316,14 @@ enum ChunkEnd {
 }
 
 /// The agent's address and token, if its session is running.
-async fn agent(state: &AppState, executor: &str) -> Result<(String, String), String> {
-    crate::workspace_runs::agent(state, executor).await
+async fn agent(workspace: &Workspace, executor: &str) -> Result<(String, String), String> {
+    crate::runs::agent(workspace, executor).await
 }
 
 /// The batch request stored with the run, for `executor`: the run's data (the workspace's, by
 /// its hash) given to that session's agent, which keeps it in its own folder.
 async fn request_for(
-    state: &AppState,
+    workspace: &Workspace,
     run: &SpreadRun,
     addr: &str,
     token: &str,
@@ -328,9 +333,9 @@ async fn request_for(
     if let Some(stored) = req.data.clone() {
         // The path is in the home of the server that started the run: this server has the
         // same data under its own home (fetched when the workspace's files are shared).
-        let data = flowrt_store::blobs::rebase(&state.config.home, &stored, "data")
+        let data = flowrt_store::blobs::rebase(&workspace.config.home, &stored, "data")
             .ok_or_else(|| format!("the run's data {} is not workspace data", stored.display()))?;
-        if !state
+        if !workspace
             .blobs
             .fetch_file(&data)
             .await
@@ -352,7 +357,7 @@ async fn request_for(
 }
 
 async fn run_chunk(
-    state: &AppState,
+    workspace: &Workspace,
     run: &SpreadRun,
     executor: &str,
     claim: &ChunkClaim,
@@ -360,15 +365,16 @@ async fn run_chunk(
     seen: &mut String,
 ) -> Result<ChunkEnd, String> {
     let name = chunk_name(&run.name, claim);
-    let (addr, token) = agent(state, executor).await?;
+    let (addr, token) = agent(workspace, executor).await?;
     let recorded = adopted && record_of(&addr, &token, &name, true).await?.is_some();
     if !recorded {
-        let mut req = request_for(state, run, &addr, &token).await?;
+        let mut req = request_for(workspace, run, &addr, &token).await?;
         req.name = name.clone();
         req.lines = Some((claim.first as usize, claim.end as usize));
         start_batch(&addr, &token, &req, "run the chunk").await?;
     }
-    let waited = wait_for_record(state, run, executor, &addr, &token, &name, true, seen).await?;
+    let waited =
+        wait_for_record(workspace, run, executor, &addr, &token, &name, true, seen).await?;
     match waited {
         Some(record) => {
             if record["status"] == "Running" {
@@ -426,7 +432,7 @@ async fn start_batch(
 /// canceled too); an error if the session's agent is gone.
 #[allow(clippy::too_many_arguments)]
 async fn wait_for_record(
-    state: &AppState,
+    workspace: &Workspace,
     run: &SpreadRun,
     executor: &str,
     addr: &str,
@@ -462,7 +468,7 @@ async fn wait_for_record(
                 }
             }
             Err(e) => {
-                agent(state, executor).await?;
+                agent(workspace, executor).await?;
                 return Err(e.to_string());
             }
         }
@@ -470,7 +476,11 @@ async fn wait_for_record(
         checks += 1;
         // About every second: is the run still wanted, and the session still there?
         if checks.is_multiple_of(10) {
-            match state.store.get_spread_run(&run.session_id, &run.name).await {
+            match workspace
+                .store
+                .get_spread_run(&run.session_id, &run.name)
+                .await
+            {
                 Ok(Some(r)) if r.status == "Running" => {}
                 Ok(_) => {
                     let _ = client::cancel_batch(addr, token, name, Duration::from_secs(5)).await;
@@ -478,7 +488,7 @@ async fn wait_for_record(
                 }
                 Err(_) => {}
             }
-            agent(state, executor).await?;
+            agent(workspace, executor).await?;
         }
     }
 }
@@ -487,16 +497,16 @@ async fn wait_for_record(
 /// records in line order become a run of that session that keeps them all and runs nothing
 /// again, then aggregates and records; the server keeps it in the workspace.
 async fn gather(
-    state: &AppState,
+    workspace: &Workspace,
     run: &SpreadRun,
     executor: &str,
     _claim: &ChunkClaim,
     adopted: bool,
 ) -> Result<ChunkEnd, String> {
-    let (addr, token) = agent(state, executor).await?;
+    let (addr, token) = agent(workspace, executor).await?;
     let started = adopted && record_of(&addr, &token, &run.name, false).await?.is_some();
     if !started {
-        let results = state
+        let results = workspace
             .store
             .chunk_results(&run.session_id, &run.name)
             .await
@@ -521,32 +531,39 @@ async fn gather(
         )
         .await
         .map_err(|e| e.to_string())?;
-        let mut req = request_for(state, run, &addr, &token).await?;
+        let mut req = request_for(workspace, run, &addr, &token).await?;
         req.prior_records = Some(gathered);
         start_batch(&addr, &token, &req, "gather the run").await?;
     }
     let mut seen = String::new();
     let waited = wait_for_record(
-        state, run, executor, &addr, &token, &run.name, false, &mut seen,
+        workspace, run, executor, &addr, &token, &run.name, false, &mut seen,
     )
     .await?;
     let Some(_) = waited else {
         return Ok(ChunkEnd::Canceled);
     };
     // The gathered run goes into the workspace: its records, outputs, log and metrics.
-    let Ok(Some(ws)) = state.store.get_workspace_run(&run.name).await else {
+    let Ok(Some(ws)) = workspace.store.get_workspace_run(&run.name).await else {
         return Err(format!("run {} is no longer in the workspace", run.name));
     };
-    let dir = crate::workspace_runs::catch_up(state, &ws).await?;
-    let engine =
-        crate::workspace_runs::pull(&state.blobs, &addr, &token, &run.name, false, &dir, true)
-            .await?
-            .unwrap_or(Value::Null);
-    let Ok(Some(ws)) = state.store.get_workspace_run(&run.name).await else {
+    let dir = crate::runs::catch_up(workspace, &ws).await?;
+    let engine = crate::runs::pull(
+        &workspace.blobs,
+        &addr,
+        &token,
+        &run.name,
+        false,
+        &dir,
+        true,
+    )
+    .await?
+    .unwrap_or(Value::Null);
+    let Ok(Some(ws)) = workspace.store.get_workspace_run(&run.name).await else {
         return Err(format!("run {} is no longer in the workspace", run.name));
     };
-    let mut record = crate::workspace_runs::view_of(&engine, &ws);
-    crate::workspace_runs::hide_paths(&mut record, &state.sessions.workdir(executor));
+    let mut record = crate::runs::view_of(&engine, &ws);
+    crate::runs::hide_paths(&mut record, &workspace.sessions.workdir(executor));
     // The record tells the whole run's time, not the gathering's.
     if let Some(created) = created_at(run.created) {
         record["created"] = json!(created);
@@ -556,7 +573,7 @@ async fn gather(
     if let Some(o) = record.as_object_mut() {
         o.remove("spread");
     }
-    crate::workspace_runs::set_record(state, &run.name, &record).await?;
+    crate::runs::set_record(workspace, &run.name, &record).await?;
     Ok(ChunkEnd::Gathered {
         status: record["status"].as_str().unwrap_or("Failed").to_string(),
         error: record["error"].as_str().map(str::to_string),
@@ -568,20 +585,20 @@ fn created_at(ms: i64) -> Option<String> {
     flowrt_runtime::runs::utc_from_ms(ms)
 }
 
-/// Start `count` sessions like `home` (its flow, environment and size) for a run spread over
-/// `--nodes`: they run their share once Running, and stop after 5 idle minutes.
+/// Start `count` sessions like `home` (its flow, environment and size), owned by `owner`, for a
+/// run spread over `--nodes`: they run their share once Running, and stop after 5 idle minutes.
 pub async fn start_helpers(
-    state: &AppState,
-    caller: &crate::Caller,
+    workspace: &Workspace,
+    owner: &str,
     home: &Session,
     count: u32,
-) -> crate::ApiResult<Vec<String>> {
+) -> ManageResult<Vec<String>> {
     let mut ids = Vec::new();
     for _ in 0..count {
-        let s = state
+        let s = workspace
             .store
             .insert_session(&flowrt_store::NewSession {
-                owner: caller.0.id.clone(),
+                owner: owner.to_string(),
                 flow_dir: home.flow_dir.clone(),
                 flow_ref: home.flow_ref.clone(),
                 env_ref: home.env_ref.clone(),
@@ -594,43 +611,36 @@ pub async fn start_helpers(
                 shared: false,
             })
             .await?;
-        tokio::spawn(state.sessions.clone().prepare(s.id.clone()));
+        tokio::spawn(workspace.sessions.clone().prepare(s.id.clone()));
         ids.push(s.id);
     }
     Ok(ids)
 }
 
-/// `POST /api/v1/runs` with `more_sessions` (the workspace has recorded the run): record its
-/// chunks; each session gets the data from its worker when it claims its first chunk.
+/// Spread `batch`, a run of `owner` the workspace has recorded, over `home` and the sessions
+/// `more` (which the caller may use, each Running or starting): record its chunks; each session
+/// gets the data from its worker when it claims its first chunk.
 pub async fn start(
-    state: &AppState,
-    caller: &crate::Caller,
+    workspace: &Workspace,
+    owner: &str,
     home: &Session,
-    more: &[String],
+    more: &[Session],
     batch: client::BatchRequest,
-) -> crate::ApiResult<(
-    axum::http::StatusCode,
-    axum::Json<flowrt_api::responses::RunStarted>,
-)> {
-    use crate::ApiErr;
+) -> ManageResult<flowrt_api::responses::RunStarted> {
     if batch.run.is_some() || batch.resume_from.is_some() {
-        return Err(ApiErr::bad_request(
+        return Err(ManageError::bad_request(
             "a run spread over several sessions cannot be an evaluation or a resume yet; run it in one session (leave out more_sessions)",
         ));
     }
     let mut sessions = vec![home.id.clone()];
-    for id in more {
-        if sessions.contains(id) {
+    for s in more {
+        if sessions.contains(&s.id) {
             continue;
         }
-        let s = crate::sessions::usable(state, caller, id).await?;
         let starting = s.status == flowrt_api::SessionStatus::Preparing
             || s.status == flowrt_api::SessionStatus::NotAvailable;
-        if !starting {
-            crate::sessions::agent_of(&s).await?;
-        }
         if s.flow_ref != home.flow_ref || (!starting && s.env_key != home.env_key) {
-            return Err(ApiErr::bad_request(format!(
+            return Err(ManageError::bad_request(format!(
                 "session '{}' runs {} in environment {}, but session '{}' runs {} in {}: a run is spread only over sessions of the same flow and environment",
                 s.id,
                 s.flow_ref.as_deref().unwrap_or("another flow"),
@@ -640,88 +650,85 @@ pub async fn start(
                 home.env_ref
             )));
         }
-        sessions.push(s.id);
+        sessions.push(s.id.clone());
     }
     let Some(data) = batch.data.clone() else {
-        return Err(ApiErr::bad_request("a spread run needs data"));
+        return Err(ManageError::bad_request("a spread run needs data"));
     };
     let counted = data.clone();
     // Counted (and checked) as it is read, not held.
     let total = tokio::task::spawn_blocking(move || flowrt_runtime::data::Rows::open(&counted))
         .await
-        .map_err(|e| ApiErr::internal("reading the batch data", e))?
-        .map_err(|e| ApiErr::bad_request(format!("the batch data: {e:#}")))?
+        .map_err(|e| ManageError::internal("reading the batch data", e))?
+        .map_err(|e| ManageError::bad_request(format!("the batch data: {e:#}")))?
         .len() as u64;
     if total == 0 {
-        return Err(ApiErr::bad_request("the batch data has no lines"));
+        return Err(ManageError::bad_request("the batch data has no lines"));
     }
     let run = SpreadRun {
         session_id: home.id.clone(),
         name: batch.name.clone(),
-        owner: caller.0.id.clone(),
+        owner: owner.to_string(),
         sessions,
         request: serde_json::to_value(&batch)
-            .map_err(|e| ApiErr::internal("recording the run", e))?,
+            .map_err(|e| ManageError::internal("recording the run", e))?,
         total,
         status: "Running".into(),
         error: None,
         created: crate::now_ms(),
     };
-    state
+    workspace
         .store
         .create_spread_run(&run, chunk_size(total, run.sessions.len()))
         .await
         .map_err(|e| match e {
-            flowrt_store::StoreError::Exists { .. } => ApiErr::conflict(format!(
+            flowrt_store::StoreError::Exists { .. } => ManageError::conflict(format!(
                 "run '{}' already exists in session '{}'; pick another name",
                 run.name, home.id
             )),
             other => other.into(),
         })?;
     // Until it is gathered, the workspace's record says where it runs and how big it is.
-    if let Ok(Some(ws)) = state.store.get_workspace_run(&run.name).await {
+    if let Ok(Some(ws)) = workspace.store.get_workspace_run(&run.name).await {
         let mut record = ws.record.clone();
         record["spread"] = json!(run.sessions);
         record["total_lines"] = json!(total);
-        crate::workspace_runs::set_record(state, &run.name, &record)
+        crate::runs::set_record(workspace, &run.name, &record)
             .await
-            .map_err(|e| ApiErr::internal("recording the spread run", e))?;
+            .map_err(|e| ManageError::internal("recording the spread run", e))?;
     }
-    let _ = state.store.touch_session(&home.id).await;
-    state.workers.wake.notify_one();
-    Ok((
-        axum::http::StatusCode::ACCEPTED,
-        axum::Json(flowrt_api::responses::RunStarted {
-            name: run.name,
-            session: home.id.clone(),
-        }),
-    ))
+    let _ = workspace.store.touch_session(&home.id).await;
+    workspace.workers.wake.notify_one();
+    Ok(flowrt_api::responses::RunStarted {
+        name: run.name,
+        session: home.id.clone(),
+    })
 }
 
 /// Cancel a spread run: no more chunks are claimed, the chunk runs going are canceled by their
 /// workers, and the record says Canceled.
 pub async fn cancel(
-    state: &AppState,
+    workspace: &Workspace,
     session: &str,
     name: &str,
-) -> crate::ApiResult<axum::Json<flowrt_api::responses::CancelingRun>> {
-    state
+) -> ManageResult<flowrt_api::responses::CancelingRun> {
+    workspace
         .store
         .finish_spread_run(session, name, "Canceled", Some("canceled"))
         .await?;
-    if let Ok(Some(ws)) = state.store.get_workspace_run(name).await {
+    if let Ok(Some(ws)) = workspace.store.get_workspace_run(name).await {
         let mut record = ws.record.clone();
         record["status"] = json!("Canceled");
         record["error"] = json!("canceled");
         record["finished"] = json!(flowrt_runtime::runs::utc_now());
-        crate::workspace_runs::set_record(state, name, &record)
+        crate::runs::set_record(workspace, name, &record)
             .await
-            .map_err(|e| crate::ApiErr::internal("canceling the run", e))?;
+            .map_err(|e| ManageError::internal("canceling the run", e))?;
     }
-    Ok(axum::Json(flowrt_api::responses::CancelingRun {
+    Ok(flowrt_api::responses::CancelingRun {
         hint: "its chunks stop; the lines they finished are not kept in the workspace".into(),
         name: name.to_string(),
         session: session.to_string(),
         status: "Canceling".into(),
-    }))
+    })
 }

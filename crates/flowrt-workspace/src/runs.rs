@@ -10,15 +10,15 @@
 //! evaluation or a resume in another session gets the runs it reads from here, sent to its agent
 //! (`POST /runs/import`): no session reads another's folder, and no copy becomes a run of its own.
 
-use crate::error::{ApiErr, ApiResult};
-use crate::AppState;
+use crate::Workspace;
 use flowrt_session::client::{self, ImportRun, TailReply, TailRequest, FINAL_FILES, TAILED_FILES};
+use flowrt_session::manager::{ManageError, ManageResult};
 use flowrt_store::WorkspaceRun;
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a running run is asked for what is new.
@@ -28,7 +28,7 @@ const AGENT_GRACE: Duration = Duration::from_secs(20);
 
 /// The runs this server follows, so each is followed once.
 #[derive(Default)]
-pub struct Followers(Mutex<HashSet<String>>);
+pub(crate) struct Followers(Mutex<HashSet<String>>);
 
 impl Followers {
     fn begin(&self, name: &str) -> bool {
@@ -38,7 +38,7 @@ impl Followers {
             .insert(name.to_string())
     }
 
-    fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -65,20 +65,20 @@ const CACHE_OF: &str = ".cache-of";
 /// Run `run`'s folder in this server's home, with everything the workspace stores of it: in a
 /// home that caches the workspace's files, what other servers stored is fetched first. A run this
 /// server follows is written here, and current.
-pub async fn run_dir(state: &AppState, run: &WorkspaceRun) -> ApiResult<PathBuf> {
-    if state.followers.contains(&run.name) {
-        return Ok(blob_dir(&state.config.home, &run.name));
+pub async fn run_dir(workspace: &Workspace, run: &WorkspaceRun) -> ManageResult<PathBuf> {
+    if workspace.followers.contains(&run.name) {
+        return Ok(blob_dir(&workspace.config.home, &run.name));
     }
-    catch_up(state, run)
+    catch_up(workspace, run)
         .await
-        .map_err(|e| ApiErr::internal("reading the run", e))
+        .map_err(|e| ManageError::internal("reading the run", e))
 }
 
 /// Bring run `run`'s cached folder up to date with what is stored of it (a folder cached from
 /// an older run of the same name goes first).
-pub(crate) async fn catch_up(state: &AppState, run: &WorkspaceRun) -> Result<PathBuf, String> {
-    let dir = blob_dir(&state.config.home, &run.name);
-    if state.blobs.mode() == flowrt_store::BlobMode::Folder {
+pub async fn catch_up(workspace: &Workspace, run: &WorkspaceRun) -> Result<PathBuf, String> {
+    let dir = blob_dir(&workspace.config.home, &run.name);
+    if workspace.blobs.mode() == flowrt_store::BlobMode::Folder {
         return Ok(dir);
     }
     let stamp = run.created.to_string();
@@ -91,7 +91,7 @@ pub(crate) async fn catch_up(state: &AppState, run: &WorkspaceRun) -> Result<Pat
         }
         Err(_) => write_marker(&dir, &stamp)?,
     }
-    state
+    workspace
         .blobs
         .sync_dir(&dir, false)
         .await
@@ -106,8 +106,8 @@ fn write_marker(dir: &Path, stamp: &str) -> Result<(), String> {
 }
 
 /// The agent of session `id`: its address and token, if it is Running.
-pub async fn agent(state: &AppState, id: &str) -> Result<(String, String), String> {
-    let s = state
+pub async fn agent(workspace: &Workspace, id: &str) -> Result<(String, String), String> {
+    let s = workspace
         .store
         .get_session(id)
         .await
@@ -115,7 +115,7 @@ pub async fn agent(state: &AppState, id: &str) -> Result<(String, String), Strin
         .ok_or_else(|| format!("session {id} is gone"))?;
     match (&s.status, &s.agent_addr) {
         (flowrt_api::SessionStatus::Running, Some(addr)) => {
-            Ok((addr.clone(), state.sessions.agent_token(id).await))
+            Ok((addr.clone(), workspace.sessions.agent_token(id).await))
         }
         _ => Err(format!("session {id} is {}", s.status)),
     }
@@ -313,36 +313,36 @@ pub async fn pull(
 /// Follow run `name` in its session until it ends, keeping its blobs and record in the
 /// workspace. Spawned when the run starts, and again by whichever server manages its session
 /// after a restart or a takeover; a run already followed here is left alone.
-pub fn follow(state: &AppState, name: &str) {
-    if !state.followers.begin(name) {
+pub fn follow(workspace: &Arc<Workspace>, name: &str) {
+    if !workspace.followers.begin(name) {
         return;
     }
-    let (state, name) = (state.clone(), name.to_string());
+    let (workspace, name) = (workspace.clone(), name.to_string());
     tokio::spawn(async move {
-        if let Err(e) = follow_until_done(&state, &name).await {
+        if let Err(e) = follow_until_done(&workspace, &name).await {
             eprintln!("warning: run {name}: {e}");
         }
-        state.followers.end(&name);
+        workspace.followers.end(&name);
     });
 }
 
-async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
-    let dir = blob_dir(&state.config.home, name);
+async fn follow_until_done(workspace: &Workspace, name: &str) -> Result<(), String> {
+    let dir = blob_dir(&workspace.config.home, name);
     // Taken over from another server: go on from what it stored.
-    if let Some(run) = state
+    if let Some(run) = workspace
         .store
         .get_workspace_run(name)
         .await
         .map_err(|e| e.to_string())?
     {
-        catch_up(state, &run).await?;
+        catch_up(workspace, &run).await?;
     }
     let mut unreachable_since: Option<Instant> = None;
     loop {
-        if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        if workspace.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(());
         }
-        let Some(run) = state
+        let Some(run) = workspace
             .store
             .get_workspace_run(name)
             .await
@@ -353,8 +353,10 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
         if run.status != "Running" || run.record.get("spread").is_some() {
             return Ok(());
         }
-        let pulled = match agent(state, &run.session_id).await {
-            Ok((addr, token)) => pull(&state.blobs, &addr, &token, name, false, &dir, false).await,
+        let pulled = match agent(workspace, &run.session_id).await {
+            Ok((addr, token)) => {
+                pull(&workspace.blobs, &addr, &token, name, false, &dir, false).await
+            }
             Err(e) => Err(e),
         };
         match pulled {
@@ -365,13 +367,13 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                     if ended {
                         // Everything written before the record said it ended, and the final
                         // files, then the record.
-                        let (addr, token) = agent(state, &run.session_id).await?;
-                        pull(&state.blobs, &addr, &token, name, false, &dir, true).await?;
+                        let (addr, token) = agent(workspace, &run.session_id).await?;
+                        pull(&workspace.blobs, &addr, &token, name, false, &dir, true).await?;
                     }
                     let mut view = view_of(&engine, &run);
-                    hide_paths(&mut view, &state.sessions.workdir(&run.session_id));
+                    hide_paths(&mut view, &workspace.sessions.workdir(&run.session_id));
                     if view != run.record {
-                        set_record(state, name, &view).await?;
+                        set_record(workspace, name, &view).await?;
                     }
                     if ended {
                         return Ok(());
@@ -381,7 +383,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
             Err(why) => {
                 let since = *unreachable_since.get_or_insert_with(Instant::now);
                 let session_gone = !matches!(
-                    state.store.get_session(&run.session_id).await,
+                    workspace.store.get_session(&run.session_id).await,
                     Ok(Some(s)) if s.status == flowrt_api::SessionStatus::Running
                         || s.status == flowrt_api::SessionStatus::Preparing
                 );
@@ -394,7 +396,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
                     if view["finished"].is_null() {
                         view["finished"] = json!(flowrt_runtime::runs::utc_now());
                     }
-                    set_record(state, name, &view).await?;
+                    set_record(workspace, name, &view).await?;
                     return Ok(());
                 }
             }
@@ -408,7 +410,7 @@ async fn follow_until_done(state: &AppState, name: &str) -> Result<(), String> {
 /// The run lifecycle ([`flowrt_runtime::runs::RunStatus::next`]) decides whether the record's status may follow the
 /// stored one, and the store replaces the record only if that stored status still holds: an
 /// ended run stays as it ended, whoever writes late.
-pub async fn set_record(state: &AppState, name: &str, view: &Value) -> Result<(), String> {
+pub async fn set_record(workspace: &Workspace, name: &str, view: &Value) -> Result<(), String> {
     use flowrt_runtime::runs::RunStatus;
     let proposed = view["status"]
         .as_str()
@@ -421,7 +423,7 @@ pub async fn set_record(state: &AppState, name: &str, view: &Value) -> Result<()
         })?;
     // A writer that lost a race reads again; a few rounds settle it.
     for _ in 0..5 {
-        let Some(run) = state
+        let Some(run) = workspace
             .store
             .get_workspace_run(name)
             .await
@@ -433,13 +435,13 @@ pub async fn set_record(state: &AppState, name: &str, view: &Value) -> Result<()
         current
             .next(proposed)
             .map_err(|e| format!("run {name}: {e}"))?;
-        if state
+        if workspace
             .store
             .update_workspace_run_from(name, &run.status, view)
             .await
             .map_err(|e| e.to_string())?
         {
-            let _ = state.run_changes.send(name.to_string());
+            let _ = workspace.run_changes.send(name.to_string());
             return Ok(());
         }
     }
@@ -450,32 +452,32 @@ pub async fn set_record(state: &AppState, name: &str, view: &Value) -> Result<()
 
 /// Start following every running run of a session this server manages that is not followed
 /// yet: after a restart, or when this server took a dead one's sessions over.
-pub async fn adopt(state: &AppState) {
-    let Ok(runs) = state.store.list_running_workspace_runs().await else {
+pub async fn adopt(workspace: &Arc<Workspace>) {
+    let Ok(runs) = workspace.store.list_running_workspace_runs().await else {
         return;
     };
     for run in runs {
         if run.record.get("spread").is_some() {
             continue;
         }
-        if let Ok(Some(s)) = state.store.get_session(&run.session_id).await {
-            if s.manager.as_deref() != Some(state.config.server_id.as_str()) {
+        if let Ok(Some(s)) = workspace.store.get_session(&run.session_id).await {
+            if s.manager.as_deref() != Some(workspace.config.server_id.as_str()) {
                 continue;
             }
         }
-        follow(state, &run.name);
+        follow(workspace, &run.name);
     }
 }
 
 /// Give session `session`'s agent the workspace run `run` to read: `files` of its blobs.
 pub async fn send_to_session(
-    state: &AppState,
+    workspace: &Workspace,
     run: &WorkspaceRun,
     addr: &str,
     token: &str,
     files: &[&str],
-) -> ApiResult<()> {
-    let dir = run_dir(state, run).await?;
+) -> ManageResult<()> {
+    let dir = run_dir(workspace, run).await?;
     let mut data_files = std::collections::BTreeMap::new();
     for file in files {
         let path = dir.join(file);
@@ -493,7 +495,7 @@ pub async fn send_to_session(
         client::ensure_data(addr, token, &name, client::Upload::File(path))
             .await
             .map_err(|e| {
-                ApiErr::internal(&format!("giving run '{}' to the session", run.name), e)
+                ManageError::internal(&format!("giving run '{}' to the session", run.name), e)
             })?;
         data_files.insert(file.to_string(), name);
     }
@@ -504,7 +506,7 @@ pub async fn send_to_session(
     };
     client::import(addr, token, &req)
         .await
-        .map_err(|e| ApiErr::internal(&format!("giving run '{}' to the session", run.name), e))
+        .map_err(|e| ManageError::internal(&format!("giving run '{}' to the session", run.name), e))
 }
 
 /// The first record of a run just started: Running, nothing done yet.
@@ -553,17 +555,17 @@ const IMPORT_MAX: u64 = 1024 * 1024 * 1024;
 /// A home from before runs were workspace records keeps its runs in its sessions' folders: bring
 /// each into the workspace, once, as a run of the session's owner. Read without following any
 /// link (a session's code may have planted them); a name the workspace already has is left.
-pub async fn import_existing(state: &AppState) {
-    let root = state.config.home.join("workspace");
+pub async fn import_existing(workspace: &Workspace) {
+    let root = workspace.config.home.join("workspace");
     if root.join(IMPORTED_MARK).exists() {
         return;
     }
-    let Ok(sessions) = state.store.list_sessions(None).await else {
+    let Ok(sessions) = workspace.store.list_sessions(None).await else {
         return;
     };
     let mut imported = 0;
     for s in sessions {
-        let folder = state.sessions.workdir(&s.id);
+        let folder = workspace.sessions.workdir(&s.id);
         let names = {
             let folder = folder.clone();
             tokio::task::spawn_blocking(move || {
@@ -576,12 +578,12 @@ pub async fn import_existing(state: &AppState) {
             let Some(name) = file.strip_suffix(".json") else {
                 continue;
             };
-            if crate::runs::check_run_name(name).is_err()
-                || matches!(state.store.get_workspace_run(name).await, Ok(Some(_)))
+            if flowrt_api::names::check("run", name, flowrt_api::names::RUN_NAME_MAX).is_err()
+                || matches!(workspace.store.get_workspace_run(name).await, Ok(Some(_)))
             {
                 continue;
             }
-            match import_one(state, &s, &folder, name).await {
+            match import_one(workspace, &s, &folder, name).await {
                 Ok(()) => imported += 1,
                 Err(e) => eprintln!("warning: run {name} of session {}: not imported: {e}", s.id),
             }
@@ -595,13 +597,13 @@ pub async fn import_existing(state: &AppState) {
 }
 
 async fn import_one(
-    state: &AppState,
+    workspace: &Workspace,
     s: &flowrt_store::Session,
     folder: &Path,
     name: &str,
 ) -> Result<(), String> {
     use std::io::Read;
-    let dir = blob_dir(&state.config.home, name);
+    let dir = blob_dir(&workspace.config.home, name);
     let (folder2, name2, dir2) = (folder.to_path_buf(), name.to_string(), dir.clone());
     let engine = tokio::task::spawn_blocking(move || -> Result<Value, String> {
         let mut text = String::new();
@@ -632,7 +634,7 @@ async fn import_one(
     })
     .await
     .map_err(|e| e.to_string())??;
-    state
+    workspace
         .blobs
         .publish_missing(std::slice::from_ref(&dir))
         .await
@@ -660,7 +662,7 @@ async fn import_one(
             "it was running when this workspace last stopped; `flowrt run create --session ID --resume-from {name} --name NEW` runs the lines it did not finish"
         ));
     }
-    state
+    workspace
         .store
         .insert_workspace_run(name, &s.owner, &s.id, &view)
         .await

@@ -1,0 +1,76 @@
+//! The workspace's runs as a server keeps them.
+//!
+//! Every batch or evaluation run is a record in the store and a folder of blobs only the server
+//! writes ([`runs`]): the server follows each run in the session that executes it, over the
+//! agent's channel, and gives the runs an evaluation or a resume reads to the session that needs
+//! them. A run spread over several sessions is cut into chunks claimed through the store
+//! ([`spread`]). The HTTP layer decides who may do what and calls in here; this crate meets the
+//! sessions only through the session manager, the store and the agent protocol.
+
+pub mod runs;
+pub mod spread;
+
+use flowrt_session::manager::Manager;
+use flowrt_store::{Blobs, Store};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where this server keeps the workspace's runs, and how it knows itself among the servers that
+/// share the database.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `FLOWRT_HOME`: the runs' blobs are under `workspace/runs/` (a cache of the database's
+    /// with `--blobs database`).
+    pub home: PathBuf,
+    /// This server's name in the database: sessions and chunk claims are leased to it.
+    pub server_id: String,
+    /// How long a lease lasts unless renewed.
+    pub lease: Duration,
+}
+
+/// The runs this server follows and the spread-run workers it runs, over the store, the
+/// workspace's files and the session manager.
+pub struct Workspace {
+    pub store: Store,
+    pub blobs: Blobs,
+    pub sessions: Arc<Manager>,
+    pub config: Config,
+    followers: runs::Followers,
+    workers: spread::Workers,
+    /// The name of each run whose record just changed: event streams wake at once.
+    pub run_changes: tokio::sync::broadcast::Sender<String>,
+    /// Set when the server begins to shut down: followers and workers stop where they are (the
+    /// next server goes on from what was stored).
+    pub stopping: Arc<AtomicBool>,
+}
+
+impl Workspace {
+    pub fn new(
+        store: Store,
+        blobs: Blobs,
+        sessions: Arc<Manager>,
+        config: Config,
+        stopping: Arc<AtomicBool>,
+    ) -> Arc<Self> {
+        Arc::new(Workspace {
+            store,
+            blobs,
+            sessions,
+            config,
+            followers: runs::Followers::default(),
+            workers: spread::Workers::default(),
+            run_changes: tokio::sync::broadcast::channel(256).0,
+            stopping,
+        })
+    }
+}
+
+/// Now, in Unix milliseconds.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
