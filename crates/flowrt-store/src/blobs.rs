@@ -56,13 +56,17 @@ pub struct Blobs {
     home: PathBuf,
     shared: Option<Store>,
     mirror_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The version of each file written whole that this cache holds (this server's own writes,
+    /// and what it fetched): a file at that version is not fetched again.
+    cached_versions: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, i64>>>,
 }
 
-/// A stored blob's size, and whether it was written whole (else it grows by appends).
+/// A stored blob's size, and the version of the write that stored it whole (`0`: it grows by
+/// appends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Stored {
     len: u64,
-    whole: bool,
+    version: i64,
 }
 
 impl Blobs {
@@ -72,6 +76,7 @@ impl Blobs {
             home: home.to_path_buf(),
             shared: None,
             mirror_lock: Default::default(),
+            cached_versions: Default::default(),
         }
     }
 
@@ -81,6 +86,7 @@ impl Blobs {
             home: home.to_path_buf(),
             shared: Some(store.clone()),
             mirror_lock: Default::default(),
+            cached_versions: Default::default(),
         }
     }
 
@@ -123,6 +129,7 @@ impl Blobs {
         };
         let key = self.key(path)?;
         let mut file = open(path)?;
+        let version = new_version()?;
         let mut tx = store.pool.begin().await.map_err(db("storing a file"))?;
         sqlx::query("DELETE FROM blobs WHERE key = $1")
             .bind(&key)
@@ -136,10 +143,11 @@ impl Blobs {
                 break;
             }
             let len = piece.len() as u64;
-            sqlx::query("INSERT INTO blobs (key, at, data, whole) VALUES ($1, $2, $3, 1)")
+            sqlx::query("INSERT INTO blobs (key, at, data, whole) VALUES ($1, $2, $3, $4)")
                 .bind(&key)
                 .bind(i64::try_from(at).unwrap_or(i64::MAX))
                 .bind(piece)
+                .bind(version)
                 .execute(&mut *tx)
                 .await
                 .map_err(db(format!("storing {key}")))?;
@@ -149,7 +157,24 @@ impl Blobs {
             }
         }
         tx.commit().await.map_err(db(format!("storing {key}")))?;
+        self.cache_holds(&key, version);
         Ok(())
+    }
+
+    /// Whether this cache holds version `version` of the file `key` written whole.
+    fn cache_has(&self, key: &str, version: i64) -> bool {
+        self.cached_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            == Some(&version)
+    }
+
+    fn cache_holds(&self, key: &str, version: i64) {
+        self.cached_versions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), version);
     }
 
     /// Store what the file at `path` holds past what is stored of it (a file that only grows).
@@ -306,7 +331,8 @@ impl Blobs {
     }
 
     /// Bring the folder `dir` (under the home) up to date with what is stored under it: files
-    /// that grew get their new bytes, and files written whole are fetched again. A file longer
+    /// that grew get their new bytes, and files written whole are fetched when the cache does
+    /// not hold their stored version. A file longer
     /// here than stored is this server's own, not stored yet, and kept. With `mirror`, files no
     /// longer stored are removed (another server deleted them): hold [`Blobs::guard`] across a
     /// write and its publishing in such a folder, so this never removes a file on its way.
@@ -331,8 +357,11 @@ impl Blobs {
             if let Some(parent) = path.parent() {
                 crate::fsutil::ensure_private_dir(parent)?;
             }
-            if s.whole {
-                copy_out(store, key, &path, 0, false).await?;
+            if s.version != 0 {
+                if !(have == s.len && self.cache_has(key, s.version)) {
+                    copy_out(store, key, &path, 0, false).await?;
+                    self.cache_holds(key, s.version);
+                }
             } else if have < s.len {
                 copy_out(store, key, &path, have, true).await?;
             }
@@ -508,6 +537,18 @@ fn read_piece(file: &mut std::fs::File, path: &Path) -> Result<Vec<u8>, StoreErr
     Ok(piece)
 }
 
+/// A version for a file written whole: random, positive, so two servers' writes of one file
+/// never share one (a blob that grows by appends has version 0).
+fn new_version() -> Result<i64, StoreError> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).map_err(|e| {
+        StoreError::Io(std::io::Error::other(format!(
+            "cannot draw a blob version: {e}"
+        )))
+    })?;
+    Ok((i64::from_le_bytes(bytes) & i64::MAX).max(1))
+}
+
 /// The first key after every key starting with `prefix` (which ends in `/`): a range scan, so
 /// the `_` and `%` of names are not LIKE patterns.
 fn prefix_end(prefix: &str) -> String {
@@ -526,7 +567,7 @@ async fn stored_len(store: &Store, key: &str) -> Result<Option<Stored>, StoreErr
     let whole: Option<i64> = get(&row, "whole")?;
     Ok(len.map(|len| Stored {
         len: u64::try_from(len).unwrap_or(0),
-        whole: whole.unwrap_or(0) != 0,
+        version: whole.unwrap_or(0),
     }))
 }
 
@@ -548,7 +589,7 @@ async fn stored_under(store: &Store, prefix: &str) -> Result<BTreeMap<String, St
             get::<String>(r, "key")?,
             Stored {
                 len: u64::try_from(len).unwrap_or(0),
-                whole: whole != 0,
+                version: whole,
             },
         );
     }

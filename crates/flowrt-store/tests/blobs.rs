@@ -103,6 +103,25 @@ async fn two_homes_on_one_database_see_each_others_files() {
             std::fs::read_to_string(run_b.join("metrics.json")).unwrap(),
             "{\"a\": 2}"
         );
+        // Unchanged, it is not fetched again (the same file stays: a fetch renames a new one in).
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&run_b.join("metrics.json"));
+        b.sync_dir(&run_b, false).await.unwrap();
+        assert_eq!(inode(&run_b.join("metrics.json")), before);
+        // Nor is a file this home wrote and stored itself.
+        write(&run_b.join("errors.json"), b"[]");
+        b.publish_file(&run_b.join("errors.json")).await.unwrap();
+        let own = inode(&run_b.join("errors.json"));
+        b.sync_dir(&run_b, false).await.unwrap();
+        assert_eq!(inode(&run_b.join("errors.json")), own);
+        // Replaced elsewhere at the same length, it is.
+        write(&run_a.join("metrics.json"), b"{\"a\": 3}");
+        a.publish_file(&run_a.join("metrics.json")).await.unwrap();
+        b.sync_dir(&run_b, false).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(run_b.join("metrics.json")).unwrap(),
+            "{\"a\": 3}"
+        );
         // A file of b's own, not stored yet, is kept; mirrored, it goes.
         write(&run_b.join("mine.txt"), b"x");
         b.sync_dir(&run_b, false).await.unwrap();

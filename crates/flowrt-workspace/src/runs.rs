@@ -261,8 +261,18 @@ pub async fn pull(
             .map_err(|e| e.to_string())?;
         let more = reply.is_full();
         let dir2 = dir.to_path_buf();
-        let files = reply.files.clone();
-        let pace = reply.pace.clone();
+        // What to publish afterwards: the pieces themselves move into the writing task (a reply
+        // holds up to a megabyte of each tailed file; it is not copied).
+        let written: Vec<(String, bool)> = reply
+            .files
+            .iter()
+            .map(|(file, piece)| (file.clone(), piece.text.is_empty()))
+            .collect();
+        let TailReply {
+            files,
+            pace,
+            record,
+        } = reply;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(pace) = &pace {
                 // What paces the run now, for its event stream (the server's own copy).
@@ -288,10 +298,10 @@ pub async fn pull(
         .map_err(|e| format!("writing the run's records: {e}"))?;
         // What every server reads of the run (in a home that caches the workspace's files).
         if blobs.mode() == flowrt_store::BlobMode::Database {
-            for (file, piece) in &reply.files {
+            for (file, empty) in &written {
                 let published = if FINAL_FILES.contains(&file.as_str()) {
                     blobs.publish_file(&dir.join(file)).await
-                } else if piece.text.is_empty() {
+                } else if *empty {
                     Ok(())
                 } else if file == LINE_RECORDS {
                     match blobs.publish_tail(&dir.join(file)).await {
@@ -305,7 +315,7 @@ pub async fn pull(
             }
         }
         if !more {
-            return Ok(reply.record);
+            return Ok(record);
         }
     }
 }
