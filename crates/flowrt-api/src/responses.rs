@@ -472,8 +472,9 @@ pub struct RunView {
     pub error: Option<String>,
 }
 
-/// One line's record (`line_runs.jsonl`): inputs, outputs, error and node runs. Open: a flow's
-/// own fields come along.
+/// One line's record (`line_runs.jsonl`): inputs, outputs, error and node runs. The engine
+/// writes it, the server stores and pages it, the UI shows it: one type throughout. Open: fields
+/// a record of another version carries come along.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LineRecord {
     pub line_number: u64,
@@ -483,13 +484,46 @@ pub struct LineRecord {
     pub inputs: Value,
     /// The flow's outputs (a completed line; `null` for a failed one), as the engine writes them.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub outputs: Option<Value>,
+    /// Why the line failed: `{node, error_type, message, traceback}` (`node` is `null` when the
+    /// line failed before a node ran: its mapping or inputs).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub error: Option<Value>,
-    /// Timings, node runs, token counts: passed through as the run folder has them.
+    /// Seconds the line took.
+    #[serde(default)]
+    pub duration: f64,
+    /// The line's node runs, in the order they ended: name, status, inputs, output, timings,
+    /// token counts.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub nodes: Vec<Value>,
+    /// What the line gives the flow's aggregation nodes (absent when they take nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub aggregation_inputs: Option<Value>,
     #[serde(flatten)]
     #[schema(ignore)]
     pub more: serde_json::Map<String, Value>,
+}
+
+impl LineRecord {
+    pub const COMPLETED: &'static str = "Completed";
+    pub const FAILED: &'static str = "Failed";
+
+    pub fn completed(&self) -> bool {
+        self.status == Self::COMPLETED
+    }
+
+    /// The error's message, when the line failed.
+    pub fn error_message(&self) -> &str {
+        self.error
+            .as_ref()
+            .and_then(|e| e.get("message"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
 }
 
 /// `GET /api/v1/runs/{name}/lines`: a page of line records.

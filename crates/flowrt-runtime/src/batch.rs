@@ -16,6 +16,7 @@
 use crate::invoker::{self, FlowInvoker};
 use crate::runs::{self, RunMeta, RunStatus};
 use anyhow::{anyhow, bail, Context, Result};
+use flowrt_api::responses::LineRecord;
 use flowrt_api::Connection;
 use flowrt_executor::{
     prepare_inputs, ColumnMapping, Executor, ExecutorOptions, LineResult, LineSources, NodeRun,
@@ -828,22 +829,32 @@ fn write_jsonl(path: &Path, rows: &crate::data::Rows) -> Result<()> {
 }
 
 /// One finished line as written to `line_runs.jsonl`.
-fn line_record(r: &LineResult) -> Value {
+fn line_record(r: &LineResult) -> LineRecord {
     let nodes: Vec<Value> = r
         .node_runs
         .iter()
         .map(|n| serde_json::to_value(n).unwrap_or(Value::Null))
         .collect();
-    json!({
-        "line_number": r.line_number,
-        "status": if r.succeeded() { "Completed" } else { "Failed" },
-        "inputs": r.inputs,
-        "outputs": if r.succeeded() { serde_json::to_value(&r.outputs).unwrap_or(Value::Null) } else { Value::Null },
-        "error": r.error.as_ref().map(|e| json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "traceback": e.failure.traceback})),
-        "duration": r.duration.as_secs_f64(),
-        "nodes": nodes,
-        "aggregation_inputs": r.aggregation_inputs,
-    })
+    LineRecord {
+        line_number: r.line_number as u64,
+        status: if r.succeeded() {
+            LineRecord::COMPLETED
+        } else {
+            LineRecord::FAILED
+        }
+        .into(),
+        inputs: serde_json::to_value(&r.inputs).unwrap_or(Value::Null),
+        outputs: r
+            .succeeded()
+            .then(|| serde_json::to_value(&r.outputs).unwrap_or(Value::Null)),
+        error: r.error.as_ref().map(|e| {
+            json!({"node": e.node, "error_type": e.failure.error_type, "message": e.failure.message, "traceback": e.failure.traceback})
+        }),
+        duration: r.duration.as_secs_f64(),
+        nodes,
+        aggregation_inputs: Some(serde_json::to_value(&r.aggregation_inputs).unwrap_or(Value::Null)),
+        more: Map::new(),
+    }
 }
 
 /// A line that failed before it could run (bad mapping or inputs).
@@ -852,24 +863,27 @@ fn failed_record(
     inputs: &IndexMap<String, Value>,
     error_type: &str,
     message: String,
-) -> Value {
-    json!({
-        "line_number": line,
-        "status": "Failed",
-        "inputs": inputs,
-        "outputs": null,
-        "error": {"node": null, "error_type": error_type, "message": message, "traceback": null},
-        "duration": 0.0,
-        "nodes": [],
-        "aggregation_inputs": {},
-    })
+) -> LineRecord {
+    LineRecord {
+        line_number: line as u64,
+        status: LineRecord::FAILED.into(),
+        inputs: serde_json::to_value(inputs).unwrap_or(Value::Null),
+        outputs: None,
+        error: Some(
+            json!({"node": null, "error_type": error_type, "message": message, "traceback": null}),
+        ),
+        duration: 0.0,
+        nodes: Vec::new(),
+        aggregation_inputs: None,
+        more: Map::new(),
+    }
 }
 
 /// Writes records in line order as lines finish in any order.
 struct OrderedWriter {
     outputs: std::io::BufWriter<fs_err::File>,
     records: std::io::BufWriter<fs_err::File>,
-    pending: BTreeMap<usize, Value>,
+    pending: BTreeMap<usize, LineRecord>,
     next: usize,
     completed: usize,
     failed: Vec<Value>,
@@ -909,8 +923,8 @@ impl OrderedWriter {
         })
     }
 
-    fn push(&mut self, record: Value) -> Result<()> {
-        let n = record["line_number"].as_u64().unwrap_or(0) as usize;
+    fn push(&mut self, record: LineRecord) -> Result<()> {
+        let n = record.line_number as usize;
         self.pending.insert(n, record);
         while let Some(rec) = self.pending.remove(&self.next) {
             self.write(rec)?;
@@ -928,24 +942,39 @@ impl OrderedWriter {
         Ok(())
     }
 
-    fn write(&mut self, mut rec: Value) -> Result<()> {
-        if crate::images::has_images(&rec) {
-            // An image is written as promptflow writes it in a batch: a file in flow_outputs,
-            // referenced by its name there.
-            rec = crate::images::persist_images(
-                &rec,
-                &self.images_dir,
-                Some(&self.images_dir),
-                self.image_format,
-            )
-            .with_context(|| format!("saving a line's images in {}", self.images_dir.display()))?;
+    /// An image in a line's record is written as promptflow writes it in a batch: a file in
+    /// flow_outputs, referenced by its name there.
+    fn persist_images(&self, rec: &mut LineRecord) -> Result<()> {
+        let values = [&mut rec.inputs]
+            .into_iter()
+            .chain(rec.outputs.as_mut())
+            .chain(rec.aggregation_inputs.as_mut())
+            .chain(rec.nodes.iter_mut())
+            .chain(rec.more.values_mut());
+        for value in values {
+            if crate::images::has_images(value) {
+                *value = crate::images::persist_images(
+                    value,
+                    &self.images_dir,
+                    Some(&self.images_dir),
+                    self.image_format,
+                )
+                .with_context(|| {
+                    format!("saving a line's images in {}", self.images_dir.display())
+                })?;
+            }
         }
-        let n = rec["line_number"].clone();
-        if rec["status"] == "Completed" {
+        Ok(())
+    }
+
+    fn write(&mut self, mut rec: LineRecord) -> Result<()> {
+        self.persist_images(&mut rec)?;
+        let n = Value::from(rec.line_number);
+        if rec.completed() {
             self.completed += 1;
             let mut out = Map::new();
             out.insert("line_number".into(), n);
-            if let Some(o) = rec["outputs"].as_object() {
+            if let Some(o) = rec.outputs.as_ref().and_then(Value::as_object) {
                 out.extend(o.clone());
             }
             // NaN and the infinities written as promptflow writes them (`NaN`, `Infinity`).
@@ -955,24 +984,26 @@ impl OrderedWriter {
             }
             writeln!(self.outputs, "{text}")?;
             if let Some(a) = rec
-                .get("aggregation_inputs")
+                .aggregation_inputs
+                .as_ref()
                 .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
             {
                 self.aggregation.push(a.clone());
             }
-        } else if let Some(e) = rec.get("error") {
-            let mut e = e.clone();
+        } else {
+            let mut e = rec.error.clone().unwrap_or(Value::Null);
             if let Some(o) = e.as_object_mut() {
                 o.insert("line_number".into(), n);
             }
             self.failed.push(e);
         }
-        if let Some(o) = rec.as_object_mut() {
-            if o.get("aggregation_inputs")
-                .is_some_and(|a| a.as_object().is_some_and(|m| m.is_empty()))
-            {
-                o.remove("aggregation_inputs");
-            }
+        // A line that gives aggregation nothing says nothing about it.
+        if rec
+            .aggregation_inputs
+            .as_ref()
+            .is_some_and(|a| a.as_object().is_none_or(|m| m.is_empty()))
+        {
+            rec.aggregation_inputs = None;
         }
         writeln!(self.records, "{}", serde_json::to_string(&rec)?)?;
         Ok(())
@@ -1287,7 +1318,10 @@ async fn run_lines<I: ToolInvoker + 'static>(
         range,
     } = lines;
     for rec in kept.values() {
-        writer.push(rec.clone())?;
+        writer.push(
+            serde_json::from_value(rec.clone())
+                .context("reading a line record of the run it resumes")?,
+        )?;
     }
     let columns: Arc<HashSet<String>> = Arc::new(rows.columns());
     let mapping = Arc::new(mapping);
@@ -1307,7 +1341,7 @@ async fn run_lines<I: ToolInvoker + 'static>(
         bail!("the data has no line {n}")
     };
     // Each line's record, and the model calls answered to it.
-    let mut set: JoinSet<(Value, u64)> = JoinSet::new();
+    let mut set: JoinSet<(LineRecord, u64)> = JoinSet::new();
     let warn_interval = options.long_running_interval;
     let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));
     let deadline = options
@@ -1362,9 +1396,9 @@ async fn run_lines<I: ToolInvoker + 'static>(
                     let (rec, answered) = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
                     counter.progress.done += 1;
                     counter.answered_to_finished_lines += answered;
-                    if rec["status"] != "Completed" {
+                    if !rec.completed() {
                         counter.progress.failed += 1;
-                        log.log(&format!("line {} failed: {}", rec["line_number"], rec["error"]["message"].as_str().unwrap_or("")));
+                        log.log(&format!("line {} failed: {}", rec.line_number, rec.error_message()));
                     }
                     writer.push(rec)?;
                     // A finished line is on disk at once: a session streams its records to the
