@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: formatting, lints, then every crate's tests.
 # Installs what the tests need when it is missing: uv (Python environments), Chromium and
 # playwright-core (the web UI's tests), PostgreSQL (the store's second backend), Ray (the Ray
-# backend's test).
+# backend's test), promptflow-devkit (promptflow's trace viewer, for the tracing test).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -45,6 +45,19 @@ if [ -z "${FLOWRT_TEST_RAY:-}" ]; then
     "$ray_venv/bin/pip" install --quiet "ray[default]==2.60.0"
   fi
   export FLOWRT_TEST_RAY="$ray_venv"
+fi
+
+# The tracing test shows flowrt's spans in promptflow's own trace viewer (`pf service start`):
+# promptflow-devkit goes into a venv of its own, once.
+pf_venv=${FLOWRT_PF_VENV:-$HOME/.cache/flowrt/pf-venv}
+if [ -z "${FLOWRT_TEST_PF_VENV:-}" ]; then
+  if [ ! -x "$pf_venv/bin/pf" ]; then
+    echo "==> installing promptflow-devkit 1.18.5 into $pf_venv (pip)"
+    mkdir -p "$(dirname "$pf_venv")"
+    python3 -m venv "$pf_venv"
+    "$pf_venv/bin/pip" install --quiet "promptflow-devkit==1.18.5" keyrings.alt
+  fi
+  export FLOWRT_TEST_PF_VENV="$pf_venv"
 fi
 
 echo "==> cargo fmt --check"

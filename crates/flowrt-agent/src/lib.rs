@@ -944,6 +944,7 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
         stream: false,
         lines: req.lines,
         prior_records: req.prior_records.clone(),
+        trace: req.trace.clone(),
     };
     let compute = batch::Compute {
         python: Some(a.python.clone()),

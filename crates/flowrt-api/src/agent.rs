@@ -130,6 +130,10 @@ pub struct BatchRequest {
     /// run; the run aggregates them and records itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prior_records: Option<std::path::PathBuf>,
+    /// Record each line's spans (the run folder's `spans.jsonl`), named so: the server exports
+    /// them. Absent: none are built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceAs>,
 }
 
 /// Where an agent runs a chunk of a spread run: `<session folder>/chunks`, a home of its own so
@@ -137,15 +141,19 @@ pub struct BatchRequest {
 pub const CHUNKS_DIR: &str = "chunks";
 
 /// The files of a run's folder that an agent streams back as they grow (the server appends them
-/// to the workspace's copy of the run): line records, node events, the log, the outputs, and the
-/// data as the run read it.
-pub const TAILED_FILES: [&str; 5] = [
+/// to the workspace's copy of the run): line records, node events, the log, the outputs, the
+/// data as the run read it, and the lines' spans when it records them.
+pub const TAILED_FILES: [&str; 6] = [
     "line_runs.jsonl",
     "node_events.jsonl",
     "logs.txt",
     "flow_outputs/output.jsonl",
     "data.jsonl",
+    SPANS_FILE,
 ];
+
+/// A run folder's recorded spans: one [`crate::trace::LineSpans`] a line.
+pub const SPANS_FILE: &str = "spans.jsonl";
 
 /// The small files of a run's folder sent whole once the run has ended.
 pub const FINAL_FILES: [&str; 2] = ["metrics.json", "error.json"];

@@ -7,6 +7,7 @@ pub mod names;
 pub mod requests;
 pub mod responses;
 pub mod session;
+pub mod trace;
 pub mod workspace;
 
 pub use connection::{Connection, ConnectionKind};

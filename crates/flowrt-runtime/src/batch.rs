@@ -68,6 +68,33 @@ pub struct BatchRequest {
     /// Line records (as in `line_runs.jsonl`) kept as they are, whatever their status, and not
     /// run: the chunks of a spread run, which this run gathers, aggregates and records.
     pub prior_records: Option<PathBuf>,
+    /// Record each line's spans in the run folder's `spans.jsonl`, as `trace` names the run (a
+    /// session's run: its server exports them). `None`: exported from here when the
+    /// OpenTelemetry variables name a receiver.
+    pub trace: Option<flowrt_api::trace::TraceAs>,
+}
+
+/// The run folder's file of recorded spans: a [`flowrt_api::trace::LineSpans`] a line.
+pub use flowrt_api::agent::SPANS_FILE;
+
+/// What becomes of each line's spans.
+#[derive(Clone, Debug)]
+pub enum Tracing {
+    /// Nothing is built.
+    Off,
+    /// Handed to the exporter as each line ends.
+    Export(crate::otel::Exporter, flowrt_api::trace::TraceAs),
+    /// Written to the run folder's [`SPANS_FILE`].
+    Record(flowrt_api::trace::TraceAs),
+}
+
+impl Tracing {
+    fn trace_as(&self) -> Option<&flowrt_api::trace::TraceAs> {
+        match self {
+            Tracing::Off => None,
+            Tracing::Export(_, t) | Tracing::Record(t) => Some(t),
+        }
+    }
 }
 
 /// Where the lines run: the interpreter, the connections and how many Python workers.
@@ -86,6 +113,7 @@ pub struct EngineOptions {
     pub batch_timeout: Option<Duration>,
     pub long_running_interval: Duration,
     pub stream: bool,
+    pub tracing: Tracing,
 }
 
 impl Default for EngineOptions {
@@ -96,6 +124,7 @@ impl Default for EngineOptions {
             batch_timeout: None,
             long_running_interval: Duration::from_secs(60),
             stream: false,
+            tracing: Tracing::Off,
         }
     }
 }
@@ -690,12 +719,30 @@ pub async fn create(
         pid: std::process::id(),
         error: None,
     };
+    let tracing = match &req.trace {
+        Some(trace) => Tracing::Record(trace.clone()),
+        None => {
+            let collection = crate::otel::flow_name(&flow);
+            match crate::otel::Exporter::from_env(&collection) {
+                Some(exporter) => Tracing::Export(
+                    exporter,
+                    flowrt_api::trace::TraceAs {
+                        collection,
+                        run: Some(name.clone()),
+                        base_run: req.run.clone(),
+                    },
+                ),
+                None => Tracing::Off,
+            }
+        }
+    };
     let engine = EngineOptions {
         concurrency,
         line_timeout: Some(Duration::from_secs_f64(line_timeout)),
         batch_timeout: batch_timeout.map(Duration::from_secs_f64),
         long_running_interval: Duration::from_secs_f64(req.long_running_interval.max(0.01)),
         stream: req.stream,
+        tracing,
     };
     let outcome = match prepared {
         Ok(()) => {
@@ -1162,7 +1209,6 @@ pub async fn execute<I: ToolInvoker + 'static>(
         &mut counter,
         &log,
         &cancel,
-        &name,
     )
     .await;
     reporter.lines_done(counter.snapshot());
@@ -1290,6 +1336,9 @@ async fn record_end<I: ToolInvoker + 'static>(
     Ok(())
 }
 
+/// A line's record, and its spans when the run records them.
+type FinishedLine = (LineRecord, Option<Vec<flowrt_api::trace::TraceSpan>>);
+
 /// The line loop: keeps `concurrency` lines running until none is left or the run is canceled.
 #[allow(clippy::too_many_arguments)]
 async fn run_lines<I: ToolInvoker + 'static>(
@@ -1300,15 +1349,20 @@ async fn run_lines<I: ToolInvoker + 'static>(
     counter: &mut Counter,
     log: &Arc<RunLog>,
     cancel: &Cancel,
-    name: &str,
 ) -> Result<RunStatus> {
-    // Tracing, only when a collector is configured: spans leave in batches from one task.
-    let (span_tx, flusher) = match crate::otel::Exporter::from_env("flowrt") {
-        Some(exporter) => {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<Value>>();
-            (Some(tx), Some(tokio::spawn(export_spans(exporter, rx))))
-        }
-        None => (None, None),
+    // Tracing, only when asked: an exporter takes each line's spans as it ends (into its bounded
+    // queue, never waiting); a recorded run writes them beside its line records.
+    let trace_as: Option<Arc<flowrt_api::trace::TraceAs>> =
+        options.tracing.trace_as().cloned().map(Arc::new);
+    let exporter = match &options.tracing {
+        Tracing::Export(exporter, _) => Some(exporter.clone()),
+        _ => None,
+    };
+    let mut spans_file = match &options.tracing {
+        Tracing::Record(_) => Some(std::io::BufWriter::new(fs_err::File::create(
+            counter.dir.join(SPANS_FILE),
+        )?)),
+        _ => None,
     };
     let Lines {
         rows,
@@ -1326,7 +1380,6 @@ async fn run_lines<I: ToolInvoker + 'static>(
     let columns: Arc<HashSet<String>> = Arc::new(rows.columns());
     let mapping = Arc::new(mapping);
     let mut base = base.as_ref().map(BaseRun::cursor).transpose()?;
-    let batch_run_id: Arc<str> = Arc::from(name);
     let mut todo = range
         .unwrap_or(0..rows.len())
         .filter(|n| !kept.contains_key(n));
@@ -1341,7 +1394,7 @@ async fn run_lines<I: ToolInvoker + 'static>(
         bail!("the data has no line {n}")
     };
     // Each line's record, and the model calls answered to it.
-    let mut set: JoinSet<(LineRecord, u64)> = JoinSet::new();
+    let mut set: JoinSet<(FinishedLine, u64)> = JoinSet::new();
     let warn_interval = options.long_running_interval;
     let mut ticker = tokio::time::interval(Duration::from_millis(200).min(warn_interval));
     let deadline = options
@@ -1357,7 +1410,7 @@ async fn run_lines<I: ToolInvoker + 'static>(
                 None => (None, None),
             };
             let (executor, columns, mapping) = (executor.clone(), columns.clone(), mapping.clone());
-            let (span_tx, batch_run_id) = (span_tx.clone(), batch_run_id.clone());
+            let (trace_as, exporter) = (trace_as.clone(), exporter.clone());
             set.spawn(flowrt_tools::counting_answers(async move {
                 let sources = LineSources {
                     data: &row,
@@ -1368,22 +1421,28 @@ async fn run_lines<I: ToolInvoker + 'static>(
                 let raw = match mapping.line_inputs(executor.flow(), &sources) {
                     Ok(r) => r,
                     Err(message) => {
-                        return failed_record(n, &IndexMap::new(), "MappingError", message)
+                        return (
+                            failed_record(n, &IndexMap::new(), "MappingError", message),
+                            None,
+                        )
                     }
                 };
                 match prepare_inputs(executor.flow(), &raw) {
                     Ok(inputs) => {
                         let line = executor.run_line(n, inputs).await;
-                        if let Some(tx) = &span_tx {
-                            let _ = tx.send(crate::otel::line_spans(
-                                executor.flow(),
-                                &line,
-                                Some(&batch_run_id),
-                            ));
-                        }
-                        line_record(&line)
+                        let spans = trace_as
+                            .as_deref()
+                            .map(|t| crate::otel::line_spans(executor.flow(), &line, t));
+                        let spans = match (spans, &exporter) {
+                            (Some(spans), Some(exporter)) => {
+                                exporter.export(spans);
+                                None
+                            }
+                            (spans, _) => spans,
+                        };
+                        (line_record(&line), spans)
                     }
-                    Err(e) => failed_record(n, &raw, "InputError", e.to_string()),
+                    Err(e) => (failed_record(n, &raw, "InputError", e.to_string()), None),
                 }
             }));
         }
@@ -1393,7 +1452,12 @@ async fn run_lines<I: ToolInvoker + 'static>(
         tokio::select! {
             joined = set.join_next() => {
                 if let Some(joined) = joined {
-                    let (rec, answered) = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
+                    let ((rec, spans), answered) = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
+                    if let (Some(file), Some(spans), Some(trace)) = (&mut spans_file, spans, &trace_as) {
+                        let line = flowrt_api::trace::LineSpans { collection: trace.collection.clone(), spans };
+                        writeln!(file, "{}", serde_json::to_string(&line)?)?;
+                        file.flush()?;
+                    }
                     counter.progress.done += 1;
                     counter.answered_to_finished_lines += answered;
                     if !rec.completed() {
@@ -1442,9 +1506,10 @@ async fn run_lines<I: ToolInvoker + 'static>(
     if let Some(q) = counter.snapshot().quota.clone() {
         write_pace(&counter.dir, &q);
     }
-    drop(span_tx);
-    if let Some(task) = flusher {
-        let _ = task.await;
+    if let Some(exporter) = exporter {
+        // What is queued leaves before the run says it ended (an evaluation's spans find the
+        // base run's there), waiting at most a few seconds for a slow receiver.
+        let _ = tokio::task::spawn_blocking(move || exporter.finish()).await;
     }
     Ok(status)
 }
@@ -1457,28 +1522,4 @@ fn write_pace(dir: &Path, pace: &QuotaPace) {
             let _ = std::fs::rename(&tmp, dir.join(PACE_FILE));
         }
     }
-}
-
-/// Sends spans in batches: every 200 ms, or at 2,000 spans.
-async fn export_spans(
-    exporter: crate::otel::Exporter,
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Vec<Value>>,
-) {
-    let mut batch: Vec<Value> = Vec::new();
-    loop {
-        let tick = tokio::time::sleep(Duration::from_millis(200));
-        tokio::select! {
-            got = rx.recv() => match got {
-                Some(spans) => {
-                    batch.extend(spans);
-                    if batch.len() >= 2000 {
-                        exporter.export(std::mem::take(&mut batch)).await;
-                    }
-                }
-                None => break,
-            },
-            _ = tick => exporter.export(std::mem::take(&mut batch)).await,
-        }
-    }
-    exporter.export(batch).await;
 }

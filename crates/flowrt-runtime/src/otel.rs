@@ -1,109 +1,319 @@
 //! Tracing: each line becomes OpenTelemetry spans (the flow, then one span per node: `LLM` for
-//! llm and prompty nodes, `Function` for the rest) with promptflow's attributes (`span_type`,
-//! `node_name`, `line_run_id`, `batch_run_id`, `line_number`, `llm.usage.*`, cumulative token
-//! counts, inputs and outputs as events) and the GenAI conventions (`gen_ai.*`), exported as
-//! OTLP/HTTP JSON when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is
-//! set. Nothing is built when neither is: tracing costs nothing when it is off.
+//! llm and prompty nodes, `Function` for the rest, and under them the spans Python code recorded)
+//! with the attributes promptflow's own trace viewer reads (`span_type`, `function`,
+//! `node_name`, `line_run_id`, `batch_run_id`, `line_number`, `referenced.batch_run_id`,
+//! `llm.usage.*`, cumulative token counts on the flow span, inputs and output as
+//! `promptflow.function.inputs` / `promptflow.function.output` events, the resource's
+//! `collection`) and the GenAI conventions (`gen_ai.*`).
+//!
+//! Spans leave through the OpenTelemetry project's OTLP exporter, configured as its SDKs are:
+//! `OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`, `..._PROTOCOL` (`http/protobuf`, the default, or
+//! `http/json`), `..._HEADERS`, `..._COMPRESSION` (`gzip`), `..._TIMEOUT`, `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_BSP_*`. A batch processor on its own thread sends them: a
+//! line hands its spans to a bounded queue and goes on, whether the receiver is fast, slow or
+//! gone (spans beyond the queue are dropped, and a receiver that fails is named once). Nothing is
+//! built when no endpoint is set: tracing costs nothing when it is off.
 
+use flowrt_api::trace::{TraceAs, TraceEvent, TraceSpan};
 use flowrt_executor::{LineResult, NodeRun, NodeStatus};
-use flowrt_flow::{Flow, NodeKind};
-use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
+use flowrt_flow::{Flow, FlowKind, NodeKind};
+use opentelemetry::trace::{
+    Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, IdGenerator, RandomIdGenerator, SpanData, SpanEvents, SpanExporter,
+    SpanLinks, SpanProcessor,
+};
+use opentelemetry_sdk::Resource;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Where spans go.
-#[derive(Clone)]
+/// The most a process waits, when it ends, for the spans still queued to leave.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
+
+/// Where spans go: a batch processor over the OTLP exporter.
+#[derive(Clone, Debug)]
 pub struct Exporter {
-    url: String,
-    http: reqwest::Client,
-    service: String,
+    processor: Arc<BatchSpanProcessor>,
+    scope: InstrumentationScope,
 }
 
 impl Exporter {
-    /// From the standard OpenTelemetry variables; `None` when tracing is off.
-    pub fn from_env(service: &str) -> Option<Exporter> {
-        let url = match std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
-            Ok(u) if !u.trim().is_empty() => u.trim().to_string(),
-            _ => {
-                let base = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok()?;
-                let base = base.trim().trim_end_matches('/');
-                if base.is_empty() {
-                    return None;
-                }
-                format!("{base}/v1/traces")
+    /// From the standard OpenTelemetry variables, for the spans of the flow `collection` (the
+    /// name promptflow's viewer groups them under); `None` when tracing is off, or when it is
+    /// asked in a way flowrt cannot export (said once, on stderr).
+    pub fn from_env(collection: &str) -> Option<Exporter> {
+        let var = |name: &str| {
+            std::env::var(format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+                .or_else(|_| std::env::var(format!("OTEL_EXPORTER_OTLP_{name}")))
+                .ok()
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let endpoint = var("ENDPOINT")?;
+        let protocol = match var("PROTOCOL").as_deref() {
+            None | Some("http/protobuf") => opentelemetry_otlp::Protocol::HttpBinary,
+            Some("http/json") => opentelemetry_otlp::Protocol::HttpJson,
+            Some(other) => {
+                eprintln!(
+                    "warning: traces are not exported: OTEL_EXPORTER_OTLP_PROTOCOL={other} is not one flowrt speaks; use http/protobuf (the default) or http/json, on the receiver's HTTP port (usually 4318)"
+                );
+                return None;
             }
         };
+        // Headers, compression and the timeout are read from the environment by the exporter.
+        use opentelemetry_otlp::WithExportConfig;
+        let exporter = match opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(protocol)
+            .build()
+        {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("warning: traces are not exported to {endpoint}: {e}");
+                return None;
+            }
+        };
+        let reporting = ReportOnce {
+            inner: exporter,
+            endpoint,
+            warned: AtomicBool::new(false),
+        };
+        let mut processor = BatchSpanProcessor::builder(reporting).build();
+        processor.set_resource(&resource(collection));
         Some(Exporter {
-            url,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
-            service: service.to_string(),
+            processor: Arc::new(processor),
+            scope: InstrumentationScope::builder("flowrt")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
         })
     }
 
-    /// Send spans in one OTLP request. A collector that is down costs a warning, never a line.
-    pub async fn export(&self, spans: Vec<Value>) {
-        if spans.is_empty() {
-            return;
+    /// Hand spans to the queue: never waits for the receiver.
+    pub fn export(&self, spans: Vec<TraceSpan>) {
+        for span in spans {
+            if let Some(data) = span_data(span, &self.scope) {
+                self.processor.on_end(data);
+            }
         }
-        let body = json!({"resourceSpans": [{
-            "resource": {"attributes": [attr("service.name", json!(self.service))]},
-            "scopeSpans": [{"scope": {"name": "flowrt", "version": env!("CARGO_PKG_VERSION")}, "spans": spans}],
-        }]});
-        match self.http.post(&self.url).json(&body).send().await {
-            Ok(r) if r.status().is_success() => {}
-            Ok(r) => eprintln!(
-                "warning: the trace collector at {} answered {}",
-                self.url,
-                r.status()
-            ),
-            Err(e) => eprintln!("warning: cannot export traces to {}: {e}", self.url),
-        }
+    }
+
+    /// Send what is queued, waiting at most a few seconds (a process that ends calls this, off
+    /// its async threads: it blocks).
+    pub fn finish(&self) {
+        let _ = self.processor.shutdown_with_timeout(FLUSH_AT_EXIT);
     }
 }
 
-/// An OTLP attribute: `{key, value: {stringValue|intValue|doubleValue|boolValue}}`.
-fn attr(key: &str, value: Value) -> Value {
-    let v = match value {
-        Value::Bool(b) => json!({"boolValue": b}),
-        Value::Number(n) if n.is_i64() || n.is_u64() => json!({"intValue": n.to_string()}),
-        Value::Number(n) => json!({"doubleValue": n.as_f64()}),
-        Value::String(s) => json!({"stringValue": s}),
-        other => json!({"stringValue": other.to_string()}),
+/// The resource every span of this process carries: `service.name` (`OTEL_SERVICE_NAME`, else
+/// `flowrt`), `collection`, and what `OTEL_RESOURCE_ATTRIBUTES` adds (which wins).
+fn resource(collection: &str) -> Resource {
+    let env_attrs = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let names = |key: &str| {
+        env_attrs
+            .split(',')
+            .any(|kv| kv.split('=').next().is_some_and(|k| k.trim() == key))
     };
-    json!({"key": key, "value": v})
-}
-
-fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-        .to_string()
-}
-
-/// A random-enough id of `bytes` bytes, hex: splitmix64 over the time, the process and a counter.
-pub fn new_id(bytes: usize) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-        ^ (u64::from(std::process::id()) << 32)
-        ^ COUNTER.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    let mut state = seed;
-    let mut out = String::with_capacity(bytes * 2);
-    while out.len() < bytes * 2 {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        out.push_str(&format!("{z:016x}"));
+    let mut builder = Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_err() && !names("service.name") {
+        builder = builder.with_service_name("flowrt");
     }
-    out.truncate(bytes * 2);
-    out
+    if !names("collection") {
+        builder = builder.with_attribute(KeyValue::new("collection", collection.to_string()));
+    }
+    builder.build()
+}
+
+/// The OTLP exporter, naming its receiver once when it fails (the batch processor's own
+/// diagnostics go nowhere a user looks).
+#[derive(Debug)]
+struct ReportOnce<E> {
+    inner: E,
+    endpoint: String,
+    warned: AtomicBool,
+}
+
+impl<E: SpanExporter> SpanExporter for ReportOnce<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let sent = self.inner.export(batch).await;
+        if let Err(e) = &sent {
+            if !self.warned.swap(true, Ordering::Relaxed) {
+                eprintln!(
+                    "warning: cannot export traces to {}: {e} (lines go on; their spans are dropped while it fails)",
+                    self.endpoint
+                );
+            }
+        }
+        sent
+    }
+
+    fn shutdown_with_timeout(&mut self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&mut self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The exporters of a process that sends spans of several flows (a server): one per collection,
+/// since the collection is the resource's. The least recently used goes beyond a few dozen.
+pub struct Exporters {
+    by_collection: Mutex<Vec<(String, Exporter)>>,
+}
+
+/// How many collections a server exports at once before it finishes the oldest one's exporter.
+const MOST_COLLECTIONS: usize = 32;
+
+impl Exporters {
+    /// `None` when no OTLP endpoint is configured.
+    pub fn from_env() -> Option<Exporters> {
+        let configured = [
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+        ]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|v| !v.trim().is_empty()));
+        configured.then(|| Exporters {
+            by_collection: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Export `spans` of the flow `collection`.
+    pub fn export(&self, collection: &str, spans: Vec<TraceSpan>) {
+        let exporter = {
+            let mut all = self.by_collection.lock().unwrap_or_else(|p| p.into_inner());
+            match all.iter().position(|(c, _)| c == collection) {
+                Some(i) => {
+                    let entry = all.remove(i);
+                    let exporter = entry.1.clone();
+                    all.push(entry);
+                    Some(exporter)
+                }
+                None => match Exporter::from_env(collection) {
+                    Some(exporter) => {
+                        if all.len() >= MOST_COLLECTIONS {
+                            let (_, oldest) = all.remove(0);
+                            std::thread::spawn(move || oldest.finish());
+                        }
+                        all.push((collection.to_string(), exporter.clone()));
+                        Some(exporter)
+                    }
+                    None => None,
+                },
+            }
+        };
+        if let Some(exporter) = exporter {
+            exporter.export(spans);
+        }
+    }
+}
+
+/// An attribute of a span or an event: numbers, booleans and strings keep their type; anything
+/// else is its JSON text.
+fn key_value(key: String, value: Value) -> KeyValue {
+    let v: opentelemetry::Value = match value {
+        Value::Bool(b) => b.into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(0.0).into(),
+        },
+        Value::String(s) => s.into(),
+        other => payload(&other).into(),
+    };
+    KeyValue::new(key, v)
+}
+
+fn key_values(attributes: Map<String, Value>) -> Vec<KeyValue> {
+    attributes
+        .into_iter()
+        .map(|(k, v)| key_value(k, v))
+        .collect()
+}
+
+fn time(nanos: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(nanos)
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// A span as the OpenTelemetry SDK exports it; `None` when its ids are not hex of the right
+/// length (a span that came from elsewhere).
+fn span_data(span: TraceSpan, scope: &InstrumentationScope) -> Option<SpanData> {
+    let trace_id = TraceId::from_hex(&span.trace_id).ok()?;
+    let span_id = SpanId::from_hex(&span.span_id).ok()?;
+    let parent = match &span.parent_span_id {
+        Some(p) => SpanId::from_hex(p).ok()?,
+        None => SpanId::INVALID,
+    };
+    let start = time(span.start_unix_nano);
+    let mut events = SpanEvents::default();
+    events.events = span
+        .events
+        .into_iter()
+        .map(|e| {
+            Event::new(
+                Cow::Owned(e.name),
+                time(e.time_unix_nano),
+                key_values(e.attributes),
+                0,
+            )
+        })
+        .collect();
+    Some(SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Owned(span.name),
+        start_time: start,
+        end_time: time(span.end_unix_nano).max(start),
+        attributes: key_values(span.attributes),
+        dropped_attributes_count: 0,
+        events,
+        links: SpanLinks::default(),
+        // Set either way: a viewer shows an unset status as neither passed nor failed.
+        status: match span.error {
+            Some(message) => Status::error(message),
+            None => Status::Ok,
+        },
+        instrumentation_scope: scope.clone(),
+    })
+}
+
+/// A value as promptflow writes it in an event's `payload` (JSON; `NaN` and the infinities as
+/// Python writes them).
+fn payload(value: &Value) -> String {
+    flowrt_flow::nonfinite::to_json_line(value)
+}
+
+fn event(name: &str, value: &Value, at: SystemTime) -> TraceEvent {
+    let mut attributes = Map::new();
+    attributes.insert("payload".into(), Value::String(payload(value)));
+    TraceEvent {
+        name: name.to_string(),
+        time_unix_nano: nanos(at),
+        attributes,
+    }
 }
 
 fn usage_numbers(usage: &Value) -> (u64, u64, u64) {
@@ -116,18 +326,98 @@ fn usage_numbers(usage: &Value) -> (u64, u64, u64) {
     (p, c, t)
 }
 
-fn event(name: &str, payload: &Value, at: SystemTime) -> Value {
-    json!({"name": name, "timeUnixNano": nanos(at), "attributes": [attr("payload", json!(payload.to_string()))]})
+/// The attributes a span is built with, in the order they are set.
+#[derive(Clone, Default)]
+struct Attributes(Map<String, Value>);
+
+impl Attributes {
+    fn set(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
+        self.0.insert(key.to_string(), value.into());
+        self
+    }
 }
 
-/// The spans of one finished line: the flow span first, then its nodes' spans under it.
-pub fn line_spans(flow: &Flow, line: &LineResult, batch_run_id: Option<&str>) -> Vec<Value> {
-    let trace_id = new_id(16);
-    let root_id = new_id(8);
-    let line_run_id = match batch_run_id {
-        Some(b) => format!("{b}_{}", line.line_number),
-        None => new_id(16),
+/// The ids of one line's trace.
+struct Ids {
+    trace: String,
+    random: RandomIdGenerator,
+}
+
+impl Ids {
+    fn new() -> Ids {
+        let random = RandomIdGenerator::default();
+        Ids {
+            trace: random.new_trace_id().to_string(),
+            random,
+        }
+    }
+
+    fn span(&self) -> String {
+        self.random.new_span_id().to_string()
+    }
+}
+
+/// A finished span of a line's trace.
+#[allow(clippy::too_many_arguments)]
+fn span(
+    ids: &Ids,
+    span_id: String,
+    parent: Option<String>,
+    name: String,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Attributes,
+    events: Vec<TraceEvent>,
+    error: Option<String>,
+) -> TraceSpan {
+    TraceSpan {
+        trace_id: ids.trace.clone(),
+        span_id,
+        parent_span_id: parent,
+        name,
+        start_unix_nano: nanos(start),
+        end_unix_nano: nanos(end.max(start)),
+        attributes: attributes.0,
+        events,
+        error,
+    }
+}
+
+/// A failed span's message, and the `exception` event promptflow records with it.
+fn failed(message: String, at: SystemTime, events: &mut Vec<TraceEvent>) -> Option<String> {
+    let (kind, text) = match message.split_once(": ") {
+        Some((k, t)) if !k.is_empty() && !k.contains(' ') => (k.to_string(), t.to_string()),
+        _ => ("Exception".to_string(), message.clone()),
     };
+    let mut attributes = Map::new();
+    attributes.insert("exception.type".into(), kind.into());
+    attributes.insert("exception.message".into(), text.into());
+    attributes.insert("exception.escaped".into(), false.into());
+    events.push(TraceEvent {
+        name: "exception".into(),
+        time_unix_nano: nanos(at),
+        attributes,
+    });
+    Some(message)
+}
+
+/// The name promptflow's viewer gives a flow's traces: its folder's (a `.prompty`'s file stem).
+pub fn flow_name(flow: &Flow) -> String {
+    let path = if flow.kind == FlowKind::Prompty {
+        flow.file.clone()
+    } else {
+        flow.dir.clone()
+    };
+    path.file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "flow".into())
+}
+
+/// The spans of one finished line: the flow span, its nodes' spans under it, and the spans
+/// Python code recorded under those.
+pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceSpan> {
+    let ids = Ids::new();
+    let root_id = ids.span();
     let start = line
         .node_runs
         .iter()
@@ -135,20 +425,56 @@ pub fn line_spans(flow: &Flow, line: &LineResult, batch_run_id: Option<&str>) ->
         .min()
         .unwrap_or_else(|| SystemTime::now() - line.duration);
     let end = start + line.duration;
-    let mut common = vec![
-        attr("line_run_id", json!(line_run_id)),
-        attr("line_number", json!(line.line_number)),
-    ];
-    if let Some(b) = batch_run_id {
-        common.push(attr("batch_run_id", json!(b)));
+    let mut common = Attributes::default();
+    common
+        .set("framework", "promptflow")
+        .set(
+            "execution_target",
+            if flow.kind == FlowKind::Flex {
+                "flex"
+            } else {
+                "dag"
+            },
+        )
+        .set("line_number", line.line_number);
+    match &trace.run {
+        Some(run) => {
+            common
+                .set("batch_run_id", run.as_str())
+                .set("line_run_id", format!("{run}_{}", line.line_number));
+        }
+        None => {
+            common.set("line_run_id", ids.trace.as_str());
+        }
+    }
+    if let Some(base) = &trace.base_run {
+        common.set("referenced.batch_run_id", base.as_str());
     }
     let mut spans = Vec::with_capacity(line.node_runs.len() + 1);
+    // The flow span first: a viewer that starts a line at its first span stored starts it there.
+    spans.push(TraceSpan {
+        trace_id: String::new(),
+        span_id: String::new(),
+        parent_span_id: None,
+        name: String::new(),
+        start_unix_nano: 0,
+        end_unix_nano: 0,
+        attributes: Map::new(),
+        events: Vec::new(),
+        error: None,
+    });
     let (mut prompt, mut completion, mut total) = (0u64, 0u64, 0u64);
     for run in &line.node_runs {
-        let span = node_span(flow, run, &trace_id, &root_id, &common);
-        let node_id = span["spanId"].as_str().unwrap_or_default().to_string();
-        spans.push(span);
-        spans.extend(traced_spans(run, &trace_id, &node_id, &common));
+        let node_id = ids.span();
+        spans.push(node_span(
+            flow,
+            run,
+            &ids,
+            node_id.clone(),
+            &root_id,
+            &common,
+        ));
+        spans.extend(traced_spans(run, &ids, &node_id, &common));
         if let Some(u) = &run.usage {
             let (p, c, t) = usage_numbers(u);
             prompt += p;
@@ -156,168 +482,168 @@ pub fn line_spans(flow: &Flow, line: &LineResult, batch_run_id: Option<&str>) ->
             total += t;
         }
     }
-    let flow_name = flow
-        .dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "flow".into());
-    let mut attributes = common.clone();
-    attributes.extend([
-        attr("span_type", json!("Flow")),
-        attr("framework", json!("promptflow")),
-        attr("function", json!(flow_name)),
-    ]);
+    let mut attributes = common;
+    attributes.set("span_type", "Flow");
     if total > 0 {
-        attributes.extend([
-            attr("__computed__.cumulative_token_count.prompt", json!(prompt)),
-            attr(
-                "__computed__.cumulative_token_count.completion",
-                json!(completion),
-            ),
-            attr("__computed__.cumulative_token_count.total", json!(total)),
-        ]);
+        attributes
+            .set("__computed__.cumulative_token_count.prompt", prompt)
+            .set("__computed__.cumulative_token_count.completion", completion)
+            .set("__computed__.cumulative_token_count.total", total);
     }
-    let outputs = serde_json::to_value(&line.outputs).unwrap_or(Value::Null);
-    let inputs = serde_json::to_value(&line.inputs).unwrap_or(Value::Null);
+    // A batch line's inputs name their line, as promptflow's do.
+    let mut inputs = serde_json::to_value(&line.inputs).unwrap_or(Value::Null);
+    if trace.run.is_some() {
+        if let Some(o) = inputs.as_object_mut() {
+            o.insert("line_number".into(), line.line_number.into());
+        }
+    }
     let mut events = vec![event("promptflow.function.inputs", &inputs, start)];
-    if line.error.is_none() {
-        events.push(event("promptflow.function.output", &outputs, end));
-    }
-    let status = match &line.error {
-        None => json!({"code": 1}),
-        Some(e) => json!({"code": 2, "message": e.to_string()}),
+    let error = match &line.error {
+        None => {
+            let outputs = serde_json::to_value(&line.outputs).unwrap_or(Value::Null);
+            events.push(event("promptflow.function.output", &outputs, end));
+            None
+        }
+        Some(e) => failed(e.to_string(), end, &mut events),
     };
-    spans.insert(
-        0,
-        json!({
-            "traceId": trace_id,
-            "spanId": root_id,
-            "name": flow_name,
-            "kind": 1,
-            "startTimeUnixNano": nanos(start),
-            "endTimeUnixNano": nanos(end),
-            "attributes": attributes,
-            "events": events,
-            "status": status,
-        }),
+    spans[0] = span(
+        &ids,
+        root_id,
+        None,
+        flow_name(flow),
+        start,
+        end,
+        attributes,
+        events,
+        error,
     );
     spans
 }
 
 /// The spans `@trace`d Python functions recorded in a node, under the node's span (or under the
 /// traced function that called them).
-fn traced_spans(run: &NodeRun, trace_id: &str, node_id: &str, common: &[Value]) -> Vec<Value> {
+fn traced_spans(run: &NodeRun, ids: &Ids, node_id: &str, common: &Attributes) -> Vec<TraceSpan> {
     let at = |v: &Value| {
         let secs = v.as_f64().unwrap_or(0.0).max(0.0);
-        UNIX_EPOCH + std::time::Duration::from_secs_f64(secs)
+        UNIX_EPOCH + Duration::from_secs_f64(secs)
     };
-    let ids: std::collections::HashMap<u64, String> = run
+    let span_ids: std::collections::HashMap<u64, String> = run
         .spans
         .iter()
         .filter_map(|s| s["id"].as_u64())
-        .map(|id| (id, new_id(8)))
+        .map(|id| (id, ids.span()))
         .collect();
     run.spans
         .iter()
         .filter_map(|s| {
-            let id = ids.get(&s["id"].as_u64()?)?;
+            let id = span_ids.get(&s["id"].as_u64()?)?.clone();
             let parent = s["parent"]
                 .as_u64()
-                .and_then(|p| ids.get(&p))
-                .map(String::as_str)
-                .unwrap_or(node_id);
+                .and_then(|p| span_ids.get(&p))
+                .cloned()
+                .unwrap_or_else(|| node_id.to_string());
             let (start, end) = (at(&s["start"]), at(&s["end"]));
-            let name = s["name"].as_str().unwrap_or("function");
-            let mut attributes = common.to_vec();
-            attributes.extend([
-                attr("span_type", json!("Function")),
-                attr("function", json!(name)),
-                attr("node_name", json!(run.node)),
-            ]);
+            let name = s["name"].as_str().unwrap_or("function").to_string();
+            let mut attributes = common.clone();
+            attributes
+                .set("span_type", "Function")
+                .set("function", name.as_str())
+                .set("node_name", run.node.as_str());
             let mut events = vec![event("promptflow.function.inputs", &s["inputs"], start)];
-            let status = match s.get("error").and_then(Value::as_str) {
-                Some(e) => json!({"code": 2, "message": e}),
+            let error = match s.get("error").and_then(Value::as_str) {
+                Some(e) => failed(e.to_string(), end, &mut events),
                 None => {
                     events.push(event("promptflow.function.output", &s["output"], end));
-                    json!({"code": 1})
+                    None
                 }
             };
-            Some(json!({
-                "traceId": trace_id,
-                "spanId": id,
-                "parentSpanId": parent,
-                "name": name,
-                "kind": 1,
-                "startTimeUnixNano": nanos(start),
-                "endTimeUnixNano": nanos(end),
-                "attributes": attributes,
-                "events": events,
-                "status": status,
-            }))
+            Some(span(
+                ids,
+                id,
+                Some(parent),
+                name,
+                start,
+                end,
+                attributes,
+                events,
+                error,
+            ))
         })
         .collect()
 }
 
-fn node_span(flow: &Flow, run: &NodeRun, trace_id: &str, parent: &str, common: &[Value]) -> Value {
+fn node_span(
+    flow: &Flow,
+    run: &NodeRun,
+    ids: &Ids,
+    span_id: String,
+    parent: &str,
+    common: &Attributes,
+) -> TraceSpan {
     let node = flow.node(&run.node);
     let is_llm = node.is_some_and(|n| matches!(n.kind, NodeKind::Llm | NodeKind::CustomLlm))
         || run.usage.is_some();
-    let mut attributes = common.to_vec();
-    attributes.extend([
-        attr("span_type", json!(if is_llm { "LLM" } else { "Function" })),
-        attr("node_name", json!(run.node)),
-        attr(
+    let mut attributes = common.clone();
+    attributes
+        .set("span_type", if is_llm { "LLM" } else { "Function" })
+        .set("node_name", run.node.as_str())
+        .set(
             "function",
-            json!(node.map(|n| n.kind.as_str()).unwrap_or("python")),
-        ),
-    ]);
+            node.map(|n| n.kind.as_str()).unwrap_or("python"),
+        );
     if let Some(n) = node {
         if let Some(api) = &n.api {
-            attributes.push(attr("gen_ai.operation.name", json!(api)));
+            attributes.set("gen_ai.operation.name", api.as_str());
         }
         if let Some(flowrt_flow::InputValue::Literal(Value::String(m))) = n
             .inputs
             .get("model")
             .or_else(|| n.inputs.get("deployment_name"))
         {
-            attributes.push(attr("gen_ai.request.model", json!(m)));
+            attributes.set("gen_ai.request.model", m.as_str());
         }
     }
     if is_llm {
-        attributes.push(attr("gen_ai.system", json!("openai")));
+        attributes.set("gen_ai.system", "openai");
     }
     if let Some(u) = &run.usage {
         let (p, c, t) = usage_numbers(u);
-        attributes.extend([
-            attr("llm.usage.prompt_tokens", json!(p)),
-            attr("llm.usage.completion_tokens", json!(c)),
-            attr("llm.usage.total_tokens", json!(t)),
-            attr("gen_ai.usage.input_tokens", json!(p)),
-            attr("gen_ai.usage.output_tokens", json!(c)),
-        ]);
+        attributes
+            .set("llm.usage.prompt_tokens", p)
+            .set("llm.usage.completion_tokens", c)
+            .set("llm.usage.total_tokens", t)
+            .set("gen_ai.usage.input_tokens", p)
+            .set("gen_ai.usage.output_tokens", c)
+            .set("__computed__.cumulative_token_count.prompt", p)
+            .set("__computed__.cumulative_token_count.completion", c)
+            .set("__computed__.cumulative_token_count.total", t);
     }
     let end = run.start + run.duration;
     let mut events = Vec::new();
-    if let Some(o) = &run.output {
-        events.push(event("promptflow.function.output", o, end));
+    if let Some(request) = &run.llm_request {
+        events.push(event("promptflow.function.inputs", request, run.start));
     }
-    let status = match (&run.status, &run.error) {
-        (NodeStatus::Completed | NodeStatus::Bypassed, _) => json!({"code": 1}),
-        (_, Some(e)) => json!({"code": 2, "message": format!("{}: {}", e.error_type, e.message)}),
-        _ => json!({"code": 2}),
+    let error = match (&run.status, &run.error) {
+        (NodeStatus::Completed | NodeStatus::Bypassed, _) => {
+            if let Some(o) = &run.output {
+                events.push(event("promptflow.function.output", o, end));
+            }
+            None
+        }
+        (_, Some(e)) => failed(format!("{}: {}", e.error_type, e.message), end, &mut events),
+        (status, None) => Some(format!("{status:?}")),
     };
-    json!({
-        "traceId": trace_id,
-        "spanId": new_id(8),
-        "parentSpanId": parent,
-        "name": run.node,
-        "kind": 1,
-        "startTimeUnixNano": nanos(run.start),
-        "endTimeUnixNano": nanos(end),
-        "attributes": attributes,
-        "events": events,
-        "status": status,
-    })
+    span(
+        ids,
+        span_id,
+        Some(parent.to_string()),
+        run.node.clone(),
+        run.start,
+        end,
+        attributes,
+        events,
+        error,
+    )
 }
 
 #[cfg(test)]
@@ -325,19 +651,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_hex_of_the_asked_length_and_differ() {
-        let a = new_id(16);
-        let b = new_id(16);
-        assert_eq!(a.len(), 32);
-        assert_eq!(new_id(8).len(), 16);
-        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
-    }
-
-    #[test]
-    fn attributes_keep_their_types() {
-        assert_eq!(attr("n", json!(3))["value"], json!({"intValue": "3"}));
-        assert_eq!(attr("s", json!("x"))["value"], json!({"stringValue": "x"}));
-        assert_eq!(attr("b", json!(true))["value"], json!({"boolValue": true}));
+    fn spans_keep_their_ids_times_types_and_status_on_the_way_to_the_sdk() {
+        let mut attributes = Map::new();
+        attributes.insert("line_number".into(), 3.into());
+        attributes.insert("ratio".into(), 0.5.into());
+        attributes.insert("flag".into(), true.into());
+        attributes.insert("inputs".into(), serde_json::json!({"a": 1}));
+        let span = TraceSpan {
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            span_id: "b7ad6b7169203331".into(),
+            parent_span_id: Some("00f067aa0ba902b7".into()),
+            name: "node".into(),
+            start_unix_nano: 1_000,
+            end_unix_nano: 500,
+            attributes,
+            events: Vec::new(),
+            error: Some("ValueError: bad".into()),
+        };
+        let data = span_data(span, &InstrumentationScope::default()).unwrap();
+        assert_eq!(
+            data.span_context.trace_id().to_string(),
+            "0af7651916cd43dd8448eb211c80319c"
+        );
+        assert_eq!(data.parent_span_id.to_string(), "00f067aa0ba902b7");
+        assert!(
+            data.end_time >= data.start_time,
+            "an end before the start is clamped"
+        );
+        let get = |k: &str| {
+            data.attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == k)
+                .map(|kv| kv.value.clone())
+        };
+        assert_eq!(get("line_number"), Some(opentelemetry::Value::I64(3)));
+        assert_eq!(get("ratio"), Some(opentelemetry::Value::F64(0.5)));
+        assert_eq!(get("flag"), Some(opentelemetry::Value::Bool(true)));
+        assert_eq!(get("inputs"), Some(opentelemetry::Value::from("{\"a\":1}")));
+        assert_eq!(data.status, Status::error("ValueError: bad"));
+        let bad = TraceSpan {
+            trace_id: "not hex".into(),
+            ..TraceSpan {
+                trace_id: String::new(),
+                span_id: "b7ad6b7169203331".into(),
+                parent_span_id: None,
+                name: String::new(),
+                start_unix_nano: 0,
+                end_unix_nano: 0,
+                attributes: Map::new(),
+                events: Vec::new(),
+                error: None,
+            }
+        };
+        assert!(span_data(bad, &InstrumentationScope::default()).is_none());
     }
 }

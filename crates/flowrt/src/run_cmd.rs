@@ -245,6 +245,7 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
         stream: args.stream,
         lines: None,
         prior_records: None,
+        trace: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -160,10 +160,16 @@ pub fn run(args: TestArgs) -> Result<u8> {
     }
     let code = runtime.block_on(async {
         let line = executor.run_line(0, inputs).await;
-        if let Some(exporter) = crate::otel::Exporter::from_env("flowrt") {
-            exporter
-                .export(crate::otel::line_spans(executor.flow(), &line, None))
-                .await;
+        let collection = crate::otel::flow_name(executor.flow());
+        if let Some(exporter) = crate::otel::Exporter::from_env(&collection) {
+            let trace = flowrt_api::trace::TraceAs {
+                collection,
+                ..Default::default()
+            };
+            exporter.export(crate::otel::line_spans(executor.flow(), &line, &trace));
+            // Sent before the process ends (off the async threads: it waits, a few seconds
+            // at most).
+            let _ = tokio::task::spawn_blocking(move || exporter.finish()).await;
         }
         if let Some(err) = &line.error {
             if flex {

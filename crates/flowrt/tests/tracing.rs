@@ -52,6 +52,11 @@ fn collector() -> (String, Arc<Mutex<Vec<Value>>>) {
     (base, got)
 }
 
+/// A trace's root span has no parent (OTLP/JSON writes its parent id empty).
+fn is_root(span: &Value) -> bool {
+    span["parentSpanId"].as_str().unwrap_or("").is_empty()
+}
+
 fn attribute<'a>(span: &'a Value, key: &str) -> Option<&'a Value> {
     span["attributes"]
         .as_array()?
@@ -86,7 +91,10 @@ fn a_batch_line_becomes_a_flow_span_with_its_llm_span_and_token_counts() {
             "--name",
             "traced",
         ],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let bodies = got.lock().unwrap().clone();
@@ -104,9 +112,15 @@ fn a_batch_line_becomes_a_flow_span_with_its_llm_span_and_token_counts() {
         4,
         "two lines, a flow span and an LLM span each: {spans:#?}"
     );
+    // The resource names the service and, as promptflow's viewer groups traces, the flow.
+    let resource = &bodies[0]["resourceSpans"][0]["resource"];
     assert_eq!(
-        bodies[0]["resourceSpans"][0]["resource"]["attributes"][0],
-        json!({"key": "service.name", "value": {"stringValue": "flowrt"}})
+        attribute(resource, "service.name"),
+        Some(&json!({"stringValue": "flowrt"}))
+    );
+    assert_eq!(
+        attribute(resource, "collection"),
+        Some(&json!({"stringValue": dir.file_name().unwrap().to_str().unwrap()}))
     );
     for line in [0, 1] {
         let of_line: Vec<&Value> = spans
@@ -114,14 +128,8 @@ fn a_batch_line_becomes_a_flow_span_with_its_llm_span_and_token_counts() {
             .filter(|s| attribute(s, "line_number") == Some(&json!({"intValue": line.to_string()})))
             .collect();
         assert_eq!(of_line.len(), 2, "line {line}");
-        let root = of_line
-            .iter()
-            .find(|s| s.get("parentSpanId").is_none())
-            .unwrap();
-        let llm = of_line
-            .iter()
-            .find(|s| s.get("parentSpanId").is_some())
-            .unwrap();
+        let root = of_line.iter().find(|s| is_root(s)).unwrap();
+        let llm = of_line.iter().find(|s| !is_root(s)).unwrap();
         assert_eq!(llm["parentSpanId"], root["spanId"]);
         assert_eq!(llm["traceId"], root["traceId"]);
         assert_eq!(
@@ -236,7 +244,10 @@ fn traced_python_functions_are_spans_under_their_node() {
             "--output-dir",
             s(&out),
         ],
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
     let t = std::time::Instant::now();

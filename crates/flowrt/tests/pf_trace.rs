@@ -1,0 +1,255 @@
+//! flowrt's spans in promptflow's own trace viewer: promptflow 1.18.5's trace service (`pf
+//! service start`, what `start_trace()` opens) receives OTLP/HTTP protobuf from a flow test, a
+//! 20-line batch and an evaluation over it, and its own REST API shows each line with its
+//! inputs, outputs, status and token counts, the batch's lines under their run, and each
+//! evaluation line attached to the base run's line of the same number.
+//!
+//! Needs a venv with promptflow-devkit 1.18.5: `./scripts/test.sh` installs it and names it in
+//! FLOWRT_TEST_PF_VENV.
+
+mod common;
+
+use common::{flow, free_port, s, write_jsonl, Env, FakeOpenAi};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// promptflow's trace service on 127.0.0.1, in a home of its own; stopped when dropped.
+struct TraceService {
+    venv: PathBuf,
+    home: tempfile::TempDir,
+    base: String,
+}
+
+impl TraceService {
+    fn start(venv: &Path) -> TraceService {
+        let home = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let service = TraceService {
+            venv: venv.to_path_buf(),
+            home,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        // Telemetry off: the service would try to reach Azure.
+        let config = service.pf(&["config", "set", "telemetry.enabled=false"]);
+        assert!(
+            config.status.success(),
+            "{}",
+            String::from_utf8_lossy(&config.stderr)
+        );
+        // Its detached server inherits stdout and stderr: they go to files, not pipes this
+        // test would wait on.
+        let log = std::fs::File::create(service.home.path().join("start.log")).unwrap();
+        let started = Command::new(venv.join("bin/pf"))
+            .args(["service", "start", "--port", &port.to_string()])
+            .envs(service.vars())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .status()
+            .unwrap();
+        let t = Instant::now();
+        while get(&format!("{}/heartbeat", service.base)).0 != 200 {
+            assert!(
+                started.success() && t.elapsed() < Duration::from_secs(60),
+                "promptflow's trace service did not start: {}",
+                std::fs::read_to_string(service.home.path().join("start.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        service
+    }
+
+    fn vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("HOME".into(), self.home.path().display().to_string()),
+            ("PF_DISABLE_TRACING".into(), "false".into()),
+            (
+                "PATH".into(),
+                format!("{}:/usr/bin:/bin", self.venv.join("bin").display()),
+            ),
+        ]
+    }
+
+    fn pf(&self, args: &[&str]) -> std::process::Output {
+        Command::new(self.venv.join("bin/pf"))
+            .args(args)
+            .envs(self.vars())
+            .output()
+            .unwrap()
+    }
+
+    /// `GET /v1.0/LineRuns/list?QUERY`, waiting until it lists `count` line runs.
+    fn line_runs(&self, query: &str, count: usize) -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let (status, body) = get(&format!("{}/v1.0/LineRuns/list?{query}", self.base));
+            let runs: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+            if status == 200 && runs.len() >= count {
+                return runs;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{query}: {count} line runs expected, the service lists {}: {body}",
+                runs.len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn spans(&self, trace_id: &str) -> Vec<Value> {
+        let (status, body) = get(&format!(
+            "{}/v1.0/Spans/list?trace_ids={trace_id}&lazy_load=false",
+            self.base
+        ));
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for TraceService {
+    fn drop(&mut self) {
+        let _ = self.pf(&["service", "stop"]);
+    }
+}
+
+/// `GET url`: its status and body, `(0, "")` while nothing listens there.
+fn get(url: &str) -> (u16, String) {
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    if std::net::TcpStream::connect(host).is_err() {
+        return (0, String::new());
+    }
+    let (status, _, body) = common::http("GET", url, &[], "");
+    (status, body)
+}
+
+fn venv() -> Option<PathBuf> {
+    match std::env::var("FLOWRT_TEST_PF_VENV") {
+        Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "FLOWRT_TEST_PF_VENV is not set; run the tests with ./scripts/test.sh, which installs promptflow-devkit"
+        ),
+        _ => {
+            eprintln!("skipped: FLOWRT_TEST_PF_VENV (a venv with promptflow-devkit) is not set");
+            None
+        }
+    }
+}
+
+#[test]
+fn promptflow_trace_service_shows_a_test_a_batch_and_its_evaluation() {
+    let Some(venv) = venv() else { return };
+    let service = TraceService::start(&venv);
+    let model = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_openai\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        model.base
+    ));
+    let endpoint = format!("{}/v1/traces", service.base);
+    let otel = [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.as_str())];
+    let (d, chat) = flow("chat");
+    let collection = chat.file_name().unwrap().to_str().unwrap().to_string();
+
+    // A flow test: one line run in the flow's collection, with its inputs, outputs and tokens.
+    let r = env.run_with_env(
+        &["flow", "test", s(&chat), "--inputs", "question=hello"],
+        &otel,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let tested = service.line_runs(&format!("collection={collection}"), 1);
+    assert_eq!(tested.len(), 1, "{tested:#?}");
+    let line = &tested[0];
+    assert_eq!(line["status"], "Ok", "{line:#}");
+    assert_eq!(line["kind"], "Flow");
+    assert_eq!(line["name"], collection);
+    assert_eq!(line["inputs"]["question"], "hello");
+    assert_eq!(line["outputs"]["answer"], "echo: hello");
+    let tokens = &line["cumulative_token_count"];
+    assert!(tokens["total"].as_u64().unwrap() > 0, "{line:#}");
+    assert_eq!(
+        tokens["total"].as_u64(),
+        Some(tokens["prompt"].as_u64().unwrap() + tokens["completion"].as_u64().unwrap())
+    );
+    // Its spans: the flow, and the LLM node under it with its own counts.
+    let spans = service.spans(line["trace_id"].as_str().unwrap());
+    assert_eq!(spans.len(), 2, "{spans:#?}");
+    let root = spans.iter().find(|s| s["parent_id"].is_null()).unwrap();
+    let llm = spans.iter().find(|s| !s["parent_id"].is_null()).unwrap();
+    assert_eq!(llm["parent_id"], root["context"]["span_id"]);
+    assert_eq!(llm["attributes"]["span_type"], "LLM");
+    assert_eq!(llm["attributes"]["node_name"], "chat");
+    assert_eq!(llm["status"]["status_code"], "Ok");
+
+    // A 20-line batch: its lines under its run, each with its line's inputs and outputs.
+    let data = d.path().join("data.jsonl");
+    let rows: Vec<Value> = (0..20)
+        .map(|i| json!({"question": format!("q{i}"), "expected": if i % 4 == 0 { "wrong".to_string() } else { format!("echo: q{i}") }}))
+        .collect();
+    write_jsonl(&data, &rows);
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&chat),
+            "--data",
+            s(&data),
+            "--name",
+            "base-run",
+        ],
+        &otel,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let base = service.line_runs("run=base-run", 20);
+    assert_eq!(base.len(), 20);
+    for line in &base {
+        let n = line["inputs"]["line_number"].as_u64().unwrap();
+        assert_eq!(line["inputs"]["question"], format!("q{n}"), "{line:#}");
+        assert_eq!(line["outputs"]["answer"], format!("echo: q{n}"));
+        assert_eq!(line["status"], "Ok");
+        assert!(line["cumulative_token_count"]["total"].as_u64().unwrap() > 0);
+    }
+
+    // An evaluation over it: each of its lines attached to the base line of its number.
+    let (_e, eval) = flow("batch_eval");
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&eval),
+            "--data",
+            s(&data),
+            "--run",
+            "base-run",
+            "--column-mapping",
+            "answer=${run.outputs.answer}",
+            "--column-mapping",
+            "expected=${data.expected}",
+            "--column-mapping",
+            "source=${data.question}",
+            "--name",
+            "eval-run",
+        ],
+        &otel,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    service.line_runs("run=eval-run", 20);
+    let base = service.line_runs("run=base-run", 20);
+    for line in &base {
+        let n = line["inputs"]["line_number"].as_u64().unwrap();
+        let evaluation = &line["evaluations"]["eval-run"];
+        assert_eq!(evaluation["line_number"], n, "line {n}: {line:#}");
+        assert_eq!(evaluation["run"], "eval-run");
+        assert_eq!(
+            evaluation["outputs"]["grade"]["correct"],
+            n % 4 != 0,
+            "line {n}: {evaluation:#}"
+        );
+    }
+}
