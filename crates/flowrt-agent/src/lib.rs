@@ -818,6 +818,7 @@ fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> LineResult
         duration: line.duration.as_secs_f64(),
         bare_output: line.bare_output,
         result_repr: line.result_repr.clone(),
+        spans: Vec::new(),
     }
 }
 
@@ -828,7 +829,11 @@ async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Respons
         Err(response) => return *response,
     };
     let line = a.executor.run_line(0, inputs).await;
-    Json(line_reply(&line, true)).into_response()
+    let mut reply = line_reply(&line, true);
+    if let Some(trace) = &req.trace {
+        reply.spans = flowrt_runtime::otel::line_spans(a.executor.flow(), &line, trace);
+    }
+    Json(reply).into_response()
 }
 
 /// `POST /lines/stream`: one line as server-sent events: `node` events as each node starts and

@@ -34,6 +34,10 @@ pub struct LineRequest {
     /// The flow's inputs; missing ones take their defaults.
     #[serde(default)]
     pub inputs: IndexMap<String, Value>,
+    /// Answer the line's spans too ([`crate::responses::LineResult::spans`]), named so: the
+    /// server exports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceAs>,
 }
 
 /// `POST /batch`'s answer: the run has recorded itself (or is still opening its flow).

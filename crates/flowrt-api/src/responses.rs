@@ -287,6 +287,11 @@ pub struct LineResult {
     /// A flex entry returned a dataclass: Python's `repr()` of it (`outputs` holds its fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_repr: Option<String>,
+    /// The line's spans, from an agent asked for them; its server exports them and answers
+    /// clients without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(ignore)]
+    pub spans: Vec<crate::trace::TraceSpan>,
 }
 
 /// The error of a failed line: the node it failed in and the tool's error.

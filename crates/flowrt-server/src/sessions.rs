@@ -678,11 +678,12 @@ async fn test(
     };
     let addr = agent_of(&s).await?;
     let timeout = state.config.interactive_timeout;
-    let line = client::LineRequest {
+    let mut line = client::LineRequest {
         inputs: match inputs {
             Value::Object(map) => map.into_iter().collect(),
             _ => Default::default(),
         },
+        trace: None,
     };
     let token = state.sessions.agent_token(&id).await;
     let wants_stream = headers
@@ -708,10 +709,24 @@ async fn test(
             .body(axum::body::Body::from_stream(resp.bytes_stream()))
             .map_err(|e| ApiErr::internal("relaying the interactive test", e));
     }
+    // A test answered whole carries its spans, which this server exports (a streamed one's
+    // events are relayed as they come, and record none).
+    if state.runs.exporters.is_some() {
+        line.trace = Some(flowrt_api::trace::TraceAs {
+            collection: crate::runs::trace_collection(s.flow_ref.as_deref()),
+            ..Default::default()
+        });
+    }
     let result = client::run_line(&addr, &token, &line, timeout).await;
     let _ = state.store.touch_session(&id).await;
     match result {
-        Ok(reply) => Ok(axum::response::IntoResponse::into_response(Json(reply))),
+        Ok(mut reply) => {
+            let spans = std::mem::take(&mut reply.spans);
+            if let (Some(exporters), Some(trace)) = (&state.runs.exporters, &line.trace) {
+                exporters.export(&trace.collection, spans);
+            }
+            Ok(axum::response::IntoResponse::into_response(Json(reply)))
+        }
         Err(client::ClientError::Refused { status: 400, message, .. }) => {
             Err(ApiErr::bad_request(message))
         }

@@ -44,6 +44,9 @@ pub struct Workspace {
     /// Set when the server begins to shut down: followers and workers stop where they are (the
     /// next server goes on from what was stored).
     pub stopping: Arc<AtomicBool>,
+    /// Where the spans sessions record go, when this server's OpenTelemetry variables name a
+    /// receiver: runs then record them, and the server exports what it pulls.
+    pub exporters: Option<Arc<flowrt_runtime::otel::Exporters>>,
 }
 
 impl Workspace {
@@ -63,7 +66,37 @@ impl Workspace {
             workers: spread::Workers::default(),
             run_changes: tokio::sync::broadcast::channel(256).0,
             stopping,
+            exporters: flowrt_runtime::otel::Exporters::from_env().map(Arc::new),
         })
+    }
+
+    /// What a run's spans say of it, when this server exports them (`None`: the session
+    /// records none).
+    pub fn trace_as(
+        &self,
+        collection: &str,
+        run: &str,
+        base_run: Option<&str>,
+    ) -> Option<flowrt_api::trace::TraceAs> {
+        self.exporters.as_ref()?;
+        Some(flowrt_api::trace::TraceAs {
+            collection: collection.to_string(),
+            run: Some(run.to_string()),
+            base_run: base_run.map(str::to_string),
+        })
+    }
+
+    /// Export the spans of `text`, whole lines of a run's `spans.jsonl` a session recorded (a
+    /// line that is not one is skipped: the session's own code could have written it).
+    pub fn export_recorded_spans(&self, text: &str) {
+        let Some(exporters) = &self.exporters else {
+            return;
+        };
+        for line in text.lines() {
+            if let Ok(spans) = serde_json::from_str::<flowrt_api::trace::LineSpans>(line) {
+                exporters.export(&spans.collection, spans.spans);
+            }
+        }
     }
 }
 

@@ -234,9 +234,10 @@ fn offsets(dir: &Path) -> std::collections::BTreeMap<String, u64> {
 }
 
 /// Ask the agent for everything new in its run `name` (`chunk`: a spread run's chunk) and append
-/// it to `dir`, until caught up. The agent's latest record of the run.
+/// it to `dir`, until caught up; the spans it recorded are exported as they come. The agent's
+/// latest record of the run.
 pub async fn pull(
-    blobs: &flowrt_store::Blobs,
+    workspace: &Workspace,
     addr: &str,
     token: &str,
     name: &str,
@@ -245,6 +246,7 @@ pub async fn pull(
     whole: bool,
 ) -> Result<Option<Value>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let blobs = &workspace.blobs;
     loop {
         let req = TailRequest {
             name: name.to_string(),
@@ -268,6 +270,9 @@ pub async fn pull(
             .iter()
             .map(|(file, piece)| (file.clone(), piece.text.is_empty()))
             .collect();
+        if let Some(piece) = reply.files.get(flowrt_api::agent::SPANS_FILE) {
+            workspace.export_recorded_spans(&piece.text);
+        }
         let TailReply {
             files,
             pace,
@@ -364,9 +369,7 @@ async fn follow_until_done(workspace: &Workspace, name: &str) -> Result<(), Stri
             return Ok(());
         }
         let pulled = match agent(workspace, &run.session_id).await {
-            Ok((addr, token)) => {
-                pull(&workspace.blobs, &addr, &token, name, false, &dir, false).await
-            }
+            Ok((addr, token)) => pull(workspace, &addr, &token, name, false, &dir, false).await,
             Err(e) => Err(e),
         };
         match pulled {
@@ -378,7 +381,7 @@ async fn follow_until_done(workspace: &Workspace, name: &str) -> Result<(), Stri
                         // Everything written before the record said it ended, and the final
                         // files, then the record.
                         let (addr, token) = agent(workspace, &run.session_id).await?;
-                        pull(&workspace.blobs, &addr, &token, name, false, &dir, true).await?;
+                        pull(workspace, &addr, &token, name, false, &dir, true).await?;
                     }
                     let mut view = view_of(&engine, &run);
                     hide_paths(&mut view, &workspace.sessions.workdir(&run.session_id));

@@ -442,6 +442,7 @@ async fn wait_for_record(
     seen: &mut String,
 ) -> Result<Option<Value>, String> {
     let mut checks = 0u32;
+    let mut spans_seen = 0u64;
     loop {
         let mut req = client::TailRequest {
             name: name.to_string(),
@@ -451,11 +452,21 @@ async fn wait_for_record(
         if chunk {
             req.offsets
                 .insert("line_runs.jsonl".into(), seen.len() as u64);
+            if workspace.exporters.is_some() {
+                req.offsets
+                    .insert(flowrt_api::agent::SPANS_FILE.into(), spans_seen);
+            }
         }
         match client::tail(addr, token, &req).await {
             Ok(reply) => {
                 if let Some(piece) = reply.files.get("line_runs.jsonl") {
                     seen.push_str(&piece.text);
+                }
+                // A chunk's spans are exported as its lines finish (the gathering step runs
+                // no line again, so records none).
+                if let Some(piece) = reply.files.get(flowrt_api::agent::SPANS_FILE) {
+                    workspace.export_recorded_spans(&piece.text);
+                    spans_seen = piece.offset;
                 }
                 let more = reply.is_full();
                 if let Some(record) = reply.record {
@@ -548,17 +559,9 @@ async fn gather(
         return Err(format!("run {} is no longer in the workspace", run.name));
     };
     let dir = crate::runs::catch_up(workspace, &ws).await?;
-    let engine = crate::runs::pull(
-        &workspace.blobs,
-        &addr,
-        &token,
-        &run.name,
-        false,
-        &dir,
-        true,
-    )
-    .await?
-    .unwrap_or(Value::Null);
+    let engine = crate::runs::pull(workspace, &addr, &token, &run.name, false, &dir, true)
+        .await?
+        .unwrap_or(Value::Null);
     let Ok(Some(ws)) = workspace.store.get_workspace_run(&run.name).await else {
         return Err(format!("run {} is no longer in the workspace", run.name));
     };

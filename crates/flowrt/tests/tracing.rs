@@ -309,3 +309,194 @@ fn traced_python_functions_are_spans_under_their_node() {
     let kept = &rec["nodes"][0]["spans"];
     assert_eq!(kept.as_array().map(Vec::len), Some(2), "{rec:#}");
 }
+
+/// Runs in sessions record their lines' spans, and the server exports them with its own
+/// OpenTelemetry settings (the sessions know none): a test in a session, a batch in it and an
+/// evaluation of that batch in a second session reach the receiver named on the server, in the
+/// workspace flow's collection, with the batch's and the base run's names; the run keeps them.
+#[test]
+fn a_server_exports_the_spans_its_sessions_record() {
+    let (endpoint, got) = collector();
+    let home = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["server", "--addr", &format!("127.0.0.1:{port}")])
+        .env("FLOWRT_HOME", home.path())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut server);
+    let cli = |args: &[&str]| {
+        // The CLI's environment names no receiver: what arrives, the server sent.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", home.path())
+            .env("FLOWRT_SERVER", &url)
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let t = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(30));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (d, base_flow) = flow("batch_base");
+    let (_e, eval_flow) = flow("batch_eval");
+    let base_session = cli(&[
+        "session",
+        "start",
+        "--flow",
+        s(&base_flow),
+        "--idle-timeout",
+        "0",
+    ]);
+    let base_session = base_session.lines().last().unwrap().trim().to_string();
+    let eval_session = cli(&[
+        "session",
+        "start",
+        "--flow",
+        s(&eval_flow),
+        "--idle-timeout",
+        "0",
+    ]);
+    let eval_session = eval_session.lines().last().unwrap().trim().to_string();
+    cli(&[
+        "flow",
+        "test",
+        "batch_base",
+        "--session",
+        &base_session,
+        "--inputs",
+        "q=tested",
+    ]);
+    let data = d.path().join("data.jsonl");
+    write_jsonl(
+        &data,
+        &(0..5)
+            .map(|i| json!({"q": format!("q{i}")}))
+            .collect::<Vec<_>>(),
+    );
+    cli(&[
+        "run",
+        "create",
+        "--session",
+        &base_session,
+        "--data",
+        s(&data),
+        "--column-mapping",
+        "q=${data.q}",
+        "--name",
+        "traced-base",
+    ]);
+    cli(&[
+        "run",
+        "create",
+        "--session",
+        &eval_session,
+        "--data",
+        s(&data),
+        "--run",
+        "traced-base",
+        "--column-mapping",
+        "answer=${run.outputs.answer}",
+        "--column-mapping",
+        "expected=${data.q}",
+        "--column-mapping",
+        "source=${data.q}",
+        "--name",
+        "traced-eval",
+    ]);
+    // Every span with its resource's collection.
+    let collected = || -> Vec<(String, Value)> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .flat_map(|body| {
+                body["resourceSpans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flat_map(|rs| {
+                        let collection = attribute(&rs["resource"], "collection")
+                            .and_then(|v| v["stringValue"].as_str())
+                            .unwrap_or_default()
+                            .to_string();
+                        rs["scopeSpans"][0]["spans"]
+                            .as_array()
+                            .cloned()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(move |span| (collection.clone(), span))
+                    })
+            })
+            .collect()
+    };
+    let roots = |spans: &[(String, Value)], run: Option<&str>| -> Vec<(String, Value)> {
+        spans
+            .iter()
+            .filter(|(_, s)| is_root(s))
+            .filter(|(_, s)| {
+                attribute(s, "batch_run_id").and_then(|v| v["stringValue"].as_str()) == run
+            })
+            .cloned()
+            .collect()
+    };
+    let t = std::time::Instant::now();
+    let spans = loop {
+        let spans = collected();
+        let done = roots(&spans, None).len() == 1
+            && roots(&spans, Some("traced-base")).len() == 5
+            && roots(&spans, Some("traced-eval")).len() == 5;
+        if done || t.elapsed() > std::time::Duration::from_secs(20) {
+            break spans;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let tested = roots(&spans, None);
+    assert_eq!(tested.len(), 1, "the test's flow span: {spans:#?}");
+    assert_eq!(tested[0].0, "batch_base", "named by the workspace flow");
+    let base = roots(&spans, Some("traced-base"));
+    assert_eq!(base.len(), 5, "{spans:#?}");
+    for (collection, span) in &base {
+        assert_eq!(collection, "batch_base");
+        assert_eq!(span["status"]["code"], 1);
+    }
+    let eval = roots(&spans, Some("traced-eval"));
+    assert_eq!(eval.len(), 5, "{spans:#?}");
+    let mut numbers: Vec<String> = Vec::new();
+    for (collection, span) in &eval {
+        assert_eq!(collection, "batch_eval");
+        assert_eq!(
+            attribute(span, "referenced.batch_run_id"),
+            Some(&json!({"stringValue": "traced-base"}))
+        );
+        numbers.push(attribute(span, "line_number").unwrap()["intValue"].to_string());
+    }
+    numbers.sort();
+    assert_eq!(numbers, ["\"0\"", "\"1\"", "\"2\"", "\"3\"", "\"4\""]);
+    // The workspace keeps them with the run, whatever becomes of the session.
+    let kept = std::fs::read_to_string(home.path().join("workspace/runs/traced-base/spans.jsonl"))
+        .unwrap();
+    assert_eq!(kept.lines().count(), 5);
+}
