@@ -1416,6 +1416,123 @@ def _complete_namespace_promptflow():
         sys.stderr.write(f"flowrt: cannot complete the promptflow namespace package: {exc!r}\n")
 
 
+def _install_tracer_provider():
+    """Spans the flow's code makes with the OpenTelemetry API (``trace.get_tracer(...)``, and
+    libraries instrumented with it) become spans of the current call, under its node's span and
+    nested as they were started, beside ``@trace``'s: flowrt exports them with the line. Only
+    when the environment has ``opentelemetry-api``; a provider the code sets itself wins (the
+    API keeps the first one set, and this one is set before any code of the flow runs)."""
+    try:
+        from opentelemetry import trace as ot
+    except Exception:
+        return
+    import contextlib
+    import random
+
+    try:
+        import promptflow.tracing as pf_tracing
+
+        shim_parent = getattr(pf_tracing, "_PARENT", None) if getattr(pf_tracing, "_FLOWRT_SHIM", False) else None
+    except Exception:
+        shim_parent = None
+
+    def plain(v):
+        if isinstance(v, (str, bool, int, float)):
+            return v
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v][:100]
+        return str(v)
+
+    class _Span(ot.Span):
+        def __init__(self, record, context):
+            self._record = record
+            self._context = context
+            self._ended = False
+
+        def get_span_context(self):
+            return self._context
+
+        def set_attributes(self, attributes):
+            for k, v in (attributes or {}).items():
+                self.set_attribute(k, v)
+
+        def set_attribute(self, key, value):
+            attrs = self._record.setdefault("attributes", {})
+            if len(attrs) < 128:
+                attrs[str(key)] = plain(value)
+
+        def add_event(self, name, attributes=None, timestamp=None):
+            pass
+
+        def add_link(self, context, attributes=None):
+            pass
+
+        def update_name(self, name):
+            self._record["name"] = str(name)
+
+        def is_recording(self):
+            return not self._ended
+
+        def set_status(self, status, description=None):
+            code = getattr(status, "status_code", status)
+            if code == ot.StatusCode.ERROR:
+                self._record["error"] = description or getattr(status, "description", None) or "error"
+
+        def record_exception(self, exception, attributes=None, timestamp=None, escaped=False):
+            self._record["error"] = f"{type(exception).__name__}: {exception}"
+
+        def end(self, end_time=None):
+            if not self._ended:
+                self._ended = True
+                self._record["end"] = end_time / 1e9 if end_time else time.time()
+
+    class _Tracer(ot.Tracer):
+        def start_span(self, name, context=None, kind=ot.SpanKind.INTERNAL, attributes=None,
+                       links=None, start_time=None, record_exception=True,
+                       set_status_on_exception=True):
+            capture = _CAPTURE.get()
+            spans = getattr(capture, "spans", None)
+            if spans is None:
+                return ot.INVALID_SPAN
+            current = ot.get_current_span(context)
+            if isinstance(current, _Span):
+                parent = current._record["id"]
+            else:
+                parent = shim_parent.get() if shim_parent is not None else None
+            record = {"id": len(spans) + 1, "parent": parent, "name": str(name),
+                      "start": start_time / 1e9 if start_time else time.time(), "inputs": {}}
+            spans.append(record)
+            span = _Span(record, ot.SpanContext(random.getrandbits(128) or 1, random.getrandbits(64) or 1,
+                                                is_remote=False, trace_flags=ot.TraceFlags(1)))
+            span.set_attributes(attributes)
+            return span
+
+        @contextlib.contextmanager
+        def start_as_current_span(self, name, context=None, kind=ot.SpanKind.INTERNAL,
+                                  attributes=None, links=None, start_time=None,
+                                  record_exception=True, set_status_on_exception=True,
+                                  end_on_exit=True):
+            span = self.start_span(name, context, kind, attributes, links, start_time)
+            # @trace'd functions called inside nest under it too.
+            token = shim_parent.set(span._record["id"]) if shim_parent is not None and isinstance(span, _Span) else None
+            try:
+                with ot.use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
+                                 set_status_on_exception=set_status_on_exception) as current:
+                    yield current
+            finally:
+                if token is not None:
+                    shim_parent.reset(token)
+
+    class _Provider(ot.TracerProvider):
+        def get_tracer(self, *args, **kwargs):
+            return _Tracer()
+
+    try:
+        ot.set_tracer_provider(_Provider())
+    except Exception:
+        pass
+
+
 def main():
     faulthandler.enable(file=sys.__stderr__)
     proto_out = os.fdopen(os.dup(1), "wb")
@@ -1445,6 +1562,7 @@ def main():
     elif spec.origin is None:
         _complete_namespace_promptflow()
     _install_hooks()
+    _install_tracer_provider()
 
     write_lock = threading.Lock()
 

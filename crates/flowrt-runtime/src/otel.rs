@@ -520,8 +520,8 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
     spans
 }
 
-/// The spans `@trace`d Python functions recorded in a node, under the node's span (or under the
-/// traced function that called them).
+/// The spans Python code recorded in a node (`@trace`d functions, spans made with the
+/// OpenTelemetry API), under the node's span or under the span they were started in.
 fn traced_spans(run: &NodeRun, ids: &Ids, node_id: &str, common: &Attributes) -> Vec<TraceSpan> {
     let at = |v: &Value| {
         let secs = v.as_f64().unwrap_or(0.0).max(0.0);
@@ -545,6 +545,13 @@ fn traced_spans(run: &NodeRun, ids: &Ids, node_id: &str, common: &Attributes) ->
             let (start, end) = (at(&s["start"]), at(&s["end"]));
             let name = s["name"].as_str().unwrap_or("function").to_string();
             let mut attributes = common.clone();
+            // What the code set on a span it made with the OpenTelemetry API; promptflow's
+            // names, set after, are flowrt's to keep.
+            if let Some(own) = s.get("attributes").and_then(Value::as_object) {
+                for (k, v) in own.iter().take(128) {
+                    attributes.set(k, v.clone());
+                }
+            }
             attributes
                 .set("span_type", "Function")
                 .set("function", name.as_str())

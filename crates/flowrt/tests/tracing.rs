@@ -500,3 +500,79 @@ fn a_server_exports_the_spans_its_sessions_record() {
         .unwrap();
     assert_eq!(kept.lines().count(), 5);
 }
+
+/// Spans the flow's code makes with the OpenTelemetry API (as instrumented libraries do) nest
+/// under their node's span as they were started, with their attributes, and a `@trace`d
+/// function called inside one nests under it; one that raised is an error.
+#[test]
+fn spans_made_with_the_opentelemetry_api_nest_under_their_node() {
+    let (endpoint, got) = collector();
+    let env = Env::new();
+    let (d, dir) = flow("otel_api");
+    let data = d.path().join("data.jsonl");
+    write_jsonl(&data, &[json!({"x": 4})]);
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--column-mapping",
+            "x=${data.x}",
+            "--name",
+            "otel-api",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let spans: Vec<Value> = got
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|b| {
+            b["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    let named = |n: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("no span {n}: {spans:#?}"))
+    };
+    let (node, outer, inner, double, fails) = (
+        named("compute"),
+        named("outer"),
+        named("inner"),
+        named("double"),
+        named("fails"),
+    );
+    assert_eq!(outer["parentSpanId"], node["spanId"]);
+    assert_eq!(inner["parentSpanId"], outer["spanId"]);
+    assert_eq!(
+        double["parentSpanId"], inner["spanId"],
+        "@trace inside a current span"
+    );
+    assert_eq!(fails["parentSpanId"], node["spanId"]);
+    assert_eq!(
+        attribute(outer, "step"),
+        Some(&json!({"stringValue": "one"}))
+    );
+    assert_eq!(attribute(inner, "x"), Some(&json!({"intValue": "4"})));
+    assert_eq!(inner["status"]["code"], 1);
+    assert_eq!(fails["status"]["code"], 2, "{fails:#}");
+    assert!(
+        fails["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("on purpose"),
+        "{fails:#}"
+    );
+}
