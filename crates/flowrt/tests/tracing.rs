@@ -576,3 +576,84 @@ fn spans_made_with_the_opentelemetry_api_nest_under_their_node() {
         "{fails:#}"
     );
 }
+
+/// A receiver that accepts connections and never answers (a hung collector) changes no line's
+/// result and holds no line up: the lines of a 400-line batch take no more than 1 ms each more
+/// than with a receiver that answers at once (measured from the lines' own records, first start
+/// to last end; the run then waits a bounded few seconds for its queued spans, once).
+#[test]
+fn a_hung_trace_receiver_changes_no_result_and_holds_no_line_up() {
+    let hung = TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hung.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in hung.incoming().flatten() {
+            keep.lock().unwrap().push(stream); // read nothing, answer nothing
+        }
+    });
+    let env = Env::new();
+    let (d, dir) = flow("batch_base");
+    let data = d.path().join("data.jsonl");
+    let lines = 400;
+    write_jsonl(
+        &data,
+        &(0..lines)
+            .map(|i| json!({"q": format!("q{i}")}))
+            .collect::<Vec<_>>(),
+    );
+    // Lines' span of a run's records: from the first node's start to the last node's end.
+    let run = |name: &str, vars: &[(&str, &str)]| -> (Vec<Value>, f64) {
+        let out = d.path().join(name);
+        let mut args = vec![
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--column-mapping",
+            "q=${data.q}",
+            "--name",
+            name,
+            "--output-dir",
+            s(&out),
+        ];
+        args.retain(|a| !a.is_empty());
+        let r = env.run_with_env(&args, vars);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let outputs: Vec<Value> = std::fs::read_to_string(out.join("flow_outputs/output.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let (mut first, mut last) = (f64::MAX, 0f64);
+        for l in std::fs::read_to_string(out.join("line_runs.jsonl"))
+            .unwrap()
+            .lines()
+        {
+            let rec: Value = serde_json::from_str(l).unwrap();
+            for node in rec["nodes"].as_array().unwrap() {
+                let start = node["start"].as_f64().unwrap();
+                first = first.min(start);
+                last = last.max(start + node["duration"].as_f64().unwrap());
+            }
+        }
+        (outputs, last - first)
+    };
+    let (healthy, _) = collector();
+    let (plain, plain_span) = run("healthy", &[("OTEL_EXPORTER_OTLP_ENDPOINT", &healthy)]);
+    let (traced, traced_span) = run("hung", &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)]);
+    assert_eq!(traced, plain, "the same results");
+    assert_eq!(traced.len(), lines);
+    assert!(
+        !held.lock().unwrap().is_empty(),
+        "the exporter did try the receiver"
+    );
+    let per_line_ms = (traced_span - plain_span) * 1000.0 / lines as f64;
+    eprintln!("lines took {plain_span:.3} s with a receiver that answers, {traced_span:.3} s with a hung one: {per_line_ms:+.3} ms a line");
+    assert!(
+        per_line_ms < 1.0,
+        "a hung receiver added {per_line_ms:.3} ms a line ({plain_span:.3} s -> {traced_span:.3} s)"
+    );
+}
