@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: formatting, lints, then every crate's tests.
 # Installs what the tests need when it is missing: uv (Python environments), Chromium and
 # playwright-core (the web UI's tests), PostgreSQL (the store's second backend), Ray (the Ray
-# backend's test), promptflow-devkit (promptflow's trace viewer, for the tracing test).
+# backend's test), promptflow-devkit and Arize Phoenix (trace viewers, for the tracing tests).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -47,8 +47,8 @@ if [ -z "${FLOWRT_TEST_RAY:-}" ]; then
   export FLOWRT_TEST_RAY="$ray_venv"
 fi
 
-# The tracing test shows flowrt's spans in promptflow's own trace viewer (`pf service start`):
-# promptflow-devkit goes into a venv of its own, once.
+# The tracing tests show flowrt's spans in promptflow's own trace viewer (`pf service start`):
+# promptflow-devkit goes into a venv of its own, once ...
 pf_venv=${FLOWRT_PF_VENV:-$HOME/.cache/flowrt/pf-venv}
 if [ -z "${FLOWRT_TEST_PF_VENV:-}" ]; then
   if [ ! -x "$pf_venv/bin/pf" ]; then
@@ -58,6 +58,17 @@ if [ -z "${FLOWRT_TEST_PF_VENV:-}" ]; then
     "$pf_venv/bin/pip" install --quiet "promptflow-devkit==1.18.5" keyrings.alt
   fi
   export FLOWRT_TEST_PF_VENV="$pf_venv"
+fi
+# ... and Arize Phoenix, a second viewer with a UI and an API of its own.
+phoenix_venv=${FLOWRT_PHOENIX_VENV:-$HOME/.cache/flowrt/phoenix-venv}
+if [ -z "${FLOWRT_TEST_PHOENIX_VENV:-}" ]; then
+  if [ ! -x "$phoenix_venv/bin/phoenix" ]; then
+    echo "==> installing arize-phoenix into $phoenix_venv (pip)"
+    mkdir -p "$(dirname "$phoenix_venv")"
+    python3 -m venv "$phoenix_venv"
+    "$phoenix_venv/bin/pip" install --quiet "arize-phoenix==20.26.1"
+  fi
+  export FLOWRT_TEST_PHOENIX_VENV="$phoenix_venv"
 fi
 
 echo "==> cargo fmt --check"

@@ -306,14 +306,41 @@ fn payload(value: &Value) -> String {
     flowrt_flow::nonfinite::to_json_line(value)
 }
 
-fn event(name: &str, value: &Value, at: SystemTime) -> TraceEvent {
+fn event(name: &str, payload: String, at: SystemTime) -> TraceEvent {
     let mut attributes = Map::new();
-    attributes.insert("payload".into(), Value::String(payload(value)));
+    attributes.insert("payload".into(), Value::String(payload));
     TraceEvent {
         name: name.to_string(),
         time_unix_nano: nanos(at),
         attributes,
     }
+}
+
+/// A span's inputs or output, as each viewer reads them: promptflow's event
+/// (`promptflow.function.inputs` / `.output`, its `payload`) and OpenInference's attributes
+/// (`input.value` / `output.value`, JSON), which Phoenix and others show.
+#[derive(Clone, Copy)]
+enum Io {
+    Inputs,
+    Output,
+}
+
+fn record_io(
+    io: Io,
+    value: &Value,
+    at: SystemTime,
+    attributes: &mut Attributes,
+    events: &mut Vec<TraceEvent>,
+) {
+    let text = payload(value);
+    let (event_name, key) = match io {
+        Io::Inputs => ("promptflow.function.inputs", "input"),
+        Io::Output => ("promptflow.function.output", "output"),
+    };
+    attributes
+        .set(&format!("{key}.value"), text.clone())
+        .set(&format!("{key}.mime_type"), "application/json");
+    events.push(event(event_name, text, at));
 }
 
 fn usage_numbers(usage: &Value) -> (u64, u64, u64) {
@@ -483,12 +510,17 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
         }
     }
     let mut attributes = common;
-    attributes.set("span_type", "Flow");
+    attributes
+        .set("span_type", "Flow")
+        .set("openinference.span.kind", "CHAIN");
     if total > 0 {
         attributes
             .set("__computed__.cumulative_token_count.prompt", prompt)
             .set("__computed__.cumulative_token_count.completion", completion)
-            .set("__computed__.cumulative_token_count.total", total);
+            .set("__computed__.cumulative_token_count.total", total)
+            .set("llm.token_count.prompt", prompt)
+            .set("llm.token_count.completion", completion)
+            .set("llm.token_count.total", total);
     }
     // A batch line's inputs name their line, as promptflow's do.
     let mut inputs = serde_json::to_value(&line.inputs).unwrap_or(Value::Null);
@@ -497,11 +529,12 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
             o.insert("line_number".into(), line.line_number.into());
         }
     }
-    let mut events = vec![event("promptflow.function.inputs", &inputs, start)];
+    let mut events = Vec::with_capacity(2);
+    record_io(Io::Inputs, &inputs, start, &mut attributes, &mut events);
     let error = match &line.error {
         None => {
             let outputs = serde_json::to_value(&line.outputs).unwrap_or(Value::Null);
-            events.push(event("promptflow.function.output", &outputs, end));
+            record_io(Io::Output, &outputs, end, &mut attributes, &mut events);
             None
         }
         Some(e) => failed(e.to_string(), end, &mut events),
@@ -554,13 +587,21 @@ fn traced_spans(run: &NodeRun, ids: &Ids, node_id: &str, common: &Attributes) ->
             }
             attributes
                 .set("span_type", "Function")
+                .set("openinference.span.kind", "CHAIN")
                 .set("function", name.as_str())
                 .set("node_name", run.node.as_str());
-            let mut events = vec![event("promptflow.function.inputs", &s["inputs"], start)];
+            let mut events = Vec::with_capacity(2);
+            record_io(
+                Io::Inputs,
+                &s["inputs"],
+                start,
+                &mut attributes,
+                &mut events,
+            );
             let error = match s.get("error").and_then(Value::as_str) {
                 Some(e) => failed(e.to_string(), end, &mut events),
                 None => {
-                    events.push(event("promptflow.function.output", &s["output"], end));
+                    record_io(Io::Output, &s["output"], end, &mut attributes, &mut events);
                     None
                 }
             };
@@ -593,6 +634,10 @@ fn node_span(
     let mut attributes = common.clone();
     attributes
         .set("span_type", if is_llm { "LLM" } else { "Function" })
+        .set(
+            "openinference.span.kind",
+            if is_llm { "LLM" } else { "TOOL" },
+        )
         .set("node_name", run.node.as_str())
         .set(
             "function",
@@ -607,7 +652,9 @@ fn node_span(
             .get("model")
             .or_else(|| n.inputs.get("deployment_name"))
         {
-            attributes.set("gen_ai.request.model", m.as_str());
+            attributes
+                .set("gen_ai.request.model", m.as_str())
+                .set("llm.model_name", m.as_str());
         }
     }
     if is_llm {
@@ -623,17 +670,20 @@ fn node_span(
             .set("gen_ai.usage.output_tokens", c)
             .set("__computed__.cumulative_token_count.prompt", p)
             .set("__computed__.cumulative_token_count.completion", c)
-            .set("__computed__.cumulative_token_count.total", t);
+            .set("__computed__.cumulative_token_count.total", t)
+            .set("llm.token_count.prompt", p)
+            .set("llm.token_count.completion", c)
+            .set("llm.token_count.total", t);
     }
     let end = run.start + run.duration;
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(2);
     if let Some(request) = &run.llm_request {
-        events.push(event("promptflow.function.inputs", request, run.start));
+        record_io(Io::Inputs, request, run.start, &mut attributes, &mut events);
     }
     let error = match (&run.status, &run.error) {
         (NodeStatus::Completed | NodeStatus::Bypassed, _) => {
             if let Some(o) = &run.output {
-                events.push(event("promptflow.function.output", o, end));
+                record_io(Io::Output, o, end, &mut attributes, &mut events);
             }
             None
         }

@@ -1,11 +1,14 @@
-//! flowrt's spans in promptflow's own trace viewer: promptflow 1.18.5's trace service (`pf
-//! service start`, what `start_trace()` opens) receives OTLP/HTTP protobuf from a flow test, a
-//! 20-line batch and an evaluation over it, and its own REST API shows each line with its
-//! inputs, outputs, status and token counts, the batch's lines under their run, and each
-//! evaluation line attached to the base run's line of the same number.
+//! flowrt's spans where teams already look, read back through each viewer's own API:
 //!
-//! Needs a venv with promptflow-devkit 1.18.5: `./scripts/test.sh` installs it and names it in
-//! FLOWRT_TEST_PF_VENV.
+//! - promptflow 1.18.5's trace service (`pf service start`, what `start_trace()` opens) receives
+//!   OTLP/HTTP protobuf from a flow test, a 20-line batch and an evaluation over it, and shows
+//!   each line with its inputs, outputs, status and token counts, the batch's lines under their
+//!   run, and each evaluation line attached to the base run's line of the same number;
+//! - Arize Phoenix shows the same test and batch as traces of the project the resource names:
+//!   the flow span with its input and output, the LLM span under it with its token counts.
+//!
+//! Needs venvs with promptflow-devkit 1.18.5 and arize-phoenix: `./scripts/test.sh` installs
+//! them and names them in FLOWRT_TEST_PF_VENV and FLOWRT_TEST_PHOENIX_VENV.
 
 mod common;
 
@@ -127,14 +130,15 @@ fn get(url: &str) -> (u16, String) {
     (status, body)
 }
 
-fn venv() -> Option<PathBuf> {
-    match std::env::var("FLOWRT_TEST_PF_VENV") {
+/// The venv named in `var`; `None` (the test is skipped) outside CI when it is not set.
+fn venv(var: &str, package: &str) -> Option<PathBuf> {
+    match std::env::var(var) {
         Ok(v) if !v.is_empty() => Some(PathBuf::from(v)),
         _ if std::env::var_os("CI").is_some() => panic!(
-            "FLOWRT_TEST_PF_VENV is not set; run the tests with ./scripts/test.sh, which installs promptflow-devkit"
+            "{var} is not set; run the tests with ./scripts/test.sh, which installs {package}"
         ),
         _ => {
-            eprintln!("skipped: FLOWRT_TEST_PF_VENV (a venv with promptflow-devkit) is not set");
+            eprintln!("skipped: {var} (a venv with {package}) is not set");
             None
         }
     }
@@ -142,7 +146,9 @@ fn venv() -> Option<PathBuf> {
 
 #[test]
 fn promptflow_trace_service_shows_a_test_a_batch_and_its_evaluation() {
-    let Some(venv) = venv() else { return };
+    let Some(venv) = venv("FLOWRT_TEST_PF_VENV", "promptflow-devkit") else {
+        return;
+    };
     let service = TraceService::start(&venv);
     let model = FakeOpenAi::start(0);
     let env = Env::new();
@@ -252,4 +258,173 @@ fn promptflow_trace_service_shows_a_test_a_batch_and_its_evaluation() {
             "line {n}: {evaluation:#}"
         );
     }
+}
+
+/// Arize Phoenix on 127.0.0.1, its database in a folder of its own; killed when dropped.
+struct Phoenix {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+    base: String,
+}
+
+impl Phoenix {
+    fn start(venv: &Path) -> Phoenix {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, grpc) = (free_port(), free_port());
+        let log = std::fs::File::create(dir.path().join("phoenix.log")).unwrap();
+        let child = Command::new(venv.join("bin/phoenix"))
+            .arg("serve")
+            .env("PHOENIX_WORKING_DIR", dir.path().join("work"))
+            .env("PHOENIX_HOST", "127.0.0.1")
+            .env("PHOENIX_PORT", port.to_string())
+            .env("PHOENIX_GRPC_PORT", grpc.to_string())
+            // Nothing to fetch from outside (the machine may have no route there).
+            .env("PHOENIX_ALLOW_EXTERNAL_RESOURCES", "false")
+            .env("PHOENIX_TELEMETRY_ENABLED", "false")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let phoenix = Phoenix {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let t = Instant::now();
+        while get(&format!("{}/healthz", phoenix.base)).0 != 200 {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "Phoenix did not start: {}",
+                std::fs::read_to_string(phoenix._dir.path().join("phoenix.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        phoenix
+    }
+
+    /// Every span of `project`, through `GET /v1/projects/{project}/spans`, once `count` are
+    /// there.
+    fn spans(&self, project: &str, count: usize) -> Vec<Value> {
+        let t = Instant::now();
+        loop {
+            let mut all = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut url = format!("{}/v1/projects/{project}/spans?limit=500", self.base);
+                if let Some(c) = &cursor {
+                    url.push_str(&format!("&cursor={c}"));
+                }
+                let (status, body) = get(&url);
+                if status != 200 {
+                    break;
+                }
+                let page: Value = serde_json::from_str(&body).unwrap();
+                all.extend(page["data"].as_array().cloned().unwrap_or_default());
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            if all.len() >= count {
+                return all;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{count} spans expected in Phoenix's project {project}, it has {}: {all:#?}",
+                all.len()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Phoenix {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn phoenix_shows_a_test_and_a_batch_with_their_inputs_outputs_and_tokens() {
+    let Some(venv) = venv("FLOWRT_TEST_PHOENIX_VENV", "arize-phoenix") else {
+        return;
+    };
+    let phoenix = Phoenix::start(&venv);
+    let model = FakeOpenAi::start(0);
+    let env = Env::new();
+    env.connection(&format!(
+        "name: test_openai\ntype: open_ai\napi_key: k\nbase_url: {}/v1\n",
+        model.base
+    ));
+    let endpoint = format!("{}/v1/traces", phoenix.base);
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", endpoint.as_str()),
+        // Phoenix files traces under the project the resource names.
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "openinference.project.name=flowrt-test",
+        ),
+    ];
+    let (d, chat) = flow("chat");
+    let r = env.run_with_env(
+        &["flow", "test", s(&chat), "--inputs", "question=hello"],
+        &otel,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let data = d.path().join("data.jsonl");
+    let rows: Vec<Value> = (0..20)
+        .map(|i| json!({"question": format!("q{i}")}))
+        .collect();
+    write_jsonl(&data, &rows);
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&chat),
+            "--data",
+            s(&data),
+            "--name",
+            "phoenix-base",
+        ],
+        &otel,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A flow span and an LLM span for each of 21 lines.
+    let spans = phoenix.spans("flowrt-test", 42);
+    assert_eq!(spans.len(), 42, "{spans:#?}");
+    let roots: Vec<&Value> = spans.iter().filter(|s| s["parent_id"].is_null()).collect();
+    assert_eq!(roots.len(), 21);
+    let mut batch_lines = Vec::new();
+    for root in &roots {
+        let a = &root["attributes"];
+        assert_eq!(root["status_code"], "OK", "{root:#}");
+        assert_eq!(root["span_kind"], "CHAIN", "{root:#}");
+        let input: Value = serde_json::from_str(a["input.value"].as_str().unwrap()).unwrap();
+        let output: Value = serde_json::from_str(a["output.value"].as_str().unwrap()).unwrap();
+        let question = input["question"].as_str().unwrap();
+        assert_eq!(output["answer"], format!("echo: {question}"), "{root:#}");
+        assert_eq!(a["llm.token_count.total"], 8);
+        if a["batch_run_id"] == "phoenix-base" {
+            batch_lines.push(a["line_number"].as_u64().unwrap());
+            assert_eq!(question, format!("q{}", a["line_number"]));
+        } else {
+            assert_eq!(question, "hello");
+        }
+        // Its LLM span, under it in its trace.
+        let llm: Vec<&Value> = spans
+            .iter()
+            .filter(|s| s["parent_id"] == root["context"]["span_id"])
+            .collect();
+        assert_eq!(llm.len(), 1, "{root:#}");
+        assert_eq!(llm[0]["context"]["trace_id"], root["context"]["trace_id"]);
+        assert_eq!(llm[0]["span_kind"], "LLM", "{:#}", llm[0]);
+        assert_eq!(llm[0]["attributes"]["llm.model_name"], "fake-model");
+        assert_eq!(llm[0]["attributes"]["llm.token_count.prompt"], 5);
+        assert_eq!(llm[0]["attributes"]["llm.token_count.completion"], 3);
+    }
+    batch_lines.sort();
+    assert_eq!(batch_lines, (0..20).collect::<Vec<u64>>());
 }
