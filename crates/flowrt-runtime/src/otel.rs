@@ -29,7 +29,7 @@ use opentelemetry_sdk::trace::{
 use opentelemetry_sdk::Resource;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -41,6 +41,8 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 pub struct Exporter {
     processor: Arc<BatchSpanProcessor>,
     scope: InstrumentationScope,
+    counts: Arc<Counts>,
+    endpoint: String,
 }
 
 impl Exporter {
@@ -79,15 +81,19 @@ impl Exporter {
                 return None;
             }
         };
+        let counts = Arc::new(Counts::default());
         let reporting = ReportOnce {
             inner: exporter,
-            endpoint,
+            endpoint: endpoint.clone(),
             warned: AtomicBool::new(false),
+            counts: counts.clone(),
         };
         let mut processor = BatchSpanProcessor::builder(reporting).build();
         processor.set_resource(&resource(collection));
         Some(Exporter {
             processor: Arc::new(processor),
+            counts,
+            endpoint,
             scope: InstrumentationScope::builder("flowrt")
                 .with_version(env!("CARGO_PKG_VERSION"))
                 .build(),
@@ -98,6 +104,7 @@ impl Exporter {
     pub fn export(&self, spans: Vec<TraceSpan>) {
         for span in spans {
             if let Some(data) = span_data(span, &self.scope) {
+                self.counts.handed.fetch_add(1, Ordering::Relaxed);
                 self.processor.on_end(data);
             }
         }
@@ -107,6 +114,14 @@ impl Exporter {
     /// its async threads: it blocks).
     pub fn finish(&self) {
         let _ = self.processor.shutdown_with_timeout(FLUSH_AT_EXIT);
+        let handed = self.counts.handed.load(Ordering::Relaxed);
+        let dropped = handed.saturating_sub(self.counts.sent.load(Ordering::Relaxed));
+        if dropped > 0 {
+            eprintln!(
+                "warning: {dropped} of {handed} spans did not reach {} (it failed, or did not keep up with the queue: OTEL_BSP_MAX_QUEUE_SIZE is its size, 2048 by default)",
+                self.endpoint
+            );
+        }
     }
 }
 
@@ -136,11 +151,24 @@ struct ReportOnce<E> {
     inner: E,
     endpoint: String,
     warned: AtomicBool,
+    counts: Arc<Counts>,
+}
+
+/// Spans handed to the queue and spans the receiver took: the difference was dropped (a full
+/// queue, a failed request), which [`Exporter::finish`] says.
+#[derive(Debug, Default)]
+struct Counts {
+    handed: AtomicU64,
+    sent: AtomicU64,
 }
 
 impl<E: SpanExporter> SpanExporter for ReportOnce<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let count = batch.len() as u64;
         let sent = self.inner.export(batch).await;
+        if sent.is_ok() {
+            self.counts.sent.fetch_add(count, Ordering::Relaxed);
+        }
         if let Err(e) = &sent {
             if !self.warned.swap(true, Ordering::Relaxed) {
                 eprintln!(
