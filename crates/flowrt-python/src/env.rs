@@ -92,7 +92,8 @@ pub struct ResolvedEnv {
     pub base: &'static BaseEnv,
     /// `None` when there is nothing to install: the default interpreter is used as is.
     pub key: Option<String>,
-    /// The interpreter the environment runs.
+    /// The interpreter the environment is built from (the bare one: with requirements, a
+    /// session runs [`ResolvedEnv::built_python`]).
     pub python: PathBuf,
     /// The merged requirement lines (base pins, custom environment, flow), normalized.
     pub lines: Vec<String>,
@@ -106,6 +107,20 @@ impl ResolvedEnv {
         match &self.key {
             None => true,
             Some(key) => env_dir(flowrt_home, key).join(READY_MARKER).is_file(),
+        }
+    }
+
+    /// The interpreter of the built environment (marked as just used), which is not
+    /// [`ResolvedEnv::python`], the interpreter it is built from, when there was anything to
+    /// install.
+    pub fn built_python(&self, flowrt_home: &Path) -> PathBuf {
+        match &self.key {
+            None => self.python.clone(),
+            Some(key) => {
+                let dir = env_dir(flowrt_home, key);
+                touch_last_used(&dir);
+                dir.join("bin").join("python")
+            }
         }
     }
 }

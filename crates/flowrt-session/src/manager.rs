@@ -460,8 +460,12 @@ impl Manager {
             .update_session_env(id, &s.env_ref, resolved.key.as_deref(), &s.base_version)
             .await?;
         self.transition(id, Event::EnvResolved { cached }).await?;
-        let python = if cached {
+        let python = if self.ray.is_some() {
+            // Decided on the node, which builds the environment itself.
             resolved.python.clone()
+        } else if cached {
+            // Built by an earlier session: its interpreter, with the flow's requirements.
+            resolved.built_python(&home)
         } else {
             // Installing: uv builds the environment once per key; other sessions keep running.
             let log_path = self.workdir(id).join("agent.log");

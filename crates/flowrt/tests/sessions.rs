@@ -4881,3 +4881,27 @@ fn a_requirements_file_outside_the_flow_is_taken_in() {
     assert_eq!(v["path"], "requirements.txt", "{v}");
     assert_eq!(v["text"], shared, "{v}");
 }
+
+/// A session started when its flow's environment is already built (by an earlier session)
+/// runs in that environment, with the flow's requirements, as the first one did, not in the
+/// bare interpreter.
+#[test]
+fn a_session_on_a_built_environment_runs_with_the_flows_requirements() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let (_d, dir) = flow("with_reqs");
+    for n in 1..=2 {
+        let (id, _) = server.start_session(&dir, &["--idle-timeout", "0"]);
+        let out = server.ok(&[
+            "flow",
+            "test",
+            "with_reqs",
+            "--session",
+            &id,
+            "--inputs",
+            "x=7",
+        ]);
+        assert!(out.contains("x = 7"), "session {n}: {out}");
+        server.ok(&["session", "delete", &id]);
+    }
+}
