@@ -88,7 +88,15 @@ impl Exporter {
             warned: AtomicBool::new(false),
             counts: counts.clone(),
         };
-        let mut processor = BatchSpanProcessor::builder(reporting).build();
+        // Spans leave within a second, as promptflow's do (the SDK's default waits 5 s), unless
+        // OTEL_BSP_SCHEDULE_DELAY says otherwise.
+        let mut batching = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+        if std::env::var_os("OTEL_BSP_SCHEDULE_DELAY").is_none() {
+            batching = batching.with_scheduled_delay(Duration::from_secs(1));
+        }
+        let mut processor = BatchSpanProcessor::builder(reporting)
+            .with_batch_config(batching.build())
+            .build();
         processor.set_resource(&resource(collection));
         Some(Exporter {
             processor: Arc::new(processor),
@@ -108,6 +116,12 @@ impl Exporter {
                 self.processor.on_end(data);
             }
         }
+    }
+
+    /// Send what is queued now (blocking: call it off the async threads), for a run that just
+    /// ended: its spans are in the viewer when it says it ended.
+    pub fn flush(&self) {
+        let _ = self.processor.force_flush();
     }
 
     /// Send what is queued, waiting at most a few seconds (a process that ends calls this, off
@@ -214,6 +228,29 @@ impl Exporters {
         configured.then(|| Exporters {
             by_collection: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Send what every exporter has queued (blocking: call it off the async threads).
+    pub fn flush(&self) {
+        for exporter in self.all() {
+            exporter.flush();
+        }
+    }
+
+    /// Send what is queued and stop (a server that shuts down), a few seconds at most each.
+    pub fn finish(&self) {
+        for exporter in self.all() {
+            exporter.finish();
+        }
+    }
+
+    fn all(&self) -> Vec<Exporter> {
+        self.by_collection
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
     }
 
     /// Export `spans` of the flow `collection`.
@@ -507,17 +544,7 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
     }
     let mut spans = Vec::with_capacity(line.node_runs.len() + 1);
     // The flow span first: a viewer that starts a line at its first span stored starts it there.
-    spans.push(TraceSpan {
-        trace_id: String::new(),
-        span_id: String::new(),
-        parent_span_id: None,
-        name: String::new(),
-        start_unix_nano: 0,
-        end_unix_nano: 0,
-        attributes: Map::new(),
-        events: Vec::new(),
-        error: None,
-    });
+    spans.push(TraceSpan::default());
     let (mut prompt, mut completion, mut total) = (0u64, 0u64, 0u64);
     for run in &line.node_runs {
         let node_id = ids.span();
@@ -571,7 +598,7 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
         &ids,
         root_id,
         None,
-        flow_name(flow),
+        trace.collection.clone(),
         start,
         end,
         attributes,
@@ -776,17 +803,8 @@ mod tests {
         assert_eq!(data.status, Status::error("ValueError: bad"));
         let bad = TraceSpan {
             trace_id: "not hex".into(),
-            ..TraceSpan {
-                trace_id: String::new(),
-                span_id: "b7ad6b7169203331".into(),
-                parent_span_id: None,
-                name: String::new(),
-                start_unix_nano: 0,
-                end_unix_nano: 0,
-                attributes: Map::new(),
-                events: Vec::new(),
-                error: None,
-            }
+            span_id: "b7ad6b7169203331".into(),
+            ..TraceSpan::default()
         };
         assert!(span_data(bad, &InstrumentationScope::default()).is_none());
     }

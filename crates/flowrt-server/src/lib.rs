@@ -314,6 +314,7 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));
     tokio::spawn(flowrt_workspace::spread::supervise(state.runs.clone()));
     let stopping = state.stopping.clone();
+    let runs = state.runs.clone();
     let app = router(state);
     listen::serve(listener, app, config.connection_limits, async move {
         shutdown_signal().await;
@@ -321,6 +322,10 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
     })
     .await
     .map_err(|e| ServeError::Bind(local, e))?;
+    // The spans still queued leave before the server does (a few seconds at most).
+    if let Some(exporters) = runs.exporters.clone() {
+        let _ = tokio::task::spawn_blocking(move || exporters.finish()).await;
+    }
     store.close().await;
     Ok(())
 }

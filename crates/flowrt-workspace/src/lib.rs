@@ -86,6 +86,14 @@ impl Workspace {
         })
     }
 
+    /// Send the spans exported so far now, for a run that just ended: they are in the viewer
+    /// when the run says it ended (an evaluation started next finds its base run's lines).
+    pub async fn flush_spans(&self) {
+        if let Some(exporters) = self.exporters.clone() {
+            let _ = tokio::task::spawn_blocking(move || exporters.flush()).await;
+        }
+    }
+
     /// Export the spans of `text`, whole lines of a run's `spans.jsonl` a session recorded (a
     /// line that is not one is skipped: the session's own code could have written it).
     pub fn export_recorded_spans(&self, text: &str) {

@@ -385,6 +385,9 @@ async fn follow_until_done(workspace: &Workspace, name: &str) -> Result<(), Stri
                     }
                     let mut view = view_of(&engine, &run);
                     hide_paths(&mut view, &workspace.sessions.workdir(&run.session_id));
+                    if ended {
+                        workspace.flush_spans().await;
+                    }
                     if view != run.record {
                         set_record(workspace, name, &view).await?;
                     }

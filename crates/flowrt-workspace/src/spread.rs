@@ -576,6 +576,7 @@ async fn gather(
     if let Some(o) = record.as_object_mut() {
         o.remove("spread");
     }
+    workspace.flush_spans().await;
     crate::runs::set_record(workspace, &run.name, &record).await?;
     Ok(ChunkEnd::Gathered {
         status: record["status"].as_str().unwrap_or("Failed").to_string(),
