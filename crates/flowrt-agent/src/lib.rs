@@ -845,6 +845,7 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
         Ok(i) => i,
         Err(response) => return *response,
     };
+    let trace = req.trace.clone();
     let (events_tx, mut events_rx) =
         tokio::sync::mpsc::unbounded_channel::<Result<axum::body::Bytes, std::io::Error>>();
     let event = |name: &str, v: &Value| {
@@ -895,7 +896,11 @@ async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> 
         // Every sender goes with the line (the scope's and the sink's), so the relay ends then.
         let line = NODE_EVENTS.scope(tx, run).await;
         let _ = relay.await;
-        let result = serde_json::to_value(line_reply(&line, false)).unwrap_or(Value::Null);
+        let mut reply = line_reply(&line, false);
+        if let Some(trace) = &trace {
+            reply.spans = flowrt_runtime::otel::line_spans(agent.executor.flow(), &line, trace);
+        }
+        let result = serde_json::to_value(reply).unwrap_or(Value::Null);
         let _ = events_tx.send(event("result", &result));
     });
     let stream = futures::stream::poll_fn(move |cx| events_rx.poll_recv(cx));

@@ -690,6 +690,14 @@ async fn test(
         .get(axum::http::header::ACCEPT)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"));
+    // A test's spans come back with its answer (whole, or in the stream's `result` event); this
+    // server exports them and answers the client without them.
+    if state.runs.exporters.is_some() {
+        line.trace = Some(flowrt_api::trace::TraceAs {
+            collection: crate::runs::trace_collection(s.flow_ref.as_deref()),
+            ..Default::default()
+        });
+    }
     if wants_stream {
         // The agent's events, relayed as they come: reply chunks, then the result.
         let resp = client::stream_line(&addr, &token, &line, timeout)
@@ -702,20 +710,20 @@ async fn test(
                 v["message"].as_str().unwrap_or("bad inputs").to_string(),
             ));
         }
+        let body = match (&state.runs.exporters, &line.trace) {
+            (Some(exporters), Some(trace)) => axum::body::Body::from_stream(without_spans(
+                resp.bytes_stream(),
+                exporters.clone(),
+                trace.collection.clone(),
+            )),
+            _ => axum::body::Body::from_stream(resp.bytes_stream()),
+        };
         return axum::response::Response::builder()
             .status(StatusCode::OK)
             .header(axum::http::header::CONTENT_TYPE, "text/event-stream")
             .header(axum::http::header::CACHE_CONTROL, "no-cache")
-            .body(axum::body::Body::from_stream(resp.bytes_stream()))
+            .body(body)
             .map_err(|e| ApiErr::internal("relaying the interactive test", e));
-    }
-    // A test answered whole carries its spans, which this server exports (a streamed one's
-    // events are relayed as they come, and record none).
-    if state.runs.exporters.is_some() {
-        line.trace = Some(flowrt_api::trace::TraceAs {
-            collection: crate::runs::trace_collection(s.flow_ref.as_deref()),
-            ..Default::default()
-        });
     }
     let result = client::run_line(&addr, &token, &line, timeout).await;
     let _ = state.store.touch_session(&id).await;
@@ -740,6 +748,80 @@ async fn test(
         )),
         Err(e) => Err(ApiErr::internal("the interactive test", e)),
     }
+}
+
+/// An agent's stream of test events, relayed whole event by event, with the spans of its
+/// `result` event taken out and exported.
+fn without_spans<S, E>(
+    agent: S,
+    exporters: Arc<flowrt_runtime::otel::Exporters>,
+    collection: String,
+) -> impl futures::Stream<Item = Result<axum::body::Bytes, E>>
+where
+    S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
+{
+    use futures::StreamExt;
+    futures::stream::unfold(
+        (agent, Vec::<u8>::new(), false),
+        move |(mut agent, mut pending, done)| {
+            let (exporters, collection) = (exporters.clone(), collection.clone());
+            async move {
+                if done {
+                    return None;
+                }
+                loop {
+                    // Whole events (they end with a blank line) go on; a piece waits for its rest.
+                    if let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
+                        let block: Vec<u8> = pending.drain(..end + 2).collect();
+                        let out = take_spans(block, &exporters, &collection);
+                        return Some((Ok(axum::body::Bytes::from(out)), (agent, pending, false)));
+                    }
+                    match agent.next().await {
+                        Some(Ok(bytes)) => pending.extend_from_slice(&bytes),
+                        Some(Err(e)) => return Some((Err(e), (agent, pending, true))),
+                        None => {
+                            let rest = std::mem::take(&mut pending);
+                            return (!rest.is_empty()).then(|| {
+                                (Ok(axum::body::Bytes::from(rest)), (agent, pending, true))
+                            });
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// One server-sent event: a `result` whose data carries spans is written again without them,
+/// which are exported; anything else is passed on as it is.
+fn take_spans(
+    block: Vec<u8>,
+    exporters: &flowrt_runtime::otel::Exporters,
+    collection: &str,
+) -> Vec<u8> {
+    let Ok(text) = std::str::from_utf8(&block) else {
+        return block;
+    };
+    let Some(data) = text
+        .strip_prefix("event: result\ndata: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+    else {
+        return block;
+    };
+    let Ok(mut result) = flowrt_flow::nonfinite::from_json_text(data) else {
+        return block;
+    };
+    let Some(spans) = result.as_object_mut().and_then(|o| o.remove("spans")) else {
+        return block;
+    };
+    if let Ok(spans) = serde_json::from_value::<Vec<flowrt_api::trace::TraceSpan>>(spans) {
+        exporters.export(collection, spans);
+    }
+    format!(
+        "event: result\ndata: {}\n\n",
+        flowrt_flow::pyvalue::py_json_dumps(&result)
+    )
+    .into_bytes()
 }
 
 /// `GET /api/v1/sessions/events`: server-sent events as the caller's sessions change: a

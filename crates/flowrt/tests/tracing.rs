@@ -388,6 +388,24 @@ fn a_server_exports_the_spans_its_sessions_record() {
         "--inputs",
         "q=tested",
     ]);
+    // The same as the web UI's test pane asks it: streamed. Its result reaches the client
+    // without the spans, which the server exported.
+    let token = std::fs::read_to_string(home.path().join("owner.token")).unwrap();
+    let auth = format!("Bearer {}", token.trim());
+    let (status, _, events) = common::http(
+        "POST",
+        &format!("{url}/api/v1/sessions/{base_session}/test"),
+        &[
+            ("authorization", &auth),
+            ("accept", "text/event-stream"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"inputs": {"q": "streamed"}}"#,
+    );
+    assert_eq!(status, 200, "{events}");
+    assert!(events.contains("event: result"), "{events}");
+    assert!(events.contains("STREAMED"), "{events}");
+    assert!(!events.contains("\"spans\""), "{events}");
     let data = d.path().join("data.jsonl");
     write_jsonl(
         &data,
@@ -465,18 +483,21 @@ fn a_server_exports_the_spans_its_sessions_record() {
     let spans = collected();
     assert_eq!(roots(&spans, Some("traced-base")).len(), 5, "{spans:#?}");
     assert_eq!(roots(&spans, Some("traced-eval")).len(), 5, "{spans:#?}");
-    // The test's leave within a second.
+    // The tests' (answered whole and streamed) leave within a second.
     let t = std::time::Instant::now();
     let spans = loop {
         let spans = collected();
-        if roots(&spans, None).len() == 1 || t.elapsed() > std::time::Duration::from_secs(10) {
+        if roots(&spans, None).len() == 2 || t.elapsed() > std::time::Duration::from_secs(10) {
             break spans;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
     let tested = roots(&spans, None);
-    assert_eq!(tested.len(), 1, "the test's flow span: {spans:#?}");
-    assert_eq!(tested[0].0, "batch_base", "named by the workspace flow");
+    assert_eq!(tested.len(), 2, "the tests' flow spans: {spans:#?}");
+    for (collection, span) in &tested {
+        assert_eq!(collection, "batch_base", "named by the workspace flow");
+        assert_eq!(span["status"]["code"], 1);
+    }
     let base = roots(&spans, Some("traced-base"));
     assert_eq!(base.len(), 5, "{spans:#?}");
     for (collection, span) in &base {
