@@ -49,6 +49,26 @@ pub struct TraceAs {
     pub base_run: Option<String>,
 }
 
+impl TraceAs {
+    /// Overwrite what `span` says of its run with what this says: spans a session recorded are
+    /// its code's to write, so the server names their run (and the run an evaluation reads).
+    pub fn stamp(&self, span: &mut TraceSpan) {
+        for (key, value) in [
+            ("batch_run_id", &self.run),
+            ("referenced.batch_run_id", &self.base_run),
+        ] {
+            match value {
+                Some(v) => {
+                    span.attributes.insert(key.into(), Value::String(v.clone()));
+                }
+                None => {
+                    span.attributes.remove(key);
+                }
+            }
+        }
+    }
+}
+
 /// One line of a run's `spans.jsonl`: a finished line's spans.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LineSpans {

@@ -58,13 +58,10 @@ impl Exporter {
                 .filter(|v| !v.is_empty())
         };
         let endpoint = var("ENDPOINT")?;
-        let protocol = match var("PROTOCOL").as_deref() {
-            None | Some("http/protobuf") => opentelemetry_otlp::Protocol::HttpBinary,
-            Some("http/json") => opentelemetry_otlp::Protocol::HttpJson,
-            Some(other) => {
-                eprintln!(
-                    "warning: traces are not exported: OTEL_EXPORTER_OTLP_PROTOCOL={other} is not one flowrt speaks; use http/protobuf (the default) or http/json, on the receiver's HTTP port (usually 4318)"
-                );
+        let protocol = match protocol_from_env() {
+            Ok(p) => p,
+            Err(why) => {
+                eprintln!("warning: traces are not exported: {why}");
                 return None;
             }
         };
@@ -136,6 +133,20 @@ impl Exporter {
                 self.endpoint
             );
         }
+    }
+}
+
+/// The OTLP protocol the environment asks for, or why flowrt cannot speak it.
+fn protocol_from_env() -> Result<opentelemetry_otlp::Protocol, String> {
+    let asked = std::env::var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_default();
+    match asked.trim() {
+        "" | "http/protobuf" => Ok(opentelemetry_otlp::Protocol::HttpBinary),
+        "http/json" => Ok(opentelemetry_otlp::Protocol::HttpJson),
+        other => Err(format!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not one flowrt speaks; use http/protobuf (the default) or http/json, on the receiver's HTTP port (usually 4318)"
+        )),
     }
 }
 

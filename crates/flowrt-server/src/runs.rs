@@ -96,16 +96,6 @@ fn check_jsonl_line(line: &str, n: usize) -> ApiResult<()> {
 /// The most seconds a line may be given (a week): past that a timeout means none.
 const MAX_LINE_TIMEOUT_S: f64 = 7.0 * 24.0 * 3600.0;
 
-/// The name a session's flow's traces are grouped under: the workspace flow's, without its
-/// version.
-pub(crate) fn trace_collection(flow_ref: Option<&str>) -> String {
-    flow_ref
-        .and_then(|r| r.split('@').next())
-        .filter(|n| !n.is_empty())
-        .unwrap_or("flow")
-        .to_string()
-}
-
 /// Spread `batch` over `home` and the sessions `more` names, each of which the caller may use and
 /// which is Running or still starting.
 async fn spread_over(
@@ -224,11 +214,9 @@ async fn create(
     batch.concurrency = req.concurrency;
     // With a trace receiver configured here, the session records each line's spans and this
     // server exports them, named by the workspace's flow as promptflow's viewer groups them.
-    batch.trace = state.runs.trace_as(
-        &trace_collection(s.flow_ref.as_deref()),
-        &req.name,
-        batch.run.as_deref(),
-    );
+    batch.trace = state
+        .runs
+        .trace_as(s.flow_ref.as_deref(), &req.name, batch.run.as_deref());
     // A session runs as many Python workers as its size allows, however many lines run at once.
     batch.workers = Some(s.size.limits().workers);
     // The data is the workspace's (stored by its hash, per user); the session's agent gets a copy

@@ -694,7 +694,7 @@ async fn test(
     // server exports them and answers the client without them.
     if state.runs.exporters.is_some() {
         line.trace = Some(flowrt_api::trace::TraceAs {
-            collection: crate::runs::trace_collection(s.flow_ref.as_deref()),
+            collection: flowrt_workspace::collection_of(s.flow_ref.as_deref()),
             ..Default::default()
         });
     }
@@ -714,7 +714,7 @@ async fn test(
             (Some(exporters), Some(trace)) => axum::body::Body::from_stream(without_spans(
                 resp.bytes_stream(),
                 exporters.clone(),
-                trace.collection.clone(),
+                trace.clone(),
             )),
             _ => axum::body::Body::from_stream(resp.bytes_stream()),
         };
@@ -731,7 +731,7 @@ async fn test(
         Ok(mut reply) => {
             let spans = std::mem::take(&mut reply.spans);
             if let (Some(exporters), Some(trace)) = (&state.runs.exporters, &line.trace) {
-                exporters.export(&trace.collection, spans);
+                export_test_spans(exporters, trace, spans);
             }
             Ok(axum::response::IntoResponse::into_response(Json(reply)))
         }
@@ -750,12 +750,23 @@ async fn test(
     }
 }
 
+/// Export a session test's spans as what `trace` (this server's) says they are: the agent
+/// shares its session with the flow's code.
+fn export_test_spans(
+    exporters: &flowrt_runtime::otel::Exporters,
+    trace: &flowrt_api::trace::TraceAs,
+    mut spans: Vec<flowrt_api::trace::TraceSpan>,
+) {
+    spans.iter_mut().for_each(|s| trace.stamp(s));
+    exporters.export(&trace.collection, spans);
+}
+
 /// An agent's stream of test events, relayed whole event by event, with the spans of its
 /// `result` event taken out and exported.
 fn without_spans<S, E>(
     agent: S,
     exporters: Arc<flowrt_runtime::otel::Exporters>,
-    collection: String,
+    trace: flowrt_api::trace::TraceAs,
 ) -> impl futures::Stream<Item = Result<axum::body::Bytes, E>>
 where
     S: futures::Stream<Item = Result<axum::body::Bytes, E>> + Unpin,
@@ -764,7 +775,7 @@ where
     futures::stream::unfold(
         (agent, Vec::<u8>::new(), false),
         move |(mut agent, mut pending, done)| {
-            let (exporters, collection) = (exporters.clone(), collection.clone());
+            let (exporters, trace) = (exporters.clone(), trace.clone());
             async move {
                 if done {
                     return None;
@@ -773,7 +784,7 @@ where
                     // Whole events (they end with a blank line) go on; a piece waits for its rest.
                     if let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
                         let block: Vec<u8> = pending.drain(..end + 2).collect();
-                        let out = take_spans(block, &exporters, &collection);
+                        let out = take_spans(block, &exporters, &trace);
                         return Some((Ok(axum::body::Bytes::from(out)), (agent, pending, false)));
                     }
                     match agent.next().await {
@@ -797,7 +808,7 @@ where
 fn take_spans(
     block: Vec<u8>,
     exporters: &flowrt_runtime::otel::Exporters,
-    collection: &str,
+    trace: &flowrt_api::trace::TraceAs,
 ) -> Vec<u8> {
     let Ok(text) = std::str::from_utf8(&block) else {
         return block;
@@ -815,7 +826,7 @@ fn take_spans(
         return block;
     };
     if let Ok(spans) = serde_json::from_value::<Vec<flowrt_api::trace::TraceSpan>>(spans) {
-        exporters.export(collection, spans);
+        export_test_spans(exporters, trace, spans);
     }
     format!(
         "event: result\ndata: {}\n\n",

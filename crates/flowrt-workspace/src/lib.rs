@@ -74,13 +74,13 @@ impl Workspace {
     /// records none).
     pub fn trace_as(
         &self,
-        collection: &str,
+        flow_ref: Option<&str>,
         run: &str,
         base_run: Option<&str>,
     ) -> Option<flowrt_api::trace::TraceAs> {
         self.exporters.as_ref()?;
         Some(flowrt_api::trace::TraceAs {
-            collection: collection.to_string(),
+            collection: collection_of(flow_ref),
             run: Some(run.to_string()),
             base_run: base_run.map(str::to_string),
         })
@@ -94,18 +94,39 @@ impl Workspace {
         }
     }
 
-    /// Export the spans of `text`, whole lines of a run's `spans.jsonl` a session recorded (a
-    /// line that is not one is skipped: the session's own code could have written it).
-    pub fn export_recorded_spans(&self, text: &str) {
+    /// Export the spans of `text`, whole lines of workspace run `run`'s `spans.jsonl`, which a
+    /// session recorded. That file is in the session's folder, where its code may write
+    /// anything: a line that is not spans is skipped, and what the spans say of their flow and
+    /// run is the workspace's record of the run, not theirs.
+    pub async fn export_recorded_spans(&self, run: &str, text: &str) {
         let Some(exporters) = &self.exporters else {
             return;
         };
+        let Ok(Some(record)) = self.store.get_workspace_run(run).await else {
+            return;
+        };
+        let trace = flowrt_api::trace::TraceAs {
+            collection: collection_of(record.record["flow"].as_str()),
+            run: Some(run.to_string()),
+            base_run: record.record["base_run"].as_str().map(str::to_string),
+        };
         for line in text.lines() {
-            if let Ok(spans) = serde_json::from_str::<flowrt_api::trace::LineSpans>(line) {
-                exporters.export(&spans.collection, spans.spans);
+            if let Ok(mut spans) = serde_json::from_str::<flowrt_api::trace::LineSpans>(line) {
+                spans.spans.iter_mut().for_each(|s| trace.stamp(s));
+                exporters.export(&trace.collection, spans.spans);
             }
         }
     }
+}
+
+/// The name a session's flow's traces are grouped under (the resource's `collection`): the
+/// workspace flow's, without its version.
+pub fn collection_of(flow_ref: Option<&str>) -> String {
+    flow_ref
+        .and_then(|r| r.split('@').next())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("flow")
+        .to_string()
 }
 
 /// Now, in Unix milliseconds.

@@ -271,7 +271,7 @@ pub async fn pull(
             .map(|(file, piece)| (file.clone(), piece.text.is_empty()))
             .collect();
         if let Some(piece) = reply.files.get(flowrt_api::agent::SPANS_FILE) {
-            workspace.export_recorded_spans(&piece.text);
+            workspace.export_recorded_spans(name, &piece.text).await;
         }
         let TailReply {
             files,

@@ -465,7 +465,9 @@ async fn wait_for_record(
                 // A chunk's spans are exported as its lines finish (the gathering step runs
                 // no line again, so records none).
                 if let Some(piece) = reply.files.get(flowrt_api::agent::SPANS_FILE) {
-                    workspace.export_recorded_spans(&piece.text);
+                    workspace
+                        .export_recorded_spans(&run.name, &piece.text)
+                        .await;
                     spans_seen = piece.offset;
                 }
                 let more = reply.is_full();

@@ -310,39 +310,45 @@ fn traced_python_functions_are_spans_under_their_node() {
     assert_eq!(kept.as_array().map(Vec::len), Some(2), "{rec:#}");
 }
 
-/// Runs in sessions record their lines' spans, and the server exports them with its own
-/// OpenTelemetry settings (the sessions know none): a test in a session, a batch in it and an
-/// evaluation of that batch in a second session reach the receiver named on the server, in the
-/// workspace flow's collection, with the batch's and the base run's names; the run keeps them.
-#[test]
-fn a_server_exports_the_spans_its_sessions_record() {
-    let (endpoint, got) = collector();
-    let home = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args(["server", "--addr", &format!("127.0.0.1:{port}")])
-        .env("FLOWRT_HOME", home.path())
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
+/// A `flowrt server` whose OpenTelemetry variables name `endpoint` (OTLP/JSON), driven by a CLI
+/// whose environment names no receiver: what arrives, the server sent.
+struct TracedServer {
+    home: tempfile::TempDir,
+    url: String,
+    child: std::process::Child,
+}
+
+impl TracedServer {
+    fn start(endpoint: &str) -> TracedServer {
+        let home = tempfile::tempdir().unwrap();
+        let port = common::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(["server", "--addr", &format!("127.0.0.1:{port}")])
+            .env("FLOWRT_HOME", home.path())
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let t = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < std::time::Duration::from_secs(30));
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        TracedServer {
+            home,
+            url: format!("http://127.0.0.1:{port}"),
+            child,
         }
     }
-    let _kill = Kill(&mut server);
-    let cli = |args: &[&str]| {
-        // The CLI's environment names no receiver: what arrives, the server sent.
+
+    /// The CLI's output; it must succeed.
+    fn cli(&self, args: &[&str]) -> String {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
             .args(args)
-            .env("FLOWRT_HOME", home.path())
-            .env("FLOWRT_SERVER", &url)
+            .env("FLOWRT_HOME", self.home.path())
+            .env("FLOWRT_SERVER", &self.url)
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .output()
             .unwrap();
@@ -353,12 +359,52 @@ fn a_server_exports_the_spans_its_sessions_record() {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < std::time::Duration::from_secs(30));
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+impl Drop for TracedServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every span the collector got, with its resource's collection.
+fn collected_spans(got: &Arc<Mutex<Vec<Value>>>) -> Vec<(String, Value)> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|body| {
+            body["resourceSpans"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .flat_map(|rs| {
+                    let collection = attribute(&rs["resource"], "collection")
+                        .and_then(|v| v["stringValue"].as_str())
+                        .unwrap_or_default()
+                        .to_string();
+                    rs["scopeSpans"][0]["spans"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(move |span| (collection.clone(), span))
+                })
+        })
+        .collect()
+}
+
+/// Runs in sessions record their lines' spans, and the server exports them with its own
+/// OpenTelemetry settings (the sessions know none): a test in a session, a batch in it and an
+/// evaluation of that batch in a second session reach the receiver named on the server, in the
+/// workspace flow's collection, with the batch's and the base run's names; the run keeps them.
+#[test]
+fn a_server_exports_the_spans_its_sessions_record() {
+    let (endpoint, got) = collector();
+    let server = TracedServer::start(&endpoint);
+    let (home, url, cli) = (&server.home, &server.url, |args: &[&str]| server.cli(args));
     let (d, base_flow) = flow("batch_base");
     let (_e, eval_flow) = flow("batch_eval");
     let base_session = cli(&[
@@ -443,32 +489,7 @@ fn a_server_exports_the_spans_its_sessions_record() {
         "--name",
         "traced-eval",
     ]);
-    // Every span with its resource's collection.
-    let collected = || -> Vec<(String, Value)> {
-        got.lock()
-            .unwrap()
-            .iter()
-            .flat_map(|body| {
-                body["resourceSpans"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flat_map(|rs| {
-                        let collection = attribute(&rs["resource"], "collection")
-                            .and_then(|v| v["stringValue"].as_str())
-                            .unwrap_or_default()
-                            .to_string();
-                        rs["scopeSpans"][0]["spans"]
-                            .as_array()
-                            .cloned()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(move |span| (collection.clone(), span))
-                    })
-            })
-            .collect()
-    };
+    let collected = || collected_spans(&got);
     let roots = |spans: &[(String, Value)], run: Option<&str>| -> Vec<(String, Value)> {
         spans
             .iter()
@@ -682,4 +703,54 @@ fn a_hung_trace_receiver_changes_no_result_and_holds_no_line_up() {
         per_line_ms < 1.0,
         "a hung receiver added {per_line_ms:.3} ms a line ({plain_span:.3} s -> {traced_span:.3} s)"
     );
+}
+
+/// A session's code can write into its runs' folders, `spans.jsonl` included: spans it forges
+/// there reach the server, which exports them only as what its own record says they are (this
+/// flow's collection, this run), never as another flow's or another run's.
+#[test]
+fn spans_a_session_forges_are_exported_as_its_own_run_s() {
+    let (endpoint, got) = collector();
+    let server = TracedServer::start(&endpoint);
+    let (d, dir) = flow("span_forger");
+    let session = server.cli(&["session", "start", "--flow", s(&dir), "--idle-timeout", "0"]);
+    let session = session.lines().last().unwrap().trim().to_string();
+    let data = d.path().join("data.jsonl");
+    write_jsonl(&data, &(0..3).map(|i| json!({"x": i})).collect::<Vec<_>>());
+    server.cli(&[
+        "run",
+        "create",
+        "--session",
+        &session,
+        "--data",
+        s(&data),
+        "--column-mapping",
+        "x=${data.x}",
+        "--name",
+        "forger-run",
+    ]);
+    // The forgery did reach the server with the run's spans.
+    let kept = std::fs::read_to_string(
+        server
+            .home
+            .path()
+            .join("workspace/runs/forger-run/spans.jsonl"),
+    )
+    .unwrap();
+    assert!(kept.contains("victim-run"), "{kept}");
+    let spans = collected_spans(&got);
+    let forged: Vec<&(String, Value)> = spans
+        .iter()
+        .filter(|(_, s)| s["name"] == "forged")
+        .collect();
+    assert!(!forged.is_empty(), "{spans:#?}");
+    for (collection, span) in &spans {
+        assert_eq!(collection, "span_forger", "{span:#}");
+        assert_eq!(
+            attribute(span, "batch_run_id"),
+            Some(&json!({"stringValue": "forger-run"})),
+            "{span:#}"
+        );
+        assert_eq!(attribute(span, "referenced.batch_run_id"), None, "{span:#}");
+    }
 }
