@@ -525,7 +525,11 @@ pub fn run(config: AgentConfig) -> Result<()> {
         flow.clone(),
         invoker.clone(),
         log.clone(),
-        ExecutorOptions::default(),
+        // A test line's spans show each node's inputs (one line: keeping them costs nothing).
+        ExecutorOptions {
+            record_node_inputs: true,
+            ..ExecutorOptions::default()
+        },
     );
     let agent = Arc::new(Agent {
         session_id: config.session_id.clone(),

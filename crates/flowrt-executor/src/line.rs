@@ -23,6 +23,8 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(500);
 pub struct ExecutorOptions {
     /// A line still running after this is stopped: its running nodes are marked canceled.
     pub line_timeout: Option<Duration>,
+    /// Keep each node's inputs in its [`NodeRun::inputs`] (a traced line's spans show them).
+    pub record_node_inputs: bool,
 }
 
 /// How one line ended.
@@ -175,7 +177,8 @@ impl<I: ToolInvoker> Executor<I> {
         let mut states: Vec<State> = nodes.iter().map(|_| State::Pending).collect();
         let mut runs: Vec<NodeRun> = Vec::new();
         let mut running = FuturesUnordered::new();
-        let mut running_since: IndexMap<usize, (Instant, SystemTime)> = IndexMap::new();
+        let mut running_since: IndexMap<usize, (Instant, SystemTime, Option<Value>)> =
+            IndexMap::new();
         let mut error: Option<ToolFailureAt> = None;
 
         'lines: loop {
@@ -223,6 +226,7 @@ impl<I: ToolInvoker> Executor<I> {
                             llm_request: None,
                             spans: Vec::new(),
                             repr: None,
+                            inputs: None,
                         });
                     }
                     Ok(true) => {
@@ -238,7 +242,10 @@ impl<I: ToolInvoker> Executor<I> {
                         };
                         states[i] = State::Running;
                         self.observer.node_started(Some(line_number), &node.name);
-                        running_since.insert(i, (Instant::now(), SystemTime::now()));
+                        let recorded_inputs =
+                            self.options.record_node_inputs.then(|| node_inputs(&args));
+                        running_since
+                            .insert(i, (Instant::now(), SystemTime::now(), recorded_inputs));
                         let invoker = &self.invoker;
                         let call_deadline = deadline.map(|d| d.into_std());
                         running.push(async move {
@@ -273,9 +280,10 @@ impl<I: ToolInvoker> Executor<I> {
                 None => running.next().await,
             };
             let Some((i, result)) = next else { break };
-            let (t0, start) = running_since
-                .swap_remove(&i)
-                .unwrap_or((Instant::now(), SystemTime::now()));
+            let (t0, start, node_inputs) =
+                running_since
+                    .swap_remove(&i)
+                    .unwrap_or((Instant::now(), SystemTime::now(), None));
             let node = nodes[i];
             match result {
                 Ok(ToolOutcome {
@@ -303,6 +311,7 @@ impl<I: ToolInvoker> Executor<I> {
                         llm_request,
                         spans,
                         repr,
+                        inputs: node_inputs,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -310,7 +319,7 @@ impl<I: ToolInvoker> Executor<I> {
                 }
                 Err(failure) if failure.error_type == DEADLINE_EXCEEDED => {
                     // Stopped at the line's deadline: the line timed out; the node was canceled.
-                    running_since.insert(i, (t0, start));
+                    running_since.insert(i, (t0, start, node_inputs));
                     error = Some(self.line_timeout_error(line_number));
                     break;
                 }
@@ -327,6 +336,7 @@ impl<I: ToolInvoker> Executor<I> {
                         llm_request: None,
                         spans: Vec::new(),
                         repr: None,
+                        inputs: node_inputs,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -340,7 +350,7 @@ impl<I: ToolInvoker> Executor<I> {
         }
         drop(running);
         // Whatever is still running was stopped by a failure elsewhere or the line timeout.
-        for (i, (t0, start)) in running_since {
+        for (i, (t0, start, inputs)) in running_since {
             let run = NodeRun {
                 node: nodes[i].name.clone(),
                 status: NodeStatus::Canceled,
@@ -353,6 +363,7 @@ impl<I: ToolInvoker> Executor<I> {
                 llm_request: None,
                 spans: Vec::new(),
                 repr: None,
+                inputs,
             };
             self.observer.node_finished(Some(line_number), &run);
             runs.push(run);
@@ -625,6 +636,7 @@ impl<I: ToolInvoker> Executor<I> {
                 llm_request: None,
                 spans: Vec::new(),
                 repr: None,
+                inputs: None,
             };
             match outcome {
                 Ok(o) => {
@@ -662,6 +674,21 @@ enum Resolved {
     /// The value, where it came from, and the producer's attachment when the whole output is read.
     Value(Value, ArgOrigin, Option<crate::Attachment>),
     Bypassed,
+}
+
+/// A node's inputs as its trace shows them: each argument's value (a bypassed one as null).
+fn node_inputs(args: &[(String, NodeArg)]) -> Value {
+    Value::Object(
+        args.iter()
+            .map(|(name, arg)| {
+                let value = match arg {
+                    NodeArg::Value { value, .. } | NodeArg::Literal(value) => value.clone(),
+                    NodeArg::Bypassed => Value::Null,
+                };
+                (name.clone(), value)
+            })
+            .collect(),
+    )
 }
 
 fn resolve<'s>(

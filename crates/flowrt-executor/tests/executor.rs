@@ -80,6 +80,16 @@ struct Case {
 }
 
 fn case(yaml: &str, timeout: Option<Duration>) -> Case {
+    case_with(
+        yaml,
+        ExecutorOptions {
+            line_timeout: timeout,
+            ..ExecutorOptions::default()
+        },
+    )
+}
+
+fn case_with(yaml: &str, options: ExecutorOptions) -> Case {
     let dir = tempfile::tempdir().unwrap();
     for f in ["echo.py", "sleep.py", "fail.py", "gen.py", "agg.py"] {
         std::fs::write(dir.path().join(f), "").unwrap();
@@ -92,9 +102,7 @@ fn case(yaml: &str, timeout: Option<Duration>) -> Case {
             calls: Mutex::new(Vec::new()),
         }),
         Arc::new(NoObserver),
-        ExecutorOptions {
-            line_timeout: timeout,
-        },
+        options,
     );
     Case { _dir: dir, exec }
 }
@@ -142,6 +150,33 @@ nodes:
   source: {type: code, path: echo.py}
   inputs: {x: "${a.output}", y: "${inputs.mode}", z: 3}
 "#;
+
+#[tokio::test]
+async fn node_inputs_are_kept_only_when_asked() {
+    const FLOW: &str = r#"
+inputs:
+  mode: {type: string}
+outputs:
+  a: {reference: "${a.output}"}
+nodes:
+- name: a
+  type: python
+  source: {type: code, path: echo.py}
+  inputs: {m: "${inputs.mode}", k: 5}
+"#;
+    let traced = case_with(
+        FLOW,
+        ExecutorOptions {
+            record_node_inputs: true,
+            ..ExecutorOptions::default()
+        },
+    );
+    let line = run(&traced, json!({"mode": "on"})).await;
+    assert_eq!(line.node_runs[0].inputs, Some(json!({"m": "on", "k": 5})));
+    let untraced = case(FLOW, None);
+    let line = run(&untraced, json!({"mode": "on"})).await;
+    assert_eq!(line.node_runs[0].inputs, None, "not kept: nothing reads them");
+}
 
 #[tokio::test]
 async fn activate_and_bypass_rules() {

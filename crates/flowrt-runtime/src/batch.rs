@@ -1192,6 +1192,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
         log.clone(),
         ExecutorOptions {
             line_timeout: options.line_timeout,
+            record_node_inputs: options.tracing.trace_as().is_some(),
         },
     ));
     let mut writer = OrderedWriter::open(
@@ -1430,15 +1431,15 @@ async fn run_lines<I: ToolInvoker + 'static>(
                 match prepare_inputs(executor.flow(), &raw) {
                     Ok(inputs) => {
                         let line = executor.run_line(n, inputs).await;
-                        let spans = trace_as
-                            .as_deref()
-                            .map(|t| crate::otel::line_spans(executor.flow(), &line, t));
-                        let spans = match (spans, &exporter) {
-                            (Some(spans), Some(exporter)) => {
-                                exporter.export(spans);
+                        let spans = match (trace_as.as_deref(), &exporter) {
+                            (Some(t), Some(exporter)) => {
+                                exporter.export_line(executor.flow(), &line, t);
                                 None
                             }
-                            (spans, _) => spans,
+                            (Some(t), None) => {
+                                Some(crate::otel::line_spans(executor.flow(), &line, t))
+                            }
+                            (None, _) => None,
                         };
                         (line_record(&line), spans)
                     }

@@ -40,7 +40,6 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug)]
 pub struct Exporter {
     processor: Arc<BatchSpanProcessor>,
-    scope: InstrumentationScope,
     counts: Arc<Counts>,
     endpoint: String,
 }
@@ -99,20 +98,29 @@ impl Exporter {
             processor: Arc::new(processor),
             counts,
             endpoint,
-            scope: InstrumentationScope::builder("flowrt")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
         })
     }
 
-    /// Hand spans to the queue: never waits for the receiver.
+    /// Hand recorded spans (a session's) to the queue: never waits for the receiver.
     pub fn export(&self, spans: Vec<TraceSpan>) {
         for span in spans {
-            if let Some(data) = span_data(span, &self.scope) {
-                self.counts.handed.fetch_add(1, Ordering::Relaxed);
-                self.processor.on_end(data);
+            if let Some(data) = span_data(span) {
+                self.hand(data);
             }
         }
+    }
+
+    /// Hand a finished line's spans to the queue: built straight into the SDK's form (the
+    /// cheapest way to export a line), never waits for the receiver.
+    pub fn export_line(&self, flow: &Flow, line: &LineResult, trace: &TraceAs) {
+        for data in built_line_spans(flow, line, trace) {
+            self.hand(data);
+        }
+    }
+
+    fn hand(&self, span: SpanData) {
+        self.counts.handed.fetch_add(1, Ordering::Relaxed);
+        self.processor.on_end(span);
     }
 
     /// Send what is queued now (blocking: call it off the async threads), for a run that just
@@ -294,10 +302,10 @@ impl Exporters {
     }
 }
 
-/// An attribute of a span or an event: numbers, booleans and strings keep their type; anything
-/// else is its JSON text.
-fn key_value(key: String, value: Value) -> KeyValue {
-    let v: opentelemetry::Value = match value {
+/// An attribute value as OpenTelemetry carries it: numbers, booleans and strings keep their type;
+/// anything else is its JSON text.
+fn otel_value(value: Value) -> opentelemetry::Value {
+    match value {
         Value::Bool(b) => b.into(),
         Value::Number(n) => match n.as_i64() {
             Some(i) => i.into(),
@@ -305,14 +313,40 @@ fn key_value(key: String, value: Value) -> KeyValue {
         },
         Value::String(s) => s.into(),
         other => payload(&other).into(),
-    };
-    KeyValue::new(key, v)
+    }
 }
 
 fn key_values(attributes: Map<String, Value>) -> Vec<KeyValue> {
     attributes
         .into_iter()
-        .map(|(k, v)| key_value(k, v))
+        .map(|(k, v)| KeyValue::new(k, otel_value(v)))
+        .collect()
+}
+
+/// A count as an attribute (OpenTelemetry's integers are signed).
+fn count(n: u64) -> opentelemetry::Value {
+    match i64::try_from(n) {
+        Ok(i) => i.into(),
+        Err(_) => (n as f64).into(),
+    }
+}
+
+/// An attribute value as a recorded span keeps it (JSON).
+fn json_value(value: &opentelemetry::Value) -> Value {
+    match value {
+        opentelemetry::Value::Bool(b) => (*b).into(),
+        opentelemetry::Value::I64(i) => (*i).into(),
+        opentelemetry::Value::F64(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        other => Value::String(other.as_str().into_owned()),
+    }
+}
+
+fn json_attributes(attributes: &[KeyValue]) -> Map<String, Value> {
+    attributes
+        .iter()
+        .map(|kv| (kv.key.as_str().to_string(), json_value(&kv.value)))
         .collect()
 }
 
@@ -326,18 +360,24 @@ fn nanos(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-/// A span as the OpenTelemetry SDK exports it; `None` when its ids are not hex of the right
-/// length (a span that came from elsewhere).
-fn span_data(span: TraceSpan, scope: &InstrumentationScope) -> Option<SpanData> {
+/// The instrumentation scope of every span flowrt makes.
+static SCOPE: std::sync::LazyLock<InstrumentationScope> = std::sync::LazyLock::new(|| {
+    InstrumentationScope::builder("flowrt")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+});
+
+/// A recorded span (one a session wrote, or one sent to the server) as the OpenTelemetry SDK
+/// exports it; `None` when its ids are not hex of the right length (a span that came from
+/// elsewhere).
+fn span_data(span: TraceSpan) -> Option<SpanData> {
     let trace_id = TraceId::from_hex(&span.trace_id).ok()?;
     let span_id = SpanId::from_hex(&span.span_id).ok()?;
     let parent = match &span.parent_span_id {
         Some(p) => SpanId::from_hex(p).ok()?,
         None => SpanId::INVALID,
     };
-    let start = time(span.start_unix_nano);
-    let mut events = SpanEvents::default();
-    events.events = span
+    let events = span
         .events
         .into_iter()
         .map(|e| {
@@ -349,7 +389,59 @@ fn span_data(span: TraceSpan, scope: &InstrumentationScope) -> Option<SpanData> 
             )
         })
         .collect();
-    Some(SpanData {
+    Some(finished(
+        (trace_id, span_id, parent),
+        Cow::Owned(span.name),
+        time(span.start_unix_nano),
+        time(span.end_unix_nano),
+        key_values(span.attributes),
+        events,
+        span.error,
+    ))
+}
+
+/// A span as a session records it for its server (see [`line_spans`]).
+fn recorded(span: &SpanData) -> TraceSpan {
+    let parent = span.parent_span_id;
+    TraceSpan {
+        trace_id: span.span_context.trace_id().to_string(),
+        span_id: span.span_context.span_id().to_string(),
+        parent_span_id: (parent != SpanId::INVALID).then(|| parent.to_string()),
+        name: span.name.to_string(),
+        start_unix_nano: nanos(span.start_time),
+        end_unix_nano: nanos(span.end_time),
+        attributes: json_attributes(&span.attributes),
+        events: span
+            .events
+            .events
+            .iter()
+            .map(|e| TraceEvent {
+                name: e.name.to_string(),
+                time_unix_nano: nanos(e.timestamp),
+                attributes: json_attributes(&e.attributes),
+            })
+            .collect(),
+        error: match &span.status {
+            Status::Error { description } => Some(description.to_string()),
+            _ => None,
+        },
+    }
+}
+
+/// A finished span: its ids (trace, own, parent: `INVALID` for a root), name, times,
+/// attributes, events, and why it failed.
+fn finished(
+    (trace_id, span_id, parent): (TraceId, SpanId, SpanId),
+    name: Cow<'static, str>,
+    start: SystemTime,
+    end: SystemTime,
+    attributes: Vec<KeyValue>,
+    events: Vec<Event>,
+    error: Option<String>,
+) -> SpanData {
+    let mut span_events = SpanEvents::default();
+    span_events.events = events;
+    SpanData {
         span_context: SpanContext::new(
             trace_id,
             span_id,
@@ -360,36 +452,26 @@ fn span_data(span: TraceSpan, scope: &InstrumentationScope) -> Option<SpanData> 
         parent_span_id: parent,
         parent_span_is_remote: false,
         span_kind: SpanKind::Internal,
-        name: Cow::Owned(span.name),
+        name,
         start_time: start,
-        end_time: time(span.end_unix_nano).max(start),
-        attributes: key_values(span.attributes),
+        end_time: end.max(start),
+        attributes,
         dropped_attributes_count: 0,
-        events,
+        events: span_events,
         links: SpanLinks::default(),
         // Set either way: a viewer shows an unset status as neither passed nor failed.
-        status: match span.error {
+        status: match error {
             Some(message) => Status::error(message),
             None => Status::Ok,
         },
-        instrumentation_scope: scope.clone(),
-    })
+        instrumentation_scope: SCOPE.clone(),
+    }
 }
 
 /// A value as promptflow writes it in an event's `payload` (JSON; `NaN` and the infinities as
-/// Python writes them).
-fn payload(value: &Value) -> String {
-    flowrt_flow::nonfinite::to_json_line(value)
-}
-
-fn event(name: &str, payload: String, at: SystemTime) -> TraceEvent {
-    let mut attributes = Map::new();
-    attributes.insert("payload".into(), Value::String(payload));
-    TraceEvent {
-        name: name.to_string(),
-        time_unix_nano: nanos(at),
-        attributes,
-    }
+/// Python writes them), shared by the event and the attribute that carry it.
+fn payload(value: &Value) -> Arc<str> {
+    Arc::from(flowrt_flow::nonfinite::to_json_line(value))
 }
 
 /// A span's inputs or output, as each viewer reads them: promptflow's event
@@ -406,17 +488,30 @@ fn record_io(
     value: &Value,
     at: SystemTime,
     attributes: &mut Attributes,
-    events: &mut Vec<TraceEvent>,
+    events: &mut Vec<Event>,
 ) {
     let text = payload(value);
-    let (event_name, key) = match io {
-        Io::Inputs => ("promptflow.function.inputs", "input"),
-        Io::Output => ("promptflow.function.output", "output"),
+    let (event_name, value_key, type_key) = match io {
+        Io::Inputs => (
+            "promptflow.function.inputs",
+            "input.value",
+            "input.mime_type",
+        ),
+        Io::Output => (
+            "promptflow.function.output",
+            "output.value",
+            "output.mime_type",
+        ),
     };
     attributes
-        .set(&format!("{key}.value"), text.clone())
-        .set(&format!("{key}.mime_type"), "application/json");
-    events.push(event(event_name, text, at));
+        .push(value_key, text.clone())
+        .push(type_key, "application/json");
+    events.push(Event::new(
+        event_name,
+        at,
+        vec![KeyValue::new("payload", text)],
+        0,
+    ));
 }
 
 fn usage_numbers(usage: &Value) -> (u64, u64, u64) {
@@ -429,20 +524,33 @@ fn usage_numbers(usage: &Value) -> (u64, u64, u64) {
     (p, c, t)
 }
 
-/// The attributes a span is built with, in the order they are set.
+/// The attributes a span is built with, in the order they are set. flowrt's names are static
+/// and the values a line's spans share are counted references: a line's spans are built with
+/// few allocations, on the line's own thread.
 #[derive(Clone, Default)]
-struct Attributes(Map<String, Value>);
+struct Attributes(Vec<KeyValue>);
 
 impl Attributes {
-    fn set(&mut self, key: &str, value: impl Into<Value>) -> &mut Self {
-        self.0.insert(key.to_string(), value.into());
+    /// Add an attribute this span does not have yet.
+    fn push(&mut self, key: &'static str, value: impl Into<opentelemetry::Value>) -> &mut Self {
+        self.0.push(KeyValue::new(key, value));
+        self
+    }
+
+    /// Set an attribute, replacing the one of that name (where code's own attributes meet
+    /// flowrt's).
+    fn set(&mut self, key: opentelemetry::Key, value: opentelemetry::Value) -> &mut Self {
+        match self.0.iter_mut().find(|kv| kv.key == key) {
+            Some(kv) => kv.value = value,
+            None => self.0.push(KeyValue::new(key, value)),
+        }
         self
     }
 }
 
 /// The ids of one line's trace.
 struct Ids {
-    trace: String,
+    trace: TraceId,
     random: RandomIdGenerator,
 }
 
@@ -450,57 +558,32 @@ impl Ids {
     fn new() -> Ids {
         let random = RandomIdGenerator::default();
         Ids {
-            trace: random.new_trace_id().to_string(),
+            trace: random.new_trace_id(),
             random,
         }
     }
 
-    fn span(&self) -> String {
-        self.random.new_span_id().to_string()
-    }
-}
-
-/// A finished span of a line's trace.
-#[allow(clippy::too_many_arguments)]
-fn span(
-    ids: &Ids,
-    span_id: String,
-    parent: Option<String>,
-    name: String,
-    start: SystemTime,
-    end: SystemTime,
-    attributes: Attributes,
-    events: Vec<TraceEvent>,
-    error: Option<String>,
-) -> TraceSpan {
-    TraceSpan {
-        trace_id: ids.trace.clone(),
-        span_id,
-        parent_span_id: parent,
-        name,
-        start_unix_nano: nanos(start),
-        end_unix_nano: nanos(end.max(start)),
-        attributes: attributes.0,
-        events,
-        error,
+    fn span(&self) -> SpanId {
+        self.random.new_span_id()
     }
 }
 
 /// A failed span's message, and the `exception` event promptflow records with it.
-fn failed(message: String, at: SystemTime, events: &mut Vec<TraceEvent>) -> Option<String> {
+fn failed(message: String, at: SystemTime, events: &mut Vec<Event>) -> Option<String> {
     let (kind, text) = match message.split_once(": ") {
         Some((k, t)) if !k.is_empty() && !k.contains(' ') => (k.to_string(), t.to_string()),
         _ => ("Exception".to_string(), message.clone()),
     };
-    let mut attributes = Map::new();
-    attributes.insert("exception.type".into(), kind.into());
-    attributes.insert("exception.message".into(), text.into());
-    attributes.insert("exception.escaped".into(), false.into());
-    events.push(TraceEvent {
-        name: "exception".into(),
-        time_unix_nano: nanos(at),
-        attributes,
-    });
+    events.push(Event::new(
+        "exception",
+        at,
+        vec![
+            KeyValue::new("exception.type", kind),
+            KeyValue::new("exception.message", text),
+            KeyValue::new("exception.escaped", false),
+        ],
+        0,
+    ));
     Some(message)
 }
 
@@ -516,9 +599,18 @@ pub fn flow_name(flow: &Flow) -> String {
         .unwrap_or_else(|| "flow".into())
 }
 
+/// The spans of one finished line, as a session records them for its server (see
+/// [`Exporter::export_line`] for a line whose spans leave at once).
+pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceSpan> {
+    built_line_spans(flow, line, trace)
+        .iter()
+        .map(recorded)
+        .collect()
+}
+
 /// The spans of one finished line: the flow span, its nodes' spans under it, and the spans
 /// Python code recorded under those.
-pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceSpan> {
+fn built_line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<SpanData> {
     let ids = Ids::new();
     let root_id = ids.span();
     let start = line
@@ -530,8 +622,8 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
     let end = start + line.duration;
     let mut common = Attributes::default();
     common
-        .set("framework", "promptflow")
-        .set(
+        .push("framework", "promptflow")
+        .push(
             "execution_target",
             if flow.kind == FlowKind::Flex {
                 "flex"
@@ -539,35 +631,29 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
                 "dag"
             },
         )
-        .set("line_number", line.line_number);
+        .push("line_number", count(line.line_number as u64));
     match &trace.run {
         Some(run) => {
             common
-                .set("batch_run_id", run.as_str())
-                .set("line_run_id", format!("{run}_{}", line.line_number));
+                .push("batch_run_id", Arc::<str>::from(run.as_str()))
+                .push(
+                    "line_run_id",
+                    Arc::<str>::from(format!("{run}_{}", line.line_number)),
+                );
         }
         None => {
-            common.set("line_run_id", ids.trace.as_str());
+            common.push("line_run_id", Arc::<str>::from(ids.trace.to_string()));
         }
     }
     if let Some(base) = &trace.base_run {
-        common.set("referenced.batch_run_id", base.as_str());
+        common.push("referenced.batch_run_id", Arc::<str>::from(base.as_str()));
     }
     let mut spans = Vec::with_capacity(line.node_runs.len() + 1);
-    // The flow span first: a viewer that starts a line at its first span stored starts it there.
-    spans.push(TraceSpan::default());
     let (mut prompt, mut completion, mut total) = (0u64, 0u64, 0u64);
     for run in &line.node_runs {
         let node_id = ids.span();
-        spans.push(node_span(
-            flow,
-            run,
-            &ids,
-            node_id.clone(),
-            &root_id,
-            &common,
-        ));
-        spans.extend(traced_spans(run, &ids, &node_id, &common));
+        spans.push(node_span(flow, run, (ids.trace, node_id, root_id), &common));
+        traced_spans(run, &ids, node_id, &common, &mut spans);
         if let Some(u) = &run.usage {
             let (p, c, t) = usage_numbers(u);
             prompt += p;
@@ -577,16 +663,19 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
     }
     let mut attributes = common;
     attributes
-        .set("span_type", "Flow")
-        .set("openinference.span.kind", "CHAIN");
+        .push("span_type", "Flow")
+        .push("openinference.span.kind", "CHAIN");
     if total > 0 {
         attributes
-            .set("__computed__.cumulative_token_count.prompt", prompt)
-            .set("__computed__.cumulative_token_count.completion", completion)
-            .set("__computed__.cumulative_token_count.total", total)
-            .set("llm.token_count.prompt", prompt)
-            .set("llm.token_count.completion", completion)
-            .set("llm.token_count.total", total);
+            .push("__computed__.cumulative_token_count.prompt", count(prompt))
+            .push(
+                "__computed__.cumulative_token_count.completion",
+                count(completion),
+            )
+            .push("__computed__.cumulative_token_count.total", count(total))
+            .push("llm.token_count.prompt", count(prompt))
+            .push("llm.token_count.completion", count(completion))
+            .push("llm.token_count.total", count(total));
     }
     // A batch line's inputs name their line, as promptflow's do.
     let mut inputs = serde_json::to_value(&line.inputs).unwrap_or(Value::Null);
@@ -605,146 +694,155 @@ pub fn line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<TraceS
         }
         Some(e) => failed(e.to_string(), end, &mut events),
     };
-    spans[0] = span(
-        &ids,
-        root_id,
-        None,
-        trace.collection.clone(),
-        start,
-        end,
-        attributes,
-        events,
-        error,
+    // The flow span first: a viewer that starts a line at its first span stored starts it there.
+    spans.insert(
+        0,
+        finished(
+            (ids.trace, root_id, SpanId::INVALID),
+            Cow::Owned(trace.collection.clone()),
+            start,
+            end,
+            attributes.0,
+            events,
+            error,
+        ),
     );
     spans
 }
 
 /// The spans Python code recorded in a node (`@trace`d functions, spans made with the
 /// OpenTelemetry API), under the node's span or under the span they were started in.
-fn traced_spans(run: &NodeRun, ids: &Ids, node_id: &str, common: &Attributes) -> Vec<TraceSpan> {
+fn traced_spans(
+    run: &NodeRun,
+    ids: &Ids,
+    node_id: SpanId,
+    common: &Attributes,
+    spans: &mut Vec<SpanData>,
+) {
+    if run.spans.is_empty() {
+        return;
+    }
     let at = |v: &Value| {
         let secs = v.as_f64().unwrap_or(0.0).max(0.0);
         UNIX_EPOCH + Duration::from_secs_f64(secs)
     };
-    let span_ids: std::collections::HashMap<u64, String> = run
+    let span_ids: std::collections::HashMap<u64, SpanId> = run
         .spans
         .iter()
         .filter_map(|s| s["id"].as_u64())
         .map(|id| (id, ids.span()))
         .collect();
-    run.spans
-        .iter()
-        .filter_map(|s| {
-            let id = span_ids.get(&s["id"].as_u64()?)?.clone();
-            let parent = s["parent"]
-                .as_u64()
-                .and_then(|p| span_ids.get(&p))
-                .cloned()
-                .unwrap_or_else(|| node_id.to_string());
-            let (start, end) = (at(&s["start"]), at(&s["end"]));
-            let name = s["name"].as_str().unwrap_or("function").to_string();
-            let mut attributes = common.clone();
-            // What the code set on a span it made with the OpenTelemetry API; promptflow's
-            // names, set after, are flowrt's to keep.
-            if let Some(own) = s.get("attributes").and_then(Value::as_object) {
-                for (k, v) in own.iter().take(128) {
-                    attributes.set(k, v.clone());
-                }
+    let node_name: Arc<str> = Arc::from(run.node.as_str());
+    for s in &run.spans {
+        let Some(id) = s["id"].as_u64().and_then(|id| span_ids.get(&id)) else {
+            continue;
+        };
+        let parent = s["parent"]
+            .as_u64()
+            .and_then(|p| span_ids.get(&p))
+            .copied()
+            .unwrap_or(node_id);
+        let (start, end) = (at(&s["start"]), at(&s["end"]));
+        let name: Arc<str> = Arc::from(s["name"].as_str().unwrap_or("function"));
+        let mut attributes = common.clone();
+        // What the code set on a span it made with the OpenTelemetry API; promptflow's
+        // names, set after, are flowrt's to keep.
+        if let Some(own) = s.get("attributes").and_then(Value::as_object) {
+            for (k, v) in own.iter().take(128) {
+                attributes.set(k.clone().into(), otel_value(v.clone()));
             }
-            attributes
-                .set("span_type", "Function")
-                .set("openinference.span.kind", "CHAIN")
-                .set("function", name.as_str())
-                .set("node_name", run.node.as_str());
-            let mut events = Vec::with_capacity(2);
-            record_io(
-                Io::Inputs,
-                &s["inputs"],
-                start,
-                &mut attributes,
-                &mut events,
-            );
-            let error = match s.get("error").and_then(Value::as_str) {
-                Some(e) => failed(e.to_string(), end, &mut events),
-                None => {
-                    record_io(Io::Output, &s["output"], end, &mut attributes, &mut events);
-                    None
-                }
-            };
-            Some(span(
-                ids,
-                id,
-                Some(parent),
-                name,
-                start,
-                end,
-                attributes,
-                events,
-                error,
-            ))
-        })
-        .collect()
+        }
+        attributes
+            .set("span_type".into(), "Function".into())
+            .set("openinference.span.kind".into(), "CHAIN".into())
+            .set("function".into(), name.clone().into())
+            .set("node_name".into(), node_name.clone().into());
+        let mut events = Vec::with_capacity(2);
+        record_io(
+            Io::Inputs,
+            &s["inputs"],
+            start,
+            &mut attributes,
+            &mut events,
+        );
+        let error = match s.get("error").and_then(Value::as_str) {
+            Some(e) => failed(e.to_string(), end, &mut events),
+            None => {
+                record_io(Io::Output, &s["output"], end, &mut attributes, &mut events);
+                None
+            }
+        };
+        spans.push(finished(
+            (ids.trace, *id, parent),
+            Cow::Owned(name.to_string()),
+            start,
+            end,
+            attributes.0,
+            events,
+            error,
+        ));
+    }
 }
 
 fn node_span(
     flow: &Flow,
     run: &NodeRun,
-    ids: &Ids,
-    span_id: String,
-    parent: &str,
+    ids: (TraceId, SpanId, SpanId),
     common: &Attributes,
-) -> TraceSpan {
+) -> SpanData {
     let node = flow.node(&run.node);
     let is_llm = node.is_some_and(|n| matches!(n.kind, NodeKind::Llm | NodeKind::CustomLlm))
         || run.usage.is_some();
     let mut attributes = common.clone();
     attributes
-        .set("span_type", if is_llm { "LLM" } else { "Function" })
-        .set(
+        .push("span_type", if is_llm { "LLM" } else { "Function" })
+        .push(
             "openinference.span.kind",
             if is_llm { "LLM" } else { "TOOL" },
         )
-        .set("node_name", run.node.as_str())
-        .set(
+        .push("node_name", Arc::<str>::from(run.node.as_str()))
+        .push(
             "function",
             node.map(|n| n.kind.as_str()).unwrap_or("python"),
         );
     if let Some(n) = node {
         if let Some(api) = &n.api {
-            attributes.set("gen_ai.operation.name", api.as_str());
+            attributes.push("gen_ai.operation.name", api.clone());
         }
         if let Some(flowrt_flow::InputValue::Literal(Value::String(m))) = n
             .inputs
             .get("model")
             .or_else(|| n.inputs.get("deployment_name"))
         {
+            let model: Arc<str> = Arc::from(m.as_str());
             attributes
-                .set("gen_ai.request.model", m.as_str())
-                .set("llm.model_name", m.as_str());
+                .push("gen_ai.request.model", model.clone())
+                .push("llm.model_name", model);
         }
     }
     if is_llm {
-        attributes.set("gen_ai.system", "openai");
+        attributes.push("gen_ai.system", "openai");
     }
     if let Some(u) = &run.usage {
         let (p, c, t) = usage_numbers(u);
         attributes
-            .set("llm.usage.prompt_tokens", p)
-            .set("llm.usage.completion_tokens", c)
-            .set("llm.usage.total_tokens", t)
-            .set("gen_ai.usage.input_tokens", p)
-            .set("gen_ai.usage.output_tokens", c)
-            .set("__computed__.cumulative_token_count.prompt", p)
-            .set("__computed__.cumulative_token_count.completion", c)
-            .set("__computed__.cumulative_token_count.total", t)
-            .set("llm.token_count.prompt", p)
-            .set("llm.token_count.completion", c)
-            .set("llm.token_count.total", t);
+            .push("llm.usage.prompt_tokens", count(p))
+            .push("llm.usage.completion_tokens", count(c))
+            .push("llm.usage.total_tokens", count(t))
+            .push("gen_ai.usage.input_tokens", count(p))
+            .push("gen_ai.usage.output_tokens", count(c))
+            .push("__computed__.cumulative_token_count.prompt", count(p))
+            .push("__computed__.cumulative_token_count.completion", count(c))
+            .push("__computed__.cumulative_token_count.total", count(t))
+            .push("llm.token_count.prompt", count(p))
+            .push("llm.token_count.completion", count(c))
+            .push("llm.token_count.total", count(t));
     }
     let end = run.start + run.duration;
     let mut events = Vec::with_capacity(2);
-    if let Some(request) = &run.llm_request {
-        record_io(Io::Inputs, request, run.start, &mut attributes, &mut events);
+    // An LLM node shows the request it sent (promptflow's LLM span does), others their inputs.
+    if let Some(inputs) = run.llm_request.as_ref().or(run.inputs.as_ref()) {
+        record_io(Io::Inputs, inputs, run.start, &mut attributes, &mut events);
     }
     let error = match (&run.status, &run.error) {
         (NodeStatus::Completed | NodeStatus::Bypassed, _) => {
@@ -756,14 +854,12 @@ fn node_span(
         (_, Some(e)) => failed(format!("{}: {}", e.error_type, e.message), end, &mut events),
         (status, None) => Some(format!("{status:?}")),
     };
-    span(
+    finished(
         ids,
-        span_id,
-        Some(parent.to_string()),
-        run.node.clone(),
+        Cow::Owned(run.node.clone()),
         run.start,
         end,
-        attributes,
+        attributes.0,
         events,
         error,
     )
@@ -791,7 +887,7 @@ mod tests {
             events: Vec::new(),
             error: Some("ValueError: bad".into()),
         };
-        let data = span_data(span, &InstrumentationScope::default()).unwrap();
+        let data = span_data(span).unwrap();
         assert_eq!(
             data.span_context.trace_id().to_string(),
             "0af7651916cd43dd8448eb211c80319c"
@@ -817,6 +913,6 @@ mod tests {
             span_id: "b7ad6b7169203331".into(),
             ..TraceSpan::default()
         };
-        assert!(span_data(bad, &InstrumentationScope::default()).is_none());
+        assert!(span_data(bad).is_none());
     }
 }

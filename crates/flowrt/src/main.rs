@@ -18,6 +18,12 @@ mod test_cmd;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+
+// mimalloc: lines are built on the async threads and their records and spans freed on others
+// (the writer, the exporter's thread); glibc's allocator pays for each such free, and on the
+// bench's 10,000-line batch that was most of what exporting traces cost.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -152,7 +152,11 @@ pub fn run(args: TestArgs) -> Result<u8> {
         flow.clone(),
         invoker.clone(),
         Arc::new(LogToStderr),
-        ExecutorOptions::default(),
+        // A test line's spans show each node's inputs (one line: keeping them costs nothing).
+        ExecutorOptions {
+            record_node_inputs: true,
+            ..ExecutorOptions::default()
+        },
     );
     if let Err(e) = runtime.block_on(invoker.preflight(&flow)) {
         runtime.block_on(invoker.shutdown());
@@ -166,7 +170,7 @@ pub fn run(args: TestArgs) -> Result<u8> {
                 collection,
                 ..Default::default()
             };
-            exporter.export(crate::otel::line_spans(executor.flow(), &line, &trace));
+            exporter.export_line(executor.flow(), &line, &trace);
             // Sent before the process ends (off the async threads: it waits, a few seconds
             // at most).
             let _ = tokio::task::spawn_blocking(move || exporter.finish()).await;
