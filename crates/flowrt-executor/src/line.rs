@@ -613,6 +613,7 @@ impl<I: ToolInvoker> Executor<I> {
                 };
                 args.push((name.clone(), arg));
             }
+            let inputs = self.options.record_node_inputs.then(|| node_inputs(&args));
             self.observer.node_started(None, &node.name);
             let (t0, start) = (Instant::now(), SystemTime::now());
             let outcome = self
@@ -636,7 +637,7 @@ impl<I: ToolInvoker> Executor<I> {
                 llm_request: None,
                 spans: Vec::new(),
                 repr: None,
-                inputs: None,
+                inputs,
             };
             match outcome {
                 Ok(o) => {

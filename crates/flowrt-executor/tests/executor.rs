@@ -175,7 +175,10 @@ nodes:
     assert_eq!(line.node_runs[0].inputs, Some(json!({"m": "on", "k": 5})));
     let untraced = case(FLOW, None);
     let line = run(&untraced, json!({"mode": "on"})).await;
-    assert_eq!(line.node_runs[0].inputs, None, "not kept: nothing reads them");
+    assert_eq!(
+        line.node_runs[0].inputs, None,
+        "not kept: nothing reads them"
+    );
 }
 
 #[tokio::test]

@@ -1227,11 +1227,15 @@ pub async fn execute<I: ToolInvoker + 'static>(
                 &log,
                 started,
                 chunk.is_none(),
+                &options.tracing,
             )
             .await
         }
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
+    if ended.is_err() {
+        finish_tracing(&options.tracing).await;
+    }
     match ended {
         Ok(()) => Ok(BatchOutcome { meta }),
         Err(e) => {
@@ -1258,6 +1262,7 @@ async fn record_end<I: ToolInvoker + 'static>(
     log: &RunLog,
     started: Instant,
     aggregate: bool,
+    tracing: &Tracing,
 ) -> Result<()> {
     let output_dir = meta.output_dir.clone();
     let name = meta.name.clone();
@@ -1281,6 +1286,7 @@ async fn record_end<I: ToolInvoker + 'static>(
             .collect();
         let refs: Vec<&LineResult> = agg_lines.iter().collect();
         let agg = executor.run_aggregation(&refs).await;
+        trace_aggregation(tracing, executor.flow(), &agg.node_runs, &output_dir)?;
         fs_err::write(
             output_dir.join("metrics.json"),
             serde_json::to_string_pretty(&agg.metrics)?,
@@ -1325,6 +1331,7 @@ async fn record_end<I: ToolInvoker + 'static>(
     meta.failed_lines = writer.failed.len();
     meta.finished = Some(runs::utc_now());
     meta.duration_s = started.elapsed().as_secs_f64();
+    finish_tracing(tracing).await;
     runs::save(home, meta)?;
     log.log(&format!(
         "run {name} {:?}: {} completed, {} failed, {} not run, {:.2} s",
@@ -1507,12 +1514,42 @@ async fn run_lines<I: ToolInvoker + 'static>(
     if let Some(q) = counter.snapshot().quota.clone() {
         write_pace(&counter.dir, &q);
     }
-    if let Some(exporter) = exporter {
-        // What is queued leaves before the run says it ended (an evaluation's spans find the
-        // base run's there), waiting at most a few seconds for a slow receiver.
+    Ok(status)
+}
+
+/// Send what the run's exporter has queued (its record says it ended after that: an
+/// evaluation's spans find the base run's in the viewer), waiting at most a few seconds for a
+/// slow receiver.
+async fn finish_tracing(tracing: &Tracing) {
+    if let Tracing::Export(exporter, _) = tracing {
+        let exporter = exporter.clone();
         let _ = tokio::task::spawn_blocking(move || exporter.finish()).await;
     }
-    Ok(status)
+}
+
+/// The aggregation's spans: handed to the exporter, or added to the run's [`SPANS_FILE`].
+fn trace_aggregation(
+    tracing: &Tracing,
+    flow: &flowrt_flow::Flow,
+    runs: &[NodeRun],
+    output_dir: &Path,
+) -> Result<()> {
+    match tracing {
+        Tracing::Off => {}
+        Tracing::Export(exporter, trace) => exporter.export_aggregation(flow, runs, trace),
+        Tracing::Record(trace) => {
+            let line = flowrt_api::trace::LineSpans {
+                collection: trace.collection.clone(),
+                spans: crate::otel::aggregation_spans(flow, runs, trace),
+            };
+            let mut file = fs_err::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(output_dir.join(SPANS_FILE))?;
+            writeln!(file, "{}", serde_json::to_string(&line)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Replace the run folder's pace file (written aside, then renamed: a reader never sees half).

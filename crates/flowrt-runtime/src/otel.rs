@@ -118,6 +118,13 @@ impl Exporter {
         }
     }
 
+    /// Hand a batch run's aggregation spans to the queue.
+    pub fn export_aggregation(&self, flow: &Flow, runs: &[NodeRun], trace: &TraceAs) {
+        for data in built_aggregation_spans(flow, runs, trace) {
+            self.hand(data);
+        }
+    }
+
     fn hand(&self, span: SpanData) {
         self.counts.handed.fetch_add(1, Ordering::Relaxed);
         self.processor.on_end(span);
@@ -132,6 +139,9 @@ impl Exporter {
     /// Send what is queued, waiting at most a few seconds (a process that ends calls this, off
     /// its async threads: it blocks).
     pub fn finish(&self) {
+        if self.counts.finished.swap(true, Ordering::Relaxed) {
+            return;
+        }
         let _ = self.processor.shutdown_with_timeout(FLUSH_AT_EXIT);
         let handed = self.counts.handed.load(Ordering::Relaxed);
         let dropped = handed.saturating_sub(self.counts.sent.load(Ordering::Relaxed));
@@ -193,6 +203,8 @@ struct ReportOnce<E> {
 struct Counts {
     handed: AtomicU64,
     sent: AtomicU64,
+    /// [`Exporter::finish`] ran: a second call has nothing to send or say.
+    finished: AtomicBool,
 }
 
 impl<E: SpanExporter> SpanExporter for ReportOnce<E> {
@@ -708,6 +720,52 @@ fn built_line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<Span
         ),
     );
     spans
+}
+
+/// The spans of a batch run's aggregation: each aggregation node's span as promptflow makes it,
+/// the root of a trace of its own (it belongs to the run, not to a line: `is_aggregation`,
+/// `batch_run_id`, no `line_run_id`), with the spans its Python code recorded under it.
+fn built_aggregation_spans(flow: &Flow, runs: &[NodeRun], trace: &TraceAs) -> Vec<SpanData> {
+    let mut spans = Vec::with_capacity(runs.len());
+    for run in runs {
+        let ids = Ids::new();
+        let mut common = Attributes::default();
+        common
+            .push("framework", "promptflow")
+            .push(
+                "execution_target",
+                if flow.kind == FlowKind::Flex {
+                    "flex"
+                } else {
+                    "dag"
+                },
+            )
+            .push("is_aggregation", true);
+        if let Some(run) = &trace.run {
+            common.push("batch_run_id", Arc::<str>::from(run.as_str()));
+        }
+        if let Some(base) = &trace.base_run {
+            common.push("referenced.batch_run_id", Arc::<str>::from(base.as_str()));
+        }
+        let node_id = ids.span();
+        spans.push(node_span(
+            flow,
+            run,
+            (ids.trace, node_id, SpanId::INVALID),
+            &common,
+        ));
+        traced_spans(run, &ids, node_id, &common, &mut spans);
+    }
+    spans
+}
+
+/// The spans of a batch run's aggregation nodes, as a session records them (see
+/// [`Exporter::export_aggregation`]).
+pub fn aggregation_spans(flow: &Flow, runs: &[NodeRun], trace: &TraceAs) -> Vec<TraceSpan> {
+    built_aggregation_spans(flow, runs, trace)
+        .iter()
+        .map(recorded)
+        .collect()
 }
 
 /// The spans Python code recorded in a node (`@trace`d functions, spans made with the

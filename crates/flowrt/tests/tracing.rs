@@ -499,7 +499,7 @@ fn a_server_exports_the_spans_its_sessions_record() {
     let roots = |spans: &[(String, Value)], run: Option<&str>| -> Vec<(String, Value)> {
         spans
             .iter()
-            .filter(|(_, s)| is_root(s))
+            .filter(|(_, s)| is_root(s) && !is_aggregation(s))
             .filter(|(_, s)| {
                 attribute(s, "batch_run_id").and_then(|v| v["stringValue"].as_str()) == run
             })
@@ -548,10 +548,104 @@ fn a_server_exports_the_spans_its_sessions_record() {
     }
     numbers.sort();
     assert_eq!(numbers, ["\"0\"", "\"1\"", "\"2\"", "\"3\"", "\"4\""]);
+    // The evaluation's aggregation node is a span of the run, recorded in the session too.
+    let aggregated: Vec<&(String, Value)> =
+        spans.iter().filter(|(_, s)| is_aggregation(s)).collect();
+    assert_eq!(aggregated.len(), 1, "{spans:#?}");
+    let (collection, score) = aggregated[0];
+    assert_eq!(collection, "batch_eval");
+    assert_eq!(score["name"], "score");
+    assert_eq!(
+        attribute(score, "batch_run_id"),
+        Some(&json!({"stringValue": "traced-eval"}))
+    );
+    assert_eq!(
+        attribute(score, "referenced.batch_run_id"),
+        Some(&json!({"stringValue": "traced-base"}))
+    );
     // The workspace keeps them with the run, whatever becomes of the session.
     let kept = std::fs::read_to_string(home.path().join("workspace/runs/traced-base/spans.jsonl"))
         .unwrap();
     assert_eq!(kept.lines().count(), 5);
+    let kept = std::fs::read_to_string(home.path().join("workspace/runs/traced-eval/spans.jsonl"))
+        .unwrap();
+    assert_eq!(kept.lines().count(), 6, "five lines and the aggregation");
+}
+
+fn is_aggregation(span: &Value) -> bool {
+    attribute(span, "is_aggregation") == Some(&json!({"boolValue": true}))
+}
+
+/// A batch run's aggregation node is a span of its own, as promptflow's: the root of its trace,
+/// the run's (no line's), with the lists it aggregated as its inputs and its result.
+#[test]
+fn an_aggregation_node_is_a_span_of_the_run() {
+    let (endpoint, got) = collector();
+    let env = Env::new();
+    let (d, dir) = flow("batch_eval");
+    let data = d.path().join("data.jsonl");
+    write_jsonl(
+        &data,
+        &[
+            json!({"answer": "a", "expected": "a", "source": "s0"}),
+            json!({"answer": "b", "expected": "c", "source": "s1"}),
+        ],
+    );
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--name",
+            "graded",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let spans = collected_spans(&got);
+    let aggregated: Vec<&Value> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| is_aggregation(s))
+        .collect();
+    assert_eq!(aggregated.len(), 1, "{spans:#?}");
+    let score = aggregated[0];
+    assert!(is_root(score), "{score:#}");
+    assert_eq!(score["name"], "score");
+    assert_eq!(score["status"]["code"], 1);
+    assert_eq!(
+        attribute(score, "batch_run_id"),
+        Some(&json!({"stringValue": "graded"}))
+    );
+    assert_eq!(attribute(score, "line_run_id"), None, "no line's");
+    let lines: Vec<&Value> = spans
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| is_root(s) && !is_aggregation(s))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_ne!(score["traceId"], lines[0]["traceId"], "a trace of its own");
+    let inputs: Value = serde_json::from_str(
+        attribute(score, "input.value").unwrap()["stringValue"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        inputs["grades"].as_array().map(Vec::len),
+        Some(2),
+        "{inputs}"
+    );
+    assert_eq!(
+        attribute(score, "output.value"),
+        Some(&json!({"stringValue": "0.5"}))
+    );
 }
 
 /// Spans the flow's code makes with the OpenTelemetry API (as instrumented libraries do) nest
