@@ -209,10 +209,10 @@ pub struct NodeRun {
     /// The request an LLM node sent (messages or prompt, model, parameters), for its trace.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm_request: Option<Value>,
-    /// The node's inputs, when the executor keeps them
+    /// The node's inputs as JSON text, when the executor keeps them
     /// ([`ExecutorOptions::record_node_inputs`]): its trace shows them; records do not.
     #[serde(skip)]
-    pub inputs: Option<Value>,
+    pub inputs: Option<String>,
     /// What `@trace`d Python functions recorded during the node, as child spans of it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spans: Vec<Value>,

@@ -177,7 +177,7 @@ impl<I: ToolInvoker> Executor<I> {
         let mut states: Vec<State> = nodes.iter().map(|_| State::Pending).collect();
         let mut runs: Vec<NodeRun> = Vec::new();
         let mut running = FuturesUnordered::new();
-        let mut running_since: IndexMap<usize, (Instant, SystemTime, Option<Value>)> =
+        let mut running_since: IndexMap<usize, (Instant, SystemTime, Option<String>)> =
             IndexMap::new();
         let mut error: Option<ToolFailureAt> = None;
 
@@ -677,19 +677,17 @@ enum Resolved {
     Bypassed,
 }
 
-/// A node's inputs as its trace shows them: each argument's value (a bypassed one as null).
-fn node_inputs(args: &[(String, NodeArg)]) -> Value {
-    Value::Object(
-        args.iter()
-            .map(|(name, arg)| {
-                let value = match arg {
-                    NodeArg::Value { value, .. } | NodeArg::Literal(value) => value.clone(),
-                    NodeArg::Bypassed => Value::Null,
-                };
-                (name.clone(), value)
-            })
-            .collect(),
-    )
+/// A node's inputs as its trace shows them: each argument's value (a bypassed one as null), as
+/// JSON text written from the arguments themselves.
+fn node_inputs(args: &[(String, NodeArg)]) -> String {
+    static NULL: Value = Value::Null;
+    flowrt_flow::nonfinite::object_to_json_line(args.iter().map(|(name, arg)| {
+        let value = match arg {
+            NodeArg::Value { value, .. } | NodeArg::Literal(value) => value,
+            NodeArg::Bypassed => &NULL,
+        };
+        (name.as_str(), value)
+    }))
 }
 
 fn resolve<'s>(

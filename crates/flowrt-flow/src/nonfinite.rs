@@ -49,24 +49,52 @@ pub(crate) fn json_token(f: f64) -> &'static str {
 /// `serde_json::to_string_pretty`, except that marker objects are written `NaN`, `Infinity`,
 /// `-Infinity`, as promptflow prints them.
 pub fn to_json_pretty(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write(v, Some(0), 2, &mut out);
-    out
+    text(out)
 }
 
 /// Python's `json.dumps(v, indent=4, ensure_ascii=False)`, as `pf flow test` prints a result:
 /// four spaces a level, `NaN` and the infinities as Python writes them.
 pub fn to_json_indent4(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write(v, Some(0), 4, &mut out);
-    out
+    text(out)
 }
 
 /// `serde_json::to_string` (one line), with marker objects written as `NaN` and the infinities.
 pub fn to_json_line(v: &Value) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
     write(v, None, 0, &mut out);
-    out
+    text(out)
+}
+
+/// The object of `entries`, written as [`to_json_line`] writes it, without building it (a
+/// traced line's inputs and outputs are written this way, from the values they borrow).
+pub fn object_to_json_line<'a>(entries: impl IntoIterator<Item = (&'a str, &'a Value)>) -> String {
+    let mut out = Vec::with_capacity(128);
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_leaf(&key, &mut out);
+        out.push(b':');
+        write(value, None, 0, &mut out);
+    }
+    out.push(b'}');
+    text(out)
+}
+
+/// What the writers wrote: always UTF-8 (serde_json writes the strings, the rest is ASCII).
+fn text(out: Vec<u8>) -> String {
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// A string, number, boolean or null (or an empty container) as serde_json writes it.
+fn json_leaf<T: serde::Serialize + ?Sized>(v: &T, out: &mut Vec<u8>) {
+    // Writing to a Vec cannot fail, and these values always serialize.
+    let _ = serde_json::to_writer(&mut *out, v);
 }
 
 /// Parse JSON that may hold Python's `NaN`, `Infinity` and `-Infinity` (as [`to_json_line`]
@@ -117,52 +145,49 @@ fn markers_for_tokens(text: &str) -> String {
 }
 
 /// A new line, then `indent` spaces (none when writing one line).
-fn newline(indent: Option<usize>, out: &mut String) {
+fn newline(indent: Option<usize>, out: &mut Vec<u8>) {
     if let Some(spaces) = indent {
-        out.push('\n');
-        for _ in 0..spaces {
-            out.push(' ');
-        }
+        out.push(b'\n');
+        out.resize(out.len() + spaces, b' ');
     }
 }
 
 /// `v` at `indent` spaces (`None`: on one line), each level `step` spaces further in.
-fn write(v: &Value, indent: Option<usize>, step: usize, out: &mut String) {
+fn write(v: &Value, indent: Option<usize>, step: usize, out: &mut Vec<u8>) {
     if let Some(f) = as_nonfinite(v) {
-        out.push_str(json_token(f));
+        out.extend_from_slice(json_token(f).as_bytes());
         return;
     }
     let inner = indent.map(|l| l + step);
-    let colon = if indent.is_some() { ": " } else { ":" };
+    let colon: &[u8] = if indent.is_some() { b": " } else { b":" };
     match v {
         Value::Array(items) if !items.is_empty() => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 newline(inner, out);
                 write(item, inner, step, out);
             }
             newline(indent, out);
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) if !map.is_empty() => {
-            out.push('{');
+            out.push(b'{');
             for (i, (k, item)) in map.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 newline(inner, out);
-                let _ = write!(out, "{}{colon}", Value::String(k.clone()));
+                json_leaf(k, out);
+                out.extend_from_slice(colon);
                 write(item, inner, step, out);
             }
             newline(indent, out);
-            out.push('}');
+            out.push(b'}');
         }
-        other => {
-            let _ = write!(out, "{other}");
-        }
+        other => json_leaf(other, out),
     }
 }
 
@@ -170,6 +195,15 @@ fn write(v: &Value, indent: Option<usize>, step: usize, out: &mut String) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn an_object_of_borrowed_entries_is_written_as_the_object_would_be() {
+        let v = json!({"t\u{e9}xt \"q\"": "a\nb", "n": nonfinite_value(f64::NAN), "l": [1.5, {"x": null}]});
+        let Value::Object(map) = &v else { panic!() };
+        let borrowed = object_to_json_line(map.iter().map(|(k, v)| (k.as_str(), v)));
+        assert_eq!(borrowed, to_json_line(&v));
+        assert_eq!(object_to_json_line([]), "{}");
+    }
 
     #[test]
     fn writes_like_serde_json_with_python_floats() {

@@ -16,6 +16,7 @@
 
 use flowrt_api::trace::{TraceAs, TraceEvent, TraceSpan};
 use flowrt_executor::{LineResult, NodeRun, NodeStatus};
+use flowrt_flow::nonfinite::object_to_json_line;
 use flowrt_flow::{Flow, FlowKind, NodeKind};
 use opentelemetry::trace::{
     Event, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
@@ -502,7 +503,17 @@ fn record_io(
     attributes: &mut Attributes,
     events: &mut Vec<Event>,
 ) {
-    let text = payload(value);
+    record_io_text(io, payload(value), at, attributes, events);
+}
+
+/// [`record_io`] of a value already written as JSON.
+fn record_io_text(
+    io: Io,
+    text: Arc<str>,
+    at: SystemTime,
+    attributes: &mut Attributes,
+    events: &mut Vec<Event>,
+) {
     let (event_name, value_key, type_key) = match io {
         Io::Inputs => (
             "promptflow.function.inputs",
@@ -689,19 +700,39 @@ fn built_line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<Span
             .push("llm.token_count.completion", count(completion))
             .push("llm.token_count.total", count(total));
     }
-    // A batch line's inputs name their line, as promptflow's do.
-    let mut inputs = serde_json::to_value(&line.inputs).unwrap_or(Value::Null);
-    if trace.run.is_some() {
-        if let Some(o) = inputs.as_object_mut() {
-            o.insert("line_number".into(), line.line_number.into());
-        }
-    }
+    // A batch line's inputs name their line, as promptflow's do (the number replaces an input
+    // of that name). Written from the line's values, not a copy of them.
+    let number = Value::from(line.line_number);
+    let batch = trace.run.is_some();
+    let given = line.inputs.iter().map(|(k, v)| {
+        let v = if batch && k == "line_number" {
+            &number
+        } else {
+            v
+        };
+        (k.as_str(), v)
+    });
+    let appended =
+        (batch && !line.inputs.contains_key("line_number")).then_some(("line_number", &number));
+    let inputs = object_to_json_line(given.chain(appended));
     let mut events = Vec::with_capacity(2);
-    record_io(Io::Inputs, &inputs, start, &mut attributes, &mut events);
+    record_io_text(
+        Io::Inputs,
+        inputs.into(),
+        start,
+        &mut attributes,
+        &mut events,
+    );
     let error = match &line.error {
         None => {
-            let outputs = serde_json::to_value(&line.outputs).unwrap_or(Value::Null);
-            record_io(Io::Output, &outputs, end, &mut attributes, &mut events);
+            let outputs = object_to_json_line(line.outputs.iter().map(|(k, v)| (k.as_str(), v)));
+            record_io_text(
+                Io::Output,
+                outputs.into(),
+                end,
+                &mut attributes,
+                &mut events,
+            );
             None
         }
         Some(e) => failed(e.to_string(), end, &mut events),
@@ -899,8 +930,18 @@ fn node_span(
     let end = run.start + run.duration;
     let mut events = Vec::with_capacity(2);
     // An LLM node shows the request it sent (promptflow's LLM span does), others their inputs.
-    if let Some(inputs) = run.llm_request.as_ref().or(run.inputs.as_ref()) {
-        record_io(Io::Inputs, inputs, run.start, &mut attributes, &mut events);
+    match (&run.llm_request, &run.inputs) {
+        (Some(request), _) => {
+            record_io(Io::Inputs, request, run.start, &mut attributes, &mut events)
+        }
+        (None, Some(inputs)) => record_io_text(
+            Io::Inputs,
+            Arc::from(inputs.as_str()),
+            run.start,
+            &mut attributes,
+            &mut events,
+        ),
+        (None, None) => {}
     }
     let error = match (&run.status, &run.error) {
         (NodeStatus::Completed | NodeStatus::Bypassed, _) => {
