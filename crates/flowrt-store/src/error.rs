@@ -41,11 +41,17 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// A connection name that cannot be used as a file name.
+    /// A connection name flowrt cannot keep.
     #[error(
-        "invalid connection name `{name}`: use only letters, digits, `_`, `-` and `.` (not leading), at most 200 characters"
+        "invalid connection name {name:?}: use 1 to 200 characters, none of them a control character (a tab, a line break), and fewer when many are not ASCII letters, digits, `_` or `-` (each of their bytes takes 3 of the 240 its file name may have)"
     )]
     InvalidName { name: String },
+
+    /// A user id that cannot name a folder.
+    #[error(
+        "invalid user id `{id}`: use only letters, digits, `_`, `-` and `.` (not leading), at most 200 characters"
+    )]
+    InvalidUserId { id: String },
 
     /// The key file is readable or writable by group or others.
     #[error(

@@ -60,6 +60,10 @@ pub const SECRET_KEY_FILE: &str = "secret.key";
 pub const CONNECTIONS_DIR: &str = "connections";
 
 const MAX_NAME_LEN: usize = 200;
+
+/// The longest file name (without `.json`) a connection is kept under: file systems allow 255
+/// bytes, and an escaped character takes three a byte.
+const MAX_STEM_LEN: usize = 240;
 const FORMAT_VERSION: u32 = 1;
 
 /// flowrt's home: `$FLOWRT_HOME` if set and non-empty, else `$HOME/.flowrt`
@@ -75,15 +79,15 @@ pub fn flowrt_home() -> PathBuf {
     }
 }
 
-/// Check that `name` is usable as a connection name (and so as a file name): 1–200 characters
-/// from `[A-Za-z0-9_.-]`, not starting with `.`.
+/// Check that `name` is usable as a connection name: promptflow accepts any name (spaces,
+/// `/`, `:`, non-ASCII letters), and so does flowrt, with 1–200 characters and no control
+/// character (a name is shown on one line and written in YAML). The file it is kept in is named
+/// by [`file_stem`], never by the name as given.
 pub fn validate_name(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        && name.chars().count() <= MAX_NAME_LEN
+        && !name.chars().any(char::is_control)
+        && file_stem(name).len() <= MAX_STEM_LEN;
     if ok {
         Ok(())
     } else {
@@ -91,6 +95,56 @@ pub fn validate_name(name: &str) -> Result<(), StoreError> {
             name: name.to_string(),
         })
     }
+}
+
+/// A name that is a file name as it is: 1–200 characters from `[A-Za-z0-9_.-]`, not starting
+/// with `.` (a user id; a connection name kept under its own name).
+fn is_plain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// Check a user id, which names a folder: [`is_plain`].
+fn validate_user_id(id: &str) -> Result<(), StoreError> {
+    if is_plain(id) {
+        Ok(())
+    } else {
+        Err(StoreError::InvalidUserId { id: id.to_string() })
+    }
+}
+
+/// The bytes a connection's file name escapes: all but letters, digits, `_` and `-` (so `.`,
+/// `/` and `%` itself are escaped, and an escaped name always holds a `%`).
+const ESCAPED: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'_').remove(b'-');
+
+/// The file name (without `.json`) connection `name` is kept under: the name itself when it is
+/// plain (as every earlier flowrt wrote it), else its percent-escaped form, which holds no
+/// separator, no leading dot and a `%` no plain name has: no name reaches another's file or
+/// leaves the folder.
+fn file_stem(name: &str) -> std::borrow::Cow<'_, str> {
+    if is_plain(name) {
+        name.into()
+    } else {
+        percent_encoding::utf8_percent_encode(name, ESCAPED).into()
+    }
+}
+
+/// The connection name a file stem stands for; `None` for a file that is not a connection's
+/// (a temporary file, an escaped form flowrt would not write).
+fn name_of_stem(stem: &str) -> Option<String> {
+    if !stem.contains('%') {
+        return is_plain(stem).then(|| stem.to_string());
+    }
+    let name = percent_encoding::percent_decode_str(stem)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    (validate_name(&name).is_ok() && file_stem(&name) == stem).then_some(name)
 }
 
 /// On-disk form of a connection: secrets sealed, the rest plain.
@@ -128,7 +182,7 @@ impl ConnectionStore {
     /// The connections a workspace user created on a server under `home`: their own folder
     /// (`<home>/workspace/connections/<user id>`), sealed with the same key.
     pub fn for_user(home: &Path, user_id: &str) -> Result<Self, StoreError> {
-        validate_name(user_id)?;
+        validate_user_id(user_id)?;
         Ok(Self {
             home: home.to_path_buf(),
             dir: home.join("workspace").join(CONNECTIONS_DIR).join(user_id),
@@ -225,12 +279,13 @@ impl ConnectionStore {
                 source,
             })?;
             let file_name = entry.file_name();
-            let Some(name) = file_name.to_str().and_then(|f| f.strip_suffix(".json")) else {
-                continue;
-            };
             // Skips temp files (`.tmp-*`) and anything else that is not a connection.
-            if validate_name(name).is_ok() {
-                names.push(name.to_string());
+            if let Some(name) = file_name
+                .to_str()
+                .and_then(|f| f.strip_suffix(".json"))
+                .and_then(name_of_stem)
+            {
+                names.push(name);
             }
         }
         names.sort();
@@ -266,7 +321,8 @@ impl ConnectionStore {
 
     /// The file connection `name` is kept in (whether it exists or not).
     pub fn path_of(&self, name: &str) -> PathBuf {
-        self.connections_dir().join(format!("{name}.json"))
+        self.connections_dir()
+            .join(format!("{}.json", file_stem(name)))
     }
 
     fn key(&self) -> Result<&SecretKey, StoreError> {

@@ -305,9 +305,9 @@ fn invalid_yaml_names_file() {
 
 #[test]
 fn yaml_with_bad_name_is_rejected() {
-    let (msg, _) = parse_err("name: ../evil\ntype: open_ai\napi_key: k\n");
+    let (msg, _) = parse_err("name: \"bad\\nname\"\ntype: open_ai\napi_key: k\n");
     assert!(
-        msg.starts_with("invalid connection name `../evil`"),
+        msg.starts_with("invalid connection name \"bad\\nname\""),
         "{msg}"
     );
 }
@@ -571,11 +571,19 @@ fn corrupt_key_file_is_reported() {
 fn invalid_names_are_rejected() {
     let home = tempfile::tempdir().unwrap();
     let store = ConnectionStore::open(home.path()).unwrap();
-    for bad in ["../x", "", "..", ".hidden", "a/b", "a\\b", "sp ace", "é"] {
+    let long_escaped = "é".repeat(41); // 41 characters, 246 bytes once escaped
+    for bad in [
+        "",
+        "a\nb",
+        "tab\there",
+        "\u{7f}",
+        &"a".repeat(201),
+        &long_escaped,
+    ] {
         let err = store.get(bad).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("invalid connection name `{bad}`: use only letters, digits, `_`, `-` and `.` (not leading), at most 200 characters")
+            format!("invalid connection name {bad:?}: use 1 to 200 characters, none of them a control character (a tab, a line break), and fewer when many are not ASCII letters, digits, `_` or `-` (each of their bytes takes 3 of the 240 its file name may have)")
         );
         assert!(matches!(
             store.delete(bad),
@@ -586,9 +594,67 @@ fn invalid_names_are_rejected() {
             Err(StoreError::InvalidName { .. })
         ));
     }
-    assert!(!home.path().parent().unwrap().join("x.json").exists());
-    assert!(store.get(&"a".repeat(201)).is_err());
     assert!(store.get(&"a".repeat(200)).unwrap().is_none());
+    assert!(store.get(&"é".repeat(40)).unwrap().is_none());
+}
+
+/// promptflow's `pf connection create` takes any name (checked with promptflow 1.18.5: `My
+/// Conn`, `a/b`, `c@d`, `x:y`, `ünï`), and flows name them: each is kept, found, listed and
+/// deleted, in a file of its own inside the connections folder, whatever its characters say
+/// of paths.
+#[test]
+fn names_promptflow_accepts_are_kept_in_files_of_their_own() {
+    let home = tempfile::tempdir().unwrap();
+    let store = ConnectionStore::open(home.path()).unwrap();
+    let names = [
+        "My Conn",
+        "a/b",
+        "a%2Fb",
+        "c@d",
+        "x:y",
+        "\u{fc}n\u{ef}",
+        "../x",
+        "..",
+        ".hidden",
+        "a\\b",
+        "plain-name.v1",
+        "%",
+        "100%",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        store.upsert(&conn(name, &format!("{SECRET}-{i}"))).unwrap();
+    }
+    for (i, name) in names.iter().enumerate() {
+        let got = store
+            .get(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} is gone"));
+        assert_eq!(got.name, *name);
+        assert_eq!(got.secrets["api_key"], format!("{SECRET}-{i}"), "{name}");
+    }
+    let mut listed: Vec<String> = store.list().unwrap().into_iter().map(|c| c.name).collect();
+    let mut expected: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+    // Every file is directly in the folder; nothing was written beside it or above it.
+    let dir = home.path().join("connections");
+    let files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(files.len(), names.len(), "{files:?}");
+    assert!(
+        files.contains(&"plain-name.v1.json".to_string()),
+        "plain names keep their file name: {files:?}"
+    );
+    assert!(!home.path().join("x.json").exists());
+    assert!(!dir.join("a").exists(), "no folder made of `a/b`");
+    for name in names {
+        assert!(store.delete(name).unwrap(), "{name}");
+    }
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
 }
 
 #[test]

@@ -545,15 +545,11 @@ pub fn workspace_connection(action: ConnectionAction, server: Option<&str>) -> R
                 }
             }
             ConnectionAction::Show { name } => {
-                let v = remote
-                    .call("GET", &format!("/api/v1/connections/{name}"), None)
-                    .await?;
+                let v = remote.call("GET", &connection_path(&name), None).await?;
                 println!("{}", serde_json::to_string_pretty(&v)?);
             }
             ConnectionAction::Delete { name } => {
-                remote
-                    .call("DELETE", &format!("/api/v1/connections/{name}"), None)
-                    .await?;
+                remote.call("DELETE", &connection_path(&name), None).await?;
                 eprintln!("deleted connection '{name}' from the workspace");
             }
         }
@@ -1238,4 +1234,11 @@ fn session_uid_range(text: &str, home: &std::path::Path) -> Result<std::ops::Ran
         }
     }
     Ok(first..=last)
+}
+
+/// The API path of connection `name`: promptflow's names may hold `/`, `?`, `#` or spaces, so
+/// the name is one escaped path segment.
+fn connection_path(name: &str) -> String {
+    let segment = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+    format!("/api/v1/connections/{segment}")
 }

@@ -224,6 +224,48 @@ fn a_missing_connection_is_named_with_a_hint() {
         .contains("hint: create it with `flowrt connection create --file CONN.yaml`"));
 }
 
+/// promptflow takes any connection name (`pf connection create` keeps `My Conn/v2`), and flows
+/// name theirs so: flowrt keeps, resolves, lists, shows and deletes them too.
+#[test]
+fn a_connection_named_as_promptflow_allows_is_kept_and_used() {
+    let env = Env::new();
+    let name = "team key/v2: ünï";
+    env.connection(&format!(
+        "name: \"{name}\"\ntype: custom\nsecrets:\n  key: the-secret-value\n"
+    ));
+    let (_d, dir) = flow("conn_reader");
+    let yaml = std::fs::read_to_string(dir.join("flow.dag.yaml")).unwrap();
+    std::fs::write(
+        dir.join("flow.dag.yaml"),
+        yaml.replace("conn: team_key", &format!("conn: \"{name}\"")),
+    )
+    .unwrap();
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json(), json!({"secret": "the-secret-value"}));
+    let list = env.run(&["connection", "list", "--json"]);
+    assert!(list.stdout.contains(name), "{}", list.stdout);
+    let show = env.run(&["connection", "show", name]);
+    assert_eq!(show.code, 0, "{}", show.stderr);
+    assert!(show.stdout.contains("******"), "{}", show.stdout);
+    assert_eq!(env.run(&["connection", "delete", name]).code, 0);
+    assert_eq!(env.run(&["connection", "show", name]).code, 2);
+    // A name that cannot be kept says why.
+    let bad = env.home.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "name: \"two\\nlines\"\ntype: custom\nsecrets:\n  k: v\n",
+    )
+    .unwrap();
+    let r = env.run(&["connection", "create", "--file", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("invalid connection name \"two\\nlines\": use 1 to 200 characters, none of them a control character"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn connections_are_listed_and_shown_masked_and_deleted() {
     let env = Env::new();

@@ -3899,6 +3899,35 @@ fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
 /// Connections on the server: a user's own reach only that user's sessions until shared; a
 /// secret is in no response, log or file in plain text; only its owner deletes one.
 /// On SQLite, then on Postgres.
+/// A workspace connection named as promptflow allows (`/`, spaces, `?`) is created, shown and
+/// deleted through the API: the name travels as one escaped path segment.
+#[test]
+fn a_workspace_connection_with_a_slash_in_its_name_is_shown_and_deleted() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let name = "team/key 2?x";
+    let file = home.path().join("conn.yaml");
+    std::fs::write(
+        &file,
+        format!("name: \"{name}\"\ntype: custom\nsecrets: {{key: slash-secret}}\n"),
+    )
+    .unwrap();
+    let created = server.ok(&[
+        "connection",
+        "create",
+        "--file",
+        file.to_str().unwrap(),
+        "--workspace",
+    ]);
+    assert!(created.contains("team/key 2?x"), "{created}");
+    let shown = server.ok(&["connection", "show", name, "--workspace"]);
+    assert!(shown.contains("\"name\": \"team/key 2?x\""), "{shown}");
+    assert!(!shown.contains("slash-secret"), "{shown}");
+    server.ok(&["connection", "delete", name, "--workspace"]);
+    let listed = server.ok(&["connection", "list", "--workspace", "--json"]);
+    assert_eq!(listed.trim(), "[]");
+}
+
 #[test]
 fn workspace_connections_are_their_creators_until_shared_and_their_secrets_never_show() {
     on_both_stores(
