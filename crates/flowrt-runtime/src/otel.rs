@@ -643,18 +643,8 @@ fn built_line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<Span
         .min()
         .unwrap_or_else(|| SystemTime::now() - line.duration);
     let end = start + line.duration;
-    let mut common = Attributes::default();
-    common
-        .push("framework", "promptflow")
-        .push(
-            "execution_target",
-            if flow.kind == FlowKind::Flex {
-                "flex"
-            } else {
-                "dag"
-            },
-        )
-        .push("line_number", count(line.line_number as u64));
+    let mut common = framework_attributes(flow);
+    common.push("line_number", count(line.line_number as u64));
     match &trace.run {
         Some(run) => {
             common
@@ -753,6 +743,20 @@ fn built_line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<Span
     spans
 }
 
+/// The attributes every span of a flow's run starts with, as promptflow's.
+fn framework_attributes(flow: &Flow) -> Attributes {
+    let target = if flow.kind == FlowKind::Flex {
+        "flex"
+    } else {
+        "dag"
+    };
+    let mut attributes = Attributes::default();
+    attributes
+        .push("framework", "promptflow")
+        .push("execution_target", target);
+    attributes
+}
+
 /// The spans of a batch run's aggregation: each aggregation node's span as promptflow makes it,
 /// the root of a trace of its own (it belongs to the run, not to a line: `is_aggregation`,
 /// `batch_run_id`, no `line_run_id`), with the spans its Python code recorded under it.
@@ -760,18 +764,8 @@ fn built_aggregation_spans(flow: &Flow, runs: &[NodeRun], trace: &TraceAs) -> Ve
     let mut spans = Vec::with_capacity(runs.len());
     for run in runs {
         let ids = Ids::new();
-        let mut common = Attributes::default();
-        common
-            .push("framework", "promptflow")
-            .push(
-                "execution_target",
-                if flow.kind == FlowKind::Flex {
-                    "flex"
-                } else {
-                    "dag"
-                },
-            )
-            .push("is_aggregation", true);
+        let mut common = framework_attributes(flow);
+        common.push("is_aggregation", true);
         if let Some(run) = &trace.run {
             common.push("batch_run_id", Arc::<str>::from(run.as_str()));
         }

@@ -8,6 +8,7 @@ use common::{flow, s, write_jsonl, Env, FakeOpenAi};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// A collector on 127.0.0.1 that keeps every POSTed JSON body.
@@ -80,23 +81,7 @@ fn a_batch_line_becomes_a_flow_span_with_its_llm_span_and_token_counts() {
         &data,
         &[json!({"question": "one"}), json!({"question": "two"})],
     );
-    let r = env.run_with_env(
-        &[
-            "run",
-            "create",
-            "--flow",
-            s(&dir),
-            "--data",
-            s(&data),
-            "--name",
-            "traced",
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    traced_batch(&env, &dir, &data, "traced", &endpoint);
     let bodies = got.lock().unwrap().clone();
     let spans: Vec<Value> = bodies
         .iter()
@@ -572,6 +557,27 @@ fn a_server_exports_the_spans_its_sessions_record() {
     assert_eq!(kept.lines().count(), 6, "five lines and the aggregation");
 }
 
+/// `run create` of `dir` over `data`, exporting to `endpoint` as OTLP/JSON; it must succeed.
+fn traced_batch(env: &Env, dir: &Path, data: &Path, name: &str, endpoint: &str) {
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(dir),
+            "--data",
+            s(data),
+            "--name",
+            name,
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 fn is_aggregation(span: &Value) -> bool {
     attribute(span, "is_aggregation") == Some(&json!({"boolValue": true}))
 }
@@ -591,23 +597,7 @@ fn an_aggregation_node_is_a_span_of_the_run() {
             json!({"answer": "b", "expected": "c", "source": "s1"}),
         ],
     );
-    let r = env.run_with_env(
-        &[
-            "run",
-            "create",
-            "--flow",
-            s(&dir),
-            "--data",
-            s(&data),
-            "--name",
-            "graded",
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    traced_batch(&env, &dir, &data, "graded", &endpoint);
     let spans = collected_spans(&got);
     let aggregated: Vec<&Value> = spans
         .iter()
