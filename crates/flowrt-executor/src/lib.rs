@@ -124,6 +124,8 @@ pub struct ToolOutcome {
     pub attachment: Option<Attachment>,
     /// A flex entry's dataclass result as Python writes it (`repr()`), for `flow test`.
     pub repr: Option<String>,
+    /// The Python function the tool is (its qualified name), for its trace.
+    pub function: Option<String>,
 }
 
 impl ToolOutcome {
@@ -137,6 +139,7 @@ impl ToolOutcome {
             spans: Vec::new(),
             attachment: None,
             repr: None,
+            function: None,
         }
     }
 }
@@ -213,6 +216,9 @@ pub struct NodeRun {
     /// ([`ExecutorOptions::record_node_inputs`]): its trace shows them; records do not.
     #[serde(skip)]
     pub inputs: Option<String>,
+    /// The Python function the node's tool is, when the tool said (its trace's `function`).
+    #[serde(skip)]
+    pub function: Option<String>,
     /// What `@trace`d Python functions recorded during the node, as child spans of it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub spans: Vec<Value>,

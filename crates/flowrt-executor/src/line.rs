@@ -227,6 +227,7 @@ impl<I: ToolInvoker> Executor<I> {
                             spans: Vec::new(),
                             repr: None,
                             inputs: None,
+                            function: None,
                         });
                     }
                     Ok(true) => {
@@ -295,6 +296,7 @@ impl<I: ToolInvoker> Executor<I> {
                     llm_request,
                     spans,
                     repr,
+                    function,
                 }) => {
                     let run = NodeRun {
                         node: node.name.clone(),
@@ -312,6 +314,7 @@ impl<I: ToolInvoker> Executor<I> {
                         spans,
                         repr,
                         inputs: node_inputs,
+                        function,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -337,6 +340,7 @@ impl<I: ToolInvoker> Executor<I> {
                         spans: Vec::new(),
                         repr: None,
                         inputs: node_inputs,
+                        function: None,
                     };
                     self.observer.node_finished(Some(line_number), &run);
                     runs.push(run);
@@ -364,6 +368,7 @@ impl<I: ToolInvoker> Executor<I> {
                 spans: Vec::new(),
                 repr: None,
                 inputs,
+                function: None,
             };
             self.observer.node_finished(Some(line_number), &run);
             runs.push(run);
@@ -638,6 +643,7 @@ impl<I: ToolInvoker> Executor<I> {
                 spans: Vec::new(),
                 repr: None,
                 inputs,
+                function: None,
             };
             match outcome {
                 Ok(o) => {
@@ -650,6 +656,7 @@ impl<I: ToolInvoker> Executor<I> {
                     run.usage = o.usage;
                     run.llm_request = o.llm_request;
                     run.spans = o.spans;
+                    run.function = o.function;
                     done.insert(node.name.clone(), value);
                     self.observer.node_finished(None, &run);
                     result.node_runs.push(run);

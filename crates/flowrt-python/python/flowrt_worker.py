@@ -290,6 +290,11 @@ class ToolInfo:
         original = _original(target)
         self.is_async = inspect.iscoroutinefunction(original) or inspect.isasyncgenfunction(original)
 
+    def function_name(self):
+        """The tool's function as promptflow's traces name it (its qualified name)."""
+        target = self.func if self.func is not None else getattr(self.cls, self.method, None)
+        return getattr(target, "__qualname__", None) or getattr(target, "__name__", None)
+
 
 def _original(func):
     return getattr(func, "__original_function", func)
@@ -1322,6 +1327,7 @@ def _execute(req):
     node = req.get("node", "")
     buf = _Capture()
     metrics = []
+    function = None
     try:
         token_c = _CAPTURE.set(buf)
         token_m = _METRICS.set(metrics)
@@ -1334,6 +1340,7 @@ def _execute(req):
                     result = _join_nested_streams(result, buf, metrics)
             else:
                 info = _resolve(source, node)
+                function = info.function_name()
                 func, kwargs = _prepare(info, node, req.get("args") or [])
                 generator, result = _call(func, kwargs, info.is_async, buf, metrics)
                 if not generator:
@@ -1342,6 +1349,9 @@ def _execute(req):
             _CAPTURE.reset(token_c)
             _METRICS.reset(token_m)
         resp = {"id": rid, "ok": True}
+        if function:
+            # Its trace names the tool's function, as promptflow's `function` attribute does.
+            resp["function"] = function
         if source.get("type") == "entry" and dataclasses.is_dataclass(result) and not isinstance(result, type):
             # `pf flow test` prints a flex entry's dataclass result as Python writes it.
             resp["repr"] = repr(result)

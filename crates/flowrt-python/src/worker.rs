@@ -103,6 +103,8 @@ pub struct CallOutput {
     pub spans: Vec<Value>,
     /// A flex entry's dataclass result as Python's `repr()` writes it (`output` holds its fields).
     pub repr: Option<String>,
+    /// The tool's Python function (its qualified name), for its trace.
+    pub function: Option<String>,
 }
 
 /// The tool's return value.
@@ -236,6 +238,8 @@ struct Response {
     spans: Vec<Value>,
     #[serde(default)]
     repr: Option<String>,
+    #[serde(default)]
+    function: Option<String>,
     #[serde(default)]
     kind: Option<String>,
     #[serde(default)]
@@ -865,6 +869,7 @@ fn finish(response: Response) -> Result<CallOutput, CallError> {
             metrics: response.metrics,
             spans: response.spans,
             repr: response.repr,
+            function: response.function,
         });
     }
     let message = response.message.unwrap_or_default();

@@ -445,6 +445,7 @@ impl FlowInvoker {
             spans: out.spans,
             attachment: None,
             repr: out.repr,
+            function: out.function,
         })
     }
 
@@ -523,6 +524,7 @@ impl FlowInvoker {
             spans: Vec::new(),
             attachment: None,
             repr: None,
+            function: None,
         })
     }
 

@@ -883,11 +883,15 @@ fn node_span(
             "openinference.span.kind",
             if is_llm { "LLM" } else { "TOOL" },
         )
-        .push("node_name", Arc::<str>::from(run.node.as_str()))
-        .push(
+        .push("node_name", Arc::<str>::from(run.node.as_str()));
+    // The tool's Python function, as promptflow names it; a built-in tool's kind.
+    match &run.function {
+        Some(function) => attributes.push("function", function.clone()),
+        None => attributes.push(
             "function",
             node.map(|n| n.kind.as_str()).unwrap_or("python"),
-        );
+        ),
+    };
     if let Some(n) = node {
         if let Some(api) = &n.api {
             attributes.push("gen_ai.operation.name", api.clone());

@@ -288,8 +288,10 @@ fn traced_python_functions_are_spans_under_their_node() {
     assert_eq!(payload(square, "promptflow.function.inputs"), r#"{"n":3}"#);
     assert_eq!(payload(square, "promptflow.function.output"), "9");
     assert_eq!(payload(plus, "promptflow.function.output"), "10");
-    // The node's own span shows the inputs it was called with, as promptflow's do.
+    // The node's own span shows the inputs it was called with, and the function it called, as
+    // promptflow's do.
     assert_eq!(payload(node, "promptflow.function.inputs"), r#"{"x":3}"#);
+    assert_eq!(attribute(node, "function").unwrap()["stringValue"], "calc");
     assert_eq!(
         attribute(node, "input.value").unwrap()["stringValue"],
         r#"{"x":3}"#
