@@ -235,10 +235,14 @@ impl Op {
     }
 }
 
+#[derive(Clone)]
 pub(crate) struct Endpoint {
     pub(crate) url: String,
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) secret: Option<String>,
+    /// Sign each request with a Microsoft Entra ID bearer token (an Azure endpoint without a
+    /// key), fetched per attempt from the credential chain's cache.
+    pub(crate) entra_id: bool,
     /// The quota its connection declares (`rpm`, `tpm`), the governor's start.
     pub(crate) declared: crate::governor::Declared,
 }
@@ -316,8 +320,14 @@ fn required<'c>(conn: &'c Connection, key: &str) -> Result<&'c str, ToolError> {
     })
 }
 
+/// Whether an Azure connection is called with an Entra ID token rather than a key: promptflow's
+/// `auth_mode: meid_token`, or no key at all (a prompty configuration naming none).
+fn keyless(conn: &Connection) -> bool {
+    conn.config("auth_mode") == Some("meid_token") || non_empty(conn, "api_key").is_none()
+}
+
 pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<Endpoint, ToolError> {
-    let api_key = required(conn, "api_key")?.to_string();
+    let api_key = || required(conn, "api_key").map(str::to_string);
     match conn.kind {
         ConnectionKind::AzureOpenAi => {
             let base = required(conn, "api_base")?.trim_end_matches('/');
@@ -328,6 +338,15 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                     "is required with an azure_open_ai connection",
                 ));
             }
+            let entra_id = keyless(conn);
+            let mut headers = vec![("ms-azure-ai-promptflow-called-from", "aoai-tool".into())];
+            let secret = if entra_id {
+                None
+            } else {
+                let key = api_key()?;
+                headers.insert(0, ("api-key", key.clone()));
+                Some(key)
+            };
             Ok(Endpoint {
                 url: format!(
                     "{base}/openai/deployments/{}/{}?api-version={}",
@@ -335,15 +354,14 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                     op.path(),
                     encode_segment(version)
                 ),
-                headers: vec![
-                    ("api-key", api_key.clone()),
-                    ("ms-azure-ai-promptflow-called-from", "aoai-tool".into()),
-                ],
-                secret: Some(api_key),
+                headers,
+                secret,
+                entra_id,
                 declared: declared(conn),
             })
         }
         ConnectionKind::OpenAi => {
+            let api_key = api_key()?;
             let base = non_empty(conn, "base_url")
                 .unwrap_or("https://api.openai.com/v1")
                 .trim_end_matches('/');
@@ -355,10 +373,12 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                 url: format!("{base}/{}", op.path()),
                 headers,
                 secret: Some(api_key),
+                entra_id: false,
                 declared: declared(conn),
             })
         }
         ConnectionKind::Serverless => {
+            let api_key = api_key()?;
             let mut base = required(conn, "api_base")?
                 .trim_end_matches('/')
                 .to_string();
@@ -369,6 +389,7 @@ pub(crate) fn endpoint(conn: &Connection, op: Op, deployment: &str) -> Result<En
                 url: format!("{base}/{}", op.path()),
                 headers: vec![("authorization", format!("Bearer {api_key}"))],
                 secret: Some(api_key),
+                entra_id: false,
                 declared: declared(conn),
             })
         }
@@ -757,6 +778,7 @@ impl LlmClient {
                 ("ms-azure-ai-sender", "prompt_flow".into()),
             ],
             secret: Some(api_key),
+            entra_id: false,
             declared: declared(connection),
         };
         let detection = self
@@ -974,9 +996,10 @@ impl LlmClient {
     /// POST with retries; returns the first 2xx response.
     pub(crate) async fn send(
         &self,
-        endpoint: &Endpoint,
+        unsigned: &Endpoint,
         body: &Value,
     ) -> Result<reqwest::Response, ToolError> {
+        let endpoint = unsigned;
         let mut attempts: u32 = 0;
         // Failures other than 429: what `max_retries` counts.
         let mut failures: u32 = 0;
@@ -997,6 +1020,24 @@ impl LlmClient {
                 (true, n) if n < LOCAL_CONNECT_REASKS => &self.http_local,
                 (true, _) => &self.http_far,
                 (false, _) => &self.http,
+            };
+            // A keyless Azure endpoint is signed with a token of the credential chain (cached
+            // there), asked each attempt as a long wait can outlive one; errors of this attempt
+            // redact it as they redact a key.
+            let signed;
+            let endpoint = if unsigned.entra_id {
+                let token = crate::entra::cognitive_services_token(&self.http).await?;
+                signed = Endpoint {
+                    headers: [("authorization", format!("Bearer {token}"))]
+                        .into_iter()
+                        .chain(unsigned.headers.iter().cloned())
+                        .collect(),
+                    secret: Some(token),
+                    ..unsigned.clone()
+                };
+                &signed
+            } else {
+                unsigned
             };
             let mut req = client.post(&endpoint.url).json(body);
             for (name, value) in &endpoint.headers {

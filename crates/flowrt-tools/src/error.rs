@@ -63,6 +63,11 @@ pub enum ToolError {
         message: String,
     },
 
+    /// An Azure endpoint without a key needed a Microsoft Entra ID token and no credential of
+    /// the chain gave one (the message lists what each said; it never holds a secret).
+    #[error("{message}\nhint: give the connection an api_key, or sign in: set AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (a service principal), run on a compute with a managed identity, or run `az login`")]
+    Credential { message: String },
+
     /// The service answered 2xx with a body this crate does not understand.
     #[error("unexpected response from {url}: {message}")]
     BadResponse { url: String, message: String },

@@ -18,6 +18,7 @@
 
 mod chat;
 mod client;
+mod entra;
 mod error;
 mod governor;
 mod open_model;

@@ -248,6 +248,7 @@ impl LlmClient {
             url: url.clone(),
             headers,
             secret: Some(endpoint.api_key.clone()),
+            entra_id: false,
             declared: crate::governor::Declared::default(),
         };
         let body = request_body(endpoint, chat, prompt, model_kwargs)?;

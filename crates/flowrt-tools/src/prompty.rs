@@ -83,61 +83,90 @@ pub fn resolve_prompty_connection(
             ))
         }
     };
-    // What the configuration leaves out comes from the environment, as the openai client
-    // promptflow builds reads it (`AZURE_OPENAI_ENDPOINT`, `OPENAI_BASE_URL`, the keys, the API
-    // version), whatever else the configuration names; one with nothing but the model is
-    // promptflow's `from_env()` connection, which reads the same variables.
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let pick = |key: &str, var: &str| text(key).or_else(|| env(var));
     let mut configs = IndexMap::new();
     let mut secrets = IndexMap::new();
-    let (key_var, endpoint_var) = match kind {
-        ConnectionKind::AzureOpenAi => ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT"),
-        _ => ("OPENAI_API_KEY", "OPENAI_BASE_URL"),
-    };
+    // A configuration that names nothing but the model is promptflow's `from_env()` connection:
+    // endpoint and key both from the environment.
+    let names_nothing = config.iter().all(|(k, _)| {
+        matches!(k.as_str(), "type" | "azure_deployment" | "model") || text(k).is_none()
+    });
     match kind {
+        ConnectionKind::AzureOpenAi if names_nothing => {
+            let (Some(base), Some(key)) =
+                (env("AZURE_OPENAI_ENDPOINT"), env("AZURE_OPENAI_API_KEY"))
+            else {
+                return Err(fail(
+                    p,
+                    "RequiredEnvironmentVariablesNotSetError",
+                    "Required environment variables ['AZURE_OPENAI_ENDPOINT', \
+                    'AZURE_OPENAI_API_KEY'] to build AzureOpenAIConnection not set.\nhint: set \
+                    them, or write azure_endpoint (and api_key, or none to sign in with \
+                    Microsoft Entra ID) in model.configuration"
+                        .to_string(),
+                ));
+            };
+            configs.insert("api_base".to_string(), base);
+            if let Some(v) = env("OPENAI_API_VERSION") {
+                configs.insert("api_version".to_string(), v);
+            }
+            secrets.insert("api_key".to_string(), key);
+        }
         ConnectionKind::AzureOpenAi => {
+            // The openai client promptflow builds reads the endpoint from the environment when
+            // the configuration has none, whatever else it names.
             let base = text("azure_endpoint")
                 .or_else(|| text("api_base"))
-                .or_else(|| env(endpoint_var));
+                .or_else(|| env("AZURE_OPENAI_ENDPOINT"));
             let Some(base) = base else {
                 return Err(fail(
                     p,
                     "InvalidConnectionError",
-                    format!(
-                        "model.configuration of type azure_openai needs 'azure_endpoint' (or \
-                        'connection: NAME'; with neither, {endpoint_var} is read from the \
-                        environment)",
-                    ),
+                    "model.configuration of type azure_openai needs 'azure_endpoint' (or \
+                    'connection: NAME'; without either, AZURE_OPENAI_ENDPOINT is read from the \
+                    environment)"
+                        .to_string(),
                 ));
             };
             configs.insert("api_base".to_string(), base);
-            if let Some(v) = pick("api_version", "OPENAI_API_VERSION") {
+            if let Some(v) = text("api_version") {
                 configs.insert("api_version".to_string(), v);
+            }
+            // Without a key promptflow signs in with Microsoft Entra ID (even when
+            // AZURE_OPENAI_API_KEY is set: its token provider wins over the client's key).
+            match text("api_key") {
+                Some(key) => {
+                    secrets.insert("api_key".to_string(), key);
+                }
+                None => {
+                    configs.insert("auth_mode".to_string(), "meid_token".to_string());
+                }
             }
         }
         _ => {
-            if let Some(base) = pick("base_url", endpoint_var) {
+            // What the configuration leaves out comes from the environment, as the openai
+            // client promptflow builds reads it.
+            let pick = |key: &str, var: &str| text(key).or_else(|| env(var));
+            if let Some(base) = pick("base_url", "OPENAI_BASE_URL") {
                 configs.insert("base_url".to_string(), base);
             }
             if let Some(org) = pick("organization", "OPENAI_ORG_ID") {
                 configs.insert("organization".to_string(), org);
             }
-        }
-    }
-    match pick("api_key", key_var) {
-        Some(key) => {
-            secrets.insert("api_key".to_string(), key);
-        }
-        None => {
-            return Err(fail(
-                p,
-                "InvalidConnectionError",
-                format!(
-                    "model.configuration needs 'api_key' (for example api_key: \
-                    ${{env:{key_var}}}) or 'connection: NAME'",
-                ),
-            ))
+            match pick("api_key", "OPENAI_API_KEY") {
+                Some(key) => {
+                    secrets.insert("api_key".to_string(), key);
+                }
+                None => {
+                    return Err(fail(
+                        p,
+                        "InvalidConnectionError",
+                        "model.configuration needs 'api_key' (for example api_key: \
+                        ${env:OPENAI_API_KEY}) or 'connection: NAME'"
+                            .to_string(),
+                    ))
+                }
+            }
         }
     }
     Ok(Connection {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_port, http, Env, FakeOpenAi};
+use common::{flow, free_port, http, Env, FakeIdentityEndpoint, FakeOpenAi};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -293,9 +293,10 @@ Sort tickets.
     assert_eq!(body["stop"], json!(["###"]));
 }
 
-/// Issue 21: a configuration that leaves the endpoint out reads `AZURE_OPENAI_ENDPOINT` (and a
-/// missing version `OPENAI_API_VERSION`) from the environment even when it names its key, as the
-/// openai client promptflow builds does.
+/// Issue 21: a configuration that leaves the endpoint out reads `AZURE_OPENAI_ENDPOINT` from the
+/// environment even when it names its key, as the openai client promptflow builds does; a missing
+/// version is promptflow's connection default (2024-02-01), not `OPENAI_API_VERSION` (checked
+/// against `pf flow test` of promptflow 1.18.5).
 #[test]
 fn an_azure_configuration_without_an_endpoint_reads_it_from_the_environment() {
     let server = FakeOpenAi::start(0);
@@ -329,8 +330,180 @@ inputs:
     assert_eq!(r.stdout.trim_end(), "echo: Hum");
     assert_eq!(
         last_request(&server).0,
-        "/openai/deployments/triage-dep/chat/completions?api-version=2024-10-21"
+        "/openai/deployments/triage-dep/chat/completions?api-version=2024-02-01"
     );
+}
+
+/// Every file under `dir` that holds `needle` (a secret that must not be written anywhere).
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .unwrap_or(false)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Issue 21: an Azure OpenAI prompty without a key, and a flow whose connection says
+/// `auth_mode: meid_token`, sign in with Microsoft Entra ID as promptflow does: the token comes
+/// from the managed identity endpoint the environment names, reaches the model as a bearer
+/// token (the key in AZURE_OPENAI_API_KEY is not used, as in promptflow), is asked for once per
+/// process, and is never printed or written.
+#[test]
+fn keyless_azure_openai_signs_in_with_entra_id() {
+    let server = FakeOpenAi::start(0);
+    let identity = FakeIdentityEndpoint::start();
+    let env = Env::new();
+    let (_d, file) = prompty(
+        "keyless.prompty",
+        &format!(
+            "---
+model:
+  configuration:
+    type: azure_openai
+    azure_deployment: triage-dep
+    azure_endpoint: {}
+  parameters:
+    max_tokens: 10
+inputs:
+  ticket:
+    type: string
+---
+# user:
+{{{{ ticket }}}}
+",
+            server.base
+        ),
+    );
+    let mut vars = identity.vars().to_vec();
+    vars.push(("AZURE_OPENAI_API_KEY", "env-key-not-used"));
+    let r = env.run_with_env(&["flow", "test", s(&file), "--inputs", "ticket=Hum"], &vars);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout.trim_end(), "echo: Hum");
+    let bearer = format!("Bearer {}", identity.token);
+    assert_eq!(
+        server.credentials.lock().unwrap().clone(),
+        vec![bearer.clone()]
+    );
+    assert_eq!(identity.requests.lock().unwrap().len(), 1);
+
+    // A DAG's llm node over a stored keyless connection, in a batch: one token for every line.
+    env.connection(&format!(
+        "name: aoai_keyless\ntype: azure_open_ai\napi_base: {}\nauth_mode: meid_token\n",
+        server.base
+    ));
+    let (_f, dir) = flow("chat");
+    let dag = std::fs::read_to_string(dir.join("flow.dag.yaml"))
+        .unwrap()
+        .replace("connection: test_openai", "connection: aoai_keyless")
+        .replace("    model: fake-model\n", "    deployment_name: chat-dep\n");
+    std::fs::write(dir.join("flow.dag.yaml"), dag).unwrap();
+    let data = dir.join("data.jsonl");
+    common::write_jsonl(
+        &data,
+        &[
+            json!({"question": "a"}),
+            json!({"question": "b"}),
+            json!({"question": "c"}),
+        ],
+    );
+    let out = tempfile::tempdir().unwrap();
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--name",
+            "keyless",
+            "--output-dir",
+            s(out.path()),
+        ],
+        &identity.vars(),
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let creds = server.credentials.lock().unwrap().clone();
+    assert_eq!(creds.len(), 4, "{creds:?}");
+    assert!(creds.iter().all(|c| *c == bearer), "{creds:?}");
+    assert!(server.requests.lock().unwrap()[1..]
+        .iter()
+        .all(|(path, _)| path.starts_with("/openai/deployments/chat-dep/chat/completions")));
+    assert_eq!(
+        identity.requests.lock().unwrap().len(),
+        2,
+        "one token per process"
+    );
+
+    // Nowhere: not in what was printed, not in the run's records, not in the home.
+    for text in [&r.stdout, &r.stderr] {
+        assert!(!text.contains(&identity.token));
+    }
+    assert_eq!(
+        files_holding(env.home.path(), &identity.token),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(
+        files_holding(out.path(), &identity.token),
+        Vec::<PathBuf>::new()
+    );
+}
+
+/// Without a key and without any credential, the call fails naming what was tried and how to
+/// sign in, and the model server is not called.
+#[test]
+fn keyless_azure_openai_without_a_credential_says_how_to_sign_in() {
+    let server = FakeOpenAi::start(0);
+    let env = Env::new();
+    let (_d, file) = prompty(
+        "keyless.prompty",
+        &format!(
+            "---
+model:
+  configuration:
+    type: azure_openai
+    azure_deployment: d
+    azure_endpoint: {}
+  parameters: {{}}
+---
+# user:
+hi
+",
+            server.base
+        ),
+    );
+    // An identity endpoint that refuses (the wrong secret) stands in for "no managed identity".
+    let identity = FakeIdentityEndpoint::start();
+    let r = env.run_with_env(
+        &["flow", "test", s(&file)],
+        &[
+            ("IDENTITY_ENDPOINT", identity.url.as_str()),
+            ("IDENTITY_HEADER", "wrong"),
+            ("PATH", "/nonexistent"),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr
+            .contains("no Microsoft Entra ID credential gave a token")
+            && r.stderr.contains("managed identity:")
+            && r.stderr.contains("Azure CLI:")
+            && r.stderr.contains("run `az login`"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(server.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
 
 #[test]

@@ -112,6 +112,8 @@ pub fn flow(name: &str) -> (tempfile::TempDir, PathBuf) {
 pub struct FakeOpenAi {
     pub base: String,
     pub requests: Arc<Mutex<Vec<(String, Value)>>>,
+    /// Each request's credential: `Bearer TOKEN`, `api-key KEY`, or empty.
+    pub credentials: Arc<Mutex<Vec<String>>>,
     pub hits: Arc<AtomicUsize>,
 }
 
@@ -131,13 +133,20 @@ impl FakeOpenAi {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let requests = Arc::new(Mutex::new(Vec::new()));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (reqs, count) = (requests.clone(), hits.clone());
+        let credentials = Arc::new(Mutex::new(Vec::new()));
+        let (reqs, count, creds) = (requests.clone(), hits.clone(), credentials.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let Some((first, body)) = read_json_request(&stream) else {
+                let Some(req) = read_request(&stream) else {
                     continue;
                 };
+                let credential = req
+                    .header("authorization")
+                    .map(str::to_string)
+                    .or_else(|| req.header("api-key").map(|k| format!("api-key {k}")));
+                creds.lock().unwrap().push(credential.unwrap_or_default());
+                let (first, body) = (req.first, req.body);
                 let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
                 // Routes are matched without the query (Azure's `?api-version=`).
                 let route = path.split('?').next().unwrap_or("").to_string();
@@ -268,6 +277,7 @@ impl FakeOpenAi {
         FakeOpenAi {
             base,
             requests,
+            credentials,
             hits,
         }
     }
@@ -415,22 +425,125 @@ pub fn fresh_postgres() -> Option<String> {
 
 /// Read one HTTP request from `stream`: its request line and its JSON body (`null` if none).
 fn read_json_request(stream: &std::net::TcpStream) -> Option<(String, Value)> {
+    read_request(stream).map(|r| (r.first, r.body))
+}
+
+/// One HTTP request as a fake server read it.
+pub struct ReadRequest {
+    /// The request line (`POST /path HTTP/1.1`).
+    pub first: String,
+    /// Headers, names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+impl ReadRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn read_request(stream: &std::net::TcpStream) -> Option<ReadRequest> {
     let mut reader = BufReader::new(stream.try_clone().ok()?);
     let mut first = String::new();
     reader.read_line(&mut first).ok()?;
     let mut len = 0usize;
+    let mut headers = Vec::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
             break;
         }
-        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-            len = v.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = h.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+            if name == "content-length" {
+                len = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
         }
     }
     let mut body = vec![0; len];
     let _ = reader.read_exact(&mut body);
-    Some((first, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+    Some(ReadRequest {
+        first,
+        headers,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    })
+}
+
+/// A managed identity endpoint as App Service and Azure ML computes give one
+/// (`IDENTITY_ENDPOINT`, `IDENTITY_HEADER`): a `GET` with the secret header and the `resource`
+/// gets a token; anything else a 400. Records each request line.
+pub struct FakeIdentityEndpoint {
+    /// The `IDENTITY_ENDPOINT` URL.
+    pub url: String,
+    /// The `IDENTITY_HEADER` secret it checks.
+    pub secret: String,
+    /// The token it hands out.
+    pub token: String,
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeIdentityEndpoint {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/msi/token", listener.local_addr().unwrap());
+        let secret = "identity-header-secret".to_string();
+        let token = format!("entra-token-{}", std::process::id());
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (expected, issued, seen) = (secret.clone(), token.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let Some(req) = read_request(&stream) else {
+                    continue;
+                };
+                seen.lock().unwrap().push(req.first.trim().to_string());
+                let good = req.first.starts_with("GET /msi/token?")
+                    && req
+                        .first
+                        .contains("resource=https%3A%2F%2Fcognitiveservices.azure.com")
+                    && req.header("x-identity-header") == Some(expected.as_str());
+                let expires = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    + 3600;
+                let (status, reply) = if good {
+                    (
+                        "200 OK",
+                        json!({"access_token": issued, "expires_on": expires.to_string(),
+                               "resource": "https://cognitiveservices.azure.com", "token_type": "Bearer"}),
+                    )
+                } else {
+                    ("400 Bad Request", json!({"error": "bad_request"}))
+                };
+                let text = reply.to_string();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                    text.len()
+                );
+            }
+        });
+        FakeIdentityEndpoint {
+            url,
+            secret,
+            token,
+            requests,
+        }
+    }
+
+    /// The variables that point a process at this endpoint.
+    pub fn vars(&self) -> [(&str, &str); 2] {
+        [
+            ("IDENTITY_ENDPOINT", self.url.as_str()),
+            ("IDENTITY_HEADER", self.secret.as_str()),
+        ]
+    }
 }
 
 /// A model deployment with a quota, as Azure OpenAI enforces one: requests (`rpm`) and tokens
