@@ -62,6 +62,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../python/shim/promptflow/core/_prompty.py"),
     ),
     (
+        "shim/promptflow/core/_prompty_utils.py",
+        include_str!("../python/shim/promptflow/core/_prompty_utils.py"),
+    ),
+    (
         "shim/promptflow/tracing/__init__.py",
         include_str!("../python/shim/promptflow/tracing/__init__.py"),
     ),

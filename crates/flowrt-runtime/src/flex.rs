@@ -167,6 +167,11 @@ impl HostCallbacks for FlexHost {
                 Box::pin(async move { answer })
             }
             "prompty" => (self.prompty)(args),
+            // promptflow.core._prompty_utils, which flows import to render prompts themselves.
+            "render_prompt_template" | "parse_chat" | "prompty_template" => {
+                let answer = prompt_util(op, &args);
+                Box::pin(async move { answer })
+            }
             "llm" => {
                 let client = self.client.clone();
                 Box::pin(async move { run_llm_callback(&args, &client).await })
@@ -176,6 +181,42 @@ impl HostCallbacks for FlexHost {
                 Box::pin(async move { Err(message) })
             }
         }
+    }
+}
+
+/// The rendering helpers of `promptflow.core._prompty_utils` (and `Prompty._template`), done by
+/// the same code that renders prompties and llm nodes:
+/// - `render_prompt_template` `{template, inputs, api, dir}`: `convert_prompt_template`, chat
+///   messages or the completion prompt;
+/// - `parse_chat` `{chat}`: a rendered chat prompt split into messages;
+/// - `prompty_template` `{source}`: a prompty file's body as promptflow reads it.
+fn prompt_util(op: &str, args: &Value) -> Result<Value, String> {
+    let text = |key: &str| args[key].as_str().unwrap_or_default();
+    match op {
+        "render_prompt_template" => {
+            let api = match text("api") {
+                "chat" => flowrt_flow::PromptyApi::Chat,
+                "completion" => flowrt_flow::PromptyApi::Completion,
+                other => return Err(format!("api must be 'chat' or 'completion', not {other:?}")),
+            };
+            let inputs: IndexMap<String, Value> = args["inputs"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default();
+            flowrt_tools::render_prompt_template(
+                text("template"),
+                &inputs,
+                api,
+                Path::new(text("dir")),
+            )
+            .map_err(|e| tool_message(&e))
+        }
+        "parse_chat" => flowrt_tools::parse_chat(text("chat"))
+            .map(Value::Array)
+            .map_err(|e| tool_message(&e)),
+        _ => Prompty::load(Path::new(text("source")))
+            .map(|p| Value::String(p.template))
+            .map_err(|e| e.to_string()),
     }
 }
 

@@ -41,8 +41,8 @@ pub use error::ToolError;
 pub use governor::{counting_answers, rate_statuses, RateStatus};
 pub use open_model::{ModelFamily, OpenModelEndpoint};
 pub use prompty::{
-    execute_prompty, execute_prompty_streamed, render_prompty, resolve_prompty_connection,
-    resolve_prompty_inputs, PromptyOutcome,
+    execute_prompty, execute_prompty_streamed, render_prompt_template, render_prompty,
+    resolve_prompty_connection, resolve_prompty_inputs, PromptyOutcome,
 };
 pub use pyfmt::py_float_repr;
 pub use render::render_prompt;

@@ -228,19 +228,30 @@ pub fn resolve_prompty_inputs(
 
 /// Render the prompty's body with `inputs`: chat messages, or the completion prompt.
 pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<Value, ToolError> {
-    match p.model.api {
+    let dir = p.path.parent().unwrap_or(std::path::Path::new("."));
+    render_prompt_template(&p.template, inputs, p.model.api, dir)
+}
+
+/// promptflow's `convert_prompt_template(template, inputs, api)`: a prompty body rendered as a
+/// prompty renders it, chat messages (images resolved against `dir`) or the completion prompt.
+pub fn render_prompt_template(
+    template: &str,
+    inputs: &IndexMap<String, Value>,
+    api: PromptyApi,
+    dir: &std::path::Path,
+) -> Result<Value, ToolError> {
+    match api {
         PromptyApi::Chat => {
-            let dir = p.path.parent().unwrap_or(std::path::Path::new("."));
             let (inputs, images) = crate::prompty_images::take_images(inputs, dir);
             let vars: IndexMap<String, TemplateVar> = inputs
                 .iter()
                 .map(|(k, v)| (k.clone(), TemplateVar::escaped(v.clone())))
                 .collect();
             if images.is_empty() {
-                return build_messages_with(&p.template, &vars, Walk::PROMPTY, ListStyle::Repr)
+                return build_messages_with(template, &vars, Walk::PROMPTY, ListStyle::Repr)
                     .map(Value::Array);
             }
-            let template = crate::prompty_images::image_lines(&p.template);
+            let template = crate::prompty_images::image_lines(template);
             let messages = build_messages_with(&template, &vars, Walk::PROMPTY, ListStyle::Repr)?;
             Ok(Value::Array(crate::prompty_images::with_image_parts(
                 messages, &images,
@@ -248,7 +259,7 @@ pub fn render_prompty(p: &Prompty, inputs: &IndexMap<String, Value>) -> Result<V
         }
         PromptyApi::Completion => {
             let ctx = minijinja::Value::from_serialize(inputs);
-            render_with(&p.template, ctx, ListStyle::Repr).map(Value::String)
+            render_with(template, ctx, ListStyle::Repr).map(Value::String)
         }
     }
 }

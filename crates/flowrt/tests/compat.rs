@@ -424,3 +424,23 @@ fn what_promptflow_ignores_is_a_warning() {
     assert_ne!(r.code, 0);
     assert!(r.stderr.contains("'items'"), "{}", r.stderr);
 }
+
+/// Issue 21: flows that render a prompty's template themselves with promptflow's private
+/// helpers (`Prompty._template`, `promptflow.core._prompty_utils.convert_prompt_template` and
+/// `parse_chat`) get what promptflow 1.18.5 gives: `pf_output.json` is `pf flow test`'s output.
+#[test]
+fn promptflows_private_prompt_helpers_render_as_promptflow_does() {
+    let env = Env::new();
+    let (_d, dir) = flow("compat_prompty_utils");
+    let inputs = dir.join("inputs.json");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs-file",
+        inputs.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let expected = std::fs::read_to_string(dir.join("pf_output.json")).unwrap();
+    assert_eq!(r.stdout.trim(), expected.trim());
+}

@@ -76,6 +76,11 @@ class Prompty:
     def load(cls, source, **kwargs):
         return cls(source, **kwargs)
 
+    @property
+    def _template(self):
+        """The prompt body (what follows the front matter), as promptflow reads it."""
+        return host_call("prompty_template", {"source": self._path})
+
     def _request(self, args, kwargs):
         if args:
             raise TypeError("Prompty can only be called with keyword arguments, e.g. prompty(question=...)")
