@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side: run promptflow's own test and example flows under promptflow and flowrt, compare.
+"""Side-by-side: run flows under promptflow and flowrt, compare.
 
 Python 3 stdlib only. YAML is parsed by a small driver run with promptflow's Python (it has PyYAML);
 the same driver runs promptflow through its SDK as `pf flow test` does (`flows.test` with
@@ -8,9 +8,18 @@ stream_output and allow_generator_output off, so an LLM reply is not streamed in
   python3 scripts/side_by_side.py --repo /tmp/pfrepo --pf /tmp/pfvenv/bin/pf \
       --flowrt target/release/flowrt --fake-openai /work/shared/tools/fake_openai.py \
       [--only SUBSTRING] [--timeout 60] [--jobs 2] [--out results.json]
+  python3 scripts/side_by_side.py --flows DIR [--flows DIR2 ...] --pf ... --flowrt ... \
+      (--fake-openai SCRIPT | --openai-base URL) [--openai-connection NAME] [--azure-connection NAME]
 
-Flows: folders with flow.dag.yaml (dag) or flow.flex.yaml (flex), and .prompty files (prompty), under
-src/promptflow/tests/test_configs and examples/flows. Inputs: the `sample:` of a prompty or flex flow,
+A flow folder's side_by_side.json (a prompty's NAME.side_by_side.json), {"inputs": {...}, "init": {...}},
+names the inputs both runtimes get, before anything else (a fixture's own choice).
+
+Flows: folders with flow.dag.yaml (dag) or flow.flex.yaml (flex), and .prompty files (prompty), found
+anywhere under src/promptflow/tests/test_configs and examples/flows of a promptflow checkout (--repo),
+or under any folder given with --flows (a clone of another repository, a folder of fixtures); their
+paths in the table start with the folder's name. The model server is a fake the script starts
+(--fake-openai, a script that prints "listening on PORT" for --port 0) or one already running
+(--openai-base). Inputs: the `sample:` of a prompty or flex flow,
 else the declared defaults (when every input has one, `{}` is passed), else samples.json, else the
 first line of data.jsonl (or inputs.jsonl). Every input still without a value or a default is then
 synthesized from its declared type (string "hello", int 1, double 1.5, bool true, list [], object {},
@@ -74,6 +83,7 @@ OPENAI_NAMES = ["open_ai_connection", "your_open_ai_connection", "new_ai_connect
                 "openai_connection", "oai_connection"]
 AZURE_NAMES = ["azure_open_ai_connection", "aoai_connection", "aoai_gpt4v_connection", "aoai_assistant_connection",
                "azure_openai", "azure_openai_connection", "gpt4v_connection"]
+EXTRA_OPENAI_NAMES, EXTRA_AZURE_NAMES = [], []  # --openai-connection, --azure-connection
 CUSTOM_NAMES = ["custom_connection", "custom_connection_2", "custom_connection_3", "basic_custom_connection",
                 "serp_connection", "azure_ai_language", "azure_ai_translator", "custom_strong_type_connection",
                 "azure_content_safety_connection", "bing_connection"]
@@ -372,7 +382,16 @@ def pick(path, fmt):
         sources.append("init.json")
 
     values = None
-    if isinstance(sample, dict):
+    pinned = os.path.join(folder, "side_by_side.json") if fmt != "prompty" else \
+        os.path.splitext(path)[0] + ".side_by_side.json"
+    if os.path.isfile(pinned):
+        # a fixture's own choice, first: {"inputs": {...}, "init": {...}}
+        with open(pinned, encoding="utf-8") as f:
+            chosen = json.load(f)
+        values, src = dict(chosen.get("inputs") or {}), os.path.basename(pinned)
+        if chosen.get("init") is not None:
+            init = chosen["init"]
+    elif isinstance(sample, dict):
         values, src = dict(sample), "sample"
     elif declared and all(has_default(spec) for spec in declared.values()):
         values, src = {}, "defaults"
@@ -733,20 +752,52 @@ class FakeServer:
                 self.proc.kill()
 
 
-def find_flows(repo, only):
+class RunningServer:
+    """A model server someone else started (--openai-base)."""
+
+    def __init__(self, base):
+        self.base = base.rstrip("/")
+
+    def stop(self):
+        pass
+
+
+def flow_sources(repo, folders):
+    """[(folder on disk, its label in flow paths)]: promptflow's two roots of a checkout, then each
+    --flows folder under its own name (made unique)."""
+    sources = []
+    if repo:
+        for root in ROOTS:
+            if os.path.isdir(os.path.join(repo, root)):
+                sources.append((os.path.join(repo, root), root))
+    labels = {label for _, label in sources}
+    for folder in folders:
+        folder = os.path.abspath(folder)
+        if not os.path.isdir(folder):
+            raise SystemExit(f"--flows {folder}: not a folder")
+        label, n = os.path.basename(folder.rstrip(os.sep)) or "flows", 2
+        while label in labels:
+            label, n = f"{os.path.basename(folder)}-{n}", n + 1
+        labels.add(label)
+        sources.append((folder, label))
+    return sources
+
+
+def find_flows(sources, only):
     flows = []
-    for root in ROOTS:
-        top = os.path.join(repo, root)
+    for top, label in sources:
         for dirpath, dirnames, filenames in os.walk(top):
-            dirnames[:] = sorted(d for d in dirnames if d not in (".promptflow", "__pycache__", ".runs"))
-            rel_dir = os.path.relpath(dirpath, repo)
+            dirnames[:] = sorted(d for d in dirnames if d not in (".promptflow", "__pycache__", ".runs", ".git",
+                                                                  "node_modules", ".venv"))
+            rel_dir = os.path.normpath(os.path.join(label, os.path.relpath(dirpath, top)))
             if "flow.dag.yaml" in filenames:
-                flows.append({"path": rel_dir, "format": "dag"})
+                flows.append({"path": rel_dir, "format": "dag", "abs": dirpath})
             if "flow.flex.yaml" in filenames:
-                flows.append({"path": rel_dir, "format": "flex"})
+                flows.append({"path": rel_dir, "format": "flex", "abs": dirpath})
             for name in sorted(filenames):
                 if name.endswith(".prompty"):
-                    flows.append({"path": os.path.join(rel_dir, name), "format": "prompty"})
+                    flows.append({"path": os.path.join(rel_dir, name), "format": "prompty",
+                                  "abs": os.path.join(dirpath, name)})
     if only:
         flows = [f for f in flows if any(o in f["path"] for o in only)]
     return flows
@@ -754,9 +805,9 @@ def find_flows(repo, only):
 
 def connection_yamls(base):
     docs = {}
-    for n in OPENAI_NAMES:
+    for n in OPENAI_NAMES + EXTRA_OPENAI_NAMES:
         docs[n] = f"name: {n}\ntype: open_ai\napi_key: fake-key\nbase_url: {base}/v1\n"
-    for n in AZURE_NAMES:
+    for n in AZURE_NAMES + EXTRA_AZURE_NAMES:
         docs[n] = (f"name: {n}\ntype: azure_open_ai\napi_key: fake-key\napi_base: {base}\napi_type: azure\n"
                    f"api_version: \"2024-02-01\"\n")
     for n in CUSTOM_NAMES:
@@ -768,7 +819,14 @@ def connection_yamls(base):
 # ----------------------------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repo", required=True, help="a promptflow checkout (work tree)")
+    ap.add_argument("--repo", help="a promptflow checkout (work tree): its test_configs and examples/flows")
+    ap.add_argument("--flows", action="append", default=[], metavar="DIR",
+                    help="a folder of flows, any layout (repeatable; with or instead of --repo)")
+    ap.add_argument("--openai-base", help="an OpenAI-compatible server already running (instead of --fake-openai)")
+    ap.add_argument("--openai-connection", action="append", default=[], metavar="NAME",
+                    help="another open_ai connection name the flows use (repeatable)")
+    ap.add_argument("--azure-connection", action="append", default=[], metavar="NAME",
+                    help="another azure_open_ai connection name the flows use (repeatable)")
     ap.add_argument("--pf", default="/tmp/pfvenv/bin/pf", help="promptflow's pf; its sibling python runs the SDK driver")
     ap.add_argument("--pf-python", default=None, help="default: the python next to --pf")
     ap.add_argument("--flowrt", default="flowrt")
@@ -776,7 +834,7 @@ def main():
                     help="the interpreter flowrt runs flows without requirements.txt on (FLOWRT_PYTHON): give it "
                          "the third-party packages promptflow's environment has (openai, ...) so both runtimes "
                          "see the same packages; default: python3 on PATH")
-    ap.add_argument("--fake-openai", required=False, help="required unless --report")
+    ap.add_argument("--fake-openai", required=False, help="required unless --openai-base or --report")
     ap.add_argument("--only", action="append", default=[], help="substring of the flow path (repeatable)")
     ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--jobs", type=int, default=2)
@@ -793,7 +851,14 @@ def main():
         report(saved["results"], saved["total"])
         return
 
-    repo = os.path.abspath(args.repo)
+    if not args.repo and not args.flows:
+        ap.error("give --repo (a promptflow checkout) or --flows DIR")
+    if not args.fake_openai and not args.openai_base:
+        ap.error("give --fake-openai SCRIPT or --openai-base URL")
+    EXTRA_OPENAI_NAMES.extend(args.openai_connection)
+    EXTRA_AZURE_NAMES.extend(args.azure_connection)
+    repo = os.path.abspath(args.repo) if args.repo else None
+    sources = flow_sources(repo, args.flows)
     pf_python = args.pf_python or os.path.join(os.path.dirname(os.path.abspath(args.pf)), "python")
     flowrt = os.path.abspath(args.flowrt) if os.path.sep in args.flowrt else args.flowrt
     work = tempfile.mkdtemp(prefix="side_by_side.")
@@ -806,19 +871,16 @@ def main():
     trees = {}
     for who in ("pf", "flowrt"):
         trees[who] = os.path.join(work, "tree_" + who)
-        for root in ROOTS:
-            src = os.path.join(repo, root)
-            if os.path.isdir(src):
-                shutil.copytree(src, os.path.join(trees[who], root), symlinks=True)
+        for src, label in sources:
+            shutil.copytree(src, os.path.join(trees[who], label), symlinks=True,
+                            ignore=shutil.ignore_patterns(".git", "node_modules", ".venv", "__pycache__"))
 
-    flows = find_flows(repo, args.only)
-    for f in flows:
-        f["abs"] = os.path.join(repo, f["path"])
+    flows = find_flows(sources, args.only)
     flows_file = os.path.join(work, "flows.json")
     with open(flows_file, "w") as fh:
         json.dump(flows, fh)
 
-    server = FakeServer(args.fake_openai)
+    server = RunningServer(args.openai_base) if args.openai_base else FakeServer(args.fake_openai)
     base = server.base
     pf_home = os.path.join(work, "pf_home")
     flowrt_home = os.path.join(work, "flowrt_home")
@@ -941,8 +1003,11 @@ def main():
                            reason=("timeout" if rc is None else first_error_line(out, err)))
                 return res
             res["pf_outputs"] = pf_out
+            # --json: every result as an object (a prompty's or flex entry's plain value as {"output": v}),
+            # the shape the driver gives promptflow's result
             rc, out, err, secs = run_command([flowrt, "flow", "test", fr_flow, "--inputs-file",
-                                              stem + ".inputs.json"] + init_args_fr, fr_env, args.timeout, cwd_fr)
+                                              stem + ".inputs.json", "--json"] + init_args_fr, fr_env, args.timeout,
+                                             cwd_fr)
             res["flowrt_rc"], res["flowrt_seconds"] = rc, round(secs, 2)
             fr_out = normalize(last_json_object(out), "flowrt") if rc == 0 else None
             if rc != 0 or fr_out is None:

@@ -2,7 +2,7 @@
 # The whole test suite, as CI runs it: formatting, lints, then every crate's tests.
 # Installs what the tests need when it is missing: uv (Python environments), Chromium and
 # playwright-core (the web UI's tests), PostgreSQL (the store's second backend), Ray (the Ray
-# backend's test), promptflow-devkit and Arize Phoenix (trace viewers, for the tracing tests).
+# backend's test), promptflow-devkit and -tools (trace viewer, side-by-side) and Arize Phoenix.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -47,15 +47,16 @@ if [ -z "${FLOWRT_TEST_RAY:-}" ]; then
   export FLOWRT_TEST_RAY="$ray_venv"
 fi
 
-# The tracing tests show flowrt's spans in promptflow's own trace viewer (`pf service start`):
-# promptflow-devkit goes into a venv of its own, once ...
+# The tracing tests show flowrt's spans in promptflow's own trace viewer (`pf service start`),
+# and the side-by-side test runs the compat fixtures under promptflow itself: promptflow-devkit
+# and promptflow-tools go into a venv of its own, once ...
 pf_venv=${FLOWRT_PF_VENV:-$HOME/.cache/flowrt/pf-venv}
 if [ -z "${FLOWRT_TEST_PF_VENV:-}" ]; then
-  if [ ! -x "$pf_venv/bin/pf" ]; then
-    echo "==> installing promptflow-devkit 1.18.5 into $pf_venv (pip)"
+  if [ ! -x "$pf_venv/bin/pf" ] || ! "$pf_venv/bin/python" -c "import promptflow.tools" 2>/dev/null; then
+    echo "==> installing promptflow-devkit 1.18.5 and promptflow-tools into $pf_venv (pip)"
     mkdir -p "$(dirname "$pf_venv")"
-    python3 -m venv "$pf_venv"
-    "$pf_venv/bin/pip" install --quiet "promptflow-devkit==1.18.5" keyrings.alt
+    [ -x "$pf_venv/bin/python" ] || python3 -m venv "$pf_venv"
+    "$pf_venv/bin/pip" install --quiet "promptflow-devkit==1.18.5" "promptflow-tools==1.6.1" keyrings.alt
   fi
   export FLOWRT_TEST_PF_VENV="$pf_venv"
 fi

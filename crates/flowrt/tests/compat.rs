@@ -444,3 +444,91 @@ fn promptflows_private_prompt_helpers_render_as_promptflow_does() {
     let expected = std::fs::read_to_string(dir.join("pf_output.json")).unwrap();
     assert_eq!(r.stdout.trim(), expected.trim());
 }
+
+/// Issue 21: every compat fixture (one for each behaviour of promptflow's that public flows rely
+/// on) run side by side with promptflow 1.18.5 by `scripts/side_by_side.py`, against this test's
+/// model server: each one promptflow runs gives identical outputs under flowrt.
+#[test]
+fn the_compat_fixtures_give_promptflows_outputs_side_by_side() {
+    let venv = match std::env::var("FLOWRT_TEST_PF_VENV") {
+        Ok(v) if !v.is_empty() => std::path::PathBuf::from(v),
+        _ if std::env::var_os("CI").is_some() => panic!(
+            "FLOWRT_TEST_PF_VENV is not set; run the tests with ./scripts/test.sh, which installs promptflow"
+        ),
+        _ => {
+            eprintln!("skipped: FLOWRT_TEST_PF_VENV (a venv with promptflow-devkit and promptflow-tools) is not set");
+            return;
+        }
+    };
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let work = tempfile::tempdir().unwrap();
+    let fixtures = work.path().join("compat");
+    std::fs::create_dir(&fixtures).unwrap();
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(manifest.join("tests/flows")).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        if name.starts_with("compat_") {
+            copy_tree(&entry_path(manifest, &name), &fixtures.join(&name));
+            names.push(name);
+        }
+    }
+    let server = FakeOpenAi::start(0);
+    let results = work.path().join("results.json");
+    let out = std::process::Command::new("python3")
+        .arg(manifest.join("../../scripts/side_by_side.py"))
+        .args(["--flows", fixtures.to_str().unwrap()])
+        .args(["--pf", venv.join("bin/pf").to_str().unwrap()])
+        .args(["--flowrt", env!("CARGO_BIN_EXE_flowrt")])
+        .args(["--openai-base", &server.base])
+        .args(["--openai-connection", "test_openai"])
+        .args(["--azure-connection", "test_azure"])
+        .args(["--timeout", "120", "--jobs", "2"])
+        .args(["--out", results.to_str().unwrap()])
+        .output()
+        .unwrap();
+    // The table on stdout; progress on stderr.
+    let table = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(out.status.success(), "{table}");
+    // Its progress lines: `[i/n] STATUS FORMAT PATH  -- reason`.
+    let mut identical = Vec::new();
+    for line in table.lines().filter(|l| l.starts_with('[')) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (status, path) = (fields[1], fields[3]);
+        match status {
+            "identical" => identical.push(path.to_string()),
+            // Fixtures of what promptflow refuses: a missing connection, a prompty that needs its
+            // parameters from the caller.
+            "pf_failed"
+                if path.ends_with("compat_missing_conn")
+                    || path.ends_with("compat_stream_chunks/ask.prompty") => {}
+            _ => panic!("{line}\n{table}"),
+        }
+    }
+    // Every dag and flex fixture but the refused one, and the prompty files promptflow runs.
+    assert_eq!(
+        identical.len(),
+        names.len() - 1 + 2,
+        "{identical:?}\n{table}"
+    );
+}
+
+fn entry_path(manifest: &std::path::Path, name: &str) -> std::path::PathBuf {
+    manifest.join("tests/flows").join(name)
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

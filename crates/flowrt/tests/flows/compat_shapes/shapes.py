@@ -1,0 +1,2 @@
+def shout(text: str = "hello"):
+    return text.upper() + "!"
