@@ -480,6 +480,25 @@ def _find_package_tool(tool_id, node):
     raise LoadError(f"Package tool '{tool_id}' of node '{node}' not found: {last_error}")
 
 
+def _prompt_template_param(info, node):
+    """The name of the tool's parameter annotated as a PromptTemplate (custom_llm tools)."""
+    target = _original(info.func if info.func is not None else getattr(info.cls, info.method))
+    try:
+        hints = typing.get_type_hints(target)
+    except Exception:
+        hints = {}
+    for p in inspect.signature(target).parameters.values():
+        ann = hints.get(p.name, p.annotation)
+        name = ann if isinstance(ann, str) else getattr(ann, "__name__", "")
+        if isinstance(name, str) and name.strip("'\"").split(".")[-1] == "PromptTemplate":
+            return p.name
+    raise LoadError(
+        f"Invalid Custom LLM tool {info.label} of node '{node}': function "
+        f"{getattr(target, '__name__', '?')} is missing a prompt template argument "
+        f"(a parameter annotated as promptflow.contracts.types.PromptTemplate)"
+    )
+
+
 def _resolve(source, node):
     if source.get("type") == "package":
         key = ("package", source["tool"])
@@ -1341,7 +1360,19 @@ def _execute(req):
             else:
                 info = _resolve(source, node)
                 function = info.function_name()
-                func, kwargs = _prepare(info, node, req.get("args") or [])
+                args = req.get("args") or []
+                prompt_param = None
+                if "prompt_template" in source:
+                    # A custom_llm package tool: its template goes to the parameter typed as a
+                    # PromptTemplate, as promptflow binds it.
+                    prompt_param = _prompt_template_param(info, node)
+                    args = [a for a in args if a[0] != prompt_param]
+                    args.append([prompt_param, {"k": "l", "v": source["prompt_template"]}])
+                func, kwargs = _prepare(info, node, args)
+                if prompt_param is not None:
+                    from promptflow.contracts.types import PromptTemplate
+
+                    kwargs[prompt_param] = PromptTemplate(source["prompt_template"])
                 generator, result = _call(func, kwargs, info.is_async, buf, metrics)
                 if not generator:
                     result = _join_nested_streams(result, buf, metrics)

@@ -49,6 +49,9 @@ pub enum ToolSource {
     Code { path: String },
     /// A package tool id: `module.path.function` or `module.path.Class.method`.
     Package { tool: String },
+    /// A `custom_llm` package tool: `template` (the node's prompt file, read) is passed as a
+    /// `PromptTemplate` to the tool's parameter annotated with that type, as promptflow does.
+    PackageWithPrompt { tool: String, template: String },
     /// A flex flow's entry (`module:function` or `module:Class`, imported with the flow folder on
     /// `sys.path`), called with the already converted flow inputs as keyword arguments. A class is
     /// constructed once per worker and `init` (kwargs passed unconverted; dicts for parameters typed
@@ -899,6 +902,9 @@ fn encode_request_as(id: u64, call: &ToolCall, check: bool) -> Result<String, Ca
     let source = match &call.source {
         ToolSource::Code { path } => json!({"type": "code", "path": path}),
         ToolSource::Package { tool } => json!({"type": "package", "tool": tool}),
+        ToolSource::PackageWithPrompt { tool, template } => {
+            json!({"type": "package", "tool": tool, "prompt_template": template})
+        }
         ToolSource::Entry {
             entry,
             init,

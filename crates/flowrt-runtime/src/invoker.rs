@@ -105,6 +105,9 @@ pub fn needs_python(flow: &Flow) -> bool {
     flow.nodes.iter().any(|n| match (&n.kind, &n.source) {
         (NodeKind::Python, ToolSource::Package { tool }) => !is_host_package_tool(tool),
         (NodeKind::Python, _) => true,
+        (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { tool, .. }) => {
+            !is_builtin_chat_tool(tool) && tool != OPEN_MODEL_TOOL
+        }
         _ => false,
     })
 }
@@ -368,6 +371,16 @@ impl FlowInvoker {
         })?;
         let source = match &call.node.source {
             ToolSource::Code { path } => flowrt_python::ToolSource::Code { path: path.clone() },
+            ToolSource::PackageWithPrompt { tool, .. } if call.node.kind == NodeKind::CustomLlm => {
+                flowrt_python::ToolSource::PackageWithPrompt {
+                    tool: tool.clone(),
+                    template: self
+                        .templates
+                        .get(&call.node.name)
+                        .cloned()
+                        .unwrap_or_default(),
+                }
+            }
             ToolSource::Package { tool } | ToolSource::PackageWithPrompt { tool, .. } => {
                 flowrt_python::ToolSource::Package { tool: tool.clone() }
             }
@@ -889,13 +902,14 @@ impl FlowInvoker {
             {
                 self.open_model(call).await
             }
+            // Any other package's LLM-like tool runs in Python with its template, as promptflow
+            // runs it.
+            (NodeKind::CustomLlm, ToolSource::PackageWithPrompt { .. }) => self.python(call).await,
             (NodeKind::CustomLlm, source) => Err(ToolFailure::new(
                 "UnsupportedTool",
                 format!(
-                    "node '{}': custom_llm tool {source:?} is not supported; flowrt runs `{LLM_TOOL}`, `{}` and `{}` with a prompt template, or llm nodes",
+                    "node '{}': custom_llm tool {source:?} is not supported; a custom_llm node names a package tool and its prompt file (source type package_with_prompt)",
                     call.node.name,
-                    VISION_CHAT_TOOLS[0],
-                    VISION_CHAT_TOOLS[1],
                 ),
             )),
         }

@@ -532,3 +532,40 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Issue 21: a third-party package's `custom_llm` tool (`source.type: package_with_prompt`) runs
+/// in Python as promptflow runs it: the node's template reaches the parameter typed as a
+/// `PromptTemplate`, the connection and the other inputs as keyword arguments.
+#[test]
+fn a_custom_llm_package_tool_gets_its_prompt_template() {
+    let env = Env::new();
+    env.connection("name: my_custom\ntype: custom\nconfigs:\n  endpoint: https://llm.example\nsecrets:\n  key: s\n");
+    let (_d, dir) = flow("custom_llm_pkg");
+    let r = env.run(&[
+        "flow",
+        "test",
+        dir.to_str().unwrap(),
+        "--inputs",
+        "name=Grace",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        r.json(),
+        json!({"text": "PromptTemplate|chat|https://llm.example|system:\nGreet people.\nuser:\nHello Grace!\n"})
+    );
+    // A tool without a PromptTemplate parameter is refused with promptflow's reason.
+    let tools = dir.join("my_llm_tools.py");
+    let text = std::fs::read_to_string(&tools).unwrap();
+    std::fs::write(
+        &tools,
+        text.replace("prompt: PromptTemplate", "prompt: str"),
+    )
+    .unwrap();
+    let r = env.run(&["flow", "test", dir.to_str().unwrap()]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("is missing a prompt template argument"),
+        "{}",
+        r.stderr
+    );
+}
