@@ -13,7 +13,7 @@ mod mapping;
 mod value;
 
 pub use inputs::{prepare_inputs, InputError};
-pub use line::{AggregationResult, Executor, ExecutorOptions, LineResult};
+pub use line::{AggregationInputs, AggregationResult, Executor, ExecutorOptions, LineResult};
 pub use long_running::LongRunning;
 pub use mapping::{
     parse_mapping_pairs, ColumnMapping, KnownNames, LineSources, MappingError, MappingSource,

@@ -93,6 +93,66 @@ pub struct AggregationResult {
     pub error: Option<ToolFailureAt>,
 }
 
+/// What the aggregation nodes read from a run's lines, kept column by column: per node, per
+/// input, the values of the lines in the order they were added. A batch of many lines holds one
+/// value per line and input here, not a map per line.
+#[derive(Clone, Debug, Default)]
+pub struct AggregationInputs {
+    lines: usize,
+    columns: IndexMap<String, IndexMap<String, Vec<Value>>>,
+}
+
+impl AggregationInputs {
+    /// Add one line's `{node: {input: value}}` (a line missing a node or input gives null there).
+    pub fn push(&mut self, line: IndexMap<String, IndexMap<String, Value>>) {
+        for (node, inputs) in line {
+            let columns = self.columns.entry(node).or_default();
+            for (input, value) in inputs {
+                let column = columns.entry(input).or_default();
+                column.resize(self.lines, Value::Null);
+                column.push(value);
+            }
+        }
+        self.lines += 1;
+    }
+
+    /// [`AggregationInputs::push`] from the JSON object a line record holds; anything else is a
+    /// line without values.
+    pub fn push_json(&mut self, line: Value) {
+        let mut parsed = IndexMap::new();
+        if let Value::Object(nodes) = line {
+            for (node, inputs) in nodes {
+                if let Value::Object(inputs) = inputs {
+                    parsed.insert(node, inputs.into_iter().collect());
+                }
+            }
+        }
+        self.push(parsed);
+    }
+
+    /// How many lines were added.
+    pub fn len(&self) -> usize {
+        self.lines
+    }
+
+    /// Whether no line was added.
+    pub fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// The values of `input` of `node`, one per line, moved out.
+    fn take(&mut self, node: &str, input: &str) -> Vec<Value> {
+        let mut column = self
+            .columns
+            .get_mut(node)
+            .and_then(|inputs| inputs.get_mut(input))
+            .map(std::mem::take)
+            .unwrap_or_default();
+        column.resize(self.lines, Value::Null);
+        column
+    }
+}
+
 /// Runs lines of one flow through a [`ToolInvoker`].
 pub struct Executor<I> {
     flow: Arc<Flow>,
@@ -573,6 +633,16 @@ impl<I: ToolInvoker> Executor<I> {
 
     /// Run the aggregation nodes once over the completed lines (in line order).
     pub async fn run_aggregation(&self, lines: &[&LineResult]) -> AggregationResult {
+        let mut inputs = AggregationInputs::default();
+        for line in lines {
+            inputs.push(line.aggregation_inputs.clone());
+        }
+        self.run_aggregation_of(inputs).await
+    }
+
+    /// [`Executor::run_aggregation`] over inputs gathered column by column (each column is moved
+    /// into the list its node receives).
+    pub async fn run_aggregation_of(&self, mut lines: AggregationInputs) -> AggregationResult {
         let mut result = AggregationResult::default();
         let mut done: IndexMap<String, Value> = IndexMap::new();
         for node in self.flow.nodes.iter().filter(|n| n.aggregation) {
@@ -599,18 +669,7 @@ impl<I: ToolInvoker> Executor<I> {
                             }
                         }
                         None => NodeArg::Value {
-                            value: Value::Array(
-                                lines
-                                    .iter()
-                                    .map(|l| {
-                                        l.aggregation_inputs
-                                            .get(&node.name)
-                                            .and_then(|m| m.get(name))
-                                            .cloned()
-                                            .unwrap_or(Value::Null)
-                                    })
-                                    .collect(),
-                            ),
+                            value: Value::Array(lines.take(&node.name, name)),
                             origin: ArgOrigin::FlowInput,
                             attachment: None,
                         },
@@ -732,5 +791,30 @@ fn resolve<'s>(
             }
             _ => Err(format!("{r}: node '{n}' has not run")),
         },
+    }
+}
+
+#[cfg(test)]
+mod aggregation_inputs_tests {
+    use super::AggregationInputs;
+    use serde_json::json;
+
+    #[test]
+    fn columns_stay_aligned_with_lines_when_a_line_lacks_a_value() {
+        let mut inputs = AggregationInputs::default();
+        inputs.push_json(json!({"agg": {"a": 1}}));
+        inputs.push_json(json!({"agg": {"a": 2, "b": "x"}}));
+        inputs.push_json(json!({}));
+        inputs.push_json(json!({"agg": {"b": "y"}}));
+        assert_eq!(inputs.len(), 4);
+        assert_eq!(
+            inputs.take("agg", "a"),
+            vec![json!(1), json!(2), json!(null), json!(null)]
+        );
+        assert_eq!(
+            inputs.take("agg", "b"),
+            vec![json!(null), json!("x"), json!(null), json!("y")]
+        );
+        assert_eq!(inputs.take("other", "c"), vec![json!(null); 4]);
     }
 }

@@ -935,7 +935,7 @@ struct OrderedWriter {
     completed: usize,
     failed: Vec<Value>,
     /// Per aggregation node, per input: the completed lines' values in line order.
-    aggregation: Vec<Value>,
+    aggregation: flowrt_executor::AggregationInputs,
     stream: bool,
     reporter: Arc<dyn Reporter>,
     /// Where images in a line's record are saved (`flow_outputs`, as promptflow saves them).
@@ -962,7 +962,7 @@ impl OrderedWriter {
             next: 0,
             completed: 0,
             failed: Vec::new(),
-            aggregation: Vec::new(),
+            aggregation: Default::default(),
             stream,
             reporter,
             images_dir: output_dir.join("flow_outputs"),
@@ -1035,7 +1035,7 @@ impl OrderedWriter {
                 .as_ref()
                 .filter(|a| a.as_object().is_some_and(|m| !m.is_empty()))
             {
-                self.aggregation.push(a.clone());
+                self.aggregation.push_json(a.clone());
             }
         } else {
             let mut e = rec.error.clone().unwrap_or(Value::Null);
@@ -1268,24 +1268,8 @@ async fn record_end<I: ToolInvoker + 'static>(
     let name = meta.name.clone();
     let reporter = &log.reporter;
     if aggregate && status == RunStatus::Completed && executor.has_aggregation() {
-        let agg_lines: Vec<LineResult> = writer
-            .aggregation
-            .iter()
-            .enumerate()
-            .map(|(i, a)| LineResult {
-                line_number: i,
-                inputs: IndexMap::new(),
-                outputs: IndexMap::new(),
-                error: None,
-                node_runs: Vec::new(),
-                bare_output: false,
-                result_repr: None,
-                aggregation_inputs: serde_json::from_value(a.clone()).unwrap_or_default(),
-                duration: Duration::ZERO,
-            })
-            .collect();
-        let refs: Vec<&LineResult> = agg_lines.iter().collect();
-        let agg = executor.run_aggregation(&refs).await;
+        let lines = std::mem::take(&mut writer.aggregation);
+        let agg = executor.run_aggregation_of(lines).await;
         // Traces are extra: the run's record and metrics do not depend on them.
         if let Err(e) = trace_aggregation(tracing, executor.flow(), &agg.node_runs, &output_dir) {
             log.log(&format!(
