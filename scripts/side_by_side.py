@@ -35,7 +35,8 @@ same inputs and init.
 
 Each runtime gets its own copy of the flow tree (so relative paths outside a flow folder still work
 and files a runtime writes don't leak into the other's run), and a fresh HOME / PF_HOME_DIRECTORY /
-FLOWRT_HOME per script run. Connections commonly referenced by the flows are created in both
+FLOWRT_HOME per script run; a fake managed identity endpoint (IDENTITY_ENDPOINT) answers the
+Microsoft Entra ID token requests of flows that call Azure OpenAI without a key. Connections commonly referenced by the flows are created in both
 runtimes, pointed at the fake OpenAI server, all with key `fake-key`. Flows without a
 requirements.txt run on promptflow's venv under pf and on `--flowrt-python` (or python3) under
 flowrt: give that interpreter the packages promptflow's venv brings, promptflow excepted
@@ -752,6 +753,40 @@ class FakeServer:
                 self.proc.kill()
 
 
+class FakeManagedIdentity:
+    """A managed identity endpoint as App Service gives one (IDENTITY_ENDPOINT, IDENTITY_HEADER):
+    flows calling Azure OpenAI without a key sign in with Microsoft Entra ID in both runtimes, and
+    the fake model server takes the bearer token as it takes a key."""
+
+    def __init__(self):
+        import http.server
+        secret = "side-by-side"
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                ok = self.headers.get("x-identity-header") == secret
+                body = json.dumps({"access_token": "fake-entra-token", "token_type": "Bearer",
+                                   "expires_on": str(int(time.time()) + 3600),
+                                   "resource": "https://cognitiveservices.azure.com"} if ok
+                                  else {"error": "bad_request"}).encode()
+                self.send_response(200 if ok else 400)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.env = {"IDENTITY_ENDPOINT": f"http://127.0.0.1:{self.server.server_port}/msi/token",
+                    "IDENTITY_HEADER": secret}
+
+    def stop(self):
+        self.server.shutdown()
+
+
 class RunningServer:
     """A model server someone else started (--openai-base)."""
 
@@ -881,6 +916,7 @@ def main():
         json.dump(flows, fh)
 
     server = RunningServer(args.openai_base) if args.openai_base else FakeServer(args.fake_openai)
+    identity = FakeManagedIdentity()
     base = server.base
     pf_home = os.path.join(work, "pf_home")
     flowrt_home = os.path.join(work, "flowrt_home")
@@ -897,6 +933,8 @@ def main():
         "AZURE_OPENAI_API_TYPE": "azure", "OPENAI_API_VERSION": "2024-02-01", "OPENAI_API_BASE": base + "/v1",
         "AZURE_OPENAI_API_VERSION": "2024-02-01", "AZURE_OPENAI_DEPLOYMENT": "gpt-35-turbo",
         "PYTHONUNBUFFERED": "1",
+        # keyless Azure OpenAI: a managed identity (the Azure SDKs ask it before the Azure CLI)
+        **identity.env,
         # test_configs/prompty/prompty_with_env.prompty reads its whole configuration from these
         "MOCK_AZURE_DEVELOPMENT": "gpt-35-turbo", "MOCK_AZURE_API_KEY": "fake-key",
         "MOCK_AZURE_API_VERSION": "2024-02-01", "MOCK_AZURE_ENDPOINT": base,
@@ -1095,6 +1133,7 @@ def main():
         report(results, total)
     finally:
         server.stop()
+        identity.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
