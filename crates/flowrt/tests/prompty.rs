@@ -354,6 +354,30 @@ fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
     found
 }
 
+/// An Azure OpenAI prompty at `base` that names no key (as current Azure samples write them).
+fn keyless_prompty(base: &str) -> (tempfile::TempDir, PathBuf) {
+    prompty(
+        "keyless.prompty",
+        &format!(
+            "---
+model:
+  configuration:
+    type: azure_openai
+    azure_deployment: triage-dep
+    azure_endpoint: {base}
+  parameters:
+    max_tokens: 10
+inputs:
+  ticket:
+    type: string
+---
+# user:
+{{{{ ticket }}}}
+"
+        ),
+    )
+}
+
 /// Issue 21: an Azure OpenAI prompty without a key, and a flow whose connection says
 /// `auth_mode: meid_token`, sign in with Microsoft Entra ID as promptflow does: the token comes
 /// from the managed identity endpoint the environment names, reaches the model as a bearer
@@ -364,27 +388,7 @@ fn keyless_azure_openai_signs_in_with_entra_id() {
     let server = FakeOpenAi::start(0);
     let identity = FakeIdentityEndpoint::start();
     let env = Env::new();
-    let (_d, file) = prompty(
-        "keyless.prompty",
-        &format!(
-            "---
-model:
-  configuration:
-    type: azure_openai
-    azure_deployment: triage-dep
-    azure_endpoint: {}
-  parameters:
-    max_tokens: 10
-inputs:
-  ticket:
-    type: string
----
-# user:
-{{{{ ticket }}}}
-",
-            server.base
-        ),
-    );
+    let (_d, file) = keyless_prompty(&server.base);
     let mut vars = identity.vars().to_vec();
     vars.push(("AZURE_OPENAI_API_KEY", "env-key-not-used"));
     let r = env.run_with_env(&["flow", "test", s(&file), "--inputs", "ticket=Hum"], &vars);
@@ -466,27 +470,11 @@ inputs:
 fn keyless_azure_openai_without_a_credential_says_how_to_sign_in() {
     let server = FakeOpenAi::start(0);
     let env = Env::new();
-    let (_d, file) = prompty(
-        "keyless.prompty",
-        &format!(
-            "---
-model:
-  configuration:
-    type: azure_openai
-    azure_deployment: d
-    azure_endpoint: {}
-  parameters: {{}}
----
-# user:
-hi
-",
-            server.base
-        ),
-    );
+    let (_d, file) = keyless_prompty(&server.base);
     // An identity endpoint that refuses (the wrong secret) stands in for "no managed identity".
     let identity = FakeIdentityEndpoint::start();
     let r = env.run_with_env(
-        &["flow", "test", s(&file)],
+        &["flow", "test", s(&file), "--inputs", "ticket=hi"],
         &[
             ("IDENTITY_ENDPOINT", identity.url.as_str()),
             ("IDENTITY_HEADER", "wrong"),
