@@ -401,7 +401,15 @@ pub fn run(config: AgentConfig) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     std_listener.set_nonblocking(true)?;
     let mut connections = if config.connections_stdin {
-        invoker::connections_from_stdin()?
+        let secrets = invoker::secrets_from_stdin()?;
+        if let Some(principal) = secrets.entra {
+            flowrt_tools::sign_in_as_session_identity(principal);
+        }
+        secrets
+            .connections
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect()
     } else if config.join.is_some() {
         HashMap::new()
     } else {
@@ -442,6 +450,9 @@ pub fn run(config: AgentConfig) -> Result<()> {
             .into_iter()
             .map(|c| (c.name.clone(), c))
             .collect();
+        if let Some(principal) = joined.entra {
+            flowrt_tools::sign_in_as_session_identity(principal);
+        }
         received = Some(joined.flow);
         eprintln!("session {}: joined its server", config.session_id);
     }

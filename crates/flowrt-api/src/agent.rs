@@ -8,6 +8,36 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::Duration;
 
+/// What a session's agent receives from the server before anything else, over a pipe only the
+/// server holds (a local agent's stdin) or its join reply (a Ray agent): the connections its
+/// flow names, and the session identity's Entra ID service principal, when it has one. Written
+/// as a JSON object; a bare JSON list is the connections alone (what earlier servers sent).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionSecrets {
+    pub connections: Vec<crate::Connection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<crate::EntraServicePrincipal>,
+}
+
+impl SessionSecrets {
+    /// Read the object, or a bare list of connections.
+    pub fn from_json(text: &str) -> Result<SessionSecrets, serde_json::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Secrets(SessionSecrets),
+            Connections(Vec<crate::Connection>),
+        }
+        Ok(match serde_json::from_str(text)? {
+            Either::Secrets(s) => s,
+            Either::Connections(connections) => SessionSecrets {
+                connections,
+                entra: None,
+            },
+        })
+    }
+}
+
 /// `GET /health`: the agent is up, serving `session_id`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentHealth {

@@ -179,3 +179,58 @@ impl Connection {
         self.configs.get(key).map(String::as_str)
     }
 }
+
+/// A Microsoft Entra ID service principal a session identity signs in with, for Azure endpoints
+/// called without a key (a keyless Azure OpenAI connection or prompty). Its secret is sealed at
+/// rest by the store, goes to the identity's sessions' agents only (never to their code), and is
+/// masked in `Debug`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntraServicePrincipal {
+    /// The directory (tenant) id: a GUID or a domain name.
+    pub tenant_id: String,
+    /// The application (client) id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: String,
+}
+
+impl fmt::Debug for EntraServicePrincipal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EntraServicePrincipal")
+            .field("tenant_id", &self.tenant_id)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"******")
+            .finish()
+    }
+}
+
+impl EntraServicePrincipal {
+    /// What is wrong with it, if anything: ids are 1-100 characters of letters, digits, `-` and
+    /// `.` (as Entra ID writes them), the secret 1-1024 characters without control characters.
+    pub fn problem(&self) -> Option<String> {
+        let id_ok = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 100
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        };
+        if !id_ok(&self.tenant_id) {
+            return Some(
+                "tenant_id must be a GUID or a domain name (letters, digits, '-', '.')".into(),
+            );
+        }
+        if !id_ok(&self.client_id) {
+            return Some("client_id must be the application's GUID".into());
+        }
+        if self.client_secret.is_empty()
+            || self.client_secret.len() > 1024
+            || self.client_secret.chars().any(char::is_control)
+        {
+            return Some(
+                "client_secret must be 1-1024 characters without control characters".into(),
+            );
+        }
+        None
+    }
+}

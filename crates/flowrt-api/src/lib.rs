@@ -10,5 +10,5 @@ pub mod session;
 pub mod trace;
 pub mod workspace;
 
-pub use connection::{Connection, ConnectionKind};
+pub use connection::{Connection, ConnectionKind, EntraServicePrincipal};
 pub use session::{ApiError, PreparingPhase, SessionSize, SessionStatus, SizeLimits};

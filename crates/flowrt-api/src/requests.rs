@@ -198,6 +198,10 @@ pub struct CreateIdentity {
     /// other host is refused, so a requirements file cannot send the token where it likes.
     #[serde(default)]
     pub feed_hosts: Vec<String>,
+    /// A Microsoft Entra ID service principal the identity's sessions sign in with for Azure
+    /// endpoints called without a key; its secret stored encrypted, never returned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<crate::EntraServicePrincipal>,
 }
 
 /// `POST /api/v1/identities/{name}/grants`: let a user start sessions acting as the identity.
@@ -252,6 +256,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<CreateCompute>("CreateCompute"),
         one::<CreateIdentity>("CreateIdentity"),
         one::<GrantIdentity>("GrantIdentity"),
+        one::<crate::EntraServicePrincipal>("EntraServicePrincipal"),
         one::<AgentJoin>("AgentJoin"),
     ]
 }

@@ -185,6 +185,10 @@ pub struct IdentityView {
     pub feed_token: Option<String>,
     /// The hosts its token may be sent to: `{private}` index URLs on other hosts are refused.
     pub feed_hosts: Vec<String>,
+    /// The application (client) id of its Microsoft Entra ID service principal, when it has one
+    /// (its secret is never returned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_client_id: Option<String>,
     /// The ids of the users besides its owner who may start sessions acting as it.
     pub granted: Vec<String>,
     /// Unix milliseconds.
@@ -557,6 +561,9 @@ pub struct CancelingRun {
 pub struct AgentJoined {
     #[schema(value_type = Vec<Object>)]
     pub connections: Vec<crate::Connection>,
+    /// The session identity's Entra ID service principal, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<crate::EntraServicePrincipal>,
     pub flow: AgentFlow,
 }
 

@@ -945,7 +945,8 @@ pub fn python_spec(
 /// Load every stored connection (connections are few; flows name them in many places).
 /// Connections handed over stdin as a JSON list (by a server to its agent, by an agent to a batch
 /// run): read to the end, so the writer's close marks the end.
-pub fn connections_from_stdin() -> Result<HashMap<String, Connection>> {
+/// What a session's server hands its agent on stdin (see [`flowrt_api::agent::SessionSecrets`]).
+pub fn secrets_from_stdin() -> Result<flowrt_api::agent::SessionSecrets> {
     use std::io::Read;
     let mut text = String::new();
     std::io::stdin()
@@ -953,11 +954,10 @@ pub fn connections_from_stdin() -> Result<HashMap<String, Connection>> {
         .read_to_string(&mut text)
         .context("reading connections from stdin")?;
     if text.trim().is_empty() {
-        return Ok(HashMap::new());
+        return Ok(Default::default());
     }
-    let list: Vec<Connection> =
-        serde_json::from_str(&text).context("the connections on stdin are not a JSON list")?;
-    Ok(list.into_iter().map(|c| (c.name.clone(), c)).collect())
+    flowrt_api::agent::SessionSecrets::from_json(&text)
+        .context("the connections on stdin are not a JSON object or list")
 }
 
 pub fn load_connections(home: &Path) -> Result<HashMap<String, Connection>> {

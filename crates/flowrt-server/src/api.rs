@@ -415,9 +415,18 @@ async fn create_identity(
             "an identity with a feed token needs the hosts the token may go to: add feed_hosts (`--feed-host HOST`)",
         ));
     }
+    if let Some(problem) = body.entra.as_ref().and_then(|p| p.problem()) {
+        return Err(ApiErr::bad_request(format!("entra: {problem}")));
+    }
     let identity = state
         .store
-        .create_identity(&body.name, &caller.0.id, body.feed_token.as_deref(), &hosts)
+        .create_identity(
+            &body.name,
+            &caller.0.id,
+            body.feed_token.as_deref(),
+            &hosts,
+            body.entra.as_ref(),
+        )
         .await?;
     Ok((StatusCode::CREATED, Json(IdentityView::from(&identity))))
 }

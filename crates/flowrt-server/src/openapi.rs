@@ -25,7 +25,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/environments", "Base environment versions and published custom environments."),
     ("post", "/api/v1/environments", "Publish a custom environment {name, requirements, from}."),
     ("get", "/api/v1/identities", "List identities (feed tokens masked)."),
-    ("post", "/api/v1/identities", "Create an identity {name, feed_token, feed_hosts} (admin); the token is stored encrypted and goes only to the named hosts."),
+    ("post", "/api/v1/identities", "Create an identity {name, feed_token, feed_hosts, entra} (admin); the token is stored encrypted and goes only to the named hosts; entra {tenant_id, client_id, client_secret} signs its sessions' keyless Azure calls in, its secret stored encrypted and handed only to their agents."),
     ("post", "/api/v1/identities/{name}/grants", "Let a user {user} start sessions acting as the identity (its owner or an admin)."),
     ("get", "/api/v1/computes", "List the compute instances you can see."),
     ("post", "/api/v1/computes", "Create a compute instance {name, size, user}."),

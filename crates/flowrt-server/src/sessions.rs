@@ -48,11 +48,12 @@ pub async fn agent_join(
         ));
     };
     match state.sessions.complete_join(&req, addr, peer.ip()).await {
-        Ok((connections, flow)) => {
-            let connections = serde_json::from_str(&connections.0)
+        Ok((secrets, flow)) => {
+            let secrets = flowrt_api::agent::SessionSecrets::from_json(&secrets.0)
                 .map_err(|e| ApiErr::internal("handing over connections", e))?;
             Ok(Json(flowrt_api::responses::AgentJoined {
-                connections,
+                connections: secrets.connections,
+                entra: secrets.entra,
                 flow,
             }))
         }

@@ -553,7 +553,16 @@ impl Manager {
             &flow.connection_candidates().into_iter().collect::<Vec<_>>(),
         )
         .await?;
-        let connections = serde_json::to_string(&used)
+        // The identity's Entra ID service principal goes the same way, to the agent alone.
+        let entra = match &s.identity {
+            Some(identity) => self.store.identity_entra_for_session(identity).await?,
+            None => None,
+        };
+        let secrets = flowrt_api::agent::SessionSecrets {
+            connections: used,
+            entra,
+        };
+        let connections = serde_json::to_string(&secrets)
             .map(backend::SecretText)
             .map_err(|e| ManageError::internal("handing over connections", e))?;
         // A prompty flow is a file in its snapshot: the agent loads that file of its copy.

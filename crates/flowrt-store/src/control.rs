@@ -1080,7 +1080,18 @@ impl Store {
         owner: &str,
         feed_token: Option<&str>,
         feed_hosts: &[String],
+        entra: Option<&flowrt_api::EntraServicePrincipal>,
     ) -> Result<Identity, StoreError> {
+        let entra_sealed = match entra {
+            Some(p) => Some(
+                self.key()?
+                    .seal(&identity_aad(name), "entra_client_secret", &p.client_secret)
+                    .map_err(|_| StoreError::IdentitySecret {
+                        name: name.to_string(),
+                    })?,
+            ),
+            None => None,
+        };
         let sealed = match feed_token {
             Some(token) => Some(
                 self.key()?
@@ -1096,6 +1107,7 @@ impl Store {
             owner: owner.to_string(),
             feed_token: feed_token.map(|_| MASK.to_string()),
             feed_hosts: feed_hosts.to_vec(),
+            entra_client_id: entra.map(|p| p.client_id.clone()),
             granted: Vec::new(),
             created: now_ms(),
         };
@@ -1105,14 +1117,18 @@ impl Store {
             value: e.to_string(),
         })?;
         sqlx::query(
-            "INSERT INTO identities (name, owner, feed_token_sealed, feed_hosts, created)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO identities (name, owner, feed_token_sealed, feed_hosts, created,
+                                     entra_tenant_id, entra_client_id, entra_secret_sealed)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(name)
         .bind(owner)
         .bind(sealed)
         .bind(hosts)
         .bind(identity.created)
+        .bind(entra.map(|p| p.tenant_id.clone()))
+        .bind(entra.map(|p| p.client_id.clone()))
+        .bind(entra_sealed)
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -1126,7 +1142,7 @@ impl Store {
     /// Every identity, by name, feed tokens masked.
     pub async fn list_identities(&self) -> Result<Vec<Identity>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT name, owner, feed_token_sealed, feed_hosts, created,
+            "SELECT name, owner, feed_token_sealed, feed_hosts, created, entra_client_id,
                     (SELECT {} FROM identity_grants g
                      WHERE g.identity = identities.name) AS granted
              FROM identities ORDER BY name",
@@ -1154,6 +1170,7 @@ impl Store {
                     owner: get(r, "owner")?,
                     feed_token: sealed.map(|_| MASK.to_string()),
                     feed_hosts: list(r, "feed_hosts")?,
+                    entra_client_id: get(r, "entra_client_id")?,
                     granted: list(r, "granted")?,
                     created: get(r, "created")?,
                 })
@@ -1201,6 +1218,46 @@ impl Store {
                     name: name.to_string(),
                 }),
         }
+    }
+
+    /// The Entra ID service principal of identity `name`, its secret opened, for handing to the
+    /// agent of a session acting as it — and for nothing else: never log, store or return it to
+    /// a client. `Ok(None)` when the identity has none; an error when there is no such identity.
+    pub async fn identity_entra_for_session(
+        &self,
+        name: &str,
+    ) -> Result<Option<flowrt_api::EntraServicePrincipal>, StoreError> {
+        let row = sqlx::query(
+            "SELECT entra_tenant_id, entra_client_id, entra_secret_sealed
+             FROM identities WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db(format!("cannot read identity `{name}`")))?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound {
+                what: "identity",
+                name: name.to_string(),
+            });
+        };
+        let tenant: Option<String> = get(&row, "entra_tenant_id")?;
+        let client: Option<String> = get(&row, "entra_client_id")?;
+        let sealed: Option<String> = get(&row, "entra_secret_sealed")?;
+        let (Some(tenant_id), Some(client_id), Some(sealed)) = (tenant, client, sealed) else {
+            return Ok(None);
+        };
+        let client_secret = self
+            .key()?
+            .open(&identity_aad(name), "entra_client_secret", &sealed)
+            .map_err(|_| StoreError::IdentitySecret {
+                name: name.to_string(),
+            })?;
+        Ok(Some(flowrt_api::EntraServicePrincipal {
+            tenant_id,
+            client_id,
+            client_secret,
+        }))
     }
 
     // ---- runs ----

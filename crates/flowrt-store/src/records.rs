@@ -191,6 +191,8 @@ pub struct Identity {
     pub feed_token: Option<String>,
     /// The hosts its feed token may be sent to (in `{private}` index URLs).
     pub feed_hosts: Vec<String>,
+    /// Its Entra ID service principal's application id, when it has one.
+    pub entra_client_id: Option<String>,
     /// The ids of the users besides its owner who may start sessions acting as it.
     pub granted: Vec<String>,
     pub created: i64,
@@ -276,6 +278,7 @@ impl From<&Identity> for flowrt_api::responses::IdentityView {
             owner: i.owner.clone(),
             feed_token: i.feed_token.clone(),
             feed_hosts: i.feed_hosts.clone(),
+            entra_client_id: i.entra_client_id.clone(),
             granted: i.granted.clone(),
             created: i.created,
         }

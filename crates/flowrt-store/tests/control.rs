@@ -308,18 +308,26 @@ on_every_backend!(
 async fn identity_feed_tokens_are_encrypted_at_rest_on(db: &Db, store: Store) {
     let (ada, _) = store.create_user("ada", Role::User).await.unwrap();
     let secret = "feed-token-0123456789-very-secret";
+    let entra_secret = "entra-client-secret-9876543210";
+    let principal = flowrt_api::EntraServicePrincipal {
+        tenant_id: "contoso.onmicrosoft.com".into(),
+        client_id: "app-1".into(),
+        client_secret: entra_secret.into(),
+    };
     let id = store
         .create_identity(
             "builder",
             &ada.id,
             Some(secret),
             &["pkgs.example.com".to_string()],
+            Some(&principal),
         )
         .await
         .unwrap();
     assert_eq!(id.feed_token.as_deref(), Some(MASK));
+    assert_eq!(id.entra_client_id.as_deref(), Some("app-1"));
     store
-        .create_identity("plain", &ada.id, None, &[])
+        .create_identity("plain", &ada.id, None, &[], None)
         .await
         .unwrap();
     let listed = store.list_identities().await.unwrap();
@@ -327,6 +335,15 @@ async fn identity_feed_tokens_are_encrypted_at_rest_on(db: &Db, store: Store) {
     assert_eq!(listed[0].feed_token.as_deref(), Some(MASK));
     assert_eq!(listed[1].feed_token, None);
     assert!(!format!("{listed:?}").contains(secret));
+    assert!(!format!("{listed:?}").contains(entra_secret));
+    assert_eq!(
+        store.identity_entra_for_session("builder").await.unwrap(),
+        Some(principal.clone())
+    );
+    assert_eq!(
+        store.identity_entra_for_session("plain").await.unwrap(),
+        None
+    );
     assert_eq!(
         store
             .identity_feed_token_for_install("builder")
@@ -350,11 +367,14 @@ async fn identity_feed_tokens_are_encrypted_at_rest_on(db: &Db, store: Store) {
         })
     ));
     assert!(matches!(
-        store.create_identity("builder", &ada.id, None, &[]).await,
+        store
+            .create_identity("builder", &ada.id, None, &[], None)
+            .await,
         Err(StoreError::Exists { .. })
     ));
     store.close().await;
     assert!(!db.holds(secret).await);
+    assert!(!db.holds(entra_secret).await);
 }
 
 on_every_backend!(

@@ -61,6 +61,16 @@ struct Chain {
 
 static CHAIN: OnceLock<Chain> = OnceLock::new();
 
+/// The session identity's service principal, given by the server to a session's agent (whose
+/// environment names no credential of the server's); asked before the environment's sources.
+static SESSION_PRINCIPAL: OnceLock<flowrt_api::EntraServicePrincipal> = OnceLock::new();
+
+/// Sign keyless Azure calls of this process in as the session identity's service principal
+/// (set once, before the first call; a later call changes nothing).
+pub fn sign_in_as_session_identity(principal: flowrt_api::EntraServicePrincipal) {
+    let _ = SESSION_PRINCIPAL.set(principal);
+}
+
 /// A bearer token for Azure OpenAI from the first credential of the chain that has one.
 pub(crate) async fn cognitive_services_token(http: &reqwest::Client) -> Result<String, ToolError> {
     let chain = CHAIN.get_or_init(|| Chain::from_env(http));
@@ -87,6 +97,21 @@ impl Chain {
             }),
             Err(e) => unusable.push(format!("{name}: {}", first_line(&e.to_string()))),
         };
+        if let Some(p) = SESSION_PRINCIPAL.get() {
+            add(
+                "the session identity's service principal",
+                ClientSecretCredential::new(
+                    &p.tenant_id,
+                    p.client_id.clone(),
+                    p.client_secret.clone().into(),
+                    Some(ClientSecretCredentialOptions {
+                        client_options: options(),
+                    }),
+                )
+                .map(|c| c as Arc<dyn TokenCredential>),
+                TOKEN_TIMEOUT,
+            );
+        }
         if let (Some(tenant), Some(client), Some(secret)) = (
             var("AZURE_TENANT_ID"),
             var("AZURE_CLIENT_ID"),

@@ -37,6 +37,7 @@ pub use client::{
     ContentStream, LlmApi, LlmCall, LlmClient, LlmResult, RetryCause, RetryEvent, RetryListener,
     RetryPolicy, Usage,
 };
+pub use entra::sign_in_as_session_identity;
 pub use error::ToolError;
 pub use governor::{counting_answers, rate_statuses, RateStatus};
 pub use open_model::{ModelFamily, OpenModelEndpoint};

@@ -220,6 +220,18 @@ pub enum IdentityCommand {
         /// other host are refused, so a requirements file cannot send the token elsewhere.
         #[arg(long = "feed-host", value_name = "HOST")]
         feed_hosts: Vec<String>,
+        /// Sessions acting as the identity sign keyless Azure OpenAI calls in with this
+        /// Microsoft Entra ID tenant's service principal (with --entra-client-id and
+        /// --entra-client-secret-env).
+        #[arg(long, value_name = "TENANT", requires_all = ["entra_client_id", "entra_client_secret_env"])]
+        entra_tenant_id: Option<String>,
+        /// The service principal's application (client) id.
+        #[arg(long, value_name = "ID", requires = "entra_tenant_id")]
+        entra_client_id: Option<String>,
+        /// The environment variable holding the service principal's client secret (stored
+        /// encrypted, handed only to the identity's sessions' agents, never to their code).
+        #[arg(long, value_name = "VAR", requires = "entra_tenant_id")]
+        entra_client_secret_env: Option<String>,
     },
     /// Let another user start sessions acting as an identity (its owner or an admin).
     Grant {
@@ -1142,13 +1154,23 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
                 name,
                 feed_token_env,
                 feed_hosts,
+                entra_tenant_id,
+                entra_client_id,
+                entra_client_secret_env,
             } => {
-                let token = match &feed_token_env {
-                    Some(var) => Some(
-                        std::env::var(var)
-                            .map_err(|_| anyhow!("environment variable {var} is not set"))?,
-                    ),
-                    None => None,
+                let from_env = |var: &str| {
+                    std::env::var(var).map_err(|_| anyhow!("environment variable {var} is not set"))
+                };
+                let token = feed_token_env.as_deref().map(from_env).transpose()?;
+                let entra = match (entra_tenant_id, entra_client_id, entra_client_secret_env) {
+                    (Some(tenant_id), Some(client_id), Some(var)) => {
+                        Some(flowrt_api::EntraServicePrincipal {
+                            tenant_id,
+                            client_id,
+                            client_secret: from_env(&var)?,
+                        })
+                    }
+                    _ => None,
                 };
                 let i = remote
                     .call(
@@ -1158,6 +1180,7 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
                             name,
                             feed_token: token,
                             feed_hosts,
+                            entra,
                         })?),
                     )
                     .await?;
@@ -1181,7 +1204,10 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
                 if json {
                     println!("{}", serde_json::to_string_pretty(&all)?);
                 } else {
-                    let mut t = crate::fmt::table(&["NAME", "FEED TOKEN", "FEED HOSTS"], &[]);
+                    let mut t = crate::fmt::table(
+                        &["NAME", "FEED TOKEN", "FEED HOSTS", "ENTRA CLIENT ID"],
+                        &[],
+                    );
                     for i in all.as_array().into_iter().flatten() {
                         let hosts: Vec<&str> = i["feed_hosts"]
                             .as_array()
@@ -1193,6 +1219,7 @@ pub fn identity(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
                             i["name"].as_str().unwrap_or(""),
                             i["feed_token"].as_str().unwrap_or("-"),
                             &hosts.join(", "),
+                            i["entra_client_id"].as_str().unwrap_or("-"),
                         ]);
                     }
                     crate::fmt::print_table(&t);

@@ -4934,3 +4934,104 @@ fn a_session_on_a_built_environment_runs_with_the_flows_requirements() {
         server.ok(&["session", "delete", &id]);
     }
 }
+
+/// Issue 21: a session identity may carry a Microsoft Entra ID service principal. A session
+/// acting as it signs keyless Azure OpenAI calls in with it: the agent (whose environment names
+/// none of the server's credentials) receives it from the server and asks it first. Its secret
+/// is in no API answer, no file of the session or the server, and not in the database.
+#[test]
+fn a_session_identitys_service_principal_signs_keyless_calls_in() {
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path(), &[], &[]);
+    let secret = "entra-secret-do-not-leak-7741";
+    let out = server
+        .cmd(&[
+            "identity",
+            "create",
+            "signer",
+            "--entra-tenant-id",
+            "contoso.example",
+            "--entra-client-id",
+            "11111111-2222-3333-4444-555555555555",
+            "--entra-client-secret-env",
+            "SP_SECRET",
+        ])
+        .env("SP_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = server.ok(&["identity", "list"]);
+    assert!(
+        listed.contains("11111111-2222-3333-4444-555555555555") && !listed.contains(secret),
+        "{listed}"
+    );
+    // A malformed principal is refused with what is wrong.
+    let out = server
+        .cmd(&[
+            "identity",
+            "create",
+            "bad",
+            "--entra-tenant-id",
+            "a/b",
+            "--entra-client-id",
+            "x",
+            "--entra-client-secret-env",
+            "SP_SECRET",
+        ])
+        .env("SP_SECRET", secret)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tenant_id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let model = common::FakeOpenAi::start(0);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("keyless.prompty");
+    std::fs::write(
+        &file,
+        format!(
+            "---\nmodel:\n  configuration:\n    type: azure_openai\n    azure_deployment: d\n    azure_endpoint: {}\n  parameters: {{}}\n---\nuser:\nhi\n",
+            model.base
+        ),
+    )
+    .unwrap();
+    let (id, _) = server.start_session(&file, &["--identity", "signer", "--idle-timeout", "0"]);
+    let out = server.cli(&["flow", "test", file.to_str().unwrap(), "--session", &id]);
+    // Entra ID is not reachable from here: the sign-in fails, and says the session identity's
+    // principal was asked first.
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    let asked = said
+        .find("the session identity's service principal:")
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(
+        said.find("managed identity:").is_none_or(|m| m > asked),
+        "{said}"
+    );
+    assert!(!said.contains(secret), "{said}");
+    assert_eq!(model.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    server.ok(&["session", "delete", &id]);
+    let mut stack = vec![home.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = std::fs::read(&path) {
+                assert!(
+                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                    "{} holds the secret",
+                    path.display()
+                );
+            }
+        }
+    }
+}
