@@ -1082,26 +1082,12 @@ impl Store {
         feed_hosts: &[String],
         entra: Option<&flowrt_api::EntraServicePrincipal>,
     ) -> Result<Identity, StoreError> {
-        let entra_sealed = match entra {
-            Some(p) => Some(
-                self.key()?
-                    .seal(&identity_aad(name), "entra_client_secret", &p.client_secret)
-                    .map_err(|_| StoreError::IdentitySecret {
-                        name: name.to_string(),
-                    })?,
-            ),
-            None => None,
-        };
-        let sealed = match feed_token {
-            Some(token) => Some(
-                self.key()?
-                    .seal(&identity_aad(name), "feed_token", token)
-                    .map_err(|_| StoreError::IdentitySecret {
-                        name: name.to_string(),
-                    })?,
-            ),
-            None => None,
-        };
+        let entra_sealed = entra
+            .map(|p| self.seal_identity_secret(name, "entra_client_secret", &p.client_secret))
+            .transpose()?;
+        let sealed = feed_token
+            .map(|token| self.seal_identity_secret(name, "feed_token", token))
+            .transpose()?;
         let identity = Identity {
             name: name.to_string(),
             owner: owner.to_string(),
@@ -1196,28 +1182,11 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT feed_token_sealed FROM identities WHERE name = $1")
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db(format!("cannot read identity `{name}`")))?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound {
-                what: "identity",
-                name: name.to_string(),
-            });
-        };
+        let row = self.identity_row(name, "feed_token_sealed").await?;
         let sealed: Option<String> = get(&row, "feed_token_sealed")?;
-        match sealed {
-            None => Ok(None),
-            Some(sealed) => self
-                .key()?
-                .open(&identity_aad(name), "feed_token", &sealed)
-                .map(Some)
-                .map_err(|_| StoreError::IdentitySecret {
-                    name: name.to_string(),
-                }),
-        }
+        sealed
+            .map(|sealed| self.open_identity_secret(name, "feed_token", &sealed))
+            .transpose()
     }
 
     /// The Entra ID service principal of identity `name`, its secret opened, for handing to the
@@ -1227,37 +1196,65 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<flowrt_api::EntraServicePrincipal>, StoreError> {
-        let row = sqlx::query(
-            "SELECT entra_tenant_id, entra_client_id, entra_secret_sealed
-             FROM identities WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db(format!("cannot read identity `{name}`")))?;
-        let Some(row) = row else {
-            return Err(StoreError::NotFound {
-                what: "identity",
-                name: name.to_string(),
-            });
-        };
+        let row = self
+            .identity_row(
+                name,
+                "entra_tenant_id, entra_client_id, entra_secret_sealed",
+            )
+            .await?;
         let tenant: Option<String> = get(&row, "entra_tenant_id")?;
         let client: Option<String> = get(&row, "entra_client_id")?;
         let sealed: Option<String> = get(&row, "entra_secret_sealed")?;
         let (Some(tenant_id), Some(client_id), Some(sealed)) = (tenant, client, sealed) else {
             return Ok(None);
         };
-        let client_secret = self
-            .key()?
-            .open(&identity_aad(name), "entra_client_secret", &sealed)
-            .map_err(|_| StoreError::IdentitySecret {
-                name: name.to_string(),
-            })?;
         Ok(Some(flowrt_api::EntraServicePrincipal {
             tenant_id,
             client_id,
-            client_secret,
+            client_secret: self.open_identity_secret(name, "entra_client_secret", &sealed)?,
         }))
+    }
+
+    /// `columns` (this module's constants, never a caller's text) of identity `name`'s row;
+    /// `NotFound` when there is no such identity.
+    async fn identity_row(&self, name: &str, columns: &str) -> Result<AnyRow, StoreError> {
+        sqlx::query(&format!("SELECT {columns} FROM identities WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db(format!("cannot read identity `{name}`")))?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "identity",
+                name: name.to_string(),
+            })
+    }
+
+    /// An identity's secret `field`, sealed with the store's key and bound to the identity.
+    fn seal_identity_secret(
+        &self,
+        name: &str,
+        field: &str,
+        plain: &str,
+    ) -> Result<String, StoreError> {
+        self.key()?
+            .seal(&identity_aad(name), field, plain)
+            .map_err(|_| StoreError::IdentitySecret {
+                name: name.to_string(),
+            })
+    }
+
+    /// An identity's secret `field`, opened.
+    fn open_identity_secret(
+        &self,
+        name: &str,
+        field: &str,
+        sealed: &str,
+    ) -> Result<String, StoreError> {
+        self.key()?
+            .open(&identity_aad(name), field, sealed)
+            .map_err(|_| StoreError::IdentitySecret {
+                name: name.to_string(),
+            })
     }
 
     // ---- runs ----
