@@ -34,6 +34,6 @@ export async function page({ main }) {
           reload();
         }); } }, h('h3', {}, 'Add a compute instance'), field('Name', cName), field('Size', cSize), field('Assign to', cUser), h('button', { type: 'submit' }, 'Create instance'))),
       h('section', { class: 'card', 'aria-labelledby': 'i-h' }, h('h2', { id: 'i-h' }, 'Identities'),
-        identities.length ? table(['Name', 'Owner', 'Feed token'], identities.map((i) => h('tr', {}, h('td', {}, i.name), h('td', {}, nameOf.get(i.owner) || i.owner), h('td', {}, i.feed_token ? 'stored (hidden)' : 'none'))))
+        identities.length ? table(['Name', 'Owner', 'Feed token', 'Entra ID'], identities.map((i) => h('tr', {}, h('td', {}, i.name), h('td', {}, nameOf.get(i.owner) || i.owner), h('td', {}, i.feed_token ? 'stored (hidden)' : 'none'), h('td', {}, i.entra_client_id ? `service principal ${i.entra_client_id}` : 'none'))))
           : h('p', { class: 'muted' }, 'No identities: ', h('code', {}, 'flowrt identity create NAME --feed-token-env VAR'), '.'))));
 }
