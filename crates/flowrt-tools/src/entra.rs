@@ -7,13 +7,14 @@
 //! Azure SDKs try them: a service principal from the environment (`AZURE_TENANT_ID`,
 //! `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`), workload identity (`AZURE_FEDERATED_TOKEN_FILE`),
 //! managed identity (App Service / Container Apps endpoint, or the VM's IMDS), the Azure CLI and
-//! the Azure Developer CLI. The first source that answers is asked first from then on; tokens
-//! are cached by the credentials until shortly before they expire.
+//! the Azure Developer CLI. The first source that answers is asked first from then on; a source
+//! that did not answer in time is left out for five minutes; tokens are cached by the
+//! credentials until shortly before they expire.
 //!
 //! Tokens only ever go into the `Authorization` header of the model request: they are not
 //! logged, not put into errors, traces or run records.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ pub const COGNITIVE_SCOPE: &str = "https://cognitiveservices.azure.com/.default"
 
 /// How long a token endpoint may take before the chain moves on. The VM metadata service is
 /// only probed briefly: off Azure nothing answers at its address, and waiting the usual
-/// connect timeout there would hold up every keyless call.
+/// connect timeout there would hold up keyless calls.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -45,10 +46,14 @@ struct Source {
     name: &'static str,
     credential: Arc<dyn TokenCredential>,
     timeout: Duration,
-    /// Set when the source did not answer in time: not asked again by this process (the
-    /// metadata service off Azure).
-    unreachable: AtomicBool,
+    /// When the source last did not answer in time: it is not asked again for
+    /// [`SILENT_SOURCE_PAUSE`] (the metadata service off Azure would hold up every call), then
+    /// asked again (a long-running session outlives a moment of silence on Azure).
+    silent_since: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a source that did not answer in time is left out of the chain.
+const SILENT_SOURCE_PAUSE: Duration = Duration::from_secs(300);
 
 /// The credential chain of this process (built once, from its environment).
 struct Chain {
@@ -93,7 +98,7 @@ impl Chain {
                 name,
                 credential,
                 timeout,
-                unreachable: AtomicBool::new(false),
+                silent_since: std::sync::Mutex::new(None),
             }),
             Err(e) => unusable.push(format!("{name}: {}", first_line(&e.to_string()))),
         };
@@ -182,8 +187,15 @@ impl Chain {
             let Some(source) = self.sources.get(index) else {
                 continue;
             };
-            if source.unreachable.load(Ordering::Relaxed) {
-                tried.push(format!("{}: did not answer earlier", source.name));
+            let silent = *source
+                .silent_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if silent.is_some_and(|at| at.elapsed() < SILENT_SOURCE_PAUSE) {
+                tried.push(format!(
+                    "{}: did not answer in the last minutes",
+                    source.name
+                ));
                 continue;
             }
             let scopes = [scope];
@@ -197,11 +209,13 @@ impl Chain {
                     tried.push(format!("{}: {}", source.name, first_line(&e.to_string())))
                 }
                 Err(_) => {
-                    source.unreachable.store(true, Ordering::Relaxed);
+                    *source
+                        .silent_since
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
                     tried.push(format!(
-                        "{}: no answer within {} s",
-                        source.name,
-                        source.timeout.as_secs()
+                        "{}: no answer within {:?}",
+                        source.name, source.timeout
                     ));
                 }
             }
@@ -277,5 +291,56 @@ impl HttpClient for SdkTransport {
             body.extend_from_slice(&chunk);
         }
         Ok(AsyncRawResponse::from_bytes(status.into(), headers, body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use azure_core::credentials::{AccessToken, TokenRequestOptions};
+    use std::sync::atomic::AtomicU32;
+
+    /// A credential that never answers, counting how often it was asked.
+    #[derive(Debug, Default)]
+    struct Silent(AtomicU32);
+
+    #[async_trait::async_trait]
+    impl TokenCredential for Silent {
+        async fn get_token(
+            &self,
+            _scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            std::future::pending().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_that_does_not_answer_is_left_out_for_a_while() {
+        let silent = Arc::new(Silent::default());
+        let chain = Chain {
+            sources: vec![Source {
+                name: "metadata service",
+                credential: silent.clone(),
+                timeout: Duration::from_millis(50),
+                silent_since: std::sync::Mutex::new(None),
+            }],
+            unusable: Vec::new(),
+            last_good: AtomicUsize::new(0),
+        };
+        let first = chain.token(COGNITIVE_SCOPE).await.unwrap_err().to_string();
+        assert!(
+            first.contains("metadata service: no answer within 50ms"),
+            "{first}"
+        );
+        let started = std::time::Instant::now();
+        let second = chain.token(COGNITIVE_SCOPE).await.unwrap_err().to_string();
+        assert!(
+            second.contains("did not answer in the last minutes"),
+            "{second}"
+        );
+        assert!(started.elapsed() < Duration::from_millis(50));
+        assert_eq!(silent.0.load(Ordering::SeqCst), 1);
     }
 }
