@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{flow, free_port, http, Env, FakeIdentityEndpoint, FakeOpenAi};
+use common::{files_holding, flow, free_port, http, Env, FakeIdentityEndpoint, FakeOpenAi};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -332,26 +332,6 @@ inputs:
         last_request(&server).0,
         "/openai/deployments/triage-dep/chat/completions?api-version=2024-02-01"
     );
-}
-
-/// Every file under `dir` that holds `needle` (a secret that must not be written anywhere).
-fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if std::fs::read(&path)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
-                .unwrap_or(false)
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 /// An Azure OpenAI prompty at `base` that names no key (as current Azure samples write them).

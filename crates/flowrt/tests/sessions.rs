@@ -1347,6 +1347,9 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
             h.join("pwned.txt"), other_dir.join("pwned.txt"), other_flow.join("pwned.txt"),
         ],
         "list": [h.to_path_buf(), h.join("sessions")],
+        // The session's agent reads files for its code's callbacks (a prompty's template): it
+        // is sealed as its code is.
+        "host_read": [h.join("secret.key"), other_dir.join("agent.token")],
     });
     let out = server.ok(&[
         "flow",
@@ -1364,7 +1367,7 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
     }
     assert_eq!(
         report["attempts"].as_object().unwrap().len(),
-        11,
+        13,
         "{report:#}"
     );
     // Its own work succeeds: its folder, its temp, its flow copy.
@@ -5019,19 +5022,8 @@ fn a_session_identitys_service_principal_signs_keyless_calls_in() {
     assert!(!said.contains(secret), "{said}");
     assert_eq!(model.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
     server.ok(&["session", "delete", &id]);
-    let mut stack = vec![home.path().to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                stack.push(path);
-            } else if let Ok(bytes) = std::fs::read(&path) {
-                assert!(
-                    !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                    "{} holds the secret",
-                    path.display()
-                );
-            }
-        }
-    }
+    assert_eq!(
+        common::files_holding(home.path(), secret),
+        Vec::<PathBuf>::new()
+    );
 }
