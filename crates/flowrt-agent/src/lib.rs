@@ -277,6 +277,8 @@ struct Agent {
     connections: HashMap<String, flowrt_api::Connection>,
     /// Batch runs started in this session, by name (finished ones are reaped).
     batches: Mutex<HashMap<String, Batch>>,
+    /// The executor's tool invoker, whose connections a deployment's server replaces.
+    invoker: Arc<FlowInvoker>,
     executor: Executor<FlowInvoker>,
     running: AtomicUsize,
     runs_total: AtomicU64,
@@ -552,6 +554,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
         workers: config.workers,
         connections,
         batches: Mutex::new(HashMap::new()),
+        invoker: invoker.clone(),
         executor,
         running: AtomicUsize::new(0),
         runs_total: AtomicU64::new(0),
@@ -837,8 +840,38 @@ fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> LineResult
     }
 }
 
-async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
+/// A line request that brings connections: the lines from now on use them (a deployment's
+/// owner changed one). Their names only are logged.
+fn take_connections(a: &Agent, req: &mut LineRequest) -> Result<(), Box<Response>> {
+    let Some(list) = req.connections.take() else {
+        return Ok(());
+    };
+    let names: Vec<String> = list.iter().map(|c| c.name.clone()).collect();
+    let map = list.into_iter().map(|c| (c.name.clone(), c)).collect();
+    match a.invoker.set_connections(map) {
+        Ok(stale) => {
+            eprintln!("connections updated: {}", names.join(", "));
+            if !stale.is_empty() {
+                eprintln!(
+                    "warning: environment variables read {} at start: the Python workers keep the old values until this session restarts",
+                    stale.join(", ")
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(Box::new(error_reply(
+            StatusCode::BAD_REQUEST,
+            "BadConnections",
+            &format!("the new connections do not fit the flow: {e}"),
+        ))),
+    }
+}
+
+async fn lines(State(a): State<Shared>, Json(mut req): Json<LineRequest>) -> Response {
     let _active = Active::begin(&a);
+    if let Err(response) = take_connections(&a, &mut req) {
+        return *response;
+    }
     let inputs = match line_inputs(&a, &req) {
         Ok(i) => i,
         Err(response) => return *response,
@@ -855,7 +888,10 @@ async fn lines(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Respons
 /// ends (`{"node", "status", "duration"}`), `chunk` events with the streamed LLM reply as it
 /// arrives (`{"output", "text"}`), then one `result` event with what `/lines` answers (outputs,
 /// error, node runs with their logs and timings, duration).
-async fn lines_stream(State(a): State<Shared>, Json(req): Json<LineRequest>) -> Response {
+async fn lines_stream(State(a): State<Shared>, Json(mut req): Json<LineRequest>) -> Response {
+    if let Err(response) = take_connections(&a, &mut req) {
+        return *response;
+    }
     let inputs = match line_inputs(&a, &req) {
         Ok(i) => i,
         Err(response) => return *response,

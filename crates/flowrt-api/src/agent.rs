@@ -68,6 +68,11 @@ pub struct LineRequest {
     /// server exports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::trace::TraceAs>,
+    /// The connections to use from this line on, in place of those the agent holds: a
+    /// deployment's server sends them again after their owner changes one, so a rotated key
+    /// is used without restarting the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections: Option<Vec<crate::Connection>>,
 }
 
 /// `POST /batch`'s answer: the run has recorded itself (or is still opening its flow).

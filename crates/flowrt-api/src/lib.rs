@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod connection;
+pub mod endpoints;
 pub mod names;
 pub mod requests;
 pub mod responses;

@@ -34,6 +34,12 @@ pub enum Permission {
     /// Push flows and data, start and use sessions, run batches (`sessions/write`).
     #[serde(rename = "sessions/write")]
     SessionsWrite,
+    /// Create endpoints and deploy flow versions behind them.
+    #[serde(rename = "endpoints/write")]
+    EndpointsWrite,
+    /// Score endpoints with a user token (endpoint keys need no permission).
+    #[serde(rename = "endpoints/score")]
+    EndpointsScore,
     /// Create and assign compute instances.
     #[serde(rename = "computes/write")]
     ComputesWrite,
@@ -60,6 +66,8 @@ impl Permission {
             Permission::Public => "public",
             Permission::Read => "read",
             Permission::SessionsWrite => "sessions/write",
+            Permission::EndpointsWrite => "endpoints/write",
+            Permission::EndpointsScore => "endpoints/score",
             Permission::ComputesWrite => "computes/write",
             Permission::EnvironmentsWrite => "environments/write",
             Permission::IdentitiesWrite => "identities/write",
@@ -87,6 +95,8 @@ impl Role {
                 Public,
                 Read,
                 SessionsWrite,
+                EndpointsWrite,
+                EndpointsScore,
                 ComputesWrite,
                 EnvironmentsWrite,
                 IdentitiesWrite,
@@ -98,6 +108,8 @@ impl Role {
                 Public,
                 Read,
                 SessionsWrite,
+                EndpointsWrite,
+                EndpointsScore,
                 ComputesWrite,
                 EnvironmentsWrite,
                 IdentitiesWrite,
@@ -108,6 +120,8 @@ impl Role {
                 Public,
                 Read,
                 SessionsWrite,
+                EndpointsWrite,
+                EndpointsScore,
                 ComputesWrite,
                 EnvironmentsWrite,
             ],

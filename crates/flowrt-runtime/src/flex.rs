@@ -2,7 +2,7 @@
 //! constructor kwargs of a class entry (`--init FILE.json`), and the host side of the worker's
 //! callback channel (connection look-ups by model configurations, `Prompty.__call__`).
 
-use crate::invoker::FlowInvoker;
+use crate::invoker::{FlowInvoker, SharedConnections};
 use anyhow::{anyhow, bail, Context, Result};
 use flowrt_api::Connection;
 use flowrt_flow::{Flow, FlowKind, Prompty, PromptyResponse};
@@ -25,12 +25,9 @@ pub type PromptyHandler = Arc<dyn Fn(Value) -> CallbackFuture + Send + Sync>;
 /// model key by key, a configuration object (`OpenAIModelConfiguration(...)`, sent apart as
 /// `configuration`) replacing its configuration whole, then its connection is resolved from
 /// `connections` and the model called with `client`. Errors become the message Python raises.
-pub fn prompty_handler(
-    connections: Arc<HashMap<String, Connection>>,
-    client: LlmClient,
-) -> PromptyHandler {
+pub fn prompty_handler(connections: SharedConnections, client: LlmClient) -> PromptyHandler {
     Arc::new(move |request: Value| {
-        let connections = connections.clone();
+        let connections = connections.current();
         let client = client.clone();
         Box::pin(async move { run_prompty(&request, &connections, &client).await })
     })
@@ -123,15 +120,14 @@ fn tool_message(e: &flowrt_tools::ToolError) -> String {
 
 /// Answers the Python workers' host callbacks for one flow.
 pub struct FlexHost {
-    connections: Arc<HashMap<String, Connection>>,
+    connections: SharedConnections,
     prompty: PromptyHandler,
     client: LlmClient,
 }
 
 impl FlexHost {
     /// Callbacks answered from `connections`; `Prompty.__call__` runs in Rust with `client`.
-    pub fn new(connections: HashMap<String, Connection>, client: LlmClient) -> Self {
-        let connections = Arc::new(connections);
+    pub fn new(connections: SharedConnections, client: LlmClient) -> Self {
         FlexHost {
             prompty: prompty_handler(connections.clone(), client.clone()),
             connections,
@@ -145,7 +141,8 @@ impl HostCallbacks for FlexHost {
         match op {
             "connection" => {
                 let name = args["name"].as_str().unwrap_or_default().to_string();
-                let answer = match self.connections.get(&name) {
+                let connections = self.connections.current();
+                let answer = match connections.get(&name) {
                     // The whole record: a connection-typed init kwarg becomes a connection object.
                     Some(c) => Ok(json!({
                         "name": c.name,
@@ -155,8 +152,7 @@ impl HostCallbacks for FlexHost {
                         "secrets": c.secrets,
                     })),
                     None => {
-                        let mut known: Vec<&str> =
-                            self.connections.keys().map(String::as_str).collect();
+                        let mut known: Vec<&str> = connections.keys().map(String::as_str).collect();
                         known.sort_unstable();
                         Err(format!(
                             "Connection '{name}' is not found; stored connections: {}. Create it with `flowrt connection create --file CONN.yaml`",

@@ -84,12 +84,36 @@ pub fn stream_output(flow: &Flow) -> Option<(String, String)> {
     })
 }
 
+/// The connections a flow's tools read, which a deployment replaces while it serves (its
+/// owner rotated a key): readers take the current map; a line that started with the old one
+/// finishes with it.
+#[derive(Clone, Default)]
+pub struct SharedConnections(Arc<std::sync::RwLock<Arc<HashMap<String, Connection>>>>);
+
+impl SharedConnections {
+    pub fn new(connections: HashMap<String, Connection>) -> Self {
+        SharedConnections(Arc::new(std::sync::RwLock::new(Arc::new(connections))))
+    }
+
+    /// The connections now.
+    pub fn current(&self) -> Arc<HashMap<String, Connection>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, connections: HashMap<String, Connection>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(connections);
+    }
+}
+
 /// Calls the tools of one flow.
 pub struct FlowInvoker {
     templates: HashMap<String, String>,
     /// Prompty nodes: the loaded file and the connection its configuration resolves to.
-    prompties: HashMap<String, (Arc<Prompty>, Connection)>,
-    connections: HashMap<String, Connection>,
+    prompties: std::sync::RwLock<HashMap<String, (Arc<Prompty>, Connection)>>,
+    connections: SharedConnections,
+    /// `(connection, key)` read by the flow's `environment_variables`: given to the Python
+    /// workers when they start, so a changed value reaches them only when they restart.
+    environment_reads: Vec<(String, String)>,
     pool: Option<WorkerPool>,
     llm: LlmClient,
     /// A flex class entry's constructor kwargs (set once the flow is completed).
@@ -188,12 +212,19 @@ impl FlowInvoker {
             }
         }
         let llm = LlmClient::new(RetryPolicy::default());
+        let connections = SharedConnections::new(connections);
         let callbacks: Arc<dyn flowrt_python::HostCallbacks> =
             Arc::new(crate::flex::FlexHost::new(connections.clone(), llm.clone()));
+        let environment_reads = flow
+            .environment_strings()
+            .into_iter()
+            .filter_map(|(_, v)| env_var_reference(&v).map(|(c, k)| (c.to_string(), k.to_string())))
+            .collect();
         Ok(FlowInvoker {
             templates,
-            prompties,
+            prompties: std::sync::RwLock::new(prompties),
             connections,
+            environment_reads,
             pool: python
                 .map(|spec| WorkerPool::new(spec, workers.max(1)).with_callbacks(callbacks)),
             llm,
@@ -205,6 +236,31 @@ impl FlowInvoker {
                 .unwrap_or_default(),
             flow_dir: flow.dir.clone(),
         })
+    }
+
+    /// Use `connections` from the next tool call on (a deployment's connections, resolved again
+    /// when their owner changes one). The prompty nodes' connections are resolved again; a
+    /// prompty whose connection is gone keeps its last one, with the error. Returns the
+    /// `environment_variables` whose values changed: the running Python workers keep the values
+    /// they started with.
+    pub fn set_connections(&self, connections: HashMap<String, Connection>) -> Result<Vec<String>> {
+        let old = self.connections.current();
+        let mut prompties = self.prompties.write().unwrap_or_else(|e| e.into_inner());
+        for (prompty, conn) in prompties.values_mut() {
+            *conn = flowrt_tools::resolve_prompty_connection(prompty, |name| {
+                connections.get(name).cloned()
+            })?;
+        }
+        let stale = self
+            .environment_reads
+            .iter()
+            .filter(|(c, k)| {
+                old.get(c).and_then(|x| x.get(k)) != connections.get(c).and_then(|x| x.get(k))
+            })
+            .map(|(c, k)| format!("{c}.{k}"))
+            .collect();
+        self.connections.replace(connections);
+        Ok(stale)
     }
 
     /// The constructor kwargs a flex class entry is built with.
@@ -262,6 +318,7 @@ impl FlowInvoker {
             return Ok(());
         };
         let mut problems = Vec::new();
+        let connections = self.connections.current();
         for node in &flow.nodes {
             let source = match &node.source {
                 ToolSource::Package { tool } if is_host_package_tool(tool) => continue,
@@ -279,7 +336,7 @@ impl FlowInvoker {
                 .iter()
                 .filter_map(|(name, input)| match input {
                     flowrt_flow::InputValue::Literal(Value::String(s))
-                        if !s.is_empty() && !self.connections.contains_key(s) =>
+                        if !s.is_empty() && !connections.contains_key(s) =>
                     {
                         Some((name.clone(), Arg::Literal(Value::String(s.clone()))))
                     }
@@ -353,8 +410,8 @@ impl FlowInvoker {
         }
     }
 
-    fn connection_named(&self, node: &str, name: &str) -> Result<&Connection, ToolFailure> {
-        self.connections.get(name).ok_or_else(|| {
+    fn connection_named(&self, node: &str, name: &str) -> Result<Connection, ToolFailure> {
+        self.connections.current().get(name).cloned().ok_or_else(|| {
             ToolFailure::new(
                 "ConnectionNotFound",
                 format!("node '{node}' uses connection '{name}', which does not exist; create it with `flowrt connection create --file CONN.yaml`"),
@@ -403,14 +460,15 @@ impl FlowInvoker {
                 ..
             }
         );
+        let connections = self.connections.current();
         let args = call
             .args
             .into_iter()
             .map(|(name, arg)| {
                 let arg = match arg {
                     NodeArg::Value { value, .. } => Arg::Value(value),
-                    NodeArg::Literal(Value::String(s)) if self.connections.contains_key(&s) => {
-                        Arg::Connection(self.connections[&s].clone())
+                    NodeArg::Literal(Value::String(s)) if connections.contains_key(&s) => {
+                        Arg::Connection(connections[&s].clone())
                     }
                     NodeArg::Literal(v) => Arg::Literal(v),
                     NodeArg::Bypassed => Arg::Bypassed,
@@ -509,7 +567,7 @@ impl FlowInvoker {
         };
         let call = LlmCall {
             api,
-            connection,
+            connection: &connection,
             template,
             inputs,
             vision,
@@ -569,7 +627,13 @@ impl FlowInvoker {
     /// A prompty flow's node: render the file with the line's inputs and call its model.
     async fn prompty(&self, call: Invocation<'_>) -> Result<ToolOutcome, ToolFailure> {
         let node = call.node;
-        let (prompty, connection) = self.prompties.get(&node.name).ok_or_else(|| {
+        let found = self
+            .prompties
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&node.name)
+            .cloned();
+        let (prompty, connection) = found.ok_or_else(|| {
             ToolFailure::new(
                 "PromptyNotLoaded",
                 format!("node '{}': its .prompty file was not loaded", node.name),
@@ -585,7 +649,7 @@ impl FlowInvoker {
             .ok()
             .flatten();
         let outcome =
-            flowrt_tools::execute_prompty_streamed(&self.llm, prompty, &inputs, connection, sink)
+            flowrt_tools::execute_prompty_streamed(&self.llm, &prompty, &inputs, &connection, sink)
                 .await
                 .map_err(|e| {
                     ToolFailure::new(e.python_type().unwrap_or("PromptyError"), e.to_string())
@@ -674,7 +738,7 @@ impl FlowInvoker {
             let (kind, conn) = name.split_once('/').unwrap_or((name, ""));
             match kind.to_ascii_lowercase().as_str() {
                 "localconnection" | "connection" => {
-                    flowrt_tools::OpenModelEndpoint::from_connection(self.connection_named(&node.name, conn)?)
+                    flowrt_tools::OpenModelEndpoint::from_connection(&self.connection_named(&node.name, conn)?)
                         .map_err(|e| user_error(e.to_string()))?
                 }
                 "onlineendpoint" | "serverlessendpoint" => {
@@ -715,12 +779,12 @@ impl FlowInvoker {
     }
 
     /// A host-served package tool's `connection` input and its other inputs.
-    fn connection_and_inputs<'a>(
-        &'a self,
+    fn connection_and_inputs(
+        &self,
         call: Invocation<'_>,
         tool: &str,
         kind: &str,
-    ) -> Result<(&'a Connection, IndexMap<String, Value>), ToolFailure> {
+    ) -> Result<(Connection, IndexMap<String, Value>), ToolFailure> {
         let mut inputs: IndexMap<String, Value> = IndexMap::new();
         let mut connection = None;
         for (k, a) in call.args {
@@ -748,7 +812,7 @@ impl FlowInvoker {
         let (connection, inputs) = self.connection_and_inputs(call, "serpapi", "a serp")?;
         let v = self
             .llm
-            .serpapi_search(connection, &inputs)
+            .serpapi_search(&connection, &inputs)
             .await
             .map_err(|e| service_failure(e, "SerpAPIUserError", "SerpAPISystemError"))?;
         Ok(ToolOutcome::value(v))
@@ -759,7 +823,7 @@ impl FlowInvoker {
             self.connection_and_inputs(call, "azure_content_safety", "an azure_content_safety")?;
         let v = self
             .llm
-            .content_safety_analyze_text(connection, &inputs)
+            .content_safety_analyze_text(&connection, &inputs)
             .await
             .map_err(|e| {
                 service_failure(
@@ -776,7 +840,7 @@ impl FlowInvoker {
             self.connection_and_inputs(call, "embedding", "an open_ai or azure_open_ai")?;
         let v = self
             .llm
-            .embedding(connection, &inputs)
+            .embedding(&connection, &inputs)
             .await
             .map_err(|e| ToolFailure::new("LlmError", e.to_string()))?;
         Ok(ToolOutcome::value(v))

@@ -139,6 +139,8 @@ async fn create(
         .store
         .put_connection(&caller.0.id, &conn.name, conn.kind.as_str(), req.shared)
         .await?;
+    // Deployments use it from their next request.
+    state.serving.connections_changed();
     Ok((StatusCode::CREATED, Json(view(&rec, &conn, &caller.0.name))))
 }
 
@@ -193,5 +195,6 @@ async fn delete(
         .await
         .map_err(|e| ApiErr::internal("deleting the connection", e))?;
     state.store.delete_connection(&caller.0.id, &name).await?;
+    state.serving.connections_changed();
     Ok(StatusCode::NO_CONTENT)
 }

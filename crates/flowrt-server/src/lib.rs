@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 mod connections;
+mod endpoints;
 mod error;
 mod flows;
 pub mod listen;
@@ -113,6 +114,8 @@ pub struct AppState {
     /// Set when the server begins to shut down: long-lived responses (event streams) end, so a
     /// restart does not wait for the runs their clients follow.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Endpoints' routing table and request records (`endpoints`).
+    pub serving: Arc<endpoints::Serving>,
 }
 
 impl AppState {
@@ -144,6 +147,7 @@ impl AppState {
             runs,
             uploads: Arc::new(tokio::sync::Semaphore::new(4)),
             stopping,
+            serving: Arc::default(),
         }
     }
 }
@@ -181,6 +185,7 @@ pub(crate) fn api_routes() -> routing::ApiRoutes {
         .merge(runs::routes())
         .merge(team::routes())
         .merge(connections::routes())
+        .merge(endpoints::routes())
         .merge(ui_api::routes())
 }
 
@@ -313,6 +318,7 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
     state.sessions.adopt().await;
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));
     tokio::spawn(flowrt_workspace::spread::supervise(state.runs.clone()));
+    tokio::spawn(endpoints::supervise(state.clone()));
     let stopping = state.stopping.clone();
     let runs = state.runs.clone();
     let app = router(state);

@@ -33,6 +33,21 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("delete", "/api/v1/computes/{name}", "Delete a compute instance."),
     ("post", "/api/v1/computes/{name}/start", "Start a compute instance."),
     ("post", "/api/v1/computes/{name}/stop", "Stop a compute instance."),
+    ("get", "/api/v1/endpoints", "Every endpoint, with its deployments, their instances and the traffic split."),
+    ("post", "/api/v1/endpoints", "Create an endpoint {name, retention_days}; its primary and secondary keys are shown once, only their hashes are kept (endpoints/write)."),
+    ("get", "/api/v1/endpoints/{name}", "One endpoint with its deployments."),
+    ("patch", "/api/v1/endpoints/{name}", "Set the traffic split {traffic: {deployment: percent}} (adding up to 100) and retention_days (its owner or an admin)."),
+    ("delete", "/api/v1/endpoints/{name}", "Delete an endpoint, its deployments (their instances stop) and its request records."),
+    ("post", "/api/v1/endpoints/{name}/keys", "Replace a key {key: primary|secondary}; the new key is shown once and the old one stops working at once."),
+    ("get", "/api/v1/endpoints/{name}/deployments", "An endpoint's deployments."),
+    ("post", "/api/v1/endpoints/{name}/deployments", "Deploy a flow version {name, flow: NAME@vN, instances, size, min_instances, max_instances, target_concurrency, sample_rate, redact_payloads}: its instances are sealed sessions the server keeps running."),
+    ("get", "/api/v1/endpoints/{name}/deployments/{deployment}", "One deployment: status, revision, instances and their sessions."),
+    ("patch", "/api/v1/endpoints/{name}/deployments/{deployment}", "Change a deployment: a new flow version rolls its instances over without downtime (new ones ready before old ones drain); instances, min/max, sampling, redaction."),
+    ("delete", "/api/v1/endpoints/{name}/deployments/{deployment}", "Delete a deployment with no traffic (or the only one): its instances drain and stop."),
+    ("get", "/api/v1/endpoints/{name}/requests", "The endpoint's scoring requests, newest first (?deployment, status=ok|error, before, limit)."),
+    ("get", "/api/v1/endpoints/{name}/requests/{id}", "One scoring request with its trace: inputs, outputs, nodes' latency and tokens, spans (when sampled, payloads unless redacted)."),
+    ("get", "/api/v1/endpoints/{name}/stats", "The endpoint's dashboard over ?minutes (default 60): requests/s, errors, p50/p99 latency and tokens, in about sixty buckets."),
+    ("post", "/endpoints/{name}/score", "Score: the flow's inputs as a JSON object in, its outputs as JSON out (promptflow's serving contract; with Accept: text/event-stream the streamed output as data events). Authorization: Bearer with an endpoint key, or a user token with endpoints/score; azureml-model-deployment names a deployment, else the traffic split picks one."),
     ("get", "/api/v1/sessions", "List your sessions."),
     ("post", "/api/v1/sessions", "Start a session {flow, size, idle_timeout_s, identity, env, compute}; answers at once, then it prepares."),
     ("get", "/api/v1/sessions/events", "Server-sent events: a session event with a session's view each time one of yours changes (status, phase, reason, settings), and once for each at the start."),
@@ -119,6 +134,23 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
             one("204", Empty)
         }
         (_, p) if p.starts_with("/api/v1/computes/") => one("200", Json("ComputeView")),
+        ("get", "/api/v1/endpoints") => one("200", List("EndpointView")),
+        ("post", "/api/v1/endpoints") => one("201", Json("CreatedEndpoint")),
+        ("get", "/api/v1/endpoints/{name}") | ("patch", "/api/v1/endpoints/{name}") => {
+            one("200", Json("EndpointView"))
+        }
+        ("delete", "/api/v1/endpoints/{name}")
+        | ("delete", "/api/v1/endpoints/{name}/deployments/{deployment}") => one("204", Empty),
+        ("post", "/api/v1/endpoints/{name}/keys") => one("200", Json("EndpointKeys")),
+        ("get", "/api/v1/endpoints/{name}/deployments") => one("200", List("DeploymentView")),
+        ("post", "/api/v1/endpoints/{name}/deployments") => one("201", Json("DeploymentView")),
+        (_, "/api/v1/endpoints/{name}/deployments/{deployment}") => {
+            one("200", Json("DeploymentView"))
+        }
+        ("get", "/api/v1/endpoints/{name}/requests") => one("200", List("ScoreRequestView")),
+        ("get", "/api/v1/endpoints/{name}/requests/{id}") => one("200", Json("ScoreRequestDetail")),
+        ("get", "/api/v1/endpoints/{name}/stats") => one("200", Json("EndpointStats")),
+        ("post", "/endpoints/{name}/score") => one("200", Object),
         ("get", "/api/v1/sessions") => one("200", List("SessionView")),
         ("post", "/api/v1/sessions")
         | ("post", "/api/v1/sessions/{id}/reset")
@@ -186,6 +218,11 @@ fn success_response(body: &Body) -> Value {
 /// The typed request body a route reads, by its schema's name (generated from `flowrt-api`).
 fn body_schema(method: &str, path: &str) -> Option<&'static str> {
     match (method, path) {
+        ("post", "/api/v1/endpoints") => Some("CreateEndpoint"),
+        ("patch", "/api/v1/endpoints/{name}") => Some("UpdateEndpoint"),
+        ("post", "/api/v1/endpoints/{name}/keys") => Some("RegenerateKey"),
+        ("post", "/api/v1/endpoints/{name}/deployments") => Some("CreateDeployment"),
+        ("patch", "/api/v1/endpoints/{name}/deployments/{deployment}") => Some("UpdateDeployment"),
         ("post", "/api/v1/sessions") => Some("StartSession"),
         ("patch", "/api/v1/sessions/{id}") => Some("EditSession"),
         ("post", "/api/v1/sessions/{id}/install") => Some("InstallRequirements"),
@@ -216,6 +253,15 @@ fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'stat
             ("status", "string"),
             ("session", "string"),
         ],
+        ("get", "/api/v1/endpoints/{name}/requests") => &[
+            ("deployment", "string"),
+            ("status", "string"),
+            ("before", "integer"),
+            ("limit", "integer"),
+        ],
+        ("get", "/api/v1/endpoints/{name}/stats") => {
+            &[("minutes", "integer"), ("deployment", "string")]
+        }
         ("post", "/api/v1/flows/{name}") => &[("entry", "string")],
         ("post", "/api/v1/data") => &[("format", "string")],
         ("get", "/api/v1/audit") => &[("before", "integer"), ("limit", "integer")],
@@ -314,6 +360,7 @@ pub fn document() -> Value {
     for (name, schema) in flowrt_api::requests::schemas()
         .into_iter()
         .chain(flowrt_api::responses::schemas())
+        .chain(flowrt_api::endpoints::schemas())
     {
         // utoipa names referenced types by their Rust name; the document keeps them under it.
         schemas.insert(name.into(), schema);

@@ -49,6 +49,17 @@ impl ApiRoutes {
         self
     }
 
+    /// A route whose method router carries layers of its own (a body limit).
+    pub fn route(
+        self,
+        method: &'static str,
+        path: &'static str,
+        permission: Permission,
+        route: MethodRouter<AppState>,
+    ) -> Self {
+        self.add(method, path, permission, route)
+    }
+
     pub fn get<H: Handler<T, AppState>, T: 'static>(
         self,
         path: &'static str,

@@ -225,36 +225,7 @@ async fn start(
         .clone()
         .or_else(|| flow.environment.image.clone())
         .unwrap_or_else(|| "default".into());
-    let (env_ref, base_version) =
-        match EnvRef::parse(&env_text).map_err(|e| ApiErr::bad_request(e.to_string()))? {
-            EnvRef::Base { version } => {
-                let base = match version.as_deref() {
-                    None => flowrt_python::latest_base(),
-                    Some(v) => flowrt_python::find_base(v).ok_or_else(|| {
-                        ApiErr::bad_request(format!(
-                            "unknown base environment 'default@{v}'; `flowrt env list` shows them"
-                        ))
-                    })?,
-                };
-                (
-                    format!("default@{}", base.version),
-                    base.version.to_string(),
-                )
-            }
-            EnvRef::Custom { name, version } => {
-                let rec = state
-                    .store
-                    .get_environment(&name, version)
-                    .await?
-                    .ok_or_else(|| {
-                        let v = version.map(|v| format!("@v{v}")).unwrap_or_default();
-                        ApiErr::bad_request(format!(
-                            "environment '{name}{v}' does not exist; `flowrt env list` shows them"
-                        ))
-                    })?;
-                (format!("{}@v{}", rec.name, rec.version), rec.base_version)
-            }
-        };
+    let (env_ref, base_version) = resolve_env(&state, &env_text).await?;
     if let Some(compute) = &req.compute {
         // Only the caller's own compute instances take their sessions.
         let c = state
@@ -312,6 +283,41 @@ async fn start(
         .await?;
     tokio::spawn(state.sessions.clone().prepare(s.id.clone()));
     Ok((StatusCode::ACCEPTED, Json(view(&s))))
+}
+
+/// `default`, `default@VERSION` or a published `NAME@vN` as `(env_ref, base_version)` a
+/// session records, or the 400 that says which exist.
+pub async fn resolve_env(state: &AppState, env_text: &str) -> ApiResult<(String, String)> {
+    let resolved = match EnvRef::parse(env_text).map_err(|e| ApiErr::bad_request(e.to_string()))? {
+        EnvRef::Base { version } => {
+            let base = match version.as_deref() {
+                None => flowrt_python::latest_base(),
+                Some(v) => flowrt_python::find_base(v).ok_or_else(|| {
+                    ApiErr::bad_request(format!(
+                        "unknown base environment 'default@{v}'; `flowrt env list` shows them"
+                    ))
+                })?,
+            };
+            (
+                format!("default@{}", base.version),
+                base.version.to_string(),
+            )
+        }
+        EnvRef::Custom { name, version } => {
+            let rec = state
+                .store
+                .get_environment(&name, version)
+                .await?
+                .ok_or_else(|| {
+                    let v = version.map(|v| format!("@v{v}")).unwrap_or_default();
+                    ApiErr::bad_request(format!(
+                        "environment '{name}{v}' does not exist; `flowrt env list` shows them"
+                    ))
+                })?;
+            (format!("{}@v{}", rec.name, rec.version), rec.base_version)
+        }
+    };
+    Ok(resolved)
 }
 
 /// The longest idle timeout a session may have: a year (0 means none).
@@ -685,6 +691,7 @@ async fn test(
             _ => Default::default(),
         },
         trace: None,
+        connections: None,
     };
     let token = state.sessions.agent_token(&id).await;
     let wants_stream = headers

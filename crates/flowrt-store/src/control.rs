@@ -376,8 +376,8 @@ impl Store {
         shared: bool,
     ) -> Result<ConnectionRecord, StoreError> {
         sqlx::query(
-            "INSERT INTO connections (owner, name, kind, shared, created) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (owner, name) DO UPDATE SET kind = excluded.kind, shared = excluded.shared",
+            "INSERT INTO connections (owner, name, kind, shared, created, updated) VALUES ($1, $2, $3, $4, $5, $5)
+             ON CONFLICT (owner, name) DO UPDATE SET kind = excluded.kind, shared = excluded.shared, updated = excluded.updated",
         )
         .bind(owner)
         .bind(name)
@@ -1375,11 +1375,11 @@ fn agent_aad(session: &str) -> String {
     format!("agent:{session}")
 }
 
-fn token_hash(token: &str) -> String {
+pub(crate) fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], StoreError> {
     let mut bytes = [0u8; N];
     getrandom::getrandom(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
     Ok(bytes)
@@ -1461,7 +1461,7 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 }
 
 /// A unique-constraint violation becomes [`StoreError::Exists`]; anything else a `Db` error.
-fn exists_or(
+pub(crate) fn exists_or(
     e: sqlx::Error,
     what: &'static str,
     name: &str,

@@ -17,6 +17,7 @@
 
 pub mod blobs;
 mod control;
+mod endpoints;
 mod error;
 pub mod fsutil;
 mod parse;
@@ -28,6 +29,10 @@ mod spread;
 mod workspace_runs;
 
 pub use blobs::{BlobMode, Blobs};
+pub use endpoints::{
+    endpoint_key_hash, Deployment, DeploymentInstance, Endpoint, ScoreFilter, ScoreRow,
+    ENDPOINT_KEY_PREFIX,
+};
 pub use secret::use_key_file as use_secret_key_file;
 pub use spread::{ChunkClaim, SpreadProgress, SpreadRun};
 pub use workspace_runs::WorkspaceRun;

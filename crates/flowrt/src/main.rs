@@ -5,6 +5,7 @@
 use flowrt_runtime::{flex, includes, invoker, otel, runs};
 
 mod agent_cmd;
+mod endpoint_cmd;
 mod env_cmd;
 mod fmt;
 mod push;
@@ -84,6 +85,22 @@ enum Command {
         server: session_cmd::ServerOpt,
         #[command(subcommand)]
         command: session_cmd::ComputeCommand,
+    },
+    /// Endpoints: a named, authenticated scoring URL (`/endpoints/NAME/score`) on a flowrt
+    /// server, with the flow versions deployed behind it, their traffic and their requests.
+    Endpoint {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: endpoint_cmd::EndpointCommand,
+    },
+    /// Deployments: a flow version behind an endpoint, served by sealed sessions the server
+    /// keeps running (replaced when they die, rolled over to a new version without downtime).
+    Deployment {
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+        #[command(subcommand)]
+        command: endpoint_cmd::DeploymentCommand,
     },
     /// Identities sessions may act as (a private package feed's token).
     Identity {
@@ -290,6 +307,12 @@ fn run(cli: Cli) -> Result<u8> {
         Command::Server(args) => session_cmd::server(args),
         Command::Session { server, command } => {
             session_cmd::session(command, server.server.as_deref())
+        }
+        Command::Endpoint { server, command } => {
+            endpoint_cmd::endpoint(command, server.server.as_deref())
+        }
+        Command::Deployment { server, command } => {
+            endpoint_cmd::deployment(command, server.server.as_deref())
         }
         Command::Identity { server, command } => {
             session_cmd::identity(command, server.server.as_deref())

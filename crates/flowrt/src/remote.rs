@@ -41,6 +41,11 @@ impl Remote {
         Ok(Remote { base, token, http })
     }
 
+    /// The bearer token this client sends.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| anyhow!("{e}"))?;
@@ -49,6 +54,18 @@ impl Remote {
             req = req.json(&b);
         }
         self.send(req).await
+    }
+
+    /// A call whose reply is decoded as the API's type for it (`flowrt_api`).
+    pub async fn typed<T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T> {
+        let v = self.call(method, path, body).await?;
+        serde_json::from_value(v)
+            .map_err(|e| anyhow!("the server's answer to {method} {path} is not what this flowrt expects ({e}); are the server and the CLI the same version?"))
     }
 
     /// POST raw bytes (a snapshot archive) and read the JSON reply.

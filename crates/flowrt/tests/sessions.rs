@@ -3780,6 +3780,8 @@ fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
                 &[
                     "read",
                     "sessions/write",
+                    "endpoints/write",
+                    "endpoints/score",
                     "computes/write",
                     "environments/write",
                     "identities/write",
@@ -3793,6 +3795,8 @@ fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
                 &[
                     "read",
                     "sessions/write",
+                    "endpoints/write",
+                    "endpoints/score",
                     "computes/write",
                     "environments/write",
                     "identities/write",
@@ -3805,6 +3809,8 @@ fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
                 &[
                     "read",
                     "sessions/write",
+                    "endpoints/write",
+                    "endpoints/score",
                     "computes/write",
                     "environments/write",
                 ],
