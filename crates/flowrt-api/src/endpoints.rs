@@ -146,6 +146,9 @@ pub struct DeploymentView {
     pub status: String,
     /// How many instances answer requests now.
     pub ready: u32,
+    /// Why its instances fail to start, while they do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
     /// Its share of the endpoint's traffic.
     pub traffic: u32,
     pub replicas: Vec<InstanceView>,
@@ -210,6 +213,14 @@ pub struct ScoreRequestDetail {
     pub outputs: Option<Value>,
     #[serde(default)]
     pub nodes: Vec<NodeTiming>,
+    /// Each node's run as a line's record has it (start, duration, status, usage; outputs and
+    /// logs unless redacted): what a trace view draws.
+    #[serde(default)]
+    #[schema(value_type = Vec<Object>)]
+    pub node_runs: Vec<Value>,
+    /// Seconds the line took in its instance.
+    #[serde(default)]
+    pub duration: f64,
     /// The line's spans (OpenTelemetry, as flowrt exports them).
     #[serde(default)]
     #[schema(value_type = Vec<Object>)]

@@ -26,6 +26,11 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/runs.js", JS, include_bytes!("../ui/js/runs.js")),
     ("js/trace.js", JS, include_bytes!("../ui/js/trace.js")),
     ("js/team.js", JS, include_bytes!("../ui/js/team.js")),
+    (
+        "js/endpoints.js",
+        JS,
+        include_bytes!("../ui/js/endpoints.js"),
+    ),
     ("favicon.svg", SVG, include_bytes!("../ui/favicon.svg")),
 ];
 

@@ -739,3 +739,166 @@ async fn managers_on(_db: &Db, store: Store) {
     store.release_session(&s.id, "srv-b").await.unwrap();
     assert!(store.claim_session(&s.id, "srv-a", far).await.unwrap());
 }
+
+on_every_backend!(
+    endpoints_deployments_instances_and_requests,
+    endpoints_round_trip_on
+);
+async fn endpoints_round_trip_on(db: &Db, store: Store) {
+    let (owner, _) = store.create_user("ana", Role::User).await.unwrap();
+    let (e, primary, secondary) = store
+        .create_endpoint("support", &owner.id, 30)
+        .await
+        .unwrap();
+    assert!(primary.starts_with(flowrt_store::ENDPOINT_KEY_PREFIX));
+    assert!(e.accepts_key(&primary) && e.accepts_key(&secondary));
+    assert!(!e.accepts_key("fre_guess"));
+    // Keys are kept as their hashes only.
+    assert!(!db.holds(&primary).await && !db.holds(&secondary).await);
+    assert!(matches!(
+        store.create_endpoint("support", &owner.id, 30).await,
+        Err(StoreError::Exists { .. })
+    ));
+    let new = store
+        .regenerate_endpoint_key("support", false)
+        .await
+        .unwrap()
+        .unwrap();
+    let e = store.get_endpoint("support").await.unwrap().unwrap();
+    assert!(e.accepts_key(&new) && !e.accepts_key(&primary) && e.accepts_key(&secondary));
+
+    let mut d = flowrt_store::Deployment {
+        endpoint: "support".into(),
+        name: "blue".into(),
+        owner: owner.id.clone(),
+        flow_ref: "chat@v1".into(),
+        flow_dir: "/snapshots/a".into(),
+        revision: 0,
+        instances: 2,
+        min_instances: 2,
+        max_instances: 2,
+        target_concurrency: 8,
+        size: "small".into(),
+        sample_rate: 0.25,
+        redact_payloads: true,
+        created: 0,
+        updated: 0,
+    };
+    let made = store.create_deployment(&d).await.unwrap();
+    assert_eq!(
+        (made.revision, made.sample_rate, made.redact_payloads),
+        (1, 0.25, true)
+    );
+    // The same settings keep the revision; another flow version starts the next.
+    d.instances = 3;
+    assert!(store.update_deployment(&d).await.unwrap());
+    assert_eq!(
+        store
+            .get_deployment("support", "blue")
+            .await
+            .unwrap()
+            .unwrap()
+            .revision,
+        1
+    );
+    d.flow_ref = "chat@v2".into();
+    d.flow_dir = "/snapshots/b".into();
+    store.update_deployment(&d).await.unwrap();
+    let now = store
+        .get_deployment("support", "blue")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (now.revision, now.instances, now.flow_ref.as_str()),
+        (2, 3, "chat@v2")
+    );
+
+    // One session per slot: a second claim of a slot loses.
+    let slot = |session: &str, slot: u32| flowrt_store::DeploymentInstance {
+        endpoint: "support".into(),
+        deployment: "blue".into(),
+        revision: 2,
+        slot,
+        session_id: session.into(),
+        created: 0,
+    };
+    assert!(store.claim_instance_slot(&slot("s-1", 0)).await.unwrap());
+    assert!(!store.claim_instance_slot(&slot("s-2", 0)).await.unwrap());
+    assert!(store.claim_instance_slot(&slot("s-2", 1)).await.unwrap());
+    assert_eq!(store.list_instances().await.unwrap().len(), 2);
+    assert!(store.delete_instance("s-1").await.unwrap());
+
+    let traffic = indexmap::IndexMap::from([("blue".to_string(), 100u32)]);
+    store.update_endpoint("support", &traffic, 7).await.unwrap();
+    let e = store.get_endpoint("support").await.unwrap().unwrap();
+    assert_eq!((e.traffic, e.retention_days), (traffic, 7));
+
+    let row = |id: &str, started: i64, status: u16, detail: Option<&str>| flowrt_store::ScoreRow {
+        id: id.into(),
+        endpoint: "support".into(),
+        deployment: "blue".into(),
+        session_id: "s-2".into(),
+        started,
+        latency_ms: 1.5,
+        status,
+        total_tokens: 8,
+        streamed: true,
+        detail: detail.map(str::to_string),
+        ..Default::default()
+    };
+    store
+        .insert_score_rows(&[
+            row("r1", 1_000, 200, Some(r#"{"inputs": {"q": 1}}"#)),
+            row("r2", 2_000, 400, None),
+            row("r3", 3_000, 200, None),
+        ])
+        .await
+        .unwrap();
+    let all = store
+        .list_score_rows(
+            "support",
+            &flowrt_store::ScoreFilter {
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["r3", "r2", "r1"]
+    );
+    assert_eq!(
+        all.iter().map(|r| r.sampled).collect::<Vec<_>>(),
+        [false, false, true]
+    );
+    assert!(all.iter().all(|r| r.detail.is_none() && r.streamed));
+    let failed = store
+        .list_score_rows(
+            "support",
+            &flowrt_store::ScoreFilter {
+                failed: Some(true),
+                limit: 10,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    let one = store.get_score_row("support", "r1").await.unwrap().unwrap();
+    assert!(one.sampled && one.detail.as_deref().unwrap().contains("inputs"));
+    assert_eq!(store.prune_score_rows("support", 2_500).await.unwrap(), 2);
+
+    // A connection's change moves the fingerprint.
+    let before = store.connections_fingerprint().await.unwrap();
+    store
+        .put_connection(&owner.id, "c", "custom", false)
+        .await
+        .unwrap();
+    assert_ne!(store.connections_fingerprint().await.unwrap(), before);
+
+    assert!(store.delete_endpoint("support").await.unwrap());
+    assert!(store.list_deployments(None).await.unwrap().is_empty());
+    assert!(store.list_instances().await.unwrap().is_empty());
+}

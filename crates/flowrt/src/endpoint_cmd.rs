@@ -620,6 +620,8 @@ async fn score(
 async fn wait_ready(remote: &Remote, endpoint: &str, name: &str) -> Result<DeploymentView> {
     let started = Instant::now();
     let mut last = String::new();
+    let mut last_problem = String::new();
+    let mut failing_since: Option<Instant> = None;
     loop {
         let d: DeploymentView = remote
             .typed(
@@ -642,16 +644,18 @@ async fn wait_ready(remote: &Remote, endpoint: &str, name: &str) -> Result<Deplo
         if current_ready >= d.instances && !old_left {
             return Ok(d);
         }
-        let failed: Vec<&InstanceView> = d
-            .replicas
-            .iter()
-            .filter(|r| r.status == flowrt_api::SessionStatus::Failed)
-            .collect();
-        if let Some(f) = failed.first() {
-            eprintln!(
-                "instance {} failed; the server starts another (`flowrt session logs {}` says why)",
-                f.session_id, f.session_id
-            );
+        match &d.problem {
+            Some(problem) => {
+                if problem != &last_problem {
+                    eprintln!("deployment {endpoint}/{name}: {problem}");
+                    last_problem = problem.clone();
+                }
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if d.ready == 0 && since.elapsed() > Duration::from_secs(60) {
+                    bail!("deployment {endpoint}/{name} cannot start: {problem}\nhint: fix the flow and `flowrt deployment update {endpoint}/{name} --flow NAME@vN`, or delete it; the server keeps trying meanwhile");
+                }
+            }
+            None => failing_since = None,
         }
         if started.elapsed() > Duration::from_secs(900) {
             bail!("deployment {endpoint}/{name} is not ready after 15 minutes; `flowrt deployment show {endpoint}/{name}` follows it");
@@ -729,6 +733,9 @@ pub fn deployment(cmd: DeploymentCommand, server: Option<&str>) -> Result<u8> {
                     return print_json(&d).map(|_| 0);
                 }
                 print_deployments(std::slice::from_ref(&d));
+                if let Some(p) = &d.problem {
+                    println!("\nproblem: {p}");
+                }
                 println!();
                 let mut t = crate::fmt::table(
                     &["SESSION", "REVISION", "SLOT", "STATUS", "IN FLIGHT"],

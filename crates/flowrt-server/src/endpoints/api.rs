@@ -209,6 +209,7 @@ async fn deployment_view(
         redact_payloads: d.redact_payloads,
         status: status.to_string(),
         ready,
+        problem: state.serving.problem(&d.endpoint, &d.name),
         traffic: endpoint.traffic.get(&d.name).copied().unwrap_or(0),
         replicas,
         created: d.created,
@@ -688,6 +689,8 @@ async fn show_request(
         inputs: some(&detail["inputs"]),
         outputs: some(&detail["outputs"]),
         nodes: serde_json::from_value(detail["nodes"].clone()).unwrap_or_default(),
+        node_runs: detail["node_runs"].as_array().cloned().unwrap_or_default(),
+        duration: detail["duration"].as_f64().unwrap_or(0.0),
         spans: detail["spans"].as_array().cloned().unwrap_or_default(),
     }))
 }

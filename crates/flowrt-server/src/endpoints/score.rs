@@ -411,10 +411,25 @@ impl Record {
                 spans.iter_mut().for_each(|s| trace.stamp(s));
                 exporters.export(&trace.collection, spans);
             }
+            // The node runs draw the trace; redacted, they keep their timing, status and
+            // tokens, not what went in or out.
+            let mut node_runs = reply.node_runs.clone();
+            if redact {
+                for run in node_runs.as_array_mut().into_iter().flatten() {
+                    if let Some(o) = run.as_object_mut() {
+                        for key in ["output", "logs", "llm_request", "spans"] {
+                            o.remove(key);
+                        }
+                    }
+                }
+            }
             let detail = json!({
                 "inputs": if redact { Value::Null } else { self.inputs.clone().unwrap_or(Value::Null) },
                 "outputs": if redact || reply.error.is_some() { Value::Null } else { body.clone() },
+                "error": reply.error.as_ref().map(|e| e.display.clone()),
+                "duration": reply.duration,
                 "nodes": nodes,
+                "node_runs": node_runs,
                 "spans": if redact { Vec::new() } else { spans },
             });
             row.detail = Some(detail.to_string());

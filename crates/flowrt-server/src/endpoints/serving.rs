@@ -129,6 +129,8 @@ pub struct Serving {
     pub records: tokio::sync::mpsc::Sender<ScoreRow>,
     records_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ScoreRow>>>,
     pub dropped_records: AtomicU64,
+    /// Why a deployment's instances last failed to start, by (endpoint, deployment).
+    problems: Mutex<HashMap<(String, String), String>>,
     random: std::collections::hash_map::RandomState,
     counter: AtomicU64,
 }
@@ -146,6 +148,7 @@ impl Default for Serving {
             records: tx,
             records_rx: Mutex::new(Some(rx)),
             dropped_records: AtomicU64::new(0),
+            problems: Mutex::default(),
             random: std::collections::hash_map::RandomState::new(),
             counter: AtomicU64::new(0),
         }
@@ -181,6 +184,27 @@ impl Serving {
             .unwrap_or(0)
     }
 
+    /// Why the deployment's instances last failed, while they do.
+    pub fn problem(&self, endpoint: &str, deployment: &str) -> Option<String> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(endpoint.to_string(), deployment.to_string()))
+            .cloned()
+    }
+
+    fn set_problem(&self, key: &(String, String), problem: Option<String>) {
+        let mut all = self.problems.lock().unwrap_or_else(|e| e.into_inner());
+        match problem {
+            Some(p) => {
+                all.insert(key.clone(), p);
+            }
+            None => {
+                all.remove(key);
+            }
+        }
+    }
+
     /// A change to a connection: deployments resolve theirs again before the next request.
     pub fn connections_changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
@@ -196,6 +220,9 @@ struct Memory {
     retiring: HashMap<String, Instant>,
     /// Scaling deployments below their target, and since when.
     below_since: HashMap<(String, String), Instant>,
+    /// Deployments whose instances keep failing: how often in a row, and when to try again
+    /// (a broken flow or environment must not restart sessions in a tight loop).
+    backoff: HashMap<(String, String), (u32, Instant)>,
     /// Recent total in-flight samples per scaling deployment.
     load: HashMap<(String, String), Vec<u32>>,
     /// The database's fingerprint of the connections, last seen.
@@ -284,6 +311,28 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
                 retire(memory, &row.session_id)
             }
             Some(_) if dead(session) => {
+                if let Some(s) = session.filter(|s| s.status == SessionStatus::Failed) {
+                    let (count, _) = memory
+                        .backoff
+                        .get(&key)
+                        .copied()
+                        .unwrap_or((0, Instant::now()));
+                    let wait =
+                        Duration::from_secs(1u64 << count.min(6)).min(Duration::from_secs(60));
+                    memory
+                        .backoff
+                        .insert(key.clone(), (count + 1, Instant::now() + wait));
+                    let reason = s.reason.clone().unwrap_or_else(|| "it failed".into());
+                    state.serving.set_problem(
+                        &key,
+                        Some(format!(
+                            "instance {} failed: {reason} (trying again in {} s; `flowrt session logs {}` says more)",
+                            s.id,
+                            wait.as_secs(),
+                            s.id
+                        )),
+                    );
+                }
                 forget(state, &row.session_id, session).await;
                 continue;
             }
@@ -302,13 +351,32 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
             .collect();
         let current: Vec<&&DeploymentInstance> =
             mine.iter().filter(|r| r.revision == d.revision).collect();
+        let key = (d.endpoint.clone(), d.name.clone());
+        let waiting = memory
+            .backoff
+            .get(&key)
+            .is_some_and(|(_, next)| Instant::now() < *next);
         for slot in 0..d.instances {
-            if !current.iter().any(|r| r.slot == slot) {
+            if !waiting && !current.iter().any(|r| r.slot == slot) {
                 if let Err(e) = start_instance(state, d, slot).await {
                     eprintln!(
                         "deployment {}/{}: cannot start instance {slot}: {e}",
                         d.endpoint, d.name
                     );
+                    state
+                        .serving
+                        .set_problem(&key, Some(format!("cannot start an instance: {e}")));
+                    let (count, _) = memory
+                        .backoff
+                        .get(&key)
+                        .copied()
+                        .unwrap_or((0, Instant::now()));
+                    let wait =
+                        Duration::from_secs(1u64 << count.min(6)).min(Duration::from_secs(60));
+                    memory
+                        .backoff
+                        .insert(key.clone(), (count + 1, Instant::now() + wait));
+                    break;
                 }
             }
         }
@@ -318,6 +386,8 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
                 .any(|r| r.slot == slot && ready(sessions.get(&r.session_id)))
         });
         if all_ready {
+            memory.backoff.remove(&key);
+            state.serving.set_problem(&key, None);
             for old in mine.iter().filter(|r| r.revision < d.revision) {
                 retire(memory, &old.session_id);
             }

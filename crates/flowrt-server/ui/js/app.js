@@ -17,6 +17,9 @@ const ROUTES = [
   [/^\/runs\/([^/]+)\/lines\/(\d+)\/trace$/, 'trace', 'line'],
   [/^\/trace\/test$/, 'trace', 'test'],
   [/^\/compare$/, 'runs', 'compare'],
+  [/^\/endpoints$/, 'endpoints', 'list'],
+  [/^\/endpoints\/([^/]+)$/, 'endpoints', 'page'],
+  [/^\/endpoints\/([^/]+)\/requests\/([^/]+)$/, 'endpoints', 'request'],
   [/^\/team$/, 'team', 'page'],
 ];
 

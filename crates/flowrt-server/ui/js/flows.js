@@ -178,9 +178,13 @@ export async function page({ main, params, query, signal }) {
     const { startDialog } = await import('./sessions.js');
     startDialog(main, flow.ref);
   }) : null;
+  const deployBtn = auth.writer ? button('Deploy…', async () => {
+    const { deployDialog } = await import('./endpoints.js');
+    deployDialog(main, flow.ref);
+  }, { id: 'deploy' }) : null;
   main.append(
     h('div', { class: 'bar' }, h('h1', {}, 'Flow ', h('code', {}, flow.name)), field('Version', version),
-      field('Compute session', sessionSel), startBtn),
+      field('Compute session', sessionSel), startBtn, deployBtn),
     h('div', { class: 'flow-grid' },
       h('section', { class: 'card dag-box', 'aria-label': 'DAG' }, h('div', { class: 'scroll' }, svg),
         h('p', { class: 'legend muted' }, h('span', { class: 'key t-llm' }, 'llm'), h('span', { class: 'key t-python' }, 'python'), h('span', { class: 'key t-prompt' }, 'prompt'), h('span', { class: 'key agg' }, 'aggregation'), ' dashed arrows: activate conditions')),

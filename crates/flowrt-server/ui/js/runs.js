@@ -190,6 +190,10 @@ export async function page({ main, params, query, signal }) {
         const r = await post('/api/v1/runs', { session: sess, name: `${run.name}-resume-${Date.now() % 100000}`, resume_from: run.name, column_mapping: {} });
         location.hash = `#/runs/${q(r.name, r.session)}&new=1`;
       })) : null,
+      auth.writer && run.flow ? button('Deploy…', async () => {
+        const { deployDialog } = await import('./endpoints.js');
+        deployDialog(main, run.flow);
+      }, { id: 'deploy' }) : null,
       button('Download JSONL', () => download(`${run.name}.jsonl`, lines.map((l) => JSON.stringify({ line_number: l.line_number, ...(l.outputs || {}) })).join('\n') + '\n', 'application/x-ndjson')),
       button('Download CSV', () => download(`${run.name}.csv`, toCsv(lines), 'text/csv')));
     if (run.error) head.append(h('p', { class: 'error wide' }, run.error));

@@ -94,7 +94,7 @@ function detailOf(span) {
     span.logs ? [h('h3', {}, 'Logs'), h('pre', { class: 'log' }, span.logs)] : null];
 }
 
-function render(main, title, line, flow) {
+export function render(main, title, line, flow) {
   const { root, children, total } = spans(line, flow);
   const detail = h('aside', { class: 'card span-detail', 'aria-live': 'polite', id: 'span-detail' });
   const all = [root, ...children];

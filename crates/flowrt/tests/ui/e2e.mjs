@@ -184,6 +184,52 @@ try {
     await shot(page, 'trace-chat');
   });
 
+  await step('deploy a flow version from its page, score it, and read its requests, dashboard and a trace', async () => {
+    await page.goto(`${BASE}/#/flows/chat@v1`);
+    await page.locator('#deploy').click();
+    const form = page.locator('#deploy-form');
+    await form.getByLabel('New endpoint name').fill('support-chat');
+    await form.getByLabel('Instances').fill('2');
+    await form.getByRole('button', { name: 'Deploy', exact: true }).click();
+    await page.locator('#endpoint-keys code.key').first().waitFor();
+    const key = (await page.locator('#endpoint-keys code.key').first().innerText()).trim();
+    assert(key.startsWith('fre_'), `a key is shown once: ${key.slice(0, 8)}`);
+    await shot(page, 'deploy');
+    // Score it as a caller would, with the key; the first answers come once an instance serves.
+    const score = (body, auth = key) => page.evaluate(async ([url, b, k]) => {
+      const r = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${k}`, 'Content-Type': 'application/json' }, body: JSON.stringify(b) });
+      return { status: r.status, body: await r.json() };
+    }, [`${BASE}/endpoints/support-chat/score`, body, auth]);
+    let first = null;
+    for (const t = Date.now(); Date.now() - t < 60000;) {
+      first = await score({ question: 'deployed?' });
+      if (first.status !== 503) break;
+      await page.waitForTimeout(250);
+    }
+    assert(first.status === 200 && first.body.answer === 'echo: deployed?', `scored: ${JSON.stringify(first)}`);
+    for (let i = 0; i < 5; i++) await score({ question: `again ${i}` });
+    const bad = await score({ questin: 'typo' });
+    assert(bad.status === 400 && bad.body.message.includes("'question'"), `a bad body names the input: ${JSON.stringify(bad)}`);
+    const refused = await score({ question: 'x' }, 'fre_not-a-key');
+    assert(refused.status === 401, `a wrong key is refused: ${refused.status}`);
+    await page.locator('#deploy-open').click();
+    await page.locator('#deployments tr[data-deployment="blue"][data-status="Succeeded"]').waitFor({ timeout: 30000 });
+    await page.locator('#requests tbody tr').nth(6).waitFor({ timeout: 10000 });
+    const requests = Number(await page.locator('#stat-requests .value').innerText());
+    assert(requests >= 7, `the dashboard counts the requests: ${requests}`);
+    assert(Number(await page.locator('#stat-errors .value').innerText()) >= 1, 'and the failed one');
+    await page.locator('#endpoint-chart rect.req').first().waitFor();
+    await page.getByLabel('Status').selectOption('error');
+    await page.locator('#requests tbody tr[data-status="400"]').first().waitFor();
+    await page.getByLabel('Status').selectOption('all');
+    await shot(page, 'endpoint');
+    await page.locator('#requests tbody tr[data-status="200"] a').first().click();
+    await page.locator('#spans .span-row.child[data-span="chat"]').click();
+    const detail = await page.locator('#span-detail').innerText();
+    assert(detail.includes('LLM') && detail.includes('Tokens'), `the request's LLM span: ${detail.slice(0, 300)}`);
+    await shot(page, 'endpoint-trace');
+  });
+
   const submit = async (name, times) => {
     await page.goto(`${BASE}/#/runs?new=1`);
     const form = page.locator('#submit-form');
@@ -322,6 +368,7 @@ try {
     const routes = {
       sessions: '#/sessions', 'session-details': `#/sessions/${sessionId}`, flows: '#/flows', flow: '#/flows/pipeline',
       runs: '#/runs', run: '#/runs/batch-a', trace: '#/runs/batch-a/lines/3/trace', compare: '#/compare?runs=batch-a,batch-b',
+      endpoints: '#/endpoints', endpoint: '#/endpoints/support-chat',
     };
     // A new context per page: an empty cache, so every asset the page needs is counted.
     for (const [name, hash] of Object.entries(routes)) {
