@@ -120,9 +120,30 @@ mod tests {
 
     #[test]
     fn every_page_weighs_under_100_kb() {
-        // Every page loads all the assets (one shell, lazily imported modules aside).
-        let total: usize = ASSETS.iter().map(|(_, _, b)| b.len()).sum();
-        assert!(total < 100 * 1024, "the UI weighs {total} bytes");
+        // A page loads the shell and its own module, and may import one more when asked (the
+        // start dialog, the trace view, the deploy dialog): the shell and the two heaviest
+        // modules bound every page. (The Chromium tests weigh each page as it loads.)
+        const SHELL: &[&str] = &[
+            "index.html",
+            "app.css",
+            "js/app.js",
+            "js/api.js",
+            "js/dom.js",
+            "favicon.svg",
+        ];
+        let shell: usize = ASSETS
+            .iter()
+            .filter(|(p, _, _)| SHELL.contains(p))
+            .map(|(_, _, b)| b.len())
+            .sum();
+        let mut modules: Vec<usize> = ASSETS
+            .iter()
+            .filter(|(p, _, _)| !SHELL.contains(p))
+            .map(|(_, _, b)| b.len())
+            .collect();
+        modules.sort_unstable_by(|a, b| b.cmp(a));
+        let heaviest = shell + modules.iter().take(2).sum::<usize>();
+        assert!(heaviest < 100 * 1024, "a page may weigh {heaviest} bytes");
     }
 
     #[test]

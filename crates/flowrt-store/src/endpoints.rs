@@ -328,15 +328,16 @@ impl Store {
         Ok((done.rows_affected() > 0).then_some(key))
     }
 
-    /// Delete an endpoint with its deployments and their instance rows (their sessions are the
-    /// caller's to stop) and its requests. Whether it existed.
+    /// Delete an endpoint with its deployments and its requests. Its instances' rows stay: the
+    /// supervisor finds their deployments gone, drains and stops their sessions, then forgets
+    /// them. Whether it existed.
     pub async fn delete_endpoint(&self, name: &str) -> Result<bool, StoreError> {
         let mut tx = self
             .pool
             .begin()
             .await
             .map_err(db("cannot delete an endpoint"))?;
-        for table in ["deployment_instances", "deployments", "endpoint_requests"] {
+        for table in ["deployments", "endpoint_requests"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE endpoint = $1"))
                 .bind(name)
                 .execute(&mut *tx)

@@ -418,6 +418,40 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
     assert_eq!((status, by.as_str()), (200, "green"));
     let listed = server.ok(&["deployment", "list", "support"]);
     assert!(listed.stdout.contains("support/green") && !listed.stdout.contains("support/blue"));
+
+    // Deleting the endpoint stops its last instance too, and its URL answers 404.
+    let green = server
+        .ok(&["deployment", "show", "support/green", "--json"])
+        .json();
+    let green_session = green["replicas"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    server.ok(&["endpoint", "delete", "support"]);
+    let t = Instant::now();
+    while server
+        .api("GET", &format!("/api/v1/sessions/{green_session}"), "")
+        .0
+        != 404
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "green's session remains"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t = Instant::now();
+    while server
+        .score("support", Some(&bearer), r#"{"question": "hi"}"#)
+        .0
+        != 404
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the endpoint still answers"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// One request of the load: how it ended, and which version answered.
@@ -585,4 +619,86 @@ fn a_deployment_moves_to_a_new_version_and_survives_a_killed_instance_under_load
         (switched - switch_started).as_secs_f64(),
         (replaced_at - killed_at).as_secs_f64()
     );
+}
+
+#[test]
+fn a_scaling_deployment_grows_with_its_load() {
+    let server = Server::start();
+    let work = tempfile::tempdir().unwrap();
+    server.ok(&[
+        "flow",
+        "push",
+        s(&echo_flow(work.path(), "v1")),
+        "--name",
+        "echo",
+    ]);
+    let created = server
+        .ok(&["endpoint", "create", "elastic", "--json"])
+        .json();
+    let (key, _) = keys_of(&created);
+    server.ok(&[
+        "deployment",
+        "create",
+        "elastic/main",
+        "--flow",
+        "echo@v1",
+        "--min",
+        "1",
+        "--max",
+        "3",
+        "--target-concurrency",
+        "2",
+    ]);
+    let shown = server
+        .ok(&["deployment", "show", "elastic/main", "--json"])
+        .json();
+    assert_eq!(shown["instances"], 1, "{shown}");
+    // Eight callers, each waiting on a 0.3 s line: about eight requests in flight.
+    let url = format!("{}/endpoints/elastic/score", server.url);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let callers: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, key, stop) = (url.clone(), key.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let auth = format!("Bearer {key}");
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (status, _, body) = http(
+                        "POST",
+                        &url,
+                        &[("authorization", &auth)],
+                        r#"{"text": "x", "delay": 0.3}"#,
+                    );
+                    assert_eq!(status, 200, "{body}");
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let grown = loop {
+        let d = server
+            .ok(&["deployment", "show", "elastic/main", "--json"])
+            .json();
+        let ready = d["ready"].as_u64().unwrap();
+        if d["instances"] == 3 && ready == 3 {
+            break t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the deployment did not grow to 3 serving instances: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in callers {
+        c.join().unwrap();
+    }
+    eprintln!(
+        "grew from 1 to 3 serving instances in {:.1} s",
+        grown.as_secs_f64()
+    );
+    // It never grows past its maximum.
+    let d = server
+        .ok(&["deployment", "show", "elastic/main", "--json"])
+        .json();
+    assert_eq!(d["instances"], 3, "{d}");
 }

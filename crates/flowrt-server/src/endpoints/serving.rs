@@ -223,6 +223,8 @@ struct Memory {
     /// Deployments whose instances keep failing: how often in a row, and when to try again
     /// (a broken flow or environment must not restart sessions in a tight loop).
     backoff: HashMap<(String, String), (u32, Instant)>,
+    /// The last failed instance of each deployment, kept for its logs.
+    last_failed: HashMap<(String, String), String>,
     /// Recent total in-flight samples per scaling deployment.
     load: HashMap<(String, String), Vec<u32>>,
     /// The database's fingerprint of the connections, last seen.
@@ -333,7 +335,19 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
                         )),
                     );
                 }
-                forget(state, &row.session_id, session).await;
+                if session.is_some_and(|s| s.status == SessionStatus::Failed) {
+                    // The failed session stays for its logs (the problem names it), until the
+                    // next failure of the deployment or the deployment goes.
+                    let _ = state.store.delete_instance(&row.session_id).await;
+                    if let Some(older) = memory
+                        .last_failed
+                        .insert(key.clone(), row.session_id.clone())
+                    {
+                        forget(state, &older, sessions.get(&older)).await;
+                    }
+                } else {
+                    forget(state, &row.session_id, session).await;
+                }
                 continue;
             }
             Some(_) => {}
@@ -394,6 +408,18 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
         }
     }
 
+    // A deployment that is gone takes its last failed session with it.
+    let gone: Vec<(String, String)> = memory
+        .last_failed
+        .keys()
+        .filter(|k| !deployed.contains_key(*k))
+        .cloned()
+        .collect();
+    for key in gone {
+        if let Some(id) = memory.last_failed.remove(&key) {
+            forget(state, &id, sessions.get(&id)).await;
+        }
+    }
     drain(state, memory, &sessions).await;
     watch_connections(state, memory).await;
     build_table(state, &endpoints, &deployments, &rows, &sessions, memory).await;
