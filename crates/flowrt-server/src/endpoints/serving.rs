@@ -232,6 +232,22 @@ struct Memory {
     last_prune: Option<Instant>,
 }
 
+impl Memory {
+    /// One more failure of deployment `key`: how long its slots wait before the next start
+    /// (1 s, doubling, at most a minute).
+    fn back_off(&mut self, key: &(String, String)) -> Duration {
+        let (count, _) = self
+            .backoff
+            .get(key)
+            .copied()
+            .unwrap_or((0, Instant::now()));
+        let wait = Duration::from_secs(1u64 << count.min(6)).min(Duration::from_secs(60));
+        self.backoff
+            .insert(key.clone(), (count + 1, Instant::now() + wait));
+        wait
+    }
+}
+
 /// Keep every deployment's instances running and the routing table current, until the server
 /// stops: a round each second, and at once when a session changes or a deployment is edited.
 pub async fn supervise(state: AppState) {
@@ -319,16 +335,7 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
             }
             Some(_) if dead(session) => {
                 if let Some(s) = session.filter(|s| s.status == SessionStatus::Failed) {
-                    let (count, _) = memory
-                        .backoff
-                        .get(&key)
-                        .copied()
-                        .unwrap_or((0, Instant::now()));
-                    let wait =
-                        Duration::from_secs(1u64 << count.min(6)).min(Duration::from_secs(60));
-                    memory
-                        .backoff
-                        .insert(key.clone(), (count + 1, Instant::now() + wait));
+                    let wait = memory.back_off(&key);
                     let reason = s.reason.clone().unwrap_or_else(|| "it failed".into());
                     state.serving.set_problem(
                         &key,
@@ -385,16 +392,7 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
                     state
                         .serving
                         .set_problem(&key, Some(format!("cannot start an instance: {e}")));
-                    let (count, _) = memory
-                        .backoff
-                        .get(&key)
-                        .copied()
-                        .unwrap_or((0, Instant::now()));
-                    let wait =
-                        Duration::from_secs(1u64 << count.min(6)).min(Duration::from_secs(60));
-                    memory
-                        .backoff
-                        .insert(key.clone(), (count + 1, Instant::now() + wait));
+                    memory.back_off(&key);
                     break;
                 }
             }
