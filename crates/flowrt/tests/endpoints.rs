@@ -30,18 +30,24 @@ impl Server {
             ))
             .spawn()
             .unwrap();
-        let url = format!("http://{addr}");
+        // Made before waiting, so a server that never comes up is still killed on the way out.
+        let server = Server {
+            child,
+            env,
+            url: format!("http://{addr}"),
+        };
         let t = Instant::now();
         while std::net::TcpStream::connect(&addr).is_err()
-            || http("GET", &format!("{url}/healthz"), &[], "").0 != 200
+            || http("GET", &format!("{}/healthz", server.url), &[], "").0 != 200
         {
             assert!(
                 t.elapsed() < Duration::from_secs(30),
-                "server did not start"
+                "server did not start: {}",
+                server.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Server { child, env, url }
+        server
     }
 
     fn cli(&self, args: &[&str]) -> Run {
