@@ -51,6 +51,8 @@ pub struct FlowFacts {
     pub outputs: usize,
     /// The connections the flow may name.
     pub connection_names: Vec<String>,
+    /// The environment its sessions start with (`environment.image`, else `default`).
+    pub env: String,
 }
 
 /// The connections a deployment's instances should use, and when they last changed.
@@ -551,23 +553,9 @@ async fn start_instance(state: &AppState, d: &Deployment, slot: u32) -> Result<(
     Ok(())
 }
 
-/// What a loaded flow tells the router, plus the environment its sessions start with; loaded
-/// once per snapshot.
-struct LoadedFacts {
-    facts: Arc<FlowFacts>,
-    env: String,
-}
-
-impl std::ops::Deref for LoadedFacts {
-    type Target = FlowFacts;
-    fn deref(&self) -> &FlowFacts {
-        &self.facts
-    }
-}
-
 /// Load the flow of snapshot `flow_dir` (stored form) on a blocking thread: the server only
 /// parses it, never runs it.
-pub async fn load_facts(state: &AppState, flow_dir: &str) -> Result<(FlowFacts, String), String> {
+pub async fn load_facts(state: &AppState, flow_dir: &str) -> Result<FlowFacts, String> {
     let dir = state
         .sessions
         .local_flow_dir(flow_dir)
@@ -578,20 +566,20 @@ pub async fn load_facts(state: &AppState, flow_dir: &str) -> Result<(FlowFacts, 
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-    let facts = FlowFacts {
+    Ok(FlowFacts {
         stream_output: flowrt_runtime::invoker::stream_output(&flow).map(|(o, _)| o),
         outputs: flow.outputs.len(),
         connection_names: flow.connection_candidates().into_iter().collect(),
-    };
-    let env = flow
-        .environment
-        .image
-        .clone()
-        .unwrap_or_else(|| "default".into());
-    Ok((facts, env))
+        env: flow
+            .environment
+            .image
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+    })
 }
 
-async fn flow_facts(state: &AppState, flow_dir: &str) -> Result<LoadedFacts, String> {
+/// The facts of snapshot `flow_dir`, loaded once per snapshot.
+async fn flow_facts(state: &AppState, flow_dir: &str) -> Result<Arc<FlowFacts>, String> {
     let cached = state
         .serving
         .flows
@@ -599,25 +587,17 @@ async fn flow_facts(state: &AppState, flow_dir: &str) -> Result<LoadedFacts, Str
         .unwrap_or_else(|e| e.into_inner())
         .get(flow_dir)
         .cloned();
-    let (facts, env) = match cached {
-        Some(f) => {
-            // The environment is read again: cheap next to starting a session.
-            let (_, env) = load_facts(state, flow_dir).await?;
-            (f, env)
-        }
-        None => {
-            let (facts, env) = load_facts(state, flow_dir).await?;
-            let facts = Arc::new(facts);
-            state
-                .serving
-                .flows
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(flow_dir.to_string(), facts.clone());
-            (facts, env)
-        }
-    };
-    Ok(LoadedFacts { facts, env })
+    if let Some(f) = cached {
+        return Ok(f);
+    }
+    let facts = Arc::new(load_facts(state, flow_dir).await?);
+    state
+        .serving
+        .flows
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(flow_dir.to_string(), facts.clone());
+    Ok(facts)
 }
 
 /// Notice connections changed by another server sharing the database.
@@ -695,7 +675,7 @@ async fn build_table(
     for e in endpoints {
         let mut routes = Vec::new();
         for d in deployments.iter().filter(|d| d.endpoint == e.name) {
-            let Ok(facts) = flow_facts_cached(state, &d.flow_dir).await else {
+            let Ok(facts) = flow_facts(state, &d.flow_dir).await else {
                 continue;
             };
             let connections = deployment_connections(state, d, &facts).await;
@@ -717,36 +697,27 @@ async fn build_table(
                     .instances
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                let instance = known
-                    .entry(s.id.clone())
-                    .and_modify(|i| {
-                        if i.addr != addr || i.token != token {
-                            // Restarted in place: a new agent, with what it started with.
-                            *i = Arc::new(Instance {
-                                session_id: s.id.clone(),
-                                addr: addr.clone(),
-                                token: token.clone(),
-                                revision: r.revision,
-                                slot: r.slot,
-                                in_flight: AtomicU32::new(0),
-                                connections_sent: AtomicU64::new(UNSENT),
-                                unreachable: AtomicBool::new(false),
-                            });
-                        }
+                let fresh = || {
+                    Arc::new(Instance {
+                        session_id: s.id.clone(),
+                        addr: addr.clone(),
+                        token: token.clone(),
+                        revision: r.revision,
+                        slot: r.slot,
+                        in_flight: AtomicU32::new(0),
+                        connections_sent: AtomicU64::new(UNSENT),
+                        unreachable: AtomicBool::new(false),
                     })
-                    .or_insert_with(|| {
-                        Arc::new(Instance {
-                            session_id: s.id.clone(),
-                            addr: addr.clone(),
-                            token: token.clone(),
-                            revision: r.revision,
-                            slot: r.slot,
-                            in_flight: AtomicU32::new(0),
-                            connections_sent: AtomicU64::new(UNSENT),
-                            unreachable: AtomicBool::new(false),
-                        })
-                    })
-                    .clone();
+                };
+                let instance = match known.get(&s.id) {
+                    // Restarted in place: a new agent, with what it started with.
+                    Some(i) if i.addr == addr && i.token == token => i.clone(),
+                    _ => {
+                        let i = fresh();
+                        known.insert(s.id.clone(), i.clone());
+                        i
+                    }
+                };
                 // A new look at it: reachable again until a request finds otherwise.
                 instance.unreachable.store(false, Ordering::Relaxed);
                 instances.push(instance);
@@ -772,20 +743,6 @@ async fn build_table(
         .table
         .write()
         .unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
-}
-
-async fn flow_facts_cached(state: &AppState, flow_dir: &str) -> Result<Arc<FlowFacts>, String> {
-    let cached = state
-        .serving
-        .flows
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(flow_dir)
-        .cloned();
-    match cached {
-        Some(f) => Ok(f),
-        None => Ok(flow_facts(state, flow_dir).await?.facts),
-    }
 }
 
 /// Follow the load of scaling deployments: grow at once when the requests in flight per
