@@ -38,10 +38,10 @@ and files a runtime writes don't leak into the other's run), and a fresh HOME / 
 FLOWRT_HOME per script run; a fake managed identity endpoint (IDENTITY_ENDPOINT) answers the
 Microsoft Entra ID token requests of flows that call Azure OpenAI without a key. Connections commonly referenced by the flows are created in both
 runtimes, pointed at the fake OpenAI server, all with key `fake-key`. Flows without a
-requirements.txt run on promptflow's venv under pf and on `--flowrt-python` (or python3) under
-flowrt: give that interpreter the packages promptflow's venv brings, promptflow excepted
-(`pip freeze | grep -vi '^promptflow'`), or flows that import `openai` or `dotenv` fail under
-flowrt only.
+requirements.txt run on promptflow's venv under pf and on flowrt's base environment (openai,
+python-dotenv and the rest of promptflow's run-time dependencies) under flowrt, or on
+`--flowrt-python` as it is when given (for example one with every package of promptflow's venv,
+`pip freeze | grep -vi '^promptflow'`, for flows that import promptflow's tooling's packages).
 
 Classification per flow: skipped (no inputs), pf_failed (excluded from the denominator), identical,
 different (both ok, outputs differ), flowrt_failed (promptflow succeeded, flowrt did not). A file
@@ -866,9 +866,8 @@ def main():
     ap.add_argument("--pf-python", default=None, help="default: the python next to --pf")
     ap.add_argument("--flowrt", default="flowrt")
     ap.add_argument("--flowrt-python", default=None,
-                    help="the interpreter flowrt runs flows without requirements.txt on (FLOWRT_PYTHON): give it "
-                         "the third-party packages promptflow's environment has (openai, ...) so both runtimes "
-                         "see the same packages; default: python3 on PATH")
+                    help="an interpreter flowrt runs flows without requirements.txt on as it is (FLOWRT_PYTHON); "
+                         "default: flowrt's base environment (python3 on PATH with the base's packages)")
     ap.add_argument("--fake-openai", required=False, help="required unless --openai-base or --report")
     ap.add_argument("--only", action="append", default=[], help="substring of the flow path (repeatable)")
     ap.add_argument("--timeout", type=float, default=60)

@@ -201,7 +201,11 @@ fn receive_flow(
         .requirements_file();
     let exe = std::env::current_exe()?;
     let uv_cache = cache.join("uv-cache");
+    // The node's cache outlives sessions (a session's HOME does not): its base environments are
+    // built once per node and owner.
+    let base_cache = cache.join("base-envs");
     let opts = flowrt_python::EnvOptions {
+        base_cache: Some(&base_cache),
         base_version: Some(flow.base_version.as_str()),
         extra_requirements: flow.extra_requirements.as_deref().map(|text| {
             flowrt_python::ExtraRequirements {

@@ -130,6 +130,9 @@ pub struct BaseEnvironment {
     pub python: String,
     /// Whether it is the newest base version.
     pub latest: bool,
+    /// The packages it gives every flow (with their pinned dependencies).
+    #[serde(default)]
+    pub packages: Vec<String>,
 }
 
 /// A published custom environment `name@vN`.

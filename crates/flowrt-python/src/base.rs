@@ -2,9 +2,12 @@
 //!
 //! A base environment is the local analogue of a runtime base image: a Python requirement,
 //! the version of flowrt's worker protocol, the built-in tools (Rust, so they need no packages) and
-//! the packages the base pins. flowrt's worker needs no third-party packages, so the pins are empty:
-//! a session's environment holds exactly what its requirements ask for, and conflicts can only
-//! arise between a custom environment's requirements and the flow's.
+//! the packages the base pins. flowrt's worker itself needs no third-party package, but flows
+//! relied on what Azure's runtime image carried without listing it (`import openai` with no
+//! `requirements.txt`), so from 1.2.0 the base pins that set: the dependencies of promptflow-tools,
+//! promptflow-core and promptflow-tracing (promptflow's own modules come from flowrt's worker).
+//! A flow's requirements are installed over the base as `pip install -r` over an image: what the
+//! flow names wins over the base's pin.
 //!
 //! References: `default` (the latest base), `default@1.0.0`, `NAME` (latest version of a published
 //! custom environment) and `NAME@vN`.
@@ -22,8 +25,21 @@ pub struct BaseEnv {
     pub worker_protocol: u32,
     /// The built-in tools (implemented in Rust).
     pub builtin_tools: &'static [&'static str],
-    /// Requirement lines the base installs before the flow's (none today).
-    pub pins: &'static [&'static str],
+    /// The packages it promises flows (what `flowrt env list` shows).
+    pub packages: &'static [&'static str],
+    /// The requirements file pinning their closure (exact versions, with markers for each Python
+    /// it supports), installed before the flow's requirements; empty for no packages.
+    pub pins: &'static str,
+}
+
+impl BaseEnv {
+    /// Its pinned requirement lines, comments and blank lines left out.
+    pub fn pin_lines(&self) -> impl Iterator<Item = &'static str> {
+        self.pins
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    }
 }
 
 /// Every base environment, oldest first; the last is the latest.
@@ -33,14 +49,41 @@ pub const BASE_ENVS: &[BaseEnv] = &[
         python: ">=3.8",
         worker_protocol: 1,
         builtin_tools: &["prompt", "llm"],
-        pins: &[],
+        packages: &[],
+        pins: "",
     },
     BaseEnv {
         version: "1.1.0",
         python: ">=3.9",
         worker_protocol: 1,
         builtin_tools: &["prompt", "llm", "embedding"],
-        pins: &[],
+        packages: &[],
+        pins: "",
+    },
+    BaseEnv {
+        version: "1.2.0",
+        python: ">=3.9",
+        worker_protocol: 1,
+        builtin_tools: &["prompt", "llm", "embedding"],
+        packages: &[
+            "openai",
+            "tiktoken",
+            "opentelemetry-sdk",
+            "google-search-results",
+            "requests",
+            "jinja2",
+            "pydantic",
+            "jsonschema",
+            "python-dateutil",
+            "ruamel.yaml",
+            "python-dotenv",
+            "psutil",
+            "flask",
+            "fastapi",
+            "docstring_parser",
+            "filetype",
+        ],
+        pins: include_str!("../base/1.2.0.txt"),
     },
 ];
 
@@ -176,7 +219,7 @@ mod tests {
 
     #[test]
     fn latest_is_the_last_and_versions_are_found() {
-        assert_eq!(latest_base().version, "1.1.0");
+        assert_eq!(latest_base().version, "1.2.0");
         assert_eq!(find_base("1.0.0").map(|b| b.python), Some(">=3.8"));
         assert_eq!(find_base("9.9.9"), None);
     }
@@ -205,8 +248,30 @@ mod tests {
         }
         assert_eq!(
             EnvRef::parse("default@9.9.9").unwrap_err().to_string(),
-            "unknown base environment version `9.9.9`; available: 1.0.0, 1.1.0"
+            "unknown base environment version `9.9.9`; available: 1.0.0, 1.1.0, 1.2.0"
         );
+    }
+
+    #[test]
+    fn the_latest_base_pins_every_package_it_promises() {
+        let pinned: Vec<String> = latest_base()
+            .pin_lines()
+            .map(|l| {
+                let name = l.split(['=', ';', ' ']).next().unwrap_or("");
+                crate::env::normalize_name(name)
+            })
+            .collect();
+        for package in latest_base().packages {
+            assert!(
+                pinned.contains(&crate::env::normalize_name(package)),
+                "{package} is promised but not pinned"
+            );
+        }
+        // exact versions (markers after `;` say for which Python)
+        assert!(latest_base().pin_lines().all(|l| {
+            let requirement = l.split(';').next().unwrap_or("");
+            requirement.contains("==") && !requirement.contains(['>', '<', '~', '*'])
+        }));
     }
 
     #[test]

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 /// Name of the marker file written last into a finished environment.
-const READY_MARKER: &str = ".flowrt-ready";
+pub(crate) const READY_MARKER: &str = ".flowrt-ready";
 /// Touched each time a built environment is handed out; `gc` removes the least recently used.
-const LAST_USED: &str = ".flowrt-last-used";
+pub(crate) const LAST_USED: &str = ".flowrt-last-used";
 /// The merged requirement lines an environment was built from (no index URLs, no tokens).
 const MERGED_REQUIREMENTS: &str = "flowrt-requirements.txt";
 /// The placeholder in an index URL replaced by the session identity's feed token.
@@ -49,6 +49,9 @@ pub struct EnvOptions<'a> {
     /// Install sealed (a server sets it: a requirement's build script is its user's code and
     /// must not reach the server's files or secrets).
     pub sandbox: Option<Sandbox<'a>>,
+    /// Where built base environments are kept to be linked into homes; `None` is this machine's
+    /// cache folder (`XDG_CACHE_HOME` or `~/.cache`, then `flowrt/base-envs`).
+    pub base_cache: Option<&'a Path>,
 }
 
 /// How a sealed install runs: `exe seal-exec` confines it (Landlock) to the environment being
@@ -72,6 +75,7 @@ impl std::fmt::Debug for EnvOptions<'_> {
             .field("private_token", &self.private_token.map(|_| "****"))
             .field("private_hosts", &self.private_hosts)
             .field("sandbox", &self.sandbox)
+            .field("base_cache", &self.base_cache)
             .finish()
     }
 }
@@ -90,12 +94,14 @@ pub struct ExtraRequirements<'a> {
 pub struct ResolvedEnv {
     /// The base environment.
     pub base: &'static BaseEnv,
-    /// `None` when there is nothing to install: the default interpreter is used as is.
+    /// `None` when there is nothing to install: the default interpreter is used as is. With no
+    /// [`ResolvedEnv::lines`], the key of the base environment alone.
     pub key: Option<String>,
     /// The interpreter the environment is built from (the bare one: with requirements, a
     /// session runs [`ResolvedEnv::built_python`]).
     pub python: PathBuf,
-    /// The merged requirement lines (base pins, custom environment, flow), normalized.
+    /// The merged requirement lines (custom environment, then flow), normalized; installed over
+    /// the base's pins.
     pub lines: Vec<String>,
     /// Index settings (`-i`, `--extra-index-url`) as written, placeholders unsubstituted.
     pub index: Vec<String>,
@@ -169,6 +175,16 @@ pub enum EnvError {
     },
     #[error("unknown base environment version `{version}`; available: {available}")]
     UnknownBase { version: String, available: String },
+    #[error("installing the packages of base environment {base} failed:\n{stderr_tail}")]
+    BaseInstall { base: String, stderr_tail: String },
+    #[error(
+        "the packages of base environment {base} could not be installed {ago_secs} s ago: {reason}"
+    )]
+    BaseUnavailable {
+        base: String,
+        ago_secs: u64,
+        reason: String,
+    },
     #[error("base environment {base} needs Python {needs}, but {} is {found}", python.display())]
     PythonTooOld {
         base: String,
@@ -328,13 +344,10 @@ pub fn resolve_env(req: EnvRequest<'_>, opts: &EnvOptions<'_>) -> Result<Resolve
                 .join(", "),
         })?,
     };
+    // The base's pins are not merged here: they are installed first and the flow's requirements
+    // over them, so a package the flow names wins over the base's pin (as `pip install -r` over
+    // a runtime image), where merging would call it a conflict.
     let mut sources: Vec<(String, Requirements)> = Vec::new();
-    if !base.pins.is_empty() {
-        sources.push((
-            format!("base environment default@{}", base.version),
-            normalize_requirements(&base.pins.join("\n")),
-        ));
-    }
     if let Some(extra) = opts.extra_requirements {
         sources.push((extra.label.to_string(), normalize_requirements(extra.text)));
     }
@@ -350,7 +363,9 @@ pub fn resolve_env(req: EnvRequest<'_>, opts: &EnvOptions<'_>) -> Result<Resolve
     }
     let merged = merge_requirements(&sources)?;
     let python = default_python();
-    if merged.lines.is_empty() {
+    // `FLOWRT_PYTHON` names an interpreter to run flows without requirements on as it is.
+    let interpreter_chosen = std::env::var_os("FLOWRT_PYTHON").is_some_and(|p| !p.is_empty());
+    if merged.lines.is_empty() && (base.pins.is_empty() || interpreter_chosen) {
         return Ok(ResolvedEnv {
             base,
             key: None,
@@ -400,7 +415,11 @@ pub fn resolve_env(req: EnvRequest<'_>, opts: &EnvOptions<'_>) -> Result<Resolve
             found: version.split_whitespace().next().unwrap_or("").to_string(),
         });
     }
-    let key = env_key(base.version, &version, &merged);
+    let key = if merged.lines.is_empty() {
+        crate::base_env::base_key(base, &version)
+    } else {
+        env_key(base.version, &version, &merged)
+    };
     Ok(ResolvedEnv {
         base,
         key: Some(key),
@@ -448,6 +467,9 @@ pub fn ensure_env_with(
             source,
         })?;
     }
+    if resolved.lines.is_empty() {
+        return crate::base_env::link_base(&resolved, &key, &env_dir, opts.base_cache, progress);
+    }
     let version = python_version(&base_python)?;
     let uv = find_or_install_uv(&base_python, progress)?;
     progress(&format!(
@@ -455,50 +477,10 @@ pub fn ensure_env_with(
         resolved.base.version,
         version.split_whitespace().next().unwrap_or(&version)
     ));
-    // `--seed` puts pip in the environment, as in promptflow's (virtualenv or conda)
-    // environments: some tools shell out to `pip` or `python -m pip`.
-    let venv = |seed: bool| {
-        let mut cmd = uv.command();
-        cmd.arg("venv");
-        if seed {
-            cmd.arg("--seed");
-        }
-        cmd.arg("--python")
-            .arg(&base_python)
-            .arg(&env_dir)
-            .env("UV_PYTHON_DOWNLOADS", "never")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| EnvError::Venv {
-                path: env_dir.clone(),
-                stderr_tail: format!("cannot run uv: {e}"),
-            })
-    };
-    let mut out = venv(true)?;
-    if !out.status.success() {
-        // Seeding needs pip from the index or uv's cache; without them, pip comes from the
-        // Python's own bundled copy (ensurepip) when it has one.
-        progress("could not seed pip into the environment; creating it without pip");
-        if env_dir.exists() {
-            let _ = fs_err::remove_dir_all(&env_dir);
-        }
-        out = venv(false)?;
-        if out.status.success() {
-            let ensurepip = Command::new(&env_python)
-                .args(["-m", "ensurepip", "--default-pip"])
-                .stdin(Stdio::null())
-                .output();
-            if !ensurepip.is_ok_and(|o| o.status.success()) {
-                progress("warning: the environment has no pip (ensurepip is not available)");
-            }
-        }
-    }
-    if !out.status.success() {
-        return Err(EnvError::Venv {
-            path: env_dir,
-            stderr_tail: tail(&out, None),
-        });
-    }
+    create_venv(&uv, &base_python, &env_dir, true, progress)?;
+    // The flow's own requirements install even when the base's packages cannot: a flow that
+    // needs only them runs.
+    crate::base_env::lay_pins(&uv, &resolved, &env_dir, opts.base_cache, progress);
     let merged_file = env_dir.join(MERGED_REQUIREMENTS);
     let mut text = resolved.lines.join("\n");
     text.push('\n');
@@ -552,6 +534,63 @@ pub fn ensure_env_with(
     touch_last_used(&env_dir);
     progress(&format!("environment {key} ready"));
     Ok(env_python)
+}
+
+/// `uv venv` at `env_dir` from `base_python`, with pip in it when `seed` (without, the caller
+/// installs pip itself).
+pub(crate) fn create_venv(
+    uv: &Uv,
+    base_python: &Path,
+    env_dir: &Path,
+    seed: bool,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), EnvError> {
+    let env_python = env_dir.join("bin").join("python");
+    // `--seed` puts pip in the environment, as in promptflow's (virtualenv or conda)
+    // environments: some tools shell out to `pip` or `python -m pip`.
+    let venv = |seed: bool| {
+        let mut cmd = uv.command();
+        cmd.arg("venv");
+        if seed {
+            cmd.arg("--seed");
+        }
+        cmd.arg("--python")
+            .arg(base_python)
+            .arg(env_dir)
+            .env("UV_PYTHON_DOWNLOADS", "never")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| EnvError::Venv {
+                path: env_dir.to_path_buf(),
+                stderr_tail: format!("cannot run uv: {e}"),
+            })
+    };
+    let mut out = venv(seed)?;
+    if seed && !out.status.success() {
+        // Seeding needs pip from the index or uv's cache; without them, pip comes from the
+        // Python's own bundled copy (ensurepip) when it has one.
+        progress("could not seed pip into the environment; creating it without pip");
+        if env_dir.exists() {
+            let _ = fs_err::remove_dir_all(env_dir);
+        }
+        out = venv(false)?;
+        if out.status.success() {
+            let ensurepip = Command::new(&env_python)
+                .args(["-m", "ensurepip", "--default-pip"])
+                .stdin(Stdio::null())
+                .output();
+            if !ensurepip.is_ok_and(|o| o.status.success()) {
+                progress("warning: the environment has no pip (ensurepip is not available)");
+            }
+        }
+    }
+    if !out.status.success() {
+        return Err(EnvError::Venv {
+            path: env_dir.to_path_buf(),
+            stderr_tail: tail(&out, None),
+        });
+    }
+    Ok(())
 }
 
 /// Environment variables an install may see: where programs and certificates are, the proxy, and
@@ -857,7 +896,7 @@ fn env_dir(flowrt_home: &Path, key: &str) -> PathBuf {
     flowrt_home.join("envs").join(key)
 }
 
-fn touch_last_used(env_dir: &Path) {
+pub(crate) fn touch_last_used(env_dir: &Path) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -1009,7 +1048,26 @@ fn packages_from_listing(
         .collect())
 }
 
-fn python_version(python: &Path) -> Result<String, EnvError> {
+/// `sys.version` of `python`, asked once per process and path: keys are computed at every session
+/// start, and an interpreter behind a version manager's shim (pyenv) takes a sixth of a second to
+/// answer.
+pub(crate) fn python_version(python: &Path) -> Result<String, EnvError> {
+    static KNOWN: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+    let known =
+        |k: &Vec<(PathBuf, String)>| k.iter().find(|(p, _)| p == python).map(|(_, v)| v.clone());
+    if let Some(v) = KNOWN.lock().ok().and_then(|k| known(&k)) {
+        return Ok(v);
+    }
+    let version = ask_python_version(python)?;
+    if let Ok(mut k) = KNOWN.lock() {
+        if known(&k).is_none() {
+            k.push((python.to_path_buf(), version.clone()));
+        }
+    }
+    Ok(version)
+}
+
+fn ask_python_version(python: &Path) -> Result<String, EnvError> {
     let out = Command::new(python)
         .args(["-c", "import sys; print(sys.version)"])
         .stdin(Stdio::null())
@@ -1029,7 +1087,7 @@ fn python_version(python: &Path) -> Result<String, EnvError> {
 
 /// The last lines of a command's stderr (stdout when stderr is empty), secrets masked: URL
 /// credentials, and `token` wherever it appears (plain or percent-encoded).
-fn tail(out: &Output, token: Option<&str>) -> String {
+pub(crate) fn tail(out: &Output, token: Option<&str>) -> String {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let text = if stderr.trim().is_empty() {
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -1047,13 +1105,13 @@ fn tail(out: &Output, token: Option<&str>) -> String {
 }
 
 /// How to run uv.
-enum Uv {
+pub(crate) enum Uv {
     Binary(PathBuf),
     Module(PathBuf),
 }
 
 impl Uv {
-    fn command(&self) -> Command {
+    pub(crate) fn command(&self) -> Command {
         match self {
             Uv::Binary(path) => Command::new(path),
             Uv::Module(python) => {
@@ -1096,7 +1154,10 @@ fn locate_uv(python: &Path) -> Option<Uv> {
     uv.works().then_some(uv)
 }
 
-fn find_or_install_uv(python: &Path, progress: &mut dyn FnMut(&str)) -> Result<Uv, EnvError> {
+pub(crate) fn find_or_install_uv(
+    python: &Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Uv, EnvError> {
     if let Some(uv) = locate_uv(python) {
         return Ok(uv);
     }
@@ -1141,7 +1202,7 @@ fn find_or_install_uv(python: &Path, progress: &mut dyn FnMut(&str)) -> Result<U
 }
 
 /// An exclusive lock on a file: the open file holds it, and closing it (drop) releases it.
-struct FileLock {
+pub(crate) struct FileLock {
     _file: std::fs::File,
 }
 
@@ -1160,7 +1221,10 @@ impl FileLock {
     }
 
     /// Wait for the lock, saying so when someone else holds it.
-    fn acquire(path: &Path, progress: &mut dyn FnMut(&str)) -> Result<FileLock, EnvError> {
+    pub(crate) fn acquire(
+        path: &Path,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<FileLock, EnvError> {
         let file = Self::open(path)?;
         let io_err = |source| EnvError::Io {
             path: path.to_path_buf(),

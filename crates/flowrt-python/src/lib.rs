@@ -3,7 +3,8 @@
 //! This crate owns:
 //! - **environments**: [`ensure_env`] builds (once per content key, with `uv`) a virtual environment
 //!   from a flow's `requirements.txt` under `<FLOWRT_HOME>/envs/<key>/` and returns its interpreter;
-//!   [`default_python`] is the interpreter used when a flow has no requirements;
+//!   [`default_python`] is the interpreter environments are made from; the base's packages
+//!   (`base_env.rs`) are built once per machine and linked into each home;
 //!   [`ensure_env_with`] adds what sessions need: a base version from the manifest in `base.rs`
 //!   ([`BASE_ENVS`], [`EnvRef`]), a custom environment's requirements, conflict checks and
 //!   `{private}` feed tokens; [`installed_packages`] and [`gc`] list and prune environments;
@@ -20,6 +21,7 @@
 //! it ready [`ToolCall`]s (with [`flowrt_api::Connection`] values already looked up).
 
 mod base;
+mod base_env;
 mod embed;
 mod env;
 mod worker;

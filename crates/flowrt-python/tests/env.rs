@@ -1,44 +1,136 @@
 //! Integration tests for environments: real `uv` (installed on demand) and PyPI.
 
-use flowrt_python::{default_python, ensure_env, EnvError, EnvRequest};
+use flowrt_python::{
+    default_python, ensure_env, ensure_env_with, installed_packages, latest_base, EnvError,
+    EnvOptions, EnvRequest, PackageSource,
+};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::Instant;
 
 #[test]
-fn no_requirements_uses_default_python() {
+fn no_requirements_on_a_base_without_packages_uses_default_python() {
     let home = tempfile::tempdir().unwrap();
     let mut messages = Vec::new();
-    let python = ensure_env(
+    let bare = EnvOptions {
+        base_version: Some("1.1.0"),
+        ..Default::default()
+    };
+    let python = ensure_env_with(
         EnvRequest {
             requirements: None,
             flowrt_home: home.path(),
         },
+        &bare,
         &mut |m| messages.push(m.to_string()),
     )
     .unwrap();
     assert_eq!(python, default_python());
     // a missing file and a file with only comments behave the same
     let missing = home.path().join("requirements.txt");
-    let python = ensure_env(
+    let python = ensure_env_with(
         EnvRequest {
             requirements: Some(&missing),
             flowrt_home: home.path(),
         },
+        &bare,
         &mut |_| {},
     )
     .unwrap();
     assert_eq!(python, default_python());
     std::fs::write(&missing, "# nothing here\n\n").unwrap();
-    let python = ensure_env(
+    let python = ensure_env_with(
         EnvRequest {
             requirements: Some(&missing),
             flowrt_home: home.path(),
         },
+        &bare,
         &mut |_| {},
     )
     .unwrap();
     assert_eq!(python, default_python());
     assert!(messages.is_empty());
     assert!(!home.path().join("envs").exists());
+}
+
+/// What Azure's runtime image gave every flow: `import openai` with no requirements.txt. Built
+/// once for the machine, then linked into each home in a moment, sharing its files.
+#[test]
+fn the_base_environment_is_built_once_per_machine_and_linked_into_each_home() {
+    let (first, second) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let give = |home: &Path| {
+        let mut messages = Vec::new();
+        let started = Instant::now();
+        let python = ensure_env(
+            EnvRequest {
+                requirements: None,
+                flowrt_home: home,
+            },
+            &mut |m| messages.push(m.to_string()),
+        )
+        .unwrap();
+        (python, messages, started.elapsed())
+    };
+    let (python, messages, _) = give(first.path());
+    assert!(python.starts_with(first.path().join("envs")), "{python:?}");
+    // built for this machine now, or by an earlier test: linking alone says nothing
+    assert!(
+        messages.is_empty() || messages[0].starts_with("building base environment default@1.2.0"),
+        "{messages:?}"
+    );
+    let out = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import openai, tiktoken, requests, jinja2; print(openai.__version__)",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let pinned = latest_base()
+        .pin_lines()
+        .filter(|l| l.starts_with("openai=="))
+        .any(|l| l.starts_with(&format!("openai=={version}")));
+    assert!(pinned, "openai {version} is not a pin of the base");
+    let packages = installed_packages(&python).unwrap();
+    assert!(packages.iter().all(|p| p.source == PackageSource::Base));
+
+    // another home: nothing built, only linked, and the files are the machine's
+    let (again, messages, took) = give(second.path());
+    assert_eq!(messages, Vec::<String>::new());
+    assert!(took.as_secs_f64() < 5.0, "linking took {took:?}");
+    let init = |python: &Path| {
+        let env = python.parent().unwrap().parent().unwrap();
+        let found = walk_find(env, "openai", "__init__.py").unwrap();
+        std::fs::metadata(found).unwrap().ino()
+    };
+    assert_eq!(init(&python), init(&again));
+    // and the same home again is instant, with nothing said
+    let (same, messages, _) = give(second.path());
+    assert_eq!((same, messages), (again, Vec::<String>::new()));
+}
+
+fn walk_find(dir: &Path, parent: &str, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()? {
+        let path = entry.ok()?.path();
+        if path.is_dir() && !path.is_symlink() {
+            if let Some(found) = walk_find(&path, parent, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name)
+            && path
+                .parent()
+                .and_then(|p| p.file_name())
+                .is_some_and(|n| n == parent)
+        {
+            return Some(path);
+        }
+    }
+    None
 }
 
 #[test]

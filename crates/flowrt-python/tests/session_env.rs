@@ -21,9 +21,9 @@ fn key_changes_with_base_version_and_custom_requirements() {
     std::fs::write(&req, "six\n").unwrap();
     let key = |opts: EnvOptions| resolve_env(request(home.path(), &req), &opts).unwrap();
     let latest = key(EnvOptions::default());
-    assert_eq!(latest.base.version, "1.1.0");
+    assert_eq!(latest.base.version, "1.2.0");
     let explicit = key(EnvOptions {
-        base_version: Some("1.1.0"),
+        base_version: Some("1.2.0"),
         ..Default::default()
     });
     let old = key(EnvOptions {
@@ -190,6 +190,14 @@ fn installed_packages_and_gc() {
         .iter()
         .filter(|p| p.name != "six")
         .all(|p| p.source == PackageSource::Base));
+    // The base's packages lie under the flow's requirements, and what the flow names wins
+    // (the base pins six 1.17.0), as `pip install -r` over a runtime image.
+    let openai = packages.iter().find(|p| p.name == "openai");
+    assert_eq!(
+        openai.map(|p| p.source),
+        Some(PackageSource::Base),
+        "{packages:?}"
+    );
 
     // two more environments (without installing anything new: custom pins of six)
     let older = build("six==1.16.0\n# b\nsix\n");

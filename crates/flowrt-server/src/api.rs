@@ -175,6 +175,7 @@ async fn list_envs(
             reference: format!("default@{}", b.version),
             python: b.python.into(),
             latest: b.version == latest,
+            packages: b.packages.iter().map(|p| p.to_string()).collect(),
         })
         .collect();
     let custom = state.store.list_environments().await?;

@@ -231,6 +231,18 @@ pub fn router(state: AppState) -> Router {
 
 /// Open the store, make sure an owner exists (writing its token to `owner.token`, mode 0600, on the
 /// first start), and serve until SIGINT/SIGTERM.
+/// Build (once per machine) and link the latest base environment, saying what it does.
+fn prepare_base_environment(home: &std::path::Path) {
+    let request = flowrt_python::EnvRequest {
+        requirements: None,
+        flowrt_home: home,
+    };
+    let said = |m: &str| eprintln!("base environment: {}", m.replace('\n', "\n  "));
+    if let Err(e) = flowrt_python::ensure_env(request, &mut |m| said(m)) {
+        said(&format!("warning: {e}"));
+    }
+}
+
 pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(), ServeError> {
     if let Some(key) = &config.secret_key_file {
         flowrt_store::use_secret_key_file(key)?;
@@ -319,6 +331,12 @@ pub async fn serve(config: ServerConfig, addr: std::net::SocketAddr) -> Result<(
     tokio::spawn(sessions::watch(state.sessions.clone(), idle_check));
     tokio::spawn(flowrt_workspace::spread::supervise(state.runs.clone()));
     tokio::spawn(endpoints::supervise(state.clone()));
+    if config.ray_address.is_none() {
+        // The latest base environment's packages, ready before the first session asks (a Ray
+        // node builds its own).
+        let home = config.home.clone();
+        tokio::task::spawn_blocking(move || prepare_base_environment(&home));
+    }
     let stopping = state.stopping.clone();
     let runs = state.runs.clone();
     let app = router(state);

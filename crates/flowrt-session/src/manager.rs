@@ -442,6 +442,7 @@ impl Manager {
                 private_token: token.as_deref(),
                 private_hosts: hosts,
                 sandbox: None,
+                base_cache: None,
             };
             flowrt_python::resolve_env(
                 EnvRequest {
@@ -491,6 +492,7 @@ impl Manager {
                         cache: &install_cache,
                         deny_connect_ports: &[],
                     }),
+                    base_cache: None,
                 };
                 let mut log = crate::session_files::append(
                     log_path.parent().unwrap_or(std::path::Path::new(".")),

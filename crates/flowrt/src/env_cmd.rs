@@ -59,7 +59,8 @@ pub fn run(cmd: EnvCommand) -> Result<u8> {
                             "python": b.python,
                             "worker_protocol": b.worker_protocol,
                             "builtin_tools": b.builtin_tools,
-                            "pins": b.pins,
+                            "packages": b.packages,
+                            "pins": b.pin_lines().collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -83,7 +84,19 @@ pub fn run(cmd: EnvCommand) -> Result<u8> {
             } else {
                 for b in BASE_ENVS {
                     let mark = if b.version == latest { " (latest)" } else { "" };
-                    println!("{DEFAULT_ENV}@{}{mark}", b.version);
+                    let packages = if b.packages.is_empty() {
+                        "no packages".to_string()
+                    } else {
+                        format!(
+                            "packages: {} ({} pins with their dependencies)",
+                            b.packages.join(", "),
+                            b.pin_lines().count()
+                        )
+                    };
+                    println!(
+                        "{DEFAULT_ENV}@{}{mark}  python {}; {packages}",
+                        b.version, b.python
+                    );
                 }
                 for e in &custom {
                     println!("{} (base {})", e.reference(), e.base_version);

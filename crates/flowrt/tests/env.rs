@@ -9,7 +9,11 @@ fn list_shows_bases_then_published_environments() {
     let env = Env::new();
     let r = env.run(&["env", "list"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.stdout, "default@1.0.0\ndefault@1.1.0 (latest)\n");
+    const BASES: &str = "default@1.0.0  python >=3.8; no packages
+default@1.1.0  python >=3.9; no packages
+default@1.2.0 (latest)  python >=3.9; packages: openai, tiktoken, opentelemetry-sdk, google-search-results, requests, jinja2, pydantic, jsonschema, python-dateutil, ruamel.yaml, python-dotenv, psutil, flask, fastapi, docstring_parser, filetype (82 pins with their dependencies)
+";
+    assert_eq!(r.stdout, BASES);
 
     let req = env.home.path().join("req.txt");
     std::fs::write(&req, "six==1.16.0\n").unwrap();
@@ -47,13 +51,15 @@ fn list_shows_bases_then_published_environments() {
     let r = env.run(&["env", "list"]);
     assert_eq!(
         r.stdout,
-        "default@1.0.0\ndefault@1.1.0 (latest)\nalpha@v1 (base 1.1.0)\nmyenv@v1 (base 1.1.0)\nmyenv@v2 (base 1.0.0)\n"
+        format!("{BASES}alpha@v1 (base 1.2.0)\nmyenv@v1 (base 1.2.0)\nmyenv@v2 (base 1.0.0)\n")
     );
     let r = env.run(&["env", "list", "--json"]);
     let v = r.json();
-    assert_eq!(v["base"][1]["ref"], "default@1.1.0");
-    assert_eq!(v["base"][1]["latest"], true);
+    assert_eq!(v["base"][2]["ref"], "default@1.2.0");
+    assert_eq!(v["base"][2]["latest"], true);
     assert_eq!(v["base"][0]["latest"], false);
+    assert_eq!(v["base"][2]["packages"][0], "openai");
+    assert_eq!(v["base"][0]["pins"], serde_json::json!([]));
     assert_eq!(v["custom"][2]["ref"], "myenv@v2");
     assert_eq!(v["custom"][2]["requirements"], "six==1.16.0\n");
 }
@@ -75,7 +81,7 @@ fn create_rejects_bad_names_and_bases() {
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("unknown base environment version `9.9.9`; available: 1.0.0, 1.1.0"),
+            .contains("unknown base environment version `9.9.9`; available: 1.0.0, 1.1.0, 1.2.0"),
         "{}",
         r.stderr
     );
@@ -117,4 +123,57 @@ fn gc_removes_least_recently_used_folders() {
     assert!(envs.join("a".repeat(32)).is_dir());
     let r = env.run(&["env", "gc"]);
     assert_eq!((r.code, r.stdout.as_str()), (0, ""));
+}
+
+/// Azure's runtime image gave every flow the OpenAI SDK without a requirements.txt; so does the
+/// base environment. Where its packages cannot be installed (no index reachable), a flow still
+/// runs, without them, and the user is told which packages are missing and why.
+#[test]
+fn a_flow_without_requirements_finds_the_base_packages_and_runs_without_them_offline() {
+    let env = Env::new();
+    let (_d, flow) = common::flow("base_packages");
+    let flow = flow.to_str().unwrap();
+    let r = env.run(&["flow", "test", flow, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.json()["found"].as_str().unwrap().starts_with("openai "),
+        "{}",
+        r.stdout
+    );
+
+    let offline = Env::new();
+    let cache = tempfile::tempdir().unwrap();
+    let cache = cache.path().to_str().unwrap();
+    let vars = [("XDG_CACHE_HOME", cache), ("UV_OFFLINE", "1")];
+    let r = offline.run_with_env(&["flow", "test", flow, "--json"], &vars);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["found"], "missing: openai", "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("installing the packages of base environment default@1.2.0 failed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("the flow runs without the base's packages (openai, tiktoken,"),
+        "{}",
+        r.stderr
+    );
+    // The failure is remembered: the next start does not wait on the index again (in another
+    // home of this machine too), and says when it tries again.
+    let elsewhere = Env::new();
+    let r = elsewhere.run_with_env(&["flow", "test", flow, "--json"], &vars);
+    assert_eq!(r.json()["found"], "missing: openai", "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("building") && r.stderr.contains("could not be installed"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("flowrt tries again 10 minutes after a failure"),
+        "{}",
+        r.stderr
+    );
 }

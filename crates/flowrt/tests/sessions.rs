@@ -598,10 +598,10 @@ fn update_moves_a_session_to_the_latest_base() {
     let (_d, dir) = flow("pipeline");
     let (id, _) = server.start_session(&dir, &["--idle-timeout", "0", "--env", "default@1.0.0"]);
     let text = server.ok(&["session", "show", &id]);
-    assert!(text.contains("update available: 1.1.0"), "{text}");
+    assert!(text.contains("update available: 1.2.0"), "{text}");
     server.ok(&["session", "update", &id]);
     let s = server.show(&id);
-    assert_eq!(s["base_version"], "1.1.0");
+    assert_eq!(s["base_version"], "1.2.0");
     assert!(s.get("update_available").is_none(), "{s}");
 }
 
