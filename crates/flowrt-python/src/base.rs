@@ -77,6 +77,7 @@ pub const BASE_ENVS: &[BaseEnv] = &[
             "python-dateutil",
             "ruamel.yaml",
             "python-dotenv",
+            "numpy",
             "psutil",
             "flask",
             "fastapi",

@@ -11,7 +11,7 @@ fn list_shows_bases_then_published_environments() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     const BASES: &str = "default@1.0.0  python >=3.8; no packages
 default@1.1.0  python >=3.9; no packages
-default@1.2.0 (latest)  python >=3.9; packages: openai, tiktoken, opentelemetry-sdk, google-search-results, requests, jinja2, pydantic, jsonschema, python-dateutil, ruamel.yaml, python-dotenv, psutil, flask, fastapi, docstring_parser, filetype (82 pins with their dependencies)
+default@1.2.0 (latest)  python >=3.9; packages: openai, tiktoken, opentelemetry-sdk, google-search-results, requests, jinja2, pydantic, jsonschema, python-dateutil, ruamel.yaml, python-dotenv, numpy, psutil, flask, fastapi, docstring_parser, filetype (86 pins with their dependencies)
 ";
     assert_eq!(r.stdout, BASES);
 
