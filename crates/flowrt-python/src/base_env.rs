@@ -15,12 +15,11 @@
 
 use crate::base::BaseEnv;
 use crate::env::{
-    create_venv, find_or_install_uv, python_version, tail, touch_last_used, EnvError, FileLock,
-    ResolvedEnv, Uv, LAST_USED, READY_MARKER,
+    create_venv, find_or_install_uv, install_command, python_version, tail, touch_last_used,
+    EnvError, FileLock, ResolvedEnv, Uv, LAST_USED, READY_MARKER,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 /// The pinned requirements file written into an environment holding the base's packages.
 const PINS_FILE: &str = "flowrt-base-pins.txt";
@@ -64,15 +63,16 @@ pub(crate) fn install_pins(uv: &Uv, base: &BaseEnv, env_dir: &Path) -> Result<()
     })?;
     // The pins are the closure (exact versions with markers): nothing to resolve, so no other
     // package, and no build script other than an exact pin's, can enter.
-    let out = uv
-        .command()
-        .args(["pip", "install", "--no-deps", "--compile-bytecode"])
-        .args(["--link-mode", "copy", "--python"])
-        .arg(env_dir.join("bin").join("python"))
-        .arg("-r")
-        .arg(&pins)
-        .env("UV_PYTHON_DOWNLOADS", "never")
-        .stdin(Stdio::null())
+    let mut cmd = uv.command();
+    install_command(
+        &mut cmd,
+        &env_dir.join("bin").join("python"),
+        &pins,
+        &[],
+        None,
+    );
+    let out = cmd
+        .args(["--no-deps", "--compile-bytecode", "--link-mode", "copy"])
         .output()
         .map_err(|e| EnvError::BaseInstall {
             base: format!("default@{}", base.version),
@@ -89,12 +89,18 @@ pub(crate) fn install_pins(uv: &Uv, base: &BaseEnv, env_dir: &Path) -> Result<()
 
 /// What a build says when the base's packages could not be installed.
 fn unavailable_warning(base: &BaseEnv, error: &EnvError) -> String {
+    let hint = match error {
+        // A folder that could not be written (disk full, permissions): not the index's fault.
+        EnvError::Io { .. } => "check the free space and permissions of that folder".to_string(),
+        _ => format!(
+            "check that the package index is reachable (uv's UV_INDEX_URL names a mirror); \
+             flowrt tries again {} minutes after a failure",
+            RETRY_AFTER.as_secs() / 60
+        ),
+    };
     format!(
-        "warning: {error}\nwarning: the flow runs without the base's packages ({}); \
-         check that the package index is reachable (uv's UV_INDEX_URL names a mirror); \
-         flowrt tries again {} minutes after a failure",
-        base.packages.join(", "),
-        RETRY_AFTER.as_secs() / 60
+        "warning: {error}\nwarning: the flow runs without the base's packages ({}); {hint}",
+        base.packages.join(", ")
     )
 }
 
