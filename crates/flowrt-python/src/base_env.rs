@@ -4,7 +4,7 @@
 //! session asks for it, never waited on per session. This module builds the base alone once per
 //! machine and Python (`<cache>/flowrt/base-envs/<key>/`, `<cache>` being `XDG_CACHE_HOME` or
 //! `~/.cache`), with the binary's own exact pins and no user code, and gives each home a copy made
-//! of hard links (`<FLOWRT_HOME>/envs/<key>/`, a tenth of a second), so the home's permission and
+//! of hard links (`<FLOWRT_HOME>/envs/<key>/`, well under a second), so the home's permission and
 //! seal rules for environments apply to it unchanged. An environment with requirements installs
 //! the pins first (copied, not linked: the flow's install writes into it) and the flow's
 //! requirements over them.
@@ -181,7 +181,7 @@ pub(crate) fn link_base(
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, EnvError> {
     let built = match cache_root(base_cache) {
-        // Linking takes a tenth of a second: nothing to say about it.
+        // Linking takes well under a second: nothing to say about it.
         Some(dir) => {
             machine_base(resolved, key, &dir, progress).and_then(|m| link_tree(&m, env_dir))
         }
