@@ -258,5 +258,78 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<GrantIdentity>("GrantIdentity"),
         one::<crate::EntraServicePrincipal>("EntraServicePrincipal"),
         one::<AgentJoin>("AgentJoin"),
+        one::<EditPathSeg>("EditPathSeg"),
+        one::<FlowEdit>("FlowEdit"),
+        one::<FlowDraft>("FlowDraft"),
+        one::<SaveFlow>("SaveFlow"),
     ]
+}
+
+/// One step of a path into a flow file, from its top: a mapping key (`"inputs"`), a sequence
+/// item by position (`2`; the sequence's length appends one), or the item whose `name` is this
+/// (`{"name": "summarize"}`: a node).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum EditPathSeg {
+    Index(usize),
+    Key(String),
+    Named { name: String },
+}
+
+/// A change to one setting of a draft's YAML file (`flow.dag.yaml` unless `file` says), made in
+/// its text: every other line stays as written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FlowEdit {
+    /// Set a value, creating the mappings on the way.
+    Set {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        path: Vec<EditPathSeg>,
+        #[schema(value_type = Object)]
+        value: serde_json::Value,
+    },
+    /// Remove a mapping entry or a sequence item.
+    Remove {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        path: Vec<EditPathSeg>,
+    },
+    /// Rename a mapping key in place.
+    RenameKey {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+        path: Vec<EditPathSeg>,
+        to: String,
+    },
+    /// Rename a node of `flow.dag.yaml`, and every `${node...}` reference to it.
+    RenameNode { from: String, to: String },
+}
+
+/// `POST /api/v1/flows/{ref}/draft`: a version with changes not yet saved. The answer is the
+/// draft's changed files after `edits`, and the flow as it would load (or its problems).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FlowDraft {
+    /// Files changed from the version: path to its whole new text, or null to delete it.
+    #[serde(default)]
+    #[schema(value_type = std::collections::HashMap<String, Option<String>>)]
+    pub files: std::collections::BTreeMap<String, Option<String>>,
+    #[serde(default)]
+    pub edits: Vec<FlowEdit>,
+}
+
+/// `POST /api/v1/flows/{name}/versions`: save a draft as the next version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveFlow {
+    /// The version the draft started from (`NAME@vN`). Saving under the same name is refused
+    /// (409, with the difference) when another version was saved after it.
+    pub base: String,
+    /// Why: shown in the flow's history.
+    pub message: String,
+    /// Files changed from `base`: path to its whole new text, or null to delete it.
+    #[serde(default)]
+    #[schema(value_type = std::collections::HashMap<String, Option<String>>)]
+    pub files: std::collections::BTreeMap<String, Option<String>>,
 }

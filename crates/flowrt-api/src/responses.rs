@@ -333,6 +333,9 @@ pub struct FlowVersion {
     pub bytes: u64,
     /// Unix milliseconds.
     pub created: i64,
+    /// Why this version was made, when its author said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// `POST /api/v1/flows/{name}`: the version the push made, or the existing one it matched.
@@ -415,6 +418,94 @@ pub struct FlowDetail {
     pub outputs: BTreeMap<String, FlowOutputView>,
     pub nodes: Vec<FlowNodeView>,
     pub edges: Vec<FlowEdge>,
+}
+
+/// `GET /api/v1/flows/{ref}/files`: the files of a version, by path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowFiles {
+    pub flow: FlowVersion,
+    pub files: Vec<FlowFileEntry>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowFileEntry {
+    /// Relative to the flow folder, `/`-separated.
+    pub path: String,
+    pub bytes: u64,
+}
+
+/// `GET /api/v1/flows/{ref}/files/{path}`: one file's text.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowFileContent {
+    pub path: String,
+    pub bytes: u64,
+    /// The file's text; null when it is not UTF-8 text or is larger than an editor opens (1 MiB).
+    pub text: Option<String>,
+}
+
+/// Something wrong with a draft, where it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DraftProblem {
+    /// The file it is in (`flow.dag.yaml`, a template, ...).
+    pub file: String,
+    /// 1-based, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+/// `POST /api/v1/flows/{ref}/draft`: the draft's changed files after its edits, and the flow
+/// as it loads (null with `problems` when it does not).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DraftView {
+    #[schema(value_type = std::collections::HashMap<String, Option<String>>)]
+    pub files: BTreeMap<String, Option<String>>,
+    pub flow: Option<FlowDetail>,
+    pub problems: Vec<DraftProblem>,
+}
+
+/// `GET /api/v1/flows/{name}/compare`: what changed from one version to another, file by file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FlowComparison {
+    pub from: FlowVersion,
+    pub to: FlowVersion,
+    /// The files that differ (unchanged ones are left out).
+    pub files: Vec<FileDiff>,
+}
+
+/// One file's difference: `added`, `removed` or `changed`, with its changed lines in context.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FileDiff {
+    pub path: String,
+    pub status: String,
+    /// Empty when either side is not text.
+    pub hunks: Vec<DiffHunk>,
+}
+
+/// Consecutive changed lines with up to three unchanged lines around them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiffHunk {
+    /// 1-based first line of the hunk in the older file, and in the newer.
+    pub from_line: usize,
+    pub to_line: usize,
+    pub lines: Vec<DiffLine>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DiffLine {
+    /// ` ` unchanged, `-` only in the older file, `+` only in the newer.
+    pub op: String,
+    pub text: String,
+}
+
+/// 409 from `POST /api/v1/flows/{name}/versions`: another version was saved after the draft's
+/// base. `changes` is what that save changed (base to latest), to merge by hand or save under
+/// another name.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SaveConflict {
+    pub code: String,
+    pub message: String,
+    pub latest: FlowVersion,
+    pub changes: Vec<FileDiff>,
 }
 
 /// `POST /api/v1/data`.
@@ -611,6 +702,16 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
     }
     vec![
         one::<Health>("Health"),
+        one::<FlowFiles>("FlowFiles"),
+        one::<FlowFileEntry>("FlowFileEntry"),
+        one::<FlowFileContent>("FlowFileContent"),
+        one::<DraftProblem>("DraftProblem"),
+        one::<DraftView>("DraftView"),
+        one::<FlowComparison>("FlowComparison"),
+        one::<FileDiff>("FileDiff"),
+        one::<DiffHunk>("DiffHunk"),
+        one::<DiffLine>("DiffLine"),
+        one::<SaveConflict>("SaveConflict"),
         one::<AgentJoined>("AgentJoined"),
         one::<AgentFlow>("AgentFlow"),
         one::<UserView>("UserView"),

@@ -8,6 +8,7 @@
 //! It reads the flow folder and nothing else: no processes, no network, no async.
 
 mod convert;
+pub mod edit;
 mod error;
 mod flex;
 

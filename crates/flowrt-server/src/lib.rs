@@ -13,6 +13,7 @@ mod auth;
 mod connections;
 mod endpoints;
 mod error;
+mod flow_edit;
 mod flows;
 pub mod listen;
 mod metrics;
@@ -182,6 +183,7 @@ pub(crate) fn api_routes() -> routing::ApiRoutes {
     api::routes()
         .merge(sessions::routes())
         .merge(flows::routes())
+        .merge(flow_edit::routes())
         .merge(runs::routes())
         .merge(team::routes())
         .merge(connections::routes())

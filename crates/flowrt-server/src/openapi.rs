@@ -64,6 +64,12 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/flows", "List the workspace's flows you may see, every version."),
     ("post", "/api/v1/flows/{name}", "Push a snapshot (a gzip-compressed tar of the flow folder; ?entry=FILE.prompty) as the next version of name."),
     ("get", "/api/v1/flows/{name}", "Show a flow version (NAME or NAME@vN): inputs, outputs, nodes and edges."),
+    ("get", "/api/v1/flows/{name}/files", "A flow version's files (NAME or NAME@vN), by path, with their sizes."),
+    ("get", "/api/v1/flows/{name}/file", "One file of a flow version (?path=src/tool.py): its text, or null when it is not text or over 1 MiB."),
+    ("post", "/api/v1/flows/{name}/draft", "Check a draft of a flow version {files: {path: text|null}, edits: [FlowEdit]}: the edits are made in the YAML's text (untouched lines stay as written), then the flow is loaded; answers the changed files and the flow's graph, or its problems with file and line."),
+    ("post", "/api/v1/flows/{name}/versions", "Save a draft {base: NAME@vN, message, files} as the next version of name (or as the first of a new name); 409 with the difference when another version was saved after base."),
+    ("get", "/api/v1/flows/{name}/compare", "Compare two versions of a flow (?from=N&to=M): the files that differ and their changed lines in context."),
+    ("get", "/api/v1/flows/{name}/snapshot", "A flow version's files as a gzip-compressed tar (what `flowrt flow pull` unpacks)."),
     ("post", "/api/v1/data", "Upload batch data (?format=jsonl|csv|tsv; JSONL checked line by line), stored by its content's hash; returns its reference."),
     ("get", "/api/v1/data/{reference}", "Whether you have uploaded this data (data:sha256:HEX.EXT)."),
     ("get", "/api/v1/runs", "List the workspace's runs you may see: yours (admins: everyone's), whichever session ran them (?archived=true: archived ones too)."),
@@ -97,6 +103,8 @@ enum Body {
     Text,
     /// No body.
     Empty,
+    /// A gzip-compressed tar.
+    Binary,
 }
 
 /// The status and body of each operation's success; a route with two (a push that stored
@@ -174,6 +182,16 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
             vec![("201", Json("PushedFlow")), ("200", Json("PushedFlow"))]
         }
         ("get", "/api/v1/flows/{name}") => one("200", Json("FlowDetail")),
+        ("get", "/api/v1/flows/{name}/files") => one("200", Json("FlowFiles")),
+        ("get", "/api/v1/flows/{name}/file") => one("200", Json("FlowFileContent")),
+        ("post", "/api/v1/flows/{name}/draft") => one("200", Json("DraftView")),
+        ("post", "/api/v1/flows/{name}/versions") => vec![
+            ("201", Json("PushedFlow")),
+            ("200", Json("PushedFlow")),
+            ("409", Json("SaveConflict")),
+        ],
+        ("get", "/api/v1/flows/{name}/compare") => one("200", Json("FlowComparison")),
+        ("get", "/api/v1/flows/{name}/snapshot") => one("200", Binary),
         ("post", "/api/v1/data") => {
             vec![("201", Json("UploadedData")), ("200", Json("UploadedData"))]
         }
@@ -212,6 +230,9 @@ fn success_response(body: &Body) -> Value {
             json!({"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}})
         }
         Body::Empty => json!({"description": "Done; no body"}),
+        Body::Binary => {
+            json!({"description": "A gzip-compressed tar", "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}})
+        }
     }
 }
 
@@ -237,6 +258,8 @@ fn body_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/identities") => Some("CreateIdentity"),
         ("post", "/api/v1/identities/{name}/grants") => Some("GrantIdentity"),
         ("post", "/api/v1/agents/join") => Some("AgentJoin"),
+        ("post", "/api/v1/flows/{name}/draft") => Some("FlowDraft"),
+        ("post", "/api/v1/flows/{name}/versions") => Some("SaveFlow"),
         _ => None,
     }
 }
@@ -263,6 +286,8 @@ fn query_parameters(method: &str, path: &str) -> &'static [(&'static str, &'stat
             &[("minutes", "integer"), ("deployment", "string")]
         }
         ("post", "/api/v1/flows/{name}") => &[("entry", "string")],
+        ("get", "/api/v1/flows/{name}/file") => &[("path", "string")],
+        ("get", "/api/v1/flows/{name}/compare") => &[("from", "integer"), ("to", "integer")],
         ("post", "/api/v1/data") => &[("format", "string")],
         ("get", "/api/v1/audit") => &[("before", "integer"), ("limit", "integer")],
         ("get", "/api/v1/runs/{name}/events") => &[("session", "string"), ("nodes", "boolean")],
@@ -324,7 +349,10 @@ pub fn document() -> Value {
                 "An internal failure (details are in the server's log, not here)",
             ),
         ] {
-            responses[code] = json!({"description": what, "content": error});
+            // A route whose refusal has a body of its own (a save's conflict) keeps it.
+            if responses.get(code).is_none() {
+                responses[code] = json!({"description": what, "content": error});
+            }
         }
         let mut op = json!({"summary": summary, "parameters": parameters, "responses": responses});
         // What the caller's roles must hold (see `Role::permissions`).

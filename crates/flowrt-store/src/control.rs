@@ -903,29 +903,70 @@ impl Store {
         files: u64,
         bytes: u64,
     ) -> Result<(FlowRecord, bool), StoreError> {
-        if let Some(latest) = self.get_flow(name, None).await? {
-            if latest.hash == hash && latest.entry.as_deref() == entry {
-                return Ok((latest, false));
+        let saved = self
+            .save_flow(&NewFlowVersion {
+                name,
+                owner,
+                hash,
+                entry,
+                files,
+                bytes,
+                message: None,
+                expect_latest: None,
+            })
+            .await?;
+        match saved {
+            FlowSaved::Created(r) => Ok((r, true)),
+            FlowSaved::Unchanged(r) => Ok((r, false)),
+            FlowSaved::Stale(_) => Err(StoreError::BadValue {
+                table: "flows",
+                column: "version",
+                value: "stale without an expected version".into(),
+            }),
+        }
+    }
+
+    /// Record the next version of a flow: nothing when the latest version already holds these
+    /// files, and, with `expect_latest`, only if no other version was saved since that one (the
+    /// check and the insert are one statement, so two saves from one version cannot both win).
+    pub async fn save_flow(&self, new: &NewFlowVersion<'_>) -> Result<FlowSaved, StoreError> {
+        let name = new.name;
+        let latest = self.get_flow(name, None).await?;
+        let latest_version = latest.as_ref().map_or(0, |l| l.version);
+        if new.expect_latest.is_some_and(|v| v != latest_version) {
+            return Ok(FlowSaved::Stale(latest));
+        }
+        if let Some(latest) = latest {
+            if latest.hash == new.hash && latest.entry.as_deref() == new.entry {
+                return Ok(FlowSaved::Unchanged(latest));
             }
         }
+        let expect = new.expect_latest.map(i64::from).unwrap_or(-1);
         let row = next_version(|| {
             sqlx::query(
-                "INSERT INTO flows (name, version, hash, entry, owner, files, bytes, created)
-                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7 FROM flows WHERE name = $8
+                "INSERT INTO flows (name, version, hash, entry, owner, files, bytes, created, message)
+                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8 FROM flows WHERE name = $9
+                 HAVING $10 < 0 OR COALESCE(MAX(version), 0) = $11
                  RETURNING version",
             )
             .bind(name)
-            .bind(hash)
-            .bind(entry)
-            .bind(owner)
-            .bind(to_i64(files))
-            .bind(to_i64(bytes))
+            .bind(new.hash)
+            .bind(new.entry)
+            .bind(new.owner)
+            .bind(to_i64(new.files))
+            .bind(to_i64(new.bytes))
             .bind(now_ms())
+            .bind(new.message)
             .bind(name)
-            .fetch_one(&self.pool)
+            .bind(expect)
+            .bind(expect)
+            .fetch_optional(&self.pool)
         })
         .await
         .map_err(db(format!("cannot record flow `{name}`")))?;
+        let Some(row) = row else {
+            return Ok(FlowSaved::Stale(self.get_flow(name, None).await?));
+        };
         let version: i64 = row
             .try_get("version")
             .map_err(db(format!("cannot record flow `{name}`")))?;
@@ -942,7 +983,7 @@ impl Store {
                     column: "version",
                     value: version.to_string(),
                 })?;
-        Ok((rec, true))
+        Ok(FlowSaved::Created(rec))
     }
 
     /// `name@v<version>`, or the latest version of `name` when `version` is `None`.
@@ -1441,10 +1482,10 @@ const VERSION_RETRIES: u32 = 20;
 
 /// Run `insert` (which numbers a new version `MAX + 1`) until it does not collide: two servers on
 /// Postgres may number the same version at once, and the loser tries again.
-async fn next_version<F, Fut>(mut insert: F) -> Result<AnyRow, sqlx::Error>
+async fn next_version<F, Fut, R>(mut insert: F) -> Result<R, sqlx::Error>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<AnyRow, sqlx::Error>>,
+    Fut: std::future::Future<Output = Result<R, sqlx::Error>>,
 {
     let mut attempt = 0;
     loop {
@@ -1648,7 +1689,7 @@ fn session_from(r: &AnyRow) -> Result<Session, StoreError> {
 }
 
 const FLOW_SELECT: &str =
-    "SELECT name, version, hash, entry, owner, files, bytes, created FROM flows";
+    "SELECT name, version, hash, entry, owner, files, bytes, created, message FROM flows";
 
 fn flow_from(r: &AnyRow) -> Result<FlowRecord, StoreError> {
     let number = |column: &'static str| -> Result<u64, StoreError> {
@@ -1673,6 +1714,7 @@ fn flow_from(r: &AnyRow) -> Result<FlowRecord, StoreError> {
         files: number("files")?,
         bytes: number("bytes")?,
         created: get(r, "created")?,
+        message: get(r, "message")?,
     })
 }
 

@@ -40,8 +40,8 @@ pub use workspace_runs::WorkspaceRun;
 pub use control::{redact_url, Backend, Store, DB_FILE, OWNER_NAME, TOKEN_PREFIX};
 pub use records::{
     AuditEntry, Compute, ComputeKind, ComputeStatus, ConnectionRecord, EnvironmentRecord,
-    FlowRecord, Identity, NewSession, Role, RunKind, RunRecord, RunStatus, Session, TokenRecord,
-    User,
+    FlowRecord, FlowSaved, Identity, NewFlowVersion, NewSession, Role, RunKind, RunRecord,
+    RunStatus, Session, TokenRecord, User,
 };
 
 pub use error::StoreError;

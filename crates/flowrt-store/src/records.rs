@@ -150,6 +150,33 @@ pub struct FlowRecord {
     pub files: u64,
     pub bytes: u64,
     pub created: i64,
+    /// Why this version was made, when its author said (a save in the browser always does).
+    pub message: Option<String>,
+}
+
+/// A new flow version to record ([`crate::Store::save_flow`]).
+#[derive(Clone, Debug)]
+pub struct NewFlowVersion<'a> {
+    pub name: &'a str,
+    pub owner: &'a str,
+    pub hash: &'a str,
+    pub entry: Option<&'a str>,
+    pub files: u64,
+    pub bytes: u64,
+    pub message: Option<&'a str>,
+    /// Record it only if the latest version is still this one (0: the flow has none): a save
+    /// made from an older version is refused rather than silently winning.
+    pub expect_latest: Option<u32>,
+}
+
+/// What [`crate::Store::save_flow`] did.
+#[derive(Clone, Debug)]
+pub enum FlowSaved {
+    Created(FlowRecord),
+    /// The latest version already holds these files: nothing was recorded.
+    Unchanged(FlowRecord),
+    /// Someone saved another version since `expect_latest`: this one is the latest now.
+    Stale(Option<FlowRecord>),
 }
 
 impl FlowRecord {
@@ -309,6 +336,7 @@ impl From<&FlowRecord> for flowrt_api::responses::FlowVersion {
             files: r.files,
             bytes: r.bytes,
             created: r.created,
+            message: r.message.clone(),
         }
     }
 }

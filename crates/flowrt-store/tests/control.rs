@@ -904,3 +904,63 @@ async fn endpoints_round_trip_on(db: &Db, store: Store) {
     assert_eq!(store.list_instances().await.unwrap().len(), 1);
     assert!(store.delete_instance("s-2").await.unwrap());
 }
+
+on_every_backend!(
+    a_save_from_an_older_version_is_stale_and_records_nothing,
+    a_save_from_an_older_version_is_stale_and_records_nothing_on
+);
+async fn a_save_from_an_older_version_is_stale_and_records_nothing_on(_db: &Db, store: Store) {
+    use flowrt_store::{FlowSaved, NewFlowVersion};
+    store.ensure_owner().await.unwrap();
+    let owner = store.list_users().await.unwrap()[0].id.clone();
+    let save = |hash: &'static str, expect: u32| NewFlowVersion {
+        name: "qa",
+        owner: "",
+        hash,
+        entry: None,
+        files: 1,
+        bytes: 1,
+        message: Some("why"),
+        expect_latest: Some(expect),
+    };
+    let first = NewFlowVersion {
+        owner: &owner,
+        ..save("sha256:aa", 0)
+    };
+    let FlowSaved::Created(v1) = store.save_flow(&first).await.unwrap() else {
+        panic!("the first save creates v1")
+    };
+    assert_eq!((v1.version, v1.message.as_deref()), (1, Some("why")));
+    let from_v1 = NewFlowVersion {
+        owner: &owner,
+        ..save("sha256:bb", 1)
+    };
+    assert!(matches!(
+        store.save_flow(&from_v1).await.unwrap(),
+        FlowSaved::Created(ref v2) if v2.version == 2
+    ));
+    // Another save from v1 loses: v2 is named, and no v3 appears.
+    let late = NewFlowVersion {
+        owner: &owner,
+        ..save("sha256:cc", 1)
+    };
+    match store.save_flow(&late).await.unwrap() {
+        FlowSaved::Stale(Some(latest)) => assert_eq!(latest.version, 2),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        store.get_flow("qa", None).await.unwrap().unwrap().version,
+        2
+    );
+    // A first save under a taken name is stale too.
+    assert!(matches!(
+        store
+            .save_flow(&NewFlowVersion {
+                owner: &owner,
+                ..save("sha256:dd", 0)
+            })
+            .await
+            .unwrap(),
+        FlowSaved::Stale(Some(_))
+    ));
+}

@@ -6,6 +6,7 @@
 //! duplicate keys and unknown aliases as errors, and a small value type ([`Node`]) that the rest
 //! of flowrt matches on without depending on saphyr's API.
 
+pub mod edit;
 pub mod limits;
 
 use saphyr::{MarkedYaml, Scalar, YamlData};

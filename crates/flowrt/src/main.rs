@@ -7,6 +7,7 @@ use flowrt_runtime::{flex, includes, invoker, otel, runs};
 mod agent_cmd;
 mod endpoint_cmd;
 mod env_cmd;
+mod flow_cmd;
 mod fmt;
 mod push;
 mod remote;
@@ -185,6 +186,26 @@ enum FlowCommand {
         #[command(flatten)]
         server: session_cmd::ServerOpt,
     },
+    /// Bring a workspace flow's version back to a new or empty folder, to edit it locally and
+    /// push it again. Example: flowrt flow pull qa@v3 ./qa
+    Pull {
+        /// NAME (the latest version) or NAME@vN.
+        reference: String,
+        /// The folder to create (it may exist if empty; nothing is overwritten).
+        dir: PathBuf,
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+    },
+    /// Show what changed between two versions of a workspace flow, as a unified diff.
+    /// Example: flowrt flow diff qa@v1 qa@v2
+    Diff {
+        /// The older version, NAME@vN.
+        from: String,
+        /// The newer version, NAME@vN (default: the latest).
+        to: Option<String>,
+        #[command(flatten)]
+        server: session_cmd::ServerOpt,
+    },
     /// Check a flow without running it: YAML, references, tool files, cycles.
     Validate {
         /// The flow folder (holding flow.dag.yaml or flow.flex.yaml), that file, or a .prompty
@@ -295,6 +316,14 @@ fn run(cli: Cli) -> Result<u8> {
         }
         Command::Flow(FlowCommand::Show { reference, server }) => {
             session_cmd::flow_show(&reference, server.server.as_deref())
+        }
+        Command::Flow(FlowCommand::Pull {
+            reference,
+            dir,
+            server,
+        }) => flow_cmd::pull(&reference, &dir, server.server.as_deref()),
+        Command::Flow(FlowCommand::Diff { from, to, server }) => {
+            flow_cmd::diff(&from, to.as_deref(), server.server.as_deref())
         }
         Command::Run(cmd) => run_cmd::run(cmd),
         Command::Connection(cmd) => connection(cmd),

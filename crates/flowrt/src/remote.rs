@@ -68,6 +68,39 @@ impl Remote {
             .map_err(|e| anyhow!("the server's answer to {method} {path} is not what this flowrt expects ({e}); are the server and the CLI the same version?"))
     }
 
+    /// GET a binary body (a snapshot archive) with the answer's headers.
+    pub async fn get_bytes(&self, path: &str) -> Result<(Vec<u8>, reqwest::header::HeaderMap)> {
+        let url = format!("{}{path}", self.base);
+        let resp = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow!("cannot reach the flowrt server at {}: {e}\nhint: start it with `flowrt server`, or set FLOWRT_SERVER", self.base)
+            })?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            let message = value["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| value.to_string());
+            if status.as_u16() == 401 {
+                bail!("the server refused the token: {message}\nhint: check FLOWRT_TOKEN");
+            }
+            bail!("{message}");
+        }
+        let headers = resp.headers().clone();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| anyhow!("the download from {url} was cut off: {e}"))?;
+        Ok((body.to_vec(), headers))
+    }
+
     /// POST raw bytes (a snapshot archive) and read the JSON reply.
     pub async fn post_bytes(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Value> {
         let url = format!("{}{path}", self.base);

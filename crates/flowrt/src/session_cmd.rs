@@ -569,7 +569,7 @@ pub fn workspace_connection(action: ConnectionAction, server: Option<&str>) -> R
     })
 }
 
-fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+pub(crate) fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

@@ -4,88 +4,19 @@
 
 mod common;
 
+use common::server::{kill_session, Server};
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    env: Env,
-    url: String,
+/// Scoring, which only this suite does.
+trait Score {
+    fn score(&self, name: &str, auth: Option<&str>, body: &str) -> (u16, String, Value);
 }
 
-impl Server {
-    fn start() -> Server {
-        let env = Env::new();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(["server", "--addr", &addr, "--idle-check-interval", "0.2"])
-            .env("FLOWRT_HOME", env.home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(env.home.path().join("server.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        // Made before waiting, so a server that never comes up is still killed on the way out.
-        let server = Server {
-            child,
-            env,
-            url: format!("http://{addr}"),
-        };
-        let t = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err()
-            || http("GET", &format!("{}/healthz", server.url), &[], "").0 != 200
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "server did not start: {}",
-                server.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-
-    fn cli(&self, args: &[&str]) -> Run {
-        self.env
-            .run_with_env(args, &[("FLOWRT_SERVER", self.url.as_str())])
-    }
-
-    fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cli(args);
-        assert_eq!(r.code, 0, "flowrt {args:?}: {}\n{}", r.stderr, self.log());
-        r
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.env.home.path().join("owner.token"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.env.home.path().join("server.log")).unwrap_or_default()
-    }
-
-    fn api(&self, method: &str, path: &str, body: &str) -> (u16, Value) {
-        let token = format!("Bearer {}", self.token());
-        let (status, _, text) = http(
-            method,
-            &format!("{}{path}", self.url),
-            &[
-                ("authorization", &token),
-                ("content-type", "application/json"),
-            ],
-            body,
-        );
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
+impl Score for Server {
     /// `POST /endpoints/NAME/score` with `auth` (a whole Authorization value, or none):
     /// status, the deployment that answered, the body.
     fn score(&self, name: &str, auth: Option<&str>, body: &str) -> (u16, String, Value) {
@@ -111,27 +42,6 @@ impl Server {
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        // Agents stop when their session folders go with the home.
-        let sessions = self.env.home.path().join("sessions");
-        if let Ok(dir) = std::fs::read_dir(&sessions) {
-            for e in dir.flatten() {
-                kill_session(&e.file_name().to_string_lossy());
-            }
-        }
-    }
-}
-
-/// SIGKILL every process of a session (its agent and what it started).
-fn kill_session(session_id: &str) {
-    let _ = Command::new("pkill")
-        .args(["-KILL", "-f", &format!("session-id {session_id} ")])
-        .status();
 }
 
 /// A copy of `flows/deploy_echo` answering `version`.

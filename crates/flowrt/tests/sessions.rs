@@ -3271,6 +3271,44 @@ fn every_answer_matches_the_schema_the_document_gives_it_story() {
         "/api/v1/flows/batch_base",
         "",
     );
+    call(
+        "get",
+        "/api/v1/flows/{name}/files",
+        "/api/v1/flows/batch_base/files",
+        "",
+    );
+    call(
+        "get",
+        "/api/v1/flows/{name}/file",
+        "/api/v1/flows/batch_base/file?path=flow.dag.yaml",
+        "",
+    );
+    let drafted = call(
+        "post",
+        "/api/v1/flows/{name}/draft",
+        "/api/v1/flows/batch_base/draft",
+        r#"{"edits": [{"op": "set", "path": ["inputs", "q", "default"], "value": "hello"}]}"#,
+    );
+    let save = json!({"base": "batch_base@v1", "message": "a default", "files": drafted["files"]});
+    call(
+        "post",
+        "/api/v1/flows/{name}/versions",
+        "/api/v1/flows/batch_base/versions",
+        &save.to_string(),
+    );
+    // The same save again is stale: a 409 with the conflict's own schema.
+    call(
+        "post",
+        "/api/v1/flows/{name}/versions",
+        "/api/v1/flows/batch_base/versions",
+        &save.to_string(),
+    );
+    call(
+        "get",
+        "/api/v1/flows/{name}/compare",
+        "/api/v1/flows/batch_base/compare?from=1&to=2",
+        "",
+    );
     call("get", "/api/v1/sessions", "/api/v1/sessions", "");
     let sid = format!("/api/v1/sessions/{session}");
     call("get", "/api/v1/sessions/{id}", &sid, "");

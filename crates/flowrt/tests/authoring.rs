@@ -1,0 +1,373 @@
+//! Authoring flows on the server: a version's files, drafts checked as they are edited (YAML
+//! edited in its text, so a saved version differs only where the user changed something),
+//! versions saved with a message and refused when someone saved first, versions compared, and
+//! `flowrt flow pull` / `flowrt flow diff`.
+
+mod common;
+
+use common::server::Server;
+use common::*;
+use serde_json::{json, Value};
+use std::path::Path;
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/flows")
+        .join(name)
+}
+
+/// The lines only one of two texts has, each with `-` or `+`.
+fn changed_lines(before: &str, after: &str) -> Vec<String> {
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    let mut out: Vec<String> = b
+        .iter()
+        .filter(|l| !a.contains(l))
+        .map(|l| format!("-{l}"))
+        .collect();
+    out.extend(a.iter().filter(|l| !b.contains(l)).map(|l| format!("+{l}")));
+    out
+}
+
+fn draft(server: &Server, reference: &str, body: Value) -> Value {
+    let (status, view) = server.api(
+        "POST",
+        &format!("/api/v1/flows/{reference}/draft"),
+        &body.to_string(),
+    );
+    assert_eq!(status, 200, "{view}");
+    view
+}
+
+#[test]
+fn a_flow_is_edited_saved_compared_and_pulled_without_losing_a_line() {
+    let server = Server::start();
+    let dir = fixture("authoring");
+    server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", "authoring"]);
+    let original = std::fs::read_to_string(dir.join("flow.dag.yaml")).unwrap();
+
+    // The version's files, and one file's text; a path outside the flow is refused.
+    let (status, files) = server.api("GET", "/api/v1/flows/authoring/files", "");
+    assert_eq!(status, 200, "{files}");
+    let paths: Vec<&str> = files["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        ["ask.jinja2", "flow.dag.yaml", "shout.py", "wrap.jinja2"]
+    );
+    let (status, file) = server.api(
+        "GET",
+        "/api/v1/flows/authoring@v1/file?path=flow.dag.yaml",
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(file["text"], original.as_str());
+    for bad in ["../../owner.token", "/etc/passwd", "nope.py"] {
+        let (status, body) = server.api(
+            "GET",
+            &format!("/api/v1/flows/authoring/file?path={bad}"),
+            "",
+        );
+        assert!(status == 400 || status == 404, "{bad}: {status} {body}");
+        assert!(body["message"].as_str().is_some(), "{body}");
+    }
+
+    // A draft: the llm node's temperature, and a rename whose references follow.
+    let edits = json!({"edits": [
+        {"op": "set", "path": ["nodes", {"name": "ask"}, "inputs", "temperature"], "value": 0.9},
+        {"op": "rename_node", "from": "wrap", "to": "framed"},
+    ], "files": {"wrap.jinja2": "Framed answer: {{text}}\n"}});
+    let view = draft(&server, "authoring@v1", edits);
+    assert_eq!(view["problems"], json!([]), "{view:#}");
+    let nodes: Vec<&str> = view["flow"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["ask", "framed", "shout"]);
+    let edited = view["files"]["flow.dag.yaml"].as_str().unwrap().to_string();
+    assert_eq!(
+        changed_lines(&original, &edited),
+        [
+            "-    temperature: 0.2   # low: answers should repeat",
+            "-- name: wrap",
+            "-    text: ${wrap.output}",
+            "+    temperature: 0.9   # low: answers should repeat",
+            "+- name: framed",
+            "+    text: ${framed.output}",
+        ]
+    );
+
+    // A draft that breaks the flow says where, and is not saved.
+    let broken = draft(
+        &server,
+        "authoring@v1",
+        json!({"edits": [{"op": "set", "path": ["nodes", {"name": "shout"}, "inputs", "text"], "value": "${nowhere.output}"}]}),
+    );
+    assert_eq!(broken["flow"], Value::Null);
+    let problem = &broken["problems"][0];
+    assert_eq!(problem["file"], "flow.dag.yaml", "{broken:#}");
+    assert!(problem["line"].as_u64().is_some(), "{broken:#}");
+    assert!(
+        problem["message"].as_str().unwrap().contains("nowhere"),
+        "{broken:#}"
+    );
+    let refused = draft(
+        &server,
+        "authoring@v1",
+        json!({"edits": [{"op": "rename_node", "from": "ask", "to": "shout"}]}),
+    );
+    assert!(
+        refused["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already named 'shout'"),
+        "{refused:#}"
+    );
+
+    // Saved as v2 with its message.
+    let mut changes = view["files"].clone();
+    let save = json!({"base": "authoring@v1", "message": "warmer answers; wrap is framed", "files": changes});
+    let (status, saved) = server.api(
+        "POST",
+        "/api/v1/flows/authoring/versions",
+        &save.to_string(),
+    );
+    assert_eq!(status, 201, "{saved}");
+    assert_eq!(saved["ref"], "authoring@v2");
+    assert_eq!(saved["message"], "warmer answers; wrap is framed");
+    // A save without a message, or with a broken flow, is refused.
+    let (status, body) = server.api(
+        "POST",
+        "/api/v1/flows/authoring/versions",
+        &json!({"base": "authoring@v2", "message": " ", "files": {}}).to_string(),
+    );
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server.api(
+        "POST",
+        "/api/v1/flows/authoring/versions",
+        &json!({"base": "authoring@v2", "message": "break it", "files": {"flow.dag.yaml": "nodes: [\n"}}).to_string(),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not saved"),
+        "{body}"
+    );
+
+    // A second draft from v1 saved after v2: refused with what v2 changed, nothing lost.
+    changes = json!({"shout.py": "from promptflow.core import tool\n\n\n@tool\ndef shout(text: str) -> str:\n    return text.upper() + '!'\n"});
+    let stale = json!({"base": "authoring@v1", "message": "louder", "files": changes});
+    let (status, conflict) = server.api(
+        "POST",
+        "/api/v1/flows/authoring/versions",
+        &stale.to_string(),
+    );
+    assert_eq!(status, 409, "{conflict}");
+    assert_eq!(conflict["code"], "FlowChanged");
+    assert_eq!(conflict["latest"]["ref"], "authoring@v2");
+    let changed_files: Vec<&str> = conflict["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(changed_files, ["flow.dag.yaml", "wrap.jinja2"]);
+    // ... and saved under a new name instead.
+    let (status, copy) = server.api(
+        "POST",
+        "/api/v1/flows/authoring_louder/versions",
+        &stale.to_string(),
+    );
+    assert_eq!(status, 201, "{copy}");
+    assert_eq!(copy["ref"], "authoring_louder@v1");
+
+    // v1 against v2: only the changed lines, file by file.
+    let (status, cmp) = server.api("GET", "/api/v1/flows/authoring/compare?from=1&to=2", "");
+    assert_eq!(status, 200, "{cmp}");
+    let files = cmp["files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{cmp:#}");
+    let yaml_changes: Vec<String> = files[0]["hunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|h| h["lines"].as_array().unwrap().clone())
+        .filter(|l| l["op"] != " ")
+        .map(|l| {
+            format!(
+                "{}{}",
+                l["op"].as_str().unwrap(),
+                l["text"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        yaml_changes,
+        [
+            "-    temperature: 0.2   # low: answers should repeat",
+            "+    temperature: 0.9   # low: answers should repeat",
+            "-- name: wrap",
+            "+- name: framed",
+            "-    text: ${wrap.output}",
+            "+    text: ${framed.output}",
+        ]
+    );
+
+    // The same from the CLI, as a unified diff.
+    let diff = server.ok(&["flow", "diff", "authoring@v1", "authoring@v2"]);
+    assert!(
+        diff.stdout
+            .contains("--- authoring@v1/wrap.jinja2\n+++ authoring@v2/wrap.jinja2\n@@ -1,1 +1,1 @@\n-Answer: {{text}}\n+Framed answer: {{text}}\n"),
+        "{}",
+        diff.stdout
+    );
+
+    // Pulled to a folder, it is v2's files; pushed back unchanged, it makes no version.
+    let pulled = server.env.home.path().join("pulled");
+    let out = server.ok(&["flow", "pull", "authoring@v2", pulled.to_str().unwrap()]);
+    assert!(out.stderr.contains("pulled authoring@v2"), "{}", out.stderr);
+    assert_eq!(
+        std::fs::read_to_string(pulled.join("flow.dag.yaml")).unwrap(),
+        edited
+    );
+    let again = server.cli(&["flow", "pull", "authoring@v2", pulled.to_str().unwrap()]);
+    assert_eq!(again.code, 2, "{}", again.stderr);
+    assert!(again.stderr.contains("not empty"), "{}", again.stderr);
+    let pushed = server.ok(&[
+        "flow",
+        "push",
+        pulled.to_str().unwrap(),
+        "--name",
+        "authoring",
+    ]);
+    assert!(
+        pushed.stderr.contains("unchanged since authoring@v2"),
+        "{}",
+        pushed.stderr
+    );
+}
+
+#[test]
+fn readers_cannot_edit_and_others_cannot_see() {
+    let server = Server::start();
+    server.ok(&[
+        "flow",
+        "push",
+        fixture("authoring").to_str().unwrap(),
+        "--name",
+        "authoring",
+    ]);
+    let user = |name: &str, role: &str| {
+        let (status, body) = server.api(
+            "POST",
+            "/api/v1/users",
+            &json!({"name": name, "role": role}).to_string(),
+        );
+        assert_eq!(status, 201, "{body}");
+        format!("Bearer {}", body["token"].as_str().unwrap())
+    };
+    let (vera, bob) = (user("vera", "viewer"), user("bob", "user"));
+    let call = |auth: &str, method: &str, path: &str, body: &str| {
+        let (status, _, text) = http(
+            method,
+            &format!("{}{path}", server.url),
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        );
+        (status, text)
+    };
+    let save =
+        json!({"base": "authoring@v1", "message": "mine now", "files": {"wrap.jinja2": "x"}})
+            .to_string();
+    // A viewer reads the files but cannot draft or save.
+    assert_eq!(
+        call(&vera, "GET", "/api/v1/flows/authoring/files", "").0,
+        200
+    );
+    assert_eq!(
+        call(&vera, "POST", "/api/v1/flows/authoring@v1/draft", "{}").0,
+        403
+    );
+    assert_eq!(
+        call(&vera, "POST", "/api/v1/flows/authoring/versions", &save).0,
+        403
+    );
+    // Another user does not see the flow at all.
+    for (method, path, body) in [
+        ("GET", "/api/v1/flows/authoring/files", ""),
+        ("GET", "/api/v1/flows/authoring/file?path=shout.py", ""),
+        ("GET", "/api/v1/flows/authoring/compare?from=1&to=1", ""),
+        ("GET", "/api/v1/flows/authoring/snapshot", ""),
+        ("POST", "/api/v1/flows/authoring@v1/draft", "{}"),
+        ("POST", "/api/v1/flows/authoring/versions", save.as_str()),
+    ] {
+        let (status, text) = call(&bob, method, path, body);
+        assert_eq!(status, 404, "{method} {path}: {text}");
+    }
+    // Nor under a name of his own: the base is still not his to read.
+    let (status, _) = call(&bob, "POST", "/api/v1/flows/bobs/versions", &save);
+    assert_eq!(status, 404);
+    assert_eq!(
+        server.api("GET", "/api/v1/flows/authoring", "").1["ref"],
+        "authoring@v1"
+    );
+}
+
+/// Edited through the API, three of the project's own flows change in exactly the edited
+/// lines: comments, key order, quoting and blank lines stay as they were written.
+#[test]
+fn edited_fixtures_differ_only_in_the_edited_lines() {
+    let server = Server::start();
+    let cases = [
+        (
+            "pipeline",
+            json!([{"op": "set", "path": ["inputs", "times", "default"], "value": 3}]),
+            vec!["-    default: 2", "+    default: 3"],
+        ),
+        (
+            "chat",
+            json!([{"op": "set", "path": ["nodes", {"name": "chat"}, "inputs", "max_tokens"], "value": "64"},
+                   {"op": "set", "path": ["nodes", {"name": "chat"}, "inputs", "top_p"], "value": 0.5}]),
+            vec![
+                "-    max_tokens: \"32\"",
+                "+    max_tokens: \"64\"",
+                "+    top_p: 0.5",
+            ],
+        ),
+        (
+            "chat_via_prompt",
+            json!([{"op": "rename_node", "from": "request", "to": "prompted"}]),
+            vec![
+                "-- name: request",
+                "-    request: ${request.output}",
+                "+- name: prompted",
+                "+    request: ${prompted.output}",
+            ],
+        ),
+    ];
+    for (name, edits, expected) in cases {
+        let dir = fixture(name);
+        server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", name]);
+        let original = std::fs::read_to_string(dir.join("flow.dag.yaml")).unwrap();
+        let view = draft(&server, name, json!({"edits": edits}));
+        assert_eq!(view["problems"], json!([]), "{name}: {view:#}");
+        let edited = view["files"]["flow.dag.yaml"].as_str().unwrap();
+        assert_eq!(
+            changed_lines(&original, edited),
+            expected,
+            "{name}:\n{edited}"
+        );
+        assert_eq!(
+            original.lines().count() + expected.iter().filter(|l| l.starts_with('+')).count()
+                - expected.iter().filter(|l| l.starts_with('-')).count(),
+            edited.lines().count(),
+            "{name}"
+        );
+    }
+}
