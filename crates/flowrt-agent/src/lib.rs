@@ -10,6 +10,7 @@
 //! It stops by itself when its session folder disappears or, with an idle exit, after that long
 //! without a run: the backstop for an agent whose server is gone for good.
 
+mod drafts;
 mod run_files;
 
 use anyhow::{Context, Result};
@@ -288,6 +289,8 @@ struct Agent {
     runs_total: AtomicU64,
     last_activity: Mutex<Instant>,
     shutdown: tokio::sync::Notify,
+    /// Drafts of the flow being edited in the browser, whose tools are read here.
+    drafts: drafts::Drafts,
 }
 
 /// Logs node output and the long-running warnings to the agent log (stderr).
@@ -548,6 +551,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             ..ExecutorOptions::default()
         },
     );
+    let drafts = drafts::Drafts::new(&std::env::current_dir()?, python.clone(), home.clone());
     let agent = Arc::new(Agent {
         session_id: config.session_id.clone(),
         token,
@@ -564,6 +568,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
         runs_total: AtomicU64::new(0),
         last_activity: Mutex::new(Instant::now()),
         shutdown: tokio::sync::Notify::new(),
+        drafts,
     });
     let app = Router::new()
         .route("/health", get(health))
@@ -578,6 +583,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
         .route("/data/{file}", get(has_data).put(put_data))
         .route("/log", get(read_log))
         .route("/packages", get(packages))
+        .route("/draft/inspect", post(inspect_draft))
         .route("/shutdown", post(shutdown))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
@@ -626,6 +632,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
             })
             .await?;
         agent.stop_batches().await;
+        agent.drafts.shutdown().await;
         invoker.shutdown().await;
         eprintln!("agent for session {} stopped", config.session_id);
         Ok::<_, anyhow::Error>(())
@@ -1200,6 +1207,21 @@ async fn put_data(
     match tokio::fs::rename(&tmp, &path).await {
         Ok(()) => Json(DataKept { path }).into_response(),
         Err(e) => failed(e.to_string()),
+    }
+}
+
+/// Read a draft's code tools in this session (`POST /draft/inspect`).
+async fn inspect_draft(
+    State(a): State<Shared>,
+    Json(req): Json<flowrt_api::agent::DraftInspect>,
+) -> Response {
+    touch(&a);
+    match a.drafts.inspect(req).await {
+        Ok(metas) => Json(metas).into_response(),
+        Err(drafts::DraftError::Bad(m)) => error_reply(StatusCode::BAD_REQUEST, "BadDraft", &m),
+        Err(drafts::DraftError::Io(m)) => {
+            error_reply(StatusCode::INTERNAL_SERVER_ERROR, "DraftFailed", &m)
+        }
     }
 }
 

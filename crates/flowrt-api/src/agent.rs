@@ -272,3 +272,23 @@ pub fn is_plain_file_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
+
+/// `POST /draft/inspect`: read the code tools of a draft of the session's flow (a gzip-compressed
+/// tar of its files, as a push uploads them), in the session, with a timeout: their inputs or
+/// where loading them failed ([`crate::responses::ToolMeta`], one per path, in order).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DraftInspect {
+    pub archive_base64: String,
+    /// `sha256:<hex>` of the draft's files: where the agent keeps the draft, so a check of the
+    /// same files unpacks nothing.
+    pub hash: String,
+    /// The tool files to read (`source.path` of python nodes), relative to the flow folder.
+    pub tools: Vec<String>,
+    /// Seconds one tool may take to import.
+    #[serde(default = "default_inspect_timeout")]
+    pub timeout_s: f64,
+}
+
+fn default_inspect_timeout() -> f64 {
+    10.0
+}

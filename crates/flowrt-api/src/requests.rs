@@ -317,6 +317,13 @@ pub struct FlowDraft {
     pub files: std::collections::BTreeMap<String, Option<String>>,
     #[serde(default)]
     pub edits: Vec<FlowEdit>,
+    /// Also read each node's tool (templates here; python code in `session`, which runs it) and
+    /// add the inputs a tool takes that its node lacks, as promptflow's tool-meta generation does.
+    #[serde(default)]
+    pub validate: bool,
+    /// The caller's running session on this flow, where python tools are read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 /// `POST /api/v1/flows/{name}/versions`: save a draft as the next version.

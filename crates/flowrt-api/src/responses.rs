@@ -461,6 +461,42 @@ pub struct DraftView {
     pub files: BTreeMap<String, Option<String>>,
     pub flow: Option<FlowDetail>,
     pub problems: Vec<DraftProblem>,
+    /// With `validate`: each node's tool as read from its code (in the session) or template, by
+    /// node name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, ToolMeta>,
+    /// With `validate`: the inputs added to nodes because their tool takes them, as `node.input`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub added_inputs: Vec<String>,
+}
+
+/// A tool's inputs as its code or template declares them (promptflow's tool meta), or why it
+/// could not be read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ToolMeta {
+    /// The tool's file, relative to the flow folder.
+    pub path: String,
+    /// The `@tool` function (or `Class.method`), for code tools.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// By parameter (or template variable), in the order declared.
+    #[serde(default)]
+    #[schema(value_type = std::collections::HashMap<String, ToolInputMeta>)]
+    pub inputs: indexmap::IndexMap<String, ToolInputMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<DraftProblem>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ToolInputMeta {
+    /// promptflow's value types (`string`, `int`, `double`, `bool`, `list`, `object`, `image`),
+    /// or the connection classes the parameter takes.
+    #[serde(rename = "type")]
+    pub types: Vec<String>,
+    pub required: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object)]
+    pub default: Option<Value>,
 }
 
 /// `GET /api/v1/flows/{name}/compare`: what changed from one version to another, file by file.
@@ -707,6 +743,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<FlowFileContent>("FlowFileContent"),
         one::<DraftProblem>("DraftProblem"),
         one::<DraftView>("DraftView"),
+        one::<ToolMeta>("ToolMeta"),
+        one::<ToolInputMeta>("ToolInputMeta"),
         one::<FlowComparison>("FlowComparison"),
         one::<FileDiff>("FileDiff"),
         one::<DiffHunk>("DiffHunk"),

@@ -9,6 +9,7 @@ Request:  {"id": n, "node": str, "source": {"type": "code", "path": str} | {"typ
           flex entries: "source": {"type": "entry", "entry": "module:attr", "init": {...} | null,
            "init_types": {name: type}, "aggregate": bool} (args are the converted flow inputs), or
           {"type": "signature", "entry": "module:attr"} (answers the entry's signature as the output)
+          {"type": "meta", "dir": str, "path": str} (answers a code tool's inputs, or where loading it failed)
           {"op": "shutdown"}
 Response: {"id": n, "ok": true, "output": ..., "generator": bool, "chunks": [...], "joined": str,
            "stdout": str, "metrics": [[key, value], ...], "repr": str (a flex entry's dataclass result)}
@@ -1326,6 +1327,81 @@ def _run_entry(source, args, buf, metrics):
         raise _EntryFailure(type(exc).__name__, message, _format_tb(exc)) from None
 
 
+_META_TYPES = {"str": "string", "int": "int", "float": "double", "bool": "bool", "list": "list", "dict": "object",
+               "image": "image", "assistant_definition": "assistant_definition"}
+
+
+def _meta_default(value):
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _where_it_failed(exc, base):
+    """The file (relative to `base`) and line a tool file's import failed at, as an editor shows it."""
+    if isinstance(exc, SyntaxError) and exc.filename and os.path.abspath(exc.filename).startswith(base + os.sep):
+        return os.path.relpath(os.path.abspath(exc.filename), base), exc.lineno
+    found = (None, None)
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        name = os.path.abspath(frame.f_code.co_filename)
+        if name.startswith(base + os.sep):
+            found = (os.path.relpath(name, base), lineno)
+    return found
+
+
+def _tool_meta(source):
+    """A code tool's inputs as promptflow's tool-meta generation reads them (its parameters, their
+    types and defaults), from a draft of the flow in `dir`. The file is imported afresh each time
+    (a draft changes between checks), and what it imported from the draft is forgotten after."""
+    base = os.path.abspath(source.get("dir") or ".")
+    rel = source.get("path") or ""
+    path = os.path.join(base, rel)
+    added = base not in sys.path
+    if added:
+        sys.path.insert(0, base)
+    before = set(sys.modules)
+    try:
+        _MODULES.pop(os.path.abspath(path), None)
+        try:
+            info = _find_code_tool(path, rel)
+        except LoadError as exc:
+            cause = exc.__cause__ or exc.__context__
+            file, line = (rel, None)
+            message = str(exc).replace(path, rel)
+            if isinstance(cause, BaseException):
+                file, line = _where_it_failed(cause, base)
+            return {"path": rel, "error": {"file": file or rel, "line": line, "message": message}}
+        except BaseException as exc:  # a tool file that raises at import
+            file, line = _where_it_failed(exc, base)
+            return {"path": rel, "error": {"file": file or rel, "line": line, "message": f"{type(exc).__name__}: {exc}"}}
+        target = info.func if info.func is not None else getattr(info.cls, info.method)
+        sig = inspect.signature(_original(target))
+        inputs = {}
+        for name, param in info.params.items():
+            kind = param.kind
+            if isinstance(kind, tuple):
+                types = [c if isinstance(c, str) else c.__name__ for c in kind[1]]
+            else:
+                types = [_META_TYPES.get(kind, "object")]
+            p = sig.parameters.get(name)
+            entry = {"type": types, "required": not param.has_default}
+            if param.has_default and p is not None:
+                entry["default"] = _meta_default(p.default)
+            inputs[name] = entry
+        return {"path": rel, "function": info.function_name(), "inputs": inputs}
+    finally:
+        _MODULES.pop(os.path.abspath(path), None)
+        if added and base in sys.path:
+            sys.path.remove(base)
+        for name in set(sys.modules) - before:
+            module = sys.modules.get(name)
+            origin = os.path.abspath(getattr(module, "__file__", None) or "/")
+            if origin.startswith(base + os.sep):
+                sys.modules.pop(name, None)
+
+
 def _enter_operation_context():
     """Fill promptflow's operation context for the call about to run (when a tool uses it)."""
     module = sys.modules.get("promptflow.tracing._operation_context")
@@ -1352,7 +1428,9 @@ def _execute(req):
         token_m = _METRICS.set(metrics)
         try:
             source = req.get("source") or {}
-            if source.get("type") in ("entry", "signature"):
+            if source.get("type") == "meta":
+                generator, result = False, _tool_meta(source)
+            elif source.get("type") in ("entry", "signature"):
                 generator, result = _run_entry(source, req.get("args") or [], buf, metrics)
                 if not generator and source.get("type") == "entry" and not source.get("aggregate"):
                     # promptflow joins a flex entry's streams inside its dict or dataclass output.

@@ -67,6 +67,11 @@ pub enum ToolSource {
     /// Import the entry and answer its signature as the output (see `flowrt_flow::EntrySignature`);
     /// an unsupported return annotation or a missing module is a [`CallError::Load`].
     Signature { entry: String },
+    /// Import a code tool from `path` inside `dir` (relative to the pool's folder: a draft of the
+    /// flow) and answer its inputs (`{path, function, inputs: {name: {type, required, default}}}`)
+    /// or where loading it failed (`{path, error: {file, line, message}}`), as promptflow's
+    /// tool-meta generation reads them. What it imported from `dir` is forgotten afterwards.
+    Meta { dir: String, path: String },
 }
 
 /// The future a [`HostCallbacks`] handler returns: the result, or a message the Python caller
@@ -914,6 +919,7 @@ fn encode_request_as(id: u64, call: &ToolCall, check: bool) -> Result<String, Ca
             json!({"type": "entry", "entry": entry, "init": init, "init_types": init_types, "aggregate": aggregate})
         }
         ToolSource::Signature { entry } => json!({"type": "signature", "entry": entry}),
+        ToolSource::Meta { dir, path } => json!({"type": "meta", "dir": dir, "path": path}),
     };
     let args: Vec<Value> = call
         .args

@@ -360,48 +360,240 @@ async fn draft(
             "a draft request may carry at most {MAX_DRAFT_EDITS} edits"
         )));
     }
-    let mut changes = checked_changes(&req.files)?;
-    let (version_dir, _) = snapshot_dir(&state, &rec).await?;
-    let version = version_files(&state, &rec).await?;
+    let changes = checked_changes(&req.files)?;
+    let session = match (&req.session, req.validate) {
+        (Some(id), true) => Some(crate::sessions::usable(&state, &caller, id).await?),
+        (Some(_), false) => {
+            return Err(ApiErr::bad_request(
+                "a session reads a draft's tools only with validate: true".to_string(),
+            ))
+        }
+        _ => None,
+    };
+    let mut checked = check_draft(&state, &rec, changes, req.edits).await?;
+    if req.validate && checked.view.flow.is_some() {
+        let tools = read_tools(&state, &checked, session.as_ref()).await?;
+        let added = missing_inputs(&checked, &tools);
+        let mut problems: Vec<DraftProblem> =
+            tools.values().filter_map(|t| t.error.clone()).collect();
+        if !added.is_empty() {
+            let edits = added.iter().map(|(_, e)| e.clone()).collect();
+            checked = check_draft(&state, &rec, checked.view.files.clone(), edits).await?;
+        }
+        problems.append(&mut checked.view.problems);
+        checked.view.problems = problems;
+        checked.view.added_inputs = added.into_iter().map(|(name, _)| name).collect();
+        checked.view.tools = tools;
+    }
+    Ok(Json(checked.view))
+}
+
+/// A draft laid out in a folder of this server's home (removed when dropped), and what
+/// loading it gave.
+struct CheckedDraft {
+    view: DraftView,
+    dir: PathBuf,
+    _cleanup: RemoveOnDrop,
+}
+
+/// Make a draft's edits, lay it out and load it.
+async fn check_draft(
+    state: &AppState,
+    rec: &FlowRecord,
+    mut changes: BTreeMap<String, Option<String>>,
+    edits: Vec<FlowEdit>,
+) -> ApiResult<CheckedDraft> {
+    let (version_dir, _) = snapshot_dir(state, rec).await?;
+    let version = version_files(state, rec).await?;
     let tmp = state
         .config
         .home
         .join("snapshots")
         .join(crate::unique_name("draft"));
-    let _cleanup = RemoveOnDrop(vec![tmp.clone()]);
-    let entry = rec.entry.clone();
-    let detail_version = FlowVersion::from(&rec);
-    let edits = req.edits;
+    let cleanup = RemoveOnDrop(vec![tmp.clone()]);
+    let (entry, detail_version, dir) = (rec.entry.clone(), FlowVersion::from(rec), tmp.clone());
     let view = tokio::task::spawn_blocking(move || -> Result<DraftView, String> {
+        let empty = |files, problems| DraftView {
+            files,
+            flow: None,
+            problems,
+            tools: BTreeMap::new(),
+            added_inputs: Vec::new(),
+        };
         if let Err(problem) = apply_edits(&version, &mut changes, &edits) {
-            return Ok(DraftView {
-                files: changes,
-                flow: None,
-                problems: vec![problem],
-            });
+            return Ok(empty(changes, vec![problem]));
         }
         materialize(&version_dir, &changes, &tmp).map_err(|e| e.to_string())?;
         let load_from = match &entry {
             Some(e) => tmp.join(e),
             None => tmp.clone(),
         };
-        let (flow, problems) = match flowrt_flow::load_flow(&load_from, &Default::default()) {
-            Ok(flow) => (
-                Some(crate::flows::describe(detail_version, &flow)),
-                Vec::new(),
-            ),
-            Err(e) => (None, problems_of(&e, &tmp)),
-        };
-        Ok(DraftView {
-            files: changes,
-            flow,
-            problems,
-        })
+        Ok(
+            match flowrt_flow::load_flow(&load_from, &Default::default()) {
+                Ok(flow) => DraftView {
+                    flow: Some(crate::flows::describe(detail_version, &flow)),
+                    ..empty(changes, Vec::new())
+                },
+                Err(e) => {
+                    let problems = problems_of(&e, &tmp);
+                    empty(changes, problems)
+                }
+            },
+        )
     })
     .await
     .map_err(|e| ApiErr::internal("checking the draft", e))?
     .map_err(|e| ApiErr::internal("checking the draft", e))?;
-    Ok(Json(view))
+    Ok(CheckedDraft {
+        view,
+        dir,
+        _cleanup: cleanup,
+    })
+}
+
+/// Each node's tool as its template (read here) or its code (imported in the caller's session:
+/// it is the author's code) declares its inputs, by node name.
+async fn read_tools(
+    state: &AppState,
+    draft: &CheckedDraft,
+    session: Option<&flowrt_store::Session>,
+) -> ApiResult<BTreeMap<String, flowrt_api::responses::ToolMeta>> {
+    use flowrt_api::responses::{ToolInputMeta, ToolMeta};
+    let Some(flow) = &draft.view.flow else {
+        return Ok(BTreeMap::new());
+    };
+    let mut tools = BTreeMap::new();
+    let mut python: Vec<(String, String)> = Vec::new();
+    for node in &flow.nodes {
+        let Some(source) = node.source.clone() else {
+            continue;
+        };
+        match node.ty.as_str() {
+            "llm" | "prompt" => {
+                let text = std::fs::read_to_string(draft.dir.join(&source)).unwrap_or_default();
+                let meta = match flowrt_tools::template_variables(&text) {
+                    Ok(vars) => ToolMeta {
+                        path: source.clone(),
+                        inputs: vars
+                            .into_iter()
+                            .map(|v| {
+                                let input = ToolInputMeta {
+                                    types: vec!["string".into()],
+                                    required: true,
+                                    default: None,
+                                };
+                                (v, input)
+                            })
+                            .collect(),
+                        ..Default::default()
+                    },
+                    Err(e) => ToolMeta {
+                        path: source.clone(),
+                        error: Some(DraftProblem {
+                            file: source.clone(),
+                            line: match &e {
+                                flowrt_tools::ToolError::Template { line, .. } => *line,
+                                _ => None,
+                            },
+                            message: e.to_string(),
+                        }),
+                        ..Default::default()
+                    },
+                };
+                tools.insert(node.name.clone(), meta);
+            }
+            "python" if source.ends_with(".py") => python.push((node.name.clone(), source)),
+            _ => {}
+        }
+    }
+    if python.is_empty() {
+        return Ok(tools);
+    }
+    let Some(session) = session else {
+        for (node, source) in python {
+            let message = "pick a running session to read this python tool: its code runs there, never on the server".to_string();
+            tools.insert(
+                node,
+                ToolMeta {
+                    path: source.clone(),
+                    error: Some(DraftProblem {
+                        file: source,
+                        line: None,
+                        message,
+                    }),
+                    ..Default::default()
+                },
+            );
+        }
+        return Ok(tools);
+    };
+    let dir = draft.dir.clone();
+    let (archive, info) =
+        tokio::task::spawn_blocking(move || snapshot::pack(&dir, &SnapshotLimits::default()))
+            .await
+            .map_err(|e| ApiErr::internal("packing the draft", e))?
+            .map_err(|e| ApiErr::internal("packing the draft", e))?;
+    let addr = crate::sessions::agent_of(session).await?;
+    let token = state.sessions.agent_token(&session.id).await;
+    let req = flowrt_api::agent::DraftInspect {
+        archive_base64: {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(&archive)
+        },
+        hash: info.hash,
+        tools: python.iter().map(|(_, s)| s.clone()).collect(),
+        timeout_s: 10.0,
+    };
+    let metas = flowrt_session::client::inspect_draft(&addr, &token, &req)
+        .await
+        .map_err(|e| ApiErr::internal("reading the draft's tools in the session", e))?;
+    for ((node, _), meta) in python.into_iter().zip(metas) {
+        tools.insert(node, meta);
+    }
+    Ok(tools)
+}
+
+/// The inputs a node's tool takes that the node does not set, as edits adding each (with the
+/// parameter's default, or empty), named `node.input`. Nodes with variants keep their inputs in
+/// their variants, which are left alone.
+fn missing_inputs(
+    draft: &CheckedDraft,
+    tools: &BTreeMap<String, flowrt_api::responses::ToolMeta>,
+) -> Vec<(String, FlowEdit)> {
+    let Some(flow) = &draft.view.flow else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for node in flow.nodes.iter().filter(|n| n.variant.is_none()) {
+        let Some(meta) = tools.get(&node.name) else {
+            continue;
+        };
+        for (input, spec) in &meta.inputs {
+            if node.inputs.contains_key(input) {
+                continue;
+            }
+            let value = spec
+                .default
+                .clone()
+                .unwrap_or_else(|| serde_json::Value::String(String::new()));
+            out.push((
+                format!("{}.{input}", node.name),
+                FlowEdit::Set {
+                    file: None,
+                    path: vec![
+                        EditPathSeg::Key("nodes".into()),
+                        EditPathSeg::Named {
+                            name: node.name.clone(),
+                        },
+                        EditPathSeg::Key("inputs".into()),
+                        EditPathSeg::Key(input.clone()),
+                    ],
+                    value,
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// Check who may save under `target`, and which latest version the save expects.

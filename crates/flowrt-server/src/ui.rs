@@ -23,6 +23,13 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     ("js/dom.js", JS, include_bytes!("../ui/js/dom.js")),
     ("js/sessions.js", JS, include_bytes!("../ui/js/sessions.js")),
     ("js/flows.js", JS, include_bytes!("../ui/js/flows.js")),
+    ("js/editor.js", JS, include_bytes!("../ui/js/editor.js")),
+    // CodeMirror 6, built once from `ui/vendor-src` (see its README); loaded only by the editor.
+    (
+        "js/vendor/codemirror.js",
+        JS,
+        include_bytes!("../ui/js/vendor/codemirror.js"),
+    ),
     ("js/runs.js", JS, include_bytes!("../ui/js/runs.js")),
     ("js/trace.js", JS, include_bytes!("../ui/js/trace.js")),
     ("js/team.js", JS, include_bytes!("../ui/js/team.js")),

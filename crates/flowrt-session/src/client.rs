@@ -308,3 +308,15 @@ pub async fn ensure_data(
             message: e.to_string(),
         })
 }
+
+/// Read a draft's code tools in the agent's session (`POST /draft/inspect`).
+pub async fn inspect_draft(
+    addr: &str,
+    token: &str,
+    req: &flowrt_api::agent::DraftInspect,
+) -> Result<Vec<flowrt_api::responses::ToolMeta>, ClientError> {
+    let body = serde_json::to_value(req).unwrap_or(Value::Null);
+    // Each tool has its own timeout; the first check also starts the session's Python.
+    let within = Duration::from_secs_f64(req.timeout_s * req.tools.len().max(1) as f64 + 30.0);
+    typed(addr, token, "POST", "/draft/inspect", Some(&body), within).await
+}

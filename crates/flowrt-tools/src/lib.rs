@@ -46,4 +46,4 @@ pub use prompty::{
     resolve_prompty_connection, resolve_prompty_inputs, PromptyOutcome,
 };
 pub use pyfmt::py_float_repr;
-pub use render::render_prompt;
+pub use render::{render_prompt, template_variables};

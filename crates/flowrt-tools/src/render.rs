@@ -341,3 +341,50 @@ pub(crate) fn py_json_dump(
 fn json_ascii_string(out: &mut String, s: &str) {
     out.push_str(&flowrt_flow::pyvalue::json_string(s));
 }
+
+/// The variables a prompt template reads that it does not set itself, in the order they first
+/// appear: the inputs of an llm or prompt node, as promptflow's tool-meta generation finds them.
+/// A template that does not parse is its error, with the line when known.
+pub fn template_variables(template: &str) -> Result<Vec<String>, ToolError> {
+    let env = env_for(ListStyle::Repr);
+    let tmpl = env.template_from_str(template).map_err(template_error)?;
+    let mut names: Vec<String> = tmpl.undeclared_variables(false).into_iter().collect();
+    // Names the environment provides (`range`, `loop`, ...) are not inputs.
+    names.retain(|n| env.globals().all(|(g, _)| g != n.as_str()));
+    names.sort_by_key(|n| (first_use(template, n), n.clone()));
+    Ok(names)
+}
+
+/// Where `name` is first read in a template, as a whole word: the order a reader sees inputs.
+fn first_use(template: &str, name: &str) -> usize {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut from = 0;
+    while let Some(at) = template[from..].find(name) {
+        let start = from + at;
+        let end = start + name.len();
+        if !word(template[..start].chars().next_back()) && !word(template[end..].chars().next()) {
+            return start;
+        }
+        from = end;
+    }
+    usize::MAX
+}
+
+#[cfg(test)]
+mod variable_tests {
+    use super::template_variables;
+
+    #[test]
+    fn a_templates_inputs_are_its_undeclared_variables_in_reading_order() {
+        let t = "# system:\n{% for x in items %}{{x}} {{ loop.index }}{% endfor %}\n# user:\n{{question}} {{ chat_history | length }}{% set y = 1 %}{{y}}";
+        assert_eq!(
+            template_variables(t).expect("parses"),
+            ["items", "question", "chat_history"]
+        );
+        let e = template_variables("line one\n{{ oops(").expect_err("does not parse");
+        assert!(
+            e.to_string().contains("line 2") || format!("{e:?}").contains("Some(2)"),
+            "{e:?}"
+        );
+    }
+}

@@ -371,3 +371,107 @@ fn edited_fixtures_differ_only_in_the_edited_lines() {
         );
     }
 }
+
+/// Validate reads each node's tool as promptflow's tool-meta generation does: a python tool's
+/// signature in the caller's session (its code runs there, never in the server), a template's
+/// variables on the server; the inputs a tool takes that its node lacks are added to the YAML.
+/// A tool that fails at import is named with its file and line.
+#[test]
+fn validate_reads_tools_in_the_session_and_adds_their_inputs() {
+    let server = Server::start();
+    let dir = fixture("authoring");
+    server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", "authoring"]);
+    let conn = server.env.home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: http://127.0.0.1:9/v1\n",
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    let session = server
+        .ok(&[
+            "session",
+            "start",
+            "--flow",
+            "authoring",
+            "--idle-timeout",
+            "0",
+        ])
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let shout = "from promptflow.core import tool\n\n\n@tool\ndef shout(text: str, times: int = 2, suffix: str = \"!\") -> str:\n    return (text.upper() + suffix) * times\n";
+    let ask =
+        std::fs::read_to_string(dir.join("ask.jinja2")).unwrap() + "Answer in a {{tone}} tone.\n";
+    let body = json!({"files": {"shout.py": shout, "ask.jinja2": ask}, "validate": true, "session": session});
+    // The first check starts the session's tool reader; later ones are warm.
+    let view = draft(&server, "authoring", body.clone());
+    assert_eq!(view["problems"], json!([]), "{view:#}");
+    assert_eq!(
+        view["added_inputs"],
+        json!(["ask.tone", "shout.times", "shout.suffix"])
+    );
+    assert_eq!(view["tools"]["shout"]["function"], "shout");
+    assert_eq!(
+        view["tools"]["shout"]["inputs"]["times"],
+        json!({"type": ["int"], "required": false, "default": 2})
+    );
+    let yaml = view["files"]["flow.dag.yaml"].as_str().unwrap();
+    let original = std::fs::read_to_string(dir.join("flow.dag.yaml")).unwrap();
+    assert_eq!(
+        changed_lines(&original, yaml),
+        ["+    tone: \"\"", "+    times: 2", "+    suffix: \"!\""]
+    );
+    let mut warm = Vec::new();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        draft(&server, "authoring", body.clone());
+        warm.push(t.elapsed().as_millis());
+    }
+    warm.sort();
+    eprintln!("validate round trips (warm, ms): {warm:?}");
+
+    // A tool file that raises at import: its file and line, from the session.
+    let broken = "from promptflow.core import tool\nimport json\n\nraise RuntimeError(\"not configured\")\n\n@tool\ndef shout(text: str) -> str:\n    return text\n";
+    let view = draft(
+        &server,
+        "authoring",
+        json!({"files": {"shout.py": broken}, "validate": true, "session": session}),
+    );
+    let problem = &view["problems"][0];
+    assert_eq!(problem["file"], "shout.py", "{view:#}");
+    assert_eq!(problem["line"], 4, "{view:#}");
+    assert!(
+        problem["message"]
+            .as_str()
+            .unwrap()
+            .contains("not configured"),
+        "{view:#}"
+    );
+    // Without a session, python tools are not read (and the server says why).
+    let view = draft(
+        &server,
+        "authoring",
+        json!({"files": {"shout.py": shout}, "validate": true}),
+    );
+    assert!(
+        view["tools"]["shout"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("running session"),
+        "{view:#}"
+    );
+    // The drafts were read in the session's own folder, where its seal keeps them.
+    let drafts = server
+        .env
+        .home
+        .path()
+        .join("sessions")
+        .join(&session)
+        .join("drafts");
+    let kept = std::fs::read_dir(&drafts).map(|d| d.count()).unwrap_or(0);
+    assert!(kept >= 2, "{} holds {kept} drafts", drafts.display());
+}

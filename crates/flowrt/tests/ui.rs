@@ -308,6 +308,184 @@ fn the_web_ui_in_headless_chromium() {
     );
 }
 
+/// Run one of `tests/ui/*.mjs` against `server` with `vars`, failing with the server's log.
+fn run_scenarios(script: &str, server: &Server, vars: &[(&str, &str)], within: Duration) {
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let t = Instant::now();
+    let mut node = Command::new("node")
+        .arg(ui_dir().join(script))
+        .env("FLOWRT_URL", &server.url)
+        .env("SCREENSHOTS", &shots)
+        .env("CHROMIUM", CHROMIUM)
+        .envs(vars.iter().copied())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node runs (install it with apt-get install nodejs)");
+    let status = loop {
+        if let Some(s) = node.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > within {
+            let _ = node.kill();
+            panic!("{script} took more than {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "{script} failed (see the steps above, the screenshots in {} and the server log below)\n{}",
+        shots.display(),
+        std::fs::read_to_string(server.home.join("server.log"))
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Authoring in the browser (`tests/ui/editor.mjs`): a flow edited node by node and file by
+/// file, saved, compared, a second save of the same version refused with the difference, and a
+/// viewer kept out. The saved YAML then differs from the pushed one only in the edited lines.
+#[test]
+fn the_flow_editor_in_headless_chromium() {
+    let playwright = ui_dir().join("node_modules/playwright-core");
+    assert!(
+        Path::new(CHROMIUM).exists() && playwright.exists(),
+        "the UI tests need {CHROMIUM} and {}: run ./scripts/test.sh",
+        playwright.display()
+    );
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start(home.path());
+    let (_, alice) = server.user("alice", "user");
+    let (_, viewer) = server.user("vera", "viewer");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flows/authoring");
+    let pushed = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args([
+            "flow",
+            "push",
+            fixture.to_str().unwrap(),
+            "--name",
+            "authoring",
+        ])
+        .env("FLOWRT_HOME", home.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .env("FLOWRT_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{pushed:?}");
+    // Alice's own connection and a running session on the flow, where validate reads her code.
+    let conn = home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: http://127.0.0.1:9/v1\n",
+    )
+    .unwrap();
+    let made = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args([
+            "connection",
+            "create",
+            "--file",
+            conn.to_str().unwrap(),
+            "--workspace",
+        ])
+        .env("FLOWRT_HOME", home.path())
+        .env("FLOWRT_SERVER", &server.url)
+        .env("FLOWRT_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let (status, session) = server.api(
+        "POST",
+        "/api/v1/sessions",
+        &alice,
+        &json!({"flow": "authoring", "idle_timeout_s": 0}),
+    );
+    assert_eq!(status, 202, "{session}");
+    let id = session["id"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    loop {
+        let (_, s) = server.api(
+            "GET",
+            &format!("/api/v1/sessions/{id}"),
+            &alice,
+            &Value::Null,
+        );
+        if s["status"] == "Running" {
+            break;
+        }
+        assert!(s["status"] != "Failed", "{s}");
+        assert!(t.elapsed() < Duration::from_secs(60), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run_scenarios(
+        "editor.mjs",
+        &server,
+        &[
+            ("TOKEN_ALICE", &alice),
+            ("TOKEN_VIEWER", &viewer),
+            ("TOKEN_OWNER", &server.owner()),
+        ],
+        Duration::from_secs(180),
+    );
+    // What the browser saved is the pushed YAML with only the edited lines changed.
+    let (status, v2) = server.api(
+        "GET",
+        "/api/v1/flows/authoring@v2/file?path=flow.dag.yaml",
+        &alice,
+        &Value::Null,
+    );
+    assert_eq!(status, 200, "{v2}");
+    let original = std::fs::read_to_string(fixture.join("flow.dag.yaml")).unwrap();
+    let saved = v2["text"].as_str().unwrap();
+    let diff: Vec<String> = similar_lines(&original, saved);
+    assert_eq!(
+        diff,
+        [
+            "-    temperature: 0.2   # low: answers should repeat",
+            "+    temperature: 0.9   # low: answers should repeat",
+            "-- name: wrap",
+            "+- name: framed",
+            "-    text: ${wrap.output}",
+            "+    text: ${framed.output}",
+        ],
+        "{saved}"
+    );
+}
+
+/// The changed lines between two texts in order, each with `-` or `+`.
+fn similar_lines(before: &str, after: &str) -> Vec<String> {
+    let (b, a): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    // Lines match in order (a longest common subsequence); what is left over changed.
+    let mut lcs = vec![vec![0usize; a.len() + 1]; b.len() + 1];
+    for i in (0..b.len()).rev() {
+        for j in (0..a.len()).rev() {
+            lcs[i][j] = if b[i] == a[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < b.len() || j < a.len() {
+        if i < b.len() && j < a.len() && b[i] == a[j] {
+            i += 1;
+            j += 1;
+        } else if j < a.len() && (i == b.len() || lcs[i][j + 1] > lcs[i + 1][j]) {
+            out.push(format!("+{}", a[j]));
+            j += 1;
+        } else {
+            out.push(format!("-{}", b[i]));
+            i += 1;
+        }
+    }
+    out
+}
+
 #[test]
 fn ui_assets_are_served_with_strict_headers_and_revalidate() {
     let home = tempfile::tempdir().unwrap();

@@ -15,22 +15,24 @@ export const auth = {
 };
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, body) {
     super(message);
     this.status = status;
     this.code = code;
+    this.body = body; // the whole answer: some refusals carry more than {code, message}
   }
 }
 
 async function fail(resp) {
   let code = `HTTP${resp.status}`;
   let message = resp.statusText || 'request failed';
+  let body = null;
   try {
-    const body = await resp.json();
+    body = await resp.json();
     if (body && body.message) ({ code, message } = body);
   } catch (_) { /* not JSON: keep the status line */ }
   if (resp.status === 401) window.dispatchEvent(new CustomEvent('flowrt:unauthorized'));
-  throw new ApiError(resp.status, code, message);
+  throw new ApiError(resp.status, code, message, body);
 }
 
 function headers(extra) {

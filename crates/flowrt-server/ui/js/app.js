@@ -12,6 +12,8 @@ const ROUTES = [
   [/^\/sessions\/([^/]+)$/, 'sessions', 'detail'],
   [/^\/flows$/, 'flows', 'list'],
   [/^\/flows\/([^/]+)$/, 'flows', 'page'],
+  [/^\/flows\/([^/]+)\/edit$/, 'editor', 'edit'],
+  [/^\/flows\/([^/]+)\/compare$/, 'editor', 'compare'],
   [/^\/runs$/, 'runs', 'list'],
   [/^\/runs\/([^/]+)$/, 'runs', 'page'],
   [/^\/runs\/([^/]+)\/lines\/(\d+)\/trace$/, 'trace', 'line'],
@@ -39,7 +41,7 @@ async function route() {
   for (const [re, mod, fn] of ROUTES) {
     const m = path.match(re);
     if (!m) continue;
-    const section = mod === 'trace' ? 'runs' : mod;
+    const section = { trace: 'runs', editor: 'flows' }[mod] || mod;
     for (const a of document.querySelectorAll('#nav a')) {
       if (a.dataset.nav === section) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
@@ -49,6 +51,9 @@ async function route() {
     clear(main);
     try {
       await page[fn]({ main, params: m.slice(1).map(decodeURIComponent), query, signal: ctl.signal });
+      // A notice the previous page left for this one (a save that moved here).
+      const notice = sessionStorage.getItem('flowrt.notice');
+      if (notice) { sessionStorage.removeItem('flowrt.notice'); notify({ message: notice }, 'info'); }
     } catch (e) {
       if (!ctl.signal.aborted) {
         clear(main, h('h1', {}, 'Something went wrong'), h('p', { class: 'error' }, `${e.code || 'Error'}: ${e.message}`));

@@ -182,9 +182,15 @@ export async function page({ main, params, query, signal }) {
     const { deployDialog } = await import('./endpoints.js');
     deployDialog(main, flow.ref);
   }, { id: 'deploy' }) : null;
+  const editLink = h('a', { class: 'button', id: 'edit-flow', href: `#/flows/${encodeURIComponent(flow.ref)}/edit` },
+    auth.mayModify(flow.owner) ? 'Edit' : 'Files');
+  const compareLink = versions.length > 1
+    ? h('a', { id: 'compare-versions', href: `#/flows/${encodeURIComponent(flow.name)}/compare?from=${Math.max(1, flow.version - 1)}&to=${flow.version}` }, 'Compare versions')
+    : null;
   main.append(
     h('div', { class: 'bar' }, h('h1', {}, 'Flow ', h('code', {}, flow.name)), field('Version', version),
-      field('Compute session', sessionSel), startBtn, deployBtn),
+      field('Compute session', sessionSel), startBtn, deployBtn, editLink, compareLink),
+    flow.message ? h('p', { class: 'muted', id: 'version-message' }, `${flow.ref}: ${flow.message}`) : null,
     h('div', { class: 'flow-grid' },
       h('section', { class: 'card dag-box', 'aria-label': 'DAG' }, h('div', { class: 'scroll' }, svg),
         h('p', { class: 'legend muted' }, h('span', { class: 'key t-llm' }, 'llm'), h('span', { class: 'key t-python' }, 'python'), h('span', { class: 'key t-prompt' }, 'prompt'), h('span', { class: 'key agg' }, 'aggregation'), ' dashed arrows: activate conditions')),

@@ -1,0 +1,186 @@
+//! Drafts of the session's flow, read in the session: the server sends a draft being edited in
+//! the browser (its files as a snapshot archive), and the agent imports its code tools in a
+//! Python worker of their own to answer their inputs, as promptflow's tool-meta generation does.
+//! Importing a tool runs its author's code, so it happens here, in the sealed session, never in
+//! the server. Drafts are unpacked under `drafts/<hash>/` in the session folder; the few latest
+//! are kept, so checking the same files again unpacks nothing.
+
+use flowrt_api::agent::DraftInspect;
+use flowrt_api::responses::{DraftProblem, ToolMeta};
+use flowrt_python::{CallError, ToolCall, ToolSource, WorkerPool, WorkerSpec};
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+/// Drafts kept unpacked at once; older ones are removed.
+const KEPT_DRAFTS: usize = 8;
+/// Tool files one check may read.
+const MAX_TOOLS: usize = 100;
+
+pub struct Drafts {
+    dir: PathBuf,
+    python: PathBuf,
+    home: PathBuf,
+    /// Started at the first check, kept warm for the next (a check is then one import).
+    pool: tokio::sync::OnceCell<WorkerPool>,
+}
+
+/// Why a draft could not be read at all (a single tool's failure is its [`ToolMeta::error`]).
+#[derive(Debug, thiserror::Error)]
+pub enum DraftError {
+    #[error("{0}")]
+    Bad(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl Drafts {
+    pub fn new(session_dir: &Path, python: PathBuf, home: PathBuf) -> Self {
+        Drafts {
+            dir: session_dir.join("drafts"),
+            python,
+            home,
+            pool: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Read the draft's tools: their inputs, or where importing each failed.
+    pub async fn inspect(&self, req: DraftInspect) -> Result<Vec<ToolMeta>, DraftError> {
+        if req.tools.len() > MAX_TOOLS {
+            return Err(DraftError::Bad(format!(
+                "a check reads at most {MAX_TOOLS} tool files"
+            )));
+        }
+        let hex = draft_name(&req.hash)?;
+        let folder = self.dir.join(&hex);
+        if !folder.exists() {
+            let (dir, req_hash, archive) = (self.dir.clone(), req.hash.clone(), req.archive_base64);
+            tokio::task::spawn_blocking(move || unpack(&dir, &hex, &req_hash, &archive))
+                .await
+                .map_err(|e| DraftError::Io(e.to_string()))??;
+        }
+        let pool = self
+            .pool
+            .get_or_try_init(|| async {
+                std::fs::create_dir_all(&self.dir).map_err(|e| DraftError::Io(e.to_string()))?;
+                Ok::<_, DraftError>(WorkerPool::new(
+                    WorkerSpec {
+                        python: self.python.clone(),
+                        flow_dir: self.dir.clone(),
+                        env: Vec::new(),
+                        state_dir: self.home.clone(),
+                    },
+                    1,
+                ))
+            })
+            .await?;
+        let timeout = Duration::from_secs_f64(req.timeout_s.clamp(0.5, 60.0));
+        let dir_name = req.hash.trim_start_matches("sha256:").to_string();
+        let mut metas = Vec::with_capacity(req.tools.len());
+        for path in req.tools {
+            metas.push(read_tool(pool, &dir_name, path, timeout).await);
+        }
+        Ok(metas)
+    }
+
+    pub async fn shutdown(&self) {
+        if let Some(pool) = self.pool.get() {
+            pool.shutdown().await;
+        }
+    }
+}
+
+/// The folder a draft is unpacked in: its hash's hex digits, never a path.
+fn draft_name(hash: &str) -> Result<String, DraftError> {
+    let hex = hash.trim_start_matches("sha256:");
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DraftError::Bad(format!("'{hash}' is not a snapshot hash")));
+    }
+    Ok(hex.to_ascii_lowercase())
+}
+
+fn unpack(dir: &Path, hex: &str, hash: &str, archive: &str) -> Result<(), DraftError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(archive.as_bytes())
+        .map_err(|_| DraftError::Bad("the draft is not base64".into()))?;
+    std::fs::create_dir_all(dir).map_err(|e| DraftError::Io(e.to_string()))?;
+    let incoming = dir.join(format!(".incoming-{hex}"));
+    let _ = std::fs::remove_dir_all(&incoming);
+    let info = flowrt_store::snapshot::unpack(
+        bytes.as_slice(),
+        &incoming,
+        &flowrt_store::snapshot::SnapshotLimits::default(),
+    )
+    .map_err(|e| DraftError::Bad(format!("the draft cannot be unpacked: {e}")))?;
+    if info.hash != hash {
+        let _ = std::fs::remove_dir_all(&incoming);
+        return Err(DraftError::Bad(format!(
+            "the draft's files hash to {}, not {hash}",
+            info.hash
+        )));
+    }
+    std::fs::rename(&incoming, dir.join(hex)).map_err(|e| DraftError::Io(e.to_string()))?;
+    prune(dir);
+    Ok(())
+}
+
+/// Keep the latest drafts only.
+fn prune(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut drafts: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    drafts.sort();
+    let excess = drafts.len().saturating_sub(KEPT_DRAFTS);
+    for (_, path) in drafts.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+fn inside_flow(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
+async fn read_tool(pool: &WorkerPool, dir: &str, path: String, timeout: Duration) -> ToolMeta {
+    let failed = |message: String| ToolMeta {
+        path: path.clone(),
+        error: Some(DraftProblem {
+            file: path.clone(),
+            line: None,
+            message,
+        }),
+        ..Default::default()
+    };
+    if !inside_flow(&path) {
+        return failed(format!("'{path}' is not a file of the flow"));
+    }
+    let call = ToolCall {
+        node: path.clone(),
+        source: ToolSource::Meta {
+            dir: dir.to_string(),
+            path: path.clone(),
+        },
+        args: Vec::new(),
+        timeout: Some(timeout),
+    };
+    match pool.call(call).await {
+        Ok(flowrt_python::CallOutput {
+            output: flowrt_python::Output::Value(v),
+            ..
+        }) => serde_json::from_value(v)
+            .unwrap_or_else(|e| failed(format!("the worker's answer is not a tool's inputs: {e}"))),
+        Ok(_) => failed("the worker answered a stream, not a tool's inputs".into()),
+        Err(CallError::Timeout { .. }) => failed(format!(
+            "importing {path} took more than {} s (does it do work at import time?)",
+            timeout.as_secs_f64()
+        )),
+        Err(e) => failed(e.to_string()),
+    }
+}

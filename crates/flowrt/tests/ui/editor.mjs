@@ -1,0 +1,249 @@
+// Authoring a flow in headless Chromium, as users would: open the `authoring` fixture (an llm, a
+// prompt and a python node), change the llm node's temperature and prompt, rename a node and see
+// its references follow, save v2 with a message, compare v1 and v2, have two users edit v2 at
+// once (the second save is refused with the difference and saved under a new name), and check a
+// viewer sees no edit controls and a forced save is refused. Started by tests/ui.rs.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set (run through: cargo test -p flowrt --test ui)`);
+  return v;
+};
+const BASE = env('FLOWRT_URL');
+const SHOTS = env('SCREENSHOTS');
+const T = { alice: env('TOKEN_ALICE'), viewer: env('TOKEN_VIEWER'), owner: env('TOKEN_OWNER') };
+const metrics = { steps: {}, bytes: {} };
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync',
+    `--disk-cache-dir=${mkdtempSync(join(tmpdir(), 'flowrt-ui-cache-'))}`],
+});
+
+let failed = false;
+let current = '';
+async function step(name, fn) {
+  const t = Date.now();
+  current = name;
+  try {
+    await fn();
+    metrics.steps[name] = Date.now() - t;
+    console.log(`ok   ${name} (${Date.now() - t} ms)`);
+  } catch (e) {
+    failed = true;
+    console.log(`FAIL ${name}: ${e.message.split('\n').slice(0, 6).join('\n     ')}`);
+    throw e;
+  }
+}
+
+function assert(cond, what) {
+  if (!cond) throw new Error(what);
+}
+
+const pageErrors = [];
+async function signedIn(token, who) {
+  const ctx = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
+  await ctx.addInitScript((t) => { if (location.protocol === 'http:') sessionStorage.setItem('flowrt.token', t); }, token);
+  // Where a CSP refusal came from, to fix it at its source.
+  await ctx.addInitScript(() => document.addEventListener('securitypolicyviolation', (e) => console.log(`CSP refused ${e.violatedDirective} at ${e.sourceFile}:${e.lineNumber}:${e.columnNumber} ${e.sample}`)));
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(`${who}: ${e.message}`));
+  page.on('console', (m) => { if (/Content Security Policy|Refused to|CSP refused/.test(m.text())) pageErrors.push(`${who} (${current}): ${m.text().slice(0, 200)}`); });
+  return { ctx, page };
+}
+
+const shot = (page, name) => page.screenshot({ path: join(SHOTS, `editor-${name}.png`), fullPage: true });
+
+// A node form's input field, by node and input name.
+const inputOf = (page, node, key) => page.locator(`input[data-input="${node}.${key}"]`);
+
+async function waitChecked(page, changed) {
+  await page.locator('#draft-status').getByText(`${changed} changed file`).waitFor();
+  await page.locator('#draft-ok').waitFor();
+}
+
+const alice = await signedIn(T.alice, 'alice');
+const owner = await signedIn(T.owner, 'owner');
+const viewer = await signedIn(T.viewer, 'viewer');
+
+try {
+  const { page } = alice;
+
+  await step('open the flow and start editing', async () => {
+    await page.goto(`${BASE}/#/flows/authoring`);
+    await page.locator('svg.dag').waitFor();
+    await page.locator('#edit-flow').click();
+    await page.getByRole('heading', { name: /Edit flow authoring from v1/ }).waitFor();
+    await page.locator('fieldset[data-node="ask"]').waitFor();
+    await page.locator('#draft-ok').waitFor();
+    // The code editor is not loaded until a file is opened.
+    const loaded = await page.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.includes('codemirror')));
+    assert(!loaded, 'the code editor loaded before anything was opened');
+    await shot(page, 'nodes');
+  });
+
+  await step("change the llm node's temperature", async () => {
+    const t = inputOf(page, 'ask', 'temperature');
+    assert(await t.inputValue() === '0.2', `temperature shows ${await t.inputValue()}`);
+    await t.fill('0.9');
+    await t.press('Tab');
+    await waitChecked(page, 1);
+    assert(await inputOf(page, 'ask', 'temperature').inputValue() === '0.9', 'the new temperature is not shown');
+  });
+
+  await step("edit the llm node's prompt in the code editor", async () => {
+    await page.locator('[data-open-source="ask"]').click();
+    const editor = page.locator('fieldset[data-node="ask"] .cm-content');
+    await editor.waitFor();
+    await editor.click();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.type('Be brief.\n');
+    await waitChecked(page, 2);
+    // Search works in the editor (Ctrl-F opens its panel).
+    await page.keyboard.press('Control+f');
+    await page.locator('fieldset[data-node="ask"] .cm-search').waitFor();
+    await page.keyboard.press('Escape');
+    await shot(page, 'prompt');
+    const bytes = await page.evaluate(() => performance.getEntriesByType('resource')
+      .filter((e) => /codemirror|editor\.js/.test(e.name)).reduce((a, e) => a + (e.decodedBodySize || 0), 0));
+    metrics.bytes.editor_assets_decoded = bytes;
+  });
+
+  await step('rename a node and see its references follow', async () => {
+    const name = page.locator('input[data-node-name="wrap"]');
+    await name.fill('framed');
+    await page.locator('[data-rename="wrap"]').click();
+    await page.locator('fieldset[data-node="framed"]').waitFor();
+    assert(await inputOf(page, 'shout', 'text').inputValue() === '${framed.output}', 'the reference did not follow the rename');
+    await shot(page, 'renamed');
+  });
+
+  await step('the draft survives a reload', async () => {
+    await page.reload();
+    await page.locator('fieldset[data-node="framed"]').waitFor();
+    await page.locator('#draft-status').getByText('2 changed files').waitFor();
+  });
+
+  await step('raw mode opens any file with line numbers', async () => {
+    await page.locator('#file-list [data-file="flow.dag.yaml"]').click();
+    await page.locator('#editor-pane .cm-lineNumbers').waitFor();
+    const text = await page.locator('#editor-pane .cm-content').innerText();
+    assert(text.includes('# The browser editor must keep these comments'), 'the YAML comment is gone');
+    assert(text.includes('- name: framed'), 'the rename is not in the file');
+    await shot(page, 'raw');
+  });
+
+  await step('save as v2 with a message', async () => {
+    await page.locator('#save').click();
+    await page.locator('#save-message').fill('warmer answers; wrap is framed');
+    await page.locator('#save-confirm').click();
+    await page.waitForURL(/#\/flows\/authoring%40v2$|#\/flows\/authoring@v2$/);
+    await page.locator('#version-message').getByText('warmer answers; wrap is framed').waitFor();
+    await page.locator('.alert.info').getByText('Saved authoring@v2').waitFor();
+    await shot(page, 'saved');
+  });
+
+  await step('compare v1 and v2: only the changed lines', async () => {
+    await page.locator('#compare-versions').click();
+    await page.locator('#comparison').waitFor();
+    const yaml = page.locator('.diff-file[data-file="flow.dag.yaml"]');
+    const removed = await yaml.locator('tr.del').allInnerTexts();
+    const added = await yaml.locator('tr.add').allInnerTexts();
+    assert(removed.length === 3 && added.length === 3, `flow.dag.yaml: ${removed.length} removed, ${added.length} added`);
+    assert(added.some((l) => l.includes('temperature: 0.9')), `added: ${added}`);
+    const files = await page.locator('.diff-file').evaluateAll((els) => els.map((e) => e.dataset.file));
+    assert(JSON.stringify(files) === JSON.stringify(['ask.jinja2', 'flow.dag.yaml']), `files: ${files}`);
+    await shot(page, 'compare');
+  });
+
+  await step('two users edit v2 at once: the second save is refused with the difference', async () => {
+    const other = owner.page;
+    await other.goto(`${BASE}/#/flows/authoring@v2/edit`);
+    await page.goto(`${BASE}/#/flows/authoring@v2/edit`);
+    for (const p of [page, other]) await p.locator('fieldset[data-node="ask"]').waitFor();
+    await inputOf(page, 'ask', 'max_tokens').fill('128');
+    await inputOf(page, 'ask', 'max_tokens').press('Tab');
+    await waitChecked(page, 1);
+    await inputOf(other, 'ask', 'max_tokens').fill('32');
+    await inputOf(other, 'ask', 'max_tokens').press('Tab');
+    await waitChecked(other, 1);
+    await page.locator('#save').click();
+    await page.locator('#save-message').fill('longer answers');
+    await page.locator('#save-confirm').click();
+    await page.locator('#version-message').getByText('longer answers').waitFor();
+    await other.locator('#save').click();
+    await other.locator('#save-message').fill('shorter answers');
+    await other.locator('#save-confirm').click();
+    await other.locator('#save-conflict').getByText(/authoring@v3 was saved after authoring@v2/).waitFor();
+    const theirs = await other.locator('#save-result tr.add').allInnerTexts();
+    assert(theirs.some((l) => l.includes('max_tokens: 128')), `the difference shown: ${theirs}`);
+    await shot(other, 'conflict');
+    await other.locator('#save-as-name').fill('authoring_short');
+    await other.locator('#save-as').click();
+    await other.waitForURL(/authoring_short/);
+    await other.locator('#version-message').getByText('shorter answers').waitFor();
+  });
+
+  await step('a viewer sees no edit controls and a forced save is refused', async () => {
+    const v = viewer.page;
+    await v.goto(`${BASE}/#/flows/authoring@v3`);
+    await v.locator('svg.dag').waitFor();
+    assert(await v.locator('#edit-flow').innerText() === 'Files', 'a viewer is offered to edit');
+    await v.goto(`${BASE}/#/flows/authoring@v3/edit`);
+    await v.locator('#read-only').waitFor();
+    assert(await v.locator('#save').count() === 0, 'a viewer has a Save button');
+    assert(await v.locator('input[data-input="ask.temperature"]').isDisabled(), 'a viewer can type into a node form');
+    const status = await v.evaluate(async () => {
+      const r = await fetch('/api/v1/flows/authoring/versions', {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${sessionStorage.getItem('flowrt.token')}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ base: 'authoring@v3', message: 'forced', files: { 'wrap.jinja2': 'x' } }),
+      });
+      return r.status;
+    });
+    assert(status === 403, `a viewer's forced save got ${status}`);
+    await shot(v, 'viewer');
+  });
+
+  await step("validate adds a python tool's new parameter as a node input", async () => {
+    await page.goto(`${BASE}/#/flows/authoring@v3/edit`);
+    await page.locator('fieldset[data-node="shout"]').waitFor();
+    assert(await page.locator('#validate-session option:checked').innerText() !== 'no running session', 'no session to validate in');
+    await page.locator('#file-list [data-file="shout.py"]').click();
+    await page.locator('#editor-pane .cm-content').click();
+    await page.keyboard.press('Control+a');
+    await page.keyboard.press('Backspace');
+    // Typed as a user types: the editor indents the function's body itself.
+    await page.keyboard.type('from promptflow.core import tool\n\n\n@tool\ndef shout(text: str, times: int = 2) -> str:\nreturn text.upper() * times\n');
+    await page.locator('#draft-status').getByText('1 changed file').waitFor();
+    await page.locator('#validate').click();
+    await page.locator('#validated').getByText(/added inputs: shout\.times/).waitFor();
+    metrics.steps.validate_text = await page.locator('#validated').innerText();
+    await page.locator('#nav-nodes').click();
+    assert(await inputOf(page, 'shout', 'times').inputValue() === '2', 'the new input is not in the node form');
+    await shot(page, 'validated');
+  });
+
+  await step('a tool that raises at import shows its file and line', async () => {
+    await page.locator('#file-list [data-file="shout.py"]').click();
+    await page.locator('#editor-pane .cm-content').click();
+    await page.keyboard.press('Control+a');
+    await page.keyboard.press('Backspace');
+    await page.keyboard.type('from promptflow.core import tool\n\nraise RuntimeError("the API key is not set")\n\n@tool\ndef shout(text: str) -> str:\nreturn text\n');
+    await page.locator('#validate').click();
+    await page.locator('#draft-problems').getByText('shout.py:3').waitFor();
+    await page.locator('#draft-problems').getByText(/the API key is not set/).waitFor();
+    await shot(page, 'import-error');
+  });
+
+  assert(!pageErrors.length, `page errors: ${pageErrors.join('; ')}`);
+} finally {
+  writeFileSync(join(SHOTS, 'editor-metrics.json'), JSON.stringify(metrics, null, 2));
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);
