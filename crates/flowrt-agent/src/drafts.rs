@@ -2,13 +2,19 @@
 //! the browser (its files as a snapshot archive), and the agent imports its code tools in a
 //! Python worker of their own to answer their inputs, as promptflow's tool-meta generation does.
 //! Importing a tool runs its author's code, so it happens here, in the sealed session, never in
-//! the server. Drafts are unpacked under `drafts/<hash>/` in the session folder; the few latest
-//! are kept, so checking the same files again unpacks nothing.
+//! the server. A line of a draft also runs here (`run_line`), with the session's environment and
+//! connections, so a change is tried before it is saved. Drafts are unpacked under
+//! `drafts/<hash>/` in the session folder; the few latest are kept, so checking the same files
+//! again unpacks nothing, and the last draft run stays loaded for the next test.
 
-use flowrt_api::agent::DraftInspect;
+use crate::loaded::{Loaded, OpenFlow};
+use flowrt_api::agent::{DraftInspect, DraftLine};
 use flowrt_api::responses::{DraftProblem, ToolMeta};
+use flowrt_executor::NoObserver;
 use flowrt_python::{CallError, ToolCall, ToolSource, WorkerPool, WorkerSpec};
+use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Drafts kept unpacked at once; older ones are removed.
@@ -22,6 +28,14 @@ pub struct Drafts {
     home: PathBuf,
     /// Started at the first check, kept warm for the next (a check is then one import).
     pool: tokio::sync::OnceCell<WorkerPool>,
+    /// The last draft a line ran on, loaded with its own tools' workers.
+    runner: tokio::sync::Mutex<Option<DraftRunner>>,
+}
+
+/// A draft opened to run lines: its flow, executor and workers.
+pub struct DraftRunner {
+    hash: String,
+    loaded: Loaded,
 }
 
 /// Why a draft could not be read at all (a single tool's failure is its [`ToolMeta::error`]).
@@ -40,7 +54,64 @@ impl Drafts {
             python,
             home,
             pool: tokio::sync::OnceCell::new(),
+            runner: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Unpack a draft (once) and answer its folder.
+    async fn unpacked(&self, hash: &str, archive: String) -> Result<PathBuf, DraftError> {
+        unpack_once(&self.dir, hash, archive).await
+    }
+
+    /// Run one line of a draft with the session's connections; the draft stays loaded for the
+    /// next line (another draft replaces it, and its workers stop).
+    pub async fn run_line(
+        &self,
+        req: DraftLine,
+        connections: &HashMap<String, flowrt_api::Connection>,
+    ) -> Result<(flowrt_executor::LineResult, Arc<flowrt_flow::Flow>), DraftError> {
+        let folder = self.unpacked(&req.hash, req.archive_base64).await?;
+        let mut runner = self.runner.lock().await;
+        if runner.as_ref().is_none_or(|r| r.hash != req.hash) {
+            if let Some(old) = runner.take() {
+                old.loaded.invoker.shutdown().await;
+            }
+            let entry = match &req.entry {
+                Some(e) if inside_flow(e) && !e.contains('/') => folder.join(e),
+                Some(e) => return Err(DraftError::Bad(format!("'{e}' is not a file of the flow"))),
+                None => folder.clone(),
+            };
+            *runner = Some(self.open(&entry, &req.hash, connections).await?);
+        }
+        let Some(r) = runner.as_ref() else {
+            return Err(DraftError::Io("the draft did not open".into()));
+        };
+        let flow = r.loaded.executor.flow().clone();
+        let inputs = flowrt_executor::prepare_inputs(&flow, &req.inputs)
+            .map_err(|e| DraftError::Bad(e.to_string()))?;
+        Ok((r.loaded.executor.run_line(0, inputs).await, flow))
+    }
+
+    async fn open(
+        &self,
+        flow_path: &Path,
+        hash: &str,
+        connections: &HashMap<String, flowrt_api::Connection>,
+    ) -> Result<DraftRunner, DraftError> {
+        let loaded = Loaded::open(OpenFlow {
+            path: flow_path,
+            home: &self.home,
+            python: &self.python,
+            connections,
+            workers: 1,
+            observer: Arc::new(NoObserver),
+        })
+        .await
+        .map_err(|e| DraftError::Bad(format!("{e:#}")))?;
+        Ok(DraftRunner {
+            hash: hash.to_string(),
+            loaded,
+        })
     }
 
     /// Read the draft's tools: their inputs, or where importing each failed.
@@ -50,14 +121,7 @@ impl Drafts {
                 "a check reads at most {MAX_TOOLS} tool files"
             )));
         }
-        let hex = draft_name(&req.hash)?;
-        let folder = self.dir.join(&hex);
-        if !folder.exists() {
-            let (dir, req_hash, archive) = (self.dir.clone(), req.hash.clone(), req.archive_base64);
-            tokio::task::spawn_blocking(move || unpack(&dir, &hex, &req_hash, &archive))
-                .await
-                .map_err(|e| DraftError::Io(e.to_string()))??;
-        }
+        self.unpacked(&req.hash, req.archive_base64.clone()).await?;
         let pool = self
             .pool
             .get_or_try_init(|| async {
@@ -86,7 +150,24 @@ impl Drafts {
         if let Some(pool) = self.pool.get() {
             pool.shutdown().await;
         }
+        if let Some(r) = self.runner.lock().await.take() {
+            r.loaded.invoker.shutdown().await;
+        }
     }
+}
+
+/// Unpack a snapshot archive the server sent into `dir/<hex of its hash>` (once), checking that
+/// its files hash to what the server said; answers that folder.
+pub async fn unpack_once(dir: &Path, hash: &str, archive: String) -> Result<PathBuf, DraftError> {
+    let hex = draft_name(hash)?;
+    let folder = dir.join(&hex);
+    if !folder.exists() {
+        let (dir, hash) = (dir.to_path_buf(), hash.to_string());
+        tokio::task::spawn_blocking(move || unpack(&dir, &hex, &hash, &archive))
+            .await
+            .map_err(|e| DraftError::Io(e.to_string()))??;
+    }
+    Ok(folder)
 }
 
 /// The folder a draft is unpacked in: its hash's hex digits, never a path.

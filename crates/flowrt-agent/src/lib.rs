@@ -11,6 +11,7 @@
 //! without a run: the backstop for an agent whose server is gone for good.
 
 mod drafts;
+mod loaded;
 mod run_files;
 
 use anyhow::{Context, Result};
@@ -24,10 +25,10 @@ use flowrt_api::agent::{
     LogPiece,
 };
 use flowrt_api::responses::{LineFailure, LineResult, PackageOrigin, PackageView};
-use flowrt_executor::{prepare_inputs, Executor, ExecutorOptions, NodeRun, RunObserver};
+use flowrt_executor::{prepare_inputs, NodeRun, RunObserver};
 use flowrt_flow::LoadOptions;
 use flowrt_runtime::batch::{self, Cancel};
-use flowrt_runtime::invoker::{self, FlowInvoker};
+use flowrt_runtime::invoker;
 use indexmap::IndexMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -272,8 +273,6 @@ struct Agent {
     session_id: String,
     token: String,
     home: PathBuf,
-    /// The flow folder as given (batch runs resolve includes themselves).
-    flow_dir: PathBuf,
     python: PathBuf,
     /// The session log (this process's stderr), which the server reads through `GET /log`.
     log_file: PathBuf,
@@ -282,15 +281,27 @@ struct Agent {
     connections: HashMap<String, flowrt_api::Connection>,
     /// Batch runs started in this session, by name (finished ones are reaped).
     batches: Mutex<HashMap<String, Batch>>,
-    /// The executor's tool invoker, whose connections a deployment's server replaces.
-    invoker: Arc<FlowInvoker>,
-    executor: Executor<FlowInvoker>,
+    /// The flow lines run on: the session's, or the version it was switched to since. A
+    /// deployment's server replaces its invoker's connections.
+    current: std::sync::RwLock<Arc<loaded::Loaded>>,
+    /// Where node output and long-running warnings go (the session log).
+    log: Arc<AgentLog>,
     running: AtomicUsize,
     runs_total: AtomicU64,
     last_activity: Mutex<Instant>,
     shutdown: tokio::sync::Notify,
     /// Drafts of the flow being edited in the browser, whose tools are read here.
     drafts: drafts::Drafts,
+}
+
+impl Agent {
+    /// The flow lines run on now: a line keeps the one it started with through a switch.
+    fn loaded(&self) -> Arc<loaded::Loaded> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
 }
 
 /// Logs node output and the long-running warnings to the agent log (stderr).
@@ -515,55 +526,32 @@ pub fn run(config: AgentConfig) -> Result<()> {
     } else if !config.deny_connect_ports.is_empty() {
         anyhow::bail!("--deny-connect-ports needs --seal: only a sealed agent can deny ports");
     }
-    let merged = flowrt_runtime::includes::Merged::new(&flow_path, &home)?;
-    let mut flow = merged.load(&LoadOptions::default())?;
-    let env = invoker::environment(&flow, &connections)?;
-    let spec = invoker::needs_python(&flow).then(|| flowrt_python::WorkerSpec {
-        python: python.clone(),
-        flow_dir: flow.dir.clone(),
-        env,
-        state_dir: home.clone(),
-    });
-    // Every LLM retry says what failed and how long it waits (on stderr: the session's log).
-    let invoker = Arc::new(
-        FlowInvoker::new(&flow, connections.clone(), spec, config.workers)?
-            .with_retry_listener(Arc::new(|e| eprintln!("warning: {e}"))),
-    );
     // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    // A flex flow is typed by its entry's signature (a class entry uses its sample.init).
-    if let Err(e) = runtime.block_on(flowrt_runtime::flex::finish(&mut flow, &invoker, None)) {
-        runtime.block_on(invoker.shutdown());
-        return Err(e);
-    }
-    let flow = Arc::new(flow);
     let log = Arc::new(AgentLog::default());
-    let executor = Executor::new(
-        flow.clone(),
-        invoker.clone(),
-        log.clone(),
-        // A test line's spans show each node's inputs (one line: keeping them costs nothing).
-        ExecutorOptions {
-            record_node_inputs: true,
-            ..ExecutorOptions::default()
-        },
-    );
+    let loaded = runtime.block_on(loaded::Loaded::open(loaded::OpenFlow {
+        path: &flow_path,
+        home: &home,
+        python: &python,
+        connections: &connections,
+        workers: config.workers,
+        observer: log.clone(),
+    }))?;
     let drafts = drafts::Drafts::new(&std::env::current_dir()?, python.clone(), home.clone());
     let agent = Arc::new(Agent {
         session_id: config.session_id.clone(),
         token,
         home,
-        flow_dir: flow_path.clone(),
         log_file: std::env::current_dir()?.join("agent.log"),
         python,
         workers: config.workers,
         connections,
         batches: Mutex::new(HashMap::new()),
-        invoker: invoker.clone(),
-        executor,
+        current: std::sync::RwLock::new(Arc::new(loaded)),
+        log: log.clone(),
         running: AtomicUsize::new(0),
         runs_total: AtomicU64::new(0),
         last_activity: Mutex::new(Instant::now()),
@@ -584,6 +572,8 @@ pub fn run(config: AgentConfig) -> Result<()> {
         .route("/log", get(read_log))
         .route("/packages", get(packages))
         .route("/draft/inspect", post(inspect_draft))
+        .route("/draft/line", post(draft_line))
+        .route("/flow", post(switch_flow))
         .route("/shutdown", post(shutdown))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
@@ -633,11 +623,10 @@ pub fn run(config: AgentConfig) -> Result<()> {
             .await?;
         agent.stop_batches().await;
         agent.drafts.shutdown().await;
-        invoker.shutdown().await;
+        agent.loaded().invoker.shutdown().await;
         eprintln!("agent for session {} stopped", config.session_id);
         Ok::<_, anyhow::Error>(())
     })?;
-    drop(merged);
     Ok(())
 }
 
@@ -818,8 +807,11 @@ impl<'a> Active<'a> {
 }
 
 /// A line request's inputs checked against the flow, or the 400 that says why not.
-fn line_inputs(a: &Agent, req: &LineRequest) -> Result<IndexMap<String, Value>, Box<Response>> {
-    prepare_inputs(a.executor.flow(), &req.inputs).map_err(|e| {
+fn line_inputs(
+    cur: &loaded::Loaded,
+    req: &LineRequest,
+) -> Result<IndexMap<String, Value>, Box<Response>> {
+    prepare_inputs(cur.executor.flow(), &req.inputs).map_err(|e| {
         Box::new(error_reply(
             StatusCode::BAD_REQUEST,
             "BadInputs",
@@ -859,7 +851,7 @@ fn take_connections(a: &Agent, req: &mut LineRequest) -> Result<(), Box<Response
     };
     let names: Vec<String> = list.iter().map(|c| c.name.clone()).collect();
     let map = list.into_iter().map(|c| (c.name.clone(), c)).collect();
-    match a.invoker.set_connections(map) {
+    match a.loaded().invoker.set_connections(map) {
         Ok(stale) => {
             eprintln!("connections updated: {}", names.join(", "));
             if !stale.is_empty() {
@@ -883,14 +875,15 @@ async fn lines(State(a): State<Shared>, Json(mut req): Json<LineRequest>) -> Res
     if let Err(response) = take_connections(&a, &mut req) {
         return *response;
     }
-    let inputs = match line_inputs(&a, &req) {
+    let cur = a.loaded();
+    let inputs = match line_inputs(&cur, &req) {
         Ok(i) => i,
         Err(response) => return *response,
     };
-    let line = a.executor.run_line(0, inputs).await;
+    let line = cur.executor.run_line(0, inputs).await;
     let mut reply = line_reply(&line, true);
     if let Some(trace) = &req.trace {
-        reply.spans = flowrt_runtime::otel::line_spans(a.executor.flow(), &line, trace);
+        reply.spans = flowrt_runtime::otel::line_spans(cur.executor.flow(), &line, trace);
     }
     Json(reply).into_response()
 }
@@ -903,7 +896,8 @@ async fn lines_stream(State(a): State<Shared>, Json(mut req): Json<LineRequest>)
     if let Err(response) = take_connections(&a, &mut req) {
         return *response;
     }
-    let inputs = match line_inputs(&a, &req) {
+    let cur = a.loaded();
+    let inputs = match line_inputs(&cur, &req) {
         Ok(i) => i,
         Err(response) => return *response,
     };
@@ -916,7 +910,7 @@ async fn lines_stream(State(a): State<Shared>, Json(mut req): Json<LineRequest>)
             flowrt_flow::pyvalue::py_json_dumps(v)
         )))
     };
-    let target = invoker::stream_output(a.executor.flow());
+    let target = invoker::stream_output(cur.executor.flow());
     let agent = a.clone();
     tokio::spawn(async move {
         let _active = Active::begin(&agent);
@@ -940,7 +934,7 @@ async fn lines_stream(State(a): State<Shared>, Json(mut req): Json<LineRequest>)
             }
         });
         let sink_tx = tx.clone();
-        let runner = agent.clone();
+        let runner = cur.clone();
         let run = async move {
             match &target {
                 Some((_, node)) => {
@@ -960,7 +954,7 @@ async fn lines_stream(State(a): State<Shared>, Json(mut req): Json<LineRequest>)
         let _ = relay.await;
         let mut reply = line_reply(&line, false);
         if let Some(trace) = &trace {
-            reply.spans = flowrt_runtime::otel::line_spans(agent.executor.flow(), &line, trace);
+            reply.spans = flowrt_runtime::otel::line_spans(cur.executor.flow(), &line, trace);
         }
         let result = serde_json::to_value(reply).unwrap_or(Value::Null);
         let _ = events_tx.send(event("result", &result));
@@ -1000,7 +994,7 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
         );
     }
     let request = batch::BatchRequest {
-        flow: Some(a.flow_dir.clone()),
+        flow: Some(a.loaded().flow_dir.clone()),
         data: req.data.clone(),
         column_mapping: req.column_mapping.clone(),
         run: req.run.clone(),
@@ -1145,7 +1139,7 @@ async fn import_run(
     State(a): State<Shared>,
     Json(req): Json<flowrt_session::client::ImportRun>,
 ) -> Response {
-    let (home, flow) = (a.home.clone(), a.flow_dir.clone());
+    let (home, flow) = (a.home.clone(), a.loaded().flow_dir.clone());
     match tokio::task::spawn_blocking(move || crate::run_files::import(&home, &flow, &req)).await {
         Ok(Ok(())) => Json(json!({"status": "imported"})).into_response(),
         Ok(Err(e)) => files_error(e),
@@ -1218,6 +1212,96 @@ async fn inspect_draft(
     touch(&a);
     match a.drafts.inspect(req).await {
         Ok(metas) => Json(metas).into_response(),
+        Err(drafts::DraftError::Bad(m)) => error_reply(StatusCode::BAD_REQUEST, "BadDraft", &m),
+        Err(drafts::DraftError::Io(m)) => {
+            error_reply(StatusCode::INTERNAL_SERVER_ERROR, "DraftFailed", &m)
+        }
+    }
+}
+
+/// Switch the session to another version of its flow (`POST /flow`), without a restart.
+async fn switch_flow(
+    State(a): State<Shared>,
+    Json(req): Json<flowrt_api::agent::SwitchFlow>,
+) -> Response {
+    touch(&a);
+    let versions = match std::env::current_dir() {
+        Ok(d) => d.join("versions"),
+        Err(e) => {
+            return error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SwitchFailed",
+                &e.to_string(),
+            )
+        }
+    };
+    let folder = match drafts::unpack_once(&versions, &req.hash, req.archive_base64).await {
+        Ok(f) => f,
+        Err(drafts::DraftError::Bad(m)) => {
+            return error_reply(StatusCode::BAD_REQUEST, "BadFlow", &m)
+        }
+        Err(drafts::DraftError::Io(m)) => {
+            return error_reply(StatusCode::INTERNAL_SERVER_ERROR, "SwitchFailed", &m)
+        }
+    };
+    let path = match req.entry.as_deref() {
+        Some(e) if !e.contains('/') && !e.starts_with('.') => folder.join(e),
+        Some(e) => {
+            return error_reply(
+                StatusCode::BAD_REQUEST,
+                "BadFlow",
+                &format!("'{e}' is not a flow file"),
+            )
+        }
+        None => folder,
+    };
+    let opened = loaded::Loaded::open(loaded::OpenFlow {
+        path: &path,
+        home: &a.home,
+        python: &a.python,
+        connections: &a.connections,
+        workers: a.workers,
+        observer: a.log.clone(),
+    })
+    .await;
+    let new = match opened {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            let message = format!("{} does not open in this session: {e:#}", req.reference);
+            return error_reply(StatusCode::BAD_REQUEST, "BadFlow", &message);
+        }
+    };
+    let old = match a.current.write() {
+        Ok(mut cur) => std::mem::replace(&mut *cur, new),
+        Err(poisoned) => std::mem::replace(&mut *poisoned.into_inner(), new),
+    };
+    eprintln!("session {}: now runs flow {}", a.session_id, req.reference);
+    // Lines that started on the old version finish on it; then its workers stop.
+    tokio::spawn(async move {
+        let t = Instant::now();
+        while Arc::strong_count(&old) > 1 && t.elapsed() < Duration::from_secs(3600) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        old.invoker.shutdown().await;
+    });
+    Json(json!({"status": "switched", "flow": req.reference})).into_response()
+}
+
+/// Run a line of a draft in this session (`POST /draft/line`).
+async fn draft_line(
+    State(a): State<Shared>,
+    Json(mut req): Json<flowrt_api::agent::DraftLine>,
+) -> Response {
+    let _active = Active::begin(&a);
+    let trace = req.trace.take();
+    match a.drafts.run_line(req, &a.connections).await {
+        Ok((line, flow)) => {
+            let mut reply = line_reply(&line, true);
+            if let Some(trace) = &trace {
+                reply.spans = flowrt_runtime::otel::line_spans(&flow, &line, trace);
+            }
+            Json(reply).into_response()
+        }
         Err(drafts::DraftError::Bad(m)) => error_reply(StatusCode::BAD_REQUEST, "BadDraft", &m),
         Err(drafts::DraftError::Io(m)) => {
             error_reply(StatusCode::INTERNAL_SERVER_ERROR, "DraftFailed", &m)

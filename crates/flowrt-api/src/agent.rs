@@ -292,3 +292,32 @@ pub struct DraftInspect {
 fn default_inspect_timeout() -> f64 {
     10.0
 }
+
+/// `POST /draft/line`: one line of a draft of the session's flow (its files as in
+/// [`DraftInspect`]), with the session's environment and connections; answers what `/lines` does.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DraftLine {
+    pub archive_base64: String,
+    pub hash: String,
+    /// The flow file inside the draft when it is not the folder (a `.prompty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    #[serde(default)]
+    pub inputs: IndexMap<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::TraceAs>,
+}
+
+/// `POST /flow`: switch the session to another version of its flow (its files as in
+/// [`DraftInspect`]) whose environment is the session's: lines from now on run on it, lines
+/// already running finish on the old one, whose workers then stop. No restart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SwitchFlow {
+    pub archive_base64: String,
+    pub hash: String,
+    /// The flow file inside the snapshot when it is not the folder (a `.prompty`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// `NAME@vN`, for the session log.
+    pub reference: String,
+}

@@ -262,6 +262,8 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<FlowEdit>("FlowEdit"),
         one::<FlowDraft>("FlowDraft"),
         one::<SaveFlow>("SaveFlow"),
+        one::<TestDraft>("TestDraft"),
+        one::<SwitchSession>("SwitchSession"),
     ]
 }
 
@@ -339,4 +341,30 @@ pub struct SaveFlow {
     #[serde(default)]
     #[schema(value_type = std::collections::HashMap<String, Option<String>>)]
     pub files: std::collections::BTreeMap<String, Option<String>>,
+}
+
+/// `POST /api/v1/flows/{ref}/draft/test`: run one line of a draft (not yet saved) in a session.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestDraft {
+    /// Files changed from the version: path to its whole new text, or null to delete it.
+    #[serde(default)]
+    #[schema(value_type = std::collections::HashMap<String, Option<String>>)]
+    pub files: std::collections::BTreeMap<String, Option<String>>,
+    /// The caller's running session to run it in. Its environment is used as it is: a draft
+    /// that changes requirements.txt is refused until it is saved and installed.
+    pub session: String,
+    /// The flow inputs, an object (missing: their defaults).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /api/v1/sessions/{id}/switch`: run another version of the session's flow from now on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchSession {
+    /// `NAME@vN` of the session's flow. Its requirements must be the session's: a version that
+    /// changes them is installed with `install` (or a new session) instead.
+    pub flow: String,
 }

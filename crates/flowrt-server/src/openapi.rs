@@ -60,6 +60,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/sessions/{id}/packages", "Installed packages and where each came from."),
     ("post", "/api/v1/sessions/{id}/install", "Save requirements {requirements, save_only} and install them."),
     ("get", "/api/v1/sessions/{id}/logs", "The session log from ?offset=N."),
+    ("post", "/api/v1/sessions/{id}/switch", "Run another version of the session's flow {flow: NAME@vN} from now on, without a restart (its requirements must be the session's; lines running finish on the old version)."),
     ("post", "/api/v1/sessions/{id}/test", "Run one line {inputs} in the session, bounded by the request timeout; with Accept: text/event-stream, chunk events stream the LLM reply, then a result event."),
     ("get", "/api/v1/flows", "List the workspace's flows you may see, every version."),
     ("post", "/api/v1/flows/{name}", "Push a snapshot (a gzip-compressed tar of the flow folder; ?entry=FILE.prompty) as the next version of name."),
@@ -68,6 +69,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/flows/{name}/file", "One file of a flow version (?path=src/tool.py): its text, or null when it is not text or over 1 MiB."),
     ("post", "/api/v1/flows/{name}/draft", "Check a draft of a flow version {files: {path: text|null}, edits: [FlowEdit]}: the edits are made in the YAML's text (untouched lines stay as written), then the flow is loaded; answers the changed files and the flow's graph, or its problems with file and line."),
     ("post", "/api/v1/flows/{name}/versions", "Save a draft {base: NAME@vN, message, files} as the next version of name (or as the first of a new name); 409 with the difference when another version was saved after base."),
+    ("post", "/api/v1/flows/{name}/draft/test", "Run one line of a draft {files, session, inputs} in your running session, with its environment and connections, bounded by the request timeout (a draft that changes requirements.txt is refused: save and install it first)."),
     ("get", "/api/v1/flows/{name}/compare", "Compare two versions of a flow (?from=N&to=M): the files that differ and their changed lines in context."),
     ("get", "/api/v1/flows/{name}/snapshot", "A flow version's files as a gzip-compressed tar (what `flowrt flow pull` unpacks)."),
     ("post", "/api/v1/data", "Upload batch data (?format=jsonl|csv|tsv; JSONL checked line by line), stored by its content's hash; returns its reference."),
@@ -174,6 +176,7 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
             one("200", Json("LogChunk"))
         }
         ("post", "/api/v1/sessions/{id}/test") => one("200", Json("LineResult")),
+        ("post", "/api/v1/sessions/{id}/switch") => one("200", Json("SessionView")),
         (_, "/api/v1/sessions/{id}") | ("post", "/api/v1/sessions/{id}/stop") => {
             one("200", Json("SessionView"))
         }
@@ -191,6 +194,7 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
             ("409", Json("SaveConflict")),
         ],
         ("get", "/api/v1/flows/{name}/compare") => one("200", Json("FlowComparison")),
+        ("post", "/api/v1/flows/{name}/draft/test") => one("200", Json("LineResult")),
         ("get", "/api/v1/flows/{name}/snapshot") => one("200", Binary),
         ("post", "/api/v1/data") => {
             vec![("201", Json("UploadedData")), ("200", Json("UploadedData"))]
@@ -260,6 +264,8 @@ fn body_schema(method: &str, path: &str) -> Option<&'static str> {
         ("post", "/api/v1/agents/join") => Some("AgentJoin"),
         ("post", "/api/v1/flows/{name}/draft") => Some("FlowDraft"),
         ("post", "/api/v1/flows/{name}/versions") => Some("SaveFlow"),
+        ("post", "/api/v1/flows/{name}/draft/test") => Some("TestDraft"),
+        ("post", "/api/v1/sessions/{id}/switch") => Some("SwitchSession"),
         _ => None,
     }
 }

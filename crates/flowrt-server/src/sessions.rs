@@ -108,7 +108,7 @@ pub fn routes() -> ApiRoutes {
 }
 
 /// A session as the API shows it: the record plus what the manifest says about its base.
-fn view(s: &Session) -> SessionView {
+pub(crate) fn view(s: &Session) -> SessionView {
     let latest = flowrt_python::latest_base().version;
     SessionView {
         id: s.id.clone(),
@@ -760,7 +760,7 @@ async fn test(
 
 /// Export a session test's spans as what `trace` (this server's) says they are: the agent
 /// shares its session with the flow's code.
-fn export_test_spans(
+pub(crate) fn export_test_spans(
     exporters: &flowrt_runtime::otel::Exporters,
     trace: &flowrt_api::trace::TraceAs,
     mut spans: Vec<flowrt_api::trace::TraceSpan>,

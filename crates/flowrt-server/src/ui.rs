@@ -145,12 +145,29 @@ mod tests {
             .sum();
         let mut modules: Vec<usize> = ASSETS
             .iter()
-            .filter(|(p, _, _)| !SHELL.contains(p))
+            .filter(|(p, _, _)| !SHELL.contains(p) && !EDITOR.contains(p))
             .map(|(_, _, b)| b.len())
             .collect();
         modules.sort_unstable_by(|a, b| b.cmp(a));
         let heaviest = shell + modules.iter().take(2).sum::<usize>();
         assert!(heaviest < 100 * 1024, "a page may weigh {heaviest} bytes");
+    }
+
+    /// What only the flow editor loads, when a user starts editing.
+    const EDITOR: &[&str] = &["js/editor.js", "js/vendor/codemirror.js"];
+
+    #[test]
+    fn the_editors_assets_weigh_under_350_kb_compressed() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        for (_, _, bytes) in ASSETS.iter().filter(|(p, _, _)| EDITOR.contains(p)) {
+            gz.write_all(bytes).expect("compresses");
+        }
+        let compressed = gz.finish().expect("compresses").len();
+        assert!(
+            compressed < 350 * 1024,
+            "the editor's assets weigh {compressed} bytes compressed"
+        );
     }
 
     #[test]

@@ -320,3 +320,33 @@ pub async fn inspect_draft(
     let within = Duration::from_secs_f64(req.timeout_s * req.tools.len().max(1) as f64 + 30.0);
     typed(addr, token, "POST", "/draft/inspect", Some(&body), within).await
 }
+
+/// Run one line of a draft in the agent's session (`POST /draft/line`).
+pub async fn draft_line(
+    addr: &str,
+    token: &str,
+    req: &flowrt_api::agent::DraftLine,
+    timeout: Duration,
+) -> Result<LineResult, ClientError> {
+    let body = serde_json::to_value(req).unwrap_or(Value::Null);
+    typed(addr, token, "POST", "/draft/line", Some(&body), timeout).await
+}
+
+/// Switch the agent's session to another version of its flow (`POST /flow`).
+pub async fn switch_flow(
+    addr: &str,
+    token: &str,
+    req: &flowrt_api::agent::SwitchFlow,
+) -> Result<Value, ClientError> {
+    let body = serde_json::to_value(req).unwrap_or(Value::Null);
+    // Opening the version starts its Python workers and imports its tools.
+    typed(
+        addr,
+        token,
+        "POST",
+        "/flow",
+        Some(&body),
+        Duration::from_secs(120),
+    )
+    .await
+}

@@ -475,3 +475,105 @@ fn validate_reads_tools_in_the_session_and_adds_their_inputs() {
     let kept = std::fs::read_dir(&drafts).map(|d| d.count()).unwrap_or(0);
     assert!(kept >= 2, "{} holds {kept} drafts", drafts.display());
 }
+
+/// A saved version reaches a running session without a restart: the agent opens it and swaps
+/// it in; a version whose requirements differ is refused with the way to install them.
+#[test]
+fn a_session_switches_to_a_saved_version_without_a_restart() {
+    let fake = FakeOpenAi::start(0);
+    let server = Server::start();
+    let dir = fixture("authoring");
+    server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", "authoring"]);
+    let conn = server.env.home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!(
+            "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            fake.base
+        ),
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    let id = server
+        .ok(&[
+            "session",
+            "start",
+            "--flow",
+            "authoring",
+            "--idle-timeout",
+            "0",
+        ])
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let test = |question: &str| {
+        let (status, line) = server.api(
+            "POST",
+            &format!("/api/v1/sessions/{id}/test"),
+            &json!({"inputs": {"question": question}}).to_string(),
+        );
+        assert_eq!(status, 200, "{line}");
+        line["outputs"]["answer"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(test("hi"), "ANSWER: ECHO: HI\n");
+    let addr_file = server
+        .env
+        .home
+        .path()
+        .join("sessions")
+        .join(&id)
+        .join("agent.addr");
+    let agent_before = std::fs::read_to_string(&addr_file).unwrap();
+
+    let save = |base: &str, files: Value| {
+        let (status, saved) = server.api(
+            "POST",
+            "/api/v1/flows/authoring/versions",
+            &json!({"base": base, "message": "framed", "files": files}).to_string(),
+        );
+        assert_eq!(status, 201, "{saved}");
+        saved["ref"].as_str().unwrap().to_string()
+    };
+    let v2 = save("authoring@v1", json!({"wrap.jinja2": "Framed: {{text}}\n"}));
+    let (status, switched) = server.api(
+        "POST",
+        &format!("/api/v1/sessions/{id}/switch"),
+        &json!({"flow": v2}).to_string(),
+    );
+    assert_eq!(status, 200, "{switched}");
+    assert_eq!(switched["flow_ref"], "authoring@v2");
+    assert!(
+        switched["note"]
+            .as_str()
+            .unwrap()
+            .contains("without a restart"),
+        "{switched}"
+    );
+    assert_eq!(test("hi"), "FRAMED: ECHO: HI\n");
+    // The same agent answered: nothing restarted.
+    assert_eq!(std::fs::read_to_string(&addr_file).unwrap(), agent_before);
+    assert_eq!(
+        server.api("GET", &format!("/api/v1/sessions/{id}"), "").1["status"],
+        "Running"
+    );
+
+    // New requirements need an install, not a switch.
+    let v3 = save("authoring@v2", json!({"requirements.txt": "six==1.16.0\n"}));
+    let (status, refused) = server.api(
+        "POST",
+        &format!("/api/v1/sessions/{id}/switch"),
+        &json!({"flow": v3}).to_string(),
+    );
+    assert_eq!(status, 409, "{refused}");
+    assert!(
+        refused["message"].as_str().unwrap().contains("install"),
+        "{refused}"
+    );
+    assert_eq!(test("hi"), "FRAMED: ECHO: HI\n");
+}

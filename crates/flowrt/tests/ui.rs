@@ -377,11 +377,16 @@ fn the_flow_editor_in_headless_chromium() {
         .output()
         .unwrap();
     assert!(pushed.status.success(), "{pushed:?}");
-    // Alice's own connection and a running session on the flow, where validate reads her code.
+    // Alice's own connection and a running session on the flow, where validate reads her code
+    // and drafts run.
+    let fake = common::FakeOpenAi::start(0);
     let conn = home.path().join("conn.yaml");
     std::fs::write(
         &conn,
-        "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: http://127.0.0.1:9/v1\n",
+        format!(
+            "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
+            fake.base
+        ),
     )
     .unwrap();
     let made = Command::new(env!("CARGO_BIN_EXE_flowrt"))

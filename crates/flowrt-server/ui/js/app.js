@@ -36,6 +36,9 @@ async function route() {
   current = new AbortController();
   const ctl = current;
   notify(null);
+  // A notice the previous page left for the next one (a save that moved here): shown once.
+  const notice = sessionStorage.getItem('flowrt.notice');
+  sessionStorage.removeItem('flowrt.notice');
   if (!auth.token || !auth.me) return signIn();
   const { path, query } = parse();
   for (const [re, mod, fn] of ROUTES) {
@@ -51,9 +54,7 @@ async function route() {
     clear(main);
     try {
       await page[fn]({ main, params: m.slice(1).map(decodeURIComponent), query, signal: ctl.signal });
-      // A notice the previous page left for this one (a save that moved here).
-      const notice = sessionStorage.getItem('flowrt.notice');
-      if (notice) { sessionStorage.removeItem('flowrt.notice'); notify({ message: notice }, 'info'); }
+      if (notice && !ctl.signal.aborted) notify({ message: notice }, 'info');
     } catch (e) {
       if (!ctl.signal.aborted) {
         clear(main, h('h1', {}, 'Something went wrong'), h('p', { class: 'error' }, `${e.code || 'Error'}: ${e.message}`));

@@ -149,6 +149,7 @@ class EditorPage {
     this.mayEdit = auth.mayModify(detail.owner);
     this.pane = h('section', { class: 'card editor-pane', 'aria-live': 'polite', id: 'editor-pane' });
     this.status = h('div', { class: 'draft-status', id: 'draft-status', 'aria-live': 'polite' });
+    this.testCard = h('section', { class: 'card test-pane', id: 'draft-test-card', 'aria-label': 'Test the draft' });
     this.nav = h('nav', { class: 'editor-nav', 'aria-label': 'Draft' });
     this.editors = [];
     this.selected = { kind: 'nodes' };
@@ -196,7 +197,50 @@ class EditorPage {
         h('a', { href: `#/flows/${encodeURIComponent(d.ref)}` }, 'Back to the flow'),
         h('a', { href: `#/flows/${encodeURIComponent(d.name)}/compare?from=${Math.max(1, d.version - 1)}&to=${d.version}` }, 'Compare versions')),
       older, this.status,
-      h('div', { class: 'editor-grid' }, this.nav, this.pane));
+      h('div', { class: 'editor-grid' }, this.nav, this.pane),
+      this.mayEdit ? this.testCard : null);
+  }
+
+  // ---- testing the draft in the session, before it is saved ----
+
+  renderTest(flow) {
+    const names = Object.keys(flow.inputs).join(',');
+    if (this.testInputs === names) return;
+    this.testInputs = names;
+    const controls = Object.entries(flow.inputs).filter(([, spec]) => !spec.is_chat_history).map(([name, spec]) => {
+      const old = this.testCard.querySelector(`[name="${CSS.escape(name)}"]`);
+      const value = old ? old.value : (spec.default === undefined || spec.default === null ? '' : show(spec.default));
+      return [name, spec, h('input', { name, value, size: 40, 'aria-label': `Test input ${name}` })];
+    });
+    const result = h('div', { id: 'draft-test-result', 'aria-live': 'polite' });
+    const run = h('button', { type: 'submit', class: 'primary', id: 'draft-test' }, 'Run line on the draft');
+    const form = h('form', {}, h('h2', {}, 'Test the draft'),
+      h('p', { class: 'muted' }, 'Runs one line of the unsaved draft in the session picked above, with its environment and connections.'),
+      controls.map(([name, spec, c]) => field(`${name} (${spec.type})`, c)),
+      h('div', { class: 'actions' }, run), result);
+    form.addEventListener('submit', (ev) => {
+      ev.preventDefault();
+      act(run, () => this.testDraft(controls, result));
+    });
+    clear(this.testCard, form);
+  }
+
+  async testDraft(controls, result) {
+    const inputs = {};
+    for (const [name, spec, c] of controls) {
+      if (c.value === '') continue;
+      inputs[name] = ['int', 'double', 'bool', 'list', 'object'].includes(spec.type) ? JSON.parse(c.value) : c.value;
+    }
+    const session = this.sessionSel.value;
+    if (!session) throw new Error('pick a running session to test in (start one from the flow page)');
+    clear(result, h('span', { class: 'muted' }, 'running…'));
+    const line = await post(`/api/v1/flows/${encodeURIComponent(this.draft.base.ref)}/draft/test`,
+      { files: Object.fromEntries(this.draft.changes), session, inputs });
+    sessionStorage.setItem('flowrt.lastTest', JSON.stringify({ flow: `${this.draft.base.ref} (draft)`, session, inputs, at: Date.now(), ...line }));
+    clear(result,
+      line.error ? h('div', { class: 'error', id: 'draft-test-error' }, h('strong', {}, `Node ${line.error.node || '?'} failed: `), line.error.display || line.error.message) : null,
+      h('pre', { class: 'json', id: 'draft-test-outputs' }, JSON.stringify(line.outputs, null, 2)),
+      h('p', {}, `Took ${(line.duration * 1000).toFixed(0)} ms. `, h('a', { href: '#/trace/test', id: 'draft-trace-link' }, 'View this line’s trace')));
   }
 
   // Read every node's tool (python code in the session, templates on the server) and add the
@@ -268,6 +312,7 @@ class EditorPage {
       clear(this.pane, h('p', { class: 'error' }, 'The draft does not load (see the problems above); fix flow.dag.yaml in its file, then come back.'));
       return undefined;
     }
+    if (this.mayEdit) this.renderTest(flow);
     if (this.selected.kind === 'io') return this.renderIo(flow);
     return this.renderNodes(flow);
   }

@@ -1,7 +1,7 @@
 // Flows: the workspace's flows and versions, a flow's DAG drawn as SVG, the compute-session
 // dropdown, and the single-line test pane (a form from the flow's inputs, or a chat).
-import { auth, get, sse, follow } from './api.js';
-import { h, clear, fmtAgo, fmtDur, pre, field, button, table, notify } from './dom.js';
+import { auth, get, post, sse, follow } from './api.js';
+import { h, clear, fmtAgo, fmtDur, pre, field, button, table, notify, act } from './dom.js';
 
 export async function list({ main }) {
   const flows = await get('/api/v1/flows');
@@ -163,7 +163,20 @@ export async function page({ main, params, query, signal }) {
       mine.map((s) => h('option', { value: s.id, selected: s.id === keep, disabled: s.status !== 'Running' },
         `${s.id} · ${s.flow_ref} · ${s.status}${s.phase ? ` (${s.phase})` : ''}`)));
     runBtn.disabled = !sessionSel.value || !auth.writer;
+    showSwitch();
   };
+  // A session on another version of this flow runs that version: offer to switch it here.
+  const switchBtn = h('button', { type: 'button', id: 'switch-session', hidden: true }, `Switch session to ${flow.ref}`);
+  const showSwitch = () => {
+    const s = sessions.get(sessionSel.value);
+    switchBtn.hidden = !auth.writer || !s || s.flow_ref === flow.ref;
+  };
+  switchBtn.addEventListener('click', () => act(switchBtn, async () => {
+    const v = await post(`/api/v1/sessions/${encodeURIComponent(sessionSel.value)}/switch`, { flow: flow.ref });
+    sessions.set(v.id, v);
+    pickSession();
+    notify({ message: v.note || `Session ${v.id} now runs ${flow.ref}.` }, 'info');
+  }));
   const detail = h('aside', { class: 'card node-detail', 'aria-live': 'polite' }, h('p', { class: 'muted' }, 'Select a node to see its settings.'));
   const showNode = (n) => {
     const rows = [['Type', n.type], ['Source', n.source], ['Connection', n.connection], ['API', n.api], ['Variant', n.variant],
@@ -189,7 +202,7 @@ export async function page({ main, params, query, signal }) {
     : null;
   main.append(
     h('div', { class: 'bar' }, h('h1', {}, 'Flow ', h('code', {}, flow.name)), field('Version', version),
-      field('Compute session', sessionSel), startBtn, deployBtn, editLink, compareLink),
+      field('Compute session', sessionSel), switchBtn, startBtn, deployBtn, editLink, compareLink),
     flow.message ? h('p', { class: 'muted', id: 'version-message' }, `${flow.ref}: ${flow.message}`) : null,
     h('div', { class: 'flow-grid' },
       h('section', { class: 'card dag-box', 'aria-label': 'DAG' }, h('div', { class: 'scroll' }, svg),
@@ -283,7 +296,7 @@ export async function page({ main, params, query, signal }) {
     }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); notify(null); run(); });
-  sessionSel.addEventListener('change', () => { runBtn.disabled = !sessionSel.value || !auth.writer; });
+  sessionSel.addEventListener('change', () => { runBtn.disabled = !sessionSel.value || !auth.writer; showSwitch(); });
   follow('/api/v1/sessions/events', signal, (name, s) => {
     if (name !== 'session') return;
     sessions.set(s.id, s);

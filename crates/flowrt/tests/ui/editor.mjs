@@ -67,6 +67,7 @@ async function waitChecked(page, changed) {
   await page.locator('#draft-ok').waitFor();
 }
 
+let savedAt = 0;
 const alice = await signedIn(T.alice, 'alice');
 const owner = await signedIn(T.owner, 'owner');
 const viewer = await signedIn(T.viewer, 'viewer');
@@ -141,11 +142,29 @@ try {
   await step('save as v2 with a message', async () => {
     await page.locator('#save').click();
     await page.locator('#save-message').fill('warmer answers; wrap is framed');
+    savedAt = Date.now();
     await page.locator('#save-confirm').click();
     await page.waitForURL(/#\/flows\/authoring%40v2$|#\/flows\/authoring@v2$/);
     await page.locator('#version-message').getByText('warmer answers; wrap is framed').waitFor();
     await page.locator('.alert.info').getByText('Saved authoring@v2').waitFor();
     await shot(page, 'saved');
+  });
+
+  await step('switch the session to v2 without a restart and run a line on it', async () => {
+    const select = page.locator('#session-select');
+    await select.locator('option:not([disabled])').nth(1).waitFor({ state: 'attached' });
+    await select.selectOption({ index: 1 });
+    await page.locator('#switch-session').click();
+    await page.locator('.alert.info').getByText(/without a restart/).waitFor();
+    await page.locator('#switch-session').waitFor({ state: 'hidden' });
+    await page.getByRole('button', { name: 'Run line' }).click();
+    const out = page.locator('#test-outputs');
+    await out.waitFor();
+    const answer = JSON.parse(await out.innerText()).answer;
+    // v2's prompt ("Be brief.") reached the model through the switched session.
+    assert(/BE BRIEF\./.test(answer), `v2 did not run: ${answer}`);
+    metrics.steps.save_click_to_tested_on_v2_ms = Date.now() - savedAt;
+    await shot(page, 'switched');
   });
 
   await step('compare v1 and v2: only the changed lines', async () => {
@@ -227,6 +246,26 @@ try {
     await page.locator('#nav-nodes').click();
     assert(await inputOf(page, 'shout', 'times').inputValue() === '2', 'the new input is not in the node form');
     await shot(page, 'validated');
+  });
+
+  await step('run a line of the unsaved draft in the session, and open its trace', async () => {
+    await page.locator('#draft-test-card input[name="question"]').fill('What is a DAG?');
+    const t0 = Date.now();
+    await page.locator('#draft-test').click();
+    const out = page.locator('#draft-test-outputs');
+    await out.waitFor();
+    const text = await out.innerText();
+    metrics.steps.draft_line_ms = Date.now() - t0;
+    // The draft's shout (not saved yet) repeats the framed answer `times` (2) times, with the
+    // prompt saved in v2 ("Be brief.").
+    const answer = JSON.parse(text).answer;
+    assert((answer.match(/ANSWER: ECHO: WHAT IS A DAG\?\nBE BRIEF\./g) || []).length === 2, `outputs: ${text}`);
+    await shot(page, 'draft-test');
+    await page.locator('#draft-trace-link').click();
+    await page.locator('text=shout').first().waitFor();
+    await shot(page, 'draft-trace');
+    await page.goBack();
+    await page.locator('#draft-test-card').waitFor();
   });
 
   await step('a tool that raises at import shows its file and line', async () => {
