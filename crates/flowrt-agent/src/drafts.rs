@@ -32,9 +32,10 @@ pub struct Drafts {
     runner: tokio::sync::Mutex<Option<DraftRunner>>,
 }
 
-/// A draft opened to run lines: its flow, executor and workers.
+/// A draft opened to run lines (one variant of it): its flow, executor and workers.
 pub struct DraftRunner {
     hash: String,
+    variant: Option<(String, String)>,
     loaded: Loaded,
 }
 
@@ -72,7 +73,10 @@ impl Drafts {
     ) -> Result<(flowrt_executor::LineResult, Arc<flowrt_flow::Flow>), DraftError> {
         let folder = self.unpacked(&req.hash, req.archive_base64).await?;
         let mut runner = self.runner.lock().await;
-        if runner.as_ref().is_none_or(|r| r.hash != req.hash) {
+        if runner
+            .as_ref()
+            .is_none_or(|r| r.hash != req.hash || r.variant != req.variant)
+        {
             if let Some(old) = runner.take() {
                 old.loaded.invoker.shutdown().await;
             }
@@ -81,7 +85,10 @@ impl Drafts {
                 Some(e) => return Err(DraftError::Bad(format!("'{e}' is not a file of the flow"))),
                 None => folder.clone(),
             };
-            *runner = Some(self.open(&entry, &req.hash, connections).await?);
+            *runner = Some(
+                self.open(&entry, &req.hash, req.variant.clone(), connections)
+                    .await?,
+            );
         }
         let Some(r) = runner.as_ref() else {
             return Err(DraftError::Io("the draft did not open".into()));
@@ -96,6 +103,7 @@ impl Drafts {
         &self,
         flow_path: &Path,
         hash: &str,
+        variant: Option<(String, String)>,
         connections: &HashMap<String, flowrt_api::Connection>,
     ) -> Result<DraftRunner, DraftError> {
         let loaded = Loaded::open(OpenFlow {
@@ -105,11 +113,13 @@ impl Drafts {
             connections,
             workers: 1,
             observer: Arc::new(NoObserver),
+            variant: variant.clone(),
         })
         .await
         .map_err(|e| DraftError::Bad(format!("{e:#}")))?;
         Ok(DraftRunner {
             hash: hash.to_string(),
+            variant,
             loaded,
         })
     }

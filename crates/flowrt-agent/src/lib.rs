@@ -539,6 +539,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
         connections: &connections,
         workers: config.workers,
         observer: log.clone(),
+        variant: None,
     }))?;
     let drafts = drafts::Drafts::new(&std::env::current_dir()?, python.clone(), home.clone());
     let agent = Arc::new(Agent {
@@ -1262,6 +1263,7 @@ async fn switch_flow(
         connections: &a.connections,
         workers: a.workers,
         observer: a.log.clone(),
+        variant: None,
     })
     .await;
     let new = match opened {

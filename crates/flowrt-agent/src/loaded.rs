@@ -28,12 +28,16 @@ pub struct OpenFlow<'a> {
     pub connections: &'a HashMap<String, flowrt_api::Connection>,
     pub workers: usize,
     pub observer: Arc<dyn RunObserver>,
+    /// `(node, variant id)` to run instead of the node's default variant.
+    pub variant: Option<(String, String)>,
 }
 
 impl Loaded {
     pub async fn open(how: OpenFlow<'_>) -> Result<Loaded> {
         let merged = flowrt_runtime::includes::Merged::new(how.path, how.home)?;
-        let mut flow = merged.load(&LoadOptions::default())?;
+        let mut flow = merged.load(&LoadOptions {
+            variant: how.variant.clone(),
+        })?;
         let env = invoker::environment(&flow, how.connections)?;
         let spec = invoker::needs_python(&flow).then(|| flowrt_python::WorkerSpec {
             python: how.python.to_path_buf(),

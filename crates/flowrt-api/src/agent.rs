@@ -306,6 +306,9 @@ pub struct DraftLine {
     pub inputs: IndexMap<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::trace::TraceAs>,
+    /// `(node, variant id)`: run this variant of its node instead of the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<(String, String)>,
 }
 
 /// `POST /flow`: switch the session to another version of its flow (its files as in

@@ -260,6 +260,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<AgentJoin>("AgentJoin"),
         one::<EditPathSeg>("EditPathSeg"),
         one::<FlowEdit>("FlowEdit"),
+        one::<DraftVariant>("DraftVariant"),
         one::<FlowDraft>("FlowDraft"),
         one::<SaveFlow>("SaveFlow"),
         one::<TestDraft>("TestDraft"),
@@ -306,6 +307,23 @@ pub enum FlowEdit {
     },
     /// Rename a node of `flow.dag.yaml`, and every `${node...}` reference to it.
     RenameNode { from: String, to: String },
+    /// Add a variant to a node, copied from variant `from` (its default when absent); an llm or
+    /// prompt node's copy gets a prompt file of its own (`<stem>__<id>.<ext>`).
+    AddVariant {
+        node: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+    },
+    /// Make `variant` the node's default (what runs unless a run names another).
+    SetDefaultVariant { node: String, variant: String },
+}
+
+/// One variant of one node: what a draft shows and a draft test runs instead of the default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DraftVariant {
+    pub node: String,
+    pub id: String,
 }
 
 /// `POST /api/v1/flows/{ref}/draft`: a version with changes not yet saved. The answer is the
@@ -326,6 +344,9 @@ pub struct FlowDraft {
     /// The caller's running session on this flow, where python tools are read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Show this variant of its node in `flow` instead of the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<DraftVariant>,
 }
 
 /// `POST /api/v1/flows/{name}/versions`: save a draft as the next version.
@@ -358,6 +379,9 @@ pub struct TestDraft {
     #[serde(default)]
     #[schema(value_type = Object)]
     pub inputs: serde_json::Map<String, serde_json::Value>,
+    /// Run this variant of its node instead of the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<DraftVariant>,
 }
 
 /// `POST /api/v1/sessions/{id}/switch`: run another version of the session's flow from now on.

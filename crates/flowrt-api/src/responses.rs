@@ -468,6 +468,15 @@ pub struct DraftView {
     /// With `validate`: the inputs added to nodes because their tool takes them, as `node.input`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub added_inputs: Vec<String>,
+    /// The nodes that have variants: their default and every variant's id, in order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variants: BTreeMap<String, NodeVariants>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeVariants {
+    pub default: String,
+    pub ids: Vec<String>,
 }
 
 /// A tool's inputs as its code or template declares them (promptflow's tool meta), or why it
@@ -744,6 +753,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<DraftProblem>("DraftProblem"),
         one::<DraftView>("DraftView"),
         one::<ToolMeta>("ToolMeta"),
+        one::<NodeVariants>("NodeVariants"),
         one::<ToolInputMeta>("ToolInputMeta"),
         one::<FlowComparison>("FlowComparison"),
         one::<FileDiff>("FileDiff"),

@@ -238,7 +238,9 @@ fn edit_target(edit: &FlowEdit) -> (Option<&str>, Option<Edit>) {
                 to: to.clone(),
             }),
         ),
-        FlowEdit::RenameNode { .. } => (None, None),
+        FlowEdit::RenameNode { .. }
+        | FlowEdit::AddVariant { .. }
+        | FlowEdit::SetDefaultVariant { .. } => (None, None),
     }
 }
 
@@ -284,6 +286,46 @@ fn apply_edits(
         let edited = match (edit, text_edit) {
             (FlowEdit::RenameNode { from, to }, _) => {
                 flowrt_flow::edit::rename_node(&current, from, to)
+            }
+            (FlowEdit::AddVariant { node, from }, _) => {
+                let added = flowrt_flow::edit::add_variant(&current, node, from.as_deref())
+                    .map_err(|e| problem(Some(e.line), e.message))?;
+                if let Some((src, dst)) = &added.copy {
+                    // The copy starts as the prompt it was cloned from.
+                    let text = match changes.get(src) {
+                        Some(Some(t)) => Some(t.clone()),
+                        _ => version
+                            .get(src)
+                            .and_then(|p| read_text(p).ok())
+                            .and_then(|(_, t)| t),
+                    };
+                    if let Some(t) = text {
+                        changes.entry(dst.clone()).or_insert(Some(t));
+                    }
+                }
+                Ok(added.text)
+            }
+            (FlowEdit::SetDefaultVariant { node, variant }, _) => {
+                let known = flowrt_flow::edit::variants_of(&current)
+                    .into_iter()
+                    .any(|(n, _, ids)| n == *node && ids.contains(variant));
+                if !known {
+                    return Err(problem(
+                        None,
+                        format!("node '{node}' has no variant '{variant}'"),
+                    ));
+                }
+                flowrt_yaml::edit::apply(
+                    &current,
+                    &Edit::Set {
+                        path: vec![
+                            Seg::Key("node_variants".into()),
+                            Seg::Key(node.clone()),
+                            Seg::Key("default_variant_id".into()),
+                        ],
+                        value: serde_json::Value::String(variant.clone()),
+                    },
+                )
             }
             (_, Some(e)) => flowrt_yaml::edit::apply(&current, &e),
             (_, None) => Ok(current),
@@ -380,7 +422,8 @@ async fn draft(
         }
         _ => None,
     };
-    let mut checked = check_draft(&state, &rec, changes, req.edits).await?;
+    let variant = req.variant.clone().map(|v| (v.node, v.id));
+    let mut checked = check_draft(&state, &rec, changes, req.edits, variant.clone()).await?;
     if req.validate && checked.view.flow.is_some() {
         let tools = read_tools(&state, &checked, session.as_ref()).await?;
         let added = missing_inputs(&checked, &tools);
@@ -388,7 +431,7 @@ async fn draft(
             tools.values().filter_map(|t| t.error.clone()).collect();
         if !added.is_empty() {
             let edits = added.iter().map(|(_, e)| e.clone()).collect();
-            checked = check_draft(&state, &rec, checked.view.files.clone(), edits).await?;
+            checked = check_draft(&state, &rec, checked.view.files.clone(), edits, variant).await?;
         }
         problems.append(&mut checked.view.problems);
         checked.view.problems = problems;
@@ -412,6 +455,7 @@ async fn check_draft(
     rec: &FlowRecord,
     mut changes: BTreeMap<String, Option<String>>,
     edits: Vec<FlowEdit>,
+    variant: Option<(String, String)>,
 ) -> ApiResult<CheckedDraft> {
     let (version_dir, _) = snapshot_dir(state, rec).await?;
     let version = version_files(state, rec).await?;
@@ -429,6 +473,7 @@ async fn check_draft(
             problems,
             tools: BTreeMap::new(),
             added_inputs: Vec::new(),
+            variants: BTreeMap::new(),
         };
         if let Err(problem) = apply_edits(&version, &mut changes, &edits) {
             return Ok(empty(changes, vec![problem]));
@@ -438,18 +483,26 @@ async fn check_draft(
             Some(e) => tmp.join(e),
             None => tmp.clone(),
         };
-        Ok(
-            match flowrt_flow::load_flow(&load_from, &Default::default()) {
-                Ok(flow) => DraftView {
-                    flow: Some(crate::flows::describe(detail_version, &flow)),
-                    ..empty(changes, Vec::new())
-                },
-                Err(e) => {
-                    let problems = problems_of(&e, &tmp);
-                    empty(changes, problems)
-                }
+        let variants = std::fs::read_to_string(tmp.join("flow.dag.yaml"))
+            .map(|text| flowrt_flow::edit::variants_of(&text))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(node, default, ids)| {
+                (node, flowrt_api::responses::NodeVariants { default, ids })
+            })
+            .collect();
+        let options = flowrt_flow::LoadOptions { variant };
+        Ok(match flowrt_flow::load_flow(&load_from, &options) {
+            Ok(flow) => DraftView {
+                flow: Some(crate::flows::describe(detail_version, &flow)),
+                variants,
+                ..empty(changes, Vec::new())
             },
-        )
+            Err(e) => {
+                let problems = problems_of(&e, &tmp);
+                empty(changes, problems)
+            }
+        })
     })
     .await
     .map_err(|e| ApiErr::internal("checking the draft", e))?
@@ -617,7 +670,8 @@ async fn test_draft(
     let rec = resolve(&state, &caller, &reference).await?;
     let session = crate::sessions::usable(&state, &caller, &req.session).await?;
     let changes = checked_changes(&req.files)?;
-    let checked = check_draft(&state, &rec, changes.clone(), Vec::new()).await?;
+    let variant = req.variant.clone().map(|v| (v.node, v.id));
+    let checked = check_draft(&state, &rec, changes.clone(), Vec::new(), variant.clone()).await?;
     if checked.view.flow.is_none() {
         let first = checked.view.problems.first();
         return Err(ApiErr::bad_request(format!(
@@ -672,6 +726,7 @@ async fn test_draft(
         entry: rec.entry.clone(),
         inputs: req.inputs.into_iter().collect(),
         trace: trace.clone(),
+        variant,
     };
     let timeout = state.config.interactive_timeout;
     let result = flowrt_session::client::draft_line(&addr, &token, &line, timeout).await;

@@ -577,3 +577,65 @@ fn a_session_switches_to_a_saved_version_without_a_restart() {
     );
     assert_eq!(test("hi"), "FRAMED: ECHO: HI\n");
 }
+
+/// Variants as promptflow writes them: the first one moves the node's settings into
+/// `node_variants`, a clone gets a prompt file of its own, and either can be the default.
+#[test]
+fn a_node_gets_variants_and_a_default() {
+    let server = Server::start();
+    server.ok(&[
+        "flow",
+        "push",
+        fixture("authoring").to_str().unwrap(),
+        "--name",
+        "authoring",
+    ]);
+    let ask = |rest: &[&str]| {
+        let mut p = vec![json!("node_variants"), json!("ask"), json!("variants")];
+        p.extend(rest.iter().map(|k| json!(k)));
+        p
+    };
+    let view = draft(
+        &server,
+        "authoring",
+        json!({"edits": [
+            {"op": "add_variant", "node": "ask"},
+            {"op": "set", "path": ask(&["variant_1", "node", "inputs", "temperature"]), "value": 1.0},
+            {"op": "set_default_variant", "node": "ask", "variant": "variant_1"},
+        ]}),
+    );
+    assert_eq!(view["problems"], json!([]), "{view:#}");
+    assert_eq!(
+        view["variants"]["ask"],
+        json!({"default": "variant_1", "ids": ["variant_0", "variant_1"]})
+    );
+    let node = &view["flow"]["nodes"][0];
+    assert_eq!(
+        (&node["variant"], &node["source"]),
+        (&json!("variant_1"), &json!("ask__variant_1.jinja2"))
+    );
+    assert_eq!(node["inputs"]["temperature"], 1.0);
+    let original = std::fs::read_to_string(fixture("authoring").join("ask.jinja2")).unwrap();
+    assert_eq!(view["files"]["ask__variant_1.jinja2"], original.as_str());
+    // The other variant, shown on request.
+    let files = view["files"].clone();
+    let other = draft(
+        &server,
+        "authoring",
+        json!({"files": files.clone(), "variant": {"node": "ask", "id": "variant_0"}}),
+    );
+    assert_eq!(other["flow"]["nodes"][0]["inputs"]["temperature"], 0.2);
+    // An unknown variant cannot be the default.
+    let refused = draft(
+        &server,
+        "authoring",
+        json!({"files": view["files"], "edits": [{"op": "set_default_variant", "node": "ask", "variant": "variant_9"}]}),
+    );
+    assert!(
+        refused["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no variant 'variant_9'"),
+        "{refused:#}"
+    );
+}

@@ -18,6 +18,7 @@ class Draft {
     this.changes = new Map(); // path -> text, or null when deleted
     this.texts = new Map(); // path -> the base version's text (loaded when first needed)
     this.view = null; // the server's DraftView of the last check
+    this.variant = null; // {node, id}: the variant shown instead of that node's default
   }
 
   restore() {
@@ -60,6 +61,7 @@ class Draft {
   // Ask the server to make `edits` and check the result; the edited files join the draft.
   async check(edits = [], { validate = false, session = null } = {}) {
     const body = { files: Object.fromEntries(this.changes), edits };
+    if (this.variant) body.variant = this.variant;
     if (validate) Object.assign(body, { validate, session: session || undefined });
     const view = await post(`/api/v1/flows/${encodeURIComponent(this.base.ref)}/draft`, body);
     for (const [path, text] of Object.entries(view.files)) {
@@ -235,7 +237,7 @@ class EditorPage {
     if (!session) throw new Error('pick a running session to test in (start one from the flow page)');
     clear(result, h('span', { class: 'muted' }, 'running…'));
     const line = await post(`/api/v1/flows/${encodeURIComponent(this.draft.base.ref)}/draft/test`,
-      { files: Object.fromEntries(this.draft.changes), session, inputs });
+      { files: Object.fromEntries(this.draft.changes), session, inputs, variant: this.draft.variant || undefined });
     sessionStorage.setItem('flowrt.lastTest', JSON.stringify({ flow: `${this.draft.base.ref} (draft)`, session, inputs, at: Date.now(), ...line }));
     clear(result,
       line.error ? h('div', { class: 'error', id: 'draft-test-error' }, h('strong', {}, `Node ${line.error.node || '?'} failed: `), line.error.display || line.error.message) : null,
@@ -380,10 +382,13 @@ class EditorPage {
   nodeForm(flow, n) {
     const box = h('fieldset', { class: 'node-form', 'data-node': n.name }, h('legend', {}, h('code', {}, n.name), ` ${n.type}`));
     const disabled = !this.mayEdit;
-    const at = (...rest) => ['nodes', { name: n.name }, ...rest];
+    // A node with variants keeps its settings in the variant shown.
+    const at = (...rest) => (n.variant
+      ? ['node_variants', n.name, 'variants', n.variant, 'node', ...rest]
+      : ['nodes', { name: n.name }, ...rest]);
     box.append(this.renameRow(n, disabled));
     if (n.source && n.type !== 'python' && n.type !== 'llm' && n.type !== 'prompt') box.append(h('p', {}, 'Tool: ', h('code', {}, n.source)));
-    if (n.variant) box.append(h('p', { class: 'muted' }, `This node has variants (default ${n.variant}); edit them in flow.dag.yaml.`));
+    box.append(this.variantRow(n, disabled));
     if (n.type === 'llm') box.append(this.llmRow(n, at, disabled));
     box.append(this.inputsTable(flow, n, at, disabled));
     box.append(this.conditionRow(n, at, disabled));
@@ -397,6 +402,33 @@ class EditorPage {
     const go = () => name.value && name.value !== n.name && this.apply([{ op: 'rename_node', from: n.name, to: name.value }]);
     name.addEventListener('keydown', (ev) => { if (ev.key === 'Enter') { ev.preventDefault(); go(); } });
     return h('div', { class: 'bar' }, field('Name', name), disabled ? null : button('Rename', go, { 'data-rename': n.name }));
+  }
+
+  variantRow(n, disabled) {
+    const info = (this.draft.view.variants || {})[n.name];
+    const add = disabled ? null : button('Add variant', () => this.addVariant(n), { 'data-add-variant': n.name });
+    if (!info) return h('div', { class: 'bar' }, add);
+    const pick = h('select', { 'data-variant': n.name, 'aria-label': `Variant of ${n.name} shown` },
+      info.ids.map((id) => h('option', { value: id, selected: id === n.variant }, id === info.default ? `${id} (default)` : id)));
+    pick.addEventListener('change', () => this.showVariant(n.name, pick.value));
+    const makeDefault = disabled || n.variant === info.default ? null
+      : button('Make default', () => this.apply([{ op: 'set_default_variant', node: n.name, variant: n.variant }]), { 'data-default-variant': n.name });
+    return h('div', { class: 'bar' }, field('Variant', pick), add, makeDefault);
+  }
+
+  async showVariant(node, id) {
+    this.draft.variant = { node, id };
+    this.drawn = false;
+    await this.validate();
+  }
+
+  async addVariant(n) {
+    const before = ((this.draft.view.variants || {})[n.name] || { ids: [] }).ids;
+    const view = await this.validate([{ op: 'add_variant', node: n.name, from: n.variant || undefined }]);
+    const ids = view && view.variants && view.variants[n.name] ? view.variants[n.name].ids : [];
+    // The first variant added also names the node's settings `variant_0`: show the copy.
+    const added = ids.filter((id) => !before.includes(id)).pop();
+    if (added) await this.showVariant(n.name, added);
   }
 
   llmRow(n, at, disabled) {

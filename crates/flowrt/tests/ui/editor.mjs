@@ -268,6 +268,25 @@ try {
     await page.locator('#draft-test-card').waitFor();
   });
 
+  await step('add a variant of the llm node, edit its prompt and test it', async () => {
+    await page.locator('[data-add-variant="ask"]').click();
+    const pick = page.locator('select[data-variant="ask"]');
+    await pick.waitFor();
+    await page.waitForFunction(() => document.querySelector('select[data-variant="ask"]')?.value === 'variant_1');
+    await page.locator('[data-open-source="ask"]').getByText('ask__variant_1.jinja2').click();
+    const editor = page.locator('fieldset[data-node="ask"] .cm-content');
+    await editor.waitFor();
+    await editor.click();
+    await page.keyboard.press('Control+End');
+    await page.keyboard.type('Variant one.\n');
+    await page.locator('#file-list [data-file="ask__variant_1.jinja2"]').waitFor();
+    await page.locator('#draft-test').click();
+    await page.waitForFunction(() => /VARIANT ONE\./.test(document.querySelector('#draft-test-outputs')?.textContent || ''));
+    await page.locator('[data-default-variant="ask"]').click();
+    await page.locator('select[data-variant="ask"] option:checked').getByText('variant_1 (default)').waitFor({ state: 'attached' });
+    await shot(page, 'variant');
+  });
+
   await step('a tool that raises at import shows its file and line', async () => {
     await page.locator('#file-list [data-file="shout.py"]').click();
     await page.locator('#editor-pane .cm-content').click();
