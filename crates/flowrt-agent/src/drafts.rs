@@ -94,8 +94,10 @@ impl Drafts {
             return Err(DraftError::Io("the draft did not open".into()));
         };
         let flow = r.loaded.executor.flow().clone();
-        let inputs = flowrt_executor::prepare_inputs(&flow, &req.inputs)
-            .map_err(|e| DraftError::Bad(e.to_string()))?;
+        let inputs = flowrt_executor::prepare_inputs(&flow, &req.inputs).map_err(|e| {
+            let shown = format!("{}/", self.dir.display());
+            DraftError::Bad(e.to_string().replace(&shown, ""))
+        })?;
         Ok((r.loaded.executor.run_line(0, inputs).await, flow))
     }
 
@@ -116,7 +118,15 @@ impl Drafts {
             variant: variant.clone(),
         })
         .await
-        .map_err(|e| DraftError::Bad(format!("{e:#}")))?;
+        .map_err(|e| {
+            // Where the session keeps the draft is nothing the author needs (or should see).
+            let shown = self.dir.display().to_string();
+            DraftError::Bad(
+                format!("{e:#}")
+                    .replace(&format!("{shown}/"), "")
+                    .replace(&shown, "drafts"),
+            )
+        })?;
         Ok(DraftRunner {
             hash: hash.to_string(),
             variant,

@@ -264,6 +264,7 @@ pub fn schemas() -> Vec<(&'static str, serde_json::Value)> {
         one::<FlowDraft>("FlowDraft"),
         one::<SaveFlow>("SaveFlow"),
         one::<TestDraft>("TestDraft"),
+        one::<PartialTest>("PartialTest"),
         one::<SwitchSession>("SwitchSession"),
     ]
 }
@@ -382,6 +383,28 @@ pub struct TestDraft {
     /// Run this variant of its node instead of the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<DraftVariant>,
+    /// Run part of the flow only: one node alone, or from a node on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialTest>,
+}
+
+/// Part of a flow to test while editing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PartialTest {
+    /// One node alone with these inputs (literal values); its output is the line's `output`.
+    Node {
+        node: String,
+        #[schema(value_type = Object)]
+        inputs: serde_json::Map<String, serde_json::Value>,
+    },
+    /// This node and the nodes after it; the nodes before it are not run, and what the kept
+    /// nodes read of them is `upstream` (their outputs in the last test, by node name).
+    From {
+        node: String,
+        #[schema(value_type = Object)]
+        upstream: serde_json::Map<String, serde_json::Value>,
+    },
 }
 
 /// `POST /api/v1/sessions/{id}/switch`: run another version of the session's flow from now on.

@@ -404,3 +404,376 @@ nodes:
         assert!(e.message.contains("no node 'nope'"), "{e}");
     }
 }
+
+/// How much of a flow a partial test runs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Partial<'a> {
+    /// Only this node, with these inputs (literal values, as a user typed them).
+    Node {
+        node: &'a str,
+        inputs: &'a serde_json::Map<String, Value>,
+    },
+    /// This node and every node after it; what they read of the nodes before it is the output
+    /// those nodes gave in the last test (`upstream`, by node name).
+    From {
+        node: &'a str,
+        upstream: &'a serde_json::Map<String, Value>,
+    },
+}
+
+/// A flow file that runs part of `text`'s flow, for a test while editing: the nodes kept,
+/// references to the nodes left out replaced by the values they gave, and the flow's outputs
+/// that the kept nodes give (for one node alone: its output, as `output`). Written as JSON,
+/// which is YAML; it is never saved.
+pub fn partial_flow(
+    text: &str,
+    partial: &Partial<'_>,
+    variant: Option<(&str, &str)>,
+) -> Result<PartialFlow, Error> {
+    let refuse = |message: String| Error {
+        line: 1,
+        column: 1,
+        message,
+    };
+    let mut doc = flowrt_yaml::parse(text)?.to_json();
+    let nodes: Vec<Value> = doc
+        .get("nodes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let start = match partial {
+        Partial::Node { node, .. } | Partial::From { node, .. } => *node,
+    };
+    if !nodes
+        .iter()
+        .any(|n| n.get("name").and_then(Value::as_str) == Some(start))
+    {
+        return Err(refuse(format!("there is no node '{start}'")));
+    }
+    let reads = |n: &Value| -> Vec<String> {
+        let mut out = Vec::new();
+        for body in bodies(&doc, n) {
+            let mut texts = Vec::new();
+            collect_texts(body.get("inputs").unwrap_or(&Value::Null), &mut texts);
+            if let Some(w) = body.pointer("/activate/when").and_then(Value::as_str) {
+                texts.push(w.to_string());
+            }
+            out.extend(texts.iter().filter_map(|t| {
+                crate::parse_reference(t)
+                    .ok()
+                    .and_then(|r| r.node().map(str::to_string))
+            }));
+        }
+        out
+    };
+    // The nodes kept: the start, and (from it) every node that reads a kept node.
+    let mut kept: Vec<String> = vec![start.to_string()];
+    if matches!(partial, Partial::From { .. }) {
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for n in &nodes {
+                let name = n.get("name").and_then(Value::as_str).unwrap_or_default();
+                if !kept.iter().any(|k| k == name) && reads(n).iter().any(|r| kept.contains(r)) {
+                    kept.push(name.to_string());
+                    grew = true;
+                }
+            }
+        }
+    }
+    let empty = serde_json::Map::new();
+    let upstream = match partial {
+        Partial::From { upstream, .. } => *upstream,
+        Partial::Node { .. } => &empty,
+    };
+    let mut kept_nodes = Vec::new();
+    for n in &nodes {
+        let name = n.get("name").and_then(Value::as_str).unwrap_or_default();
+        if !kept.iter().any(|k| k == name) {
+            continue;
+        }
+        let mut n = n.clone();
+        if let (Partial::Node { inputs, .. }, true) = (partial, name == start) {
+            // One node alone: exactly the inputs given, and no condition to wait on.
+            let body = if n.get("use_variants").and_then(Value::as_bool) == Some(true) {
+                let chosen = variant
+                    .filter(|(v_node, _)| *v_node == name)
+                    .map(|(_, id)| id);
+                variant_body(&doc, name, chosen)
+                    .ok_or_else(|| refuse(format!("node '{name}' has no such variant to run")))?
+            } else {
+                n.clone()
+            };
+            let mut body = body;
+            if let Some(m) = body.as_object_mut() {
+                m.insert("name".into(), Value::String(name.into()));
+                m.insert("inputs".into(), Value::Object((*inputs).clone()));
+                m.shift_remove("activate");
+                m.shift_remove("use_variants");
+            }
+            kept_nodes.push(body);
+            continue;
+        }
+        substitute(&mut n, &kept, upstream)?;
+        kept_nodes.push(n);
+    }
+    // Variants of kept nodes read the left-out nodes' values too.
+    if let Some(variants) = doc.get_mut("node_variants").and_then(Value::as_object_mut) {
+        variants.retain(|k, _| kept.iter().any(|n| n == k));
+        for spec in variants.values_mut() {
+            if let Some(vs) = spec.get_mut("variants").and_then(Value::as_object_mut) {
+                for v in vs.values_mut() {
+                    if let Some(node) = v.get_mut("node") {
+                        substitute(node, &kept, upstream)?;
+                    }
+                }
+            }
+        }
+    }
+    let outputs = match partial {
+        Partial::Node { node, .. } => {
+            serde_json::json!({"output": {"type": "object", "reference": format!("${{{node}.output}}")}})
+        }
+        Partial::From { .. } => {
+            let mut out = serde_json::Map::new();
+            for (k, o) in doc
+                .get("outputs")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+            {
+                let source = o
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .and_then(|r| crate::parse_reference(r).ok())
+                    .map(|r| r.node().map(str::to_string));
+                // Outputs of flow inputs and of kept nodes stay; the rest were not run.
+                if matches!(&source, Some(None))
+                    || matches!(&source, Some(Some(n)) if kept.contains(n))
+                {
+                    out.insert(k, o);
+                }
+            }
+            Value::Object(out)
+        }
+    };
+    if let Some(m) = doc.as_object_mut() {
+        m.insert("nodes".into(), Value::Array(kept_nodes));
+        m.insert("outputs".into(), outputs);
+        if matches!(partial, Partial::Node { .. }) {
+            // The node alone runs the settings chosen above, not its variants.
+            m.shift_remove("node_variants");
+        }
+    }
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| refuse(e.to_string()))?;
+    // A variant chosen for a node still there (with its variants) still applies.
+    let variant_applies = variant.is_some_and(|(n, _)| {
+        matches!(partial, Partial::From { .. }) && kept.iter().any(|k| k == n)
+    });
+    Ok(PartialFlow {
+        text,
+        variant_applies,
+    })
+}
+
+/// A flow file for a partial test, and whether the variant asked for still applies to it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PartialFlow {
+    pub text: String,
+    pub variant_applies: bool,
+}
+
+/// The settings a node runs with: itself, or each of its variants' nodes.
+fn bodies<'d>(doc: &'d Value, n: &'d Value) -> Vec<&'d Value> {
+    let name = n.get("name").and_then(Value::as_str).unwrap_or_default();
+    if n.get("use_variants").and_then(Value::as_bool) != Some(true) {
+        return vec![n];
+    }
+    doc.get("node_variants")
+        .and_then(|v| v.get(name))
+        .and_then(|v| v.get("variants"))
+        .and_then(Value::as_object)
+        .map(|vs| vs.values().filter_map(|v| v.get("node")).collect())
+        .unwrap_or_default()
+}
+
+/// The settings of variant `id` of a node (its default when `None`).
+fn variant_body(doc: &Value, name: &str, id: Option<&str>) -> Option<Value> {
+    let spec = doc.get("node_variants")?.get(name)?;
+    let vs = spec.get("variants")?.as_object()?;
+    let id = id
+        .map(str::to_string)
+        .or_else(|| {
+            spec.get("default_variant_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .or_else(|| vs.keys().next().cloned())?;
+    vs.get(&id)?.get("node").cloned()
+}
+
+fn collect_texts(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Object(m) => m.values().for_each(|x| collect_texts(x, out)),
+        Value::Array(a) => a.iter().for_each(|x| collect_texts(x, out)),
+        _ => {}
+    }
+}
+
+/// Replace, in a node's inputs and condition, each reference to a node not kept with the value
+/// it gave in the last test.
+fn substitute(
+    node: &mut Value,
+    kept: &[String],
+    upstream: &serde_json::Map<String, Value>,
+) -> Result<(), Error> {
+    let replace = |v: &mut Value| -> Result<(), Error> {
+        let Some(text) = v.as_str() else {
+            return Ok(());
+        };
+        let Ok(r) = crate::parse_reference(text) else {
+            return Ok(());
+        };
+        let Some(source) = r.node() else {
+            return Ok(());
+        };
+        if kept.iter().any(|k| k == source) {
+            return Ok(());
+        }
+        let Some(mut value) = upstream.get(source).cloned() else {
+            return Err(Error {
+                line: 1,
+                column: 1,
+                message: format!(
+                    "the last test has no output of node '{source}', which this part of the flow reads; test the whole line first"
+                ),
+            });
+        };
+        for seg in &r.path {
+            value = match seg {
+                crate::PathSeg::Key(k) => value.get(k).cloned().unwrap_or(Value::Null),
+                crate::PathSeg::Index(i) => usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| value.get(i).cloned())
+                    .unwrap_or(Value::Null),
+            };
+        }
+        *v = value;
+        Ok(())
+    };
+    if let Some(inputs) = node.get_mut("inputs").and_then(Value::as_object_mut) {
+        for v in inputs.values_mut() {
+            replace(v)?;
+        }
+    }
+    if let Some(when) = node.pointer_mut("/activate/when") {
+        replace(when)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod partial_tests {
+    use super::*;
+    use serde_json::json;
+
+    const FLOW: &str = "\
+inputs:
+  q:
+    type: string
+outputs:
+  first:
+    type: string
+    reference: ${a.output}
+  last:
+    type: string
+    reference: ${c.output}
+nodes:
+- name: a
+  type: python
+  source: {type: code, path: a.py}
+  inputs: {x: '${inputs.q}'}
+- name: b
+  type: python
+  source: {type: code, path: b.py}
+  inputs: {x: '${a.output.text}', y: 3}
+- name: c
+  type: python
+  source: {type: code, path: c.py}
+  inputs: {x: '${b.output}', q: '${inputs.q}'}
+";
+
+    #[test]
+    fn rerunning_from_a_node_reads_the_earlier_nodes_last_outputs() {
+        let upstream = json!({"a": {"text": "from a"}})
+            .as_object()
+            .cloned()
+            .expect("map");
+        let text = partial_flow(
+            FLOW,
+            &Partial::From {
+                node: "b",
+                upstream: &upstream,
+            },
+            None,
+        )
+        .expect("builds")
+        .text;
+        let doc = flowrt_yaml::parse(&text).expect("parses").to_json();
+        let names: Vec<&str> = doc["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| n["name"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(names, ["b", "c"]);
+        assert_eq!(doc["nodes"][0]["inputs"], json!({"x": "from a", "y": 3}));
+        assert_eq!(
+            doc["nodes"][1]["inputs"],
+            json!({"x": "${b.output}", "q": "${inputs.q}"})
+        );
+        assert_eq!(
+            doc["outputs"]
+                .as_object()
+                .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+            Some(vec!["last".to_string()])
+        );
+        let none = serde_json::Map::new();
+        let e = partial_flow(
+            FLOW,
+            &Partial::From {
+                node: "b",
+                upstream: &none,
+            },
+            None,
+        )
+        .expect_err("no output of a");
+        assert!(e.message.contains("no output of node 'a'"), "{e}");
+    }
+
+    #[test]
+    fn one_node_runs_alone_with_the_inputs_given() {
+        let inputs = json!({"x": "typed", "y": 4})
+            .as_object()
+            .cloned()
+            .expect("map");
+        let text = partial_flow(
+            FLOW,
+            &Partial::Node {
+                node: "b",
+                inputs: &inputs,
+            },
+            None,
+        )
+        .expect("builds")
+        .text;
+        let doc = flowrt_yaml::parse(&text).expect("parses").to_json();
+        assert_eq!(doc["nodes"].as_array().map(Vec::len), Some(1));
+        assert_eq!(doc["nodes"][0]["inputs"], json!({"x": "typed", "y": 4}));
+        assert_eq!(
+            doc["outputs"],
+            json!({"output": {"type": "object", "reference": "${b.output}"}})
+        );
+    }
+}

@@ -207,8 +207,8 @@ class EditorPage {
 
   renderTest(flow) {
     const names = Object.keys(flow.inputs).join(',');
-    if (this.testInputs === names) return;
-    this.testInputs = names;
+    if (this.testInputNames === names) return;
+    this.testInputNames = names;
     const controls = Object.entries(flow.inputs).filter(([, spec]) => !spec.is_chat_history).map(([name, spec]) => {
       const old = this.testCard.querySelector(`[name="${CSS.escape(name)}"]`);
       const value = old ? old.value : (spec.default === undefined || spec.default === null ? '' : show(spec.default));
@@ -222,24 +222,35 @@ class EditorPage {
       h('div', { class: 'actions' }, run), result);
     form.addEventListener('submit', (ev) => {
       ev.preventDefault();
-      act(run, () => this.testDraft(controls, result));
+      act(run, () => this.testDraft());
     });
+    this.testControls = controls;
+    this.testResult = result;
     clear(this.testCard, form);
   }
 
-  async testDraft(controls, result) {
+  testInputs() {
     const inputs = {};
-    for (const [name, spec, c] of controls) {
+    for (const [name, spec, c] of this.testControls || []) {
       if (c.value === '') continue;
       inputs[name] = ['int', 'double', 'bool', 'list', 'object'].includes(spec.type) ? JSON.parse(c.value) : c.value;
     }
+    return inputs;
+  }
+
+  // A whole line, or part of it (`partial`: one node alone, or from a node on).
+  async testDraft(partial) {
+    const result = this.testResult;
+    const inputs = this.testInputs();
     const session = this.sessionSel.value;
     if (!session) throw new Error('pick a running session to test in (start one from the flow page)');
     clear(result, h('span', { class: 'muted' }, 'running…'));
     const line = await post(`/api/v1/flows/${encodeURIComponent(this.draft.base.ref)}/draft/test`,
-      { files: Object.fromEntries(this.draft.changes), session, inputs, variant: this.draft.variant || undefined });
+      { files: Object.fromEntries(this.draft.changes), session, inputs, variant: this.draft.variant || undefined, partial });
+    if (!partial) this.lastTest = { inputs, line };
+    const what = partial ? (partial.kind === 'node' ? `node ${partial.node} alone` : `from node ${partial.node}`) : 'the whole line';
     sessionStorage.setItem('flowrt.lastTest', JSON.stringify({ flow: `${this.draft.base.ref} (draft)`, session, inputs, at: Date.now(), ...line }));
-    clear(result,
+    clear(result, h('p', { class: 'muted', id: 'draft-test-what' }, `Ran ${what}.`),
       line.error ? h('div', { class: 'error', id: 'draft-test-error' }, h('strong', {}, `Node ${line.error.node || '?'} failed: `), line.error.display || line.error.message) : null,
       h('pre', { class: 'json', id: 'draft-test-outputs' }, JSON.stringify(line.outputs, null, 2)),
       h('p', {}, `Took ${(line.duration * 1000).toFixed(0)} ms. `, h('a', { href: '#/trace/test', id: 'draft-trace-link' }, 'View this line’s trace')));
@@ -393,7 +404,12 @@ class EditorPage {
     box.append(this.inputsTable(flow, n, at, disabled));
     box.append(this.conditionRow(n, at, disabled));
     if (n.source && ['python', 'llm', 'prompt'].includes(n.type)) box.append(this.sourceEditor(n));
-    if (!disabled) box.append(h('div', { class: 'actions' }, button('Delete node', () => this.removeNode(n), { class: 'danger', 'data-delete-node': n.name })));
+    if (!disabled) {
+      box.append(h('div', { class: 'actions' },
+        button('Run this node alone', (ev) => act(ev.target, () => this.runNode(n)), { 'data-run-node': n.name }),
+        button('Re-run from here', (ev) => act(ev.target, () => this.rerunFrom(n)), { 'data-rerun-from': n.name }),
+        button('Delete node', () => this.removeNode(n), { class: 'danger', 'data-delete-node': n.name })));
+    }
     return box;
   }
 
@@ -486,6 +502,34 @@ class EditorPage {
       ed.focus();
     }, { 'data-open-source': n.name });
     return h('div', {}, open, host);
+  }
+
+  // The outputs each node gave in the last whole-line test of this draft, by node.
+  lastOutputs() {
+    const runs = this.lastTest && Array.isArray(this.lastTest.line.node_runs) ? this.lastTest.line.node_runs : [];
+    return Object.fromEntries(runs.filter((r) => r.output !== undefined).map((r) => [r.node, r.output]));
+  }
+
+  // One node alone: its inputs as they were in the last test (a reference becomes the value it
+  // read), editable as JSON before it runs.
+  async runNode(n) {
+    const outputs = this.lastOutputs();
+    const given = this.lastTest ? this.lastTest.inputs : this.testInputs();
+    const inputs = {};
+    for (const [k, v] of Object.entries(n.inputs || {})) {
+      const m = typeof v === 'string' && v.match(/^\$\{(\w+)\.(\w+)\}$/);
+      if (m && m[1] === 'inputs') inputs[k] = given[m[2]] ?? null;
+      else if (m && m[2] === 'output') inputs[k] = outputs[m[1]] ?? null;
+      else inputs[k] = v;
+    }
+    const text = window.prompt(`Inputs of ${n.name} (JSON):`, JSON.stringify(inputs));
+    if (text === null) return;
+    await this.testDraft({ kind: 'node', node: n.name, inputs: JSON.parse(text) });
+  }
+
+  async rerunFrom(n) {
+    if (!this.lastTest) throw new Error('run the whole line first: a re-run reads the earlier nodes\' outputs from it');
+    await this.testDraft({ kind: 'from', node: n.name, upstream: this.lastOutputs() });
   }
 
   async addNode(flow, type) {

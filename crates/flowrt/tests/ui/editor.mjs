@@ -287,6 +287,19 @@ try {
     await shot(page, 'variant');
   });
 
+  await step('run one node alone with given inputs, and re-run from a node', async () => {
+    page.once('dialog', (d) => d.accept('{"text": "solo", "times": 3}'));
+    await page.locator('[data-run-node="shout"]').click();
+    await page.locator('#draft-test-what').getByText('Ran node shout alone.').waitFor();
+    const alone = JSON.parse(await page.locator('#draft-test-outputs').innerText());
+    assert(alone.output === 'SOLOSOLOSOLO', `one node alone: ${JSON.stringify(alone)}`);
+    await page.locator('[data-rerun-from="shout"]').click();
+    await page.locator('#draft-test-what').getByText('Ran from node shout.').waitFor();
+    const from = JSON.parse(await page.locator('#draft-test-outputs').innerText());
+    assert((from.answer.match(/VARIANT ONE\./g) || []).length === 2, `re-run from shout: ${JSON.stringify(from)}`);
+    await shot(page, 'partial');
+  });
+
   await step('a tool that raises at import shows its file and line', async () => {
     await page.locator('#file-list [data-file="shout.py"]').click();
     await page.locator('#editor-pane .cm-content').click();
