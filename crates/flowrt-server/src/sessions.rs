@@ -545,23 +545,7 @@ async fn install(
             copy_flow(&snapshot, &tmp2).map_err(|e| e.to_string())?;
             std::fs::write(tmp2.join(&rel2), requirements).map_err(|e| e.to_string())?;
             let limits = flowrt_store::snapshot::SnapshotLimits::default();
-            let files =
-                flowrt_store::snapshot::collect(&tmp2, &limits).map_err(|e| e.to_string())?;
-            let info = flowrt_store::snapshot::SnapshotInfo {
-                hash: flowrt_store::snapshot::hash_files(&files).map_err(|e| e.to_string())?,
-                files: files.len(),
-                bytes: files
-                    .iter()
-                    .filter_map(|(_, p)| std::fs::metadata(p).ok())
-                    .map(|m| m.len())
-                    .sum(),
-            };
-            let dest = tmp2.with_file_name(info.hash.trim_start_matches("sha256:"));
-            if dest.exists() {
-                let _ = std::fs::remove_dir_all(&tmp2);
-            } else {
-                std::fs::rename(&tmp2, &dest).map_err(|e| e.to_string())?;
-            }
+            let info = flowrt_store::snapshot::settle(&tmp2, &limits).map_err(|e| e.to_string())?;
             Ok(info)
         },
     )

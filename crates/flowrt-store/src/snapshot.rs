@@ -203,6 +203,31 @@ pub fn hash_files(files: &[(String, PathBuf)]) -> Result<String, SnapshotError> 
     Ok(format!("sha256:{}", hex::encode(h.finalize())))
 }
 
+/// Store a folder laid out in the snapshots folder (a flow saved in place, not uploaded) under
+/// its hash: `<parent>/<hex>`, what it holds returned. When that snapshot exists already the
+/// folder is removed: the same files are kept once.
+pub fn settle(dir: &Path, limits: &SnapshotLimits) -> Result<SnapshotInfo, SnapshotError> {
+    let files = collect(dir, limits)?;
+    let mut bytes = 0u64;
+    for (_, path) in &files {
+        bytes += std::fs::metadata(path)
+            .map_err(io("cannot read", path))?
+            .len();
+    }
+    let info = SnapshotInfo {
+        hash: hash_files(&files)?,
+        files: files.len(),
+        bytes,
+    };
+    let dest = dir.with_file_name(info.hash.trim_start_matches("sha256:"));
+    if dest.exists() {
+        let _ = std::fs::remove_dir_all(dir);
+    } else {
+        std::fs::rename(dir, &dest).map_err(io("cannot store", dir))?;
+    }
+    Ok(info)
+}
+
 /// Pack a flow folder: the gzip-compressed tar to upload, and what it holds.
 pub fn pack(dir: &Path, limits: &SnapshotLimits) -> Result<(Vec<u8>, SnapshotInfo), SnapshotError> {
     let files = collect(dir, limits)?;

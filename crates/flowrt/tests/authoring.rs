@@ -28,6 +28,40 @@ fn changed_lines(before: &str, after: &str) -> Vec<String> {
     out
 }
 
+/// The `authoring` fixture pushed, its connection made (to `openai_base`), and a session
+/// started on it: the session's id.
+fn session_on_authoring(server: &Server, openai_base: &str) -> String {
+    server.ok(&[
+        "flow",
+        "push",
+        fixture("authoring").to_str().unwrap(),
+        "--name",
+        "authoring",
+    ]);
+    let conn = server.env.home.path().join("conn.yaml");
+    std::fs::write(
+        &conn,
+        format!("name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {openai_base}/v1\n"),
+    )
+    .unwrap();
+    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    server
+        .ok(&[
+            "session",
+            "start",
+            "--flow",
+            "authoring",
+            "--idle-timeout",
+            "0",
+        ])
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 fn draft(server: &Server, reference: &str, body: Value) -> Value {
     let (status, view) = server.api(
         "POST",
@@ -380,29 +414,8 @@ fn edited_fixtures_differ_only_in_the_edited_lines() {
 fn validate_reads_tools_in_the_session_and_adds_their_inputs() {
     let server = Server::start();
     let dir = fixture("authoring");
-    server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", "authoring"]);
-    let conn = server.env.home.path().join("conn.yaml");
-    std::fs::write(
-        &conn,
-        "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: http://127.0.0.1:9/v1\n",
-    )
-    .unwrap();
-    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
-    let session = server
-        .ok(&[
-            "session",
-            "start",
-            "--flow",
-            "authoring",
-            "--idle-timeout",
-            "0",
-        ])
-        .stdout
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
+    // Nothing answers on port 9: validating never calls the model.
+    let session = session_on_authoring(&server, "http://127.0.0.1:9");
     let shout = "from promptflow.core import tool\n\n\n@tool\ndef shout(text: str, times: int = 2, suffix: str = \"!\") -> str:\n    return (text.upper() + suffix) * times\n";
     let ask =
         std::fs::read_to_string(dir.join("ask.jinja2")).unwrap() + "Answer in a {{tone}} tone.\n";
@@ -482,33 +495,7 @@ fn validate_reads_tools_in_the_session_and_adds_their_inputs() {
 fn a_session_switches_to_a_saved_version_without_a_restart() {
     let fake = FakeOpenAi::start(0);
     let server = Server::start();
-    let dir = fixture("authoring");
-    server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", "authoring"]);
-    let conn = server.env.home.path().join("conn.yaml");
-    std::fs::write(
-        &conn,
-        format!(
-            "name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {}/v1\n",
-            fake.base
-        ),
-    )
-    .unwrap();
-    server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
-    let id = server
-        .ok(&[
-            "session",
-            "start",
-            "--flow",
-            "authoring",
-            "--idle-timeout",
-            "0",
-        ])
-        .stdout
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = session_on_authoring(&server, &fake.base);
     let test = |question: &str| {
         let (status, line) = server.api(
             "POST",

@@ -85,6 +85,22 @@ impl Server {
         (status, serde_json::from_str(&resp).unwrap_or(Value::Null))
     }
 
+    /// Run the CLI against this server as the user with `token`; it must succeed.
+    fn cli_as(&self, token: &str, args: &[&str]) {
+        let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
+            .args(args)
+            .env("FLOWRT_HOME", &self.home)
+            .env("FLOWRT_SERVER", &self.url)
+            .env("FLOWRT_TOKEN", token)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "flowrt {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn user(&self, name: &str, role: &str) -> (String, String) {
         let (status, v) = self.api(
             "POST",
@@ -207,18 +223,7 @@ fn the_web_ui_in_headless_chromium() {
             ),
     )
     .unwrap();
-    let pushed = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args(["flow", "push", dir.to_str().unwrap()])
-        .env("FLOWRT_HOME", home.path())
-        .env("FLOWRT_SERVER", &server.url)
-        .env("FLOWRT_TOKEN", &alice)
-        .output()
-        .unwrap();
-    assert!(
-        pushed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&pushed.stderr)
-    );
+    server.cli_as(&alice, &["flow", "push", dir.to_str().unwrap()]);
     // A chat flow whose llm node talks to a fake OpenAI server that streams its replies.
     let model = common::FakeOpenAi::start(0);
     let conn = home.path().join("conn.yaml");
@@ -245,18 +250,7 @@ fn the_web_ui_in_headless_chromium() {
         vec!["flow", "push", chat.to_str().unwrap()],
         vec!["flow", "push", bad.to_str().unwrap()],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(&args)
-            .env("FLOWRT_HOME", home.path())
-            .env("FLOWRT_SERVER", &server.url)
-            .env("FLOWRT_TOKEN", &alice)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        server.cli_as(&alice, &args);
     }
     fifty_sessions(home.path(), &perf_id);
 
@@ -363,20 +357,16 @@ fn the_flow_editor_in_headless_chromium() {
     let (_, alice) = server.user("alice", "user");
     let (_, viewer) = server.user("vera", "viewer");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flows/authoring");
-    let pushed = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args([
+    server.cli_as(
+        &alice,
+        &[
             "flow",
             "push",
             fixture.to_str().unwrap(),
             "--name",
             "authoring",
-        ])
-        .env("FLOWRT_HOME", home.path())
-        .env("FLOWRT_SERVER", &server.url)
-        .env("FLOWRT_TOKEN", &alice)
-        .output()
-        .unwrap();
-    assert!(pushed.status.success(), "{pushed:?}");
+        ],
+    );
     // Alice's own connection and a running session on the flow, where validate reads her code
     // and drafts run.
     let fake = common::FakeOpenAi::start(0);
@@ -389,20 +379,16 @@ fn the_flow_editor_in_headless_chromium() {
         ),
     )
     .unwrap();
-    let made = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args([
+    server.cli_as(
+        &alice,
+        &[
             "connection",
             "create",
             "--file",
             conn.to_str().unwrap(),
             "--workspace",
-        ])
-        .env("FLOWRT_HOME", home.path())
-        .env("FLOWRT_SERVER", &server.url)
-        .env("FLOWRT_TOKEN", &alice)
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{made:?}");
+        ],
+    );
     let (status, session) = server.api(
         "POST",
         "/api/v1/sessions",
@@ -550,14 +536,7 @@ fn a_sessions_requirements_are_read_for_its_viewers_only() {
     std::fs::write(dir.join("requirements.txt"), "six==1.16.0\n").unwrap();
     let _ = d;
     // A session record is enough: the file is read from the snapshot it runs.
-    let pushed = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args(["flow", "push", dir.to_str().unwrap()])
-        .env("FLOWRT_HOME", home.path())
-        .env("FLOWRT_SERVER", &server.url)
-        .env("FLOWRT_TOKEN", &alice)
-        .output()
-        .unwrap();
-    assert!(pushed.status.success());
+    server.cli_as(&alice, &["flow", "push", dir.to_str().unwrap()]);
     let (status, s) = server.api(
         "POST",
         "/api/v1/sessions",

@@ -67,21 +67,8 @@ pub(super) async fn save(
                 let shown = tmp2.display().to_string();
                 return Ok(Err(e.to_string().replace(&shown, ".")));
             }
-            let limits = SnapshotLimits::default();
-            let files = snapshot::collect(&tmp2, &limits).map_err(|e| e.to_string())?;
-            let info = snapshot::SnapshotInfo {
-                hash: snapshot::hash_files(&files).map_err(|e| e.to_string())?,
-                files: files.len(),
-                bytes: files
-                    .iter()
-                    .filter_map(|(_, p)| std::fs::metadata(p).ok())
-                    .map(|m| m.len())
-                    .sum(),
-            };
-            let dest = tmp2.with_file_name(info.hash.trim_start_matches("sha256:"));
-            if !dest.exists() {
-                std::fs::rename(&tmp2, &dest).map_err(|e| e.to_string())?;
-            }
+            let info =
+                snapshot::settle(&tmp2, &SnapshotLimits::default()).map_err(|e| e.to_string())?;
             Ok(Ok(info))
         },
     )

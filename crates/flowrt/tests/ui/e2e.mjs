@@ -2,16 +2,10 @@
 // Started by crates/flowrt/tests/ui.rs with a fresh server; reads the URL, tokens and paths from
 // the environment, prints one line per step, saves a screenshot per scenario, and exits non-zero
 // on the first failure. Page weights and the 50-session drawing time go to metrics.json.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { env, launch, stepper, assert, signedIn as contextFor } from './harness.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set (run through: cargo test -p flowrt --test ui)`);
-  return v;
-};
 const BASE = env('FLOWRT_URL');
 const SHOTS = env('SCREENSHOTS');
 const DATA = env('DATA_FILE');
@@ -19,40 +13,13 @@ const T = { alice: env('TOKEN_ALICE'), bob: env('TOKEN_BOB'), viewer: env('TOKEN
 const metrics = { page_weights_bytes: {}, steps: {} };
 const started = Date.now();
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--disk-cache-dir=${mkdtempSync(join(tmpdir(), 'flowrt-ui-cache-'))}`],
-});
+const browser = await launch();
+const { step, state } = stepper(metrics);
 
-let failed = false;
-async function step(name, fn) {
-  const t = Date.now();
-  try {
-    await fn();
-    const ms = Date.now() - t;
-    metrics.steps[name] = ms;
-    console.log(`ok   ${name} (${ms} ms)`);
-  } catch (e) {
-    failed = true;
-    console.log(`FAIL ${name}: ${e.message.split('\n').slice(0, 6).join('\n     ')}`);
-    throw e;
-  }
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(what);
-}
-
-// A fresh context per user: its own sessionStorage, so tokens never mix.
-async function signedIn(token, viewport = { width: 1440, height: 900 }) {
-  const ctx = await browser.newContext({ viewport });
-  // about:blank has no sessionStorage: only the UI's origin gets the token.
-  await ctx.addInitScript((t) => { if (t && location.protocol === 'http:') sessionStorage.setItem('flowrt.token', t); }, token);
-  const page = await ctx.newPage();
-  page.on('pageerror', (e) => console.log(`     page error: ${e.message}`));
-  return { ctx, page };
+async function signedIn(token, viewport) {
+  const user = await contextFor(browser, token, viewport);
+  user.page.on('pageerror', (e) => console.log(`     page error: ${e.message}`));
+  return user;
 }
 
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
@@ -411,5 +378,5 @@ try {
   writeFileSync(join(SHOTS, 'metrics.json'), `${JSON.stringify(metrics, null, 2)}\n`);
   await browser.close();
 }
-console.log(failed ? 'UI scenarios FAILED' : `UI scenarios passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${SHOTS}`);
-process.exit(failed ? 1 : 0);
+console.log(state.failed ? 'UI scenarios FAILED' : `UI scenarios passed in ${((Date.now() - started) / 1000).toFixed(1)} s; screenshots in ${SHOTS}`);
+process.exit(state.failed ? 1 : 0);

@@ -3,58 +3,26 @@
 // its references follow, save v2 with a message, compare v1 and v2, have two users edit v2 at
 // once (the second save is refused with the difference and saved under a new name), and check a
 // viewer sees no edit controls and a forced save is refused. Started by tests/ui.rs.
-import { chromium } from 'playwright-core';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { env, launch, stepper, assert, signedIn as contextFor } from './harness.mjs';
 
-const env = (k) => {
-  const v = process.env[k];
-  if (!v) throw new Error(`${k} is not set (run through: cargo test -p flowrt --test ui)`);
-  return v;
-};
 const BASE = env('FLOWRT_URL');
 const SHOTS = env('SCREENSHOTS');
 const T = { alice: env('TOKEN_ALICE'), viewer: env('TOKEN_VIEWER'), owner: env('TOKEN_OWNER') };
 const metrics = { steps: {}, bytes: {} };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync',
-    `--disk-cache-dir=${mkdtempSync(join(tmpdir(), 'flowrt-ui-cache-'))}`],
-});
-
-let failed = false;
-let current = '';
-async function step(name, fn) {
-  const t = Date.now();
-  current = name;
-  try {
-    await fn();
-    metrics.steps[name] = Date.now() - t;
-    console.log(`ok   ${name} (${Date.now() - t} ms)`);
-  } catch (e) {
-    failed = true;
-    console.log(`FAIL ${name}: ${e.message.split('\n').slice(0, 6).join('\n     ')}`);
-    throw e;
-  }
-}
-
-function assert(cond, what) {
-  if (!cond) throw new Error(what);
-}
+const browser = await launch();
+const { step, state } = stepper(metrics);
 
 const pageErrors = [];
 async function signedIn(token, who) {
-  const ctx = await browser.newContext({ viewport: { width: 1440, height: 1000 } });
-  await ctx.addInitScript((t) => { if (location.protocol === 'http:') sessionStorage.setItem('flowrt.token', t); }, token);
+  const user = await contextFor(browser, token, { width: 1440, height: 1000 });
   // Where a CSP refusal came from, to fix it at its source.
-  await ctx.addInitScript(() => document.addEventListener('securitypolicyviolation', (e) => console.log(`CSP refused ${e.violatedDirective} at ${e.sourceFile}:${e.lineNumber}:${e.columnNumber} ${e.sample}`)));
-  const page = await ctx.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${who}: ${e.message}`));
-  page.on('console', (m) => { if (/Content Security Policy|Refused to|CSP refused/.test(m.text())) pageErrors.push(`${who} (${current}): ${m.text().slice(0, 200)}`); });
-  return { ctx, page };
+  await user.ctx.addInitScript(() => document.addEventListener('securitypolicyviolation', (e) => console.log(`CSP refused ${e.violatedDirective} at ${e.sourceFile}:${e.lineNumber}:${e.columnNumber} ${e.sample}`)));
+  user.page.on('pageerror', (e) => pageErrors.push(`${who}: ${e.message}`));
+  user.page.on('console', (m) => { if (/Content Security Policy|Refused to|CSP refused/.test(m.text())) pageErrors.push(`${who} (${state.current}): ${m.text().slice(0, 200)}`); });
+  return user;
 }
 
 const shot = (page, name) => page.screenshot({ path: join(SHOTS, `editor-${name}.png`), fullPage: true });
@@ -317,4 +285,4 @@ try {
   writeFileSync(join(SHOTS, 'editor-metrics.json'), JSON.stringify(metrics, null, 2));
   await browser.close();
 }
-process.exit(failed ? 1 : 0);
+process.exit(state.failed ? 1 : 0);
