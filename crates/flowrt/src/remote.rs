@@ -84,14 +84,7 @@ impl Remote {
             let status = resp.status();
             let text = resp.text().await.unwrap_or_default();
             let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-            let message = value["message"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| value.to_string());
-            if status.as_u16() == 401 {
-                bail!("the server refused the token: {message}\nhint: check FLOWRT_TOKEN");
-            }
-            bail!("{message}");
+            return Err(refusal(status, &value));
         }
         let headers = resp.headers().clone();
         let body = resp
@@ -214,13 +207,18 @@ impl Remote {
         if status.is_success() {
             return Ok(value);
         }
-        let message = value["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| value.to_string());
-        if status.as_u16() == 401 {
-            bail!("the server refused the token: {message}\nhint: check FLOWRT_TOKEN");
-        }
-        bail!("{message}")
+        Err(refusal(status, &value))
     }
+}
+
+/// A refused call as the error to show: the server's message, and for 401 what to check.
+fn refusal(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
+    let message = body["message"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| body.to_string());
+    if status.as_u16() == 401 {
+        return anyhow!("the server refused the token: {message}\nhint: check FLOWRT_TOKEN");
+    }
+    anyhow!("{message}")
 }

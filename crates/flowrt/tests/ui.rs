@@ -187,16 +187,21 @@ fn fifty_sessions(home: &Path, owner: &str) {
     });
 }
 
-#[test]
-fn the_web_ui_in_headless_chromium() {
+/// A server for a UI test, once Chromium and playwright-core are there to drive it.
+fn ui_server(home: &Path) -> Server {
     let playwright = ui_dir().join("node_modules/playwright-core");
     assert!(
         Path::new(CHROMIUM).exists() && playwright.exists(),
         "the UI tests need {CHROMIUM} and {}: run ./scripts/test.sh, which installs both (apt-get install chromium; npm ci in crates/flowrt/tests/ui)",
         playwright.display()
     );
+    Server::start(home)
+}
+
+#[test]
+fn the_web_ui_in_headless_chromium() {
     let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path());
+    let server = ui_server(home.path());
     let (_, alice) = server.user("alice", "user");
     let (_, bob) = server.user("bob", "user");
     let (_, viewer) = server.user("vera", "viewer");
@@ -346,14 +351,8 @@ fn run_scenarios(script: &str, server: &Server, vars: &[(&str, &str)], within: D
 /// viewer kept out. The saved YAML then differs from the pushed one only in the edited lines.
 #[test]
 fn the_flow_editor_in_headless_chromium() {
-    let playwright = ui_dir().join("node_modules/playwright-core");
-    assert!(
-        Path::new(CHROMIUM).exists() && playwright.exists(),
-        "the UI tests need {CHROMIUM} and {}: run ./scripts/test.sh",
-        playwright.display()
-    );
     let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path());
+    let server = ui_server(home.path());
     let (_, alice) = server.user("alice", "user");
     let (_, viewer) = server.user("vera", "viewer");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flows/authoring");
