@@ -142,8 +142,48 @@ impl Drafts {
             )));
         }
         self.unpacked(&req.hash, req.archive_base64.clone()).await?;
-        let pool = self
-            .pool
+        let pool = self.pool().await?;
+        let timeout = Duration::from_secs_f64(req.timeout_s.clamp(0.5, 60.0));
+        let dir_name = req.hash.trim_start_matches("sha256:").to_string();
+        let mut metas = Vec::with_capacity(req.tools.len());
+        for path in req.tools {
+            metas.push(read_tool(pool, &dir_name, path, timeout).await);
+        }
+        Ok(metas)
+    }
+
+    /// The tools the session's installed packages declare (its flow folder searched too).
+    pub async fn package_tools(
+        &self,
+        flow_dir: &Path,
+    ) -> Result<flowrt_api::responses::PackageTools, DraftError> {
+        let pool = self.pool().await?;
+        let dir = if flow_dir.is_file() {
+            flow_dir.parent().unwrap_or(flow_dir)
+        } else {
+            flow_dir
+        };
+        let call = ToolCall {
+            node: "package tools".into(),
+            source: ToolSource::PackageTools {
+                dir: Some(dir.display().to_string()),
+            },
+            args: Vec::new(),
+            timeout: Some(Duration::from_secs(60)),
+        };
+        match pool.call(call).await {
+            Ok(flowrt_python::CallOutput {
+                output: flowrt_python::Output::Value(v),
+                ..
+            }) => serde_json::from_value(v).map_err(|e| DraftError::Io(e.to_string())),
+            Ok(_) => Err(DraftError::Io("the worker answered a stream".into())),
+            Err(e) => Err(DraftError::Bad(e.to_string())),
+        }
+    }
+
+    /// The worker that reads drafts' tools, started at its first use.
+    async fn pool(&self) -> Result<&WorkerPool, DraftError> {
+        self.pool
             .get_or_try_init(|| async {
                 std::fs::create_dir_all(&self.dir).map_err(|e| DraftError::Io(e.to_string()))?;
                 Ok::<_, DraftError>(WorkerPool::new(
@@ -156,14 +196,7 @@ impl Drafts {
                     1,
                 ))
             })
-            .await?;
-        let timeout = Duration::from_secs_f64(req.timeout_s.clamp(0.5, 60.0));
-        let dir_name = req.hash.trim_start_matches("sha256:").to_string();
-        let mut metas = Vec::with_capacity(req.tools.len());
-        for path in req.tools {
-            metas.push(read_tool(pool, &dir_name, path, timeout).await);
-        }
-        Ok(metas)
+            .await
     }
 
     pub async fn shutdown(&self) {

@@ -575,6 +575,7 @@ pub fn run(config: AgentConfig) -> Result<()> {
         .route("/draft/inspect", post(inspect_draft))
         .route("/draft/line", post(draft_line))
         .route("/flow", post(switch_flow))
+        .route("/tools", get(package_tools))
         .route("/shutdown", post(shutdown))
         .layer(axum::middleware::from_fn_with_state(
             agent.clone(),
@@ -1217,6 +1218,20 @@ async fn inspect_draft(
         Err(drafts::DraftError::Io(m)) => {
             error_reply(StatusCode::INTERNAL_SERVER_ERROR, "DraftFailed", &m)
         }
+    }
+}
+
+/// The tools the session's installed packages declare (`GET /tools`).
+async fn package_tools(State(a): State<Shared>) -> Response {
+    touch(&a);
+    let flow_dir = a.loaded().flow_dir.clone();
+    match a.drafts.package_tools(&flow_dir).await {
+        Ok(tools) => Json(tools).into_response(),
+        Err(e) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "ToolsFailed",
+            &e.to_string(),
+        ),
     }
 }
 

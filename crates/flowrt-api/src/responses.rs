@@ -508,6 +508,30 @@ pub struct ToolInputMeta {
     pub default: Option<Value>,
 }
 
+/// `GET /api/v1/sessions/{id}/tools`: the tools the session's installed packages declare, as
+/// a node's `source: {type: package, tool: ID}` names them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PackageTools {
+    pub tools: Vec<PackageTool>,
+    /// Packages whose list could not be read, and why.
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PackageTool {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// `python`, `llm` or `custom_llm`, as the package says.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    #[schema(value_type = std::collections::HashMap<String, ToolInputMeta>)]
+    pub inputs: indexmap::IndexMap<String, ToolInputMeta>,
+}
+
 /// `GET /api/v1/flows/{name}/compare`: what changed from one version to another, file by file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct FlowComparison {
@@ -754,6 +778,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<DraftView>("DraftView"),
         one::<ToolMeta>("ToolMeta"),
         one::<NodeVariants>("NodeVariants"),
+        one::<PackageTools>("PackageTools"),
+        one::<PackageTool>("PackageTool"),
         one::<ToolInputMeta>("ToolInputMeta"),
         one::<FlowComparison>("FlowComparison"),
         one::<FileDiff>("FileDiff"),

@@ -10,6 +10,7 @@ Request:  {"id": n, "node": str, "source": {"type": "code", "path": str} | {"typ
            "init_types": {name: type}, "aggregate": bool} (args are the converted flow inputs), or
           {"type": "signature", "entry": "module:attr"} (answers the entry's signature as the output)
           {"type": "meta", "dir": str, "path": str} (answers a code tool's inputs, or where loading it failed)
+          {"type": "package_tools", "dir": str | null} (answers the tools installed packages declare)
           {"op": "shutdown"}
 Response: {"id": n, "ok": true, "output": ..., "generator": bool, "chunks": [...], "joined": str,
            "stdout": str, "metrics": [[key, value], ...], "repr": str (a flex entry's dataclass result)}
@@ -1402,6 +1403,57 @@ def _tool_meta(source):
                 sys.modules.pop(name, None)
 
 
+def _package_tools(source):
+    """The tools installed packages declare, as promptflow finds them: each `package_tools` entry
+    point is a function answering {tool_id: {name, description, type, inputs, ...}}. `dir` (the
+    session's flow folder) is searched too, for packages vendored beside the flow."""
+    import importlib.metadata as metadata
+
+    base = source.get("dir")
+    added = bool(base) and base not in sys.path
+    if added:
+        sys.path.insert(0, base)
+    tools, errors = [], []
+    try:
+        found = metadata.entry_points()
+        group = found.select(group="package_tools") if hasattr(found, "select") else found.get("package_tools", [])
+        seen = set()
+        for ep in group:
+            if ep.name in seen:
+                continue
+            seen.add(ep.name)
+            try:
+                listed = ep.load()()
+            except BaseException as exc:  # a package's own code: report it, list the others
+                errors.append(f"package_tools entry point '{ep.name}': {type(exc).__name__}: {exc}")
+                continue
+            for tool_id, spec in (listed or {}).items():
+                if not isinstance(spec, dict):
+                    continue
+                inputs = {}
+                for name, meta in (spec.get("inputs") or {}).items():
+                    meta = meta if isinstance(meta, dict) else {}
+                    types = meta.get("type", ["object"])
+                    entry = {"type": [str(t) for t in (types if isinstance(types, list) else [types])], "required": "default" not in meta}
+                    if "default" in meta:
+                        entry["default"] = _meta_default(meta["default"])
+                    inputs[name] = entry
+                tools.append(
+                    {
+                        "id": str(tool_id),
+                        "name": str(spec.get("name") or tool_id),
+                        "description": str(spec.get("description") or ""),
+                        "type": str(spec.get("type") or "python"),
+                        "inputs": inputs,
+                    }
+                )
+    finally:
+        if added and base in sys.path:
+            sys.path.remove(base)
+    tools.sort(key=lambda t: t["id"])
+    return {"tools": tools, "errors": errors}
+
+
 def _enter_operation_context():
     """Fill promptflow's operation context for the call about to run (when a tool uses it)."""
     module = sys.modules.get("promptflow.tracing._operation_context")
@@ -1430,6 +1482,8 @@ def _execute(req):
             source = req.get("source") or {}
             if source.get("type") == "meta":
                 generator, result = False, _tool_meta(source)
+            elif source.get("type") == "package_tools":
+                generator, result = False, _package_tools(source)
             elif source.get("type") in ("entry", "signature"):
                 generator, result = _run_entry(source, req.get("args") or [], buf, metrics)
                 if not generator and source.get("type") == "entry" and not source.get("aggregate"):

@@ -72,6 +72,9 @@ pub enum ToolSource {
     /// or where loading it failed (`{path, error: {file, line, message}}`), as promptflow's
     /// tool-meta generation reads them. What it imported from `dir` is forgotten afterwards.
     Meta { dir: String, path: String },
+    /// List the tools installed packages declare (`package_tools` entry points), with `dir`
+    /// searched too: `{tools: [{id, name, description, type, inputs}], errors: [...]}`.
+    PackageTools { dir: Option<String> },
 }
 
 /// The future a [`HostCallbacks`] handler returns: the result, or a message the Python caller
@@ -920,6 +923,7 @@ fn encode_request_as(id: u64, call: &ToolCall, check: bool) -> Result<String, Ca
         }
         ToolSource::Signature { entry } => json!({"type": "signature", "entry": entry}),
         ToolSource::Meta { dir, path } => json!({"type": "meta", "dir": dir, "path": path}),
+        ToolSource::PackageTools { dir } => json!({"type": "package_tools", "dir": dir}),
     };
     let args: Vec<Value> = call
         .args

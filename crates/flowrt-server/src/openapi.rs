@@ -60,6 +60,7 @@ pub const OPERATIONS: &[(&str, &str, &str)] = &[
     ("get", "/api/v1/sessions/{id}/packages", "Installed packages and where each came from."),
     ("post", "/api/v1/sessions/{id}/install", "Save requirements {requirements, save_only} and install them."),
     ("get", "/api/v1/sessions/{id}/logs", "The session log from ?offset=N."),
+    ("get", "/api/v1/sessions/{id}/tools", "The tools the session's installed packages declare (package_tools entry points), with their inputs: what a node's source {type: package, tool: ID} names."),
     ("post", "/api/v1/sessions/{id}/switch", "Run another version of the session's flow {flow: NAME@vN} from now on, without a restart (its requirements must be the session's; lines running finish on the old version)."),
     ("post", "/api/v1/sessions/{id}/test", "Run one line {inputs} in the session, bounded by the request timeout; with Accept: text/event-stream, chunk events stream the LLM reply, then a result event."),
     ("get", "/api/v1/flows", "List the workspace's flows you may see, every version."),
@@ -177,6 +178,7 @@ fn successes(method: &str, path: &str) -> Vec<(&'static str, Body)> {
         }
         ("post", "/api/v1/sessions/{id}/test") => one("200", Json("LineResult")),
         ("post", "/api/v1/sessions/{id}/switch") => one("200", Json("SessionView")),
+        ("get", "/api/v1/sessions/{id}/tools") => one("200", Json("PackageTools")),
         (_, "/api/v1/sessions/{id}") | ("post", "/api/v1/sessions/{id}/stop") => {
             one("200", Json("SessionView"))
         }

@@ -350,3 +350,11 @@ pub async fn switch_flow(
     )
     .await
 }
+
+/// The tools the agent's session has installed (`GET /tools`).
+pub async fn package_tools(
+    addr: &str,
+    token: &str,
+) -> Result<flowrt_api::responses::PackageTools, ClientError> {
+    typed(addr, token, "GET", "/tools", None, Duration::from_secs(90)).await
+}

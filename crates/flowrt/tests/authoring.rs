@@ -626,3 +626,55 @@ fn a_node_gets_variants_and_a_default() {
         "{refused:#}"
     );
 }
+
+/// A session lists the tools its packages declare (promptflow's `package_tools` entry points),
+/// and a draft adding one as a node runs it.
+#[test]
+fn a_sessions_package_tools_are_listed_and_one_is_added_as_a_node() {
+    let server = Server::start();
+    let dir = fixture("pkg_tools");
+    server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", "pkg_tools"]);
+    let id = server
+        .ok(&[
+            "session",
+            "start",
+            "--flow",
+            "pkg_tools",
+            "--idle-timeout",
+            "0",
+        ])
+        .stdout
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string();
+    let (status, listed) = server.api("GET", &format!("/api/v1/sessions/{id}/tools"), "");
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["errors"], json!([]), "{listed}");
+    let tool = &listed["tools"][0];
+    assert_eq!(tool["id"], "my_tools.echo.echo", "{listed}");
+    assert_eq!(tool["name"], "Echo");
+    assert_eq!(
+        tool["inputs"]["times"],
+        json!({"type": ["int"], "required": false, "default": 2})
+    );
+    assert_eq!(tool["inputs"]["text"]["required"], true);
+    let node = json!({"name": "echo", "type": "python", "source": {"type": "package", "tool": tool["id"]}, "inputs": {"text": "${first.output}", "times": 3}});
+    let view = draft(
+        &server,
+        "pkg_tools",
+        json!({"edits": [
+            {"op": "set", "path": ["nodes", 1], "value": node},
+            {"op": "set", "path": ["outputs", "echoed"], "value": {"type": "string", "reference": "${echo.output}"}},
+        ]}),
+    );
+    assert_eq!(view["problems"], json!([]), "{view:#}");
+    let (status, line) = server.api(
+        "POST",
+        "/api/v1/flows/pkg_tools/draft/test",
+        &json!({"files": view["files"], "session": id, "inputs": {"text": " hi "}}).to_string(),
+    );
+    assert_eq!(status, 200, "{line}");
+    assert_eq!(line["outputs"]["echoed"], "hi hi hi", "{line}");
+}

@@ -44,6 +44,11 @@ const MAX_MESSAGE_CHARS: usize = 2000;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
+        .get(
+            "/api/v1/sessions/{id}/tools",
+            Permission::SessionsWrite,
+            sessions::package_tools,
+        )
         .post(
             "/api/v1/sessions/{id}/switch",
             Permission::SessionsWrite,

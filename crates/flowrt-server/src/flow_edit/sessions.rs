@@ -218,3 +218,20 @@ pub(super) async fn switch_session(
     ));
     Ok(Json(view))
 }
+
+/// The tools the session's installed packages declare, for *add a node*. Listing them runs the
+/// packages' code, so it happens in the session.
+pub(super) async fn package_tools(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<flowrt_api::responses::PackageTools>> {
+    caller.require_writer()?;
+    let session = crate::sessions::usable(&state, &caller, &id).await?;
+    let addr = crate::sessions::agent_of(&session).await?;
+    let token = state.sessions.agent_token(&id).await;
+    let tools = flowrt_session::client::package_tools(&addr, &token)
+        .await
+        .map_err(|e| ApiErr::internal("listing the session's package tools", e))?;
+    Ok(Json(tools))
+}

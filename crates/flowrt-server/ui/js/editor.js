@@ -88,6 +88,16 @@ function literal(text, was) {
   return text;
 }
 
+// The connection kinds (`type` of a connection record) a tool parameter takes, from its meta's
+// types (promptflow's connection classes), or null when it takes no connection.
+const CONNECTION_CLASSES = {
+  CustomConnection: 'custom', OpenAIConnection: 'open_ai', AzureOpenAIConnection: 'azure_open_ai', ServerlessConnection: 'serverless',
+};
+function connectionKinds(meta) {
+  const kinds = ((meta && meta.type) || []).map((t) => CONNECTION_CLASSES[t]).filter(Boolean);
+  return kinds.length ? kinds : null;
+}
+
 function show(v) {
   return typeof v === 'string' ? v : JSON.stringify(v);
 }
@@ -174,6 +184,8 @@ class EditorPage {
     }
     const restoredAt = this.draft.restore();
     this.renderFrame();
+    this.sessionSel.addEventListener('change', () => this.loadPackageTools());
+    this.loadPackageTools();
     if (restoredAt) notify({ message: `Restored your unsaved changes to ${this.draft.base.ref} from ${new Date(restoredAt).toLocaleString()}.` }, 'info');
     await this.validate();
   }
@@ -261,6 +273,7 @@ class EditorPage {
   async validateTools() {
     const t0 = performance.now();
     const view = await this.draft.check([], { validate: true, session: this.sessionSel.value });
+    this.tools = view.tools; // kept for the forms until the next validate
     this.drawn = false;
     this.renderStatus(view);
     this.renderNav();
@@ -386,8 +399,46 @@ class EditorPage {
   }
 
   addNodeBar(flow) {
+    this.packageSelect = h('select', { id: 'package-tool', 'aria-label': 'Package tool to add' });
+    this.fillPackageSelect();
+    const pick = this.packageSelect;
     return h('div', { class: 'actions' }, 'Add a node:',
-      ['python', 'llm', 'prompt'].map((type) => button(type, () => this.addNode(flow, type), { 'data-add-node': type })));
+      ['python', 'llm', 'prompt'].map((type) => button(type, () => this.addNode(flow, type), { 'data-add-node': type })),
+      pick, button('Add', () => pick.value && this.addPackageNode(flow, pick.value), { id: 'add-package-node' }));
+  }
+
+  fillPackageSelect() {
+    if (!this.packageSelect) return;
+    const tools = this.packageTools;
+    const label = !this.sessionSel.value ? 'package tools: pick a session' : !tools ? 'package tools: loading…'
+      : tools.length ? 'a package tool…' : 'no package tools in the session';
+    clear(this.packageSelect, h('option', { value: '' }, label),
+      (tools || []).map((t) => h('option', { value: t.id, title: t.description }, `${t.name} (${t.id})`)));
+  }
+
+  // The tools the picked session's packages declare (listing them runs their code: in the
+  // session). Only the list is redrawn: a form being typed in stays as it is.
+  async loadPackageTools() {
+    const id = this.sessionSel.value;
+    this.packageTools = null;
+    this.fillPackageSelect();
+    if (!id) return;
+    try {
+      this.packageTools = (await get(`/api/v1/sessions/${encodeURIComponent(id)}/tools`)).tools;
+    } catch (_) {
+      this.packageTools = [];
+    }
+    this.fillPackageSelect();
+  }
+
+  async addPackageNode(flow, id) {
+    const tool = (this.packageTools || []).find((t) => t.id === id);
+    if (!tool) return;
+    const name = window.prompt(`Name of the new ${tool.name} node (letters, digits and _):`, tool.name.toLowerCase().replace(/\W+/g, '_'));
+    if (!name) return;
+    const inputs = Object.fromEntries(Object.entries(tool.inputs).map(([k, m]) => [k, m.default ?? '']));
+    const node = { name, type: tool.type === 'llm' ? 'llm' : 'python', source: { type: 'package', tool: id }, inputs };
+    await this.apply([{ op: 'set', path: ['nodes', flow.nodes.length], value: node }]);
   }
 
   nodeForm(flow, n) {
@@ -462,8 +513,16 @@ class EditorPage {
   inputsTable(flow, n, at, disabled) {
     const listId = `refs-${n.name}`;
     const options = h('datalist', { id: listId }, references(flow, n.name).map((r) => h('option', { value: r })));
+    const meta = (this.tools && this.tools[n.name] && this.tools[n.name].inputs) || {};
     const rows = Object.entries(n.inputs || {}).map(([k, v]) => {
-      const input = h('input', { value: show(v), disabled, list: listId, 'data-input': `${n.name}.${k}`, 'aria-label': `${n.name} input ${k}` });
+      // A parameter typed as a connection (from the last validate) picks one of that kind.
+      const kinds = connectionKinds(meta[k]);
+      const input = kinds
+        ? h('select', { disabled, 'data-input': `${n.name}.${k}`, 'aria-label': `${n.name} connection ${k}` },
+          h('option', { value: '' }, '(none)'),
+          [...new Set([...this.connections.filter((c) => kinds.includes(c.type)).map((c) => c.name), ...(v ? [show(v)] : [])])]
+            .map((c) => h('option', { value: c, selected: c === show(v) }, c)))
+        : h('input', { value: show(v), disabled, list: listId, 'data-input': `${n.name}.${k}`, 'aria-label': `${n.name} input ${k}` });
       input.addEventListener('change', () => this.apply([{ op: 'set', path: at('inputs', k), value: literal(input.value, v) }]));
       return h('tr', {}, h('th', { scope: 'row' }, h('code', {}, k)), h('td', {}, input),
         h('td', {}, disabled ? null : button('Remove', () => this.apply([{ op: 'remove', path: at('inputs', k) }]), { class: 'link', 'aria-label': `Remove input ${k} of ${n.name}` })));

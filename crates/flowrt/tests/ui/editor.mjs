@@ -53,6 +53,8 @@ try {
     // The code editor is not loaded until a file is opened.
     const loaded = await page.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.includes('codemirror')));
     assert(!loaded, 'the code editor loaded before anything was opened');
+    // The session's package tools were asked for (its flow's packages declare none).
+    await page.locator('#package-tool option').first().getByText('no package tools in the session').waitFor({ state: 'attached' });
     await shot(page, 'nodes');
   });
 
@@ -206,13 +208,15 @@ try {
     await page.keyboard.press('Control+a');
     await page.keyboard.press('Backspace');
     // Typed as a user types: the editor indents the function's body itself.
-    await page.keyboard.type('from promptflow.core import tool\n\n\n@tool\ndef shout(text: str, times: int = 2) -> str:\nreturn text.upper() * times\n');
+    await page.keyboard.type('from promptflow.connections import OpenAIConnection\nfrom promptflow.core import tool\n\n\n@tool\ndef shout(text: str, times: int = 2, model: OpenAIConnection = None) -> str:\nreturn text.upper() * times\n');
     await page.locator('#draft-status').getByText('1 changed file').waitFor();
     await page.locator('#validate').click();
     await page.locator('#validated').getByText(/added inputs: shout\.times/).waitFor();
     metrics.steps.validate_text = await page.locator('#validated').innerText();
     await page.locator('#nav-nodes').click();
     assert(await inputOf(page, 'shout', 'times').inputValue() === '2', 'the new input is not in the node form');
+    // A parameter typed as a connection picks one of that kind.
+    await page.locator('select[data-input="shout.model"] option[value="test_openai"]').waitFor({ state: 'attached' });
     await shot(page, 'validated');
   });
 
