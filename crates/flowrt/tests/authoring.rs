@@ -45,15 +45,13 @@ fn session_on_authoring(server: &Server, openai_base: &str) -> String {
     )
     .unwrap();
     server.ok(&["connection", "create", "--file", conn.to_str().unwrap()]);
+    start_session(server, "authoring")
+}
+
+/// A session on workspace flow `flow` (never stopping by itself): its id.
+fn start_session(server: &Server, flow: &str) -> String {
     server
-        .ok(&[
-            "session",
-            "start",
-            "--flow",
-            "authoring",
-            "--idle-timeout",
-            "0",
-        ])
+        .ok(&["session", "start", "--flow", flow, "--idle-timeout", "0"])
         .stdout
         .lines()
         .last()
@@ -634,21 +632,7 @@ fn a_sessions_package_tools_are_listed_and_one_is_added_as_a_node() {
     let server = Server::start();
     let dir = fixture("pkg_tools");
     server.ok(&["flow", "push", dir.to_str().unwrap(), "--name", "pkg_tools"]);
-    let id = server
-        .ok(&[
-            "session",
-            "start",
-            "--flow",
-            "pkg_tools",
-            "--idle-timeout",
-            "0",
-        ])
-        .stdout
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string();
+    let id = start_session(&server, "pkg_tools");
     let (status, listed) = server.api("GET", &format!("/api/v1/sessions/{id}/tools"), "");
     assert_eq!(status, 200, "{listed}");
     assert_eq!(listed["errors"], json!([]), "{listed}");

@@ -265,45 +265,18 @@ fn the_web_ui_in_headless_chromium() {
         .collect();
     common::write_jsonl(&data, &rows);
 
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
-    std::fs::create_dir_all(&shots).unwrap();
-    let t = Instant::now();
-    let mut node = Command::new("node")
-        .arg(ui_dir().join("e2e.mjs"))
-        .env("FLOWRT_URL", &server.url)
-        .env("TOKEN_ALICE", &alice)
-        .env("TOKEN_BOB", &bob)
-        .env("TOKEN_VIEWER", &viewer)
-        .env("TOKEN_PERF", &perf)
-        .env("TOKEN_OWNER", server.owner())
-        .env("DATA_FILE", &data)
-        .env("SCREENSHOTS", &shots)
-        .env("CHROMIUM", CHROMIUM)
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("node runs (install it with apt-get install nodejs)");
-    let status = loop {
-        if let Some(s) = node.try_wait().unwrap() {
-            break s;
-        }
-        if t.elapsed() > Duration::from_secs(240) {
-            let _ = node.kill();
-            panic!("the UI scenarios took more than 4 minutes");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        status.success(),
-        "the UI scenarios failed (see the steps above, the screenshots in {} and the server log below)\n{}",
-        shots.display(),
-        std::fs::read_to_string(home.path().join("server.log"))
-            .unwrap_or_default()
-            .lines()
-            .rev()
-            .take(30)
-            .collect::<Vec<_>>()
-            .join("\n")
+    run_scenarios(
+        "e2e.mjs",
+        &server,
+        &[
+            ("TOKEN_ALICE", &alice),
+            ("TOKEN_BOB", &bob),
+            ("TOKEN_VIEWER", &viewer),
+            ("TOKEN_PERF", &perf),
+            ("TOKEN_OWNER", &server.owner()),
+            ("DATA_FILE", data.to_str().unwrap()),
+        ],
+        Duration::from_secs(240),
     );
 }
 
