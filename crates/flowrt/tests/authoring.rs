@@ -662,3 +662,81 @@ fn a_sessions_package_tools_are_listed_and_one_is_added_as_a_node() {
     assert_eq!(status, 200, "{line}");
     assert_eq!(line["outputs"]["echoed"], "hi hi hi", "{line}");
 }
+
+/// A draft names files by path: none may leave the flow's folder, and a file cannot take a
+/// folder's place (or sit inside a file). Each is refused with the path, and nothing is written.
+#[test]
+fn paths_a_draft_names_stay_inside_its_flow() {
+    let server = Server::start();
+    server.ok(&[
+        "flow",
+        "push",
+        fixture("pkg_tools").to_str().unwrap(),
+        "--name",
+        "pkg_tools",
+    ]);
+    let home = server.env.home.path();
+    let token_before = std::fs::read_to_string(home.join("owner.token")).unwrap();
+    for bad in [
+        "../../owner.token",
+        "../escape.txt",
+        "/tmp/escape.txt",
+        "a/../../escape.txt",
+        "a\\..\\x",
+    ] {
+        let files = json!({ bad: "written by a hostile draft" });
+        for (path, body) in [
+            ("/api/v1/flows/pkg_tools/draft", json!({"files": files})),
+            (
+                "/api/v1/flows/pkg_tools/versions",
+                json!({"base": "pkg_tools@v1", "message": "escape", "files": files}),
+            ),
+        ] {
+            let (status, refused) = server.api("POST", path, &body.to_string());
+            assert_eq!(status, 400, "{bad} via {path}: {refused}");
+            assert!(
+                refused["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("is not a file of the flow"),
+                "{refused}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(home.join("owner.token")).unwrap(),
+        token_before
+    );
+    assert!(common::files_holding(home, "written by a hostile draft").is_empty());
+    assert!(!std::path::Path::new("/tmp/escape.txt").exists());
+    // A file where the flow has a folder, or inside one of its files: the draft's problem.
+    for (path, names) in [
+        ("my_tools", "is a folder of the flow"),
+        ("first.py/x.py", "'first.py' is a file of the flow"),
+    ] {
+        let view = draft(&server, "pkg_tools", json!({"files": {path: "x"}}));
+        assert_eq!(view["problems"][0]["file"], path, "{view:#}");
+        assert!(
+            view["problems"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains(names),
+            "{view:#}"
+        );
+        let (status, refused) = server.api(
+            "POST",
+            "/api/v1/flows/pkg_tools/versions",
+            &json!({"base": "pkg_tools@v1", "message": "collide", "files": {path: "x"}})
+                .to_string(),
+        );
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["message"].as_str().unwrap().contains(names),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        server.api("GET", "/api/v1/flows/pkg_tools", "").1["ref"],
+        "pkg_tools@v1"
+    );
+}

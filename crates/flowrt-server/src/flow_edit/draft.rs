@@ -155,13 +155,19 @@ pub(super) fn apply_edits(
 }
 
 /// Lay out a version's files with a draft's changes in a fresh folder.
+/// Lay out a version's files with a draft's changes in a fresh folder. A change the tree cannot
+/// take (a file where the flow has a folder, or inside one of its files) is the draft's problem,
+/// answered as the inner `Err` with the path and what to do; the outer error is the server's.
 pub(super) fn materialize(
     version_dir: &std::path::Path,
     changes: &BTreeMap<String, Option<String>>,
     into: &std::path::Path,
-) -> std::io::Result<()> {
+) -> std::io::Result<Result<(), DraftProblem>> {
     crate::sessions::copy_flow(version_dir, into)?;
     for (rel, text) in changes {
+        if let Some(problem) = collision(into, rel) {
+            return Ok(Err(problem));
+        }
         let path = into.join(rel);
         match text {
             Some(t) => {
@@ -178,7 +184,32 @@ pub(super) fn materialize(
             },
         }
     }
-    Ok(())
+    Ok(Ok(()))
+}
+
+/// Why `rel` cannot be a file of the laid-out flow in `root`: a folder is there, or one of the
+/// folders on its way is a file.
+fn collision(root: &std::path::Path, rel: &str) -> Option<DraftProblem> {
+    let problem = |message: String| DraftProblem {
+        file: rel.to_string(),
+        line: None,
+        message,
+    };
+    if root.join(rel).is_dir() {
+        return Some(problem(format!(
+            "'{rel}' is a folder of the flow, so a file cannot take its place; name another file, or change the folder's files one by one"
+        )));
+    }
+    let parts: Vec<&str> = rel.split('/').collect();
+    for depth in 1..parts.len() {
+        let prefix = parts[..depth].join("/");
+        if root.join(&prefix).is_file() {
+            return Some(problem(format!(
+                "'{prefix}' is a file of the flow, so '{rel}' cannot be inside it; name another folder"
+            )));
+        }
+    }
+    None
 }
 
 /// A flow's load failure as problems with the file (relative to the flow) and line.
@@ -299,7 +330,11 @@ pub(super) async fn check_draft(
         if let Err(problem) = apply_edits(&version, &mut changes, &edits) {
             return Ok(empty(changes, vec![problem]));
         }
-        materialize(&version_dir, &changes, &tmp).map_err(|e| e.to_string())?;
+        if let Err(problem) =
+            materialize(&version_dir, &changes, &tmp).map_err(|e| e.to_string())?
+        {
+            return Ok(empty(changes, vec![problem]));
+        }
         let load_from = match &entry {
             Some(e) => tmp.join(e),
             None => tmp.clone(),

@@ -58,7 +58,9 @@ pub(super) async fn save(
     let (tmp2, entry) = (tmp.clone(), base.entry.clone());
     let built = tokio::task::spawn_blocking(
         move || -> Result<Result<snapshot::SnapshotInfo, String>, String> {
-            materialize(&version_dir, &changes, &tmp2).map_err(|e| e.to_string())?;
+            if let Err(p) = materialize(&version_dir, &changes, &tmp2).map_err(|e| e.to_string())? {
+                return Ok(Err(format!("{}: {}", p.file, p.message)));
+            }
             let load_from = match &entry {
                 Some(e) => tmp2.join(e),
                 None => tmp2.clone(),
