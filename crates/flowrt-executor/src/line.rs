@@ -171,6 +171,129 @@ enum State {
     Bypassed,
 }
 
+/// One line while it runs: its nodes (aggregation nodes run after all lines), what each came
+/// to, the runs recorded so far, and the nodes started and not yet finished.
+struct LineProgress<'f> {
+    line_number: usize,
+    nodes: Vec<&'f Node>,
+    /// One per node of `nodes`.
+    states: Vec<State>,
+    runs: Vec<NodeRun>,
+    /// By index in `nodes`, in the order they started.
+    running_since: IndexMap<usize, Started>,
+}
+
+impl<'f> LineProgress<'f> {
+    /// Line `line_number` of `flow`, nothing run yet.
+    fn new(flow: &'f Flow, line_number: usize) -> Self {
+        let nodes: Vec<&Node> = flow.nodes.iter().filter(|n| !n.aggregation).collect();
+        let states = nodes.iter().map(|_| State::Pending).collect();
+        LineProgress {
+            line_number,
+            nodes,
+            states,
+            runs: Vec::new(),
+            running_since: IndexMap::new(),
+        }
+    }
+
+    /// The state of the line's node `name` (`None` for an aggregation node or no node).
+    fn state_of(&self, name: &str) -> Option<&State> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name)
+            .map(|j| &self.states[j])
+    }
+
+    /// Whether every node `node` depends on is done or bypassed, so it can start.
+    fn dependencies_settled(&self, node: &Node) -> bool {
+        node.dependencies()
+            .all(|d| matches!(self.state_of(d), Some(State::Done(..) | State::Bypassed)))
+    }
+}
+
+/// A node's arguments, by input name in the order the node declares them.
+type Args = Vec<(String, NodeArg)>;
+
+/// When a running node started, for its run's start and duration, and its inputs as its trace
+/// shows them (when the executor keeps them).
+struct Started {
+    clock: Instant,
+    start: SystemTime,
+    inputs: Option<String>,
+}
+
+impl Started {
+    /// A node starting now.
+    fn now(inputs: Option<String>) -> Self {
+        Started {
+            clock: Instant::now(),
+            start: SystemTime::now(),
+            inputs,
+        }
+    }
+}
+
+/// The run of `node`, which completed with `outcome`, and its state for the nodes that read it.
+fn completed_run(node: &Node, started: Started, outcome: ToolOutcome) -> (NodeRun, State) {
+    let ToolOutcome {
+        output,
+        logs,
+        attachment,
+        metrics: _,
+        usage,
+        llm_request,
+        spans,
+        repr,
+        function,
+    } = outcome;
+    let run = NodeRun {
+        node: node.name.clone(),
+        status: NodeStatus::Completed,
+        start: started.start,
+        duration: started.clock.elapsed(),
+        output: Some(match &output {
+            NodeValue::Value(v) => v.clone(),
+            NodeValue::Generator { joined, .. } => Value::String(joined.clone()),
+        }),
+        error: None,
+        logs,
+        usage,
+        llm_request,
+        spans,
+        repr,
+        inputs: started.inputs,
+        function,
+    };
+    (run, State::Done(output, attachment))
+}
+
+/// The run of a node that gave nothing (bypassed, failed, canceled): its status and timing, and
+/// its inputs when they are kept.
+fn empty_run(
+    node: &str,
+    status: NodeStatus,
+    start: SystemTime,
+    duration: Duration,
+    inputs: Option<String>,
+) -> NodeRun {
+    NodeRun {
+        node: node.to_string(),
+        status,
+        start,
+        duration,
+        output: None,
+        error: None,
+        logs: String::new(),
+        usage: None,
+        llm_request: None,
+        spans: Vec::new(),
+        repr: None,
+        inputs,
+        function: None,
+    }
+}
+
 impl<I: ToolInvoker> Executor<I> {
     pub fn new(
         flow: Arc<Flow>,
@@ -233,98 +356,19 @@ impl<I: ToolInvoker> Executor<I> {
             .options
             .line_timeout
             .map(|t| tokio::time::Instant::now() + t);
-        let nodes: Vec<&Node> = self.flow.nodes.iter().filter(|n| !n.aggregation).collect();
-        let mut states: Vec<State> = nodes.iter().map(|_| State::Pending).collect();
-        let mut runs: Vec<NodeRun> = Vec::new();
+        let call_deadline = deadline.map(|d| d.into_std());
+        let mut line = LineProgress::new(&self.flow, line_number);
         let mut running = FuturesUnordered::new();
-        let mut running_since: IndexMap<usize, (Instant, SystemTime, Option<String>)> =
-            IndexMap::new();
-        let mut error: Option<ToolFailureAt> = None;
-
-        'lines: loop {
-            // Start (or bypass) every node whose dependencies are settled. Nodes are in
-            // topological order, so one pass also settles chains of bypassed nodes.
-            for i in 0..nodes.len() {
-                if !matches!(states[i], State::Pending) {
-                    continue;
-                }
-                let node = nodes[i];
-                let settled = node.dependencies().all(|d| {
-                    nodes
-                        .iter()
-                        .position(|n| n.name == d)
-                        .is_some_and(|j| matches!(states[j], State::Done(..) | State::Bypassed))
-                });
-                if !settled {
-                    continue;
-                }
-                let lookup = |name: &str| -> Option<&State> {
-                    nodes
-                        .iter()
-                        .position(|n| n.name == name)
-                        .map(|j| &states[j])
-                };
-                match self.should_run(node, &inputs, &lookup) {
-                    Err(failure) => {
-                        error = Some(ToolFailureAt {
-                            node: Some(node.name.clone()),
-                            failure,
-                        });
-                        break 'lines;
-                    }
-                    Ok(false) => {
-                        states[i] = State::Bypassed;
-                        runs.push(NodeRun {
-                            node: node.name.clone(),
-                            status: NodeStatus::Bypassed,
-                            start: SystemTime::now(),
-                            duration: Duration::ZERO,
-                            output: None,
-                            error: None,
-                            logs: String::new(),
-                            usage: None,
-                            llm_request: None,
-                            spans: Vec::new(),
-                            repr: None,
-                            inputs: None,
-                            function: None,
-                        });
-                    }
-                    Ok(true) => {
-                        let args = match self.resolve_args(node, &inputs, &lookup) {
-                            Ok(a) => a,
-                            Err(failure) => {
-                                error = Some(ToolFailureAt {
-                                    node: Some(node.name.clone()),
-                                    failure,
-                                });
-                                break 'lines;
-                            }
-                        };
-                        states[i] = State::Running;
-                        self.observer.node_started(Some(line_number), &node.name);
-                        let recorded_inputs =
-                            self.options.record_node_inputs.then(|| node_inputs(&args));
-                        running_since
-                            .insert(i, (Instant::now(), SystemTime::now(), recorded_inputs));
-                        let invoker = &self.invoker;
-                        let call_deadline = deadline.map(|d| d.into_std());
-                        running.push(async move {
-                            let result = invoker
-                                .invoke(Invocation {
-                                    node,
-                                    args,
-                                    line: Some(line_number),
-                                    deadline: call_deadline,
-                                })
-                                .await;
-                            (i, result)
-                        });
-                    }
-                }
+        let error = loop {
+            let ready = match self.start_ready_nodes(&inputs, &mut line) {
+                Ok(ready) => ready,
+                Err(failure) => break Some(failure),
+            };
+            for (i, args) in ready {
+                running.push(self.call_node(i, line.nodes[i], args, line_number, call_deadline));
             }
             if running.is_empty() {
-                break;
+                break None;
             }
             // Invokers stop their calls at the deadline (see `Invocation::deadline`); calls
             // still running shortly after it are abandoned.
@@ -332,114 +376,161 @@ impl<I: ToolInvoker> Executor<I> {
                 Some(d) => {
                     match tokio::time::timeout_at(d + DEADLINE_GRACE, running.next()).await {
                         Ok(n) => n,
-                        Err(_) => {
-                            error = Some(self.line_timeout_error(line_number));
-                            break;
-                        }
+                        Err(_) => break Some(self.line_timeout_error(line_number)),
                     }
                 }
                 None => running.next().await,
             };
-            let Some((i, result)) = next else { break };
-            let (t0, start, node_inputs) =
-                running_since
-                    .swap_remove(&i)
-                    .unwrap_or((Instant::now(), SystemTime::now(), None));
-            let node = nodes[i];
-            match result {
-                Ok(ToolOutcome {
-                    output,
-                    logs,
-                    attachment,
-                    metrics: _,
-                    usage,
-                    llm_request,
-                    spans,
-                    repr,
-                    function,
-                }) => {
-                    let run = NodeRun {
-                        node: node.name.clone(),
-                        status: NodeStatus::Completed,
-                        start,
-                        duration: t0.elapsed(),
-                        output: Some(match &output {
-                            NodeValue::Value(v) => v.clone(),
-                            NodeValue::Generator { joined, .. } => Value::String(joined.clone()),
-                        }),
-                        error: None,
-                        logs,
-                        usage,
-                        llm_request,
-                        spans,
-                        repr,
-                        inputs: node_inputs,
-                        function,
-                    };
-                    self.observer.node_finished(Some(line_number), &run);
-                    runs.push(run);
-                    states[i] = State::Done(output, attachment);
-                }
-                Err(failure) if failure.error_type == DEADLINE_EXCEEDED => {
-                    // Stopped at the line's deadline: the line timed out; the node was canceled.
-                    running_since.insert(i, (t0, start, node_inputs));
-                    error = Some(self.line_timeout_error(line_number));
-                    break;
-                }
-                Err(failure) => {
-                    let run = NodeRun {
-                        node: node.name.clone(),
-                        status: NodeStatus::Failed,
-                        start,
-                        duration: t0.elapsed(),
-                        output: None,
-                        error: Some(failure.clone()),
-                        logs: String::new(),
-                        usage: None,
-                        llm_request: None,
-                        spans: Vec::new(),
-                        repr: None,
-                        inputs: node_inputs,
-                        function: None,
-                    };
-                    self.observer.node_finished(Some(line_number), &run);
-                    runs.push(run);
-                    error = Some(ToolFailureAt {
-                        node: Some(node.name.clone()),
-                        failure,
-                    });
-                    break;
-                }
+            let Some((i, result)) = next else {
+                break None;
+            };
+            if let Err(failure) = self.finish_node(&mut line, i, result) {
+                break Some(failure);
+            }
+        };
+        drop(running);
+        self.cancel_unfinished(&mut line);
+        self.line_result(line, inputs, error, started)
+    }
+
+    /// One pass over the line's pending nodes, in the flow's order: each node whose dependencies
+    /// are settled is bypassed, or marked running (and told to the observer). Nodes are in
+    /// topological order, so one pass also settles chains of bypassed nodes. Returns the nodes to
+    /// call with their arguments, or the failure that stops the line.
+    fn start_ready_nodes(
+        &self,
+        inputs: &IndexMap<String, Value>,
+        line: &mut LineProgress<'_>,
+    ) -> Result<Vec<(usize, Args)>, ToolFailureAt> {
+        let mut ready = Vec::new();
+        for i in 0..line.nodes.len() {
+            let node = line.nodes[i];
+            if !matches!(line.states[i], State::Pending) || !line.dependencies_settled(node) {
+                continue;
+            }
+            let at_node = |failure: ToolFailure| ToolFailureAt {
+                node: Some(node.name.clone()),
+                failure,
+            };
+            let lookup = |name: &str| line.state_of(name);
+            if !self.should_run(node, inputs, &lookup).map_err(at_node)? {
+                line.states[i] = State::Bypassed;
+                line.runs.push(empty_run(
+                    &node.name,
+                    NodeStatus::Bypassed,
+                    SystemTime::now(),
+                    Duration::ZERO,
+                    None,
+                ));
+                continue;
+            }
+            let args = self.resolve_args(node, inputs, &lookup).map_err(at_node)?;
+            line.states[i] = State::Running;
+            self.observer
+                .node_started(Some(line.line_number), &node.name);
+            let recorded_inputs = self.options.record_node_inputs.then(|| node_inputs(&args));
+            line.running_since.insert(i, Started::now(recorded_inputs));
+            ready.push((i, args));
+        }
+        Ok(ready)
+    }
+
+    /// Call node `i`'s tool; the call yields `i` with its outcome, so the line knows which of its
+    /// running nodes finished.
+    async fn call_node(
+        &self,
+        i: usize,
+        node: &Node,
+        args: Args,
+        line_number: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> (usize, Result<ToolOutcome, ToolFailure>) {
+        let result = self
+            .invoker
+            .invoke(Invocation {
+                node,
+                args,
+                line: Some(line_number),
+                deadline,
+            })
+            .await;
+        (i, result)
+    }
+
+    /// Record how running node `i` ended: its run (told to the observer) and, when it completed,
+    /// its output for the nodes that read it. `Err` stops the line: the node failed, or its call
+    /// was stopped at the line's deadline (the node stays running, to be canceled).
+    fn finish_node(
+        &self,
+        line: &mut LineProgress<'_>,
+        i: usize,
+        result: Result<ToolOutcome, ToolFailure>,
+    ) -> Result<(), ToolFailureAt> {
+        let started = line
+            .running_since
+            .swap_remove(&i)
+            .unwrap_or_else(|| Started::now(None));
+        let node = line.nodes[i];
+        match result {
+            Ok(outcome) => {
+                let (run, state) = completed_run(node, started, outcome);
+                self.observer.node_finished(Some(line.line_number), &run);
+                line.runs.push(run);
+                line.states[i] = state;
+                Ok(())
+            }
+            Err(failure) if failure.error_type == DEADLINE_EXCEEDED => {
+                // Stopped at the line's deadline: the line timed out; the node was canceled.
+                line.running_since.insert(i, started);
+                Err(self.line_timeout_error(line.line_number))
+            }
+            Err(failure) => {
+                let run = NodeRun {
+                    error: Some(failure.clone()),
+                    ..empty_run(
+                        &node.name,
+                        NodeStatus::Failed,
+                        started.start,
+                        started.clock.elapsed(),
+                        started.inputs,
+                    )
+                };
+                self.observer.node_finished(Some(line.line_number), &run);
+                line.runs.push(run);
+                Err(ToolFailureAt {
+                    node: Some(node.name.clone()),
+                    failure,
+                })
             }
         }
-        drop(running);
-        // Whatever is still running was stopped by a failure elsewhere or the line timeout.
-        for (i, (t0, start, inputs)) in running_since {
-            let run = NodeRun {
-                node: nodes[i].name.clone(),
-                status: NodeStatus::Canceled,
-                start,
-                duration: t0.elapsed(),
-                output: None,
-                error: None,
-                logs: String::new(),
-                usage: None,
-                llm_request: None,
-                spans: Vec::new(),
-                repr: None,
-                inputs,
-                function: None,
-            };
-            self.observer.node_finished(Some(line_number), &run);
-            runs.push(run);
-        }
+    }
 
-        let lookup = |name: &str| -> Option<&State> {
-            nodes
-                .iter()
-                .position(|n| n.name == name)
-                .map(|j| &states[j])
-        };
+    /// Record the nodes still running as canceled: a failure elsewhere or the line's timeout
+    /// stopped them.
+    fn cancel_unfinished(&self, line: &mut LineProgress<'_>) {
+        for (i, started) in std::mem::take(&mut line.running_since) {
+            let run = empty_run(
+                &line.nodes[i].name,
+                NodeStatus::Canceled,
+                started.start,
+                started.clock.elapsed(),
+                started.inputs,
+            );
+            self.observer.node_finished(Some(line.line_number), &run);
+            line.runs.push(run);
+        }
+    }
+
+    /// The line's result once its nodes are settled: unless it already failed, its outputs and
+    /// what its aggregation nodes will read of it.
+    fn line_result(
+        &self,
+        line: LineProgress<'_>,
+        inputs: IndexMap<String, Value>,
+        mut error: Option<ToolFailureAt>,
+        started: Instant,
+    ) -> LineResult {
+        let lookup = |name: &str| line.state_of(name);
         let mut outputs = IndexMap::new();
         let mut bare_output = false;
         let mut aggregation_inputs = IndexMap::new();
@@ -455,49 +546,9 @@ impl<I: ToolInvoker> Executor<I> {
             }
         }
         if error.is_none() {
-            for node in self.flow.nodes.iter().filter(|n| n.aggregation) {
-                let mut values = IndexMap::new();
-                for (name, input) in &node.inputs {
-                    let InputValue::Reference(r) = input else {
-                        continue;
-                    };
-                    if r.node()
-                        .is_some_and(|n| self.flow.node(n).is_some_and(|n| n.aggregation))
-                    {
-                        continue;
-                    }
-                    // A value-returning flow aggregates its lines' values: a generator's is
-                    // its joined text, as in the line's outputs.
-                    let joined = match r.node().and_then(&lookup) {
-                        Some(State::Done(NodeValue::Generator { joined, .. }, _))
-                            if self.flow.kind.returns_value() && r.path.is_empty() =>
-                        {
-                            Some(Value::String(joined.clone()))
-                        }
-                        _ => None,
-                    };
-                    if let Some(v) = joined {
-                        values.insert(name.clone(), v);
-                        continue;
-                    }
-                    match resolve(&self.flow, r, &inputs, &lookup) {
-                        Ok(Resolved::Value(v, ..)) => values.insert(name.clone(), v),
-                        Ok(Resolved::Bypassed) => values.insert(name.clone(), Value::Null),
-                        Err(message) => {
-                            error = Some(ToolFailureAt {
-                                node: Some(node.name.clone()),
-                                failure: ToolFailure::new(
-                                    "InvalidReference",
-                                    format!("input '{name}': {message}"),
-                                ),
-                            });
-                            break;
-                        }
-                    };
-                }
-                aggregation_inputs.insert(node.name.clone(), values);
-            }
+            (aggregation_inputs, error) = self.aggregation_inputs_of(&inputs, &lookup);
         }
+        let runs = line.runs;
         let result_repr = match self.flow.kind {
             flowrt_flow::FlowKind::Flex if error.is_none() => {
                 runs.iter().find_map(|r| r.repr.clone())
@@ -505,7 +556,7 @@ impl<I: ToolInvoker> Executor<I> {
             _ => None,
         };
         LineResult {
-            line_number,
+            line_number: line.line_number,
             inputs,
             outputs,
             error,
@@ -515,6 +566,79 @@ impl<I: ToolInvoker> Executor<I> {
             aggregation_inputs,
             duration: started.elapsed(),
         }
+    }
+
+    /// For each aggregation node, this line's values of its line-level inputs, and the failure of
+    /// the last input that could not be resolved (each node keeps the values read before its
+    /// failing input, and the nodes after it are still read).
+    fn aggregation_inputs_of<'s>(
+        &self,
+        inputs: &IndexMap<String, Value>,
+        lookup: &impl Fn(&str) -> Option<&'s State>,
+    ) -> (
+        IndexMap<String, IndexMap<String, Value>>,
+        Option<ToolFailureAt>,
+    ) {
+        let mut aggregation_inputs = IndexMap::new();
+        let mut error = None;
+        for node in self.flow.nodes.iter().filter(|n| n.aggregation) {
+            let (values, failure) = self.aggregation_node_inputs(node, inputs, lookup);
+            if failure.is_some() {
+                error = failure;
+            }
+            aggregation_inputs.insert(node.name.clone(), values);
+        }
+        (aggregation_inputs, error)
+    }
+
+    /// This line's values of aggregation node `node`'s inputs that read the line (not literals,
+    /// not other aggregation nodes), up to the first that cannot be resolved, with its failure.
+    fn aggregation_node_inputs<'s>(
+        &self,
+        node: &Node,
+        inputs: &IndexMap<String, Value>,
+        lookup: &impl Fn(&str) -> Option<&'s State>,
+    ) -> (IndexMap<String, Value>, Option<ToolFailureAt>) {
+        let mut values = IndexMap::new();
+        for (name, input) in &node.inputs {
+            let InputValue::Reference(r) = input else {
+                continue;
+            };
+            if r.node()
+                .is_some_and(|n| self.flow.node(n).is_some_and(|n| n.aggregation))
+            {
+                continue;
+            }
+            // A value-returning flow aggregates its lines' values: a generator's is its joined
+            // text, as in the line's outputs.
+            let joined = match r.node().and_then(lookup) {
+                Some(State::Done(NodeValue::Generator { joined, .. }, _))
+                    if self.flow.kind.returns_value() && r.path.is_empty() =>
+                {
+                    Some(Value::String(joined.clone()))
+                }
+                _ => None,
+            };
+            if let Some(v) = joined {
+                values.insert(name.clone(), v);
+                continue;
+            }
+            match resolve(&self.flow, r, inputs, lookup) {
+                Ok(Resolved::Value(v, ..)) => values.insert(name.clone(), v),
+                Ok(Resolved::Bypassed) => values.insert(name.clone(), Value::Null),
+                Err(message) => {
+                    let failure = ToolFailureAt {
+                        node: Some(node.name.clone()),
+                        failure: ToolFailure::new(
+                            "InvalidReference",
+                            format!("input '{name}': {message}"),
+                        ),
+                    };
+                    return (values, Some(failure));
+                }
+            };
+        }
+        (values, None)
     }
 
     /// `activate` and bypass rules: run the node or not.
