@@ -16,11 +16,6 @@ pub fn is_node_name(name: &str) -> bool {
 /// Rename node `from` to `to` in a `flow.dag.yaml` text, with every `${from...}` reference (node
 /// inputs, outputs, activate conditions) and its `node_variants` entry. Only those lines change.
 pub fn rename_node(text: &str, from: &str, to: &str) -> Result<String, Error> {
-    let refuse = |message: String| Error {
-        line: 1,
-        column: 1,
-        message,
-    };
     if !is_node_name(to) {
         return Err(refuse(format!(
             "'{to}' cannot name a node: use letters, digits and '_', starting with a letter"
@@ -78,6 +73,16 @@ pub fn rename_node(text: &str, from: &str, to: &str) -> Result<String, Error> {
         )?;
     }
     Ok(text)
+}
+
+/// An edit refused as a whole (no such node, a name taken), not for one line of the file: it is
+/// reported at the file's start.
+fn refuse(message: String) -> Error {
+    Error {
+        line: 1,
+        column: 1,
+        message,
+    }
 }
 
 /// `${from}` and `${from.x...}` in `value` written for `to`; anything else as it was.
@@ -172,11 +177,6 @@ pub struct AddedVariant {
 /// llm or prompt node's copy reads a prompt file of its own (`<stem>__<id>.<ext>`), so the two
 /// can differ.
 pub fn add_variant(text: &str, node: &str, from: Option<&str>) -> Result<AddedVariant, Error> {
-    let refuse = |message: String| Error {
-        line: 1,
-        column: 1,
-        message,
-    };
     let doc = flowrt_yaml::parse(text)?;
     let item = doc
         .get("nodes")
@@ -186,61 +186,18 @@ pub fn add_variant(text: &str, node: &str, from: Option<&str>) -> Result<AddedVa
         .find(|n| n.get("name").and_then(|v| v.as_str()) == Some(node))
         .ok_or_else(|| refuse(format!("there is no node '{node}'")))?
         .clone();
-    let node_path = |rest: &[&str]| {
-        let mut p = vec![Seg::Key("nodes".into()), Seg::Named(node.into())];
-        p.extend(rest.iter().map(|k| Seg::Key((*k).into())));
-        p
-    };
-    let variants_path = |rest: &[&str]| {
-        let mut p = vec![Seg::Key("node_variants".into()), Seg::Key(node.into())];
-        p.extend(rest.iter().map(|k| Seg::Key((*k).into())));
-        p
-    };
-    let mut text = text.to_string();
     let uses = item.get("use_variants").and_then(|v| v.as_bool()) == Some(true);
-    let mut variants: serde_json::Map<String, Value> = if uses {
-        doc.get("node_variants")
+    let (mut text, mut variants) = if uses {
+        let variants = doc
+            .get("node_variants")
             .and_then(|v| v.get(node))
             .and_then(|v| v.get("variants"))
             .map(|v| v.to_json())
             .and_then(|v| v.as_object().cloned())
-            .unwrap_or_default()
-    } else {
-        // The node's settings become its first variant.
-        let mut body = item.to_json();
-        if let Some(m) = body.as_object_mut() {
-            m.shift_remove("name");
-        }
-        let keys: Vec<String> = body
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
             .unwrap_or_default();
-        let first = serde_json::json!({"default_variant_id": "variant_0", "variants": {"variant_0": {"node": body}}});
-        text = apply(
-            &text,
-            &Edit::Set {
-                path: variants_path(&[]),
-                value: first,
-            },
-        )?;
-        for k in keys.iter().rev() {
-            text = apply(
-                &text,
-                &Edit::Remove {
-                    path: node_path(&[k]),
-                },
-            )?;
-        }
-        text = apply(
-            &text,
-            &Edit::Set {
-                path: node_path(&["use_variants"]),
-                value: Value::Bool(true),
-            },
-        )?;
-        let mut m = serde_json::Map::new();
-        m.insert("variant_0".into(), serde_json::json!({"node": body}));
-        m
+        (text.to_string(), variants)
+    } else {
+        move_settings_into_first_variant(text, node, &item)?
     };
     let default = doc
         .get("node_variants")
@@ -259,42 +216,104 @@ pub fn add_variant(text: &str, node: &str, from: Option<&str>) -> Result<AddedVa
         .map(|i| format!("variant_{i}"))
         .find(|id| !variants.contains_key(id))
         .unwrap_or_else(|| "variant_new".into());
-    let kind = clone
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let mut copy = None;
-    if matches!(kind.as_str(), "llm" | "prompt") {
-        if let Some(path) = clone
-            .pointer("/source/path")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-        {
-            let stem_end = path
-                .rfind('.')
-                .filter(|i| !path[*i..].contains('/'))
-                .unwrap_or(path.len());
-            let base = path[..stem_end]
-                .split("__variant_")
-                .next()
-                .unwrap_or(&path[..stem_end]);
-            let to = format!("{base}__{id}{}", &path[stem_end..]);
-            if let Some(p) = clone.pointer_mut("/source/path") {
-                *p = Value::String(to.clone());
-            }
-            copy = Some((path, to));
-        }
-    }
+    let copy = point_at_own_prompt(&mut clone, &id);
     variants.insert(id.clone(), serde_json::json!({"node": clone.clone()}));
     text = apply(
         &text,
         &Edit::Set {
-            path: variants_path(&["variants", &id]),
+            path: variants_path(node, &["variants", &id]),
             value: serde_json::json!({"node": clone}),
         },
     )?;
     Ok(AddedVariant { text, id, copy })
+}
+
+/// A node's first variant, as promptflow writes it: the node's settings (`item`) move into
+/// `node_variants.<node>` as `variant_0`, its default, and the node keeps its name and
+/// `use_variants: true`. Returns the text so edited and the node's variants (`variant_0` alone).
+fn move_settings_into_first_variant(
+    text: &str,
+    node: &str,
+    item: &flowrt_yaml::Node,
+) -> Result<(String, serde_json::Map<String, Value>), Error> {
+    let mut body = item.to_json();
+    if let Some(m) = body.as_object_mut() {
+        m.shift_remove("name");
+    }
+    let keys: Vec<String> = body
+        .as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let first = serde_json::json!({"default_variant_id": "variant_0", "variants": {"variant_0": {"node": body}}});
+    let mut text = apply(
+        text,
+        &Edit::Set {
+            path: variants_path(node, &[]),
+            value: first,
+        },
+    )?;
+    for k in keys.iter().rev() {
+        text = apply(
+            &text,
+            &Edit::Remove {
+                path: node_path(node, &[k]),
+            },
+        )?;
+    }
+    text = apply(
+        &text,
+        &Edit::Set {
+            path: node_path(node, &["use_variants"]),
+            value: Value::Bool(true),
+        },
+    )?;
+    let mut variants = serde_json::Map::new();
+    variants.insert("variant_0".into(), serde_json::json!({"node": body}));
+    Ok((text, variants))
+}
+
+/// Give a copied llm or prompt variant (`settings`, to be variant `id`) a prompt file of its own,
+/// so the two prompts can differ: its `source.path` becomes `<stem>__<id>.<ext>` (the stem
+/// without an earlier variant's suffix). Returns the file to copy, `(from, to)`, if any.
+fn point_at_own_prompt(settings: &mut Value, id: &str) -> Option<(String, String)> {
+    let kind = settings
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !matches!(kind, "llm" | "prompt") {
+        return None;
+    }
+    let path = settings
+        .pointer("/source/path")
+        .and_then(Value::as_str)
+        .map(str::to_string)?;
+    let stem_end = path
+        .rfind('.')
+        .filter(|i| !path[*i..].contains('/'))
+        .unwrap_or(path.len());
+    let base = path[..stem_end]
+        .split("__variant_")
+        .next()
+        .unwrap_or(&path[..stem_end]);
+    let to = format!("{base}__{id}{}", &path[stem_end..]);
+    if let Some(p) = settings.pointer_mut("/source/path") {
+        *p = Value::String(to.clone());
+    }
+    Some((path, to))
+}
+
+/// The path of setting `rest` of node `node` in `nodes` (the node itself when `rest` is empty).
+fn node_path(node: &str, rest: &[&str]) -> Vec<Seg> {
+    let mut p = vec![Seg::Key("nodes".into()), Seg::Named(node.into())];
+    p.extend(rest.iter().map(|k| Seg::Key((*k).into())));
+    p
+}
+
+/// The path of `rest` in `node_variants.<node>` (that entry itself when `rest` is empty).
+fn variants_path(node: &str, rest: &[&str]) -> Vec<Seg> {
+    let mut p = vec![Seg::Key("node_variants".into()), Seg::Key(node.into())];
+    p.extend(rest.iter().map(|k| Seg::Key((*k).into())));
+    p
 }
 
 /// The variants of each node that has them: `(default, ids in order)`, from `node_variants`.
@@ -430,11 +449,6 @@ pub fn partial_flow(
     partial: &Partial<'_>,
     variant: Option<(&str, &str)>,
 ) -> Result<PartialFlow, Error> {
-    let refuse = |message: String| Error {
-        line: 1,
-        column: 1,
-        message,
-    };
     let mut doc = flowrt_yaml::parse(text)?.to_json();
     let nodes: Vec<Value> = doc
         .get("nodes")
@@ -450,37 +464,7 @@ pub fn partial_flow(
     {
         return Err(refuse(format!("there is no node '{start}'")));
     }
-    let reads = |n: &Value| -> Vec<String> {
-        let mut out = Vec::new();
-        for body in bodies(&doc, n) {
-            let mut texts = Vec::new();
-            collect_texts(body.get("inputs").unwrap_or(&Value::Null), &mut texts);
-            if let Some(w) = body.pointer("/activate/when").and_then(Value::as_str) {
-                texts.push(w.to_string());
-            }
-            out.extend(texts.iter().filter_map(|t| {
-                crate::parse_reference(t)
-                    .ok()
-                    .and_then(|r| r.node().map(str::to_string))
-            }));
-        }
-        out
-    };
-    // The nodes kept: the start, and (from it) every node that reads a kept node.
-    let mut kept: Vec<String> = vec![start.to_string()];
-    if matches!(partial, Partial::From { .. }) {
-        let mut grew = true;
-        while grew {
-            grew = false;
-            for n in &nodes {
-                let name = n.get("name").and_then(Value::as_str).unwrap_or_default();
-                if !kept.iter().any(|k| k == name) && reads(n).iter().any(|r| kept.contains(r)) {
-                    kept.push(name.to_string());
-                    grew = true;
-                }
-            }
-        }
-    }
+    let kept = kept_node_names(&doc, &nodes, partial, start);
     let empty = serde_json::Map::new();
     let upstream = match partial {
         Partial::From { upstream, .. } => *upstream,
@@ -492,71 +476,19 @@ pub fn partial_flow(
         if !kept.iter().any(|k| k == name) {
             continue;
         }
-        let mut n = n.clone();
         if let (Partial::Node { inputs, .. }, true) = (partial, name == start) {
-            // One node alone: exactly the inputs given, and no condition to wait on.
-            let body = if n.get("use_variants").and_then(Value::as_bool) == Some(true) {
-                let chosen = variant
-                    .filter(|(v_node, _)| *v_node == name)
-                    .map(|(_, id)| id);
-                variant_body(&doc, name, chosen)
-                    .ok_or_else(|| refuse(format!("node '{name}' has no such variant to run")))?
-            } else {
-                n.clone()
-            };
-            let mut body = body;
-            if let Some(m) = body.as_object_mut() {
-                m.insert("name".into(), Value::String(name.into()));
-                m.insert("inputs".into(), Value::Object((*inputs).clone()));
-                m.shift_remove("activate");
-                m.shift_remove("use_variants");
-            }
-            kept_nodes.push(body);
+            kept_nodes.push(node_alone(&doc, n, inputs, variant)?);
             continue;
         }
+        let mut n = n.clone();
         substitute(&mut n, &kept, upstream)?;
         kept_nodes.push(n);
     }
     // Variants of kept nodes read the left-out nodes' values too.
     if let Some(variants) = doc.get_mut("node_variants").and_then(Value::as_object_mut) {
-        variants.retain(|k, _| kept.iter().any(|n| n == k));
-        for spec in variants.values_mut() {
-            if let Some(vs) = spec.get_mut("variants").and_then(Value::as_object_mut) {
-                for v in vs.values_mut() {
-                    if let Some(node) = v.get_mut("node") {
-                        substitute(node, &kept, upstream)?;
-                    }
-                }
-            }
-        }
+        substitute_in_variants(variants, &kept, upstream)?;
     }
-    let outputs = match partial {
-        Partial::Node { node, .. } => {
-            serde_json::json!({"output": {"type": "object", "reference": format!("${{{node}.output}}")}})
-        }
-        Partial::From { .. } => {
-            let mut out = serde_json::Map::new();
-            for (k, o) in doc
-                .get("outputs")
-                .and_then(Value::as_object)
-                .cloned()
-                .unwrap_or_default()
-            {
-                let source = o
-                    .get("reference")
-                    .and_then(Value::as_str)
-                    .and_then(|r| crate::parse_reference(r).ok())
-                    .map(|r| r.node().map(str::to_string));
-                // Outputs of flow inputs and of kept nodes stay; the rest were not run.
-                if matches!(&source, Some(None))
-                    || matches!(&source, Some(Some(n)) if kept.contains(n))
-                {
-                    out.insert(k, o);
-                }
-            }
-            Value::Object(out)
-        }
-    };
+    let outputs = partial_outputs(&doc, partial, &kept);
     if let Some(m) = doc.as_object_mut() {
         m.insert("nodes".into(), Value::Array(kept_nodes));
         m.insert("outputs".into(), outputs);
@@ -574,6 +506,129 @@ pub fn partial_flow(
         text,
         variant_applies,
     })
+}
+
+/// The nodes a partial test keeps: the start, and (from it) every node that reads a kept node,
+/// in the order they are found.
+fn kept_node_names(
+    doc: &Value,
+    nodes: &[Value],
+    partial: &Partial<'_>,
+    start: &str,
+) -> Vec<String> {
+    let mut kept: Vec<String> = vec![start.to_string()];
+    if matches!(partial, Partial::From { .. }) {
+        let mut grew = true;
+        while grew {
+            grew = false;
+            for n in nodes {
+                let name = n.get("name").and_then(Value::as_str).unwrap_or_default();
+                if !kept.iter().any(|k| k == name)
+                    && nodes_read_by(doc, n).iter().any(|r| kept.contains(r))
+                {
+                    kept.push(name.to_string());
+                    grew = true;
+                }
+            }
+        }
+    }
+    kept
+}
+
+/// The nodes node `n` reads in its inputs and its `activate.when`, in each of its variants.
+fn nodes_read_by(doc: &Value, n: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    for body in bodies(doc, n) {
+        let mut texts = Vec::new();
+        collect_texts(body.get("inputs").unwrap_or(&Value::Null), &mut texts);
+        if let Some(w) = body.pointer("/activate/when").and_then(Value::as_str) {
+            texts.push(w.to_string());
+        }
+        out.extend(texts.iter().filter_map(|t| {
+            crate::parse_reference(t)
+                .ok()
+                .and_then(|r| r.node().map(str::to_string))
+        }));
+    }
+    out
+}
+
+/// Node `n` set up to run alone: exactly the inputs given, and no condition to wait on. A node
+/// with variants runs the one chosen for it in `variant`, else its default.
+fn node_alone(
+    doc: &Value,
+    n: &Value,
+    inputs: &serde_json::Map<String, Value>,
+    variant: Option<(&str, &str)>,
+) -> Result<Value, Error> {
+    let name = n.get("name").and_then(Value::as_str).unwrap_or_default();
+    let mut body = if n.get("use_variants").and_then(Value::as_bool) == Some(true) {
+        let chosen = variant
+            .filter(|(v_node, _)| *v_node == name)
+            .map(|(_, id)| id);
+        variant_body(doc, name, chosen)
+            .ok_or_else(|| refuse(format!("node '{name}' has no such variant to run")))?
+    } else {
+        n.clone()
+    };
+    if let Some(m) = body.as_object_mut() {
+        m.insert("name".into(), Value::String(name.into()));
+        m.insert("inputs".into(), Value::Object(inputs.clone()));
+        m.shift_remove("activate");
+        m.shift_remove("use_variants");
+    }
+    Ok(body)
+}
+
+/// Keep only the `node_variants` of kept nodes, their references to the nodes left out replaced
+/// with the values those gave (see [`substitute`]).
+fn substitute_in_variants(
+    variants: &mut serde_json::Map<String, Value>,
+    kept: &[String],
+    upstream: &serde_json::Map<String, Value>,
+) -> Result<(), Error> {
+    variants.retain(|k, _| kept.iter().any(|n| n == k));
+    for spec in variants.values_mut() {
+        if let Some(vs) = spec.get_mut("variants").and_then(Value::as_object_mut) {
+            for v in vs.values_mut() {
+                if let Some(node) = v.get_mut("node") {
+                    substitute(node, kept, upstream)?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The outputs of a partial flow: a node alone gives its output as `output`; a flow from a node
+/// keeps the outputs of flow inputs and of kept nodes (the rest were not run).
+fn partial_outputs(doc: &Value, partial: &Partial<'_>, kept: &[String]) -> Value {
+    match partial {
+        Partial::Node { node, .. } => {
+            serde_json::json!({"output": {"type": "object", "reference": format!("${{{node}.output}}")}})
+        }
+        Partial::From { .. } => {
+            let mut out = serde_json::Map::new();
+            for (k, o) in doc
+                .get("outputs")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+            {
+                let source = o
+                    .get("reference")
+                    .and_then(Value::as_str)
+                    .and_then(|r| crate::parse_reference(r).ok())
+                    .map(|r| r.node().map(str::to_string));
+                if matches!(&source, Some(None))
+                    || matches!(&source, Some(Some(n)) if kept.contains(n))
+                {
+                    out.insert(k, o);
+                }
+            }
+            Value::Object(out)
+        }
+    }
 }
 
 /// A flow file for a partial test, and whether the variant asked for still applies to it.

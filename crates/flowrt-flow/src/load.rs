@@ -572,82 +572,122 @@ impl Loader {
         line: Option<usize>,
         variant: Option<String>,
     ) -> Option<Node> {
-        // A problem with one setting points at that setting's line, else at the node's name.
-        let at = |key: &str| y.get(key).map(|v| v.line).or(line);
-        let kind_text = y.get("type").and_then(as_str).unwrap_or("");
-        let kind = match kind_text {
-            "python" => NodeKind::Python,
-            "llm" => NodeKind::Llm,
-            "prompt" => NodeKind::Prompt,
-            "custom_llm" => NodeKind::CustomLlm,
+        let kind = self.node_kind(name, y, line)?;
+        let source = self.node_source(name, y, line)?;
+        let inputs = self.node_inputs(name, y, line);
+        let activate = self.node_activate(name, y);
+        let connection = y.get("connection").and_then(as_str).map(str::to_string);
+        let api = y.get("api").and_then(as_str).map(str::to_string);
+        if kind == NodeKind::Llm {
+            self.check_llm_settings(name, y, line, connection.is_some(), api.as_deref());
+        }
+        Some(Node {
+            name: name.to_string(),
+            kind,
+            source,
+            inputs,
+            connection,
+            api,
+            activate,
+            // `reduce` is promptflow's older name for `aggregation`; either makes one.
+            aggregation: ["aggregation", "reduce"]
+                .iter()
+                .any(|k| y.get(k).and_then(Yaml::as_bool).unwrap_or(false)),
+            variant,
+            line,
+        })
+    }
+
+    /// The node's `type`, or `None` (with the problem) when it has none or one flowrt does not
+    /// run.
+    fn node_kind(&mut self, name: &str, y: &Yaml, line: Option<usize>) -> Option<NodeKind> {
+        let at = setting_line(y, "type", line);
+        match y.get("type").and_then(as_str).unwrap_or("") {
+            "python" => Some(NodeKind::Python),
+            "llm" => Some(NodeKind::Llm),
+            "prompt" => Some(NodeKind::Prompt),
+            "custom_llm" => Some(NodeKind::CustomLlm),
             "" => {
                 self.problem(
-                    at("type"),
+                    at,
                     format!("node '{name}' has no type; use python, llm or prompt"),
                 );
-                return None;
+                None
             }
             // Tool types promptflow knows but flowrt does not run.
             other @ ("csharp" | "typescript" | "action") => {
                 self.problem(
-                    at("type"),
+                    at,
                     format!(
                         "node '{name}' has type '{other}', which flowrt does not support; flowrt runs python, llm, prompt and custom_llm nodes"
                     ),
                 );
-                return None;
+                None
             }
             other => {
                 self.problem(
-                    at("type"),
+                    at,
                     format!("node '{name}' has unknown type '{other}'; use python, llm or prompt"),
                 );
-                return None;
+                None
             }
+        }
+    }
+
+    /// Where the node's tool comes from (`source`), or `None` (with the problem) when it is
+    /// missing or incomplete. The line of its `path` is kept for the file checks after loading.
+    fn node_source(&mut self, name: &str, y: &Yaml, line: Option<usize>) -> Option<ToolSource> {
+        let Some(src) = y.get("source") else {
+            self.problem(line, format!("node '{name}' has no 'source' (for example source: {{type: code, path: tool.py}})"));
+            return None;
         };
-        let source = match y.get("source") {
-            Some(src) => {
-                let path_line = src.get("path").map_or(src.line, |p| p.line);
-                self.source_lines.insert(name.to_string(), path_line);
-                let ty = src.get("type").and_then(as_str).unwrap_or("code");
-                let path = src.get("path").and_then(as_str).map(str::to_string);
-                let tool = src.get("tool").and_then(as_str).map(str::to_string);
-                match (ty, path, tool) {
-                    ("code", Some(path), _) => ToolSource::Code { path },
-                    ("package", _, Some(tool)) => ToolSource::Package { tool },
-                    ("package_with_prompt", Some(path), Some(tool)) => {
-                        ToolSource::PackageWithPrompt { tool, path }
-                    }
-                    ("code", None, _) => {
-                        self.problem(
-                            at("source"),
-                            format!("node '{name}': source of type code needs a 'path'"),
-                        );
-                        return None;
-                    }
-                    ("package" | "package_with_prompt", _, None) => {
-                        self.problem(
-                            at("source"),
-                            format!("node '{name}': source of type {ty} needs a 'tool'"),
-                        );
-                        return None;
-                    }
-                    (other, _, _) => {
-                        self.problem(
-                            at("source"),
-                            format!(
-                                "node '{name}': unknown source type '{other}'; use code, package or package_with_prompt"
-                            ),
-                        );
-                        return None;
-                    }
-                }
+        let path_line = src.get("path").map_or(src.line, |p| p.line);
+        self.source_lines.insert(name.to_string(), path_line);
+        let at = setting_line(y, "source", line);
+        let ty = src.get("type").and_then(as_str).unwrap_or("code");
+        let path = src.get("path").and_then(as_str).map(str::to_string);
+        let tool = src.get("tool").and_then(as_str).map(str::to_string);
+        match (ty, path, tool) {
+            ("code", Some(path), _) => Some(ToolSource::Code { path }),
+            ("package", _, Some(tool)) => Some(ToolSource::Package { tool }),
+            ("package_with_prompt", Some(path), Some(tool)) => {
+                Some(ToolSource::PackageWithPrompt { tool, path })
             }
-            None => {
-                self.problem(line, format!("node '{name}' has no 'source' (for example source: {{type: code, path: tool.py}})"));
-                return None;
+            ("code", None, _) => {
+                self.problem(
+                    at,
+                    format!("node '{name}': source of type code needs a 'path'"),
+                );
+                None
             }
-        };
+            ("package" | "package_with_prompt", _, None) => {
+                self.problem(
+                    at,
+                    format!("node '{name}': source of type {ty} needs a 'tool'"),
+                );
+                None
+            }
+            (other, _, _) => {
+                self.problem(
+                    at,
+                    format!(
+                        "node '{name}': unknown source type '{other}'; use code, package or package_with_prompt"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// The node's `inputs`: `${...}` values as references, anything else as literals. An input
+    /// whose reference does not parse is left out (with the problem); each input's line is kept
+    /// for the reference checks after loading.
+    fn node_inputs(
+        &mut self,
+        name: &str,
+        y: &Yaml,
+        line: Option<usize>,
+    ) -> IndexMap<String, InputValue> {
         let mut inputs = IndexMap::new();
         match y.get("inputs").map(|i| (i, &i.value)) {
             None | Some((_, Y::Null)) => {}
@@ -673,75 +713,69 @@ impl Loader {
                 }
             }
             Some(_) => self.problem(
-                at("inputs"),
+                setting_line(y, "inputs", line),
                 format!("node '{name}': inputs must be a mapping of name: value"),
             ),
         }
-        let activate = match y.get("activate") {
-            None => None,
-            Some(a) if a.is_null() => None,
-            Some(a) => {
-                let when_line = a.get("when").map_or(a.line, |w| w.line);
-                self.activate_lines.insert(name.to_string(), when_line);
-                // promptflow compares a `when` that is not `${...}` as written: `when: dummy`
-                // with `is: dummy` always runs the node.
-                let when = a.get("when").map(|w| match &w.value {
-                    Y::String(s) if reference_body(s).is_some() => parse_reference(s),
-                    _ => Ok(Reference::literal(
-                        to_json(w),
-                        as_str(w).map_or_else(|| to_json(w).to_string(), str::to_string),
-                    )),
-                });
-                let is = a.get("is").map(to_json);
-                match (when, is) {
-                    (Some(Ok(when)), Some(is)) => Some(Activate { when, is }),
-                    (Some(Err(e)), _) => {
-                        self.problem(Some(when_line), format!("node '{name}' activate.when: {e}"));
-                        None
-                    }
-                    _ => {
-                        self.problem(
-                            Some(a.line),
-                            format!("node '{name}': activate needs both 'when' (usually a reference) and 'is' (a value)"),
-                        );
-                        None
-                    }
-                }
+        inputs
+    }
+
+    /// The node's `activate` condition, if it has a complete one (else the problem); the line of
+    /// its `when` is kept for the reference checks after loading.
+    fn node_activate(&mut self, name: &str, y: &Yaml) -> Option<Activate> {
+        let a = y.get("activate").filter(|a| !a.is_null())?;
+        let when_line = a.get("when").map_or(a.line, |w| w.line);
+        self.activate_lines.insert(name.to_string(), when_line);
+        // promptflow compares a `when` that is not `${...}` as written: `when: dummy`
+        // with `is: dummy` always runs the node.
+        let when = a.get("when").map(|w| match &w.value {
+            Y::String(s) if reference_body(s).is_some() => parse_reference(s),
+            _ => Ok(Reference::literal(
+                to_json(w),
+                as_str(w).map_or_else(|| to_json(w).to_string(), str::to_string),
+            )),
+        });
+        let is = a.get("is").map(to_json);
+        match (when, is) {
+            (Some(Ok(when)), Some(is)) => Some(Activate { when, is }),
+            (Some(Err(e)), _) => {
+                self.problem(Some(when_line), format!("node '{name}' activate.when: {e}"));
+                None
             }
-        };
-        let connection = y.get("connection").and_then(as_str).map(str::to_string);
-        let api = y.get("api").and_then(as_str).map(str::to_string);
-        if kind == NodeKind::Llm {
-            if connection.is_none() {
-                self.problem(line, format!("llm node '{name}' needs a 'connection'"));
-            }
-            match api.as_deref() {
-                Some("chat" | "completion") => {}
-                Some(other) => self.problem(
-                    at("api"),
-                    format!("llm node '{name}': unknown api '{other}'; use chat or completion"),
-                ),
-                None => self.problem(
-                    line,
-                    format!("llm node '{name}' needs 'api: chat' or 'api: completion'"),
-                ),
+            _ => {
+                self.problem(
+                    Some(a.line),
+                    format!("node '{name}': activate needs both 'when' (usually a reference) and 'is' (a value)"),
+                );
+                None
             }
         }
-        Some(Node {
-            name: name.to_string(),
-            kind,
-            source,
-            inputs,
-            connection,
-            api,
-            activate,
-            // `reduce` is promptflow's older name for `aggregation`; either makes one.
-            aggregation: ["aggregation", "reduce"]
-                .iter()
-                .any(|k| y.get(k).and_then(Yaml::as_bool).unwrap_or(false)),
-            variant,
-            line,
-        })
+    }
+
+    /// What an llm node needs besides its source: a `connection`, and `api: chat` or
+    /// `api: completion`.
+    fn check_llm_settings(
+        &mut self,
+        name: &str,
+        y: &Yaml,
+        line: Option<usize>,
+        has_connection: bool,
+        api: Option<&str>,
+    ) {
+        if !has_connection {
+            self.problem(line, format!("llm node '{name}' needs a 'connection'"));
+        }
+        match api {
+            Some("chat" | "completion") => {}
+            Some(other) => self.problem(
+                setting_line(y, "api", line),
+                format!("llm node '{name}': unknown api '{other}'; use chat or completion"),
+            ),
+            None => self.problem(
+                line,
+                format!("llm node '{name}' needs 'api: chat' or 'api: completion'"),
+            ),
+        }
     }
 
     pub(crate) fn environment_variables(&mut self, y: Option<&Yaml>) -> IndexMap<String, Value> {
@@ -791,82 +825,61 @@ impl Loader {
 
     /// Meaning: references, files, cycles, aggregation rules. Reorders `flow.nodes` topologically.
     fn check(&mut self, flow: &mut Flow) {
-        // The requirements file is read by whoever builds the environment (the server, for a
-        // session): it must be the flow's own file, not a path to anyone else's.
-        if let Some(rel) = flow.environment.python_requirements_txt.clone() {
-            let inside = crate::requirements_in_folder(&rel);
-            if inside != rel && !flow.dir.join(&inside).is_file() {
-                self.problem(
-                    self.requirements_line,
-                    format!(
-                        "environment.python_requirements_txt '{rel}' leaves the flow folder, and no copy named '{inside}' is in it: flowrt copies the file in when it runs or pushes the flow from its folder, so check that '{rel}' exists there, or put the file inside the folder"
-                    ),
-                );
-            } else if let Some(message) = check_inside(&flow.dir, &inside) {
-                self.problem(
-                    self.requirements_line,
-                    format!("environment.python_requirements_txt {message}"),
-                );
-            }
-        }
-        let names: IndexSet<&str> = self.declared.iter().map(String::as_str).collect();
-        let mut found: Vec<Problem> = Vec::new();
-        let check_ref = |r: &Reference,
-                         what: &str,
-                         line: Option<usize>,
-                         found: &mut Vec<Problem>| {
-            match &r.source {
-            crate::RefSource::FlowInput(i) if !flow.inputs.contains_key(i) => found.push(Problem::new(
+        self.check_requirements_file(flow);
+        let found = self.reference_problems(flow);
+        self.problems.extend(found);
+        if let Some(cycle) = find_cycle(&flow.nodes) {
+            let line = flow
+                .nodes
+                .iter()
+                .find(|n| n.name == cycle[0])
+                .and_then(|n| n.line);
+            self.problem(
                 line,
                 format!(
-                    "{what} references flow input '{i}', which is not declared; declared inputs: {}",
-                    list_or_none(flow.inputs.keys())
+                    "the nodes form a cycle: {}; a node cannot depend on itself through other nodes",
+                    cycle.join(" -> ")
                 ),
-            )),
-            crate::RefSource::Node(n) if !names.contains(n.as_str()) => found.push(Problem::new(
-                line,
-                format!("{what} references node '{n}', which does not exist; nodes: {}", list_or_none(names.iter())),
-            )),
-            _ => {}
+            );
+            return;
         }
+        flow.nodes = topological(std::mem::take(&mut flow.nodes));
+    }
+
+    /// The requirements file is read by whoever builds the environment (the server, for a
+    /// session): it must be the flow's own file, not a path to anyone else's.
+    fn check_requirements_file(&mut self, flow: &Flow) {
+        let Some(rel) = flow.environment.python_requirements_txt.clone() else {
+            return;
         };
+        let inside = crate::requirements_in_folder(&rel);
+        if inside != rel && !flow.dir.join(&inside).is_file() {
+            self.problem(
+                self.requirements_line,
+                format!(
+                    "environment.python_requirements_txt '{rel}' leaves the flow folder, and no copy named '{inside}' is in it: flowrt copies the file in when it runs or pushes the flow from its folder, so check that '{rel}' exists there, or put the file inside the folder"
+                ),
+            );
+        } else if let Some(message) = check_inside(&flow.dir, &inside) {
+            self.problem(
+                self.requirements_line,
+                format!("environment.python_requirements_txt {message}"),
+            );
+        }
+    }
+
+    /// What the nodes and outputs read that is not there, nodes' source files that are not
+    /// usable, and line nodes reading aggregation nodes: node by node, then the outputs.
+    fn reference_problems(&self, flow: &Flow) -> Vec<Problem> {
+        let refs = ReferenceCheck {
+            flow,
+            names: self.declared.iter().map(String::as_str).collect(),
+        };
+        let mut found: Vec<Problem> = Vec::new();
         for node in &flow.nodes {
-            for (input, value) in &node.inputs {
-                if let InputValue::Reference(r) = value {
-                    let line = self
-                        .input_lines
-                        .get(&(node.name.clone(), input.clone()))
-                        .copied()
-                        .or(node.line);
-                    check_ref(
-                        r,
-                        &format!("node '{}' input '{input}'", node.name),
-                        line,
-                        &mut found,
-                    );
-                    if r.bracket_after_output {
-                        found.push(Problem::new(
-                            line,
-                            format!(
-                                "node '{}' input '{input}': '{r}' is not supported: a key or index cannot follow 'output' directly in a node input; read a property first, e.g. ${{{}.output.items[0]}}",
-                                node.name,
-                                r.node().unwrap_or("node")
-                            ),
-                        ));
-                    }
-                    if r.node() == Some(node.name.as_str()) {
-                        found.push(Problem::new(
-                            line,
-                            format!(
-                                "node '{}' input '{input}' references the node itself",
-                                node.name
-                            ),
-                        ));
-                    }
-                }
-            }
+            self.input_problems(&refs, node, &mut found);
             if let Some(a) = &node.activate {
-                check_ref(
+                refs.check(
                     &a.when,
                     &format!("node '{}' activate.when", node.name),
                     self.activate_lines.get(&node.name).copied().or(node.line),
@@ -895,30 +908,95 @@ impl Loader {
         }
         for (name, out) in &flow.outputs {
             let line = self.output_lines.get(name).copied();
-            check_ref(
+            refs.check(
                 &out.reference,
                 &format!("output '{name}'"),
                 line,
                 &mut found,
             );
         }
-        self.problems.extend(found);
-        if let Some(cycle) = find_cycle(&flow.nodes) {
-            let line = flow
-                .nodes
-                .iter()
-                .find(|n| n.name == cycle[0])
-                .and_then(|n| n.line);
-            self.problem(
+        found
+    }
+
+    /// Problems with what `node`'s inputs reference: what does not exist, an index right after
+    /// `output`, the node itself.
+    fn input_problems(&self, refs: &ReferenceCheck<'_>, node: &Node, found: &mut Vec<Problem>) {
+        for (input, value) in &node.inputs {
+            let InputValue::Reference(r) = value else {
+                continue;
+            };
+            let line = self
+                .input_lines
+                .get(&(node.name.clone(), input.clone()))
+                .copied()
+                .or(node.line);
+            refs.check(
+                r,
+                &format!("node '{}' input '{input}'", node.name),
                 line,
-                format!(
-                    "the nodes form a cycle: {}; a node cannot depend on itself through other nodes",
-                    cycle.join(" -> ")
-                ),
+                found,
             );
-            return;
+            if r.bracket_after_output {
+                found.push(Problem::new(
+                    line,
+                    format!(
+                        "node '{}' input '{input}': '{r}' is not supported: a key or index cannot follow 'output' directly in a node input; read a property first, e.g. ${{{}.output.items[0]}}",
+                        node.name,
+                        r.node().unwrap_or("node")
+                    ),
+                ));
+            }
+            if r.node() == Some(node.name.as_str()) {
+                found.push(Problem::new(
+                    line,
+                    format!(
+                        "node '{}' input '{input}' references the node itself",
+                        node.name
+                    ),
+                ));
+            }
         }
-        flow.nodes = topological(std::mem::take(&mut flow.nodes));
+    }
+}
+
+/// The line of setting `key` of a node (`y`), else `fallback` (the node's name): a problem with
+/// one setting points at that setting.
+fn setting_line(y: &Yaml, key: &str, fallback: Option<usize>) -> Option<usize> {
+    y.get(key).map(|v| v.line).or(fallback)
+}
+
+/// Whether a reference reads something that exists: a declared flow input, a declared node.
+struct ReferenceCheck<'a> {
+    flow: &'a Flow,
+    /// Every node name declared, loaded or not.
+    names: IndexSet<&'a str>,
+}
+
+impl ReferenceCheck<'_> {
+    /// Add to `found` the problem with `r` (written by `what`, at `line`) when it reads a flow
+    /// input or a node that does not exist.
+    fn check(&self, r: &Reference, what: &str, line: Option<usize>, found: &mut Vec<Problem>) {
+        match &r.source {
+            crate::RefSource::FlowInput(i) if !self.flow.inputs.contains_key(i) => {
+                found.push(Problem::new(
+                    line,
+                    format!(
+                        "{what} references flow input '{i}', which is not declared; declared inputs: {}",
+                        list_or_none(self.flow.inputs.keys())
+                    ),
+                ))
+            }
+            crate::RefSource::Node(n) if !self.names.contains(n.as_str()) => {
+                found.push(Problem::new(
+                    line,
+                    format!(
+                        "{what} references node '{n}', which does not exist; nodes: {}",
+                        list_or_none(self.names.iter())
+                    ),
+                ))
+            }
+            _ => {}
+        }
     }
 }
 

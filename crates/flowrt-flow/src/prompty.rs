@@ -277,100 +277,15 @@ impl Prompty {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
-        // `sample` is only a fallback for a test without inputs: a sample file that cannot be
-        // read leaves the prompty without one (promptflow reads it only when it needs it), while
-        // every other reference must resolve.
-        let mut front_json = to_json(&yaml);
-        let sample_raw = front_json.as_object_mut().and_then(|m| m.remove("sample"));
-        let config = match resolve_references(front_json, &dir) {
-            Ok(v) => v,
-            Err(message) => return Err(problem(path, message)),
-        };
-        let config = match (config, sample_raw) {
-            (Value::Object(mut m), Some(raw)) => {
-                if let Ok(sample) = resolve_references(raw, &dir) {
-                    m.insert("sample".into(), sample);
-                }
-                Value::Object(m)
-            }
-            (other, _) => other,
-        };
-        let mut config = match config {
-            Value::Object(m) => m,
-            Value::Null => Map::new(),
-            _ => {
-                return Err(problem(
-                    path,
-                    "the front matter must be a YAML mapping (name, model, \
-                    inputs, ...)",
-                ))
-            }
-        };
+        let mut config = resolved_front_matter(&yaml, &dir, path)?;
         if model_override.is_some() || configuration.is_some() {
-            let resolved =
-                |m: Option<&Map<String, Value>>| -> Result<Option<Map<String, Value>>, FlowError> {
-                    match m.map(|m| resolve_references(Value::Object(m.clone()), &dir)) {
-                        None => Ok(None),
-                        Some(Ok(Value::Object(m))) => Ok(Some(m)),
-                        Some(Ok(_)) => Ok(Some(Map::new())),
-                        Some(Err(message)) => Err(problem(path, message)),
-                    }
-                };
-            let file_model = match config.remove("model") {
-                Some(Value::Object(m)) => m,
-                _ => Map::new(),
-            };
-            let mut model = match resolved(model_override)? {
-                Some(o) => merge_recursively(file_model, &o),
-                None => file_model,
-            };
-            if let Some(c) = resolved(configuration)? {
-                model.insert("configuration".into(), Value::Object(c));
-            }
-            config.insert("model".into(), Value::Object(model));
+            override_model(&mut config, model_override, configuration, &dir, path)?;
         }
         let mut problems = Vec::new();
         let model = parse_model(config.get("model"), &lines, &mut problems);
         let inputs = parse_inputs(config.get("inputs"), &lines, &mut problems);
-        let outputs = match config.get("outputs") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Object(m)) => m.keys().cloned().collect(),
-            Some(_) => {
-                problems.push(Problem::new(
-                    lines.at(&["outputs"]),
-                    "outputs must be a mapping of output name to {type: ...}",
-                ));
-                Vec::new()
-            }
-        };
-        let sample = match config.get("sample") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(m)) => Some(m.clone().into_iter().collect()),
-            // `sample: sample.json`: a JSON file next to the prompty.
-            Some(Value::String(f)) if f.to_ascii_lowercase().ends_with(".json") => {
-                match read_file_reference(&dir, f) {
-                    Ok(Value::Object(m)) => Some(m.into_iter().collect()),
-                    Ok(_) => {
-                        problems.push(Problem::new(
-                            lines.at(&["sample"]),
-                            format!("sample file '{f}' must hold a JSON object of input values"),
-                        ));
-                        None
-                    }
-                    // Read only when a test has no inputs, as promptflow does: a missing file
-                    // just means there is no sample.
-                    Err(_) => None,
-                }
-            }
-            Some(_) => {
-                problems.push(Problem::new(
-                    lines.at(&["sample"]),
-                    "sample must be a mapping of input name to value, or a .json \
-                    file (sample: ${file:sample.json})",
-                ));
-                None
-            }
-        };
+        let outputs = parse_outputs(config.get("outputs"), &lines, &mut problems);
+        let sample = parse_sample(config.get("sample"), &lines, &dir, &mut problems);
         if !problems.is_empty() {
             return Err(FlowError::Invalid {
                 path: path.to_path_buf(),
@@ -445,6 +360,127 @@ impl Prompty {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "prompty".into())
+    }
+}
+
+/// The front matter as a mapping, its `${env:...}` and `${file:...}` references resolved.
+/// `sample` is only a fallback for a test without inputs: a sample file that cannot be read
+/// leaves the prompty without one (promptflow reads it only when it needs it), while every other
+/// reference must resolve.
+fn resolved_front_matter(
+    yaml: &Yaml,
+    dir: &Path,
+    path: &Path,
+) -> Result<Map<String, Value>, FlowError> {
+    let mut front_json = to_json(yaml);
+    let sample_raw = front_json.as_object_mut().and_then(|m| m.remove("sample"));
+    let config = match resolve_references(front_json, dir) {
+        Ok(v) => v,
+        Err(message) => return Err(problem(path, message)),
+    };
+    let config = match (config, sample_raw) {
+        (Value::Object(mut m), Some(raw)) => {
+            if let Ok(sample) = resolve_references(raw, dir) {
+                m.insert("sample".into(), sample);
+            }
+            Value::Object(m)
+        }
+        (other, _) => other,
+    };
+    match config {
+        Value::Object(m) => Ok(m),
+        Value::Null => Ok(Map::new()),
+        _ => Err(problem(
+            path,
+            "the front matter must be a YAML mapping (name, model, \
+            inputs, ...)",
+        )),
+    }
+}
+
+/// The overrides of `Prompty.load(source, model=..., configuration=...)` applied to the front
+/// matter `config`, their references resolved: `model_override` merged over the file's `model`
+/// key by key, then `configuration` replacing its configuration whole.
+fn override_model(
+    config: &mut Map<String, Value>,
+    model_override: Option<&Map<String, Value>>,
+    configuration: Option<&Map<String, Value>>,
+    dir: &Path,
+    path: &Path,
+) -> Result<(), FlowError> {
+    let resolved =
+        |m: Option<&Map<String, Value>>| -> Result<Option<Map<String, Value>>, FlowError> {
+            match m.map(|m| resolve_references(Value::Object(m.clone()), dir)) {
+                None => Ok(None),
+                Some(Ok(Value::Object(m))) => Ok(Some(m)),
+                Some(Ok(_)) => Ok(Some(Map::new())),
+                Some(Err(message)) => Err(problem(path, message)),
+            }
+        };
+    let file_model = match config.remove("model") {
+        Some(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let mut model = match resolved(model_override)? {
+        Some(o) => merge_recursively(file_model, &o),
+        None => file_model,
+    };
+    if let Some(c) = resolved(configuration)? {
+        model.insert("configuration".into(), Value::Object(c));
+    }
+    config.insert("model".into(), Value::Object(model));
+    Ok(())
+}
+
+/// The names of the prompty's `outputs` (a mapping of output name to `{type: ...}`).
+fn parse_outputs(v: Option<&Value>, lines: &Lines, problems: &mut Vec<Problem>) -> Vec<String> {
+    match v {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Object(m)) => m.keys().cloned().collect(),
+        Some(_) => {
+            problems.push(Problem::new(
+                lines.at(&["outputs"]),
+                "outputs must be a mapping of output name to {type: ...}",
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// The prompty's `sample`: a mapping of input values, or a JSON file of them next to the prompty
+/// (`sample: sample.json`).
+fn parse_sample(
+    v: Option<&Value>,
+    lines: &Lines,
+    dir: &Path,
+    problems: &mut Vec<Problem>,
+) -> Option<IndexMap<String, Value>> {
+    match v {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(m)) => Some(m.clone().into_iter().collect()),
+        Some(Value::String(f)) if f.to_ascii_lowercase().ends_with(".json") => {
+            match read_file_reference(dir, f) {
+                Ok(Value::Object(m)) => Some(m.into_iter().collect()),
+                Ok(_) => {
+                    problems.push(Problem::new(
+                        lines.at(&["sample"]),
+                        format!("sample file '{f}' must hold a JSON object of input values"),
+                    ));
+                    None
+                }
+                // Read only when a test has no inputs, as promptflow does: a missing file
+                // just means there is no sample.
+                Err(_) => None,
+            }
+        }
+        Some(_) => {
+            problems.push(Problem::new(
+                lines.at(&["sample"]),
+                "sample must be a mapping of input name to value, or a .json \
+                file (sample: ${file:sample.json})",
+            ));
+            None
+        }
     }
 }
 
