@@ -999,52 +999,24 @@ impl LlmClient {
         unsigned: &Endpoint,
         body: &Value,
     ) -> Result<reqwest::Response, ToolError> {
-        let endpoint = unsigned;
-        let mut attempts: u32 = 0;
-        // Failures other than 429: what `max_retries` counts.
-        let mut failures: u32 = 0;
-        let mut consecutive_422: u32 = 0;
-        let mut first_429: Option<std::time::Instant> = None;
-        // Connection attempts a local server did not accept in time, asked again at once.
-        let mut reasks: u32 = 0;
+        let mut state = RetryState::default();
         let model = body.get("model").and_then(Value::as_str).unwrap_or("");
         let governor = crate::governor::governor(
-            &format!("{} {model}", endpoint.redact(&endpoint.url)),
-            endpoint.declared,
+            &format!("{} {model}", unsigned.redact(&unsigned.url)),
+            unsigned.declared,
         );
         let tokens = request_tokens(body);
         loop {
-            attempts += 1;
+            state.attempts += 1;
             governor.admit(tokens).await;
-            let client = match (endpoint.url.starts_with("http://"), reasks) {
-                (true, n) if n < LOCAL_CONNECT_REASKS => &self.http_local,
-                (true, _) => &self.http_far,
-                (false, _) => &self.http,
-            };
-            // A keyless Azure endpoint is signed with a token of the credential chain (cached
-            // there), asked each attempt as a long wait can outlive one; errors of this attempt
-            // redact it as they redact a key.
-            let signed;
-            let endpoint = if unsigned.entra_id {
-                let token = crate::entra::cognitive_services_token(&self.http).await?;
-                signed = Endpoint {
-                    headers: [("authorization", format!("Bearer {token}"))]
-                        .into_iter()
-                        .chain(unsigned.headers.iter().cloned())
-                        .collect(),
-                    secret: Some(token),
-                    ..unsigned.clone()
-                };
-                &signed
-            } else {
-                unsigned
-            };
+            let client = self.http_for(&unsigned.url, state.reasks);
+            let signed = self.signed(unsigned).await?;
+            let endpoint = signed.as_ref().unwrap_or(unsigned);
             let mut req = client.post(&endpoint.url).json(body);
             for (name, value) in &endpoint.headers {
                 req = req.header(*name, value);
             }
-            let retries_left = failures < self.policy.max_retries;
-            let (wait, cause, failure, max_attempts) = match req.send().await {
+            let retry = match req.send().await {
                 Ok(resp) if resp.status().is_success() => {
                     governor.succeeded();
                     if let Some(reset) = quota_spent(resp.headers()) {
@@ -1055,121 +1027,242 @@ impl LlmClient {
                     return Ok(resp);
                 }
                 Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let hinted = retry_after(resp.headers());
-                    let text = resp.text().await.unwrap_or_default();
-                    let (message, kind) = error_message(&text);
-                    let quota = kind.as_deref() == Some("insufficient_quota");
-                    if status == 429 && !quota {
-                        governor.rate_limited(hinted);
-                        let since = *first_429.get_or_insert_with(std::time::Instant::now);
-                        let budget = endpoint
-                            .declared
-                            .rate_limit_budget
-                            .unwrap_or(self.policy.rate_limit_budget);
-                        if since.elapsed() >= budget {
-                            return Err(ToolError::Http {
-                                url: endpoint.url.clone(),
-                                status,
-                                message: format!(
-                                    "{} (rate limited for {:.0} s, the budget of one request: the deployment's quota is used up by this run and whatever else shares it; raise the quota, lower --concurrency, give the connection a longer rate_limit_budget_s, or resume later with --resume-from)",
-                                    endpoint.redact(&message),
-                                    since.elapsed().as_secs_f64()
-                                ),
-                                attempts,
-                            });
-                        }
-                        if let Some(listener) = &self.listener {
-                            listener(&RetryEvent {
-                                url: endpoint.redact(&endpoint.url),
-                                cause: RetryCause::RateLimited,
-                                failure: format!(
-                                    "HTTP 429: {}",
-                                    excerpt(&endpoint.redact(&message), 200)
-                                ),
-                                attempt: attempts,
-                                max_attempts: 0,
-                                wait: hinted.unwrap_or_default(),
-                            });
-                        }
+                    let refusal = Refusal::read(resp).await;
+                    if refusal.status == 429 && !refusal.insufficient_quota {
+                        self.rate_limited(endpoint, &refusal, &governor, &mut state)?;
                         // The governor holds this request (and every other) back.
                         continue;
                     }
-                    failures += 1;
-                    consecutive_422 = if status == 422 {
-                        consecutive_422 + 1
-                    } else {
-                        0
-                    };
-                    let retriable = status >= 500 || (status == 422 && consecutive_422 < 3);
-                    if !retriable || !retries_left {
-                        return Err(ToolError::Http {
-                            url: endpoint.url.clone(),
-                            status,
-                            message: endpoint.redact(&message),
-                            attempts,
-                        });
-                    }
-                    let wait = hinted
-                        .map(|d| d.min(self.policy.max_delay))
-                        .unwrap_or_else(|| self.policy.backoff(failures - 1));
-                    let cause = RetryCause::ServerError;
-                    let failure = format!(
-                        "HTTP {status}: {}",
-                        excerpt(&endpoint.redact(&message), 200)
-                    );
-                    (wait, cause, failure, self.policy.max_retries + 1)
+                    self.http_retry(endpoint, refusal, &mut state)?
                 }
                 Err(e)
                     if e.is_connect()
                         && e.is_timeout()
                         && endpoint.url.starts_with("http://")
-                        && reasks < LOCAL_CONNECT_REASKS =>
+                        && state.reasks < LOCAL_CONNECT_REASKS =>
                 {
-                    reasks += 1;
+                    state.reasks += 1;
                     continue;
                 }
-                Err(e) => {
-                    failures += 1;
-                    // Refused or unresolvable: no server is there to recover. Timeouts and
-                    // connections cut mid-reply get the full policy.
-                    let unreachable = e.is_connect() && !e.is_timeout();
-                    let allowed = if unreachable {
-                        self.policy.max_connect_retries.min(self.policy.max_retries)
-                    } else {
-                        self.policy.max_retries
-                    };
-                    if e.is_builder() || failures > allowed {
-                        return Err(ToolError::Network {
-                            url: endpoint.url.clone(),
-                            message: endpoint.redact(&describe(&e)),
-                            attempts,
-                        });
-                    }
-                    let (wait, cause) = if unreachable {
-                        (
-                            self.policy.connect_delay.saturating_mul(failures),
-                            RetryCause::Unreachable,
-                        )
-                    } else {
-                        (self.policy.backoff(failures - 1), RetryCause::Network)
-                    };
-                    (wait, cause, endpoint.redact(&describe(&e)), allowed + 1)
-                }
+                Err(e) => self.network_retry(endpoint, &e, &mut state)?,
             };
             if let Some(listener) = &self.listener {
                 listener(&RetryEvent {
                     url: endpoint.redact(&endpoint.url),
-                    cause,
-                    failure,
-                    attempt: attempts,
-                    max_attempts,
-                    wait,
+                    cause: retry.cause,
+                    failure: retry.failure,
+                    attempt: state.attempts,
+                    max_attempts: retry.max_attempts,
+                    wait: retry.wait,
                 });
             }
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(retry.wait).await;
         }
     }
+
+    /// The client for an attempt at `url`: plain `http` is a local server, connected afresh with
+    /// a short connect timeout until it has been re-asked too often (then it is far after all).
+    fn http_for(&self, url: &str, reasks: u32) -> &reqwest::Client {
+        match (url.starts_with("http://"), reasks) {
+            (true, n) if n < LOCAL_CONNECT_REASKS => &self.http_local,
+            (true, _) => &self.http_far,
+            (false, _) => &self.http,
+        }
+    }
+
+    /// The endpoint an attempt sends to when it is not `unsigned` itself: a keyless Azure
+    /// endpoint is signed with a token of the credential chain (cached there), asked each
+    /// attempt as a long wait can outlive one; errors of this attempt redact it as they redact a
+    /// key.
+    async fn signed(&self, unsigned: &Endpoint) -> Result<Option<Endpoint>, ToolError> {
+        if !unsigned.entra_id {
+            return Ok(None);
+        }
+        let token = crate::entra::cognitive_services_token(&self.http).await?;
+        Ok(Some(Endpoint {
+            headers: [("authorization", format!("Bearer {token}"))]
+                .into_iter()
+                .chain(unsigned.headers.iter().cloned())
+                .collect(),
+            secret: Some(token),
+            ..unsigned.clone()
+        }))
+    }
+
+    /// An HTTP 429: the quota speaking. The endpoint's governor paces the request (and every
+    /// other) from here, and the listener hears of it; the request fails once it has been rate
+    /// limited for longer than its budget.
+    fn rate_limited(
+        &self,
+        endpoint: &Endpoint,
+        refusal: &Refusal,
+        governor: &crate::governor::Governor,
+        state: &mut RetryState,
+    ) -> Result<(), ToolError> {
+        governor.rate_limited(refusal.hinted);
+        let since = *state.first_429.get_or_insert_with(std::time::Instant::now);
+        let budget = endpoint
+            .declared
+            .rate_limit_budget
+            .unwrap_or(self.policy.rate_limit_budget);
+        if since.elapsed() >= budget {
+            return Err(ToolError::Http {
+                url: endpoint.url.clone(),
+                status: refusal.status,
+                message: format!(
+                    "{} (rate limited for {:.0} s, the budget of one request: the deployment's quota is used up by this run and whatever else shares it; raise the quota, lower --concurrency, give the connection a longer rate_limit_budget_s, or resume later with --resume-from)",
+                    endpoint.redact(&refusal.message),
+                    since.elapsed().as_secs_f64()
+                ),
+                attempts: state.attempts,
+            });
+        }
+        if let Some(listener) = &self.listener {
+            listener(&RetryEvent {
+                url: endpoint.redact(&endpoint.url),
+                cause: RetryCause::RateLimited,
+                failure: format!(
+                    "HTTP 429: {}",
+                    excerpt(&endpoint.redact(&refusal.message), 200)
+                ),
+                attempt: state.attempts,
+                max_attempts: 0,
+                wait: refusal.hinted.unwrap_or_default(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The retry after an HTTP error other than a rate limit: 5xx, and up to 3 consecutive 422s,
+    /// are retried while `max_retries` allows (after what the server asked, else the backoff);
+    /// anything else fails the request.
+    fn http_retry(
+        &self,
+        endpoint: &Endpoint,
+        refusal: Refusal,
+        state: &mut RetryState,
+    ) -> Result<Retry, ToolError> {
+        let Refusal {
+            status,
+            hinted,
+            message,
+            ..
+        } = refusal;
+        let retries_left = state.failures < self.policy.max_retries;
+        state.failures += 1;
+        state.consecutive_422 = if status == 422 {
+            state.consecutive_422 + 1
+        } else {
+            0
+        };
+        let retriable = status >= 500 || (status == 422 && state.consecutive_422 < 3);
+        if !retriable || !retries_left {
+            return Err(ToolError::Http {
+                url: endpoint.url.clone(),
+                status,
+                message: endpoint.redact(&message),
+                attempts: state.attempts,
+            });
+        }
+        let wait = hinted
+            .map(|d| d.min(self.policy.max_delay))
+            .unwrap_or_else(|| self.policy.backoff(state.failures - 1));
+        Ok(Retry {
+            wait,
+            cause: RetryCause::ServerError,
+            failure: format!(
+                "HTTP {status}: {}",
+                excerpt(&endpoint.redact(&message), 200)
+            ),
+            max_attempts: self.policy.max_retries + 1,
+        })
+    }
+
+    /// The retry after a request that got no response. Refused or unresolvable: no server is
+    /// there to recover, so only `max_connect_retries`, after `connect_delay`. Timeouts and
+    /// connections cut mid-reply get the full policy.
+    fn network_retry(
+        &self,
+        endpoint: &Endpoint,
+        e: &reqwest::Error,
+        state: &mut RetryState,
+    ) -> Result<Retry, ToolError> {
+        state.failures += 1;
+        let unreachable = e.is_connect() && !e.is_timeout();
+        let allowed = if unreachable {
+            self.policy.max_connect_retries.min(self.policy.max_retries)
+        } else {
+            self.policy.max_retries
+        };
+        if e.is_builder() || state.failures > allowed {
+            return Err(ToolError::Network {
+                url: endpoint.url.clone(),
+                message: endpoint.redact(&describe(e)),
+                attempts: state.attempts,
+            });
+        }
+        let (wait, cause) = if unreachable {
+            (
+                self.policy.connect_delay.saturating_mul(state.failures),
+                RetryCause::Unreachable,
+            )
+        } else {
+            (self.policy.backoff(state.failures - 1), RetryCause::Network)
+        };
+        Ok(Retry {
+            wait,
+            cause,
+            failure: endpoint.redact(&describe(e)),
+            max_attempts: allowed + 1,
+        })
+    }
+}
+
+/// Where one request's attempts stand, for [`LlmClient::send`]'s retry decisions.
+#[derive(Default)]
+struct RetryState {
+    attempts: u32,
+    /// Failures other than 429: what `max_retries` counts.
+    failures: u32,
+    consecutive_422: u32,
+    first_429: Option<std::time::Instant>,
+    /// Connection attempts a local server did not accept in time, asked again at once.
+    reasks: u32,
+}
+
+/// A response that is not a success, as the retry decisions read it.
+struct Refusal {
+    status: u16,
+    /// The wait the server asked for (`Retry-After`, `retry-after-ms`).
+    hinted: Option<Duration>,
+    /// The error message of its body.
+    message: String,
+    /// The error is `insufficient_quota`: the quota is gone, not spent for now.
+    insufficient_quota: bool,
+}
+
+impl Refusal {
+    /// Read the status, the wait asked for and the error of `resp`.
+    async fn read(resp: reqwest::Response) -> Self {
+        let status = resp.status().as_u16();
+        let hinted = retry_after(resp.headers());
+        let text = resp.text().await.unwrap_or_default();
+        let (message, kind) = error_message(&text);
+        Refusal {
+            status,
+            hinted,
+            message,
+            insufficient_quota: kind.as_deref() == Some("insufficient_quota"),
+        }
+    }
+}
+
+/// A retry about to happen: the wait before it, and what the listener is told.
+struct Retry {
+    wait: Duration,
+    cause: RetryCause,
+    failure: String,
+    max_attempts: u32,
 }
 
 /// The content pieces of a server-sent-events reply (chat: `delta.content`, completion: `text`),

@@ -46,16 +46,7 @@ pub fn resolve_prompty_connection(
     p: &Prompty,
     lookup: impl Fn(&str) -> Option<Connection>,
 ) -> Result<Connection, ToolError> {
-    let config = &p.model.configuration;
-    let text = |k: &str| -> Option<String> {
-        match config.get(k) {
-            Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
-            Some(Value::Null) | None => None,
-            Some(Value::String(_)) => None,
-            Some(other) => Some(flowrt_flow::pyvalue::py_str(other)),
-        }
-    };
-    if let Some(name) = text("connection") {
+    if let Some(name) = configured(p, "connection") {
         return lookup(&name).ok_or_else(|| {
             fail(
                 p,
@@ -83,98 +74,126 @@ pub fn resolve_prompty_connection(
             ))
         }
     };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
-    let mut configs = IndexMap::new();
-    let mut secrets = IndexMap::new();
-    // A configuration that names nothing but the model is promptflow's `from_env()` connection:
-    // endpoint and key both from the environment.
-    let names_nothing = config.iter().all(|(k, _)| {
-        matches!(k.as_str(), "type" | "azure_deployment" | "model") || text(k).is_none()
-    });
-    match kind {
-        ConnectionKind::AzureOpenAi if names_nothing => {
-            let (Some(base), Some(key)) =
-                (env("AZURE_OPENAI_ENDPOINT"), env("AZURE_OPENAI_API_KEY"))
-            else {
-                return Err(fail(
-                    p,
-                    "RequiredEnvironmentVariablesNotSetError",
-                    "Required environment variables ['AZURE_OPENAI_ENDPOINT', \
-                    'AZURE_OPENAI_API_KEY'] to build AzureOpenAIConnection not set.\nhint: set \
-                    them, or write azure_endpoint (and api_key, or none to sign in with \
-                    Microsoft Entra ID) in model.configuration"
-                        .to_string(),
-                ));
-            };
-            configs.insert("api_base".to_string(), base);
-            if let Some(v) = env("OPENAI_API_VERSION") {
-                configs.insert("api_version".to_string(), v);
-            }
-            secrets.insert("api_key".to_string(), key);
-        }
-        ConnectionKind::AzureOpenAi => {
-            // The openai client promptflow builds reads the endpoint from the environment when
-            // the configuration has none, whatever else it names.
-            let base = text("azure_endpoint")
-                .or_else(|| text("api_base"))
-                .or_else(|| env("AZURE_OPENAI_ENDPOINT"));
-            let Some(base) = base else {
-                return Err(fail(
-                    p,
-                    "InvalidConnectionError",
-                    "model.configuration of type azure_openai needs 'azure_endpoint' (or \
-                    'connection: NAME'; without either, AZURE_OPENAI_ENDPOINT is read from the \
-                    environment)"
-                        .to_string(),
-                ));
-            };
-            configs.insert("api_base".to_string(), base);
-            if let Some(v) = text("api_version") {
-                configs.insert("api_version".to_string(), v);
-            }
-            // Without a key promptflow signs in with Microsoft Entra ID (even when
-            // AZURE_OPENAI_API_KEY is set: its token provider wins over the client's key).
-            match text("api_key") {
-                Some(key) => {
-                    secrets.insert("api_key".to_string(), key);
-                }
-                None => {
-                    configs.insert("auth_mode".to_string(), "meid_token".to_string());
-                }
-            }
-        }
-        _ => {
-            // What the configuration leaves out comes from the environment, as the openai
-            // client promptflow builds reads it.
-            let pick = |key: &str, var: &str| text(key).or_else(|| env(var));
-            if let Some(base) = pick("base_url", "OPENAI_BASE_URL") {
-                configs.insert("base_url".to_string(), base);
-            }
-            if let Some(org) = pick("organization", "OPENAI_ORG_ID") {
-                configs.insert("organization".to_string(), org);
-            }
-            match pick("api_key", "OPENAI_API_KEY") {
-                Some(key) => {
-                    secrets.insert("api_key".to_string(), key);
-                }
-                None => {
-                    return Err(fail(
-                        p,
-                        "InvalidConnectionError",
-                        "model.configuration needs 'api_key' (for example api_key: \
-                        ${env:OPENAI_API_KEY}) or 'connection: NAME'"
-                            .to_string(),
-                    ))
-                }
-            }
-        }
-    }
-    Ok(Connection {
+    let mut connection = Connection {
         name: format!("{} model.configuration", file_label(p)),
         kind,
-        configs,
-        secrets,
-    })
+        configs: IndexMap::new(),
+        secrets: IndexMap::new(),
+    };
+    // A configuration that names nothing but the model is promptflow's `from_env()` connection:
+    // endpoint and key both from the environment.
+    let names_nothing = p.model.configuration.iter().all(|(k, _)| {
+        matches!(k.as_str(), "type" | "azure_deployment" | "model") || configured(p, k).is_none()
+    });
+    match kind {
+        ConnectionKind::AzureOpenAi if names_nothing => azure_openai_from_env(p, &mut connection)?,
+        ConnectionKind::AzureOpenAi => azure_openai_configured(p, &mut connection)?,
+        _ => openai_configured(p, &mut connection)?,
+    }
+    Ok(connection)
+}
+
+/// Setting `key` of the prompty's `model.configuration` as text (`str()` of a value that is not
+/// a string); `None` when it is missing, null or blank.
+fn configured(p: &Prompty, key: &str) -> Option<String> {
+    match p.model.configuration.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
+        Some(Value::Null) | None => None,
+        Some(Value::String(_)) => None,
+        Some(other) => Some(flowrt_flow::pyvalue::py_str(other)),
+    }
+}
+
+/// Environment variable `name`, when it is set and not blank.
+fn env_setting(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// promptflow's `AzureOpenAIConnection.from_env()`: endpoint, key (and API version) from the
+/// environment.
+fn azure_openai_from_env(p: &Prompty, connection: &mut Connection) -> Result<(), ToolError> {
+    let (Some(base), Some(key)) = (
+        env_setting("AZURE_OPENAI_ENDPOINT"),
+        env_setting("AZURE_OPENAI_API_KEY"),
+    ) else {
+        return Err(fail(
+            p,
+            "RequiredEnvironmentVariablesNotSetError",
+            "Required environment variables ['AZURE_OPENAI_ENDPOINT', \
+            'AZURE_OPENAI_API_KEY'] to build AzureOpenAIConnection not set.\nhint: set \
+            them, or write azure_endpoint (and api_key, or none to sign in with \
+            Microsoft Entra ID) in model.configuration"
+                .to_string(),
+        ));
+    };
+    connection.configs.insert("api_base".to_string(), base);
+    if let Some(v) = env_setting("OPENAI_API_VERSION") {
+        connection.configs.insert("api_version".to_string(), v);
+    }
+    connection.secrets.insert("api_key".to_string(), key);
+    Ok(())
+}
+
+/// An Azure OpenAI connection from the configuration's endpoint, API version and key; without
+/// a key, one that signs in with Microsoft Entra ID.
+fn azure_openai_configured(p: &Prompty, connection: &mut Connection) -> Result<(), ToolError> {
+    // The openai client promptflow builds reads the endpoint from the environment when the
+    // configuration has none, whatever else it names.
+    let base = configured(p, "azure_endpoint")
+        .or_else(|| configured(p, "api_base"))
+        .or_else(|| env_setting("AZURE_OPENAI_ENDPOINT"));
+    let Some(base) = base else {
+        return Err(fail(
+            p,
+            "InvalidConnectionError",
+            "model.configuration of type azure_openai needs 'azure_endpoint' (or \
+            'connection: NAME'; without either, AZURE_OPENAI_ENDPOINT is read from the \
+            environment)"
+                .to_string(),
+        ));
+    };
+    connection.configs.insert("api_base".to_string(), base);
+    if let Some(v) = configured(p, "api_version") {
+        connection.configs.insert("api_version".to_string(), v);
+    }
+    // Without a key promptflow signs in with Microsoft Entra ID (even when
+    // AZURE_OPENAI_API_KEY is set: its token provider wins over the client's key).
+    match configured(p, "api_key") {
+        Some(key) => {
+            connection.secrets.insert("api_key".to_string(), key);
+        }
+        None => {
+            connection
+                .configs
+                .insert("auth_mode".to_string(), "meid_token".to_string());
+        }
+    }
+    Ok(())
+}
+
+/// An OpenAI connection from the configuration's base URL, organization and key; what it
+/// leaves out comes from the environment, as the openai client promptflow builds reads it.
+fn openai_configured(p: &Prompty, connection: &mut Connection) -> Result<(), ToolError> {
+    let pick = |key: &str, var: &str| configured(p, key).or_else(|| env_setting(var));
+    if let Some(base) = pick("base_url", "OPENAI_BASE_URL") {
+        connection.configs.insert("base_url".to_string(), base);
+    }
+    if let Some(org) = pick("organization", "OPENAI_ORG_ID") {
+        connection.configs.insert("organization".to_string(), org);
+    }
+    match pick("api_key", "OPENAI_API_KEY") {
+        Some(key) => {
+            connection.secrets.insert("api_key".to_string(), key);
+            Ok(())
+        }
+        None => Err(fail(
+            p,
+            "InvalidConnectionError",
+            "model.configuration needs 'api_key' (for example api_key: \
+            ${env:OPENAI_API_KEY}) or 'connection: NAME'"
+                .to_string(),
+        )),
+    }
 }
 
 /// The values the prompt is rendered with, as promptflow's `Prompty` resolves them: the `sample`
