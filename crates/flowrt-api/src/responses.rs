@@ -644,6 +644,31 @@ pub struct RunView {
     pub error: Option<String>,
 }
 
+/// A `progress` event of `GET /api/v1/runs/{name}/events`: how far the run is, sent as its lines
+/// are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunProgress {
+    /// Lines finished, completed or failed.
+    pub done: u64,
+    pub failed: u64,
+    pub total: u64,
+    pub lines_per_second: f64,
+    /// Seconds left: from a quota's pace when one paces the run's model calls, else from the rate.
+    pub eta_seconds: Option<f64>,
+    /// The quota pacing the run's model calls, when one does.
+    #[serde(default)]
+    pub quota: Option<QuotaProgress>,
+}
+
+/// The quota that paces a run's model calls (answers of 429 with `Retry-After`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaProgress {
+    pub endpoint: String,
+    pub requests_per_second: f64,
+    pub calls_per_line: f64,
+    pub wait_per_call_seconds: f64,
+}
+
 /// One line's record (`line_runs.jsonl`): inputs, outputs, error and node runs. The engine
 /// writes it, the server stores and pages it, the UI shows it: one type throughout. Open: fields
 /// a record of another version carries come along.

@@ -161,3 +161,13 @@ pub enum ComputeStatus {
     Running,
     Stopped,
 }
+
+impl std::fmt::Display for ComputeStatus {
+    /// As the API writes it: `Running`, `Stopped`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComputeStatus::Running => "Running",
+            ComputeStatus::Stopped => "Stopped",
+        })
+    }
+}

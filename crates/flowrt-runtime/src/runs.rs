@@ -16,6 +16,18 @@ pub enum RunStatus {
     Canceled,
 }
 
+impl std::fmt::Display for RunStatus {
+    /// As a run's record writes it: `Running`, `Completed`, `Failed`, `Canceled`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RunStatus::Running => "Running",
+            RunStatus::Completed => "Completed",
+            RunStatus::Failed => "Failed",
+            RunStatus::Canceled => "Canceled",
+        })
+    }
+}
+
 impl RunStatus {
     /// The status a record names (`"Running"`, ...), if it is one.
     pub fn parse(text: &str) -> Option<RunStatus> {

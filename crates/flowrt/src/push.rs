@@ -1,11 +1,11 @@
-//! `flowrt flow push|list|show`: flows in a server's workspace. A flow folder is packed as a
-//! snapshot (its `additional_includes` merged in, `.gitignore` / `.amlignore` honoured) and
+//! Pushing a flow folder to a server's workspace (`flow push`, and `session start` / `run
+//! create` given a folder). The folder is packed as a snapshot (its `additional_includes` merged in, `.gitignore` / `.amlignore` honoured) and
 //! uploaded once: a folder whose files have not changed since its latest version uploads nothing.
 
-use crate::remote::Remote;
+use crate::client::Remote;
 use anyhow::{anyhow, bail, Result};
+use flowrt_api::responses::{FlowVersion, PushedFlow};
 use flowrt_store::snapshot::{self, SnapshotLimits};
-use serde_json::Value;
 use std::path::Path;
 
 /// What a push did.
@@ -70,12 +70,12 @@ pub async fn push(remote: &Remote, flow: &Path, name: &str, home: &Path) -> Resu
     let hash = snapshot::hash_files(&files)?;
     // Compare first: an unchanged folder sends no bytes.
     if let Ok(latest) = remote
-        .call("GET", &format!("/api/v1/flows/{name}"), None)
+        .get::<FlowVersion>(&format!("/api/v1/flows/{name}"))
         .await
     {
-        if latest["hash"] == hash.as_str() && latest["entry"].as_str() == entry.as_deref() {
+        if latest.hash == hash && latest.entry == entry {
             return Ok(Pushed {
-                reference: latest["ref"].as_str().unwrap_or(name).to_string(),
+                reference: latest.reference,
                 unchanged: true,
                 bytes_sent: 0,
             });
@@ -88,19 +88,19 @@ pub async fn push(remote: &Remote, flow: &Path, name: &str, home: &Path) -> Resu
     if let Some(e) = &entry {
         path.push_str(&format!("?entry={}", urlencode(e)));
     }
-    let v: Value = remote
+    let pushed: PushedFlow = remote
         .post_bytes(&path, "application/gzip", archive)
         .await?;
-    if v["hash"] != info.hash.as_str() {
+    if pushed.flow.hash != info.hash {
         bail!(
             "the server stored {} for {name}, not the {} packed here",
-            v["hash"],
+            pushed.flow.hash,
             info.hash
         );
     }
     Ok(Pushed {
-        reference: v["ref"].as_str().unwrap_or(name).to_string(),
-        unchanged: v["unchanged"].as_bool().unwrap_or(false),
+        reference: pushed.flow.reference,
+        unchanged: pushed.unchanged,
         bytes_sent: sent,
     })
 }

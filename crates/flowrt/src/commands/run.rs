@@ -3,14 +3,12 @@
 //! timeouts, cancel, resume, the ordered writer, the run folder) is `flowrt_runtime::batch`.
 
 use crate::invoker;
-use crate::runs::{self, RunStatus};
+use crate::runs::RunStatus;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use flowrt_runtime::batch;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 #[derive(Subcommand)]
 pub enum RunCommand {
@@ -182,37 +180,37 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
             if args.init.is_some() {
                 bail!("--init cannot be combined with --session: a session's flex flow uses its sample.init\nhint: run the batch locally to pass constructor kwargs");
             }
-            crate::session_cmd::batch_in_session(*args)
+            super::in_session::batch(*args)
         }
         RunCommand::Create(args) => create(*args, &home),
         RunCommand::List {
             json,
             archived,
             server,
-        } => crate::run_view::list(json, archived, server.as_deref(), &home),
+        } => super::run_view::list(json, archived, server.as_deref(), &home),
         RunCommand::Show { name, json, server } => {
-            crate::run_view::show(&name, json, server.as_deref(), &home)
+            super::run_view::show(&name, json, server.as_deref(), &home)
         }
         RunCommand::ShowDetails {
             name,
             max_lines,
             json,
             server,
-        } => crate::run_view::show_details(&name, max_lines, json, server.as_deref(), &home),
+        } => super::run_view::show_details(&name, max_lines, json, server.as_deref(), &home),
         RunCommand::ShowMetrics { name, server } => {
-            crate::run_view::show_metrics(&name, server.as_deref(), &home)
+            super::run_view::show_metrics(&name, server.as_deref(), &home)
         }
         RunCommand::Cancel { name, server } => {
-            crate::run_view::cancel(&name, server.as_deref(), &home)
+            super::run_view::cancel(&name, server.as_deref(), &home)
         }
         RunCommand::Delete { name, server } => {
-            crate::run_view::delete(&name, server.as_deref(), &home)
+            super::run_view::delete(&name, server.as_deref(), &home)
         }
         RunCommand::Archive { name, server } => {
-            crate::run_view::archive(&name, true, server.as_deref(), &home)
+            super::run_view::archive(&name, true, server.as_deref(), &home)
         }
         RunCommand::Restore { name, server } => {
-            crate::run_view::archive(&name, false, server.as_deref(), &home)
+            super::run_view::archive(&name, false, server.as_deref(), &home)
         }
     }
 }
@@ -250,7 +248,7 @@ fn create(args: CreateArgs, home: &Path) -> Result<u8> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let reporter = Arc::new(Terminal::default());
+    let reporter = Arc::new(super::run_progress::Terminal::default());
     let cancel = batch::Cancel::new();
     let outcome = runtime.block_on(async {
         // Ctrl-C and SIGTERM cancel the run: finished lines are kept for --resume-from.
@@ -301,102 +299,5 @@ fn exit_code(status: RunStatus, failed_lines: usize, strict: bool) -> u8 {
         RunStatus::Completed => 0,
         RunStatus::Canceled => 130,
         RunStatus::Failed | RunStatus::Running => 1,
-    }
-}
-
-/// The CLI's reporter: an indicatif bar on a terminal, a plain progress line every few seconds
-/// otherwise (CI logs); warnings above the bar.
-#[derive(Default)]
-struct Terminal {
-    bar: std::sync::OnceLock<indicatif::ProgressBar>,
-    last_line: Mutex<Option<Instant>>,
-}
-
-impl Terminal {
-    /// A bar drawn on stderr when it is a terminal, else hidden.
-    fn new_bar(total: usize) -> indicatif::ProgressBar {
-        if !std::io::stderr().is_terminal() {
-            return indicatif::ProgressBar::hidden();
-        }
-        let bar = indicatif::ProgressBar::new(total as u64);
-        if let Ok(style) =
-            indicatif::ProgressStyle::with_template("[{bar:30}] {pos}/{len} lines, {msg}")
-        {
-            bar.set_style(style.progress_chars("#>."));
-        }
-        bar
-    }
-
-    fn print(&self, text: String) {
-        match self.bar.get() {
-            Some(bar) if !bar.is_hidden() => bar.println(text),
-            _ => eprintln!("{text}"),
-        }
-    }
-}
-
-impl batch::Reporter for Terminal {
-    fn note(&self, msg: &str) {
-        eprintln!("{msg}");
-    }
-
-    fn warn(&self, msg: &str) {
-        self.print(format!("warning: {msg}"));
-    }
-
-    fn error(&self, msg: &str) {
-        self.print(format!("error: {msg}"));
-    }
-
-    fn started(&self, meta: &runs::RunMeta, progress: &batch::Progress) {
-        eprintln!(
-            "run {}: {} lines, concurrency: {}",
-            meta.name, meta.total_lines, meta.concurrency
-        );
-        if progress.kept > 0 {
-            eprintln!(
-                "resuming: {} of {} lines already completed",
-                progress.kept, progress.total
-            );
-        }
-        let bar = Terminal::new_bar(progress.total);
-        bar.set_position(progress.done as u64);
-        let _ = self.bar.set(bar);
-        if let Ok(mut t) = self.last_line.lock() {
-            *t = Some(Instant::now());
-        }
-    }
-
-    fn line_finished(&self, progress: &batch::Progress) {
-        if let Some(bar) = self.bar.get() {
-            bar.set_position(progress.done as u64);
-        }
-    }
-
-    fn tick(&self, progress: &batch::Progress) {
-        match self.bar.get() {
-            Some(bar) if !bar.is_hidden() => bar.set_message(progress.details()),
-            _ => {
-                let Ok(mut last) = self.last_line.lock() else {
-                    return;
-                };
-                if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                    *last = Some(Instant::now());
-                    eprintln!("progress: {}", progress.text());
-                }
-            }
-        }
-    }
-
-    fn output(&self, line: &str) {
-        println!("{line}");
-    }
-
-    fn lines_done(&self, _progress: &batch::Progress) {
-        if let Some(bar) = self.bar.get() {
-            if !bar.is_hidden() {
-                bar.finish_and_clear();
-            }
-        }
     }
 }

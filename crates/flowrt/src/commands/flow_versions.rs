@@ -1,8 +1,7 @@
 //! `flowrt flow pull` and `flowrt flow diff`: a workspace flow's versions brought back to a
 //! folder, and two versions compared, so editing in the browser and in a local folder mix.
 
-use crate::remote::Remote;
-use crate::session_cmd::block;
+use crate::client::{block, Remote};
 use anyhow::{anyhow, bail, Result};
 use flowrt_api::responses::FlowComparison;
 use std::path::Path;
@@ -94,18 +93,13 @@ pub fn diff(from: &str, to: Option<&str>, server: Option<&str>) -> Result<u8> {
                 b
             }
             None => {
-                let latest: flowrt_api::responses::FlowDetail = remote
-                    .typed("GET", &format!("/api/v1/flows/{name}"), None)
-                    .await?;
-                latest.flow.version
+                let latest: flowrt_api::responses::FlowVersion =
+                    remote.get(&format!("/api/v1/flows/{name}")).await?;
+                latest.version
             }
         };
         let cmp: FlowComparison = remote
-            .typed(
-                "GET",
-                &format!("/api/v1/flows/{name}/compare?from={a}&to={b}"),
-                None,
-            )
+            .get(&format!("/api/v1/flows/{name}/compare?from={a}&to={b}"))
             .await?;
         print!("{}", unified(&cmp));
         if cmp.files.is_empty() {

@@ -1,10 +1,33 @@
-//! Talking to a flowrt server: where it is (`--server` / `FLOWRT_SERVER`, default
-//! http://127.0.0.1:7878), who we are (`FLOWRT_TOKEN`, or the owner token the local server wrote to
-//! FLOWRT_HOME/owner.token), and one call that turns API errors into messages with hints.
+//! The one client every server command talks through: where the server is (`--server` /
+//! `FLOWRT_SERVER`, default http://127.0.0.1:7878), who we are (`FLOWRT_TOKEN`, or the owner
+//! token the local server wrote to FLOWRT_HOME/owner.token), typed calls that send `flowrt_api`
+//! request bodies and decode its response types, and one place that turns a refused call into a
+//! message with hints.
 
 use anyhow::{anyhow, bail, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::Path;
+
+/// `--server URL`, shared by every command that talks to a server.
+#[derive(clap::Args)]
+pub struct ServerOpt {
+    /// The server's URL (default: FLOWRT_SERVER, else http://127.0.0.1:7878).
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+}
+
+/// Run one command's calls to completion on a runtime of their own (a CLI command is one task).
+pub fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(f)
+}
+
+/// A response whose body the command does not need (it is still read and checked).
+pub type Ignored = serde::de::IgnoredAny;
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7878";
 
@@ -41,12 +64,52 @@ impl Remote {
         Ok(Remote { base, token, http })
     }
 
+    /// The server's URL, without a trailing `/`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// The bearer token this client sends.
     pub fn token(&self) -> &str {
         &self.token
     }
 
-    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
+    /// The client for the server named by `--server` (else FLOWRT_SERVER) with this home's token.
+    pub fn for_server(server: Option<&str>) -> Result<Remote> {
+        Remote::from_env(server, &flowrt_store::flowrt_home())
+    }
+
+    /// `GET path`, decoded as the API's type for it.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.typed("GET", path, None).await
+    }
+
+    /// `POST path` with a typed body.
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.typed("POST", path, Some(to_body(body)?)).await
+    }
+
+    /// `POST path` with no body (an action: start, stop, reset, ...).
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.typed("POST", path, None).await
+    }
+
+    /// `PATCH path` with a typed body.
+    pub async fn patch<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.typed("PATCH", path, Some(to_body(body)?)).await
+    }
+
+    /// `DELETE path`.
+    pub async fn delete(&self, path: &str) -> Result<()> {
+        self.call("DELETE", path, None).await.map(drop)
+    }
+
+    /// `DELETE path` whose answer is the resource as it is now (a user without a role).
+    pub async fn delete_returning<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.typed("DELETE", path, None).await
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value> {
         let url = format!("{}{path}", self.base);
         let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| anyhow!("{e}"))?;
         let mut req = self.http.request(method, &url).bearer_auth(&self.token);
@@ -57,15 +120,13 @@ impl Remote {
     }
 
     /// A call whose reply is decoded as the API's type for it (`flowrt_api`).
-    pub async fn typed<T: serde::de::DeserializeOwned>(
+    async fn typed<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: Option<Value>,
     ) -> Result<T> {
-        let v = self.call(method, path, body).await?;
-        serde_json::from_value(v)
-            .map_err(|e| anyhow!("the server's answer to {method} {path} is not what this flowrt expects ({e}); are the server and the CLI the same version?"))
+        decode(method, path, self.call(method, path, body).await?)
     }
 
     /// GET a binary body (a snapshot archive) with the answer's headers.
@@ -94,8 +155,13 @@ impl Remote {
         Ok((body.to_vec(), headers))
     }
 
-    /// POST raw bytes (a snapshot archive) and read the JSON reply.
-    pub async fn post_bytes(&self, path: &str, content_type: &str, body: Vec<u8>) -> Result<Value> {
+    /// POST raw bytes (a snapshot archive) and decode the reply.
+    pub async fn post_bytes<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let req = self
             .http
@@ -103,16 +169,16 @@ impl Remote {
             .bearer_auth(&self.token)
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .body(body);
-        self.send(req).await
+        decode("POST", path, self.send(req).await?)
     }
 
-    /// POST a file's bytes as a stream (never whole in memory) and read the JSON reply.
-    pub async fn post_file(
+    /// POST a file's bytes as a stream (never whole in memory) and decode the reply.
+    pub async fn post_file<T: DeserializeOwned>(
         &self,
         path: &str,
         content_type: &str,
         file: &std::path::Path,
-    ) -> Result<Value> {
+    ) -> Result<T> {
         use futures::StreamExt;
         use tokio::io::AsyncReadExt;
         let f = tokio::fs::File::open(file)
@@ -142,7 +208,7 @@ impl Remote {
         if let Some(len) = len {
             req = req.header(reqwest::header::CONTENT_LENGTH, len);
         }
-        self.send(req).await
+        decode("POST", path, self.send(req).await?)
     }
 
     /// Follow a server-sent event stream, calling `on_event(event, data)` for each event, until
@@ -211,12 +277,30 @@ impl Remote {
     }
 }
 
+/// A typed request body as the JSON the client sends.
+pub fn to_body<T: Serialize>(body: &T) -> Result<Value> {
+    serde_json::to_value(body).map_err(|e| anyhow!("cannot encode the request: {e}"))
+}
+
+/// A reply decoded as the API's type for it (`flowrt_api`).
+fn decode<T: DeserializeOwned>(method: &str, path: &str, reply: Value) -> Result<T> {
+    serde_json::from_value(reply)
+        .map_err(|e| anyhow!("the server's answer to {method} {path} is not what this flowrt expects ({e}); are the server and the CLI the same version?"))
+}
+
+/// The message of a refusal's body: every refusal is `{code, message}` (`flowrt_api::ApiError`);
+/// anything else (a proxy's page) is `None`.
+pub fn refusal_message(body: &Value) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Refusal {
+        message: String,
+    }
+    Refusal::deserialize(body).ok().map(|r| r.message)
+}
+
 /// A refused call as the error to show: the server's message, and for 401 what to check.
 fn refusal(status: reqwest::StatusCode, body: &Value) -> anyhow::Error {
-    let message = body["message"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| body.to_string());
+    let message = refusal_message(body).unwrap_or_else(|| body.to_string());
     if status.as_u16() == 401 {
         return anyhow!("the server refused the token: {message}\nhint: check FLOWRT_TOKEN");
     }

@@ -3,9 +3,12 @@
 //! `/api/v1/runs`). A name not found here is looked up on the server when one is configured
 //! (`--server` or `FLOWRT_SERVER`).
 
-use crate::remote::Remote;
+use super::run_summary::{print_list, print_summary, Summary};
+use crate::client::{block, Remote};
 use crate::runs::{self, RunStatus};
 use anyhow::{anyhow, bail, Result};
+use flowrt_api::responses::{CancelingRun, LinePage, LineRecord, RunView};
+use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 
@@ -19,26 +22,13 @@ fn configured_server(server: Option<&str>, home: &Path) -> Option<Remote> {
     Remote::from_env(server, home).ok()
 }
 
-fn block<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
-}
-
 /// Where a run's records are.
 enum Found {
     Local(Box<runs::RunMeta>),
-    Remote { remote: Remote, record: Value },
-}
-
-impl Found {
-    fn record(&self) -> Value {
-        match self {
-            Found::Local(meta) => serde_json::to_value(meta).unwrap_or(Value::Null),
-            Found::Remote { record, .. } => record.clone(),
-        }
-    }
+    Remote {
+        remote: Remote,
+        record: Box<RunView>,
+    },
 }
 
 fn find(name: &str, server: Option<&str>, home: &Path) -> Result<Found> {
@@ -48,124 +38,77 @@ fn find(name: &str, server: Option<&str>, home: &Path) -> Result<Found> {
             let Some(remote) = configured_server(server, home) else {
                 return Err(local);
             };
-            let record =
-                block(remote.call("GET", &format!("/api/v1/runs/{name}"), None)).map_err(|e| {
+            let record: RunView =
+                block(remote.get(&format!("/api/v1/runs/{name}"))).map_err(|e| {
                     anyhow!("run '{name}' is not a run made here, and the server says: {e}")
                 })?;
-            Ok(Found::Remote { remote, record })
+            Ok(Found::Remote {
+                remote,
+                record: Box::new(record),
+            })
         }
     }
 }
 
 /// `run list`: runs made here, then (with a server configured) the workspace's runs.
 pub fn list(json: bool, archived: bool, server: Option<&str>, home: &Path) -> Result<u8> {
-    let mut all: Vec<Value> = runs::list(home)?
-        .iter()
-        .map(|m| serde_json::to_value(m).unwrap_or(Value::Null))
-        .collect();
+    let here = runs::list(home)?;
+    let mut workspace: Vec<RunView> = Vec::new();
     if let Some(remote) = configured_server(server, home) {
         let path = if archived {
             "/api/v1/runs?archived=true"
         } else {
             "/api/v1/runs"
         };
-        match block(remote.call("GET", path, None)) {
-            Ok(Value::Array(remote_runs)) => all.extend(remote_runs),
-            Ok(_) => {}
+        match block(remote.get::<Vec<RunView>>(path)) {
+            Ok(runs) => workspace = runs,
             Err(e) => eprintln!("warning: cannot list the server's runs: {e}"),
         }
     }
     if json {
+        let mut all: Vec<Value> = Vec::new();
+        for m in &here {
+            all.push(serde_json::to_value(m)?);
+        }
+        for r in &workspace {
+            all.push(serde_json::to_value(r)?);
+        }
         println!("{}", serde_json::to_string_pretty(&all)?);
         return Ok(0);
     }
-    if all.is_empty() {
+    let summaries: Vec<Summary> = here
+        .iter()
+        .map(Summary::from)
+        .chain(workspace.iter().map(Summary::from))
+        .collect();
+    if summaries.is_empty() {
         eprintln!("no runs yet; start one with `flowrt run create --flow DIR --data FILE`");
         return Ok(0);
     }
-    let with_sessions = all.iter().any(|r| r["session"].is_string());
-    let mut header = vec![
-        "NAME", "STATUS", "LINES", "DONE", "FAILED", "DURATION", "CREATED",
-    ];
-    if with_sessions {
-        header.push("FLOW");
-        header.push("SESSION");
-    }
-    let mut t = crate::fmt::table(&header, &["LINES", "DONE", "FAILED", "DURATION"]);
-    for r in &all {
-        let status = r["status"].as_str().unwrap_or("");
-        let mut row = vec![
-            r["name"].as_str().unwrap_or("").to_string(),
-            status.to_string(),
-            r["total_lines"].to_string(),
-            r["completed_lines"].to_string(),
-            r["failed_lines"].to_string(),
-            if status == "Running" {
-                "-".into()
-            } else {
-                crate::fmt::seconds(r["duration_s"].as_f64().unwrap_or(0.0))
-            },
-            crate::fmt::timestamp(r["created"].as_str().unwrap_or("")),
-        ];
-        if with_sessions {
-            // A workspace run names its flow version; a run made here, its folder.
-            let flow = match (r["session"].is_string(), r["flow"].as_str()) {
-                (true, Some(f)) => f.to_string(),
-                _ => "-".to_string(),
-            };
-            row.push(flow);
-            row.push(r["session"].as_str().unwrap_or("-").to_string());
-        }
-        t.add_row(row);
-    }
-    crate::fmt::print_table(&t);
+    print_list(&summaries);
     Ok(0)
 }
 
 /// `run show`.
 pub fn show(name: &str, json: bool, server: Option<&str>, home: &Path) -> Result<u8> {
-    let r = find(name, server, home)?.record();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(0);
-    }
-    let text = |k: &str| r[k].as_str().map(str::to_string);
-    println!("name:        {}", text("name").unwrap_or_default());
-    println!("status:      {}", text("status").unwrap_or_default());
-    if let Some(s) = text("session") {
-        println!("session:     {s}");
-    }
-    if let Some(f) = text("flow") {
-        println!("flow:        {f}");
-    }
-    if let Some(d) = text("data") {
-        println!("data:        {d}");
-    }
-    if let Some(b) = text("base_run") {
-        println!("base run:    {b}");
-    }
-    println!(
-        "lines:       {} total, {} completed, {} failed",
-        r["total_lines"], r["completed_lines"], r["failed_lines"]
-    );
-    println!(
-        "created:     {}",
-        crate::fmt::timestamp(&text("created").unwrap_or_default())
-    );
-    if let Some(f) = text("finished") {
-        println!("finished:    {}", crate::fmt::timestamp(&f));
-    }
-    println!(
-        "duration:    {}",
-        crate::fmt::seconds(r["duration_s"].as_f64().unwrap_or(0.0))
-    );
-    println!("concurrency: {}", r["concurrency"]);
-    if let Some(o) = text("output_dir") {
-        println!("output dir:  {o}");
-    }
-    if let Some(e) = text("error") {
-        println!("error:       {e}");
-    }
+    let found = find(name, server, home)?;
+    let r = match &found {
+        Found::Local(meta) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(meta)?);
+                return Ok(0);
+            }
+            Summary::from(meta.as_ref())
+        }
+        Found::Remote { record, .. } => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(record)?);
+                return Ok(0);
+            }
+            Summary::from(record.as_ref())
+        }
+    };
+    print_summary(&r);
     Ok(0)
 }
 
@@ -194,13 +137,14 @@ pub fn show_details(
             (page, total)
         }
         Found::Remote { remote, .. } => {
-            let v = block(remote.call(
-                "GET",
-                &format!("/api/v1/runs/{name}/lines?limit={max_lines}"),
-                None,
-            ))?;
-            let total = v["total"].as_u64().unwrap_or(0) as usize;
-            (v["lines"].as_array().cloned().unwrap_or_default(), total)
+            let page: LinePage =
+                block(remote.get(&format!("/api/v1/runs/{name}/lines?limit={max_lines}")))?;
+            let lines = page
+                .lines
+                .iter()
+                .map(serde_json::to_value)
+                .collect::<Result<_, _>>()?;
+            (lines, page.total)
         }
     };
     // NaN and the infinities are printed as promptflow prints them (`NaN`, `Infinity`).
@@ -211,39 +155,53 @@ pub fn show_details(
         );
         return Ok(0);
     }
-    let mut t = crate::fmt::table(
-        &["LINE", "STATUS", "DURATION", "INPUTS", "OUTPUTS / ERROR"],
-        &["LINE", "DURATION"],
-    );
-    for r in &records {
-        let detail = match r.get("error").filter(|e| !e.is_null()) {
-            Some(e) => format!(
-                "{}: {}",
-                e["error_type"].as_str().unwrap_or(""),
-                e["message"].as_str().unwrap_or("")
-            ),
-            None => r
-                .get("outputs")
-                .map(flowrt_flow::nonfinite::to_json_line)
-                .unwrap_or_default(),
-        };
-        t.add_row(vec![
-            r["line_number"].to_string(),
-            r["status"].as_str().unwrap_or("").to_string(),
-            match r["duration"].as_f64() {
-                // Lines that failed before running (mapping, inputs) took no time.
-                Some(d) if d > 0.0 => crate::fmt::seconds(d),
-                _ => "-".into(),
-            },
-            crate::fmt::clip(&r["inputs"].to_string(), 40),
-            crate::fmt::clip(&detail, 100),
-        ]);
-    }
-    crate::fmt::print_table(&t);
+    print_lines(&records)?;
     if total > records.len() {
         println!("... {} more lines (--max-lines N)", total - records.len());
     }
     Ok(0)
+}
+
+/// Line records as a table: status, duration, inputs, and outputs or the error.
+fn print_lines(records: &[Value]) -> Result<()> {
+    let mut t = crate::fmt::table(
+        &["LINE", "STATUS", "DURATION", "INPUTS", "OUTPUTS / ERROR"],
+        &["LINE", "DURATION"],
+    );
+    for record in records {
+        let r = LineRecord::deserialize(record)?;
+        let detail = match &r.error {
+            Some(_) => format!("{}: {}", error_type(&r), r.error_message()),
+            None => r
+                .outputs
+                .as_ref()
+                .map(flowrt_flow::nonfinite::to_json_line)
+                .unwrap_or_default(),
+        };
+        t.add_row(vec![
+            r.line_number.to_string(),
+            r.status.clone(),
+            // Lines that failed before running (mapping, inputs) took no time.
+            if r.duration > 0.0 {
+                crate::fmt::seconds(r.duration)
+            } else {
+                "-".into()
+            },
+            crate::fmt::clip(&r.inputs.to_string(), 40),
+            crate::fmt::clip(&detail, 100),
+        ]);
+    }
+    crate::fmt::print_table(&t);
+    Ok(())
+}
+
+/// A failed line's error type (`ValueError`, ...).
+fn error_type(r: &LineRecord) -> &str {
+    r.error
+        .as_ref()
+        .and_then(|e| e.get("error_type"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
 }
 
 /// `run show-metrics`.
@@ -254,9 +212,7 @@ pub fn show_metrics(name: &str, server: Option<&str>, home: &Path) -> Result<u8>
                 .unwrap_or_else(|_| "{}".into());
             serde_json::from_str(&text)?
         }
-        Found::Remote { remote, .. } => {
-            block(remote.call("GET", &format!("/api/v1/runs/{name}/metrics"), None))?
-        }
+        Found::Remote { remote, .. } => block(remote.get(&format!("/api/v1/runs/{name}/metrics")))?,
     };
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(0)
@@ -280,11 +236,11 @@ pub fn cancel(name: &str, server: Option<&str>, home: &Path) -> Result<u8> {
             eprintln!("cancel requested for run '{name}'; finished lines are kept (resume with --resume-from {name})");
         }
         Found::Remote { remote, record } => {
-            let session = record["session"].as_str().unwrap_or("").to_string();
-            let v = block(remote.call("POST", &format!("/api/v1/runs/{name}/cancel"), None))?;
+            let canceling: CancelingRun =
+                block(remote.post_empty(&format!("/api/v1/runs/{name}/cancel")))?;
             eprintln!(
-                "cancel requested for run '{name}' in session {session}; {}",
-                v["hint"].as_str().unwrap_or("finished lines are kept")
+                "cancel requested for run '{name}' in session {}; {}",
+                record.session, canceling.hint
             );
         }
     }
@@ -306,7 +262,7 @@ pub fn delete(name: &str, server: Option<&str>, home: &Path) -> Result<u8> {
             );
         }
         Found::Remote { remote, .. } => {
-            block(remote.call("DELETE", &format!("/api/v1/runs/{name}"), None))?;
+            block(remote.delete(&format!("/api/v1/runs/{name}")))?;
             eprintln!("deleted run '{name}' from the workspace");
         }
     }
@@ -319,7 +275,7 @@ pub fn archive(name: &str, archived: bool, server: Option<&str>, home: &Path) ->
         anyhow!("archiving is for workspace runs: name the server with --server or FLOWRT_SERVER")
     })?;
     let action = if archived { "archive" } else { "restore" };
-    block(remote.call("POST", &format!("/api/v1/runs/{name}/{action}"), None))?;
+    let _: RunView = block(remote.post_empty(&format!("/api/v1/runs/{name}/{action}")))?;
     eprintln!(
         "run '{name}' {}",
         if archived {
