@@ -485,6 +485,20 @@ impl NodeEvents {
 }
 
 impl RunLog {
+    /// A new run log in `output_dir`: its `logs.txt` and `node_events.jsonl` created empty.
+    fn create(output_dir: &Path, reporter: Arc<dyn Reporter>) -> Result<RunLog> {
+        Ok(RunLog {
+            file: Mutex::new(Some(
+                fs_err::File::create(output_dir.join("logs.txt"))?
+                    .into_parts()
+                    .0,
+            )),
+            running: flowrt_executor::LongRunning::default(),
+            reporter,
+            nodes: Mutex::new(NodeEvents::open(&output_dir.join("node_events.jsonl"))),
+        })
+    }
+
     fn log(&self, msg: &str) {
         let line = format!("{} {msg}\n", runs::utc_now());
         if let Ok(mut f) = self.file.lock() {
@@ -592,74 +606,25 @@ pub async fn create(
     reporter: Arc<dyn Reporter>,
     cancel: Cancel,
 ) -> Result<BatchOutcome> {
-    let (mut data_file, mut data_shown) = (req.data.clone(), req.data.clone());
-    if let Some(prev) = &req.resume_from {
-        let meta = runs::load(home, prev)?;
-        if req.init.is_none() {
-            req.init = meta.init.clone();
-        }
-        if data_file.is_none() {
-            data_file = Some(meta.output_dir.join("data.jsonl"));
-            data_shown = Some(meta.data.clone());
-        }
-        if req.flow.is_none() {
-            req.flow = Some(meta.flow.clone());
-            if req.column_mapping.is_empty() {
-                req.column_mapping = meta
-                    .column_mapping
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-            }
-            req.run = req.run.take().or(meta.base_run.clone());
-            req.variant = req.variant.take().or(meta.variant.clone());
-        }
-    }
-    let (Some(flow_dir), Some(data_file), Some(data_shown)) =
-        (req.flow.clone(), data_file, data_shown)
-    else {
-        bail!("--flow and --data are required (unless resuming a run with --resume-from)");
-    };
-    let name = req.name.clone().unwrap_or_else(|| default_name(&flow_dir));
-    runs::check_name(&name)?;
-    if runs::exists(home, &name) {
-        bail!(
-            "run '{name}' already exists\nhint: pick another --name, or `flowrt run show {name}`"
-        );
-    }
+    let named = NamedRun::resolve(&mut req, home)?;
     let mut options = LoadOptions::default();
     if let Some(v) = &req.variant {
         options.variant = Some(LoadOptions::parse_variant(v).map_err(|e| anyhow!(e))?);
     }
     // A flow with additional_includes runs from a merged copy (removed when the run ends).
-    let merged = crate::includes::Merged::new(&flow_dir, home)?;
+    let merged = crate::includes::Merged::new(&named.flow_dir, home)?;
     let mut flow = merged.load(&options)?;
-    let env = invoker::environment(&flow, &compute.connections)?;
-    let spec = match &compute.python {
-        Some(python) if invoker::needs_python(&flow) => Some(flowrt_python::WorkerSpec {
-            python: python.clone(),
-            flow_dir: flow.dir.clone(),
-            env,
-            state_dir: home.to_path_buf(),
-        }),
-        Some(_) => None,
-        None => invoker::python_spec(&flow, home, env, &mut |m| reporter.note(m))?,
-    };
-    let retries = Arc::new(RetryHub::default());
-    let invoker = Arc::new(
-        FlowInvoker::new(&flow, compute.connections, spec, compute.workers)?
-            .with_retry_listener(retries.listener()),
-    );
+    let workers = compute.workers;
+    let (invoker, retries) = open_invoker(&flow, compute, home, reporter.as_ref())?;
     // The invoker's workers end with the run, however it ends.
-    let opened = async {
-        // A flex flow is typed by its entry's signature before any line runs.
-        crate::flex::finish(&mut flow, &invoker, req.init.as_ref()).await?;
-        // A flow promptflow would refuse to load (a tool's connection that does not exist)
-        // fails before any line runs.
-        invoker.preflight(&flow).await?;
-        let lines = read_lines(&req, &data_file, home, reporter.as_ref())?;
-        Ok::<_, anyhow::Error>(lines)
-    }
+    let opened = open_lines(
+        &mut flow,
+        &invoker,
+        &req,
+        &named.data_file,
+        home,
+        &*reporter,
+    )
     .await;
     let lines = match opened {
         Ok(lines) => lines,
@@ -672,78 +637,16 @@ pub async fn create(
     let output_dir = req
         .output_dir
         .clone()
-        .unwrap_or_else(|| runs::runs_dir(home).join(&name));
+        .unwrap_or_else(|| runs::runs_dir(home).join(&named.name));
     let prepared = prepare_folder(&output_dir, &flow, &lines.rows);
     let concurrency = req.concurrency.unwrap_or(16).max(1);
     // The workers start, with the flow's tools loaded, before the first line's clock does, as
     // promptflow starts its processes and loads the tools before it runs lines.
     invoker
-        .warm(
-            &flow,
-            concurrency.min(compute.workers).min(lines.rows.len()),
-        )
+        .warm(&flow, concurrency.min(workers).min(lines.rows.len()))
         .await;
-    let line_timeout = req
-        .line_timeout
-        .or_else(|| env_seconds("PF_LINE_TIMEOUT_SEC"))
-        .unwrap_or(600.0);
-    let batch_timeout = req
-        .batch_timeout
-        .or_else(|| env_seconds("PF_BATCH_TIMEOUT_SEC"));
-    let meta = RunMeta {
-        name: name.clone(),
-        status: RunStatus::Running,
-        flow: flow_dir.canonicalize().unwrap_or_else(|_| flow_dir.clone()),
-        data: data_shown
-            .canonicalize()
-            .unwrap_or_else(|_| data_shown.clone()),
-        output_dir: output_dir
-            .canonicalize()
-            .unwrap_or_else(|_| output_dir.clone()),
-        base_run: req.run.clone(),
-        resumed_from: req.resume_from.clone(),
-        variant: req.variant.clone(),
-        init: req.init.clone(),
-        column_mapping: req
-            .column_mapping
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        created: runs::utc_now(),
-        finished: None,
-        duration_s: 0.0,
-        total_lines: lines.rows.len(),
-        completed_lines: 0,
-        failed_lines: 0,
-        concurrency,
-        pid: std::process::id(),
-        error: None,
-    };
-    let tracing = match &req.trace {
-        Some(trace) => Tracing::Record(trace.clone()),
-        None => {
-            let collection = crate::otel::flow_name(&flow);
-            match crate::otel::Exporter::from_env(&collection) {
-                Some(exporter) => Tracing::Export(
-                    exporter,
-                    flowrt_api::trace::TraceAs {
-                        collection,
-                        run: Some(name.clone()),
-                        base_run: req.run.clone(),
-                    },
-                ),
-                None => Tracing::Off,
-            }
-        }
-    };
-    let engine = EngineOptions {
-        concurrency,
-        line_timeout: Some(Duration::from_secs_f64(line_timeout)),
-        batch_timeout: batch_timeout.map(Duration::from_secs_f64),
-        long_running_interval: Duration::from_secs_f64(req.long_running_interval.max(0.01)),
-        stream: req.stream,
-        tracing,
-    };
+    let meta = named.running_meta(&req, &output_dir, lines.rows.len(), concurrency);
+    let engine = engine_options(&req, concurrency, run_tracing(&req, &flow, &named.name));
     let outcome = match prepared {
         Ok(()) => {
             execute(
@@ -764,6 +667,198 @@ pub async fn create(
     invoker.shutdown().await;
     drop(merged);
     outcome
+}
+
+/// A run's flow, data and name, as the request gives them or the run it resumes had them.
+struct NamedRun {
+    flow_dir: PathBuf,
+    /// The file the rows are read from (a resumed run's copy of its data).
+    data_file: PathBuf,
+    /// The data as the run's record names it (a resumed run's original file).
+    data_shown: PathBuf,
+    name: String,
+}
+
+impl NamedRun {
+    /// Complete `req` from the run it resumes, then check that it names a flow and data and a
+    /// run name that is valid and not taken.
+    fn resolve(req: &mut BatchRequest, home: &Path) -> Result<NamedRun> {
+        let (data_file, data_shown) = inherit_from_resumed(req, home)?;
+        let (Some(flow_dir), Some(data_file), Some(data_shown)) =
+            (req.flow.clone(), data_file, data_shown)
+        else {
+            bail!("--flow and --data are required (unless resuming a run with --resume-from)");
+        };
+        let name = req.name.clone().unwrap_or_else(|| default_name(&flow_dir));
+        runs::check_name(&name)?;
+        if runs::exists(home, &name) {
+            bail!(
+                "run '{name}' already exists\nhint: pick another --name, or `flowrt run show {name}`"
+            );
+        }
+        Ok(NamedRun {
+            flow_dir,
+            data_file,
+            data_shown,
+            name,
+        })
+    }
+
+    /// The record a run starts with (`Running`, nothing counted yet).
+    fn running_meta(
+        &self,
+        req: &BatchRequest,
+        output_dir: &Path,
+        total_lines: usize,
+        concurrency: usize,
+    ) -> RunMeta {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_path_buf());
+        RunMeta {
+            name: self.name.clone(),
+            status: RunStatus::Running,
+            flow: canonical(&self.flow_dir),
+            data: canonical(&self.data_shown),
+            output_dir: canonical(output_dir),
+            base_run: req.run.clone(),
+            resumed_from: req.resume_from.clone(),
+            variant: req.variant.clone(),
+            init: req.init.clone(),
+            column_mapping: req
+                .column_mapping
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            created: runs::utc_now(),
+            finished: None,
+            duration_s: 0.0,
+            total_lines,
+            completed_lines: 0,
+            failed_lines: 0,
+            concurrency,
+            pid: std::process::id(),
+            error: None,
+        }
+    }
+}
+
+/// What a resumed run gives a request that does not say otherwise: its `init`, its data (read
+/// from the copy in its folder, shown as it named it), and, when the flow is not given, its
+/// flow, mapping, base run and variant. Returns the data file to read and the data to show.
+fn inherit_from_resumed(
+    req: &mut BatchRequest,
+    home: &Path,
+) -> Result<(Option<PathBuf>, Option<PathBuf>)> {
+    let (mut data_file, mut data_shown) = (req.data.clone(), req.data.clone());
+    let Some(prev) = &req.resume_from else {
+        return Ok((data_file, data_shown));
+    };
+    let meta = runs::load(home, prev)?;
+    if req.init.is_none() {
+        req.init = meta.init.clone();
+    }
+    if data_file.is_none() {
+        data_file = Some(meta.output_dir.join("data.jsonl"));
+        data_shown = Some(meta.data.clone());
+    }
+    if req.flow.is_none() {
+        req.flow = Some(meta.flow.clone());
+        if req.column_mapping.is_empty() {
+            req.column_mapping = meta
+                .column_mapping
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        }
+        req.run = req.run.take().or(meta.base_run.clone());
+        req.variant = req.variant.take().or(meta.variant.clone());
+    }
+    Ok((data_file, data_shown))
+}
+
+/// The flow's tool invoker, with its Python workers when the flow needs them (a session's
+/// interpreter, else an environment resolved here from the flow's requirements), and the hub
+/// that counts its LLM retries.
+fn open_invoker(
+    flow: &Flow,
+    compute: Compute,
+    home: &Path,
+    reporter: &dyn Reporter,
+) -> Result<(Arc<FlowInvoker>, Arc<RetryHub>)> {
+    let env = invoker::environment(flow, &compute.connections)?;
+    let spec = match &compute.python {
+        Some(python) if invoker::needs_python(flow) => Some(flowrt_python::WorkerSpec {
+            python: python.clone(),
+            flow_dir: flow.dir.clone(),
+            env,
+            state_dir: home.to_path_buf(),
+        }),
+        Some(_) => None,
+        None => invoker::python_spec(flow, home, env, &mut |m| reporter.note(m))?,
+    };
+    let retries = Arc::new(RetryHub::default());
+    let invoker = Arc::new(
+        FlowInvoker::new(flow, compute.connections, spec, compute.workers)?
+            .with_retry_listener(retries.listener()),
+    );
+    Ok((invoker, retries))
+}
+
+/// Everything that may refuse the run before it records itself: a flex flow typed by its
+/// entry's signature, a flow promptflow would refuse to load, and the data and mapping.
+async fn open_lines(
+    flow: &mut Flow,
+    invoker: &FlowInvoker,
+    req: &BatchRequest,
+    data_file: &Path,
+    home: &Path,
+    reporter: &dyn Reporter,
+) -> Result<Lines> {
+    // A flex flow is typed by its entry's signature before any line runs.
+    crate::flex::finish(flow, invoker, req.init.as_ref()).await?;
+    // A flow promptflow would refuse to load (a tool's connection that does not exist)
+    // fails before any line runs.
+    invoker.preflight(flow).await?;
+    read_lines(req, data_file, home, reporter)
+}
+
+/// What becomes of the run's spans: recorded in its folder when the request names the trace
+/// (a session's run), else exported when the OpenTelemetry variables name a receiver.
+fn run_tracing(req: &BatchRequest, flow: &Flow, name: &str) -> Tracing {
+    if let Some(trace) = &req.trace {
+        return Tracing::Record(trace.clone());
+    }
+    let collection = crate::otel::flow_name(flow);
+    match crate::otel::Exporter::from_env(&collection) {
+        Some(exporter) => Tracing::Export(
+            exporter,
+            flowrt_api::trace::TraceAs {
+                collection,
+                run: Some(name.to_string()),
+                base_run: req.run.clone(),
+            },
+        ),
+        None => Tracing::Off,
+    }
+}
+
+/// The line loop's options: the request's timeouts (else `PF_LINE_TIMEOUT_SEC`, 600 s, and
+/// `PF_BATCH_TIMEOUT_SEC`), its concurrency, streaming and tracing.
+fn engine_options(req: &BatchRequest, concurrency: usize, tracing: Tracing) -> EngineOptions {
+    let line_timeout = req
+        .line_timeout
+        .or_else(|| env_seconds("PF_LINE_TIMEOUT_SEC"))
+        .unwrap_or(600.0);
+    let batch_timeout = req
+        .batch_timeout
+        .or_else(|| env_seconds("PF_BATCH_TIMEOUT_SEC"));
+    EngineOptions {
+        concurrency,
+        line_timeout: Some(Duration::from_secs_f64(line_timeout)),
+        batch_timeout: batch_timeout.map(Duration::from_secs_f64),
+        long_running_interval: Duration::from_secs_f64(req.long_running_interval.max(0.01)),
+        stream: req.stream,
+        tracing,
+    }
 }
 
 /// The data rows, the mapping (checked against the columns and base outputs there are), the base
@@ -1080,6 +1175,36 @@ struct Counter {
 }
 
 impl Counter {
+    /// The counts as a run of `total` lines starts, the lines `kept` from a resumed run done
+    /// already; the model calls the process made before are set aside.
+    fn start(
+        total: usize,
+        kept: &BTreeMap<usize, Value>,
+        dir: &Path,
+        retries: Arc<RetryHub>,
+    ) -> Counter {
+        let calls_before = flowrt_tools::rate_statuses()
+            .into_iter()
+            .map(|st| (st.endpoint, (st.requests, st.rate_limited, st.waited)))
+            .collect();
+        Counter {
+            calls_before,
+            answered_to_finished_lines: 0,
+            progress: Progress {
+                total,
+                done: kept.len(),
+                kept: kept.len(),
+                failed: kept.values().filter(|r| r["status"] != "Completed").count(),
+                ..Progress::default()
+            },
+            started: Instant::now(),
+            last_logged: Instant::now(),
+            last_paced: Instant::now(),
+            dir: dir.to_path_buf(),
+            retries,
+        }
+    }
+
     fn snapshot(&mut self) -> &Progress {
         self.progress.elapsed = self.started.elapsed();
         self.progress.retries = self.retries.retries.load(Relaxed);
@@ -1135,16 +1260,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
     let chunk = lines.range.clone();
     meta.total_lines = chunk.as_ref().map_or(lines.rows.len(), |r| r.len());
     runs::save(home, &meta)?;
-    let log = Arc::new(RunLog {
-        file: Mutex::new(Some(
-            fs_err::File::create(output_dir.join("logs.txt"))?
-                .into_parts()
-                .0,
-        )),
-        running: flowrt_executor::LongRunning::default(),
-        reporter: reporter.clone(),
-        nodes: Mutex::new(NodeEvents::open(&output_dir.join("node_events.jsonl"))),
-    });
+    let log = Arc::new(RunLog::create(&output_dir, reporter.clone())?);
     let _ = retries.sink.set((log.clone(), reporter.clone()));
     let name = meta.name.clone();
     let total = meta.total_lines;
@@ -1161,30 +1277,7 @@ pub async fn execute<I: ToolInvoker + 'static>(
             lines.kept.len()
         ));
     }
-    let calls_before = flowrt_tools::rate_statuses()
-        .into_iter()
-        .map(|st| (st.endpoint, (st.requests, st.rate_limited, st.waited)))
-        .collect();
-    let mut counter = Counter {
-        calls_before,
-        answered_to_finished_lines: 0,
-        progress: Progress {
-            total,
-            done: lines.kept.len(),
-            kept: lines.kept.len(),
-            failed: lines
-                .kept
-                .values()
-                .filter(|r| r["status"] != "Completed")
-                .count(),
-            ..Progress::default()
-        },
-        started: Instant::now(),
-        last_logged: Instant::now(),
-        last_paced: Instant::now(),
-        dir: output_dir.clone(),
-        retries: retries.clone(),
-    };
+    let mut counter = Counter::start(total, &lines.kept, &output_dir, retries.clone());
     reporter.started(&meta, counter.snapshot());
     let executor = Arc::new(Executor::new(
         flow.clone(),
@@ -1218,18 +1311,14 @@ pub async fn execute<I: ToolInvoker + 'static>(
     let written = writer.drain().and_then(|_| writer.flush());
     let ended = match (status, written) {
         (Ok(status), Ok(())) => {
-            record_end(
-                &executor,
-                &mut writer,
-                status,
-                &mut meta,
+            let end = RunEnd {
                 home,
-                &log,
+                log: &log,
                 started,
-                chunk.is_none(),
-                &options.tracing,
-            )
-            .await
+                aggregate: chunk.is_none(),
+                tracing: &options.tracing,
+            };
+            record_end(&executor, &mut writer, status, &mut meta, end).await
         }
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
@@ -1250,20 +1339,33 @@ pub async fn execute<I: ToolInvoker + 'static>(
     }
 }
 
+/// How the end of a run is recorded: in which home and log, since when the run started,
+/// whether it aggregates, and what becomes of its spans.
+struct RunEnd<'a> {
+    home: &'a Path,
+    log: &'a RunLog,
+    started: Instant,
+    /// Not for a chunk of a spread run: aggregation needs every line.
+    aggregate: bool,
+    tracing: &'a Tracing,
+}
+
 /// After the lines: aggregation (`metrics.json`, `aggregation.json`; not for a chunk of a spread
 /// run), `error.json`, and the final record.
-#[allow(clippy::too_many_arguments)]
 async fn record_end<I: ToolInvoker + 'static>(
     executor: &Executor<I>,
     writer: &mut OrderedWriter,
     status: RunStatus,
     meta: &mut RunMeta,
-    home: &Path,
-    log: &RunLog,
-    started: Instant,
-    aggregate: bool,
-    tracing: &Tracing,
+    end: RunEnd<'_>,
 ) -> Result<()> {
+    let RunEnd {
+        home,
+        log,
+        started,
+        aggregate,
+        tracing,
+    } = end;
     let output_dir = meta.output_dir.clone();
     let name = meta.name.clone();
     let reporter = &log.reporter;
@@ -1337,7 +1439,6 @@ async fn record_end<I: ToolInvoker + 'static>(
 type FinishedLine = (LineRecord, Option<Vec<flowrt_api::trace::TraceSpan>>);
 
 /// The line loop: keeps `concurrency` lines running until none is left or the run is canceled.
-#[allow(clippy::too_many_arguments)]
 async fn run_lines<I: ToolInvoker + 'static>(
     executor: &Arc<Executor<I>>,
     lines: Lines,
@@ -1347,49 +1448,8 @@ async fn run_lines<I: ToolInvoker + 'static>(
     log: &Arc<RunLog>,
     cancel: &Cancel,
 ) -> Result<RunStatus> {
-    // Tracing, only when asked: an exporter takes each line's spans as it ends (into its bounded
-    // queue, never waiting); a recorded run writes them beside its line records.
-    let trace_as: Option<Arc<flowrt_api::trace::TraceAs>> =
-        options.tracing.trace_as().cloned().map(Arc::new);
-    let exporter = match &options.tracing {
-        Tracing::Export(exporter, _) => Some(exporter.clone()),
-        _ => None,
-    };
-    let mut spans_file = match &options.tracing {
-        Tracing::Record(_) => Some(std::io::BufWriter::new(fs_err::File::create(
-            counter.dir.join(SPANS_FILE),
-        )?)),
-        _ => None,
-    };
-    let Lines {
-        rows,
-        mapping,
-        base,
-        kept,
-        range,
-    } = lines;
-    for rec in kept.values() {
-        writer.push(
-            serde_json::from_value(rec.clone())
-                .context("reading a line record of the run it resumes")?,
-        )?;
-    }
-    let columns: Arc<HashSet<String>> = Arc::new(rows.columns());
-    let mapping = Arc::new(mapping);
-    let mut base = base.as_ref().map(BaseRun::cursor).transpose()?;
-    let mut todo = range
-        .unwrap_or(0..rows.len())
-        .filter(|n| !kept.contains_key(n));
-    // Rows are read in order as their lines start (lines start in line order).
-    let mut reader = rows.iter()?.enumerate();
-    let mut row_at = |n: usize| -> Result<Map<String, Value>> {
-        for (i, row) in reader.by_ref() {
-            if i == n {
-                return row;
-            }
-        }
-        bail!("the data has no line {n}")
-    };
+    let mut spans = RunSpans::open(&options.tracing, &counter.dir)?;
+    let mut feed = LineFeed::open(lines, writer)?;
     // Each line's record, and the model calls answered to it.
     let mut set: JoinSet<(FinishedLine, u64)> = JoinSet::new();
     let warn_interval = options.long_running_interval;
@@ -1400,48 +1460,9 @@ async fn run_lines<I: ToolInvoker + 'static>(
     let concurrency = options.concurrency.max(1);
     let status = loop {
         while set.len() < concurrency {
-            let Some(n) = todo.next() else { break };
-            let row = row_at(n)?;
-            let (base_outputs, base_row) = match base.as_mut() {
-                Some(cursor) => cursor.at(n)?,
-                None => (None, None),
-            };
-            let (executor, columns, mapping) = (executor.clone(), columns.clone(), mapping.clone());
-            let (trace_as, exporter) = (trace_as.clone(), exporter.clone());
-            set.spawn(flowrt_tools::counting_answers(async move {
-                let sources = LineSources {
-                    data: &row,
-                    columns: Some(columns.as_ref()),
-                    run_outputs: base_outputs.as_ref(),
-                    run_inputs: base_row.as_ref(),
-                };
-                let raw = match mapping.line_inputs(executor.flow(), &sources) {
-                    Ok(r) => r,
-                    Err(message) => {
-                        return (
-                            failed_record(n, &IndexMap::new(), "MappingError", message),
-                            None,
-                        )
-                    }
-                };
-                match prepare_inputs(executor.flow(), &raw) {
-                    Ok(inputs) => {
-                        let line = executor.run_line(n, inputs).await;
-                        let spans = match (trace_as.as_deref(), &exporter) {
-                            (Some(t), Some(exporter)) => {
-                                exporter.export_line(executor.flow(), &line, t);
-                                None
-                            }
-                            (Some(t), None) => {
-                                Some(crate::otel::line_spans(executor.flow(), &line, t))
-                            }
-                            (None, _) => None,
-                        };
-                        (line_record(&line), spans)
-                    }
-                    Err(e) => (failed_record(n, &raw, "InputError", e.to_string()), None),
-                }
-            }));
+            let Some(job) = feed.next_job()? else { break };
+            let line = run_line(executor.clone(), job, spans.line.clone());
+            set.spawn(flowrt_tools::counting_answers(line));
         }
         if set.is_empty() {
             break RunStatus::Completed;
@@ -1449,48 +1470,19 @@ async fn run_lines<I: ToolInvoker + 'static>(
         tokio::select! {
             joined = set.join_next() => {
                 if let Some(joined) = joined {
-                    let ((rec, spans), answered) = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
-                    if let (Some(file), Some(spans), Some(trace)) = (&mut spans_file, spans, &trace_as) {
-                        let line = flowrt_api::trace::LineSpans { collection: trace.collection.clone(), spans };
-                        writeln!(file, "{}", serde_json::to_string(&line)?)?;
-                        file.flush()?;
-                    }
-                    counter.progress.done += 1;
-                    counter.answered_to_finished_lines += answered;
-                    if !rec.completed() {
-                        counter.progress.failed += 1;
-                        log.log(&format!("line {} failed: {}", rec.line_number, rec.error_message()));
-                    }
-                    writer.push(rec)?;
-                    // A finished line is on disk at once: a session streams its records to the
-                    // server from there, and what a killed agent had not sent runs again.
-                    writer.flush()?;
-                    log.reporter.line_finished(counter.snapshot());
+                    let finished = joined.map_err(|e| anyhow!("a line task failed: {e}"))?;
+                    line_finished(finished, &mut spans, writer, counter, log)?;
                 }
             }
             _ = ticker.tick() => {
-                for d in log.running.due(warn_interval) {
-                    log.warn(&d);
-                }
-                log.reporter.tick(counter.snapshot());
-                if counter.last_paced.elapsed() >= Duration::from_secs(1) {
-                    counter.last_paced = Instant::now();
-                    if let Some(q) = &counter.progress.quota {
-                        write_pace(&counter.dir, q);
-                    }
-                }
-                if counter.last_logged.elapsed() >= Duration::from_secs(5) {
-                    counter.last_logged = Instant::now();
-                    let text = counter.snapshot().text();
-                    log.log(&format!("progress: {text}"));
-                }
+                tick(counter, log, warn_interval);
             }
             reason = cancel.canceled() => {
                 log.log(&format!("{reason}: canceling the run"));
                 set.abort_all();
                 break RunStatus::Canceled;
             }
-            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+            _ = sleep_until(deadline) => {
                 log.log(&format!("the run exceeded --batch-timeout ({} s): canceling the remaining lines", options.batch_timeout.map(|d| d.as_secs_f64()).unwrap_or(0.0)));
                 set.abort_all();
                 break RunStatus::Canceled;
@@ -1504,6 +1496,253 @@ async fn run_lines<I: ToolInvoker + 'static>(
         write_pace(&counter.dir, &q);
     }
     Ok(status)
+}
+
+/// Resolves at `deadline`; never without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a line does with its spans: nothing, hand them to the exporter, or return them to be
+/// recorded in the run folder.
+#[derive(Clone)]
+struct LineTrace {
+    trace_as: Option<Arc<flowrt_api::trace::TraceAs>>,
+    exporter: Option<crate::otel::Exporter>,
+}
+
+impl LineTrace {
+    /// A finished line's spans when the run records them (exported ones are handed over here).
+    fn spans_of(
+        &self,
+        flow: &Flow,
+        line: &LineResult,
+    ) -> Option<Vec<flowrt_api::trace::TraceSpan>> {
+        match (self.trace_as.as_deref(), &self.exporter) {
+            (Some(t), Some(exporter)) => {
+                exporter.export_line(flow, line, t);
+                None
+            }
+            (Some(t), None) => Some(crate::otel::line_spans(flow, line, t)),
+            (None, _) => None,
+        }
+    }
+}
+
+/// The line loop's tracing, only when asked: an exporter takes each line's spans as it ends
+/// (into its bounded queue, never waiting); a recorded run writes them beside its line records.
+struct RunSpans {
+    /// What each line is given.
+    line: LineTrace,
+    /// The run folder's [`SPANS_FILE`], when the run records its spans.
+    file: Option<std::io::BufWriter<fs_err::File>>,
+}
+
+impl RunSpans {
+    /// Tracing as `tracing` asks, creating the spans file in `dir` when spans are recorded.
+    fn open(tracing: &Tracing, dir: &Path) -> Result<Self> {
+        let exporter = match tracing {
+            Tracing::Export(exporter, _) => Some(exporter.clone()),
+            _ => None,
+        };
+        let file = match tracing {
+            Tracing::Record(_) => Some(std::io::BufWriter::new(fs_err::File::create(
+                dir.join(SPANS_FILE),
+            )?)),
+            _ => None,
+        };
+        Ok(RunSpans {
+            line: LineTrace {
+                trace_as: tracing.trace_as().cloned().map(Arc::new),
+                exporter,
+            },
+            file,
+        })
+    }
+
+    /// Add a finished line's spans to the spans file (at once: the server reads them from there).
+    fn record(&mut self, spans: Option<Vec<flowrt_api::trace::TraceSpan>>) -> Result<()> {
+        if let (Some(file), Some(spans), Some(trace)) = (&mut self.file, spans, &self.line.trace_as)
+        {
+            let line = flowrt_api::trace::LineSpans {
+                collection: trace.collection.clone(),
+                spans,
+            };
+            writeln!(file, "{}", serde_json::to_string(&line)?)?;
+            file.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// One line to run: its number, its data row (with the columns any row has), its base run's
+/// outputs and data row, and the mapping that makes its inputs.
+struct LineJob {
+    number: usize,
+    row: Map<String, Value>,
+    base_outputs: Option<Map<String, Value>>,
+    base_row: Option<Map<String, Value>>,
+    columns: Arc<HashSet<String>>,
+    mapping: Arc<ColumnMapping>,
+}
+
+/// Hands out the lines still to run in line order, reading their data rows (and base run lines)
+/// as they start, so the data is never held whole.
+struct LineFeed {
+    /// The lines of the run (or of its chunk); kept ones are skipped.
+    todo: std::ops::Range<usize>,
+    kept: BTreeMap<usize, Value>,
+    rows: std::iter::Enumerate<crate::data::RowIter>,
+    base: Option<BaseCursor>,
+    columns: Arc<HashSet<String>>,
+    mapping: Arc<ColumnMapping>,
+}
+
+impl LineFeed {
+    /// Write the kept lines' records as they were, and get ready to read the others.
+    fn open(lines: Lines, writer: &mut OrderedWriter) -> Result<Self> {
+        let Lines {
+            rows,
+            mapping,
+            base,
+            kept,
+            range,
+        } = lines;
+        for rec in kept.values() {
+            writer.push(
+                serde_json::from_value(rec.clone())
+                    .context("reading a line record of the run it resumes")?,
+            )?;
+        }
+        let columns: Arc<HashSet<String>> = Arc::new(rows.columns());
+        let mapping = Arc::new(mapping);
+        let base = base.as_ref().map(BaseRun::cursor).transpose()?;
+        let todo = range.unwrap_or(0..rows.len());
+        Ok(LineFeed {
+            todo,
+            kept,
+            rows: rows.iter()?.enumerate(),
+            base,
+            columns,
+            mapping,
+        })
+    }
+
+    /// The next line to run, with what it reads; `None` when every line has started.
+    fn next_job(&mut self) -> Result<Option<LineJob>> {
+        let kept = &self.kept;
+        let Some(number) = self.todo.find(|n| !kept.contains_key(n)) else {
+            return Ok(None);
+        };
+        let row = self.row_at(number)?;
+        let (base_outputs, base_row) = match self.base.as_mut() {
+            Some(cursor) => cursor.at(number)?,
+            None => (None, None),
+        };
+        Ok(Some(LineJob {
+            number,
+            row,
+            base_outputs,
+            base_row,
+            columns: self.columns.clone(),
+            mapping: self.mapping.clone(),
+        }))
+    }
+
+    /// Data row `n`: rows are read in order as their lines start (lines start in line order).
+    fn row_at(&mut self, n: usize) -> Result<Map<String, Value>> {
+        for (i, row) in self.rows.by_ref() {
+            if i == n {
+                return row;
+            }
+        }
+        bail!("the data has no line {n}")
+    }
+}
+
+/// Run one line: its inputs mapped from its sources and checked (a line whose mapping or inputs
+/// fail is recorded as failed without running), then the flow.
+async fn run_line<I: ToolInvoker + 'static>(
+    executor: Arc<Executor<I>>,
+    job: LineJob,
+    trace: LineTrace,
+) -> FinishedLine {
+    let n = job.number;
+    let sources = LineSources {
+        data: &job.row,
+        columns: Some(job.columns.as_ref()),
+        run_outputs: job.base_outputs.as_ref(),
+        run_inputs: job.base_row.as_ref(),
+    };
+    let raw = match job.mapping.line_inputs(executor.flow(), &sources) {
+        Ok(r) => r,
+        Err(message) => {
+            return (
+                failed_record(n, &IndexMap::new(), "MappingError", message),
+                None,
+            )
+        }
+    };
+    match prepare_inputs(executor.flow(), &raw) {
+        Ok(inputs) => {
+            let line = executor.run_line(n, inputs).await;
+            let spans = trace.spans_of(executor.flow(), &line);
+            (line_record(&line), spans)
+        }
+        Err(e) => (failed_record(n, &raw, "InputError", e.to_string()), None),
+    }
+}
+
+/// A line has finished: its spans recorded, counted, its failure logged, its record written in
+/// line order, and the reporter told.
+fn line_finished(
+    finished: (FinishedLine, u64),
+    spans: &mut RunSpans,
+    writer: &mut OrderedWriter,
+    counter: &mut Counter,
+    log: &RunLog,
+) -> Result<()> {
+    let ((rec, line_spans), answered) = finished;
+    spans.record(line_spans)?;
+    counter.progress.done += 1;
+    counter.answered_to_finished_lines += answered;
+    if !rec.completed() {
+        counter.progress.failed += 1;
+        log.log(&format!(
+            "line {} failed: {}",
+            rec.line_number,
+            rec.error_message()
+        ));
+    }
+    writer.push(rec)?;
+    // A finished line is on disk at once: a session streams its records to the server from
+    // there, and what a killed agent had not sent runs again.
+    writer.flush()?;
+    log.reporter.line_finished(counter.snapshot());
+    Ok(())
+}
+
+/// A few times a second while lines run: warnings for nodes running long, progress to the
+/// reporter, the pace file at most each second, a progress line in the log every 5 s.
+fn tick(counter: &mut Counter, log: &RunLog, warn_interval: Duration) {
+    for d in log.running.due(warn_interval) {
+        log.warn(&d);
+    }
+    log.reporter.tick(counter.snapshot());
+    if counter.last_paced.elapsed() >= Duration::from_secs(1) {
+        counter.last_paced = Instant::now();
+        if let Some(q) = &counter.progress.quota {
+            write_pace(&counter.dir, q);
+        }
+    }
+    if counter.last_logged.elapsed() >= Duration::from_secs(5) {
+        counter.last_logged = Instant::now();
+        let text = counter.snapshot().text();
+        log.log(&format!("progress: {text}"));
+    }
 }
 
 /// Send what the run's exporter has queued (its record says it ended after that: an
