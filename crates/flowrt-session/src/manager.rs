@@ -377,6 +377,8 @@ impl Manager {
         now_ms() + i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX)
     }
 
+    /// [`Self::prepare`] under the session's lock: claim the session, resolve (and build) its
+    /// environment, and start its agent here or on Ray.
     async fn prepare_locked(self: &Arc<Self>, id: &str) -> ManageResult<()> {
         // The server that prepares a session manages it from then on.
         if !self
@@ -395,18 +397,60 @@ impl Manager {
         let flow = flowrt_flow::load_flow(&flow_dir, &Default::default()).map_err(|e| {
             ManageError::bad_request(format!("the session's flow no longer loads: {e}"))
         })?;
-        let requirements = flow.requirements_file();
+        let recipe = self.env_recipe(&s).await?;
+        let python = self
+            .prepare_env(id, &s, &recipe, flow.requirements_file())
+            .await?;
+        // Starting: the agent process, on its own copy of the flow (a sealed agent reads nothing
+        // outside its folder, and a tool writing into its flow folder touches no one else's). A
+        // Ray agent receives the snapshot when it joins and unpacks it on its node.
+        let workdir = self.workdir(id);
+        let run_flow = workdir.join("flow");
+        if self.ray.is_none() {
+            let (src, dst) = (flow.dir.clone(), run_flow.clone());
+            tokio::task::spawn_blocking(move || copy_flow(&src, &dst))
+                .await
+                .map_err(|e| ManageError::internal("copying the flow", e))?
+                .map_err(|e| {
+                    ManageError::bad_request(format!("cannot copy the flow into the session: {e}"))
+                })?;
+        }
+        let connections = self.session_secrets(&s, &flow).await?;
+        // A prompty flow is a file in its snapshot: the agent loads that file of its copy.
+        let entry = flow_dir
+            .is_file()
+            .then(|| flow_dir.file_name().map(|n| n.to_owned()))
+            .flatten();
+        let entry_name = entry.as_ref().map(|e| e.to_string_lossy().into_owned());
+        let agent_flow = match entry {
+            Some(e) => run_flow.join(e),
+            None => run_flow,
+        };
+        let spec = self.agent_spec(id, &s, agent_flow, python, connections)?;
+        if spec.uid.is_some() {
+            self.open_environment_to_session_users(&spec.python).await?;
+        }
+        if let Some(ray) = self.ray.clone() {
+            let flow = flow_for_ray(&s, &flow.dir, entry_name, recipe).await?;
+            return self.start_on_ray(&ray, spec, flow).await;
+        }
+        self.start_locally(spec).await
+    }
+
+    /// The recipe of session `s`'s environment: its base version, its custom environment's
+    /// requirements, and its identity's feed token with the hosts the token may go to.
+    async fn env_recipe(&self, s: &Session) -> ManageResult<EnvRecipe> {
         let custom = match EnvRef::parse(&s.env_ref) {
             Ok(EnvRef::Custom { name, version }) => {
                 self.store.get_environment(&name, version).await?
             }
             _ => None,
         };
-        let label = custom
+        let extra_label = custom
             .as_ref()
             .map(|c| format!("environment {}@v{}", c.name, c.version))
             .unwrap_or_default();
-        let (token, hosts) = match &s.identity {
+        let (private_token, private_hosts) = match &s.identity {
             Some(identity) => {
                 let hosts = self
                     .store
@@ -423,117 +467,106 @@ impl Manager {
             }
             None => (None, Vec::new()),
         };
+        Ok(EnvRecipe {
+            base_version: s.base_version.clone(),
+            extra_requirements: custom.map(|c| c.requirements),
+            extra_label,
+            private_token,
+            private_hosts,
+        })
+    }
+
+    /// Resolve session `s`'s environment and record it, then build it unless it is built
+    /// already (or a Ray node builds it): the interpreter the agent runs.
+    async fn prepare_env(
+        &self,
+        id: &str,
+        s: &Session,
+        recipe: &EnvRecipe,
+        requirements: Option<PathBuf>,
+    ) -> ManageResult<PathBuf> {
+        let resolved = flowrt_python::resolve_env(
+            EnvRequest {
+                requirements: requirements.as_deref(),
+                flowrt_home: &self.home,
+            },
+            &recipe.options(None),
+        )
+        .map_err(|e| ManageError::bad_request(e.to_string()))?;
+        // A Ray session's node builds its own environment (it shares no disk with this server).
+        let cached = resolved.is_built(&self.home) || self.ray.is_some();
+        self.store
+            .update_session_env(id, &s.env_ref, resolved.key.as_deref(), &s.base_version)
+            .await?;
+        self.transition(id, Event::EnvResolved { cached }).await?;
+        if self.ray.is_some() {
+            // Decided on the node, which builds the environment itself.
+            return Ok(resolved.python.clone());
+        }
+        if cached {
+            // Built by an earlier session: its interpreter, with the flow's requirements.
+            return Ok(resolved.built_python(&self.home));
+        }
+        // Installing: uv builds the environment once per key; other sessions keep running.
+        let python = self
+            .build_env(id, &s.owner, recipe.clone(), requirements)
+            .await?;
+        self.transition(id, Event::EnvBuilt).await?;
+        Ok(python)
+    }
+
+    /// Build session `id`'s environment off the async threads, its progress in the session's
+    /// log; sealed when sessions are (build scripts are user code), with uv's cache of the
+    /// session's owner alone.
+    async fn build_env(
+        &self,
+        id: &str,
+        owner: &str,
+        recipe: EnvRecipe,
+        requirements: Option<PathBuf>,
+    ) -> ManageResult<PathBuf> {
+        let workdir = self.workdir(id);
+        let _ = std::fs::create_dir_all(&workdir);
         let home = self.home.clone();
-        let base_version = s.base_version.clone();
-        let opts_owned = (
-            base_version,
-            custom.map(|c| c.requirements),
-            label,
-            token,
-            hosts,
-        );
-        let resolved = {
-            let (base, extra, label, token, hosts) = &opts_owned;
-            let opts = EnvOptions {
-                base_version: Some(base.as_str()),
-                extra_requirements: extra
-                    .as_deref()
-                    .map(|text| ExtraRequirements { label, text }),
-                private_token: token.as_deref(),
-                private_hosts: hosts,
-                sandbox: None,
-                base_cache: None,
-            };
-            flowrt_python::resolve_env(
+        // Sealed sessions' installs are sealed too: build scripts are user code.
+        let seal_installs = self.seal;
+        let exe = self.exe.clone();
+        // uv's cache for this owner's installs alone (see flowrt_python::Sandbox).
+        let install_cache = home.join("uv-cache").join(owner);
+        let built = tokio::task::spawn_blocking(move || {
+            let opts = recipe.options(seal_installs.then_some(flowrt_python::Sandbox {
+                exe: &exe,
+                cache: &install_cache,
+                deny_connect_ports: &[],
+            }));
+            let mut log = crate::session_files::append(&workdir, "agent.log").ok();
+            flowrt_python::ensure_env_with(
                 EnvRequest {
                     requirements: requirements.as_deref(),
                     flowrt_home: &home,
                 },
                 &opts,
+                &mut |m| {
+                    if let Some(f) = log.as_mut() {
+                        use std::io::Write;
+                        let _ = writeln!(f, "{}", without_home(m, &home));
+                    }
+                },
             )
-            .map_err(|e| ManageError::bad_request(e.to_string()))?
-        };
-        // A Ray session's node builds its own environment (it shares no disk with this server).
-        let cached = resolved.is_built(&home) || self.ray.is_some();
-        // What a Ray agent receives when it joins: the recipe of its environment.
-        let recipe = opts_owned.clone();
-        self.store
-            .update_session_env(id, &s.env_ref, resolved.key.as_deref(), &s.base_version)
-            .await?;
-        self.transition(id, Event::EnvResolved { cached }).await?;
-        let python = if self.ray.is_some() {
-            // Decided on the node, which builds the environment itself.
-            resolved.python.clone()
-        } else if cached {
-            // Built by an earlier session: its interpreter, with the flow's requirements.
-            resolved.built_python(&home)
-        } else {
-            // Installing: uv builds the environment once per key; other sessions keep running.
-            let log_path = self.workdir(id).join("agent.log");
-            let _ = std::fs::create_dir_all(self.workdir(id));
-            let home2 = home.clone();
-            let reqs = requirements.clone();
-            // Sealed sessions' installs are sealed too: build scripts are user code.
-            let seal_installs = self.seal;
-            let exe = self.exe.clone();
-            // uv's cache for this owner's installs alone (see flowrt_python::Sandbox).
-            let install_cache = home.join("uv-cache").join(&s.owner);
-            let built = tokio::task::spawn_blocking(move || {
-                let (base, extra, label, token, hosts) = &opts_owned;
-                let opts = EnvOptions {
-                    base_version: Some(base.as_str()),
-                    extra_requirements: extra
-                        .as_deref()
-                        .map(|text| ExtraRequirements { label, text }),
-                    private_token: token.as_deref(),
-                    private_hosts: hosts,
-                    sandbox: seal_installs.then_some(flowrt_python::Sandbox {
-                        exe: &exe,
-                        cache: &install_cache,
-                        deny_connect_ports: &[],
-                    }),
-                    base_cache: None,
-                };
-                let mut log = crate::session_files::append(
-                    log_path.parent().unwrap_or(std::path::Path::new(".")),
-                    "agent.log",
-                )
-                .ok();
-                flowrt_python::ensure_env_with(
-                    EnvRequest {
-                        requirements: reqs.as_deref(),
-                        flowrt_home: &home2,
-                    },
-                    &opts,
-                    &mut |m| {
-                        if let Some(f) = log.as_mut() {
-                            use std::io::Write;
-                            let _ = writeln!(f, "{}", without_home(m, &home2));
-                        }
-                    },
-                )
-            })
-            .await
-            .map_err(|e| ManageError::internal("building the environment", e))?;
-            let python =
-                built.map_err(|e| ManageError::bad_request(without_home(&e.to_string(), &home)))?;
-            self.transition(id, Event::EnvBuilt).await?;
-            python
-        };
-        // Starting: the agent process, on its own copy of the flow (a sealed agent reads nothing
-        // outside its folder, and a tool writing into its flow folder touches no one else's). A
-        // Ray agent receives the snapshot when it joins and unpacks it on its node.
-        let workdir = self.workdir(id);
-        let run_flow = workdir.join("flow");
-        if self.ray.is_none() {
-            let (src, dst) = (flow.dir.clone(), run_flow.clone());
-            tokio::task::spawn_blocking(move || copy_flow(&src, &dst))
-                .await
-                .map_err(|e| ManageError::internal("copying the flow", e))?
-                .map_err(|e| {
-                    ManageError::bad_request(format!("cannot copy the flow into the session: {e}"))
-                })?;
-        }
+        })
+        .await
+        .map_err(|e| ManageError::internal("building the environment", e))?;
+        built.map_err(|e| ManageError::bad_request(without_home(&e.to_string(), &self.home)))
+    }
+
+    /// What session `s` receives over its agent's stdin, decrypted: the connections its flow
+    /// names that its owner may use, and its identity's Entra ID service principal. Nothing
+    /// else of the store reaches a session.
+    async fn session_secrets(
+        &self,
+        s: &Session,
+        flow: &flowrt_flow::Flow,
+    ) -> ManageResult<backend::SecretText> {
         // The server's connections were made on its machine by its owner (`flowrt connection
         // create` with this FLOWRT_HOME): they are the owner's, and reach only the owner's
         // sessions. Another user's flow naming one gets none: its node says the connection does
@@ -564,23 +597,26 @@ impl Manager {
             connections: used,
             entra,
         };
-        let connections = serde_json::to_string(&secrets)
+        serde_json::to_string(&secrets)
             .map(backend::SecretText)
-            .map_err(|e| ManageError::internal("handing over connections", e))?;
-        // A prompty flow is a file in its snapshot: the agent loads that file of its copy.
-        let entry = flow_dir
-            .is_file()
-            .then(|| flow_dir.file_name().map(|n| n.to_owned()))
-            .flatten();
-        let entry_name = entry.as_ref().map(|e| e.to_string_lossy().into_owned());
-        let spec = AgentSpec {
+            .map_err(|e| ManageError::internal("handing over connections", e))
+    }
+
+    /// How session `id`'s agent is started: its flow, interpreter, folder and connections, and
+    /// the user it runs as (a local session, with `--session-uids`).
+    fn agent_spec(
+        &self,
+        id: &str,
+        s: &Session,
+        flow_dir: PathBuf,
+        python: PathBuf,
+        connections: backend::SecretText,
+    ) -> ManageResult<AgentSpec> {
+        Ok(AgentSpec {
             session_id: id.to_string(),
-            flow_dir: match entry {
-                Some(e) => run_flow.join(e),
-                None => run_flow,
-            },
+            flow_dir,
             python,
-            workdir,
+            workdir: self.workdir(id),
             size: s.size,
             exe: self.exe.clone(),
             long_running_interval: self.long_running_interval,
@@ -597,42 +633,25 @@ impl Manager {
                 Some(_) => None,
                 None => self.uid_for(id)?,
             },
-        };
-        if spec.uid.is_some() {
-            let (home, python) = (self.home.clone(), spec.python.clone());
-            tokio::task::spawn_blocking(move || open_to_session_users(&home, &python))
-                .await
-                .map_err(|e| ManageError::internal("opening the environment to the session", e))?
-                .map_err(|e| ManageError::internal("opening the environment to the session", e))?;
-        }
-        if let Some(ray) = self.ray.clone() {
-            let src = flow.dir.clone();
-            let archive = tokio::task::spawn_blocking(move || {
-                flowrt_store::snapshot::pack(
-                    &src,
-                    &flowrt_store::snapshot::SnapshotLimits::default(),
-                )
-            })
+        })
+    }
+
+    /// Let the users sessions run as read and run the environment of `python`.
+    async fn open_environment_to_session_users(
+        &self,
+        python: &std::path::Path,
+    ) -> ManageResult<()> {
+        let (home, python) = (self.home.clone(), python.to_path_buf());
+        tokio::task::spawn_blocking(move || open_to_session_users(&home, &python))
             .await
-            .map_err(|e| ManageError::internal("packing the flow", e))?
-            .map_err(|e| {
-                ManageError::bad_request(format!("cannot pack the session's flow: {e}"))
-            })?;
-            let (base_version, extra_requirements, extra_label, private_token, private_hosts) =
-                recipe;
-            let flow = AgentFlow {
-                archive_base64: base64::engine::general_purpose::STANDARD.encode(&archive.0),
-                hash: archive.1.hash,
-                entry: entry_name,
-                owner: s.owner.clone(),
-                base_version,
-                extra_requirements,
-                extra_label,
-                private_token,
-                private_hosts,
-            };
-            return self.start_on_ray(&ray, spec, flow).await;
-        }
+            .map_err(|e| ManageError::internal("opening the environment to the session", e))?
+            .map_err(|e| ManageError::internal("opening the environment to the session", e))
+    }
+
+    /// Start the session's agent on this machine and record where it listens; then watch the
+    /// process: an exit nobody asked for fails the session with the reason.
+    async fn start_locally(self: &Arc<Self>, spec: AgentSpec) -> ManageResult<()> {
+        let id = spec.session_id.as_str();
         let (handle, mut child) = self
             .backend
             .start(&spec, Duration::from_secs(60))
@@ -1106,6 +1125,66 @@ impl Manager {
 
 /// `text` with the server's home folder left out (paths under it become relative): what an
 /// environment build says reaches the session's log and its user.
+/// What a session's environment is built from: the base version, a custom environment's
+/// requirements (and how its installs name them), and the session identity's feed token for
+/// `{private}` index URLs with the hosts it may go to.
+#[derive(Clone)]
+struct EnvRecipe {
+    base_version: String,
+    extra_requirements: Option<String>,
+    extra_label: String,
+    private_token: Option<String>,
+    private_hosts: Vec<String>,
+}
+
+impl EnvRecipe {
+    /// The recipe as `flowrt_python` takes it, installing in `sandbox` when given.
+    fn options<'a>(&'a self, sandbox: Option<flowrt_python::Sandbox<'a>>) -> EnvOptions<'a> {
+        EnvOptions {
+            base_version: Some(self.base_version.as_str()),
+            extra_requirements: self
+                .extra_requirements
+                .as_deref()
+                .map(|text| ExtraRequirements {
+                    label: &self.extra_label,
+                    text,
+                }),
+            private_token: self.private_token.as_deref(),
+            private_hosts: &self.private_hosts,
+            sandbox,
+            base_cache: None,
+        }
+    }
+}
+
+/// What a Ray session's agent receives when it joins: the flow folder `src` packed, its entry
+/// (a prompty flow's file), and the recipe of the environment its node builds.
+async fn flow_for_ray(
+    s: &Session,
+    src: &std::path::Path,
+    entry: Option<String>,
+    recipe: EnvRecipe,
+) -> ManageResult<AgentFlow> {
+    let src = src.to_path_buf();
+    let archive = tokio::task::spawn_blocking(move || {
+        flowrt_store::snapshot::pack(&src, &flowrt_store::snapshot::SnapshotLimits::default())
+    })
+    .await
+    .map_err(|e| ManageError::internal("packing the flow", e))?
+    .map_err(|e| ManageError::bad_request(format!("cannot pack the session's flow: {e}")))?;
+    Ok(AgentFlow {
+        archive_base64: base64::engine::general_purpose::STANDARD.encode(&archive.0),
+        hash: archive.1.hash,
+        entry,
+        owner: s.owner.clone(),
+        base_version: recipe.base_version,
+        extra_requirements: recipe.extra_requirements,
+        extra_label: recipe.extra_label,
+        private_token: recipe.private_token,
+        private_hosts: recipe.private_hosts,
+    })
+}
+
 /// What a session running as a user of its own must reach of the server's folder, which is
 /// otherwise the server user's alone: a way through FLOWRT_HOME and `sessions/` to its own
 /// folder (0711: passable, not listable), and its environment under `envs/`, readable and
