@@ -403,129 +403,25 @@ type Shared = Arc<Agent>;
 /// Run the agent until it is told to stop (`POST /shutdown`, SIGTERM), its session folder
 /// disappears, or it has been idle for its idle exit.
 pub fn run(config: AgentConfig) -> Result<()> {
-    let token = match (&config.token_file, &config.join) {
-        (Some(file), _) => std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read the agent token {}", file.display()))?
-            .trim()
-            .to_string(),
-        // A joining agent draws its own token and gives it to the server once it is verified.
-        (None, Some(_)) => flowrt_session::backend::random_hex(32)?,
-        (None, None) => anyhow::bail!("an agent needs --token-file unless it joins a server"),
-    };
-    if token.is_empty() {
-        anyhow::bail!("the agent token file is empty");
-    }
+    let token = agent_token(&config)?;
     let home = flowrt_store::flowrt_home();
     // Bound before anything else: a joining agent tells the server this address.
     let std_listener = std::net::TcpListener::bind(&config.bind)
         .with_context(|| format!("cannot listen on {}", config.bind))?;
     std_listener.set_nonblocking(true)?;
-    let mut connections = if config.connections_stdin {
-        let secrets = invoker::secrets_from_stdin()?;
-        if let Some(principal) = secrets.entra {
-            flowrt_tools::sign_in_as_session_identity(principal);
-        }
-        secrets
-            .connections
-            .into_iter()
-            .map(|c| (c.name.clone(), c))
-            .collect()
-    } else if config.join.is_some() {
-        HashMap::new()
-    } else {
-        invoker::load_connections(&home)?
-    };
-    // The agent holds its session's connections: no other session's code may read its memory.
-    if let Err(e) = flowrt_session::isolate::hide_from_same_user() {
-        eprintln!("warning: cannot hide the agent's memory: {e}");
-    }
-    if config.seal {
-        // Its own PID namespace and /proc first: a sealed process may no longer mount.
-        let view = flowrt_session::isolate::enter_own_pid_namespace()
-            .context("cannot give the session a PID namespace of its own")?;
-        eprintln!("session {}: {}", config.session_id, view.describe());
-    }
-    if let Some(uid) = config.run_as_uid {
-        flowrt_session::isolate::become_user(uid)
-            .with_context(|| format!("cannot run the session as user {uid}"))?;
-        // A change of user makes a process dumpable again.
-        if let Err(e) = flowrt_session::isolate::hide_from_same_user() {
-            eprintln!("warning: cannot hide the agent's memory: {e}");
-        }
-        eprintln!(
-            "session {}: runs as user {uid} of its own",
-            config.session_id
-        );
-    }
+    let mut connections = initial_connections(&config, &home)?;
+    isolate(&config)?;
     // A joining agent (Ray) dials its server before anything of the session's runs: it receives
     // the connections and, when the node shares no disk with the server, the flow itself.
     let mut received = None;
     if let Some(join) = &config.join {
         let addr = advertised(std_listener.local_addr()?, &join.url);
-        let secret = flowrt_session::backend::random_hex(32)?;
-        commit_to_join(&secret)?;
-        let joined = join_server(join, &config.session_id, &addr, &secret, &token)?;
-        connections = joined
-            .connections
-            .into_iter()
-            .map(|c| (c.name.clone(), c))
-            .collect();
-        if let Some(principal) = joined.entra {
-            flowrt_tools::sign_in_as_session_identity(principal);
-        }
-        received = Some(joined.flow);
-        eprintln!("session {}: joined its server", config.session_id);
+        let (joined_connections, flow) = join_and_receive(join, &config.session_id, &addr, &token)?;
+        connections = joined_connections;
+        received = Some(flow);
     }
-    let (flow_path, mut python) = match (&config.source, received) {
-        (FlowSource::Local { flow, python }, _) => (flow.clone(), python.clone()),
-        (FlowSource::FromServer { node_cache }, Some(flow)) => {
-            eprintln!(
-                "session {}: received flow {}; preparing its environment on this node",
-                config.session_id, flow.hash
-            );
-            // Installs run sealed, as the session will: a build script is its user's code.
-            let deny = config.deny_connect_ports.clone();
-            receive_flow(
-                &flow,
-                &std::env::current_dir()?.join("flow"),
-                node_cache,
-                config.seal.then_some(deny.as_slice()),
-            )?
-        }
-        (FlowSource::FromServer { .. }, None) => {
-            anyhow::bail!("--flow-from-server needs a server to join (FLOWRT_JOIN_URL)")
-        }
-    };
-    if config.seal {
-        // While this process has one thread: a seal covers the calling thread and what it starts.
-        let paths = flowrt_session::seal::python_paths(&python)?;
-        python = paths.executable.clone();
-        let mut read_exec = paths.read;
-        read_exec.push(std::env::current_exe()?);
-        let policy = flowrt_session::seal::SealPolicy {
-            read_write: vec![std::env::current_dir()?, home.clone()],
-            read_exec,
-            deny_connect_ports: config.deny_connect_ports.clone(),
-        };
-        let sealed = flowrt_session::seal::seal_self(&policy)?;
-        eprintln!("session {}: {}", config.session_id, sealed.describe());
-        if !policy.deny_connect_ports.is_empty() {
-            let ports = policy.deny_connect_ports.len();
-            if flowrt_session::seal::filters_connections() {
-                eprintln!(
-                    "session {}: connections to the cluster's {ports} control ports are refused",
-                    config.session_id
-                );
-            } else {
-                eprintln!(
-                    "session {}: warning: this kernel cannot filter connections (Landlock before Linux 6.7): the session's code can reach the cluster's {ports} control ports",
-                    config.session_id
-                );
-            }
-        }
-    } else if !config.deny_connect_ports.is_empty() {
-        anyhow::bail!("--deny-connect-ports needs --seal: only a sealed agent can deny ports");
-    }
+    let (flow_path, python) = flow_and_python(&config, received)?;
+    let python = seal_if_asked(&config, &home, python)?;
     // Small sessions idle in a few MB: two runtime threads are plenty for one session's traffic.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -559,7 +455,177 @@ pub fn run(config: AgentConfig) -> Result<()> {
         shutdown: tokio::sync::Notify::new(),
         drafts,
     });
-    let app = Router::new()
+    let app = router(agent.clone());
+    runtime.block_on(serve(config, std_listener, app, agent, log))?;
+    Ok(())
+}
+
+/// The bearer token every request must carry: read from the token file, or drawn here by a
+/// joining agent (it gives it to the server once it is verified).
+fn agent_token(config: &AgentConfig) -> Result<String> {
+    let token = match (&config.token_file, &config.join) {
+        (Some(file), _) => std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the agent token {}", file.display()))?
+            .trim()
+            .to_string(),
+        // A joining agent draws its own token and gives it to the server once it is verified.
+        (None, Some(_)) => flowrt_session::backend::random_hex(32)?,
+        (None, None) => anyhow::bail!("an agent needs --token-file unless it joins a server"),
+    };
+    if token.is_empty() {
+        anyhow::bail!("the agent token file is empty");
+    }
+    Ok(token)
+}
+
+/// The connections the flow uses, by name, as the agent starts: from stdin (with the session
+/// identity's service principal, signed in at once), none yet for a joining agent (the server
+/// sends them), else `FLOWRT_HOME`'s.
+fn initial_connections(
+    config: &AgentConfig,
+    home: &std::path::Path,
+) -> Result<HashMap<String, flowrt_api::Connection>> {
+    if config.connections_stdin {
+        let secrets = invoker::secrets_from_stdin()?;
+        if let Some(principal) = secrets.entra {
+            flowrt_tools::sign_in_as_session_identity(principal);
+        }
+        Ok(secrets
+            .connections
+            .into_iter()
+            .map(|c| (c.name.clone(), c))
+            .collect())
+    } else if config.join.is_some() {
+        Ok(HashMap::new())
+    } else {
+        invoker::load_connections(home)
+    }
+}
+
+/// Keep the session to itself: its memory hidden from processes of the same user, its own PID
+/// namespace when sealed, and its own user with `--run-as-uid`.
+fn isolate(config: &AgentConfig) -> Result<()> {
+    // The agent holds its session's connections: no other session's code may read its memory.
+    if let Err(e) = flowrt_session::isolate::hide_from_same_user() {
+        eprintln!("warning: cannot hide the agent's memory: {e}");
+    }
+    if config.seal {
+        // Its own PID namespace and /proc first: a sealed process may no longer mount.
+        let view = flowrt_session::isolate::enter_own_pid_namespace()
+            .context("cannot give the session a PID namespace of its own")?;
+        eprintln!("session {}: {}", config.session_id, view.describe());
+    }
+    if let Some(uid) = config.run_as_uid {
+        flowrt_session::isolate::become_user(uid)
+            .with_context(|| format!("cannot run the session as user {uid}"))?;
+        // A change of user makes a process dumpable again.
+        if let Err(e) = flowrt_session::isolate::hide_from_same_user() {
+            eprintln!("warning: cannot hide the agent's memory: {e}");
+        }
+        eprintln!(
+            "session {}: runs as user {uid} of its own",
+            config.session_id
+        );
+    }
+    Ok(())
+}
+
+/// Join the server at `join` as the agent of `session_id` listening at `addr`: commit to a
+/// fresh secret in the job's log, then receive the connections (by name) and the flow. The
+/// identity's service principal, when it has one, is signed in at once.
+fn join_and_receive(
+    join: &Join,
+    session_id: &str,
+    addr: &str,
+    token: &str,
+) -> Result<(
+    HashMap<String, flowrt_api::Connection>,
+    flowrt_api::responses::AgentFlow,
+)> {
+    let secret = flowrt_session::backend::random_hex(32)?;
+    commit_to_join(&secret)?;
+    let joined = join_server(join, session_id, addr, &secret, token)?;
+    let connections = joined
+        .connections
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect();
+    if let Some(principal) = joined.entra {
+        flowrt_tools::sign_in_as_session_identity(principal);
+    }
+    eprintln!("session {session_id}: joined its server");
+    Ok((connections, joined.flow))
+}
+
+/// The flow to load and the interpreter to run it with: given on this machine, or received
+/// from the server (`received`), unpacked here and its environment built on this node.
+fn flow_and_python(
+    config: &AgentConfig,
+    received: Option<flowrt_api::responses::AgentFlow>,
+) -> Result<(PathBuf, PathBuf)> {
+    match (&config.source, received) {
+        (FlowSource::Local { flow, python }, _) => Ok((flow.clone(), python.clone())),
+        (FlowSource::FromServer { node_cache }, Some(flow)) => {
+            eprintln!(
+                "session {}: received flow {}; preparing its environment on this node",
+                config.session_id, flow.hash
+            );
+            // Installs run sealed, as the session will: a build script is its user's code.
+            let deny = config.deny_connect_ports.clone();
+            receive_flow(
+                &flow,
+                &std::env::current_dir()?.join("flow"),
+                node_cache,
+                config.seal.then_some(deny.as_slice()),
+            )
+        }
+        (FlowSource::FromServer { .. }, None) => {
+            anyhow::bail!("--flow-from-server needs a server to join (FLOWRT_JOIN_URL)")
+        }
+    }
+}
+
+/// With `--seal`, seal this process (and what it starts) to its folder, `home`, its Python and
+/// the agent's executable, denying the ports asked: the interpreter it then runs (the resolved
+/// executable the seal allows). Without it, `python` as it is; denying ports needs a seal.
+fn seal_if_asked(config: &AgentConfig, home: &std::path::Path, python: PathBuf) -> Result<PathBuf> {
+    if !config.seal {
+        if !config.deny_connect_ports.is_empty() {
+            anyhow::bail!("--deny-connect-ports needs --seal: only a sealed agent can deny ports");
+        }
+        return Ok(python);
+    }
+    // While this process has one thread: a seal covers the calling thread and what it starts.
+    let paths = flowrt_session::seal::python_paths(&python)?;
+    let mut read_exec = paths.read;
+    read_exec.push(std::env::current_exe()?);
+    let policy = flowrt_session::seal::SealPolicy {
+        read_write: vec![std::env::current_dir()?, home.to_path_buf()],
+        read_exec,
+        deny_connect_ports: config.deny_connect_ports.clone(),
+    };
+    let sealed = flowrt_session::seal::seal_self(&policy)?;
+    eprintln!("session {}: {}", config.session_id, sealed.describe());
+    if !policy.deny_connect_ports.is_empty() {
+        let ports = policy.deny_connect_ports.len();
+        if flowrt_session::seal::filters_connections() {
+            eprintln!(
+                "session {}: connections to the cluster's {ports} control ports are refused",
+                config.session_id
+            );
+        } else {
+            eprintln!(
+                "session {}: warning: this kernel cannot filter connections (Landlock before Linux 6.7): the session's code can reach the cluster's {ports} control ports",
+                config.session_id
+            );
+        }
+    }
+    Ok(paths.executable)
+}
+
+/// The agent's routes, each behind its bearer token.
+fn router(agent: Shared) -> Router {
+    Router::new()
         .route("/health", get(health))
         .route("/status", get(status))
         .route("/lines", post(lines))
@@ -581,55 +647,67 @@ pub fn run(config: AgentConfig) -> Result<()> {
             agent.clone(),
             require_token,
         ))
-        .with_state(agent.clone());
+        .with_state(agent)
+}
+
+/// Serve `app` until the agent is told to stop, having said where it listens (the address file,
+/// the server's sign that it is ready) and started the long-running warnings and the watchdog;
+/// then end its batch runs, drafts and workers.
+async fn serve(
+    config: AgentConfig,
+    std_listener: std::net::TcpListener,
+    app: Router,
+    agent: Shared,
+    log: Arc<AgentLog>,
+) -> Result<()> {
     let interval = Duration::from_secs_f64(config.long_running_interval.max(0.05));
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::from_std(std_listener).context("cannot listen")?;
-        let addr = listener.local_addr()?;
-        // Written last and atomically: the server reads it as "the agent is listening".
-        let tmp = config.addr_file.with_extension("tmp");
-        let mut f = std::fs::File::create(&tmp)?;
-        writeln!(f, "{addr}")?;
-        drop(f);
-        std::fs::rename(&tmp, &config.addr_file)?;
-        // The session log is its owner's to read: no address or server path in it.
-        eprintln!("agent for session {} is ready", config.session_id);
-        let warn_log = log.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
-            loop {
-                tick.tick().await;
-                for d in warn_log.running.due(interval) {
-                    eprintln!("{d}");
-                }
+    let listener = tokio::net::TcpListener::from_std(std_listener).context("cannot listen")?;
+    let addr = listener.local_addr()?;
+    // Written last and atomically: the server reads it as "the agent is listening".
+    let tmp = config.addr_file.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    writeln!(f, "{addr}")?;
+    drop(f);
+    std::fs::rename(&tmp, &config.addr_file)?;
+    // The session log is its owner's to read: no address or server path in it.
+    eprintln!("agent for session {} is ready", config.session_id);
+    tokio::spawn(warn_long_running(log, interval));
+    tokio::spawn(watchdog(
+        agent.clone(),
+        // Either file goes with the session folder; a joining agent has no token file.
+        config
+            .token_file
+            .clone()
+            .unwrap_or_else(|| config.addr_file.clone()),
+        config.idle_exit,
+        config.watch_interval,
+    ));
+    let stop = agent.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = stop.shutdown.notified() => {}
+                _ = flowrt_session::shutdown_signal() => {}
             }
-        });
-        tokio::spawn(watchdog(
-            agent.clone(),
-            // Either file goes with the session folder; a joining agent has no token file.
-            config
-                .token_file
-                .clone()
-                .unwrap_or_else(|| config.addr_file.clone()),
-            config.idle_exit,
-            config.watch_interval,
-        ));
-        let stop = agent.clone();
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = stop.shutdown.notified() => {}
-                    _ = flowrt_session::shutdown_signal() => {}
-                }
-            })
-            .await?;
-        agent.stop_batches().await;
-        agent.drafts.shutdown().await;
-        agent.loaded().invoker.shutdown().await;
-        eprintln!("agent for session {} stopped", config.session_id);
-        Ok::<_, anyhow::Error>(())
-    })?;
+        })
+        .await?;
+    agent.stop_batches().await;
+    agent.drafts.shutdown().await;
+    agent.loaded().invoker.shutdown().await;
+    eprintln!("agent for session {} stopped", config.session_id);
     Ok(())
+}
+
+/// Say in the session log, at most each second, which nodes have been running for another
+/// `interval`.
+async fn warn_long_running(log: Arc<AgentLog>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval.min(Duration::from_secs(1)));
+    loop {
+        tick.tick().await;
+        for d in log.running.due(interval) {
+            eprintln!("{d}");
+        }
+    }
 }
 
 /// An agent whose server is gone for good stops by itself: when its session folder is deleted
