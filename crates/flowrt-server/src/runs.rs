@@ -121,12 +121,90 @@ async fn spread_over(
     Ok(flowrt_workspace::spread::start(&state.runs, &caller.0.id, home, &sessions, batch).await?)
 }
 
+/// `POST /api/v1/runs`: start a run in one of the caller's sessions (or spread over several).
+/// Its name is the workspace's before the session's agent is asked to start it.
 async fn create(
     State(state): State<AppState>,
     caller: Caller,
     Json(req): Json<flowrt_api::requests::CreateRun>,
 ) -> ApiResult<(StatusCode, Json<RunStarted>)> {
     // The request's own bounds first: they do not depend on the session.
+    check_bounds(&req)?;
+    let s = crate::sessions::usable(&state, &caller, &req.session).await?;
+    let addr = crate::sessions::agent_of(&s).await?;
+    let id = s.id.clone();
+    // A run's records take space: a user past their quota runs nothing more until they free some.
+    crate::quota::check(&state, &caller.0.id, 0).await?;
+    if let Some(asked) = &req.flow {
+        check_flow(&state, &caller, &s, asked).await?;
+    }
+    if state.store.get_workspace_run(&req.name).await?.is_some() {
+        return Err(taken(&req.name));
+    }
+    let token = state.sessions.agent_token(&id).await;
+    let agent = SessionAgent {
+        session: &id,
+        addr: &addr,
+        token: &token,
+    };
+    let mut batch = batch_request(&req)?;
+    give_prior_runs(
+        &state,
+        &caller,
+        req.resume_from.as_deref(),
+        &mut batch,
+        &agent,
+    )
+    .await?;
+    batch.line_timeout = req.line_timeout;
+    batch.concurrency = req.concurrency;
+    // With a trace receiver configured here, the session records each line's spans and this
+    // server exports them, named by the workspace's flow as promptflow's viewer groups them.
+    batch.trace = state
+        .runs
+        .trace_as(s.flow_ref.as_deref(), &req.name, batch.run.as_deref());
+    // A session runs as many Python workers as its size allows, however many lines run at once.
+    batch.workers = Some(s.size.limits().workers);
+    let stored = request_data(&state, &caller, &req).await?;
+    if let Some(n) = req.nodes {
+        if n == 0 || n > 64 {
+            return Err(ApiErr::bad_request("nodes must be between 1 and 64"));
+        }
+    }
+    let spread = !req.more_sessions.is_empty() || req.nodes.is_some_and(|n| n > 1);
+    let mut record = workspace_runs::initial_record(&req.name, &id, s.flow_ref.as_deref(), &batch);
+    if let Some(compute) = &s.compute {
+        // What runs on a compute instance is seen by the user it is assigned to alone.
+        record["compute_instance"] = json!(compute);
+    }
+    if spread {
+        record["spread"] = json!([id]);
+        batch.data = stored.map(|(path, _)| path);
+        let started = start_spread(&state, &caller, &s, &req, &record, batch).await;
+        return started.map(|started| (StatusCode::ACCEPTED, Json(started)));
+    }
+    start_in_session(&state, &caller.0.id, &record, batch, stored, &agent).await?;
+    workspace_runs::follow(&state.runs, &req.name);
+    let _ = state.store.touch_session(&id).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RunStarted {
+            name: req.name,
+            session: id,
+        }),
+    ))
+}
+
+/// The agent of the session a run starts in: the session, where its agent listens and the
+/// token it is called with.
+struct SessionAgent<'a> {
+    session: &'a str,
+    addr: &'a str,
+    token: &'a str,
+}
+
+/// A run request's own bounds: its name, its line timeout and its concurrency.
+fn check_bounds(req: &flowrt_api::requests::CreateRun) -> ApiResult<()> {
     check_run_name(&req.name)?;
     if let Some(t) = req.line_timeout {
         if !(t.is_finite() && t > 0.0 && t <= MAX_LINE_TIMEOUT_S) {
@@ -140,18 +218,12 @@ async fn create(
             "concurrency must be between 1 and 1024",
         ));
     }
-    let s = crate::sessions::usable(&state, &caller, &req.session).await?;
-    let addr = crate::sessions::agent_of(&s).await?;
-    let id = s.id.clone();
-    // A run's records take space: a user past their quota runs nothing more until they free some.
-    crate::quota::check(&state, &caller.0.id, 0).await?;
-    if let Some(asked) = &req.flow {
-        check_flow(&state, &caller, &s, asked).await?;
-    }
-    if state.store.get_workspace_run(&req.name).await?.is_some() {
-        return Err(taken(&req.name));
-    }
-    let token = state.sessions.agent_token(&id).await;
+    Ok(())
+}
+
+/// What the session's agent is asked, as the request names it: the run, its base run, the run
+/// it resumes, the variant and the column mapping (each key a flow input name).
+fn batch_request(req: &flowrt_api::requests::CreateRun) -> ApiResult<client::BatchRequest> {
     let mut batch = client::BatchRequest {
         name: req.name.clone(),
         run: req.run.clone(),
@@ -170,64 +242,77 @@ async fn create(
     for r in [&req.run, &req.resume_from].into_iter().flatten() {
         check_run_name(r)?;
     }
-    // A resume and an evaluation read workspace runs, whichever session ran them: the server
-    // gives them to this session's agent from the workspace's copy.
-    if let Some(prev) = &req.resume_from {
-        let prev_run = finished_run(&state, &caller, prev, "resume").await?;
-        // What the resumed run was asked, unless this request says otherwise.
-        if batch.column_mapping.is_empty() {
-            if let Some(m) = prev_run.record["column_mapping"].as_object() {
-                for (k, v) in m {
-                    batch
-                        .column_mapping
-                        .insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-                }
-            }
-        }
-        if batch.run.is_none() {
-            batch.run = prev_run.record["base_run"].as_str().map(str::to_string);
-        }
-        if batch.variant.is_none() {
-            batch.variant = prev_run.record["variant"].as_str().map(str::to_string);
-        }
+    Ok(batch)
+}
+
+/// A resume and an evaluation read workspace runs, whichever session ran them: the server
+/// gives them to this session's agent from the workspace's copy. A resumed run also gives the
+/// request what it does not say otherwise (its mapping, base run and variant).
+async fn give_prior_runs(
+    state: &AppState,
+    caller: &Caller,
+    resume_from: Option<&str>,
+    batch: &mut client::BatchRequest,
+    agent: &SessionAgent<'_>,
+) -> ApiResult<()> {
+    if let Some(prev) = resume_from {
+        let prev_run = finished_run(state, caller, prev, "resume").await?;
+        inherit_from_resumed(batch, &prev_run.record);
         workspace_runs::send_to_session(
             &state.runs,
             &prev_run,
-            &addr,
-            &token,
+            agent.addr,
+            agent.token,
             &["line_runs.jsonl", "data.jsonl", "flow_outputs/output.jsonl"],
         )
         .await?;
     }
     if let Some(base) = &batch.run.clone() {
-        let base_run = finished_run(&state, &caller, base, "evaluate").await?;
+        let base_run = finished_run(state, caller, base, "evaluate").await?;
         workspace_runs::send_to_session(
             &state.runs,
             &base_run,
-            &addr,
-            &token,
+            agent.addr,
+            agent.token,
             &["data.jsonl", "flow_outputs/output.jsonl"],
         )
         .await?;
     }
-    batch.line_timeout = req.line_timeout;
-    batch.concurrency = req.concurrency;
-    // With a trace receiver configured here, the session records each line's spans and this
-    // server exports them, named by the workspace's flow as promptflow's viewer groups them.
-    batch.trace = state
-        .runs
-        .trace_as(s.flow_ref.as_deref(), &req.name, batch.run.as_deref());
-    // A session runs as many Python workers as its size allows, however many lines run at once.
-    batch.workers = Some(s.size.limits().workers);
-    // The data is the workspace's (stored by its hash, per user); the session's agent gets a copy
-    // over its channel and keeps it in its own folder.
-    let stored = match (&req.data, &req.data_ref) {
-        (Some(_), Some(_)) => {
-            return Err(ApiErr::bad_request("give data or data_ref, not both"));
+    Ok(())
+}
+
+/// What the resumed run (its workspace `record`) was asked, unless this request says otherwise.
+fn inherit_from_resumed(batch: &mut client::BatchRequest, record: &Value) {
+    if batch.column_mapping.is_empty() {
+        if let Some(m) = record["column_mapping"].as_object() {
+            for (k, v) in m {
+                batch
+                    .column_mapping
+                    .insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
         }
+    }
+    if batch.run.is_none() {
+        batch.run = record["base_run"].as_str().map(str::to_string);
+    }
+    if batch.variant.is_none() {
+        batch.variant = record["variant"].as_str().map(str::to_string);
+    }
+}
+
+/// The run's data, as the workspace keeps it (stored by its hash, per user): its path and its
+/// file name (`HASH.EXT`), which the session's agent is given a copy of. `None` for a resume
+/// that brings no data of its own.
+async fn request_data(
+    state: &AppState,
+    caller: &Caller,
+    req: &flowrt_api::requests::CreateRun,
+) -> ApiResult<Option<(PathBuf, String)>> {
+    match (&req.data, &req.data_ref) {
+        (Some(_), Some(_)) => Err(ApiErr::bad_request("give data or data_ref, not both")),
         (None, Some(reference)) => {
             let (hash, ext) = parse_data_ref(reference)?;
-            let path = data_path(&state, &caller.0.id, &hash, ext);
+            let path = data_path(state, &caller.0.id, &hash, ext);
             let here = state
                 .blobs
                 .fetch_file(&path)
@@ -238,64 +323,70 @@ async fn create(
                     "no data {reference} of yours; push it with `flowrt data push FILE`"
                 )));
             }
-            Some((path, format!("{hash}.{ext}")))
+            Ok(Some((path, format!("{hash}.{ext}"))))
         }
         (Some(data), None) => {
             let ext = data_format(req.data_format.as_deref())?;
             if ext == "jsonl" {
                 check_jsonl(data)?;
             }
-            let (path, hash) = store_data(&state, &caller.0.id, ext, data.as_bytes()).await?;
-            Some((path, format!("{hash}.{ext}")))
+            let (path, hash) = store_data(state, &caller.0.id, ext, data.as_bytes()).await?;
+            Ok(Some((path, format!("{hash}.{ext}"))))
         }
-        (None, None) if req.resume_from.is_none() => {
-            return Err(ApiErr::bad_request(
-                "a run needs data ('data' with the file's text, or 'data_ref' from `flowrt data push`), unless it resumes another",
-            ))
-        }
-        (None, None) => None,
-    };
+        (None, None) if req.resume_from.is_none() => Err(ApiErr::bad_request(
+            "a run needs data ('data' with the file's text, or 'data_ref' from `flowrt data push`), unless it resumes another",
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// Start a run spread over several sessions: `s`, those the request names and the helpers it
+/// asks for (`nodes`). The run is recorded before its helper sessions start, so its name is
+/// taken at once; a run that does not start gives it back.
+async fn start_spread(
+    state: &AppState,
+    caller: &Caller,
+    s: &flowrt_store::Session,
+    req: &flowrt_api::requests::CreateRun,
+    record: &Value,
+    batch: client::BatchRequest,
+) -> ApiResult<RunStarted> {
     let mut more = req.more_sessions.clone();
+    state
+        .store
+        .insert_workspace_run(&req.name, &caller.0.id, &s.id, record)
+        .await
+        .map_err(|e| exists_as_taken(e, &req.name))?;
     if let Some(n) = req.nodes {
-        if n == 0 || n > 64 {
-            return Err(ApiErr::bad_request("nodes must be between 1 and 64"));
-        }
-    }
-    let spread = !more.is_empty() || req.nodes.is_some_and(|n| n > 1);
-    let mut record = workspace_runs::initial_record(&req.name, &id, s.flow_ref.as_deref(), &batch);
-    if let Some(compute) = &s.compute {
-        // What runs on a compute instance is seen by the user it is assigned to alone.
-        record["compute_instance"] = json!(compute);
-    }
-    if spread {
-        // The run is recorded before its helper sessions start, so its name is taken at once.
-        record["spread"] = json!([id]);
-        batch.data = stored.map(|(path, _)| path);
-        state
-            .store
-            .insert_workspace_run(&req.name, &caller.0.id, &id, &record)
-            .await
-            .map_err(|e| exists_as_taken(e, &req.name))?;
-        if let Some(n) = req.nodes {
-            match flowrt_workspace::spread::start_helpers(&state.runs, &caller.0.id, &s, n - 1)
-                .await
-            {
-                Ok(ids) => more.extend(ids),
-                Err(e) => {
-                    let _ = state.store.delete_workspace_run(&req.name).await;
-                    return Err(e.into());
-                }
+        match flowrt_workspace::spread::start_helpers(&state.runs, &caller.0.id, s, n - 1).await {
+            Ok(ids) => more.extend(ids),
+            Err(e) => {
+                let _ = state.store.delete_workspace_run(&req.name).await;
+                return Err(e.into());
             }
         }
-        let started = spread_over(&state, &caller, &s, &more, batch).await;
-        if started.is_err() {
-            let _ = state.store.delete_workspace_run(&req.name).await;
-        }
-        return started.map(|started| (StatusCode::ACCEPTED, Json(started)));
     }
+    let started = spread_over(state, caller, s, &more, batch).await;
+    if started.is_err() {
+        let _ = state.store.delete_workspace_run(&req.name).await;
+    }
+    started
+}
+
+/// Start the run in the agent's session alone: its data (`stored`) given to the agent, its
+/// name taken in the workspace with `record`, then the agent asked to start it; a run the agent
+/// refuses gives the name back.
+async fn start_in_session(
+    state: &AppState,
+    owner: &str,
+    record: &Value,
+    mut batch: client::BatchRequest,
+    stored: Option<(PathBuf, String)>,
+    agent: &SessionAgent<'_>,
+) -> ApiResult<()> {
     if let Some((path, file)) = stored {
         batch.data = Some(
-            client::ensure_data(&addr, &token, &file, client::Upload::File(path))
+            client::ensure_data(agent.addr, agent.token, &file, client::Upload::File(path))
                 .await
                 .map_err(|e| ApiErr::internal("giving the batch data to the session", e))?,
         );
@@ -303,31 +394,28 @@ async fn create(
     // The name is the workspace's from here on; a run the agent refuses gives it back.
     state
         .store
-        .insert_workspace_run(&req.name, &caller.0.id, &id, &record)
+        .insert_workspace_run(&batch.name, owner, agent.session, record)
         .await
-        .map_err(|e| exists_as_taken(e, &req.name))?;
-    let refused = |e: ApiErr| async {
-        let _ = state.store.delete_workspace_run(&req.name).await;
-        e
-    };
-    match client::start_batch(&addr, &token, &batch, Duration::from_secs(10)).await {
-        Ok(_) => {}
+        .map_err(|e| exists_as_taken(e, &batch.name))?;
+    if let Err(e) = ask_to_start(agent, &batch).await {
+        let _ = state.store.delete_workspace_run(&batch.name).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Ask the session's agent to start the run; a run it refuses as a bad request is the caller's
+/// 400 with its message.
+async fn ask_to_start(agent: &SessionAgent<'_>, batch: &client::BatchRequest) -> ApiResult<()> {
+    match client::start_batch(agent.addr, agent.token, batch, Duration::from_secs(10)).await {
+        Ok(_) => Ok(()),
         Err(client::ClientError::Refused {
             status: 400,
             message,
             ..
-        }) => return Err(refused(ApiErr::bad_request(message)).await),
-        Err(e) => return Err(refused(ApiErr::internal("starting the batch run", e)).await),
+        }) => Err(ApiErr::bad_request(message)),
+        Err(e) => Err(ApiErr::internal("starting the batch run", e)),
     }
-    workspace_runs::follow(&state.runs, &req.name);
-    let _ = state.store.touch_session(&id).await;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(RunStarted {
-            name: req.name,
-            session: id,
-        }),
-    ))
 }
 
 fn taken(name: &str) -> ApiErr {
