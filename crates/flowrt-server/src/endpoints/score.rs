@@ -130,6 +130,8 @@ fn refuse(err: ApiErr, deployment: Option<&str>) -> Response {
     response
 }
 
+/// `POST /endpoints/{name}/score`: check the caller and the request, pick a deployment, and
+/// answer with what one of its instances answers (recorded as it ends).
 pub async fn score(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -149,69 +151,13 @@ pub async fn score(
     if let Err(e) = authorize(&state, &route, &headers).await {
         return refuse(e, None);
     }
-    if body.len() > MAX_SCORE_BODY {
-        return refuse(
-            ApiErr::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "TooLarge",
-                format!(
-                    "the request body is {} bytes; an endpoint reads at most {MAX_SCORE_BODY}",
-                    body.len()
-                ),
-            ),
-            None,
-        );
-    }
-    if json_depth(&body, MAX_SCORE_DEPTH) > MAX_SCORE_DEPTH {
-        return refuse(
-            ApiErr::bad_request(format!(
-                "the request body nests deeper than {MAX_SCORE_DEPTH} levels"
-            )),
-            None,
-        );
-    }
-    let inputs = match body.is_empty() {
-        true => serde_json::Map::new(),
-        false => match flowrt_flow::nonfinite::from_json_text(&String::from_utf8_lossy(&body)) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) => {
-                return refuse(
-                    ApiErr::bad_request(
-                        "the request body must be a JSON object of the flow's inputs, like {\"question\": \"hi\"}",
-                    ),
-                    None,
-                )
-            }
-            Err(e) => {
-                return refuse(
-                    ApiErr::bad_request(format!("the request body is not valid JSON: {e}")),
-                    None,
-                )
-            }
-        },
+    let inputs = match read_inputs(&body) {
+        Ok(inputs) => inputs,
+        Err(e) => return refuse(e, None),
     };
-    let named = headers
-        .get(DEPLOYMENT_HEADER)
-        .and_then(|h| h.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty());
-    let draw = (state.serving.draw() % 100) as u32;
-    let Some(deployment) = route.deployment(named, draw) else {
-        return refuse(
-            match named {
-                Some(d) => ApiErr::not_found(format!(
-                    "endpoint '{name}' has no deployment '{d}'; `flowrt deployment list {name}` shows them"
-                )),
-                None => ApiErr::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "NoTraffic",
-                    format!(
-                        "endpoint '{name}' sends no traffic to any deployment; `flowrt endpoint update {name} --traffic DEPLOYMENT=100`, or name one with the {DEPLOYMENT_HEADER} header"
-                    ),
-                ),
-            },
-            None,
-        );
+    let deployment = match choose_deployment(&state, &route, &name, &headers) {
+        Ok(deployment) => deployment,
+        Err(e) => return refuse(e, None),
     };
     let wants_stream = headers
         .get(header::ACCEPT)
@@ -221,7 +167,7 @@ pub async fn score(
         let rate = deployment.record.sample_rate;
         rate >= 1.0 || (rate > 0.0 && (state.serving.draw() % 1_000_000) as f64 / 1e6 < rate)
     };
-    let mut request = LineRequest {
+    let request = LineRequest {
         inputs: inputs.into_iter().collect(),
         trace: sampled.then(|| flowrt_api::trace::TraceAs {
             collection: format!("endpoint/{name}"),
@@ -247,7 +193,88 @@ pub async fn score(
     } else {
         super::serving::deployment_connections(&state, &deployment.record, &deployment.flow).await
     };
-    // An instance that refuses the connection never saw the request: it goes to another.
+    let stream = wants_stream && deployment.flow.stream_output.is_some();
+    send(&state, request, record, &connections, stream).await
+}
+
+/// The request body as the flow's inputs: at most [`MAX_SCORE_BODY`] bytes, nested at most
+/// [`MAX_SCORE_DEPTH`] levels, a JSON object (an empty body: no inputs).
+fn read_inputs(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiErr> {
+    if body.len() > MAX_SCORE_BODY {
+        return Err(ApiErr::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "TooLarge",
+            format!(
+                "the request body is {} bytes; an endpoint reads at most {MAX_SCORE_BODY}",
+                body.len()
+            ),
+        ));
+    }
+    if json_depth(body, MAX_SCORE_DEPTH) > MAX_SCORE_DEPTH {
+        return Err(ApiErr::bad_request(format!(
+            "the request body nests deeper than {MAX_SCORE_DEPTH} levels"
+        )));
+    }
+    if body.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    match flowrt_flow::nonfinite::from_json_text(&String::from_utf8_lossy(body)) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiErr::bad_request(
+            "the request body must be a JSON object of the flow's inputs, like {\"question\": \"hi\"}",
+        )),
+        Err(e) => Err(ApiErr::bad_request(format!(
+            "the request body is not valid JSON: {e}"
+        ))),
+    }
+}
+
+/// The deployment the request goes to: the one the [`DEPLOYMENT_HEADER`] names, else one drawn
+/// by the endpoint's traffic split.
+fn choose_deployment(
+    state: &AppState,
+    route: &EndpointRoute,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Arc<DeploymentRoute>, ApiErr> {
+    let named = headers
+        .get(DEPLOYMENT_HEADER)
+        .and_then(|h| h.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let draw = (state.serving.draw() % 100) as u32;
+    route.deployment(named, draw).ok_or_else(|| match named {
+        Some(d) => ApiErr::not_found(format!(
+            "endpoint '{name}' has no deployment '{d}'; `flowrt deployment list {name}` shows them"
+        )),
+        None => ApiErr::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "NoTraffic",
+            format!(
+                "endpoint '{name}' sends no traffic to any deployment; `flowrt endpoint update {name} --traffic DEPLOYMENT=100`, or name one with the {DEPLOYMENT_HEADER} header"
+            ),
+        ),
+    })
+}
+
+/// How one instance took a request: answered it (whatever the answer), or refused the
+/// connection, so it never saw the request, which goes to another with its record.
+enum Attempt {
+    Answered(Response),
+    Unreachable(Box<Record>),
+}
+
+/// Send the request to the deployment's least busy reachable instance, trying up to three: an
+/// instance that refuses the connection is left out and the next one tried. `stream`: the
+/// caller wants the flow's streamed output, and the flow streams.
+async fn send(
+    state: &AppState,
+    mut request: LineRequest,
+    mut record: Record,
+    connections: &super::serving::DeploymentConnections,
+    stream: bool,
+) -> Response {
+    let deployment = record.deployment.clone();
     let mut skip: Option<String> = None;
     for _attempt in 0..3 {
         let Some(instance) = deployment.pick(skip.as_deref()) else {
@@ -256,56 +283,92 @@ pub async fn score(
         let generation = connections.generation;
         let sends_connections = instance.connections_sent.load(Ordering::Relaxed) != generation;
         request.connections = sends_connections.then(|| connections.list.as_ref().clone());
-        let guard = InFlight::new(instance.clone());
-        let timeout = state.config.interactive_timeout;
-        if wants_stream && deployment.flow.stream_output.is_some() {
-            match client::stream_line(&instance.addr, &instance.token, &request, timeout).await {
-                Ok(resp) if resp.status().is_success() => {
-                    if sends_connections {
-                        instance
-                            .connections_sent
-                            .store(generation, Ordering::Relaxed);
-                    }
-                    return stream_reply(resp, guard, record);
-                }
-                Ok(resp) => {
-                    let status = resp.status().as_u16();
-                    let v: Value = resp.json().await.unwrap_or(Value::Null);
-                    let message = v["message"].as_str().unwrap_or("refused").to_string();
-                    return record.refused(status, message, &instance.session_id);
-                }
-                Err(ClientError::Connect { .. }) => {
-                    instance.unreachable.store(true, Ordering::Relaxed);
-                    state.serving.wake.notify_one();
-                    skip = Some(instance.session_id.clone());
-                    continue;
-                }
-                Err(e) => return record.failed(e, &instance.session_id),
-            }
-        }
-        let result = client::run_line(&instance.addr, &instance.token, &request, timeout).await;
-        drop(guard);
-        match result {
-            Ok(reply) => {
-                if sends_connections {
-                    instance
-                        .connections_sent
-                        .store(generation, Ordering::Relaxed);
-                }
-                return record.answered(reply, &instance.session_id, false);
-            }
-            Err(ClientError::Refused {
-                status, message, ..
-            }) => return record.refused(status, message, &instance.session_id),
-            Err(ClientError::Connect { .. }) => {
-                instance.unreachable.store(true, Ordering::Relaxed);
-                state.serving.wake.notify_one();
+        let brings = sends_connections.then_some(generation);
+        let attempt = if stream {
+            stream_from(state, &instance, &request, record, brings).await
+        } else {
+            run_on(state, &instance, &request, record, brings).await
+        };
+        match attempt {
+            Attempt::Answered(response) => return response,
+            Attempt::Unreachable(back) => {
+                record = *back;
                 skip = Some(instance.session_id.clone());
             }
-            Err(e) => return record.failed(e, &instance.session_id),
         }
     }
     record.unavailable()
+}
+
+/// Stream the line from `instance`: its events relayed as promptflow's, or its refusal or
+/// failure answered. `brings`: the connections generation the request carries.
+async fn stream_from(
+    state: &AppState,
+    instance: &Arc<Instance>,
+    request: &LineRequest,
+    record: Record,
+    brings: Option<u64>,
+) -> Attempt {
+    let guard = InFlight::new(instance.clone());
+    let timeout = state.config.interactive_timeout;
+    match client::stream_line(&instance.addr, &instance.token, request, timeout).await {
+        Ok(resp) if resp.status().is_success() => {
+            connections_received(instance, brings);
+            Attempt::Answered(stream_reply(resp, guard, record))
+        }
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            let message = v["message"].as_str().unwrap_or("refused").to_string();
+            Attempt::Answered(record.refused(status, message, &instance.session_id))
+        }
+        Err(ClientError::Connect { .. }) => left_out(state, instance, record),
+        Err(e) => Attempt::Answered(record.failed(e, &instance.session_id)),
+    }
+}
+
+/// Run the line on `instance` and answer with its outputs, its refusal or its failure.
+/// `brings`: the connections generation the request carries.
+async fn run_on(
+    state: &AppState,
+    instance: &Arc<Instance>,
+    request: &LineRequest,
+    record: Record,
+    brings: Option<u64>,
+) -> Attempt {
+    let guard = InFlight::new(instance.clone());
+    let timeout = state.config.interactive_timeout;
+    let result = client::run_line(&instance.addr, &instance.token, request, timeout).await;
+    drop(guard);
+    match result {
+        Ok(reply) => {
+            connections_received(instance, brings);
+            Attempt::Answered(record.answered(reply, &instance.session_id, false))
+        }
+        Err(ClientError::Refused {
+            status, message, ..
+        }) => Attempt::Answered(record.refused(status, message, &instance.session_id)),
+        Err(ClientError::Connect { .. }) => left_out(state, instance, record),
+        Err(e) => Attempt::Answered(record.failed(e, &instance.session_id)),
+    }
+}
+
+/// `instance` answered a request that brought the connections of generation `brings`: it
+/// has them now.
+fn connections_received(instance: &Instance, brings: Option<u64>) {
+    if let Some(generation) = brings {
+        instance
+            .connections_sent
+            .store(generation, Ordering::Relaxed);
+    }
+}
+
+/// `instance` refused the connection: it is left out until the supervisor, woken now, looks
+/// at it again.
+fn left_out(state: &AppState, instance: &Instance, record: Record) -> Attempt {
+    instance.unreachable.store(true, Ordering::Relaxed);
+    state.serving.wake.notify_one();
+    Attempt::Unreachable(Box::new(record))
 }
 
 /// What is known of a request while it runs; each ending writes its row.
