@@ -300,6 +300,9 @@ fn ready(s: Option<&Session>) -> bool {
     s.is_some_and(|s| s.status == SessionStatus::Running && s.agent_addr.is_some())
 }
 
+/// One round of the supervisor: instances whose sessions are gone leave (and their slots are
+/// filled again), old revisions retire once the new one runs, retired instances drain, and the
+/// routing table is built again.
 async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
     let store = &state.store;
     let endpoints = store.list_endpoints().await.map_err(|e| e.to_string())?;
@@ -307,7 +310,7 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
         .list_deployments(None)
         .await
         .map_err(|e| e.to_string())?;
-    let mut rows = store.list_instances().await.map_err(|e| e.to_string())?;
+    let rows = store.list_instances().await.map_err(|e| e.to_string())?;
     if deployments.is_empty() && rows.is_empty() && memory.last_failed.is_empty() {
         // Nothing deployed: no sessions to look at (a round must cost next to nothing then).
         build_table(state, &endpoints, &[], &[], &HashMap::new(), memory).await;
@@ -324,95 +327,10 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
         .iter()
         .map(|d| ((d.endpoint.clone(), d.name.clone()), d))
         .collect();
-
-    // Dead instances and those of deleted deployments leave; slots beyond the count retire.
-    let mut keep = Vec::new();
-    for row in rows.drain(..) {
-        let key = (row.endpoint.clone(), row.deployment.clone());
-        let session = sessions.get(&row.session_id);
-        match deployed.get(&key) {
-            None => retire(memory, &row.session_id),
-            Some(d) if row.revision == d.revision && row.slot >= d.instances => {
-                retire(memory, &row.session_id)
-            }
-            Some(_) if dead(session) => {
-                if let Some(s) = session.filter(|s| s.status == SessionStatus::Failed) {
-                    let wait = memory.back_off(&key);
-                    let reason = s.reason.clone().unwrap_or_else(|| "it failed".into());
-                    state.serving.set_problem(
-                        &key,
-                        Some(format!(
-                            "instance {} failed: {reason} (trying again in {} s; `flowrt session logs {}` says more)",
-                            s.id,
-                            wait.as_secs(),
-                            s.id
-                        )),
-                    );
-                }
-                if session.is_some_and(|s| s.status == SessionStatus::Failed) {
-                    // The failed session stays for its logs (the problem names it), until the
-                    // next failure of the deployment or the deployment goes.
-                    let _ = state.store.delete_instance(&row.session_id).await;
-                    if let Some(older) = memory
-                        .last_failed
-                        .insert(key.clone(), row.session_id.clone())
-                    {
-                        forget(state, &older, sessions.get(&older)).await;
-                    }
-                } else {
-                    forget(state, &row.session_id, session).await;
-                }
-                continue;
-            }
-            Some(_) => {}
-        }
-        keep.push(row);
-    }
-    let rows = keep;
-
-    // Fill every empty slot of each deployment's current revision; retire older revisions
-    // once every slot of the current one runs.
+    let rows = sweep_instances(state, memory, rows, &deployed, &sessions).await;
     for d in &deployments {
-        let mine: Vec<&DeploymentInstance> = rows
-            .iter()
-            .filter(|r| r.endpoint == d.endpoint && r.deployment == d.name)
-            .collect();
-        let current: Vec<&&DeploymentInstance> =
-            mine.iter().filter(|r| r.revision == d.revision).collect();
-        let key = (d.endpoint.clone(), d.name.clone());
-        let waiting = memory
-            .backoff
-            .get(&key)
-            .is_some_and(|(_, next)| Instant::now() < *next);
-        for slot in 0..d.instances {
-            if !waiting && !current.iter().any(|r| r.slot == slot) {
-                if let Err(e) = start_instance(state, d, slot).await {
-                    eprintln!(
-                        "deployment {}/{}: cannot start instance {slot}: {e}",
-                        d.endpoint, d.name
-                    );
-                    state
-                        .serving
-                        .set_problem(&key, Some(format!("cannot start an instance: {e}")));
-                    memory.back_off(&key);
-                    break;
-                }
-            }
-        }
-        let all_ready = (0..d.instances).all(|slot| {
-            current
-                .iter()
-                .any(|r| r.slot == slot && ready(sessions.get(&r.session_id)))
-        });
-        if all_ready {
-            memory.backoff.remove(&key);
-            state.serving.set_problem(&key, None);
-            for old in mine.iter().filter(|r| r.revision < d.revision) {
-                retire(memory, &old.session_id);
-            }
-        }
+        fill_slots(state, memory, d, &rows, &sessions).await;
     }
-
     // A deployment that is gone takes its last failed session with it.
     let gone: Vec<(String, String)> = memory
         .last_failed
@@ -429,17 +347,140 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
     watch_connections(state, memory).await;
     build_table(state, &endpoints, &deployments, &rows, &sessions, memory).await;
     autoscale(state, memory, &deployments).await;
+    prune_score_rows(state, memory, &endpoints).await;
+    Ok(())
+}
+
+/// The instances that stay: dead ones and those of deleted deployments leave (a failed one's
+/// session is kept for its logs, and its deployment backs off), and slots beyond a
+/// deployment's count retire.
+async fn sweep_instances(
+    state: &AppState,
+    memory: &mut Memory,
+    rows: Vec<DeploymentInstance>,
+    deployed: &HashMap<(String, String), &Deployment>,
+    sessions: &HashMap<String, Session>,
+) -> Vec<DeploymentInstance> {
+    let mut keep = Vec::new();
+    for row in rows {
+        let key = (row.endpoint.clone(), row.deployment.clone());
+        let session = sessions.get(&row.session_id);
+        match deployed.get(&key) {
+            None => retire(memory, &row.session_id),
+            Some(d) if row.revision == d.revision && row.slot >= d.instances => {
+                retire(memory, &row.session_id)
+            }
+            Some(_) if dead(session) => {
+                forget_dead(state, memory, &key, &row, sessions).await;
+                continue;
+            }
+            Some(_) => {}
+        }
+        keep.push(row);
+    }
+    keep
+}
+
+/// Instance `row` of deployment `key` is dead: a failed one makes the deployment back off
+/// (its problem says why) and is kept for its logs until the deployment's next failure;
+/// another is forgotten at once.
+async fn forget_dead(
+    state: &AppState,
+    memory: &mut Memory,
+    key: &(String, String),
+    row: &DeploymentInstance,
+    sessions: &HashMap<String, Session>,
+) {
+    let session = sessions.get(&row.session_id);
+    if let Some(s) = session.filter(|s| s.status == SessionStatus::Failed) {
+        let wait = memory.back_off(key);
+        let reason = s.reason.clone().unwrap_or_else(|| "it failed".into());
+        state.serving.set_problem(
+            key,
+            Some(format!(
+                "instance {} failed: {reason} (trying again in {} s; `flowrt session logs {}` says more)",
+                s.id,
+                wait.as_secs(),
+                s.id
+            )),
+        );
+    }
+    if session.is_some_and(|s| s.status == SessionStatus::Failed) {
+        // The failed session stays for its logs (the problem names it), until the
+        // next failure of the deployment or the deployment goes.
+        let _ = state.store.delete_instance(&row.session_id).await;
+        if let Some(older) = memory
+            .last_failed
+            .insert(key.clone(), row.session_id.clone())
+        {
+            forget(state, &older, sessions.get(&older)).await;
+        }
+    } else {
+        forget(state, &row.session_id, session).await;
+    }
+}
+
+/// Fill every empty slot of deployment `d`'s current revision (unless it is backing off); once
+/// every slot of it runs, its problem is cleared and its older revisions retire.
+async fn fill_slots(
+    state: &AppState,
+    memory: &mut Memory,
+    d: &Deployment,
+    rows: &[DeploymentInstance],
+    sessions: &HashMap<String, Session>,
+) {
+    let mine: Vec<&DeploymentInstance> = rows
+        .iter()
+        .filter(|r| r.endpoint == d.endpoint && r.deployment == d.name)
+        .collect();
+    let current: Vec<&&DeploymentInstance> =
+        mine.iter().filter(|r| r.revision == d.revision).collect();
+    let key = (d.endpoint.clone(), d.name.clone());
+    let waiting = memory
+        .backoff
+        .get(&key)
+        .is_some_and(|(_, next)| Instant::now() < *next);
+    for slot in 0..d.instances {
+        if !waiting && !current.iter().any(|r| r.slot == slot) {
+            if let Err(e) = start_instance(state, d, slot).await {
+                eprintln!(
+                    "deployment {}/{}: cannot start instance {slot}: {e}",
+                    d.endpoint, d.name
+                );
+                state
+                    .serving
+                    .set_problem(&key, Some(format!("cannot start an instance: {e}")));
+                memory.back_off(&key);
+                break;
+            }
+        }
+    }
+    let all_ready = (0..d.instances).all(|slot| {
+        current
+            .iter()
+            .any(|r| r.slot == slot && ready(sessions.get(&r.session_id)))
+    });
+    if all_ready {
+        memory.backoff.remove(&key);
+        state.serving.set_problem(&key, None);
+        for old in mine.iter().filter(|r| r.revision < d.revision) {
+            retire(memory, &old.session_id);
+        }
+    }
+}
+
+/// Every ten minutes, drop the scoring requests each endpoint keeps no longer (its retention).
+async fn prune_score_rows(state: &AppState, memory: &mut Memory, endpoints: &[Endpoint]) {
     if memory
         .last_prune
         .is_none_or(|t| t.elapsed() > Duration::from_secs(600))
     {
         memory.last_prune = Some(Instant::now());
-        for e in &endpoints {
+        for e in endpoints {
             let before = crate::now_ms() - i64::from(e.retention_days) * 86_400_000;
-            let _ = store.prune_score_rows(&e.name, before).await;
+            let _ = state.store.prune_score_rows(&e.name, before).await;
         }
     }
-    Ok(())
 }
 
 fn retire(memory: &mut Memory, session_id: &str) {
