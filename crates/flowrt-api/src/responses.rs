@@ -240,6 +240,30 @@ pub struct SessionView {
     /// What the request changed that is not visible yet (a size applies at the next reset).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What the caller may do with it now: clients show these actions, and only these, rather
+    /// than repeating the server's rules (the server still checks every request).
+    #[serde(default)]
+    pub actions: Vec<SessionAction>,
+}
+
+/// Something a caller may do with a session, given its status and who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionAction {
+    /// Run lines and batches on it (it is running, and theirs or shared).
+    Test,
+    /// Stop it (running or preparing).
+    Stop,
+    /// Recreate its agent (start it again when stopped or failed).
+    Reset,
+    /// Move it to the newest base environment.
+    Update,
+    /// Change its size or idle timeout, install requirements.
+    Edit,
+    /// Switch it to another version of its flow without a restart (running).
+    Switch,
+    /// Stop it and forget it.
+    Delete,
 }
 
 /// Where an installed package came from.
@@ -829,6 +853,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<ComputeView>("ComputeView"),
         one::<IdentityView>("IdentityView"),
         one::<SessionView>("SessionView"),
+        one::<SessionAction>("SessionAction"),
         one::<PackageOrigin>("PackageOrigin"),
         one::<PackageView>("PackageView"),
         one::<LogChunk>("LogChunk"),

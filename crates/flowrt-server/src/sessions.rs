@@ -10,7 +10,7 @@ use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use flowrt_api::responses::{LogChunk, PackageOrigin, PackageView, SessionView};
+use flowrt_api::responses::{LogChunk, PackageOrigin, PackageView, SessionAction, SessionView};
 use flowrt_api::workspace::Permission;
 use flowrt_api::SessionStatus;
 use flowrt_python::EnvRef;
@@ -107,9 +107,13 @@ pub fn routes() -> ApiRoutes {
         .post("/api/v1/agents/join", Permission::Public, agent_join)
 }
 
-/// A session as the API shows it: the record plus what the manifest says about its base.
-pub(crate) fn view(s: &Session) -> SessionView {
+/// A session as the API shows it to `caller`: the record, what the manifest says about its base,
+/// and what the caller may do with it now.
+pub(crate) fn view(s: &Session, caller: &Caller) -> SessionView {
     let latest = flowrt_python::latest_base().version;
+    let update_available =
+        (s.base_version != latest && s.env_ref.starts_with("default")).then(|| latest.to_string());
+    let actions = actions(s, caller, update_available.is_some());
     SessionView {
         id: s.id.clone(),
         owner: s.owner.clone(),
@@ -129,10 +133,38 @@ pub(crate) fn view(s: &Session) -> SessionView {
         created: s.created,
         last_activity: s.last_activity,
         updated: s.updated,
-        update_available: (s.base_version != latest && s.env_ref.starts_with("default"))
-            .then(|| latest.to_string()),
+        update_available,
         note: None,
+        actions,
     }
+}
+
+/// What `caller` may do with session `s` in its status: the rules `usable` and `modifiable`
+/// enforce, said ahead so a page shows only the buttons that will work.
+fn actions(s: &Session, caller: &Caller, update_available: bool) -> Vec<SessionAction> {
+    use SessionStatus::{Preparing, Running};
+    let modify = caller.may_modify(&s.owner);
+    let running = s.status == Running;
+    [
+        // Running lines takes a role that may run flows (a viewer's does not), on a session
+        // of one's own or one shared with the workspace.
+        (
+            SessionAction::Test,
+            running && (modify || (s.shared && caller.require_writer().is_ok())),
+        ),
+        (
+            SessionAction::Stop,
+            modify && matches!(s.status, Running | Preparing),
+        ),
+        (SessionAction::Reset, modify && s.status != Preparing),
+        (SessionAction::Update, modify && update_available),
+        (SessionAction::Edit, modify),
+        (SessionAction::Switch, modify && running),
+        (SessionAction::Delete, modify),
+    ]
+    .into_iter()
+    .filter_map(|(action, allowed)| allowed.then_some(action))
+    .collect()
 }
 
 pub async fn visible(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Session> {
@@ -175,7 +207,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<V
     Ok(Json(
         all.iter()
             .filter(|s| caller.may_see_session(s))
-            .map(view)
+            .map(|s| view(s, &caller))
             .collect(),
     ))
 }
@@ -185,7 +217,7 @@ async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<SessionView>> {
-    Ok(Json(view(&visible(&state, &caller, &id).await?)))
+    Ok(Json(view(&visible(&state, &caller, &id).await?, &caller)))
 }
 
 async fn start(
@@ -282,7 +314,7 @@ async fn start(
         })
         .await?;
     tokio::spawn(state.sessions.clone().prepare(s.id.clone()));
-    Ok((StatusCode::ACCEPTED, Json(view(&s))))
+    Ok((StatusCode::ACCEPTED, Json(view(&s, &caller))))
 }
 
 /// `default`, `default@VERSION` or a published `NAME@vN` as `(env_ref, base_version)` a
@@ -346,7 +378,7 @@ async fn edit(
         .update_session_settings(&id, size, idle_timeout_s.unwrap_or(s.idle_timeout_s))
         .await?;
     let _ = state.sessions.changes.send(id.clone());
-    let mut v = view(&state.sessions.get(&id).await?);
+    let mut v = view(&state.sessions.get(&id).await?, &caller);
     if size != s.size && s.status == SessionStatus::Running {
         v.note =
             Some("the new size applies when the session restarts (`flowrt session reset`)".into());
@@ -361,7 +393,7 @@ async fn stop(
 ) -> ApiResult<Json<SessionView>> {
     modifiable(&state, &caller, &id).await?;
     state.sessions.stop(&id, Event::StopRequested).await?;
-    Ok(Json(view(&state.sessions.get(&id).await?)))
+    Ok(Json(view(&state.sessions.get(&id).await?, &caller)))
 }
 
 async fn delete(
@@ -402,7 +434,7 @@ async fn reset(
     tokio::spawn(state.sessions.clone().prepare(id.clone()));
     Ok((
         StatusCode::ACCEPTED,
-        Json(view(&state.sessions.get(&id).await?)),
+        Json(view(&state.sessions.get(&id).await?, &caller)),
     ))
 }
 
@@ -578,7 +610,7 @@ async fn install(
         .await?;
     let _ = state.sessions.changes.send(id.clone());
     if req.save_only {
-        let mut v = view(&state.sessions.get(&id).await?);
+        let mut v = view(&state.sessions.get(&id).await?, &caller);
         v.note = Some(format!(
             "saved {rel} as flow {}; it is installed at the next start or reset",
             new_rec.reference()
@@ -881,7 +913,7 @@ async fn session_events(
             let out: Vec<Result<Event, std::convert::Infallible>> = sessions
                 .iter()
                 .map(|s| {
-                    let data = serde_json::to_string(&view(s)).unwrap_or_default();
+                    let data = serde_json::to_string(&view(s, &caller)).unwrap_or_default();
                     Ok(Event::default().event("session").data(data))
                 })
                 .collect();
@@ -890,4 +922,87 @@ async fn session_events(
     })
     .flat_map(|events| events);
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flowrt_api::workspace::Role;
+    use SessionAction::*;
+
+    fn caller(id: &str, role: Role) -> Caller {
+        Caller(flowrt_store::User {
+            id: id.into(),
+            name: id.into(),
+            role,
+            extra_roles: vec![],
+            disabled: false,
+            service: false,
+            created: 0,
+        })
+    }
+
+    fn session(status: SessionStatus, shared: bool) -> Session {
+        Session {
+            id: "s-1".into(),
+            owner: "u-ann".into(),
+            flow_dir: String::new(),
+            flow_ref: Some("qa@v1".into()),
+            env_ref: "default".into(),
+            env_key: None,
+            base_version: "0".into(),
+            size: flowrt_api::SessionSize::Small,
+            idle_timeout_s: 0,
+            identity: None,
+            compute: None,
+            shared,
+            status,
+            phase: None,
+            reason: None,
+            log_tail: None,
+            agent_pid: None,
+            agent_addr: None,
+            created: 0,
+            last_activity: 0,
+            updated: 0,
+            manager: None,
+            manager_lease: None,
+        }
+    }
+
+    /// The buttons a page shows are the actions the server would allow: by who asks and by the
+    /// session's status.
+    #[test]
+    fn each_caller_gets_the_actions_the_server_allows() {
+        let ann = caller("u-ann", Role::User);
+        let bob = caller("u-bob", Role::User);
+        let admin = caller("u-adm", Role::Admin);
+        let viewer = caller("u-vwr", Role::Viewer);
+        let running = session(SessionStatus::Running, false);
+        assert_eq!(
+            actions(&running, &ann, false),
+            [Test, Stop, Reset, Edit, Switch, Delete]
+        );
+        assert_eq!(
+            actions(&running, &ann, true),
+            [Test, Stop, Reset, Update, Edit, Switch, Delete]
+        );
+        assert_eq!(
+            actions(&running, &admin, false),
+            actions(&running, &ann, false)
+        );
+        assert_eq!(actions(&running, &bob, false), []);
+        let preparing = session(SessionStatus::Preparing, false);
+        assert_eq!(actions(&preparing, &ann, false), [Stop, Edit, Delete]);
+        let stopped = session(SessionStatus::Stopped, false);
+        assert_eq!(actions(&stopped, &ann, false), [Reset, Edit, Delete]);
+        // Shared: another user may run lines on it, a viewer may not; neither may change it.
+        let shared = session(SessionStatus::Running, true);
+        assert_eq!(actions(&shared, &bob, false), [Test]);
+        assert_eq!(actions(&shared, &viewer, false), []);
+        assert_eq!(
+            actions(&session(SessionStatus::Stopped, true), &bob, false),
+            []
+        );
+    }
 }

@@ -211,7 +211,7 @@ pub(super) async fn switch_session(
         .update_session_flow(&id, &load_from.display().to_string(), &target.reference())
         .await?;
     let _ = state.sessions.changes.send(id.clone());
-    let mut view = crate::sessions::view(&state.sessions.get(&id).await?);
+    let mut view = crate::sessions::view(&state.sessions.get(&id).await?, &caller);
     view.note = Some(format!(
         "now runs {} (switched from {current_ref} without a restart)",
         target.reference()

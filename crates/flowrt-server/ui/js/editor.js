@@ -168,7 +168,7 @@ class EditorPage {
     this.drawn = false;
     this.recheck = debounce(() => this.validate(), 400);
     // Running sessions where python tools are read, this flow's first.
-    this.sessions = sessions.filter((x) => x.status === 'Running')
+    this.sessions = sessions.filter((x) => x.actions.includes('test'))
       .sort((a, b) => Number((b.flow_ref || '').split('@')[0] === detail.name) - Number((a.flow_ref || '').split('@')[0] === detail.name));
   }
 

@@ -160,16 +160,16 @@ export async function page({ main, params, query, signal }) {
     const keep = sessionSel.value || query.get('session') || '';
     const mine = [...sessions.values()].filter((s) => (s.flow_ref || '').split('@')[0] === flow.name);
     clear(sessionSel, h('option', { value: '' }, mine.length ? 'choose a session' : 'no session for this flow'),
-      mine.map((s) => h('option', { value: s.id, selected: s.id === keep, disabled: s.status !== 'Running' },
+      mine.map((s) => h('option', { value: s.id, selected: s.id === keep, disabled: !s.actions.includes('test') },
         `${s.id} · ${s.flow_ref} · ${s.status}${s.phase ? ` (${s.phase})` : ''}`)));
-    runBtn.disabled = !sessionSel.value || !auth.writer;
+    runBtn.disabled = !sessions.get(sessionSel.value)?.actions.includes('test');
     showSwitch();
   };
   // A session on another version of this flow runs that version: offer to switch it here.
   const switchBtn = h('button', { type: 'button', id: 'switch-session', hidden: true }, `Switch session to ${flow.ref}`);
   const showSwitch = () => {
     const s = sessions.get(sessionSel.value);
-    switchBtn.hidden = !auth.writer || !s || s.flow_ref === flow.ref;
+    switchBtn.hidden = !s || !s.actions.includes('switch') || s.flow_ref === flow.ref;
   };
   switchBtn.addEventListener('click', () => act(switchBtn, async () => {
     const v = await post(`/api/v1/sessions/${encodeURIComponent(sessionSel.value)}/switch`, { flow: flow.ref });
@@ -292,7 +292,7 @@ export async function page({ main, params, query, signal }) {
       clear(result, h('p', { class: 'error' }, `${e.code || 'Error'}: ${e.message}`));
     } finally {
       clearInterval(tick);
-      runBtn.disabled = !sessionSel.value || !auth.writer;
+      runBtn.disabled = !sessions.get(sessionSel.value)?.actions.includes('test');
     }
   };
   form.addEventListener('submit', (ev) => { ev.preventDefault(); notify(null); run(); });

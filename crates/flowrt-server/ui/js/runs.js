@@ -62,7 +62,7 @@ function columnsOf(text, format) {
 }
 
 async function submitForm(sessions, runs) {
-  const running = sessions.filter((s) => s.status === 'Running' && auth.mayModify(s.owner));
+  const running = sessions.filter((s) => s.actions.includes('test')); // running, and the caller may run on it
   const session = h('select', { name: 'session', required: true }, running.map((s) => h('option', { value: s.id }, `${s.id} · ${s.flow_ref}`)));
   const name = h('input', { name: 'name', required: true, value: `run-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}` });
   const file = h('input', { type: 'file', name: 'data', accept: '.jsonl,.csv,.tsv', required: true });
@@ -174,7 +174,7 @@ export async function page({ main, params, query, signal }) {
   const sess = run.session;
   // Cancel and resume act in the run's session: only who may change that session sees them.
   let mayAct = false;
-  try { mayAct = auth.mayModify((await get(`/api/v1/sessions/${sess}`)).owner); } catch (_) { /* read-only */ }
+  try { mayAct = (await get(`/api/v1/sessions/${sess}`)).actions.includes('edit'); } catch (_) { /* read-only */ }
   const head = h('div', { class: 'bar' });
   const prog = h('p', { class: 'progress', id: 'run-progress', role: 'status' });
   const metricsBox = h('section', { class: 'card', 'aria-labelledby': 'm-h' });

@@ -77,11 +77,11 @@ export async function list({ main, signal }) {
 
   const render = (s) => {
     notePhase(s);
-    const may = auth.mayModify(s.owner);
+    const can = (a) => s.actions.includes(a); // the server says what the caller may do now
     const actions = h('div', { class: 'actions' });
-    if (may) {
-      if (s.status === 'Running' || s.status === 'Preparing') actions.append(button('Stop', (e) => act(e.target, () => post(`/api/v1/sessions/${s.id}/stop`)), { 'aria-label': `Stop ${s.id}` }));
-      if (s.status !== 'Preparing') actions.append(button(s.status === 'Running' ? 'Reset' : 'Start', (e) => act(e.target, () => post(`/api/v1/sessions/${s.id}/reset`)), { 'aria-label': `Reset ${s.id}` }));
+    if (can('stop')) actions.append(button('Stop', (e) => act(e.target, () => post(`/api/v1/sessions/${s.id}/stop`)), { 'aria-label': `Stop ${s.id}` }));
+    if (can('reset')) actions.append(button(s.status === 'Running' ? 'Reset' : 'Start', (e) => act(e.target, () => post(`/api/v1/sessions/${s.id}/reset`)), { 'aria-label': `Reset ${s.id}` }));
+    if (can('delete')) {
       actions.append(button('Delete', (e) => act(e.target, async () => {
         await api('DELETE', `/api/v1/sessions/${s.id}`);
         rows.get(s.id)?.tr.remove();
@@ -206,7 +206,8 @@ function parseRequirements(text) {
 export async function detail({ main, params, signal }) {
   const id = params[0];
   let s = await get(`/api/v1/sessions/${id}`);
-  const may = auth.mayModify(s.owner);
+  // What the caller may do with it, as the server says (read again with each fetch of `s`).
+  const can = (a) => s.actions.includes(a);
   const head = h('div', { class: 'bar' });
   const envBox = h('section', { class: 'card', 'aria-labelledby': 'env-h' });
   const pkgBox = h('section', { class: 'card', 'aria-labelledby': 'pkg-h' });
@@ -221,15 +222,15 @@ export async function detail({ main, params, signal }) {
       h('h1', {}, 'Session ', h('code', {}, s.id)),
       h('span', { id: 'session-status' }, badge(s.status), ' ', s.phase || ''),
       s.flow_ref ? h('a', { href: `#/flows/${encodeURIComponent(s.flow_ref)}` }, `Open flow ${s.flow_ref}`) : null,
-      may && s.status !== 'Preparing' ? button(s.status === 'Running' ? 'Reset' : 'Start', (e) => act(e.target, () => post(`/api/v1/sessions/${id}/reset`))) : null,
-      may && (s.status === 'Running' || s.status === 'Preparing') ? button('Stop', (e) => act(e.target, () => post(`/api/v1/sessions/${id}/stop`))) : null);
+      can('reset') ? button(s.status === 'Running' ? 'Reset' : 'Start', (e) => act(e.target, () => post(`/api/v1/sessions/${id}/reset`))) : null,
+      can('stop') ? button('Stop', (e) => act(e.target, () => post(`/api/v1/sessions/${id}/stop`))) : null);
     if (s.status === 'Failed') head.append(h('div', { class: 'error wide' }, h('pre', { class: 'log' }, s.reason || 'failed'), h('code', { class: 'failing' }, failingLine(s))));
   };
   const drawEnv = () => {
     const checkOut = h('span', { role: 'status', class: 'muted' });
     clear(envBox, h('h2', { id: 'env-h' }, 'Environment'),
       s.update_available ? h('div', { class: 'banner', role: 'status' }, `Update available: base environment ${s.update_available} (this session runs ${s.base_version}). `,
-        may ? button('Update', (e) => act(e.target, async () => { s = await post(`/api/v1/sessions/${id}/update`); drawAll(); })) : null) : null,
+        can('update') ? button('Update', (e) => act(e.target, async () => { s = await post(`/api/v1/sessions/${id}/update`); drawAll(); })) : null) : null,
       h('dl', {},
         h('dt', {}, 'Environment'), h('dd', {}, s.env_ref),
         h('dt', {}, 'Base version'), h('dd', {}, s.base_version),
@@ -247,18 +248,18 @@ export async function detail({ main, params, signal }) {
       })), checkOut));
   };
   const drawSettings = () => {
-    const size = h('select', { name: 'size', disabled: !may }, ['small', 'medium', 'large'].map((x) => h('option', { value: x, selected: x === s.size }, x)));
-    const idle = h('input', { type: 'number', min: 0, value: Math.round(s.idle_timeout_s / 60), disabled: !may });
+    const size = h('select', { name: 'size', disabled: !can('edit') }, ['small', 'medium', 'large'].map((x) => h('option', { value: x, selected: x === s.size }, x)));
+    const idle = h('input', { type: 'number', min: 0, value: Math.round(s.idle_timeout_s / 60), disabled: !can('edit') });
     const note = h('p', { class: 'muted', role: 'status' });
     clear(setBox, h('h2', { id: 'set-h' }, 'Settings'),
       h('form', { onsubmit: (ev) => { ev.preventDefault(); act(ev.submitter, async () => {
         const v = await api('PATCH', `/api/v1/sessions/${id}`, { size: size.value, idle_timeout_s: Math.round(Number(idle.value) * 60) });
         s = v;
         note.textContent = v.note || 'Saved.';
-      }); } }, field('Size', size), field('Idle timeout (minutes)', idle, '0: never'), may ? h('button', { type: 'submit' }, 'Save settings') : null, note));
+      }); } }, field('Size', size), field('Idle timeout (minutes)', idle, '0: never'), can('edit') ? h('button', { type: 'submit' }, 'Save settings') : null, note));
   };
   const drawReq = () => {
-    const text = h('textarea', { rows: 6, spellcheck: 'false', disabled: !may, name: 'requirements' }, requirements);
+    const text = h('textarea', { rows: 6, spellcheck: 'false', disabled: !can('edit'), name: 'requirements' }, requirements);
     const note = h('p', { class: 'muted', role: 'status' });
     const send = (saveOnly) => (e) => act(e.target, async () => {
       const v = await post(`/api/v1/sessions/${id}/install`, { requirements: text.value, save_only: saveOnly });
@@ -267,7 +268,7 @@ export async function detail({ main, params, signal }) {
     });
     clear(reqBox, h('h2', { id: 'req-h' }, 'Requirements'),
       field('requirements.txt', text),
-      may ? h('div', { class: 'actions' }, button('Save and install', send(false), { class: 'primary' }), button('Save only', send(true))) : null, note);
+      can('edit') ? h('div', { class: 'actions' }, button('Save and install', send(false), { class: 'primary' }), button('Save only', send(true))) : null, note);
   };
   const drawPkgs = async () => {
     clear(pkgBox, h('h2', { id: 'pkg-h' }, 'Installed packages'), h('p', { class: 'muted' }, 'Loading…'));
