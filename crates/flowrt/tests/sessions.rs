@@ -3763,28 +3763,23 @@ fn tokens_expire_and_revoke_users_disable_roles_assign_and_everything_is_audited
     assert!(text.contains("POST /api/v1/users/bob/roles"), "{text}");
 }
 
-/// The route table, walked: every documented operation × every role gets 403 exactly when the
-/// role lacks the operation's permission; and on a serverless session, its owner reaches it, an
-/// admin too, and another user or a viewer gets 404.
+/// On a serverless session, its owner reaches it, an admin too, and another user or a viewer
+/// gets 404 (403 for a viewer's change). It needs a running agent, so a real server; the route ×
+/// role matrix runs in-process in `crates/flowrt-server/tests/router.rs`.
 /// On SQLite, then on Postgres.
 #[test]
-fn every_route_with_every_role_gets_the_status_its_permission_says() {
-    on_both_stores(every_route_with_every_role_gets_the_status_its_permission_says_story);
+fn a_serverless_session_is_reached_by_its_owner_and_admins_only() {
+    on_both_stores(a_serverless_session_is_reached_by_its_owner_and_admins_only_story);
 }
 
-fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
+fn a_serverless_session_is_reached_by_its_owner_and_admins_only_story() {
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let owner = format!("Bearer {}", server.token());
     let api =
         |method: &str, path: &str, auth: &str, body: &str| server.api(method, path, auth, body);
-    let mut users: Vec<(&str, Vec<&str>, String)> = vec![("owner", vec!["owner"], owner.clone())];
-    for (name, role) in [
-        ("adm", "admin"),
-        ("usr", "user"),
-        ("vwr", "viewer"),
-        ("acc", "viewer"),
-    ] {
+    let mut users: Vec<String> = vec![owner.clone()];
+    for (name, role) in [("adm", "admin"), ("usr", "user"), ("vwr", "viewer")] {
         let (status, u) = api(
             "POST",
             "/api/v1/users",
@@ -3792,114 +3787,12 @@ fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
             &json!({"name": name, "role": role}).to_string(),
         );
         assert_eq!(status, 201, "{u}");
-        users.push((
-            name,
-            vec![role],
-            format!("Bearer {}", u["token"].as_str().unwrap()),
-        ));
+        users.push(format!("Bearer {}", u["token"].as_str().unwrap()));
     }
-    assert_eq!(
-        api(
-            "POST",
-            "/api/v1/users/acc/roles",
-            &owner,
-            r#"{"role": "access-admin"}"#
-        )
-        .0,
-        200
-    );
-    users[4].1.push("access-admin");
-    let (_, doc) = api("GET", "/api/v1/openapi.json", &owner, "");
-    let permissions_of = |roles: &[&str]| -> Vec<String> {
-        // What each role holds, as documented in `role list` (and Role::permissions).
-        let table: &[(&str, &[&str])] = &[
-            (
-                "owner",
-                &[
-                    "read",
-                    "sessions/write",
-                    "endpoints/write",
-                    "endpoints/score",
-                    "computes/write",
-                    "environments/write",
-                    "identities/write",
-                    "users/write",
-                    "roleAssignments/write",
-                    "audit/read",
-                ],
-            ),
-            (
-                "admin",
-                &[
-                    "read",
-                    "sessions/write",
-                    "endpoints/write",
-                    "endpoints/score",
-                    "computes/write",
-                    "environments/write",
-                    "identities/write",
-                    "users/write",
-                    "audit/read",
-                ],
-            ),
-            (
-                "user",
-                &[
-                    "read",
-                    "sessions/write",
-                    "endpoints/write",
-                    "endpoints/score",
-                    "computes/write",
-                    "environments/write",
-                ],
-            ),
-            ("viewer", &["read"]),
-            ("access-admin", &["read", "roleAssignments/write"]),
-        ];
-        table
-            .iter()
-            .filter(|(r, _)| roles.contains(r))
-            .flat_map(|(_, p)| p.iter().map(|s| s.to_string()))
-            .collect()
-    };
-    let mut walked = 0;
-    for (path, ops) in doc["paths"].as_object().unwrap() {
-        for (method, op) in ops.as_object().unwrap() {
-            let permission = op["x-permission"].as_str().unwrap_or("");
-            assert!(
-                !permission.is_empty(),
-                "{method} {path} names no permission"
-            );
-            if permission == "public" || path.ends_with("/events") {
-                continue; // no token needed; event streams do not end by themselves
-            }
-            let concrete = path
-                .replace("{line}", "0")
-                .replace('{', "zz-")
-                .replace('}', "");
-            for (who, roles, auth) in &users {
-                let (status, e) = api(&method.to_uppercase(), &concrete, auth, "{}");
-                let lacks = e["message"]
-                    .as_str()
-                    .is_some_and(|m| m.contains("lacks the `"));
-                let held = permissions_of(roles).iter().any(|p| p == permission);
-                assert_eq!(
-                    lacks, !held,
-                    "{who} ({roles:?}) {method} {concrete} (needs {permission}): {status} {e}"
-                );
-                if !held {
-                    assert_eq!(status, 403, "{who} {method} {concrete}");
-                }
-                assert!(status < 500, "{who} {method} {concrete}: {status} {e}");
-                walked += 1;
-            }
-        }
-    }
-    assert!(walked > 200, "{walked}");
 
     // Owner of the resource or not: usr's serverless session.
     let (_d, dir) = flow("batch_base");
-    let usr_token = users[2].2.trim_start_matches("Bearer ").to_string();
+    let usr_token = users[2].trim_start_matches("Bearer ").to_string();
     let pushed = server.cli_as(&usr_token, &["flow", "push", dir.to_str().unwrap()]);
     assert!(
         pushed.status.success(),
@@ -3909,7 +3802,7 @@ fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
     let (status, s) = api(
         "POST",
         "/api/v1/sessions",
-        &users[2].2,
+        &users[2],
         r#"{"flow": "batch_base", "idle_timeout_s": 0}"#,
     );
     assert_eq!(status, 202, "{s}");
@@ -3928,12 +3821,12 @@ fn every_route_with_every_role_gets_the_status_its_permission_says_story() {
         ("PATCH", format!("/api/v1/sessions/{id}")),
     ] {
         for (who, auth, expected) in [
-            ("its owner", &users[2].2, 200),
-            ("an admin", &users[1].2, 200),
+            ("its owner", &users[2], 200),
+            ("an admin", &users[1], 200),
             ("another user", &other, 404),
             (
                 "a viewer",
-                &users[3].2,
+                &users[3],
                 if method == "GET" { 404 } else { 403 },
             ),
         ] {
