@@ -25,6 +25,7 @@ use flowrt_api::agent::{
     LogPiece,
 };
 use flowrt_api::responses::{LineFailure, LineResult, PackageOrigin, PackageView};
+use flowrt_api::ErrorCode;
 use flowrt_executor::{prepare_inputs, NodeRun, RunObserver};
 use flowrt_flow::LoadOptions;
 use flowrt_runtime::batch::{self, Cancel};
@@ -759,7 +760,7 @@ async fn require_token(
     if !same {
         return error_reply(
             StatusCode::UNAUTHORIZED,
-            "Unauthorized",
+            ErrorCode::Unauthorized,
             "this agent answers its server only",
         );
     }
@@ -798,8 +799,16 @@ async fn read_log(
             offset: q.offset + bytes.len() as u64,
         })
         .into_response(),
-        Ok(Err(e)) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "Log", &e.to_string()),
-        Err(e) => error_reply(StatusCode::INTERNAL_SERVER_ERROR, "Log", &e.to_string()),
+        Ok(Err(e)) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Log,
+            &e.to_string(),
+        ),
+        Err(e) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Log,
+            &e.to_string(),
+        ),
     }
 }
 
@@ -824,19 +833,19 @@ async fn packages(State(a): State<Shared>) -> Response {
         .into_response(),
         Ok(Err(e)) => error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Packages",
+            ErrorCode::Packages,
             &e.to_string(),
         ),
         Err(e) => error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Packages",
+            ErrorCode::Packages,
             &e.to_string(),
         ),
     }
 }
 
 /// A refusal, as the agent protocol has them ([`AgentError`]).
-fn error_reply(status: StatusCode, code: &str, message: &str) -> Response {
+fn error_reply(status: StatusCode, code: ErrorCode, message: &str) -> Response {
     (status, Json(AgentError::new(code, message))).into_response()
 }
 
@@ -894,7 +903,7 @@ fn line_inputs(
     prepare_inputs(cur.executor.flow(), &req.inputs).map_err(|e| {
         Box::new(error_reply(
             StatusCode::BAD_REQUEST,
-            "BadInputs",
+            ErrorCode::BadInputs,
             &e.to_string(),
         ))
     })
@@ -944,7 +953,7 @@ fn take_connections(a: &Agent, req: &mut LineRequest) -> Result<(), Box<Response
         }
         Err(e) => Err(Box::new(error_reply(
             StatusCode::BAD_REQUEST,
-            "BadConnections",
+            ErrorCode::BadConnections,
             &format!("the new connections do not fit the flow: {e}"),
         ))),
     }
@@ -1069,7 +1078,7 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
     {
         return error_reply(
             StatusCode::CONFLICT,
-            "Conflict",
+            ErrorCode::Conflict,
             &format!("run '{name}' is already running"),
         );
     }
@@ -1146,7 +1155,7 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
     if let Err(e) = thread {
         return error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "BatchFailed",
+            ErrorCode::BatchFailed,
             &format!("cannot start run '{name}': {e}"),
         );
     }
@@ -1162,10 +1171,10 @@ async fn start_batch(State(a): State<Shared>, Json(req): Json<BatchRequest>) -> 
     }
     // The run ended before it started: its reason follows.
     match failed_rx.await {
-        Ok(message) => error_reply(StatusCode::BAD_REQUEST, "BadRun", &message),
+        Ok(message) => error_reply(StatusCode::BAD_REQUEST, ErrorCode::BadRun, &message),
         Err(_) => error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "BatchFailed",
+            ErrorCode::BatchFailed,
             &format!("run '{name}' ended before it started"),
         ),
     }
@@ -1186,7 +1195,7 @@ async fn cancel_batch(State(a): State<Shared>, UrlPath(name): UrlPath<String>) -
         }
         None => error_reply(
             StatusCode::NOT_FOUND,
-            "NotFound",
+            ErrorCode::NotFound,
             &format!("run '{name}' is not running in this session"),
         ),
     }
@@ -1198,7 +1207,7 @@ fn files_error(e: crate::run_files::RunFilesError) -> Response {
         E::BadName(_) | E::BadFile(_) => StatusCode::BAD_REQUEST,
         E::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error_reply(status, "RunFiles", &e.to_string())
+    error_reply(status, ErrorCode::RunFiles, &e.to_string())
 }
 
 /// What is new in one of this session's runs, for the server that keeps it in the workspace.
@@ -1233,7 +1242,7 @@ async fn has_data(State(a): State<Shared>, UrlPath(file): UrlPath<String>) -> Re
         Some(path) => Json(DataKept { path }).into_response(),
         None => error_reply(
             StatusCode::NOT_FOUND,
-            "NotFound",
+            ErrorCode::NotFound,
             &format!("no data file '{file}' here"),
         ),
     }
@@ -1255,7 +1264,7 @@ async fn put_data(
     let failed = |e: String| {
         error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "RunFiles",
+            ErrorCode::RunFiles,
             &format!("{}: {e}", path.display()),
         )
     };
@@ -1292,10 +1301,14 @@ async fn inspect_draft(
     touch(&a);
     match a.drafts.inspect(req).await {
         Ok(metas) => Json(metas).into_response(),
-        Err(drafts::DraftError::Bad(m)) => error_reply(StatusCode::BAD_REQUEST, "BadDraft", &m),
-        Err(drafts::DraftError::Io(m)) => {
-            error_reply(StatusCode::INTERNAL_SERVER_ERROR, "DraftFailed", &m)
+        Err(drafts::DraftError::Bad(m)) => {
+            error_reply(StatusCode::BAD_REQUEST, ErrorCode::BadDraft, &m)
         }
+        Err(drafts::DraftError::Io(m)) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::DraftFailed,
+            &m,
+        ),
     }
 }
 
@@ -1307,7 +1320,7 @@ async fn package_tools(State(a): State<Shared>) -> Response {
         Ok(tools) => Json(tools).into_response(),
         Err(e) => error_reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "ToolsFailed",
+            ErrorCode::ToolsFailed,
             &e.to_string(),
         ),
     }
@@ -1324,7 +1337,7 @@ async fn switch_flow(
         Err(e) => {
             return error_reply(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "SwitchFailed",
+                ErrorCode::SwitchFailed,
                 &e.to_string(),
             )
         }
@@ -1332,10 +1345,14 @@ async fn switch_flow(
     let folder = match drafts::unpack_once(&versions, &req.hash, req.archive_base64).await {
         Ok(f) => f,
         Err(drafts::DraftError::Bad(m)) => {
-            return error_reply(StatusCode::BAD_REQUEST, "BadFlow", &m)
+            return error_reply(StatusCode::BAD_REQUEST, ErrorCode::BadFlow, &m)
         }
         Err(drafts::DraftError::Io(m)) => {
-            return error_reply(StatusCode::INTERNAL_SERVER_ERROR, "SwitchFailed", &m)
+            return error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorCode::SwitchFailed,
+                &m,
+            )
         }
     };
     let path = match req.entry.as_deref() {
@@ -1343,7 +1360,7 @@ async fn switch_flow(
         Some(e) => {
             return error_reply(
                 StatusCode::BAD_REQUEST,
-                "BadFlow",
+                ErrorCode::BadFlow,
                 &format!("'{e}' is not a flow file"),
             )
         }
@@ -1363,7 +1380,7 @@ async fn switch_flow(
         Ok(l) => Arc::new(l),
         Err(e) => {
             let message = format!("{} does not open in this session: {e:#}", req.reference);
-            return error_reply(StatusCode::BAD_REQUEST, "BadFlow", &message);
+            return error_reply(StatusCode::BAD_REQUEST, ErrorCode::BadFlow, &message);
         }
     };
     let old = match a.current.write() {
@@ -1397,10 +1414,14 @@ async fn draft_line(
             }
             Json(reply).into_response()
         }
-        Err(drafts::DraftError::Bad(m)) => error_reply(StatusCode::BAD_REQUEST, "BadDraft", &m),
-        Err(drafts::DraftError::Io(m)) => {
-            error_reply(StatusCode::INTERNAL_SERVER_ERROR, "DraftFailed", &m)
+        Err(drafts::DraftError::Bad(m)) => {
+            error_reply(StatusCode::BAD_REQUEST, ErrorCode::BadDraft, &m)
         }
+        Err(drafts::DraftError::Io(m)) => error_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::DraftFailed,
+            &m,
+        ),
     }
 }
 

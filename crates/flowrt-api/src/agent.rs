@@ -98,15 +98,15 @@ pub struct DataKept {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AgentError {
     /// `Unauthorized`, `BadInputs`, `Conflict`, `BadRun`, `BatchFailed`, `NotFound`, `RunFiles`,
-    /// `Log`, `Packages`.
-    pub code: String,
+    /// `Log`, `Packages`, ... (one table with the server's: [`crate::ErrorCode`]).
+    pub code: crate::ErrorCode,
     pub message: String,
 }
 
 impl AgentError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub fn new(code: crate::ErrorCode, message: impl Into<String>) -> Self {
         AgentError {
-            code: code.to_string(),
+            code,
             message: message.into(),
         }
     }

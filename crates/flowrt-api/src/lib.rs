@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod connection;
 pub mod endpoints;
+pub mod errors;
 pub mod names;
 pub mod requests;
 pub mod responses;
@@ -12,4 +13,5 @@ pub mod trace;
 pub mod workspace;
 
 pub use connection::{Connection, ConnectionKind, EntraServicePrincipal};
+pub use errors::ErrorCode;
 pub use session::{ApiError, PreparingPhase, SessionSize, SessionStatus, SizeLimits};

@@ -595,7 +595,8 @@ pub struct DiffLine {
 /// another name.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SaveConflict {
-    pub code: String,
+    /// `FlowChanged`.
+    pub code: crate::ErrorCode,
     pub message: String,
     pub latest: FlowVersion,
     pub changes: Vec<FileDiff>,

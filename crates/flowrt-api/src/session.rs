@@ -98,6 +98,6 @@ pub struct SizeLimits {
 /// The error body every API error returns.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApiError {
-    pub code: String,
+    pub code: crate::ErrorCode,
     pub message: String,
 }

@@ -4,17 +4,17 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use flowrt_api::ApiError;
+use flowrt_api::{ApiError, ErrorCode};
 
 #[derive(Debug)]
 pub struct ApiErr {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
 impl ApiErr {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiErr {
             status,
             code,
@@ -22,19 +22,19 @@ impl ApiErr {
         }
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "NotFound", message)
+        Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, message)
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+        Self::new(StatusCode::BAD_REQUEST, ErrorCode::BadRequest, message)
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "Conflict", message)
+        Self::new(StatusCode::CONFLICT, ErrorCode::Conflict, message)
     }
     /// A failure of flowrt itself: the details go to the server log, not to the client.
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
@@ -42,7 +42,7 @@ impl ApiErr {
         eprintln!("error: {context}: {err}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal",
+            ErrorCode::Internal,
             format!("{context} failed; see the server log"),
         )
     }
@@ -68,11 +68,11 @@ impl From<flowrt_session::manager::ManageError> for ApiErr {
     fn from(e: flowrt_session::manager::ManageError) -> Self {
         use flowrt_session::manager::ErrorKind as K;
         let (status, code) = match e.kind {
-            K::BadRequest => (StatusCode::BAD_REQUEST, "BadRequest"),
-            K::Forbidden => (StatusCode::FORBIDDEN, "Forbidden"),
-            K::NotFound => (StatusCode::NOT_FOUND, "NotFound"),
-            K::Conflict => (StatusCode::CONFLICT, "Conflict"),
-            K::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "Internal"),
+            K::BadRequest => (StatusCode::BAD_REQUEST, ErrorCode::BadRequest),
+            K::Forbidden => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            K::NotFound => (StatusCode::NOT_FOUND, ErrorCode::NotFound),
+            K::Conflict => (StatusCode::CONFLICT, ErrorCode::Conflict),
+            K::Internal => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         };
         ApiErr::new(status, code, e.message)
     }
@@ -83,7 +83,7 @@ impl IntoResponse for ApiErr {
         let mut resp = (
             self.status,
             Json(ApiError {
-                code: self.code.to_string(),
+                code: self.code,
                 message: self.message,
             }),
         )
@@ -121,14 +121,14 @@ pub async fn json_rejections(
         return resp;
     }
     let code = match status {
-        StatusCode::BAD_REQUEST => "BadRequest",
-        StatusCode::NOT_FOUND => "NotFound",
-        StatusCode::METHOD_NOT_ALLOWED => "MethodNotAllowed",
-        StatusCode::PAYLOAD_TOO_LARGE => "PayloadTooLarge",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UnsupportedMediaType",
-        StatusCode::UNPROCESSABLE_ENTITY => "InvalidBody",
-        s if s.is_server_error() => "Internal",
-        _ => "Rejected",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequest,
+        StatusCode::NOT_FOUND => ErrorCode::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaType,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::InvalidBody,
+        s if s.is_server_error() => ErrorCode::Internal,
+        _ => ErrorCode::Rejected,
     };
     let (parts, body) = resp.into_parts();
     let text = axum::body::to_bytes(body, 64 * 1024)
@@ -151,14 +151,7 @@ pub async fn json_rejections(
             .to_string(),
         _ => text,
     };
-    let mut out = (
-        status,
-        Json(ApiError {
-            code: code.into(),
-            message,
-        }),
-    )
-        .into_response();
+    let mut out = (status, Json(ApiError { code, message })).into_response();
     // Keep what the original response said about retrying or authenticating.
     for (name, value) in parts.headers.iter() {
         if name == axum::http::header::WWW_AUTHENTICATE

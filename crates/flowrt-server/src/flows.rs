@@ -140,7 +140,7 @@ async fn spool(body: axum::body::Body, path: &std::path::Path) -> ApiResult<()> 
         if size > limit {
             return Err(ApiErr::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
+                flowrt_api::ErrorCode::PayloadTooLarge,
                 format!("a flow upload may be at most {limit} bytes"),
             ));
         }

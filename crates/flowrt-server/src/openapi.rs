@@ -389,10 +389,12 @@ pub fn document() -> Value {
         entry[*method] = op;
     }
     let mut schemas = Map::new();
+    // Every refusal: `{code, message}`, its code one of the `ErrorCode` table's, each described.
     schemas.insert(
         "Error".into(),
-        json!({"type": "object", "required": ["code", "message"], "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}),
+        json!({"type": "object", "required": ["code", "message"], "properties": {"code": {"$ref": "#/components/schemas/ErrorCode"}, "message": {"type": "string"}}}),
     );
+    schemas.insert("ErrorCode".into(), flowrt_api::errors::schema());
     for (name, schema) in flowrt_api::requests::schemas()
         .into_iter()
         .chain(flowrt_api::responses::schemas())

@@ -71,7 +71,7 @@ pub async fn check(state: &AppState, owner: &str, adding: u64) -> ApiResult<()> 
     }
     Err(ApiErr::new(
         StatusCode::INSUFFICIENT_STORAGE,
-        "QuotaExceeded",
+        flowrt_api::ErrorCode::QuotaExceeded,
         format!(
             "this would pass your storage quota of {}: your flow versions take {}, your data {}, your runs {}{}\nhint: delete runs you no longer need (`flowrt run delete NAME`), or ask the server's operator for a larger --user-quota-mib",
             mib(quota),

@@ -1152,7 +1152,7 @@ async fn push_data(
         if bytes > MAX_RUN_DATA {
             return Err(ApiErr::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "PayloadTooLarge",
+                flowrt_api::ErrorCode::PayloadTooLarge,
                 format!("batch data may be at most {MAX_RUN_DATA} bytes"),
             ));
         }

@@ -764,7 +764,7 @@ async fn test(
         }
         Err(client::ClientError::Timeout { .. }) => Err(ApiErr::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "InteractiveTimeout",
+            flowrt_api::ErrorCode::InteractiveTimeout,
             format!(
                 "the interactive test did not finish within the server's request timeout ({} s); run it as a batch run (`flowrt run create --session {id} ...`), which has no overall timeout",
                 timeout.as_secs_f64()

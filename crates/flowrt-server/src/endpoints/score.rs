@@ -203,7 +203,7 @@ fn read_inputs(body: &Bytes) -> Result<serde_json::Map<String, Value>, ApiErr> {
     if body.len() > MAX_SCORE_BODY {
         return Err(ApiErr::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "TooLarge",
+            flowrt_api::ErrorCode::TooLarge,
             format!(
                 "the request body is {} bytes; an endpoint reads at most {MAX_SCORE_BODY}",
                 body.len()
@@ -249,7 +249,7 @@ fn choose_deployment(
         )),
         None => ApiErr::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "NoTraffic",
+            flowrt_api::ErrorCode::NoTraffic,
             format!(
                 "endpoint '{name}' sends no traffic to any deployment; `flowrt endpoint update {name} --traffic DEPLOYMENT=100`, or name one with the {DEPLOYMENT_HEADER} header"
             ),
@@ -505,9 +505,12 @@ impl Record {
                 flowrt_flow::pyvalue::py_json_dumps(&body),
             )
                 .into_response(),
-            Some(e) => {
-                ApiErr::new(StatusCode::BAD_REQUEST, "UserError", e.display.clone()).into_response()
-            }
+            Some(e) => ApiErr::new(
+                StatusCode::BAD_REQUEST,
+                flowrt_api::ErrorCode::UserError,
+                e.display.clone(),
+            )
+            .into_response(),
         };
         self.headers(&mut response);
         response
@@ -519,7 +522,7 @@ impl Record {
         let code = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
         let mut response = match status {
             400 => ApiErr::bad_request(message),
-            _ => ApiErr::new(code, "Refused", message),
+            _ => ApiErr::new(code, flowrt_api::ErrorCode::Refused, message),
         }
         .into_response();
         self.headers(&mut response);
@@ -532,7 +535,7 @@ impl Record {
                 StatusCode::GATEWAY_TIMEOUT,
                 ApiErr::new(
                     StatusCode::GATEWAY_TIMEOUT,
-                    "Timeout",
+                    flowrt_api::ErrorCode::Timeout,
                     format!(
                         "the flow did not answer within the server's request timeout ({seconds} s)"
                     ),
@@ -544,7 +547,7 @@ impl Record {
                     StatusCode::BAD_GATEWAY,
                     ApiErr::new(
                         StatusCode::BAD_GATEWAY,
-                        "InstanceFailed",
+                        flowrt_api::ErrorCode::InstanceFailed,
                         "the instance answering this request failed while it ran; send it again",
                     ),
                 )
@@ -560,7 +563,7 @@ impl Record {
         let d = &self.deployment.record;
         let err = ApiErr::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "NoInstance",
+            flowrt_api::ErrorCode::NoInstance,
             format!(
                 "deployment '{}' of endpoint '{}' has no instance ready yet; `flowrt deployment show {}/{}` follows it",
                 d.name, self.endpoint, self.endpoint, d.name
@@ -646,7 +649,7 @@ fn stream_reply(agent: reqwest::Response, guard: InFlight, record: Record) -> Re
             Some(reply) => {
                 if let Some(e) = &reply.error {
                     let _ = tx.send(event(
-                        &json!({"error": {"code": "UserError", "message": e.display}}),
+                        &json!({"error": {"code": flowrt_api::ErrorCode::UserError, "message": e.display}}),
                     ));
                 } else if !live {
                     let mut others = reply.outputs.clone();
@@ -662,7 +665,7 @@ fn stream_reply(agent: reqwest::Response, guard: InFlight, record: Record) -> Re
                 let _ = record.answered(reply, &session_id, true);
             }
             None => {
-                let _ = tx.send(event(&json!({"error": {"code": "InstanceFailed", "message": "the instance answering this request stopped while it streamed"}})));
+                let _ = tx.send(event(&json!({"error": {"code": flowrt_api::ErrorCode::InstanceFailed, "message": "the instance answering this request stopped while it streamed"}})));
                 drop(tx);
                 record.keep(record.row(
                     &session_id,

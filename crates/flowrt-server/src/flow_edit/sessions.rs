@@ -96,7 +96,7 @@ pub(super) async fn test_draft(
         }
         Err(flowrt_session::client::ClientError::Timeout { .. }) => Err(ApiErr::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "InteractiveTimeout",
+            flowrt_api::ErrorCode::InteractiveTimeout,
             format!(
                 "the test did not finish within the server's request timeout ({} s); save the draft and run it as a batch run",
                 timeout.as_secs_f64()

@@ -134,7 +134,7 @@ pub(super) async fn save(
             };
             let changes = diff_versions(&state, &base, &latest).await?;
             let conflict = SaveConflict {
-                code: "FlowChanged".into(),
+                code: flowrt_api::ErrorCode::FlowChanged,
                 message: format!(
                     "{} was saved after {} (which this draft started from); your changes were not saved. Merge them into {} and save again, or save under a new name",
                     latest.reference(),
