@@ -1,5 +1,8 @@
 //! Integration tests for environments: real `uv` (installed on demand) and PyPI.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use flowrt_python::{
     default_python, ensure_env, ensure_env_with, installed_packages, latest_base, EnvError,
     EnvOptions, EnvRequest, PackageSource,

@@ -1,6 +1,9 @@
 //! Environments as sessions use them: base versions, custom environments, conflicts, `{private}`
 //! feed tokens, installed packages and gc. Real `uv` and PyPI.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use flowrt_python::{
     ensure_env_with, gc, installed_packages, resolve_env, EnvError, EnvOptions, EnvRequest,
     ExtraRequirements, PackageSource,

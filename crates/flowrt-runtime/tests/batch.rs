@@ -2,6 +2,9 @@
 //! resume (each line completes exactly once overall), outputs in line order whatever order lines
 //! finish in, and the run folder's files.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use flowrt_executor::{Invocation, NodeArg, ToolFailure, ToolInvoker, ToolOutcome};
 use flowrt_runtime::batch::{self, Cancel, EngineOptions, Lines, Progress, Reporter, RetryHub};
 use flowrt_runtime::runs::{self, RunMeta, RunStatus};

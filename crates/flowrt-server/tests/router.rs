@@ -14,6 +14,9 @@
 //!
 //! Each test's requests take well under a second; they print how long they took.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{header, HeaderMap, Method, Request, StatusCode};

@@ -2,6 +2,9 @@
 //! database see each other's files, byte for byte, and nothing leads a cache outside its home.
 //! On SQLite, and on PostgreSQL when `./scripts/test.sh` started it (`FLOWRT_TEST_POSTGRES`).
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use flowrt_store::{Blobs, Store};
 use std::path::Path;
 

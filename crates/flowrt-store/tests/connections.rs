@@ -1,5 +1,8 @@
 //! Connection store behaviour against real files in temp directories.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use flowrt_api::{Connection, ConnectionKind};
 use flowrt_store::{masked, ConnectionStore, StoreError};
 use indexmap::IndexMap;

@@ -1,6 +1,9 @@
 //! The control-plane store against real SQLite files in temp dirs, and every test again against
 //! a fresh database on the PostgreSQL server `./scripts/test.sh` starts (`FLOWRT_TEST_POSTGRES`).
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use flowrt_api::{PreparingPhase, SessionSize, SessionStatus};
 use flowrt_store::{
     ComputeKind, ComputeStatus, NewSession, Role, RunKind, RunStatus, Store, StoreError, MASK,

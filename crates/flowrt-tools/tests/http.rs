@@ -1,5 +1,8 @@
 //! The LLM/embedding clients against a local HTTP server that records requests.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 use flowrt_api::connection::{Connection, ConnectionKind};
 use flowrt_tools::{
     LlmApi, LlmCall, LlmClient, RetryCause, RetryEvent, RetryPolicy, TemplateVar, ToolError,

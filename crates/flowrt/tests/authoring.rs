@@ -3,6 +3,9 @@
 //! versions saved with a message and refused when someone saved first, versions compared, and
 //! `flowrt flow pull` / `flowrt flow diff`.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::server::Server;

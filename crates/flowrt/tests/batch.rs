@@ -1,6 +1,9 @@
 //! Batch and evaluation runs (`flowrt run ...`) as users see them: the run folder's files,
 //! stdout/stderr, exit codes, cancel/kill/resume and memory.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, s, write_jsonl, Env, FakeOpenAi, QuotaOpenAi};

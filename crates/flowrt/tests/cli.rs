@@ -1,5 +1,8 @@
 //! The `flowrt` CLI as users see it: outputs on stdout, messages on stderr, exit codes.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, Env, FakeOpenAi};

@@ -2,6 +2,9 @@
 //! deployed through the CLI, scored over HTTP with keys and tokens, under load while a
 //! deployment moves to another version and while one of its instances is killed.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::server::{kill_session, Server};

@@ -1,5 +1,8 @@
 //! `flowrt env`: base and custom environments, publishing, gc — through the real binary.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::Env;

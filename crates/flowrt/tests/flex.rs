@@ -1,6 +1,9 @@
 //! Flex flows (`flow.flex.yaml`) as users see them: `flow test`, `run create`, `flow validate`
 //! and `flow serve` on the real binary with real Python workers.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, Env, FakeOpenAi};

@@ -2,6 +2,9 @@
 //! with paths, ports, times and durations filtered. A change to any of these is a change users
 //! notice, so it shows up in review as a snapshot diff.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, s, snapshot_settings, write_jsonl, Env, Run};

@@ -2,6 +2,9 @@
 //! as users see them: the printed outputs, exit codes, error messages, and the requests the model
 //! server receives.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{files_holding, flow, free_port, http, Env, FakeIdentityEndpoint, FakeOpenAi};

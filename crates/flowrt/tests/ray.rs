@@ -11,6 +11,9 @@
 //! Needs root (for `ip netns`) and Ray: `./scripts/test.sh` installs it into a venv of its own
 //! and names it in FLOWRT_TEST_RAY.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::flow;

@@ -1,5 +1,8 @@
 //! `flowrt flow serve`: promptflow's serving contract over a real socket.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, free_port, http, Env, FakeOpenAi};

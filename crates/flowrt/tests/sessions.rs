@@ -1,6 +1,9 @@
 //! Compute sessions end to end: a real `flowrt server` and real agents on 127.0.0.1, driven through
 //! the CLI and the API as users would.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, free_port, http};

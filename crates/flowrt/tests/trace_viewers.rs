@@ -10,6 +10,9 @@
 //! Needs venvs with promptflow-devkit 1.18.5 and arize-phoenix: `./scripts/test.sh` installs
 //! them and names them in FLOWRT_TEST_PF_VENV and FLOWRT_TEST_PHOENIX_VENV.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, free_port, s, write_jsonl, Env, FakeOpenAi};

@@ -2,6 +2,9 @@
 //! endpoint in OTEL_EXPORTER_OTLP_ENDPOINT, one trace per line: the flow span, and under it the
 //! node's LLM span with its token counts; the flow span carries the cumulative counts.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, s, write_jsonl, Env, FakeOpenAi};

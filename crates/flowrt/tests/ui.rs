@@ -5,6 +5,9 @@
 //! Screenshots go to `target/ui-screenshots/`; `./scripts/test.sh` installs Chromium and
 //! playwright-core when they are missing.
 
+// A story test reads as one journey, top to bottom: exempt from the function-length lint.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use common::{flow, free_port, http};
