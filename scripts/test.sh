@@ -56,7 +56,9 @@ if [ -z "${FLOWRT_TEST_PF_VENV:-}" ]; then
     echo "==> installing promptflow-devkit 1.18.5 and promptflow-tools into $pf_venv (pip)"
     mkdir -p "$(dirname "$pf_venv")"
     [ -x "$pf_venv/bin/python" ] || python3 -m venv "$pf_venv"
-    "$pf_venv/bin/pip" install --quiet "promptflow-devkit==1.18.5" "promptflow-tools==1.6.1" keyrings.alt
+    # promptflow itself is pinned too: promptflow-tools needs `promptflow`, and left free pip's
+    # resolver now backtracks through older releases into a conflict with devkit 1.18.5.
+    "$pf_venv/bin/pip" install --quiet "promptflow==1.18.5" "promptflow-devkit==1.18.5" "promptflow-tools==1.6.1" keyrings.alt
   fi
   export FLOWRT_TEST_PF_VENV="$pf_venv"
 fi
