@@ -667,6 +667,24 @@ pub struct RunView {
     pub concurrency: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the caller may do with it now (the server still checks every request).
+    #[serde(default)]
+    pub actions: Vec<RunAction>,
+}
+
+/// Something a caller may do with a workspace run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunAction {
+    /// Stop it: it is running, and theirs.
+    Cancel,
+    /// Re-run its unfinished or failed lines in its session (which still runs, and they may
+    /// use).
+    Resume,
+    /// Archive or restore it.
+    Archive,
+    /// Delete its record and files.
+    Delete,
 }
 
 /// A `progress` event of `GET /api/v1/runs/{name}/events`: how far the run is, sent as its lines
@@ -872,6 +890,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<DataInfo>("DataInfo"),
         one::<RunStarted>("RunStarted"),
         one::<RunView>("RunView"),
+        one::<RunAction>("RunAction"),
         one::<LineRecord>("LineRecord"),
         one::<LinePage>("LinePage"),
         one::<CancelingRun>("CancelingRun"),

@@ -12,7 +12,8 @@ use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::Json;
 use flowrt_api::responses::{
-    CancelingRun, DataInfo, LinePage, LineRecord, LogChunk, RunStarted, RunView, UploadedData,
+    CancelingRun, DataInfo, LinePage, LineRecord, LogChunk, RunAction, RunStarted, RunView,
+    UploadedData,
 };
 use flowrt_api::workspace::Permission;
 use flowrt_session::client;
@@ -508,11 +509,49 @@ async fn find(
 }
 
 /// What clients see of a run's record.
-fn run_view(run: &flowrt_store::WorkspaceRun) -> ApiResult<RunView> {
+/// A run as the API shows it to `caller`: its record, and what the caller may do with it now
+/// (`session`: the session it ran in, if it still exists, which a resume runs in).
+fn run_view(
+    run: &flowrt_store::WorkspaceRun,
+    caller: &Caller,
+    session: Option<&flowrt_store::Session>,
+) -> ApiResult<RunView> {
     let mut record = run.record.clone();
     record["name"] = json!(run.name);
     record["session"] = json!(run.session_id);
-    serde_json::from_value(record).map_err(|e| ApiErr::internal("reading a run record", e))
+    let mut view: RunView =
+        serde_json::from_value(record).map_err(|e| ApiErr::internal("reading a run record", e))?;
+    view.actions = run_actions(&view, &run.owner, caller, session);
+    Ok(view)
+}
+
+/// The rules `cancel`, `delete`, `archive` and a resume's start enforce, said ahead: a run's
+/// owner (or an admin) cancels it while it runs, and resumes it when lines are left to re-run
+/// in a session that still runs and that they may use.
+fn run_actions(
+    view: &RunView,
+    owner: &str,
+    caller: &Caller,
+    session: Option<&flowrt_store::Session>,
+) -> Vec<RunAction> {
+    let modify = caller.may_modify(owner);
+    let running = view.status == "Running";
+    let lines_left = view.failed_lines > 0 || view.status != "Completed";
+    let session_usable = session.is_some_and(|s| {
+        s.status == flowrt_api::SessionStatus::Running && (caller.may_modify(&s.owner) || s.shared)
+    });
+    [
+        (RunAction::Cancel, modify && running),
+        (
+            RunAction::Resume,
+            modify && !running && lines_left && session_usable,
+        ),
+        (RunAction::Archive, modify),
+        (RunAction::Delete, modify),
+    ]
+    .into_iter()
+    .filter_map(|(action, allowed)| allowed.then_some(action))
+    .collect()
 }
 
 #[derive(Deserialize)]
@@ -528,10 +567,18 @@ async fn list(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<RunView>>> {
     let all = state.store.list_workspace_runs().await?;
+    // Read once for every run's actions (a resume runs in the run's session).
+    let sessions: std::collections::HashMap<String, flowrt_store::Session> = state
+        .store
+        .list_sessions(None)
+        .await?
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
     Ok(Json(
         all.iter()
             .filter(|r| may_see_run(&caller, r) && (q.archived || !r.archived))
-            .filter_map(|r| run_view(r).ok())
+            .filter_map(|r| run_view(r, &caller, sessions.get(&r.session_id)).ok())
             .collect(),
     ))
 }
@@ -542,9 +589,9 @@ async fn show(
     Path(name): Path<String>,
     Query(which): Query<Which>,
 ) -> ApiResult<Json<RunView>> {
-    Ok(Json(run_view(
-        &find(&state, &caller, &name, &which).await?,
-    )?))
+    let run = find(&state, &caller, &name, &which).await?;
+    let session = state.store.get_session(&run.session_id).await?;
+    Ok(Json(run_view(&run, &caller, session.as_ref())?))
 }
 
 /// `DELETE /api/v1/runs/{name}`: the run's record and blobs go (its creator's or an admin's to
@@ -609,7 +656,8 @@ async fn set_archived(
         .store
         .set_workspace_run_archived(name, archived)
         .await?;
-    Ok(Json(run_view(&run)?))
+    let session = state.store.get_session(&run.session_id).await?;
+    Ok(Json(run_view(&run, caller, session.as_ref())?))
 }
 
 #[derive(Deserialize)]
@@ -1292,4 +1340,54 @@ async fn data_exists(
         bytes,
         reference,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sessions::tests::{caller, session};
+    use flowrt_api::workspace::Role;
+    use flowrt_api::SessionStatus;
+    use RunAction::*;
+
+    fn view(status: &str, failed_lines: usize) -> RunView {
+        serde_json::from_value(json!({
+            "name": "r", "session": "s-1", "status": status, "created": "", "duration_s": 0.0,
+            "total_lines": 3, "completed_lines": 3 - failed_lines, "failed_lines": failed_lines,
+            "concurrency": 1,
+        }))
+        .unwrap()
+    }
+
+    /// A run page shows Cancel and Resume exactly when the server would take them: by who
+    /// asks, the run's status, and whether its session still runs.
+    #[test]
+    fn each_caller_gets_the_run_actions_the_server_allows() {
+        let ann = caller("u-ann", Role::User);
+        let bob = caller("u-bob", Role::User);
+        let running = session(SessionStatus::Running, false);
+        let stopped = session(SessionStatus::Stopped, false);
+        let actions = |v: &RunView, who: &Caller, s: Option<&flowrt_store::Session>| {
+            run_actions(v, "u-ann", who, s)
+        };
+        assert_eq!(
+            actions(&view("Running", 0), &ann, Some(&running)),
+            [Cancel, Archive, Delete]
+        );
+        assert_eq!(
+            actions(&view("Completed", 1), &ann, Some(&running)),
+            [Resume, Archive, Delete]
+        );
+        assert_eq!(
+            actions(&view("Completed", 0), &ann, Some(&running)),
+            [Archive, Delete]
+        );
+        // Its session stopped or deleted: nothing to resume in.
+        assert_eq!(
+            actions(&view("Canceled", 0), &ann, Some(&stopped)),
+            [Archive, Delete]
+        );
+        assert_eq!(actions(&view("Failed", 3), &ann, None), [Archive, Delete]);
+        assert_eq!(actions(&view("Running", 0), &bob, Some(&running)), []);
+    }
 }

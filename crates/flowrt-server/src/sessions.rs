@@ -925,12 +925,12 @@ async fn session_events(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flowrt_api::workspace::Role;
     use SessionAction::*;
 
-    fn caller(id: &str, role: Role) -> Caller {
+    pub(crate) fn caller(id: &str, role: Role) -> Caller {
         Caller(flowrt_store::User {
             id: id.into(),
             name: id.into(),
@@ -942,7 +942,8 @@ mod tests {
         })
     }
 
-    fn session(status: SessionStatus, shared: bool) -> Session {
+    /// A session of `u-ann`'s.
+    pub(crate) fn session(status: SessionStatus, shared: bool) -> Session {
         Session {
             id: "s-1".into(),
             owner: "u-ann".into(),

@@ -172,9 +172,8 @@ export async function page({ main, params, query, signal }) {
   }
   clear(main);
   const sess = run.session;
-  // Cancel and resume act in the run's session: only who may change that session sees them.
-  let mayAct = false;
-  try { mayAct = (await get(`/api/v1/sessions/${sess}`)).actions.includes('edit'); } catch (_) { /* read-only */ }
+  // What the caller may do with the run now, as the server says (read again with the run).
+  const can = (a) => (run.actions || []).includes(a);
   const head = h('div', { class: 'bar' });
   const prog = h('p', { class: 'progress', id: 'run-progress', role: 'status' });
   const metricsBox = h('section', { class: 'card', 'aria-labelledby': 'm-h' });
@@ -185,8 +184,8 @@ export async function page({ main, params, query, signal }) {
   const drawHead = () => {
     clear(head, h('h1', {}, 'Run ', h('code', {}, run.name)), h('span', { id: 'run-status' }, badge(run.status)),
       h('span', { class: 'muted' }, run.flow ? ['flow ', h('a', { href: `#/flows/${encodeURIComponent(run.flow)}` }, run.flow), ' · '] : null, `session `, h('a', { href: `#/sessions/${sess}` }, sess), run.base_run ? [' · base run ', h('a', { href: `#/runs/${encodeURIComponent(run.base_run)}` }, run.base_run)] : null, run.variant ? ` · variant ${run.variant}` : ''),
-      mayAct && run.status === 'Running' ? button('Cancel', (e) => act(e.target, () => post(`/api/v1/runs/${q(run.name, sess, '/cancel')}`))) : null,
-      mayAct && run.status !== 'Running' && (run.failed_lines > 0 || run.status !== 'Completed') ? button('Resume (re-run failed lines)', (e) => act(e.target, async () => {
+      can('cancel') ? button('Cancel', (e) => act(e.target, () => post(`/api/v1/runs/${q(run.name, sess, '/cancel')}`))) : null,
+      can('resume') ? button('Resume (re-run failed lines)', (e) => act(e.target, async () => {
         const r = await post('/api/v1/runs', { session: sess, name: `${run.name}-resume-${Date.now() % 100000}`, resume_from: run.name, column_mapping: {} });
         location.hash = `#/runs/${q(r.name, r.session)}&new=1`;
       })) : null,
