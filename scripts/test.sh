@@ -78,14 +78,5 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "==> cargo test"
-log=$(mktemp)
-set +e
-cargo test --workspace 2>&1 | tee "$log"
-status=${PIPESTATUS[0]}
-set -e
-passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '^test result: .* ([0-9]+) failed' "$log" | grep -Eo '[0-9]+ failed' | awk '{s+=$1} END {print s+0}')
-rm -f "$log"
-echo "${passed} passed, ${failed} failed"
-exit "$status"
+echo "==> cargo test (every test binary; side by side on machines with the cores: scripts/run_tests.py)"
+exec python3 scripts/run_tests.py
