@@ -442,6 +442,19 @@ pub struct FlowDetail {
     pub outputs: BTreeMap<String, FlowOutputView>,
     pub nodes: Vec<FlowNodeView>,
     pub edges: Vec<FlowEdge>,
+    /// What the caller may do with this flow now (the server still checks every request).
+    #[serde(default)]
+    pub actions: Vec<FlowAction>,
+}
+
+/// Something a caller may do with a workspace flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowAction {
+    /// Edit it and save its next version (it is theirs, or they are an admin).
+    Edit,
+    /// Deploy a version behind an endpoint.
+    Deploy,
 }
 
 /// `GET /api/v1/flows/{ref}/files`: the files of a version, by path.
@@ -886,6 +899,7 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<FlowNodeView>("FlowNodeView"),
         one::<FlowEdge>("FlowEdge"),
         one::<FlowDetail>("FlowDetail"),
+        one::<FlowAction>("FlowAction"),
         one::<UploadedData>("UploadedData"),
         one::<DataInfo>("DataInfo"),
         one::<RunStarted>("RunStarted"),

@@ -11,8 +11,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
 use flowrt_api::responses::{
-    ActivateView, FlowDetail, FlowEdge, FlowInputView, FlowNodeView, FlowOutputView, FlowVersion,
-    PushedFlow,
+    ActivateView, FlowAction, FlowDetail, FlowEdge, FlowInputView, FlowNodeView, FlowOutputView,
+    FlowVersion, PushedFlow,
 };
 use flowrt_api::workspace::Permission;
 use flowrt_flow::{Flow, InputValue, RefSource};
@@ -300,7 +300,26 @@ async fn show(
     let rec = resolve(&state, &caller, &reference).await?;
     let (_, load_from) = snapshot_dir(&state, &rec).await?;
     let flow = load(load_from, rec.reference()).await?;
-    Ok(Json(describe(FlowVersion::from(&rec), &flow)))
+    let mut detail = describe(FlowVersion::from(&rec), &flow);
+    detail.actions = flow_actions(&caller, &rec.owner);
+    Ok(Json(detail))
+}
+
+/// The rules a save (`flow_edit::versions`) and a deployment's creation enforce, said ahead: the
+/// flow's owner (or an admin) saves its next version; a role that may write endpoints deploys.
+fn flow_actions(caller: &Caller, owner: &str) -> Vec<FlowAction> {
+    [
+        (FlowAction::Edit, caller.may_modify(owner)),
+        (
+            FlowAction::Deploy,
+            caller
+                .0
+                .has(flowrt_api::workspace::Permission::EndpointsWrite),
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(action, allowed)| allowed.then_some(action))
+    .collect()
 }
 
 /// What a UI draws: typed inputs and outputs, nodes with their kind and inputs, and the edges
@@ -413,5 +432,32 @@ pub fn describe(version: FlowVersion, flow: &Flow) -> FlowDetail {
         outputs,
         nodes,
         edges,
+        actions: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod action_tests {
+    use super::*;
+    use crate::sessions::tests::caller;
+    use flowrt_api::workspace::Role;
+
+    /// The flow page's Edit (vs Files) and Deploy follow the server's rules.
+    #[test]
+    fn each_caller_gets_the_flow_actions_the_server_allows() {
+        let edit_deploy = [FlowAction::Edit, FlowAction::Deploy];
+        assert_eq!(
+            flow_actions(&caller("u-ann", Role::User), "u-ann"),
+            edit_deploy
+        );
+        assert_eq!(
+            flow_actions(&caller("u-adm", Role::Admin), "u-ann"),
+            edit_deploy
+        );
+        assert_eq!(
+            flow_actions(&caller("u-bob", Role::User), "u-ann"),
+            [FlowAction::Deploy]
+        );
+        assert_eq!(flow_actions(&caller("u-vwr", Role::Viewer), "u-vwr"), []);
     }
 }

@@ -10,8 +10,6 @@ export const auth = {
   me: null,
   get writer() { return !!this.me && this.me.role !== 'viewer'; },
   get admin() { return !!this.me && (this.me.role === 'owner' || this.me.role === 'admin'); },
-  // Mirrors the server's may_modify: admins, or the owner when not a viewer.
-  mayModify(owner) { return this.admin || (this.writer && this.me.id === owner); },
 };
 
 export class ApiError extends Error {

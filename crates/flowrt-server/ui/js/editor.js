@@ -158,7 +158,7 @@ class EditorPage {
     this.baseFiles = files.map((f) => f.path);
     this.connections = connections;
     this.latest = latest;
-    this.mayEdit = auth.mayModify(detail.owner);
+    this.mayEdit = detail.actions.includes('edit'); // the server says who may save its next version
     this.pane = h('section', { class: 'card editor-pane', 'aria-live': 'polite', id: 'editor-pane' });
     this.status = h('div', { class: 'draft-status', id: 'draft-status', 'aria-live': 'polite' });
     this.testCard = h('section', { class: 'card test-pane', id: 'draft-test-card', 'aria-label': 'Test the draft' });

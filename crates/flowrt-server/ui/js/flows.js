@@ -191,12 +191,12 @@ export async function page({ main, params, query, signal }) {
     const { startDialog } = await import('./sessions.js');
     startDialog(main, flow.ref);
   }) : null;
-  const deployBtn = auth.writer ? button('Deploy…', async () => {
+  const deployBtn = flow.actions.includes('deploy') ? button('Deploy…', async () => {
     const { deployDialog } = await import('./endpoints.js');
     deployDialog(main, flow.ref);
   }, { id: 'deploy' }) : null;
   const editLink = h('a', { class: 'button', id: 'edit-flow', href: `#/flows/${encodeURIComponent(flow.ref)}/edit` },
-    auth.mayModify(flow.owner) ? 'Edit' : 'Files');
+    flow.actions.includes('edit') ? 'Edit' : 'Files');
   const compareLink = versions.length > 1
     ? h('a', { id: 'compare-versions', href: `#/flows/${encodeURIComponent(flow.name)}/compare?from=${Math.max(1, flow.version - 1)}&to=${flow.version}` }, 'Compare versions')
     : null;
