@@ -43,7 +43,11 @@ RESULT = re.compile(r"^test result: \w+\. (\d+) passed; (\d+) failed", re.M)
 def test_binaries():
     """Build every test binary; (package, target, executable, package folder) for each."""
     cmd = ["cargo", "test", "--workspace", "--no-run", "--message-format=json-render-diagnostics"]
-    out = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, text=True).stdout
+    built = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+    if built.returncode != 0:
+        # cargo has printed the compiler's errors on stderr; no test ran.
+        sys.exit(f"error: the test binaries did not build (cargo exit {built.returncode}); see the errors above")
+    out = built.stdout
     found = []
     for line in out.splitlines():
         try:
