@@ -20,7 +20,8 @@ use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 use azure_core::http::{
-    headers::Headers, AsyncRawResponse, Body, ClientOptions, HttpClient, Request, Transport,
+    headers::Headers, AsyncRawResponse, Body, ClientOptions, ExponentialRetryOptions, HttpClient,
+    Request, RetryOptions, Transport,
 };
 use azure_identity::{
     AzureCliCredential, AzureDeveloperCliCredential, ClientSecretCredential,
@@ -38,6 +39,18 @@ pub const COGNITIVE_SCOPE: &str = "https://cognitiveservices.azure.com/.default"
 /// connect timeout there would hold up keyless calls.
 const TOKEN_TIMEOUT: Duration = Duration::from_secs(30);
 const IMDS_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Two quick retries of a token request. The SDK's default (eight retries over up to a minute)
+/// made an unreachable sign-in endpoint hold a keyless call for the whole [`TOKEN_TIMEOUT`]
+/// before the chain moved on or said why; the chain itself is asked again on the next call.
+fn token_retry() -> RetryOptions {
+    RetryOptions::exponential(ExponentialRetryOptions {
+        initial_delay: azure_core::time::Duration::milliseconds(200),
+        max_retries: 2,
+        max_total_elapsed: azure_core::time::Duration::seconds(5),
+        max_delay: azure_core::time::Duration::seconds(2),
+    })
+}
 
 /// The largest token reply read (a token is a few KB).
 const MAX_TOKEN_REPLY: usize = 1 << 20;
@@ -87,6 +100,7 @@ impl Chain {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let options = || ClientOptions {
             transport: Some(Transport::new(Arc::new(SdkTransport(http.clone())))),
+            retry: token_retry(),
             ..Default::default()
         };
         let mut sources = Vec::new();
@@ -205,9 +219,7 @@ impl Chain {
                     self.last_good.store(index, Ordering::Relaxed);
                     return Ok(token.token.secret().to_string());
                 }
-                Ok(Err(e)) => {
-                    tried.push(format!("{}: {}", source.name, first_line(&e.to_string())))
-                }
+                Ok(Err(e)) => tried.push(format!("{}: {}", source.name, reason(&e))),
                 Err(_) => {
                     *source
                         .silent_since
@@ -227,6 +239,21 @@ impl Chain {
             ),
         })
     }
+}
+
+/// An Azure SDK error with the errors it wraps ("... retry policy expired ...: <why the
+/// request failed>"), each by its first line: the outer one alone does not say what went wrong.
+fn reason(error: &azure_core::Error) -> String {
+    let mut parts = vec![first_line(&error.to_string())];
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let line = first_line(&e.to_string());
+        if !parts.iter().any(|p| p.contains(&line)) {
+            parts.push(line);
+        }
+        cause = e.source();
+    }
+    crate::client::excerpt(&parts.join(": "), 500)
 }
 
 /// The first line of an Azure SDK error, without its troubleshooting link.
