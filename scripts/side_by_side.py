@@ -521,7 +521,8 @@ def main():
     p = sub.add_parser("plan")
     p.add_argument("--flows", required=True)
     p = sub.add_parser("connection")
-    p.add_argument("--file", required=True)
+    p.add_argument("--file", required=True, action="append",
+                   help="a connection YAML (repeatable: one process imports promptflow once for all)")
     p = sub.add_parser("test")
     p.add_argument("--flow", required=True)
     p.add_argument("--inputs", required=True)
@@ -545,9 +546,14 @@ def main():
     try:
         if args.command == "connection":
             from promptflow._sdk._load_functions import load_connection
-            c = load_connection(source=args.file)
-            pf.connections.create_or_update(c)
-            print(json.dumps({"created": c.name}))
+            # one line per file: {"file", "created"} or {"file", "error"}; a bad file fails only itself
+            for file in args.file:
+                try:
+                    c = load_connection(source=file)
+                    pf.connections.create_or_update(c)
+                    print(json.dumps({"file": file, "created": c.name}), flush=True)
+                except Exception as e:
+                    print(json.dumps({"file": file, "error": f"{type(e).__name__}: {e}"}), flush=True)
         else:
             with open(args.inputs, encoding="utf-8") as f:
                 inputs = json.load(f)
@@ -940,7 +946,11 @@ def main():
     })
     pf_env = dict(common, SBS_HOME=pf_home, HOME=pf_home, PF_HOME_DIRECTORY=os.path.join(pf_home, ".promptflow"),
                   PF_BATCH_METHOD="spawn", PF_DISABLE_TRACING="true")
-    fr_env = dict(common, FLOWRT_HOME=flowrt_home, HOME=flowrt_home)
+    # flowrt's home is private to this run, but the machine's cache is not: flowrt keeps the base
+    # environment it builds once per machine there (under HOME's .cache by default), as on a user's
+    # machine; a private HOME alone would rebuild it (tens of seconds) in every run
+    machine_cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    fr_env = dict(common, FLOWRT_HOME=flowrt_home, HOME=flowrt_home, XDG_CACHE_HOME=machine_cache)
     if args.flowrt_python:
         fr_env["FLOWRT_PYTHON"] = os.path.abspath(args.flowrt_python)
     pf_env["SBS_OPENAI_NAMES"] = json.dumps(OPENAI_NAMES)
@@ -978,16 +988,34 @@ def main():
         conn_dir = os.path.join(work, "connections")
         os.makedirs(conn_dir)
         conn_problems = []
+        conn_files = {}
         for name, text in connection_yamls(base).items():
             p = os.path.join(conn_dir, name + ".yaml")
             with open(p, "w") as fh:
                 fh.write(text)
-            rc, out, err, _ = run_command([pf_python, driver, "connection", "--file", p], pf_env, 120)
-            if rc != 0:
-                conn_problems.append(f"pf {name}: {first_error_line(out, err)}")
+            conn_files[p] = name
             rc, out, err, _ = run_command([flowrt, "connection", "create", "--file", p], fr_env, 60)
             if rc != 0:
                 conn_problems.append(f"flowrt {name}: {first_error_line(out, err)}")
+        # promptflow's import takes seconds: every connection in one process of its own
+        argv = [pf_python, driver, "connection"]
+        for p in conn_files:
+            argv += ["--file", p]
+        rc, out, err, _ = run_command(argv, pf_env, 300)
+        created = set()
+        for line in (out or "").splitlines():
+            try:
+                done = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(done, dict) and done.get("file") in conn_files:
+                if "error" in done:
+                    conn_problems.append(f"pf {conn_files[done['file']]}: {done['error']}")
+                else:
+                    created.add(done["file"])
+        for p, name in conn_files.items():
+            if p not in created and not any(c.startswith(f"pf {name}:") for c in conn_problems):
+                conn_problems.append(f"pf {name}: {first_error_line(out or '', err or '')}")
         for line in conn_problems:
             print("connection: " + line, file=sys.stderr)
 

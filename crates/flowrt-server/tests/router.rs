@@ -10,7 +10,9 @@
 //!   documented path refuses (as the router does, 405) every method it does not document. That
 //!   no path is served without being documented at all is held in the crate
 //!   (`the_openapi_document_lists_exactly_the_served_operations`, over the route table);
-//! - requests without a valid token: 401 `{code, message}`.
+//! - requests without a valid token: 401 `{code, message}`;
+//! - junk to every documented operation (broken, deep and huge JSON, odd parameters): a JSON
+//!   refusal, never a 5xx (on both stores, as the matrix).
 //!
 //! Each test's requests take well under a second; they print how long they took.
 
@@ -456,4 +458,124 @@ async fn requests_without_a_valid_token_get_401_json() {
             );
         }
     }
+}
+
+/// Junk sent to every documented operation — no body, wrong types, broken, deep and huge JSON,
+/// odd path and query parameters — gets a JSON refusal and never a 5xx nor the router's 404/405;
+/// the document describes request bodies with the API's generated schemas.
+async fn every_operation_answers_junk(database: Option<String>) {
+    let app = App::new(database).await;
+    let started = Instant::now();
+    let doc = app.document().await;
+    assert_eq!(
+        doc["paths"]["/api/v1/runs"]["post"]["requestBody"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/CreateRun"
+    );
+    let create_run = &doc["components"]["schemas"]["CreateRun"];
+    for field in [
+        "session",
+        "name",
+        "data",
+        "column_mapping",
+        "resume_from",
+        "concurrency",
+    ] {
+        assert!(
+            create_run["properties"][field].is_object(),
+            "CreateRun.{field}: {create_run:#}"
+        );
+    }
+    assert_eq!(create_run["required"], json!(["session", "name"]));
+    assert_eq!(
+        doc["paths"]["/api/v1/runs/{name}/lines/{line}"]["get"]["parameters"][1],
+        json!({"name": "line", "in": "path", "required": true, "schema": {"type": "integer"}})
+    );
+
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let long = format!("{{\"name\": \"{}\"}}", "x".repeat(200_000));
+    let bodies: Vec<&str> = vec![
+        "",
+        "{}",
+        "[]",
+        "\"just a string\"",
+        "{\"name\":",
+        "null",
+        "{\"name\": 1e309, \"size\": -1, \"flow\": [], \"inputs\": 7, \"session\": {}}",
+        "{\"name\": \"../../etc\", \"flow\": \"/etc\", \"session\": \"s-000000000000\", \"data\": \"{\"}",
+        &deep,
+        &long,
+    ];
+    let params = ["zzz", "0", "..%2F..%2Fetc", "%00", &"a".repeat(300)];
+    let mut checked = 0;
+    for (method, path, _) in operations(&doc) {
+        if path == "/api/v1/sessions/events" {
+            continue; // a stream that never ends by itself
+        }
+        let method = method.to_uppercase();
+        let plain = matches!(path.as_str(), "/metrics" | "/healthz")
+            || doc["paths"][&path][method.to_lowercase()]["summary"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("Server-sent");
+        let sent: &[&str] = if method == "GET" || method == "DELETE" {
+            &[""]
+        } else {
+            &bodies
+        };
+        for param in params {
+            let concrete: String = path
+                .split('/')
+                .map(|seg| if seg.starts_with('{') { param } else { seg })
+                .collect::<Vec<_>>()
+                .join("/");
+            let uri = format!("{concrete}?offset=-1&limit=abc&session=%2E%2E");
+            for body in sent {
+                let answer = app.call(&method, &uri, Some(&app.owner), body).await;
+                let what = format!(
+                    "{method} {concrete} {}",
+                    body.chars().take(60).collect::<String>()
+                );
+                let status = answer.status;
+                assert!(
+                    !status.is_server_error(),
+                    "{what}: {status} {}",
+                    answer.body
+                );
+                assert!(!answer.unrouted(), "{what}: {status} {}", answer.body);
+                if status.is_client_error() {
+                    assert!(answer.is_api_error(), "{what}: {status} {}", answer.body);
+                } else if !plain && status != StatusCode::NO_CONTENT {
+                    let json = answer
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with("application/json"));
+                    assert!(json, "{what}: {status} {:?}", answer.headers);
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked > 300, "{checked}");
+    eprintln!(
+        "junk to every operation: {checked} requests in {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_answers_junk_with_json_4xx() {
+    every_operation_answers_junk(None).await;
+}
+
+/// The same junk on PostgreSQL, when `./scripts/test.sh` started one (`FLOWRT_TEST_POSTGRES`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_operation_answers_junk_with_json_4xx_on_postgres() {
+    let Some(admin) = flowrt_store::testing::postgres_url() else {
+        eprintln!("skipped: FLOWRT_TEST_POSTGRES is not set (./scripts/test.sh sets it)");
+        return;
+    };
+    let database = flowrt_store::testing::fresh_database(&admin).await.unwrap();
+    every_operation_answers_junk(Some(database)).await;
 }

@@ -2680,132 +2680,6 @@ fn a_remote_cli_runs_tests_batches_evaluations_and_resumes_through_the_server() 
         .exists());
 }
 
-/// Every operation the OpenAPI document lists is routed (never the unknown-route fallback), and
-/// junk sent to each (no body, wrong types, broken and deep JSON, huge values, odd parameters)
-/// gets a JSON answer and never a 5xx.
-/// On SQLite, then on Postgres.
-#[test]
-fn every_documented_operation_is_routed_and_answers_junk_with_json_4xx() {
-    on_both_stores(every_documented_operation_is_routed_and_answers_junk_with_json_4xx_story);
-}
-
-fn every_documented_operation_is_routed_and_answers_junk_with_json_4xx_story() {
-    let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path(), &[], &[]);
-    let auth = format!("Bearer {}", server.token());
-    let (status, _, doc) = http(
-        "GET",
-        &format!("{}/api/v1/openapi.json", server.url),
-        &[("authorization", &auth)],
-        "",
-    );
-    assert_eq!(status, 200);
-    let doc: Value = serde_json::from_str(&doc).unwrap();
-    // Request bodies are described by schemas generated from the API's types.
-    assert_eq!(
-        doc["paths"]["/api/v1/runs"]["post"]["requestBody"]["content"]["application/json"]
-            ["schema"]["$ref"],
-        "#/components/schemas/CreateRun"
-    );
-    let create_run = &doc["components"]["schemas"]["CreateRun"];
-    for field in [
-        "session",
-        "name",
-        "data",
-        "column_mapping",
-        "resume_from",
-        "concurrency",
-    ] {
-        assert!(
-            create_run["properties"][field].is_object(),
-            "CreateRun.{field}: {create_run:#}"
-        );
-    }
-    assert_eq!(create_run["required"], json!(["session", "name"]));
-    assert_eq!(
-        doc["paths"]["/api/v1/runs/{name}/lines/{line}"]["get"]["parameters"][1],
-        json!({"name": "line", "in": "path", "required": true, "schema": {"type": "integer"}})
-    );
-    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
-    let long = format!("{{\"name\": \"{}\"}}", "x".repeat(200_000));
-    let bodies: Vec<&str> = vec![
-        "",
-        "{}",
-        "[]",
-        "\"just a string\"",
-        "{\"name\":",
-        "null",
-        "{\"name\": 1e309, \"size\": -1, \"flow\": [], \"inputs\": 7, \"session\": {}}",
-        "{\"name\": \"../../etc\", \"flow\": \"/etc\", \"session\": \"s-000000000000\", \"data\": \"{\"}",
-        &deep,
-        &long,
-    ];
-    let params = ["zzz", "0", "..%2F..%2Fetc", "%00", &"a".repeat(300)];
-    let mut checked = 0;
-    for (path, ops) in doc["paths"].as_object().unwrap() {
-        if path == "/api/v1/sessions/events" {
-            continue; // a stream that never ends by itself: its own test reads it
-        }
-        for (method, op) in ops.as_object().unwrap() {
-            let m = method.to_uppercase();
-            for param in params {
-                let concrete: String = path
-                    .split('/')
-                    .map(|seg| if seg.starts_with('{') { param } else { seg })
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let url = format!(
-                    "{}{concrete}?offset=-1&limit=abc&session=%2E%2E",
-                    server.url
-                );
-                let sent_bodies: &[&str] = if m == "GET" || m == "DELETE" {
-                    &[""]
-                } else {
-                    &bodies
-                };
-                for body in sent_bodies {
-                    let (status, head, text) = http(
-                        &m,
-                        &url,
-                        &[
-                            ("authorization", &auth),
-                            ("content-type", "application/json"),
-                        ],
-                        body,
-                    );
-                    let what = format!(
-                        "{m} {concrete} {}",
-                        &body.chars().take(60).collect::<String>()
-                    );
-                    assert!(status < 500, "{what}: {status} {text}");
-                    assert_ne!(status, 405, "{what}: documented but not routed: {text}");
-                    assert!(!text.contains("no such route"), "{what}: {text}");
-                    let head = head.to_ascii_lowercase();
-                    let plain = path == "/metrics"
-                        || path == "/healthz"
-                        || op["summary"]
-                            .as_str()
-                            .unwrap_or("")
-                            .starts_with("Server-sent");
-                    if status >= 400 || (!plain && status != 204) {
-                        assert!(
-                            head.contains("content-type: application/json"),
-                            "{what}: {status} {head}"
-                        );
-                    }
-                    checked += 1;
-                }
-            }
-        }
-    }
-    assert!(checked > 300, "{checked}");
-    // And the server is still fine.
-    assert_eq!(
-        http("GET", &format!("{}/healthz", server.url), &[], "").0,
-        200
-    );
-}
-
 #[test]
 fn data_is_uploaded_once_checked_and_private_to_its_owner() {
     let home = tempfile::tempdir().unwrap();
@@ -4710,6 +4584,8 @@ fn simultaneous_uploads_of_data_all_succeed() {
 /// the base run (here 2 x 40 MB of data and outputs), and the evaluation reads every line.
 #[test]
 fn an_evaluation_in_a_session_gets_its_base_run_streamed() {
+    const LINES: usize = 500;
+    const CHARS: usize = 80_000;
     let home = tempfile::tempdir().unwrap();
     let server = Server::start(home.path(), &[], &[]);
     let pid = server.child.as_ref().unwrap().id();
@@ -4732,13 +4608,14 @@ fn an_evaluation_in_a_session_gets_its_base_run_streamed() {
     )
     .unwrap();
     let (id, _) = server.start_session(&dir, &[]);
-    // 2,000 lines of 20,000 characters each.
+    // 500 lines of 80,000 characters each: the bytes, not the count of lines, are what the
+    // server must not hold.
     let data = flows.path().join("big.jsonl");
-    let rows: String = (0..2000)
+    let rows: String = (0..LINES)
         .map(|i| {
             format!(
                 "{{\"text\": \"{}\"}}\n",
-                char::from(b'a' + (i % 26) as u8).to_string().repeat(20_000)
+                char::from(b'a' + (i % 26) as u8).to_string().repeat(CHARS)
             )
         })
         .collect();
@@ -4755,7 +4632,7 @@ fn an_evaluation_in_a_session_gets_its_base_run_streamed() {
         "base",
     ]))
     .unwrap();
-    assert_eq!(base["completed_lines"], 2000, "{base:#}");
+    assert_eq!(base["completed_lines"], LINES, "{base:#}");
     let before = peak_memory(pid);
     let eval: Value = serde_json::from_str(&server.ok(&[
         "run",
@@ -4772,7 +4649,7 @@ fn an_evaluation_in_a_session_gets_its_base_run_streamed() {
         "base-eval",
     ]))
     .unwrap();
-    assert_eq!(eval["completed_lines"], 2000, "{eval:#}");
+    assert_eq!(eval["completed_lines"], LINES, "{eval:#}");
     let grew = peak_memory(pid).saturating_sub(before);
     eprintln!(
         "the evaluation raised the server's peak memory by {:.1} MiB",
@@ -4787,15 +4664,16 @@ fn an_evaluation_in_a_session_gets_its_base_run_streamed() {
     let (status, _, body) = http(
         "GET",
         &format!(
-            "{}/api/v1/runs/base-eval/lines?offset=1999&limit=1",
-            server.url
+            "{}/api/v1/runs/base-eval/lines?offset={}&limit=1",
+            server.url,
+            LINES - 1
         ),
         &[("authorization", &auth)],
         "",
     );
     assert_eq!(status, 200, "{body}");
     let page: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(page["lines"][0]["outputs"]["size"], 20_000, "{page}");
+    assert_eq!(page["lines"][0]["outputs"]["size"], CHARS, "{page}");
 }
 
 /// Issue 21: a flow naming a requirements file outside its folder (one file for a repository's
