@@ -3,6 +3,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json, list_of, Reply};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -20,52 +21,151 @@ use flowrt_python::{find_base, latest_base, valid_env_name, BASE_ENVS};
 use flowrt_store::{ComputeKind, ComputeStatus, Role};
 use serde_json::Value;
 
+/// The server's own routes, the caller and users, environments, identities and computes.
 pub fn routes() -> ApiRoutes {
+    server_routes()
+        .merge(user_routes())
+        .merge(environment_routes())
+        .merge(identity_routes())
+        .merge(compute_routes())
+}
+
+/// Liveness, metrics and the OpenAPI document.
+fn server_routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/healthz", Permission::Public, healthz)
-        .get("/metrics", Permission::AuditRead, metrics)
-        .get("/api/v1/openapi.json", Permission::Read, openapi)
-        .get("/api/v1/me", Permission::Read, me)
-        .get("/api/v1/users", Permission::UsersWrite, list_users)
-        .post("/api/v1/users", Permission::UsersWrite, create_user)
-        .get("/api/v1/environments", Permission::Read, list_envs)
+        .get(
+            "/healthz",
+            Permission::Public,
+            healthz,
+            doc("Liveness (no token needed).").reply(200, json::<Health>()),
+        )
+        .get(
+            "/metrics",
+            Permission::AuditRead,
+            metrics,
+            doc("Prometheus metrics (admins).").reply(200, Reply::PrometheusText),
+        )
+        .get(
+            "/api/v1/openapi.json",
+            Permission::Read,
+            openapi,
+            doc("This document.").reply(200, Reply::Object),
+        )
+}
+
+/// The caller, and the users an admin lists and creates.
+fn user_routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get(
+            "/api/v1/me",
+            Permission::Read,
+            me,
+            doc("The calling user.").reply(200, json::<UserView>()),
+        )
+        .get(
+            "/api/v1/users",
+            Permission::UsersWrite,
+            list_users,
+            doc("List users (admin).").reply(200, list_of::<UserView>()),
+        )
+        .post(
+            "/api/v1/users",
+            Permission::UsersWrite,
+            create_user,
+            doc("Create a user {name, role}; returns its token once (admin).")
+                .body::<CreateUser>()
+                .reply(201, json::<CreatedUser>()),
+        )
+}
+
+/// The base and custom environments sessions run in.
+fn environment_routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get(
+            "/api/v1/environments",
+            Permission::Read,
+            list_envs,
+            doc("Base environment versions and published custom environments.")
+                .reply(200, json::<Environments>()),
+        )
         .post(
             "/api/v1/environments",
             Permission::EnvironmentsWrite,
             create_env,
+            doc("Publish a custom environment {name, requirements, from}.")
+                .body::<PublishEnvironment>()
+                .reply(201, json::<PublishedEnvironment>()),
         )
-        .get("/api/v1/identities", Permission::Read, list_identities)
+}
+
+/// The identities sessions may act as, and who may use them.
+fn identity_routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get(
+            "/api/v1/identities",
+            Permission::Read,
+            list_identities,
+            doc("List identities (feed tokens masked).")
+                .reply(200, list_of::<IdentityView>()),
+        )
         .post(
             "/api/v1/identities",
             Permission::IdentitiesWrite,
             create_identity,
+            doc("Create an identity {name, feed_token, feed_hosts, entra} (admin); the token is stored encrypted and goes only to the named hosts; entra {tenant_id, client_id, client_secret} signs its sessions' keyless Azure calls in, its secret stored encrypted and handed only to their agents.")
+                .body::<CreateIdentity>()
+                .reply(201, json::<IdentityView>()),
         )
         .post(
             "/api/v1/identities/{name}/grants",
             Permission::IdentitiesWrite,
             grant_identity,
+            doc("Let a user {user} start sessions acting as the identity (its owner or an admin).")
+                .body::<GrantIdentity>()
+                .reply(200, json::<IdentityView>()),
         )
-        .get("/api/v1/computes", Permission::Read, list_computes)
+}
+
+/// Compute instances and their lifecycle.
+fn compute_routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get(
+            "/api/v1/computes",
+            Permission::Read,
+            list_computes,
+            doc("List the compute instances you can see.").reply(200, list_of::<ComputeView>()),
+        )
         .post(
             "/api/v1/computes",
             Permission::ComputesWrite,
             create_compute,
+            doc("Create a compute instance {name, size, user}.")
+                .body::<CreateCompute>()
+                .reply(201, json::<ComputeView>()),
         )
-        .get("/api/v1/computes/{name}", Permission::Read, show_compute)
+        .get(
+            "/api/v1/computes/{name}",
+            Permission::Read,
+            show_compute,
+            doc("Show a compute instance.").reply(200, json::<ComputeView>()),
+        )
         .delete(
             "/api/v1/computes/{name}",
             Permission::ComputesWrite,
             delete_compute,
+            doc("Delete a compute instance.").reply(204, Reply::Empty),
         )
         .post(
             "/api/v1/computes/{name}/start",
             Permission::ComputesWrite,
             start_compute,
+            doc("Start a compute instance.").reply(200, json::<ComputeView>()),
         )
         .post(
             "/api/v1/computes/{name}/stop",
             Permission::ComputesWrite,
             stop_compute,
+            doc("Stop a compute instance.").reply(200, json::<ComputeView>()),
         )
 }
 

@@ -5,6 +5,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json, list_of, Reply};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -21,13 +22,34 @@ const MAX_YAML_BYTES: usize = 64 * 1024;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/connections", Permission::Read, list)
-        .post("/api/v1/connections", Permission::SessionsWrite, create)
-        .get("/api/v1/connections/{name}", Permission::Read, show)
+        .get(
+            "/api/v1/connections",
+            Permission::Read,
+            list,
+            doc("Your workspace connections and shared ones, secrets masked.")
+                .reply(200, list_of::<ConnectionView>()),
+        )
+        .post(
+            "/api/v1/connections",
+            Permission::SessionsWrite,
+            create,
+            doc("Create or replace a connection {yaml, shared}: promptflow's connection YAML; secrets sealed at rest, never returned.")
+                .body::<CreateConnection>()
+                .reply(201, json::<ConnectionView>()),
+        )
+        .get(
+            "/api/v1/connections/{name}",
+            Permission::Read,
+            show,
+            doc("One connection (yours, else a shared one), secrets masked.")
+                .reply(200, json::<ConnectionView>()),
+        )
         .delete(
             "/api/v1/connections/{name}",
             Permission::SessionsWrite,
             delete,
+            doc("Delete one of your connections.")
+                .reply(204, Reply::Empty),
         )
 }
 

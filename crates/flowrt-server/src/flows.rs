@@ -5,6 +5,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json, list_of};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
@@ -25,9 +26,30 @@ use std::path::PathBuf;
 pub fn routes() -> ApiRoutes {
     // The upload streams to disk: `spool` enforces its size as it arrives.
     ApiRoutes::default()
-        .get("/api/v1/flows", Permission::Read, list)
-        .post("/api/v1/flows/{name}", Permission::SessionsWrite, push)
-        .get("/api/v1/flows/{name}", Permission::Read, show)
+        .get(
+            "/api/v1/flows",
+            Permission::Read,
+            list,
+            doc("List the workspace's flows you may see, every version.")
+                .reply(200, list_of::<FlowVersion>()),
+        )
+        .post(
+            "/api/v1/flows/{name}",
+            Permission::SessionsWrite,
+            push,
+            doc("Push a snapshot (a gzip-compressed tar of the flow folder; ?entry=FILE.prompty) as the next version of name.")
+                .binary_body("application/gzip")
+                .query::<String>("entry")
+                .reply(201, json::<PushedFlow>())
+                .reply(200, json::<PushedFlow>()),
+        )
+        .get(
+            "/api/v1/flows/{name}",
+            Permission::Read,
+            show,
+            doc("Show a flow version (NAME or NAME@vN): inputs, outputs, nodes and edges.")
+                .reply(200, json::<FlowDetail>()),
+        )
 }
 
 /// A flow name is a folder-like word: it appears in references (`name@v2`) and URLs.

@@ -1,9 +1,11 @@
-//! The route table: every API route is added through [`ApiRoutes`] with the permission it needs.
-//! The permission travels with the request (an extension the [`crate::Caller`] extractor reads),
-//! so a handler cannot be reached by a caller whose roles lack it; and the table records each
-//! (method, path, permission), so tests hold the router to the OpenAPI document and walk every
-//! route with every role.
+//! The route table: every API route is added through [`ApiRoutes`] with the permission it needs
+//! and its documentation ([`Doc`]). The permission travels with the request (an extension the
+//! [`crate::Caller`] extractor reads), so a handler cannot be reached by a caller whose roles
+//! lack it; and the table records each (method, path, permission, documentation), from which
+//! the OpenAPI document is built (`openapi::document`) and over which tests walk every route
+//! with every role. One declaration per operation: nothing else lists the API routes.
 
+use crate::openapi::Doc;
 use crate::AppState;
 use axum::handler::Handler;
 use axum::routing::MethodRouter;
@@ -15,11 +17,13 @@ use flowrt_api::workspace::Permission;
 pub struct Required(pub Permission);
 
 /// One served operation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Operation {
     pub method: &'static str,
     pub path: &'static str,
     pub permission: Permission,
+    /// What the OpenAPI document says about it.
+    pub doc: Doc,
 }
 
 /// An axum router plus the operations it serves.
@@ -36,6 +40,7 @@ impl ApiRoutes {
         path: &'static str,
         permission: Permission,
         route: MethodRouter<AppState>,
+        doc: Doc,
     ) -> Self {
         // axum merges method routers given for the same path; each keeps its own layer.
         self.router = self
@@ -45,6 +50,7 @@ impl ApiRoutes {
             method,
             path,
             permission,
+            doc,
         });
         self
     }
@@ -56,8 +62,9 @@ impl ApiRoutes {
         path: &'static str,
         permission: Permission,
         route: MethodRouter<AppState>,
+        doc: Doc,
     ) -> Self {
-        self.add(method, path, permission, route)
+        self.add(method, path, permission, route, doc)
     }
 
     pub fn get<H: Handler<T, AppState>, T: 'static>(
@@ -65,8 +72,9 @@ impl ApiRoutes {
         path: &'static str,
         permission: Permission,
         h: H,
+        doc: Doc,
     ) -> Self {
-        self.add("get", path, permission, axum::routing::get(h))
+        self.add("get", path, permission, axum::routing::get(h), doc)
     }
 
     pub fn post<H: Handler<T, AppState>, T: 'static>(
@@ -74,8 +82,9 @@ impl ApiRoutes {
         path: &'static str,
         permission: Permission,
         h: H,
+        doc: Doc,
     ) -> Self {
-        self.add("post", path, permission, axum::routing::post(h))
+        self.add("post", path, permission, axum::routing::post(h), doc)
     }
 
     pub fn patch<H: Handler<T, AppState>, T: 'static>(
@@ -83,8 +92,9 @@ impl ApiRoutes {
         path: &'static str,
         permission: Permission,
         h: H,
+        doc: Doc,
     ) -> Self {
-        self.add("patch", path, permission, axum::routing::patch(h))
+        self.add("patch", path, permission, axum::routing::patch(h), doc)
     }
 
     pub fn delete<H: Handler<T, AppState>, T: 'static>(
@@ -92,8 +102,9 @@ impl ApiRoutes {
         path: &'static str,
         permission: Permission,
         h: H,
+        doc: Doc,
     ) -> Self {
-        self.add("delete", path, permission, axum::routing::delete(h))
+        self.add("delete", path, permission, axum::routing::delete(h), doc)
     }
 
     pub fn merge(mut self, other: ApiRoutes) -> Self {

@@ -5,12 +5,14 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json, list_of, Reply};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::Json;
+use flowrt_api::requests::CreateRun;
 use flowrt_api::responses::{
     CancelingRun, DataInfo, LinePage, LineRecord, LogChunk, RunAction, RunStarted, RunView,
     UploadedData,
@@ -29,39 +31,142 @@ use std::time::Duration;
 /// The most data one run request may carry.
 pub const MAX_RUN_DATA: usize = 256 * 1024 * 1024;
 
+/// Runs, the batch data they read, and what they produce as they go.
 pub fn routes() -> ApiRoutes {
+    run_routes()
+        .merge(data_routes())
+        .merge(run_progress_routes())
+}
+
+/// The workspace's runs: listed, started, shown, deleted, archived and restored.
+fn run_routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/runs", Permission::Read, list)
+        .get(
+            "/api/v1/runs",
+            Permission::Read,
+            list,
+            doc("List the workspace's runs you may see: yours (admins: everyone's), whichever session ran them (?archived=true: archived ones too).")
+                .query::<bool>("archived")
+                .reply(200, list_of::<RunView>()),
+        )
         .post(
             "/api/v1/runs",
             Permission::SessionsWrite,
             create.layer(DefaultBodyLimit::max(MAX_RUN_DATA + 1024 * 1024)),
+            doc("Start a batch or evaluation run {session, flow, name, data, data_format, column_mapping, run, variant, resume_from, line_timeout, concurrency} in a session (no overall timeout); its name is the workspace's.")
+                .body::<CreateRun>()
+                .reply(202, json::<RunStarted>()),
         )
-        .get("/api/v1/runs/{name}", Permission::Read, show)
-        .delete("/api/v1/runs/{name}", Permission::SessionsWrite, delete)
+        .get(
+            "/api/v1/runs/{name}",
+            Permission::Read,
+            show,
+            doc("Show a workspace run (?session=ID: only if that session ran it).")
+                .query::<String>("session")
+                .reply(200, json::<RunView>()),
+        )
+        .delete(
+            "/api/v1/runs/{name}",
+            Permission::SessionsWrite,
+            delete,
+            doc("Delete a finished run: its record, lines, outputs, logs and metrics.")
+                .reply(204, Reply::Empty),
+        )
         .post(
             "/api/v1/runs/{name}/archive",
             Permission::SessionsWrite,
             archive,
+            doc("Archive a run: the list leaves it out unless ?archived=true.")
+                .reply(200, json::<RunView>()),
         )
         .post(
             "/api/v1/runs/{name}/restore",
             Permission::SessionsWrite,
             restore,
+            doc("Restore an archived run to the list.")
+                .reply(200, json::<RunView>()),
         )
+}
+
+/// Batch data, uploaded once and named by its content's hash.
+fn data_routes() -> ApiRoutes {
+    ApiRoutes::default()
         // Streamed to disk: push_data enforces MAX_RUN_DATA as the body arrives.
-        .post("/api/v1/data", Permission::SessionsWrite, push_data)
-        .get("/api/v1/data/{reference}", Permission::Read, data_exists)
-        .get("/api/v1/runs/{name}/lines", Permission::Read, lines)
-        .get("/api/v1/runs/{name}/lines/{line}", Permission::Read, line)
-        .get("/api/v1/runs/{name}/metrics", Permission::Read, metrics)
-        .get("/api/v1/runs/{name}/logs", Permission::Read, logs)
+        .post(
+            "/api/v1/data",
+            Permission::SessionsWrite,
+            push_data,
+            doc("Upload batch data (?format=jsonl|csv|tsv; JSONL checked line by line), stored by its content's hash; returns its reference.")
+                .binary_body("application/octet-stream")
+                .query::<String>("format")
+                .reply(201, json::<UploadedData>())
+                .reply(200, json::<UploadedData>()),
+        )
+        .get(
+            "/api/v1/data/{reference}",
+            Permission::Read,
+            data_exists,
+            doc("Whether you have uploaded this data (data:sha256:HEX.EXT).")
+                .reply(200, json::<DataInfo>()),
+        )
+}
+
+/// A run's course: its lines, metrics and log, its events while it goes on, and cancelling it.
+fn run_progress_routes() -> ApiRoutes {
+    ApiRoutes::default()
+        .get(
+            "/api/v1/runs/{name}/lines",
+            Permission::Read,
+            lines,
+            doc("A run's per-line records (?offset, limit, status).")
+                .query::<usize>("offset")
+                .query::<usize>("limit")
+                .query::<String>("status")
+                .query::<String>("session")
+                .reply(200, json::<LinePage>()),
+        )
+        .get(
+            "/api/v1/runs/{name}/lines/{line}",
+            Permission::Read,
+            line,
+            doc("One line's record: inputs, outputs, error, node runs with timings and token usage.")
+                .query::<String>("session")
+                .reply(200, json::<LineRecord>()),
+        )
+        .get(
+            "/api/v1/runs/{name}/metrics",
+            Permission::Read,
+            metrics,
+            doc("A run's metrics.")
+                .query::<String>("session")
+                .reply(200, Reply::Object),
+        )
+        .get(
+            "/api/v1/runs/{name}/logs",
+            Permission::Read,
+            logs,
+            doc("A run's log from ?offset=N (poll with the returned offset to follow it).")
+                .query::<u64>("offset")
+                .query::<String>("session")
+                .reply(200, json::<LogChunk>()),
+        )
         .post(
             "/api/v1/runs/{name}/cancel",
             Permission::SessionsWrite,
             cancel,
+            doc("Cancel a running run; finished lines are kept for --resume-from.")
+                .query::<String>("session")
+                .reply(200, json::<CancelingRun>()),
         )
-        .get("/api/v1/runs/{name}/events", Permission::Read, events)
+        .get(
+            "/api/v1/runs/{name}/events",
+            Permission::Read,
+            events,
+            doc("Server-sent events while a run goes on: line (each finished line with its nodes), with ?nodes=true node (each node's start and end), progress (counts, rate, time left, and the quota pacing its model calls: endpoint, requests a second, calls a line, wait a call), end.")
+                .query::<String>("session")
+                .query::<bool>("nodes")
+                .reply(200, Reply::Events),
+        )
 }
 
 /// A run name is a file name in the workspace's and a session's folders: nothing that could

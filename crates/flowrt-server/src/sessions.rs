@@ -5,12 +5,16 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json, list_of, Reply};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use flowrt_api::responses::{LogChunk, PackageOrigin, PackageView, SessionAction, SessionView};
+use flowrt_api::requests::{AgentJoin, EditSession, InstallRequirements, StartSession, TestLine};
+use flowrt_api::responses::{
+    AgentJoined, LineResult, LogChunk, PackageOrigin, PackageView, SessionAction, SessionView,
+};
 use flowrt_api::workspace::Permission;
 use flowrt_api::SessionStatus;
 use flowrt_python::EnvRef;
@@ -71,40 +75,112 @@ pub async fn agent_join(
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/sessions", Permission::Read, list)
-        .post("/api/v1/sessions", Permission::SessionsWrite, start)
-        .get("/api/v1/sessions/events", Permission::Read, session_events)
-        .get("/api/v1/sessions/{id}", Permission::Read, show)
-        .patch("/api/v1/sessions/{id}", Permission::SessionsWrite, edit)
-        .delete("/api/v1/sessions/{id}", Permission::SessionsWrite, delete)
+        .get(
+            "/api/v1/sessions",
+            Permission::Read,
+            list,
+            doc("List your sessions.")
+                .reply(200, list_of::<SessionView>()),
+        )
+        .post(
+            "/api/v1/sessions",
+            Permission::SessionsWrite,
+            start,
+            doc("Start a session {flow, size, idle_timeout_s, identity, env, compute}; answers at once, then it prepares.")
+                .body::<StartSession>()
+                .reply(202, json::<SessionView>()),
+        )
+        .get(
+            "/api/v1/sessions/events",
+            Permission::Read,
+            session_events,
+            doc("Server-sent events: a session event with a session's view each time one of yours changes (status, phase, reason, settings), and once for each at the start.")
+                .reply(200, Reply::Events),
+        )
+        .get(
+            "/api/v1/sessions/{id}",
+            Permission::Read,
+            show,
+            doc("Show a session: status, phase, reason, base version, update available.")
+                .reply(200, json::<SessionView>()),
+        )
+        .patch(
+            "/api/v1/sessions/{id}",
+            Permission::SessionsWrite,
+            edit,
+            doc("Edit size and idle timeout.")
+                .body::<EditSession>()
+                .reply(200, json::<SessionView>()),
+        )
+        .delete(
+            "/api/v1/sessions/{id}",
+            Permission::SessionsWrite,
+            delete,
+            doc("Stop and forget a session.")
+                .reply(204, Reply::Empty),
+        )
         .post(
             "/api/v1/sessions/{id}/stop",
             Permission::SessionsWrite,
             stop,
+            doc("Stop a session.")
+                .reply(200, json::<SessionView>()),
         )
         .post(
             "/api/v1/sessions/{id}/reset",
             Permission::SessionsWrite,
             reset,
+            doc("Recreate a session's agent with the same environment.")
+                .reply(202, json::<SessionView>()),
         )
         .post(
             "/api/v1/sessions/{id}/update",
             Permission::SessionsWrite,
             update,
+            doc("Move a session to the latest base environment.")
+                .reply(202, json::<SessionView>()),
         )
-        .get("/api/v1/sessions/{id}/packages", Permission::Read, packages)
+        .get(
+            "/api/v1/sessions/{id}/packages",
+            Permission::Read,
+            packages,
+            doc("Installed packages and where each came from.")
+                .reply(200, list_of::<PackageView>()),
+        )
         .post(
             "/api/v1/sessions/{id}/install",
             Permission::SessionsWrite,
             install,
+            doc("Save requirements {requirements, save_only} and install them.")
+                .body::<InstallRequirements>()
+                .reply(202, json::<SessionView>())
+                .reply(200, json::<SessionView>()),
         )
-        .get("/api/v1/sessions/{id}/logs", Permission::Read, logs)
+        .get(
+            "/api/v1/sessions/{id}/logs",
+            Permission::Read,
+            logs,
+            doc("The session log from ?offset=N.")
+                .query::<u64>("offset")
+                .query::<String>("session")
+                .reply(200, json::<LogChunk>()),
+        )
         .post(
             "/api/v1/sessions/{id}/test",
             Permission::SessionsWrite,
             test,
+            doc("Run one line {inputs} in the session, bounded by the request timeout; with Accept: text/event-stream, chunk events stream the LLM reply, then a result event.")
+                .body::<TestLine>()
+                .reply(200, json::<LineResult>()),
         )
-        .post("/api/v1/agents/join", Permission::Public, agent_join)
+        .post(
+            "/api/v1/agents/join",
+            Permission::Public,
+            agent_join,
+            doc("A Ray session's agent joins its server: it proves it is the job the server submitted (the first line of that job's Ray log is the SHA-256 of its secret, and it calls from, and listens on, the node Ray placed the job on) and receives its flow's connections. No user token opens it.")
+                .body::<AgentJoin>()
+                .reply(200, json::<AgentJoined>()),
+        )
 }
 
 /// A session as the API shows it to `caller`: the record, what the manifest says about its base,

@@ -3,6 +3,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json, list_of, Reply};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, Query, Request, State};
@@ -18,30 +19,66 @@ use serde::Deserialize;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/tokens", Permission::Read, list_tokens)
-        .post("/api/v1/tokens", Permission::Read, create_token)
-        .delete("/api/v1/tokens/{id}", Permission::Read, revoke_token)
+        .get(
+            "/api/v1/tokens",
+            Permission::Read,
+            list_tokens,
+            doc("Your API tokens (with users/write, everyone's); never the tokens themselves.")
+                .reply(200, list_of::<TokenView>()),
+        )
+        .post(
+            "/api/v1/tokens",
+            Permission::Read,
+            create_token,
+            doc("Create an API token {for, expires_in_s}; it is shown once, only its hash is kept.")
+                .body::<CreateToken>()
+                .reply(201, json::<CreatedToken>()),
+        )
+        .delete(
+            "/api/v1/tokens/{id}",
+            Permission::Read,
+            revoke_token,
+            doc("Revoke a token: its next request gets 401.")
+                .reply(204, Reply::Empty),
+        )
         .post(
             "/api/v1/users/{name}/disable",
             Permission::UsersWrite,
             disable_user,
+            doc("Disable a user: its tokens get 401 (users/write).")
+                .reply(200, json::<UserView>()),
         )
         .post(
             "/api/v1/users/{name}/enable",
             Permission::UsersWrite,
             enable_user,
+            doc("Enable a disabled user again (users/write).")
+                .reply(200, json::<UserView>()),
         )
         .post(
             "/api/v1/users/{name}/roles",
             Permission::RoleAssignmentsWrite,
             assign_role,
+            doc("Assign a role {role}: admin, user or viewer replace the user's role, access-admin is held besides it (roleAssignments/write).")
+                .body::<AssignRole>()
+                .reply(200, json::<UserView>()),
         )
         .delete(
             "/api/v1/users/{name}/roles/{role}",
             Permission::RoleAssignmentsWrite,
             remove_role,
+            doc("Remove a role (the user's own role falls back to viewer).")
+                .reply(200, json::<UserView>()),
         )
-        .get("/api/v1/audit", Permission::AuditRead, list_audit)
+        .get(
+            "/api/v1/audit",
+            Permission::AuditRead,
+            list_audit,
+            doc("The audit log, newest first (?before=SEQ, limit): every state-changing request, who, when and its status (audit/read).")
+                .query::<i64>("before")
+                .query::<i64>("limit")
+                .reply(200, list_of::<AuditView>()),
+        )
 }
 
 fn token_view(t: &TokenRecord) -> TokenView {

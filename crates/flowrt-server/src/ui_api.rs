@@ -5,6 +5,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, State};
@@ -14,11 +15,19 @@ use flowrt_api::workspace::Permission;
 
 pub fn routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/limits", Permission::Read, limits)
+        .get(
+            "/api/v1/limits",
+            Permission::Read,
+            limits,
+            doc("The server's limits a page states: {interactive_timeout_s}.")
+                .reply(200, json::<Limits>()),
+        )
         .get(
             "/api/v1/sessions/{id}/requirements",
             Permission::Read,
             requirements,
+            doc("A session's saved requirements file {path, text, flow_ref} (what the web UI edits).")
+                .reply(200, json::<Requirements>()),
         )
 }
 

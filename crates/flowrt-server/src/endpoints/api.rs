@@ -5,6 +5,7 @@
 use super::serving::load_facts;
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
+use crate::openapi::{doc, json, list_of, Reply};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -26,68 +27,149 @@ const MAX_RETENTION_DAYS: u32 = 3650;
 const MAX_INSTANCES: u32 = 64;
 const DEFAULT_TARGET_CONCURRENCY: u32 = 8;
 
+/// Endpoints, their deployments, their request records, and scoring.
 pub fn routes() -> ApiRoutes {
+    endpoint_routes()
+        .merge(deployment_routes())
+        .merge(request_record_routes())
+        .merge(scoring_routes())
+}
+
+/// Endpoints themselves: listed, created, their traffic split changed, deleted, their keys replaced.
+fn endpoint_routes() -> ApiRoutes {
     ApiRoutes::default()
-        .get("/api/v1/endpoints", Permission::Read, list)
-        .post("/api/v1/endpoints", Permission::EndpointsWrite, create)
-        .get("/api/v1/endpoints/{name}", Permission::Read, show)
+        .get(
+            "/api/v1/endpoints",
+            Permission::Read,
+            list,
+            doc("Every endpoint, with its deployments, their instances and the traffic split.")
+                .reply(200, list_of::<EndpointView>()),
+        )
+        .post(
+            "/api/v1/endpoints",
+            Permission::EndpointsWrite,
+            create,
+            doc("Create an endpoint {name, retention_days}; its primary and secondary keys are shown once, only their hashes are kept (endpoints/write).")
+                .body::<CreateEndpoint>()
+                .reply(201, json::<CreatedEndpoint>()),
+        )
+        .get(
+            "/api/v1/endpoints/{name}",
+            Permission::Read,
+            show,
+            doc("One endpoint with its deployments.")
+                .reply(200, json::<EndpointView>()),
+        )
         .patch(
             "/api/v1/endpoints/{name}",
             Permission::EndpointsWrite,
             update,
+            doc("Set the traffic split {traffic: {deployment: percent}} (adding up to 100) and retention_days (its owner or an admin).")
+                .body::<UpdateEndpoint>()
+                .reply(200, json::<EndpointView>()),
         )
         .delete(
             "/api/v1/endpoints/{name}",
             Permission::EndpointsWrite,
             delete,
+            doc("Delete an endpoint, its deployments (their instances stop) and its request records.")
+                .reply(204, Reply::Empty),
         )
         .post(
             "/api/v1/endpoints/{name}/keys",
             Permission::EndpointsWrite,
             regenerate_key,
+            doc("Replace a key {key: primary|secondary}; the new key is shown once and the old one stops working at once.")
+                .body::<RegenerateKey>()
+                .reply(200, json::<EndpointKeys>()),
         )
+}
+
+/// An endpoint's deployments: each a flow version on instances the server keeps running.
+fn deployment_routes() -> ApiRoutes {
+    ApiRoutes::default()
         .get(
             "/api/v1/endpoints/{name}/deployments",
             Permission::Read,
             list_deployments,
+            doc("An endpoint's deployments.")
+                .reply(200, list_of::<DeploymentView>()),
         )
         .post(
             "/api/v1/endpoints/{name}/deployments",
             Permission::EndpointsWrite,
             create_deployment,
+            doc("Deploy a flow version {name, flow: NAME@vN, instances, size, min_instances, max_instances, target_concurrency, sample_rate, redact_payloads}: its instances are sealed sessions the server keeps running.")
+                .body::<CreateDeployment>()
+                .reply(201, json::<DeploymentView>()),
         )
         .get(
             "/api/v1/endpoints/{name}/deployments/{deployment}",
             Permission::Read,
             show_deployment,
+            doc("One deployment: status, revision, instances and their sessions.")
+                .reply(200, json::<DeploymentView>()),
         )
         .patch(
             "/api/v1/endpoints/{name}/deployments/{deployment}",
             Permission::EndpointsWrite,
             update_deployment,
+            doc("Change a deployment: a new flow version rolls its instances over without downtime (new ones ready before old ones drain); instances, min/max, sampling, redaction.")
+                .body::<UpdateDeployment>()
+                .reply(200, json::<DeploymentView>()),
         )
         .delete(
             "/api/v1/endpoints/{name}/deployments/{deployment}",
             Permission::EndpointsWrite,
             delete_deployment,
+            doc("Delete a deployment with no traffic (or the only one): its instances drain and stop.")
+                .reply(204, Reply::Empty),
         )
+}
+
+/// What an endpoint was asked: its scoring requests, each with its trace, and the dashboard over them.
+fn request_record_routes() -> ApiRoutes {
+    ApiRoutes::default()
         .get(
             "/api/v1/endpoints/{name}/requests",
             Permission::Read,
             list_requests,
+            doc("The endpoint's scoring requests, newest first (?deployment, status=ok|error, before, limit).")
+                .query::<String>("deployment")
+                .query::<String>("status")
+                .query::<i64>("before")
+                .query::<usize>("limit")
+                .reply(200, list_of::<ScoreRequestView>()),
         )
         .get(
             "/api/v1/endpoints/{name}/requests/{id}",
             Permission::Read,
             show_request,
+            doc("One scoring request with its trace: inputs, outputs, nodes' latency and tokens, spans (when sampled, payloads unless redacted).")
+                .reply(200, json::<ScoreRequestDetail>()),
         )
-        .get("/api/v1/endpoints/{name}/stats", Permission::Read, stats)
+        .get(
+            "/api/v1/endpoints/{name}/stats",
+            Permission::Read,
+            stats,
+            doc("The endpoint's dashboard over ?minutes (default 60): requests/s, errors, p50/p99 latency and tokens, in about sixty buckets.")
+                .query::<u64>("minutes")
+                .query::<String>("deployment")
+                .reply(200, json::<EndpointStats>()),
+        )
+}
+
+/// Scoring itself, outside `/api/v1`: promptflow's serving contract.
+fn scoring_routes() -> ApiRoutes {
+    ApiRoutes::default()
         .route(
             "post",
             "/endpoints/{name}/score",
             Permission::Public,
             axum::routing::post(super::score::score)
                 .layer(DefaultBodyLimit::max(super::score::MAX_SCORE_BODY)),
+            doc("Score: the flow's inputs as a JSON object in, its outputs as JSON out (promptflow's serving contract; with Accept: text/event-stream the streamed output as data events). Authorization: Bearer with an endpoint key, or a user token with endpoints/score; azureml-model-deployment names a deployment, else the traffic split picks one.")
+                .reply(200, Reply::Object),
         )
 }
 

@@ -10,16 +10,18 @@
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::flows::{resolve, snapshot_dir, RemoveOnDrop};
+use crate::openapi::{doc, json, Reply};
 use crate::routing::ApiRoutes;
 use crate::AppState;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use flowrt_api::requests::{EditPathSeg, FlowDraft, FlowEdit, SaveFlow};
+use flowrt_api::requests::{EditPathSeg, FlowDraft, FlowEdit, SaveFlow, SwitchSession, TestDraft};
 use flowrt_api::responses::{
     DiffHunk, DiffLine, DraftProblem, DraftView, FileDiff, FlowComparison, FlowFileContent,
-    FlowFileEntry, FlowFiles, FlowVersion, PushedFlow, SaveConflict,
+    FlowFileEntry, FlowFiles, FlowVersion, LineResult, PackageTools, PushedFlow, SaveConflict,
+    SessionView,
 };
 use flowrt_api::workspace::Permission;
 use flowrt_store::snapshot::{self, SnapshotLimits};
@@ -48,38 +50,73 @@ pub fn routes() -> ApiRoutes {
             "/api/v1/sessions/{id}/tools",
             Permission::SessionsWrite,
             sessions::package_tools,
+            doc("The tools the session's installed packages declare (package_tools entry points), with their inputs: what a node's source {type: package, tool: ID} names.")
+                .reply(200, json::<PackageTools>()),
         )
         .post(
             "/api/v1/sessions/{id}/switch",
             Permission::SessionsWrite,
             sessions::switch_session,
+            doc("Run another version of the session's flow {flow: NAME@vN} from now on, without a restart (its requirements must be the session's; lines running finish on the old version).")
+                .body::<SwitchSession>()
+                .reply(200, json::<SessionView>()),
         )
         .post(
             "/api/v1/flows/{name}/draft/test",
             Permission::SessionsWrite,
             sessions::test_draft,
+            doc("Run one line of a draft {files, session, inputs} in your running session, with its environment and connections, bounded by the request timeout (a draft that changes requirements.txt is refused: save and install it first).")
+                .body::<TestDraft>()
+                .reply(200, json::<LineResult>()),
         )
-        .get("/api/v1/flows/{name}/files", Permission::Read, files)
-        .get("/api/v1/flows/{name}/file", Permission::Read, file)
+        .get(
+            "/api/v1/flows/{name}/files",
+            Permission::Read,
+            files,
+            doc("A flow version's files (NAME or NAME@vN), by path, with their sizes.")
+                .reply(200, json::<FlowFiles>()),
+        )
+        .get(
+            "/api/v1/flows/{name}/file",
+            Permission::Read,
+            file,
+            doc("One file of a flow version (?path=src/tool.py): its text, or null when it is not text or over 1 MiB.")
+                .query::<String>("path")
+                .reply(200, json::<FlowFileContent>()),
+        )
         .get(
             "/api/v1/flows/{name}/compare",
             Permission::Read,
             versions::compare,
+            doc("Compare two versions of a flow (?from=N&to=M): the files that differ and their changed lines in context.")
+                .query::<u64>("from")
+                .query::<u64>("to")
+                .reply(200, json::<FlowComparison>()),
         )
         .get(
             "/api/v1/flows/{name}/snapshot",
             Permission::Read,
             snapshot_archive,
+            doc("A flow version's files as a gzip-compressed tar (what `flowrt flow pull` unpacks).")
+                .reply(200, Reply::GzipTar),
         )
         .post(
             "/api/v1/flows/{name}/draft",
             Permission::SessionsWrite,
             draft::draft,
+            doc("Check a draft of a flow version {files: {path: text|null}, edits: [FlowEdit]}: the edits are made in the YAML's text (untouched lines stay as written), then the flow is loaded; answers the changed files and the flow's graph, or its problems with file and line.")
+                .body::<FlowDraft>()
+                .reply(200, json::<DraftView>()),
         )
         .post(
             "/api/v1/flows/{name}/versions",
             Permission::SessionsWrite,
             versions::save,
+            doc("Save a draft {base: NAME@vN, message, files} as the next version of name (or as the first of a new name); 409 with the difference when another version was saved after base.")
+                .body::<SaveFlow>()
+                .reply(201, json::<PushedFlow>())
+                .reply(200, json::<PushedFlow>())
+                .reply(409, json::<SaveConflict>()),
         )
 }
 
