@@ -223,7 +223,7 @@ const ERRORS: &[(&str, &str)] = &[
 fn responses(doc: &Doc) -> Value {
     let mut responses = Map::new();
     for (status, reply) in &doc.replies {
-        responses.insert(status.to_string(), reply_response(reply));
+        responses.insert(status.to_string(), reply_response(*status, reply));
     }
     let error = json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}});
     for (status, what) in ERRORS {
@@ -238,10 +238,16 @@ fn responses(doc: &Doc) -> Value {
     Value::Object(responses)
 }
 
-fn reply_response(reply: &Reply) -> Value {
+fn reply_response(status: u16, reply: &Reply) -> Value {
+    // A declared refusal (a save's 409) is not "OK".
+    let ok = if status < 300 {
+        "OK"
+    } else {
+        "Refused; the body says why"
+    };
     match reply {
         Reply::Json(name) => {
-            json!({"description": "OK", "content": {"application/json": {"schema": name.reference()}}})
+            json!({"description": ok, "content": {"application/json": {"schema": name.reference()}}})
         }
         Reply::List(name) => {
             json!({"description": "OK", "content": {"application/json": {"schema": {"type": "array", "items": name.reference()}}}})

@@ -162,7 +162,6 @@ pub fn routes() -> ApiRoutes {
             logs,
             doc("The session log from ?offset=N.")
                 .query::<u64>("offset")
-                .query::<String>("session")
                 .reply(200, json::<LogChunk>()),
         )
         .post(
