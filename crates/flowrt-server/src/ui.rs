@@ -14,6 +14,9 @@ use axum::routing::get;
 use axum::Router;
 use std::sync::OnceLock;
 
+#[cfg(test)]
+mod js_functions;
+
 /// Everything the UI is made of: (path under `/ui/`, content type, bytes).
 const ASSETS: &[(&str, &str, &[u8])] = &[
     ("index.html", HTML, include_bytes!("../ui/index.html")),
@@ -168,6 +171,54 @@ mod tests {
             compressed < 350 * 1024,
             "the editor's assets weigh {compressed} bytes compressed"
         );
+    }
+
+    /// The longest a UI function may be: one that reads at once. A page splits into what it loads
+    /// (API calls), what it draws (data to DOM) and what its buttons do (call, then redraw).
+    const MAX_FUNCTION_LINES: usize = 60;
+
+    #[test]
+    fn every_ui_function_is_at_most_60_lines() {
+        let mut long = Vec::new();
+        for (path, _, bytes) in ASSETS {
+            if !path.ends_with(".js") || path.starts_with("js/vendor/") {
+                continue;
+            }
+            let src = std::str::from_utf8(bytes).expect("the UI's modules are UTF-8");
+            let found = js_functions::functions(src);
+            // A scan that misread a literal would swallow code and find fewer functions, not
+            // longer ones: it must at least see every exported one.
+            for name in exported_functions(src) {
+                assert!(
+                    found.iter().any(|f| f.name == name),
+                    "the scan of ui/{path} missed its exported function {name}"
+                );
+            }
+            for f in found {
+                if f.lines > MAX_FUNCTION_LINES {
+                    long.push(format!(
+                        "ui/{path}:{}: {} is {} lines",
+                        f.line, f.name, f.lines
+                    ));
+                }
+            }
+        }
+        assert!(
+            long.is_empty(),
+            "UI functions over {MAX_FUNCTION_LINES} lines (split them into load, render and act):\n{}",
+            long.join("\n")
+        );
+    }
+
+    /// The names of a module's `export function` and `export async function` declarations.
+    fn exported_functions(src: &str) -> Vec<&str> {
+        src.lines()
+            .filter_map(|l| {
+                l.strip_prefix("export function ")
+                    .or_else(|| l.strip_prefix("export async function "))
+            })
+            .filter_map(|rest| rest.split('(').next())
+            .collect()
     }
 
     #[test]

@@ -1,5 +1,5 @@
-// The shell: sign-in, the navigation and the hash router. Each page is its own module, imported
-// when first visited, so a page loads only its own code.
+// The shell: owns the sign-in and not-found pages, the navigation and the hash router. Each
+// other page is its own module, imported when first visited, so a page loads only its own code.
 import { auth, get } from './api.js';
 import { h, clear, notify, field, button } from './dom.js';
 

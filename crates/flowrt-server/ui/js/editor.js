@@ -1,8 +1,12 @@
-// Authoring a flow in the browser: a draft of one version, edited node by node (the flatten view)
-// or file by file (raw mode), checked by the server as it changes, and saved as the next version
-// with a message. The server edits flow.dag.yaml in its text, so comments and key order stay;
-// a save over a version someone saved meanwhile is refused with the difference (never a silent
-// last-save-wins). The draft is kept in this browser until it is saved or discarded.
+// Authoring: owns the flow editor (#/flows/REF/edit) and the comparison of two versions
+// (#/flows/NAME/compare). The editor holds a draft of one version, edited node by node (the
+// flatten view) or file by file (raw mode), checked by the server as it changes, and saved as
+// the next version with a message. The server edits flow.dag.yaml in its text, so comments and
+// key order stay; a save over a version someone saved meanwhile is refused with the difference
+// (never a silent last-save-wins). The draft is kept in this browser until it is saved or
+// discarded. `edit` loads; EditorPage's render* methods draw from the draft's last check; its
+// other methods act (ask the server, then redraw). Whether the caller may save comes from the
+// flow's `actions` (edit).
 import { auth, get, post } from './api.js';
 import { h, clear, field, button, notify, act } from './dom.js';
 
@@ -74,6 +78,14 @@ class Draft {
 }
 
 // ---- small parts ----
+
+// What a test of the draft gave; the trace page reads the line back from this tab's storage.
+function draftTestResult(line, what) {
+  return [h('p', { class: 'muted', id: 'draft-test-what' }, `Ran ${what}.`),
+    line.error ? h('div', { class: 'error', id: 'draft-test-error' }, h('strong', {}, `Node ${line.error.node || '?'} failed: `), line.error.display || line.error.message) : null,
+    h('pre', { class: 'json', id: 'draft-test-outputs' }, JSON.stringify(line.outputs, null, 2)),
+    h('p', {}, `Took ${(line.duration * 1000).toFixed(0)} ms. `, h('a', { href: '#/trace/test', id: 'draft-trace-link' }, 'View this line’s trace'))];
+}
 
 function problemList(problems) {
   if (!problems || !problems.length) return h('p', { class: 'ok', id: 'draft-ok' }, 'The draft loads: no problems.');
@@ -262,10 +274,7 @@ class EditorPage {
     if (!partial) this.lastTest = { inputs, line };
     const what = partial ? (partial.kind === 'node' ? `node ${partial.node} alone` : `from node ${partial.node}`) : 'the whole line';
     sessionStorage.setItem('flowrt.lastTest', JSON.stringify({ flow: `${this.draft.base.ref} (draft)`, session, inputs, at: Date.now(), ...line }));
-    clear(result, h('p', { class: 'muted', id: 'draft-test-what' }, `Ran ${what}.`),
-      line.error ? h('div', { class: 'error', id: 'draft-test-error' }, h('strong', {}, `Node ${line.error.node || '?'} failed: `), line.error.display || line.error.message) : null,
-      h('pre', { class: 'json', id: 'draft-test-outputs' }, JSON.stringify(line.outputs, null, 2)),
-      h('p', {}, `Took ${(line.duration * 1000).toFixed(0)} ms. `, h('a', { href: '#/trace/test', id: 'draft-trace-link' }, 'View this line’s trace')));
+    clear(result, draftTestResult(line, what));
   }
 
   // Read every node's tool (python code in the session, templates on the server) and add the
@@ -750,17 +759,30 @@ function hunkTable(hunk) {
   return h('table', { class: 'hunk' }, h('tbody', {}, rows));
 }
 
-export async function compare({ main, params, query }) {
-  const name = params[0];
+// The flow's versions, the two to compare (by default the latest and the one before), and
+// what differs between them.
+async function loadComparison(name, query) {
   const all = (await get('/api/v1/flows')).filter((f) => f.name === name).sort((x, y) => x.version - y.version);
   if (!all.length) throw new Error(`no flow ${name}`);
   const to = Number(query.get('to')) || all[all.length - 1].version;
   const from = Number(query.get('from')) || Math.max(1, to - 1);
+  const cmp = await get(`/api/v1/flows/${encodeURIComponent(name)}/compare?from=${from}&to=${to}`);
+  return { all, from, to, cmp };
+}
+
+// The two version pickers; changing either opens that comparison.
+function versionPickers(name, all, from, to) {
   const pick = (id, value) => h('select', { id, onchange: () => { location.hash = `#/flows/${encodeURIComponent(name)}/compare?from=${fromSel.value}&to=${toSel.value}`; } },
     all.map((v) => h('option', { value: v.version, selected: v.version === value }, `${v.ref}${v.message ? ` · ${v.message}` : ''}`)));
   const fromSel = pick('compare-from', from);
   const toSel = pick('compare-to', to);
-  const cmp = await get(`/api/v1/flows/${encodeURIComponent(name)}/compare?from=${from}&to=${to}`);
+  return [fromSel, toSel];
+}
+
+export async function compare({ main, params, query }) {
+  const name = params[0];
+  const { all, from, to, cmp } = await loadComparison(name, query);
+  const [fromSel, toSel] = versionPickers(name, all, from, to);
   main.append(
     h('div', { class: 'bar' }, h('h1', {}, 'Compare ', h('code', {}, name)), field('From', fromSel), field('To', toSel),
       h('a', { href: `#/flows/${encodeURIComponent(cmp.to.ref)}` }, `Open ${cmp.to.ref}`)),

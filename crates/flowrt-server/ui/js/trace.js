@@ -1,6 +1,8 @@
-// A line's trace: the span tree (flow, then each node; LLM nodes as LLM spans) and a waterfall
-// timeline drawn from the line's record, with each span's inputs, outputs, logs, parameters and
-// token counts, and the cumulative tokens as the line went on.
+// Traces: owns a run line's trace (#/runs/NAME/lines/N/trace) and the last test line's
+// (#/trace/test); `render` also draws an endpoint request's trace. A trace is the span tree
+// (flow, then each node; LLM nodes as LLM spans) and a waterfall timeline drawn from the line's
+// record, with each span's inputs, outputs, logs, parameters and token counts, and the
+// cumulative tokens as the line went on.
 import { get } from './api.js';
 import { h, clear, fmtDur, pre, badge } from './dom.js';
 
