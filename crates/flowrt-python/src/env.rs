@@ -478,9 +478,6 @@ pub fn ensure_env_with(
         version.split_whitespace().next().unwrap_or(&version)
     ));
     create_venv(&uv, &base_python, &env_dir, true, progress)?;
-    // The flow's own requirements install even when the base's packages cannot: a flow that
-    // needs only them runs.
-    crate::base_env::lay_pins(&uv, &resolved, &env_dir, opts.base_cache, progress);
     let merged_file = env_dir.join(MERGED_REQUIREMENTS);
     let mut text = resolved.lines.join("\n");
     text.push('\n');
@@ -492,40 +489,28 @@ pub fn ensure_env_with(
         .requirements
         .map(Path::to_path_buf)
         .unwrap_or_else(|| merged_file.clone());
+    let install = FlowInstall {
+        uv: &uv,
+        base_python: &base_python,
+        env_dir: &env_dir,
+        requirements: &merged_file,
+        label: &label,
+        index: &resolved.index,
+        opts,
+        build_tmp: envs.join(format!("{key}.tmp")),
+    };
+    // Resolved alone first: a misspelt or missing package fails the build in about a second,
+    // not after the tens of seconds the base's packages take to install.
+    install.run(true)?;
+    // The flow's own requirements install even when the base's packages cannot: a flow that
+    // needs only them runs.
+    crate::base_env::lay_pins(&uv, &resolved, &env_dir, opts.base_cache, progress);
     progress(&format!(
         "installing {} requirement(s) from {}",
         resolved.lines.len(),
         label.display()
     ));
-    let mut cmd = uv.command();
-    install_command(
-        &mut cmd,
-        &env_python,
-        &merged_file,
-        &resolved.index,
-        opts.private_token,
-    );
-    let build_tmp = envs.join(format!("{key}.tmp"));
-    if let Some(sandbox) = opts.sandbox {
-        let _ = fs_err::remove_dir_all(&build_tmp);
-        fs_err::create_dir_all(&build_tmp).map_err(|source| EnvError::Io {
-            path: build_tmp.clone(),
-            source,
-        })?;
-        cmd = sealed_install(sandbox, &cmd, &base_python, &env_dir, &build_tmp);
-    }
-    let out = cmd.output();
-    let _ = fs_err::remove_dir_all(&build_tmp);
-    let out = out.map_err(|e| EnvError::Install {
-        requirements: label.clone(),
-        stderr_tail: format!("cannot run uv: {e}"),
-    })?;
-    if !out.status.success() {
-        return Err(EnvError::Install {
-            requirements: label,
-            stderr_tail: tail(&out, opts.private_token),
-        });
-    }
+    install.run(false)?;
     let marker = env_dir.join(READY_MARKER);
     fs_err::write(&marker, format!("{version}\n")).map_err(|source| EnvError::Io {
         path: marker,
@@ -534,6 +519,65 @@ pub fn ensure_env_with(
     touch_last_used(&env_dir);
     progress(&format!("environment {key} ready"));
     Ok(env_python)
+}
+
+/// The install of a flow's requirements into its new environment, run by uv (sealed when the
+/// options give a sandbox: a package's build script is user code).
+struct FlowInstall<'a> {
+    uv: &'a Uv,
+    base_python: &'a Path,
+    env_dir: &'a Path,
+    requirements: &'a Path,
+    /// The requirements file as the user knows it, for messages.
+    label: &'a Path,
+    index: &'a [String],
+    opts: &'a EnvOptions<'a>,
+    build_tmp: PathBuf,
+}
+
+impl FlowInstall<'_> {
+    /// Install the requirements, or with `dry_run` only resolve them (uv's `--dry-run`: what
+    /// would be installed, nothing written into the environment).
+    fn run(&self, dry_run: bool) -> Result<(), EnvError> {
+        let mut cmd = self.uv.command();
+        install_command(
+            &mut cmd,
+            &self.env_dir.join("bin").join("python"),
+            self.requirements,
+            self.index,
+            self.opts.private_token,
+        );
+        if dry_run {
+            cmd.arg("--dry-run");
+        }
+        if let Some(sandbox) = self.opts.sandbox {
+            let _ = fs_err::remove_dir_all(&self.build_tmp);
+            fs_err::create_dir_all(&self.build_tmp).map_err(|source| EnvError::Io {
+                path: self.build_tmp.clone(),
+                source,
+            })?;
+            cmd = sealed_install(
+                sandbox,
+                &cmd,
+                self.base_python,
+                self.env_dir,
+                &self.build_tmp,
+            );
+        }
+        let out = cmd.output();
+        let _ = fs_err::remove_dir_all(&self.build_tmp);
+        let out = out.map_err(|e| EnvError::Install {
+            requirements: self.label.to_path_buf(),
+            stderr_tail: format!("cannot run uv: {e}"),
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(EnvError::Install {
+            requirements: self.label.to_path_buf(),
+            stderr_tail: tail(&out, self.opts.private_token),
+        })
+    }
 }
 
 /// `uv venv` at `env_dir` from `base_python`, with pip in it when `seed` (without, the caller

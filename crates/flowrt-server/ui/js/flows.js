@@ -404,9 +404,9 @@ export async function page({ main, params, query, signal }) {
   ui.switchBtn = button(`Switch session to ${flow.ref}`, () => act(ui.switchBtn, () => switchSession(ui)), { id: 'switch-session', hidden: true });
   const showNode = (n) => clear(ui.detail, nodeDetail(n));
   ui.svg = drawDag(flow, showNode);
-  main.append(flowBar(ui, versions),
-    flow.message ? h('p', { class: 'muted', id: 'version-message' }, `${flow.ref}: ${flow.message}`) : null,
-    h('div', { class: 'flow-grid' }, dagSection(ui.svg), ui.detail));
+  // The DOM's own append writes a null as the text "null": a version without a message adds nothing.
+  const message = flow.message ? [h('p', { class: 'muted', id: 'version-message' }, `${flow.ref}: ${flow.message}`)] : [];
+  main.append(flowBar(ui, versions), ...message, h('div', { class: 'flow-grid' }, dagSection(ui.svg), ui.detail));
   const highlighted = query.get('node') && flow.nodes.find((x) => x.name === query.get('node'));
   if (highlighted) showNode(highlighted);
   const pane = testPane(flow, limits, ui.runBtn);

@@ -98,6 +98,8 @@ try {
     await page.locator('svg.dag g.node[data-node="stats"]').waitFor();
     assert(await page.locator('svg.dag g.node.agg').count() === 1, 'the aggregation node is drawn as one');
     assert(await page.locator('svg.dag path.edge.activate').count() >= 1, 'the activate condition is drawn');
+    const stray = await page.evaluate(() => [...document.querySelector('main').childNodes].filter((n) => n.nodeType === Node.TEXT_NODE && n.textContent.trim()).map((n) => n.textContent));
+    assert(stray.length === 0, `no stray text on the flow page (a version without a message): ${JSON.stringify(stray)}`);
     await page.locator('#session-select').selectOption(sessionId);
     await page.getByLabel('text (string)').fill('hello big world');
     await page.getByRole('button', { name: 'Run line' }).click();
