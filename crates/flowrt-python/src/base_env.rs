@@ -170,6 +170,35 @@ pub(crate) fn lay_pins(
     }
 }
 
+/// Start the environment of a flow with requirements at `env_dir` (which does not exist yet) as
+/// a copy of this machine's base environment, built first if need be: its packages are already
+/// installed and compiled, which installing the pins again (copied and byte-compiled by uv) took
+/// 10-15 s to redo. Files are copied, not linked, so the flow's install over them cannot reach
+/// the machine's copy. False when there is no machine copy to take (no cache folder, the base
+/// pins nothing, or its packages could not be installed lately): the caller creates the
+/// environment and lays the pins itself, and says what is missing.
+pub(crate) fn copy_machine_base(
+    resolved: &ResolvedEnv,
+    env_dir: &Path,
+    base_cache: Option<&Path>,
+    progress: &mut dyn FnMut(&str),
+) -> bool {
+    let base = resolved.base;
+    let (Some(root), false) = (cache_root(base_cache), base.pins.is_empty()) else {
+        return false;
+    };
+    let Ok(python) = python_version(&resolved.python) else {
+        return false;
+    };
+    let key = base_key(base, &python);
+    let copied = machine_base(resolved, &key, &root, progress)
+        .and_then(|machine| recreate_tree(&machine, env_dir, Files::Copied));
+    if copied.is_err() {
+        let _ = fs_err::remove_dir_all(env_dir);
+    }
+    copied.is_ok()
+}
+
 /// Give the home the base environment alone at `env_dir` (its build lock held by the caller):
 /// linked from this machine's copy, built first if need be. Returns the interpreter to run; when
 /// the packages cannot be installed, the bare one, after a warning.
@@ -182,9 +211,8 @@ pub(crate) fn link_base(
 ) -> Result<PathBuf, EnvError> {
     let built = match cache_root(base_cache) {
         // Linking takes well under a second: nothing to say about it.
-        Some(dir) => {
-            machine_base(resolved, key, &dir, progress).and_then(|m| link_tree(&m, env_dir))
-        }
+        Some(dir) => machine_base(resolved, key, &dir, progress)
+            .and_then(|m| recreate_tree(&m, env_dir, Files::Linked)),
         // No cache folder (no HOME): build it in place.
         None => build_base(resolved, env_dir, progress),
     };
@@ -269,10 +297,20 @@ fn mark_ready(dir: &Path, python_version: &str) -> Result<(), EnvError> {
     Ok(())
 }
 
-/// Recreate the environment `src` at `dst`: folders made, files hard-linked (copied across file
-/// systems), symbolic links copied; the scripts in `bin/`, which name their environment's path,
-/// written anew with `dst`'s. The build markers are left for the caller.
-fn link_tree(src: &Path, dst: &Path) -> Result<(), EnvError> {
+/// How [`recreate_tree`] gives `dst` the files of `src`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Files {
+    /// Hard links (copies across file systems): the environment is only read.
+    Linked,
+    /// Copies of their own, with the source's modification times (the compiled bytecode is
+    /// checked against its source's time): a flow's install may rewrite them.
+    Copied,
+}
+
+/// Recreate the environment `src` at `dst`: folders made, files linked or copied, symbolic links
+/// copied; the scripts in `bin/`, which name their environment's path, written anew with `dst`'s.
+/// The build markers are left for the caller.
+fn recreate_tree(src: &Path, dst: &Path, files: Files) -> Result<(), EnvError> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| EnvError::Io { path, source }
@@ -312,12 +350,23 @@ fn link_tree(src: &Path, dst: &Path) -> Result<(), EnvError> {
                     .map_err(io(&from_path))?
                     .permissions();
                 fs_err::set_permissions(&to_path, mode).map_err(io(&to_path))?;
-            } else if std::fs::hard_link(&from_path, &to_path).is_err() {
-                fs_err::copy(&from_path, &to_path).map_err(io(&to_path))?;
+            } else if files == Files::Copied || std::fs::hard_link(&from_path, &to_path).is_err() {
+                copy_with_time(&from_path, &to_path).map_err(io(&to_path))?;
             }
         }
     }
     Ok(())
+}
+
+/// Copy a file and give the copy the original's modification time: Python trusts a module's
+/// compiled bytecode only while its source has the time the bytecode records.
+fn copy_with_time(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::copy(from, to)?;
+    let modified = std::fs::metadata(from)?.modified()?;
+    std::fs::File::options()
+        .write(true)
+        .open(to)?
+        .set_modified(modified)
 }
 
 #[cfg(test)]
@@ -341,7 +390,7 @@ mod tests {
         std::os::unix::fs::symlink("python", src.join("bin/python3")).unwrap();
         std::fs::write(src.join(READY_MARKER), "3.11\n").unwrap();
 
-        link_tree(&src, &dst).unwrap();
+        recreate_tree(&src, &dst, Files::Linked).unwrap();
 
         use std::os::unix::fs::MetadataExt;
         let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
@@ -361,5 +410,34 @@ mod tests {
             Path::new("python")
         );
         assert!(!dst.join(READY_MARKER).exists());
+    }
+
+    #[test]
+    fn a_copied_environment_owns_its_files_and_keeps_their_times() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (src, dst) = (tmp.path().join("machine"), tmp.path().join("home/envs/r"));
+        let module = "lib/python3.11/site-packages/pkg/__init__.py";
+        std::fs::create_dir_all(src.join(module).parent().unwrap()).unwrap();
+        std::fs::write(src.join(module), "X = 1\n").unwrap();
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_600_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(src.join(module))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+
+        recreate_tree(&src, &dst, Files::Copied).unwrap();
+
+        use std::os::unix::fs::MetadataExt;
+        let meta = |p: &Path| std::fs::metadata(p).unwrap();
+        assert_ne!(meta(&src.join(module)).ino(), meta(&dst.join(module)).ino());
+        assert_eq!(meta(&dst.join(module)).modified().unwrap(), old);
+        // The flow's install rewriting the copy leaves the machine's file as it was.
+        std::fs::write(dst.join(module), "X = 2\n").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(src.join(module)).unwrap(),
+            "X = 1\n"
+        );
     }
 }

@@ -477,14 +477,20 @@ pub fn ensure_env_with(
         resolved.base.version,
         version.split_whitespace().next().unwrap_or(&version)
     ));
-    create_venv(&uv, &base_python, &env_dir, true, progress)?;
+    // An empty environment first, for uv to resolve the flow's requirements against (a dry
+    // run): a misspelt or missing package fails the build in about a second, not after the
+    // base's packages are laid (copying them takes seconds on a slow disk).
+    create_venv(&uv, &base_python, &env_dir, false, progress)?;
     let merged_file = env_dir.join(MERGED_REQUIREMENTS);
-    let mut text = resolved.lines.join("\n");
-    text.push('\n');
-    fs_err::write(&merged_file, text).map_err(|source| EnvError::Io {
-        path: merged_file.clone(),
-        source,
-    })?;
+    let mut merged = resolved.lines.join("\n");
+    merged.push('\n');
+    let write_merged = || {
+        fs_err::write(&merged_file, &merged).map_err(|source| EnvError::Io {
+            path: merged_file.clone(),
+            source,
+        })
+    };
+    write_merged()?;
     let label = req
         .requirements
         .map(Path::to_path_buf)
@@ -499,12 +505,18 @@ pub fn ensure_env_with(
         opts,
         build_tmp: envs.join(format!("{key}.tmp")),
     };
-    // Resolved alone first: a misspelt or missing package fails the build in about a second,
-    // not after the tens of seconds the base's packages take to install.
     install.run(true)?;
-    // The flow's own requirements install even when the base's packages cannot: a flow that
-    // needs only them runs.
-    crate::base_env::lay_pins(&uv, &resolved, &env_dir, opts.base_cache, progress);
+    fs_err::remove_dir_all(&env_dir).map_err(|source| EnvError::Io {
+        path: env_dir.clone(),
+        source,
+    })?;
+    // Then the base's packages: this machine's built copy, else installed here. The flow's own
+    // requirements install even when the base's cannot: a flow that needs only them runs.
+    if !crate::base_env::copy_machine_base(&resolved, &env_dir, opts.base_cache, progress) {
+        create_venv(&uv, &base_python, &env_dir, true, progress)?;
+        crate::base_env::lay_pins(&uv, &resolved, &env_dir, opts.base_cache, progress);
+    }
+    write_merged()?;
     progress(&format!(
         "installing {} requirement(s) from {}",
         resolved.lines.len(),
