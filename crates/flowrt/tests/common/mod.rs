@@ -400,7 +400,8 @@ macro_rules! flowrt_snapshot {
         let run: $crate::common::Run = $run;
         let paths: &[(&::std::path::Path, &str)] = $paths;
         $crate::common::snapshot_settings(paths).bind(|| {
-            ::insta::assert_snapshot!($name, $crate::common::screen(&run));
+            // The case's command as the snapshot's `expression`, to read in review.
+            ::insta::assert_snapshot!($name, $crate::common::screen(&run), stringify!($run));
         });
         run
     }};
