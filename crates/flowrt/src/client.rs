@@ -39,23 +39,38 @@ pub struct Remote {
 
 impl Remote {
     pub fn from_env(server: Option<&str>, home: &Path) -> Result<Remote> {
-        let base = server
-            .map(str::to_string)
-            .or_else(|| {
-                std::env::var("FLOWRT_SERVER")
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
+        let named = server.map(str::to_string).or_else(|| {
+            std::env::var("FLOWRT_SERVER")
+                .ok()
+                .filter(|s| !s.is_empty())
+        });
+        let base = named
+            .clone()
             .unwrap_or_else(|| DEFAULT_SERVER.to_string())
             .trim_end_matches('/')
             .to_string();
+        // A typo here otherwise surfaces later as a token or connection error about a "server"
+        // the user never meant.
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            bail!(
+                "server '{base}' is not a URL\nhint: --server and FLOWRT_SERVER take the server's address, like {DEFAULT_SERVER}"
+            );
+        }
         let token = match std::env::var("FLOWRT_TOKEN").ok().filter(|t| !t.is_empty()) {
             Some(t) => t,
             None => std::fs::read_to_string(home.join("owner.token")).map(|t| t.trim().to_string()).map_err(|_| {
-                anyhow!(
-                    "no token for {base}\nhint: set FLOWRT_TOKEN (an admin creates users with tokens), or start `flowrt server` with this FLOWRT_HOME so its owner token is in {}",
-                    home.join("owner.token").display()
-                )
+                let owner = home.join("owner.token");
+                // With no server named, the user may not know this command needs one at all.
+                match named {
+                    Some(_) => anyhow!(
+                        "no token for {base}\nhint: set FLOWRT_TOKEN (an admin creates users with tokens), or start `flowrt server` with this FLOWRT_HOME so its owner token is in {}",
+                        owner.display()
+                    ),
+                    None => anyhow!(
+                        "this command needs a flowrt server, and none is set (the default, {base}, has no token here)\nhint: set FLOWRT_SERVER (or pass --server) to the server's URL and FLOWRT_TOKEN to your token; or start `flowrt server` with this FLOWRT_HOME, which writes its owner token to {}",
+                        owner.display()
+                    ),
+                }
             })?,
         };
         let http = reqwest::Client::builder()

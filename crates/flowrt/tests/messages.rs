@@ -7,18 +7,10 @@
 
 mod common;
 
-use common::{flow, s, snapshot_settings, write_jsonl, Env, Run};
+use common::{flow, s, snapshot_settings, write_jsonl, Env};
 use serde_json::json;
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// What a terminal shows: stdout then stderr, and the exit code.
-fn screen(r: &Run) -> String {
-    format!(
-        "exit: {}\n--- stdout\n{}--- stderr\n{}",
-        r.code, r.stdout, r.stderr
-    )
-}
 
 #[test]
 fn an_llm_node_on_a_dead_endpoint_fails_fast_and_says_so() {
@@ -43,9 +35,7 @@ fn an_llm_node_on_a_dead_endpoint_fails_fast_and_says_so() {
         r.stderr
     );
     assert!(!r.stderr.contains("sk-test-secret"));
-    snapshot_settings(&[(d.path(), "[TMP]")]).bind(|| {
-        insta::assert_snapshot!("dead_endpoint_flow_test", screen(&r));
-    });
+    flowrt_snapshot!("dead_endpoint_flow_test", r, &[(d.path(), "[TMP]")]);
 }
 
 #[test]
@@ -150,8 +140,7 @@ fn a_mapping_to_a_column_no_row_has_fails_before_any_line_runs() {
         "x=${data.valeu}",
     ]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    snapshot_settings(&[(d.path(), "[TMP]")])
-        .bind(|| insta::assert_snapshot!("mapping_no_such_column", screen(&r)));
+    flowrt_snapshot!("mapping_no_such_column", r, &[(d.path(), "[TMP]")]);
     // Nothing was started, so nothing is left behind.
     assert_eq!(env.run(&["run", "show", "typo"]).code, 2);
 }
@@ -162,14 +151,14 @@ fn flow_validate_counts_in_words_and_checks_connections() {
     let (d, dir) = flow("batch_trivial");
     let r = env.run(&["flow", "validate", s(&dir)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let settings = snapshot_settings(&[(env.home.path(), "[HOME]"), (d.path(), "[TMP]")]);
-    settings.bind(|| insta::assert_snapshot!("flow_validate_ok", screen(&r)));
+    let paths = [(env.home.path(), "[HOME]"), (d.path(), "[TMP]")];
+    flowrt_snapshot!("flow_validate_ok", r, &paths);
 
     let (d2, chat) = flow("chat");
     let r = env.run(&["flow", "validate", s(&chat)]);
     assert_eq!(r.code, 2, "{}", r.stderr);
-    let settings = snapshot_settings(&[(env.home.path(), "[HOME]"), (d2.path(), "[TMP]")]);
-    settings.bind(|| insta::assert_snapshot!("flow_validate_missing_connection", screen(&r)));
+    let paths = [(env.home.path(), "[HOME]"), (d2.path(), "[TMP]")];
+    flowrt_snapshot!("flow_validate_missing_connection", r, &paths);
 }
 
 #[test]

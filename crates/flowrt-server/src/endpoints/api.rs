@@ -384,13 +384,15 @@ fn check_traffic(
 ) -> ApiResult<()> {
     for name in traffic.keys() {
         if !deployments.iter().any(|d| &d.name == name) {
+            // An endpoint with no deployment yet: say how to make one rather than list nothing.
+            let has = if deployments.is_empty() {
+                format!("it has no deployments yet; `flowrt deployment create {endpoint}/{name} --flow NAME@vN` adds one")
+            } else {
+                let names: Vec<&str> = deployments.iter().map(|d| d.name.as_str()).collect();
+                format!("it has: {}", names.join(", "))
+            };
             return Err(ApiErr::bad_request(format!(
-                "traffic names deployment '{name}', which endpoint '{endpoint}' does not have; it has: {}",
-                deployments
-                    .iter()
-                    .map(|d| d.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "traffic names deployment '{name}', which endpoint '{endpoint}' does not have; {has}"
             )));
         }
     }

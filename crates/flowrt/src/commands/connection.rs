@@ -2,7 +2,7 @@
 //! at rest) or, with --workspace, in a server's workspace. Secrets are never printed.
 
 use crate::client::{block, Remote};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use flowrt_api::requests::CreateConnection;
 use flowrt_api::responses::ConnectionView;
@@ -78,6 +78,13 @@ fn on_this_machine(cmd: ConnectionCommand) -> Result<u8> {
     let store = flowrt_store::ConnectionStore::open(&flowrt_store::flowrt_home())?;
     match cmd {
         ConnectionCommand::Create { file, .. } => {
+            // The store's own error is a bare "failed to open file": say which option it was.
+            if !file.is_file() {
+                bail!(
+                    "--file {}: no such file\nhint: --file takes a connection YAML (name, type, and the type's fields); `flowrt connection create --help` shows them",
+                    file.display()
+                );
+            }
             let conn = store.create_from_file(&file)?;
             println!("{}", serde_json::to_string_pretty(&flowrt_store::masked(&conn))?);
         }
@@ -118,7 +125,8 @@ fn in_workspace(cmd: ConnectionCommand, server: Option<&str>) -> Result<u8> {
             ConnectionCommand::Create { file, shared, .. } => {
                 // Parse here first: a bad file is named with its path, and nothing is sent.
                 flowrt_store::ConnectionStore::parse_yaml(&file)?;
-                let yaml = fs_err::read_to_string(&file)?;
+                let yaml = fs_err::read_to_string(&file)
+                    .context("cannot read the connection file given with --file")?;
                 let created: ConnectionView = remote
                     .post("/api/v1/connections", &CreateConnection { yaml, shared })
                     .await?;

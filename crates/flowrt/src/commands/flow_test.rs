@@ -64,7 +64,7 @@ impl RunObserver for LogToStderr {
 fn parse_inputs(args: &TestArgs) -> Result<IndexMap<String, Value>> {
     let mut inputs: IndexMap<String, Value> = IndexMap::new();
     if let Some(file) = &args.inputs_file {
-        let text = fs_err::read_to_string(file)?;
+        let text = fs_err::read_to_string(file).context("cannot read --inputs-file")?;
         // Python's json (promptflow's) also reads NaN and Infinity.
         let v: Value = flowrt_flow::nonfinite::from_json_text(&text)
             .with_context(|| format!("{} is not valid JSON", file.display()))?;

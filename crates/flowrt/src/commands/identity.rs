@@ -97,7 +97,11 @@ pub fn run(cmd: IdentityCommand, server: Option<&str>) -> Result<u8> {
 /// A secret read from the environment variable the user named (never from the command line,
 /// which every process of the machine can read).
 fn from_env(var: &str) -> Result<String> {
-    std::env::var(var).map_err(|_| anyhow!("environment variable {var} is not set"))
+    std::env::var(var).map_err(|_| {
+        anyhow!(
+            "environment variable {var} is not set\nhint: export {var} with the secret first (it is read from there, not from the command line), then run this again"
+        )
+    })
 }
 
 /// `identity list`: a table (tokens masked), or JSON for scripts.

@@ -217,6 +217,13 @@ pub fn run(cmd: RunCommand) -> Result<u8> {
 
 /// `run create` embedded: the batch engine runs here, its progress on the terminal.
 fn create(args: CreateArgs, home: &Path) -> Result<u8> {
+    // Said here, naming the option: the engine's own error is a bare "failed to open file".
+    if let Some(data) = args.data.as_deref().filter(|d| !d.exists()) {
+        bail!(
+            "--data {}: no such file\nhint: --data takes a .jsonl, .csv or .tsv file of rows, one line of the flow each",
+            data.display()
+        );
+    }
     let init = crate::flex::read_init(args.init.as_deref())?;
     // Python tools run in the flow's own environment, one worker per core.
     let compute = batch::Compute {

@@ -379,6 +379,34 @@ pub fn snapshot_settings(paths: &[(&Path, &str)]) -> insta::Settings {
     settings
 }
 
+/// What a terminal shows: the exit code, then stdout, then stderr.
+pub fn screen(r: &Run) -> String {
+    format!(
+        "exit: {}\n--- stdout\n{}--- stderr\n{}",
+        r.code, r.stdout, r.stderr
+    )
+}
+
+/// Snapshot what a terminal shows for one command ([`screen`]), through [`snapshot_settings`],
+/// so a case is one line: `flowrt_snapshot!("name", env.run(&[..]))`, or with paths to label,
+/// `flowrt_snapshot!("name", env.run(&[..]), &[(dir.path(), "[TMP]")])`. The run is evaluated
+/// once and returned, for the asserts a case may add.
+#[macro_export]
+macro_rules! flowrt_snapshot {
+    ($name:expr, $run:expr) => {
+        $crate::flowrt_snapshot!($name, $run, &[])
+    };
+    ($name:expr, $run:expr, $paths:expr) => {{
+        let run: $crate::common::Run = $run;
+        let paths: &[(&::std::path::Path, &str)] = $paths;
+        $crate::common::snapshot_settings(paths).bind(|| {
+            // The case's command as the snapshot's `expression`, to read in review.
+            ::insta::assert_snapshot!($name, $crate::common::screen(&run), stringify!($run));
+        });
+        run
+    }};
+}
+
 /// A path as the `&str` argument the CLI takes.
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
