@@ -11,6 +11,12 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// The quota tests hold a run's wall time to 1.15x of what its quota allows: a test that keeps
+/// both cores busy beside them (the constant-memory ones) stretched one past it. Paced tests take
+/// this lock to read (they may share the machine with each other: they mostly wait), the heavy
+/// ones to write, so the two kinds never overlap; every other test runs beside either.
+static PACED: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -765,6 +771,7 @@ fn peak_rss_kb(env: &Env, args: &[&str]) -> u64 {
 
 #[test]
 fn ten_thousand_lines_run_in_constant_memory() {
+    let _alone = PACED.write().unwrap_or_else(|p| p.into_inner());
     let env = Env::new();
     let (d, dir) = flow("batch_trivial");
     let peaks = peaks_over_sizes(
@@ -841,6 +848,7 @@ fn peaks_over_sizes(
 /// not grow with the base run's size either.
 #[test]
 fn an_evaluation_reads_its_base_run_in_constant_memory() {
+    let _alone = PACED.write().unwrap_or_else(|p| p.into_inner());
     let env = Env::new();
     let (d, dir) = flow("batch_trivial");
     let text = "a row's long text, carried along by the base run's data. ".repeat(40);
@@ -1139,6 +1147,7 @@ fn assert_quota_kept(wall: Duration, stats: &common::QuotaStats, ideal: Duration
 
 #[test]
 fn a_batch_against_a_requests_quota_completes_every_line_at_the_quotas_pace() {
+    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
     // 3,000 requests a minute: 50 a second, so 400 calls take 8 s at best.
     let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
     let (wall, stats) = batches_against_a_quota(&server, 1);
@@ -1148,6 +1157,7 @@ fn a_batch_against_a_requests_quota_completes_every_line_at_the_quotas_pace() {
 
 #[test]
 fn a_batch_against_a_tokens_quota_completes_every_line_at_the_quotas_pace() {
+    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
     // 108,000 tokens a minute at 36 a call: 50 calls a second again.
     let tpm = 50.0 * 60.0 * TOKENS_PER_CALL;
     let server = QuotaOpenAi::start(None, Some(tpm), QUOTA_LATENCY);
@@ -1157,6 +1167,7 @@ fn a_batch_against_a_tokens_quota_completes_every_line_at_the_quotas_pace() {
 
 #[test]
 fn two_batches_sharing_one_deployments_quota_both_complete_at_its_pace() {
+    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
     // Two processes (as two sessions), each learning the quota from its 429s: 800 calls at 50 a
     // second.
     let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
@@ -1166,6 +1177,7 @@ fn two_batches_sharing_one_deployments_quota_both_complete_at_its_pace() {
 
 #[test]
 fn a_quota_the_connection_declares_is_the_pace_from_the_first_call() {
+    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
     // Declared, the quota paces the run from its start (no opening burst of refusals); later
     // 429s are the governor probing for room above it.
     let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
@@ -1179,6 +1191,7 @@ fn a_quota_the_connection_declares_is_the_pace_from_the_first_call() {
 
 #[test]
 fn a_token_quota_the_connection_declares_spaces_calls_by_their_tokens() {
+    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
     let tpm = 50.0 * 60.0 * TOKENS_PER_CALL;
     let server = QuotaOpenAi::start(None, Some(tpm), QUOTA_LATENCY);
     let (wall, stats) = batches_against_a_declared_quota(&server, 1, &format!("tpm: {tpm}\n"));
