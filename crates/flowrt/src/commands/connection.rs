@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use flowrt_api::requests::CreateConnection;
 use flowrt_api::responses::ConnectionView;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum ConnectionCommand {
@@ -78,14 +78,8 @@ fn on_this_machine(cmd: ConnectionCommand) -> Result<u8> {
     let store = flowrt_store::ConnectionStore::open(&flowrt_store::flowrt_home())?;
     match cmd {
         ConnectionCommand::Create { file, .. } => {
-            // The store's own error is a bare "failed to open file": say which option it was.
-            if !file.is_file() {
-                bail!(
-                    "--file {}: no such file\nhint: --file takes a connection YAML (name, type, and the type's fields); `flowrt connection create --help` shows them",
-                    file.display()
-                );
-            }
-            let conn = store.create_from_file(&file)?;
+            let (_, conn) = read_connection_file(&file)?;
+            store.upsert(&conn)?;
             println!("{}", serde_json::to_string_pretty(&flowrt_store::masked(&conn))?);
         }
         ConnectionCommand::List { json, .. } => {
@@ -117,16 +111,29 @@ fn on_this_machine(cmd: ConnectionCommand) -> Result<u8> {
     Ok(0)
 }
 
+/// The connection YAML given with `--file`, read once and parsed (a bad one named with its path):
+/// its text and the connection. A missing file is said as the option's, with what it takes.
+fn read_connection_file(file: &Path) -> Result<(String, flowrt_api::Connection)> {
+    let text = match fs_err::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "--file {}: no such file\nhint: --file takes a connection YAML (name, type, and the type's fields); `flowrt connection create --help` shows them",
+            file.display()
+        ),
+        Err(e) => return Err(e).context("cannot read the connection file given with --file"),
+    };
+    let conn = flowrt_store::ConnectionStore::parse_yaml_text(&text, &file.to_string_lossy())?;
+    Ok((text, conn))
+}
+
 /// A connection command against a server's workspace.
 fn in_workspace(cmd: ConnectionCommand, server: Option<&str>) -> Result<u8> {
     let remote = Remote::for_server(server)?;
     block(async move {
         match cmd {
             ConnectionCommand::Create { file, shared, .. } => {
-                // Parse here first: a bad file is named with its path, and nothing is sent.
-                flowrt_store::ConnectionStore::parse_yaml(&file)?;
-                let yaml = fs_err::read_to_string(&file)
-                    .context("cannot read the connection file given with --file")?;
+                // Parsed here first: a bad file is named with its path, and nothing is sent.
+                let (yaml, _) = read_connection_file(&file)?;
                 let created: ConnectionView = remote
                     .post("/api/v1/connections", &CreateConnection { yaml, shared })
                     .await?;
