@@ -818,7 +818,36 @@ async fn open_lines(
     // A flow promptflow would refuse to load (a tool's connection that does not exist)
     // fails before any line runs.
     invoker.preflight(flow).await?;
-    read_lines(req, data_file, home, reporter)
+    let lines = read_lines(req, data_file, home, reporter)?;
+    warn_unknown_mapped_inputs(flow, &req.column_mapping, reporter);
+    Ok(lines)
+}
+
+/// A mapping to an input the flow does not have reaches no line (promptflow accepts it too, so
+/// the run goes on): said once, with the inputs there are, since it is most often a typo.
+/// Flex flows are left out: an entry taking `**kwargs` accepts any name.
+fn warn_unknown_mapped_inputs(
+    flow: &Flow,
+    mapping: &IndexMap<String, String>,
+    reporter: &dyn Reporter,
+) {
+    if flow.kind == flowrt_flow::FlowKind::Flex || flow.inputs.is_empty() {
+        return;
+    }
+    let unknown: Vec<&str> = mapping
+        .keys()
+        .filter(|k| !flow.inputs.contains_key(*k))
+        .map(String::as_str)
+        .collect();
+    if unknown.is_empty() {
+        return;
+    }
+    let inputs: Vec<&str> = flow.inputs.keys().map(String::as_str).collect();
+    reporter.warn(&format!(
+        "--column-mapping {}: the flow has no such input, so no line uses it (its inputs: {})",
+        unknown.join(", "),
+        inputs.join(", ")
+    ));
 }
 
 /// What becomes of the run's spans: recorded in its folder when the request names the trace

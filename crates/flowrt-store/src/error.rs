@@ -30,8 +30,13 @@ pub enum StoreError {
     UnknownType { path: PathBuf, found: String },
 
     /// A required field is absent (or empty).
-    #[error("{path}: missing required field `{field}`")]
-    MissingField { path: PathBuf, field: String },
+    #[error("{path}: missing required field `{field}`{hint}")]
+    MissingField {
+        path: PathBuf,
+        field: String,
+        /// How to write it, when the field is one every connection has (else empty).
+        hint: &'static str,
+    },
 
     /// A field is present but its value is unusable.
     #[error("{path}: invalid field `{field}`: {reason}")]

@@ -103,9 +103,15 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn missing(&self, field: &str) -> StoreError {
+        let hint = match field {
+            "name" => "\nhint: add `name: my_connection`; flows name their connection by it",
+            "type" => "\nhint: add `type:` with one of open_ai, azure_open_ai, custom, serverless, serp, qdrant, weaviate, cognitive_search, azure_ai_services, azure_content_safety, form_recognizer",
+            _ => "",
+        };
         StoreError::MissingField {
             path: self.path.to_path_buf(),
             field: field.to_string(),
+            hint,
         }
     }
 

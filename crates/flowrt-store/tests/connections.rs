@@ -235,7 +235,10 @@ fn missing_name_is_named() {
     let (msg, path) = parse_err("type: open_ai\napi_key: k\n");
     assert_eq!(
         msg,
-        format!("{}: missing required field `name`", path.display())
+        format!(
+            "{}: missing required field `name`\nhint: add `name: my_connection`; flows name their connection by it",
+            path.display()
+        )
     );
 }
 
@@ -244,7 +247,10 @@ fn missing_type_is_named() {
     let (msg, path) = parse_err("name: x\napi_key: k\n");
     assert_eq!(
         msg,
-        format!("{}: missing required field `type`", path.display())
+        format!(
+            "{}: missing required field `type`\nhint: add `type:` with one of open_ai, azure_open_ai, custom, serverless, serp, qdrant, weaviate, cognitive_search, azure_ai_services, azure_content_safety, form_recognizer",
+            path.display()
+        )
     );
 }
 

@@ -10,7 +10,7 @@
 mod common;
 
 use common::server::Server;
-use common::{flow, s, Env};
+use common::{flow, s, Env, Run};
 
 /// A folder in `dir` holding one `flow.dag.yaml` with `yaml`.
 fn flow_with(dir: &std::path::Path, name: &str, yaml: &str) -> std::path::PathBuf {
@@ -193,6 +193,26 @@ fn run_refusals() {
     flowrt_snapshot!(
         "run_create_mapping_without_equals",
         create(&["--data", s(&data), "--column-mapping", "x"]),
+        &paths
+    );
+    // Not a refusal (promptflow runs it too) but a warning; the run's record on stdout is
+    // left out, as it carries the run's time-stamped name and pid.
+    let mapped = create(&[
+        "--data",
+        s(&data),
+        "--name",
+        "mapped",
+        "--column-mapping",
+        "x=${data.x}",
+        "--column-mapping",
+        "question=${data.x}",
+    ]);
+    flowrt_snapshot!(
+        "run_create_mapping_to_unknown_input",
+        Run {
+            stdout: String::new(),
+            ..mapped
+        },
         &paths
     );
     flowrt_snapshot!(

@@ -31,10 +31,19 @@ pub enum EnvCommand {
     },
     /// Remove cached environment folders, least recently used first.
     Gc {
-        /// How many environments to keep.
-        #[arg(long, default_value_t = 5)]
+        /// How many environments to keep (0 removes every one not in use).
+        #[arg(long, default_value_t = 5, value_parser = parse_keep)]
         keep: usize,
     },
+}
+
+/// `--keep` is a count; clap's own message for `--keep all` ("invalid digit found in string")
+/// does not say what the option wants.
+fn parse_keep(text: &str) -> std::result::Result<usize, String> {
+    text.parse().map_err(|_| {
+        "expected how many environments to keep, a whole number such as 5 (0 keeps none)"
+            .to_string()
+    })
 }
 
 pub fn run(cmd: EnvCommand) -> Result<u8> {
