@@ -235,7 +235,7 @@ fn tree_contains(dir: &Path, needle: &[u8]) -> bool {
             tree_contains(&path, needle)
         } else if meta.is_file() {
             let bytes = std::fs::read(&path).unwrap();
-            bytes.windows(needle.len()).any(|w| w == needle)
+            memchr::memmem::find(&bytes, needle).is_some()
         } else {
             false
         }

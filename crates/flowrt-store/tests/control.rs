@@ -572,7 +572,7 @@ fn file_contains(dir: &std::path::Path, needle: &[u8]) -> bool {
             file_contains(&path, needle)
         } else {
             match std::fs::read(&path) {
-                Ok(bytes) => bytes.windows(needle.len()).any(|w| w == needle),
+                Ok(bytes) => memchr::memmem::find(&bytes, needle).is_some(),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
                 Err(e) => panic!("{}: {e}", path.display()),
             }

@@ -724,7 +724,7 @@ pub fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
             if path.is_dir() {
                 stack.push(path);
             } else if std::fs::read(&path)
-                .map(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+                .map(|b| memchr::memmem::find(&b, needle.as_bytes()).is_some())
                 .unwrap_or(false)
             {
                 found.push(path);
