@@ -14,4 +14,6 @@ mod score;
 mod serving;
 
 pub use api::routes;
+#[cfg(test)]
+pub(crate) use serving::route_undeployed;
 pub use serving::{supervise, Serving};
