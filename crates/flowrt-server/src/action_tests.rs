@@ -1,4 +1,4 @@
-//! The `actions` an endpoint and a deployment list are honest, through the whole
+//! The `actions` an endpoint, a deployment and `/api/v1/me` list are honest, through the whole
 //! app (`router(state).oneshot(request)`, no socket, no session started): for every caller
 //! (the owner, an admin, the user who owns the endpoint, another user, a viewer) each listed
 //! action's operation is authorized (answered with anything but 401/403) and each action left
@@ -12,6 +12,7 @@ use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
 use axum::http::{header, Method, Request, StatusCode};
 use flowrt_api::endpoints::{DeploymentAction, EndpointAction};
+use flowrt_api::responses::WorkspaceAction;
 use flowrt_store::{Deployment, Role, Store};
 use indexmap::IndexMap;
 use serde_json::{json, Value};
@@ -276,5 +277,69 @@ async fn endpoint_and_deployment_actions_are_exactly_what_the_server_allows() {
         let (method, path, body) = endpoint_request(E::Delete, &e);
         let answer = app.call(who, method, &path, &body).await;
         honest(who, E::Delete, actions.contains(&E::Delete), answer);
+    }
+}
+
+/// The request each of the caller's workspace actions stands for, as `who`.
+fn workspace_request(action: WorkspaceAction, who: &str) -> (&'static str, String, String) {
+    match action {
+        WorkspaceAction::StartSession => (
+            "POST",
+            "/api/v1/sessions".into(),
+            r#"{"flow": "no-such-flow"}"#.into(),
+        ),
+        WorkspaceAction::SubmitRun => (
+            "POST",
+            "/api/v1/runs".into(),
+            json!({"name": format!("run-of-{who}"), "session": "s-000000000000"}).to_string(),
+        ),
+        WorkspaceAction::CreateEndpoint => (
+            "POST",
+            "/api/v1/endpoints".into(),
+            json!({"name": format!("made-by-{who}")}).to_string(),
+        ),
+        // Behind the endpoint they just made (those who may not make one are refused first).
+        WorkspaceAction::Deploy => (
+            "POST",
+            format!("/api/v1/endpoints/made-by-{who}/deployments"),
+            r#"{"name": "blue", "flow": "no-such-flow@v1"}"#.into(),
+        ),
+        WorkspaceAction::ManageTeam => ("GET", "/api/v1/users".into(), String::new()),
+    }
+}
+
+/// What `/me` lists for each caller, each listed action authorized and each other refused; a
+/// server that cannot seal sessions lets only its owner start them, and `/me` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_callers_own_actions_are_exactly_what_the_server_allows() {
+    use WorkspaceAction::*;
+    for sealing in [true, false] {
+        let app = App::new(sealing).await;
+        for who in CALLERS {
+            let (status, me) = app.call(who, "GET", "/api/v1/me", "").await;
+            assert_eq!(status, StatusCode::OK, "{me}");
+            assert_eq!(me["name"], who);
+            let actions: Vec<WorkspaceAction> = listed(&me);
+            let start = who == "owner" || (sealing && who != "vwr");
+            let expected: Vec<WorkspaceAction> = match who {
+                "owner" | "adm" => {
+                    vec![StartSession, SubmitRun, CreateEndpoint, Deploy, ManageTeam]
+                }
+                "ann" | "bob" => vec![StartSession, SubmitRun, CreateEndpoint, Deploy],
+                _ => vec![],
+            }
+            .into_iter()
+            .filter(|a| *a != StartSession || start)
+            .collect();
+            assert_eq!(
+                actions, expected,
+                "{who}'s own actions (sealing: {sealing})"
+            );
+            for action in [StartSession, SubmitRun, CreateEndpoint, Deploy, ManageTeam] {
+                let (method, path, body) = workspace_request(action, who);
+                let answer = app.call(who, method, &path, &body).await;
+                honest(who, action, actions.contains(&action), answer);
+            }
+        }
     }
 }

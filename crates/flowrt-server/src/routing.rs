@@ -178,3 +178,10 @@ pub fn allowed<A>(user: &User, offers: impl IntoIterator<Item = Offer<A>>) -> Ve
         .map(|o| o.action)
         .collect()
 }
+
+/// Whether `user` may take every one of `offers` (an action made of several operations).
+pub fn allows_all(user: &User, offers: impl IntoIterator<Item = Offer<()>>) -> bool {
+    let offers: Vec<_> = offers.into_iter().collect();
+    let wanted = offers.len();
+    allowed(user, offers).len() == wanted
+}

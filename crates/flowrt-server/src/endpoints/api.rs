@@ -6,7 +6,7 @@ use super::serving::load_facts;
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::openapi::{doc, json, list_of, Reply};
-use crate::routing::{allowed, offer, ApiRoutes};
+use crate::routing::{allowed, allows_all, offer, ApiRoutes};
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -224,6 +224,18 @@ async fn modifiable(state: &AppState, caller: &Caller, name: &str) -> ApiResult<
     let e = find(state, name).await?;
     may_manage(caller, &e)?;
     Ok(e)
+}
+
+/// May the caller deploy a flow version: create an endpoint and deploy behind it (or behind
+/// one they manage)? What a flow's, a run's and the caller's own `deploy` action say.
+pub(crate) fn may_deploy(caller: &Caller) -> bool {
+    allows_all(
+        &caller.0,
+        [
+            offer((), "post", "/api/v1/endpoints", true),
+            offer((), "post", "/api/v1/endpoints/{name}/deployments", true),
+        ],
+    )
 }
 
 /// What `caller` may do with endpoint `e`: the operations the route table lets them reach whose
