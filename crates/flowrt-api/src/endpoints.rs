@@ -54,6 +54,27 @@ pub struct EndpointView {
     pub deployments: Vec<DeploymentView>,
     pub created: i64,
     pub updated: i64,
+    /// What the caller may do with it (the server still checks every request): clients show
+    /// these, and only these, rather than repeating the server's rules.
+    #[serde(default)]
+    pub actions: Vec<EndpointAction>,
+}
+
+/// Something a caller may do with an endpoint, given who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointAction {
+    /// Score it with their own token (`POST /endpoints/{name}/score`); anyone holding one of
+    /// its keys scores it with that.
+    Score,
+    /// Change its traffic split and retention (`PATCH /api/v1/endpoints/{name}`).
+    Update,
+    /// Replace its primary or secondary key.
+    RegenerateKeys,
+    /// Deploy a flow version behind it (a new deployment).
+    Deploy,
+    /// Delete it, its deployments and its request records.
+    Delete,
 }
 
 /// An endpoint's keys, shown once: when it is made or a key is replaced.
@@ -154,6 +175,19 @@ pub struct DeploymentView {
     pub replicas: Vec<InstanceView>,
     pub created: i64,
     pub updated: i64,
+    /// What the caller may do with it (the server still checks every request).
+    #[serde(default)]
+    pub actions: Vec<DeploymentAction>,
+}
+
+/// Something a caller may do with a deployment, given who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentAction {
+    /// Change it: another flow version, instances, sampling, redaction.
+    Update,
+    /// Delete it (the server refuses while it takes traffic beside another deployment).
+    Delete,
 }
 
 /// One session serving a deployment.
@@ -267,11 +301,13 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<UpdateEndpoint>("UpdateEndpoint"),
         one::<RegenerateKey>("RegenerateKey"),
         one::<EndpointView>("EndpointView"),
+        one::<EndpointAction>("EndpointAction"),
         one::<EndpointKeys>("EndpointKeys"),
         one::<CreatedEndpoint>("CreatedEndpoint"),
         one::<CreateDeployment>("CreateDeployment"),
         one::<UpdateDeployment>("UpdateDeployment"),
         one::<DeploymentView>("DeploymentView"),
+        one::<DeploymentAction>("DeploymentAction"),
         one::<InstanceView>("InstanceView"),
         one::<ScoreRequestView>("ScoreRequestView"),
         one::<ScoreRequestDetail>("ScoreRequestDetail"),

@@ -36,6 +36,33 @@ pub struct UserView {
     pub created: i64,
 }
 
+/// `GET /api/v1/me`: the calling user, and what they may start in the workspace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CallerView {
+    #[serde(flatten)]
+    pub user: UserView,
+    /// What the caller may create now (the server still checks every request): clients offer
+    /// these, and only these, rather than deciding from the caller's roles.
+    #[serde(default)]
+    pub actions: Vec<WorkspaceAction>,
+}
+
+/// Something a caller may start in the workspace, given their roles and the server's settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceAction {
+    /// Start a compute session (`POST /api/v1/sessions`).
+    StartSession,
+    /// Run lines and submit batch runs in sessions they may use (`POST /api/v1/runs`).
+    SubmitRun,
+    /// Create an endpoint (`POST /api/v1/endpoints`).
+    CreateEndpoint,
+    /// Deploy a flow version behind an endpoint of theirs (a new one, or one they manage).
+    Deploy,
+    /// Manage the team: users, their roles, compute instances and identities (`/api/v1/users`).
+    ManageTeam,
+}
+
 /// A workspace connection, its secrets masked: they are never returned.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConnectionView {
@@ -449,12 +476,14 @@ pub struct FlowDetail {
 
 /// Something a caller may do with a workspace flow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum FlowAction {
     /// Edit it and save its next version (it is theirs, or they are an admin).
     Edit,
     /// Deploy a version behind an endpoint.
     Deploy,
+    /// Start a compute session on a version of it.
+    StartSession,
 }
 
 /// `GET /api/v1/flows/{ref}/files`: the files of a version, by path.
@@ -698,6 +727,8 @@ pub enum RunAction {
     Archive,
     /// Delete its record and files.
     Delete,
+    /// Deploy the flow version it ran behind an endpoint.
+    Deploy,
 }
 
 /// A `progress` event of `GET /api/v1/runs/{name}/events`: how far the run is, sent as its lines
@@ -870,6 +901,8 @@ pub fn schemas() -> Vec<(&'static str, Value)> {
         one::<AgentJoined>("AgentJoined"),
         one::<AgentFlow>("AgentFlow"),
         one::<UserView>("UserView"),
+        one::<CallerView>("CallerView"),
+        one::<WorkspaceAction>("WorkspaceAction"),
         one::<TokenView>("TokenView"),
         one::<Limits>("Limits"),
         one::<Requirements>("Requirements"),

@@ -4,7 +4,7 @@
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::openapi::{doc, json, list_of, Reply};
-use crate::routing::ApiRoutes;
+use crate::routing::{allowed, allows_all, offer, ApiRoutes};
 use crate::AppState;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,8 +13,8 @@ use flowrt_api::requests::{
     CreateCompute, CreateIdentity, CreateUser, GrantIdentity, PublishEnvironment,
 };
 use flowrt_api::responses::{
-    BaseEnvironment, ComputeView, CreatedUser, CustomEnvironment, Environments, Health,
-    IdentityView, PublishedEnvironment, UserView,
+    BaseEnvironment, CallerView, ComputeView, CreatedUser, CustomEnvironment, Environments, Health,
+    IdentityView, PublishedEnvironment, UserView, WorkspaceAction,
 };
 use flowrt_api::workspace::Permission;
 use flowrt_python::{find_base, latest_base, valid_env_name, BASE_ENVS};
@@ -60,7 +60,8 @@ fn user_routes() -> ApiRoutes {
             "/api/v1/me",
             Permission::Read,
             me,
-            doc("The calling user.").reply(200, json::<UserView>()),
+            doc("The calling user, and what they may start in the workspace (actions: start_session, submit_run, create_endpoint, deploy, manage_team).")
+                .reply(200, json::<CallerView>()),
         )
         .get(
             "/api/v1/users",
@@ -208,8 +209,55 @@ async fn openapi(_caller: Caller) -> Json<Value> {
     Json(crate::openapi::document())
 }
 
-async fn me(caller: Caller) -> Json<UserView> {
-    Json(UserView::from(&caller.0))
+async fn me(State(state): State<AppState>, caller: Caller) -> Json<CallerView> {
+    Json(CallerView {
+        user: UserView::from(&caller.0),
+        actions: workspace_actions(&state, &caller),
+    })
+}
+
+/// What the caller may start in the workspace: each action stands for the operations it takes,
+/// listed when the route table gives the caller their permissions and the handlers' own checks
+/// of the caller pass (the same functions the handlers call).
+fn workspace_actions(state: &AppState, caller: &Caller) -> Vec<WorkspaceAction> {
+    let writer = caller.require_writer().is_ok();
+    let submit = allows_all(
+        &caller.0,
+        [
+            offer((), "post", "/api/v1/data", writer),
+            offer((), "post", "/api/v1/runs", true),
+        ],
+    );
+    allowed(
+        &caller.0,
+        [
+            offer(
+                WorkspaceAction::StartSession,
+                "post",
+                "/api/v1/sessions",
+                crate::sessions::may_start(state, caller).is_ok(),
+            ),
+            offer(WorkspaceAction::SubmitRun, "post", "/api/v1/runs", submit),
+            offer(
+                WorkspaceAction::CreateEndpoint,
+                "post",
+                "/api/v1/endpoints",
+                true,
+            ),
+            offer(
+                WorkspaceAction::Deploy,
+                "post",
+                "/api/v1/endpoints/{name}/deployments",
+                crate::endpoints::may_deploy(caller),
+            ),
+            offer(
+                WorkspaceAction::ManageTeam,
+                "get",
+                "/api/v1/users",
+                caller.require_admin().is_ok(),
+            ),
+        ],
+    )
 }
 
 async fn list_users(

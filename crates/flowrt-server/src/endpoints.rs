@@ -13,5 +13,8 @@ mod api;
 mod score;
 mod serving;
 
+pub(crate) use api::may_deploy;
 pub use api::routes;
+#[cfg(test)]
+pub(crate) use serving::route_undeployed;
 pub use serving::{supervise, Serving};

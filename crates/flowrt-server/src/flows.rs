@@ -323,21 +323,20 @@ async fn show(
     let (_, load_from) = snapshot_dir(&state, &rec).await?;
     let flow = load(load_from, rec.reference()).await?;
     let mut detail = describe(FlowVersion::from(&rec), &flow);
-    detail.actions = flow_actions(&caller, &rec.owner);
+    let start = crate::sessions::may_start_sessions(&state, &caller);
+    detail.actions = flow_actions(&caller, &rec.owner, start);
     Ok(Json(detail))
 }
 
-/// The rules a save (`flow_edit::versions`) and a deployment's creation enforce, said ahead: the
-/// flow's owner (or an admin) saves its next version; a role that may write endpoints deploys.
-fn flow_actions(caller: &Caller, owner: &str) -> Vec<FlowAction> {
+/// The rules a save (`flow_edit::versions`), a deployment's creation and a session's start
+/// enforce, said ahead: the flow's owner (or an admin) saves its next version; deploying is
+/// `endpoints::may_deploy`; `start`: whether the caller may start sessions
+/// (`sessions::may_start_sessions`), given the server's settings.
+fn flow_actions(caller: &Caller, owner: &str, start: bool) -> Vec<FlowAction> {
     [
         (FlowAction::Edit, caller.may_modify(owner)),
-        (
-            FlowAction::Deploy,
-            caller
-                .0
-                .has(flowrt_api::workspace::Permission::EndpointsWrite),
-        ),
+        (FlowAction::Deploy, crate::endpoints::may_deploy(caller)),
+        (FlowAction::StartSession, start),
     ]
     .into_iter()
     .filter_map(|(action, allowed)| allowed.then_some(action))
@@ -467,19 +466,22 @@ mod action_tests {
     /// The flow page's Edit (vs Files) and Deploy follow the server's rules.
     #[test]
     fn each_caller_gets_the_flow_actions_the_server_allows() {
-        let edit_deploy = [FlowAction::Edit, FlowAction::Deploy];
+        use FlowAction::*;
         assert_eq!(
-            flow_actions(&caller("u-ann", Role::User), "u-ann"),
-            edit_deploy
+            flow_actions(&caller("u-ann", Role::User), "u-ann", true),
+            [Edit, Deploy, StartSession]
         );
         assert_eq!(
-            flow_actions(&caller("u-adm", Role::Admin), "u-ann"),
-            edit_deploy
+            flow_actions(&caller("u-adm", Role::Admin), "u-ann", false),
+            [Edit, Deploy]
         );
         assert_eq!(
-            flow_actions(&caller("u-bob", Role::User), "u-ann"),
-            [FlowAction::Deploy]
+            flow_actions(&caller("u-bob", Role::User), "u-ann", true),
+            [Deploy, StartSession]
         );
-        assert_eq!(flow_actions(&caller("u-vwr", Role::Viewer), "u-vwr"), []);
+        assert_eq!(
+            flow_actions(&caller("u-vwr", Role::Viewer), "u-vwr", false),
+            []
+        );
     }
 }

@@ -8,6 +8,8 @@
 //! `router(state)` builds the whole app so tests can call it without a socket. It also serves the
 //! web UI's assets (`ui.rs`), which hold no data: every page reads the authenticated API.
 
+#[cfg(test)]
+mod action_tests;
 mod api;
 mod auth;
 mod connections;

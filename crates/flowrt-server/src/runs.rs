@@ -632,7 +632,8 @@ fn run_view(
 
 /// The rules `cancel`, `delete`, `archive` and a resume's start enforce, said ahead: a run's
 /// owner (or an admin) cancels it while it runs, and resumes it when lines are left to re-run
-/// in a session that still runs and that they may use.
+/// in a session that still runs and that they may use; the flow version a run ran is deployed
+/// by whoever may deploy (`endpoints::may_deploy`).
 fn run_actions(
     view: &RunView,
     owner: &str,
@@ -653,6 +654,10 @@ fn run_actions(
         ),
         (RunAction::Archive, modify),
         (RunAction::Delete, modify),
+        (
+            RunAction::Deploy,
+            view.flow.is_some() && crate::endpoints::may_deploy(caller),
+        ),
     ]
     .into_iter()
     .filter_map(|(action, allowed)| allowed.then_some(action))
@@ -1494,5 +1499,15 @@ mod tests {
         );
         assert_eq!(actions(&view("Failed", 3), &ann, None), [Archive, Delete]);
         assert_eq!(actions(&view("Running", 0), &bob, Some(&running)), []);
+        // A run of a workspace flow: its version is deployed by whoever may deploy.
+        let mut of_flow = view("Completed", 0);
+        of_flow.flow = Some("qa@v1".into());
+        assert_eq!(
+            actions(&of_flow, &ann, Some(&running)),
+            [Archive, Delete, Deploy]
+        );
+        assert_eq!(actions(&of_flow, &bob, Some(&running)), [Deploy]);
+        let viewer = caller("u-vwr", Role::Viewer);
+        assert_eq!(actions(&of_flow, &viewer, Some(&running)), []);
     }
 }

@@ -295,17 +295,35 @@ async fn show(
     Ok(Json(view(&visible(&state, &caller, &id).await?, &caller)))
 }
 
-async fn start(
-    State(state): State<AppState>,
-    caller: Caller,
-    Json(req): Json<flowrt_api::requests::StartSession>,
-) -> ApiResult<(StatusCode, Json<SessionView>)> {
+/// Who starts sessions: a role that may run flows, and, where the kernel cannot seal sessions,
+/// only the owner (unless the server was told to accept the risk). `start` asks this; the
+/// caller's and a flow's `start_session` actions are listed from it.
+pub(crate) fn may_start(state: &AppState, caller: &Caller) -> ApiResult<()> {
     caller.require_writer()?;
     if !state.sessions.seal && !state.config.allow_unsealed && !caller.is_owner() {
         return Err(ApiErr::forbidden(
             "this server's kernel cannot seal sessions (no Landlock), so only the owner may start them; the owner can restart the server with --allow-unsealed-sessions-for-everyone to accept the risk",
         ));
     }
+    Ok(())
+}
+
+/// May the caller start a session: the route table's permission for `POST /api/v1/sessions`,
+/// and [`may_start`].
+pub(crate) fn may_start_sessions(state: &AppState, caller: &Caller) -> bool {
+    let start = may_start(state, caller).is_ok();
+    crate::routing::allows_all(
+        &caller.0,
+        [crate::routing::offer((), "post", "/api/v1/sessions", start)],
+    )
+}
+
+async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(req): Json<flowrt_api::requests::StartSession>,
+) -> ApiResult<(StatusCode, Json<SessionView>)> {
+    may_start(&state, &caller)?;
     if req.shared && req.compute.is_some() {
         return Err(ApiErr::bad_request(
             "a compute instance's sessions are its user's alone; share a serverless session (leave out compute)",

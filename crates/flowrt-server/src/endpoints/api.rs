@@ -6,7 +6,7 @@ use super::serving::load_facts;
 use crate::auth::Caller;
 use crate::error::{ApiErr, ApiResult};
 use crate::openapi::{doc, json, list_of, Reply};
-use crate::routing::ApiRoutes;
+use crate::routing::{allowed, allows_all, offer, ApiRoutes};
 use crate::AppState;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -206,14 +206,81 @@ async fn find(state: &AppState, name: &str) -> ApiResult<Endpoint> {
     })
 }
 
+/// Who changes an endpoint (its traffic, keys and deployments) or deletes it: its owner and
+/// admins. Every changing handler asks this (through [`modifiable`]), and the views' `actions`
+/// are listed from it.
+fn may_manage(caller: &Caller, e: &Endpoint) -> ApiResult<()> {
+    if caller.may_modify(&e.owner) {
+        Ok(())
+    } else {
+        Err(ApiErr::forbidden(format!(
+            "endpoint '{}' belongs to another user; only its owner and admins change it",
+            e.name
+        )))
+    }
+}
+
 async fn modifiable(state: &AppState, caller: &Caller, name: &str) -> ApiResult<Endpoint> {
     let e = find(state, name).await?;
-    if !caller.may_modify(&e.owner) {
-        return Err(ApiErr::forbidden(format!(
-            "endpoint '{name}' belongs to another user; only its owner and admins change it"
-        )));
-    }
+    may_manage(caller, &e)?;
     Ok(e)
+}
+
+/// May the caller deploy a flow version: create an endpoint and deploy behind it (or behind
+/// one they manage)? What a flow's, a run's and the caller's own `deploy` action say.
+pub(crate) fn may_deploy(caller: &Caller) -> bool {
+    allows_all(
+        &caller.0,
+        [
+            offer((), "post", "/api/v1/endpoints", true),
+            offer((), "post", "/api/v1/endpoints/{name}/deployments", true),
+        ],
+    )
+}
+
+/// What `caller` may do with endpoint `e`: the operations the route table lets them reach whose
+/// handler's check passes (`may_manage`; scoring with their token: `score::may_score`).
+fn endpoint_actions(caller: &Caller, e: &Endpoint) -> Vec<EndpointAction> {
+    let manage = may_manage(caller, e).is_ok();
+    let one = "/api/v1/endpoints/{name}";
+    allowed(
+        &caller.0,
+        [
+            offer(
+                EndpointAction::Score,
+                "post",
+                "/endpoints/{name}/score",
+                super::score::may_score(&caller.0, e).is_ok(),
+            ),
+            offer(EndpointAction::Update, "patch", one, manage),
+            offer(
+                EndpointAction::RegenerateKeys,
+                "post",
+                "/api/v1/endpoints/{name}/keys",
+                manage,
+            ),
+            offer(
+                EndpointAction::Deploy,
+                "post",
+                "/api/v1/endpoints/{name}/deployments",
+                manage,
+            ),
+            offer(EndpointAction::Delete, "delete", one, manage),
+        ],
+    )
+}
+
+/// What `caller` may do with a deployment of endpoint `e` (the endpoint's rule: `may_manage`).
+fn deployment_actions(caller: &Caller, e: &Endpoint) -> Vec<DeploymentAction> {
+    let manage = may_manage(caller, e).is_ok();
+    let one = "/api/v1/endpoints/{name}/deployments/{deployment}";
+    allowed(
+        &caller.0,
+        [
+            offer(DeploymentAction::Update, "patch", one, manage),
+            offer(DeploymentAction::Delete, "delete", one, manage),
+        ],
+    )
 }
 
 async fn find_deployment(state: &AppState, endpoint: &str, name: &str) -> ApiResult<Deployment> {
@@ -231,6 +298,7 @@ async fn find_deployment(state: &AppState, endpoint: &str, name: &str) -> ApiRes
 /// A deployment as the API shows it, with its instances and how many serve.
 async fn deployment_view(
     state: &AppState,
+    caller: &Caller,
     d: &Deployment,
     endpoint: &Endpoint,
     names: &HashMap<String, String>,
@@ -296,17 +364,19 @@ async fn deployment_view(
         replicas,
         created: d.created,
         updated: d.updated,
+        actions: deployment_actions(caller, endpoint),
     })
 }
 
 async fn endpoint_view(
     state: &AppState,
+    caller: &Caller,
     e: &Endpoint,
     names: &HashMap<String, String>,
 ) -> ApiResult<EndpointView> {
     let mut deployments = Vec::new();
     for d in state.store.list_deployments(Some(&e.name)).await? {
-        deployments.push(deployment_view(state, &d, e, names).await?);
+        deployments.push(deployment_view(state, caller, &d, e, names).await?);
     }
     Ok(EndpointView {
         name: e.name.clone(),
@@ -317,6 +387,7 @@ async fn endpoint_view(
         deployments,
         created: e.created,
         updated: e.updated,
+        actions: endpoint_actions(caller, e),
     })
 }
 
@@ -329,14 +400,11 @@ fn check_retention(days: Option<u32>) -> ApiResult<Option<u32>> {
     }
 }
 
-async fn list(
-    State(state): State<AppState>,
-    _caller: Caller,
-) -> ApiResult<Json<Vec<EndpointView>>> {
+async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<EndpointView>>> {
     let names = user_names(&state).await?;
     let mut out = Vec::new();
     for e in state.store.list_endpoints().await? {
-        out.push(endpoint_view(&state, &e, &names).await?);
+        out.push(endpoint_view(&state, &caller, &e, &names).await?);
     }
     Ok(Json(out))
 }
@@ -357,7 +425,7 @@ async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedEndpoint {
-            endpoint: endpoint_view(&state, &e, &names).await?,
+            endpoint: endpoint_view(&state, &caller, &e, &names).await?,
             keys: EndpointKeys {
                 primary: Some(primary),
                 secondary: Some(secondary),
@@ -368,12 +436,12 @@ async fn create(
 
 async fn show(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<EndpointView>> {
     let e = find(&state, &name).await?;
     let names = user_names(&state).await?;
-    Ok(Json(endpoint_view(&state, &e, &names).await?))
+    Ok(Json(endpoint_view(&state, &caller, &e, &names).await?))
 }
 
 /// The split must name this endpoint's deployments and add up to 100 (or be empty).
@@ -426,7 +494,7 @@ async fn update(
     state.serving.wake.notify_one();
     let e = find(&state, &name).await?;
     let names = user_names(&state).await?;
-    Ok(Json(endpoint_view(&state, &e, &names).await?))
+    Ok(Json(endpoint_view(&state, &caller, &e, &names).await?))
 }
 
 async fn delete(
@@ -478,12 +546,16 @@ async fn regenerate_key(
 
 async fn list_deployments(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> ApiResult<Json<Vec<DeploymentView>>> {
     let e = find(&state, &name).await?;
     let names = user_names(&state).await?;
-    Ok(Json(endpoint_view(&state, &e, &names).await?.deployments))
+    Ok(Json(
+        endpoint_view(&state, &caller, &e, &names)
+            .await?
+            .deployments,
+    ))
 }
 
 /// The instance settings a create or update ends with, checked.
@@ -617,19 +689,21 @@ async fn create_deployment(
     let names = user_names(&state).await?;
     Ok((
         StatusCode::CREATED,
-        Json(deployment_view(&state, &d, &e, &names).await?),
+        Json(deployment_view(&state, &caller, &d, &e, &names).await?),
     ))
 }
 
 async fn show_deployment(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((name, deployment)): Path<(String, String)>,
 ) -> ApiResult<Json<DeploymentView>> {
     let e = find(&state, &name).await?;
     let d = find_deployment(&state, &name, &deployment).await?;
     let names = user_names(&state).await?;
-    Ok(Json(deployment_view(&state, &d, &e, &names).await?))
+    Ok(Json(
+        deployment_view(&state, &caller, &d, &e, &names).await?,
+    ))
 }
 
 async fn update_deployment(
@@ -666,7 +740,9 @@ async fn update_deployment(
     state.serving.wake.notify_one();
     let d = find_deployment(&state, &name, &deployment).await?;
     let names = user_names(&state).await?;
-    Ok(Json(deployment_view(&state, &d, &e, &names).await?))
+    Ok(Json(
+        deployment_view(&state, &caller, &d, &e, &names).await?,
+    ))
 }
 
 async fn delete_deployment(

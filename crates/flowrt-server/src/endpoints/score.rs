@@ -14,7 +14,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use flowrt_api::responses::LineResult;
 use flowrt_session::client::{self, ClientError, LineRequest};
-use flowrt_store::ScoreRow;
+use flowrt_store::{Endpoint, ScoreRow};
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -105,16 +105,22 @@ async fn authorize(
             "invalid key or token for endpoint '{name}': it is unknown, revoked or expired"
         ))
     })?;
+    may_score(&user, &route.endpoint)
+}
+
+/// Whether `user`'s own token scores endpoint `e`: it holds `endpoints/score`, and the endpoint
+/// is theirs (admins: every one). The endpoint's `score` action is listed from this.
+pub(super) fn may_score(user: &flowrt_store::User, e: &Endpoint) -> Result<(), ApiErr> {
     let admin = matches!(
         user.role,
         flowrt_store::Role::Owner | flowrt_store::Role::Admin
     );
     if !user.has(flowrt_api::workspace::Permission::EndpointsScore)
-        || !(admin || user.id == route.endpoint.owner)
+        || !(admin || user.id == e.owner)
     {
         return Err(ApiErr::forbidden(format!(
-            "user '{}' may not score endpoint '{name}': a user token scores its owner's endpoints (admins: every one); others call it with one of its keys",
-            user.name
+            "user '{}' may not score endpoint '{}': a user token scores its owner's endpoints (admins: every one); others call it with one of its keys",
+            user.name, e.name
         )));
     }
     Ok(())

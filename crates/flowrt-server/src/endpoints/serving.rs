@@ -786,6 +786,15 @@ async fn build_table(
         .unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
 }
 
+/// The routing table built from the store's endpoints, their deployments left out (nothing
+/// started): a scoring request reaches its endpoint's authorization, then finds no deployment.
+#[cfg(test)]
+pub(crate) async fn route_undeployed(state: &AppState) {
+    let endpoints = state.store.list_endpoints().await.unwrap_or_default();
+    let memory = Memory::default();
+    build_table(state, &endpoints, &[], &[], &HashMap::new(), &memory).await;
+}
+
 /// Follow the load of scaling deployments: grow at once when the requests in flight per
 /// instance pass the target; shrink after a minute below half of it.
 async fn autoscale(state: &AppState, memory: &mut Memory, deployments: &[Deployment]) {

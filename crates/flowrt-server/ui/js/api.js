@@ -8,8 +8,10 @@ export const auth = {
   get token() { return sessionStorage.getItem(KEY); },
   set token(t) { if (t) sessionStorage.setItem(KEY, t); else sessionStorage.removeItem(KEY); },
   me: null,
-  get writer() { return !!this.me && this.me.role !== 'viewer'; },
-  get admin() { return !!this.me && (this.me.role === 'owner' || this.me.role === 'admin'); },
+  // What the caller may start in the workspace, as /api/v1/me lists it (start_session,
+  // submit_run, create_endpoint, deploy, manage_team): pages offer these and only these; each
+  // thing they show carries its own `actions`. No page decides from the caller's role.
+  can(action) { return !!this.me && (this.me.actions || []).includes(action); },
 };
 
 export class ApiError extends Error {

@@ -68,7 +68,7 @@ async function route() {
 function shell() {
   const nav = document.getElementById('nav');
   nav.hidden = !auth.me;
-  document.getElementById('nav-team').hidden = !auth.admin;
+  document.getElementById('nav-team').hidden = !auth.can('manage_team');
   const who = document.getElementById('who');
   if (!auth.me) return clear(who);
   clear(who,

@@ -3,11 +3,15 @@
 // deployments, dashboard of requests/s, p50/p99 latency, errors and tokens, and its requests)
 // and a request's trace (#/endpoints/NAME/requests/ID); and the Deploy dialog that flow and run
 // pages open. Each page loads what it shows, renders it with pure functions from data to
-// elements, and acts on its controls (call the API, then redraw or notify).
+// elements, and acts on its controls (call the API, then redraw or notify). Which buttons show
+// comes from the server: each endpoint's and deployment's `actions`, and the caller's own
+// (`auth.can`: create_endpoint).
 import { auth, api, get, post } from './api.js';
 import { h, clear, fmtAgo, fmtDur, badge, field, button, table, act, notify } from './dom.js';
 
 const enc = encodeURIComponent;
+// May the caller do `action` with endpoint or deployment `x`, as the server lists it?
+const may = (x, action) => (x.actions || []).includes(action);
 
 // An endpoint's keys, shown this once.
 function keysCard(keys, name) {
@@ -39,7 +43,7 @@ export async function list({ main }) {
   const endpoints = await get('/api/v1/endpoints');
   const out = h('div', {});
   main.append(h('div', { class: 'bar' }, h('h1', {}, 'Endpoints'),
-    auth.writer ? button('New endpoint…', () => createDialog(out), { class: 'primary', id: 'new-endpoint' }) : null), out);
+    auth.can('create_endpoint') ? button('New endpoint…', () => createDialog(out), { class: 'primary', id: 'new-endpoint' }) : null), out);
   main.append(endpoints.length
     ? h('div', { class: 'scroll' }, table(['Endpoint', 'Owner', 'Deployments', 'Traffic', 'Scoring URL'], endpoints.map(endpointRow), { id: 'endpoints' }))
     : h('p', { class: 'muted' }, 'No endpoints yet. Deploy a flow version from its flow page (', h('em', {}, 'Deploy…'), '), or ', h('code', {}, 'flowrt endpoint create NAME'), '.'));
@@ -68,12 +72,11 @@ function createDialog(out) {
 // ---- the Deploy dialog: a flow version behind a new or existing endpoint ----
 
 function deployControls(endpoints, flowRef) {
-  // Endpoints the caller may deploy to: their own (admins: every one). The endpoint view carries
-  // no `actions` yet, so this repeats the server's rule; the server still decides.
-  const mine = endpoints.filter((e) => auth.admin || e.owner === auth.me.name);
+  // Endpoints the caller may deploy to, as each says; a new one if they may create one.
+  const mine = endpoints.filter((e) => may(e, 'deploy'));
   return {
     target: h('select', { name: 'endpoint', id: 'deploy-endpoint' },
-      h('option', { value: '' }, 'a new endpoint'), mine.map((e) => h('option', { value: e.name }, e.name))),
+      auth.can('create_endpoint') ? h('option', { value: '' }, 'a new endpoint') : null, mine.map((e) => h('option', { value: e.name }, e.name))),
     newName: h('input', { name: 'new-endpoint', id: 'deploy-new-endpoint', maxlength: 64, value: String(flowRef).split('@')[0].replace(/[^A-Za-z0-9_-]/g, '-') }),
     depName: h('input', { name: 'deployment', id: 'deploy-name', required: true, maxlength: 64, value: 'blue' }),
     instances: h('input', { type: 'number', name: 'instances', min: 1, max: 64, value: 1 }),
@@ -175,19 +178,20 @@ function statCards(s) {
     card('tokens', s.tokens, 'stat-tokens'));
 }
 
-// The bar: the scoring URL, and the owner's key and delete buttons.
+// The bar: the scoring URL, and the key and delete buttons its `actions` allow.
 function endpointBar(ep, e) {
   const newKey = (which) => button(`New ${which} key`, (ev) => act(ev.target, () => rotateKey(ep, which)));
   return h('div', { class: 'bar' }, h('h1', {}, 'Endpoint ', h('code', {}, e.name)),
     h('span', { class: 'muted' }, 'owner ', e.owner, ' · ', h('code', { id: 'scoring-url' }, `${location.origin}${e.scoring_uri}`)),
-    ep.may ? newKey('primary') : null,
-    ep.may ? newKey('secondary') : null,
-    ep.may ? button('Delete endpoint', (ev) => act(ev.target, () => deleteEndpoint(ep.name)), { class: 'danger' }) : null);
+    may(e, 'regenerate_keys') ? newKey('primary') : null,
+    may(e, 'regenerate_keys') ? newKey('secondary') : null,
+    may(e, 'delete') ? button('Delete endpoint', (ev) => act(ev.target, () => deleteEndpoint(ep.name)), { class: 'danger' }) : null);
 }
 
-// A deployment's row; its traffic share is an input the Save traffic button reads.
-function deploymentRow(ep, d) {
-  const pct = h('input', { type: 'number', min: 0, max: 100, value: d.traffic, name: `traffic-${d.name}`, 'aria-label': `traffic to ${d.name}`, disabled: !ep.may, class: 'narrow' });
+// A deployment's row; its traffic share is an input the Save traffic button reads (`split`: the
+// caller may change the endpoint's traffic split).
+function deploymentRow(ep, d, split) {
+  const pct = h('input', { type: 'number', min: 0, max: 100, value: d.traffic, name: `traffic-${d.name}`, 'aria-label': `traffic to ${d.name}`, disabled: !split, class: 'narrow' });
   ep.traffic.set(d.name, pct);
   return h('tr', { 'data-deployment': d.name, 'data-status': d.status },
     h('td', {}, d.name),
@@ -197,7 +201,7 @@ function deploymentRow(ep, d) {
     h('td', {}, d.max_instances > d.min_instances ? `${d.instances} (${d.min_instances}–${d.max_instances})` : `${d.instances}`),
     h('td', {}, pct),
     h('td', {}, `${Math.round(d.sample_rate * 100)}%${d.redact_payloads ? ', redacted' : ''}`),
-    h('td', {}, ep.may ? button('Delete', (ev) => act(ev.target, () => deleteDeployment(ep, d.name)), { class: 'danger', 'aria-label': `Delete deployment ${d.name}` }) : null));
+    h('td', {}, may(d, 'delete') ? button('Delete', (ev) => act(ev.target, () => deleteDeployment(ep, d.name)), { class: 'danger', 'aria-label': `Delete deployment ${d.name}` }) : null));
 }
 
 // Deployments and the traffic split, from the endpoint `e` as last read.
@@ -205,8 +209,8 @@ function drawDeps(ep, e) {
   ep.traffic.clear();
   clear(ep.deps, h('h2', { id: 'dep-h' }, 'Deployments'),
     e.deployments.length ? h('div', { class: 'scroll' }, table(['Deployment', 'Flow', 'Status', 'Ready', 'Instances', 'Traffic %', 'Traces', ''],
-      e.deployments.map((d) => deploymentRow(ep, d)), { id: 'deployments' })) : h('p', { class: 'muted' }, 'No deployment yet: open a flow version and press Deploy….'),
-    ep.may && e.deployments.length ? h('div', { class: 'actions' }, button('Save traffic', (ev) => act(ev.target, () => saveTraffic(ep)), { id: 'save-traffic' })) : null);
+      e.deployments.map((d) => deploymentRow(ep, d, may(e, 'update'))), { id: 'deployments' })) : h('p', { class: 'muted' }, 'No deployment yet: open a flow version and press Deploy….'),
+    may(e, 'update') && e.deployments.length ? h('div', { class: 'actions' }, button('Save traffic', (ev) => act(ev.target, () => saveTraffic(ep)), { id: 'save-traffic' })) : null);
 }
 
 // The dashboard's and the requests' filters, kept across redraws.
@@ -292,9 +296,6 @@ export async function page({ main, params, query, signal }) {
   const card = (attrs) => h('section', { class: 'card wide', ...attrs });
   const ep = {
     name, out: h('div', {}), traffic: new Map(), f: filters(e),
-    // The endpoint view carries no `actions` yet, so this repeats the server's rule (its owner,
-    // or an admin, manages it); the server still decides each call.
-    may: auth.admin || (auth.writer && e.owner === auth.me.name),
     deps: card({ 'aria-labelledby': 'dep-h' }), dash: card({ 'aria-labelledby': 'dash-h', id: 'dashboard' }), reqs: card({ 'aria-labelledby': 'req-h' }),
   };
   main.append(endpointBar(ep, e), ep.out);

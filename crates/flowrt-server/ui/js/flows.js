@@ -2,7 +2,8 @@
 // the compute-session dropdown, and the single-line test pane (a form from the flow's inputs, or
 // a chat). Each page loads what it shows, renders it with pure functions from data to elements,
 // and acts on its controls (call the API, then redraw or notify). What the caller may do comes
-// from the server: a flow's `actions` (edit, deploy) and each session's (test, switch).
+// from the server: a flow's `actions` (edit, deploy, start_session), each session's (test,
+// switch) and the caller's own (`auth.can`).
 import { auth, get, post, sse, follow } from './api.js';
 import { h, clear, fmtAgo, fmtDur, pre, field, button, table, notify, act } from './dom.js';
 
@@ -205,7 +206,7 @@ function sessionOptions(sessions, flow, keep) {
 // start and deploy dialogs belong to their own pages' modules, loaded when first asked for.
 function flowBar(ui, versions) {
   const { flow } = ui;
-  const startBtn = auth.writer ? button('Start session…', async () => {
+  const startBtn = flow.actions.includes('start_session') ? button('Start session…', async () => {
     const { startDialog } = await import('./sessions.js');
     startDialog(ui.main, flow.ref);
   }) : null;
@@ -271,7 +272,7 @@ function testPane(flow, limits, runBtn) {
     pane.form.append(field(`${name} (${spec.type})`, c));
   }
   pane.form.append(h('div', { class: 'actions' }, runBtn,
-    auth.writer ? null : h('span', { class: 'muted' }, 'Viewers read flows; running a line needs the user role.')), pane.result);
+    auth.can('submit_run') ? null : h('span', { class: 'muted' }, 'Viewers read flows; running a line needs the user role.')), pane.result);
   return pane;
 }
 

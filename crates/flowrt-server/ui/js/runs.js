@@ -3,7 +3,8 @@
 // per-line table, node timeline, metrics, cancel, resume, downloads) and the line-by-line
 // comparison of two or more runs (#/compare). Each page loads what it shows, renders it with
 // pure functions from data to elements, and acts on its controls (call the API, then redraw).
-// Which buttons a run offers comes from the server: its `actions` (cancel, resume...).
+// Which buttons a run offers comes from the server: its `actions` (cancel, resume, deploy...), and
+// whether the caller may submit one from theirs (`auth.can`).
 import { auth, get, post, follow } from './api.js';
 import { h, clear, fmtDur, fmtJson, badge, field, button, table, act, download } from './dom.js';
 
@@ -53,8 +54,8 @@ export async function list({ main, query, signal }) {
     compareBtn.disabled = picked.size < 2;
   };
   main.append(h('div', { class: 'bar' }, h('h1', {}, 'Runs'),
-    auth.writer ? h('a', { href: '#/runs?new=1', class: 'button primary', id: 'submit-batch' }, 'Submit a batch…') : null, compareBtn));
-  if (query.get('new') && auth.writer) main.append(submitForm(sessions, runs));
+    auth.can('submit_run') ? h('a', { href: '#/runs?new=1', class: 'button primary', id: 'submit-batch' }, 'Submit a batch…') : null, compareBtn));
+  if (query.get('new') && auth.can('submit_run')) main.append(submitForm(sessions, runs));
   const rows = runs.slice().reverse().map((r) => runRow(r, flowOf, pick, signal));
   main.append(runs.length ? h('div', { class: 'scroll' }, table(['', 'Run', 'Status', 'Progress', 'Flow', 'Session', 'Base run', 'Variant', 'Created'], rows, { id: 'runs' }))
     : h('p', { class: 'muted' }, 'No runs yet.'));
@@ -219,7 +220,7 @@ function drawHead(rp) {
   clear(rp.head, h('h1', {}, 'Run ', h('code', {}, run.name)), h('span', { id: 'run-status' }, badge(run.status)), runMeta(run, sess),
     can('cancel') ? button('Cancel', (e) => act(e.target, () => post(`/api/v1/runs/${q(run.name, sess, '/cancel')}`))) : null,
     can('resume') ? button('Resume (re-run failed lines)', (e) => act(e.target, () => resumeRun(run, sess))) : null,
-    auth.writer && run.flow ? button('Deploy…', async () => {
+    can('deploy') ? button('Deploy…', async () => {
       const { deployDialog } = await import('./endpoints.js');
       deployDialog(rp.main, run.flow);
     }, { id: 'deploy' }) : null,

@@ -3,7 +3,8 @@
 // and the start dialog with its advanced settings (also opened from a flow's page). Each page
 // loads what it shows, renders it with pure functions from data to elements, and acts on its
 // controls (call the API, then redraw or notify). Which buttons a session offers comes from the
-// server: its `actions` (stop, reset, update, edit, delete...).
+// server: its `actions` (stop, reset, update, edit, delete...), and whether the caller may start
+// one from theirs (`auth.can`).
 import { auth, get, post, api, follow } from './api.js';
 import { h, clear, fmtAgo, fmtDur, badge, field, button, notify, act } from './dom.js';
 
@@ -59,10 +60,11 @@ function timeLeft(s) {
 
 // ---- the sessions list: load ----
 
-// Owners' names by user id: the caller, and every user when the caller may list them.
+// Owners' names by user id: the caller, and every user when the caller may list them (those
+// who manage the team).
 async function userNames() {
   const names = new Map([[auth.me.id, `${auth.me.name} (you)`]]);
-  if (auth.admin) {
+  if (auth.can('manage_team')) {
     try { for (const u of await get('/api/v1/users')) if (!names.has(u.id)) names.set(u.id, u.name); } catch (_) { /* optional */ }
   }
   return names;
@@ -72,7 +74,7 @@ async function userNames() {
 
 function listHeader(main) {
   return h('div', { class: 'bar' }, h('h1', {}, 'Compute sessions'),
-    auth.writer ? button('Start session…', () => startDialog(main), { class: 'primary', id: 'start-session' }) : null);
+    auth.can('start_session') ? button('Start session…', () => startDialog(main), { class: 'primary', id: 'start-session' }) : null);
 }
 
 function sessionsTable(tbody) {

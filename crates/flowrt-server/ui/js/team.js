@@ -65,7 +65,7 @@ async function changeCompute(call, reload) {
 }
 
 export async function page({ main }) {
-  if (!auth.admin) {
+  if (!auth.can('manage_team')) {
     main.append(h('h1', {}, 'Team'), h('p', {}, 'Only owners and admins manage the team.'));
     return;
   }

@@ -183,6 +183,9 @@ try {
     assert(refused.status === 401, `a wrong key is refused: ${refused.status}`);
     await page.locator('#deploy-open').click();
     await page.locator('#deployments tr[data-deployment="blue"][data-status="Succeeded"]').waitFor({ timeout: 30000 });
+    // Hers: the endpoint's `actions` give her its traffic, keys and deletion.
+    assert(await page.locator('#save-traffic').isVisible(), 'the owner may save the traffic split');
+    assert(await page.getByRole('button', { name: 'Delete endpoint' }).isVisible(), 'the owner may delete her endpoint');
     await page.locator('#requests tbody tr').nth(6).waitFor({ timeout: 10000 });
     // The dashboard and the list are two queries of one refresh: rows written between them show
     // in the list first and in the dashboard at the next refresh (every 3 s).
@@ -309,6 +312,11 @@ try {
     // Sessions are private: a viewer sees no one's, and has nothing to start or stop.
     await v.locator('#no-sessions').waitFor();
     assert(await v.locator('#start-session').count() === 0, 'no start button');
+    await v.goto(`${BASE}/#/endpoints`);
+    await v.locator('#endpoints').waitFor();
+    assert(await v.locator('#new-endpoint').count() === 0, 'no new endpoint button');
+    await v.goto(`${BASE}/#/sessions`);
+    await v.locator('#no-sessions').waitFor();
     assert(await v.locator(`#sessions tr[data-id="${sessionId}"]`).count() === 0, "no row of alice's session");
     await v.evaluate(async () => {
       const { post } = await import('/ui/js/api.js');
@@ -333,6 +341,12 @@ try {
     await shot(b, 'second-user');
     await b.goto(`${BASE}/#/sessions/${sessionId}`);
     await b.getByText(/NotFound: session .* does not exist/).waitFor();
+    // Alice's endpoint: bob reads it, and its `actions` offer him nothing to change.
+    await b.goto(`${BASE}/#/endpoints/support-chat`);
+    await b.locator('#deployments tr[data-deployment="blue"]').waitFor();
+    assert(await b.locator('input[name="traffic-blue"]').isDisabled(), "bob may not edit alice's traffic");
+    const changes = b.locator('#save-traffic').or(b.getByRole('button', { name: /Delete|key/ }));
+    assert(await changes.count() === 0, "bob is offered no change to alice's endpoint");
     await ctx.close();
   });
 
