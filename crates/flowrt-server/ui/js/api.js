@@ -102,12 +102,16 @@ export async function sse(path, { method = 'GET', body, signal, onEvent }) {
   dispatch();
 }
 
-// Follow a stream for as long as the page lives, reconnecting after a drop (not after a refusal).
+// Follow a stream while the page lives, reconnecting after a drop (not after a refusal), until
+// it ends: a run's stream says 'end' once its run has.
 export function follow(path, signal, onEvent) {
+  // A stream that said 'end' (a run's) is over: following it again would replay it.
+  let ended = false;
+  const seen = (name, data) => { if (name === 'end') ended = true; return onEvent(name, data); };
   const loop = async () => {
-    while (!signal.aborted) {
+    while (!signal.aborted && !ended) {
       try {
-        await sse(path, { signal, onEvent });
+        await sse(path, { signal, onEvent: seen });
       } catch (e) {
         if (signal.aborted || (e instanceof ApiError && e.status < 500)) return;
       }

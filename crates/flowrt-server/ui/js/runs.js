@@ -336,7 +336,10 @@ function followRun(rp, signal) {
   follow(`/api/v1/runs/${q(rp.run.name, rp.sess, '/events')}`, signal, async (ev, data) => {
     if (ev === 'progress') clear(rp.prog, progressBar(data), ' ', progressText(data));
     if (ev === 'line') {
-      rp.lines.push({ ...data, inputs: undefined, outputs: undefined });
+      // A stream followed again after a dropped connection replays its lines: one row a line.
+      const line = { ...data, inputs: undefined, outputs: undefined };
+      const at = rp.lines.findIndex((l) => l.line_number === line.line_number);
+      if (at >= 0) rp.lines[at] = line; else rp.lines.push(line);
       drawLines(rp);
     }
     if (ev === 'end') {

@@ -239,6 +239,15 @@ try {
     assert([...seen].some((p) => /^\s*([1-9]|1[0-9])\/20 done/.test(p)), 'progress was drawn while the run went on');
     await page.locator('#lines tbody tr').nth(19).waitFor();
     assert(await page.locator('#lines tbody tr').count() === 20, 'the per-line table has 20 lines');
+    // A finished run's stream is not followed again: following it replayed its lines into the
+    // table every second.
+    const followed = [];
+    const onRequest = (r) => { if (r.url().includes('/runs/batch-a/events')) followed.push(r.url()); };
+    page.on('request', onRequest);
+    await page.waitForTimeout(2500);
+    page.off('request', onRequest);
+    assert(followed.length === 0, `a finished run's events were asked again (${followed.length} times)`);
+    assert(await page.locator('#lines tbody tr').count() === 20, 'still 20 lines, none replayed');
     await page.locator('#timeline li').first().waitFor();
     await page.getByLabel('Status').selectOption('Failed');
     assert(await page.locator('#lines tbody tr').count() === 0, 'no failed lines');
