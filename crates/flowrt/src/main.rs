@@ -22,6 +22,7 @@ use std::process::ExitCode;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -33,6 +34,25 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `flowrt run list | head`: once the reader has gone, stop quietly with the status SIGPIPE
+/// gives (141), as Unix tools do, not with a panic and its backtrace. SIGPIPE itself stays
+/// ignored (Rust's default): a Python worker that dies must be an error the engine reports,
+/// not a signal that ends a batch run while it writes to the worker's pipe.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// `error: ...` then any `hint: ...` lines the message carries.

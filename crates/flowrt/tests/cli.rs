@@ -730,3 +730,24 @@ fn roles_from_flow_inputs_stay_escaped_through_a_prompt_node() {
         json!("Be brief.\nQuestion follows.")
     );
 }
+
+/// `flowrt connection create … | head -1`: once the reader has gone the command stops quietly,
+/// with the status SIGPIPE gives (141), as Unix tools do: no panic, no backtrace.
+#[test]
+fn a_reader_that_goes_away_ends_a_command_quietly() {
+    let env = Env::new();
+    let file = env.home.path().join("conn.yaml");
+    std::fs::write(&file, "name: c1\ntype: open_ai\napi_key: k\n").unwrap();
+    // The pipe's read end is closed before the command starts: its first line meets no reader.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
+        .args(["connection", "create", "--file", file.to_str().unwrap()])
+        .env("FLOWRT_HOME", env.home.path())
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

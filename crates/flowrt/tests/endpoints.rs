@@ -122,6 +122,12 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
     let (status, by, body) = server.score("support", Some(&bearer), r#"{"question": "hi"}"#);
     assert_eq!((status, by.as_str()), (200, "blue"), "{body}");
     assert_eq!(body, json!({"answer": "echo: hi"}));
+    // The CLI scores it too, with the inputs as `flow test` takes them or as a JSON object.
+    for inputs in ["question=hi", r#"{"question": "hi"}"#] {
+        let scored = server.ok(&["endpoint", "score", "support", "--inputs", inputs]);
+        let answer: Value = serde_json::from_str(&scored.stdout).unwrap();
+        assert_eq!(answer, json!({"answer": "echo: hi"}), "{}", scored.stderr);
+    }
     // The secondary key opens it too; no key, another endpoint's key and a user token of
     // someone else do not.
     assert_eq!(

@@ -9,9 +9,10 @@ use serde_json::Value;
 #[derive(clap::Args)]
 pub struct ScoreArgs {
     pub name: String,
-    /// The inputs as a JSON object.
-    #[arg(long, value_name = "JSON", conflicts_with = "inputs_file")]
-    pub inputs: Option<String>,
+    /// The inputs: NAME=VALUE pairs, as `flow test` takes them, or one JSON object
+    /// (`--inputs '{"question": "hi"}'`).
+    #[arg(long, num_args = 1.., value_name = "NAME=VALUE|JSON", conflicts_with = "inputs_file")]
+    pub inputs: Vec<String>,
     /// A file holding the inputs as a JSON object.
     #[arg(long, value_name = "FILE")]
     pub inputs_file: Option<std::path::PathBuf>,
@@ -27,6 +28,36 @@ pub struct ScoreArgs {
     pub stream: bool,
 }
 
+/// The request's JSON object: `--inputs` as NAME=VALUE pairs (strings, which the flow's
+/// declared input types convert, as a line test's do) or as one JSON object, else the file's.
+fn request_body(inputs: Vec<String>, inputs_file: Option<std::path::PathBuf>) -> Result<Value> {
+    let text = match (inputs.as_slice(), inputs_file) {
+        ([one], _) if one.trim_start().starts_with('{') => one.clone(),
+        ([], Some(f)) => {
+            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?
+        }
+        ([], None) => "{}".to_string(),
+        (pairs, _) => {
+            let mut body = serde_json::Map::new();
+            for pair in pairs {
+                let (k, v) = pair.split_once('=').ok_or_else(|| {
+                    anyhow!("--inputs '{pair}' must be NAME=VALUE, or one JSON object like '{{\"question\": \"hi\"}}'")
+                })?;
+                body.insert(k.trim().to_string(), Value::String(v.to_string()));
+            }
+            return Ok(Value::Object(body));
+        }
+    };
+    let body: Value = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("the inputs are not JSON: {e}\nhint: give an object, like --inputs '{{\"question\": \"hi\"}}', or NAME=VALUE pairs"))?;
+    if !body.is_object() {
+        bail!(
+            "the inputs must be a JSON object of the flow's inputs, like {{\"question\": \"hi\"}}"
+        );
+    }
+    Ok(body)
+}
+
 /// `endpoint score`: one request to the scoring URL, its answer (or its stream) on stdout.
 pub async fn run(remote: &Remote, args: ScoreArgs) -> Result<u8> {
     let base = remote.base();
@@ -38,20 +69,7 @@ pub async fn run(remote: &Remote, args: ScoreArgs) -> Result<u8> {
         key_env,
         stream,
     } = args;
-    let text = match (inputs, inputs_file) {
-        (Some(t), _) => t,
-        (None, Some(f)) => {
-            std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?
-        }
-        (None, None) => "{}".to_string(),
-    };
-    let body: Value = serde_json::from_str(&text)
-        .map_err(|e| anyhow!("the inputs are not JSON: {e}\nhint: give an object, like --inputs '{{\"question\": \"hi\"}}'"))?;
-    if !body.is_object() {
-        bail!(
-            "the inputs must be a JSON object of the flow's inputs, like {{\"question\": \"hi\"}}"
-        );
-    }
+    let body = request_body(inputs, inputs_file)?;
     let var = key_env.unwrap_or_else(|| "FLOWRT_ENDPOINT_KEY".into());
     let key = std::env::var(&var).ok().filter(|k| !k.is_empty());
     let http = reqwest::Client::new();
