@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod http;
 pub mod server;
 
 use serde_json::{json, Value};
@@ -26,6 +27,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Run `cmd` to its end.
+    pub fn of(cmd: &mut Command) -> Run {
+        let out: Output = cmd.output().expect("flowrt runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The last JSON object printed on stdout (what scripts read).
     pub fn json(&self) -> Value {
         let start = self.stdout.rfind("\n{").map(|i| i + 1).unwrap_or(0);
@@ -51,18 +62,13 @@ impl Env {
 
     /// [`Env::run`] with extra environment variables for the process.
     pub fn run_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let out: Output = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(args)
-            .env("FLOWRT_HOME", self.home.path())
-            .env_remove("FLOWRT_SERVER")
-            .envs(vars.iter().copied())
-            .output()
-            .expect("flowrt runs");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(
+            Command::new(env!("CARGO_BIN_EXE_flowrt"))
+                .args(args)
+                .env("FLOWRT_HOME", self.home.path())
+                .env_remove("FLOWRT_SERVER")
+                .envs(vars.iter().copied()),
+        )
     }
 
     /// Start flowrt in the background (stdout and stderr to files in the home folder, so a
