@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod flow_serve;
 pub mod http;
 pub mod server;
 
