@@ -1,8 +1,8 @@
 //! The one harness for story tests that need a real server: `flowrt server` on a free port of
 //! 127.0.0.1 with a FLOWRT_HOME of its own (or the test's), the CLI pointed at it, and JSON calls
 //! with a token. [`Server::builder`] takes what a story needs besides: arguments, environment
-//! variables, a database, where the log goes, a launcher. Dropping it kills the server and stops
-//! every session agent of its home.
+//! variables, a database, where the log goes, a launcher. Dropping it stops the server and every
+//! session agent of its home.
 
 use super::http::{self, Reply};
 use super::{free_port, Env, Run};
@@ -323,12 +323,14 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // The server first, so that it starts no agent again (a deployment's instances); it is
-        // killed, not stopped: a graceful stop waits for the base environment a young server is
-        // still preparing (seconds per test), and nothing after a test reads what it would
-        // still write. Then every agent still listening is asked to stop (and left to clean up
-        // after itself); what of a session does not answer is killed.
-        self.kill();
+        // The server first, so that it starts no agent again (a deployment's instances). It is
+        // stopped (SIGTERM), as sessions.rs and ui.rs always stopped theirs, though a young
+        // server then takes seconds to finish copying the base environment into its home:
+        // with SIGKILL here, ui.rs's browser scenario, which runs beside the binary's quicker
+        // tests, failed every time on a race of the run page's. Then every agent still
+        // listening is asked to stop (and left to clean up after itself); what of a session
+        // does not answer is killed.
+        self.stop();
         let sessions = self.home.join("sessions");
         for id in self.session_ids() {
             if !shutdown_agent(&sessions.join(&id)) {
