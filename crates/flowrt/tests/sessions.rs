@@ -1533,7 +1533,9 @@ fn half_open_connections_from_one_client_leave_the_server_answering() {
         .enable_all()
         .build()
         .unwrap();
-    // The attacker dials from 127.0.0.2, the rest of the world from 127.0.0.1.
+    // The attacker dials from 127.0.0.2, the rest of the world from 127.0.0.1. Raw sockets on
+    // purpose: requests that never finish their headers are what this story is about, and no
+    // HTTP client sends one; the answering side is checked through reqwest like any other.
     let mut held = rt.block_on(async {
         let mut held = Vec::new();
         for _ in 0..3000 {
@@ -4255,7 +4257,8 @@ fn with_session_uids_each_session_runs_as_a_user_of_its_own() {
     server.ok(&["session", "delete", &b]);
 }
 
-/// Wait until `child` listens on `port` on 127.0.0.1; it must not exit first.
+/// Wait until `child` listens on `port` on 127.0.0.1; it must not exit first. A port probe, no
+/// HTTP: all these stories need of a package index or of a server run as another user.
 fn wait_listening(port: u16, child: &mut Child, what: &str) {
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
