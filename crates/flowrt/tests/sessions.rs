@@ -30,9 +30,10 @@ fn on_both_stores(story: fn()) {
     }
 }
 
-/// A server on `home` (which the test keeps), on this thread's store (see [`on_both_stores`]).
+/// A server on `home` (which the test keeps), on this thread's store (see [`on_both_stores`]),
+/// stopped rather than killed when dropped, as this file's servers always were.
 fn server(home: &Path) -> ServerBuilder {
-    let server = Server::builder().home(home);
+    let server = Server::builder().home(home).stop_on_drop();
     match DATABASE.with(|d| d.borrow().clone()) {
         Some(url) => server.database(&url),
         None => server,

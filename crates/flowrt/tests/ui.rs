@@ -117,6 +117,7 @@ fn server_on(home: &Path) -> Server {
         .idle_check(Some("0.5"))
         // Where the kernel cannot seal sessions, the test users start them anyway.
         .args(&["--allow-unsealed-sessions-for-everyone"])
+        .stop_on_drop()
         .start()
 }
 

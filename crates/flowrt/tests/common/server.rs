@@ -1,8 +1,8 @@
 //! The one harness for story tests that need a real server: `flowrt server` on a free port of
 //! 127.0.0.1 with a FLOWRT_HOME of its own (or the test's), the CLI pointed at it, and JSON calls
 //! with a token. [`Server::builder`] takes what a story needs besides: arguments, environment
-//! variables, a database, where the log goes, a launcher. Dropping it stops the server and every
-//! session agent of its home.
+//! variables, a database, where the log goes, a launcher, how it ends. Dropping it ends the
+//! server and every session agent of its home.
 
 use super::http::{self, Reply};
 use super::{free_port, Env, Run};
@@ -22,6 +22,7 @@ pub struct Builder {
     log: Option<PathBuf>,
     idle_check: Option<String>,
     launcher: Vec<OsString>,
+    stop_on_drop: bool,
 }
 
 impl Builder {
@@ -72,6 +73,15 @@ impl Builder {
     /// its arguments after them), which must exec it: the pid is the server's.
     pub fn launcher(mut self, launcher: Vec<OsString>) -> Builder {
         self.launcher = launcher;
+        self
+    }
+
+    /// Dropped, stop the server (SIGTERM, and wait) rather than kill it, as sessions.rs and
+    /// ui.rs always ended theirs. It costs seconds when the server is young (it finishes
+    /// copying the base environment into its home first): authoring.rs ran about 60% longer
+    /// with every server stopped, so the others are killed.
+    pub fn stop_on_drop(mut self) -> Builder {
+        self.stop_on_drop = true;
         self
     }
 
@@ -130,6 +140,7 @@ impl Server {
             log: None,
             idle_check: Some("0.2".into()),
             launcher: Vec::new(),
+            stop_on_drop: false,
         }
     }
 
@@ -323,14 +334,15 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        // The server first, so that it starts no agent again (a deployment's instances). It is
-        // stopped (SIGTERM), as sessions.rs and ui.rs always stopped theirs, though a young
-        // server then takes seconds to finish copying the base environment into its home:
-        // with SIGKILL here, ui.rs's browser scenario, which runs beside the binary's quicker
-        // tests, failed every time on a race of the run page's. Then every agent still
+        // The server first, so that it starts no agent again (a deployment's instances); killed
+        // unless the test asked otherwise ([`Builder::stop_on_drop`]). Then every agent still
         // listening is asked to stop (and left to clean up after itself); what of a session
         // does not answer is killed.
-        self.stop();
+        if self.spec.stop_on_drop {
+            self.stop();
+        } else {
+            self.kill();
+        }
         let sessions = self.home.join("sessions");
         for id in self.session_ids() {
             if !shutdown_agent(&sessions.join(&id)) {
