@@ -41,7 +41,7 @@ fn session_on_authoring(server: &Server, openai_base: &str) -> String {
         "--name",
         "authoring",
     ]);
-    let conn = server.env.home.path().join("conn.yaml");
+    let conn = server.home().join("conn.yaml");
     std::fs::write(
         &conn,
         format!("name: test_openai\ntype: open_ai\napi_key: sk-x\nbase_url: {openai_base}/v1\n"),
@@ -261,7 +261,7 @@ fn a_flow_is_edited_saved_compared_and_pulled_without_losing_a_line() {
     );
 
     // Pulled to a folder, it is v2's files; pushed back unchanged, it makes no version.
-    let pulled = server.env.home.path().join("pulled");
+    let pulled = server.home().join("pulled");
     let out = server.ok(&["flow", "pull", "authoring@v2", pulled.to_str().unwrap()]);
     assert!(out.stderr.contains("pulled authoring@v2"), "{}", out.stderr);
     assert_eq!(
@@ -306,16 +306,8 @@ fn readers_cannot_edit_and_others_cannot_see() {
     };
     let (vera, bob) = (user("vera", "viewer"), user("bob", "user"));
     let call = |auth: &str, method: &str, path: &str, body: &str| {
-        let (status, _, text) = http(
-            method,
-            &format!("{}{path}", server.url),
-            &[
-                ("authorization", auth),
-                ("content-type", "application/json"),
-            ],
-            body,
-        );
-        (status, text)
+        let r = server.request_as(auth, method, path, body);
+        (r.status, r.text)
     };
     let save =
         json!({"base": "authoring@v1", "message": "mine now", "files": {"wrap.jinja2": "x"}})
@@ -479,13 +471,7 @@ fn validate_reads_tools_in_the_session_and_adds_their_inputs() {
         "{view:#}"
     );
     // The drafts were read in the session's own folder, where its seal keeps them.
-    let drafts = server
-        .env
-        .home
-        .path()
-        .join("sessions")
-        .join(&session)
-        .join("drafts");
+    let drafts = server.home().join("sessions").join(&session).join("drafts");
     let kept = std::fs::read_dir(&drafts).map(|d| d.count()).unwrap_or(0);
     assert!(kept >= 2, "{} holds {kept} drafts", drafts.display());
 }
@@ -510,13 +496,7 @@ fn a_session_switches_to_a_saved_version_without_a_restart() {
             .to_string()
     };
     assert_eq!(test("hi"), "ANSWER: ECHO: HI\n");
-    let addr_file = server
-        .env
-        .home
-        .path()
-        .join("sessions")
-        .join(&id)
-        .join("agent.addr");
+    let addr_file = server.home().join("sessions").join(&id).join("agent.addr");
     let agent_before = std::fs::read_to_string(&addr_file).unwrap();
 
     let save = |base: &str, files: Value| {
@@ -678,7 +658,7 @@ fn paths_a_draft_names_stay_inside_its_flow() {
         "--name",
         "pkg_tools",
     ]);
-    let home = server.env.home.path();
+    let home = server.home();
     let token_before = std::fs::read_to_string(home.join("owner.token")).unwrap();
     for bad in [
         "../../owner.token",

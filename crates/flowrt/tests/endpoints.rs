@@ -27,22 +27,16 @@ impl Score for Server {
         if let Some(a) = auth {
             headers.push(("authorization", a));
         }
-        let (status, head, text) = http(
+        let r = http::request(
             "POST",
             &format!("{}/endpoints/{name}/score", self.url),
             &headers,
             body,
         );
-        let deployment = head
-            .lines()
-            .find_map(|l| l.strip_prefix("azureml-model-deployment: "))
-            .unwrap_or("")
-            .trim()
-            .to_string();
         (
-            status,
-            deployment,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            r.status,
+            r.header("azureml-model-deployment").trim().to_string(),
+            serde_json::from_str(&r.text).unwrap_or(Value::String(r.text)),
         )
     }
 }
@@ -101,7 +95,7 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
     let other = server.ok(&["endpoint", "create", "other", "--json"]).json();
     let (other_key, _) = keys_of(&other);
     // Only the keys' hashes are kept.
-    assert!(files_holding(server.env.home.path(), &key).is_empty());
+    assert!(files_holding(server.home(), &key).is_empty());
 
     let deployed = server.ok(&[
         "deployment",
@@ -175,7 +169,7 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
     assert_eq!((status, body["code"].as_str()), (400, Some("BadRequest")));
 
     // Streaming: promptflow's events, one per piece of the reply.
-    let (status, head, text) = http(
+    let r = http::request(
         "POST",
         &format!("{}/endpoints/support/score", server.url),
         &[
@@ -185,8 +179,13 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
         ],
         r#"{"question": "stream me please"}"#,
     );
-    assert_eq!(status, 200, "{text}");
-    assert!(head.contains("text/event-stream"), "{head}");
+    let text = &r.text;
+    assert_eq!(r.status, 200, "{text}");
+    assert!(
+        r.header("content-type").contains("text/event-stream"),
+        "{:?}",
+        r.headers
+    );
     let pieces: Vec<String> = text
         .split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
@@ -218,7 +217,7 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
     assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen.values().all(|n| *n >= 5), "{seen:?}");
     // The header picks one.
-    let (status, head, _) = http(
+    let r = http::request(
         "POST",
         &format!("{}/endpoints/support/score", server.url),
         &[
@@ -227,8 +226,13 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
         ],
         r#"{"question": "hi"}"#,
     );
-    assert_eq!(status, 200);
-    assert!(head.contains("azureml-model-deployment: green"), "{head}");
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("azureml-model-deployment"),
+        "green",
+        "{:?}",
+        r.headers
+    );
     let bad_split = server.cli(&["endpoint", "update", "support", "--traffic", "blue=50"]);
     assert_eq!(bad_split.code, 2);
     assert!(
@@ -592,13 +596,13 @@ fn a_scaling_deployment_grows_with_its_load() {
             std::thread::spawn(move || {
                 let auth = format!("Bearer {key}");
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let (status, _, body) = http(
+                    let r = http::request(
                         "POST",
                         &url,
                         &[("authorization", &auth)],
                         r#"{"text": "x", "delay": 0.3}"#,
                     );
-                    assert_eq!(status, 200, "{body}");
+                    assert_eq!(r.status, 200, "{}", r.text);
                 }
             })
         })

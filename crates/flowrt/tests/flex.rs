@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::flow_serve::FlowServe;
 use common::{flow, Env, FakeOpenAi};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -715,44 +716,15 @@ fn entry_problems_are_reported_before_running() {
 fn serve_answers_a_flex_flow() {
     let env = Env::new();
     let (_t, dir) = flow("flex_fn");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = env.spawn(&["flow", "serve", s(&dir), "--port", &port.to_string()]);
-    let url = format!("http://127.0.0.1:{port}/score");
-    let body = r#"{"weight": "2"}"#;
-    let mut answer = None;
-    for _ in 0..100 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if let Some(reply) = post(port, "/score", body) {
-            answer = Some(reply);
-            break;
-        }
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let reply = answer.unwrap_or_else(|| panic!("no answer from {url}"));
+    let served = FlowServe::start(&env, &dir);
+    let r = served.score(
+        &[("content-type", "application/json")],
+        r#"{"weight": "2"}"#,
+    );
+    let reply = r.text;
     let v: Value = serde_json::from_str(&reply).unwrap();
     assert_eq!(v["total"], json!(4.0), "{reply}");
     assert_eq!(v["zone"], json!("B"), "{reply}");
-}
-
-/// A minimal HTTP POST; `None` while the server is not listening yet.
-fn post(port: u16, path: &str, body: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    Some(body.to_string())
 }
 
 #[test]

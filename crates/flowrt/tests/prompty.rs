@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::{files_holding, flow, free_port, http, Env, FakeIdentityEndpoint, FakeOpenAi};
+use common::flow_serve::FlowServe;
+use common::{files_holding, flow, Env, FakeIdentityEndpoint, FakeOpenAi};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
@@ -658,16 +659,6 @@ user:
     );
 }
 
-/// `flowrt flow serve X.prompty`, killed when dropped.
-struct Served(std::process::Child);
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_served_prompty_answers_score_and_streams_its_reply() {
     let server = FakeOpenAi::start(0);
@@ -685,40 +676,31 @@ user:
 {{ text }}
 ",
     );
-    let port = free_port();
-    let _served = Served(env.spawn(&["flow", "serve", s(&file), "--port", &port.to_string()]));
-    let base = format!("http://127.0.0.1:{port}");
-    let t = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed().as_secs() < 30, "flow serve did not start");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let served = FlowServe::start(&env, &file);
     let json = [("content-type", "application/json")];
-    let (status, _, body) = http(
-        "POST",
-        &format!("{base}/score"),
-        &json,
-        r#"{"text": "a  b"}"#,
-    );
-    assert_eq!(status, 200, "{body}");
+    let r = served.score(&json, r#"{"text": "a  b"}"#);
+    assert_eq!(r.status, 200, "{}", r.text);
     // `pf flow serve` answers a prompty's text reply as the value itself.
     assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
+        serde_json::from_str::<Value>(&r.text).unwrap(),
         json!("echo: a  b")
     );
 
-    let (status, head, body) = http(
-        "POST",
-        &format!("{base}/score"),
+    let r = served.score(
         &[
             ("content-type", "application/json"),
             ("accept", "text/event-stream"),
         ],
         r#"{"text": "x y"}"#,
     );
-    assert_eq!(status, 200, "{body}");
-    assert!(head.contains("text/event-stream"), "{head}");
-    let pieces: Vec<String> = body
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.header("content-type").contains("text/event-stream"),
+        "{:?}",
+        r.headers
+    );
+    let pieces: Vec<String> = r
+        .text
         .lines()
         .filter_map(|l| l.strip_prefix("data: "))
         .map(|d| {
@@ -731,7 +713,7 @@ user:
     assert_eq!(pieces.concat(), "echo: x y");
     assert!(pieces.len() > 1, "{pieces:?}");
 
-    let (_, _, swagger) = http("GET", &format!("{base}/swagger.json"), &[], "");
+    let swagger = common::http::get(&format!("{}/swagger.json", served.base)).text;
     let swagger: Value = serde_json::from_str(&swagger).unwrap();
     assert_eq!(swagger["info"]["x-flow-name"], "echoer");
 }

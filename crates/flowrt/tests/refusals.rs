@@ -387,7 +387,7 @@ fn server_commands_without_a_server() {
 fn server_refusals() {
     let server = Server::start();
     let tmp = tempfile::tempdir().unwrap();
-    let paths = [(tmp.path(), "[TMP]"), (server.env.home.path(), "[HOME]")];
+    let paths = [(tmp.path(), "[TMP]"), (server.home(), "[HOME]")];
     server.ok(&["endpoint", "create", "support"]);
 
     // Sessions.

@@ -5,71 +5,16 @@
 
 mod common;
 
-use common::{flow, free_port, http, Env, FakeOpenAi};
+use common::flow_serve::FlowServe;
+use common::http::{self, get};
+use common::{flow, Env, FakeOpenAi};
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn serve(env: &Env, dir: &std::path::Path) -> Server {
-    // A free port may be taken by another test's server before this one binds it: then this
-    // server exits, and the health check would reach the other one. Try again on another port.
-    for _ in 0..5 {
-        let port = free_port();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args([
-                "flow",
-                "serve",
-                dir.to_str().unwrap(),
-                "--port",
-                &port.to_string(),
-            ])
-            .env("FLOWRT_HOME", env.home.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let base = format!("http://127.0.0.1:{port}");
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // the port was taken
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && http("GET", &format!("{base}/health"), &[], "").0 == 200
-                && child.try_wait().is_ok_and(|s| s.is_none())
-            {
-                return Server { child, base };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("flow serve did not become healthy");
-}
-
-fn post(s: &Server, body: &str) -> (u16, Value) {
-    let (status, _, text) = http(
-        "POST",
-        &format!("{}/score", s.base),
-        &[("content-type", "application/json")],
-        body,
-    );
+fn post(s: &FlowServe, body: &str) -> (u16, Value) {
+    let r = s.score(&[("content-type", "application/json")], body);
     (
-        status,
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+        r.status,
+        serde_json::from_str(&r.text).unwrap_or_else(|e| panic!("{e}: {}", r.text)),
     )
 }
 
@@ -77,7 +22,7 @@ fn post(s: &Server, body: &str) -> (u16, Value) {
 fn score_health_version_and_swagger() {
     let env = Env::new();
     let (_d, dir) = flow("pipeline");
-    let s = serve(&env, &dir);
+    let s = FlowServe::start(&env, &dir);
     let (status, out) = post(&s, r#"{"text": "a b c", "times": "2", "loud": true}"#);
     assert_eq!(status, 200);
     assert_eq!(
@@ -85,16 +30,16 @@ fn score_health_version_and_swagger() {
         json!({"stats": {"count": 3, "words": ["a", "b", "c"]}, "first_word": "a", "repeated": "c-c",
                "shouted": "A B C!", "summary": "c-c / A B C!", "echo": "a b c"})
     );
-    let (status, _, health) = http("GET", &format!("{}/health", s.base), &[], "");
-    assert_eq!(status, 200);
+    let health = get(&format!("{}/health", s.base));
+    assert_eq!(health.status, 200);
     assert_eq!(
-        serde_json::from_str::<Value>(&health).unwrap()["status"],
+        serde_json::from_str::<Value>(&health.text).unwrap()["status"],
         json!("Healthy")
     );
-    let (status, _, version) = http("GET", &format!("{}/version", s.base), &[], "");
-    assert_eq!(status, 200);
-    assert!(version.contains("\"version\""));
-    let (_, _, swagger) = http("GET", &format!("{}/swagger.json", s.base), &[], "");
+    let version = get(&format!("{}/version", s.base));
+    assert_eq!(version.status, 200);
+    assert!(version.text.contains("\"version\""));
+    let swagger = get(&format!("{}/swagger.json", s.base)).text;
     let swagger: Value = serde_json::from_str(&swagger).unwrap();
     let schema =
         &swagger["paths"]["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"];
@@ -113,7 +58,7 @@ fn score_health_version_and_swagger() {
 fn bad_requests_get_400_with_the_reason() {
     let env = Env::new();
     let (_d, dir) = flow("pipeline");
-    let s = serve(&env, &dir);
+    let s = FlowServe::start(&env, &dir);
     let (status, out) = post(&s, r#"{"times": 2}"#);
     assert_eq!(status, 400);
     assert_eq!(
@@ -147,7 +92,7 @@ fn bad_requests_get_400_with_the_reason() {
 fn a_failing_tool_is_a_400_naming_the_node() {
     let env = Env::new();
     let (_d, dir) = flow("broken_tool");
-    let s = serve(&env, &dir);
+    let s = FlowServe::start(&env, &dir);
     let (status, out) = post(&s, r#"{"n": 0}"#);
     assert_eq!(status, 400);
     let message = out["error"]["message"].as_str().unwrap();
@@ -163,15 +108,15 @@ fn a_failing_tool_is_a_400_naming_the_node() {
 fn concurrent_requests_share_the_workers() {
     let env = Env::new();
     let (_d, dir) = flow("pipeline");
-    let s = serve(&env, &dir);
+    let s = FlowServe::start(&env, &dir);
     let base = s.base.clone();
     let handles: Vec<_> = (0..16)
         .map(|i| {
             let url = format!("{base}/score");
             std::thread::spawn(move || {
                 let body = format!(r#"{{"text": "word{i} x", "times": 1}}"#);
-                let (status, _, text) = http("POST", &url, &[], &body);
-                (i, status, serde_json::from_str::<Value>(&text).unwrap())
+                let r = http::request("POST", &url, &[], &body);
+                (i, r.status, serde_json::from_str::<Value>(&r.text).unwrap())
             })
         })
         .collect();
@@ -191,20 +136,18 @@ fn an_llm_reply_streams_as_server_sent_events() {
         fake.base
     ));
     let (_d, dir) = flow("chat");
-    let s = serve(&env, &dir);
-    let url = format!("{}/score", s.base);
-    let (status, head, body) = http(
-        "POST",
-        &url,
+    let s = FlowServe::start(&env, &dir);
+    let r = s.score(
         &[("accept", "text/event-stream")],
         r#"{"question": "tell me more"}"#,
     );
-    assert_eq!(status, 200);
+    assert_eq!(r.status, 200);
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/event-stream"),
-        "{head}"
+        r.header("content-type").starts_with("text/event-stream"),
+        "{:?}",
+        r.headers
     );
+    let body = r.text;
     let events: Vec<Value> = body
         .split("\n\n")
         .filter_map(|e| e.strip_prefix("data: "))
@@ -217,10 +160,10 @@ fn an_llm_reply_streams_as_server_sent_events() {
         .collect();
     assert_eq!(joined, "echo: tell me more");
     // The same request without the Accept header gets the whole answer as JSON.
-    let (status, _, body) = http("POST", &url, &[], r#"{"question": "tell me more"}"#);
-    assert_eq!(status, 200);
+    let r = s.score(&[], r#"{"question": "tell me more"}"#);
+    assert_eq!(r.status, 200);
     assert_eq!(
-        serde_json::from_str::<Value>(&body).unwrap(),
+        serde_json::from_str::<Value>(&r.text).unwrap(),
         json!({"answer": "echo: tell me more"})
     );
 }
@@ -233,7 +176,7 @@ fn a_served_flow_refuses_image_paths_from_requests() {
     let env = Env::new();
     let (_d, dir) = common::flow("compat_image");
     std::fs::write(dir.join("dot.png"), b"\x89PNG\r\n\x1a\nnot-really").unwrap();
-    let server = serve(&env, &dir);
+    let server = FlowServe::start(&env, &dir);
     for body in [
         r#"{"picture": "/etc/hostname"}"#,
         r#"{"picture": {"data:image/png;path": "/etc/hostname"}}"#,
@@ -267,6 +210,6 @@ fn a_plain_result_is_answered_as_the_value() {
     )
     .unwrap();
     std::fs::write(dir.path().join("flow.flex.yaml"), "entry: entry:shout\n").unwrap();
-    let s = serve(&env, dir.path());
+    let s = FlowServe::start(&env, dir.path());
     assert_eq!(post(&s, r#"{"x": "hey"}"#), (200, json!(["HEY", 3])));
 }

@@ -8,79 +8,35 @@
 
 mod common;
 
-use common::{flow, free_port, fresh_postgres, http};
+use common::server::Server;
+use common::{flow, fresh_postgres, http};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const LINES: usize = 2000;
 
-struct Server {
-    child: Child,
-    url: String,
-    log: PathBuf,
+/// One of the servers on `database` sharing `home`: server id `name`, leases of 2 s, its log
+/// in `NAME.log` of the home.
+fn start(home: &Path, database: &str, name: &str) -> Server {
+    Server::builder()
+        .home(home)
+        .database(database)
+        .idle_check(None)
+        .args(&["--server-id", name, "--lease-seconds", "2"])
+        .log(&home.join(format!("{name}.log")))
+        .try_start()
+        .unwrap_or_else(|log| panic!("server {name} exited: {log}"))
 }
 
-impl Server {
-    fn start(home: &Path, database: &str, name: &str) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = home.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(["server", "--addr", &addr, "--database", database])
-            .args(["--server-id", name, "--lease-seconds", "2"])
-            .env("FLOWRT_HOME", home)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let (mut child, url) = (child, format!("http://{addr}"));
-        if let Err(log) = wait_healthy(&mut child, &addr, &log, name) {
-            panic!("server {name} exited: {log}");
-        }
-        Server { child, url, log }
-    }
-
-    fn cli(&self, home: &Path, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(args)
-            .env("FLOWRT_HOME", home)
-            .env("FLOWRT_SERVER", &self.url)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, home: &Path, args: &[&str]) -> String {
-        let out = self.cli(home, args);
-        assert!(
-            out.status.success(),
-            "{args:?} failed:\n{}\n{}\nserver log:\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL: no shutdown, no lease handed back
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_running(server: &Server, home: &Path, id: &str) {
+fn wait_running(server: &Server, id: &str) {
     let t = Instant::now();
     loop {
         let s: Value =
-            serde_json::from_str(&server.ok(home, &["session", "show", id, "--json"])).unwrap();
+            serde_json::from_str(&server.ok(&["session", "show", id, "--json"]).stdout).unwrap();
         if s["status"] == "Running" {
             return;
         }
@@ -154,7 +110,7 @@ fn kill_mid_run(
         assert!(
             started.elapsed() < Duration::from_secs(60),
             "no chunk completed: {}",
-            std::fs::read_to_string(&survivor.log).unwrap_or_default()
+            survivor.log()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -165,12 +121,12 @@ fn kill_mid_run(
         "the run did not complete:\n{}\n{}\nsurviving server:\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
-        std::fs::read_to_string(&survivor.log).unwrap_or_default()
+        survivor.log()
     );
     let record: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(record["status"], "Completed", "{record:#}");
     assert_eq!(record["completed_lines"], LINES, "{record:#}");
-    let log = std::fs::read_to_string(&survivor.log).unwrap();
+    let log = survivor.log();
     assert!(
         log.contains(&format!("taking over session {a}")),
         "the surviving server took over the dead one's session:\n{log}"
@@ -205,54 +161,53 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
     let home_dir = tempfile::tempdir().unwrap();
     let home = home_dir.path();
     let (_flow_dir, flow_path) = flow("slow_double");
-    let mut first = Server::start(home, &database, "first");
-    let second = Server::start(home, &database, "second");
+    let mut first = start(home, &database, "first");
+    let second = start(home, &database, "second");
     let flow = flow_path.to_str().unwrap();
     let a = first
-        .ok(home, &["session", "start", "--flow", flow])
+        .ok(&["session", "start", "--flow", flow])
+        .stdout
         .trim()
         .lines()
         .last()
         .unwrap()
         .to_string();
     let b = second
-        .ok(home, &["session", "start", "--flow", flow])
+        .ok(&["session", "start", "--flow", flow])
+        .stdout
         .trim()
         .lines()
         .last()
         .unwrap()
         .to_string();
-    wait_running(&first, home, &a);
-    wait_running(&second, home, &b);
+    wait_running(&first, &a);
+    wait_running(&second, &b);
     // Both serve the API for every session: a test line in the first server's session,
     // through the second server.
-    let out = second.ok(
-        home,
-        &["flow", "test", flow, "--session", &a, "--inputs", "x=21"],
-    );
+    let out = second
+        .ok(&["flow", "test", flow, "--session", &a, "--inputs", "x=21"])
+        .stdout;
     assert!(out.contains("42"), "{out}");
-    let listed = first.ok(home, &["session", "list"]);
+    let listed = first.ok(&["session", "list"]).stdout;
     assert!(listed.contains(&a) && listed.contains(&b), "{listed}");
     // A lifecycle request for a session another live server manages is refused, saying where
     // to send it; the session runs on.
-    let out = second.cli(home, &["session", "reset", &a]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let out = second.cli(&["session", "reset", &a]);
+    let err = &out.stderr;
+    assert!(out.code != 0, "{err}");
     assert!(
         err.contains(&format!("session '{a}' is managed by server 'first'")),
         "{err}"
     );
-    wait_running(&first, home, &a);
+    wait_running(&first, &a);
 
     let data = home.join("lines.jsonl");
     let rows: String = (0..LINES).map(|i| format!("{{\"x\": {i}}}\n")).collect();
     std::fs::write(&data, rows).unwrap();
     let started = Instant::now();
-    let client = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-        .args(["run", "create", "--session", &a, "--also-on", &b])
+    let client = second
+        .cmd(&["run", "create", "--session", &a, "--also-on", &b])
         .args(["--data", data.to_str().unwrap(), "--name", "big"])
-        .env("FLOWRT_HOME", home)
-        .env("FLOWRT_SERVER", &second.url)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -281,30 +236,11 @@ fn two_servers_share_a_batch_and_one_finishes_it_when_the_other_is_killed() {
         elapsed.as_secs_f64()
     );
     // The run is seen through the survivor like any other.
-    let shown = second.ok(home, &["run", "show", "big"]);
+    let shown = second.ok(&["run", "show", "big"]).stdout;
     assert!(shown.contains("Completed"), "{shown}");
     for id in [&a, &b] {
-        second.ok(home, &["session", "stop", id]);
+        second.ok(&["session", "stop", id]);
     }
-}
-
-/// Wait until the server at `addr` answers `/healthz`; its log when it exits first.
-fn wait_healthy(child: &mut Child, addr: &str, log: &Path, name: &str) -> Result<(), String> {
-    let t = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err()
-        || http("GET", &format!("http://{addr}/healthz"), &[], "").0 != 200
-    {
-        if let Ok(Some(_)) = child.try_wait() {
-            return Err(std::fs::read_to_string(log).unwrap_or_default());
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "server {name} did not start: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
 
 /// A 32-byte secret key file (mode 0600) filled with `byte`, as an operator provides one.
@@ -332,28 +268,12 @@ fn start_private(
     key: &Path,
     blobs: &str,
 ) -> Result<Server, String> {
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let log = home.with_extension(format!("{name}.log"));
     std::fs::create_dir_all(home).unwrap();
-    let exe = env!("CARGO_BIN_EXE_flowrt");
-    let mut cmd = if nix::unistd::Uid::effective().is_root() {
-        let mut c = Command::new("unshare");
-        let mounts: String = (0..hidden.len())
-            .map(|i| format!("mount -t tmpfs tmpfs \"${}\" && ", i + 1))
-            .collect();
-        c.args(["--mount", "--propagation", "private", "sh", "-c"])
-            .arg(format!("{mounts}shift {} && exec \"$@\"", hidden.len()))
-            .arg("sh")
-            .args(hidden)
-            .arg(exe);
-        c
-    } else {
-        Command::new(exe)
-    };
-    let mut child = cmd
-        .args(["server", "--addr", &addr, "--database", database])
-        .args([
+    let mut server = Server::builder()
+        .home(home)
+        .database(database)
+        .idle_check(None)
+        .args(&[
             "--server-id",
             name,
             "--lease-seconds",
@@ -363,14 +283,29 @@ fn start_private(
         ])
         .arg("--secret-key-file")
         .arg(key)
-        .env("FLOWRT_HOME", home)
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-        .spawn()
-        .unwrap();
-    wait_healthy(&mut child, &addr, &log, name)?;
-    let url = format!("http://{addr}");
-    Ok(Server { child, url, log })
+        .log(&home.with_extension(format!("{name}.log")));
+    if nix::unistd::Uid::effective().is_root() {
+        let mounts: String = (0..hidden.len())
+            .map(|i| format!("mount -t tmpfs tmpfs \"${}\" && ", i + 1))
+            .collect();
+        let script = format!("{mounts}shift {} && exec \"$@\"", hidden.len());
+        let mut launcher: Vec<OsString> = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            "sh",
+        ]
+        .iter()
+        .map(OsString::from)
+        .collect();
+        launcher.extend(hidden.iter().map(|h| h.as_os_str().to_owned()));
+        server = server.launcher(launcher);
+    }
+    server.try_start()
 }
 
 /// Issue 18: servers that share only PostgreSQL (`--blobs database`), each with a private
@@ -455,7 +390,7 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
             "{args:?} failed:\n{}\n{}\nserver log:\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&server.log).unwrap_or_default()
+            server.log()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -476,7 +411,7 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
             assert!(
                 t.elapsed() < Duration::from_secs(120),
                 "session {id} did not start: {s:#}\n{}",
-                std::fs::read_to_string(&server.log).unwrap_or_default()
+                server.log()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -541,14 +476,14 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
     .expect("the third server starts");
     let auth = format!("Bearer {token}");
     let lines = |server: &Server, run: &str| -> Vec<Value> {
-        let (status, _, body) = http(
+        let r = http::request(
             "GET",
             &format!("{}/api/v1/runs/{run}/lines?limit=10000", server.url),
             &[("authorization", &auth)],
             "",
         );
-        assert_eq!(status, 200, "{body}");
-        let page: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+        let page: Value = serde_json::from_str(&r.text).unwrap();
         page["lines"].as_array().unwrap().clone()
     };
     let big = lines(&third, "big");
@@ -557,12 +492,13 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
         assert_eq!(l["line_number"], i, "{l}");
         assert_eq!(l["outputs"]["y"], 2 * i, "{l}");
     }
-    let (status, _, log) = http(
+    let r = http::request(
         "GET",
         &format!("{}/api/v1/runs/big/logs", third.url),
         &[("authorization", &auth)],
         "",
     );
+    let (status, log) = (r.status, r.text);
     assert_eq!(status, 200, "{log}");
     assert!(!log.trim().is_empty());
     // An evaluation over it, through the third server, in the second server's session.
@@ -631,7 +567,7 @@ fn a_home_moves_its_files_into_the_database_when_asked() {
             out.status.success(),
             "{args:?}: {}\n{}",
             String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&server.log).unwrap_or_default()
+            server.log()
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -659,7 +595,7 @@ fn a_home_moves_its_files_into_the_database_when_asked() {
     old.kill();
     // Restarted to share its files, then a server on another home runs what it stored.
     let _old = start_private(&old_home, &[], &database, "old", &key, "database").unwrap();
-    let log = std::fs::read_to_string(&_old.log).unwrap();
+    let log = _old.log();
     assert!(
         log.contains("files of this home into the database"),
         "{log}"

@@ -121,16 +121,10 @@ impl Drop for TraceService {
 
 /// `GET url`: its status and body, `(0, "")` while nothing listens there.
 fn get(url: &str) -> (u16, String) {
-    let host = url
-        .trim_start_matches("http://")
-        .split('/')
-        .next()
-        .unwrap_or_default();
-    if std::net::TcpStream::connect(host).is_err() {
-        return (0, String::new());
+    match common::http::try_request("GET", url, &[], "") {
+        Ok(r) => (r.status, r.text),
+        Err(_) => (0, String::new()),
     }
-    let (status, _, body) = common::http("GET", url, &[], "");
-    (status, body)
 }
 
 /// The venv named in `var`; `None` (the test is skipped) outside CI when it is not set.

@@ -7,7 +7,8 @@
 
 mod common;
 
-use common::{flow, s, write_jsonl, Env, FakeOpenAi};
+use common::server::Server;
+use common::{flow, s, write_jsonl, Env, FakeOpenAi, Run};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -307,62 +308,20 @@ fn traced_python_functions_are_spans_under_their_node() {
 }
 
 /// A `flowrt server` whose OpenTelemetry variables name `endpoint` (OTLP/JSON), driven by a CLI
-/// whose environment names no receiver: what arrives, the server sent.
-struct TracedServer {
-    home: tempfile::TempDir,
-    url: String,
-    child: std::process::Child,
+/// whose environment names no receiver ([`traced_cli`]): what arrives, the server sent.
+fn traced_server(endpoint: &str) -> Server {
+    Server::builder()
+        .idle_check(None)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .start()
 }
 
-impl TracedServer {
-    fn start(endpoint: &str) -> TracedServer {
-        let home = tempfile::tempdir().unwrap();
-        let port = common::free_port();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(["server", "--addr", &format!("127.0.0.1:{port}")])
-            .env("FLOWRT_HOME", home.path())
-            .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let t = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < std::time::Duration::from_secs(30));
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        TracedServer {
-            home,
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-        }
-    }
-
-    /// The CLI's output; it must succeed.
-    fn cli(&self, args: &[&str]) -> String {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(args)
-            .env("FLOWRT_HOME", self.home.path())
-            .env("FLOWRT_SERVER", &self.url)
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for TracedServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The CLI's output, through `server`, with no receiver of its own; it must succeed.
+fn traced_cli(server: &Server, args: &[&str]) -> String {
+    let out = Run::of(server.cmd(args).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT"));
+    assert!(out.code == 0, "{args:?}: {}{}", out.stdout, out.stderr);
+    out.stdout
 }
 
 /// Every span the collector got, with its resource's collection.
@@ -399,8 +358,9 @@ fn collected_spans(got: &Arc<Mutex<Vec<Value>>>) -> Vec<(String, Value)> {
 #[test]
 fn a_server_exports_the_spans_its_sessions_record() {
     let (endpoint, got) = collector();
-    let server = TracedServer::start(&endpoint);
-    let (home, url, cli) = (&server.home, &server.url, |args: &[&str]| server.cli(args));
+    let server = traced_server(&endpoint);
+    let (home, url) = (server.home(), &server.url);
+    let cli = |args: &[&str]| traced_cli(&server, args);
     let (d, base_flow) = flow("batch_base");
     let (_e, eval_flow) = flow("batch_eval");
     let base_session = cli(&[
@@ -432,9 +392,9 @@ fn a_server_exports_the_spans_its_sessions_record() {
     ]);
     // The same as the web UI's test pane asks it: streamed. Its result reaches the client
     // without the spans, which the server exported.
-    let token = std::fs::read_to_string(home.path().join("owner.token")).unwrap();
+    let token = std::fs::read_to_string(home.join("owner.token")).unwrap();
     let auth = format!("Bearer {}", token.trim());
-    let (status, _, events) = common::http(
+    let r = common::http::request(
         "POST",
         &format!("{url}/api/v1/sessions/{base_session}/test"),
         &[
@@ -444,6 +404,7 @@ fn a_server_exports_the_spans_its_sessions_record() {
         ],
         r#"{"inputs": {"q": "streamed"}}"#,
     );
+    let (status, events) = (r.status, r.text);
     assert_eq!(status, 200, "{events}");
     assert!(events.contains("event: result"), "{events}");
     assert!(events.contains("STREAMED"), "{events}");
@@ -554,11 +515,11 @@ fn a_server_exports_the_spans_its_sessions_record() {
         Some(&json!({"stringValue": "traced-base"}))
     );
     // The workspace keeps them with the run, whatever becomes of the session.
-    let kept = std::fs::read_to_string(home.path().join("workspace/runs/traced-base/spans.jsonl"))
-        .unwrap();
+    let kept =
+        std::fs::read_to_string(home.join("workspace/runs/traced-base/spans.jsonl")).unwrap();
     assert_eq!(kept.lines().count(), 5);
-    let kept = std::fs::read_to_string(home.path().join("workspace/runs/traced-eval/spans.jsonl"))
-        .unwrap();
+    let kept =
+        std::fs::read_to_string(home.join("workspace/runs/traced-eval/spans.jsonl")).unwrap();
     assert_eq!(kept.lines().count(), 6, "five lines and the aggregation");
 }
 
@@ -806,32 +767,33 @@ fn a_hung_trace_receiver_changes_no_result_and_holds_no_line_up() {
 #[test]
 fn spans_a_session_forges_are_exported_as_its_own_run_s() {
     let (endpoint, got) = collector();
-    let server = TracedServer::start(&endpoint);
+    let server = traced_server(&endpoint);
     let (d, dir) = flow("span_forger");
-    let session = server.cli(&["session", "start", "--flow", s(&dir), "--idle-timeout", "0"]);
+    let session = traced_cli(
+        &server,
+        &["session", "start", "--flow", s(&dir), "--idle-timeout", "0"],
+    );
     let session = session.lines().last().unwrap().trim().to_string();
     let data = d.path().join("data.jsonl");
     write_jsonl(&data, &(0..3).map(|i| json!({"x": i})).collect::<Vec<_>>());
-    server.cli(&[
-        "run",
-        "create",
-        "--session",
-        &session,
-        "--data",
-        s(&data),
-        "--column-mapping",
-        "x=${data.x}",
-        "--name",
-        "forger-run",
-    ]);
+    traced_cli(
+        &server,
+        &[
+            "run",
+            "create",
+            "--session",
+            &session,
+            "--data",
+            s(&data),
+            "--column-mapping",
+            "x=${data.x}",
+            "--name",
+            "forger-run",
+        ],
+    );
     // The forgery did reach the server with the run's spans.
-    let kept = std::fs::read_to_string(
-        server
-            .home
-            .path()
-            .join("workspace/runs/forger-run/spans.jsonl"),
-    )
-    .unwrap();
+    let kept = std::fs::read_to_string(server.home().join("workspace/runs/forger-run/spans.jsonl"))
+        .unwrap();
     assert!(kept.contains("victim-run"), "{kept}");
     let spans = collected_spans(&got);
     let forged: Vec<&(String, Value)> = spans

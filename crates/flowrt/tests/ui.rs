@@ -10,10 +10,12 @@
 
 mod common;
 
-use common::{flow, free_port, http};
+use common::flow;
+use common::http::{self, get};
+use common::server::Server;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -22,93 +24,29 @@ fn ui_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ui")
 }
 
-/// A server process whose agents are shut down with it.
-struct Server {
-    child: Child,
-    home: PathBuf,
-    url: String,
+/// What only the UI's stories ask of their server.
+trait UiServer {
+    /// `method path` as the user whose token is `token`, with `body` as JSON (none when null).
+    fn as_user(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value);
+    /// A new user: their id and token.
+    fn user(&self, name: &str, role: &str) -> (String, String);
 }
 
-impl Server {
-    fn start(home: &Path) -> Server {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(["server", "--addr", &addr, "--idle-check-interval", "0.5"])
-            // Where the kernel cannot seal sessions, the test users start them anyway.
-            .arg("--allow-unsealed-sessions-for-everyone")
-            .env("FLOWRT_HOME", home)
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(home.join("server.log")).unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        let url = format!("http://{addr}");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err()
-            || http("GET", &format!("{url}/healthz"), &[], "").0 != 200
-        {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Server {
-            child,
-            home: home.to_path_buf(),
-            url,
-        }
-    }
-
-    fn owner(&self) -> String {
-        std::fs::read_to_string(self.home.join("owner.token"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn api(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
-        let auth = format!("Bearer {token}");
+impl UiServer for Server {
+    fn as_user(&self, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
         let text = if body.is_null() {
             String::new()
         } else {
             body.to_string()
         };
-        let (status, _, resp) = http(
-            method,
-            &format!("{}{path}", self.url),
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            &text,
-        );
-        (status, serde_json::from_str(&resp).unwrap_or(Value::Null))
-    }
-
-    /// Run the CLI against this server as the user with `token`; it must succeed.
-    fn cli_as(&self, token: &str, args: &[&str]) {
-        let out = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(args)
-            .env("FLOWRT_HOME", &self.home)
-            .env("FLOWRT_SERVER", &self.url)
-            .env("FLOWRT_TOKEN", token)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "flowrt {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.api_as(&format!("Bearer {token}"), method, path, &text)
     }
 
     fn user(&self, name: &str, role: &str) -> (String, String) {
-        let (status, v) = self.api(
+        let (status, v) = self.as_user(
             "POST",
             "/api/v1/users",
-            &self.owner(),
+            &self.token(),
             &json!({"name": name, "role": role}),
         );
         assert_eq!(status, 201, "{v}");
@@ -116,35 +54,6 @@ impl Server {
             v["user"]["id"].as_str().unwrap().to_string(),
             v["token"].as_str().unwrap().to_string(),
         )
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        // Stop every agent this server started, then the server.
-        if let Ok(list) = std::fs::read_dir(self.home.join("sessions")) {
-            for e in list.flatten() {
-                let Ok(addr) = std::fs::read_to_string(e.path().join("agent.addr")) else {
-                    continue;
-                };
-                if std::net::TcpStream::connect(addr.trim()).is_ok() {
-                    let token =
-                        std::fs::read_to_string(e.path().join("agent.token")).unwrap_or_default();
-                    let auth = format!("Bearer {}", token.trim());
-                    let _ = http(
-                        "POST",
-                        &format!("http://{}/shutdown", addr.trim()),
-                        &[("authorization", &auth)],
-                        "",
-                    );
-                }
-            }
-        }
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
     }
 }
 
@@ -198,7 +107,18 @@ fn ui_server(home: &Path) -> Server {
         "the UI tests need {CHROMIUM} and {}: run ./scripts/test.sh, which installs both (apt-get install chromium; npm ci in crates/flowrt/tests/ui)",
         playwright.display()
     );
-    Server::start(home)
+    server_on(home)
+}
+
+/// A server on `home` whose agents are shut down with it.
+fn server_on(home: &Path) -> Server {
+    Server::builder()
+        .home(home)
+        .idle_check(Some("0.5"))
+        // Where the kernel cannot seal sessions, the test users start them anyway.
+        .args(&["--allow-unsealed-sessions-for-everyone"])
+        .stop_on_drop()
+        .start()
 }
 
 #[test]
@@ -209,10 +129,10 @@ fn the_web_ui_in_headless_chromium() {
     let (_, bob) = server.user("bob", "user");
     let (_, viewer) = server.user("vera", "viewer");
     let (perf_id, perf) = server.user("perf", "user");
-    let (status, v) = server.api(
+    let (status, v) = server.as_user(
         "POST",
         "/api/v1/computes",
-        &server.owner(),
+        &server.token(),
         &json!({"name": "alice-box", "size": "medium", "user": "alice"}),
     );
     assert_eq!(status, 201, "{v}");
@@ -231,7 +151,7 @@ fn the_web_ui_in_headless_chromium() {
             ),
     )
     .unwrap();
-    server.cli_as(&alice, &["flow", "push", dir.to_str().unwrap()]);
+    server.ok_as(&alice, &["flow", "push", dir.to_str().unwrap()]);
     // A chat flow whose llm node talks to a fake OpenAI server that streams its replies.
     let model = common::FakeOpenAi::start(0);
     let conn = home.path().join("conn.yaml");
@@ -258,7 +178,7 @@ fn the_web_ui_in_headless_chromium() {
         vec!["flow", "push", chat.to_str().unwrap()],
         vec!["flow", "push", bad.to_str().unwrap()],
     ] {
-        server.cli_as(&alice, &args);
+        server.ok_as(&alice, &args);
     }
     fifty_sessions(home.path(), &perf_id);
 
@@ -276,7 +196,7 @@ fn the_web_ui_in_headless_chromium() {
             ("TOKEN_BOB", &bob),
             ("TOKEN_VIEWER", &viewer),
             ("TOKEN_PERF", &perf),
-            ("TOKEN_OWNER", &server.owner()),
+            ("TOKEN_OWNER", &server.token()),
             ("DATA_FILE", data.to_str().unwrap()),
         ],
         Duration::from_secs(240),
@@ -312,8 +232,8 @@ fn run_scenarios(script: &str, server: &Server, vars: &[(&str, &str)], within: D
         status.success(),
         "{script} failed (see the steps above, the screenshots in {} and the server log below)\n{}",
         shots.display(),
-        std::fs::read_to_string(server.home.join("server.log"))
-            .unwrap_or_default()
+        server
+            .log()
             .lines()
             .rev()
             .take(30)
@@ -332,7 +252,7 @@ fn the_flow_editor_in_headless_chromium() {
     let (_, alice) = server.user("alice", "user");
     let (_, viewer) = server.user("vera", "viewer");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/flows/authoring");
-    server.cli_as(
+    server.ok_as(
         &alice,
         &[
             "flow",
@@ -354,7 +274,7 @@ fn the_flow_editor_in_headless_chromium() {
         ),
     )
     .unwrap();
-    server.cli_as(
+    server.ok_as(
         &alice,
         &[
             "connection",
@@ -364,7 +284,7 @@ fn the_flow_editor_in_headless_chromium() {
             "--workspace",
         ],
     );
-    let (status, session) = server.api(
+    let (status, session) = server.as_user(
         "POST",
         "/api/v1/sessions",
         &alice,
@@ -374,7 +294,7 @@ fn the_flow_editor_in_headless_chromium() {
     let id = session["id"].as_str().unwrap().to_string();
     let t = Instant::now();
     loop {
-        let (_, s) = server.api(
+        let (_, s) = server.as_user(
             "GET",
             &format!("/api/v1/sessions/{id}"),
             &alice,
@@ -393,12 +313,12 @@ fn the_flow_editor_in_headless_chromium() {
         &[
             ("TOKEN_ALICE", &alice),
             ("TOKEN_VIEWER", &viewer),
-            ("TOKEN_OWNER", &server.owner()),
+            ("TOKEN_OWNER", &server.token()),
         ],
         Duration::from_secs(180),
     );
     // What the browser saved is the pushed YAML with only the edited lines changed.
-    let (status, v2) = server.api(
+    let (status, v2) = server.as_user(
         "GET",
         "/api/v1/flows/authoring@v2/file?path=flow.dag.yaml",
         &alice,
@@ -455,48 +375,42 @@ fn similar_lines(before: &str, after: &str) -> Vec<String> {
 #[test]
 fn ui_assets_are_served_with_strict_headers_and_revalidate() {
     let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path());
-    let (status, head, body) = http("GET", &format!("{}/", server.url), &[], "");
-    assert_eq!(status, 200);
-    let head = head.to_ascii_lowercase();
-    assert!(head.contains("content-type: text/html"), "{head}");
+    let server = server_on(home.path());
+    let page = get(&format!("{}/", server.url));
+    assert_eq!(page.status, 200);
+    let head = format!("{:?}", page.headers);
     assert!(
-        head.contains("content-security-policy: default-src 'self'"),
+        page.header("content-type").starts_with("text/html"),
         "{head}"
     );
-    assert!(head.contains("x-content-type-options: nosniff"), "{head}");
-    assert!(body.contains("/ui/js/app.js"));
-    let (status, head, _) = http("GET", &format!("{}/ui/js/app.js", server.url), &[], "");
-    assert_eq!(status, 200);
-    assert!(head
-        .to_ascii_lowercase()
-        .contains("content-type: text/javascript"));
-    let etag = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .starts_with("etag:")
-                .then(|| l[5..].trim().to_string())
-        })
-        .expect("an ETag");
-    let (status, _, body) = http(
+    assert!(
+        page.header("content-security-policy")
+            .starts_with("default-src 'self'"),
+        "{head}"
+    );
+    assert_eq!(page.header("x-content-type-options"), "nosniff", "{head}");
+    assert!(page.text.contains("/ui/js/app.js"));
+    let app = get(&format!("{}/ui/js/app.js", server.url));
+    assert_eq!(app.status, 200);
+    assert!(
+        app.header("content-type").starts_with("text/javascript"),
+        "{:?}",
+        app.headers
+    );
+    let etag = app.header("etag");
+    assert!(!etag.is_empty(), "an ETag: {:?}", app.headers);
+    let again = http::request(
         "GET",
         &format!("{}/ui/js/app.js", server.url),
-        &[("if-none-match", &etag)],
+        &[("if-none-match", etag)],
         "",
     );
-    assert_eq!((status, body.as_str()), (304, ""));
-    assert_eq!(
-        http("GET", &format!("{}/ui/nope.js", server.url), &[], "").0,
-        404
-    );
+    assert_eq!((again.status, again.text.as_str()), (304, ""));
+    assert_eq!(get(&format!("{}/ui/nope.js", server.url)).status, 404);
     // The assets need no token, but the data behind them does.
-    assert_eq!(
-        http("GET", &format!("{}/api/v1/limits", server.url), &[], "").0,
-        401
-    );
-    let owner = server.owner();
-    let (status, v) = server.api("GET", "/api/v1/limits", &owner, &Value::Null);
+    assert_eq!(get(&format!("{}/api/v1/limits", server.url)).status, 401);
+    let owner = server.token();
+    let (status, v) = server.as_user("GET", "/api/v1/limits", &owner, &Value::Null);
     assert_eq!(status, 200);
     assert!(v["interactive_timeout_s"].as_f64().unwrap() > 0.0);
 }
@@ -504,15 +418,15 @@ fn ui_assets_are_served_with_strict_headers_and_revalidate() {
 #[test]
 fn a_sessions_requirements_are_read_for_its_viewers_only() {
     let home = tempfile::tempdir().unwrap();
-    let server = Server::start(home.path());
+    let server = server_on(home.path());
     let (_, alice) = server.user("alice", "user");
     let (_, bob) = server.user("bob", "user");
     let (d, dir) = flow("pipeline");
     std::fs::write(dir.join("requirements.txt"), "six==1.16.0\n").unwrap();
     let _ = d;
     // A session record is enough: the file is read from the snapshot it runs.
-    server.cli_as(&alice, &["flow", "push", dir.to_str().unwrap()]);
-    let (status, s) = server.api(
+    server.ok_as(&alice, &["flow", "push", dir.to_str().unwrap()]);
+    let (status, s) = server.as_user(
         "POST",
         "/api/v1/sessions",
         &alice,
@@ -521,12 +435,12 @@ fn a_sessions_requirements_are_read_for_its_viewers_only() {
     assert_eq!(status, 202, "{s}");
     let id = s["id"].as_str().unwrap();
     let path = format!("/api/v1/sessions/{id}/requirements");
-    let (status, v) = server.api("GET", &path, &alice, &Value::Null);
+    let (status, v) = server.as_user("GET", &path, &alice, &Value::Null);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["text"], "six==1.16.0\n");
     assert_eq!(v["path"], "requirements.txt");
     assert_eq!(v["flow_ref"], "pipeline@v1");
-    let (status, v) = server.api("GET", &path, &bob, &Value::Null);
+    let (status, v) = server.as_user("GET", &path, &bob, &Value::Null);
     assert_eq!(status, 404, "{v}");
     assert_eq!(v["code"], "NotFound");
 }

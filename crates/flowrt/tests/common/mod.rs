@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod flow_serve;
+pub mod http;
 pub mod server;
 
 use serde_json::{json, Value};
@@ -26,6 +28,16 @@ pub struct Run {
 }
 
 impl Run {
+    /// Run `cmd` to its end.
+    pub fn of(cmd: &mut Command) -> Run {
+        let out: Output = cmd.output().expect("flowrt runs");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// The last JSON object printed on stdout (what scripts read).
     pub fn json(&self) -> Value {
         let start = self.stdout.rfind("\n{").map(|i| i + 1).unwrap_or(0);
@@ -51,18 +63,13 @@ impl Env {
 
     /// [`Env::run`] with extra environment variables for the process.
     pub fn run_with_env(&self, args: &[&str], vars: &[(&str, &str)]) -> Run {
-        let out: Output = Command::new(env!("CARGO_BIN_EXE_flowrt"))
-            .args(args)
-            .env("FLOWRT_HOME", self.home.path())
-            .env_remove("FLOWRT_SERVER")
-            .envs(vars.iter().copied())
-            .output()
-            .expect("flowrt runs");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Run::of(
+            Command::new(env!("CARGO_BIN_EXE_flowrt"))
+                .args(args)
+                .env("FLOWRT_HOME", self.home.path())
+                .env_remove("FLOWRT_SERVER")
+                .envs(vars.iter().copied()),
+        )
     }
 
     /// Start flowrt in the background (stdout and stderr to files in the home folder, so a
@@ -283,59 +290,6 @@ impl FakeOpenAi {
             hits,
         }
     }
-}
-
-/// A plain HTTP/1.1 client for tests: one request per connection, chunked bodies decoded.
-pub fn http(
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String, String) {
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest
-        .split_once('/')
-        .map(|(h, p)| (h, format!("/{p}")))
-        .unwrap_or((rest, "/".into()));
-    let mut stream = std::net::TcpStream::connect(host).expect("connect");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\ncontent-length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes()).expect("send");
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut rest = body;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            rest = &after[n + 2..];
-        }
-        out
-    } else {
-        body.to_string()
-    };
-    (status, head.to_string(), body)
 }
 
 /// A free port on 127.0.0.1.
