@@ -255,21 +255,16 @@ impl Server {
 
     /// [`Server::cli`], which must succeed.
     pub fn ok(&self, args: &[&str]) -> Run {
-        let r = self.cli(args);
-        assert_eq!(
-            r.code,
-            0,
-            "flowrt {args:?}:\n{}\n{}\nserver log:\n{}",
-            r.stdout,
-            r.stderr,
-            self.log()
-        );
-        r
+        self.succeeded(self.cli(args), args)
     }
 
     /// [`Server::cli_as`], which must succeed.
     pub fn ok_as(&self, token: &str, args: &[&str]) -> Run {
-        let r = self.cli_as(token, args);
+        self.succeeded(self.cli_as(token, args), args)
+    }
+
+    /// `r`, once it is known to have succeeded; else what it said, with the server's log.
+    fn succeeded(&self, r: Run, args: &[&str]) -> Run {
         assert_eq!(
             r.code,
             0,
