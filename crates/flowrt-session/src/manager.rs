@@ -1003,7 +1003,7 @@ impl Manager {
             return;
         };
         for s in sessions {
-            self.adopt_one(s).await;
+            self.adopt_one(s, "the server restarted").await;
         }
     }
 
@@ -1023,18 +1023,19 @@ impl Manager {
                     SessionStatus::Running | SessionStatus::Stopping | SessionStatus::Preparing
                 );
             if orphaned {
-                eprintln!(
-                    "taking over session {} from server '{}', whose lease ended",
-                    s.id,
+                let why = format!(
+                    "server '{}', which managed it, let its lease end",
                     s.manager.as_deref().unwrap_or("")
                 );
-                self.adopt_one(s).await;
+                eprintln!("taking over session {}: {why}", s.id);
+                self.adopt_one(s, &why).await;
             }
         }
     }
 
-    /// Manage session `s` if no other live server does, taking back its agent if it still runs.
-    async fn adopt_one(self: &Arc<Self>, s: Session) {
+    /// Manage session `s` if no other live server does, taking back its agent if it still runs;
+    /// `why` this server takes it (said in the session's status when it cannot).
+    async fn adopt_one(self: &Arc<Self>, s: Session, why: &str) {
         let lifecycle = matches!(
             s.status,
             SessionStatus::Running | SessionStatus::Stopping | SessionStatus::Preparing
@@ -1102,7 +1103,9 @@ impl Manager {
                             me.agent_exited(&id, handle.pid, "ended".into()).await;
                         });
                     } else {
-                        let reason = "its agent was gone when the server restarted; `flowrt session reset` starts it again".to_string();
+                        let reason = format!(
+                            "its agent was gone when {why}; `flowrt session reset` starts it again"
+                        );
                         let _ = self.transition(&s.id, Event::AgentExited { reason }).await;
                         let _ = self.store.update_session_agent(&s.id, None, None).await;
                     }
@@ -1112,7 +1115,7 @@ impl Manager {
                         .transition_noted(
                             &s.id,
                             Event::PrepareInterrupted,
-                            Some("server restarted"),
+                            Some(&format!("{why}; preparing it again")),
                         )
                         .await;
                     tokio::spawn(self.clone().prepare(s.id.clone()));
