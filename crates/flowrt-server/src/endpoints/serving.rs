@@ -220,6 +220,9 @@ struct Memory {
     /// Instances taken out of the table, and since when: stopped once idle (or after
     /// [`DRAIN_LIMIT`]).
     retiring: HashMap<String, Instant>,
+    /// When the routing table was last published. A retired instance is stopped only once a
+    /// table without it has been: until then requests still reach it through the older one.
+    table_built: Option<Instant>,
     /// Scaling deployments below their target, and since when.
     below_since: HashMap<(String, String), Instant>,
     /// Deployments whose instances keep failing: how often in a row, and when to try again
@@ -314,6 +317,7 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
     if deployments.is_empty() && rows.is_empty() && memory.last_failed.is_empty() {
         // Nothing deployed: no sessions to look at (a round must cost next to nothing then).
         build_table(state, &endpoints, &[], &[], &HashMap::new(), memory).await;
+        memory.table_built = Some(Instant::now());
         return Ok(());
     }
     let sessions: HashMap<String, Session> = store
@@ -346,6 +350,7 @@ async fn round(state: &AppState, memory: &mut Memory) -> Result<(), String> {
     drain(state, memory, &sessions).await;
     watch_connections(state, memory).await;
     build_table(state, &endpoints, &deployments, &rows, &sessions, memory).await;
+    memory.table_built = Some(Instant::now());
     autoscale(state, memory, &deployments).await;
     prune_score_rows(state, memory, &endpoints).await;
     Ok(())
@@ -518,6 +523,11 @@ async fn forget(state: &AppState, session_id: &str, session: Option<&Session>) {
 async fn drain(state: &AppState, memory: &mut Memory, sessions: &HashMap<String, Session>) {
     let mut done = Vec::new();
     for (id, since) in &memory.retiring {
+        // Retired in this round: the published table still routes to it (a switch of
+        // versions failed every request in flight when its old instances stopped here).
+        if memory.table_built.is_none_or(|built| built <= *since) {
+            continue;
+        }
         let busy = state.serving.in_flight(id) > 0;
         if busy && since.elapsed() < DRAIN_LIMIT {
             continue;
