@@ -6,16 +6,10 @@
 
 mod common;
 
-use common::{flow, s, write_jsonl, Env, FakeOpenAi, QuotaOpenAi};
+use common::{flow, s, write_jsonl, Env, FakeOpenAi};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// The quota tests hold a run's wall time to 1.15x of what its quota allows: a test that keeps
-/// both cores busy beside them (the constant-memory ones) stretched one past it. Paced tests take
-/// this lock to read (they may share the machine with each other: they mostly wait), the heavy
-/// ones to write, so the two kinds never overlap; every other test runs beside either.
-static PACED: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -771,7 +765,6 @@ fn peak_rss_kb(env: &Env, args: &[&str]) -> u64 {
 
 #[test]
 fn ten_thousand_lines_run_in_constant_memory() {
-    let _alone = PACED.write().unwrap_or_else(|p| p.into_inner());
     let env = Env::new();
     let (d, dir) = flow("batch_trivial");
     let peaks = peaks_over_sizes(
@@ -848,7 +841,6 @@ fn peaks_over_sizes(
 /// not grow with the base run's size either.
 #[test]
 fn an_evaluation_reads_its_base_run_in_constant_memory() {
-    let _alone = PACED.write().unwrap_or_else(|p| p.into_inner());
     let env = Env::new();
     let (d, dir) = flow("batch_trivial");
     let text = "a row's long text, carried along by the base run's data. ".repeat(40);
@@ -1065,137 +1057,4 @@ fn stream_prints_each_line_as_it_completes_in_order() {
         "{}",
         r.stderr
     );
-}
-
-/// The quota tests' deployment: its latency, and the average tokens of the `two_calls` flow's
-/// requests (prompt words plus `max_tokens`: 35 for the draft, 37 for the polish).
-const QUOTA_LATENCY: Duration = Duration::from_millis(50);
-const TOKENS_PER_CALL: f64 = 36.0;
-
-/// Run `runs` 200-line batches of `two_calls` at once (separate processes: as many sessions each
-/// with its own governor) against one deployment, at the default concurrency. Returns the
-/// longest run's own duration and the server's counts; every line of every run must complete.
-fn batches_against_a_quota(server: &QuotaOpenAi, runs: usize) -> (Duration, common::QuotaStats) {
-    batches_against_a_declared_quota(server, runs, "")
-}
-
-/// [`batches_against_a_quota`] with `extra` lines in the connection's YAML.
-fn batches_against_a_declared_quota(
-    server: &QuotaOpenAi,
-    runs: usize,
-    extra: &str,
-) -> (Duration, common::QuotaStats) {
-    let env = Env::new();
-    env.connection(&format!(
-        "name: quota_openai\ntype: open_ai\napi_key: sk-test\nbase_url: {}/v1\n{extra}",
-        server.base
-    ));
-    let (d, dir) = flow("two_calls");
-    let data = d.path().join("data.jsonl");
-    let rows: Vec<Value> = (0..200)
-        .map(|i| json!({"question": format!("question number {i}")}))
-        .collect();
-    write_jsonl(&data, &rows);
-    let children: Vec<_> = (0..runs)
-        .map(|i| {
-            env.spawn(&[
-                "run",
-                "create",
-                "--flow",
-                s(&dir),
-                "--data",
-                s(&data),
-                "--name",
-                &format!("q{i}"),
-            ])
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success());
-    }
-    // The runs' own time (not the processes' start), the longest: they ran side by side.
-    let mut longest = 0.0f64;
-    for i in 0..runs {
-        let meta = show_json(&env, &format!("q{i}"));
-        assert_eq!(meta["completed_lines"], 200, "{meta:#}");
-        assert_eq!(meta["status"], "Completed", "{meta:#}");
-        longest = longest.max(meta["duration_s"].as_f64().unwrap());
-    }
-    (Duration::from_secs_f64(longest), server.stats())
-}
-
-/// Issue 20: lines share one governor per deployment, so a quota paces them instead of failing
-/// them. Fewer than 10% of the requests get 429, and the batch takes at most 1.15 times what the
-/// quota allows (`ideal`).
-fn assert_quota_kept(wall: Duration, stats: &common::QuotaStats, ideal: Duration) {
-    let refused = stats.rate_limited as f64 / stats.requests as f64;
-    eprintln!(
-        "wall {:.2} s, ideal {:.2} s ({:.2}x), {} requests, {} got 429 ({:.1}%)",
-        wall.as_secs_f64(),
-        ideal.as_secs_f64(),
-        wall.as_secs_f64() / ideal.as_secs_f64(),
-        stats.requests,
-        stats.rate_limited,
-        100.0 * refused
-    );
-    assert!(refused < 0.10, "{stats:?}");
-    assert!(
-        wall.as_secs_f64() <= 1.15 * ideal.as_secs_f64(),
-        "{wall:?} against an ideal of {ideal:?}"
-    );
-}
-
-#[test]
-fn a_batch_against_a_requests_quota_completes_every_line_at_the_quotas_pace() {
-    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
-    // 3,000 requests a minute: 50 a second, so 400 calls take 8 s at best.
-    let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
-    let (wall, stats) = batches_against_a_quota(&server, 1);
-    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
-    eprintln!("first refused: {:?}", stats.first_refused);
-}
-
-#[test]
-fn a_batch_against_a_tokens_quota_completes_every_line_at_the_quotas_pace() {
-    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
-    // 108,000 tokens a minute at 36 a call: 50 calls a second again.
-    let tpm = 50.0 * 60.0 * TOKENS_PER_CALL;
-    let server = QuotaOpenAi::start(None, Some(tpm), QUOTA_LATENCY);
-    let (wall, stats) = batches_against_a_quota(&server, 1);
-    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
-}
-
-#[test]
-fn two_batches_sharing_one_deployments_quota_both_complete_at_its_pace() {
-    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
-    // Two processes (as two sessions), each learning the quota from its 429s: 800 calls at 50 a
-    // second.
-    let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
-    let (wall, stats) = batches_against_a_quota(&server, 2);
-    assert_quota_kept(wall, &stats, Duration::from_secs_f64(800.0 / 50.0));
-}
-
-#[test]
-fn a_quota_the_connection_declares_is_the_pace_from_the_first_call() {
-    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
-    // Declared, the quota paces the run from its start (no opening burst of refusals); later
-    // 429s are the governor probing for room above it.
-    let server = QuotaOpenAi::start(Some(3000.0), None, QUOTA_LATENCY);
-    let (wall, stats) = batches_against_a_declared_quota(&server, 1, "rpm: 3000\n");
-    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
-    assert!(stats.rate_limited * 20 < stats.requests, "{stats:?}");
-    // Undeclared, the first 429 comes as the quota's first second of burst runs out (after
-    // about 60 requests here); declared, not before the pace has grown well past it.
-    assert!(stats.first_refused.is_none_or(|n| n > 150), "{stats:?}");
-}
-
-#[test]
-fn a_token_quota_the_connection_declares_spaces_calls_by_their_tokens() {
-    let _paced = PACED.read().unwrap_or_else(|p| p.into_inner());
-    let tpm = 50.0 * 60.0 * TOKENS_PER_CALL;
-    let server = QuotaOpenAi::start(None, Some(tpm), QUOTA_LATENCY);
-    let (wall, stats) = batches_against_a_declared_quota(&server, 1, &format!("tpm: {tpm}\n"));
-    assert_quota_kept(wall, &stats, Duration::from_secs_f64(400.0 / 50.0));
-    // Spaced by their tokens from the first call, the calls never outrun the quota's burst.
-    assert!(stats.first_refused.is_none_or(|n| n > 150), "{stats:?}");
 }
