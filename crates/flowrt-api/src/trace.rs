@@ -75,3 +75,109 @@ pub struct LineSpans {
     pub collection: String,
     pub spans: Vec<TraceSpan>,
 }
+
+/// Attributes a redacted span keeps (exact keys, or prefixes ending in `.`): what the span is,
+/// where it belongs, its model and its token counts. Everything else may carry what went in or
+/// out of it (`input.value`, `output.value`, a tool's own attributes) and is dropped.
+const KEPT_WHEN_REDACTED: &[&str] = &[
+    "span_type",
+    "function",
+    "node_name",
+    "line_run_id",
+    "batch_run_id",
+    "line_number",
+    "framework",
+    "endpoint.",
+    "openinference.span.kind",
+    "referenced.",
+    "llm.usage.",
+    "llm.token_count.",
+    "llm.model_name",
+    "__computed__.",
+    "gen_ai.system",
+    "gen_ai.operation.name",
+    "gen_ai.request.model",
+    "gen_ai.response.model",
+    "gen_ai.usage.",
+];
+
+impl TraceSpan {
+    /// Drop what went in and out of this span, keeping its timing, status, error and tokens:
+    /// a deployment that redacts payloads sends its spans on without them. Of its events only
+    /// an `exception` is kept (a failure is a status, recorded with the request either way).
+    pub fn redact_payloads(&mut self) {
+        self.attributes.retain(|key, _| {
+            KEPT_WHEN_REDACTED
+                .iter()
+                .any(|kept| match kept.strip_suffix('.') {
+                    Some(_) => key.starts_with(kept),
+                    None => key == kept,
+                })
+        });
+        self.events.retain(|event| event.name == "exception");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_redacted_span_keeps_its_shape_status_and_tokens_but_no_payload() {
+        let attributes = json!({
+            "span_type": "LLM",
+            "node_name": "chat",
+            "line_run_id": "r1",
+            "referenced.batch_run_id": "base",
+            "llm.usage.total_tokens": 12,
+            "gen_ai.usage.input_tokens": 7,
+            "gen_ai.request.model": "gpt-4o",
+            "input.value": "{\"question\": \"my card number\"}",
+            "output.value": "\"an answer\"",
+            "user.secret_attribute": "hunter2",
+            "llm.prompt": "my card number",
+            "referenced": "not a prefix match",
+        });
+        let event = |name: &str| TraceEvent {
+            name: name.into(),
+            time_unix_nano: 1,
+            attributes: json!({"payload": "my card number"})
+                .as_object()
+                .cloned()
+                .unwrap(),
+        };
+        let mut span = TraceSpan {
+            name: "chat".into(),
+            start_unix_nano: 1,
+            end_unix_nano: 2,
+            attributes: attributes.as_object().cloned().unwrap(),
+            events: vec![
+                event("promptflow.function.inputs"),
+                event("promptflow.function.output"),
+                event("exception"),
+            ],
+            error: Some("ValueError: bad".into()),
+            ..Default::default()
+        };
+        span.redact_payloads();
+        let mut kept: Vec<_> = span.attributes.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            [
+                "gen_ai.request.model",
+                "gen_ai.usage.input_tokens",
+                "line_run_id",
+                "llm.usage.total_tokens",
+                "node_name",
+                "referenced.batch_run_id",
+                "span_type"
+            ]
+        );
+        let events: Vec<_> = span.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(events, ["exception"]);
+        assert_eq!(span.error.as_deref(), Some("ValueError: bad"));
+        assert_eq!((span.start_unix_nano, span.end_unix_nano), (1, 2));
+    }
+}

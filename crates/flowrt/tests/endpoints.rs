@@ -388,6 +388,123 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
     }
 }
 
+/// Every span of `bodies` (OTLP/HTTP JSON export requests) whose resource's `collection` is
+/// `collection`.
+fn spans_of(bodies: &[Value], collection: &str) -> Vec<Value> {
+    bodies
+        .iter()
+        .flat_map(|b| b["resourceSpans"].as_array().cloned().unwrap_or_default())
+        .filter(|rs| {
+            rs["resource"]["attributes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["key"] == "collection" && a["value"]["stringValue"] == collection)
+        })
+        .flat_map(|rs| rs["scopeSpans"].as_array().cloned().unwrap_or_default())
+        .flat_map(|ss| ss["spans"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// A server that exports to a collector sends it each scored request's spans, under the
+/// endpoint's name. A deployment that redacts payloads sends the same spans without what went
+/// in or out (its stored requests keep none either), and with them still the timing.
+#[test]
+fn scored_requests_reach_the_otlp_collector_and_redacted_ones_carry_no_payload() {
+    let (collector_url, got) = collector();
+    let server = Server::builder()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        .start();
+    let work = tempfile::tempdir().unwrap();
+    server.ok(&[
+        "flow",
+        "push",
+        s(&echo_flow(work.path(), "v1")),
+        "--name",
+        "echo",
+    ]);
+    let created = server
+        .ok(&["endpoint", "create", "traced", "--json"])
+        .json();
+    let bearer = format!("Bearer {}", keys_of(&created).0);
+    server.ok(&["deployment", "create", "traced/blue", "--flow", "echo@v1"]);
+    let spans_with = |needle: &str| {
+        let t = Instant::now();
+        loop {
+            let spans = spans_of(&got.lock().unwrap(), "endpoint/traced");
+            let found: Vec<Value> = spans
+                .into_iter()
+                .filter(|span| {
+                    span["attributes"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|a| {
+                            a["key"] == "endpoint.request_id" && a["value"]["stringValue"] == needle
+                        })
+                })
+                .collect();
+            if !found.is_empty() {
+                return found;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "no span of request {needle} reached the collector: {:#}",
+                Value::Array(got.lock().unwrap().clone())
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let score = |text: &str| {
+        let r = http::request(
+            "POST",
+            &format!("{}/endpoints/traced/score", server.url),
+            &[
+                ("authorization", &bearer),
+                ("content-type", "application/json"),
+            ],
+            json!({ "text": text }).to_string(),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.header("x-request-id").trim().to_string()
+    };
+
+    let plain = score("card number 4242");
+    let spans = spans_with(&plain);
+    let text = serde_json::to_string(&spans).unwrap();
+    assert!(text.contains("card number 4242"), "{text}");
+    // Each span says which deployment answered.
+    assert!(spans.iter().all(|s| s["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["key"] == "endpoint.deployment" && a["value"]["stringValue"] == "blue")));
+    assert!(text.contains("promptflow.function.inputs"), "{text}");
+
+    server.ok(&["deployment", "update", "traced/blue", "--redact-payloads"]);
+    let redacted = score("secret phrase 9999");
+    let spans = spans_with(&redacted);
+    // The flow's span and its node's, timed, with nothing of the request in them.
+    assert!(spans.len() >= 2, "{spans:#?}");
+    assert!(spans
+        .iter()
+        .all(|s| s["endTimeUnixNano"] != s["startTimeUnixNano"]));
+    let everything = serde_json::to_string(&*got.lock().unwrap()).unwrap();
+    assert!(!everything.contains("secret phrase 9999"), "{everything}");
+    assert!(!serde_json::to_string(&spans)
+        .unwrap()
+        .contains("promptflow.function"));
+    let (status, stored) = server.api(
+        "GET",
+        &format!("/api/v1/endpoints/traced/requests/{redacted}"),
+        "",
+    );
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["inputs"], Value::Null, "{stored}");
+    assert!(files_holding(server.home(), "secret phrase 9999").is_empty());
+}
+
 /// One request of the load: how it ended, and which version answered.
 #[derive(Clone, Debug)]
 struct Outcome {

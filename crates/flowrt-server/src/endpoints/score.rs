@@ -477,7 +477,23 @@ impl Record {
                     collection: format!("endpoint/{}", self.endpoint),
                     ..Default::default()
                 };
-                spans.iter_mut().for_each(|s| trace.stamp(s));
+                for span in &mut spans {
+                    trace.stamp(span);
+                    // What a team filters an endpoint's traffic by in its own tool, and the id
+                    // that finds the request in flowrt's list (its `x-request-id`).
+                    for (key, value) in [
+                        ("endpoint.name", &self.endpoint),
+                        ("endpoint.deployment", &self.deployment.record.name),
+                        ("endpoint.request_id", &self.id),
+                    ] {
+                        span.attributes
+                            .insert(key.into(), Value::String(value.clone()));
+                    }
+                    if redact {
+                        // The collector sees the request's shape and tokens, not its payload.
+                        span.redact_payloads();
+                    }
+                }
                 exporters.export(&trace.collection, spans);
             }
             // The node runs draw the trace; redacted, they keep their timing, status and
