@@ -818,7 +818,57 @@ fn sessions_and_a_spread_batch_run_on_a_two_node_ray_cluster_that_loses_a_node()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    deploy_on_ray(&ns, &cli, flow);
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&ray_tmp);
+}
+
+/// Issue 23 on Ray: a deployment's instance is a session, so on a Ray server it is a Ray job
+/// like any other (here on the node left); it answers scores with the endpoint's key, and
+/// deleting the endpoint ends its job.
+fn deploy_on_ray(ns: &Netns, cli: &Cli, flow: &str) {
+    cli.ok(&["flow", "push", flow, "--name", "double"]);
+    let created: Value =
+        serde_json::from_str(&cli.ok(&["endpoint", "create", "doubler", "--json"])).unwrap();
+    let key = created["keys"]["primary"].as_str().unwrap().to_string();
+    let t = Instant::now();
+    cli.ok(&[
+        "deployment",
+        "create",
+        "doubler/blue",
+        "--flow",
+        "double@v1",
+    ]);
+    eprintln!(
+        "deployment on Ray ready in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let shown: Value =
+        serde_json::from_str(&cli.ok(&["deployment", "show", "doubler/blue", "--json"])).unwrap();
+    let session = shown["replicas"][0]["session_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(job_of(ns, &session)["status"], "RUNNING");
+    let out = ns
+        .cmd("curl")
+        .args(["-s", "-m", "30", "-w", "\n%{http_code}"])
+        .args(["-H", &format!("authorization: Bearer {key}")])
+        .args(["-H", "content-type: application/json"])
+        .args(["--data-binary", r#"{"x": 21}"#])
+        .arg(format!("{}/endpoints/doubler/score", cli.url))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.trim(), "{\"y\": 42}\n200", "{text}");
+    cli.ok(&["endpoint", "delete", "doubler"]);
+    let t = Instant::now();
+    while job_of(ns, &session)["status"] == "RUNNING" {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the deleted endpoint's instance still runs on Ray"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

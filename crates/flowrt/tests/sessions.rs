@@ -51,6 +51,9 @@ trait Sessions {
     fn agent(&self, id: &str) -> (String, u64);
     /// Start a session for the flow folder `dir`; returns (id, seconds to Running).
     fn start_session(&self, dir: &Path, extra: &[&str]) -> (String, f64);
+    /// Test a line of the `escape` flow at `dir` in session `id`: the report of what its code
+    /// could do to each of `targets` (`{"read": [...], "write": [...], ...}`).
+    fn probe(&self, dir: &Path, id: &str, targets: &Value) -> Value;
 }
 
 impl Sessions for Server {
@@ -101,6 +104,21 @@ impl Sessions for Server {
         let out = self.ok(&args).stdout;
         let id = out.lines().last().unwrap().trim().to_string();
         (id, t.elapsed().as_secs_f64())
+    }
+
+    fn probe(&self, dir: &Path, id: &str, targets: &Value) -> Value {
+        let out = self
+            .ok(&[
+                "flow",
+                "test",
+                dir.to_str().unwrap(),
+                "--session",
+                id,
+                "--inputs",
+                &format!("targets={targets}"),
+            ])
+            .stdout;
+        serde_json::from_str::<Value>(&out).unwrap()["report"].clone()
     }
 }
 
@@ -1233,19 +1251,7 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
         // is sealed as its code is.
         "host_read": [h.join("secret.key"), other_dir.join("agent.token")],
     });
-    let out = server
-        .ok(&[
-            "flow",
-            "test",
-            dir.to_str().unwrap(),
-            "--session",
-            &id,
-            "--inputs",
-            &format!("targets={targets}"),
-        ])
-        .stdout;
-    let result: Value = serde_json::from_str(&out).unwrap();
-    let report = &result["report"];
+    let report = &server.probe(&dir, &id, &targets);
     for (path, outcome) in report["attempts"].as_object().unwrap() {
         assert_eq!(outcome, "PermissionError", "{path}: {report:#}");
     }
@@ -1282,19 +1288,8 @@ fn a_sealed_session_touches_nothing_but_its_own_folder() {
             shm,
         ],
     });
-    let out = server
-        .ok(&[
-            "flow",
-            "test",
-            dir.to_str().unwrap(),
-            "--session",
-            &id,
-            "--inputs",
-            &format!("targets={targets}"),
-        ])
-        .stdout;
+    let report = server.probe(&dir, &id, &targets);
     let _ = std::fs::remove_file(&shm);
-    let report = serde_json::from_str::<Value>(&out).unwrap()["report"].clone();
     for (path, outcome) in report["attempts"].as_object().unwrap() {
         assert_ne!(outcome, "ok", "{path}: {report:#}");
     }
@@ -4209,18 +4204,7 @@ fn with_session_uids_each_session_runs_as_a_user_of_its_own() {
             "write": [other_dir.join("pwned.txt")],
             "list": [h.join("sessions"), other_dir],
         });
-        let out = server
-            .ok(&[
-                "flow",
-                "test",
-                dir.to_str().unwrap(),
-                "--session",
-                id,
-                "--inputs",
-                &format!("targets={targets}"),
-            ])
-            .stdout;
-        serde_json::from_str::<Value>(&out).unwrap()["report"].clone()
+        server.probe(&dir, id, &targets)
     };
     let (ra, rb) = (probe(&a, &b), probe(&b, &a));
     let mut uids = Vec::new();
