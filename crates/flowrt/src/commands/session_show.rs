@@ -46,6 +46,7 @@ pub async fn list(remote: &Remote, json: bool) -> Result<()> {
 pub async fn wait_running(remote: &Remote, id: &str) -> Result<SessionView> {
     let started = Instant::now();
     let mut last = String::new();
+    let mut stopped_since = None;
     loop {
         let s: SessionView = remote.get(&session_path(id)).await?;
         let now = status_text(&s);
@@ -67,16 +68,27 @@ pub async fn wait_running(remote: &Remote, id: &str) -> Result<SessionView> {
                     }
                 );
             }
-            SessionStatus::Stopped if started.elapsed() > Duration::from_secs(2) => {
-                bail!(
-                    "session {id} stopped: {}",
-                    s.reason.as_deref().unwrap_or("")
-                );
+            SessionStatus::Stopped => {
+                let since = *stopped_since.get_or_insert_with(Instant::now);
+                if stayed_stopped(since.elapsed()) {
+                    bail!(
+                        "session {id} stopped: {}",
+                        s.reason.as_deref().unwrap_or("")
+                    );
+                }
             }
-            _ => {}
+            _ => stopped_since = None,
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a session seen Stopped for `stopped_for` has stopped for good. Stopped is also a
+/// moment on the way: before the start a request asked for begins, and while another server
+/// takes over a preparation whose server's lease ended ("preparing it again"), which can come
+/// long after the wait began. Only a session that stays Stopped for 2 s has stopped.
+fn stayed_stopped(stopped_for: Duration) -> bool {
+    stopped_for > Duration::from_secs(2)
 }
 
 /// `Running`, or `Preparing (installing)` while it prepares.
