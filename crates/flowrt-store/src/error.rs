@@ -25,7 +25,8 @@ pub enum StoreError {
 
     /// `type:` names a kind flowrt does not know.
     #[error(
-        "{path}: unknown connection type `{found}`; expected one of: open_ai, azure_open_ai, custom, serverless, serp, qdrant, weaviate, cognitive_search, azure_ai_services, azure_content_safety, form_recognizer"
+        "{path}: unknown connection type `{found}`; expected one of: {}",
+        connection_types()
     )]
     UnknownType { path: PathBuf, found: String },
 
@@ -35,7 +36,7 @@ pub enum StoreError {
         path: PathBuf,
         field: String,
         /// How to write it, when the field is one every connection has (else empty).
-        hint: &'static str,
+        hint: String,
     },
 
     /// A field is present but its value is unusable.
@@ -133,4 +134,11 @@ pub enum StoreError {
         "cannot decrypt the feed token of identity `{name}`: the secret key does not match or the stored value was altered"
     )]
     IdentitySecret { name: String },
+}
+
+/// The connection types a YAML's `type:` may name, as messages list them.
+pub(crate) fn connection_types() -> String {
+    flowrt_api::ConnectionKind::ALL
+        .map(flowrt_api::ConnectionKind::as_str)
+        .join(", ")
 }

@@ -104,9 +104,14 @@ struct Parser<'a> {
 impl Parser<'_> {
     fn missing(&self, field: &str) -> StoreError {
         let hint = match field {
-            "name" => "\nhint: add `name: my_connection`; flows name their connection by it",
-            "type" => "\nhint: add `type:` with one of open_ai, azure_open_ai, custom, serverless, serp, qdrant, weaviate, cognitive_search, azure_ai_services, azure_content_safety, form_recognizer",
-            _ => "",
+            "name" => {
+                "\nhint: add `name: my_connection`; flows name their connection by it".to_string()
+            }
+            "type" => format!(
+                "\nhint: add `type:` with one of {}",
+                crate::error::connection_types()
+            ),
+            _ => String::new(),
         };
         StoreError::MissingField {
             path: self.path.to_path_buf(),

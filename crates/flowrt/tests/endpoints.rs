@@ -54,6 +54,23 @@ fn echo_flow(dir: &Path, version: &str) -> std::path::PathBuf {
     dst
 }
 
+/// Push `flows/deploy_echo` answering `version` as the workspace flow `echo`.
+fn push_echo(server: &Server, version: &str) {
+    let work = tempfile::tempdir().unwrap();
+    server.ok(&[
+        "flow",
+        "push",
+        s(&echo_flow(work.path(), version)),
+        "--name",
+        "echo",
+    ]);
+}
+
+/// Create endpoint `name`; its primary key.
+fn endpoint_key(server: &Server, name: &str) -> String {
+    keys_of(&server.ok(&["endpoint", "create", name, "--json"]).json()).0
+}
+
 fn keys_of(created: &Value) -> (String, String) {
     (
         created["keys"]["primary"].as_str().unwrap().to_string(),
@@ -92,8 +109,7 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
         .json();
     let (key, secondary) = keys_of(&created);
     assert!(key.starts_with("fre_") && key != secondary);
-    let other = server.ok(&["endpoint", "create", "other", "--json"]).json();
-    let (other_key, _) = keys_of(&other);
+    let other_key = endpoint_key(&server, "other");
     // Only the keys' hashes are kept.
     assert!(files_holding(server.home(), &key).is_empty());
 
@@ -416,18 +432,8 @@ fn scored_requests_reach_the_otlp_collector_and_redacted_ones_carry_no_payload()
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector_url)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
         .start();
-    let work = tempfile::tempdir().unwrap();
-    server.ok(&[
-        "flow",
-        "push",
-        s(&echo_flow(work.path(), "v1")),
-        "--name",
-        "echo",
-    ]);
-    let created = server
-        .ok(&["endpoint", "create", "traced", "--json"])
-        .json();
-    let bearer = format!("Bearer {}", keys_of(&created).0);
+    push_echo(&server, "v1");
+    let bearer = format!("Bearer {}", endpoint_key(&server, "traced"));
     server.ok(&["deployment", "create", "traced/blue", "--flow", "echo@v1"]);
     let spans_with = |needle: &str| {
         let t = Instant::now();
@@ -516,23 +522,9 @@ struct Outcome {
 #[test]
 fn a_deployment_moves_to_a_new_version_and_survives_a_killed_instance_under_load() {
     let server = Server::start();
-    let work = tempfile::tempdir().unwrap();
-    server.ok(&[
-        "flow",
-        "push",
-        s(&echo_flow(work.path(), "v1")),
-        "--name",
-        "echo",
-    ]);
-    server.ok(&[
-        "flow",
-        "push",
-        s(&echo_flow(work.path(), "v2")),
-        "--name",
-        "echo",
-    ]);
-    let created = server.ok(&["endpoint", "create", "load", "--json"]).json();
-    let (key, _) = keys_of(&created);
+    push_echo(&server, "v1");
+    push_echo(&server, "v2");
+    let key = endpoint_key(&server, "load");
     server.ok(&[
         "deployment",
         "create",
@@ -675,18 +667,8 @@ fn a_deployment_moves_to_a_new_version_and_survives_a_killed_instance_under_load
 #[test]
 fn a_scaling_deployment_grows_with_its_load() {
     let server = Server::start();
-    let work = tempfile::tempdir().unwrap();
-    server.ok(&[
-        "flow",
-        "push",
-        s(&echo_flow(work.path(), "v1")),
-        "--name",
-        "echo",
-    ]);
-    let created = server
-        .ok(&["endpoint", "create", "elastic", "--json"])
-        .json();
-    let (key, _) = keys_of(&created);
+    push_echo(&server, "v1");
+    let key = endpoint_key(&server, "elastic");
     server.ok(&[
         "deployment",
         "create",

@@ -77,12 +77,18 @@ fn parse_inputs(args: &TestArgs) -> Result<IndexMap<String, Value>> {
         }
     }
     for pair in &args.inputs {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--inputs '{pair}' must be NAME=VALUE"))?;
-        inputs.insert(k.trim().to_string(), Value::String(v.to_string()));
+        let (k, v) =
+            input_pair(pair).ok_or_else(|| anyhow!("--inputs '{pair}' must be NAME=VALUE"))?;
+        inputs.insert(k, v);
     }
     Ok(inputs)
+}
+
+/// One `--inputs NAME=VALUE`: the value a string, which the flow's declared input type
+/// converts. `None` without an `=`.
+pub(super) fn input_pair(pair: &str) -> Option<(String, Value)> {
+    let (k, v) = pair.split_once('=')?;
+    Some((k.trim().to_string(), Value::String(v.to_string())))
 }
 
 pub fn run(args: TestArgs) -> Result<u8> {

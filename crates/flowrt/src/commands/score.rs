@@ -40,10 +40,10 @@ fn request_body(inputs: Vec<String>, inputs_file: Option<std::path::PathBuf>) ->
         (pairs, _) => {
             let mut body = serde_json::Map::new();
             for pair in pairs {
-                let (k, v) = pair.split_once('=').ok_or_else(|| {
+                let (k, v) = super::flow_test::input_pair(pair).ok_or_else(|| {
                     anyhow!("--inputs '{pair}' must be NAME=VALUE, or one JSON object like '{{\"question\": \"hi\"}}'")
                 })?;
-                body.insert(k.trim().to_string(), Value::String(v.to_string()));
+                body.insert(k, v);
             }
             return Ok(Value::Object(body));
         }

@@ -70,7 +70,7 @@ pub async fn wait_running(remote: &Remote, id: &str) -> Result<SessionView> {
             }
             SessionStatus::Stopped => {
                 let since = *stopped_since.get_or_insert_with(Instant::now);
-                if stayed_stopped(since.elapsed()) {
+                if since.elapsed() > STOPPED_FOR_GOOD {
                     bail!(
                         "session {id} stopped: {}",
                         s.reason.as_deref().unwrap_or("")
@@ -83,13 +83,11 @@ pub async fn wait_running(remote: &Remote, id: &str) -> Result<SessionView> {
     }
 }
 
-/// Whether a session seen Stopped for `stopped_for` has stopped for good. Stopped is also a
+/// How long a session stays Stopped before a wait for Running gives up. Stopped is also a
 /// moment on the way: before the start a request asked for begins, and while another server
 /// takes over a preparation whose server's lease ended ("preparing it again"), which can come
-/// long after the wait began. Only a session that stays Stopped for 2 s has stopped.
-fn stayed_stopped(stopped_for: Duration) -> bool {
-    stopped_for > Duration::from_secs(2)
-}
+/// long after the wait began.
+const STOPPED_FOR_GOOD: Duration = Duration::from_secs(2);
 
 /// `Running`, or `Preparing (installing)` while it prepares.
 fn status_text(s: &SessionView) -> String {
