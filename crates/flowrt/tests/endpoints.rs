@@ -294,12 +294,24 @@ fn a_flow_version_is_deployed_scored_split_rotated_and_deleted() {
     );
     let bearer = format!("Bearer {new_key}");
 
-    // Every request is recorded, with its trace.
-    std::thread::sleep(Duration::from_millis(600));
+    // Every request is recorded, with its trace, and listed as soon as it has been answered
+    // (found by scoring, then listing at once: the list did not have it yet).
+    let last = http::request(
+        "POST",
+        &format!("{}/endpoints/support/score", server.url),
+        &[("authorization", &bearer)],
+        r#"{"question": "hi"}"#,
+    );
+    assert_eq!(last.status, 200, "{}", last.text);
     let (status, list) = server.api("GET", "/api/v1/endpoints/support/requests?limit=1000", "");
     assert_eq!(status, 200);
     let list = list.as_array().unwrap().clone();
-    assert!(list.len() >= 45, "{}", list.len());
+    assert_eq!(
+        list[0]["id"].as_str(),
+        Some(last.header("x-request-id").trim()),
+        "{list:#?}"
+    );
+    assert!(list.len() >= 46, "{}", list.len());
     // Refused keys never reach a deployment; bad inputs do, and are recorded as such.
     assert!(
         list.iter()

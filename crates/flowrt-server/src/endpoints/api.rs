@@ -802,6 +802,7 @@ async fn list_requests(
     Query(q): Query<RequestQuery>,
 ) -> ApiResult<Json<Vec<ScoreRequestView>>> {
     find(&state, &name).await?;
+    state.serving.recorded().await;
     let failed = match q.status.as_deref() {
         None | Some("") | Some("all") => None,
         Some("ok") => Some(false),
@@ -833,6 +834,7 @@ async fn show_request(
     _caller: Caller,
     Path((name, id)): Path<(String, String)>,
 ) -> ApiResult<Json<ScoreRequestDetail>> {
+    state.serving.recorded().await;
     let row = state.store.get_score_row(&name, &id).await?.ok_or_else(|| {
         ApiErr::not_found(format!(
             "endpoint '{name}' has no request '{id}' (requests are kept for the endpoint's retention days)"
@@ -877,6 +879,7 @@ async fn stats(
     Query(q): Query<StatsQuery>,
 ) -> ApiResult<Json<EndpointStats>> {
     find(&state, &name).await?;
+    state.serving.recorded().await;
     let minutes = q.minutes.unwrap_or(60).clamp(1, 7 * 24 * 60);
     let window_ms = i64::try_from(minutes * 60_000).unwrap_or(i64::MAX);
     let now = crate::now_ms();

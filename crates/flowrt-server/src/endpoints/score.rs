@@ -432,12 +432,7 @@ impl Record {
     }
 
     fn keep(&self, row: ScoreRow) {
-        if self.state.serving.records.try_send(row).is_err() {
-            self.state
-                .serving
-                .dropped_records
-                .fetch_add(1, Ordering::Relaxed);
-        }
+        self.state.serving.record(row);
     }
 
     fn headers(&self, response: &mut Response) {

@@ -128,8 +128,12 @@ pub struct Serving {
     pub generation: AtomicU64,
     /// Wakes the supervisor (a deployment changed).
     pub wake: tokio::sync::Notify,
-    pub records: tokio::sync::mpsc::Sender<ScoreRow>,
+    records: tokio::sync::mpsc::Sender<ScoreRow>,
     records_rx: Mutex<Option<tokio::sync::mpsc::Receiver<ScoreRow>>>,
+    /// Rows queued for the writer, and rows it has written (or given up on): a read of the
+    /// requests waits until what was queued before it is in the database.
+    records_queued: AtomicU64,
+    records_written: tokio::sync::watch::Sender<u64>,
     pub dropped_records: AtomicU64,
     /// Why a deployment's instances last failed to start, by (endpoint, deployment).
     problems: Mutex<HashMap<(String, String), String>>,
@@ -149,6 +153,8 @@ impl Default for Serving {
             wake: tokio::sync::Notify::new(),
             records: tx,
             records_rx: Mutex::new(Some(rx)),
+            records_queued: AtomicU64::new(0),
+            records_written: tokio::sync::watch::Sender::new(0),
             dropped_records: AtomicU64::new(0),
             problems: Mutex::default(),
             random: std::collections::hash_map::RandomState::new(),
@@ -158,6 +164,38 @@ impl Default for Serving {
 }
 
 impl Serving {
+    /// Queue a scoring request's row for the writer; counted as dropped when the queue is full
+    /// (the database is far behind: answering goes on without recording).
+    pub fn record(&self, row: ScoreRow) {
+        match self.records.try_send(row) {
+            Ok(()) => {
+                self.records_queued.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(_) => {
+                self.dropped_records.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Wait (2 s at most) until every row queued before this call is written: a request that
+    /// has been answered is in the list read after it. Rows are written in batches a quarter
+    /// second apart, so without this a client scoring and then listing saw nothing.
+    pub async fn recorded(&self) {
+        let writing = self
+            .records_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none();
+        if !writing {
+            // No writer runs (the supervisor has not started): nothing will be written.
+            return;
+        }
+        let queued = self.records_queued.load(Ordering::SeqCst);
+        let mut written = self.records_written.subscribe();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), written.wait_for(|w| *w >= queued)).await;
+    }
+
     /// The route of endpoint `name`, as the supervisor last built it.
     pub fn route(&self, name: &str) -> Option<Arc<EndpointRoute>> {
         self.table
@@ -888,6 +926,8 @@ async fn write_records(state: AppState, mut rx: tokio::sync::mpsc::Receiver<Scor
         if let Err(e) = state.store.insert_score_rows(&batch).await {
             eprintln!("endpoints: cannot record {} requests: {e}", batch.len());
         }
+        let done = batch.len() as u64;
+        state.serving.records_written.send_modify(|w| *w += done);
         batch.clear();
     }
 }
