@@ -146,8 +146,14 @@ fn a_flow_without_requirements_finds_the_base_packages_and_runs_without_them_off
 
     let offline = Env::new();
     let cache = tempfile::tempdir().unwrap();
-    let cache = cache.path().to_str().unwrap();
-    let vars = [("XDG_CACHE_HOME", cache), ("UV_OFFLINE", "1")];
+    let uv_cache = cache.path().join("uv");
+    let (cache, uv_cache) = (cache.path().to_str().unwrap(), uv_cache.to_str().unwrap());
+    // A machine with nothing cached: uv's cache too, wherever UV_CACHE_DIR put it.
+    let vars = [
+        ("XDG_CACHE_HOME", cache),
+        ("UV_CACHE_DIR", uv_cache),
+        ("UV_OFFLINE", "1"),
+    ];
     let r = offline.run_with_env(&["flow", "test", flow, "--json"], &vars);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["found"], "missing: openai", "{}", r.stderr);
