@@ -37,28 +37,24 @@ fn http() -> &'static reqwest::Client {
     })
 }
 
-/// Send `method path` with an optional JSON body and the agent's token; returns the status and
-/// the JSON reply (`null` for an empty body).
+/// Send `method path` with an optional JSON body (already encoded) and the agent's token;
+/// returns the status and the reply's bytes.
 async fn request(
     addr: &str,
     token: &str,
-    method: &str,
+    method: reqwest::Method,
     path: &str,
-    body: Option<&Value>,
+    body: Option<Vec<u8>>,
     timeout: Duration,
-) -> Result<(u16, Value), ClientError> {
-    let malformed = |message: String| ClientError::Malformed {
-        addr: addr.into(),
-        message,
-    };
-    let method = reqwest::Method::from_bytes(method.as_bytes())
-        .map_err(|e| malformed(format!("bad method {method}: {e}")))?;
+) -> Result<(u16, axum::body::Bytes), ClientError> {
     let mut req = http()
         .request(method, format!("http://{addr}{path}"))
         .bearer_auth(token)
         .timeout(timeout);
     if let Some(body) = body {
-        req = req.json(body);
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
     }
     let failed = |e: reqwest::Error| {
         if e.is_timeout() {
@@ -76,12 +72,7 @@ async fn request(
     let resp = req.send().await.map_err(failed)?;
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.map_err(failed)?;
-    let value = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?
-    };
-    Ok((status, value))
+    Ok((status, bytes))
 }
 
 /// `POST /lines/stream`: one line, the agent's streamed reply (server-sent events: reply chunks,
@@ -115,42 +106,65 @@ pub async fn stream_line(
         })
 }
 
-/// A typed call to an agent: the reply decoded as `T` when the agent answers 200, else its
-/// status and reply as the error.
-async fn typed<T: serde::de::DeserializeOwned>(
+/// No request body, for [`typed`].
+const NO_BODY: Option<&()> = None;
+
+/// A typed call to an agent: `body` encoded straight to JSON bytes and the reply decoded
+/// straight as `T` when the agent answers 200 (an empty reply is `null`), else its status and
+/// message as the error. No `Value` in between: a scored line's reply is decoded once.
+async fn typed<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
     addr: &str,
     token: &str,
-    method: &str,
+    method: reqwest::Method,
     path: &str,
-    body: Option<&Value>,
+    body: Option<&B>,
     timeout: Duration,
 ) -> Result<T, ClientError> {
-    let (status, v) = request(addr, token, method, path, body, timeout).await?;
+    let malformed = |message: String| ClientError::Malformed {
+        addr: addr.into(),
+        message,
+    };
+    let body = body
+        .map(serde_json::to_vec)
+        .transpose()
+        .map_err(|e| malformed(format!("the request does not encode: {e}")))?;
+    let (status, bytes) = request(addr, token, method, path, body, timeout).await?;
     if status != 200 {
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         return Err(ClientError::Refused {
             addr: addr.into(),
             status,
             message: v["message"].as_str().unwrap_or("").to_string(),
         });
     }
-    serde_json::from_value(v).map_err(|e| ClientError::Malformed {
-        addr: addr.into(),
-        message: e.to_string(),
-    })
-}
-
-fn body<T: serde::Serialize>(req: &T) -> Value {
-    serde_json::to_value(req).unwrap_or(Value::Null)
+    let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+    serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))
 }
 
 /// `GET /health`: the agent's answer, when it answers.
 pub async fn health(addr: &str, token: &str) -> Result<AgentHealth, ClientError> {
-    typed(addr, token, "GET", "/health", None, Duration::from_secs(2)).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::GET,
+        "/health",
+        NO_BODY,
+        Duration::from_secs(2),
+    )
+    .await
 }
 
 /// `GET /status`: how busy and how idle the agent is.
 pub async fn status(addr: &str, token: &str) -> Result<AgentStatus, ClientError> {
-    typed(addr, token, "GET", "/status", None, Duration::from_secs(2)).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::GET,
+        "/status",
+        NO_BODY,
+        Duration::from_secs(2),
+    )
+    .await
 }
 
 /// `POST /lines`: run one line; bad inputs are [`ClientError::Refused`] with status 400.
@@ -160,7 +174,15 @@ pub async fn run_line(
     req: &LineRequest,
     timeout: Duration,
 ) -> Result<LineResult, ClientError> {
-    typed(addr, token, "POST", "/lines", Some(&body(req)), timeout).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::POST,
+        "/lines",
+        Some(req),
+        timeout,
+    )
+    .await
 }
 
 /// `POST /batch`: start a batch run in the session; a run refused on its inputs is
@@ -171,7 +193,15 @@ pub async fn start_batch(
     req: &BatchRequest,
     timeout: Duration,
 ) -> Result<BatchStarted, ClientError> {
-    typed(addr, token, "POST", "/batch", Some(&body(req)), timeout).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::POST,
+        "/batch",
+        Some(req),
+        timeout,
+    )
+    .await
 }
 
 /// `POST /batch/{name}/cancel`: stop a batch run, keeping its finished lines.
@@ -182,7 +212,7 @@ pub async fn cancel_batch(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let path = format!("/batch/{name}/cancel");
-    let _: Value = typed(addr, token, "POST", &path, None, timeout).await?;
+    let _: Value = typed(addr, token, reqwest::Method::POST, &path, NO_BODY, timeout).await?;
     Ok(())
 }
 
@@ -191,9 +221,9 @@ pub async fn shutdown(addr: &str, token: &str) -> Result<(), ClientError> {
     let _: Value = typed(
         addr,
         token,
-        "POST",
+        reqwest::Method::POST,
         "/shutdown",
-        None,
+        NO_BODY,
         Duration::from_secs(2),
     )
     .await?;
@@ -203,7 +233,15 @@ pub async fn shutdown(addr: &str, token: &str) -> Result<(), ClientError> {
 /// `GET /log?offset=N`: the session log from `offset`.
 pub async fn log(addr: &str, token: &str, offset: u64) -> Result<LogPiece, ClientError> {
     let path = format!("/log?offset={offset}");
-    typed(addr, token, "GET", &path, None, Duration::from_secs(30)).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::GET,
+        &path,
+        NO_BODY,
+        Duration::from_secs(30),
+    )
+    .await
 }
 
 /// `GET /packages`: the packages of the session's environment, listed where it is.
@@ -211,9 +249,9 @@ pub async fn packages(addr: &str, token: &str) -> Result<Vec<PackageView>, Clien
     typed(
         addr,
         token,
-        "GET",
+        reqwest::Method::GET,
         "/packages",
-        None,
+        NO_BODY,
         Duration::from_secs(60),
     )
     .await
@@ -221,13 +259,12 @@ pub async fn packages(addr: &str, token: &str) -> Result<Vec<PackageView>, Clien
 
 /// What is new in a run of the agent's session (`POST /runs/tail`).
 pub async fn tail(addr: &str, token: &str, req: &TailRequest) -> Result<TailReply, ClientError> {
-    let body = serde_json::to_value(req).unwrap_or(Value::Null);
     typed(
         addr,
         token,
-        "POST",
+        reqwest::Method::POST,
         "/runs/tail",
-        Some(&body),
+        Some(req),
         Duration::from_secs(30),
     )
     .await
@@ -235,13 +272,12 @@ pub async fn tail(addr: &str, token: &str, req: &TailRequest) -> Result<TailRepl
 
 /// Give the agent's session a workspace run to read (`POST /runs/import`).
 pub async fn import(addr: &str, token: &str, req: &ImportRun) -> Result<(), ClientError> {
-    let body = serde_json::to_value(req).unwrap_or(Value::Null);
     let _: Value = typed(
         addr,
         token,
-        "POST",
+        reqwest::Method::POST,
         "/runs/import",
-        Some(&body),
+        Some(req),
         Duration::from_secs(300),
     )
     .await?;
@@ -263,8 +299,15 @@ pub async fn ensure_data(
     upload: Upload,
 ) -> Result<std::path::PathBuf, ClientError> {
     let path = format!("/data/{name}");
-    if let Ok(found) =
-        typed::<DataKept>(addr, token, "GET", &path, None, Duration::from_secs(10)).await
+    if let Ok(found) = typed::<(), DataKept>(
+        addr,
+        token,
+        reqwest::Method::GET,
+        &path,
+        NO_BODY,
+        Duration::from_secs(10),
+    )
+    .await
     {
         return Ok(found.path);
     }
@@ -315,10 +358,17 @@ pub async fn inspect_draft(
     token: &str,
     req: &flowrt_api::agent::DraftInspect,
 ) -> Result<Vec<flowrt_api::responses::ToolMeta>, ClientError> {
-    let body = serde_json::to_value(req).unwrap_or(Value::Null);
     // Each tool has its own timeout; the first check also starts the session's Python.
     let within = Duration::from_secs_f64(req.timeout_s * req.tools.len().max(1) as f64 + 30.0);
-    typed(addr, token, "POST", "/draft/inspect", Some(&body), within).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::POST,
+        "/draft/inspect",
+        Some(req),
+        within,
+    )
+    .await
 }
 
 /// Run one line of a draft in the agent's session (`POST /draft/line`).
@@ -328,8 +378,15 @@ pub async fn draft_line(
     req: &flowrt_api::agent::DraftLine,
     timeout: Duration,
 ) -> Result<LineResult, ClientError> {
-    let body = serde_json::to_value(req).unwrap_or(Value::Null);
-    typed(addr, token, "POST", "/draft/line", Some(&body), timeout).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::POST,
+        "/draft/line",
+        Some(req),
+        timeout,
+    )
+    .await
 }
 
 /// Switch the agent's session to another version of its flow (`POST /flow`).
@@ -338,14 +395,13 @@ pub async fn switch_flow(
     token: &str,
     req: &flowrt_api::agent::SwitchFlow,
 ) -> Result<Value, ClientError> {
-    let body = serde_json::to_value(req).unwrap_or(Value::Null);
     // Opening the version starts its Python workers and imports its tools.
     typed(
         addr,
         token,
-        "POST",
+        reqwest::Method::POST,
         "/flow",
-        Some(&body),
+        Some(req),
         Duration::from_secs(120),
     )
     .await
@@ -356,5 +412,13 @@ pub async fn package_tools(
     addr: &str,
     token: &str,
 ) -> Result<flowrt_api::responses::PackageTools, ClientError> {
-    typed(addr, token, "GET", "/tools", None, Duration::from_secs(90)).await
+    typed(
+        addr,
+        token,
+        reqwest::Method::GET,
+        "/tools",
+        NO_BODY,
+        Duration::from_secs(90),
+    )
+    .await
 }
