@@ -475,7 +475,7 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
     )
     .expect("the third server starts");
     let auth = format!("Bearer {token}");
-    let lines = |server: &Server, run: &str| -> Vec<Value> {
+    let page = |server: &Server, run: &str| -> Value {
         let r = http::request(
             "GET",
             &format!("{}/api/v1/runs/{run}/lines?limit=10000", server.url),
@@ -483,8 +483,10 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
             "",
         );
         assert_eq!(r.status, 200, "{}", r.text);
-        let page: Value = serde_json::from_str(&r.text).unwrap();
-        page["lines"].as_array().unwrap().clone()
+        serde_json::from_str(&r.text).unwrap()
+    };
+    let lines = |server: &Server, run: &str| -> Vec<Value> {
+        page(server, run)["lines"].as_array().unwrap().clone()
     };
     let big = lines(&third, "big");
     assert_eq!(big.len(), LINES);
@@ -532,7 +534,8 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
         let listed = ok(server, &["run", "list"]);
         assert_eq!(listed.matches("big-eval").count(), 1, "{listed}");
         for run in ["big", "big-eval"] {
-            let got = lines(server, run);
+            let page = page(server, run);
+            let got = page["lines"].as_array().unwrap();
             // Which lines went missing, to find where (seen once in a full run: 1,966 of 2,000).
             let seen: std::collections::BTreeSet<u64> = got
                 .iter()
@@ -542,7 +545,8 @@ fn servers_sharing_only_postgres_keep_every_record_when_one_dies() {
             assert_eq!(
                 got.len(),
                 LINES,
-                "run {run} through the {label} server after its sessions were deleted: lines missing {missing:?}"
+                "run {run} through the {label} server after its sessions were deleted (its index counts {}): lines missing {missing:?}",
+                page["total"]
             );
         }
     }
