@@ -377,6 +377,18 @@ fn left_out(state: &AppState, instance: &Instance, record: Record) -> Attempt {
     Attempt::Unreachable(Box::new(record))
 }
 
+/// A sampled request as its row keeps it (`detail`), read by the request's trace view.
+#[derive(serde::Serialize)]
+struct RequestDetail<'a> {
+    inputs: &'a Value,
+    outputs: &'a Value,
+    error: Option<&'a str>,
+    duration: f64,
+    nodes: &'a [flowrt_api::endpoints::NodeTiming],
+    node_runs: &'a Value,
+    spans: &'a [flowrt_api::trace::TraceSpan],
+}
+
 /// What is known of a request while it runs; each ending writes its row.
 struct Record {
     state: AppState,
@@ -466,34 +478,19 @@ impl Record {
         };
         if self.sampled {
             let redact = self.deployment.record.redact_payloads;
-            if let Some(exporters) = &self.state.runs.exporters {
-                let mut spans = spans.clone();
-                let trace = flowrt_api::trace::TraceAs {
-                    collection: format!("endpoint/{}", self.endpoint),
-                    ..Default::default()
-                };
-                for span in &mut spans {
-                    trace.stamp(span);
-                    // What a team filters an endpoint's traffic by in its own tool, and the id
-                    // that finds the request in flowrt's list (its `x-request-id`).
-                    for (key, value) in [
-                        ("endpoint.name", &self.endpoint),
-                        ("endpoint.deployment", &self.deployment.record.name),
-                        ("endpoint.request_id", &self.id),
-                    ] {
-                        span.attributes
-                            .insert(key.into(), Value::String(value.clone()));
-                    }
-                    if redact {
-                        // The collector sees the request's shape and tokens, not its payload.
-                        span.redact_payloads();
-                    }
-                }
-                exporters.export(&trace.collection, spans);
+            // Kept with the request unless redacted; sent on when the server exports.
+            let exporting = self.state.runs.exporters.is_some();
+            let (stored_spans, exported) = match (redact, exporting) {
+                (true, _) => (Vec::new(), spans),
+                (false, true) => (spans.clone(), spans),
+                (false, false) => (spans, Vec::new()),
+            };
+            if exporting {
+                self.export(exported, redact);
             }
             // The node runs draw the trace; redacted, they keep their timing, status and
             // tokens, not what went in or out.
-            let mut node_runs = reply.node_runs.clone();
+            let mut node_runs = std::mem::take(&mut reply.node_runs);
             if redact {
                 for run in node_runs.as_array_mut().into_iter().flatten() {
                     if let Some(o) = run.as_object_mut() {
@@ -503,16 +500,25 @@ impl Record {
                     }
                 }
             }
-            let detail = json!({
-                "inputs": if redact { Value::Null } else { self.inputs.clone().unwrap_or(Value::Null) },
-                "outputs": if redact || reply.error.is_some() { Value::Null } else { body.clone() },
-                "error": reply.error.as_ref().map(|e| e.display.clone()),
-                "duration": reply.duration,
-                "nodes": nodes,
-                "node_runs": node_runs,
-                "spans": if redact { Vec::new() } else { spans },
-            });
-            row.detail = Some(detail.to_string());
+            let null = Value::Null;
+            // Written straight from the reply's parts: nothing is copied into a Value first.
+            let detail = RequestDetail {
+                inputs: match (&self.inputs, redact) {
+                    (Some(inputs), false) => inputs,
+                    _ => &null,
+                },
+                outputs: if redact || reply.error.is_some() {
+                    &null
+                } else {
+                    &body
+                },
+                error: reply.error.as_ref().map(|e| e.display.as_str()),
+                duration: reply.duration,
+                nodes: &nodes,
+                node_runs: &node_runs,
+                spans: &stored_spans,
+            };
+            row.detail = serde_json::to_string(&detail).ok();
         }
         self.keep(row);
         let mut response = match &reply.error {
@@ -531,6 +537,37 @@ impl Record {
         };
         self.headers(&mut response);
         response
+    }
+
+    /// Send a sampled request's spans to the OTLP collector the server exports to, if any:
+    /// named by the endpoint, its deployment and the request, without payloads when the
+    /// deployment redacts them.
+    fn export(&self, mut spans: Vec<flowrt_api::trace::TraceSpan>, redact: bool) {
+        let Some(exporters) = &self.state.runs.exporters else {
+            return;
+        };
+        let trace = flowrt_api::trace::TraceAs {
+            collection: format!("endpoint/{}", self.endpoint),
+            ..Default::default()
+        };
+        for span in &mut spans {
+            trace.stamp(span);
+            // What a team filters an endpoint's traffic by in its own tool, and the id that
+            // finds the request in flowrt's list (its `x-request-id`).
+            for (key, value) in [
+                ("endpoint.name", &self.endpoint),
+                ("endpoint.deployment", &self.deployment.record.name),
+                ("endpoint.request_id", &self.id),
+            ] {
+                span.attributes
+                    .insert(key.into(), Value::String(value.clone()));
+            }
+            if redact {
+                // The collector sees the request's shape and tokens, not its payload.
+                span.redact_payloads();
+            }
+        }
+        exporters.export(&trace.collection, spans);
     }
 
     /// The instance refused the request (bad inputs: the message names the input).
