@@ -39,6 +39,11 @@ pub struct Workspace {
     pub config: Config,
     followers: runs::Followers,
     workers: spread::Workers,
+    /// Held while this server writes a run's cached folder: catching it up from the database
+    /// and appending what it pulls from an agent. Two writers of one folder at once (an event
+    /// stream's catch-up beside a gathering pull) appended the same bytes twice, or indexed
+    /// lines twice.
+    run_files: tokio::sync::Mutex<()>,
     /// The name of each run whose record just changed: event streams wake at once.
     pub run_changes: tokio::sync::broadcast::Sender<String>,
     /// Set when the server begins to shut down: followers and workers stop where they are (the
@@ -63,6 +68,7 @@ impl Workspace {
             sessions,
             config,
             followers: runs::Followers::default(),
+            run_files: tokio::sync::Mutex::new(()),
             workers: spread::Workers::default(),
             run_changes: tokio::sync::broadcast::channel(256).0,
             stopping,

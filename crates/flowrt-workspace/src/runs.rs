@@ -81,6 +81,7 @@ pub async fn catch_up(workspace: &Workspace, run: &WorkspaceRun) -> Result<PathB
     if workspace.blobs.mode() == flowrt_store::BlobMode::Folder {
         return Ok(dir);
     }
+    let _writing = workspace.run_files.lock().await;
     let stamp = run.created.to_string();
     let marker = dir.join(CACHE_OF);
     match std::fs::read_to_string(&marker) {
@@ -96,7 +97,67 @@ pub async fn catch_up(workspace: &Workspace, run: &WorkspaceRun) -> Result<PathB
         .sync_dir(&dir, false)
         .await
         .map_err(|e| e.to_string())?;
+    let indexed = dir.clone();
+    tokio::task::spawn_blocking(move || complete_index(&indexed))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("indexing the run's lines: {e}"))?;
     Ok(dir)
+}
+
+/// Index the whole records of `dir`'s [`LINE_RECORDS`] that its [`LINE_INDEX`] does not cover
+/// yet. A cached folder gets the two files from the database one after the other, each as far
+/// as its writer had stored it then: the records can be ahead of their index (never behind, as
+/// the index is stored after its records). Appending the next pull's lines to an index that
+/// stopped short put line 66 where line 7 belongs.
+fn complete_index(dir: &Path) -> std::io::Result<()> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
+    let records = match std::fs::File::open(dir.join(LINE_RECORDS)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let index_path = dir.join(LINE_INDEX);
+    let mut index = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&index_path)?;
+    let entries = index.metadata()?.len() / 8;
+    // A partial entry (a piece cut mid-entry) is dropped and made again below.
+    index.set_len(entries * 8)?;
+    let last = if entries == 0 {
+        None
+    } else {
+        let mut raw = [0u8; 8];
+        index.seek(SeekFrom::Start((entries - 1) * 8))?;
+        index.read_exact(&mut raw)?;
+        Some(u64::from_le_bytes(raw))
+    };
+    let mut reader = std::io::BufReader::new(records);
+    let mut at = last.unwrap_or(0);
+    reader.seek(SeekFrom::Start(at))?;
+    // The last indexed line is indexed already: the lines after it are not.
+    let mut skip = last.is_some();
+    let mut added = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 || line.last() != Some(&b'\n') {
+            break;
+        }
+        if !std::mem::take(&mut skip) {
+            added.extend_from_slice(&at.to_le_bytes());
+        }
+        at += n as u64;
+    }
+    if !added.is_empty() {
+        index.seek(SeekFrom::End(0))?;
+        std::io::Write::write_all(&mut index, &added)?;
+    }
+    Ok(())
 }
 
 fn write_marker(dir: &Path, stamp: &str) -> Result<(), String> {
@@ -278,6 +339,7 @@ pub async fn pull(
             pace,
             record,
         } = reply;
+        let writing = workspace.run_files.lock().await;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(pace) = &pace {
                 // What paces the run now, for its event stream (the server's own copy).
@@ -319,6 +381,7 @@ pub async fn pull(
                 published.map_err(|e| format!("storing the run's records: {e}"))?;
             }
         }
+        drop(writing);
         if !more {
             return Ok(record);
         }
@@ -711,5 +774,44 @@ mod tests {
             .is_empty());
         let none = tempfile::tempdir().unwrap();
         assert!(page_of_lines(none.path(), 0, 5).unwrap().is_none());
+    }
+
+    /// A cached folder whose records came from the database ahead of their index: the index
+    /// is completed before the next pull's lines are indexed after it, so every page still
+    /// holds the lines it names (the story of two servers and a third saw line 66 as the 8th).
+    #[test]
+    fn records_synced_ahead_of_their_index_are_indexed_before_more_lines_come() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |n: usize| format!("{{\"line_number\":{n},\"pad\":\"{}\"}}\n", "x".repeat(n));
+        let text = |r: std::ops::Range<usize>| -> String { r.map(record).collect() };
+        // Lines 0..7 indexed, then 7..66 arrive as the records alone, as a sync gets them.
+        index_lines(dir.path(), &text(0..7)).unwrap();
+        append(dir.path(), LINE_RECORDS, &text(7..66)).unwrap();
+        // And half a line, still being written.
+        append(dir.path(), LINE_RECORDS, "{\"line_number\":66,").unwrap();
+        complete_index(dir.path()).unwrap();
+        let (total, page) = page_of_lines(dir.path(), 7, 1).unwrap().unwrap();
+        assert_eq!((total, page), (66, vec![record(7).trim_end().to_string()]));
+        // Done again, it adds nothing.
+        complete_index(dir.path()).unwrap();
+        assert_eq!(page_of_lines(dir.path(), 0, 1).unwrap().unwrap().0, 66);
+        // The rest of line 66 and more come from the agent: indexed after them.
+        let records = dir.path().join(LINE_RECORDS);
+        let whole = std::fs::read_to_string(&records).unwrap();
+        std::fs::write(
+            &records,
+            &whole[..whole.len() - "{\"line_number\":66,".len()],
+        )
+        .unwrap();
+        index_lines(dir.path(), &text(66..70)).unwrap();
+        let (total, all) = page_of_lines(dir.path(), 0, 100).unwrap().unwrap();
+        assert_eq!(total, 70);
+        for (n, line) in all.iter().enumerate() {
+            assert_eq!(line, record(n).trim_end(), "line {n}");
+        }
+        // An empty folder has nothing to index.
+        let empty = tempfile::tempdir().unwrap();
+        complete_index(empty.path()).unwrap();
+        assert!(page_of_lines(empty.path(), 0, 5).unwrap().is_none());
     }
 }
