@@ -42,8 +42,9 @@ pub struct Workspace {
     /// Held while this server writes a run's cached folder: catching it up from the database
     /// and appending what it pulls from an agent. Two writers of one folder at once (an event
     /// stream's catch-up beside a gathering pull) appended the same bytes twice, or indexed
-    /// lines twice.
-    run_files: tokio::sync::Mutex<()>,
+    /// lines twice. A run takes the lock its name hashes to ([`Workspace::run_files`]), so
+    /// other runs' followers do not wait on it.
+    run_files: [tokio::sync::Mutex<()>; RUN_FILE_LOCKS],
     /// The name of each run whose record just changed: event streams wake at once.
     pub run_changes: tokio::sync::broadcast::Sender<String>,
     /// Set when the server begins to shut down: followers and workers stop where they are (the
@@ -54,7 +55,18 @@ pub struct Workspace {
     pub exporters: Option<Arc<flowrt_runtime::otel::Exporters>>,
 }
 
+/// How many locks the runs' cached folders share (see `Workspace::run_files`).
+const RUN_FILE_LOCKS: usize = 64;
+
 impl Workspace {
+    /// The lock of run `name`'s cached folder, held while this server writes it.
+    fn run_files(&self, name: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(name);
+        &self.run_files[(hash % RUN_FILE_LOCKS as u64) as usize]
+    }
+
     pub fn new(
         store: Store,
         blobs: Blobs,
@@ -68,7 +80,7 @@ impl Workspace {
             sessions,
             config,
             followers: runs::Followers::default(),
-            run_files: tokio::sync::Mutex::new(()),
+            run_files: std::array::from_fn(|_| tokio::sync::Mutex::new(())),
             workers: spread::Workers::default(),
             run_changes: tokio::sync::broadcast::channel(256).0,
             stopping,

@@ -81,7 +81,7 @@ pub async fn catch_up(workspace: &Workspace, run: &WorkspaceRun) -> Result<PathB
     if workspace.blobs.mode() == flowrt_store::BlobMode::Folder {
         return Ok(dir);
     }
-    let _writing = workspace.run_files.lock().await;
+    let _writing = workspace.run_files(&run.name).lock().await;
     let stamp = run.created.to_string();
     let marker = dir.join(CACHE_OF);
     match std::fs::read_to_string(&marker) {
@@ -339,7 +339,7 @@ pub async fn pull(
             pace,
             record,
         } = reply;
-        let writing = workspace.run_files.lock().await;
+        let writing = workspace.run_files(name).lock().await;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(pace) = &pace {
                 // What paces the run now, for its event stream (the server's own copy).
