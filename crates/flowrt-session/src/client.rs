@@ -106,9 +106,6 @@ pub async fn stream_line(
         })
 }
 
-/// No request body, for [`typed`].
-const NO_BODY: Option<&()> = None;
-
 /// A typed call to an agent: `body` encoded straight to JSON bytes and the reply decoded
 /// straight as `T` when the agent answers 200 (an empty reply is `null`), else its status and
 /// message as the error. No `Value` in between: a scored line's reply is decoded once.
@@ -141,30 +138,35 @@ async fn typed<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| malformed(e.to_string()))
 }
 
+/// `GET path` of an agent, its reply decoded as `T` (see [`typed`]).
+async fn get<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    token: &str,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, ClientError> {
+    typed::<(), T>(addr, token, reqwest::Method::GET, path, None, timeout).await
+}
+
+/// `POST path` of an agent with `body` (`None`: no body), its reply decoded as `T`.
+async fn post<B: serde::Serialize + ?Sized, T: serde::de::DeserializeOwned>(
+    addr: &str,
+    token: &str,
+    path: &str,
+    body: Option<&B>,
+    timeout: Duration,
+) -> Result<T, ClientError> {
+    typed(addr, token, reqwest::Method::POST, path, body, timeout).await
+}
+
 /// `GET /health`: the agent's answer, when it answers.
 pub async fn health(addr: &str, token: &str) -> Result<AgentHealth, ClientError> {
-    typed(
-        addr,
-        token,
-        reqwest::Method::GET,
-        "/health",
-        NO_BODY,
-        Duration::from_secs(2),
-    )
-    .await
+    get(addr, token, "/health", Duration::from_secs(2)).await
 }
 
 /// `GET /status`: how busy and how idle the agent is.
 pub async fn status(addr: &str, token: &str) -> Result<AgentStatus, ClientError> {
-    typed(
-        addr,
-        token,
-        reqwest::Method::GET,
-        "/status",
-        NO_BODY,
-        Duration::from_secs(2),
-    )
-    .await
+    get(addr, token, "/status", Duration::from_secs(2)).await
 }
 
 /// `POST /lines`: run one line; bad inputs are [`ClientError::Refused`] with status 400.
@@ -174,15 +176,7 @@ pub async fn run_line(
     req: &LineRequest,
     timeout: Duration,
 ) -> Result<LineResult, ClientError> {
-    typed(
-        addr,
-        token,
-        reqwest::Method::POST,
-        "/lines",
-        Some(req),
-        timeout,
-    )
-    .await
+    post(addr, token, "/lines", Some(req), timeout).await
 }
 
 /// `POST /batch`: start a batch run in the session; a run refused on its inputs is
@@ -193,15 +187,7 @@ pub async fn start_batch(
     req: &BatchRequest,
     timeout: Duration,
 ) -> Result<BatchStarted, ClientError> {
-    typed(
-        addr,
-        token,
-        reqwest::Method::POST,
-        "/batch",
-        Some(req),
-        timeout,
-    )
-    .await
+    post(addr, token, "/batch", Some(req), timeout).await
 }
 
 /// `POST /batch/{name}/cancel`: stop a batch run, keeping its finished lines.
@@ -212,18 +198,17 @@ pub async fn cancel_batch(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let path = format!("/batch/{name}/cancel");
-    let _: Value = typed(addr, token, reqwest::Method::POST, &path, NO_BODY, timeout).await?;
+    let _: Value = post(addr, token, &path, None::<&()>, timeout).await?;
     Ok(())
 }
 
 /// `POST /shutdown`: ask the agent to stop.
 pub async fn shutdown(addr: &str, token: &str) -> Result<(), ClientError> {
-    let _: Value = typed(
+    let _: Value = post(
         addr,
         token,
-        reqwest::Method::POST,
         "/shutdown",
-        NO_BODY,
+        None::<&()>,
         Duration::from_secs(2),
     )
     .await?;
@@ -233,36 +218,19 @@ pub async fn shutdown(addr: &str, token: &str) -> Result<(), ClientError> {
 /// `GET /log?offset=N`: the session log from `offset`.
 pub async fn log(addr: &str, token: &str, offset: u64) -> Result<LogPiece, ClientError> {
     let path = format!("/log?offset={offset}");
-    typed(
-        addr,
-        token,
-        reqwest::Method::GET,
-        &path,
-        NO_BODY,
-        Duration::from_secs(30),
-    )
-    .await
+    get(addr, token, &path, Duration::from_secs(30)).await
 }
 
 /// `GET /packages`: the packages of the session's environment, listed where it is.
 pub async fn packages(addr: &str, token: &str) -> Result<Vec<PackageView>, ClientError> {
-    typed(
-        addr,
-        token,
-        reqwest::Method::GET,
-        "/packages",
-        NO_BODY,
-        Duration::from_secs(60),
-    )
-    .await
+    get(addr, token, "/packages", Duration::from_secs(60)).await
 }
 
 /// What is new in a run of the agent's session (`POST /runs/tail`).
 pub async fn tail(addr: &str, token: &str, req: &TailRequest) -> Result<TailReply, ClientError> {
-    typed(
+    post(
         addr,
         token,
-        reqwest::Method::POST,
         "/runs/tail",
         Some(req),
         Duration::from_secs(30),
@@ -272,10 +240,9 @@ pub async fn tail(addr: &str, token: &str, req: &TailRequest) -> Result<TailRepl
 
 /// Give the agent's session a workspace run to read (`POST /runs/import`).
 pub async fn import(addr: &str, token: &str, req: &ImportRun) -> Result<(), ClientError> {
-    let _: Value = typed(
+    let _: Value = post(
         addr,
         token,
-        reqwest::Method::POST,
         "/runs/import",
         Some(req),
         Duration::from_secs(300),
@@ -299,16 +266,7 @@ pub async fn ensure_data(
     upload: Upload,
 ) -> Result<std::path::PathBuf, ClientError> {
     let path = format!("/data/{name}");
-    if let Ok(found) = typed::<(), DataKept>(
-        addr,
-        token,
-        reqwest::Method::GET,
-        &path,
-        NO_BODY,
-        Duration::from_secs(10),
-    )
-    .await
-    {
+    if let Ok(found) = get::<DataKept>(addr, token, &path, Duration::from_secs(10)).await {
         return Ok(found.path);
     }
     let body = match upload {
@@ -360,15 +318,7 @@ pub async fn inspect_draft(
 ) -> Result<Vec<flowrt_api::responses::ToolMeta>, ClientError> {
     // Each tool has its own timeout; the first check also starts the session's Python.
     let within = Duration::from_secs_f64(req.timeout_s * req.tools.len().max(1) as f64 + 30.0);
-    typed(
-        addr,
-        token,
-        reqwest::Method::POST,
-        "/draft/inspect",
-        Some(req),
-        within,
-    )
-    .await
+    post(addr, token, "/draft/inspect", Some(req), within).await
 }
 
 /// Run one line of a draft in the agent's session (`POST /draft/line`).
@@ -378,15 +328,7 @@ pub async fn draft_line(
     req: &flowrt_api::agent::DraftLine,
     timeout: Duration,
 ) -> Result<LineResult, ClientError> {
-    typed(
-        addr,
-        token,
-        reqwest::Method::POST,
-        "/draft/line",
-        Some(req),
-        timeout,
-    )
-    .await
+    post(addr, token, "/draft/line", Some(req), timeout).await
 }
 
 /// Switch the agent's session to another version of its flow (`POST /flow`).
@@ -396,15 +338,7 @@ pub async fn switch_flow(
     req: &flowrt_api::agent::SwitchFlow,
 ) -> Result<Value, ClientError> {
     // Opening the version starts its Python workers and imports its tools.
-    typed(
-        addr,
-        token,
-        reqwest::Method::POST,
-        "/flow",
-        Some(req),
-        Duration::from_secs(120),
-    )
-    .await
+    post(addr, token, "/flow", Some(req), Duration::from_secs(120)).await
 }
 
 /// The tools the agent's session has installed (`GET /tools`).
@@ -412,13 +346,5 @@ pub async fn package_tools(
     addr: &str,
     token: &str,
 ) -> Result<flowrt_api::responses::PackageTools, ClientError> {
-    typed(
-        addr,
-        token,
-        reqwest::Method::GET,
-        "/tools",
-        NO_BODY,
-        Duration::from_secs(90),
-    )
-    .await
+    get(addr, token, "/tools", Duration::from_secs(90)).await
 }
