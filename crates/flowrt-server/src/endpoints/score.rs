@@ -478,16 +478,8 @@ impl Record {
         };
         if self.sampled {
             let redact = self.deployment.record.redact_payloads;
-            // Kept with the request unless redacted; sent on when the server exports.
-            let exporting = self.state.runs.exporters.is_some();
-            let (stored_spans, exported) = match (redact, exporting) {
-                (true, _) => (Vec::new(), spans),
-                (false, true) => (spans.clone(), spans),
-                (false, false) => (spans, Vec::new()),
-            };
-            if exporting {
-                self.export(exported, redact);
-            }
+            self.export(&spans, redact);
+            let stored_spans = if redact { Vec::new() } else { spans };
             // The node runs draw the trace; redacted, they keep their timing, status and
             // tokens, not what went in or out.
             let mut node_runs = std::mem::take(&mut reply.node_runs);
@@ -539,13 +531,14 @@ impl Record {
         response
     }
 
-    /// Send a sampled request's spans to the OTLP collector the server exports to, if any:
-    /// named by the endpoint, its deployment and the request, without payloads when the
-    /// deployment redacts them.
-    fn export(&self, mut spans: Vec<flowrt_api::trace::TraceSpan>, redact: bool) {
+    /// Send a sampled request's spans to the OTLP collector the server exports to, if any
+    /// (copied only then): named by the endpoint, its deployment and the request, without
+    /// payloads when the deployment redacts them.
+    fn export(&self, spans: &[flowrt_api::trace::TraceSpan], redact: bool) {
         let Some(exporters) = &self.state.runs.exporters else {
             return;
         };
+        let mut spans = spans.to_vec();
         let trace = flowrt_api::trace::TraceAs {
             collection: format!("endpoint/{}", self.endpoint),
             ..Default::default()
