@@ -806,10 +806,14 @@ class PfDrivers:
         self.count = 0
         self.lock = threading.Lock()
         for _ in range(0 if fresh else slots):
-            proc = subprocess.Popen([pf_python, driver, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                    env=env, text=True, start_new_session=True)
+            self.free.put(self.start())
+
+    def start(self):
+        proc = subprocess.Popen([self.pf_python, self.driver, "serve"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=self.env, text=True, start_new_session=True)
+        with self.lock:
             self.procs.append(proc)
-            self.free.put(proc)
+        return proc
 
     def run(self, argv, timeout, cwd):
         if self.fresh:
@@ -819,20 +823,31 @@ class PfDrivers:
             stem = os.path.join(self.work, f"pf_job_{self.count}")
         proc = self.free.get()
         t0 = time.time()
+        status = None
         try:
             proc.stdin.write(json.dumps({"argv": argv, "cwd": cwd, "out": stem + ".out", "err": stem + ".err"})
                              + "\n")
             proc.stdin.flush()
-            pid = json.loads(proc.stdout.readline())["pid"]
-            # the status line, or a kill of the job's process group when it is late
-            timer = threading.Timer(timeout, kill_group, (pid,))
-            timer.start()
-            try:
-                status = json.loads(proc.stdout.readline())
-            finally:
-                timer.cancel()
-        finally:
-            self.free.put(proc)
+            started = proc.stdout.readline()
+            if started:
+                pid = json.loads(started)["pid"]
+                # the status line, or a kill of the job's process group when it is late
+                timer = threading.Timer(timeout, kill_group, (pid,))
+                timer.start()
+                try:
+                    line = proc.stdout.readline()
+                finally:
+                    timer.cancel()
+                status = json.loads(line) if line else None
+        except (BrokenPipeError, ValueError):
+            status = None
+        if status is None:
+            # The driver itself died (not the job's child): a new one takes its slot, and this
+            # job runs in a process of its own, so no flow is lost to it.
+            proc.kill()
+            self.free.put(self.start())
+            return run_command([self.pf_python, self.driver] + argv, self.env, timeout, cwd)
+        self.free.put(proc)
         rc = None if status.get("signal") == signal.SIGKILL else status.get("rc", -status.get("signal", 0))
         texts = []
         for ext in (".out", ".err"):
@@ -842,7 +857,10 @@ class PfDrivers:
 
     def stop(self):
         for proc in self.procs:
-            proc.stdin.close()
+            try:
+                proc.stdin.close()
+            except OSError:
+                pass  # a driver that died
         for proc in self.procs:
             try:
                 proc.wait(timeout=10)
