@@ -197,6 +197,11 @@ pub struct InstanceView {
     pub revision: i64,
     pub slot: u32,
     pub status: SessionStatus,
+    /// This server sends it requests now: its session runs and the routing table the server
+    /// scores through holds it. A deployment's `ready` counts these, so a deployment reported
+    /// ready answers its next request.
+    #[serde(default)]
+    pub routed: bool,
     /// Requests it is answering for this server now.
     pub in_flight: u32,
 }

@@ -3,6 +3,7 @@
 //! (the owner, an admin, the user who owns the endpoint, another user, a viewer) each listed
 //! action's operation is authorized (answered with anything but 401/403) and each action left
 //! out is refused with 403. The lists cannot drift from the rules the handlers enforce.
+//! Beside them: a deployment counts an instance ready only once scoring routes to it.
 //!
 //! In the crate rather than `tests/router.rs`: scoring routes through the table the deployments'
 //! supervisor builds, which a test builds here without starting anything.
@@ -342,4 +343,67 @@ async fn the_callers_own_actions_are_exactly_what_the_server_allows() {
             }
         }
     }
+}
+
+/// `deployment create` returns once the deployment says its instances are ready, and the next
+/// request must find them: a session that runs but is not in the routing table yet (the
+/// supervisor publishes it a round later) is not ready. The bench once got a 503 "no instance
+/// ready yet" on the first request after `deployment create` returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_is_ready_only_once_requests_route_to_its_instances() {
+    let app = App::new(true).await;
+    app.endpoint_of_ann("qa").await;
+    let store = &app.state.store;
+    let session = store
+        .insert_session(&flowrt_store::NewSession {
+            owner: app.user("ann").0.into(),
+            flow_dir: "/nowhere".into(),
+            flow_ref: Some("qa@v1".into()),
+            env_ref: "default".into(),
+            env_key: None,
+            base_version: "1".into(),
+            size: Default::default(),
+            idle_timeout_s: 0,
+            identity: None,
+            compute: None,
+            shared: false,
+        })
+        .await
+        .expect("a session");
+    let claimed = store
+        .claim_instance_slot(&flowrt_store::DeploymentInstance {
+            endpoint: "qa".into(),
+            deployment: "blue".into(),
+            revision: 1,
+            slot: 0,
+            session_id: session.id.clone(),
+            created: 0,
+        })
+        .await
+        .expect("a slot");
+    assert!(claimed);
+    store
+        .update_session_status(&session.id, flowrt_api::SessionStatus::Running, None, None)
+        .await
+        .expect("running");
+    store
+        .update_session_agent(&session.id, Some(1), Some("127.0.0.1:9"))
+        .await
+        .expect("an agent");
+    let path = "/api/v1/endpoints/qa/deployments/blue";
+
+    // Running in the store, not yet in the published table.
+    let (status, view) = app.call("ann", "GET", path, "").await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!(view["ready"], 0, "{view:#}");
+    assert_eq!(view["status"], "Creating", "{view:#}");
+    assert_eq!(view["replicas"][0]["status"], "Running", "{view:#}");
+    assert_eq!(view["replicas"][0]["routed"], false, "{view:#}");
+
+    // The supervisor's next round publishes it: ready, and scoring reaches it.
+    crate::endpoints::route_stored(&app.state, crate::endpoints::FlowFacts::default()).await;
+    let (_, view) = app.call("ann", "GET", path, "").await;
+    assert_eq!(view["ready"], 1, "{view:#}");
+    assert_eq!(view["status"], "Succeeded", "{view:#}");
+    assert_eq!(view["replicas"][0]["routed"], true, "{view:#}");
 }

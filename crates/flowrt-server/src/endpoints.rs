@@ -17,4 +17,6 @@ pub(crate) use api::may_deploy;
 pub use api::routes;
 #[cfg(test)]
 pub(crate) use serving::route_undeployed;
+#[cfg(test)]
+pub(crate) use serving::{route_stored, FlowFacts};
 pub use serving::{supervise, Serving};

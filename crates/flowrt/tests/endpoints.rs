@@ -626,7 +626,7 @@ fn a_deployment_moves_to_a_new_version_and_survives_a_killed_instance_under_load
             .as_array()
             .unwrap()
             .iter()
-            .filter(|r| r["status"] == "Running" && r["session_id"] != victim.as_str())
+            .filter(|r| r["routed"] == true && r["session_id"] != victim.as_str())
             .collect();
         if serving.len() == 2 {
             break started.elapsed();

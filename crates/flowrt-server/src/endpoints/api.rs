@@ -310,6 +310,7 @@ async fn deployment_view(
         .into_iter()
         .filter(|r| r.endpoint == d.endpoint && r.deployment == d.name)
         .collect();
+    let routed = state.serving.routed(&d.endpoint, &d.name);
     let mut replicas = Vec::new();
     for r in &rows {
         let status = state
@@ -322,17 +323,15 @@ async fn deployment_view(
             session_id: r.session_id.clone(),
             revision: r.revision,
             slot: r.slot,
+            routed: status == flowrt_api::SessionStatus::Running && routed.contains(&r.session_id),
             status,
             in_flight: state.serving.in_flight(&r.session_id),
         });
     }
-    let ready = replicas
-        .iter()
-        .filter(|r| r.status == flowrt_api::SessionStatus::Running)
-        .count() as u32;
+    let ready = replicas.iter().filter(|r| r.routed).count() as u32;
     let current_ready = replicas
         .iter()
-        .filter(|r| r.revision == d.revision && r.status == flowrt_api::SessionStatus::Running)
+        .filter(|r| r.revision == d.revision && r.routed)
         .count() as u32;
     let old = replicas.iter().any(|r| r.revision < d.revision);
     let status = if ready == 0 {

@@ -214,6 +214,21 @@ impl Serving {
         h.finish()
     }
 
+    /// The sessions the published routing table sends deployment `deployment` of endpoint
+    /// `endpoint` requests to. A session turns `Running` a round of the supervisor before the
+    /// table holds it; until then a request would find no instance.
+    pub fn routed(&self, endpoint: &str, deployment: &str) -> Vec<String> {
+        let Some(route) = self.route(endpoint) else {
+            return Vec::new();
+        };
+        route
+            .deployments
+            .iter()
+            .filter(|d| d.record.name == deployment)
+            .flat_map(|d| d.instances.iter().map(|i| i.session_id.clone()))
+            .collect()
+    }
+
     /// The in-flight count of a session, as this server sees it.
     pub fn in_flight(&self, session_id: &str) -> u32 {
         self.instances
@@ -841,6 +856,34 @@ pub(crate) async fn route_undeployed(state: &AppState) {
     let endpoints = state.store.list_endpoints().await.unwrap_or_default();
     let memory = Memory::default();
     build_table(state, &endpoints, &[], &[], &HashMap::new(), &memory).await;
+}
+
+/// The routing table built from the store as a supervisor's round builds it, every
+/// deployment's flow taken to be `facts` (nothing is loaded, started or stopped).
+#[cfg(test)]
+pub(crate) async fn route_stored(state: &AppState, facts: FlowFacts) {
+    let store = &state.store;
+    let endpoints = store.list_endpoints().await.unwrap_or_default();
+    let deployments = store.list_deployments(None).await.unwrap_or_default();
+    let rows = store.list_instances().await.unwrap_or_default();
+    let sessions = store
+        .list_sessions(None)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| (s.id.clone(), s))
+        .collect();
+    let facts = Arc::new(facts);
+    for d in &deployments {
+        state
+            .serving
+            .flows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(d.flow_dir.clone(), facts.clone());
+    }
+    let memory = Memory::default();
+    build_table(state, &endpoints, &deployments, &rows, &sessions, &memory).await;
 }
 
 /// Follow the load of scaling deployments: grow at once when the requests in flight per

@@ -218,7 +218,14 @@ fn print_deployment(d: &DeploymentView) {
     }
     println!();
     let mut t = crate::fmt::table(
-        &["SESSION", "REVISION", "SLOT", "STATUS", "IN FLIGHT"],
+        &[
+            "SESSION",
+            "REVISION",
+            "SLOT",
+            "STATUS",
+            "SERVING",
+            "IN FLIGHT",
+        ],
         &["REVISION", "SLOT", "IN FLIGHT"],
     );
     for r in &d.replicas {
@@ -227,6 +234,7 @@ fn print_deployment(d: &DeploymentView) {
             r.revision.to_string(),
             r.slot.to_string(),
             r.status.to_string(),
+            if r.routed { "yes" } else { "no" }.to_string(),
             r.in_flight.to_string(),
         ]);
     }
@@ -249,7 +257,7 @@ async fn wait_ready(remote: &Remote, endpoint: &str, name: &str) -> Result<Deplo
         let current_ready = d
             .replicas
             .iter()
-            .filter(|r| r.revision == d.revision && r.status == flowrt_api::SessionStatus::Running)
+            .filter(|r| r.revision == d.revision && r.routed)
             .count() as u32;
         let old_left = d.replicas.iter().any(|r| r.revision < d.revision);
         if current_ready >= d.instances && !old_left {
