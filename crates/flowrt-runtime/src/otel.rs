@@ -663,7 +663,12 @@ fn built_line_spans(flow: &Flow, line: &LineResult, trace: &TraceAs) -> Vec<Span
     }
     let mut spans = Vec::with_capacity(line.node_runs.len() + 1);
     let (mut prompt, mut completion, mut total) = (0u64, 0u64, 0u64);
-    for run in &line.node_runs {
+    // A bypassed node ran no tool: promptflow's spans come from the tool call, so it has none.
+    for run in line
+        .node_runs
+        .iter()
+        .filter(|r| r.status != NodeStatus::Bypassed)
+    {
         let node_id = ids.span();
         spans.push(node_span(flow, run, (ids.trace, node_id, root_id), &common));
         traced_spans(run, &ids, node_id, &common, &mut spans);

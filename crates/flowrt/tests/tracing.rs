@@ -561,6 +561,67 @@ fn an_aggregation_node_is_a_span_of_the_run() {
     );
 }
 
+/// A node its activate condition bypasses runs no tool, so it has no span, as in promptflow
+/// (whose spans come from the tool call); its line's other nodes have theirs.
+#[test]
+fn a_bypassed_node_has_no_span() {
+    let (endpoint, got) = collector();
+    let env = Env::new();
+    let (d, dir) = flow("pipeline");
+    let data = d.path().join("data.jsonl");
+    write_jsonl(
+        &data,
+        &[
+            json!({"text": "quiet words here", "loud": false}),
+            json!({"text": "loud words here", "loud": true}),
+        ],
+    );
+    // `loud` has a default, which wins over a column of its name unless it is mapped.
+    let r = env.run_with_env(
+        &[
+            "run",
+            "create",
+            "--flow",
+            s(&dir),
+            "--data",
+            s(&data),
+            "--column-mapping",
+            "text=${data.text}",
+            "--column-mapping",
+            "loud=${data.loud}",
+            "--name",
+            "bypassing",
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let spans = collected_spans(&got);
+    let nodes_of = |line: u64| -> Vec<String> {
+        let mut nodes: Vec<String> = spans
+            .iter()
+            .map(|(_, s)| s)
+            .filter(|s| !is_root(s))
+            .filter(|s| attribute(s, "line_number") == Some(&json!({"intValue": line.to_string()})))
+            .filter_map(|s| {
+                attribute(s, "node_name")?["stringValue"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    assert_eq!(nodes_of(0), ["repeat", "stats", "summary"], "{spans:#?}");
+    assert_eq!(
+        nodes_of(1),
+        ["repeat", "shout", "stats", "summary"],
+        "{spans:#?}"
+    );
+}
+
 /// Spans the flow's code makes with the OpenTelemetry API (as instrumented libraries do) nest
 /// under their node's span as they were started, with their attributes, and a `@trace`d
 /// function called inside one nests under it; one that raised is an error.
