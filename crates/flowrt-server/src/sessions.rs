@@ -842,7 +842,7 @@ async fn test(
             .body(body)
             .map_err(|e| ApiErr::internal("relaying the interactive test", e));
     }
-    let result = client::run_line(&addr, &token, &line, timeout).await;
+    let result = client::run_line::<LineResult>(&addr, &token, &line, timeout).await;
     let _ = state.store.touch_session(&id).await;
     match result {
         Ok(mut reply) => {

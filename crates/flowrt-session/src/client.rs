@@ -169,13 +169,14 @@ pub async fn status(addr: &str, token: &str) -> Result<AgentStatus, ClientError>
     get(addr, token, "/status", Duration::from_secs(2)).await
 }
 
-/// `POST /lines`: run one line; bad inputs are [`ClientError::Refused`] with status 400.
-pub async fn run_line(
+/// `POST /lines`: run one line; bad inputs are [`ClientError::Refused`] with status 400. The
+/// reply is read as `T`: a [`LineResult`], or a type that keeps parts of it as raw JSON.
+pub async fn run_line<T: serde::de::DeserializeOwned>(
     addr: &str,
     token: &str,
     req: &LineRequest,
     timeout: Duration,
-) -> Result<LineResult, ClientError> {
+) -> Result<T, ClientError> {
     post(addr, token, "/lines", Some(req), timeout).await
 }
 

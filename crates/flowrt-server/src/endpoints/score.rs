@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use flowrt_api::responses::LineResult;
 use flowrt_session::client::{self, ClientError, LineRequest};
 use flowrt_store::{Endpoint, ScoreRow};
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -344,7 +345,8 @@ async fn run_on(
 ) -> Attempt {
     let guard = InFlight::new(instance.clone());
     let timeout = state.config.interactive_timeout;
-    let result = client::run_line(&instance.addr, &instance.token, request, timeout).await;
+    let result =
+        client::run_line::<Scored>(&instance.addr, &instance.token, request, timeout).await;
     drop(guard);
     match result {
         Ok(reply) => {
@@ -385,8 +387,60 @@ struct RequestDetail<'a> {
     error: Option<&'a str>,
     duration: f64,
     nodes: &'a [flowrt_api::endpoints::NodeTiming],
-    node_runs: &'a Value,
-    spans: &'a [flowrt_api::trace::TraceSpan],
+    node_runs: &'a RawValue,
+    spans: &'a RawValue,
+}
+
+/// An instance's answer to a scored line. What the reply and the request's row need is
+/// decoded; the node runs and spans, which the row only stores (and the export reads, when
+/// the server exports), stay the JSON text they came as: a sampled request's detail is
+/// written from them without parsing them into values and writing them out again.
+#[derive(serde::Deserialize)]
+struct Scored {
+    #[serde(default)]
+    outputs: Value,
+    #[serde(default)]
+    error: Option<flowrt_api::responses::LineFailure>,
+    #[serde(default)]
+    node_runs: Option<Box<RawValue>>,
+    #[serde(default)]
+    duration: f64,
+    #[serde(default)]
+    bare_output: bool,
+    #[serde(default)]
+    spans: Option<Box<RawValue>>,
+}
+
+impl Scored {
+    /// A line result read in whole (a streamed reply's last event), in this form.
+    fn from_result(r: LineResult) -> Scored {
+        Scored {
+            node_runs: serde_json::value::to_raw_value(&r.node_runs).ok(),
+            spans: if r.spans.is_empty() {
+                None
+            } else {
+                serde_json::value::to_raw_value(&r.spans).ok()
+            },
+            outputs: r.outputs,
+            error: r.error,
+            duration: r.duration,
+            bare_output: r.bare_output,
+        }
+    }
+}
+
+/// Of a node run, what a request's row counts: its timing, status and tokens (its output and
+/// logs are passed over unread).
+#[derive(serde::Deserialize)]
+struct NodeRunSummary {
+    #[serde(default)]
+    node: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    duration: f64,
+    #[serde(default)]
+    usage: Option<Value>,
 }
 
 /// What is known of a request while it runs; each ending writes its row.
@@ -402,29 +456,29 @@ struct Record {
 }
 
 /// Tokens and node timings of a line, from its node runs.
-fn nodes_of(reply: &LineResult) -> (Vec<flowrt_api::endpoints::NodeTiming>, [u64; 3]) {
+fn nodes_of(reply: &Scored) -> (Vec<flowrt_api::endpoints::NodeTiming>, [u64; 3]) {
     let mut tokens = [0u64; 3];
-    let nodes = reply
+    let runs: Vec<NodeRunSummary> = reply
         .node_runs
-        .as_array()
-        .map(|runs| {
-            runs.iter()
-                .map(|r| {
-                    let usage = &r["usage"];
-                    let count = |k: &str| usage[k].as_u64().unwrap_or(0);
-                    tokens[0] += count("prompt_tokens");
-                    tokens[1] += count("completion_tokens");
-                    tokens[2] += count("total_tokens");
-                    flowrt_api::endpoints::NodeTiming {
-                        node: r["node"].as_str().unwrap_or_default().to_string(),
-                        status: r["status"].as_str().unwrap_or_default().to_string(),
-                        duration_ms: r["duration"].as_f64().unwrap_or(0.0) * 1000.0,
-                        total_tokens: count("total_tokens"),
-                    }
-                })
-                .collect()
-        })
+        .as_deref()
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())
         .unwrap_or_default();
+    let nodes = runs
+        .into_iter()
+        .map(|r| {
+            let usage = r.usage.unwrap_or(Value::Null);
+            let count = |k: &str| usage[k].as_u64().unwrap_or(0);
+            tokens[0] += count("prompt_tokens");
+            tokens[1] += count("completion_tokens");
+            tokens[2] += count("total_tokens");
+            flowrt_api::endpoints::NodeTiming {
+                total_tokens: count("total_tokens"),
+                node: r.node,
+                status: r.status,
+                duration_ms: r.duration * 1000.0,
+            }
+        })
+        .collect();
     (nodes, tokens)
 }
 
@@ -457,8 +511,7 @@ impl Record {
     }
 
     /// The line ran: its outputs (or its error) answered and recorded.
-    fn answered(self, mut reply: LineResult, session_id: &str, streamed: bool) -> Response {
-        let spans = std::mem::take(&mut reply.spans);
+    fn answered(self, mut reply: Scored, session_id: &str, streamed: bool) -> Response {
         let (nodes, tokens) = nodes_of(&reply);
         let (status, error) = match &reply.error {
             Some(e) => (400, Some(e.display.clone())),
@@ -473,44 +526,11 @@ impl Record {
                 .get(flowrt_flow::VALUE_OUTPUT)
                 .cloned()
                 .unwrap_or(Value::Null),
-            None => reply.outputs.clone(),
+            None => std::mem::take(&mut reply.outputs),
             Some(_) => Value::Null,
         };
         if self.sampled {
-            let redact = self.deployment.record.redact_payloads;
-            self.export(&spans, redact);
-            let stored_spans = if redact { Vec::new() } else { spans };
-            // The node runs draw the trace; redacted, they keep their timing, status and
-            // tokens, not what went in or out.
-            let mut node_runs = std::mem::take(&mut reply.node_runs);
-            if redact {
-                for run in node_runs.as_array_mut().into_iter().flatten() {
-                    if let Some(o) = run.as_object_mut() {
-                        for key in ["output", "logs", "llm_request", "spans"] {
-                            o.remove(key);
-                        }
-                    }
-                }
-            }
-            let null = Value::Null;
-            // Written straight from the reply's parts: nothing is copied into a Value first.
-            let detail = RequestDetail {
-                inputs: match (&self.inputs, redact) {
-                    (Some(inputs), false) => inputs,
-                    _ => &null,
-                },
-                outputs: if redact || reply.error.is_some() {
-                    &null
-                } else {
-                    &body
-                },
-                error: reply.error.as_ref().map(|e| e.display.as_str()),
-                duration: reply.duration,
-                nodes: &nodes,
-                node_runs: &node_runs,
-                spans: &stored_spans,
-            };
-            row.detail = serde_json::to_string(&detail).ok();
+            row.detail = self.detail(&reply, &body, &nodes);
         }
         self.keep(row);
         let mut response = match &reply.error {
@@ -531,14 +551,71 @@ impl Record {
         response
     }
 
+    /// A sampled request's detail, written straight from the reply's parts; its spans are
+    /// exported first when the server exports. Redacted, the node runs keep their timing,
+    /// status and tokens, not what went in or out, and the spans are left out.
+    fn detail(
+        &self,
+        reply: &Scored,
+        body: &Value,
+        nodes: &[flowrt_api::endpoints::NodeTiming],
+    ) -> Option<String> {
+        let redact = self.deployment.record.redact_payloads;
+        if let Some(raw) = &reply.spans {
+            self.export(raw, redact);
+        }
+        let empty = RawValue::NULL;
+        let node_runs = match (&reply.node_runs, redact) {
+            (Some(raw), false) => std::borrow::Cow::Borrowed(raw.as_ref()),
+            (Some(raw), true) => {
+                let mut runs: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+                for run in runs.as_array_mut().into_iter().flatten() {
+                    if let Some(o) = run.as_object_mut() {
+                        for key in ["output", "logs", "llm_request", "spans"] {
+                            o.remove(key);
+                        }
+                    }
+                }
+                std::borrow::Cow::Owned(serde_json::value::to_raw_value(&runs).ok()?)
+            }
+            (None, _) => std::borrow::Cow::Borrowed(empty),
+        };
+        let no_spans = RawValue::from_string("[]".into()).ok()?;
+        let spans = match (&reply.spans, redact) {
+            (Some(raw), false) => raw.as_ref(),
+            _ => no_spans.as_ref(),
+        };
+        let null = Value::Null;
+        let detail = RequestDetail {
+            inputs: match (&self.inputs, redact) {
+                (Some(inputs), false) => inputs,
+                _ => &null,
+            },
+            outputs: if redact || reply.error.is_some() {
+                &null
+            } else {
+                body
+            },
+            error: reply.error.as_ref().map(|e| e.display.as_str()),
+            duration: reply.duration,
+            nodes,
+            node_runs: &node_runs,
+            spans,
+        };
+        serde_json::to_string(&detail).ok()
+    }
+
     /// Send a sampled request's spans to the OTLP collector the server exports to, if any
     /// (copied only then): named by the endpoint, its deployment and the request, without
     /// payloads when the deployment redacts them.
-    fn export(&self, spans: &[flowrt_api::trace::TraceSpan], redact: bool) {
+    fn export(&self, spans: &RawValue, redact: bool) {
         let Some(exporters) = &self.state.runs.exporters else {
             return;
         };
-        let mut spans = spans.to_vec();
+        let Ok(mut spans) = serde_json::from_str::<Vec<flowrt_api::trace::TraceSpan>>(spans.get())
+        else {
+            return;
+        };
         let trace = flowrt_api::trace::TraceAs {
             collection: format!("endpoint/{}", self.endpoint),
             ..Default::default()
@@ -709,7 +786,7 @@ fn stream_reply(agent: reqwest::Response, guard: InFlight, record: Record) -> Re
                     }
                 }
                 drop(tx);
-                let _ = record.answered(reply, &session_id, true);
+                let _ = record.answered(Scored::from_result(reply), &session_id, true);
             }
             None => {
                 let _ = tx.send(event(&json!({"error": {"code": flowrt_api::ErrorCode::InstanceFailed, "message": "the instance answering this request stopped while it streamed"}})));
