@@ -911,7 +911,13 @@ fn line_inputs(
 
 /// What a line run answers: outputs, error, node runs with their logs and timings, duration.
 fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> LineResult {
-    let error = line_failure(line, traceback);
+    let error = line.error.as_ref().map(|e| LineFailure {
+        node: e.node.clone(),
+        error_type: e.failure.error_type.clone(),
+        message: e.failure.message.clone(),
+        traceback: e.failure.traceback.clone().filter(|_| traceback),
+        display: e.to_string(),
+    });
     LineResult {
         outputs: match error {
             None => serde_json::to_value(&line.outputs).unwrap_or(Value::Null),
@@ -924,17 +930,6 @@ fn line_reply(line: &flowrt_executor::LineResult, traceback: bool) -> LineResult
         result_repr: line.result_repr.clone(),
         spans: Vec::new(),
     }
-}
-
-/// Why the line failed, as a reply says it (`traceback`: with the Python traceback).
-fn line_failure(line: &flowrt_executor::LineResult, traceback: bool) -> Option<LineFailure> {
-    line.error.as_ref().map(|e| LineFailure {
-        node: e.node.clone(),
-        error_type: e.failure.error_type.clone(),
-        message: e.failure.message.clone(),
-        traceback: e.failure.traceback.clone().filter(|_| traceback),
-        display: e.to_string(),
-    })
 }
 
 /// A line request that brings connections: the lines from now on use them (a deployment's
@@ -975,46 +970,11 @@ async fn lines(State(a): State<Shared>, Json(mut req): Json<LineRequest>) -> Res
         Err(response) => return *response,
     };
     let line = cur.executor.run_line(0, inputs).await;
-    let spans = match &req.trace {
-        Some(trace) => flowrt_runtime::otel::line_spans(cur.executor.flow(), &line, trace),
-        None => Vec::new(),
-    };
-    Json(LineReply::of(&line, &spans)).into_response()
-}
-
-/// A line's reply (a [`LineResult`] as JSON, tracebacks kept), written straight from the
-/// executor's result: its outputs and node runs are not copied into values first.
-#[derive(serde::Serialize)]
-struct LineReply<'a> {
-    /// `null` when the line failed.
-    outputs: Option<&'a IndexMap<String, Value>>,
-    error: Option<LineFailure>,
-    node_runs: &'a [NodeRun],
-    duration: f64,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    bare_output: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    result_repr: Option<&'a str>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    spans: &'a [flowrt_api::trace::TraceSpan],
-}
-
-impl<'a> LineReply<'a> {
-    fn of(
-        line: &'a flowrt_executor::LineResult,
-        spans: &'a [flowrt_api::trace::TraceSpan],
-    ) -> Self {
-        let error = line_failure(line, true);
-        LineReply {
-            outputs: error.is_none().then_some(&line.outputs),
-            error,
-            node_runs: &line.node_runs,
-            duration: line.duration.as_secs_f64(),
-            bare_output: line.bare_output,
-            result_repr: line.result_repr.as_deref(),
-            spans,
-        }
+    let mut reply = line_reply(&line, true);
+    if let Some(trace) = &req.trace {
+        reply.spans = flowrt_runtime::otel::line_spans(cur.executor.flow(), &line, trace);
     }
+    Json(reply).into_response()
 }
 
 /// `POST /lines/stream`: one line as server-sent events: `node` events as each node starts and
