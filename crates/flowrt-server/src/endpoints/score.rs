@@ -530,6 +530,9 @@ impl Record {
             Some(_) => Value::Null,
         };
         if self.sampled {
+            if let Some(spans) = &reply.spans {
+                self.export(spans, self.deployment.record.redact_payloads);
+            }
             row.detail = self.detail(&reply, &body, &nodes);
         }
         self.keep(row);
@@ -551,9 +554,9 @@ impl Record {
         response
     }
 
-    /// A sampled request's detail, written straight from the reply's parts; its spans are
-    /// exported first when the server exports. Redacted, the node runs keep their timing,
-    /// status and tokens, not what went in or out, and the spans are left out.
+    /// A sampled request's detail, written straight from the reply's parts. Redacted, the node
+    /// runs keep their timing, status and tokens, not what went in or out, and the spans are
+    /// left out.
     fn detail(
         &self,
         reply: &Scored,
@@ -561,10 +564,6 @@ impl Record {
         nodes: &[flowrt_api::endpoints::NodeTiming],
     ) -> Option<String> {
         let redact = self.deployment.record.redact_payloads;
-        if let Some(raw) = &reply.spans {
-            self.export(raw, redact);
-        }
-        let empty = RawValue::NULL;
         let node_runs = match (&reply.node_runs, redact) {
             (Some(raw), false) => std::borrow::Cow::Borrowed(raw.as_ref()),
             (Some(raw), true) => {
@@ -578,12 +577,15 @@ impl Record {
                 }
                 std::borrow::Cow::Owned(serde_json::value::to_raw_value(&runs).ok()?)
             }
-            (None, _) => std::borrow::Cow::Borrowed(empty),
+            (None, _) => std::borrow::Cow::Borrowed(RawValue::NULL),
         };
-        let no_spans = RawValue::from_string("[]".into()).ok()?;
+        let no_spans;
         let spans = match (&reply.spans, redact) {
             (Some(raw), false) => raw.as_ref(),
-            _ => no_spans.as_ref(),
+            _ => {
+                no_spans = RawValue::from_string("[]".into()).ok()?;
+                no_spans.as_ref()
+            }
         };
         let null = Value::Null;
         let detail = RequestDetail {
