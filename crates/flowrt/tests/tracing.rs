@@ -482,17 +482,31 @@ fn a_server_exports_the_spans_its_sessions_record() {
 
 /// `run create` of `dir` over `data`, exporting to `endpoint` as OTLP/JSON; it must succeed.
 fn traced_batch(env: &Env, dir: &Path, data: &Path, name: &str, endpoint: &str) {
+    traced_batch_with(env, dir, data, name, endpoint, &[]);
+}
+
+/// [`traced_batch`] with more arguments to `run create` (a column mapping).
+fn traced_batch_with(
+    env: &Env,
+    dir: &Path,
+    data: &Path,
+    name: &str,
+    endpoint: &str,
+    more: &[&str],
+) {
+    let mut args = vec![
+        "run",
+        "create",
+        "--flow",
+        s(dir),
+        "--data",
+        s(data),
+        "--name",
+        name,
+    ];
+    args.extend_from_slice(more);
     let r = env.run_with_env(
-        &[
-            "run",
-            "create",
-            "--flow",
-            s(dir),
-            "--data",
-            s(data),
-            "--name",
-            name,
-        ],
+        &args,
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
@@ -577,27 +591,19 @@ fn a_bypassed_node_has_no_span() {
         ],
     );
     // `loud` has a default, which wins over a column of its name unless it is mapped.
-    let r = env.run_with_env(
+    traced_batch_with(
+        &env,
+        &dir,
+        &data,
+        "bypassing",
+        &endpoint,
         &[
-            "run",
-            "create",
-            "--flow",
-            s(&dir),
-            "--data",
-            s(&data),
             "--column-mapping",
             "text=${data.text}",
             "--column-mapping",
             "loud=${data.loud}",
-            "--name",
-            "bypassing",
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let spans = collected_spans(&got);
     let nodes_of = |line: u64| -> Vec<String> {
         let mut nodes: Vec<String> = spans
